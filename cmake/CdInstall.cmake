@@ -1,0 +1,27 @@
+# Installs the header, the shared library, colddiff.pc and a relocatable CMake
+# package so that find_package(colddiff) gives colddiff::colddiff.
+include(CMakePackageConfigHelpers)
+
+install(TARGETS colddiff EXPORT colddiffTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(FILES include/colddiff.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+
+set(CD_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/colddiff)
+install(EXPORT colddiffTargets NAMESPACE colddiff:: DESTINATION ${CD_CMAKE_DIR})
+configure_package_config_file(cmake/colddiffConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/colddiffConfig.cmake INSTALL_DESTINATION ${CD_CMAKE_DIR})
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/colddiffConfigVersion.cmake
+  COMPATIBILITY SameMajorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/colddiffConfig.cmake
+              ${PROJECT_BINARY_DIR}/colddiffConfigVersion.cmake
+        DESTINATION ${CD_CMAKE_DIR})
+
+# pkg-config: the prefix is found relative to the .pc file, so an installed
+# tree can be moved (the consumer test installs into a temporary folder).
+file(RELATIVE_PATH CD_PC_UP "/root/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/root")
+string(REGEX REPLACE "/$" "" CD_PC_UP "${CD_PC_UP}")
+configure_file(cmake/colddiff.pc.in ${PROJECT_BINARY_DIR}/colddiff.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/colddiff.pc
+        DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

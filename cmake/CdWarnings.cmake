@@ -1,0 +1,13 @@
+# Compiler flags shared by the library, the tests and the examples.
+add_library(cd_flags INTERFACE)
+# Strict C11 plus POSIX.1-2008 (fdopen, fsync, mkdtemp, O_CLOEXEC ...).
+target_compile_definitions(cd_flags INTERFACE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
+target_compile_options(cd_flags INTERFACE
+  -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+  $<$<BOOL:${CD_WERROR}>:-Werror>)
+if(CD_SANITIZE)
+  target_compile_options(cd_flags INTERFACE
+    -fsanitize=address,undefined -fno-sanitize-recover=undefined
+    -fno-omit-frame-pointer)
+  target_link_options(cd_flags INTERFACE -fsanitize=address,undefined)
+endif()

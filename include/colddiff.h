@@ -1,0 +1,392 @@
+/*
+ * colddiff.h - the stable C API of libcolddiff.
+ *
+ * libcolddiff trains and samples diffusion models (DDPM and cold diffusion)
+ * on small images such as MNIST. Everything in this header is covered by the
+ * ABI promise in docs/api-stability.md: same major version, same ABI.
+ *
+ * A minimal session with the parts that exist today:
+ *
+ *     cd_dataset *ds = NULL;
+ *     cd_tensor *batch = NULL;
+ *     cd_rng *rng = NULL;
+ *     int64_t shape[4] = {64, 1, 28, 28}, got = 0;
+ *     if (cd_dataset_load_mnist(&ds, "data/mnist") != CD_OK ||
+ *         cd_dataset_split(ds, 0.2, 42) != CD_OK ||
+ *         cd_tensor_create(&batch, 4, shape) != CD_OK ||
+ *         cd_rng_create(&rng, 42) != CD_OK ||
+ *         cd_dataset_shuffle(ds, CD_SPLIT_TRAIN, rng) != CD_OK ||
+ *         cd_dataset_fill_batch(ds, CD_SPLIT_TRAIN, 0, batch, NULL, &got)
+ *             != CD_OK ||
+ *         cd_image_grid_write_png("digits.png", batch, 8, 2, 0,
+ *                                 CD_PIXELS_RANGE, -0.5f, 0.5f) != CD_OK)
+ *         fprintf(stderr, "colddiff: %s\n", cd_last_error());
+ *     cd_rng_free(rng);
+ *     cd_tensor_free(batch);
+ *     cd_dataset_free(ds);
+ *
+ * Conventions (see docs/design.md):
+ *   - Every fallible function returns cd_status: CD_OK (0) or a negative
+ *     code. On failure cd_last_error() holds a message naming the argument,
+ *     file or byte offset at fault. Nothing is ever printed or aborted.
+ *   - Objects are opaque. Every *_create has a *_free that accepts NULL.
+ *     Output handles are written only on success; on failure they are set
+ *     to NULL.
+ *   - A pointer returned as a function's value is borrowed: it belongs to the
+ *     object it came from and lives as long as that object.
+ *   - Shapes and sizes are int64_t, seeds uint64_t, data float (float32).
+ *     Images are N x C x H x W, row-major (NCHW).
+ *   - Threads: one object per thread for anything that mutates (tensors
+ *     being written, RNGs, datasets being shuffled). Read-only use of an
+ *     object from several threads at once is safe. cd_last_error() is
+ *     thread-local.
+ */
+#ifndef COLDDIFF_H
+#define COLDDIFF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(CD_BUILDING_LIBRARY)
+#define CD_API __declspec(dllexport)
+#elif defined(_WIN32) && !defined(CD_STATIC)
+#define CD_API __declspec(dllimport)
+#elif defined(__GNUC__) || defined(__clang__)
+#define CD_API __attribute__((visibility("default")))
+#else
+#define CD_API
+#endif
+
+#define CD_VERSION_MAJOR 0
+#define CD_VERSION_MINOR 1
+#define CD_VERSION_PATCH 0
+/** The ABI generation; equals the SONAME's number (libcolddiff.so.0). */
+#define CD_ABI_VERSION 0
+
+/* ------------------------------------------------------------------------ */
+/* Status and errors                                                        */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Result of every fallible call. Values are fixed and append-only: a code
+ * keeps its number forever, new codes take new numbers.
+ */
+typedef enum cd_status {
+    CD_OK = 0,
+    CD_ERR_INVALID_ARGUMENT = -1, /**< NULL handle, bad enum, bad pointer  */
+    CD_ERR_OUT_OF_MEMORY = -2,    /**< an allocation failed                 */
+    CD_ERR_SHAPE = -3,            /**< wrong rank, dimension or length      */
+    CD_ERR_OVERFLOW = -4,         /**< a size does not fit in int64/size_t  */
+    CD_ERR_RANGE = -5,            /**< a value outside its allowed range    */
+    CD_ERR_NOT_FINITE = -6,       /**< NaN or infinity where a number is due */
+    CD_ERR_IO = -7,               /**< open/read/write/rename/fsync failed  */
+    CD_ERR_NOT_FOUND = -8,        /**< a file or name does not exist        */
+    CD_ERR_FORMAT = -9,           /**< a file is not what it claims to be   */
+    CD_ERR_CHECKSUM = -10,        /**< a checksum or digest does not match  */
+    CD_ERR_VERSION = -11,         /**< a file or library version we cannot use */
+    CD_ERR_STATE = -12,           /**< the object is not ready for this call */
+    CD_ERR_UNSUPPORTED = -13,     /**< valid, but not implemented here      */
+    CD_ERR_CANCELLED = -14,       /**< stopped on request                   */
+    CD_ERR_INTERNAL = -15         /**< a bug in libcolddiff; please report   */
+} cd_status;
+
+/** Fixed English text for a status code; never NULL, never freed. */
+CD_API const char *cd_status_string(cd_status status);
+
+/**
+ * The message of the last failure on the calling thread, with detail (which
+ * argument, which file, which byte offset). Successful calls leave it alone,
+ * so read it right after the failing call. Never NULL; "" before any error.
+ * The pointer is valid until the thread's next libcolddiff call.
+ */
+CD_API const char *cd_last_error(void);
+
+/** The status of the last failure on this thread (CD_OK if none). */
+CD_API cd_status cd_last_status(void);
+
+/** Forget the calling thread's last error. */
+CD_API void cd_clear_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Versions                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/** "MAJOR.MINOR.PATCH" of the loaded library (may differ from the header). */
+CD_API const char *cd_version_string(void);
+
+/** CD_ABI_VERSION of the loaded library; compare it with the header's. */
+CD_API int32_t cd_abi_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Threads                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Set how many threads libcolddiff and its BLAS may use (n >= 1; at most
+ * CD_MAX_THREADS). Process-wide. Results never depend on this number.
+ * Call it while no other libcolddiff call is running.
+ */
+#define CD_MAX_THREADS 256
+CD_API cd_status cd_set_num_threads(int32_t n);
+
+/** The current thread count (defaults to the number of online CPUs). */
+CD_API int32_t cd_get_num_threads(void);
+
+/* ------------------------------------------------------------------------ */
+/* Tensors                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/** A dense, row-major float32 array of rank 1..CD_TENSOR_MAX_RANK. */
+typedef struct cd_tensor cd_tensor;
+
+#define CD_TENSOR_MAX_RANK 8
+
+/**
+ * Create a tensor of the given shape, filled with zeros.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL out or shape), CD_ERR_SHAPE (rank
+ * outside 1..CD_TENSOR_MAX_RANK, a dimension < 1), CD_ERR_OVERFLOW (the
+ * byte size does not fit), CD_ERR_OUT_OF_MEMORY.
+ * The caller owns *out and frees it with cd_tensor_free().
+ */
+CD_API cd_status cd_tensor_create(cd_tensor **out, int32_t rank,
+                                  const int64_t *shape);
+
+/** Free a tensor; NULL is a no-op. */
+CD_API void cd_tensor_free(cd_tensor *t);
+
+/** Deep copy of src into a new tensor owned by the caller. */
+CD_API cd_status cd_tensor_clone(cd_tensor **out, const cd_tensor *src);
+
+/**
+ * Give t a new shape with the same element count; the data are unchanged.
+ * Errors: CD_ERR_SHAPE if the counts differ or the shape is invalid.
+ */
+CD_API cd_status cd_tensor_reshape(cd_tensor *t, int32_t rank,
+                                   const int64_t *shape);
+
+/** Rank of t, or -1 (with an error) if t is NULL. */
+CD_API int32_t cd_tensor_rank(const cd_tensor *t);
+
+/** Size of dimension axis (negative axes count from the end), or -1. */
+CD_API int64_t cd_tensor_dim(const cd_tensor *t, int32_t axis);
+
+/** Number of elements, or -1 (with an error) if t is NULL. */
+CD_API int64_t cd_tensor_numel(const cd_tensor *t);
+
+/**
+ * Copy the shape into shape[0..rank-1]. capacity is the length of shape;
+ * CD_ERR_SHAPE if it is smaller than the rank.
+ */
+CD_API cd_status cd_tensor_shape(const cd_tensor *t, int64_t *shape,
+                                 int32_t capacity);
+
+/**
+ * Borrowed pointer to the numel() contiguous floats of t, or NULL (with an
+ * error) if t is NULL. Valid until t is freed; reshape keeps it valid.
+ */
+CD_API float *cd_tensor_data(cd_tensor *t);
+
+/** Set every element to value (which may be any float, NaN included). */
+CD_API cd_status cd_tensor_fill(cd_tensor *t, float value);
+
+/**
+ * Copy count floats from src into t. count must equal numel(t):
+ * CD_ERR_SHAPE otherwise. src must not overlap t's data.
+ */
+CD_API cd_status cd_tensor_copy_from(cd_tensor *t, const float *src,
+                                     int64_t count);
+
+/** Copy t's numel(t) floats to dst; count must equal numel(t). */
+CD_API cd_status cd_tensor_copy_to(const cd_tensor *t, float *dst,
+                                   int64_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Random numbers                                                           */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A counter-based generator: Philox4x32-10 (Salmon et al., SC'11), keyed by
+ * the 64-bit seed, with a 128-bit block counter. docs/rng.md states the
+ * exact mapping from blocks to uniforms, normals and integers, so a seed
+ * gives the same numbers on every platform and for every thread count.
+ *
+ * Each draw call starts at a fresh block and consumes whole blocks:
+ * 4 floats, 2 normals or 1 integer per block. A generator is not
+ * thread-safe; use cd_rng_split() to give each worker its own stream.
+ */
+typedef struct cd_rng cd_rng;
+
+/** The number of 64-bit words in a serialised generator state. */
+#define CD_RNG_STATE_WORDS 4
+
+/** Create a generator seeded with seed, at the start of its stream. */
+CD_API cd_status cd_rng_create(cd_rng **out, uint64_t seed);
+
+/** Free a generator; NULL is a no-op. */
+CD_API void cd_rng_free(cd_rng *rng);
+
+/**
+ * Derive an independent generator for substream `stream` of rng. It depends
+ * only on rng's key and `stream`, not on how much rng has drawn, and rng is
+ * not changed: split(rng, i) is the same generator whenever it is called.
+ */
+CD_API cd_status cd_rng_split(cd_rng **out, const cd_rng *rng,
+                              uint64_t stream);
+
+/** Save the full state (key and counter) into state[CD_RNG_STATE_WORDS]. */
+CD_API cd_status cd_rng_get_state(const cd_rng *rng, uint64_t *state);
+
+/** Restore a state saved by cd_rng_get_state(). */
+CD_API cd_status cd_rng_set_state(cd_rng *rng, const uint64_t *state);
+
+/** n floats uniform on [0, 1), each a multiple of 2^-24. */
+CD_API cd_status cd_rng_uniform(cd_rng *rng, float *out, int64_t n);
+
+/** n standard normal floats (Box-Muller in double, rounded to float). */
+CD_API cd_status cd_rng_normal(cd_rng *rng, float *out, int64_t n);
+
+/** n integers uniform on [lo, hi] inclusive (unbiased); lo <= hi. */
+CD_API cd_status cd_rng_int_range(cd_rng *rng, int64_t *out, int64_t n,
+                                  int64_t lo, int64_t hi);
+
+/** Fill a tensor with uniforms on [0, 1). */
+CD_API cd_status cd_rng_uniform_tensor(cd_rng *rng, cd_tensor *t);
+
+/** Fill a tensor with standard normals. */
+CD_API cd_status cd_rng_normal_tensor(cd_rng *rng, cd_tensor *t);
+
+/* ------------------------------------------------------------------------ */
+/* Datasets                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/** An image dataset in memory with train, validation and test splits. */
+typedef struct cd_dataset cd_dataset;
+
+typedef enum cd_split {
+    CD_SPLIT_TRAIN = 0,
+    CD_SPLIT_VAL = 1,
+    CD_SPLIT_TEST = 2
+} cd_split;
+
+/**
+ * Load MNIST from a directory holding train-images-idx3-ubyte,
+ * train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte,
+ * each raw or gzipped (name + ".gz"). Pixels become p/255 - 0.5.
+ * Right after loading, the whole training set is the train split and the
+ * validation split is empty; call cd_dataset_split().
+ * Errors: CD_ERR_NOT_FOUND (a file missing, named in the message),
+ * CD_ERR_FORMAT (bad magic, dimensions or length, with file and offset),
+ * CD_ERR_SHAPE (images and labels disagree), CD_ERR_IO.
+ */
+CD_API cd_status cd_dataset_load_mnist(cd_dataset **out, const char *dir);
+
+/**
+ * Load one pair of IDX files (raw or gzipped, chosen by content) as the
+ * training pool, and optionally a second pair as the test split
+ * (test_images and test_labels both NULL for none).
+ */
+CD_API cd_status cd_dataset_load_idx(cd_dataset **out,
+                                     const char *train_images,
+                                     const char *train_labels,
+                                     const char *test_images,
+                                     const char *test_labels);
+
+/** Free a dataset; NULL is a no-op. */
+CD_API void cd_dataset_free(cd_dataset *ds);
+
+/**
+ * Split the training pool into train and validation with a random
+ * permutation seeded by seed: the first round(n*(1-val_fraction)) indices
+ * train, the rest validate. val_fraction is in [0, 1). Replaces any earlier
+ * split and resets both epoch orders.
+ */
+CD_API cd_status cd_dataset_split(cd_dataset *ds, double val_fraction,
+                                  uint64_t seed);
+
+/**
+ * Use an explicit split: a text file with one training-pool index per line,
+ * naming the train split in order; every other index validates (in
+ * ascending order). Duplicates or out-of-range indices are CD_ERR_FORMAT.
+ */
+CD_API cd_status cd_dataset_split_from_file(cd_dataset *ds, const char *path);
+
+/** Number of images in a split, or -1 (with an error). */
+CD_API int64_t cd_dataset_count(const cd_dataset *ds, cd_split split);
+
+/** Image height, width and channels; 0 on error. */
+CD_API int64_t cd_dataset_height(const cd_dataset *ds);
+CD_API int64_t cd_dataset_width(const cd_dataset *ds);
+CD_API int64_t cd_dataset_channels(const cd_dataset *ds);
+
+/**
+ * Draw a fresh epoch order for a split from rng (a Fisher-Yates shuffle).
+ * Until the first shuffle the order is the split's natural order.
+ */
+CD_API cd_status cd_dataset_shuffle(cd_dataset *ds, cd_split split,
+                                    cd_rng *rng);
+
+/**
+ * Fill a mini-batch with the images at epoch positions first, first+1, ...
+ * images is N x C x H x W (or N x H x W when C is 1); labels, if not NULL,
+ * is a tensor of N floats holding class ids. Rows past the end of the split
+ * are zero-filled and *filled (if not NULL) tells how many are real.
+ * Allocates nothing. Errors: CD_ERR_SHAPE (tensor shapes), CD_ERR_RANGE
+ * (first outside [0, count)).
+ */
+CD_API cd_status cd_dataset_fill_batch(const cd_dataset *ds, cd_split split,
+                                       int64_t first, cd_tensor *images,
+                                       cd_tensor *labels, int64_t *filled);
+
+/**
+ * Copy the images at split indices idx[0..n-1] (the split's natural order,
+ * not the epoch order) into images (n x C x H x W); labels may be NULL.
+ */
+CD_API cd_status cd_dataset_gather(const cd_dataset *ds, cd_split split,
+                                   const int64_t *idx, int64_t n,
+                                   cd_tensor *images, cd_tensor *labels);
+
+/* ------------------------------------------------------------------------ */
+/* Images                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Write an 8-bit greyscale PNG of width x height bytes, row-major.
+ * The file is written atomically (temporary file, fsync, rename): on any
+ * failure, an existing file at path is left as it was.
+ */
+CD_API cd_status cd_png_write_gray(const char *path, const uint8_t *pixels,
+                                   int64_t width, int64_t height);
+
+/** How float pixels map to 0..255. */
+typedef enum cd_pixel_map {
+    /** Fixed range: lo maps to 0, hi to 255, values outside are clipped. */
+    CD_PIXELS_RANGE = 0,
+    /**
+     * The report's style, per image: clip to the 1st and 99th percentiles
+     * (linear interpolation, as numpy), then min-max scale to 0..255.
+     * A constant image maps to 0. lo and hi are ignored.
+     */
+    CD_PIXELS_PERCENTILE = 1
+} cd_pixel_map;
+
+/**
+ * Lay the N images of images (N x 1 x H x W, or N x H x W) out in a grid of
+ * `columns` columns and ceil(N / columns) rows, separated and surrounded by
+ * `border` pixels of grey level border_value (0..255), and write it as a
+ * greyscale PNG. Non-finite pixels are CD_ERR_NOT_FINITE.
+ */
+CD_API cd_status cd_image_grid_write_png(const char *path,
+                                         const cd_tensor *images,
+                                         int64_t columns, int64_t border,
+                                         int32_t border_value,
+                                         cd_pixel_map map, float lo, float hi);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COLDDIFF_H */

@@ -1,0 +1,143 @@
+/*
+ * io.c - atomic file writes: temporary file in the same folder, fsync,
+ * rename, fsync of the folder. A crash or a full disk leaves either the old
+ * file or the complete new one, never a torn mix.
+ */
+#include "core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static atomic_uint g_tmp_counter;
+
+static char *dup_string(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+static void atomic_reset(cd__atomic_file *af)
+{
+    free(af->tmp_path);
+    free(af->path);
+    memset(af, 0, sizeof *af);
+}
+
+cd_status cd__atomic_open(cd__atomic_file *af, const char *path)
+{
+    memset(af, 0, sizeof *af);
+    if (!path || !*path)
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "output path is NULL or empty");
+    size_t cap = strlen(path) + 64;
+    af->path = dup_string(path);
+    af->tmp_path = malloc(cap);
+    if (!af->path || !af->tmp_path) {
+        atomic_reset(af);
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': no memory for the path", path);
+    }
+    snprintf(af->tmp_path, cap, "%s.tmp.%ld.%u", path, (long)getpid(),
+             atomic_fetch_add(&g_tmp_counter, 1));
+    int fd = open(af->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 || !(af->fp = fdopen(fd, "wb"))) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        cd_status st = cd__error(e == ENOENT ? CD_ERR_NOT_FOUND : CD_ERR_IO,
+                                 "cannot create '%s' (writing '%s'): %s",
+                                 af->tmp_path, path, strerror(e));
+        atomic_reset(af);
+        return st;
+    }
+    return CD_OK;
+}
+
+cd_status cd__atomic_write(cd__atomic_file *af, const void *buf, size_t n)
+{
+    if (!af->fp) return cd__error(CD_ERR_STATE, "write to a closed file");
+    if (af->err) return CD_ERR_IO; /* reported in full by commit() */
+    if (n && fwrite(buf, 1, n, af->fp) != n) {
+        af->err = errno ? errno : EIO;
+        return cd__error(CD_ERR_IO, "writing '%s' at byte %" PRIu64 ": %s (the "
+                         "previous file, if any, is unchanged)", af->path, af->written,
+                         strerror(af->err));
+    }
+    af->written += n;
+    return CD_OK;
+}
+
+/* fsync the folder holding path, so the rename itself is durable. */
+static int sync_parent_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash) {
+        strcpy(dir, ".");
+    } else {
+        size_t len = slash == path ? 1 : (size_t)(slash - path);
+        if (len >= sizeof dir) return 0; /* too long to name; skip, the data is synced */
+        memcpy(dir, path, len);
+        dir[len] = '\0';
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int rc = fsync(fd) == 0 || errno == EINVAL ? 0 : errno;
+    close(fd);
+    return rc;
+}
+
+cd_status cd__atomic_commit(cd__atomic_file *af)
+{
+    if (!af->fp) return cd__error(CD_ERR_STATE, "commit of a closed file");
+    int e = af->err;
+    if (!e && fflush(af->fp) != 0) e = errno;
+    if (!e && fsync(fileno(af->fp)) != 0) e = errno;
+    if (fclose(af->fp) != 0 && !e) e = errno;
+    af->fp = NULL;
+    if (e) {
+        cd_status st = cd__error(CD_ERR_IO, "writing '%s' failed: %s (the previous "
+                                 "file, if any, is unchanged)", af->path, strerror(e));
+        cd__atomic_abort(af);
+        return st;
+    }
+    if (rename(af->tmp_path, af->path) != 0) {
+        e = errno;
+        cd_status st = cd__error(CD_ERR_IO, "renaming '%s' to '%s' failed: %s",
+                                 af->tmp_path, af->path, strerror(e));
+        cd__atomic_abort(af);
+        return st;
+    }
+    e = sync_parent_dir(af->path);
+    cd_status st = CD_OK;
+    if (e)
+        st = cd__error(CD_ERR_IO, "'%s' was written but its folder could not be "
+                       "synced: %s", af->path, strerror(e));
+    atomic_reset(af);
+    return st;
+}
+
+void cd__atomic_abort(cd__atomic_file *af)
+{
+    if (af->fp) fclose(af->fp);
+    af->fp = NULL;
+    if (af->tmp_path) unlink(af->tmp_path);
+    atomic_reset(af);
+}
+
+cd_status cd__write_file_atomic(const char *path, const void *buf, size_t n)
+{
+    cd__atomic_file af;
+    CD__TRY(cd__atomic_open(&af, path));
+    cd_status st = cd__atomic_write(&af, buf, n);
+    if (st != CD_OK) {
+        cd__atomic_abort(&af);
+        return st;
+    }
+    return cd__atomic_commit(&af);
+}

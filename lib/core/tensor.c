@@ -1,0 +1,197 @@
+/* tensor.c - the opaque float32 tensor. */
+#include "core.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Validate a shape and return its element count in *numel. */
+static cd_status check_shape(const char *fn, int32_t rank, const int64_t *shape,
+                             int64_t *numel)
+{
+    CD__CHECK_NOT_NULL(shape, fn);
+    if (rank < 1 || rank > CD_TENSOR_MAX_RANK)
+        return cd__error(CD_ERR_SHAPE, "%s: rank %" PRId32 " is outside 1..%d",
+                         fn, rank, CD_TENSOR_MAX_RANK);
+    int64_t n = 1;
+    for (int32_t i = 0; i < rank; i++) {
+        if (shape[i] < 1)
+            return cd__error(CD_ERR_SHAPE, "%s: shape[%" PRId32 "] = %" PRId64
+                             " must be at least 1", fn, i, shape[i]);
+        if (cd__mul_overflows_i64(n, shape[i], &n))
+            return cd__error(CD_ERR_OVERFLOW, "%s: element count overflows at "
+                             "shape[%" PRId32 "] = %" PRId64, fn, i, shape[i]);
+    }
+    int64_t bytes;
+    if (cd__mul_overflows_i64(n, (int64_t)sizeof(float), &bytes) ||
+        (uint64_t)bytes > (uint64_t)SIZE_MAX)
+        return cd__error(CD_ERR_OVERFLOW, "%s: %" PRId64 " floats do not fit in "
+                         "memory addresses", fn, n);
+    *numel = n;
+    return CD_OK;
+}
+
+cd_status cd_tensor_create(cd_tensor **out, int32_t rank, const int64_t *shape)
+{
+    static const char fn[] = "cd_tensor_create";
+    CD__CHECK_NOT_NULL(out, fn);
+    *out = NULL;
+    int64_t numel;
+    CD__TRY(check_shape(fn, rank, shape, &numel));
+    cd_tensor *t = calloc(1, sizeof *t);
+    if (!t) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for the handle", fn);
+    t->data = cd__calloc((size_t)numel, sizeof(float), "tensor data");
+    if (!t->data) {
+        free(t);
+        return cd_last_status();
+    }
+    t->rank = rank;
+    memcpy(t->shape, shape, (size_t)rank * sizeof *shape);
+    t->numel = numel;
+    *out = t;
+    return CD_OK;
+}
+
+void cd_tensor_free(cd_tensor *t)
+{
+    if (!t) return;
+    cd__free(t->data);
+    free(t);
+}
+
+cd_status cd_tensor_clone(cd_tensor **out, const cd_tensor *src)
+{
+    static const char fn[] = "cd_tensor_clone";
+    CD__CHECK_NOT_NULL(out, fn);
+    *out = NULL;
+    CD__CHECK_NOT_NULL(src, fn);
+    cd_tensor *t;
+    CD__TRY(cd_tensor_create(&t, src->rank, src->shape));
+    memcpy(t->data, src->data, (size_t)src->numel * sizeof(float));
+    *out = t;
+    return CD_OK;
+}
+
+cd_status cd_tensor_reshape(cd_tensor *t, int32_t rank, const int64_t *shape)
+{
+    static const char fn[] = "cd_tensor_reshape";
+    CD__CHECK_NOT_NULL(t, fn);
+    int64_t numel;
+    CD__TRY(check_shape(fn, rank, shape, &numel));
+    if (numel != t->numel)
+        return cd__error(CD_ERR_SHAPE, "%s: new shape has %" PRId64 " elements, "
+                         "the tensor has %" PRId64, fn, numel, t->numel);
+    t->rank = rank;
+    memcpy(t->shape, shape, (size_t)rank * sizeof *shape);
+    return CD_OK;
+}
+
+int32_t cd_tensor_rank(const cd_tensor *t)
+{
+    if (!t) {
+        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_tensor_rank: argument 't' is NULL");
+        return -1;
+    }
+    return t->rank;
+}
+
+int64_t cd_tensor_dim(const cd_tensor *t, int32_t axis)
+{
+    if (!t) {
+        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_tensor_dim: argument 't' is NULL");
+        return -1;
+    }
+    int32_t a = axis < 0 ? axis + t->rank : axis;
+    if (a < 0 || a >= t->rank) {
+        cd__error(CD_ERR_RANGE, "cd_tensor_dim: axis %" PRId32 " is outside a "
+                  "rank-%" PRId32 " tensor", axis, t->rank);
+        return -1;
+    }
+    return t->shape[a];
+}
+
+int64_t cd_tensor_numel(const cd_tensor *t)
+{
+    if (!t) {
+        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_tensor_numel: argument 't' is NULL");
+        return -1;
+    }
+    return t->numel;
+}
+
+cd_status cd_tensor_shape(const cd_tensor *t, int64_t *shape, int32_t capacity)
+{
+    static const char fn[] = "cd_tensor_shape";
+    CD__CHECK_NOT_NULL(t, fn);
+    CD__CHECK_NOT_NULL(shape, fn);
+    if (capacity < t->rank)
+        return cd__error(CD_ERR_SHAPE, "%s: capacity %" PRId32 " is less than the "
+                         "rank %" PRId32, fn, capacity, t->rank);
+    memcpy(shape, t->shape, (size_t)t->rank * sizeof *shape);
+    return CD_OK;
+}
+
+float *cd_tensor_data(cd_tensor *t)
+{
+    if (!t) {
+        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_tensor_data: argument 't' is NULL");
+        return NULL;
+    }
+    return t->data;
+}
+
+cd_status cd_tensor_fill(cd_tensor *t, float value)
+{
+    CD__CHECK_NOT_NULL(t, "cd_tensor_fill");
+    for (int64_t i = 0; i < t->numel; i++) t->data[i] = value;
+    return CD_OK;
+}
+
+static cd_status check_copy(const char *fn, const cd_tensor *t, const float *buf,
+                            int64_t count)
+{
+    CD__CHECK_NOT_NULL(t, fn);
+    CD__CHECK_NOT_NULL(buf, fn);
+    if (count != t->numel)
+        return cd__error(CD_ERR_SHAPE, "%s: count %" PRId64 " differs from the "
+                         "tensor's %" PRId64 " elements", fn, count, t->numel);
+    return CD_OK;
+}
+
+cd_status cd_tensor_copy_from(cd_tensor *t, const float *src, int64_t count)
+{
+    CD__TRY(check_copy("cd_tensor_copy_from", t, src, count));
+    memmove(t->data, src, (size_t)count * sizeof(float));
+    return CD_OK;
+}
+
+cd_status cd_tensor_copy_to(const cd_tensor *t, float *dst, int64_t count)
+{
+    CD__TRY(check_copy("cd_tensor_copy_to", t, dst, count));
+    memmove(dst, t->data, (size_t)count * sizeof(float));
+    return CD_OK;
+}
+
+cd_status cd__tensor_expect(const cd_tensor *t, const char *fn, const char *name,
+                            int32_t rank, const int64_t *shape)
+{
+    if (!t)
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: tensor '%s' is NULL", fn, name);
+    bool ok = t->rank == rank;
+    for (int32_t i = 0; ok && i < rank; i++)
+        ok = shape[i] < 0 || shape[i] == t->shape[i];
+    if (ok) return CD_OK;
+
+    char want[160], got[160];
+    size_t wn = 0, gn = 0;
+    for (int32_t i = 0; i < rank && wn < sizeof want; i++)
+        wn += (size_t)(shape[i] < 0
+                           ? snprintf(want + wn, sizeof want - wn, "%s*", i ? "x" : "")
+                           : snprintf(want + wn, sizeof want - wn, "%s%" PRId64,
+                                      i ? "x" : "", shape[i]));
+    for (int32_t i = 0; i < t->rank && gn < sizeof got; i++)
+        gn += (size_t)snprintf(got + gn, sizeof got - gn, "%s%" PRId64, i ? "x" : "",
+                               t->shape[i]);
+    return cd__error(CD_ERR_SHAPE, "%s: tensor '%s' must be %s, got %s", fn, name,
+                     want, got);
+}

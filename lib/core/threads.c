@@ -1,0 +1,173 @@
+/*
+ * threads.c - the thread count and a small persistent worker pool.
+ *
+ * The pool runs one parallel_for at a time. A second caller (another
+ * thread, or a task that itself calls parallel_for) finds it busy and runs
+ * its loop on its own thread; since results never depend on the mapping of
+ * tasks to threads, that only costs speed.
+ */
+#include "core.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#if defined(CD_BLAS_OPENBLAS)
+void openblas_set_num_threads(int num_threads);
+#elif defined(CD_BLAS_BLIS)
+void bli_thread_set_num_threads(int64_t n_threads);
+#endif
+
+typedef struct {
+    pthread_mutex_t busy;   /* held by the one running parallel_for */
+    pthread_mutex_t lock;   /* guards everything below */
+    pthread_cond_t wake;
+    pthread_cond_t done;
+    pthread_t *workers;
+    int32_t n_workers;
+    uint64_t generation;    /* bumped per job, so workers see new work */
+    uint64_t spawn_generation; /* generation when the workers were made */
+    bool stop;
+    cd__task_fn fn;
+    void *ctx;
+    int64_t n;
+    atomic_int_fast64_t next;
+    int32_t active;         /* workers still inside the current job */
+} pool_t;
+
+static pool_t g_pool = {
+    .busy = PTHREAD_MUTEX_INITIALIZER,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .wake = PTHREAD_COND_INITIALIZER,
+    .done = PTHREAD_COND_INITIALIZER,
+};
+static atomic_int g_num_threads = 0; /* 0: not yet decided */
+
+static int32_t default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) return 1;
+    return n > CD_MAX_THREADS ? CD_MAX_THREADS : (int32_t)n;
+}
+
+int32_t cd_get_num_threads(void)
+{
+    int n = atomic_load(&g_num_threads);
+    return n > 0 ? n : default_threads();
+}
+
+static void run_tasks(pool_t *p)
+{
+    for (;;) {
+        int64_t i = atomic_fetch_add(&p->next, 1);
+        if (i >= p->n) break;
+        p->fn(p->ctx, i);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    pool_t *p = arg;
+    /* Written before pthread_create, so visible here; a worker must not
+     * mistake a job finished before it existed for new work. */
+    uint64_t seen = p->spawn_generation;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->wake, &p->lock);
+        if (p->stop) break;
+        seen = p->generation;
+        pthread_mutex_unlock(&p->lock);
+        run_tasks(p);
+        pthread_mutex_lock(&p->lock);
+        if (--p->active == 0) pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* Join all workers; the caller holds `busy`. */
+static void pool_shutdown(pool_t *p)
+{
+    if (p->n_workers == 0) return;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    for (int32_t i = 0; i < p->n_workers; i++) pthread_join(p->workers[i], NULL);
+    free(p->workers);
+    p->workers = NULL;
+    p->n_workers = 0;
+    p->stop = false;
+}
+
+/* Make sure `want` workers exist; on failure run with fewer. */
+static void pool_resize(pool_t *p, int32_t want)
+{
+    if (p->n_workers == want) return;
+    pool_shutdown(p);
+    if (want == 0) return;
+    p->workers = calloc((size_t)want, sizeof *p->workers);
+    if (!p->workers) return;
+    p->spawn_generation = p->generation;
+    int32_t started = 0;
+    while (started < want &&
+           pthread_create(&p->workers[started], NULL, worker_main, p) == 0)
+        started++;
+    p->n_workers = started;
+}
+
+void cd__parallel_for(int64_t n, cd__task_fn fn, void *ctx)
+{
+    int32_t threads = cd_get_num_threads();
+    if (n <= 0) return;
+    if (n == 1 || threads <= 1 || pthread_mutex_trylock(&g_pool.busy) != 0) {
+        for (int64_t i = 0; i < n; i++) fn(ctx, i);
+        return;
+    }
+    pool_t *p = &g_pool;
+    pool_resize(p, threads - 1);
+    pthread_mutex_lock(&p->lock);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n = n;
+    atomic_store(&p->next, 0);
+    p->active = p->n_workers;
+    p->generation++;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+
+    run_tasks(p);
+
+    pthread_mutex_lock(&p->lock);
+    while (p->active > 0) pthread_cond_wait(&p->done, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&p->busy);
+}
+
+cd_status cd_set_num_threads(int32_t n)
+{
+    if (n < 1 || n > CD_MAX_THREADS)
+        return cd__error(CD_ERR_RANGE, "cd_set_num_threads: n = %" PRId32
+                         " is outside 1..%d", n, CD_MAX_THREADS);
+    pthread_mutex_lock(&g_pool.busy);
+    atomic_store(&g_num_threads, n);
+    pool_resize(&g_pool, n - 1);
+    pthread_mutex_unlock(&g_pool.busy);
+#if defined(CD_BLAS_OPENBLAS)
+    openblas_set_num_threads(n);
+#elif defined(CD_BLAS_BLIS)
+    bli_thread_set_num_threads(n);
+#endif
+    return CD_OK;
+}
+
+/* Join the workers when the library is unloaded (dlclose, process exit), so
+ * leak checkers and embedding hosts see no stray threads. */
+__attribute__((destructor)) static void pool_at_unload(void)
+{
+    if (pthread_mutex_trylock(&g_pool.busy) != 0) return;
+    pool_shutdown(&g_pool);
+    pthread_mutex_unlock(&g_pool.busy);
+}

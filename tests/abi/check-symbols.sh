@@ -1,0 +1,46 @@
+#!/bin/sh
+# Usage: check-symbols.sh LIBRARY HEADER
+# The shared library must export only cd_ symbols, and exactly the functions
+# the header declares with CD_API (so the version script and the header agree).
+set -eu
+lib=$1
+header=$2
+fail=0
+
+exported=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ {print $3}' |
+  sed 's/@.*//' | grep -vE '^(_init|_fini|_edata|_end|__bss_start)$' | sort -u)
+declared=$(grep -v '^ *#' "$header" | tr '\n' ' ' | grep -oE 'CD_API [^;{]*\(' |
+  sed -E 's/\($//; s/.*[ *]//' | sort -u)
+
+leaked=$(printf '%s\n' "$exported" | grep -v '^cd_' || true)
+if [ -n "$leaked" ]; then
+  echo "exported symbols without the cd_ prefix:"; echo "$leaked"; fail=1
+fi
+internal=$(printf '%s\n' "$exported" | grep '^cd__' || true)
+if [ -n "$internal" ]; then
+  echo "internal cd__ symbols are exported:"; echo "$internal"; fail=1
+fi
+missing=$(printf '%s\n' "$declared" | while read -r s; do
+  printf '%s\n' "$exported" | grep -qx "$s" || echo "$s"; done)
+if [ -n "$missing" ]; then
+  echo "declared with CD_API but not exported (add them to the version script):"
+  echo "$missing"; fail=1
+fi
+extra=$(printf '%s\n' "$exported" | while read -r s; do
+  printf '%s\n' "$declared" | grep -qx "$s" || echo "$s"; done)
+if [ -n "$extra" ]; then
+  echo "exported but not declared in the header:"; echo "$extra"; fail=1
+fi
+versioned=$(nm -D --defined-only "$lib" | grep -c '@@COLDDIFF_' || true)
+if [ "$versioned" -eq 0 ]; then
+  echo "no symbol carries a COLDDIFF_ version node"; fail=1
+fi
+soname=$(objdump -p "$lib" | awk '$1 == "SONAME" {print $2}')
+case $soname in
+  libcolddiff.so.0) ;;
+  *) echo "SONAME is '$soname', expected libcolddiff.so.0"; fail=1 ;;
+esac
+
+n=$(printf '%s\n' "$exported" | wc -l)
+[ "$fail" -eq 0 ] && echo "abi: $n exported symbols, all cd_, all declared, SONAME $soname"
+exit "$fail"

@@ -1,0 +1,125 @@
+/* check_io.c - atomic file writes, including a disk that fills up. */
+#include "test_util.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "core.h"
+
+static long file_size(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d) closedir(d);
+    return n;
+}
+
+START_TEST(writes_and_replaces)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "out.bin");
+    CD_ASSERT_OK(cd__write_file_atomic(path, "hello", 5));
+    ck_assert_int_eq(file_size(path), 5);
+    CD_ASSERT_OK(cd__write_file_atomic(path, "hi", 2));
+    ck_assert_int_eq(file_size(path), 2);
+    ck_assert_int_eq(count_entries(dir), 1); /* no temporary left behind */
+}
+END_TEST
+
+START_TEST(streaming_writes)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "s.bin");
+    cd__atomic_file af;
+    CD_ASSERT_OK(cd__atomic_open(&af, path));
+    ck_assert_int_eq(file_size(path), -1); /* invisible until commit */
+    for (int i = 0; i < 100; i++) CD_ASSERT_OK(cd__atomic_write(&af, "0123456789", 10));
+    CD_ASSERT_OK(cd__atomic_commit(&af));
+    ck_assert_int_eq(file_size(path), 1000);
+    /* Abort leaves the old file and nothing else. */
+    CD_ASSERT_OK(cd__atomic_open(&af, path));
+    CD_ASSERT_OK(cd__atomic_write(&af, "x", 1));
+    cd__atomic_abort(&af);
+    ck_assert_int_eq(file_size(path), 1000);
+    ck_assert_int_eq(count_entries(dir), 1);
+    CD_ASSERT_STATUS(cd__atomic_write(&af, "x", 1), CD_ERR_STATE);
+    CD_ASSERT_STATUS(cd__atomic_commit(&af), CD_ERR_STATE);
+}
+END_TEST
+
+START_TEST(missing_folder_is_an_error)
+{
+    CD_ASSERT_STATUS(cd__write_file_atomic("/nonexistent-colddiff/dir/f.bin", "x", 1),
+                     CD_ERR_NOT_FOUND);
+    CD_ASSERT_ERROR_MENTIONS("/nonexistent-colddiff/dir/f.bin");
+    CD_ASSERT_STATUS(cd__write_file_atomic("", "x", 1), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd__write_file_atomic(NULL, "x", 1), CD_ERR_INVALID_ARGUMENT);
+}
+END_TEST
+
+START_TEST(path_that_is_a_folder_is_an_error)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "sub");
+    ck_assert_int_eq(mkdir(path, 0755), 0);
+    CD_ASSERT_STATUS(cd__write_file_atomic(path, "x", 1), CD_ERR_IO);
+    CD_ASSERT_ERROR_MENTIONS("sub");
+    ck_assert_int_eq(count_entries(dir), 1); /* the temporary was removed */
+}
+END_TEST
+
+/* A full disk, simulated with a file-size limit: the write fails with
+ * EFBIG at some point, and the previous file must survive intact. */
+START_TEST(full_disk_keeps_the_old_file)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "ckpt.bin");
+    CD_ASSERT_OK(cd__write_file_atomic(path, "previous", 8));
+
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim = {4096, 4096};
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    enum { BIG = 1 << 20 };
+    char *buf = calloc(BIG, 1);
+    CD_ASSERT_STATUS(cd__write_file_atomic(path, buf, BIG), CD_ERR_IO);
+    CD_ASSERT_ERROR_MENTIONS("ckpt.bin");
+    CD_ASSERT_ERROR_MENTIONS("unchanged");
+    free(buf);
+
+    ck_assert_int_eq(file_size(path), 8);
+    ck_assert_int_eq(count_entries(dir), 1);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("io");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, writes_and_replaces);
+    tcase_add_test(tc, streaming_writes);
+    tcase_add_test(tc, missing_folder_is_an_error);
+    tcase_add_test(tc, path_that_is_a_folder_is_an_error);
+    tcase_add_test(tc, full_disk_keeps_the_old_file);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CD_TEST_MAIN(make_suite)

@@ -1,0 +1,107 @@
+/* check_status.c - status codes, error messages, versions. */
+#include "test_util.h"
+
+#include <pthread.h>
+
+static const cd_status all_codes[] = {
+    CD_OK, CD_ERR_INVALID_ARGUMENT, CD_ERR_OUT_OF_MEMORY, CD_ERR_SHAPE,
+    CD_ERR_OVERFLOW, CD_ERR_RANGE, CD_ERR_NOT_FINITE, CD_ERR_IO,
+    CD_ERR_NOT_FOUND, CD_ERR_FORMAT, CD_ERR_CHECKSUM, CD_ERR_VERSION,
+    CD_ERR_STATE, CD_ERR_UNSUPPORTED, CD_ERR_CANCELLED, CD_ERR_INTERNAL};
+#define N_CODES (sizeof all_codes / sizeof all_codes[0])
+
+START_TEST(codes_are_fixed)
+{
+    /* Append-only ABI: these numbers may never change. */
+    ck_assert_int_eq(CD_OK, 0);
+    ck_assert_int_eq(CD_ERR_INVALID_ARGUMENT, -1);
+    ck_assert_int_eq(CD_ERR_FORMAT, -9);
+    ck_assert_int_eq(CD_ERR_INTERNAL, -15);
+    for (size_t i = 1; i < N_CODES; i++) ck_assert_int_eq(all_codes[i], -(int)i);
+}
+END_TEST
+
+START_TEST(strings_are_distinct)
+{
+    for (size_t i = 0; i < N_CODES; i++) {
+        const char *s = cd_status_string(all_codes[i]);
+        ck_assert_ptr_nonnull(s);
+        ck_assert_str_ne(s, "unknown status");
+        for (size_t j = 0; j < i; j++)
+            ck_assert_str_ne(s, cd_status_string(all_codes[j]));
+    }
+    ck_assert_str_eq(cd_status_string((cd_status)-9999), "unknown status");
+    ck_assert_str_eq(cd_status_string((cd_status)7), "unknown status");
+}
+END_TEST
+
+START_TEST(last_error_names_function_and_argument)
+{
+    cd_clear_error();
+    ck_assert_str_eq(cd_last_error(), "");
+    ck_assert_int_eq(cd_last_status(), CD_OK);
+    CD_ASSERT_STATUS(cd_tensor_create(NULL, 1, (int64_t[]){1}), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("cd_tensor_create");
+    CD_ASSERT_ERROR_MENTIONS("out");
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
+
+    /* A later success leaves the message in place, like errno. */
+    cd_tensor *t = NULL;
+    CD_ASSERT_OK(cd_tensor_create(&t, 1, (int64_t[]){2}));
+    CD_ASSERT_ERROR_MENTIONS("cd_tensor_create");
+    cd_tensor_free(t);
+    cd_clear_error();
+    ck_assert_str_eq(cd_last_error(), "");
+}
+END_TEST
+
+static void *fail_in_thread(void *arg)
+{
+    (void)arg;
+    static char seen[256];
+    snprintf(seen, sizeof seen, "%s", cd_last_error());
+    cd_tensor_create(NULL, 0, NULL);
+    return seen;
+}
+
+START_TEST(last_error_is_thread_local)
+{
+    cd_clear_error();
+    cd_tensor_rank(NULL);
+    char mine[256];
+    snprintf(mine, sizeof mine, "%s", cd_last_error());
+    ck_assert(strstr(mine, "cd_tensor_rank") != NULL);
+
+    pthread_t th;
+    void *ret = NULL;
+    ck_assert_int_eq(pthread_create(&th, NULL, fail_in_thread, NULL), 0);
+    ck_assert_int_eq(pthread_join(th, &ret), 0);
+    ck_assert_str_eq((const char *)ret, ""); /* a new thread starts clean */
+    ck_assert_str_eq(cd_last_error(), mine); /* its failure did not leak here */
+}
+END_TEST
+
+START_TEST(versions)
+{
+    char want[64];
+    snprintf(want, sizeof want, "%d.%d.%d", CD_VERSION_MAJOR, CD_VERSION_MINOR,
+             CD_VERSION_PATCH);
+    ck_assert_str_eq(cd_version_string(), want);
+    ck_assert_int_eq(cd_abi_version(), CD_ABI_VERSION);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("status");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, codes_are_fixed);
+    tcase_add_test(tc, strings_are_distinct);
+    tcase_add_test(tc, last_error_names_function_and_argument);
+    tcase_add_test(tc, last_error_is_thread_local);
+    tcase_add_test(tc, versions);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CD_TEST_MAIN(make_suite)

@@ -1,0 +1,103 @@
+/* check_threads.c - the thread count and the internal worker pool. */
+#include "test_util.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "core.h"
+
+typedef struct {
+    atomic_int *hits;
+    int64_t n;
+} count_ctx;
+
+static void count_task(void *ctx, int64_t i)
+{
+    count_ctx *c = ctx;
+    atomic_fetch_add(&c->hits[i], 1);
+}
+
+static void run_and_check(int64_t n)
+{
+    atomic_int *hits = calloc((size_t)n + 1, sizeof *hits);
+    count_ctx c = {hits, n};
+    cd__parallel_for(n, count_task, &c);
+    for (int64_t i = 0; i < n; i++)
+        ck_assert_msg(atomic_load(&hits[i]) == 1, "task %lld ran %d times",
+                      (long long)i, atomic_load(&hits[i]));
+    ck_assert_int_eq(atomic_load(&hits[n]), 0);
+    free(hits);
+}
+
+START_TEST(every_task_runs_once)
+{
+    const int32_t counts[] = {1, 2, 3, 8};
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        CD_ASSERT_OK(cd_set_num_threads(counts[k]));
+        ck_assert_int_eq(cd_get_num_threads(), counts[k]);
+        for (int64_t n = 0; n < 40; n++) run_and_check(n);
+        run_and_check(100000);
+    }
+}
+END_TEST
+
+static void nested_task(void *ctx, int64_t i)
+{
+    (void)i;
+    run_and_check(17); /* the pool is busy: runs inline */
+    atomic_fetch_add((atomic_int *)ctx, 1);
+}
+
+START_TEST(nested_loops_complete)
+{
+    CD_ASSERT_OK(cd_set_num_threads(3));
+    atomic_int done = 0;
+    cd__parallel_for(9, nested_task, &done);
+    ck_assert_int_eq(atomic_load(&done), 9);
+}
+END_TEST
+
+static void *hammer(void *arg)
+{
+    (void)arg;
+    for (int r = 0; r < 200; r++) run_and_check(64);
+    return NULL;
+}
+
+START_TEST(concurrent_callers_complete)
+{
+    CD_ASSERT_OK(cd_set_num_threads(2));
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, hammer, NULL), 0);
+    hammer(NULL);
+    for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+}
+END_TEST
+
+START_TEST(thread_count_bounds)
+{
+    ck_assert_int_ge(cd_get_num_threads(), 1);
+    CD_ASSERT_STATUS(cd_set_num_threads(0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_set_num_threads(-3), CD_ERR_RANGE);
+    CD_ASSERT_OK(cd_set_num_threads(CD_MAX_THREADS));
+    ck_assert_int_eq(cd_get_num_threads(), CD_MAX_THREADS);
+    run_and_check(1000);
+    CD_ASSERT_OK(cd_set_num_threads(1));
+    ck_assert_int_eq(cd_get_num_threads(), 1);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("threads");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, every_task_runs_once);
+    tcase_add_test(tc, nested_loops_complete);
+    tcase_add_test(tc, concurrent_callers_complete);
+    tcase_add_test(tc, thread_count_bounds);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CD_TEST_MAIN(make_suite)

@@ -1,0 +1,80 @@
+/*
+ * test_util.h - shared helpers for the Check test executables.
+ * Each tests/check_<module>.c defines its suite and ends with
+ * CD_TEST_MAIN(make_suite).
+ */
+#ifndef CD_TEST_UTIL_H
+#define CD_TEST_UTIL_H
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "colddiff.h"
+
+/* Assert a call succeeds; on failure show the library's message. */
+#define CD_ASSERT_OK(expr)                                                    \
+    do {                                                                      \
+        cd_status st_ = (expr);                                               \
+        ck_assert_msg(st_ == CD_OK, "%s failed: %s (%s)", #expr,              \
+                      cd_status_string(st_), cd_last_error());                \
+    } while (0)
+
+/* Assert a call fails with `want` and leaves a non-empty message. */
+#define CD_ASSERT_STATUS(expr, want)                                          \
+    do {                                                                      \
+        cd_clear_error();                                                     \
+        cd_status st_ = (expr);                                               \
+        ck_assert_msg(st_ == (want), "%s returned %s, expected %s (%s)",      \
+                      #expr, cd_status_string(st_), cd_status_string(want),   \
+                      cd_last_error());                                       \
+        ck_assert_msg(cd_last_error()[0] != '\0', "%s left no message", #expr); \
+    } while (0)
+
+/* Assert the last error message mentions `needle`. */
+#define CD_ASSERT_ERROR_MENTIONS(needle)                                      \
+    ck_assert_msg(strstr(cd_last_error(), (needle)) != NULL,                  \
+                  "error '%s' does not mention '%s'", cd_last_error(), (needle))
+
+/* tests/data in the source tree (set by CMake). */
+static inline const char *cd_test_data_dir(void)
+{
+#ifdef CD_TEST_DATA_DIR
+    return CD_TEST_DATA_DIR;
+#else
+    return "tests/data";
+#endif
+}
+
+/* Join a folder and a name into buf (ck-asserts it fits). */
+static inline const char *cd_test_path(char *buf, size_t cap, const char *dir,
+                                       const char *name)
+{
+    int n = snprintf(buf, cap, "%s/%s", dir, name);
+    ck_assert_msg(n > 0 && (size_t)n < cap, "path too long");
+    return buf;
+}
+
+/* A fresh private temporary folder for a test (removed by the OS later). */
+static inline const char *cd_test_tmpdir(char *buf, size_t cap)
+{
+    const char *base = getenv("TMPDIR");
+    int n = snprintf(buf, cap, "%s/colddiff-test-XXXXXX", base ? base : "/tmp");
+    ck_assert_msg(n > 0 && (size_t)n < cap, "tmpdir path too long");
+    ck_assert_msg(mkdtemp(buf) != NULL, "mkdtemp failed");
+    return buf;
+}
+
+#define CD_TEST_MAIN(make_suite)                                              \
+    int main(void)                                                            \
+    {                                                                         \
+        SRunner *sr = srunner_create(make_suite());                           \
+        srunner_run_all(sr, CK_NORMAL);                                       \
+        int failed = srunner_ntests_failed(sr);                               \
+        srunner_free(sr);                                                     \
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;                     \
+    }
+
+#endif /* CD_TEST_UTIL_H */
