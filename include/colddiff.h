@@ -276,6 +276,7 @@ typedef enum cd_split {
  * Load MNIST from a directory holding train-images-idx3-ubyte,
  * train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte,
  * each raw or gzipped (name + ".gz"). Pixels become p/255 - 0.5.
+ * Labels must be 0..9. Payloads above 4 GiB are refused as CD_ERR_FORMAT.
  * Right after loading, the whole training set is the train split and the
  * validation split is empty; call cd_dataset_split().
  * Errors: CD_ERR_NOT_FOUND (a file missing, named in the message),
@@ -287,7 +288,7 @@ CD_API cd_status cd_dataset_load_mnist(cd_dataset **out, const char *dir);
 /**
  * Load one pair of IDX files (raw or gzipped, chosen by content) as the
  * training pool, and optionally a second pair as the test split
- * (test_images and test_labels both NULL for none).
+ * (test_images and test_labels both NULL for none). Labels may be 0..255.
  */
 CD_API cd_status cd_dataset_load_idx(cd_dataset **out,
                                      const char *train_images,
@@ -300,9 +301,13 @@ CD_API void cd_dataset_free(cd_dataset *ds);
 
 /**
  * Split the training pool into train and validation with a random
- * permutation seeded by seed: the first round(n*(1-val_fraction)) indices
- * train, the rest validate. val_fraction is in [0, 1). Replaces any earlier
- * split and resets both epoch orders.
+ * permutation seeded by seed: perm = 0..n-1, then for i = n-1 down to 1 one
+ * cd_rng_int_range(rng, &j, 1, 0, i) call on a generator seeded with seed,
+ * and swap perm[i], perm[j]. The first round(n*(1-val_fraction)) entries
+ * train, the rest validate, both in permutation order. val_fraction is
+ * finite and in [0, 1) (CD_ERR_RANGE otherwise); a tiny pool may round to
+ * an empty train split. Replaces any earlier split and resets both epoch
+ * orders; a failed call leaves the old split.
  */
 CD_API cd_status cd_dataset_split(cd_dataset *ds, double val_fraction,
                                   uint64_t seed);
@@ -310,7 +315,9 @@ CD_API cd_status cd_dataset_split(cd_dataset *ds, double val_fraction,
 /**
  * Use an explicit split: a text file with one training-pool index per line,
  * naming the train split in order; every other index validates (in
- * ascending order). Duplicates or out-of-range indices are CD_ERR_FORMAT.
+ * ascending order). Spaces around a number and CRLF endings are accepted.
+ * Errors: CD_ERR_FORMAT (duplicate, out-of-range or non-numeric index, an
+ * empty line or file; the message names the line), CD_ERR_NOT_FOUND, CD_ERR_IO.
  */
 CD_API cd_status cd_dataset_split_from_file(cd_dataset *ds, const char *path);
 
@@ -323,8 +330,11 @@ CD_API int64_t cd_dataset_width(const cd_dataset *ds);
 CD_API int64_t cd_dataset_channels(const cd_dataset *ds);
 
 /**
- * Draw a fresh epoch order for a split from rng (a Fisher-Yates shuffle).
- * Until the first shuffle the order is the split's natural order.
+ * Draw a fresh epoch order for a split from rng: a Fisher-Yates shuffle of
+ * the split's natural order (as in cd_dataset_split). Each call starts from
+ * the natural order, so the result depends only on rng's state: restoring
+ * an RNG state reproduces the epoch. Until the first shuffle the order is
+ * the natural order.
  */
 CD_API cd_status cd_dataset_shuffle(cd_dataset *ds, cd_split split,
                                     cd_rng *rng);
@@ -333,9 +343,9 @@ CD_API cd_status cd_dataset_shuffle(cd_dataset *ds, cd_split split,
  * Fill a mini-batch with the images at epoch positions first, first+1, ...
  * images is N x C x H x W (or N x H x W when C is 1); labels, if not NULL,
  * is a tensor of N floats holding class ids. Rows past the end of the split
- * are zero-filled and *filled (if not NULL) tells how many are real.
- * Allocates nothing. Errors: CD_ERR_SHAPE (tensor shapes), CD_ERR_RANGE
- * (first outside [0, count)).
+ * are zero-filled and *filled (if not NULL) tells how many are real (0 on
+ * failure). Allocates nothing. Errors: CD_ERR_SHAPE (tensor shapes),
+ * CD_ERR_RANGE (first outside [0, count)).
  */
 CD_API cd_status cd_dataset_fill_batch(const cd_dataset *ds, cd_split split,
                                        int64_t first, cd_tensor *images,
@@ -343,7 +353,10 @@ CD_API cd_status cd_dataset_fill_batch(const cd_dataset *ds, cd_split split,
 
 /**
  * Copy the images at split indices idx[0..n-1] (the split's natural order,
- * not the epoch order) into images (n x C x H x W); labels may be NULL.
+ * not the epoch order) into images (n x C x H x W, or n x H x W when C is
+ * 1); labels (n floats) may be NULL. All indices are checked before anything
+ * is written. Errors: CD_ERR_RANGE (n < 1, or an index outside the split;
+ * the message names its position), CD_ERR_SHAPE, CD_ERR_INVALID_ARGUMENT.
  */
 CD_API cd_status cd_dataset_gather(const cd_dataset *ds, cd_split split,
                                    const int64_t *idx, int64_t n,
@@ -357,27 +370,37 @@ CD_API cd_status cd_dataset_gather(const cd_dataset *ds, cd_split split,
  * Write an 8-bit greyscale PNG of width x height bytes, row-major.
  * The file is written atomically (temporary file, fsync, rename): on any
  * failure, an existing file at path is left as it was.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL or empty path, NULL pixels),
+ * CD_ERR_RANGE (width or height outside 1..2^31-1), CD_ERR_OVERFLOW,
+ * CD_ERR_NOT_FOUND (the folder does not exist), CD_ERR_IO (any write
+ * failure, a full disk included), CD_ERR_OUT_OF_MEMORY.
  */
 CD_API cd_status cd_png_write_gray(const char *path, const uint8_t *pixels,
                                    int64_t width, int64_t height);
 
 /** How float pixels map to 0..255. */
 typedef enum cd_pixel_map {
-    /** Fixed range: lo maps to 0, hi to 255, values outside are clipped. */
+    /** Fixed range: lo maps to 0, hi to 255, values outside are clipped;
+     *  v maps to floor((v - lo) / (hi - lo) * 255 + 0.5). */
     CD_PIXELS_RANGE = 0,
     /**
      * The report's style, per image: clip to the 1st and 99th percentiles
      * (linear interpolation, as numpy), then min-max scale to 0..255.
-     * A constant image maps to 0. lo and hi are ignored.
+     * A constant image maps to 0. lo and hi are ignored (any value).
      */
     CD_PIXELS_PERCENTILE = 1
 } cd_pixel_map;
 
 /**
  * Lay the N images of images (N x 1 x H x W, or N x H x W) out in a grid of
- * `columns` columns and ceil(N / columns) rows, separated and surrounded by
- * `border` pixels of grey level border_value (0..255), and write it as a
- * greyscale PNG. Non-finite pixels are CD_ERR_NOT_FINITE.
+ * min(columns, N) columns and ceil(N / columns) rows, separated and
+ * surrounded by `border` (>= 0) pixels of grey level border_value (0..255);
+ * empty cells of the last row are border_value too. Written atomically as
+ * with cd_png_write_gray().
+ * Errors: as cd_png_write_gray(), plus CD_ERR_SHAPE (rank or C != 1),
+ * CD_ERR_RANGE (columns < 1, border < 0, border_value, lo >= hi or a
+ * non-finite lo/hi with CD_PIXELS_RANGE), CD_ERR_NOT_FINITE (a NaN or
+ * infinite pixel; the message names the image and pixel).
  */
 CD_API cd_status cd_image_grid_write_png(const char *path,
                                          const cd_tensor *images,

@@ -1,0 +1,162 @@
+/*
+ * ops.h - the numerical kernels every decoder is built from, each with a
+ * forward and a backward pass (llm.c style). Internal: cd__ names only.
+ *
+ * Conventions for every op in this header:
+ *   - Images are NCHW, row-major: N batch, C channels, H x W pixels.
+ *     "HW" below means H*W.
+ *   - Outputs come first, then inputs, then parameters; gradient buffers are
+ *     prefixed with d.
+ *   - Forward overwrites its output. Backward ADDS into every gradient
+ *     buffer (inputs and parameters alike), so gradients accumulate across
+ *     calls and the caller zeroes them once per step. A NULL gradient
+ *     pointer means "not needed" and is skipped.
+ *   - Shapes are validated once, where a layer is built (the *_init
+ *     functions return a status); the kernels themselves trust their
+ *     arguments and never allocate: scratch memory comes from a caller
+ *     workspace whose size a *_workspace function reports.
+ *   - Kernels may run on several threads but give the same bits for every
+ *     thread count.
+ */
+#ifndef CD_OPS_H
+#define CD_OPS_H
+
+#include "core.h"
+
+/* ---- conv2d.c: convolution with zero padding, stride and groups -------- */
+
+typedef struct cd__conv2d {
+    int64_t N, C_in, H, W;   /* input  N x C_in x H x W */
+    int64_t C_out, kh, kw;   /* weight C_out x (C_in/groups) x kh x kw */
+    int64_t stride, pad, groups;
+    int64_t H_out, W_out;    /* derived: (H + 2 pad - kh) / stride + 1 */
+    bool bias;               /* a C_out bias is present */
+} cd__conv2d;
+
+/* Fill and validate a descriptor (positive sizes, C_in and C_out divisible
+ * by groups, an output of at least 1x1). */
+cd_status cd__conv2d_init(cd__conv2d *c, int64_t N, int64_t C_in, int64_t H,
+                          int64_t W, int64_t C_out, int64_t kh, int64_t kw,
+                          int64_t stride, int64_t pad, int64_t groups, bool bias);
+
+/* Scratch floats needed by forward and backward (bounded, independent of N
+ * beyond a fixed batch tile). */
+size_t cd__conv2d_workspace(const cd__conv2d *c);
+
+/* out[N,C_out,H_out,W_out] = conv(in[N,C_in,H,W], weight) + bias */
+void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in,
+                        const float *weight, const float *bias, float *ws);
+
+/* Adds dL/d(in), dL/d(weight), dL/d(bias) given dout (= dL/d(out)). */
+void cd__conv2d_backward(const cd__conv2d *c, float *din, float *dweight,
+                         float *dbias, const float *dout, const float *in,
+                         const float *weight, float *ws);
+
+/* ---- conv_transpose2d.c: transposed convolution ------------------------ */
+
+/* PyTorch's ConvTranspose2d with groups = 1, output_padding = 0:
+ * weight C_in x C_out x kh x kw, H_out = (H - 1) stride - 2 pad + kh. */
+typedef struct cd__convt2d {
+    int64_t N, C_in, H, W;
+    int64_t C_out, kh, kw, stride, pad;
+    int64_t H_out, W_out;
+    bool bias;
+} cd__convt2d;
+
+cd_status cd__convt2d_init(cd__convt2d *c, int64_t N, int64_t C_in, int64_t H,
+                           int64_t W, int64_t C_out, int64_t kh, int64_t kw,
+                           int64_t stride, int64_t pad, bool bias);
+size_t cd__convt2d_workspace(const cd__convt2d *c);
+void cd__convt2d_forward(const cd__convt2d *c, float *out, const float *in,
+                         const float *weight, const float *bias, float *ws);
+void cd__convt2d_backward(const cd__convt2d *c, float *din, float *dweight,
+                          float *dbias, const float *dout, const float *in,
+                          const float *weight, float *ws);
+
+/* ---- linear.c: fully connected layer and batched matrix products ------- */
+
+/* out[B,O] = in[B,I] W[O,I]^T + b[O] (b may be NULL) */
+void cd__linear_forward(float *out, const float *in, const float *W,
+                        const float *b, int64_t B, int64_t I, int64_t O);
+void cd__linear_backward(float *din, float *dW, float *db, const float *dout,
+                         const float *in, const float *W, int64_t B, int64_t I,
+                         int64_t O);
+
+/*
+ * For each of `batch` matrices: C = alpha op(A) op(B) + beta C, with op(A)
+ * M x K, op(B) K x N and C M x N, all row-major and contiguous per batch
+ * entry. transA / transB select op(X) = X^T (then A is stored K x M).
+ */
+void cd__bmm(float *C, const float *A, const float *B, int64_t batch,
+             int64_t M, int64_t N, int64_t K, bool transA, bool transB,
+             float alpha, float beta);
+
+/* ---- act.c: activations and elementwise ops ---------------------------- */
+
+/* Exact GELU: 0.5 x (1 + erf(x / sqrt 2)). */
+void cd__gelu_forward(float *out, const float *in, int64_t n);
+void cd__gelu_backward(float *din, const float *dout, const float *in, int64_t n);
+
+/* out[n,c,:] = x[n,c,:] + v[n,c] over HW pixels (out may equal x). */
+void cd__add_channel_forward(float *out, const float *x, const float *v,
+                             int64_t N, int64_t C, int64_t HW);
+/* dx += dout; dv[n,c] += sum over HW of dout[n,c,:]. */
+void cd__add_channel_backward(float *dx, float *dv, const float *dout,
+                              int64_t N, int64_t C, int64_t HW);
+
+/* out[N, Ca+Cb, HW] = [a[N,Ca,HW], b[N,Cb,HW]] on the channel axis. */
+void cd__concat_forward(float *out, const float *a, const float *b, int64_t N,
+                        int64_t Ca, int64_t Cb, int64_t HW);
+void cd__concat_backward(float *da, float *db, const float *dout, int64_t N,
+                         int64_t Ca, int64_t Cb, int64_t HW);
+
+/* Softmax over the last axis of rows x cols. */
+void cd__softmax_forward(float *out, const float *in, int64_t rows, int64_t cols);
+void cd__softmax_backward(float *din, const float *dout, const float *out,
+                          int64_t rows, int64_t cols);
+
+/* ---- norm.c: layer norm over the trailing D = C*H*W elements ----------- */
+
+/*
+ * out = (x - mean) * rstd * weight + bias per sample, with the biased
+ * variance and eps inside the square root. weight and bias (D floats each)
+ * may both be NULL for the parameter-free variant. mean and rstd (N floats)
+ * are saved for backward.
+ */
+void cd__layernorm_forward(float *out, float *mean, float *rstd, const float *x,
+                           const float *weight, const float *bias, int64_t N,
+                           int64_t D, float eps);
+void cd__layernorm_backward(float *dx, float *dweight, float *dbias,
+                            const float *dout, const float *x, const float *weight,
+                            const float *mean, const float *rstd, int64_t N,
+                            int64_t D);
+
+/* ---- embed.c: the time encodings of spec section 4 --------------------- */
+
+/* The CNN's 16 frequencies as float32: f_0 = 0, f_j = 2 pi 1.5^(j-1). */
+#define CD__CNN_NFREQ 16
+void cd__cnn_frequencies(float freq[CD__CNN_NFREQ]);
+
+/* out[N, 2 nfreq] = [sin(fl32(f tau)), cos(fl32(f tau)) - 1]. */
+void cd__cnn_time_encoding(float *out, const float *tau, const float *freq,
+                           int64_t N, int64_t nfreq);
+
+/* The UNet's sinusoidal embedding: out[N, dim] = [sin(tau w_j), cos(tau w_j)]
+ * with w_j = expf(fl32(j * fl32(-ln(10000) / (half - 1)))), half = dim / 2.
+ * dim is even and at least 4. */
+void cd__sinusoidal_embedding(float *out, const float *tau, int64_t N, int64_t dim);
+
+/* ---- loss.c: mean losses over n elements ------------------------------- */
+
+/* Return mean((pred - target)^2) accumulated in double. */
+double cd__mse_forward(const float *pred, const float *target, int64_t n);
+/* dpred += scale * 2 (pred - target) / n */
+void cd__mse_backward(float *dpred, const float *pred, const float *target,
+                      int64_t n, float scale);
+/* Return mean(|pred - target|). */
+double cd__l1_forward(const float *pred, const float *target, int64_t n);
+/* dpred += scale * sign(pred - target) / n, with sign(0) = 0 as in PyTorch. */
+void cd__l1_backward(float *dpred, const float *pred, const float *target,
+                     int64_t n, float scale);
+
+#endif /* CD_OPS_H */
