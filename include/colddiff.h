@@ -260,6 +260,72 @@ CD_API cd_status cd_rng_uniform_tensor(cd_rng *rng, cd_tensor *t);
 CD_API cd_status cd_rng_normal_tensor(cd_rng *rng, cd_tensor *t);
 
 /* ------------------------------------------------------------------------ */
+/* Parameters                                                               */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A named set of float32 parameter tensors living in one flat block, with a
+ * parallel flat block of gradients. Names follow PyTorch's state_dict
+ * ("blocks.0.net.0.weight"); the order is the order of cd_params_add().
+ * Decoders own their parameter set and lend it out; a set made with
+ * cd_params_create() belongs to the caller.
+ *
+ * Data pointers stay valid until the set is freed. Adding a tensor after the
+ * first data/grad access is CD_ERR_STATE (the block is laid out then).
+ */
+typedef struct cd_params cd_params;
+
+#define CD_PARAMS_MAX_NAME 127
+
+/** Create an empty parameter set owned by the caller. */
+CD_API cd_status cd_params_create(cd_params **out);
+
+/** Free a set made by cd_params_create(); NULL is a no-op. */
+CD_API void cd_params_free(cd_params *p);
+
+/**
+ * Append a zero-filled tensor called name (1..CD_PARAMS_MAX_NAME bytes,
+ * unique) of the given shape (rank 1..CD_TENSOR_MAX_RANK).
+ */
+CD_API cd_status cd_params_add(cd_params *p, const char *name, int32_t rank,
+                               const int64_t *shape);
+
+/** Number of tensors, or -1 (with an error). */
+CD_API int64_t cd_params_count(const cd_params *p);
+
+/** Total number of floats over all tensors, or -1 (with an error). */
+CD_API int64_t cd_params_numel(const cd_params *p);
+
+/** Name of tensor i (borrowed), or NULL (with an error). */
+CD_API const char *cd_params_name(const cd_params *p, int64_t i);
+
+/** Index of the tensor called name; CD_ERR_NOT_FOUND if there is none. */
+CD_API cd_status cd_params_find(const cd_params *p, const char *name,
+                                int64_t *index);
+
+/** Rank of tensor i, or -1. */
+CD_API int32_t cd_params_rank(const cd_params *p, int64_t i);
+
+/** Shape of tensor i into shape[0..rank-1] (capacity as cd_tensor_shape). */
+CD_API cd_status cd_params_shape(const cd_params *p, int64_t i, int64_t *shape,
+                                 int32_t capacity);
+
+/** Element count of tensor i, or -1. */
+CD_API int64_t cd_params_numel_at(const cd_params *p, int64_t i);
+
+/**
+ * Borrowed pointer to tensor i's values (read and write), or NULL. With
+ * i = -1, the whole flat block of cd_params_numel() floats.
+ */
+CD_API float *cd_params_data(cd_params *p, int64_t i);
+
+/** Borrowed pointer to tensor i's gradient (i = -1: the whole block). */
+CD_API float *cd_params_grad(cd_params *p, int64_t i);
+
+/** Set every gradient to zero. */
+CD_API cd_status cd_params_zero_grad(cd_params *p);
+
+/* ------------------------------------------------------------------------ */
 /* Datasets                                                                 */
 /* ------------------------------------------------------------------------ */
 
