@@ -44,17 +44,9 @@ static uint8_t *gunzip_file(const char *path, size_t *n)
     return buf;
 }
 
-static void write_file(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(p, 1, n, f), n);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
 static void write_text(const char *path, const char *text)
 {
-    write_file(path, text, strlen(text));
+    cd_test_write_file(path, text, strlen(text));
 }
 
 static void put_be32(uint8_t *p, uint32_t v)
@@ -88,8 +80,8 @@ static void write_synthetic(const char *dir, const char *im_name, const char *lb
         lb[8 + i] = (uint8_t)(i % (uint32_t)label_mod);
     }
     if (bad_label_at >= 0) lb[8 + bad_label_at] = 12;
-    write_file(cd_test_path(path, sizeof path, dir, im_name), im, isz);
-    write_file(cd_test_path(path, sizeof path, dir, lb_name), lb, lsz);
+    cd_test_write_file(cd_test_path(path, sizeof path, dir, im_name), im, isz);
+    cd_test_write_file(cd_test_path(path, sizeof path, dir, lb_name), lb, lsz);
     free(im);
     free(lb);
 }
@@ -280,7 +272,7 @@ static void copy_file(const char *from, const char *to)
     uint8_t *buf = malloc(1 << 21);
     size_t n = fread(buf, 1, 1 << 21, f);
     fclose(f);
-    write_file(to, buf, n);
+    cd_test_write_file(to, buf, n);
     free(buf);
 }
 
@@ -305,7 +297,7 @@ static void make_mnist_dir(const char *dir, unsigned gz)
         } else {
             size_t n = 0;
             uint8_t *raw = gunzip_file(from, &n);
-            write_file(to, raw, n);
+            cd_test_write_file(to, raw, n);
             free(raw);
         }
     }

@@ -1,32 +1,13 @@
 /* check_io.c - atomic file writes, including a disk that fills up. */
 #include "test_util.h"
 
-#include <dirent.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "core.h"
 
-static long file_size(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fclose(f);
-    return n;
-}
 
-static int count_entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));)
-        n += e->d_name[0] != '.';
-    if (d) closedir(d);
-    return n;
-}
 
 START_TEST(writes_and_replaces)
 {
@@ -34,10 +15,10 @@ START_TEST(writes_and_replaces)
     cd_test_tmpdir(dir, sizeof dir);
     cd_test_path(path, sizeof path, dir, "out.bin");
     CD_ASSERT_OK(cd__write_file_atomic(path, "hello", 5));
-    ck_assert_int_eq(file_size(path), 5);
+    ck_assert_int_eq(cd_test_file_size(path), 5);
     CD_ASSERT_OK(cd__write_file_atomic(path, "hi", 2));
-    ck_assert_int_eq(file_size(path), 2);
-    ck_assert_int_eq(count_entries(dir), 1); /* no temporary left behind */
+    ck_assert_int_eq(cd_test_file_size(path), 2);
+    ck_assert_int_eq(cd_test_count_entries(dir), 1); /* no temporary left behind */
 }
 END_TEST
 
@@ -48,16 +29,16 @@ START_TEST(streaming_writes)
     cd_test_path(path, sizeof path, dir, "s.bin");
     cd__atomic_file af;
     CD_ASSERT_OK(cd__atomic_open(&af, path));
-    ck_assert_int_eq(file_size(path), -1); /* invisible until commit */
+    ck_assert_int_eq(cd_test_file_size(path), -1); /* invisible until commit */
     for (int i = 0; i < 100; i++) CD_ASSERT_OK(cd__atomic_write(&af, "0123456789", 10));
     CD_ASSERT_OK(cd__atomic_commit(&af));
-    ck_assert_int_eq(file_size(path), 1000);
+    ck_assert_int_eq(cd_test_file_size(path), 1000);
     /* Abort leaves the old file and nothing else. */
     CD_ASSERT_OK(cd__atomic_open(&af, path));
     CD_ASSERT_OK(cd__atomic_write(&af, "x", 1));
     cd__atomic_abort(&af);
-    ck_assert_int_eq(file_size(path), 1000);
-    ck_assert_int_eq(count_entries(dir), 1);
+    ck_assert_int_eq(cd_test_file_size(path), 1000);
+    ck_assert_int_eq(cd_test_count_entries(dir), 1);
     CD_ASSERT_STATUS(cd__atomic_write(&af, "x", 1), CD_ERR_STATE);
     CD_ASSERT_STATUS(cd__atomic_commit(&af), CD_ERR_STATE);
 }
@@ -81,7 +62,7 @@ START_TEST(path_that_is_a_folder_is_an_error)
     ck_assert_int_eq(mkdir(path, 0755), 0);
     CD_ASSERT_STATUS(cd__write_file_atomic(path, "x", 1), CD_ERR_IO);
     CD_ASSERT_ERROR_MENTIONS("sub");
-    ck_assert_int_eq(count_entries(dir), 1); /* the temporary was removed */
+    ck_assert_int_eq(cd_test_count_entries(dir), 1); /* the temporary was removed */
 }
 END_TEST
 
@@ -104,8 +85,8 @@ START_TEST(full_disk_keeps_the_old_file)
     CD_ASSERT_ERROR_MENTIONS("unchanged");
     free(buf);
 
-    ck_assert_int_eq(file_size(path), 8);
-    ck_assert_int_eq(count_entries(dir), 1);
+    ck_assert_int_eq(cd_test_file_size(path), 8);
+    ck_assert_int_eq(cd_test_count_entries(dir), 1);
 }
 END_TEST
 

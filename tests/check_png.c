@@ -41,22 +41,6 @@ static uint8_t *random_pixels(size_t n, uint32_t seed)
     return p;
 }
 
-static uint8_t *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s: %s", path, strerror(errno));
-    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
-    long n = ftell(f);
-    ck_assert_int_ge(n, 0);
-    ck_assert_int_eq(fseek(f, 0, SEEK_SET), 0);
-    uint8_t *buf = malloc((size_t)n + 1);
-    ck_assert_ptr_nonnull(buf);
-    ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 static void write_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "wb");
@@ -68,22 +52,10 @@ static void write_text(const char *path, const char *text)
 static void assert_file_text(const char *path, const char *text)
 {
     size_t n = 0;
-    uint8_t *got = read_all(path, &n);
+    uint8_t *got = cd_test_read_file(path, &n);
     ck_assert_msg(n == strlen(text) && memcmp(got, text, n) == 0,
                   "%s was changed by a failed write", path);
     free(got);
-}
-
-/* Entries in a folder besides . and .. (to spot stray temporary files). */
-static int count_entries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
-    closedir(d);
-    return n;
 }
 
 static cd_tensor *make_tensor(int32_t rank, const int64_t *shape, const float *data)
@@ -219,7 +191,7 @@ static void png_decode(const uint8_t *buf, size_t len, decoded_png *d)
 static void decode_file(const char *path, decoded_png *d)
 {
     size_t len = 0;
-    uint8_t *buf = read_all(path, &len);
+    uint8_t *buf = cd_test_read_file(path, &len);
     png_decode(buf, len, d);
     free(buf);
 }
@@ -391,10 +363,10 @@ START_TEST(test_file_matches_encoder_and_overwrites)
     uint8_t *png = NULL;
     size_t n = 0, flen = 0;
     CD_ASSERT_OK(cd__png_encode_gray(px, 28, 28, &png, &n));
-    uint8_t *file = read_all(path, &flen);
+    uint8_t *file = cd_test_read_file(path, &flen);
     ck_assert_uint_eq(flen, n);
     ck_assert_mem_eq(file, png, n);
-    ck_assert_int_eq(count_entries(dir), 1); /* no temporary file left */
+    ck_assert_int_eq(cd_test_count_entries(dir), 1); /* no temporary file left */
     free(file);
     free(png);
     free(px);
@@ -423,7 +395,7 @@ START_TEST(test_png_argument_errors)
         CD_ASSERT_STATUS(cd_png_write_gray(path, px, 2, bad[k]), CD_ERR_RANGE);
         CD_ASSERT_ERROR_MENTIONS("height");
     }
-    ck_assert_int_eq(count_entries(dir), 0);
+    ck_assert_int_eq(cd_test_count_entries(dir), 0);
 
     uint8_t *png = (uint8_t *)px;
     size_t n = 99;
@@ -452,7 +424,7 @@ START_TEST(test_write_into_missing_folder)
     CD_ASSERT_STATUS(cd_png_write_gray(path, px, 2, 2), CD_ERR_NOT_FOUND);
     CD_ASSERT_ERROR_MENTIONS(path);
     CD_ASSERT_ERROR_MENTIONS(strerror(ENOENT));
-    ck_assert_int_eq(count_entries(dir), 0);
+    ck_assert_int_eq(cd_test_count_entries(dir), 0);
 }
 END_TEST
 
@@ -468,7 +440,7 @@ START_TEST(test_write_over_directory_fails_cleanly)
     CD_ASSERT_STATUS(cd_png_write_gray(path, px, 2, 2), CD_ERR_IO);
     CD_ASSERT_ERROR_MENTIONS(path);
     assert_file_text(inner, "keep me");
-    ck_assert_int_eq(count_entries(dir), 1); /* the temporary file is gone */
+    ck_assert_int_eq(cd_test_count_entries(dir), 1); /* the temporary file is gone */
 }
 END_TEST
 
@@ -506,7 +478,7 @@ START_TEST(test_failed_write_keeps_old_file)
     ck_assert_msg(st2 == CD_ERR_IO, "grid: got %s (%s)", cd_status_string(st2), cd_last_error());
     CD_ASSERT_ERROR_MENTIONS(path);
     assert_file_text(path, "old content");
-    ck_assert_int_eq(count_entries(dir), 1);
+    ck_assert_int_eq(cd_test_count_entries(dir), 1);
     cd_tensor_free(t);
     free(fpx);
     free(px);
@@ -754,7 +726,7 @@ START_TEST(test_grid_argument_errors)
     CD_ASSERT_ERROR_MENTIONS("width");
     CD_ASSERT_STATUS(cd_image_grid_write_png(path, t, 2, INT64_MAX / 2, 0, R, 0, 1),
                      CD_ERR_OVERFLOW);
-    ck_assert_int_eq(count_entries(dir), 0);
+    ck_assert_int_eq(cd_test_count_entries(dir), 0);
 
     cd_tensor_free(r5);
     cd_tensor_free(flat);
@@ -785,7 +757,7 @@ START_TEST(test_grid_non_finite_pixels)
         CD_ASSERT_ERROR_MENTIONS("image 1");
     }
     assert_file_text(path, "previous grid");
-    ck_assert_int_eq(count_entries(dir), 1);
+    ck_assert_int_eq(cd_test_count_entries(dir), 1);
     cd_tensor_free(t);
 }
 END_TEST

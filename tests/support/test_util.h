@@ -7,6 +7,9 @@
 #define CD_TEST_UTIL_H
 
 #include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +68,57 @@ static inline const char *cd_test_tmpdir(char *buf, size_t cap)
     ck_assert_msg(n > 0 && (size_t)n < cap, "tmpdir path too long");
     ck_assert_msg(mkdtemp(buf) != NULL, "mkdtemp failed");
     return buf;
+}
+
+/* The whole file at path (malloc'd, NUL-terminated past *len); fails the
+ * test if it cannot be read. */
+static inline uint8_t *cd_test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s: %s", path, strerror(errno));
+    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    ck_assert_int_ge(n, 0);
+    ck_assert_int_eq(fseek(f, 0, SEEK_SET), 0);
+    uint8_t *buf = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = 0;
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+/* Write n bytes to path (plain, non-atomic: for test inputs). */
+static inline void cd_test_write_file(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot create %s: %s", path, strerror(errno));
+    ck_assert_uint_eq(fwrite(p, 1, n, f), n);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Size of the file at path, or -1 if it does not exist. */
+static inline long cd_test_file_size(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+/* Entries in a folder besides . and .. (to spot stray temporary files). */
+static inline int cd_test_count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "cannot open folder %s", dir);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
+    closedir(d);
+    return n;
 }
 
 #define CD_TEST_MAIN(make_suite)                                              \
