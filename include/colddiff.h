@@ -126,9 +126,12 @@ CD_API int32_t cd_abi_version(void);
 /* ------------------------------------------------------------------------ */
 
 /**
- * Set how many threads libcolddiff and its BLAS may use (n >= 1; at most
- * CD_MAX_THREADS). Process-wide. Results never depend on this number.
- * Call it while no other libcolddiff call is running.
+ * Set how many threads libcolddiff may use (n >= 1; at most CD_MAX_THREADS).
+ * Process-wide. Results never depend on this number: work is split into
+ * fixed tiles. The BLAS (OpenBLAS or BLIS) is pinned to one thread when the
+ * library loads and called from libcolddiff's own workers, because OpenBLAS
+ * gives different bits at different thread counts; a host that shares the
+ * BLAS sees that setting. Call it while no other libcolddiff call runs.
  */
 #define CD_MAX_THREADS 256
 CD_API cd_status cd_set_num_threads(int32_t n);
@@ -324,6 +327,160 @@ CD_API float *cd_params_grad(cd_params *p, int64_t i);
 
 /** Set every gradient to zero. */
 CD_API cd_status cd_params_zero_grad(cd_params *p);
+
+/* ------------------------------------------------------------------------ */
+/* Decoders                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A decoder network g(z, tau) -> image-shaped output: the report's CNN or
+ * its cold-diffusion ConvNeXt UNet (spec: models.md section 4). Parameter
+ * names and layouts are those of the PyTorch state_dict, so weights convert
+ * one to one.
+ *
+ * A decoder owns its parameters (cd_decoder_params) and a workspace that is
+ * sized on the first forward for a batch shape and reused while the shape
+ * stays the same. It is not thread-safe: use one decoder per thread.
+ */
+typedef struct cd_decoder cd_decoder;
+
+/** Construction-time settings; see cd_decoder_key. */
+typedef struct cd_decoder_config cd_decoder_config;
+
+typedef enum cd_decoder_type {
+    CD_DECODER_CNN = 0,  /**< report Part 1: conv + C x H x W LayerNorm + GELU */
+    CD_DECODER_UNET = 1  /**< report Part 2: ConvNeXt UNet with linear attention */
+} cd_decoder_type;
+
+/**
+ * Configuration keys. Scalars go through cd_decoder_config_set(), lists
+ * through cd_decoder_config_set_list(); cd_decoder_config_bounds() gives
+ * each key's allowed range. Defaults give exactly the report's models.
+ */
+typedef enum cd_decoder_key {
+    CD_DECODER_CHANNELS = 0,       /**< image channels (1)                  */
+    CD_DECODER_HEIGHT = 1,         /**< CNN: the H its LayerNorms fit (28)  */
+    CD_DECODER_WIDTH = 2,          /**< CNN: the W its LayerNorms fit (28)  */
+    CD_DECODER_HIDDEN = 3,         /**< CNN list: hidden channels (16,32,32,16) */
+    CD_DECODER_KERNEL = 4,         /**< CNN: hidden conv kernel, odd (7)    */
+    CD_DECODER_TIME_FREQS = 5,     /**< CNN: time frequencies (16)          */
+    CD_DECODER_TIME_HIDDEN = 6,    /**< CNN: time-MLP width (128)           */
+    CD_DECODER_TIME_LAYERS = 7,    /**< CNN: hidden time-MLP layers (3)     */
+    CD_DECODER_DIM = 8,            /**< UNet: base width (32)               */
+    CD_DECODER_DIM_MULTS = 9,      /**< UNet list: width multipliers (1,2,4) */
+    CD_DECODER_HEADS = 10,         /**< UNet: attention heads (4)           */
+    CD_DECODER_HEAD_DIM = 11,      /**< UNet: attention head width (32)     */
+    CD_DECODER_CONVNEXT_MULT = 12  /**< UNet: ConvNeXt expansion (2)        */
+} cd_decoder_key;
+
+/** Make a configuration holding the report's model of `type`. */
+CD_API cd_status cd_decoder_config_create(cd_decoder_config **out,
+                                          cd_decoder_type type);
+
+/** Free a configuration; NULL is a no-op. */
+CD_API void cd_decoder_config_free(cd_decoder_config *cfg);
+
+/** The allowed range [lo, hi] of a key (for a list: of each entry). */
+CD_API cd_status cd_decoder_config_bounds(cd_decoder_key key, int64_t *lo,
+                                          int64_t *hi);
+
+/**
+ * Set a scalar key. Errors: CD_ERR_INVALID_ARGUMENT (unknown key, or a list
+ * key), CD_ERR_RANGE (outside the bounds; an even CD_DECODER_KERNEL).
+ */
+CD_API cd_status cd_decoder_config_set(cd_decoder_config *cfg,
+                                       cd_decoder_key key, int64_t value);
+
+/** Read a scalar key. */
+CD_API cd_status cd_decoder_config_get(const cd_decoder_config *cfg,
+                                       cd_decoder_key key, int64_t *value);
+
+/** Set a list key (CD_DECODER_HIDDEN, CD_DECODER_DIM_MULTS): 1..8 values. */
+CD_API cd_status cd_decoder_config_set_list(cd_decoder_config *cfg,
+                                            cd_decoder_key key,
+                                            const int64_t *values, int32_t n);
+
+/**
+ * Read a list key into values[0..capacity-1]; *n gets its length even when
+ * capacity is too small (then CD_ERR_SHAPE).
+ */
+CD_API cd_status cd_decoder_config_get_list(const cd_decoder_config *cfg,
+                                            cd_decoder_key key, int64_t *values,
+                                            int32_t capacity, int32_t *n);
+
+/**
+ * Build a decoder from cfg (copied), with weights drawn from rng following
+ * PyTorch's default initialisation (the distribution, not torch's stream).
+ * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_RANGE (an inconsistent
+ * configuration, e.g. an odd UNet CD_DECODER_DIM), CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_decoder_create(cd_decoder **out,
+                                   const cd_decoder_config *cfg, cd_rng *rng);
+
+/** Free a decoder and its parameters; NULL is a no-op. */
+CD_API void cd_decoder_free(cd_decoder *d);
+
+/** CD_DECODER_CNN or CD_DECODER_UNET, or -1 (with an error). */
+CD_API int32_t cd_decoder_get_type(const cd_decoder *d);
+
+/** A copy of the decoder's configuration, owned by the caller. */
+CD_API cd_status cd_decoder_get_config(const cd_decoder *d,
+                                       cd_decoder_config **out);
+
+/**
+ * The decoder's parameters (borrowed; lives as long as d), named as in the
+ * PyTorch state_dict. Read and write them to load or inspect weights.
+ */
+CD_API cd_params *cd_decoder_params(cd_decoder *d);
+
+/** Number of scalar parameters, or -1. */
+CD_API int64_t cd_decoder_param_count(const cd_decoder *d);
+
+/**
+ * Bytes of workspace a forward and backward at batch N and H x W use
+ * (activations, saved statistics, gradients, scratch). The decoder
+ * allocates it on the first forward of a shape and reuses it after.
+ */
+CD_API cd_status cd_decoder_workspace_size(const cd_decoder *d, int64_t N,
+                                           int64_t H, int64_t W,
+                                           int64_t *bytes);
+
+/**
+ * out = g(z, tau): z and out are N x C x H x W, tau holds N finite values
+ * (tau = t / T). Saves what backward needs. Any N; the CNN takes the H x W
+ * it was built for, the UNet any H and W that are multiples of
+ * 2^(levels - 1). Errors: CD_ERR_SHAPE (wrong channels or size, with the
+ * expected and actual shapes), CD_ERR_NOT_FINITE (NaN or infinite tau),
+ * CD_ERR_OUT_OF_MEMORY (the first call for a shape allocates).
+ */
+CD_API cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z,
+                                    const cd_tensor *tau, cd_tensor *out);
+
+/**
+ * Save the decoder (configuration and parameters) as a checkpoint file
+ * (docs/checkpoint-format.md), atomically: on failure an existing file at
+ * path is unchanged. Errors: CD_ERR_NOT_FOUND (missing folder), CD_ERR_IO.
+ */
+CD_API cd_status cd_decoder_save(cd_decoder *d, const char *path);
+
+/**
+ * Load a decoder saved by cd_decoder_save() (or converted from PyTorch by
+ * examples/python/convert_torch.py) into a new decoder owned by the caller.
+ * Errors: CD_ERR_NOT_FOUND, CD_ERR_IO, CD_ERR_FORMAT (not a checkpoint, a
+ * truncated file, a bad configuration), CD_ERR_CHECKSUM, CD_ERR_VERSION
+ * (a newer format), CD_ERR_SHAPE (a tensor's shape does not fit the
+ * configuration; the message names it).
+ */
+CD_API cd_status cd_decoder_load(cd_decoder **out, const char *path);
+
+/**
+ * Given dout = dL/d(out) for the last forward, ADD dL/d(parameters) into
+ * the parameter gradients (cd_params_grad; clear them with
+ * cd_params_zero_grad) and, if dz is not NULL, overwrite dz with dL/dz.
+ * Errors: CD_ERR_STATE (no forward since the shape changed), CD_ERR_SHAPE.
+ */
+CD_API cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout,
+                                     cd_tensor *dz);
 
 /* ------------------------------------------------------------------------ */
 /* Datasets                                                                 */

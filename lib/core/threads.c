@@ -5,6 +5,10 @@
  * thread, or a task that itself calls parallel_for) finds it busy and runs
  * its loop on its own thread; since results never depend on the mapping of
  * tasks to threads, that only costs speed.
+ *
+ * The BLAS always runs single-threaded: OpenBLAS gives different bits for
+ * the same sgemm at different thread counts, so libcolddiff parallelises
+ * over fixed tiles itself and calls sgemm from its workers.
  */
 #include "core.h"
 
@@ -146,6 +150,18 @@ void cd__parallel_for(int64_t n, cd__task_fn fn, void *ctx)
     pthread_mutex_unlock(&p->busy);
 }
 
+/* Pin the BLAS to one thread, once, before any kernel runs. */
+static void blas_single_thread(void)
+{
+#if defined(CD_BLAS_OPENBLAS)
+    openblas_set_num_threads(1);
+#elif defined(CD_BLAS_BLIS)
+    bli_thread_set_num_threads(1);
+#endif
+}
+
+__attribute__((constructor)) static void blas_at_load(void) { blas_single_thread(); }
+
 cd_status cd_set_num_threads(int32_t n)
 {
     if (n < 1 || n > CD_MAX_THREADS)
@@ -155,11 +171,7 @@ cd_status cd_set_num_threads(int32_t n)
     atomic_store(&g_num_threads, n);
     pool_resize(&g_pool, n - 1);
     pthread_mutex_unlock(&g_pool.busy);
-#if defined(CD_BLAS_OPENBLAS)
-    openblas_set_num_threads(n);
-#elif defined(CD_BLAS_BLIS)
-    bli_thread_set_num_threads(n);
-#endif
+    blas_single_thread(); /* in case the host changed it since loading */
     return CD_OK;
 }
 

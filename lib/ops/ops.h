@@ -75,12 +75,13 @@ void cd__convt2d_backward(const cd__convt2d *c, float *din, float *dweight,
 
 /* ---- linear.c: fully connected layer and batched matrix products ------- */
 
-/* out[B,O] = in[B,I] W[O,I]^T + b[O] (b may be NULL) */
+/* out[B,n_out] = in[B,n_in] W[n_out,n_in]^T + b[n_out] (b may be NULL).
+ * Sizes must fit cblas's int. */
 void cd__linear_forward(float *out, const float *in, const float *W,
-                        const float *b, int64_t B, int64_t I, int64_t O);
+                        const float *b, int64_t B, int64_t n_in, int64_t n_out);
 void cd__linear_backward(float *din, float *dW, float *db, const float *dout,
-                         const float *in, const float *W, int64_t B, int64_t I,
-                         int64_t O);
+                         const float *in, const float *W, int64_t B, int64_t n_in,
+                         int64_t n_out);
 
 /*
  * For each of `batch` matrices: C = alpha op(A) op(B) + beta C, with op(A)
@@ -133,8 +134,10 @@ void cd__layernorm_backward(float *dx, float *dweight, float *dbias,
 
 /* ---- embed.c: the time encodings of spec section 4 --------------------- */
 
-/* The CNN's 16 frequencies as float32: f_0 = 0, f_j = 2 pi 1.5^(j-1). */
+/* The CNN's frequencies as float32: f_0 = 0, f_j = 2 pi 1.5^(j-1), for
+ * j < n (the report uses n = CD__CNN_NFREQ). */
 #define CD__CNN_NFREQ 16
+void cd__cnn_frequencies_n(float *freq, int64_t n);
 void cd__cnn_frequencies(float freq[CD__CNN_NFREQ]);
 
 /* out[N, 2 nfreq] = [sin(fl32(f tau)), cos(fl32(f tau)) - 1]. */

@@ -17,8 +17,10 @@
  *      mean absolute asymmetry |a - n| / (|a| + |n|) (with a small floor in
  *      the denominator so exact zeros do not divide by zero); inputs larger
  *      than max_elems are sampled at max_elems random positions;
- *   3. a directional derivative along a random direction v of the whole
- *      input, against <grad, v>.
+ *   3. a directional derivative along a random unit direction v of the
+ *      whole input, against <grad, v> (the floor in its relative error is
+ *      1e-3 |grad|, since a random direction can be nearly orthogonal to
+ *      the gradient).
  * It ck_asserts on failure and prints the worst element.
  */
 #ifndef CD_GRADCHECK_H

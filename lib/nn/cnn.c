@@ -1,0 +1,208 @@
+/*
+ * cnn.c - the report's Part 1 decoder (spec: models.md section 4.1).
+ *
+ *   e   = MLP(time_encoding(tau))                  N x hidden[0]
+ *   x_0 = GELU(LN_0(conv_0(z))) + e                broadcast over H x W
+ *   x_i = GELU(LN_i(conv_i(x_{i-1})))              i = 1 .. L-1
+ *   out = conv_L(x_{L-1})                          3 x 3, to C channels
+ *
+ * The LayerNorms normalise each sample over C x H x W jointly with an
+ * elementwise affine of that shape, so a CNN is built for one H x W.
+ */
+#include "decoder.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAXL CD__DEC_MAX_LIST
+
+typedef struct {
+    int32_t L;    /* hidden blocks */
+    int32_t M;    /* time-MLP linear layers: time_layers + 1 */
+    int64_t enc;  /* encoding width: 2 x frequencies */
+    int64_t conv_w[MAXL + 1], conv_b[MAXL + 1], ln_w[MAXL], ln_b[MAXL];
+    int64_t mlp_w[MAXL], mlp_b[MAXL], mlp_in[MAXL], mlp_out[MAXL];
+    float freq[64];
+    /* The plan for (N, H, W). */
+    int64_t N, HW;
+    cd__conv2d conv[MAXL + 1];
+    float *z, *tenc, *pre[MAXL], *act[MAXL], *dpre, *dact, *demb;
+    float *c[MAXL], *n[MAXL], *x[MAXL], *mean[MAXL], *rstd[MAXL];
+    float *dx[MAXL], *dn, *dc, *ws;
+} cnn_t;
+
+static cd_status cnn_build(cd_decoder *d)
+{
+    const cd__decoder_cfg *cfg = &d->cfg;
+    cnn_t *m = calloc(1, sizeof *m);
+    if (!m) return cd__error(CD_ERR_OUT_OF_MEMORY, "cd_decoder_create: no memory");
+    d->impl = m;
+    m->L = (int32_t)cfg->n_hidden;
+    m->M = (int32_t)cfg->time_layers + 1;
+    m->enc = 2 * cfg->time_freqs;
+    char name[64];
+    int64_t in = cfg->channels;
+    for (int32_t i = 0; i < m->L; i++) {
+        const int64_t h = cfg->hidden[i], ln_shape[3] = {h, cfg->height, cfg->width};
+        snprintf(name, sizeof name, "blocks.%" PRId32 ".net.0", i);
+        CD__TRY(cd__decoder_add_conv(d, name, h, in, cfg->kernel, cfg->kernel, true,
+                                     &m->conv_w[i], &m->conv_b[i]));
+        snprintf(name, sizeof name, "blocks.%" PRId32 ".net.1", i);
+        CD__TRY(cd__decoder_add_layernorm(d, name, 3, ln_shape, &m->ln_w[i], &m->ln_b[i]));
+        in = h;
+    }
+    snprintf(name, sizeof name, "blocks.%" PRId32, m->L);
+    CD__TRY(cd__decoder_add_conv(d, name, cfg->channels, in, 3, 3, true, &m->conv_w[m->L],
+                                 &m->conv_b[m->L]));
+    /* time_embed.{0,2,4,...}: Linear layers with GELUs between them. */
+    for (int32_t j = 0; j < m->M; j++) {
+        m->mlp_in[j] = j == 0 ? m->enc : cfg->time_hidden;
+        m->mlp_out[j] = j == m->M - 1 ? cfg->hidden[0] : cfg->time_hidden;
+        snprintf(name, sizeof name, "time_embed.%" PRId32, 2 * j);
+        CD__TRY(cd__decoder_add_linear(d, name, m->mlp_out[j], m->mlp_in[j], &m->mlp_w[j],
+                                       &m->mlp_b[j]));
+    }
+    cd__cnn_frequencies_n(m->freq, cfg->time_freqs);
+    return CD_OK;
+}
+
+static cd_status cnn_check_shape(const cd_decoder *d, int64_t H, int64_t W)
+{
+    if (H != d->cfg.height || W != d->cfg.width)
+        return cd__error(CD_ERR_SHAPE, "this CNN decoder was built for %" PRId64 "x%" PRId64
+                         " images (its LayerNorms are C x H x W), got %" PRId64 "x%" PRId64,
+                         d->cfg.height, d->cfg.width, H, W);
+    return CD_OK;
+}
+
+static void cnn_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t W)
+{
+    cnn_t *m = d->impl;
+    const cd__decoder_cfg *cfg = &d->cfg;
+    m->N = N;
+    m->HW = H * W;
+    size_t ws = 0, widest = 0, mlp_widest = 0;
+    int64_t in = cfg->channels;
+    for (int32_t i = 0; i <= m->L; i++) {
+        const int64_t out = i < m->L ? cfg->hidden[i] : cfg->channels;
+        const int64_t k = i < m->L ? cfg->kernel : 3;
+        /* Shapes were validated at creation and by check_shape. */
+        (void)cd__conv2d_init(&m->conv[i], N, in, H, W, out, k, k, 1, k / 2, 1, true);
+        size_t w = cd__conv2d_workspace(&m->conv[i]);
+        if (w > ws) ws = w;
+        if ((size_t)out > widest) widest = (size_t)out;
+        in = out;
+    }
+    for (int32_t j = 0; j < m->M; j++)
+        if ((size_t)m->mlp_out[j] > mlp_widest) mlp_widest = (size_t)m->mlp_out[j];
+    const size_t n = (size_t)N;
+    m->z = cd__arena_take(a, n * (size_t)(cfg->channels * m->HW));
+    m->tenc = cd__arena_take(a, n * (size_t)m->enc);
+    for (int32_t j = 0; j < m->M; j++) {
+        m->pre[j] = cd__arena_take(a, n * (size_t)m->mlp_out[j]);
+        m->act[j] = cd__arena_take(a, n * (size_t)m->mlp_out[j]);
+    }
+    m->dpre = cd__arena_take(a, n * mlp_widest);
+    m->dact = cd__arena_take(a, n * mlp_widest);
+    m->demb = cd__arena_take(a, n * (size_t)cfg->hidden[0]);
+    for (int32_t i = 0; i < m->L; i++) {
+        const size_t sz = n * (size_t)(cfg->hidden[i] * m->HW);
+        m->c[i] = cd__arena_take(a, sz);
+        m->n[i] = cd__arena_take(a, sz);
+        m->x[i] = cd__arena_take(a, sz);
+        m->dx[i] = cd__arena_take(a, sz);
+        m->mean[i] = cd__arena_take(a, n);
+        m->rstd[i] = cd__arena_take(a, n);
+    }
+    m->dn = cd__arena_take(a, n * widest * (size_t)m->HW);
+    m->dc = cd__arena_take(a, n * widest * (size_t)m->HW);
+    m->ws = cd__arena_take(a, ws);
+}
+
+static void cnn_forward(cd_decoder *d, float *out, const float *z, const float *tau)
+{
+    cnn_t *m = d->impl;
+    const int64_t N = m->N, HW = m->HW, h0 = d->cfg.hidden[0];
+    cd__cnn_time_encoding(m->tenc, tau, m->freq, N, d->cfg.time_freqs);
+    const float *in = m->tenc;
+    for (int32_t j = 0; j < m->M; j++) {
+        cd__linear_forward(m->pre[j], in, cd__decoder_value(d, m->mlp_w[j]),
+                           cd__decoder_value(d, m->mlp_b[j]), N, m->mlp_in[j], m->mlp_out[j]);
+        if (j < m->M - 1) cd__gelu_forward(m->act[j], m->pre[j], N * m->mlp_out[j]);
+        in = m->act[j];
+    }
+    const float *emb = m->pre[m->M - 1];
+    /* Keep z: the first convolution's weight gradient needs it, and the
+     * caller may reuse its tensor before calling backward. */
+    memcpy(m->z, z, (size_t)(N * d->cfg.channels * HW) * sizeof *z);
+    in = m->z;
+    for (int32_t i = 0; i < m->L; i++) {
+        const int64_t D = d->cfg.hidden[i] * HW;
+        cd__conv2d_forward(&m->conv[i], m->c[i], in, cd__decoder_value(d, m->conv_w[i]),
+                           cd__decoder_value(d, m->conv_b[i]), m->ws);
+        cd__layernorm_forward(m->n[i], m->mean[i], m->rstd[i], m->c[i],
+                              cd__decoder_value(d, m->ln_w[i]), cd__decoder_value(d, m->ln_b[i]),
+                              N, D, 1e-5f);
+        cd__gelu_forward(m->x[i], m->n[i], N * D);
+        if (i == 0) cd__add_channel_forward(m->x[0], m->x[0], emb, N, h0, HW);
+        in = m->x[i];
+    }
+    cd__conv2d_forward(&m->conv[m->L], out, in, cd__decoder_value(d, m->conv_w[m->L]),
+                       cd__decoder_value(d, m->conv_b[m->L]), m->ws);
+}
+
+static void mlp_backward(cd_decoder *d, cnn_t *m, const float *demb)
+{
+    const int64_t N = m->N;
+    const float *g = demb; /* dL/d(pre[j]); the last layer has no GELU */
+    for (int32_t j = m->M - 1; j >= 0; j--) {
+        const int64_t nin = m->mlp_in[j];
+        const float *in = j == 0 ? m->tenc : m->act[j - 1];
+        float *din = j == 0 ? NULL : m->dact;
+        if (din) memset(din, 0, (size_t)(N * nin) * sizeof *din);
+        cd__linear_backward(din, cd__decoder_grad(d, m->mlp_w[j]),
+                            cd__decoder_grad(d, m->mlp_b[j]), g, in,
+                            cd__decoder_value(d, m->mlp_w[j]), N, nin, m->mlp_out[j]);
+        if (j == 0) break;
+        memset(m->dpre, 0, (size_t)(N * nin) * sizeof *m->dpre);
+        cd__gelu_backward(m->dpre, m->dact, m->pre[j - 1], N * nin);
+        g = m->dpre;
+    }
+}
+
+static void cnn_backward(cd_decoder *d, float *dz, const float *dout)
+{
+    cnn_t *m = d->impl;
+    const int64_t N = m->N, HW = m->HW;
+    for (int32_t i = 0; i < m->L; i++)
+        memset(m->dx[i], 0, (size_t)(N * d->cfg.hidden[i] * HW) * sizeof(float));
+    cd__conv2d_backward(&m->conv[m->L], m->dx[m->L - 1], cd__decoder_grad(d, m->conv_w[m->L]),
+                        cd__decoder_grad(d, m->conv_b[m->L]), dout, m->x[m->L - 1],
+                        cd__decoder_value(d, m->conv_w[m->L]), m->ws);
+    for (int32_t i = m->L - 1; i >= 0; i--) {
+        const int64_t D = d->cfg.hidden[i] * HW;
+        if (i == 0) {
+            /* x_0 = GELU(.) + e: e's gradient is dx_0 summed over pixels. */
+            memset(m->demb, 0, (size_t)(N * d->cfg.hidden[0]) * sizeof(float));
+            cd__add_channel_backward(NULL, m->demb, m->dx[0], N, d->cfg.hidden[0], HW);
+        }
+        memset(m->dn, 0, (size_t)(N * D) * sizeof(float));
+        cd__gelu_backward(m->dn, m->dx[i], m->n[i], N * D);
+        memset(m->dc, 0, (size_t)(N * D) * sizeof(float));
+        cd__layernorm_backward(m->dc, cd__decoder_grad(d, m->ln_w[i]),
+                               cd__decoder_grad(d, m->ln_b[i]), m->dn, m->c[i],
+                               cd__decoder_value(d, m->ln_w[i]), m->mean[i], m->rstd[i], N, D);
+        cd__conv2d_backward(&m->conv[i], i > 0 ? m->dx[i - 1] : dz,
+                            cd__decoder_grad(d, m->conv_w[i]), cd__decoder_grad(d, m->conv_b[i]),
+                            m->dc, i > 0 ? m->x[i - 1] : m->z,
+                            cd__decoder_value(d, m->conv_w[i]), m->ws);
+    }
+    mlp_backward(d, m, m->demb);
+}
+
+static void cnn_free(void *impl) { free(impl); }
+
+const cd__decoder_ops cd__cnn_ops = {cnn_build, cnn_check_shape, cnn_plan, cnn_forward,
+                                     cnn_backward, cnn_free};

@@ -1,0 +1,110 @@
+/*
+ * decoder.h - internals shared by the decoder front end (decoder.c,
+ * decoder_config.c) and the architectures (cnn.c, unet.c).
+ *
+ * Memory plan: an architecture lays out every activation, saved statistic,
+ * gradient buffer and scratch area for one (N, H, W) by walking a bump
+ * allocator (cd__arena). The same walk runs twice: with no base to measure
+ * (the workspace query), then over the real block. Sizing and use cannot
+ * disagree, and forward and backward allocate nothing.
+ */
+#ifndef CD_NN_DECODER_H
+#define CD_NN_DECODER_H
+
+#include "core.h"
+#include "nn/nn.h"
+#include "ops/ops.h"
+
+#define CD__DEC_MAX_LIST 8
+#define CD__DEC_MAX_LAYERS 128
+
+typedef struct cd__decoder_cfg {
+    cd_decoder_type type;
+    int64_t channels, height, width;
+    int64_t hidden[CD__DEC_MAX_LIST];
+    int64_t n_hidden;
+    int64_t kernel, time_freqs, time_hidden, time_layers;
+    int64_t dim;
+    int64_t dim_mults[CD__DEC_MAX_LIST];
+    int64_t n_mults;
+    int64_t heads, head_dim, convnext_mult;
+} cd__decoder_cfg;
+
+struct cd_decoder_config {
+    cd__decoder_cfg c;
+};
+
+/* Fill the report's defaults for a type. */
+void cd__decoder_cfg_defaults(cd__decoder_cfg *c, cd_decoder_type type);
+/* Check a whole configuration (lists against each other, etc.). */
+cd_status cd__decoder_cfg_validate(const cd__decoder_cfg *c);
+
+/* A bump allocator over floats; with base == NULL it only counts. */
+typedef struct cd__arena {
+    float *base;
+    size_t used; /* floats; each piece starts on a 64-byte boundary */
+} cd__arena;
+
+float *cd__arena_take(cd__arena *a, size_t n);
+
+/* A layer to initialise with PyTorch's defaults at creation. */
+typedef struct cd__init_entry {
+    int kind; /* cd__layer_kind, or -1 for a LayerNorm */
+    int64_t weight, bias;
+} cd__init_entry;
+
+typedef struct cd__decoder_ops {
+    /* Add the parameters (through cd__decoder_add_*) and make d->impl. */
+    cd_status (*build)(cd_decoder *d);
+    /* Reject input shapes the architecture cannot take (C checked already). */
+    cd_status (*check_shape)(const cd_decoder *d, int64_t H, int64_t W);
+    /* Lay out all buffers for (N, H, W) in the arena (see above). */
+    void (*plan)(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t W);
+    void (*forward)(cd_decoder *d, float *out, const float *z, const float *tau);
+    /* Add parameter gradients; dz (may be NULL) receives dL/dz (added). */
+    void (*backward)(cd_decoder *d, float *dz, const float *dout);
+    void (*free_impl)(void *impl);
+} cd__decoder_ops;
+
+struct cd_decoder {
+    cd__decoder_cfg cfg;
+    const cd__decoder_ops *ops;
+    cd_params *params;
+    void *impl;
+    cd__init_entry init[CD__DEC_MAX_LAYERS];
+    int32_t n_init;
+    int64_t N, H, W;   /* the current plan; N == 0 before the first */
+    float *arena;
+    size_t arena_floats;
+    bool forward_done; /* saved activations are valid for backward */
+};
+
+/* Parameter helpers for build(): add "<prefix>.weight" (and ".bias") in
+ * PyTorch's layout and register the layer for initialisation; the indices
+ * go to *w and *b (-1 without bias). */
+cd_status cd__decoder_add_conv(cd_decoder *d, const char *prefix, int64_t out,
+                               int64_t in_per_group, int64_t kh, int64_t kw,
+                               bool bias, int64_t *w, int64_t *b);
+cd_status cd__decoder_add_convt(cd_decoder *d, const char *prefix, int64_t in,
+                                int64_t out, int64_t kh, int64_t kw, int64_t *w,
+                                int64_t *b);
+cd_status cd__decoder_add_linear(cd_decoder *d, const char *prefix, int64_t out,
+                                 int64_t in, int64_t *w, int64_t *b);
+cd_status cd__decoder_add_layernorm(cd_decoder *d, const char *prefix,
+                                    int32_t rank, const int64_t *shape,
+                                    int64_t *w, int64_t *b);
+
+/* Parameter value and gradient pointers by index (after finalize). */
+float *cd__decoder_value(cd_decoder *d, int64_t index);
+float *cd__decoder_grad(cd_decoder *d, int64_t index);
+
+/* decoder_io.c: a decoder's configuration as checkpoint entries, and a
+ * decoder rebuilt from a read checkpoint (config + tensors). */
+cd_status cd__decoder_config_to_ckpt(const cd_decoder *d, cd__ckpt *ck);
+cd_status cd__decoder_config_from_ckpt(const cd__ckpt *ck, cd_decoder_config **out);
+cd_status cd__decoder_from_ckpt(const cd__ckpt *ck, cd_decoder **out);
+
+extern const cd__decoder_ops cd__cnn_ops;
+extern const cd__decoder_ops cd__unet_ops;
+
+#endif /* CD_NN_DECODER_H */

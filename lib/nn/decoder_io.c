@@ -1,0 +1,126 @@
+/*
+ * decoder_io.c - a decoder in a checkpoint file: its configuration as
+ * "decoder.*" entries and its parameters as named tensors
+ * (docs/checkpoint-format.md lists the keys). Later layers add their own
+ * entries to the same file through cd__decoder_save_with().
+ */
+#include "decoder.h"
+
+#include <string.h>
+
+typedef struct {
+    const char *key;
+    size_t offset; /* of the int64_t in cd__decoder_cfg */
+} scalar_key;
+
+#define KEY(name, field) {name, offsetof(cd__decoder_cfg, field)}
+static const scalar_key scalars[] = {
+    KEY("decoder.channels", channels),       KEY("decoder.height", height),
+    KEY("decoder.width", width),             KEY("decoder.kernel", kernel),
+    KEY("decoder.time_freqs", time_freqs),   KEY("decoder.time_hidden", time_hidden),
+    KEY("decoder.time_layers", time_layers), KEY("decoder.dim", dim),
+    KEY("decoder.heads", heads),             KEY("decoder.head_dim", head_dim),
+    KEY("decoder.convnext_mult", convnext_mult),
+};
+#undef KEY
+#define N_SCALARS (sizeof scalars / sizeof scalars[0])
+
+static int64_t *field(cd__decoder_cfg *c, size_t i)
+{
+    return (int64_t *)((char *)c + scalars[i].offset);
+}
+
+cd_status cd__decoder_config_to_ckpt(const cd_decoder *d, cd__ckpt *ck)
+{
+    cd__decoder_cfg c = d->cfg;
+    CD__TRY(cd__ckpt_set_str(ck, "decoder.type", c.type == CD_DECODER_CNN ? "cnn" : "unet"));
+    for (size_t i = 0; i < N_SCALARS; i++)
+        CD__TRY(cd__ckpt_set_i64(ck, scalars[i].key, *field(&c, i)));
+    CD__TRY(cd__ckpt_set_i64_array(ck, "decoder.hidden", c.hidden, c.n_hidden));
+    return cd__ckpt_set_i64_array(ck, "decoder.dim_mults", c.dim_mults, c.n_mults);
+}
+
+/* Rebuild a configuration from a checkpoint's entries, checking each value
+ * against the public bounds as cd_decoder_config_set() would. */
+cd_status cd__decoder_config_from_ckpt(const cd__ckpt *ck, cd_decoder_config **out)
+{
+    const char *type = NULL;
+    *out = NULL;
+    CD__TRY(cd__ckpt_get_str(ck, "decoder.type", &type));
+    cd_decoder_type t;
+    if (strcmp(type, "cnn") == 0) t = CD_DECODER_CNN;
+    else if (strcmp(type, "unet") == 0) t = CD_DECODER_UNET;
+    else return cd__error(CD_ERR_FORMAT, "checkpoint: unknown decoder.type '%s'", type);
+    cd_decoder_config *cfg = NULL;
+    CD__TRY(cd_decoder_config_create(&cfg, t));
+    static const cd_decoder_key keys[N_SCALARS] = {
+        CD_DECODER_CHANNELS,    CD_DECODER_HEIGHT,      CD_DECODER_WIDTH,
+        CD_DECODER_KERNEL,      CD_DECODER_TIME_FREQS,  CD_DECODER_TIME_HIDDEN,
+        CD_DECODER_TIME_LAYERS, CD_DECODER_DIM,         CD_DECODER_HEADS,
+        CD_DECODER_HEAD_DIM,    CD_DECODER_CONVNEXT_MULT};
+    cd_status st = CD_OK;
+    for (size_t i = 0; st == CD_OK && i < N_SCALARS; i++) {
+        int64_t v;
+        st = cd__ckpt_get_i64(ck, scalars[i].key, &v);
+        if (st == CD_OK) st = cd_decoder_config_set(cfg, keys[i], v);
+    }
+    int64_t list[CD__DEC_MAX_LIST], n = 0;
+    if (st == CD_OK) st = cd__ckpt_get_i64_array(ck, "decoder.hidden", list, CD__DEC_MAX_LIST, &n);
+    if (st == CD_OK) st = cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, list, (int32_t)n);
+    if (st == CD_OK)
+        st = cd__ckpt_get_i64_array(ck, "decoder.dim_mults", list, CD__DEC_MAX_LIST, &n);
+    if (st == CD_OK) st = cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, list, (int32_t)n);
+    if (st != CD_OK) {
+        cd_decoder_config_free(cfg);
+        return cd__error(st, "checkpoint: bad decoder configuration: %s", cd_last_error());
+    }
+    *out = cfg;
+    return CD_OK;
+}
+
+cd_status cd_decoder_save(cd_decoder *d, const char *path)
+{
+    static const char fn[] = "cd_decoder_save";
+    CD__CHECK_NOT_NULL(d, fn);
+    CD__CHECK_NOT_NULL(path, fn);
+    cd__ckpt *ck = NULL;
+    CD__TRY(cd__ckpt_create(&ck));
+    cd_status st = cd__decoder_config_to_ckpt(d, ck);
+    if (st == CD_OK) st = cd__ckpt_save(ck, path, d->params, NULL);
+    cd__ckpt_free(ck);
+    return st;
+}
+
+cd_status cd__decoder_from_ckpt(const cd__ckpt *ck, cd_decoder **out)
+{
+    cd_decoder_config *cfg = NULL;
+    cd_rng *rng = NULL;
+    cd_decoder *d = NULL;
+    *out = NULL;
+    CD__TRY(cd__decoder_config_from_ckpt(ck, &cfg));
+    /* The weights come from the file; the seed only fills them first. */
+    cd_status st = cd_rng_create(&rng, 0);
+    if (st == CD_OK) st = cd_decoder_create(&d, cfg, rng);
+    if (st == CD_OK) st = cd__ckpt_apply(ck, d->params, NULL, 0);
+    cd_rng_free(rng);
+    cd_decoder_config_free(cfg);
+    if (st != CD_OK) {
+        cd_decoder_free(d);
+        return st;
+    }
+    *out = d;
+    return CD_OK;
+}
+
+cd_status cd_decoder_load(cd_decoder **out, const char *path)
+{
+    static const char fn[] = "cd_decoder_load";
+    CD__CHECK_NOT_NULL(out, fn);
+    *out = NULL;
+    CD__CHECK_NOT_NULL(path, fn);
+    cd__ckpt *ck = NULL;
+    CD__TRY(cd__ckpt_read(&ck, path));
+    cd_status st = cd__decoder_from_ckpt(ck, out);
+    cd__ckpt_free(ck);
+    return st;
+}

@@ -1,0 +1,321 @@
+/*
+ * unet_blocks.c - the UNet's ConvNeXt block and linear attention, forward
+ * and backward (spec: models.md section 4.2; see unet.h for the memory
+ * rules).
+ *
+ * Attention works per sample on the to_qkv output as it lies: for sample b
+ * the q, k and v blocks are each heads x dh x HW, and head h's dh x HW
+ * matrix is contiguous (channel = dh h + d), so every product is a plain
+ * row-major sgemm on the conv output with no layout copy. One task per
+ * sample runs all its heads, so the bits do not depend on the thread count.
+ */
+#include "unet.h"
+
+#include <cblas.h>
+/* OpenBLAS's cblas.h pulls in <complex.h>, whose I macro clobbers names. */
+#undef I
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define LN_EPS 1e-5f
+/* Elements per task of the elementwise add. */
+#define ADD_CHUNK 16384
+
+#define VAL(i) cd__decoder_value(d, (i))
+#define GRAD(i) cd__decoder_grad(d, (i))
+
+void cd__unet_need(cd__unet_scratch *s, int role, size_t n)
+{
+    if (n > s->need[role]) s->need[role] = n;
+}
+
+typedef struct {
+    float *y;
+    const float *x;
+    int64_t n;
+} add_ctx;
+
+static void add_task(void *ctx, int64_t t)
+{
+    const add_ctx *c = ctx;
+    const int64_t end = (t + 1) * ADD_CHUNK < c->n ? (t + 1) * ADD_CHUNK : c->n;
+    for (int64_t i = t * ADD_CHUNK; i < end; i++) c->y[i] += c->x[i];
+}
+
+void cd__unet_add(float *y, const float *x, int64_t n)
+{
+    add_ctx c = {y, x, n};
+    cd__parallel_for((n + ADD_CHUNK - 1) / ADD_CHUNK, add_task, &c);
+}
+
+static void zero(float *p, int64_t n) { memset(p, 0, (size_t)n * sizeof *p); }
+
+static cd_status join(char *buf, size_t cap, const char *prefix, const char *suffix)
+{
+    int n = snprintf(buf, cap, "%s.%s", prefix, suffix);
+    if (n < 0 || (size_t)n >= cap)
+        return cd__error(CD_ERR_INTERNAL, "parameter prefix '%s.%s' is too long", prefix,
+                         suffix);
+    return CD_OK;
+}
+
+static size_t conv_ws(const cd__conv2d *c) { return cd__conv2d_workspace(c); }
+
+/* ---- ConvNeXt block -------------------------------------------------------- */
+
+cd_status cd__unet_block_add(cd_decoder *d, cd__unet_block *b, const char *prefix,
+                             int64_t cin, int64_t cout, int64_t mult, int64_t tdim)
+{
+    char name[CD_PARAMS_MAX_NAME + 1];
+    *b = (cd__unet_block){.cin = cin, .cout = cout, .hid = mult * cout, .tdim = tdim,
+                          .mlp_w = -1, .mlp_b = -1, .res_w = -1, .res_b = -1};
+    if (tdim > 0) {
+        CD__TRY(join(name, sizeof name, prefix, "mlp.1"));
+        CD__TRY(cd__decoder_add_linear(d, name, cin, tdim, &b->mlp_w, &b->mlp_b));
+    }
+    CD__TRY(join(name, sizeof name, prefix, "ds_conv"));
+    CD__TRY(cd__decoder_add_conv(d, name, cin, 1, 7, 7, true, &b->ds_w, &b->ds_b));
+    CD__TRY(join(name, sizeof name, prefix, "net.0"));
+    CD__TRY(cd__decoder_add_conv(d, name, b->hid, cin, 3, 3, true, &b->c1_w, &b->c1_b));
+    CD__TRY(join(name, sizeof name, prefix, "net.2"));
+    CD__TRY(cd__decoder_add_conv(d, name, cout, b->hid, 3, 3, true, &b->c2_w, &b->c2_b));
+    if (cin != cout) {
+        CD__TRY(join(name, sizeof name, prefix, "res_conv"));
+        CD__TRY(cd__decoder_add_conv(d, name, cout, cin, 1, 1, true, &b->res_w, &b->res_b));
+    }
+    return CD_OK;
+}
+
+void cd__unet_block_plan(cd__unet_block *b, cd__arena *a, cd__unet_scratch *s,
+                         int64_t N, int64_t H, int64_t W)
+{
+    const size_t n = (size_t)N, hw = (size_t)(H * W);
+    const size_t cin = (size_t)b->cin, cout = (size_t)b->cout, hid = (size_t)b->hid;
+    b->N = N;
+    b->HW = H * W;
+    /* Shapes were validated by check_shape; these cannot fail. */
+    (void)cd__conv2d_init(&b->ds, N, b->cin, H, W, b->cin, 7, 7, 1, 3, b->cin, true);
+    (void)cd__conv2d_init(&b->c1, N, b->cin, H, W, b->hid, 3, 3, 1, 1, 1, true);
+    (void)cd__conv2d_init(&b->c2, N, b->hid, H, W, b->cout, 3, 3, 1, 1, 1, true);
+    cd__unet_need(s, CD__US_WS, conv_ws(&b->ds));
+    cd__unet_need(s, CD__US_WS, conv_ws(&b->c1));
+    cd__unet_need(s, CD__US_WS, conv_ws(&b->c2));
+    if (b->res_w >= 0) {
+        (void)cd__conv2d_init(&b->res, N, b->cin, H, W, b->cout, 1, 1, 1, 0, 1, true);
+        cd__unet_need(s, CD__US_WS, conv_ws(&b->res));
+    }
+    b->h = cd__arena_take(a, n * cin * hw);
+    b->n = cd__arena_take(a, n * cin * hw);
+    b->a = cd__arena_take(a, n * hid * hw);
+    b->g = cd__arena_take(a, n * hid * hw);
+    b->mean = cd__arena_take(a, n);
+    b->rstd = cd__arena_take(a, n);
+    cd__unet_need(s, CD__US_WIDE, n * hid * hw);
+    cd__unet_need(s, CD__US_PRE, n * hid * hw);
+    cd__unet_need(s, CD__US_NORM, n * cin * hw);
+    cd__unet_need(s, CD__US_IN, n * (cin > cout ? cin : cout) * hw);
+    cd__unet_need(s, CD__US_COND, n * cin);
+}
+
+void cd__unet_block_forward(cd_decoder *d, const cd__unet_block *b, cd__unet_scratch *s,
+                            float *y, const float *x, const float *gtemb)
+{
+    const int64_t N = b->N, HW = b->HW, cin = b->cin, cout = b->cout;
+    float *ws = s->buf[CD__US_WS];
+    cd__conv2d_forward(&b->ds, b->h, x, VAL(b->ds_w), VAL(b->ds_b), ws);
+    if (b->tdim > 0) {
+        float *cond = s->buf[CD__US_COND];
+        cd__linear_forward(cond, gtemb, VAL(b->mlp_w), VAL(b->mlp_b), N, b->tdim, cin);
+        cd__add_channel_forward(b->h, b->h, cond, N, cin, HW);
+    }
+    cd__layernorm_forward(b->n, b->mean, b->rstd, b->h, NULL, NULL, N, cin * HW, LN_EPS);
+    cd__conv2d_forward(&b->c1, b->a, b->n, VAL(b->c1_w), VAL(b->c1_b), ws);
+    cd__gelu_forward(b->g, b->a, N * b->hid * HW);
+    cd__conv2d_forward(&b->c2, y, b->g, VAL(b->c2_w), VAL(b->c2_b), ws);
+    if (b->res_w >= 0) {
+        float *r = s->buf[CD__US_IN];
+        cd__conv2d_forward(&b->res, r, x, VAL(b->res_w), VAL(b->res_b), ws);
+        cd__unet_add(y, r, N * cout * HW);
+    } else {
+        cd__unet_add(y, x, N * cout * HW);
+    }
+}
+
+void cd__unet_block_backward(cd_decoder *d, const cd__unet_block *b, cd__unet_scratch *s,
+                             float *dx, float *dgtemb, const float *dy, const float *x,
+                             const float *gtemb)
+{
+    const int64_t N = b->N, HW = b->HW, cin = b->cin;
+    const int64_t nh = N * b->hid * HW, nc = N * cin * HW;
+    float *dg = s->buf[CD__US_WIDE], *da = s->buf[CD__US_PRE];
+    float *dn = s->buf[CD__US_NORM], *dh = s->buf[CD__US_IN], *ws = s->buf[CD__US_WS];
+    zero(dg, nh);
+    cd__conv2d_backward(&b->c2, dg, GRAD(b->c2_w), GRAD(b->c2_b), dy, b->g, VAL(b->c2_w), ws);
+    zero(da, nh);
+    cd__gelu_backward(da, dg, b->a, nh);
+    zero(dn, nc);
+    cd__conv2d_backward(&b->c1, dn, GRAD(b->c1_w), GRAD(b->c1_b), da, b->n, VAL(b->c1_w), ws);
+    zero(dh, nc);
+    cd__layernorm_backward(dh, NULL, NULL, dn, b->h, NULL, b->mean, b->rstd, N, cin * HW);
+    if (b->tdim > 0) {
+        float *dcond = s->buf[CD__US_COND];
+        zero(dcond, N * cin);
+        cd__add_channel_backward(NULL, dcond, dh, N, cin, HW);
+        cd__linear_backward(dgtemb, GRAD(b->mlp_w), GRAD(b->mlp_b), dcond, gtemb,
+                            VAL(b->mlp_w), N, b->tdim, cin);
+    }
+    cd__conv2d_backward(&b->ds, dx, GRAD(b->ds_w), GRAD(b->ds_b), dh, x, VAL(b->ds_w), ws);
+    if (b->res_w >= 0)
+        cd__conv2d_backward(&b->res, dx, GRAD(b->res_w), GRAD(b->res_b), dy, x,
+                            VAL(b->res_w), ws);
+    else if (dx)
+        cd__unet_add(dx, dy, N * b->cout * HW);
+}
+
+/* ---- linear attention ------------------------------------------------------ */
+
+cd_status cd__unet_attn_add(cd_decoder *d, cd__unet_attn *t, const char *prefix,
+                            int64_t C, int64_t heads, int64_t dh)
+{
+    char name[CD_PARAMS_MAX_NAME + 1];
+    int64_t no_bias;
+    *t = (cd__unet_attn){.C = C, .heads = heads, .dh = dh};
+    CD__TRY(join(name, sizeof name, prefix, "fn.fn.to_qkv"));
+    CD__TRY(cd__decoder_add_conv(d, name, 3 * heads * dh, C, 1, 1, false, &t->qkv_w,
+                                 &no_bias));
+    CD__TRY(join(name, sizeof name, prefix, "fn.fn.to_out"));
+    return cd__decoder_add_conv(d, name, C, heads * dh, 1, 1, true, &t->out_w, &t->out_b);
+}
+
+void cd__unet_attn_plan(cd__unet_attn *t, cd__arena *a, cd__unet_scratch *s, int64_t N,
+                        int64_t H, int64_t W)
+{
+    const size_t n = (size_t)N, hw = (size_t)(H * W), hid = (size_t)(t->heads * t->dh);
+    t->N = N;
+    t->HW = H * W;
+    (void)cd__conv2d_init(&t->qkv, N, t->C, H, W, 3 * t->heads * t->dh, 1, 1, 1, 0, 1, false);
+    (void)cd__conv2d_init(&t->out, N, t->heads * t->dh, H, W, t->C, 1, 1, 1, 0, 1, true);
+    cd__unet_need(s, CD__US_WS, conv_ws(&t->qkv));
+    cd__unet_need(s, CD__US_WS, conv_ws(&t->out));
+    t->n = cd__arena_take(a, n * (size_t)t->C * hw);
+    t->mean = cd__arena_take(a, n);
+    t->rstd = cd__arena_take(a, n);
+    t->qkv_buf = cd__arena_take(a, n * 3 * hid * hw);
+    t->ctx = cd__arena_take(a, n * (size_t)(t->heads * t->dh * t->dh));
+    t->o = cd__arena_take(a, n * hid * hw);
+    cd__unet_need(s, CD__US_WIDE, n * 3 * hid * hw);
+    cd__unet_need(s, CD__US_PRE, n * hid * hw);
+    cd__unet_need(s, CD__US_NORM, n * (size_t)t->C * hw);
+    cd__unet_need(s, CD__US_CTX, n * (size_t)(t->heads * t->dh * t->dh));
+}
+
+/* PyTorch multiplies q by the Python float dh ** -0.5, cast to float. */
+static float attn_scale(int64_t dh) { return (float)pow((double)dh, -0.5); }
+
+/* In place, as PyTorch's CPU kernel: exp(x - max), times 1 / sum. */
+static void softmax_row(float *x, int64_t n)
+{
+    float mx = x[0];
+    for (int64_t j = 1; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    double s = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        x[j] = expf(x[j] - mx);
+        s += x[j];
+    }
+    const float inv = (float)(1.0 / s);
+    for (int64_t j = 0; j < n; j++) x[j] *= inv;
+}
+
+/* In place: g <- y (g - <g, y>), the softmax backward for output y. */
+static void softmax_row_backward(float *g, const float *y, int64_t n)
+{
+    double dot = 0.0;
+    for (int64_t j = 0; j < n; j++) dot += (double)g[j] * y[j];
+    const float dd = (float)dot;
+    for (int64_t j = 0; j < n; j++) g[j] = y[j] * (g[j] - dd);
+}
+
+typedef struct {
+    const cd__unet_attn *t;
+    const float *dO;
+    float *dqkv, *dctx;
+} attn_ctx;
+
+/* C = K V^T, out = C^T Q, with q scaled and k softmaxed in place first. */
+static void attn_fwd_task(void *ctx, int64_t b)
+{
+    const cd__unet_attn *t = ((const attn_ctx *)ctx)->t;
+    const int64_t dh = t->dh, HW = t->HW, hid = t->heads * dh, blk = dh * HW;
+    float *q = t->qkv_buf + b * 3 * hid * HW, *k = q + hid * HW, *v = k + hid * HW;
+    const float scale = attn_scale(dh);
+    for (int64_t i = 0; i < hid * HW; i++) q[i] *= scale;
+    for (int64_t r = 0; r < hid; r++) softmax_row(k + r * HW, HW);
+    for (int64_t h = 0; h < t->heads; h++) {
+        float *c = t->ctx + (b * t->heads + h) * dh * dh;
+        float *o = t->o + b * hid * HW + h * blk;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)dh, (int)dh, (int)HW, 1.0f,
+                    k + h * blk, (int)HW, v + h * blk, (int)HW, 0.0f, c, (int)dh);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)dh, (int)HW, (int)dh, 1.0f,
+                    c, (int)dh, q + h * blk, (int)HW, 0.0f, o, (int)HW);
+    }
+}
+
+/*
+ * With O = C^T Qs and C = Ks V^T:  dC = Qs dO^T,  dQs = C dO,
+ * dKs = dC V,  dV = dC^T Ks;  then dq = scale dQs and dk = softmax'(dKs).
+ * Every gradient is written whole, so dqkv needs no zeroing.
+ */
+static void attn_bwd_task(void *ctx, int64_t b)
+{
+    const attn_ctx *a = ctx;
+    const cd__unet_attn *t = a->t;
+    const int64_t dh = t->dh, HW = t->HW, hid = t->heads * dh, blk = dh * HW;
+    const float *q = t->qkv_buf + b * 3 * hid * HW, *k = q + hid * HW, *v = k + hid * HW;
+    float *dq = a->dqkv + b * 3 * hid * HW, *dk = dq + hid * HW, *dv = dk + hid * HW;
+    for (int64_t h = 0; h < t->heads; h++) {
+        const float *c = t->ctx + (b * t->heads + h) * dh * dh;
+        const float *go = a->dO + b * hid * HW + h * blk;
+        float *dc = a->dctx + (b * t->heads + h) * dh * dh;
+        const int idh = (int)dh, ihw = (int)HW;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, idh, idh, ihw, 1.0f,
+                    q + h * blk, ihw, go, ihw, 0.0f, dc, idh);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, idh, ihw, idh,
+                    attn_scale(dh), c, idh, go, ihw, 0.0f, dq + h * blk, ihw);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, idh, ihw, idh, 1.0f,
+                    dc, idh, v + h * blk, ihw, 0.0f, dk + h * blk, ihw);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, idh, ihw, idh, 1.0f,
+                    dc, idh, k + h * blk, ihw, 0.0f, dv + h * blk, ihw);
+    }
+    for (int64_t r = 0; r < hid; r++) softmax_row_backward(dk + r * HW, k + r * HW, HW);
+}
+
+void cd__unet_attn_forward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s,
+                           float *y, const float *x)
+{
+    const int64_t N = t->N, HW = t->HW;
+    float *ws = s->buf[CD__US_WS];
+    cd__layernorm_forward(t->n, t->mean, t->rstd, x, NULL, NULL, N, t->C * HW, LN_EPS);
+    cd__conv2d_forward(&t->qkv, t->qkv_buf, t->n, VAL(t->qkv_w), NULL, ws);
+    attn_ctx c = {.t = t};
+    cd__parallel_for(N, attn_fwd_task, &c);
+    cd__conv2d_forward(&t->out, y, t->o, VAL(t->out_w), VAL(t->out_b), ws);
+    cd__unet_add(y, x, N * t->C * HW);
+}
+
+void cd__unet_attn_backward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s,
+                            float *dx, const float *dy, const float *x)
+{
+    const int64_t N = t->N, HW = t->HW, hid = t->heads * t->dh;
+    float *ws = s->buf[CD__US_WS], *dO = s->buf[CD__US_PRE], *dn = s->buf[CD__US_NORM];
+    zero(dO, N * hid * HW);
+    cd__conv2d_backward(&t->out, dO, GRAD(t->out_w), GRAD(t->out_b), dy, t->o, VAL(t->out_w),
+                        ws);
+    attn_ctx c = {.t = t, .dO = dO, .dqkv = s->buf[CD__US_WIDE], .dctx = s->buf[CD__US_CTX]};
+    cd__parallel_for(N, attn_bwd_task, &c);
+    zero(dn, N * t->C * HW);
+    cd__conv2d_backward(&t->qkv, dn, GRAD(t->qkv_w), NULL, c.dqkv, t->n, VAL(t->qkv_w), ws);
+    if (!dx) return;
+    cd__layernorm_backward(dx, NULL, NULL, dn, x, NULL, t->mean, t->rstd, N, t->C * HW);
+    cd__unet_add(dx, dy, N * t->C * HW);
+}

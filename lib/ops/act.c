@@ -1,0 +1,205 @@
+/*
+ * act.c - GELU, per-channel broadcast add, channel concat and softmax.
+ * Work is split into fixed element ranges, so every element is computed by
+ * the same code whatever thread runs it: results do not depend on the
+ * thread count.
+ */
+#include "ops.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Elements per parallel task: large enough to amortise waking the pool. */
+#define CHUNK 16384
+
+static int64_t n_chunks(int64_t n, int64_t chunk)
+{
+    return (n + chunk - 1) / chunk;
+}
+
+/* ---- GELU ---------------------------------------------------------------- */
+
+/* PyTorch's CPU kernel evaluates in float, in this order; following it
+ * keeps parity within an ulp or two. */
+#define GELU_ALPHA ((float)0.70710678118654752440)  /* 1/sqrt(2) */
+#define GELU_BETA ((float)0.39894228040143267794)   /* 1/sqrt(2 pi) */
+
+typedef struct {
+    float *out;
+    const float *in, *dout;
+    int64_t n;
+} gelu_ctx;
+
+static void gelu_fwd_task(void *ctx, int64_t t)
+{
+    const gelu_ctx *c = ctx;
+    int64_t end = (t + 1) * CHUNK < c->n ? (t + 1) * CHUNK : c->n;
+    for (int64_t i = t * CHUNK; i < end; i++) {
+        float x = c->in[i];
+        c->out[i] = x * 0.5f * (1.0f + erff(x * GELU_ALPHA));
+    }
+}
+
+static void gelu_bwd_task(void *ctx, int64_t t)
+{
+    const gelu_ctx *c = ctx;
+    int64_t end = (t + 1) * CHUNK < c->n ? (t + 1) * CHUNK : c->n;
+    for (int64_t i = t * CHUNK; i < end; i++) {
+        float x = c->in[i];
+        float cdf = 0.5f * (1.0f + erff(x * GELU_ALPHA));
+        float pdf = GELU_BETA * expf(x * x * -0.5f);
+        c->out[i] += c->dout[i] * (cdf + x * pdf);
+    }
+}
+
+void cd__gelu_forward(float *out, const float *in, int64_t n)
+{
+    gelu_ctx c = {out, in, NULL, n};
+    cd__parallel_for(n_chunks(n, CHUNK), gelu_fwd_task, &c);
+}
+
+void cd__gelu_backward(float *din, const float *dout, const float *in, int64_t n)
+{
+    if (!din) return;
+    gelu_ctx c = {din, in, dout, n};
+    cd__parallel_for(n_chunks(n, CHUNK), gelu_bwd_task, &c);
+}
+
+/* ---- per-channel broadcast add ------------------------------------------- */
+
+typedef struct {
+    float *out, *dv;
+    const float *x, *v, *dout;
+    int64_t rows, HW, per_task; /* rows = N*C planes of HW pixels */
+} chan_ctx;
+
+static void add_channel_task(void *ctx, int64_t t)
+{
+    const chan_ctx *c = ctx;
+    int64_t end = (t + 1) * c->per_task < c->rows ? (t + 1) * c->per_task : c->rows;
+    for (int64_t r = t * c->per_task; r < end; r++) {
+        const float *x = c->x + r * c->HW;
+        float *o = c->out + r * c->HW, v = c->v[r];
+        for (int64_t i = 0; i < c->HW; i++) o[i] = x[i] + v;
+    }
+}
+
+static void add_channel_bwd_task(void *ctx, int64_t t)
+{
+    const chan_ctx *c = ctx;
+    int64_t end = (t + 1) * c->per_task < c->rows ? (t + 1) * c->per_task : c->rows;
+    for (int64_t r = t * c->per_task; r < end; r++) {
+        const float *g = c->dout + r * c->HW;
+        float *dx = c->out ? c->out + r * c->HW : NULL;
+        double s = 0.0;
+        for (int64_t i = 0; i < c->HW; i++) {
+            s += g[i];
+            if (dx) dx[i] += g[i];
+        }
+        if (c->dv) c->dv[r] += (float)s;
+    }
+}
+
+static int64_t rows_per_task(int64_t HW)
+{
+    return HW >= CHUNK ? 1 : CHUNK / (HW > 0 ? HW : 1);
+}
+
+void cd__add_channel_forward(float *out, const float *x, const float *v,
+                             int64_t N, int64_t C, int64_t HW)
+{
+    chan_ctx c = {out, NULL, x, v, NULL, N * C, HW, rows_per_task(HW)};
+    cd__parallel_for(n_chunks(N * C, c.per_task), add_channel_task, &c);
+}
+
+void cd__add_channel_backward(float *dx, float *dv, const float *dout,
+                              int64_t N, int64_t C, int64_t HW)
+{
+    if (!dx && !dv) return;
+    chan_ctx c = {dx, dv, NULL, NULL, dout, N * C, HW, rows_per_task(HW)};
+    cd__parallel_for(n_chunks(N * C, c.per_task), add_channel_bwd_task, &c);
+}
+
+/* ---- channel concat ------------------------------------------------------ */
+
+void cd__concat_forward(float *out, const float *a, const float *b, int64_t N,
+                        int64_t Ca, int64_t Cb, int64_t HW)
+{
+    const int64_t sa = Ca * HW, sb = Cb * HW;
+    for (int64_t n = 0; n < N; n++) {
+        memcpy(out + n * (sa + sb), a + n * sa, (size_t)sa * sizeof *a);
+        memcpy(out + n * (sa + sb) + sa, b + n * sb, (size_t)sb * sizeof *b);
+    }
+}
+
+static void add_into(float *dst, const float *src, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+void cd__concat_backward(float *da, float *db, const float *dout, int64_t N,
+                         int64_t Ca, int64_t Cb, int64_t HW)
+{
+    const int64_t sa = Ca * HW, sb = Cb * HW;
+    for (int64_t n = 0; n < N; n++) {
+        if (da) add_into(da + n * sa, dout + n * (sa + sb), sa);
+        if (db) add_into(db + n * sb, dout + n * (sa + sb) + sa, sb);
+    }
+}
+
+/* ---- softmax over the last axis ------------------------------------------ */
+
+typedef struct {
+    float *out;
+    const float *in, *dout, *y;
+    int64_t rows, cols, per_task;
+} softmax_ctx;
+
+static void softmax_row(float *o, const float *x, int64_t cols)
+{
+    float mx = x[0];
+    for (int64_t j = 1; j < cols; j++) mx = x[j] > mx ? x[j] : mx;
+    double s = 0.0;
+    for (int64_t j = 0; j < cols; j++) {
+        o[j] = expf(x[j] - mx); /* <= 1: no overflow whatever the inputs */
+        s += o[j];
+    }
+    float inv = (float)(1.0 / s);
+    for (int64_t j = 0; j < cols; j++) o[j] *= inv;
+}
+
+static void softmax_fwd_task(void *ctx, int64_t t)
+{
+    const softmax_ctx *c = ctx;
+    int64_t end = (t + 1) * c->per_task < c->rows ? (t + 1) * c->per_task : c->rows;
+    for (int64_t r = t * c->per_task; r < end; r++)
+        softmax_row(c->out + r * c->cols, c->in + r * c->cols, c->cols);
+}
+
+static void softmax_bwd_task(void *ctx, int64_t t)
+{
+    const softmax_ctx *c = ctx;
+    int64_t end = (t + 1) * c->per_task < c->rows ? (t + 1) * c->per_task : c->rows;
+    for (int64_t r = t * c->per_task; r < end; r++) {
+        const float *g = c->dout + r * c->cols, *y = c->y + r * c->cols;
+        float *dx = c->out + r * c->cols;
+        double dot = 0.0;
+        for (int64_t j = 0; j < c->cols; j++) dot += (double)g[j] * y[j];
+        float d = (float)dot;
+        for (int64_t j = 0; j < c->cols; j++) dx[j] += y[j] * (g[j] - d);
+    }
+}
+
+void cd__softmax_forward(float *out, const float *in, int64_t rows, int64_t cols)
+{
+    softmax_ctx c = {out, in, NULL, NULL, rows, cols, rows_per_task(cols)};
+    cd__parallel_for(n_chunks(rows, c.per_task), softmax_fwd_task, &c);
+}
+
+void cd__softmax_backward(float *din, const float *dout, const float *out,
+                          int64_t rows, int64_t cols)
+{
+    if (!din) return;
+    softmax_ctx c = {din, NULL, dout, out, rows, cols, rows_per_task(cols)};
+    cd__parallel_for(n_chunks(rows, c.per_task), softmax_bwd_task, &c);
+}

@@ -1,0 +1,737 @@
+/*
+ * check_conv.c - conv2d and conv_transpose2d: the fast kernels against a
+ * naive reference (test-only), gradient checks through the shared helper,
+ * descriptor errors, batch tiles, thread-count independence and bounded
+ * workspaces. Every parity and thread test runs twice: on the best path
+ * for this CPU and with the portable paths forced.
+ */
+#include "test_util.h"
+
+#include <math.h>
+
+#include "gradcheck.h"
+#include "ops/ops.h"
+
+/* Test hook defined in conv2d.c (not in ops.h). */
+void cd__conv2d_force_portable(bool on);
+
+static float *fbuf(int64_t n)
+{
+    float *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+/* ---- naive references (double accumulation) ------------------------------ */
+
+static void ref_conv2d(const cd__conv2d *c, float *out, const float *in, const float *w,
+                       const float *b)
+{
+    const int64_t Cig = c->C_in / c->groups, Cog = c->C_out / c->groups;
+    for (int64_t n = 0; n < c->N; n++)
+        for (int64_t co = 0; co < c->C_out; co++) {
+            const int64_t g = co / Cog;
+            for (int64_t oy = 0; oy < c->H_out; oy++)
+                for (int64_t ox = 0; ox < c->W_out; ox++) {
+                    double s = c->bias ? b[co] : 0.0;
+                    for (int64_t ci = 0; ci < Cig; ci++)
+                        for (int64_t ky = 0; ky < c->kh; ky++)
+                            for (int64_t kx = 0; kx < c->kw; kx++) {
+                                const int64_t iy = oy * c->stride - c->pad + ky;
+                                const int64_t ix = ox * c->stride - c->pad + kx;
+                                if (iy < 0 || iy >= c->H || ix < 0 || ix >= c->W) continue;
+                                s += (double)in[((n * c->C_in + g * Cig + ci) * c->H + iy) * c->W + ix] *
+                                     w[((co * Cig + ci) * c->kh + ky) * c->kw + kx];
+                            }
+                    out[((n * c->C_out + co) * c->H_out + oy) * c->W_out + ox] = (float)s;
+                }
+        }
+}
+
+/* Gradients written (not added) into din, dw, db. */
+static void ref_conv2d_backward(const cd__conv2d *c, float *din, float *dw, float *db,
+                                const float *dout, const float *in, const float *w)
+{
+    const int64_t Cig = c->C_in / c->groups, Cog = c->C_out / c->groups;
+    const int64_t nin = c->N * c->C_in * c->H * c->W, nw = c->C_out * Cig * c->kh * c->kw;
+    double *a = calloc((size_t)nin, sizeof *a), *bw = calloc((size_t)nw, sizeof *bw);
+    for (int64_t n = 0; n < c->N; n++)
+        for (int64_t co = 0; co < c->C_out; co++) {
+            const int64_t g = co / Cog;
+            for (int64_t oy = 0; oy < c->H_out; oy++)
+                for (int64_t ox = 0; ox < c->W_out; ox++) {
+                    const double d = dout[((n * c->C_out + co) * c->H_out + oy) * c->W_out + ox];
+                    for (int64_t ci = 0; ci < Cig; ci++)
+                        for (int64_t ky = 0; ky < c->kh; ky++)
+                            for (int64_t kx = 0; kx < c->kw; kx++) {
+                                const int64_t iy = oy * c->stride - c->pad + ky;
+                                const int64_t ix = ox * c->stride - c->pad + kx;
+                                if (iy < 0 || iy >= c->H || ix < 0 || ix >= c->W) continue;
+                                const int64_t ii = ((n * c->C_in + g * Cig + ci) * c->H + iy) * c->W + ix;
+                                const int64_t wi = ((co * Cig + ci) * c->kh + ky) * c->kw + kx;
+                                a[ii] += d * w[wi];
+                                bw[wi] += d * in[ii];
+                            }
+                }
+        }
+    for (int64_t i = 0; i < nin; i++) din[i] = (float)a[i];
+    for (int64_t i = 0; i < nw; i++) dw[i] = (float)bw[i];
+    const int64_t P = c->H_out * c->W_out;
+    for (int64_t co = 0; co < c->C_out; co++) {
+        double s = 0.0;
+        for (int64_t n = 0; n < c->N; n++)
+            for (int64_t p = 0; p < P; p++) s += dout[(n * c->C_out + co) * P + p];
+        db[co] = (float)s;
+    }
+    free(a);
+    free(bw);
+}
+
+/* The spec formula: y[o,p,q] = b[o] + sum_i sum_{ki,kj}
+ * x[i,(p+pad-ki)/s,(q+pad-kj)/s] W[i,o,ki,kj] where divisible and in range. */
+static void ref_convt(const cd__convt2d *c, float *out, const float *in, const float *w,
+                      const float *b)
+{
+    for (int64_t n = 0; n < c->N; n++)
+        for (int64_t o = 0; o < c->C_out; o++)
+            for (int64_t p = 0; p < c->H_out; p++)
+                for (int64_t q = 0; q < c->W_out; q++) {
+                    double s = c->bias ? b[o] : 0.0;
+                    for (int64_t i = 0; i < c->C_in; i++)
+                        for (int64_t ki = 0; ki < c->kh; ki++)
+                            for (int64_t kj = 0; kj < c->kw; kj++) {
+                                const int64_t py = p + c->pad - ki, qx = q + c->pad - kj;
+                                if (py < 0 || qx < 0 || py % c->stride || qx % c->stride) continue;
+                                const int64_t y = py / c->stride, x = qx / c->stride;
+                                if (y >= c->H || x >= c->W) continue;
+                                s += (double)in[((n * c->C_in + i) * c->H + y) * c->W + x] *
+                                     w[((i * c->C_out + o) * c->kh + ki) * c->kw + kj];
+                            }
+                    out[((n * c->C_out + o) * c->H_out + p) * c->W_out + q] = (float)s;
+                }
+}
+
+/* max |a - r| / max |r|, asserted below tol; returns it. */
+static double compare(const char *what, const float *a, const float *r, int64_t n, double tol)
+{
+    double rmax = 0.0, emax = 0.0;
+    int64_t at = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ck_assert_msg(isfinite(a[i]), "%s: element %lld is not finite", what, (long long)i);
+        if (fabs(r[i]) > rmax) rmax = fabs(r[i]);
+        const double e = fabs((double)a[i] - r[i]);
+        if (e > emax) emax = e, at = i;
+    }
+    const double rel = emax / (rmax + 1e-30);
+    ck_assert_msg(rel <= tol, "%s: max error %.3e relative to max |ref| %.3e (element %lld: "
+                  "%.9g vs %.9g)", what, rel, rmax, (long long)at, a[at], r[at]);
+    return rel;
+}
+
+/* ---- conv2d shapes ---------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    int64_t N, C_in, H, W, C_out, kh, kw, stride, pad, groups;
+    bool bias;
+} conv_shape;
+
+/* Shapes that cover every path and their edges: MRB tails (C_out 1, 3, 5,
+ * 12, 13), wide-vector tails, non-square and odd images, and the
+ * decoders' layers. */
+static const conv_shape parity_shapes[] = {
+    {"k7p3 16->32 28x28", 2, 16, 28, 28, 32, 7, 7, 1, 3, 1, true},
+    {"k7p3 1->16", 3, 1, 28, 28, 16, 7, 7, 1, 3, 1, true},
+    {"k3p1 16->1 (last layer)", 3, 16, 28, 28, 1, 3, 3, 1, 1, 1, true},
+    {"k3p1 5x7 3->13", 3, 3, 5, 7, 13, 3, 3, 1, 1, 1, true},
+    {"k3p1 6x4 4->5 no bias", 1, 4, 6, 4, 5, 3, 3, 1, 1, 1, false},
+    {"k3p0 valid 9x11 3->12", 2, 3, 9, 11, 12, 3, 3, 1, 0, 1, true},
+    {"k5p1 13x6 2->3", 2, 2, 13, 6, 3, 5, 5, 1, 1, 1, true},
+    {"k3x5 p2 7x9 3->6", 2, 3, 7, 9, 6, 3, 5, 1, 2, 1, true},
+    {"1x1 32->64 14x14", 3, 32, 14, 14, 64, 1, 1, 1, 0, 1, true},
+    {"1x1 7->3 5x7 no bias", 2, 7, 5, 7, 3, 1, 1, 1, 0, 1, false},
+    {"1x1 p1", 2, 3, 4, 5, 4, 1, 1, 1, 1, 1, true},
+    {"k4s2p1 down 32 28x28", 2, 32, 28, 28, 32, 4, 4, 2, 1, 1, true},
+    {"k4s2p1 7x9 odd", 3, 3, 7, 9, 5, 4, 4, 2, 1, 1, true},
+    {"k3s2p1 9x7 odd", 3, 3, 9, 7, 4, 3, 3, 2, 1, 1, true},
+    {"k3s3p0 10x8", 2, 2, 10, 8, 3, 3, 3, 3, 0, 1, false},
+    {"groups 2", 3, 4, 6, 5, 6, 3, 3, 1, 1, 2, true},
+    {"groups 3 stride 2", 2, 6, 7, 7, 9, 3, 3, 2, 1, 3, true},
+    {"depthwise 7x7 32 28x28", 2, 32, 28, 28, 32, 7, 7, 1, 3, 32, true},
+    {"depthwise 7x7 64 14x14", 2, 64, 14, 14, 64, 7, 7, 1, 3, 64, true},
+    {"depthwise 7x7 8 7x7", 3, 8, 7, 7, 8, 7, 7, 1, 3, 8, true},
+    {"depthwise 7x7 5x9 odd", 3, 3, 5, 9, 3, 7, 7, 1, 3, 3, false},
+    {"depthwise 7x7 40x37", 1, 2, 40, 37, 2, 7, 7, 1, 3, 2, true},
+    {"depthwise 3x3 p1", 2, 4, 9, 6, 4, 3, 3, 1, 1, 4, true},
+    {"depthwise 5x5 p0", 2, 4, 9, 11, 4, 5, 5, 1, 0, 4, true},
+    {"depthwise 3x5 p1", 2, 3, 6, 8, 3, 3, 5, 1, 1, 3, true},
+    {"depthwise 3x3 s2", 2, 4, 9, 8, 4, 3, 3, 2, 1, 4, true},
+    {"depthwise x2 multiplier", 2, 3, 6, 6, 6, 3, 3, 1, 1, 3, true},
+    {"kernel = image 5x5", 2, 2, 5, 5, 3, 5, 5, 1, 0, 1, true},
+    {"1x1 image", 2, 3, 1, 1, 4, 3, 3, 1, 1, 1, true},
+    {"wide 3x70", 1, 2, 3, 70, 3, 3, 3, 1, 1, 1, true},
+};
+#define N_PARITY ((int)(sizeof parity_shapes / sizeof parity_shapes[0]))
+
+typedef struct {
+    cd__conv2d c;
+    int64_t n_in, n_w, n_out;
+    float *in, *w, *b, *out, *dout, *din, *dw, *db, *ws;
+} conv_case;
+
+static void conv_case_make(conv_case *k, const conv_shape *s, uint64_t seed)
+{
+    memset(k, 0, sizeof *k);
+    CD_ASSERT_OK(cd__conv2d_init(&k->c, s->N, s->C_in, s->H, s->W, s->C_out, s->kh, s->kw,
+                                 s->stride, s->pad, s->groups, s->bias));
+    const cd__conv2d *c = &k->c;
+    k->n_in = c->N * c->C_in * c->H * c->W;
+    k->n_w = c->C_out * (c->C_in / c->groups) * c->kh * c->kw;
+    k->n_out = c->N * c->C_out * c->H_out * c->W_out;
+    k->in = fbuf(k->n_in);
+    k->w = fbuf(k->n_w);
+    k->b = fbuf(c->C_out);
+    k->out = fbuf(k->n_out);
+    k->dout = fbuf(k->n_out);
+    k->din = fbuf(k->n_in);
+    k->dw = fbuf(k->n_w);
+    k->db = fbuf(c->C_out);
+    k->ws = fbuf((int64_t)cd__conv2d_workspace(c));
+    const float ws = 1.0f / sqrtf((float)(k->n_w / c->C_out));
+    cd_gc_randn(k->in, k->n_in, seed, 1.0f);
+    cd_gc_randn(k->w, k->n_w, seed + 1, ws);
+    cd_gc_randn(k->b, c->C_out, seed + 2, 0.5f);
+    cd_gc_randn(k->dout, k->n_out, seed + 3, 1.0f);
+}
+
+static void conv_case_free(conv_case *k)
+{
+    free(k->in), free(k->w), free(k->b), free(k->out), free(k->dout);
+    free(k->din), free(k->dw), free(k->db), free(k->ws);
+}
+
+/* Forward and backward of one shape against the reference; backward also
+ * adds onto non-zero gradients, to check the accumulate rule at scale. */
+static double conv_parity_one(const conv_shape *s, bool portable)
+{
+    cd__conv2d_force_portable(portable);
+    conv_case k;
+    conv_case_make(&k, s, 100);
+    const cd__conv2d *c = &k.c;
+    float *rout = fbuf(k.n_out), *rdin = fbuf(k.n_in), *rdw = fbuf(k.n_w), *rdb = fbuf(c->C_out);
+    char what[160];
+    double worst = 0.0, e;
+
+    cd__conv2d_forward(c, k.out, k.in, k.w, k.b, k.ws);
+    ref_conv2d(c, rout, k.in, k.w, k.b);
+    snprintf(what, sizeof what, "%s%s forward", s->name, portable ? " (portable)" : "");
+    e = compare(what, k.out, rout, k.n_out, 1e-5);
+    worst = fmax(worst, e);
+
+    ref_conv2d_backward(c, rdin, rdw, rdb, k.dout, k.in, k.w);
+    /* Start from 1.0 everywhere; subtract it again before comparing. */
+    for (int64_t i = 0; i < k.n_in; i++) k.din[i] = 1.0f;
+    for (int64_t i = 0; i < k.n_w; i++) k.dw[i] = 1.0f;
+    for (int64_t i = 0; i < c->C_out; i++) k.db[i] = 1.0f;
+    cd__conv2d_backward(c, k.din, k.dw, k.db, k.dout, k.in, k.w, k.ws);
+    for (int64_t i = 0; i < k.n_in; i++) k.din[i] -= 1.0f;
+    for (int64_t i = 0; i < k.n_w; i++) k.dw[i] -= 1.0f;
+    for (int64_t i = 0; i < c->C_out; i++) k.db[i] -= 1.0f;
+    /* The 1.0 offset costs float resolution of about 6e-8 absolute. */
+    snprintf(what, sizeof what, "%s%s din", s->name, portable ? " (portable)" : "");
+    e = compare(what, k.din, rdin, k.n_in, 2e-5);
+    worst = fmax(worst, e);
+    snprintf(what, sizeof what, "%s%s dweight", s->name, portable ? " (portable)" : "");
+    e = compare(what, k.dw, rdw, k.n_w, 2e-5);
+    worst = fmax(worst, e);
+    if (c->bias) {
+        snprintf(what, sizeof what, "%s%s dbias", s->name, portable ? " (portable)" : "");
+        e = compare(what, k.db, rdb, c->C_out, 2e-5);
+        worst = fmax(worst, e);
+    }
+    free(rout), free(rdin), free(rdw), free(rdb);
+    conv_case_free(&k);
+    cd__conv2d_force_portable(false);
+    return worst;
+}
+
+START_TEST(conv2d_matches_reference)
+{
+    const conv_shape *s = &parity_shapes[_i];
+    const double a = conv_parity_one(s, false), b = conv_parity_one(s, true);
+    printf("parity %-28s fast %.2e portable %.2e\n", s->name, a, b);
+}
+END_TEST
+
+/* ---- gradient checks -------------------------------------------------------- */
+
+static void conv_gc_forward(void *ctx)
+{
+    conv_case *k = ctx;
+    cd__conv2d_forward(&k->c, k->out, k->in, k->w, k->b, k->ws);
+}
+
+static void conv_gc_backward(void *ctx)
+{
+    conv_case *k = ctx;
+    cd__conv2d_backward(&k->c, k->din, k->dw, k->c.bias ? k->db : NULL, k->dout, k->in,
+                        k->w, k->ws);
+}
+
+static const conv_shape grad_shapes[] = {
+    {"k7p3 batch1", 1, 2, 8, 8, 3, 7, 7, 1, 3, 1, true},
+    {"k7p3 batch3 5x7", 3, 2, 5, 7, 4, 7, 7, 1, 3, 1, true},
+    {"k3p1 batch3 6x4", 3, 3, 6, 4, 2, 3, 3, 1, 1, 1, true},
+    {"k3p1 batch1 no bias", 1, 2, 5, 7, 3, 3, 3, 1, 1, 1, false},
+    {"1x1 batch3", 3, 4, 5, 7, 3, 1, 1, 1, 0, 1, true},
+    {"k4s2p1 down 8x8", 2, 3, 8, 8, 3, 4, 4, 2, 1, 1, true},
+    {"k4s2p1 down 7x5 odd", 3, 2, 7, 5, 3, 4, 4, 2, 1, 1, true},
+    {"k3s2p1 5x7 odd", 1, 2, 5, 7, 2, 3, 3, 2, 1, 1, false},
+    {"groups 2", 3, 4, 5, 6, 4, 3, 3, 1, 1, 2, true},
+    {"depthwise 7x7 batch1", 1, 3, 8, 8, 3, 7, 7, 1, 3, 3, true},
+    {"depthwise 7x7 batch3 5x7", 3, 2, 5, 7, 2, 7, 7, 1, 3, 2, true},
+    {"depthwise 7x7 6x4 no bias", 3, 2, 6, 4, 2, 7, 7, 1, 3, 2, false},
+};
+#define N_GRAD ((int)(sizeof grad_shapes / sizeof grad_shapes[0]))
+
+static double conv_gradcheck_one(const conv_shape *s, bool portable)
+{
+    cd__conv2d_force_portable(portable);
+    conv_case k;
+    conv_case_make(&k, s, 7);
+    char name[128];
+    snprintf(name, sizeof name, "conv %s%s", s->name, portable ? " P" : "");
+    cd_gc_op op = {.name = name, .ctx = &k, .forward = conv_gc_forward,
+                   .backward = conv_gc_backward, .out = k.out, .dout = k.dout,
+                   .n_out = k.n_out};
+    cd_gc_add_input(&op, "in", k.in, k.din, k.n_in);
+    cd_gc_add_input(&op, "weight", k.w, k.dw, k.n_w);
+    if (s->bias) cd_gc_add_input(&op, "bias", k.b, k.db, k.c.C_out);
+    const double maa = cd_gradcheck(&op, NULL);
+    conv_case_free(&k);
+    cd__conv2d_force_portable(false);
+    return maa;
+}
+
+START_TEST(conv2d_gradcheck)
+{
+    const conv_shape *s = &grad_shapes[_i];
+    const double a = conv_gradcheck_one(s, false), b = conv_gradcheck_one(s, true);
+    printf("gradcheck %-28s worst maa fast %.2e portable %.2e\n", s->name, a, b);
+}
+END_TEST
+
+/* ---- transposed convolution ------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    int64_t N, C_in, H, W, C_out, kh, kw, stride, pad;
+    bool bias;
+} convt_shape;
+
+static const convt_shape convt_shapes[] = {
+    {"4x4 s2 p1 batch1 square", 1, 3, 4, 4, 3, 4, 4, 2, 1, true},
+    {"4x4 s2 p1 batch3 5x3", 3, 2, 5, 3, 2, 4, 4, 2, 1, true},
+    {"4x4 s2 p1 3->4 no bias", 3, 3, 3, 6, 4, 4, 4, 2, 1, false},
+    {"4x4 s2 p1 UNet 64 7x7", 2, 64, 7, 7, 64, 4, 4, 2, 1, true},
+    {"3x3 s1 p1", 2, 3, 5, 4, 2, 3, 3, 1, 1, true},
+    {"3x3 s2 p0", 2, 2, 4, 3, 3, 3, 3, 2, 0, true},
+    {"2x3 s3 p1", 2, 2, 3, 4, 2, 2, 3, 3, 1, true},
+    {"5x5 s2 p2", 1, 2, 4, 5, 3, 5, 5, 2, 2, false},
+};
+#define N_CONVT ((int)(sizeof convt_shapes / sizeof convt_shapes[0]))
+
+typedef struct {
+    cd__convt2d c;
+    int64_t n_in, n_w, n_out;
+    float *in, *w, *b, *out, *dout, *din, *dw, *db, *ws;
+} convt_case;
+
+static void convt_case_make(convt_case *k, const convt_shape *s, uint64_t seed)
+{
+    memset(k, 0, sizeof *k);
+    CD_ASSERT_OK(cd__convt2d_init(&k->c, s->N, s->C_in, s->H, s->W, s->C_out, s->kh,
+                                  s->kw, s->stride, s->pad, s->bias));
+    const cd__convt2d *c = &k->c;
+    k->n_in = c->N * c->C_in * c->H * c->W;
+    k->n_w = c->C_in * c->C_out * c->kh * c->kw;
+    k->n_out = c->N * c->C_out * c->H_out * c->W_out;
+    k->in = fbuf(k->n_in);
+    k->w = fbuf(k->n_w);
+    k->b = fbuf(c->C_out);
+    k->out = fbuf(k->n_out);
+    k->dout = fbuf(k->n_out);
+    k->din = fbuf(k->n_in);
+    k->dw = fbuf(k->n_w);
+    k->db = fbuf(c->C_out);
+    k->ws = fbuf((int64_t)cd__convt2d_workspace(c));
+    cd_gc_randn(k->in, k->n_in, seed, 1.0f);
+    cd_gc_randn(k->w, k->n_w, seed + 1, 1.0f / sqrtf((float)(c->C_in * c->kh * c->kw)));
+    cd_gc_randn(k->b, c->C_out, seed + 2, 0.5f);
+    cd_gc_randn(k->dout, k->n_out, seed + 3, 1.0f);
+}
+
+static void convt_case_free(convt_case *k)
+{
+    free(k->in), free(k->w), free(k->b), free(k->out), free(k->dout);
+    free(k->din), free(k->dw), free(k->db), free(k->ws);
+}
+
+START_TEST(convt_matches_formula)
+{
+    const convt_shape *s = &convt_shapes[_i];
+    for (int portable = 0; portable < 2; portable++) {
+        cd__conv2d_force_portable(portable);
+        convt_case k;
+        convt_case_make(&k, s, 300);
+        float *ref = fbuf(k.n_out);
+        cd__convt2d_forward(&k.c, k.out, k.in, k.w, k.b, k.ws);
+        ref_convt(&k.c, ref, k.in, k.w, k.b);
+        char what[128];
+        snprintf(what, sizeof what, "convT %s%s", s->name, portable ? " (portable)" : "");
+        const double e = compare(what, k.out, ref, k.n_out, 1e-5);
+        printf("parity convT %-26s %s %.2e\n", s->name, portable ? "portable" : "fast", e);
+        free(ref);
+        convt_case_free(&k);
+    }
+    cd__conv2d_force_portable(false);
+}
+END_TEST
+
+static void convt_gc_forward(void *ctx)
+{
+    convt_case *k = ctx;
+    cd__convt2d_forward(&k->c, k->out, k->in, k->w, k->b, k->ws);
+}
+
+static void convt_gc_backward(void *ctx)
+{
+    convt_case *k = ctx;
+    cd__convt2d_backward(&k->c, k->din, k->dw, k->c.bias ? k->db : NULL, k->dout, k->in,
+                         k->w, k->ws);
+}
+
+START_TEST(convt_gradcheck)
+{
+    const convt_shape *s = &convt_shapes[_i];
+    if (s->C_in * s->C_out > 64) return; /* the UNet shape is for parity only */
+    convt_case k;
+    convt_case_make(&k, s, 11);
+    char name[128];
+    snprintf(name, sizeof name, "convT %s", s->name);
+    cd_gc_op op = {.name = name, .ctx = &k, .forward = convt_gc_forward,
+                   .backward = convt_gc_backward, .out = k.out, .dout = k.dout,
+                   .n_out = k.n_out};
+    cd_gc_add_input(&op, "in", k.in, k.din, k.n_in);
+    cd_gc_add_input(&op, "weight", k.w, k.dw, k.n_w);
+    if (s->bias) cd_gc_add_input(&op, "bias", k.b, k.db, k.c.C_out);
+    const double maa = cd_gradcheck(&op, NULL);
+    printf("gradcheck convT %-22s worst maa %.2e\n", s->name, maa);
+    convt_case_free(&k);
+}
+END_TEST
+
+/* A transposed reading of the weight (C_out x C_in) must not pass: with
+ * C_in == C_out it still runs, so check the two readings differ and ours
+ * is the formula's. */
+START_TEST(convt_weight_layout_is_in_out)
+{
+    const convt_shape s = {"layout", 1, 2, 3, 3, 2, 4, 4, 2, 1, false};
+    convt_case k;
+    convt_case_make(&k, &s, 5);
+    float *wt = fbuf(k.n_w), *alt = fbuf(k.n_out), *ref = fbuf(k.n_out);
+    for (int64_t i = 0; i < 2; i++)
+        for (int64_t o = 0; o < 2; o++)
+            memcpy(wt + (o * 2 + i) * 16, k.w + (i * 2 + o) * 16, 16 * sizeof *wt);
+    cd__convt2d_forward(&k.c, k.out, k.in, k.w, k.b, k.ws);
+    cd__convt2d_forward(&k.c, alt, k.in, wt, k.b, k.ws);
+    ref_convt(&k.c, ref, k.in, k.w, k.b);
+    compare("convT layout", k.out, ref, k.n_out, 1e-5);
+    double diff = 0.0;
+    for (int64_t i = 0; i < k.n_out; i++) diff = fmax(diff, fabs(alt[i] - ref[i]));
+    ck_assert_msg(diff > 1e-2, "a transposed weight reading gives the same output");
+    free(wt), free(alt), free(ref);
+    convt_case_free(&k);
+}
+END_TEST
+
+/* ---- descriptor errors ------------------------------------------------------- */
+
+START_TEST(conv2d_init_errors)
+{
+    cd__conv2d c;
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 2, 4, 8, 8, 6, 3, 3, 1, 1, 3, true), CD_ERR_SHAPE);
+    CD_ASSERT_ERROR_MENTIONS("groups");
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 2, 6, 8, 8, 4, 3, 3, 1, 1, 3, true), CD_ERR_SHAPE);
+    CD_ASSERT_ERROR_MENTIONS("groups");
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 2, 4, 8, 8, 4, 3, 3, 1, 1, 0, true), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 0, 4, 8, 8, 4, 3, 3, 1, 1, 1, true), CD_ERR_SHAPE);
+    CD_ASSERT_ERROR_MENTIONS("positive");
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 1, -4, 8, 8, 4, 3, 3, 1, 1, 1, true), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 1, 4, 0, 8, 4, 3, 3, 1, 1, 1, true), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 1, 4, 8, -1, 4, 3, 3, 1, 1, 1, true), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 1, 4, 8, 8, 0, 3, 3, 1, 1, 1, true), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 1, 4, 8, 8, 4, 0, 3, 1, 1, 1, true), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 1, 4, 8, 8, 4, 3, 3, 0, 1, 1, true), CD_ERR_RANGE);
+    CD_ASSERT_ERROR_MENTIONS("stride");
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 1, 4, 8, 8, 4, 3, 3, 1, -1, 1, true), CD_ERR_RANGE);
+    CD_ASSERT_ERROR_MENTIONS("padding");
+    /* Output smaller than 1x1: a 5x5 kernel on a 3x3 image without padding. */
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 1, 4, 3, 3, 4, 5, 5, 1, 0, 1, true), CD_ERR_SHAPE);
+    CD_ASSERT_ERROR_MENTIONS("1x1");
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, 1, 4, 8, 3, 4, 1, 5, 1, 0, 1, true), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd__conv2d_init(&c, (int64_t)1 << 40, 4, 8, 8, 4, 3, 3, 1, 1, 1, true),
+                     CD_ERR_OVERFLOW);
+    CD_ASSERT_STATUS(cd__conv2d_init(NULL, 1, 4, 8, 8, 4, 3, 3, 1, 1, 1, true),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_OK(cd__conv2d_init(&c, 1, 4, 5, 5, 4, 5, 5, 1, 0, 1, true));
+    ck_assert_int_eq(c.H_out, 1);
+    ck_assert_int_eq(c.W_out, 1);
+    CD_ASSERT_OK(cd__conv2d_init(&c, 2, 32, 28, 28, 32, 4, 4, 2, 1, 1, true));
+    ck_assert_int_eq(c.H_out, 14);
+    CD_ASSERT_OK(cd__conv2d_init(&c, 2, 3, 7, 9, 3, 4, 4, 2, 1, 1, true));
+    ck_assert_int_eq(c.H_out, 3);
+    ck_assert_int_eq(c.W_out, 4);
+}
+END_TEST
+
+START_TEST(convt_init_errors)
+{
+    cd__convt2d c;
+    CD_ASSERT_STATUS(cd__convt2d_init(&c, 0, 4, 8, 8, 4, 4, 4, 2, 1, true), CD_ERR_SHAPE);
+    CD_ASSERT_ERROR_MENTIONS("positive");
+    CD_ASSERT_STATUS(cd__convt2d_init(&c, 1, 4, 8, 8, -4, 4, 4, 2, 1, true), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd__convt2d_init(&c, 1, 4, 8, 8, 4, 4, 4, 0, 1, true), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd__convt2d_init(&c, 1, 4, 8, 8, 4, 4, 4, 2, -1, true), CD_ERR_RANGE);
+    /* Output smaller than 1x1: H_out = (1-1) 2 - 2 3 + 4 < 1. */
+    CD_ASSERT_STATUS(cd__convt2d_init(&c, 1, 4, 1, 1, 4, 4, 4, 2, 3, true), CD_ERR_SHAPE);
+    CD_ASSERT_ERROR_MENTIONS("1x1");
+    CD_ASSERT_STATUS(cd__convt2d_init(NULL, 1, 4, 8, 8, 4, 4, 4, 2, 1, true),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_OK(cd__convt2d_init(&c, 2, 64, 7, 7, 64, 4, 4, 2, 1, true));
+    ck_assert_int_eq(c.H_out, 14);
+    ck_assert_int_eq(c.W_out, 14);
+    CD_ASSERT_OK(cd__convt2d_init(&c, 2, 3, 5, 3, 3, 4, 4, 2, 1, true));
+    ck_assert_int_eq(c.H_out, 10);
+    ck_assert_int_eq(c.W_out, 6);
+}
+END_TEST
+
+/* ---- batch tiles, threads, workspace ---------------------------------------- */
+
+/* Batch sizes around the tiles (direct 8, gemm up to 16) on the paths. */
+START_TEST(conv2d_batch_tiles)
+{
+    static const int64_t batches[] = {1, 7, 8, 9, 16, 17, 33};
+    static const conv_shape base[] = {
+        {"dense k3p1", 0, 3, 6, 5, 4, 3, 3, 1, 1, 1, true},
+        {"depthwise 7x7", 0, 3, 6, 5, 3, 7, 7, 1, 3, 3, true},
+        {"k4s2p1", 0, 3, 6, 6, 2, 4, 4, 2, 1, 1, true},
+        {"1x1", 0, 3, 4, 5, 2, 1, 1, 1, 0, 1, true},
+        {"gemm tile of 1 (large column)", 0, 48, 30, 30, 2, 7, 7, 1, 3, 1, true},
+    };
+    for (size_t b = 0; b < sizeof base / sizeof base[0]; b++)
+        for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++) {
+            conv_shape s = base[b];
+            s.N = batches[i];
+            if (s.C_in == 48 && s.N > 9) continue; /* the naive reference is slow */
+            conv_parity_one(&s, false);
+            conv_parity_one(&s, true);
+        }
+}
+END_TEST
+
+START_TEST(convt_batch_tiles)
+{
+    static const int64_t batches[] = {1, 7, 8, 9, 17};
+    for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++) {
+        const convt_shape s = {"tiles", batches[i], 3, 4, 3, 2, 4, 4, 2, 1, true};
+        convt_case k;
+        convt_case_make(&k, &s, 21);
+        float *ref = fbuf(k.n_out);
+        cd__convt2d_forward(&k.c, k.out, k.in, k.w, k.b, k.ws);
+        ref_convt(&k.c, ref, k.in, k.w, k.b);
+        compare("convT tiles", k.out, ref, k.n_out, 1e-5);
+        free(ref);
+        convt_case_free(&k);
+    }
+}
+END_TEST
+
+/* Forward and backward outputs at 1, 2 and 3 threads are bit-identical. */
+static void conv_threads_one(const conv_shape *s, bool portable)
+{
+    float *saved[4] = {0};
+    int64_t sizes[4] = {0};
+    for (int32_t threads = 1; threads <= 3; threads++) {
+        CD_ASSERT_OK(cd_set_num_threads(threads));
+        cd__conv2d_force_portable(portable);
+        conv_case k;
+        conv_case_make(&k, s, 55);
+        cd__conv2d_forward(&k.c, k.out, k.in, k.w, k.b, k.ws);
+        cd__conv2d_backward(&k.c, k.din, k.dw, k.db, k.dout, k.in, k.w, k.ws);
+        float *res[4] = {k.out, k.din, k.dw, k.db};
+        const int64_t n[4] = {k.n_out, k.n_in, k.n_w, k.c.C_out};
+        for (int r = 0; r < 4; r++) {
+            if (threads == 1) {
+                saved[r] = fbuf(n[r]);
+                sizes[r] = n[r];
+                memcpy(saved[r], res[r], (size_t)n[r] * sizeof(float));
+            } else {
+                ck_assert_msg(memcmp(saved[r], res[r], (size_t)sizes[r] * sizeof(float)) == 0,
+                              "%s%s: result %d differs between 1 and %d threads", s->name,
+                              portable ? " (portable)" : "", r, (int)threads);
+            }
+        }
+        conv_case_free(&k);
+    }
+    for (int r = 0; r < 4; r++) free(saved[r]);
+    cd__conv2d_force_portable(false);
+}
+
+START_TEST(conv2d_thread_count_independent)
+{
+    static const conv_shape shapes[] = {
+        {"k7p3 16->32", 19, 16, 28, 28, 32, 7, 7, 1, 3, 1, true},
+        {"k3p1 32->64 14x14", 9, 32, 14, 14, 64, 3, 3, 1, 1, 1, true},
+        {"depthwise 7x7 32", 19, 32, 28, 28, 32, 7, 7, 1, 3, 32, true},
+        {"k4s2p1 32", 19, 32, 28, 28, 32, 4, 4, 2, 1, 1, true},
+        {"1x1 32->64", 19, 32, 28, 28, 64, 1, 1, 1, 0, 1, true},
+        {"groups 2", 19, 8, 14, 14, 8, 3, 3, 1, 1, 2, true},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        conv_threads_one(&shapes[i], false);
+        conv_threads_one(&shapes[i], true);
+    }
+}
+END_TEST
+
+START_TEST(convt_thread_count_independent)
+{
+    const convt_shape s = {"threads", 19, 32, 14, 14, 32, 4, 4, 2, 1, true};
+    float *saved[4] = {0};
+    for (int32_t threads = 1; threads <= 2; threads++) {
+        CD_ASSERT_OK(cd_set_num_threads(threads));
+        convt_case k;
+        convt_case_make(&k, &s, 77);
+        cd__convt2d_forward(&k.c, k.out, k.in, k.w, k.b, k.ws);
+        cd__convt2d_backward(&k.c, k.din, k.dw, k.db, k.dout, k.in, k.w, k.ws);
+        float *res[4] = {k.out, k.din, k.dw, k.db};
+        const int64_t n[4] = {k.n_out, k.n_in, k.n_w, k.c.C_out};
+        for (int r = 0; r < 4; r++) {
+            if (threads == 1) {
+                saved[r] = fbuf(n[r]);
+                memcpy(saved[r], res[r], (size_t)n[r] * sizeof(float));
+            } else {
+                ck_assert_msg(memcmp(saved[r], res[r], (size_t)n[r] * sizeof(float)) == 0,
+                              "convT result %d differs between 1 and 2 threads", r);
+            }
+        }
+        convt_case_free(&k);
+    }
+    for (int r = 0; r < 4; r++) free(saved[r]);
+}
+END_TEST
+
+/* A NULL gradient skips only that gradient. */
+START_TEST(conv2d_null_gradients)
+{
+    static const conv_shape shapes[] = {
+        {"dense", 3, 3, 6, 5, 4, 3, 3, 1, 1, 1, true},
+        {"depthwise", 3, 3, 6, 5, 3, 7, 7, 1, 3, 3, true},
+        {"gemm", 3, 3, 6, 6, 2, 4, 4, 2, 1, 1, true},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        conv_case k;
+        conv_case_make(&k, &shapes[i], 9);
+        cd__conv2d_backward(&k.c, k.din, k.dw, k.db, k.dout, k.in, k.w, k.ws);
+        float *din = fbuf(k.n_in), *dw = fbuf(k.n_w), *db = fbuf(k.c.C_out);
+        cd__conv2d_backward(&k.c, din, NULL, NULL, k.dout, k.in, k.w, k.ws);
+        cd__conv2d_backward(&k.c, NULL, dw, NULL, k.dout, k.in, k.w, k.ws);
+        cd__conv2d_backward(&k.c, NULL, NULL, db, k.dout, k.in, k.w, k.ws);
+        ck_assert(memcmp(din, k.din, (size_t)k.n_in * sizeof(float)) == 0);
+        ck_assert(memcmp(dw, k.dw, (size_t)k.n_w * sizeof(float)) == 0);
+        ck_assert(memcmp(db, k.db, (size_t)k.c.C_out * sizeof(float)) == 0);
+        free(din), free(dw), free(db);
+        conv_case_free(&k);
+    }
+}
+END_TEST
+
+/* The workspace stops growing with N beyond the batch tile. */
+START_TEST(workspace_bounded)
+{
+    static const conv_shape shapes[] = {
+        {"k7p3 32->32", 0, 32, 28, 28, 32, 7, 7, 1, 3, 1, true},
+        {"k3p1 64->32", 0, 64, 28, 28, 32, 3, 3, 1, 1, 1, true},
+        {"depthwise", 0, 64, 14, 14, 64, 7, 7, 1, 3, 64, true},
+        {"k4s2p1", 0, 32, 28, 28, 32, 4, 4, 2, 1, 1, true},
+        {"1x1", 0, 32, 28, 28, 384, 1, 1, 1, 0, 1, false},
+        {"groups 2", 0, 32, 28, 28, 32, 3, 3, 1, 1, 2, true},
+    };
+    for (int portable = 0; portable < 2; portable++) {
+        cd__conv2d_force_portable(portable);
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            const conv_shape *s = &shapes[i];
+            cd__conv2d c16, c128, c4096;
+            CD_ASSERT_OK(cd__conv2d_init(&c16, 16, s->C_in, s->H, s->W, s->C_out, s->kh, s->kw,
+                                         s->stride, s->pad, s->groups, s->bias));
+            c128 = c16, c4096 = c16;
+            c128.N = 128, c4096.N = 4096;
+            const size_t a = cd__conv2d_workspace(&c16), b = cd__conv2d_workspace(&c128),
+                         d = cd__conv2d_workspace(&c4096);
+            ck_assert_msg(a == b && b == d, "%s: workspace grows with N: %zu %zu %zu",
+                          s->name, a, b, d);
+            /* At most a tile's worth: 16 images of input, output and one
+             * image's im2col each, plus packed weights. A 128-image column
+             * buffer would be far larger. */
+            const double P = (double)(c128.H_out * c128.W_out);
+            const double per_image = (double)(s->C_in * s->H * s->W) + (double)s->C_out * P +
+                                     (double)(s->C_in * s->kh * s->kw) * P + 1024.0;
+            const double weights = (double)(s->C_out * (s->C_in / s->groups) * s->kh * s->kw);
+            ck_assert_msg((double)b <= 16 * per_image + 4 * weights,
+                          "%s: workspace %zu floats is not tiled", s->name, b);
+            printf("workspace %-12s %s %8.2f MB\n", s->name, portable ? "portable" : "fast",
+                   (double)b * 4 / 1e6);
+        }
+        cd__convt2d c;
+        CD_ASSERT_OK(cd__convt2d_init(&c, 16, 32, 14, 14, 32, 4, 4, 2, 1, true));
+        const size_t a = cd__convt2d_workspace(&c);
+        c.N = 4096;
+        ck_assert_uint_eq(a, cd__convt2d_workspace(&c));
+    }
+    cd__conv2d_force_portable(false);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("conv");
+    TCase *tc = tcase_create("parity");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, conv2d_matches_reference, 0, N_PARITY);
+    tcase_add_loop_test(tc, convt_matches_formula, 0, N_CONVT);
+    tcase_add_test(tc, convt_weight_layout_is_in_out);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("gradcheck");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, conv2d_gradcheck, 0, N_GRAD);
+    tcase_add_loop_test(tc, convt_gradcheck, 0, N_CONVT);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("api");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, conv2d_init_errors);
+    tcase_add_test(tc, convt_init_errors);
+    tcase_add_test(tc, conv2d_batch_tiles);
+    tcase_add_test(tc, convt_batch_tiles);
+    tcase_add_test(tc, conv2d_thread_count_independent);
+    tcase_add_test(tc, convt_thread_count_independent);
+    tcase_add_test(tc, conv2d_null_gradients);
+    tcase_add_test(tc, workspace_bounded);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CD_TEST_MAIN(make_suite)

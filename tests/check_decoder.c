@@ -1,0 +1,288 @@
+/* check_decoder.c - the decoder networks through the public API: shapes,
+ * parameter names and counts, errors, and gradient checks of the whole
+ * network against finite differences. */
+#include "test_util.h"
+
+#include <math.h>
+
+#include "gradcheck.h"
+
+typedef struct {
+    cd_decoder *d;
+    cd_tensor *z, *tau, *out, *dout, *dz_tmp;
+    float *dz; /* the gradcheck's accumulating dz */
+} net_ctx;
+
+static void net_forward(void *ctx)
+{
+    net_ctx *c = ctx;
+    CD_ASSERT_OK(cd_decoder_forward(c->d, c->z, c->tau, c->out));
+}
+
+static void net_backward(void *ctx)
+{
+    net_ctx *c = ctx;
+    CD_ASSERT_OK(cd_decoder_backward(c->d, c->dout, c->dz_tmp));
+    const float *g = cd_tensor_data(c->dz_tmp);
+    for (int64_t i = 0; i < cd_tensor_numel(c->dz_tmp); i++) c->dz[i] += g[i];
+}
+
+static cd_tensor *tensor4(int64_t n, int64_t c, int64_t h, int64_t w)
+{
+    cd_tensor *t = NULL;
+    CD_ASSERT_OK(cd_tensor_create(&t, 4, (int64_t[]){n, c, h, w}));
+    return t;
+}
+
+/* Gradient-check a whole decoder at batch N and H x W: dz and every
+ * parameter (the flat block is one input). */
+static void check_network(cd_decoder *d, int64_t N, int64_t C, int64_t H, int64_t W,
+                          const char *name, double max_maa)
+{
+    net_ctx c = {.d = d};
+    c.z = tensor4(N, C, H, W);
+    c.out = tensor4(N, C, H, W);
+    c.dout = tensor4(N, C, H, W);
+    c.dz_tmp = tensor4(N, C, H, W);
+    CD_ASSERT_OK(cd_tensor_create(&c.tau, 1, (int64_t[]){N}));
+    cd_gc_randn(cd_tensor_data(c.z), N * C * H * W, 5, 0.5f);
+    for (int64_t i = 0; i < N; i++) cd_tensor_data(c.tau)[i] = (float)(i + 1) / (float)(N + 2);
+    c.dz = calloc((size_t)(N * C * H * W), sizeof(float));
+
+    cd_params *p = cd_decoder_params(d);
+    cd_gc_op op = {.name = name, .ctx = &c, .forward = net_forward, .backward = net_backward,
+                   .out = cd_tensor_data(c.out), .dout = cd_tensor_data(c.dout),
+                   .n_out = N * C * H * W};
+    cd_gc_add_input(&op, "z", cd_tensor_data(c.z), c.dz, N * C * H * W);
+    cd_gc_add_input(&op, "params", cd_params_data(p, -1), cd_params_grad(p, -1),
+                    cd_params_numel(p));
+    cd_gc_opts o = cd_gc_default_opts();
+    o.max_maa = max_maa;
+    o.max_elems = 400;
+    o.eps = 2e-2;
+    cd_gradcheck(&op, &o);
+
+    free(c.dz);
+    cd_tensor_free(c.z);
+    cd_tensor_free(c.out);
+    cd_tensor_free(c.dout);
+    cd_tensor_free(c.dz_tmp);
+    cd_tensor_free(c.tau);
+}
+
+static cd_decoder *small_cnn(int64_t H, int64_t W)
+{
+    cd_decoder_config *cfg = NULL;
+    cd_decoder *d = NULL;
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
+    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, (int64_t[]){3, 4, 2}, 3));
+    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_KERNEL, 3));
+    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_HEIGHT, H));
+    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_WIDTH, W));
+    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_TIME_FREQS, 4));
+    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_TIME_HIDDEN, 8));
+    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_TIME_LAYERS, 2));
+    CD_ASSERT_OK(cd_rng_create(&rng, 17));
+    CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
+    cd_rng_free(rng);
+    cd_decoder_config_free(cfg);
+    return d;
+}
+
+START_TEST(cnn_gradients)
+{
+    /* Batch 1 and 3, non-square images. */
+    cd_decoder *d = small_cnn(5, 6);
+    check_network(d, 3, 1, 5, 6, "cnn N=3 5x6", 2e-3);
+    check_network(d, 1, 1, 5, 6, "cnn N=1 5x6", 2e-3);
+    cd_decoder_free(d);
+}
+END_TEST
+
+START_TEST(cnn_report_parameters)
+{
+    cd_decoder_config *cfg = NULL;
+    cd_decoder *d = NULL;
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
+    CD_ASSERT_OK(cd_rng_create(&rng, 1));
+    CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
+    /* spec/performance.md: 291,217 with the C x H x W LayerNorm affines. */
+    ck_assert_int_eq(cd_decoder_param_count(d), 291217);
+    cd_params *p = cd_decoder_params(d);
+    static const struct { const char *name; int32_t rank; int64_t shape[4]; } want[] = {
+        {"blocks.0.net.0.weight", 4, {16, 1, 7, 7}},
+        {"blocks.0.net.1.weight", 3, {16, 28, 28}},
+        {"blocks.3.net.0.weight", 4, {16, 32, 7, 7}},
+        {"blocks.4.weight", 4, {1, 16, 3, 3}},
+        {"blocks.4.bias", 1, {1}},
+        {"time_embed.0.weight", 2, {128, 32}},
+        {"time_embed.6.weight", 2, {16, 128}},
+        {"time_embed.6.bias", 1, {16}},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int64_t idx = -1, shape[8];
+        CD_ASSERT_OK(cd_params_find(p, want[i].name, &idx));
+        ck_assert_int_eq(cd_params_rank(p, idx), want[i].rank);
+        CD_ASSERT_OK(cd_params_shape(p, idx, shape, 8));
+        for (int32_t k = 0; k < want[i].rank; k++) ck_assert_int_eq(shape[k], want[i].shape[k]);
+    }
+    int64_t idx;
+    CD_ASSERT_STATUS(cd_params_find(p, "time_embed.8.weight", &idx), CD_ERR_NOT_FOUND);
+    /* LayerNorm affines start at 1 and 0; a conv bias is within 1/sqrt(fan_in). */
+    CD_ASSERT_OK(cd_params_find(p, "blocks.2.net.1.weight", &idx));
+    ck_assert(cd_params_data(p, idx)[100] == 1.0f);
+    CD_ASSERT_OK(cd_params_find(p, "blocks.2.net.0.bias", &idx));
+    for (int k = 0; k < 32; k++) ck_assert(fabsf(cd_params_data(p, idx)[k]) <= 1.0f / sqrtf(32 * 49));
+    int64_t bytes = 0;
+    CD_ASSERT_OK(cd_decoder_workspace_size(d, 128, 28, 28, &bytes));
+    ck_assert_int_gt(bytes, 0);
+    cd_decoder_free(d);
+    cd_decoder_config_free(cfg);
+    cd_rng_free(rng);
+}
+END_TEST
+
+START_TEST(cnn_bad_input_is_an_error)
+{
+    cd_decoder *d = small_cnn(5, 6);
+    cd_tensor *z = tensor4(2, 1, 5, 6), *out = tensor4(2, 1, 5, 6), *tau = NULL;
+    cd_tensor *z2 = tensor4(2, 2, 5, 6), *z3 = tensor4(2, 1, 6, 6);
+    CD_ASSERT_OK(cd_tensor_create(&tau, 1, (int64_t[]){2}));
+    CD_ASSERT_STATUS(cd_decoder_backward(d, out, NULL), CD_ERR_STATE);
+    CD_ASSERT_STATUS(cd_decoder_forward(d, z2, tau, out), CD_ERR_SHAPE);
+    CD_ASSERT_ERROR_MENTIONS("channel");
+    CD_ASSERT_STATUS(cd_decoder_forward(d, z3, tau, out), CD_ERR_SHAPE);
+    CD_ASSERT_ERROR_MENTIONS("5x6");
+    cd_tensor_data(tau)[1] = NAN;
+    CD_ASSERT_STATUS(cd_decoder_forward(d, z, tau, out), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("tau[1]");
+    cd_tensor_data(tau)[1] = 0.5f;
+    CD_ASSERT_STATUS(cd_decoder_forward(NULL, z, tau, out), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_forward(d, z, NULL, out), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_forward(d, z, tau, z3), CD_ERR_SHAPE);
+    CD_ASSERT_OK(cd_decoder_forward(d, z, tau, out));
+    CD_ASSERT_STATUS(cd_decoder_backward(d, z3, NULL), CD_ERR_SHAPE);
+    CD_ASSERT_OK(cd_decoder_backward(d, out, z));
+    cd_tensor_free(z);
+    cd_tensor_free(z2);
+    cd_tensor_free(z3);
+    cd_tensor_free(out);
+    cd_tensor_free(tau);
+    cd_decoder_free(d);
+}
+END_TEST
+
+START_TEST(cnn_save_load_round_trip)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "cnn.cdm");
+    cd_decoder *d = small_cnn(5, 6), *e = NULL;
+    CD_ASSERT_OK(cd_decoder_save(d, path));
+    CD_ASSERT_OK(cd_decoder_load(&e, path));
+    ck_assert_int_eq(cd_decoder_get_type(e), CD_DECODER_CNN);
+    cd_params *p = cd_decoder_params(d), *q = cd_decoder_params(e);
+    ck_assert_int_eq(cd_params_numel(p), cd_params_numel(q));
+    ck_assert_mem_eq(cd_params_data(p, -1), cd_params_data(q, -1),
+                     (size_t)cd_params_numel(p) * sizeof(float));
+    cd_decoder_config *cfg = NULL;
+    int64_t v;
+    CD_ASSERT_OK(cd_decoder_get_config(e, &cfg));
+    CD_ASSERT_OK(cd_decoder_config_get(cfg, CD_DECODER_WIDTH, &v));
+    ck_assert_int_eq(v, 6);
+    cd_decoder_config_free(cfg);
+
+    /* Same outputs. */
+    cd_tensor *z = tensor4(2, 1, 5, 6), *o1 = tensor4(2, 1, 5, 6), *o2 = tensor4(2, 1, 5, 6);
+    cd_tensor *tau = NULL;
+    CD_ASSERT_OK(cd_tensor_create(&tau, 1, (int64_t[]){2}));
+    cd_gc_randn(cd_tensor_data(z), 60, 3, 1.0f);
+    CD_ASSERT_OK(cd_tensor_fill(tau, 0.25f));
+    CD_ASSERT_OK(cd_decoder_forward(d, z, tau, o1));
+    CD_ASSERT_OK(cd_decoder_forward(e, z, tau, o2));
+    ck_assert_mem_eq(cd_tensor_data(o1), cd_tensor_data(o2), 60 * sizeof(float));
+
+    /* A corrupt file is an error and produces no decoder. */
+    size_t len = 0;
+    uint8_t *bytes = cd_test_read_file(path, &len);
+    bytes[len / 2] ^= 0x10;
+    cd_test_write_file(path, bytes, len);
+    cd_decoder *bad = (cd_decoder *)0x1;
+    CD_ASSERT_STATUS(cd_decoder_load(&bad, path), CD_ERR_CHECKSUM);
+    ck_assert_ptr_null(bad);
+    cd_test_write_file(path, bytes, len / 3);
+    CD_ASSERT_STATUS(cd_decoder_load(&bad, path), CD_ERR_FORMAT);
+    free(bytes);
+    cd_test_path(path, sizeof path, dir, "missing.cdm");
+    CD_ASSERT_STATUS(cd_decoder_load(&bad, path), CD_ERR_NOT_FOUND);
+    cd_test_path(path, sizeof path, dir, "no/such/dir/x.cdm");
+    CD_ASSERT_STATUS(cd_decoder_save(d, path), CD_ERR_NOT_FOUND);
+
+    cd_tensor_free(z);
+    cd_tensor_free(o1);
+    cd_tensor_free(o2);
+    cd_tensor_free(tau);
+    cd_decoder_free(d);
+    cd_decoder_free(e);
+}
+END_TEST
+
+START_TEST(config_errors)
+{
+    cd_decoder_config *cfg = NULL;
+    int64_t lo, hi, v;
+    int32_t n;
+    CD_ASSERT_STATUS(cd_decoder_config_create(&cfg, (cd_decoder_type)7), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_UNET));
+    CD_ASSERT_OK(cd_decoder_config_get(cfg, CD_DECODER_DIM, &v));
+    ck_assert_int_eq(v, 32);
+    int64_t mults[8];
+    CD_ASSERT_OK(cd_decoder_config_get_list(cfg, CD_DECODER_DIM_MULTS, mults, 8, &n));
+    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(mults[2], 4);
+    CD_ASSERT_STATUS(cd_decoder_config_get_list(cfg, CD_DECODER_DIM_MULTS, mults, 2, &n),
+                     CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd_decoder_config_set(cfg, CD_DECODER_KERNEL, 4), CD_ERR_RANGE);
+    CD_ASSERT_ERROR_MENTIONS("odd");
+    CD_ASSERT_STATUS(cd_decoder_config_set(cfg, CD_DECODER_DIM, 0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_decoder_config_set(cfg, CD_DECODER_HIDDEN, 3), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_set(cfg, (cd_decoder_key)99, 3), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, mults, 0),
+                     CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, (int64_t[]){1, -2}, 2),
+                     CD_ERR_RANGE);
+    CD_ASSERT_OK(cd_decoder_config_bounds(CD_DECODER_HEADS, &lo, &hi));
+    ck_assert(lo >= 1 && hi >= 4);
+    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_DIM, 33));
+    cd_rng *rng = NULL;
+    cd_decoder *d = (cd_decoder *)0x1;
+    CD_ASSERT_OK(cd_rng_create(&rng, 1));
+    CD_ASSERT_STATUS(cd_decoder_create(&d, cfg, rng), CD_ERR_RANGE);
+    ck_assert_ptr_null(d);
+    CD_ASSERT_STATUS(cd_decoder_create(&d, NULL, rng), CD_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_null(cd_decoder_params(NULL));
+    ck_assert_int_eq(cd_decoder_param_count(NULL), -1);
+    cd_decoder_config_free(cfg);
+    cd_decoder_config_free(NULL);
+    cd_decoder_free(NULL);
+    cd_rng_free(rng);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("decoder");
+    TCase *tc = tcase_create("decoder");
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, cnn_gradients);
+    tcase_add_test(tc, cnn_report_parameters);
+    tcase_add_test(tc, cnn_bad_input_is_an_error);
+    tcase_add_test(tc, cnn_save_load_round_trip);
+    tcase_add_test(tc, config_errors);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CD_TEST_MAIN(make_suite)
