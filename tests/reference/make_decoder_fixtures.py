@@ -104,6 +104,7 @@ def train_a_little(model, channels, H, W):
     z_t = sqrt(abar) x + sqrt(1 - abar) eps, loss = mean((g(z_t, t/T) - eps)^2)."""
     T = 1000
     abar = linear_alpha_bar(T)
+    before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=TRAIN_LR)
     for step in range(TRAIN_STEPS):
         x = torch.rand(TRAIN_BATCH, channels, H, W) - 0.5
@@ -116,6 +117,10 @@ def train_a_little(model, channels, H, W):
         loss.backward()
         opt.step()
         print(f"    Adam step {step + 1}: loss {loss.item():.4f}")
+    moved = torch.cat([(p.detach() - b).abs().reshape(-1)
+                       for p, b in zip(model.parameters(), before)])
+    print(f"    weights moved by {moved.mean().item():.3f} on average, "
+          f"{moved.max().item():.3f} at most")
 
 
 # ---------------------------------------------------------------- reference
