@@ -483,6 +483,96 @@ CD_API cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout,
                                      cd_tensor *dz);
 
 /* ------------------------------------------------------------------------ */
+/* Schedules                                                                */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A schedule: arrays beta_t and alpha-bar_t for t = 0..T (spec: models.md
+ * section 2). Normally beta_0 = 0, alpha-bar_0 = 1 and alpha-bar_t is the
+ * product of (1 - beta_s) for s = 1..t, accumulated in double from the
+ * stored float betas. Immutable after creation, so one schedule may be
+ * shared by any number of threads.
+ *
+ * Betas must be finite and in (0, 1]. A beta of 1 is allowed because the
+ * report's blur uses a constant schedule of 1, where beta is the blur's
+ * standard deviation; the noise degradation rejects it itself.
+ */
+typedef struct cd_schedule cd_schedule;
+
+typedef enum cd_schedule_kind {
+    CD_SCHEDULE_LINEAR = 0,
+    CD_SCHEDULE_CONSTANT = 1,
+    CD_SCHEDULE_COSINE = 2,
+    CD_SCHEDULE_CUSTOM = 3,          /**< from beta_1..beta_T */
+    CD_SCHEDULE_CONSTANT_REPORT = 4, /**< report preset, see below */
+    CD_SCHEDULE_COSINE_REPORT = 5,   /**< report preset, see below */
+    CD_SCHEDULE_ARRAYS = 6           /**< both arrays verbatim (imports) */
+} cd_schedule_kind;
+
+/** beta_t = beta_min + (beta_max - beta_min)(t - 1)/(T - 1); T = 1 gives
+ *  beta_min. Defaults in the report: T = 1000, 1e-4, 0.02. */
+CD_API cd_status cd_schedule_create_linear(cd_schedule **out, int64_t T,
+                                           double beta_min, double beta_max);
+
+/** beta_t = c for t = 1..T, so alpha-bar_t = (1 - c)^t. */
+CD_API cd_status cd_schedule_create_constant(cd_schedule **out, int64_t T,
+                                             double c);
+
+/**
+ * The report's constant schedule, quirk included: beta_0 = c too and
+ * alpha-bar_t = exp(cumsum(log(1 - beta))) over 0..t in float32, about
+ * (1 - c)^(t + 1). The presets ddpm-cnn-good and ddpm-cnn-bad use it.
+ */
+CD_API cd_status cd_schedule_create_constant_report(cd_schedule **out,
+                                                    int64_t T, double c);
+
+/**
+ * Nichol and Dhariwal's cosine schedule: f(t) = cos^2(pi/2 (t/T + s)/(1 + s)),
+ * beta_t = min(1 - f(t)/f(t - 1), beta_clip), then alpha-bar recomputed from
+ * the clipped betas. Library defaults: s = 0.008, beta_clip = 0.999.
+ * s must lie in [0, 1].
+ */
+CD_API cd_status cd_schedule_create_cosine(cd_schedule **out, int64_t T,
+                                           double s, double beta_clip);
+
+/**
+ * The report's cosine preset (ddpm-unet-cosine): s = 0.008, beta_clip = 0.9
+ * and alpha-bar_t = f(t)/f(0) NOT recomputed, so alpha-bar_T is about 4e-33.
+ */
+CD_API cd_status cd_schedule_create_cosine_report(cd_schedule **out,
+                                                  int64_t T);
+
+/** A schedule from beta[0..T-1] = beta_1..beta_T. */
+CD_API cd_status cd_schedule_create_custom(cd_schedule **out,
+                                           const float *beta, int64_t T);
+
+/**
+ * A schedule from both arrays exactly as given, t = 0..T (T + 1 values
+ * each, all finite and in [0, 1]). Imported report checkpoints need this:
+ * their alpha-bar is not the product of their betas.
+ */
+CD_API cd_status cd_schedule_create_arrays(cd_schedule **out,
+                                           const float *beta,
+                                           const float *alpha_bar, int64_t T);
+
+/** Free a schedule; NULL is a no-op. */
+CD_API void cd_schedule_free(cd_schedule *s);
+
+/** T, or -1 (with an error). */
+CD_API int64_t cd_schedule_T(const cd_schedule *s);
+
+/** The cd_schedule_kind, or -1 (with an error). */
+CD_API int32_t cd_schedule_get_kind(const cd_schedule *s);
+
+/** beta_t and alpha-bar_t for 0 <= t <= T (either output may be NULL). */
+CD_API cd_status cd_schedule_at(const cd_schedule *s, int64_t t, float *beta,
+                                float *alpha_bar);
+
+/** Copy both arrays (n must be T + 1; either output may be NULL). */
+CD_API cd_status cd_schedule_copy_arrays(const cd_schedule *s, float *beta,
+                                         float *alpha_bar, int64_t n);
+
+/* ------------------------------------------------------------------------ */
 /* Datasets                                                                 */
 /* ------------------------------------------------------------------------ */
 

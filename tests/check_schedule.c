@@ -1,0 +1,207 @@
+/* check_schedule.c - schedules against closed forms and the spec's numbers
+ * (models.md section 2); reference values from an independent numpy
+ * computation where no closed form exists. */
+#include "test_util.h"
+
+#include <math.h>
+
+static void assert_rel(double got, double want, double rel, const char *what)
+{
+    ck_assert_msg(fabs(got - want) <= rel * fabs(want), "%s: %.9g, expected %.9g", what, got,
+                  want);
+}
+
+START_TEST(linear_matches_formula)
+{
+    cd_schedule *s = NULL;
+    CD_ASSERT_OK(cd_schedule_create_linear(&s, 1000, 1e-4, 0.02));
+    ck_assert_int_eq(cd_schedule_T(s), 1000);
+    ck_assert_int_eq(cd_schedule_get_kind(s), CD_SCHEDULE_LINEAR);
+    float b, a;
+    CD_ASSERT_OK(cd_schedule_at(s, 0, &b, &a));
+    ck_assert(b == 0.0f && a == 1.0f);
+    CD_ASSERT_OK(cd_schedule_at(s, 1, &b, NULL));
+    ck_assert(b == 1e-4f);
+    CD_ASSERT_OK(cd_schedule_at(s, 1000, &b, &a));
+    ck_assert(b == 0.02f);
+    assert_rel(a, 4.0358296e-05, 1e-6, "alpha-bar_1000"); /* numpy, float betas */
+    CD_ASSERT_OK(cd_schedule_at(s, 500, NULL, &a));
+    assert_rel(a, 0.07858724, 1e-6, "alpha-bar_500");
+    cd_schedule_free(s);
+    CD_ASSERT_OK(cd_schedule_create_linear(&s, 1, 0.3, 0.5));
+    CD_ASSERT_OK(cd_schedule_at(s, 1, &b, &a));
+    ck_assert(b == 0.3f);
+    assert_rel(a, 0.7, 1e-7, "T = 1");
+    cd_schedule_free(s);
+}
+END_TEST
+
+START_TEST(constant_is_a_power)
+{
+    cd_schedule *s = NULL;
+    CD_ASSERT_OK(cd_schedule_create_constant(&s, 2000, 0.001));
+    for (int64_t t = 0; t <= 2000; t += 250) {
+        float a;
+        CD_ASSERT_OK(cd_schedule_at(s, t, NULL, &a));
+        assert_rel(a, pow(1.0 - (double)0.001f, (double)t), 1e-6, "(1 - c)^t");
+    }
+    cd_schedule_free(s);
+}
+END_TEST
+
+START_TEST(constant_report_is_one_step_ahead)
+{
+    cd_schedule *lib = NULL, *rep = NULL;
+    CD_ASSERT_OK(cd_schedule_create_constant(&lib, 200, 0.1));
+    CD_ASSERT_OK(cd_schedule_create_constant_report(&rep, 200, 0.1));
+    float b0, a0;
+    CD_ASSERT_OK(cd_schedule_at(rep, 0, &b0, &a0));
+    ck_assert(b0 == 0.1f); /* the quirk: beta_0 = c */
+    assert_rel(a0, 0.9, 1e-6, "report alpha-bar_0");
+    for (int64_t t = 1; t <= 200; t += 33) {
+        float al, ar;
+        CD_ASSERT_OK(cd_schedule_at(lib, t, NULL, &al));
+        CD_ASSERT_OK(cd_schedule_at(rep, t, NULL, &ar));
+        /* float32 cumsum of logs: relative error grows like t * 2^-24. */
+        assert_rel(ar, pow(0.9, (double)t + 1.0), 1e-6 * (double)(t + 1), "(1-c)^(t+1)");
+        assert_rel(ar / al, 0.9, 1e-4 * (double)(t + 1), "10% off the library's");
+    }
+    cd_schedule_free(lib);
+    cd_schedule_free(rep);
+    /* c = 1 (the blur): alpha-bar is all zeros, harmlessly. */
+    CD_ASSERT_OK(cd_schedule_create_constant_report(&rep, 100, 1.0));
+    float b, a;
+    CD_ASSERT_OK(cd_schedule_at(rep, 50, &b, &a));
+    ck_assert(b == 1.0f && a == 0.0f);
+    cd_schedule_free(rep);
+}
+END_TEST
+
+START_TEST(cosine_report_preset)
+{
+    cd_schedule *s = NULL;
+    CD_ASSERT_OK(cd_schedule_create_cosine_report(&s, 1000));
+    float b, a;
+    CD_ASSERT_OK(cd_schedule_at(s, 1000, &b, &a));
+    ck_assert(b == 0.9f);                           /* the only clipped value */
+    assert_rel(a, 3.749982237642683e-33, 1e-6, "alpha-bar_T"); /* not recomputed */
+    CD_ASSERT_OK(cd_schedule_at(s, 999, &b, NULL));
+    assert_rel(b, 0.7499993929010453, 1e-6, "beta_999");
+    CD_ASSERT_OK(cd_schedule_at(s, 1, &b, NULL));
+    assert_rel(b, 4.128422482196914e-05, 1e-5, "beta_1");
+    /* The first DDPM step scales by 1/sqrt(1 - beta_T) = 3.16. */
+    CD_ASSERT_OK(cd_schedule_at(s, 1000, &b, NULL));
+    assert_rel(1.0 / sqrt(1.0 - b), 3.1622776, 1e-6, "first step");
+    float beta[1001], abar[1001];
+    CD_ASSERT_OK(cd_schedule_copy_arrays(s, beta, abar, 1001));
+    int clipped = 0;
+    for (int t = 1; t <= 1000; t++) {
+        clipped += beta[t] == 0.9f;
+        ck_assert(abar[t] < abar[t - 1]);
+    }
+    ck_assert_int_eq(clipped, 1);
+    cd_schedule_free(s);
+}
+END_TEST
+
+START_TEST(cosine_recomputes_alpha_bar)
+{
+    cd_schedule *s = NULL;
+    CD_ASSERT_OK(cd_schedule_create_cosine(&s, 1000, 0.008, 0.999));
+    float beta[1001], abar[1001];
+    CD_ASSERT_OK(cd_schedule_copy_arrays(s, beta, abar, 1001));
+    ck_assert(beta[1000] == 0.999f);
+    /* The default clip would scale the first DDPM step by 31.6. */
+    assert_rel(1.0 / sqrt(1.0 - (double)beta[1000]), 31.62, 1e-3, "first step");
+    double prod = 1.0;
+    for (int t = 1; t <= 1000; t++) {
+        prod *= 1.0 - (double)beta[t];
+        ck_assert(abar[t] == (float)prod);
+    }
+    ck_assert(abar[1000] > 1e-10f); /* recomputed: no longer ~1e-33 */
+    cd_schedule_free(s);
+}
+END_TEST
+
+START_TEST(custom_and_arrays)
+{
+    const float beta[4] = {0.1f, 0.2f, 0.5f, 1.0f};
+    cd_schedule *s = NULL;
+    CD_ASSERT_OK(cd_schedule_create_custom(&s, beta, 4));
+    float a;
+    CD_ASSERT_OK(cd_schedule_at(s, 3, NULL, &a));
+    assert_rel(a, 0.9 * 0.8 * 0.5, 1e-6, "product");
+    CD_ASSERT_OK(cd_schedule_at(s, 4, NULL, &a));
+    ck_assert(a == 0.0f);
+    cd_schedule_free(s);
+
+    const float b5[5] = {0.1f, 0.1f, 0.1f, 0.1f, 0.1f}, a5[5] = {0.9f, 0.81f, 0.7f, 0.6f, 0.5f};
+    CD_ASSERT_OK(cd_schedule_create_arrays(&s, b5, a5, 4));
+    float got_b[5], got_a[5];
+    CD_ASSERT_OK(cd_schedule_copy_arrays(s, got_b, got_a, 5));
+    ck_assert_mem_eq(got_b, b5, sizeof b5);
+    ck_assert_mem_eq(got_a, a5, sizeof a5); /* verbatim, not derived */
+    ck_assert_int_eq(cd_schedule_get_kind(s), CD_SCHEDULE_ARRAYS);
+    cd_schedule_free(s);
+}
+END_TEST
+
+START_TEST(invalid_parameters_are_errors)
+{
+    cd_schedule *s = (cd_schedule *)0x1;
+    CD_ASSERT_STATUS(cd_schedule_create_linear(&s, 0, 1e-4, 0.02), CD_ERR_RANGE);
+    ck_assert_ptr_null(s);
+    CD_ASSERT_ERROR_MENTIONS("T = 0");
+    CD_ASSERT_STATUS(cd_schedule_create_linear(&s, 10, 0.0, 0.02), CD_ERR_RANGE);
+    CD_ASSERT_ERROR_MENTIONS("beta_min");
+    CD_ASSERT_STATUS(cd_schedule_create_linear(&s, 10, 1e-4, 1.5), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_schedule_create_linear(&s, 10, NAN, 0.02), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_schedule_create_constant(&s, 10, -0.1), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_schedule_create_constant(&s, -5, 0.1), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_schedule_create_constant_report(&s, 10, INFINITY), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_schedule_create_cosine(&s, 10, -0.1, 0.999), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_schedule_create_cosine(&s, 10, 0.008, 0.0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_schedule_create_cosine(&s, 10, NAN, 0.9), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_schedule_create_cosine_report(&s, 0), CD_ERR_RANGE);
+    const float bad[3] = {0.1f, NAN, 0.2f};
+    CD_ASSERT_STATUS(cd_schedule_create_custom(&s, bad, 3), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("t = 2");
+    const float zero[3] = {0.1f, 0.0f, 0.2f};
+    CD_ASSERT_STATUS(cd_schedule_create_custom(&s, zero, 3), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_schedule_create_custom(&s, NULL, 3), CD_ERR_INVALID_ARGUMENT);
+    const float a3[3] = {1.0f, 1.5f, 0.5f};
+    CD_ASSERT_STATUS(cd_schedule_create_arrays(&s, zero, a3, 2), CD_ERR_RANGE);
+    CD_ASSERT_ERROR_MENTIONS("alpha_bar[1]");
+    CD_ASSERT_STATUS(cd_schedule_create_linear(NULL, 10, 1e-4, 0.02), CD_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_null(s);
+
+    CD_ASSERT_OK(cd_schedule_create_constant(&s, 10, 0.1));
+    float b;
+    CD_ASSERT_STATUS(cd_schedule_at(s, 11, &b, NULL), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_schedule_at(s, -1, &b, NULL), CD_ERR_RANGE);
+    float arr[10];
+    CD_ASSERT_STATUS(cd_schedule_copy_arrays(s, arr, NULL, 10), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd_schedule_at(NULL, 1, &b, NULL), CD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(cd_schedule_T(NULL), -1);
+    ck_assert_int_eq(cd_schedule_get_kind(NULL), -1);
+    cd_schedule_free(s);
+    cd_schedule_free(NULL);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("schedule");
+    TCase *tc = tcase_create("schedule");
+    tcase_add_test(tc, linear_matches_formula);
+    tcase_add_test(tc, constant_is_a_power);
+    tcase_add_test(tc, constant_report_is_one_step_ahead);
+    tcase_add_test(tc, cosine_report_preset);
+    tcase_add_test(tc, cosine_recomputes_alpha_bar);
+    tcase_add_test(tc, custom_and_arrays);
+    tcase_add_test(tc, invalid_parameters_are_errors);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CD_TEST_MAIN(make_suite)
