@@ -573,6 +573,77 @@ CD_API cd_status cd_schedule_copy_arrays(const cd_schedule *s, float *beta,
                                          float *alpha_bar, int64_t n);
 
 /* ------------------------------------------------------------------------ */
+/* Degradations                                                             */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A degradation operator D(x, t) with D(x, 0) = x (spec: models.md
+ * section 3). It copies the schedule's arrays, so the schedule may be freed
+ * after creation. Immutable: one operator may be shared by threads (each
+ * with its own RNG).
+ */
+typedef struct cd_degradation cd_degradation;
+
+typedef enum cd_degradation_kind {
+    CD_DEGRADATION_NOISE = 0, /**< DDPM: sqrt(abar) x + sqrt(1 - abar) eps */
+    CD_DEGRADATION_BLUR = 1   /**< cold diffusion: t Gaussian blurs, sigma_i = beta_i */
+} cd_degradation_kind;
+
+/** How the blur treats the image border. */
+typedef enum cd_padding {
+    CD_PADDING_REFLECT = 0, /**< mirror without repeating the edge (the report's) */
+    CD_PADDING_CIRCULAR = 1 /**< wrap around: preserves each image's mean */
+} cd_padding;
+
+/** What a decoder trained against an operator predicts. */
+typedef enum cd_target {
+    CD_TARGET_NOISE = 0, /**< the noise eps (the noise degradation) */
+    CD_TARGET_IMAGE = 1  /**< the clean image x (deterministic degradations) */
+} cd_target;
+
+/** Gaussian noise with the schedule's alpha-bar. */
+CD_API cd_status cd_degradation_create_noise(cd_degradation **out,
+                                             const cd_schedule *s);
+
+/**
+ * Gaussian blur: D(x, t) = G_t * ... * G_1 * x, each G_i a kernel_size x
+ * kernel_size Gaussian (odd size, 1..63; the report uses 11) with standard
+ * deviation beta_i, sampled at integer offsets and normalised to sum 1, as
+ * torchvision's GaussianBlur. Reflect padding needs images larger than
+ * kernel_size / 2; planes of up to 128 x 128 pixels are supported.
+ */
+CD_API cd_status cd_degradation_create_blur(cd_degradation **out,
+                                            const cd_schedule *s,
+                                            int64_t kernel_size,
+                                            cd_padding padding);
+
+/** Free an operator; NULL is a no-op. */
+CD_API void cd_degradation_free(cd_degradation *d);
+
+/** The cd_degradation_kind, or -1 (with an error). */
+CD_API int32_t cd_degradation_get_kind(const cd_degradation *d);
+
+/** The cd_target its decoder predicts, or -1 (with an error). */
+CD_API int32_t cd_degradation_target(const cd_degradation *d);
+
+/** The schedule's T, or -1 (with an error). */
+CD_API int64_t cd_degradation_T(const cd_degradation *d);
+
+/**
+ * z = D(x, t[n]) for each sample n of x (N x C x H x W; t holds n_t = N
+ * steps in 0..T). The noise operator draws eps ~ N(0, I) from rng and, if
+ * eps is not NULL, returns it there (the training target); z may then be
+ * x. The blur ignores rng (may be NULL), takes no eps, and z may be x.
+ * Errors: CD_ERR_SHAPE, CD_ERR_RANGE (a t outside 0..T), CD_ERR_NOT_FINITE
+ * (a NaN or infinite pixel), CD_ERR_INVALID_ARGUMENT, CD_ERR_UNSUPPORTED
+ * (a blur plane above 128 x 128).
+ */
+CD_API cd_status cd_degradation_apply(const cd_degradation *d,
+                                      const cd_tensor *x, const int64_t *t,
+                                      int64_t n_t, cd_rng *rng, cd_tensor *z,
+                                      cd_tensor *eps);
+
+/* ------------------------------------------------------------------------ */
 /* Datasets                                                                 */
 /* ------------------------------------------------------------------------ */
 
