@@ -439,9 +439,11 @@ CD_API int64_t cd_decoder_param_count(const cd_decoder *d);
 /**
  * Bytes of workspace a forward and backward at batch N and H x W use
  * (activations, saved statistics, gradients, scratch). The decoder
- * allocates it on the first forward of a shape and reuses it after.
+ * allocates it on the first forward of a shape and reuses it after. Like
+ * every call on a decoder, not to be run concurrently with another.
+ * Errors: CD_ERR_SHAPE, CD_ERR_OVERFLOW (N x H x W above 2^31 pixels).
  */
-CD_API cd_status cd_decoder_workspace_size(const cd_decoder *d, int64_t N,
+CD_API cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N,
                                            int64_t H, int64_t W,
                                            int64_t *bytes);
 
@@ -476,8 +478,9 @@ CD_API cd_status cd_decoder_load(cd_decoder **out, const char *path);
 /**
  * Given dout = dL/d(out) for the last forward, ADD dL/d(parameters) into
  * the parameter gradients (cd_params_grad; clear them with
- * cd_params_zero_grad) and, if dz is not NULL, overwrite dz with dL/dz.
- * Errors: CD_ERR_STATE (no forward since the shape changed), CD_ERR_SHAPE.
+ * cd_params_zero_grad) and, if dz is not NULL, overwrite dz with dL/dz
+ * (dz must not be dout). Errors: CD_ERR_STATE (no forward since the shape
+ * changed), CD_ERR_SHAPE, CD_ERR_INVALID_ARGUMENT (dz is dout).
  */
 CD_API cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout,
                                      cd_tensor *dz);

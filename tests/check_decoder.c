@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "gradcheck.h"
+#include "nn/decoder.h"
 
 typedef struct {
     cd_decoder *d;
@@ -229,6 +230,63 @@ START_TEST(cnn_save_load_round_trip)
 }
 END_TEST
 
+/* Asking for another shape's workspace leaves the current plan intact,
+ * huge batches are refused, and dz may not alias dout. */
+START_TEST(workspace_query_between_calls)
+{
+    cd_decoder *d = small_cnn(5, 6);
+    cd_tensor *z = tensor4(2, 1, 5, 6), *o1 = tensor4(2, 1, 5, 6), *o2 = tensor4(2, 1, 5, 6);
+    cd_tensor *tau = NULL, *dz = tensor4(2, 1, 5, 6);
+    CD_ASSERT_OK(cd_tensor_create(&tau, 1, (int64_t[]){2}));
+    cd_gc_randn(cd_tensor_data(z), 60, 8, 1.0f);
+    CD_ASSERT_OK(cd_tensor_fill(tau, 0.3f));
+    CD_ASSERT_OK(cd_decoder_forward(d, z, tau, o1));
+    int64_t small = 0, big = 0;
+    CD_ASSERT_OK(cd_decoder_workspace_size(d, 2, 5, 6, &small));
+    CD_ASSERT_OK(cd_decoder_workspace_size(d, 64, 5, 6, &big));
+    ck_assert_int_gt(big, 16 * small);
+    CD_ASSERT_OK(cd_decoder_backward(d, o1, dz)); /* still the N = 2 plan */
+    CD_ASSERT_OK(cd_decoder_forward(d, z, tau, o2));
+    ck_assert_mem_eq(cd_tensor_data(o1), cd_tensor_data(o2), 60 * sizeof(float));
+    CD_ASSERT_STATUS(cd_decoder_workspace_size(d, INT64_MAX, 5, 6, &big), CD_ERR_OVERFLOW);
+    CD_ASSERT_STATUS(cd_decoder_workspace_size(d, INT64_C(1) << 40, 5, 6, &big), CD_ERR_OVERFLOW);
+    CD_ASSERT_STATUS(cd_decoder_backward(d, o2, o2), CD_ERR_INVALID_ARGUMENT);
+    cd_tensor_free(z);
+    cd_tensor_free(o1);
+    cd_tensor_free(o2);
+    cd_tensor_free(dz);
+    cd_tensor_free(tau);
+    cd_decoder_free(d);
+}
+END_TEST
+
+/* A checkpoint whose configuration is out of bounds is a format error that
+ * keeps the cause in its message. */
+START_TEST(bad_configuration_in_checkpoint)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "bad.cdm");
+    cd_decoder *d = small_cnn(5, 6), *e = (cd_decoder *)0x1;
+    cd__ckpt *ck = NULL;
+    CD_ASSERT_OK(cd__ckpt_create(&ck));
+    CD_ASSERT_OK(cd__decoder_config_to_ckpt(d, ck));
+    CD_ASSERT_OK(cd__ckpt_set_i64(ck, "decoder.kernel", 4));
+    CD_ASSERT_OK(cd__ckpt_save(ck, path, cd_decoder_params(d), NULL));
+    CD_ASSERT_STATUS(cd_decoder_load(&e, path), CD_ERR_FORMAT);
+    CD_ASSERT_ERROR_MENTIONS("bad decoder configuration");
+    CD_ASSERT_ERROR_MENTIONS("must be odd");
+    ck_assert_ptr_null(e);
+    cd__ckpt_free(ck);
+    CD_ASSERT_OK(cd__ckpt_create(&ck)); /* no decoder entries at all */
+    CD_ASSERT_OK(cd__ckpt_save(ck, path, cd_decoder_params(d), NULL));
+    CD_ASSERT_STATUS(cd_decoder_load(&e, path), CD_ERR_FORMAT);
+    CD_ASSERT_ERROR_MENTIONS("decoder.type");
+    cd__ckpt_free(ck);
+    cd_decoder_free(d);
+}
+END_TEST
+
 START_TEST(config_errors)
 {
     cd_decoder_config *cfg = NULL;
@@ -280,6 +338,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, cnn_report_parameters);
     tcase_add_test(tc, cnn_bad_input_is_an_error);
     tcase_add_test(tc, cnn_save_load_round_trip);
+    tcase_add_test(tc, workspace_query_between_calls);
+    tcase_add_test(tc, bad_configuration_in_checkpoint);
     tcase_add_test(tc, config_errors);
     suite_add_tcase(s, tc);
     return s;

@@ -158,6 +158,9 @@ START_TEST(invalid_parameters_are_errors)
     CD_ASSERT_STATUS(cd_schedule_create_linear(&s, 10, NAN, 0.02), CD_ERR_NOT_FINITE);
     CD_ASSERT_STATUS(cd_schedule_create_constant(&s, 10, -0.1), CD_ERR_RANGE);
     CD_ASSERT_STATUS(cd_schedule_create_constant(&s, -5, 0.1), CD_ERR_RANGE);
+    /* Positive in double, zero in float32. */
+    CD_ASSERT_STATUS(cd_schedule_create_constant(&s, 10, 1e-50), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_schedule_create_linear(&s, 10, 1e-46, 1e-46), CD_ERR_RANGE);
     CD_ASSERT_STATUS(cd_schedule_create_constant_report(&s, 10, INFINITY), CD_ERR_NOT_FINITE);
     CD_ASSERT_STATUS(cd_schedule_create_cosine(&s, 10, -0.1, 0.999), CD_ERR_RANGE);
     CD_ASSERT_STATUS(cd_schedule_create_cosine(&s, 10, 0.008, 0.0), CD_ERR_RANGE);

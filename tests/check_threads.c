@@ -2,7 +2,9 @@
 #include "test_util.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
 
 #include "core.h"
 
@@ -87,6 +89,28 @@ START_TEST(thread_count_bounds)
 }
 END_TEST
 
+/* A child forked after the pool has workers must not wait for threads it
+ * does not have. */
+START_TEST(forked_child_can_run_parallel_loops)
+{
+    CD_ASSERT_OK(cd_set_num_threads(4));
+    run_and_check(1000); /* the pool now has 3 workers */
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        alarm(20); /* a hang becomes a failure, not a stuck test */
+        run_and_check(1000);
+        CD_ASSERT_OK(cd_set_num_threads(2));
+        run_and_check(1000);
+        _exit(0);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    run_and_check(1000); /* the parent's pool still works */
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("threads");
@@ -96,6 +120,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, nested_loops_complete);
     tcase_add_test(tc, concurrent_callers_complete);
     tcase_add_test(tc, thread_count_bounds);
+    tcase_add_test(tc, forked_child_can_run_parallel_loops);
     suite_add_tcase(s, tc);
     return s;
 }

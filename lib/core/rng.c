@@ -131,6 +131,9 @@ static cd_status check_draw(const char *fn, const cd_rng *rng, const void *out,
     if (n < 0)
         return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: n = %" PRId64 " is negative",
                          fn, n);
+    /* Block counts are computed as (n + 3) / 4: keep them from overflowing. */
+    if (n > INT64_MAX / 8)
+        return cd__error(CD_ERR_OVERFLOW, "%s: n = %" PRId64 " is too large", fn, n);
     if (n > 0) CD__CHECK_NOT_NULL(out, fn);
     return CD_OK;
 }

@@ -160,7 +160,27 @@ static void blas_single_thread(void)
 #endif
 }
 
-__attribute__((constructor)) static void blas_at_load(void) { blas_single_thread(); }
+/* A forked child has none of the parent's worker threads, but inherits the
+ * pool's record of them (and maybe a held lock): start it afresh, so that
+ * hosts that fork (Python's multiprocessing) do not hang on the first
+ * parallel call. The old threads' memory is abandoned, not joined. */
+static void pool_after_fork(void)
+{
+    pthread_mutex_init(&g_pool.busy, NULL);
+    pthread_mutex_init(&g_pool.lock, NULL);
+    pthread_cond_init(&g_pool.wake, NULL);
+    pthread_cond_init(&g_pool.done, NULL);
+    g_pool.workers = NULL;
+    g_pool.n_workers = 0;
+    g_pool.stop = false;
+    g_pool.active = 0;
+}
+
+__attribute__((constructor)) static void threads_at_load(void)
+{
+    blas_single_thread();
+    pthread_atfork(NULL, NULL, pool_after_fork);
+}
 
 cd_status cd_set_num_threads(int32_t n)
 {

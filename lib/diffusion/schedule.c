@@ -39,8 +39,9 @@ static cd_status check_beta(const char *fn, const char *what, double b)
 {
     if (!isfinite(b))
         return cd__error(CD_ERR_NOT_FINITE, "%s: %s is %g", fn, what, b);
-    if (!(b > 0.0 && b <= 1.0))
-        return cd__error(CD_ERR_RANGE, "%s: %s = %g is outside (0, 1]", fn, what, b);
+    /* Checked as stored: a positive double can round to a float 0. */
+    if (!((float)b > 0.0f && b <= 1.0))
+        return cd__error(CD_ERR_RANGE, "%s: %s = %g is outside (0, 1] in float32", fn, what, b);
     return CD_OK;
 }
 

@@ -49,11 +49,15 @@ static cd_status open_file(const char *path, int *fd_out, uint64_t *size)
                          "'%s': cannot open: %s", path, strerror(e));
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        int e = S_ISDIR(st.st_mode) ? EISDIR : errno;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
         close(fd);
-        return cd__error(CD_ERR_IO, "'%s': not a readable file: %s", path,
-                         e ? strerror(e) : "not a regular file");
+        return cd__error(CD_ERR_IO, "'%s': cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return cd__error(CD_ERR_IO, "'%s': not a regular file%s", path,
+                         S_ISDIR(st.st_mode) ? " (a folder)" : "");
     }
     *fd_out = fd;
     *size = (uint64_t)st.st_size;

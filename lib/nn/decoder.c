@@ -168,19 +168,27 @@ cd_status cd_decoder_get_config(const cd_decoder *d, cd_decoder_config **out)
 
 /* ---- shapes and the memory plan --------------------------------------- */
 
+/* Far above any batch that fits in memory, and low enough that no plan
+ * size computed from it (pixels x widest layer x buffers) can overflow. */
+#define MAX_BATCH_PIXELS (INT64_C(1) << 31)
+
 static cd_status check_dims(const cd_decoder *d, const char *fn, int64_t N, int64_t C,
                             int64_t H, int64_t W)
 {
     if (N < 1 || H < 1 || W < 1)
         return cd__error(CD_ERR_SHAPE, "%s: batch and image sizes must be positive, got "
                          "%" PRId64 "x%" PRId64 "x%" PRId64 "x%" PRId64, fn, N, C, H, W);
+    if (H > MAX_BATCH_PIXELS || W > MAX_BATCH_PIXELS / H || N > MAX_BATCH_PIXELS / (H * W))
+        return cd__error(CD_ERR_OVERFLOW, "%s: a batch of %" PRId64 " images of %" PRId64
+                         "x%" PRId64 " is beyond the supported %" PRId64 " pixels", fn, N, H,
+                         W, MAX_BATCH_PIXELS);
     if (C != d->cfg.channels)
         return cd__error(CD_ERR_SHAPE, "%s: the decoder takes %" PRId64 " channel(s), the "
                          "input has %" PRId64, fn, d->cfg.channels, C);
     return d->ops->check_shape(d, H, W);
 }
 
-cd_status cd_decoder_workspace_size(const cd_decoder *d, int64_t N, int64_t H, int64_t W,
+cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N, int64_t H, int64_t W,
                                     int64_t *bytes)
 {
     static const char fn[] = "cd_decoder_workspace_size";
@@ -188,8 +196,14 @@ cd_status cd_decoder_workspace_size(const cd_decoder *d, int64_t N, int64_t H, i
     CD__CHECK_NOT_NULL(bytes, fn);
     CD__TRY(check_dims(d, fn, N, d->cfg.channels, H, W));
     cd__arena a = {0};
-    d->ops->plan((cd_decoder *)d, &a, N, H, W);
+    d->ops->plan(d, &a, N, H, W);
     *bytes = (int64_t)(a.used * sizeof(float));
+    /* Measuring rebinds the architecture's buffers to the null arena; bind
+     * them back to the real one so the current plan stays usable. */
+    if (d->arena) {
+        a = (cd__arena){.base = d->arena};
+        d->ops->plan(d, &a, d->N, d->H, d->W);
+    }
     return CD_OK;
 }
 
@@ -254,6 +268,9 @@ cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout, cd_tensor *d
     CD__TRY(cd__tensor_expect(dout, fn, "dout", 4, s));
     if (dz) {
         CD__TRY(cd__tensor_expect(dz, fn, "dz", 4, s));
+        if (dz == dout)
+            return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: dz and dout are the same tensor "
+                             "(dz is cleared before dout is read)", fn);
         memset(dz->data, 0, (size_t)dz->numel * sizeof(float));
     }
     d->ops->backward(d, dz ? dz->data : NULL, dout->data);

@@ -6,6 +6,7 @@
  */
 #include "decoder.h"
 
+#include <stdio.h>
 #include <string.h>
 
 typedef struct {
@@ -46,7 +47,9 @@ cd_status cd__decoder_config_from_ckpt(const cd__ckpt *ck, cd_decoder_config **o
 {
     const char *type = NULL;
     *out = NULL;
-    CD__TRY(cd__ckpt_get_str(ck, "decoder.type", &type));
+    if (cd__ckpt_get_str(ck, "decoder.type", &type) != CD_OK)
+        return cd__error(CD_ERR_FORMAT, "checkpoint: no decoder.type entry (not a decoder "
+                         "checkpoint?)");
     cd_decoder_type t;
     if (strcmp(type, "cnn") == 0) t = CD_DECODER_CNN;
     else if (strcmp(type, "unet") == 0) t = CD_DECODER_UNET;
@@ -71,8 +74,11 @@ cd_status cd__decoder_config_from_ckpt(const cd__ckpt *ck, cd_decoder_config **o
         st = cd__ckpt_get_i64_array(ck, "decoder.dim_mults", list, CD__DEC_MAX_LIST, &n);
     if (st == CD_OK) st = cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, list, (int32_t)n);
     if (st != CD_OK) {
+        /* The cause is in the error buffer that cd__error writes to. */
+        char cause[512];
+        snprintf(cause, sizeof cause, "%s", cd_last_error());
         cd_decoder_config_free(cfg);
-        return cd__error(st, "checkpoint: bad decoder configuration: %s", cd_last_error());
+        return cd__error(CD_ERR_FORMAT, "checkpoint: bad decoder configuration: %s", cause);
     }
     *out = cfg;
     return CD_OK;
