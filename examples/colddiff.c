@@ -53,7 +53,9 @@ static void print_help(void)
          "  --split S         train, val or test (default test)\n"
          "  --n N             number of images (default 64)\n"
          "  --cols C          grid columns (default 8)\n"
-         "  --seed S          shuffle seed; 0 keeps the file order (default 0)\n"
+         "  --seed S          shuffle seed; 0 keeps the split's order: the file\n"
+         "                    order for test, the seed-42 split order for\n"
+         "                    train and val (default 0)\n"
          "  --map M           range (fixed [-0.5, 0.5]) or percentile (default range)\n"
          "  --out FILE        the PNG to write (required)");
 }
