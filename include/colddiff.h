@@ -498,7 +498,7 @@ CD_API cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout,
  *
  * Betas must be finite and in (0, 1]. A beta of 1 is allowed because the
  * report's blur uses a constant schedule of 1, where beta is the blur's
- * standard deviation; the noise degradation rejects it itself.
+ * standard deviation; the DDPM and DDIM samplers refuse such schedules.
  */
 typedef struct cd_schedule cd_schedule;
 
@@ -647,6 +647,201 @@ CD_API cd_status cd_degradation_apply(const cd_degradation *d,
                                       cd_tensor *eps);
 
 /* ------------------------------------------------------------------------ */
+/* Samplers                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A sampler runs a reverse chain (spec: models.md section 6) for one
+ * degradation, driven by a predictor: a cd_decoder or a user function. The
+ * predictor gets z_t and tau = (float)t / T (T of the degradation; one value
+ * per sample) and returns eps-hat for the noise degradation
+ * (CD_TARGET_NOISE) or x-hat for the deterministic ones (CD_TARGET_IMAGE).
+ *
+ * Algorithms, for t = t_start..1 (the chain ends at z_0, the result):
+ *   DDPM   z <- (z - beta_t / sqrt(1 - abar_t) eps-hat) / sqrt(1 - beta_t),
+ *          then z += sigma_t xi (xi ~ N(0, I)) for t > 1, with sigma_t^2 =
+ *          beta_t, or the posterior variance
+ *          beta_t (1 - abar_{t-1}) / (1 - abar_t).
+ *   DDIM   S steps t_0 > t_1 > ... > t_{S-1} = 1, then 0 (see
+ *          cd_sampler_step_times); from t to the next step p (abar_0 = 1):
+ *          x0 = (z - sqrt(1 - abar_t) eps-hat) / sqrt(abar_t), clipped to
+ *          [lo, hi] if clipping is on;
+ *          sigma = eta sqrt((1 - abar_p)/(1 - abar_t)) sqrt(1 - abar_t/abar_p);
+ *          z <- sqrt(abar_p) x0 + sqrt(1 - abar_p - sigma^2) eps-hat
+ *               + sigma xi.
+ *   COLD1  z_{t-1} = D(x-hat, t - 1).
+ *   COLD2  z_{t-1} = z_t - D(x-hat, t) + D(x-hat, t - 1) (the report's).
+ *          The blur computes D(x-hat, t - 1) once and blurs a copy once
+ *          more for D(x-hat, t): t blurs per step, not 2t - 1.
+ *   DIRECT one prediction: the result is x-hat = g(z_{t_start}, t_start/T).
+ * DDPM and DDIM need the noise degradation, the others a deterministic one
+ * (CD_ERR_UNSUPPORTED at creation otherwise). Coefficients are computed in
+ * double from the degradation's float schedule; each pixel update is done in
+ * double and rounded once.
+ *
+ * Randomness: every draw comes from the caller's rng, in a fixed order, so
+ * a seed gives the same result for every thread count. Draws are made only
+ * where the formulas need them: DDIM with eta = 0 and the cold samplers
+ * draw nothing in the chain.
+ *
+ * Threads: a sampler, its rng and its decoder are used by one thread at a
+ * time. The degradation is only read and may be shared.
+ */
+typedef struct cd_sampler cd_sampler;
+
+typedef enum cd_sampler_kind {
+    CD_SAMPLER_DDPM = 0,   /**< DDPM ancestral (report Algorithm 2)        */
+    CD_SAMPLER_DDIM = 1,   /**< DDIM with S steps and eta                  */
+    CD_SAMPLER_COLD1 = 2,  /**< cold diffusion algorithm 1                 */
+    CD_SAMPLER_COLD2 = 3,  /**< cold diffusion algorithm 2 (the report's)  */
+    CD_SAMPLER_DIRECT = 4  /**< one prediction from z_{t_start}            */
+} cd_sampler_kind;
+
+/**
+ * Options, all read and written as double through cd_sampler_set() and
+ * cd_sampler_get(); cd_sampler_bounds() gives each one's range. A key a
+ * kind does not use is accepted and ignored. Switches and step counts take
+ * whole numbers only.
+ */
+typedef enum cd_sampler_key {
+    CD_SAMPLER_STEPS = 0,       /**< DDIM: steps S, 1..T (default T)         */
+    CD_SAMPLER_ETA = 1,         /**< DDIM: eta in [0, 1] (default 0)         */
+    CD_SAMPLER_POSTERIOR_VARIANCE = 2, /**< DDPM: 1 for the posterior
+                                            variance, 0 for beta (default) */
+    CD_SAMPLER_CLIP = 3,        /**< DDIM: 1 clips x0-hat to [lo, hi] (default 0) */
+    CD_SAMPLER_CLIP_LO = 4,     /**< DDIM: clip range low end (default -1)   */
+    CD_SAMPLER_CLIP_HI = 5,     /**< DDIM: clip range high end (default 1)   */
+    CD_SAMPLER_PRIOR_MEAN = 6,  /**< blur prior: mu (default -0.36)          */
+    CD_SAMPLER_PRIOR_STD = 7,   /**< blur prior: s >= 0 (default 0.05)       */
+    CD_SAMPLER_PRIOR_JITTER = 8 /**< blur prior: jitter >= 0 (default 0.002) */
+} cd_sampler_key;
+
+/**
+ * A user predictor: write into out (N x C x H x W, the shape of z) the
+ * prediction for z at times tau (N floats, tau = t/T), eps-hat or x-hat as
+ * the degradation's cd_target says. z and out never overlap; out must keep
+ * its shape. Return CD_OK, or a negative cd_status (ideally after setting
+ * a message through a failing libcolddiff call): the sampler stops and
+ * returns that status, naming the step, with the predictor's message.
+ */
+typedef cd_status (*cd_predictor_fn)(void *user, const cd_tensor *z,
+                                     const cd_tensor *tau, cd_tensor *out);
+
+/**
+ * Create a sampler of `kind` for the degradation deg, which is borrowed: it
+ * must outlive the sampler. The noise samplers check the schedule:
+ * 0 < abar_t < 1 and beta_t < 1 for t = 1..T (CD_ERR_RANGE otherwise).
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL, unknown kind), CD_ERR_UNSUPPORTED
+ * (kind and degradation do not match), CD_ERR_RANGE, CD_ERR_OUT_OF_MEMORY.
+ * The caller owns *out and frees it with cd_sampler_free().
+ */
+CD_API cd_status cd_sampler_create(cd_sampler **out, cd_sampler_kind kind,
+                                   const cd_degradation *deg);
+
+/** Free a sampler (not its degradation or predictor); NULL is a no-op. */
+CD_API void cd_sampler_free(cd_sampler *s);
+
+/** The cd_sampler_kind, or -1 (with an error). */
+CD_API int32_t cd_sampler_get_kind(const cd_sampler *s);
+
+/**
+ * The allowed range [lo, hi] of a key for this sampler (CD_SAMPLER_STEPS
+ * goes up to the degradation's T). Unbounded reals report +-FLT_MAX.
+ */
+CD_API cd_status cd_sampler_bounds(const cd_sampler *s, cd_sampler_key key,
+                                   double *lo, double *hi);
+
+/**
+ * Set an option. Errors: CD_ERR_INVALID_ARGUMENT (unknown key),
+ * CD_ERR_NOT_FINITE (NaN or infinite value), CD_ERR_RANGE (outside the
+ * bounds, or a fraction for a whole-number key). A failed call changes
+ * nothing. clip lo <= hi is checked when sampling, so the two ends may be
+ * set in either order.
+ */
+CD_API cd_status cd_sampler_set(cd_sampler *s, cd_sampler_key key,
+                                double value);
+
+/** Read an option. */
+CD_API cd_status cd_sampler_get(const cd_sampler *s, cd_sampler_key key,
+                                double *value);
+
+/**
+ * Drive the sampler with decoder d (borrowed: it must outlive its use
+ * here; its forward() mutates its workspace, so it is not shared with
+ * another thread meanwhile). Replaces any earlier decoder or predictor;
+ * NULL removes it.
+ */
+CD_API cd_status cd_sampler_set_decoder(cd_sampler *s, cd_decoder *d);
+
+/**
+ * Drive the sampler with fn(user, z, tau, out). Replaces any earlier
+ * decoder or predictor; fn = NULL removes it.
+ */
+CD_API cd_status cd_sampler_set_predictor(cd_sampler *s, cd_predictor_fn fn,
+                                          void *user);
+
+/**
+ * The times t at which the chain calls the predictor when it restores from
+ * t_start (1..T), in order: t_start, ..., 1 for DDPM and the cold samplers;
+ * t_start alone for DIRECT; for DDIM with S' = min(S, t_start) steps,
+ * t_i = t_start - floor(i (t_start - 1)/(S' - 1) + 1/2) for i = 0..S'-1
+ * (exact integer arithmetic; t_start alone when S' = 1). The chain then
+ * steps to 0. *n gets the count; times (capacity entries; NULL if capacity
+ * is 0) gets as many as fit (CD_ERR_SHAPE if not all did).
+ */
+CD_API cd_status cd_sampler_step_times(const cd_sampler *s, int64_t t_start,
+                                       int64_t *times, int64_t capacity,
+                                       int64_t *n);
+
+/**
+ * Unconditional sampling: draw z_T from the degradation's prior into out
+ * (N x C x H x W, any N), then run the chain from T down to 0; out holds
+ * z_0. Priors: noise, z_T ~ N(0, I); blur, per sample a constant
+ * c ~ N(mu, s^2) (one draw per sample, first) plus per-pixel jitter
+ * N(0, jitter^2) (then N x C x H x W draws), with mu, s and jitter from
+ * CD_SAMPLER_PRIOR_* (fit them to D(x, T) of the training set; the
+ * defaults are the report's hard-coded MNIST values).
+ * Errors: CD_ERR_STATE (no predictor), CD_ERR_INVALID_ARGUMENT (NULL
+ * argument, rng included), CD_ERR_SHAPE, CD_ERR_RANGE (clip lo > hi),
+ * CD_ERR_UNSUPPORTED (a degradation without a prior, a blur plane above
+ * 128 x 128), CD_ERR_NOT_FINITE (the predictor produced NaN or infinity),
+ * CD_ERR_OUT_OF_MEMORY, or the predictor's own status.
+ */
+CD_API cd_status cd_sampler_sample(cd_sampler *s, cd_rng *rng,
+                                   cd_tensor *out);
+
+/**
+ * Conditional restoration: z = D(x, t_start), then the chain down to 0;
+ * out (the shape of x, not x itself) gets z_0. rng may be NULL for a
+ * deterministic degradation; the noise degradation needs it.
+ *
+ * Snapshots, for the n_snap >= 0 times snap_times[v] in 0..t_start (any
+ * order, repeats allowed). Each snapshot tensor is n_snap x N x C x H x W
+ * or NULL; entry v gets:
+ *   snap_z     the chain's latent z_t at the first time t <= snap_times[v]
+ *              that the chain visits (cd_sampler_step_times; 0 after the
+ *              last step). DDPM and the cold samplers visit every t.
+ *   snap_xhat  the clean-image estimate x-hat made at that same t (the
+ *              predictor's output, or for the noise samplers
+ *              (z - sqrt(1 - abar_t) eps-hat) / sqrt(abar_t), clipped as
+ *              DDIM clips it); at t = 0, z_0 itself.
+ *   snap_fwd   D(x, snap_times[v]) exactly, drawn from rng after the chain
+ *              has finished, so it is independent of the chain and asking
+ *              for it does not change out.
+ * Random draws in order: D(x, t_start), the chain, the forward snapshots.
+ * Errors: as cd_sampler_sample(), plus CD_ERR_RANGE (t_start outside
+ * 1..T, a snapshot time outside 0..t_start), CD_ERR_NOT_FINITE (a pixel of
+ * x) and CD_ERR_INVALID_ARGUMENT (out is x, two snapshot arguments are the
+ * same tensor, snap_times NULL with n_snap > 0, or snapshot tensors with
+ * n_snap = 0).
+ */
+CD_API cd_status cd_sampler_restore(cd_sampler *s, const cd_tensor *x,
+                                    int64_t t_start, cd_rng *rng,
+                                    cd_tensor *out, const int64_t *snap_times,
+                                    int64_t n_snap, cd_tensor *snap_z,
+                                    cd_tensor *snap_xhat, cd_tensor *snap_fwd);
+
+/* ------------------------------------------------------------------------ */
 /* Datasets                                                                 */
 /* ------------------------------------------------------------------------ */
 
@@ -748,6 +943,105 @@ CD_API cd_status cd_dataset_fill_batch(const cd_dataset *ds, cd_split split,
 CD_API cd_status cd_dataset_gather(const cd_dataset *ds, cd_split split,
                                    const int64_t *idx, int64_t n,
                                    cd_tensor *images, cd_tensor *labels);
+
+/* ------------------------------------------------------------------------ */
+/* Training                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A trainer: a decoder, the degradation it learns to undo, and an Adam
+ * optimiser (spec: models.md section 5). One trainer per thread.
+ */
+typedef struct cd_trainer cd_trainer;
+
+/**
+ * Trainer options, set with cd_trainer_set() (doubles; flags are 0 or 1).
+ * Keys 0..7 are Adam's: PyTorch's arithmetic, defaults lr 2e-4, betas 0.9
+ * and 0.999, eps 1e-8, no weight decay, no clipping, no EMA.
+ */
+typedef enum cd_trainer_param {
+    CD_TRAINER_LR = 0,            /**< (0, inf), default 2e-4                    */
+    CD_TRAINER_BETA1 = 1,         /**< [0, 1), default 0.9                       */
+    CD_TRAINER_BETA2 = 2,         /**< [0, 1), default 0.999                     */
+    CD_TRAINER_EPS = 3,           /**< (0, inf), default 1e-8                    */
+    CD_TRAINER_WEIGHT_DECAY = 4,  /**< [0, inf), default 0                       */
+    CD_TRAINER_DECOUPLED = 5,     /**< 0: Adam's L2 decay, 1: AdamW              */
+    CD_TRAINER_CLIP_NORM = 6,     /**< max global gradient norm; 0 = off         */
+    CD_TRAINER_EMA_DECAY = 7,     /**< EMA of the weights; 0 = off (0.995 typical) */
+    CD_TRAINER_T_MAX = 16,        /**< draw t from 1..t_max; 0 = T (default). The
+                                       report's ddpm-cnn-good/bad use T - 1      */
+    CD_TRAINER_T_PER_BATCH = 17,  /**< 1: one t per batch (the report's blur run) */
+    CD_TRAINER_LOSS = 18,         /**< 0: MSE (default), 1: L1                   */
+    CD_TRAINER_VAL_BATCH = 19     /**< batch size of cd_trainer_eval_loss (512)  */
+} cd_trainer_param;
+
+/**
+ * Make a trainer for dec and deg. On success the trainer OWNS both and
+ * frees them with itself; on failure the caller still owns them.
+ * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec,
+                                   cd_degradation *deg);
+
+/** Free a trainer with its decoder and degradation; NULL is a no-op. */
+CD_API void cd_trainer_free(cd_trainer *tr);
+
+/** Set an option; CD_ERR_RANGE or CD_ERR_NOT_FINITE leave the old value. */
+CD_API cd_status cd_trainer_set(cd_trainer *tr, cd_trainer_param key,
+                                double value);
+
+/** Read an option. */
+CD_API cd_status cd_trainer_get(const cd_trainer *tr, cd_trainer_param key,
+                                double *value);
+
+/** The allowed range [lo, hi] of an option (ends may be excluded: see the
+ *  key's comment). */
+CD_API cd_status cd_trainer_bounds(cd_trainer_param key, double *lo,
+                                   double *hi);
+
+/** The trainer's decoder and degradation (borrowed; live as long as tr). */
+CD_API cd_decoder *cd_trainer_decoder(cd_trainer *tr);
+CD_API cd_degradation *cd_trainer_degradation(cd_trainer *tr);
+
+/** Optimiser steps taken, or -1 (with an error). */
+CD_API int64_t cd_trainer_steps(const cd_trainer *tr);
+
+/**
+ * One step of Algorithm 1 on a batch of clean images (N x C x H x W): draw
+ * t (per sample or per batch) and the noise from rng, degrade, predict,
+ * take the loss against eps (noise) or x (deterministic degradations),
+ * backpropagate and update the weights. *loss gets the batch loss.
+ * Errors: CD_ERR_SHAPE, CD_ERR_NOT_FINITE (a NaN pixel, or a NaN gradient:
+ * then the weights are unchanged), CD_ERR_OUT_OF_MEMORY (the first step
+ * of a batch size allocates; later ones do not).
+ */
+CD_API cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images,
+                                 cd_rng *rng, double *loss);
+
+/**
+ * The training objective averaged over every image of a dataset split,
+ * in batches of CD_TRAINER_VAL_BATCH, with fresh t and noise from rng.
+ * The weights are not changed.
+ */
+CD_API cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds,
+                                      cd_split split, cd_rng *rng,
+                                      double *loss);
+
+/**
+ * Save everything needed to resume: the decoder, the degradation and its
+ * schedule, the options, Adam's state and EMA, the step count and, if rng
+ * is not NULL, its state. Atomic: on failure an existing file is kept.
+ */
+CD_API cd_status cd_trainer_save(cd_trainer *tr, const char *path,
+                                 const cd_rng *rng);
+
+/**
+ * Load a trainer saved by cd_trainer_save(); if rng is not NULL its state
+ * is restored too, so N more steps give the same bits as an uninterrupted
+ * run (same seed and thread count). Errors as cd_decoder_load().
+ */
+CD_API cd_status cd_trainer_load(cd_trainer **out, const char *path,
+                                 cd_rng *rng);
 
 /* ------------------------------------------------------------------------ */
 /* Images                                                                   */

@@ -8,7 +8,21 @@
  */
 #include "diffusion.h"
 
+#include <inttypes.h>
 #include <math.h>
+
+cd_status cd__blur_check(const cd_degradation *d, const char *fn, int64_t H, int64_t W)
+{
+    const int64_t r = d->kernel_size / 2;
+    if (H * W > CD__BLUR_MAX_PIXELS)
+        return cd__error(CD_ERR_UNSUPPORTED, "%s: the blur takes images of at most %d pixels, "
+                         "got %" PRId64 "x%" PRId64, fn, CD__BLUR_MAX_PIXELS, H, W);
+    if (d->padding == CD_PADDING_REFLECT && (r >= H || r >= W))
+        return cd__error(CD_ERR_SHAPE, "%s: reflect padding of %" PRId64 " needs images larger "
+                         "than %" PRId64 "x%" PRId64 ", got %" PRId64 "x%" PRId64, fn, r, r, r,
+                         H, W);
+    return CD_OK;
+}
 
 void cd__blur_kernel(float *kernel, int64_t k, float sigma)
 {

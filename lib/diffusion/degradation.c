@@ -137,15 +137,7 @@ static cd_status check_apply(const cd_degradation *d, const char *fn, const cd_t
         return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: eps is only for the noise degradation",
                          fn);
     } else {
-        const int64_t r = d->kernel_size / 2;
-        if (x->shape[2] * x->shape[3] > CD__BLUR_MAX_PIXELS)
-            return cd__error(CD_ERR_UNSUPPORTED, "%s: the blur takes images of at most %d "
-                             "pixels, got %" PRId64 "x%" PRId64, fn, CD__BLUR_MAX_PIXELS,
-                             x->shape[2], x->shape[3]);
-        if (d->padding == CD_PADDING_REFLECT && (r >= x->shape[2] || r >= x->shape[3]))
-            return cd__error(CD_ERR_SHAPE, "%s: reflect padding of %" PRId64 " needs images "
-                             "larger than %" PRId64 "x%" PRId64 ", got %" PRId64 "x%" PRId64,
-                             fn, r, r, r, x->shape[2], x->shape[3]);
+        CD__TRY(cd__blur_check(d, fn, x->shape[2], x->shape[3]));
     }
     return CD_OK;
 }

@@ -34,7 +34,7 @@ static cd_status check_T(const char *fn, int64_t T)
 
 /* beta must be finite and in (0, 1]: 1 is allowed because the report's blur
  * uses a constant schedule of 1 (there beta is the blur's sigma); the noise
- * degradation refuses a beta of 1 itself. */
+ * samplers refuse a beta of 1 themselves. */
 static cd_status check_beta(const char *fn, const char *what, double b)
 {
     if (!isfinite(b))

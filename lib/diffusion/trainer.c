@@ -1,0 +1,292 @@
+/*
+ * trainer.c - Algorithm 1 of the report (spec: models.md section 5): draw
+ * t, degrade, predict, take the loss, backpropagate, step Adam. The buffers
+ * of a batch size are made on its first step and reused afterwards.
+ */
+#include "diffusion.h"
+#include "nn/decoder.h"
+#include "nn/nn.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cd_trainer {
+    cd_decoder *dec;
+    cd_degradation *deg;
+    cd__adam *adam;
+    int64_t t_max, t_per_batch, loss_kind, val_batch;
+    /* Buffers for batch size N. */
+    int64_t N;
+    cd_tensor *z, *target, *out, *dout, *tau;
+    int64_t *t;
+};
+
+typedef struct {
+    double lo, hi, def;
+    bool integer;
+} trainer_key;
+
+/* Bounds of the keys the trainer itself holds (Adam's come from adam.c). */
+static const trainer_key own_keys[] = {
+    [0] = {0, 1e9, 0, true},   /* T_MAX: 0 means T */
+    [1] = {0, 1, 0, true},     /* T_PER_BATCH */
+    [2] = {0, 1, 0, true},     /* LOSS */
+    [3] = {1, 1e6, 512, true}, /* VAL_BATCH */
+};
+#define OWN_FIRST CD_TRAINER_T_MAX
+#define OWN_COUNT 4
+
+static bool is_adam_key(cd_trainer_param key)
+{
+    return (int)key >= 0 && (int)key < CD__ADAM_NPARAMS;
+}
+
+static bool is_own_key(cd_trainer_param key)
+{
+    return (int)key >= OWN_FIRST && (int)key < OWN_FIRST + OWN_COUNT;
+}
+
+static int64_t *own_slot(cd_trainer *tr, cd_trainer_param key)
+{
+    switch (key) {
+    case CD_TRAINER_T_MAX: return &tr->t_max;
+    case CD_TRAINER_T_PER_BATCH: return &tr->t_per_batch;
+    case CD_TRAINER_LOSS: return &tr->loss_kind;
+    default: return &tr->val_batch;
+    }
+}
+
+cd_status cd_trainer_bounds(cd_trainer_param key, double *lo, double *hi)
+{
+    static const char fn[] = "cd_trainer_bounds";
+    CD__CHECK_NOT_NULL(lo, fn);
+    CD__CHECK_NOT_NULL(hi, fn);
+    if (is_adam_key(key)) {
+        int32_t open;
+        return cd__adam_bounds((cd__adam_param)key, lo, hi, &open);
+    }
+    if (!is_own_key(key))
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown key %d", fn, (int)key);
+    *lo = own_keys[key - OWN_FIRST].lo;
+    *hi = own_keys[key - OWN_FIRST].hi;
+    return CD_OK;
+}
+
+cd_status cd_trainer_set(cd_trainer *tr, cd_trainer_param key, double value)
+{
+    static const char fn[] = "cd_trainer_set";
+    CD__CHECK_NOT_NULL(tr, fn);
+    if (!isfinite(value))
+        return cd__error(CD_ERR_NOT_FINITE, "%s: key %d: value %g", fn, (int)key, value);
+    if (is_adam_key(key)) return cd__adam_set(tr->adam, (cd__adam_param)key, value);
+    if (!is_own_key(key))
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown key %d", fn, (int)key);
+    const trainer_key *k = &own_keys[key - OWN_FIRST];
+    if (value < k->lo || value > k->hi || value != floor(value))
+        return cd__error(CD_ERR_RANGE, "%s: key %d: %g is not an integer in %g..%g", fn,
+                         (int)key, value, k->lo, k->hi);
+    if (key == CD_TRAINER_T_MAX && value > (double)tr->deg->T)
+        return cd__error(CD_ERR_RANGE, "%s: t_max = %g exceeds T = %" PRId64, fn, value,
+                         tr->deg->T);
+    *own_slot(tr, key) = (int64_t)value;
+    return CD_OK;
+}
+
+cd_status cd_trainer_get(const cd_trainer *tr, cd_trainer_param key, double *value)
+{
+    static const char fn[] = "cd_trainer_get";
+    CD__CHECK_NOT_NULL(tr, fn);
+    CD__CHECK_NOT_NULL(value, fn);
+    if (is_adam_key(key)) return cd__adam_get(tr->adam, (cd__adam_param)key, value);
+    if (!is_own_key(key))
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown key %d", fn, (int)key);
+    *value = (double)*own_slot((cd_trainer *)tr, key);
+    return CD_OK;
+}
+
+static void free_buffers(cd_trainer *tr)
+{
+    cd_tensor_free(tr->z);
+    cd_tensor_free(tr->target);
+    cd_tensor_free(tr->out);
+    cd_tensor_free(tr->dout);
+    cd_tensor_free(tr->tau);
+    free(tr->t);
+    tr->z = tr->target = tr->out = tr->dout = tr->tau = NULL;
+    tr->t = NULL;
+    tr->N = 0;
+}
+
+cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec, cd_degradation *deg)
+{
+    static const char fn[] = "cd_trainer_create";
+    CD__CHECK_NOT_NULL(out, fn);
+    *out = NULL;
+    CD__CHECK_NOT_NULL(dec, fn);
+    CD__CHECK_NOT_NULL(deg, fn);
+    cd_trainer *tr = calloc(1, sizeof *tr);
+    if (!tr) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory", fn);
+    cd_status st = cd__adam_create(&tr->adam, cd_decoder_params(dec));
+    if (st != CD_OK) {
+        free(tr);
+        return st;
+    }
+    tr->dec = dec;
+    tr->deg = deg;
+    tr->val_batch = 512;
+    *out = tr;
+    return CD_OK;
+}
+
+void cd_trainer_free(cd_trainer *tr)
+{
+    if (!tr) return;
+    free_buffers(tr);
+    cd__adam_free(tr->adam);
+    cd_decoder_free(tr->dec);
+    cd_degradation_free(tr->deg);
+    free(tr);
+}
+
+cd_decoder *cd_trainer_decoder(cd_trainer *tr)
+{
+    if (!tr) cd__error(CD_ERR_INVALID_ARGUMENT, "cd_trainer_decoder: argument 'tr' is NULL");
+    return tr ? tr->dec : NULL;
+}
+
+cd_degradation *cd_trainer_degradation(cd_trainer *tr)
+{
+    if (!tr) cd__error(CD_ERR_INVALID_ARGUMENT, "cd_trainer_degradation: argument 'tr' is NULL");
+    return tr ? tr->deg : NULL;
+}
+
+cd__adam *cd__trainer_adam(cd_trainer *tr) { return tr->adam; }
+
+int64_t cd_trainer_steps(const cd_trainer *tr)
+{
+    if (!tr) {
+        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_trainer_steps: argument 'tr' is NULL");
+        return -1;
+    }
+    return cd__adam_steps(tr->adam);
+}
+
+/* Buffers for batches shaped like `shape`; reused while the shape holds. */
+static cd_status ensure_buffers(cd_trainer *tr, const int64_t shape[4])
+{
+    if (tr->z && cd__tensor_expect(tr->z, "", "", 4, shape) == CD_OK) return CD_OK;
+    free_buffers(tr);
+    cd_status st = CD_OK;
+    cd_tensor **bufs[4] = {&tr->z, &tr->target, &tr->out, &tr->dout};
+    for (int i = 0; st == CD_OK && i < 4; i++) st = cd_tensor_create(bufs[i], 4, shape);
+    if (st == CD_OK) st = cd_tensor_create(&tr->tau, 1, shape);
+    if (st == CD_OK && !(tr->t = malloc((size_t)shape[0] * sizeof *tr->t)))
+        st = cd__error(CD_ERR_OUT_OF_MEMORY, "trainer: no memory for %" PRId64 " steps", shape[0]);
+    if (st != CD_OK) {
+        free_buffers(tr);
+        return st;
+    }
+    tr->N = shape[0];
+    return CD_OK;
+}
+
+/* Draw t in 1..t_max (per sample, or one per batch) and set tau = t / T. */
+static cd_status draw_times(cd_trainer *tr, cd_rng *rng, int64_t N)
+{
+    const int64_t T = tr->deg->T, hi = tr->t_max > 0 ? tr->t_max : T;
+    if (tr->t_per_batch) {
+        CD__TRY(cd_rng_int_range(rng, tr->t, 1, 1, hi));
+        for (int64_t n = 1; n < N; n++) tr->t[n] = tr->t[0];
+    } else {
+        CD__TRY(cd_rng_int_range(rng, tr->t, N, 1, hi));
+    }
+    float *tau = cd_tensor_data(tr->tau);
+    for (int64_t n = 0; n < N; n++) tau[n] = (float)((double)tr->t[n] / (double)T);
+    return CD_OK;
+}
+
+/* Degrade, predict and score one batch; the loss gradient goes to dout. */
+static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, cd_rng *rng,
+                              double *loss)
+{
+    const int64_t N = images->shape[0], n = images->numel;
+    CD__TRY(draw_times(tr, rng, N));
+    const bool noise = tr->deg->kind == CD_DEGRADATION_NOISE;
+    CD__TRY(cd_degradation_apply(tr->deg, images, tr->t, N, rng, tr->z, noise ? tr->target : NULL));
+    if (!noise) memcpy(tr->target->data, images->data, (size_t)n * sizeof(float));
+    CD__TRY(cd_decoder_forward(tr->dec, tr->z, tr->tau, tr->out));
+    memset(tr->dout->data, 0, (size_t)n * sizeof(float));
+    if (tr->loss_kind == 1) {
+        *loss = cd__l1_forward(tr->out->data, tr->target->data, n);
+        cd__l1_backward(tr->dout->data, tr->out->data, tr->target->data, n, 1.0f);
+    } else {
+        *loss = cd__mse_forward(tr->out->data, tr->target->data, n);
+        cd__mse_backward(tr->dout->data, tr->out->data, tr->target->data, n, 1.0f);
+    }
+    return CD_OK;
+}
+
+cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, double *loss)
+{
+    static const char fn[] = "cd_trainer_step";
+    CD__CHECK_NOT_NULL(tr, fn);
+    CD__CHECK_NOT_NULL(images, fn);
+    CD__CHECK_NOT_NULL(rng, fn);
+    CD__CHECK_NOT_NULL(loss, fn);
+    if (images->rank != 4)
+        return cd__error(CD_ERR_SHAPE, "%s: images must be N x C x H x W, got rank %" PRId32,
+                         fn, images->rank);
+    CD__TRY(ensure_buffers(tr, images->shape));
+    double l = 0.0;
+    CD__TRY(forward_loss(tr, images, rng, &l));
+    if (!isfinite(l))
+        return cd__error(CD_ERR_NOT_FINITE, "%s: the loss is %g; the weights are unchanged",
+                         fn, l);
+    cd_params *p = cd_decoder_params(tr->dec);
+    CD__TRY(cd_params_zero_grad(p));
+    CD__TRY(cd_decoder_backward(tr->dec, tr->dout, NULL));
+    CD__TRY(cd__adam_step(tr->adam));
+    *loss = l;
+    return CD_OK;
+}
+
+cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split split,
+                               cd_rng *rng, double *loss)
+{
+    static const char fn[] = "cd_trainer_eval_loss";
+    CD__CHECK_NOT_NULL(tr, fn);
+    CD__CHECK_NOT_NULL(ds, fn);
+    CD__CHECK_NOT_NULL(rng, fn);
+    CD__CHECK_NOT_NULL(loss, fn);
+    const int64_t count = cd_dataset_count(ds, split);
+    if (count < 0) return cd_last_status();
+    if (count == 0) return cd__error(CD_ERR_STATE, "%s: the split is empty", fn);
+    const int64_t shape[4] = {count < tr->val_batch ? count : tr->val_batch,
+                              cd_dataset_channels(ds), cd_dataset_height(ds),
+                              cd_dataset_width(ds)};
+    cd_tensor *batch = NULL;
+    CD__TRY(cd_tensor_create(&batch, 4, shape));
+    double sum = 0.0;
+    cd_status st = CD_OK;
+    for (int64_t first = 0; st == CD_OK && first < count; first += shape[0]) {
+        int64_t got = 0;
+        st = cd_dataset_fill_batch(ds, split, first, batch, NULL, &got);
+        if (st == CD_OK && got < shape[0]) {
+            /* The last, partial batch: a tensor of exactly its size. */
+            const int64_t rest[4] = {got, shape[1], shape[2], shape[3]};
+            cd_tensor_free(batch);
+            batch = NULL;
+            st = cd_tensor_create(&batch, 4, rest);
+            if (st == CD_OK) st = cd_dataset_fill_batch(ds, split, first, batch, NULL, &got);
+        }
+        double l = 0.0;
+        if (st == CD_OK) st = ensure_buffers(tr, batch->shape);
+        if (st == CD_OK) st = forward_loss(tr, batch, rng, &l);
+        sum += l * (double)got;
+    }
+    cd_tensor_free(batch);
+    if (st == CD_OK) *loss = sum / (double)count;
+    return st;
+}

@@ -1,0 +1,241 @@
+/* check_trainer.c - Algorithm 1: a short real run whose loss falls, exact
+ * resumption from a checkpoint, evaluation, options and errors. */
+#include "test_util.h"
+
+#include <math.h>
+
+static cd_decoder *make_cnn(const int64_t *hidden, int32_t n_hidden, int64_t kernel,
+                            uint64_t seed)
+{
+    cd_decoder_config *cfg = NULL;
+    cd_decoder *d = NULL;
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
+    if (hidden) {
+        CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, hidden, n_hidden));
+        CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_KERNEL, kernel));
+    }
+    CD_ASSERT_OK(cd_rng_create(&rng, seed));
+    CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
+    cd_rng_free(rng);
+    cd_decoder_config_free(cfg);
+    return d;
+}
+
+static cd_trainer *make_trainer(int blur, const int64_t *hidden, int32_t n_hidden)
+{
+    cd_schedule *s = NULL;
+    cd_degradation *deg = NULL;
+    cd_trainer *tr = NULL;
+    if (blur) {
+        CD_ASSERT_OK(cd_schedule_create_constant(&s, 20, 1.0));
+        CD_ASSERT_OK(cd_degradation_create_blur(&deg, s, 11, CD_PADDING_REFLECT));
+    } else {
+        CD_ASSERT_OK(cd_schedule_create_linear(&s, 1000, 1e-4, 0.02));
+        CD_ASSERT_OK(cd_degradation_create_noise(&deg, s));
+    }
+    cd_schedule_free(s);
+    CD_ASSERT_OK(cd_trainer_create(&tr, make_cnn(hidden, n_hidden, 3, 7), deg));
+    return tr;
+}
+
+static cd_dataset *load_slice(void)
+{
+    char im[512], lb[512];
+    cd_dataset *ds = NULL;
+    CD_ASSERT_OK(cd_dataset_load_idx(
+        &ds, cd_test_path(im, sizeof im, cd_test_data_dir(), "t10k-images-idx3-ubyte.gz"),
+        cd_test_path(lb, sizeof lb, cd_test_data_dir(), "t10k-labels-idx1-ubyte.gz"), NULL, NULL));
+    CD_ASSERT_OK(cd_dataset_split(ds, 0.2, 42));
+    return ds;
+}
+
+static cd_tensor *batch_tensor(int64_t n)
+{
+    cd_tensor *t = NULL;
+    CD_ASSERT_OK(cd_tensor_create(&t, 4, (int64_t[]){n, 1, 28, 28}));
+    return t;
+}
+
+/* The report's CNN on the 800 training images of the slice: the mean loss
+ * of the last 10 steps is at most half that of the first 10. */
+START_TEST(short_run_loss_falls)
+{
+    cd_dataset *ds = load_slice();
+    cd_trainer *tr = make_trainer(0, NULL, 0);
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LR, 2e-3));
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_rng_create(&rng, 42));
+    cd_tensor *batch = batch_tensor(32);
+    enum { STEPS = 80 };
+    double first = 0, last = 0;
+    for (int s = 0; s < STEPS; s++) {
+        int64_t pos = (s * 32) % 768, got = 0;
+        if (pos == 0) CD_ASSERT_OK(cd_dataset_shuffle(ds, CD_SPLIT_TRAIN, rng));
+        CD_ASSERT_OK(cd_dataset_fill_batch(ds, CD_SPLIT_TRAIN, pos, batch, NULL, &got));
+        double loss = 0;
+        CD_ASSERT_OK(cd_trainer_step(tr, batch, rng, &loss));
+        ck_assert(isfinite(loss));
+        if (s < 10) first += loss / 10;
+        if (s >= STEPS - 10) last += loss / 10;
+    }
+    printf("short run: mean loss %.4f over the first 10 steps, %.4f over the last 10\n", first,
+           last);
+    ck_assert_msg(last <= 0.5 * first, "loss fell only from %g to %g", first, last);
+    ck_assert_int_eq(cd_trainer_steps(tr), STEPS);
+    double val = 0;
+    CD_ASSERT_OK(cd_trainer_eval_loss(tr, ds, CD_SPLIT_VAL, rng, &val));
+    ck_assert_msg(val < first, "validation loss %g", val);
+    cd_tensor_free(batch);
+    cd_rng_free(rng);
+    cd_trainer_free(tr);
+    cd_dataset_free(ds);
+}
+END_TEST
+
+static void run_steps(cd_trainer *tr, cd_dataset *ds, cd_rng *rng, cd_tensor *batch, int from,
+                      int to)
+{
+    for (int s = from; s < to; s++) {
+        int64_t got = 0;
+        double loss = 0;
+        CD_ASSERT_OK(cd_dataset_fill_batch(ds, CD_SPLIT_TRAIN, 8 * s, batch, NULL, &got));
+        CD_ASSERT_OK(cd_trainer_step(tr, batch, rng, &loss));
+    }
+}
+
+/* Stop after 3 steps, save, load, run 3 more: the same bits as 6 steps in
+ * one go (same seed, same thread count), for noise and blur, with EMA and
+ * clipping on so every piece of state must survive. */
+START_TEST(resume_is_bit_identical)
+{
+    const int64_t hidden[2] = {4, 6};
+    cd_dataset *ds = load_slice();
+    cd_tensor *batch = batch_tensor(8);
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "resume.cdm");
+    for (int blur = 0; blur < 2; blur++) {
+        cd_trainer *a = make_trainer(blur, hidden, 2), *b = make_trainer(blur, hidden, 2), *c = NULL;
+        cd_rng *ra = NULL, *rb = NULL, *rc = NULL;
+        CD_ASSERT_OK(cd_rng_create(&ra, 5));
+        CD_ASSERT_OK(cd_rng_create(&rb, 5));
+        CD_ASSERT_OK(cd_rng_create(&rc, 999)); /* overwritten by the load */
+        for (int k = 0; k < 2; k++) {
+            cd_trainer *t = k ? b : a;
+            CD_ASSERT_OK(cd_trainer_set(t, CD_TRAINER_EMA_DECAY, 0.9));
+            CD_ASSERT_OK(cd_trainer_set(t, CD_TRAINER_CLIP_NORM, 0.5));
+            CD_ASSERT_OK(cd_trainer_set(t, CD_TRAINER_LR, 1e-3));
+            CD_ASSERT_OK(cd_trainer_set(t, CD_TRAINER_T_PER_BATCH, blur));
+        }
+        run_steps(a, ds, ra, batch, 0, 6);
+        run_steps(b, ds, rb, batch, 0, 3);
+        CD_ASSERT_OK(cd_trainer_save(b, path, rb));
+        cd_trainer_free(b);
+        CD_ASSERT_OK(cd_trainer_load(&c, path, rc));
+        ck_assert_int_eq(cd_trainer_steps(c), 3);
+        double v = 0;
+        CD_ASSERT_OK(cd_trainer_get(c, CD_TRAINER_T_PER_BATCH, &v));
+        ck_assert(v == blur);
+        run_steps(c, ds, rc, batch, 3, 6);
+        cd_params *pa = cd_decoder_params(cd_trainer_decoder(a));
+        cd_params *pc = cd_decoder_params(cd_trainer_decoder(c));
+        ck_assert_int_eq(cd_params_numel(pa), cd_params_numel(pc));
+        ck_assert_msg(memcmp(cd_params_data(pa, -1), cd_params_data(pc, -1),
+                             (size_t)cd_params_numel(pa) * sizeof(float)) == 0,
+                      "%s: resumed weights differ", blur ? "blur" : "noise");
+        cd_rng_free(ra);
+        cd_rng_free(rb);
+        cd_rng_free(rc);
+        cd_trainer_free(a);
+        cd_trainer_free(c);
+    }
+    cd_tensor_free(batch);
+    cd_dataset_free(ds);
+}
+END_TEST
+
+START_TEST(eval_leaves_weights_alone)
+{
+    const int64_t hidden[2] = {4, 6};
+    cd_dataset *ds = load_slice();
+    cd_trainer *tr = make_trainer(1, hidden, 2);
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_VAL_BATCH, 64)); /* 200 = 3 x 64 + 8 */
+    cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
+    size_t bytes = (size_t)cd_params_numel(p) * sizeof(float);
+    float *before = malloc(bytes);
+    memcpy(before, cd_params_data(p, -1), bytes);
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_rng_create(&rng, 3));
+    double l1 = 0, l2 = 0;
+    CD_ASSERT_OK(cd_trainer_eval_loss(tr, ds, CD_SPLIT_VAL, rng, &l1));
+    ck_assert_mem_eq(cd_params_data(p, -1), before, bytes);
+    ck_assert(isfinite(l1) && l1 > 0);
+    CD_ASSERT_OK(cd_trainer_eval_loss(tr, ds, CD_SPLIT_VAL, rng, &l2));
+    ck_assert(isfinite(l2) && l2 > 0);
+    free(before);
+    cd_rng_free(rng);
+    cd_trainer_free(tr);
+    cd_dataset_free(ds);
+}
+END_TEST
+
+START_TEST(bad_input_is_an_error)
+{
+    const int64_t hidden[2] = {4, 6};
+    cd_trainer *tr = make_trainer(0, hidden, 2), *bad = (cd_trainer *)0x1;
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_rng_create(&rng, 1));
+    double loss = 0, v = 0, lo = 0, hi = 0;
+    cd_tensor *two = NULL, *x = batch_tensor(4);
+    CD_ASSERT_OK(cd_tensor_create(&two, 4, (int64_t[]){4, 2, 28, 28}));
+    CD_ASSERT_STATUS(cd_trainer_step(tr, two, rng, &loss), CD_ERR_SHAPE);
+    cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
+    size_t bytes = (size_t)cd_params_numel(p) * sizeof(float);
+    float *before = malloc(bytes);
+    memcpy(before, cd_params_data(p, -1), bytes);
+    cd_tensor_data(x)[17] = NAN;
+    CD_ASSERT_STATUS(cd_trainer_step(tr, x, rng, &loss), CD_ERR_NOT_FINITE);
+    ck_assert_mem_eq(cd_params_data(p, -1), before, bytes);
+    ck_assert_int_eq(cd_trainer_steps(tr), 0);
+    CD_ASSERT_STATUS(cd_trainer_step(tr, x, NULL, &loss), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_LR, -1.0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_LR, NAN), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_T_MAX, 1001), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_LOSS, 2), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_VAL_BATCH, 0.5), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_trainer_set(tr, (cd_trainer_param)12, 1), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_T_MAX, 999));
+    CD_ASSERT_OK(cd_trainer_get(tr, CD_TRAINER_T_MAX, &v));
+    ck_assert(v == 999);
+    CD_ASSERT_OK(cd_trainer_get(tr, CD_TRAINER_LR, &v));
+    ck_assert(v == 2e-4);
+    CD_ASSERT_OK(cd_trainer_bounds(CD_TRAINER_EMA_DECAY, &lo, &hi));
+    ck_assert(lo == 0 && hi == 1);
+    CD_ASSERT_STATUS(cd_trainer_create(&bad, NULL, NULL), CD_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_null(bad);
+    CD_ASSERT_STATUS(cd_trainer_load(&bad, "/nonexistent/x.cdm", rng), CD_ERR_NOT_FOUND);
+    ck_assert_int_eq(cd_trainer_steps(NULL), -1);
+    free(before);
+    cd_tensor_free(two);
+    cd_tensor_free(x);
+    cd_rng_free(rng);
+    cd_trainer_free(tr);
+    cd_trainer_free(NULL);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("trainer");
+    TCase *tc = tcase_create("trainer");
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, short_run_loss_falls);
+    tcase_add_test(tc, resume_is_bit_identical);
+    tcase_add_test(tc, eval_leaves_weights_alone);
+    tcase_add_test(tc, bad_input_is_an_error);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CD_TEST_MAIN(make_suite)
