@@ -16,7 +16,7 @@
 #include "ops/ops.h"
 
 #define CD__DEC_MAX_LIST 8
-#define CD__DEC_MAX_LAYERS 128
+#define CD__DEC_MAX_LAYERS 256
 
 typedef struct cd__decoder_cfg {
     cd_decoder_type type;

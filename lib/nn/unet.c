@@ -22,6 +22,7 @@
 #include "unet.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
