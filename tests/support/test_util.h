@@ -41,6 +41,12 @@
     ck_assert_msg(strstr(cd_last_error(), (needle)) != NULL,                  \
                   "error '%s' does not mention '%s'", cd_last_error(), (needle))
 
+/* 1 in a sanitizer build, where tests shrink workloads that only measure
+ * scale (memory safety does not need batch 128). */
+#ifndef CD_TEST_SANITIZED
+#define CD_TEST_SANITIZED 0
+#endif
+
 /* tests/data in the source tree (set by CMake). */
 static inline const char *cd_test_data_dir(void)
 {
