@@ -7,17 +7,22 @@
  *
  *   dense      every non-depthwise convolution on x86-64 CPUs with
  *              AVX-512 (chosen at run time). Each image is copied into
- *              zero-padded frames of row stride Wp; the output pixel at
- *              flat "wide" position q = y Wp + x reads tap (ci, ky, kx) at
+ *              zero-padded frames of row stride Wp (unpadded tensors are
+ *              read in place); the output pixel at flat "wide" position
+ *              q = y Wp + x reads tap (ci, ky, kx) at
  *              frame[ci][q + ky Wp + kx], so every row of the implicit
  *              im2col matrix is a shifted view of a frame and no column
- *              buffer exists. Wide positions with x >= W_out are computed
- *              and dropped (Wp - W_out of every Wp). Stride s becomes
- *              stride 1 on space-to-depth frames (s^2 frames per channel,
- *              a ceil(k/s)-tap kernel). The input gradient is the same
- *              kernel on the padded output gradient with flipped,
- *              transposed weights; the weight gradient is a dot product of
- *              the output gradient with the same shifted views.
+ *              buffer exists. Stride s becomes stride 1 on space-to-depth
+ *              frames (s^2 frames per channel, a ceil(k/s)-tap kernel). The
+ *              input gradient is the same convolution of the padded output
+ *              gradient with flipped, transposed weights. Two kernel
+ *              families do the arithmetic:
+ *                - vectorised over pixels: 16 consecutive wide positions
+ *                  per vector, the wide positions with x >= W_out wasted;
+ *                - vectorised over 16 output channels, the frame value
+ *                  broadcast: no waste, used when the other family would
+ *                  waste much (small images, 7x7 kernels) and, for the
+ *                  weight gradient, whenever there are 16+ outputs.
  *   depthwise  groups == C_in == C_out with stride 1: register-blocked
  *              AVX-512 kernels for 3x3, 5x5 and 7x7, and a portable kernel
  *              (row loops the compiler vectorises) for other sizes and CPUs.
@@ -48,6 +53,7 @@
 #include <immintrin.h>
 #define AVX512 __attribute__((target("avx512f")))
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 32")
 #endif
 
 /* Images per batch tile of the direct kernels: enough to amortise the
@@ -188,18 +194,20 @@ static framing make_plane_frame(int64_t C, int64_t H, int64_t W, int64_t pad_h, 
     return f;
 }
 
-/* Frame (and the slack up to CS) of one plane. */
+/* Frame (and the slack up to CS) of one plane. Rows are short (28 floats
+ * at the decoders' shapes), so plain loops beat memcpy/memset calls. */
 static void pad_plane(float *dst, const float *src, const framing *f)
 {
-    const int64_t right = f->Wp - f->left - f->W;
-    memset(dst, 0, (size_t)(f->top * f->Wp) * sizeof *dst);
-    float *d = dst + f->top * f->Wp;
-    for (int64_t y = 0; y < f->H; y++, d += f->Wp) {
-        memset(d, 0, (size_t)f->left * sizeof *d);
-        memcpy(d + f->left, src + y * f->W, (size_t)f->W * sizeof *d);
-        memset(d + f->left + f->W, 0, (size_t)right * sizeof *d);
+    const int64_t Wp = f->Wp, left = f->left, W = f->W;
+    memset(dst, 0, (size_t)(f->top * Wp) * sizeof *dst);
+    float *d = dst + f->top * Wp;
+    for (int64_t y = 0; y < f->H; y++, d += Wp) {
+        const float *s = src + y * W;
+        for (int64_t x = 0; x < left; x++) d[x] = 0.0f;
+        for (int64_t x = 0; x < W; x++) d[left + x] = s[x];
+        for (int64_t x = left + W; x < Wp; x++) d[x] = 0.0f;
     }
-    memset(d, 0, (size_t)(f->CS - (f->top + f->H) * f->Wp) * sizeof *d);
+    memset(d, 0, (size_t)(f->CS - (f->top + f->H) * Wp) * sizeof *d);
 }
 
 #ifdef CONV_X86
@@ -307,12 +315,12 @@ static void store_wide(float *dst, int64_t cs, int mr, const float *acc, int64_t
         const int64_t shift = y * Wp - q0; /* acc index of x = 0 in this row */
         for (int i = 0; i < mr; i++) {
             float *o = dst + i * cs + y * Wo;
-            const float *a = acc + i * ld + shift;
+            const float *a = acc + i * ld;
             if (accumulate) {
-                for (int64_t x = xa; x < xb; x++) o[x] += a[x];
+                for (int64_t x = xa; x < xb; x++) o[x] += a[shift + x];
             } else {
                 const float b = bias ? bias[i] : 0.0f;
-                for (int64_t x = xa; x < xb; x++) o[x] = a[x] + b;
+                for (int64_t x = xa; x < xb; x++) o[x] = a[shift + x] + b;
             }
         }
     }
@@ -350,6 +358,7 @@ typedef struct {
     int64_t nvalid;         /* valid positions from the first one */
     int rows;               /* rows to write (the kernel may compute more) */
     bool accumulate;
+    __mmask16 tail;         /* lanes of the last vector that may be read */
 } mk_out;
 
 /*
@@ -361,32 +370,40 @@ ALWAYS_INLINE AVX512 void dense_mk(const int MR, const int NV, const float *src,
                                    int64_t cs, int64_t wp, int64_t C, int64_t kh,
                                    int64_t kw, const float *wpk, const mk_out *o)
 {
+    /* Every loop over i and j is unrolled in full so that acc[][] lives in
+     * registers; a loop left rolled would put it on the stack. */
     __m512 acc[MRB][8];
-    for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_ps();
+    const __mmask16 tail = o->tail;
+    UNROLL for (int i = 0; i < MR; i++)
+        UNROLL for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_ps();
     for (int64_t ci = 0; ci < C; ci++) {
         for (int64_t ky = 0; ky < kh; ky++) {
             const float *row = src + ci * cs + ky * wp;
             for (int64_t kx = 0; kx < kw; kx++, wpk += MRB) {
                 __m512 x[8];
-                for (int j = 0; j < NV; j++) x[j] = _mm512_loadu_ps(row + kx + 16 * j);
-                for (int i = 0; i < MR; i++) {
+                UNROLL for (int j = 0; j < NV - 1; j++) x[j] = _mm512_loadu_ps(row + kx + 16 * j);
+                x[NV - 1] = _mm512_maskz_loadu_ps(tail, row + kx + 16 * (NV - 1));
+                UNROLL for (int i = 0; i < MR; i++) {
                     const __m512 w = _mm512_set1_ps(wpk[i]);
-                    for (int j = 0; j < NV; j++) acc[i][j] = _mm512_fmadd_ps(w, x[j], acc[i][j]);
+                    UNROLL for (int j = 0; j < NV; j++)
+                        acc[i][j] = _mm512_fmadd_ps(w, x[j], acc[i][j]);
                 }
             }
         }
     }
     if (o->buf) {
-        for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NV; j++) _mm512_storeu_ps(o->buf + i * o->ld + 16 * j, acc[i][j]);
+        UNROLL for (int i = 0; i < MR; i++)
+            UNROLL for (int j = 0; j < NV; j++)
+                _mm512_storeu_ps(o->buf + i * o->ld + 16 * j, acc[i][j]);
         return;
     }
-    for (int j = 0; j < NV; j++) {
+    UNROLL for (int j = 0; j < NV; j++) {
         const int64_t n = o->nvalid - 16 * j;
-        if (n <= 0) break;
-        const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
-        for (int i = 0; i < MR && i < o->rows; i++) {
+        const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF
+                          : n <= 0  ? (__mmask16)0
+                                    : (__mmask16)((1u << n) - 1u);
+        UNROLL for (int i = 0; i < MR; i++) {
+            if (i >= o->rows) continue;
             float *d = o->dst + i * o->cs + 16 * j;
             __m512 v = acc[i][j];
             if (o->accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, d), v);
@@ -436,6 +453,61 @@ static const mk_class mk_classes[4] = {
 };
 
 /*
+ * The dense kernel vectorised over output channels, for layers with 32 or
+ * more of them: buf[r NPX + i][16 c + lane] = sum over taps k = (ci, ky,
+ * kx) of w[k][16 c + lane] * rows[r][ci cs + ky wp + kx + i], for NR
+ * output rows of NPX consecutive pixels and NCV vectors of channels. Every
+ * lane is a real output: no wide positions are wasted. The weights are
+ * packed [k][16 NCV].
+ */
+ALWAYS_INLINE AVX512 void fcv_mk(const int NR, const int NPX, const int NCV,
+                                 const float *const *rows, int64_t cs, int64_t wp, int64_t C,
+                                 int64_t kh, int64_t kw, const float *w, float *buf)
+{
+    __m512 acc[28][2];
+    UNROLL for (int a = 0; a < NR * NPX; a++)
+        UNROLL for (int c = 0; c < NCV; c++) acc[a][c] = _mm512_setzero_ps();
+    for (int64_t ci = 0; ci < C; ci++) {
+        for (int64_t ky = 0; ky < kh; ky++) {
+            const float *q[2];
+            UNROLL for (int r = 0; r < NR; r++) q[r] = rows[r] + ci * cs + ky * wp;
+            for (int64_t kx = 0; kx < kw; kx++, w += 16 * NCV) {
+                /* Opaque pointers, as in dwcv_mk. */
+                UNROLL for (int r = 0; r < NR; r++) __asm__("" : "+r"(q[r]));
+                __m512 wv[2];
+                UNROLL for (int c = 0; c < NCV; c++) wv[c] = _mm512_loadu_ps(w + 16 * c);
+                UNROLL for (int r = 0; r < NR; r++) {
+                    UNROLL for (int i = 0; i < NPX; i++) {
+                        const __m512 b = _mm512_set1_ps(q[r][i]);
+                        UNROLL for (int c = 0; c < NCV; c++)
+                            acc[r * NPX + i][c] = _mm512_fmadd_ps(b, wv[c], acc[r * NPX + i][c]);
+                    }
+                    q[r]++;
+                }
+            }
+        }
+    }
+    UNROLL for (int a = 0; a < NR * NPX; a++)
+        UNROLL for (int c = 0; c < NCV; c++) _mm512_storeu_ps(buf + a * 16 * NCV + 16 * c, acc[a][c]);
+}
+
+typedef void (*fcv_fn)(const float *const *, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       const float *, float *);
+
+#define FCV_MK(NR, NPX)                                                             \
+    static AVX512 void fcv_mk_##NR##x##NPX(const float *const *rows, int64_t cs,     \
+                                           int64_t wp, int64_t C, int64_t kh,        \
+                                           int64_t kw, const float *w, float *buf)   \
+    {                                                                               \
+        fcv_mk(NR, NPX, 2, rows, cs, wp, C, kh, kw, w, buf);                        \
+    }
+FCV_MK(1, 14)
+FCV_MK(2, 7)
+
+/* Output channels per block of the channel-vectorised kernels. */
+#define CVB 32
+
+/*
  * lanes[i][j][:] += sum over images t < nimg and wide vectors v < nv of
  * d[i][t dstride + 16v + lane] * src[t sstride + off[j] + 16v + lane]:
  * DW_MR output-gradient rows against DW_NK shifted views of the padded
@@ -443,11 +515,13 @@ static const mk_class mk_classes[4] = {
  */
 static AVX512 void dense_dw_mk(const float *const *d, const float *src,
                                const int64_t *off, int64_t nv, int64_t nimg,
-                               int64_t dstride, int64_t sstride, float *lanes)
+                               int64_t dstride, int64_t sstride, __mmask16 tail,
+                               float *lanes)
 {
     __m512 acc[DW_MR][DW_NK];
-    for (int i = 0; i < DW_MR; i++)
-        for (int j = 0; j < DW_NK; j++) acc[i][j] = _mm512_loadu_ps(lanes + (i * DW_NK + j) * 16);
+    UNROLL for (int i = 0; i < DW_MR; i++)
+        UNROLL for (int j = 0; j < DW_NK; j++)
+            acc[i][j] = _mm512_loadu_ps(lanes + (i * DW_NK + j) * 16);
     for (int64_t t = 0; t < nimg; t++) {
         const float *d0 = d[0] + t * dstride, *d1 = d[1] + t * dstride,
                     *d2 = d[2] + t * dstride, *d3 = d[3] + t * dstride;
@@ -455,20 +529,109 @@ static AVX512 void dense_dw_mk(const float *const *d, const float *src,
         const float *s0 = st + off[0], *s1 = st + off[1], *s2 = st + off[2],
                     *s3 = st + off[3], *s4 = st + off[4], *s5 = st + off[5];
         for (int64_t v = 0; v < nv; v++) {
+            /* The last vector reads only lanes before the end of the plane;
+             * the other lanes are zero. */
+            const __mmask16 m = v == nv - 1 ? tail : (__mmask16)0xFFFF;
             const int64_t q = 16 * v;
-            const __m512 dv[DW_MR] = {_mm512_loadu_ps(d0 + q), _mm512_loadu_ps(d1 + q),
-                                      _mm512_loadu_ps(d2 + q), _mm512_loadu_ps(d3 + q)};
+            const __m512 dv[DW_MR] = {
+                _mm512_maskz_loadu_ps(m, d0 + q), _mm512_maskz_loadu_ps(m, d1 + q),
+                _mm512_maskz_loadu_ps(m, d2 + q), _mm512_maskz_loadu_ps(m, d3 + q)};
             const float *sp[DW_NK] = {s0, s1, s2, s3, s4, s5};
-            for (int j = 0; j < DW_NK; j++) {
-                const __m512 x = _mm512_loadu_ps(sp[j] + q);
-                for (int i = 0; i < DW_MR; i++)
+            UNROLL for (int j = 0; j < DW_NK; j++) {
+                const __m512 x = _mm512_maskz_loadu_ps(m, sp[j] + q);
+                UNROLL for (int i = 0; i < DW_MR; i++)
                     acc[i][j] = _mm512_fmadd_ps(dv[i], x, acc[i][j]);
             }
         }
     }
-    for (int i = 0; i < DW_MR; i++)
-        for (int j = 0; j < DW_NK; j++) _mm512_storeu_ps(lanes + (i * DW_NK + j) * 16, acc[i][j]);
+    UNROLL for (int i = 0; i < DW_MR; i++)
+        UNROLL for (int j = 0; j < DW_NK; j++)
+            _mm512_storeu_ps(lanes + (i * DW_NK + j) * 16, acc[i][j]);
 }
+
+/*
+ * The weight gradient vectorised over output channels, for layers with 16
+ * or more of them: out[r kw + kx][16 c + lane] += sum over output pixels
+ * (y, x) of rows[r][y wp + x + kx] * dT[(y Wo + x) ldT + 16 c + lane], for
+ * R rows of taps (input channel, kernel row) x KW taps x NCV vectors of
+ * output channels. dT is the output gradient transposed to pixel-major.
+ * Every lane is a finished sum (no horizontal reduction), and only valid
+ * pixels are visited. Rows r >= nr are computed but not written.
+ */
+ALWAYS_INLINE AVX512 void dwcv_mk(const int R, const int KW, const int NCV,
+                                  const float *const *rows, const float *dT, int64_t ldT,
+                                  int64_t Ho, int64_t Wo, int64_t wp, int nr, float *out,
+                                  int64_t ldo)
+{
+    __m512 acc[28][2];
+    UNROLL for (int a = 0; a < R * KW; a++)
+        UNROLL for (int c = 0; c < NCV; c++) acc[a][c] = _mm512_setzero_ps();
+    const float *d = dT;
+    for (int64_t y = 0; y < Ho; y++) {
+        const float *sp[8];
+        UNROLL for (int r = 0; r < R; r++) sp[r] = rows[r] + y * wp;
+        for (int64_t x = 0; x < Wo; x++, d += ldT) {
+            /* Opaque pointers: otherwise GCC carries the values shared by
+             * neighbouring pixels from one iteration to the next through
+             * the stack, which is slower than loading them again. */
+            UNROLL for (int r = 0; r < R; r++) __asm__("" : "+r"(sp[r]));
+            __m512 dv[2];
+            UNROLL for (int c = 0; c < NCV; c++) dv[c] = _mm512_loadu_ps(d + 16 * c);
+            UNROLL for (int r = 0; r < R; r++) {
+                UNROLL for (int kx = 0; kx < KW; kx++) {
+                    const __m512 b = _mm512_set1_ps(sp[r][kx]);
+                    UNROLL for (int c = 0; c < NCV; c++)
+                        acc[r * KW + kx][c] = _mm512_fmadd_ps(b, dv[c], acc[r * KW + kx][c]);
+                }
+                sp[r]++;
+            }
+        }
+    }
+    UNROLL for (int r = 0; r < R; r++) {
+        if (r >= nr) continue;
+        UNROLL for (int kx = 0; kx < KW; kx++)
+            UNROLL for (int c = 0; c < NCV; c++) {
+                float *o = out + (r * KW + kx) * ldo + 16 * c;
+                _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[r * KW + kx][c]));
+            }
+    }
+}
+
+typedef void (*dwcv_fn)(const float *const *, const float *, int64_t, int64_t, int64_t,
+                        int64_t, int, float *, int64_t);
+
+#define DWCV_MK(KW, R, NCV)                                                         \
+    static AVX512 void dwcv_mk_##KW##_##R##_##NCV(                                  \
+        const float *const *rows, const float *dT, int64_t ldT, int64_t Ho,          \
+        int64_t Wo, int64_t wp, int nr, float *out, int64_t ldo)                     \
+    {                                                                               \
+        dwcv_mk(R, KW, NCV, rows, dT, ldT, Ho, Wo, wp, nr, out, ldo);               \
+    }
+DWCV_MK(7, 2, 2)
+DWCV_MK(7, 3, 1)
+DWCV_MK(5, 2, 2)
+DWCV_MK(5, 4, 1)
+DWCV_MK(3, 4, 2)
+DWCV_MK(3, 8, 1)
+DWCV_MK(2, 6, 2)
+DWCV_MK(2, 8, 1)
+DWCV_MK(1, 8, 2)
+DWCV_MK(1, 8, 1)
+
+/* The kernels by frame-kernel width: rows R and function for NCV = 2, 1. */
+typedef struct {
+    int kw;
+    int R[2];
+    dwcv_fn fn[2];
+} dwcv_kind;
+
+static const dwcv_kind dwcv_kinds[] = {
+    {7, {2, 3}, {dwcv_mk_7_2_2, dwcv_mk_7_3_1}},
+    {5, {2, 4}, {dwcv_mk_5_2_2, dwcv_mk_5_4_1}},
+    {3, {4, 8}, {dwcv_mk_3_4_2, dwcv_mk_3_8_1}},
+    {2, {6, 8}, {dwcv_mk_2_6_2, dwcv_mk_2_8_1}},
+    {1, {8, 8}, {dwcv_mk_1_8_2, dwcv_mk_1_8_1}},
+};
 
 /* ---- the dense plan -------------------------------------------------------- */
 
@@ -487,13 +650,24 @@ typedef struct {
     int64_t khs, kws;      /* taps per frame channel */
     int64_t Ks;            /* Cs khs kws: reduction length per output */
     framing in;            /* input frames, C_in s^2 channels */
+    bool in_direct;        /* s = 1, pad = 0: the input is its own frames */
     bool din_direct;       /* s = 1 and pad < kernel: din accumulated in place */
     framing dout;          /* padded output gradients, for din */
+    bool dout_direct;      /* no padding needed: dout is its own frames */
+    bool wide_direct;      /* W_out == Wp: dout rows are their own wide rows */
     int64_t Hd, Wd;        /* frame-gradient planes, when !din_direct */
     int64_t dxs;           /* floats of frame gradient per image */
     int64_t Qv, nvq, QS, DS; /* output-gradient rows at the frame stride */
     int64_t wpk;           /* floats of packed weights (either packing) */
     int64_t dws;           /* floats of the weight-gradient accumulator */
+    int64_t fin, fdout, dwide; /* floats of buffer per image (0 when direct) */
+    /* Weight gradient vectorised over output channels (cv), else over
+     * pixels: */
+    const dwcv_kind *cv;   /* NULL: the pixel-vectorised kernel */
+    int cvv;               /* 16-channel vectors per micro-tile (1 or 2) */
+    int64_t cvR;           /* tap rows per micro-tile */
+    int64_t CoP;           /* doutT row: C_out rounded up to 16 cvv */
+    int64_t Hout, Wout;    /* the convolution's output size */
     int64_t T;             /* images per tile */
 } dense_plan;
 
@@ -514,10 +688,18 @@ static dense_plan dense_planner(const cd__conv2d *c)
                      .Wp = ceil_div(c->W + 2 * c->pad, s)};
     p.in.CS = p.in.Hp * p.in.Wp;
     p.in.IS = round_up(p.in.C * p.in.CS + FRAME_SLACK, 16);
+    /* Without padding the source tensors serve as frames as they are: the
+     * kernels mask their last vector, so they never read past a plane's
+     * last valid position plus the taps' reach, which stays in the plane. */
+    p.in_direct = s == 1 && c->pad == 0;
+    if (p.in_direct) p.in.IS = c->C_in * p.in.CS;
     p.din_direct = s == 1 && c->pad < c->kh && c->pad < c->kw;
+    p.dout_direct = false;
     if (p.din_direct) {
         p.dout = make_frame(c->C_out, c->H_out, c->W_out, c->kh - 1 - c->pad,
                             c->kw - 1 - c->pad);
+        p.dout_direct = c->kh - 1 - c->pad == 0 && c->kw - 1 - c->pad == 0;
+        if (p.dout_direct) p.dout.IS = c->C_out * p.dout.CS;
         p.Hd = p.Wd = p.dxs = 0;
     } else {
         p.dout = make_frame(c->C_out, c->H_out, c->W_out, p.khs - 1, p.kws - 1);
@@ -527,13 +709,37 @@ static dense_plan dense_planner(const cd__conv2d *c)
     }
     p.Qv = (c->H_out - 1) * p.in.Wp + c->W_out;
     p.nvq = ceil_div(p.Qv, 16);
-    p.QS = p.nvq * 16;
+    p.wide_direct = p.in.Wp == c->W_out;
+    p.QS = p.wide_direct ? p.Qv : p.nvq * 16;
     p.DS = c->C_out * p.QS;
-    const int64_t fwd = p.G * round_up(p.Cog, MRB) * p.Ks;
-    const int64_t bwd = p.G * round_up(p.Cs, MRB) * p.Cog * p.khs * p.kws;
+    p.Hout = c->H_out;
+    p.Wout = c->W_out;
+    p.cv = NULL;
+    p.cvv = 0;
+    p.cvR = 0;
+    p.CoP = 0;
+    /* The channel-vectorised kernel needs dout transposed; with few taps
+     * and dout usable in place (1x1 layers), that copy costs more than the
+     * kernel saves. */
+    if (p.G == 1 && c->C_out >= 16 && !(p.wide_direct && p.Ks < 64))
+        for (size_t k = 0; k < sizeof dwcv_kinds / sizeof dwcv_kinds[0]; k++)
+            if (dwcv_kinds[k].kw == p.kws) p.cv = &dwcv_kinds[k];
+    if (p.cv) {
+        /* doutT replaces the wide rows. */
+        p.cvv = c->C_out >= 32 ? 2 : 1;
+        p.cvR = p.cv->R[2 - p.cvv];
+        p.CoP = round_up(c->C_out, 16 * p.cvv);
+        p.wide_direct = false;
+        p.DS = c->H_out * c->W_out * p.CoP;
+    }
+    const int64_t fwd = p.G * round_up(p.Cog, CVB) * p.Ks;
+    const int64_t bwd = p.G * round_up(p.Cs, CVB) * p.Cog * p.khs * p.kws;
     p.wpk = round_up(max64(fwd, bwd), 16);
-    p.dws = round_up(c->C_out * p.Ks, 16);
-    const int64_t per_image = 2 * p.in.IS + 2 * p.DS + p.dout.IS + p.dxs;
+    p.dws = round_up(p.cv ? p.Ks * p.CoP : c->C_out * p.Ks, 16);
+    p.fin = p.in_direct ? 0 : p.in.IS;
+    p.fdout = p.dout_direct ? 0 : p.dout.IS;
+    p.dwide = p.wide_direct ? 0 : p.DS;
+    const int64_t per_image = max64(1, 2 * p.fin + 2 * p.dwide + p.fdout + p.dxs);
     p.T = max64(1, min64(min64(c->N, DIRECT_TILE), TILE_BUDGET / per_image));
     return p;
 }
@@ -543,7 +749,7 @@ static dense_plan dense_planner(const cd__conv2d *c)
 static size_t dense_workspace(const cd__conv2d *c)
 {
     const dense_plan p = dense_planner(c);
-    return (size_t)(p.wpk + p.dws + p.T * (2 * p.in.IS + 2 * p.DS + p.dout.IS + p.dxs));
+    return (size_t)(p.wpk + p.dws + p.T * (2 * p.fin + 2 * p.dwide + p.fdout + p.dxs));
 }
 
 /* The frame-tap weight W'[co][cs][kys][kxs] of group-local frame channel
@@ -592,6 +798,48 @@ static void pack_flipped(float *wpk, const float *w, const cd__conv2d *c, const 
                         float *dst = wpk + ((g * nblk + b) * K + k) * MRB;
                         for (int i = 0; i < MRB; i++) {
                             const int64_t cs = b * MRB + i;
+                            dst[i] = cs < p->Cs
+                                         ? frame_weight(w, c, p, g * p->Cog + co, cs,
+                                                        p->khs - 1 - ky, p->kws - 1 - kx)
+                                         : 0.0f;
+                        }
+                    }
+}
+
+/* Channel-vectorised weights: [g][ceil(M/CVB)][K][CVB], zero past M; the
+ * forward packing has M = Cog over the Ks frame taps. */
+static void pack_cv_forward(float *wcv, const float *w, const cd__conv2d *c, const dense_plan *p)
+{
+    const int64_t ncb = ceil_div(p->Cog, CVB);
+    for (int64_t g = 0; g < p->G; g++)
+        for (int64_t b = 0; b < ncb; b++)
+            for (int64_t cs = 0; cs < p->Cs; cs++)
+                for (int64_t ky = 0; ky < p->khs; ky++)
+                    for (int64_t kx = 0; kx < p->kws; kx++) {
+                        const int64_t k = (cs * p->khs + ky) * p->kws + kx;
+                        float *dst = wcv + ((g * ncb + b) * p->Ks + k) * CVB;
+                        for (int i = 0; i < CVB; i++) {
+                            const int64_t co = b * CVB + i;
+                            dst[i] = co < p->Cog
+                                         ? frame_weight(w, c, p, g * p->Cog + co, cs, ky, kx)
+                                         : 0.0f;
+                        }
+                    }
+}
+
+/* ... and the input-gradient packing: M = Cs, taps (co, ky, kx) flipped. */
+static void pack_cv_flipped(float *wcv, const float *w, const cd__conv2d *c, const dense_plan *p)
+{
+    const int64_t ncb = ceil_div(p->Cs, CVB), K = p->Cog * p->khs * p->kws;
+    for (int64_t g = 0; g < p->G; g++)
+        for (int64_t b = 0; b < ncb; b++)
+            for (int64_t co = 0; co < p->Cog; co++)
+                for (int64_t ky = 0; ky < p->khs; ky++)
+                    for (int64_t kx = 0; kx < p->kws; kx++) {
+                        const int64_t k = (co * p->khs + ky) * p->kws + kx;
+                        float *dst = wcv + ((g * ncb + b) * K + k) * CVB;
+                        for (int i = 0; i < CVB; i++) {
+                            const int64_t cs = b * CVB + i;
                             dst[i] = cs < p->Cs
                                          ? frame_weight(w, c, p, g * p->Cog + co, cs,
                                                         p->khs - 1 - ky, p->kws - 1 - kx)
@@ -652,7 +900,7 @@ static void frames_task(void *ctx, int64_t i)
  * (group, block of MRB output rows, QCHUNK wide vectors) of each image. */
 typedef struct {
     const framing *f;
-    float *frames;
+    const float *frames;      /* first image of the tile */
     int64_t C, kh, kw;        /* reduction: frame channels per group x taps */
     const float *wpk;         /* [G][nblk][C kh kw][MRB] */
     int64_t G, M, Ho, Wo;
@@ -661,19 +909,88 @@ typedef struct {
     const float *bias;
     bool accumulate;
     int64_t nblk, nqc, nvec, Qv, items;
+    /* Channel-vectorised: kernel, its pixel block, and blocks per image. */
+    fcv_fn cv;
+    int nr, npx;
+    int64_t ncb, nyb, nxb;
 } dense_job;
 
+/* Lanes doing useful work, per kernel family, decide between them. */
+static bool use_channel_kernel(const dense_job *j, int nr, int npx)
+{
+    if (j->M < CVB || j->Ho < nr || j->Wo < npx) return false;
+    const double pixel = (double)(j->Ho * j->Wo) / (double)(16 * ceil_div(j->Qv, 16));
+    const double chan = (double)(j->Ho * j->Wo) /
+                        (double)(round_up(j->Ho, nr) * round_up(j->Wo, npx)) *
+                        (double)j->M / (double)round_up(j->M, CVB);
+    /* The channel kernel does a little more work per FMA (transposed
+     * stores, more broadcasts), so it must win clearly on lanes. */
+    return chan > 1.12 * pixel;
+}
+
+/* Call after filling f, C, kh, kw, M, Ho, Wo: picks the kernel family;
+ * the caller packs wpk to match (j->cv set: pack_cv_*). */
 static void dense_job_finish(dense_job *j)
 {
     j->Qv = (j->Ho - 1) * j->f->Wp + j->Wo;
     j->nvec = ceil_div(j->Qv, 16);
-    j->nblk = ceil_div(j->M, MRB);
-    j->nqc = ceil_div(j->nvec, QCHUNK);
-    j->items = j->G * j->nblk * j->nqc;
+    j->cv = NULL;
+    if (use_channel_kernel(j, 1, 14)) j->cv = fcv_mk_1x14, j->nr = 1, j->npx = 14;
+    else if (use_channel_kernel(j, 2, 7)) j->cv = fcv_mk_2x7, j->nr = 2, j->npx = 7;
+    if (j->cv) {
+        j->ncb = ceil_div(j->M, CVB);
+        j->nyb = ceil_div(j->Ho, j->nr);
+        j->nxb = ceil_div(j->Wo, j->npx);
+        j->items = j->G * j->ncb * j->nyb;
+    } else {
+        j->nblk = ceil_div(j->M, MRB);
+        j->nqc = ceil_div(j->nvec, QCHUNK);
+        j->items = j->G * j->nblk * j->nqc;
+    }
+}
+
+/* One item of the channel-vectorised kernel: a block of CVB channels over
+ * NR output rows, all pixel blocks along them. Blocks at the right and
+ * bottom edges are moved back inside the image; pixels an earlier block
+ * already stored are skipped, so accumulation adds each output once. */
+static void dense_item_cv(const dense_job *j, int64_t t, int64_t item)
+{
+    const framing *f = j->f;
+    const int64_t g = item / (j->ncb * j->nyb), rem = item % (j->ncb * j->nyb);
+    const int64_t b = rem / j->nyb, yb = rem % j->nyb;
+    const int64_t m0 = b * CVB, nm = min64(CVB, j->M - m0);
+    const int64_t K = j->C * j->kh * j->kw, HW = j->Ho * j->Wo;
+    const float *w = j->wpk + (g * j->ncb + b) * K * CVB;
+    const float *src = j->frames + t * f->IS + g * j->C * f->CS;
+    float *dst = j->dst + t * j->dst_is + (g * j->M + m0) * HW;
+    const float *bias = j->bias ? j->bias + g * j->M + m0 : NULL;
+    const int64_t y0 = min64(yb * j->nr, j->Ho - j->nr), ys = yb * j->nr - y0;
+    float buf[14 * CVB];
+    for (int64_t xb = 0; xb < j->nxb; xb++) {
+        const int64_t x0 = min64(xb * j->npx, j->Wo - j->npx), xs = xb * j->npx - x0;
+        const float *rows[2];
+        for (int r = 0; r < j->nr; r++) rows[r] = src + (y0 + r) * f->Wp + x0;
+        j->cv(rows, f->CS, f->Wp, j->C, j->kh, j->kw, w, buf);
+        for (int64_t m = 0; m < nm; m++) {
+            const float bm = bias ? bias[m] : 0.0f;
+            for (int64_t r = ys; r < j->nr; r++) {
+                float *o = dst + m * HW + (y0 + r) * j->Wo + x0;
+                const float *a = buf + r * j->npx * CVB + m;
+                if (j->accumulate)
+                    for (int64_t i = xs; i < j->npx; i++) o[i] += a[i * CVB];
+                else
+                    for (int64_t i = xs; i < j->npx; i++) o[i] = a[i * CVB] + bm;
+            }
+        }
+    }
 }
 
 static void dense_item(const dense_job *j, int64_t t, int64_t item)
 {
+    if (j->cv) {
+        dense_item_cv(j, t, item);
+        return;
+    }
     const framing *f = j->f;
     const int64_t g = item / (j->nblk * j->nqc), rem = item % (j->nblk * j->nqc);
     const int64_t b = rem / j->nqc, qc = rem % j->nqc;
@@ -688,7 +1005,9 @@ static void dense_item(const dense_job *j, int64_t t, int64_t item)
     /* Wide positions are output indices when no column is dropped. */
     const bool direct = f->Wp == j->Wo;
     float acc[MRB * 8 * 16];
-    mk_out o = {direct ? NULL : acc, 0, NULL, j->Ho * j->Wo, bias, 0, (int)rows, j->accumulate};
+    mk_out o = {direct ? NULL : acc, 0, NULL, j->Ho * j->Wo, bias, 0, (int)rows,
+                j->accumulate, (__mmask16)0xFFFF};
+    const int64_t last_lanes = j->Qv - 16 * (j->nvec - 1);
     const int64_t v_end = min64((qc + 1) * QCHUNK, j->nvec);
     for (int64_t v = qc * QCHUNK; v < v_end;) {
         int k = 0;
@@ -698,6 +1017,7 @@ static void dense_item(const dense_job *j, int64_t t, int64_t item)
         o.ld = 16 * nv;
         o.dst = dst + q0;
         o.nvalid = j->Qv - q0;
+        o.tail = v + nv == j->nvec ? (__mmask16)((1u << last_lanes) - 1u) : (__mmask16)0xFFFF;
         cls->fn[k](src + q0, f->CS, f->Wp, j->C, j->kh, j->kw, wpk, &o);
         if (!direct)
             store_wide(dst, j->Ho * j->Wo, (int)rows, acc, o.ld, q0, o.ld, j->Qv, f->Wp,
@@ -745,18 +1065,21 @@ static void dense_dw_task(void *ctx, int64_t task)
     memset(lanes, 0, sizeof lanes);
     const float *d[DW_MR];
     for (int i = 0; i < DW_MR; i++) d[i] = j->dwide + min64(co0 + i, co_end - 1) * p->QS;
+    const int64_t last_lanes = p->Qv - 16 * (p->nvq - 1);
+    const __mmask16 tail = (__mmask16)((1u << last_lanes) - 1u);
     if (p->nvq >= DW_BIG_IMAGE) {
         /* Image by image: its rows stay in L1 across the micro-tiles. */
         for (int64_t t = 0; t < j->T; t++) {
             const float *dt[DW_MR];
             for (int i = 0; i < DW_MR; i++) dt[i] = d[i] + t * p->DS;
             for (int b = 0; b < nb; b++)
-                dense_dw_mk(dt, j->frames + t * f->IS, off[b], p->nvq, 1, 0, 0, lanes[b]);
+                dense_dw_mk(dt, j->frames + t * f->IS, off[b], p->nvq, 1, 0, 0, tail,
+                            lanes[b]);
         }
     } else {
         /* Small images: each micro-tile runs over the whole tile at once. */
         for (int b = 0; b < nb; b++)
-            dense_dw_mk(d, j->frames, off[b], p->nvq, j->T, p->DS, f->IS, lanes[b]);
+            dense_dw_mk(d, j->frames, off[b], p->nvq, j->T, p->DS, f->IS, tail, lanes[b]);
     }
     for (int b = 0; b < nb; b++)
         for (int i = 0; i < DW_MR && co0 + i < co_end; i++)
@@ -797,6 +1120,68 @@ static void wide_task(void *ctx, int64_t i)
     memset(d + filled, 0, (size_t)(p->QS - filled) * sizeof *d);
 }
 
+/* The output gradient transposed to pixel-major rows of CoP floats, zero
+ * past C_out: tasks (image, block of 64 pixels). */
+typedef struct {
+    const cd__conv2d *c;
+    const dense_plan *p;
+    float *dT;
+    const float *dout;        /* first image of the tile */
+} tr_job;
+
+#define TR_BLOCK 64
+
+static void tr_task(void *ctx, int64_t i)
+{
+    const tr_job *j = ctx;
+    const cd__conv2d *c = j->c;
+    const int64_t P = c->H_out * c->W_out, npb = ceil_div(P, TR_BLOCK);
+    const int64_t t = i / npb, p0 = (i % npb) * TR_BLOCK, np = min64(TR_BLOCK, P - p0);
+    const int64_t CoP = j->p->CoP;
+    float *dst = j->dT + t * j->p->DS + p0 * CoP;
+    const float *src = j->dout + t * c->C_out * P + p0;
+    for (int64_t q = 0; q < np; q++) {
+        float *row = dst + q * CoP;
+        for (int64_t co = 0; co < c->C_out; co++) row[co] = src[co * P + q];
+        for (int64_t co = c->C_out; co < CoP; co++) row[co] = 0.0f;
+    }
+}
+
+/* Channel-vectorised weight gradient of a tile into dwsT[k][CoP]: tasks
+ * (block of 16 cvv output channels, chunk of tap rows), each summing image
+ * by image so one image's doutT stays in cache across the chunk. */
+typedef struct {
+    const dense_plan *p;
+    const float *frames;
+    const float *dT;
+    int64_t T, nrows, nrb, chunk, nch;
+    float *dwsT;
+} cv_dw_job;
+
+static void cv_dw_task(void *ctx, int64_t i)
+{
+    const cv_dw_job *j = ctx;
+    const dense_plan *p = j->p;
+    const framing *f = &p->in;
+    const int64_t cb = i / j->nch, ch = i % j->nch;
+    const int64_t rb0 = ch * j->chunk, rb1 = min64(j->nrb, rb0 + j->chunk);
+    const int64_t co0 = cb * 16 * p->cvv, R = p->cvR;
+    const dwcv_fn fn = p->cv->fn[2 - p->cvv];
+    for (int64_t t = 0; t < j->T; t++) {
+        const float *img = j->frames + t * f->IS;
+        for (int64_t rb = rb0; rb < rb1; rb++) {
+            const float *rows[8];
+            for (int64_t r = 0; r < R; r++) {
+                const int64_t ri = min64(rb * R + r, j->nrows - 1);
+                rows[r] = img + (ri / p->khs) * f->CS + (ri % p->khs) * f->Wp;
+            }
+            fn(rows, j->dT + t * p->DS + co0, p->CoP, p->Hout, p->Wout, f->Wp,
+               (int)min64(R, j->nrows - rb * R), j->dwsT + rb * R * p->kws * p->CoP + co0,
+               p->CoP);
+        }
+    }
+}
+
 /* din (one image) += the frame gradient mapped back through
  * space-to-depth, cropping the padding. */
 static void d2s_image(float *din, const float *dxf, const cd__conv2d *c, const dense_plan *p)
@@ -817,15 +1202,16 @@ static void d2s_image(float *din, const float *dxf, const cd__conv2d *c, const d
     }
 }
 
-/* One image end to end: its frames, then every compute item. Forward
- * tasks for tiles of IMAGE_TASKS_MIN images or more; for the input
- * gradient, the frames are the padded output gradient and the result may
- * go through d2s. */
+/* One image end to end: its frames (unless the source is used directly),
+ * then every compute item, then for a strided input gradient the mapping
+ * back through space-to-depth. Forward tasks for tiles of IMAGE_TASKS_MIN
+ * images or more, and the input-gradient tasks of backward. */
 typedef struct {
     const cd__conv2d *c;
     const dense_plan *p;
-    dense_job *j;
-    const float *src;         /* first image of the tile (input or dout) */
+    const dense_job *j;
+    float *build;             /* frames to fill (= j->frames), or NULL */
+    const float *src;         /* first source image of the tile */
     int64_t src_is;           /* floats per source image */
     bool backward;            /* frames from dout; d2s when !din_direct */
     float *din;               /* first image of the tile, for d2s */
@@ -835,12 +1221,14 @@ static void dense_image_task(void *ctx, int64_t t)
 {
     const dense_image_job *ij = ctx;
     const dense_job *j = ij->j;
-    float *img = j->frames + t * j->f->IS;
-    if (ij->backward) {
-        pad_image(img, ij->src + t * ij->src_is, j->f);
-    } else {
-        for (int64_t ci = 0; ci < ij->c->C_in; ci++)
-            frames_plane(img, ij->src + t * ij->src_is, ij->c, j->f, ci);
+    if (ij->build) {
+        float *img = ij->build + t * j->f->IS;
+        if (ij->backward) {
+            pad_image(img, ij->src + t * ij->src_is, j->f);
+        } else {
+            for (int64_t ci = 0; ci < ij->c->C_in; ci++)
+                frames_plane(img, ij->src + t * ij->src_is, ij->c, j->f, ci);
+        }
     }
     for (int64_t item = 0; item < j->items; item++) dense_item(j, t, item);
     if (ij->backward && !ij->p->din_direct)
@@ -853,22 +1241,53 @@ static void dense_forward(const cd__conv2d *c, float *out, const float *in,
 {
     const dense_plan p = dense_planner(c);
     float *wpk = ws, *frames = ws + p.wpk + p.dws;
-    pack_forward(wpk, weight, c, &p);
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
-    dense_job j = {&p.in, frames, p.Cs, p.khs, p.kws, wpk, p.G, p.Cog, c->H_out, c->W_out,
-                   NULL, out_img, c->bias ? bias : NULL, false, 0, 0, 0, 0, 0};
+    dense_job j = {.f = &p.in, .frames = frames, .C = p.Cs, .kh = p.khs, .kw = p.kws,
+                   .wpk = wpk, .G = p.G, .M = p.Cog, .Ho = c->H_out, .Wo = c->W_out,
+                   .dst_is = out_img, .bias = c->bias ? bias : NULL, .accumulate = false};
     dense_job_finish(&j);
+    if (j.cv) pack_cv_forward(wpk, weight, c, &p);
+    else pack_forward(wpk, weight, c, &p);
     for (int64_t n0 = 0; n0 < c->N; n0 += p.T) {
         const int64_t T = min64(p.T, c->N - n0);
+        const float *src = in + n0 * in_img;
         j.dst = out + n0 * out_img;
-        if (T >= IMAGE_TASKS_MIN) {
-            dense_image_job ij = {c, &p, &j, in + n0 * in_img, in_img, false, NULL};
+        j.frames = p.in_direct ? src : frames;
+        if (p.in_direct) {
+            cd__parallel_for(T * j.items, dense_item_task, &j);
+        } else if (T >= IMAGE_TASKS_MIN) {
+            dense_image_job ij = {c, &p, &j, frames, src, in_img, false, NULL};
             cd__parallel_for(T, dense_image_task, &ij);
         } else {
-            frames_job fj = {c, &p.in, frames, in + n0 * in_img};
+            frames_job fj = {c, &p.in, frames, src};
             cd__parallel_for(T * c->C_in, frames_task, &fj);
             cd__parallel_for(T * j.items, dense_item_task, &j);
         }
+    }
+}
+
+/* Queue the frames and wide rows of the tile at image n0 for the weight
+ * gradient, or point its job at the sources when they need no copy. */
+static void prep_dw(task_list *tl, const cd__conv2d *c, const dense_plan *p, dense_dw_job *wj,
+                    cv_dw_job *cj, frames_job *fj, wide_job *wdj, tr_job *trj,
+                    const float *in, const float *dout, int64_t n0)
+{
+    const int64_t T = min64(p->T, c->N - n0);
+    const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
+    if (p->in_direct) {
+        wj->frames = cj->frames = in + n0 * in_img;
+    } else {
+        fj->src = in + n0 * in_img;
+        tasks_add(tl, frames_task, fj, T * c->C_in);
+    }
+    if (p->cv) {
+        trj->dout = dout + n0 * out_img;
+        tasks_add(tl, tr_task, trj, T * ceil_div(c->H_out * c->W_out, TR_BLOCK));
+    } else if (p->wide_direct) {
+        wj->dwide = dout + n0 * out_img;
+    } else {
+        wdj->dout = dout + n0 * out_img;
+        tasks_add(tl, wide_task, wdj, T * c->C_out);
     }
 }
 
@@ -876,7 +1295,8 @@ static void dense_forward(const cd__conv2d *c, float *out, const float *in,
  * Backward, pipelined over tiles so that each tile costs one wake-up of the
  * workers: step i runs the input-gradient image tasks of tile i, the
  * weight-gradient tasks of tile i (on frames built in step i-1) and builds
- * the weight-gradient frames of tile i+1 into the other buffer.
+ * the weight-gradient frames of tile i+1 into the other buffer. Sources
+ * that need no padding are read in place.
  */
 static void dense_backward(const cd__conv2d *c, float *din, float *dweight,
                            const float *dout, const float *in, const float *weight,
@@ -886,37 +1306,45 @@ static void dense_backward(const cd__conv2d *c, float *din, float *dweight,
     float *wpkt = ws, *dws = ws + p.wpk;
     float *fin[2], *dwide[2];
     fin[0] = dws + p.dws;
-    fin[1] = fin[0] + p.T * p.in.IS;
-    dwide[0] = fin[1] + p.T * p.in.IS;
-    dwide[1] = dwide[0] + p.T * p.DS;
-    float *fdout = dwide[1] + p.T * p.DS;
-    float *dxf = fdout + p.T * p.dout.IS;
+    fin[1] = fin[0] + p.T * p.fin;
+    dwide[0] = fin[1] + p.T * p.fin;
+    dwide[1] = dwide[0] + p.T * p.dwide;
+    float *fdout = dwide[1] + p.T * p.dwide;
+    float *dxf = fdout + p.T * p.fdout;
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
     const int64_t ntiles = ceil_div(c->N, p.T);
-    if (din) pack_flipped(wpkt, weight, c, &p);
-    if (dweight) memset(dws, 0, (size_t)(c->C_out * p.Ks) * sizeof *dws);
+    if (dweight) memset(dws, 0, (size_t)p.dws * sizeof *dws);
 
-    dense_job dj = {&p.dout, fdout, p.Cog, p.khs, p.kws, wpkt, p.G, p.Cs, 0, 0, NULL, 0,
-                    NULL, p.din_direct, 0, 0, 0, 0, 0};
+    dense_job dj = {.f = &p.dout, .frames = fdout, .C = p.Cog, .kh = p.khs, .kw = p.kws,
+                    .wpk = wpkt, .G = p.G, .M = p.Cs, .accumulate = p.din_direct};
     if (p.din_direct) dj.Ho = c->H, dj.Wo = c->W, dj.dst_is = in_img;
     else dj.Ho = p.Hd, dj.Wo = p.Wd, dj.dst_is = p.dxs, dj.dst = dxf;
     dense_job_finish(&dj);
-    dense_image_job ij = {c, &p, &dj, NULL, out_img, true, NULL};
+    if (din && dj.cv) pack_cv_flipped(wpkt, weight, c, &p);
+    else if (din) pack_flipped(wpkt, weight, c, &p);
+    dense_image_job ij = {c, &p, &dj, p.dout_direct ? NULL : fdout, NULL, out_img, true, NULL};
     dense_dw_job wj[2];
+    cv_dw_job cj[2];
     frames_job fj[2];
     wide_job wdj[2];
+    tr_job trj[2];
+    const int64_t nrows = p.Cs * p.khs, nrb = p.cv ? ceil_div(nrows, p.cvR) : 0;
+    const int64_t ncb = p.cv ? p.CoP / (16 * p.cvv) : 0;
+    /* About 16 tasks: enough for the threads, few enough that each reuses
+     * an image's doutT over many tap rows. */
+    const int64_t chunk = p.cv ? max64(1, ceil_div(nrb * ncb, 16)) : 0;
     for (int k = 0; k < 2; k++) {
         wj[k] = (dense_dw_job){&p, fin[k], dwide[k], 0, ceil_div(p.Ks, DW_NK * DW_NB),
                                ceil_div(p.Cog, DW_MR), dws};
+        cj[k] = (cv_dw_job){&p, fin[k], dwide[k], 0, nrows, nrb, chunk,
+                            p.cv ? ceil_div(nrb, chunk) : 0, dws};
         fj[k] = (frames_job){c, &p.in, fin[k], NULL};
         wdj[k] = (wide_job){c, &p, dwide[k], NULL};
+        trj[k] = (tr_job){c, &p, dwide[k], NULL};
     }
     task_list tl = {0};
-    if (dweight) { /* frames of tile 0 */
-        const int64_t T = min64(p.T, c->N);
-        fj[0].src = in, wdj[0].dout = dout;
-        tasks_add(&tl, frames_task, &fj[0], T * c->C_in);
-        tasks_add(&tl, wide_task, &wdj[0], T * c->C_out);
+    if (dweight) {
+        prep_dw(&tl, c, &p, &wj[0], &cj[0], &fj[0], &wdj[0], &trj[0], in, dout, 0);
         tasks_run(&tl);
     }
     for (int64_t i = 0; i < ntiles; i++) {
@@ -925,19 +1353,21 @@ static void dense_backward(const cd__conv2d *c, float *din, float *dweight,
         if (din) {
             ij.src = dout + n0 * out_img;
             ij.din = din + n0 * in_img;
+            if (p.dout_direct) dj.frames = dout + n0 * out_img;
             if (p.din_direct) dj.dst = din + n0 * in_img;
             tasks_add(&tl, dense_image_task, &ij, T);
         }
         if (dweight) {
-            wj[cur].T = T;
-            tasks_add(&tl, dense_dw_task, &wj[cur], p.G * wj[cur].ncb * wj[cur].nkc);
-            if (i + 1 < ntiles) {
-                const int64_t n1 = n0 + p.T, T1 = min64(p.T, c->N - n1);
-                fj[nxt].src = in + n1 * in_img;
-                wdj[nxt].dout = dout + n1 * out_img;
-                tasks_add(&tl, frames_task, &fj[nxt], T1 * c->C_in);
-                tasks_add(&tl, wide_task, &wdj[nxt], T1 * c->C_out);
+            if (p.cv) {
+                cj[cur].T = T;
+                tasks_add(&tl, cv_dw_task, &cj[cur], ncb * cj[cur].nch);
+            } else {
+                wj[cur].T = T;
+                tasks_add(&tl, dense_dw_task, &wj[cur], p.G * wj[cur].ncb * wj[cur].nkc);
             }
+            if (i + 1 < ntiles)
+                prep_dw(&tl, c, &p, &wj[nxt], &cj[nxt], &fj[nxt], &wdj[nxt], &trj[nxt], in,
+                        dout, n0 + p.T);
         }
         tasks_run(&tl);
     }
@@ -949,8 +1379,9 @@ static void dense_backward(const cd__conv2d *c, float *din, float *dweight,
                         const int64_t s = p.s, ci = cs / (s * s), a = (cs / s) % s, b = cs % s;
                         const int64_t y = ky * s + a, x = kx * s + b;
                         if (y >= c->kh || x >= c->kw) continue;
+                        const int64_t k = (cs * p.khs + ky) * p.kws + kx;
                         dweight[((co * p.Cig + ci) * c->kh + y) * c->kw + x] +=
-                            dws[co * p.Ks + (cs * p.khs + ky) * p.kws + kx];
+                            p.cv ? dws[k * p.CoP + co] : dws[co * p.Ks + k];
                     }
     }
 }
@@ -973,13 +1404,15 @@ ALWAYS_INLINE AVX512 void dw_mk(const int K, const int R, const int NV, const fl
     __m512 acc[8][2];
     for (int i = 0; i < R; i++)
         for (int j = 0; j < NV; j++) acc[i][j] = _mm512_set1_ps(accumulate ? 0.0f : bias);
+    /* Fully unrolled below kx, so that every ky = r - i is a constant and
+     * the accumulators and weights stay in registers. */
     for (int kx = 0; kx < K; kx++) {
         __m512 wv[7];
-        for (int ky = 0; ky < K; ky++) wv[ky] = _mm512_set1_ps(w[ky * K + kx]);
-        for (int r = 0; r < R + K - 1; r++) {
-            for (int j = 0; j < NV; j++) {
+        UNROLL for (int ky = 0; ky < K; ky++) wv[ky] = _mm512_set1_ps(w[ky * K + kx]);
+        UNROLL for (int r = 0; r < R + K - 1; r++) {
+            UNROLL for (int j = 0; j < NV; j++) {
                 const __m512 x = _mm512_loadu_ps(src + r * wp + kx + 16 * j);
-                for (int i = 0; i < R; i++) {
+                UNROLL for (int i = 0; i < R; i++) {
                     const int ky = r - i;
                     if (ky >= 0 && ky < K) acc[i][j] = _mm512_fmadd_ps(x, wv[ky], acc[i][j]);
                 }
@@ -1045,24 +1478,31 @@ static void dw_plane(int64_t K, const float *src, int64_t wp, const float *w, fl
 }
 
 /*
- * Weight gradient of one channel over a tile, G kernel rows at a time:
- * lanes[g][kx] += dout[y][x] * frame[y + ky0 + g][x + kx] over pixels.
+ * Weight gradient of one channel of one image, G kernel rows at a time:
+ * lanes[g][kx] += dout[y][x] * frame[y + g][x + kx] over pixels, frame
+ * starting at kernel row ky0. Frame row r serves output rows y = r - g, so
+ * its K shifted vectors are loaded once for all G kernel rows.
  */
 ALWAYS_INLINE AVX512 void dwg_mk(const int K, const int G, const float *frame, int64_t wp,
                                  const float *dout, int64_t Ho, int64_t Wo, float *lanes)
 {
-    __m512 acc[4][7];
+    __m512 acc[3][7];
     for (int g = 0; g < G; g++)
         for (int kx = 0; kx < K; kx++) acc[g][kx] = _mm512_loadu_ps(lanes + (g * K + kx) * 16);
-    for (int64_t y = 0; y < Ho; y++) {
+    for (int64_t r = 0; r < Ho + G - 1; r++) {
         for (int64_t x0 = 0; x0 < Wo; x0 += 16) {
             const int64_t n = min64(16, Wo - x0);
             const __mmask16 m = (__mmask16)((1u << n) - 1u);
-            const __m512 d = _mm512_maskz_loadu_ps(m, dout + y * Wo + x0);
-            const float *s = frame + y * wp + x0;
-            for (int g = 0; g < G; g++)
-                for (int kx = 0; kx < K; kx++)
-                    acc[g][kx] = _mm512_fmadd_ps(d, _mm512_loadu_ps(s + g * wp + kx), acc[g][kx]);
+            const float *s = frame + r * wp + x0;
+            __m512 x[7];
+            UNROLL for (int kx = 0; kx < K; kx++) x[kx] = _mm512_loadu_ps(s + kx);
+            UNROLL for (int g = 0; g < G; g++) {
+                const int64_t y = r - g;
+                if (y < 0 || y >= Ho) continue;
+                const __m512 d = _mm512_maskz_loadu_ps(m, dout + y * Wo + x0);
+                UNROLL for (int kx = 0; kx < K; kx++)
+                    acc[g][kx] = _mm512_fmadd_ps(d, x[kx], acc[g][kx]);
+            }
         }
     }
     for (int g = 0; g < G; g++)
@@ -1077,10 +1517,10 @@ typedef void (*dwg_mk_fn)(const float *, int64_t, const float *, int64_t, int64_
         dwg_mk(K, G, frame, wp, dout, Ho, Wo, lanes);                              \
     }
 DWG_MK(3, 3)
-DWG_MK(5, 4)
-DWG_MK(5, 1)
-DWG_MK(7, 4)
+DWG_MK(5, 3)
+DWG_MK(5, 2)
 DWG_MK(7, 3)
+DWG_MK(7, 1)
 
 #endif /* CONV_X86 */
 
@@ -1148,15 +1588,14 @@ typedef struct {
     const float *w;       /* K x K per channel (flipped for the input gradient) */
     const float *bias;
     float *dst;           /* first image of the tile, C x Ho x Wo each */
-    int64_t Ho, Wo;
+    int64_t Ho, Wo, T;
     bool accumulate, fast;
 } dw_job;
 
-static void dw_task(void *ctx, int64_t i)
+static void dw_plane_task(const dw_job *j, int64_t i)
 {
-    const dw_job *j = ctx;
     const cd__conv2d *c = j->c;
-    const int64_t C = c->C_in, ch = i % C;
+    const int64_t ch = i % c->C_in;
     float *frame = j->frames + i * j->f->CS;
     pad_plane(frame, j->src + i * j->f->H * j->f->W, j->f);
     const float *w = j->w + ch * c->kh * c->kw;
@@ -1169,6 +1608,19 @@ static void dw_task(void *ctx, int64_t i)
     }
 #endif
     dw_plane_portable(c->kh, c->kw, frame, j->f->Wp, w, dst, j->Ho, j->Wo, b, j->accumulate);
+}
+
+/* Planes per task: small planes are grouped so a task is worth taking. */
+static int64_t dw_planes_per_task(const cd__conv2d *c)
+{
+    return max64(1, 16384 / (c->H_out * c->W_out * c->kh * c->kw));
+}
+
+static void dw_task(void *ctx, int64_t i)
+{
+    const dw_job *j = ctx;
+    const int64_t per = dw_planes_per_task(j->c), n = j->T * j->c->C_in;
+    for (int64_t p = i * per; p < n && p < (i + 1) * per; p++) dw_plane_task(j, p);
 }
 
 /* Weight-gradient tasks, one per channel: pad that channel of every image
@@ -1195,12 +1647,14 @@ static void dwg_task(void *ctx, int64_t ch)
         pad_plane(j->frames + (t * C + ch) * f->CS, j->in + (t * C + ch) * c->H * c->W, f);
 #ifdef CONV_X86
     if (j->fast) {
-        float lanes[4 * 7 * 16];
-        for (int64_t ky0 = 0; ky0 < kh; ky0 += 4) {
-            const int64_t G = min64(4, kh - ky0);
+        /* Kernel rows three at a time: 4 x 5 or 4 x 7 accumulators plus the
+         * operands do not fit the 32 registers. */
+        float lanes[3 * 7 * 16];
+        for (int64_t ky0 = 0; ky0 < kh; ky0 += 3) {
+            const int64_t G = min64(3, kh - ky0);
             dwg_mk_fn mk = kh == 3 ? dwg_mk_3_3
-                         : kh == 5 ? (G == 4 ? dwg_mk_5_4 : dwg_mk_5_1)
-                                   : (G == 4 ? dwg_mk_7_4 : dwg_mk_7_3);
+                         : kh == 5 ? (G == 3 ? dwg_mk_5_3 : dwg_mk_5_2)
+                                   : (G == 3 ? dwg_mk_7_3 : dwg_mk_7_1);
             memset(lanes, 0, sizeof lanes);
             for (int64_t t = 0; t < j->T; t++)
                 mk(j->frames + (t * C + ch) * f->CS + ky0 * f->Wp, f->Wp,
@@ -1254,8 +1708,8 @@ static void depthwise_forward(const cd__conv2d *c, float *out, const float *in,
     for (int64_t n0 = 0; n0 < c->N; n0 += g.T) {
         const int64_t T = min64(g.T, c->N - n0);
         dw_job j = {c, &g.in, frames, in + n0 * in_img, weight, c->bias ? bias : NULL,
-                    out + n0 * out_img, c->H_out, c->W_out, false, fast};
-        cd__parallel_for(T * c->C_in, dw_task, &j);
+                    out + n0 * out_img, c->H_out, c->W_out, T, false, fast};
+        cd__parallel_for(ceil_div(T * c->C_in, dw_planes_per_task(c)), dw_task, &j);
     }
 }
 
@@ -1274,11 +1728,11 @@ static void depthwise_backward(const cd__conv2d *c, float *din, float *dweight,
     task_list tl = {0};
     for (int64_t n0 = 0; n0 < c->N; n0 += g.T) {
         const int64_t T = min64(g.T, c->N - n0);
-        dw_job j = {c, &g.dout, fdout, dout + n0 * out_img, wf, NULL, din ? din + n0 * in_img : NULL,
-                    c->H, c->W, true, fast};
+        dw_job j = {c, &g.dout, fdout, dout + n0 * out_img, wf, NULL,
+                    din ? din + n0 * in_img : NULL, c->H, c->W, T, true, fast};
         dwg_job k = {c, &g.in, fin, in ? in + n0 * in_img : NULL, dout + n0 * out_img, T,
                      dweight, fast};
-        if (din) tasks_add(&tl, dw_task, &j, T * c->C_in);
+        if (din) tasks_add(&tl, dw_task, &j, ceil_div(T * c->C_in, dw_planes_per_task(c)));
         if (dweight) tasks_add(&tl, dwg_task, &k, c->C_in);
         tasks_run(&tl);
     }

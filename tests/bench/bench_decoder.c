@@ -1,0 +1,265 @@
+/*
+ * bench_decoder.c - speed of the report's two decoders through the public
+ * API, the numbers that tests/bench/run_decoder_bench.sh sets next to
+ * PyTorch's (tests/bench/bench_decoder_torch.py measures the same things).
+ *
+ *   bench_decoder [--threads N] [--model cnn|unet|both] [--reps K]
+ *                 [--batch B] [--warmup W] [--workload all|fwd|train|sample]
+ *                 [--json]
+ *
+ * Workloads, at batch B (default 128) and 28 x 28 x 1:
+ *   fwd     cd_decoder_forward only;
+ *   train   the network part of a training step: cd_params_zero_grad,
+ *           cd_decoder_forward, cd_decoder_backward with a fixed random
+ *           dout and no input gradient (PyTorch's z needs none either);
+ *   sample  the CNN forward at batch 64: one DDPM sampling step
+ *           (docs/performance.md lists it; only with --model cnn or both).
+ * Each workload runs W warm-up iterations (the first forward of a shape
+ * sizes the workspace) and then K timed ones (CLOCK_MONOTONIC); it prints
+ * the best and the median time per batch and images per second of each.
+ * --json prints one JSON object per workload and line instead, in the
+ * format bench_decoder_torch.py uses, so that the runner can combine them.
+ *
+ * Not a test: CTest never runs it. Weights, inputs and dout are seeded
+ * random numbers; the speed does not depend on them.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "colddiff.h"
+
+#define MAX_REPS 1000
+#define SAMPLE_BATCH 64
+
+typedef struct {
+    int threads;
+    int reps;
+    int warmup;
+    int64_t batch;
+    bool json;
+    bool cnn, unet;
+    bool fwd, train, sample;
+} options;
+
+typedef struct {
+    cd_decoder *d;
+    cd_params *p;
+    cd_tensor *z, *tau, *out, *dout;
+} bench_net;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_decoder: %s: %s\n", what, cd_last_error());
+    exit(1);
+}
+
+static void check(cd_status s, const char *what)
+{
+    if (s != CD_OK) die(what);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Free the batch tensors (not the decoder). */
+static void free_batch(bench_net *n)
+{
+    cd_tensor_free(n->z);
+    cd_tensor_free(n->tau);
+    cd_tensor_free(n->out);
+    cd_tensor_free(n->dout);
+    n->z = n->tau = n->out = n->dout = NULL;
+}
+
+/* (Re)make z, tau, out and dout for batch N, filled from rng. */
+static void make_batch(bench_net *n, int64_t N, cd_rng *rng)
+{
+    const int64_t shape[4] = {N, 1, 28, 28};
+    free_batch(n);
+    check(cd_tensor_create(&n->z, 4, shape), "z");
+    check(cd_tensor_create(&n->out, 4, shape), "out");
+    check(cd_tensor_create(&n->dout, 4, shape), "dout");
+    check(cd_tensor_create(&n->tau, 1, &N), "tau");
+    check(cd_rng_normal_tensor(rng, n->z), "z values");
+    check(cd_rng_normal_tensor(rng, n->dout), "dout values");
+    check(cd_rng_uniform_tensor(rng, n->tau), "tau values");
+    /* dout of a mean-squared loss is small; scale it like one. */
+    float *g = cd_tensor_data(n->dout);
+    const int64_t count = cd_tensor_numel(n->dout);
+    for (int64_t i = 0; i < count; i++) g[i] *= 2.0f / (float)count;
+}
+
+static void make_net(bench_net *n, cd_decoder_type type, cd_rng *rng)
+{
+    cd_decoder_config *cfg = NULL;
+    memset(n, 0, sizeof *n);
+    check(cd_decoder_config_create(&cfg, type), "config");
+    check(cd_decoder_create(&n->d, cfg, rng), "decoder");
+    cd_decoder_config_free(cfg);
+    n->p = cd_decoder_params(n->d);
+    if (!n->p) die("params");
+}
+
+static void free_net(bench_net *n)
+{
+    free_batch(n);
+    cd_decoder_free(n->d);
+    n->d = NULL;
+}
+
+static void run_fwd(bench_net *n)
+{
+    check(cd_decoder_forward(n->d, n->z, n->tau, n->out), "forward");
+}
+
+static void run_train(bench_net *n)
+{
+    check(cd_params_zero_grad(n->p), "zero_grad");
+    check(cd_decoder_forward(n->d, n->z, n->tau, n->out), "forward");
+    check(cd_decoder_backward(n->d, n->dout, NULL), "backward");
+}
+
+/* Time `warmup` + `reps` calls of fn; write the best and median seconds. */
+static void time_it(void (*fn)(bench_net *), bench_net *n, const options *o, double *best,
+                    double *median)
+{
+    static double t[MAX_REPS];
+    for (int i = 0; i < o->warmup; i++) fn(n);
+    for (int r = 0; r < o->reps; r++) {
+        const double t0 = now();
+        fn(n);
+        t[r] = now() - t0;
+    }
+    qsort(t, (size_t)o->reps, sizeof t[0], cmp_double);
+    *best = t[0];
+    *median = o->reps % 2 ? t[o->reps / 2] : 0.5 * (t[o->reps / 2 - 1] + t[o->reps / 2]);
+}
+
+static void report(const options *o, const char *model, const char *workload, int64_t N,
+                   double best, double median)
+{
+    const double ips = (double)N / best, ips_med = (double)N / median;
+    if (o->json) {
+        printf("{\"impl\": \"libcolddiff\", \"model\": \"%s\", \"workload\": \"%s\", "
+               "\"batch\": %lld, \"threads\": %d, \"reps\": %d, \"best_ms\": %.3f, "
+               "\"median_ms\": %.3f, \"img_s\": %.2f, \"img_s_median\": %.2f}\n",
+               model, workload, (long long)N, o->threads, o->reps, 1e3 * best, 1e3 * median,
+               ips, ips_med);
+    } else {
+        printf("%-5s %-7s batch %4lld  best %9.2f ms  median %9.2f ms  %9.1f img/s "
+               "(median %9.1f)\n",
+               model, workload, (long long)N, 1e3 * best, 1e3 * median, ips, ips_med);
+    }
+    fflush(stdout);
+}
+
+static void bench_model(const options *o, cd_decoder_type type, cd_rng *rng)
+{
+    const char *model = type == CD_DECODER_CNN ? "cnn" : "unet";
+    bench_net n;
+    double best, median;
+    make_net(&n, type, rng);
+    if (!o->json) {
+        int64_t bytes = 0;
+        check(cd_decoder_workspace_size(n.d, o->batch, 28, 28, &bytes), "workspace size");
+        printf("%-5s %lld parameters, workspace at batch %lld: %.1f MiB\n", model,
+               (long long)cd_decoder_param_count(n.d), (long long)o->batch,
+               (double)bytes / (1024.0 * 1024.0));
+    }
+    if (o->fwd || o->train) make_batch(&n, o->batch, rng);
+    if (o->fwd) {
+        time_it(run_fwd, &n, o, &best, &median);
+        report(o, model, "fwd", o->batch, best, median);
+    }
+    if (o->train) {
+        time_it(run_train, &n, o, &best, &median);
+        report(o, model, "train", o->batch, best, median);
+    }
+    if (o->sample && type == CD_DECODER_CNN) {
+        make_batch(&n, SAMPLE_BATCH, rng);
+        time_it(run_fwd, &n, o, &best, &median);
+        report(o, model, "sample", SAMPLE_BATCH, best, median);
+    }
+    free_net(&n);
+}
+
+static void usage(const char *argv0)
+{
+    fprintf(stderr,
+            "usage: %s [--threads N] [--model cnn|unet|both] [--reps K] [--batch B]\n"
+            "       [--warmup W] [--workload all|fwd|train|sample] [--json]\n",
+            argv0);
+    exit(2);
+}
+
+/* A whole-string integer in [lo, hi], or usage(). */
+static long parse_int(const char *s, long lo, long hi, const char *argv0)
+{
+    char *end = NULL;
+    const long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) usage(argv0);
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    options o = {.threads = 2, .reps = 5, .warmup = 2, .batch = 128, .cnn = true,
+                 .unet = true, .fwd = true, .train = true, .sample = true};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const bool has = i + 1 < argc;
+        if (!strcmp(a, "--threads") && has) {
+            o.threads = (int)parse_int(argv[++i], 1, CD_MAX_THREADS, argv[0]);
+        } else if (!strcmp(a, "--reps") && has) {
+            o.reps = (int)parse_int(argv[++i], 1, MAX_REPS, argv[0]);
+        } else if (!strcmp(a, "--warmup") && has) {
+            o.warmup = (int)parse_int(argv[++i], 0, MAX_REPS, argv[0]);
+        } else if (!strcmp(a, "--batch") && has) {
+            o.batch = parse_int(argv[++i], 1, 1L << 20, argv[0]);
+        } else if (!strcmp(a, "--model") && has) {
+            const char *m = argv[++i];
+            o.cnn = !strcmp(m, "cnn") || !strcmp(m, "both");
+            o.unet = !strcmp(m, "unet") || !strcmp(m, "both");
+            if (!o.cnn && !o.unet) usage(argv[0]);
+        } else if (!strcmp(a, "--workload") && has) {
+            const char *w = argv[++i];
+            const bool all = !strcmp(w, "all");
+            o.fwd = all || !strcmp(w, "fwd");
+            o.train = all || !strcmp(w, "train");
+            o.sample = all || !strcmp(w, "sample");
+            if (!o.fwd && !o.train && !o.sample) usage(argv[0]);
+        } else if (!strcmp(a, "--json")) {
+            o.json = true;
+        } else {
+            usage(argv[0]);
+        }
+    }
+    check(cd_set_num_threads(o.threads), "threads");
+    if (!o.json) {
+        const char *core = getenv("OPENBLAS_CORETYPE");
+        printf("bench_decoder: libcolddiff %s, %d thread(s), %d warm-up + %d timed "
+               "runs, OPENBLAS_CORETYPE=%s\n",
+               cd_version_string(), cd_get_num_threads(), o.warmup, o.reps,
+               core ? core : "(unset)");
+    }
+    cd_rng *rng = NULL;
+    check(cd_rng_create(&rng, 20240601u), "rng");
+    if (o.cnn) bench_model(&o, CD_DECODER_CNN, rng);
+    if (o.unet) bench_model(&o, CD_DECODER_UNET, rng);
+    cd_rng_free(rng);
+    return 0;
+}
