@@ -8,26 +8,6 @@
 #include "gradcheck.h"
 #include "nn/decoder.h"
 
-typedef struct {
-    cd_decoder *d;
-    cd_tensor *z, *tau, *out, *dout, *dz_tmp;
-    float *dz; /* the gradcheck's accumulating dz */
-} net_ctx;
-
-static void net_forward(void *ctx)
-{
-    net_ctx *c = ctx;
-    CD_ASSERT_OK(cd_decoder_forward(c->d, c->z, c->tau, c->out));
-}
-
-static void net_backward(void *ctx)
-{
-    net_ctx *c = ctx;
-    CD_ASSERT_OK(cd_decoder_backward(c->d, c->dout, c->dz_tmp));
-    const float *g = cd_tensor_data(c->dz_tmp);
-    for (int64_t i = 0; i < cd_tensor_numel(c->dz_tmp); i++) c->dz[i] += g[i];
-}
-
 static cd_tensor *tensor4(int64_t n, int64_t c, int64_t h, int64_t w)
 {
     cd_tensor *t = NULL;
@@ -35,40 +15,15 @@ static cd_tensor *tensor4(int64_t n, int64_t c, int64_t h, int64_t w)
     return t;
 }
 
-/* Gradient-check a whole decoder at batch N and H x W: dz and every
- * parameter (the flat block is one input). */
+/* Gradient-check a whole CNN (see cd_gc_check_decoder). */
 static void check_network(cd_decoder *d, int64_t N, int64_t C, int64_t H, int64_t W,
                           const char *name, double max_maa)
 {
-    net_ctx c = {.d = d};
-    c.z = tensor4(N, C, H, W);
-    c.out = tensor4(N, C, H, W);
-    c.dout = tensor4(N, C, H, W);
-    c.dz_tmp = tensor4(N, C, H, W);
-    CD_ASSERT_OK(cd_tensor_create(&c.tau, 1, (int64_t[]){N}));
-    cd_gc_randn(cd_tensor_data(c.z), N * C * H * W, 5, 0.5f);
-    for (int64_t i = 0; i < N; i++) cd_tensor_data(c.tau)[i] = (float)(i + 1) / (float)(N + 2);
-    c.dz = calloc((size_t)(N * C * H * W), sizeof(float));
-
-    cd_params *p = cd_decoder_params(d);
-    cd_gc_op op = {.name = name, .ctx = &c, .forward = net_forward, .backward = net_backward,
-                   .out = cd_tensor_data(c.out), .dout = cd_tensor_data(c.dout),
-                   .n_out = N * C * H * W};
-    cd_gc_add_input(&op, "z", cd_tensor_data(c.z), c.dz, N * C * H * W);
-    cd_gc_add_input(&op, "params", cd_params_data(p, -1), cd_params_grad(p, -1),
-                    cd_params_numel(p));
     cd_gc_opts o = cd_gc_default_opts();
     o.max_maa = max_maa;
     o.max_elems = 400;
     o.eps = 2e-2;
-    cd_gradcheck(&op, &o);
-
-    free(c.dz);
-    cd_tensor_free(c.z);
-    cd_tensor_free(c.out);
-    cd_tensor_free(c.dout);
-    cd_tensor_free(c.dz_tmp);
-    cd_tensor_free(c.tau);
+    cd_gc_check_decoder(d, N, C, H, W, name, &o, 0.5f);
 }
 
 static cd_decoder *small_cnn(int64_t H, int64_t W)

@@ -11,26 +11,6 @@
 
 #include "gradcheck.h"
 
-typedef struct {
-    cd_decoder *d;
-    cd_tensor *z, *tau, *out, *dout, *dz_tmp;
-    float *dz; /* the gradcheck's accumulating dz */
-} net_ctx;
-
-static void net_forward(void *ctx)
-{
-    net_ctx *c = ctx;
-    CD_ASSERT_OK(cd_decoder_forward(c->d, c->z, c->tau, c->out));
-}
-
-static void net_backward(void *ctx)
-{
-    net_ctx *c = ctx;
-    CD_ASSERT_OK(cd_decoder_backward(c->d, c->dout, c->dz_tmp));
-    const float *g = cd_tensor_data(c->dz_tmp);
-    for (int64_t i = 0; i < cd_tensor_numel(c->dz_tmp); i++) c->dz[i] += g[i];
-}
-
 static cd_tensor *tensor4(int64_t n, int64_t c, int64_t h, int64_t w)
 {
     cd_tensor *t = NULL;
@@ -46,28 +26,10 @@ static cd_tensor *tau_tensor(int64_t N)
     return t;
 }
 
-/* Gradient-check a whole decoder at batch N and H x W: dz and every
- * parameter (the flat block is one input). The gradcheck also checks that
- * a second backward doubles every gradient. */
+/* Gradient-check a whole UNet (see cd_gc_check_decoder). */
 static void check_network(cd_decoder *d, int64_t N, int64_t C, int64_t H, int64_t W,
                           const char *name, double max_maa)
 {
-    net_ctx c = {.d = d};
-    c.z = tensor4(N, C, H, W);
-    c.out = tensor4(N, C, H, W);
-    c.dout = tensor4(N, C, H, W);
-    c.dz_tmp = tensor4(N, C, H, W);
-    c.tau = tau_tensor(N);
-    cd_gc_randn(cd_tensor_data(c.z), N * C * H * W, 5, 1.0f);
-    c.dz = calloc((size_t)(N * C * H * W), sizeof(float));
-
-    cd_params *p = cd_decoder_params(d);
-    cd_gc_op op = {.name = name, .ctx = &c, .forward = net_forward, .backward = net_backward,
-                   .out = cd_tensor_data(c.out), .dout = cd_tensor_data(c.dout),
-                   .n_out = N * C * H * W};
-    cd_gc_add_input(&op, "z", cd_tensor_data(c.z), c.dz, N * C * H * W);
-    cd_gc_add_input(&op, "params", cd_params_data(p, -1), cd_params_grad(p, -1),
-                    cd_params_numel(p));
     cd_gc_opts o = cd_gc_default_opts();
     o.max_maa = max_maa;
     o.max_elems = 400;
@@ -75,15 +37,8 @@ static void check_network(cd_decoder *d, int64_t N, int64_t C, int64_t H, int64_
      * in each difference quotient, as large as the smallest dz; the
      * five-point stencil is fourth order, so a wider step costs nothing. */
     o.eps = 4e-2;
-    double worst = cd_gradcheck(&op, &o);
+    double worst = cd_gc_check_decoder(d, N, C, H, W, name, &o, 1.0f);
     printf("%s: worst asymmetry %.3g\n", name, worst);
-
-    free(c.dz);
-    cd_tensor_free(c.z);
-    cd_tensor_free(c.out);
-    cd_tensor_free(c.dout);
-    cd_tensor_free(c.dz_tmp);
-    cd_tensor_free(c.tau);
 }
 
 static cd_decoder *make_unet(bool small, uint64_t seed)

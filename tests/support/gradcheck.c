@@ -170,3 +170,63 @@ double cd_gradcheck(cd_gc_op *op, const cd_gc_opts *opts)
     cd_rng_free(rng);
     return worst;
 }
+
+/* ---- whole decoders ---------------------------------------------------- */
+
+typedef struct {
+    cd_decoder *d;
+    cd_tensor *z, *tau, *out, *dout, *dz_tmp;
+    float *dz; /* the gradcheck's accumulating dz */
+} net_ctx;
+
+static void net_forward(void *ctx)
+{
+    net_ctx *c = ctx;
+    ck_assert_int_eq(cd_decoder_forward(c->d, c->z, c->tau, c->out), CD_OK);
+}
+
+/* cd_decoder_backward overwrites dz; the gradcheck wants it added. */
+static void net_backward(void *ctx)
+{
+    net_ctx *c = ctx;
+    ck_assert_int_eq(cd_decoder_backward(c->d, c->dout, c->dz_tmp), CD_OK);
+    const float *g = cd_tensor_data(c->dz_tmp);
+    for (int64_t i = 0; i < cd_tensor_numel(c->dz_tmp); i++) c->dz[i] += g[i];
+}
+
+static cd_tensor *image_tensor(int64_t N, int64_t C, int64_t H, int64_t W)
+{
+    cd_tensor *t = NULL;
+    ck_assert_int_eq(cd_tensor_create(&t, 4, (int64_t[]){N, C, H, W}), CD_OK);
+    return t;
+}
+
+double cd_gc_check_decoder(cd_decoder *d, int64_t N, int64_t C, int64_t H, int64_t W,
+                           const char *name, const cd_gc_opts *opts, float z_scale)
+{
+    net_ctx c = {.d = d};
+    c.z = image_tensor(N, C, H, W);
+    c.out = image_tensor(N, C, H, W);
+    c.dout = image_tensor(N, C, H, W);
+    c.dz_tmp = image_tensor(N, C, H, W);
+    ck_assert_int_eq(cd_tensor_create(&c.tau, 1, (int64_t[]){N}), CD_OK);
+    cd_gc_randn(cd_tensor_data(c.z), N * C * H * W, 5, z_scale);
+    for (int64_t i = 0; i < N; i++) cd_tensor_data(c.tau)[i] = (float)(i + 1) / (float)(N + 2);
+    c.dz = calloc((size_t)(N * C * H * W), sizeof(float));
+
+    cd_params *p = cd_decoder_params(d);
+    cd_gc_op op = {.name = name, .ctx = &c, .forward = net_forward, .backward = net_backward,
+                   .out = cd_tensor_data(c.out), .dout = cd_tensor_data(c.dout),
+                   .n_out = N * C * H * W};
+    cd_gc_add_input(&op, "z", cd_tensor_data(c.z), c.dz, N * C * H * W);
+    cd_gc_add_input(&op, "params", cd_params_data(p, -1), cd_params_grad(p, -1),
+                    cd_params_numel(p));
+    double worst = cd_gradcheck(&op, opts);
+    free(c.dz);
+    cd_tensor_free(c.z);
+    cd_tensor_free(c.out);
+    cd_tensor_free(c.dout);
+    cd_tensor_free(c.dz_tmp);
+    cd_tensor_free(c.tau);
+    return worst;
+}

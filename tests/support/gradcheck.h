@@ -29,6 +29,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "colddiff.h"
+
 #define CD_GC_MAX_INPUTS 12
 
 typedef struct cd_gc_input {
@@ -66,6 +68,15 @@ void cd_gc_add_input(cd_gc_op *op, const char *name, float *x, float *dx, int64_
 
 /* Run all checks; ck_asserts on failure. Returns the worst asymmetry. */
 double cd_gradcheck(cd_gc_op *op, const cd_gc_opts *opts);
+
+/*
+ * Gradient-check a whole decoder through the public API at batch N and
+ * H x W: dz and every parameter (the flat block is one input), with z of
+ * normals times z_scale and tau = (n + 1)/(N + 2). Returns the worst
+ * asymmetry.
+ */
+double cd_gc_check_decoder(cd_decoder *d, int64_t N, int64_t C, int64_t H, int64_t W,
+                           const char *name, const cd_gc_opts *opts, float z_scale);
 
 /* Fill x[n] with normals from a seed (for test inputs). */
 void cd_gc_randn(float *x, int64_t n, uint64_t seed, float scale);
