@@ -7,12 +7,14 @@ lib=$1
 header=$2
 fail=0
 
+all=$(nm -D --defined-only "$lib" | awk '{print $NF}' | sed 's/@.*//' |
+  grep -vE '^(_init|_fini|_edata|_end|__bss_start)$' | sort -u)
 exported=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ {print $3}' |
   sed 's/@.*//' | grep -vE '^(_init|_fini|_edata|_end|__bss_start)$' | sort -u)
 declared=$(grep -v '^ *#' "$header" | tr '\n' ' ' | grep -oE 'CD_API [^;{]*\(' |
   sed -E 's/\($//; s/.*[ *]//' | sort -u)
 
-leaked=$(printf '%s\n' "$exported" | grep -v '^cd_' || true)
+leaked=$(printf '%s\n' "$all" | grep -v '^cd_' || true)
 if [ -n "$leaked" ]; then
   echo "exported symbols without the cd_ prefix:"; echo "$leaked"; fail=1
 fi
@@ -31,9 +33,9 @@ extra=$(printf '%s\n' "$exported" | while read -r s; do
 if [ -n "$extra" ]; then
   echo "exported but not declared in the header:"; echo "$extra"; fail=1
 fi
-versioned=$(nm -D --defined-only "$lib" | grep -c '@@COLDDIFF_' || true)
+versioned=$(nm -D --defined-only "$lib" | grep -c '@@cd_[0-9]' || true)
 if [ "$versioned" -eq 0 ]; then
-  echo "no symbol carries a COLDDIFF_ version node"; fail=1
+  echo "no symbol carries a cd_<release> version node"; fail=1
 fi
 soname=$(objdump -p "$lib" | awk '$1 == "SONAME" {print $2}')
 case $soname in
