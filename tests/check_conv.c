@@ -186,6 +186,8 @@ static const conv_shape parity_shapes[] = {
     {"k7p3 32->32 14x14", 2, 32, 14, 14, 32, 7, 7, 1, 3, 1, true},
     {"k3p1 32->64 8x7", 3, 32, 8, 7, 64, 3, 3, 1, 1, 1, true},
     {"k3p1 40->96 7x7", 2, 40, 7, 7, 96, 3, 3, 1, 1, 1, false},
+    {"k7p3 8->16 7x7", 3, 8, 7, 7, 16, 7, 7, 1, 3, 1, true},
+    {"k7p3 32->16 28x28", 2, 32, 28, 28, 16, 7, 7, 1, 3, 1, true},
 };
 #define N_PARITY ((int)(sizeof parity_shapes / sizeof parity_shapes[0]))
 

@@ -199,7 +199,7 @@ static framing make_plane_frame(int64_t C, int64_t H, int64_t W, int64_t pad_h, 
 static void pad_plane(float *dst, const float *src, const framing *f)
 {
     const int64_t Wp = f->Wp, left = f->left, W = f->W;
-    memset(dst, 0, (size_t)(f->top * Wp) * sizeof *dst);
+    for (int64_t i = 0; i < f->top * Wp; i++) dst[i] = 0.0f;
     float *d = dst + f->top * Wp;
     for (int64_t y = 0; y < f->H; y++, d += Wp) {
         const float *s = src + y * W;
@@ -207,7 +207,8 @@ static void pad_plane(float *dst, const float *src, const framing *f)
         for (int64_t x = 0; x < W; x++) d[left + x] = s[x];
         for (int64_t x = left + W; x < Wp; x++) d[x] = 0.0f;
     }
-    memset(d, 0, (size_t)(f->CS - (f->top + f->H) * Wp) * sizeof *d);
+    const int64_t rest = f->CS - (f->top + f->H) * Wp;
+    for (int64_t i = 0; i < rest; i++) d[i] = 0.0f;
 }
 
 #ifdef CONV_X86
@@ -452,24 +453,65 @@ static const mk_class mk_classes[4] = {
     {{8, 4, 2, 1}, {dense_mk_1x8, dense_mk_1x4, dense_mk_1x2, dense_mk_1x1}},
 };
 
+/* Where a channel-vectorised micro-tile goes: channel m, row r, pixel i
+ * lands at dst[m cs + r ld + i]. Channels from nm on, rows before ys and
+ * pixels before xs (an earlier tile stored those) are skipped. */
+typedef struct {
+    float *dst;
+    int64_t cs, ld;
+    int nm, ys, xs;
+    const float *bias;      /* per channel, or NULL */
+    bool accumulate;
+} fcv_out;
+
+/* In place: r[j] lane i becomes r[i] lane j (unpack 32- and 64-bit, then
+ * two rounds of 128-bit lane shuffles). */
+ALWAYS_INLINE AVX512 void transpose16(__m512 *r)
+{
+    __m512 t[16], u[16];
+    UNROLL for (int a = 0; a < 8; a++) {
+        t[2 * a] = _mm512_unpacklo_ps(r[2 * a], r[2 * a + 1]);
+        t[2 * a + 1] = _mm512_unpackhi_ps(r[2 * a], r[2 * a + 1]);
+    }
+    UNROLL for (int b = 0; b < 4; b++) {
+        const __m512d t0 = _mm512_castps_pd(t[4 * b]), t1 = _mm512_castps_pd(t[4 * b + 1]);
+        const __m512d t2 = _mm512_castps_pd(t[4 * b + 2]), t3 = _mm512_castps_pd(t[4 * b + 3]);
+        u[4 * b + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        u[4 * b + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        u[4 * b + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        u[4 * b + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    /* u[4b + m] lane L now holds column 4L + m of rows 4b..4b+3. */
+    UNROLL for (int m = 0; m < 4; m++) {
+        const __m512 x0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
+        const __m512 x1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
+        const __m512 x2 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
+        const __m512 x3 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
+        r[m] = _mm512_shuffle_f32x4(x0, x1, 0x88);
+        r[4 + m] = _mm512_shuffle_f32x4(x0, x1, 0xDD);
+        r[8 + m] = _mm512_shuffle_f32x4(x2, x3, 0x88);
+        r[12 + m] = _mm512_shuffle_f32x4(x2, x3, 0xDD);
+    }
+}
+
 /*
- * The dense kernel vectorised over output channels, for layers with 32 or
- * more of them: buf[r NPX + i][16 c + lane] = sum over taps k = (ci, ky,
- * kx) of w[k][16 c + lane] * rows[r][ci cs + ky wp + kx + i], for NR
- * output rows of NPX consecutive pixels and NCV vectors of channels. Every
- * lane is a real output: no wide positions are wasted. The weights are
- * packed [k][16 NCV].
+ * The dense kernel vectorised over output channels, for layers with 16 or
+ * more of them: out[16 c + lane][r][i] = sum over taps k = (ci, ky, kx) of
+ * w[k][16 c + lane] * rows[r][ci cs + ky wp + kx + i], for NR output rows
+ * of NPX consecutive pixels and NCV vectors of channels. Every lane is a
+ * real output: no wide positions are wasted. The weights are packed
+ * [k][16 NCV]; the results are transposed in registers on the way out.
  */
 ALWAYS_INLINE AVX512 void fcv_mk(const int NR, const int NPX, const int NCV,
                                  const float *const *rows, int64_t cs, int64_t wp, int64_t C,
-                                 int64_t kh, int64_t kw, const float *w, float *buf)
+                                 int64_t kh, int64_t kw, const float *w, const fcv_out *o)
 {
     __m512 acc[28][2];
     UNROLL for (int a = 0; a < NR * NPX; a++)
         UNROLL for (int c = 0; c < NCV; c++) acc[a][c] = _mm512_setzero_ps();
     for (int64_t ci = 0; ci < C; ci++) {
         for (int64_t ky = 0; ky < kh; ky++) {
-            const float *q[2];
+            const float *q[4];
             UNROLL for (int r = 0; r < NR; r++) q[r] = rows[r] + ci * cs + ky * wp;
             for (int64_t kx = 0; kx < kw; kx++, w += 16 * NCV) {
                 /* Opaque pointers, as in dwcv_mk. */
@@ -487,24 +529,57 @@ ALWAYS_INLINE AVX512 void fcv_mk(const int NR, const int NPX, const int NCV,
             }
         }
     }
-    UNROLL for (int a = 0; a < NR * NPX; a++)
-        UNROLL for (int c = 0; c < NCV; c++) _mm512_storeu_ps(buf + a * 16 * NCV + 16 * c, acc[a][c]);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                           14, 15);
+    UNROLL for (int c = 0; c < NCV; c++) {
+        UNROLL for (int g0 = 0; g0 < NR * NPX; g0 += 16) {
+            /* Sixteen pixels (of up to two rows) x 16 channels at a time. */
+            __m512 v[16];
+            UNROLL for (int i = 0; i < 16; i++)
+                v[i] = g0 + i < NR * NPX ? acc[g0 + i][c] : _mm512_setzero_ps();
+            transpose16(v);
+            UNROLL for (int m = 0; m < 16; m++) {
+                const int ch = 16 * c + m;
+                if (ch >= o->nm) continue;
+                const __m512 b = o->bias ? _mm512_set1_ps(o->bias[ch]) : _mm512_setzero_ps();
+                UNROLL for (int r = 0; r < NR; r++) {
+                    if (r < o->ys || r * NPX >= g0 + 16 || (r + 1) * NPX <= g0) continue;
+                    const int p0 = r * NPX + o->xs > g0 ? r * NPX + o->xs : g0;
+                    const int p1 = (r + 1) * NPX < g0 + 16 ? (r + 1) * NPX : g0 + 16;
+                    if (p0 >= p1) continue;
+                    /* Lanes p0 - g0 .. p1 - g0 to the front, then a masked
+                     * store of the row segment. */
+                    const __m512 x = _mm512_permutexvar_ps(
+                        _mm512_add_epi32(iota, _mm512_set1_epi32(p0 - g0)), v[m]);
+                    const __mmask16 mk = (__mmask16)((1u << (p1 - p0)) - 1u);
+                    float *d = o->dst + ch * o->cs + r * o->ld + (p0 - r * NPX);
+                    const __m512 y = o->accumulate
+                                         ? _mm512_add_ps(_mm512_maskz_loadu_ps(mk, d), x)
+                                         : _mm512_add_ps(x, b);
+                    _mm512_mask_storeu_ps(d, mk, y);
+                }
+            }
+        }
+    }
 }
 
 typedef void (*fcv_fn)(const float *const *, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       const float *, float *);
+                       const float *, const fcv_out *);
 
-#define FCV_MK(NR, NPX)                                                             \
-    static AVX512 void fcv_mk_##NR##x##NPX(const float *const *rows, int64_t cs,     \
-                                           int64_t wp, int64_t C, int64_t kh,        \
-                                           int64_t kw, const float *w, float *buf)   \
+#define FCV_MK(NR, NPX, NCV)                                                        \
+    static AVX512 void fcv_mk_##NR##x##NPX##x##NCV(                                 \
+        const float *const *rows, int64_t cs, int64_t wp, int64_t C, int64_t kh,     \
+        int64_t kw, const float *w, const fcv_out *o)                                \
     {                                                                               \
-        fcv_mk(NR, NPX, 2, rows, cs, wp, C, kh, kw, w, buf);                        \
+        fcv_mk(NR, NPX, NCV, rows, cs, wp, C, kh, kw, w, o);                        \
     }
-FCV_MK(1, 14)
-FCV_MK(2, 7)
+FCV_MK(1, 14, 2)
+FCV_MK(2, 7, 2)
+FCV_MK(2, 14, 1)
+FCV_MK(4, 7, 1)
 
-/* Output channels per block of the channel-vectorised kernels. */
+/* Output channels per block of the channel-vectorised kernels: 32, or 16
+ * for layers of 16 to 31 outputs. */
 #define CVB 32
 
 /*
@@ -657,7 +732,8 @@ typedef struct {
     bool wide_direct;      /* W_out == Wp: dout rows are their own wide rows */
     int64_t Hd, Wd;        /* frame-gradient planes, when !din_direct */
     int64_t dxs;           /* floats of frame gradient per image */
-    int64_t Qv, nvq, QS, DS; /* output-gradient rows at the frame stride */
+    int64_t Qv, nvq, QS;   /* output-gradient rows at the frame stride */
+    int64_t DS;            /* floats per image of those rows, or of doutT */
     int64_t wpk;           /* floats of packed weights (either packing) */
     int64_t dws;           /* floats of the weight-gradient accumulator */
     int64_t fin, fdout, dwide; /* floats of buffer per image (0 when direct) */
@@ -744,7 +820,8 @@ static dense_plan dense_planner(const cd__conv2d *c)
     return p;
 }
 
-/* Backward layout: wpk, dws, input frames x2, dwide x2, dout frames, dxf.
+/* Backward layout: wpk, dws, input frames x2, dwide (or doutT) x2, dout
+ * frames, dxf.
  * Forward uses wpk and the first input frames. */
 static size_t dense_workspace(const cd__conv2d *c)
 {
@@ -806,20 +883,21 @@ static void pack_flipped(float *wpk, const float *w, const cd__conv2d *c, const 
                     }
 }
 
-/* Channel-vectorised weights: [g][ceil(M/CVB)][K][CVB], zero past M; the
+/* Channel-vectorised weights: [g][ceil(M/cvb)][K][cvb], zero past M; the
  * forward packing has M = Cog over the Ks frame taps. */
-static void pack_cv_forward(float *wcv, const float *w, const cd__conv2d *c, const dense_plan *p)
+static void pack_cv_forward(float *wcv, const float *w, const cd__conv2d *c, const dense_plan *p,
+                            int64_t cvb)
 {
-    const int64_t ncb = ceil_div(p->Cog, CVB);
+    const int64_t ncb = ceil_div(p->Cog, cvb);
     for (int64_t g = 0; g < p->G; g++)
         for (int64_t b = 0; b < ncb; b++)
             for (int64_t cs = 0; cs < p->Cs; cs++)
                 for (int64_t ky = 0; ky < p->khs; ky++)
                     for (int64_t kx = 0; kx < p->kws; kx++) {
                         const int64_t k = (cs * p->khs + ky) * p->kws + kx;
-                        float *dst = wcv + ((g * ncb + b) * p->Ks + k) * CVB;
-                        for (int i = 0; i < CVB; i++) {
-                            const int64_t co = b * CVB + i;
+                        float *dst = wcv + ((g * ncb + b) * p->Ks + k) * cvb;
+                        for (int64_t i = 0; i < cvb; i++) {
+                            const int64_t co = b * cvb + i;
                             dst[i] = co < p->Cog
                                          ? frame_weight(w, c, p, g * p->Cog + co, cs, ky, kx)
                                          : 0.0f;
@@ -828,18 +906,19 @@ static void pack_cv_forward(float *wcv, const float *w, const cd__conv2d *c, con
 }
 
 /* ... and the input-gradient packing: M = Cs, taps (co, ky, kx) flipped. */
-static void pack_cv_flipped(float *wcv, const float *w, const cd__conv2d *c, const dense_plan *p)
+static void pack_cv_flipped(float *wcv, const float *w, const cd__conv2d *c, const dense_plan *p,
+                            int64_t cvb)
 {
-    const int64_t ncb = ceil_div(p->Cs, CVB), K = p->Cog * p->khs * p->kws;
+    const int64_t ncb = ceil_div(p->Cs, cvb), K = p->Cog * p->khs * p->kws;
     for (int64_t g = 0; g < p->G; g++)
         for (int64_t b = 0; b < ncb; b++)
             for (int64_t co = 0; co < p->Cog; co++)
                 for (int64_t ky = 0; ky < p->khs; ky++)
                     for (int64_t kx = 0; kx < p->kws; kx++) {
                         const int64_t k = (co * p->khs + ky) * p->kws + kx;
-                        float *dst = wcv + ((g * ncb + b) * K + k) * CVB;
-                        for (int i = 0; i < CVB; i++) {
-                            const int64_t cs = b * CVB + i;
+                        float *dst = wcv + ((g * ncb + b) * K + k) * cvb;
+                        for (int64_t i = 0; i < cvb; i++) {
+                            const int64_t cs = b * cvb + i;
                             dst[i] = cs < p->Cs
                                          ? frame_weight(w, c, p, g * p->Cog + co, cs,
                                                         p->khs - 1 - ky, p->kws - 1 - kx)
@@ -909,20 +988,23 @@ typedef struct {
     const float *bias;
     bool accumulate;
     int64_t nblk, nqc, nvec, Qv, items;
-    /* Channel-vectorised: kernel, its pixel block, and blocks per image. */
+    /* Channel-vectorised: kernel, its pixel block, channels per block, and
+     * blocks per image. */
     fcv_fn cv;
     int nr, npx;
-    int64_t ncb, nyb, nxb;
+    int64_t cvb, ncb, nyb, nxb;
 } dense_job;
 
 /* Lanes doing useful work, per kernel family, decide between them. */
-static bool use_channel_kernel(const dense_job *j, int nr, int npx)
+static bool use_channel_kernel(const dense_job *j, int nr, int npx, int64_t cvb)
 {
-    if (j->M < CVB || j->Ho < nr || j->Wo < npx) return false;
+    /* Short reductions (the first layer's 49 taps) cannot hide the
+     * transposed stores. */
+    if (j->M < cvb || j->Ho < nr || j->Wo < npx || j->C * j->kh * j->kw < 128) return false;
     const double pixel = (double)(j->Ho * j->Wo) / (double)(16 * ceil_div(j->Qv, 16));
     const double chan = (double)(j->Ho * j->Wo) /
                         (double)(round_up(j->Ho, nr) * round_up(j->Wo, npx)) *
-                        (double)j->M / (double)round_up(j->M, CVB);
+                        (double)j->M / (double)round_up(j->M, cvb);
     /* The channel kernel does a little more work per FMA (transposed
      * stores, more broadcasts), so it must win clearly on lanes. */
     return chan > 1.12 * pixel;
@@ -935,10 +1017,14 @@ static void dense_job_finish(dense_job *j)
     j->Qv = (j->Ho - 1) * j->f->Wp + j->Wo;
     j->nvec = ceil_div(j->Qv, 16);
     j->cv = NULL;
-    if (use_channel_kernel(j, 1, 14)) j->cv = fcv_mk_1x14, j->nr = 1, j->npx = 14;
-    else if (use_channel_kernel(j, 2, 7)) j->cv = fcv_mk_2x7, j->nr = 2, j->npx = 7;
+    j->cvb = j->M >= 32 ? 32 : 16;
+    const bool wide = j->cvb == 32;
+    if (use_channel_kernel(j, wide ? 1 : 2, 14, j->cvb))
+        j->cv = wide ? fcv_mk_1x14x2 : fcv_mk_2x14x1, j->nr = wide ? 1 : 2, j->npx = 14;
+    else if (use_channel_kernel(j, wide ? 2 : 4, 7, j->cvb))
+        j->cv = wide ? fcv_mk_2x7x2 : fcv_mk_4x7x1, j->nr = wide ? 2 : 4, j->npx = 7;
     if (j->cv) {
-        j->ncb = ceil_div(j->M, CVB);
+        j->ncb = ceil_div(j->M, j->cvb);
         j->nyb = ceil_div(j->Ho, j->nr);
         j->nxb = ceil_div(j->Wo, j->npx);
         j->items = j->G * j->ncb * j->nyb;
@@ -949,7 +1035,7 @@ static void dense_job_finish(dense_job *j)
     }
 }
 
-/* One item of the channel-vectorised kernel: a block of CVB channels over
+/* One item of the channel-vectorised kernel: a block of cvb channels over
  * NR output rows, all pixel blocks along them. Blocks at the right and
  * bottom edges are moved back inside the image; pixels an earlier block
  * already stored are skipped, so accumulation adds each output once. */
@@ -958,30 +1044,21 @@ static void dense_item_cv(const dense_job *j, int64_t t, int64_t item)
     const framing *f = j->f;
     const int64_t g = item / (j->ncb * j->nyb), rem = item % (j->ncb * j->nyb);
     const int64_t b = rem / j->nyb, yb = rem % j->nyb;
-    const int64_t m0 = b * CVB, nm = min64(CVB, j->M - m0);
+    const int64_t cvb = j->cvb, m0 = b * cvb, nm = min64(cvb, j->M - m0);
     const int64_t K = j->C * j->kh * j->kw, HW = j->Ho * j->Wo;
-    const float *w = j->wpk + (g * j->ncb + b) * K * CVB;
+    const float *w = j->wpk + (g * j->ncb + b) * K * cvb;
     const float *src = j->frames + t * f->IS + g * j->C * f->CS;
     float *dst = j->dst + t * j->dst_is + (g * j->M + m0) * HW;
     const float *bias = j->bias ? j->bias + g * j->M + m0 : NULL;
     const int64_t y0 = min64(yb * j->nr, j->Ho - j->nr), ys = yb * j->nr - y0;
-    float buf[14 * CVB];
+    fcv_out o = {NULL, HW, j->Wo, (int)nm, (int)ys, 0, bias, j->accumulate};
     for (int64_t xb = 0; xb < j->nxb; xb++) {
-        const int64_t x0 = min64(xb * j->npx, j->Wo - j->npx), xs = xb * j->npx - x0;
-        const float *rows[2];
+        const int64_t x0 = min64(xb * j->npx, j->Wo - j->npx);
+        const float *rows[4];
         for (int r = 0; r < j->nr; r++) rows[r] = src + (y0 + r) * f->Wp + x0;
-        j->cv(rows, f->CS, f->Wp, j->C, j->kh, j->kw, w, buf);
-        for (int64_t m = 0; m < nm; m++) {
-            const float bm = bias ? bias[m] : 0.0f;
-            for (int64_t r = ys; r < j->nr; r++) {
-                float *o = dst + m * HW + (y0 + r) * j->Wo + x0;
-                const float *a = buf + r * j->npx * CVB + m;
-                if (j->accumulate)
-                    for (int64_t i = xs; i < j->npx; i++) o[i] += a[i * CVB];
-                else
-                    for (int64_t i = xs; i < j->npx; i++) o[i] = a[i * CVB] + bm;
-            }
-        }
+        o.dst = dst + y0 * j->Wo + x0;
+        o.xs = (int)(xb * j->npx - x0);
+        j->cv(rows, f->CS, f->Wp, j->C, j->kh, j->kw, w, &o);
     }
 }
 
@@ -1246,7 +1323,7 @@ static void dense_forward(const cd__conv2d *c, float *out, const float *in,
                    .wpk = wpk, .G = p.G, .M = p.Cog, .Ho = c->H_out, .Wo = c->W_out,
                    .dst_is = out_img, .bias = c->bias ? bias : NULL, .accumulate = false};
     dense_job_finish(&j);
-    if (j.cv) pack_cv_forward(wpk, weight, c, &p);
+    if (j.cv) pack_cv_forward(wpk, weight, c, &p, j.cvb);
     else pack_forward(wpk, weight, c, &p);
     for (int64_t n0 = 0; n0 < c->N; n0 += p.T) {
         const int64_t T = min64(p.T, c->N - n0);
@@ -1320,7 +1397,7 @@ static void dense_backward(const cd__conv2d *c, float *din, float *dweight,
     if (p.din_direct) dj.Ho = c->H, dj.Wo = c->W, dj.dst_is = in_img;
     else dj.Ho = p.Hd, dj.Wo = p.Wd, dj.dst_is = p.dxs, dj.dst = dxf;
     dense_job_finish(&dj);
-    if (din && dj.cv) pack_cv_flipped(wpkt, weight, c, &p);
+    if (din && dj.cv) pack_cv_flipped(wpkt, weight, c, &p, dj.cvb);
     else if (din) pack_flipped(wpkt, weight, c, &p);
     dense_image_job ij = {c, &p, &dj, p.dout_direct ? NULL : fdout, NULL, out_img, true, NULL};
     dense_dw_job wj[2];
@@ -1478,43 +1555,52 @@ static void dw_plane(int64_t K, const float *src, int64_t wp, const float *w, fl
 }
 
 /*
- * Weight gradient of one channel of one image, G kernel rows at a time:
- * lanes[g][kx] += dout[y][x] * frame[y + g][x + kx] over pixels, frame
- * starting at kernel row ky0. Frame row r serves output rows y = r - g, so
- * its K shifted vectors are loaded once for all G kernel rows.
+ * Weight gradient of one channel over nimg images, G kernel rows at a
+ * time: lanes[g][kx] = sum over images and pixels of dout[y][x] *
+ * frame[y + g][x + kx], frames starting at kernel row ky0. Frame row r
+ * serves output rows y = r - g, so its K shifted vectors are loaded once
+ * for all G kernel rows.
  */
-ALWAYS_INLINE AVX512 void dwg_mk(const int K, const int G, const float *frame, int64_t wp,
-                                 const float *dout, int64_t Ho, int64_t Wo, float *lanes)
+ALWAYS_INLINE AVX512 void dwg_mk(const int K, const int G, const float *frame0, int64_t wp,
+                                 int64_t fstride, const float *dout0, int64_t dstride,
+                                 int64_t nimg, int64_t Ho, int64_t Wo, float *lanes)
 {
     __m512 acc[3][7];
-    for (int g = 0; g < G; g++)
-        for (int kx = 0; kx < K; kx++) acc[g][kx] = _mm512_loadu_ps(lanes + (g * K + kx) * 16);
-    for (int64_t r = 0; r < Ho + G - 1; r++) {
-        for (int64_t x0 = 0; x0 < Wo; x0 += 16) {
-            const int64_t n = min64(16, Wo - x0);
-            const __mmask16 m = (__mmask16)((1u << n) - 1u);
-            const float *s = frame + r * wp + x0;
-            __m512 x[7];
-            UNROLL for (int kx = 0; kx < K; kx++) x[kx] = _mm512_loadu_ps(s + kx);
-            UNROLL for (int g = 0; g < G; g++) {
-                const int64_t y = r - g;
-                if (y < 0 || y >= Ho) continue;
-                const __m512 d = _mm512_maskz_loadu_ps(m, dout + y * Wo + x0);
-                UNROLL for (int kx = 0; kx < K; kx++)
-                    acc[g][kx] = _mm512_fmadd_ps(d, x[kx], acc[g][kx]);
+    UNROLL for (int g = 0; g < G; g++)
+        UNROLL for (int kx = 0; kx < K; kx++) acc[g][kx] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < nimg; t++) {
+        const float *frame = frame0 + t * fstride, *dout = dout0 + t * dstride;
+        for (int64_t r = 0; r < Ho + G - 1; r++) {
+            for (int64_t x0 = 0; x0 < Wo; x0 += 16) {
+                const int64_t n = min64(16, Wo - x0);
+                const __mmask16 m = (__mmask16)((1u << n) - 1u);
+                const float *s = frame + r * wp + x0;
+                __m512 x[7];
+                UNROLL for (int kx = 0; kx < K; kx++) x[kx] = _mm512_loadu_ps(s + kx);
+                UNROLL for (int g = 0; g < G; g++) {
+                    const int64_t y = r - g;
+                    if (y < 0 || y >= Ho) continue;
+                    const __m512 d = _mm512_maskz_loadu_ps(m, dout + y * Wo + x0);
+                    UNROLL for (int kx = 0; kx < K; kx++)
+                        acc[g][kx] = _mm512_fmadd_ps(d, x[kx], acc[g][kx]);
+                }
             }
         }
     }
-    for (int g = 0; g < G; g++)
-        for (int kx = 0; kx < K; kx++) _mm512_storeu_ps(lanes + (g * K + kx) * 16, acc[g][kx]);
+    UNROLL for (int g = 0; g < G; g++)
+        UNROLL for (int kx = 0; kx < K; kx++)
+            _mm512_storeu_ps(lanes + (g * K + kx) * 16, acc[g][kx]);
 }
 
-typedef void (*dwg_mk_fn)(const float *, int64_t, const float *, int64_t, int64_t, float *);
+typedef void (*dwg_mk_fn)(const float *, int64_t, int64_t, const float *, int64_t, int64_t,
+                          int64_t, int64_t, float *);
 #define DWG_MK(K, G)                                                               \
-    static AVX512 void dwg_mk_##K##_##G(const float *frame, int64_t wp, const float *dout, \
-                                        int64_t Ho, int64_t Wo, float *lanes)      \
+    static AVX512 void dwg_mk_##K##_##G(const float *frame, int64_t wp, int64_t fstride, \
+                                        const float *dout, int64_t dstride,         \
+                                        int64_t nimg, int64_t Ho, int64_t Wo,        \
+                                        float *lanes)                                \
     {                                                                              \
-        dwg_mk(K, G, frame, wp, dout, Ho, Wo, lanes);                              \
+        dwg_mk(K, G, frame, wp, fstride, dout, dstride, nimg, Ho, Wo, lanes);      \
     }
 DWG_MK(3, 3)
 DWG_MK(5, 3)
@@ -1592,11 +1678,18 @@ typedef struct {
     bool accumulate, fast;
 } dw_job;
 
+/* Padded planes up to this many floats are built on the task's stack: a
+ * tile buffer slot would be written by a different core from one tile to
+ * the next, and moving its cache lines between cores costs more than the
+ * small convolution itself. */
+#define DW_LOCAL 8192
+
 static void dw_plane_task(const dw_job *j, int64_t i)
 {
     const cd__conv2d *c = j->c;
     const int64_t ch = i % c->C_in;
-    float *frame = j->frames + i * j->f->CS;
+    _Alignas(64) float local[DW_LOCAL];
+    float *frame = j->f->CS <= DW_LOCAL ? local : j->frames + i * j->f->CS;
     pad_plane(frame, j->src + i * j->f->H * j->f->W, j->f);
     const float *w = j->w + ch * c->kh * c->kw;
     float *dst = j->dst + i * j->Ho * j->Wo;
@@ -1613,7 +1706,7 @@ static void dw_plane_task(const dw_job *j, int64_t i)
 /* Planes per task: small planes are grouped so a task is worth taking. */
 static int64_t dw_planes_per_task(const cd__conv2d *c)
 {
-    return max64(1, 16384 / (c->H_out * c->W_out * c->kh * c->kw));
+    return max64(1, 131072 / (c->H_out * c->W_out * c->kh * c->kw));
 }
 
 static void dw_task(void *ctx, int64_t i)
@@ -1623,8 +1716,8 @@ static void dw_task(void *ctx, int64_t i)
     for (int64_t p = i * per; p < n && p < (i + 1) * per; p++) dw_plane_task(j, p);
 }
 
-/* Weight-gradient tasks, one per channel: pad that channel of every image
- * of the tile, then sum over images in order. */
+/* Weight gradient of one channel: pad that channel of every image of the
+ * tile, then sum over images in order. */
 typedef struct {
     const cd__conv2d *c;
     const framing *f;
@@ -1636,37 +1729,42 @@ typedef struct {
     bool fast;
 } dwg_job;
 
-static void dwg_task(void *ctx, int64_t ch)
+static void dwg_channel(const dwg_job *j, int64_t ch)
 {
-    const dwg_job *j = ctx;
     const cd__conv2d *c = j->c;
     const framing *f = j->f;
     const int64_t C = c->C_in, Ho = c->H_out, Wo = c->W_out, kh = c->kh, kw = c->kw;
     float *dw = j->dweight + ch * kh * kw;
+    /* This channel's planes of the tile, image after image (fs apart). */
+    _Alignas(64) float local[DW_LOCAL];
+    const bool loc = j->T * f->CS <= DW_LOCAL;
+    float *frames = loc ? local : j->frames + ch * f->CS;
+    const int64_t fs = loc ? f->CS : C * f->CS;
     for (int64_t t = 0; t < j->T; t++)
-        pad_plane(j->frames + (t * C + ch) * f->CS, j->in + (t * C + ch) * c->H * c->W, f);
+        pad_plane(frames + t * fs, j->in + (t * C + ch) * c->H * c->W, f);
 #ifdef CONV_X86
     if (j->fast) {
         /* Kernel rows three at a time: 4 x 5 or 4 x 7 accumulators plus the
          * operands do not fit the 32 registers. */
-        float lanes[3 * 7 * 16];
+        float lanes[3 * 7 * 16], sum[7 * 7];
         for (int64_t ky0 = 0; ky0 < kh; ky0 += 3) {
             const int64_t G = min64(3, kh - ky0);
             dwg_mk_fn mk = kh == 3 ? dwg_mk_3_3
                          : kh == 5 ? (G == 3 ? dwg_mk_5_3 : dwg_mk_5_2)
                                    : (G == 3 ? dwg_mk_7_3 : dwg_mk_7_1);
-            memset(lanes, 0, sizeof lanes);
-            for (int64_t t = 0; t < j->T; t++)
-                mk(j->frames + (t * C + ch) * f->CS + ky0 * f->Wp, f->Wp,
-                   j->dout + (t * C + ch) * Ho * Wo, Ho, Wo, lanes);
+            mk(frames + ky0 * f->Wp, f->Wp, fs, j->dout + ch * Ho * Wo, C * Ho * Wo, j->T, Ho,
+               Wo, lanes);
             for (int64_t g = 0; g < G; g++)
                 for (int64_t kx = 0; kx < kw; kx++) {
                     const float *l = lanes + (g * kw + kx) * 16;
                     float s = 0.0f;
                     for (int x = 0; x < 16; x++) s += l[x];
-                    dw[(ky0 + g) * kw + kx] += s;
+                    sum[(ky0 + g) * kw + kx] = s;
                 }
         }
+        /* One pass over dweight at the end: neighbouring channels share its
+         * cache lines, which would bounce between cores on every add. */
+        for (int64_t i = 0; i < kh * kw; i++) dw[i] += sum[i];
         return;
     }
 #endif
@@ -1674,7 +1772,7 @@ static void dwg_task(void *ctx, int64_t ch)
         for (int64_t kx = 0; kx < kw; kx++) {
             double s = 0.0;
             for (int64_t t = 0; t < j->T; t++) {
-                const float *fr = j->frames + (t * C + ch) * f->CS;
+                const float *fr = frames + t * fs;
                 const float *d = j->dout + (t * C + ch) * Ho * Wo;
                 float lane[16] = {0};
                 for (int64_t y = 0; y < Ho; y++) {
@@ -1688,6 +1786,22 @@ static void dwg_task(void *ctx, int64_t ch)
             }
             dw[ky * kw + kx] += (float)s;
         }
+}
+
+/* Channels per weight-gradient task: a run of neighbouring channels reads
+ * contiguous memory in every image, where single channels picked by
+ * alternating cores would share (and fetch twice) the cache lines at
+ * their plane boundaries. */
+static int64_t dwg_channels_per_task(const cd__conv2d *c)
+{
+    return max64(1, min64(16, 4096 / (c->H_out * c->W_out)));
+}
+
+static void dwg_task(void *ctx, int64_t i)
+{
+    const dwg_job *j = ctx;
+    const int64_t per = dwg_channels_per_task(j->c);
+    for (int64_t ch = i * per; ch < j->c->C_in && ch < (i + 1) * per; ch++) dwg_channel(j, ch);
 }
 
 static void flip_depthwise(float *wf, const float *w, int64_t C, int64_t kh, int64_t kw)
@@ -1733,7 +1847,7 @@ static void depthwise_backward(const cd__conv2d *c, float *din, float *dweight,
         dwg_job k = {c, &g.in, fin, in ? in + n0 * in_img : NULL, dout + n0 * out_img, T,
                      dweight, fast};
         if (din) tasks_add(&tl, dw_task, &j, ceil_div(T * c->C_in, dw_planes_per_task(c)));
-        if (dweight) tasks_add(&tl, dwg_task, &k, c->C_in);
+        if (dweight) tasks_add(&tl, dwg_task, &k, ceil_div(c->C_in, dwg_channels_per_task(c)));
         tasks_run(&tl);
     }
 }
@@ -2034,22 +2148,34 @@ static void gemm_backward(const cd__conv2d *c, float *din, float *dweight,
 
 /* ==== entry points ========================================================== */
 
+/* Buffers start on a cache line whatever the caller's alignment: tasks on
+ * different cores write neighbouring frames, and a line shared across a
+ * frame boundary would bounce between them. Every buffer size is a
+ * multiple of 16 floats, so aligning the base aligns them all. */
+static float *align_ws(float *ws)
+{
+    const uintptr_t a = (uintptr_t)ws, r = a % CD__ALIGN;
+    return r ? (float *)(void *)((char *)ws + (CD__ALIGN - r)) : ws;
+}
+
 size_t cd__conv2d_workspace(const cd__conv2d *c)
 {
+    const size_t slack = CD__ALIGN / sizeof(float);
     switch (choose_path(c)) {
 #ifdef CONV_X86
-    case PATH_DENSE: return dense_workspace(c);
+    case PATH_DENSE: return dense_workspace(c) + slack;
 #endif
     case PATH_DEPTHWISE:
-    case PATH_DEPTHWISE_PORTABLE: return dw_workspace(c);
+    case PATH_DEPTHWISE_PORTABLE: return dw_workspace(c) + slack;
     default: break;
     }
-    return gemm_workspace(c);
+    return gemm_workspace(c) + slack;
 }
 
 void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in,
                         const float *weight, const float *bias, float *ws)
 {
+    ws = align_ws(ws);
     switch (choose_path(c)) {
 #ifdef CONV_X86
     case PATH_DENSE: dense_forward(c, out, in, weight, bias, ws); return;
@@ -2069,6 +2195,7 @@ void cd__conv2d_backward(const cd__conv2d *c, float *din, float *dweight,
 {
     if (dbias && c->bias) bias_backward(dbias, dout, c->N, c->C_out, c->H_out * c->W_out);
     if (!din && !dweight) return;
+    ws = align_ws(ws);
     switch (choose_path(c)) {
 #ifdef CONV_X86
     case PATH_DENSE: dense_backward(c, din, dweight, dout, in, weight, ws); return;

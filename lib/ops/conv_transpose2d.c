@@ -10,8 +10,9 @@
  *   forward       out  = bias + (input gradient of cc given dout := in)
  *   input grad    din += cc forward of dout
  *   weight grad   dW  += weight gradient of cc with input dout, dout := in
- * and every kernel, tiling and thread rule of conv2d.c carries over. For
- * stride 2 the forward is cc's GEMM (W^T x per image tile) plus col2im.
+ * and every kernel, tiling and thread rule of conv2d.c carries over: on
+ * AVX-512 the stride-2 forward is cc's input gradient on space-to-depth
+ * frames; elsewhere it is W^T x per image tile (sgemm) plus col2im.
  * Reading the weight as C_out x C_in instead (a transposed reading) would
  * still run when C_in == C_out, silently wrong; the tests check the
  * formula directly.
@@ -85,16 +86,32 @@ size_t cd__convt2d_workspace(const cd__convt2d *c)
     return a > b ? a : b;
 }
 
+/* Plane tasks: fill with the bias (src NULL) or add src. */
+typedef struct {
+    float *dst;
+    const float *src;
+    const float *bias;
+    int64_t C, P;
+} plane_job;
+
+static void plane_task(void *ctx, int64_t i)
+{
+    const plane_job *j = ctx;
+    float *d = j->dst + i * j->P;
+    if (j->src) {
+        const float *s = j->src + i * j->P;
+        for (int64_t x = 0; x < j->P; x++) d[x] += s[x];
+    } else {
+        const float b = j->bias ? j->bias[i % j->C] : 0.0f;
+        for (int64_t x = 0; x < j->P; x++) d[x] = b;
+    }
+}
+
 void cd__convt2d_forward(const cd__convt2d *c, float *out, const float *in,
                          const float *weight, const float *bias, float *ws)
 {
-    const int64_t P = c->H_out * c->W_out;
-    for (int64_t n = 0; n < c->N; n++)
-        for (int64_t co = 0; co < c->C_out; co++) {
-            float *o = out + (n * c->C_out + co) * P;
-            const float b = c->bias ? bias[co] : 0.0f;
-            for (int64_t i = 0; i < P; i++) o[i] = b;
-        }
+    plane_job pj = {out, NULL, c->bias ? bias : NULL, c->C_out, c->H_out * c->W_out};
+    cd__parallel_for(c->N * c->C_out, plane_task, &pj);
     const cd__conv2d cc = adjoint(c, c->N);
     cd__conv2d_backward(&cc, out, NULL, NULL, in, NULL, weight, ws);
 }
@@ -142,8 +159,8 @@ void cd__convt2d_backward(const cd__convt2d *c, float *din, float *dweight,
             const int64_t t = min64(T, c->N - n0);
             const cd__conv2d ct = adjoint(c, t);
             cd__conv2d_forward(&ct, tmp, dout + n0 * out_img, weight, NULL, cws);
-            float *d = din + n0 * in_img;
-            for (int64_t i = 0; i < t * in_img; i++) d[i] += tmp[i];
+            plane_job pj = {din + n0 * in_img, tmp, NULL, c->C_in, c->H * c->W};
+            cd__parallel_for(t * c->C_in, plane_task, &pj);
         }
     }
 }
