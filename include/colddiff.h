@@ -575,6 +575,15 @@ CD_API cd_status cd_schedule_at(const cd_schedule *s, int64_t t, float *beta,
 CD_API cd_status cd_schedule_copy_arrays(const cd_schedule *s, float *beta,
                                          float *alpha_bar, int64_t n);
 
+/** An image dataset in memory with train, validation and test splits. */
+typedef struct cd_dataset cd_dataset;
+
+typedef enum cd_split {
+    CD_SPLIT_TRAIN = 0,
+    CD_SPLIT_VAL = 1,
+    CD_SPLIT_TEST = 2
+} cd_split;
+
 /* ------------------------------------------------------------------------ */
 /* Degradations                                                             */
 /* ------------------------------------------------------------------------ */
@@ -588,8 +597,11 @@ CD_API cd_status cd_schedule_copy_arrays(const cd_schedule *s, float *beta,
 typedef struct cd_degradation cd_degradation;
 
 typedef enum cd_degradation_kind {
-    CD_DEGRADATION_NOISE = 0, /**< DDPM: sqrt(abar) x + sqrt(1 - abar) eps */
-    CD_DEGRADATION_BLUR = 1   /**< cold diffusion: t Gaussian blurs, sigma_i = beta_i */
+    CD_DEGRADATION_NOISE = 0,    /**< DDPM: sqrt(abar) x + sqrt(1 - abar) eps */
+    CD_DEGRADATION_BLUR = 1,     /**< cold diffusion: t Gaussian blurs, sigma_i = beta_i */
+    CD_DEGRADATION_PIXELATE = 2, /**< block averages of a size growing with t */
+    CD_DEGRADATION_MASK = 3,     /**< a growing square hole in the centre */
+    CD_DEGRADATION_FADE = 4      /**< sqrt(abar) x + (1 - sqrt(abar)) m */
 } cd_degradation_kind;
 
 /** How the blur treats the image border. */
@@ -620,6 +632,40 @@ CD_API cd_status cd_degradation_create_blur(cd_degradation **out,
                                             int64_t kernel_size,
                                             cd_padding padding);
 
+/**
+ * Pixelate: with L = ceil(log2(max(H, W))) levels and s = L t / T,
+ * k = floor(s), w = s - k:
+ *   D(x, t) = (1 - w) P_{2^k}(x) + w P_{2^(k+1)}(x)   (w = 0 at k = L),
+ * where P_f replaces each f x f block (aligned at the top-left corner; the
+ * blocks of the last row and column may be cut short) by its mean, per
+ * channel. P_1 is the identity, and P_{2^L} is each image's per-channel
+ * mean: D(x, T) is a constant image. Only the schedule's T is used.
+ */
+CD_API cd_status cd_degradation_create_pixelate(cd_degradation **out,
+                                                const cd_schedule *s);
+
+/**
+ * Mask: D(x, t) = M_t x with M_t(i, j) = clamp((d(i, j) - r_t) / w, 0, 1),
+ * where d is the Chebyshev distance max(|i - (H-1)/2|, |j - (W-1)/2|) to
+ * the image centre, R = max((H-1)/2, (W-1)/2), edge width w = edge_width
+ * (> 0 pixels, finite) and r_t = -w + (t / T) (R + w): a square hole with a
+ * soft edge that grows from nothing at t = 0 to the whole image at t = T,
+ * where D(x, T) = 0. Only the schedule's T is used.
+ */
+CD_API cd_status cd_degradation_create_mask(cd_degradation **out,
+                                            const cd_schedule *s,
+                                            double edge_width);
+
+/**
+ * Fade: D(x, t) = sqrt(abar_t) x + (1 - sqrt(abar_t)) m, with m the mean
+ * image (C x H x W, or 1 x C x H x W; finite), which is copied. Images
+ * given to the operator must have m's shape (CD_ERR_SHAPE otherwise).
+ * cd_dataset_mean_image() computes m.
+ */
+CD_API cd_status cd_degradation_create_fade(cd_degradation **out,
+                                            const cd_schedule *s,
+                                            const cd_tensor *mean_image);
+
 /** Free an operator; NULL is a no-op. */
 CD_API void cd_degradation_free(cd_degradation *d);
 
@@ -636,7 +682,8 @@ CD_API int64_t cd_degradation_T(const cd_degradation *d);
  * z = D(x, t[n]) for each sample n of x (N x C x H x W; t holds n_t = N
  * steps in 0..T). The noise operator draws eps ~ N(0, I) from rng and, if
  * eps is not NULL, returns it there (the training target); z may then be
- * x. The blur ignores rng (may be NULL), takes no eps, and z may be x.
+ * x. The deterministic operators ignore rng (may be NULL), take no eps,
+ * and z may be x.
  * Errors: CD_ERR_SHAPE, CD_ERR_RANGE (a t outside 0..T), CD_ERR_NOT_FINITE
  * (a NaN or infinite pixel), CD_ERR_INVALID_ARGUMENT, CD_ERR_UNSUPPORTED
  * (a blur plane above 128 x 128).
@@ -645,6 +692,60 @@ CD_API cd_status cd_degradation_apply(const cd_degradation *d,
                                       const cd_tensor *x, const int64_t *t,
                                       int64_t n_t, cd_rng *rng, cd_tensor *z,
                                       cd_tensor *eps);
+
+/*
+ * The z_T prior, which unconditional sampling starts from.
+ *   noise:  z_T ~ N(0, I).
+ *   others: z_T = B + c + jitter xi per sample, with B = D(0, T) (0 for
+ *           blur, pixelate and mask; (1 - sqrt(abar_T)) m for fade), one
+ *           constant c ~ N(mean, std^2) per sample and xi ~ N(0, I) per
+ *           pixel. All four operators are affine, D(x, T) = A x + B, so
+ *           fitting (mean, std) to the per-image means of D(x, T) - B over
+ *           the training images fits c (spec section 6). The defaults before
+ *           a fit are the report's MNIST blur values mean -0.36, std 0.05,
+ *           jitter 0.002 for blur, and 0, 0, 0.002 for the others.
+ * The prior is part of the operator and is saved with it in checkpoints.
+ * Setting or fitting it is not thread-safe against concurrent use of d.
+ */
+
+/**
+ * Fit (mean, std) of the prior to the first max_images images (0: all) of
+ * a dataset split in its natural order: the mean and the population
+ * standard deviation (divisor n) of the per-image means of D(x, T) - B,
+ * in double. The jitter is kept. For the noise operator this does nothing
+ * and returns CD_OK (its prior is exact).
+ * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_RANGE (max_images < 0, an empty
+ * split), CD_ERR_SHAPE (images the operator cannot take), CD_ERR_UNSUPPORTED
+ * (a blur plane above 128 x 128), CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_degradation_fit_prior(cd_degradation *d,
+                                          const cd_dataset *ds, cd_split split,
+                                          int64_t max_images);
+
+/**
+ * Set the prior of a deterministic operator (finite mean, std >= 0 and
+ * jitter >= 0, else CD_ERR_RANGE or CD_ERR_NOT_FINITE). A set prior counts
+ * as fitted: cd_trainer_fit() will not refit it. The noise operator's
+ * prior is fixed (CD_ERR_UNSUPPORTED).
+ */
+CD_API cd_status cd_degradation_set_prior(cd_degradation *d, double mean,
+                                          double std, double jitter);
+
+/**
+ * Read the prior: (0, 1, 0) for noise. fitted (may be NULL) gets 1 after
+ * cd_degradation_fit_prior() or cd_degradation_set_prior(), else 0.
+ */
+CD_API cd_status cd_degradation_get_prior(const cd_degradation *d,
+                                          double *mean, double *std,
+                                          double *jitter, int32_t *fitted);
+
+/**
+ * Draw z_T from the prior into z (N x C x H x W; for fade, m's shape per
+ * sample). Draws from rng: noise, N x C x H x W normals; the others, N
+ * normals for the constants first, then N x C x H x W for the jitter.
+ */
+CD_API cd_status cd_degradation_sample_prior(const cd_degradation *d,
+                                             cd_rng *rng, cd_tensor *z);
 
 /* ------------------------------------------------------------------------ */
 /* Samplers                                                                 */
@@ -710,10 +811,7 @@ typedef enum cd_sampler_key {
                                             variance, 0 for beta (default) */
     CD_SAMPLER_CLIP = 3,        /**< DDIM: 1 clips x0-hat to [lo, hi] (default 0) */
     CD_SAMPLER_CLIP_LO = 4,     /**< DDIM: clip range low end (default -1)   */
-    CD_SAMPLER_CLIP_HI = 5,     /**< DDIM: clip range high end (default 1)   */
-    CD_SAMPLER_PRIOR_MEAN = 6,  /**< blur prior: mu (default -0.36)          */
-    CD_SAMPLER_PRIOR_STD = 7,   /**< blur prior: s >= 0 (default 0.05)       */
-    CD_SAMPLER_PRIOR_JITTER = 8 /**< blur prior: jitter >= 0 (default 0.002) */
+    CD_SAMPLER_CLIP_HI = 5      /**< DDIM: clip range high end (default 1)   */
 } cd_sampler_key;
 
 /**
@@ -796,15 +894,11 @@ CD_API cd_status cd_sampler_step_times(const cd_sampler *s, int64_t t_start,
 /**
  * Unconditional sampling: draw z_T from the degradation's prior into out
  * (N x C x H x W, any N), then run the chain from T down to 0; out holds
- * z_0. Priors: noise, z_T ~ N(0, I); blur, per sample a constant
- * c ~ N(mu, s^2) (one draw per sample, first) plus per-pixel jitter
- * N(0, jitter^2) (then N x C x H x W draws), with mu, s and jitter from
- * CD_SAMPLER_PRIOR_* (fit them to D(x, T) of the training set; the
- * defaults are the report's hard-coded MNIST values).
+ * z_0. z_T is drawn exactly as cd_degradation_sample_prior() draws it
+ * (fit the prior first: cd_degradation_fit_prior()).
  * Errors: CD_ERR_STATE (no predictor), CD_ERR_INVALID_ARGUMENT (NULL
  * argument, rng included), CD_ERR_SHAPE, CD_ERR_RANGE (clip lo > hi),
- * CD_ERR_UNSUPPORTED (a degradation without a prior, a blur plane above
- * 128 x 128), CD_ERR_NOT_FINITE (the predictor produced NaN or infinity),
+ * CD_ERR_UNSUPPORTED (a blur plane above 128 x 128), CD_ERR_NOT_FINITE (the predictor produced NaN or infinity),
  * CD_ERR_OUT_OF_MEMORY, or the predictor's own status.
  */
 CD_API cd_status cd_sampler_sample(cd_sampler *s, cd_rng *rng,
@@ -845,14 +939,8 @@ CD_API cd_status cd_sampler_restore(cd_sampler *s, const cd_tensor *x,
 /* Datasets                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/** An image dataset in memory with train, validation and test splits. */
-typedef struct cd_dataset cd_dataset;
-
-typedef enum cd_split {
-    CD_SPLIT_TRAIN = 0,
-    CD_SPLIT_VAL = 1,
-    CD_SPLIT_TEST = 2
-} cd_split;
+/* cd_dataset and cd_split are declared before the degradations, which
+ * fit their priors to a dataset. */
 
 /**
  * Load MNIST from a directory holding train-images-idx3-ubyte,
@@ -934,6 +1022,15 @@ CD_API cd_status cd_dataset_fill_batch(const cd_dataset *ds, cd_split split,
                                        cd_tensor *labels, int64_t *filled);
 
 /**
+ * The mean of a split's images, accumulated in double and rounded once,
+ * into out (C x H x W, or 1 x C x H x W): the fade operator's m.
+ * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_RANGE (an empty split),
+ * CD_ERR_SHAPE.
+ */
+CD_API cd_status cd_dataset_mean_image(const cd_dataset *ds, cd_split split,
+                                       cd_tensor *out);
+
+/**
  * Copy the images at split indices idx[0..n-1] (the split's natural order,
  * not the epoch order) into images (n x C x H x W, or n x H x W when C is
  * 1); labels (n floats) may be NULL. All indices are checked before anything
@@ -972,7 +1069,8 @@ typedef enum cd_trainer_param {
                                        report's ddpm-cnn-good/bad use T - 1      */
     CD_TRAINER_T_PER_BATCH = 17,  /**< 1: one t per batch (the report's blur run) */
     CD_TRAINER_LOSS = 18,         /**< 0: MSE (default), 1: L1                   */
-    CD_TRAINER_VAL_BATCH = 19     /**< batch size of cd_trainer_eval_loss (512)  */
+    CD_TRAINER_VAL_BATCH = 19,    /**< batch size of cd_trainer_eval_loss (512)  */
+    CD_TRAINER_BATCH = 20         /**< batch size of cd_trainer_fit (128)        */
 } cd_trainer_param;
 
 /**
@@ -1042,6 +1140,66 @@ CD_API cd_status cd_trainer_save(cd_trainer *tr, const char *path,
  */
 CD_API cd_status cd_trainer_load(cd_trainer **out, const char *path,
                                  cd_rng *rng);
+
+/**
+ * The epoch loop's state, readable from any thread while cd_trainer_fit()
+ * runs (each value is read atomically; two reads may straddle a batch).
+ */
+typedef enum cd_progress_key {
+    CD_PROGRESS_RUNNING = 0,        /**< 1 while cd_trainer_fit() runs       */
+    CD_PROGRESS_EPOCH = 1,          /**< epochs completed                    */
+    CD_PROGRESS_EPOCHS = 2,         /**< the running fit's target            */
+    CD_PROGRESS_BATCH = 3,          /**< batches done in the current epoch   */
+    CD_PROGRESS_BATCHES = 4,        /**< batches per epoch                   */
+    CD_PROGRESS_TRAIN_LOSS = 5,     /**< mean batch loss of this epoch so far */
+    CD_PROGRESS_VAL_LOSS = 6,       /**< last validation loss (NaN: none yet) */
+    CD_PROGRESS_BEST_VAL_LOSS = 7,  /**< best validation loss (NaN: none yet) */
+    CD_PROGRESS_IMAGES_PER_SEC = 8, /**< training throughput of this fit     */
+    CD_PROGRESS_ETA_SEC = 9         /**< estimated seconds left (NaN: unknown) */
+} cd_progress_key;
+
+/** Read one progress value; safe from any thread, also during a fit. */
+CD_API cd_status cd_trainer_progress(const cd_trainer *tr, cd_progress_key key,
+                                     double *value);
+
+/**
+ * Ask a running cd_trainer_fit() to stop after its current batch: it then
+ * saves last_path and returns CD_ERR_CANCELLED. Safe from any thread and
+ * from a signal handler (it only sets an atomic flag). A request made
+ * while no fit runs stops the next fit before its first batch.
+ */
+CD_API void cd_trainer_request_stop(cd_trainer *tr);
+
+/**
+ * Called by cd_trainer_fit() after each epoch, once its checkpoints are
+ * written, with the epoch number (1-based), its mean training loss and
+ * its validation loss (NaN without a validation split). Return CD_OK to
+ * go on; any other status stops the fit, which returns it.
+ */
+typedef cd_status (*cd_epoch_fn)(void *user, cd_trainer *tr, int64_t epoch,
+                                 double train_loss, double val_loss);
+
+/**
+ * Train until `epochs` epochs are complete in total (a loaded trainer
+ * continues where it stopped, mid-epoch included). The prior of a
+ * deterministic operator is fitted first on the train split unless it is
+ * fitted or set already. Each epoch shuffles the train split with rng,
+ * takes batches of CD_TRAINER_BATCH (the last one may be smaller), then
+ * measures the validation loss (cd_trainer_eval_loss) when the split has a
+ * validation part, writes best_path when it improved (or, without
+ * validation, when the training loss did) and last_path, both with rng
+ * (cd_trainer_save; either path may be NULL), and calls on_epoch (may be
+ * NULL). Resuming from last_path with the same seed and thread count gives
+ * the same bits as an uninterrupted run.
+ * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_RANGE (epochs < 1, an empty train
+ * split), CD_ERR_SHAPE (images the decoder cannot take), CD_ERR_CANCELLED
+ * (cd_trainer_request_stop), any error of cd_trainer_step(),
+ * cd_trainer_save() or on_epoch; after a failure the weights are those of
+ * the last completed batch.
+ */
+CD_API cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs,
+                                const char *best_path, const char *last_path,
+                                cd_rng *rng, cd_epoch_fn on_epoch, void *user);
 
 /* ------------------------------------------------------------------------ */
 /* Images                                                                   */

@@ -572,3 +572,30 @@ cd_status cd_dataset_gather(const cd_dataset *ds, cd_split split, const int64_t 
                  labels ? labels->data + i : NULL);
     return CD_OK;
 }
+
+cd_status cd_dataset_mean_image(const cd_dataset *ds, cd_split split, cd_tensor *out)
+{
+    static const char fn[] = "cd_dataset_mean_image";
+    const split_view *v = NULL;
+    CD__TRY(get_view(ds, split, fn, &v));
+    CD__CHECK_NOT_NULL(out, fn);
+    const int32_t off = out->rank == 4 ? 1 : 0;
+    const int64_t *s = out->shape;
+    if (!((out->rank == 3 || (out->rank == 4 && s[0] == 1)) && s[off] == ds->channels &&
+          s[off + 1] == ds->height && s[off + 2] == ds->width))
+        return cd__error(CD_ERR_SHAPE, "%s: out must be %" PRId64 " x %" PRId64 " x %" PRId64
+                         " (or 1 x that)", fn, ds->channels, ds->height, ds->width);
+    if (v->count == 0)
+        return cd__error(CD_ERR_RANGE, "%s: the %s split has no images", fn,
+                         split_names[split]);
+    double *sum = cd__calloc((size_t)ds->pixels, sizeof *sum, "mean image sums");
+    if (!sum) return cd_last_status();
+    const pool *p = pool_of(ds, split);
+    for (int64_t i = 0; i < v->count; i++) {
+        const uint8_t *src = p->images.data + (size_t)v->members[i] * (size_t)ds->pixels;
+        for (int64_t k = 0; k < ds->pixels; k++) sum[k] += ds->lut[src[k]];
+    }
+    for (int64_t k = 0; k < ds->pixels; k++) out->data[k] = (float)(sum[k] / (double)v->count);
+    cd__free(sum);
+    return CD_OK;
+}

@@ -1,13 +1,17 @@
 /*
  * degradation.c - the degradation operators D(x, t) of spec section 3 behind
- * one interface: Gaussian noise (DDPM) and Gaussian blur (cold diffusion).
+ * one interface, with D(x, 0) = x for all of them:
  *
- *   noise: z = sqrt(abar_t) x + sqrt(1 - abar_t) eps, eps ~ N(0, I) drawn
- *          from the caller's generator and returned (the training target);
- *          the decoder predicts eps.
- *   blur:  z = G_t * ... * G_1 * x, t successive separable k x k Gaussian
- *          blurs with sigma_i = beta_i (blur.c); the decoder predicts x.
- * D(x, 0) = x for both.
+ *   noise:    z = sqrt(abar_t) x + sqrt(1 - abar_t) eps, eps ~ N(0, I) drawn
+ *             from the caller's generator and returned (the training
+ *             target); the decoder predicts eps.
+ *   blur:     z = G_t * ... * G_1 * x, t successive separable k x k
+ *             Gaussian blurs with sigma_i = beta_i (blur.c).
+ *   pixelate: block means of a size growing with t (pixelate.c).
+ *   mask:     a growing square hole in the centre (mask.c).
+ *   fade:     z = sqrt(abar_t) x + (1 - sqrt(abar_t)) m, m the mean image.
+ * The deterministic ones have the decoder predict x. Their z_T prior is
+ * in prior.c.
  */
 #include "diffusion.h"
 
@@ -34,6 +38,13 @@ static cd_status make(cd_degradation **out, const char *fn, const cd_schedule *s
         return cd_last_status();
     }
     (void)cd_schedule_copy_arrays(s, d->beta, d->alpha_bar, d->T + 1);
+    d->prior_std = kind == CD_DEGRADATION_NOISE ? 1.0 : 0.0;
+    if (kind == CD_DEGRADATION_BLUR) {
+        /* The report's hard-coded MNIST values until a fit (spec section 6). */
+        d->prior_mean = -0.36;
+        d->prior_std = 0.05;
+    }
+    d->prior_jitter = kind == CD_DEGRADATION_NOISE ? 0.0 : 0.002;
     *out = d;
     return CD_OK;
 }
@@ -70,12 +81,63 @@ cd_status cd_degradation_create_blur(cd_degradation **out, const cd_schedule *s,
     return CD_OK;
 }
 
+cd_status cd_degradation_create_pixelate(cd_degradation **out, const cd_schedule *s)
+{
+    return make(out, "cd_degradation_create_pixelate", s, CD_DEGRADATION_PIXELATE);
+}
+
+cd_status cd_degradation_create_mask(cd_degradation **out, const cd_schedule *s,
+                                     double edge_width)
+{
+    static const char fn[] = "cd_degradation_create_mask";
+    CD__CHECK_NOT_NULL(out, fn);
+    *out = NULL;
+    if (!isfinite(edge_width))
+        return cd__error(CD_ERR_NOT_FINITE, "%s: edge_width is %g", fn, edge_width);
+    if (!(edge_width > 0.0 && edge_width <= 1e6))
+        return cd__error(CD_ERR_RANGE, "%s: edge_width = %g must be in (0, 1e6] pixels", fn,
+                         edge_width);
+    CD__TRY(make(out, fn, s, CD_DEGRADATION_MASK));
+    (*out)->edge_width = edge_width;
+    return CD_OK;
+}
+
+cd_status cd_degradation_create_fade(cd_degradation **out, const cd_schedule *s,
+                                     const cd_tensor *mean_image)
+{
+    static const char fn[] = "cd_degradation_create_fade";
+    CD__CHECK_NOT_NULL(out, fn);
+    *out = NULL;
+    CD__CHECK_NOT_NULL(mean_image, fn);
+    const cd_tensor *m = mean_image;
+    const int32_t off = m->rank == 4 ? 1 : 0;
+    if (!(m->rank == 3 || (m->rank == 4 && m->shape[0] == 1)))
+        return cd__error(CD_ERR_SHAPE, "%s: mean_image must be C x H x W or 1 x C x H x W, got "
+                         "rank %" PRId32, fn, m->rank);
+    for (int64_t i = 0; i < m->numel; i++)
+        if (!isfinite(m->data[i]))
+            return cd__error(CD_ERR_NOT_FINITE, "%s: mean_image[%" PRId64 "] is %g", fn, i,
+                             (double)m->data[i]);
+    CD__TRY(make(out, fn, s, CD_DEGRADATION_FADE));
+    cd_degradation *d = *out;
+    d->mean_image = cd__calloc((size_t)m->numel, sizeof(float), "fade mean image");
+    if (!d->mean_image) {
+        cd_degradation_free(d);
+        *out = NULL;
+        return cd_last_status();
+    }
+    memcpy(d->mean_image, m->data, (size_t)m->numel * sizeof(float));
+    for (int i = 0; i < 3; i++) d->mean_shape[i] = m->shape[off + i];
+    return CD_OK;
+}
+
 void cd_degradation_free(cd_degradation *d)
 {
     if (!d) return;
     cd__free(d->beta);
     cd__free(d->alpha_bar);
     cd__free(d->kernels);
+    cd__free(d->mean_image);
     free(d);
 }
 
@@ -136,8 +198,30 @@ static cd_status check_apply(const cd_degradation *d, const char *fn, const cd_t
     } else if (eps) {
         return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: eps is only for the noise degradation",
                          fn);
-    } else {
-        CD__TRY(cd__blur_check(d, fn, x->shape[2], x->shape[3]));
+    }
+    return cd__degradation_check_images(d, fn, x->shape);
+}
+
+cd_status cd__degradation_check_images(const cd_degradation *d, const char *fn,
+                                       const int64_t shape[4])
+{
+    const int64_t C = shape[1], H = shape[2], W = shape[3];
+    switch (d->kind) {
+    case CD_DEGRADATION_BLUR: return cd__blur_check(d, fn, H, W);
+    case CD_DEGRADATION_PIXELATE:
+        if (H * W > CD__BLUR_MAX_PIXELS)
+            return cd__error(CD_ERR_UNSUPPORTED, "%s: pixelate takes images of at most %d "
+                             "pixels, got %" PRId64 "x%" PRId64, fn, CD__BLUR_MAX_PIXELS, H, W);
+        return CD_OK;
+    case CD_DEGRADATION_FADE:
+        if (C != d->mean_shape[0] || H != d->mean_shape[1] || W != d->mean_shape[2])
+            return cd__error(CD_ERR_SHAPE, "%s: fade's mean image is %" PRId64 "x%" PRId64
+                             "x%" PRId64 ", the images are %" PRId64 "x%" PRId64 "x%" PRId64,
+                             fn, d->mean_shape[0], d->mean_shape[1], d->mean_shape[2], C, H,
+                             W);
+        return CD_OK;
+    case CD_DEGRADATION_NOISE:
+    case CD_DEGRADATION_MASK: break;
     }
     return CD_OK;
 }
@@ -170,7 +254,33 @@ cd_status cd_degradation_apply(const cd_degradation *d, const cd_tensor *x, cons
         apply_noise(d, x, t, e, z->data);
         return CD_OK;
     }
-    if (z->data != x->data) memcpy(z->data, x->data, (size_t)x->numel * sizeof(float));
-    cd__blur_steps(d, z->data, x->shape[0], x->shape[1], x->shape[2], x->shape[3], t, NULL);
+    cd__degradation_apply_fixed(d, x->data, t, z->data, x->shape[0], x->shape[1], x->shape[2],
+                                x->shape[3]);
     return CD_OK;
+}
+
+/* z = sqrt(abar_t) x + (1 - sqrt(abar_t)) m, in double, rounded once: at
+ * t = 0 that is x exactly. */
+static void apply_fade(const cd_degradation *d, const float *x, const int64_t *t, float *z,
+                       int64_t N, int64_t D)
+{
+    for (int64_t n = 0; n < N; n++) {
+        const double a = sqrt((double)d->alpha_bar[t[n]]), b = 1.0 - a;
+        for (int64_t i = 0; i < D; i++)
+            z[n * D + i] = (float)(a * (double)x[n * D + i] + b * (double)d->mean_image[i]);
+    }
+}
+
+void cd__degradation_apply_fixed(const cd_degradation *d, const float *x, const int64_t *t,
+                                 float *z, int64_t N, int64_t C, int64_t H, int64_t W)
+{
+    switch (d->kind) {
+    case CD_DEGRADATION_PIXELATE: cd__pixelate(d, x, t, z, N, C, H, W); return;
+    case CD_DEGRADATION_MASK: cd__mask(d, x, t, z, N, C, H, W); return;
+    case CD_DEGRADATION_FADE: apply_fade(d, x, t, z, N, C * H * W); return;
+    case CD_DEGRADATION_BLUR:
+    case CD_DEGRADATION_NOISE: break;
+    }
+    if (z != x) memcpy(z, x, (size_t)(N * C * H * W) * sizeof(float));
+    cd__blur_steps(d, z, N, C, H, W, t, NULL);
 }

@@ -9,8 +9,8 @@
 #include "nn/nn.h"
 
 #define CD__BLUR_MAX_KERNEL 63
-/* The largest plane the blur takes (128 x 128): its scratch row buffer
- * lives on the stack. */
+/* The largest plane the blur and the pixelation take (128 x 128): their
+ * scratch buffers live on the stack. */
 #define CD__BLUR_MAX_PIXELS 16384
 
 struct cd_degradation {
@@ -21,7 +21,32 @@ struct cd_degradation {
     int64_t kernel_size;
     cd_padding padding;
     float *kernels;          /* (T + 1) x kernel_size; row t is G_t's 1-D kernel */
+    /* mask */
+    double edge_width;
+    /* fade: m, C x H x W */
+    float *mean_image;
+    int64_t mean_shape[3];
+    /* the z_T prior of the deterministic operators (cd_degradation_sample_prior) */
+    double prior_mean, prior_std, prior_jitter;
+    bool prior_fitted;
 };
+
+/* Whether each image of an N x C x H x W batch can go through d: the plane
+ * limits of blur and pixelate, fade's image shape. Messages name fn. */
+cd_status cd__degradation_check_images(const cd_degradation *d, const char *fn,
+                                       const int64_t shape[4]);
+
+/* z = D(x, t[n]) for the deterministic operators, trusting the arguments
+ * (checked by the callers); z may be x. */
+void cd__degradation_apply_fixed(const cd_degradation *d, const float *x, const int64_t *t,
+                                 float *z, int64_t N, int64_t C, int64_t H, int64_t W);
+
+/* pixelate.c and mask.c: one operator each over N x C x H x W. */
+int64_t cd__pixelate_levels(int64_t H, int64_t W);
+void cd__pixelate(const cd_degradation *d, const float *x, const int64_t *t, float *z,
+                  int64_t N, int64_t C, int64_t H, int64_t W);
+void cd__mask(const cd_degradation *d, const float *x, const int64_t *t, float *z, int64_t N,
+              int64_t C, int64_t H, int64_t W);
 
 /* What the blur needs of an H x W plane (cd__blur_steps itself trusts
  * its arguments): at most CD__BLUR_MAX_PIXELS, and larger than the kernel
@@ -45,6 +70,11 @@ void cd__blur_steps(const cd_degradation *d, float *x, int64_t N, int64_t C, int
  * t_start - floor(i (t_start - 1) / (S - 1) + 1/2) in exact integer
  * arithmetic (spec section 6); the step after the last goes to 0. */
 int64_t cd__sampler_step_time(int64_t t_start, int64_t S, int64_t i);
+
+/* The operator's kind, parameters, schedule and prior as checkpoint
+ * entries (degradation_io.c), and back: *out is a new operator. */
+cd_status cd__degradation_to_ckpt(const cd_degradation *d, cd__ckpt *ck);
+cd_status cd__degradation_from_ckpt(const cd__ckpt *ck, cd_degradation **out);
 
 /* The optimiser inside a trainer (for trainer_io.c). */
 cd__adam *cd__trainer_adam(cd_trainer *tr);

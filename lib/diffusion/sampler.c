@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define N_KEYS 9
+#define N_KEYS 6
 /* The thread-local message buffer's size in status.c. */
 #define ERROR_CAP 1024
 
@@ -115,10 +115,6 @@ cd_status cd_sampler_create(cd_sampler **out, cd_sampler_kind kind, const cd_deg
     s->opt[CD_SAMPLER_STEPS] = (double)deg->T;
     s->opt[CD_SAMPLER_CLIP_LO] = -1.0;
     s->opt[CD_SAMPLER_CLIP_HI] = 1.0;
-    /* The report's hard-coded blur prior; a trainer sets the fitted one. */
-    s->opt[CD_SAMPLER_PRIOR_MEAN] = -0.36;
-    s->opt[CD_SAMPLER_PRIOR_STD] = 0.05;
-    s->opt[CD_SAMPLER_PRIOR_JITTER] = 0.002;
     *out = s;
     return CD_OK;
 }
@@ -146,10 +142,7 @@ static cd_status key_bounds(const cd_sampler *s, const char *fn, cd_sampler_key 
     case CD_SAMPLER_POSTERIOR_VARIANCE:
     case CD_SAMPLER_CLIP: *lo = 0.0, *hi = 1.0; return CD_OK;
     case CD_SAMPLER_CLIP_LO:
-    case CD_SAMPLER_CLIP_HI:
-    case CD_SAMPLER_PRIOR_MEAN: *lo = -FLT_MAX, *hi = FLT_MAX; return CD_OK;
-    case CD_SAMPLER_PRIOR_STD:
-    case CD_SAMPLER_PRIOR_JITTER: *lo = 0.0, *hi = FLT_MAX; return CD_OK;
+    case CD_SAMPLER_CLIP_HI: *lo = -FLT_MAX, *hi = FLT_MAX; return CD_OK;
     }
     return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown sampler key %d", fn, (int)key);
 }
@@ -532,31 +525,6 @@ static cd_status run_chain(const chain *c)
 
 /* ---- entry points -------------------------------------------------------- */
 
-/* The blur prior: a constant c ~ N(mu, s^2) per sample (N draws, made
- * first), plus N(0, jitter^2) per pixel. */
-static cd_status draw_blur_prior(const chain *c)
-{
-    const double mu = c->s->opt[CD_SAMPLER_PRIOR_MEAN], sd = c->s->opt[CD_SAMPLER_PRIOR_STD];
-    const double jit = c->s->opt[CD_SAMPLER_PRIOR_JITTER];
-    float *level = c->g->data, *z = c->z->data;
-    CD__TRY(cd_rng_normal(c->rng, level, c->N));
-    CD__TRY(cd_rng_normal(c->rng, z, c->N * c->ND));
-    for (int64_t n = 0; n < c->N; n++)
-        for (int64_t i = n * c->ND; i < (n + 1) * c->ND; i++)
-            z[i] = (float)(mu + sd * (double)level[n] + jit * (double)z[i]);
-    return CD_OK;
-}
-
-static cd_status draw_prior(const chain *c)
-{
-    /* Not a switch: a new degradation kind must not break the build here. */
-    if (c->s->deg->kind == CD_DEGRADATION_NOISE)
-        return cd_rng_normal(c->rng, c->z->data, c->N * c->ND);
-    if (c->s->deg->kind == CD_DEGRADATION_BLUR) return draw_blur_prior(c);
-    return cd__error(CD_ERR_UNSUPPORTED, "%s: this degradation has no prior to sample from",
-                     c->fn);
-}
-
 /* D(x, t_v) for each snapshot, drawn after the chain so that it neither
  * shares noise with it nor changes it. */
 static cd_status forward_snapshots(const chain *c, const cd_tensor *x, const int64_t *times,
@@ -619,7 +587,7 @@ cd_status cd_sampler_sample(cd_sampler *s, cd_rng *rng, cd_tensor *out)
     chain c;
     chain_init(&c, s, fn, rng, out, s->deg->T);
     cd_status st = chain_alloc(&c);
-    if (st == CD_OK) st = draw_prior(&c);
+    if (st == CD_OK) st = cd_degradation_sample_prior(s->deg, rng, out);
     if (st == CD_OK) st = run_chain(&c);
     chain_free(&c);
     return finish(&e, st);

@@ -22,17 +22,6 @@ static const struct {
 };
 #define N_OPTIONS (sizeof option_keys / sizeof option_keys[0])
 
-static cd_status degradation_to_ckpt(const cd_degradation *d, cd__ckpt *ck)
-{
-    CD__TRY(cd__ckpt_set_str(ck, "degradation.kind",
-                             d->kind == CD_DEGRADATION_NOISE ? "noise" : "blur"));
-    CD__TRY(cd__ckpt_set_i64(ck, "degradation.kernel_size", d->kernel_size));
-    CD__TRY(cd__ckpt_set_i64(ck, "degradation.padding", (int64_t)d->padding));
-    CD__TRY(cd__ckpt_set_i64(ck, "schedule.T", d->T));
-    CD__TRY(cd__ckpt_set_f32_array(ck, "schedule.beta", d->beta, d->T + 1));
-    return cd__ckpt_set_f32_array(ck, "schedule.alpha_bar", d->alpha_bar, d->T + 1);
-}
-
 cd_status cd_trainer_save(cd_trainer *tr, const char *path, const cd_rng *rng)
 {
     static const char fn[] = "cd_trainer_save";
@@ -42,7 +31,7 @@ cd_status cd_trainer_save(cd_trainer *tr, const char *path, const cd_rng *rng)
     CD__TRY(cd__ckpt_create(&ck));
     cd_decoder *dec = cd_trainer_decoder(tr);
     cd_status st = cd__decoder_config_to_ckpt(dec, ck);
-    if (st == CD_OK) st = degradation_to_ckpt(cd_trainer_degradation(tr), ck);
+    if (st == CD_OK) st = cd__degradation_to_ckpt(cd_trainer_degradation(tr), ck);
     for (size_t i = 0; st == CD_OK && i < N_OPTIONS; i++) {
         double v = 0.0;
         st = cd_trainer_get(tr, option_keys[i].param, &v);
@@ -52,41 +41,6 @@ cd_status cd_trainer_save(cd_trainer *tr, const char *path, const cd_rng *rng)
     if (st == CD_OK && rng) st = cd__ckpt_set_rng(ck, "train", rng);
     if (st == CD_OK) st = cd__ckpt_save(ck, path, cd_decoder_params(dec), cd__trainer_adam(tr));
     cd__ckpt_free(ck);
-    return st;
-}
-
-static cd_status degradation_from_ckpt(const cd__ckpt *ck, cd_degradation **out)
-{
-    const char *kind = NULL;
-    int64_t T = 0, n = 0, k = 0, pad = 0;
-    *out = NULL;
-    CD__TRY(cd__ckpt_get_str(ck, "degradation.kind", &kind));
-    CD__TRY(cd__ckpt_get_i64(ck, "schedule.T", &T));
-    if (T < 1 || T > 1000000)
-        return cd__error(CD_ERR_FORMAT, "checkpoint: schedule.T = %lld", (long long)T);
-    float *beta = malloc((size_t)(T + 1) * sizeof *beta);
-    float *abar = malloc((size_t)(T + 1) * sizeof *abar);
-    cd_schedule *s = NULL;
-    cd_status st = beta && abar ? CD_OK : cd__error(CD_ERR_OUT_OF_MEMORY, "checkpoint: schedule");
-    if (st == CD_OK) st = cd__ckpt_get_f32_array(ck, "schedule.beta", beta, T + 1, &n);
-    if (st == CD_OK && n == T + 1)
-        st = cd__ckpt_get_f32_array(ck, "schedule.alpha_bar", abar, T + 1, &n);
-    if (st == CD_OK && n != T + 1)
-        st = cd__error(CD_ERR_FORMAT, "checkpoint: schedule arrays need T + 1 = %lld values",
-                       (long long)(T + 1));
-    if (st == CD_OK) st = cd_schedule_create_arrays(&s, beta, abar, T);
-    if (st == CD_OK && strcmp(kind, "noise") == 0) {
-        st = cd_degradation_create_noise(out, s);
-    } else if (st == CD_OK && strcmp(kind, "blur") == 0) {
-        st = cd__ckpt_get_i64(ck, "degradation.kernel_size", &k);
-        if (st == CD_OK) st = cd__ckpt_get_i64(ck, "degradation.padding", &pad);
-        if (st == CD_OK) st = cd_degradation_create_blur(out, s, k, (cd_padding)pad);
-    } else if (st == CD_OK) {
-        st = cd__error(CD_ERR_FORMAT, "checkpoint: unknown degradation.kind '%s'", kind);
-    }
-    cd_schedule_free(s);
-    free(beta);
-    free(abar);
     return st;
 }
 
@@ -112,7 +66,7 @@ cd_status cd_trainer_load(cd_trainer **out, const char *path, cd_rng *rng)
     cd_degradation *deg = NULL;
     cd_trainer *tr = NULL;
     cd_status st = cd__decoder_from_ckpt(ck, &dec);
-    if (st == CD_OK) st = degradation_from_ckpt(ck, &deg);
+    if (st == CD_OK) st = cd__degradation_from_ckpt(ck, &deg);
     if (st == CD_OK) st = cd_trainer_create(&tr, dec, deg);
     if (st == CD_OK) dec = NULL, deg = NULL; /* owned by tr now */
     if (st == CD_OK) st = options_from_ckpt(ck, tr);
