@@ -1,50 +1,17 @@
 /*
  * sampler.c - the reverse chains of spec section 6 (DDPM, DDIM, cold
  * algorithms 1 and 2, direct), unconditional and conditional, behind one
- * opaque object. The chain state lives in the caller's output tensor; a
- * call allocates the prediction, tau and at most two scratch batches once
- * and reuses them at every step.
- *
- * Every pixel update is done in double from double coefficients (computed
- * from the float schedule) and rounded once, so the float arithmetic adds
- * one rounding per step and nothing depends on the thread count: the only
- * parallel parts are the blur and the decoder, both tiled deterministically.
+ * opaque object: creation, options, argument checks and the two entry
+ * points. The chain itself is in sampler_chain.c; its state lives in the
+ * caller's output tensor.
  */
-#include "diffusion.h"
+#include "sampler.h"
 
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define N_KEYS 6
-/* The thread-local message buffer's size in status.c. */
-#define ERROR_CAP 1024
-
-struct cd_sampler {
-    cd_sampler_kind kind;
-    const cd_degradation *deg; /* borrowed */
-    double opt[N_KEYS];
-    cd_decoder *decoder;       /* borrowed; or fn(user, ...) */
-    cd_predictor_fn fn;
-    void *user;
-};
-
-/* One call's chain: shapes, workspace and snapshot requests. */
-typedef struct {
-    const cd_sampler *s;
-    const char *fn;
-    cd_rng *rng;
-    int64_t N, ND, T, t_start, n_steps;
-    cd_tensor *z;             /* the caller's out: the chain state */
-    cd_tensor *g, *tau;       /* predictor output and times */
-    cd_tensor *b1, *b2;       /* scratch batches (noise, blurs, x0-hat) */
-    int64_t *ta, *tb;         /* per-sample step vectors for the blur */
-    int64_t n_snap;
-    int64_t *snap_at;         /* the chain time each snapshot records */
-    cd_tensor *snap_z, *snap_xhat;
-} chain;
 
 /* ---- the DDIM step sequence --------------------------------------------- */
 
@@ -61,7 +28,7 @@ int64_t cd__sampler_step_time(int64_t t_start, int64_t S, int64_t i)
     return t_start - (2 * i * (t_start - 1) + (S - 1)) / (2 * (S - 1));
 }
 
-static int64_t count_steps(const cd_sampler *s, int64_t t_start)
+int64_t cd__sampler_count_steps(const cd_sampler *s, int64_t t_start)
 {
     switch (s->kind) {
     case CD_SAMPLER_DDIM: {
@@ -214,7 +181,7 @@ cd_status cd_sampler_step_times(const cd_sampler *s, int64_t t_start, int64_t *t
     if (t_start < 1 || t_start > s->deg->T)
         return cd__error(CD_ERR_RANGE, "%s: t_start = %" PRId64 " is outside 1..%" PRId64, fn,
                          t_start, s->deg->T);
-    const int64_t S = count_steps(s, t_start);
+    const int64_t S = cd__sampler_count_steps(s, t_start);
     *n = S;
     for (int64_t i = 0; i < S && i < capacity; i++)
         times[i] = cd__sampler_step_time(t_start, S, i);
@@ -281,279 +248,8 @@ static cd_status check_snapshots(const char *fn, const cd_tensor *x, int64_t t_s
     return CD_OK;
 }
 
-/* ---- workspace ----------------------------------------------------------- */
-
-static void chain_free(chain *c)
-{
-    cd_tensor_free(c->g);
-    cd_tensor_free(c->tau);
-    cd_tensor_free(c->b1);
-    cd_tensor_free(c->b2);
-    cd__free(c->ta);
-    cd__free(c->tb);
-    cd__free(c->snap_at);
-}
-
-/* Everything the chain needs, allocated once per call; the scratch
- * batches only for the samplers that use them. */
-static cd_status chain_alloc(chain *c)
-{
-    const cd_tensor *z = c->z;
-    const bool scratch = c->s->kind != CD_SAMPLER_COLD1 && c->s->kind != CD_SAMPLER_DIRECT;
-    CD__TRY(cd_tensor_create(&c->g, 4, z->shape));
-    CD__TRY(cd_tensor_create(&c->tau, 1, &c->N));
-    if (scratch) {
-        CD__TRY(cd_tensor_create(&c->b1, 4, z->shape));
-        CD__TRY(cd_tensor_create(&c->b2, 4, z->shape));
-    }
-    c->ta = cd__calloc((size_t)c->N, sizeof(int64_t), "sampler step vector");
-    c->tb = c->ta ? cd__calloc((size_t)c->N, sizeof(int64_t), "sampler step vector") : NULL;
-    if (!c->tb) return cd_last_status();
-    if (c->n_snap > 0) {
-        c->snap_at = cd__calloc((size_t)c->n_snap, sizeof(int64_t), "sampler snapshot times");
-        if (!c->snap_at) return cd_last_status();
-    }
-    return CD_OK;
-}
-
-static void fill_steps(int64_t *t, int64_t n, int64_t value)
-{
-    for (int64_t i = 0; i < n; i++) t[i] = value;
-}
-
-static int64_t chain_time(const chain *c, int64_t i)
-{
-    return cd__sampler_step_time(c->t_start, c->n_steps, i);
-}
-
-/* The chain time snapshot time t_v records: the first visited time <= t_v,
- * or 0 (the result) when the chain passes none. */
-static void map_snapshots(chain *c, const int64_t *times)
-{
-    for (int64_t v = 0; v < c->n_snap; v++) {
-        c->snap_at[v] = 0;
-        for (int64_t i = 0; i < c->n_steps; i++) {
-            const int64_t t = chain_time(c, i);
-            if (t <= times[v]) {
-                c->snap_at[v] = t;
-                break;
-            }
-        }
-    }
-}
-
-/* Copy src (one batch) into every snapshot of snap that records time t. */
-static void snap_copy(const chain *c, cd_tensor *snap, int64_t t, const float *src)
-{
-    if (!snap) return;
-    for (int64_t v = 0; v < c->n_snap; v++)
-        if (c->snap_at[v] == t)
-            memcpy(snap->data + v * c->N * c->ND, src, (size_t)(c->N * c->ND) * sizeof(float));
-}
-
-static bool snap_wanted(const chain *c, const cd_tensor *snap, int64_t t)
-{
-    if (!snap) return false;
-    for (int64_t v = 0; v < c->n_snap; v++)
-        if (c->snap_at[v] == t) return true;
-    return false;
-}
-
-/* ---- the predictor ------------------------------------------------------- */
-
-static cd_status predictor_failed(const chain *c, int64_t t, cd_status st)
-{
-    char msg[ERROR_CAP];
-    snprintf(msg, sizeof msg, "%s", cd_last_error());
-    if (st > 0)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the predictor returned %d at t = %"
-                         PRId64 ", which is not a cd_status: %s", c->fn, (int)st, t, msg);
-    return cd__error(st, "%s: the predictor failed at t = %" PRId64 " (%s): %s", c->fn, t,
-                     cd_status_string(st), msg[0] ? msg : "no message");
-}
-
-/* g = predictor(z, t/T), checked: a shape change or a NaN would otherwise
- * run silently through every remaining step. */
-static cd_status predict(const chain *c, int64_t t)
-{
-    const cd_sampler *s = c->s;
-    const float tau = (float)((double)t / (double)c->T);
-    for (int64_t n = 0; n < c->N; n++) c->tau->data[n] = tau;
-    if (!s->decoder) cd_clear_error(); /* so a silent failure is not given a stale message */
-    const cd_status st = s->decoder ? cd_decoder_forward(s->decoder, c->z, c->tau, c->g)
-                                    : s->fn(s->user, c->z, c->tau, c->g);
-    if (st != CD_OK) return predictor_failed(c, t, st);
-    if (cd__tensor_expect(c->g, c->fn, "predictor output", 4, c->z->shape) != CD_OK)
-        return cd__error(CD_ERR_SHAPE, "%s: the predictor changed its output's shape at t = %"
-                         PRId64, c->fn, t);
-    const float *g = c->g->data;
-    for (int64_t i = 0; i < c->N * c->ND; i++)
-        if (!isfinite(g[i]))
-            return cd__error(CD_ERR_NOT_FINITE, "%s: the predictor's output at t = %" PRId64
-                             " is %g at element %" PRId64, c->fn, t, (double)g[i], i);
-    return CD_OK;
-}
-
-/* ---- one step of each algorithm ------------------------------------------ */
-
-/* x0-hat = (z - sqrt(1 - abar_t) eps-hat) / sqrt(abar_t), for snapshots. */
-static void noise_x0(const chain *c, int64_t t, float *x0)
-{
-    const double a = c->s->deg->alpha_bar[t], sa = sqrt(a), s1 = sqrt(1.0 - a);
-    const float *z = c->z->data, *g = c->g->data;
-    for (int64_t i = 0; i < c->N * c->ND; i++)
-        x0[i] = (float)(((double)z[i] - s1 * (double)g[i]) / sa);
-}
-
-static cd_status step_ddpm(const chain *c, int64_t t)
-{
-    const cd_degradation *d = c->s->deg;
-    const double b = d->beta[t], a = d->alpha_bar[t];
-    const double k = b / sqrt(1.0 - a), inv = 1.0 / sqrt(1.0 - b);
-    double sigma = 0.0;
-    if (t > 1) {
-        const bool post = c->s->opt[CD_SAMPLER_POSTERIOR_VARIANCE] != 0.0;
-        sigma = sqrt(post ? b * (1.0 - (double)d->alpha_bar[t - 1]) / (1.0 - a) : b);
-        CD__TRY(cd_rng_normal(c->rng, c->b1->data, c->N * c->ND));
-    }
-    if (snap_wanted(c, c->snap_xhat, t)) {
-        noise_x0(c, t, c->b2->data);
-        snap_copy(c, c->snap_xhat, t, c->b2->data);
-    }
-    float *z = c->z->data;
-    const float *g = c->g->data, *xi = c->b1->data;
-    for (int64_t i = 0; i < c->N * c->ND; i++) {
-        const double noise = t > 1 ? sigma * (double)xi[i] : 0.0;
-        z[i] = (float)(((double)z[i] - k * (double)g[i]) * inv + noise);
-    }
-    return CD_OK;
-}
-
-static cd_status step_ddim(const chain *c, int64_t t, int64_t p)
-{
-    const cd_sampler *s = c->s;
-    const double a = s->deg->alpha_bar[t], ap = p > 0 ? (double)s->deg->alpha_bar[p] : 1.0;
-    const double sa = sqrt(a), s1 = sqrt(1.0 - a), sap = sqrt(ap);
-    /* fmax: a schedule imported verbatim need not be monotone. */
-    const double sigma = s->opt[CD_SAMPLER_ETA] * sqrt((1.0 - ap) / (1.0 - a)) *
-                         sqrt(fmax(0.0, 1.0 - a / ap));
-    const double q = sqrt(fmax(0.0, 1.0 - ap - sigma * sigma));
-    const bool clip = s->opt[CD_SAMPLER_CLIP] != 0.0;
-    const double lo = s->opt[CD_SAMPLER_CLIP_LO], hi = s->opt[CD_SAMPLER_CLIP_HI];
-    if (sigma > 0.0) CD__TRY(cd_rng_normal(c->rng, c->b1->data, c->N * c->ND));
-    float *z = c->z->data, *x0s = c->b2->data;
-    const float *g = c->g->data, *xi = c->b1->data;
-    for (int64_t i = 0; i < c->N * c->ND; i++) {
-        const double e = g[i];
-        double x0 = ((double)z[i] - s1 * e) / sa;
-        if (clip) x0 = fmin(fmax(x0, lo), hi);
-        x0s[i] = (float)x0;
-        z[i] = (float)(sap * x0 + q * e + (sigma > 0.0 ? sigma * (double)xi[i] : 0.0));
-    }
-    snap_copy(c, c->snap_xhat, t, x0s);
-    return CD_OK;
-}
-
-/* dst = D(src, t) for every sample, through the degradation's public
- * operator (its checks included); rng only for the noise. */
-static cd_status degrade(const chain *c, const cd_tensor *src, int64_t t, int64_t *tv,
-                         cd_rng *rng, cd_tensor *dst)
-{
-    fill_steps(tv, c->N, t);
-    return cd_degradation_apply(c->s->deg, src, tv, c->N, rng, dst, NULL);
-}
-
-static cd_status step_cold1(const chain *c, int64_t t)
-{
-    return degrade(c, c->g, t - 1, c->ta, NULL, c->z);
-}
-
-/* z += D(x-hat, t-1) - D(x-hat, t). The blur makes D(x-hat, t) from a copy
- * of D(x-hat, t-1) with the one extra blur G_t (spec section 3). */
-static cd_status step_cold2(const chain *c, int64_t t)
-{
-    const size_t bytes = (size_t)(c->N * c->ND) * sizeof(float);
-    const cd_tensor *z = c->z;
-    if (c->s->deg->kind == CD_DEGRADATION_BLUR) {
-        memcpy(c->b1->data, c->g->data, bytes);
-        fill_steps(c->ta, c->N, t - 1);
-        fill_steps(c->tb, c->N, t);
-        cd__blur_steps(c->s->deg, c->b1->data, c->N, z->shape[1], z->shape[2], z->shape[3],
-                       c->ta, NULL);
-        memcpy(c->b2->data, c->b1->data, bytes);
-        cd__blur_steps(c->s->deg, c->b2->data, c->N, z->shape[1], z->shape[2], z->shape[3],
-                       c->tb, c->ta);
-    } else {
-        CD__TRY(degrade(c, c->g, t - 1, c->ta, NULL, c->b1));
-        CD__TRY(degrade(c, c->g, t, c->tb, NULL, c->b2));
-    }
-    float *zp = z->data;
-    const float *prev = c->b1->data, *cur = c->b2->data;
-    for (int64_t i = 0; i < c->N * c->ND; i++)
-        zp[i] = (float)((double)zp[i] - (double)cur[i] + (double)prev[i]);
-    return CD_OK;
-}
-
-static cd_status step(const chain *c, int64_t t, int64_t p)
-{
-    switch (c->s->kind) {
-    case CD_SAMPLER_DDPM: return step_ddpm(c, t);
-    case CD_SAMPLER_DDIM: return step_ddim(c, t, p);
-    case CD_SAMPLER_COLD1: snap_copy(c, c->snap_xhat, t, c->g->data); return step_cold1(c, t);
-    case CD_SAMPLER_COLD2: snap_copy(c, c->snap_xhat, t, c->g->data); return step_cold2(c, t);
-    case CD_SAMPLER_DIRECT: break;
-    }
-    snap_copy(c, c->snap_xhat, t, c->g->data);
-    memcpy(c->z->data, c->g->data, (size_t)(c->N * c->ND) * sizeof(float));
-    return CD_OK;
-}
-
-/* From z_{t_start} (already in c->z) down to z_0, recording snapshots. */
-static cd_status run_chain(const chain *c)
-{
-    for (int64_t i = 0; i < c->n_steps; i++) {
-        const int64_t t = chain_time(c, i);
-        const int64_t p = i + 1 < c->n_steps ? chain_time(c, i + 1) : 0;
-        snap_copy(c, c->snap_z, t, c->z->data);
-        CD__TRY(predict(c, t));
-        CD__TRY(step(c, t, p));
-    }
-    snap_copy(c, c->snap_z, 0, c->z->data);
-    snap_copy(c, c->snap_xhat, 0, c->z->data);
-    return CD_OK;
-}
-
 /* ---- entry points -------------------------------------------------------- */
 
-/* D(x, t_v) for each snapshot, drawn after the chain so that it neither
- * shares noise with it nor changes it. */
-static cd_status forward_snapshots(const chain *c, const cd_tensor *x, const int64_t *times,
-                                   cd_tensor *snap_fwd)
-{
-    if (!snap_fwd) return CD_OK;
-    for (int64_t v = 0; v < c->n_snap; v++) {
-        cd_tensor view = *c->z; /* one batch of snap_fwd, shaped as out */
-        view.data = snap_fwd->data + v * c->N * c->ND;
-        fill_steps(c->ta, c->N, times[v]);
-        CD__TRY(cd_degradation_apply(c->s->deg, x, c->ta, c->N, c->rng, &view, NULL));
-    }
-    return CD_OK;
-}
-
-static void chain_init(chain *c, const cd_sampler *s, const char *fn, cd_rng *rng,
-                       cd_tensor *out, int64_t t_start)
-{
-    memset(c, 0, sizeof *c);
-    c->s = s;
-    c->fn = fn;
-    c->rng = rng;
-    c->z = out;
-    c->N = out->shape[0];
-    c->ND = out->numel / c->N;
-    c->T = s->deg->T;
-    c->t_start = t_start;
-    c->n_steps = count_steps(s, t_start);
-}
 
 /* Running a user predictor clears the thread's error message before each
  * call; a successful run puts the caller's earlier message back. */
@@ -585,11 +281,11 @@ cd_status cd_sampler_sample(cd_sampler *s, cd_rng *rng, cd_tensor *out)
     saved_error e;
     save_error(&e);
     chain c;
-    chain_init(&c, s, fn, rng, out, s->deg->T);
-    cd_status st = chain_alloc(&c);
+    cd__chain_init(&c, s, fn, rng, out, s->deg->T);
+    cd_status st = cd__chain_alloc(&c);
     if (st == CD_OK) st = cd_degradation_sample_prior(s->deg, rng, out);
-    if (st == CD_OK) st = run_chain(&c);
-    chain_free(&c);
+    if (st == CD_OK) st = cd__chain_run(&c);
+    cd__chain_free(&c);
     return finish(&e, st);
 }
 
@@ -618,17 +314,17 @@ cd_status cd_sampler_restore(cd_sampler *s, const cd_tensor *x, int64_t t_start,
     saved_error e;
     save_error(&e);
     chain c;
-    chain_init(&c, s, fn, rng, out, t_start);
+    cd__chain_init(&c, s, fn, rng, out, t_start);
     c.n_snap = n_snap;
     c.snap_z = snap_z;
     c.snap_xhat = snap_xhat;
-    cd_status st = chain_alloc(&c);
+    cd_status st = cd__chain_alloc(&c);
     if (st == CD_OK) {
-        map_snapshots(&c, snap_times);
-        st = degrade(&c, x, t_start, c.ta, rng, out);
+        cd__chain_map_snapshots(&c, snap_times);
+        st = cd__chain_degrade(&c, x, t_start, c.ta, rng, out);
     }
-    if (st == CD_OK) st = run_chain(&c);
-    if (st == CD_OK) st = forward_snapshots(&c, x, snap_times, snap_fwd);
-    chain_free(&c);
+    if (st == CD_OK) st = cd__chain_run(&c);
+    if (st == CD_OK) st = cd__chain_forward_snapshots(&c, x, snap_times, snap_fwd);
+    cd__chain_free(&c);
     return finish(&e, st);
 }
