@@ -1202,6 +1202,199 @@ CD_API cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs,
                                 cd_rng *rng, cd_epoch_fn on_epoch, void *user);
 
 /* ------------------------------------------------------------------------ */
+/* Image metrics: RMSE, SSIM, PSNR                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The report's recipe (spec: models.md section 7). Both image sets are
+ * N x C x H x W. Every image (all C x H x W values of one sample) is first
+ * min-max normalised to [0, 1] on its own, in double precision: a constant
+ * image cannot be normalised and is an error (CD_ERR_RANGE naming the image),
+ * never a NaN. Then, per image i:
+ *   - MSE_i = mean over C x H x W of (x - y)^2;
+ *   - PSNR_i = -10 log10(MSE_i + 1e-8) (piq 0.8.0; identical images give 80);
+ *   - SSIM_i as piq 0.8.0 computes it: an 11 x 11 Gaussian window, sigma 1.5,
+ *     sampled at integer offsets -5..5 and normalised to sum 1; C1 = 0.01^2,
+ *     C2 = 0.03^2 (data range 1); local means and (co)variances by valid,
+ *     unpadded convolution, sigma^2 = G*x^2 - (G*x)^2 with no Bessel
+ *     correction; SSIM_i is the mean of the (H-10) x (W-10) map over all
+ *     channels. Like piq, images whose smaller side s is at least 384 are
+ *     first average-pooled by f = round(s / 256) (half to even); below that
+ *     (MNIST's 28 x 28 included) nothing is pooled.
+ * Everything is accumulated in double. Results do not depend on the thread
+ * count (cd_set_num_threads): images are independent tasks and the
+ * reductions run in image order.
+ */
+
+/** How per-image values become one figure (see cd_metrics_images()). */
+typedef enum cd_metric_reduction {
+    /** Every image weighs the same (the default): SSIM and PSNR are means
+     *  of the per-image values; RMSE = sqrt(mean of MSE_i), i.e. over all
+     *  pixels of all images. */
+    CD_REDUCTION_PER_IMAGE = 0,
+    /** The report's code: consecutive batches of CD_METRICS_REPORT_BATCH
+     *  images (1000 images give 512 + 488), one value per batch (batch
+     *  RMSE = sqrt(mean of (x - y)^2 over the batch's pixels), batch
+     *  SSIM/PSNR = mean over the batch's images), then the unweighted mean
+     *  of the batch values. Equal to PER_IMAGE for SSIM and PSNR when N is
+     *  at most one batch or a multiple of it, and for RMSE when N <= 512. */
+    CD_REDUCTION_REPORT = 1
+} cd_metric_reduction;
+
+/**
+ * The reduction's name as the spec and the command line spell it:
+ * "per_image" or "report" (static text, never freed); NULL, with
+ * CD_ERR_INVALID_ARGUMENT set, for any other value.
+ */
+CD_API const char *cd_metric_reduction_name(cd_metric_reduction reduction);
+
+/** The batch size of CD_REDUCTION_REPORT. */
+#define CD_METRICS_REPORT_BATCH 512
+
+/** Smallest H and W the SSIM window fits (valid convolution). */
+#define CD_METRICS_MIN_SIZE 11
+
+/**
+ * Min-max normalise every image of x (N x C x H x W) to [0, 1], in double,
+ * rounded to float into out (same shape; out may be x itself). The
+ * minimum maps to exactly 0 and the maximum to exactly 1.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL), CD_ERR_SHAPE (not rank 4, or out
+ * of another shape), CD_ERR_NOT_FINITE (a NaN or infinite value; the
+ * message names the image and the element), CD_ERR_RANGE (a constant image;
+ * the message names it). On failure out is unchanged.
+ */
+CD_API cd_status cd_metrics_normalize(const cd_tensor *x, cd_tensor *out);
+
+/**
+ * RMSE, SSIM and PSNR of x_hat against x (both N x C x H x W with H, W >=
+ * CD_METRICS_MIN_SIZE), after per-image normalisation, reduced as
+ * `reduction` says. Any of rmse, ssim, psnr may be NULL (not computed);
+ * *used, if not NULL, receives the reduction that was applied, so that a
+ * caller printing the figures can always say which one it was.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL x or x_hat, an unknown reduction),
+ * CD_ERR_SHAPE (rank, differing shapes, H or W below 11),
+ * CD_ERR_NOT_FINITE, CD_ERR_RANGE (a constant image: the message says
+ * which tensor and which image), CD_ERR_OUT_OF_MEMORY. On failure the
+ * outputs are unchanged. Reentrant; x and x_hat are only read.
+ */
+CD_API cd_status cd_metrics_images(const cd_tensor *x, const cd_tensor *x_hat,
+                                   cd_metric_reduction reduction,
+                                   double *rmse, double *ssim, double *psnr,
+                                   cd_metric_reduction *used);
+
+/**
+ * The per-image values behind cd_metrics_images(): mse[i], ssim[i] and
+ * psnr[i] for i < N, each array of length n = N (CD_ERR_SHAPE otherwise).
+ * Any of the three may be NULL. Errors as cd_metrics_images().
+ */
+CD_API cd_status cd_metrics_per_image(const cd_tensor *x, const cd_tensor *x_hat,
+                                      double *mse, double *ssim, double *psnr,
+                                      int64_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Frechet distance                                                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The Frechet distance between Gaussian fits of two feature sets:
+ *   FD = |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2),
+ * in double precision. Means are plain averages; covariances use the
+ * unbiased N - 1 denominator (as numpy.cov, pytorch-fid and torchmetrics),
+ * so each set needs N >= 2 rows. The matrix square roots come from LAPACK's
+ * symmetric eigensolver (dsyevd): with S1 = V L V^T, the trace term is the
+ * sum of sqrt(eigenvalues) of L^1/2 V^T S2 V L^1/2, which is similar to
+ * S1^1/2 S2 S1^1/2. Eigenvalues of a positive semi-definite matrix that is
+ * singular or nearly so (always the case when N <= D) come out of any
+ * eigensolver as small numbers of either sign, about machine epsilon times
+ * the largest one; they are clamped to 0 so that their square roots exist.
+ * The dropped part is below sqrt(eps x largest eigenvalue) per eigenvalue.
+ * A covariance with an eigenvalue below -1e-4 x its largest is not a
+ * covariance and is refused (CD_ERR_RANGE). For the same reason the result
+ * is clamped at 0: FD(A, A) is exactly 0 in exact arithmetic and may come
+ * out as -1e-14 otherwise.
+ *
+ * Report the sample counts N1 and N2 with every FD: it is biased upward
+ * for small N. The BLAS and LAPACK are single-threaded (see
+ * cd_set_num_threads), so the result does not depend on the thread count.
+ */
+
+/** Largest feature dimension D the Frechet functions accept. */
+#define CD_FD_MAX_DIM 16384
+
+/**
+ * The mean (D doubles) and unbiased covariance (D x D doubles, row-major,
+ * symmetric) of the N rows of features (N x D, rank 2, N >= 2), in double.
+ * dim must equal D. Either output may be NULL.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL features), CD_ERR_SHAPE (not rank
+ * 2, dim != D, N < 2), CD_ERR_RANGE (D above CD_FD_MAX_DIM),
+ * CD_ERR_NOT_FINITE (the message names row and column),
+ * CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_feature_stats(const cd_tensor *features, double *mean,
+                                  double *cov, int64_t dim);
+
+/**
+ * FD between the feature sets a (N1 x D) and b (N2 x D); N1 and N2 may
+ * differ, both at least 2. Errors: as cd_feature_stats() (the message says
+ * a or b), CD_ERR_SHAPE (different D), CD_ERR_UNSUPPORTED (LAPACK failed to
+ * converge, which the message reports with its INFO code).
+ */
+CD_API cd_status cd_frechet_distance(const cd_tensor *a, const cd_tensor *b,
+                                     double *fd);
+
+/**
+ * FD from precomputed statistics: means mu1, mu2 (dim doubles) and
+ * covariances cov1, cov2 (dim x dim doubles, row-major), e.g. from
+ * cd_feature_stats() or a reference file. The covariances must be
+ * symmetric to 1e-6 of their largest entry and positive semi-definite up to
+ * rounding (see above). Errors: CD_ERR_INVALID_ARGUMENT (NULL),
+ * CD_ERR_RANGE (dim outside 1..CD_FD_MAX_DIM, an asymmetric or clearly
+ * indefinite covariance), CD_ERR_NOT_FINITE, CD_ERR_OUT_OF_MEMORY,
+ * CD_ERR_UNSUPPORTED (no convergence).
+ */
+CD_API cd_status cd_frechet_distance_from_stats(const double *mu1,
+                                                const double *cov1,
+                                                const double *mu2,
+                                                const double *cov2, int64_t dim,
+                                                double *fd);
+
+/* ------------------------------------------------------------------------ */
+/* Classifier-based summaries                                               */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Summaries of N rows of class probabilities probs (N x K, rank 2, each
+ * row finite and non-negative; rows need not sum to exactly 1, e.g. after
+ * float rounding of a softmax):
+ *   - hist[k] (k < K; length n_classes = K, may be NULL): how many rows
+ *     have their largest probability at class k (ties go to the smallest
+ *     k, as torch.argmax);
+ *   - *entropy (may be NULL): the entropy of that histogram as a
+ *     distribution, -sum p_k ln p_k with p_k = hist[k] / N, in nats (its
+ *     maximum is ln K; divide by ln 2 for bits);
+ *   - *mean_confidence (may be NULL): the mean over rows of the largest
+ *     probability.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL probs), CD_ERR_SHAPE (not rank 2,
+ * n_classes != K when hist is given), CD_ERR_NOT_FINITE, CD_ERR_RANGE (a
+ * negative probability).
+ */
+CD_API cd_status cd_class_histogram(const cd_tensor *probs, int64_t *hist,
+                                    int64_t n_classes, double *entropy,
+                                    double *mean_confidence);
+
+/**
+ * Class preservation: the fraction of the N rows of probs (N x K, as in
+ * cd_class_histogram()) whose argmax equals labels[i] (n_labels = N
+ * labels, each in 0..K-1). *matches (may be NULL) gets the count.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL), CD_ERR_SHAPE (n_labels != N),
+ * CD_ERR_RANGE (a label outside 0..K-1, a negative probability),
+ * CD_ERR_NOT_FINITE.
+ */
+CD_API cd_status cd_class_preservation(const cd_tensor *probs,
+                                       const int64_t *labels, int64_t n_labels,
+                                       double *fraction, int64_t *matches);
+
+/* ------------------------------------------------------------------------ */
 /* Images                                                                   */
 /* ------------------------------------------------------------------------ */
 
