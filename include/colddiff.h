@@ -991,6 +991,14 @@ CD_API cd_status cd_dataset_split(cd_dataset *ds, double val_fraction,
  */
 CD_API cd_status cd_dataset_split_from_file(cd_dataset *ds, const char *path);
 
+/**
+ * Keep only the first n images of a split in its natural order (n at or
+ * above the count keeps all); the epoch order restarts from the natural
+ * order. For short runs on part of the data (colddiff train
+ * --train-limit). Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_RANGE (n < 0).
+ */
+CD_API cd_status cd_dataset_truncate(cd_dataset *ds, cd_split split, int64_t n);
+
 /** Number of images in a split, or -1 (with an error). */
 CD_API int64_t cd_dataset_count(const cd_dataset *ds, cd_split split);
 

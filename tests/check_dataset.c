@@ -785,6 +785,40 @@ START_TEST(test_getters_errors)
 }
 END_TEST
 
+/* Truncation keeps the head of the natural order, resets the epoch order,
+ * and leaves the other splits alone. */
+START_TEST(test_truncate)
+{
+    cd_dataset *ds = load_slice();
+    const int64_t nval = cd_dataset_count(ds, CD_SPLIT_VAL);
+    cd_tensor *before = NULL, *after = NULL;
+    CD_ASSERT_OK(cd_tensor_create(&before, 4, (int64_t[]){10, 1, 28, 28}));
+    CD_ASSERT_OK(cd_tensor_create(&after, 4, (int64_t[]){10, 1, 28, 28}));
+    int64_t idx[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    CD_ASSERT_OK(cd_dataset_gather(ds, CD_SPLIT_TRAIN, idx, 10, before, NULL));
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_rng_create(&rng, 3));
+    CD_ASSERT_OK(cd_dataset_shuffle(ds, CD_SPLIT_TRAIN, rng));
+    CD_ASSERT_OK(cd_dataset_truncate(ds, CD_SPLIT_TRAIN, 10));
+    ck_assert_int_eq(cd_dataset_count(ds, CD_SPLIT_TRAIN), 10);
+    ck_assert_int_eq(cd_dataset_count(ds, CD_SPLIT_VAL), nval);
+    int64_t filled = 0;
+    CD_ASSERT_OK(cd_dataset_fill_batch(ds, CD_SPLIT_TRAIN, 0, after, NULL, &filled));
+    ck_assert_int_eq(filled, 10);
+    ck_assert(memcmp(cd_tensor_data(before), cd_tensor_data(after), 10 * 784 * sizeof(float)) == 0);
+    CD_ASSERT_OK(cd_dataset_truncate(ds, CD_SPLIT_TRAIN, 1000)); /* above the count: no-op */
+    ck_assert_int_eq(cd_dataset_count(ds, CD_SPLIT_TRAIN), 10);
+    CD_ASSERT_STATUS(cd_dataset_truncate(ds, CD_SPLIT_TRAIN, -1), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_dataset_truncate(NULL, CD_SPLIT_TRAIN, 1), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_dataset_truncate(ds, (cd_split)5, 1), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_OK(cd_dataset_truncate(ds, CD_SPLIT_TRAIN, 0));
+    ck_assert_int_eq(cd_dataset_count(ds, CD_SPLIT_TRAIN), 0);
+    cd_rng_free(rng);
+    cd_tensor_free(before), cd_tensor_free(after);
+    cd_dataset_free(ds);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("dataset");
@@ -809,6 +843,7 @@ static Suite *make_suite(void)
     tcase_add_test(batch, test_fill_batch_partial);
     tcase_add_test(batch, test_fill_batch_errors);
     tcase_add_test(batch, test_gather);
+    tcase_add_test(batch, test_truncate);
     tcase_add_test(batch, test_getters_errors);
     suite_add_tcase(s, batch);
     return s;

@@ -599,3 +599,15 @@ cd_status cd_dataset_mean_image(const cd_dataset *ds, cd_split split, cd_tensor 
     cd__free(sum);
     return CD_OK;
 }
+
+cd_status cd_dataset_truncate(cd_dataset *ds, cd_split split, int64_t n)
+{
+    static const char fn[] = "cd_dataset_truncate";
+    const split_view *cv = NULL;
+    CD__TRY(get_view(ds, split, fn, &cv));
+    if (n < 0) return cd__error(CD_ERR_RANGE, "%s: n = %" PRId64 " is negative", fn, n);
+    split_view *v = &ds->splits[split];
+    if (n < v->count) v->count = n;
+    reset_epoch(v);
+    return CD_OK;
+}
