@@ -1134,6 +1134,21 @@ CD_API cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds,
                                       double *loss);
 
 /**
+ * The training objective as a test metric (spec section 7): for every
+ * image of a split, in its natural order and in batches of
+ * CD_TRAINER_VAL_BATCH, one t ~ U{1..t_max} (one per batch with
+ * CD_TRAINER_T_PER_BATCH) and fresh noise from rng, and the image's own
+ * loss (CD_TRAINER_LOSS). *mean gets the mean over the images and
+ * *std_error (may be NULL) its standard error, sd / sqrt(n) with the
+ * n - 1 divisor (0 for one image). The weights are not changed.
+ * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_RANGE (an empty split),
+ * CD_ERR_SHAPE, CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_trainer_test_loss(cd_trainer *tr, const cd_dataset *ds,
+                                      cd_split split, cd_rng *rng,
+                                      double *mean, double *std_error);
+
+/**
  * Save everything needed to resume: the decoder, the degradation and its
  * schedule, the options, Adam's state and EMA, the step count and, if rng
  * is not NULL, its state. Atomic: on failure an existing file is kept.
@@ -1159,7 +1174,9 @@ typedef enum cd_progress_key {
     CD_PROGRESS_EPOCHS = 2,         /**< the running fit's target            */
     CD_PROGRESS_BATCH = 3,          /**< batches done in the current epoch   */
     CD_PROGRESS_BATCHES = 4,        /**< batches per epoch                   */
-    CD_PROGRESS_TRAIN_LOSS = 5,     /**< mean batch loss of this epoch so far */
+    CD_PROGRESS_TRAIN_LOSS = 5,     /**< this epoch's mean training loss so far,
+                                         batches weighted by size (NaN before
+                                         the epoch's first batch) */
     CD_PROGRESS_VAL_LOSS = 6,       /**< last validation loss (NaN: none yet) */
     CD_PROGRESS_BEST_VAL_LOSS = 7,  /**< best validation loss (NaN: none yet) */
     CD_PROGRESS_IMAGES_PER_SEC = 8, /**< training throughput of this fit     */

@@ -79,4 +79,42 @@ cd_status cd__degradation_from_ckpt(const cd__ckpt *ck, cd_degradation **out);
 /* The optimiser inside a trainer (for trainer_io.c). */
 cd__adam *cd__trainer_adam(cd_trainer *tr);
 
+/* ---- trainer fit (trainer_fit.c) ---- */
+
+#include <stdatomic.h>
+
+#define CD__PROGRESS_COUNT 10 /* keys of cd_progress_key */
+
+/*
+ * The epoch loop's state inside a trainer. The first group is what a
+ * checkpoint must hold to resume a fit bit for bit (trainer_io.c writes it
+ * as trainer.* entries, docs/checkpoint-format.md); the rest is control.
+ */
+typedef struct cd__fit_state {
+    int64_t epoch;         /* epochs completed */
+    int64_t pos;           /* images of the current epoch trained so far */
+    double loss_sum;       /* sum over its batches of batch loss x batch size */
+    double best_loss;      /* best epoch score for best_path (NaN: none yet) */
+    double val_loss;       /* the last validation loss (NaN: none yet) */
+    bool open;             /* the current epoch's order was drawn ... */
+    uint64_t open_rng[4];  /* ... by a generator in this state */
+    atomic_int stop;       /* set by cd_trainer_request_stop */
+    int64_t stop_after;    /* test hook: request a stop after this many batches */
+    _Atomic uint64_t progress[CD__PROGRESS_COUNT]; /* bits of doubles */
+} cd__fit_state;
+
+/* The fit state of a new trainer: nothing trained, no stop requested. */
+void cd__fit_init(cd__fit_state *f);
+
+/* The trainer's fit state (trainer.c). */
+cd__fit_state *cd__trainer_fit_state(const cd_trainer *tr);
+
+/* Republish the progress values of a trainer that is not fitting (after a
+ * load): epoch, losses, RUNNING = 0. */
+void cd__fit_publish(cd__fit_state *f);
+
+/* Test hook: make the next cd_trainer_fit() request its own stop after n
+ * batches (0: never), as if cd_trainer_request_stop() came then. */
+void cd__trainer_stop_after(cd_trainer *tr, int64_t n_batches);
+
 #endif /* CD_DIFFUSION_H */

@@ -16,9 +16,10 @@ struct cd_trainer {
     cd_decoder *dec;
     cd_degradation *deg;
     cd__adam *adam;
-    int64_t t_max, t_per_batch, loss_kind, val_batch;
-    /* Buffers for batch size N. */
-    int64_t N;
+    int64_t t_max, t_per_batch, loss_kind, val_batch, batch;
+    cd__fit_state fit; /* the epoch loop's state (trainer_fit.c) */
+    /* Buffers for batch size N, made for up to cap rows. */
+    int64_t N, cap;
     cd_tensor *z, *target, *out, *dout, *tau;
     int64_t *t;
 };
@@ -34,9 +35,10 @@ static const trainer_key own_keys[] = {
     [1] = {0, 1, 0, true},     /* T_PER_BATCH */
     [2] = {0, 1, 0, true},     /* LOSS */
     [3] = {1, 1e6, 512, true}, /* VAL_BATCH */
+    [4] = {1, 1e6, 128, true}, /* BATCH */
 };
 #define OWN_FIRST CD_TRAINER_T_MAX
-#define OWN_COUNT 4
+#define OWN_COUNT 5
 
 static bool is_adam_key(cd_trainer_param key)
 {
@@ -54,6 +56,7 @@ static int64_t *own_slot(cd_trainer *tr, cd_trainer_param key)
     case CD_TRAINER_T_MAX: return &tr->t_max;
     case CD_TRAINER_T_PER_BATCH: return &tr->t_per_batch;
     case CD_TRAINER_LOSS: return &tr->loss_kind;
+    case CD_TRAINER_BATCH: return &tr->batch;
     default: return &tr->val_batch;
     }
 }
@@ -116,7 +119,7 @@ static void free_buffers(cd_trainer *tr)
     free(tr->t);
     tr->z = tr->target = tr->out = tr->dout = tr->tau = NULL;
     tr->t = NULL;
-    tr->N = 0;
+    tr->N = tr->cap = 0;
 }
 
 cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec, cd_degradation *deg)
@@ -136,6 +139,8 @@ cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec, cd_degradation *d
     tr->dec = dec;
     tr->deg = deg;
     tr->val_batch = 512;
+    tr->batch = 128;
+    cd__fit_init(&tr->fit);
     *out = tr;
     return CD_OK;
 }
@@ -164,6 +169,11 @@ cd_degradation *cd_trainer_degradation(cd_trainer *tr)
 
 cd__adam *cd__trainer_adam(cd_trainer *tr) { return tr->adam; }
 
+cd__fit_state *cd__trainer_fit_state(const cd_trainer *tr)
+{
+    return (cd__fit_state *)&tr->fit;
+}
+
 int64_t cd_trainer_steps(const cd_trainer *tr)
 {
     if (!tr) {
@@ -173,10 +183,25 @@ int64_t cd_trainer_steps(const cd_trainer *tr)
     return cd__adam_steps(tr->adam);
 }
 
-/* Buffers for batches shaped like `shape`; reused while the shape holds. */
+/* Give a buffer made for more rows n rows (its data stay where they are). */
+static void set_rows(cd_tensor *t, int64_t n)
+{
+    t->numel = t->numel / t->shape[0] * n;
+    t->shape[0] = n;
+}
+
+/* Buffers for batches shaped like `shape`. They are made for the largest
+ * N seen at this C x H x W and take a smaller N in place (an epoch's last,
+ * partial batch), so steps of a fit allocate nothing after the first. */
 static cd_status ensure_buffers(cd_trainer *tr, const int64_t shape[4])
 {
-    if (tr->z && cd__tensor_expect(tr->z, "", "", 4, shape) == CD_OK) return CD_OK;
+    if (tr->z && shape[0] <= tr->cap && tr->z->shape[1] == shape[1] &&
+        tr->z->shape[2] == shape[2] && tr->z->shape[3] == shape[3]) {
+        cd_tensor *bufs[5] = {tr->z, tr->target, tr->out, tr->dout, tr->tau};
+        for (int i = 0; i < 5; i++) set_rows(bufs[i], shape[0]);
+        tr->N = shape[0];
+        return CD_OK;
+    }
     free_buffers(tr);
     cd_status st = CD_OK;
     cd_tensor **bufs[4] = {&tr->z, &tr->target, &tr->out, &tr->dout};
@@ -188,7 +213,7 @@ static cd_status ensure_buffers(cd_trainer *tr, const int64_t shape[4])
         free_buffers(tr);
         return st;
     }
-    tr->N = shape[0];
+    tr->N = tr->cap = shape[0];
     return CD_OK;
 }
 
@@ -273,17 +298,12 @@ cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
     for (int64_t first = 0; st == CD_OK && first < count; first += shape[0]) {
         int64_t got = 0;
         st = cd_dataset_fill_batch(ds, split, first, batch, NULL, &got);
-        if (st == CD_OK && got < shape[0]) {
-            /* The last, partial batch: a tensor of exactly its size. */
-            const int64_t rest[4] = {got, shape[1], shape[2], shape[3]};
-            cd_tensor_free(batch);
-            batch = NULL;
-            st = cd_tensor_create(&batch, 4, rest);
-            if (st == CD_OK) st = cd_dataset_fill_batch(ds, split, first, batch, NULL, &got);
-        }
+        /* The last, partial batch: a view of its first `got` rows. */
+        cd_tensor view = *batch;
+        set_rows(&view, got);
         double l = 0.0;
-        if (st == CD_OK) st = ensure_buffers(tr, batch->shape);
-        if (st == CD_OK) st = forward_loss(tr, batch, rng, &l);
+        if (st == CD_OK) st = ensure_buffers(tr, view.shape);
+        if (st == CD_OK) st = forward_loss(tr, &view, rng, &l);
         sum += l * (double)got;
     }
     cd_tensor_free(batch);

@@ -8,19 +8,44 @@
 #include "nn/decoder.h"
 #include "nn/nn.h"
 
+#include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Options; a key added after the first files (optional) keeps the
+ * trainer's default when a file lacks it. */
 static const struct {
     const char *key;
     cd_trainer_param param;
+    bool optional;
 } option_keys[] = {
-    {"trainer.t_max", CD_TRAINER_T_MAX},
-    {"trainer.t_per_batch", CD_TRAINER_T_PER_BATCH},
-    {"trainer.loss", CD_TRAINER_LOSS},
-    {"trainer.val_batch", CD_TRAINER_VAL_BATCH},
+    {"trainer.t_max", CD_TRAINER_T_MAX, false},
+    {"trainer.t_per_batch", CD_TRAINER_T_PER_BATCH, false},
+    {"trainer.loss", CD_TRAINER_LOSS, false},
+    {"trainer.val_batch", CD_TRAINER_VAL_BATCH, false},
+    {"trainer.batch", CD_TRAINER_BATCH, true},
 };
 #define N_OPTIONS (sizeof option_keys / sizeof option_keys[0])
+
+/* Where the epoch loop stands: the epoch counter, trainer.epoch_pos,
+ * trainer.epoch_loss_sum, trainer.best_loss and trainer.val_loss (when
+ * known), and the generator state that drew the open epoch's order. */
+static cd_status fit_to_ckpt(const cd__fit_state *f, int64_t steps, cd__ckpt *ck)
+{
+    CD__TRY(cd__ckpt_set_counters(ck, steps, f->epoch));
+    CD__TRY(cd__ckpt_set_i64(ck, "trainer.epoch_pos", f->pos));
+    CD__TRY(cd__ckpt_set_f64(ck, "trainer.epoch_loss_sum", f->loss_sum));
+    if (!isnan(f->best_loss)) CD__TRY(cd__ckpt_set_f64(ck, "trainer.best_loss", f->best_loss));
+    if (!isnan(f->val_loss)) CD__TRY(cd__ckpt_set_f64(ck, "trainer.val_loss", f->val_loss));
+    if (!f->open) return CD_OK;
+    cd_rng *r = NULL;
+    CD__TRY(cd_rng_create(&r, 0));
+    cd_status st = cd_rng_set_state(r, f->open_rng);
+    if (st == CD_OK) st = cd__ckpt_set_rng(ck, "epoch", r);
+    cd_rng_free(r);
+    return st;
+}
 
 cd_status cd_trainer_save(cd_trainer *tr, const char *path, const cd_rng *rng)
 {
@@ -37,7 +62,7 @@ cd_status cd_trainer_save(cd_trainer *tr, const char *path, const cd_rng *rng)
         st = cd_trainer_get(tr, option_keys[i].param, &v);
         if (st == CD_OK) st = cd__ckpt_set_i64(ck, option_keys[i].key, (int64_t)v);
     }
-    if (st == CD_OK) st = cd__ckpt_set_counters(ck, cd_trainer_steps(tr), 0);
+    if (st == CD_OK) st = fit_to_ckpt(cd__trainer_fit_state(tr), cd_trainer_steps(tr), ck);
     if (st == CD_OK && rng) st = cd__ckpt_set_rng(ck, "train", rng);
     if (st == CD_OK) st = cd__ckpt_save(ck, path, cd_decoder_params(dec), cd__trainer_adam(tr));
     cd__ckpt_free(ck);
@@ -48,9 +73,58 @@ static cd_status options_from_ckpt(const cd__ckpt *ck, cd_trainer *tr)
 {
     for (size_t i = 0; i < N_OPTIONS; i++) {
         int64_t v = 0;
-        CD__TRY(cd__ckpt_get_i64(ck, option_keys[i].key, &v));
+        cd_status st = cd__ckpt_get_i64(ck, option_keys[i].key, &v);
+        if (st == CD_ERR_NOT_FOUND && option_keys[i].optional) continue;
+        CD__TRY(st);
         CD__TRY(cd_trainer_set(tr, option_keys[i].param, (double)v));
     }
+    return CD_OK;
+}
+
+/* An optional entry: NOT_FOUND leaves *v as it is. */
+static cd_status get_i64_opt(const cd__ckpt *ck, const char *key, int64_t *v)
+{
+    cd_status st = cd__ckpt_get_i64(ck, key, v);
+    return st == CD_ERR_NOT_FOUND ? CD_OK : st;
+}
+
+static cd_status get_f64_opt(const cd__ckpt *ck, const char *key, double *v)
+{
+    cd_status st = cd__ckpt_get_f64(ck, key, v);
+    return st == CD_ERR_NOT_FOUND ? CD_OK : st;
+}
+
+/* The epoch loop's state from fit_to_ckpt's entries into *f. A file
+ * written before they existed (or by a trainer that never fitted) is at
+ * the start of epoch 0. */
+static cd_status fit_from_ckpt(const cd__ckpt *ck, cd__fit_state *f)
+{
+    static const char fn[] = "cd_trainer_load";
+    cd__fit_state s = {0}; /* the plain fields only; copied into f at the end */
+    s.best_loss = s.val_loss = NAN;
+    cd_status st = cd__ckpt_get_counters(ck, NULL, &s.epoch);
+    if (st != CD_OK && st != CD_ERR_NOT_FOUND) return st;
+    CD__TRY(get_i64_opt(ck, "trainer.epoch_pos", &s.pos));
+    CD__TRY(get_f64_opt(ck, "trainer.epoch_loss_sum", &s.loss_sum));
+    CD__TRY(get_f64_opt(ck, "trainer.best_loss", &s.best_loss));
+    CD__TRY(get_f64_opt(ck, "trainer.val_loss", &s.val_loss));
+    if (s.pos < 0 || !isfinite(s.loss_sum))
+        return cd__error(CD_ERR_FORMAT, "%s: trainer.epoch_pos = %" PRId64
+                         " and trainer.epoch_loss_sum = %g are not a position and a loss",
+                         fn, s.pos, s.loss_sum);
+    cd_rng *r = NULL;
+    CD__TRY(cd_rng_create(&r, 0));
+    st = cd__ckpt_get_rng(ck, "epoch", r);
+    if (st == CD_OK) st = cd_rng_get_state(r, s.open_rng);
+    cd_rng_free(r);
+    if (st == CD_OK) s.open = true;
+    else if (st != CD_ERR_NOT_FOUND) return st;
+    else if (s.pos > 0)
+        return cd__error(CD_ERR_FORMAT, "%s: stopped %" PRId64 " images into an epoch, but "
+                         "the 'epoch' generator state that ordered it is missing", fn, s.pos);
+    f->epoch = s.epoch, f->pos = s.pos, f->loss_sum = s.loss_sum;
+    f->best_loss = s.best_loss, f->val_loss = s.val_loss, f->open = s.open;
+    memcpy(f->open_rng, s.open_rng, sizeof f->open_rng);
     return CD_OK;
 }
 
@@ -70,6 +144,7 @@ cd_status cd_trainer_load(cd_trainer **out, const char *path, cd_rng *rng)
     if (st == CD_OK) st = cd_trainer_create(&tr, dec, deg);
     if (st == CD_OK) dec = NULL, deg = NULL; /* owned by tr now */
     if (st == CD_OK) st = options_from_ckpt(ck, tr);
+    if (st == CD_OK) st = fit_from_ckpt(ck, cd__trainer_fit_state(tr));
     if (st == CD_OK)
         st = cd__ckpt_apply(ck, cd_decoder_params(cd_trainer_decoder(tr)), cd__trainer_adam(tr), 0);
     /* The generator changes last, so a failure leaves it as it was. */
@@ -81,6 +156,7 @@ cd_status cd_trainer_load(cd_trainer **out, const char *path, cd_rng *rng)
         cd_trainer_free(tr);
         return st;
     }
+    cd__fit_publish(cd__trainer_fit_state(tr));
     *out = tr;
     return CD_OK;
 }

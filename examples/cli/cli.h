@@ -1,0 +1,95 @@
+/*
+ * cli.h - what the colddiff subcommands share: a declarative option parser
+ * (one table per command gives parsing, range checks and --help), error
+ * printing in one line, data loading and the model presets. Everything here
+ * uses only the public API, so the command line doubles as an example of
+ * embedding libcolddiff.
+ */
+#ifndef COLDDIFF_CLI_H
+#define COLDDIFF_CLI_H
+
+#include <colddiff.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Exit codes: 0 success, 1 a failure while working, 2 bad usage, 130
+ * stopped by Ctrl-C (after saving). */
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2, CLI_INTERRUPTED = 130 };
+
+typedef enum {
+    OPT_STR,    /* const char *            */
+    OPT_I64,    /* int64_t in [lo, hi]     */
+    OPT_F64,    /* double in [lo, hi]      */
+    OPT_FLAG,   /* bool, takes no value    */
+    OPT_CHOICE, /* int: index into choices */
+    OPT_TIMES   /* cli_times: comma list of integers in [lo, hi] */
+} cli_opt_type;
+
+#define CLI_MAX_TIMES 16
+typedef struct {
+    int64_t n;
+    int64_t v[CLI_MAX_TIMES];
+} cli_times;
+
+typedef struct {
+    const char *name; /* "--epochs" */
+    cli_opt_type type;
+    void *dst;
+    double lo, hi;              /* OPT_I64, OPT_F64, OPT_TIMES */
+    const char *const *choices; /* OPT_CHOICE, NULL-terminated */
+    const char *help;
+    bool *seen;                 /* optional: set when given */
+} cli_opt;
+
+typedef struct {
+    const char *name, *args, *summary; /* "train", "[options]", one line */
+    const cli_opt *opts;
+    int n_opts;
+    const char *positional; /* name of one positional argument, or NULL */
+    const char **pos_dst;
+} cli_command;
+
+/* Parse argv (after the command name) into the table's destinations.
+ * Returns CLI_OK, CLI_USAGE (after printing one line), or -1 when --help
+ * printed the command's help (exit 0). */
+int cli_parse(const cli_command *cmd, int argc, char **argv);
+void cli_print_help(const cli_command *cmd);
+
+/* "colddiff: what: <cd_last_error()>" on stderr; returns CLI_FAIL. */
+int cli_fail(const char *what);
+/* "colddiff CMD: message" on stderr; returns CLI_USAGE. */
+int cli_usage(const char *cmd, const char *fmt, ...);
+
+/* MNIST from dir: the four IDX files, or, when only the t10k pair is there
+ * (the tests/data slice), that pair as both training pool and test set,
+ * with a note on stderr. Then the seeded train/validation split. */
+cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed);
+
+/* Folder helpers: create dir (and parents); join dir and name. */
+int cli_mkdirs(const char *dir);
+const char *cli_join(char *buf, size_t cap, const char *dir, const char *name);
+
+/* Images N x 1 x H x W as a PNG grid with the report's percentile map. */
+cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols);
+
+/* Plain SVG line charts: series of (x, y) points with names and colours. */
+typedef struct {
+    const char *name, *color;
+    const double *x, *y;
+    int64_t n;
+} cli_series;
+int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
+                       const char *ylabel, const cli_series *series, int n_series, bool log_y);
+
+/* The subcommands. */
+int cmd_grid(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_schedule(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_fetch_mnist(int argc, char **argv);
+
+#endif /* COLDDIFF_CLI_H */

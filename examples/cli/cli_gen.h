@@ -1,0 +1,34 @@
+/*
+ * cli_gen.h - sample grids and restoration figures from a trained model,
+ * shared by train (at chosen epochs), sample and restore.
+ */
+#ifndef COLDDIFF_CLI_GEN_H
+#define COLDDIFF_CLI_GEN_H
+
+#include "cli.h"
+
+enum { SMP_AUTO, SMP_DDPM, SMP_DDIM, SMP_COLD1, SMP_COLD2, SMP_DIRECT };
+extern const char *const cli_sampler_names[];
+
+typedef struct {
+    int kind;          /* SMP_*; AUTO: DDPM for noise, cold 2 otherwise */
+    int64_t steps;     /* DDIM steps; 0: T */
+    double eta;        /* DDIM eta */
+    uint64_t seed;
+} cli_sampling;
+
+/* A sampler for the trainer's decoder and degradation. */
+cd_status cli_make_sampler(cd_trainer *tr, const cli_sampling *o, cd_sampler **out);
+
+/* n unconditional samples into a grid of cols columns at path. */
+cd_status cli_sample_grid(cd_trainer *tr, const cli_sampling *o, int64_t n, int64_t cols,
+                          const char *path);
+
+/* The report's Figure 2/8 layout for the first n images of a split: one
+ * row per image with x, D(x, t_v) for each time, x-hat at each time, and
+ * the final restoration from T. */
+cd_status cli_restore_figure(cd_trainer *tr, const cli_sampling *o, cd_dataset *ds,
+                             cd_split split, int64_t n, const cli_times *times,
+                             const char *path);
+
+#endif /* COLDDIFF_CLI_GEN_H */

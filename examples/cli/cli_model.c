@@ -1,0 +1,148 @@
+/*
+ * cli_model.c - presets and model construction for colddiff train and
+ * colddiff schedule. The presets reproduce the report's runs (spec
+ * models.md sections 2, 5 and 6), quirks included.
+ */
+#include "cli_model.h"
+
+#include <stdlib.h>
+
+const char *const cli_decoder_names[] = {"cnn", "unet", NULL};
+const char *const cli_degradation_names[] = {"noise", "blur", "pixelate", "mask", "fade", NULL};
+const char *const cli_schedule_names[] = {"linear", "constant", "cosine", "constant-report",
+                                          "cosine-report", NULL};
+const char *const cli_padding_names[] = {"reflect", "circular", NULL};
+const char *const cli_preset_names[] = {"ddpm-cnn-linear", "ddpm-cnn-good", "ddpm-cnn-bad",
+                                        "cold-blur-unet", "ddpm-unet-cosine", NULL};
+
+void cli_model_defaults(cli_model *m)
+{
+    *m = (cli_model){.decoder = DEC_CNN, .degradation = DEG_NOISE, .schedule = SCH_LINEAR,
+                     .padding = PAD_REFLECT, .T = 1000, .kernel = 11, .beta = 0.001,
+                     .beta_min = 1e-4, .beta_max = 0.02, .cosine_s = 0.008, .beta_clip = 0.999,
+                     .edge_width = 2.0};
+}
+
+void cli_model_preset(cli_model *m, int index)
+{
+    cli_model_defaults(m);
+    switch (index) {
+    case 0: break; /* ddpm-cnn-linear: the defaults */
+    case 1:        /* ddpm-cnn-good: constant 0.001, T = 2000, t ~ U{1..T-1} */
+        m->schedule = SCH_CONSTANT_REPORT, m->beta = 0.001, m->T = 2000, m->t_max = 1999;
+        break;
+    case 2: /* ddpm-cnn-bad: constant 0.1, T = 200, t ~ U{1..T-1} */
+        m->schedule = SCH_CONSTANT_REPORT, m->beta = 0.1, m->T = 200, m->t_max = 199;
+        break;
+    case 3: /* cold-blur-unet: blur beta = 1, T = 100, k = 11, one t per batch */
+        m->decoder = DEC_UNET, m->degradation = DEG_BLUR, m->schedule = SCH_CONSTANT;
+        m->beta = 1.0, m->T = 100, m->t_per_batch = true, m->report_prior = true;
+        break;
+    case 4: /* ddpm-unet-cosine: beta_clip 0.9, no recompute */
+        m->decoder = DEC_UNET, m->schedule = SCH_COSINE_REPORT, m->beta_clip = 0.9;
+        break;
+    }
+}
+
+cd_status cli_model_schedule(const cli_model *m, cd_schedule **out)
+{
+    switch (m->schedule) {
+    case SCH_LINEAR: return cd_schedule_create_linear(out, m->T, m->beta_min, m->beta_max);
+    case SCH_CONSTANT: return cd_schedule_create_constant(out, m->T, m->beta);
+    case SCH_COSINE: return cd_schedule_create_cosine(out, m->T, m->cosine_s, m->beta_clip);
+    case SCH_CONSTANT_REPORT: return cd_schedule_create_constant_report(out, m->T, m->beta);
+    default: return cd_schedule_create_cosine_report(out, m->T);
+    }
+}
+
+static cd_status make_degradation(const cli_model *m, const cd_schedule *s, cd_dataset *ds,
+                                  cd_degradation **out)
+{
+    switch (m->degradation) {
+    case DEG_NOISE: return cd_degradation_create_noise(out, s);
+    case DEG_BLUR:
+        return cd_degradation_create_blur(out, s, m->kernel, m->padding == PAD_CIRCULAR
+                                                                 ? CD_PADDING_CIRCULAR
+                                                                 : CD_PADDING_REFLECT);
+    case DEG_PIXELATE: return cd_degradation_create_pixelate(out, s);
+    case DEG_MASK: return cd_degradation_create_mask(out, s, m->edge_width);
+    default: break;
+    }
+    const int64_t shape[3] = {cd_dataset_channels(ds), cd_dataset_height(ds),
+                              cd_dataset_width(ds)};
+    cd_tensor *mean = NULL;
+    cd_status st = cd_tensor_create(&mean, 3, shape);
+    if (st == CD_OK) st = cd_dataset_mean_image(ds, CD_SPLIT_TRAIN, mean);
+    if (st == CD_OK) st = cd_degradation_create_fade(out, s, mean);
+    cd_tensor_free(mean);
+    return st;
+}
+
+static cd_status make_decoder(const cli_model *m, cd_dataset *ds, cd_rng *rng,
+                              cd_decoder **out)
+{
+    cd_decoder_config *cfg = NULL;
+    cd_status st = cd_decoder_config_create(&cfg, m->decoder == DEC_UNET ? CD_DECODER_UNET
+                                                                          : CD_DECODER_CNN);
+    if (st == CD_OK) st = cd_decoder_config_set(cfg, CD_DECODER_CHANNELS, cd_dataset_channels(ds));
+    if (st == CD_OK && m->decoder == DEC_CNN) {
+        st = cd_decoder_config_set(cfg, CD_DECODER_HEIGHT, cd_dataset_height(ds));
+        if (st == CD_OK) st = cd_decoder_config_set(cfg, CD_DECODER_WIDTH, cd_dataset_width(ds));
+        if (st == CD_OK && m->cnn_hidden.n > 0)
+            st = cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, m->cnn_hidden.v,
+                                            (int32_t)m->cnn_hidden.n);
+    }
+    if (st == CD_OK && m->decoder == DEC_UNET && m->unet_dim > 0)
+        st = cd_decoder_config_set(cfg, CD_DECODER_DIM, m->unet_dim);
+    if (st == CD_OK) st = cd_decoder_create(out, cfg, rng);
+    cd_decoder_config_free(cfg);
+    return st;
+}
+
+int cli_model_build(const cli_model *m, cd_dataset *ds, cd_rng *rng, cd_trainer **out)
+{
+    cd_schedule *s = NULL;
+    cd_degradation *deg = NULL;
+    cd_decoder *dec = NULL;
+    *out = NULL;
+    if (cli_model_schedule(m, &s) != CD_OK) return cli_fail("the schedule");
+    int rc = CLI_FAIL;
+    if (make_degradation(m, s, ds, &deg) != CD_OK) {
+        cli_fail("the degradation");
+    } else if (m->report_prior && cd_degradation_set_prior(deg, -0.36, 0.05, 0.002) != CD_OK) {
+        cli_fail("the report's prior");
+    } else if (make_decoder(m, ds, rng, &dec) != CD_OK) {
+        cli_fail("the decoder");
+    } else if (cd_trainer_create(out, dec, deg) != CD_OK) {
+        cli_fail("the trainer");
+    } else {
+        dec = NULL, deg = NULL; /* the trainer owns them */
+        rc = CLI_OK;
+        if ((m->t_max && cd_trainer_set(*out, CD_TRAINER_T_MAX, (double)m->t_max) != CD_OK) ||
+            (m->t_per_batch && cd_trainer_set(*out, CD_TRAINER_T_PER_BATCH, 1.0) != CD_OK))
+            rc = cli_fail("the trainer options");
+    }
+    if (rc != CLI_OK) cd_trainer_free(*out), *out = NULL;
+    cd_decoder_free(dec);
+    cd_degradation_free(deg);
+    cd_schedule_free(s);
+    return rc;
+}
+
+void cli_model_write(const cli_model *m, FILE *f)
+{
+    fprintf(f, "decoder = %s\ndegradation = %s\nschedule = %s\nT = %lld\n",
+            cli_decoder_names[m->decoder], cli_degradation_names[m->degradation],
+            cli_schedule_names[m->schedule], (long long)m->T);
+    fprintf(f, "beta = %.17g\nbeta_min = %.17g\nbeta_max = %.17g\ncosine_s = %.17g\n"
+            "beta_clip = %.17g\n", m->beta, m->beta_min, m->beta_max, m->cosine_s, m->beta_clip);
+    fprintf(f, "kernel = %lld\npadding = %s\nedge_width = %.17g\nt_max = %lld\n"
+            "t_per_batch = %d\nreport_prior = %d\nunet_dim = %lld\ncnn_hidden = ",
+            (long long)m->kernel, cli_padding_names[m->padding], m->edge_width,
+            (long long)m->t_max, (int)m->t_per_batch, (int)m->report_prior,
+            (long long)m->unet_dim);
+    if (m->cnn_hidden.n == 0) fprintf(f, "default");
+    for (int64_t i = 0; i < m->cnn_hidden.n; i++)
+        fprintf(f, "%s%lld", i ? "," : "", (long long)m->cnn_hidden.v[i]);
+    fprintf(f, "\n");
+}

@@ -1,0 +1,47 @@
+/*
+ * cli_model.h - a model described on the command line: decoder,
+ * degradation and schedule, filled from a preset (spec models.md sections
+ * 2 and 5) and then from explicit flags.
+ */
+#ifndef COLDDIFF_CLI_MODEL_H
+#define COLDDIFF_CLI_MODEL_H
+
+#include "cli.h"
+
+enum { DEC_CNN, DEC_UNET };
+enum { DEG_NOISE, DEG_BLUR, DEG_PIXELATE, DEG_MASK, DEG_FADE };
+enum { SCH_LINEAR, SCH_CONSTANT, SCH_COSINE, SCH_CONSTANT_REPORT, SCH_COSINE_REPORT };
+enum { PAD_REFLECT, PAD_CIRCULAR };
+
+extern const char *const cli_decoder_names[];
+extern const char *const cli_degradation_names[];
+extern const char *const cli_schedule_names[];
+extern const char *const cli_padding_names[];
+extern const char *const cli_preset_names[];
+
+typedef struct {
+    int decoder, degradation, schedule, padding;
+    int64_t T, kernel, t_max;
+    double beta, beta_min, beta_max, cosine_s, beta_clip, edge_width;
+    bool t_per_batch, report_prior;
+    cli_times cnn_hidden; /* n = 0: the report's */
+    int64_t unet_dim;     /* 0: the report's */
+} cli_model;
+
+/* The library defaults: CNN, noise, linear 1e-4..0.02, T = 1000. */
+void cli_model_defaults(cli_model *m);
+
+/* Overwrite m with preset `index` of cli_preset_names. */
+void cli_model_preset(cli_model *m, int index);
+
+/* Build the trainer (the decoder drawn from rng); fade takes its mean
+ * image from ds's train split. Prints the error and returns CLI_FAIL. */
+int cli_model_build(const cli_model *m, cd_dataset *ds, cd_rng *rng, cd_trainer **out);
+
+/* The schedule alone (colddiff schedule). */
+cd_status cli_model_schedule(const cli_model *m, cd_schedule **out);
+
+/* One "key = value" line per setting. */
+void cli_model_write(const cli_model *m, FILE *f);
+
+#endif /* COLDDIFF_CLI_MODEL_H */

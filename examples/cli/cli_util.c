@@ -1,0 +1,148 @@
+/*
+ * cli_util.c - data loading with the tests/data fallback, folders, sample
+ * grids and SVG charts for the colddiff subcommands.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *cli_join(char *buf, size_t cap, const char *dir, const char *name)
+{
+    if ((size_t)snprintf(buf, cap, "%s/%s", dir, name) >= cap) buf[0] = '\0';
+    return buf;
+}
+
+int cli_mkdirs(const char *dir)
+{
+    char path[4096];
+    if (strlen(dir) >= sizeof path) return -1;
+    strcpy(path, dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return mkdir(path, 0777) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+static bool exists_either(char *buf, size_t cap, const char *dir, const char *name)
+{
+    char gz[512];
+    snprintf(gz, sizeof gz, "%s.gz", name);
+    if (access(cli_join(buf, cap, dir, name), R_OK) == 0) return true;
+    return access(cli_join(buf, cap, dir, gz), R_OK) == 0;
+}
+
+cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed)
+{
+    char im[4096], lb[4096];
+    cd_status st;
+    if (!exists_either(im, sizeof im, dir, "train-images-idx3-ubyte") &&
+        exists_either(im, sizeof im, dir, "t10k-images-idx3-ubyte") &&
+        exists_either(lb, sizeof lb, dir, "t10k-labels-idx1-ubyte")) {
+        fprintf(stderr, "colddiff: note: %s has only the t10k files; using them for training "
+                "and as the test set (the tests/data slice)\n", dir);
+        st = cd_dataset_load_idx(out, im, lb, im, lb);
+    } else {
+        st = cd_dataset_load_mnist(out, dir);
+    }
+    if (st != CD_OK) return st;
+    st = cd_dataset_split(*out, val_fraction, seed);
+    if (st != CD_OK) {
+        cd_dataset_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols)
+{
+    return cd_image_grid_write_png(path, images, cols, 2, 128, CD_PIXELS_PERCENTILE, 0.0f, 1.0f);
+}
+
+/* ---- SVG charts ------------------------------------------------------------ */
+
+static double tick_step(double span)
+{
+    const double raw = span / 5.0, mag = pow(10.0, floor(log10(raw)));
+    const double r = raw / mag;
+    return mag * (r < 1.5 ? 1.0 : r < 3.5 ? 2.0 : r < 7.5 ? 5.0 : 10.0);
+}
+
+static void range_of(const cli_series *s, int n, bool y, bool log_y, double *lo, double *hi)
+{
+    *lo = INFINITY, *hi = -INFINITY;
+    for (int k = 0; k < n; k++)
+        for (int64_t i = 0; i < s[k].n; i++) {
+            double v = y ? s[k].y[i] : s[k].x[i];
+            if (!isfinite(v) || (y && log_y && v <= 0.0)) continue;
+            if (y && log_y) v = log10(v);
+            if (v < *lo) *lo = v;
+            if (v > *hi) *hi = v;
+        }
+    if (!isfinite(*lo)) *lo = 0.0, *hi = 1.0;
+    if (*hi <= *lo) *hi = *lo + 1.0;
+}
+
+int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
+                       const char *ylabel, const cli_series *series, int n_series, bool log_y)
+{
+    const double W = 640, H = 400, L = 70, R = 150, T = 40, B = 50;
+    double x0, x1, y0, y1;
+    range_of(series, n_series, false, false, &x0, &x1);
+    range_of(series, n_series, true, log_y, &y0, &y1);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+#define PX(v) (L + ((v) - x0) / (x1 - x0) * (W - L - R))
+#define PY(v) (H - B - ((v) - y0) / (y1 - y0) * (H - T - B))
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" "
+            "height=\"100%%\" fill=\"white\"/>\n", W, H);
+    fprintf(f, "<text x=\"%.0f\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">%s</text>\n",
+            (L + W - R) / 2, title);
+    const double xs = tick_step(x1 - x0), ys = tick_step(y1 - y0);
+    for (double v = ceil(x0 / xs) * xs; v <= x1 + 1e-9 * xs; v += xs)
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#ddd\"/>"
+                "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%g</text>\n",
+                PX(v), T, PX(v), H - B, PX(v), H - B + 16, v);
+    for (double v = ceil(y0 / ys) * ys; v <= y1 + 1e-9 * ys; v += ys)
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+                "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%s%g</text>\n",
+                L, PY(v), W - R, PY(v), L - 6, PY(v) + 4, log_y ? "1e" : "", v);
+    fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
+            "stroke=\"black\"/>\n", L, T, W - L - R, H - T - B);
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n",
+            (L + W - R) / 2, H - 12, xlabel);
+    fprintf(f, "<text transform=\"translate(16 %.0f) rotate(-90)\" text-anchor=\"middle\">"
+            "%s%s</text>\n", (T + H - B) / 2, ylabel, log_y ? " (log10)" : "");
+    for (int k = 0; k < n_series; k++) {
+        const cli_series *s = &series[k];
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", s->color);
+        for (int64_t i = 0; i < s->n; i++) {
+            double v = s->y[i];
+            if (!isfinite(v) || (log_y && v <= 0.0)) continue;
+            fprintf(f, "%.1f,%.1f ", PX(s->x[i]), PY(log_y ? log10(v) : v));
+        }
+        fprintf(f, "\"/>\n<line x1=\"%.0f\" y1=\"%d\" x2=\"%.0f\" y2=\"%d\" stroke=\"%s\" "
+                "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%d\">%s</text>\n",
+                W - R + 10, 50 + 18 * k, W - R + 30, 50 + 18 * k, s->color, W - R + 35,
+                54 + 18 * k, s->name);
+    }
+#undef PX
+#undef PY
+    fprintf(f, "</svg>\n");
+    const bool ok = fflush(f) == 0 && !ferror(f) && fsync(fileno(f)) == 0;
+    if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return -1;
+    }
+    return 0;
+}

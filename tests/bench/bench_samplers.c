@@ -1,0 +1,221 @@
+/*
+ * bench_samplers.c - issue 5's measurement: on a DDPM model trained for at
+ * least one epoch, are 50 DDIM steps as good as 1000 DDPM steps?
+ *
+ *   bench_samplers --data DIR --out DIR [--epochs E] [--n N] [--seed S]
+ *                  [--threads T] [--skip-ddpm]
+ *
+ * Trains the report's CNN with the linear schedule (T = 1000, beta 1e-4 to
+ * 0.02) for E epochs (default 1) on MNIST with cd_trainer_fit, or reuses
+ * OUT/model.cdm when it exists; then draws N samples (default 500) with
+ * DDIM (50 steps, eta 0; x0-hat as is, then clipped to the data range) and
+ * DDPM (1000 steps), times them, writes OUT/ddim50.png, OUT/ddim50-clip.png
+ * and OUT/ddpm1000.png, and prints the quality proxy.
+ *
+ * The proxy, until the MNIST classifier of issue 6 exists: the Frechet
+ * distance (cd_frechet_distance) between 7 x 7 average-pooled pixels (49
+ * features) of the samples and of N test images, next to the same distance
+ * between two disjoint sets of N test images (the floor: what sampling
+ * noise alone gives) and the mean and standard deviation of the pixels.
+ * Not a test: the numbers go to docs/sampling.md.
+ */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "colddiff.h"
+#include "metrics/metrics_api.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void check(cd_status st, const char *what)
+{
+    if (st == CD_OK) return;
+    fprintf(stderr, "bench_samplers: %s: %s\n", what, cd_last_error());
+    exit(1);
+}
+
+static cd_tensor *tensor(int32_t rank, int64_t a, int64_t b, int64_t c, int64_t d)
+{
+    cd_tensor *t = NULL;
+    const int64_t shape[4] = {a, b, c, d};
+    check(cd_tensor_create(&t, rank, shape), "tensor");
+    return t;
+}
+
+/* 7 x 7 means of the 4 x 4 blocks of each 28 x 28 image: N x 49. */
+static cd_tensor *pooled(const cd_tensor *x)
+{
+    const int64_t N = cd_tensor_dim(x, 0);
+    cd_tensor *f = tensor(2, N, 49, 0, 0);
+    const float *p = cd_tensor_data((cd_tensor *)x);
+    float *q = cd_tensor_data(f);
+    for (int64_t n = 0; n < N; n++)
+        for (int by = 0; by < 7; by++)
+            for (int bx = 0; bx < 7; bx++) {
+                double s = 0.0;
+                for (int y = 0; y < 4; y++)
+                    for (int c = 0; c < 4; c++) s += p[n * 784 + (by * 4 + y) * 28 + bx * 4 + c];
+                q[n * 49 + by * 7 + bx] = (float)(s / 16.0);
+            }
+    return f;
+}
+
+static void pixel_stats(const cd_tensor *x, double *mean, double *sd)
+{
+    const float *p = cd_tensor_data((cd_tensor *)x);
+    const int64_t n = cd_tensor_numel(x);
+    double s = 0.0, ss = 0.0;
+    for (int64_t i = 0; i < n; i++) s += p[i], ss += (double)p[i] * p[i];
+    *mean = s / (double)n;
+    *sd = sqrt(ss / (double)n - *mean * *mean);
+}
+
+static cd_trainer *train(cd_dataset *ds, const char *model, int64_t epochs, cd_rng *rng)
+{
+    cd_trainer *tr = NULL;
+    struct stat sb;
+    if (stat(model, &sb) == 0) {
+        check(cd_trainer_load(&tr, model, NULL), "load model");
+        fprintf(stderr, "reusing %s\n", model);
+        return tr;
+    }
+    cd_schedule *s = NULL;
+    cd_degradation *deg = NULL;
+    cd_decoder_config *cfg = NULL;
+    cd_decoder *dec = NULL;
+    check(cd_schedule_create_linear(&s, 1000, 1e-4, 0.02), "schedule");
+    check(cd_degradation_create_noise(&deg, s), "degradation");
+    check(cd_decoder_config_create(&cfg, CD_DECODER_CNN), "config");
+    check(cd_decoder_create(&dec, cfg, rng), "decoder");
+    check(cd_trainer_create(&tr, dec, deg), "trainer");
+    cd_decoder_config_free(cfg);
+    cd_schedule_free(s);
+    const double t0 = now();
+    check(cd_trainer_fit(tr, ds, epochs, model, NULL, rng, NULL, NULL), "fit");
+    double val = 0.0;
+    check(cd_trainer_progress(tr, CD_PROGRESS_BEST_VAL_LOSS, &val), "progress");
+    fprintf(stderr, "trained %lld epoch(s) in %.0f s, validation loss %.5f\n",
+            (long long)epochs, now() - t0, val);
+    return tr;
+}
+
+/* Sample n images with kind (steps for DDIM), print the row of the table. */
+static void run(cd_trainer *tr, cd_sampler_kind kind, int64_t steps, bool clip, int64_t n,
+                uint64_t seed, const cd_tensor *real_f, double floor_fd, const char *png)
+{
+    cd_sampler *smp = NULL;
+    cd_rng *rng = NULL;
+    cd_tensor *out = tensor(4, n, 1, 28, 28);
+    check(cd_sampler_create(&smp, kind, cd_trainer_degradation(tr)), "sampler");
+    check(cd_sampler_set_decoder(smp, cd_trainer_decoder(tr)), "decoder");
+    if (kind == CD_SAMPLER_DDIM) check(cd_sampler_set(smp, CD_SAMPLER_STEPS, (double)steps), "steps");
+    if (clip) { /* x0-hat to the data range, as DDIM implementations usually do */
+        check(cd_sampler_set(smp, CD_SAMPLER_CLIP, 1), "clip");
+        check(cd_sampler_set(smp, CD_SAMPLER_CLIP_LO, -0.5), "clip");
+        check(cd_sampler_set(smp, CD_SAMPLER_CLIP_HI, 0.5), "clip");
+    }
+    check(cd_rng_create(&rng, seed), "rng");
+    const double t0 = now();
+    check(cd_sampler_sample(smp, rng, out), "sample");
+    const double secs = now() - t0;
+    cd_tensor *f = pooled(out);
+    double fd = 0.0, mean = 0.0, sd = 0.0;
+    check(cd_frechet_distance(f, real_f, &fd), "FD");
+    pixel_stats(out, &mean, &sd);
+    printf("| %s %lld%s | %.1f | %.2f | %.1f | %.3f | %.3f |\n",
+           kind == CD_SAMPLER_DDIM ? "DDIM" : "DDPM", (long long)steps,
+           clip ? ", x0-hat clipped to [-0.5, 0.5]" : "", secs, fd,
+           fd / floor_fd, mean, sd);
+    fflush(stdout);
+    cd_tensor *grid = tensor(4, n < 64 ? n : 64, 1, 28, 28);
+    memcpy(cd_tensor_data(grid), cd_tensor_data(out), (size_t)cd_tensor_numel(grid) * 4);
+    check(cd_image_grid_write_png(png, grid, 8, 2, 0, CD_PIXELS_RANGE, -0.5f, 0.5f), "png");
+    cd_tensor_free(grid), cd_tensor_free(f), cd_tensor_free(out);
+    cd_rng_free(rng), cd_sampler_free(smp);
+}
+
+int main(int argc, char **argv)
+{
+    const char *data = NULL, *outdir = NULL;
+    int64_t epochs = 1, n = 500, threads = 2;
+    uint64_t seed = 42;
+    bool skip_ddpm = false;
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "--skip-ddpm")) {
+            skip_ddpm = true;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "bench_samplers: %s needs a value\n", argv[i]);
+            return 2;
+        }
+        if (!strcmp(argv[i], "--data")) data = v;
+        else if (!strcmp(argv[i], "--out")) outdir = v;
+        else if (!strcmp(argv[i], "--epochs")) epochs = atoll(v);
+        else if (!strcmp(argv[i], "--n")) n = atoll(v);
+        else if (!strcmp(argv[i], "--seed")) seed = strtoull(v, NULL, 10);
+        else if (!strcmp(argv[i], "--threads")) threads = atoll(v);
+        else {
+            fprintf(stderr, "bench_samplers: unknown option %s\n", argv[i]);
+            return 2;
+        }
+        i++;
+    }
+    if (!data || !outdir || n < 2) {
+        fprintf(stderr, "usage: bench_samplers --data DIR --out DIR [--epochs E] [--n N>=2]\n");
+        return 2;
+    }
+    check(cd_set_num_threads((int32_t)threads), "threads");
+    mkdir(outdir, 0777);
+    char model[4096], png[4096];
+    snprintf(model, sizeof model, "%s/model.cdm", outdir);
+    cd_dataset *ds = NULL;
+    cd_rng *rng = NULL;
+    check(cd_dataset_load_mnist(&ds, data), "MNIST");
+    check(cd_dataset_split(ds, 0.2, seed), "split");
+    check(cd_rng_create(&rng, seed), "rng");
+    if (2 * n > cd_dataset_count(ds, CD_SPLIT_TEST)) {
+        fprintf(stderr, "bench_samplers: --n %lld needs %lld test images\n", (long long)n,
+                (long long)(2 * n));
+        return 2;
+    }
+    cd_trainer *tr = train(ds, model, epochs, rng);
+    /* Real features: test images 0..n-1; the floor compares them with n..2n-1. */
+    int64_t *idx = malloc((size_t)(2 * n) * sizeof *idx);
+    if (!idx) return 1;
+    for (int64_t i = 0; i < 2 * n; i++) idx[i] = i;
+    cd_tensor *ra = tensor(4, n, 1, 28, 28), *rb = tensor(4, n, 1, 28, 28);
+    check(cd_dataset_gather(ds, CD_SPLIT_TEST, idx, n, ra, NULL), "test images");
+    check(cd_dataset_gather(ds, CD_SPLIT_TEST, idx + n, n, rb, NULL), "test images");
+    cd_tensor *fa = pooled(ra), *fb = pooled(rb);
+    double floor_fd = 0.0, mean = 0.0, sd = 0.0;
+    check(cd_frechet_distance(fb, fa, &floor_fd), "FD floor");
+    pixel_stats(rb, &mean, &sd);
+    printf("| sampler | seconds | FD (7x7 pooled pixels) | FD / floor | pixel mean | pixel std |\n");
+    printf("|---|---:|---:|---:|---:|---:|\n");
+    printf("| test images %lld..%lld (floor) | - | %.2f | 1.00 | %.3f | %.3f |\n", (long long)n,
+           (long long)(2 * n - 1), floor_fd, mean, sd);
+    snprintf(png, sizeof png, "%s/ddim50.png", outdir);
+    run(tr, CD_SAMPLER_DDIM, 50, false, n, seed + 1, fa, floor_fd, png);
+    snprintf(png, sizeof png, "%s/ddim50-clip.png", outdir);
+    run(tr, CD_SAMPLER_DDIM, 50, true, n, seed + 1, fa, floor_fd, png);
+    if (!skip_ddpm) {
+        snprintf(png, sizeof png, "%s/ddpm1000.png", outdir);
+        run(tr, CD_SAMPLER_DDPM, 1000, false, n, seed + 1, fa, floor_fd, png);
+    }
+    cd_tensor_free(fa), cd_tensor_free(fb), cd_tensor_free(ra), cd_tensor_free(rb);
+    free(idx);
+    cd_trainer_free(tr), cd_rng_free(rng), cd_dataset_free(ds);
+    return 0;
+}

@@ -1,0 +1,114 @@
+#!/bin/sh
+# Usage: test-cli.sh COLDDIFF DATA_DIR
+# Every colddiff subcommand end to end on the tests/data slice at tiny
+# sizes, asserting on what the files contain, plus the error exits.
+set -u
+cli=$1
+data=$2
+work=$(mktemp -d "${TMPDIR:-/tmp}/colddiff-cli-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+pass=0
+fail=0
+check() { # description, then a command that must succeed
+  desc=$1; shift
+  if "$@"; then pass=$((pass + 1)); else echo "FAIL: $desc"; fail=$((fail + 1)); fi
+}
+is_png() { [ "$(od -An -tx1 -N8 "$1" | tr -d ' \n')" = 89504e470d0a1a0a ]; }
+be32() { od -An -tu1 -j "$2" -N4 "$1" | awk '{print $1*16777216 + $2*65536 + $3*256 + $4}'; }
+tiny="--data $data --T 20 --batch 32 --train-limit 64 --cnn-hidden 8,8 --n-samples 8 --threads 2"
+
+# ---- train --------------------------------------------------------------------
+"$cli" train $tiny --out "$work/run" --epochs 2 --sample-epochs 1 >"$work/train.out" 2>"$work/train.err"
+check "train exits 0" [ $? -eq 0 ]
+for f in best.cdm last.cdm losses.csv loss.svg config.txt samples_epoch001.png \
+         samples_epoch002.png restore_epoch001.png restore_epoch002.png; do
+  check "train writes $f" [ -s "$work/run/$f" ]
+done
+check "losses.csv has a header and two epochs" [ "$(wc -l <"$work/run/losses.csv")" -eq 3 ]
+check "losses.csv header" [ "$(head -1 "$work/run/losses.csv")" = "epoch,train_loss,val_loss" ]
+check "losses are finite numbers" awk -F, 'NR > 1 && !($2 + 0 > 0 && $3 + 0 > 0) { exit 1 }' "$work/run/losses.csv"
+check "loss.svg is an SVG with two curves" [ "$(grep -c '<polyline' "$work/run/loss.svg")" -eq 2 ]
+check "config.txt records the model" grep -q "^T = 20$" "$work/run/config.txt"
+check "config.txt records the seed" grep -q "^seed = 42$" "$work/run/config.txt"
+check "sample grid is a PNG" is_png "$work/run/samples_epoch001.png"
+# 8 columns of 28-pixel tiles with 2-pixel borders: 8 * 30 + 2.
+check "sample grid width" [ "$(be32 "$work/run/samples_epoch001.png" 16)" -eq 242 ]
+# restoration: 8 rows of x, 3 forward, 3 x-hat and the result = 8 columns.
+check "restoration figure height" [ "$(be32 "$work/run/restore_epoch002.png" 20)" -eq 242 ]
+check "train reports where it wrote" grep -q "best model" "$work/train.out"
+
+# ---- resume: continuing a finished run to 3 epochs adds one row -------------------
+"$cli" train $tiny --out "$work/run" --epochs 3 --resume >/dev/null 2>"$work/resume.err"
+check "resume exits 0" [ $? -eq 0 ]
+check "resume says where it starts" grep -q "resuming .* after epoch 2" "$work/resume.err"
+check "resume appends epoch 3" [ "$(tail -1 "$work/run/losses.csv" | cut -d, -f1)" = 3 ]
+check "resume keeps epochs 1 and 2" [ "$(wc -l <"$work/run/losses.csv")" -eq 4 ]
+
+# ---- Ctrl-C saves last.cdm and exits 130 --------------------------------------------
+"$cli" train --data "$data" --T 20 --batch 8 --cnn-hidden 8,8 --threads 1 --epochs 1000 \
+  --sample-epochs 999 --n-samples 1 --out "$work/int" >/dev/null 2>"$work/int.err" &
+pid=$!
+for i in $(seq 1 100); do [ -s "$work/int/losses.csv" ] && break; sleep 0.2; done
+kill -INT $pid
+wait $pid
+check "Ctrl-C exits 130" [ $? -eq 130 ]
+check "Ctrl-C leaves last.cdm" [ -s "$work/int/last.cdm" ]
+check "Ctrl-C says how to resume" grep -q -- "--resume" "$work/int.err"
+
+# ---- info, sample, restore, schedule ------------------------------------------------
+"$cli" info "$work/run/last.cdm" >"$work/info.txt"
+check "info exits 0" [ $? -eq 0 ]
+check "info names the decoder" grep -q "^decoder: cnn" "$work/info.txt"
+check "info gives T" grep -q "T = 20" "$work/info.txt"
+check "info gives the epochs" grep -q "3 epochs" "$work/info.txt"
+
+"$cli" sample --checkpoint "$work/run/best.cdm" --n 6 --cols 3 --out "$work/s.png" >/dev/null
+check "sample exits 0" [ $? -eq 0 ]
+check "sample grid: 3 columns" [ "$(be32 "$work/s.png" 16)" -eq 92 ]
+check "sample grid: 2 rows" [ "$(be32 "$work/s.png" 20)" -eq 62 ]
+"$cli" sample --checkpoint "$work/run/best.cdm" --n 4 --sampler ddim --steps 5 --eta 0.5 \
+  --seed 3 --out "$work/d.png" >/dev/null
+check "DDIM sampling exits 0" [ $? -eq 0 ]
+"$cli" sample --checkpoint "$work/run/best.cdm" --n 4 --seed 3 --out "$work/d1.png" >/dev/null
+"$cli" sample --checkpoint "$work/run/best.cdm" --n 4 --seed 3 --out "$work/d2.png" >/dev/null
+check "sampling is reproducible for a seed" cmp -s "$work/d1.png" "$work/d2.png"
+
+"$cli" restore --checkpoint "$work/run/best.cdm" --data "$data" --n 3 --times 2,5,10,20 \
+  --out "$work/r.png" >/dev/null
+check "restore exits 0" [ $? -eq 0 ]
+check "restore: 1 + 4 + 4 + 1 columns" [ "$(be32 "$work/r.png" 16)" -eq 302 ]
+check "restore: 3 rows" [ "$(be32 "$work/r.png" 20)" -eq 92 ]
+
+"$cli" schedule --preset ddpm-cnn-bad --compare --log --out "$work/a.svg" >/dev/null
+check "schedule exits 0" [ $? -eq 0 ]
+check "schedule draws the preset and the three other noise presets" [ "$(grep -c '<polyline' "$work/a.svg")" -eq 4 ]
+
+# ---- errors: one line, non-zero, nothing written --------------------------------------
+err() { # description, expected exit code, command...
+  desc=$1; want=$2; shift 2
+  "$@" >/dev/null 2>"$work/err.txt"
+  got=$?
+  check "$desc exits $want (got $got)" [ "$got" -eq "$want" ]
+  check "$desc prints one line" [ "$(wc -l <"$work/err.txt")" -eq 1 ]
+}
+err "unknown option" 2 "$cli" train --bogus
+err "missing --out" 2 "$cli" train --data "$data"
+err "negative epochs" 2 "$cli" train --data "$data" --out "$work/x" --epochs -1
+err "junk number" 2 "$cli" train --data "$data" --out "$work/x" --lr 1e-3x
+err "unknown preset" 2 "$cli" train --data "$data" --out "$work/x" --preset nope
+err "t-max above T" 2 "$cli" train --data "$data" --out "$work/x" --T 10 --t-max 11
+err "missing data" 1 "$cli" train --data "$work/nowhere" --out "$work/x"
+err "missing checkpoint" 1 "$cli" sample --checkpoint "$work/none.cdm" --out "$work/x.png"
+err "corrupt checkpoint" 1 "$cli" info "$work/run/losses.csv"
+err "restore time above T" 2 "$cli" restore --checkpoint "$work/run/best.cdm" --data "$data" --times 21 --out "$work/x.png"
+err "cold2 on a noise model" 1 "$cli" sample --checkpoint "$work/run/best.cdm" --sampler cold2 --out "$work/x.png"
+err "unknown command" 2 "$cli" frobnicate
+check "failures leave no output" [ ! -e "$work/x.png" ]
+for c in train sample restore schedule info grid fetch-mnist; do
+  "$cli" $c --help >"$work/help.txt"
+  check "$c --help exits 0" [ $? -eq 0 ]
+  check "$c --help shows usage" grep -q "^usage: colddiff $c" "$work/help.txt"
+done
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
