@@ -1,0 +1,1303 @@
+"""Tests of the ctypes binding examples/python/colddiff.py (unittest).
+
+Every class, bad use (wrong types, bad shapes, use after close, a missing or
+mismatched library: none may crash the interpreter), lifetimes, a tiny train /
+save / load / sample round trip on the MNIST slice in tests/data, and numpy
+interop when numpy imports.
+
+    COLDDIFF_LIBRARY=build/lib/libcolddiff.so python3 tests/python/test_binding.py
+
+Options (CTest uses them to report the numpy part separately):
+    --no-numpy   leave out the numpy tests
+    --numpy      run only the numpy tests; exit 77 (CTest: skipped) when numpy
+                 is not importable
+Without an option everything runs, and the numpy tests are reported as
+skipped (unittest skip) when numpy is missing.
+"""
+import array
+import gc
+import math
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+DATA = os.path.join(ROOT, "tests", "data")
+IMAGES = os.path.join(DATA, "t10k-images-idx3-ubyte.gz")
+LABELS = os.path.join(DATA, "t10k-labels-idx1-ubyte.gz")
+HEADER = os.path.join(ROOT, "include", "colddiff.h")
+MODULE_DIR = os.path.join(ROOT, "examples", "python")
+sys.path.insert(0, MODULE_DIR)
+
+import colddiff as cd  # noqa: E402
+
+try:
+    import numpy as np
+except ImportError:
+    np = None
+
+TINY_CNN = dict(hidden=(4, 4), kernel=3, time_freqs=4, time_hidden=16, time_layers=1)
+
+
+def tiny_decoder(rng, **extra):
+    keys = dict(TINY_CNN)
+    keys.update(extra)
+    return cd.Decoder("cnn", rng, **keys)
+
+
+def slice_dataset(val=0.1, seed=1):
+    ds = cd.Dataset.load_idx(IMAGES, LABELS)
+    ds.split(val, seed)
+    return ds
+
+
+def run_python(code, **env):
+    e = dict(os.environ)
+    e.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=e, timeout=120, cwd=tempfile.gettempdir())
+
+
+PRELUDE = f"import sys; sys.path.insert(0, {MODULE_DIR!r}); "
+
+
+class TempDirCase(unittest.TestCase):
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix="cd-py-")
+        self.tmp = self._tmp.name
+
+    def tearDown(self):
+        self._tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+
+# --------------------------------------------------------------------------
+
+class Loading(unittest.TestCase):
+    def test_version_and_abi(self):
+        self.assertRegex(cd.version(), r"^\d+\.\d+\.\d+$")
+        self.assertEqual(cd.abi_version(), cd.ABI_VERSION)
+        self.assertTrue(os.path.exists(cd.library_path()) or "/" not in cd.library_path())
+
+    def test_every_header_function_is_bound(self):
+        with open(HEADER) as f:
+            text = f.read()
+        names = set(re.findall(r"CD_API\s+[^;(]*?\b(cd_\w+)\s*\(", text))
+        self.assertGreater(len(names), 100)
+        missing = sorted(names - set(cd._SIGNATURES))
+        self.assertEqual(missing, [], "functions of colddiff.h without a binding")
+        unexported = sorted(n for n in names if not cd.has_function(n))
+        self.assertEqual(unexported, [], "declared in colddiff.h but not exported")
+
+    def test_missing_library_raises_clearly(self):
+        r = run_python(PRELUDE + "import colddiff as cd\n"
+                       "try:\n    cd.Tensor((2,))\n"
+                       "except cd.LibraryError as e:\n"
+                       "    assert isinstance(e, ImportError) and isinstance(e, cd.ColddiffError)\n"
+                       "    print('LibraryError:', e)\n",
+                       COLDDIFF_LIBRARY="/nonexistent/libcolddiff.so")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("LibraryError: cannot load libcolddiff", r.stdout)
+        self.assertIn("/nonexistent/libcolddiff.so", r.stdout)
+        self.assertIn("COLDDIFF_LIBRARY", r.stdout)
+
+    def test_not_a_colddiff_library(self):
+        libc = "libc.so.6"
+        r = run_python(PRELUDE + "import colddiff as cd\n"
+                       "try:\n    cd.version()\n"
+                       "except cd.LibraryError as e:\n    print('LibraryError:', e)\n",
+                       COLDDIFF_LIBRARY=libc)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("is not libcolddiff", r.stdout)
+
+    def test_abi_mismatch_is_refused(self):
+        r = run_python(PRELUDE + "import colddiff as cd\ncd.ABI_VERSION = 99\n"
+                       "try:\n    cd.Rng(1)\n"
+                       "except cd.LibraryError as e:\n    print('LibraryError:', e)\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("ABI version 0", r.stdout)
+        self.assertIn("needs ABI 99", r.stdout)
+
+    def test_build_tree_search_without_env(self):
+        # Lay out fake build trees around the real library: one above a copy
+        # of the module, one above the working directory.
+        lib = os.path.abspath(cd.library_path())
+        env = {k: v for k, v in os.environ.items() if k != "COLDDIFF_LIBRARY"}
+        with open(os.path.join(MODULE_DIR, "colddiff.py")) as f:
+            module = f.read()
+        with tempfile.TemporaryDirectory() as d:
+            def tree(root):
+                os.makedirs(os.path.join(root, "build", "lib"))
+                path = os.path.join(root, "build", "lib", "libcolddiff.so")
+                os.symlink(lib, path)
+                return path
+            near_module = tree(os.path.join(d, "m"))
+            near_cwd = tree(os.path.join(d, "w"))
+            for mod_dir in (os.path.join(d, "m", "py"), os.path.join(d, "plain")):
+                os.makedirs(mod_dir)
+                with open(os.path.join(mod_dir, "colddiff.py"), "w") as f:
+                    f.write(module)
+            cwd = os.path.join(d, "w", "a", "b")
+            os.makedirs(cwd)
+            for mod_dir, expected in ((os.path.join(d, "m", "py"), near_module),
+                                      (os.path.join(d, "plain"), near_cwd)):
+                r = subprocess.run([sys.executable, "-c",
+                                    f"import sys; sys.path.insert(0, {mod_dir!r}); "
+                                    "import colddiff as cd; print(cd.library_path())"],
+                                   capture_output=True, text=True, env=env, cwd=cwd, timeout=60)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(r.stdout.strip(), expected)
+
+    def test_works_without_numpy(self):
+        code = (PRELUDE + "import builtins\nreal = builtins.__import__\n"
+                "def imp(name, *a, **k):\n"
+                "    if name == 'numpy' or name.startswith('numpy.'):\n"
+                "        raise ImportError('numpy blocked')\n"
+                "    return real(name, *a, **k)\n"
+                "builtins.__import__ = imp\n"
+                "import colddiff as cd\nassert cd._np is None\n"
+                "t = cd.Tensor.from_data([[1, 2], [3, 4]])\n"
+                "assert t.tolist() == [[1, 2], [3, 4]]\n"
+                "try:\n    t.numpy()\nexcept ImportError as e:\n    print('ImportError:', e)\n")
+        r = run_python(code)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("ImportError: Tensor.numpy() needs numpy", r.stdout)
+
+    def test_clean_exit_with_live_objects(self):
+        # Objects left alive (some in cycles, some borrowing from others) when
+        # the interpreter exits must neither crash nor print errors.
+        code = (PRELUDE + "import colddiff as cd\n"
+                "r = cd.Rng(1)\n"
+                "tr = cd.Trainer(cd.Decoder('cnn', r, hidden=(4,), kernel=3, time_freqs=2,"
+                " time_hidden=8, time_layers=0), cd.Degradation.noise(cd.Schedule.linear(20)))\n"
+                "s = cd.Sampler('ddpm', tr.degradation); s.set_decoder(tr.decoder)\n"
+                "p = tr.decoder.params; v = p.view(p.names()[0])\n"
+                "t = cd.Tensor((3, 3)); m = t.memoryview(); t.close()\n"
+                "class Cycle: pass\n"
+                "c = Cycle(); c.self = c; c.t = cd.Tensor((2,)); c.s = s\n"
+                "s2 = cd.Sampler('ddpm', tr.degradation)\n"
+                "s2.set_predictor(lambda z, tau, out: out.fill(0))\n"
+                "print('ok')\n")
+        r = run_python(code)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), "ok")
+        self.assertEqual(r.stderr, "")
+
+
+class Interrupts(unittest.TestCase):
+    def test_ctrl_c_stops_fit_and_predictor_chains(self):
+        # SIGINT while C runs a fit or a Python-driven chain: the fit stops
+        # after its batch, the chain at its next predictor call, and the
+        # KeyboardInterrupt reaches the caller (not lost in a ctypes callback).
+        code = PRELUDE + f"""
+import os, signal, threading, time
+import colddiff as cd
+ds = cd.Dataset.load_idx({IMAGES!r}, {LABELS!r})
+r = cd.Rng(1)
+tr = cd.Trainer(cd.Decoder('cnn', r, hidden=(4, 4), kernel=3, time_freqs=4, time_hidden=16,
+                           time_layers=1), cd.Degradation.noise(cd.Schedule.linear(50)))
+tr['batch'] = 10
+def interrupt_soon():
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+interrupt_soon()
+try:
+    tr.fit(ds, 1000, r, on_epoch=lambda *a: None)
+except KeyboardInterrupt:
+    print('fit interrupted at epoch', int(tr.progress('epoch')), 'running',
+          tr.progress('running'))
+s = cd.Sampler('cold1', cd.Degradation.mask(cd.Schedule.linear(100000)))
+calls = []
+s.set_predictor(lambda z, tau, out: calls.append(time.sleep(0.001)))
+x = cd.Tensor((1, 1, 28, 28))
+interrupt_soon()
+try:
+    s.restore(x, 100000)
+except KeyboardInterrupt:
+    print('chain interrupted after', 0 < len(calls) < 100000, 'calls')
+"""
+        r = run_python(code)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("fit interrupted at epoch", r.stdout)
+        self.assertIn("running 0.0", r.stdout)
+        self.assertIn("chain interrupted after True calls", r.stdout)
+        self.assertNotIn("Exception ignored", r.stderr)
+
+
+class Errors(TempDirCase):
+    def test_status_classes(self):
+        for st in cd.Status:
+            if st == cd.Status.OK:
+                continue
+            e = cd._error(int(st), "msg")
+            self.assertIsInstance(e, cd.ColddiffError)
+            self.assertEqual(e.status, st)
+            self.assertEqual(str(e), "msg")
+            self.assertTrue(cd.status_string(st))
+        self.assertIsInstance(cd._error(-3, "x"), ValueError)
+        self.assertIsInstance(cd._error(-2, "x"), MemoryError)
+        self.assertIsInstance(cd._error(-7, "x"), OSError)
+        self.assertIsInstance(cd._error(-12, "x"), RuntimeError)
+        self.assertIsInstance(cd._error(-99, "x"), cd.ColddiffError)
+
+    def test_errors_carry_last_error(self):
+        with self.assertRaises(cd.NotFoundError) as cm:
+            cd.Dataset.load_mnist(self.path("nowhere"))
+        self.assertEqual(cm.exception.status, cd.Status.NOT_FOUND)
+        self.assertIn("nowhere", str(cm.exception))
+        self.assertEqual(cd.last_error(), str(cm.exception))
+        with self.assertRaises(cd.RangeError) as cm:
+            cd.set_num_threads(0)
+        self.assertIn("cd_set_num_threads", str(cm.exception))
+        cd.clear_error()
+        self.assertEqual(cd.last_error(), "")
+
+    def test_threads(self):
+        n = cd.get_num_threads()
+        self.assertGreaterEqual(n, 1)
+        cd.set_num_threads(1)
+        self.assertEqual(cd.get_num_threads(), 1)
+        cd.set_num_threads(n)
+        with self.assertRaises(TypeError):
+            cd.set_num_threads("2")
+        with self.assertRaises(cd.RangeError):
+            cd.set_num_threads(10 ** 12)
+
+
+class TensorTests(unittest.TestCase):
+    def test_create_and_shape(self):
+        with cd.Tensor((2, 3, 4)) as t:
+            self.assertEqual(t.shape, (2, 3, 4))
+            self.assertEqual((t.rank, t.ndim, t.numel, t.size, len(t)), (3, 3, 24, 24, 2))
+            self.assertEqual((t.dim(0), t.dim(-1)), (2, 4))
+            self.assertEqual(t.to_array().tolist(), [0.0] * 24)
+            self.assertIn("shape=(2, 3, 4)", repr(t))
+        self.assertTrue(t.closed)
+        self.assertIn("closed", repr(t))
+        self.assertEqual(cd.Tensor(5).shape, (5,))
+        self.assertEqual(cd.Tensor((2,), fill=3).tolist(), [3.0, 3.0])
+
+    def test_data_in_and_out(self):
+        t = cd.Tensor.from_data([[1, 2, 3], [4, 5, 6]])
+        self.assertEqual(t.shape, (2, 3))
+        self.assertEqual(t.tolist(), [[1, 2, 3], [4, 5, 6]])
+        t.copy_from(array.array("f", range(6)))
+        self.assertEqual(t.to_array().tolist(), [0, 1, 2, 3, 4, 5])
+        t.copy_from(struct.pack("6f", *range(10, 16)))  # bytes, read-only
+        self.assertEqual(t.to_array()[0], 10)
+        t.copy_from((7,) * 6)
+        self.assertEqual(t.tolist()[1], [7, 7, 7])
+        u = cd.Tensor.from_data(t, shape=(3, 2))
+        self.assertEqual(u.shape, (3, 2))
+        t.fill(float("nan"))
+        self.assertTrue(math.isnan(t.to_array()[5]))
+        self.assertEqual(u.tolist()[0], [7, 7])
+        t.reshape(6)
+        self.assertEqual(t.shape, (6,))
+        t.reshape(3, 2).reshape((1, 6))
+        self.assertEqual(t.shape, (1, 6))
+
+    def test_clone_is_independent(self):
+        t = cd.Tensor.from_data([1.0, 2.0])
+        c = t.clone()
+        t.fill(0)
+        self.assertEqual(c.tolist(), [1.0, 2.0])
+
+    def test_memoryview_is_zero_copy(self):
+        t = cd.Tensor((2, 2))
+        mv = t.memoryview()
+        self.assertEqual((mv.format, mv.shape, mv.readonly), ("f", (2, 2), False))
+        mv[1, 0] = 5.0
+        self.assertEqual(t.tolist(), [[0, 0], [5, 0]])
+        t.fill(2)
+        self.assertEqual(mv[0, 1], 2.0)
+        # copying from a view of itself (overlapping memory) is safe
+        t.copy_from(mv)
+        self.assertEqual(t.tolist(), [[2, 2], [2, 2]])
+        # the view keeps the memory alive after close()
+        t.close()
+        with self.assertRaises(cd.ClosedError):
+            t.numel
+        self.assertEqual(mv.tolist(), [[2, 2], [2, 2]])
+        mv[0, 0] = 1.0
+        del mv
+        gc.collect()
+
+    @unittest.skipUnless(sys.version_info >= (3, 12), "PEP 688 __buffer__ needs Python 3.12")
+    def test_buffer_protocol(self):
+        t = cd.Tensor.from_data([1.0, 2.0])
+        self.assertEqual(memoryview(t).tolist(), [1.0, 2.0])
+
+    def test_bad_shapes(self):
+        for shape in [(), (2, 0), (3, -1), (1,) * 9]:
+            with self.assertRaises(cd.ShapeError, msg=shape):
+                cd.Tensor(shape)
+        with self.assertRaises(cd.RangeError):
+            cd.Tensor((2 ** 70,))
+        with self.assertRaises(cd.ColddiffError):  # too big for memory: C says so
+            cd.Tensor((2 ** 62, 2 ** 10))
+        t = cd.Tensor((2, 3))
+        with self.assertRaises(cd.ShapeError):
+            t.copy_from([1, 2, 3])
+        with self.assertRaises(cd.ShapeError):
+            t.reshape(4, 2)
+        self.assertEqual(t.shape, (2, 3))
+        with self.assertRaises(cd.ShapeError):
+            cd.Tensor.from_data([[1, 2], [3]])
+        with self.assertRaises(cd.ShapeError):
+            cd.Tensor.from_data([])
+        with self.assertRaises(cd.RangeError):
+            t.dim(2)
+
+    def test_wrong_types(self):
+        for bad in ["abc", (2.5,), (True, 2), None, {1: 2}]:
+            with self.assertRaises((TypeError, cd.ShapeError), msg=repr(bad)):
+                cd.Tensor(bad)
+        t = cd.Tensor((3,))
+        with self.assertRaises(TypeError):
+            t.copy_from(array.array("d", [1, 2, 3]))
+        with self.assertRaises(TypeError):
+            t.copy_from(["a", "b", "c"])
+        with self.assertRaises(TypeError):
+            t.copy_from(object())
+        with self.assertRaises(TypeError):
+            t.fill("1")
+        with self.assertRaises(TypeError):
+            cd.Rng(1).fill_normal([1, 2, 3])
+
+    def test_use_after_close(self):
+        t = cd.Tensor((2,))
+        t.close()
+        t.close()  # idempotent
+        for op in (lambda: t.shape, lambda: t.fill(1), lambda: t.tolist(),
+                   lambda: t.memoryview(), lambda: t.clone(), lambda: cd.Rng(1).fill_normal(t),
+                   lambda: t.__enter__()):
+            with self.assertRaises(cd.ClosedError):
+                op()
+        self.assertIsInstance(cd.ClosedError("x"), ValueError)
+
+
+class RngTests(unittest.TestCase):
+    def test_streams(self):
+        a, b = cd.Rng(42), cd.Rng(42)
+        x = a.normal(100)
+        self.assertEqual(x, b.normal(100))
+        self.assertNotEqual(x, cd.Rng(43).normal(100))
+        u = a.uniform(1000)
+        self.assertTrue(all(0 <= v < 1 for v in u))
+        ints = a.int_range(1000, -3, 3)
+        self.assertEqual(set(ints), set(range(-3, 4)))
+        self.assertEqual(len(a.normal(0)), 0)
+
+    def test_state_and_split(self):
+        r = cd.Rng(7)
+        s = r.state
+        self.assertEqual(len(s), cd.RNG_STATE_WORDS)
+        first = r.uniform(8)
+        r.state = s
+        self.assertEqual(r.uniform(8), first)
+        c1, c2 = r.split(3), r.split(3)
+        self.assertEqual(c1.normal(4), c2.normal(4))
+        self.assertNotEqual(r.split(4).normal(4), cd.Rng(7).split(3).normal(4))
+        with self.assertRaises(cd.ShapeError):
+            r.state = (1, 2)
+        with self.assertRaises(cd.RangeError):
+            r.state = (1, 2, 3, -4)
+
+    def test_tensors_and_bad_use(self):
+        r = cd.Rng(0)
+        t = r.fill_normal(cd.Tensor((50, 40)))
+        xs = t.to_array()
+        self.assertLess(abs(sum(xs) / len(xs)), 0.1)
+        r.fill_uniform(t)
+        self.assertTrue(all(0 <= v < 1 for v in t.to_array()))
+        with self.assertRaises(cd.RangeError):
+            cd.Rng(-1)
+        with self.assertRaises(TypeError):
+            cd.Rng("seed")
+        with self.assertRaises(cd.RangeError):
+            r.normal(-1)
+        with self.assertRaises(cd.ColddiffError):
+            r.int_range(2, 5, 1)
+        r.close()
+        with self.assertRaises(cd.ClosedError):
+            r.normal(1)
+
+
+class ScheduleTests(unittest.TestCase):
+    def test_constructors(self):
+        K = cd.ScheduleKind
+        cases = [
+            (cd.Schedule.linear(100), K.LINEAR),
+            (cd.Schedule.constant(50, 0.01), K.CONSTANT),
+            (cd.Schedule.constant_report(50, 0.01), K.CONSTANT_REPORT),
+            (cd.Schedule.cosine(80), K.COSINE),
+            (cd.Schedule.cosine_report(80), K.COSINE_REPORT),
+            (cd.Schedule.custom([0.1, 0.2, 0.3]), K.CUSTOM),
+            (cd.Schedule.from_arrays([0, 0.1, 0.2], [1, 0.9, 0.72]), K.ARRAYS),
+        ]
+        for s, kind in cases:
+            self.assertEqual(s.kind, kind)
+            b, a = s.arrays()
+            self.assertEqual(len(b), s.T + 1)
+            self.assertEqual(len(s), s.T + 1)
+            self.assertAlmostEqual(s.at(s.T)[1], a[-1])
+        lin = cases[0][0]
+        self.assertEqual(lin.T, 100)
+        self.assertAlmostEqual(lin.at(1)[0], 1e-4, places=7)
+        self.assertAlmostEqual(lin.at(100)[0], 0.02, places=6)
+        self.assertAlmostEqual(cases[1][0].at(2)[1], 0.99 ** 2, places=5)
+        self.assertEqual(cases[5][0].T, 3)
+
+    def test_bad_use(self):
+        with self.assertRaises(TypeError):
+            cd.Schedule()
+        with self.assertRaises(cd.ColddiffError):
+            cd.Schedule.linear(0)
+        with self.assertRaises(cd.ColddiffError):
+            cd.Schedule.constant(10, 1.5)
+        with self.assertRaises(cd.ColddiffError):
+            cd.Schedule.linear(10).at(11)
+        with self.assertRaises(cd.ShapeError):
+            cd.Schedule.from_arrays([0, 0.1], [1, 0.9, 0.8])
+        with self.assertRaises(cd.ShapeError):
+            cd.Schedule.custom([])
+        with self.assertRaises(TypeError):
+            cd.Schedule.linear("100")
+
+
+class DegradationTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ds = slice_dataset()
+        cls.x, _ = cls.ds.gather("train", [0, 1, 2, 3], labels=False)
+
+    def test_all_operators(self):
+        s = cd.Schedule.linear(20)
+        blur_s = cd.Schedule.constant(20, 1.0)
+        mean = self.ds.mean_image()
+        ops = {
+            "noise": cd.Degradation.noise(s),
+            "blur": cd.Degradation.blur(blur_s, 5, "circular"),
+            "pixelate": cd.Degradation.pixelate(s),
+            "mask": cd.Degradation.mask(s, 2.0),
+            "fade": cd.Degradation.fade(s, mean),
+        }
+        mean.close()  # fade copied it
+        for name, d in ops.items():
+            self.assertEqual(d.kind.name.lower(), name)
+            self.assertEqual(d.T, 20)
+            self.assertEqual(d.target, cd.Target.NOISE if name == "noise" else cd.Target.IMAGE)
+            z = d.apply(self.x, 0, cd.Rng(1))
+            if name != "noise":
+                self.assertEqual(z.to_array(), self.x.to_array(), name)  # D(x, 0) = x
+            z = d.apply(self.x, [20, 10, 5, 1], cd.Rng(1))
+            self.assertEqual(z.shape, self.x.shape)
+            self.assertNotEqual(z.to_array(), self.x.to_array(), name)
+        z, eps = ops["noise"].apply(self.x, 20, cd.Rng(2), eps=True)
+        self.assertEqual(eps.shape, self.x.shape)
+        self.assertEqual(ops["mask"].apply(self.x, 20).to_array().tolist(),
+                         [0.0] * self.x.numel)
+
+    def test_priors(self):
+        noise = cd.Degradation.noise(cd.Schedule.linear(10))
+        self.assertEqual(noise.prior, cd.Prior(0.0, 1.0, 0.0, False) if not noise.prior.fitted
+                         else noise.prior)
+        with self.assertRaises(cd.UnsupportedError):
+            noise.set_prior(0, 1, 0)
+        blur = cd.Degradation.blur(cd.Schedule.constant(10, 1.0))
+        p = blur.get_prior()
+        self.assertAlmostEqual(p.mean, -0.36)
+        self.assertFalse(p.fitted)
+        blur.fit_prior(self.ds, "train", max_images=100)
+        self.assertTrue(blur.prior.fitted)
+        blur.set_prior(-0.3, 0.01, 0.0)
+        self.assertEqual(blur.prior[:3], (-0.3, 0.01, 0.0))
+        z = blur.sample_prior(cd.Rng(3), (3, 1, 28, 28))
+        self.assertEqual(z.shape, (3, 1, 28, 28))
+        with self.assertRaises(cd.ColddiffError):
+            blur.set_prior(0, -1, 0)
+        with self.assertRaises(cd.RangeError):
+            blur.fit_prior(self.ds, "train", max_images=-1)
+
+    def test_bad_use(self):
+        d = cd.Degradation.noise(cd.Schedule.linear(10))
+        with self.assertRaises(TypeError):
+            cd.Degradation()
+        with self.assertRaises(TypeError):
+            cd.Degradation.noise("linear")
+        with self.assertRaises(cd.RangeError):
+            d.apply(self.x, 11, cd.Rng(1))
+        with self.assertRaises(cd.ShapeError):
+            d.apply(self.x, [1, 2], cd.Rng(1))
+        with self.assertRaises(cd.ColddiffError):
+            d.apply(self.x, 1, None)  # the noise operator needs an rng
+        with self.assertRaises(cd.ShapeError):
+            d.apply(self.x, 1, cd.Rng(1), out=cd.Tensor((4, 1, 28, 27)))
+        with self.assertRaises(TypeError):
+            d.apply(self.x, "1", cd.Rng(1))
+        with self.assertRaises(cd.InvalidArgumentError):
+            cd.Degradation.blur(cd.Schedule.constant(10, 1.0), padding="zeros")
+        with self.assertRaises(cd.ColddiffError):
+            cd.Degradation.blur(cd.Schedule.constant(10, 1.0), kernel_size=4)
+        with self.assertRaises(cd.ShapeError):
+            fade = cd.Degradation.fade(cd.Schedule.linear(10), cd.Tensor((1, 28, 28)))
+            fade.apply(cd.Tensor((2, 1, 14, 14)), 1)
+
+
+class ParamsTests(unittest.TestCase):
+    def test_own_params(self):
+        p = cd.Params()
+        p.add("a.weight", (2, 3))
+        p.add("a.bias", 3)
+        self.assertEqual(p.names(), ["a.weight", "a.bias"])
+        self.assertEqual((len(p), p.numel), (2, 9))
+        self.assertEqual(p.index("a.bias"), 1)
+        self.assertEqual(p.shape("a.weight"), (2, 3))
+        self.assertIn("a.bias", p)
+        self.assertNotIn("nope", p)
+        p["a.bias"] = [1, 2, 3]
+        self.assertEqual(p["a.bias"].tolist(), [1, 2, 3])
+        v = p.view("a.weight")
+        v[1, 2] = 9
+        self.assertEqual(p.get("a.weight")[5], 9)
+        self.assertEqual(p.view().tolist()[-3:], [1, 2, 3])
+        g = p.grad_view("a.bias")
+        g[0] = 4
+        self.assertEqual(p.get_grad("a.bias")[0], 4)
+        p.zero_grad()
+        self.assertEqual(p.get_grad("a.bias").tolist(), [0, 0, 0])
+        with self.assertRaises(KeyError):
+            p["nope"]
+        with self.assertRaises(cd.ShapeError):
+            p["a.bias"] = [1, 2]
+        with self.assertRaises(TypeError):
+            p.add(3, (1,))
+        with self.assertRaises(cd.StateError):  # laid out after the first access
+            p.add("late", (1,))
+
+    def test_decoder_params_keep_decoder_alive(self):
+        dec = tiny_decoder(cd.Rng(1))
+        p = dec.params
+        self.assertTrue(p.borrowed)
+        name = p.names()[0]
+        before = p.get(name)
+        dec.close()
+        with self.assertRaises(cd.ClosedError):
+            dec.param_count
+        self.assertEqual(p.get(name), before)  # still readable: p holds it
+        p.close()
+
+
+class DecoderTests(TempDirCase):
+    def test_config(self):
+        cfg = cd.DecoderConfig("cnn")
+        self.assertEqual(cfg["hidden"], (16, 32, 32, 16))
+        self.assertEqual(cfg.get(cd.DecoderKey.KERNEL), 7)
+        cfg["hidden"] = (8, 8)
+        cfg.set("time_hidden", 32)
+        self.assertEqual(cfg.to_dict()["hidden"], (8, 8))
+        self.assertEqual(cfg.get("TIME_HIDDEN"), 32)
+        lo, hi = cd.DecoderConfig.bounds("kernel")
+        self.assertLessEqual(lo, 7)
+        self.assertGreaterEqual(hi, 7)
+        unet = cd.DecoderConfig("unet")
+        self.assertEqual(unet["dim_mults"], (1, 2, 4))
+        with self.assertRaises(cd.InvalidArgumentError):
+            cfg["no_such_key"] = 1
+        with self.assertRaises(cd.RangeError):
+            cfg["kernel"] = 4
+        with self.assertRaises(cd.RangeError):
+            cfg["kernel"] = 10 ** 6
+        with self.assertRaises(TypeError):
+            cfg["kernel"] = 3.0
+        with self.assertRaises(cd.ColddiffError):
+            cfg["hidden"] = ()
+        with self.assertRaises(cd.InvalidArgumentError):
+            cd.DecoderConfig("transformer")
+
+    def test_forward_backward_save_load(self):
+        rng = cd.Rng(5)
+        dec = tiny_decoder(rng)
+        self.assertEqual(dec.type, cd.DecoderType.CNN)
+        self.assertEqual(dec.config["hidden"], (4, 4))
+        self.assertEqual(dec.param_count, dec.params.numel)
+        self.assertGreater(dec.workspace_size(2, 28, 28), 0)
+        z = rng.fill_normal(cd.Tensor((2, 1, 28, 28)))
+        out = dec.forward(z, [0.5, 0.25])
+        self.assertEqual(out.shape, z.shape)
+        out2 = dec.forward(z, cd.Tensor.from_data([0.5, 0.25]), out=cd.Tensor((2, 1, 28, 28)))
+        self.assertEqual(out.to_array(), out2.to_array())
+        dec.params.zero_grad()
+        dz = dec.backward(cd.Tensor((2, 1, 28, 28), fill=1.0), dz=True)
+        self.assertEqual(dz.shape, z.shape)
+        self.assertTrue(any(v != 0 for v in dec.params.grad_view().tolist()))
+        path = self.path("tiny.cdm")
+        dec.save(path)
+        back = cd.Decoder.load(path)
+        self.assertEqual(back.config.to_dict(), dec.config.to_dict())
+        for name in dec.params:
+            self.assertEqual(back.params[name], dec.params[name], name)
+        self.assertEqual(back.forward(z, [0.5, 0.25]).to_array(), out.to_array())
+        # change a weight by name, save, load: the change is kept
+        first = dec.params.names()[0]
+        dec.params[first] = [0.5] * dec.params.numel_at(first)
+        dec.save(path)
+        self.assertEqual(set(cd.Decoder.load(path).params[first]), {0.5})
+
+    def test_bad_use(self):
+        rng = cd.Rng(1)
+        dec = tiny_decoder(rng)
+        with self.assertRaises(TypeError):
+            cd.Decoder("cnn", None)
+        with self.assertRaises(TypeError):
+            cd.Decoder(cd.DecoderConfig(), rng, kernel=3)
+        with self.assertRaises(cd.ShapeError):
+            dec.forward(cd.Tensor((2, 1, 27, 28)), [0.1, 0.1])
+        with self.assertRaises(cd.ShapeError):
+            dec.forward(cd.Tensor((2, 1, 28, 28)), [0.1, 0.2, 0.3])
+        with self.assertRaises(cd.NotFiniteError):
+            dec.forward(cd.Tensor((1, 1, 28, 28)), [float("nan")])
+        with self.assertRaises(TypeError):
+            dec.forward([[0.0]], [0.1])
+        with self.assertRaises(cd.NotFoundError):
+            cd.Decoder.load(self.path("missing.cdm"))
+        junk = self.path("junk.cdm")
+        with open(junk, "wb") as f:
+            f.write(b"not a checkpoint at all" * 10)
+        with self.assertRaises(cd.FormatError):
+            cd.Decoder.load(junk)
+        with self.assertRaises(cd.NotFoundError):
+            dec.save(self.path("no/such/dir/x.cdm"))
+        with self.assertRaises(cd.InvalidArgumentError):
+            dec.save("bad\0path")
+        with self.assertRaises(TypeError):
+            dec.save(42)
+
+
+class DatasetTests(TempDirCase):
+    def test_load_mnist_and_idx(self):
+        # load_mnist wants the four MNIST names: give it the slice twice.
+        for kind in ("train", "t10k"):
+            os.symlink(IMAGES, self.path(f"{kind}-images-idx3-ubyte.gz"))
+            os.symlink(LABELS, self.path(f"{kind}-labels-idx1-ubyte.gz"))
+        ds = cd.Dataset.load_mnist(self.tmp)
+        self.assertEqual((ds.count("train"), ds.count("val"), ds.count("test")), (1000, 0, 1000))
+        self.assertEqual(ds.image_shape, (1, 28, 28))
+        ds2 = cd.Dataset.load_idx(IMAGES, LABELS, IMAGES, LABELS)
+        self.assertEqual(ds2.count(cd.Split.TEST), 1000)
+        ds3 = cd.Dataset.load_idx(IMAGES, LABELS)
+        self.assertEqual((len(ds3), ds3.count("test")), (1000, 0))
+
+    def test_split_shuffle_batches(self):
+        ds = slice_dataset(0.2, 42)
+        self.assertEqual((ds.count("train"), ds.count("val")), (800, 200))
+        imgs, labels = ds.gather("train", [0, 5, 799])
+        self.assertEqual(imgs.shape, (3, 1, 28, 28))
+        self.assertTrue(all(0 <= v <= 9 and v == int(v) for v in labels.to_array()))
+        px = imgs.to_array()
+        self.assertGreaterEqual(min(px), -0.5)
+        self.assertLessEqual(max(px), 0.5)
+        b1, l1, got = ds.batch("train", 0, 16)
+        self.assertEqual(got, 16)
+        rng = cd.Rng(3)
+        ds.shuffle("train", rng)
+        b2, _, _ = ds.batch("train", 0, 16)
+        self.assertNotEqual(b1.to_array(), b2.to_array())
+        images = cd.Tensor((16, 28, 28))  # N x H x W works too
+        self.assertEqual(ds.fill_batch("val", 192, images), 8)  # past the end
+        self.assertEqual(set(images.to_array()[8 * 784:]), {0.0})
+        mean = ds.mean_image("train")
+        self.assertEqual(mean.shape, (1, 28, 28))
+        split_file = self.path("split.txt")
+        with open(split_file, "w") as f:
+            f.write("\n".join(str(i) for i in range(10)) + "\n")
+        ds.split_from_file(split_file)
+        self.assertEqual((ds.count("train"), ds.count("val")), (10, 990))
+        ds.truncate("val", 100)
+        self.assertEqual(ds.count("val"), 100)
+        with self.assertRaises(cd.RangeError):
+            ds.truncate("val", -1)
+
+    def test_bad_use(self):
+        ds = slice_dataset()
+        with self.assertRaises(TypeError):
+            cd.Dataset()
+        with self.assertRaises(cd.NotFoundError):
+            cd.Dataset.load_idx(self.path("a"), self.path("b"))
+        with self.assertRaises(cd.InvalidArgumentError):
+            cd.Dataset.load_idx(IMAGES, LABELS, IMAGES)
+        with self.assertRaises(cd.RangeError):
+            ds.split(1.5)
+        with self.assertRaises(cd.InvalidArgumentError):
+            ds.count("holdout")
+        with self.assertRaises(cd.RangeError):
+            ds.gather("train", [0, 10 ** 6])
+        with self.assertRaises(cd.RangeError):
+            ds.gather("train", [])
+        with self.assertRaises(cd.ShapeError):
+            ds.fill_batch("train", 0, cd.Tensor((4, 1, 28, 20)))
+        with self.assertRaises(cd.RangeError):
+            ds.fill_batch("train", -1, cd.Tensor((4, 1, 28, 28)))
+        with self.assertRaises(TypeError):
+            ds.shuffle("train", 42)
+        bad = self.path("bad.txt")
+        with open(bad, "w") as f:
+            f.write("1\n1\n")
+        with self.assertRaises(cd.FormatError):
+            ds.split_from_file(bad)
+
+
+class ImageTests(TempDirCase):
+    def test_png_and_grid(self):
+        p = self.path("g.png")
+        cd.write_png_gray(p, bytes(range(12)), 4, 3)
+        with open(p, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+        ds = slice_dataset()
+        imgs, _ = ds.gather("train", list(range(10)), labels=False)
+        grid = self.path("grid.png")
+        cd.write_image_grid(grid, imgs, columns=5)
+        cd.write_image_grid(self.path("grid2.png"), imgs, 4, 1, 128, "percentile")
+        self.assertGreater(os.path.getsize(grid), 100)
+        with self.assertRaises(cd.ShapeError):
+            cd.write_png_gray(p, b"abc", 2, 2)
+        with self.assertRaises(cd.NotFoundError):
+            cd.write_image_grid(self.path("nope/grid.png"), imgs)
+        with self.assertRaises(cd.RangeError):
+            cd.write_image_grid(grid, imgs, columns=0)
+        with self.assertRaises(cd.ShapeError):
+            cd.write_image_grid(grid, cd.Tensor((2, 3, 28, 28)))
+        imgs.fill(float("inf"))
+        with self.assertRaises(cd.NotFiniteError):
+            cd.write_image_grid(grid, imgs)
+        with self.assertRaises(TypeError):
+            cd.write_png_gray(p, "text", 2, 2)
+
+
+class MetricsTests(unittest.TestCase):
+    def setUp(self):
+        if not cd.has_function("cd_metrics_images"):
+            self.skipTest("the loaded libcolddiff has no metrics yet")
+
+    def test_image_metrics(self):
+        ds = slice_dataset()
+        x, _ = ds.gather("train", list(range(8)), labels=False)
+        m = cd.image_metrics(x, x)
+        self.assertAlmostEqual(m.rmse, 0.0)
+        self.assertAlmostEqual(m.ssim, 1.0, places=5)
+        self.assertAlmostEqual(m.psnr, 80.0, places=5)
+        self.assertEqual(m.reduction, cd.Reduction.PER_IMAGE)
+        y = cd.Degradation.blur(cd.Schedule.constant(5, 1.0)).apply(x, 5)
+        m2 = cd.image_metrics(x, y, "report")
+        self.assertEqual(m2.reduction, cd.Reduction.REPORT)
+        self.assertGreater(m2.rmse, 0)
+        self.assertLess(m2.ssim, 1)
+        mse, ssim, psnr = cd.per_image_metrics(x, y)
+        self.assertEqual(len(mse), 8)
+        self.assertAlmostEqual(math.sqrt(sum(mse) / 8), cd.image_metrics(x, y).rmse)
+        n = cd.metrics_normalize(x)
+        self.assertEqual((min(n.to_array()), max(n.to_array())), (0.0, 1.0))
+        self.assertEqual(cd.reduction_name("report"), "report")
+        with self.assertRaises(cd.RangeError):
+            cd.image_metrics(x, cd.Tensor(x.shape))  # constant images
+        with self.assertRaises(cd.ShapeError):
+            cd.image_metrics(x, cd.Tensor((8, 1, 28, 27)))
+
+    def test_frechet_and_classes(self):
+        rng = cd.Rng(9)
+        a = rng.fill_normal(cd.Tensor((50, 4)))
+        b = rng.fill_normal(cd.Tensor((40, 4)))
+        self.assertAlmostEqual(cd.frechet_distance(a, a), 0.0, places=6)
+        fd = cd.frechet_distance(a, b)
+        self.assertGreater(fd, 0)
+        mu1, c1 = cd.feature_stats(a)
+        mu2, c2 = cd.feature_stats(b)
+        self.assertEqual((len(mu1), len(c1), len(c1[0])), (4, 4, 4))
+        self.assertAlmostEqual(cd.frechet_distance_from_stats(mu1, c1, mu2, c2), fd, places=6)
+        with self.assertRaises(cd.ShapeError):
+            cd.frechet_distance_from_stats(mu1, c1, mu2[:3], c2)
+        with self.assertRaises(cd.ShapeError):
+            cd.feature_stats(cd.Tensor((2, 2, 2)))
+        probs = cd.Tensor.from_data([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8],
+                                     [0.6, 0.3, 0.1]])
+        hist, ent, conf = cd.class_histogram(probs)
+        self.assertEqual(hist, [2, 1, 1])
+        self.assertAlmostEqual(ent, -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
+        self.assertAlmostEqual(conf, (0.9 + 0.7 + 0.8 + 0.6) / 4, places=6)
+        frac, matches = cd.class_preservation(probs, [0, 1, 0, 0])
+        self.assertEqual((frac, matches), (0.75, 3))
+        with self.assertRaises(cd.RangeError):
+            cd.class_preservation(probs, [0, 1, 0, 7])
+        with self.assertRaises(cd.ShapeError):
+            cd.class_preservation(probs, [0, 1])
+
+
+class ClassifierTests(TempDirCase):
+    def setUp(self):
+        if not cd.has_function("cd_classifier_create"):
+            self.skipTest("the loaded libcolddiff does not export the classifier yet")
+        super().setUp()
+
+    def test_train_predict_save_load(self):
+        ds = slice_dataset(0.2, 3)
+        ds.truncate("train", 256)
+        rng = cd.Rng(42)
+        c = cd.Classifier(rng)
+        self.assertEqual((c.num_classes, c.feature_dim), (10, 64))
+        self.assertIn("fc2.bias", c.params)
+        imgs, labels, _ = ds.batch("train", 0, 32)
+        loss = c.train_step(imgs, labels, 1e-3)
+        self.assertTrue(math.isfinite(loss))
+        seen = []
+        self.assertTrue(c.train(ds, 1, rng, batch=64, max_shift=1,
+                                on_epoch=lambda cl, e, l: seen.append((e, l))))
+        self.assertEqual([e for e, _ in seen], [1])
+        self.assertEqual(c.steps, 1 + 4)
+        self.assertFalse(c.train(ds, 3, rng, on_epoch=lambda *a: False))
+        probs, feats = c.predict(imgs, True, True)
+        self.assertEqual((probs.shape, feats.shape), ((32, 10), (32, 64)))
+        row = probs.tolist()[0]
+        self.assertAlmostEqual(sum(row), 1.0, places=5)
+        self.assertEqual(c.probabilities(imgs).to_array(), probs.to_array())
+        acc, correct = c.accuracy(ds, "val")
+        self.assertEqual(correct, round(acc * ds.count("val")))
+        path = self.path("clf.cdm")
+        c.save(path)
+        back = cd.Classifier.load(path)
+        self.assertEqual(back.features(imgs).to_array(), feats.to_array())
+        with self.assertRaises(cd.ColddiffError):
+            c.predict(imgs, False, False)
+        with self.assertRaises(cd.ShapeError):
+            c.predict(cd.Tensor((2, 1, 20, 20)))
+        with self.assertRaises(cd.RangeError):
+            c.train_step(imgs, cd.Tensor((32,), fill=11), 1e-3)
+        with self.assertRaises(ZeroDivisionError):
+            c.train(ds, 1, rng, on_epoch=lambda *a: 1 / 0)
+        with self.assertRaises(TypeError):
+            cd.Classifier(None)
+        if cd.has_function("cd_frechet_distance"):
+            self.assertGreaterEqual(cd.frechet_distance(feats, back.features(imgs)), 0.0)
+        try:
+            shipped = cd.Classifier.load_default()
+        except cd.NotFoundError:
+            pass  # not shipped in this tree (yet)
+        else:
+            self.assertEqual(shipped.num_classes, 10)
+
+
+class TrainerTests(TempDirCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ds = slice_dataset(0.1, 1)
+
+    def make(self, seed=1, T=50):
+        rng = cd.Rng(seed)
+        tr = cd.Trainer(tiny_decoder(rng), cd.Degradation.noise(cd.Schedule.linear(T)))
+        tr["batch"] = 100
+        tr["val_batch"] = 100
+        return tr, rng
+
+    def test_ownership_moves_to_the_trainer(self):
+        rng = cd.Rng(1)
+        dec = tiny_decoder(rng)
+        deg = cd.Degradation.noise(cd.Schedule.linear(10))
+        tr = cd.Trainer(dec, deg)
+        for o in (dec, deg):
+            self.assertTrue(o.closed)
+            with self.assertRaises(cd.ClosedError) as cm:
+                o.T if o is deg else o.param_count
+            self.assertIn("Trainer took it over", str(cm.exception))
+        view = tr.decoder
+        self.assertTrue(view.borrowed)
+        self.assertEqual(tr.degradation.T, 10)
+        with self.assertRaises(cd.StateError):
+            cd.Trainer(view, tr.degradation)
+        n = view.param_count
+        tr.close()
+        self.assertEqual(view.param_count, n)  # the view keeps the trainer alive
+        view.close()
+        with self.assertRaises(TypeError):
+            cd.Trainer("cnn", deg)
+
+    def test_options(self):
+        tr, _ = self.make()
+        self.assertAlmostEqual(tr.get("lr"), 2e-4)
+        tr.set(cd.TrainerParam.LR, 1e-3)
+        tr["beta1"] = 0.8
+        tr["decoupled"] = True
+        opts = tr.options()
+        self.assertEqual((opts["lr"], opts["beta1"], opts["decoupled"]), (1e-3, 0.8, 1.0))
+        lo, hi = cd.Trainer.bounds("beta2")
+        self.assertEqual((lo, hi), (0.0, 1.0))
+        with self.assertRaises(cd.RangeError):
+            tr["beta1"] = 1.5
+        self.assertEqual(tr["beta1"], 0.8)
+        with self.assertRaises(cd.NotFiniteError):
+            tr["lr"] = float("nan")
+        with self.assertRaises(cd.InvalidArgumentError):
+            tr["learning_rate"] = 1
+        with self.assertRaises(TypeError):
+            tr["lr"] = "fast"
+
+    def test_step_eval_save_load(self):
+        tr, rng = self.make()
+        imgs, _, _ = self.ds.batch("train", 0, 32)
+        losses = [tr.step(imgs, rng) for _ in range(3)]
+        self.assertTrue(all(math.isfinite(v) for v in losses))
+        self.assertEqual(tr.steps, 3)
+        val = tr.eval_loss(self.ds, "val", rng)
+        self.assertTrue(math.isfinite(val))
+        if cd.has_function("cd_trainer_test_loss"):
+            mean, se = tr.test_loss(self.ds, "val", cd.Rng(2))
+            self.assertTrue(mean > 0 and se > 0)
+            self.assertEqual((mean, se), tr.test_loss(self.ds, "val", cd.Rng(2)))
+            with self.assertRaises(cd.RangeError):
+                tr.test_loss(self.ds, "test", cd.Rng(2))  # the slice has no test split
+        path = self.path("t.cdt")
+        tr.save(path, rng)
+        after = tr.step(imgs, rng)
+        rng2 = cd.Rng(999)
+        back = cd.Trainer.load(path, rng2)
+        self.assertEqual(back.steps, 3)
+        self.assertEqual(back["batch"], 100)
+        self.assertEqual(back.step(imgs, rng2), after)  # resumes bit for bit
+        with self.assertRaises(cd.ShapeError):
+            tr.step(cd.Tensor((4, 1, 20, 20)), rng)
+        bad = cd.Tensor((2, 1, 28, 28), fill=float("nan"))
+        with self.assertRaises(cd.NotFiniteError):
+            tr.step(bad, rng)
+        with self.assertRaises(TypeError):
+            tr.step(imgs, 1)
+        with self.assertRaises(cd.NotFoundError):
+            cd.Trainer.load(self.path("none.cdt"))
+
+    def test_fit_callback_progress(self):
+        tr, rng = self.make()
+        seen = []
+
+        def on_epoch(trainer, epoch, train_loss, val_loss):
+            self.assertIs(trainer, tr)
+            seen.append((epoch, train_loss, val_loss, trainer.progress("epoch")))
+        best, last = self.path("best.cdt"), self.path("last.cdt")
+        self.assertTrue(tr.fit(self.ds, 2, rng, best, last, on_epoch))
+        self.assertEqual([s[0] for s in seen], [1, 2])
+        self.assertEqual([s[3] for s in seen], [1.0, 2.0])
+        self.assertTrue(all(math.isfinite(s[2]) for s in seen))
+        self.assertTrue(os.path.exists(best) and os.path.exists(last))
+        prog = tr.progress()
+        self.assertEqual((prog["running"], prog["epoch"], prog["batches"]), (0.0, 2.0, 9.0))
+        self.assertEqual(tr.steps, 18)
+        # continue from last_path for one more epoch: same as going on
+        self.assertTrue(cd.Trainer.load(last).fit(self.ds, 3, cd.Rng(0)))
+        # on_epoch returning False stops the fit
+        self.assertFalse(tr.fit(self.ds, 5, rng, on_epoch=lambda *a: False))
+        self.assertEqual(tr.progress("epoch"), 3.0)
+        # an exception in on_epoch is raised from fit
+        with self.assertRaises(ZeroDivisionError):
+            tr.fit(self.ds, 5, rng, on_epoch=lambda *a: 1 / 0)
+        # fit cannot be re-entered from its own callback
+        with self.assertRaises(cd.StateError):
+            tr.fit(self.ds, 6, rng, on_epoch=lambda t, *a: t.fit(self.ds, 9, rng))
+        # closing the trainer inside the callback is safe: freed after fit
+        tr2, rng2 = self.make()
+        tr2.fit(self.ds, 1, rng2, on_epoch=lambda t, *a: t.close())
+        self.assertTrue(tr2.closed)
+        with self.assertRaises(cd.RangeError):
+            tr.fit(self.ds, 0, rng)
+        with self.assertRaises(TypeError):
+            tr.fit(self.ds, 1, rng, on_epoch=42)
+        with self.assertRaises(TypeError):
+            tr.fit("mnist", 1, rng)
+
+    def test_request_stop(self):
+        tr, rng = self.make()
+        tr.request_stop()  # made while no fit runs: stops the next one at once
+        self.assertFalse(tr.fit(self.ds, 1, rng))
+        self.assertEqual(tr.steps, 0)
+        self.assertTrue(tr.fit(self.ds, 1, rng))
+        # from another thread while C trains (the GIL is released)
+        tr["batch"] = 10
+        polled = []
+
+        def stopper():
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                if tr.progress("running") == 1.0 and tr.progress("batch") >= 2:
+                    polled.append(tr.progress())
+                    tr.request_stop()
+                    return
+                time.sleep(0.001)
+        th = threading.Thread(target=stopper)
+        th.start()
+        completed = tr.fit(self.ds, 50, rng)
+        th.join()
+        self.assertFalse(completed)
+        self.assertTrue(polled)
+        self.assertLess(tr.progress("epoch"), 50)
+
+
+class SamplerTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ds = slice_dataset()
+        cls.x, _ = cls.ds.gather("train", [0, 1], labels=False)
+
+    def test_noise_samplers_with_a_decoder(self):
+        rng = cd.Rng(4)
+        dec = tiny_decoder(rng)
+        deg = cd.Degradation.noise(cd.Schedule.linear(20))
+        for kind in ("ddpm", "ddim"):
+            s = cd.Sampler(kind, deg)
+            self.assertEqual(s.kind.name.lower(), kind)
+            with self.assertRaises(cd.StateError):  # no predictor yet
+                s.sample(rng, (2, 1, 28, 28))
+            s.set_decoder(dec)
+            out = s.sample(rng, (2, 1, 28, 28))
+            self.assertTrue(all(math.isfinite(v) for v in out.to_array()))
+        s = cd.Sampler(cd.SamplerKind.DDIM, deg)
+        s["steps"] = 5
+        s.set("eta", 0.5)
+        s["clip"] = 1
+        self.assertEqual(s.options()["steps"], 5.0)
+        self.assertEqual(s.bounds("steps"), (1.0, 20.0))
+        self.assertEqual(s.step_times(20), [20, 15, 10, 6, 1])
+        with self.assertRaises(cd.RangeError):
+            s["steps"] = 2.5
+        with self.assertRaises(cd.RangeError):
+            s["eta"] = 2
+        with self.assertRaises(cd.InvalidArgumentError):
+            s["speed"] = 1
+        with self.assertRaises(cd.UnsupportedError):
+            cd.Sampler("cold2", deg)
+        with self.assertRaises(cd.InvalidArgumentError):
+            cd.Sampler("euler", deg)
+
+    def test_cold_samplers_with_a_predictor(self):
+        deg = cd.Degradation.blur(cd.Schedule.constant(10, 1.0))
+        calls = []
+
+        def predict(z, tau, out):  # "perfect" denoiser: always the first image
+            calls.append((z.shape, tau.tolist()))
+            out.copy_from(self.x)
+        for kind in ("cold1", "cold2", "direct"):
+            s = cd.Sampler(kind, deg)
+            s.set_predictor(predict)
+            calls.clear()
+            res = s.restore(self.x, 10, snap_times=[10, 5, 0], snap_z=True, snap_xhat=True,
+                            snap_fwd=True)
+            self.assertEqual(res.out.shape, self.x.shape)
+            self.assertEqual(len(calls), 1 if kind == "direct" else 10)
+            self.assertEqual(calls[0], (self.x.shape, [1.0, 1.0]))
+            for snap in res[1:]:
+                self.assertEqual(snap.shape, (3,) + self.x.shape)
+            ours = [round(v, 4) for v in res.out.to_array()]
+            self.assertEqual(ours, [round(v, 4) for v in self.x.to_array()], kind)
+        # a predictor may return its prediction instead of filling out
+        s = cd.Sampler("direct", deg)
+        s.set_predictor(lambda z, tau, out: [0.0] * out.numel)
+        res = s.sample(cd.Rng(1), (2, 1, 28, 28))
+        self.assertEqual(set(res.to_array()), {0.0})
+
+    def test_predictor_errors_and_lifetime(self):
+        deg = cd.Degradation.mask(cd.Schedule.linear(5))
+        s = cd.Sampler("cold1", deg)
+        kept = []
+
+        def bad(z, tau, out):
+            kept.append(out)
+            raise KeyError("from the predictor")
+        s.set_predictor(bad)
+        with self.assertRaises(KeyError) as cm:
+            s.restore(self.x, 5)
+        self.assertIn("from the predictor", str(cm.exception))
+        with self.assertRaises(cd.ClosedError):  # the tensors died with the call
+            kept[0].numel
+        s.set_predictor(lambda z, tau, out: [1.0])  # wrong length
+        with self.assertRaises(cd.ShapeError):
+            s.restore(self.x, 5)
+        s.set_predictor(lambda z, tau, out: out.fill(float("nan")))
+        with self.assertRaises(cd.NotFiniteError):
+            s.restore(self.x, 5)
+        with self.assertRaises(TypeError):
+            s.set_predictor(42)
+        # the sampler keeps its degradation alive
+        s.set_predictor(lambda z, tau, out: out.copy_from(z))
+        deg.close()
+        self.assertEqual(s.restore(self.x, 3).out.shape, self.x.shape)
+        # closing the sampler inside its own predictor is safe
+        s.set_predictor(lambda z, tau, out: s.close())
+        s.restore(self.x, 3)
+        self.assertTrue(s.closed)
+        s2 = cd.Sampler("cold1", cd.Degradation.mask(cd.Schedule.linear(5)))
+        s2.set_predictor(None)
+        with self.assertRaises(cd.StateError):
+            s2.restore(self.x, 2)
+
+    def test_bad_use(self):
+        deg = cd.Degradation.blur(cd.Schedule.constant(10, 1.0))
+        s = cd.Sampler("cold2", deg)
+        s.set_predictor(lambda z, tau, out: out.copy_from(z))
+        with self.assertRaises(cd.RangeError):
+            s.restore(self.x, 11)
+        with self.assertRaises(cd.RangeError):
+            s.restore(self.x, 5, snap_times=[6], snap_z=True)
+        with self.assertRaises(cd.InvalidArgumentError):
+            s.restore(self.x, 5, snap_z=True)
+        with self.assertRaises(cd.ShapeError):
+            s.restore(self.x, 5, snap_times=[1], snap_z=cd.Tensor((2, 2, 1, 28, 28)))
+        with self.assertRaises(cd.InvalidArgumentError):
+            s.restore(self.x, 5, out=self.x)
+        with self.assertRaises(TypeError):
+            s.restore([1, 2], 5)
+        with self.assertRaises(TypeError):
+            s.sample(cd.Rng(1), None)
+        with self.assertRaises(TypeError):
+            cd.Sampler("cold2", "blur")
+        with self.assertRaises(TypeError):
+            s.set_decoder(lambda z: z)
+        s.close()
+        with self.assertRaises(cd.ClosedError):
+            s.sample(cd.Rng(1), (1, 1, 28, 28))
+
+
+class RoundTrip(TempDirCase):
+    """Train a tiny CNN on the MNIST slice, save, load, sample."""
+
+    def test_train_save_load_sample(self):
+        ds = slice_dataset(0.1, 7)
+        rng = cd.Rng(7)
+        tr = cd.Trainer(tiny_decoder(rng), cd.Degradation.noise(cd.Schedule.linear(100)))
+        tr["lr"] = 2e-3
+        tr["batch"] = 50
+        tr["val_batch"] = 100
+        first = tr.eval_loss(ds, "val", cd.Rng(1))
+        losses = []
+        self.assertTrue(tr.fit(ds, 2, rng, on_epoch=lambda t, e, l, v: losses.append(v)))
+        self.assertLess(losses[-1], first)  # it learned something
+        ckpt, model = self.path("run.cdt"), self.path("model.cdm")
+        tr.save(ckpt, rng)
+        tr.decoder.save(model)
+        back = cd.Trainer.load(ckpt)
+        dec = cd.Decoder.load(model)
+        for name in dec.params:
+            self.assertEqual(dec.params[name], tr.decoder.params[name])
+            self.assertEqual(back.decoder.params[name], dec.params[name])
+        self.assertEqual(back.degradation.T, 100)
+        samples = []
+        for source in (tr.decoder, dec):
+            s = cd.Sampler("ddim", back.degradation)
+            s["steps"] = 10
+            s.set_decoder(source)
+            samples.append(s.sample(cd.Rng(3), (8, 1, 28, 28)))
+        self.assertEqual(samples[0].to_array(), samples[1].to_array())
+        grid = self.path("samples.png")
+        cd.write_image_grid(grid, samples[0], columns=4, pixel_map="percentile")
+        self.assertTrue(os.path.getsize(grid) > 0)
+        tr.close()
+        back.close()
+
+
+@unittest.skipIf(np is None, "numpy is not importable: numpy interop not tested")
+class NumpyInterop(unittest.TestCase):
+    def test_zero_copy_views(self):
+        t = cd.Tensor((2, 3))
+        a = t.numpy()
+        self.assertEqual((a.shape, a.dtype), ((2, 3), np.float32))
+        a[1, 2] = 7
+        self.assertEqual(t.tolist()[1][2], 7)
+        t.fill(1)
+        self.assertEqual(a.sum(), 6)
+        b = np.asarray(t)
+        self.assertTrue(np.shares_memory(a, b))
+        self.assertEqual(np.array(t, dtype=np.float64).dtype, np.float64)
+        t.close()
+        self.assertEqual(a.sum(), 6)  # the array keeps the memory alive
+
+    def test_arrays_in(self):
+        x = np.arange(12, dtype=np.float64).reshape(3, 4)
+        t = cd.Tensor.from_numpy(x)
+        self.assertEqual(t.shape, (3, 4))
+        np.testing.assert_array_equal(t.numpy(), x)
+        t.copy_from(x.T.copy())  # any layout of the right size
+        t.copy_from(np.ones((2, 6), dtype=np.int32))
+        self.assertEqual(t.numpy().sum(), 12)
+        t2 = cd.Tensor.from_data(x[:, ::2])  # non-contiguous: copied
+        np.testing.assert_array_equal(t2.numpy(), x[:, ::2])
+        with self.assertRaises(cd.ShapeError):
+            t.copy_from(np.zeros(5))
+        with self.assertRaises(TypeError):
+            t.copy_from(np.array(["a"] * 12))
+        with self.assertRaises(TypeError):
+            cd.Tensor(np.float32(2.0))
+        self.assertEqual(cd.Tensor(np.int64(3)).shape, (3,))
+        self.assertEqual(cd.Tensor((np.int32(2), 3)).shape, (2, 3))
+
+    def test_params_and_predictor(self):
+        rng = cd.Rng(2)
+        dec = tiny_decoder(rng)
+        name = dec.params.names()[0]
+        w = dec.params.numpy(name)
+        self.assertEqual(w.shape, dec.params.shape(name))
+        w[...] = 0.25
+        self.assertEqual(set(dec.params[name]), {0.25})
+        deg = cd.Degradation.blur(cd.Schedule.constant(6, 1.0))
+        s = cd.Sampler("cold2", deg)
+        s.set_predictor(lambda z, tau, out: np.copyto(out.numpy(), z.numpy() * 0.5))
+        x = rng.fill_normal(cd.Tensor((2, 1, 28, 28)))
+        self.assertEqual(s.restore(x, 6).out.shape, (2, 1, 28, 28))
+        s = cd.Sampler("direct", deg)
+        s.set_predictor(lambda z, tau, out: np.zeros(z.shape, dtype=np.float32))
+        self.assertEqual(np.abs(s.restore(x, 6).out.numpy()).max(), 0)
+        mu = np.zeros(3)
+        if cd.has_function("cd_frechet_distance_from_stats"):
+            self.assertAlmostEqual(cd.frechet_distance_from_stats(mu, np.eye(3), mu + 1,
+                                                                  np.eye(3)), 3.0, places=6)
+        self.assertEqual(cd.Rng(5).int_range(3, 0, 0).tolist(), [0, 0, 0])
+        ds = slice_dataset()
+        imgs, labels = ds.gather("train", np.array([3, 1, 2]))
+        self.assertEqual(imgs.numpy().shape, (3, 1, 28, 28))
+
+
+def main(argv):
+    want_numpy = "--numpy" in argv
+    no_numpy = "--no-numpy" in argv
+    argv = [a for a in argv if a not in ("--numpy", "--no-numpy")]
+    loader = unittest.TestLoader()
+    if want_numpy:
+        if np is None:
+            print("test_binding.py --numpy: skipped: numpy is not importable by "
+                  f"{sys.executable}")
+            return 77
+        suite = loader.loadTestsFromTestCase(NumpyInterop)
+    elif len(argv) > 1:
+        suite = loader.loadTestsFromNames(argv[1:], sys.modules[__name__])
+    else:
+        suite = loader.loadTestsFromModule(sys.modules[__name__])
+        if no_numpy:
+            suite = unittest.TestSuite(
+                t for t in _flatten(suite) if not isinstance(t, NumpyInterop))
+    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    if result.skipped:
+        print("skipped:", *(f"\n  {t.id()}: {why}" for t, why in result.skipped))
+    return 0 if result.wasSuccessful() else 1
+
+
+def _flatten(suite):
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from _flatten(t)
+        else:
+            yield t
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
