@@ -267,6 +267,12 @@ static double conv_parity_one(const conv_shape *s, bool portable)
         e = compare(what, k.db, rdb, c->C_out, 2e-5);
         worst = fmax(worst, e);
     }
+    /* backward_set overwrites din, whatever it held (NaN here). */
+    for (int64_t i = 0; i < k.n_in; i++) k.din[i] = NAN;
+    cd__conv2d_backward_set(c, k.din, NULL, NULL, k.dout, k.in, k.w, k.ws);
+    snprintf(what, sizeof what, "%s%s din (set)", s->name, portable ? " (portable)" : "");
+    e = compare(what, k.din, rdin, k.n_in, 2e-5);
+    worst = fmax(worst, e);
     free(rout), free(rdin), free(rdw), free(rdb);
     conv_case_free(&k);
     cd__conv2d_force_portable(false);
@@ -600,6 +606,50 @@ START_TEST(convt_batch_tiles)
 }
 END_TEST
 
+/* forward_epi calls the epilogue once per image, after that image's output
+ * is complete (here: it copies the image, then checks against the final
+ * output), on the per-image and the per-tile paths alike. */
+typedef struct {
+    const float *out;
+    float *copy;
+    int64_t img;
+    int *calls;
+} epi_ctx;
+
+static void copy_image(void *ctx, int64_t n)
+{
+    const epi_ctx *e = ctx;
+    memcpy(e->copy + n * e->img, e->out + n * e->img, (size_t)e->img * sizeof(float));
+    __atomic_add_fetch(&e->calls[n], 1, __ATOMIC_RELAXED);
+}
+
+START_TEST(conv2d_forward_epilogue)
+{
+    static const conv_shape shapes[] = {
+        {"k7p3 16->32 N=19", 19, 16, 28, 28, 32, 7, 7, 1, 3, 1, true},
+        {"k7p3 1->16 N=3", 3, 1, 28, 28, 16, 7, 7, 1, 3, 1, true},
+        {"k3p0 N=5 (in place)", 5, 3, 9, 11, 12, 3, 3, 1, 0, 1, true},
+        {"depthwise N=5", 5, 4, 9, 6, 4, 3, 3, 1, 1, 4, true},
+    };
+    for (int portable = 0; portable < 2; portable++)
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            cd__conv2d_force_portable(portable);
+            conv_case k;
+            conv_case_make(&k, &shapes[i], 77);
+            float *copy = fbuf(k.n_out);
+            int calls[19] = {0};
+            epi_ctx e = {k.out, copy, k.n_out / k.c.N, calls};
+            cd__conv2d_forward_epi(&k.c, k.out, k.in, k.w, k.b, k.ws, copy_image, &e);
+            ck_assert_msg(memcmp(copy, k.out, (size_t)k.n_out * sizeof(float)) == 0,
+                          "%s: epilogue saw an unfinished image", shapes[i].name);
+            for (int64_t n = 0; n < k.c.N; n++) ck_assert_int_eq(calls[n], 1);
+            free(copy);
+            conv_case_free(&k);
+        }
+    cd__conv2d_force_portable(false);
+}
+END_TEST
+
 /* Forward and backward outputs at 1, 2 and 3 threads are bit-identical. */
 static void conv_threads_one(const conv_shape *s, bool portable)
 {
@@ -835,6 +885,7 @@ static Suite *make_suite(void)
 
     tc = tcase_create("api");
     tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, conv2d_forward_epilogue);
     tcase_add_test(tc, conv2d_init_errors);
     tcase_add_test(tc, convt_init_errors);
     tcase_add_test(tc, conv2d_batch_tiles);

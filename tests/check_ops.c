@@ -10,6 +10,7 @@
 
 #include "gradcheck.h"
 #include "ops/ops.h"
+#include "ops/vmath.h"
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -260,6 +261,40 @@ START_TEST(gelu_gradients)
 }
 END_TEST
 
+/* The inlined erf and exp (vmath.h) against double, and the vectorised
+ * GELU kernels against the scalar functions: one code path per CPU, but
+ * both must agree to the bit on every input (tails included). */
+START_TEST(gelu_fast_math)
+{
+    const int64_t n = 200003;
+    float *x = buf(n), *y = buf(n), *g = buf(n), *ones = buf(n);
+    double worst = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = -12.0f + 24.0f * (float)i / (float)(n - 1);
+        ones[i] = 1.0f;
+        const double want = erf((double)x[i]);
+        const double ulp = nextafterf((float)fabs(want), INFINITY) - (float)fabs(want);
+        const double e = fabs(cd__erff(x[i]) - want) / ulp;
+        worst = e > worst ? e : worst;
+        if (x[i] <= 0.0f) {
+            const double w = exp((double)x[i]);
+            assert_close(cd__expf_neg(x[i]), w, 1.5e-7 * w, "exp");
+        }
+    }
+    printf("erf worst error %.3f ulp\n", worst);
+    ck_assert_msg(worst <= 1.5, "erf error %.3f ulp", worst);
+    cd__gelu_forward(y, x, n);
+    cd__gelu_backward(g, ones, x, n);
+    for (int64_t i = 0; i < n; i++) {
+        const float fy = cd__gelu(x[i]), fg = cd__gelu_grad(x[i]);
+        ck_assert_msg(memcmp(&fy, &y[i], sizeof fy) == 0 && memcmp(&fg, &g[i], sizeof fg) == 0,
+                      "gelu at %.9g: vector %.9g %.9g, scalar %.9g %.9g", x[i], y[i], g[i],
+                      fy, fg);
+    }
+    ck_assert(cd__gelu(INFINITY) == INFINITY && isnan(cd__gelu(NAN)));
+}
+END_TEST
+
 /* ---- add_channel and concat ------------------------------------------------ */
 
 typedef struct {
@@ -493,6 +528,93 @@ START_TEST(layernorm_normalises)
 }
 END_TEST
 
+/* ---- fused LayerNorm + GELU + channel add ----------------------------------- */
+
+typedef struct {
+    float *out, *dout, *x, *w, *b, *v, *dx, *dw, *db, *dv, *mean, *rstd, *g, *dxs;
+    int64_t N, C, HW;
+} lg_t;
+
+static void lg_fwd(void *ctx)
+{
+    lg_t *c = ctx;
+    cd__ln_gelu_forward(c->out, c->mean, c->rstd, c->x, c->w, c->b, c->v, c->N, c->C,
+                        c->HW, 1e-5f);
+}
+
+/* The fused backward consumes dout and overwrites dx: copy and add, so the
+ * checker sees the usual conventions. */
+static void lg_bwd(void *ctx)
+{
+    lg_t *c = ctx;
+    const int64_t n = c->N * c->C * c->HW;
+    memcpy(c->g, c->dout, (size_t)n * sizeof *c->g);
+    cd__ln_gelu_backward(c->dxs, c->dw, c->db, c->dv, c->g, c->x, c->w, c->b, c->mean,
+                         c->rstd, c->N, c->C, c->HW);
+    for (int64_t i = 0; i < n; i++) c->dx[i] += c->dxs[i];
+}
+
+static void lg_setup(lg_t *c, int64_t N, int64_t C, int64_t HW)
+{
+    const int64_t n = N * C * HW, D = C * HW;
+    *c = (lg_t){.N = N, .C = C, .HW = HW};
+    c->x = randn(n, 40, 1.5f), c->out = buf(n), c->dout = buf(n);
+    c->dx = buf(n), c->g = buf(n), c->dxs = buf(n), c->mean = buf(N), c->rstd = buf(N);
+    c->w = randn(D, 41, 0.5f), c->b = randn(D, 42, 0.5f), c->dw = buf(D), c->db = buf(D);
+    for (int64_t i = 0; i < D; i++) c->w[i] += 1.0f;
+    c->v = randn(N * C, 43, 1.0f), c->dv = buf(N * C);
+}
+
+START_TEST(ln_gelu_gradients)
+{
+    lg_t c;
+    lg_setup(&c, 3, 2, 19); /* 19 pixels: every vector loop has a tail */
+    const int64_t n = c.N * c.C * c.HW, D = c.C * c.HW;
+    cd_gc_op op = {.name = "ln_gelu", .ctx = &c, .forward = lg_fwd, .backward = lg_bwd,
+                   .out = c.out, .dout = c.dout, .n_out = n};
+    cd_gc_add_input(&op, "x", c.x, c.dx, n);
+    cd_gc_add_input(&op, "weight", c.w, c.dw, D);
+    cd_gc_add_input(&op, "bias", c.b, c.db, D);
+    cd_gc_add_input(&op, "v", c.v, c.dv, c.N * c.C);
+    cd_gc_opts o = step_opts(0.05);
+    report(op.name, cd_gradcheck(&op, &o));
+}
+END_TEST
+
+/* The fused op against the separate ones it replaces in the CNN. */
+START_TEST(ln_gelu_matches_separate)
+{
+    const int64_t N = 3, C = 5, HW = 37, D = C * HW, n = N * D;
+    lg_t c;
+    lg_setup(&c, N, C, HW);
+    cd_gc_randn(c.dout, n, 44, 1.0f);
+    lg_fwd(&c);
+    lg_bwd(&c);
+    float *y = buf(n), *o = buf(n), *dn = buf(n), *dx = buf(n), *dw = buf(D), *db = buf(D);
+    float *dv = buf(N * C), *mean = buf(N), *rstd = buf(N);
+    cd__layernorm_forward(y, mean, rstd, c.x, c.w, c.b, N, D, 1e-5f);
+    cd__gelu_forward(o, y, n);
+    cd__add_channel_forward(o, o, c.v, N, C, HW);
+    cd__add_channel_backward(NULL, dv, c.dout, N, C, HW);
+    cd__gelu_backward(dn, c.dout, y, n);
+    cd__layernorm_backward(dx, dw, db, dn, c.x, c.w, mean, rstd, N, D);
+    for (int64_t i = 0; i < n; i++) {
+        assert_close(c.out[i], o[i], 1e-6 * (1.0 + fabs(o[i])), "fused out");
+        assert_close(c.dx[i], dx[i], 1e-5 * (1.0 + fabs(dx[i])), "fused dx");
+    }
+    for (int64_t i = 0; i < D; i++) {
+        assert_close(c.dw[i], dw[i], 1e-5 * (1.0 + fabs(dw[i])), "fused dweight");
+        assert_close(c.db[i], db[i], 1e-5 * (1.0 + fabs(db[i])), "fused dbias");
+    }
+    for (int64_t i = 0; i < N * C; i++)
+        assert_close(c.dv[i], dv[i], 1e-5 * (1.0 + fabs(dv[i])), "fused dv");
+    for (int64_t i = 0; i < N; i++) {
+        assert_close(c.mean[i], mean[i], 1e-6 * fabs(mean[i]), "fused mean");
+        assert_close(c.rstd[i], rstd[i], 1e-6 * rstd[i], "fused rstd");
+    }
+}
+END_TEST
+
 /* ---- time encodings ----------------------------------------------------------- */
 
 START_TEST(cnn_frequencies)
@@ -618,7 +740,7 @@ END_TEST
  * tasks, plus the BLAS-backed linear and bmm (the BLAS runs single-threaded
  * under libcolddiff's own workers, see threads.c); results go to
  * consecutive n-float blocks of out (PAR_BLOCKS of them). */
-#define PAR_BLOCKS 14
+#define PAR_BLOCKS 17
 static void run_parallel_ops(float *out, int64_t n, const float *x, const float *w,
                              const float *v)
 {
@@ -638,6 +760,11 @@ static void run_parallel_ops(float *out, int64_t n, const float *x, const float 
     cd__bmm(b[10], x, w, N, 32, 32, HW, false, true, 1.0f, 0.0f);
     cd__linear_forward(b[11], x, w, v, 128, 784, 128);
     cd__linear_backward(b[12], b[13], NULL, v, x, w, 128, 784, 128);
+    /* The CNN block: dv in b[4] after add_channel's; b[15] is consumed. */
+    cd__ln_gelu_forward(b[14], mean, rstd, x, w, v, v, N, C, HW, 1e-5f);
+    memcpy(b[15], w, (size_t)n * sizeof *w);
+    cd__ln_gelu_backward(b[16], b[9], b[9] + D, b[4] + N * C, b[15], x, w, v, mean, rstd,
+                         N, C, HW);
 }
 
 START_TEST(thread_count_independence)
@@ -692,6 +819,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, bmm_matches_naive);
     tcase_add_test(tc, gelu_values);
     tcase_add_test(tc, gelu_gradients);
+    tcase_add_test(tc, gelu_fast_math);
     tcase_add_test(tc, add_channel_gradients);
     tcase_add_test(tc, add_channel_in_place);
     tcase_add_test(tc, concat_gradients);
@@ -699,6 +827,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, softmax_properties);
     tcase_add_test(tc, layernorm_gradients);
     tcase_add_test(tc, layernorm_normalises);
+    tcase_add_test(tc, ln_gelu_gradients);
+    tcase_add_test(tc, ln_gelu_matches_separate);
     tcase_add_test(tc, cnn_frequencies);
     tcase_add_test(tc, cnn_time_encoding);
     tcase_add_test(tc, sinusoidal_embedding);

@@ -29,8 +29,8 @@ typedef struct {
     int64_t N, HW;
     cd__conv2d conv[MAXL + 1];
     float *z, *tenc, *pre[MAXL], *act[MAXL], *dpre, *dact, *demb;
-    float *c[MAXL], *n[MAXL], *x[MAXL], *mean[MAXL], *rstd[MAXL];
-    float *dx[MAXL], *dn, *dc, *ws;
+    float *c[MAXL], *x[MAXL], *mean[MAXL], *rstd[MAXL];
+    float *dx[MAXL], *dc, *ws;
 } cnn_t;
 
 static cd_status cnn_build(cd_decoder *d)
@@ -110,13 +110,11 @@ static void cnn_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t 
     for (int32_t i = 0; i < m->L; i++) {
         const size_t sz = n * (size_t)(cfg->hidden[i] * m->HW);
         m->c[i] = cd__arena_take(a, sz);
-        m->n[i] = cd__arena_take(a, sz);
         m->x[i] = cd__arena_take(a, sz);
         m->dx[i] = cd__arena_take(a, sz);
         m->mean[i] = cd__arena_take(a, n);
         m->rstd[i] = cd__arena_take(a, n);
     }
-    m->dn = cd__arena_take(a, n * widest * (size_t)m->HW);
     m->dc = cd__arena_take(a, n * widest * (size_t)m->HW);
     m->ws = cd__arena_take(a, ws);
 }
@@ -124,7 +122,7 @@ static void cnn_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t 
 static void cnn_forward(cd_decoder *d, float *out, const float *z, const float *tau)
 {
     cnn_t *m = d->impl;
-    const int64_t N = m->N, HW = m->HW, h0 = d->cfg.hidden[0];
+    const int64_t N = m->N, HW = m->HW;
     cd__cnn_time_encoding(m->tenc, tau, m->freq, N, d->cfg.time_freqs);
     const float *in = m->tenc;
     for (int32_t j = 0; j < m->M; j++) {
@@ -139,14 +137,15 @@ static void cnn_forward(cd_decoder *d, float *out, const float *z, const float *
     memcpy(m->z, z, (size_t)(N * d->cfg.channels * HW) * sizeof *z);
     in = m->z;
     for (int32_t i = 0; i < m->L; i++) {
-        const int64_t D = d->cfg.hidden[i] * HW;
-        cd__conv2d_forward(&m->conv[i], m->c[i], in, cd__decoder_value(d, m->conv_w[i]),
-                           cd__decoder_value(d, m->conv_b[i]), m->ws);
-        cd__layernorm_forward(m->n[i], m->mean[i], m->rstd[i], m->c[i],
-                              cd__decoder_value(d, m->ln_w[i]), cd__decoder_value(d, m->ln_b[i]),
-                              N, D, 1e-5f);
-        cd__gelu_forward(m->x[i], m->n[i], N * D);
-        if (i == 0) cd__add_channel_forward(m->x[0], m->x[0], emb, N, h0, HW);
+        /* LayerNorm + GELU (+ e) run per image right after its convolution,
+         * while c[i] of that image is still in cache. */
+        cd__ln_gelu_args lg = {m->x[i], m->mean[i], m->rstd[i], m->c[i],
+                               cd__decoder_value(d, m->ln_w[i]),
+                               cd__decoder_value(d, m->ln_b[i]), i == 0 ? emb : NULL, N,
+                               d->cfg.hidden[i], HW, 1e-5f};
+        cd__conv2d_forward_epi(&m->conv[i], m->c[i], in, cd__decoder_value(d, m->conv_w[i]),
+                               cd__decoder_value(d, m->conv_b[i]), m->ws,
+                               cd__ln_gelu_forward_task, &lg);
         in = m->x[i];
     }
     cd__conv2d_forward(&m->conv[m->L], out, in, cd__decoder_value(d, m->conv_w[m->L]),
@@ -176,28 +175,27 @@ static void cnn_backward(cd_decoder *d, float *dz, const float *dout)
 {
     cnn_t *m = d->impl;
     const int64_t N = m->N, HW = m->HW;
-    for (int32_t i = 0; i < m->L; i++)
-        memset(m->dx[i], 0, (size_t)(N * d->cfg.hidden[i] * HW) * sizeof(float));
-    cd__conv2d_backward(&m->conv[m->L], m->dx[m->L - 1], cd__decoder_grad(d, m->conv_w[m->L]),
-                        cd__decoder_grad(d, m->conv_b[m->L]), dout, m->x[m->L - 1],
-                        cd__decoder_value(d, m->conv_w[m->L]), m->ws);
+    /* Each dx[i] is written whole by the convolution above it: no clearing. */
+    cd__conv2d_backward_set(&m->conv[m->L], m->dx[m->L - 1],
+                            cd__decoder_grad(d, m->conv_w[m->L]),
+                            cd__decoder_grad(d, m->conv_b[m->L]), dout, m->x[m->L - 1],
+                            cd__decoder_value(d, m->conv_w[m->L]), m->ws);
+    memset(m->demb, 0, (size_t)(N * d->cfg.hidden[0]) * sizeof(float));
     for (int32_t i = m->L - 1; i >= 0; i--) {
-        const int64_t D = d->cfg.hidden[i] * HW;
-        if (i == 0) {
-            /* x_0 = GELU(.) + e: e's gradient is dx_0 summed over pixels. */
-            memset(m->demb, 0, (size_t)(N * d->cfg.hidden[0]) * sizeof(float));
-            cd__add_channel_backward(NULL, m->demb, m->dx[0], N, d->cfg.hidden[0], HW);
-        }
-        memset(m->dn, 0, (size_t)(N * D) * sizeof(float));
-        cd__gelu_backward(m->dn, m->dx[i], m->n[i], N * D);
-        memset(m->dc, 0, (size_t)(N * D) * sizeof(float));
-        cd__layernorm_backward(m->dc, cd__decoder_grad(d, m->ln_w[i]),
-                               cd__decoder_grad(d, m->ln_b[i]), m->dn, m->c[i],
-                               cd__decoder_value(d, m->ln_w[i]), m->mean[i], m->rstd[i], N, D);
-        cd__conv2d_backward(&m->conv[i], i > 0 ? m->dx[i - 1] : dz,
-                            cd__decoder_grad(d, m->conv_w[i]), cd__decoder_grad(d, m->conv_b[i]),
-                            m->dc, i > 0 ? m->x[i - 1] : m->z,
-                            cd__decoder_value(d, m->conv_w[i]), m->ws);
+        /* dx[i] becomes dL/d LN(c[i]) in place; dc is overwritten, so neither
+         * needs clearing. x_0 = GELU(.) + e: e's gradient is dx_0 summed
+         * over each channel's pixels. */
+        cd__ln_gelu_backward(m->dc, cd__decoder_grad(d, m->ln_w[i]),
+                             cd__decoder_grad(d, m->ln_b[i]), i == 0 ? m->demb : NULL, m->dx[i],
+                             m->c[i], cd__decoder_value(d, m->ln_w[i]),
+                             cd__decoder_value(d, m->ln_b[i]), m->mean[i], m->rstd[i], N,
+                             d->cfg.hidden[i], HW);
+        /* dz (NULL unless asked for) is overwritten, as the API says. */
+        cd__conv2d_backward_set(&m->conv[i], i > 0 ? m->dx[i - 1] : dz,
+                                cd__decoder_grad(d, m->conv_w[i]),
+                                cd__decoder_grad(d, m->conv_b[i]), m->dc,
+                                i > 0 ? m->x[i - 1] : m->z, cd__decoder_value(d, m->conv_w[i]),
+                                m->ws);
     }
     mlp_backward(d, m, m->demb);
 }

@@ -5,6 +5,7 @@
  * thread count.
  */
 #include "ops.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <string.h>
@@ -19,37 +20,69 @@ static int64_t n_chunks(int64_t n, int64_t chunk)
 
 /* ---- GELU ---------------------------------------------------------------- */
 
-/* PyTorch's CPU kernel evaluates in float, in this order; following it
- * keeps parity within an ulp or two. */
-#define GELU_ALPHA ((float)0.70710678118654752440)  /* 1/sqrt(2) */
-#define GELU_BETA ((float)0.39894228040143267794)   /* 1/sqrt(2 pi) */
-
 typedef struct {
     float *out;
     const float *in, *dout;
     int64_t n;
 } gelu_ctx;
 
+/* Asked once per task of thousands of elements, so no caching (and no
+ * shared state between threads). */
+bool cd__ops_avx512(void)
+{
+#ifdef CD__VMATH_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+#else
+    return false;
+#endif
+}
+
+#ifdef CD__VMATH_X86
+CD__AVX512 static void gelu_fwd_avx512(float *out, const float *in, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = cd__v_mask(n - i);
+        _mm512_mask_storeu_ps(out + i, m, cd__v_gelu(_mm512_maskz_loadu_ps(m, in + i)));
+    }
+}
+
+CD__AVX512 static void gelu_bwd_avx512(float *din, const float *dout, const float *in,
+                                       int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = cd__v_mask(n - i);
+        const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dout + i),
+                                       cd__v_gelu_grad(_mm512_maskz_loadu_ps(m, in + i)));
+        _mm512_mask_storeu_ps(din + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, din + i), g));
+    }
+}
+#endif
+
 static void gelu_fwd_task(void *ctx, int64_t t)
 {
     const gelu_ctx *c = ctx;
-    int64_t end = (t + 1) * CHUNK < c->n ? (t + 1) * CHUNK : c->n;
-    for (int64_t i = t * CHUNK; i < end; i++) {
-        float x = c->in[i];
-        c->out[i] = x * 0.5f * (1.0f + erff(x * GELU_ALPHA));
+    const int64_t i0 = t * CHUNK, len = (t + 1) * CHUNK < c->n ? CHUNK : c->n - i0;
+#ifdef CD__VMATH_X86
+    if (cd__ops_avx512()) {
+        gelu_fwd_avx512(c->out + i0, c->in + i0, len);
+        return;
     }
+#endif
+    for (int64_t i = i0; i < i0 + len; i++) c->out[i] = cd__gelu(c->in[i]);
 }
 
 static void gelu_bwd_task(void *ctx, int64_t t)
 {
     const gelu_ctx *c = ctx;
-    int64_t end = (t + 1) * CHUNK < c->n ? (t + 1) * CHUNK : c->n;
-    for (int64_t i = t * CHUNK; i < end; i++) {
-        float x = c->in[i];
-        float cdf = 0.5f * (1.0f + erff(x * GELU_ALPHA));
-        float pdf = GELU_BETA * expf(x * x * -0.5f);
-        c->out[i] += c->dout[i] * (cdf + x * pdf);
+    const int64_t i0 = t * CHUNK, len = (t + 1) * CHUNK < c->n ? CHUNK : c->n - i0;
+#ifdef CD__VMATH_X86
+    if (cd__ops_avx512()) {
+        gelu_bwd_avx512(c->out + i0, c->dout + i0, c->in + i0, len);
+        return;
     }
+#endif
+    for (int64_t i = i0; i < i0 + len; i++) c->out[i] += c->dout[i] * cd__gelu_grad(c->in[i]);
 }
 
 void cd__gelu_forward(float *out, const float *in, int64_t n)

@@ -747,6 +747,14 @@ typedef struct {
     int64_t T;             /* images per tile */
 } dense_plan;
 
+/* Packed weight rows per block for M outputs: the channel kernels' block
+ * (dense_job_finish: 32, or 16 below 32 outputs), which they need 16 or
+ * more outputs for, else the pixel kernels' MRB. */
+static int64_t pack_rows(int64_t M)
+{
+    return M >= 32 ? CVB : M >= 16 ? 16 : MRB;
+}
+
 static dense_plan dense_planner(const cd__conv2d *c)
 {
     dense_plan p;
@@ -808,8 +816,8 @@ static dense_plan dense_planner(const cd__conv2d *c)
         p.wide_direct = false;
         p.DS = c->H_out * c->W_out * p.CoP;
     }
-    const int64_t fwd = p.G * round_up(p.Cog, CVB) * p.Ks;
-    const int64_t bwd = p.G * round_up(p.Cs, CVB) * p.Cog * p.khs * p.kws;
+    const int64_t fwd = p.G * round_up(p.Cog, pack_rows(p.Cog)) * p.Ks;
+    const int64_t bwd = p.G * round_up(p.Cs, pack_rows(p.Cs)) * p.Cog * p.khs * p.kws;
     p.wpk = round_up(max64(fwd, bwd), 16);
     p.dws = round_up(p.cv ? p.Ks * p.CoP : c->C_out * p.Ks, 16);
     p.fin = p.in_direct ? 0 : p.in.IS;
@@ -1292,7 +1300,21 @@ typedef struct {
     int64_t src_is;           /* floats per source image */
     bool backward;            /* frames from dout; d2s when !din_direct */
     float *din;               /* first image of the tile, for d2s */
+    const struct epi_job *epi; /* forward: per-image epilogue, or NULL */
 } dense_image_job;
+
+/* A forward epilogue for the images of one tile: fn(ctx, n0 + t). */
+typedef struct epi_job {
+    cd__task_fn fn;
+    void *ctx;
+    int64_t n0;
+} epi_job;
+
+static void epi_task(void *ctx, int64_t t)
+{
+    const epi_job *e = ctx;
+    e->fn(e->ctx, e->n0 + t);
+}
 
 static void dense_image_task(void *ctx, int64_t t)
 {
@@ -1311,10 +1333,13 @@ static void dense_image_task(void *ctx, int64_t t)
     if (ij->backward && !ij->p->din_direct)
         d2s_image(ij->din + t * ij->c->C_in * ij->c->H * ij->c->W,
                   j->dst + t * j->dst_is, ij->c, ij->p);
+    /* While the image's output is still in this core's cache. */
+    if (ij->epi) epi_task((void *)ij->epi, t);
 }
 
 static void dense_forward(const cd__conv2d *c, float *out, const float *in,
-                          const float *weight, const float *bias, float *ws)
+                          const float *weight, const float *bias, float *ws,
+                          cd__task_fn epi, void *epi_ctx)
 {
     const dense_plan p = dense_planner(c);
     float *wpk = ws, *frames = ws + p.wpk + p.dws;
@@ -1330,16 +1355,19 @@ static void dense_forward(const cd__conv2d *c, float *out, const float *in,
         const float *src = in + n0 * in_img;
         j.dst = out + n0 * out_img;
         j.frames = p.in_direct ? src : frames;
+        const epi_job e = {epi, epi_ctx, n0};
         if (p.in_direct) {
             cd__parallel_for(T * j.items, dense_item_task, &j);
         } else if (T >= IMAGE_TASKS_MIN) {
-            dense_image_job ij = {c, &p, &j, frames, src, in_img, false, NULL};
+            dense_image_job ij = {c, &p, &j, frames, src, in_img, false, NULL, epi ? &e : NULL};
             cd__parallel_for(T, dense_image_task, &ij);
+            continue;
         } else {
             frames_job fj = {c, &p.in, frames, src};
             cd__parallel_for(T * c->C_in, frames_task, &fj);
             cd__parallel_for(T * j.items, dense_item_task, &j);
         }
+        if (epi) cd__parallel_for(T, epi_task, (void *)&e);
     }
 }
 
@@ -1375,11 +1403,15 @@ static void prep_dw(task_list *tl, const cd__conv2d *c, const dense_plan *p, den
  * the weight-gradient frames of tile i+1 into the other buffer. Sources
  * that need no padding are read in place.
  */
-static void dense_backward(const cd__conv2d *c, float *din, float *dweight,
+static void dense_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
                            const float *dout, const float *in, const float *weight,
                            float *ws)
 {
     const dense_plan p = dense_planner(c);
+    /* din_direct stores every din element once, so it can overwrite; the
+     * space-to-depth path adds frame gradients and needs a cleared din. */
+    if (din && din_set && !p.din_direct)
+        memset(din, 0, (size_t)(c->N * c->C_in * c->H * c->W) * sizeof *din);
     float *wpkt = ws, *dws = ws + p.wpk;
     float *fin[2], *dwide[2];
     fin[0] = dws + p.dws;
@@ -1393,13 +1425,14 @@ static void dense_backward(const cd__conv2d *c, float *din, float *dweight,
     if (dweight) memset(dws, 0, (size_t)p.dws * sizeof *dws);
 
     dense_job dj = {.f = &p.dout, .frames = fdout, .C = p.Cog, .kh = p.khs, .kw = p.kws,
-                    .wpk = wpkt, .G = p.G, .M = p.Cs, .accumulate = p.din_direct};
+                    .wpk = wpkt, .G = p.G, .M = p.Cs, .accumulate = p.din_direct && !din_set};
     if (p.din_direct) dj.Ho = c->H, dj.Wo = c->W, dj.dst_is = in_img;
     else dj.Ho = p.Hd, dj.Wo = p.Wd, dj.dst_is = p.dxs, dj.dst = dxf;
     dense_job_finish(&dj);
     if (din && dj.cv) pack_cv_flipped(wpkt, weight, c, &p, dj.cvb);
     else if (din) pack_flipped(wpkt, weight, c, &p);
-    dense_image_job ij = {c, &p, &dj, p.dout_direct ? NULL : fdout, NULL, out_img, true, NULL};
+    dense_image_job ij = {c, &p, &dj, p.dout_direct ? NULL : fdout, NULL, out_img, true, NULL,
+                          NULL};
     dense_dw_job wj[2];
     cv_dw_job cj[2];
     frames_job fj[2];
@@ -2172,33 +2205,43 @@ size_t cd__conv2d_workspace(const cd__conv2d *c)
     return gemm_workspace(c) + slack;
 }
 
-void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in,
-                        const float *weight, const float *bias, float *ws)
+void cd__conv2d_forward_epi(const cd__conv2d *c, float *out, const float *in,
+                            const float *weight, const float *bias, float *ws,
+                            cd__task_fn epi, void *epi_ctx)
 {
     ws = align_ws(ws);
     switch (choose_path(c)) {
 #ifdef CONV_X86
-    case PATH_DENSE: dense_forward(c, out, in, weight, bias, ws); return;
+    case PATH_DENSE: dense_forward(c, out, in, weight, bias, ws, epi, epi_ctx); return;
 #endif
-    case PATH_DEPTHWISE: depthwise_forward(c, out, in, weight, bias, ws, true); return;
-    case PATH_DEPTHWISE_PORTABLE: depthwise_forward(c, out, in, weight, bias, ws, false); return;
-    default: break;
+    case PATH_DEPTHWISE: depthwise_forward(c, out, in, weight, bias, ws, true); break;
+    case PATH_DEPTHWISE_PORTABLE: depthwise_forward(c, out, in, weight, bias, ws, false); break;
+    default: gemm_forward(c, out, in, weight, bias, ws); break;
     }
-    gemm_forward(c, out, in, weight, bias, ws);
+    if (epi) cd__parallel_for(c->N, epi, epi_ctx);
 }
 
-/* `in` may be NULL when dweight is (the transposed convolution relies on
- * it). */
-void cd__conv2d_backward(const cd__conv2d *c, float *din, float *dweight,
-                         float *dbias, const float *dout, const float *in,
-                         const float *weight, float *ws)
+void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in,
+                        const float *weight, const float *bias, float *ws)
+{
+    cd__conv2d_forward_epi(c, out, in, weight, bias, ws, NULL, NULL);
+}
+
+/* din_set: overwrite din instead of adding into it. Only the dense path
+ * can do that without clearing din first. */
+static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
+                          float *dbias, const float *dout, const float *in,
+                          const float *weight, float *ws)
 {
     if (dbias && c->bias) bias_backward(dbias, dout, c->N, c->C_out, c->H_out * c->W_out);
     if (!din && !dweight) return;
     ws = align_ws(ws);
-    switch (choose_path(c)) {
+    const enum conv_path path = choose_path(c);
+    if (din && din_set && path != PATH_DENSE)
+        memset(din, 0, (size_t)(c->N * c->C_in * c->H * c->W) * sizeof *din);
+    switch (path) {
 #ifdef CONV_X86
-    case PATH_DENSE: dense_backward(c, din, dweight, dout, in, weight, ws); return;
+    case PATH_DENSE: dense_backward(c, din, din_set, dweight, dout, in, weight, ws); return;
 #endif
     case PATH_DEPTHWISE: depthwise_backward(c, din, dweight, dout, in, weight, ws, true); return;
     case PATH_DEPTHWISE_PORTABLE:
@@ -2207,4 +2250,20 @@ void cd__conv2d_backward(const cd__conv2d *c, float *din, float *dweight,
     default: break;
     }
     gemm_backward(c, din, dweight, dout, in, weight, ws);
+}
+
+/* `in` may be NULL when dweight is (the transposed convolution relies on
+ * it). */
+void cd__conv2d_backward(const cd__conv2d *c, float *din, float *dweight,
+                         float *dbias, const float *dout, const float *in,
+                         const float *weight, float *ws)
+{
+    conv_backward(c, din, false, dweight, dbias, dout, in, weight, ws);
+}
+
+void cd__conv2d_backward_set(const cd__conv2d *c, float *din, float *dweight,
+                             float *dbias, const float *dout, const float *in,
+                             const float *weight, float *ws)
+{
+    conv_backward(c, din, true, dweight, dbias, dout, in, weight, ws);
 }

@@ -47,10 +47,24 @@ size_t cd__conv2d_workspace(const cd__conv2d *c);
 void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in,
                         const float *weight, const float *bias, float *ws);
 
+/* The same, then epi(epi_ctx, n) for every image n (epi may be NULL):
+ * where the convolution works image by image the call follows each image
+ * in the same task, while its output is still in that core's cache. epi
+ * must touch only image n's data. */
+void cd__conv2d_forward_epi(const cd__conv2d *c, float *out, const float *in,
+                            const float *weight, const float *bias, float *ws,
+                            cd__task_fn epi, void *epi_ctx);
+
 /* Adds dL/d(in), dL/d(weight), dL/d(bias) given dout (= dL/d(out)). */
 void cd__conv2d_backward(const cd__conv2d *c, float *din, float *dweight,
                          float *dbias, const float *dout, const float *in,
                          const float *weight, float *ws);
+/* The same, but din (if not NULL) is OVERWRITTEN with dL/d(in): saves the
+ * caller clearing it (the CNN's activation gradients), and on the direct
+ * AVX-512 path a read of it. */
+void cd__conv2d_backward_set(const cd__conv2d *c, float *din, float *dweight,
+                             float *dbias, const float *dout, const float *in,
+                             const float *weight, float *ws);
 
 /* ---- conv_transpose2d.c: transposed convolution ------------------------ */
 
@@ -131,6 +145,37 @@ void cd__layernorm_backward(float *dx, float *dweight, float *dbias,
                             const float *dout, const float *x, const float *weight,
                             const float *mean, const float *rstd, int64_t N,
                             int64_t D);
+
+/*
+ * The CNN block, fused (ln_gelu.c): per sample, over D = C*HW elements,
+ *   out = GELU(LN(x)) + v[n, c] over the HW pixels of channel c, where LN
+ *   has the affine weight and bias (D floats each, required) and v (N x C)
+ *   may be NULL.
+ * mean and rstd (N floats) are saved for backward.
+ */
+void cd__ln_gelu_forward(float *out, float *mean, float *rstd, const float *x,
+                         const float *weight, const float *bias, const float *v, int64_t N,
+                         int64_t C, int64_t HW, float eps);
+/* Sample n of cd__ln_gelu_forward as a task over these arguments, for
+ * cd__conv2d_forward_epi. */
+typedef struct cd__ln_gelu_args {
+    float *out, *mean, *rstd;
+    const float *x, *weight, *bias, *v;
+    int64_t N, C, HW;
+    float eps;
+} cd__ln_gelu_args;
+void cd__ln_gelu_forward_task(void *args, int64_t n);
+/*
+ * Its backward, with two exceptions to the conventions above that save the
+ * decoder two passes over memory: dout (dL/d out) is consumed, overwritten
+ * with dL/d LN(x), and dx is OVERWRITTEN with dL/dx (it must not be NULL).
+ * dweight, dbias and dv (dL/dv, the sum of dout over each channel's pixels)
+ * are added into as usual and may be NULL.
+ */
+void cd__ln_gelu_backward(float *dx, float *dweight, float *dbias, float *dv, float *dout,
+                          const float *x, const float *weight, const float *bias,
+                          const float *mean, const float *rstd, int64_t N, int64_t C,
+                          int64_t HW);
 
 /* ---- embed.c: the time encodings of spec section 4 --------------------- */
 
