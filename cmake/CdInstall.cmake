@@ -25,3 +25,8 @@ string(REGEX REPLACE "/$" "" CD_PC_UP "${CD_PC_UP}")
 configure_file(cmake/colddiff.pc.in ${PROJECT_BINARY_DIR}/colddiff.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/colddiff.pc
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+
+# The frozen MNIST classifier the metrics use by default
+# (cd_classifier_load_default looks here after COLDDIFF_CLASSIFIER).
+install(FILES ${PROJECT_SOURCE_DIR}/examples/data/mnist-classifier.cdm
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/colddiff)

@@ -1227,6 +1227,213 @@ CD_API cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs,
                                 cd_rng *rng, cd_epoch_fn on_epoch, void *user);
 
 /* ------------------------------------------------------------------------ */
+/* Classifier                                                               */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A small convolutional classifier of greyscale images, trained by
+ * libcolddiff itself. Its penultimate layer is the feature extractor of
+ * the MNIST Frechet distance (cd_frechet_distance) and its class
+ * probabilities feed class preservation and the class histogram. The
+ * repository ships one trained on MNIST (docs/metrics-classifier.md), which
+ * cd_classifier_load_default() finds, so every user measures with the same
+ * frozen extractor.
+ *
+ * Architecture (the names are those of the tensors in a checkpoint, as a
+ * PyTorch module with these attributes would name them):
+ *
+ *   conv1  3 x 3 conv, stride 1, padding 1, 1 -> 32 channels, GELU   28 x 28
+ *   conv2  4 x 4 conv, stride 2, padding 1, 32 -> 64, GELU           14 x 14
+ *   conv3  4 x 4 conv, stride 2, padding 1, 64 -> 32, GELU            7 x 7
+ *   fc1    linear 1568 -> 64, GELU: the features (CD_CLASSIFIER_FEATURES)
+ *   fc2    linear 64 -> 10: the logits; softmax gives the probabilities
+ *
+ * 167,018 parameters (668 KB as float32). A loaded checkpoint brings its
+ * own channel counts (classifier.* entries), so the layer sizes above are
+ * those of cd_classifier_create() and of the shipped file.
+ *
+ * GELU is the exact erf form. Inputs are images as cd_dataset gives them
+ * (pixels p/255 - 0.5), N x 1 x 28 x 28 or N x 28 x 28.
+ *
+ * Thread rules: a classifier keeps per-batch buffers, so even
+ * cd_classifier_predict() changes it; use one classifier per thread (load
+ * one per thread to measure in parallel). The kernels themselves run on
+ * libcolddiff's thread pool (cd_set_num_threads) and give the same bits for
+ * every thread count. Results are deterministic for a seed on a given
+ * machine; the convolutions choose their kernels by CPU (AVX-512 or not),
+ * so two different CPUs may differ in the last bits.
+ */
+typedef struct cd_classifier cd_classifier;
+
+/** Classes of the MNIST classifier (its logits and probabilities). */
+#define CD_CLASSIFIER_CLASSES 10
+
+/** Width of its penultimate features (cd_classifier_feature_dim()). */
+#define CD_CLASSIFIER_FEATURES 64
+
+/** Largest number of images of one cd_classifier_train_step() call. */
+#define CD_CLASSIFIER_MAX_BATCH 65536
+
+/**
+ * A new MNIST classifier (28 x 28 inputs, 10 classes) with PyTorch's
+ * default initialisation of Conv2d and Linear layers
+ * (kaiming_uniform_(a = sqrt(5)) weights, U(+-1/sqrt(fan_in)) biases),
+ * drawn from rng in the order conv1, conv2, conv3, fc1, fc2 (weight, then
+ * bias). The caller owns *out (free it with cd_classifier_free()); *out is
+ * NULL on failure.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL out or rng), CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_classifier_create(cd_classifier **out, cd_rng *rng);
+
+/** Free a classifier; NULL is a no-op. */
+CD_API void cd_classifier_free(cd_classifier *c);
+
+/**
+ * Load a classifier saved by cd_classifier_save(): its configuration
+ * ("classifier.*" entries, checked against the supported ranges) and its
+ * weights, matched by name (docs/metrics-classifier.md). The file is fully
+ * validated first (docs/checkpoint-format.md). The caller owns *out; NULL
+ * on failure.
+ * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_NOT_FOUND (no file; a missing
+ * tensor, named), CD_ERR_IO, CD_ERR_FORMAT (not a checkpoint, truncated,
+ * not a classifier checkpoint, a configuration out of range; the message
+ * says which), CD_ERR_CHECKSUM (a corrupted file), CD_ERR_VERSION,
+ * CD_ERR_SHAPE (a tensor of the wrong shape, named), CD_ERR_UNSUPPORTED,
+ * CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_classifier_load(cd_classifier **out, const char *path);
+
+/**
+ * Load the shipped, frozen MNIST classifier (examples/data/
+ * mnist-classifier.cdm in the source tree), which the metrics use by
+ * default. It is looked for, in this order, at:
+ *   1. the path in the environment variable COLDDIFF_CLASSIFIER, if set
+ *      and not empty (then only there: a bad file is an error, not a
+ *      reason to try the next place);
+ *   2. the installed copy (the build's CD_CLASSIFIER_INSTALL_PATH);
+ *   3. the source tree's copy (the build's CD_CLASSIFIER_SOURCE_PATH).
+ * Errors: CD_ERR_NOT_FOUND (no candidate exists; the message lists the
+ * places tried), otherwise as cd_classifier_load().
+ */
+CD_API cd_status cd_classifier_load_default(cd_classifier **out);
+
+/**
+ * Save the configuration and the weights (not the optimiser state: a
+ * loaded classifier that trains on starts with fresh Adam moments), and
+ * the counts of training steps and epochs, as a checkpoint file. Written
+ * atomically (temporary file, fsync, rename); on failure an existing file
+ * at path is unchanged. Saving the same weights gives the same bytes.
+ * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_NOT_FOUND (missing folder),
+ * CD_ERR_IO (a folder at path, a full disk), CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_classifier_save(const cd_classifier *c, const char *path);
+
+/** Width F of the penultimate features, or -1 (with an error) for NULL. */
+CD_API int64_t cd_classifier_feature_dim(const cd_classifier *c);
+
+/** Number of classes K, or -1 (with an error) for NULL. */
+CD_API int64_t cd_classifier_num_classes(const cd_classifier *c);
+
+/**
+ * The classifier's parameters (borrowed; they live as long as c), named
+ * conv1.weight, conv1.bias, ..., fc2.bias in PyTorch's layouts. Writing
+ * them changes the classifier. NULL (with an error) for a NULL c.
+ */
+CD_API cd_params *cd_classifier_params(cd_classifier *c);
+
+/** Optimiser steps and training epochs completed (saved with the weights);
+ *  -1 (with an error) for NULL. */
+CD_API int64_t cd_classifier_steps(const cd_classifier *c);
+CD_API int64_t cd_classifier_epochs(const cd_classifier *c);
+
+/**
+ * Classify N images: images is N x 1 x H x W or N x H x W (H = W = 28 for
+ * the MNIST classifier), every pixel finite. probs (N x K, may be NULL)
+ * receives the softmax probabilities and features (N x F, may be NULL)
+ * the penultimate activations (after fc1's GELU); at least one must be
+ * given. The images are processed in chunks of at most 128, each row
+ * independently: a row's outputs do not depend on N or on the other rows.
+ * Every argument is checked before anything is written; on failure the
+ * outputs are unchanged.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL c or images, both outputs NULL),
+ * CD_ERR_SHAPE (rank, channels, H x W, or an output of the wrong shape;
+ * the message gives both shapes), CD_ERR_NOT_FINITE (a NaN or infinite
+ * pixel; the message names image and pixel), CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_classifier_predict(cd_classifier *c, const cd_tensor *images,
+                                       cd_tensor *probs, cd_tensor *features);
+
+/**
+ * One Adam step (PyTorch's defaults: betas 0.9, 0.999, eps 1e-8, no weight
+ * decay) at learning rate lr on the mean cross-entropy of the batch:
+ * images (N x 1 x H x W or N x H x W, 1 <= N <= CD_CLASSIFIER_MAX_BATCH,
+ * finite) and labels (a rank-1 tensor of N floats holding class ids
+ * 0..K-1, as cd_dataset_fill_batch() writes them). *loss (may be NULL)
+ * receives the batch's mean loss before the step.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL c, images or labels),
+ * CD_ERR_SHAPE, CD_ERR_RANGE (lr not > 0, a label that is not an integer in
+ * 0..K-1; the message names it), CD_ERR_NOT_FINITE (a non-finite lr, pixel,
+ * loss or gradient), CD_ERR_OUT_OF_MEMORY. On failure the weights and the
+ * optimiser are unchanged.
+ */
+CD_API cd_status cd_classifier_train_step(cd_classifier *c, const cd_tensor *images,
+                                          const cd_tensor *labels, double lr,
+                                          double *loss);
+
+/**
+ * Called by cd_classifier_train() after each epoch with the number of
+ * epochs this call has completed (1-based) and the epoch's mean training
+ * loss (over images). Return CD_OK to go on; any other status stops the
+ * training, which returns it.
+ */
+typedef cd_status (*cd_classifier_epoch_fn)(void *user, cd_classifier *c,
+                                            int64_t epoch, double train_loss);
+
+/**
+ * Train for `epochs` epochs on the train split of ds. Each epoch shuffles
+ * the split with rng (cd_dataset_shuffle) and takes consecutive batches of
+ * `batch` images (the last one may be smaller), one cd_classifier_train_step
+ * each.
+ *   - Augmentation: with max_shift > 0, every training image is moved by
+ *     its own random offsets dy, dx, each uniform on -max_shift..max_shift
+ *     (one cd_rng_int_range call on rng per batch, 2 draws per image: dy,
+ *     then dx), and the uncovered border repeats the edge pixels. 0 trains
+ *     on the images as they are. At most min(H, W) / 4 (7 for MNIST).
+ *   - Learning rate: a cosine from lr down towards 0 over the
+ *     S = epochs x ceil(n_train / batch) steps of this call: step s
+ *     (0-based) uses lr (1 + cos(pi s / S)) / 2, as PyTorch's
+ *     CosineAnnealingLR with T_max = S stepped per batch.
+ * Deterministic: the same classifier, data, arguments and rng state give
+ * the same weights bit for bit, for every thread count. on_epoch (may be
+ * NULL) is called after each epoch. The shipped classifier was trained
+ * with epochs 8, batch 128, lr 1e-3, max_shift 1 and a generator seeded
+ * with 42 that first initialised it (docs/metrics-classifier.md).
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL c, ds or rng), CD_ERR_RANGE
+ * (epochs < 1, batch outside 1..CD_CLASSIFIER_MAX_BATCH, lr not > 0,
+ * max_shift out of range, an empty train split), CD_ERR_NOT_FINITE (lr),
+ * CD_ERR_SHAPE (images of another size or with more than one channel), any
+ * error of cd_classifier_train_step() or on_epoch. After a failure the
+ * weights are those of the last completed step.
+ */
+CD_API cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs,
+                                     int64_t batch, double lr, int64_t max_shift,
+                                     cd_rng *rng, cd_classifier_epoch_fn on_epoch,
+                                     void *user);
+
+/**
+ * The fraction of a split's images whose most probable class (ties to the
+ * smallest class, as torch.argmax) equals the label: *accuracy (may be
+ * NULL) in [0, 1] and *correct (may be NULL) the count. The split's epoch
+ * order does not matter.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL c or ds, a bad split),
+ * CD_ERR_RANGE (an empty split, a label outside 0..K-1), CD_ERR_SHAPE
+ * (images of another size), CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_classifier_accuracy(cd_classifier *c, const cd_dataset *ds,
+                                        cd_split split, double *accuracy,
+                                        int64_t *correct);
+
+/* ------------------------------------------------------------------------ */
 /* Image metrics: RMSE, SSIM, PSNR                                          */
 /* ------------------------------------------------------------------------ */
 
