@@ -64,7 +64,8 @@ int cli_usage(const char *cmd, const char *fmt, ...);
 
 /* MNIST from dir: the four IDX files, or, when only the t10k pair is there
  * (the tests/data slice), that pair as both training pool and test set,
- * with a note on stderr. Then the seeded train/validation split. */
+ * with a note on stderr. Then the seeded train/validation split, unless
+ * val_fraction is negative: then all training images train, in file order. */
 cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed);
 
 /* Folder helpers: create dir (and parents); join dir and name. */
@@ -91,5 +92,8 @@ int cmd_restore(int argc, char **argv);
 int cmd_schedule(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_fetch_mnist(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_train_classifier(int argc, char **argv);
+int cmd_reproduce(int argc, char **argv);
 
 #endif /* COLDDIFF_CLI_H */

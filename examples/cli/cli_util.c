@@ -52,7 +52,7 @@ cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, 
     } else {
         st = cd_dataset_load_mnist(out, dir);
     }
-    if (st != CD_OK) return st;
+    if (st != CD_OK || val_fraction < 0.0) return st;
     st = cd_dataset_split(*out, val_fraction, seed);
     if (st != CD_OK) {
         cd_dataset_free(*out);

@@ -35,11 +35,11 @@ int cmd_grid(int argc, char **argv)
     cd_rng *rng = NULL;
     int64_t filled = 0;
     rc = CLI_FAIL;
-    const cd_status st = data ? cd_dataset_load_mnist(&ds, data)
+    const cd_status st = data ? cli_load_data(&ds, data, 0.2, 42)
                               : cd_dataset_load_idx(&ds, images, labels, images, labels);
     if (st != CD_OK) {
         cli_fail("loading the data");
-    } else if (cd_dataset_split(ds, 0.2, 42) != CD_OK) {
+    } else if (!data && cd_dataset_split(ds, 0.2, 42) != CD_OK) {
         cli_fail("splitting");
     } else if (cd_dataset_count(ds, (cd_split)split) < 1) {
         fprintf(stderr, "colddiff: the %s split is empty\n", splits[split]);

@@ -1,0 +1,235 @@
+/*
+ * cmd_eval.c - colddiff eval: the report's Tables 1 and 2 for one model
+ * (spec models.md section 7): test loss with its standard error; RMSE,
+ * SSIM and PSNR of conditional restorations of the first n test images
+ * from t = T; the class preservation of those restorations; and, for
+ * unconditional samples, the Frechet distance on the MNIST classifier's
+ * features, the class histogram, its entropy and the mean confidence.
+ */
+#include "cli_gen.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK 250
+
+typedef struct {
+    double loss, loss_se, rmse, ssim, psnr, fd, preservation, entropy, confidence;
+    int64_t n, fd_n, hist[10];
+    const char *reduction;
+} eval_result;
+
+static cd_tensor *tensor4(int64_t n, int64_t h, int64_t w)
+{
+    cd_tensor *t = NULL;
+    const int64_t shape[4] = {n, 1, h, w};
+    return cd_tensor_create(&t, 4, shape) == CD_OK ? t : NULL;
+}
+
+static cd_tensor *tensor2(int64_t n, int64_t k)
+{
+    cd_tensor *t = NULL;
+    const int64_t shape[2] = {n, k};
+    return cd_tensor_create(&t, 2, shape) == CD_OK ? t : NULL;
+}
+
+/* Rows [first, first + n) of a batch tensor as a view. */
+static cd_tensor *view_rows(cd_tensor *t, int64_t first, int64_t n, cd_tensor **holder)
+{
+    /* The public API has no views: copy through a tensor of n rows. */
+    const int64_t per = cd_tensor_numel(t) / cd_tensor_dim(t, 0);
+    cd_tensor *v = tensor4(n, cd_tensor_dim(t, 2), cd_tensor_dim(t, 3));
+    if (v) memcpy(cd_tensor_data(v), cd_tensor_data(t) + first * per, (size_t)(n * per) * 4);
+    *holder = v;
+    return v;
+}
+
+/* Conditional restorations of x (n images) from T, in chunks. */
+static cd_status restore_all(cd_trainer *tr, const cli_sampling *o, cd_tensor *x,
+                             cd_tensor *xhat)
+{
+    const int64_t n = cd_tensor_dim(x, 0), per = cd_tensor_numel(x) / n;
+    const int64_t T = cd_degradation_T(cd_trainer_degradation(tr));
+    cd_sampler *smp = NULL;
+    cd_rng *rng = NULL;
+    cd_status st = cli_make_sampler(tr, o, &smp);
+    if (st == CD_OK) st = cd_rng_create(&rng, o->seed);
+    for (int64_t first = 0; st == CD_OK && first < n; first += CHUNK) {
+        const int64_t b = n - first < CHUNK ? n - first : CHUNK;
+        cd_tensor *xb = NULL, *ob = view_rows(x, first, b, &xb) ? tensor4(b, cd_tensor_dim(x, 2),
+                                                                        cd_tensor_dim(x, 3))
+                                                              : NULL;
+        st = xb && ob ? cd_sampler_restore(smp, xb, T, rng, ob, NULL, 0, NULL, NULL, NULL)
+                      : cd_last_status();
+        if (st == CD_OK)
+            memcpy(cd_tensor_data(xhat) + first * per, cd_tensor_data(ob), (size_t)(b * per) * 4);
+        cd_tensor_free(xb), cd_tensor_free(ob);
+        fprintf(stderr, "\rcolddiff: restored %lld/%lld", (long long)(first + b), (long long)n);
+    }
+    fprintf(stderr, "\n");
+    cd_rng_free(rng);
+    cd_sampler_free(smp);
+    return st;
+}
+
+/* n unconditional samples, in chunks. */
+static cd_status sample_all(cd_trainer *tr, const cli_sampling *o, cd_tensor *out)
+{
+    const int64_t n = cd_tensor_dim(out, 0), per = cd_tensor_numel(out) / n;
+    cd_sampler *smp = NULL;
+    cd_rng *rng = NULL;
+    cd_status st = cli_make_sampler(tr, o, &smp);
+    if (st == CD_OK) st = cd_rng_create(&rng, o->seed + 1);
+    for (int64_t first = 0; st == CD_OK && first < n; first += CHUNK) {
+        const int64_t b = n - first < CHUNK ? n - first : CHUNK;
+        cd_tensor *ob = tensor4(b, cd_tensor_dim(out, 2), cd_tensor_dim(out, 3));
+        st = ob ? cd_sampler_sample(smp, rng, ob) : cd_last_status();
+        if (st == CD_OK)
+            memcpy(cd_tensor_data(out) + first * per, cd_tensor_data(ob), (size_t)(b * per) * 4);
+        cd_tensor_free(ob);
+        fprintf(stderr, "\rcolddiff: sampled %lld/%lld", (long long)(first + b), (long long)n);
+    }
+    fprintf(stderr, "\n");
+    cd_rng_free(rng);
+    cd_sampler_free(smp);
+    return st;
+}
+
+static cd_status evaluate(cd_trainer *tr, cd_dataset *ds, cd_classifier *cls,
+                          const cli_sampling *o, int reduction, eval_result *r)
+{
+    const int64_t H = cd_dataset_height(ds), W = cd_dataset_width(ds), n = r->n, m = r->fd_n;
+    const int64_t F = cd_classifier_feature_dim(cls), K = cd_classifier_num_classes(cls);
+    cd_rng *rng = NULL;
+    cd_tensor *x = tensor4(n > m ? n : m, H, W), *xhat = tensor4(n, H, W), *lab = NULL;
+    cd_tensor *probs = tensor2(n, K), *samples = tensor4(m, H, W), *sprobs = tensor2(m, K);
+    cd_tensor *fa = tensor2(m, F), *fb = tensor2(m, F), *xm = NULL;
+    const int64_t nn = n > m ? n : m, one = nn;
+    int64_t *idx = malloc((size_t)nn * sizeof *idx), *labels = malloc((size_t)nn * sizeof *labels);
+    cd_status st = x && xhat && probs && samples && sprobs && fa && fb && idx && labels &&
+                           cd_tensor_create(&lab, 1, &one) == CD_OK
+                       ? cd_rng_create(&rng, o->seed)
+                       : CD_ERR_OUT_OF_MEMORY;
+    if (st == CD_ERR_OUT_OF_MEMORY) fprintf(stderr, "colddiff: out of memory\n");
+    for (int64_t i = 0; i < nn; i++) idx[i] = i;
+    if (st == CD_OK) st = cd_trainer_test_loss(tr, ds, CD_SPLIT_TEST, rng, &r->loss, &r->loss_se);
+    if (st == CD_OK) st = cd_dataset_gather(ds, CD_SPLIT_TEST, idx, nn, x, lab);
+    for (int64_t i = 0; st == CD_OK && i < nn; i++) labels[i] = (int64_t)cd_tensor_data(lab)[i];
+    if (st == CD_OK && view_rows(x, 0, n, &xm) == NULL) st = cd_last_status();
+    if (st == CD_OK) st = restore_all(tr, o, xm, xhat);
+    cd_metric_reduction used = CD_REDUCTION_PER_IMAGE;
+    if (st == CD_OK)
+        st = cd_metrics_images(xm, xhat, (cd_metric_reduction)reduction, &r->rmse, &r->ssim,
+                               &r->psnr, &used);
+    r->reduction = cd_metric_reduction_name(used);
+    if (st == CD_OK) st = cd_classifier_predict(cls, xhat, probs, NULL);
+    if (st == CD_OK) st = cd_class_preservation(probs, labels, n, &r->preservation, NULL);
+    cd_tensor_free(xm);
+    xm = NULL;
+    if (st == CD_OK) st = sample_all(tr, o, samples);
+    if (st == CD_OK && view_rows(x, 0, m, &xm) == NULL) st = cd_last_status();
+    if (st == CD_OK) st = cd_classifier_predict(cls, samples, sprobs, fb);
+    if (st == CD_OK) st = cd_classifier_predict(cls, xm, NULL, fa);
+    if (st == CD_OK) st = cd_frechet_distance(fb, fa, &r->fd);
+    if (st == CD_OK)
+        st = cd_class_histogram(sprobs, r->hist, K < 10 ? K : 10, &r->entropy, &r->confidence);
+    cd_tensor_free(xm), cd_tensor_free(x), cd_tensor_free(xhat), cd_tensor_free(lab);
+    cd_tensor_free(probs), cd_tensor_free(samples), cd_tensor_free(sprobs);
+    cd_tensor_free(fa), cd_tensor_free(fb);
+    free(idx), free(labels);
+    cd_rng_free(rng);
+    return st;
+}
+
+static void print_result(const eval_result *r, FILE *f, bool json)
+{
+    if (json) {
+        fprintf(f, "{\n  \"test_loss\": %.9g,\n  \"test_loss_std_error\": %.9g,\n"
+                "  \"restorations\": %lld,\n  \"reduction\": \"%s\",\n  \"rmse\": %.9g,\n"
+                "  \"ssim\": %.9g,\n  \"psnr\": %.9g,\n  \"class_preservation\": %.9g,\n"
+                "  \"fd\": %.9g,\n  \"fd_samples\": %lld,\n  \"class_entropy_nats\": %.9g,\n"
+                "  \"mean_confidence\": %.9g,\n  \"class_histogram\": [",
+                r->loss, r->loss_se, (long long)r->n, r->reduction, r->rmse, r->ssim, r->psnr,
+                r->preservation, r->fd, (long long)r->fd_n, r->entropy, r->confidence);
+        for (int k = 0; k < 10; k++) fprintf(f, "%s%lld", k ? ", " : "", (long long)r->hist[k]);
+        fprintf(f, "]\n}\n");
+        return;
+    }
+    fprintf(f, "test loss          %.6f +- %.6f (standard error, all test images)\n", r->loss,
+            r->loss_se);
+    fprintf(f, "restorations       %lld test images from t = T, %s reduction\n",
+            (long long)r->n, r->reduction);
+    fprintf(f, "RMSE               %.4f\nSSIM               %.4f\nPSNR               %.4f\n",
+            r->rmse, r->ssim, r->psnr);
+    fprintf(f, "class preservation %.4f\n", r->preservation);
+    fprintf(f, "FD                 %.4f (%lld samples vs %lld test images, MNIST classifier "
+            "features)\n", r->fd, (long long)r->fd_n, (long long)r->fd_n);
+    fprintf(f, "class entropy      %.4f nats (uniform: %.4f), mean confidence %.4f\n",
+            r->entropy, log(10.0), r->confidence);
+    fprintf(f, "class histogram   ");
+    for (int k = 0; k < 10; k++) fprintf(f, " %lld", (long long)r->hist[k]);
+    fprintf(f, "\n");
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    const char *ckpt = NULL, *data = NULL, *json = NULL, *classifier = NULL;
+    int64_t seed = 1, threads = 0;
+    int reduction = 0;
+    static const char *const reductions[] = {"per_image", "report", NULL};
+    cli_sampling s = {SMP_AUTO, 0, 0.0, 1};
+    eval_result r = {.n = 1000, .fd_n = 1000};
+    const cli_opt opts[] = {
+        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a trained model (RUN/best.cdm)", NULL},
+        {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder", NULL},
+        {"--n", OPT_I64, &r.n, 2, 10000, NULL, "test images to restore (1000)", NULL},
+        {"--fd-samples", OPT_I64, &r.fd_n, 2, 10000, NULL, "unconditional samples for FD (1000)", NULL},
+        {"--reduction", OPT_CHOICE, &reduction, 0, 0, reductions, "how per-image metrics combine", NULL},
+        {"--classifier", OPT_STR, &classifier, 0, 0, NULL, "feature extractor (the shipped one)", NULL},
+        {"--json", OPT_STR, &json, 0, 0, NULL, "also write the results as JSON", NULL},
+        {"--sampler", OPT_CHOICE, &s.kind, 0, 0, cli_sampler_names, "reverse chain (auto)", NULL},
+        {"--steps", OPT_I64, &s.steps, 0, 100000, NULL, "DDIM steps (0: T)", NULL},
+        {"--eta", OPT_F64, &s.eta, 0, 1, NULL, "DDIM eta (0)", NULL},
+        {"--seed", OPT_I64, &seed, 0, INT64_MAX, NULL, "seed of the noise (1)", NULL},
+        {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
+    };
+    const cli_command cmd = {"eval", "--checkpoint F --data D [options]",
+                             "Evaluate a model as the report's Tables 1 and 2 do: test loss, "
+                             "RMSE, SSIM, PSNR,\nclass preservation, FD and class entropy.",
+                             opts, (int)(sizeof opts / sizeof opts[0]), NULL, NULL};
+    const int rc = cli_parse(&cmd, argc, argv);
+    if (rc) return rc < 0 ? CLI_OK : rc;
+    if (!ckpt || !data) return cli_usage("eval", "--checkpoint and --data are required");
+    if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
+    s.seed = (uint64_t)seed;
+    cd_trainer *tr = NULL;
+    cd_dataset *ds = NULL;
+    cd_classifier *cls = NULL;
+    int ret = CLI_FAIL;
+    if (cd_trainer_load(&tr, ckpt, NULL) != CD_OK) cli_fail("loading the checkpoint");
+    else if (cli_load_data(&ds, data, 0.2, 42) != CD_OK) cli_fail("loading the data");
+    else if ((classifier ? cd_classifier_load(&cls, classifier)
+                         : cd_classifier_load_default(&cls)) != CD_OK)
+        cli_fail("loading the classifier");
+    else if (cd_dataset_count(ds, CD_SPLIT_TEST) < (r.n > r.fd_n ? r.n : r.fd_n))
+        fprintf(stderr, "colddiff: the test split has fewer than %lld images\n",
+                (long long)(r.n > r.fd_n ? r.n : r.fd_n));
+    else if (evaluate(tr, ds, cls, &s, reduction, &r) != CD_OK) cli_fail("evaluating");
+    else ret = CLI_OK;
+    if (ret == CLI_OK) {
+        print_result(&r, stdout, false);
+        FILE *f = json ? fopen(json, "w") : NULL;
+        if (json && !f) {
+            fprintf(stderr, "colddiff: cannot write %s\n", json);
+            ret = CLI_FAIL;
+        } else if (f) {
+            print_result(&r, f, true);
+            if (fclose(f) != 0) ret = CLI_FAIL;
+        }
+    }
+    cd_classifier_free(cls);
+    cd_dataset_free(ds);
+    cd_trainer_free(tr);
+    return ret;
+}
