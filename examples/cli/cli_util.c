@@ -131,7 +131,15 @@ int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
             if (!isfinite(v) || (log_y && v <= 0.0)) continue;
             fprintf(f, "%.1f,%.1f ", PX(s->x[i]), PY(log_y ? log10(v) : v));
         }
-        fprintf(f, "\"/>\n<line x1=\"%.0f\" y1=\"%d\" x2=\"%.0f\" y2=\"%d\" stroke=\"%s\" "
+        fprintf(f, "\"/>\n");
+        /* Markers, so that a curve of one point still shows. */
+        for (int64_t i = 0; i < s->n; i++) {
+            const double v = s->y[i];
+            if (isfinite(v) && !(log_y && v <= 0.0))
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
+                        PX(s->x[i]), PY(log_y ? log10(v) : v), s->color);
+        }
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%d\" x2=\"%.0f\" y2=\"%d\" stroke=\"%s\" "
                 "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%d\">%s</text>\n",
                 W - R + 10, 50 + 18 * k, W - R + 30, 50 + 18 * k, s->color, W - R + 35,
                 54 + 18 * k, s->name);
