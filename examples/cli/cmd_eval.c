@@ -34,10 +34,11 @@ static cd_tensor *tensor2(int64_t n, int64_t k)
     return cd_tensor_create(&t, 2, shape) == CD_OK ? t : NULL;
 }
 
-/* Rows [first, first + n) of a batch tensor as a view. */
-static cd_tensor *view_rows(cd_tensor *t, int64_t first, int64_t n, cd_tensor **holder)
+/* Rows [first, first + n) of a batch of 1-channel images, copied into a
+ * new tensor (*holder, also returned; NULL on failure): the public API has
+ * no views. */
+static cd_tensor *copy_rows(cd_tensor *t, int64_t first, int64_t n, cd_tensor **holder)
 {
-    /* The public API has no views: copy through a tensor of n rows. */
     const int64_t per = cd_tensor_numel(t) / cd_tensor_dim(t, 0);
     cd_tensor *v = tensor4(n, cd_tensor_dim(t, 2), cd_tensor_dim(t, 3));
     if (v) memcpy(cd_tensor_data(v), cd_tensor_data(t) + first * per, (size_t)(n * per) * 4);
@@ -57,9 +58,10 @@ static cd_status restore_all(cd_trainer *tr, const cli_sampling *o, cd_tensor *x
     if (st == CD_OK) st = cd_rng_create(&rng, o->seed);
     for (int64_t first = 0; st == CD_OK && first < n; first += CHUNK) {
         const int64_t b = n - first < CHUNK ? n - first : CHUNK;
-        cd_tensor *xb = NULL, *ob = view_rows(x, first, b, &xb) ? tensor4(b, cd_tensor_dim(x, 2),
-                                                                        cd_tensor_dim(x, 3))
-                                                              : NULL;
+        cd_tensor *xb = NULL;
+        cd_tensor *ob = copy_rows(x, first, b, &xb) ? tensor4(b, cd_tensor_dim(x, 2),
+                                                              cd_tensor_dim(x, 3))
+                                                    : NULL;
         st = xb && ob ? cd_sampler_restore(smp, xb, T, rng, ob, NULL, 0, NULL, NULL, NULL)
                       : cd_last_status();
         if (st == CD_OK)
@@ -116,7 +118,7 @@ static cd_status evaluate(cd_trainer *tr, cd_dataset *ds, cd_classifier *cls,
     if (st == CD_OK) st = cd_trainer_test_loss(tr, ds, CD_SPLIT_TEST, rng, &r->loss, &r->loss_se);
     if (st == CD_OK) st = cd_dataset_gather(ds, CD_SPLIT_TEST, idx, nn, x, lab);
     for (int64_t i = 0; st == CD_OK && i < nn; i++) labels[i] = (int64_t)cd_tensor_data(lab)[i];
-    if (st == CD_OK && view_rows(x, 0, n, &xm) == NULL) st = cd_last_status();
+    if (st == CD_OK && copy_rows(x, 0, n, &xm) == NULL) st = cd_last_status();
     if (st == CD_OK) st = restore_all(tr, o, xm, xhat);
     cd_metric_reduction used = CD_REDUCTION_PER_IMAGE;
     if (st == CD_OK)
@@ -128,7 +130,7 @@ static cd_status evaluate(cd_trainer *tr, cd_dataset *ds, cd_classifier *cls,
     cd_tensor_free(xm);
     xm = NULL;
     if (st == CD_OK) st = sample_all(tr, o, samples);
-    if (st == CD_OK && view_rows(x, 0, m, &xm) == NULL) st = cd_last_status();
+    if (st == CD_OK && copy_rows(x, 0, m, &xm) == NULL) st = cd_last_status();
     if (st == CD_OK) st = cd_classifier_predict(cls, samples, sprobs, fb);
     if (st == CD_OK) st = cd_classifier_predict(cls, xm, NULL, fa);
     if (st == CD_OK) st = cd_frechet_distance(fb, fa, &r->fd);

@@ -13,6 +13,7 @@
  */
 #include "cli.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,13 +63,13 @@ static double json_number(const char *path, const char *key)
 {
     char buf[4096], pat[128];
     FILE *f = fopen(path, "r");
-    if (!f) return 0.0 / 0.0;
+    if (!f) return NAN;
     const size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
     snprintf(pat, sizeof pat, "\"%s\": ", key);
     const char *p = strstr(buf, pat);
-    return p ? strtod(p + strlen(pat), NULL) : 0.0 / 0.0;
+    return p ? strtod(p + strlen(pat), NULL) : NAN;
 }
 
 static int write_report(const char *dir, int budget, const char *const *json)
