@@ -23,6 +23,14 @@ cd_status cli_make_sampler(cd_trainer *tr, const cli_sampling *o, cd_sampler **o
     if (st == CD_OK && kind == CD_SAMPLER_DDIM) {
         if (o->steps > 0) st = cd_sampler_set(*out, CD_SAMPLER_STEPS, (double)o->steps);
         if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_ETA, o->eta);
+        /* An under-trained noise model's x0-hat divides its error by
+         * sqrt(abar_T); clipping keeps the DDIM chain in range
+         * (docs/sampling.md). */
+        if (st == CD_OK && o->clip) {
+            st = cd_sampler_set(*out, CD_SAMPLER_CLIP, 1.0);
+            if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_CLIP_LO, -0.5);
+            if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_CLIP_HI, 0.5);
+        }
     }
     if (st != CD_OK) {
         cd_sampler_free(*out);

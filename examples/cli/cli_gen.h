@@ -15,6 +15,7 @@ typedef struct {
     int64_t steps;     /* DDIM steps; 0: T */
     double eta;        /* DDIM eta */
     uint64_t seed;
+    bool clip;         /* DDIM: clip x0-hat to the data range [-0.5, 0.5] */
 } cli_sampling;
 
 /* A sampler for the trainer's decoder and degradation. */

@@ -180,7 +180,7 @@ int cmd_eval(int argc, char **argv)
     int64_t seed = 1, threads = 0;
     int reduction = 0;
     static const char *const reductions[] = {"per_image", "report", NULL};
-    cli_sampling s = {SMP_AUTO, 0, 0.0, 1};
+    cli_sampling s = {SMP_AUTO, 0, 0.0, 1, false};
     eval_result r = {.n = 1000, .fd_n = 1000};
     const cli_opt opts[] = {
         {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a trained model (RUN/best.cdm)", NULL},
@@ -193,6 +193,7 @@ int cmd_eval(int argc, char **argv)
         {"--sampler", OPT_CHOICE, &s.kind, 0, 0, cli_sampler_names, "reverse chain (auto)", NULL},
         {"--steps", OPT_I64, &s.steps, 0, 100000, NULL, "DDIM steps (0: T)", NULL},
         {"--eta", OPT_F64, &s.eta, 0, 1, NULL, "DDIM eta (0)", NULL},
+        {"--clip", OPT_FLAG, &s.clip, 0, 0, NULL, "DDIM: clip x0-hat to [-0.5, 0.5]", NULL},
         {"--seed", OPT_I64, &seed, 0, INT64_MAX, NULL, "seed of the noise (1)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
     };

@@ -80,9 +80,9 @@ static int write_report(const char *dir, int budget, const char *const *json)
     FILE *f = fopen(tmp, "w");
     if (!f) return CLI_FAIL;
     static const char *const what[] = {
-        "Parts of an epoch and 200 evaluation images, DDIM 50 steps for the noise models: this "
-        "checks the pipeline end to end and is far from the report's training. Use --budget "
-        "full for comparable numbers.",
+        "Parts of an epoch and 200 evaluation images, DDIM 50 steps with x0-hat clipped to "
+        "the data range for the noise models: this checks the pipeline end to end and is far "
+        "from the report's training. Use --budget full for comparable numbers.",
         "The report's 50 epochs on all 48,000 training images; metrics over the first 1,000 "
         "test images and 1,000 unconditional samples.",
         "64 training images, narrow decoders and 4 evaluation images: a test of the pipeline "
@@ -167,12 +167,13 @@ int cmd_reproduce(int argc, char **argv)
                   "%d" S "%s" S "%s" S "%s" S "--resume" S "--sample-epochs" S "%d" S
                   "--n-samples" S "%d" S "%s", data, dir, r->preset, epochs, limit, narrow, thr,
                   epochs, smoke ? 4 : 64,
-                  !full && noise ? "--grid-sampler" S "ddim" S "--grid-steps" S "50" : "");
+                  !full && noise ? "--grid-sampler" S "ddim" S "--grid-steps" S "50" S
+                                   "--grid-clip" : "");
         if (rc != CLI_OK) break;
         rc = call(cmd_eval, "--checkpoint" S "%s/best.cdm" S "--data" S "%s" S "--n" S "%d" S
                   "--fd-samples" S "%d" S "--json" S "%s" S "%s" S "%s", dir, data,
                   n_eval, n_eval, json[i], thr,
-                  !full && noise ? "--sampler" S "ddim" S "--steps" S "50" : "");
+                  !full && noise ? "--sampler" S "ddim" S "--steps" S "50" S "--clip" : "");
         if (rc != CLI_OK) break;
         char src[4200], dst[4200];
         snprintf(src, sizeof src, "%s/samples_epoch%03d.png", dir, epochs);

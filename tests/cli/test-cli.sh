@@ -13,6 +13,7 @@ check() { # description, then a command that must succeed
   desc=$1; shift
   if "$@"; then pass=$((pass + 1)); else echo "FAIL: $desc"; fail=$((fail + 1)); fi
 }
+differ() { ! cmp -s "$1" "$2"; }
 is_png() { [ "$(od -An -tx1 -N8 "$1" | tr -d ' \n')" = 89504e470d0a1a0a ]; }
 be32() { od -An -tu1 -j "$2" -N4 "$1" | awk '{print $1*16777216 + $2*65536 + $3*256 + $4}'; }
 tiny="--data $data --T 20 --batch 32 --train-limit 64 --cnn-hidden 8,8 --n-samples 8 --threads 2"
@@ -87,6 +88,10 @@ check "sample grid: 2 rows" [ "$(be32 "$work/s.png" 20)" -eq 62 ]
 "$cli" sample --checkpoint "$work/run/best.cdm" --n 4 --sampler ddim --steps 5 --eta 0.5 \
   --seed 3 --out "$work/d.png" >/dev/null
 check "DDIM sampling exits 0" [ $? -eq 0 ]
+"$cli" sample --checkpoint "$work/run/best.cdm" --n 4 --sampler ddim --steps 5 --eta 0.5 \
+  --seed 3 --clip --out "$work/dc.png" >/dev/null
+check "DDIM sampling with --clip exits 0" [ $? -eq 0 ]
+check "clipping changes the samples" differ "$work/d.png" "$work/dc.png"
 "$cli" sample --checkpoint "$work/run/best.cdm" --n 4 --seed 3 --out "$work/d1.png" >/dev/null
 "$cli" sample --checkpoint "$work/run/best.cdm" --n 4 --seed 3 --out "$work/d2.png" >/dev/null
 check "sampling is reproducible for a seed" cmp -s "$work/d1.png" "$work/d2.png"
