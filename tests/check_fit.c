@@ -14,17 +14,6 @@
  * 64 makes 13 batches per epoch, the last one of 32. */
 enum { BATCH = 64, N_TRAIN = 800, BATCHES = 13 };
 
-static cd_dataset *load_slice(double val_fraction)
-{
-    char im[512], lb[512];
-    cd_dataset *ds = NULL;
-    CD_ASSERT_OK(cd_dataset_load_idx(
-        &ds, cd_test_path(im, sizeof im, cd_test_data_dir(), "t10k-images-idx3-ubyte.gz"),
-        cd_test_path(lb, sizeof lb, cd_test_data_dir(), "t10k-labels-idx1-ubyte.gz"), NULL, NULL));
-    if (val_fraction > 0) CD_ASSERT_OK(cd_dataset_split(ds, val_fraction, 42));
-    return ds;
-}
-
 /* A tiny CNN (hidden 4, 6; kernel 3) on noise (T = 1000) or blur (T = 20). */
 static cd_trainer *make_trainer(int blur)
 {
@@ -182,7 +171,7 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
 
 START_TEST(progress_during_and_after_fit)
 {
-    cd_dataset *ds = load_slice(0.2);
+    cd_dataset *ds = cd_test_load_slice(0.2);
     cd_trainer *tr = make_trainer(0);
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 11));
@@ -236,7 +225,7 @@ END_TEST
 
 START_TEST(on_epoch_error_stops_the_fit)
 {
-    cd_dataset *ds = load_slice(0.2);
+    cd_dataset *ds = cd_test_load_slice(0.2);
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 11));
     for (int silent = 0; silent < 2; silent++) {
@@ -261,7 +250,7 @@ END_TEST
 
 START_TEST(best_and_last_checkpoints)
 {
-    cd_dataset *ds = load_slice(0.2);
+    cd_dataset *ds = cd_test_load_slice(0.2);
     cd_trainer *tr = make_trainer(0), *back = NULL;
     cd_rng *rng = NULL, *r2 = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 11));
@@ -322,7 +311,7 @@ END_TEST
 /* Without a validation split the training loss picks best. */
 START_TEST(best_by_train_loss_without_validation)
 {
-    cd_dataset *ds = load_slice(0.0);
+    cd_dataset *ds = cd_test_load_slice(0.0);
     ck_assert_int_eq(cd_dataset_count(ds, CD_SPLIT_VAL), 0);
     cd_trainer *tr = make_trainer(0), *back = NULL;
     CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_BATCH, 250)); /* 4 batches of 1000 */
@@ -350,7 +339,7 @@ END_TEST
 
 START_TEST(stop_request_saves_last)
 {
-    cd_dataset *ds = load_slice(0.2);
+    cd_dataset *ds = cd_test_load_slice(0.2);
     cd_trainer *tr = make_trainer(0), *back = NULL;
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 11));
@@ -461,7 +450,7 @@ static void compare_runs(cd_trainer *a, cd_trainer *b, const char *dir, const ch
  * as the uninterrupted one. */
 START_TEST(resume_is_bit_identical)
 {
-    cd_dataset *ds = load_slice(0.2);
+    cd_dataset *ds = cd_test_load_slice(0.2);
     char dir[256];
     cd_test_tmpdir(dir, sizeof dir);
     cd_trainer *a = fit_straight(0, ds, 2, dir);
@@ -507,7 +496,7 @@ END_TEST
 /* The blur operator with one t per batch: the same, stopped mid-epoch. */
 START_TEST(resume_blur_is_bit_identical)
 {
-    cd_dataset *ds = load_slice(0.2);
+    cd_dataset *ds = cd_test_load_slice(0.2);
     char dir[256];
     cd_test_tmpdir(dir, sizeof dir);
     cd_trainer *a = fit_straight(1, ds, 1, dir);
@@ -603,7 +592,7 @@ END_TEST
 
 START_TEST(fit_fits_the_blur_prior)
 {
-    cd_dataset *ds = load_slice(0.2);
+    cd_dataset *ds = cd_test_load_slice(0.2);
     cd_trainer *tr = make_trainer(1);
     cd_degradation *deg = cd_trainer_degradation(tr);
     double m = 0, s = 0, j = 0, m2 = 0, s2 = 0, j2 = 0;
@@ -639,7 +628,7 @@ END_TEST
 
 START_TEST(bad_arguments_are_errors)
 {
-    cd_dataset *ds = load_slice(0.2);
+    cd_dataset *ds = cd_test_load_slice(0.2);
     cd_trainer *tr = make_trainer(0);
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 1));
@@ -679,7 +668,7 @@ START_TEST(bad_arguments_are_errors)
     cd_decoder_config_free(cfg);
     cd_schedule_free(s);
     /* An empty train split. */
-    cd_dataset *empty = load_slice(0.9999);
+    cd_dataset *empty = cd_test_load_slice(0.9999);
     ck_assert_int_eq(cd_dataset_count(empty, CD_SPLIT_TRAIN), 0);
     CD_ASSERT_STATUS(cd_trainer_fit(tr, empty, 1, NULL, NULL, rng, NULL, NULL), CD_ERR_RANGE);
     CD_ASSERT_ERROR_MENTIONS("empty");

@@ -33,17 +33,6 @@ static cd_schedule *linear_schedule(int64_t T)
     return s;
 }
 
-static cd_dataset *load_slice(void)
-{
-    char im[512], lb[512];
-    cd_dataset *ds = NULL;
-    CD_ASSERT_OK(cd_dataset_load_idx(
-        &ds, cd_test_path(im, sizeof im, cd_test_data_dir(), "t10k-images-idx3-ubyte.gz"),
-        cd_test_path(lb, sizeof lb, cd_test_data_dir(), "t10k-labels-idx1-ubyte.gz"), NULL, NULL));
-    CD_ASSERT_OK(cd_dataset_split(ds, 0.2, 42));
-    return ds;
-}
-
 /* Every sample of x at time t (all samples alike) into z. */
 static void apply_at(const cd_degradation *d, const cd_tensor *x, int64_t t, cd_tensor *z)
 {
@@ -263,7 +252,7 @@ END_TEST
  * so (mean, std) are the mean and population std of the image means. */
 START_TEST(prior_fit_pixelate_exact)
 {
-    cd_dataset *ds = load_slice();
+    cd_dataset *ds = cd_test_load_slice(0.2);
     cd_schedule *s = linear_schedule(10);
     cd_degradation *d = NULL;
     CD_ASSERT_OK(cd_degradation_create_pixelate(&d, s));
@@ -299,7 +288,7 @@ END_TEST
  * 800 images are a sample of the same distribution. */
 START_TEST(prior_fit_blur_near_spec)
 {
-    cd_dataset *ds = load_slice();
+    cd_dataset *ds = cd_test_load_slice(0.2);
     cd_schedule *s = NULL;
     cd_degradation *d = NULL;
     CD_ASSERT_OK(cd_schedule_create_constant(&s, 100, 1.0));
@@ -476,7 +465,7 @@ START_TEST(bad_input_is_an_error)
     int32_t fitted = 1;
     CD_ASSERT_OK(cd_degradation_get_prior(d, &v, &v, &v, &fitted));
     ck_assert_int_eq(fitted, 0); /* failed sets changed nothing */
-    cd_dataset *ds = load_slice();
+    cd_dataset *ds = cd_test_load_slice(0.2);
     CD_ASSERT_STATUS(cd_degradation_fit_prior(d, ds, CD_SPLIT_TRAIN, -1), CD_ERR_RANGE);
     CD_ASSERT_STATUS(cd_degradation_fit_prior(d, NULL, CD_SPLIT_TRAIN, 0),
                      CD_ERR_INVALID_ARGUMENT);
@@ -498,7 +487,7 @@ END_TEST
 /* The mean image against a direct sum over the gathered split. */
 START_TEST(dataset_mean_image)
 {
-    cd_dataset *ds = load_slice();
+    cd_dataset *ds = cd_test_load_slice(0.2);
     const int64_t n = cd_dataset_count(ds, CD_SPLIT_VAL);
     cd_tensor *all = tensor4(n, 1, 28, 28), *mi = NULL;
     CD_ASSERT_OK(cd_tensor_create(&mi, 3, (int64_t[]){1, 28, 28}));

@@ -4,17 +4,6 @@
 
 #include <math.h>
 
-static cd_dataset *load_slice(void)
-{
-    char im[512], lb[512];
-    cd_dataset *ds = NULL;
-    CD_ASSERT_OK(cd_dataset_load_idx(
-        &ds, cd_test_path(im, sizeof im, cd_test_data_dir(), "t10k-images-idx3-ubyte.gz"),
-        cd_test_path(lb, sizeof lb, cd_test_data_dir(), "t10k-labels-idx1-ubyte.gz"), NULL, NULL));
-    CD_ASSERT_OK(cd_dataset_split(ds, 0.2, 42));
-    return ds;
-}
-
 static cd_trainer *small_trainer(int blur)
 {
     cd_schedule *s = NULL;
@@ -44,7 +33,7 @@ static cd_trainer *small_trainer(int blur)
  * here with the same draws (t for the batch, then the noise). */
 START_TEST(matches_written_out)
 {
-    cd_dataset *ds = load_slice();
+    cd_dataset *ds = cd_test_load_slice(0.2);
     for (int blur = 0; blur < 2; blur++) {
         cd_trainer *tr = small_trainer(blur);
         if (blur) CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_T_PER_BATCH, 1));
@@ -108,7 +97,7 @@ END_TEST
 
 START_TEST(errors)
 {
-    cd_dataset *ds = load_slice();
+    cd_dataset *ds = cd_test_load_slice(0.2);
     cd_trainer *tr = small_trainer(0);
     cd_rng *r = NULL;
     CD_ASSERT_OK(cd_rng_create(&r, 1));

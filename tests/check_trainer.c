@@ -39,17 +39,6 @@ static cd_trainer *make_trainer(int blur, const int64_t *hidden, int32_t n_hidde
     return tr;
 }
 
-static cd_dataset *load_slice(void)
-{
-    char im[512], lb[512];
-    cd_dataset *ds = NULL;
-    CD_ASSERT_OK(cd_dataset_load_idx(
-        &ds, cd_test_path(im, sizeof im, cd_test_data_dir(), "t10k-images-idx3-ubyte.gz"),
-        cd_test_path(lb, sizeof lb, cd_test_data_dir(), "t10k-labels-idx1-ubyte.gz"), NULL, NULL));
-    CD_ASSERT_OK(cd_dataset_split(ds, 0.2, 42));
-    return ds;
-}
-
 static cd_tensor *batch_tensor(int64_t n)
 {
     cd_tensor *t = NULL;
@@ -62,7 +51,7 @@ static cd_tensor *batch_tensor(int64_t n)
  * build runs the same with a narrower CNN, for speed.) */
 START_TEST(short_run_loss_falls)
 {
-    cd_dataset *ds = load_slice();
+    cd_dataset *ds = cd_test_load_slice(0.2);
     const int64_t narrow[3] = {8, 8, 8};
     cd_trainer *tr = CD_TEST_SANITIZED ? make_trainer(0, narrow, 3) : make_trainer(0, NULL, 0);
     CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LR, 2e-3));
@@ -112,7 +101,7 @@ static void run_steps(cd_trainer *tr, cd_dataset *ds, cd_rng *rng, cd_tensor *ba
 START_TEST(resume_is_bit_identical)
 {
     const int64_t hidden[2] = {4, 6};
-    cd_dataset *ds = load_slice();
+    cd_dataset *ds = cd_test_load_slice(0.2);
     cd_tensor *batch = batch_tensor(8);
     char dir[256], path[512];
     cd_test_tmpdir(dir, sizeof dir);
@@ -160,7 +149,7 @@ END_TEST
 START_TEST(eval_leaves_weights_alone)
 {
     const int64_t hidden[2] = {4, 6};
-    cd_dataset *ds = load_slice();
+    cd_dataset *ds = cd_test_load_slice(0.2);
     cd_trainer *tr = make_trainer(1, hidden, 2);
     CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_VAL_BATCH, 64)); /* 200 = 3 x 64 + 8 */
     cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));

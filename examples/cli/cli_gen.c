@@ -9,6 +9,11 @@
 const char *const cli_sampler_names[] = {"auto", "ddpm", "ddim", "cold1", "cold2", "direct",
                                          NULL};
 
+cli_times cli_default_times(int64_t T)
+{
+    return (cli_times){3, {T / 10 > 0 ? T / 10 : 1, T / 2 > 0 ? T / 2 : 1, T}};
+}
+
 cd_status cli_make_sampler(cd_trainer *tr, const cli_sampling *o, cd_sampler **out)
 {
     const cd_degradation *deg = cd_trainer_degradation(tr);

@@ -18,6 +18,10 @@ typedef struct {
     bool clip;         /* DDIM: clip x0-hat to the data range [-0.5, 0.5] */
 } cli_sampling;
 
+/* The report's three snapshot times for a model of T steps: T/10, T/2, T
+ * (at least 1). */
+cli_times cli_default_times(int64_t T);
+
 /* A sampler for the trainer's decoder and degradation. */
 cd_status cli_make_sampler(cd_trainer *tr, const cli_sampling *o, cd_sampler **out);
 

@@ -6,6 +6,7 @@
 #include "cli_model.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 const char *const cli_decoder_names[] = {"cnn", "unet", NULL};
 const char *const cli_degradation_names[] = {"noise", "blur", "pixelate", "mask", "fade", NULL};
@@ -42,6 +43,18 @@ void cli_model_preset(cli_model *m, int index)
         m->decoder = DEC_UNET, m->schedule = SCH_COSINE_REPORT, m->beta_clip = 0.9;
         break;
     }
+}
+
+int cli_model_from_preset_flag(cli_model *m, int argc, char **argv)
+{
+    int preset = -1;
+    for (int i = 0; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--preset"))
+            for (int k = 0; cli_preset_names[k]; k++)
+                if (!strcmp(cli_preset_names[k], argv[i + 1])) preset = k;
+    if (preset >= 0) cli_model_preset(m, preset);
+    else cli_model_defaults(m);
+    return preset;
 }
 
 cd_status cli_model_schedule(const cli_model *m, cd_schedule **out)

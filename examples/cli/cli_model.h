@@ -34,6 +34,11 @@ void cli_model_defaults(cli_model *m);
 /* Overwrite m with preset `index` of cli_preset_names. */
 void cli_model_preset(cli_model *m, int index);
 
+/* The defaults, or the preset a "--preset NAME" in argv names, applied
+ * before the option parser runs so that explicit flags override it
+ * wherever they stand on the line. Returns the preset's index or -1. */
+int cli_model_from_preset_flag(cli_model *m, int argc, char **argv);
+
 /* Build the trainer (the decoder drawn from rng); fade takes its mean
  * image from ds's train split. Prints the error and returns CLI_FAIL. */
 int cli_model_build(const cli_model *m, cd_dataset *ds, cd_rng *rng, cd_trainer **out);

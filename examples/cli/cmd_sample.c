@@ -87,7 +87,7 @@ int cmd_restore(int argc, char **argv)
     cd_dataset *ds = NULL;
     if (cd_trainer_load(&tr, ckpt, NULL) != CD_OK) return cli_fail("loading the checkpoint");
     const int64_t T = cd_degradation_T(cd_trainer_degradation(tr));
-    if (times.n == 0) times = (cli_times){3, {T / 10 > 0 ? T / 10 : 1, T / 2 > 0 ? T / 2 : 1, T}};
+    if (times.n == 0) times = cli_default_times(T);
     for (int64_t i = 0; i < times.n; i++)
         if (times.v[i] > T) {
             cd_trainer_free(tr);

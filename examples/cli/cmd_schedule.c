@@ -34,13 +34,7 @@ static int curve(const cli_model *m, double **x, double **y)
 int cmd_schedule(int argc, char **argv)
 {
     cli_model m;
-    cli_model_defaults(&m);
-    int preset = -1;
-    for (int i = 0; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--preset"))
-            for (int k = 0; cli_preset_names[k]; k++)
-                if (!strcmp(cli_preset_names[k], argv[i + 1])) preset = k;
-    if (preset >= 0) cli_model_preset(&m, preset);
+    const int preset = cli_model_from_preset_flag(&m, argc, argv);
     const char *out = NULL;
     int dummy = 0;
     bool compare = false, log_y = false;

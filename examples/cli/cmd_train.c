@@ -112,8 +112,7 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
     snprintf(name, sizeof name, "restore_epoch%03lld.png", (long long)epoch);
     /* By default the report's three snapshots: early, halfway and T. */
     const int64_t T = cd_degradation_T(cd_trainer_degradation(tr));
-    cli_times times = {3, {T / 10 > 0 ? T / 10 : 1, T / 2 > 0 ? T / 2 : 1, T}};
-    if (r->o->times_given) times = r->o->restore_times;
+    cli_times times = r->o->times_given ? r->o->restore_times : cli_default_times(T);
     for (int64_t i = 0; i < times.n; i++)
         if (times.v[i] > T) times.v[i] = T;
     st = cli_restore_figure(tr, &smp, r->ds, CD_SPLIT_VAL, 8, &times,
@@ -284,15 +283,7 @@ done:
 int cmd_train(int argc, char **argv)
 {
     cli_model m;
-    cli_model_defaults(&m);
-    /* The preset applies first, so explicit flags override it wherever
-     * they stand on the line. */
-    int preset = -1;
-    for (int i = 0; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--preset"))
-            for (int k = 0; cli_preset_names[k]; k++)
-                if (!strcmp(cli_preset_names[k], argv[i + 1])) preset = k;
-    if (preset >= 0) cli_model_preset(&m, preset);
+    cli_model_from_preset_flag(&m, argc, argv);
     train_opts o = {.epochs = 5, .batch = 128, .lr = 2e-4, .val_fraction = 0.2, .seed = 42,
                     .n_samples = 64, .sample_epochs = {4, {5, 15, 30, 45}},
                     .restore_times = {0, {0}}};

@@ -66,6 +66,19 @@ static inline const char *cd_test_path(char *buf, size_t cap, const char *dir,
     return buf;
 }
 
+/* The 1,000-image MNIST slice in tests/data as the training pool (no test
+ * split), split with seed 42 into val_fraction validation (none when 0). */
+static inline cd_dataset *cd_test_load_slice(double val_fraction)
+{
+    char im[512], lb[512];
+    cd_dataset *ds = NULL;
+    CD_ASSERT_OK(cd_dataset_load_idx(
+        &ds, cd_test_path(im, sizeof im, cd_test_data_dir(), "t10k-images-idx3-ubyte.gz"),
+        cd_test_path(lb, sizeof lb, cd_test_data_dir(), "t10k-labels-idx1-ubyte.gz"), NULL, NULL));
+    if (val_fraction > 0) CD_ASSERT_OK(cd_dataset_split(ds, val_fraction, 42));
+    return ds;
+}
+
 /* A fresh private temporary folder for a test (removed by the OS later). */
 static inline const char *cd_test_tmpdir(char *buf, size_t cap)
 {
