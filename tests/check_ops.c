@@ -6,6 +6,7 @@
  */
 #include "test_util.h"
 
+#include <inttypes.h>
 #include <math.h>
 
 #include "gradcheck.h"
@@ -442,6 +443,46 @@ START_TEST(softmax_properties)
 }
 END_TEST
 
+/* ---- the AVX-512 and scalar paths ------------------------------------------ */
+
+static void assert_all_close(const float *a, const float *b, int64_t n, double rel,
+                             const char *what)
+{
+    for (int64_t i = 0; i < n; i++)
+        ck_assert_msg(fabs((double)a[i] - b[i]) <= rel * (fabs((double)b[i]) + 1e-3),
+                      "%s[%" PRId64 "]: vector %.9g, scalar %.9g", what, i, a[i], b[i]);
+}
+
+/* Softmax and layer norm run one of two paths depending on the CPU; both
+ * are checked here on lengths with vector tails (on a CPU without
+ * AVX-512 both runs take the scalar path and agree trivially). */
+START_TEST(vector_and_scalar_paths_agree)
+{
+    const int64_t rows = 7, cols = 49, n = rows * cols, D = 3 * 7 * 7 + 5;
+    float *x = randn(n, 31, 4.0f), *g = randn(n, 32, 1.0f), *w = randn(D, 33, 1.0f);
+    float *b = randn(D, 34, 1.0f), *lx = randn(2 * D, 35, 2.0f), *lg = randn(2 * D, 36, 1.0f);
+    float *out[2], *din[2], *lo[2], *ldx[2], *m[2], *r[2];
+    for (int k = 0; k < 2; k++) {
+        cd__ops_force_scalar(k == 1);
+        out[k] = buf(n), din[k] = buf(n), lo[k] = buf(2 * D), ldx[k] = buf(2 * D);
+        m[k] = buf(2), r[k] = buf(2);
+        cd__softmax_forward(out[k], x, rows, cols);
+        cd__softmax_backward(din[k], g, out[k], rows, cols);
+        cd__layernorm_forward(lo[k], m[k], r[k], lx, w, b, 2, D, 1e-5f);
+        cd__layernorm_backward(ldx[k], NULL, NULL, lg, lx, w, m[k], r[k], 2, D);
+        cd__layernorm_forward(lo[k] + D, m[k], r[k], lx, NULL, NULL, 1, D, 1e-5f);
+        cd__layernorm_backward(ldx[k] + D, NULL, NULL, lg, lx, NULL, m[k], r[k], 1, D);
+    }
+    cd__ops_force_scalar(false);
+    assert_all_close(out[0], out[1], n, 1e-6, "softmax");
+    assert_all_close(din[0], din[1], n, 1e-5, "softmax backward");
+    assert_all_close(lo[0], lo[1], 2 * D, 1e-6, "layer norm");
+    assert_all_close(ldx[0], ldx[1], 2 * D, 1e-5, "layer norm backward");
+    assert_all_close(m[0], m[1], 2, 1e-7, "layer norm mean");
+    assert_all_close(r[0], r[1], 2, 1e-7, "layer norm rstd");
+}
+END_TEST
+
 /* ---- layer norm ------------------------------------------------------------- */
 
 typedef struct {
@@ -825,6 +866,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, concat_gradients);
     tcase_add_test(tc, softmax_gradients);
     tcase_add_test(tc, softmax_properties);
+    tcase_add_test(tc, vector_and_scalar_paths_agree);
     tcase_add_test(tc, layernorm_gradients);
     tcase_add_test(tc, layernorm_normalises);
     tcase_add_test(tc, ln_gelu_gradients);

@@ -130,16 +130,19 @@ void cd__unet_block_forward(cd_decoder *d, const cd__unet_block *b, cd__unet_scr
         cd__add_channel_forward(b->h, b->h, cond, N, cin, HW);
     }
     cd__layernorm_forward(b->n, b->mean, b->rstd, b->h, NULL, NULL, N, cin * HW, LN_EPS);
-    cd__conv2d_forward(&b->c1, b->a, b->n, VAL(b->c1_w), VAL(b->c1_b), ws);
-    cd__gelu_forward(b->g, b->a, N * b->hid * HW);
-    cd__conv2d_forward(&b->c2, y, b->g, VAL(b->c2_w), VAL(b->c2_b), ws);
+    /* GELU and the residual add run per image straight after that image's
+     * convolution, while its output is still in cache. */
+    cd__image_args gelu = {b->g, b->a, b->hid * HW};
+    cd__conv2d_forward_epi(&b->c1, b->a, b->n, VAL(b->c1_w), VAL(b->c1_b), ws,
+                           cd__gelu_image_task, &gelu);
+    cd__image_args res = {y, x, cout * HW};
     if (b->res_w >= 0) {
         float *r = s->buf[CD__US_IN];
         cd__conv2d_forward(&b->res, r, x, VAL(b->res_w), VAL(b->res_b), ws);
-        cd__unet_add(y, r, N * cout * HW);
-    } else {
-        cd__unet_add(y, x, N * cout * HW);
+        res.in = r;
     }
+    cd__conv2d_forward_epi(&b->c2, y, b->g, VAL(b->c2_w), VAL(b->c2_b), ws, cd__add_image_task,
+                           &res);
 }
 
 void cd__unet_block_backward(cd_decoder *d, const cd__unet_block *b, cd__unet_scratch *s,
@@ -213,29 +216,6 @@ void cd__unet_attn_plan(cd__unet_attn *t, cd__arena *a, cd__unet_scratch *s, int
 /* PyTorch multiplies q by the Python float dh ** -0.5, cast to float. */
 static float attn_scale(int64_t dh) { return (float)pow((double)dh, -0.5); }
 
-/* In place, as PyTorch's CPU kernel: exp(x - max), times 1 / sum. */
-static void softmax_row(float *x, int64_t n)
-{
-    float mx = x[0];
-    for (int64_t j = 1; j < n; j++) mx = x[j] > mx ? x[j] : mx;
-    double s = 0.0;
-    for (int64_t j = 0; j < n; j++) {
-        x[j] = expf(x[j] - mx);
-        s += x[j];
-    }
-    const float inv = (float)(1.0 / s);
-    for (int64_t j = 0; j < n; j++) x[j] *= inv;
-}
-
-/* In place: g <- y (g - <g, y>), the softmax backward for output y. */
-static void softmax_row_backward(float *g, const float *y, int64_t n)
-{
-    double dot = 0.0;
-    for (int64_t j = 0; j < n; j++) dot += (double)g[j] * y[j];
-    const float dd = (float)dot;
-    for (int64_t j = 0; j < n; j++) g[j] = y[j] * (g[j] - dd);
-}
-
 typedef struct {
     const cd__unet_attn *t;
     const float *dO;
@@ -250,7 +230,7 @@ static void attn_fwd_task(void *ctx, int64_t b)
     float *q = t->qkv_buf + b * 3 * hid * HW, *k = q + hid * HW, *v = k + hid * HW;
     const float scale = attn_scale(dh);
     for (int64_t i = 0; i < hid * HW; i++) q[i] *= scale;
-    for (int64_t r = 0; r < hid; r++) softmax_row(k + r * HW, HW);
+    for (int64_t r = 0; r < hid; r++) cd__softmax_row(k + r * HW, k + r * HW, HW);
     for (int64_t h = 0; h < t->heads; h++) {
         float *c = t->ctx + (b * t->heads + h) * dh * dh;
         float *o = t->o + b * hid * HW + h * blk;
@@ -287,7 +267,8 @@ static void attn_bwd_task(void *ctx, int64_t b)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, idh, ihw, idh, 1.0f,
                     dc, idh, k + h * blk, ihw, 0.0f, dv + h * blk, ihw);
     }
-    for (int64_t r = 0; r < hid; r++) softmax_row_backward(dk + r * HW, k + r * HW, HW);
+    for (int64_t r = 0; r < hid; r++)
+        cd__softmax_row_backward(dk + r * HW, dk + r * HW, k + r * HW, HW, false);
 }
 
 void cd__unet_attn_forward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s,
@@ -299,8 +280,9 @@ void cd__unet_attn_forward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scrat
     cd__conv2d_forward(&t->qkv, t->qkv_buf, t->n, VAL(t->qkv_w), NULL, ws);
     attn_ctx c = {.t = t};
     cd__parallel_for(N, attn_fwd_task, &c);
-    cd__conv2d_forward(&t->out, y, t->o, VAL(t->out_w), VAL(t->out_b), ws);
-    cd__unet_add(y, x, N * t->C * HW);
+    cd__image_args res = {y, x, t->C * HW};
+    cd__conv2d_forward_epi(&t->out, y, t->o, VAL(t->out_w), VAL(t->out_b), ws,
+                           cd__add_image_task, &res);
 }
 
 void cd__unet_attn_backward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s,

@@ -1,5 +1,5 @@
 /*
- * act.c - GELU, per-channel broadcast add, channel concat and softmax.
+ * act.c - GELU, per-channel broadcast add and channel concat.
  * Work is split into fixed element ranges, so every element is computed by
  * the same code whatever thread runs it: results do not depend on the
  * thread count.
@@ -26,11 +26,16 @@ typedef struct {
     int64_t n;
 } gelu_ctx;
 
+static bool g_force_scalar;
+
+void cd__ops_force_scalar(bool on) { g_force_scalar = on; }
+
 /* Asked once per task of thousands of elements, so no caching (and no
- * shared state between threads). */
+ * shared state between threads beyond the tests' switch). */
 bool cd__ops_avx512(void)
 {
 #ifdef CD__VMATH_X86
+    if (g_force_scalar) return false;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f");
 #else
@@ -89,6 +94,27 @@ void cd__gelu_forward(float *out, const float *in, int64_t n)
 {
     gelu_ctx c = {out, in, NULL, n};
     cd__parallel_for(n_chunks(n, CHUNK), gelu_fwd_task, &c);
+}
+
+void cd__gelu_image_task(void *args, int64_t n)
+{
+    const cd__image_args *a = args;
+    const int64_t off = n * a->per_image;
+#ifdef CD__VMATH_X86
+    if (cd__ops_avx512()) {
+        gelu_fwd_avx512(a->out + off, a->in + off, a->per_image);
+        return;
+    }
+#endif
+    for (int64_t i = off; i < off + a->per_image; i++) a->out[i] = cd__gelu(a->in[i]);
+}
+
+void cd__add_image_task(void *args, int64_t n)
+{
+    const cd__image_args *a = args;
+    float *y = a->out + n * a->per_image;
+    const float *x = a->in + n * a->per_image;
+    for (int64_t i = 0; i < a->per_image; i++) y[i] += x[i];
 }
 
 void cd__gelu_backward(float *din, const float *dout, const float *in, int64_t n)
@@ -178,61 +204,4 @@ void cd__concat_backward(float *da, float *db, const float *dout, int64_t N,
         if (da) add_into(da + n * sa, dout + n * (sa + sb), sa);
         if (db) add_into(db + n * sb, dout + n * (sa + sb) + sa, sb);
     }
-}
-
-/* ---- softmax over the last axis ------------------------------------------ */
-
-typedef struct {
-    float *out;
-    const float *in, *dout, *y;
-    int64_t rows, cols, per_task;
-} softmax_ctx;
-
-static void softmax_row(float *o, const float *x, int64_t cols)
-{
-    float mx = x[0];
-    for (int64_t j = 1; j < cols; j++) mx = x[j] > mx ? x[j] : mx;
-    double s = 0.0;
-    for (int64_t j = 0; j < cols; j++) {
-        o[j] = expf(x[j] - mx); /* <= 1: no overflow whatever the inputs */
-        s += o[j];
-    }
-    float inv = (float)(1.0 / s);
-    for (int64_t j = 0; j < cols; j++) o[j] *= inv;
-}
-
-static void softmax_fwd_task(void *ctx, int64_t t)
-{
-    const softmax_ctx *c = ctx;
-    int64_t end = (t + 1) * c->per_task < c->rows ? (t + 1) * c->per_task : c->rows;
-    for (int64_t r = t * c->per_task; r < end; r++)
-        softmax_row(c->out + r * c->cols, c->in + r * c->cols, c->cols);
-}
-
-static void softmax_bwd_task(void *ctx, int64_t t)
-{
-    const softmax_ctx *c = ctx;
-    int64_t end = (t + 1) * c->per_task < c->rows ? (t + 1) * c->per_task : c->rows;
-    for (int64_t r = t * c->per_task; r < end; r++) {
-        const float *g = c->dout + r * c->cols, *y = c->y + r * c->cols;
-        float *dx = c->out + r * c->cols;
-        double dot = 0.0;
-        for (int64_t j = 0; j < c->cols; j++) dot += (double)g[j] * y[j];
-        float d = (float)dot;
-        for (int64_t j = 0; j < c->cols; j++) dx[j] += y[j] * (g[j] - d);
-    }
-}
-
-void cd__softmax_forward(float *out, const float *in, int64_t rows, int64_t cols)
-{
-    softmax_ctx c = {out, in, NULL, NULL, rows, cols, rows_per_task(cols)};
-    cd__parallel_for(n_chunks(rows, c.per_task), softmax_fwd_task, &c);
-}
-
-void cd__softmax_backward(float *din, const float *dout, const float *out,
-                          int64_t rows, int64_t cols)
-{
-    if (!din) return;
-    softmax_ctx c = {din, NULL, dout, out, rows, cols, rows_per_task(cols)};
-    cd__parallel_for(n_chunks(rows, c.per_task), softmax_bwd_task, &c);
 }

@@ -837,102 +837,60 @@ static size_t dense_workspace(const cd__conv2d *c)
     return (size_t)(p.wpk + p.dws + p.T * (2 * p.fin + 2 * p.dwide + p.fdout + p.dxs));
 }
 
-/* The frame-tap weight W'[co][cs][kys][kxs] of group-local frame channel
- * cs; zero past the real kernel. */
-static float frame_weight(const float *w, const cd__conv2d *c, const dense_plan *p,
-                          int64_t co, int64_t cs, int64_t kys, int64_t kxs)
+/* Weight packing: every layout is [g][ceil(M/blk)][K][blk], zero rows past
+ * M, so a micro-kernel reads the blk weights of one tap from one cache
+ * line. Forward: M = Cog output rows over the K = Ks frame taps
+ * W'[co][cs][kys][kxs]. Input gradient ("flipped"): M = Cs frame channels
+ * over the taps (co, ky, kx), reading W'[co][cs][khs-1-ky][kws-1-kx]. One
+ * task per (group, block); it runs on every call, so it avoids divisions
+ * in the inner loop. */
+typedef struct {
+    float *dst;
+    const float *w;
+    const cd__conv2d *c;
+    const dense_plan *p;
+    int64_t blk, nblk;
+    bool flipped;
+} pack_job;
+
+/* The weight read by frame channel cs at frame tap (kys, kxs) of output
+ * co (group-local), or 0 past the real kernel. */
+static float frame_weight(const pack_job *j, int64_t co, int64_t cs, int64_t kys, int64_t kxs)
 {
-    const int64_t s = p->s, ci = cs / (s * s), a = (cs / s) % s, b = cs % s;
-    const int64_t ky = kys * s + a, kx = kxs * s + b;
+    const cd__conv2d *c = j->c;
+    const int64_t s = j->p->s;
+    const int64_t ci = s == 1 ? cs : cs / (s * s), a = s == 1 ? 0 : (cs / s) % s;
+    const int64_t ky = kys * s + a, kx = kxs * s + (s == 1 ? 0 : cs % s);
     if (ky >= c->kh || kx >= c->kw) return 0.0f;
-    return w[((co * p->Cig + ci) * c->kh + ky) * c->kw + kx];
+    return j->w[((co * j->p->Cig + ci) * c->kh + ky) * c->kw + kx];
 }
 
-/* Forward weights [g][ceil(Cog/MRB)][Ks][MRB], zero rows past Cog, so a
- * micro-kernel reads the MRB weights of one tap from one cache line. */
-static void pack_forward(float *wpk, const float *w, const cd__conv2d *c, const dense_plan *p)
+static void pack_task(void *ctx, int64_t gb)
 {
-    const int64_t nblk = ceil_div(p->Cog, MRB);
-    for (int64_t g = 0; g < p->G; g++)
-        for (int64_t b = 0; b < nblk; b++)
-            for (int64_t cs = 0; cs < p->Cs; cs++)
-                for (int64_t ky = 0; ky < p->khs; ky++)
-                    for (int64_t kx = 0; kx < p->kws; kx++) {
-                        const int64_t k = (cs * p->khs + ky) * p->kws + kx;
-                        float *dst = wpk + ((g * nblk + b) * p->Ks + k) * MRB;
-                        for (int i = 0; i < MRB; i++) {
-                            const int64_t co = b * MRB + i;
-                            dst[i] = co < p->Cog
-                                         ? frame_weight(w, c, p, g * p->Cog + co, cs, ky, kx)
-                                         : 0.0f;
-                        }
-                    }
+    const pack_job *j = ctx;
+    const dense_plan *p = j->p;
+    const int64_t g = gb / j->nblk, b = gb % j->nblk, blk = j->blk;
+    const int64_t M = j->flipped ? p->Cs : p->Cog, taps = p->khs * p->kws;
+    const int64_t K = (j->flipped ? p->Cog : p->Cs) * taps;
+    float *dst = j->dst + gb * K * blk;
+    for (int64_t k = 0; k < K; k++, dst += blk) {
+        const int64_t outer = k / taps, ky = k % taps / p->kws, kx = k % p->kws;
+        for (int64_t i = 0; i < blk; i++) {
+            const int64_t m = b * blk + i;
+            if (m >= M) dst[i] = 0.0f;
+            else if (j->flipped)
+                dst[i] = frame_weight(j, g * p->Cog + outer, m, p->khs - 1 - ky, p->kws - 1 - kx);
+            else
+                dst[i] = frame_weight(j, g * p->Cog + m, outer, ky, kx);
+        }
+    }
 }
 
-/* Input-gradient weights: rows are frame channels cs, taps (co, ky, kx)
- * read the flipped W'[co][cs][khs-1-ky][kws-1-kx]. */
-static void pack_flipped(float *wpk, const float *w, const cd__conv2d *c, const dense_plan *p)
+static void pack_weights(float *dst, const float *w, const cd__conv2d *c, const dense_plan *p,
+                         int64_t blk, bool flipped)
 {
-    const int64_t nblk = ceil_div(p->Cs, MRB), K = p->Cog * p->khs * p->kws;
-    for (int64_t g = 0; g < p->G; g++)
-        for (int64_t b = 0; b < nblk; b++)
-            for (int64_t co = 0; co < p->Cog; co++)
-                for (int64_t ky = 0; ky < p->khs; ky++)
-                    for (int64_t kx = 0; kx < p->kws; kx++) {
-                        const int64_t k = (co * p->khs + ky) * p->kws + kx;
-                        float *dst = wpk + ((g * nblk + b) * K + k) * MRB;
-                        for (int i = 0; i < MRB; i++) {
-                            const int64_t cs = b * MRB + i;
-                            dst[i] = cs < p->Cs
-                                         ? frame_weight(w, c, p, g * p->Cog + co, cs,
-                                                        p->khs - 1 - ky, p->kws - 1 - kx)
-                                         : 0.0f;
-                        }
-                    }
-}
-
-/* Channel-vectorised weights: [g][ceil(M/cvb)][K][cvb], zero past M; the
- * forward packing has M = Cog over the Ks frame taps. */
-static void pack_cv_forward(float *wcv, const float *w, const cd__conv2d *c, const dense_plan *p,
-                            int64_t cvb)
-{
-    const int64_t ncb = ceil_div(p->Cog, cvb);
-    for (int64_t g = 0; g < p->G; g++)
-        for (int64_t b = 0; b < ncb; b++)
-            for (int64_t cs = 0; cs < p->Cs; cs++)
-                for (int64_t ky = 0; ky < p->khs; ky++)
-                    for (int64_t kx = 0; kx < p->kws; kx++) {
-                        const int64_t k = (cs * p->khs + ky) * p->kws + kx;
-                        float *dst = wcv + ((g * ncb + b) * p->Ks + k) * cvb;
-                        for (int64_t i = 0; i < cvb; i++) {
-                            const int64_t co = b * cvb + i;
-                            dst[i] = co < p->Cog
-                                         ? frame_weight(w, c, p, g * p->Cog + co, cs, ky, kx)
-                                         : 0.0f;
-                        }
-                    }
-}
-
-/* ... and the input-gradient packing: M = Cs, taps (co, ky, kx) flipped. */
-static void pack_cv_flipped(float *wcv, const float *w, const cd__conv2d *c, const dense_plan *p,
-                            int64_t cvb)
-{
-    const int64_t ncb = ceil_div(p->Cs, cvb), K = p->Cog * p->khs * p->kws;
-    for (int64_t g = 0; g < p->G; g++)
-        for (int64_t b = 0; b < ncb; b++)
-            for (int64_t co = 0; co < p->Cog; co++)
-                for (int64_t ky = 0; ky < p->khs; ky++)
-                    for (int64_t kx = 0; kx < p->kws; kx++) {
-                        const int64_t k = (co * p->khs + ky) * p->kws + kx;
-                        float *dst = wcv + ((g * ncb + b) * K + k) * cvb;
-                        for (int64_t i = 0; i < cvb; i++) {
-                            const int64_t cs = b * cvb + i;
-                            dst[i] = cs < p->Cs
-                                         ? frame_weight(w, c, p, g * p->Cog + co, cs,
-                                                        p->khs - 1 - ky, p->kws - 1 - kx)
-                                         : 0.0f;
-                        }
-                    }
+    pack_job j = {dst, w, c, p, blk, ceil_div(flipped ? p->Cs : p->Cog, blk), flipped};
+    cd__parallel_for(p->G * j.nblk, pack_task, &j);
 }
 
 /* Frames of input channel ci of one image (for s > 1, its s^2
@@ -1348,8 +1306,7 @@ static void dense_forward(const cd__conv2d *c, float *out, const float *in,
                    .wpk = wpk, .G = p.G, .M = p.Cog, .Ho = c->H_out, .Wo = c->W_out,
                    .dst_is = out_img, .bias = c->bias ? bias : NULL, .accumulate = false};
     dense_job_finish(&j);
-    if (j.cv) pack_cv_forward(wpk, weight, c, &p, j.cvb);
-    else pack_forward(wpk, weight, c, &p);
+    pack_weights(wpk, weight, c, &p, j.cv ? j.cvb : MRB, false);
     for (int64_t n0 = 0; n0 < c->N; n0 += p.T) {
         const int64_t T = min64(p.T, c->N - n0);
         const float *src = in + n0 * in_img;
@@ -1429,8 +1386,7 @@ static void dense_backward(const cd__conv2d *c, float *din, bool din_set, float 
     if (p.din_direct) dj.Ho = c->H, dj.Wo = c->W, dj.dst_is = in_img;
     else dj.Ho = p.Hd, dj.Wo = p.Wd, dj.dst_is = p.dxs, dj.dst = dxf;
     dense_job_finish(&dj);
-    if (din && dj.cv) pack_cv_flipped(wpkt, weight, c, &p, dj.cvb);
-    else if (din) pack_flipped(wpkt, weight, c, &p);
+    if (din) pack_weights(wpkt, weight, c, &p, dj.cv ? dj.cvb : MRB, true);
     dense_image_job ij = {c, &p, &dj, p.dout_direct ? NULL : fdout, NULL, out_img, true, NULL,
                           NULL};
     dense_dw_job wj[2];

@@ -26,43 +26,25 @@ typedef struct {
 } lg_ctx;
 
 #ifdef CD__VMATH_X86
-/* Add the 16 floats of v, in double, to s0 (low 8) and s1 (high 8). */
-CD__AVX512 static inline void vsum_d(__m512d *s0, __m512d *s1, __m512 v)
-{
-    *s0 = _mm512_add_pd(*s0, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-    *s1 = _mm512_add_pd(*s1, _mm512_cvtps_pd(
-                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
-}
-
-CD__AVX512 static inline __m512d lo_pd(__m512 v)
-{
-    return _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-}
-
-CD__AVX512 static inline __m512d hi_pd(__m512 v)
-{
-    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-}
-
 CD__AVX512 static void lg_fwd_avx512(const lg_ctx *c, int64_t n)
 {
     const int64_t D = c->C * c->HW;
     const float *x = c->x + n * D;
     __m512d s0 = _mm512_setzero_pd(), s1 = s0;
     for (int64_t i = 0; i < D; i += 16)
-        vsum_d(&s0, &s1, _mm512_maskz_loadu_ps(cd__v_mask(D - i), x + i));
-    const double mu = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) / (double)D;
+        cd__v_sum_pd(&s0, &s1, _mm512_maskz_loadu_ps(cd__v_mask(D - i), x + i));
+    const double mu = cd__v_total_pd(s0, s1) / (double)D;
     const __m512d vmu = _mm512_set1_pd(mu);
     s0 = s1 = _mm512_setzero_pd();
     for (int64_t i = 0; i < D; i += 16) {
         const __mmask16 m = cd__v_mask(D - i);
         const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        const __m512d d0 = _mm512_maskz_sub_pd((__mmask8)m, lo_pd(v), vmu);
-        const __m512d d1 = _mm512_maskz_sub_pd((__mmask8)(m >> 8), hi_pd(v), vmu);
+        const __m512d d0 = _mm512_maskz_sub_pd((__mmask8)m, cd__v_lo_pd(v), vmu);
+        const __m512d d1 = _mm512_maskz_sub_pd((__mmask8)(m >> 8), cd__v_hi_pd(v), vmu);
         s0 = _mm512_fmadd_pd(d0, d0, s0);
         s1 = _mm512_fmadd_pd(d1, d1, s1);
     }
-    const double ss = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    const double ss = cd__v_total_pd(s0, s1);
     const float mf = (float)mu, rf = (float)(1.0 / sqrt(ss / (double)D + (double)c->eps));
     c->mean_out[n] = mf;
     c->rstd_out[n] = rf;
@@ -94,21 +76,21 @@ CD__AVX512 static void lg_bwd_avx512(const lg_ctx *c, int64_t n)
         for (int64_t j = ch * c->HW; j < (ch + 1) * c->HW; j += 16) {
             const __mmask16 m = cd__v_mask((ch + 1) * c->HW - j);
             const __m512 g = _mm512_maskz_loadu_ps(m, go + j);
-            if (c->dv) vsum_d(&a0, &a1, g);
+            if (c->dv) cd__v_sum_pd(&a0, &a1, g);
             const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vm), vr);
             const __m512 wv = _mm512_maskz_loadu_ps(m, c->weight + j);
             const __m512 yv = _mm512_fmadd_ps(xh, wv, _mm512_maskz_loadu_ps(m, c->bias + j));
             const __m512 dn = _mm512_mul_ps(g, cd__v_gelu_grad(yv));
             _mm512_mask_storeu_ps(go + j, m, dn);
             const __m512 gw = _mm512_mul_ps(dn, wv);
-            vsum_d(&sg0, &sg1, gw);
-            sx0 = _mm512_fmadd_pd(lo_pd(gw), lo_pd(xh), sx0);
-            sx1 = _mm512_fmadd_pd(hi_pd(gw), hi_pd(xh), sx1);
+            cd__v_sum_pd(&sg0, &sg1, gw);
+            sx0 = _mm512_fmadd_pd(cd__v_lo_pd(gw), cd__v_lo_pd(xh), sx0);
+            sx1 = _mm512_fmadd_pd(cd__v_hi_pd(gw), cd__v_hi_pd(xh), sx1);
         }
-        if (c->dv) c->dv[n * c->C + ch] += (float)_mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+        if (c->dv) c->dv[n * c->C + ch] += (float)cd__v_total_pd(a0, a1);
     }
-    const double sg = _mm512_reduce_add_pd(_mm512_add_pd(sg0, sg1));
-    const double sgx = _mm512_reduce_add_pd(_mm512_add_pd(sx0, sx1));
+    const double sg = cd__v_total_pd(sg0, sg1);
+    const double sgx = cd__v_total_pd(sx0, sx1);
     const __m512 mg = _mm512_set1_ps((float)(sg / (double)D));
     const __m512 mgx = _mm512_set1_ps((float)(sgx / (double)D));
     for (int64_t i = 0; i < D; i += 16) {
@@ -136,11 +118,11 @@ CD__AVX512 static void lg_param_avx512(const lg_ctx *c, int64_t i0, int64_t len)
             const __mmask16 m = cd__v_mask(len - i);
             const __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
             const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm), vr);
-            _mm512_store_pd(aw + i, _mm512_fmadd_pd(lo_pd(gv), lo_pd(xh), _mm512_load_pd(aw + i)));
+            _mm512_store_pd(aw + i, _mm512_fmadd_pd(cd__v_lo_pd(gv), cd__v_lo_pd(xh), _mm512_load_pd(aw + i)));
             _mm512_store_pd(aw + i + 8,
-                            _mm512_fmadd_pd(hi_pd(gv), hi_pd(xh), _mm512_load_pd(aw + i + 8)));
-            _mm512_store_pd(ab + i, _mm512_add_pd(lo_pd(gv), _mm512_load_pd(ab + i)));
-            _mm512_store_pd(ab + i + 8, _mm512_add_pd(hi_pd(gv), _mm512_load_pd(ab + i + 8)));
+                            _mm512_fmadd_pd(cd__v_hi_pd(gv), cd__v_hi_pd(xh), _mm512_load_pd(aw + i + 8)));
+            _mm512_store_pd(ab + i, _mm512_add_pd(cd__v_lo_pd(gv), _mm512_load_pd(ab + i)));
+            _mm512_store_pd(ab + i + 8, _mm512_add_pd(cd__v_hi_pd(gv), _mm512_load_pd(ab + i + 8)));
         }
     }
     for (int64_t i = 0; i < len; i++) {

@@ -8,6 +8,7 @@
  * summed over n in order, so results do not depend on the thread count.
  */
 #include "ops.h"
+#include "vmath.h"
 
 #include <math.h>
 
@@ -22,19 +23,106 @@ typedef struct {
     float eps;
 } ln_ctx;
 
+#ifdef CD__VMATH_X86
+/* Returns the mean; *ss gets the centred sum of squares. */
+CD__AVX512 static double ln_stats_avx512(const float *x, int64_t D, double *ss)
+{
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+    for (int64_t i = 0; i < D; i += 16)
+        cd__v_sum_pd(&s0, &s1, _mm512_maskz_loadu_ps(cd__v_mask(D - i), x + i));
+    const double mu = cd__v_total_pd(s0, s1) / (double)D;
+    const __m512d vmu = _mm512_set1_pd(mu);
+    s0 = s1 = _mm512_setzero_pd();
+    for (int64_t i = 0; i < D; i += 16) {
+        const __mmask16 m = cd__v_mask(D - i);
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        const __m512d d0 = _mm512_maskz_sub_pd((__mmask8)m, cd__v_lo_pd(v), vmu);
+        const __m512d d1 = _mm512_maskz_sub_pd((__mmask8)(m >> 8), cd__v_hi_pd(v), vmu);
+        s0 = _mm512_fmadd_pd(d0, d0, s0);
+        s1 = _mm512_fmadd_pd(d1, d1, s1);
+    }
+    *ss = cd__v_total_pd(s0, s1);
+    return mu;
+}
+
+/* o = (x - m) r, times weight plus bias when weight is not NULL: the
+ * scalar loop's operations in its order. */
+CD__AVX512 static void ln_out_avx512(float *o, const float *x, const float *weight,
+                                     const float *bias, int64_t D, float mf, float rf)
+{
+    const __m512 vm = CD__V1(mf), vr = CD__V1(rf);
+    for (int64_t i = 0; i < D; i += 16) {
+        const __mmask16 m = cd__v_mask(D - i);
+        __m512 y = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm), vr);
+        if (weight)
+            y = _mm512_add_ps(_mm512_mul_ps(y, _mm512_maskz_loadu_ps(m, weight + i)),
+                              _mm512_maskz_loadu_ps(m, bias + i));
+        _mm512_mask_storeu_ps(o + i, m, y);
+    }
+}
+
+/* The two passes of ln_dx_task. */
+CD__AVX512 static void ln_dx_avx512(float *dx, const float *go, const float *x,
+                                    const float *weight, int64_t D, float mf, float rf)
+{
+    const __m512 vm = CD__V1(mf), vr = CD__V1(rf);
+    __m512d sg0 = _mm512_setzero_pd(), sg1 = sg0, sx0 = sg0, sx1 = sg0;
+    for (int64_t i = 0; i < D; i += 16) {
+        const __mmask16 m = cd__v_mask(D - i);
+        __m512 g = _mm512_maskz_loadu_ps(m, go + i);
+        if (weight) g = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, weight + i));
+        const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm), vr);
+        cd__v_sum_pd(&sg0, &sg1, g);
+        sx0 = _mm512_fmadd_pd(cd__v_lo_pd(g), cd__v_lo_pd(xh), sx0);
+        sx1 = _mm512_fmadd_pd(cd__v_hi_pd(g), cd__v_hi_pd(xh), sx1);
+    }
+    const __m512 mg = CD__V1((float)(cd__v_total_pd(sg0, sg1) / (double)D));
+    const __m512 mgx = CD__V1((float)(cd__v_total_pd(sx0, sx1) / (double)D));
+    for (int64_t i = 0; i < D; i += 16) {
+        const __mmask16 m = cd__v_mask(D - i);
+        __m512 g = _mm512_maskz_loadu_ps(m, go + i);
+        if (weight) g = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, weight + i));
+        const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm), vr);
+        const __m512 d = _mm512_sub_ps(_mm512_sub_ps(g, mg), _mm512_mul_ps(xh, mgx));
+        _mm512_mask_storeu_ps(dx + i, m,
+                              _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), _mm512_mul_ps(vr, d)));
+    }
+}
+#endif
+
+/* Mean and 1 / sqrt(var + eps) of x[0..D), two passes in double. */
+static void ln_stats(const float *x, int64_t D, float eps, float *mean, float *rstd)
+{
+    double s = 0.0, ss = 0.0, mu;
+#ifdef CD__VMATH_X86
+    if (cd__ops_avx512()) {
+        mu = ln_stats_avx512(x, D, &ss);
+    } else
+#endif
+    {
+        for (int64_t i = 0; i < D; i++) s += x[i];
+        mu = s / (double)D;
+        for (int64_t i = 0; i < D; i++) ss += (x[i] - mu) * (x[i] - mu);
+    }
+    *mean = (float)mu;
+    *rstd = (float)(1.0 / sqrt(ss / (double)D + (double)eps));
+}
+
 static void ln_fwd_task(void *ctx, int64_t n)
 {
     const ln_ctx *c = ctx;
     const float *x = c->x + n * c->D;
     float *o = c->out + n * c->D;
-    double s = 0.0, ss = 0.0;
-    for (int64_t i = 0; i < c->D; i++) s += x[i];
-    const double mu = s / (double)c->D;
-    for (int64_t i = 0; i < c->D; i++) ss += (x[i] - mu) * (x[i] - mu);
-    const float m = (float)mu;
-    const float r = (float)(1.0 / sqrt(ss / (double)c->D + (double)c->eps));
+    float m, r;
+    ln_stats(x, c->D, c->eps, &m, &r);
     c->mean_out[n] = m;
     c->rstd_out[n] = r;
+#ifdef CD__VMATH_X86
+    if (cd__ops_avx512()) {
+        ln_out_avx512(o, x, c->weight, c->bias, c->D, m, r);
+        return;
+    }
+#endif
     if (c->weight) {
         for (int64_t i = 0; i < c->D; i++)
             o[i] = (x[i] - m) * r * c->weight[i] + c->bias[i];
@@ -59,6 +147,12 @@ static void ln_dx_task(void *ctx, int64_t n)
     const float *x = c->x + n * c->D, *go = c->dout + n * c->D;
     float *dx = c->dx + n * c->D;
     const float m = c->mean[n], r = c->rstd[n];
+#ifdef CD__VMATH_X86
+    if (cd__ops_avx512()) {
+        ln_dx_avx512(dx, go, x, c->weight, c->D, m, r);
+        return;
+    }
+#endif
     double sg = 0.0, sgx = 0.0;
     for (int64_t i = 0; i < c->D; i++) {
         float g = c->weight ? go[i] * c->weight[i] : go[i];

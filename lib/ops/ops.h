@@ -112,6 +112,16 @@ void cd__bmm(float *C, const float *A, const float *B, int64_t batch,
 void cd__gelu_forward(float *out, const float *in, int64_t n);
 void cd__gelu_backward(float *din, const float *dout, const float *in, int64_t n);
 
+/* Per-image epilogues for cd__conv2d_forward_epi, on image n of a batch
+ * with per_image floats per image: out = GELU(in), or out += in. */
+typedef struct cd__image_args {
+    float *out;
+    const float *in;
+    int64_t per_image;
+} cd__image_args;
+void cd__gelu_image_task(void *args, int64_t n);
+void cd__add_image_task(void *args, int64_t n);
+
 /* out[n,c,:] = x[n,c,:] + v[n,c] over HW pixels (out may equal x). */
 void cd__add_channel_forward(float *out, const float *x, const float *v,
                              int64_t N, int64_t C, int64_t HW);
@@ -125,10 +135,18 @@ void cd__concat_forward(float *out, const float *a, const float *b, int64_t N,
 void cd__concat_backward(float *da, float *db, const float *dout, int64_t N,
                          int64_t Ca, int64_t Cb, int64_t HW);
 
+/* ---- softmax.c: softmax over the last axis ------------------------------ */
+
 /* Softmax over the last axis of rows x cols. */
 void cd__softmax_forward(float *out, const float *in, int64_t rows, int64_t cols);
 void cd__softmax_backward(float *din, const float *dout, const float *out,
                           int64_t rows, int64_t cols);
+/* One row of n > 0, on the calling thread, for callers already inside a
+ * task. out may equal in. The backward ADDS into din if add, else
+ * overwrites it (then din may equal dout). */
+void cd__softmax_row(float *out, const float *in, int64_t n);
+void cd__softmax_row_backward(float *din, const float *dout, const float *y, int64_t n,
+                              bool add);
 
 /* ---- norm.c: layer norm over the trailing D = C*H*W elements ----------- */
 

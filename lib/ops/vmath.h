@@ -25,8 +25,10 @@
 #define CD__GELU_ALPHA ((float)0.70710678118654752440)
 #define CD__GELU_BETA ((float)0.39894228040143267794)
 
-/* True when the AVX-512 paths may run (CPU check, done once). */
+/* True when the AVX-512 paths may run (a CPU check). */
 bool cd__ops_avx512(void);
+/* Tests only: make cd__ops_avx512() answer false, so the scalar paths run. */
+void cd__ops_force_scalar(bool on);
 
 /* exp(x) for x <= 0; arguments below -87.3 give exp(-87.3) (~1e-38). */
 static inline float cd__expf_neg(float x)
@@ -151,6 +153,31 @@ CD__AVX512 static inline __m512 cd__v_gelu_grad(__m512 x)
     const __m512 ex = cd__v_exp_neg(_mm512_mul_ps(_mm512_mul_ps(x, x), CD__V1(-0.5f)));
     const __m512 pdf = _mm512_mul_ps(CD__V1(CD__GELU_BETA), ex);
     return _mm512_add_ps(cdf, _mm512_mul_ps(x, pdf));
+}
+
+/* The low and high 8 floats of v, widened to double. */
+CD__AVX512 static inline __m512d cd__v_lo_pd(__m512 v)
+{
+    return _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+}
+
+CD__AVX512 static inline __m512d cd__v_hi_pd(__m512 v)
+{
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+/* Add the 16 floats of v, in double, to s0 (low 8) and s1 (high 8): sums
+ * of whole activations in float would drift past PyTorch's tolerance. */
+CD__AVX512 static inline void cd__v_sum_pd(__m512d *s0, __m512d *s1, __m512 v)
+{
+    *s0 = _mm512_add_pd(*s0, cd__v_lo_pd(v));
+    *s1 = _mm512_add_pd(*s1, cd__v_hi_pd(v));
+}
+
+/* s0 + s1 reduced in a fixed order. */
+CD__AVX512 static inline double cd__v_total_pd(__m512d s0, __m512d s1)
+{
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
 }
 
 /* Mask of the first n (< 16 allowed) of 16 lanes. */
