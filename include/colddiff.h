@@ -1113,6 +1113,15 @@ CD_API cd_degradation *cd_trainer_degradation(cd_trainer *tr);
 CD_API int64_t cd_trainer_steps(const cd_trainer *tr);
 
 /**
+ * Overwrite the decoder's weights with their EMA (CD_TRAINER_EMA_DECAY),
+ * as PyTorch users do with ema.copy_to(model.parameters()) before
+ * sampling. Training may continue afterwards, from the EMA weights.
+ * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_NOT_FOUND (no EMA: the decay is
+ * 0, or no step has run since it was set, or the checkpoint holds none).
+ */
+CD_API cd_status cd_trainer_copy_ema(cd_trainer *tr);
+
+/**
  * One step of Algorithm 1 on a batch of clean images (N x C x H x W): draw
  * t (per sample or per batch) and the noise from rng, degrade, predict,
  * take the loss against eps (noise) or x (deterministic degradations),

@@ -146,6 +146,60 @@ START_TEST(resume_is_bit_identical)
 }
 END_TEST
 
+/* The EMA that cd_trainer_copy_ema() installs is the running
+ * ema = d ema + (1 - d) p over the weights after every step, started from
+ * the weights before the first step; it survives a save and load. */
+START_TEST(copy_ema_installs_the_average)
+{
+    const int64_t hidden[2] = {4, 6};
+    const float d = 0.75f;
+    cd_dataset *ds = cd_test_load_slice(0.2);
+    cd_tensor *batch = batch_tensor(8);
+    cd_trainer *tr = make_trainer(0, hidden, 2), *back = NULL;
+    cd_rng *rng = NULL;
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "ema.cdm");
+    CD_ASSERT_OK(cd_rng_create(&rng, 8));
+    CD_ASSERT_STATUS(cd_trainer_copy_ema(tr), CD_ERR_NOT_FOUND);
+    CD_ASSERT_ERROR_MENTIONS("EMA");
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_EMA_DECAY, d));
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LR, 1e-2));
+    cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
+    const int64_t n = cd_params_numel(p);
+    double *want = malloc((size_t)n * sizeof *want);
+    const float *w = cd_params_data(p, -1);
+    for (int64_t i = 0; i < n; i++) want[i] = w[i];
+    for (int s = 0; s < 4; s++) {
+        run_steps(tr, ds, rng, batch, s, s + 1);
+        for (int64_t i = 0; i < n; i++) want[i] = d * want[i] + (1.0 - d) * w[i];
+    }
+    float *last = malloc((size_t)n * sizeof *last);
+    memcpy(last, w, (size_t)n * sizeof *last);
+    CD_ASSERT_OK(cd_trainer_save(tr, path, NULL));
+    CD_ASSERT_OK(cd_trainer_copy_ema(tr));
+    double worst = 0.0, moved = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        worst = fmax(worst, fabs(w[i] - want[i]) / (fabs(want[i]) + 1e-3));
+        moved = fmax(moved, fabs((double)last[i] - want[i]));
+    }
+    ck_assert_msg(worst < 1e-5, "EMA off by %g (relative)", worst);
+    ck_assert_msg(moved > 1e-4, "the EMA equals the last weights: the test proves nothing");
+    CD_ASSERT_OK(cd_trainer_load(&back, path, NULL));
+    CD_ASSERT_OK(cd_trainer_copy_ema(back));
+    ck_assert_mem_eq(cd_params_data(cd_decoder_params(cd_trainer_decoder(back)), -1), w,
+                     (size_t)n * sizeof(float));
+    CD_ASSERT_STATUS(cd_trainer_copy_ema(NULL), CD_ERR_INVALID_ARGUMENT);
+    free(want);
+    free(last);
+    cd_rng_free(rng);
+    cd_trainer_free(tr);
+    cd_trainer_free(back);
+    cd_tensor_free(batch);
+    cd_dataset_free(ds);
+}
+END_TEST
+
 START_TEST(eval_leaves_weights_alone)
 {
     const int64_t hidden[2] = {4, 6};
@@ -223,6 +277,7 @@ static Suite *make_suite(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, short_run_loss_falls);
     tcase_add_test(tc, resume_is_bit_identical);
+    tcase_add_test(tc, copy_ema_installs_the_average);
     tcase_add_test(tc, eval_leaves_weights_alone);
     tcase_add_test(tc, bad_input_is_an_error);
     suite_add_tcase(s, tc);

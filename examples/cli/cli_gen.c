@@ -14,6 +14,21 @@ cli_times cli_default_times(int64_t T)
     return (cli_times){3, {T / 10 > 0 ? T / 10 : 1, T / 2 > 0 ? T / 2 : 1, T}};
 }
 
+cd_status cli_load_model(cd_trainer **tr, const char *ckpt, const cli_sampling *o)
+{
+    cd_status st = cd_trainer_load(tr, ckpt, NULL);
+    if (st != CD_OK) {
+        cli_fail("loading the checkpoint");
+        return st;
+    }
+    if (o->ema && (st = cd_trainer_copy_ema(*tr)) != CD_OK) {
+        cli_fail("--ema");
+        cd_trainer_free(*tr);
+        *tr = NULL;
+    }
+    return st;
+}
+
 cd_status cli_make_sampler(cd_trainer *tr, const cli_sampling *o, cd_sampler **out)
 {
     const cd_degradation *deg = cd_trainer_degradation(tr);

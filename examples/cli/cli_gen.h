@@ -16,7 +16,12 @@ typedef struct {
     double eta;        /* DDIM eta */
     uint64_t seed;
     bool clip;         /* DDIM: clip x0-hat to the data range [-0.5, 0.5] */
+    bool ema;          /* sample with the checkpoint's EMA weights */
 } cli_sampling;
+
+/* Load a checkpoint for sampling; with o->ema, its EMA weights replace the
+ * decoder's. Prints the error and returns a failed status. */
+cd_status cli_load_model(cd_trainer **tr, const char *ckpt, const cli_sampling *o);
 
 /* The report's three snapshot times for a model of T steps: T/10, T/2, T
  * (at least 1). */

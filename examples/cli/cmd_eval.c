@@ -180,7 +180,7 @@ int cmd_eval(int argc, char **argv)
     int64_t seed = 1, threads = 0;
     int reduction = 0;
     static const char *const reductions[] = {"per_image", "report", NULL};
-    cli_sampling s = {SMP_AUTO, 0, 0.0, 1, false};
+    cli_sampling s = {SMP_AUTO, 0, 0.0, 1, false, false};
     eval_result r = {.n = 1000, .fd_n = 1000};
     const cli_opt opts[] = {
         {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a trained model (RUN/best.cdm)", NULL},
@@ -194,6 +194,7 @@ int cmd_eval(int argc, char **argv)
         {"--steps", OPT_I64, &s.steps, 0, 100000, NULL, "DDIM steps (0: T)", NULL},
         {"--eta", OPT_F64, &s.eta, 0, 1, NULL, "DDIM eta (0)", NULL},
         {"--clip", OPT_FLAG, &s.clip, 0, 0, NULL, "DDIM: clip x0-hat to [-0.5, 0.5]", NULL},
+        {"--ema", OPT_FLAG, &s.ema, 0, 0, NULL, "use the checkpoint's EMA weights", NULL},
         {"--seed", OPT_I64, &seed, 0, INT64_MAX, NULL, "seed of the noise (1)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
     };
@@ -210,7 +211,7 @@ int cmd_eval(int argc, char **argv)
     cd_dataset *ds = NULL;
     cd_classifier *cls = NULL;
     int ret = CLI_FAIL;
-    if (cd_trainer_load(&tr, ckpt, NULL) != CD_OK) cli_fail("loading the checkpoint");
+    if (cli_load_model(&tr, ckpt, &s) != CD_OK) ret = CLI_FAIL; /* it said why */
     else if (cli_load_data(&ds, data, 0.2, 42) != CD_OK) cli_fail("loading the data");
     else if ((classifier ? cd_classifier_load(&cls, classifier)
                          : cd_classifier_load_default(&cls)) != CD_OK)

@@ -8,14 +8,15 @@
 
 static const cli_opt *sampler_opts(cli_sampling *s, int64_t *seed)
 {
-    static cli_opt opts[5];
-    const cli_opt o[5] = {
+    static cli_opt opts[6];
+    const cli_opt o[6] = {
         {"--sampler", OPT_CHOICE, &s->kind, 0, 0, cli_sampler_names,
          "reverse chain (auto: ddpm for noise models, cold2 otherwise)", NULL},
         {"--steps", OPT_I64, &s->steps, 0, 100000, NULL, "DDIM steps (0: T)", NULL},
         {"--eta", OPT_F64, &s->eta, 0, 1, NULL, "DDIM eta (0)", NULL},
         {"--seed", OPT_I64, seed, 0, INT64_MAX, NULL, "sampling seed (1)", NULL},
         {"--clip", OPT_FLAG, &s->clip, 0, 0, NULL, "DDIM: clip x0-hat to [-0.5, 0.5]", NULL},
+        {"--ema", OPT_FLAG, &s->ema, 0, 0, NULL, "use the checkpoint's EMA weights", NULL},
     };
     memcpy(opts, o, sizeof o);
     return opts;
@@ -25,7 +26,7 @@ int cmd_sample(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL;
     int64_t n = 64, cols = 8, seed = 1, threads = 0;
-    cli_sampling s = {SMP_AUTO, 0, 0.0, 1, false};
+    cli_sampling s = {SMP_AUTO, 0, 0.0, 1, false, false};
     const cli_opt *so = sampler_opts(&s, &seed);
     const cli_opt opts[] = {
         {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a trained model (RUN/best.cdm)", NULL},
@@ -33,7 +34,7 @@ int cmd_sample(int argc, char **argv)
         {"--n", OPT_I64, &n, 1, 100000, NULL, "number of samples (64)", NULL},
         {"--cols", OPT_I64, &cols, 1, 1000, NULL, "grid columns (8)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
-        so[0], so[1], so[2], so[3], so[4],
+        so[0], so[1], so[2], so[3], so[4], so[5],
     };
     const cli_command cmd = {"sample", "--checkpoint F --out grid.png [options]",
                              "Draw unconditional samples from the degradation's prior and "
@@ -45,7 +46,7 @@ int cmd_sample(int argc, char **argv)
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     s.seed = (uint64_t)seed;
     cd_trainer *tr = NULL;
-    if (cd_trainer_load(&tr, ckpt, NULL) != CD_OK) return cli_fail("loading the checkpoint");
+    if (cli_load_model(&tr, ckpt, &s) != CD_OK) return CLI_FAIL;
     const cd_status st = cli_sample_grid(tr, &s, n, cols, out);
     cd_trainer_free(tr);
     if (st != CD_OK) return cli_fail("sampling");
@@ -60,7 +61,7 @@ int cmd_restore(int argc, char **argv)
     int split = 2;
     static const char *const splits[] = {"train", "val", "test", NULL};
     cli_times times = {0, {0}};
-    cli_sampling s = {SMP_AUTO, 0, 0.0, 1, false};
+    cli_sampling s = {SMP_AUTO, 0, 0.0, 1, false, false};
     const cli_opt *so = sampler_opts(&s, &seed);
     const cli_opt opts[] = {
         {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a trained model (RUN/best.cdm)", NULL},
@@ -70,7 +71,7 @@ int cmd_restore(int argc, char **argv)
         {"--times", OPT_TIMES, &times, 0, 100000, NULL, "snapshot times (T/10,T/2,T)", NULL},
         {"--split", OPT_CHOICE, &split, 0, 0, splits, "where the images come from (test)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
-        so[0], so[1], so[2], so[3], so[4],
+        so[0], so[1], so[2], so[3], so[4], so[5],
     };
     const cli_command cmd = {"restore", "--checkpoint F --data D --out fig.png [options]",
                              "Degrade real images to T and restore them. Each row shows x, "
@@ -85,7 +86,7 @@ int cmd_restore(int argc, char **argv)
     s.seed = (uint64_t)seed;
     cd_trainer *tr = NULL;
     cd_dataset *ds = NULL;
-    if (cd_trainer_load(&tr, ckpt, NULL) != CD_OK) return cli_fail("loading the checkpoint");
+    if (cli_load_model(&tr, ckpt, &s) != CD_OK) return CLI_FAIL;
     const int64_t T = cd_degradation_T(cd_trainer_degradation(tr));
     if (times.n == 0) times = cli_default_times(T);
     for (int64_t i = 0; i < times.n; i++)

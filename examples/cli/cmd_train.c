@@ -104,7 +104,7 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
     if (!wanted(&r->o->sample_epochs, epoch, r->o->epochs)) return CD_OK;
     char name[64], path[4096];
     const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps, 0.0,
-                              (uint64_t)r->o->seed + (uint64_t)epoch, r->o->grid_clip};
+                              (uint64_t)r->o->seed + (uint64_t)epoch, r->o->grid_clip, false};
     snprintf(name, sizeof name, "samples_epoch%03lld.png", (long long)epoch);
     cd_status st = cli_sample_grid(tr, &smp, r->o->n_samples, 8, cli_join(path, sizeof path,
                                                                         r->o->out, name));

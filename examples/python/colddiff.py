@@ -488,6 +488,7 @@ _SIGNATURES = {
     "cd_trainer_decoder": (_p, [_p]),
     "cd_trainer_degradation": (_p, [_p]),
     "cd_trainer_steps": (_i64, [_p]),
+    "cd_trainer_copy_ema": (_int, [_p]),
     "cd_trainer_step": (_int, [_p, _p, _p, _P(_d)]),
     "cd_trainer_eval_loss": (_int, [_p, _p, _int, _p, _P(_d)]),
     "cd_trainer_test_loss": (_int, [_p, _p, _int, _p, _P(_d), _P(_d)]),
@@ -2081,6 +2082,10 @@ class Trainer(_Object):
     @property
     def steps(self):
         return int(_nonneg(_L().cd_trainer_steps(self._p)))
+
+    def copy_ema(self):
+        """Overwrite the decoder's weights with their EMA (ema.copy_to)."""
+        _check(_L().cd_trainer_copy_ema(self._p))
 
     def step(self, images, rng):
         """One optimiser step on a batch (N x C x H x W); returns the loss."""

@@ -183,6 +183,19 @@ int64_t cd_trainer_steps(const cd_trainer *tr)
     return cd__adam_steps(tr->adam);
 }
 
+cd_status cd_trainer_copy_ema(cd_trainer *tr)
+{
+    static const char fn[] = "cd_trainer_copy_ema";
+    CD__CHECK_NOT_NULL(tr, fn);
+    const float *ema = cd__adam_ema(tr->adam);
+    if (!ema)
+        return cd__error(CD_ERR_NOT_FOUND, "%s: the trainer keeps no EMA of the weights (set "
+                         "CD_TRAINER_EMA_DECAY above 0 and train)", fn);
+    cd_params *p = cd_decoder_params(tr->dec);
+    memcpy(cd__params_values(p), ema, (size_t)cd_params_numel(p) * sizeof *ema);
+    return CD_OK;
+}
+
 /* Give a buffer made for more rows n rows (its data stay where they are). */
 static void set_rows(cd_tensor *t, int64_t n)
 {

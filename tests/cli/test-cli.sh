@@ -92,6 +92,16 @@ check "DDIM sampling exits 0" [ $? -eq 0 ]
   --seed 3 --clip --out "$work/dc.png" >/dev/null
 check "DDIM sampling with --clip exits 0" [ $? -eq 0 ]
 check "clipping changes the samples" differ "$work/d.png" "$work/dc.png"
+"$cli" sample --checkpoint "$work/run/best.cdm" --n 4 --ema --out "$work/e.png" >/dev/null \
+  2>"$work/e.err"
+check "sample --ema without an EMA fails" [ $? -eq 1 ]
+check "sample --ema without an EMA says so" grep -q "EMA" "$work/e.err"
+"$cli" train $tiny --out "$work/ema" --epochs 1 --ema 0.9 --sample-epochs 1 >/dev/null 2>&1
+check "train --ema exits 0" [ $? -eq 0 ]
+"$cli" sample --checkpoint "$work/ema/last.cdm" --n 4 --seed 3 --ema --out "$work/e1.png" >/dev/null
+check "sample --ema exits 0" [ $? -eq 0 ]
+"$cli" sample --checkpoint "$work/ema/last.cdm" --n 4 --seed 3 --out "$work/e2.png" >/dev/null
+check "EMA weights give other samples" differ "$work/e1.png" "$work/e2.png"
 "$cli" sample --checkpoint "$work/run/best.cdm" --n 4 --seed 3 --out "$work/d1.png" >/dev/null
 "$cli" sample --checkpoint "$work/run/best.cdm" --n 4 --seed 3 --out "$work/d2.png" >/dev/null
 check "sampling is reproducible for a seed" cmp -s "$work/d1.png" "$work/d2.png"
