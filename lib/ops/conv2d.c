@@ -577,6 +577,10 @@ FCV_MK(1, 14, 2)
 FCV_MK(2, 7, 2)
 FCV_MK(2, 14, 1)
 FCV_MK(4, 7, 1)
+/* One-row forms for the rows left below the last full block. */
+FCV_MK(1, 7, 2)
+FCV_MK(1, 14, 1)
+FCV_MK(1, 7, 1)
 
 /* Output channels per block of the channel-vectorised kernels: 32, or 16
  * for layers of 16 to 31 outputs. */
@@ -954,9 +958,9 @@ typedef struct {
     const float *bias;
     bool accumulate;
     int64_t nblk, nqc, nvec, Qv, items;
-    /* Channel-vectorised: kernel, its pixel block, channels per block, and
-     * blocks per image. */
-    fcv_fn cv;
+    /* Channel-vectorised: kernel, its one-row form, its pixel block,
+     * channels per block, and blocks per image. */
+    fcv_fn cv, cv1;
     int nr, npx;
     int64_t cvb, ncb, nyb, nxb;
 } dense_job;
@@ -985,10 +989,13 @@ static void dense_job_finish(dense_job *j)
     j->cv = NULL;
     j->cvb = j->M >= 32 ? 32 : 16;
     const bool wide = j->cvb == 32;
-    if (use_channel_kernel(j, wide ? 1 : 2, 14, j->cvb))
+    if (use_channel_kernel(j, wide ? 1 : 2, 14, j->cvb)) {
         j->cv = wide ? fcv_mk_1x14x2 : fcv_mk_2x14x1, j->nr = wide ? 1 : 2, j->npx = 14;
-    else if (use_channel_kernel(j, wide ? 2 : 4, 7, j->cvb))
+        j->cv1 = wide ? fcv_mk_1x14x2 : fcv_mk_1x14x1;
+    } else if (use_channel_kernel(j, wide ? 2 : 4, 7, j->cvb)) {
         j->cv = wide ? fcv_mk_2x7x2 : fcv_mk_4x7x1, j->nr = wide ? 2 : 4, j->npx = 7;
+        j->cv1 = wide ? fcv_mk_1x7x2 : fcv_mk_1x7x1;
+    }
     if (j->cv) {
         j->ncb = ceil_div(j->M, j->cvb);
         j->nyb = ceil_div(j->Ho, j->nr);
@@ -1002,9 +1009,9 @@ static void dense_job_finish(dense_job *j)
 }
 
 /* One item of the channel-vectorised kernel: a block of cvb channels over
- * NR output rows, all pixel blocks along them. Blocks at the right and
- * bottom edges are moved back inside the image; pixels an earlier block
- * already stored are skipped, so accumulation adds each output once. */
+ * NR output rows, all pixel blocks along them. Blocks at the right edge
+ * are moved back inside the image, pixels an earlier block already stored
+ * are skipped, so accumulation adds each output once. */
 static void dense_item_cv(const dense_job *j, int64_t t, int64_t item)
 {
     const framing *f = j->f;
@@ -1016,16 +1023,21 @@ static void dense_item_cv(const dense_job *j, int64_t t, int64_t item)
     const float *src = j->frames + t * f->IS + g * j->C * f->CS;
     float *dst = j->dst + t * j->dst_is + (g * j->M + m0) * HW;
     const float *bias = j->bias ? j->bias + g * j->M + m0 : NULL;
-    const int64_t y0 = min64(yb * j->nr, j->Ho - j->nr), ys = yb * j->nr - y0;
-    fcv_out o = {NULL, HW, j->Wo, (int)nm, (int)ys, 0, bias, j->accumulate};
-    for (int64_t xb = 0; xb < j->nxb; xb++) {
-        const int64_t x0 = min64(xb * j->npx, j->Wo - j->npx);
-        const float *rows[4];
-        for (int r = 0; r < j->nr; r++) rows[r] = src + (y0 + r) * f->Wp + x0;
-        o.dst = dst + y0 * j->Wo + x0;
-        o.xs = (int)(xb * j->npx - x0);
-        j->cv(rows, f->CS, f->Wp, j->C, j->kh, j->kw, w, &o);
-    }
+    /* A partial last block (7 rows in blocks of 2) runs row by row rather
+     * than recomputing rows of the block above. */
+    const bool partial = (yb + 1) * j->nr > j->Ho;
+    const int64_t y_end = partial ? j->Ho : yb * j->nr + 1;
+    const int nr = partial ? 1 : j->nr;
+    fcv_out o = {NULL, HW, j->Wo, (int)nm, 0, 0, bias, j->accumulate};
+    for (int64_t y0 = yb * j->nr; y0 < y_end; y0++)
+        for (int64_t xb = 0; xb < j->nxb; xb++) {
+            const int64_t x0 = min64(xb * j->npx, j->Wo - j->npx);
+            const float *rows[4];
+            for (int r = 0; r < nr; r++) rows[r] = src + (y0 + r) * f->Wp + x0;
+            o.dst = dst + y0 * j->Wo + x0;
+            o.xs = (int)(xb * j->npx - x0);
+            (partial ? j->cv1 : j->cv)(rows, f->CS, f->Wp, j->C, j->kh, j->kw, w, &o);
+        }
 }
 
 static void dense_item(const dense_job *j, int64_t t, int64_t item)
