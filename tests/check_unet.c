@@ -249,6 +249,36 @@ END_TEST
 
 /* The report's model at a training batch: runs, and gives finite outputs
  * and gradients. (Its speed is measured by tests/bench/bench_decoder.) */
+/* A sample's output does not depend on the batch around it: the batched
+ * paths (one task per image with fused epilogues, from 4 images on) agree
+ * with single-image forwards, which take the other paths. */
+START_TEST(unet_batch_matches_single)
+{
+    const int64_t N = 6, H = 28, W = 28, S = H * W;
+    cd_decoder *d = make_unet(false, 3);
+    cd_tensor *z = tensor4(N, 1, H, W), *out = tensor4(N, 1, H, W), *tau = tau_tensor(N);
+    cd_tensor *z1 = tensor4(1, 1, H, W), *out1 = tensor4(1, 1, H, W), *tau1 = tau_tensor(1);
+    cd_gc_randn(cd_tensor_data(z), N * S, 12, 1.0f);
+    CD_ASSERT_OK(cd_decoder_forward(d, z, tau, out));
+    double worst = 0.0;
+    for (int64_t n = 0; n < N; n++) {
+        memcpy(cd_tensor_data(z1), cd_tensor_data(z) + n * S, (size_t)S * sizeof(float));
+        cd_tensor_data(tau1)[0] = cd_tensor_data(tau)[n];
+        CD_ASSERT_OK(cd_decoder_forward(d, z1, tau1, out1));
+        for (int64_t i = 0; i < S; i++) {
+            const double a = cd_tensor_data(out)[n * S + i], b = cd_tensor_data(out1)[i];
+            worst = fmax(worst, fabs(a - b) / (fabs(b) + 1e-2));
+        }
+    }
+    printf("unet batch of %lld vs single images: worst relative difference %.3g\n",
+           (long long)N, worst);
+    ck_assert_msg(worst < 1e-4, "batched and single forwards differ by %g", worst);
+    cd_tensor_free(z), cd_tensor_free(out), cd_tensor_free(tau);
+    cd_tensor_free(z1), cd_tensor_free(out1), cd_tensor_free(tau1);
+    cd_decoder_free(d);
+}
+END_TEST
+
 START_TEST(unet_report_batch128)
 {
     const int64_t N = CD_TEST_SANITIZED ? 16 : 128;
@@ -293,6 +323,7 @@ static Suite *make_suite(void)
     tcase_set_timeout(report, 600);
     tcase_add_test(report, unet_report_parameters);
     tcase_add_test(report, unet_threads_report);
+    tcase_add_test(report, unet_batch_matches_single);
     tcase_add_test(report, unet_report_batch128);
     suite_add_tcase(s, report);
     return s;

@@ -1325,10 +1325,13 @@ static void dense_forward(const cd__conv2d *c, float *out, const float *in,
         j.dst = out + n0 * out_img;
         j.frames = p.in_direct ? src : frames;
         const epi_job e = {epi, epi_ctx, n0};
-        if (p.in_direct) {
+        if (p.in_direct && !(epi && T >= IMAGE_TASKS_MIN)) {
             cd__parallel_for(T * j.items, dense_item_task, &j);
         } else if (T >= IMAGE_TASKS_MIN) {
-            dense_image_job ij = {c, &p, &j, frames, src, in_img, false, NULL, epi ? &e : NULL};
+            /* One task per image (building its frames unless it is read in
+             * place), so the epilogue finds the image's output in cache. */
+            dense_image_job ij = {c, &p, &j, p.in_direct ? NULL : frames, src, in_img, false,
+                                  NULL, epi ? &e : NULL};
             cd__parallel_for(T, dense_image_task, &ij);
             continue;
         } else {
