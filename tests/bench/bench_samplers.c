@@ -2,22 +2,23 @@
  * bench_samplers.c - issue 5's measurement: on a DDPM model trained for at
  * least one epoch, are 50 DDIM steps as good as 1000 DDPM steps?
  *
- *   bench_samplers --data DIR --out DIR [--epochs E] [--n N] [--seed S]
- *                  [--threads T] [--skip-ddpm]
+ *   bench_samplers --data DIR --out DIR [--model CKPT] [--ema] [--epochs E]
+ *                  [--n N] [--seed S] [--threads T] [--skip-ddpm]
  *
- * Trains the report's CNN with the linear schedule (T = 1000, beta 1e-4 to
- * 0.02) for E epochs (default 1) on MNIST with cd_trainer_fit, or reuses
- * OUT/model.cdm when it exists; then draws N samples (default 500) with
- * DDIM (50 steps, eta 0; x0-hat as is, then clipped to the data range) and
- * DDPM (1000 steps), times them, writes OUT/ddim50.png, OUT/ddim50-clip.png
- * and OUT/ddpm1000.png, and prints the quality proxy.
+ * Uses the checkpoint CKPT (a `colddiff train` run's best.cdm, say; with
+ * --ema its EMA weights), or trains the report's CNN with the linear
+ * schedule (T = 1000, beta 1e-4 to 0.02) for E epochs (default 1) with
+ * cd_trainer_fit, or reuses OUT/model.cdm when it exists. Then it draws N
+ * samples (default 500) with DDIM (50 steps, eta 0; x0-hat as is, then
+ * clipped to the data range) and DDPM (T steps), times them, writes
+ * OUT/ddim50.png, OUT/ddim50-clip.png and OUT/ddpm.png, and prints a table.
  *
- * The proxy, until the MNIST classifier of issue 6 exists: the Frechet
- * distance (cd_frechet_distance) between 7 x 7 average-pooled pixels (49
- * features) of the samples and of N test images, next to the same distance
- * between two disjoint sets of N test images (the floor: what sampling
- * noise alone gives) and the mean and standard deviation of the pixels.
- * Not a test: the numbers go to docs/sampling.md.
+ * Quality: the Frechet distance on the shipped MNIST classifier's features
+ * (what `colddiff eval` reports) between the samples and test images
+ * 0..N-1, and, as a second opinion, on 7 x 7 average-pooled pixels (49
+ * features). The floor row is the same distance between two disjoint sets
+ * of N test images: what drawing N images alone gives. Not a test: the
+ * numbers go to docs/sampling.md.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -110,8 +111,25 @@ static cd_trainer *train(cd_dataset *ds, const char *model, int64_t epochs, cd_r
 }
 
 /* Sample n images with kind (steps for DDIM), print the row of the table. */
+/* The classifier's features of images (N x F), or NULL when it refuses
+ * them (a diverged sampler's NaNs). */
+static cd_tensor *features(cd_classifier *cls, const cd_tensor *images)
+{
+    cd_tensor *f = tensor(2, cd_tensor_dim(images, 0), cd_classifier_feature_dim(cls), 0, 0);
+    if (cd_classifier_predict(cls, images, NULL, f) == CD_OK) return f;
+    fprintf(stderr, "bench_samplers: no features: %s\n", cd_last_error());
+    cd_tensor_free(f);
+    return NULL;
+}
+
+typedef struct {
+    cd_classifier *cls;
+    const cd_tensor *real_f, *real_p; /* classifier features, pooled pixels */
+    double floor_f, floor_p;
+} quality;
+
 static void run(cd_trainer *tr, cd_sampler_kind kind, int64_t steps, bool clip, int64_t n,
-                uint64_t seed, const cd_tensor *real_f, double floor_fd, const char *png)
+                uint64_t seed, const quality *q, const char *png)
 {
     cd_sampler *smp = NULL;
     cd_rng *rng = NULL;
@@ -128,14 +146,16 @@ static void run(cd_trainer *tr, cd_sampler_kind kind, int64_t steps, bool clip, 
     const double t0 = now();
     check(cd_sampler_sample(smp, rng, out), "sample");
     const double secs = now() - t0;
-    cd_tensor *f = pooled(out);
-    double fd = 0.0, mean = 0.0, sd = 0.0;
-    check(cd_frechet_distance(f, real_f, &fd), "FD");
+    cd_tensor *f = pooled(out), *cf = features(q->cls, out);
+    double fd = 0.0, cfd = NAN, mean = 0.0, sd = 0.0;
+    check(cd_frechet_distance(f, q->real_p, &fd), "FD");
+    if (cf && cd_frechet_distance(cf, q->real_f, &cfd) != CD_OK) cfd = NAN;
     pixel_stats(out, &mean, &sd);
-    printf("| %s %lld%s | %.1f | %.2f | %.1f | %.3f | %.3f |\n",
+    printf("| %s %lld%s | %.1f | %.2f | %.1f | %.2f | %.1f | %.3f | %.3f |\n",
            kind == CD_SAMPLER_DDIM ? "DDIM" : "DDPM", (long long)steps,
-           clip ? ", x0-hat clipped to [-0.5, 0.5]" : "", secs, fd,
-           fd / floor_fd, mean, sd);
+           clip ? ", x0-hat clipped to [-0.5, 0.5]" : "", secs, cfd, cfd / q->floor_f, fd,
+           fd / q->floor_p, mean, sd);
+    cd_tensor_free(cf);
     fflush(stdout);
     cd_tensor *grid = tensor(4, n < 64 ? n : 64, 1, 28, 28);
     memcpy(cd_tensor_data(grid), cd_tensor_data(out), (size_t)cd_tensor_numel(grid) * 4);
@@ -146,14 +166,18 @@ static void run(cd_trainer *tr, cd_sampler_kind kind, int64_t steps, bool clip, 
 
 int main(int argc, char **argv)
 {
-    const char *data = NULL, *outdir = NULL;
+    const char *data = NULL, *outdir = NULL, *ckpt = NULL;
     int64_t epochs = 1, n = 500, threads = 2;
     uint64_t seed = 42;
-    bool skip_ddpm = false;
+    bool skip_ddpm = false, ema = false;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--skip-ddpm")) {
             skip_ddpm = true;
+            continue;
+        }
+        if (!strcmp(argv[i], "--ema")) {
+            ema = true;
             continue;
         }
         if (!v) {
@@ -162,6 +186,7 @@ int main(int argc, char **argv)
         }
         if (!strcmp(argv[i], "--data")) data = v;
         else if (!strcmp(argv[i], "--out")) outdir = v;
+        else if (!strcmp(argv[i], "--model")) ckpt = v;
         else if (!strcmp(argv[i], "--epochs")) epochs = atoll(v);
         else if (!strcmp(argv[i], "--n")) n = atoll(v);
         else if (!strcmp(argv[i], "--seed")) seed = strtoull(v, NULL, 10);
@@ -173,13 +198,15 @@ int main(int argc, char **argv)
         i++;
     }
     if (!data || !outdir || n < 2) {
-        fprintf(stderr, "usage: bench_samplers --data DIR --out DIR [--epochs E] [--n N>=2]\n");
+        fprintf(stderr, "usage: bench_samplers --data DIR --out DIR [--model CKPT] [--ema] "
+                        "[--epochs E] [--n N>=2] [--seed S] [--threads T] [--skip-ddpm]\n");
         return 2;
     }
     check(cd_set_num_threads((int32_t)threads), "threads");
     mkdir(outdir, 0777);
     char model[4096], png[4096];
-    snprintf(model, sizeof model, "%s/model.cdm", outdir);
+    snprintf(model, sizeof model, "%s", ckpt ? ckpt : "");
+    if (!ckpt) snprintf(model, sizeof model, "%s/model.cdm", outdir);
     cd_dataset *ds = NULL;
     cd_rng *rng = NULL;
     check(cd_dataset_load_mnist(&ds, data), "MNIST");
@@ -191,6 +218,8 @@ int main(int argc, char **argv)
         return 2;
     }
     cd_trainer *tr = train(ds, model, epochs, rng);
+    if (ema) check(cd_trainer_copy_ema(tr), "--ema");
+    const int64_t T = cd_degradation_T(cd_trainer_degradation(tr));
     /* Real features: test images 0..n-1; the floor compares them with n..2n-1. */
     int64_t *idx = malloc((size_t)(2 * n) * sizeof *idx);
     if (!idx) return 1;
@@ -198,22 +227,29 @@ int main(int argc, char **argv)
     cd_tensor *ra = tensor(4, n, 1, 28, 28), *rb = tensor(4, n, 1, 28, 28);
     check(cd_dataset_gather(ds, CD_SPLIT_TEST, idx, n, ra, NULL), "test images");
     check(cd_dataset_gather(ds, CD_SPLIT_TEST, idx + n, n, rb, NULL), "test images");
-    cd_tensor *fa = pooled(ra), *fb = pooled(rb);
-    double floor_fd = 0.0, mean = 0.0, sd = 0.0;
-    check(cd_frechet_distance(fb, fa, &floor_fd), "FD floor");
+    quality q = {NULL, NULL, NULL, 0.0, 0.0};
+    check(cd_classifier_load_default(&q.cls), "classifier");
+    cd_tensor *fa = pooled(ra), *fb = pooled(rb), *ca = features(q.cls, ra), *cb = features(q.cls, rb);
+    if (!ca || !cb) return 1;
+    q.real_p = fa, q.real_f = ca;
+    double mean = 0.0, sd = 0.0;
+    check(cd_frechet_distance(fb, fa, &q.floor_p), "FD floor");
+    check(cd_frechet_distance(cb, ca, &q.floor_f), "FD floor");
     pixel_stats(rb, &mean, &sd);
-    printf("| sampler | seconds | FD (7x7 pooled pixels) | FD / floor | pixel mean | pixel std |\n");
-    printf("|---|---:|---:|---:|---:|---:|\n");
-    printf("| test images %lld..%lld (floor) | - | %.2f | 1.00 | %.3f | %.3f |\n", (long long)n,
-           (long long)(2 * n - 1), floor_fd, mean, sd);
+    printf("| sampler | seconds | FD (classifier) | / floor | FD (7x7 pooled pixels) | / floor "
+           "| pixel mean | pixel std |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    printf("| test images %lld..%lld (floor) | - | %.2f | 1.0 | %.2f | 1.0 | %.3f | %.3f |\n",
+           (long long)n, (long long)(2 * n - 1), q.floor_f, q.floor_p, mean, sd);
     snprintf(png, sizeof png, "%s/ddim50.png", outdir);
-    run(tr, CD_SAMPLER_DDIM, 50, false, n, seed + 1, fa, floor_fd, png);
+    run(tr, CD_SAMPLER_DDIM, 50, false, n, seed + 1, &q, png);
     snprintf(png, sizeof png, "%s/ddim50-clip.png", outdir);
-    run(tr, CD_SAMPLER_DDIM, 50, true, n, seed + 1, fa, floor_fd, png);
+    run(tr, CD_SAMPLER_DDIM, 50, true, n, seed + 1, &q, png);
     if (!skip_ddpm) {
-        snprintf(png, sizeof png, "%s/ddpm1000.png", outdir);
-        run(tr, CD_SAMPLER_DDPM, 1000, false, n, seed + 1, fa, floor_fd, png);
+        snprintf(png, sizeof png, "%s/ddpm.png", outdir);
+        run(tr, CD_SAMPLER_DDPM, T, false, n, seed + 1, &q, png);
     }
+    cd_tensor_free(ca), cd_tensor_free(cb), cd_classifier_free(q.cls);
     cd_tensor_free(fa), cd_tensor_free(fb), cd_tensor_free(ra), cd_tensor_free(rb);
     free(idx);
     cd_trainer_free(tr), cd_rng_free(rng), cd_dataset_free(ds);
