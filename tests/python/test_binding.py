@@ -948,6 +948,26 @@ class TrainerTests(TempDirCase):
         with self.assertRaises(TypeError):
             tr["lr"] = "fast"
 
+    def test_copy_ema(self):
+        tr, rng = self.make()
+        with self.assertRaises(cd.NotFoundError) as cm:
+            tr.copy_ema()
+        self.assertIn("EMA", str(cm.exception))
+        tr["ema_decay"] = 0.5
+        tr["lr"] = 1e-2
+        imgs, _, _ = self.ds.batch("train", 0, 32)
+        for _ in range(2):
+            tr.step(imgs, rng)
+        path = self.path("ema.cdm")
+        tr.save(path)
+        before = bytes(tr.decoder.params.view())
+        tr.copy_ema()
+        after = bytes(tr.decoder.params.view())
+        self.assertNotEqual(before, after)
+        back = cd.Trainer.load(path)
+        back.copy_ema()
+        self.assertEqual(bytes(back.decoder.params.view()), after)
+
     def test_step_eval_save_load(self):
         tr, rng = self.make()
         imgs, _, _ = self.ds.batch("train", 0, 32)
