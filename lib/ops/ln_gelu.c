@@ -30,22 +30,8 @@ CD__AVX512 static void lg_fwd_avx512(const lg_ctx *c, int64_t n)
 {
     const int64_t D = c->C * c->HW;
     const float *x = c->x + n * D;
-    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
-    for (int64_t i = 0; i < D; i += 16)
-        cd__v_sum_pd(&s0, &s1, _mm512_maskz_loadu_ps(cd__v_mask(D - i), x + i));
-    const double mu = cd__v_total_pd(s0, s1) / (double)D;
-    const __m512d vmu = _mm512_set1_pd(mu);
-    s0 = s1 = _mm512_setzero_pd();
-    for (int64_t i = 0; i < D; i += 16) {
-        const __mmask16 m = cd__v_mask(D - i);
-        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        const __m512d d0 = _mm512_maskz_sub_pd((__mmask8)m, cd__v_lo_pd(v), vmu);
-        const __m512d d1 = _mm512_maskz_sub_pd((__mmask8)(m >> 8), cd__v_hi_pd(v), vmu);
-        s0 = _mm512_fmadd_pd(d0, d0, s0);
-        s1 = _mm512_fmadd_pd(d1, d1, s1);
-    }
-    const double ss = cd__v_total_pd(s0, s1);
-    const float mf = (float)mu, rf = (float)(1.0 / sqrt(ss / (double)D + (double)c->eps));
+    float mf, rf;
+    cd__ln_stats(x, D, c->eps, &mf, &rf);
     c->mean_out[n] = mf;
     c->rstd_out[n] = rf;
     const __m512 vm = _mm512_set1_ps(mf), vr = _mm512_set1_ps(rf);
@@ -143,11 +129,8 @@ static void lg_fwd_task(void *ctx, int64_t n)
 #endif
     const int64_t D = c->C * c->HW;
     const float *x = c->x + n * D;
-    double s = 0.0, ss = 0.0;
-    for (int64_t i = 0; i < D; i++) s += x[i];
-    const double mu = s / (double)D;
-    for (int64_t i = 0; i < D; i++) ss += (x[i] - mu) * (x[i] - mu);
-    const float m = (float)mu, r = (float)(1.0 / sqrt(ss / (double)D + (double)c->eps));
+    float m, r;
+    cd__ln_stats(x, D, c->eps, &m, &r);
     c->mean_out[n] = m;
     c->rstd_out[n] = r;
     float *o = c->out + n * D;

@@ -90,8 +90,7 @@ CD__AVX512 static void ln_dx_avx512(float *dx, const float *go, const float *x,
 }
 #endif
 
-/* Mean and 1 / sqrt(var + eps) of x[0..D), two passes in double. */
-static void ln_stats(const float *x, int64_t D, float eps, float *mean, float *rstd)
+void cd__ln_stats(const float *x, int64_t D, float eps, float *mean, float *rstd)
 {
     double s = 0.0, ss = 0.0, mu;
 #ifdef CD__VMATH_X86
@@ -114,7 +113,7 @@ static void ln_fwd_task(void *ctx, int64_t n)
     const float *x = c->x + n * c->D;
     float *o = c->out + n * c->D;
     float m, r;
-    ln_stats(x, c->D, c->eps, &m, &r);
+    cd__ln_stats(x, c->D, c->eps, &m, &r);
     c->mean_out[n] = m;
     c->rstd_out[n] = r;
 #ifdef CD__VMATH_X86

@@ -159,6 +159,10 @@ void cd__softmax_row_backward(float *din, const float *dout, const float *y, int
 void cd__layernorm_forward(float *out, float *mean, float *rstd, const float *x,
                            const float *weight, const float *bias, int64_t N,
                            int64_t D, float eps);
+/* One sample's mean and 1 / sqrt(var + eps) over x[0..D), in double with
+ * two passes (over 128*28*28 elements a float sum drifts past PyTorch's
+ * tolerance), on the calling thread: what every layer norm here uses. */
+void cd__ln_stats(const float *x, int64_t D, float eps, float *mean, float *rstd);
 void cd__layernorm_backward(float *dx, float *dweight, float *dbias,
                             const float *dout, const float *x, const float *weight,
                             const float *mean, const float *rstd, int64_t N,
