@@ -4,14 +4,16 @@
  *
  *   bench_samplers --data DIR --out DIR [--model CKPT] [--ema] [--epochs E]
  *                  [--n N] [--seed S] [--threads T] [--skip-ddpm]
+ *                  [--ddim-steps S] [--eta E] [--clipped-only]
  *
  * Uses the checkpoint CKPT (a `colddiff train` run's best.cdm, say; with
  * --ema its EMA weights), or trains the report's CNN with the linear
  * schedule (T = 1000, beta 1e-4 to 0.02) for E epochs (default 1) with
  * cd_trainer_fit, or reuses OUT/model.cdm when it exists. Then it draws N
- * samples (default 500) with DDIM (50 steps, eta 0; x0-hat as is, then
- * clipped to the data range) and DDPM (T steps), times them, writes
- * OUT/ddim50.png, OUT/ddim50-clip.png and OUT/ddpm.png, and prints a table.
+ * samples (default 500) with DDIM (S = 50 steps and eta 0 unless given;
+ * x0-hat as is, then clipped to the data range) and DDPM (T steps), times
+ * them, writes OUT/ddimS.png, OUT/ddimS-clip.png and OUT/ddpm.png, and
+ * prints a table.
  *
  * Quality: the Frechet distance on the shipped MNIST classifier's features
  * (what `colddiff eval` reports) between the samples and test images
@@ -128,15 +130,18 @@ typedef struct {
     double floor_f, floor_p;
 } quality;
 
-static void run(cd_trainer *tr, cd_sampler_kind kind, int64_t steps, bool clip, int64_t n,
-                uint64_t seed, const quality *q, const char *png)
+static void run(cd_trainer *tr, cd_sampler_kind kind, int64_t steps, double eta, bool clip,
+                int64_t n, uint64_t seed, const quality *q, const char *png)
 {
     cd_sampler *smp = NULL;
     cd_rng *rng = NULL;
     cd_tensor *out = tensor(4, n, 1, 28, 28);
     check(cd_sampler_create(&smp, kind, cd_trainer_degradation(tr)), "sampler");
     check(cd_sampler_set_decoder(smp, cd_trainer_decoder(tr)), "decoder");
-    if (kind == CD_SAMPLER_DDIM) check(cd_sampler_set(smp, CD_SAMPLER_STEPS, (double)steps), "steps");
+    if (kind == CD_SAMPLER_DDIM) {
+        check(cd_sampler_set(smp, CD_SAMPLER_STEPS, (double)steps), "steps");
+        check(cd_sampler_set(smp, CD_SAMPLER_ETA, eta), "eta");
+    }
     if (clip) { /* x0-hat to the data range, as DDIM implementations usually do */
         check(cd_sampler_set(smp, CD_SAMPLER_CLIP, 1), "clip");
         check(cd_sampler_set(smp, CD_SAMPLER_CLIP_LO, -0.5), "clip");
@@ -151,8 +156,10 @@ static void run(cd_trainer *tr, cd_sampler_kind kind, int64_t steps, bool clip, 
     check(cd_frechet_distance(f, q->real_p, &fd), "FD");
     if (cf && cd_frechet_distance(cf, q->real_f, &cfd) != CD_OK) cfd = NAN;
     pixel_stats(out, &mean, &sd);
-    printf("| %s %lld%s | %.1f | %.2f | %.1f | %.2f | %.1f | %.3f | %.3f |\n",
-           kind == CD_SAMPLER_DDIM ? "DDIM" : "DDPM", (long long)steps,
+    char name[64] = "";
+    if (kind == CD_SAMPLER_DDIM && eta > 0.0) snprintf(name, sizeof name, ", eta %g", eta);
+    printf("| %s %lld%s%s | %.1f | %.2f | %.1f | %.2f | %.1f | %.3f | %.3f |\n",
+           kind == CD_SAMPLER_DDIM ? "DDIM" : "DDPM", (long long)steps, name,
            clip ? ", x0-hat clipped to [-0.5, 0.5]" : "", secs, cfd, cfd / q->floor_f, fd,
            fd / q->floor_p, mean, sd);
     cd_tensor_free(cf);
@@ -167,9 +174,10 @@ static void run(cd_trainer *tr, cd_sampler_kind kind, int64_t steps, bool clip, 
 int main(int argc, char **argv)
 {
     const char *data = NULL, *outdir = NULL, *ckpt = NULL;
-    int64_t epochs = 1, n = 500, threads = 2;
+    int64_t epochs = 1, n = 500, threads = 2, ddim_steps = 50;
+    double eta = 0.0;
     uint64_t seed = 42;
-    bool skip_ddpm = false, ema = false;
+    bool skip_ddpm = false, ema = false, clipped_only = false;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--skip-ddpm")) {
@@ -178,6 +186,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(argv[i], "--ema")) {
             ema = true;
+            continue;
+        }
+        if (!strcmp(argv[i], "--clipped-only")) {
+            clipped_only = true;
             continue;
         }
         if (!v) {
@@ -191,6 +203,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--n")) n = atoll(v);
         else if (!strcmp(argv[i], "--seed")) seed = strtoull(v, NULL, 10);
         else if (!strcmp(argv[i], "--threads")) threads = atoll(v);
+        else if (!strcmp(argv[i], "--ddim-steps")) ddim_steps = atoll(v);
+        else if (!strcmp(argv[i], "--eta")) eta = atof(v);
         else {
             fprintf(stderr, "bench_samplers: unknown option %s\n", argv[i]);
             return 2;
@@ -199,7 +213,8 @@ int main(int argc, char **argv)
     }
     if (!data || !outdir || n < 2) {
         fprintf(stderr, "usage: bench_samplers --data DIR --out DIR [--model CKPT] [--ema] "
-                        "[--epochs E] [--n N>=2] [--seed S] [--threads T] [--skip-ddpm]\n");
+                        "[--epochs E] [--n N>=2] [--seed S] [--threads T] [--skip-ddpm] "
+                        "[--ddim-steps S] [--eta E] [--clipped-only]\n");
         return 2;
     }
     check(cd_set_num_threads((int32_t)threads), "threads");
@@ -241,13 +256,15 @@ int main(int argc, char **argv)
     printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     printf("| test images %lld..%lld (floor) | - | %.2f | 1.0 | %.2f | 1.0 | %.3f | %.3f |\n",
            (long long)n, (long long)(2 * n - 1), q.floor_f, q.floor_p, mean, sd);
-    snprintf(png, sizeof png, "%s/ddim50.png", outdir);
-    run(tr, CD_SAMPLER_DDIM, 50, false, n, seed + 1, &q, png);
-    snprintf(png, sizeof png, "%s/ddim50-clip.png", outdir);
-    run(tr, CD_SAMPLER_DDIM, 50, true, n, seed + 1, &q, png);
+    if (!clipped_only) {
+        snprintf(png, sizeof png, "%s/ddim%lld.png", outdir, (long long)ddim_steps);
+        run(tr, CD_SAMPLER_DDIM, ddim_steps, eta, false, n, seed + 1, &q, png);
+    }
+    snprintf(png, sizeof png, "%s/ddim%lld-clip.png", outdir, (long long)ddim_steps);
+    run(tr, CD_SAMPLER_DDIM, ddim_steps, eta, true, n, seed + 1, &q, png);
     if (!skip_ddpm) {
         snprintf(png, sizeof png, "%s/ddpm.png", outdir);
-        run(tr, CD_SAMPLER_DDPM, T, false, n, seed + 1, &q, png);
+        run(tr, CD_SAMPLER_DDPM, T, 0.0, false, n, seed + 1, &q, png);
     }
     cd_tensor_free(ca), cd_tensor_free(cb), cd_classifier_free(q.cls);
     cd_tensor_free(fa), cd_tensor_free(fb), cd_tensor_free(ra), cd_tensor_free(rb);
