@@ -483,6 +483,18 @@ static cd_status augment(cd_rng *rng, float *images, float *tmp, int64_t *offset
     return CD_OK;
 }
 
+/* The dataset holds single-channel images of the classifier's size. */
+static cd_status check_dataset(const cd_classifier *c, const char *fn, const cd_dataset *ds)
+{
+    const int64_t H = c->cfg.height, W = c->cfg.width;
+    if (cd_dataset_channels(ds) == 1 && cd_dataset_height(ds) == H && cd_dataset_width(ds) == W)
+        return CD_OK;
+    return cd__error(CD_ERR_SHAPE, "%s: the classifier takes 1 x %" PRId64 " x %" PRId64
+                     " images, the dataset holds %" PRId64 " x %" PRId64 " x %" PRId64,
+                     fn, H, W, cd_dataset_channels(ds), cd_dataset_height(ds),
+                     cd_dataset_width(ds));
+}
+
 cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs, int64_t batch,
                               double lr, int64_t max_shift, cd_rng *rng,
                               cd_classifier_epoch_fn on_epoch, void *user)
@@ -497,12 +509,7 @@ cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs, 
     CD__TRY(check_lr(fn, lr));
     const int64_t H = c->cfg.height, W = c->cfg.width;
     CD__TRY(check_range(fn, "max_shift", max_shift, 0, (H < W ? H : W) / 4));
-    if (cd_dataset_channels(ds) != 1 || cd_dataset_height(ds) != H ||
-        cd_dataset_width(ds) != W)
-        return cd__error(CD_ERR_SHAPE, "%s: the classifier takes 1 x %" PRId64 " x %" PRId64
-                         " images, the dataset holds %" PRId64 " x %" PRId64 " x %" PRId64,
-                         fn, H, W, cd_dataset_channels(ds), cd_dataset_height(ds),
-                         cd_dataset_width(ds));
+    CD__TRY(check_dataset(c, fn, ds));
     const int64_t count = cd_dataset_count(ds, CD_SPLIT_TRAIN);
     if (count < 1) return cd__error(CD_ERR_RANGE, "%s: the train split is empty", fn);
     const int64_t per_epoch = (count + batch - 1) / batch;
@@ -559,12 +566,7 @@ cd_status cd_classifier_accuracy(cd_classifier *c, const cd_dataset *ds, cd_spli
     CD__CHECK_ARG(split == CD_SPLIT_TRAIN || split == CD_SPLIT_VAL || split == CD_SPLIT_TEST,
                   fn, "'split' is not a cd_split value");
     const int64_t H = c->cfg.height, W = c->cfg.width, K = c->cfg.classes;
-    if (cd_dataset_channels(ds) != 1 || cd_dataset_height(ds) != H ||
-        cd_dataset_width(ds) != W)
-        return cd__error(CD_ERR_SHAPE, "%s: the classifier takes 1 x %" PRId64 " x %" PRId64
-                         " images, the dataset holds %" PRId64 " x %" PRId64 " x %" PRId64,
-                         fn, H, W, cd_dataset_channels(ds), cd_dataset_height(ds),
-                         cd_dataset_width(ds));
+    CD__TRY(check_dataset(c, fn, ds));
     const int64_t count = cd_dataset_count(ds, split);
     if (count < 1) return cd__error(CD_ERR_RANGE, "%s: the split is empty", fn);
     const int64_t B = count < PREDICT_CHUNK ? count : PREDICT_CHUNK;

@@ -454,12 +454,12 @@ static const mk_class mk_classes[4] = {
 };
 
 /* Where a channel-vectorised micro-tile goes: channel m, row r, pixel i
- * lands at dst[m cs + r ld + i]. Channels from nm on, rows before ys and
- * pixels before xs (an earlier tile stored those) are skipped. */
+ * lands at dst[m cs + r ld + i]. Channels from nm on and pixels before xs
+ * (an earlier tile stored those) are skipped. */
 typedef struct {
     float *dst;
     int64_t cs, ld;
-    int nm, ys, xs;
+    int nm, xs;
     const float *bias;      /* per channel, or NULL */
     bool accumulate;
 } fcv_out;
@@ -543,7 +543,7 @@ ALWAYS_INLINE AVX512 void fcv_mk(const int NR, const int NPX, const int NCV,
                 if (ch >= o->nm) continue;
                 const __m512 b = o->bias ? _mm512_set1_ps(o->bias[ch]) : _mm512_setzero_ps();
                 UNROLL for (int r = 0; r < NR; r++) {
-                    if (r < o->ys || r * NPX >= g0 + 16 || (r + 1) * NPX <= g0) continue;
+                    if (r * NPX >= g0 + 16 || (r + 1) * NPX <= g0) continue;
                     const int p0 = r * NPX + o->xs > g0 ? r * NPX + o->xs : g0;
                     const int p1 = (r + 1) * NPX < g0 + 16 ? (r + 1) * NPX : g0 + 16;
                     if (p0 >= p1) continue;
@@ -1028,7 +1028,7 @@ static void dense_item_cv(const dense_job *j, int64_t t, int64_t item)
     const bool partial = (yb + 1) * j->nr > j->Ho;
     const int64_t y_end = partial ? j->Ho : yb * j->nr + 1;
     const int nr = partial ? 1 : j->nr;
-    fcv_out o = {NULL, HW, j->Wo, (int)nm, 0, 0, bias, j->accumulate};
+    fcv_out o = {NULL, HW, j->Wo, (int)nm, 0, bias, j->accumulate};
     for (int64_t y0 = yb * j->nr; y0 < y_end; y0++)
         for (int64_t xb = 0; xb < j->nxb; xb++) {
             const int64_t x0 = min64(xb * j->npx, j->Wo - j->npx);
