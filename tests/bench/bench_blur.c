@@ -17,18 +17,8 @@
 
 #include "colddiff.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_blur: %s: %s\n", what, cd_last_error());
-    exit(1);
-}
+#define BENCH_NAME "bench_blur"
+#include "bench_util.h"
 
 /* Best time of reps applications of D(., t) to the whole batch. */
 static double time_apply(const cd_degradation *d, cd_tensor *x, cd_tensor *z, int64_t t,

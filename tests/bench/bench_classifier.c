@@ -27,21 +27,10 @@
 #include <time.h>
 
 #include "colddiff.h"
+
+#define BENCH_NAME "bench_classifier"
+#include "bench_util.h"
 #include "nn/classifier_api.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void check(cd_status st, const char *what)
-{
-    if (st == CD_OK) return;
-    fprintf(stderr, "bench_classifier: %s: %s\n", what, cd_last_error());
-    exit(1);
-}
 
 static int64_t parse_int(const char *flag, const char *s, int64_t lo, int64_t hi)
 {

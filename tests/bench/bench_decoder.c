@@ -32,6 +32,9 @@
 
 #include "colddiff.h"
 
+#define BENCH_NAME "bench_decoder"
+#include "bench_util.h"
+
 #define MAX_REPS 1000
 #define SAMPLE_BATCH 64
 
@@ -50,24 +53,6 @@ typedef struct {
     cd_params *p;
     cd_tensor *z, *tau, *out, *dout;
 } bench_net;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "bench_decoder: %s: %s\n", what, cd_last_error());
-    exit(1);
-}
-
-static void check(cd_status s, const char *what)
-{
-    if (s != CD_OK) die(what);
-}
 
 static int cmp_double(const void *a, const void *b)
 {

@@ -22,19 +22,15 @@
 #include "core.h"
 #include "ops/ops.h"
 
+#define BENCH_NAME "bench_ops"
+#include "bench_util.h"
+
 #if defined(CD_BLAS_OPENBLAS)
 void openblas_set_num_threads(int num_threads);
 #endif
 
 /* Test hook in conv2d.c (not in ops.h). */
 void cd__conv2d_force_portable(bool on);
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static float *buf(int64_t n)
 {

@@ -31,21 +31,10 @@
 #include <time.h>
 
 #include "colddiff.h"
+
+#define BENCH_NAME "bench_samplers"
+#include "bench_util.h"
 #include "metrics/metrics_api.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void check(cd_status st, const char *what)
-{
-    if (st == CD_OK) return;
-    fprintf(stderr, "bench_samplers: %s: %s\n", what, cd_last_error());
-    exit(1);
-}
 
 static cd_tensor *tensor(int32_t rank, int64_t a, int64_t b, int64_t c, int64_t d)
 {
@@ -220,8 +209,13 @@ int main(int argc, char **argv)
     check(cd_set_num_threads((int32_t)threads), "threads");
     mkdir(outdir, 0777);
     char model[4096], png[4096];
-    snprintf(model, sizeof model, "%s", ckpt ? ckpt : "");
-    if (!ckpt) snprintf(model, sizeof model, "%s/model.cdm", outdir);
+    if (ckpt) snprintf(model, sizeof model, "%s", ckpt);
+    else snprintf(model, sizeof model, "%s/model.cdm", outdir);
+    struct stat sb;
+    if (ckpt && stat(ckpt, &sb) != 0) {
+        fprintf(stderr, "bench_samplers: --model %s: no such file\n", ckpt);
+        return 2;
+    }
     cd_dataset *ds = NULL;
     cd_rng *rng = NULL;
     check(cd_dataset_load_mnist(&ds, data), "MNIST");
