@@ -3,7 +3,8 @@
  * naive reference (test-only), gradient checks through the shared helper,
  * descriptor errors, batch tiles, thread-count independence and bounded
  * workspaces. Every parity and thread test runs twice: on the best path
- * for this CPU and with the portable paths forced.
+ * for this CPU and with the portable paths forced; the parity test also
+ * runs the direct kernels on the shapes the spectral path takes.
  */
 #include "test_util.h"
 
@@ -13,8 +14,9 @@
 #include "gradcheck.h"
 #include "ops/ops.h"
 
-/* Test hook defined in conv2d.c (not in ops.h). */
+/* Test hooks defined in conv2d.c (not in ops.h). */
 void cd__conv2d_force_portable(bool on);
+void cd__conv2d_force_direct(bool on);
 
 static float *fbuf(int64_t n)
 {
@@ -188,6 +190,11 @@ static const conv_shape parity_shapes[] = {
     {"k3p1 40->96 7x7", 2, 40, 7, 7, 96, 3, 3, 1, 1, 1, false},
     {"k7p3 8->16 7x7", 3, 8, 7, 7, 16, 7, 7, 1, 3, 1, true},
     {"k7p3 32->16 28x28", 2, 32, 28, 28, 16, 7, 7, 1, 3, 1, true},
+    /* The spectral path: channels that fill no vector, a 5x5 kernel on a
+     * 13x22 plane, a 64x64 transform, a batch past one tile of 32. */
+    {"k5p2 20->12 13x22", 3, 20, 13, 22, 12, 5, 5, 1, 2, 1, true},
+    {"k7p3 9->40 40x36 no bias", 2, 9, 40, 36, 40, 7, 7, 1, 3, 1, false},
+    {"k7p3 16->16 12x12 N=35", 35, 16, 12, 12, 16, 7, 7, 1, 3, 1, true},
 };
 #define N_PARITY ((int)(sizeof parity_shapes / sizeof parity_shapes[0]))
 
@@ -230,9 +237,11 @@ static void conv_case_free(conv_case *k)
 
 /* Forward and backward of one shape against the reference; backward also
  * adds onto non-zero gradients, to check the accumulate rule at scale. */
-static double conv_parity_one(const conv_shape *s, bool portable)
+static double conv_parity_one(const conv_shape *s, bool portable, bool direct)
 {
     cd__conv2d_force_portable(portable);
+    cd__conv2d_force_direct(direct);
+    const char *mode = portable ? " (portable)" : direct ? " (direct)" : "";
     conv_case k;
     conv_case_make(&k, s, 100);
     const cd__conv2d *c = &k.c;
@@ -242,7 +251,7 @@ static double conv_parity_one(const conv_shape *s, bool portable)
 
     cd__conv2d_forward(c, k.out, k.in, k.w, k.b, k.ws);
     ref_conv2d(c, rout, k.in, k.w, k.b);
-    snprintf(what, sizeof what, "%s%s forward", s->name, portable ? " (portable)" : "");
+    snprintf(what, sizeof what, "%s%s forward", s->name, mode);
     e = compare(what, k.out, rout, k.n_out, 1e-5);
     worst = fmax(worst, e);
 
@@ -256,34 +265,36 @@ static double conv_parity_one(const conv_shape *s, bool portable)
     for (int64_t i = 0; i < k.n_w; i++) k.dw[i] -= 1.0f;
     for (int64_t i = 0; i < c->C_out; i++) k.db[i] -= 1.0f;
     /* The 1.0 offset costs float resolution of about 6e-8 absolute. */
-    snprintf(what, sizeof what, "%s%s din", s->name, portable ? " (portable)" : "");
+    snprintf(what, sizeof what, "%s%s din", s->name, mode);
     e = compare(what, k.din, rdin, k.n_in, 2e-5);
     worst = fmax(worst, e);
-    snprintf(what, sizeof what, "%s%s dweight", s->name, portable ? " (portable)" : "");
+    snprintf(what, sizeof what, "%s%s dweight", s->name, mode);
     e = compare(what, k.dw, rdw, k.n_w, 2e-5);
     worst = fmax(worst, e);
     if (c->bias) {
-        snprintf(what, sizeof what, "%s%s dbias", s->name, portable ? " (portable)" : "");
+        snprintf(what, sizeof what, "%s%s dbias", s->name, mode);
         e = compare(what, k.db, rdb, c->C_out, 2e-5);
         worst = fmax(worst, e);
     }
     /* backward_set overwrites din, whatever it held (NaN here). */
     for (int64_t i = 0; i < k.n_in; i++) k.din[i] = NAN;
     cd__conv2d_backward_set(c, k.din, NULL, NULL, k.dout, k.in, k.w, k.ws);
-    snprintf(what, sizeof what, "%s%s din (set)", s->name, portable ? " (portable)" : "");
+    snprintf(what, sizeof what, "%s%s din (set)", s->name, mode);
     e = compare(what, k.din, rdin, k.n_in, 2e-5);
     worst = fmax(worst, e);
     free(rout), free(rdin), free(rdw), free(rdb);
     conv_case_free(&k);
     cd__conv2d_force_portable(false);
+    cd__conv2d_force_direct(false);
     return worst;
 }
 
 START_TEST(conv2d_matches_reference)
 {
     const conv_shape *s = &parity_shapes[_i];
-    const double a = conv_parity_one(s, false), b = conv_parity_one(s, true);
-    printf("parity %-28s fast %.2e portable %.2e\n", s->name, a, b);
+    const double a = conv_parity_one(s, false, false), d = conv_parity_one(s, false, true),
+                 b = conv_parity_one(s, true, false);
+    printf("parity %-28s fast %.2e direct %.2e portable %.2e\n", s->name, a, d, b);
 }
 END_TEST
 
@@ -321,6 +332,7 @@ static const conv_shape grad_shapes[] = {
     {"k3p1 2->16 batch3 5x6", 3, 2, 5, 6, 16, 3, 3, 1, 1, 1, true},
     {"k7p3 1->32 batch2 6x5", 2, 1, 6, 5, 32, 7, 7, 1, 3, 1, true},
     {"k3p1 32->32 batch2 7x7", 2, 32, 7, 7, 32, 3, 3, 1, 1, 1, true},
+    {"k5p2 8->9 batch2 9x9 spectral", 2, 8, 9, 9, 9, 5, 5, 1, 2, 1, true},
     {"1x1 batch3", 3, 4, 5, 7, 3, 1, 1, 1, 0, 1, true},
     {"k4s2p1 down 8x8", 2, 3, 8, 8, 3, 4, 4, 2, 1, 1, true},
     {"k4s2p1 down 7x5 odd", 3, 2, 7, 5, 3, 4, 4, 2, 1, 1, true},
@@ -567,7 +579,8 @@ END_TEST
 
 /* ---- batch tiles, threads, workspace ---------------------------------------- */
 
-/* Batch sizes around the tiles (direct 8, gemm up to 16) on the paths. */
+/* Batch sizes around the tiles (direct 8, gemm up to 16, spectral 32) on
+ * the paths. */
 START_TEST(conv2d_batch_tiles)
 {
     static const int64_t batches[] = {1, 7, 8, 9, 16, 17, 33};
@@ -577,14 +590,15 @@ START_TEST(conv2d_batch_tiles)
         {"k4s2p1", 0, 3, 6, 6, 2, 4, 4, 2, 1, 1, true},
         {"1x1", 0, 3, 4, 5, 2, 1, 1, 1, 0, 1, true},
         {"gemm tile of 1 (large column)", 0, 48, 30, 30, 2, 7, 7, 1, 3, 1, true},
+        {"spectral k5p2", 0, 8, 9, 9, 8, 5, 5, 1, 2, 1, true},
     };
     for (size_t b = 0; b < sizeof base / sizeof base[0]; b++)
         for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++) {
             conv_shape s = base[b];
             s.N = batches[i];
             if (s.C_in == 48 && s.N > 9) continue; /* the naive reference is slow */
-            conv_parity_one(&s, false);
-            conv_parity_one(&s, true);
+            conv_parity_one(&s, false, false);
+            conv_parity_one(&s, true, false);
         }
 }
 END_TEST
@@ -843,7 +857,8 @@ START_TEST(workspace_bounded)
             c128.N = 128, c4096.N = 4096;
             const size_t a = cd__conv2d_workspace(&c16), b = cd__conv2d_workspace(&c128),
                          d = cd__conv2d_workspace(&c4096);
-            ck_assert_msg(a == b && b == d, "%s: workspace grows with N: %zu %zu %zu",
+            /* A batch smaller than a tile may need less. */
+            ck_assert_msg(a <= b && b == d, "%s: workspace grows with N: %zu %zu %zu",
                           s->name, a, b, d);
             /* At most a tile's worth: 16 images of input, output and one
              * image's im2col each, plus packed weights. A 128-image column

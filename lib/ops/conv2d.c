@@ -40,6 +40,8 @@
  */
 #include "ops.h"
 
+#include "conv2d_fft.h"
+
 #include <cblas.h>
 /* OpenBLAS's cblas.h pulls in <complex.h>, whose I macro would clobber
  * identifiers below. */
@@ -69,7 +71,7 @@
 #define GEMM_BUDGET ((int64_t)1 << 21)
 #define GEMM_MAX_TILE 16
 
-enum conv_path { PATH_GEMM, PATH_DENSE, PATH_DEPTHWISE, PATH_DEPTHWISE_PORTABLE };
+enum conv_path { PATH_GEMM, PATH_DENSE, PATH_FFT, PATH_DEPTHWISE, PATH_DEPTHWISE_PORTABLE };
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -85,6 +87,13 @@ void cd__conv2d_force_portable(bool on);
 static _Atomic bool g_force_portable = false;
 
 void cd__conv2d_force_portable(bool on) { g_force_portable = on; }
+
+/* Test hook (not in ops.h): true keeps the spectral path out, so the tests
+ * and the benchmark can run the direct kernels on the shapes it takes. */
+void cd__conv2d_force_direct(bool on);
+static _Atomic bool g_force_direct = false;
+
+void cd__conv2d_force_direct(bool on) { g_force_direct = on; }
 
 static bool have_avx512(void)
 {
@@ -110,6 +119,7 @@ static enum conv_path choose_path(const cd__conv2d *c)
         if (fast && avx512) return PATH_DEPTHWISE;
         if (!avx512) return PATH_DEPTHWISE_PORTABLE;
     }
+    if (avx512 && !g_force_direct && cd__conv2d_fft_suits(c)) return PATH_FFT;
     return avx512 ? PATH_DENSE : PATH_GEMM;
 }
 
@@ -2168,6 +2178,7 @@ size_t cd__conv2d_workspace(const cd__conv2d *c)
     switch (choose_path(c)) {
 #ifdef CONV_X86
     case PATH_DENSE: return dense_workspace(c) + slack;
+    case PATH_FFT: return cd__conv2d_fft_workspace(c) + slack;
 #endif
     case PATH_DEPTHWISE:
     case PATH_DEPTHWISE_PORTABLE: return dw_workspace(c) + slack;
@@ -2184,6 +2195,7 @@ void cd__conv2d_forward_epi(const cd__conv2d *c, float *out, const float *in,
     switch (choose_path(c)) {
 #ifdef CONV_X86
     case PATH_DENSE: dense_forward(c, out, in, weight, bias, ws, epi, epi_ctx); return;
+    case PATH_FFT: cd__conv2d_fft_forward(c, out, in, weight, bias, ws, epi, epi_ctx); return;
 #endif
     case PATH_DEPTHWISE: depthwise_forward(c, out, in, weight, bias, ws, true); break;
     case PATH_DEPTHWISE_PORTABLE: depthwise_forward(c, out, in, weight, bias, ws, false); break;
@@ -2198,8 +2210,8 @@ void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in,
     cd__conv2d_forward_epi(c, out, in, weight, bias, ws, NULL, NULL);
 }
 
-/* din_set: overwrite din instead of adding into it. Only the dense path
- * can do that without clearing din first. */
+/* din_set: overwrite din instead of adding into it. Only the dense and
+ * spectral paths can do that without clearing din first. */
 static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
                           float *dbias, const float *dout, const float *in,
                           const float *weight, float *ws)
@@ -2208,11 +2220,14 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
     if (!din && !dweight) return;
     ws = align_ws(ws);
     const enum conv_path path = choose_path(c);
-    if (din && din_set && path != PATH_DENSE)
+    if (din && din_set && path != PATH_DENSE && path != PATH_FFT)
         memset(din, 0, (size_t)(c->N * c->C_in * c->H * c->W) * sizeof *din);
     switch (path) {
 #ifdef CONV_X86
     case PATH_DENSE: dense_backward(c, din, din_set, dweight, dout, in, weight, ws); return;
+    case PATH_FFT:
+        cd__conv2d_fft_backward(c, din, din_set, dweight, dout, in, weight, ws);
+        return;
 #endif
     case PATH_DEPTHWISE: depthwise_backward(c, din, dweight, dout, in, weight, ws, true); return;
     case PATH_DEPTHWISE_PORTABLE:

@@ -1,0 +1,691 @@
+/*
+ * conv2d_fft.c - "same" convolutions with large kernels as products of
+ * spectra (see conv2d_fft.h for when conv2d.c uses it).
+ *
+ * Why: a 7x7 convolution of a 28x28 plane costs 2 * 49 * 784 = 76,832
+ * flops per channel pair, which the direct kernels already run near the
+ * FMA peak. On the planes' 32x32 spectra the same pair costs one complex
+ * multiply-add per frequency: 32 x 17 frequencies, 4,352 flops. The
+ * transforms cost per channel, not per pair, so with 16+ channels each
+ * way the spectral path does about a sixth of the work.
+ *
+ * The arithmetic is exact apart from rounding:
+ *   - an NF x NF transform with NF >= H + pad (and >= W + pad) holds the
+ *     zero-padded plane without wrap-around: every output pixel's window
+ *     reads only the plane or its zero border, so the circular
+ *     correlation equals the convolution on the H x W outputs;
+ *   - forward:  Y = X * conj(G) / NF^2 summed over input channels, where G
+ *     is the spectrum of the kernel wrapped around the origin
+ *     (g[dy mod NF][dx mod NF] = w[dy + p][dx + p]);
+ *   - input gradient: dX = dY * G / NF^2 summed over output channels;
+ *   - weight gradient: the correlation of x with dy, X * conj(dY) summed
+ *     over the batch, transformed back and read at the (2p+1)^2 taps.
+ *   The 1/NF^2 are powers of two: exact. Errors are of the size of the
+ *   direct path's (tests/check_conv.c compares both with a double
+ *   reference, tests/check_decoder_parity.c the CNN with PyTorch).
+ *
+ * Layout: 16 channels share a vector (lanes), so every butterfly and
+ * every spectral product is a plain vector operation; a complex vector is
+ * 32 floats, 16 real parts then 16 imaginary ones. Planes enter and leave
+ * through 16x16 transposes. A real plane's spectrum keeps the kx = 0 .. NF/2
+ * half (ky = 0 .. NF-1); frequency f = ky (NF/2 + 1) + kx.
+ *
+ * Work goes by tiles of images in three phases: transform each image's
+ * planes (a task per image), multiply spectra (a task per block of
+ * frequencies, all images and channels), transform back (a task per
+ * image, followed by the caller's epilogue for it). Every output and
+ * every weight-gradient element is summed by one task in a fixed order,
+ * the weight gradient over tiles in tile order: the bits do not depend on
+ * the thread count.
+ */
+#include "conv2d_fft.h"
+
+#include <math.h>
+#include <string.h>
+
+#define LANES 16
+#define CPLX 32       /* floats per complex vector */
+#define MIN_NF 16     /* the transposes move 16 pixels at a time */
+#define MAX_NF 64
+#define FFT_TILE 32   /* images per tile */
+#define BLOCK 12      /* images or channels per register block: 24 accumulators */
+#define F_CHUNK 16    /* frequencies per product task */
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static int64_t fft_size(const cd__conv2d *c)
+{
+    const int64_t need = (c->H > c->W ? c->H : c->W) + c->pad;
+    int64_t nf = MIN_NF;
+    while (nf < need || nf < c->kh) nf *= 2;
+    return nf;
+}
+
+bool cd__conv2d_fft_suits(const cd__conv2d *c)
+{
+    if (c->groups != 1 || c->stride != 1 || c->kh != c->kw || c->kh < 5 || c->kh % 2 == 0 ||
+        c->pad != c->kh / 2 || c->C_in < 8 || c->C_out < 8)
+        return false;
+    const int64_t nf = fft_size(c);
+    if (nf > MAX_NF) return false;
+    /* Per channel pair: direct multiply-adds against spectral ones, the
+     * latter weighted for the transforms and transposes they bring. */
+    const double direct = 2.0 * (double)(c->kh * c->kw) * (double)(c->H * c->W);
+    const double spectral = 8.0 * (double)(nf * (nf / 2 + 1));
+    return direct > 3.0 * spectral;
+}
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && \
+    !defined(CD_CONV_PORTABLE_ONLY)
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+typedef struct {
+    int64_t nf, nh, kx, F;   /* transform size, nf / 2, nf / 2 + 1, frequencies */
+    int64_t gi, go;          /* 16-channel groups of C_in and C_out */
+    int64_t tile;
+    int64_t spec;            /* floats per spectrum: F * CPLX */
+    float scale;             /* 1 / nf^2 */
+} fplan;
+
+static fplan make_plan(const cd__conv2d *c)
+{
+    fplan p;
+    p.nf = fft_size(c);
+    p.nh = p.nf / 2;
+    p.kx = p.nh + 1;
+    p.F = p.nf * p.kx;
+    p.gi = ceil_div(c->C_in, LANES);
+    p.go = ceil_div(c->C_out, LANES);
+    p.tile = min64(c->N, FFT_TILE);
+    p.spec = p.F * CPLX;
+    p.scale = 1.0f / (float)(p.nf * p.nf);
+    return p;
+}
+
+/* ---- transforms on vectors of 16 channels --------------------------------- */
+
+/* tw[2k], tw[2k+1] = cos, sin of 2 pi k / nf for k < nf (rounded from
+ * double). */
+static void make_twiddles(float *tw, int64_t nf)
+{
+    const double two_pi = 6.283185307179586476925286766559;
+    for (int64_t k = 0; k < nf; k++) {
+        tw[2 * k] = (float)cos(two_pi * (double)k / (double)nf);
+        tw[2 * k + 1] = (float)sin(two_pi * (double)k / (double)nf);
+    }
+}
+
+static int64_t bit_reverse(int64_t j, int64_t n)
+{
+    int64_t r = 0;
+    for (int64_t m = n >> 1; m; m >>= 1, j >>= 1) r = (r << 1) | (j & 1);
+    return r;
+}
+
+/* In-place radix-2 FFT of length n on `cols` columns of complex vectors:
+ * element i of column q at d + i es + q cs. Forward is e^(-2 pi i jk / n),
+ * inverse e^(+...) unnormalised. tw is the table of size nf = n * step. */
+static AVX512 void fft_cols(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs,
+                            const float *tw, int64_t step, bool inverse)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t r = bit_reverse(i, n);
+        if (r <= i) continue;
+        for (int64_t q = 0; q < cols; q++) {
+            float *a = d + i * es + q * cs, *b = d + r * es + q * cs;
+            for (int h = 0; h < CPLX; h += LANES) {
+                const __m512 t = _mm512_load_ps(a + h);
+                _mm512_store_ps(a + h, _mm512_load_ps(b + h));
+                _mm512_store_ps(b + h, t);
+            }
+        }
+    }
+    for (int64_t len = 2; len <= n; len <<= 1) {
+        const int64_t half = len / 2, ts = step * (n / len);
+        for (int64_t j = 0; j < half; j++) {
+            const float cv = tw[2 * j * ts], sv = tw[2 * j * ts + 1];
+            const __m512 c = _mm512_set1_ps(cv), s = _mm512_set1_ps(inverse ? sv : -sv);
+            for (int64_t i = j; i < n; i += len) {
+                for (int64_t q = 0; q < cols; q++) {
+                    float *a = d + i * es + q * cs, *b = a + half * es;
+                    const __m512 ar = _mm512_load_ps(a), ai = _mm512_load_ps(a + LANES);
+                    __m512 vr = _mm512_load_ps(b), vi = _mm512_load_ps(b + LANES);
+                    if (j) { /* v *= c + i s */
+                        const __m512 br = vr;
+                        vr = _mm512_fnmadd_ps(vi, s, _mm512_mul_ps(br, c));
+                        vi = _mm512_fmadd_ps(br, s, _mm512_mul_ps(vi, c));
+                    }
+                    _mm512_store_ps(a, _mm512_add_ps(ar, vr));
+                    _mm512_store_ps(a + LANES, _mm512_add_ps(ai, vi));
+                    _mm512_store_ps(b, _mm512_sub_ps(ar, vr));
+                    _mm512_store_ps(b + LANES, _mm512_sub_ps(ai, vi));
+                }
+            }
+        }
+    }
+}
+
+/* The kx = 0 .. nh spectrum of the real row t[0 .. nf), element kx at
+ * out + kx es: an nh-point complex FFT of z[m] = t[2m] + i t[2m+1], then
+ * X[k] = E[k] + e^(-2 pi i k / nf) O[k] with E, O the even and odd
+ * samples' spectra recovered from Z[k] and conj Z[nh - k]. */
+static AVX512 void row_rfft(float *out, int64_t es, const __m512 *t, const fplan *p,
+                            const float *tw)
+{
+    const int64_t nh = p->nh;
+    __attribute__((aligned(64))) float z[MAX_NF / 2 * CPLX];
+    for (int64_t m = 0; m < nh; m++) {
+        _mm512_store_ps(z + m * CPLX, t[2 * m]);
+        _mm512_store_ps(z + m * CPLX + LANES, t[2 * m + 1]);
+    }
+    fft_cols(z, CPLX, nh, 1, 0, tw, 2, false);
+    const __m512 zr0 = _mm512_load_ps(z), zi0 = _mm512_load_ps(z + LANES), zero = _mm512_setzero_ps();
+    _mm512_store_ps(out, _mm512_add_ps(zr0, zi0));
+    _mm512_store_ps(out + LANES, zero);
+    _mm512_store_ps(out + nh * es, _mm512_sub_ps(zr0, zi0));
+    _mm512_store_ps(out + nh * es + LANES, zero);
+    const __m512 half = _mm512_set1_ps(0.5f);
+    for (int64_t k = 1; k < nh; k++) {
+        const __m512 ar = _mm512_load_ps(z + k * CPLX), ai = _mm512_load_ps(z + k * CPLX + LANES);
+        const __m512 br = _mm512_load_ps(z + (nh - k) * CPLX);
+        const __m512 bi = _mm512_sub_ps(zero, _mm512_load_ps(z + (nh - k) * CPLX + LANES));
+        const __m512 c = _mm512_set1_ps(tw[2 * k]), s = _mm512_set1_ps(tw[2 * k + 1]);
+        const __m512 dr = _mm512_sub_ps(ar, br), di = _mm512_sub_ps(ai, bi);
+        /* re = (ar + br + c di - s dr) / 2, im = (ai + bi - c dr - s di) / 2 */
+        const __m512 re = _mm512_add_ps(_mm512_add_ps(ar, br),
+                                        _mm512_fmsub_ps(c, di, _mm512_mul_ps(s, dr)));
+        const __m512 im = _mm512_sub_ps(_mm512_add_ps(ai, bi),
+                                        _mm512_fmadd_ps(c, dr, _mm512_mul_ps(s, di)));
+        _mm512_store_ps(out + k * es, _mm512_mul_ps(re, half));
+        _mm512_store_ps(out + k * es + LANES, _mm512_mul_ps(im, half));
+    }
+}
+
+/* The inverse of row_rfft, unnormalised (nf times the row): from the half
+ * spectrum at in + kx es, Zc[k] = (X[k] + conj X[nh-k]) + i (X[k] -
+ * conj X[nh-k]) e^(+2 pi i k / nf), an nh-point inverse FFT, and
+ * t[2m] + i t[2m+1] = zc[m]. The imaginary parts of X[0] and X[nh], zero
+ * for a real row, are ignored. */
+static AVX512 void row_irfft(__m512 *t, const float *in, int64_t es, const fplan *p,
+                             const float *tw)
+{
+    const int64_t nh = p->nh;
+    __attribute__((aligned(64))) float z[MAX_NF / 2 * CPLX];
+    const __m512 x0 = _mm512_load_ps(in), xn = _mm512_load_ps(in + nh * es);
+    _mm512_store_ps(z, _mm512_add_ps(x0, xn));
+    _mm512_store_ps(z + LANES, _mm512_sub_ps(x0, xn));
+    for (int64_t k = 1; k < nh; k++) {
+        const __m512 ar = _mm512_load_ps(in + k * es), ai = _mm512_load_ps(in + k * es + LANES);
+        const __m512 br = _mm512_load_ps(in + (nh - k) * es);
+        const __m512 bi = _mm512_sub_ps(_mm512_setzero_ps(),
+                                        _mm512_load_ps(in + (nh - k) * es + LANES));
+        const __m512 c = _mm512_set1_ps(tw[2 * k]), s = _mm512_set1_ps(tw[2 * k + 1]);
+        const __m512 dr = _mm512_sub_ps(ar, br), di = _mm512_sub_ps(ai, bi);
+        const __m512 Dr = _mm512_fnmadd_ps(di, s, _mm512_mul_ps(dr, c));
+        const __m512 Di = _mm512_fmadd_ps(dr, s, _mm512_mul_ps(di, c));
+        _mm512_store_ps(z + k * CPLX, _mm512_sub_ps(_mm512_add_ps(ar, br), Di));
+        _mm512_store_ps(z + k * CPLX + LANES, _mm512_add_ps(_mm512_add_ps(ai, bi), Dr));
+    }
+    fft_cols(z, CPLX, nh, 1, 0, tw, 2, true);
+    for (int64_t m = 0; m < nh; m++) {
+        t[2 * m] = _mm512_load_ps(z + m * CPLX);
+        t[2 * m + 1] = _mm512_load_ps(z + m * CPLX + LANES);
+    }
+}
+
+/* Columns of a half spectrum (element (ky, kx) at d + (ky kx_n + kx) es). */
+static AVX512 void col_fft(float *d, int64_t es, const fplan *p, const float *tw, bool inverse)
+{
+    fft_cols(d, p->kx * es, p->nf, p->kx, es, tw, 1, inverse);
+}
+
+static AVX512 void zero_rows(float *d, int64_t es, const fplan *p, int64_t y0, int64_t y1)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t f = y0 * p->kx; f < y1 * p->kx; f++) {
+        _mm512_store_ps(d + f * es, zero);
+        _mm512_store_ps(d + f * es + LANES, zero);
+    }
+}
+
+/* r[i][j] -> r[j][i] for a 16x16 block of floats in 16 vectors. */
+static AVX512 void transpose16(__m512 r[16])
+{
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#define PD(x) _mm512_castps_pd(x)
+    for (int i = 0; i < 4; i++) {
+        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(PD(t[4 * i]), PD(t[4 * i + 2])));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(PD(t[4 * i]), PD(t[4 * i + 2])));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(PD(t[4 * i + 1]), PD(t[4 * i + 3])));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(PD(t[4 * i + 1]), PD(t[4 * i + 3])));
+    }
+#undef PD
+    /* u[4i + j] holds, in 128-bit block b, rows 4i .. 4i+3 of column 4b + j. */
+    for (int j = 0; j < 4; j++) {
+        const __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+        const __m512 v1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);
+        const __m512 w0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        const __m512 w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
+        r[j] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(v0, w0, 0xdd);
+        r[4 + j] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
+    }
+}
+
+static __mmask16 low_mask(int64_t n) { return n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1u); }
+
+/* The spectrum of 16 planes (channels c0 .. c0 + lanes - 1 of C, H x W,
+ * plane stride HW) into spec (element stride CPLX). */
+static AVX512 void planes_to_spectrum(float *spec, const float *img, int64_t lanes, int64_t H,
+                                      int64_t W, const fplan *p, const float *tw)
+{
+    __m512 t[MAX_NF];
+    for (int64_t x = 0; x < p->nf; x++) t[x] = _mm512_setzero_ps();
+    for (int64_t y = 0; y < H; y++) {
+        for (int64_t xc = 0; xc < W; xc += LANES) {
+            const __mmask16 m = low_mask(W - xc);
+            __m512 r[16];
+            for (int64_t l = 0; l < 16; l++)
+                r[l] = l < lanes ? _mm512_maskz_loadu_ps(m, img + (l * H + y) * W + xc)
+                                 : _mm512_setzero_ps();
+            transpose16(r);
+            for (int j = 0; j < 16; j++) t[xc + j] = r[j];
+        }
+        row_rfft(spec + y * p->kx * CPLX, CPLX, t, p, tw);
+    }
+    zero_rows(spec, CPLX, p, H, p->nf);
+    col_fft(spec, CPLX, p, tw, false);
+}
+
+/* The inverse: planes (+ bias, if any) from spec, which it destroys.
+ * Stores into dst or, with add, adds to it. */
+static AVX512 void spectrum_to_planes(float *img, float *spec, int64_t lanes, int64_t H,
+                                      int64_t W, const float *bias, bool add, const fplan *p,
+                                      const float *tw)
+{
+    col_fft(spec, CPLX, p, tw, true);
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(low_mask(lanes), bias) : _mm512_setzero_ps();
+    __m512 t[MAX_NF];
+    for (int64_t y = 0; y < H; y++) {
+        row_irfft(t, spec + y * p->kx * CPLX, CPLX, p, tw);
+        for (int64_t xc = 0; xc < W; xc += LANES) {
+            const __mmask16 m = low_mask(W - xc);
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) r[j] = _mm512_add_ps(t[xc + j], b);
+            transpose16(r);
+            for (int64_t l = 0; l < lanes; l++) {
+                float *dst = img + (l * H + y) * W + xc;
+                const __m512 v = add ? _mm512_add_ps(r[l], _mm512_maskz_loadu_ps(m, dst)) : r[l];
+                _mm512_mask_storeu_ps(dst, m, v);
+            }
+        }
+    }
+}
+
+/* ---- kernel spectra ------------------------------------------------------- */
+
+/* The spectrum, times 1/nf^2, of one plane of the wrapped kernel with 16
+ * lanes: lane l holds w[(l0 + l) ls + fixed] (ls: the lane channel's
+ * weight stride). flip: the kernel mirrored through the origin
+ * (h[-d] = w[d + p]: its spectrum is conj G). Element stride es. */
+static AVX512 void kernel_spectrum(float *spec, int64_t es, const float *w, int64_t lanes,
+                                   int64_t ls, int64_t k, bool flip, const fplan *p,
+                                   const float *tw)
+{
+    const int64_t nf = p->nf, pad = k / 2;
+    __m512 t[MAX_NF];
+    zero_rows(spec, es, p, 0, nf);
+    for (int64_t a = 0; a < k; a++) {
+        const int64_t d = flip ? pad - a : a - pad, y = (d + nf) % nf;
+        for (int64_t x = 0; x < nf; x++) t[x] = _mm512_setzero_ps();
+        for (int64_t bb = 0; bb < k; bb++) {
+            const int64_t e = flip ? pad - bb : bb - pad, x = (e + nf) % nf;
+            __attribute__((aligned(64))) float v[LANES] = {0};
+            for (int64_t l = 0; l < lanes; l++) v[l] = w[l * ls + a * k + bb];
+            t[x] = _mm512_load_ps(v);
+        }
+        row_rfft(spec + y * p->kx * es, es, t, p, tw);
+    }
+    col_fft(spec, es, p, tw, false);
+    const __m512 s = _mm512_set1_ps(p->scale);
+    for (int64_t f = 0; f < p->F; f++) {
+        _mm512_store_ps(spec + f * es, _mm512_mul_ps(_mm512_load_ps(spec + f * es), s));
+        _mm512_store_ps(spec + f * es + LANES,
+                        _mm512_mul_ps(_mm512_load_ps(spec + f * es + LANES), s));
+    }
+}
+
+/* ---- spectral products ---------------------------------------------------- */
+
+/* out_b (+)= sum_k in_b[k] w[k] for b < nb, complex: in_b[k] is a scalar
+ * (real part at in + b ib + (k / kin) gs + k % kin, imaginary part 16
+ * floats on), w[k] a vector at w + k wk, out_b at out + b ob. conj: in_b[k]
+ * enters conjugated; load: add to out instead of overwriting it. kin 16
+ * walks a spectrum's lanes group by group, kin 1 one scalar per group. */
+ALWAYS_INLINE AVX512 void cmac(int nb, float *out, int64_t ob, const float *in, int64_t ib,
+                               int64_t gs, int64_t kin, const float *w, int64_t wk, int64_t K,
+                               bool conj, bool load)
+{
+    __m512 ar[BLOCK], ai[BLOCK];
+    for (int b = 0; b < nb; b++) {
+        ar[b] = load ? _mm512_load_ps(out + b * ob) : _mm512_setzero_ps();
+        ai[b] = load ? _mm512_load_ps(out + b * ob + LANES) : _mm512_setzero_ps();
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += kin) {
+        const float *xg = in + (k0 / kin) * gs;
+        const int64_t kn = min64(kin, K - k0);
+        for (int64_t l = 0; l < kn; l++) {
+            const float *x = xg + l, *wv = w + (k0 + l) * wk;
+            const __m512 wr = _mm512_load_ps(wv), wi = _mm512_load_ps(wv + LANES);
+            for (int b = 0; b < nb; b++) {
+                const __m512 xr = _mm512_set1_ps(x[b * ib]);
+                const __m512 xi = _mm512_set1_ps(x[b * ib + LANES]);
+                if (conj) {
+                    ar[b] = _mm512_fmadd_ps(xi, wi, _mm512_fmadd_ps(xr, wr, ar[b]));
+                    ai[b] = _mm512_fnmadd_ps(xi, wr, _mm512_fmadd_ps(xr, wi, ai[b]));
+                } else {
+                    ar[b] = _mm512_fnmadd_ps(xi, wi, _mm512_fmadd_ps(xr, wr, ar[b]));
+                    ai[b] = _mm512_fmadd_ps(xi, wr, _mm512_fmadd_ps(xr, wi, ai[b]));
+                }
+            }
+        }
+    }
+    for (int b = 0; b < nb; b++) {
+        _mm512_store_ps(out + b * ob, ar[b]);
+        _mm512_store_ps(out + b * ob + LANES, ai[b]);
+    }
+}
+
+typedef void (*cmac_fn)(float *, int64_t, const float *, int64_t, int64_t, int64_t,
+                        const float *, int64_t, int64_t);
+
+#define CMAC_VARIANTS(NB)                                                                     \
+    static AVX512 void cmac_set_##NB(float *o, int64_t ob, const float *i, int64_t ib,       \
+                                     int64_t gs, int64_t kin, const float *w, int64_t wk,     \
+                                     int64_t K)                                               \
+    {                                                                                         \
+        cmac(NB, o, ob, i, ib, gs, kin, w, wk, K, false, false);                              \
+    }                                                                                         \
+    static AVX512 void cmac_conj_acc_##NB(float *o, int64_t ob, const float *i, int64_t ib,  \
+                                          int64_t gs, int64_t kin, const float *w,            \
+                                          int64_t wk, int64_t K)                              \
+    {                                                                                         \
+        cmac(NB, o, ob, i, ib, gs, kin, w, wk, K, true, true);                                \
+    }
+CMAC_VARIANTS(1)
+CMAC_VARIANTS(2)
+CMAC_VARIANTS(3)
+CMAC_VARIANTS(4)
+CMAC_VARIANTS(5)
+CMAC_VARIANTS(6)
+CMAC_VARIANTS(7)
+CMAC_VARIANTS(8)
+CMAC_VARIANTS(9)
+CMAC_VARIANTS(10)
+CMAC_VARIANTS(11)
+CMAC_VARIANTS(12)
+#undef CMAC_VARIANTS
+
+static const cmac_fn cmac_set[BLOCK + 1] = {
+    NULL,       cmac_set_1, cmac_set_2, cmac_set_3,  cmac_set_4,  cmac_set_5, cmac_set_6,
+    cmac_set_7, cmac_set_8, cmac_set_9, cmac_set_10, cmac_set_11, cmac_set_12};
+static const cmac_fn cmac_conj_acc[BLOCK + 1] = {
+    NULL,             cmac_conj_acc_1,  cmac_conj_acc_2, cmac_conj_acc_3, cmac_conj_acc_4,
+    cmac_conj_acc_5,  cmac_conj_acc_6,  cmac_conj_acc_7, cmac_conj_acc_8, cmac_conj_acc_9,
+    cmac_conj_acc_10, cmac_conj_acc_11, cmac_conj_acc_12};
+
+/* out[n][g][f] = sum_k in[n][k / 16][f][k % 16] w[f][k][g] for the tile's
+ * images, g < G (output groups), f in [f0, f1). */
+static void spectral_matmul(float *out, const float *in, const float *w, int64_t nimg,
+                            int64_t K, int64_t Gk, int64_t G, int64_t f0, int64_t f1,
+                            const fplan *p)
+{
+    const int64_t in_img = Gk * p->spec, out_img = G * p->spec;
+    for (int64_t f = f0; f < f1; f++)
+        for (int64_t g = 0; g < G; g++)
+            for (int64_t n0 = 0; n0 < nimg; n0 += BLOCK) {
+                const int nb = (int)min64(BLOCK, nimg - n0);
+                cmac_set[nb](out + n0 * out_img + g * p->spec + f * CPLX, out_img,
+                             in + n0 * in_img + f * CPLX, in_img, p->spec, LANES,
+                             w + (f * K * G + g) * CPLX, G * CPLX, K);
+            }
+}
+
+/* R[co][gi][f] += sum_n X[n][gi][f] conj(dY[n][co / 16][f][co % 16]) for f
+ * in [f0, f1): the weight gradient's spectra (lanes: input channels). Here
+ * cmac's block runs over output channels of one group and its reduction
+ * over the images. */
+static void spectral_wgrad(float *R, const float *X, const float *dY, int64_t nimg,
+                           int64_t C_out, int64_t f0, int64_t f1, const fplan *p)
+{
+    const int64_t x_img = p->gi * p->spec, dy_img = p->go * p->spec;
+    for (int64_t f = f0; f < f1; f++)
+        for (int64_t g = 0; g < p->gi; g++)
+            for (int64_t co = 0; co < C_out;) {
+                const int64_t lane = co & 15;
+                const int nb = (int)min64(min64(BLOCK, C_out - co), LANES - lane);
+                cmac_conj_acc[nb](R + (co * p->gi + g) * p->spec + f * CPLX, p->gi * p->spec,
+                                  dY + (co >> 4) * p->spec + f * CPLX + lane, 1, dy_img, 1,
+                                  X + g * p->spec + f * CPLX, x_img, nimg);
+                co += nb;
+            }
+}
+
+/* ---- phases --------------------------------------------------------------- */
+
+typedef struct {
+    const cd__conv2d *c;
+    fplan p;
+    const float *tw;
+    float *wk;              /* kernel spectra: [f][ci][go] forward, [f][co][gi] backward */
+    float *R;               /* weight-gradient spectra [co][gi][f] */
+    float *X, *Y;           /* the tile's spectra: [n][gi][f] and [n][go][f] */
+    const float *in, *weight, *bias, *dout;
+    float *out, *din, *dweight;
+    bool din_set;
+    int64_t n0, nimg;       /* the tile */
+    cd__task_fn epi;
+    void *epi_ctx;
+} fjob;
+
+static int64_t lanes_of(int64_t C, int64_t g) { return min64(LANES, C - g * LANES); }
+
+/* Forward kernel spectra conj(G) / nf^2, lanes over output channels. */
+static AVX512 void wk_fwd_task(void *ctx, int64_t i)
+{
+    const fjob *j = ctx;
+    const cd__conv2d *c = j->c;
+    const int64_t ci = i / j->p.go, g = i % j->p.go, kk = c->kh * c->kw;
+    kernel_spectrum(j->wk + i * CPLX, c->C_in * j->p.go * CPLX,
+                    j->weight + (g * LANES * c->C_in + ci) * kk, lanes_of(c->C_out, g),
+                    c->C_in * kk, c->kh, true, &j->p, j->tw);
+}
+
+/* Input-gradient kernel spectra G / nf^2, lanes over input channels. */
+static AVX512 void wk_bwd_task(void *ctx, int64_t i)
+{
+    const fjob *j = ctx;
+    const cd__conv2d *c = j->c;
+    const int64_t co = i / j->p.gi, g = i % j->p.gi, kk = c->kh * c->kw;
+    kernel_spectrum(j->wk + i * CPLX, c->C_out * j->p.gi * CPLX,
+                    j->weight + (co * c->C_in + g * LANES) * kk, lanes_of(c->C_in, g), kk,
+                    c->kh, false, &j->p, j->tw);
+}
+
+static AVX512 void image_spectra(float *spec, const float *img, int64_t C, int64_t G,
+                                 const fjob *j)
+{
+    const cd__conv2d *c = j->c;
+    for (int64_t g = 0; g < G; g++)
+        planes_to_spectrum(spec + g * j->p.spec, img + g * LANES * c->H * c->W, lanes_of(C, g),
+                           c->H, c->W, &j->p, j->tw);
+}
+
+static AVX512 void fwd_in_task(void *ctx, int64_t i)
+{
+    const fjob *j = ctx;
+    const cd__conv2d *c = j->c;
+    image_spectra(j->X + i * j->p.gi * j->p.spec, j->in + (j->n0 + i) * c->C_in * c->H * c->W,
+                  c->C_in, j->p.gi, j);
+}
+
+static void fwd_mul_task(void *ctx, int64_t i)
+{
+    const fjob *j = ctx;
+    const int64_t f0 = i * F_CHUNK, f1 = min64(j->p.F, f0 + F_CHUNK);
+    spectral_matmul(j->Y, j->X, j->wk, j->nimg, j->c->C_in, j->p.gi, j->p.go, f0, f1, &j->p);
+}
+
+static AVX512 void fwd_out_task(void *ctx, int64_t i)
+{
+    const fjob *j = ctx;
+    const cd__conv2d *c = j->c;
+    const int64_t n = j->n0 + i, HW = c->H * c->W;
+    for (int64_t g = 0; g < j->p.go; g++)
+        spectrum_to_planes(j->out + (n * c->C_out + g * LANES) * HW,
+                           j->Y + (i * j->p.go + g) * j->p.spec, lanes_of(c->C_out, g), c->H,
+                           c->W, j->bias ? j->bias + g * LANES : NULL, false, &j->p, j->tw);
+    if (j->epi) j->epi(j->epi_ctx, n);
+}
+
+static AVX512 void bwd_in_task(void *ctx, int64_t i)
+{
+    const fjob *j = ctx;
+    const cd__conv2d *c = j->c;
+    const int64_t n = j->n0 + i, HW = c->H * c->W;
+    image_spectra(j->Y + i * j->p.go * j->p.spec, j->dout + n * c->C_out * HW, c->C_out,
+                  j->p.go, j);
+    if (j->dweight)
+        image_spectra(j->X + i * j->p.gi * j->p.spec, j->in + n * c->C_in * HW, c->C_in,
+                      j->p.gi, j);
+}
+
+/* The weight gradient reads X at these frequencies before the input
+ * gradient overwrites them there (X doubles as dX). */
+static void bwd_mul_task(void *ctx, int64_t i)
+{
+    const fjob *j = ctx;
+    const int64_t f0 = i * F_CHUNK, f1 = min64(j->p.F, f0 + F_CHUNK);
+    if (j->dweight) spectral_wgrad(j->R, j->X, j->Y, j->nimg, j->c->C_out, f0, f1, &j->p);
+    if (j->din)
+        spectral_matmul(j->X, j->Y, j->wk, j->nimg, j->c->C_out, j->p.go, j->p.gi, f0, f1,
+                        &j->p);
+}
+
+static AVX512 void bwd_out_task(void *ctx, int64_t i)
+{
+    const fjob *j = ctx;
+    const cd__conv2d *c = j->c;
+    const int64_t n = j->n0 + i, HW = c->H * c->W;
+    for (int64_t g = 0; g < j->p.gi; g++)
+        spectrum_to_planes(j->din + (n * c->C_in + g * LANES) * HW,
+                           j->X + (i * j->p.gi + g) * j->p.spec, lanes_of(c->C_in, g), c->H,
+                           c->W, NULL, !j->din_set, &j->p, j->tw);
+}
+
+/* dweight[co][16 gi + l][a][b] += the (a - p, b - p) tap of R[co][gi]. */
+static AVX512 void wgrad_out_task(void *ctx, int64_t i)
+{
+    const fjob *j = ctx;
+    const cd__conv2d *c = j->c;
+    const fplan *p = &j->p;
+    const int64_t co = i / p->gi, g = i % p->gi, k = c->kh, pad = k / 2;
+    const int64_t lanes = lanes_of(c->C_in, g);
+    float *spec = j->R + i * p->spec;
+    col_fft(spec, CPLX, p, j->tw, true);
+    const __m512 s = _mm512_set1_ps(p->scale);
+    __m512 t[MAX_NF];
+    __attribute__((aligned(64))) float v[LANES];
+    for (int64_t a = 0; a < k; a++) {
+        row_irfft(t, spec + ((a - pad + p->nf) % p->nf) * p->kx * CPLX, CPLX, p, j->tw);
+        for (int64_t b = 0; b < k; b++) {
+            _mm512_store_ps(v, _mm512_mul_ps(t[(b - pad + p->nf) % p->nf], s));
+            float *dw = j->dweight + ((co * c->C_in + g * LANES) * k + a) * k + b;
+            for (int64_t l = 0; l < lanes; l++) dw[l * k * k] += v[l];
+        }
+    }
+}
+
+/* ---- entry points ----------------------------------------------------------- */
+
+typedef struct {
+    size_t tw, wk, R, X, Y;   /* float offsets */
+    size_t total;
+} fft_ws;
+
+static fft_ws ws_layout(const cd__conv2d *c, const fplan *p)
+{
+    fft_ws w;
+    const int64_t wk_fwd = c->C_in * p->go, wk_bwd = c->C_out * p->gi;
+    w.tw = 0;
+    w.wk = 2 * MAX_NF;
+    w.R = w.wk + (size_t)(p->spec * (wk_fwd > wk_bwd ? wk_fwd : wk_bwd));
+    w.X = w.R + (size_t)(c->C_out * p->gi * p->spec);
+    w.Y = w.X + (size_t)(p->tile * p->gi * p->spec);
+    w.total = w.Y + (size_t)(p->tile * p->go * p->spec);
+    return w;
+}
+
+size_t cd__conv2d_fft_workspace(const cd__conv2d *c)
+{
+    const fplan p = make_plan(c);
+    return ws_layout(c, &p).total;
+}
+
+static fjob make_job(const cd__conv2d *c, float *ws)
+{
+    fjob j = {.c = c, .p = make_plan(c)};
+    const fft_ws w = ws_layout(c, &j.p);
+    make_twiddles(ws + w.tw, j.p.nf);
+    j.tw = ws + w.tw;
+    j.wk = ws + w.wk;
+    j.R = ws + w.R;
+    j.X = ws + w.X;
+    j.Y = ws + w.Y;
+    return j;
+}
+
+void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in,
+                            const float *weight, const float *bias, float *ws,
+                            cd__task_fn epi, void *epi_ctx)
+{
+    fjob j = make_job(c, ws);
+    j.in = in, j.weight = weight, j.bias = c->bias ? bias : NULL, j.out = out;
+    j.epi = epi, j.epi_ctx = epi_ctx;
+    cd__parallel_for(c->C_in * j.p.go, wk_fwd_task, &j);
+    for (j.n0 = 0; j.n0 < c->N; j.n0 += j.p.tile) {
+        j.nimg = min64(j.p.tile, c->N - j.n0);
+        cd__parallel_for(j.nimg, fwd_in_task, &j);
+        cd__parallel_for(ceil_div(j.p.F, F_CHUNK), fwd_mul_task, &j);
+        cd__parallel_for(j.nimg, fwd_out_task, &j);
+    }
+}
+
+void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set,
+                             float *dweight, const float *dout, const float *in,
+                             const float *weight, float *ws)
+{
+    if (!din && !dweight) return;
+    fjob j = make_job(c, ws);
+    j.in = in, j.weight = weight, j.dout = dout, j.din = din, j.din_set = din_set;
+    j.dweight = dweight;
+    if (din) cd__parallel_for(c->C_out * j.p.gi, wk_bwd_task, &j);
+    if (dweight) memset(j.R, 0, (size_t)(c->C_out * j.p.gi * j.p.spec) * sizeof *j.R);
+    for (j.n0 = 0; j.n0 < c->N; j.n0 += j.p.tile) {
+        j.nimg = min64(j.p.tile, c->N - j.n0);
+        cd__parallel_for(j.nimg, bwd_in_task, &j);
+        cd__parallel_for(ceil_div(j.p.F, F_CHUNK), bwd_mul_task, &j);
+        if (din) cd__parallel_for(j.nimg, bwd_out_task, &j);
+    }
+    if (dweight) cd__parallel_for(c->C_out * j.p.gi, wgrad_out_task, &j);
+}
+
+#endif /* x86-64 with GCC-style intrinsics */
