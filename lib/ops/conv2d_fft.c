@@ -41,7 +41,6 @@
 #include "conv2d_fft.h"
 
 #include <math.h>
-#include <string.h>
 
 #define LANES 16
 #define CPLX 32       /* floats per complex vector */
@@ -50,6 +49,7 @@
 #define FFT_TILE 32   /* images per tile */
 #define BLOCK 12      /* images or channels per register block: 24 accumulators */
 #define F_CHUNK 16    /* frequencies per product task */
+#define WK_TASKS 8    /* tasks (and scratch spectra) for the kernel spectra */
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -86,7 +86,7 @@ typedef struct {
     int64_t nf, nh, kx, F;   /* transform size, nf / 2, nf / 2 + 1, frequencies */
     int64_t gi, go;          /* 16-channel groups of C_in and C_out */
     int64_t tile;
-    int64_t spec;            /* floats per spectrum: F * CPLX */
+    int64_t spec;            /* floats from one spectrum to the next */
     float scale;             /* 1 / nf^2 */
 } fplan;
 
@@ -100,7 +100,10 @@ static fplan make_plan(const cd__conv2d *c)
     p.gi = ceil_div(c->C_in, LANES);
     p.go = ceil_div(c->C_out, LANES);
     p.tile = min64(c->N, FFT_TILE);
-    p.spec = p.F * CPLX;
+    /* F * CPLX floats is a multiple of 4 KiB for every nf: without the pad
+     * the spectra of the images in a register block would all compete for
+     * the same L1 sets. */
+    p.spec = p.F * CPLX + CPLX;
     p.scale = 1.0f / (float)(p.nf * p.nf);
     return p;
 }
@@ -333,16 +336,17 @@ static AVX512 void spectrum_to_planes(float *img, float *spec, int64_t lanes, in
 /* ---- kernel spectra ------------------------------------------------------- */
 
 /* The spectrum, times 1/nf^2, of one plane of the wrapped kernel with 16
- * lanes: lane l holds w[(l0 + l) ls + fixed] (ls: the lane channel's
- * weight stride). flip: the kernel mirrored through the origin
- * (h[-d] = w[d + p]: its spectrum is conj G). Element stride es. */
-static AVX512 void kernel_spectrum(float *spec, int64_t es, const float *w, int64_t lanes,
-                                   int64_t ls, int64_t k, bool flip, const fplan *p,
-                                   const float *tw)
+ * lanes, into dst (element stride es): lane l holds w[l ls + tap] (ls: the
+ * lane channel's weight stride). flip: the kernel mirrored through the
+ * origin (h[-d] = w[d + p]: its spectrum is conj G). The transform runs in
+ * scratch (one spectrum, contiguous): dst's stride is a multiple of 4 KiB. */
+static AVX512 void kernel_spectrum(float *dst, int64_t es, float *scratch, const float *w,
+                                   int64_t lanes, int64_t ls, int64_t k, bool flip,
+                                   const fplan *p, const float *tw)
 {
     const int64_t nf = p->nf, pad = k / 2;
     __m512 t[MAX_NF];
-    zero_rows(spec, es, p, 0, nf);
+    zero_rows(scratch, CPLX, p, 0, nf);
     for (int64_t a = 0; a < k; a++) {
         const int64_t d = flip ? pad - a : a - pad, y = (d + nf) % nf;
         for (int64_t x = 0; x < nf; x++) t[x] = _mm512_setzero_ps();
@@ -352,14 +356,14 @@ static AVX512 void kernel_spectrum(float *spec, int64_t es, const float *w, int6
             for (int64_t l = 0; l < lanes; l++) v[l] = w[l * ls + a * k + bb];
             t[x] = _mm512_load_ps(v);
         }
-        row_rfft(spec + y * p->kx * es, es, t, p, tw);
+        row_rfft(scratch + y * p->kx * CPLX, CPLX, t, p, tw);
     }
-    col_fft(spec, es, p, tw, false);
+    col_fft(scratch, CPLX, p, tw, false);
     const __m512 s = _mm512_set1_ps(p->scale);
     for (int64_t f = 0; f < p->F; f++) {
-        _mm512_store_ps(spec + f * es, _mm512_mul_ps(_mm512_load_ps(spec + f * es), s));
-        _mm512_store_ps(spec + f * es + LANES,
-                        _mm512_mul_ps(_mm512_load_ps(spec + f * es + LANES), s));
+        _mm512_store_ps(dst + f * es, _mm512_mul_ps(_mm512_load_ps(scratch + f * CPLX), s));
+        _mm512_store_ps(dst + f * es + LANES,
+                        _mm512_mul_ps(_mm512_load_ps(scratch + f * CPLX + LANES), s));
     }
 }
 
@@ -414,6 +418,12 @@ typedef void (*cmac_fn)(float *, int64_t, const float *, int64_t, int64_t, int64
     {                                                                                         \
         cmac(NB, o, ob, i, ib, gs, kin, w, wk, K, false, false);                              \
     }                                                                                         \
+    static AVX512 void cmac_conj_set_##NB(float *o, int64_t ob, const float *i, int64_t ib,  \
+                                          int64_t gs, int64_t kin, const float *w,            \
+                                          int64_t wk, int64_t K)                              \
+    {                                                                                         \
+        cmac(NB, o, ob, i, ib, gs, kin, w, wk, K, true, false);                               \
+    }                                                                                         \
     static AVX512 void cmac_conj_acc_##NB(float *o, int64_t ob, const float *i, int64_t ib,  \
                                           int64_t gs, int64_t kin, const float *w,            \
                                           int64_t wk, int64_t K)                              \
@@ -437,6 +447,10 @@ CMAC_VARIANTS(12)
 static const cmac_fn cmac_set[BLOCK + 1] = {
     NULL,       cmac_set_1, cmac_set_2, cmac_set_3,  cmac_set_4,  cmac_set_5, cmac_set_6,
     cmac_set_7, cmac_set_8, cmac_set_9, cmac_set_10, cmac_set_11, cmac_set_12};
+static const cmac_fn cmac_conj_set[BLOCK + 1] = {
+    NULL,             cmac_conj_set_1,  cmac_conj_set_2, cmac_conj_set_3, cmac_conj_set_4,
+    cmac_conj_set_5,  cmac_conj_set_6,  cmac_conj_set_7, cmac_conj_set_8, cmac_conj_set_9,
+    cmac_conj_set_10, cmac_conj_set_11, cmac_conj_set_12};
 static const cmac_fn cmac_conj_acc[BLOCK + 1] = {
     NULL,             cmac_conj_acc_1,  cmac_conj_acc_2, cmac_conj_acc_3, cmac_conj_acc_4,
     cmac_conj_acc_5,  cmac_conj_acc_6,  cmac_conj_acc_7, cmac_conj_acc_8, cmac_conj_acc_9,
@@ -459,22 +473,23 @@ static void spectral_matmul(float *out, const float *in, const float *w, int64_t
             }
 }
 
-/* R[co][gi][f] += sum_n X[n][gi][f] conj(dY[n][co / 16][f][co % 16]) for f
- * in [f0, f1): the weight gradient's spectra (lanes: input channels). Here
- * cmac's block runs over output channels of one group and its reduction
- * over the images. */
+/* R[co][gi][f] (+)= sum_n X[n][gi][f] conj(dY[n][co / 16][f][co % 16]) for
+ * f in [f0, f1): the weight gradient's spectra (lanes: input channels),
+ * overwritten for the first tile. Here cmac's block runs over output
+ * channels of one group and its reduction over the images. */
 static void spectral_wgrad(float *R, const float *X, const float *dY, int64_t nimg,
-                           int64_t C_out, int64_t f0, int64_t f1, const fplan *p)
+                           int64_t C_out, int64_t f0, int64_t f1, bool first, const fplan *p)
 {
+    const cmac_fn *fn = first ? cmac_conj_set : cmac_conj_acc;
     const int64_t x_img = p->gi * p->spec, dy_img = p->go * p->spec;
     for (int64_t f = f0; f < f1; f++)
         for (int64_t g = 0; g < p->gi; g++)
             for (int64_t co = 0; co < C_out;) {
                 const int64_t lane = co & 15;
                 const int nb = (int)min64(min64(BLOCK, C_out - co), LANES - lane);
-                cmac_conj_acc[nb](R + (co * p->gi + g) * p->spec + f * CPLX, p->gi * p->spec,
-                                  dY + (co >> 4) * p->spec + f * CPLX + lane, 1, dy_img, 1,
-                                  X + g * p->spec + f * CPLX, x_img, nimg);
+                fn[nb](R + (co * p->gi + g) * p->spec + f * CPLX, p->gi * p->spec,
+                       dY + (co >> 4) * p->spec + f * CPLX + lane, 1, dy_img, 1,
+                       X + g * p->spec + f * CPLX, x_img, nimg);
                 co += nb;
             }
 }
@@ -486,6 +501,7 @@ typedef struct {
     fplan p;
     const float *tw;
     float *wk;              /* kernel spectra: [f][ci][go] forward, [f][co][gi] backward */
+    float *scratch;         /* WK_TASKS spectra */
     float *R;               /* weight-gradient spectra [co][gi][f] */
     float *X, *Y;           /* the tile's spectra: [n][gi][f] and [n][go][f] */
     const float *in, *weight, *bias, *dout;
@@ -498,26 +514,33 @@ typedef struct {
 
 static int64_t lanes_of(int64_t C, int64_t g) { return min64(LANES, C - g * LANES); }
 
-/* Forward kernel spectra conj(G) / nf^2, lanes over output channels. */
-static AVX512 void wk_fwd_task(void *ctx, int64_t i)
+/* Forward kernel spectra conj(G) / nf^2, lanes over output channels:
+ * task t takes the (ci, go) planes t, t + WK_TASKS, ... */
+static AVX512 void wk_fwd_task(void *ctx, int64_t t)
 {
     const fjob *j = ctx;
     const cd__conv2d *c = j->c;
-    const int64_t ci = i / j->p.go, g = i % j->p.go, kk = c->kh * c->kw;
-    kernel_spectrum(j->wk + i * CPLX, c->C_in * j->p.go * CPLX,
-                    j->weight + (g * LANES * c->C_in + ci) * kk, lanes_of(c->C_out, g),
-                    c->C_in * kk, c->kh, true, &j->p, j->tw);
+    const int64_t kk = c->kh * c->kw;
+    for (int64_t i = t; i < c->C_in * j->p.go; i += WK_TASKS) {
+        const int64_t ci = i / j->p.go, g = i % j->p.go;
+        kernel_spectrum(j->wk + i * CPLX, c->C_in * j->p.go * CPLX, j->scratch + t * j->p.spec,
+                        j->weight + (g * LANES * c->C_in + ci) * kk, lanes_of(c->C_out, g),
+                        c->C_in * kk, c->kh, true, &j->p, j->tw);
+    }
 }
 
 /* Input-gradient kernel spectra G / nf^2, lanes over input channels. */
-static AVX512 void wk_bwd_task(void *ctx, int64_t i)
+static AVX512 void wk_bwd_task(void *ctx, int64_t t)
 {
     const fjob *j = ctx;
     const cd__conv2d *c = j->c;
-    const int64_t co = i / j->p.gi, g = i % j->p.gi, kk = c->kh * c->kw;
-    kernel_spectrum(j->wk + i * CPLX, c->C_out * j->p.gi * CPLX,
-                    j->weight + (co * c->C_in + g * LANES) * kk, lanes_of(c->C_in, g), kk,
-                    c->kh, false, &j->p, j->tw);
+    const int64_t kk = c->kh * c->kw;
+    for (int64_t i = t; i < c->C_out * j->p.gi; i += WK_TASKS) {
+        const int64_t co = i / j->p.gi, g = i % j->p.gi;
+        kernel_spectrum(j->wk + i * CPLX, c->C_out * j->p.gi * CPLX, j->scratch + t * j->p.spec,
+                        j->weight + (co * c->C_in + g * LANES) * kk, lanes_of(c->C_in, g), kk,
+                        c->kh, false, &j->p, j->tw);
+    }
 }
 
 static AVX512 void image_spectra(float *spec, const float *img, int64_t C, int64_t G,
@@ -574,7 +597,8 @@ static void bwd_mul_task(void *ctx, int64_t i)
 {
     const fjob *j = ctx;
     const int64_t f0 = i * F_CHUNK, f1 = min64(j->p.F, f0 + F_CHUNK);
-    if (j->dweight) spectral_wgrad(j->R, j->X, j->Y, j->nimg, j->c->C_out, f0, f1, &j->p);
+    if (j->dweight)
+        spectral_wgrad(j->R, j->X, j->Y, j->nimg, j->c->C_out, f0, f1, j->n0 == 0, &j->p);
     if (j->din)
         spectral_matmul(j->X, j->Y, j->wk, j->nimg, j->c->C_out, j->p.go, j->p.gi, f0, f1,
                         &j->p);
@@ -617,7 +641,7 @@ static AVX512 void wgrad_out_task(void *ctx, int64_t i)
 /* ---- entry points ----------------------------------------------------------- */
 
 typedef struct {
-    size_t tw, wk, R, X, Y;   /* float offsets */
+    size_t tw, scratch, wk, R, X, Y;   /* float offsets */
     size_t total;
 } fft_ws;
 
@@ -626,7 +650,8 @@ static fft_ws ws_layout(const cd__conv2d *c, const fplan *p)
     fft_ws w;
     const int64_t wk_fwd = c->C_in * p->go, wk_bwd = c->C_out * p->gi;
     w.tw = 0;
-    w.wk = 2 * MAX_NF;
+    w.scratch = 2 * MAX_NF;
+    w.wk = w.scratch + (size_t)(WK_TASKS * p->spec);
     w.R = w.wk + (size_t)(p->spec * (wk_fwd > wk_bwd ? wk_fwd : wk_bwd));
     w.X = w.R + (size_t)(c->C_out * p->gi * p->spec);
     w.Y = w.X + (size_t)(p->tile * p->gi * p->spec);
@@ -646,6 +671,7 @@ static fjob make_job(const cd__conv2d *c, float *ws)
     const fft_ws w = ws_layout(c, &j.p);
     make_twiddles(ws + w.tw, j.p.nf);
     j.tw = ws + w.tw;
+    j.scratch = ws + w.scratch;
     j.wk = ws + w.wk;
     j.R = ws + w.R;
     j.X = ws + w.X;
@@ -660,7 +686,7 @@ void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in,
     fjob j = make_job(c, ws);
     j.in = in, j.weight = weight, j.bias = c->bias ? bias : NULL, j.out = out;
     j.epi = epi, j.epi_ctx = epi_ctx;
-    cd__parallel_for(c->C_in * j.p.go, wk_fwd_task, &j);
+    cd__parallel_for(WK_TASKS, wk_fwd_task, &j);
     for (j.n0 = 0; j.n0 < c->N; j.n0 += j.p.tile) {
         j.nimg = min64(j.p.tile, c->N - j.n0);
         cd__parallel_for(j.nimg, fwd_in_task, &j);
@@ -677,8 +703,7 @@ void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set,
     fjob j = make_job(c, ws);
     j.in = in, j.weight = weight, j.dout = dout, j.din = din, j.din_set = din_set;
     j.dweight = dweight;
-    if (din) cd__parallel_for(c->C_out * j.p.gi, wk_bwd_task, &j);
-    if (dweight) memset(j.R, 0, (size_t)(c->C_out * j.p.gi * j.p.spec) * sizeof *j.R);
+    if (din) cd__parallel_for(WK_TASKS, wk_bwd_task, &j);
     for (j.n0 = 0; j.n0 < c->N; j.n0 += j.p.tile) {
         j.nimg = min64(j.p.tile, c->N - j.n0);
         cd__parallel_for(j.nimg, bwd_in_task, &j);
