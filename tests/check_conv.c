@@ -803,6 +803,7 @@ START_TEST(conv2d_reads_stay_in_bounds)
         {"k4s2p1 7x9", 2, 3, 7, 9, 5, 4, 4, 2, 1, 1, true},
         {"depthwise 7x7 5x9", 2, 3, 5, 9, 3, 7, 7, 1, 3, 3, true},
         {"depthwise 3x3 p0", 2, 4, 9, 7, 4, 3, 3, 1, 0, 4, true},
+        {"spectral k5p2 11x13", 2, 8, 11, 13, 9, 5, 5, 1, 2, 1, true},
     };
     for (int portable = 0; portable < 2; portable++) {
         cd__conv2d_force_portable(portable);

@@ -2,10 +2,14 @@
  * conv2d.c - 2-D convolution with zero padding, stride and groups, forward
  * and backward (see ops.h for the conventions).
  *
- * Three implementations sit behind the one descriptor; which one runs
+ * Four implementations sit behind the one descriptor; which one runs
  * depends only on the shape and the CPU, never on the thread count:
  *
- *   dense      every non-depthwise convolution on x86-64 CPUs with
+ *   spectral   "same" convolutions with odd kernels of 5x5 and up and 8+
+ *              channels each way on AVX-512 CPUs, where products of 2-D
+ *              spectra cost a fraction of the direct sums (the CNN's 7x7
+ *              layers): conv2d_fft.c.
+ *   dense      every other non-depthwise convolution on x86-64 CPUs with
  *              AVX-512 (chosen at run time). Each image is copied into
  *              zero-padded frames of row stride Wp (unpadded tensors are
  *              read in place); the output pixel at flat "wide" position
