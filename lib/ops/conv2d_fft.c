@@ -28,7 +28,8 @@
  * every spectral product is a plain vector operation; a complex vector is
  * 32 floats, 16 real parts then 16 imaginary ones. Planes enter and leave
  * through 16x16 transposes. A real plane's spectrum keeps the kx = 0 .. NF/2
- * half (ky = 0 .. NF-1); frequency f = ky (NF/2 + 1) + kx.
+ * half (ky = 0 .. NF-1, in bit-reversed order: see the FFTs); frequency
+ * f = ky (NF/2 + 1) + kx.
  *
  * Work goes by tiles of images in three phases: transform each image's
  * planes (a task per image), multiply spectra (a task per block of
@@ -88,7 +89,15 @@ typedef struct {
     int64_t tile;
     int64_t spec;            /* floats from one spectrum to the next */
     float scale;             /* 1 / nf^2 */
+    int16_t rev[MAX_NF / 2]; /* bit reversal on nh points */
 } fplan;
+
+static int64_t bit_reverse(int64_t j, int64_t n)
+{
+    int64_t r = 0;
+    for (int64_t m = n >> 1; m; m >>= 1, j >>= 1) r = (r << 1) | (j & 1);
+    return r;
+}
 
 static fplan make_plan(const cd__conv2d *c)
 {
@@ -105,6 +114,7 @@ static fplan make_plan(const cd__conv2d *c)
      * the same L1 sets. */
     p.spec = p.F * CPLX + CPLX;
     p.scale = 1.0f / (float)(p.nf * p.nf);
+    for (int64_t k = 0; k < p.nh; k++) p.rev[k] = (int16_t)bit_reverse(k, p.nh);
     return p;
 }
 
@@ -121,45 +131,58 @@ static void make_twiddles(float *tw, int64_t nf)
     }
 }
 
-static int64_t bit_reverse(int64_t j, int64_t n)
+/* Radix-2 FFTs of length n, in place, on `cols` columns of complex
+ * vectors: element i of column q at d + i es + q cs; tw is the table of
+ * size nf = n * step. Products of spectra do not care in which order the
+ * frequencies lie, so no pass reorders them: the forward transform
+ * (decimation in frequency, e^(-2 pi i jk / n)) leaves its output in
+ * bit-reversed order, and the inverse (decimation in time, e^(+...),
+ * unnormalised) takes its input in that order and returns samples in
+ * natural order. */
+static AVX512 void fft_forward_bitrev(float *d, int64_t es, int64_t n, int64_t cols,
+                                      int64_t cs, const float *tw, int64_t step)
 {
-    int64_t r = 0;
-    for (int64_t m = n >> 1; m; m >>= 1, j >>= 1) r = (r << 1) | (j & 1);
-    return r;
-}
-
-/* In-place radix-2 FFT of length n on `cols` columns of complex vectors:
- * element i of column q at d + i es + q cs. Forward is e^(-2 pi i jk / n),
- * inverse e^(+...) unnormalised. tw is the table of size nf = n * step. */
-static AVX512 void fft_cols(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs,
-                            const float *tw, int64_t step, bool inverse)
-{
-    for (int64_t i = 0; i < n; i++) {
-        const int64_t r = bit_reverse(i, n);
-        if (r <= i) continue;
-        for (int64_t q = 0; q < cols; q++) {
-            float *a = d + i * es + q * cs, *b = d + r * es + q * cs;
-            for (int h = 0; h < CPLX; h += LANES) {
-                const __m512 t = _mm512_load_ps(a + h);
-                _mm512_store_ps(a + h, _mm512_load_ps(b + h));
-                _mm512_store_ps(b + h, t);
+    for (int64_t len = n; len >= 2; len >>= 1) {
+        const int64_t half = len / 2, ts = step * (n / len);
+        for (int64_t j = 0; j < half; j++) {
+            const __m512 c = _mm512_set1_ps(tw[2 * j * ts]), s = _mm512_set1_ps(-tw[2 * j * ts + 1]);
+            for (int64_t i = j; i < n; i += len) {
+                for (int64_t q = 0; q < cols; q++) {
+                    float *a = d + i * es + q * cs, *b = a + half * es;
+                    const __m512 ar = _mm512_load_ps(a), ai = _mm512_load_ps(a + LANES);
+                    const __m512 br = _mm512_load_ps(b), bi = _mm512_load_ps(b + LANES);
+                    _mm512_store_ps(a, _mm512_add_ps(ar, br));
+                    _mm512_store_ps(a + LANES, _mm512_add_ps(ai, bi));
+                    __m512 dr = _mm512_sub_ps(ar, br), di = _mm512_sub_ps(ai, bi);
+                    if (j) { /* (a - b) (c + i s) */
+                        const __m512 t = dr;
+                        dr = _mm512_fnmadd_ps(di, s, _mm512_mul_ps(t, c));
+                        di = _mm512_fmadd_ps(t, s, _mm512_mul_ps(di, c));
+                    }
+                    _mm512_store_ps(b, dr);
+                    _mm512_store_ps(b + LANES, di);
+                }
             }
         }
     }
+}
+
+static AVX512 void fft_inverse_bitrev(float *d, int64_t es, int64_t n, int64_t cols,
+                                      int64_t cs, const float *tw, int64_t step)
+{
     for (int64_t len = 2; len <= n; len <<= 1) {
         const int64_t half = len / 2, ts = step * (n / len);
         for (int64_t j = 0; j < half; j++) {
-            const float cv = tw[2 * j * ts], sv = tw[2 * j * ts + 1];
-            const __m512 c = _mm512_set1_ps(cv), s = _mm512_set1_ps(inverse ? sv : -sv);
+            const __m512 c = _mm512_set1_ps(tw[2 * j * ts]), s = _mm512_set1_ps(tw[2 * j * ts + 1]);
             for (int64_t i = j; i < n; i += len) {
                 for (int64_t q = 0; q < cols; q++) {
                     float *a = d + i * es + q * cs, *b = a + half * es;
                     const __m512 ar = _mm512_load_ps(a), ai = _mm512_load_ps(a + LANES);
                     __m512 vr = _mm512_load_ps(b), vi = _mm512_load_ps(b + LANES);
-                    if (j) { /* v *= c + i s */
-                        const __m512 br = vr;
-                        vr = _mm512_fnmadd_ps(vi, s, _mm512_mul_ps(br, c));
-                        vi = _mm512_fmadd_ps(br, s, _mm512_mul_ps(vi, c));
+                    if (j) { /* b (c + i s) */
+                        const __m512 t = vr;
+                        vr = _mm512_fnmadd_ps(vi, s, _mm512_mul_ps(t, c));
+                        vi = _mm512_fmadd_ps(t, s, _mm512_mul_ps(vi, c));
                     }
                     _mm512_store_ps(a, _mm512_add_ps(ar, vr));
                     _mm512_store_ps(a + LANES, _mm512_add_ps(ai, vi));
@@ -174,17 +197,19 @@ static AVX512 void fft_cols(float *d, int64_t es, int64_t n, int64_t cols, int64
 /* The kx = 0 .. nh spectrum of the real row t[0 .. nf), element kx at
  * out + kx es: an nh-point complex FFT of z[m] = t[2m] + i t[2m+1], then
  * X[k] = E[k] + e^(-2 pi i k / nf) O[k] with E, O the even and odd
- * samples' spectra recovered from Z[k] and conj Z[nh - k]. */
+ * samples' spectra recovered from Z[k] and conj Z[nh - k] (Z[k] lies at
+ * z[rev[k]]). */
 static AVX512 void row_rfft(float *out, int64_t es, const __m512 *t, const fplan *p,
                             const float *tw)
 {
     const int64_t nh = p->nh;
+    const int16_t *rev = p->rev;
     __attribute__((aligned(64))) float z[MAX_NF / 2 * CPLX];
     for (int64_t m = 0; m < nh; m++) {
         _mm512_store_ps(z + m * CPLX, t[2 * m]);
         _mm512_store_ps(z + m * CPLX + LANES, t[2 * m + 1]);
     }
-    fft_cols(z, CPLX, nh, 1, 0, tw, 2, false);
+    fft_forward_bitrev(z, CPLX, nh, 1, 0, tw, 2);
     const __m512 zr0 = _mm512_load_ps(z), zi0 = _mm512_load_ps(z + LANES), zero = _mm512_setzero_ps();
     _mm512_store_ps(out, _mm512_add_ps(zr0, zi0));
     _mm512_store_ps(out + LANES, zero);
@@ -192,9 +217,9 @@ static AVX512 void row_rfft(float *out, int64_t es, const __m512 *t, const fplan
     _mm512_store_ps(out + nh * es + LANES, zero);
     const __m512 half = _mm512_set1_ps(0.5f);
     for (int64_t k = 1; k < nh; k++) {
-        const __m512 ar = _mm512_load_ps(z + k * CPLX), ai = _mm512_load_ps(z + k * CPLX + LANES);
-        const __m512 br = _mm512_load_ps(z + (nh - k) * CPLX);
-        const __m512 bi = _mm512_sub_ps(zero, _mm512_load_ps(z + (nh - k) * CPLX + LANES));
+        const float *za = z + rev[k] * CPLX, *zb = z + rev[nh - k] * CPLX;
+        const __m512 ar = _mm512_load_ps(za), ai = _mm512_load_ps(za + LANES);
+        const __m512 br = _mm512_load_ps(zb), bi = _mm512_sub_ps(zero, _mm512_load_ps(zb + LANES));
         const __m512 c = _mm512_set1_ps(tw[2 * k]), s = _mm512_set1_ps(tw[2 * k + 1]);
         const __m512 dr = _mm512_sub_ps(ar, br), di = _mm512_sub_ps(ai, bi);
         /* re = (ar + br + c di - s dr) / 2, im = (ai + bi - c dr - s di) / 2 */
@@ -209,13 +234,14 @@ static AVX512 void row_rfft(float *out, int64_t es, const __m512 *t, const fplan
 
 /* The inverse of row_rfft, unnormalised (nf times the row): from the half
  * spectrum at in + kx es, Zc[k] = (X[k] + conj X[nh-k]) + i (X[k] -
- * conj X[nh-k]) e^(+2 pi i k / nf), an nh-point inverse FFT, and
- * t[2m] + i t[2m+1] = zc[m]. The imaginary parts of X[0] and X[nh], zero
- * for a real row, are ignored. */
+ * conj X[nh-k]) e^(+2 pi i k / nf), stored at z[rev[k]], an nh-point
+ * inverse FFT, and t[2m] + i t[2m+1] = zc[m]. The imaginary parts of X[0]
+ * and X[nh], zero for a real row, are ignored. */
 static AVX512 void row_irfft(__m512 *t, const float *in, int64_t es, const fplan *p,
                              const float *tw)
 {
     const int64_t nh = p->nh;
+    const int16_t *rev = p->rev;
     __attribute__((aligned(64))) float z[MAX_NF / 2 * CPLX];
     const __m512 x0 = _mm512_load_ps(in), xn = _mm512_load_ps(in + nh * es);
     _mm512_store_ps(z, _mm512_add_ps(x0, xn));
@@ -229,20 +255,25 @@ static AVX512 void row_irfft(__m512 *t, const float *in, int64_t es, const fplan
         const __m512 dr = _mm512_sub_ps(ar, br), di = _mm512_sub_ps(ai, bi);
         const __m512 Dr = _mm512_fnmadd_ps(di, s, _mm512_mul_ps(dr, c));
         const __m512 Di = _mm512_fmadd_ps(dr, s, _mm512_mul_ps(di, c));
-        _mm512_store_ps(z + k * CPLX, _mm512_sub_ps(_mm512_add_ps(ar, br), Di));
-        _mm512_store_ps(z + k * CPLX + LANES, _mm512_add_ps(_mm512_add_ps(ai, bi), Dr));
+        float *zk = z + rev[k] * CPLX;
+        _mm512_store_ps(zk, _mm512_sub_ps(_mm512_add_ps(ar, br), Di));
+        _mm512_store_ps(zk + LANES, _mm512_add_ps(_mm512_add_ps(ai, bi), Dr));
     }
-    fft_cols(z, CPLX, nh, 1, 0, tw, 2, true);
+    fft_inverse_bitrev(z, CPLX, nh, 1, 0, tw, 2);
     for (int64_t m = 0; m < nh; m++) {
         t[2 * m] = _mm512_load_ps(z + m * CPLX);
         t[2 * m + 1] = _mm512_load_ps(z + m * CPLX + LANES);
     }
 }
 
-/* Columns of a half spectrum (element (ky, kx) at d + (ky kx_n + kx) es). */
+/* Columns of a half spectrum (element (ky, kx) at d + (ky kx_n + kx) es;
+ * ky in bit-reversed order between the two). */
 static AVX512 void col_fft(float *d, int64_t es, const fplan *p, const float *tw, bool inverse)
 {
-    fft_cols(d, p->kx * es, p->nf, p->kx, es, tw, 1, inverse);
+    if (inverse)
+        fft_inverse_bitrev(d, p->kx * es, p->nf, p->kx, es, tw, 1);
+    else
+        fft_forward_bitrev(d, p->kx * es, p->nf, p->kx, es, tw, 1);
 }
 
 static AVX512 void zero_rows(float *d, int64_t es, const fplan *p, int64_t y0, int64_t y1)
