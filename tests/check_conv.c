@@ -191,10 +191,10 @@ static const conv_shape parity_shapes[] = {
     {"k7p3 8->16 7x7", 3, 8, 7, 7, 16, 7, 7, 1, 3, 1, true},
     {"k7p3 32->16 28x28", 2, 32, 28, 28, 16, 7, 7, 1, 3, 1, true},
     /* The spectral path: channels that fill no vector, a 5x5 kernel on a
-     * 13x22 plane, a 64x64 transform, a batch past one tile of 32. */
+     * 13x22 plane, a 64x64 transform, a batch past one tile of 64. */
     {"k5p2 20->12 13x22", 3, 20, 13, 22, 12, 5, 5, 1, 2, 1, true},
     {"k7p3 9->40 40x36 no bias", 2, 9, 40, 36, 40, 7, 7, 1, 3, 1, false},
-    {"k7p3 16->16 12x12 N=35", 35, 16, 12, 12, 16, 7, 7, 1, 3, 1, true},
+    {"k7p3 16->16 12x12 N=67", 67, 16, 12, 12, 16, 7, 7, 1, 3, 1, true},
 };
 #define N_PARITY ((int)(sizeof parity_shapes / sizeof parity_shapes[0]))
 
@@ -579,11 +579,11 @@ END_TEST
 
 /* ---- batch tiles, threads, workspace ---------------------------------------- */
 
-/* Batch sizes around the tiles (direct 8, gemm up to 16, spectral 32) on
+/* Batch sizes around the tiles (direct 8, gemm up to 16, spectral 64) on
  * the paths. */
 START_TEST(conv2d_batch_tiles)
 {
-    static const int64_t batches[] = {1, 7, 8, 9, 16, 17, 33};
+    static const int64_t batches[] = {1, 7, 8, 9, 16, 17, 33, 65};
     static const conv_shape base[] = {
         {"dense k3p1", 0, 3, 6, 5, 4, 3, 3, 1, 1, 1, true},
         {"depthwise 7x7", 0, 3, 6, 5, 3, 7, 7, 1, 3, 3, true},

@@ -47,9 +47,9 @@
 #define CPLX 32       /* floats per complex vector */
 #define MIN_NF 16     /* the transposes move 16 pixels at a time */
 #define MAX_NF 64
-#define FFT_TILE 32   /* images per tile */
+#define FFT_TILE 64   /* images per tile */
 #define BLOCK 12      /* images or channels per register block: 24 accumulators */
-#define F_CHUNK 16    /* frequencies per product task */
+#define MUL_TASKS 8   /* product tasks per tile, a block of frequencies each */
 #define WK_TASKS 8    /* tasks (and scratch spectra) for the kernel spectra */
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -86,7 +86,7 @@ bool cd__conv2d_fft_suits(const cd__conv2d *c)
 typedef struct {
     int64_t nf, nh, kx, F;   /* transform size, nf / 2, nf / 2 + 1, frequencies */
     int64_t gi, go;          /* 16-channel groups of C_in and C_out */
-    int64_t tile;
+    int64_t tile, chunk;     /* images per tile, frequencies per product task */
     int64_t spec;            /* floats from one spectrum to the next */
     float scale;             /* 1 / nf^2 */
     int16_t rev[MAX_NF / 2]; /* bit reversal on nh points */
@@ -109,6 +109,7 @@ static fplan make_plan(const cd__conv2d *c)
     p.gi = ceil_div(c->C_in, LANES);
     p.go = ceil_div(c->C_out, LANES);
     p.tile = min64(c->N, FFT_TILE);
+    p.chunk = ceil_div(p.F, MUL_TASKS);
     /* F * CPLX floats is a multiple of 4 KiB for every nf: without the pad
      * the spectra of the images in a register block would all compete for
      * the same L1 sets. */
@@ -594,7 +595,7 @@ static AVX512 void fwd_in_task(void *ctx, int64_t i)
 static void fwd_mul_task(void *ctx, int64_t i)
 {
     const fjob *j = ctx;
-    const int64_t f0 = i * F_CHUNK, f1 = min64(j->p.F, f0 + F_CHUNK);
+    const int64_t f0 = i * j->p.chunk, f1 = min64(j->p.F, f0 + j->p.chunk);
     spectral_matmul(j->Y, j->X, j->wk, j->nimg, j->c->C_in, j->p.gi, j->p.go, f0, f1, &j->p);
 }
 
@@ -627,7 +628,7 @@ static AVX512 void bwd_in_task(void *ctx, int64_t i)
 static void bwd_mul_task(void *ctx, int64_t i)
 {
     const fjob *j = ctx;
-    const int64_t f0 = i * F_CHUNK, f1 = min64(j->p.F, f0 + F_CHUNK);
+    const int64_t f0 = i * j->p.chunk, f1 = min64(j->p.F, f0 + j->p.chunk);
     if (j->dweight)
         spectral_wgrad(j->R, j->X, j->Y, j->nimg, j->c->C_out, f0, f1, j->n0 == 0, &j->p);
     if (j->din)
@@ -721,7 +722,7 @@ void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in,
     for (j.n0 = 0; j.n0 < c->N; j.n0 += j.p.tile) {
         j.nimg = min64(j.p.tile, c->N - j.n0);
         cd__parallel_for(j.nimg, fwd_in_task, &j);
-        cd__parallel_for(ceil_div(j.p.F, F_CHUNK), fwd_mul_task, &j);
+        cd__parallel_for(MUL_TASKS, fwd_mul_task, &j);
         cd__parallel_for(j.nimg, fwd_out_task, &j);
     }
 }
@@ -738,7 +739,7 @@ void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set,
     for (j.n0 = 0; j.n0 < c->N; j.n0 += j.p.tile) {
         j.nimg = min64(j.p.tile, c->N - j.n0);
         cd__parallel_for(j.nimg, bwd_in_task, &j);
-        cd__parallel_for(ceil_div(j.p.F, F_CHUNK), bwd_mul_task, &j);
+        cd__parallel_for(MUL_TASKS, bwd_mul_task, &j);
         if (din) cd__parallel_for(j.nimg, bwd_out_task, &j);
     }
     if (dweight) cd__parallel_for(c->C_out * j.p.gi, wgrad_out_task, &j);
