@@ -2220,17 +2220,21 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
                           float *dbias, const float *dout, const float *in,
                           const float *weight, float *ws)
 {
-    if (dbias && c->bias) bias_backward(dbias, dout, c->N, c->C_out, c->H_out * c->W_out);
+    const enum conv_path path = choose_path(c);
+    /* The spectral path reads the bias gradient off its spectra for free. */
+    const bool spectral_bias = path == PATH_FFT && (din || dweight);
+    if (dbias && c->bias && !spectral_bias)
+        bias_backward(dbias, dout, c->N, c->C_out, c->H_out * c->W_out);
     if (!din && !dweight) return;
     ws = align_ws(ws);
-    const enum conv_path path = choose_path(c);
     if (din && din_set && path != PATH_DENSE && path != PATH_FFT)
         memset(din, 0, (size_t)(c->N * c->C_in * c->H * c->W) * sizeof *din);
     switch (path) {
 #ifdef CONV_X86
     case PATH_DENSE: dense_backward(c, din, din_set, dweight, dout, in, weight, ws); return;
     case PATH_FFT:
-        cd__conv2d_fft_backward(c, din, din_set, dweight, dout, in, weight, ws);
+        cd__conv2d_fft_backward(c, din, din_set, dweight, c->bias ? dbias : NULL, dout, in,
+                                weight, ws);
         return;
 #endif
     case PATH_DEPTHWISE: depthwise_backward(c, din, dweight, dout, in, weight, ws, true); return;

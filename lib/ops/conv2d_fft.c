@@ -537,7 +537,8 @@ typedef struct {
     float *R;               /* weight-gradient spectra [co][gi][f] */
     float *X, *Y;           /* the tile's spectra: [n][gi][f] and [n][go][f] */
     const float *in, *weight, *bias, *dout;
-    float *out, *din, *dweight;
+    float *out, *din, *dweight, *dbias;
+    double *db;             /* the bias gradient's sums, C_out */
     bool din_set;
     int64_t n0, nimg;       /* the tile */
     cd__task_fn epi;
@@ -628,6 +629,12 @@ static AVX512 void bwd_in_task(void *ctx, int64_t i)
 static void bwd_mul_task(void *ctx, int64_t i)
 {
     const fjob *j = ctx;
+    /* Frequency 0 of dY, the first task's, is each channel's sum of dy:
+     * the bias gradient, summed over the images in order. */
+    if (i == 0 && j->dbias)
+        for (int64_t n = 0; n < j->nimg; n++)
+            for (int64_t co = 0; co < j->c->C_out; co++)
+                j->db[co] += j->Y[(n * j->p.go + (co >> 4)) * j->p.spec + (co & 15)];
     const int64_t f0 = i * j->p.chunk, f1 = min64(j->p.F, f0 + j->p.chunk);
     if (j->dweight)
         spectral_wgrad(j->R, j->X, j->Y, j->nimg, j->c->C_out, f0, f1, j->n0 == 0, &j->p);
@@ -673,7 +680,7 @@ static AVX512 void wgrad_out_task(void *ctx, int64_t i)
 /* ---- entry points ----------------------------------------------------------- */
 
 typedef struct {
-    size_t tw, scratch, wk, R, X, Y;   /* float offsets */
+    size_t tw, db, scratch, wk, R, X, Y;   /* float offsets */
     size_t total;
 } fft_ws;
 
@@ -682,7 +689,8 @@ static fft_ws ws_layout(const cd__conv2d *c, const fplan *p)
     fft_ws w;
     const int64_t wk_fwd = c->C_in * p->go, wk_bwd = c->C_out * p->gi;
     w.tw = 0;
-    w.scratch = 2 * MAX_NF;
+    w.db = 2 * MAX_NF;
+    w.scratch = w.db + (size_t)(2 * ((c->C_out + 7) / 8 * 8)); /* doubles, 64-byte multiple */
     w.wk = w.scratch + (size_t)(WK_TASKS * p->spec);
     w.R = w.wk + (size_t)(p->spec * (wk_fwd > wk_bwd ? wk_fwd : wk_bwd));
     w.X = w.R + (size_t)(c->C_out * p->gi * p->spec);
@@ -703,6 +711,7 @@ static fjob make_job(const cd__conv2d *c, float *ws)
     const fft_ws w = ws_layout(c, &j.p);
     make_twiddles(ws + w.tw, j.p.nf);
     j.tw = ws + w.tw;
+    j.db = (double *)(void *)(ws + w.db);
     j.scratch = ws + w.scratch;
     j.wk = ws + w.wk;
     j.R = ws + w.R;
@@ -728,13 +737,15 @@ void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in,
 }
 
 void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set,
-                             float *dweight, const float *dout, const float *in,
-                             const float *weight, float *ws)
+                             float *dweight, float *dbias, const float *dout,
+                             const float *in, const float *weight, float *ws)
 {
     if (!din && !dweight) return;
     fjob j = make_job(c, ws);
     j.in = in, j.weight = weight, j.dout = dout, j.din = din, j.din_set = din_set;
-    j.dweight = dweight;
+    j.dweight = dweight, j.dbias = dbias;
+    if (dbias)
+        for (int64_t co = 0; co < c->C_out; co++) j.db[co] = 0.0;
     if (din) cd__parallel_for(WK_TASKS, wk_bwd_task, &j);
     for (j.n0 = 0; j.n0 < c->N; j.n0 += j.p.tile) {
         j.nimg = min64(j.p.tile, c->N - j.n0);
@@ -743,6 +754,8 @@ void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set,
         if (din) cd__parallel_for(j.nimg, bwd_out_task, &j);
     }
     if (dweight) cd__parallel_for(c->C_out * j.p.gi, wgrad_out_task, &j);
+    if (dbias)
+        for (int64_t co = 0; co < c->C_out; co++) dbias[co] += (float)j.db[co];
 }
 
 #endif /* x86-64 with GCC-style intrinsics */

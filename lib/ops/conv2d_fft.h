@@ -23,9 +23,10 @@ void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in,
                             const float *weight, const float *bias, float *ws,
                             cd__task_fn epi, void *epi_ctx);
 /* din (may be NULL) is overwritten when din_set, else added to; dweight
- * (may be NULL) is added to. The bias gradient is conv2d.c's. */
+ * and dbias (either may be NULL) are added to. Call it with din or dweight:
+ * the bias gradient comes from the transforms those need. */
 void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set,
-                             float *dweight, const float *dout, const float *in,
-                             const float *weight, float *ws);
+                             float *dweight, float *dbias, const float *dout,
+                             const float *in, const float *weight, float *ws);
 
 #endif /* CD_CONV2D_FFT_H */
