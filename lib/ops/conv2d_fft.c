@@ -49,6 +49,7 @@
 #define MAX_NF 64
 #define FFT_TILE 64   /* images per tile */
 #define BLOCK 12      /* images or channels per register block: 24 accumulators */
+#define PREFETCH_AHEAD 2 /* frequencies */
 #define MUL_TASKS 8   /* product tasks per tile, a block of frequencies each */
 #define WK_TASKS 8    /* tasks (and scratch spectra) for the kernel spectra */
 
@@ -132,67 +133,134 @@ static void make_twiddles(float *tw, int64_t nf)
     }
 }
 
-/* Radix-2 FFTs of length n, in place, on `cols` columns of complex
- * vectors: element i of column q at d + i es + q cs; tw is the table of
- * size nf = n * step. Products of spectra do not care in which order the
- * frequencies lie, so no pass reorders them: the forward transform
- * (decimation in frequency, e^(-2 pi i jk / n)) leaves its output in
- * bit-reversed order, and the inverse (decimation in time, e^(+...),
+/* Complex vectors and the few operations the transforms need. */
+typedef struct {
+    __m512 r, i;
+} cvec;
+
+ALWAYS_INLINE AVX512 cvec cv_load(const float *p)
+{
+    return (cvec){_mm512_load_ps(p), _mm512_load_ps(p + LANES)};
+}
+ALWAYS_INLINE AVX512 void cv_store(float *p, cvec a)
+{
+    _mm512_store_ps(p, a.r);
+    _mm512_store_ps(p + LANES, a.i);
+}
+ALWAYS_INLINE AVX512 cvec cv_add(cvec a, cvec b)
+{
+    return (cvec){_mm512_add_ps(a.r, b.r), _mm512_add_ps(a.i, b.i)};
+}
+ALWAYS_INLINE AVX512 cvec cv_sub(cvec a, cvec b)
+{
+    return (cvec){_mm512_sub_ps(a.r, b.r), _mm512_sub_ps(a.i, b.i)};
+}
+/* a (c + i s) */
+ALWAYS_INLINE AVX512 cvec cv_rot(cvec a, __m512 c, __m512 s)
+{
+    return (cvec){_mm512_fnmadd_ps(a.i, s, _mm512_mul_ps(a.r, c)),
+                  _mm512_fmadd_ps(a.r, s, _mm512_mul_ps(a.i, c))};
+}
+/* a i (sign +1) or a (-i) (sign -1) */
+ALWAYS_INLINE AVX512 cvec cv_quarter(cvec a, int sign)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    return sign > 0 ? (cvec){_mm512_sub_ps(zero, a.i), a.r} : (cvec){a.i, _mm512_sub_ps(zero, a.r)};
+}
+
+/* FFTs of length n (a power of two), in place, on `cols` columns of
+ * complex vectors: element i of column q at d + i es + q cs; tw is the
+ * table of size nf = n * step. Products of spectra do not care in which
+ * order the frequencies lie, so no pass reorders them: the forward
+ * transform (decimation in frequency, e^(-2 pi i jk / n)) leaves its output
+ * in bit-reversed order, and the inverse (decimation in time, e^(+...),
  * unnormalised) takes its input in that order and returns samples in
- * natural order. */
+ * natural order. Radix-2 stages run two at a time (radix 2^2), so each
+ * element is loaded and stored once per two stages. */
+
+/* The twiddle-free stage of length 2. */
+static AVX512 void fft_stage2(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs)
+{
+    for (int64_t i = 0; i < n; i += 2)
+        for (int64_t q = 0; q < cols; q++) {
+            float *a = d + i * es + q * cs, *b = a + es;
+            const cvec x = cv_load(a), y = cv_load(b);
+            cv_store(a, cv_add(x, y));
+            cv_store(b, cv_sub(x, y));
+        }
+}
+
+/* Forward stages of length L, then L/2. */
+static AVX512 void dif_pair(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs,
+                            const float *tw, int64_t step, int64_t L)
+{
+    const int64_t h = L / 2, q4 = L / 4, t1 = step * (n / L), t2 = step * (n / h);
+    for (int64_t j = 0; j < q4; j++) {
+        const __m512 c1 = _mm512_set1_ps(tw[2 * j * t1]), s1 = _mm512_set1_ps(-tw[2 * j * t1 + 1]);
+        const __m512 c2 = _mm512_set1_ps(tw[2 * j * t2]), s2 = _mm512_set1_ps(-tw[2 * j * t2 + 1]);
+        for (int64_t i = j; i < n; i += L)
+            for (int64_t q = 0; q < cols; q++) {
+                float *p0 = d + i * es + q * cs, *p1 = p0 + q4 * es, *p2 = p0 + h * es,
+                      *p3 = p2 + q4 * es;
+                const cvec x0 = cv_load(p0), x1 = cv_load(p1), x2 = cv_load(p2), x3 = cv_load(p3);
+                const cvec y0 = cv_add(x0, x2), y1 = cv_add(x1, x3);
+                cvec y2 = cv_sub(x0, x2), y3 = cv_quarter(cv_sub(x1, x3), -1);
+                if (j) y2 = cv_rot(y2, c1, s1), y3 = cv_rot(y3, c1, s1);
+                cv_store(p0, cv_add(y0, y1));
+                cv_store(p2, cv_add(y2, y3));
+                cvec z1 = cv_sub(y0, y1), z3 = cv_sub(y2, y3);
+                if (j) z1 = cv_rot(z1, c2, s2), z3 = cv_rot(z3, c2, s2);
+                cv_store(p1, z1);
+                cv_store(p3, z3);
+            }
+    }
+}
+
+/* Inverse stages of length L/2, then L. */
+static AVX512 void dit_pair(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs,
+                            const float *tw, int64_t step, int64_t L)
+{
+    const int64_t h = L / 2, q4 = L / 4, t1 = step * (n / L), t2 = step * (n / h);
+    for (int64_t j = 0; j < q4; j++) {
+        const __m512 c1 = _mm512_set1_ps(tw[2 * j * t1]), s1 = _mm512_set1_ps(tw[2 * j * t1 + 1]);
+        const __m512 c2 = _mm512_set1_ps(tw[2 * j * t2]), s2 = _mm512_set1_ps(tw[2 * j * t2 + 1]);
+        for (int64_t i = j; i < n; i += L)
+            for (int64_t q = 0; q < cols; q++) {
+                float *p0 = d + i * es + q * cs, *p1 = p0 + q4 * es, *p2 = p0 + h * es,
+                      *p3 = p2 + q4 * es;
+                const cvec x0 = cv_load(p0), x2 = cv_load(p2);
+                cvec x1 = cv_load(p1), x3 = cv_load(p3);
+                if (j) x1 = cv_rot(x1, c2, s2), x3 = cv_rot(x3, c2, s2);
+                const cvec y0 = cv_add(x0, x1), y1 = cv_sub(x0, x1);
+                cvec y2 = cv_add(x2, x3), y3 = cv_sub(x2, x3);
+                if (j) y2 = cv_rot(y2, c1, s1), y3 = cv_rot(y3, c1, s1);
+                y3 = cv_quarter(y3, +1);
+                cv_store(p0, cv_add(y0, y2));
+                cv_store(p2, cv_sub(y0, y2));
+                cv_store(p1, cv_add(y1, y3));
+                cv_store(p3, cv_sub(y1, y3));
+            }
+    }
+}
+
 static AVX512 void fft_forward_bitrev(float *d, int64_t es, int64_t n, int64_t cols,
                                       int64_t cs, const float *tw, int64_t step)
 {
-    for (int64_t len = n; len >= 2; len >>= 1) {
-        const int64_t half = len / 2, ts = step * (n / len);
-        for (int64_t j = 0; j < half; j++) {
-            const __m512 c = _mm512_set1_ps(tw[2 * j * ts]), s = _mm512_set1_ps(-tw[2 * j * ts + 1]);
-            for (int64_t i = j; i < n; i += len) {
-                for (int64_t q = 0; q < cols; q++) {
-                    float *a = d + i * es + q * cs, *b = a + half * es;
-                    const __m512 ar = _mm512_load_ps(a), ai = _mm512_load_ps(a + LANES);
-                    const __m512 br = _mm512_load_ps(b), bi = _mm512_load_ps(b + LANES);
-                    _mm512_store_ps(a, _mm512_add_ps(ar, br));
-                    _mm512_store_ps(a + LANES, _mm512_add_ps(ai, bi));
-                    __m512 dr = _mm512_sub_ps(ar, br), di = _mm512_sub_ps(ai, bi);
-                    if (j) { /* (a - b) (c + i s) */
-                        const __m512 t = dr;
-                        dr = _mm512_fnmadd_ps(di, s, _mm512_mul_ps(t, c));
-                        di = _mm512_fmadd_ps(t, s, _mm512_mul_ps(di, c));
-                    }
-                    _mm512_store_ps(b, dr);
-                    _mm512_store_ps(b + LANES, di);
-                }
-            }
-        }
-    }
+    int64_t L = n;
+    for (; L >= 4; L /= 4) dif_pair(d, es, n, cols, cs, tw, step, L);
+    if (L == 2) fft_stage2(d, es, n, cols, cs);
 }
 
 static AVX512 void fft_inverse_bitrev(float *d, int64_t es, int64_t n, int64_t cols,
                                       int64_t cs, const float *tw, int64_t step)
 {
-    for (int64_t len = 2; len <= n; len <<= 1) {
-        const int64_t half = len / 2, ts = step * (n / len);
-        for (int64_t j = 0; j < half; j++) {
-            const __m512 c = _mm512_set1_ps(tw[2 * j * ts]), s = _mm512_set1_ps(tw[2 * j * ts + 1]);
-            for (int64_t i = j; i < n; i += len) {
-                for (int64_t q = 0; q < cols; q++) {
-                    float *a = d + i * es + q * cs, *b = a + half * es;
-                    const __m512 ar = _mm512_load_ps(a), ai = _mm512_load_ps(a + LANES);
-                    __m512 vr = _mm512_load_ps(b), vi = _mm512_load_ps(b + LANES);
-                    if (j) { /* b (c + i s) */
-                        const __m512 t = vr;
-                        vr = _mm512_fnmadd_ps(vi, s, _mm512_mul_ps(t, c));
-                        vi = _mm512_fmadd_ps(t, s, _mm512_mul_ps(vi, c));
-                    }
-                    _mm512_store_ps(a, _mm512_add_ps(ar, vr));
-                    _mm512_store_ps(a + LANES, _mm512_add_ps(ai, vi));
-                    _mm512_store_ps(b, _mm512_sub_ps(ar, vr));
-                    _mm512_store_ps(b + LANES, _mm512_sub_ps(ai, vi));
-                }
-            }
-        }
+    int64_t stages = 0, L = 4;
+    for (int64_t m = n; m > 1; m >>= 1) stages++;
+    if (stages % 2) {
+        fft_stage2(d, es, n, cols, cs);
+        L = 8;
     }
+    for (; L <= n; L *= 4) dit_pair(d, es, n, cols, cs, tw, step, L);
 }
 
 /* The kx = 0 .. nh spectrum of the real row t[0 .. nf), element kx at
@@ -488,6 +556,26 @@ static const cmac_fn cmac_conj_acc[BLOCK + 1] = {
     cmac_conj_acc_5,  cmac_conj_acc_6,  cmac_conj_acc_7, cmac_conj_acc_8, cmac_conj_acc_9,
     cmac_conj_acc_10, cmac_conj_acc_11, cmac_conj_acc_12};
 
+/* The images' spectra at one frequency lie far apart, more streams than
+ * the hardware prefetcher follows: fetch frequency f's ahead (f < end). */
+static void prefetch_frequency(const float *s, int64_t nimg, int64_t img, int64_t G, int64_t f,
+                               int64_t end, const fplan *p)
+{
+    if (f >= end) return;
+    for (int64_t n = 0; n < nimg; n++)
+        for (int64_t g = 0; g < G; g++) {
+            const float *e = s + n * img + g * p->spec + f * CPLX;
+            __builtin_prefetch(e);
+            __builtin_prefetch(e + LANES);
+        }
+}
+
+static void prefetch_block(const float *s, int64_t floats, int64_t f, int64_t end)
+{
+    if (f >= end) return;
+    for (int64_t i = 0; i < floats; i += LANES) __builtin_prefetch(s + i);
+}
+
 /* out[n][g][f] = sum_k in[n][k / 16][f][k % 16] w[f][k][g] for the tile's
  * images, g < G (output groups), f in [f0, f1). */
 static void spectral_matmul(float *out, const float *in, const float *w, int64_t nimg,
@@ -495,7 +583,10 @@ static void spectral_matmul(float *out, const float *in, const float *w, int64_t
                             const fplan *p)
 {
     const int64_t in_img = Gk * p->spec, out_img = G * p->spec;
-    for (int64_t f = f0; f < f1; f++)
+    for (int64_t f = f0; f < f1; f++) {
+        prefetch_frequency(in, nimg, in_img, Gk, f + PREFETCH_AHEAD, f1, p);
+        prefetch_block(w + (f + PREFETCH_AHEAD) * K * G * CPLX, K * G * CPLX,
+                       f + PREFETCH_AHEAD, f1);
         for (int64_t g = 0; g < G; g++)
             for (int64_t n0 = 0; n0 < nimg; n0 += BLOCK) {
                 const int nb = (int)min64(BLOCK, nimg - n0);
@@ -503,6 +594,7 @@ static void spectral_matmul(float *out, const float *in, const float *w, int64_t
                              in + n0 * in_img + f * CPLX, in_img, p->spec, LANES,
                              w + (f * K * G + g) * CPLX, G * CPLX, K);
             }
+    }
 }
 
 /* R[co][gi][f] (+)= sum_n X[n][gi][f] conj(dY[n][co / 16][f][co % 16]) for
@@ -514,7 +606,9 @@ static void spectral_wgrad(float *R, const float *X, const float *dY, int64_t ni
 {
     const cmac_fn *fn = first ? cmac_conj_set : cmac_conj_acc;
     const int64_t x_img = p->gi * p->spec, dy_img = p->go * p->spec;
-    for (int64_t f = f0; f < f1; f++)
+    for (int64_t f = f0; f < f1; f++) {
+        prefetch_frequency(X, nimg, x_img, p->gi, f + PREFETCH_AHEAD, f1, p);
+        prefetch_frequency(dY, nimg, dy_img, p->go, f + PREFETCH_AHEAD, f1, p);
         for (int64_t g = 0; g < p->gi; g++)
             for (int64_t co = 0; co < C_out;) {
                 const int64_t lane = co & 15;
@@ -524,6 +618,7 @@ static void spectral_wgrad(float *R, const float *X, const float *dY, int64_t ni
                        X + g * p->spec + f * CPLX, x_img, nimg);
                 co += nb;
             }
+    }
 }
 
 /* ---- phases --------------------------------------------------------------- */
