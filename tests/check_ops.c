@@ -572,7 +572,7 @@ END_TEST
 /* ---- fused LayerNorm + GELU + channel add ----------------------------------- */
 
 typedef struct {
-    float *out, *dout, *x, *w, *b, *v, *dx, *dw, *db, *dv, *mean, *rstd, *g, *dxs;
+    float *out, *dout, *x, *w, *b, *v, *dx, *dw, *db, *dv, *mean, *rstd, *g, *dxs, *ws;
     int64_t N, C, HW;
 } lg_t;
 
@@ -591,7 +591,7 @@ static void lg_bwd(void *ctx)
     const int64_t n = c->N * c->C * c->HW;
     memcpy(c->g, c->dout, (size_t)n * sizeof *c->g);
     cd__ln_gelu_backward(c->dxs, c->dw, c->db, c->dv, c->g, c->x, c->w, c->b, c->mean,
-                         c->rstd, c->N, c->C, c->HW);
+                         c->rstd, c->N, c->C, c->HW, c->ws);
     for (int64_t i = 0; i < n; i++) c->dx[i] += c->dxs[i];
 }
 
@@ -604,6 +604,7 @@ static void lg_setup(lg_t *c, int64_t N, int64_t C, int64_t HW)
     c->w = randn(D, 41, 0.5f), c->b = randn(D, 42, 0.5f), c->dw = buf(D), c->db = buf(D);
     for (int64_t i = 0; i < D; i++) c->w[i] += 1.0f;
     c->v = randn(N * C, 43, 1.0f), c->dv = buf(N * C);
+    c->ws = buf((int64_t)cd__ln_gelu_workspace(N, C, HW));
 }
 
 START_TEST(ln_gelu_gradients)
@@ -622,10 +623,11 @@ START_TEST(ln_gelu_gradients)
 }
 END_TEST
 
-/* The fused op against the separate ones it replaces in the CNN. */
+/* The fused op against the separate ones it replaces in the CNN; 19
+ * samples make three blocks of partial affine gradients, the last short. */
 START_TEST(ln_gelu_matches_separate)
 {
-    const int64_t N = 3, C = 5, HW = 37, D = C * HW, n = N * D;
+    const int64_t N = 19, C = 5, HW = 37, D = C * HW, n = N * D;
     lg_t c;
     lg_setup(&c, N, C, HW);
     cd_gc_randn(c.dout, n, 44, 1.0f);
@@ -786,7 +788,10 @@ static void run_parallel_ops(float *out, int64_t n, const float *x, const float 
                              const float *v)
 {
     const int64_t N = 4, C = 32, HW = 784, D = C * HW;
-    float *b[PAR_BLOCKS], mean[4], rstd[4];
+    /* The same n floats as 16 samples of 8 channels: two blocks of the
+     * fused LayerNorm's partial gradients. */
+    const int64_t N2 = 16, C2 = 8;
+    float *b[PAR_BLOCKS], mean[16], rstd[16];
     memset(out, 0, (size_t)(PAR_BLOCKS * n) * sizeof *out);
     for (int k = 0; k < PAR_BLOCKS; k++) b[k] = out + k * n;
     cd__gelu_forward(b[0], x, n);
@@ -802,10 +807,11 @@ static void run_parallel_ops(float *out, int64_t n, const float *x, const float 
     cd__linear_forward(b[11], x, w, v, 128, 784, 128);
     cd__linear_backward(b[12], b[13], NULL, v, x, w, 128, 784, 128);
     /* The CNN block: dv in b[4] after add_channel's; b[15] is consumed. */
-    cd__ln_gelu_forward(b[14], mean, rstd, x, w, v, v, N, C, HW, 1e-5f);
+    cd__ln_gelu_forward(b[14], mean, rstd, x, w, v, v, N2, C2, HW, 1e-5f);
     memcpy(b[15], w, (size_t)n * sizeof *w);
-    cd__ln_gelu_backward(b[16], b[9], b[9] + D, b[4] + N * C, b[15], x, w, v, mean, rstd,
-                         N, C, HW);
+    float *ws = buf((int64_t)cd__ln_gelu_workspace(N2, C2, HW));
+    cd__ln_gelu_backward(b[16], b[9], b[9] + C2 * HW, b[4] + N * C, b[15], x, w, v, mean,
+                         rstd, N2, C2, HW, ws);
 }
 
 START_TEST(thread_count_independence)

@@ -30,7 +30,7 @@ typedef struct {
     cd__conv2d conv[MAXL + 1];
     float *z, *tenc, *pre[MAXL], *act[MAXL], *dpre, *dact, *demb;
     float *c[MAXL], *x[MAXL], *mean[MAXL], *rstd[MAXL];
-    float *dx[MAXL], *dc, *ws;
+    float *dx[MAXL], *dc, *ws, *lg_ws;
 } cnn_t;
 
 static cd_status cnn_build(cd_decoder *d)
@@ -83,7 +83,7 @@ static void cnn_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t 
     const cd__decoder_cfg *cfg = &d->cfg;
     m->N = N;
     m->HW = H * W;
-    size_t ws = 0, widest = 0, mlp_widest = 0;
+    size_t ws = 0, lg_ws = 0, widest = 0, mlp_widest = 0;
     int64_t in = cfg->channels;
     for (int32_t i = 0; i <= m->L; i++) {
         const int64_t out = i < m->L ? cfg->hidden[i] : cfg->channels;
@@ -93,6 +93,8 @@ static void cnn_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t 
         size_t w = cd__conv2d_workspace(&m->conv[i]);
         if (w > ws) ws = w;
         if ((size_t)out > widest) widest = (size_t)out;
+        if (i < m->L && cd__ln_gelu_workspace(N, out, H * W) > lg_ws)
+            lg_ws = cd__ln_gelu_workspace(N, out, H * W);
         in = out;
     }
     for (int32_t j = 0; j < m->M; j++)
@@ -117,6 +119,7 @@ static void cnn_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t 
     }
     m->dc = cd__arena_take(a, n * widest * (size_t)m->HW);
     m->ws = cd__arena_take(a, ws);
+    m->lg_ws = cd__arena_take(a, lg_ws);
 }
 
 static void cnn_forward(cd_decoder *d, float *out, const float *z, const float *tau)
@@ -189,7 +192,7 @@ static void cnn_backward(cd_decoder *d, float *dz, const float *dout)
                              cd__decoder_grad(d, m->ln_b[i]), i == 0 ? m->demb : NULL, m->dx[i],
                              m->c[i], cd__decoder_value(d, m->ln_w[i]),
                              cd__decoder_value(d, m->ln_b[i]), m->mean[i], m->rstd[i], N,
-                             d->cfg.hidden[i], HW);
+                             d->cfg.hidden[i], HW, m->lg_ws);
         /* dz (NULL unless asked for) is overwritten, as the API says. */
         cd__conv2d_backward_set(&m->conv[i], i > 0 ? m->dx[i - 1] : dz,
                                 cd__decoder_grad(d, m->conv_w[i]),

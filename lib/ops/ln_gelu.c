@@ -6,7 +6,10 @@
  * Same arithmetic as the separate ops: statistics in double, two passes.
  * y = LN(x) is not stored: backward recomputes it with the same operations
  * (the same bits) from x, which it reads anyway, saving a write and a read
- * of every activation.
+ * of every activation. The affine's gradients are summed in the same pass:
+ * each task takes a fixed block of samples into its own partial sums,
+ * which a second phase adds in block order, so the bits do not depend on
+ * the thread count.
  */
 #include "ops.h"
 #include "vmath.h"
@@ -14,13 +17,16 @@
 #include <math.h>
 #include <string.h>
 
-/* Elements of D per task for the fused parameter gradients; the double
- * accumulators (2 x 8 KB) stay in L1. */
+/* Samples per backward task: each task's partial affine gradients (2 D
+ * floats) are summed over this many samples in float. */
+#define PBLOCK 8
+/* Elements of D per task when the partial sums are added up. */
 #define PCHUNK 1024
 
 typedef struct {
     float *out, *dx, *dweight, *dbias, *dv, *dout, *mean_out, *rstd_out;
     const float *x, *weight, *bias, *v, *mean, *rstd;
+    float *partial; /* [task][2][D]: sum of dn xhat, then of dn */
     int64_t N, C, HW;
     float eps;
 } lg_ctx;
@@ -49,8 +55,10 @@ CD__AVX512 static void lg_fwd_avx512(const lg_ctx *c, int64_t n)
 }
 
 /* dout <- dn = dout GELU'(y); dx = rstd (g - mean(g) - xhat mean(g xhat))
- * with g = dn weight; dv[n, ch] += sum of dout over the channel. */
-CD__AVX512 static void lg_bwd_avx512(const lg_ctx *c, int64_t n)
+ * with g = dn weight; dv[n, ch] += sum of dout over the channel; pw, pb
+ * (if not NULL) += dn xhat, dn, or = when first. */
+CD__AVX512 static void lg_bwd_avx512(const lg_ctx *c, int64_t n, float *pw, float *pb,
+                                     bool first)
 {
     const int64_t D = c->C * c->HW;
     const float *x = c->x + n * D;
@@ -68,6 +76,12 @@ CD__AVX512 static void lg_bwd_avx512(const lg_ctx *c, int64_t n)
             const __m512 yv = _mm512_fmadd_ps(xh, wv, _mm512_maskz_loadu_ps(m, c->bias + j));
             const __m512 dn = _mm512_mul_ps(g, cd__v_gelu_grad(yv));
             _mm512_mask_storeu_ps(go + j, m, dn);
+            if (pw) {
+                const __m512 w0 = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, pw + j);
+                const __m512 b0 = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, pb + j);
+                _mm512_mask_storeu_ps(pw + j, m, _mm512_fmadd_ps(dn, xh, w0));
+                _mm512_mask_storeu_ps(pb + j, m, _mm512_add_ps(dn, b0));
+            }
             const __m512 gw = _mm512_mul_ps(dn, wv);
             cd__v_sum_pd(&sg0, &sg1, gw);
             sx0 = _mm512_fmadd_pd(cd__v_lo_pd(gw), cd__v_lo_pd(xh), sx0);
@@ -89,33 +103,6 @@ CD__AVX512 static void lg_bwd_avx512(const lg_ctx *c, int64_t n)
     }
 }
 
-/* Parameter gradients over elements [i0, i0 + len): sums over n in order. */
-CD__AVX512 static void lg_param_avx512(const lg_ctx *c, int64_t i0, int64_t len)
-{
-    const int64_t D = c->C * c->HW;
-    double aw[PCHUNK] __attribute__((aligned(64)));
-    double ab[PCHUNK] __attribute__((aligned(64)));
-    memset(aw, 0, sizeof aw);
-    memset(ab, 0, sizeof ab);
-    for (int64_t n = 0; n < c->N; n++) {
-        const float *g = c->dout + n * D + i0, *x = c->x + n * D + i0;
-        const __m512 vm = _mm512_set1_ps(c->mean[n]), vr = _mm512_set1_ps(c->rstd[n]);
-        for (int64_t i = 0; i < len; i += 16) {
-            const __mmask16 m = cd__v_mask(len - i);
-            const __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
-            const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm), vr);
-            _mm512_store_pd(aw + i, _mm512_fmadd_pd(cd__v_lo_pd(gv), cd__v_lo_pd(xh), _mm512_load_pd(aw + i)));
-            _mm512_store_pd(aw + i + 8,
-                            _mm512_fmadd_pd(cd__v_hi_pd(gv), cd__v_hi_pd(xh), _mm512_load_pd(aw + i + 8)));
-            _mm512_store_pd(ab + i, _mm512_add_pd(cd__v_lo_pd(gv), _mm512_load_pd(ab + i)));
-            _mm512_store_pd(ab + i + 8, _mm512_add_pd(cd__v_hi_pd(gv), _mm512_load_pd(ab + i + 8)));
-        }
-    }
-    for (int64_t i = 0; i < len; i++) {
-        if (c->dweight) c->dweight[i0 + i] += (float)aw[i];
-        if (c->dbias) c->dbias[i0 + i] += (float)ab[i];
-    }
-}
 #endif
 
 static void lg_fwd_task(void *ctx, int64_t n)
@@ -141,12 +128,11 @@ static void lg_fwd_task(void *ctx, int64_t n)
     }
 }
 
-static void lg_bwd_task(void *ctx, int64_t n)
+static void lg_bwd_one(const lg_ctx *c, int64_t n, float *pw, float *pb, bool first)
 {
-    const lg_ctx *c = ctx;
 #ifdef CD__VMATH_X86
     if (cd__ops_avx512()) {
-        lg_bwd_avx512(c, n);
+        lg_bwd_avx512(c, n, pw, pb, first);
         return;
     }
 #endif
@@ -159,10 +145,15 @@ static void lg_bwd_task(void *ctx, int64_t n)
         double a = 0.0;
         for (int64_t j = ch * c->HW; j < (ch + 1) * c->HW; j++) {
             a += go[j];
-            go[j] *= cd__gelu_grad(fmaf((x[j] - m) * r, c->weight[j], c->bias[j]));
+            const float xh = (x[j] - m) * r;
+            go[j] *= cd__gelu_grad(fmaf(xh, c->weight[j], c->bias[j]));
+            if (pw) {
+                pw[j] = fmaf(go[j], xh, first ? 0.0f : pw[j]);
+                pb[j] = go[j] + (first ? 0.0f : pb[j]);
+            }
             const float g = go[j] * c->weight[j];
             sg += g;
-            sgx += (double)g * ((x[j] - m) * r);
+            sgx += (double)g * xh;
         }
         if (c->dv) c->dv[n * c->C + ch] += (float)a;
     }
@@ -171,26 +162,35 @@ static void lg_bwd_task(void *ctx, int64_t n)
         dx[i] = r * (go[i] * c->weight[i] - mg - (x[i] - m) * r * mgx);
 }
 
+/* Samples [t PBLOCK, (t + 1) PBLOCK), their affine gradients into
+ * partial block t. */
+static void lg_bwd_task(void *ctx, int64_t t)
+{
+    const lg_ctx *c = ctx;
+    const int64_t D = c->C * c->HW, n1 = (t + 1) * PBLOCK < c->N ? (t + 1) * PBLOCK : c->N;
+    float *pw = c->partial ? c->partial + 2 * t * D : NULL, *pb = pw ? pw + D : NULL;
+    for (int64_t n = t * PBLOCK; n < n1; n++) lg_bwd_one(c, n, pw, pb, n == t * PBLOCK);
+}
+
+/* dweight, dbias over elements [t PCHUNK, ...): the partial sums in block
+ * order, in double. */
 static void lg_param_task(void *ctx, int64_t t)
 {
     const lg_ctx *c = ctx;
     const int64_t D = c->C * c->HW, i0 = t * PCHUNK;
-    const int64_t len = i0 + PCHUNK < D ? PCHUNK : D - i0;
-#ifdef CD__VMATH_X86
-    if (cd__ops_avx512()) {
-        lg_param_avx512(c, i0, len);
-        return;
-    }
-#endif
-    for (int64_t i = i0; i < i0 + len; i++) {
-        double sw = 0.0, sb = 0.0;
-        for (int64_t n = 0; n < c->N; n++) {
-            const float g = c->dout[n * D + i];
-            sw += (double)g * ((c->x[n * D + i] - c->mean[n]) * c->rstd[n]);
-            sb += g;
+    const int64_t len = i0 + PCHUNK < D ? PCHUNK : D - i0, blocks = (c->N + PBLOCK - 1) / PBLOCK;
+    double sw[PCHUNK], sb[PCHUNK];
+    for (int64_t i = 0; i < len; i++) sw[i] = sb[i] = 0.0;
+    for (int64_t b = 0; b < blocks; b++) {
+        const float *pw = c->partial + 2 * b * D + i0, *pb = pw + D;
+        for (int64_t i = 0; i < len; i++) {
+            sw[i] += pw[i];
+            sb[i] += pb[i];
         }
-        if (c->dweight) c->dweight[i] += (float)sw;
-        if (c->dbias) c->dbias[i] += (float)sb;
+    }
+    for (int64_t i = 0; i < len; i++) {
+        if (c->dweight) c->dweight[i0 + i] += (float)sw[i];
+        if (c->dbias) c->dbias[i0 + i] += (float)sb[i];
     }
 }
 
@@ -212,14 +212,19 @@ void cd__ln_gelu_forward(float *out, float *mean, float *rstd, const float *x,
     cd__parallel_for(N, lg_fwd_task, &c);
 }
 
+size_t cd__ln_gelu_workspace(int64_t N, int64_t C, int64_t HW)
+{
+    return (size_t)(2 * ((N + PBLOCK - 1) / PBLOCK) * C * HW);
+}
+
 void cd__ln_gelu_backward(float *dx, float *dweight, float *dbias, float *dv, float *dout,
                           const float *x, const float *weight, const float *bias,
                           const float *mean, const float *rstd, int64_t N, int64_t C,
-                          int64_t HW)
+                          int64_t HW, float *ws)
 {
     lg_ctx c = {.dx = dx, .dweight = dweight, .dbias = dbias, .dv = dv, .dout = dout,
                 .x = x, .weight = weight, .bias = bias, .mean = mean, .rstd = rstd, .N = N,
-                .C = C, .HW = HW};
-    cd__parallel_for(N, lg_bwd_task, &c);
-    if (dweight || dbias) cd__parallel_for((C * HW + PCHUNK - 1) / PCHUNK, lg_param_task, &c);
+                .C = C, .HW = HW, .partial = dweight || dbias ? ws : NULL};
+    cd__parallel_for((N + PBLOCK - 1) / PBLOCK, lg_bwd_task, &c);
+    if (c.partial) cd__parallel_for((C * HW + PCHUNK - 1) / PCHUNK, lg_param_task, &c);
 }

@@ -192,12 +192,15 @@ void cd__ln_gelu_forward_task(void *args, int64_t n);
  * decoder two passes over memory: dout (dL/d out) is consumed, overwritten
  * with dL/d LN(x), and dx is OVERWRITTEN with dL/dx (it must not be NULL).
  * dweight, dbias and dv (dL/dv, the sum of dout over each channel's pixels)
- * are added into as usual and may be NULL.
+ * are added into as usual and may be NULL. ws holds
+ * cd__ln_gelu_workspace(N, C, HW) floats (a quarter of x) for the affine's
+ * partial gradients.
  */
+size_t cd__ln_gelu_workspace(int64_t N, int64_t C, int64_t HW);
 void cd__ln_gelu_backward(float *dx, float *dweight, float *dbias, float *dv, float *dout,
                           const float *x, const float *weight, const float *bias,
                           const float *mean, const float *rstd, int64_t N, int64_t C,
-                          int64_t HW);
+                          int64_t HW, float *ws);
 
 /* ---- embed.c: the time encodings of spec section 4 --------------------- */
 
