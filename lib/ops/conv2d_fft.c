@@ -41,6 +41,8 @@
  */
 #include "conv2d_fft.h"
 
+#include "conv2d_internal.h"
+
 #include <math.h>
 
 #define LANES 16
@@ -52,9 +54,6 @@
 #define PREFETCH_AHEAD 2 /* frequencies */
 #define MUL_TASKS 8   /* product tasks per tile, a block of frequencies each */
 #define WK_TASKS 8    /* tasks (and scratch spectra) for the kernel spectra */
-
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 static int64_t fft_size(const cd__conv2d *c)
 {
@@ -78,11 +77,7 @@ bool cd__conv2d_fft_suits(const cd__conv2d *c)
     return direct > 3.0 * spectral;
 }
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && \
-    !defined(CD_CONV_PORTABLE_ONLY)
-#include <immintrin.h>
-#define AVX512 __attribute__((target("avx512f")))
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#ifdef CONV_X86
 
 typedef struct {
     int64_t nf, nh, kx, F;   /* transform size, nf / 2, nf / 2 + 1, frequencies */
@@ -354,35 +349,6 @@ static AVX512 void zero_rows(float *d, int64_t es, const fplan *p, int64_t y0, i
     }
 }
 
-/* r[i][j] -> r[j][i] for a 16x16 block of floats in 16 vectors. */
-static AVX512 void transpose16(__m512 r[16])
-{
-    __m512 t[16], u[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-#define PD(x) _mm512_castps_pd(x)
-    for (int i = 0; i < 4; i++) {
-        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(PD(t[4 * i]), PD(t[4 * i + 2])));
-        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(PD(t[4 * i]), PD(t[4 * i + 2])));
-        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(PD(t[4 * i + 1]), PD(t[4 * i + 3])));
-        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(PD(t[4 * i + 1]), PD(t[4 * i + 3])));
-    }
-#undef PD
-    /* u[4i + j] holds, in 128-bit block b, rows 4i .. 4i+3 of column 4b + j. */
-    for (int j = 0; j < 4; j++) {
-        const __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
-        const __m512 v1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);
-        const __m512 w0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
-        const __m512 w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
-        r[j] = _mm512_shuffle_f32x4(v0, w0, 0x88);
-        r[8 + j] = _mm512_shuffle_f32x4(v0, w0, 0xdd);
-        r[4 + j] = _mm512_shuffle_f32x4(v1, w1, 0x88);
-        r[12 + j] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
-    }
-}
-
 static __mmask16 low_mask(int64_t n) { return n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1u); }
 
 /* The spectrum of 16 planes (channels c0 .. c0 + lanes - 1 of C, H x W,
@@ -399,7 +365,7 @@ static AVX512 void planes_to_spectrum(float *spec, const float *img, int64_t lan
             for (int64_t l = 0; l < 16; l++)
                 r[l] = l < lanes ? _mm512_maskz_loadu_ps(m, img + (l * H + y) * W + xc)
                                  : _mm512_setzero_ps();
-            transpose16(r);
+            cd__transpose16(r);
             for (int j = 0; j < 16; j++) t[xc + j] = r[j];
         }
         row_rfft(spec + y * p->kx * CPLX, CPLX, t, p, tw);
@@ -423,7 +389,7 @@ static AVX512 void spectrum_to_planes(float *img, float *spec, int64_t lanes, in
             const __mmask16 m = low_mask(W - xc);
             __m512 r[16];
             for (int j = 0; j < 16; j++) r[j] = _mm512_add_ps(t[xc + j], b);
-            transpose16(r);
+            cd__transpose16(r);
             for (int64_t l = 0; l < lanes; l++) {
                 float *dst = img + (l * H + y) * W + xc;
                 const __m512 v = add ? _mm512_add_ps(r[l], _mm512_maskz_loadu_ps(m, dst)) : r[l];
@@ -853,4 +819,4 @@ void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set,
         for (int64_t co = 0; co < c->C_out; co++) dbias[co] += (float)j.db[co];
 }
 
-#endif /* x86-64 with GCC-style intrinsics */
+#endif /* CONV_X86 */

@@ -5,7 +5,7 @@
  *
  *   bench_decoder [--threads N] [--model cnn|unet|both] [--reps K]
  *                 [--batch B] [--warmup W] [--workload all|fwd|train|sample]
- *                 [--json]
+ *                 [--direct] [--json]
  *
  * Workloads, at batch B (default 128) and 28 x 28 x 1:
  *   fwd     cd_decoder_forward only;
@@ -17,6 +17,8 @@
  * Each workload runs W warm-up iterations (the first forward of a shape
  * sizes the workspace) and then K timed ones (CLOCK_MONOTONIC); it prints
  * the best and the median time per batch and images per second of each.
+ * --direct keeps convolutions off the spectral path (conv2d_fft.c), to
+ * compare it with the direct kernels on the CNN's 7x7 layers.
  * --json prints one JSON object per workload and line instead, in the
  * format bench_decoder_torch.py uses, so that the runner can combine them.
  *
@@ -34,6 +36,9 @@
 
 #define BENCH_NAME "bench_decoder"
 #include "bench_util.h"
+
+/* Test hook in conv2d.c (not in the public API). */
+void cd__conv2d_force_direct(bool on);
 
 #define MAX_REPS 1000
 #define SAMPLE_BATCH 64
@@ -186,7 +191,7 @@ static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [--threads N] [--model cnn|unet|both] [--reps K] [--batch B]\n"
-            "       [--warmup W] [--workload all|fwd|train|sample] [--json]\n",
+            "       [--warmup W] [--workload all|fwd|train|sample] [--direct] [--json]\n",
             argv0);
     exit(2);
 }
@@ -227,6 +232,8 @@ int main(int argc, char **argv)
             o.train = all || !strcmp(w, "train");
             o.sample = all || !strcmp(w, "sample");
             if (!o.fwd && !o.train && !o.sample) usage(argv[0]);
+        } else if (!strcmp(a, "--direct")) {
+            cd__conv2d_force_direct(true);
         } else if (!strcmp(a, "--json")) {
             o.json = true;
         } else {

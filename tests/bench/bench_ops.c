@@ -2,15 +2,18 @@
  * bench_ops.c - throughput of the convolution kernels at the decoders'
  * shapes (batch 128), next to cblas_sgemm measured in the same run.
  *
- *   bench_ops [--threads N] [--quick] [--no-portable] [--only TEXT] [--reps K]
+ *   bench_ops [--threads N] [--quick] [--no-portable] [--direct] [--only TEXT]
+ *             [--reps K]
  *
  * Each line times forward and backward (input and weight gradients, plus
  * the bias) as the best of k runs after a warm-up, and reports GFLOP/s
  * counting 2 per multiply-add; backward counts twice the forward's
  * multiply-adds. "portable" repeats the measurement on the path a CPU
  * without AVX-512 takes (im2col + single-threaded sgemm per tile, or the
- * portable depthwise kernel). Not a test: the numbers go to
- * docs/performance.md.
+ * portable depthwise kernel). --direct keeps the spectral path out, so the
+ * CNN's 7x7 layers run on the direct kernels; on the spectral path GFLOP/s
+ * are the direct sums' multiply-adds per second (an effective rate). Not a
+ * test: the numbers go to docs/performance.md.
  */
 #include <cblas.h>
 #undef I
@@ -29,8 +32,9 @@
 void openblas_set_num_threads(int num_threads);
 #endif
 
-/* Test hook in conv2d.c (not in ops.h). */
+/* Test hooks in conv2d.c (not in ops.h). */
 void cd__conv2d_force_portable(bool on);
+void cd__conv2d_force_direct(bool on);
 
 static float *buf(int64_t n)
 {
@@ -200,11 +204,12 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--no-portable")) portable = false;
+        else if (!strcmp(argv[i], "--direct")) cd__conv2d_force_direct(true);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--threads N] [--quick] [--no-portable] [--only TEXT] "
-                    "[--reps K]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--threads N] [--quick] [--no-portable] [--direct] "
+                    "[--only TEXT] [--reps K]\n", argv[0]);
             return 2;
         }
     }
