@@ -5,8 +5,8 @@
  * next to the report's numbers and links to every figure.
  *
  *   quick: a few minutes per run on 2 cores (parts of an epoch, 200
- *          evaluation images, DDIM 50 for the noise models): a smoke test
- *          of the whole pipeline, not the report's numbers;
+ *          evaluation images, DDIM 50 with eta 1 for the noise models): a
+ *          smoke test of the whole pipeline, not the report's numbers;
  *   full:  the report's 50 epochs on all training images, 1,000 images,
  *          the report's samplers;
  *   smoke: seconds, with narrow decoders (for the tests).
@@ -80,8 +80,8 @@ static int write_report(const char *dir, int budget, const char *const *json)
     FILE *f = fopen(tmp, "w");
     if (!f) return CLI_FAIL;
     static const char *const what[] = {
-        "Parts of an epoch and 200 evaluation images, DDIM 50 steps with x0-hat clipped to "
-        "the data range for the noise models: this checks the pipeline end to end and is far "
+        "Parts of an epoch and 200 evaluation images, DDIM 50 steps with eta 1 and x0-hat "
+        "clipped to the data range for the noise models (docs/sampling.md): this checks the pipeline end to end and is far "
         "from the report's training. Use --budget full for comparable numbers.",
         "The report's 50 epochs on all 48,000 training images; metrics over the first 1,000 "
         "test images and 1,000 unconditional samples.",
@@ -168,12 +168,13 @@ int cmd_reproduce(int argc, char **argv)
                   "--n-samples" S "%d" S "%s", data, dir, r->preset, epochs, limit, narrow, thr,
                   epochs, smoke ? 4 : 64,
                   !full && noise ? "--grid-sampler" S "ddim" S "--grid-steps" S "50" S
-                                   "--grid-clip" : "");
+                                   "--grid-eta" S "1" S "--grid-clip" : "");
         if (rc != CLI_OK) break;
         rc = call(cmd_eval, "--checkpoint" S "%s/best.cdm" S "--data" S "%s" S "--n" S "%d" S
                   "--fd-samples" S "%d" S "--json" S "%s" S "%s" S "%s", dir, data,
                   n_eval, n_eval, json[i], thr,
-                  !full && noise ? "--sampler" S "ddim" S "--steps" S "50" S "--clip" : "");
+                  !full && noise ? "--sampler" S "ddim" S "--steps" S "50" S "--eta" S "1" S
+                                   "--clip" : "");
         if (rc != CLI_OK) break;
         char src[4200], dst[4200];
         snprintf(src, sizeof src, "%s/samples_epoch%03d.png", dir, epochs);

@@ -21,7 +21,7 @@
 typedef struct {
     const char *data, *out;
     int64_t epochs, batch, threads, train_limit, n_samples, grid_steps;
-    double lr, val_fraction, ema, clip;
+    double lr, val_fraction, ema, clip, grid_eta;
     int64_t seed;
     bool resume, times_given, grid_clip;
     cli_times sample_epochs, restore_times;
@@ -103,7 +103,7 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
     if (write_curve(r) != 0) fprintf(stderr, "colddiff: warning: could not write losses.csv\n");
     if (!wanted(&r->o->sample_epochs, epoch, r->o->epochs)) return CD_OK;
     char name[64], path[4096];
-    const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps, 0.0,
+    const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps, r->o->grid_eta,
                               (uint64_t)r->o->seed + (uint64_t)epoch, r->o->grid_clip, false};
     snprintf(name, sizeof name, "samples_epoch%03lld.png", (long long)epoch);
     cd_status st = cli_sample_grid(tr, &smp, r->o->n_samples, 8, cli_join(path, sizeof path,
@@ -322,6 +322,7 @@ int cmd_train(int argc, char **argv)
         {"--n-samples", OPT_I64, &o.n_samples, 1, 4096, NULL, "images per sample grid (64)", NULL},
         {"--grid-sampler", OPT_CHOICE, &o.grid_sampler, 0, 0, cli_sampler_names, "sampler for the grids", NULL},
         {"--grid-steps", OPT_I64, &o.grid_steps, 0, 100000, NULL, "DDIM steps for the grids (0: T)", NULL},
+        {"--grid-eta", OPT_F64, &o.grid_eta, 0, 1, NULL, "DDIM eta for the grids (0)", NULL},
         {"--grid-clip", OPT_FLAG, &o.grid_clip, 0, 0, NULL, "DDIM grids: clip x0-hat to [-0.5, 0.5]", NULL},
         {"--restore-times", OPT_TIMES, &o.restore_times, 0, 100000, NULL, "snapshot times of the restorations (T/10,T/2,T)", &o.times_given},
     };

@@ -102,6 +102,13 @@ check "train --ema exits 0" [ $? -eq 0 ]
 check "sample --ema exits 0" [ $? -eq 0 ]
 "$cli" sample --checkpoint "$work/ema/last.cdm" --n 4 --seed 3 --out "$work/e2.png" >/dev/null
 check "EMA weights give other samples" differ "$work/e1.png" "$work/e2.png"
+for eta in 0 1; do
+  "$cli" train $tiny --out "$work/eta$eta" --epochs 1 --sample-epochs 1 --grid-sampler ddim \
+    --grid-steps 5 --grid-eta $eta >/dev/null 2>&1
+  check "train --grid-eta $eta exits 0" [ $? -eq 0 ]
+done
+check "grid eta 1 draws other samples than eta 0" \
+  differ "$work/eta0/samples_epoch001.png" "$work/eta1/samples_epoch001.png"
 "$cli" sample --checkpoint "$work/run/best.cdm" --n 4 --seed 3 --out "$work/d1.png" >/dev/null
 "$cli" sample --checkpoint "$work/run/best.cdm" --n 4 --seed 3 --out "$work/d2.png" >/dev/null
 check "sampling is reproducible for a seed" cmp -s "$work/d1.png" "$work/d2.png"
@@ -131,6 +138,7 @@ err "negative epochs" 2 "$cli" train --data "$data" --out "$work/x" --epochs -1
 err "junk number" 2 "$cli" train --data "$data" --out "$work/x" --lr 1e-3x
 err "unknown preset" 2 "$cli" train --data "$data" --out "$work/x" --preset nope
 err "t-max above T" 2 "$cli" train --data "$data" --out "$work/x" --T 10 --t-max 11
+err "grid eta above 1" 2 "$cli" train --data "$data" --out "$work/x" --grid-eta 1.5
 err "missing data" 1 "$cli" train --data "$work/nowhere" --out "$work/x"
 err "missing checkpoint" 1 "$cli" sample --checkpoint "$work/none.cdm" --out "$work/x.png"
 err "corrupt checkpoint" 1 "$cli" info "$work/run/losses.csv"
