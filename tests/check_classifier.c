@@ -42,13 +42,6 @@ static cd_dataset *load_slice(void)
     return ds;
 }
 
-static cd_tensor *tensor4(int64_t n, int64_t c, int64_t h, int64_t w)
-{
-    cd_tensor *t = NULL;
-    CD_ASSERT_OK(cd_tensor_create(&t, 4, (int64_t[]){n, c, h, w}));
-    return t;
-}
-
 static cd_tensor *tensor2(int64_t a, int64_t b)
 {
     cd_tensor *t = NULL;
@@ -66,7 +59,7 @@ static cd_tensor *tensor1(int64_t a)
 /* The first n images of the slice's test split and their labels. */
 static void slice_batch(const cd_dataset *ds, int64_t n, cd_tensor **images, cd_tensor **labels)
 {
-    *images = tensor4(n, 1, 28, 28);
+    *images = cd_test_tensor4(n, 1, 28, 28);
     *labels = tensor1(n);
     int64_t *idx = malloc((size_t)n * sizeof *idx);
     for (int64_t i = 0; i < n; i++) idx[i] = i;
@@ -184,7 +177,7 @@ START_TEST(predict_outputs)
     CD_ASSERT_OK(cd_tensor_reshape(x, 3, (int64_t[]){N, 28, 28}));
     CD_ASSERT_OK(cd_classifier_predict(c, x, p2, NULL));
     ck_assert(memcmp(p, cd_tensor_data(p2), (size_t)N * 10 * sizeof(float)) == 0);
-    cd_tensor *one = tensor4(1, 1, 28, 28), *p1 = tensor2(1, 10);
+    cd_tensor *one = cd_test_tensor4(1, 1, 28, 28), *p1 = tensor2(1, 10);
     CD_ASSERT_OK(cd_tensor_copy_from(one, cd_tensor_data(x) + 299 * 784, 784));
     CD_ASSERT_OK(cd_classifier_predict(c, one, p1, NULL));
     for (int64_t k = 0; k < 10; k++)
@@ -610,7 +603,7 @@ START_TEST(bad_arguments)
     CD_ASSERT_STATUS(cd__classifier_create_cfg(&bad, &cfg, rng), CD_ERR_RANGE);
     CD_ASSERT_ERROR_MENTIONS("channels[1]");
 
-    cd_tensor *x = tensor4(4, 1, 28, 28), *y = tensor1(4), *probs = tensor2(4, 10);
+    cd_tensor *x = cd_test_tensor4(4, 1, 28, 28), *y = tensor1(4), *probs = tensor2(4, 10);
     cd_tensor *feat = tensor2(4, CD_CLASSIFIER_FEATURES);
     CD_ASSERT_OK(cd_rng_uniform_tensor(rng, x));
     float *pd = cd_tensor_data(probs);
@@ -619,7 +612,7 @@ START_TEST(bad_arguments)
     CD_ASSERT_STATUS(cd_classifier_predict(NULL, x, probs, NULL), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_classifier_predict(c, NULL, probs, NULL), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_classifier_predict(c, x, NULL, NULL), CD_ERR_INVALID_ARGUMENT);
-    cd_tensor *rgb = tensor4(4, 3, 28, 28), *small = tensor4(4, 1, 27, 28);
+    cd_tensor *rgb = cd_test_tensor4(4, 3, 28, 28), *small = cd_test_tensor4(4, 1, 27, 28);
     cd_tensor *flat = tensor2(4, 784), *p9 = tensor2(4, 9), *p5 = tensor2(5, 10);
     CD_ASSERT_STATUS(cd_classifier_predict(c, rgb, probs, NULL), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("3 channels");

@@ -8,13 +8,6 @@
 #include "gradcheck.h"
 #include "nn/decoder.h"
 
-static cd_tensor *tensor4(int64_t n, int64_t c, int64_t h, int64_t w)
-{
-    cd_tensor *t = NULL;
-    CD_ASSERT_OK(cd_tensor_create(&t, 4, (int64_t[]){n, c, h, w}));
-    return t;
-}
-
 /* Gradient-check a whole CNN (see cd_gc_check_decoder). */
 static void check_network(cd_decoder *d, int64_t N, int64_t C, int64_t H, int64_t W,
                           const char *name, double max_maa)
@@ -103,8 +96,8 @@ END_TEST
 START_TEST(cnn_bad_input_is_an_error)
 {
     cd_decoder *d = small_cnn(5, 6);
-    cd_tensor *z = tensor4(2, 1, 5, 6), *out = tensor4(2, 1, 5, 6), *tau = NULL;
-    cd_tensor *z2 = tensor4(2, 2, 5, 6), *z3 = tensor4(2, 1, 6, 6);
+    cd_tensor *z = cd_test_tensor4(2, 1, 5, 6), *out = cd_test_tensor4(2, 1, 5, 6), *tau = NULL;
+    cd_tensor *z2 = cd_test_tensor4(2, 2, 5, 6), *z3 = cd_test_tensor4(2, 1, 6, 6);
     CD_ASSERT_OK(cd_tensor_create(&tau, 1, (int64_t[]){2}));
     CD_ASSERT_STATUS(cd_decoder_backward(d, out, NULL), CD_ERR_STATE);
     CD_ASSERT_STATUS(cd_decoder_forward(d, z2, tau, out), CD_ERR_SHAPE);
@@ -151,7 +144,8 @@ START_TEST(cnn_save_load_round_trip)
     cd_decoder_config_free(cfg);
 
     /* Same outputs. */
-    cd_tensor *z = tensor4(2, 1, 5, 6), *o1 = tensor4(2, 1, 5, 6), *o2 = tensor4(2, 1, 5, 6);
+    cd_tensor *z = cd_test_tensor4(2, 1, 5, 6), *o1 = cd_test_tensor4(2, 1, 5, 6),
+              *o2 = cd_test_tensor4(2, 1, 5, 6);
     cd_tensor *tau = NULL;
     CD_ASSERT_OK(cd_tensor_create(&tau, 1, (int64_t[]){2}));
     cd_gc_randn(cd_tensor_data(z), 60, 3, 1.0f);
@@ -190,8 +184,9 @@ END_TEST
 START_TEST(workspace_query_between_calls)
 {
     cd_decoder *d = small_cnn(5, 6);
-    cd_tensor *z = tensor4(2, 1, 5, 6), *o1 = tensor4(2, 1, 5, 6), *o2 = tensor4(2, 1, 5, 6);
-    cd_tensor *tau = NULL, *dz = tensor4(2, 1, 5, 6);
+    cd_tensor *z = cd_test_tensor4(2, 1, 5, 6), *o1 = cd_test_tensor4(2, 1, 5, 6),
+              *o2 = cd_test_tensor4(2, 1, 5, 6);
+    cd_tensor *tau = NULL, *dz = cd_test_tensor4(2, 1, 5, 6);
     CD_ASSERT_OK(cd_tensor_create(&tau, 1, (int64_t[]){2}));
     cd_gc_randn(cd_tensor_data(z), 60, 8, 1.0f);
     CD_ASSERT_OK(cd_tensor_fill(tau, 0.3f));

@@ -7,23 +7,6 @@
 
 #include "diffusion/diffusion.h"
 
-static cd_tensor *tensor4(int64_t n, int64_t c, int64_t h, int64_t w)
-{
-    cd_tensor *t = NULL;
-    CD_ASSERT_OK(cd_tensor_create(&t, 4, (int64_t[]){n, c, h, w}));
-    return t;
-}
-
-static void fill_image(cd_tensor *x, uint64_t seed)
-{
-    cd_rng *r = NULL;
-    CD_ASSERT_OK(cd_rng_create(&r, seed));
-    CD_ASSERT_OK(cd_rng_uniform_tensor(r, x));
-    float *p = cd_tensor_data(x);
-    for (int64_t i = 0; i < cd_tensor_numel(x); i++) p[i] -= 0.5f;
-    cd_rng_free(r);
-}
-
 /* The mean and variance of z_t over many draws match sqrt(abar) x and
  * 1 - abar within 5 standard errors. */
 START_TEST(noise_forward_moments)
@@ -36,7 +19,8 @@ START_TEST(noise_forward_moments)
     CD_ASSERT_OK(cd_degradation_create_noise(&d, s));
     ck_assert_int_eq(cd_degradation_target(d), CD_TARGET_NOISE);
     CD_ASSERT_OK(cd_rng_create(&rng, 9));
-    cd_tensor *x = tensor4(N, 1, 4, 4), *z = tensor4(N, 1, 4, 4), *eps = tensor4(N, 1, 4, 4);
+    cd_tensor *x = cd_test_tensor4(N, 1, 4, 4), *z = cd_test_tensor4(N, 1, 4, 4),
+              *eps = cd_test_tensor4(N, 1, 4, 4);
     float *xp = cd_tensor_data(x);
     for (int64_t n = 0; n < N; n++)
         for (int i = 0; i < D; i++) xp[n * D + i] = -0.5f + (float)i / (D - 1);
@@ -84,8 +68,8 @@ START_TEST(zero_steps_is_identity)
     CD_ASSERT_OK(cd_degradation_create_noise(&noise, s));
     CD_ASSERT_OK(cd_degradation_create_blur(&blur, s, 11, CD_PADDING_REFLECT));
     CD_ASSERT_OK(cd_rng_create(&rng, 1));
-    cd_tensor *x = tensor4(2, 1, 28, 28), *z = tensor4(2, 1, 28, 28);
-    fill_image(x, 3);
+    cd_tensor *x = cd_test_tensor4(2, 1, 28, 28), *z = cd_test_tensor4(2, 1, 28, 28);
+    cd_test_fill_uniform(x, 3, -0.5f, 0.5f);
     const int64_t t0[2] = {0, 0};
     CD_ASSERT_OK(cd_degradation_apply(blur, x, t0, 2, NULL, z, NULL));
     ck_assert_mem_eq(cd_tensor_data(z), cd_tensor_data(x), 2 * 784 * sizeof(float));
@@ -109,8 +93,9 @@ START_TEST(blur_composes)
     cd_degradation *d = NULL;
     CD_ASSERT_OK(cd_schedule_create_linear(&s, 20, 0.3, 1.0));
     CD_ASSERT_OK(cd_degradation_create_blur(&d, s, 7, CD_PADDING_REFLECT));
-    cd_tensor *x = tensor4(2, 2, 9, 12), *direct = tensor4(2, 2, 9, 12), *steps = NULL;
-    fill_image(x, 5);
+    cd_tensor *x = cd_test_tensor4(2, 2, 9, 12), *direct = cd_test_tensor4(2, 2, 9, 12),
+              *steps = NULL;
+    cd_test_fill_uniform(x, 5, -0.5f, 0.5f);
     const int64_t t[2] = {6, 3};
     CD_ASSERT_OK(cd_degradation_apply(d, x, t, 2, NULL, direct, NULL));
     CD_ASSERT_OK(cd_tensor_clone(&steps, x));
@@ -169,8 +154,8 @@ START_TEST(blur_matches_2d_reference)
         CD_ASSERT_OK(cd_degradation_create_blur(&d, s, 11,
                                                 circular ? CD_PADDING_CIRCULAR : CD_PADDING_REFLECT));
         ck_assert_int_eq(cd_degradation_target(d), CD_TARGET_IMAGE);
-        cd_tensor *x = tensor4(1, 1, H, W), *z = tensor4(1, 1, H, W);
-        fill_image(x, 11);
+        cd_tensor *x = cd_test_tensor4(1, 1, H, W), *z = cd_test_tensor4(1, 1, H, W);
+        cd_test_fill_uniform(x, 11, -0.5f, 0.5f);
         double *ref = malloc((size_t)(H * W) * sizeof *ref);
         for (int64_t i = 0; i < H * W; i++) ref[i] = cd_tensor_data(x)[i];
         const int64_t checkpoints[3] = {1, 10, 100};
@@ -203,8 +188,8 @@ START_TEST(circular_blur_preserves_mean)
     cd_degradation *d = NULL;
     CD_ASSERT_OK(cd_schedule_create_constant(&s, 50, 1.0));
     CD_ASSERT_OK(cd_degradation_create_blur(&d, s, 11, CD_PADDING_CIRCULAR));
-    cd_tensor *x = tensor4(3, 1, 28, 28), *z = tensor4(3, 1, 28, 28);
-    fill_image(x, 13);
+    cd_tensor *x = cd_test_tensor4(3, 1, 28, 28), *z = cd_test_tensor4(3, 1, 28, 28);
+    cd_test_fill_uniform(x, 13, -0.5f, 0.5f);
     const int64_t t[3] = {1, 20, 50};
     CD_ASSERT_OK(cd_degradation_apply(d, x, t, 3, NULL, z, NULL));
     for (int n = 0; n < 3; n++) {
@@ -243,7 +228,7 @@ START_TEST(blur_kernel_matches_spec)
     cd_degradation *d = NULL;
     CD_ASSERT_OK(cd_schedule_create_custom(&s, beta, 1));
     CD_ASSERT_OK(cd_degradation_create_blur(&d, s, 5, CD_PADDING_CIRCULAR));
-    cd_tensor *x = tensor4(1, 1, 9, 9), *z = tensor4(1, 1, 9, 9);
+    cd_tensor *x = cd_test_tensor4(1, 1, 9, 9), *z = cd_test_tensor4(1, 1, 9, 9);
     cd_tensor_data(x)[4 * 9 + 4] = 1.0f;
     const int64_t t = 1;
     CD_ASSERT_OK(cd_degradation_apply(d, x, &t, 1, NULL, z, NULL));
@@ -277,8 +262,9 @@ START_TEST(bad_input_is_an_error)
     ck_assert_ptr_null(bad);
     CD_ASSERT_STATUS(cd_degradation_create_blur(&bad, s, 5, (cd_padding)9), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_degradation_create_noise(&bad, NULL), CD_ERR_INVALID_ARGUMENT);
-    cd_tensor *x = tensor4(2, 1, 8, 8), *z = tensor4(2, 1, 8, 8), *small = tensor4(2, 1, 2, 2);
-    cd_tensor *zs = tensor4(2, 1, 2, 2), *wrong = tensor4(3, 1, 8, 8);
+    cd_tensor *x = cd_test_tensor4(2, 1, 8, 8), *z = cd_test_tensor4(2, 1, 8, 8),
+              *small = cd_test_tensor4(2, 1, 2, 2);
+    cd_tensor *zs = cd_test_tensor4(2, 1, 2, 2), *wrong = cd_test_tensor4(3, 1, 8, 8);
     int64_t t[2] = {1, 11};
     CD_ASSERT_STATUS(cd_degradation_apply(noise, x, t, 2, rng, z, NULL), CD_ERR_RANGE);
     CD_ASSERT_ERROR_MENTIONS("t[1] = 11");

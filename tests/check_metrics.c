@@ -19,14 +19,6 @@ static void assert_close(double got, double want, double atol, double rtol, cons
                   "%s: %.12g, expected %.12g (diff %.3g)", what, got, want, got - want);
 }
 
-static cd_tensor *tensor4(int64_t N, int64_t C, int64_t H, int64_t W)
-{
-    cd_tensor *t = NULL;
-    int64_t shape[4] = {N, C, H, W};
-    CD_ASSERT_OK(cd_tensor_create(&t, 4, shape));
-    return t;
-}
-
 static cd_tensor *tensor2(int64_t N, int64_t D, const float *data)
 {
     cd_tensor *t = NULL;
@@ -49,16 +41,6 @@ static cd_tensor *from_fixture(const cd_fixture *fx, const char *name)
 }
 
 /* Random values in [lo, hi) from a fixed seed. */
-static void fill_uniform(cd_tensor *t, uint64_t seed, float lo, float hi)
-{
-    cd_rng *rng = NULL;
-    CD_ASSERT_OK(cd_rng_create(&rng, seed));
-    CD_ASSERT_OK(cd_rng_uniform_tensor(rng, t));
-    float *d = cd_tensor_data(t);
-    for (int64_t i = 0; i < cd_tensor_numel(t); i++) d[i] = lo + (hi - lo) * d[i];
-    cd_rng_free(rng);
-}
-
 /* A 0/1 checkerboard: x(i, j) = 1 where i + j is even. */
 static void checkerboard(float *p, int64_t H, int64_t W)
 {
@@ -100,8 +82,8 @@ START_TEST(identical_images)
     /* Identical images: MSE 0, so RMSE 0 and PSNR = -10 log10(1e-8) = 80;
      * sigma_x^2 = sigma_y^2 = sigma_xy and mu_x = mu_y, so each SSIM map
      * entry is (2 mu^2 + C1)/(2 mu^2 + C1) (2 s + C2)/(2 s + C2) = 1. */
-    cd_tensor *x = tensor4(3, 2, 28, 28), *y = NULL;
-    fill_uniform(x, 1, -0.5f, 0.5f);
+    cd_tensor *x = cd_test_tensor4(3, 2, 28, 28), *y = NULL;
+    cd_test_fill_uniform(x, 1, -0.5f, 0.5f);
     CD_ASSERT_OK(cd_tensor_clone(&y, x));
     double rmse = -1, ssim = -1, psnr = -1;
     cd_metric_reduction used = (cd_metric_reduction)-1;
@@ -148,7 +130,7 @@ START_TEST(inverted_checkerboard)
      * map entry is
      *   (2 mu (1 - mu) + C1)(-2 v + C2) / ((mu^2 + (1 - mu)^2 + C1)(2 v + C2))
      *   = (2 v + C1)(C2 - 2 v) / ((1 - 2 v + C1)(2 v + C2)). */
-    cd_tensor *x = tensor4(2, 1, 28, 28), *y = tensor4(2, 1, 28, 28);
+    cd_tensor *x = cd_test_tensor4(2, 1, 28, 28), *y = cd_test_tensor4(2, 1, 28, 28);
     float *xd = cd_tensor_data(x), *yd = cd_tensor_data(y);
     for (int n = 0; n < 2; n++) checkerboard(xd + n * 784, 28, 28);
     for (int64_t i = 0; i < 2 * 784; i++) yd[i] = -xd[i];
@@ -228,7 +210,7 @@ START_TEST(known_mse)
      * value, so both still normalise to themselves): MSE = k / 784 exactly,
      * PSNR = -10 log10(k / 784 + 1e-8). Image n flips k = 4 n + 1 pixels. */
     const int64_t N = 4;
-    cd_tensor *x = tensor4(N, 1, 28, 28), *y = tensor4(N, 1, 28, 28);
+    cd_tensor *x = cd_test_tensor4(N, 1, 28, 28), *y = cd_test_tensor4(N, 1, 28, 28);
     float *xd = cd_tensor_data(x), *yd = cd_tensor_data(y);
     double want_psnr = 0.0, sum_mse = 0.0;
     for (int64_t n = 0; n < N; n++) {
@@ -316,9 +298,9 @@ START_TEST(report_reduction_batches_of_512)
     /* 1000 images: the report's batches are 512 + 488. The second batch
      * is noisier, so the two reductions differ. */
     const int64_t N = 1000, per = 784;
-    cd_tensor *x = tensor4(N, 1, 28, 28), *y = tensor4(N, 1, 28, 28);
-    fill_uniform(x, 7, 0.0f, 1.0f);
-    fill_uniform(y, 8, -1.0f, 1.0f);
+    cd_tensor *x = cd_test_tensor4(N, 1, 28, 28), *y = cd_test_tensor4(N, 1, 28, 28);
+    cd_test_fill_uniform(x, 7, 0.0f, 1.0f);
+    cd_test_fill_uniform(y, 8, -1.0f, 1.0f);
     float *xd = cd_tensor_data(x), *yd = cd_tensor_data(y);
     for (int64_t n = 0; n < N; n++) {
         const float amount = n < 512 ? 0.1f : 0.6f;
@@ -428,8 +410,8 @@ END_TEST
 
 START_TEST(normalize)
 {
-    cd_tensor *x = tensor4(3, 2, 4, 5), *out = tensor4(3, 2, 4, 5);
-    fill_uniform(x, 3, -40.0f, 17.0f);
+    cd_tensor *x = cd_test_tensor4(3, 2, 4, 5), *out = cd_test_tensor4(3, 2, 4, 5);
+    cd_test_fill_uniform(x, 3, -40.0f, 17.0f);
     CD_ASSERT_OK(cd_metrics_normalize(x, out));
     const float *o = cd_tensor_data(out), *xd = cd_tensor_data(x);
     for (int n = 0; n < 3; n++) {
@@ -460,7 +442,7 @@ START_TEST(normalize)
     CD_ASSERT_STATUS(cd_metrics_normalize(x, out), CD_ERR_NOT_FINITE);
     CD_ASSERT_STATUS(cd_metrics_normalize(NULL, out), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_metrics_normalize(x, NULL), CD_ERR_INVALID_ARGUMENT);
-    cd_tensor *wrong = tensor4(3, 2, 5, 4);
+    cd_tensor *wrong = cd_test_tensor4(3, 2, 5, 4);
     CD_ASSERT_STATUS(cd_metrics_normalize(x, wrong), CD_ERR_SHAPE);
     cd_tensor *flat = tensor2(3, 40, NULL);
     CD_ASSERT_STATUS(cd_metrics_normalize(flat, out), CD_ERR_SHAPE);
@@ -474,9 +456,9 @@ END_TEST
 
 START_TEST(image_errors)
 {
-    cd_tensor *x = tensor4(3, 1, 12, 12), *y = tensor4(3, 1, 12, 12);
-    fill_uniform(x, 1, 0, 1);
-    fill_uniform(y, 2, 0, 1);
+    cd_tensor *x = cd_test_tensor4(3, 1, 12, 12), *y = cd_test_tensor4(3, 1, 12, 12);
+    cd_test_fill_uniform(x, 1, 0, 1);
+    cd_test_fill_uniform(y, 2, 0, 1);
     double r = -7, s = -7, p = -7, v[3];
     cd_metric_reduction used = (cd_metric_reduction)42;
     CD_ASSERT_STATUS(cd_metrics_images(NULL, y, 0, &r, &s, &p, &used), CD_ERR_INVALID_ARGUMENT);
@@ -491,10 +473,10 @@ START_TEST(image_errors)
     ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
 
     /* shapes */
-    cd_tensor *small = tensor4(3, 1, 10, 12), *other = tensor4(3, 1, 12, 13),
-              *fewer = tensor4(2, 1, 12, 12), *chans = tensor4(3, 2, 12, 12),
+    cd_tensor *small = cd_test_tensor4(3, 1, 10, 12), *other = cd_test_tensor4(3, 1, 12, 13),
+              *fewer = cd_test_tensor4(2, 1, 12, 12), *chans = cd_test_tensor4(3, 2, 12, 12),
               *flat = tensor2(3, 144, NULL);
-    fill_uniform(small, 3, 0, 1);
+    cd_test_fill_uniform(small, 3, 0, 1);
     CD_ASSERT_STATUS(cd_metrics_images(small, small, 0, &r, &s, &p, &used), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("11");
     CD_ASSERT_STATUS(cd_metrics_images(x, other, 0, &r, &s, &p, &used), CD_ERR_SHAPE);
@@ -740,7 +722,7 @@ START_TEST(fd_errors)
     CD_ASSERT_STATUS(cd_frechet_distance(a, NULL, &fd), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_frechet_distance(a, b, NULL), CD_ERR_INVALID_ARGUMENT);
     cd_tensor *one = tensor2(1, 3, NULL), *wide = tensor2(10, 4, NULL),
-              *img = tensor4(10, 3, 1, 1);
+              *img = cd_test_tensor4(10, 3, 1, 1);
     CD_ASSERT_STATUS(cd_frechet_distance(one, b, &fd), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("at least 2");
     CD_ASSERT_STATUS(cd_frechet_distance(a, one, &fd), CD_ERR_SHAPE);
@@ -848,7 +830,7 @@ START_TEST(class_summaries)
     /* errors */
     CD_ASSERT_STATUS(cd_class_histogram(NULL, hist, 3, &H, &conf), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_class_histogram(probs, hist, 4, &H, &conf), CD_ERR_SHAPE);
-    cd_tensor *img = tensor4(6, 3, 1, 1);
+    cd_tensor *img = cd_test_tensor4(6, 3, 1, 1);
     CD_ASSERT_STATUS(cd_class_histogram(img, NULL, 0, &H, &conf), CD_ERR_SHAPE);
     CD_ASSERT_STATUS(cd_class_preservation(img, labels, 6, &frac, NULL), CD_ERR_SHAPE);
     CD_ASSERT_STATUS(cd_class_preservation(NULL, labels, 6, &frac, NULL),

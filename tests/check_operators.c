@@ -9,23 +9,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static cd_tensor *tensor4(int64_t n, int64_t c, int64_t h, int64_t w)
-{
-    cd_tensor *t = NULL;
-    CD_ASSERT_OK(cd_tensor_create(&t, 4, (int64_t[]){n, c, h, w}));
-    return t;
-}
-
-static void fill_uniform(cd_tensor *x, uint64_t seed)
-{
-    cd_rng *r = NULL;
-    CD_ASSERT_OK(cd_rng_create(&r, seed));
-    CD_ASSERT_OK(cd_rng_uniform_tensor(r, x));
-    float *p = cd_tensor_data(x);
-    for (int64_t i = 0; i < cd_tensor_numel(x); i++) p[i] -= 0.5f;
-    cd_rng_free(r);
-}
-
 static cd_schedule *linear_schedule(int64_t T)
 {
     cd_schedule *s = NULL;
@@ -53,7 +36,7 @@ START_TEST(pixelate_hand_computed)
     CD_ASSERT_OK(cd_degradation_create_pixelate(&d, s));
     ck_assert_int_eq(cd_degradation_get_kind(d), CD_DEGRADATION_PIXELATE);
     ck_assert_int_eq(cd_degradation_target(d), CD_TARGET_IMAGE);
-    cd_tensor *x = tensor4(1, 1, 4, 4), *z = tensor4(1, 1, 4, 4);
+    cd_tensor *x = cd_test_tensor4(1, 1, 4, 4), *z = cd_test_tensor4(1, 1, 4, 4);
     float *xp = cd_tensor_data(x), *zp = cd_tensor_data(z);
     for (int i = 0; i < 16; i++) xp[i] = (float)i;
     /* 2 x 2 block means: 2.5 4.5 / 10.5 12.5; the image mean 7.5. */
@@ -81,8 +64,8 @@ START_TEST(pixelate_partial_blocks_and_end)
     cd_schedule *s = linear_schedule(5);
     cd_degradation *d = NULL;
     CD_ASSERT_OK(cd_degradation_create_pixelate(&d, s));
-    cd_tensor *x = tensor4(2, 2, 28, 28), *z = tensor4(2, 2, 28, 28);
-    fill_uniform(x, 3);
+    cd_tensor *x = cd_test_tensor4(2, 2, 28, 28), *z = cd_test_tensor4(2, 2, 28, 28);
+    cd_test_fill_uniform(x, 3, -0.5f, 0.5f);
     const float *xp = cd_tensor_data(x), *zp = cd_tensor_data(z);
     apply_at(d, x, 3, z);
     for (int p = 0; p < 4; p++) {
@@ -117,8 +100,8 @@ START_TEST(mask_hand_computed)
     cd_schedule *s = linear_schedule(3);
     cd_degradation *d = NULL;
     CD_ASSERT_OK(cd_degradation_create_mask(&d, s, 1.0));
-    cd_tensor *x = tensor4(1, 1, 5, 5), *z = tensor4(1, 1, 5, 5);
-    fill_uniform(x, 5);
+    cd_tensor *x = cd_test_tensor4(1, 1, 5, 5), *z = cd_test_tensor4(1, 1, 5, 5);
+    cd_test_fill_uniform(x, 5, -0.5f, 0.5f);
     const float *xp = cd_tensor_data(x), *zp = cd_tensor_data(z);
     for (int64_t t = 0; t <= 3; t++) {
         apply_at(d, x, t, z);
@@ -142,10 +125,10 @@ START_TEST(fade_formula)
 {
     cd_schedule *s = linear_schedule(50);
     cd_degradation *d = NULL;
-    cd_tensor *m = NULL, *x = tensor4(3, 1, 6, 5), *z = tensor4(3, 1, 6, 5);
+    cd_tensor *m = NULL, *x = cd_test_tensor4(3, 1, 6, 5), *z = cd_test_tensor4(3, 1, 6, 5);
     CD_ASSERT_OK(cd_tensor_create(&m, 3, (int64_t[]){1, 6, 5}));
-    fill_uniform(m, 8);
-    fill_uniform(x, 9);
+    cd_test_fill_uniform(m, 8, -0.5f, 0.5f);
+    cd_test_fill_uniform(x, 9, -0.5f, 0.5f);
     CD_ASSERT_OK(cd_degradation_create_fade(&d, s, m));
     float abar[51];
     CD_ASSERT_OK(cd_schedule_copy_arrays(s, NULL, abar, 51));
@@ -159,7 +142,7 @@ START_TEST(fade_formula)
     }
     ck_assert(memcmp(xp, zp, 30 * sizeof(float)) == 0); /* t = 0 */
     /* The mean image fixes the image shape. */
-    cd_tensor *wrong = tensor4(3, 1, 5, 6);
+    cd_tensor *wrong = cd_test_tensor4(3, 1, 5, 6);
     CD_ASSERT_STATUS(cd_degradation_apply(d, wrong, tv, 3, NULL, wrong, NULL), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("mean image");
     cd_tensor_free(wrong);
@@ -180,11 +163,11 @@ START_TEST(operators_are_continuous_in_t)
 {
     enum { T = 1000 };
     cd_schedule *s = linear_schedule(T);
-    cd_tensor *m = NULL, *x = tensor4(2, 1, 28, 28), *a = tensor4(2, 1, 28, 28),
-              *b = tensor4(2, 1, 28, 28);
+    cd_tensor *m = NULL, *x = cd_test_tensor4(2, 1, 28, 28), *a = cd_test_tensor4(2, 1, 28, 28),
+              *b = cd_test_tensor4(2, 1, 28, 28);
     CD_ASSERT_OK(cd_tensor_create(&m, 3, (int64_t[]){1, 28, 28}));
-    fill_uniform(x, 1);
-    fill_uniform(m, 2);
+    cd_test_fill_uniform(x, 1, -0.5f, 0.5f);
+    cd_test_fill_uniform(m, 2, -0.5f, 0.5f);
     cd_degradation *ops[3] = {NULL, NULL, NULL};
     CD_ASSERT_OK(cd_degradation_create_pixelate(&ops[0], s));
     CD_ASSERT_OK(cd_degradation_create_mask(&ops[1], s, 2.0));
@@ -224,10 +207,10 @@ static cd_status exact_x(void *user, const cd_tensor *z, const cd_tensor *tau, c
 START_TEST(cold2_recovers_x_on_every_operator)
 {
     cd_schedule *s = linear_schedule(40);
-    cd_tensor *m = NULL, *x = tensor4(3, 1, 12, 12), *out = tensor4(3, 1, 12, 12);
+    cd_tensor *m = NULL, *x = cd_test_tensor4(3, 1, 12, 12), *out = cd_test_tensor4(3, 1, 12, 12);
     CD_ASSERT_OK(cd_tensor_create(&m, 3, (int64_t[]){1, 12, 12}));
-    fill_uniform(x, 11);
-    fill_uniform(m, 12);
+    cd_test_fill_uniform(x, 11, -0.5f, 0.5f);
+    cd_test_fill_uniform(m, 12, -0.5f, 0.5f);
     cd_degradation *ops[3] = {NULL, NULL, NULL};
     CD_ASSERT_OK(cd_degradation_create_pixelate(&ops[0], s));
     CD_ASSERT_OK(cd_degradation_create_mask(&ops[1], s, 1.5));
@@ -264,7 +247,7 @@ START_TEST(prior_fit_pixelate_exact)
     CD_ASSERT_OK(cd_degradation_get_prior(d, &mean, &sd, &jit, &fitted));
     ck_assert_int_eq(fitted, 1);
     ck_assert(jit == 0.002);
-    cd_tensor *img = tensor4(300, 1, 28, 28);
+    cd_tensor *img = cd_test_tensor4(300, 1, 28, 28);
     int64_t idx[300];
     for (int i = 0; i < 300; i++) idx[i] = i;
     CD_ASSERT_OK(cd_dataset_gather(ds, CD_SPLIT_TRAIN, idx, 300, img, NULL));
@@ -311,9 +294,9 @@ START_TEST(prior_draws_as_documented)
 {
     enum { N = 3, ND = 20 };
     cd_schedule *s = linear_schedule(30);
-    cd_tensor *m = NULL, *z = tensor4(N, 1, 4, 5);
+    cd_tensor *m = NULL, *z = cd_test_tensor4(N, 1, 4, 5);
     CD_ASSERT_OK(cd_tensor_create(&m, 3, (int64_t[]){1, 4, 5}));
-    fill_uniform(m, 4);
+    cd_test_fill_uniform(m, 4, -0.5f, 0.5f);
     float abar[31];
     CD_ASSERT_OK(cd_schedule_copy_arrays(s, NULL, abar, 31));
     cd_degradation *d = NULL;
@@ -358,7 +341,7 @@ START_TEST(prior_moments)
     cd_degradation *d = NULL;
     CD_ASSERT_OK(cd_degradation_create_pixelate(&d, s));
     CD_ASSERT_OK(cd_degradation_set_prior(d, -0.3, 0.05, 0.01));
-    cd_tensor *z = tensor4(N, 1, 2, 2);
+    cd_tensor *z = cd_test_tensor4(N, 1, 2, 2);
     cd_rng *r = NULL;
     CD_ASSERT_OK(cd_rng_create(&r, 5));
     CD_ASSERT_OK(cd_degradation_sample_prior(d, r, z));
@@ -388,11 +371,11 @@ START_TEST(checkpoint_round_trip)
     cd_test_tmpdir(dir, sizeof dir);
     cd_test_path(path, sizeof path, dir, "op.cdm");
     cd_schedule *s = linear_schedule(12);
-    cd_tensor *m = NULL, *x = tensor4(2, 1, 28, 28), *a = tensor4(2, 1, 28, 28),
-              *b = tensor4(2, 1, 28, 28);
+    cd_tensor *m = NULL, *x = cd_test_tensor4(2, 1, 28, 28), *a = cd_test_tensor4(2, 1, 28, 28),
+              *b = cd_test_tensor4(2, 1, 28, 28);
     CD_ASSERT_OK(cd_tensor_create(&m, 3, (int64_t[]){1, 28, 28}));
-    fill_uniform(m, 6);
-    fill_uniform(x, 7);
+    cd_test_fill_uniform(m, 6, -0.5f, 0.5f);
+    cd_test_fill_uniform(x, 7, -0.5f, 0.5f);
     for (int k = 0; k < 3; k++) {
         cd_degradation *d = NULL;
         cd_decoder_config *cfg = NULL;
@@ -450,7 +433,7 @@ START_TEST(bad_input_is_an_error)
     ck_assert_ptr_null(d);
     /* Pixelate planes are limited like the blur's. */
     CD_ASSERT_OK(cd_degradation_create_pixelate(&d, s));
-    cd_tensor *big = tensor4(1, 1, 129, 129);
+    cd_tensor *big = cd_test_tensor4(1, 1, 129, 129);
     int64_t t = 3;
     CD_ASSERT_STATUS(cd_degradation_apply(d, big, &t, 1, NULL, big, NULL), CD_ERR_UNSUPPORTED);
     CD_ASSERT_STATUS(cd_degradation_sample_prior(d, NULL, big), CD_ERR_INVALID_ARGUMENT);
@@ -489,7 +472,7 @@ START_TEST(dataset_mean_image)
 {
     cd_dataset *ds = cd_test_load_slice(0.2);
     const int64_t n = cd_dataset_count(ds, CD_SPLIT_VAL);
-    cd_tensor *all = tensor4(n, 1, 28, 28), *mi = NULL;
+    cd_tensor *all = cd_test_tensor4(n, 1, 28, 28), *mi = NULL;
     CD_ASSERT_OK(cd_tensor_create(&mi, 3, (int64_t[]){1, 28, 28}));
     int64_t idx[1000];
     for (int64_t i = 0; i < n; i++) idx[i] = i;

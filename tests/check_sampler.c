@@ -17,13 +17,6 @@
 
 enum { GD = 4 }; /* Gaussian toy: 1 x 2 x 2 images */
 
-static cd_tensor *tensor4(int64_t n, int64_t c, int64_t h, int64_t w)
-{
-    cd_tensor *t = NULL;
-    CD_ASSERT_OK(cd_tensor_create(&t, 4, (int64_t[]){n, c, h, w}));
-    return t;
-}
-
 static cd_tensor *tensor5(int64_t s, const cd_tensor *like)
 {
     cd_tensor *t = NULL;
@@ -31,16 +24,6 @@ static cd_tensor *tensor5(int64_t s, const cd_tensor *like)
     CD_ASSERT_OK(cd_tensor_shape(like, shape + 1, 4));
     CD_ASSERT_OK(cd_tensor_create(&t, 5, shape));
     return t;
-}
-
-static void fill_uniform(cd_tensor *x, uint64_t seed)
-{
-    cd_rng *r = NULL;
-    CD_ASSERT_OK(cd_rng_create(&r, seed));
-    CD_ASSERT_OK(cd_rng_uniform_tensor(r, x));
-    float *p = cd_tensor_data(x);
-    for (int64_t i = 0; i < cd_tensor_numel(x); i++) p[i] -= 0.5f;
-    cd_rng_free(r);
 }
 
 static float max_abs_diff(cd_tensor *a, cd_tensor *b)
@@ -201,7 +184,7 @@ static void check_gauss(cd_sampler_kind kind, int64_t steps, double eta, bool po
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_POSTERIOR_VARIANCE, post ? 1.0 : 0.0));
     CD_ASSERT_OK(cd_sampler_set_predictor(s, gauss_predict, &g));
     CD_ASSERT_OK(cd_rng_create(&rng, seed));
-    cd_tensor *out = tensor4(N, 1, 2, 2);
+    cd_tensor *out = cd_test_tensor4(N, 1, 2, 2);
     CD_ASSERT_OK(cd_sampler_sample(s, rng, out));
 
     const moments want = chain_moments(&g, s, eta, post), got = sample_moments(out);
@@ -303,7 +286,7 @@ START_TEST(ddim_eta1_is_ddpm_posterior)
     CD_ASSERT_OK(cd_sampler_set_predictor(b, gauss_predict, &g));
     CD_ASSERT_OK(cd_rng_create(&r1, 77));
     CD_ASSERT_OK(cd_rng_create(&r2, 77));
-    cd_tensor *x = tensor4(64, 1, 2, 2), *y = tensor4(64, 1, 2, 2);
+    cd_tensor *x = cd_test_tensor4(64, 1, 2, 2), *y = cd_test_tensor4(64, 1, 2, 2);
     CD_ASSERT_OK(cd_sampler_sample(a, r1, x));
     CD_ASSERT_OK(cd_sampler_sample(b, r2, y));
     const float d = max_abs_diff(x, y);
@@ -334,7 +317,7 @@ START_TEST(ddim_clipping)
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, deg));
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, 10));
     CD_ASSERT_OK(cd_sampler_set_predictor(s, gauss_predict, &g));
-    cd_tensor *out = tensor4(256, 1, 2, 2);
+    cd_tensor *out = cd_test_tensor4(256, 1, 2, 2);
     const float *p = cd_tensor_data(out);
     CD_ASSERT_OK(cd_rng_create(&rng, 5));
     CD_ASSERT_OK(cd_sampler_sample(s, rng, out));
@@ -470,7 +453,7 @@ START_TEST(predictor_times)
     gauss_init(&g, sch, 0.09);
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 3));
-    cd_tensor *out = tensor4(3, 1, 2, 2);
+    cd_tensor *out = cd_test_tensor4(3, 1, 2, 2);
     for (int k = 0; k < 4; k++) {
         cd_sampler *s = NULL;
         recorder r = {.g = &g};
@@ -517,7 +500,7 @@ static cd_tensor *restore_with(cd_sampler_kind kind, cd_degradation *deg, cd_ten
                                cd_predictor_fn fn, int64_t t_start)
 {
     cd_sampler *s = NULL;
-    cd_tensor *out = tensor4(cd_tensor_dim(x, 0), cd_tensor_dim(x, 1), cd_tensor_dim(x, 2),
+    cd_tensor *out = cd_test_tensor4(cd_tensor_dim(x, 0), cd_tensor_dim(x, 1), cd_tensor_dim(x, 2),
                              cd_tensor_dim(x, 3));
     CD_ASSERT_OK(cd_sampler_create(&s, kind, deg));
     CD_ASSERT_OK(cd_sampler_set_predictor(s, fn, x));
@@ -534,8 +517,8 @@ START_TEST(cold_exact_predictor_recovers_x)
 {
     for (int pad = 0; pad < 2; pad++) {
         cd_degradation *deg = blur_deg(30, (cd_padding)pad);
-        cd_tensor *x = tensor4(3, 2, 16, 12);
-        fill_uniform(x, 11);
+        cd_tensor *x = cd_test_tensor4(3, 2, 16, 12);
+        cd_test_fill_uniform(x, 11, -0.5f, 0.5f);
         for (int kind = CD_SAMPLER_COLD1; kind <= CD_SAMPLER_COLD2; kind++) {
             cd_tensor *out = restore_with((cd_sampler_kind)kind, deg, x, oracle_predict, 30);
             const float d = max_abs_diff(out, x);
@@ -555,8 +538,8 @@ END_TEST
 START_TEST(cold2_cancels_constant_bias)
 {
     cd_degradation *deg = blur_deg(25, CD_PADDING_REFLECT);
-    cd_tensor *x = tensor4(2, 1, 14, 14);
-    fill_uniform(x, 12);
+    cd_tensor *x = cd_test_tensor4(2, 1, 14, 14);
+    cd_test_fill_uniform(x, 12, -0.5f, 0.5f);
     cd_tensor *a = restore_with(CD_SAMPLER_COLD2, deg, x, biased_predict, 25);
     cd_tensor *b = restore_with(CD_SAMPLER_COLD1, deg, x, biased_predict, 25);
     const float da = max_abs_diff(a, x), db = max_abs_diff(b, x);
@@ -586,8 +569,8 @@ static cd_status affine_predict(void *user, const cd_tensor *z, const cd_tensor 
 START_TEST(direct_returns_prediction)
 {
     cd_degradation *deg = blur_deg(40, CD_PADDING_CIRCULAR);
-    cd_tensor *x = tensor4(2, 1, 12, 12), *z = tensor4(2, 1, 12, 12);
-    fill_uniform(x, 13);
+    cd_tensor *x = cd_test_tensor4(2, 1, 12, 12), *z = cd_test_tensor4(2, 1, 12, 12);
+    cd_test_fill_uniform(x, 13, -0.5f, 0.5f);
     for (int64_t ts = 40; ts >= 17; ts -= 23) {
         cd_tensor *out = restore_with(CD_SAMPLER_DIRECT, deg, x, affine_predict, ts);
         CD_ASSERT_OK(cd_degradation_apply(deg, x, (int64_t[]){ts, ts}, 2, NULL, z, NULL));
@@ -627,7 +610,7 @@ START_TEST(blur_prior)
     CD_ASSERT_OK(cd_degradation_set_prior(deg, 0.2, 0.1, 0.01));
     CD_ASSERT_OK(cd_sampler_set_predictor(s, identity_predict, NULL));
     CD_ASSERT_OK(cd_rng_create(&rng, 21));
-    cd_tensor *out = tensor4(N, 1, 8, 8);
+    cd_tensor *out = cd_test_tensor4(N, 1, 8, 8);
     CD_ASSERT_OK(cd_sampler_sample(s, rng, out));
     const float *p = cd_tensor_data(out);
     double lm = 0, lv = 0, wv = 0, level[N];
@@ -658,9 +641,9 @@ START_TEST(snapshots_cold)
     const int64_t times[4] = {15, 7, 0, 3}, nv = 4;
     cd_degradation *deg = blur_deg(20, CD_PADDING_REFLECT);
     cd_sampler *s = NULL;
-    cd_tensor *x = tensor4(2, 1, 12, 12), *out = tensor4(2, 1, 12, 12);
-    cd_tensor *ref = tensor4(2, 1, 12, 12);
-    fill_uniform(x, 14);
+    cd_tensor *x = cd_test_tensor4(2, 1, 12, 12), *out = cd_test_tensor4(2, 1, 12, 12);
+    cd_tensor *ref = cd_test_tensor4(2, 1, 12, 12);
+    cd_test_fill_uniform(x, 14, -0.5f, 0.5f);
     cd_tensor *sz = tensor5(nv, x), *sx = tensor5(nv, x), *sf = tensor5(nv, x);
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_COLD2, deg));
     CD_ASSERT_OK(cd_sampler_set_predictor(s, oracle_predict, x));
@@ -728,9 +711,10 @@ START_TEST(snapshots_ddim_noise)
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, deg));
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, 5));
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_ETA, 0.5));
-    cd_tensor *x = tensor4(2, 1, 2, 2), *out = tensor4(2, 1, 2, 2), *out2 = tensor4(2, 1, 2, 2);
-    cd_tensor *fwd = tensor4(2, 1, 2, 2);
-    fill_uniform(x, 15);
+    cd_tensor *x = cd_test_tensor4(2, 1, 2, 2), *out = cd_test_tensor4(2, 1, 2, 2),
+              *out2 = cd_test_tensor4(2, 1, 2, 2);
+    cd_tensor *fwd = cd_test_tensor4(2, 1, 2, 2);
+    cd_test_fill_uniform(x, 15, -0.5f, 0.5f);
     cd_tensor *sz = tensor5(nv, x), *sx = tensor5(nv, x), *sf = tensor5(nv, x);
     z_recorder rec = {.g = &g, .T = 20};
     CD_ASSERT_OK(cd_sampler_set_predictor(s, zrec_predict, &rec));
@@ -801,8 +785,8 @@ START_TEST(snapshots_ddpm_shapes)
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDPM, deg));
     z_recorder rec = {.g = &g, .T = 8};
     CD_ASSERT_OK(cd_sampler_set_predictor(s, zrec_predict, &rec));
-    cd_tensor *x = tensor4(2, 1, 2, 2), *out = tensor4(2, 1, 2, 2);
-    fill_uniform(x, 16);
+    cd_tensor *x = cd_test_tensor4(2, 1, 2, 2), *out = cd_test_tensor4(2, 1, 2, 2);
+    cd_test_fill_uniform(x, 16, -0.5f, 0.5f);
     cd_tensor *sx = tensor5(2, x), *sz = tensor5(2, x);
     CD_ASSERT_OK(cd_rng_create(&rng, 4));
     CD_ASSERT_OK(cd_sampler_restore(s, x, 6, rng, out, times, 2, sz, sx, NULL));
@@ -862,7 +846,7 @@ static cd_tensor *run_kind(cd_sampler_kind kind, cd_decoder *dec, uint64_t seed)
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_ETA, 0.7));
     CD_ASSERT_OK(cd_sampler_set_decoder(s, dec));
     CD_ASSERT_OK(cd_rng_create(&rng, seed));
-    cd_tensor *out = tensor4(5, 1, 12, 12);
+    cd_tensor *out = cd_test_tensor4(5, 1, 12, 12);
     CD_ASSERT_OK(cd_sampler_sample(s, rng, out));
     cd_rng_free(rng);
     cd_sampler_free(s);
@@ -973,7 +957,7 @@ START_TEST(errors_sample)
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 1));
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, nd));
-    cd_tensor *out = tensor4(2, 1, 2, 2), *r3 = NULL;
+    cd_tensor *out = cd_test_tensor4(2, 1, 2, 2), *r3 = NULL;
     CD_ASSERT_OK(cd_tensor_create(&r3, 3, (int64_t[]){2, 2, 2}));
     CD_ASSERT_STATUS(cd_sampler_sample(NULL, rng, out), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_sample(s, rng, out), CD_ERR_STATE);
@@ -995,7 +979,7 @@ START_TEST(errors_sample)
     /* The blur's plane limits, checked before anything runs. */
     CD_ASSERT_OK(cd_sampler_create(&b, CD_SAMPLER_COLD2, bd));
     CD_ASSERT_OK(cd_sampler_set_predictor(b, identity_predict, NULL));
-    cd_tensor *tiny = tensor4(1, 1, 4, 4), *huge = tensor4(1, 1, 129, 129);
+    cd_tensor *tiny = cd_test_tensor4(1, 1, 4, 4), *huge = cd_test_tensor4(1, 1, 129, 129);
     CD_ASSERT_STATUS(cd_sampler_sample(b, rng, tiny), CD_ERR_SHAPE);
     CD_ASSERT_STATUS(cd_sampler_sample(b, rng, huge), CD_ERR_UNSUPPORTED);
     CD_ASSERT_STATUS(cd_sampler_sample(b, NULL, out), CD_ERR_INVALID_ARGUMENT);
@@ -1019,9 +1003,10 @@ START_TEST(errors_restore)
     CD_ASSERT_OK(cd_rng_create(&rng, 1));
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDPM, nd));
     CD_ASSERT_OK(cd_sampler_set_predictor(s, identity_predict, NULL));
-    cd_tensor *x = tensor4(2, 1, 6, 6), *out = tensor4(2, 1, 6, 6), *wrong = tensor4(3, 1, 6, 6);
+    cd_tensor *x = cd_test_tensor4(2, 1, 6, 6), *out = cd_test_tensor4(2, 1, 6, 6),
+              *wrong = cd_test_tensor4(3, 1, 6, 6);
     cd_tensor *s1 = tensor5(2, x), *s2 = tensor5(2, x), *s3 = tensor5(3, x);
-    fill_uniform(x, 2);
+    cd_test_fill_uniform(x, 2, -0.5f, 0.5f);
     const int64_t tv[2] = {3, 0}, bad_hi[2] = {3, 6}, bad_lo[2] = {-1, 0};
     CD_ASSERT_STATUS(cd_sampler_restore(s, NULL, 5, rng, out, NULL, 0, NULL, NULL, NULL),
                      CD_ERR_INVALID_ARGUMENT);
@@ -1104,7 +1089,7 @@ START_TEST(errors_predictor)
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 1));
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDPM, nd));
-    cd_tensor *out = tensor4(2, 1, 2, 2);
+    cd_tensor *out = cd_test_tensor4(2, 1, 2, 2);
     for (int mode = 0; mode < 5; mode++) {
         CD_ASSERT_OK(cd_sampler_set_predictor(s, failing_predict, &mode));
         fail_after = 3;

@@ -11,13 +11,6 @@
 
 #include "gradcheck.h"
 
-static cd_tensor *tensor4(int64_t n, int64_t c, int64_t h, int64_t w)
-{
-    cd_tensor *t = NULL;
-    CD_ASSERT_OK(cd_tensor_create(&t, 4, (int64_t[]){n, c, h, w}));
-    return t;
-}
-
 static cd_tensor *tau_tensor(int64_t N)
 {
     cd_tensor *t = NULL;
@@ -104,7 +97,8 @@ END_TEST
 START_TEST(unet_shape_errors)
 {
     cd_decoder *d = make_unet(true, 3);
-    cd_tensor *z = tensor4(2, 1, 7, 8), *out = tensor4(2, 1, 7, 8), *tau = tau_tensor(2);
+    cd_tensor *z = cd_test_tensor4(2, 1, 7, 8), *out = cd_test_tensor4(2, 1, 7, 8),
+              *tau = tau_tensor(2);
     CD_ASSERT_STATUS(cd_decoder_forward(d, z, tau, out), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("multiples of 2");
     CD_ASSERT_ERROR_MENTIONS("7x8");
@@ -140,7 +134,8 @@ static void run_step(cd_decoder *d, int32_t threads, int64_t N, int64_t H, int64
                      float *out_copy, float *grad_copy, float *dz_copy)
 {
     CD_ASSERT_OK(cd_set_num_threads(threads));
-    cd_tensor *z = tensor4(N, 1, H, W), *out = tensor4(N, 1, H, W), *dz = tensor4(N, 1, H, W);
+    cd_tensor *z = cd_test_tensor4(N, 1, H, W), *out = cd_test_tensor4(N, 1, H, W),
+              *dz = cd_test_tensor4(N, 1, H, W);
     cd_tensor *tau = tau_tensor(N);
     cd_gc_randn(cd_tensor_data(z), N * H * W, 9, 1.0f);
     cd_params *p = cd_decoder_params(d);
@@ -256,8 +251,10 @@ START_TEST(unet_batch_matches_single)
 {
     const int64_t N = 6, H = 28, W = 28, S = H * W;
     cd_decoder *d = make_unet(false, 3);
-    cd_tensor *z = tensor4(N, 1, H, W), *out = tensor4(N, 1, H, W), *tau = tau_tensor(N);
-    cd_tensor *z1 = tensor4(1, 1, H, W), *out1 = tensor4(1, 1, H, W), *tau1 = tau_tensor(1);
+    cd_tensor *z = cd_test_tensor4(N, 1, H, W), *out = cd_test_tensor4(N, 1, H, W),
+              *tau = tau_tensor(N);
+    cd_tensor *z1 = cd_test_tensor4(1, 1, H, W), *out1 = cd_test_tensor4(1, 1, H, W),
+              *tau1 = tau_tensor(1);
     cd_gc_randn(cd_tensor_data(z), N * S, 12, 1.0f);
     CD_ASSERT_OK(cd_decoder_forward(d, z, tau, out));
     double worst = 0.0;
@@ -283,7 +280,8 @@ START_TEST(unet_report_batch128)
 {
     const int64_t N = CD_TEST_SANITIZED ? 16 : 128;
     cd_decoder *d = make_unet(false, 2);
-    cd_tensor *z = tensor4(N, 1, 28, 28), *out = tensor4(N, 1, 28, 28), *tau = tau_tensor(N);
+    cd_tensor *z = cd_test_tensor4(N, 1, 28, 28), *out = cd_test_tensor4(N, 1, 28, 28),
+              *tau = tau_tensor(N);
     cd_gc_randn(cd_tensor_data(z), N * 784, 3, 1.0f);
     CD_ASSERT_OK(cd_decoder_forward(d, z, tau, out));
     CD_ASSERT_OK(cd_params_zero_grad(cd_decoder_params(d)));

@@ -47,6 +47,26 @@
 #define CD_TEST_SANITIZED 0
 #endif
 
+/* An N x C x H x W tensor of zeros. */
+static inline cd_tensor *cd_test_tensor4(int64_t n, int64_t c, int64_t h, int64_t w)
+{
+    cd_tensor *t = NULL;
+    CD_ASSERT_OK(cd_tensor_create(&t, 4, (int64_t[]){n, c, h, w}));
+    return t;
+}
+
+/* x = uniform in [lo, hi) from the stream of seed ([-0.5, 0.5): an image in
+ * the data range). */
+static inline void cd_test_fill_uniform(cd_tensor *x, uint64_t seed, float lo, float hi)
+{
+    cd_rng *r = NULL;
+    CD_ASSERT_OK(cd_rng_create(&r, seed));
+    CD_ASSERT_OK(cd_rng_uniform_tensor(r, x));
+    float *p = cd_tensor_data(x);
+    for (int64_t i = 0; i < cd_tensor_numel(x); i++) p[i] = lo + (hi - lo) * p[i];
+    cd_rng_free(r);
+}
+
 /* tests/data in the source tree (set by CMake). */
 static inline const char *cd_test_data_dir(void)
 {
