@@ -56,6 +56,7 @@
 #define PREFETCH_AHEAD 2 /* frequencies */
 #define MUL_TASKS 8   /* product tasks per tile, a block of frequencies each */
 #define WK_TASKS 8    /* tasks (and scratch spectra) for the kernel spectra */
+#define MAX_SPECTRA_FLOATS ((int64_t)1 << 25) /* 128 MB of kernel spectra */
 
 static int64_t fft_size(const cd__conv2d *c)
 {
@@ -72,6 +73,12 @@ bool cd__conv2d_fft_suits(const cd__conv2d *c)
         return false;
     const int64_t nf = fft_size(c);
     if (nf > MAX_NF) return false;
+    /* The kernels' spectra and the weight gradient's grow with C_in C_out
+     * (1.1 MB per block of 16 x 16 channels at nf 32): wide layers stay
+     * direct. */
+    const double blocks = (double)ceil_div(c->C_in, LANES) * (double)ceil_div(c->C_out, LANES);
+    if ((double)(nf * (nf / 2 + 1)) * CPLX * LANES * blocks > (double)MAX_SPECTRA_FLOATS)
+        return false;
     /* Per channel pair: direct multiply-adds against spectral ones, the
      * latter weighted for the transforms and transposes they bring. */
     const double direct = 2.0 * (double)(c->kh * c->kw) * (double)(c->H * c->W);
