@@ -658,6 +658,29 @@ START_TEST(ln_gelu_matches_separate)
 }
 END_TEST
 
+/* The fused op's AVX-512 and scalar paths (the scalar one runs on CPUs
+ * without AVX-512): 9 samples (two blocks of partial affine gradients),
+ * 17 pixels (vector tails). */
+START_TEST(ln_gelu_vector_and_scalar_agree)
+{
+    const int64_t N = 9, C = 3, HW = 17, n = N * C * HW, D = C * HW;
+    lg_t c[2];
+    for (int k = 0; k < 2; k++) {
+        lg_setup(&c[k], N, C, HW);
+        cd_gc_randn(c[k].dout, n, 45, 1.0f);
+        cd__ops_force_scalar(k == 1);
+        lg_fwd(&c[k]);
+        lg_bwd(&c[k]);
+    }
+    cd__ops_force_scalar(false);
+    assert_all_close(c[0].out, c[1].out, n, 1e-6, "ln_gelu");
+    assert_all_close(c[0].dx, c[1].dx, n, 1e-5, "ln_gelu dx");
+    assert_all_close(c[0].dw, c[1].dw, D, 1e-5, "ln_gelu dweight");
+    assert_all_close(c[0].db, c[1].db, D, 1e-5, "ln_gelu dbias");
+    assert_all_close(c[0].dv, c[1].dv, N * C, 1e-5, "ln_gelu dv");
+}
+END_TEST
+
 /* ---- time encodings ----------------------------------------------------------- */
 
 START_TEST(cnn_frequencies)
@@ -877,6 +900,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, layernorm_normalises);
     tcase_add_test(tc, ln_gelu_gradients);
     tcase_add_test(tc, ln_gelu_matches_separate);
+    tcase_add_test(tc, ln_gelu_vector_and_scalar_agree);
     tcase_add_test(tc, cnn_frequencies);
     tcase_add_test(tc, cnn_time_encoding);
     tcase_add_test(tc, sinusoidal_embedding);

@@ -15,7 +15,6 @@
 #include "vmath.h"
 
 #include <math.h>
-#include <string.h>
 
 /* Samples per backward task: each task's partial affine gradients (2 D
  * floats) are summed over this many samples in float. */
