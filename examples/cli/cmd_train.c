@@ -90,6 +90,39 @@ static bool wanted(const cli_times *t, int64_t epoch, int64_t last)
     return false;
 }
 
+/* Copy the decoder's weights to or from one flat buffer. */
+static void copy_weights(cd_params *p, float *flat, bool out)
+{
+    for (int64_t i = 0, at = 0; i < cd_params_count(p); i++) {
+        const size_t n = (size_t)cd_params_numel_at(p, i);
+        if (out) memcpy(flat + at, cd_params_data(p, i), n * sizeof *flat);
+        else memcpy(cd_params_data(p, i), flat + at, n * sizeof *flat);
+        at += (int64_t)n;
+    }
+}
+
+/* Grids show the EMA weights when the run keeps them, as `colddiff sample
+ * --ema` would: returns the raw weights to put back afterwards, or NULL
+ * (no EMA, or no memory to keep them) to sample the raw weights. */
+static float *ema_in(cd_trainer *tr, double decay)
+{
+    if (decay <= 0.0) return NULL;
+    cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
+    float *raw = malloc((size_t)cd_params_numel(p) * sizeof *raw);
+    if (!raw) return NULL;
+    copy_weights(p, raw, true);
+    if (cd_trainer_copy_ema(tr) == CD_OK) return raw;
+    free(raw);
+    return NULL;
+}
+
+static void ema_out(cd_trainer *tr, float *raw)
+{
+    if (!raw) return;
+    copy_weights(cd_decoder_params(cd_trainer_decoder(tr)), raw, false);
+    free(raw);
+}
+
 static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double train, double val)
 {
     run_state *r = user;
@@ -106,9 +139,13 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
     const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps, r->o->grid_eta,
                               (uint64_t)r->o->seed + (uint64_t)epoch, r->o->grid_clip, false};
     snprintf(name, sizeof name, "samples_epoch%03lld.png", (long long)epoch);
+    float *raw = ema_in(tr, r->o->ema);
     cd_status st = cli_sample_grid(tr, &smp, r->o->n_samples, 8, cli_join(path, sizeof path,
                                                                         r->o->out, name));
-    if (st != CD_OK) return st;
+    if (st != CD_OK) {
+        ema_out(tr, raw);
+        return st;
+    }
     snprintf(name, sizeof name, "restore_epoch%03lld.png", (long long)epoch);
     /* By default the report's three snapshots: early, halfway and T. */
     const int64_t T = cd_degradation_T(cd_trainer_degradation(tr));
@@ -117,6 +154,7 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
         if (times.v[i] > T) times.v[i] = T;
     st = cli_restore_figure(tr, &smp, r->ds, CD_SPLIT_VAL, 8, &times,
                             cli_join(path, sizeof path, r->o->out, name));
+    ema_out(tr, raw);
     if (st == CD_OK) fprintf(stderr, "  wrote samples and restorations for epoch %lld\n",
                              (long long)epoch);
     return st;
@@ -315,7 +353,7 @@ int cmd_train(int argc, char **argv)
         {"--seed", OPT_I64, &o.seed, 0, INT64_MAX, NULL, "seed of split, weights and noise (42)", NULL},
         {"--threads", OPT_I64, &o.threads, 1, 256, NULL, "worker threads (all cores)", NULL},
         {"--train-limit", OPT_I64, &o.train_limit, 1, INT64_MAX, NULL, "use the first N training images", NULL},
-        {"--ema", OPT_F64, &o.ema, 0, 0.999999, NULL, "weight EMA decay (0: off)", NULL},
+        {"--ema", OPT_F64, &o.ema, 0, 0.999999, NULL, "weight EMA decay (0: off; grids then use the EMA)", NULL},
         {"--clip-norm", OPT_F64, &o.clip, 0, 1e12, NULL, "gradient norm clip (0: off)", NULL},
         {"--resume", OPT_FLAG, &o.resume, 0, 0, NULL, "continue RUN/last.cdm", NULL},
         {"--sample-epochs", OPT_TIMES, &o.sample_epochs, 1, MAX_EPOCHS, NULL, "epochs with sample grids (5,15,30,45 and the last)", NULL},

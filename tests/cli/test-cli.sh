@@ -96,8 +96,17 @@ check "clipping changes the samples" differ "$work/d.png" "$work/dc.png"
   2>"$work/e.err"
 check "sample --ema without an EMA fails" [ $? -eq 1 ]
 check "sample --ema without an EMA says so" grep -q "EMA" "$work/e.err"
-"$cli" train $tiny --out "$work/ema" --epochs 1 --ema 0.9 --sample-epochs 1 >/dev/null 2>&1
+"$cli" train $tiny --out "$work/ema" --epochs 2 --ema 0.9 --sample-epochs 1 >/dev/null 2>&1
 check "train --ema exits 0" [ $? -eq 0 ]
+"$cli" train $tiny --out "$work/noema" --epochs 2 --sample-epochs 1 >/dev/null 2>&1
+check "grids of an EMA run show the EMA weights" \
+  differ "$work/ema/samples_epoch001.png" "$work/noema/samples_epoch001.png"
+for run in ema noema; do
+  "$cli" sample --checkpoint "$work/$run/last.cdm" --n 4 --seed 3 --out "$work/raw-$run.png" \
+    >/dev/null
+done
+check "training goes on from the raw weights after an EMA grid" \
+  cmp -s "$work/raw-ema.png" "$work/raw-noema.png"
 "$cli" sample --checkpoint "$work/ema/last.cdm" --n 4 --seed 3 --ema --out "$work/e1.png" >/dev/null
 check "sample --ema exits 0" [ $? -eq 0 ]
 "$cli" sample --checkpoint "$work/ema/last.cdm" --n 4 --seed 3 --out "$work/e2.png" >/dev/null
