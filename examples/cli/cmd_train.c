@@ -104,9 +104,10 @@ static void copy_weights(cd_params *p, float *flat, bool out)
 /* Grids show the EMA weights when the run keeps them, as `colddiff sample
  * --ema` would: returns the raw weights to put back afterwards, or NULL
  * (no EMA, or no memory to keep them) to sample the raw weights. */
-static float *ema_in(cd_trainer *tr, double decay)
+static float *ema_in(cd_trainer *tr)
 {
-    if (decay <= 0.0) return NULL;
+    double decay = 0.0;
+    if (cd_trainer_get(tr, CD_TRAINER_EMA_DECAY, &decay) != CD_OK || decay <= 0.0) return NULL;
     cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
     float *raw = malloc((size_t)cd_params_numel(p) * sizeof *raw);
     if (!raw) return NULL;
@@ -139,7 +140,7 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
     const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps, r->o->grid_eta,
                               (uint64_t)r->o->seed + (uint64_t)epoch, r->o->grid_clip, false};
     snprintf(name, sizeof name, "samples_epoch%03lld.png", (long long)epoch);
-    float *raw = ema_in(tr, r->o->ema);
+    float *raw = ema_in(tr);
     cd_status st = cli_sample_grid(tr, &smp, r->o->n_samples, 8, cli_join(path, sizeof path,
                                                                         r->o->out, name));
     if (st != CD_OK) {
