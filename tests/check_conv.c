@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 
 #include "gradcheck.h"
+#include "ops/conv2d_fft.h"
 #include "ops/ops.h"
 
 /* Test hooks defined in conv2d.c (not in ops.h). */
@@ -517,6 +518,41 @@ END_TEST
 
 /* ---- descriptor errors ------------------------------------------------------- */
 
+/* Which shapes the spectral path takes: the CNN's 7x7 layers with 16+
+ * channels each way (without this, a change to the rule could leave every
+ * spectral test above running the direct kernels), and not the others. */
+START_TEST(spectral_path_choice)
+{
+    static const struct {
+        conv_shape s;
+        bool spectral;
+    } cases[] = {
+        {{"CNN 7x7 16->32", 128, 16, 28, 28, 32, 7, 7, 1, 3, 1, true}, true},
+        {{"CNN 7x7 32->32", 128, 32, 28, 28, 32, 7, 7, 1, 3, 1, true}, true},
+        {{"CNN 7x7 32->16", 128, 32, 28, 28, 16, 7, 7, 1, 3, 1, true}, true},
+        {{"5x5 same", 2, 8, 11, 13, 9, 5, 5, 1, 2, 1, true}, true},
+        {{"CNN 7x7 1->16 (one input channel)", 128, 1, 28, 28, 16, 7, 7, 1, 3, 1, true}, false},
+        {{"CNN 3x3 16->1", 128, 16, 28, 28, 1, 3, 3, 1, 1, 1, true}, false},
+        {{"3x3 32->64", 2, 32, 28, 28, 64, 3, 3, 1, 1, 1, true}, false},
+        {{"7x7 valid", 2, 32, 28, 28, 32, 7, 7, 1, 0, 1, true}, false},
+        {{"7x7 stride 2", 2, 32, 28, 28, 32, 7, 7, 2, 3, 1, true}, false},
+        {{"depthwise 7x7", 2, 32, 28, 28, 32, 7, 7, 1, 3, 32, true}, false},
+        {{"7x7 on 7x7 planes (direct is cheaper)", 2, 32, 3, 3, 32, 7, 7, 1, 3, 1, true}, false},
+        {{"7x7 512->512 (kernel spectra too large)", 2, 512, 28, 28, 512, 7, 7, 1, 3, 1, true},
+         false},
+        {{"7x7 on 80x80 (beyond 64x64)", 2, 16, 80, 80, 16, 7, 7, 1, 3, 1, true}, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const conv_shape *s = &cases[i].s;
+        cd__conv2d c;
+        CD_ASSERT_OK(cd__conv2d_init(&c, s->N, s->C_in, s->H, s->W, s->C_out, s->kh, s->kw,
+                                     s->stride, s->pad, s->groups, s->bias));
+        ck_assert_msg(cd__conv2d_fft_suits(&c) == cases[i].spectral, "%s: spectral %d",
+                      s->name, (int)cd__conv2d_fft_suits(&c));
+    }
+}
+END_TEST
+
 START_TEST(conv2d_init_errors)
 {
     cd__conv2d c;
@@ -904,6 +940,7 @@ static Suite *make_suite(void)
     tc = tcase_create("api");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, conv2d_forward_epilogue);
+    tcase_add_test(tc, spectral_path_choice);
     tcase_add_test(tc, conv2d_init_errors);
     tcase_add_test(tc, convt_init_errors);
     tcase_add_test(tc, conv2d_batch_tiles);

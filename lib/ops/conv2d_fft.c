@@ -535,10 +535,11 @@ static void prefetch_frequency(const float *s, int64_t nimg, int64_t img, int64_
         }
 }
 
+/* The same for frequency f's block of kernel spectra (`floats` long). */
 static void prefetch_block(const float *s, int64_t floats, int64_t f, int64_t end)
 {
     if (f >= end) return;
-    for (int64_t i = 0; i < floats; i += LANES) __builtin_prefetch(s + i);
+    for (int64_t i = 0; i < floats; i += LANES) __builtin_prefetch(s + f * floats + i);
 }
 
 /* out[n][g][f] = sum_k in[n][k / 16][f][k % 16] w[f][k][g] for the tile's
@@ -550,8 +551,7 @@ static void spectral_matmul(float *out, const float *in, const float *w, int64_t
     const int64_t in_img = Gk * p->spec, out_img = G * p->spec;
     for (int64_t f = f0; f < f1; f++) {
         prefetch_frequency(in, nimg, in_img, Gk, f + PREFETCH_AHEAD, f1, p);
-        prefetch_block(w + (f + PREFETCH_AHEAD) * K * G * CPLX, K * G * CPLX,
-                       f + PREFETCH_AHEAD, f1);
+        prefetch_block(w, K * G * CPLX, f + PREFETCH_AHEAD, f1);
         for (int64_t g = 0; g < G; g++)
             for (int64_t n0 = 0; n0 < nimg; n0 += BLOCK) {
                 const int nb = (int)min64(BLOCK, nimg - n0);

@@ -12,8 +12,9 @@
 
 /* True when the shape can take the spectral path and it pays: groups 1,
  * stride 1, a square odd kernel of 5+ with padding k/2, 8+ channels each
- * way, a plane that fits a 64x64 transform, and a direct cost per channel
- * pair several times the spectral one. Plain C: safe on any CPU. */
+ * way, a plane that fits a 64x64 transform, kernel spectra under 128 MB,
+ * and a direct cost per channel pair several times the spectral one.
+ * Plain C: safe on any CPU. */
 bool cd__conv2d_fft_suits(const cd__conv2d *c);
 
 /* The functions below need AVX-512F; call them only when the CPU has it
