@@ -62,6 +62,12 @@ void cd__free(void *p);
 /* a*b into *out unless it overflows int64 (returns false then). */
 bool cd__mul_overflows_i64(int64_t a, int64_t b, int64_t *out);
 
+/* ---- CPU features (cpu.c) ---------------------------------------------- */
+
+/* True when the AVX-512 kernels may run: the CPU has AVX-512F and the
+ * environment does not cap the kernels at COLDDIFF_MAX_CPU_ISA=portable. */
+bool cd__cpu_avx512(void);
+
 /* ---- tensors (tensor.c) ------------------------------------------------- */
 
 struct cd_tensor {

@@ -30,14 +30,10 @@ static bool g_force_scalar;
 
 void cd__ops_force_scalar(bool on) { g_force_scalar = on; }
 
-/* Asked once per task of thousands of elements, so no caching (and no
- * shared state between threads beyond the tests' switch). */
 bool cd__ops_avx512(void)
 {
 #ifdef CD__VMATH_X86
-    if (g_force_scalar) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
+    return !g_force_scalar && cd__cpu_avx512();
 #else
     return false;
 #endif

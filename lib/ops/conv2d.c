@@ -77,9 +77,7 @@ void cd__conv2d_force_direct(bool on) { g_force_direct = on; }
 static bool have_avx512(void)
 {
 #ifdef CONV_X86
-    if (g_force_portable) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
+    return !g_force_portable && cd__cpu_avx512();
 #else
     return false;
 #endif

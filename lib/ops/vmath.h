@@ -25,7 +25,7 @@
 #define CD__GELU_ALPHA ((float)0.70710678118654752440)
 #define CD__GELU_BETA ((float)0.39894228040143267794)
 
-/* True when the AVX-512 paths may run (a CPU check). */
+/* True when the AVX-512 paths may run (cd__cpu_avx512, or a test forcing scalar). */
 bool cd__ops_avx512(void);
 /* Tests only: make cd__ops_avx512() answer false, so the scalar paths run. */
 void cd__ops_force_scalar(bool on);
