@@ -215,7 +215,15 @@ static cd_status ensure_plan(cd_decoder *d, int64_t N, int64_t H, int64_t W)
     d->ops->plan(d, &a, N, H, W);
     if (a.used > d->arena_floats) {
         float *p = cd__calloc(a.used, sizeof(float), "decoder workspace");
-        if (!p) return cd_last_status();
+        if (!p) {
+            /* Measuring bound the buffers to the null arena: put the old
+             * plan back, so the decoder (and a saved forward) still works. */
+            if (d->arena) {
+                a = (cd__arena){.base = d->arena};
+                d->ops->plan(d, &a, d->N, d->H, d->W);
+            }
+            return cd_last_status();
+        }
         cd__free(d->arena);
         d->arena = p;
         d->arena_floats = a.used;
