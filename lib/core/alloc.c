@@ -20,13 +20,17 @@ static atomic_int_fast64_t g_countdown;
 static atomic_bool g_persist; /* after the k-th, every later one fails too */
 static atomic_bool g_fired;
 static atomic_int_fast64_t g_live; /* blocks allocated and not yet freed */
-static atomic_int_fast64_t g_made; /* successful allocations, ever */
+static atomic_int_fast64_t g_made; /* successful calls, resizes included */
 
 void cd__alloc_fail_at(int64_t k, bool persist)
 {
+    if (k <= 0) {
+        atomic_store(&g_countdown, 0); /* cd__alloc_failure_fired() still tells */
+        return;
+    }
     atomic_store(&g_fired, false);
     atomic_store(&g_persist, persist);
-    atomic_store(&g_countdown, k > 0 ? k : 0);
+    atomic_store(&g_countdown, k);
 }
 
 bool cd__alloc_failure_fired(void) { return atomic_load(&g_fired); }
@@ -116,7 +120,9 @@ void *cd__realloc(void *p, size_t count, size_t size, const char *what)
     if (injected_failure()) return out_of_memory(what, bytes);
     void *q = realloc(p, bytes ? bytes : 1);
     if (!q) return out_of_memory(what, bytes);
-    return p ? q : counted(q);
+    if (!p) return counted(q);
+    atomic_fetch_add_explicit(&g_made, 1, memory_order_relaxed);
+    return q;
 }
 
 char *cd__strdup(const char *s, const char *what)
