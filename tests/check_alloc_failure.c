@@ -17,6 +17,7 @@
 
 #include <inttypes.h>
 #include <stdbool.h>
+#include <time.h>
 
 /* ---- the first failing call of one run ------------------------------------ */
 
@@ -48,11 +49,14 @@ typedef struct {
     char cnn[320], unet[320], trainer_noise[320], trainer_fade[320], classifier[320];
     char out[320]; /* where the save scenarios write */
     cd_tensor *images2, *images3; /* 2 and 3 images of 1 x 8 x 8 */
+    cd_tensor *digits;            /* 8 images of 1 x 28 x 28 from the slice */
+    cd_dataset *ds;               /* the slice: 16 training, 8 validation images */
     cd_tensor *mean_image;        /* 1 x 8 x 8, for fade */
     cd_decoder *dec;              /* for the save scenarios */
     cd_trainer *tr;
     cd_classifier *cls;
     /* Set per scenario. */
+    int64_t size; /* the images' H = W */
     cd_decoder_type type;
     cd_degradation_kind deg_kind;
     cd_sampler_kind sampler;
@@ -62,13 +66,13 @@ typedef void (*scenario_fn)(fixture *f, outcome *o);
 
 /* ---- building blocks ------------------------------------------------------ */
 
-static cd_status make_config(cd_decoder_config **cfg, cd_decoder_type type)
+static cd_status make_config(cd_decoder_config **cfg, cd_decoder_type type, int64_t size)
 {
     CD__TRY(cd_decoder_config_create(cfg, type));
     cd_decoder_config *c = *cfg;
     if (type == CD_DECODER_CNN) {
-        CD__TRY(cd_decoder_config_set(c, CD_DECODER_HEIGHT, 8));
-        CD__TRY(cd_decoder_config_set(c, CD_DECODER_WIDTH, 8));
+        CD__TRY(cd_decoder_config_set(c, CD_DECODER_HEIGHT, size));
+        CD__TRY(cd_decoder_config_set(c, CD_DECODER_WIDTH, size));
         CD__TRY(cd_decoder_config_set_list(c, CD_DECODER_HIDDEN, (int64_t[]){4, 4}, 2));
         CD__TRY(cd_decoder_config_set(c, CD_DECODER_KERNEL, 3));
         CD__TRY(cd_decoder_config_set(c, CD_DECODER_TIME_FREQS, 2));
@@ -82,13 +86,13 @@ static cd_status make_config(cd_decoder_config **cfg, cd_decoder_type type)
     return cd_decoder_config_set(c, CD_DECODER_CONVNEXT_MULT, 1);
 }
 
-/* A tiny decoder of type `type` for 1 x 8 x 8 images. */
-static cd_status make_decoder(cd_decoder **out, cd_decoder_type type)
+/* A tiny decoder of type `type` for 1 x size x size images. */
+static cd_status make_decoder(cd_decoder **out, cd_decoder_type type, int64_t size)
 {
     cd_decoder_config *cfg = NULL;
     cd_rng *rng = NULL;
     *out = NULL;
-    cd_status st = make_config(&cfg, type);
+    cd_status st = make_config(&cfg, type, size);
     if (st == CD_OK) st = cd_rng_create(&rng, 7);
     if (st == CD_OK) st = cd_decoder_create(out, cfg, rng);
     cd_rng_free(rng);
@@ -116,13 +120,13 @@ static cd_status make_degradation(cd_degradation **out, cd_degradation_kind kind
 }
 
 /* A trainer that owns a new decoder and degradation (freed on failure). */
-static cd_status make_trainer(cd_trainer **tr, cd_decoder_type type, cd_degradation_kind kind,
-                              const cd_tensor *mean_image)
+static cd_status make_trainer(cd_trainer **tr, cd_decoder_type type, int64_t size,
+                              cd_degradation_kind kind, const cd_tensor *mean_image)
 {
     cd_decoder *dec = NULL;
     cd_degradation *deg = NULL;
     *tr = NULL;
-    cd_status st = make_decoder(&dec, type);
+    cd_status st = make_decoder(&dec, type, size);
     if (st == CD_OK) st = make_degradation(&deg, kind, mean_image);
     if (st == CD_OK) st = cd_trainer_create(tr, dec, deg);
     if (st != CD_OK) {
@@ -176,8 +180,16 @@ static void fail_each(const char *name, scenario_fn run, fixture *f, int64_t n, 
     }
 }
 
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void exhaust(const char *name, scenario_fn run, fixture *f)
 {
+    const double t0 = now();
     const int64_t live = cd__alloc_live(), made = cd__alloc_count();
     outcome o = {CD_OK, "", ""};
     run(f, &o);
@@ -189,7 +201,8 @@ static void exhaust(const char *name, scenario_fn run, fixture *f)
     ck_assert_msg(n >= 5, "%s made only %" PRId64 " allocations", name, n);
     fail_each(name, run, f, n, false);
     fail_each(name, run, f, n, true);
-    printf("%s: each of %" PRId64 " allocations failed in turn, once and onwards\n", name, n);
+    printf("%s: each of %" PRId64 " allocations failed in turn, once and onwards (%.1f s)\n",
+           name, n, now() - t0);
 }
 
 /* ---- loading checkpoints -------------------------------------------------- */
@@ -297,7 +310,7 @@ static void train(fixture *f, outcome *o)
     cd_rng *rng = NULL;
     double loss = 0.0;
     RUN(o, cd_rng_create(&rng, 5));
-    RUN(o, make_trainer(&tr, f->type, f->deg_kind, f->mean_image));
+    RUN(o, make_trainer(&tr, f->type, 8, f->deg_kind, f->mean_image));
     RUN(o, cd_trainer_step(tr, f->images2, rng, &loss));
     RUN(o, cd_trainer_step(tr, f->images3, rng, &loss));
     ck_assert_int_eq(cd_trainer_steps(tr), 2);
@@ -336,7 +349,7 @@ static void sample(fixture *f, outcome *o)
     cd_sampler *s = NULL;
     cd_tensor *out = NULL, *snap[3] = {NULL, NULL, NULL};
     RUN(o, cd_rng_create(&rng, 11));
-    RUN(o, make_decoder(&dec, CD_DECODER_CNN));
+    RUN(o, make_decoder(&dec, CD_DECODER_CNN, 8));
     RUN(o, make_degradation(&deg, f->deg_kind, f->mean_image));
     RUN(o, cd_sampler_create(&s, f->sampler, deg));
     RUN(o, cd_sampler_set_decoder(s, dec));
@@ -360,6 +373,117 @@ done:
     cd_rng_free(rng);
 }
 
+/* ---- data, fitting, the classifier and the metrics ------------------------ */
+
+static cd_status load_slice(cd_dataset **ds)
+{
+    char im[512], lb[512];
+    return cd_dataset_load_idx(
+        ds, cd_test_path(im, sizeof im, cd_test_data_dir(), "t10k-images-idx3-ubyte.gz"),
+        cd_test_path(lb, sizeof lb, cd_test_data_dir(), "t10k-labels-idx1-ubyte.gz"), NULL,
+        NULL);
+}
+
+static void load_dataset(fixture *f, outcome *o)
+{
+    cd_dataset *ds = (cd_dataset *)&ds; /* must become NULL on failure */
+    (void)f;
+    if (failed(o, "cd_dataset_load_idx", load_slice(&ds))) {
+        ck_assert_ptr_null(ds);
+        return;
+    }
+    RUN(o, cd_dataset_split(ds, 0.25, 42));
+    RUN(o, cd_dataset_truncate(ds, CD_SPLIT_TRAIN, 10));
+done:
+    cd_dataset_free(ds);
+}
+
+/* A fit of one epoch (the blur's prior fitted first, a validation pass,
+ * the last checkpoint written), then both loss measures. After a failure
+ * the fit goes on to a second epoch. */
+static void fit(fixture *f, outcome *o)
+{
+    cd_trainer *tr = NULL;
+    cd_rng *rng = NULL;
+    double loss = 0.0, se = 0.0;
+    char last[512];
+    cd_test_path(last, sizeof last, f->dir, "last.cdm");
+    RUN(o, cd_rng_create(&rng, 13));
+    RUN(o, make_trainer(&tr, CD_DECODER_CNN, 28, CD_DEGRADATION_BLUR, NULL));
+    RUN(o, cd_trainer_set(tr, CD_TRAINER_BATCH, 8));
+    RUN(o, cd_trainer_set(tr, CD_TRAINER_VAL_BATCH, 3));
+    RUN(o, cd_trainer_fit(tr, f->ds, 1, NULL, last, rng, NULL, NULL));
+    RUN(o, cd_trainer_eval_loss(tr, f->ds, CD_SPLIT_VAL, rng, &loss));
+    RUN(o, cd_trainer_test_loss(tr, f->ds, CD_SPLIT_VAL, rng, &loss, &se));
+done:
+    if (o->st != CD_OK && tr && rng) {
+        cd__alloc_fail_at(0, false);
+        CD_ASSERT_OK(cd_trainer_fit(tr, f->ds, 2, NULL, NULL, rng, NULL, NULL));
+    }
+    remove(last);
+    cd_trainer_free(tr);
+    cd_rng_free(rng);
+}
+
+/* A small classifier trained (with augmentation) and measured. After a
+ * failure it must still train and predict. */
+static void classify(fixture *f, outcome *o)
+{
+    const cd__classifier_cfg tiny = {28, 28, {2, 2, 2}, 4, 10};
+    const int64_t n = cd_tensor_dim(f->digits, 0);
+    cd_classifier *c = NULL;
+    cd_rng *rng = NULL;
+    cd_tensor *probs = NULL, *features = NULL;
+    double acc = 0.0;
+    RUN(o, cd_rng_create(&rng, 17));
+    RUN(o, cd__classifier_create_cfg(&c, &tiny, rng));
+    RUN(o, cd_classifier_train(c, f->ds, 1, 8, 1e-3, 2, rng, NULL, NULL));
+    RUN(o, cd_classifier_accuracy(c, f->ds, CD_SPLIT_VAL, &acc, NULL));
+    RUN(o, cd_tensor_create(&probs, 2, (int64_t[]){n, 10}));
+    RUN(o, cd_tensor_create(&features, 2, (int64_t[]){n, 4}));
+    RUN(o, cd_classifier_predict(c, f->digits, probs, features));
+done:
+    if (o->st != CD_OK && c && rng && probs && features) {
+        cd__alloc_fail_at(0, false);
+        CD_ASSERT_OK(cd_classifier_train(c, f->ds, 1, 8, 1e-3, 2, rng, NULL, NULL));
+        CD_ASSERT_OK(cd_classifier_predict(c, f->digits, probs, features));
+    }
+    cd_tensor_free(features);
+    cd_tensor_free(probs);
+    cd_classifier_free(c);
+    cd_rng_free(rng);
+}
+
+/* The image metrics, the Frechet distance and a PNG grid. */
+static void measure(fixture *f, outcome *o)
+{
+    const int64_t n = cd_tensor_dim(f->digits, 0), half = n / 2;
+    cd_tensor *x_hat = NULL, *a = NULL, *b = NULL;
+    cd_rng *rng = NULL;
+    double rmse = 0.0, ssim = 0.0, psnr = 0.0, fd = 0.0;
+    char png[512];
+    cd_test_path(png, sizeof png, f->dir, "grid.png");
+    RUN(o, cd_tensor_clone(&x_hat, f->digits));
+    float *p = cd_tensor_data(x_hat);
+    for (int64_t i = 0; i < cd_tensor_numel(x_hat); i++)
+        p[i] = 0.9f * p[i] + 0.01f * (float)(i % 7);
+    RUN(o, cd_metrics_images(f->digits, x_hat, CD_REDUCTION_REPORT, &rmse, &ssim, &psnr, NULL));
+    RUN(o, cd_tensor_create(&a, 2, (int64_t[]){half, 3}));
+    RUN(o, cd_tensor_create(&b, 2, (int64_t[]){n - half, 3}));
+    RUN(o, cd_rng_create(&rng, 19));
+    RUN(o, cd_rng_normal_tensor(rng, a));
+    RUN(o, cd_rng_normal_tensor(rng, b));
+    RUN(o, cd_frechet_distance(a, b, &fd));
+    RUN(o, cd_image_grid_write_png(png, f->digits, 4, 1, 128, CD_PIXELS_PERCENTILE, 0, 1));
+done:
+    if (o->st != CD_OK) ck_assert_int_eq(cd_test_file_size(png), -1);
+    remove(png);
+    cd_rng_free(rng);
+    cd_tensor_free(b);
+    cd_tensor_free(a);
+    cd_tensor_free(x_hat);
+}
+
 /* ---- the fixture ---------------------------------------------------------- */
 
 static void make_fixture(fixture *f)
@@ -380,8 +504,8 @@ static void make_fixture(fixture *f)
     cd_test_fill_uniform(f->mean_image, 3, -0.5f, 0.0f);
 
     cd_decoder *unet = NULL;
-    CD_ASSERT_OK(make_decoder(&f->dec, CD_DECODER_CNN));
-    CD_ASSERT_OK(make_decoder(&unet, CD_DECODER_UNET));
+    CD_ASSERT_OK(make_decoder(&f->dec, CD_DECODER_CNN, 8));
+    CD_ASSERT_OK(make_decoder(&unet, CD_DECODER_UNET, 8));
     CD_ASSERT_OK(cd_decoder_save(f->dec, f->cnn));
     CD_ASSERT_OK(cd_decoder_save(unet, f->unet));
     cd_decoder_free(unet);
@@ -391,10 +515,10 @@ static void make_fixture(fixture *f)
     cd_trainer *fade = NULL;
     double loss = 0.0;
     CD_ASSERT_OK(cd_rng_create(&rng, 1));
-    CD_ASSERT_OK(make_trainer(&f->tr, CD_DECODER_CNN, CD_DEGRADATION_NOISE, NULL));
+    CD_ASSERT_OK(make_trainer(&f->tr, CD_DECODER_CNN, 8, CD_DEGRADATION_NOISE, NULL));
     CD_ASSERT_OK(cd_trainer_step(f->tr, f->images2, rng, &loss));
     CD_ASSERT_OK(cd_trainer_save(f->tr, f->trainer_noise, rng));
-    CD_ASSERT_OK(make_trainer(&fade, CD_DECODER_UNET, CD_DEGRADATION_FADE, f->mean_image));
+    CD_ASSERT_OK(make_trainer(&fade, CD_DECODER_UNET, 8, CD_DEGRADATION_FADE, f->mean_image));
     CD_ASSERT_OK(cd_trainer_step(fade, f->images2, rng, &loss));
     CD_ASSERT_OK(cd_trainer_save(fade, f->trainer_fade, rng));
     cd_trainer_free(fade);
@@ -404,10 +528,19 @@ static void make_fixture(fixture *f)
     CD_ASSERT_OK(cd_classifier_save(f->cls, f->classifier));
     cd_rng_free(rng);
     ck_assert_int_eq(setenv("COLDDIFF_CLASSIFIER", f->classifier, 1), 0);
+
+    CD_ASSERT_OK(load_slice(&f->ds));
+    CD_ASSERT_OK(cd_dataset_split(f->ds, 0.25, 42));
+    CD_ASSERT_OK(cd_dataset_truncate(f->ds, CD_SPLIT_TRAIN, 16));
+    CD_ASSERT_OK(cd_dataset_truncate(f->ds, CD_SPLIT_VAL, 8));
+    f->digits = cd_test_tensor4(8, 1, 28, 28);
+    CD_ASSERT_OK(cd_dataset_fill_batch(f->ds, CD_SPLIT_VAL, 0, f->digits, NULL, NULL));
 }
 
 static void free_fixture(fixture *f)
 {
+    cd_tensor_free(f->digits);
+    cd_dataset_free(f->ds);
     cd_classifier_free(f->cls);
     cd_trainer_free(f->tr);
     cd_decoder_free(f->dec);
@@ -488,6 +621,67 @@ START_TEST(every_sampler_survives_each_failed_allocation)
 }
 END_TEST
 
+START_TEST(data_fitting_and_metrics_survive_each_failed_allocation)
+{
+    fixture f;
+    make_fixture(&f);
+    exhaust("cd_dataset_load_idx", load_dataset, &f);
+    exhaust("cd_trainer_fit", fit, &f);
+    exhaust("cd_classifier_train", classify, &f);
+    exhaust("metrics and grid", measure, &f);
+    free_fixture(&f);
+}
+END_TEST
+
+/* A forward whose larger workspace cannot be allocated leaves the decoder
+ * as it was: the backward of the forward before it still gives the same
+ * gradients, and forwards at the old size still work. */
+START_TEST(a_failed_forward_keeps_the_previous_plan)
+{
+    cd_decoder *d = NULL;
+    CD_ASSERT_OK(make_decoder(&d, CD_DECODER_CNN, 8));
+    cd_tensor *out2 = cd_test_tensor4(2, 1, 8, 8), *out3 = cd_test_tensor4(3, 1, 8, 8);
+    cd_tensor *dout = cd_test_tensor4(2, 1, 8, 8), *dz_a = cd_test_tensor4(2, 1, 8, 8);
+    cd_tensor *dz_b = cd_test_tensor4(2, 1, 8, 8), *tau2 = NULL, *tau3 = NULL;
+    CD_ASSERT_OK(cd_tensor_create(&tau2, 1, (int64_t[]){2}));
+    CD_ASSERT_OK(cd_tensor_create(&tau3, 1, (int64_t[]){3}));
+    CD_ASSERT_OK(cd_tensor_fill(tau2, 0.5f));
+    CD_ASSERT_OK(cd_tensor_fill(tau3, 0.5f));
+    cd_test_fill_uniform(dout, 4, -1.0f, 1.0f);
+    cd_params *p = cd_decoder_params(d);
+    const int64_t n = cd_params_numel(p);
+    float *grads = malloc((size_t)n * sizeof *grads);
+    ck_assert_ptr_nonnull(grads);
+
+    cd_tensor *z2 = cd_test_tensor4(2, 1, 8, 8), *z3 = cd_test_tensor4(3, 1, 8, 8);
+    cd_test_fill_uniform(z2, 1, -0.5f, 0.5f);
+    cd_test_fill_uniform(z3, 2, -0.5f, 0.5f);
+    CD_ASSERT_OK(cd_decoder_forward(d, z2, tau2, out2));
+    CD_ASSERT_OK(cd_params_zero_grad(p));
+    CD_ASSERT_OK(cd_decoder_backward(d, dout, dz_a));
+    memcpy(grads, cd_params_grad(p, -1), (size_t)n * sizeof *grads);
+
+    CD_ASSERT_OK(cd_decoder_forward(d, z2, tau2, out2));
+    cd__alloc_fail_at(1, false);
+    CD_ASSERT_STATUS(cd_decoder_forward(d, z3, tau3, out3), CD_ERR_OUT_OF_MEMORY);
+    ck_assert(cd__alloc_failure_fired());
+    CD_ASSERT_ERROR_MENTIONS("decoder workspace");
+    cd__alloc_fail_at(0, false);
+    CD_ASSERT_OK(cd_params_zero_grad(p));
+    CD_ASSERT_OK(cd_decoder_backward(d, dout, dz_b));
+    ck_assert_mem_eq(cd_tensor_data(dz_b), cd_tensor_data(dz_a), 2 * 64 * sizeof(float));
+    ck_assert_mem_eq(cd_params_grad(p, -1), grads, (size_t)n * sizeof *grads);
+    CD_ASSERT_OK(cd_decoder_forward(d, z2, tau2, out2));
+    CD_ASSERT_OK(cd_decoder_forward(d, z3, tau3, out3));
+
+    free(grads);
+    cd_tensor_free(z3), cd_tensor_free(z2);
+    cd_tensor_free(tau3), cd_tensor_free(tau2), cd_tensor_free(dz_b), cd_tensor_free(dz_a);
+    cd_tensor_free(dout), cd_tensor_free(out3), cd_tensor_free(out2);
+    cd_decoder_free(d);
+}
+END_TEST
+
 /* The hook itself: the k-th allocation fails, once or from then on, and
  * the counters follow allocations and frees. */
 START_TEST(the_failure_hook_counts_and_fails)
@@ -527,10 +721,12 @@ static Suite *make_suite(void)
     TCase *tc = tcase_create("alloc_failure");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, the_failure_hook_counts_and_fails);
+    tcase_add_test(tc, a_failed_forward_keeps_the_previous_plan);
     tcase_add_test(tc, every_loader_survives_each_failed_allocation);
     tcase_add_test(tc, every_save_survives_each_failed_allocation);
     tcase_add_test(tc, training_survives_each_failed_allocation);
     tcase_add_test(tc, every_sampler_survives_each_failed_allocation);
+    tcase_add_test(tc, data_fitting_and_metrics_survive_each_failed_allocation);
     suite_add_tcase(s, tc);
     return s;
 }

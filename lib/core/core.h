@@ -81,9 +81,10 @@ void cd__zfree(void *what, void *p);
  * Test hooks (tests/check_alloc_failure.c). cd__alloc_fail_at(k, persist)
  * makes the k-th allocation from now fail, and with persist every one after
  * it too; k = 0 disarms. cd__alloc_failure_fired() says whether the last
- * armed failure has happened (disarming does not forget it). cd__alloc_live() counts blocks allocated and
- * not freed; cd__alloc_count() counts successful calls (each one a point
- * where cd__alloc_fail_at can fail), resizes included.
+ * armed failure has happened (disarming does not forget it).
+ * cd__alloc_live() counts blocks allocated and not freed; cd__alloc_count()
+ * counts successful calls (each one a point where cd__alloc_fail_at can
+ * fail), resizes included.
  */
 void cd__alloc_fail_at(int64_t k, bool persist);
 bool cd__alloc_failure_fired(void);

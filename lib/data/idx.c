@@ -226,7 +226,8 @@ static cd_status grow(const reader *r, uint8_t **buf, uint64_t *cap, uint64_t li
     uint64_t next = *cap * 2 < limit ? *cap * 2 : limit;
     uint8_t *grown = cd__realloc(*buf, (size_t)next, 1, "IDX payload");
     if (!grown)
-        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "allocating %" PRIu64 " bytes failed", next);
+        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory growing the data to %" PRIu64
+                        " bytes", next);
     *buf = grown;
     *cap = next;
     last_alloc_bytes = next;
@@ -240,7 +241,8 @@ static cd_status read_payload(reader *r, cd__idx *h, uint64_t cap0)
     uint64_t cap = h->count < cap0 ? h->count : cap0, have = 0;
     uint8_t *buf = cd__malloc((size_t)cap, "IDX payload");
     if (!buf)
-        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "allocating %" PRIu64 " bytes failed", cap);
+        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory for %" PRIu64 " bytes of data",
+                        cap);
     last_alloc_bytes = cap;
     cd_status st = CD_OK;
     while (st == CD_OK) {
