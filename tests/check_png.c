@@ -283,7 +283,7 @@ START_TEST(test_signature_and_ihdr_bytes)
     ck_assert_mem_eq(png + 8, ihdr, sizeof ihdr);
     static const uint8_t iend[] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
     ck_assert_mem_eq(png + n - 12, iend, sizeof iend);
-    free(png);
+    cd__free(png);
 }
 END_TEST
 
@@ -316,7 +316,7 @@ START_TEST(test_chunk_crcs_and_multiple_idat)
     uLong crc = crc32(crc32(0L, Z_NULL, 0), png + 33 + 4, be32(png + 33) + 4);
     ck_assert_uint_ne(crc, be32(png + 33 + 8 + be32(png + 33)));
     free(d.pix);
-    free(png);
+    cd__free(png);
     free(px);
 }
 END_TEST
@@ -368,7 +368,7 @@ START_TEST(test_file_matches_encoder_and_overwrites)
     ck_assert_mem_eq(file, png, n);
     ck_assert_int_eq(cd_test_count_entries(dir), 1); /* no temporary file left */
     free(file);
-    free(png);
+    cd__free(png);
     free(px);
 }
 END_TEST

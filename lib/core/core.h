@@ -51,13 +51,45 @@ cd_status cd__error(cd_status status, const char *fmt, ...) CD__PRINTF(2, 3);
 
 /* ---- allocation (alloc.c) ----------------------------------------------- */
 
+/*
+ * Every heap block of the library comes from these and goes back through
+ * cd__free (never plain free), so the counters below stay exact. On failure
+ * they return NULL with CD_ERR_OUT_OF_MEMORY (or CD_ERR_OVERFLOW for a size
+ * that overflows) set and a message naming `what`.
+ */
+
 /* Memory aligned to CD__ALIGN bytes, so kernels may use aligned vector loads. */
 #define CD__ALIGN 64
 
-/* Allocate count*size bytes, zeroed, aligned; NULL with an error set on
- * overflow or exhaustion. `what` names the allocation in the message. */
+/* count*size bytes, zeroed, CD__ALIGN-aligned. */
 void *cd__calloc(size_t count, size_t size, const char *what);
+/* bytes uninitialised bytes (malloc's alignment). */
+void *cd__malloc(size_t bytes, const char *what);
+/* Resize p (NULL: allocate) to count*size bytes; on failure p is untouched
+ * and still owned by the caller. Not for cd__calloc's aligned blocks. */
+void *cd__realloc(void *p, size_t count, size_t size, const char *what);
+/* A copy of the string s. */
+char *cd__strdup(const char *s, const char *what);
 void cd__free(void *p);
+
+/* zlib's alloc_func and free_func over the above: set a z_stream's zalloc
+ * and zfree to these and its opaque to the name used in messages. */
+void *cd__zalloc(void *what, unsigned items, unsigned size);
+void cd__zfree(void *what, void *p);
+
+/*
+ * Test hooks (tests/check_alloc_failure.c). cd__alloc_fail_at(k, persist)
+ * makes the k-th allocation from now fail, and with persist every one after
+ * it too; k = 0 disarms. cd__alloc_failure_fired() says whether the last
+ * armed failure has happened (disarming does not forget it).
+ * cd__alloc_live() counts blocks allocated and not freed; cd__alloc_count()
+ * counts successful calls (each one a point where cd__alloc_fail_at can
+ * fail), resizes included.
+ */
+void cd__alloc_fail_at(int64_t k, bool persist);
+bool cd__alloc_failure_fired(void);
+int64_t cd__alloc_live(void);
+int64_t cd__alloc_count(void);
 
 /* a*b into *out unless it overflows int64 (returns false then). */
 bool cd__mul_overflows_i64(int64_t a, int64_t b, int64_t *out);

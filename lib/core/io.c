@@ -16,18 +16,10 @@
 
 static atomic_uint g_tmp_counter;
 
-static char *dup_string(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 static void atomic_reset(cd__atomic_file *af)
 {
-    free(af->tmp_path);
-    free(af->path);
+    cd__free(af->tmp_path);
+    cd__free(af->path);
     memset(af, 0, sizeof *af);
 }
 
@@ -37,11 +29,11 @@ cd_status cd__atomic_open(cd__atomic_file *af, const char *path)
     if (!path || !*path)
         return cd__error(CD_ERR_INVALID_ARGUMENT, "output path is NULL or empty");
     size_t cap = strlen(path) + 64;
-    af->path = dup_string(path);
-    af->tmp_path = malloc(cap);
-    if (!af->path || !af->tmp_path) {
+    af->path = cd__strdup(path, "output path");
+    af->tmp_path = af->path ? cd__malloc(cap, "temporary file path") : NULL;
+    if (!af->tmp_path) {
         atomic_reset(af);
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': no memory for the path", path);
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': out of memory for the path", path);
     }
     snprintf(af->tmp_path, cap, "%s.tmp.%ld.%u", path, (long)getpid(),
              atomic_fetch_add(&g_tmp_counter, 1));

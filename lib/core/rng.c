@@ -79,14 +79,14 @@ cd_status cd_rng_create(cd_rng **out, uint64_t seed)
 {
     CD__CHECK_NOT_NULL(out, "cd_rng_create");
     *out = NULL;
-    cd_rng *r = calloc(1, sizeof *r);
-    if (!r) return cd__error(CD_ERR_OUT_OF_MEMORY, "cd_rng_create: no memory");
+    cd_rng *r = cd__calloc(1, sizeof *r, "generator");
+    if (!r) return cd_last_status();
     r->key = seed;
     *out = r;
     return CD_OK;
 }
 
-void cd_rng_free(cd_rng *rng) { free(rng); }
+void cd_rng_free(cd_rng *rng) { cd__free(rng); }
 
 cd_status cd_rng_split(cd_rng **out, const cd_rng *rng, uint64_t stream)
 {

@@ -38,11 +38,11 @@ cd_status cd_tensor_create(cd_tensor **out, int32_t rank, const int64_t *shape)
     *out = NULL;
     int64_t numel;
     CD__TRY(check_shape(fn, rank, shape, &numel));
-    cd_tensor *t = calloc(1, sizeof *t);
-    if (!t) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for the handle", fn);
+    cd_tensor *t = cd__calloc(1, sizeof *t, "tensor handle");
+    if (!t) return cd_last_status();
     t->data = cd__calloc((size_t)numel, sizeof(float), "tensor data");
     if (!t->data) {
-        free(t);
+        cd__free(t);
         return cd_last_status();
     }
     t->rank = rank;
@@ -56,7 +56,7 @@ void cd_tensor_free(cd_tensor *t)
 {
     if (!t) return;
     cd__free(t->data);
-    free(t);
+    cd__free(t);
 }
 
 cd_status cd_tensor_clone(cd_tensor **out, const cd_tensor *src)

@@ -29,7 +29,9 @@ typedef struct {
     pthread_mutex_t lock;   /* guards everything below */
     pthread_cond_t wake;
     pthread_cond_t done;
-    pthread_t *workers;
+    /* A fixed array rather than a heap block: the pool is global and made
+     * lazily, so an allocation failing here would leave it half made. */
+    pthread_t workers[CD_MAX_THREADS - 1];
     int32_t n_workers;
     uint64_t generation;    /* bumped per job, so workers see new work */
     uint64_t spawn_generation; /* generation when the workers were made */
@@ -100,8 +102,6 @@ static void pool_shutdown(pool_t *p)
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->lock);
     for (int32_t i = 0; i < p->n_workers; i++) pthread_join(p->workers[i], NULL);
-    free(p->workers);
-    p->workers = NULL;
     p->n_workers = 0;
     p->stop = false;
 }
@@ -112,8 +112,6 @@ static void pool_resize(pool_t *p, int32_t want)
     if (p->n_workers == want) return;
     pool_shutdown(p);
     if (want == 0) return;
-    p->workers = calloc((size_t)want, sizeof *p->workers);
-    if (!p->workers) return;
     p->spawn_generation = p->generation;
     int32_t started = 0;
     while (started < want &&
@@ -170,7 +168,6 @@ static void pool_after_fork(void)
     pthread_mutex_init(&g_pool.lock, NULL);
     pthread_cond_init(&g_pool.wake, NULL);
     pthread_cond_init(&g_pool.done, NULL);
-    g_pool.workers = NULL;
     g_pool.n_workers = 0;
     g_pool.stop = false;
     g_pool.active = 0;

@@ -34,7 +34,7 @@ uint64_t cd__idx_last_alloc_bytes(void) { return last_alloc_bytes; }
 void cd__idx_free(cd__idx *idx)
 {
     if (!idx) return;
-    free(idx->data);
+    cd__free(idx->data);
     memset(idx, 0, sizeof *idx);
 }
 
@@ -224,9 +224,10 @@ static cd_status check_raw_size(const reader *r, const cd__idx *h, uint64_t size
 static cd_status grow(const reader *r, uint8_t **buf, uint64_t *cap, uint64_t limit)
 {
     uint64_t next = *cap * 2 < limit ? *cap * 2 : limit;
-    uint8_t *grown = realloc(*buf, (size_t)next);
+    uint8_t *grown = cd__realloc(*buf, (size_t)next, 1, "IDX payload");
     if (!grown)
-        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "allocating %" PRIu64 " bytes failed", next);
+        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory growing the data to %" PRIu64
+                        " bytes", next);
     *buf = grown;
     *cap = next;
     last_alloc_bytes = next;
@@ -238,9 +239,10 @@ static cd_status grow(const reader *r, uint8_t **buf, uint64_t *cap, uint64_t li
 static cd_status read_payload(reader *r, cd__idx *h, uint64_t cap0)
 {
     uint64_t cap = h->count < cap0 ? h->count : cap0, have = 0;
-    uint8_t *buf = malloc((size_t)cap);
+    uint8_t *buf = cd__malloc((size_t)cap, "IDX payload");
     if (!buf)
-        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "allocating %" PRIu64 " bytes failed", cap);
+        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory for %" PRIu64 " bytes of data",
+                        cap);
     last_alloc_bytes = cap;
     cd_status st = CD_OK;
     while (st == CD_OK) {
@@ -252,7 +254,7 @@ static cd_status read_payload(reader *r, cd__idx *h, uint64_t cap0)
         if (st == CD_OK) st = grow(r, &buf, &cap, h->count);
     }
     if (st != CD_OK) {
-        free(buf);
+        cd__free(buf);
         return st;
     }
     h->data = buf;

@@ -43,10 +43,8 @@ static cd_status buf_reserve(png_buf *b, size_t extra)
     size_t need = b->len + extra;
     size_t cap = b->cap ? b->cap : 4096;
     while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    uint8_t *p = realloc(b->data, cap);
-    if (!p)
-        return cd__error(CD_ERR_OUT_OF_MEMORY,
-                         "cd__png_encode_gray: cannot grow the output to %zu bytes", cap);
+    uint8_t *p = cd__realloc(b->data, cap, 1, "PNG output");
+    if (!p) return CD_ERR_OUT_OF_MEMORY; /* cd__realloc set the message */
     b->data = p;
     b->cap = cap;
     return CD_OK;
@@ -194,11 +192,16 @@ static cd_status write_idat(png_buf *b, const uint8_t *px, size_t w, size_t h)
 
     z_stream zs;
     memset(&zs, 0, sizeof zs);
+    zs.zalloc = cd__zalloc;
+    zs.zfree = cd__zfree;
+    zs.opaque = (void *)"PNG compressor";
     int rc = deflateInit(&zs, PNG_ZLEVEL);
     if (rc != Z_OK) {
         cd__free(work);
-        return cd__error(rc == Z_MEM_ERROR ? CD_ERR_OUT_OF_MEMORY : CD_ERR_INTERNAL,
-                         "cd__png_encode_gray: deflateInit failed (%d)", rc);
+        /* On Z_MEM_ERROR the allocator's message names what failed. */
+        return rc == Z_MEM_ERROR ? CD_ERR_OUT_OF_MEMORY
+                                 : cd__error(CD_ERR_INTERNAL, "cd__png_encode_gray: "
+                                             "deflateInit failed (%d)", rc);
     }
     zs.next_out = stage;
     zs.avail_out = (uInt)PNG_IDAT_BYTES;
@@ -245,7 +248,7 @@ cd_status cd__png_encode_gray(const uint8_t *pixels, int64_t w, int64_t h,
     png_buf b = {NULL, 0, 0};
     cd_status st = encode(&b, pixels, (size_t)w, (size_t)h);
     if (st != CD_OK) {
-        free(b.data);
+        cd__free(b.data);
         return st;
     }
     *out = b.data;
@@ -265,6 +268,6 @@ cd_status cd_png_write_gray(const char *path, const uint8_t *pixels,
     size_t n = 0;
     CD__TRY(cd__png_encode_gray(pixels, width, height, &png, &n));
     cd_status st = cd__write_file_atomic(path, png, n);
-    free(png);
+    cd__free(png);
     return st;
 }

@@ -17,7 +17,7 @@
 /*
  * Encode w x h row-major bytes as an 8-bit greyscale PNG held in memory.
  * On success *out is a malloc'd buffer of *out_len bytes that the caller
- * releases with free(); on failure *out is NULL and *out_len 0.
+ * releases with cd__free(); on failure *out is NULL and *out_len 0.
  * Errors: CD_ERR_INVALID_ARGUMENT (NULL pointer), CD_ERR_RANGE (w or h
  * outside 1..CD__PNG_MAX_DIM), CD_ERR_OVERFLOW, CD_ERR_OUT_OF_MEMORY.
  */

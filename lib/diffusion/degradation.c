@@ -26,8 +26,8 @@ static cd_status make(cd_degradation **out, const char *fn, const cd_schedule *s
     CD__CHECK_NOT_NULL(out, fn);
     *out = NULL;
     CD__CHECK_NOT_NULL(s, fn);
-    cd_degradation *d = calloc(1, sizeof *d);
-    if (!d) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory", fn);
+    cd_degradation *d = cd__calloc(1, sizeof *d, "degradation");
+    if (!d) return cd_last_status();
     d->kind = kind;
     d->T = cd_schedule_T(s);
     d->beta = cd__calloc((size_t)d->T + 1, sizeof(float), "degradation beta");
@@ -138,7 +138,7 @@ void cd_degradation_free(cd_degradation *d)
     cd__free(d->alpha_bar);
     cd__free(d->kernels);
     cd__free(d->mean_image);
-    free(d);
+    cd__free(d);
 }
 
 int32_t cd_degradation_get_kind(const cd_degradation *d)

@@ -113,10 +113,10 @@ cd_status cd__degradation_from_ckpt(const cd__ckpt *ck, cd_degradation **out)
     CD__TRY(cd__ckpt_get_i64(ck, "schedule.T", &T));
     if (T < 1 || T > 1000000)
         return cd__error(CD_ERR_FORMAT, "checkpoint: schedule.T = %lld", (long long)T);
-    float *beta = malloc((size_t)(T + 1) * sizeof *beta);
-    float *abar = malloc((size_t)(T + 1) * sizeof *abar);
+    float *beta = cd__malloc((size_t)(T + 1) * sizeof *beta, "schedule beta");
+    float *abar = beta ? cd__malloc((size_t)(T + 1) * sizeof *abar, "schedule alpha-bar") : NULL;
     cd_schedule *s = NULL;
-    cd_status st = beta && abar ? CD_OK : cd__error(CD_ERR_OUT_OF_MEMORY, "checkpoint: schedule");
+    cd_status st = abar ? CD_OK : CD_ERR_OUT_OF_MEMORY; /* cd__malloc set the message */
     if (st == CD_OK) st = cd__ckpt_get_f32_array(ck, "schedule.beta", beta, T + 1, &n);
     if (st == CD_OK && n == T + 1)
         st = cd__ckpt_get_f32_array(ck, "schedule.alpha_bar", abar, T + 1, &n);
@@ -131,7 +131,7 @@ cd_status cd__degradation_from_ckpt(const cd__ckpt *ck, cd_degradation **out)
         *out = NULL;
     }
     cd_schedule_free(s);
-    free(beta);
-    free(abar);
+    cd__free(beta);
+    cd__free(abar);
     return st;
 }

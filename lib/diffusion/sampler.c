@@ -75,8 +75,8 @@ cd_status cd_sampler_create(cd_sampler **out, cd_sampler_kind kind, const cd_deg
                          is_noise_kind(kind) ? "DDPM and DDIM" : "the cold and direct samplers",
                          is_noise_kind(kind) ? "the noise" : "a deterministic");
     if (noise) CD__TRY(check_noise_schedule(deg, fn));
-    cd_sampler *s = calloc(1, sizeof *s);
-    if (!s) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory", fn);
+    cd_sampler *s = cd__calloc(1, sizeof *s, "sampler");
+    if (!s) return cd_last_status();
     s->kind = kind;
     s->deg = deg;
     s->opt[CD_SAMPLER_STEPS] = (double)deg->T;
@@ -86,7 +86,7 @@ cd_status cd_sampler_create(cd_sampler **out, cd_sampler_kind kind, const cd_deg
     return CD_OK;
 }
 
-void cd_sampler_free(cd_sampler *s) { free(s); }
+void cd_sampler_free(cd_sampler *s) { cd__free(s); }
 
 int32_t cd_sampler_get_kind(const cd_sampler *s)
 {

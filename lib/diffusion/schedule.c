@@ -11,6 +11,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,15 +48,17 @@ static cd_status check_beta(const char *fn, const char *what, double b)
 
 static cd_status make(cd_schedule **out, const char *fn, cd_schedule_kind kind, int64_t T)
 {
-    cd_schedule *s = calloc(1, sizeof *s);
+    cd_schedule *s = cd__calloc(1, sizeof *s, "schedule");
     if (s) {
         s->beta = cd__calloc((size_t)T + 1, sizeof(float), "schedule beta");
         s->alpha_bar = s->beta ? cd__calloc((size_t)T + 1, sizeof(float), "schedule alpha-bar")
                                : NULL;
     }
     if (!s || !s->beta || !s->alpha_bar) {
+        char cause[512];
+        snprintf(cause, sizeof cause, "%s", cd_last_error());
         cd_schedule_free(s);
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for T = %" PRId64, fn, T);
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: T = %" PRId64 ": %s", fn, T, cause);
     }
     s->kind = kind;
     s->T = T;
@@ -238,7 +241,7 @@ void cd_schedule_free(cd_schedule *s)
     if (!s) return;
     cd__free(s->beta);
     cd__free(s->alpha_bar);
-    free(s);
+    cd__free(s);
 }
 
 int64_t cd_schedule_T(const cd_schedule *s)

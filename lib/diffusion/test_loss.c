@@ -18,7 +18,7 @@ static void free_buffers(buffers *b)
 {
     cd_tensor_free(b->x), cd_tensor_free(b->z), cd_tensor_free(b->eps);
     cd_tensor_free(b->tau), cd_tensor_free(b->pred);
-    free(b->t);
+    cd__free(b->t);
 }
 
 static cd_status make_buffers(buffers *b, const int64_t shape[4])
@@ -28,8 +28,8 @@ static cd_status make_buffers(buffers *b, const int64_t shape[4])
     CD__TRY(cd_tensor_create(&b->eps, 4, shape));
     CD__TRY(cd_tensor_create(&b->pred, 4, shape));
     CD__TRY(cd_tensor_create(&b->tau, 1, shape));
-    b->t = malloc((size_t)shape[0] * sizeof *b->t);
-    return b->t ? CD_OK : cd__error(CD_ERR_OUT_OF_MEMORY, "test loss: no memory");
+    b->t = cd__malloc((size_t)shape[0] * sizeof *b->t, "test loss steps");
+    return b->t ? CD_OK : CD_ERR_OUT_OF_MEMORY; /* cd__malloc set the message */
 }
 
 /* A batch view of the first n rows of t. */
@@ -91,9 +91,8 @@ cd_status cd_trainer_test_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
     const int64_t shape[4] = {B, cd_dataset_channels(ds), cd_dataset_height(ds),
                               cd_dataset_width(ds)};
     buffers b = {0};
-    double *losses = malloc((size_t)n * sizeof *losses);
-    cd_status st = losses ? make_buffers(&b, shape)
-                          : cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory", fn);
+    double *losses = cd__malloc((size_t)n * sizeof *losses, "per-image test losses");
+    cd_status st = losses ? make_buffers(&b, shape) : CD_ERR_OUT_OF_MEMORY;
     for (int64_t first = 0; st == CD_OK && first < n; first += B) {
         int64_t filled = 0;
         st = cd_dataset_fill_batch(ds, split, first, b.x, NULL, &filled);
@@ -107,7 +106,7 @@ cd_status cd_trainer_test_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
         *mean = m;
         if (std_error) *std_error = n > 1 ? sqrt(ss / (double)(n - 1) / (double)n) : 0.0;
     }
-    free(losses);
+    cd__free(losses);
     free_buffers(&b);
     return st;
 }

@@ -116,7 +116,7 @@ static void free_buffers(cd_trainer *tr)
     cd_tensor_free(tr->out);
     cd_tensor_free(tr->dout);
     cd_tensor_free(tr->tau);
-    free(tr->t);
+    cd__free(tr->t);
     tr->z = tr->target = tr->out = tr->dout = tr->tau = NULL;
     tr->t = NULL;
     tr->N = tr->cap = 0;
@@ -129,11 +129,11 @@ cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec, cd_degradation *d
     *out = NULL;
     CD__CHECK_NOT_NULL(dec, fn);
     CD__CHECK_NOT_NULL(deg, fn);
-    cd_trainer *tr = calloc(1, sizeof *tr);
-    if (!tr) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory", fn);
+    cd_trainer *tr = cd__calloc(1, sizeof *tr, "trainer");
+    if (!tr) return cd_last_status();
     cd_status st = cd__adam_create(&tr->adam, cd_decoder_params(dec));
     if (st != CD_OK) {
-        free(tr);
+        cd__free(tr);
         return st;
     }
     tr->dec = dec;
@@ -152,7 +152,7 @@ void cd_trainer_free(cd_trainer *tr)
     cd__adam_free(tr->adam);
     cd_decoder_free(tr->dec);
     cd_degradation_free(tr->deg);
-    free(tr);
+    cd__free(tr);
 }
 
 cd_decoder *cd_trainer_decoder(cd_trainer *tr)
@@ -220,8 +220,8 @@ static cd_status ensure_buffers(cd_trainer *tr, const int64_t shape[4])
     cd_tensor **bufs[4] = {&tr->z, &tr->target, &tr->out, &tr->dout};
     for (int i = 0; st == CD_OK && i < 4; i++) st = cd_tensor_create(bufs[i], 4, shape);
     if (st == CD_OK) st = cd_tensor_create(&tr->tau, 1, shape);
-    if (st == CD_OK && !(tr->t = malloc((size_t)shape[0] * sizeof *tr->t)))
-        st = cd__error(CD_ERR_OUT_OF_MEMORY, "trainer: no memory for %" PRId64 " steps", shape[0]);
+    if (st == CD_OK && !(tr->t = cd__malloc((size_t)shape[0] * sizeof *tr->t, "trainer steps")))
+        st = CD_ERR_OUT_OF_MEMORY; /* cd__malloc set the message */
     if (st != CD_OK) {
         free_buffers(tr);
         return st;

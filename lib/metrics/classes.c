@@ -47,7 +47,7 @@ cd_status cd_class_histogram(const cd_tensor *probs, int64_t *hist, int64_t n_cl
         return cd__error(CD_ERR_SHAPE, "%s: n_classes = %" PRId64 " but probs has K = %" PRId64
                          " classes", fn, n_classes, K);
     int64_t *h = cd__calloc((size_t)K, sizeof(int64_t), "class histogram");
-    if (!h) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for %" PRId64 " classes",
+    if (!h) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64 " classes",
                              fn, K);
     double conf = 0.0;
     for (int64_t i = 0; i < N; i++) {

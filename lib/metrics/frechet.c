@@ -61,7 +61,7 @@ static cd_status eigh(const char *fn, const char *what, double *a, double *w, in
     int *iwork = work ? cd__calloc((size_t)liwork, sizeof(int), "dsyevd iwork") : NULL;
     if (!work || !iwork) {
         cd__free(work);
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for dsyevd's workspace "
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for dsyevd's workspace "
                          "(%d doubles)", fn, lwork);
     }
     dsyevd_(&jobz, &uplo, &ni, a, &ni, w, work, &lwork, iwork, &liwork, &info, 1, 1);
@@ -122,7 +122,7 @@ static cd_status fd_core(const char *fn, const double *mu1, const double *cov1,
     const size_t DD = (size_t)D * (size_t)D;
     double *v = cd__calloc(DD * 3 + (size_t)D * 2, sizeof(double), "Frechet scratch");
     if (!v)
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for three %" PRId64 " x %" PRId64
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for three %" PRId64 " x %" PRId64
                          " matrices", fn, D, D);
     double *t = v + DD, *k = t + DD, *lam = k + DD, *mu = lam + D;
     cd_status st;
@@ -191,7 +191,7 @@ cd_status cd_frechet_distance_from_stats(const double *mu1, const double *cov1,
      * it), so check it on its own. */
     const size_t DD = (size_t)dim * (size_t)dim;
     double *a = cd__calloc(DD + (size_t)dim, sizeof(double), "Frechet check");
-    if (!a) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for a %" PRId64 " x %"
+    if (!a) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for a %" PRId64 " x %"
                              PRId64 " matrix", fn, dim, dim);
     memcpy(a, cov2, DD * sizeof(double));
     cd_status st = eigh(fn, "cov2", a, a + DD, dim, false);
@@ -220,7 +220,7 @@ static cd_status stats(const char *fn, const char *name, const cd_tensor *f, dou
     int64_t nd;
     if (cd__mul_overflows_i64(N, D, &nd) || (uint64_t)nd > SIZE_MAX / sizeof(double) ||
         !(c = cd__calloc((size_t)nd, sizeof(double), "centred features")))
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory to centre %s (%" PRId64
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory to centre %s (%" PRId64
                          " x %" PRId64 ")", fn, name, N, D);
     for (int64_t j = 0; j < D; j++) mean[j] = 0.0;
     for (int64_t i = 0; i < N; i++)
@@ -264,7 +264,7 @@ cd_status cd_feature_stats(const cd_tensor *features, double *mean, double *cov,
         return cd__error(CD_ERR_SHAPE, "%s: dim = %" PRId64 " but features has D = %" PRId64,
                          fn, dim, D);
     double *m = cd__calloc((size_t)D * ((size_t)D + 1), sizeof(double), "feature stats");
-    if (!m) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for a %" PRId64 " x %"
+    if (!m) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for a %" PRId64 " x %"
                              PRId64 " covariance", fn, D, D);
     cd_status st = stats(fn, "features", features, m, m + D);
     if (st == CD_OK) {
@@ -289,7 +289,7 @@ cd_status cd_frechet_distance(const cd_tensor *a, const cd_tensor *b, double *fd
                          fn, D, b->shape[1]);
     const size_t DD = (size_t)D * (size_t)D;
     double *m = cd__calloc(2 * (DD + (size_t)D), sizeof(double), "Frechet statistics");
-    if (!m) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for two %" PRId64 " x %"
+    if (!m) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for two %" PRId64 " x %"
                              PRId64 " covariances", fn, D, D);
     double *mu1 = m, *c1 = mu1 + D, *mu2 = c1 + DD, *c2 = mu2 + D;
     cd_status st = stats(fn, "a", a, mu1, c1);

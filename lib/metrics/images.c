@@ -263,7 +263,7 @@ static cd_status per_image_pass(const char *fn, const cd_tensor *x, const cd_ten
     const int64_t N = x->shape[0], per = x->numel / N;
     cd_status st = CD_OK;
     float *bounds = cd__calloc((size_t)N * 4, sizeof(float), "metrics image bounds");
-    if (!bounds) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for %" PRId64
+    if (!bounds) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64
                                   " image bounds", fn, N);
     pass_ctx c = {.x = x, .y = y, .xlo = bounds, .xhi = bounds + N, .ylo = bounds + 2 * N,
                   .yhi = bounds + 3 * N, .C = x->shape[1], .H = x->shape[2],
@@ -288,7 +288,7 @@ static cd_status per_image_pass(const char *fn, const cd_tensor *x, const cd_ten
     c.scratch = cd__calloc((size_t)total, sizeof(double), "metrics scratch");
     if (!c.scratch) {
         cd__free(bounds);
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for %" PRId64
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64
                          " doubles of scratch", fn, total);
     }
     cd__parallel_for(c.slots, pass_task, &c);
@@ -318,7 +318,7 @@ cd_status cd_metrics_per_image(const cd_tensor *x, const cd_tensor *x_hat, doubl
         return cd__error(CD_ERR_SHAPE, "%s: n = %" PRId64 " but the tensors hold %" PRId64
                          " images", fn, n, N);
     double *buf = cd__calloc((size_t)N * 2, sizeof(double), "metrics values");
-    if (!buf) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for %" PRId64
+    if (!buf) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64
                                " values", fn, 2 * N);
     cd_status st = per_image_pass(fn, x, x_hat, ssim != NULL, buf, buf + N);
     if (st == CD_OK) {
@@ -345,7 +345,7 @@ cd_status cd_metrics_images(const cd_tensor *x, const cd_tensor *x_hat,
                          fn, (int)reduction);
     const int64_t N = x->shape[0];
     double *mse = cd__calloc((size_t)N * 2, sizeof(double), "metrics values");
-    if (!mse) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for %" PRId64
+    if (!mse) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64
                                " values", fn, 2 * N);
     double *ss = mse + N;
     cd_status st = per_image_pass(fn, x, x_hat, ssim != NULL, mse, ss);

@@ -113,8 +113,8 @@ cd_status cd__adam_create(cd__adam **out, cd_params *params)
     CD__CHECK_NOT_NULL(params, fn);
     CD__TRY(cd__params_finalize(params));
     size_t n = (size_t)cd_params_numel(params);
-    cd__adam *a = calloc(1, sizeof *a);
-    if (!a) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory", fn);
+    cd__adam *a = cd__calloc(1, sizeof *a, "optimiser");
+    if (!a) return cd_last_status();
     a->params = params;
     for (int k = 0; k < CD__ADAM_NPARAMS; k++) a->hyper[k] = g_specs[k].def;
     a->m = cd__calloc(n, sizeof(float), "Adam first moments");
@@ -133,7 +133,7 @@ void cd__adam_free(cd__adam *a)
     cd__free(a->m);
     cd__free(a->v);
     cd__free(a->ema);
-    free(a);
+    cd__free(a);
 }
 
 cd_status cd__adam_set(cd__adam *a, cd__adam_param key, double value)

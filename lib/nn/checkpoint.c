@@ -30,7 +30,7 @@
 
 char *cd__ckpt_dup_bytes(const void *src, size_t n)
 {
-    char *d = malloc(n + 1);
+    char *d = cd__malloc(n + 1, "checkpoint string");
     if (!d) return NULL;
     memcpy(d, src, n);
     d[n] = '\0';
@@ -39,8 +39,8 @@ char *cd__ckpt_dup_bytes(const void *src, size_t n)
 
 void cd__ckpt_kv_clear(kv_entry *e)
 {
-    free(e->str);
-    free(e->arr);
+    cd__free(e->str);
+    cd__free(e->arr);
     e->str = NULL;
     e->arr = NULL;
     e->n = 0;
@@ -50,17 +50,17 @@ static void kv_free(kv_list *l)
 {
     for (int64_t i = 0; i < l->count; i++) {
         cd__ckpt_kv_clear(&l->e[i]);
-        free(l->e[i].key);
+        cd__free(l->e[i].key);
     }
-    free(l->e);
+    cd__free(l->e);
     memset(l, 0, sizeof *l);
 }
 
 cd_status cd__ckpt_create(cd__ckpt **out)
 {
     CD__CHECK_NOT_NULL(out, "cd__ckpt_create");
-    *out = calloc(1, sizeof **out);
-    if (!*out) return cd__error(CD_ERR_OUT_OF_MEMORY, "cd__ckpt_create: no memory");
+    *out = cd__calloc(1, sizeof **out, "checkpoint");
+    if (!*out) return cd_last_status();
     return CD_OK;
 }
 
@@ -69,14 +69,14 @@ void cd__ckpt_free(cd__ckpt *ck)
     if (!ck) return;
     kv_free(&ck->config);
     kv_free(&ck->meta);
-    for (int64_t i = 0; i < ck->n_rngs; i++) free(ck->rngs[i].name);
-    free(ck->rngs);
-    for (int64_t i = 0; i < ck->n_tensors; i++) free(ck->tensors[i].name);
-    free(ck->tensors);
-    free(ck->by_name);
-    free(ck->path);
-    free(ck->body);
-    free(ck);
+    for (int64_t i = 0; i < ck->n_rngs; i++) cd__free(ck->rngs[i].name);
+    cd__free(ck->rngs);
+    for (int64_t i = 0; i < ck->n_tensors; i++) cd__free(ck->tensors[i].name);
+    cd__free(ck->tensors);
+    cd__free(ck->by_name);
+    cd__free(ck->path);
+    cd__free(ck->body);
+    cd__free(ck);
 }
 
 /* ---- key/value lists --------------------------------------------------- */
@@ -108,7 +108,7 @@ static cd_status kv_put(kv_list *l, const char *key, kv_entry v, const char *fn)
     } else {
         if (l->count == l->cap) {
             int64_t cap = l->cap ? 2 * l->cap : 8;
-            kv_entry *grown = realloc(l->e, (size_t)cap * sizeof *grown);
+            kv_entry *grown = cd__realloc(l->e, (size_t)cap, sizeof *grown, "checkpoint entries");
             if (!grown) goto oom;
             l->e = grown;
             l->cap = cap;
@@ -123,9 +123,9 @@ static cd_status kv_put(kv_list *l, const char *key, kv_entry v, const char *fn)
     *e = v;
     return CD_OK;
 oom:
-    free(v.str);
-    free(v.arr);
-    return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for '%s'", fn, key);
+    cd__free(v.str);
+    cd__free(v.arr);
+    return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory storing '%s'", fn, key);
 }
 
 static cd_status set_common(cd__ckpt *ck, const char *fn, const char *key)
@@ -154,7 +154,7 @@ static cd_status put_string(kv_list *l, const char *fn, const char *key,
     CD__CHECK_NOT_NULL(value, fn);
     kv_entry v = {.type = CD__CKPT_STRING, .n = (int64_t)strlen(value)};
     v.str = cd__ckpt_dup_bytes(value, (size_t)v.n);
-    if (!v.str) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for '%s'", fn, key);
+    if (!v.str) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory storing '%s'", fn, key);
     return kv_put(l, key, v, fn);
 }
 
@@ -174,8 +174,8 @@ static cd_status put_array(cd__ckpt *ck, const char *fn, const char *key,
                          fn, key, n, CD__CKPT_MAX_BODY / elem);
     if (n > 0) CD__CHECK_NOT_NULL(values, fn);
     kv_entry v = {.type = type, .n = n};
-    v.arr = malloc(n ? (size_t)n * elem : 1);
-    if (!v.arr) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for '%s'", fn, key);
+    v.arr = cd__malloc((size_t)n * elem, "checkpoint array");
+    if (!v.arr) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory storing '%s'", fn, key);
     if (n) memcpy(v.arr, values, (size_t)n * elem);
     return kv_put(&ck->config, key, v, fn);
 }

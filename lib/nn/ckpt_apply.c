@@ -122,13 +122,13 @@ cd_status cd__ckpt_apply(const cd__ckpt *ck, cd_params *params, cd__adam *adam,
 {
     CD__TRY(check_apply_args(ck, params, adam, flags));
     int64_t count = cd_params_count(params);
-    const file_tensor **map = calloc((size_t)(count ? count : 1), sizeof *map);
-    if (!map) return cd__error(CD_ERR_OUT_OF_MEMORY, "cd__ckpt_apply: no memory");
+    const file_tensor **map = cd__calloc((size_t)count, sizeof *map, "checkpoint tensor map");
+    if (!map) return cd_last_status();
     cd_status st = match_tensors(ck, params, map);
     /* The optimiser first: its restore is the last step that can fail. */
     if (st == CD_OK && adam) st = restore_adam(ck, adam, params, map);
     if (st == CD_OK) copy_values(ck, params, map, flags & CD__CKPT_EMA_AS_VALUES);
-    free(map);
+    cd__free(map);
     return st;
 }
 

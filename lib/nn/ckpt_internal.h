@@ -130,7 +130,8 @@ static inline uint32_t crc(const uint8_t *p, uint64_t n)
 
 /* ---- shared between the checkpoint sources ----------------------------- */
 
-/* checkpoint.c: a NUL-terminated copy of n bytes (NULL if out of memory). */
+/* checkpoint.c: a NUL-terminated copy of n bytes (NULL, with the error set,
+ * if out of memory). */
 char *cd__ckpt_dup_bytes(const void *src, size_t n);
 /* checkpoint.c: free an entry's string or array, keeping its key. */
 void cd__ckpt_kv_clear(kv_entry *e);
@@ -142,7 +143,8 @@ cd_status cd__ckpt_check_key(const char *fn, const char *what, const char *key);
 cd_status cd__ckpt_rng_append(cd__ckpt *ck, const char *name, size_t len,
                               rng_entry **out);
 
-/* ckpt_zlib.c: compress n bytes into *out (malloc'd, *out_len bytes). */
+/* ckpt_zlib.c: compress n bytes into *out (free with cd__free; *out_len
+ * bytes). */
 cd_status cd__ckpt_deflate(const uint8_t *src, uint64_t n, uint8_t **out,
                            uint64_t *out_len);
 /* ckpt_zlib.c: inflate exactly n_out bytes; anything else is a corrupt or

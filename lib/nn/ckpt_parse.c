@@ -91,7 +91,7 @@ static cd_status get_name(rd *r, char **out, const char *what)
     if (memchr(s, 0, len))
         return rd_fail(r, CD_ERR_FORMAT, "%s holds a NUL byte", what);
     if (!(*out = cd__ckpt_dup_bytes(s, len)))
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': no memory", r->path);
+        return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory copying a %s", what);
     return CD_OK;
 }
 
@@ -119,8 +119,8 @@ static int cmp_names(const void *a, const void *b)
 static cd_status check_unique(rd *r, const void *records, size_t stride, size_t name_at,
                               int64_t n, const char *what)
 {
-    const char **sorted = malloc((size_t)(n ? n : 1) * sizeof *sorted);
-    if (!sorted) return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': no memory", r->path);
+    const char **sorted = cd__malloc((size_t)n * sizeof *sorted, "sorted names");
+    if (!sorted) return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory sorting %s names", what);
     for (int64_t i = 0; i < n; i++)
         memcpy(&sorted[i], (const char *)records + (size_t)i * stride + name_at,
                sizeof *sorted);
@@ -128,7 +128,7 @@ static cd_status check_unique(rd *r, const void *records, size_t stride, size_t 
     const char *dup = NULL;
     for (int64_t i = 1; i < n && !dup; i++)
         if (strcmp(sorted[i - 1], sorted[i]) == 0) dup = sorted[i];
-    free(sorted);
+    cd__free(sorted);
     if (dup) return rd_fail(r, CD_ERR_FORMAT, "%s '%s' occurs twice", what, dup);
     return CD_OK;
 }
@@ -157,13 +157,15 @@ static cd_status decode_value(rd *r, kv_entry *e, const uint8_t *v, uint64_t len
             return rd_fail(r, CD_ERR_FORMAT, "'%s': %" PRIu64 " bytes is not a whole array",
                            e->key, len);
         e->n = (int64_t)(len / elem);
-        if ((e->arr = malloc(len ? (size_t)len : 1)) && e->type == CD__CKPT_FLOAT32_ARRAY)
+        if ((e->arr = cd__malloc((size_t)len, "checkpoint array")) &&
+            e->type == CD__CKPT_FLOAT32_ARRAY)
             decode_f32(e->arr, v, e->n);
         for (int64_t i = 0; e->arr && e->type == CD__CKPT_INT64_ARRAY && i < e->n; i++)
             ((int64_t *)e->arr)[i] = (int64_t)rd64(v + 8 * i);
         break;
     }
-    if (!e->str && !e->arr) return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': no memory", r->path);
+    if (!e->str && !e->arr)
+        return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory storing '%s'", e->key);
     return CD_OK;
 }
 
@@ -193,8 +195,9 @@ static cd_status parse_kv(rd *r, kv_list *l, bool strings_only)
 {
     uint64_t count;
     CD__TRY(get_count(r, 17, &count, "entry count"));
-    l->e = calloc((size_t)(count ? count : 1), sizeof *l->e);
-    if (!l->e) return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': no memory", r->path);
+    l->e = cd__calloc((size_t)count, sizeof *l->e, "checkpoint entries");
+    if (!l->e) return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory for %" PRIu64 " entries",
+                              count);
     l->cap = (int64_t)count;
     for (uint64_t i = 0; i < count; i++) {
         kv_entry *e = &l->e[l->count];
@@ -202,7 +205,7 @@ static cd_status parse_kv(rd *r, kv_list *l, bool strings_only)
         cd_status st = parse_entry(r, e, strings_only, &keep);
         if (st != CD_OK || !keep) {
             cd__ckpt_kv_clear(e);
-            free(e->key);
+            cd__free(e->key);
             memset(e, 0, sizeof *e);
             if (st != CD_OK) return st;
             continue;
@@ -255,8 +258,9 @@ static int cmp_tensors(const void *a, const void *b)
 static cd_status index_tensors(rd *r, cd__ckpt *ck)
 {
     int64_t n = ck->n_tensors;
-    ck->by_name = malloc((size_t)(n ? n : 1) * sizeof *ck->by_name);
-    if (!ck->by_name) return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': no memory", r->path);
+    ck->by_name = cd__malloc((size_t)n * sizeof *ck->by_name, "tensor index");
+    if (!ck->by_name) return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory indexing %" PRId64
+                                     " tensors", n);
     for (int64_t i = 0; i < n; i++) ck->by_name[i] = &ck->tensors[i];
     CD__TRY(check_unique(r, ck->tensors, sizeof *ck->tensors, offsetof(file_tensor, name),
                          n, "tensor"));
@@ -277,8 +281,9 @@ static cd_status parse_tens(rd *r, cd__ckpt *ck)
 {
     uint64_t count;
     CD__TRY(get_count(r, 25, &count, "tensor count"));
-    ck->tensors = calloc((size_t)(count ? count : 1), sizeof *ck->tensors);
-    if (!ck->tensors) return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': no memory", r->path);
+    ck->tensors = cd__calloc((size_t)count, sizeof *ck->tensors, "checkpoint tensors");
+    if (!ck->tensors) return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory for %" PRIu64
+                                     " tensors", count);
     for (uint64_t i = 0; i < count; i++) {
         file_tensor *t = &ck->tensors[i];
         ck->n_tensors++; /* so that cd__ckpt_free releases its name */
@@ -351,7 +356,7 @@ static cd_status parse_rngs(rd *r, cd__ckpt *ck)
         rng_entry *e;
         CD__TRY(get_name(r, &name, "RNG name"));
         cd_status st = cd__ckpt_rng_append(ck, name, strlen(name), &e);
-        free(name);
+        cd__free(name);
         CD__TRY(st);
         for (int k = 0; k < CD_RNG_STATE_WORDS; k++)
             CD__TRY(get_u64(r, &e->state[k], "RNG state"));

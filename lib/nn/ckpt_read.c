@@ -74,17 +74,17 @@ static cd_status load_file(const char *path, uint8_t **buf, uint64_t *size)
         return cd__error(CD_ERR_FORMAT, "'%s': %" PRIu64 " bytes is larger than any "
                          "checkpoint can be", path, *size);
     }
-    *buf = malloc(*size ? *size : 1);
+    *buf = cd__malloc(*size, "checkpoint file");
     if (!*buf) {
         close(fd);
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': no memory for %" PRIu64 " bytes",
-                         path, *size);
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': out of memory reading the %" PRIu64
+                         "-byte file", path, *size);
     }
     g_last_alloc = *size;
     cd_status st = read_all(fd, path, *buf, *size);
     close(fd);
     if (st != CD_OK) {
-        free(*buf);
+        cd__free(*buf);
         *buf = NULL;
     }
     return st;
@@ -175,16 +175,16 @@ static cd_status read_body(const char *path, uint8_t **body, uint64_t *body_len)
         st = cd__error(CD_ERR_CHECKSUM, "'%s': the compressed body (offset %d, %" PRIu64
                        " bytes) fails its CRC32", path, HEADER_BYTES, h.comp_len);
     uint8_t *out = NULL;
-    if (st == CD_OK && !(out = malloc(h.body_len ? h.body_len : 1)))
-        st = cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': no memory for a %" PRIu64 "-byte body",
+    if (st == CD_OK && !(out = cd__malloc(h.body_len, "checkpoint body")))
+        st = cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': out of memory for a %" PRIu64 "-byte body",
                        path, h.body_len);
     if (st == CD_OK && h.body_len > g_last_alloc) g_last_alloc = h.body_len;
     if (st == CD_OK) st = cd__ckpt_inflate(path, comp, h.comp_len, out, h.body_len);
     if (st == CD_OK && crc(out, h.body_len) != h.body_crc)
         st = cd__error(CD_ERR_CHECKSUM, "'%s': the uncompressed body fails its CRC32", path);
-    free(file);
+    cd__free(file);
     if (st != CD_OK) {
-        free(out);
+        cd__free(out);
         return st;
     }
     *body = out;
@@ -206,14 +206,15 @@ cd_status cd__ckpt_read(cd__ckpt **out, const char *path)
     cd__ckpt *ck = NULL;
     cd_status st = cd__ckpt_create(&ck);
     if (st != CD_OK) {
-        free(body);
+        cd__free(body);
         return st;
     }
     ck->body = body;
     ck->path = cd__ckpt_dup_bytes(path, strlen(path));
     if (!ck->path) {
         cd__ckpt_free(ck);
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory", fn);
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: '%s': out of memory copying the path", fn,
+                         path);
     }
     for (int k = 0; k < CD__ADAM_NPARAMS; k++)
         ck->hyper[k] = cd__adam_default((cd__adam_param)k); /* for keys the file lacks */

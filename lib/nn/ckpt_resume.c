@@ -20,13 +20,13 @@ cd_status cd__ckpt_rng_append(cd__ckpt *ck, const char *name, size_t len, rng_en
 {
     if (ck->n_rngs == ck->cap_rngs) {
         int64_t cap = ck->cap_rngs ? 2 * ck->cap_rngs : 4;
-        rng_entry *grown = realloc(ck->rngs, (size_t)cap * sizeof *grown);
-        if (!grown) return cd__error(CD_ERR_OUT_OF_MEMORY, "no memory for RNG states");
+        rng_entry *grown = cd__realloc(ck->rngs, (size_t)cap, sizeof *grown, "RNG state list");
+        if (!grown) return cd_last_status();
         ck->rngs = grown;
         ck->cap_rngs = cap;
     }
     char *copy = cd__ckpt_dup_bytes(name, len);
-    if (!copy) return cd__error(CD_ERR_OUT_OF_MEMORY, "no memory for RNG states");
+    if (!copy) return cd_last_status();
     *out = &ck->rngs[ck->n_rngs++];
     memset(*out, 0, sizeof **out);
     (*out)->name = copy;

@@ -247,11 +247,11 @@ cd_status cd__ckpt_save(const cd__ckpt *ck, const char *path, cd_params *params,
                          " bytes is above the format's limit of %" PRIu64, path, w.len,
                          CD__CKPT_MAX_BODY);
     uint64_t body_len = w.len;
-    w.data = malloc(body_len);
+    w.data = cd__malloc(body_len, "checkpoint body");
     w.len = 0;
     if (!w.data)
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "cd__ckpt_save: '%s': no memory for %" PRIu64
-                         " bytes", path, body_len);
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "cd__ckpt_save: '%s': out of memory for a %"
+                         PRIu64 "-byte body", path, body_len);
     put_body(&w, ck, params, adam);
     uint8_t *comp = NULL;
     uint64_t comp_len = 0;
@@ -261,7 +261,7 @@ cd_status cd__ckpt_save(const cd__ckpt *ck, const char *path, cd_params *params,
         make_header(header, comp_len, body_len, crc(comp, comp_len), crc(w.data, body_len));
         st = write_file(path, header, comp, comp_len);
     }
-    free(comp);
-    free(w.data);
+    cd__free(comp);
+    cd__free(w.data);
     return st;
 }

@@ -126,8 +126,8 @@ cd_status cd__classifier_create_cfg(cd_classifier **out, const cd__classifier_cf
     CD__CHECK_NOT_NULL(cfg, fn);
     CD__CHECK_NOT_NULL(rng, fn);
     CD__TRY(cd__classifier_cfg_check(cfg, fn));
-    cd_classifier *c = calloc(1, sizeof *c);
-    if (!c) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory", fn);
+    cd_classifier *c = cd__calloc(1, sizeof *c, "classifier");
+    if (!c) return cd_last_status();
     c->cfg = *cfg;
     cd_status st = cd_params_create(&c->params);
     if (st == CD_OK) st = build(c, rng);
@@ -152,8 +152,8 @@ void cd_classifier_free(cd_classifier *c)
     cd__adam_free(c->adam);
     cd_params_free(c->params);
     cd__free(c->arena);
-    free(c->labels);
-    free(c);
+    cd__free(c->labels);
+    cd__free(c);
 }
 
 /* ---- getters ----------------------------------------------------------- */
@@ -246,13 +246,12 @@ static cd_status plan(cd_classifier *c, int64_t n)
     cd__arena a = {0};
     layout(c, &a, n);
     if (n > c->labels_cap) {
-        int64_t *labels = calloc((size_t)n, sizeof *labels);
+        int64_t *labels = cd__calloc((size_t)n, sizeof *labels, "classifier labels");
         if (!labels) {
             c->n = 0; /* the descriptors now describe n: force a re-plan */
-            return cd__error(CD_ERR_OUT_OF_MEMORY, "classifier: no memory for %" PRId64
-                             " labels", n);
+            return CD_ERR_OUT_OF_MEMORY; /* cd__calloc set the message */
         }
-        free(c->labels);
+        cd__free(c->labels);
         c->labels = labels;
         c->labels_cap = n;
     }
@@ -524,10 +523,10 @@ cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs, 
     cd_status st = cd_tensor_create(&img, 4, (int64_t[]){batch, 1, H, W});
     if (st == CD_OK) st = cd_tensor_create(&lab, 1, (int64_t[]){batch});
     if (st == CD_OK && max_shift > 0) {
-        tmp = malloc((size_t)(H * W) * sizeof *tmp);
-        offsets = malloc((size_t)(2 * batch) * sizeof *offsets);
-        if (!tmp || !offsets)
-            st = cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for augmentation", fn);
+        tmp = cd__malloc((size_t)(H * W) * sizeof *tmp, "augmentation image");
+        offsets = tmp ? cd__malloc((size_t)(2 * batch) * sizeof *offsets,
+                                   "augmentation offsets") : NULL;
+        if (!offsets) st = CD_ERR_OUT_OF_MEMORY; /* cd__malloc set the message */
     }
     int64_t s = 0;
     for (int64_t e = 1; st == CD_OK && e <= epochs; e++) {
@@ -550,8 +549,8 @@ cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs, 
     }
     cd_tensor_free(img);
     cd_tensor_free(lab);
-    free(tmp);
-    free(offsets);
+    cd__free(tmp);
+    cd__free(offsets);
     return st;
 }
 

@@ -36,8 +36,8 @@ typedef struct {
 static cd_status cnn_build(cd_decoder *d)
 {
     const cd__decoder_cfg *cfg = &d->cfg;
-    cnn_t *m = calloc(1, sizeof *m);
-    if (!m) return cd__error(CD_ERR_OUT_OF_MEMORY, "cd_decoder_create: no memory");
+    cnn_t *m = cd__calloc(1, sizeof *m, "CNN layers");
+    if (!m) return cd_last_status();
     d->impl = m;
     m->L = (int32_t)cfg->n_hidden;
     m->M = (int32_t)cfg->time_layers + 1;
@@ -203,7 +203,7 @@ static void cnn_backward(cd_decoder *d, float *dz, const float *dout)
     mlp_backward(d, m, m->demb);
 }
 
-static void cnn_free(void *impl) { free(impl); }
+static void cnn_free(void *impl) { cd__free(impl); }
 
 const cd__decoder_ops cd__cnn_ops = {cnn_build, cnn_check_shape, cnn_plan, cnn_forward,
                                      cnn_backward, cnn_free};

@@ -103,8 +103,8 @@ cd_status cd_decoder_create(cd_decoder **out, const cd_decoder_config *cfg, cd_r
     CD__CHECK_NOT_NULL(cfg, fn);
     CD__CHECK_NOT_NULL(rng, fn);
     CD__TRY(cd__decoder_cfg_validate(&cfg->c));
-    cd_decoder *d = calloc(1, sizeof *d);
-    if (!d) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory", fn);
+    cd_decoder *d = cd__calloc(1, sizeof *d, "decoder");
+    if (!d) return cd_last_status();
     d->cfg = cfg->c;
     d->ops = cfg->c.type == CD_DECODER_CNN ? &cd__cnn_ops : &cd__unet_ops;
     cd_status st = cd_params_create(&d->params);
@@ -125,7 +125,7 @@ void cd_decoder_free(cd_decoder *d)
     if (d->impl) d->ops->free_impl(d->impl);
     cd_params_free(d->params);
     cd__free(d->arena);
-    free(d);
+    cd__free(d);
 }
 
 cd_params *cd_decoder_params(cd_decoder *d)
@@ -215,7 +215,15 @@ static cd_status ensure_plan(cd_decoder *d, int64_t N, int64_t H, int64_t W)
     d->ops->plan(d, &a, N, H, W);
     if (a.used > d->arena_floats) {
         float *p = cd__calloc(a.used, sizeof(float), "decoder workspace");
-        if (!p) return cd_last_status();
+        if (!p) {
+            /* Measuring bound the buffers to the null arena: put the old
+             * plan back, so the decoder (and a saved forward) still works. */
+            if (d->arena) {
+                a = (cd__arena){.base = d->arena};
+                d->ops->plan(d, &a, d->N, d->H, d->W);
+            }
+            return cd_last_status();
+        }
         cd__free(d->arena);
         d->arena = p;
         d->arena_floats = a.used;

@@ -87,14 +87,14 @@ cd_status cd_decoder_config_create(cd_decoder_config **out, cd_decoder_type type
     if (type != CD_DECODER_CNN && type != CD_DECODER_UNET)
         return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown decoder type %d", fn,
                          (int)type);
-    cd_decoder_config *cfg = calloc(1, sizeof *cfg);
-    if (!cfg) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory", fn);
+    cd_decoder_config *cfg = cd__calloc(1, sizeof *cfg, "decoder configuration");
+    if (!cfg) return cd_last_status();
     cd__decoder_cfg_defaults(&cfg->c, type);
     *out = cfg;
     return CD_OK;
 }
 
-void cd_decoder_config_free(cd_decoder_config *cfg) { free(cfg); }
+void cd_decoder_config_free(cd_decoder_config *cfg) { cd__free(cfg); }
 
 cd_status cd_decoder_config_bounds(cd_decoder_key key, int64_t *lo, int64_t *hi)
 {

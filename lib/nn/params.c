@@ -32,18 +32,18 @@ struct cd_params {
 cd_status cd_params_create(cd_params **out)
 {
     CD__CHECK_NOT_NULL(out, "cd_params_create");
-    *out = calloc(1, sizeof **out);
-    if (!*out) return cd__error(CD_ERR_OUT_OF_MEMORY, "cd_params_create: no memory");
+    *out = cd__calloc(1, sizeof **out, "parameter set");
+    if (!*out) return cd_last_status();
     return CD_OK;
 }
 
 void cd_params_free(cd_params *p)
 {
     if (!p) return;
-    free(p->items);
+    cd__free(p->items);
     cd__free(p->values);
     cd__free(p->grads);
-    free(p);
+    cd__free(p);
 }
 
 /* ---- adding tensors ---------------------------------------------------- */
@@ -88,9 +88,9 @@ static cd_status grow(cd_params *p, const char *fn)
 {
     if (p->count < p->capacity) return CD_OK;
     int64_t cap = p->capacity ? 2 * p->capacity : 16;
-    param_entry *items = realloc(p->items, (size_t)cap * sizeof *items);
-    if (!items) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: no memory for %" PRId64
-                                 " tensors", fn, cap);
+    param_entry *items = cd__realloc(p->items, (size_t)cap, sizeof *items, "parameter list");
+    if (!items) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for a list of %"
+                                 PRId64 " tensors", fn, cap);
     p->items = items;
     p->capacity = cap;
     return CD_OK;

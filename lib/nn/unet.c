@@ -122,8 +122,8 @@ static cd_status unet_build(cd_decoder *d)
 {
     const cd__decoder_cfg *cfg = &d->cfg;
     CD__TRY(check_layers(cfg));
-    unet_t *m = calloc(1, sizeof *m);
-    if (!m) return cd__error(CD_ERR_OUT_OF_MEMORY, "cd_decoder_create: no memory");
+    unet_t *m = cd__calloc(1, sizeof *m, "UNet layers");
+    if (!m) return cd_last_status();
     d->impl = m;
     m->L = (int32_t)cfg->n_mults;
     m->tdim = cfg->dim;
@@ -152,7 +152,7 @@ static cd_status unet_check_shape(const cd_decoder *d, int64_t H, int64_t W)
     return CD_OK;
 }
 
-static void unet_free(void *impl) { free(impl); }
+static void unet_free(void *impl) { cd__free(impl); }
 
 /* ---- the memory plan --------------------------------------------------------- */
 
