@@ -452,8 +452,11 @@ CD_API cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N,
  * (tau = t / T). Saves what backward needs. Any N; the CNN takes the H x W
  * it was built for, the UNet any H and W that are multiples of
  * 2^(levels - 1). Errors: CD_ERR_SHAPE (wrong channels or size, with the
- * expected and actual shapes), CD_ERR_NOT_FINITE (NaN or infinite tau),
- * CD_ERR_OUT_OF_MEMORY (the first call for a shape allocates).
+ * expected and actual shapes), CD_ERR_NOT_FINITE (a NaN or infinite value
+ * in tau or z; the message names the tensor and the first bad element, and
+ * nothing is computed), CD_ERR_OUT_OF_MEMORY (the first call for a shape
+ * allocates). Finite z with weights that overflow can still give an
+ * infinite or NaN out; the trainer and the samplers check for that.
  */
 CD_API cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z,
                                     const cd_tensor *tau, cd_tensor *out);
@@ -480,7 +483,9 @@ CD_API cd_status cd_decoder_load(cd_decoder **out, const char *path);
  * the parameter gradients (cd_params_grad; clear them with
  * cd_params_zero_grad) and, if dz is not NULL, overwrite dz with dL/dz
  * (dz must not be dout). Errors: CD_ERR_STATE (no forward since the shape
- * changed), CD_ERR_SHAPE, CD_ERR_INVALID_ARGUMENT (dz is dout).
+ * changed), CD_ERR_SHAPE, CD_ERR_INVALID_ARGUMENT (dz is dout),
+ * CD_ERR_NOT_FINITE (a NaN or infinity in dout, named by element; the
+ * gradients and dz are then untouched).
  */
 CD_API cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout,
                                      cd_tensor *dz);
