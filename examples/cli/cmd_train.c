@@ -305,6 +305,16 @@ static int run(train_opts *o, cli_model *m)
     if (st == CD_ERR_CANCELLED) {
         fprintf(stderr, "colddiff: stopped; saved %s (continue with --resume)\n", last);
         rc = CLI_INTERRUPTED;
+    } else if (st == CD_ERR_NOT_FINITE) {
+        /* The fit wrote nothing for the failing epoch: say what is kept. */
+        fprintf(stderr, "colddiff: training diverged: %s; ", cd_last_error());
+        if (access(last, F_OK) != 0)
+            fprintf(stderr, "no checkpoint had been written yet\n");
+        else if (access(best, F_OK) != 0)
+            fprintf(stderr, "kept the last good checkpoint %s\n", last);
+        else
+            fprintf(stderr, "kept the last good checkpoints %s and %s\n", best, last);
+        rc = CLI_FAIL;
     } else if (st != CD_OK) {
         rc = cli_fail("training");
     } else {
