@@ -267,8 +267,9 @@ static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, cd_rng *r
 }
 
 /* The error for a NaN or infinite loss over images first..first+n-1 of a
- * split (first < 0: a training batch of n), naming the first bad prediction when there is one (a finite
- * prediction can still give an infinite loss by overflow). */
+ * split (first < 0: a training batch of n), naming the first bad
+ * prediction when there is one (a finite prediction can still give an
+ * infinite loss by overflow). */
 static cd_status non_finite_loss(const cd_trainer *tr, const char *fn, double loss,
                                  int64_t first, int64_t n)
 {

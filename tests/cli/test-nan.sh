@@ -49,8 +49,8 @@ check "it names epoch, batch and step" \
   grep -q "diverged: cd_trainer_fit: epoch 3, batch 1 of 2 (step 5): " "$work/resume.err"
 check "it names the value that would overflow" grep -q "the step would make the value of" \
   "$work/resume.err"
-check "it says the checkpoints are kept" grep -q "kept the last good checkpoints .*best.cdm and .*last.cdm$" \
-  "$work/resume.err"
+check "it says the checkpoints are kept" \
+  grep -q "kept the last good checkpoints .*best.cdm and .*last.cdm$" "$work/resume.err"
 check "best.cdm is untouched" cmp -s "$work/best.before" "$work/run/best.cdm"
 check "last.cdm is untouched" cmp -s "$work/last.before" "$work/run/last.cdm"
 check "last.cdm still loads" "$cli" info "$work/run/last.cdm" >/dev/null
