@@ -1199,8 +1199,10 @@ typedef enum cd_progress_key {
     CD_PROGRESS_BATCH = 3,          /**< batches done in the current epoch   */
     CD_PROGRESS_BATCHES = 4,        /**< batches per epoch                   */
     CD_PROGRESS_TRAIN_LOSS = 5,     /**< this epoch's mean training loss so far,
-                                         batches weighted by size (NaN before
-                                         the epoch's first batch) */
+                                         batches weighted by size (NaN from an
+                                         epoch's start to its first batch);
+                                         between epochs, in a loaded trainer
+                                         too, the last complete epoch's */
     CD_PROGRESS_VAL_LOSS = 6,       /**< last validation loss (NaN: none yet) */
     CD_PROGRESS_BEST_VAL_LOSS = 7,  /**< best validation loss (NaN: none yet) */
     CD_PROGRESS_IMAGES_PER_SEC = 8, /**< training throughput of this fit     */

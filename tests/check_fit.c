@@ -278,6 +278,8 @@ START_TEST(best_and_last_checkpoints)
     ck_assert(progress(back, CD_PROGRESS_EPOCH) == 4);
     ck_assert(progress(back, CD_PROGRESS_RUNNING) == 0);
     ck_assert(progress(back, CD_PROGRESS_VAL_LOSS) == log.val[3]);
+    /* ... and the last epoch's training loss, as on_epoch got it. */
+    ck_assert(progress(back, CD_PROGRESS_TRAIN_LOSS) == log.train[3]);
     ck_assert(progress(back, CD_PROGRESS_BEST_VAL_LOSS) == log.best_val);
     double b = 0;
     CD_ASSERT_OK(cd_trainer_get(back, CD_TRAINER_BATCH, &b));
@@ -365,6 +367,7 @@ START_TEST(stop_request_saves_last)
     ck_assert_int_eq(cd__trainer_fit_state(back)->pos, 3 * BATCH);
     ck_assert(cd__trainer_fit_state(back)->open);
     ck_assert(progress(back, CD_PROGRESS_EPOCH) == 0);
+    ck_assert(progress(back, CD_PROGRESS_BATCH) == 3);
     ck_assert(progress(back, CD_PROGRESS_TRAIN_LOSS) == progress(tr, CD_PROGRESS_TRAIN_LOSS));
     cd_trainer_free(back);
     /* Without last_path a stop saves nothing but still cancels. */

@@ -30,22 +30,24 @@ void cd__fit_init(cd__fit_state *f)
 {
     f->epoch = f->pos = 0;
     f->loss_sum = 0.0;
-    f->best_loss = f->val_loss = NAN;
+    f->best_loss = f->val_loss = f->train_loss = NAN;
     f->open = false;
     memset(f->open_rng, 0, sizeof f->open_rng);
     atomic_init(&f->stop, 0);
     f->stop_after = 0;
     for (int k = 0; k < CD__PROGRESS_COUNT; k++) atomic_init(&f->progress[k], 0);
-    cd__fit_publish(f);
+    cd__fit_publish(f, 1);
     put(f, CD_PROGRESS_IMAGES_PER_SEC, 0.0);
     put(f, CD_PROGRESS_ETA_SEC, NAN);
 }
 
-void cd__fit_publish(cd__fit_state *f)
+void cd__fit_publish(cd__fit_state *f, int64_t batch)
 {
     put(f, CD_PROGRESS_RUNNING, 0.0);
     put(f, CD_PROGRESS_EPOCH, (double)f->epoch);
-    put(f, CD_PROGRESS_TRAIN_LOSS, f->pos > 0 ? f->loss_sum / (double)f->pos : NAN);
+    put(f, CD_PROGRESS_BATCH, (double)((f->pos + batch - 1) / batch));
+    /* Between epochs, the last one's: what the fit showed when it closed. */
+    put(f, CD_PROGRESS_TRAIN_LOSS, f->pos > 0 ? f->loss_sum / (double)f->pos : f->train_loss);
     put(f, CD_PROGRESS_VAL_LOSS, f->val_loss);
     /* Without validation the best score is a training loss: not shown. */
     put(f, CD_PROGRESS_BEST_VAL_LOSS, isnan(f->val_loss) ? NAN : f->best_loss);
@@ -194,6 +196,7 @@ static cd_status close_epoch(fit_ctx *c, const char *best_path, const char *last
     f->loss_sum = 0.0;
     f->open = false;
     f->val_loss = val;
+    f->train_loss = train_loss;
     if (improved) f->best_loss = score;
     if (improved && best_path) CD__TRY(cd_trainer_save(c->tr, best_path, c->rng));
     if (last_path) CD__TRY(cd_trainer_save(c->tr, last_path, c->rng));
