@@ -198,6 +198,10 @@ static cd_status close_epoch(fit_ctx *c, const char *best_path, const char *last
     f->val_loss = val;
     f->train_loss = train_loss;
     if (improved) f->best_loss = score;
+    /* best before last: a process killed between the two resumes from the
+     * previous epoch's last_path and rewrites best_path with the same bits;
+     * the other order could leave last_path recording a best score that
+     * best_path never got. */
     if (improved && best_path) CD__TRY(cd_trainer_save(c->tr, best_path, c->rng));
     if (last_path) CD__TRY(cd_trainer_save(c->tr, last_path, c->rng));
     put(f, CD_PROGRESS_EPOCH, (double)f->epoch);
