@@ -330,7 +330,7 @@ static int run(train_opts *o, cli_model *m)
             (long long)cd_dataset_count(ds, CD_SPLIT_VAL), (long long)o->epochs,
             (int)cd_get_num_threads(), o->out);
     if (finish_epoch(&r, tr, (int64_t)done_epochs) != CD_OK) {
-        rc = cli_fail("the grids of the epoch resumed after");
+        rc = cli_fail("redoing the grids of the last epoch");
         goto done;
     }
     bar_state bar = {tr, 0};

@@ -42,6 +42,7 @@ train() { # run folder, epochs, then extra options. It replaces the calling
 now_ms() { date +%s%3N; }
 sleep_ms() { sleep "$(awk -v d="$1" 'BEGIN { printf "%.3f", d / 1000 }')"; }
 same() { cmp -s "$1" "$2"; }
+killed_or_done() { [ "$1" -eq 137 ] || [ "$1" -eq 0 ]; } # SIGKILL, or finished first
 
 alive() { # process $1 exists and has not ended (read without forking)
   [ -r "/proc/$1/stat" ] || return 1
@@ -124,7 +125,7 @@ while read -r u1 u2; do
   wait $pid 2>/dev/null
   rc=$?
   [ $rc -eq 0 ] && completed=$((completed + 1))
-  check "run $k ends by the kill or completes (exit $rc)" [ $rc -eq 137 ] || [ $rc -eq 0 ]
+  check "run $k ends by the kill or completes (exit $rc)" killed_or_done $rc
   for f in best.cdm last.cdm; do
     if [ -e "$run/$f" ]; then
       check "kill $k ($moment): $f loads" "$cli" info "$run/$f" >/dev/null 2>&1
