@@ -452,8 +452,11 @@ CD_API cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N,
  * (tau = t / T). Saves what backward needs. Any N; the CNN takes the H x W
  * it was built for, the UNet any H and W that are multiples of
  * 2^(levels - 1). Errors: CD_ERR_SHAPE (wrong channels or size, with the
- * expected and actual shapes), CD_ERR_NOT_FINITE (NaN or infinite tau),
- * CD_ERR_OUT_OF_MEMORY (the first call for a shape allocates).
+ * expected and actual shapes), CD_ERR_NOT_FINITE (a NaN or infinite value
+ * in tau or z; the message names the tensor and the first bad element, and
+ * nothing is computed), CD_ERR_OUT_OF_MEMORY (the first call for a shape
+ * allocates). Finite z with weights that overflow can still give an
+ * infinite or NaN out; the trainer and the samplers check for that.
  */
 CD_API cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z,
                                     const cd_tensor *tau, cd_tensor *out);
@@ -480,7 +483,9 @@ CD_API cd_status cd_decoder_load(cd_decoder **out, const char *path);
  * the parameter gradients (cd_params_grad; clear them with
  * cd_params_zero_grad) and, if dz is not NULL, overwrite dz with dL/dz
  * (dz must not be dout). Errors: CD_ERR_STATE (no forward since the shape
- * changed), CD_ERR_SHAPE, CD_ERR_INVALID_ARGUMENT (dz is dout).
+ * changed), CD_ERR_SHAPE, CD_ERR_INVALID_ARGUMENT (dz is dout),
+ * CD_ERR_NOT_FINITE (a NaN or infinity in dout, named by element; the
+ * gradients and dz are then untouched).
  */
 CD_API cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout,
                                      cd_tensor *dz);
@@ -1126,9 +1131,16 @@ CD_API cd_status cd_trainer_copy_ema(cd_trainer *tr);
  * t (per sample or per batch) and the noise from rng, degrade, predict,
  * take the loss against eps (noise) or x (deterministic degradations),
  * backpropagate and update the weights. *loss gets the batch loss.
- * Errors: CD_ERR_SHAPE, CD_ERR_NOT_FINITE (a NaN pixel, or a NaN gradient:
- * then the weights are unchanged), CD_ERR_OUT_OF_MEMORY (the first step
- * of a batch size allocates; later ones do not).
+ * Errors: CD_ERR_SHAPE, CD_ERR_NOT_FINITE (a NaN or infinite pixel; a NaN
+ * or infinite loss, named with the first image whose prediction is not
+ * finite; a NaN or infinite gradient; an update that would leave a NaN or
+ * an infinity in a weight, an Adam moment or the EMA, e.g. from a huge
+ * learning rate), CD_ERR_OUT_OF_MEMORY (the first step of a batch size
+ * allocates; later ones do not). On every error the weights, Adam's state
+ * and the step count are unchanged, so the trainer can be saved or used
+ * on; the generator may have advanced. Weights that stay finite but grow
+ * so large that the next prediction overflows are caught by the next
+ * step's loss.
  */
 CD_API cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images,
                                  cd_rng *rng, double *loss);
@@ -1136,7 +1148,8 @@ CD_API cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images,
 /**
  * The training objective averaged over every image of a dataset split,
  * in batches of CD_TRAINER_VAL_BATCH, with fresh t and noise from rng.
- * The weights are not changed.
+ * The weights are not changed. Errors: CD_ERR_NOT_FINITE (a batch's loss
+ * is NaN or infinite; the message names its images).
  */
 CD_API cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds,
                                       cd_split split, cd_rng *rng,
@@ -1151,7 +1164,9 @@ CD_API cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds,
  * *std_error (may be NULL) its standard error, sd / sqrt(n) with the
  * n - 1 divisor (0 for one image). The weights are not changed.
  * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_RANGE (an empty split),
- * CD_ERR_SHAPE, CD_ERR_OUT_OF_MEMORY.
+ * CD_ERR_SHAPE, CD_ERR_NOT_FINITE (an image's loss is NaN or infinite: the
+ * model predicts non-finite values; the message names the image),
+ * CD_ERR_OUT_OF_MEMORY.
  */
 CD_API cd_status cd_trainer_test_loss(cd_trainer *tr, const cd_dataset *ds,
                                       cd_split split, cd_rng *rng,
@@ -1184,8 +1199,10 @@ typedef enum cd_progress_key {
     CD_PROGRESS_BATCH = 3,          /**< batches done in the current epoch   */
     CD_PROGRESS_BATCHES = 4,        /**< batches per epoch                   */
     CD_PROGRESS_TRAIN_LOSS = 5,     /**< this epoch's mean training loss so far,
-                                         batches weighted by size (NaN before
-                                         the epoch's first batch) */
+                                         batches weighted by size (NaN from an
+                                         epoch's start to its first batch);
+                                         between epochs, in a loaded trainer
+                                         too, the last complete epoch's */
     CD_PROGRESS_VAL_LOSS = 6,       /**< last validation loss (NaN: none yet) */
     CD_PROGRESS_BEST_VAL_LOSS = 7,  /**< best validation loss (NaN: none yet) */
     CD_PROGRESS_IMAGES_PER_SEC = 8, /**< training throughput of this fit     */
@@ -1228,8 +1245,15 @@ typedef cd_status (*cd_epoch_fn)(void *user, cd_trainer *tr, int64_t epoch,
  * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_RANGE (epochs < 1, an empty train
  * split), CD_ERR_SHAPE (images the decoder cannot take), CD_ERR_CANCELLED
  * (cd_trainer_request_stop), any error of cd_trainer_step(),
- * cd_trainer_save() or on_epoch; after a failure the weights are those of
- * the last completed batch.
+ * cd_trainer_eval_loss(), cd_trainer_save() or on_epoch; after a failure
+ * the weights are those of the last completed batch.
+ * A NaN or infinity (a loss, a gradient, an update that would overflow, a
+ * validation loss) stops the fit with CD_ERR_NOT_FINITE and a message
+ * naming the epoch, the batch and the optimiser step ("cd_trainer_fit:
+ * epoch 3, batch 7 of 13 (step 33): ..."). Checkpoints are written only
+ * after an epoch whose every step and validation were finite, so best_path
+ * and last_path keep the last good state, and the trainer holds the state
+ * before the failing batch (cd_trainer_save() writes it).
  */
 CD_API cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs,
                                 const char *best_path, const char *last_path,

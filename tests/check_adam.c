@@ -311,6 +311,64 @@ START_TEST(non_finite_gradient_changes_nothing)
 }
 END_TEST
 
+/* Finite gradients whose step would overflow: a learning rate that sends a
+ * value to infinity, a gradient whose square is beyond float (the second
+ * moment). The step is refused with nothing changed, the gradients not
+ * clipped and the EMA not started; afterwards the optimiser goes on as if
+ * the refused step had never been asked for. */
+START_TEST(overflowing_step_changes_nothing)
+{
+    cd_fixture *fx = cd_fixture_load("adam.bin");
+    cd_params *p = make_params(fx), *q = make_params(fx);
+    double hyper[CD__ADAM_NPARAMS] = {1e-2, 0.9, 0.999, 1e-8, 0.1, 1, 5.0, 0.9};
+    cd__adam *a = make_adam(p, hyper), *ref = make_adam(q, hyper);
+    /* The first step, with the EMA due to start, at a huge lr. */
+    CD_ASSERT_OK(cd__adam_set(a, CD__ADAM_LR, 1e38));
+    load_grads(p, fx, 1);
+    snapshot s = take(p, a);
+    CD_ASSERT_STATUS(cd__adam_step(a), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("the value of 'conv.weight' element 0");
+    CD_ASSERT_ERROR_MENTIONS("nothing was updated");
+    assert_same(&s, p, a, false);
+    drop(&s);
+    CD_ASSERT_OK(cd__adam_set(a, CD__ADAM_LR, 1e-2));
+    for (int step = 1; step <= 2; step++) {
+        load_grads(p, fx, step);
+        load_grads(q, fx, step);
+        CD_ASSERT_OK(cd__adam_step(a));
+        CD_ASSERT_OK(cd__adam_step(ref));
+    }
+    /* A finite gradient of 3e21 squares to 9e42: the second moment would
+     * be infinite. Without clipping, so that it reaches the moment. */
+    CD_ASSERT_OK(cd__adam_set(a, CD__ADAM_CLIP_NORM, 0.0));
+    load_grads(p, fx, 3);
+    cd_params_grad(p, 2)[11] = 3e21f;
+    s = take(p, a);
+    CD_ASSERT_STATUS(cd__adam_step(a), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("the second moment of 'lin.weight' element 11 inf");
+    assert_same(&s, p, a, true);
+    drop(&s);
+    /* Step 3 with the clip back on: the same bits as the optimiser that
+     * never failed. */
+    CD_ASSERT_OK(cd__adam_set(a, CD__ADAM_CLIP_NORM, 5.0));
+    load_grads(p, fx, 3);
+    load_grads(q, fx, 3);
+    CD_ASSERT_OK(cd__adam_step(a));
+    CD_ASSERT_OK(cd__adam_step(ref));
+    const size_t bytes = (size_t)cd_params_numel(p) * sizeof(float);
+    ck_assert(memcmp(cd_params_data(p, -1), cd_params_data(q, -1), bytes) == 0);
+    ck_assert(memcmp(cd__adam_m(a), cd__adam_m(ref), bytes) == 0);
+    ck_assert(memcmp(cd__adam_v(a), cd__adam_v(ref), bytes) == 0);
+    ck_assert(memcmp(cd__adam_ema(a), cd__adam_ema(ref), bytes) == 0);
+    ck_assert_int_eq(cd__adam_steps(a), 3);
+    cd__adam_free(a);
+    cd__adam_free(ref);
+    cd_params_free(p);
+    cd_params_free(q);
+    cd_fixture_free(fx);
+}
+END_TEST
+
 START_TEST(ema_starts_at_values_and_can_be_dropped)
 {
     cd_fixture *fx = cd_fixture_load("adam.bin");
@@ -398,6 +456,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, defaults_and_bounds);
     tcase_add_test(tc, range_errors);
     tcase_add_test(tc, non_finite_gradient_changes_nothing);
+    tcase_add_test(tc, overflowing_step_changes_nothing);
     tcase_add_test(tc, ema_starts_at_values_and_can_be_dropped);
     tcase_add_test(tc, step_keeps_gradients);
     tcase_add_test(tc, restore_validates_first);

@@ -108,11 +108,29 @@ START_TEST(cnn_bad_input_is_an_error)
     CD_ASSERT_STATUS(cd_decoder_forward(d, z, tau, out), CD_ERR_NOT_FINITE);
     CD_ASSERT_ERROR_MENTIONS("tau[1]");
     cd_tensor_data(tau)[1] = 0.5f;
+    /* z[1][0][3][4]: image 1, element 3 * 6 + 4 of its 30. */
+    cd_tensor_data(z)[30 + 22] = NAN;
+    CD_ASSERT_STATUS(cd_decoder_forward(d, z, tau, out), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("z[52] is nan (image 1, channel 0, row 3, column 4)");
+    cd_tensor_data(z)[30 + 22] = -INFINITY;
+    CD_ASSERT_STATUS(cd_decoder_forward(d, z, tau, out), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("z[52] is -inf");
+    cd_tensor_data(z)[30 + 22] = 0.0f;
     CD_ASSERT_STATUS(cd_decoder_forward(NULL, z, tau, out), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_decoder_forward(d, z, NULL, out), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_decoder_forward(d, z, tau, z3), CD_ERR_SHAPE);
     CD_ASSERT_OK(cd_decoder_forward(d, z, tau, out));
     CD_ASSERT_STATUS(cd_decoder_backward(d, z3, NULL), CD_ERR_SHAPE);
+    /* A NaN in dout is refused before the gradients or dz are touched. */
+    cd_params *p = cd_decoder_params(d);
+    CD_ASSERT_OK(cd_params_zero_grad(p));
+    cd_tensor_fill(z, 7.0f);
+    cd_tensor_data(out)[59] = INFINITY;
+    CD_ASSERT_STATUS(cd_decoder_backward(d, out, z), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("dout[59] is inf (image 1, channel 0, row 4, column 5)");
+    ck_assert(cd_tensor_data(z)[0] == 7.0f);
+    for (int64_t i = 0; i < cd_params_numel(p); i++) ck_assert(cd_params_grad(p, -1)[i] == 0.0f);
+    cd_tensor_data(out)[59] = 0.0f;
     CD_ASSERT_OK(cd_decoder_backward(d, out, z));
     cd_tensor_free(z);
     cd_tensor_free(z2);

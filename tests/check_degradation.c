@@ -278,6 +278,8 @@ START_TEST(bad_input_is_an_error)
     CD_ASSERT_ERROR_MENTIONS("reflect");
     cd_tensor_data(x)[5] = NAN;
     CD_ASSERT_STATUS(cd_degradation_apply(blur, x, t, 2, NULL, z, NULL), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("cd_degradation_apply: x[5] is nan (image 0, channel 0, row 0, "
+                             "column 5)");
     CD_ASSERT_STATUS(cd_degradation_apply(NULL, x, t, 2, NULL, z, NULL), CD_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(cd_degradation_target(NULL), -1);
     ck_assert_int_eq(cd_degradation_get_kind(blur), CD_DEGRADATION_BLUR);

@@ -278,6 +278,8 @@ START_TEST(best_and_last_checkpoints)
     ck_assert(progress(back, CD_PROGRESS_EPOCH) == 4);
     ck_assert(progress(back, CD_PROGRESS_RUNNING) == 0);
     ck_assert(progress(back, CD_PROGRESS_VAL_LOSS) == log.val[3]);
+    /* ... and the last epoch's training loss, as on_epoch got it. */
+    ck_assert(progress(back, CD_PROGRESS_TRAIN_LOSS) == log.train[3]);
     ck_assert(progress(back, CD_PROGRESS_BEST_VAL_LOSS) == log.best_val);
     double b = 0;
     CD_ASSERT_OK(cd_trainer_get(back, CD_TRAINER_BATCH, &b));
@@ -365,6 +367,7 @@ START_TEST(stop_request_saves_last)
     ck_assert_int_eq(cd__trainer_fit_state(back)->pos, 3 * BATCH);
     ck_assert(cd__trainer_fit_state(back)->open);
     ck_assert(progress(back, CD_PROGRESS_EPOCH) == 0);
+    ck_assert(progress(back, CD_PROGRESS_BATCH) == 3);
     ck_assert(progress(back, CD_PROGRESS_TRAIN_LOSS) == progress(tr, CD_PROGRESS_TRAIN_LOSS));
     cd_trainer_free(back);
     /* Without last_path a stop saves nothing but still cancels. */
@@ -626,6 +629,159 @@ END_TEST
 
 /* ---- errors ---------------------------------------------------------------- */
 
+/* ---- NaN and infinity ----------------------------------------------------- */
+
+/* The trainer's weights and Adam moments, to compare before and after. */
+typedef struct {
+    float *w, *m, *v;
+    size_t bytes;
+    int64_t steps;
+} train_state;
+
+static train_state take_state(cd_trainer *tr)
+{
+    cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
+    train_state s = {.bytes = (size_t)cd_params_numel(p) * sizeof(float),
+                     .steps = cd_trainer_steps(tr)};
+    s.w = malloc(s.bytes), s.m = malloc(s.bytes), s.v = malloc(s.bytes);
+    memcpy(s.w, cd_params_data(p, -1), s.bytes);
+    memcpy(s.m, cd__adam_m(cd__trainer_adam(tr)), s.bytes);
+    memcpy(s.v, cd__adam_v(cd__trainer_adam(tr)), s.bytes);
+    return s;
+}
+
+static void assert_state(const train_state *s, cd_trainer *tr, const char *what)
+{
+    cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
+    ck_assert_msg(memcmp(s->w, cd_params_data(p, -1), s->bytes) == 0, "%s: weights", what);
+    ck_assert_msg(memcmp(s->m, cd__adam_m(cd__trainer_adam(tr)), s->bytes) == 0, "%s: m", what);
+    ck_assert_msg(memcmp(s->v, cd__adam_v(cd__trainer_adam(tr)), s->bytes) == 0, "%s: v", what);
+    ck_assert_int_eq(cd_trainer_steps(tr), s->steps);
+}
+
+static void drop_state(train_state *s)
+{
+    free(s->w), free(s->m), free(s->v);
+}
+
+static void assert_file_is(const char *path, const uint8_t *bytes, size_t n, const char *what)
+{
+    size_t got = 0;
+    uint8_t *now = cd_test_read_file(path, &got);
+    ck_assert_msg(got == n && memcmp(now, bytes, n) == 0, "%s: %s was rewritten", what, path);
+    free(now);
+}
+
+/* An update that would overflow (here a learning rate of 1e300), a NaN
+ * weight and a model that only fails validation each stop the fit with
+ * CD_ERR_NOT_FINITE, a message naming epoch, batch and step, the weights
+ * and moments of the last good step, and best/last untouched on disk. The
+ * trainer goes on afterwards, and a checkpoint saved after the failure
+ * holds the last good state. */
+START_TEST(non_finite_stops_the_fit_and_keeps_checkpoints)
+{
+    cd_dataset *ds = cd_test_load_slice(0.2);
+    cd_trainer *tr = make_trainer(0), *back = NULL;
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_rng_create(&rng, 11));
+    char dir[256], best[512], last[512], after[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(best, sizeof best, dir, "best.cdm");
+    cd_test_path(last, sizeof last, dir, "last.cdm");
+    cd_test_path(after, sizeof after, dir, "after.cdm");
+    CD_ASSERT_OK(cd_trainer_fit(tr, ds, 1, best, last, rng, NULL, NULL));
+    size_t best_n = 0, last_n = 0;
+    uint8_t *best0 = cd_test_read_file(best, &best_n), *last0 = cd_test_read_file(last, &last_n);
+    train_state good = take_state(tr);
+
+    /* 1. The first step of epoch 2 would send the weights to infinity. */
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LR, 1e300));
+    CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, 3, best, last, rng, NULL, NULL), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("cd_trainer_fit: epoch 2, batch 1 of 13 (step 14): ");
+    CD_ASSERT_ERROR_MENTIONS("cd__adam_step: the step would make the value of");
+    CD_ASSERT_ERROR_MENTIONS("no checkpoint was written");
+    assert_state(&good, tr, "refused update");
+    ck_assert(progress(tr, CD_PROGRESS_EPOCH) == 1);
+    ck_assert(progress(tr, CD_PROGRESS_RUNNING) == 0);
+    assert_file_is(best, best0, best_n, "refused update");
+    assert_file_is(last, last0, last_n, "refused update");
+    ck_assert_int_eq(cd_test_count_entries(dir), 2);
+    /* Saved now, the trainer holds what last.cdm holds. */
+    CD_ASSERT_OK(cd_trainer_save(tr, after, rng));
+    CD_ASSERT_OK(cd_trainer_load(&back, after, NULL));
+    assert_state(&good, back, "saved after the failure");
+    cd_trainer_free(back);
+    CD_ASSERT_OK(cd_trainer_load(&back, last, NULL));
+    assert_state(&good, back, "last.cdm");
+    cd_trainer_free(back);
+
+    /* 2. A NaN weight: the first batch's loss is NaN. */
+    cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LR, 1e-3));
+    cd_params_data(p, 0)[3] = NAN;
+    train_state poisoned = take_state(tr);
+    CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, 3, best, last, rng, NULL, NULL), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("cd_trainer_fit: epoch 2, batch 1 of 13 (step 14): "
+                             "cd_trainer_step: the loss of the batch is ");
+    CD_ASSERT_ERROR_MENTIONS("nan (the prediction for image 0 holds ");
+    CD_ASSERT_ERROR_MENTIONS("nan); the weights are unchanged");
+    assert_state(&poisoned, tr, "NaN loss");
+    assert_file_is(best, best0, best_n, "NaN loss");
+    assert_file_is(last, last0, last_n, "NaN loss");
+    drop_state(&poisoned);
+
+    /* 3. Back to good weights, the fit goes on from where it stopped. */
+    memcpy(cd_params_data(p, -1), good.w, good.bytes);
+    CD_ASSERT_OK(cd_trainer_fit(tr, ds, 2, best, last, rng, NULL, NULL));
+    ck_assert_int_eq(cd_trainer_steps(tr), 2 * BATCHES);
+
+    /* 4. A fit stopped after its epoch's last batch, then a NaN weight:
+     * only the validation sees it. */
+    free(last0);
+    cd__trainer_stop_after(tr, BATCHES);
+    CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, 3, best, last, rng, NULL, NULL), CD_ERR_CANCELLED);
+    last0 = cd_test_read_file(last, &last_n);
+    free(best0);
+    best0 = cd_test_read_file(best, &best_n);
+    cd_params_data(p, 0)[3] = INFINITY;
+    CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, 3, best, last, rng, NULL, NULL), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("cd_trainer_fit: epoch 3, validation after step 39: "
+                             "cd_trainer_eval_loss: the loss of images 0..199 is ");
+    ck_assert(progress(tr, CD_PROGRESS_EPOCH) == 2);
+    assert_file_is(best, best0, best_n, "NaN validation");
+    assert_file_is(last, last0, last_n, "NaN validation");
+
+    drop_state(&good);
+    free(best0);
+    free(last0);
+    cd_rng_free(rng);
+    cd_trainer_free(tr);
+    cd_dataset_free(ds);
+}
+END_TEST
+
+/* The losses of evaluation name the images whose prediction is not finite. */
+START_TEST(non_finite_evaluation_is_an_error)
+{
+    cd_dataset *ds = cd_test_load_slice(0.2);
+    cd_trainer *tr = make_trainer(0);
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_rng_create(&rng, 3));
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_VAL_BATCH, 64));
+    cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
+    cd_params_data(p, 0)[0] = NAN;
+    double mean = 0, se = 0;
+    CD_ASSERT_STATUS(cd_trainer_eval_loss(tr, ds, CD_SPLIT_VAL, rng, &mean), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("cd_trainer_eval_loss: the loss of images 0..63 is ");
+    CD_ASSERT_STATUS(cd_trainer_test_loss(tr, ds, CD_SPLIT_VAL, rng, &mean, &se),
+                     CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("cd_trainer_test_loss: the loss of image 0 is ");
+    cd_rng_free(rng);
+    cd_trainer_free(tr);
+    cd_dataset_free(ds);
+}
+END_TEST
+
 START_TEST(bad_arguments_are_errors)
 {
     cd_dataset *ds = cd_test_load_slice(0.2);
@@ -701,6 +857,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, old_checkpoint_starts_at_epoch_zero);
     tcase_add_test(tc, fit_fits_the_blur_prior);
     tcase_add_test(tc, bad_arguments_are_errors);
+    tcase_add_test(tc, non_finite_stops_the_fit_and_keeps_checkpoints);
+    tcase_add_test(tc, non_finite_evaluation_is_an_error);
     suite_add_tcase(s, tc);
     return s;
 }

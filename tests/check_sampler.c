@@ -1044,6 +1044,7 @@ START_TEST(errors_restore)
     cd_tensor_data(x)[7] = NAN;
     CD_ASSERT_STATUS(cd_sampler_restore(s, x, 5, rng, out, NULL, 0, NULL, NULL, NULL),
                      CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("cd_sampler_restore: x[7] is nan");
     /* Without a predictor. */
     CD_ASSERT_OK(cd_sampler_create(&b, CD_SAMPLER_COLD1, bd));
     CD_ASSERT_STATUS(cd_sampler_restore(b, x, 5, NULL, out, NULL, 0, NULL, NULL, NULL),

@@ -1,6 +1,7 @@
 /* check_tensor.c - the opaque tensor: lifecycle, getters, copies, misuse. */
 #include "test_util.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -171,6 +172,55 @@ START_TEST(internal_expect_reports_shapes)
 }
 END_TEST
 
+/* The finiteness scan tests blocks of 1024 at once: a bad value at either
+ * end of a block, in the last partial block, or several, is found at its
+ * own index; the largest floats and subnormals are finite. */
+START_TEST(first_non_finite_finds_the_first)
+{
+    enum { N = 2500 };
+    float *x = calloc(N, sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    x[0] = FLT_MAX, x[1] = -FLT_MAX, x[2] = 1e-45f, x[N - 1] = -0.0f;
+    ck_assert_int_eq(cd__first_non_finite(x, N), -1);
+    ck_assert_int_eq(cd__first_non_finite(x, 0), -1);
+    const int64_t at[] = {0, 1023, 1024, 2047, 2048, N - 1};
+    const float bad[] = {NAN, INFINITY, -INFINITY, -NAN};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+            const float keep = x[at[i]];
+            x[at[i]] = bad[b];
+            ck_assert_int_eq(cd__first_non_finite(x, N), at[i]);
+            ck_assert_int_eq(cd__first_non_finite(x, at[i]), -1);
+            x[at[i]] = keep;
+        }
+    }
+    x[1500] = NAN, x[1100] = INFINITY;
+    ck_assert_int_eq(cd__first_non_finite(x, N), 1100);
+    free(x);
+}
+END_TEST
+
+START_TEST(check_finite_names_the_element)
+{
+    cd_tensor *t = NULL, *v = NULL;
+    CD_ASSERT_OK(cd_tensor_create(&t, 4, (int64_t[]){2, 3, 4, 5}));
+    CD_ASSERT_OK(cd_tensor_create(&v, 1, (int64_t[]){7}));
+    CD_ASSERT_OK(cd__check_finite(t, "f", "x"));
+    /* image 1, channel 2, row 3, column 4: the last element. */
+    cd_tensor_data(t)[119] = NAN;
+    CD_ASSERT_STATUS(cd__check_finite(t, "f", "x"), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("f: x[119] is nan (image 1, channel 2, row 3, column 4)");
+    cd_tensor_data(t)[26] = -INFINITY; /* image 0, channel 1, row 1, column 1 */
+    CD_ASSERT_STATUS(cd__check_finite(t, "f", "x"), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("x[26] is -inf (image 0, channel 1, row 1, column 1)");
+    cd_tensor_data(v)[6] = INFINITY;
+    CD_ASSERT_STATUS(cd__check_finite(v, "g", "v"), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("g: v[6] is inf");
+    cd_tensor_free(t);
+    cd_tensor_free(v);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("tensor");
@@ -184,6 +234,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, clone_is_deep_and_fill_sets_all);
     tcase_add_test(tc, reshape_keeps_data);
     tcase_add_test(tc, internal_expect_reports_shapes);
+    tcase_add_test(tc, first_non_finite_finds_the_first);
+    tcase_add_test(tc, check_finite_names_the_element);
     suite_add_tcase(s, tc);
     return s;
 }

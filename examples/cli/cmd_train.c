@@ -124,9 +124,9 @@ static void ema_out(cd_trainer *tr, float *raw)
     free(raw);
 }
 
-static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double train, double val)
+/* An epoch's row of the loss curve, on stderr and in losses.csv. */
+static void record_epoch(run_state *r, int64_t epoch, double train, double val)
 {
-    run_state *r = user;
     if (r->n < MAX_EPOCHS) {
         r->epoch[r->n] = (double)epoch, r->train[r->n] = train, r->val[r->n] = val;
         r->n++;
@@ -135,6 +135,21 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
     fprintf(stderr, "epoch %lld/%lld: train loss %.5f, validation loss %.5f\n",
             (long long)epoch, (long long)r->o->epochs, train, val);
     if (write_curve(r) != 0) fprintf(stderr, "colddiff: warning: could not write losses.csv\n");
+}
+
+static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch);
+
+static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double train, double val)
+{
+    run_state *r = user;
+    record_epoch(r, epoch, train, val);
+    return epoch_grids(r, tr, epoch);
+}
+
+/* The sample grid and restoration figure of a chosen epoch, written last
+ * (restore_epochNNN.png after samples_epochNNN.png). */
+static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch)
+{
     if (!wanted(&r->o->sample_epochs, epoch, r->o->epochs)) return CD_OK;
     char name[64], path[4096];
     const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps, r->o->grid_eta,
@@ -159,6 +174,31 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
     if (st == CD_OK) fprintf(stderr, "  wrote samples and restorations for epoch %lld\n",
                              (long long)epoch);
     return st;
+}
+
+/* A run killed after writing last.cdm but before the end of on_epoch has
+ * lost that epoch's row or grids. They depend only on the checkpoint (its
+ * last training and validation loss, its weights, the grid seed), so a
+ * resumed run makes them again, the same as the uninterrupted run did. */
+static cd_status finish_epoch(run_state *r, cd_trainer *tr, int64_t epoch)
+{
+    if (epoch < 1) return CD_OK;
+    double pos = 0, train = NAN, val = NAN;
+    cd_trainer_progress(tr, CD_PROGRESS_BATCH, &pos);
+    if (pos > 0) return CD_OK; /* stopped inside the next epoch: this one was done */
+    if (r->n == 0 || r->epoch[r->n - 1] != (double)epoch) {
+        cd_trainer_progress(tr, CD_PROGRESS_TRAIN_LOSS, &train);
+        cd_trainer_progress(tr, CD_PROGRESS_VAL_LOSS, &val);
+        record_epoch(r, epoch, train, val);
+    } else if (write_curve(r) != 0) { /* loss.svg may predate the row */
+        fprintf(stderr, "colddiff: warning: could not write losses.csv\n");
+    }
+    char name[64], path[4096];
+    snprintf(name, sizeof name, "restore_epoch%03lld.png", (long long)epoch);
+    if (!wanted(&r->o->sample_epochs, epoch, r->o->epochs) ||
+        access(cli_join(path, sizeof path, r->o->out, name), F_OK) == 0)
+        return CD_OK;
+    return epoch_grids(r, tr, epoch);
 }
 
 /* ---- the progress bar ------------------------------------------------------- */
@@ -289,6 +329,10 @@ static int run(train_opts *o, cli_model *m)
             "%d threads; writing %s\n", (long long)cd_dataset_count(ds, CD_SPLIT_TRAIN),
             (long long)cd_dataset_count(ds, CD_SPLIT_VAL), (long long)o->epochs,
             (int)cd_get_num_threads(), o->out);
+    if (finish_epoch(&r, tr, (int64_t)done_epochs) != CD_OK) {
+        rc = cli_fail("redoing the grids of the last epoch");
+        goto done;
+    }
     bar_state bar = {tr, 0};
     pthread_t th;
     const bool drawing = r.tty && pthread_create(&th, NULL, draw_bar, &bar) == 0;
@@ -305,6 +349,16 @@ static int run(train_opts *o, cli_model *m)
     if (st == CD_ERR_CANCELLED) {
         fprintf(stderr, "colddiff: stopped; saved %s (continue with --resume)\n", last);
         rc = CLI_INTERRUPTED;
+    } else if (st == CD_ERR_NOT_FINITE) {
+        /* The fit wrote nothing for the failing epoch: say what is kept. */
+        fprintf(stderr, "colddiff: training diverged: %s; ", cd_last_error());
+        if (access(last, F_OK) != 0)
+            fprintf(stderr, "no checkpoint had been written yet\n");
+        else if (access(best, F_OK) != 0)
+            fprintf(stderr, "kept the last good checkpoint %s\n", last);
+        else
+            fprintf(stderr, "kept the last good checkpoints %s and %s\n", best, last);
+        rc = CLI_FAIL;
     } else if (st != CD_OK) {
         rc = cli_fail("training");
     } else {

@@ -115,6 +115,16 @@ cd_status cd__tensor_expect(const cd_tensor *t, const char *fn,
                             const char *name, int32_t rank,
                             const int64_t *shape);
 
+/* Index of the first NaN or infinity in x[0..n), or -1 if every value is
+ * finite. Blocks are tested with integer bit masks, which vectorise, so
+ * the pass costs about what reading the floats costs. */
+int64_t cd__first_non_finite(const float *x, int64_t n);
+
+/* CD_ERR_NOT_FINITE if t holds a NaN or an infinity, naming function fn,
+ * the tensor `name` and the first bad element (for a rank-4 tensor also
+ * its image, channel, row and column); CD_OK otherwise. */
+cd_status cd__check_finite(const cd_tensor *t, const char *fn, const char *name);
+
 /* ---- files (io.c) ------------------------------------------------------- */
 
 /*

@@ -2,6 +2,7 @@
 #include "core.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,4 +195,35 @@ cd_status cd__tensor_expect(const cd_tensor *t, const char *fn, const char *name
                                t->shape[i]);
     return cd__error(CD_ERR_SHAPE, "%s: tensor '%s' must be %s, got %s", fn, name,
                      want, got);
+}
+
+int64_t cd__first_non_finite(const float *x, int64_t n)
+{
+    enum { BLOCK = 1024 };
+    for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {
+        const int64_t end = n - i0 < BLOCK ? n : i0 + BLOCK;
+        uint32_t bad = 0;
+        for (int64_t i = i0; i < end; i++) {
+            uint32_t u;
+            memcpy(&u, &x[i], sizeof u);
+            bad |= (u & 0x7f800000u) == 0x7f800000u; /* all exponent bits: inf or NaN */
+        }
+        if (!bad) continue;
+        for (int64_t i = i0; i < end; i++)
+            if (!isfinite(x[i])) return i;
+    }
+    return -1;
+}
+
+cd_status cd__check_finite(const cd_tensor *t, const char *fn, const char *name)
+{
+    const int64_t bad = cd__first_non_finite(t->data, t->numel);
+    if (bad < 0) return CD_OK;
+    const double v = (double)t->data[bad];
+    if (t->rank != 4)
+        return cd__error(CD_ERR_NOT_FINITE, "%s: %s[%" PRId64 "] is %g", fn, name, bad, v);
+    const int64_t W = t->shape[3], H = t->shape[2], C = t->shape[1];
+    return cd__error(CD_ERR_NOT_FINITE, "%s: %s[%" PRId64 "] is %g (image %" PRId64
+                     ", channel %" PRId64 ", row %" PRId64 ", column %" PRId64 ")", fn, name,
+                     bad, v, bad / (W * H * C), bad / (W * H) % C, bad / W % H, bad % W);
 }

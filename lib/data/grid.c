@@ -22,14 +22,6 @@ static uint8_t to_byte(double v)
     return (uint8_t)floor(v + 0.5);
 }
 
-/* Index of the first NaN or infinity in x[0..n), or -1 if all are finite. */
-static int64_t first_non_finite(const float *x, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) return i;
-    return -1;
-}
-
 static cd_status check_map(const char *fn, cd_pixel_map map, float lo, float hi)
 {
     switch (map) {
@@ -107,7 +99,7 @@ cd_status cd__map_image_u8(const float *img, int64_t n, cd_pixel_map map,
         return cd__error(CD_ERR_RANGE, "%s: n = %" PRId64 " pixels; need at least 1", fn, n);
     CD__TRY(check_map(fn, map, lo, hi));
     if (map == CD_PIXELS_PERCENTILE) CD__CHECK_NOT_NULL(scratch, fn);
-    int64_t bad = first_non_finite(img, n);
+    int64_t bad = cd__first_non_finite(img, n);
     if (bad >= 0)
         return cd__error(CD_ERR_NOT_FINITE, "%s: pixel %" PRId64 " is %g", fn, bad,
                          (double)img[bad]);
@@ -185,7 +177,7 @@ static cd_status grid_layout(const cd_tensor *images, int64_t columns, int64_t b
 static cd_status check_finite(const float *data, const grid_geom *g)
 {
     int64_t hw = g->h * g->w;
-    int64_t bad = first_non_finite(data, g->n * hw);
+    int64_t bad = cd__first_non_finite(data, g->n * hw);
     if (bad < 0) return CD_OK;
     int64_t pix = bad % hw;
     return cd__error(CD_ERR_NOT_FINITE,

@@ -186,9 +186,7 @@ static cd_status check_apply(const cd_degradation *d, const char *fn, const cd_t
         if (t[i] < 0 || t[i] > d->T)
             return cd__error(CD_ERR_RANGE, "%s: t[%" PRId64 "] = %" PRId64 " is outside 0..%"
                              PRId64, fn, i, t[i], d->T);
-    for (int64_t i = 0; i < x->numel; i++)
-        if (!isfinite(x->data[i]))
-            return cd__error(CD_ERR_NOT_FINITE, "%s: x[%" PRId64 "] is %g", fn, i, x->data[i]);
+    CD__TRY(cd__check_finite(x, fn, "x"));
     if (d->kind == CD_DEGRADATION_NOISE) {
         CD__CHECK_ARG(rng != NULL, fn, "the noise degradation needs an RNG");
         if (eps) CD__TRY(cd__tensor_expect(eps, fn, "eps", 4, x->shape));

@@ -96,6 +96,7 @@ typedef struct cd__fit_state {
     double loss_sum;       /* sum over its batches of batch loss x batch size */
     double best_loss;      /* best epoch score for best_path (NaN: none yet) */
     double val_loss;       /* the last validation loss (NaN: none yet) */
+    double train_loss;     /* the last completed epoch's mean training loss (NaN: none) */
     bool open;             /* the current epoch's order was drawn ... */
     uint64_t open_rng[4];  /* ... by a generator in this state */
     atomic_int stop;       /* set by cd_trainer_request_stop */
@@ -110,8 +111,9 @@ void cd__fit_init(cd__fit_state *f);
 cd__fit_state *cd__trainer_fit_state(const cd_trainer *tr);
 
 /* Republish the progress values of a trainer that is not fitting (after a
- * load): epoch, losses, RUNNING = 0. */
-void cd__fit_publish(cd__fit_state *f);
+ * load): epoch, batches done of the open epoch at this batch size, losses,
+ * RUNNING = 0. */
+void cd__fit_publish(cd__fit_state *f, int64_t batch);
 
 /* Test hook: make the next cd_trainer_fit() request its own stop after n
  * batches (0: never), as if cd_trainer_request_stop() came then. */

@@ -298,6 +298,7 @@ static cd_status check_restore(const cd_sampler *s, const char *fn, const cd_ten
     CD__CHECK_NOT_NULL(x, fn);
     CD__TRY(cd__tensor_expect(out, fn, "out", 4, x->shape));
     CD__CHECK_ARG(out != x, fn, "out may not be x (x is read again for the forward snapshots)");
+    CD__TRY(cd__check_finite(x, fn, "x"));
     if (t_start < 1 || t_start > s->deg->T)
         return cd__error(CD_ERR_RANGE, "%s: t_start = %" PRId64 " is outside 1..%" PRId64, fn,
                          t_start, s->deg->T);

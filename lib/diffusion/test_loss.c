@@ -6,6 +6,7 @@
  */
 #include "diffusion.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -41,9 +42,10 @@ static cd_tensor rows(const cd_tensor *t, int64_t n)
     return v;
 }
 
-/* Per-image losses of one batch of n images (already in b->x). */
-static cd_status batch_losses(cd_trainer *tr, buffers *b, int64_t n, cd_rng *rng,
-                              double *losses)
+/* Per-image losses of one batch of n images (already in b->x), the
+ * split's images first..first+n-1. */
+static cd_status batch_losses(cd_trainer *tr, buffers *b, int64_t first, int64_t n,
+                              cd_rng *rng, double *losses)
 {
     const cd_degradation *d = cd_trainer_degradation(tr);
     double t_max = 0, per_batch = 0, l1 = 0;
@@ -70,6 +72,10 @@ static cd_status batch_losses(cd_trainer *tr, buffers *b, int64_t n, cd_rng *rng
             s += l1 != 0 ? fabs(e) : e * e;
         }
         losses[i] = s / (double)D;
+        if (!isfinite(losses[i]))
+            return cd__error(CD_ERR_NOT_FINITE, "cd_trainer_test_loss: the loss of image %" PRId64
+                             " is %g (the model's prediction is not finite)", first + i,
+                             losses[i]);
     }
     return CD_OK;
 }
@@ -96,7 +102,7 @@ cd_status cd_trainer_test_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
     for (int64_t first = 0; st == CD_OK && first < n; first += B) {
         int64_t filled = 0;
         st = cd_dataset_fill_batch(ds, split, first, b.x, NULL, &filled);
-        if (st == CD_OK) st = batch_losses(tr, &b, filled, rng, losses + first);
+        if (st == CD_OK) st = batch_losses(tr, &b, first, filled, rng, losses + first);
     }
     if (st == CD_OK) {
         double s = 0.0, ss = 0.0;

@@ -266,6 +266,26 @@ static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, cd_rng *r
     return CD_OK;
 }
 
+/* The error for a NaN or infinite loss over images first..first+n-1 of a
+ * split (first < 0: a training batch of n), naming the first bad
+ * prediction when there is one (a finite prediction can still give an
+ * infinite loss by overflow). */
+static cd_status non_finite_loss(const cd_trainer *tr, const char *fn, double loss,
+                                 int64_t first, int64_t n)
+{
+    const int64_t bad = cd__first_non_finite(tr->out->data, tr->out->numel);
+    char where[96] = "";
+    if (bad >= 0)
+        snprintf(where, sizeof where, " (the prediction for image %" PRId64 " holds %g)",
+                 (first > 0 ? first : 0) + bad / (tr->out->numel / tr->N),
+                 (double)tr->out->data[bad]);
+    char which[64] = "the batch";
+    if (first >= 0)
+        snprintf(which, sizeof which, "images %" PRId64 "..%" PRId64, first, first + n - 1);
+    return cd__error(CD_ERR_NOT_FINITE, "%s: the loss of %s is %g%s; the weights are unchanged",
+                     fn, which, loss, where);
+}
+
 cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, double *loss)
 {
     static const char fn[] = "cd_trainer_step";
@@ -279,9 +299,7 @@ cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, 
     CD__TRY(ensure_buffers(tr, images->shape));
     double l = 0.0;
     CD__TRY(forward_loss(tr, images, rng, &l));
-    if (!isfinite(l))
-        return cd__error(CD_ERR_NOT_FINITE, "%s: the loss is %g; the weights are unchanged",
-                         fn, l);
+    if (!isfinite(l)) return non_finite_loss(tr, fn, l, -1, images->shape[0]);
     cd_params *p = cd_decoder_params(tr->dec);
     CD__TRY(cd_params_zero_grad(p));
     CD__TRY(cd_decoder_backward(tr->dec, tr->dout, NULL));
@@ -317,6 +335,7 @@ cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
         double l = 0.0;
         if (st == CD_OK) st = ensure_buffers(tr, view.shape);
         if (st == CD_OK) st = forward_loss(tr, &view, rng, &l);
+        if (st == CD_OK && !isfinite(l)) st = non_finite_loss(tr, fn, l, first, got);
         sum += l * (double)got;
     }
     cd_tensor_free(batch);

@@ -15,6 +15,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -29,22 +30,24 @@ void cd__fit_init(cd__fit_state *f)
 {
     f->epoch = f->pos = 0;
     f->loss_sum = 0.0;
-    f->best_loss = f->val_loss = NAN;
+    f->best_loss = f->val_loss = f->train_loss = NAN;
     f->open = false;
     memset(f->open_rng, 0, sizeof f->open_rng);
     atomic_init(&f->stop, 0);
     f->stop_after = 0;
     for (int k = 0; k < CD__PROGRESS_COUNT; k++) atomic_init(&f->progress[k], 0);
-    cd__fit_publish(f);
+    cd__fit_publish(f, 1);
     put(f, CD_PROGRESS_IMAGES_PER_SEC, 0.0);
     put(f, CD_PROGRESS_ETA_SEC, NAN);
 }
 
-void cd__fit_publish(cd__fit_state *f)
+void cd__fit_publish(cd__fit_state *f, int64_t batch)
 {
     put(f, CD_PROGRESS_RUNNING, 0.0);
     put(f, CD_PROGRESS_EPOCH, (double)f->epoch);
-    put(f, CD_PROGRESS_TRAIN_LOSS, f->pos > 0 ? f->loss_sum / (double)f->pos : NAN);
+    put(f, CD_PROGRESS_BATCH, (double)((f->pos + batch - 1) / batch));
+    /* Between epochs, the last one's: what the fit showed when it closed. */
+    put(f, CD_PROGRESS_TRAIN_LOSS, f->pos > 0 ? f->loss_sum / (double)f->pos : f->train_loss);
     put(f, CD_PROGRESS_VAL_LOSS, f->val_loss);
     /* Without validation the best score is a training loss: not shown. */
     put(f, CD_PROGRESS_BEST_VAL_LOSS, isnan(f->val_loss) ? NAN : f->best_loss);
@@ -123,6 +126,19 @@ static cd_status open_epoch(fit_ctx *c)
     return CD_OK;
 }
 
+/* A failure inside the epoch loop, named by where it happened (epoch
+ * 1-based, batch and optimiser step), with the cause's own message. The
+ * checkpoints are written only after a whole epoch, so a failure leaves
+ * them as they were. */
+static cd_status fit_failed(const fit_ctx *c, cd_status st, const char *during)
+{
+    char cause[640];
+    snprintf(cause, sizeof cause, "%s", cd_last_error());
+    return cd__error(st, "cd_trainer_fit: epoch %" PRId64 ", %s: %s; the trainer keeps the "
+                     "state before it and no checkpoint was written", c->f->epoch + 1, during,
+                     cause);
+}
+
 /* Train the open epoch's remaining batches; CD_ERR_CANCELLED on a stop
  * request (checked before each batch and after the last). */
 static cd_status train_batches(fit_ctx *c)
@@ -139,7 +155,13 @@ static cd_status train_batches(fit_ctx *c)
         view.numel = view.numel / view.shape[0] * got;
         view.shape[0] = got;
         double loss = 0.0;
-        CD__TRY(cd_trainer_step(c->tr, &view, c->rng, &loss));
+        cd_status st = cd_trainer_step(c->tr, &view, c->rng, &loss);
+        if (st != CD_OK) {
+            char during[64];
+            snprintf(during, sizeof during, "batch %" PRId64 " of %" PRId64 " (step %" PRId64
+                     ")", f->pos / c->batch + 1, c->batches, cd_trainer_steps(c->tr) + 1);
+            return fit_failed(c, st, during);
+        }
         f->pos += got;
         f->loss_sum += loss * (double)got;
         c->trained += got;
@@ -158,7 +180,15 @@ static cd_status close_epoch(fit_ctx *c, const char *best_path, const char *last
     cd__fit_state *f = c->f;
     const double train_loss = f->loss_sum / (double)f->pos;
     double val = NAN;
-    if (c->n_val > 0) CD__TRY(cd_trainer_eval_loss(c->tr, c->ds, CD_SPLIT_VAL, c->rng, &val));
+    if (c->n_val > 0) {
+        cd_status st = cd_trainer_eval_loss(c->tr, c->ds, CD_SPLIT_VAL, c->rng, &val);
+        if (st != CD_OK) {
+            char during[64];
+            snprintf(during, sizeof during, "validation after step %" PRId64,
+                     cd_trainer_steps(c->tr));
+            return fit_failed(c, st, during);
+        }
+    }
     const double score = c->n_val > 0 ? val : train_loss;
     const bool improved = isnan(f->best_loss) || score < f->best_loss;
     f->epoch++;
@@ -166,7 +196,12 @@ static cd_status close_epoch(fit_ctx *c, const char *best_path, const char *last
     f->loss_sum = 0.0;
     f->open = false;
     f->val_loss = val;
+    f->train_loss = train_loss;
     if (improved) f->best_loss = score;
+    /* best before last: a process killed between the two resumes from the
+     * previous epoch's last_path and rewrites best_path with the same bits;
+     * the other order could leave last_path recording a best score that
+     * best_path never got. */
     if (improved && best_path) CD__TRY(cd_trainer_save(c->tr, best_path, c->rng));
     if (last_path) CD__TRY(cd_trainer_save(c->tr, last_path, c->rng));
     put(f, CD_PROGRESS_EPOCH, (double)f->epoch);

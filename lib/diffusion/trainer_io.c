@@ -29,8 +29,9 @@ static const struct {
 #define N_OPTIONS (sizeof option_keys / sizeof option_keys[0])
 
 /* Where the epoch loop stands: the epoch counter, trainer.epoch_pos,
- * trainer.epoch_loss_sum, trainer.best_loss and trainer.val_loss (when
- * known), and the generator state that drew the open epoch's order. */
+ * trainer.epoch_loss_sum, trainer.best_loss, trainer.val_loss and
+ * trainer.train_loss (when known), and the generator state that drew the
+ * open epoch's order. */
 static cd_status fit_to_ckpt(const cd__fit_state *f, int64_t steps, cd__ckpt *ck)
 {
     CD__TRY(cd__ckpt_set_counters(ck, steps, f->epoch));
@@ -38,6 +39,8 @@ static cd_status fit_to_ckpt(const cd__fit_state *f, int64_t steps, cd__ckpt *ck
     CD__TRY(cd__ckpt_set_f64(ck, "trainer.epoch_loss_sum", f->loss_sum));
     if (!isnan(f->best_loss)) CD__TRY(cd__ckpt_set_f64(ck, "trainer.best_loss", f->best_loss));
     if (!isnan(f->val_loss)) CD__TRY(cd__ckpt_set_f64(ck, "trainer.val_loss", f->val_loss));
+    if (!isnan(f->train_loss))
+        CD__TRY(cd__ckpt_set_f64(ck, "trainer.train_loss", f->train_loss));
     if (!f->open) return CD_OK;
     cd_rng *r = NULL;
     CD__TRY(cd_rng_create(&r, 0));
@@ -101,13 +104,14 @@ static cd_status fit_from_ckpt(const cd__ckpt *ck, cd__fit_state *f)
 {
     static const char fn[] = "cd_trainer_load";
     cd__fit_state s = {0}; /* the plain fields only; copied into f at the end */
-    s.best_loss = s.val_loss = NAN;
+    s.best_loss = s.val_loss = s.train_loss = NAN;
     cd_status st = cd__ckpt_get_counters(ck, NULL, &s.epoch);
     if (st != CD_OK && st != CD_ERR_NOT_FOUND) return st;
     CD__TRY(get_i64_opt(ck, "trainer.epoch_pos", &s.pos));
     CD__TRY(get_f64_opt(ck, "trainer.epoch_loss_sum", &s.loss_sum));
     CD__TRY(get_f64_opt(ck, "trainer.best_loss", &s.best_loss));
     CD__TRY(get_f64_opt(ck, "trainer.val_loss", &s.val_loss));
+    CD__TRY(get_f64_opt(ck, "trainer.train_loss", &s.train_loss));
     if (s.pos < 0 || !isfinite(s.loss_sum))
         return cd__error(CD_ERR_FORMAT, "%s: trainer.epoch_pos = %" PRId64
                          " and trainer.epoch_loss_sum = %g are not a position and a loss",
@@ -124,6 +128,7 @@ static cd_status fit_from_ckpt(const cd__ckpt *ck, cd__fit_state *f)
                          "the 'epoch' generator state that ordered it is missing", fn, s.pos);
     f->epoch = s.epoch, f->pos = s.pos, f->loss_sum = s.loss_sum;
     f->best_loss = s.best_loss, f->val_loss = s.val_loss, f->open = s.open;
+    f->train_loss = s.train_loss;
     memcpy(f->open_rng, s.open_rng, sizeof f->open_rng);
     return CD_OK;
 }
@@ -156,7 +161,9 @@ cd_status cd_trainer_load(cd_trainer **out, const char *path, cd_rng *rng)
         cd_trainer_free(tr);
         return st;
     }
-    cd__fit_publish(cd__trainer_fit_state(tr));
+    double batch = 1;
+    cd_trainer_get(tr, CD_TRAINER_BATCH, &batch);
+    cd__fit_publish(cd__trainer_fit_state(tr), (int64_t)batch);
     *out = tr;
     return CD_OK;
 }

@@ -259,6 +259,9 @@ cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z, const cd_tensor 
     for (int64_t i = 0; i < s[0]; i++)
         if (!isfinite(t[i]))
             return cd__error(CD_ERR_NOT_FINITE, "%s: tau[%" PRId64 "] is %g", fn, i, t[i]);
+    /* One read of z, cheap beside the network, and a NaN would otherwise
+     * come out as a NaN prediction that nothing names. */
+    CD__TRY(cd__check_finite(z, fn, "z"));
     CD__TRY(ensure_plan(d, s[0], s[2], s[3]));
     d->ops->forward(d, out->data, z->data, t);
     d->forward_done = true;
@@ -274,6 +277,7 @@ cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout, cd_tensor *d
                          "the activations it saved)", fn);
     const int64_t s[4] = {d->N, d->cfg.channels, d->H, d->W};
     CD__TRY(cd__tensor_expect(dout, fn, "dout", 4, s));
+    CD__TRY(cd__check_finite(dout, fn, "dout"));
     if (dz) {
         CD__TRY(cd__tensor_expect(dz, fn, "dz", 4, s));
         if (dz == dout)

@@ -151,9 +151,12 @@ cd_status cd__adam_get(const cd__adam *a, cd__adam_param key, double *value);
 
 /*
  * One step over every parameter, from the gradients in params' grad block:
- *   1. If any gradient is NaN or infinite: CD_ERR_NOT_FINITE naming the
- *      tensor and element, and nothing changes (values, grads, moments,
- *      step count, EMA).
+ *   1. If any gradient is NaN or infinite, or the step would leave a NaN
+ *      or an infinity in a value, a moment or the EMA (a huge learning
+ *      rate, a gradient whose square overflows float): CD_ERR_NOT_FINITE
+ *      naming the tensor and element, and nothing changes (values, grads,
+ *      moments, step count, EMA). The step is tried first without writing
+ *      anything, which costs about as much again as the step itself.
  *   2. Clipping (clip > 0): torch.nn.utils.clip_grad_norm_ over all
  *      gradients: total = ||g||_2 (summed in double), coef = max_norm /
  *      (total + 1e-6), and if coef < 1 every gradient is scaled in place by

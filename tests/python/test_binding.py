@@ -666,6 +666,17 @@ class DecoderTests(TempDirCase):
             dec.forward(cd.Tensor((2, 1, 28, 28)), [0.1, 0.2, 0.3])
         with self.assertRaises(cd.NotFiniteError):
             dec.forward(cd.Tensor((1, 1, 28, 28)), [float("nan")])
+        vals = [0.0] * (2 * 28 * 28)
+        vals[28 * 28 + 5] = float("nan")  # image 1, row 0, column 5
+        z = cd.Tensor.from_data(vals, (2, 1, 28, 28))
+        with self.assertRaises(cd.NotFiniteError) as cm:
+            dec.forward(z, [0.1, 0.1])
+        self.assertIn("z[789] is nan (image 1, channel 0, row 0, column 5)", str(cm.exception))
+        self.assertIsInstance(cm.exception, ValueError)
+        dout = dec.forward(cd.Tensor((2, 1, 28, 28)), [0.1, 0.1])
+        dout.fill(float("inf"))
+        with self.assertRaises(cd.NotFiniteError):
+            dec.backward(dout)
         with self.assertRaises(TypeError):
             dec.forward([[0.0]], [0.1])
         with self.assertRaises(cd.NotFoundError):
@@ -999,6 +1010,31 @@ class TrainerTests(TempDirCase):
             tr.step(imgs, 1)
         with self.assertRaises(cd.NotFoundError):
             cd.Trainer.load(self.path("none.cdt"))
+
+    def test_non_finite_training_raises(self):
+        tr, rng = self.make()
+        best, last = self.path("nan-best.cdt"), self.path("nan-last.cdt")
+        self.assertTrue(tr.fit(self.ds, 1, rng, best, last))
+        with open(best, "rb") as f:
+            best_bytes = f.read()
+        with open(last, "rb") as f:
+            last_bytes = f.read()
+        weights = tr.decoder.params.view()
+        weights[0] = float("nan")
+        before = bytes(weights)
+        imgs, _, _ = self.ds.batch("train", 0, 32)
+        with self.assertRaises(cd.NotFiniteError) as cm:
+            tr.step(imgs, rng)
+        self.assertIn("the loss of the batch is", str(cm.exception))
+        self.assertEqual(tr.steps, 9)
+        self.assertEqual(bytes(tr.decoder.params.view()), before)
+        with self.assertRaises(cd.NotFiniteError) as cm:
+            tr.fit(self.ds, 3, rng, best, last)
+        self.assertIn("cd_trainer_fit: epoch 2, batch 1 of 9 (step 10)", str(cm.exception))
+        with open(best, "rb") as f:
+            self.assertEqual(f.read(), best_bytes)
+        with open(last, "rb") as f:
+            self.assertEqual(f.read(), last_bytes)
 
     def test_fit_callback_progress(self):
         tr, rng = self.make()
