@@ -4,6 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The largest request the calling thread made since the last reset (the
+ * test hook behind cd__calloc_largest). */
+static _Thread_local size_t g_largest;
+
+size_t cd__calloc_largest(bool reset)
+{
+    size_t n = g_largest;
+    if (reset) g_largest = 0;
+    return n;
+}
+
 void *cd__calloc(size_t count, size_t size, const char *what)
 {
     if (count != 0 && size > SIZE_MAX / count) {
@@ -12,6 +23,7 @@ void *cd__calloc(size_t count, size_t size, const char *what)
         return NULL;
     }
     size_t bytes = count * size;
+    if (bytes > g_largest) g_largest = bytes;
     /* aligned_alloc wants a multiple of the alignment, and 0 is not portable. */
     size_t rounded = bytes == 0 ? CD__ALIGN : (bytes + CD__ALIGN - 1) & ~(size_t)(CD__ALIGN - 1);
     if (rounded < bytes) {

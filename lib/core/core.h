@@ -58,6 +58,10 @@ cd_status cd__error(cd_status status, const char *fmt, ...) CD__PRINTF(2, 3);
  * overflow or exhaustion. `what` names the allocation in the message. */
 void *cd__calloc(size_t count, size_t size, const char *what);
 void cd__free(void *p);
+/* The largest cd__calloc request of the calling thread since the last call
+ * with reset = true, in bytes (for the tests that bound what a file can
+ * make the library allocate). */
+size_t cd__calloc_largest(bool reset);
 
 /* a*b into *out unless it overflows int64 (returns false then). */
 bool cd__mul_overflows_i64(int64_t a, int64_t b, int64_t *out);
