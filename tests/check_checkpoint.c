@@ -784,6 +784,11 @@ START_TEST(unreadable_and_unwritable_paths)
     expect_load_fails("/nonexistent-colddiff/m.cdm", g_model, NT, CD_ERR_NOT_FOUND,
                       "nonexistent", true);
     expect_load_fails(path, g_model, NT, CD_ERR_IO, "sub", true);
+    /* A FIFO without a writer is refused at once, not waited on. */
+    cd_test_path(path, sizeof path, dir, "fifo.cdm");
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    expect_load_fails(path, g_model, NT, CD_ERR_IO, "FIFO", true);
+    CD_ASSERT_ERROR_MENTIONS("fifo.cdm");
     cd__ckpt *ck = (cd__ckpt *)1;
     CD_ASSERT_STATUS(cd__ckpt_read(&ck, NULL), CD_ERR_INVALID_ARGUMENT);
     ck_assert_ptr_null(ck);

@@ -200,6 +200,10 @@ START_TEST(test_directory_and_unreadable)
     char dir[256], path[512];
     cd_test_tmpdir(dir, sizeof dir);
     expect_fail(dir, 3, CD_ERR_IO, dir, NULL);
+    /* A FIFO without a writer is refused at once, not waited on. */
+    cd_test_path(path, sizeof path, dir, "fifo.idx.gz");
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    expect_fail(path, 3, CD_ERR_IO, "fifo.idx.gz", "FIFO");
     if (geteuid() == 0) return; /* root reads anything */
     bytes b = make_idx(0x08, 3, dims234, 24);
     write_raw(path, sizeof path, dir, "locked.idx", b.p, b.n);

@@ -68,6 +68,12 @@ int cli_usage(const char *cmd, const char *fmt, ...);
  * val_fraction is negative: then all training images train, in file order. */
 cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed);
 
+/* Open path for reading as a regular file without ever blocking (a FIFO is
+ * refused): 0, or an errno (ENOENT: it does not exist), or -1 for a file
+ * that is not a regular one. cli_strerror() words either code. */
+int cli_open_read(const char *path, FILE **f);
+const char *cli_strerror(int e);
+
 /* Folder helpers: create dir (and parents); join dir and name. */
 int cli_mkdirs(const char *dir);
 const char *cli_join(char *buf, size_t cap, const char *dir, const char *name);

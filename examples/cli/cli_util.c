@@ -5,6 +5,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,26 @@ int cli_mkdirs(const char *dir)
         *p = '/';
     }
     return mkdir(path, 0777) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+int cli_open_read(const char *path, FILE **f)
+{
+    *f = NULL;
+    /* O_NONBLOCK: opening a FIFO without a writer would wait forever. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    struct stat st;
+    int e = fstat(fd, &st) != 0 ? errno : !S_ISREG(st.st_mode) ? -1 : 0;
+    int flags = e ? 0 : fcntl(fd, F_GETFL);
+    if (!e && (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)) e = errno;
+    if (!e && !(*f = fdopen(fd, "r"))) e = errno;
+    if (e) close(fd);
+    return e;
+}
+
+const char *cli_strerror(int e)
+{
+    return e == -1 ? "not a regular file" : strerror(e);
 }
 
 static bool exists_either(char *buf, size_t cap, const char *dir, const char *name)

@@ -62,8 +62,8 @@ static int call(int (*cmd)(int, char **), const char *fmt, ...)
 static double json_number(const char *path, const char *key)
 {
     char buf[4096], pat[128];
-    FILE *f = fopen(path, "r");
-    if (!f) return NAN;
+    FILE *f = NULL;
+    if (cli_open_read(path, &f) != 0) return NAN; /* the table then shows nan */
     const size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';

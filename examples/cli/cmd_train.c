@@ -8,6 +8,7 @@
 #include "cli_gen.h"
 #include "cli_model.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -64,12 +65,18 @@ static int write_curve(run_state *r)
                               "epoch", "loss", s, 2, true);
 }
 
-/* Rows of an earlier losses.csv up to epoch `upto` (a resumed run). */
-static void read_curve(run_state *r, int64_t upto)
+/* Rows of an earlier losses.csv up to epoch `upto` (a resumed run); a
+ * missing file is an empty curve, an unreadable one an error. */
+static int read_curve(run_state *r, int64_t upto)
 {
     char path[4096], line[256];
-    FILE *f = fopen(cli_join(path, sizeof path, r->o->out, "losses.csv"), "r");
-    if (!f) return;
+    FILE *f = NULL;
+    const int err = cli_open_read(cli_join(path, sizeof path, r->o->out, "losses.csv"), &f);
+    if (err == ENOENT) return CLI_OK;
+    if (err) {
+        fprintf(stderr, "colddiff: cannot read %s: %s\n", path, cli_strerror(err));
+        return CLI_FAIL;
+    }
     while (fgets(line, sizeof line, f) && r->n < MAX_EPOCHS) {
         double e, t, v;
         if (sscanf(line, "%lf,%lf,%lf", &e, &t, &v) == 3 && e <= (double)upto) {
@@ -78,6 +85,7 @@ static void read_curve(run_state *r, int64_t upto)
         }
     }
     fclose(f);
+    return CLI_OK;
 }
 
 /* ---- per-epoch work ---------------------------------------------------------- */
@@ -213,11 +221,16 @@ static void write_config(const train_opts *o, const cli_model *m)
     if (fclose(f) == 0) rename(path, cli_join(final, sizeof final, o->out, "config.txt"));
 }
 
-static void read_config(train_opts *o)
+static int read_config(train_opts *o)
 {
     char path[4096], line[512];
-    FILE *f = fopen(cli_join(path, sizeof path, o->out, "config.txt"), "r");
-    if (!f) return;
+    FILE *f = NULL;
+    const int e = cli_open_read(cli_join(path, sizeof path, o->out, "config.txt"), &f);
+    if (e == ENOENT) return CLI_OK;
+    if (e) {
+        fprintf(stderr, "colddiff: cannot read %s: %s\n", path, cli_strerror(e));
+        return CLI_FAIL;
+    }
     while (fgets(line, sizeof line, f)) {
         long long i;
         double d;
@@ -226,6 +239,7 @@ static void read_config(train_opts *o)
         else if (sscanf(line, "train_limit = %lld", &i) == 1) o->train_limit = i;
     }
     fclose(f);
+    return CLI_OK;
 }
 
 static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_rng *rng,
@@ -258,7 +272,7 @@ static int run(train_opts *o, cli_model *m)
         fprintf(stderr, "colddiff: cannot create the folder %s\n", o->out);
         return CLI_FAIL;
     }
-    if (o->resume) read_config(o);
+    if (o->resume && read_config(o) != CLI_OK) return CLI_FAIL;
     if (o->threads > 0 && cd_set_num_threads((int32_t)o->threads) != CD_OK)
         return cli_fail("--threads");
     cd_dataset *ds = NULL;
@@ -281,7 +295,7 @@ static int run(train_opts *o, cli_model *m)
     r.ds = ds;
     double done_epochs = 0;
     cd_trainer_progress(tr, CD_PROGRESS_EPOCH, &done_epochs);
-    read_curve(&r, (int64_t)done_epochs);
+    if ((rc = read_curve(&r, (int64_t)done_epochs)) != CLI_OK) goto done;
     char best[4096], last[4096];
     cli_join(best, sizeof best, o->out, "best.cdm");
     cli_join(last, sizeof last, o->out, "last.cdm");

@@ -106,6 +106,17 @@ void cd__atomic_abort(cd__atomic_file *af);
 /* Write a whole buffer atomically (open, write, commit). */
 cd_status cd__write_file_atomic(const char *path, const void *buf, size_t n);
 
+/*
+ * open_read.c: open path for reading as a regular file (*size, if not
+ * NULL, gets its size). Never blocks: a FIFO, device, socket or folder is
+ * refused before anything is read. Errors name the file as
+ * "<what>'<path>': ..." with the reason: CD_ERR_NOT_FOUND (ENOENT,
+ * ENOTDIR), CD_ERR_IO (anything else, a non-regular file included).
+ */
+cd_status cd__open_read(const char *path, const char *what, int *fd, uint64_t *size);
+/* The same as a stdio stream. */
+cd_status cd__fopen_read(const char *path, const char *what, FILE **out);
+
 /* ---- threads (threads.c) ------------------------------------------------ */
 
 /*

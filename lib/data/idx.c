@@ -269,23 +269,12 @@ static cd_status expect_end(reader *r, const cd__idx *h)
     return got == 0 ? CD_OK : trailing(r, h, "");
 }
 
-static cd_status open_reader(reader *r, const char *path, struct stat *st)
+static cd_status open_reader(reader *r, const char *path, uint64_t *size)
 {
     r->path = path;
     r->kind = "";
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        if (e == ENOENT || e == ENOTDIR)
-            return idx_fail(r, CD_ERR_NOT_FOUND, "not found: %s",
-                            strerror(e));
-        return idx_fail(r, CD_ERR_IO, "cannot open: %s", strerror(e));
-    }
-    if (fstat(fd, st) != 0 || S_ISDIR(st->st_mode)) {
-        int e = S_ISDIR(st->st_mode) ? EISDIR : errno;
-        close(fd);
-        return idx_fail(r, CD_ERR_IO, "cannot read: %s", strerror(e));
-    }
+    int fd = -1;
+    CD__TRY(cd__open_read(path, "IDX file ", &fd, size));
     r->gz = gzdopen(fd, "rb");
     if (!r->gz) {
         close(fd);
@@ -308,15 +297,14 @@ cd_status cd__idx_load(const char *path, uint32_t expect_rank, cd__idx *out)
     last_alloc_bytes = 0;
 
     reader r = {0};
-    struct stat st;
-    memset(&st, 0, sizeof st);
-    CD__TRY(open_reader(&r, path, &st));
+    uint64_t size = 0;
+    CD__TRY(open_reader(&r, path, &size));
 
     cd__idx h = {0};
     h.gzip = r.kind[0] != '\0';
-    bool sized = !h.gzip && S_ISREG(st.st_mode);
+    bool sized = !h.gzip;
     cd_status s = read_header(&r, expect_rank, &h);
-    if (s == CD_OK && sized) s = check_raw_size(&r, &h, (uint64_t)st.st_size);
+    if (s == CD_OK && sized) s = check_raw_size(&r, &h, size);
     if (s == CD_OK) s = read_payload(&r, &h, sized ? h.count : GROW_START);
     if (s == CD_OK) s = expect_end(&r, &h);
     gzclose_r(r.gz);

@@ -7,11 +7,9 @@
 #include "ckpt_internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 /* The largest buffer the calling thread's last cd__ckpt_read allocated
@@ -40,35 +38,11 @@ static cd_status read_all(int fd, const char *path, uint8_t *buf, uint64_t size)
     return CD_OK;
 }
 
-static cd_status open_file(const char *path, int *fd_out, uint64_t *size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return cd__error(e == ENOENT || e == ENOTDIR ? CD_ERR_NOT_FOUND : CD_ERR_IO,
-                         "'%s': cannot open: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return cd__error(CD_ERR_IO, "'%s': cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return cd__error(CD_ERR_IO, "'%s': not a regular file%s", path,
-                         S_ISDIR(st.st_mode) ? " (a folder)" : "");
-    }
-    *fd_out = fd;
-    *size = (uint64_t)st.st_size;
-    return CD_OK;
-}
-
 /* The whole file, of its real size (which bounds the compressed body). */
 static cd_status load_file(const char *path, uint8_t **buf, uint64_t *size)
 {
     int fd = -1;
-    CD__TRY(open_file(path, &fd, size));
+    CD__TRY(cd__open_read(path, "", &fd, size));
     if (*size > HEADER_BYTES + MAX_COMPRESSED) {
         close(fd);
         return cd__error(CD_ERR_FORMAT, "'%s': %" PRIu64 " bytes is larger than any "

@@ -155,6 +155,21 @@ err "restore time above T" 2 "$cli" restore --checkpoint "$work/run/best.cdm" --
 err "cold2 on a noise model" 1 "$cli" sample --checkpoint "$work/run/best.cdm" --sampler cold2 --out "$work/x.png"
 err "unknown command" 2 "$cli" frobnicate
 check "failures leave no output" [ ! -e "$work/x.png" ]
+
+# ---- hostile files: refused at once with a reason, never waited on ---------------------
+# (timeout turns a hang into exit 124, which fails the exit-code check)
+mkfifo "$work/fifo.cdm"
+err "info on a FIFO" 1 timeout 60 "$cli" info "$work/fifo.cdm"
+check "info on a FIFO says so" grep -q "FIFO" "$work/err.txt"
+err "sample from a FIFO" 1 timeout 60 "$cli" sample --checkpoint "$work/fifo.cdm" --out "$work/x.png"
+mkdir -p "$work/fifo-data" "$work/fifo-run"
+mkfifo "$work/fifo-data/train-images-idx3-ubyte" "$work/fifo-run/config.txt"
+cp "$data/t10k-labels-idx1-ubyte.gz" "$work/fifo-data/train-labels-idx1-ubyte.gz"
+cp "$data"/t10k-* "$work/fifo-data/"
+err "grid on a FIFO data file" 1 timeout 60 "$cli" grid --data "$work/fifo-data" --out "$work/x.png"
+check "grid on a FIFO data file names it" grep -q "train-images-idx3-ubyte.*FIFO" "$work/err.txt"
+err "resume with a FIFO config.txt" 1 timeout 60 "$cli" train $tiny --out "$work/fifo-run" --resume
+check "resume with a FIFO config.txt names it" grep -q "config.txt" "$work/err.txt"
 # ---- eval, train-classifier, reproduce ---------------------------------------------
 "$cli" eval --checkpoint "$work/run/best.cdm" --data "$data" --n 6 --fd-samples 5 \
   --json "$work/m.json" >"$work/eval.txt" 2>/dev/null
