@@ -73,6 +73,11 @@ cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, 
  * that is not a regular one. cli_strerror() words either code. */
 int cli_open_read(const char *path, FILE **f);
 const char *cli_strerror(int e);
+/* Whether anything is at path: 0 if so (readable or not), ENOENT if
+ * nothing is, -2 for a symbolic link to nothing, or the errno of a path
+ * that cannot be looked at (ELOOP, EACCES on a folder). Only ENOENT means
+ * "missing"; callers report anything else. */
+int cli_path_state(const char *path);
 
 /* Folder helpers: create dir (and parents); join dir and name. */
 int cli_mkdirs(const char *dir);

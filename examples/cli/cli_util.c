@@ -49,21 +49,36 @@ int cli_open_read(const char *path, FILE **f)
 
 const char *cli_strerror(int e)
 {
-    return e == -1 ? "not a regular file" : strerror(e);
+    if (e == -1) return "not a regular file";
+    if (e == -2) return "a symbolic link to a missing file";
+    return strerror(e);
 }
 
+int cli_path_state(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0) return 0;
+    const int e = errno;
+    if (e != ENOENT) return e;
+    return lstat(path, &st) == 0 ? -2 : ENOENT;
+}
+
+/* Whether dir/name or dir/name.gz is there (whether or not it can be read:
+ * the loader then says why not). */
 static bool exists_either(char *buf, size_t cap, const char *dir, const char *name)
 {
     char gz[512];
     snprintf(gz, sizeof gz, "%s.gz", name);
-    if (access(cli_join(buf, cap, dir, name), R_OK) == 0) return true;
-    return access(cli_join(buf, cap, dir, gz), R_OK) == 0;
+    if (cli_path_state(cli_join(buf, cap, dir, name)) != ENOENT) return true;
+    return cli_path_state(cli_join(buf, cap, dir, gz)) != ENOENT;
 }
 
 cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed)
 {
     char im[4096], lb[4096];
     cd_status st;
+    /* Only when the training files are truly absent (not unreadable) does
+     * the t10k pair stand in for them. */
     if (!exists_either(im, sizeof im, dir, "train-images-idx3-ubyte") &&
         exists_either(im, sizeof im, dir, "t10k-images-idx3-ubyte") &&
         exists_either(lb, sizeof lb, dir, "t10k-labels-idx1-ubyte")) {

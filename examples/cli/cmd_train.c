@@ -247,7 +247,14 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
 {
     char last[4096];
     cli_join(last, sizeof last, o->out, "last.cdm");
-    if (o->resume && access(last, R_OK) == 0) {
+    /* Only a last.cdm that does not exist starts afresh: one that cannot be
+     * read must not be overwritten by a new run. */
+    const int state = o->resume ? cli_path_state(last) : ENOENT;
+    if (state != 0 && state != ENOENT) {
+        fprintf(stderr, "colddiff: resuming: cannot read %s: %s\n", last, cli_strerror(state));
+        return CLI_FAIL;
+    }
+    if (o->resume && state == 0) {
         if (cd_trainer_load(tr, last, rng) != CD_OK) return cli_fail("resuming");
         double e = 0;
         cd_trainer_progress(*tr, CD_PROGRESS_EPOCH, &e);
