@@ -140,8 +140,10 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
         r->n++;
     }
     if (r->tty) fprintf(stderr, "\r\033[K");
-    fprintf(stderr, "epoch %lld/%lld: train loss %.5f, validation loss %.5f\n",
-            (long long)epoch, (long long)r->o->epochs, train, val);
+    fprintf(stderr, "epoch %lld/%lld: train loss %.5f, ", (long long)epoch,
+            (long long)r->o->epochs, train);
+    if (isnan(val)) fprintf(stderr, "no validation split\n");
+    else fprintf(stderr, "validation loss %.5f\n", val);
     if (write_curve(r) != 0) fprintf(stderr, "colddiff: warning: could not write losses.csv\n");
     if (!wanted(&r->o->sample_epochs, epoch, r->o->epochs)) return CD_OK;
     char name[64], path[4096];
@@ -161,7 +163,10 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
     cli_times times = r->o->times_given ? r->o->restore_times : cli_default_times(T);
     for (int64_t i = 0; i < times.n; i++)
         if (times.v[i] > T) times.v[i] = T;
-    st = cli_restore_figure(tr, &smp, r->ds, CD_SPLIT_VAL, 8, &times,
+    /* Restorations of unseen images when there are any. */
+    const cd_split split = cd_dataset_count(r->ds, CD_SPLIT_VAL) > 0 ? CD_SPLIT_VAL
+                                                                      : CD_SPLIT_TRAIN;
+    st = cli_restore_figure(tr, &smp, r->ds, split, 8, &times,
                             cli_join(path, sizeof path, r->o->out, name));
     ema_out(tr, raw);
     if (st == CD_OK) fprintf(stderr, "  wrote samples and restorations for epoch %lld\n",
@@ -371,7 +376,7 @@ int cmd_train(int argc, char **argv)
         {"--epochs", OPT_I64, &o.epochs, 1, MAX_EPOCHS, NULL, "total epochs (5)", NULL},
         {"--batch", OPT_I64, &o.batch, 1, 65536, NULL, "batch size (128)", NULL},
         {"--lr", OPT_F64, &o.lr, 1e-12, 10, NULL, "Adam learning rate (2e-4)", NULL},
-        {"--val-fraction", OPT_F64, &o.val_fraction, 0, 0.99, NULL, "validation share (0.2)", NULL},
+        {"--val-fraction", OPT_F64, &o.val_fraction, 0, 0.99, NULL, "validation share (0.2); 0: none, best.cdm then keeps the lowest training loss", NULL},
         {"--seed", OPT_I64, &o.seed, 0, INT64_MAX, NULL, "seed of split, weights and noise (42)", NULL},
         {"--threads", OPT_I64, &o.threads, 1, 256, NULL, "worker threads (all cores)", NULL},
         {"--train-limit", OPT_I64, &o.train_limit, 1, INT64_MAX, NULL, "use the first N training images", NULL},

@@ -46,6 +46,17 @@ check "resume says where it starts" grep -q "resuming .* after epoch 2" "$work/r
 check "resume appends epoch 3" [ "$(tail -1 "$work/run/losses.csv" | cut -d, -f1)" = 3 ]
 check "resume keeps epochs 1 and 2" [ "$(wc -l <"$work/run/losses.csv")" -eq 4 ]
 
+# ---- --val-fraction 0: training without validation ----------------------------------
+"$cli" train $tiny --out "$work/noval" --epochs 2 --sample-epochs 1 --val-fraction 0 \
+  >/dev/null 2>"$work/noval.err"
+check "train --val-fraction 0 exits 0" [ $? -eq 0 ]
+check "train --val-fraction 0 keeps a best.cdm" [ -s "$work/noval/best.cdm" ]
+check "train --val-fraction 0 restores training images" [ -s "$work/noval/restore_epoch002.png" ]
+check "train --val-fraction 0 says there is no validation" grep -q "no validation split" "$work/noval.err"
+check "train --val-fraction 0 records both epochs" [ "$(wc -l <"$work/noval/losses.csv")" -eq 3 ]
+"$cli" train --help >"$work/help.txt"
+check "train --help explains --val-fraction 0" grep -q "val-fraction.*0: none, best.cdm" "$work/help.txt"
+
 # ---- Ctrl-C saves last.cdm and exits 130 --------------------------------------------
 "$cli" train --data "$data" --T 20 --batch 8 --cnn-hidden 8,8 --threads 1 --epochs 1000 \
   --sample-epochs 999 --n-samples 1 --out "$work/int" >/dev/null 2>"$work/int.err" &
