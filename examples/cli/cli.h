@@ -79,9 +79,20 @@ const char *cli_strerror(int e);
  * "missing"; callers report anything else. */
 int cli_path_state(const char *path);
 
-/* Folder helpers: create dir (and parents); join dir and name. */
+/* Folder helpers: create dir and its parents (0, or the errno; ENOTDIR when
+ * a file is in the way); join dir and name. */
 int cli_mkdirs(const char *dir);
 const char *cli_join(char *buf, size_t cap, const char *dir, const char *name);
+
+/* Checks of an output before any long work, so that a bad --out fails at
+ * once and with its reason. cli_check_output: a file can be written at
+ * path by a temporary file and a rename (its folder takes a new file, and
+ * path is no folder). cli_prepare_dir: dir exists or is made, and takes
+ * new files. Both return 0 or an errno. cli_output_ok prints "colddiff
+ * CMD: cannot write WHAT PATH: reason" and returns CLI_FAIL if not. */
+int cli_check_output(const char *path);
+int cli_prepare_dir(const char *dir);
+int cli_output_ok(const char *cmd, const char *what, const char *path, bool folder);
 
 /* Images N x 1 x H x W as a PNG grid with the report's percentile map. */
 cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols);
@@ -92,8 +103,13 @@ typedef struct {
     const double *x, *y;
     int64_t n;
 } cli_series;
+/* Returns 0 or the errno of the failed write. */
 int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
                        const char *ylabel, const cli_series *series, int n_series, bool log_y);
+
+/* Finish a file written to tmp: flush, fsync, close, rename to path (tmp
+ * is removed on failure). Returns 0 or the errno of the first failure. */
+int cli_commit_file(FILE *f, const char *tmp, const char *path);
 
 /* The subcommands. */
 int cmd_grid(int argc, char **argv);

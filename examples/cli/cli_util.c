@@ -21,15 +21,57 @@ const char *cli_join(char *buf, size_t cap, const char *dir, const char *name)
 int cli_mkdirs(const char *dir)
 {
     char path[4096];
-    if (strlen(dir) >= sizeof path) return -1;
+    if (strlen(dir) >= sizeof path) return ENAMETOOLONG;
     strcpy(path, dir);
     for (char *p = path + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST) return -1;
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) return errno;
         *p = '/';
     }
-    return mkdir(path, 0777) == 0 || errno == EEXIST ? 0 : -1;
+    if (mkdir(path, 0777) != 0 && errno != EEXIST) return errno;
+    /* EEXIST is also what a file of that name gives. */
+    struct stat st;
+    if (stat(path, &st) != 0) return errno;
+    return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+}
+
+/* Create and remove a file next to path, as writing path through a
+ * temporary file and a rename will. */
+static int probe_folder_of(const char *path)
+{
+    char probe[4200];
+    if ((size_t)snprintf(probe, sizeof probe, "%s.probe.%ld", path, (long)getpid()) >=
+        sizeof probe)
+        return ENAMETOOLONG;
+    const int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return errno;
+    close(fd);
+    unlink(probe);
+    return 0;
+}
+
+int cli_check_output(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return EISDIR;
+    return probe_folder_of(path);
+}
+
+int cli_prepare_dir(const char *dir)
+{
+    char inside[4200];
+    const int e = cli_mkdirs(dir);
+    if (e) return e;
+    return probe_folder_of(cli_join(inside, sizeof inside, dir, ".colddiff"));
+}
+
+int cli_output_ok(const char *cmd, const char *what, const char *path, bool folder)
+{
+    const int e = folder ? cli_prepare_dir(path) : cli_check_output(path);
+    if (e == 0) return CLI_OK;
+    fprintf(stderr, "colddiff %s: cannot write %s %s: %s\n", cmd, what, path, strerror(e));
+    return CLI_FAIL;
 }
 
 int cli_open_read(const char *path, FILE **f)
@@ -136,7 +178,7 @@ int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
-    if (!f) return -1;
+    if (!f) return errno;
 #define PX(v) (L + ((v) - x0) / (x1 - x0) * (W - L - R))
 #define PY(v) (H - B - ((v) - y0) / (y1 - y0) * (H - T - B))
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
@@ -183,10 +225,15 @@ int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
 #undef PX
 #undef PY
     fprintf(f, "</svg>\n");
-    const bool ok = fflush(f) == 0 && !ferror(f) && fsync(fileno(f)) == 0;
-    if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return -1;
-    }
-    return 0;
+    return cli_commit_file(f, tmp, path);
+}
+
+int cli_commit_file(FILE *f, const char *tmp, const char *path)
+{
+    int e = fflush(f) != 0 || ferror(f) ? (errno ? errno : EIO) : 0;
+    if (!e && fsync(fileno(f)) != 0) e = errno;
+    if (fclose(f) != 0 && !e) e = errno;
+    if (!e && rename(tmp, path) != 0) e = errno;
+    if (e) remove(tmp);
+    return e;
 }

@@ -48,21 +48,24 @@ static void on_sigint(int sig)
 
 /* ---- the loss curve -------------------------------------------------------- */
 
-static int write_curve(run_state *r)
+/* losses.csv and loss.svg; 0 or the errno of the failed write (the path of
+ * the file that failed goes to `failed`). */
+static int write_curve(run_state *r, char *failed, size_t cap)
 {
-    char path[4096];
+    char path[4096], final[4096];
+    cli_join(final, sizeof final, r->o->out, "losses.csv");
+    snprintf(failed, cap, "%s", final);
     FILE *f = fopen(cli_join(path, sizeof path, r->o->out, "losses.csv.tmp"), "w");
-    if (!f) return -1;
+    if (!f) return errno;
     fprintf(f, "epoch,train_loss,val_loss\n");
     for (int64_t i = 0; i < r->n; i++)
         fprintf(f, "%.0f,%.9g,%.9g\n", r->epoch[i], r->train[i], r->val[i]);
-    char final[4096];
-    if (fclose(f) != 0 || rename(path, cli_join(final, sizeof final, r->o->out, "losses.csv")))
-        return -1;
+    int e = cli_commit_file(f, path, final);
+    if (e) return e;
     const cli_series s[2] = {{"train", "#1f77b4", r->epoch, r->train, r->n},
                              {"validation", "#d62728", r->epoch, r->val, r->n}};
-    return cli_write_svg_plot(cli_join(path, sizeof path, r->o->out, "loss.svg"), "Loss",
-                              "epoch", "loss", s, 2, true);
+    snprintf(failed, cap, "%s", cli_join(path, sizeof path, r->o->out, "loss.svg"));
+    return cli_write_svg_plot(path, "Loss", "epoch", "loss", s, 2, true);
 }
 
 /* Rows of an earlier losses.csv up to epoch `upto` (a resumed run); a
@@ -144,7 +147,9 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
             (long long)r->o->epochs, train);
     if (isnan(val)) fprintf(stderr, "no validation split\n");
     else fprintf(stderr, "validation loss %.5f\n", val);
-    if (write_curve(r) != 0) fprintf(stderr, "colddiff: warning: could not write losses.csv\n");
+    char failed[4096];
+    const int e = write_curve(r, failed, sizeof failed);
+    if (e) fprintf(stderr, "colddiff: warning: cannot write %s: %s\n", failed, strerror(e));
     if (!wanted(&r->o->sample_epochs, epoch, r->o->epochs)) return CD_OK;
     char name[64], path[4096];
     const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps, r->o->grid_eta,
@@ -212,18 +217,24 @@ static void *draw_bar(void *arg)
 
 /* config.txt holds the run's data options, which --resume reads back so
  * the split and the batches are the same. */
-static void write_config(const train_opts *o, const cli_model *m)
+static int write_config(const train_opts *o, const cli_model *m)
 {
     char path[4096], final[4096];
+    cli_join(final, sizeof final, o->out, "config.txt");
     FILE *f = fopen(cli_join(path, sizeof path, o->out, "config.txt.tmp"), "w");
-    if (!f) return;
-    fprintf(f, "# colddiff train configuration (libcolddiff %s)\n", cd_version_string());
-    fprintf(f, "data = %s\nseed = %lld\nval_fraction = %.17g\ntrain_limit = %lld\n"
-            "epochs = %lld\nbatch = %lld\nlr = %.17g\nema = %.17g\nclip_norm = %.17g\n",
-            o->data, (long long)o->seed, o->val_fraction, (long long)o->train_limit,
-            (long long)o->epochs, (long long)o->batch, o->lr, o->ema, o->clip);
-    cli_model_write(m, f);
-    if (fclose(f) == 0) rename(path, cli_join(final, sizeof final, o->out, "config.txt"));
+    int e = f ? 0 : errno;
+    if (f) {
+        fprintf(f, "# colddiff train configuration (libcolddiff %s)\n", cd_version_string());
+        fprintf(f, "data = %s\nseed = %lld\nval_fraction = %.17g\ntrain_limit = %lld\n"
+                "epochs = %lld\nbatch = %lld\nlr = %.17g\nema = %.17g\nclip_norm = %.17g\n",
+                o->data, (long long)o->seed, o->val_fraction, (long long)o->train_limit,
+                (long long)o->epochs, (long long)o->batch, o->lr, o->ema, o->clip);
+        cli_model_write(m, f);
+        e = cli_commit_file(f, path, final);
+    }
+    /* --resume needs it to draw the same split and batches. */
+    if (e) fprintf(stderr, "colddiff: cannot write %s: %s\n", final, strerror(e));
+    return e ? CLI_FAIL : CLI_OK;
 }
 
 static int read_config(train_opts *o)
@@ -247,6 +258,19 @@ static int read_config(train_opts *o)
     return CLI_OK;
 }
 
+/* Make the grids' sampler once before training: a schedule whose alpha-bar
+ * underflows, or a sampler that does not fit the degradation, fails now
+ * instead of after the first epoch. */
+static int check_grid_sampler(const train_opts *o, cd_trainer *tr)
+{
+    const cli_sampling smp = {o->grid_sampler, o->grid_steps, o->grid_eta, 0, o->grid_clip,
+                              false};
+    cd_sampler *s = NULL;
+    if (cli_make_sampler(tr, &smp, &s) != CD_OK) return cli_fail("the sample grids' sampler");
+    cd_sampler_free(s);
+    return CLI_OK;
+}
+
 static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_rng *rng,
                          cd_trainer **tr)
 {
@@ -264,7 +288,7 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
         double e = 0;
         cd_trainer_progress(*tr, CD_PROGRESS_EPOCH, &e);
         fprintf(stderr, "colddiff: resuming %s after epoch %.0f\n", last, e);
-        return CLI_OK;
+        return check_grid_sampler(o, *tr);
     }
     if (o->resume) fprintf(stderr, "colddiff: note: no %s yet; starting afresh\n", last);
     int rc = cli_model_build(m, ds, rng, tr);
@@ -274,16 +298,13 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
         cd_trainer_set(*tr, CD_TRAINER_EMA_DECAY, o->ema) != CD_OK ||
         cd_trainer_set(*tr, CD_TRAINER_CLIP_NORM, o->clip) != CD_OK)
         return cli_fail("the training options");
-    write_config(o, m);
-    return CLI_OK;
+    rc = check_grid_sampler(o, *tr);
+    return rc == CLI_OK ? write_config(o, m) : rc;
 }
 
 static int run(train_opts *o, cli_model *m)
 {
-    if (cli_mkdirs(o->out) != 0) {
-        fprintf(stderr, "colddiff: cannot create the folder %s\n", o->out);
-        return CLI_FAIL;
-    }
+    if (cli_output_ok("train", "the run folder", o->out, true) != CLI_OK) return CLI_FAIL;
     if (o->resume && read_config(o) != CLI_OK) return CLI_FAIL;
     if (o->threads > 0 && cd_set_num_threads((int32_t)o->threads) != CD_OK)
         return cli_fail("--threads");
@@ -400,7 +421,6 @@ int cmd_train(int argc, char **argv)
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!o.data) return cli_usage("train", "--data DIR is required");
     if (!o.out) return cli_usage("train", "--out RUN is required");
-    if (m.t_max > m.T) return cli_usage("train", "--t-max %lld exceeds --T %lld",
-                                        (long long)m.t_max, (long long)m.T);
-    return run(&o, &m);
+    const int bad = cli_model_check(&m, "train");
+    return bad ? bad : run(&o, &m);
 }

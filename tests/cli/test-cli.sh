@@ -183,6 +183,28 @@ check "grid on a FIFO data file names it" grep -q "train-images-idx3-ubyte.*FIFO
 err "resume with a FIFO config.txt" 1 timeout 60 "$cli" train $tiny --out "$work/fifo-run" --resume
 check "resume with a FIFO config.txt names it" grep -q "config.txt" "$work/err.txt"
 
+# ---- options that cannot work fail before any long work, with the reason ---------------
+# "prints one line" also shows that no epoch ran (each prints a line).
+err "beta-min above beta-max" 2 "$cli" train $tiny --out "$work/x" --beta-min 0.5 --beta-max 0.1
+check "beta-min above beta-max says so" grep -q "beta-min 0.5 exceeds --beta-max 0.1" "$work/err.txt"
+err "a schedule whose alpha-bar underflows" 1 "$cli" train $tiny --T 1000 --beta-min 0.1 --beta-max 0.5 --out "$work/underflow"
+check "the underflow is named" grep -q "alpha-bar" "$work/err.txt"
+check "the underflow leaves no config.txt" [ ! -e "$work/underflow/config.txt" ]
+err "a grid sampler the model cannot use" 1 "$cli" train $tiny --grid-sampler cold2 --out "$work/x"
+err "train --out an existing file" 1 "$cli" train $tiny --out "$work/run/losses.csv"
+check "train --out an existing file gives the reason" grep -q "losses.csv: Not a directory" "$work/err.txt"
+err "eval --json a folder" 1 "$cli" eval --checkpoint "$work/run/best.cdm" --data "$data" --n 2 --fd-samples 2 --json "$work"
+check "eval --json a folder gives the reason" grep -q "Is a directory" "$work/err.txt"
+"$cli" eval --checkpoint "$work/run/best.cdm" --data "$data" --n 2 --fd-samples 2 --json "$work" \
+  >"$work/out.txt" 2>/dev/null
+check "eval --json a folder computes nothing" [ ! -s "$work/out.txt" ]
+err "eval with a sampler the model cannot use" 1 "$cli" eval --checkpoint "$work/run/best.cdm" --data "$data" --n 2 --fd-samples 2 --sampler cold2
+err "schedule --out a folder" 1 "$cli" schedule --out "$work"
+check "schedule --out a folder gives the reason" grep -q "Is a directory" "$work/err.txt"
+err "sample into a missing folder" 1 "$cli" sample --checkpoint "$work/run/best.cdm" --n 2 --out "$work/none/x.png"
+check "sample into a missing folder gives the reason" grep -q "No such file or directory" "$work/err.txt"
+err "train-classifier --out a folder" 1 "$cli" train-classifier --data "$data" --out "$work"
+
 # ---- a file that is there but cannot be read is not a missing one ----------------------
 # A symbolic link loop fails with ELOOP even for root, who reads any mode.
 mkdir -p "$work/loop-run" "$work/dangling-run" "$work/loop-data"
