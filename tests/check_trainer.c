@@ -343,6 +343,30 @@ START_TEST(claims_beyond_the_file_allocate_nothing)
 }
 END_TEST
 
+/* A prior a file cannot have: the message wraps the cause once. */
+START_TEST(bad_prior_in_a_file)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "prior.cdm");
+    const int64_t hidden[2] = {4, 6};
+    cd_trainer *tr = make_trainer(1, hidden, 2), *bad = (cd_trainer *)0x1;
+    CD_ASSERT_OK(cd_trainer_save(tr, path, NULL));
+    cd__ckpt *ck = NULL;
+    CD_ASSERT_OK(cd__ckpt_read(&ck, path));
+    CD_ASSERT_OK(cd__ckpt_set_f64(ck, "degradation.prior_std", -1.0));
+    CD_ASSERT_OK(cd__ckpt_save(ck, path, cd_decoder_params(cd_trainer_decoder(tr)), NULL));
+    cd__ckpt_free(ck);
+    CD_ASSERT_STATUS(cd_trainer_load(&bad, path, NULL), CD_ERR_FORMAT);
+    const char *msg = cd_last_error(), *first = strstr(msg, "bad prior");
+    ck_assert_msg(first && !strstr(first + 1, "bad prior") && !strstr(msg, "checkpoint: bad "
+                  "prior: checkpoint"), "message '%s'", msg);
+    CD_ASSERT_ERROR_MENTIONS("cd_degradation_set_prior");
+    ck_assert_ptr_null(bad);
+    cd_trainer_free(tr);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("trainer");
@@ -354,6 +378,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, eval_leaves_weights_alone);
     tcase_add_test(tc, bad_input_is_an_error);
     tcase_add_test(tc, claims_beyond_the_file_allocate_nothing);
+    tcase_add_test(tc, bad_prior_in_a_file);
     suite_add_tcase(s, tc);
     return s;
 }

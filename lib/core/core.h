@@ -87,7 +87,9 @@ cd_status cd__tensor_expect(const cd_tensor *t, const char *fn,
  * Atomic file writer: bytes go to "<path>.tmp.<pid>.<n>" in the same folder;
  * commit() flushes, fsyncs, renames over path and fsyncs the folder, so a
  * reader sees either the old file or the complete new one. Every write
- * failure (ENOSPC included) is remembered and reported by commit().
+ * failure (ENOSPC included) is remembered and reported by commit(). A
+ * successful commit also removes "<path>.tmp.<pid>.<n>" files of processes
+ * that no longer exist (a writer killed before its rename).
  */
 typedef struct cd__atomic_file {
     FILE *fp;

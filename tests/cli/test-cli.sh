@@ -160,6 +160,12 @@ err "junk number" 2 "$cli" train --data "$data" --out "$work/x" --lr 1e-3x
 err "unknown preset" 2 "$cli" train --data "$data" --out "$work/x" --preset nope
 err "t-max above T" 2 "$cli" train --data "$data" --out "$work/x" --T 10 --t-max 11
 err "grid eta above 1" 2 "$cli" train --data "$data" --out "$work/x" --grid-eta 1.5
+for list in 8,,8 ,8 8, ,; do
+  err "empty item in --cnn-hidden '$list'" 2 "$cli" train --data "$data" --out "$work/x" --cnn-hidden "$list"
+  check "empty item in '$list' is named" grep -q "empty item" "$work/err.txt"
+done
+err "empty item in --sample-epochs" 2 "$cli" train --data "$data" --out "$work/x" --sample-epochs 1,,2
+err "empty item in restore --times" 2 "$cli" restore --checkpoint x --data "$data" --out "$work/x.png" --times 2,,5
 err "missing data" 1 "$cli" train --data "$work/nowhere" --out "$work/x"
 err "missing checkpoint" 1 "$cli" sample --checkpoint "$work/none.cdm" --out "$work/x.png"
 err "corrupt checkpoint" 1 "$cli" info "$work/run/losses.csv"
