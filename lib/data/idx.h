@@ -37,10 +37,11 @@ typedef struct cd__idx {
 /*
  * Read the whole IDX file at path, which must have rank expect_rank
  * (1 for labels, 3 for images). *out is written only on success and zeroed
- * on failure. Errors: CD_ERR_NOT_FOUND (no such file), CD_ERR_IO (other
- * open/read failures, with strerror), CD_ERR_FORMAT (not IDX, unsupported
- * type, wrong rank, zero or oversized dimensions, truncated, trailing data,
- * corrupt or cut gzip stream), CD_ERR_OUT_OF_MEMORY. Messages name the path and offset.
+ * on failure. Errors: CD_ERR_NOT_FOUND (no such file), CD_ERR_IO (not a
+ * regular file, e.g. a FIFO, refused without waiting; other open/read
+ * failures, with strerror), CD_ERR_FORMAT (not IDX, unsupported type, wrong
+ * rank, zero or oversized dimensions, truncated, trailing data, corrupt or
+ * cut gzip stream), CD_ERR_OUT_OF_MEMORY. Messages name the path and offset.
  *
  * Memory: a header may lie about the size, so the buffer never exceeds
  * what the file really holds (raw files are checked against their size
