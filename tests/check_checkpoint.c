@@ -638,6 +638,37 @@ START_TEST(lying_sizes_fail_fast)
 }
 END_TEST
 
+/* A large file is judged by its 56-byte header before anything of its size
+ * is allocated or read: a non-checkpoint (4 GiB of zeros, sparse, so it
+ * costs no disk) fails on its magic, a checkpoint header on a file longer
+ * than any body can be on its size. */
+START_TEST(large_files_are_judged_by_their_header)
+{
+    char path[512];
+    tmp_file(path, sizeof path, "zeros.cdm");
+    const off_t four_gib = (off_t)1 << 32;
+    cd_test_write_file(path, "", 0);
+    ck_assert_int_eq(truncate(path, four_gib), 0);
+    expect_load_fails(path, g_model, NT, CD_ERR_FORMAT, "magic", true);
+    ck_assert_uint_eq(cd__ckpt_last_alloc_bytes(), 0);
+
+    char real[512];
+    tmp_file(real, sizeof real, "real.cdm");
+    save_model(real, false);
+    size_t n;
+    uint8_t *b = read_bytes(real, &n);
+    const uint64_t longest = (CD__CKPT_MAX_BODY + (CD__CKPT_MAX_BODY >> 8) + 4096) + 1;
+    set64(b + 24, longest);
+    fix_header_crc(b);
+    write_bytes(path, b, HEADER);
+    ck_assert_int_eq(truncate(path, (off_t)(HEADER + longest)), 0);
+    expect_load_fails(path, g_model, NT, CD_ERR_FORMAT, "larger than any", true);
+    ck_assert_uint_eq(cd__ckpt_last_alloc_bytes(), 0);
+    ck_assert_int_eq(unlink(path), 0);
+    free(b);
+}
+END_TEST
+
 /* Lying counts inside a valid (CRC-correct) body. */
 START_TEST(lying_body_fields)
 {
@@ -784,6 +815,11 @@ START_TEST(unreadable_and_unwritable_paths)
     expect_load_fails("/nonexistent-colddiff/m.cdm", g_model, NT, CD_ERR_NOT_FOUND,
                       "nonexistent", true);
     expect_load_fails(path, g_model, NT, CD_ERR_IO, "sub", true);
+    /* A FIFO without a writer is refused at once, not waited on. */
+    cd_test_path(path, sizeof path, dir, "fifo.cdm");
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    expect_load_fails(path, g_model, NT, CD_ERR_IO, "FIFO", true);
+    CD_ASSERT_ERROR_MENTIONS("fifo.cdm");
     cd__ckpt *ck = (cd__ckpt *)1;
     CD_ASSERT_STATUS(cd__ckpt_read(&ck, NULL), CD_ERR_INVALID_ARGUMENT);
     ck_assert_ptr_null(ck);
@@ -877,6 +913,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, flipped_bits);
     tcase_add_test(tc, wrong_magic_and_versions);
     tcase_add_test(tc, lying_sizes_fail_fast);
+    tcase_add_test(tc, large_files_are_judged_by_their_header);
     tcase_add_test(tc, lying_body_fields);
     tcase_add_test(tc, unknown_sections);
     suite_add_tcase(s, tc);

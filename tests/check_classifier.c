@@ -444,6 +444,33 @@ START_TEST(bad_checkpoints_are_refused)
     CD_ASSERT_OK(cd__ckpt_save(ck, bad, cd_classifier_params(c), NULL));
     CD_ASSERT_STATUS(cd_classifier_load(&d, bad), CD_ERR_FORMAT);
     CD_ASSERT_ERROR_MENTIONS("hidden");
+    /* A 512 x 512 classifier as wide as the bounds allow (fc1 alone is 275
+     * GB) is refused for its missing and mis-shaped tensors before its
+     * parameters are allocated. */
+    CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.height", 512));
+    CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.width", 512));
+    CD_ASSERT_OK(cd__ckpt_set_i64_array(ck, "classifier.channels",
+                                        (int64_t[]){1024, 1024, 1024}, 3));
+    CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.hidden", 4096));
+    cd_params *none = NULL;
+    CD_ASSERT_OK(cd_params_create(&none));
+    CD_ASSERT_OK(cd__ckpt_save(ck, bad, none, NULL));
+    cd_params_free(none);
+    (void)cd__alloc_largest(true);
+    CD_ASSERT_STATUS(cd_classifier_load(&d, bad), CD_ERR_NOT_FOUND);
+    CD_ASSERT_ERROR_MENTIONS("conv1.weight");
+    ck_assert_uint_lt(cd__alloc_largest(true), 1u << 16);
+    /* 128 x 128 MNIST-width: 67 MB of fc1 claimed, 0.5 MB held. */
+    CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.height", 128));
+    CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.width", 128));
+    CD_ASSERT_OK(cd__ckpt_set_i64_array(ck, "classifier.channels", (int64_t[]){32, 64, 32}, 3));
+    CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.hidden", 64));
+    CD_ASSERT_OK(cd__ckpt_save(ck, bad, cd_classifier_params(c), NULL));
+    CD_ASSERT_STATUS(cd_classifier_load(&d, bad), CD_ERR_SHAPE);
+    CD_ASSERT_ERROR_MENTIONS("fc1.weight");
+    ck_assert_uint_lt(cd__alloc_largest(true), 1u << 16);
+    CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.height", 28));
+    CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.width", 28));
     /* The configuration says 32 features, the tensors hold 64. */
     CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.hidden", 32));
     CD_ASSERT_OK(cd__ckpt_save(ck, bad, cd_classifier_params(c), NULL));

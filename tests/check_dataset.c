@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #define SLICE_N 1000
@@ -538,6 +539,10 @@ START_TEST(test_split_from_file_errors)
                      CD_ERR_NOT_FOUND);
     CD_ASSERT_ERROR_MENTIONS("none");
     CD_ASSERT_STATUS(cd_dataset_split_from_file(ds, dir), CD_ERR_IO);
+    /* A FIFO without a writer is refused at once, not waited on. */
+    ck_assert_int_eq(mkfifo(cd_test_path(path, sizeof path, dir, "fifo"), 0600), 0);
+    CD_ASSERT_STATUS(cd_dataset_split_from_file(ds, path), CD_ERR_IO);
+    CD_ASSERT_ERROR_MENTIONS("FIFO");
     CD_ASSERT_STATUS(cd_dataset_split_from_file(NULL, path), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_dataset_split_from_file(ds, NULL), CD_ERR_INVALID_ARGUMENT);
     cd_dataset_free(ds);

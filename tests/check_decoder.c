@@ -255,6 +255,63 @@ START_TEST(bad_configuration_in_checkpoint)
 }
 END_TEST
 
+/* A small file whose configuration claims a huge model is refused for
+ * what the file lacks, before anything of the claimed size is allocated:
+ * the parameters are laid out only once the file holds them all. */
+START_TEST(huge_configuration_small_file)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "huge.cdm");
+    cd_decoder *d = small_cnn(5, 6), *e = (cd_decoder *)0x1;
+    cd_params *empty = NULL;
+    CD_ASSERT_OK(cd_params_create(&empty));
+    static const struct {
+        int64_t height, width, hidden;
+        bool tensors; /* the small CNN's tensors, or none */
+        cd_status want;
+    } cases[] = {
+        /* 2048 x 2048 LayerNorms: 300 MB claimed by a file of 700 bytes. */
+        {2048, 2048, 0, false, CD_ERR_NOT_FOUND},
+        {4096, 4096, 4096, false, CD_ERR_NOT_FOUND},
+        {4096, 4096, 4096, true, CD_ERR_SHAPE},
+        {5, 6, 4096, true, CD_ERR_SHAPE},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cd__ckpt *ck = NULL;
+        CD_ASSERT_OK(cd__ckpt_create(&ck));
+        CD_ASSERT_OK(cd__decoder_config_to_ckpt(d, ck));
+        CD_ASSERT_OK(cd__ckpt_set_i64(ck, "decoder.height", cases[i].height));
+        CD_ASSERT_OK(cd__ckpt_set_i64(ck, "decoder.width", cases[i].width));
+        const int64_t h = cases[i].hidden;
+        if (h) CD_ASSERT_OK(cd__ckpt_set_i64_array(ck, "decoder.hidden", (int64_t[]){h, h, h}, 3));
+        CD_ASSERT_OK(cd__ckpt_save(ck, path, cases[i].tensors ? cd_decoder_params(d) : empty,
+                                   NULL));
+        cd__ckpt_free(ck);
+        ck_assert_int_lt(cd_test_file_size(path), 4096);
+        (void)cd__alloc_largest(true);
+        CD_ASSERT_STATUS(cd_decoder_load(&e, path), cases[i].want);
+        CD_ASSERT_ERROR_MENTIONS("blocks.0.net.");
+        ck_assert_ptr_null(e);
+        ck_assert_uint_lt(cd__alloc_largest(true), 1u << 16);
+    }
+    /* A UNet as wide as the bounds allow: terabytes of parameters. */
+    cd__ckpt *ck = NULL;
+    CD_ASSERT_OK(cd__ckpt_create(&ck));
+    CD_ASSERT_OK(cd__decoder_config_to_ckpt(d, ck));
+    CD_ASSERT_OK(cd__ckpt_set_str(ck, "decoder.type", "unet"));
+    CD_ASSERT_OK(cd__ckpt_set_i64(ck, "decoder.dim", 4096));
+    CD_ASSERT_OK(cd__ckpt_set_i64_array(ck, "decoder.dim_mults", (int64_t[]){64, 64, 64}, 3));
+    CD_ASSERT_OK(cd__ckpt_save(ck, path, empty, NULL));
+    cd__ckpt_free(ck);
+    CD_ASSERT_STATUS(cd_decoder_load(&e, path), CD_ERR_NOT_FOUND);
+    CD_ASSERT_ERROR_MENTIONS("time_mlp.1.weight");
+    ck_assert_uint_lt(cd__alloc_largest(true), 1u << 16);
+    cd_params_free(empty);
+    cd_decoder_free(d);
+}
+END_TEST
+
 START_TEST(config_errors)
 {
     cd_decoder_config *cfg = NULL;
@@ -308,6 +365,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, cnn_save_load_round_trip);
     tcase_add_test(tc, workspace_query_between_calls);
     tcase_add_test(tc, bad_configuration_in_checkpoint);
+    tcase_add_test(tc, huge_configuration_small_file);
     tcase_add_test(tc, config_errors);
     suite_add_tcase(s, tc);
     return s;

@@ -200,6 +200,10 @@ START_TEST(test_directory_and_unreadable)
     char dir[256], path[512];
     cd_test_tmpdir(dir, sizeof dir);
     expect_fail(dir, 3, CD_ERR_IO, dir, NULL);
+    /* A FIFO without a writer is refused at once, not waited on. */
+    cd_test_path(path, sizeof path, dir, "fifo.idx.gz");
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    expect_fail(path, 3, CD_ERR_IO, "fifo.idx.gz", "FIFO");
     if (geteuid() == 0) return; /* root reads anything */
     bytes b = make_idx(0x08, 3, dims234, 24);
     write_raw(path, sizeof path, dir, "locked.idx", b.p, b.n);
@@ -394,6 +398,80 @@ START_TEST(test_corrupt_gzip)
 }
 END_TEST
 
+/* zlib's gzread reports a stream without its trailer as a clean end and
+ * skips whatever follows the last member; this reader refuses both, the
+ * way it refuses a short or over-long raw file. */
+START_TEST(test_gzip_end_of_stream)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    bytes b = make_idx(0x08, 3, dims234, 24);
+    write_gz(path, sizeof path, dir, "whole.gz", b.p, b.n);
+    bytes z = read_all(path);
+
+    /* The 8-byte CRC and length trailer cut off, with a pixel changed that
+     * only the CRC would catch: truncated, never loaded. */
+    bytes changed = make_idx(0x08, 3, dims234, 24);
+    changed.p[20] ^= 1;
+    write_gz(path, sizeof path, dir, "changed.gz", changed.p, changed.n);
+    bytes zc = read_all(path);
+    for (size_t cut = 1; cut <= 8; cut++) {
+        write_raw(path, sizeof path, dir, "notrailer.gz", zc.p, zc.n - cut);
+        expect_fail(path, 3, CD_ERR_FORMAT, "notrailer.gz' (gzip)", "truncated gzip stream");
+        CD_ASSERT_ERROR_MENTIONS("trailer");
+    }
+    /* ...and with the trailer of the unchanged data the CRC catches it. */
+    memcpy(zc.p + zc.n - 8, z.p + z.n - 8, 8);
+    write_raw(path, sizeof path, dir, "badcrc.gz", zc.p, zc.n);
+    expect_fail(path, 3, CD_ERR_FORMAT, "badcrc.gz' (gzip)", "incorrect data check");
+
+    /* Bytes after the member: refused, wherever they start. */
+    static const char *const tails[] = {"x", "\0", "\0\0\0\0junk", "\x1f"};
+    for (size_t i = 0; i < sizeof tails / sizeof tails[0]; i++) {
+        size_t t = strlen(tails[i]) ? strlen(tails[i]) : 1;
+        uint8_t *p = malloc(z.n + t);
+        memcpy(p, z.p, z.n);
+        memcpy(p + z.n, tails[i], t);
+        write_raw(path, sizeof path, dir, "tail.gz", p, z.n + t);
+        expect_fail(path, 3, CD_ERR_FORMAT, "tail.gz' (gzip)", "trailing data");
+        CD_ASSERT_ERROR_MENTIONS("compressed offset");
+        free(p);
+    }
+
+    /* Concatenated members (pigz, bgzip) are one stream, an empty last
+     * member included. */
+    bytes parts[3];
+    write_gz(path, sizeof path, dir, "p0.gz", b.p, 10);
+    parts[0] = read_all(path);
+    write_gz(path, sizeof path, dir, "p1.gz", b.p + 10, b.n - 10);
+    parts[1] = read_all(path);
+    write_gz(path, sizeof path, dir, "p2.gz", b.p, 0);
+    parts[2] = read_all(path);
+    uint8_t *cat = malloc(parts[0].n + parts[1].n + parts[2].n);
+    size_t n = 0;
+    for (int i = 0; i < 3; i++) {
+        memcpy(cat + n, parts[i].p, parts[i].n);
+        n += parts[i].n;
+    }
+    write_raw(path, sizeof path, dir, "members.gz", cat, n);
+    cd__idx idx;
+    CD_ASSERT_OK(cd__idx_load(path, 3, &idx));
+    ck_assert(idx.gzip);
+    ck_assert_uint_eq(idx.count, 24);
+    ck_assert_mem_eq(idx.data, b.p + 16, 24);
+    cd__idx_free(&idx);
+    /* A second member cut short is as truncated as a first. */
+    write_raw(path, sizeof path, dir, "members.gz", cat, parts[0].n + parts[1].n - 4);
+    expect_fail(path, 3, CD_ERR_FORMAT, "members.gz' (gzip)", "truncated gzip stream");
+    free(cat);
+    for (int i = 0; i < 3; i++) free(parts[i].p);
+    free(zc.p);
+    free(changed.p);
+    free(z.p);
+    free(b.p);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("idx");
@@ -414,6 +492,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_lying_oversized_header);
     tcase_add_test(tc, test_not_idx);
     tcase_add_test(tc, test_corrupt_gzip);
+    tcase_add_test(tc, test_gzip_end_of_stream);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "core.h"
 
@@ -90,6 +91,53 @@ START_TEST(full_disk_keeps_the_old_file)
 }
 END_TEST
 
+/* A writer killed before its rename (kill -9) leaves "<path>.tmp.<pid>.<n>".
+ * The next successful write of path removes it, but never a temporary of a
+ * live process nor one of another file. */
+START_TEST(stale_temporaries_of_dead_writers_are_removed)
+{
+    char dir[256], path[512], name[640];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "ckpt.cdm");
+    CD_ASSERT_OK(cd__write_file_atomic(path, "first", 5));
+    const pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        cd__atomic_file af;
+        if (cd__atomic_open(&af, path) == CD_OK) (void)cd__atomic_write(&af, "torn", 4);
+        fflush(af.fp);
+        raise(SIGKILL);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert(WIFSIGNALED(status));
+    ck_assert_int_eq(cd_test_count_entries(dir), 2); /* ckpt.cdm and the dead one's */
+
+    /* Kept: this process's open write, pid 1's (alive), another file's. */
+    cd__atomic_file live;
+    CD_ASSERT_OK(cd__atomic_open(&live, path));
+    snprintf(name, sizeof name, "%s.tmp.1.0", path);
+    cd_test_write_file(name, "x", 1);
+    snprintf(name, sizeof name, "%s/other.cdm.tmp.%ld.0", dir, (long)child);
+    cd_test_write_file(name, "x", 1);
+    snprintf(name, sizeof name, "%s.tmp.%ld.x", path, (long)child);
+    cd_test_write_file(name, "x", 1);
+    ck_assert_int_eq(cd_test_count_entries(dir), 6);
+
+    CD_ASSERT_OK(cd__write_file_atomic(path, "second", 6));
+    ck_assert_int_eq(cd_test_count_entries(dir), 5); /* only the dead writer's went */
+    ck_assert_int_eq(cd_test_file_size(name), 1);
+    snprintf(name, sizeof name, "%s.tmp.1.0", path);
+    ck_assert_int_eq(cd_test_file_size(name), 1);
+    snprintf(name, sizeof name, "%s/other.cdm.tmp.%ld.0", dir, (long)child);
+    ck_assert_int_eq(cd_test_file_size(name), 1);
+    ck_assert_int_eq(cd_test_file_size(path), 6);
+    CD_ASSERT_OK(cd__atomic_write(&live, "live", 4));
+    CD_ASSERT_OK(cd__atomic_commit(&live)); /* the live write was left alone */
+    ck_assert_int_eq(cd_test_file_size(path), 4);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("io");
@@ -99,6 +147,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, missing_folder_is_an_error);
     tcase_add_test(tc, path_that_is_a_folder_is_an_error);
     tcase_add_test(tc, full_disk_keeps_the_old_file);
+    tcase_add_test(tc, stale_temporaries_of_dead_writers_are_removed);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -3,6 +3,8 @@
 
 #include <pthread.h>
 
+#include "core.h"
+
 static const cd_status all_codes[] = {
     CD_OK, CD_ERR_INVALID_ARGUMENT, CD_ERR_OUT_OF_MEMORY, CD_ERR_SHAPE,
     CD_ERR_OVERFLOW, CD_ERR_RANGE, CD_ERR_NOT_FINITE, CD_ERR_IO,
@@ -81,6 +83,25 @@ START_TEST(last_error_is_thread_local)
 }
 END_TEST
 
+/* Wrapping the last message in context: the message is an argument of the
+ * call that overwrites it, and must come out once and whole. */
+START_TEST(wrapping_the_last_error)
+{
+    cd__error(CD_ERR_RANGE, "cd_degradation_set_prior: std = -1 must be at least 0");
+    cd__error(CD_ERR_FORMAT, "checkpoint: bad prior: %s", cd_last_error());
+    ck_assert_str_eq(cd_last_error(),
+                     "checkpoint: bad prior: cd_degradation_set_prior: std = -1 must be at "
+                     "least 0");
+    ck_assert_int_eq(cd_last_status(), CD_ERR_FORMAT);
+    cd__error(CD_ERR_IO, "%s; %s", cd_last_error(), cd_last_error());
+    ck_assert_str_eq(cd_last_error(),
+                     "checkpoint: bad prior: cd_degradation_set_prior: std = -1 must be at "
+                     "least 0; checkpoint: bad prior: cd_degradation_set_prior: std = -1 "
+                     "must be at least 0");
+    cd_clear_error();
+}
+END_TEST
+
 START_TEST(versions)
 {
     char want[64];
@@ -99,6 +120,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, strings_are_distinct);
     tcase_add_test(tc, last_error_names_function_and_argument);
     tcase_add_test(tc, last_error_is_thread_local);
+    tcase_add_test(tc, wrapping_the_last_error);
     tcase_add_test(tc, versions);
     suite_add_tcase(s, tc);
     return s;

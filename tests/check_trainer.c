@@ -4,6 +4,8 @@
 
 #include <math.h>
 
+#include "nn/nn.h"
+
 static cd_decoder *make_cnn(const int64_t *hidden, int32_t n_hidden, int64_t kernel,
                             uint64_t seed)
 {
@@ -270,6 +272,101 @@ START_TEST(bad_input_is_an_error)
 }
 END_TEST
 
+/* Rewrite a trainer file with one configuration entry changed (int64
+ * scalar, or int64 array when n > 0) and params' tensors (none if NULL). */
+static void rewrite(const char *path, const char *key, const int64_t *v, int64_t n,
+                    cd_params *params)
+{
+    cd__ckpt *ck = NULL;
+    cd_params *empty = NULL;
+    CD_ASSERT_OK(cd_params_create(&empty));
+    CD_ASSERT_OK(cd__ckpt_read(&ck, path));
+    CD_ASSERT_OK(n ? cd__ckpt_set_i64_array(ck, key, v, n) : cd__ckpt_set_i64(ck, key, *v));
+    CD_ASSERT_OK(cd__ckpt_save(ck, path, params ? params : empty, NULL));
+    cd__ckpt_free(ck);
+    cd_params_free(empty);
+}
+
+/* A configuration that claims more than the file holds is refused for what
+ * is missing before anything of the claimed size is allocated: the model's
+ * parameters, the schedule of T steps, fade's mean image. */
+START_TEST(claims_beyond_the_file_allocate_nothing)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "t.cdm");
+    const int64_t hidden[2] = {4, 6};
+    cd_trainer *tr = make_trainer(0, hidden, 2), *bad = (cd_trainer *)0x1;
+    cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
+    const int64_t big = 2048, huge_t = 1000000, fade_shape[3] = {1, 4096, 4096};
+
+    CD_ASSERT_OK(cd_trainer_save(tr, path, NULL));
+    rewrite(path, "decoder.height", &big, 0, NULL);
+    rewrite(path, "decoder.width", &big, 0, NULL);
+    (void)cd__alloc_largest(true);
+    CD_ASSERT_STATUS(cd_trainer_load(&bad, path, NULL), CD_ERR_NOT_FOUND);
+    CD_ASSERT_ERROR_MENTIONS("blocks.0.net.0.weight");
+    ck_assert_ptr_null(bad);
+    ck_assert_uint_lt(cd__alloc_largest(true), 1u << 16);
+
+    CD_ASSERT_OK(cd_trainer_save(tr, path, NULL));
+    rewrite(path, "schedule.T", &huge_t, 0, p);
+    (void)cd__alloc_largest(true);
+    CD_ASSERT_STATUS(cd_trainer_load(&bad, path, NULL), CD_ERR_FORMAT);
+    CD_ASSERT_ERROR_MENTIONS("schedule.beta");
+    /* the parameters the file holds, and nothing larger */
+    ck_assert_uint_le(cd__alloc_largest(true), 2 * (size_t)cd_test_file_size(path));
+
+    /* fade, its mean image 1 x 28 x 28 in the file, 1 x 4096 x 4096 claimed */
+    cd_schedule *s = NULL;
+    cd_degradation *fade = NULL;
+    cd_tensor *mean = NULL;
+    CD_ASSERT_OK(cd_tensor_create(&mean, 3, (int64_t[]){1, 28, 28}));
+    CD_ASSERT_OK(cd_schedule_create_linear(&s, 20, 1e-4, 0.02));
+    CD_ASSERT_OK(cd_degradation_create_fade(&fade, s, mean));
+    cd_trainer *tf = NULL;
+    CD_ASSERT_OK(cd_trainer_create(&tf, make_cnn(hidden, 2, 3, 7), fade));
+    CD_ASSERT_OK(cd_trainer_save(tf, path, NULL));
+    CD_ASSERT_OK(cd_trainer_load(&bad, path, NULL)); /* the honest file loads */
+    cd_trainer_free(bad);
+    rewrite(path, "degradation.mean_shape", fade_shape, 3,
+            cd_decoder_params(cd_trainer_decoder(tf)));
+    (void)cd__alloc_largest(true);
+    CD_ASSERT_STATUS(cd_trainer_load(&bad, path, NULL), CD_ERR_FORMAT);
+    CD_ASSERT_ERROR_MENTIONS("mean_image");
+    ck_assert_uint_le(cd__alloc_largest(true), 2 * (size_t)cd_test_file_size(path));
+
+    cd_tensor_free(mean);
+    cd_schedule_free(s);
+    cd_trainer_free(tf);
+    cd_trainer_free(tr);
+}
+END_TEST
+
+/* A prior a file cannot have: the message wraps the cause once. */
+START_TEST(bad_prior_in_a_file)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "prior.cdm");
+    const int64_t hidden[2] = {4, 6};
+    cd_trainer *tr = make_trainer(1, hidden, 2), *bad = (cd_trainer *)0x1;
+    CD_ASSERT_OK(cd_trainer_save(tr, path, NULL));
+    cd__ckpt *ck = NULL;
+    CD_ASSERT_OK(cd__ckpt_read(&ck, path));
+    CD_ASSERT_OK(cd__ckpt_set_f64(ck, "degradation.prior_std", -1.0));
+    CD_ASSERT_OK(cd__ckpt_save(ck, path, cd_decoder_params(cd_trainer_decoder(tr)), NULL));
+    cd__ckpt_free(ck);
+    CD_ASSERT_STATUS(cd_trainer_load(&bad, path, NULL), CD_ERR_FORMAT);
+    const char *msg = cd_last_error(), *first = strstr(msg, "bad prior");
+    ck_assert_msg(first && !strstr(first + 1, "bad prior") && !strstr(msg, "checkpoint: bad "
+                  "prior: checkpoint"), "message '%s'", msg);
+    CD_ASSERT_ERROR_MENTIONS("cd_degradation_set_prior");
+    ck_assert_ptr_null(bad);
+    cd_trainer_free(tr);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("trainer");
@@ -280,6 +377,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, copy_ema_installs_the_average);
     tcase_add_test(tc, eval_leaves_weights_alone);
     tcase_add_test(tc, bad_input_is_an_error);
+    tcase_add_test(tc, claims_beyond_the_file_allocate_nothing);
+    tcase_add_test(tc, bad_prior_in_a_file);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -68,9 +68,31 @@ int cli_usage(const char *cmd, const char *fmt, ...);
  * val_fraction is negative: then all training images train, in file order. */
 cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed);
 
-/* Folder helpers: create dir (and parents); join dir and name. */
+/* Open path for reading as a regular file without ever blocking (a FIFO is
+ * refused): 0, or an errno (ENOENT: it does not exist), or -1 for a file
+ * that is not a regular one. cli_strerror() words either code. */
+int cli_open_read(const char *path, FILE **f);
+const char *cli_strerror(int e);
+/* Whether anything is at path: 0 if so (readable or not), ENOENT if
+ * nothing is, -2 for a symbolic link to nothing, or the errno of a path
+ * that cannot be looked at (ELOOP, EACCES on a folder). Only ENOENT means
+ * "missing"; callers report anything else. */
+int cli_path_state(const char *path);
+
+/* Folder helpers: create dir and its parents (0, or the errno; ENOTDIR when
+ * a file is in the way); join dir and name. */
 int cli_mkdirs(const char *dir);
 const char *cli_join(char *buf, size_t cap, const char *dir, const char *name);
+
+/* Checks of an output before any long work, so that a bad --out fails at
+ * once and with its reason. cli_check_output: a file can be written at
+ * path by a temporary file and a rename (its folder takes a new file, and
+ * path is no folder). cli_prepare_dir: dir exists or is made, and takes
+ * new files. Both return 0 or an errno. cli_output_ok prints "colddiff
+ * CMD: cannot write WHAT PATH: reason" and returns CLI_FAIL if not. */
+int cli_check_output(const char *path);
+int cli_prepare_dir(const char *dir);
+int cli_output_ok(const char *cmd, const char *what, const char *path, bool folder);
 
 /* Images N x 1 x H x W as a PNG grid with the report's percentile map. */
 cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols);
@@ -81,8 +103,13 @@ typedef struct {
     const double *x, *y;
     int64_t n;
 } cli_series;
+/* Returns 0 or the errno of the failed write. */
 int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
                        const char *ylabel, const cli_series *series, int n_series, bool log_y);
+
+/* Finish a file written to tmp: flush, fsync, close, rename to path (tmp
+ * is removed on failure). Returns 0 or the errno of the first failure. */
+int cli_commit_file(FILE *f, const char *tmp, const char *path);
 
 /* The subcommands. */
 int cmd_grid(int argc, char **argv);

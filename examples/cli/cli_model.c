@@ -57,6 +57,21 @@ int cli_model_from_preset_flag(cli_model *m, int argc, char **argv)
     return preset;
 }
 
+int cli_model_check(const cli_model *m, const char *cmd)
+{
+    if (m->schedule == SCH_LINEAR && m->beta_min > m->beta_max)
+        return cli_usage(cmd, "--beta-min %g exceeds --beta-max %g (the linear schedule "
+                         "rises from one to the other)", m->beta_min, m->beta_max);
+    if (m->t_max > m->T)
+        return cli_usage(cmd, "--t-max %lld exceeds --T %lld", (long long)m->t_max,
+                         (long long)m->T);
+    cd_schedule *s = NULL;
+    if (cli_model_schedule(m, &s) != CD_OK)
+        return cli_usage(cmd, "the schedule options: %s", cd_last_error());
+    cd_schedule_free(s);
+    return CLI_OK;
+}
+
 cd_status cli_model_schedule(const cli_model *m, cd_schedule **out)
 {
     switch (m->schedule) {

@@ -43,6 +43,10 @@ int cli_model_from_preset_flag(cli_model *m, int argc, char **argv);
  * image from ds's train split. Prints the error and returns CLI_FAIL. */
 int cli_model_build(const cli_model *m, cd_dataset *ds, cd_rng *rng, cd_trainer **out);
 
+/* Options that cannot work together, found before any work: CLI_OK, or
+ * CLI_USAGE after printing which (as "colddiff CMD: ..."). */
+int cli_model_check(const cli_model *m, const char *cmd);
+
 /* The schedule alone (colddiff schedule). */
 cd_status cli_model_schedule(const cli_model *m, cd_schedule **out);
 

@@ -54,9 +54,16 @@ static int parse_times(const char *cmd, const cli_opt *o, const char *v, cli_tim
     char buf[512];
     if (strlen(v) >= sizeof buf) return cli_usage(cmd, "%s: list too long", o->name);
     strcpy(buf, v);
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
-         tok = strtok_r(NULL, ",", &save)) {
+    if (!*buf) return cli_usage(cmd, "%s needs at least one value", o->name);
+    /* Every comma separates two values: "1,,2", ",1" and "1," are typos,
+     * not shorter lists (strtok would skip the empty items). */
+    for (char *tok = buf, *end; tok; tok = end) {
+        end = strchr(tok, ',');
+        if (end) *end++ = '\0';
         int64_t x = 0;
+        if (!*tok)
+            return cli_usage(cmd, "%s: '%s' has an empty item; separate values with single "
+                             "commas", o->name, v);
         if (t->n == CLI_MAX_TIMES)
             return cli_usage(cmd, "%s takes at most %d values", o->name, CLI_MAX_TIMES);
         if (!parse_i64(tok, &x) || (double)x < o->lo || (double)x > o->hi)
@@ -64,7 +71,6 @@ static int parse_times(const char *cmd, const cli_opt *o, const char *v, cli_tim
                              o->lo, o->hi);
         t->v[t->n++] = x;
     }
-    if (t->n == 0) return cli_usage(cmd, "%s needs at least one value", o->name);
     return CLI_OK;
 }
 

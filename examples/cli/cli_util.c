@@ -5,6 +5,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,29 +21,106 @@ const char *cli_join(char *buf, size_t cap, const char *dir, const char *name)
 int cli_mkdirs(const char *dir)
 {
     char path[4096];
-    if (strlen(dir) >= sizeof path) return -1;
+    if (strlen(dir) >= sizeof path) return ENAMETOOLONG;
     strcpy(path, dir);
     for (char *p = path + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST) return -1;
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) return errno;
         *p = '/';
     }
-    return mkdir(path, 0777) == 0 || errno == EEXIST ? 0 : -1;
+    if (mkdir(path, 0777) != 0 && errno != EEXIST) return errno;
+    /* EEXIST is also what a file of that name gives. */
+    struct stat st;
+    if (stat(path, &st) != 0) return errno;
+    return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
 }
 
+/* Create and remove a file next to path, as writing path through a
+ * temporary file and a rename will. */
+static int probe_folder_of(const char *path)
+{
+    char probe[4200];
+    if ((size_t)snprintf(probe, sizeof probe, "%s.probe.%ld", path, (long)getpid()) >=
+        sizeof probe)
+        return ENAMETOOLONG;
+    const int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return errno;
+    close(fd);
+    unlink(probe);
+    return 0;
+}
+
+int cli_check_output(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return EISDIR;
+    return probe_folder_of(path);
+}
+
+int cli_prepare_dir(const char *dir)
+{
+    char inside[4200];
+    const int e = cli_mkdirs(dir);
+    if (e) return e;
+    return probe_folder_of(cli_join(inside, sizeof inside, dir, ".colddiff"));
+}
+
+int cli_output_ok(const char *cmd, const char *what, const char *path, bool folder)
+{
+    const int e = folder ? cli_prepare_dir(path) : cli_check_output(path);
+    if (e == 0) return CLI_OK;
+    fprintf(stderr, "colddiff %s: cannot write %s %s: %s\n", cmd, what, path, strerror(e));
+    return CLI_FAIL;
+}
+
+int cli_open_read(const char *path, FILE **f)
+{
+    *f = NULL;
+    /* O_NONBLOCK: opening a FIFO without a writer would wait forever. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    struct stat st;
+    int e = fstat(fd, &st) != 0 ? errno : !S_ISREG(st.st_mode) ? -1 : 0;
+    int flags = e ? 0 : fcntl(fd, F_GETFL);
+    if (!e && (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)) e = errno;
+    if (!e && !(*f = fdopen(fd, "r"))) e = errno;
+    if (e) close(fd);
+    return e;
+}
+
+const char *cli_strerror(int e)
+{
+    if (e == -1) return "not a regular file";
+    if (e == -2) return "a symbolic link to a missing file";
+    return strerror(e);
+}
+
+int cli_path_state(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0) return 0;
+    const int e = errno;
+    if (e != ENOENT) return e;
+    return lstat(path, &st) == 0 ? -2 : ENOENT;
+}
+
+/* Whether dir/name or dir/name.gz is there (whether or not it can be read:
+ * the loader then says why not). */
 static bool exists_either(char *buf, size_t cap, const char *dir, const char *name)
 {
     char gz[512];
     snprintf(gz, sizeof gz, "%s.gz", name);
-    if (access(cli_join(buf, cap, dir, name), R_OK) == 0) return true;
-    return access(cli_join(buf, cap, dir, gz), R_OK) == 0;
+    if (cli_path_state(cli_join(buf, cap, dir, name)) != ENOENT) return true;
+    return cli_path_state(cli_join(buf, cap, dir, gz)) != ENOENT;
 }
 
 cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed)
 {
     char im[4096], lb[4096];
     cd_status st;
+    /* Only when the training files are truly absent (not unreadable) does
+     * the t10k pair stand in for them. */
     if (!exists_either(im, sizeof im, dir, "train-images-idx3-ubyte") &&
         exists_either(im, sizeof im, dir, "t10k-images-idx3-ubyte") &&
         exists_either(lb, sizeof lb, dir, "t10k-labels-idx1-ubyte")) {
@@ -100,7 +178,7 @@ int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
-    if (!f) return -1;
+    if (!f) return errno;
 #define PX(v) (L + ((v) - x0) / (x1 - x0) * (W - L - R))
 #define PY(v) (H - B - ((v) - y0) / (y1 - y0) * (H - T - B))
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
@@ -147,10 +225,15 @@ int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
 #undef PX
 #undef PY
     fprintf(f, "</svg>\n");
-    const bool ok = fflush(f) == 0 && !ferror(f) && fsync(fileno(f)) == 0;
-    if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return -1;
-    }
-    return 0;
+    return cli_commit_file(f, tmp, path);
+}
+
+int cli_commit_file(FILE *f, const char *tmp, const char *path)
+{
+    int e = fflush(f) != 0 || ferror(f) ? (errno ? errno : EIO) : 0;
+    if (!e && fsync(fileno(f)) != 0) e = errno;
+    if (fclose(f) != 0 && !e) e = errno;
+    if (!e && rename(tmp, path) != 0) e = errno;
+    if (e) remove(tmp);
+    return e;
 }

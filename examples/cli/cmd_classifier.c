@@ -47,6 +47,8 @@ int cmd_train_classifier(int argc, char **argv)
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!data || !out) return cli_usage("train-classifier", "--data and --out are required");
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
+    if (cli_output_ok("train-classifier", "the classifier", out, false) != CLI_OK)
+        return CLI_FAIL;
     cd_dataset *ds = NULL;
     cd_rng *rng = NULL;
     cd_classifier *c = NULL;

@@ -8,6 +8,7 @@
  */
 #include "cli_gen.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,12 +207,16 @@ int cmd_eval(int argc, char **argv)
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!ckpt || !data) return cli_usage("eval", "--checkpoint and --data are required");
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
+    if (json && cli_output_ok("eval", "the JSON", json, false) != CLI_OK) return CLI_FAIL;
     s.seed = (uint64_t)seed;
     cd_trainer *tr = NULL;
     cd_dataset *ds = NULL;
     cd_classifier *cls = NULL;
     int ret = CLI_FAIL;
+    cd_sampler *smp = NULL;
     if (cli_load_model(&tr, ckpt, &s) != CD_OK) ret = CLI_FAIL; /* it said why */
+    /* The sampler options are checked against the model before any work. */
+    else if (cli_make_sampler(tr, &s, &smp) != CD_OK) cli_fail("the sampler");
     else if (cli_load_data(&ds, data, 0.2, 42) != CD_OK) cli_fail("loading the data");
     else if ((classifier ? cd_classifier_load(&cls, classifier)
                          : cd_classifier_load_default(&cls)) != CD_OK)
@@ -221,15 +226,21 @@ int cmd_eval(int argc, char **argv)
                 (long long)(r.n > r.fd_n ? r.n : r.fd_n));
     else if (evaluate(tr, ds, cls, &s, reduction, &r) != CD_OK) cli_fail("evaluating");
     else ret = CLI_OK;
-    if (ret == CLI_OK) {
-        print_result(&r, stdout, false);
-        FILE *f = json ? fopen(json, "w") : NULL;
-        if (json && !f) {
-            fprintf(stderr, "colddiff: cannot write %s\n", json);
-            ret = CLI_FAIL;
-        } else if (f) {
+    cd_sampler_free(smp);
+    if (ret == CLI_OK) print_result(&r, stdout, false);
+    if (ret == CLI_OK && json) {
+        /* Through a temporary file, so a failure keeps an earlier JSON. */
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp", json);
+        FILE *f = fopen(tmp, "w");
+        int e = f ? 0 : errno;
+        if (f) {
             print_result(&r, f, true);
-            if (fclose(f) != 0) ret = CLI_FAIL;
+            e = cli_commit_file(f, tmp, json);
+        }
+        if (e) {
+            fprintf(stderr, "colddiff: cannot write %s: %s\n", json, strerror(e));
+            ret = CLI_FAIL;
         }
     }
     cd_classifier_free(cls);

@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 
+#include <errno.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,7 +29,13 @@ int cmd_fetch_mnist(int argc, char **argv)
     char paths[4096];
     snprintf(paths, sizeof paths, "%s", CD_FETCH_SCRIPTS);
     for (char *save = NULL, *p = strtok_r(paths, ":", &save); p; p = strtok_r(NULL, ":", &save)) {
-        if (access(p, R_OK) != 0) continue;
+        const int state = cli_path_state(p);
+        if (state == ENOENT) continue;
+        if (state != 0 || access(p, R_OK) != 0) {
+            fprintf(stderr, "colddiff: cannot read %s: %s\n", p,
+                    cli_strerror(state ? state : errno));
+            return CLI_FAIL;
+        }
         fflush(NULL);
         const pid_t pid = fork();
         if (pid == 0) {

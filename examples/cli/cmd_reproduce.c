@@ -13,6 +13,7 @@
  */
 #include "cli.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -62,8 +63,8 @@ static int call(int (*cmd)(int, char **), const char *fmt, ...)
 static double json_number(const char *path, const char *key)
 {
     char buf[4096], pat[128];
-    FILE *f = fopen(path, "r");
-    if (!f) return NAN;
+    FILE *f = NULL;
+    if (cli_open_read(path, &f) != 0) return NAN; /* the table then shows nan */
     const size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
@@ -78,7 +79,10 @@ static int write_report(const char *dir, int budget, const char *const *json)
     snprintf(path, sizeof path, "%s/report.md", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
-    if (!f) return CLI_FAIL;
+    if (!f) {
+        fprintf(stderr, "colddiff: cannot write %s: %s\n", path, strerror(errno));
+        return CLI_FAIL;
+    }
     static const char *const what[] = {
         "Parts of an epoch and 200 evaluation images, DDIM 50 steps with eta 1 and x0-hat "
         "clipped to the data range for the noise models (docs/sampling.md): this checks the pipeline end to end and is far "
@@ -114,7 +118,11 @@ static int write_report(const char *dir, int budget, const char *const *json)
                 "result): ![restorations](%s/restore.png)\n\n",
                 runs[i].name, runs[i].name, runs[i].name, runs[i].name);
     fprintf(f, "Schedules (the report's Figure 5): ![alpha-bar](schedules.svg)\n");
-    if (fclose(f) != 0 || rename(tmp, path) != 0) return CLI_FAIL;
+    const int e = cli_commit_file(f, tmp, path);
+    if (e) {
+        fprintf(stderr, "colddiff: cannot write %s: %s\n", path, strerror(e));
+        return CLI_FAIL;
+    }
     printf("colddiff: wrote %s\n", path);
     return CLI_OK;
 }
@@ -138,10 +146,7 @@ int cmd_reproduce(int argc, char **argv)
     int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!data || !out) return cli_usage("reproduce", "--data and --out are required");
-    if (cli_mkdirs(out) != 0) {
-        fprintf(stderr, "colddiff: cannot create %s\n", out);
-        return CLI_FAIL;
-    }
+    if (cli_output_ok("reproduce", "the output folder", out, true) != CLI_OK) return CLI_FAIL;
     const bool full = budget == 1, smoke = budget == 2;
     char thr[32] = "";
     if (threads > 0) snprintf(thr, sizeof thr, "--threads" S "%lld", (long long)threads);

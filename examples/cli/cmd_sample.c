@@ -44,6 +44,7 @@ int cmd_sample(int argc, char **argv)
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!ckpt || !out) return cli_usage("sample", "--checkpoint and --out are required");
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
+    if (cli_output_ok("sample", "the grid", out, false) != CLI_OK) return CLI_FAIL;
     s.seed = (uint64_t)seed;
     cd_trainer *tr = NULL;
     if (cli_load_model(&tr, ckpt, &s) != CD_OK) return CLI_FAIL;
@@ -83,6 +84,7 @@ int cmd_restore(int argc, char **argv)
     if (!ckpt || !out || !data)
         return cli_usage("restore", "--checkpoint, --data and --out are required");
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
+    if (cli_output_ok("restore", "the figure", out, false) != CLI_OK) return CLI_FAIL;
     s.seed = (uint64_t)seed;
     cd_trainer *tr = NULL;
     cd_dataset *ds = NULL;

@@ -57,6 +57,9 @@ int cmd_schedule(int argc, char **argv)
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!out) return cli_usage("schedule", "--out FILE.svg is required");
+    const int bad = cli_model_check(&m, "schedule");
+    if (bad) return bad;
+    if (cli_output_ok("schedule", "the plot", out, false) != CLI_OK) return CLI_FAIL;
     static const char *const colors[] = {"#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e"};
     cli_series s[5];
     double *mem[10] = {0};
@@ -74,9 +77,11 @@ int cmd_schedule(int argc, char **argv)
         s[n] = (cli_series){names[n], colors[n], mem[2 * n], mem[2 * n + 1], c.T + 1};
         n++;
     }
-    if (ret == CLI_OK &&
-        cli_write_svg_plot(out, "alpha-bar_t", "t", "alpha-bar", s, n, log_y) != 0) {
-        fprintf(stderr, "colddiff: cannot write %s\n", out);
+    const int e = ret == CLI_OK ? cli_write_svg_plot(out, "alpha-bar_t", "t", "alpha-bar", s,
+                                                     n, log_y)
+                                : 0;
+    if (e) {
+        fprintf(stderr, "colddiff: cannot write %s: %s\n", out, strerror(e));
         ret = CLI_FAIL;
     }
     if (ret == CLI_OK) printf("colddiff: wrote %s\n", out);

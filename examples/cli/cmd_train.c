@@ -8,6 +8,7 @@
 #include "cli_gen.h"
 #include "cli_model.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -47,29 +48,46 @@ static void on_sigint(int sig)
 
 /* ---- the loss curve -------------------------------------------------------- */
 
-static int write_curve(run_state *r)
+/* losses.csv and loss.svg; 0 or the errno of the failed write (the path of
+ * the file that failed goes to `failed`). */
+static int write_curve(run_state *r, char *failed, size_t cap)
 {
-    char path[4096];
+    char path[4096], final[4096];
+    cli_join(final, sizeof final, r->o->out, "losses.csv");
+    snprintf(failed, cap, "%s", final);
     FILE *f = fopen(cli_join(path, sizeof path, r->o->out, "losses.csv.tmp"), "w");
-    if (!f) return -1;
+    if (!f) return errno;
     fprintf(f, "epoch,train_loss,val_loss\n");
     for (int64_t i = 0; i < r->n; i++)
         fprintf(f, "%.0f,%.9g,%.9g\n", r->epoch[i], r->train[i], r->val[i]);
-    char final[4096];
-    if (fclose(f) != 0 || rename(path, cli_join(final, sizeof final, r->o->out, "losses.csv")))
-        return -1;
+    int e = cli_commit_file(f, path, final);
+    if (e) return e;
     const cli_series s[2] = {{"train", "#1f77b4", r->epoch, r->train, r->n},
                              {"validation", "#d62728", r->epoch, r->val, r->n}};
-    return cli_write_svg_plot(cli_join(path, sizeof path, r->o->out, "loss.svg"), "Loss",
-                              "epoch", "loss", s, 2, true);
+    snprintf(failed, cap, "%s", cli_join(path, sizeof path, r->o->out, "loss.svg"));
+    return cli_write_svg_plot(path, "Loss", "epoch", "loss", s, 2, true);
 }
 
-/* Rows of an earlier losses.csv up to epoch `upto` (a resumed run). */
-static void read_curve(run_state *r, int64_t upto)
+/* write_curve, a failure being only a warning: training goes on. */
+static void warn_curve(run_state *r)
+{
+    char failed[4096];
+    const int e = write_curve(r, failed, sizeof failed);
+    if (e) fprintf(stderr, "colddiff: warning: cannot write %s: %s\n", failed, strerror(e));
+}
+
+/* Rows of an earlier losses.csv up to epoch `upto` (a resumed run); a
+ * missing file is an empty curve, an unreadable one an error. */
+static int read_curve(run_state *r, int64_t upto)
 {
     char path[4096], line[256];
-    FILE *f = fopen(cli_join(path, sizeof path, r->o->out, "losses.csv"), "r");
-    if (!f) return;
+    FILE *f = NULL;
+    const int err = cli_open_read(cli_join(path, sizeof path, r->o->out, "losses.csv"), &f);
+    if (err == ENOENT) return CLI_OK;
+    if (err) {
+        fprintf(stderr, "colddiff: cannot read %s: %s\n", path, cli_strerror(err));
+        return CLI_FAIL;
+    }
     while (fgets(line, sizeof line, f) && r->n < MAX_EPOCHS) {
         double e, t, v;
         if (sscanf(line, "%lf,%lf,%lf", &e, &t, &v) == 3 && e <= (double)upto) {
@@ -78,6 +96,7 @@ static void read_curve(run_state *r, int64_t upto)
         }
     }
     fclose(f);
+    return CLI_OK;
 }
 
 /* ---- per-epoch work ---------------------------------------------------------- */
@@ -132,9 +151,11 @@ static void record_epoch(run_state *r, int64_t epoch, double train, double val)
         r->n++;
     }
     if (r->tty) fprintf(stderr, "\r\033[K");
-    fprintf(stderr, "epoch %lld/%lld: train loss %.5f, validation loss %.5f\n",
-            (long long)epoch, (long long)r->o->epochs, train, val);
-    if (write_curve(r) != 0) fprintf(stderr, "colddiff: warning: could not write losses.csv\n");
+    fprintf(stderr, "epoch %lld/%lld: train loss %.5f, ", (long long)epoch,
+            (long long)r->o->epochs, train);
+    if (isnan(val)) fprintf(stderr, "no validation split\n");
+    else fprintf(stderr, "validation loss %.5f\n", val);
+    warn_curve(r);
 }
 
 static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch);
@@ -168,7 +189,10 @@ static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch)
     cli_times times = r->o->times_given ? r->o->restore_times : cli_default_times(T);
     for (int64_t i = 0; i < times.n; i++)
         if (times.v[i] > T) times.v[i] = T;
-    st = cli_restore_figure(tr, &smp, r->ds, CD_SPLIT_VAL, 8, &times,
+    /* Restorations of unseen images when there are any. */
+    const cd_split split = cd_dataset_count(r->ds, CD_SPLIT_VAL) > 0 ? CD_SPLIT_VAL
+                                                                      : CD_SPLIT_TRAIN;
+    st = cli_restore_figure(tr, &smp, r->ds, split, 8, &times,
                             cli_join(path, sizeof path, r->o->out, name));
     ema_out(tr, raw);
     if (st == CD_OK) fprintf(stderr, "  wrote samples and restorations for epoch %lld\n",
@@ -190,8 +214,8 @@ static cd_status finish_epoch(run_state *r, cd_trainer *tr, int64_t epoch)
         cd_trainer_progress(tr, CD_PROGRESS_TRAIN_LOSS, &train);
         cd_trainer_progress(tr, CD_PROGRESS_VAL_LOSS, &val);
         record_epoch(r, epoch, train, val);
-    } else if (write_curve(r) != 0) { /* loss.svg may predate the row */
-        fprintf(stderr, "colddiff: warning: could not write losses.csv\n");
+    } else { /* loss.svg may predate the row */
+        warn_curve(r);
     }
     char name[64], path[4096];
     snprintf(name, sizeof name, "restore_epoch%03lld.png", (long long)epoch);
@@ -239,25 +263,36 @@ static void *draw_bar(void *arg)
 
 /* config.txt holds the run's data options, which --resume reads back so
  * the split and the batches are the same. */
-static void write_config(const train_opts *o, const cli_model *m)
+static int write_config(const train_opts *o, const cli_model *m)
 {
     char path[4096], final[4096];
+    cli_join(final, sizeof final, o->out, "config.txt");
     FILE *f = fopen(cli_join(path, sizeof path, o->out, "config.txt.tmp"), "w");
-    if (!f) return;
-    fprintf(f, "# colddiff train configuration (libcolddiff %s)\n", cd_version_string());
-    fprintf(f, "data = %s\nseed = %lld\nval_fraction = %.17g\ntrain_limit = %lld\n"
-            "epochs = %lld\nbatch = %lld\nlr = %.17g\nema = %.17g\nclip_norm = %.17g\n",
-            o->data, (long long)o->seed, o->val_fraction, (long long)o->train_limit,
-            (long long)o->epochs, (long long)o->batch, o->lr, o->ema, o->clip);
-    cli_model_write(m, f);
-    if (fclose(f) == 0) rename(path, cli_join(final, sizeof final, o->out, "config.txt"));
+    int e = f ? 0 : errno;
+    if (f) {
+        fprintf(f, "# colddiff train configuration (libcolddiff %s)\n", cd_version_string());
+        fprintf(f, "data = %s\nseed = %lld\nval_fraction = %.17g\ntrain_limit = %lld\n"
+                "epochs = %lld\nbatch = %lld\nlr = %.17g\nema = %.17g\nclip_norm = %.17g\n",
+                o->data, (long long)o->seed, o->val_fraction, (long long)o->train_limit,
+                (long long)o->epochs, (long long)o->batch, o->lr, o->ema, o->clip);
+        cli_model_write(m, f);
+        e = cli_commit_file(f, path, final);
+    }
+    /* --resume needs it to draw the same split and batches. */
+    if (e) fprintf(stderr, "colddiff: cannot write %s: %s\n", final, strerror(e));
+    return e ? CLI_FAIL : CLI_OK;
 }
 
-static void read_config(train_opts *o)
+static int read_config(train_opts *o)
 {
     char path[4096], line[512];
-    FILE *f = fopen(cli_join(path, sizeof path, o->out, "config.txt"), "r");
-    if (!f) return;
+    FILE *f = NULL;
+    const int e = cli_open_read(cli_join(path, sizeof path, o->out, "config.txt"), &f);
+    if (e == ENOENT) return CLI_OK;
+    if (e) {
+        fprintf(stderr, "colddiff: cannot read %s: %s\n", path, cli_strerror(e));
+        return CLI_FAIL;
+    }
     while (fgets(line, sizeof line, f)) {
         long long i;
         double d;
@@ -266,6 +301,20 @@ static void read_config(train_opts *o)
         else if (sscanf(line, "train_limit = %lld", &i) == 1) o->train_limit = i;
     }
     fclose(f);
+    return CLI_OK;
+}
+
+/* Make the grids' sampler once before training: a schedule whose alpha-bar
+ * underflows, or a sampler that does not fit the degradation, fails now
+ * instead of after the first epoch. */
+static int check_grid_sampler(const train_opts *o, cd_trainer *tr)
+{
+    const cli_sampling smp = {o->grid_sampler, o->grid_steps, o->grid_eta, 0, o->grid_clip,
+                              false};
+    cd_sampler *s = NULL;
+    if (cli_make_sampler(tr, &smp, &s) != CD_OK) return cli_fail("the sample grids' sampler");
+    cd_sampler_free(s);
+    return CLI_OK;
 }
 
 static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_rng *rng,
@@ -273,12 +322,19 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
 {
     char last[4096];
     cli_join(last, sizeof last, o->out, "last.cdm");
-    if (o->resume && access(last, R_OK) == 0) {
+    /* Only a last.cdm that does not exist starts afresh: one that cannot be
+     * read must not be overwritten by a new run. */
+    const int state = o->resume ? cli_path_state(last) : ENOENT;
+    if (state != 0 && state != ENOENT) {
+        fprintf(stderr, "colddiff: resuming: cannot read %s: %s\n", last, cli_strerror(state));
+        return CLI_FAIL;
+    }
+    if (o->resume && state == 0) {
         if (cd_trainer_load(tr, last, rng) != CD_OK) return cli_fail("resuming");
         double e = 0;
         cd_trainer_progress(*tr, CD_PROGRESS_EPOCH, &e);
         fprintf(stderr, "colddiff: resuming %s after epoch %.0f\n", last, e);
-        return CLI_OK;
+        return check_grid_sampler(o, *tr);
     }
     if (o->resume) fprintf(stderr, "colddiff: note: no %s yet; starting afresh\n", last);
     int rc = cli_model_build(m, ds, rng, tr);
@@ -288,17 +344,14 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
         cd_trainer_set(*tr, CD_TRAINER_EMA_DECAY, o->ema) != CD_OK ||
         cd_trainer_set(*tr, CD_TRAINER_CLIP_NORM, o->clip) != CD_OK)
         return cli_fail("the training options");
-    write_config(o, m);
-    return CLI_OK;
+    rc = check_grid_sampler(o, *tr);
+    return rc == CLI_OK ? write_config(o, m) : rc;
 }
 
 static int run(train_opts *o, cli_model *m)
 {
-    if (cli_mkdirs(o->out) != 0) {
-        fprintf(stderr, "colddiff: cannot create the folder %s\n", o->out);
-        return CLI_FAIL;
-    }
-    if (o->resume) read_config(o);
+    if (cli_output_ok("train", "the run folder", o->out, true) != CLI_OK) return CLI_FAIL;
+    if (o->resume && read_config(o) != CLI_OK) return CLI_FAIL;
     if (o->threads > 0 && cd_set_num_threads((int32_t)o->threads) != CD_OK)
         return cli_fail("--threads");
     cd_dataset *ds = NULL;
@@ -321,7 +374,7 @@ static int run(train_opts *o, cli_model *m)
     r.ds = ds;
     double done_epochs = 0;
     cd_trainer_progress(tr, CD_PROGRESS_EPOCH, &done_epochs);
-    read_curve(&r, (int64_t)done_epochs);
+    if ((rc = read_curve(&r, (int64_t)done_epochs)) != CLI_OK) goto done;
     char best[4096], last[4096];
     cli_join(best, sizeof best, o->out, "best.cdm");
     cli_join(last, sizeof last, o->out, "last.cdm");
@@ -404,7 +457,7 @@ int cmd_train(int argc, char **argv)
         {"--epochs", OPT_I64, &o.epochs, 1, MAX_EPOCHS, NULL, "total epochs (5)", NULL},
         {"--batch", OPT_I64, &o.batch, 1, 65536, NULL, "batch size (128)", NULL},
         {"--lr", OPT_F64, &o.lr, 1e-12, 10, NULL, "Adam learning rate (2e-4)", NULL},
-        {"--val-fraction", OPT_F64, &o.val_fraction, 0, 0.99, NULL, "validation share (0.2)", NULL},
+        {"--val-fraction", OPT_F64, &o.val_fraction, 0, 0.99, NULL, "validation share (0.2); 0: none, best.cdm then keeps the lowest training loss", NULL},
         {"--seed", OPT_I64, &o.seed, 0, INT64_MAX, NULL, "seed of split, weights and noise (42)", NULL},
         {"--threads", OPT_I64, &o.threads, 1, 256, NULL, "worker threads (all cores)", NULL},
         {"--train-limit", OPT_I64, &o.train_limit, 1, INT64_MAX, NULL, "use the first N training images", NULL},
@@ -428,7 +481,6 @@ int cmd_train(int argc, char **argv)
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!o.data) return cli_usage("train", "--data DIR is required");
     if (!o.out) return cli_usage("train", "--out RUN is required");
-    if (m.t_max > m.T) return cli_usage("train", "--t-max %lld exceeds --T %lld",
-                                        (long long)m.t_max, (long long)m.T);
-    return run(&o, &m);
+    const int bad = cli_model_check(&m, "train");
+    return bad ? bad : run(&o, &m);
 }

@@ -23,7 +23,9 @@ reader would give: "format", "checksum", "version" or "unsupported".
 """
 import array
 import binascii
+import errno
 import os
+import stat
 import struct
 import sys
 import tempfile
@@ -319,11 +321,14 @@ def _read_tensors(r):
     return out
 
 
-def _check_header(raw):
+def _check_header(raw, size=None):
+    """Check the header at the start of raw, for a file of `size` bytes
+    (len(raw) when raw is the whole file)."""
+    size = len(raw) if size is None else size
     if raw[:len(MAGIC)] != MAGIC:
         raise CheckpointError("not a libcolddiff checkpoint (bad magic)")
-    if len(raw) < HEADER_SIZE:
-        raise CheckpointError(f"truncated header: {len(raw)} of {HEADER_SIZE} bytes")
+    if size < HEADER_SIZE:
+        raise CheckpointError(f"truncated header: {size} of {HEADER_SIZE} bytes")
     bom, version = struct.unpack_from("<II", raw, 8)
     if bom == 0x04030201:
         raise CheckpointError("big-endian checkpoint", "unsupported")
@@ -339,9 +344,9 @@ def _check_header(raw):
         raise CheckpointError("header checksum mismatch", "checksum")
     if compression != COMPRESSION_ZLIB:
         raise CheckpointError(f"compression {compression}", "unsupported")
-    if c != len(raw) - HEADER_SIZE:
+    if c != size - HEADER_SIZE:
         raise CheckpointError(f"the header says {c} compressed bytes, the file has "
-                              f"{len(raw) - HEADER_SIZE} after offset {HEADER_SIZE}")
+                              f"{size - HEADER_SIZE} after offset {HEADER_SIZE}")
     if u > MAX_BODY or u > MAX_RATIO * c + 1024:
         raise CheckpointError(f"implausible body size {u} for {c} compressed bytes")
     return u, ccrc, ucrc
@@ -411,6 +416,17 @@ def _check_block_lengths(ckpt):
 
 
 def read(path):
-    """Read and check a checkpoint file (OSError if it cannot be read)."""
-    with open(path, "rb") as f:
-        return decode(f.read())
+    """Read and check a checkpoint file (OSError if it cannot be read or is
+    not a regular file). The header is checked before the rest is read, so
+    a large file that is no checkpoint costs 56 bytes; a FIFO is refused,
+    not waited on."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else \
+                   "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+            raise OSError(errno.EINVAL, f"not a regular file ({kind})", path)
+        head = f.read(HEADER_SIZE)
+        _check_header(head, st.st_size)
+        return decode(head + f.read())

@@ -71,6 +71,22 @@ static void *counted(void *p)
     return p;
 }
 
+/* The largest request the calling thread made since the last reset (the
+ * test hook behind cd__alloc_largest). */
+static _Thread_local size_t g_largest;
+
+size_t cd__alloc_largest(bool reset)
+{
+    size_t n = g_largest;
+    if (reset) g_largest = 0;
+    return n;
+}
+
+static void note_request(size_t bytes)
+{
+    if (bytes > g_largest) g_largest = bytes;
+}
+
 static void *out_of_memory(const char *what, size_t bytes)
 {
     cd__error(CD_ERR_OUT_OF_MEMORY, "out of memory allocating %s (%zu bytes)", what, bytes);
@@ -91,6 +107,7 @@ static bool total_bytes(size_t count, size_t size, const char *what, size_t *byt
 
 void *cd__malloc(size_t bytes, const char *what)
 {
+    note_request(bytes);
     if (injected_failure()) return out_of_memory(what, bytes);
     void *p = counted(malloc(bytes ? bytes : 1));
     return p ? p : out_of_memory(what, bytes);
@@ -106,6 +123,7 @@ void *cd__calloc(size_t count, size_t size, const char *what)
         cd__error(CD_ERR_OVERFLOW, "allocating %s: %zu bytes overflows", what, bytes);
         return NULL;
     }
+    note_request(bytes);
     if (injected_failure()) return out_of_memory(what, bytes);
     void *p = counted(aligned_alloc(CD__ALIGN, rounded));
     if (!p) return out_of_memory(what, bytes);
@@ -117,6 +135,7 @@ void *cd__realloc(void *p, size_t count, size_t size, const char *what)
 {
     size_t bytes;
     if (!total_bytes(count, size, what, &bytes)) return NULL;
+    note_request(bytes);
     if (injected_failure()) return out_of_memory(what, bytes);
     void *q = realloc(p, bytes ? bytes : 1);
     if (!q) return out_of_memory(what, bytes);

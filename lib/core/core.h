@@ -71,6 +71,10 @@ void *cd__realloc(void *p, size_t count, size_t size, const char *what);
 /* A copy of the string s. */
 char *cd__strdup(const char *s, const char *what);
 void cd__free(void *p);
+/* The largest allocation request of the calling thread since the last call
+ * with reset = true, in bytes (for the tests that bound what a file can
+ * make the library allocate). */
+size_t cd__alloc_largest(bool reset);
 
 /* zlib's alloc_func and free_func over the above: set a z_stream's zalloc
  * and zfree to these and its opaque to the name used in messages. */
@@ -131,7 +135,9 @@ cd_status cd__check_finite(const cd_tensor *t, const char *fn, const char *name)
  * Atomic file writer: bytes go to "<path>.tmp.<pid>.<n>" in the same folder;
  * commit() flushes, fsyncs, renames over path and fsyncs the folder, so a
  * reader sees either the old file or the complete new one. Every write
- * failure (ENOSPC included) is remembered and reported by commit().
+ * failure (ENOSPC included) is remembered and reported by commit(). A
+ * successful commit also removes "<path>.tmp.<pid>.<n>" files of processes
+ * that no longer exist (a writer killed before its rename).
  */
 typedef struct cd__atomic_file {
     FILE *fp;
@@ -149,6 +155,17 @@ void cd__atomic_abort(cd__atomic_file *af);
 
 /* Write a whole buffer atomically (open, write, commit). */
 cd_status cd__write_file_atomic(const char *path, const void *buf, size_t n);
+
+/*
+ * open_read.c: open path for reading as a regular file (*size, if not
+ * NULL, gets its size). Never blocks: a FIFO, device, socket or folder is
+ * refused before anything is read. Errors name the file as
+ * "<what>'<path>': ..." with the reason: CD_ERR_NOT_FOUND (ENOENT,
+ * ENOTDIR), CD_ERR_IO (anything else, a non-regular file included).
+ */
+cd_status cd__open_read(const char *path, const char *what, int *fd, uint64_t *size);
+/* The same as a stdio stream. */
+cd_status cd__fopen_read(const char *path, const char *what, FILE **out);
 
 /* ---- threads (threads.c) ------------------------------------------------ */
 

@@ -1,13 +1,17 @@
 /*
  * io.c - atomic file writes: temporary file in the same folder, fsync,
  * rename, fsync of the folder. A crash or a full disk leaves either the old
- * file or the complete new one, never a torn mix.
+ * file or the complete new one, never a torn mix; the temporary file a
+ * killed writer leaves is removed at the next successful write of the
+ * same file.
  */
 #include "core.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +88,46 @@ static int sync_parent_dir(const char *path)
     return rc;
 }
 
+/* Whether name is "<base>.tmp.<pid>.<n>"; *pid gets the pid. */
+static bool is_temp_of(const char *name, const char *base, long *pid)
+{
+    const size_t n = strlen(base);
+    if (strncmp(name, base, n) != 0 || strncmp(name + n, ".tmp.", 5) != 0) return false;
+    const char *p = name + n + 5, *q = p;
+    while (*q >= '0' && *q <= '9') q++;
+    if (q == p || q - p > 18 || *q != '.') return false;
+    const char *r = q + 1, *t = r;
+    while (*t >= '0' && *t <= '9') t++;
+    if (t == r || *t != '\0') return false;
+    *pid = strtol(p, NULL, 10);
+    return true;
+}
+
+/* Remove the temporaries a writer of path that was killed before its
+ * rename left behind, now that path has been written again. Only those of
+ * processes that no longer exist (kill(pid, 0) fails with ESRCH): a live
+ * writer's file, this process's included, is never touched. */
+static void remove_stale_temps(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    const char *base = slash ? slash + 1 : path;
+    size_t len = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    if (len >= sizeof dir) return;
+    memcpy(dir, slash ? path : ".", len);
+    dir[len] = '\0';
+    DIR *d = opendir(dir);
+    if (!d) return;
+    const long self = (long)getpid();
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        long pid = 0;
+        if (!is_temp_of(e->d_name, base, &pid) || pid <= 0 || pid == self) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        (void)unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
+
 cd_status cd__atomic_commit(cd__atomic_file *af)
 {
     if (!af->fp) return cd__error(CD_ERR_STATE, "commit of a closed file");
@@ -106,6 +150,7 @@ cd_status cd__atomic_commit(cd__atomic_file *af)
         return st;
     }
     e = sync_parent_dir(af->path);
+    remove_stale_temps(af->path);
     cd_status st = CD_OK;
     if (e)
         st = cd__error(CD_ERR_IO, "'%s' was written but its folder could not be "

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #ifndef CD_VERSION_STRING
 #error "CD_VERSION_STRING must be set by the build"
@@ -38,11 +39,15 @@ const char *cd_status_string(cd_status status)
 
 cd_status cd__error(cd_status status, const char *fmt, ...)
 {
+    /* Formatted aside first: an argument may be cd_last_error() itself (a
+     * cause wrapped in context), which must not be overwritten while it is
+     * read. A message longer than the buffer is cut, never overflowed. */
+    char msg[CD__ERROR_CAP];
     va_list ap;
     va_start(ap, fmt);
-    /* A message longer than the buffer is cut, never overflowed. */
-    vsnprintf(cd__err_msg, sizeof cd__err_msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(cd__err_msg, msg, sizeof msg);
     cd__err_status = status;
     return status;
 }

@@ -447,10 +447,8 @@ cd_status cd_dataset_split_from_file(cd_dataset *ds, const char *path)
     static const char fn[] = "cd_dataset_split_from_file";
     CD__CHECK_NOT_NULL(ds, fn);
     CD__CHECK_NOT_NULL(path, fn);
-    index_file f = {path, fopen(path, "r"), 0, ds->train_pool.n};
-    if (!f.fp)
-        return cd__error(errno == ENOENT ? CD_ERR_NOT_FOUND : CD_ERR_IO,
-                         "%s: cannot open '%s': %s", fn, path, strerror(errno));
+    index_file f = {path, NULL, 0, ds->train_pool.n};
+    CD__TRY(cd__fopen_read(path, "cd_dataset_split_from_file: split file ", &f.fp));
     int64_t n = f.n, count = 0;
     int64_t *order = cd__calloc((size_t)n, sizeof *order, "split order");
     int64_t *line_of = cd__calloc((size_t)n, sizeof *line_of, "split order");

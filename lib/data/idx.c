@@ -1,21 +1,27 @@
-/* idx.c - reader for unsigned-byte IDX files, raw or gzipped. */
+/*
+ * idx.c - reader for unsigned-byte IDX files, raw or gzipped. A gzip file
+ * is inflated here (not through gzread) so that the reader sees where the
+ * stream ends: a stream cut before its CRC and length trailer is an error,
+ * and so are bytes after the last member, as trailing bytes are in a raw
+ * file. Concatenated members (as pigz and bgzip write) form one stream.
+ */
 #define _POSIX_C_SOURCE 200809L
 
 #include "idx.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
-/* gzread takes an unsigned int and returns an int: stay well below both. */
+/* zlib counts in unsigned int: stay well below it. */
 #define READ_CHUNK ((uint64_t)1 << 30)
+/* Compressed bytes read from the file at a time. */
+#define IN_CHUNK ((size_t)1 << 17)
 /* First buffer size when the file size cannot vouch for the header. */
 #define GROW_START ((uint64_t)1 << 20)
 #define MSG_CAP 640
@@ -25,8 +31,13 @@ static _Thread_local uint64_t last_alloc_bytes;
 typedef struct reader {
     const char *path;
     const char *kind;  /* " (gzip)" or "", for messages */
-    gzFile gz;
+    int fd;
     uint64_t offset;   /* uncompressed bytes consumed so far */
+    /* gzip only */
+    bool gzip, zs_live, at_eof, stream_end;
+    z_stream zs;
+    uint8_t *in;       /* IN_CHUNK bytes of compressed input */
+    uint64_t in_read;  /* compressed bytes read from the file */
 } reader;
 
 uint64_t cd__idx_last_alloc_bytes(void) { return last_alloc_bytes; }
@@ -53,52 +64,109 @@ static cd_status idx_fail(const reader *r, cd_status st, const char *fmt, ...)
     return cd__error(st, "IDX file '%s'%s: %s", r->path, r->kind, msg);
 }
 
-static cd_status stream_error(const reader *r)
+static cd_status read_failed(const reader *r, int e)
 {
-    int errnum = Z_OK;
-    const char *zmsg = gzerror(r->gz, &errnum);
-    /* zlib prefixes "<fd:N>: " when opened by descriptor; the path says more. */
-    const char *cut = zmsg && strncmp(zmsg, "<fd:", 4) == 0 ? strstr(zmsg, ": ") : NULL;
-    if (cut) zmsg = cut + 2;
-    switch (errnum) {
-    case Z_ERRNO:
-        return idx_fail(r, CD_ERR_IO, "read failed at offset %" PRIu64 ": %s",
-                        r->offset, strerror(errno));
-    case Z_MEM_ERROR:
-        return idx_fail(r, CD_ERR_OUT_OF_MEMORY,
-                        "out of memory decompressing at offset %" PRIu64, r->offset);
-    case Z_BUF_ERROR:
-        return idx_fail(r, CD_ERR_FORMAT,
-                        "truncated gzip stream: compressed data ends while reading at "
-                        "offset %" PRIu64 " of the uncompressed stream",
-                        r->offset);
-    default:
-        return idx_fail(r, CD_ERR_FORMAT,
-                        "corrupt gzip stream, found reading at offset %" PRIu64
-                        " of the uncompressed stream: %s",
-                        r->offset, zmsg ? zmsg : "unknown zlib error");
-    }
+    return idx_fail(r, CD_ERR_IO, "read failed at offset %" PRIu64 ": %s", r->offset,
+                    strerror(e));
 }
 
-/* Read up to n bytes into buf; *got says how many arrived before the end of
- * the file. Only stream errors fail: a short count is the caller's call. */
-static cd_status read_some(reader *r, uint8_t *buf, uint64_t n, uint64_t *got)
+/* Up to n bytes straight from the file; a short count means its end. */
+static cd_status read_fd(const reader *r, uint8_t *buf, uint64_t n, uint64_t *got)
 {
     *got = 0;
     while (*got < n) {
-        uint64_t want = n - *got < READ_CHUNK ? n - *got : READ_CHUNK;
-        int k = gzread(r->gz, buf + *got, (unsigned)want);
-        if (k < 0) return stream_error(r);
+        size_t want = n - *got < READ_CHUNK ? (size_t)(n - *got) : (size_t)READ_CHUNK;
+        ssize_t k = read(r->fd, buf + *got, want);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) return read_failed(r, errno);
         if (k == 0) break;
         *got += (uint64_t)k;
-        r->offset += (uint64_t)k;
     }
-    if (*got < n) {
-        /* zlib reports a cut-off gzip stream as a short read plus an error. */
-        int errnum = Z_OK;
-        gzerror(r->gz, &errnum);
-        if (errnum != Z_OK) return stream_error(r);
+    return CD_OK;
+}
+
+/* Top the compressed input up to at least `least` bytes (fewer at the end
+ * of the file), keeping what zlib has not consumed. */
+static cd_status fill_input(reader *r, size_t least)
+{
+    z_stream *zs = &r->zs;
+    if (zs->avail_in >= least || r->at_eof) return CD_OK;
+    if (zs->avail_in) memmove(r->in, zs->next_in, zs->avail_in);
+    zs->next_in = r->in;
+    while (zs->avail_in < least && !r->at_eof) {
+        uint64_t got = 0;
+        CD__TRY(read_fd(r, r->in + zs->avail_in, IN_CHUNK - zs->avail_in, &got));
+        if (got == 0) r->at_eof = true;
+        zs->avail_in += (uInt)got;
+        r->in_read += got;
     }
+    return CD_OK;
+}
+
+/* A member ended: another member may follow, anything else may not. */
+static cd_status next_member(reader *r)
+{
+    CD__TRY(fill_input(r, 2));
+    z_stream *zs = &r->zs;
+    if (zs->avail_in == 0) {
+        r->stream_end = true;
+        return CD_OK;
+    }
+    const uint64_t at = r->in_read - zs->avail_in;
+    if (zs->avail_in < 2 || zs->next_in[0] != 0x1f || zs->next_in[1] != 0x8b)
+        return idx_fail(r, CD_ERR_FORMAT, "trailing data: the gzip stream ends at compressed "
+                        "offset %" PRIu64 " but the file continues with bytes that are not "
+                        "gzip", at);
+    if (inflateReset(zs) != Z_OK)
+        return idx_fail(r, CD_ERR_INTERNAL, "zlib could not start the member at compressed "
+                        "offset %" PRIu64, at);
+    return CD_OK;
+}
+
+static cd_status inflate_error(const reader *r, int rc)
+{
+    if (rc == Z_MEM_ERROR)
+        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory decompressing at offset %"
+                        PRIu64, r->offset);
+    if (rc == Z_BUF_ERROR)
+        return idx_fail(r, CD_ERR_FORMAT, "truncated gzip stream: the compressed data ends "
+                        "at compressed offset %" PRIu64 ", while reading at offset %" PRIu64
+                        " of the uncompressed stream, before the stream's end and its CRC "
+                        "trailer", r->in_read, r->offset);
+    return idx_fail(r, CD_ERR_FORMAT, "corrupt gzip stream, found reading at offset %" PRIu64
+                    " of the uncompressed stream: %s", r->offset,
+                    r->zs.msg ? r->zs.msg : "unknown zlib error");
+}
+
+static cd_status read_gzip(reader *r, uint8_t *buf, uint64_t n, uint64_t *got)
+{
+    z_stream *zs = &r->zs;
+    while (*got < n && !r->stream_end) {
+        CD__TRY(fill_input(r, 1));
+        uint64_t want = n - *got < READ_CHUNK ? n - *got : READ_CHUNK;
+        zs->next_out = buf + *got;
+        zs->avail_out = (uInt)want;
+        int rc = inflate(zs, Z_NO_FLUSH);
+        uint64_t made = want - zs->avail_out;
+        *got += made;
+        r->offset += made;
+        if (rc == Z_STREAM_END) CD__TRY(next_member(r));
+        /* Without input at the end of the file, zlib can only stall. */
+        else if (rc == Z_BUF_ERROR && zs->avail_in == 0 && !r->at_eof) continue;
+        else if (rc != Z_OK) return inflate_error(r, rc);
+    }
+    return CD_OK;
+}
+
+/* Read up to n bytes into buf; *got says how many arrived before the end of
+ * the data. Only read and stream errors fail: a short count is the
+ * caller's call. */
+static cd_status read_some(reader *r, uint8_t *buf, uint64_t n, uint64_t *got)
+{
+    *got = 0;
+    if (r->gzip) return read_gzip(r, buf, n, got);
+    CD__TRY(read_fd(r, buf, n, got));
+    r->offset += *got;
     return CD_OK;
 }
 
@@ -261,8 +329,9 @@ static cd_status read_payload(reader *r, cd__idx *h, uint64_t cap0)
     return CD_OK;
 }
 
-/* One more byte must not exist. For gzip this read also makes zlib check
- * the stream's CRC and length trailer. */
+/* One more byte must not exist. For gzip this read also runs the stream to
+ * its end: zlib checks the CRC and length trailer, and next_member() that
+ * nothing but another (empty) member follows. */
 static cd_status expect_end(reader *r, const cd__idx *h)
 {
     uint8_t extra;
@@ -271,32 +340,37 @@ static cd_status expect_end(reader *r, const cd__idx *h)
     return got == 0 ? CD_OK : trailing(r, h, "");
 }
 
-static cd_status open_reader(reader *r, const char *path, struct stat *st)
+static cd_status open_reader(reader *r, const char *path, uint64_t *size)
 {
     r->path = path;
     r->kind = "";
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        if (e == ENOENT || e == ENOTDIR)
-            return idx_fail(r, CD_ERR_NOT_FOUND, "not found: %s",
-                            strerror(e));
-        return idx_fail(r, CD_ERR_IO, "cannot open: %s", strerror(e));
-    }
-    if (fstat(fd, st) != 0 || S_ISDIR(st->st_mode)) {
-        int e = S_ISDIR(st->st_mode) ? EISDIR : errno;
-        close(fd);
-        return idx_fail(r, CD_ERR_IO, "cannot read: %s", strerror(e));
-    }
-    r->gz = gzdopen(fd, "rb");
-    if (!r->gz) {
-        close(fd);
-        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "cannot set up zlib");
-    }
-    gzbuffer(r->gz, 1u << 17);
-    /* gzdirect peeks at the first bytes: raw files pass through unchanged. */
-    if (!gzdirect(r->gz)) r->kind = " (gzip)";
+    CD__TRY(cd__open_read(path, "IDX file ", &r->fd, size));
+    /* The gzip magic decides, as for gzip -d: anything else is raw. */
+    uint8_t magic[2] = {0, 0};
+    ssize_t k;
+    do k = pread(r->fd, magic, 2, 0);
+    while (k < 0 && errno == EINTR);
+    if (k < 0) return read_failed(r, errno);
+    if (k < 2 || magic[0] != 0x1f || magic[1] != 0x8b) return CD_OK;
+    r->gzip = true;
+    r->kind = " (gzip)";
+    if (!(r->in = cd__malloc(IN_CHUNK, "the gzip input buffer")))
+        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory for the input buffer");
+    r->zs.zalloc = cd__zalloc;
+    r->zs.zfree = cd__zfree;
+    r->zs.opaque = (void *)"zlib state";
+    /* 16 + MAX_WBITS: a gzip wrapper, whose trailer zlib checks. */
+    if (inflateInit2(&r->zs, 16 + MAX_WBITS) != Z_OK)
+        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory setting up zlib");
+    r->zs_live = true;
     return CD_OK;
+}
+
+static void close_reader(reader *r)
+{
+    if (r->zs_live) inflateEnd(&r->zs);
+    cd__free(r->in);
+    if (r->fd >= 0) close(r->fd);
 }
 
 cd_status cd__idx_load(const char *path, uint32_t expect_rank, cd__idx *out)
@@ -309,19 +383,22 @@ cd_status cd__idx_load(const char *path, uint32_t expect_rank, cd__idx *out)
                   "expect_rank must be 1..4");
     last_alloc_bytes = 0;
 
-    reader r = {0};
-    struct stat st;
-    memset(&st, 0, sizeof st);
-    CD__TRY(open_reader(&r, path, &st));
+    reader r = {.fd = -1};
+    uint64_t size = 0;
+    cd_status s = open_reader(&r, path, &size);
+    if (s != CD_OK) {
+        close_reader(&r);
+        return s;
+    }
 
     cd__idx h = {0};
-    h.gzip = r.kind[0] != '\0';
-    bool sized = !h.gzip && S_ISREG(st.st_mode);
-    cd_status s = read_header(&r, expect_rank, &h);
-    if (s == CD_OK && sized) s = check_raw_size(&r, &h, (uint64_t)st.st_size);
+    h.gzip = r.gzip;
+    bool sized = !h.gzip;
+    s = read_header(&r, expect_rank, &h);
+    if (s == CD_OK && sized) s = check_raw_size(&r, &h, size);
     if (s == CD_OK) s = read_payload(&r, &h, sized ? h.count : GROW_START);
     if (s == CD_OK) s = expect_end(&r, &h);
-    gzclose_r(r.gz);
+    close_reader(&r);
     if (s != CD_OK) {
         cd__idx_free(&h);
         return s;

@@ -4,8 +4,11 @@
  *
  * An IDX file is big-endian: a 4-byte magic 00 00 <type> <rank>, then rank
  * 4-byte dimensions, then the product of the dimensions in elements. Only
- * type 0x08 (unsigned byte) is supported. For gzipped files every offset in
- * an error message refers to the uncompressed stream.
+ * type 0x08 (unsigned byte) is supported. For gzipped files an offset in an
+ * error message refers to the uncompressed stream unless it says
+ * "compressed offset". A gzip file must end with its last member's CRC and
+ * length trailer: a cut stream and bytes after it are errors, as short and
+ * over-long raw files are. Concatenated members count as one stream.
  */
 #ifndef CD_DATA_IDX_H
 #define CD_DATA_IDX_H
@@ -34,10 +37,11 @@ typedef struct cd__idx {
 /*
  * Read the whole IDX file at path, which must have rank expect_rank
  * (1 for labels, 3 for images). *out is written only on success and zeroed
- * on failure. Errors: CD_ERR_NOT_FOUND (no such file), CD_ERR_IO (other
- * open/read failures, with strerror), CD_ERR_FORMAT (not IDX, unsupported
- * type, wrong rank, zero or oversized dimensions, truncated, trailing data,
- * corrupt gzip), CD_ERR_OUT_OF_MEMORY. Messages name the path and offset.
+ * on failure. Errors: CD_ERR_NOT_FOUND (no such file), CD_ERR_IO (not a
+ * regular file, e.g. a FIFO, refused without waiting; other open/read
+ * failures, with strerror), CD_ERR_FORMAT (not IDX, unsupported type, wrong
+ * rank, zero or oversized dimensions, truncated, trailing data, corrupt or
+ * cut gzip stream), CD_ERR_OUT_OF_MEMORY. Messages name the path and offset.
  *
  * Memory: a header may lie about the size, so the buffer never exceeds
  * what the file really holds (raw files are checked against their size

@@ -53,12 +53,15 @@ static cd_status fade_from_ckpt(const cd__ckpt *ck, const cd_schedule *s, cd_deg
         shape[0] * shape[1] * shape[2] > ((int64_t)1 << 24))
         return cd__error(CD_ERR_FORMAT, "checkpoint: degradation.mean_shape is not a C x H x W "
                          "image of at most 2^24 pixels");
+    /* Count first: the shape alone must not make us allocate. */
+    const int64_t pixels = shape[0] * shape[1] * shape[2];
+    CD__TRY(cd__ckpt_get_f32_array(ck, "degradation.mean_image", NULL, 0, &n));
+    if (n != pixels)
+        return cd__error(CD_ERR_FORMAT, "checkpoint: degradation.mean_image has %lld values "
+                         "for %lld pixels", (long long)n, (long long)pixels);
     cd_tensor *m = NULL;
     CD__TRY(cd_tensor_create(&m, 3, shape));
     cd_status st = cd__ckpt_get_f32_array(ck, "degradation.mean_image", m->data, m->numel, &n);
-    if (st == CD_OK && n != m->numel)
-        st = cd__error(CD_ERR_FORMAT, "checkpoint: degradation.mean_image has %lld values for "
-                       "%lld pixels", (long long)n, (long long)m->numel);
     if (st == CD_OK) st = cd_degradation_create_fade(out, s, m);
     cd_tensor_free(m);
     return st;
@@ -113,16 +116,20 @@ cd_status cd__degradation_from_ckpt(const cd__ckpt *ck, cd_degradation **out)
     CD__TRY(cd__ckpt_get_i64(ck, "schedule.T", &T));
     if (T < 1 || T > 1000000)
         return cd__error(CD_ERR_FORMAT, "checkpoint: schedule.T = %lld", (long long)T);
-    float *beta = cd__malloc((size_t)(T + 1) * sizeof *beta, "schedule beta");
-    float *abar = beta ? cd__malloc((size_t)(T + 1) * sizeof *abar, "schedule alpha-bar") : NULL;
+    /* The arrays' lengths before T sizes anything. */
+    static const char *const arrays[2] = {"schedule.beta", "schedule.alpha_bar"};
+    for (int i = 0; i < 2; i++) {
+        CD__TRY(cd__ckpt_get_f32_array(ck, arrays[i], NULL, 0, &n));
+        if (n != T + 1)
+            return cd__error(CD_ERR_FORMAT, "checkpoint: %s holds %lld values; schedule.T = "
+                             "%lld needs T + 1", arrays[i], (long long)n, (long long)T);
+    }
+    float *beta = cd__calloc((size_t)T + 1, sizeof *beta, "schedule.beta");
+    float *abar = beta ? cd__calloc((size_t)T + 1, sizeof *abar, "schedule.alpha_bar") : NULL;
     cd_schedule *s = NULL;
-    cd_status st = abar ? CD_OK : CD_ERR_OUT_OF_MEMORY; /* cd__malloc set the message */
+    cd_status st = abar ? CD_OK : cd_last_status();
     if (st == CD_OK) st = cd__ckpt_get_f32_array(ck, "schedule.beta", beta, T + 1, &n);
-    if (st == CD_OK && n == T + 1)
-        st = cd__ckpt_get_f32_array(ck, "schedule.alpha_bar", abar, T + 1, &n);
-    if (st == CD_OK && n != T + 1)
-        st = cd__error(CD_ERR_FORMAT, "checkpoint: schedule arrays need T + 1 = %lld values",
-                       (long long)(T + 1));
+    if (st == CD_OK) st = cd__ckpt_get_f32_array(ck, "schedule.alpha_bar", abar, T + 1, &n);
     if (st == CD_OK) st = cd_schedule_create_arrays(&s, beta, abar, T);
     if (st == CD_OK) st = create_from_ckpt(ck, kind, s, out);
     if (st == CD_OK) st = prior_from_ckpt(ck, *out);

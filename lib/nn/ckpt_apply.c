@@ -3,6 +3,9 @@
  * tensor by name and shape, restore the optimiser, then copy the values
  * (cd__ckpt_apply, cd__ckpt_load). Everything is checked and allocated
  * before the first byte is copied, so a failure leaves the model as it was.
+ * Matching needs only the tensors' names and shapes, so a model built but
+ * not yet laid out allocates its parameters only once the file is known to
+ * hold them all.
  */
 #include "ckpt_internal.h"
 
@@ -114,7 +117,7 @@ static cd_status check_apply_args(const cd__ckpt *ck, cd_params *params, cd__ada
         return cd__error(CD_ERR_NOT_FOUND, "%s: '%s' holds no optimiser state", fn, ck->path);
     if ((flags & CD__CKPT_EMA_AS_VALUES) && !ck->has_ema)
         return cd__error(CD_ERR_NOT_FOUND, "%s: '%s' holds no EMA weights", fn, ck->path);
-    return cd__params_finalize(params);
+    return CD_OK;
 }
 
 cd_status cd__ckpt_apply(const cd__ckpt *ck, cd_params *params, cd__adam *adam,
@@ -125,6 +128,9 @@ cd_status cd__ckpt_apply(const cd__ckpt *ck, cd_params *params, cd__adam *adam,
     const file_tensor **map = cd__calloc((size_t)count, sizeof *map, "checkpoint tensor map");
     if (!map) return cd_last_status();
     cd_status st = match_tensors(ck, params, map);
+    /* Only now, with every tensor matched to one of the file's, may an
+     * unfinalised set allocate: its size is then the file's tensor data. */
+    if (st == CD_OK) st = cd__params_finalize(params);
     /* The optimiser first: its restore is the last step that can fail. */
     if (st == CD_OK && adam) st = restore_adam(ck, adam, params, map);
     if (st == CD_OK) copy_values(ck, params, map, flags & CD__CKPT_EMA_AS_VALUES);

@@ -1,17 +1,16 @@
 /*
- * ckpt_read.c - reading a checkpoint (cd__ckpt_read): load the whole file
- * (never more than its real size), check the header, the sizes and both
- * CRCs, inflate into a buffer whose size is capped before it is
- * allocated, then hand the body to the parser (ckpt_parse.c).
+ * ckpt_read.c - reading a checkpoint (cd__ckpt_read): read and check the
+ * 56-byte header first, then the compressed body whose length the header
+ * gives and the file's size confirms, check both CRCs, inflate into a
+ * buffer whose size is capped before it is allocated, then hand the body
+ * to the parser (ckpt_parse.c).
  */
 #include "ckpt_internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 /* The largest buffer the calling thread's last cd__ckpt_read allocated
@@ -22,7 +21,8 @@ uint64_t cd__ckpt_last_alloc_bytes(void) { return g_last_alloc; }
 
 /* ---- reading the file -------------------------------------------------- */
 
-static cd_status read_all(int fd, const char *path, uint8_t *buf, uint64_t size)
+/* size bytes of the file from offset `at` on (where the descriptor stands). */
+static cd_status read_all(int fd, const char *path, uint8_t *buf, uint64_t at, uint64_t size)
 {
     uint64_t got = 0;
     while (got < size) {
@@ -31,63 +31,13 @@ static cd_status read_all(int fd, const char *path, uint8_t *buf, uint64_t size)
         if (n < 0 && errno == EINTR) continue;
         if (n < 0)
             return cd__error(CD_ERR_IO, "'%s': read failed at offset %" PRIu64 ": %s", path,
-                             got, strerror(errno));
+                             at + got, strerror(errno));
         if (n == 0)
             return cd__error(CD_ERR_FORMAT, "'%s': truncated: the file ended at offset %"
-                             PRIu64 " while being read", path, got);
+                             PRIu64 " while being read", path, at + got);
         got += (uint64_t)n;
     }
     return CD_OK;
-}
-
-static cd_status open_file(const char *path, int *fd_out, uint64_t *size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return cd__error(e == ENOENT || e == ENOTDIR ? CD_ERR_NOT_FOUND : CD_ERR_IO,
-                         "'%s': cannot open: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return cd__error(CD_ERR_IO, "'%s': cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return cd__error(CD_ERR_IO, "'%s': not a regular file%s", path,
-                         S_ISDIR(st.st_mode) ? " (a folder)" : "");
-    }
-    *fd_out = fd;
-    *size = (uint64_t)st.st_size;
-    return CD_OK;
-}
-
-/* The whole file, of its real size (which bounds the compressed body). */
-static cd_status load_file(const char *path, uint8_t **buf, uint64_t *size)
-{
-    int fd = -1;
-    CD__TRY(open_file(path, &fd, size));
-    if (*size > HEADER_BYTES + MAX_COMPRESSED) {
-        close(fd);
-        return cd__error(CD_ERR_FORMAT, "'%s': %" PRIu64 " bytes is larger than any "
-                         "checkpoint can be", path, *size);
-    }
-    *buf = cd__malloc(*size, "checkpoint file");
-    if (!*buf) {
-        close(fd);
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': out of memory reading the %" PRIu64
-                         "-byte file", path, *size);
-    }
-    g_last_alloc = *size;
-    cd_status st = read_all(fd, path, *buf, *size);
-    close(fd);
-    if (st != CD_OK) {
-        cd__free(*buf);
-        *buf = NULL;
-    }
-    return st;
 }
 
 typedef struct file_header {
@@ -162,16 +112,50 @@ static cd_status check_body_size(const char *path, const file_header *h)
     return CD_OK;
 }
 
+/* The compressed body that follows the header, of the length the header
+ * gives and the file's size has confirmed. */
+static cd_status read_compressed(int fd, const char *path, uint64_t len, uint8_t **out)
+{
+    if (len > MAX_COMPRESSED)
+        return cd__error(CD_ERR_FORMAT, "'%s': %" PRIu64 " bytes is larger than any "
+                         "checkpoint can be", path, HEADER_BYTES + len);
+    uint8_t *buf = cd__malloc(len, "compressed checkpoint body");
+    if (!buf)
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "'%s': out of memory reading the %" PRIu64
+                         "-byte compressed body", path, len);
+    g_last_alloc = len;
+    cd_status st = read_all(fd, path, buf, HEADER_BYTES, len);
+    if (st != CD_OK) {
+        cd__free(buf);
+        return st;
+    }
+    *out = buf;
+    return CD_OK;
+}
+
+/* The header first: a file that is no checkpoint, or whose sizes lie, is
+ * refused before anything of its size is allocated or read. */
+static cd_status read_file(const char *path, file_header *h, uint8_t **comp)
+{
+    int fd = -1;
+    uint64_t size = 0;
+    uint8_t head[HEADER_BYTES];
+    CD__TRY(cd__open_read(path, "", &fd, &size));
+    cd_status st = read_all(fd, path, head, 0, size < HEADER_BYTES ? size : HEADER_BYTES);
+    if (st == CD_OK) st = parse_header(path, head, size, h);
+    if (st == CD_OK) st = check_body_size(path, h);
+    if (st == CD_OK) st = read_compressed(fd, path, h->comp_len, comp);
+    close(fd);
+    return st;
+}
+
 static cd_status read_body(const char *path, uint8_t **body, uint64_t *body_len)
 {
-    uint8_t *file = NULL;
-    uint64_t size = 0;
+    uint8_t *comp = NULL;
     file_header h = {0};
-    CD__TRY(load_file(path, &file, &size));
-    cd_status st = parse_header(path, file, size, &h);
-    if (st == CD_OK) st = check_body_size(path, &h);
-    const uint8_t *comp = file + HEADER_BYTES;
-    if (st == CD_OK && crc(comp, h.comp_len) != h.comp_crc)
+    CD__TRY(read_file(path, &h, &comp));
+    cd_status st = CD_OK;
+    if (crc(comp, h.comp_len) != h.comp_crc)
         st = cd__error(CD_ERR_CHECKSUM, "'%s': the compressed body (offset %d, %" PRIu64
                        " bytes) fails its CRC32", path, HEADER_BYTES, h.comp_len);
     uint8_t *out = NULL;
@@ -182,7 +166,7 @@ static cd_status read_body(const char *path, uint8_t **body, uint64_t *body_len)
     if (st == CD_OK) st = cd__ckpt_inflate(path, comp, h.comp_len, out, h.body_len);
     if (st == CD_OK && crc(out, h.body_len) != h.body_crc)
         st = cd__error(CD_ERR_CHECKSUM, "'%s': the uncompressed body fails its CRC32", path);
-    cd__free(file);
+    cd__free(comp);
     if (st != CD_OK) {
         cd__free(out);
         return st;

@@ -92,7 +92,9 @@ static cd_status add_layer(cd_classifier *c, int i, int32_t rank, const int64_t 
     return cd__params_add(c->params, name, 1, wshape, &c->b[i]);
 }
 
-static cd_status build(cd_classifier *c, cd_rng *rng)
+/* Describe the parameters (names and shapes); nothing of their size is
+ * allocated yet. */
+static cd_status describe(cd_classifier *c)
 {
     const cd__classifier_cfg *g = &c->cfg;
     int64_t in = 1, H = g->height, W = g->width;
@@ -109,11 +111,35 @@ static cd_status build(cd_classifier *c, cd_rng *rng)
     c->flat = in * H * W;
     const int64_t fc1[2] = {g->hidden, c->flat}, fc2[2] = {g->classes, g->hidden};
     CD__TRY(add_layer(c, 3, 2, fc1));
-    CD__TRY(add_layer(c, 4, 2, fc2));
+    return add_layer(c, 4, 2, fc2);
+}
+
+static cd_status build(cd_classifier *c, cd_rng *rng)
+{
+    CD__TRY(describe(c));
     CD__TRY(cd__params_finalize(c->params));
     for (int i = 0; i < NLAYER; i++)
         CD__TRY(cd__init_layer(c->params, i < NCONV ? CD__LAYER_CONV2D : CD__LAYER_LINEAR,
                                c->w[i], c->b[i], rng));
+    return CD_OK;
+}
+
+/* A classifier of cfg, described (rng == NULL) or also laid out and
+ * initialised from rng. */
+static cd_status make(cd_classifier **out, const cd__classifier_cfg *cfg, cd_rng *rng)
+{
+    static const char fn[] = "cd_classifier_create";
+    CD__TRY(cd__classifier_cfg_check(cfg, fn));
+    cd_classifier *c = cd__calloc(1, sizeof *c, "classifier");
+    if (!c) return cd_last_status();
+    c->cfg = *cfg;
+    cd_status st = cd_params_create(&c->params);
+    if (st == CD_OK) st = rng ? build(c, rng) : describe(c);
+    if (st != CD_OK) {
+        cd_classifier_free(c);
+        return st;
+    }
+    *out = c;
     return CD_OK;
 }
 
@@ -125,18 +151,13 @@ cd_status cd__classifier_create_cfg(cd_classifier **out, const cd__classifier_cf
     *out = NULL;
     CD__CHECK_NOT_NULL(cfg, fn);
     CD__CHECK_NOT_NULL(rng, fn);
-    CD__TRY(cd__classifier_cfg_check(cfg, fn));
-    cd_classifier *c = cd__calloc(1, sizeof *c, "classifier");
-    if (!c) return cd_last_status();
-    c->cfg = *cfg;
-    cd_status st = cd_params_create(&c->params);
-    if (st == CD_OK) st = build(c, rng);
-    if (st != CD_OK) {
-        cd_classifier_free(c);
-        return st;
-    }
-    *out = c;
-    return CD_OK;
+    return make(out, cfg, rng);
+}
+
+cd_status cd__classifier_describe(cd_classifier **out, const cd__classifier_cfg *cfg)
+{
+    *out = NULL;
+    return make(out, cfg, NULL);
 }
 
 cd_status cd_classifier_create(cd_classifier **out, cd_rng *rng)

@@ -33,6 +33,11 @@ cd_status cd__classifier_cfg_check(const cd__classifier_cfg *cfg, const char *fn
 cd_status cd__classifier_create_cfg(cd_classifier **out, const cd__classifier_cfg *cfg,
                                     cd_rng *rng);
 
+/* A classifier of cfg whose parameters are described but not laid out
+ * (nothing of their size allocated): for a load, which lays them out only
+ * once the file is known to hold them (cd__ckpt_apply). */
+cd_status cd__classifier_describe(cd_classifier **out, const cd__classifier_cfg *cfg);
+
 /*
  * Forward n images (n x 1 x H x W floats, copied in) through the network,
  * planning buffers for n first. Afterwards cd__classifier_logits() holds

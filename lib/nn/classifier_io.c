@@ -89,17 +89,15 @@ cd_status cd_classifier_load(cd_classifier **out, const char *path)
     cd__ckpt *ck = NULL;
     CD__TRY(cd__ckpt_read(&ck, path));
     cd__classifier_cfg g;
-    cd_rng *rng = NULL;
     cd_classifier *c = NULL;
     cd_status st = config_from_ckpt(ck, path, &g);
-    /* The weights come from the file; the seed only fills them first. */
-    if (st == CD_OK) st = cd_rng_create(&rng, 0);
-    if (st == CD_OK) st = cd__classifier_create_cfg(&c, &g, rng);
+    /* Described only: cd__ckpt_apply allocates the parameters once the file
+     * is known to hold them all, whatever size the configuration claims. */
+    if (st == CD_OK) st = cd__classifier_describe(&c, &g);
     if (st == CD_OK) st = cd__ckpt_apply(ck, cd_classifier_params(c), NULL, 0);
     int64_t steps = 0, epochs = 0;
     if (st == CD_OK && cd__ckpt_get_counters(ck, &steps, &epochs) == CD_OK)
         cd__classifier_set_counters(c, steps, epochs);
-    cd_rng_free(rng);
     cd__ckpt_free(ck);
     if (st != CD_OK) {
         cd_classifier_free(c);

@@ -95,6 +95,24 @@ static cd_status init_params(cd_decoder *d, cd_rng *rng)
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+cd_status cd__decoder_describe(cd_decoder **out, const cd__decoder_cfg *cfg)
+{
+    *out = NULL;
+    CD__TRY(cd__decoder_cfg_validate(cfg));
+    cd_decoder *d = cd__calloc(1, sizeof *d, "decoder");
+    if (!d) return cd_last_status();
+    d->cfg = *cfg;
+    d->ops = cfg->type == CD_DECODER_CNN ? &cd__cnn_ops : &cd__unet_ops;
+    cd_status st = cd_params_create(&d->params);
+    if (st == CD_OK) st = d->ops->build(d);
+    if (st != CD_OK) {
+        cd_decoder_free(d);
+        return st;
+    }
+    *out = d;
+    return CD_OK;
+}
+
 cd_status cd_decoder_create(cd_decoder **out, const cd_decoder_config *cfg, cd_rng *rng)
 {
     static const char fn[] = "cd_decoder_create";
@@ -102,14 +120,9 @@ cd_status cd_decoder_create(cd_decoder **out, const cd_decoder_config *cfg, cd_r
     *out = NULL;
     CD__CHECK_NOT_NULL(cfg, fn);
     CD__CHECK_NOT_NULL(rng, fn);
-    CD__TRY(cd__decoder_cfg_validate(&cfg->c));
-    cd_decoder *d = cd__calloc(1, sizeof *d, "decoder");
-    if (!d) return cd_last_status();
-    d->cfg = cfg->c;
-    d->ops = cfg->c.type == CD_DECODER_CNN ? &cd__cnn_ops : &cd__unet_ops;
-    cd_status st = cd_params_create(&d->params);
-    if (st == CD_OK) st = d->ops->build(d);
-    if (st == CD_OK) st = cd__params_finalize(d->params);
+    cd_decoder *d = NULL;
+    CD__TRY(cd__decoder_describe(&d, &cfg->c));
+    cd_status st = cd__params_finalize(d->params);
     if (st == CD_OK) st = init_params(d, rng);
     if (st != CD_OK) {
         cd_decoder_free(d);

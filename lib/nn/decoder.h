@@ -34,6 +34,12 @@ struct cd_decoder_config {
     cd__decoder_cfg c;
 };
 
+/* A decoder whose parameters are described (names and shapes) but not yet
+ * laid out: nothing of the model's size is allocated. cd_decoder_create
+ * then lays them out and initialises them; a load lays them out only once
+ * the file is known to hold them (cd__ckpt_apply). */
+cd_status cd__decoder_describe(cd_decoder **out, const cd__decoder_cfg *cfg);
+
 /* Fill the report's defaults for a type. */
 void cd__decoder_cfg_defaults(cd__decoder_cfg *c, cd_decoder_type type);
 /* Check a whole configuration (lists against each other, etc.). */

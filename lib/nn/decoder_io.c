@@ -100,15 +100,14 @@ cd_status cd_decoder_save(cd_decoder *d, const char *path)
 cd_status cd__decoder_from_ckpt(const cd__ckpt *ck, cd_decoder **out)
 {
     cd_decoder_config *cfg = NULL;
-    cd_rng *rng = NULL;
     cd_decoder *d = NULL;
     *out = NULL;
     CD__TRY(cd__decoder_config_from_ckpt(ck, &cfg));
-    /* The weights come from the file; the seed only fills them first. */
-    cd_status st = cd_rng_create(&rng, 0);
-    if (st == CD_OK) st = cd_decoder_create(&d, cfg, rng);
+    /* Described only: the configuration may claim a model far larger than
+     * the file, and cd__ckpt_apply lays the parameters out (and fills them
+     * from the file) only once it holds every one of them. */
+    cd_status st = cd__decoder_describe(&d, &cfg->c);
     if (st == CD_OK) st = cd__ckpt_apply(ck, d->params, NULL, 0);
-    cd_rng_free(rng);
     cd_decoder_config_free(cfg);
     if (st != CD_OK) {
         cd_decoder_free(d);

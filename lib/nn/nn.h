@@ -302,7 +302,10 @@ cd_status cd__ckpt_read(cd__ckpt **out, const char *path);
  * differ), and, if adam is not NULL, its optimiser state into adam (which
  * must update params): step count, m, v, the EMA if saved, and the saved
  * hyper-parameters (set any you want to change after the call). Every
- * check comes first: on failure params and adam are unchanged. Errors: CD_ERR_NOT_FOUND (a tensor of params is
+ * check comes first: on failure params and adam are unchanged. A params
+ * not yet laid out is laid out (cd__params_finalize) only after every
+ * tensor matched, so a model built from a file's configuration allocates
+ * no more than the file's tensors. Errors: CD_ERR_NOT_FOUND (a tensor of params is
  * not in the file, or the file holds a tensor params lacks; no optimiser
  * state or EMA in the file when asked for), CD_ERR_SHAPE (rank or shape
  * differs; the message names the tensor), CD_ERR_STATE (ck holds no

@@ -260,6 +260,40 @@ class Errors(TempDirCase):
         cd.clear_error()
         self.assertEqual(cd.last_error(), "")
 
+    def test_fifo_is_refused_not_waited_on(self):
+        # Opening a FIFO without a writer blocks: a child process with a
+        # time limit turns a hang into a failure instead of a stuck suite.
+        fifo = self.path("fifo.cdm")
+        os.mkfifo(fifo)
+        code = PRELUDE + (
+            "import colddiff as cd, cdm_format\n"
+            "for load in (cd.Trainer.load, cd.Decoder.load, cd.Classifier.load,\n"
+            "             lambda p: cd.Dataset.load_idx(p, p), cdm_format.read):\n"
+            "    try:\n"
+            "        load(sys.argv[1])\n"
+            "    except OSError as e:\n"
+            "        print(e)\n")
+        r = subprocess.run([sys.executable, "-c", code, fifo], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertEqual(len(lines), 5, r.stdout)
+        for line in lines:
+            self.assertIn("fifo.cdm", line)
+            self.assertIn("FIFO", line)
+
+    def test_python_reader_checks_the_header_first(self):
+        import cdm_format
+        # 4 GiB of zeros, sparse: refused on its magic without being read.
+        zeros = self.path("zeros.cdm")
+        with open(zeros, "wb") as f:
+            f.truncate(1 << 32)
+        t = time.monotonic()
+        with self.assertRaises(cdm_format.CheckpointError) as cm:
+            cdm_format.read(zeros)
+        self.assertIn("magic", str(cm.exception))
+        self.assertLess(time.monotonic() - t, 2.0)
+
     def test_threads(self):
         n = cd.get_num_threads()
         self.assertGreaterEqual(n, 1)
