@@ -459,7 +459,7 @@ START_TEST(bad_checkpoints_are_refused)
     (void)cd__alloc_largest(true);
     CD_ASSERT_STATUS(cd_classifier_load(&d, bad), CD_ERR_NOT_FOUND);
     CD_ASSERT_ERROR_MENTIONS("conv1.weight");
-    ck_assert_uint_lt(cd__alloc_largest(true), 1u << 16);
+    ck_assert_uint_lt(cd__alloc_largest(true), 1u << 20);
     /* 128 x 128 MNIST-width: 67 MB of fc1 claimed, 0.5 MB held. */
     CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.height", 128));
     CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.width", 128));
@@ -468,7 +468,8 @@ START_TEST(bad_checkpoints_are_refused)
     CD_ASSERT_OK(cd__ckpt_save(ck, bad, cd_classifier_params(c), NULL));
     CD_ASSERT_STATUS(cd_classifier_load(&d, bad), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("fc1.weight");
-    ck_assert_uint_lt(cd__alloc_largest(true), 1u << 16);
+    /* Reading the file's own tensors, not the 67 MB its configuration claims. */
+    ck_assert_uint_le(cd__alloc_largest(true), 2 * (size_t)cd_test_file_size(bad));
     CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.height", 28));
     CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.width", 28));
     /* The configuration says 32 features, the tensors hold 64. */

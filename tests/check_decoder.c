@@ -293,7 +293,9 @@ START_TEST(huge_configuration_small_file)
         CD_ASSERT_STATUS(cd_decoder_load(&e, path), cases[i].want);
         CD_ASSERT_ERROR_MENTIONS("blocks.0.net.");
         ck_assert_ptr_null(e);
-        ck_assert_uint_lt(cd__alloc_largest(true), 1u << 16);
+        /* Fixed-size tables (the tensor list, zlib's state) only: nothing
+         * that grows with the claimed sizes. */
+        ck_assert_uint_lt(cd__alloc_largest(true), 1u << 20);
     }
     /* A UNet as wide as the bounds allow: terabytes of parameters. */
     cd__ckpt *ck = NULL;
@@ -306,7 +308,7 @@ START_TEST(huge_configuration_small_file)
     cd__ckpt_free(ck);
     CD_ASSERT_STATUS(cd_decoder_load(&e, path), CD_ERR_NOT_FOUND);
     CD_ASSERT_ERROR_MENTIONS("time_mlp.1.weight");
-    ck_assert_uint_lt(cd__alloc_largest(true), 1u << 16);
+    ck_assert_uint_lt(cd__alloc_largest(true), 1u << 20);
     cd_params_free(empty);
     cd_decoder_free(d);
 }
