@@ -206,9 +206,15 @@ r = cd.Rng(1)
 tr = cd.Trainer(cd.Decoder('cnn', r, hidden=(4, 4), kernel=3, time_freqs=4, time_hidden=16,
                            time_layers=1), cd.Degradation.noise(cd.Schedule.linear(50)))
 tr['batch'] = 10
-def interrupt_soon():
-    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
-interrupt_soon()
+def interrupt_when(ready):
+    # Only once the call is under way: a loaded machine may take longer than
+    # any fixed delay to get there, and a SIGINT before the try is no test.
+    def go():
+        while not ready():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=go, daemon=True).start()
+interrupt_when(lambda: tr.progress('running') == 1.0 and tr.progress('batch') > 0)
 try:
     tr.fit(ds, 1000, r, on_epoch=lambda *a: None)
 except KeyboardInterrupt:
@@ -218,7 +224,7 @@ s = cd.Sampler('cold1', cd.Degradation.mask(cd.Schedule.linear(100000)))
 calls = []
 s.set_predictor(lambda z, tau, out: calls.append(time.sleep(0.001)))
 x = cd.Tensor((1, 1, 28, 28))
-interrupt_soon()
+interrupt_when(lambda: len(calls) > 0)
 try:
     s.restore(x, 100000)
 except KeyboardInterrupt:
