@@ -36,7 +36,7 @@ int cmd_train_classifier(int argc, char **argv)
         {"--batch", OPT_I64, &batch, 1, 4096, NULL, "batch size (128)", NULL},
         {"--lr", OPT_F64, &lr, 1e-9, 10, NULL, "peak learning rate of the cosine decay (1e-3)", NULL},
         {"--max-shift", OPT_I64, &shift, 0, 7, NULL, "random shifts of up to N pixels (1)", NULL},
-        {"--seed", OPT_I64, &seed, 0, INT64_MAX, NULL, "seed of weights and shuffles (42)", NULL},
+        {"--seed", OPT_I64, &seed, 0, (double)INT64_MAX, NULL, "seed of weights and shuffles (42)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
     };
     const cli_command cmd = {"train-classifier", "--data D --out F [options]",

@@ -14,7 +14,7 @@ static const cli_opt *sampler_opts(cli_sampling *s, int64_t *seed)
          "reverse chain (auto: ddpm for noise models, cold2 otherwise)", NULL},
         {"--steps", OPT_I64, &s->steps, 0, 100000, NULL, "DDIM steps (0: T)", NULL},
         {"--eta", OPT_F64, &s->eta, 0, 1, NULL, "DDIM eta (0)", NULL},
-        {"--seed", OPT_I64, seed, 0, INT64_MAX, NULL, "sampling seed (1)", NULL},
+        {"--seed", OPT_I64, seed, 0, (double)INT64_MAX, NULL, "sampling seed (1)", NULL},
         {"--clip", OPT_FLAG, &s->clip, 0, 0, NULL, "DDIM: clip x0-hat to [-0.5, 0.5]", NULL},
         {"--ema", OPT_FLAG, &s->ema, 0, 0, NULL, "use the checkpoint's EMA weights", NULL},
     };
