@@ -46,6 +46,7 @@ int cmd_train_classifier(int argc, char **argv)
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!data || !out) return cli_usage("train-classifier", "--data and --out are required");
+    if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     cd_dataset *ds = NULL;
     cd_rng *rng = NULL;

@@ -205,6 +205,7 @@ int cmd_eval(int argc, char **argv)
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!ckpt || !data) return cli_usage("eval", "--checkpoint and --data are required");
+    if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     s.seed = (uint64_t)seed;
     cd_trainer *tr = NULL;

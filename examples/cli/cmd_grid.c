@@ -29,6 +29,7 @@ int cmd_grid(int argc, char **argv)
     if (!out) return cli_usage("grid", "--out FILE.png is required");
     if (!data == !images) return cli_usage("grid", "give exactly one of --data or --images");
     if (images && !labels) return cli_usage("grid", "--images needs --labels too");
+    if (cli_check_only) return CLI_OK;
 
     cd_dataset *ds = NULL;
     cd_tensor *batch = NULL;

@@ -138,6 +138,7 @@ int cmd_reproduce(int argc, char **argv)
     int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!data || !out) return cli_usage("reproduce", "--data and --out are required");
+    if (cli_check_only) return CLI_OK;
     if (cli_mkdirs(out) != 0) {
         fprintf(stderr, "colddiff: cannot create %s\n", out);
         return CLI_FAIL;

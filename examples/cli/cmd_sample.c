@@ -43,6 +43,7 @@ int cmd_sample(int argc, char **argv)
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!ckpt || !out) return cli_usage("sample", "--checkpoint and --out are required");
+    if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     s.seed = (uint64_t)seed;
     cd_trainer *tr = NULL;
@@ -82,6 +83,7 @@ int cmd_restore(int argc, char **argv)
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!ckpt || !out || !data)
         return cli_usage("restore", "--checkpoint, --data and --out are required");
+    if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     s.seed = (uint64_t)seed;
     cd_trainer *tr = NULL;

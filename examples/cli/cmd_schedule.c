@@ -57,6 +57,7 @@ int cmd_schedule(int argc, char **argv)
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!out) return cli_usage("schedule", "--out FILE.svg is required");
+    if (cli_check_only) return CLI_OK;
     static const char *const colors[] = {"#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e"};
     cli_series s[5];
     double *mem[10] = {0};

@@ -376,5 +376,6 @@ int cmd_train(int argc, char **argv)
     if (!o.out) return cli_usage("train", "--out RUN is required");
     if (m.t_max > m.T) return cli_usage("train", "--t-max %lld exceeds --T %lld",
                                         (long long)m.t_max, (long long)m.T);
+    if (cli_check_only) return CLI_OK;
     return run(&o, &m);
 }
