@@ -5,9 +5,14 @@ target_compile_definitions(cd_flags INTERFACE _POSIX_C_SOURCE=200809L _DEFAULT_S
 target_compile_options(cd_flags INTERFACE
   -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
   $<$<BOOL:${CD_WERROR}>:-Werror>)
+
+# AddressSanitizer and UBSan, every UB report fatal: the whole build with
+# CD_SANITIZE, and always the fuzz targets' copy of the library.
+add_library(cd_sanitize INTERFACE)
+target_compile_options(cd_sanitize INTERFACE
+  -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  -fno-omit-frame-pointer)
+target_link_options(cd_sanitize INTERFACE -fsanitize=address,undefined)
 if(CD_SANITIZE)
-  target_compile_options(cd_flags INTERFACE
-    -fsanitize=address,undefined -fno-sanitize-recover=undefined
-    -fno-omit-frame-pointer)
-  target_link_options(cd_flags INTERFACE -fsanitize=address,undefined)
+  target_link_libraries(cd_flags INTERFACE cd_sanitize)
 endif()

@@ -899,6 +899,29 @@ START_TEST(empty_parameter_set)
 }
 END_TEST
 
+/* A name the file chose reaches the message, but never as a second line. */
+START_TEST(file_strings_stay_on_one_line)
+{
+    char path[512];
+    tmp_file(path, sizeof path, "newline.cdm");
+    cd_params *p = NULL;
+    CD_ASSERT_OK(cd_params_create(&p));
+    CD_ASSERT_OK(cd_params_add(p, "w", 1, (int64_t[]){2}));
+    cd__ckpt *ck = NULL;
+    CD_ASSERT_OK(cd__ckpt_create(&ck));
+    CD_ASSERT_OK(cd__ckpt_set_str(ck, "decoder.type", "cnn\ncolddiff: all good\x1b[0m"));
+    CD_ASSERT_OK(cd__ckpt_save(ck, path, p, NULL));
+    cd__ckpt_free(ck);
+    cd_decoder *d = NULL;
+    CD_ASSERT_STATUS(cd_decoder_load(&d, path), CD_ERR_FORMAT);
+    CD_ASSERT_ERROR_MENTIONS("decoder.type 'cnn?colddiff: all good?[0m'");
+    for (const char *c = cd_last_error(); *c; c++)
+        ck_assert_msg((unsigned char)*c >= 0x20 && *c != 0x7f, "control byte 0x%02x in '%s'",
+                      (unsigned)(unsigned char)*c, cd_last_error());
+    cd_params_free(p);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("checkpoint");
@@ -907,6 +930,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, ema_as_values_and_params_only);
     tcase_add_test(tc, config_misuse);
     tcase_add_test(tc, empty_parameter_set);
+    tcase_add_test(tc, file_strings_stay_on_one_line);
     suite_add_tcase(s, tc);
     tc = tcase_create("damaged");
     tcase_add_test(tc, truncated_files);

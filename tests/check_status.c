@@ -57,6 +57,18 @@ START_TEST(last_error_names_function_and_argument)
 }
 END_TEST
 
+START_TEST(last_error_stays_on_one_line)
+{
+    /* Whatever a formatted name holds, control bytes become '?'. */
+    CD_ASSERT_STATUS(cd__error(CD_ERR_FORMAT, "tensor '%s' at %d", "a\nb\r\x1b[2J\x7f\tc", 3),
+                     CD_ERR_FORMAT);
+    ck_assert_str_eq(cd_last_error(), "tensor 'a?b??[2J??c' at 3");
+    /* Bytes above 0x7f (UTF-8 in a path) stay. */
+    cd__error(CD_ERR_IO, "'%s'", "caf\xc3\xa9");
+    ck_assert_str_eq(cd_last_error(), "'caf\xc3\xa9'");
+}
+END_TEST
+
 static void *fail_in_thread(void *arg)
 {
     (void)arg;
@@ -119,6 +131,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, codes_are_fixed);
     tcase_add_test(tc, strings_are_distinct);
     tcase_add_test(tc, last_error_names_function_and_argument);
+    tcase_add_test(tc, last_error_stays_on_one_line);
     tcase_add_test(tc, last_error_is_thread_local);
     tcase_add_test(tc, wrapping_the_last_error);
     tcase_add_test(tc, versions);

@@ -51,6 +51,11 @@ typedef struct {
     const char **pos_dst;
 } cli_command;
 
+/* When set, every command returns CLI_OK right after its options are
+ * parsed and checked, before it reads, writes or computes anything (the
+ * option parser's fuzz target sets it). */
+extern bool cli_check_only;
+
 /* Parse argv (after the command name) into the table's destinations.
  * Returns CLI_OK, CLI_USAGE (after printing one line), or -1 when --help
  * printed the command's help (exit 0). */

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+bool cli_check_only = false;
+
 int cli_fail(const char *what)
 {
     fprintf(stderr, "colddiff: %s: %s\n", what, cd_last_error());

@@ -36,7 +36,7 @@ int cmd_train_classifier(int argc, char **argv)
         {"--batch", OPT_I64, &batch, 1, 4096, NULL, "batch size (128)", NULL},
         {"--lr", OPT_F64, &lr, 1e-9, 10, NULL, "peak learning rate of the cosine decay (1e-3)", NULL},
         {"--max-shift", OPT_I64, &shift, 0, 7, NULL, "random shifts of up to N pixels (1)", NULL},
-        {"--seed", OPT_I64, &seed, 0, INT64_MAX, NULL, "seed of weights and shuffles (42)", NULL},
+        {"--seed", OPT_I64, &seed, 0, (double)INT64_MAX, NULL, "seed of weights and shuffles (42)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
     };
     const cli_command cmd = {"train-classifier", "--data D --out F [options]",
@@ -46,6 +46,7 @@ int cmd_train_classifier(int argc, char **argv)
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!data || !out) return cli_usage("train-classifier", "--data and --out are required");
+    if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     if (cli_output_ok("train-classifier", "the classifier", out, false) != CLI_OK)
         return CLI_FAIL;

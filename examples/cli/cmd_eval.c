@@ -196,7 +196,7 @@ int cmd_eval(int argc, char **argv)
         {"--eta", OPT_F64, &s.eta, 0, 1, NULL, "DDIM eta (0)", NULL},
         {"--clip", OPT_FLAG, &s.clip, 0, 0, NULL, "DDIM: clip x0-hat to [-0.5, 0.5]", NULL},
         {"--ema", OPT_FLAG, &s.ema, 0, 0, NULL, "use the checkpoint's EMA weights", NULL},
-        {"--seed", OPT_I64, &seed, 0, INT64_MAX, NULL, "seed of the noise (1)", NULL},
+        {"--seed", OPT_I64, &seed, 0, (double)INT64_MAX, NULL, "seed of the noise (1)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
     };
     const cli_command cmd = {"eval", "--checkpoint F --data D [options]",
@@ -206,6 +206,7 @@ int cmd_eval(int argc, char **argv)
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!ckpt || !data) return cli_usage("eval", "--checkpoint and --data are required");
+    if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     if (json && cli_output_ok("eval", "the JSON", json, false) != CLI_OK) return CLI_FAIL;
     s.seed = (uint64_t)seed;

@@ -25,6 +25,7 @@ int cmd_fetch_mnist(int argc, char **argv)
                              "and check\nevery file's MD5.", opts, 1, NULL, NULL};
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
+    if (cli_check_only) return CLI_OK;
     /* CD_FETCH_SCRIPTS lists candidate paths separated by ':'. */
     char paths[4096];
     snprintf(paths, sizeof paths, "%s", CD_FETCH_SCRIPTS);

@@ -17,7 +17,7 @@ int cmd_grid(int argc, char **argv)
         {"--split", OPT_CHOICE, &split, 0, 0, splits, "which split (test)", NULL},
         {"--n", OPT_I64, &n, 1, 100000, NULL, "number of images (64)", NULL},
         {"--cols", OPT_I64, &cols, 1, 1000, NULL, "grid columns (8)", NULL},
-        {"--seed", OPT_I64, &seed, 0, INT64_MAX, NULL, "shuffle seed; 0 keeps the split's order (0)", NULL},
+        {"--seed", OPT_I64, &seed, 0, (double)INT64_MAX, NULL, "shuffle seed; 0 keeps the split's order (0)", NULL},
         {"--map", OPT_CHOICE, &map, 0, 0, maps, "pixel mapping: fixed [-0.5, 0.5] or percentiles", NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "the PNG to write (required)", NULL},
     };
@@ -29,6 +29,7 @@ int cmd_grid(int argc, char **argv)
     if (!out) return cli_usage("grid", "--out FILE.png is required");
     if (!data == !images) return cli_usage("grid", "give exactly one of --data or --images");
     if (images && !labels) return cli_usage("grid", "--images needs --labels too");
+    if (cli_check_only) return CLI_OK;
     if (cli_output_ok("grid", "the grid", out, false) != CLI_OK) return CLI_FAIL;
 
     cd_dataset *ds = NULL;

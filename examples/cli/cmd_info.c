@@ -16,6 +16,7 @@ int cmd_info(int argc, char **argv)
                              NULL, 0, "CHECKPOINT", &path};
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
+    if (cli_check_only) return CLI_OK;
     cd_trainer *tr = NULL;
     if (cd_trainer_load(&tr, path, NULL) != CD_OK) return cli_fail("loading the checkpoint");
     const cd_decoder *dec = cd_trainer_decoder(tr);

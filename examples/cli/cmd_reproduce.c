@@ -146,6 +146,7 @@ int cmd_reproduce(int argc, char **argv)
     int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!data || !out) return cli_usage("reproduce", "--data and --out are required");
+    if (cli_check_only) return CLI_OK;
     if (cli_output_ok("reproduce", "the output folder", out, true) != CLI_OK) return CLI_FAIL;
     const bool full = budget == 1, smoke = budget == 2;
     char thr[32] = "";

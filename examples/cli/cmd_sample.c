@@ -14,7 +14,7 @@ static const cli_opt *sampler_opts(cli_sampling *s, int64_t *seed)
          "reverse chain (auto: ddpm for noise models, cold2 otherwise)", NULL},
         {"--steps", OPT_I64, &s->steps, 0, 100000, NULL, "DDIM steps (0: T)", NULL},
         {"--eta", OPT_F64, &s->eta, 0, 1, NULL, "DDIM eta (0)", NULL},
-        {"--seed", OPT_I64, seed, 0, INT64_MAX, NULL, "sampling seed (1)", NULL},
+        {"--seed", OPT_I64, seed, 0, (double)INT64_MAX, NULL, "sampling seed (1)", NULL},
         {"--clip", OPT_FLAG, &s->clip, 0, 0, NULL, "DDIM: clip x0-hat to [-0.5, 0.5]", NULL},
         {"--ema", OPT_FLAG, &s->ema, 0, 0, NULL, "use the checkpoint's EMA weights", NULL},
     };
@@ -43,6 +43,7 @@ int cmd_sample(int argc, char **argv)
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!ckpt || !out) return cli_usage("sample", "--checkpoint and --out are required");
+    if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     if (cli_output_ok("sample", "the grid", out, false) != CLI_OK) return CLI_FAIL;
     s.seed = (uint64_t)seed;
@@ -83,6 +84,7 @@ int cmd_restore(int argc, char **argv)
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!ckpt || !out || !data)
         return cli_usage("restore", "--checkpoint, --data and --out are required");
+    if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     if (cli_output_ok("restore", "the figure", out, false) != CLI_OK) return CLI_FAIL;
     s.seed = (uint64_t)seed;

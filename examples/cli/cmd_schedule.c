@@ -59,6 +59,7 @@ int cmd_schedule(int argc, char **argv)
     if (!out) return cli_usage("schedule", "--out FILE.svg is required");
     const int bad = cli_model_check(&m, "schedule");
     if (bad) return bad;
+    if (cli_check_only) return CLI_OK;
     if (cli_output_ok("schedule", "the plot", out, false) != CLI_OK) return CLI_FAIL;
     static const char *const colors[] = {"#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e"};
     cli_series s[5];

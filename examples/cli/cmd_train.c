@@ -458,9 +458,9 @@ int cmd_train(int argc, char **argv)
         {"--batch", OPT_I64, &o.batch, 1, 65536, NULL, "batch size (128)", NULL},
         {"--lr", OPT_F64, &o.lr, 1e-12, 10, NULL, "Adam learning rate (2e-4)", NULL},
         {"--val-fraction", OPT_F64, &o.val_fraction, 0, 0.99, NULL, "validation share (0.2); 0: none, best.cdm then keeps the lowest training loss", NULL},
-        {"--seed", OPT_I64, &o.seed, 0, INT64_MAX, NULL, "seed of split, weights and noise (42)", NULL},
+        {"--seed", OPT_I64, &o.seed, 0, (double)INT64_MAX, NULL, "seed of split, weights and noise (42)", NULL},
         {"--threads", OPT_I64, &o.threads, 1, 256, NULL, "worker threads (all cores)", NULL},
-        {"--train-limit", OPT_I64, &o.train_limit, 1, INT64_MAX, NULL, "use the first N training images", NULL},
+        {"--train-limit", OPT_I64, &o.train_limit, 1, (double)INT64_MAX, NULL, "use the first N training images", NULL},
         {"--ema", OPT_F64, &o.ema, 0, 0.999999, NULL, "weight EMA decay (0: off; grids then use the EMA)", NULL},
         {"--clip-norm", OPT_F64, &o.clip, 0, 1e12, NULL, "gradient norm clip (0: off)", NULL},
         {"--resume", OPT_FLAG, &o.resume, 0, 0, NULL, "continue RUN/last.cdm", NULL},
@@ -482,5 +482,7 @@ int cmd_train(int argc, char **argv)
     if (!o.data) return cli_usage("train", "--data DIR is required");
     if (!o.out) return cli_usage("train", "--out RUN is required");
     const int bad = cli_model_check(&m, "train");
-    return bad ? bad : run(&o, &m);
+    if (bad) return bad;
+    if (cli_check_only) return CLI_OK;
+    return run(&o, &m);
 }

@@ -48,6 +48,10 @@ cd_status cd__error(cd_status status, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     memcpy(cd__err_msg, msg, sizeof msg);
+    /* One line whatever the arguments hold: a name or path read from a file
+     * may carry a newline (a forged log line) or a terminal escape. */
+    for (char *c = cd__err_msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
     cd__err_status = status;
     return status;
 }

@@ -74,7 +74,8 @@ int main(int argc, char **argv)
     int64_t epochs = 8, batch = 128, threads = 0, limit = 0, shift = 1;
     uint64_t seed = 42;
     double lr = 1e-3;
-    for (int i = 1; i < argc; i++) {
+    /* Every flag but --help takes a value: two words per round. */
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0) {
             printf("usage: bench_classifier --data DIR [--out FILE] [--epochs E] [--seed S] "
@@ -104,7 +105,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_classifier: unknown flag '%s' (see --help)\n", a);
             return 2;
         }
-        i++;
     }
     if (!data) {
         fprintf(stderr, "bench_classifier: --data DIR is required (see --help)\n");
