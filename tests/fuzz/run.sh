@@ -44,6 +44,8 @@ fi
 CC=clang cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DCD_FUZZ=ON \
   -DCD_BUILD_TESTS=ON -DCD_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j "$jobs" --target cd_fuzzers
+# Every seed once first: a harness or corpus that broke fails here, plainly.
+(cd "$build" && ctest -L fuzz --output-on-failure)
 
 work=$build/fuzz-run
 rm -rf "$work"
