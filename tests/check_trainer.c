@@ -24,7 +24,8 @@ static cd_decoder *make_cnn(const int64_t *hidden, int32_t n_hidden, int64_t ker
     return d;
 }
 
-static cd_trainer *make_trainer(int blur, const int64_t *hidden, int32_t n_hidden)
+/* A trainer of decoder d (taken over) on the noise or the blur degradation. */
+static cd_trainer *trainer_of(int blur, cd_decoder *d)
 {
     cd_schedule *s = NULL;
     cd_degradation *deg = NULL;
@@ -37,8 +38,13 @@ static cd_trainer *make_trainer(int blur, const int64_t *hidden, int32_t n_hidde
         CD_ASSERT_OK(cd_degradation_create_noise(&deg, s));
     }
     cd_schedule_free(s);
-    CD_ASSERT_OK(cd_trainer_create(&tr, make_cnn(hidden, n_hidden, 3, 7), deg));
+    CD_ASSERT_OK(cd_trainer_create(&tr, d, deg));
     return tr;
+}
+
+static cd_trainer *make_trainer(int blur, const int64_t *hidden, int32_t n_hidden)
+{
+    return trainer_of(blur, make_cnn(hidden, n_hidden, 3, 7));
 }
 
 static cd_tensor *batch_tensor(int64_t n)
@@ -159,9 +165,6 @@ static cd_trainer *trainer_on(cd_decoder_type type)
     cd_decoder_config *cfg = NULL;
     cd_decoder *d = NULL;
     cd_rng *rng = NULL;
-    cd_schedule *s = NULL;
-    cd_degradation *deg = NULL;
-    cd_trainer *tr = NULL;
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, type));
     if (type == CD_DECODER_UNET) {
         CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_DIM, 8));
@@ -169,14 +172,11 @@ static cd_trainer *trainer_on(cd_decoder_type type)
     }
     CD_ASSERT_OK(cd_rng_create(&rng, 3));
     CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
-    CD_ASSERT_OK(cd_schedule_create_linear(&s, 1000, 1e-4, 0.02));
-    CD_ASSERT_OK(cd_degradation_create_noise(&deg, s));
-    CD_ASSERT_OK(cd_trainer_create(&tr, d, deg));
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_EMA_DECAY, 0.9));
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_CLIP_NORM, 0.5));
-    cd_schedule_free(s);
     cd_rng_free(rng);
     cd_decoder_config_free(cfg);
+    cd_trainer *tr = trainer_of(0, d);
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_EMA_DECAY, 0.9));
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_CLIP_NORM, 0.5));
     return tr;
 }
 

@@ -117,6 +117,14 @@ int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
 int cli_commit_file(FILE *f, const char *tmp, const char *path);
 
 /* The subcommands. */
+/* The subcommands, ending with a NULL name (cli_commands.c). */
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} cli_subcommand;
+extern const cli_subcommand cli_subcommands[];
+
 int cmd_grid(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);

@@ -16,19 +16,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_ARGS 256
 
-static const struct {
-    const char *name;
-    int (*run)(int argc, char **argv);
-} commands[] = {
-    {"fetch-mnist", cmd_fetch_mnist}, {"train", cmd_train},
-    {"sample", cmd_sample},           {"restore", cmd_restore},
-    {"eval", cmd_eval},               {"reproduce", cmd_reproduce},
-    {"train-classifier", cmd_train_classifier},
-    {"schedule", cmd_schedule},       {"info", cmd_info},
-    {"grid", cmd_grid},
-};
-#define N_COMMANDS (sizeof commands / sizeof commands[0])
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -62,10 +49,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t at = 0; at <= size && argc < MAX_ARGS; at += strlen(buf + at) + 1)
         argv[argc++] = buf + at;
     argv[argc] = NULL;
-    for (size_t i = 0; i < N_COMMANDS; i++) {
-        if (strcmp(argv[0], commands[i].name) != 0) continue;
-        int rc = commands[i].run(argc - 1, argv + 1);
-        if (rc != CLI_OK && rc != CLI_USAGE) fuzz_die(commands[i].name, "a check-only run failed");
+    for (const cli_subcommand *c = cli_subcommands; c->name; c++) {
+        if (strcmp(argv[0], c->name) != 0) continue;
+        int rc = c->run(argc - 1, argv + 1);
+        if (rc != CLI_OK && rc != CLI_USAGE) fuzz_die(c->name, "a check-only run failed");
         break;
     }
     expect_empty_folder();
