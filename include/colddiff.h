@@ -884,6 +884,25 @@ CD_API cd_status cd_sampler_set_predictor(cd_sampler *s, cd_predictor_fn fn,
                                           void *user);
 
 /**
+ * Called by cd_sampler_sample() and cd_sampler_restore() after each step of
+ * the chain with the steps done so far (1..steps) and the chain's length
+ * (cd_sampler_step_times). Return CD_OK to go on; any other status stops
+ * the chain, and the sampling call returns that status (CD_ERR_CANCELLED
+ * by convention) with a message naming the step. out then holds the chain
+ * state after that step. A progress bar or a Ctrl-C check belongs here.
+ */
+typedef cd_status (*cd_sampler_progress_fn)(void *user, int64_t step,
+                                            int64_t steps);
+
+/**
+ * Report progress to fn(user, step, steps) and let it cancel; fn = NULL
+ * removes it. The callback runs on the calling thread, between steps.
+ */
+CD_API cd_status cd_sampler_set_progress(cd_sampler *s,
+                                         cd_sampler_progress_fn fn,
+                                         void *user);
+
+/**
  * The times t at which the chain calls the predictor when it restores from
  * t_start (1..T), in order: t_start, ..., 1 for DDPM and the cold samplers;
  * t_start alone for DIRECT; for DDIM with S' = min(S, t_start) steps,

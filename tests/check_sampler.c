@@ -1121,6 +1121,70 @@ START_TEST(errors_predictor)
 }
 END_TEST
 
+/* The progress callback sees every step in order with the chain's length,
+ * and a non-OK return stops the chain at once with that status. */
+typedef struct {
+    int64_t calls, last_step, steps, stop_at;
+    cd_status stop_with;
+} progress_log;
+
+static cd_status log_progress(void *user, int64_t step, int64_t steps)
+{
+    progress_log *p = user;
+    ck_assert_int_eq(step, p->last_step + 1);
+    p->calls++, p->last_step = step, p->steps = steps;
+    return step == p->stop_at ? p->stop_with : CD_OK;
+}
+
+START_TEST(progress_and_cancel)
+{
+    cd_degradation *nd = noise_deg(20), *bd = blur_deg(12, CD_PADDING_REFLECT);
+    cd_sampler *s = NULL, *c = NULL;
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_rng_create(&rng, 3));
+    CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, nd));
+    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, 7));
+    CD_ASSERT_OK(cd_sampler_set_predictor(s, identity_predict, NULL));
+    cd_tensor *out = cd_test_tensor4(2, 1, 8, 8), *x = cd_test_tensor4(2, 1, 8, 8);
+    progress_log log = {0, 0, 0, -1, CD_OK};
+    CD_ASSERT_OK(cd_sampler_set_progress(s, log_progress, &log));
+    CD_ASSERT_OK(cd_sampler_sample(s, rng, out));
+    ck_assert_int_eq(log.calls, 7);
+    ck_assert_int_eq(log.steps, 7);
+    /* Cancelled after step 3: the status comes back, naming the step. */
+    log = (progress_log){0, 0, 0, 3, CD_ERR_CANCELLED};
+    CD_ASSERT_STATUS(cd_sampler_sample(s, rng, out), CD_ERR_CANCELLED);
+    ck_assert_int_eq(log.calls, 3);
+    CD_ASSERT_ERROR_MENTIONS("cd_sampler_sample");
+    CD_ASSERT_ERROR_MENTIONS("after step 3 of 7");
+    /* A value that is no cd_status is refused as such. */
+    log = (progress_log){0, 0, 0, 1, (cd_status)5};
+    CD_ASSERT_STATUS(cd_sampler_sample(s, rng, out), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("not a cd_status");
+    /* Restoration from t_start = 6 on a cold chain: six steps. */
+    CD_ASSERT_OK(cd_sampler_create(&c, CD_SAMPLER_COLD2, bd));
+    CD_ASSERT_OK(cd_sampler_set_predictor(c, identity_predict, NULL));
+    log = (progress_log){0, 0, 0, -1, CD_OK};
+    CD_ASSERT_OK(cd_sampler_set_progress(c, log_progress, &log));
+    CD_ASSERT_OK(cd_sampler_restore(c, x, 6, rng, out, NULL, 0, NULL, NULL, NULL));
+    ck_assert_int_eq(log.calls, 6);
+    ck_assert_int_eq(log.steps, 6);
+    /* Removed, it is called no more; a NULL sampler is an error. */
+    CD_ASSERT_OK(cd_sampler_set_progress(c, NULL, &log));
+    log.calls = 0;
+    CD_ASSERT_OK(cd_sampler_restore(c, x, 6, rng, out, NULL, 0, NULL, NULL, NULL));
+    ck_assert_int_eq(log.calls, 0);
+    CD_ASSERT_STATUS(cd_sampler_set_progress(NULL, log_progress, NULL), CD_ERR_INVALID_ARGUMENT);
+    cd_tensor_free(x);
+    cd_tensor_free(out);
+    cd_rng_free(rng);
+    cd_sampler_free(c);
+    cd_sampler_free(s);
+    cd_degradation_free(bd);
+    cd_degradation_free(nd);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("sampler");
@@ -1153,6 +1217,7 @@ static Suite *make_suite(void)
     tcase_add_test(api, errors_sample);
     tcase_add_test(api, errors_restore);
     tcase_add_test(api, errors_predictor);
+    tcase_add_test(api, progress_and_cancel);
     suite_add_tcase(s, api);
     return s;
 }

@@ -170,6 +170,14 @@ cd_status cd_sampler_set_predictor(cd_sampler *s, cd_predictor_fn fn, void *user
     return CD_OK;
 }
 
+cd_status cd_sampler_set_progress(cd_sampler *s, cd_sampler_progress_fn fn, void *user)
+{
+    CD__CHECK_NOT_NULL(s, "cd_sampler_set_progress");
+    s->progress = fn;
+    s->progress_user = fn ? user : NULL;
+    return CD_OK;
+}
+
 cd_status cd_sampler_step_times(const cd_sampler *s, int64_t t_start, int64_t *times,
                                 int64_t capacity, int64_t *n)
 {

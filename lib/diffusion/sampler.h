@@ -19,6 +19,8 @@ struct cd_sampler {
     cd_decoder *decoder;       /* borrowed; or fn(user, ...) */
     cd_predictor_fn fn;
     void *user;
+    cd_sampler_progress_fn progress; /* may be NULL */
+    void *progress_user;
 };
 
 /* One call's chain: shapes, workspace and snapshot requests. */

@@ -242,6 +242,20 @@ static cd_status step(const chain *c, int64_t t, int64_t p)
     return CD_OK;
 }
 
+/* The user's progress callback after step i of the chain (at time t): a
+ * non-OK return stops the chain with that status. */
+static cd_status report_progress(const chain *c, int64_t i, int64_t t)
+{
+    const cd_status st = c->s->progress(c->s->progress_user, i, c->n_steps);
+    if (st == CD_OK) return CD_OK;
+    if (st > 0)
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the progress callback returned %d "
+                         "after step %" PRId64 " of %" PRId64 ", which is not a cd_status", c->fn, (int)st,
+                         i, c->n_steps);
+    return cd__error(st, "%s: stopped by the progress callback after step %" PRId64 " of %"
+                     PRId64 " (t = %" PRId64 ")", c->fn, i, c->n_steps, t);
+}
+
 /* From z_{t_start} (already in c->z) down to z_0, recording snapshots. */
 cd_status cd__chain_run(const chain *c)
 {
@@ -251,6 +265,7 @@ cd_status cd__chain_run(const chain *c)
         snap_copy(c, c->snap_z, t, c->z->data);
         CD__TRY(predict(c, t));
         CD__TRY(step(c, t, p));
+        if (c->s->progress) CD__TRY(report_progress(c, i + 1, t));
     }
     snap_copy(c, c->snap_z, 0, c->z->data);
     snap_copy(c, c->snap_xhat, 0, c->z->data);
