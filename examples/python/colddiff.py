@@ -461,6 +461,7 @@ _SIGNATURES = {
     "cd_sampler_get": (_int, [_p, _int, _P(_d)]),
     "cd_sampler_set_decoder": (_int, [_p, _p]),
     "cd_sampler_set_predictor": (_int, [_p, _p, _p]),
+    "cd_sampler_set_progress": (_int, [_p, _p, _p]),
     "cd_sampler_step_times": (_int, [_p, _i64, _P(_i64), _i64, _P(_i64)]),
     "cd_sampler_sample": (_int, [_p, _p, _p]),
     "cd_sampler_restore": (_int, [_p, _p, _i64, _p, _p, _P(_i64), _i64, _p, _p, _p]),
@@ -529,6 +530,7 @@ _SIGNATURES = {
 }
 
 _PREDICTOR_FN = ctypes.CFUNCTYPE(_int, _p, _p, _p, _p)
+_SAMPLER_PROGRESS_FN = ctypes.CFUNCTYPE(_int, _p, _i64, _i64)
 _EPOCH_FN = ctypes.CFUNCTYPE(_int, _p, _p, _i64, _d, _d)
 _CLASSIFIER_EPOCH_FN = ctypes.CFUNCTYPE(_int, _p, _p, _i64, _d)
 
@@ -2207,6 +2209,26 @@ class Sampler(_Object):
         self._ref.keep = {}
         self._ref.adopt(degradation._ref)  # released after the sampler is freed
         self._predictor = None
+        # One run's state, shared by the predictor and progress trampolines:
+        # exceptions they caught, and the Ctrl-C flag that cancels the chain
+        # between steps even when a C decoder drives it.
+        self._state = {"caught": [], "stop": False, "progress": None}
+        state = self._state
+
+        def progress(user, step, steps):
+            if state["stop"]:
+                return int(Status.CANCELLED)
+            fn = state["progress"]
+            if fn is None:
+                return Status.OK
+            try:
+                return int(Status.CANCELLED) if fn(step, steps) is False else Status.OK
+            except BaseException as e:  # noqa: B902 - re-raised after the call
+                state["caught"].append(e)
+                return int(Status.CANCELLED)
+        self._progress_cb = _SAMPLER_PROGRESS_FN(progress)
+        _check(lib.cd_sampler_set_progress(ptr, self._progress_cb, None))
+        self._ref.keep["progress"] = self._progress_cb
 
     def _set_driver(self, decoder=None, callback=None):
         """Record what drives the chain: the decoder's memory (or the ctypes
@@ -2259,6 +2281,15 @@ class Sampler(_Object):
         self._set_driver(decoder=decoder)
         self._predictor = None
 
+    def set_progress(self, fn):
+        """Call fn(step, steps) after each step of the chain (a progress bar);
+        fn returning False, or raising, stops the chain (the exception is
+        re-raised by sample()/restore(), False gives CancelledError). None
+        removes it. Ctrl-C stops a running chain between steps either way."""
+        if fn is not None and not callable(fn):
+            raise TypeError(f"fn: expected a callable, not {type(fn).__name__}")
+        self._state["progress"] = fn
+
     def set_predictor(self, fn):
         """Drive the chain with fn(z, tau, out): z (N x C x H x W) and tau (N
         values of t/T) are Tensors to read, out a Tensor to fill with eps-hat
@@ -2274,7 +2305,7 @@ class Sampler(_Object):
             return
         if not callable(fn):
             raise TypeError(f"fn: expected a callable, not {type(fn).__name__}")
-        state = {"caught": [], "stop": False}
+        state = self._state
 
         def trampoline(user, z, tau, out):
             if state["stop"]:  # Ctrl-C in the waiting main thread
@@ -2312,19 +2343,14 @@ class Sampler(_Object):
         return list(buf[: n.value])
 
     def _run(self, fn, objs):
-        pred = self._predictor
-        if pred is None:  # a decoder: no Python runs until C returns
-            with _Hold(self, *objs):
-                st = fn()
-                msg = _L().cd_last_error().decode("utf-8", "replace") if st else ""
-        else:
-            pred[2]["caught"] = []
-            pred[2]["stop"] = False
-            st, msg = _call_c((self,) + tuple(objs), fn,
-                              on_interrupt=lambda: pred[2].__setitem__("stop", True))
-        if pred is not None and pred[2]["caught"]:
-            exc = pred[2]["caught"][0]
-            pred[2]["caught"] = []
+        state = self._state
+        state["caught"] = []
+        state["stop"] = False
+        st, msg = _call_c((self,) + tuple(objs), fn,
+                          on_interrupt=lambda: state.__setitem__("stop", True))
+        if state["caught"]:
+            exc = state["caught"][0]
+            state["caught"] = []
             if hasattr(exc, "add_note") and msg:
                 exc.add_note(f"libcolddiff: {msg}")
             raise exc

@@ -1147,6 +1147,33 @@ class SamplerTests(unittest.TestCase):
         cls.ds = slice_dataset()
         cls.x, _ = cls.ds.gather("train", [0, 1], labels=False)
 
+    def test_progress_and_cancel(self):
+        rng = cd.Rng(5)
+        dec = tiny_decoder(rng)
+        s = cd.Sampler("ddim", cd.Degradation.noise(cd.Schedule.linear(20)))
+        s["steps"] = 6
+        s.set_decoder(dec)
+        seen = []
+        s.set_progress(lambda step, steps: seen.append((step, steps)))
+        s.sample(rng, (2, 1, 28, 28))
+        self.assertEqual(seen, [(i, 6) for i in range(1, 7)])
+        s.set_progress(lambda step, steps: step < 2 or False)
+        with self.assertRaises(cd.CancelledError) as ctx:
+            s.sample(rng, (2, 1, 28, 28))
+        self.assertIn("after step 2 of 6", str(ctx.exception))
+
+        def boom(step, steps):
+            raise ValueError("stop here")
+        s.set_progress(boom)
+        with self.assertRaisesRegex(ValueError, "stop here"):
+            s.sample(rng, (2, 1, 28, 28))
+        s.set_progress(None)
+        seen.clear()
+        s.sample(rng, (2, 1, 28, 28))
+        self.assertEqual(seen, [])
+        with self.assertRaises(TypeError):
+            s.set_progress(3)
+
     def test_noise_samplers_with_a_decoder(self):
         rng = cd.Rng(4)
         dec = tiny_decoder(rng)
