@@ -179,6 +179,7 @@ static void check_gauss(cd_sampler_kind kind, int64_t steps, double eta, bool po
     CD_ASSERT_OK(cd_degradation_create_noise(&deg, sch));
     gauss_init(&g, sch, 0.09);
     CD_ASSERT_OK(cd_sampler_create(&s, kind, deg));
+    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 0)); /* the unclipped maths */
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, (double)steps));
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_ETA, eta));
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_POSTERIOR_VARIANCE, post ? 1.0 : 0.0));
@@ -282,6 +283,8 @@ START_TEST(ddim_eta1_is_ddpm_posterior)
     CD_ASSERT_OK(cd_sampler_create(&b, CD_SAMPLER_DDIM, deg));
     CD_ASSERT_OK(cd_sampler_set(a, CD_SAMPLER_POSTERIOR_VARIANCE, 1));
     CD_ASSERT_OK(cd_sampler_set(b, CD_SAMPLER_ETA, 1));
+    CD_ASSERT_OK(cd_sampler_set(b, CD_SAMPLER_CLIP, 0));
+    CD_ASSERT_OK(cd_sampler_set(b, CD_SAMPLER_STEPS, 200));
     CD_ASSERT_OK(cd_sampler_set_predictor(a, gauss_predict, &g));
     CD_ASSERT_OK(cd_sampler_set_predictor(b, gauss_predict, &g));
     CD_ASSERT_OK(cd_rng_create(&r1, 77));
@@ -316,6 +319,8 @@ START_TEST(ddim_clipping)
     gauss_init(&g, sch, 0.09);
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, deg));
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, 10));
+    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_ETA, 0));
+    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 0));
     CD_ASSERT_OK(cd_sampler_set_predictor(s, gauss_predict, &g));
     cd_tensor *out = cd_test_tensor4(256, 1, 2, 2);
     const float *p = cd_tensor_data(out);
@@ -496,17 +501,26 @@ static cd_status biased_predict(void *user, const cd_tensor *z, const cd_tensor 
     return CD_OK;
 }
 
-static cd_tensor *restore_with(cd_sampler_kind kind, cd_degradation *deg, cd_tensor *x,
-                               cd_predictor_fn fn, int64_t t_start)
+/* A restoration with the algorithm as written: x-hat not clipped, so that
+ * the tests below see the predictor's own values. */
+static cd_tensor *restore_clipped(cd_sampler_kind kind, cd_degradation *deg, cd_tensor *x,
+                                  cd_predictor_fn fn, int64_t t_start, bool clip)
 {
     cd_sampler *s = NULL;
     cd_tensor *out = cd_test_tensor4(cd_tensor_dim(x, 0), cd_tensor_dim(x, 1), cd_tensor_dim(x, 2),
                              cd_tensor_dim(x, 3));
     CD_ASSERT_OK(cd_sampler_create(&s, kind, deg));
+    if (!clip) CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 0));
     CD_ASSERT_OK(cd_sampler_set_predictor(s, fn, x));
     CD_ASSERT_OK(cd_sampler_restore(s, x, t_start, NULL, out, NULL, 0, NULL, NULL, NULL));
     cd_sampler_free(s);
     return out;
+}
+
+static cd_tensor *restore_with(cd_sampler_kind kind, cd_degradation *deg, cd_tensor *x,
+                               cd_predictor_fn fn, int64_t t_start)
+{
+    return restore_clipped(kind, deg, x, fn, t_start, false);
 }
 
 /* With x-hat = x, algorithm 2 telescopes to z_0 = D(x, T) - D(x, T) + x,
@@ -565,6 +579,108 @@ static cd_status affine_predict(void *user, const cd_tensor *z, const cd_tensor 
     for (int64_t i = 0; i < N * D; i++) o[i] = 2.0f * zp[i] + tp[i / D];
     return CD_OK;
 }
+
+/* By default every sampler that forms x-hat clips it to the data range
+ * [-0.5, 0.5]: direct then returns clamp(2 z + tau). */
+START_TEST(cold_clips_by_default)
+{
+    cd_degradation *deg = blur_deg(40, CD_PADDING_CIRCULAR);
+    cd_tensor *x = cd_test_tensor4(2, 1, 12, 12), *z = cd_test_tensor4(2, 1, 12, 12);
+    cd_test_fill_uniform(x, 13, -0.5f, 0.5f);
+    cd_tensor *out = restore_clipped(CD_SAMPLER_DIRECT, deg, x, affine_predict, 40, true);
+    CD_ASSERT_OK(cd_degradation_apply(deg, x, (int64_t[]){40, 40}, 2, NULL, z, NULL));
+    const float *zp = cd_tensor_data(z), *o = cd_tensor_data(out);
+    int clipped = 0;
+    for (int64_t i = 0; i < 288; i++) {
+        const float want = 2.0f * zp[i] + 1.0f;
+        ck_assert(o[i] == (want > 0.5f ? 0.5f : want < -0.5f ? -0.5f : want));
+        clipped += want > 0.5f;
+    }
+    ck_assert_int_gt(clipped, 0); /* the test reaches the clip */
+    cd_sampler *s = NULL;
+    double v = 0;
+    CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_COLD2, deg));
+    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_CLIP, &v));
+    ck_assert(v == 1.0);
+    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_CLIP_LO, &v));
+    ck_assert(v == -0.5);
+    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_CLIP_HI, &v));
+    ck_assert(v == 0.5);
+    cd_sampler_free(s);
+    cd_tensor_free(out);
+    cd_tensor_free(x);
+    cd_tensor_free(z);
+    cd_degradation_free(deg);
+}
+END_TEST
+
+/* DDIM's defaults: the measured best setting (50 steps, or T when smaller,
+ * eta 1), clipped; the final z_0 is then x0-hat itself, in range whatever
+ * the predictor says. */
+static cd_status wild_predict(void *user, const cd_tensor *z, const cd_tensor *tau,
+                              cd_tensor *out)
+{
+    (void)user;
+    (void)tau;
+    (void)z;
+    return cd_tensor_fill(out, 0.3f); /* a biased noise estimate */
+}
+
+START_TEST(ddim_defaults_stay_in_range)
+{
+    cd_degradation *nd = noise_deg(1000), *small = noise_deg(20);
+    cd_sampler *s = NULL;
+    cd_rng *rng = NULL;
+    double v = 0;
+    CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, small));
+    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_STEPS, &v));
+    ck_assert(v == 20.0);
+    cd_sampler_free(s);
+    CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, nd));
+    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_STEPS, &v));
+    ck_assert(v == 50.0);
+    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_ETA, &v));
+    ck_assert(v == 1.0);
+    CD_ASSERT_OK(cd_sampler_set_predictor(s, wild_predict, NULL));
+    CD_ASSERT_OK(cd_rng_create(&rng, 9));
+    cd_tensor *out = cd_test_tensor4(16, 1, 4, 4);
+    CD_ASSERT_OK(cd_sampler_sample(s, rng, out));
+    const float *p = cd_tensor_data(out);
+    for (int64_t i = 0; i < cd_tensor_numel(out); i++) ck_assert(p[i] >= -0.5f && p[i] <= 0.5f);
+    /* Unclipped, the same predictor leaves the range far behind. */
+    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 0));
+    CD_ASSERT_OK(cd_sampler_sample(s, rng, out));
+    float worst = 0.0f;
+    for (int64_t i = 0; i < cd_tensor_numel(out); i++) worst = fmaxf(worst, fabsf(p[i]));
+    ck_assert(worst > 1.0f);
+    cd_tensor_free(out);
+    cd_rng_free(rng);
+    cd_sampler_free(s);
+    cd_degradation_free(nd);
+    cd_degradation_free(small);
+}
+END_TEST
+
+/* Messages name the sampler, the key and the degradation. */
+START_TEST(messages_name_keys)
+{
+    cd_degradation *nd = noise_deg(100), *bd = blur_deg(10, CD_PADDING_REFLECT);
+    cd_sampler *s = NULL;
+    CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, nd));
+    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_STEPS, 5000), CD_ERR_RANGE);
+    CD_ASSERT_ERROR_MENTIONS("DDIM sampler: steps = 5000 is not a whole number in [1, 100]");
+    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_ETA, NAN), CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("eta = nan");
+    cd_sampler_free(s);
+    CD_ASSERT_STATUS(cd_sampler_create(&s, CD_SAMPLER_DDPM, bd), CD_ERR_UNSUPPORTED);
+    CD_ASSERT_ERROR_MENTIONS("the DDPM sampler needs the noise degradation, but the "
+                             "degradation is blur");
+    CD_ASSERT_STATUS(cd_sampler_create(&s, CD_SAMPLER_COLD2, nd), CD_ERR_UNSUPPORTED);
+    CD_ASSERT_ERROR_MENTIONS("the cold2 sampler needs a deterministic degradation");
+    cd_degradation_free(nd);
+    cd_degradation_free(bd);
+}
+END_TEST
 
 START_TEST(direct_returns_prediction)
 {
@@ -711,6 +827,7 @@ START_TEST(snapshots_ddim_noise)
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, deg));
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, 5));
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_ETA, 0.5));
+    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 0));
     cd_tensor *x = cd_test_tensor4(2, 1, 2, 2), *out = cd_test_tensor4(2, 1, 2, 2),
               *out2 = cd_test_tensor4(2, 1, 2, 2);
     cd_tensor *fwd = cd_test_tensor4(2, 1, 2, 2);
@@ -966,6 +1083,7 @@ START_TEST(errors_sample)
     CD_ASSERT_STATUS(cd_sampler_sample(s, rng, NULL), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_sample(s, NULL, out), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_sample(s, rng, r3), CD_ERR_SHAPE);
+    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 0));
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP_LO, 0.5));
     CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP_HI, 0.25));
     CD_ASSERT_OK(cd_sampler_sample(s, rng, out)); /* clip off: the range is not used */
@@ -1202,6 +1320,8 @@ static Suite *make_suite(void)
     tcase_add_test(math, cold_exact_predictor_recovers_x);
     tcase_add_test(math, cold2_cancels_constant_bias);
     tcase_add_test(math, direct_returns_prediction);
+    tcase_add_test(math, cold_clips_by_default);
+    tcase_add_test(math, ddim_defaults_stay_in_range);
     tcase_add_test(math, blur_prior);
     suite_add_tcase(s, math);
     TCase *api = tcase_create("api");
@@ -1218,6 +1338,7 @@ static Suite *make_suite(void)
     tcase_add_test(api, errors_restore);
     tcase_add_test(api, errors_predictor);
     tcase_add_test(api, progress_and_cancel);
+    tcase_add_test(api, messages_name_keys);
     suite_add_tcase(s, api);
     return s;
 }

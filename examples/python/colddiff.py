@@ -1289,6 +1289,14 @@ def _out_tensor(out, shape_default, name="out"):
         return out
     if out is None:
         return Tensor(shape_default)
+    # An array (numpy, array.array, a buffer) would otherwise be read as a
+    # shape and fail on its first element; say what to pass instead.
+    kind = getattr(getattr(out, "dtype", None), "kind", None)
+    if kind == "f" or getattr(out, "typecode", None) in ("f", "d") or \
+            (isinstance(out, memoryview) and out.format in ("f", "d")):
+        raise TypeError(f"{name}: expected a Tensor or a shape such as (16, 1, 28, 28), not "
+                        f"an array ({type(out).__name__}); pass its shape, then read the "
+                        f"result with .numpy() or .to_array()")
     return Tensor(_shape_arg(out, name))
 
 

@@ -42,6 +42,11 @@ int64_t cd__sampler_count_steps(const cd_sampler *s, int64_t t_start)
 
 /* ---- creation and options ----------------------------------------------- */
 
+static const char *const kind_names[] = {"DDPM", "DDIM", "cold1", "cold2", "direct"};
+static const char *const degradation_names[] = {"noise", "blur", "pixelate", "mask", "fade"};
+static const char *const key_names[N_KEYS] = {"steps", "eta", "posterior_variance", "clip",
+                                              "clip_lo", "clip_hi"};
+
 static bool is_noise_kind(cd_sampler_kind k)
 {
     return k == CD_SAMPLER_DDPM || k == CD_SAMPLER_DDIM;
@@ -71,17 +76,25 @@ cd_status cd_sampler_create(cd_sampler **out, cd_sampler_kind kind, const cd_deg
         return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown sampler kind %d", fn, (int)kind);
     const bool noise = cd_degradation_target(deg) == CD_TARGET_NOISE;
     if (noise != is_noise_kind(kind))
-        return cd__error(CD_ERR_UNSUPPORTED, "%s: %s needs %s degradation", fn,
-                         is_noise_kind(kind) ? "DDPM and DDIM" : "the cold and direct samplers",
-                         is_noise_kind(kind) ? "the noise" : "a deterministic");
+        return cd__error(CD_ERR_UNSUPPORTED, "%s: the %s sampler needs %s, but the "
+                         "degradation is %s", fn, kind_names[kind],
+                         is_noise_kind(kind) ? "the noise degradation"
+                                             : "a deterministic degradation",
+                         degradation_names[deg->kind]);
     if (noise) CD__TRY(check_noise_schedule(deg, fn));
     cd_sampler *s = cd__calloc(1, sizeof *s, "sampler");
     if (!s) return cd_last_status();
     s->kind = kind;
     s->deg = deg;
-    s->opt[CD_SAMPLER_STEPS] = (double)deg->T;
-    s->opt[CD_SAMPLER_CLIP_LO] = -1.0;
-    s->opt[CD_SAMPLER_CLIP_HI] = 1.0;
+    /* Safe defaults: x0-hat clipped to the data range, and for DDIM the
+     * setting that measured best (docs/sampling.md): 50 stochastic steps.
+     * Unclipped, an under-trained noise model's x0-hat divides its error by
+     * sqrt(abar_T) and deterministic DDIM diverges. */
+    s->opt[CD_SAMPLER_STEPS] = (double)(deg->T < 50 ? deg->T : 50);
+    s->opt[CD_SAMPLER_ETA] = 1.0;
+    s->opt[CD_SAMPLER_CLIP] = 1.0;
+    s->opt[CD_SAMPLER_CLIP_LO] = -0.5;
+    s->opt[CD_SAMPLER_CLIP_HI] = 0.5;
     *out = s;
     return CD_OK;
 }
@@ -132,10 +145,13 @@ cd_status cd_sampler_set(cd_sampler *s, cd_sampler_key key, double value)
     bool whole = false;
     CD__TRY(key_bounds(s, fn, key, &lo, &hi, &whole));
     if (!isfinite(value))
-        return cd__error(CD_ERR_NOT_FINITE, "%s: key %d: value is %g", fn, (int)key, value);
+        return cd__error(CD_ERR_NOT_FINITE, "%s: %s sampler: %s = %g", fn, kind_names[s->kind],
+                         key_names[key], value);
     if (value < lo || value > hi || (whole && value != floor(value)))
-        return cd__error(CD_ERR_RANGE, "%s: key %d: %g is not %s in [%g, %g]", fn, (int)key,
-                         value, whole ? "a whole number" : "a number", lo, hi);
+        return cd__error(CD_ERR_RANGE, "%s: %s sampler: %s = %g is not %s in [%g, %g]%s", fn,
+                         kind_names[s->kind], key_names[key], value,
+                         whole ? "a whole number" : "a number", lo, hi,
+                         key == CD_SAMPLER_STEPS ? " (at most the degradation's T)" : "");
     s->opt[key] = value;
     return CD_OK;
 }

@@ -228,8 +228,20 @@ static cd_status step_cold2(const chain *c, int64_t t)
     return CD_OK;
 }
 
+/* The cold samplers' x-hat is the predictor's output: clipped in place,
+ * as DDIM clips its x0-hat, before anything reads it. */
+static void clip_prediction(const chain *c)
+{
+    const cd_sampler *s = c->s;
+    if (s->opt[CD_SAMPLER_CLIP] == 0.0) return;
+    const float lo = (float)s->opt[CD_SAMPLER_CLIP_LO], hi = (float)s->opt[CD_SAMPLER_CLIP_HI];
+    float *g = c->g->data;
+    for (int64_t i = 0; i < c->N * c->ND; i++) g[i] = g[i] < lo ? lo : g[i] > hi ? hi : g[i];
+}
+
 static cd_status step(const chain *c, int64_t t, int64_t p)
 {
+    if (c->s->kind != CD_SAMPLER_DDPM && c->s->kind != CD_SAMPLER_DDIM) clip_prediction(c);
     switch (c->s->kind) {
     case CD_SAMPLER_DDPM: return step_ddpm(c, t);
     case CD_SAMPLER_DDIM: return step_ddim(c, t, p);

@@ -1147,6 +1147,28 @@ class SamplerTests(unittest.TestCase):
         cls.ds = slice_dataset()
         cls.x, _ = cls.ds.gather("train", [0, 1], labels=False)
 
+    def test_default_ddim_stays_in_the_data_range(self):
+        # An untrained decoder is the worst case: unclipped, DDIM's x0-hat
+        # divides its error by sqrt(abar_T) and the chain leaves [-0.5, 0.5].
+        rng = cd.Rng(6)
+        dec = tiny_decoder(rng)
+        s = cd.Sampler("ddim", cd.Degradation.noise(cd.Schedule.linear(1000)))
+        self.assertEqual((s["steps"], s["eta"], s["clip"]), (50.0, 1.0, 1.0))
+        self.assertEqual((s["clip_lo"], s["clip_hi"]), (-0.5, 0.5))
+        s.set_decoder(dec)
+        px = s.sample(rng, (8, 1, 28, 28)).to_array()
+        self.assertTrue(all(-0.5 <= v <= 0.5 for v in px), (min(px), max(px)))
+        s["clip"] = 0
+        px = s.sample(rng, (8, 1, 28, 28)).to_array()
+        self.assertGreater(max(abs(v) for v in px), 0.5)
+
+    def test_an_array_as_out_is_named(self):
+        s = cd.Sampler("ddpm", cd.Degradation.noise(cd.Schedule.linear(10)))
+        s.set_decoder(tiny_decoder(cd.Rng(1)))
+        import array
+        with self.assertRaisesRegex(TypeError, "expected a Tensor or a shape.*not an array"):
+            s.sample(cd.Rng(1), array.array("f", [0.0] * 4))
+
     def test_progress_and_cancel(self):
         rng = cd.Rng(5)
         dec = tiny_decoder(rng)
@@ -1363,6 +1385,14 @@ class NumpyInterop(unittest.TestCase):
             cd.Tensor(np.float32(2.0))
         self.assertEqual(cd.Tensor(np.int64(3)).shape, (3,))
         self.assertEqual(cd.Tensor((np.int32(2), 3)).shape, (2, 3))
+
+    def test_an_image_array_as_out_is_named(self):
+        s = cd.Sampler("ddpm", cd.Degradation.noise(cd.Schedule.linear(10)))
+        s.set_decoder(tiny_decoder(cd.Rng(1)))
+        with self.assertRaisesRegex(TypeError, "expected a Tensor or a shape.*not an array"):
+            s.sample(cd.Rng(1), np.zeros((2, 1, 28, 28), dtype=np.float32))
+        # An integer array is still a shape.
+        self.assertEqual(s.sample(cd.Rng(1), np.array([2, 1, 28, 28])).shape, (2, 1, 28, 28))
 
     def test_params_and_predictor(self):
         rng = cd.Rng(2)
