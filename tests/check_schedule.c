@@ -1,9 +1,11 @@
 /* check_schedule.c - schedules against closed forms and the spec's numbers
  * (models.md section 2); reference values from an independent numpy
  * computation where no closed form exists. */
+#include "fixture.h"
 #include "test_util.h"
 
 #include <math.h>
+#include <string.h>
 
 static void assert_rel(double got, double want, double rel, const char *what)
 {
@@ -192,6 +194,74 @@ START_TEST(invalid_parameters_are_errors)
 }
 END_TEST
 
+/* Distance in units in the last place between two floats of one sign. */
+static int64_t ulps(float a, float b)
+{
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4);
+    memcpy(&ib, &b, 4);
+    return ia > ib ? (int64_t)ia - ib : (int64_t)ib - ia;
+}
+
+/* The report's float32 schedules against PyTorch (tests/reference,
+ * make_schedule_fixtures.py): beta bit for bit, alpha-bar within 1 ulp
+ * (PyTorch's float32 exp is not correctly rounded; ours is), and the
+ * linear preset's alpha-bar_1000 exactly as the report's arithmetic left it. */
+static void check_report_case(const cd_fixture *fx, const char *name)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%s.cfg", name);
+    const float *cfg = cd_fixture_get(fx, key, NULL);
+    const int64_t T = (int64_t)cfg[0];
+    cd_schedule *s = NULL;
+    if (cfg[3] == 0.0f) CD_ASSERT_OK(cd_schedule_create_linear_report(&s, T, cfg[1], cfg[2]));
+    else CD_ASSERT_OK(cd_schedule_create_constant_report(&s, T, cfg[1]));
+    int64_t n = 0;
+    snprintf(key, sizeof key, "%s.beta", name);
+    const float *beta = cd_fixture_get(fx, key, &n);
+    ck_assert_int_eq(n, T + 1);
+    snprintf(key, sizeof key, "%s.alpha_bar", name);
+    const float *abar = cd_fixture_get(fx, key, NULL);
+    int64_t off_by_one = 0;
+    for (int64_t t = 0; t <= T; t++) {
+        float b = 0, a = 0;
+        CD_ASSERT_OK(cd_schedule_at(s, t, &b, &a));
+        ck_assert_msg(memcmp(&b, &beta[t], 4) == 0, "%s: beta_%lld = %.9g, PyTorch %.9g", name,
+                      (long long)t, (double)b, (double)beta[t]);
+        const int64_t d = ulps(a, abar[t]);
+        ck_assert_msg(d <= 1, "%s: alpha-bar_%lld = %.9g, PyTorch %.9g (%lld ulp)", name,
+                      (long long)t, (double)a, (double)abar[t], (long long)d);
+        off_by_one += d;
+    }
+    fprintf(stderr, "%s: beta identical at all %lld steps; alpha-bar 1 ulp off at %lld\n", name,
+            (long long)T + 1, (long long)off_by_one);
+    cd_schedule_free(s);
+}
+
+START_TEST(report_schedules_match_pytorch)
+{
+    static const char *const cases[] = {"linear", "linear37", "linear2", "down", "good", "bad"};
+    cd_fixture *fx = cd_fixture_load("schedules.bin");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_report_case(fx, cases[i]);
+    cd_fixture_free(fx);
+    cd_schedule *s = NULL;
+    float a = 0;
+    uint32_t bits = 0;
+    CD_ASSERT_OK(cd_schedule_create_linear_report(&s, 1000, 1e-4, 0.02));
+    ck_assert_int_eq(cd_schedule_get_kind(s), CD_SCHEDULE_LINEAR_REPORT);
+    CD_ASSERT_OK(cd_schedule_at(s, 1000, NULL, &a));
+    memcpy(&bits, &a, 4);
+    ck_assert_uint_eq(bits, 0x38294660u);
+    cd_schedule_free(s);
+    CD_ASSERT_STATUS(cd_schedule_create_linear_report(NULL, 10, 1e-4, 0.02),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_schedule_create_linear_report(&s, 0, 1e-4, 0.02), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_schedule_create_linear_report(&s, 10, 1e-4, 1.5), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_schedule_create_linear_report(&s, 10, NAN, 0.02), CD_ERR_NOT_FINITE);
+    ck_assert_ptr_null(s);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("schedule");
@@ -203,6 +273,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, cosine_recomputes_alpha_bar);
     tcase_add_test(tc, custom_and_arrays);
     tcase_add_test(tc, invalid_parameters_are_errors);
+    tcase_add_test(tc, report_schedules_match_pytorch);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -11,7 +11,7 @@
 const char *const cli_decoder_names[] = {"cnn", "unet", NULL};
 const char *const cli_degradation_names[] = {"noise", "blur", "pixelate", "mask", "fade", NULL};
 const char *const cli_schedule_names[] = {"linear", "constant", "cosine", "constant-report",
-                                          "cosine-report", NULL};
+                                          "cosine-report", "linear-report", NULL};
 const char *const cli_padding_names[] = {"reflect", "circular", NULL};
 const char *const cli_preset_names[] = {"ddpm-cnn-linear", "ddpm-cnn-good", "ddpm-cnn-bad",
                                         "cold-blur-unet", "ddpm-unet-cosine", NULL};
@@ -28,7 +28,9 @@ void cli_model_preset(cli_model *m, int index)
 {
     cli_model_defaults(m);
     switch (index) {
-    case 0: break; /* ddpm-cnn-linear: the defaults */
+    case 0: /* ddpm-cnn-linear: the defaults, in the report's float32 arithmetic */
+        m->schedule = SCH_LINEAR_REPORT;
+        break;
     case 1:        /* ddpm-cnn-good: constant 0.001, T = 2000, t ~ U{1..T-1} */
         m->schedule = SCH_CONSTANT_REPORT, m->beta = 0.001, m->T = 2000, m->t_max = 1999;
         break;
@@ -59,7 +61,8 @@ int cli_model_from_preset_flag(cli_model *m, int argc, char **argv)
 
 int cli_model_check(const cli_model *m, const char *cmd)
 {
-    if (m->schedule == SCH_LINEAR && m->beta_min > m->beta_max)
+    if ((m->schedule == SCH_LINEAR || m->schedule == SCH_LINEAR_REPORT) &&
+        m->beta_min > m->beta_max)
         return cli_usage(cmd, "--beta-min %g exceeds --beta-max %g (the linear schedule "
                          "rises from one to the other)", m->beta_min, m->beta_max);
     if (m->t_max > m->T)
@@ -79,6 +82,8 @@ cd_status cli_model_schedule(const cli_model *m, cd_schedule **out)
     case SCH_CONSTANT: return cd_schedule_create_constant(out, m->T, m->beta);
     case SCH_COSINE: return cd_schedule_create_cosine(out, m->T, m->cosine_s, m->beta_clip);
     case SCH_CONSTANT_REPORT: return cd_schedule_create_constant_report(out, m->T, m->beta);
+    case SCH_LINEAR_REPORT:
+        return cd_schedule_create_linear_report(out, m->T, m->beta_min, m->beta_max);
     default: return cd_schedule_create_cosine_report(out, m->T);
     }
 }

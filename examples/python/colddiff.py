@@ -151,6 +151,7 @@ class ScheduleKind(enum.IntEnum):
     CONSTANT_REPORT = 4
     COSINE_REPORT = 5
     ARRAYS = 6
+    LINEAR_REPORT = 7
 
 
 class DegradationKind(enum.IntEnum):
@@ -428,6 +429,7 @@ _SIGNATURES = {
     "cd_schedule_create_linear": (_int, [_P(_p), _i64, _d, _d]),
     "cd_schedule_create_constant": (_int, [_P(_p), _i64, _d]),
     "cd_schedule_create_constant_report": (_int, [_P(_p), _i64, _d]),
+    "cd_schedule_create_linear_report": (_int, [_P(_p), _i64, _d, _d]),
     "cd_schedule_create_cosine": (_int, [_P(_p), _i64, _d, _d]),
     "cd_schedule_create_cosine_report": (_int, [_P(_p), _i64]),
     "cd_schedule_create_custom": (_int, [_P(_p), _p, _i64]),
@@ -1709,6 +1711,12 @@ class Schedule(_Object):
     @classmethod
     def constant(cls, T, c):
         return cls._make("cd_schedule_create_constant", _int64(T, "T"), _real(c, "c"))
+
+    @classmethod
+    def linear_report(cls, T=1000, beta_min=1e-4, beta_max=0.02):
+        """The report's linear schedule in its float32 arithmetic."""
+        return cls._make("cd_schedule_create_linear_report", _int64(T, "T"),
+                         _real(beta_min, "beta_min"), _real(beta_max, "beta_max"))
 
     @classmethod
     def constant_report(cls, T, c):

@@ -97,6 +97,54 @@ cd_status cd_schedule_create_linear(cd_schedule **out, int64_t T, double beta_mi
     return CD_OK;
 }
 
+/* PyTorch's float32 linspace on a CPU (the AVX2 kernel of Debian's
+ * python3-torch): step = (end - start)/(T - 1) in float; the first half
+ * counts up from start, the second down from end, each element through a
+ * fused multiply-add; inside whole blocks of 16 elements, each group of 8
+ * instead takes its first element that way and adds step * j in float. */
+static float torch_linspace_at(float start, float end, float step, int64_t T, int64_t i)
+{
+    const int64_t blocks_end = T - T % 16;
+    const int64_t base_i = i < blocks_end ? i - i % 8 : i;
+    const float base = base_i < T / 2 ? fmaf(step, (float)base_i, start)
+                                      : fmaf(-step, (float)(T - base_i - 1), end);
+    if (base_i == i) return base;
+    const float inc = step * (float)(i - base_i);
+    return base + inc;
+}
+
+/* log and exp rounded once from double: PyTorch's float32 log agrees with
+ * that on every entry of the report's schedules; its exp within 1 ulp. */
+static float log_f32(float x) { return (float)log((double)x); }
+static float exp_f32(float x) { return (float)exp((double)x); }
+
+cd_status cd_schedule_create_linear_report(cd_schedule **out, int64_t T, double beta_min,
+                                           double beta_max)
+{
+    static const char fn[] = "cd_schedule_create_linear_report";
+    CD__CHECK_NOT_NULL(out, fn);
+    *out = NULL;
+    CD__TRY(check_T(fn, T));
+    CD__TRY(check_beta(fn, "beta_min", beta_min));
+    CD__TRY(check_beta(fn, "beta_max", beta_max));
+    CD__TRY(make(out, fn, CD_SCHEDULE_LINEAR_REPORT, T));
+    cd_schedule *s = *out;
+    const float start = (float)beta_min, end = (float)beta_max;
+    const float step = T > 1 ? (end - start) / (float)(T - 1) : 0.0f;
+    /* alpha-bar = exp(cumsum(log(1 - beta))) over t = 0..T with beta_0 = 0,
+     * all in float32 and summed in order, as the report's code did. */
+    float acc = 0.0f;
+    s->beta[0] = 0.0f;
+    s->alpha_bar[0] = 1.0f;
+    for (int64_t t = 1; t <= T; t++) {
+        /* Between two floats in (0, 1], so in (0, 1] itself. */
+        s->beta[t] = T == 1 ? start : torch_linspace_at(start, end, step, T, t - 1);
+        acc += log_f32(1.0f - s->beta[t]);
+        s->alpha_bar[t] = exp_f32(acc);
+    }
+    return CD_OK;
+}
+
 cd_status cd_schedule_create_constant(cd_schedule **out, int64_t T, double c)
 {
     static const char fn[] = "cd_schedule_create_constant";

@@ -479,6 +479,7 @@ class ScheduleTests(unittest.TestCase):
             (cd.Schedule.linear(100), K.LINEAR),
             (cd.Schedule.constant(50, 0.01), K.CONSTANT),
             (cd.Schedule.constant_report(50, 0.01), K.CONSTANT_REPORT),
+            (cd.Schedule.linear_report(), K.LINEAR_REPORT),
             (cd.Schedule.cosine(80), K.COSINE),
             (cd.Schedule.cosine_report(80), K.COSINE_REPORT),
             (cd.Schedule.custom([0.1, 0.2, 0.3]), K.CUSTOM),
@@ -490,6 +491,10 @@ class ScheduleTests(unittest.TestCase):
             self.assertEqual(len(b), s.T + 1)
             self.assertEqual(len(s), s.T + 1)
             self.assertAlmostEqual(s.at(s.T)[1], a[-1])
+        # The report's float32 arithmetic leaves alpha-bar_1000 at these bits.
+        import struct
+        abar_T = cd.Schedule.linear_report().at(1000)[1]
+        self.assertEqual(struct.pack("<f", abar_T), struct.pack("<I", 0x38294660))
         lin = cases[0][0]
         self.assertEqual(lin.T, 100)
         self.assertAlmostEqual(lin.at(1)[0], 1e-4, places=7)
