@@ -479,11 +479,11 @@ class ScheduleTests(unittest.TestCase):
             (cd.Schedule.linear(100), K.LINEAR),
             (cd.Schedule.constant(50, 0.01), K.CONSTANT),
             (cd.Schedule.constant_report(50, 0.01), K.CONSTANT_REPORT),
-            (cd.Schedule.linear_report(), K.LINEAR_REPORT),
             (cd.Schedule.cosine(80), K.COSINE),
             (cd.Schedule.cosine_report(80), K.COSINE_REPORT),
             (cd.Schedule.custom([0.1, 0.2, 0.3]), K.CUSTOM),
             (cd.Schedule.from_arrays([0, 0.1, 0.2], [1, 0.9, 0.72]), K.ARRAYS),
+            (cd.Schedule.linear_report(), K.LINEAR_REPORT),
         ]
         for s, kind in cases:
             self.assertEqual(s.kind, kind)
