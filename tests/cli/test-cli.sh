@@ -282,7 +282,7 @@ done
 check "reproduce: schedules figure" [ -s "$work/rep/schedules.svg" ]
 err "reproduce with a bad budget" 2 "$cli" reproduce --data "$data" --out "$work/rep" --budget huge
 
-for c in train sample restore schedule info grid fetch-mnist eval train-classifier reproduce; do
+for c in train sample restore schedule info export grid fetch-mnist eval train-classifier reproduce; do
   "$cli" $c --help >"$work/help.txt"
   check "$c --help exits 0" [ $? -eq 0 ]
   check "$c --help shows usage" grep -q "^usage: colddiff $c" "$work/help.txt"
