@@ -165,6 +165,16 @@ START_TEST(decoder_only_and_pytorch_files_are_named)
     CD_ASSERT_ERROR_MENTIONS("decoder.cdm");
     ck_assert_ptr_null(d);
     ck_assert_ptr_null(g);
+    /* A trainer names the kind of file it was given, not a missing key. */
+    cd_trainer *tr = NULL;
+    CD_ASSERT_STATUS(cd_trainer_load(&tr, path, NULL), CD_ERR_FORMAT);
+    CD_ASSERT_ERROR_MENTIONS("holds a decoder only");
+    cd_degradation *deg = noise_of(10);
+    CD_ASSERT_OK(cd_model_save(path, dec, deg));
+    CD_ASSERT_STATUS(cd_trainer_load(&tr, path, NULL), CD_ERR_FORMAT);
+    CD_ASSERT_ERROR_MENTIONS("is an inference model");
+    ck_assert_ptr_null(tr);
+    cd_degradation_free(deg);
     /* torch.save's zip and an older bare pickle. */
     static const uint8_t zip[8] = {'P', 'K', 3, 4, 0, 0, 0, 0};
     static const uint8_t pickle[8] = {0x80, 2, 'c', 'x', 0, 0, 0, 0};
@@ -175,7 +185,6 @@ START_TEST(decoder_only_and_pytorch_files_are_named)
         CD_ASSERT_ERROR_MENTIONS("examples/python/convert_torch.py");
         CD_ASSERT_STATUS(cd_decoder_load(&d, pth), CD_ERR_FORMAT);
         CD_ASSERT_ERROR_MENTIONS("convert_torch.py");
-        cd_trainer *tr = NULL;
         CD_ASSERT_STATUS(cd_trainer_load(&tr, pth, NULL), CD_ERR_FORMAT);
         CD_ASSERT_ERROR_MENTIONS("convert_torch.py");
     }
