@@ -1228,7 +1228,8 @@ CD_API cd_status cd_trainer_save(cd_trainer *tr, const char *path,
 /**
  * Load a trainer saved by cd_trainer_save(); if rng is not NULL its state
  * is restored too, so N more steps give the same bits as an uninterrupted
- * run (same seed and thread count). Errors as cd_decoder_load().
+ * run (same seed and thread count). Errors as cd_decoder_load(); an
+ * inference model or a decoder-only file is CD_ERR_FORMAT, saying which.
  */
 CD_API cd_status cd_trainer_load(cd_trainer **out, const char *path,
                                  cd_rng *rng);

@@ -19,6 +19,7 @@ typedef struct {
     double loss, loss_se, rmse, ssim, psnr, fd, preservation, entropy, confidence;
     int64_t n, fd_n, hist[10];
     const char *reduction;
+    bool default_objective; /* an inference model keeps no training options */
 } eval_result;
 
 static cd_tensor *tensor4(int64_t n, int64_t h, int64_t w)
@@ -179,8 +180,9 @@ static void print_result(const eval_result *r, FILE *f, bool json)
         fprintf(f, "]\n}\n");
         return;
     }
-    fprintf(f, "test loss          %.6f +- %.6f (standard error, all test images)\n", r->loss,
-            r->loss_se);
+    fprintf(f, "test loss          %.6f +- %.6f (standard error, all test images%s)\n", r->loss,
+            r->loss_se, r->default_objective ? "; MSE, t in 1..T: an inference model keeps no "
+                                               "training options" : "");
     fprintf(f, "restorations       %lld test images from t = T, %s reduction\n",
             (long long)r->n, r->reduction);
     fprintf(f, "RMSE               %.4f\nSSIM               %.4f\nPSNR               %.4f\n",
@@ -243,6 +245,7 @@ int cmd_eval(int argc, char **argv)
         fprintf(stderr, "colddiff: the test split has fewer than %lld images\n",
                 (long long)(r.n > r.fd_n ? r.n : r.fd_n));
     else {
+        r.default_objective = !m.checkpoint;
         cli_progress_begin("evaluating");
         ret = evaluate(&m, ds, cls, &s, reduction, &r) != CD_OK ? cli_fail_or_interrupted("evaluating")
                                                                 : CLI_OK;
