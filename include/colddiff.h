@@ -479,6 +479,18 @@ CD_API cd_status cd_decoder_save(cd_decoder *d, const char *path);
 CD_API cd_status cd_decoder_load(cd_decoder **out, const char *path);
 
 /**
+ * The T of the degradation the decoder was trained against: a decoder
+ * learns one grid of times tau = t / T, and one trained for T = 200
+ * sampled with T = 1000 gives garbage without any error. cd_trainer_create()
+ * records it, files keep it (decoder.T), and cd_trainer_create(),
+ * cd_model_save() and sampling (cd_sampler_sample, cd_sampler_restore)
+ * refuse a degradation of another T with CD_ERR_INVALID_ARGUMENT naming
+ * both. 0 means unknown (a fresh decoder, or a file written before the
+ * entry existed): any T is then accepted. -1 (with an error) for NULL.
+ */
+CD_API int64_t cd_decoder_trained_T(const cd_decoder *d);
+
+/**
  * Given dout = dL/d(out) for the last forward, ADD dL/d(parameters) into
  * the parameter gradients (cd_params_grad; clear them with
  * cd_params_zero_grad) and, if dz is not NULL, overwrite dz with dL/dz
@@ -700,6 +712,15 @@ CD_API int32_t cd_degradation_target(const cd_degradation *d);
 CD_API int64_t cd_degradation_T(const cd_degradation *d);
 
 /**
+ * Copy the operator's schedule arrays beta_0..beta_T and alpha-bar_0..
+ * alpha-bar_T (n must be T + 1; either output may be NULL), e.g. to
+ * rebuild it with cd_schedule_create_arrays() or to plot a loaded model's
+ * schedule. Errors: CD_ERR_INVALID_ARGUMENT (NULL d), CD_ERR_SHAPE (n).
+ */
+CD_API cd_status cd_degradation_copy_schedule(const cd_degradation *d, float *beta,
+                                              float *alpha_bar, int64_t n);
+
+/**
  * z = D(x, t[n]) for each sample n of x (N x C x H x W; t holds n_t = N
  * steps in 0..T). The noise operator draws eps ~ N(0, I) from rng and, if
  * eps is not NULL, returns it there (the training target); z may then be
@@ -898,7 +919,10 @@ CD_API cd_status cd_sampler_get(const cd_sampler *s, cd_sampler_key key,
  * Drive the sampler with decoder d (borrowed: it must outlive its use
  * here; its forward() mutates its workspace, so it is not shared with
  * another thread meanwhile). Replaces any earlier decoder or predictor;
- * NULL removes it.
+ * NULL removes it. A decoder trained for another T than the degradation's
+ * (cd_decoder_trained_T) is refused here with CD_ERR_INVALID_ARGUMENT, and
+ * cd_sampler_sample() and cd_sampler_restore() check again before any
+ * work (a fresh decoder learns its T when a trainer takes it).
  */
 CD_API cd_status cd_sampler_set_decoder(cd_sampler *s, cd_decoder *d);
 
@@ -1134,8 +1158,11 @@ typedef enum cd_trainer_param {
 
 /**
  * Make a trainer for dec and deg. On success the trainer OWNS both and
- * frees them with itself; on failure the caller still owns them.
- * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_OUT_OF_MEMORY.
+ * frees them with itself; on failure the caller still owns them. The
+ * decoder records deg's T as the T it is trained for
+ * (cd_decoder_trained_T).
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL, or a decoder trained for another
+ * T: the message names both), CD_ERR_OUT_OF_MEMORY.
  */
 CD_API cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec,
                                    cd_degradation *deg);
@@ -1229,10 +1256,54 @@ CD_API cd_status cd_trainer_save(cd_trainer *tr, const char *path,
 /**
  * Load a trainer saved by cd_trainer_save(); if rng is not NULL its state
  * is restored too, so N more steps give the same bits as an uninterrupted
- * run (same seed and thread count). Errors as cd_decoder_load().
+ * run (same seed and thread count). Errors as cd_decoder_load(); an
+ * inference model or a decoder-only file is CD_ERR_FORMAT, saying which.
  */
 CD_API cd_status cd_trainer_load(cd_trainer **out, const char *path,
                                  cd_rng *rng);
+
+/**
+ * Write the inference model file of a trainer (see cd_model_save()): its
+ * decoder with the EMA weights when the trainer keeps an EMA
+ * (CD_TRAINER_EMA_DECAY > 0 and a step taken), else the current weights,
+ * and its degradation; no optimiser state, about a third of
+ * cd_trainer_save()'s file. The trainer is unchanged. Atomic.
+ * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_NOT_FOUND (missing folder),
+ * CD_ERR_IO, CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_trainer_export(cd_trainer *tr, const char *path);
+
+/**
+ * Save an inference model: the decoder's configuration and weights, the
+ * degradation (kind, parameters, prior) with its schedule arrays verbatim,
+ * and the T the decoder goes with; no optimiser state
+ * (docs/checkpoint-format.md, "Inference model entries"). The usual name
+ * is *.cdm, as for every checkpoint. Atomic: on failure an existing file
+ * at path is unchanged.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL, or a decoder trained for another
+ * T than deg's: the message names both), CD_ERR_NOT_FOUND (missing
+ * folder), CD_ERR_IO, CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_model_save(const char *path, cd_decoder *dec,
+                               const cd_degradation *deg);
+
+/**
+ * Load what sampling needs into a new decoder and degradation owned by the
+ * caller, from an inference model (cd_model_save, cd_trainer_export,
+ * examples/python/convert_torch.py with a schedule) or from a training
+ * checkpoint (cd_trainer_save). From a training checkpoint that holds EMA
+ * weights (the trainer ran with CD_TRAINER_EMA_DECAY > 0), the decoder
+ * gets the EMA weights, which are the ones to sample with; otherwise its
+ * current weights. The decoder's trained T is the degradation's.
+ * Both outputs are NULL on failure.
+ * Errors: as cd_decoder_load(), plus CD_ERR_FORMAT for a decoder-only
+ * file (cd_decoder_save: it holds no degradation or schedule; the message
+ * says how to make an inference model) and for a PyTorch file (the
+ * message names examples/python/convert_torch.py), CD_ERR_INVALID_ARGUMENT
+ * (a decoder recorded for another T than the stored schedule's).
+ */
+CD_API cd_status cd_model_load(const char *path, cd_decoder **dec,
+                               cd_degradation **deg);
 
 /**
  * The epoch loop's state, readable from any thread while cd_trainer_fit()

@@ -244,6 +244,27 @@ done:
 static void load_trainer_noise(fixture *f, outcome *o) { load_trainer(f->trainer_noise, o); }
 static void load_trainer_fade(fixture *f, outcome *o) { load_trainer(f->trainer_fade, o); }
 
+/* Both outputs NULL on failure. */
+static void load_model(const char *path, outcome *o)
+{
+    cd_decoder *d = (cd_decoder *)&d;
+    cd_degradation *g = (cd_degradation *)&g;
+    RUN(o, cd_model_load(path, &d, &g));
+    ck_assert_int_gt(cd_decoder_param_count(d), 0);
+done:
+    if (o->st != CD_OK) {
+        ck_assert_ptr_null(d);
+        ck_assert_ptr_null(g);
+    } else {
+        cd_decoder_free(d);
+        cd_degradation_free(g);
+    }
+}
+
+static void load_model_noise(fixture *f, outcome *o) { load_model(f->trainer_noise, o); }
+static void load_model_fade(fixture *f, outcome *o) { load_model(f->trainer_fade, o); }
+static void load_model_out(fixture *f, outcome *o) { load_model(f->out, o); }
+
 static void load_classifier(fixture *f, outcome *o)
 {
     cd_classifier *c = (cd_classifier *)&c;
@@ -289,6 +310,20 @@ static void save_trainer(fixture *f, outcome *o)
     RUN(o, cd_trainer_save(f->tr, f->out, rng));
 done:
     cd_rng_free(rng);
+    check_saved(f, o);
+}
+
+static void save_model(fixture *f, outcome *o)
+{
+    RUN(o, cd_model_save(f->out, cd_trainer_decoder(f->tr), cd_trainer_degradation(f->tr)));
+done:
+    check_saved(f, o);
+}
+
+static void export_trainer(fixture *f, outcome *o)
+{
+    RUN(o, cd_trainer_export(f->tr, f->out));
+done:
     check_saved(f, o);
 }
 
@@ -565,6 +600,11 @@ START_TEST(every_loader_survives_each_failed_allocation)
     exhaust("cd_decoder_load (UNet)", load_unet, &f);
     exhaust("cd_trainer_load (CNN, noise)", load_trainer_noise, &f);
     exhaust("cd_trainer_load (UNet, fade)", load_trainer_fade, &f);
+    exhaust("cd_model_load (CNN, noise, EMA)", load_model_noise, &f);
+    exhaust("cd_model_load (UNet, fade, EMA)", load_model_fade, &f);
+    CD_ASSERT_OK(cd_trainer_export(f.tr, f.out));
+    exhaust("cd_model_load (an inference model)", load_model_out, &f);
+    ck_assert_int_eq(remove(f.out), 0);
     exhaust("cd_classifier_load", load_classifier, &f);
     exhaust("cd_classifier_load_default", load_classifier_default, &f);
     free_fixture(&f);
@@ -577,6 +617,8 @@ START_TEST(every_save_survives_each_failed_allocation)
     make_fixture(&f);
     exhaust("cd_decoder_save", save_decoder, &f);
     exhaust("cd_trainer_save", save_trainer, &f);
+    exhaust("cd_model_save", save_model, &f);
+    exhaust("cd_trainer_export", export_trainer, &f);
     exhaust("cd_classifier_save", save_classifier, &f);
     free_fixture(&f);
 }

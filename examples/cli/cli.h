@@ -131,6 +131,7 @@ int cmd_sample(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_schedule(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 int cmd_fetch_mnist(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_train_classifier(int argc, char **argv);

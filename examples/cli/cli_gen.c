@@ -3,6 +3,7 @@
  */
 #include "cli_gen.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,43 +15,68 @@ cli_times cli_default_times(int64_t T)
     return (cli_times){3, {T / 10 > 0 ? T / 10 : 1, T / 2 > 0 ? T / 2 : 1, T}};
 }
 
-cd_status cli_load_model(cd_trainer **tr, const char *ckpt, const cli_sampling *o)
+cd_status cli_load_model(const char *path, bool want_trainer, bool ema, cli_loaded *m)
 {
-    cd_status st = cd_trainer_load(tr, ckpt, NULL);
+    memset(m, 0, sizeof *m);
+    cd_status st = CD_ERR_NOT_FOUND;
+    /* A training checkpoint keeps the options its test loss is defined by,
+     * and the raw weights next to the EMA. */
+    if ((want_trainer || !ema) && cd_trainer_load(&m->tr, path, NULL) == CD_OK) {
+        m->checkpoint = true;
+        /* The weights to sample with, as cd_model_load takes them. */
+        if (ema && cd_trainer_copy_ema(m->tr) != CD_OK) cd_clear_error();
+        m->dec = cd_trainer_decoder(m->tr);
+        m->deg = cd_trainer_degradation(m->tr);
+        return CD_OK;
+    }
+    st = cd_model_load(path, &m->dec, &m->deg);
+    if (st == CD_OK && want_trainer) {
+        st = cd_trainer_create(&m->tr, m->dec, m->deg);
+        if (st != CD_OK) cli_loaded_free(m);
+    }
     if (st != CD_OK) {
-        cli_fail("loading the checkpoint");
+        cli_fail("loading the model");
         return st;
     }
-    if (o->ema && (st = cd_trainer_copy_ema(*tr)) != CD_OK) {
-        cli_fail("--ema");
-        cd_trainer_free(*tr);
-        *tr = NULL;
-    }
-    return st;
+    return CD_OK;
 }
 
-cd_status cli_make_sampler(cd_trainer *tr, const cli_sampling *o, cd_sampler **out)
+void cli_loaded_free(cli_loaded *m)
 {
-    const cd_degradation *deg = cd_trainer_degradation(tr);
+    if (m->tr) {
+        cd_trainer_free(m->tr);
+    } else {
+        cd_decoder_free(m->dec);
+        cd_degradation_free(m->deg);
+    }
+    memset(m, 0, sizeof *m);
+}
+
+cd_status cli_model_sampler(cd_decoder *dec, const cd_degradation *deg, const cli_sampling *o,
+                            cd_sampler **out)
+{
     const bool noise = cd_degradation_target(deg) == CD_TARGET_NOISE;
     static const cd_sampler_kind kinds[] = {CD_SAMPLER_DDPM, CD_SAMPLER_DDPM, CD_SAMPLER_DDIM,
                                             CD_SAMPLER_COLD1, CD_SAMPLER_COLD2,
                                             CD_SAMPLER_DIRECT};
     const cd_sampler_kind kind = o->kind == SMP_AUTO ? (noise ? CD_SAMPLER_DDPM : CD_SAMPLER_COLD2)
                                                      : kinds[o->kind];
+    const int64_t T = cd_degradation_T(deg);
     cd_status st = cd_sampler_create(out, kind, deg);
-    if (st == CD_OK) st = cd_sampler_set_decoder(*out, cd_trainer_decoder(tr));
+    if (st == CD_OK) st = cd_sampler_set_decoder(*out, dec);
+    if (st == CD_OK) st = cli_progress_attach(*out);
     if (st == CD_OK && kind == CD_SAMPLER_DDIM) {
-        if (o->steps > 0) st = cd_sampler_set(*out, CD_SAMPLER_STEPS, (double)o->steps);
-        if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_ETA, o->eta);
+        /* Set even where the library's defaults agree, so the command line
+         * keeps them whatever library it runs on (docs/sampling.md). */
+        const int64_t steps = o->steps > 0 ? o->steps : T < CLI_DDIM_STEPS ? T : CLI_DDIM_STEPS;
+        st = cd_sampler_set(*out, CD_SAMPLER_STEPS, (double)steps);
+        if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_ETA, isnan(o->eta) ? CLI_DDIM_ETA
+                                                                              : o->eta);
         /* An under-trained noise model's x0-hat divides its error by
-         * sqrt(abar_T); clipping keeps the DDIM chain in range
-         * (docs/sampling.md). */
-        if (st == CD_OK && o->clip) {
-            st = cd_sampler_set(*out, CD_SAMPLER_CLIP, 1.0);
-            if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_CLIP_LO, -0.5);
-            if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_CLIP_HI, 0.5);
-        }
+         * sqrt(abar_t); clipping to the data range keeps the chain there. */
+        if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_CLIP, o->clip ? 1.0 : 0.0);
+        if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_CLIP_LO, -0.5);
+        if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_CLIP_HI, 0.5);
     }
     if (st != CD_OK) {
         cd_sampler_free(*out);
@@ -59,12 +85,56 @@ cd_status cli_make_sampler(cd_trainer *tr, const cli_sampling *o, cd_sampler **o
     return st;
 }
 
+cd_status cli_make_sampler(cd_trainer *tr, const cli_sampling *o, cd_sampler **out)
+{
+    return cli_model_sampler(cd_trainer_decoder(tr), cd_trainer_degradation(tr), o, out);
+}
+
+/* Training's grids show an unfinished model: no range warnings there. */
+static bool g_quiet;
+
+cd_status cli_sample_grid(cd_trainer *tr, const cli_sampling *o, int64_t n, int64_t cols,
+                          const char *path)
+{
+    g_quiet = true;
+    const cd_status st = cli_model_sample_grid(cd_trainer_decoder(tr), cd_trainer_degradation(tr),
+                                               o, n, cols, path);
+    g_quiet = false;
+    return st;
+}
+
+cd_status cli_restore_figure(cd_trainer *tr, const cli_sampling *o, cd_dataset *ds,
+                             cd_split split, int64_t n, const cli_times *times,
+                             const char *path)
+{
+    g_quiet = true;
+    const cd_status st = cli_model_restore_figure(cd_trainer_decoder(tr),
+                                                  cd_trainer_degradation(tr), o, ds, split, n,
+                                                  times, path);
+    g_quiet = false;
+    return st;
+}
+
+void cli_warn_range(const cd_tensor *x, const char *what)
+{
+    const int64_t n = cd_tensor_numel(x);
+    const float *v = cd_tensor_data((cd_tensor *)x);
+    int64_t out = 0;
+    if (g_quiet) return;
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabsf(v[i]) <= 0.55f)) out++;
+    if (n > 0 && out * 100 > n)
+        fprintf(stderr, "colddiff: warning: %.1f%% of the %s' pixels lie outside the data range "
+                "[-0.5, 0.5] (the PNG's percentile map hides this); sample with clipping "
+                "(--sampler ddim without --no-clip), more steps or a better-trained model\n",
+                100.0 * (double)out / (double)n, what);
+}
+
 /* The image shape for n samples: the dataset's, or without one (unconditional
  * sampling) the decoder's channels and, for the CNN, the size its layer
  * norms were fitted to; a UNet takes MNIST's 28 x 28. */
-static cd_status image_shape(cd_trainer *tr, cd_dataset *ds, int64_t n, int64_t shape[4])
+static cd_status image_shape(const cd_decoder *dec, cd_dataset *ds, int64_t n, int64_t shape[4])
 {
-    cd_decoder *dec = cd_trainer_decoder(tr);
     cd_decoder_config *cfg = NULL;
     shape[0] = n, shape[1] = 1, shape[2] = 28, shape[3] = 28;
     cd_status st = cd_decoder_get_config(dec, &cfg);
@@ -80,18 +150,20 @@ static cd_status image_shape(cd_trainer *tr, cd_dataset *ds, int64_t n, int64_t 
     return st;
 }
 
-cd_status cli_sample_grid(cd_trainer *tr, const cli_sampling *o, int64_t n, int64_t cols,
-                          const char *path)
+cd_status cli_model_sample_grid(cd_decoder *dec, const cd_degradation *deg,
+                                const cli_sampling *o, int64_t n, int64_t cols,
+                                const char *path)
 {
     cd_sampler *smp = NULL;
     cd_rng *rng = NULL;
     cd_tensor *out = NULL;
     int64_t shape[4];
-    cd_status st = image_shape(tr, NULL, n, shape);
-    if (st == CD_OK) st = cli_make_sampler(tr, o, &smp);
+    cd_status st = image_shape(dec, NULL, n, shape);
+    if (st == CD_OK) st = cli_model_sampler(dec, deg, o, &smp);
     if (st == CD_OK) st = cd_rng_create(&rng, o->seed);
     if (st == CD_OK) st = cd_tensor_create(&out, 4, shape);
     if (st == CD_OK) st = cd_sampler_sample(smp, rng, out);
+    if (st == CD_OK) cli_warn_range(out, "samples");
     if (st == CD_OK) st = cli_write_grid(path, out, cols);
     cd_tensor_free(out);
     cd_rng_free(rng);
@@ -105,13 +177,13 @@ static void put(cd_tensor *fig, int64_t k, const float *src, int64_t pixels)
     memcpy(cd_tensor_data(fig) + k * pixels, src, (size_t)pixels * sizeof(float));
 }
 
-cd_status cli_restore_figure(cd_trainer *tr, const cli_sampling *o, cd_dataset *ds,
-                             cd_split split, int64_t n, const cli_times *times,
-                             const char *path)
+cd_status cli_model_restore_figure(cd_decoder *dec, const cd_degradation *deg,
+                                   const cli_sampling *o, cd_dataset *ds, cd_split split,
+                                   int64_t n, const cli_times *times, const char *path)
 {
-    const int64_t nv = times->n, cols = 2 + 2 * nv, T = cd_degradation_T(cd_trainer_degradation(tr));
+    const int64_t nv = times->n, cols = 2 + 2 * nv, T = cd_degradation_T(deg);
     int64_t shape[4], sshape[5];
-    cd_status st = image_shape(tr, ds, n, shape);
+    cd_status st = image_shape(dec, ds, n, shape);
     if (st != CD_OK) return st;
     const int64_t pixels = shape[1] * shape[2] * shape[3];
     sshape[0] = nv;
@@ -121,7 +193,7 @@ cd_status cli_restore_figure(cd_trainer *tr, const cli_sampling *o, cd_dataset *
     cd_rng *rng = NULL;
     cd_tensor *x = NULL, *out = NULL, *sx = NULL, *sf = NULL, *fig = NULL;
     int64_t filled = 0;
-    st = cli_make_sampler(tr, o, &smp);
+    st = cli_model_sampler(dec, deg, o, &smp);
     if (st == CD_OK) st = cd_rng_create(&rng, o->seed);
     if (st == CD_OK) st = cd_tensor_create(&x, 4, shape);
     if (st == CD_OK) st = cd_tensor_create(&out, 4, shape);
@@ -131,6 +203,7 @@ cd_status cli_restore_figure(cd_trainer *tr, const cli_sampling *o, cd_dataset *
     if (st == CD_OK) st = cd_dataset_fill_batch(ds, split, 0, x, NULL, &filled);
     if (st == CD_OK)
         st = cd_sampler_restore(smp, x, T, rng, out, times->v, nv, NULL, sx, sf);
+    if (st == CD_OK) cli_warn_range(out, "restorations");
     for (int64_t i = 0; st == CD_OK && i < n; i++) {
         put(fig, i * cols, cd_tensor_data(x) + i * pixels, pixels);
         for (int64_t v = 0; v < nv; v++) {

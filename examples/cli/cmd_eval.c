@@ -19,6 +19,7 @@ typedef struct {
     double loss, loss_se, rmse, ssim, psnr, fd, preservation, entropy, confidence;
     int64_t n, fd_n, hist[10];
     const char *reduction;
+    bool default_objective; /* an inference model keeps no training options */
 } eval_result;
 
 static cd_tensor *tensor4(int64_t n, int64_t h, int64_t w)
@@ -48,17 +49,21 @@ static cd_tensor *copy_rows(cd_tensor *t, int64_t first, int64_t n, cd_tensor **
 }
 
 /* Conditional restorations of x (n images) from T, in chunks. */
-static cd_status restore_all(cd_trainer *tr, const cli_sampling *o, cd_tensor *x,
+static cd_status restore_all(const cli_loaded *m, const cli_sampling *o, cd_tensor *x,
                              cd_tensor *xhat)
 {
     const int64_t n = cd_tensor_dim(x, 0), per = cd_tensor_numel(x) / n;
-    const int64_t T = cd_degradation_T(cd_trainer_degradation(tr));
+    const int64_t T = cd_degradation_T(m->deg);
     cd_sampler *smp = NULL;
     cd_rng *rng = NULL;
-    cd_status st = cli_make_sampler(tr, o, &smp);
+    cd_status st = cli_model_sampler(m->dec, m->deg, o, &smp);
     if (st == CD_OK) st = cd_rng_create(&rng, o->seed);
     for (int64_t first = 0; st == CD_OK && first < n; first += CHUNK) {
         const int64_t b = n - first < CHUNK ? n - first : CHUNK;
+        char label[96];
+        snprintf(label, sizeof label, "restoring images %lld-%lld of %lld", (long long)first + 1,
+                 (long long)(first + b), (long long)n);
+        cli_progress_label(label);
         cd_tensor *xb = NULL;
         cd_tensor *ob = copy_rows(x, first, b, &xb) ? tensor4(b, cd_tensor_dim(x, 2),
                                                               cd_tensor_dim(x, 3))
@@ -68,38 +73,40 @@ static cd_status restore_all(cd_trainer *tr, const cli_sampling *o, cd_tensor *x
         if (st == CD_OK)
             memcpy(cd_tensor_data(xhat) + first * per, cd_tensor_data(ob), (size_t)(b * per) * 4);
         cd_tensor_free(xb), cd_tensor_free(ob);
-        fprintf(stderr, "\rcolddiff: restored %lld/%lld", (long long)(first + b), (long long)n);
     }
-    fprintf(stderr, "\n");
+    if (st == CD_OK) cli_warn_range(xhat, "restorations");
     cd_rng_free(rng);
     cd_sampler_free(smp);
     return st;
 }
 
 /* n unconditional samples, in chunks. */
-static cd_status sample_all(cd_trainer *tr, const cli_sampling *o, cd_tensor *out)
+static cd_status sample_all(const cli_loaded *m, const cli_sampling *o, cd_tensor *out)
 {
     const int64_t n = cd_tensor_dim(out, 0), per = cd_tensor_numel(out) / n;
     cd_sampler *smp = NULL;
     cd_rng *rng = NULL;
-    cd_status st = cli_make_sampler(tr, o, &smp);
+    cd_status st = cli_model_sampler(m->dec, m->deg, o, &smp);
     if (st == CD_OK) st = cd_rng_create(&rng, o->seed + 1);
     for (int64_t first = 0; st == CD_OK && first < n; first += CHUNK) {
         const int64_t b = n - first < CHUNK ? n - first : CHUNK;
+        char label[96];
+        snprintf(label, sizeof label, "sampling images %lld-%lld of %lld", (long long)first + 1,
+                 (long long)(first + b), (long long)n);
+        cli_progress_label(label);
         cd_tensor *ob = tensor4(b, cd_tensor_dim(out, 2), cd_tensor_dim(out, 3));
         st = ob ? cd_sampler_sample(smp, rng, ob) : cd_last_status();
         if (st == CD_OK)
             memcpy(cd_tensor_data(out) + first * per, cd_tensor_data(ob), (size_t)(b * per) * 4);
         cd_tensor_free(ob);
-        fprintf(stderr, "\rcolddiff: sampled %lld/%lld", (long long)(first + b), (long long)n);
     }
-    fprintf(stderr, "\n");
+    if (st == CD_OK) cli_warn_range(out, "samples");
     cd_rng_free(rng);
     cd_sampler_free(smp);
     return st;
 }
 
-static cd_status evaluate(cd_trainer *tr, cd_dataset *ds, cd_classifier *cls,
+static cd_status evaluate(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *cls,
                           const cli_sampling *o, int reduction, eval_result *r)
 {
     const int64_t H = cd_dataset_height(ds), W = cd_dataset_width(ds), n = r->n, m = r->fd_n;
@@ -116,11 +123,13 @@ static cd_status evaluate(cd_trainer *tr, cd_dataset *ds, cd_classifier *cls,
                        : CD_ERR_OUT_OF_MEMORY;
     if (st == CD_ERR_OUT_OF_MEMORY) fprintf(stderr, "colddiff: out of memory\n");
     for (int64_t i = 0; i < nn; i++) idx[i] = i;
-    if (st == CD_OK) st = cd_trainer_test_loss(tr, ds, CD_SPLIT_TEST, rng, &r->loss, &r->loss_se);
+    if (st == CD_OK) st = cd_trainer_test_loss(mdl->tr, ds, CD_SPLIT_TEST, rng, &r->loss, &r->loss_se);
+    /* The test loss runs no chain, so Ctrl-C is looked at after it. */
+    if (st == CD_OK && cli_interrupted()) st = CD_ERR_CANCELLED;
     if (st == CD_OK) st = cd_dataset_gather(ds, CD_SPLIT_TEST, idx, nn, x, lab);
     for (int64_t i = 0; st == CD_OK && i < nn; i++) labels[i] = (int64_t)cd_tensor_data(lab)[i];
     if (st == CD_OK && copy_rows(x, 0, n, &xm) == NULL) st = cd_last_status();
-    if (st == CD_OK) st = restore_all(tr, o, xm, xhat);
+    if (st == CD_OK) st = restore_all(mdl, o, xm, xhat);
     cd_metric_reduction used = CD_REDUCTION_PER_IMAGE;
     if (st == CD_OK)
         st = cd_metrics_images(xm, xhat, (cd_metric_reduction)reduction, &r->rmse, &r->ssim,
@@ -130,7 +139,7 @@ static cd_status evaluate(cd_trainer *tr, cd_dataset *ds, cd_classifier *cls,
     if (st == CD_OK) st = cd_class_preservation(probs, labels, n, &r->preservation, NULL);
     cd_tensor_free(xm);
     xm = NULL;
-    if (st == CD_OK) st = sample_all(tr, o, samples);
+    if (st == CD_OK) st = sample_all(mdl, o, samples);
     if (st == CD_OK && copy_rows(x, 0, m, &xm) == NULL) st = cd_last_status();
     if (st == CD_OK) st = cd_classifier_predict(cls, samples, sprobs, fb);
     if (st == CD_OK) st = cd_classifier_predict(cls, xm, NULL, fa);
@@ -145,22 +154,35 @@ static cd_status evaluate(cd_trainer *tr, cd_dataset *ds, cd_classifier *cls,
     return st;
 }
 
+/* A JSON number: JSON has no NaN or infinity, so those become null. */
+static const char *json_num(char *buf, size_t cap, double v)
+{
+    if (isfinite(v)) snprintf(buf, cap, "%.9g", v);
+    else snprintf(buf, cap, "null");
+    return buf;
+}
+
 static void print_result(const eval_result *r, FILE *f, bool json)
 {
     if (json) {
-        fprintf(f, "{\n  \"test_loss\": %.9g,\n  \"test_loss_std_error\": %.9g,\n"
-                "  \"restorations\": %lld,\n  \"reduction\": \"%s\",\n  \"rmse\": %.9g,\n"
-                "  \"ssim\": %.9g,\n  \"psnr\": %.9g,\n  \"class_preservation\": %.9g,\n"
-                "  \"fd\": %.9g,\n  \"fd_samples\": %lld,\n  \"class_entropy_nats\": %.9g,\n"
-                "  \"mean_confidence\": %.9g,\n  \"class_histogram\": [",
-                r->loss, r->loss_se, (long long)r->n, r->reduction, r->rmse, r->ssim, r->psnr,
-                r->preservation, r->fd, (long long)r->fd_n, r->entropy, r->confidence);
+        char b[9][32];
+        fprintf(f, "{\n  \"test_loss\": %s,\n  \"test_loss_std_error\": %s,\n"
+                "  \"restorations\": %lld,\n  \"reduction\": \"%s\",\n  \"rmse\": %s,\n"
+                "  \"ssim\": %s,\n  \"psnr\": %s,\n  \"class_preservation\": %s,\n"
+                "  \"fd\": %s,\n  \"fd_samples\": %lld,\n  \"class_entropy_nats\": %s,\n"
+                "  \"mean_confidence\": %s,\n  \"class_histogram\": [",
+                json_num(b[0], 32, r->loss), json_num(b[1], 32, r->loss_se), (long long)r->n,
+                r->reduction, json_num(b[2], 32, r->rmse), json_num(b[3], 32, r->ssim),
+                json_num(b[4], 32, r->psnr), json_num(b[5], 32, r->preservation),
+                json_num(b[6], 32, r->fd), (long long)r->fd_n, json_num(b[7], 32, r->entropy),
+                json_num(b[8], 32, r->confidence));
         for (int k = 0; k < 10; k++) fprintf(f, "%s%lld", k ? ", " : "", (long long)r->hist[k]);
         fprintf(f, "]\n}\n");
         return;
     }
-    fprintf(f, "test loss          %.6f +- %.6f (standard error, all test images)\n", r->loss,
-            r->loss_se);
+    fprintf(f, "test loss          %.6f +- %.6f (standard error, all test images%s)\n", r->loss,
+            r->loss_se, r->default_objective ? "; MSE, t in 1..T: an inference model keeps no "
+                                               "training options" : "");
     fprintf(f, "restorations       %lld test images from t = T, %s reduction\n",
             (long long)r->n, r->reduction);
     fprintf(f, "RMSE               %.4f\nSSIM               %.4f\nPSNR               %.4f\n",
@@ -181,22 +203,19 @@ int cmd_eval(int argc, char **argv)
     int64_t seed = 1, threads = 0;
     int reduction = 0;
     static const char *const reductions[] = {"per_image", "report", NULL};
-    cli_sampling s = {SMP_AUTO, 0, 0.0, 1, false, false};
+    cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false};
+    bool flags[3] = {false, false, false};
+    const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
     eval_result r = {.n = 1000, .fd_n = 1000};
     const cli_opt opts[] = {
-        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a trained model (RUN/best.cdm)", NULL},
+        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a model: inference file or training checkpoint", NULL},
         {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder", NULL},
         {"--n", OPT_I64, &r.n, 2, 10000, NULL, "test images to restore (1000)", NULL},
         {"--fd-samples", OPT_I64, &r.fd_n, 2, 10000, NULL, "unconditional samples for FD (1000)", NULL},
         {"--reduction", OPT_CHOICE, &reduction, 0, 0, reductions, "how per-image metrics combine", NULL},
         {"--classifier", OPT_STR, &classifier, 0, 0, NULL, "feature extractor (the shipped one)", NULL},
         {"--json", OPT_STR, &json, 0, 0, NULL, "also write the results as JSON", NULL},
-        {"--sampler", OPT_CHOICE, &s.kind, 0, 0, cli_sampler_names, "reverse chain (auto)", NULL},
-        {"--steps", OPT_I64, &s.steps, 0, 100000, NULL, "DDIM steps (0: T)", NULL},
-        {"--eta", OPT_F64, &s.eta, 0, 1, NULL, "DDIM eta (0)", NULL},
-        {"--clip", OPT_FLAG, &s.clip, 0, 0, NULL, "DDIM: clip x0-hat to [-0.5, 0.5]", NULL},
-        {"--ema", OPT_FLAG, &s.ema, 0, 0, NULL, "use the checkpoint's EMA weights", NULL},
-        {"--seed", OPT_I64, &seed, 0, (double)INT64_MAX, NULL, "seed of the noise (1)", NULL},
+        so[0], so[1], so[2], so[3], so[4], so[5], so[6], so[7],
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
     };
     const cli_command cmd = {"eval", "--checkpoint F --data D [options]",
@@ -209,15 +228,15 @@ int cmd_eval(int argc, char **argv)
     if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     if (json && cli_output_ok("eval", "the JSON", json, false) != CLI_OK) return CLI_FAIL;
-    s.seed = (uint64_t)seed;
-    cd_trainer *tr = NULL;
+    cli_sampler_finish(&s, seed, flags);
+    cli_loaded m = {0};
     cd_dataset *ds = NULL;
     cd_classifier *cls = NULL;
     int ret = CLI_FAIL;
     cd_sampler *smp = NULL;
-    if (cli_load_model(&tr, ckpt, &s) != CD_OK) ret = CLI_FAIL; /* it said why */
+    if (cli_load_model(ckpt, true, s.ema, &m) != CD_OK) ret = CLI_FAIL; /* it said why */
     /* The sampler options are checked against the model before any work. */
-    else if (cli_make_sampler(tr, &s, &smp) != CD_OK) cli_fail("the sampler");
+    else if (cli_model_sampler(m.dec, m.deg, &s, &smp) != CD_OK) cli_fail("the sampler");
     else if (cli_load_data(&ds, data, 0.2, 42) != CD_OK) cli_fail("loading the data");
     else if ((classifier ? cd_classifier_load(&cls, classifier)
                          : cd_classifier_load_default(&cls)) != CD_OK)
@@ -225,8 +244,13 @@ int cmd_eval(int argc, char **argv)
     else if (cd_dataset_count(ds, CD_SPLIT_TEST) < (r.n > r.fd_n ? r.n : r.fd_n))
         fprintf(stderr, "colddiff: the test split has fewer than %lld images\n",
                 (long long)(r.n > r.fd_n ? r.n : r.fd_n));
-    else if (evaluate(tr, ds, cls, &s, reduction, &r) != CD_OK) cli_fail("evaluating");
-    else ret = CLI_OK;
+    else {
+        r.default_objective = !m.checkpoint;
+        cli_progress_begin("evaluating");
+        ret = evaluate(&m, ds, cls, &s, reduction, &r) != CD_OK ? cli_fail_or_interrupted("evaluating")
+                                                                : CLI_OK;
+        cli_progress_end();
+    }
     cd_sampler_free(smp);
     if (ret == CLI_OK) print_result(&r, stdout, false);
     if (ret == CLI_OK && json) {
@@ -246,6 +270,6 @@ int cmd_eval(int argc, char **argv)
     }
     cd_classifier_free(cls);
     cd_dataset_free(ds);
-    cd_trainer_free(tr);
+    cli_loaded_free(&m);
     return ret;
 }

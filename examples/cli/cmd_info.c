@@ -1,53 +1,60 @@
 /*
- * cmd_info.c - colddiff info F: what a checkpoint holds.
+ * cmd_info.c - colddiff info F: what a model file holds, and which kind it
+ * is: an inference model (cd_model_save, colddiff export), a training
+ * checkpoint (cd_trainer_save) or a decoder alone (cd_decoder_save).
  */
-#include "cli.h"
+#include "cli_gen.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 static const char *const kinds[] = {"noise", "blur", "pixelate", "mask", "fade"};
 
-int cmd_info(int argc, char **argv)
+static void print_decoder(const cd_decoder *dec)
 {
-    const char *path = NULL;
-    const cli_command cmd = {"info", "CHECKPOINT",
-                             "Print a checkpoint's configuration, parameter count, training "
-                             "progress and\nstored validation loss.",
-                             NULL, 0, "CHECKPOINT", &path};
-    const int rc = cli_parse(&cmd, argc, argv);
-    if (rc) return rc < 0 ? CLI_OK : rc;
-    if (cli_check_only) return CLI_OK;
-    cd_trainer *tr = NULL;
-    if (cd_trainer_load(&tr, path, NULL) != CD_OK) return cli_fail("loading the checkpoint");
-    const cd_decoder *dec = cd_trainer_decoder(tr);
-    const cd_degradation *deg = cd_trainer_degradation(tr);
     cd_decoder_config *cfg = NULL;
-    printf("checkpoint: %s\n", path);
-    printf("decoder: %s, %lld parameters\n",
-           cd_decoder_get_type(dec) == CD_DECODER_CNN ? "cnn" : "unet",
+    printf("decoder: %s, %lld parameters", cd_decoder_get_type(dec) == CD_DECODER_CNN ? "cnn" : "unet",
            (long long)cd_decoder_param_count(dec));
-    if (cd_decoder_get_config(dec, &cfg) == CD_OK) {
-        int64_t v[8];
-        int32_t n = 0;
-        if (cd_decoder_get_type(dec) == CD_DECODER_CNN &&
-            cd_decoder_config_get_list(cfg, CD_DECODER_HIDDEN, v, 8, &n) == CD_OK) {
-            printf("  hidden channels:");
-            for (int32_t i = 0; i < n; i++) printf(" %lld", (long long)v[i]);
-            printf("\n");
-        }
-        if (cd_decoder_get_type(dec) == CD_DECODER_UNET &&
-            cd_decoder_config_get(cfg, CD_DECODER_DIM, v) == CD_OK)
-            printf("  base width: %lld\n", (long long)v[0]);
-        cd_decoder_config_free(cfg);
+    const int64_t T = cd_decoder_trained_T(dec);
+    if (T > 0) printf(", trained for T = %lld\n", (long long)T);
+    else printf(", trained T unknown\n");
+    if (cd_decoder_get_config(dec, &cfg) != CD_OK) return;
+    int64_t v[8];
+    int32_t n = 0;
+    if (cd_decoder_get_type(dec) == CD_DECODER_CNN &&
+        cd_decoder_config_get_list(cfg, CD_DECODER_HIDDEN, v, 8, &n) == CD_OK) {
+        printf("  hidden channels:");
+        for (int32_t i = 0; i < n; i++) printf(" %lld", (long long)v[i]);
+        printf("\n");
     }
+    if (cd_decoder_get_type(dec) == CD_DECODER_UNET &&
+        cd_decoder_config_get(cfg, CD_DECODER_DIM, v) == CD_OK)
+        printf("  base width: %lld\n", (long long)v[0]);
+    cd_decoder_config_free(cfg);
+}
+
+static void print_degradation(const cd_degradation *deg)
+{
     const int32_t kind = cd_degradation_get_kind(deg);
-    printf("degradation: %s, T = %lld\n", kind >= 0 && kind < 5 ? kinds[kind] : "?",
-           (long long)cd_degradation_T(deg));
+    const int64_t T = cd_degradation_T(deg);
+    printf("degradation: %s, T = %lld\n", kind >= 0 && kind < 5 ? kinds[kind] : "?", (long long)T);
     double mean, sd, jit;
     int32_t fitted = 0;
     if (kind > 0 && cd_degradation_get_prior(deg, &mean, &sd, &jit, &fitted) == CD_OK)
         printf("  prior: constant ~ N(%.4f, %.4f^2), jitter %.4f (%s)\n", mean, sd, jit,
                fitted ? "fitted or set" : "default");
+    float *b = malloc((size_t)(T + 1) * sizeof *b), *a = malloc((size_t)(T + 1) * sizeof *a);
+    if (b && a && cd_degradation_copy_schedule(deg, b, a, T + 1) == CD_OK)
+        printf("schedule: beta_1 = %.6g, beta_T = %.6g, alpha-bar_1 = %.6g, alpha-bar_T = %.6g "
+               "(colddiff schedule --checkpoint F --csv F.csv lists them all)\n",
+               (double)b[1], (double)b[T], (double)a[1], (double)a[T]);
+    free(b);
+    free(a);
+}
+
+static void print_training(cd_trainer *tr)
+{
     static const struct { cd_trainer_param key; const char *name; } keys[] = {
         {CD_TRAINER_LR, "lr"}, {CD_TRAINER_BATCH, "batch"}, {CD_TRAINER_EMA_DECAY, "ema"},
         {CD_TRAINER_CLIP_NORM, "clip_norm"}, {CD_TRAINER_T_MAX, "t_max"},
@@ -57,13 +64,61 @@ int cmd_info(int argc, char **argv)
         double v = 0;
         if (cd_trainer_get(tr, keys[i].key, &v) == CD_OK) printf(" %s=%g", keys[i].name, v);
     }
-    double epoch = 0, best = NAN, val = NAN;
+    double epoch = 0, best = NAN, val = NAN, ema = 0;
     cd_trainer_progress(tr, CD_PROGRESS_EPOCH, &epoch);
     cd_trainer_progress(tr, CD_PROGRESS_BEST_VAL_LOSS, &best);
     cd_trainer_progress(tr, CD_PROGRESS_VAL_LOSS, &val);
+    cd_trainer_get(tr, CD_TRAINER_EMA_DECAY, &ema);
     printf("\nprogress: %lld optimiser steps, %.0f epochs\n", (long long)cd_trainer_steps(tr),
            epoch);
     printf("validation loss: last %.6g, best %.6g\n", val, best);
-    cd_trainer_free(tr);
-    return CLI_OK;
+    printf("sampling uses: the %s weights (colddiff export writes them as an inference model)\n",
+           ema > 0 && cd_trainer_steps(tr) > 0 ? "EMA" : "current");
+}
+
+int cmd_info(int argc, char **argv)
+{
+    const char *path = NULL;
+    const cli_command cmd = {"info", "MODEL",
+                             "Print what a model file is (inference model, training checkpoint "
+                             "or decoder only),\nits decoder, degradation, T and schedule, and a "
+                             "checkpoint's training progress.",
+                             NULL, 0, "MODEL", &path};
+    const int rc = cli_parse(&cmd, argc, argv);
+    if (rc) return rc < 0 ? CLI_OK : rc;
+    if (cli_check_only) return CLI_OK;
+    cd_trainer *tr = NULL;
+    cd_decoder *dec = NULL;
+    cd_degradation *deg = NULL;
+    if (cd_trainer_load(&tr, path, NULL) == CD_OK) {
+        printf("file: %s\nkind: training checkpoint (decoder, degradation, optimiser state)\n",
+               path);
+        print_decoder(cd_trainer_decoder(tr));
+        print_degradation(cd_trainer_degradation(tr));
+        print_training(tr);
+        cd_trainer_free(tr);
+        return CLI_OK;
+    }
+    if (cd_model_load(path, &dec, &deg) == CD_OK) {
+        printf("file: %s\nkind: inference model (decoder and degradation)\n", path);
+        print_decoder(dec);
+        print_degradation(deg);
+        cd_decoder_free(dec);
+        cd_degradation_free(deg);
+        return CLI_OK;
+    }
+    /* The model loader's message says why; keep it past the next try. */
+    char why[1024];
+    snprintf(why, sizeof why, "%s", cd_last_error());
+    const cd_status st = cd_last_status();
+    if (st == CD_ERR_FORMAT && cd_decoder_load(&dec, path) == CD_OK) {
+        printf("file: %s\nkind: decoder only (no degradation or schedule: sample, restore and "
+               "eval need an inference model; make one with 'colddiff export' from a training "
+               "checkpoint, or examples/python/convert_torch.py with the run's schedule)\n", path);
+        print_decoder(dec);
+        cd_decoder_free(dec);
+        return CLI_OK;
+    }
+    fprintf(stderr, "colddiff: loading the model: %s\n", why);
+    return CLI_FAIL;
 }

@@ -70,7 +70,11 @@ static double json_number(const char *path, const char *key)
     buf[n] = '\0';
     snprintf(pat, sizeof pat, "\"%s\": ", key);
     const char *p = strstr(buf, pat);
-    return p ? strtod(p + strlen(pat), NULL) : NAN;
+    if (!p) return NAN;
+    /* eval writes null for a value that is not finite. */
+    char *end = NULL;
+    const double v = strtod(p + strlen(pat), &end);
+    return end == p + strlen(pat) ? NAN : v;
 }
 
 static int write_report(const char *dir, int budget, const char *const *json)

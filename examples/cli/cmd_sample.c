@@ -1,40 +1,56 @@
 /*
  * cmd_sample.c - colddiff sample and colddiff restore: unconditional sample
- * grids and the report's restoration figure from a checkpoint.
+ * grids and the report's restoration figure from a model file (an
+ * inference model or a training checkpoint).
  */
 #include "cli_gen.h"
 
+#include <math.h>
 #include <string.h>
 
-static const cli_opt *sampler_opts(cli_sampling *s, int64_t *seed)
+const cli_opt *cli_sampler_opts(cli_sampling *s, int64_t *seed, bool flags[3])
 {
-    static cli_opt opts[6];
-    const cli_opt o[6] = {
+    static cli_opt opts[CLI_SAMPLER_OPTS];
+    const cli_opt o[CLI_SAMPLER_OPTS] = {
         {"--sampler", OPT_CHOICE, &s->kind, 0, 0, cli_sampler_names,
          "reverse chain (auto: ddpm for noise models, cold2 otherwise)", NULL},
-        {"--steps", OPT_I64, &s->steps, 0, 100000, NULL, "DDIM steps (0: T)", NULL},
-        {"--eta", OPT_F64, &s->eta, 0, 1, NULL, "DDIM eta (0)", NULL},
+        {"--steps", OPT_I64, &s->steps, 0, 100000, NULL, "DDIM steps (0: 50, or T if smaller)", NULL},
+        {"--eta", OPT_F64, &s->eta, 0, 1, NULL, "DDIM eta (1)", NULL},
         {"--seed", OPT_I64, seed, 0, (double)INT64_MAX, NULL, "sampling seed (1)", NULL},
-        {"--clip", OPT_FLAG, &s->clip, 0, 0, NULL, "DDIM: clip x0-hat to [-0.5, 0.5]", NULL},
-        {"--ema", OPT_FLAG, &s->ema, 0, 0, NULL, "use the checkpoint's EMA weights", NULL},
+        {"--no-clip", OPT_FLAG, &flags[0], 0, 0, NULL,
+         "DDIM: do not clip x0-hat to the data range [-0.5, 0.5]", NULL},
+        {"--clip", OPT_FLAG, &flags[1], 0, 0, NULL, "(the default now; accepted, does nothing)",
+         NULL},
+        {"--no-ema", OPT_FLAG, &flags[2], 0, 0, NULL,
+         "a training checkpoint's current weights, not its EMA", NULL},
+        {"--ema", OPT_FLAG, &s->ema, 0, 0, NULL,
+         "(the default now: a checkpoint's EMA weights, when it has them)", NULL},
     };
     memcpy(opts, o, sizeof o);
     return opts;
+}
+
+void cli_sampler_finish(cli_sampling *s, int64_t seed, const bool flags[3])
+{
+    s->seed = (uint64_t)seed;
+    s->clip = !flags[0];
+    s->ema = !flags[2];
 }
 
 int cmd_sample(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL;
     int64_t n = 64, cols = 8, seed = 1, threads = 0;
-    cli_sampling s = {SMP_AUTO, 0, 0.0, 1, false, false};
-    const cli_opt *so = sampler_opts(&s, &seed);
+    cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false};
+    bool flags[3] = {false, false, false};
+    const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
     const cli_opt opts[] = {
-        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a trained model (RUN/best.cdm)", NULL},
+        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a model: inference file or training checkpoint", NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "the PNG grid to write", NULL},
         {"--n", OPT_I64, &n, 1, 100000, NULL, "number of samples (64)", NULL},
         {"--cols", OPT_I64, &cols, 1, 1000, NULL, "grid columns (8)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
-        so[0], so[1], so[2], so[3], so[4], so[5],
+        so[0], so[1], so[2], so[3], so[4], so[5], so[6], so[7],
     };
     const cli_command cmd = {"sample", "--checkpoint F --out grid.png [options]",
                              "Draw unconditional samples from the degradation's prior and "
@@ -46,12 +62,17 @@ int cmd_sample(int argc, char **argv)
     if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     if (cli_output_ok("sample", "the grid", out, false) != CLI_OK) return CLI_FAIL;
-    s.seed = (uint64_t)seed;
-    cd_trainer *tr = NULL;
-    if (cli_load_model(&tr, ckpt, &s) != CD_OK) return CLI_FAIL;
-    const cd_status st = cli_sample_grid(tr, &s, n, cols, out);
-    cd_trainer_free(tr);
-    if (st != CD_OK) return cli_fail("sampling");
+    cli_sampler_finish(&s, seed, flags);
+    cli_loaded m;
+    if (cli_load_model(ckpt, false, s.ema, &m) != CD_OK) return CLI_FAIL;
+    char label[64];
+    snprintf(label, sizeof label, "sampling %lld images", (long long)n);
+    cli_progress_begin(label);
+    const cd_status st = cli_model_sample_grid(m.dec, m.deg, &s, n, cols, out);
+    const int ret = st != CD_OK ? cli_fail_or_interrupted("sampling") : CLI_OK;
+    cli_progress_end();
+    cli_loaded_free(&m);
+    if (ret != CLI_OK) return ret;
     printf("colddiff: wrote %lld samples to %s\n", (long long)n, out);
     return CLI_OK;
 }
@@ -63,17 +84,18 @@ int cmd_restore(int argc, char **argv)
     int split = 2;
     static const char *const splits[] = {"train", "val", "test", NULL};
     cli_times times = {0, {0}};
-    cli_sampling s = {SMP_AUTO, 0, 0.0, 1, false, false};
-    const cli_opt *so = sampler_opts(&s, &seed);
+    cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false};
+    bool flags[3] = {false, false, false};
+    const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
     const cli_opt opts[] = {
-        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a trained model (RUN/best.cdm)", NULL},
+        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a model: inference file or training checkpoint", NULL},
         {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder", NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "the PNG figure to write", NULL},
         {"--n", OPT_I64, &n, 1, 1000, NULL, "images (rows) to restore (8)", NULL},
         {"--times", OPT_TIMES, &times, 0, 100000, NULL, "snapshot times (T/10,T/2,T)", NULL},
         {"--split", OPT_CHOICE, &split, 0, 0, splits, "where the images come from (test)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
-        so[0], so[1], so[2], so[3], so[4], so[5],
+        so[0], so[1], so[2], so[3], so[4], so[5], so[6], so[7],
     };
     const cli_command cmd = {"restore", "--checkpoint F --data D --out fig.png [options]",
                              "Degrade real images to T and restore them. Each row shows x, "
@@ -87,15 +109,15 @@ int cmd_restore(int argc, char **argv)
     if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     if (cli_output_ok("restore", "the figure", out, false) != CLI_OK) return CLI_FAIL;
-    s.seed = (uint64_t)seed;
-    cd_trainer *tr = NULL;
+    cli_sampler_finish(&s, seed, flags);
+    cli_loaded m;
     cd_dataset *ds = NULL;
-    if (cli_load_model(&tr, ckpt, &s) != CD_OK) return CLI_FAIL;
-    const int64_t T = cd_degradation_T(cd_trainer_degradation(tr));
+    if (cli_load_model(ckpt, false, s.ema, &m) != CD_OK) return CLI_FAIL;
+    const int64_t T = cd_degradation_T(m.deg);
     if (times.n == 0) times = cli_default_times(T);
     for (int64_t i = 0; i < times.n; i++)
         if (times.v[i] > T) {
-            cd_trainer_free(tr);
+            cli_loaded_free(&m);
             return cli_usage("restore", "--times: %lld exceeds the model's T = %lld",
                              (long long)times.v[i], (long long)T);
         }
@@ -106,12 +128,17 @@ int cmd_restore(int argc, char **argv)
         fprintf(stderr, "colddiff: the %s split has fewer than %lld images\n", splits[split],
                 (long long)n);
         ret = CLI_FAIL;
-    } else if (cli_restore_figure(tr, &s, ds, (cd_split)split, n, &times, out) != CD_OK) {
-        ret = cli_fail("restoring");
     } else {
-        printf("colddiff: wrote %lld restorations to %s\n", (long long)n, out);
+        char label[64];
+        snprintf(label, sizeof label, "restoring %lld images", (long long)n);
+        cli_progress_begin(label);
+        if (cli_model_restore_figure(m.dec, m.deg, &s, ds, (cd_split)split, n, &times, out) !=
+            CD_OK)
+            ret = cli_fail_or_interrupted("restoring");
+        cli_progress_end();
+        if (ret == CLI_OK) printf("colddiff: wrote %lld restorations to %s\n", (long long)n, out);
     }
     cd_dataset_free(ds);
-    cd_trainer_free(tr);
+    cli_loaded_free(&m);
     return ret;
 }

@@ -65,7 +65,7 @@ __all__ = [
     "write_png_gray", "write_image_grid",
     "metrics_normalize", "image_metrics", "per_image_metrics", "reduction_name",
     "feature_stats", "frechet_distance", "frechet_distance_from_stats",
-    "class_histogram", "class_preservation",
+    "class_histogram", "class_preservation", "save_model", "load_model",
 ]
 
 #: The ABI generation this binding is written for (CD_ABI_VERSION).
@@ -424,6 +424,9 @@ _SIGNATURES = {
     "cd_decoder_forward": (_int, [_p, _p, _p, _p]),
     "cd_decoder_save": (_int, [_p, _s]),
     "cd_decoder_load": (_int, [_P(_p), _s]),
+    "cd_decoder_trained_T": (_i64, [_p]),
+    "cd_model_save": (_int, [_s, _p, _p]),
+    "cd_model_load": (_int, [_s, _P(_p), _P(_p)]),
     "cd_decoder_backward": (_int, [_p, _p, _p]),
     # schedules
     "cd_schedule_create_linear": (_int, [_P(_p), _i64, _d, _d]),
@@ -449,6 +452,7 @@ _SIGNATURES = {
     "cd_degradation_get_kind": (_i32, [_p]),
     "cd_degradation_target": (_i32, [_p]),
     "cd_degradation_T": (_i64, [_p]),
+    "cd_degradation_copy_schedule": (_int, [_p, _p, _p, _i64]),
     "cd_degradation_apply": (_int, [_p, _p, _P(_i64), _i64, _p, _p, _p]),
     "cd_degradation_fit_prior": (_int, [_p, _p, _int, _i64]),
     "cd_degradation_set_prior": (_int, [_p, _d, _d, _d]),
@@ -496,6 +500,7 @@ _SIGNATURES = {
     "cd_trainer_eval_loss": (_int, [_p, _p, _int, _p, _P(_d)]),
     "cd_trainer_test_loss": (_int, [_p, _p, _int, _p, _P(_d), _P(_d)]),
     "cd_trainer_save": (_int, [_p, _s, _p]),
+    "cd_trainer_export": (_int, [_p, _s]),
     "cd_trainer_load": (_int, [_P(_p), _s, _p]),
     "cd_trainer_progress": (_int, [_p, _int, _P(_d)]),
     "cd_trainer_request_stop": (None, [_p]),
@@ -1623,6 +1628,11 @@ class Decoder(_Object):
         _check(_L().cd_decoder_save(self._p, _path(path)))
 
     @property
+    def trained_T(self):
+        """The T it was trained for (0: unknown; cd_decoder_trained_T)."""
+        return int(_nonneg(_L().cd_decoder_trained_T(self._p)))
+
+    @property
     def type(self):
         return DecoderType(_nonneg(_L().cd_decoder_get_type(self._p)))
 
@@ -1831,6 +1841,15 @@ class Degradation(_Object):
     @property
     def T(self):
         return int(_nonneg(_L().cd_degradation_T(self._p)))
+
+    def schedule_arrays(self):
+        """(betas, alpha_bars) of the operator's schedule: two
+        array.array('f') of T + 1 values (cd_degradation_copy_schedule)."""
+        n = self.T + 1
+        b, a = array.array("f", bytes(4 * n)), array.array("f", bytes(4 * n))
+        _check(_L().cd_degradation_copy_schedule(self._p, b.buffer_info()[0],
+                                                 a.buffer_info()[0], n))
+        return b, a
 
     def apply(self, x, t, rng=None, out=None, eps=None):
         """z = D(x, t) per sample. x: N x C x H x W; t: one int for all or N
@@ -2055,6 +2074,12 @@ class Trainer(_Object):
     def save(self, path, rng=None):
         _check(_L().cd_trainer_save(self._p, _path(path), _expect(rng, Rng, "rng", optional=True)))
 
+    def export(self, path):
+        """Write the inference model file (cd_trainer_export): decoder (EMA
+        weights when the trainer keeps an EMA) and degradation, no
+        optimiser state. Load it with load_model()."""
+        _check(_L().cd_trainer_export(self._p, _path(path)))
+
     @property
     def decoder(self):
         """The trainer's decoder, borrowed (keeps the trainer alive)."""
@@ -2199,6 +2224,24 @@ class Trainer(_Object):
 
     def _describe(self):
         return f"{self.steps} steps"
+
+
+def save_model(path, decoder, degradation):
+    """Write an inference model file (cd_model_save): the decoder's weights
+    and the degradation with its schedule, no optimiser state."""
+    d = _expect(decoder, Decoder, "decoder")
+    g = _expect(degradation, Degradation, "degradation")
+    _check(_L().cd_model_save(_path(path), d, g))
+
+
+def load_model(path):
+    """(Decoder, Degradation) from an inference model or a training
+    checkpoint (its EMA weights when it kept an EMA): cd_model_load."""
+    lib = _L()
+    dec, deg = _p(), _p()
+    _check(lib.cd_model_load(_path(path), ctypes.byref(dec), ctypes.byref(deg)))
+    return (Decoder._wrap(dec.value, lib.cd_decoder_free),
+            Degradation._wrap(deg.value, lib.cd_degradation_free))
 
 
 # --------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 """Convert the report's decoders between PyTorch and libcolddiff checkpoints.
 
     convert_torch.py to-cdm IN.pt OUT.cdm [--type cnn|unet] [--heads N] [--head-dim N]
+                            [--degradation auto|noise|blur] [--kernel-size K]
     convert_torch.py to-pt IN.cdm OUT.pt [--report]
 
 to-cdm reads a PyTorch state_dict (torch.load) of the report's CNN or UNet
-(spec: models.md section 4) and writes a libcolddiff checkpoint that
+(models.md section 4) and writes a libcolddiff checkpoint that
 cd_decoder_load() opens. The input is either
   - a plain decoder state_dict (`decoder.state_dict()`), or
   - a report checkpoint (`torch.save(diffusion_model.state_dict())`): the
@@ -19,10 +20,21 @@ not stored (libcolddiff computes it).
 
 Checkpoint content (docs/checkpoint-format.md): the decoder.* CONF entries,
 every parameter by its state_dict name, and, when the input has beta_t and
-alpha_t, three more CONF entries:
+alpha_t, the entries that make it an inference model (cd_model_load, and
+colddiff info, sample, restore and eval, take it as it is):
     schedule.beta       float32 array, beta_t for t = 0..T, verbatim
     schedule.alpha_bar  float32 array, alpha_t for t = 0..T, verbatim
     schedule.T          int64, T
+    decoder.T           int64, T (the decoder was trained for it)
+    degradation.kind    "noise", or "blur" (with degradation.kernel_size,
+                        --kernel-size, 11 by default, and degradation.padding
+                        0, reflect) for the report's cold-diffusion run.
+                        --degradation auto takes blur when a beta_t is 1
+                        (the blur's standard deviation; no noise schedule
+                        can have it), noise otherwise.
+    model.kind          "inference"
+A plain decoder state_dict has no schedule, so its output is a decoder-only
+file: cd_decoder_load opens it, but sampling needs the schedule too.
 
 to-pt goes back: a plain decoder state_dict (with the CNN's `frequencies`
 buffer), or with --report a report checkpoint (prefix "decoder." plus
@@ -330,6 +342,21 @@ def schedule_entries(schedule):
             "schedule.T": beta.numel() - 1}
 
 
+def degradation_entries(schedule_conf, degradation="auto", kernel_size=11):
+    """The degradation.* keys that make a converted report checkpoint an
+    inference model, with the T its decoder goes with."""
+    beta = schedule_conf["schedule.beta"]
+    if degradation == "auto":
+        degradation = "blur" if any(b >= 1.0 for b in beta[1:]) else "noise"
+    conf = {"degradation.kind": degradation, "decoder.T": schedule_conf["schedule.T"],
+            "model.kind": "inference"}
+    if degradation == "blur":
+        if kernel_size < 1 or kernel_size > 63 or kernel_size % 2 == 0:
+            raise ConversionError(f"--kernel-size {kernel_size}: an odd size in 1..63")
+        conf.update({"degradation.kernel_size": int(kernel_size), "degradation.padding": 0})
+    return conf
+
+
 def config_entries(kind, cfg):
     """All decoder.* keys, for both types, as cd_decoder_save writes them."""
     full = dict(CNN_DEFAULTS)
@@ -341,7 +368,8 @@ def config_entries(kind, cfg):
     return conf
 
 
-def state_dict_to_checkpoint(sd, forced_type=None, heads=None, head_dim=None):
+def state_dict_to_checkpoint(sd, forced_type=None, heads=None, head_dim=None,
+                             degradation="auto", kernel_size=11):
     """A cdm_format.Checkpoint from a decoder or report state_dict."""
     decoder, schedule = split_checkpoint(sd)
     freqs = decoder.pop("frequencies", None)
@@ -361,6 +389,7 @@ def state_dict_to_checkpoint(sd, forced_type=None, heads=None, head_dim=None):
     ckpt = cdm_format.Checkpoint(conf=config_entries(kind, cfg))
     if schedule:
         ckpt.conf.update(schedule_entries(schedule))
+        ckpt.conf.update(degradation_entries(ckpt.conf, degradation, kernel_size))
     for name, shape in expected_shapes(kind, cfg):
         ckpt.add_tensor(name, shape, float32_values(name, decoder[name]))
     return ckpt, kind, cfg
@@ -418,10 +447,13 @@ def _tensor(torch, data, shape):
 
 def to_cdm(args):
     sd = load_state_dict(args.input)
-    ckpt, kind, cfg = state_dict_to_checkpoint(sd, args.type, args.heads, args.head_dim)
+    ckpt, kind, cfg = state_dict_to_checkpoint(sd, args.type, args.heads, args.head_dim,
+                                               args.degradation, args.kernel_size)
     cdm_format.write(ckpt, args.output)
     n = sum(len(t.data) for t in ckpt.tensors.values())
-    sched = f", schedule T = {ckpt.conf['schedule.T']}" if "schedule.T" in ckpt.conf else ""
+    sched = (f", {ckpt.conf['degradation.kind']} degradation, schedule T = "
+             f"{ckpt.conf['schedule.T']}: an inference model" if "schedule.T" in ckpt.conf
+             else ": decoder only (no schedule in the input; sampling needs one)")
     print(f"{args.output}: {kind} {cfg}, {len(ckpt.tensors)} tensors, {n} parameters{sched}")
 
 
@@ -453,6 +485,11 @@ def parse_args(argv):
                    help="the decoder type (inferred from the tensor names otherwise)")
     a.add_argument("--heads", type=int, help="UNet attention heads (default 4)")
     a.add_argument("--head-dim", type=int, help="UNet attention head width")
+    a.add_argument("--degradation", choices=("auto", "noise", "blur"), default="auto",
+                   help="what a report checkpoint's schedule drives (auto: blur when a "
+                        "beta_t is 1, noise otherwise)")
+    a.add_argument("--kernel-size", type=int, default=11,
+                   help="the blur's kernel size (the report's 11)")
     a.set_defaults(run=to_cdm)
     b = sub.add_parser("to-pt", help="libcolddiff checkpoint -> PyTorch state_dict")
     b.add_argument("input", metavar="IN.cdm")

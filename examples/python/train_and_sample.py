@@ -55,7 +55,7 @@ def main():
         print(f"epoch {epoch}: train {train_loss:.4f}  val {val_loss:.4f}  "
               f"({speed:.0f} images/s)")
 
-    best = os.path.join(args.out, "best.cdt")
+    best = os.path.join(args.out, "best.cdm")
     trainer.fit(data, args.epochs, rng, best_path=best, on_epoch=on_epoch)
 
     # 4. Keep the weights: a trainer checkpoint (to resume) and the decoder alone.

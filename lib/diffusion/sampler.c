@@ -6,6 +6,7 @@
  * caller's output tensor.
  */
 #include "sampler.h"
+#include "nn/decoder.h"
 
 #include <float.h>
 #include <inttypes.h>
@@ -171,6 +172,9 @@ cd_status cd_sampler_get(const cd_sampler *s, cd_sampler_key key, double *value)
 cd_status cd_sampler_set_decoder(cd_sampler *s, cd_decoder *d)
 {
     CD__CHECK_NOT_NULL(s, "cd_sampler_set_decoder");
+    /* Early, for a clear message; sampling checks again, since a fresh
+     * decoder learns its T only when a trainer takes it. */
+    if (d) CD__TRY(cd__decoder_check_T(d, s->deg->T, "cd_sampler_set_decoder"));
     s->decoder = d;
     s->fn = NULL;
     s->user = NULL;

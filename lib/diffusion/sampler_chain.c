@@ -10,6 +10,7 @@
  * deterministically.
  */
 #include "sampler.h"
+#include "nn/decoder.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -32,6 +33,9 @@ void cd__chain_free(chain *c)
  * batches only for the samplers that use them. */
 cd_status cd__chain_alloc(chain *c)
 {
+    /* Checked per call, before anything is drawn: the decoder may be set
+     * on the sampler before it is loaded with weights for another T. */
+    if (c->s->decoder) CD__TRY(cd__decoder_check_T(c->s->decoder, c->s->deg->T, c->fn));
     const cd_tensor *z = c->z;
     const bool scratch = c->s->kind != CD_SAMPLER_COLD1 && c->s->kind != CD_SAMPLER_DIRECT;
     CD__TRY(cd_tensor_create(&c->g, 4, z->shape));

@@ -129,6 +129,7 @@ cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec, cd_degradation *d
     *out = NULL;
     CD__CHECK_NOT_NULL(dec, fn);
     CD__CHECK_NOT_NULL(deg, fn);
+    CD__TRY(cd__decoder_check_T(dec, deg->T, fn));
     cd_trainer *tr = cd__calloc(1, sizeof *tr, "trainer");
     if (!tr) return cd_last_status();
     cd_status st = cd__adam_create(&tr->adam, cd_decoder_params(dec));
@@ -138,6 +139,7 @@ cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec, cd_degradation *d
     }
     tr->dec = dec;
     tr->deg = deg;
+    dec->trained_T = deg->T; /* saved with it, so a model file knows its T */
     tr->val_batch = 512;
     tr->batch = 128;
     cd__fit_init(&tr->fit);

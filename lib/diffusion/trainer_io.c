@@ -133,6 +133,24 @@ static cd_status fit_from_ckpt(const cd__ckpt *ck, cd__fit_state *f)
     return CD_OK;
 }
 
+/* The other kinds of model file, named, instead of a missing key. */
+static cd_status not_a_training_checkpoint(const cd__ckpt *ck, const char *path)
+{
+    static const char fn[] = "cd_trainer_load";
+    int64_t v = 0;
+    const char *kind = NULL;
+    if (cd__ckpt_get_i64(ck, "trainer.t_max", &v) != CD_ERR_NOT_FOUND) return CD_OK;
+    if (cd__ckpt_get_str(ck, "degradation.kind", &kind) == CD_OK)
+        return cd__error(CD_ERR_FORMAT, "%s: '%s' is an inference model (decoder and "
+                         "degradation, no training state): sample from it with "
+                         "cd_model_load, or train a new model", fn, path);
+    if (cd__ckpt_get_str(ck, "decoder.type", &kind) == CD_OK)
+        return cd__error(CD_ERR_FORMAT, "%s: '%s' holds a decoder only, no degradation or "
+                         "training state", fn, path);
+    return cd__error(CD_ERR_FORMAT, "%s: '%s' holds no model (no decoder.type entry)", fn,
+                     path);
+}
+
 cd_status cd_trainer_load(cd_trainer **out, const char *path, cd_rng *rng)
 {
     static const char fn[] = "cd_trainer_load";
@@ -144,7 +162,8 @@ cd_status cd_trainer_load(cd_trainer **out, const char *path, cd_rng *rng)
     cd_decoder *dec = NULL;
     cd_degradation *deg = NULL;
     cd_trainer *tr = NULL;
-    cd_status st = cd__decoder_from_ckpt(ck, &dec);
+    cd_status st = not_a_training_checkpoint(ck, path);
+    if (st == CD_OK) st = cd__decoder_from_ckpt(ck, &dec);
     if (st == CD_OK) st = cd__degradation_from_ckpt(ck, &deg);
     if (st == CD_OK) st = cd_trainer_create(&tr, dec, deg);
     if (st == CD_OK) dec = NULL, deg = NULL; /* owned by tr now */

@@ -51,6 +51,12 @@ static cd_status check_identity(const char *path, const uint8_t *f, uint64_t siz
     if (size == 0)
         return cd__error(CD_ERR_FORMAT, "'%s': the file is empty (truncated at offset 0)",
                          path);
+    /* PyTorch's torch.save writes a zip archive, older versions a bare
+     * pickle (protocol 2+ starts with 0x80). */
+    if ((size >= 4 && memcmp(f, "PK\x03\x04", 4) == 0) || f[0] == 0x80)
+        return cd__error(CD_ERR_FORMAT, "'%s': a PyTorch file (torch.save), not a libcolddiff "
+                         "checkpoint; convert it with examples/python/convert_torch.py to-cdm",
+                         path);
     if (memcmp(f, g_magic, (size_t)n) != 0)
         return cd__error(CD_ERR_FORMAT, "'%s': not a libcolddiff checkpoint (bad magic at "
                          "offset 0)", path);

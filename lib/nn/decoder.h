@@ -83,6 +83,11 @@ struct cd_decoder {
     float *arena;
     size_t arena_floats;
     bool forward_done; /* saved activations are valid for backward */
+    /* The T of the degradation it was trained against, 0 while unknown (a
+     * fresh decoder, a file written before the entry existed): a decoder
+     * learns one tau = t / T grid, and sampling it on another T silently
+     * gives garbage. */
+    int64_t trained_T;
 };
 
 /* Parameter helpers for build(): add "<prefix>.weight" (and ".bias") in
@@ -109,6 +114,12 @@ float *cd__decoder_grad(cd_decoder *d, int64_t index);
 cd_status cd__decoder_config_to_ckpt(const cd_decoder *d, cd__ckpt *ck);
 cd_status cd__decoder_config_from_ckpt(const cd__ckpt *ck, cd_decoder_config **out);
 cd_status cd__decoder_from_ckpt(const cd__ckpt *ck, cd_decoder **out);
+/* The same with cd__ckpt_apply flags (CD__CKPT_EMA_AS_VALUES). */
+cd_status cd__decoder_from_ckpt_flags(const cd__ckpt *ck, uint32_t flags, cd_decoder **out);
+
+/* CD_OK when d may work with a degradation of T steps: its trained T is
+ * unknown or equal. Otherwise CD_ERR_INVALID_ARGUMENT naming fn and both. */
+cd_status cd__decoder_check_T(const cd_decoder *d, int64_t T, const char *fn);
 
 extern const cd__decoder_ops cd__cnn_ops;
 extern const cd__decoder_ops cd__unet_ops;

@@ -37,6 +37,7 @@ cd_status cd__decoder_config_to_ckpt(const cd_decoder *d, cd__ckpt *ck)
     CD__TRY(cd__ckpt_set_str(ck, "decoder.type", c.type == CD_DECODER_CNN ? "cnn" : "unet"));
     for (size_t i = 0; i < N_SCALARS; i++)
         CD__TRY(cd__ckpt_set_i64(ck, scalars[i].key, *field(&c, i)));
+    if (d->trained_T > 0) CD__TRY(cd__ckpt_set_i64(ck, "decoder.T", d->trained_T));
     CD__TRY(cd__ckpt_set_i64_array(ck, "decoder.hidden", c.hidden, c.n_hidden));
     return cd__ckpt_set_i64_array(ck, "decoder.dim_mults", c.dim_mults, c.n_mults);
 }
@@ -97,22 +98,63 @@ cd_status cd_decoder_save(cd_decoder *d, const char *path)
     return st;
 }
 
+/* decoder.T came after the first files: absent means unknown. */
+static cd_status trained_T_from_ckpt(const cd__ckpt *ck, int64_t *T)
+{
+    *T = 0;
+    cd_status st = cd__ckpt_get_i64(ck, "decoder.T", T);
+    if (st == CD_ERR_NOT_FOUND) {
+        cd_clear_error();
+        *T = 0;
+        return CD_OK;
+    }
+    CD__TRY(st);
+    if (*T < 1 || *T > 1000000)
+        return cd__error(CD_ERR_FORMAT, "checkpoint: decoder.T = %lld is outside 1..1000000",
+                         (long long)*T);
+    return CD_OK;
+}
+
+cd_status cd__decoder_check_T(const cd_decoder *d, int64_t T, const char *fn)
+{
+    if (d->trained_T == 0 || d->trained_T == T) return CD_OK;
+    return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the decoder was trained for T = %lld, the "
+                     "degradation has T = %lld", fn, (long long)d->trained_T, (long long)T);
+}
+
+int64_t cd_decoder_trained_T(const cd_decoder *d)
+{
+    if (!d) {
+        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_decoder_trained_T: argument 'd' is NULL");
+        return -1;
+    }
+    return d->trained_T;
+}
+
 cd_status cd__decoder_from_ckpt(const cd__ckpt *ck, cd_decoder **out)
+{
+    return cd__decoder_from_ckpt_flags(ck, 0, out);
+}
+
+cd_status cd__decoder_from_ckpt_flags(const cd__ckpt *ck, uint32_t flags, cd_decoder **out)
 {
     cd_decoder_config *cfg = NULL;
     cd_decoder *d = NULL;
+    int64_t T = 0;
     *out = NULL;
+    CD__TRY(trained_T_from_ckpt(ck, &T));
     CD__TRY(cd__decoder_config_from_ckpt(ck, &cfg));
     /* Described only: the configuration may claim a model far larger than
      * the file, and cd__ckpt_apply lays the parameters out (and fills them
      * from the file) only once it holds every one of them. */
     cd_status st = cd__decoder_describe(&d, &cfg->c);
-    if (st == CD_OK) st = cd__ckpt_apply(ck, d->params, NULL, 0);
+    if (st == CD_OK) st = cd__ckpt_apply(ck, d->params, NULL, flags);
     cd_decoder_config_free(cfg);
     if (st != CD_OK) {
         cd_decoder_free(d);
         return st;
     }
+    d->trained_T = T;
     *out = d;
     return CD_OK;
 }

@@ -1,6 +1,6 @@
 /*
  * fuzz_ckpt.c - every checkpoint loader: cd_decoder_load, cd_trainer_load,
- * cd_classifier_load, and cd__ckpt_read with the degradation and the
+ * cd_model_load, cd_classifier_load, and cd__ckpt_read with the degradation and the
  * generic getters behind them.
  *
  * Each input is tried twice. First as a whole file, which exercises the
@@ -156,6 +156,18 @@ static void load_all(const char *path)
         cd_trainer_copy_ema(tr);
     }
     cd_trainer_free(tr);
+
+    cd_degradation *deg = NULL;
+    st = cd_model_load(path, &dec, &deg);
+    if (st != CD_OK) {
+        fuzz_check_failure(st, "cd_model_load");
+        expect_null(dec, "cd_model_load");
+        expect_null(deg, "cd_model_load");
+    } else if (cd_decoder_trained_T(dec) != cd_degradation_T(deg)) {
+        fuzz_die("cd_model_load", "a decoder trained for another T than its degradation's");
+    }
+    cd_decoder_free(dec);
+    cd_degradation_free(deg);
 
     cd_classifier *cls = NULL;
     st = cd_classifier_load(&cls, path);

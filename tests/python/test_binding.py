@@ -1024,6 +1024,42 @@ class TrainerTests(TempDirCase):
         back.copy_ema()
         self.assertEqual(bytes(back.decoder.params.view()), after)
 
+    def test_inference_model_files(self):
+        tr, rng = self.make()
+        tr["ema_decay"] = 0.5
+        tr["lr"] = 1e-2
+        imgs, _, _ = self.ds.batch("train", 0, 32)
+        for _ in range(2):
+            tr.step(imgs, rng)
+        ckpt, model = self.path("train.cdm"), self.path("model.cdm")
+        tr.save(ckpt)
+        tr.export(model)
+        raw = bytes(tr.decoder.params.view())
+        tr.copy_ema()
+        ema = bytes(tr.decoder.params.view())
+        self.assertNotEqual(raw, ema)
+        sched = tr.degradation.schedule_arrays()
+        self.assertEqual(len(sched[0]), tr.degradation.T + 1)
+        for path in (ckpt, model):
+            dec, deg = cd.load_model(path)
+            self.assertEqual(bytes(dec.params.view()), ema)  # the EMA weights
+            self.assertEqual(deg.T, tr.degradation.T)
+            self.assertEqual(dec.trained_T, deg.T)
+            self.assertEqual(deg.schedule_arrays(), sched)
+        self.assertLess(os.path.getsize(model), os.path.getsize(ckpt) / 2)
+        dec, deg = cd.load_model(model)
+        cd.save_model(self.path("again.cdm"), dec, deg)
+        other = cd.Degradation.noise(cd.Schedule.linear(deg.T + 1))
+        with self.assertRaises(cd.InvalidArgumentError) as cm:
+            cd.save_model(self.path("bad.cdm"), dec, other)
+        self.assertIn(f"trained for T = {deg.T}", str(cm.exception))
+        dec.save(self.path("decoder.cdm"))
+        with self.assertRaises(cd.FormatError) as cm:
+            cd.load_model(self.path("decoder.cdm"))
+        self.assertIn("decoder only", str(cm.exception))
+        with self.assertRaises(TypeError):
+            cd.save_model(model, deg, dec)
+
     def test_step_eval_save_load(self):
         tr, rng = self.make()
         imgs, _, _ = self.ds.batch("train", 0, 32)

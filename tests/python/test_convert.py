@@ -165,6 +165,10 @@ class RoundTrip(ConverterCase):
                 cdm = self.to_cdm(sd)
                 conf = cdm_format.read(cdm).conf
                 self.assertEqual(conf["schedule.T"], 200)
+                # An inference model: the degradation the schedule drives.
+                self.assertEqual(conf["degradation.kind"], "noise")
+                self.assertEqual(conf["decoder.T"], 200)
+                self.assertEqual(conf["model.kind"], "inference")
                 for key, buf in (("schedule.beta", "beta_t"), ("schedule.alpha_bar", "alpha_t")):
                     self.assertEqual(conf[key].typecode, "f")
                     self.assertEqual(conf[key].tobytes(), sd[buf].numpy().tobytes(), key)
@@ -173,6 +177,19 @@ class RoundTrip(ConverterCase):
                 self.assert_same_state_dict(
                     self.to_pt(cdm), {k[len("decoder."):]: v for k, v in sd.items()
                                       if k.startswith("decoder.")})
+
+    def test_blur_report_checkpoint(self):
+        sd = report_checkpoint(random_model("cnn", None))
+        sd["beta_t"] = torch.ones(201)
+        conf = cdm_format.read(self.to_cdm(sd)).conf
+        self.assertEqual(conf["degradation.kind"], "blur")
+        self.assertEqual(conf["degradation.kernel_size"], 11)
+        conf = cdm_format.read(self.to_cdm(sd, "--degradation", "noise")).conf
+        self.assertEqual(conf["degradation.kind"], "noise")
+
+    def test_plain_state_dict_is_decoder_only(self):
+        conf = cdm_format.read(self.to_cdm(random_model("cnn", None).state_dict())).conf
+        self.assertNotIn("degradation.kind", conf)
 
     def test_shapes_table_matches_pytorch(self):
         for kind, cfg in (("cnn", None), ("cnn", ODD_CNN), ("unet", None), ("unet", ODD_UNET),
@@ -288,6 +305,10 @@ def load_library():
         "cd_tensor_copy_from": (ctypes.c_int, [p, fp, i64]),
         "cd_tensor_copy_to": (ctypes.c_int, [p, fp, i64]),
         "cd_decoder_load": (ctypes.c_int, [pp, ctypes.c_char_p]),
+        "cd_model_load": (ctypes.c_int, [ctypes.c_char_p, pp, pp]),
+        "cd_degradation_free": (None, [p]),
+        "cd_degradation_T": (i64, [p]),
+        "cd_degradation_copy_schedule": (ctypes.c_int, [p, fp, fp, i64]),
         "cd_decoder_save": (ctypes.c_int, [p, ctypes.c_char_p]),
         "cd_decoder_free": (None, [p]),
         "cd_decoder_get_type": (i32, [p]),
@@ -394,6 +415,47 @@ class ThroughLibrary(ConverterCase):
     def test_report_checkpoints_load(self):
         self.check_forward("cnn", ODD_CNN, (20, 12), report=True)
         self.check_forward("unet", ODD_UNET, (16, 8), report=True, flags=("--heads", "3"))
+
+    def test_report_checkpoint_is_an_inference_model(self):
+        sd = report_checkpoint(random_model("cnn", None))
+        cdm = self.to_cdm(sd)
+        d, g = ctypes.c_void_p(), ctypes.c_void_p()
+        st = self.lib.cd_model_load(cdm.encode(), ctypes.byref(d), ctypes.byref(g))
+        self.assertEqual(st, 0, self.lib.cd_last_error().decode())
+        self.addCleanup(self.lib.cd_decoder_free, d)
+        self.addCleanup(self.lib.cd_degradation_free, g)
+        self.assertEqual(self.lib.cd_degradation_T(g), 200)
+        beta, abar = (ctypes.c_float * 201)(), (ctypes.c_float * 201)()
+        self.assertEqual(self.lib.cd_degradation_copy_schedule(g, beta, abar, 201), 0)
+        self.assertEqual(bytes(beta), sd["beta_t"].numpy().tobytes())
+        self.assertEqual(bytes(abar), sd["alpha_t"].numpy().tobytes())
+        # The command line takes it as it is (when the test is given one).
+        cli = os.environ.get("COLDDIFF_CLI")
+        if not cli:
+            return
+        data = os.path.join(ROOT, "tests", "data")
+        runs = (["info", cdm],
+                ["sample", "--checkpoint", cdm, "--n", "2", "--out", self.path("s.png")],
+                ["restore", "--checkpoint", cdm, "--data", data, "--n", "1", "--out",
+                 self.path("r.png")],
+                ["eval", "--checkpoint", cdm, "--data", data, "--n", "2", "--fd-samples", "2",
+                 "--sampler", "ddim", "--steps", "5"])
+        for args in runs:
+            p = subprocess.run([cli, *args], capture_output=True, text=True, timeout=120)
+            self.assertEqual(p.returncode, 0, f"colddiff {args[0]}: {p.stderr}")
+            if args[0] == "info":
+                self.assertIn("kind: inference model", p.stdout)
+                self.assertIn("T = 200", p.stdout)
+
+    def test_decoder_only_and_pytorch_files_are_named(self):
+        cdm = self.to_cdm(random_model("cnn", None).state_dict())
+        d, g = ctypes.c_void_p(), ctypes.c_void_p()
+        self.assertNotEqual(self.lib.cd_model_load(cdm.encode(), ctypes.byref(d),
+                                                   ctypes.byref(g)), 0)
+        self.assertIn("decoder only", self.lib.cd_last_error().decode())
+        pt = self.path("model.pt")  # written by to_cdm: a torch.save zip
+        self.assertNotEqual(self.lib.cd_decoder_load(ctypes.byref(d), pt.encode()), 0)
+        self.assertIn("convert_torch.py", self.lib.cd_last_error().decode())
 
     def test_library_checkpoint_reads_in_python(self):
         model = random_model("unet", SMALL_UNET)

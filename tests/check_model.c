@@ -1,0 +1,310 @@
+/* check_model.c - the inference model file: round trips of decoder,
+ * degradation and schedule, training checkpoints (with and without EMA)
+ * as input, the decoder's trained T against the degradation's, and the
+ * messages for a decoder-only file and a PyTorch file. */
+#include "test_util.h"
+
+#include <math.h>
+
+static cd_decoder *small_cnn(uint64_t seed)
+{
+    const int64_t hidden[2] = {4, 6};
+    cd_decoder_config *cfg = NULL;
+    cd_decoder *d = NULL;
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
+    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, hidden, 2));
+    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_KERNEL, 3));
+    CD_ASSERT_OK(cd_rng_create(&rng, seed));
+    CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
+    cd_rng_free(rng);
+    cd_decoder_config_free(cfg);
+    return d;
+}
+
+static cd_degradation *noise_of(int64_t T)
+{
+    cd_schedule *s = NULL;
+    cd_degradation *g = NULL;
+    CD_ASSERT_OK(cd_schedule_create_linear(&s, T, 1e-4, 0.02));
+    CD_ASSERT_OK(cd_degradation_create_noise(&g, s));
+    cd_schedule_free(s);
+    return g;
+}
+
+/* An imported schedule whose alpha-bar is not the product of its betas,
+ * on a blur with a set prior: every part the file must keep verbatim. */
+static cd_degradation *odd_blur(int64_t T)
+{
+    float beta[33], abar[33];
+    cd_schedule *s = NULL;
+    cd_degradation *g = NULL;
+    for (int64_t t = 0; t <= T; t++) beta[t] = 0.5f + 0.01f * (float)t, abar[t] = 1.0f / (1.0f + (float)t);
+    CD_ASSERT_OK(cd_schedule_create_arrays(&s, beta, abar, T));
+    CD_ASSERT_OK(cd_degradation_create_blur(&g, s, 5, CD_PADDING_CIRCULAR));
+    CD_ASSERT_OK(cd_degradation_set_prior(g, -0.3, 0.04, 0.001));
+    cd_schedule_free(s);
+    return g;
+}
+
+static void assert_same_weights(cd_decoder *a, const float *want)
+{
+    cd_params *p = cd_decoder_params(a);
+    ck_assert_mem_eq(cd_params_data(p, -1), want, (size_t)cd_params_numel(p) * sizeof(float));
+}
+
+static void assert_same_schedule(const cd_degradation *a, const cd_degradation *b)
+{
+    const int64_t n = cd_degradation_T(a) + 1;
+    ck_assert_int_eq(cd_degradation_T(b) + 1, n);
+    float *ba = malloc((size_t)n * 4), *aa = malloc((size_t)n * 4);
+    float *bb = malloc((size_t)n * 4), *ab = malloc((size_t)n * 4);
+    CD_ASSERT_OK(cd_degradation_copy_schedule(a, ba, aa, n));
+    CD_ASSERT_OK(cd_degradation_copy_schedule(b, bb, ab, n));
+    ck_assert_mem_eq(ba, bb, (size_t)n * 4);
+    ck_assert_mem_eq(aa, ab, (size_t)n * 4);
+    free(ba), free(aa), free(bb), free(ab);
+}
+
+START_TEST(round_trip_keeps_everything)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "model.cdm");
+    cd_decoder *dec = small_cnn(3), *back = NULL;
+    cd_degradation *deg = odd_blur(32), *gback = NULL;
+    ck_assert_int_eq(cd_decoder_trained_T(dec), 0);
+    CD_ASSERT_OK(cd_model_save(path, dec, deg));
+    CD_ASSERT_OK(cd_model_load(path, &back, &gback));
+    assert_same_weights(back, cd_params_data(cd_decoder_params(dec), -1));
+    ck_assert_int_eq(cd_decoder_get_type(back), CD_DECODER_CNN);
+    ck_assert_int_eq(cd_decoder_trained_T(back), 32);
+    ck_assert_int_eq(cd_degradation_get_kind(gback), CD_DEGRADATION_BLUR);
+    assert_same_schedule(deg, gback);
+    double m, sd, j;
+    int32_t fitted = 0;
+    CD_ASSERT_OK(cd_degradation_get_prior(gback, &m, &sd, &j, &fitted));
+    ck_assert(m == -0.3 && sd == 0.04 && j == 0.001 && fitted == 1);
+    /* The two operators blur alike: kernel and padding came back. */
+    cd_tensor *x = cd_test_tensor4(2, 1, 12, 12), *za = cd_test_tensor4(2, 1, 12, 12);
+    cd_tensor *zb = cd_test_tensor4(2, 1, 12, 12);
+    cd_test_fill_uniform(x, 5, -0.5f, 0.5f);
+    const int64_t t[2] = {3, 32};
+    CD_ASSERT_OK(cd_degradation_apply(deg, x, t, 2, NULL, za, NULL));
+    CD_ASSERT_OK(cd_degradation_apply(gback, x, t, 2, NULL, zb, NULL));
+    ck_assert_mem_eq(cd_tensor_data(za), cd_tensor_data(zb), 288 * sizeof(float));
+    cd_tensor_free(x), cd_tensor_free(za), cd_tensor_free(zb);
+    cd_decoder_free(dec), cd_decoder_free(back);
+    cd_degradation_free(deg), cd_degradation_free(gback);
+}
+END_TEST
+
+START_TEST(training_checkpoints_give_ema_weights)
+{
+    char dir[256], ckpt[512], model[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(ckpt, sizeof ckpt, dir, "train.cdm");
+    cd_test_path(model, sizeof model, dir, "model.cdm");
+    cd_trainer *tr = NULL;
+    cd_decoder *dec = NULL;
+    cd_degradation *deg = NULL;
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_trainer_create(&tr, small_cnn(4), noise_of(20)));
+    ck_assert_int_eq(cd_decoder_trained_T(cd_trainer_decoder(tr)), 20);
+    cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
+    const size_t bytes = (size_t)cd_params_numel(p) * sizeof(float);
+    float *raw = malloc(bytes);
+    /* Without an EMA: the current weights, from either file. */
+    CD_ASSERT_OK(cd_trainer_save(tr, ckpt, NULL));
+    CD_ASSERT_OK(cd_model_load(ckpt, &dec, &deg));
+    assert_same_weights(dec, cd_params_data(p, -1));
+    cd_decoder_free(dec), cd_degradation_free(deg);
+    /* With an EMA after some steps: the EMA, from either file, and the
+     * trainer's own weights untouched by the export. */
+    cd_tensor *batch = cd_test_tensor4(4, 1, 28, 28);
+    cd_test_fill_uniform(batch, 6, -0.5f, 0.5f);
+    CD_ASSERT_OK(cd_rng_create(&rng, 9));
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_EMA_DECAY, 0.5));
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LR, 1e-2));
+    double loss;
+    for (int i = 0; i < 3; i++) CD_ASSERT_OK(cd_trainer_step(tr, batch, rng, &loss));
+    memcpy(raw, cd_params_data(p, -1), bytes);
+    CD_ASSERT_OK(cd_trainer_save(tr, ckpt, NULL));
+    CD_ASSERT_OK(cd_trainer_export(tr, model));
+    ck_assert_mem_eq(cd_params_data(p, -1), raw, bytes);
+    ck_assert_int_lt(cd_test_file_size(model), cd_test_file_size(ckpt) / 2);
+    CD_ASSERT_OK(cd_trainer_copy_ema(tr)); /* p now holds the EMA */
+    ck_assert_msg(memcmp(raw, cd_params_data(p, -1), bytes) != 0, "EMA equals the weights");
+    const char *files[2] = {ckpt, model};
+    for (int f = 0; f < 2; f++) {
+        CD_ASSERT_OK(cd_model_load(files[f], &dec, &deg));
+        assert_same_weights(dec, cd_params_data(p, -1));
+        assert_same_schedule(deg, cd_trainer_degradation(tr));
+        ck_assert_int_eq(cd_decoder_trained_T(dec), 20);
+        cd_decoder_free(dec), cd_degradation_free(deg);
+    }
+    free(raw);
+    cd_tensor_free(batch);
+    cd_rng_free(rng);
+    cd_trainer_free(tr);
+}
+END_TEST
+
+START_TEST(decoder_only_and_pytorch_files_are_named)
+{
+    char dir[256], path[512], pth[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "decoder.cdm");
+    cd_test_path(pth, sizeof pth, dir, "model.pth");
+    cd_decoder *dec = small_cnn(5), *d = NULL;
+    cd_degradation *g = NULL;
+    CD_ASSERT_OK(cd_decoder_save(dec, path));
+    CD_ASSERT_STATUS(cd_model_load(path, &d, &g), CD_ERR_FORMAT);
+    CD_ASSERT_ERROR_MENTIONS("decoder only");
+    CD_ASSERT_ERROR_MENTIONS("colddiff export");
+    CD_ASSERT_ERROR_MENTIONS("decoder.cdm");
+    ck_assert_ptr_null(d);
+    ck_assert_ptr_null(g);
+    /* A trainer names the kind of file it was given, not a missing key. */
+    cd_trainer *tr = NULL;
+    CD_ASSERT_STATUS(cd_trainer_load(&tr, path, NULL), CD_ERR_FORMAT);
+    CD_ASSERT_ERROR_MENTIONS("holds a decoder only");
+    cd_degradation *deg = noise_of(10);
+    CD_ASSERT_OK(cd_model_save(path, dec, deg));
+    CD_ASSERT_STATUS(cd_trainer_load(&tr, path, NULL), CD_ERR_FORMAT);
+    CD_ASSERT_ERROR_MENTIONS("is an inference model");
+    ck_assert_ptr_null(tr);
+    cd_degradation_free(deg);
+    /* torch.save's zip and an older bare pickle. */
+    static const uint8_t zip[8] = {'P', 'K', 3, 4, 0, 0, 0, 0};
+    static const uint8_t pickle[8] = {0x80, 2, 'c', 'x', 0, 0, 0, 0};
+    const uint8_t *heads[2] = {zip, pickle};
+    for (int i = 0; i < 2; i++) {
+        cd_test_write_file(pth, heads[i], 8);
+        CD_ASSERT_STATUS(cd_model_load(pth, &d, &g), CD_ERR_FORMAT);
+        CD_ASSERT_ERROR_MENTIONS("examples/python/convert_torch.py");
+        CD_ASSERT_STATUS(cd_decoder_load(&d, pth), CD_ERR_FORMAT);
+        CD_ASSERT_ERROR_MENTIONS("convert_torch.py");
+        CD_ASSERT_STATUS(cd_trainer_load(&tr, pth, NULL), CD_ERR_FORMAT);
+        CD_ASSERT_ERROR_MENTIONS("convert_torch.py");
+    }
+    cd_decoder_free(dec);
+}
+END_TEST
+
+START_TEST(another_T_is_refused)
+{
+    char dir[256], path[512], other[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "model.cdm");
+    cd_test_path(other, sizeof other, dir, "other.cdm");
+    cd_trainer *tr = NULL;
+    cd_decoder *dec = NULL, *fresh = small_cnn(6);
+    cd_degradation *deg = NULL, *g1000 = noise_of(1000), *g20 = noise_of(20);
+    /* A fresh decoder goes with any T, and a decoder-only file written
+     * before it knew one too. */
+    CD_ASSERT_OK(cd_decoder_save(fresh, other));
+    CD_ASSERT_OK(cd_decoder_load(&dec, other));
+    ck_assert_int_eq(cd_decoder_trained_T(dec), 0);
+    cd_decoder_free(dec);
+    CD_ASSERT_OK(cd_model_save(path, fresh, g20));
+    CD_ASSERT_OK(cd_model_save(other, fresh, g1000));
+    CD_ASSERT_OK(cd_model_load(path, &dec, &deg));
+    ck_assert_int_eq(cd_decoder_trained_T(dec), 20);
+    /* Now it knows 20: a T = 1000 operator is refused everywhere. */
+    CD_ASSERT_STATUS(cd_model_save(other, dec, g1000), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("cd_model_save: the decoder was trained for T = 20, the "
+                             "degradation has T = 1000");
+    CD_ASSERT_STATUS(cd_trainer_create(&tr, dec, g1000), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("cd_trainer_create: the decoder was trained for T = 20");
+    ck_assert_ptr_null(tr);
+    cd_sampler *smp = NULL;
+    cd_rng *rng = NULL;
+    cd_tensor *out = cd_test_tensor4(1, 1, 28, 28), *x = cd_test_tensor4(1, 1, 28, 28);
+    CD_ASSERT_OK(cd_rng_create(&rng, 1));
+    CD_ASSERT_OK(cd_sampler_create(&smp, CD_SAMPLER_DDIM, g1000));
+    CD_ASSERT_STATUS(cd_sampler_set_decoder(smp, dec), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("cd_sampler_set_decoder: the decoder was trained for T = 20, the "
+                             "degradation has T = 1000");
+    /* A fresh decoder is taken, then learns T = 20 from a trainer: the
+     * sampler's own calls refuse it before any work. */
+    cd_decoder *late = NULL;
+    cd_degradation *late_deg = NULL;
+    cd_trainer *late_tr = NULL;
+    CD_ASSERT_OK(cd_model_load(path, &late, &late_deg));
+    cd_decoder_free(late);
+    CD_ASSERT_OK(cd_sampler_set_decoder(smp, fresh));
+    CD_ASSERT_OK(cd_trainer_create(&late_tr, fresh, late_deg)); /* owns both */
+    CD_ASSERT_STATUS(cd_sampler_sample(smp, rng, out), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("T = 20, the degradation has T = 1000");
+    CD_ASSERT_STATUS(cd_sampler_restore(smp, x, 5, rng, out, NULL, 0, NULL, NULL, NULL),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("T = 1000");
+    cd_sampler_free(smp);
+    smp = NULL;
+    cd_trainer_free(late_tr);
+    fresh = NULL;
+    /* With its own T everything works, and the trainer keeps T. */
+    cd_sampler_free(smp);
+    CD_ASSERT_OK(cd_sampler_create(&smp, CD_SAMPLER_DDIM, deg));
+    CD_ASSERT_OK(cd_sampler_set(smp, CD_SAMPLER_STEPS, 2));
+    CD_ASSERT_OK(cd_sampler_set_decoder(smp, dec));
+    CD_ASSERT_OK(cd_sampler_sample(smp, rng, out));
+    cd_sampler_free(smp);
+    CD_ASSERT_OK(cd_trainer_create(&tr, dec, deg)); /* owns both now */
+    CD_ASSERT_OK(cd_trainer_save(tr, other, NULL));
+    cd_trainer_free(tr);
+    CD_ASSERT_OK(cd_trainer_load(&tr, other, NULL));
+    ck_assert_int_eq(cd_decoder_trained_T(cd_trainer_decoder(tr)), 20);
+    cd_trainer_free(tr);
+    cd_tensor_free(out), cd_tensor_free(x);
+    cd_rng_free(rng);
+    cd_decoder_free(fresh);
+    cd_degradation_free(g1000), cd_degradation_free(g20);
+}
+END_TEST
+
+START_TEST(bad_arguments)
+{
+    cd_decoder *dec = small_cnn(8), *d = (cd_decoder *)1;
+    cd_degradation *g = noise_of(10), *gg = (cd_degradation *)1;
+    float b[11];
+    CD_ASSERT_STATUS(cd_model_save(NULL, dec, g), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_model_save("x.cdm", NULL, g), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_model_save("x.cdm", dec, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_model_load(NULL, &d, &gg), CD_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_null(d);
+    ck_assert_ptr_null(gg);
+    CD_ASSERT_STATUS(cd_model_load("x.cdm", NULL, &gg), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_model_load("x.cdm", &d, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_model_load("/nonexistent/model.cdm", &d, &gg), CD_ERR_NOT_FOUND);
+    CD_ASSERT_STATUS(cd_model_save("/nonexistent/model.cdm", dec, g), CD_ERR_NOT_FOUND);
+    CD_ASSERT_STATUS(cd_trainer_export(NULL, "x.cdm"), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_degradation_copy_schedule(NULL, b, b, 11), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_degradation_copy_schedule(g, b, b, 10), CD_ERR_SHAPE);
+    CD_ASSERT_ERROR_MENTIONS("cd_degradation_copy_schedule");
+    CD_ASSERT_OK(cd_degradation_copy_schedule(g, NULL, b, 11));
+    ck_assert(b[0] == 1.0f);
+    cd_clear_error();
+    ck_assert_int_eq(cd_decoder_trained_T(NULL), -1);
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
+    cd_decoder_free(dec);
+    cd_degradation_free(g);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *s = suite_create("model");
+    TCase *tc = tcase_create("model");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, round_trip_keeps_everything);
+    tcase_add_test(tc, training_checkpoints_give_ema_weights);
+    tcase_add_test(tc, decoder_only_and_pytorch_files_are_named);
+    tcase_add_test(tc, another_T_is_refused);
+    tcase_add_test(tc, bad_arguments);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CD_TEST_MAIN(make_suite)
