@@ -51,6 +51,9 @@ typedef struct {
     bool json;
     bool cnn, unet;
     bool fwd, train, sample;
+    int64_t unet_dim;        /* 0: the report's */
+    int64_t mults[8];        /* UNet width multipliers; n_mults 0: the report's */
+    int32_t n_mults;
 } options;
 
 typedef struct {
@@ -93,11 +96,16 @@ static void make_batch(bench_net *n, int64_t N, cd_rng *rng)
     for (int64_t i = 0; i < count; i++) g[i] *= 2.0f / (float)count;
 }
 
-static void make_net(bench_net *n, cd_decoder_type type, cd_rng *rng)
+static void make_net(bench_net *n, const options *o, cd_decoder_type type, cd_rng *rng)
 {
     cd_decoder_config *cfg = NULL;
     memset(n, 0, sizeof *n);
     check(cd_decoder_config_create(&cfg, type), "config");
+    if (type == CD_DECODER_UNET && o->unet_dim > 0)
+        check(cd_decoder_config_set(cfg, CD_DECODER_DIM, o->unet_dim), "--unet-dim");
+    if (type == CD_DECODER_UNET && o->n_mults > 0)
+        check(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, o->mults, o->n_mults),
+              "--unet-mults");
     check(cd_decoder_create(&n->d, cfg, rng), "decoder");
     cd_decoder_config_free(cfg);
     n->p = cd_decoder_params(n->d);
@@ -162,7 +170,7 @@ static void bench_model(const options *o, cd_decoder_type type, cd_rng *rng)
     const char *model = type == CD_DECODER_CNN ? "cnn" : "unet";
     bench_net n;
     double best, median;
-    make_net(&n, type, rng);
+    make_net(&n, o, type, rng);
     if (!o->json) {
         int64_t bytes = 0;
         check(cd_decoder_workspace_size(n.d, o->batch, 28, 28, &bytes), "workspace size");
@@ -191,7 +199,8 @@ static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [--threads N] [--model cnn|unet|both] [--reps K] [--batch B]\n"
-            "       [--warmup W] [--workload all|fwd|train|sample] [--direct] [--json]\n",
+            "       [--warmup W] [--workload all|fwd|train|sample] [--direct] [--json]\n"
+            "       [--unet-dim D] [--unet-mults a,b,...]\n",
             argv0);
     exit(2);
 }
@@ -232,6 +241,14 @@ int main(int argc, char **argv)
             o.train = all || !strcmp(w, "train");
             o.sample = all || !strcmp(w, "sample");
             if (!o.fwd && !o.train && !o.sample) usage(argv[0]);
+        } else if (!strcmp(a, "--unet-dim") && has) {
+            o.unet_dim = parse_int(argv[++i], 2, 4096, argv[0]);
+        } else if (!strcmp(a, "--unet-mults") && has) {
+            char *list = argv[++i], *save = NULL;
+            o.n_mults = 0;
+            for (char *t = strtok_r(list, ",", &save); t && o.n_mults < 8;
+                 t = strtok_r(NULL, ",", &save))
+                o.mults[o.n_mults++] = parse_int(t, 1, 64, argv[0]);
         } else if (!strcmp(a, "--direct")) {
             cd__conv2d_force_direct(true);
         } else if (!strcmp(a, "--json")) {
