@@ -1323,7 +1323,13 @@ typedef enum cd_progress_key {
     CD_PROGRESS_VAL_LOSS = 6,       /**< last validation loss (NaN: none yet) */
     CD_PROGRESS_BEST_VAL_LOSS = 7,  /**< best validation loss (NaN: none yet) */
     CD_PROGRESS_IMAGES_PER_SEC = 8, /**< training throughput of this fit     */
-    CD_PROGRESS_ETA_SEC = 9         /**< estimated seconds left (NaN: unknown) */
+    CD_PROGRESS_ETA_SEC = 9,        /**< estimated seconds left of training
+                                         (NaN: unknown); validation and
+                                         on_epoch's work come on top */
+    CD_PROGRESS_PHASE = 10,         /**< 0 training, 1 validating, 2 the end
+                                         of an epoch (checkpoints, on_epoch) */
+    CD_PROGRESS_VAL_BATCH = 11,     /**< validation batches done              */
+    CD_PROGRESS_VAL_BATCHES = 12    /**< validation batches in all            */
 } cd_progress_key;
 
 /** Read one progress value; safe from any thread, also during a fit. */
@@ -1331,8 +1337,10 @@ CD_API cd_status cd_trainer_progress(const cd_trainer *tr, cd_progress_key key,
                                      double *value);
 
 /**
- * Ask a running cd_trainer_fit() to stop after its current batch: it then
- * saves last_path and returns CD_ERR_CANCELLED. Safe from any thread and
+ * Ask a running cd_trainer_fit() to stop after its current batch (of
+ * training or of validation): it then saves last_path and returns
+ * CD_ERR_CANCELLED. A validation cut short is done again in full on resume,
+ * with the same random draws, so the resumed run keeps its bits. Safe from any thread and
  * from a signal handler (it only sets an atomic flag). A request made
  * while no fit runs stops the next fit before its first batch.
  */

@@ -211,7 +211,7 @@ START_TEST(progress_during_and_after_fit)
     CD_ASSERT_OK(cd_trainer_fit(tr, ds, 1, NULL, NULL, rng, NULL, NULL));
     ck_assert_int_eq(cd_trainer_steps(tr), 2 * BATCHES);
     double v = 0;
-    CD_ASSERT_STATUS(cd_trainer_progress(tr, (cd_progress_key)10, &v), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_trainer_progress(tr, (cd_progress_key)13, &v), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_trainer_progress(tr, (cd_progress_key)-1, &v), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_trainer_progress(NULL, CD_PROGRESS_EPOCH, &v), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_trainer_progress(tr, CD_PROGRESS_EPOCH, NULL), CD_ERR_INVALID_ARGUMENT);
@@ -491,6 +491,53 @@ START_TEST(resume_is_bit_identical)
     assert_same_file(cd_test_path(p, sizeof p, dir, "a-last.cdm"), last, "epoch boundary");
     cd_trainer_free(b);
     cd_rng_free(rng);
+    cd_trainer_free(a);
+    cd_dataset_free(ds);
+}
+END_TEST
+
+/* A stop inside the validation (after 1 and after 3 of its 4 batches):
+ * the fit returns within a batch, last.cdm holds the trained epoch, and
+ * the resumed fit validates again with the same draws, so that both runs
+ * end byte for byte alike. The phase and validation progress are public. */
+static void set_val_batch(cd_trainer *tr) { CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_VAL_BATCH, 64)); }
+
+START_TEST(stop_during_validation_resumes_bit_identical)
+{
+    cd_dataset *ds = cd_test_load_slice(0.2);
+    char dir[256], best[512], last[512], p[512], q[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_trainer *a = make_trainer(0);
+    set_val_batch(a);
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_rng_create(&rng, 5));
+    CD_ASSERT_OK(cd_trainer_fit(a, ds, 2, cd_test_path(p, sizeof p, dir, "a-best.cdm"),
+                                cd_test_path(q, sizeof q, dir, "a-last.cdm"), rng, NULL, NULL));
+    cd_rng_free(rng);
+    ck_assert(progress(a, CD_PROGRESS_VAL_BATCHES) == 4);
+    ck_assert(progress(a, CD_PROGRESS_PHASE) == 2);
+    cd_test_path(best, sizeof best, dir, "b-best.cdm");
+    cd_test_path(last, sizeof last, dir, "b-last.cdm");
+    for (int64_t after = 1; after <= 3; after += 2) {
+        remove(best);
+        cd_trainer *b = make_trainer(0);
+        set_val_batch(b);
+        CD_ASSERT_OK(cd_rng_create(&rng, 5));
+        cd__trainer_stop_in_validation(b, after);
+        CD_ASSERT_STATUS(cd_trainer_fit(b, ds, 2, best, last, rng, NULL, NULL), CD_ERR_CANCELLED);
+        ck_assert_int_eq(cd_trainer_steps(b), BATCHES);
+        ck_assert(progress(b, CD_PROGRESS_EPOCH) == 0);
+        ck_assert(progress(b, CD_PROGRESS_VAL_BATCH) == (double)after);
+        cd_trainer_free(b);
+        cd_rng_free(rng);
+        CD_ASSERT_OK(cd_rng_create(&rng, 999)); /* overwritten by the load */
+        CD_ASSERT_OK(cd_trainer_load(&b, last, rng));
+        CD_ASSERT_OK(cd_trainer_fit(b, ds, 2, best, last, rng, NULL, NULL));
+        compare_runs(a, b, dir, after == 1 ? "stopped after 1 validation batch"
+                                           : "stopped after 3 validation batches");
+        cd_trainer_free(b);
+        cd_rng_free(rng);
+    }
     cd_trainer_free(a);
     cd_dataset_free(ds);
 }
@@ -853,6 +900,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, best_by_train_loss_without_validation);
     tcase_add_test(tc, stop_request_saves_last);
     tcase_add_test(tc, resume_is_bit_identical);
+    tcase_add_test(tc, stop_during_validation_resumes_bit_identical);
     tcase_add_test(tc, resume_blur_is_bit_identical);
     tcase_add_test(tc, old_checkpoint_starts_at_epoch_zero);
     tcase_add_test(tc, fit_fits_the_blur_prior);

@@ -99,6 +99,10 @@ int cli_check_output(const char *path);
 int cli_prepare_dir(const char *dir);
 int cli_output_ok(const char *cmd, const char *what, const char *path, bool folder);
 
+/* v in the fewest significant digits (15 to 17) that read back as the
+ * same double: "0.0002", not "0.00020000000000000001". buf holds 32. */
+const char *cli_fmt_double(char *buf, double v);
+
 /* Images N x 1 x H x W as a PNG grid with the report's percentile map. */
 cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols);
 

@@ -50,10 +50,13 @@ void cli_model_preset(cli_model *m, int index)
 int cli_model_from_preset_flag(cli_model *m, int argc, char **argv)
 {
     int preset = -1;
-    for (int i = 0; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--preset"))
-            for (int k = 0; cli_preset_names[k]; k++)
-                if (!strcmp(cli_preset_names[k], argv[i + 1])) preset = k;
+    for (int i = 0; i < argc; i++) {
+        const char *name = NULL;
+        if (!strcmp(argv[i], "--preset") && i + 1 < argc) name = argv[i + 1];
+        else if (!strncmp(argv[i], "--preset=", 9)) name = argv[i] + 9;
+        for (int k = 0; name && cli_preset_names[k]; k++)
+            if (!strcmp(cli_preset_names[k], name)) preset = k;
+    }
     if (preset >= 0) cli_model_preset(m, preset);
     else cli_model_defaults(m);
     return preset;
@@ -167,11 +170,14 @@ void cli_model_write(const cli_model *m, FILE *f)
     fprintf(f, "decoder = %s\ndegradation = %s\nschedule = %s\nT = %lld\n",
             cli_decoder_names[m->decoder], cli_degradation_names[m->degradation],
             cli_schedule_names[m->schedule], (long long)m->T);
-    fprintf(f, "beta = %.17g\nbeta_min = %.17g\nbeta_max = %.17g\ncosine_s = %.17g\n"
-            "beta_clip = %.17g\n", m->beta, m->beta_min, m->beta_max, m->cosine_s, m->beta_clip);
-    fprintf(f, "kernel = %lld\npadding = %s\nedge_width = %.17g\nt_max = %lld\n"
+    char b[5][32];
+    fprintf(f, "beta = %s\nbeta_min = %s\nbeta_max = %s\ncosine_s = %s\nbeta_clip = %s\n",
+            cli_fmt_double(b[0], m->beta), cli_fmt_double(b[1], m->beta_min),
+            cli_fmt_double(b[2], m->beta_max), cli_fmt_double(b[3], m->cosine_s),
+            cli_fmt_double(b[4], m->beta_clip));
+    fprintf(f, "kernel = %lld\npadding = %s\nedge_width = %s\nt_max = %lld\n"
             "t_per_batch = %d\nreport_prior = %d\nunet_dim = %lld\ncnn_hidden = ",
-            (long long)m->kernel, cli_padding_names[m->padding], m->edge_width,
+            (long long)m->kernel, cli_padding_names[m->padding], cli_fmt_double(b[0], m->edge_width),
             (long long)m->t_max, (int)m->t_per_batch, (int)m->report_prior,
             (long long)m->unet_dim);
     if (m->cnn_hidden.n == 0) fprintf(f, "default");

@@ -126,17 +126,22 @@ int cli_parse(const cli_command *cmd, int argc, char **argv)
             have_pos = true;
             continue;
         }
+        /* --name=value is --name value in one word, as in getopt_long. */
+        const char *eq = strchr(a, '=');
+        const size_t len = eq ? (size_t)(eq - a) : strlen(a);
         const cli_opt *o = NULL;
         for (int k = 0; k < cmd->n_opts && !o; k++)
-            if (!strcmp(cmd->opts[k].name, a)) o = &cmd->opts[k];
-        if (!o) return cli_usage(cmd->name, "unknown option '%s'", a);
+            if (strlen(cmd->opts[k].name) == len && !strncmp(cmd->opts[k].name, a, len))
+                o = &cmd->opts[k];
+        if (!o) return cli_usage(cmd->name, "unknown option '%.*s'", (int)len, a);
         if (o->seen) *o->seen = true;
         if (o->type == OPT_FLAG) {
+            if (eq) return cli_usage(cmd->name, "%s takes no value", o->name);
             *(bool *)o->dst = true;
             continue;
         }
-        if (i + 1 >= argc) return cli_usage(cmd->name, "option '%s' needs a value", a);
-        const int rc = set_value(cmd->name, o, argv[++i]);
+        if (!eq && i + 1 >= argc) return cli_usage(cmd->name, "option '%s' needs a value", a);
+        const int rc = set_value(cmd->name, o, eq ? eq + 1 : argv[++i]);
         if (rc != CLI_OK) return rc;
     }
     if (cmd->positional && !have_pos)

@@ -237,3 +237,12 @@ int cli_commit_file(FILE *f, const char *tmp, const char *path)
     if (e) remove(tmp);
     return e;
 }
+
+const char *cli_fmt_double(char *buf, double v)
+{
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buf, 32, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    return buf;
+}

@@ -199,6 +199,9 @@ class ProgressKey(enum.IntEnum):
     BEST_VAL_LOSS = 7
     IMAGES_PER_SEC = 8
     ETA_SEC = 9
+    PHASE = 10
+    VAL_BATCH = 11
+    VAL_BATCHES = 12
 
 
 class SamplerKind(enum.IntEnum):

@@ -83,7 +83,7 @@ cd__adam *cd__trainer_adam(cd_trainer *tr);
 
 #include <stdatomic.h>
 
-#define CD__PROGRESS_COUNT 10 /* keys of cd_progress_key */
+#define CD__PROGRESS_COUNT 13 /* keys of cd_progress_key */
 
 /*
  * The epoch loop's state inside a trainer. The first group is what a
@@ -101,8 +101,13 @@ typedef struct cd__fit_state {
     uint64_t open_rng[4];  /* ... by a generator in this state */
     atomic_int stop;       /* set by cd_trainer_request_stop */
     int64_t stop_after;    /* test hook: request a stop after this many batches */
+    bool validating;       /* inside the fit's validation: a stop ends it */
+    int64_t stop_after_val; /* test hook: a stop after this many validation batches */
     _Atomic uint64_t progress[CD__PROGRESS_COUNT]; /* bits of doubles */
 } cd__fit_state;
+
+/* Publish one progress value (atomically; any thread may read it). */
+void cd__fit_put(cd__fit_state *f, cd_progress_key key, double v);
 
 /* The fit state of a new trainer: nothing trained, no stop requested. */
 void cd__fit_init(cd__fit_state *f);
@@ -118,5 +123,9 @@ void cd__fit_publish(cd__fit_state *f, int64_t batch);
 /* Test hook: make the next cd_trainer_fit() request its own stop after n
  * batches (0: never), as if cd_trainer_request_stop() came then. */
 void cd__trainer_stop_after(cd_trainer *tr, int64_t n_batches);
+
+/* Test hook: the next fit's validation requests a stop after n of its
+ * batches (0: never). */
+void cd__trainer_stop_in_validation(cd_trainer *tr, int64_t n_batches);
 
 #endif /* CD_DIFFUSION_H */

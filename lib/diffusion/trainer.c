@@ -328,7 +328,18 @@ cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
     CD__TRY(cd_tensor_create(&batch, 4, shape));
     double sum = 0.0;
     cd_status st = CD_OK;
+    cd__fit_state *f = &tr->fit;
+    const int64_t batches = (count + shape[0] - 1) / shape[0];
+    if (f->validating) cd__fit_put(f, CD_PROGRESS_VAL_BATCHES, (double)batches);
     for (int64_t first = 0; st == CD_OK && first < count; first += shape[0]) {
+        if (f->validating) {
+            cd__fit_put(f, CD_PROGRESS_VAL_BATCH, (double)(first / shape[0]));
+            /* A fit's stop request ends its validation within a batch. */
+            if (atomic_load(&f->stop)) {
+                st = cd__error(CD_ERR_CANCELLED, "%s: stopped on request during validation", fn);
+                break;
+            }
+        }
         int64_t got = 0;
         st = cd_dataset_fill_batch(ds, split, first, batch, NULL, &got);
         /* The last, partial batch: a view of its first `got` rows. */
@@ -339,6 +350,8 @@ cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
         if (st == CD_OK) st = forward_loss(tr, &view, rng, &l);
         if (st == CD_OK && !isfinite(l)) st = non_finite_loss(tr, fn, l, first, got);
         sum += l * (double)got;
+        if (f->validating && f->stop_after_val > 0 && --f->stop_after_val == 0)
+            atomic_store(&f->stop, 1);
     }
     cd_tensor_free(batch);
     if (st == CD_OK) *loss = sum / (double)count;

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-static void put(cd__fit_state *f, cd_progress_key key, double v)
+void cd__fit_put(cd__fit_state *f, cd_progress_key key, double v)
 {
     uint64_t bits;
     memcpy(&bits, &v, sizeof bits);
@@ -34,23 +34,24 @@ void cd__fit_init(cd__fit_state *f)
     f->open = false;
     memset(f->open_rng, 0, sizeof f->open_rng);
     atomic_init(&f->stop, 0);
+    f->validating = false;
     f->stop_after = 0;
     for (int k = 0; k < CD__PROGRESS_COUNT; k++) atomic_init(&f->progress[k], 0);
     cd__fit_publish(f, 1);
-    put(f, CD_PROGRESS_IMAGES_PER_SEC, 0.0);
-    put(f, CD_PROGRESS_ETA_SEC, NAN);
+    cd__fit_put(f, CD_PROGRESS_IMAGES_PER_SEC, 0.0);
+    cd__fit_put(f, CD_PROGRESS_ETA_SEC, NAN);
 }
 
 void cd__fit_publish(cd__fit_state *f, int64_t batch)
 {
-    put(f, CD_PROGRESS_RUNNING, 0.0);
-    put(f, CD_PROGRESS_EPOCH, (double)f->epoch);
-    put(f, CD_PROGRESS_BATCH, (double)((f->pos + batch - 1) / batch));
+    cd__fit_put(f, CD_PROGRESS_RUNNING, 0.0);
+    cd__fit_put(f, CD_PROGRESS_EPOCH, (double)f->epoch);
+    cd__fit_put(f, CD_PROGRESS_BATCH, (double)((f->pos + batch - 1) / batch));
     /* Between epochs, the last one's: what the fit showed when it closed. */
-    put(f, CD_PROGRESS_TRAIN_LOSS, f->pos > 0 ? f->loss_sum / (double)f->pos : f->train_loss);
-    put(f, CD_PROGRESS_VAL_LOSS, f->val_loss);
+    cd__fit_put(f, CD_PROGRESS_TRAIN_LOSS, f->pos > 0 ? f->loss_sum / (double)f->pos : f->train_loss);
+    cd__fit_put(f, CD_PROGRESS_VAL_LOSS, f->val_loss);
     /* Without validation the best score is a training loss: not shown. */
-    put(f, CD_PROGRESS_BEST_VAL_LOSS, isnan(f->val_loss) ? NAN : f->best_loss);
+    cd__fit_put(f, CD_PROGRESS_BEST_VAL_LOSS, isnan(f->val_loss) ? NAN : f->best_loss);
 }
 
 cd_status cd_trainer_progress(const cd_trainer *tr, cd_progress_key key, double *value)
@@ -72,6 +73,11 @@ void cd_trainer_request_stop(cd_trainer *tr)
 {
     /* Async-signal-safe: one lock-free atomic store and nothing else. */
     if (tr) atomic_store(&cd__trainer_fit_state(tr)->stop, 1);
+}
+
+void cd__trainer_stop_in_validation(cd_trainer *tr, int64_t n_batches)
+{
+    cd__trainer_fit_state(tr)->stop_after_val = n_batches;
 }
 
 void cd__trainer_stop_after(cd_trainer *tr, int64_t n_batches)
@@ -104,8 +110,8 @@ static void publish_rate(const fit_ctx *c)
     const double dt = now_sec() - c->t0;
     const double ips = dt > 0 && c->trained > 0 ? (double)c->trained / dt : 0.0;
     const double left = (double)(c->epochs - c->f->epoch) * (double)c->count - (double)c->f->pos;
-    put(c->f, CD_PROGRESS_IMAGES_PER_SEC, ips);
-    put(c->f, CD_PROGRESS_ETA_SEC, ips > 0 ? left / ips : NAN);
+    cd__fit_put(c->f, CD_PROGRESS_IMAGES_PER_SEC, ips);
+    cd__fit_put(c->f, CD_PROGRESS_ETA_SEC, ips > 0 ? left / ips : NAN);
 }
 
 /* Draw the epoch's order, or replay it for an epoch a stop left open. */
@@ -117,6 +123,7 @@ static cd_status open_epoch(fit_ctx *c)
         return cd_dataset_shuffle(c->ds, CD_SPLIT_TRAIN, c->replay);
     }
     uint64_t state[CD_RNG_STATE_WORDS];
+    cd__fit_put(f, CD_PROGRESS_PHASE, 0.0);
     CD__TRY(cd_rng_get_state(c->rng, state));
     CD__TRY(cd_dataset_shuffle(c->ds, CD_SPLIT_TRAIN, c->rng));
     memcpy(f->open_rng, state, sizeof f->open_rng);
@@ -144,8 +151,8 @@ static cd_status fit_failed(const fit_ctx *c, cd_status st, const char *during)
 static cd_status train_batches(fit_ctx *c)
 {
     cd__fit_state *f = c->f;
-    put(f, CD_PROGRESS_BATCH, (double)((f->pos + c->batch - 1) / c->batch));
-    put(f, CD_PROGRESS_TRAIN_LOSS, f->pos > 0 ? f->loss_sum / (double)f->pos : NAN);
+    cd__fit_put(f, CD_PROGRESS_BATCH, (double)((f->pos + c->batch - 1) / c->batch));
+    cd__fit_put(f, CD_PROGRESS_TRAIN_LOSS, f->pos > 0 ? f->loss_sum / (double)f->pos : NAN);
     while (f->pos < c->count) {
         if (atomic_load(&f->stop)) return CD_ERR_CANCELLED;
         int64_t got = 0;
@@ -165,8 +172,8 @@ static cd_status train_batches(fit_ctx *c)
         f->pos += got;
         f->loss_sum += loss * (double)got;
         c->trained += got;
-        put(f, CD_PROGRESS_BATCH, (double)((f->pos + c->batch - 1) / c->batch));
-        put(f, CD_PROGRESS_TRAIN_LOSS, f->loss_sum / (double)f->pos);
+        cd__fit_put(f, CD_PROGRESS_BATCH, (double)((f->pos + c->batch - 1) / c->batch));
+        cd__fit_put(f, CD_PROGRESS_TRAIN_LOSS, f->loss_sum / (double)f->pos);
         publish_rate(c);
         if (f->stop_after > 0 && --f->stop_after == 0) atomic_store(&f->stop, 1);
     }
@@ -181,7 +188,21 @@ static cd_status close_epoch(fit_ctx *c, const char *best_path, const char *last
     const double train_loss = f->loss_sum / (double)f->pos;
     double val = NAN;
     if (c->n_val > 0) {
+        /* A stop ends the validation early; the generator goes back to its
+         * state before it, so that a resumed fit validates again with the
+         * same draws as an uninterrupted one. */
+        uint64_t before[CD_RNG_STATE_WORDS];
+        CD__TRY(cd_rng_get_state(c->rng, before));
+        cd__fit_put(f, CD_PROGRESS_PHASE, 1.0);
+        cd__fit_put(f, CD_PROGRESS_VAL_BATCH, 0.0);
+        f->validating = true;
         cd_status st = cd_trainer_eval_loss(c->tr, c->ds, CD_SPLIT_VAL, c->rng, &val);
+        f->validating = false;
+        if (st == CD_ERR_CANCELLED && atomic_load(&f->stop)) {
+            cd_status r = cd_rng_set_state(c->rng, before);
+            cd__fit_put(f, CD_PROGRESS_PHASE, 0.0);
+            return r != CD_OK ? r : CD_ERR_CANCELLED;
+        }
         if (st != CD_OK) {
             char during[64];
             snprintf(during, sizeof during, "validation after step %" PRId64,
@@ -189,6 +210,7 @@ static cd_status close_epoch(fit_ctx *c, const char *best_path, const char *last
             return fit_failed(c, st, during);
         }
     }
+    cd__fit_put(f, CD_PROGRESS_PHASE, 2.0);
     const double score = c->n_val > 0 ? val : train_loss;
     const bool improved = isnan(f->best_loss) || score < f->best_loss;
     f->epoch++;
@@ -204,11 +226,11 @@ static cd_status close_epoch(fit_ctx *c, const char *best_path, const char *last
      * best_path never got. */
     if (improved && best_path) CD__TRY(cd_trainer_save(c->tr, best_path, c->rng));
     if (last_path) CD__TRY(cd_trainer_save(c->tr, last_path, c->rng));
-    put(f, CD_PROGRESS_EPOCH, (double)f->epoch);
-    put(f, CD_PROGRESS_BATCH, (double)c->batches);
-    put(f, CD_PROGRESS_TRAIN_LOSS, train_loss);
-    put(f, CD_PROGRESS_VAL_LOSS, val);
-    put(f, CD_PROGRESS_BEST_VAL_LOSS, c->n_val > 0 ? f->best_loss : NAN);
+    cd__fit_put(f, CD_PROGRESS_EPOCH, (double)f->epoch);
+    cd__fit_put(f, CD_PROGRESS_BATCH, (double)c->batches);
+    cd__fit_put(f, CD_PROGRESS_TRAIN_LOSS, train_loss);
+    cd__fit_put(f, CD_PROGRESS_VAL_LOSS, val);
+    cd__fit_put(f, CD_PROGRESS_BEST_VAL_LOSS, c->n_val > 0 ? f->best_loss : NAN);
     publish_rate(c);
     if (!on_epoch) return CD_OK;
     cd_clear_error();
@@ -263,12 +285,12 @@ cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs, const c
     fit_ctx c = {.tr = tr, .f = cd__trainer_fit_state(tr), .ds = ds, .rng = rng,
                  .epochs = epochs, .t0 = now_sec()};
     cd__fit_state *f = c.f;
-    put(f, CD_PROGRESS_EPOCHS, (double)epochs);
-    put(f, CD_PROGRESS_IMAGES_PER_SEC, 0.0);
-    put(f, CD_PROGRESS_ETA_SEC, NAN);
-    put(f, CD_PROGRESS_RUNNING, 1.0);
+    cd__fit_put(f, CD_PROGRESS_EPOCHS, (double)epochs);
+    cd__fit_put(f, CD_PROGRESS_IMAGES_PER_SEC, 0.0);
+    cd__fit_put(f, CD_PROGRESS_ETA_SEC, NAN);
+    cd__fit_put(f, CD_PROGRESS_RUNNING, 1.0);
     cd_status st = fit_setup(&c); /* may take a while: the prior */
-    if (st == CD_OK) put(f, CD_PROGRESS_BATCHES, (double)c.batches);
+    if (st == CD_OK) cd__fit_put(f, CD_PROGRESS_BATCHES, (double)c.batches);
     while (st == CD_OK && f->epoch < epochs) {
         st = open_epoch(&c);
         if (st == CD_OK) st = train_batches(&c);
@@ -282,10 +304,11 @@ cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs, const c
                            " epochs and %" PRId64 " images of the next", fn, f->epoch, f->pos);
     } else if (st == CD_OK) {
         atomic_store(&f->stop, 0); /* a request the finished fit did not need */
-        put(f, CD_PROGRESS_ETA_SEC, 0.0);
+        cd__fit_put(f, CD_PROGRESS_ETA_SEC, 0.0);
     }
     f->stop_after = 0;
-    put(f, CD_PROGRESS_RUNNING, 0.0);
+    f->stop_after_val = 0;
+    cd__fit_put(f, CD_PROGRESS_RUNNING, 0.0);
     cd_tensor_free(c.images);
     cd_rng_free(c.replay);
     return st;
