@@ -12,6 +12,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -21,12 +22,13 @@
 
 typedef struct {
     const char *data, *out;
-    int64_t epochs, batch, threads, train_limit, n_samples, grid_steps;
+    int64_t epochs, batch, threads, train_limit, val_limit, n_samples, grid_steps;
     double lr, val_fraction, ema, clip, grid_eta;
     int64_t seed;
     bool resume, times_given, grid_clip;
     cli_times sample_epochs, restore_times;
     int grid_sampler;
+    const cli_command *cmd;       /* the parsed command line (its options' seen flags) */
 } train_opts;
 
 typedef struct {
@@ -35,6 +37,7 @@ typedef struct {
     double *epoch, *train, *val; /* the loss curve so far */
     int64_t n;
     bool tty;
+    volatile double grid_sec;    /* the last epoch's grids took this long */
 } run_state;
 
 static cd_trainer *volatile g_trainer; /* for the Ctrl-C handler */
@@ -169,9 +172,39 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
 
 /* The sample grid and restoration figure of a chosen epoch, written last
  * (restore_epochNNN.png after samples_epochNNN.png). */
+static double now_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch);
+
+/* The grids with their own progress line, and Ctrl-C stopping the chain
+ * at its next step: then the fit is asked to stop too, which keeps the
+ * epoch's checkpoints (a resume draws the grids again). */
 static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch)
 {
     if (!wanted(&r->o->sample_epochs, epoch, r->o->epochs)) return CD_OK;
+    char label[96];
+    snprintf(label, sizeof label, "epoch %lld/%lld: sample grids", (long long)epoch,
+             (long long)r->o->epochs);
+    const double t0 = now_sec();
+    cli_progress_begin(label);
+    cd_status st = draw_grids(r, tr, epoch);
+    const bool stopped = cli_interrupted();
+    cli_progress_end();
+    r->grid_sec = now_sec() - t0;
+    if (stopped) {
+        cd_trainer_request_stop(tr);
+        return CD_ERR_CANCELLED;
+    }
+    return st;
+}
+
+static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch)
+{
     char name[64], path[4096];
     const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps, r->o->grid_eta,
                               (uint64_t)r->o->seed + (uint64_t)epoch, r->o->grid_clip, false};
@@ -229,27 +262,67 @@ static cd_status finish_epoch(run_state *r, cd_trainer *tr, int64_t epoch)
 
 typedef struct {
     cd_trainer *tr;
+    run_state *r;
     volatile int done;
+    double val_sec;   /* the last validation's length (0: none yet) */
 } bar_state;
+
+/* Epochs after `epoch` (completed) up to the target that draw grids. */
+static int64_t grid_epochs_left(const train_opts *o, int64_t epoch)
+{
+    int64_t n = 0;
+    for (int64_t e = epoch + 1; e <= o->epochs; e++) n += wanted(&o->sample_epochs, e, o->epochs);
+    return n;
+}
+
+/* Seconds left for the whole run: the library's training estimate, plus a
+ * validation per epoch left (measured, or guessed from the training rate:
+ * a forward pass costs about a third of a training step) and the grids
+ * still to draw (the last ones' length; before any, nothing is known). */
+static double run_eta(bar_state *b, const double *v, int phase)
+{
+    const train_opts *o = b->r->o;
+    const double train = v[CD_PROGRESS_ETA_SEC];
+    if (!isfinite(train)) return NAN;
+    const double ips = v[CD_PROGRESS_IMAGES_PER_SEC];
+    const int64_t n_val = cd_dataset_count(b->r->ds, CD_SPLIT_VAL);
+    double per_val = b->val_sec;
+    if (per_val <= 0 && ips > 0) per_val = (double)n_val / (3.0 * ips);
+    const int64_t done = (int64_t)v[CD_PROGRESS_EPOCH];
+    double vals = (double)(o->epochs - done) * per_val;
+    if (phase == 1 && v[CD_PROGRESS_VAL_BATCHES] > 0)
+        vals -= per_val * v[CD_PROGRESS_VAL_BATCH] / v[CD_PROGRESS_VAL_BATCHES];
+    const double grids = (double)grid_epochs_left(o, done) * b->r->grid_sec;
+    return train + (vals > 0 ? vals : 0) + grids;
+}
 
 static void *draw_bar(void *arg)
 {
     bar_state *b = arg;
+    double val_start = -1.0;
     while (!b->done) {
-        double v[10] = {0};
-        for (int k = 0; k < 10; k++) cd_trainer_progress(b->tr, (cd_progress_key)k, &v[k]);
-        if (v[CD_PROGRESS_RUNNING] != 0.0 && v[CD_PROGRESS_BATCHES] > 0) {
-            const double frac = v[CD_PROGRESS_BATCH] / v[CD_PROGRESS_BATCHES];
+        double v[13] = {0};
+        for (int k = 0; k < 13; k++) cd_trainer_progress(b->tr, (cd_progress_key)k, &v[k]);
+        const int phase = (int)v[CD_PROGRESS_PHASE];
+        if (phase == 1 && val_start < 0) val_start = now_sec();
+        if (phase != 1 && val_start >= 0) b->val_sec = now_sec() - val_start, val_start = -1.0;
+        /* At an epoch's end the grids draw their own line. */
+        if (v[CD_PROGRESS_RUNNING] != 0.0 && v[CD_PROGRESS_BATCHES] > 0 && phase != 2) {
+            const bool val = phase == 1 && v[CD_PROGRESS_VAL_BATCHES] > 0;
+            const double frac = val ? v[CD_PROGRESS_VAL_BATCH] / v[CD_PROGRESS_VAL_BATCHES]
+                                    : v[CD_PROGRESS_BATCH] / v[CD_PROGRESS_BATCHES];
             char bar[31];
             for (int i = 0; i < 30; i++) bar[i] = i < (int)(frac * 30) ? '#' : '.';
             bar[30] = '\0';
-            const double eta = v[CD_PROGRESS_ETA_SEC];
-            fprintf(stderr, "\r\033[Kepoch %.0f/%.0f [%s] %3.0f%% ", v[CD_PROGRESS_EPOCH] + 1,
-                    v[CD_PROGRESS_EPOCHS], bar, 100 * frac);
+            const double eta = run_eta(b, v, phase);
+            fprintf(stderr, "\r\033[Kepoch %.0f/%.0f %s [%s] %3.0f%% ",
+                    fmin(v[CD_PROGRESS_EPOCH] + 1, v[CD_PROGRESS_EPOCHS]), v[CD_PROGRESS_EPOCHS],
+                    val ? "validating" : "training", bar, 100 * frac);
             /* The loss is NaN until an epoch's first batch is done. */
-            if (isfinite(v[CD_PROGRESS_TRAIN_LOSS]))
+            if (!val && isfinite(v[CD_PROGRESS_TRAIN_LOSS]))
                 fprintf(stderr, "loss %.5f  ", v[CD_PROGRESS_TRAIN_LOSS]);
-            fprintf(stderr, "%.0f img/s  ETA ", v[CD_PROGRESS_IMAGES_PER_SEC]);
+            if (!val) fprintf(stderr, "%.0f img/s  ", v[CD_PROGRESS_IMAGES_PER_SEC]);
+            fprintf(stderr, "ETA ");
             if (isfinite(eta)) fprintf(stderr, "%dm%02ds", (int)(eta / 60), (int)fmod(eta, 60));
             else fprintf(stderr, "?");
         }
@@ -261,47 +334,244 @@ static void *draw_bar(void *arg)
 
 /* ---- options ------------------------------------------------------------------ */
 
-/* config.txt holds the run's data options, which --resume reads back so
- * the split and the batches are the same. */
+/* config.txt records every setting of the run; --resume reads it back, so
+ * that a resumed run is the run that was started. A setting that shapes
+ * the data or the batches cannot change on resume (the result would no
+ * longer be that run); the others may, and the run says so. */
+enum { F_I64, F_F64, F_TIMES, F_SAMPLER, F_BOOL, F_STR };
+typedef struct {
+    const char *key, *flag;
+    int type;
+    size_t off;
+    bool fixed; /* refused on resume when it differs */
+} cfg_field;
+
+#define FIELD(k, f, t, m, fx) {k, f, t, offsetof(train_opts, m), fx}
+static const cfg_field fields[] = {
+    FIELD("data", "--data", F_STR, data, false),
+    FIELD("seed", "--seed", F_I64, seed, true),
+    FIELD("val_fraction", "--val-fraction", F_F64, val_fraction, true),
+    FIELD("train_limit", "--train-limit", F_I64, train_limit, true),
+    FIELD("val_limit", "--val-limit", F_I64, val_limit, false),
+    FIELD("epochs", "--epochs", F_I64, epochs, false),
+    FIELD("batch", "--batch", F_I64, batch, true),
+    FIELD("lr", "--lr", F_F64, lr, false),
+    FIELD("ema", "--ema", F_F64, ema, false),
+    FIELD("clip_norm", "--clip-norm", F_F64, clip, false),
+    FIELD("n_samples", "--n-samples", F_I64, n_samples, false),
+    FIELD("sample_epochs", "--sample-epochs", F_TIMES, sample_epochs, false),
+    FIELD("grid_sampler", "--grid-sampler", F_SAMPLER, grid_sampler, false),
+    FIELD("grid_steps", "--grid-steps", F_I64, grid_steps, false),
+    FIELD("grid_eta", "--grid-eta", F_F64, grid_eta, false),
+    FIELD("grid_clip", "--grid-clip", F_BOOL, grid_clip, false),
+    FIELD("restore_times", "--restore-times", F_TIMES, restore_times, false),
+};
+#define N_FIELDS (int)(sizeof fields / sizeof fields[0])
+
+static void format_field(const train_opts *o, const cfg_field *fl, char *buf, size_t cap)
+{
+    const void *p = (const char *)o + fl->off;
+    char d[32];
+    switch (fl->type) {
+    case F_I64: snprintf(buf, cap, "%lld", (long long)*(const int64_t *)p); return;
+    case F_F64: snprintf(buf, cap, "%s", cli_fmt_double(d, *(const double *)p)); return;
+    case F_SAMPLER: snprintf(buf, cap, "%s", cli_sampler_names[*(const int *)p]); return;
+    case F_BOOL: snprintf(buf, cap, "%d", *(const bool *)p ? 1 : 0); return;
+    case F_STR: snprintf(buf, cap, "%s", *(const char *const *)p); return;
+    }
+    const cli_times *t = p;
+    if (fl->off == offsetof(train_opts, restore_times) && !o->times_given) {
+        snprintf(buf, cap, "default");
+        return;
+    }
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int64_t i = 0; i < t->n && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? "," : "", (long long)t->v[i]);
+}
+
+/* Parse a recorded value into o; false when it does not parse. */
+static bool parse_field(train_opts *o, const cfg_field *fl, const char *v, char *strbuf)
+{
+    void *p = (char *)o + fl->off;
+    char *end = NULL;
+    switch (fl->type) {
+    case F_I64: *(int64_t *)p = strtoll(v, &end, 10); return end != v && !*end;
+    case F_F64: *(double *)p = strtod(v, &end); return end != v && !*end;
+    case F_BOOL: *(bool *)p = strcmp(v, "0") != 0; return true;
+    case F_STR: strcpy(strbuf, v); *(const char **)p = strbuf; return *v != '\0';
+    case F_SAMPLER:
+        for (int k = 0; cli_sampler_names[k]; k++)
+            if (!strcmp(cli_sampler_names[k], v)) return (*(int *)p = k), true;
+        return false;
+    }
+    cli_times *t = p;
+    if (fl->off == offsetof(train_opts, restore_times)) o->times_given = strcmp(v, "default") != 0;
+    t->n = 0;
+    if (!strcmp(v, "default")) return true;
+    for (const char *q = v; *q && t->n < CLI_MAX_TIMES; q = *end == ',' ? end + 1 : end) {
+        t->v[t->n++] = strtoll(q, &end, 10);
+        if (end == q) return false;
+    }
+    return true;
+}
+
 static int write_config(const train_opts *o, const cli_model *m)
 {
-    char path[4096], final[4096];
+    char path[4096], final[4096], v[1024];
     cli_join(final, sizeof final, o->out, "config.txt");
     FILE *f = fopen(cli_join(path, sizeof path, o->out, "config.txt.tmp"), "w");
     int e = f ? 0 : errno;
     if (f) {
         fprintf(f, "# colddiff train configuration (libcolddiff %s)\n", cd_version_string());
-        fprintf(f, "data = %s\nseed = %lld\nval_fraction = %.17g\ntrain_limit = %lld\n"
-                "epochs = %lld\nbatch = %lld\nlr = %.17g\nema = %.17g\nclip_norm = %.17g\n",
-                o->data, (long long)o->seed, o->val_fraction, (long long)o->train_limit,
-                (long long)o->epochs, (long long)o->batch, o->lr, o->ema, o->clip);
+        for (int i = 0; i < N_FIELDS; i++) {
+            format_field(o, &fields[i], v, sizeof v);
+            fprintf(f, "%s = %s\n", fields[i].key, v);
+        }
         cli_model_write(m, f);
         e = cli_commit_file(f, path, final);
     }
-    /* --resume needs it to draw the same split and batches. */
     if (e) fprintf(stderr, "colddiff: cannot write %s: %s\n", final, strerror(e));
     return e ? CLI_FAIL : CLI_OK;
 }
 
-static int read_config(train_opts *o)
+/* config.txt again after a resume changed settings: the changed lines
+ * rewritten, the others (the model's among them) kept as they were. */
+static int update_config(const train_opts *o, int n_changed)
 {
-    char path[4096], line[512];
+    if (n_changed == 0) return CLI_OK;
+    char path[4096], tmp[4096], line[1024], v[1024];
+    FILE *in = NULL;
+    if (cli_open_read(cli_join(path, sizeof path, o->out, "config.txt"), &in) != 0)
+        return CLI_OK; /* nothing recorded to update */
+    FILE *out = fopen(cli_join(tmp, sizeof tmp, o->out, "config.txt.tmp"), "w");
+    if (!out) {
+        fclose(in);
+        fprintf(stderr, "colddiff: cannot write %s: %s\n", path, strerror(errno));
+        return CLI_FAIL;
+    }
+    while (fgets(line, sizeof line, in)) {
+        const cfg_field *fl = NULL;
+        for (int i = 0; i < N_FIELDS && !fl; i++) {
+            const size_t k = strlen(fields[i].key);
+            if (!strncmp(line, fields[i].key, k) && !strncmp(line + k, " = ", 3)) fl = &fields[i];
+        }
+        if (!fl) {
+            fputs(line, out);
+            continue;
+        }
+        format_field(o, fl, v, sizeof v);
+        fprintf(out, "%s = %s\n", fl->key, v);
+    }
+    fclose(in);
+    const int e = cli_commit_file(out, tmp, path);
+    if (e) fprintf(stderr, "colddiff: cannot write %s: %s\n", path, strerror(e));
+    return e ? CLI_FAIL : CLI_OK;
+}
+
+/* Whether the command line gave option `flag`. */
+static bool given(const train_opts *o, const char *flag)
+{
+    for (int k = 0; k < o->cmd->n_opts; k++)
+        if (!strcmp(o->cmd->opts[k].name, flag)) return o->cmd->opts[k].seen && *o->cmd->opts[k].seen;
+    return false;
+}
+
+/* The value of `key` in config.txt's text (a "key = value" line), or NULL. */
+static const char *line_value(const char *text, const char *key, char *buf, size_t cap)
+{
+    const size_t k = strlen(key);
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (!strncmp(l, key, k) && !strncmp(l + k, " = ", 3)) {
+            const size_t n = strcspn(l + k + 3, "\n");
+            snprintf(buf, cap, "%.*s", (int)(n < cap ? n : cap - 1), l + k + 3);
+            return buf;
+        }
+    return NULL;
+}
+
+/* The model comes from last.cdm on resume: a model option given again must
+ * say what the run recorded (a preset: all of it). */
+static int check_model_options(const train_opts *o, const cli_model *m, const char *recorded)
+{
+    static const char *const flags[][2] = {
+        {"--decoder", "decoder"}, {"--degradation", "degradation"}, {"--schedule", "schedule"},
+        {"--T", "T"}, {"--beta", "beta"}, {"--beta-min", "beta_min"}, {"--beta-max", "beta_max"},
+        {"--cosine-s", "cosine_s"}, {"--beta-clip", "beta_clip"}, {"--kernel", "kernel"},
+        {"--padding", "padding"}, {"--edge-width", "edge_width"}, {"--t-max", "t_max"},
+        {"--t-per-batch", "t_per_batch"}, {"--cnn-hidden", "cnn_hidden"},
+        {"--unet-dim", "unet_dim"}};
+    char *text = NULL, now[256], was[256];
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return cli_fail("out of memory");
+    cli_model_write(m, f);
+    fclose(f);
+    const bool preset = given(o, "--preset");
+    int rc = CLI_OK;
+    for (size_t i = 0; rc == CLI_OK && i < sizeof flags / sizeof flags[0]; i++) {
+        if (!preset && !given(o, flags[i][0])) continue;
+        if (!line_value(text, flags[i][1], now, sizeof now) ||
+            !line_value(recorded, flags[i][1], was, sizeof was) || !strcmp(now, was))
+            continue;
+        rc = cli_usage("train", "%s cannot change on --resume: the run in %s has %s = %s, and "
+                       "its model comes from last.cdm", preset ? "--preset" : flags[i][0],
+                       o->out, flags[i][1], was);
+    }
+    free(text);
+    return rc;
+}
+
+/* Read config.txt into the run's settings: a recorded setting holds unless
+ * the command line gave another one, which is refused for a fixed setting
+ * and announced for the others. *n_changed counts the changes. */
+static int read_config(train_opts *o, const cli_model *m, int *n_changed)
+{
+    static char data[4096];
+    char path[4096], line[4096], now[1024], was[1024];
     FILE *f = NULL;
+    *n_changed = 0;
     const int e = cli_open_read(cli_join(path, sizeof path, o->out, "config.txt"), &f);
     if (e == ENOENT) return CLI_OK;
     if (e) {
         fprintf(stderr, "colddiff: cannot read %s: %s\n", path, cli_strerror(e));
         return CLI_FAIL;
     }
-    while (fgets(line, sizeof line, f)) {
-        long long i;
-        double d;
-        if (sscanf(line, "seed = %lld", &i) == 1) o->seed = i;
-        else if (sscanf(line, "val_fraction = %lf", &d) == 1) o->val_fraction = d;
-        else if (sscanf(line, "train_limit = %lld", &i) == 1) o->train_limit = i;
+    int rc = CLI_OK;
+    static char text[65536];
+    size_t used = 0;
+    while (rc == CLI_OK && fgets(line, sizeof line, f)) {
+        used += (size_t)snprintf(text + used, used < sizeof text ? sizeof text - used : 0, "%s",
+                                 line);
+        if (used >= sizeof text) used = sizeof text - 1;
+        line[strcspn(line, "\n")] = '\0';
+        for (int i = 0; i < N_FIELDS; i++) {
+            const cfg_field *fl = &fields[i];
+            const size_t k = strlen(fl->key);
+            if (strncmp(line, fl->key, k) || strncmp(line + k, " = ", 3)) continue;
+            train_opts rec = *o;
+            if (!parse_field(&rec, fl, line + k + 3, data)) {
+                fprintf(stderr, "colddiff: %s: cannot read '%s'\n", path, line);
+                rc = CLI_FAIL;
+                break;
+            }
+            format_field(&rec, fl, was, sizeof was);
+            format_field(o, fl, now, sizeof now);
+            const bool differs = strcmp(was, now) != 0;
+            if (!given(o, fl->flag) || !differs) {
+                *o = rec; /* the run's own setting */
+            } else if (fl->fixed) {
+                rc = cli_usage("train", "%s cannot change on --resume: the run in %s used %s",
+                               fl->flag, o->out, was);
+            } else {
+                fprintf(stderr, "colddiff: %s changed from %s to %s\n", fl->key, was, now);
+                (*n_changed)++;
+            }
+            break;
+        }
     }
     fclose(f);
-    return CLI_OK;
+    return rc == CLI_OK ? check_model_options(o, m, text) : rc;
 }
 
 /* Make the grids' sampler once before training: a schedule whose alpha-bar
@@ -334,6 +604,14 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
         double e = 0;
         cd_trainer_progress(*tr, CD_PROGRESS_EPOCH, &e);
         fprintf(stderr, "colddiff: resuming %s after epoch %.0f\n", last, e);
+        /* The settings a resume may change reach the trainer; the others
+         * come with the checkpoint. */
+        if ((given(o, "--lr") && cd_trainer_set(*tr, CD_TRAINER_LR, o->lr)) ||
+            (given(o, "--ema") &&
+             cd_trainer_set(*tr, CD_TRAINER_EMA_DECAY, o->ema)) ||
+            (given(o, "--clip-norm") &&
+             cd_trainer_set(*tr, CD_TRAINER_CLIP_NORM, o->clip)))
+            return cli_fail("the training options");
         return check_grid_sampler(o, *tr);
     }
     if (o->resume) fprintf(stderr, "colddiff: note: no %s yet; starting afresh\n", last);
@@ -351,7 +629,17 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
 static int run(train_opts *o, cli_model *m)
 {
     if (cli_output_ok("train", "the run folder", o->out, true) != CLI_OK) return CLI_FAIL;
-    if (o->resume && read_config(o) != CLI_OK) return CLI_FAIL;
+    char cfg_path[4096];
+    int n_changed = 0;
+    /* Even a run that never wrote last.cdm restarts with its own settings. */
+    if (o->resume && cli_path_state(cli_join(cfg_path, sizeof cfg_path, o->out,
+                                             "config.txt")) != ENOENT) {
+        const int bad = read_config(o, m, &n_changed);
+        if (bad != CLI_OK) return bad;
+    }
+    if (!o->data)
+        return cli_usage("train", "--data DIR is required (%s/config.txt does not record it)",
+                         o->out);
     if (o->threads > 0 && cd_set_num_threads((int32_t)o->threads) != CD_OK)
         return cli_fail("--threads");
     cd_dataset *ds = NULL;
@@ -366,14 +654,19 @@ static int run(train_opts *o, cli_model *m)
         cli_fail("loading the data");
     else if (o->train_limit > 0 && cd_dataset_truncate(ds, CD_SPLIT_TRAIN, o->train_limit))
         cli_fail("--train-limit");
+    else if (o->val_limit > 0 && cd_dataset_count(ds, CD_SPLIT_VAL) > o->val_limit &&
+             cd_dataset_truncate(ds, CD_SPLIT_VAL, o->val_limit))
+        cli_fail("--val-limit");
     else if (cd_rng_create(&rng, (uint64_t)o->seed) != CD_OK)
         cli_fail("the generator");
     else
         rc = setup_trainer(o, m, ds, rng, &tr);
     if (rc != CLI_OK) goto done;
     r.ds = ds;
-    double done_epochs = 0;
+    if ((rc = update_config(o, n_changed)) != CLI_OK) goto done;
+    double done_epochs = 0, open_batches = 0;
     cd_trainer_progress(tr, CD_PROGRESS_EPOCH, &done_epochs);
+    cd_trainer_progress(tr, CD_PROGRESS_BATCH, &open_batches);
     if ((rc = read_curve(&r, (int64_t)done_epochs)) != CLI_OK) goto done;
     char best[4096], last[4096];
     cli_join(best, sizeof best, o->out, "best.cdm");
@@ -386,7 +679,13 @@ static int run(train_opts *o, cli_model *m)
         rc = cli_fail("redoing the grids of the last epoch");
         goto done;
     }
-    bar_state bar = {tr, 0};
+    if (open_batches == 0 && done_epochs >= (double)o->epochs) {
+        printf("colddiff: already at epoch %.0f of %lld; nothing to do (raise --epochs to train "
+               "further)\n", done_epochs, (long long)o->epochs);
+        rc = CLI_OK;
+        goto done;
+    }
+    bar_state bar = {tr, &r, 0, 0.0};
     pthread_t th;
     const bool drawing = r.tty && pthread_create(&th, NULL, draw_bar, &bar) == 0;
     g_trainer = tr;
@@ -434,7 +733,7 @@ int cmd_train(int argc, char **argv)
                     .n_samples = 64, .sample_epochs = {4, {5, 15, 30, 45}},
                     .restore_times = {0, {0}}};
     int preset_dummy = 0;
-    const cli_opt opts[] = {
+    cli_opt opts[] = {
         {"--data", OPT_STR, &o.data, 0, 0, NULL, "MNIST folder (required; the tests/data slice works)", NULL},
         {"--out", OPT_STR, &o.out, 0, 0, NULL, "run folder to write (required)", NULL},
         {"--preset", OPT_CHOICE, &preset_dummy, 0, 0, cli_preset_names, "one of the report's runs", NULL},
@@ -461,6 +760,7 @@ int cmd_train(int argc, char **argv)
         {"--seed", OPT_I64, &o.seed, 0, (double)INT64_MAX, NULL, "seed of split, weights and noise (42)", NULL},
         {"--threads", OPT_I64, &o.threads, 1, 256, NULL, "worker threads (all cores)", NULL},
         {"--train-limit", OPT_I64, &o.train_limit, 1, (double)INT64_MAX, NULL, "use the first N training images", NULL},
+        {"--val-limit", OPT_I64, &o.val_limit, 1, (double)INT64_MAX, NULL, "validate on the first N validation images", NULL},
         {"--ema", OPT_F64, &o.ema, 0, 0.999999, NULL, "weight EMA decay (0: off; grids then use the EMA)", NULL},
         {"--clip-norm", OPT_F64, &o.clip, 0, 1e12, NULL, "gradient norm clip (0: off)", NULL},
         {"--resume", OPT_FLAG, &o.resume, 0, 0, NULL, "continue RUN/last.cdm", NULL},
@@ -477,9 +777,15 @@ int cmd_train(int argc, char **argv)
                              "split, and\nwrite checkpoints, losses, a loss plot and sample "
                              "grids into RUN.",
                              opts, (int)(sizeof opts / sizeof opts[0]), NULL, NULL};
+    /* Which options were given: --resume keeps the run's own settings for
+     * the others. */
+    bool seen[sizeof opts / sizeof opts[0]] = {false};
+    for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++)
+        if (!opts[k].seen) opts[k].seen = &seen[k];
+    o.cmd = &cmd;
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
-    if (!o.data) return cli_usage("train", "--data DIR is required");
+    if (!o.data && !o.resume) return cli_usage("train", "--data DIR is required");
     if (!o.out) return cli_usage("train", "--out RUN is required");
     const int bad = cli_model_check(&m, "train");
     if (bad) return bad;

@@ -142,7 +142,8 @@ done <"$work/draws"
 
 (train "$run" $epochs --resume) >"$work/final.out" 2>"$work/final.err"
 check "the last resume exits 0" [ $? -eq 0 ]
-check "the last resume finishes" grep -q "colddiff: done" "$work/final.out"
+check "the last resume finishes (or finds the run complete)" \
+  grep -qE "colddiff: (done|already at epoch $epochs of $epochs; nothing to do)" "$work/final.out"
 check "last.cdm holds all $epochs epochs" [ "$(epoch_of "$run/last.cdm")" = $epochs ]
 for f in best.cdm last.cdm losses.csv loss.svg samples_epoch0$epochs.png \
          restore_epoch0$epochs.png; do
