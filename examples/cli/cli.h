@@ -106,7 +106,9 @@ const char *cli_fmt_double(char *buf, double v);
 /* Images N x 1 x H x W as a PNG grid with the report's percentile map. */
 cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols);
 
-/* Plain SVG line charts: series of (x, y) points with names and colours. */
+/* Plain SVG line charts: series of (x, y) points with names and colours;
+ * a log y axis is ticked at decades (or 1-2-5 within them), whole_x keeps
+ * x ticks on whole numbers (epochs, steps). */
 typedef struct {
     const char *name, *color;
     const double *x, *y;
@@ -114,7 +116,8 @@ typedef struct {
 } cli_series;
 /* Returns 0 or the errno of the failed write. */
 int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
-                       const char *ylabel, const cli_series *series, int n_series, bool log_y);
+                       const char *ylabel, const cli_series *series, int n_series, bool log_y,
+                       bool whole_x);
 
 /* Finish a file written to tmp: flush, fsync, close, rename to path (tmp
  * is removed on failure). Returns 0 or the errno of the first failure. */

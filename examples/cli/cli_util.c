@@ -153,6 +153,36 @@ static double tick_step(double span)
     return mag * (r < 1.5 ? 1.0 : r < 3.5 ? 2.0 : r < 7.5 ? 5.0 : 10.0);
 }
 
+/* Ticks of a log axis spanning 10^lo..10^hi, as values (not logs): whole
+ * decades when the span is wide, else 1-2-5 or 1..9 times a decade, else
+ * a linear 1-2-5 step; the first rule that gives 3 to 12 ticks wins. */
+static int log_ticks(double lo, double hi, double *out, int cap)
+{
+    static const double sets[2][9] = {{1, 2, 5}, {1, 2, 3, 4, 5, 6, 7, 8, 9}};
+    static const int sizes[2] = {3, 9};
+    int n = 0;
+    if (hi - lo >= 2.0) {
+        const double step = fmax(1.0, floor(tick_step(hi - lo) + 0.5));
+        for (double k = ceil(lo / step) * step; k <= hi + 1e-9 && n < cap; k += step)
+            out[n++] = pow(10.0, k);
+        return n;
+    }
+    for (int r = 0; r < 2; r++) {
+        n = 0;
+        for (double d = floor(lo); d <= ceil(hi) && n < cap; d += 1.0)
+            for (int m = 0; m < sizes[r] && n < cap; m++) {
+                const double v = sets[r][m] * pow(10.0, d), l = log10(v);
+                if (l >= lo - 1e-9 && l <= hi + 1e-9) out[n++] = v;
+            }
+        if (n >= 3) return n;
+    }
+    const double a = pow(10.0, lo), b = pow(10.0, hi), step = tick_step(b - a);
+    n = 0;
+    for (double v = ceil(a / step) * step; v <= b * (1 + 1e-9) && n < cap; v += step)
+        out[n++] = v;
+    return n;
+}
+
 static void range_of(const cli_series *s, int n, bool y, bool log_y, double *lo, double *hi)
 {
     *lo = INFINITY, *hi = -INFINITY;
@@ -169,7 +199,8 @@ static void range_of(const cli_series *s, int n, bool y, bool log_y, double *lo,
 }
 
 int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
-                       const char *ylabel, const cli_series *series, int n_series, bool log_y)
+                       const char *ylabel, const cli_series *series, int n_series, bool log_y,
+                       bool whole_x)
 {
     const double W = 640, H = 400, L = 70, R = 150, T = 40, B = 50;
     double x0, x1, y0, y1;
@@ -186,21 +217,34 @@ int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
             "height=\"100%%\" fill=\"white\"/>\n", W, H);
     fprintf(f, "<text x=\"%.0f\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">%s</text>\n",
             (L + W - R) / 2, title);
-    const double xs = tick_step(x1 - x0), ys = tick_step(y1 - y0);
+    double xs = tick_step(x1 - x0);
+    if (whole_x && xs < 1.0) xs = 1.0; /* no epoch 1.5 */
     for (double v = ceil(x0 / xs) * xs; v <= x1 + 1e-9 * xs; v += xs)
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#ddd\"/>"
                 "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%g</text>\n",
-                PX(v), T, PX(v), H - B, PX(v), H - B + 16, v);
-    for (double v = ceil(y0 / ys) * ys; v <= y1 + 1e-9 * ys; v += ys)
+                PX(v), T, PX(v), H - B, PX(v), H - B + 16, fabs(v) < 1e-9 * xs ? 0.0 : v);
+    /* y ticks as values: a log axis is labelled 0.01, 0.02, 0.05, ... */
+    double ticks[64];
+    int n_ticks = 0;
+    if (log_y) {
+        n_ticks = log_ticks(y0, y1, ticks, 64);
+    } else {
+        const double ys = tick_step(y1 - y0);
+        for (double v = ceil(y0 / ys) * ys; v <= y1 + 1e-9 * ys && n_ticks < 64; v += ys)
+            ticks[n_ticks++] = fabs(v) < 1e-9 * ys ? 0.0 : v;
+    }
+    for (int i = 0; i < n_ticks; i++) {
+        const double at = log_y ? log10(ticks[i]) : ticks[i];
         fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
-                "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%s%g</text>\n",
-                L, PY(v), W - R, PY(v), L - 6, PY(v) + 4, log_y ? "1e" : "", v);
+                "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n",
+                L, PY(at), W - R, PY(at), L - 6, PY(at) + 4, ticks[i]);
+    }
     fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
             "stroke=\"black\"/>\n", L, T, W - L - R, H - T - B);
     fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n",
             (L + W - R) / 2, H - 12, xlabel);
     fprintf(f, "<text transform=\"translate(16 %.0f) rotate(-90)\" text-anchor=\"middle\">"
-            "%s%s</text>\n", (T + H - B) / 2, ylabel, log_y ? " (log10)" : "");
+            "%s%s</text>\n", (T + H - B) / 2, ylabel, log_y ? " (log scale)" : "");
     for (int k = 0; k < n_series; k++) {
         const cli_series *s = &series[k];
         fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", s->color);

@@ -143,7 +143,7 @@ int cmd_schedule(int argc, char **argv)
         n++;
     }
     const int e = ret == CLI_OK ? cli_write_svg_plot(out, "alpha-bar_t", "t", "alpha-bar", s,
-                                                     n, log_y)
+                                                     n, log_y, true)
                                 : 0;
     if (e) {
         fprintf(stderr, "colddiff: cannot write %s: %s\n", out, strerror(e));

@@ -68,7 +68,7 @@ static int write_curve(run_state *r, char *failed, size_t cap)
     const cli_series s[2] = {{"train", "#1f77b4", r->epoch, r->train, r->n},
                              {"validation", "#d62728", r->epoch, r->val, r->n}};
     snprintf(failed, cap, "%s", cli_join(path, sizeof path, r->o->out, "loss.svg"));
-    return cli_write_svg_plot(path, "Loss", "epoch", "loss", s, 2, true);
+    return cli_write_svg_plot(path, "Loss", "epoch", "loss", s, 2, true, true);
 }
 
 /* write_curve, a failure being only a warning: training goes on. */

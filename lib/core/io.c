@@ -45,9 +45,12 @@ cd_status cd__atomic_open(cd__atomic_file *af, const char *path)
     if (fd < 0 || !(af->fp = fdopen(fd, "wb"))) {
         int e = errno;
         if (fd >= 0) close(fd);
-        cd_status st = cd__error(e == ENOENT ? CD_ERR_NOT_FOUND : CD_ERR_IO,
-                                 "cannot create '%s' (writing '%s'): %s",
-                                 af->tmp_path, path, strerror(e));
+        /* The user's path and the reason: the temporary name is ours, and
+         * a missing folder is the usual cause. */
+        cd_status st = e == ENOENT
+                           ? cd__error(CD_ERR_NOT_FOUND, "cannot write '%s': its folder does "
+                                       "not exist", path)
+                           : cd__error(CD_ERR_IO, "cannot write '%s': %s", path, strerror(e));
         atomic_reset(af);
         return st;
     }
