@@ -1152,7 +1152,8 @@ typedef enum cd_trainer_param {
                                        report's ddpm-cnn-good/bad use T - 1      */
     CD_TRAINER_T_PER_BATCH = 17,  /**< 1: one t per batch (the report's blur run) */
     CD_TRAINER_LOSS = 18,         /**< 0: MSE (default), 1: L1                   */
-    CD_TRAINER_VAL_BATCH = 19,    /**< batch size of cd_trainer_eval_loss (512)  */
+    CD_TRAINER_VAL_BATCH = 19,    /**< batch size of cd_trainer_eval_loss (128); a
+                                       fit's stop request waits for one batch */
     CD_TRAINER_BATCH = 20         /**< batch size of cd_trainer_fit (128)        */
 } cd_trainer_param;
 

@@ -793,7 +793,7 @@ START_TEST(non_finite_stops_the_fit_and_keeps_checkpoints)
     cd_params_data(p, 0)[3] = INFINITY;
     CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, 3, best, last, rng, NULL, NULL), CD_ERR_NOT_FINITE);
     CD_ASSERT_ERROR_MENTIONS("cd_trainer_fit: epoch 3, validation after step 39: "
-                             "cd_trainer_eval_loss: the loss of images 0..199 is ");
+                             "cd_trainer_eval_loss: the loss of images 0..127 is ");
     ck_assert(progress(tr, CD_PROGRESS_EPOCH) == 2);
     assert_file_is(best, best0, best_n, "NaN validation");
     assert_file_is(last, last0, last_n, "NaN validation");

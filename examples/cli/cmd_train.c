@@ -304,10 +304,16 @@ static void *draw_bar(void *arg)
         double v[13] = {0};
         for (int k = 0; k < 13; k++) cd_trainer_progress(b->tr, (cd_progress_key)k, &v[k]);
         const int phase = (int)v[CD_PROGRESS_PHASE];
+        /* Off a terminal, one line as each validation begins (logs). */
+        if (phase == 1 && val_start < 0 && !b->r->tty && v[CD_PROGRESS_RUNNING] != 0.0)
+            fprintf(stderr, "epoch %.0f/%.0f: validating on %lld images\n",
+                    v[CD_PROGRESS_EPOCH] + 1, v[CD_PROGRESS_EPOCHS],
+                    (long long)cd_dataset_count(b->r->ds, CD_SPLIT_VAL));
         if (phase == 1 && val_start < 0) val_start = now_sec();
         if (phase != 1 && val_start >= 0) b->val_sec = now_sec() - val_start, val_start = -1.0;
         /* At an epoch's end the grids draw their own line. */
-        if (v[CD_PROGRESS_RUNNING] != 0.0 && v[CD_PROGRESS_BATCHES] > 0 && phase != 2) {
+        if (b->r->tty && v[CD_PROGRESS_RUNNING] != 0.0 && v[CD_PROGRESS_BATCHES] > 0 &&
+            phase != 2) {
             const bool val = phase == 1 && v[CD_PROGRESS_VAL_BATCHES] > 0;
             const double frac = val ? v[CD_PROGRESS_VAL_BATCH] / v[CD_PROGRESS_VAL_BATCHES]
                                     : v[CD_PROGRESS_BATCH] / v[CD_PROGRESS_BATCHES];
@@ -326,7 +332,7 @@ static void *draw_bar(void *arg)
             if (isfinite(eta)) fprintf(stderr, "%dm%02ds", (int)(eta / 60), (int)fmod(eta, 60));
             else fprintf(stderr, "?");
         }
-        struct timespec ts = {0, 250000000};
+        struct timespec ts = {0, b->r->tty ? 250000000 : 50000000};
         nanosleep(&ts, NULL);
     }
     return NULL;
@@ -687,7 +693,7 @@ static int run(train_opts *o, cli_model *m)
     }
     bar_state bar = {tr, &r, 0, 0.0};
     pthread_t th;
-    const bool drawing = r.tty && pthread_create(&th, NULL, draw_bar, &bar) == 0;
+    const bool drawing = pthread_create(&th, NULL, draw_bar, &bar) == 0;
     g_trainer = tr;
     signal(SIGINT, on_sigint);
     const cd_status st = cd_trainer_fit(tr, ds, o->epochs, best, last, rng, on_epoch, &r);
@@ -696,7 +702,7 @@ static int run(train_opts *o, cli_model *m)
     if (drawing) {
         bar.done = 1;
         pthread_join(th, NULL);
-        fprintf(stderr, "\r\033[K");
+        if (r.tty) fprintf(stderr, "\r\033[K");
     }
     if (st == CD_ERR_CANCELLED) {
         fprintf(stderr, "colddiff: stopped; saved %s (continue with --resume)\n", last);

@@ -140,7 +140,7 @@ cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec, cd_degradation *d
     tr->dec = dec;
     tr->deg = deg;
     dec->trained_T = deg->T; /* saved with it, so a model file knows its T */
-    tr->val_batch = 512;
+    tr->val_batch = 128; /* a stop request waits for at most one batch */
     tr->batch = 128;
     cd__fit_init(&tr->fit);
     *out = tr;
