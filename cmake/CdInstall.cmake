@@ -30,3 +30,18 @@ install(FILES ${PROJECT_BINARY_DIR}/colddiff.pc
 # (cd_classifier_load_default looks here after COLDDIFF_CLASSIFIER).
 install(FILES ${PROJECT_SOURCE_DIR}/examples/data/mnist-classifier.cdm
         DESTINATION ${CMAKE_INSTALL_DATADIR}/colddiff)
+
+# The Python binding: colddiff.py (and the checkpoint reader it shares with
+# the converter) where Debian's python3 looks for a prefix's modules, with
+# colddiff-library.txt beside it giving the installed library's path
+# relative to it, so that `import colddiff` loads this installation's
+# library without LD_LIBRARY_PATH. Other prefixes: PYTHONPATH=<this dir>.
+set(CD_PYTHON_INSTALL_DIR "lib/python3/dist-packages" CACHE STRING
+    "where cmake --install puts the Python binding, relative to the prefix")
+file(RELATIVE_PATH CD_PY_TO_LIB "/root/${CD_PYTHON_INSTALL_DIR}"
+     "/root/${CMAKE_INSTALL_LIBDIR}/libcolddiff.so.${PROJECT_VERSION_MAJOR}")
+file(WRITE ${PROJECT_BINARY_DIR}/colddiff-library.txt "${CD_PY_TO_LIB}\n")
+install(FILES ${PROJECT_SOURCE_DIR}/examples/python/colddiff.py
+              ${PROJECT_SOURCE_DIR}/examples/python/cdm_format.py
+              ${PROJECT_BINARY_DIR}/colddiff-library.txt
+        DESTINATION ${CD_PYTHON_INSTALL_DIR})

@@ -129,9 +129,14 @@ CD_API int32_t cd_abi_version(void);
  * Set how many threads libcolddiff may use (n >= 1; at most CD_MAX_THREADS).
  * Process-wide. Results never depend on this number: work is split into
  * fixed tiles. The BLAS (OpenBLAS or BLIS) is pinned to one thread when the
- * library loads and called from libcolddiff's own workers, because OpenBLAS
- * gives different bits at different thread counts; a host that shares the
- * BLAS sees that setting. Call it while no other libcolddiff call runs.
+ * library loads, and again here, and called from libcolddiff's own
+ * workers, because OpenBLAS gives different bits at different thread
+ * counts. A host program that uses the same BLAS itself sees that setting
+ * for the whole process. To keep the host's own BLAS threads, set the
+ * environment variable COLDDIFF_BLAS_THREADS=keep before the library
+ * loads: libcolddiff then never touches the BLAS thread count, and its
+ * results may depend on that count (and its workers may oversubscribe the
+ * cores). Call it while no other libcolddiff call runs.
  */
 #define CD_MAX_THREADS 256
 CD_API cd_status cd_set_num_threads(int32_t n);

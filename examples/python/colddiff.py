@@ -34,8 +34,10 @@ See docs/python.md for the whole story. The rules, in short:
 * Ctrl-C during fit() (or a chain driven by a Python predictor) stops the C
   loop cleanly and raises KeyboardInterrupt; those calls run C in a helper
   thread when made from the main thread.
-* Loading: $COLDDIFF_LIBRARY, else build/lib/libcolddiff.so in the module's or
-  the working directory's ancestors, else the system's libcolddiff. The
+* Loading: $COLDDIFF_LIBRARY, else the library of the installation this
+  module belongs to (colddiff-library.txt beside it), else
+  build/lib/libcolddiff.so in the module's or the working directory's
+  ancestors, else the system's libcolddiff. The
   library's ABI version must equal ABI_VERSION.
 """
 import array
@@ -567,7 +569,16 @@ def _candidates():
     if env:
         return [("COLDDIFF_LIBRARY", env)], True
     found = []
-    starts = [os.path.dirname(os.path.abspath(__file__)), os.getcwd()]
+    # An installed binding names its own library (cmake --install writes
+    # colddiff-library.txt beside it), ahead of any build tree.
+    here = os.path.dirname(os.path.abspath(__file__))
+    marker = os.path.join(here, "colddiff-library.txt")
+    if os.path.exists(marker):
+        with open(marker, encoding="utf-8") as f:
+            rel = f.read().strip()
+        if rel:
+            found.append(("installed", os.path.normpath(os.path.join(here, rel))))
+    starts = [here, os.getcwd()]
     for start in starts:
         d = start
         while True:

@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #if defined(CD_BLAS_OPENBLAS)
@@ -148,9 +149,14 @@ void cd__parallel_for(int64_t n, cd__task_fn fn, void *ctx)
     pthread_mutex_unlock(&p->busy);
 }
 
+/* COLDDIFF_BLAS_THREADS=keep, read once at load: the host keeps its own
+ * BLAS thread count (see cd_set_num_threads in colddiff.h). */
+static bool g_keep_blas_threads;
+
 /* Pin the BLAS to one thread, once, before any kernel runs. */
 static void blas_single_thread(void)
 {
+    if (g_keep_blas_threads) return;
 #if defined(CD_BLAS_OPENBLAS)
     openblas_set_num_threads(1);
 #elif defined(CD_BLAS_BLIS)
@@ -175,6 +181,8 @@ static void pool_after_fork(void)
 
 __attribute__((constructor)) static void threads_at_load(void)
 {
+    const char *keep = getenv("COLDDIFF_BLAS_THREADS");
+    g_keep_blas_threads = keep && strcmp(keep, "keep") == 0;
     blas_single_thread();
     pthread_atfork(NULL, NULL, pool_after_fork);
 }

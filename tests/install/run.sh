@@ -1,12 +1,19 @@
 #!/bin/sh
-# Usage: run.sh BUILD_DIR CONSUMER_SRC_DIR CMAKE CC
+# Usage: run.sh BUILD_DIR CONSUMER_SRC_DIR CMAKE CC [EXAMPLE_C DATA_DIR PYTHON]
 # Installs the build into a temporary prefix, then builds and runs a tiny
-# consumer once through pkg-config and once through find_package(colddiff).
+# consumer once through pkg-config and once through find_package(colddiff);
+# with the optional arguments also the complete C example (built with the
+# README's rpath flag and run without LD_LIBRARY_PATH), the installed
+# colddiff command, and the installed Python binding from a clean
+# environment.
 set -eu
 build=$1
 src=$2
 cmake=$3
 cc=$4
+example=${5:-}
+data=${6:-}
+python=${7:-}
 work=$(mktemp -d "${TMPDIR:-/tmp}/colddiff-install-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 prefix=$work/prefix
@@ -43,3 +50,34 @@ echo "== find_package"
 # The CMake consumer carries an RPATH to the installed library.
 run "$work/cbuild/consumer"
 echo "install: both consumers built and ran"
+[ -n "$example" ] || exit 0
+unset LD_LIBRARY_PATH
+
+echo "== examples/c through pkg-config, with the README's rpath"
+libdir_pc=$(pkg-config --variable=libdir colddiff)
+# shellcheck disable=SC2046 # word splitting of the flags is intended
+"$cc" -std=c99 -Wall -Wextra -Werror -o "$work/example" "$example" \
+  $(pkg-config --cflags --libs colddiff) -Wl,-rpath,"$libdir_pc"
+mkdir -p "$work/ex"
+run "$work/example" "$data" "$work/ex" 1 >"$work/ex.log" 2>&1 || { cat "$work/ex.log"; exit 1; }
+[ -s "$work/ex/samples.png" ] || { echo "the example wrote no samples"; exit 1; }
+
+echo "== the installed colddiff command, without LD_LIBRARY_PATH"
+run "$prefix/bin/colddiff" --version >"$work/v.txt" 2>&1 ||
+  run "$prefix/bin/colddiff" --help >"$work/v.txt" 2>&1 || { cat "$work/v.txt"; exit 1; }
+run "$prefix/bin/colddiff" sample --checkpoint "$work/ex/model.cdm" --n 4 --out "$work/s.png" \
+  >/dev/null 2>"$work/s.err" || { cat "$work/s.err"; exit 1; }
+
+echo "== the installed Python binding, from a clean environment"
+pydir=$(dirname "$(find "$prefix" -name colddiff.py | head -n 1)")
+[ -f "$pydir/colddiff-library.txt" ] || { echo "colddiff-library.txt not installed"; exit 1; }
+if [ -n "$python" ] && [ -z "${CD_TEST_PRELOAD:-}" ]; then
+  loaded=$(cd "$work" && env -i PATH=/usr/bin:/bin PYTHONPATH="$pydir" "$python" -c \
+    'import colddiff; print(colddiff.load_library()._name)') || exit 1
+  case $loaded in
+    "$prefix"/*) ;;
+    *) echo "the installed binding loaded $loaded, not the installed library"; exit 1 ;;
+  esac
+  echo "loaded $loaded"
+fi
+echo "install: the example, the command and the binding ran from the prefix"
