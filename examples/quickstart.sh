@@ -27,11 +27,15 @@ fi
 
 # The blur UNet gives digit-like samples soonest: a deterministic degradation
 # learns faster than noise, and its prior is a constant grey level.
-"$cli" train --preset cold-blur-unet --data "$data" --out "$out/run" --epochs 3 \
+# --resume continues (or finds complete) an earlier run; another
+# TRAIN_IMAGES is another run, in its own folder.
+run=$out/run
+[ "$images" = 4000 ] || run=$out/run-$images
+"$cli" train --preset cold-blur-unet --data "$data" --out "$run" --epochs 3 \
   --train-limit "$images" --val-fraction 0.02 --n-samples 64 --sample-epochs 3 --resume
-"$cli" eval --checkpoint "$out/run/best.cdm" --data "$data" --n 100 --fd-samples 100 \
+"$cli" eval --checkpoint "$run/best.cdm" --data "$data" --n 100 --fd-samples 100 \
   --json "$out/metrics.json" | tee "$out/metrics.txt"
-cp "$out/run/samples_epoch003.png" "$out/samples.png"
+cp "$run/samples_epoch003.png" "$out/samples.png"
 echo "quickstart: done. Real digits: $out/digits.png; samples: $out/samples.png;"
-echo "  restorations: $out/run/restore_epoch003.png; loss curve: $out/run/loss.svg;"
+echo "  restorations: $run/restore_epoch003.png; loss curve: $run/loss.svg;"
 echo "  metrics: $out/metrics.txt and $out/metrics.json"
