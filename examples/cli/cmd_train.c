@@ -170,8 +170,6 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
     return epoch_grids(r, tr, epoch);
 }
 
-/* The sample grid and restoration figure of a chosen epoch, written last
- * (restore_epochNNN.png after samples_epochNNN.png). */
 static double now_sec(void)
 {
     struct timespec ts;
@@ -203,6 +201,8 @@ static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch)
     return st;
 }
 
+/* The sample grid and restoration figure of a chosen epoch, written last
+ * (restore_epochNNN.png after samples_epochNNN.png). */
 static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch)
 {
     char name[64], path[4096];
