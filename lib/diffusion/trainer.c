@@ -34,7 +34,7 @@ static const trainer_key own_keys[] = {
     [0] = {0, 1e9, 0, true},   /* T_MAX: 0 means T */
     [1] = {0, 1, 0, true},     /* T_PER_BATCH */
     [2] = {0, 1, 0, true},     /* LOSS */
-    [3] = {1, 1e6, 512, true}, /* VAL_BATCH */
+    [3] = {1, 1e6, 128, true}, /* VAL_BATCH */
     [4] = {1, 1e6, 128, true}, /* BATCH */
 };
 #define OWN_FIRST CD_TRAINER_T_MAX
