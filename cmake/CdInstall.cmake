@@ -32,12 +32,27 @@ install(FILES ${PROJECT_SOURCE_DIR}/examples/data/mnist-classifier.cdm
         DESTINATION ${CMAKE_INSTALL_DATADIR}/colddiff)
 
 # The Python binding: colddiff.py (and the checkpoint reader it shares with
-# the converter) where Debian's python3 looks for a prefix's modules, with
-# colddiff-library.txt beside it giving the installed library's path
-# relative to it, so that `import colddiff` loads this installation's
-# library without LD_LIBRARY_PATH. Other prefixes: PYTHONPATH=<this dir>.
-set(CD_PYTHON_INSTALL_DIR "lib/python3/dist-packages" CACHE STRING
-    "where cmake --install puts the Python binding, relative to the prefix")
+# the converter) where Debian's python3 looks for a prefix's modules
+# (lib/python3.X/dist-packages under /usr/local and /usr, X asked of the
+# python3 found here), with colddiff-library.txt beside it giving the
+# installed library's path relative to it, so that `import colddiff` loads
+# this installation's library without LD_LIBRARY_PATH. Other prefixes:
+# PYTHONPATH=<this dir>.
+if(NOT DEFINED CACHE{CD_PYTHON_INSTALL_DIR})
+  set(CD_PY_DEFAULT "lib/python3/dist-packages")
+  find_program(CD_PY_FOR_INSTALL NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
+  find_program(CD_PY_FOR_INSTALL NAMES python3)
+  if(CD_PY_FOR_INSTALL)
+    execute_process(COMMAND ${CD_PY_FOR_INSTALL} -c
+      "import os, sys, sysconfig; print('lib/python%d.%d/%s' % (sys.version_info[0], sys.version_info[1], os.path.basename(sysconfig.get_path('purelib'))))"
+      OUTPUT_VARIABLE CD_PY_ASKED OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE CD_PY_RC)
+    if(CD_PY_RC EQUAL 0 AND CD_PY_ASKED MATCHES "^lib/python3\\.[0-9]+/(dist|site)-packages$")
+      set(CD_PY_DEFAULT "${CD_PY_ASKED}")
+    endif()
+  endif()
+  set(CD_PYTHON_INSTALL_DIR "${CD_PY_DEFAULT}" CACHE STRING
+      "where cmake --install puts the Python binding, relative to the prefix")
+endif()
 file(RELATIVE_PATH CD_PY_TO_LIB "/root/${CD_PYTHON_INSTALL_DIR}"
      "/root/${CMAKE_INSTALL_LIBDIR}/libcolddiff.so.${PROJECT_VERSION_MAJOR}")
 file(WRITE ${PROJECT_BINARY_DIR}/colddiff-library.txt "${CD_PY_TO_LIB}\n")
