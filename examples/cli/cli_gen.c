@@ -124,9 +124,9 @@ void cli_warn_range(const cd_tensor *x, const char *what)
     for (int64_t i = 0; i < n; i++)
         if (!(fabsf(v[i]) <= 0.55f)) out++;
     if (n > 0 && out * 100 > n)
-        fprintf(stderr, "colddiff: warning: %.1f%% of the %s' pixels lie outside the data range "
-                "[-0.5, 0.5] (the PNG's percentile map hides this); sample with clipping "
-                "(--sampler ddim without --no-clip), more steps or a better-trained model\n",
+        fprintf(stderr, "colddiff: warning: %.1f%% of the %s' pixels lie more than 0.05 outside "
+                "the data range [-0.5, 0.5] (the PNG's percentile map hides this); the model "
+                "may need more training (DDIM: keep x0-hat clipped, without --no-clip)\n",
                 100.0 * (double)out / (double)n, what);
 }
 
