@@ -99,6 +99,9 @@ int cli_check_output(const char *path);
 int cli_prepare_dir(const char *dir);
 int cli_output_ok(const char *cmd, const char *what, const char *path, bool folder);
 
+/* Seconds on the monotonic clock, for durations. */
+double cli_now_sec(void);
+
 /* v in the fewest significant digits (15 to 17) that read back as the
  * same double: "0.0002", not "0.00020000000000000001". buf holds 32. */
 const char *cli_fmt_double(char *buf, double v);

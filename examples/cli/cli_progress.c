@@ -15,7 +15,7 @@
 static volatile sig_atomic_t g_interrupted;
 static bool g_active, g_tty, g_drawn;
 static char g_label[128];
-static struct timespec g_start;
+static double g_start;
 static struct sigaction g_old;
 
 static void on_sigint(int sig)
@@ -24,12 +24,6 @@ static void on_sigint(int sig)
     g_interrupted = 1;
 }
 
-static double seconds_since(const struct timespec *t0)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) + 1e-9 * (double)(now.tv_nsec - t0->tv_nsec);
-}
 
 void cli_progress_begin(const char *label)
 {
@@ -75,9 +69,9 @@ static cd_status on_step(void *user, int64_t step, int64_t steps)
     if (g_interrupted) return CD_ERR_CANCELLED;
     if (!g_tty) return CD_OK;
     static double last;
-    if (step == 1) clock_gettime(CLOCK_MONOTONIC, &g_start), last = -1.0;
+    if (step == 1) g_start = cli_now_sec(), last = -1.0;
     /* About ten redraws a second: a terminal need not see every step. */
-    const double now = seconds_since(&g_start);
+    const double now = cli_now_sec() - g_start;
     if (step > 1 && step < steps && now - last < 0.1) return CD_OK;
     last = now;
     char bar[21];

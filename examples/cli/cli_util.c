@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *cli_join(char *buf, size_t cap, const char *dir, const char *name)
@@ -289,4 +290,11 @@ const char *cli_fmt_double(char *buf, double v)
         if (strtod(buf, NULL) == v) break;
     }
     return buf;
+}
+
+double cli_now_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

@@ -158,13 +158,6 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
     return epoch_grids(r, tr, epoch);
 }
 
-static double now_sec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch);
 
 /* The grids with their own progress line, and Ctrl-C stopping the chain
@@ -176,12 +169,12 @@ static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch)
     char label[96];
     snprintf(label, sizeof label, "epoch %lld/%lld: sample grids", (long long)epoch,
              (long long)r->o->epochs);
-    const double t0 = now_sec();
+    const double t0 = cli_now_sec();
     cli_progress_begin(label);
     cd_status st = draw_grids(r, tr, epoch);
     const bool stopped = cli_interrupted();
     cli_progress_end();
-    r->grid_sec = now_sec() - t0;
+    r->grid_sec = cli_now_sec() - t0;
     if (stopped) {
         cd_trainer_request_stop(tr);
         return CD_ERR_CANCELLED;
@@ -297,8 +290,8 @@ static void *draw_bar(void *arg)
             fprintf(stderr, "epoch %.0f/%.0f: validating on %lld images\n",
                     v[CD_PROGRESS_EPOCH] + 1, v[CD_PROGRESS_EPOCHS],
                     (long long)cd_dataset_count(b->r->ds, CD_SPLIT_VAL));
-        if (phase == 1 && val_start < 0) val_start = now_sec();
-        if (phase != 1 && val_start >= 0) b->val_sec = now_sec() - val_start, val_start = -1.0;
+        if (phase == 1 && val_start < 0) val_start = cli_now_sec();
+        if (phase != 1 && val_start >= 0) b->val_sec = cli_now_sec() - val_start, val_start = -1.0;
         /* At an epoch's end the grids draw their own line. */
         if (b->r->tty && v[CD_PROGRESS_RUNNING] != 0.0 && v[CD_PROGRESS_BATCHES] > 0 &&
             phase != 2) {

@@ -6,7 +6,7 @@
     convert_torch.py to-pt IN.cdm OUT.pt [--report]
 
 to-cdm reads a PyTorch state_dict (torch.load) of the report's CNN or UNet
-(models.md section 4) and writes a libcolddiff checkpoint that
+(tensor names: docs/checkpoint-format.md) and writes a libcolddiff checkpoint that
 cd_decoder_load() opens. The input is either
   - a plain decoder state_dict (`decoder.state_dict()`), or
   - a report checkpoint (`torch.save(diffusion_model.state_dict())`): the
@@ -56,7 +56,7 @@ PROG = "convert_torch.py"
 REPORT_PREFIX = "decoder."
 SCHEDULE_BUFFERS = ("beta_t", "alpha_t")
 
-# The report's models (models.md section 4), as libcolddiff's defaults.
+# The report's models, as libcolddiff's defaults.
 CNN_DEFAULTS = {"channels": 1, "height": 28, "width": 28, "hidden": (16, 32, 32, 16),
                 "kernel": 7, "time_freqs": 16, "time_hidden": 128, "time_layers": 3}
 UNET_DEFAULTS = {"dim": 32, "dim_mults": (1, 2, 4), "heads": 4, "head_dim": 32,
