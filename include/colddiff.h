@@ -496,6 +496,25 @@ CD_API cd_status cd_decoder_load(cd_decoder **out, const char *path);
 CD_API int64_t cd_decoder_trained_T(const cd_decoder *d);
 
 /**
+ * What a decoder trained against the noise degradation outputs. The
+ * sampler turns the output into a noise estimate with the schedule, so
+ * every noise sampler works with every choice. Choose it before training
+ * with CD_TRAINER_PREDICTION; files keep it (decoder.prediction).
+ */
+typedef enum cd_prediction {
+    CD_PREDICT_NOISE = 0, /**< eps, the report's (default)                 */
+    CD_PREDICT_X0 = 1,    /**< the clean image x0                          */
+    CD_PREDICT_V = 2      /**< v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0  */
+} cd_prediction;
+
+/**
+ * The decoder's cd_prediction (CD_PREDICT_NOISE for a fresh decoder and
+ * for every decoder of the deterministic degradations, which predict the
+ * image as their target says). -1 (with an error) for NULL.
+ */
+CD_API int32_t cd_decoder_prediction(const cd_decoder *d);
+
+/**
  * Given dout = dL/d(out) for the last forward, ADD dL/d(parameters) into
  * the parameter gradients (cd_params_grad; clear them with
  * cd_params_zero_grad) and, if dz is not NULL, overwrite dz with dL/dz
@@ -1141,8 +1160,9 @@ typedef struct cd_trainer cd_trainer;
 
 /**
  * Trainer options, set with cd_trainer_set() (doubles; flags are 0 or 1).
- * Keys 0..7 are Adam's: PyTorch's arithmetic, defaults lr 2e-4, betas 0.9
- * and 0.999, eps 1e-8, no weight decay, no clipping, no EMA.
+ * Keys 0..9 are the optimiser's: Adam in PyTorch's arithmetic, defaults lr
+ * 2e-4, betas 0.9 and 0.999, eps 1e-8, no weight decay, no clipping, no EMA
+ * and no warm-ups.
  */
 typedef enum cd_trainer_param {
     CD_TRAINER_LR = 0,            /**< (0, inf), default 2e-4                    */
@@ -1153,13 +1173,21 @@ typedef enum cd_trainer_param {
     CD_TRAINER_DECOUPLED = 5,     /**< 0: Adam's L2 decay, 1: AdamW              */
     CD_TRAINER_CLIP_NORM = 6,     /**< max global gradient norm; 0 = off         */
     CD_TRAINER_EMA_DECAY = 7,     /**< EMA of the weights; 0 = off (0.995 typical) */
+    CD_TRAINER_LR_WARMUP = 8,     /**< whole steps over which lr ramps up linearly
+                                       from lr/W to lr; 0 = off (default)        */
+    CD_TRAINER_EMA_WARMUP = 9,    /**< 1: the EMA decay of step t is
+                                       min(d, (1+t)/(10+t)), so short runs do not
+                                       keep the random start; 0 = off (default)  */
     CD_TRAINER_T_MAX = 16,        /**< draw t from 1..t_max; 0 = T (default). The
                                        report's ddpm-cnn-good/bad use T - 1      */
     CD_TRAINER_T_PER_BATCH = 17,  /**< 1: one t per batch (the report's blur run) */
     CD_TRAINER_LOSS = 18,         /**< 0: MSE (default), 1: L1                   */
     CD_TRAINER_VAL_BATCH = 19,    /**< batch size of cd_trainer_eval_loss (128); a
                                        fit's stop request waits for one batch */
-    CD_TRAINER_BATCH = 20         /**< batch size of cd_trainer_fit (128)        */
+    CD_TRAINER_BATCH = 20,        /**< batch size of cd_trainer_fit (128)        */
+    CD_TRAINER_PREDICTION = 21    /**< noise degradation: the decoder's target, a
+                                       cd_prediction (0: noise, the default);
+                                       only before the first step */
 } cd_trainer_param;
 
 /**
@@ -1310,6 +1338,23 @@ CD_API cd_status cd_model_save(const char *path, cd_decoder *dec,
  */
 CD_API cd_status cd_model_load(const char *path, cd_decoder **dec,
                                cd_degradation **deg);
+
+/**
+ * Load the pretrained MNIST model that ships with the library
+ * (mnist-diffusion.cdm: a small UNet trained for unconditional sampling,
+ * 28 x 28 greyscale digits in [-0.5, 0.5]; docs/pretrained.md says how it
+ * was made and how well it samples), as cd_model_load() would. The file is
+ * looked for, in this order, at:
+ *   1. the path in the environment variable COLDDIFF_MODEL, if set and not
+ *      empty (then only there);
+ *   2. share/colddiff/ of the installation the running library belongs to
+ *      (found from the library's own path, so a moved installation works);
+ *   3. share/colddiff/ under the prefix the build was configured with;
+ *   4. the source tree's examples/data/.
+ * Errors: CD_ERR_NOT_FOUND (no candidate exists; the message lists the
+ * places tried), otherwise as cd_model_load().
+ */
+CD_API cd_status cd_model_load_default(cd_decoder **dec, cd_degradation **deg);
 
 /**
  * The epoch loop's state, readable from any thread while cd_trainer_fit()
@@ -1474,8 +1519,11 @@ CD_API cd_status cd_classifier_load(cd_classifier **out, const char *path);
  *   1. the path in the environment variable COLDDIFF_CLASSIFIER, if set
  *      and not empty (then only there: a bad file is an error, not a
  *      reason to try the next place);
- *   2. the installed copy (the build's CD_CLASSIFIER_INSTALL_PATH);
- *   3. the source tree's copy (the build's CD_CLASSIFIER_SOURCE_PATH).
+ *   2. share/colddiff/ of the installation the running library belongs
+ *      to (found from the library's own path, so a moved installation
+ *      works);
+ *   3. share/colddiff/ under the prefix the build was configured with;
+ *   4. the source tree's examples/data/.
  * Errors: CD_ERR_NOT_FOUND (no candidate exists; the message lists the
  * places tried), otherwise as cd_classifier_load().
  */

@@ -204,6 +204,9 @@ START_TEST(range_errors)
         {CD__ADAM_DECOUPLED, 0.5, "decoupled"}, {CD__ADAM_DECOUPLED, 2.0, "decoupled"},
         {CD__ADAM_CLIP_NORM, -1.0, "clip_norm"}, {CD__ADAM_CLIP_NORM, INFINITY, "clip_norm"},
         {CD__ADAM_EMA_DECAY, 1.0, "ema_decay"}, {CD__ADAM_EMA_DECAY, -0.5, "ema_decay"},
+        {CD__ADAM_LR_WARMUP, -1.0, "lr_warmup"}, {CD__ADAM_LR_WARMUP, 2.5, "lr_warmup"},
+        {CD__ADAM_LR_WARMUP, 2e9, "lr_warmup"}, {CD__ADAM_EMA_WARMUP, 0.5, "ema_warmup"},
+        {CD__ADAM_EMA_WARMUP, 2.0, "ema_warmup"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         double before, after;
@@ -397,6 +400,50 @@ START_TEST(ema_starts_at_values_and_can_be_dropped)
 }
 END_TEST
 
+/* The warm-ups equal a run that sets the ramped lr and EMA decay by hand
+ * before every step, bit for bit: lr t/W for t < W, decay
+ * min(d, (1+t)/(10+t)). */
+START_TEST(warmups_equal_hand_set_ramps)
+{
+    cd_fixture *fx = cd_fixture_load("adam.bin");
+    cd_params *pa = make_params(fx), *pb = make_params(fx);
+    const double lr = 1e-2, d = 0.9, W = 3;
+    double ha[CD__ADAM_NPARAMS] = {lr, 0.9, 0.999, 1e-8, 0, 0, 0, d};
+    ha[CD__ADAM_LR_WARMUP] = W;
+    ha[CD__ADAM_EMA_WARMUP] = 1;
+    double hb[CD__ADAM_NPARAMS] = {lr, 0.9, 0.999, 1e-8, 0, 0, 0, d};
+    cd__adam *a = make_adam(pa, ha), *b = make_adam(pb, hb);
+    const int64_t n = cd_params_numel(pa);
+    for (int t = 1; t <= STEPS; t++) {
+        const double ramp = (1.0 + t) / (10.0 + t);
+        CD_ASSERT_OK(cd__adam_set(b, CD__ADAM_LR, t < W ? lr * t / W : lr));
+        CD_ASSERT_OK(cd__adam_set(b, CD__ADAM_EMA_DECAY, ramp < d ? ramp : d));
+        load_grads(pa, fx, t);
+        load_grads(pb, fx, t);
+        CD_ASSERT_OK(cd__adam_step(a));
+        CD_ASSERT_OK(cd__adam_step(b));
+        ck_assert(memcmp(cd_params_data(pa, -1), cd_params_data(pb, -1),
+                         (size_t)n * sizeof(float)) == 0);
+        ck_assert(memcmp(cd__adam_ema(a), cd__adam_ema(b), (size_t)n * sizeof(float)) == 0);
+    }
+    /* The ramps changed something: without them the first step differs. */
+    cd_params *pc = make_params(fx);
+    cd__adam *c = make_adam(pc, hb);
+    load_grads(pc, fx, 1);
+    CD_ASSERT_OK(cd__adam_step(c));
+    cd_params *pd = make_params(fx);
+    cd__adam *e = make_adam(pd, ha);
+    load_grads(pd, fx, 1);
+    CD_ASSERT_OK(cd__adam_step(e));
+    ck_assert(memcmp(cd_params_data(pc, -1), cd_params_data(pd, -1),
+                     (size_t)n * sizeof(float)) != 0);
+    ck_assert(memcmp(cd__adam_ema(c), cd__adam_ema(e), (size_t)n * sizeof(float)) != 0);
+    cd__adam_free(a), cd__adam_free(b), cd__adam_free(c), cd__adam_free(e);
+    cd_params_free(pa), cd_params_free(pb), cd_params_free(pc), cd_params_free(pd);
+    cd_fixture_free(fx);
+}
+END_TEST
+
 /* A step does not zero the gradients; the caller does. */
 START_TEST(step_keeps_gradients)
 {
@@ -460,6 +507,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, ema_starts_at_values_and_can_be_dropped);
     tcase_add_test(tc, step_keeps_gradients);
     tcase_add_test(tc, restore_validates_first);
+    tcase_add_test(tc, warmups_equal_hand_set_ramps);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -59,7 +59,9 @@ cd_status cli_model_sampler(cd_decoder *dec, const cd_degradation *deg, const cl
     static const cd_sampler_kind kinds[] = {CD_SAMPLER_DDPM, CD_SAMPLER_DDPM, CD_SAMPLER_DDIM,
                                             CD_SAMPLER_COLD1, CD_SAMPLER_COLD2,
                                             CD_SAMPLER_DIRECT};
-    const cd_sampler_kind kind = o->kind == SMP_AUTO ? (noise ? CD_SAMPLER_DDPM : CD_SAMPLER_COLD2)
+    /* auto: DDIM for noise models (docs/sampling.md: 50 steps at eta 1,
+     * clipped, come within a few percent of DDPM-1000's FD, 20x faster). */
+    const cd_sampler_kind kind = o->kind == SMP_AUTO ? (noise ? CD_SAMPLER_DDIM : CD_SAMPLER_COLD2)
                                                      : kinds[o->kind];
     const int64_t T = cd_degradation_T(deg);
     cd_status st = cd_sampler_create(out, kind, deg);

@@ -13,8 +13,9 @@ const char *const cli_degradation_names[] = {"noise", "blur", "pixelate", "mask"
 const char *const cli_schedule_names[] = {"linear", "constant", "cosine", "constant-report",
                                           "cosine-report", "linear-report", NULL};
 const char *const cli_padding_names[] = {"reflect", "circular", NULL};
+const char *const cli_prediction_names[] = {"noise", "x0", "v", NULL};
 const char *const cli_preset_names[] = {"ddpm-cnn-linear", "ddpm-cnn-good", "ddpm-cnn-bad",
-                                        "cold-blur-unet", "ddpm-unet-cosine", NULL};
+                                        "cold-blur-unet", "ddpm-unet-cosine", "fast", NULL};
 
 void cli_model_defaults(cli_model *m)
 {
@@ -44,6 +45,10 @@ void cli_model_preset(cli_model *m, int index)
     case 4: /* ddpm-unet-cosine: beta_clip 0.9, no recompute */
         m->decoder = DEC_UNET, m->schedule = SCH_COSINE_REPORT, m->beta_clip = 0.9;
         break;
+    case CLI_PRESET_FAST: /* not the report's: chosen by the runs in docs/fast-preset.md */
+        m->decoder = DEC_UNET, m->schedule = SCH_COSINE, m->prediction = PRED_V;
+        m->unet_dim = 16, m->unet_heads = 2, m->unet_head_dim = 16;
+        break;
     }
 }
 
@@ -68,6 +73,9 @@ int cli_model_check(const cli_model *m, const char *cmd)
         m->beta_min > m->beta_max)
         return cli_usage(cmd, "--beta-min %g exceeds --beta-max %g (the linear schedule "
                          "rises from one to the other)", m->beta_min, m->beta_max);
+    if (m->prediction != 0 && m->degradation != DEG_NOISE)
+        return cli_usage(cmd, "--prediction %s needs --degradation noise (the others predict "
+                         "the image)", cli_prediction_names[m->prediction]);
     if (m->t_max > m->T)
         return cli_usage(cmd, "--t-max %lld exceeds --T %lld", (long long)m->t_max,
                          (long long)m->T);
@@ -130,6 +138,13 @@ static cd_status make_decoder(const cli_model *m, cd_dataset *ds, cd_rng *rng,
     }
     if (st == CD_OK && m->decoder == DEC_UNET && m->unet_dim > 0)
         st = cd_decoder_config_set(cfg, CD_DECODER_DIM, m->unet_dim);
+    if (st == CD_OK && m->decoder == DEC_UNET && m->unet_mults.n > 0)
+        st = cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, m->unet_mults.v,
+                                        (int32_t)m->unet_mults.n);
+    if (st == CD_OK && m->decoder == DEC_UNET && m->unet_heads > 0)
+        st = cd_decoder_config_set(cfg, CD_DECODER_HEADS, m->unet_heads);
+    if (st == CD_OK && m->decoder == DEC_UNET && m->unet_head_dim > 0)
+        st = cd_decoder_config_set(cfg, CD_DECODER_HEAD_DIM, m->unet_head_dim);
     if (st == CD_OK) st = cd_decoder_create(out, cfg, rng);
     cd_decoder_config_free(cfg);
     return st;
@@ -155,7 +170,9 @@ int cli_model_build(const cli_model *m, cd_dataset *ds, cd_rng *rng, cd_trainer 
         dec = NULL, deg = NULL; /* the trainer owns them */
         rc = CLI_OK;
         if ((m->t_max && cd_trainer_set(*out, CD_TRAINER_T_MAX, (double)m->t_max) != CD_OK) ||
-            (m->t_per_batch && cd_trainer_set(*out, CD_TRAINER_T_PER_BATCH, 1.0) != CD_OK))
+            (m->t_per_batch && cd_trainer_set(*out, CD_TRAINER_T_PER_BATCH, 1.0) != CD_OK) ||
+            (m->prediction &&
+             cd_trainer_set(*out, CD_TRAINER_PREDICTION, (double)m->prediction) != CD_OK))
             rc = cli_fail("the trainer options");
     }
     if (rc != CLI_OK) cd_trainer_free(*out), *out = NULL;
@@ -163,6 +180,14 @@ int cli_model_build(const cli_model *m, cd_dataset *ds, cd_rng *rng, cd_trainer 
     cd_degradation_free(deg);
     cd_schedule_free(s);
     return rc;
+}
+
+/* A list option's value and the line's end; "default" when not given. */
+static void write_list(FILE *f, const cli_times *t)
+{
+    if (t->n == 0) fprintf(f, "default");
+    for (int64_t i = 0; i < t->n; i++) fprintf(f, "%s%lld", i ? "," : "", (long long)t->v[i]);
+    fprintf(f, "\n");
 }
 
 void cli_model_write(const cli_model *m, FILE *f)
@@ -180,8 +205,10 @@ void cli_model_write(const cli_model *m, FILE *f)
             (long long)m->kernel, cli_padding_names[m->padding], cli_fmt_double(b[0], m->edge_width),
             (long long)m->t_max, (int)m->t_per_batch, (int)m->report_prior,
             (long long)m->unet_dim);
-    if (m->cnn_hidden.n == 0) fprintf(f, "default");
-    for (int64_t i = 0; i < m->cnn_hidden.n; i++)
-        fprintf(f, "%s%lld", i ? "," : "", (long long)m->cnn_hidden.v[i]);
-    fprintf(f, "\n");
+    write_list(f, &m->cnn_hidden);
+    fprintf(f, "unet_mults = ");
+    write_list(f, &m->unet_mults);
+    fprintf(f, "unet_heads = %lld\nunet_head_dim = %lld\nprediction = %s\n",
+            (long long)m->unet_heads, (long long)m->unet_head_dim,
+            cli_prediction_names[m->prediction]);
 }

@@ -13,20 +13,27 @@ enum { DEG_NOISE, DEG_BLUR, DEG_PIXELATE, DEG_MASK, DEG_FADE };
 enum { SCH_LINEAR, SCH_CONSTANT, SCH_COSINE, SCH_CONSTANT_REPORT, SCH_COSINE_REPORT,
        SCH_LINEAR_REPORT };
 enum { PAD_REFLECT, PAD_CIRCULAR };
+enum { PRED_NOISE, PRED_X0, PRED_V };
+/* The index of the preset made to learn fast on a CPU (its training
+ * options come with it: cmd_train.c). */
+#define CLI_PRESET_FAST 5
 
 extern const char *const cli_decoder_names[];
 extern const char *const cli_degradation_names[];
 extern const char *const cli_schedule_names[];
 extern const char *const cli_padding_names[];
+extern const char *const cli_prediction_names[];
 extern const char *const cli_preset_names[];
 
 typedef struct {
-    int decoder, degradation, schedule, padding;
+    int decoder, degradation, schedule, padding, prediction;
     int64_t T, kernel, t_max;
     double beta, beta_min, beta_max, cosine_s, beta_clip, edge_width;
     bool t_per_batch, report_prior;
     cli_times cnn_hidden; /* n = 0: the report's */
     int64_t unet_dim;     /* 0: the report's */
+    cli_times unet_mults; /* n = 0: the report's */
+    int64_t unet_heads, unet_head_dim; /* 0: the report's */
 } cli_model;
 
 /* The library defaults: CNN, noise, linear 1e-4..0.02, T = 1000. */

@@ -17,8 +17,11 @@ static void print_decoder(const cd_decoder *dec)
     printf("decoder: %s, %lld parameters", cd_decoder_get_type(dec) == CD_DECODER_CNN ? "cnn" : "unet",
            (long long)cd_decoder_param_count(dec));
     const int64_t T = cd_decoder_trained_T(dec);
-    if (T > 0) printf(", trained for T = %lld\n", (long long)T);
-    else printf(", trained T unknown\n");
+    if (T > 0) printf(", trained for T = %lld", (long long)T);
+    else printf(", trained T unknown");
+    static const char *const targets[] = {"noise", "x0", "v"};
+    const int32_t p = cd_decoder_prediction(dec);
+    printf(p > 0 && p < 3 ? ", predicts %s\n" : "\n", targets[p > 0 && p < 3 ? p : 0]);
     if (cd_decoder_get_config(dec, &cfg) != CD_OK) return;
     int64_t v[8];
     int32_t n = 0;
@@ -31,6 +34,12 @@ static void print_decoder(const cd_decoder *dec)
     if (cd_decoder_get_type(dec) == CD_DECODER_UNET &&
         cd_decoder_config_get(cfg, CD_DECODER_DIM, v) == CD_OK)
         printf("  base width: %lld\n", (long long)v[0]);
+    if (cd_decoder_get_type(dec) == CD_DECODER_UNET &&
+        cd_decoder_config_get_list(cfg, CD_DECODER_DIM_MULTS, v, 8, &n) == CD_OK) {
+        printf("  width multipliers:");
+        for (int32_t i = 0; i < n; i++) printf(" %lld", (long long)v[i]);
+        printf("\n");
+    }
     cd_decoder_config_free(cfg);
 }
 

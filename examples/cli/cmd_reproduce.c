@@ -177,14 +177,14 @@ int cmd_reproduce(int argc, char **argv)
                   "%d" S "%s" S "%s" S "%s" S "--resume" S "--sample-epochs" S "%d" S
                   "--n-samples" S "%d" S "%s", data, dir, r->preset, epochs, limit, narrow, thr,
                   epochs, smoke ? 4 : 64,
-                  !full && noise ? "--grid-sampler" S "ddim" S "--grid-steps" S "50" S
-                                   "--grid-eta" S "1" S "--grid-clip" : "");
+                  !noise ? "" : full ? "--grid-sampler" S "ddpm"
+                                     : "--grid-sampler" S "ddim" S "--grid-steps" S "50");
         if (rc != CLI_OK) break;
         rc = call(cmd_eval, "--checkpoint" S "%s/best.cdm" S "--data" S "%s" S "--n" S "%d" S
                   "--fd-samples" S "%d" S "--json" S "%s" S "%s" S "%s", dir, data,
                   n_eval, n_eval, json[i], thr,
-                  !full && noise ? "--sampler" S "ddim" S "--steps" S "50" S "--eta" S "1" S
-                                   "--clip" : "");
+                  !noise ? "" : full ? "--sampler" S "ddpm"
+                                     : "--sampler" S "ddim" S "--steps" S "50");
         if (rc != CLI_OK) break;
         char src[4200], dst[4200];
         snprintf(src, sizeof src, "%s/samples_epoch%03d.png", dir, epochs);

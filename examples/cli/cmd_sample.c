@@ -13,7 +13,7 @@ const cli_opt *cli_sampler_opts(cli_sampling *s, int64_t *seed, bool flags[3])
     static cli_opt opts[CLI_SAMPLER_OPTS];
     const cli_opt o[CLI_SAMPLER_OPTS] = {
         {"--sampler", OPT_CHOICE, &s->kind, 0, 0, cli_sampler_names,
-         "reverse chain (auto: ddpm for noise models, cold2 otherwise)", NULL},
+         "reverse chain (auto: ddim for noise models, cold2 otherwise)", NULL},
         {"--steps", OPT_I64, &s->steps, 0, 100000, NULL, "DDIM steps (0: 50, or T if smaller)", NULL},
         {"--eta", OPT_F64, &s->eta, 0, 1, NULL, "DDIM eta (1)", NULL},
         {"--seed", OPT_I64, seed, 0, (double)INT64_MAX, NULL, "sampling seed (1)", NULL},

@@ -357,7 +357,11 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
             (train_option_given(o, "--ema") &&
              cd_trainer_set(*tr, CD_TRAINER_EMA_DECAY, o->ema)) ||
             (train_option_given(o, "--clip-norm") &&
-             cd_trainer_set(*tr, CD_TRAINER_CLIP_NORM, o->clip)))
+             cd_trainer_set(*tr, CD_TRAINER_CLIP_NORM, o->clip)) ||
+            (train_option_given(o, "--lr-warmup") &&
+             cd_trainer_set(*tr, CD_TRAINER_LR_WARMUP, (double)o->lr_warmup)) ||
+            (train_option_given(o, "--ema-warmup") &&
+             cd_trainer_set(*tr, CD_TRAINER_EMA_WARMUP, o->ema_warmup ? 1.0 : 0.0)))
             return cli_fail("the training options");
         return check_grid_sampler(o, *tr);
     }
@@ -367,7 +371,9 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
     if (cd_trainer_set(*tr, CD_TRAINER_LR, o->lr) != CD_OK ||
         cd_trainer_set(*tr, CD_TRAINER_BATCH, (double)o->batch) != CD_OK ||
         cd_trainer_set(*tr, CD_TRAINER_EMA_DECAY, o->ema) != CD_OK ||
-        cd_trainer_set(*tr, CD_TRAINER_CLIP_NORM, o->clip) != CD_OK)
+        cd_trainer_set(*tr, CD_TRAINER_CLIP_NORM, o->clip) != CD_OK ||
+        cd_trainer_set(*tr, CD_TRAINER_LR_WARMUP, (double)o->lr_warmup) != CD_OK ||
+        cd_trainer_set(*tr, CD_TRAINER_EMA_WARMUP, o->ema_warmup ? 1.0 : 0.0) != CD_OK)
         return cli_fail("the training options");
     rc = check_grid_sampler(o, *tr);
     return rc == CLI_OK ? train_write_config(o, m) : rc;
@@ -472,18 +478,31 @@ done:
     return rc;
 }
 
+/* The fast preset's training options, set before the parser runs so that
+ * explicit flags override them. The report's presets train with the
+ * report's options, which are the defaults. */
+static void preset_training(int preset, train_opts *o)
+{
+    if (preset != CLI_PRESET_FAST) return;
+    o->epochs = 3, o->batch = 64, o->lr = 2e-3, o->lr_warmup = 200, o->clip = 1.0;
+    o->ema = 0.999, o->ema_warmup = true, o->val_fraction = 0.05, o->val_limit = 2000;
+    o->sample_epochs = (cli_times){1, {3}};
+}
+
 int cmd_train(int argc, char **argv)
 {
     cli_model m;
-    cli_model_from_preset_flag(&m, argc, argv);
+    const int preset = cli_model_from_preset_flag(&m, argc, argv);
     train_opts o = {.epochs = 5, .batch = 128, .lr = 2e-4, .val_fraction = 0.2, .seed = 42,
                     .n_samples = 64, .sample_epochs = {4, {5, 15, 30, 45}},
-                    .restore_times = {0, {0}}};
+                    .restore_times = {0, {0}}, .grid_eta = 1, .grid_clip = true};
+    bool grid_no_clip = false;
+    preset_training(preset, &o);
     int preset_dummy = 0;
     cli_opt opts[] = {
         {"--data", OPT_STR, &o.data, 0, 0, NULL, "MNIST folder (required; the tests/data slice works)", NULL},
         {"--out", OPT_STR, &o.out, 0, 0, NULL, "run folder to write (required)", NULL},
-        {"--preset", OPT_CHOICE, &preset_dummy, 0, 0, cli_preset_names, "one of the report's runs", NULL},
+        {"--preset", OPT_CHOICE, &preset_dummy, 0, 0, cli_preset_names, "one of the report's runs, or fast (a small UNet made to draw digits within minutes on a CPU; docs/fast-preset.md)", NULL},
         {"--decoder", OPT_CHOICE, &m.decoder, 0, 0, cli_decoder_names, "decoder network", NULL},
         {"--degradation", OPT_CHOICE, &m.degradation, 0, 0, cli_degradation_names, "degradation operator", NULL},
         {"--schedule", OPT_CHOICE, &m.schedule, 0, 0, cli_schedule_names, "beta schedule", NULL},
@@ -498,8 +517,12 @@ int cmd_train(int argc, char **argv)
         {"--edge-width", OPT_F64, &m.edge_width, 1e-6, 1e6, NULL, "mask edge width in pixels (2)", NULL},
         {"--t-max", OPT_I64, &m.t_max, 0, 100000, NULL, "draw t from 1..t-max (0: T)", NULL},
         {"--t-per-batch", OPT_FLAG, &m.t_per_batch, 0, 0, NULL, "one t per batch", NULL},
+        {"--prediction", OPT_CHOICE, &m.prediction, 0, 0, cli_prediction_names, "what the decoder learns to output under noise (noise)", NULL},
         {"--cnn-hidden", OPT_TIMES, &m.cnn_hidden, 1, 4096, NULL, "CNN hidden channels (16,32,32,16)", NULL},
         {"--unet-dim", OPT_I64, &m.unet_dim, 2, 4096, NULL, "UNet base width, even (32)", NULL},
+        {"--unet-mults", OPT_TIMES, &m.unet_mults, 1, 64, NULL, "UNet width multipliers per level (1,2,4)", NULL},
+        {"--unet-heads", OPT_I64, &m.unet_heads, 1, 64, NULL, "UNet attention heads (4)", NULL},
+        {"--unet-head-dim", OPT_I64, &m.unet_head_dim, 1, 1024, NULL, "UNet attention head width (32)", NULL},
         {"--epochs", OPT_I64, &o.epochs, 1, MAX_EPOCHS, NULL, "total epochs (5)", NULL},
         {"--batch", OPT_I64, &o.batch, 1, 65536, NULL, "batch size (128)", NULL},
         {"--lr", OPT_F64, &o.lr, 1e-12, 10, NULL, "Adam learning rate (2e-4)", NULL},
@@ -510,13 +533,16 @@ int cmd_train(int argc, char **argv)
         {"--val-limit", OPT_I64, &o.val_limit, 1, (double)INT64_MAX, NULL, "validate on the first N validation images", NULL},
         {"--ema", OPT_F64, &o.ema, 0, 0.999999, NULL, "weight EMA decay (0: off; grids then use the EMA)", NULL},
         {"--clip-norm", OPT_F64, &o.clip, 0, 1e12, NULL, "gradient norm clip (0: off)", NULL},
+        {"--lr-warmup", OPT_I64, &o.lr_warmup, 0, 1e9, NULL, "steps of a linear learning-rate ramp (0: off)", NULL},
+        {"--ema-warmup", OPT_FLAG, &o.ema_warmup, 0, 0, NULL, "EMA decay min(d, (1+t)/(10+t)) at step t", NULL},
         {"--resume", OPT_FLAG, &o.resume, 0, 0, NULL, "continue RUN/last.cdm", NULL},
         {"--sample-epochs", OPT_TIMES, &o.sample_epochs, 1, MAX_EPOCHS, NULL, "epochs with sample grids (5,15,30,45 and the last)", NULL},
         {"--n-samples", OPT_I64, &o.n_samples, 1, 4096, NULL, "images per sample grid (64)", NULL},
         {"--grid-sampler", OPT_CHOICE, &o.grid_sampler, 0, 0, cli_sampler_names, "sampler for the grids", NULL},
-        {"--grid-steps", OPT_I64, &o.grid_steps, 0, 100000, NULL, "DDIM steps for the grids (0: T)", NULL},
-        {"--grid-eta", OPT_F64, &o.grid_eta, 0, 1, NULL, "DDIM eta for the grids (0)", NULL},
-        {"--grid-clip", OPT_FLAG, &o.grid_clip, 0, 0, NULL, "DDIM grids: clip x0-hat to [-0.5, 0.5]", NULL},
+        {"--grid-steps", OPT_I64, &o.grid_steps, 0, 100000, NULL, "DDIM steps for the grids (0: 50, or T if smaller)", NULL},
+        {"--grid-eta", OPT_F64, &o.grid_eta, 0, 1, NULL, "DDIM eta for the grids (1)", NULL},
+        {"--grid-no-clip", OPT_FLAG, &grid_no_clip, 0, 0, NULL, "DDIM grids: do not clip x0-hat to [-0.5, 0.5]", NULL},
+        {"--grid-clip", OPT_FLAG, &o.grid_clip, 0, 0, NULL, "(the default; accepted, does nothing)", NULL},
         {"--restore-times", OPT_TIMES, &o.restore_times, 0, 100000, NULL, "snapshot times of the restorations (T/10,T/2,T)", &o.times_given},
     };
     const cli_command cmd = {"train", "--data DIR --out RUN [options]",
@@ -534,6 +560,7 @@ int cmd_train(int argc, char **argv)
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!o.data && !o.resume) return cli_usage("train", "--data DIR is required");
     if (!o.out) return cli_usage("train", "--out RUN is required");
+    if (grid_no_clip) o.grid_clip = false;
     const int bad = cli_model_check(&m, "train");
     if (bad) return bad;
     if (cli_check_only) return CLI_OK;

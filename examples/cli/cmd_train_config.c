@@ -34,12 +34,14 @@ static const cfg_field fields[] = {
     FIELD("lr", "--lr", F_F64, lr, false),
     FIELD("ema", "--ema", F_F64, ema, false),
     FIELD("clip_norm", "--clip-norm", F_F64, clip, false),
+    FIELD("lr_warmup", "--lr-warmup", F_I64, lr_warmup, false),
+    FIELD("ema_warmup", "--ema-warmup", F_BOOL, ema_warmup, false),
     FIELD("n_samples", "--n-samples", F_I64, n_samples, false),
     FIELD("sample_epochs", "--sample-epochs", F_TIMES, sample_epochs, false),
     FIELD("grid_sampler", "--grid-sampler", F_SAMPLER, grid_sampler, false),
     FIELD("grid_steps", "--grid-steps", F_I64, grid_steps, false),
     FIELD("grid_eta", "--grid-eta", F_F64, grid_eta, false),
-    FIELD("grid_clip", "--grid-clip", F_BOOL, grid_clip, false),
+    FIELD("grid_clip", "--grid-no-clip", F_BOOL, grid_clip, false),
     FIELD("restore_times", "--restore-times", F_TIMES, restore_times, false),
 };
 #define N_FIELDS (int)(sizeof fields / sizeof fields[0])
@@ -175,7 +177,9 @@ static int check_model_options(const train_opts *o, const cli_model *m, const ch
         {"--cosine-s", "cosine_s"}, {"--beta-clip", "beta_clip"}, {"--kernel", "kernel"},
         {"--padding", "padding"}, {"--edge-width", "edge_width"}, {"--t-max", "t_max"},
         {"--t-per-batch", "t_per_batch"}, {"--cnn-hidden", "cnn_hidden"},
-        {"--unet-dim", "unet_dim"}};
+        {"--unet-dim", "unet_dim"}, {"--unet-mults", "unet_mults"},
+        {"--unet-heads", "unet_heads"}, {"--unet-head-dim", "unet_head_dim"},
+        {"--prediction", "prediction"}};
     char *text = NULL, now[256], was[256];
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);

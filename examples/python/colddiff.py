@@ -121,6 +121,12 @@ class Split(enum.IntEnum):
     TEST = 2
 
 
+class Prediction(enum.IntEnum):
+    NOISE = 0
+    X0 = 1
+    V = 2
+
+
 class DecoderType(enum.IntEnum):
     CNN = 0
     UNET = 1
@@ -183,11 +189,14 @@ class TrainerParam(enum.IntEnum):
     DECOUPLED = 5
     CLIP_NORM = 6
     EMA_DECAY = 7
+    LR_WARMUP = 8
+    EMA_WARMUP = 9
     T_MAX = 16
     T_PER_BATCH = 17
     LOSS = 18
     VAL_BATCH = 19
     BATCH = 20
+    PREDICTION = 21
 
 
 class ProgressKey(enum.IntEnum):
@@ -430,8 +439,10 @@ _SIGNATURES = {
     "cd_decoder_save": (_int, [_p, _s]),
     "cd_decoder_load": (_int, [_P(_p), _s]),
     "cd_decoder_trained_T": (_i64, [_p]),
+    "cd_decoder_prediction": (_i32, [_p]),
     "cd_model_save": (_int, [_s, _p, _p]),
     "cd_model_load": (_int, [_s, _P(_p), _P(_p)]),
+    "cd_model_load_default": (_int, [_P(_p), _P(_p)]),
     "cd_decoder_backward": (_int, [_p, _p, _p]),
     # schedules
     "cd_schedule_create_linear": (_int, [_P(_p), _i64, _d, _d]),
@@ -1647,6 +1658,11 @@ class Decoder(_Object):
         return int(_nonneg(_L().cd_decoder_trained_T(self._p)))
 
     @property
+    def prediction(self):
+        """What it outputs under the noise degradation (cd_decoder_prediction)."""
+        return Prediction(_nonneg(_L().cd_decoder_prediction(self._p)))
+
+    @property
     def type(self):
         return DecoderType(_nonneg(_L().cd_decoder_get_type(self._p)))
 
@@ -2248,12 +2264,17 @@ def save_model(path, decoder, degradation):
     _check(_L().cd_model_save(_path(path), d, g))
 
 
-def load_model(path):
+def load_model(path=None):
     """(Decoder, Degradation) from an inference model or a training
-    checkpoint (its EMA weights when it kept an EMA): cd_model_load."""
+    checkpoint (its EMA weights when it kept an EMA): cd_model_load.
+    Without a path, the pretrained MNIST model that ships with the library
+    (cd_model_load_default; $COLDDIFF_MODEL overrides where it is found)."""
     lib = _L()
     dec, deg = _p(), _p()
-    _check(lib.cd_model_load(_path(path), ctypes.byref(dec), ctypes.byref(deg)))
+    if path is None:
+        _check(lib.cd_model_load_default(ctypes.byref(dec), ctypes.byref(deg)))
+    else:
+        _check(lib.cd_model_load(_path(path), ctypes.byref(dec), ctypes.byref(deg)))
     return (Decoder._wrap(dec.value, lib.cd_decoder_free),
             Degradation._wrap(deg.value, lib.cd_degradation_free))
 

@@ -167,6 +167,17 @@ cd_status cd__open_read(const char *path, const char *what, int *fd, uint64_t *s
 /* The same as a stdio stream. */
 cd_status cd__fopen_read(const char *path, const char *what, FILE **out);
 
+/*
+ * datafile.c: the path of a data file the library ships (name, e.g.
+ * "mnist-classifier.cdm") into out: the environment variable env_var if it
+ * is set and not empty (then only there), else the first that exists of
+ * the share folder beside the loaded library, the configured install
+ * folder and the source tree. Errors: CD_ERR_NOT_FOUND listing the places
+ * tried (messages name fn and `what`), CD_ERR_RANGE for a path over cap.
+ */
+cd_status cd__find_data_file(const char *fn, const char *env_var, const char *name,
+                             const char *what, char *out, size_t cap);
+
 /* ---- threads (threads.c) ------------------------------------------------ */
 
 /*

@@ -76,6 +76,18 @@ int64_t cd__sampler_step_time(int64_t t_start, int64_t S, int64_t i);
 cd_status cd__degradation_to_ckpt(const cd_degradation *d, cd__ckpt *ck);
 cd_status cd__degradation_from_ckpt(const cd__ckpt *ck, cd_degradation **out);
 
+/* prediction.c. The noise degradation's training target for a decoder of
+ * `prediction` (cd_prediction), in place: target holds the drawn eps of
+ * the N images of `per` values each (x the clean images, t their times)
+ * and is left holding the target. */
+void cd__noise_target(const cd_degradation *d, int32_t prediction, const float *x,
+                      const int64_t *t, int64_t N, int64_t per, float *target);
+
+/* A decoder's output at time t (count values, z its input) turned into
+ * the noise estimate, in place. */
+void cd__prediction_to_noise(const cd_degradation *d, int32_t prediction, const float *z,
+                             int64_t t, int64_t count, float *out);
+
 /* The optimiser inside a trainer (for trainer_io.c). */
 cd__adam *cd__trainer_adam(cd_trainer *tr);
 

@@ -113,3 +113,16 @@ cd_status cd_degradation_copy_schedule(const cd_degradation *d, float *beta,
     if (alpha_bar) memcpy(alpha_bar, d->alpha_bar, (size_t)n * sizeof *alpha_bar);
     return CD_OK;
 }
+
+cd_status cd_model_load_default(cd_decoder **dec, cd_degradation **deg)
+{
+    static const char fn[] = "cd_model_load_default";
+    CD__CHECK_NOT_NULL(dec, fn);
+    *dec = NULL;
+    CD__CHECK_NOT_NULL(deg, fn);
+    *deg = NULL;
+    char path[4096];
+    CD__TRY(cd__find_data_file(fn, "COLDDIFF_MODEL", "mnist-diffusion.cdm",
+                               "the shipped pretrained MNIST model", path, sizeof path));
+    return cd_model_load(path, dec, deg);
+}

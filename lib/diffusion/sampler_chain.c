@@ -129,6 +129,9 @@ static cd_status predict(const chain *c, int64_t t)
         if (!isfinite(g[i]))
             return cd__error(CD_ERR_NOT_FINITE, "%s: the predictor's output at t = %" PRId64
                              " is %g at element %" PRId64, c->fn, t, (double)g[i], i);
+    if (s->decoder && s->deg->kind == CD_DEGRADATION_NOISE)
+        cd__prediction_to_noise(s->deg, s->decoder->prediction, c->z->data, t, c->N * c->ND,
+                                c->g->data);
     return CD_OK;
 }
 

@@ -36,9 +36,10 @@ static const trainer_key own_keys[] = {
     [2] = {0, 1, 0, true},     /* LOSS */
     [3] = {1, 1e6, 128, true}, /* VAL_BATCH */
     [4] = {1, 1e6, 128, true}, /* BATCH */
+    [5] = {0, 2, 0, true},     /* PREDICTION (kept on the decoder) */
 };
 #define OWN_FIRST CD_TRAINER_T_MAX
-#define OWN_COUNT 5
+#define OWN_COUNT 6
 
 static bool is_adam_key(cd_trainer_param key)
 {
@@ -77,6 +78,26 @@ cd_status cd_trainer_bounds(cd_trainer_param key, double *lo, double *hi)
     return CD_OK;
 }
 
+/* The target lives on the decoder, which files save with it. Changing it
+ * under trained weights would make them mean something else. */
+static cd_status set_prediction(cd_trainer *tr, int32_t p)
+{
+    static const char fn[] = "cd_trainer_set";
+    if (p == tr->dec->prediction) return CD_OK;
+    if (tr->deg->kind != CD_DEGRADATION_NOISE)
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: prediction = %d: only the noise "
+                         "degradation has a choice of target (the others predict the image)",
+                         fn, (int)p);
+    if (cd__adam_steps(tr->adam) > 0)
+        return cd__error(CD_ERR_STATE, "%s: prediction = %d: the decoder has trained %" PRId64
+                         " steps to predict %s; the target can change only before the first "
+                         "step", fn, (int)p, cd__adam_steps(tr->adam),
+                         tr->dec->prediction == CD_PREDICT_X0 ? "x0"
+                         : tr->dec->prediction == CD_PREDICT_V ? "v" : "the noise");
+    tr->dec->prediction = p;
+    return CD_OK;
+}
+
 cd_status cd_trainer_set(cd_trainer *tr, cd_trainer_param key, double value)
 {
     static const char fn[] = "cd_trainer_set";
@@ -93,6 +114,7 @@ cd_status cd_trainer_set(cd_trainer *tr, cd_trainer_param key, double value)
     if (key == CD_TRAINER_T_MAX && value > (double)tr->deg->T)
         return cd__error(CD_ERR_RANGE, "%s: t_max = %g exceeds T = %" PRId64, fn, value,
                          tr->deg->T);
+    if (key == CD_TRAINER_PREDICTION) return set_prediction(tr, (int32_t)value);
     *own_slot(tr, key) = (int64_t)value;
     return CD_OK;
 }
@@ -105,7 +127,8 @@ cd_status cd_trainer_get(const cd_trainer *tr, cd_trainer_param key, double *val
     if (is_adam_key(key)) return cd__adam_get(tr->adam, (cd__adam_param)key, value);
     if (!is_own_key(key))
         return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown key %d", fn, (int)key);
-    *value = (double)*own_slot((cd_trainer *)tr, key);
+    *value = key == CD_TRAINER_PREDICTION ? (double)tr->dec->prediction
+                                          : (double)*own_slot((cd_trainer *)tr, key);
     return CD_OK;
 }
 
@@ -256,6 +279,9 @@ static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, cd_rng *r
     const bool noise = tr->deg->kind == CD_DEGRADATION_NOISE;
     CD__TRY(cd_degradation_apply(tr->deg, images, tr->t, N, rng, tr->z, noise ? tr->target : NULL));
     if (!noise) memcpy(tr->target->data, images->data, (size_t)n * sizeof(float));
+    if (noise)
+        cd__noise_target(tr->deg, tr->dec->prediction, images->data, tr->t, N, n / N,
+                         tr->target->data);
     CD__TRY(cd_decoder_forward(tr->dec, tr->z, tr->tau, tr->out));
     memset(tr->dout->data, 0, (size_t)n * sizeof(float));
     if (tr->loss_kind == 1) {

@@ -61,6 +61,8 @@ static const param_spec g_specs[CD__ADAM_NPARAMS] = {
     [CD__ADAM_DECOUPLED] = {"decoupled", 0.0, 1.0, 0, 0.0},
     [CD__ADAM_CLIP_NORM] = {"clip_norm", 0.0, HUGE_VAL, CD__BOUND_HI_OPEN, 0.0},
     [CD__ADAM_EMA_DECAY] = {"ema_decay", 0.0, 1.0, CD__BOUND_HI_OPEN, 0.0},
+    [CD__ADAM_LR_WARMUP] = {"lr_warmup", 0.0, 1e9, 0, 0.0},
+    [CD__ADAM_EMA_WARMUP] = {"ema_warmup", 0.0, 1.0, 0, 0.0},
 };
 
 static bool known_key(cd__adam_param key)
@@ -103,6 +105,12 @@ cd_status cd__adam_check(const char *who, cd__adam_param key, double value)
                          isfinite(value) ? "" : " (it must be finite)");
     if (key == CD__ADAM_DECOUPLED && value != 0.0 && value != 1.0)
         return cd__error(CD_ERR_RANGE, "%s: decoupled = %g must be 0 (Adam) or 1 (AdamW)",
+                         who, value);
+    if (key == CD__ADAM_EMA_WARMUP && value != 0.0 && value != 1.0)
+        return cd__error(CD_ERR_RANGE, "%s: ema_warmup = %g must be 0 (off) or 1 (on)", who,
+                         value);
+    if (key == CD__ADAM_LR_WARMUP && value != floor(value))
+        return cd__error(CD_ERR_RANGE, "%s: lr_warmup = %g must be a whole number of steps",
                          who, value);
     return CD_OK;
 }
@@ -196,11 +204,30 @@ typedef struct {
     bool l2, decoupled;
 } step_consts;
 
+/* The learning rate of step t (1-based): a linear ramp over the first
+ * lr_warmup steps, since Adam's early steps at a high rate can throw a
+ * freshly initialised network far off. */
+static double step_lr(const double *h, int64_t t)
+{
+    const double warm = h[CD__ADAM_LR_WARMUP];
+    return warm > 0.0 && (double)t < warm ? h[CD__ADAM_LR] * (double)t / warm : h[CD__ADAM_LR];
+}
+
+/* The EMA decay of step t: with the warm-up, min(d, (1 + t) / (10 + t)),
+ * so a short run's EMA forgets the random initial weights. */
+static double step_ema_decay(const double *h, int64_t t)
+{
+    const double d = h[CD__ADAM_EMA_DECAY];
+    if (h[CD__ADAM_EMA_WARMUP] == 0.0) return d;
+    const double ramp = (1.0 + (double)t) / (10.0 + (double)t);
+    return ramp < d ? ramp : d;
+}
+
 static step_consts make_consts(const double *h, int64_t t)
 {
     double bc1 = 1.0 - pow(h[CD__ADAM_BETA1], (double)t);
     double bc2 = 1.0 - pow(h[CD__ADAM_BETA2], (double)t);
-    double lr = h[CD__ADAM_LR], wd = h[CD__ADAM_WEIGHT_DECAY];
+    double lr = step_lr(h, t), wd = h[CD__ADAM_WEIGHT_DECAY];
     step_consts k = {
         .b1 = (float)h[CD__ADAM_BETA1], .b2 = (float)h[CD__ADAM_BETA2],
         .c1 = (float)(1.0 - h[CD__ADAM_BETA1]), .c2 = (float)(1.0 - h[CD__ADAM_BETA2]),
@@ -348,7 +375,7 @@ cd_status cd__adam_step(cd__adam *a)
     for (int64_t i = 0; i < n; i++) sumsq += (double)g[i] * (double)g[i];
     /* Squares of finite floats cannot overflow a double sum. */
     if (!isfinite(sumsq)) return non_finite_grad(params, g, n);
-    const double norm = sqrt(sumsq), d = a->hyper[CD__ADAM_EMA_DECAY];
+    const double norm = sqrt(sumsq), d = step_ema_decay(a->hyper, a->steps + 1);
     step_job job = {make_consts(a->hyper, a->steps + 1), a, p, g, n, (float)d, (float)(1.0 - d),
                     1.0f, d > 0.0 ? (a->ema ? a->ema : p) : NULL, 0};
     if (a->hyper[CD__ADAM_CLIP_NORM] > 0.0)

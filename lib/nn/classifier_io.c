@@ -107,37 +107,13 @@ cd_status cd_classifier_load(cd_classifier **out, const char *path)
     return CD_OK;
 }
 
-static bool is_file(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
 cd_status cd_classifier_load_default(cd_classifier **out)
 {
     static const char fn[] = "cd_classifier_load_default";
     CD__CHECK_NOT_NULL(out, fn);
     *out = NULL;
-    const char *env = getenv("COLDDIFF_CLASSIFIER");
-    if (env && env[0]) return cd_classifier_load(out, env);
-    const char *const candidates[] = {
-#ifdef CD_CLASSIFIER_INSTALL_PATH
-        CD_CLASSIFIER_INSTALL_PATH,
-#endif
-#ifdef CD_CLASSIFIER_SOURCE_PATH
-        CD_CLASSIFIER_SOURCE_PATH,
-#endif
-        NULL};
-    char tried[1024] = "";
-    size_t len = 0;
-    for (size_t i = 0; candidates[i]; i++) {
-        if (is_file(candidates[i])) return cd_classifier_load(out, candidates[i]);
-        if (len < sizeof tried)
-            len += (size_t)snprintf(tried + len, sizeof tried - len, "%s'%s'", i ? ", " : "",
-                                    candidates[i]);
-    }
-    return cd__error(CD_ERR_NOT_FOUND, "%s: the shipped MNIST classifier was not found "
-                     "(tried: %s); set COLDDIFF_CLASSIFIER to the path of "
-                     "mnist-classifier.cdm", fn, len ? tried : "COLDDIFF_CLASSIFIER is unset "
-                     "and this build knows no default path");
+    char path[4096];
+    CD__TRY(cd__find_data_file(fn, "COLDDIFF_CLASSIFIER", "mnist-classifier.cdm",
+                               "the shipped MNIST classifier", path, sizeof path));
+    return cd_classifier_load(out, path);
 }

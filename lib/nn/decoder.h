@@ -88,6 +88,10 @@ struct cd_decoder {
      * learns one tau = t / T grid, and sampling it on another T silently
      * gives garbage. */
     int64_t trained_T;
+    /* What the output means for the noise degradation (cd_prediction):
+     * saved with the weights, since sampling must read the output as the
+     * training target was built. */
+    int32_t prediction;
 };
 
 /* Parameter helpers for build(): add "<prefix>.weight" (and ".bias") in

@@ -38,6 +38,10 @@ cd_status cd__decoder_config_to_ckpt(const cd_decoder *d, cd__ckpt *ck)
     for (size_t i = 0; i < N_SCALARS; i++)
         CD__TRY(cd__ckpt_set_i64(ck, scalars[i].key, *field(&c, i)));
     if (d->trained_T > 0) CD__TRY(cd__ckpt_set_i64(ck, "decoder.T", d->trained_T));
+    /* Written only when not the default, so files of noise-predicting
+     * decoders keep their bytes. */
+    if (d->prediction != CD_PREDICT_NOISE)
+        CD__TRY(cd__ckpt_set_i64(ck, "decoder.prediction", d->prediction));
     CD__TRY(cd__ckpt_set_i64_array(ck, "decoder.hidden", c.hidden, c.n_hidden));
     return cd__ckpt_set_i64_array(ck, "decoder.dim_mults", c.dim_mults, c.n_mults);
 }
@@ -115,6 +119,33 @@ static cd_status trained_T_from_ckpt(const cd__ckpt *ck, int64_t *T)
     return CD_OK;
 }
 
+/* decoder.prediction is absent for noise prediction. */
+static cd_status prediction_from_ckpt(const cd__ckpt *ck, int32_t *out)
+{
+    int64_t p = CD_PREDICT_NOISE;
+    cd_status st = cd__ckpt_get_i64(ck, "decoder.prediction", &p);
+    if (st == CD_ERR_NOT_FOUND) {
+        cd_clear_error();
+        p = CD_PREDICT_NOISE;
+    } else {
+        CD__TRY(st);
+    }
+    if (p < CD_PREDICT_NOISE || p > CD_PREDICT_V)
+        return cd__error(CD_ERR_FORMAT, "checkpoint: decoder.prediction = %lld is not 0 (noise), "
+                         "1 (x0) or 2 (v)", (long long)p);
+    *out = (int32_t)p;
+    return CD_OK;
+}
+
+int32_t cd_decoder_prediction(const cd_decoder *d)
+{
+    if (!d) {
+        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_decoder_prediction: argument 'd' is NULL");
+        return -1;
+    }
+    return d->prediction;
+}
+
 cd_status cd__decoder_check_T(const cd_decoder *d, int64_t T, const char *fn)
 {
     if (d->trained_T == 0 || d->trained_T == T) return CD_OK;
@@ -141,8 +172,10 @@ cd_status cd__decoder_from_ckpt_flags(const cd__ckpt *ck, uint32_t flags, cd_dec
     cd_decoder_config *cfg = NULL;
     cd_decoder *d = NULL;
     int64_t T = 0;
+    int32_t prediction = CD_PREDICT_NOISE;
     *out = NULL;
     CD__TRY(trained_T_from_ckpt(ck, &T));
+    CD__TRY(prediction_from_ckpt(ck, &prediction));
     CD__TRY(cd__decoder_config_from_ckpt(ck, &cfg));
     /* Described only: the configuration may claim a model far larger than
      * the file, and cd__ckpt_apply lays the parameters out (and fills them
@@ -155,6 +188,7 @@ cd_status cd__decoder_from_ckpt_flags(const cd__ckpt *ck, uint32_t flags, cd_dec
         return st;
     }
     d->trained_T = T;
+    d->prediction = prediction;
     *out = d;
     return CD_OK;
 }

@@ -101,16 +101,18 @@ typedef struct cd__adam cd__adam;
  * fixed and append-only: checkpoints store them.
  */
 typedef enum cd__adam_param {
-    CD__ADAM_LR = 0,           /* (0, inf), default 2e-4 (models.md s5)     */
+    CD__ADAM_LR = 0,           /* (0, inf), default 2e-4                   */
     CD__ADAM_BETA1 = 1,        /* [0, 1), default 0.9                       */
     CD__ADAM_BETA2 = 2,        /* [0, 1), default 0.999                     */
     CD__ADAM_EPS = 3,          /* (0, inf), default 1e-8                    */
     CD__ADAM_WEIGHT_DECAY = 4, /* [0, inf), default 0                       */
     CD__ADAM_DECOUPLED = 5,    /* 0: Adam's L2 (g += wd p), 1: AdamW        */
     CD__ADAM_CLIP_NORM = 6,    /* [0, inf): max global L2 norm; 0 = off     */
-    CD__ADAM_EMA_DECAY = 7     /* [0, 1): EMA decay d; 0 = no EMA           */
+    CD__ADAM_EMA_DECAY = 7,    /* [0, 1): EMA decay d; 0 = no EMA           */
+    CD__ADAM_LR_WARMUP = 8,    /* whole steps of a linear lr ramp; 0 = off  */
+    CD__ADAM_EMA_WARMUP = 9    /* 1: decay min(d, (1+t)/(10+t)) at step t   */
 } cd__adam_param;
-#define CD__ADAM_NPARAMS 8
+#define CD__ADAM_NPARAMS 10
 
 /* Bound flags of cd__adam_bounds(). */
 #define CD__BOUND_LO_OPEN 1 /* lo itself is not allowed */

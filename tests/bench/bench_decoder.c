@@ -52,6 +52,7 @@ typedef struct {
     bool cnn, unet;
     bool fwd, train, sample;
     int64_t unet_dim;        /* 0: the report's */
+    int64_t unet_heads, unet_head_dim, unet_cnx; /* 0: the report's */
     int64_t mults[8];        /* UNet width multipliers; n_mults 0: the report's */
     int32_t n_mults;
 } options;
@@ -103,6 +104,14 @@ static void make_net(bench_net *n, const options *o, cd_decoder_type type, cd_rn
     check(cd_decoder_config_create(&cfg, type), "config");
     if (type == CD_DECODER_UNET && o->unet_dim > 0)
         check(cd_decoder_config_set(cfg, CD_DECODER_DIM, o->unet_dim), "--unet-dim");
+    if (type == CD_DECODER_UNET && o->unet_heads > 0)
+        check(cd_decoder_config_set(cfg, CD_DECODER_HEADS, o->unet_heads), "--unet-heads");
+    if (type == CD_DECODER_UNET && o->unet_head_dim > 0)
+        check(cd_decoder_config_set(cfg, CD_DECODER_HEAD_DIM, o->unet_head_dim),
+              "--unet-head-dim");
+    if (type == CD_DECODER_UNET && o->unet_cnx > 0)
+        check(cd_decoder_config_set(cfg, CD_DECODER_CONVNEXT_MULT, o->unet_cnx),
+              "--unet-convnext-mult");
     if (type == CD_DECODER_UNET && o->n_mults > 0)
         check(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, o->mults, o->n_mults),
               "--unet-mults");
@@ -200,7 +209,8 @@ static void usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [--threads N] [--model cnn|unet|both] [--reps K] [--batch B]\n"
             "       [--warmup W] [--workload all|fwd|train|sample] [--direct] [--json]\n"
-            "       [--unet-dim D] [--unet-mults a,b,...]\n",
+            "       [--unet-dim D] [--unet-mults a,b,...] [--unet-heads H]\n"
+            "       [--unet-head-dim E] [--unet-convnext-mult M]\n",
             argv0);
     exit(2);
 }
@@ -243,6 +253,12 @@ int main(int argc, char **argv)
             if (!o.fwd && !o.train && !o.sample) usage(argv[0]);
         } else if (!strcmp(a, "--unet-dim") && has) {
             o.unet_dim = parse_int(argv[++i], 2, 4096, argv[0]);
+        } else if (!strcmp(a, "--unet-heads") && has) {
+            o.unet_heads = parse_int(argv[++i], 1, 64, argv[0]);
+        } else if (!strcmp(a, "--unet-head-dim") && has) {
+            o.unet_head_dim = parse_int(argv[++i], 1, 1024, argv[0]);
+        } else if (!strcmp(a, "--unet-convnext-mult") && has) {
+            o.unet_cnx = parse_int(argv[++i], 1, 16, argv[0]);
         } else if (!strcmp(a, "--unet-mults") && has) {
             char *list = argv[++i], *save = NULL;
             o.n_mults = 0;
