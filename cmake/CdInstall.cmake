@@ -26,9 +26,11 @@ configure_file(cmake/colddiff.pc.in ${PROJECT_BINARY_DIR}/colddiff.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/colddiff.pc
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 
-# The frozen MNIST classifier the metrics use by default
-# (cd_classifier_load_default looks here after COLDDIFF_CLASSIFIER).
+# The frozen MNIST classifier the metrics use by default and the pretrained
+# MNIST diffusion model (cd_classifier_load_default and cd_model_load_default
+# look here after COLDDIFF_CLASSIFIER and COLDDIFF_MODEL).
 install(FILES ${PROJECT_SOURCE_DIR}/examples/data/mnist-classifier.cdm
+              ${PROJECT_SOURCE_DIR}/examples/data/mnist-diffusion.cdm
         DESTINATION ${CMAKE_INSTALL_DATADIR}/colddiff)
 
 # The Python binding: colddiff.py (and the checkpoint reader it shares with

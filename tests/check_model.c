@@ -5,6 +5,14 @@
 #include "test_util.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <zlib.h>
+
+/* The pretrained model in examples/data/mnist-diffusion.cdm: its size and
+ * the CRC-32 of its float32 weights in parameter order (docs/pretrained.md
+ * records both; a retrained model changes them here too). */
+#define SHIPPED_PARAMS 919668
+#define SHIPPED_CRC 0xa7b0c420u
 
 static cd_decoder *small_cnn(uint64_t seed)
 {
@@ -293,6 +301,50 @@ START_TEST(bad_arguments)
 }
 END_TEST
 
+/* The model that ships with the library loads (from the source tree, as an
+ * uninstalled build finds it), is the recorded one, and samples. */
+START_TEST(shipped_model_loads_and_samples)
+{
+    unsetenv("COLDDIFF_MODEL");
+    cd_decoder *d = NULL;
+    cd_degradation *g = NULL;
+    CD_ASSERT_OK(cd_model_load_default(&d, &g));
+    ck_assert_int_eq(cd_decoder_param_count(d), SHIPPED_PARAMS);
+    cd_params *p = cd_decoder_params(d);
+    const uLong crc = crc32(0L, (const Bytef *)cd_params_data(p, -1),
+                            (uInt)(cd_params_numel(p) * (int64_t)sizeof(float)));
+    ck_assert_msg(crc == SHIPPED_CRC, "weights CRC-32 0x%08lx, recorded 0x%08x", crc,
+                  SHIPPED_CRC);
+    ck_assert_int_eq(cd_decoder_get_type(d), CD_DECODER_UNET);
+    ck_assert_int_eq(cd_degradation_get_kind(g), CD_DEGRADATION_NOISE);
+    ck_assert_int_eq(cd_decoder_trained_T(d), cd_degradation_T(g));
+    cd_sampler *s = NULL;
+    cd_rng *rng = NULL;
+    cd_tensor *x = NULL;
+    CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, g));
+    CD_ASSERT_OK(cd_sampler_set_decoder(s, d));
+    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, 4));
+    CD_ASSERT_OK(cd_rng_create(&rng, 1));
+    CD_ASSERT_OK(cd_tensor_create(&x, 4, (int64_t[]){3, 1, 28, 28}));
+    CD_ASSERT_OK(cd_sampler_sample(s, rng, x));
+    for (int64_t i = 0; i < cd_tensor_numel(x); i++)
+        ck_assert(fabsf(cd_tensor_data(x)[i]) <= 0.5f); /* clipped x0-hat at the end */
+    cd_tensor_free(x);
+    cd_rng_free(rng);
+    cd_sampler_free(s);
+    cd_decoder_free(d);
+    cd_degradation_free(g);
+    /* The variable overrides the search, and only it is tried then. */
+    setenv("COLDDIFF_MODEL", "/nonexistent/model.cdm", 1);
+    CD_ASSERT_STATUS(cd_model_load_default(&d, &g), CD_ERR_NOT_FOUND);
+    CD_ASSERT_ERROR_MENTIONS("/nonexistent/model.cdm");
+    ck_assert_ptr_null(d);
+    ck_assert_ptr_null(g);
+    unsetenv("COLDDIFF_MODEL");
+    CD_ASSERT_STATUS(cd_model_load_default(NULL, &g), CD_ERR_INVALID_ARGUMENT);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("model");
@@ -303,6 +355,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, decoder_only_and_pytorch_files_are_named);
     tcase_add_test(tc, another_T_is_refused);
     tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, shipped_model_loads_and_samples);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -19,6 +19,15 @@ cd_status cli_load_model(const char *path, bool want_trainer, bool ema, cli_load
 {
     memset(m, 0, sizeof *m);
     cd_status st = CD_ERR_NOT_FOUND;
+    if (!path) {
+        st = cd_model_load_default(&m->dec, &m->deg);
+        if (st == CD_OK && want_trainer) {
+            st = cd_trainer_create(&m->tr, m->dec, m->deg);
+            if (st != CD_OK) cli_loaded_free(m);
+        }
+        if (st != CD_OK) cli_fail("loading the shipped pretrained model");
+        return st;
+    }
     /* A training checkpoint keeps the options its test loss is defined by,
      * and the raw weights next to the EMA. */
     if ((want_trainer || !ema) && cd_trainer_load(&m->tr, path, NULL) == CD_OK) {

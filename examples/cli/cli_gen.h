@@ -42,7 +42,8 @@ typedef struct {
     bool checkpoint; /* read from a training checkpoint */
 } cli_loaded;
 
-/* Load path; with want_trainer, also a trainer for the test loss (a
+/* Load path (NULL: the pretrained model that ships with the library,
+ * cd_model_load_default); with want_trainer, also a trainer for the test loss (a
  * training checkpoint's own, else one with default options). ema: a
  * training checkpoint's EMA weights when it has them (as cd_model_load),
  * else its current weights. Prints the error and returns a failed status. */

@@ -236,7 +236,7 @@ int cmd_eval(int argc, char **argv)
     const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
     eval_result r = {.n = 1000, .fd_n = 1000, .fd_floor = NAN};
     const cli_opt opts[] = {
-        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a model: inference file or training checkpoint", NULL},
+        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)", NULL},
         {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder", NULL},
         {"--n", OPT_I64, &r.n, 2, 10000, NULL, "test images to restore (1000)", NULL},
         {"--fd-samples", OPT_I64, &r.fd_n, 2, 10000, NULL, "unconditional samples for FD (1000)", NULL},
@@ -246,13 +246,13 @@ int cmd_eval(int argc, char **argv)
         so[0], so[1], so[2], so[3], so[4], so[5], so[6], so[7],
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
     };
-    const cli_command cmd = {"eval", "--checkpoint F --data D [options]",
+    const cli_command cmd = {"eval", "--data D [--checkpoint F] [options]",
                              "Evaluate a model as the report's Tables 1 and 2 do: test loss, "
                              "RMSE, SSIM, PSNR,\nclass preservation, FD and class entropy.",
                              opts, (int)(sizeof opts / sizeof opts[0]), NULL, NULL};
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
-    if (!ckpt || !data) return cli_usage("eval", "--checkpoint and --data are required");
+    if (!data) return cli_usage("eval", "--data is required");
     if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
     if (json && cli_output_ok("eval", "the JSON", json, false) != CLI_OK) return CLI_FAIL;

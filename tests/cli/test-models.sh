@@ -2,7 +2,7 @@
 # Usage: test-models.sh COLDDIFF DATA_DIR PYTHON PYTHON_DIR
 # Model files on the command line: export of a training checkpoint to an
 # inference model, info on each kind of file, sample/restore/eval from an
-# inference model, the messages for a decoder-only file, a decoder of
+# inference model, sample from the shipped pretrained model, the messages for a decoder-only file, a decoder of
 # another T (both made with cdm_format.py from PYTHON_DIR) and a PyTorch
 # file, schedule --csv, eval --json, the out-of-range warning, and Ctrl-C
 # during sampling.
@@ -97,6 +97,14 @@ err "eval of a PyTorch file" 1 "convert_torch.py" \
   "$cli" eval --checkpoint "$work/model.pth" --data "$data"
 check "nothing was written by the failures" [ ! -e "$work/x.png" ]
 
+# ---- the pretrained model that ships with the library --------------------------------
+env -u COLDDIFF_MODEL "$cli" sample --n 4 --steps 5 --out "$work/shipped.png" >/dev/null 2>"$work/shipped.err"
+check "sample without --checkpoint (the shipped model) exits 0" [ $? -eq 0 ]
+check "sample without --checkpoint writes the grid" [ -s "$work/shipped.png" ]
+check "the shipped model samples inside the data range" [ ! -s "$work/shipped.err" ]
+err "a COLDDIFF_MODEL that does not exist" 1 "/nonexistent/m.cdm" \
+  env COLDDIFF_MODEL=/nonexistent/m.cdm "$cli" sample --n 2 --out "$work/x.png"
+
 # ---- DDIM defaults and the range warning ---------------------------------------------
 "$cli" sample --checkpoint "$work/model.cdm" --n 8 --sampler ddim --out "$work/ddim.png" \
   >/dev/null 2>"$work/ddim.err"
@@ -125,7 +133,7 @@ err "schedule without an output" 2 "--out FILE.svg or --csv" "$cli" schedule --T
 # ---- Ctrl-C stops a long chain: exit 130, nothing written ---------------------------------
 "$cli" train $tiny --T 1000 --train-limit 32 --epochs 1 --out "$work/long" >/dev/null 2>&1
 check "train T = 1000 exits 0" [ $? -eq 0 ]
-"$cli" sample --checkpoint "$work/long/best.cdm" --n 2000 --threads 1 --out "$work/long.png" \
+"$cli" sample --checkpoint "$work/long/best.cdm" --sampler ddpm --n 2000 --threads 1 --out "$work/long.png" \
   >/dev/null 2>"$work/int.err" &
 pid=$!
 # Signals sent before the handler is in place are ignored (a background

@@ -67,6 +67,11 @@ run "$prefix/bin/colddiff" --version >"$work/v.txt" 2>&1 ||
   run "$prefix/bin/colddiff" --help >"$work/v.txt" 2>&1 || { cat "$work/v.txt"; exit 1; }
 run "$prefix/bin/colddiff" sample --checkpoint "$work/ex/model.cdm" --n 4 --out "$work/s.png" \
   >/dev/null 2>"$work/s.err" || { cat "$work/s.err"; exit 1; }
+[ -f "$prefix/share/colddiff/mnist-diffusion.cdm" ] || { echo "the pretrained model is not installed"; exit 1; }
+# Without --checkpoint: the pretrained model that ships with the library.
+run env -u COLDDIFF_MODEL "$prefix/bin/colddiff" sample --n 4 --steps 5 --out "$work/p.png" \
+  >/dev/null 2>"$work/p.err" || { cat "$work/p.err"; exit 1; }
+[ -s "$work/p.png" ] || { echo "sample without --checkpoint wrote nothing"; exit 1; }
 
 echo "== the installed Python binding, from a clean environment"
 pydir=$(dirname "$(find "$prefix" -name colddiff.py | head -n 1)")
@@ -79,5 +84,25 @@ if [ -n "$python" ] && [ -z "${CD_TEST_PRELOAD:-}" ]; then
     *) echo "the installed binding loaded $loaded, not the installed library"; exit 1 ;;
   esac
   echo "loaded $loaded"
+
+  echo "== a moved installation finds its own data files"
+  # The moved tree's model is swapped for the example's, so only a lookup
+  # beside the running library (not the configured prefix, not the source
+  # tree) can return it.
+  moved=$work/moved
+  mv "$prefix" "$moved"
+  cp "$work/ex/model.cdm" "$moved/share/colddiff/mnist-diffusion.cdm"
+  pydir_m=$moved${pydir#"$prefix"}
+  got=$(cd "$work" && env -i PATH=/usr/bin:/bin PYTHONPATH="$pydir_m" "$python" -c '
+import sys, colddiff
+d, _ = colddiff.load_model()
+e, _ = colddiff.load_model(sys.argv[1])
+print(d.param_count, e.param_count, colddiff.Classifier.load_default().feature_dim)
+' "$work/ex/model.cdm") || exit 1
+  set -- $got
+  [ "$1" = "$2" ] || { echo "the moved install loaded another model ($1 parameters, want $2)"; exit 1; }
+  env -i PATH=/usr/bin:/bin "$moved/bin/colddiff" sample --n 2 --out "$work/m.png" \
+    >/dev/null 2>"$work/m.err" || { cat "$work/m.err"; exit 1; }
+  mv "$moved" "$prefix"
 fi
 echo "install: the example, the command and the binding ran from the prefix"

@@ -1203,6 +1203,28 @@ class SamplerTests(unittest.TestCase):
         px = s.sample(rng, (8, 1, 28, 28)).to_array()
         self.assertGreater(max(abs(v) for v in px), 0.5)
 
+    def test_shipped_model(self):
+        # The pretrained model that ships with the library: the recorded
+        # size and CRC-32 of its weights (as tests/check_model.c), a v
+        # predictor, and a grid of the asked shape inside the data range.
+        import zlib
+        old = os.environ.pop("COLDDIFF_MODEL", None)
+        try:
+            dec, deg = cd.load_model()
+        finally:
+            if old is not None:
+                os.environ["COLDDIFF_MODEL"] = old
+        self.assertEqual(dec.param_count, 919668)
+        self.assertEqual(zlib.crc32(bytes(dec.params.view())), 0xa7b0c420)
+        self.assertEqual(dec.prediction, cd.Prediction.V)
+        self.assertEqual(dec.trained_T, deg.T)
+        s = cd.Sampler("ddim", deg)
+        s["steps"] = 3
+        s.set_decoder(dec)
+        px = s.sample(cd.Rng(2), (2, 1, 28, 28))
+        self.assertEqual(px.shape, (2, 1, 28, 28))
+        self.assertTrue(all(-0.5 <= v <= 0.5 for v in px.to_array()))
+
     def test_an_array_as_out_is_named(self):
         s = cd.Sampler("ddpm", cd.Degradation.noise(cd.Schedule.linear(10)))
         s.set_decoder(tiny_decoder(cd.Rng(1)))
