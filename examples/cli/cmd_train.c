@@ -23,6 +23,9 @@ typedef struct {
     const train_opts *o;
     cd_dataset *ds;
     double *epoch, *train, *val; /* the loss curve so far */
+    double *sec, *ips;           /* each epoch's wall seconds and images/s (NaN: unknown) */
+    double t_mark;               /* when the current epoch began (NaN: part of it ran
+                                    before a resume) */
     int64_t n;
     bool tty;
     volatile double grid_sec;    /* the last epoch's grids took this long */
@@ -48,9 +51,12 @@ static int write_curve(run_state *r, char *failed, size_t cap)
     snprintf(failed, cap, "%s", final);
     FILE *f = fopen(cli_join(path, sizeof path, r->o->out, "losses.csv.tmp"), "w");
     if (!f) return errno;
-    fprintf(f, "epoch,train_loss,val_loss\n");
+    /* The timings come last, so readers of the first three columns (an
+     * older --resume among them) see the file they know. */
+    fprintf(f, "epoch,train_loss,val_loss,seconds,images_per_sec\n");
     for (int64_t i = 0; i < r->n; i++)
-        fprintf(f, "%.0f,%.9g,%.9g\n", r->epoch[i], r->train[i], r->val[i]);
+        fprintf(f, "%.0f,%.9g,%.9g,%.2f,%.1f\n", r->epoch[i], r->train[i], r->val[i], r->sec[i],
+                r->ips[i]);
     int e = cli_commit_file(f, path, final);
     if (e) return e;
     const cli_series s[2] = {{"train", "#1f77b4", r->epoch, r->train, r->n},
@@ -67,8 +73,9 @@ static void warn_curve(run_state *r)
     if (e) fprintf(stderr, "colddiff: warning: cannot write %s: %s\n", failed, strerror(e));
 }
 
-/* Rows of an earlier losses.csv up to epoch `upto` (a resumed run); a
- * missing file is an empty curve, an unreadable one an error. */
+/* Rows of an earlier losses.csv up to epoch `upto` (a resumed run), with
+ * or without the timing columns; a missing file is an empty curve, an
+ * unreadable one an error. */
 static int read_curve(run_state *r, int64_t upto)
 {
     char path[4096], line[256];
@@ -80,9 +87,11 @@ static int read_curve(run_state *r, int64_t upto)
         return CLI_FAIL;
     }
     while (fgets(line, sizeof line, f) && r->n < MAX_EPOCHS) {
-        double e, t, v;
-        if (sscanf(line, "%lf,%lf,%lf", &e, &t, &v) == 3 && e <= (double)upto) {
+        double e, t, v, sec = NAN, ips = NAN;
+        if (sscanf(line, "%lf,%lf,%lf,%lf,%lf", &e, &t, &v, &sec, &ips) >= 3 &&
+            e <= (double)upto) {
             r->epoch[r->n] = e, r->train[r->n] = t, r->val[r->n] = v;
+            r->sec[r->n] = sec, r->ips[r->n] = ips;
             r->n++;
         }
     }
@@ -135,17 +144,24 @@ static void ema_out(cd_trainer *tr, float *raw)
 }
 
 /* An epoch's row of the loss curve, on stderr and in losses.csv. */
+/* An epoch's row: its seconds are the wall time of its training and
+ * validation, and its images/s the training images over those seconds. */
 static void record_epoch(run_state *r, int64_t epoch, double train, double val)
 {
+    const double sec = cli_now_sec() - r->t_mark;
+    const double ips = (double)cd_dataset_count(r->ds, CD_SPLIT_TRAIN) / sec;
     if (r->n < MAX_EPOCHS) {
         r->epoch[r->n] = (double)epoch, r->train[r->n] = train, r->val[r->n] = val;
+        r->sec[r->n] = sec, r->ips[r->n] = ips;
         r->n++;
     }
     if (r->tty) fprintf(stderr, "\r\033[K");
     fprintf(stderr, "epoch %lld/%lld: train loss %.5f, ", (long long)epoch,
             (long long)r->o->epochs, train);
-    if (isnan(val)) fprintf(stderr, "no validation split\n");
-    else fprintf(stderr, "validation loss %.5f\n", val);
+    if (isnan(val)) fprintf(stderr, "no validation split");
+    else fprintf(stderr, "validation loss %.5f", val);
+    if (isfinite(sec)) fprintf(stderr, " (%.1f s, %.0f img/s)", sec, ips);
+    fprintf(stderr, "\n");
     warn_curve(r);
 }
 
@@ -155,7 +171,9 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
 {
     run_state *r = user;
     record_epoch(r, epoch, train, val);
-    return epoch_grids(r, tr, epoch);
+    const cd_status st = epoch_grids(r, tr, epoch);
+    r->t_mark = cli_now_sec();
+    return st;
 }
 
 static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch);
@@ -399,8 +417,9 @@ static int run(train_opts *o, cli_model *m)
     cd_rng *rng = NULL;
     cd_trainer *tr = NULL;
     run_state r = {.o = o, .tty = isatty(STDERR_FILENO)};
-    r.epoch = calloc(3 * MAX_EPOCHS, sizeof(double));
+    r.epoch = calloc(5 * MAX_EPOCHS, sizeof(double));
     r.train = r.epoch + MAX_EPOCHS, r.val = r.train + MAX_EPOCHS;
+    r.sec = r.val + MAX_EPOCHS, r.ips = r.sec + MAX_EPOCHS;
     int rc = CLI_FAIL;
     if (!r.epoch) fprintf(stderr, "colddiff: out of memory\n");
     else if (cli_load_data(&ds, o->data, o->val_fraction, (uint64_t)o->seed) != CD_OK)
@@ -438,6 +457,8 @@ static int run(train_opts *o, cli_model *m)
         rc = CLI_OK;
         goto done;
     }
+    /* An epoch resumed part-way has no timing of its own. */
+    r.t_mark = open_batches > 0 ? NAN : cli_now_sec();
     bar_state bar = {tr, &r, 0, 0.0};
     pthread_t th;
     const bool drawing = pthread_create(&th, NULL, draw_bar, &bar) == 0;

@@ -27,7 +27,8 @@ for f in best.cdm last.cdm losses.csv loss.svg config.txt samples_epoch001.png \
   check "train writes $f" [ -s "$work/run/$f" ]
 done
 check "losses.csv has a header and two epochs" [ "$(wc -l <"$work/run/losses.csv")" -eq 3 ]
-check "losses.csv header" [ "$(head -1 "$work/run/losses.csv")" = "epoch,train_loss,val_loss" ]
+check "losses.csv header" [ "$(head -1 "$work/run/losses.csv")" = "epoch,train_loss,val_loss,seconds,images_per_sec" ]
+check "losses.csv times each epoch" awk -F, 'NR > 1 && !($4 + 0 > 0 && $5 + 0 > 0) { exit 1 }' "$work/run/losses.csv"
 check "losses are finite numbers" awk -F, 'NR > 1 && !($2 + 0 > 0 && $3 + 0 > 0) { exit 1 }' "$work/run/losses.csv"
 check "loss.svg is an SVG with two curves" [ "$(grep -c '<polyline' "$work/run/loss.svg")" -eq 2 ]
 check "config.txt records the model" grep -q "^T = 20$" "$work/run/config.txt"
