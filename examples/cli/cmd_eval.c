@@ -215,9 +215,9 @@ static void print_result(const eval_result *r, FILE *f, bool json)
     fprintf(f, "FD                 %.4f (%lld samples vs %lld test images, MNIST classifier "
             "features)\n", r->fd, (long long)r->fd_n, (long long)r->fd_n);
     if (isfinite(r->fd_floor))
-        fprintf(f, "FD floor           %.4f (test images %lld..%lld vs the same %lld: real "
-                "against real)\n", r->fd_floor, (long long)r->fd_n,
-                (long long)(2 * r->fd_n - 1), (long long)r->fd_n);
+        fprintf(f, "FD floor           %.4f (test images %lld..%lld vs 0..%lld: real against "
+                "real)\n", r->fd_floor, (long long)r->fd_n, (long long)(2 * r->fd_n - 1),
+                (long long)(r->fd_n - 1));
     fprintf(f, "class entropy      %.4f nats (uniform: %.4f), mean confidence %.4f\n",
             r->entropy, log(10.0), r->confidence);
     fprintf(f, "class histogram   ");
