@@ -12,7 +12,7 @@
  * the CRC-32 of its float32 weights in parameter order (docs/pretrained.md
  * records both; a retrained model changes them here too). */
 #define SHIPPED_PARAMS 919668
-#define SHIPPED_CRC 0xa7b0c420u
+#define SHIPPED_CRC 0xecf30b1fu
 
 static cd_decoder *small_cnn(uint64_t seed)
 {
