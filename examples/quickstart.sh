@@ -42,9 +42,10 @@ n=1000
 "$cli" eval --checkpoint "$run/best.cdm" --data "$data" --n 100 --fd-samples "$n" \
   --json "$out/metrics.json" | tee "$out/metrics.txt"
 cp "$(ls "$run"/samples_epoch*.png | tail -n 1)" "$out/samples.png"
+restore=$(ls "$run"/restore_epoch*.png | tail -n 1)
 echo "quickstart: done in $(elapsed)."
 echo "  pretrained model's digits: $out/pretrained.png"
 echo "  real digits:               $out/digits.png"
 echo "  your model's samples:      $out/samples.png (the model: $run/best.cdm)"
-echo "  restorations, loss curve:  $run/restore_epoch*.png, $run/loss.svg"
+echo "  restorations, loss curve:  $restore, $run/loss.svg"
 echo "  metrics:                   $out/metrics.txt and $out/metrics.json"
