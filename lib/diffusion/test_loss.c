@@ -63,8 +63,8 @@ static cd_status batch_losses(cd_trainer *tr, buffers *b, int64_t first, int64_t
     const bool noise = d->kind == CD_DEGRADATION_NOISE;
     CD__TRY(cd_degradation_apply(d, &x, b->t, n, rng, &z, noise ? &eps : NULL));
     if (noise)
-        cd__noise_target(d, cd_decoder_prediction(cd_trainer_decoder(tr)), x.data, b->t, n, x.numel / n,
-                         eps.data);
+        cd__noise_target(d, cd_decoder_prediction(cd_trainer_decoder(tr)), x.data, b->t, n,
+                         x.numel / n, eps.data);
     CD__TRY(cd_decoder_forward(cd_trainer_decoder(tr), &z, &tau, &pred));
     const float *target = noise ? eps.data : x.data;
     const int64_t D = x.numel / n;
