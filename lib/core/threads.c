@@ -6,13 +6,6 @@
  * its loop on its own thread; since results never depend on the mapping of
  * tasks to threads, that only costs speed.
  *
- * A training step of a small UNet makes hundreds of parallel_for calls a
- * few hundred microseconds apart. Sleeping on a condition variable between
- * them costs a futex call and a wake-up of an idle (often halted, in a
- * virtual machine) core each time, so workers and the caller first spin
- * for a bounded while (SPIN_ROUNDS pauses, well under a millisecond) and
- * only then block.
- *
  * The BLAS always runs single-threaded: OpenBLAS gives different bits for
  * the same sgemm at different thread counts, so libcolddiff parallelises
  * over fixed tiles itself and calls sgemm from its workers.
@@ -25,19 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define CPU_RELAX() _mm_pause()
-#elif defined(__aarch64__)
-#define CPU_RELAX() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define CPU_RELAX() atomic_signal_fence(memory_order_seq_cst)
-#endif
-
-/* Pauses a thread spins before it blocks: tens of microseconds to a few
- * hundred, depending on the pause instruction's latency. */
-#define SPIN_ROUNDS 8192
 
 #if defined(CD_BLAS_OPENBLAS)
 void openblas_set_num_threads(int num_threads);
@@ -54,16 +34,14 @@ typedef struct {
      * lazily, so an allocation failing here would leave it half made. */
     pthread_t workers[CD_MAX_THREADS - 1];
     int32_t n_workers;
-    /* Bumped per job (under `lock`, for the sleepers), so workers see new
-     * work; written after fn, ctx and n, so a worker that sees it sees them. */
-    atomic_uint_fast64_t generation;
+    uint64_t generation;    /* bumped per job, so workers see new work */
     uint64_t spawn_generation; /* generation when the workers were made */
-    atomic_bool stop;
+    bool stop;
     cd__task_fn fn;
     void *ctx;
     int64_t n;
     atomic_int_fast64_t next;
-    atomic_int active;      /* workers still inside the current job */
+    int32_t active;         /* workers still inside the current job */
 } pool_t;
 
 static pool_t g_pool = {
@@ -96,43 +74,23 @@ static void run_tasks(pool_t *p)
     }
 }
 
-/* Whether generation moved past `seen` or the pool is stopping, after at
- * most SPIN_ROUNDS pauses. */
-static bool spin_for_job(pool_t *p, uint64_t seen)
-{
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
-        if (atomic_load_explicit(&p->generation, memory_order_acquire) != seen ||
-            atomic_load_explicit(&p->stop, memory_order_relaxed))
-            return true;
-        CPU_RELAX();
-    }
-    return false;
-}
-
 static void *worker_main(void *arg)
 {
     pool_t *p = arg;
     /* Written before pthread_create, so visible here; a worker must not
      * mistake a job finished before it existed for new work. */
     uint64_t seen = p->spawn_generation;
+    pthread_mutex_lock(&p->lock);
     for (;;) {
-        if (!spin_for_job(p, seen)) {
-            pthread_mutex_lock(&p->lock);
-            while (!atomic_load(&p->stop) && atomic_load(&p->generation) == seen)
-                pthread_cond_wait(&p->wake, &p->lock);
-            pthread_mutex_unlock(&p->lock);
-        }
-        if (atomic_load(&p->stop)) break;
-        seen = atomic_load_explicit(&p->generation, memory_order_acquire);
+        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->wake, &p->lock);
+        if (p->stop) break;
+        seen = p->generation;
+        pthread_mutex_unlock(&p->lock);
         run_tasks(p);
-        /* The last one out wakes a caller that stopped spinning; taking the
-         * lock orders the signal after the caller's check of `active`. */
-        if (atomic_fetch_sub(&p->active, 1) == 1) {
-            pthread_mutex_lock(&p->lock);
-            pthread_cond_signal(&p->done);
-            pthread_mutex_unlock(&p->lock);
-        }
+        pthread_mutex_lock(&p->lock);
+        if (--p->active == 0) pthread_cond_signal(&p->done);
     }
+    pthread_mutex_unlock(&p->lock);
     return NULL;
 }
 
@@ -141,12 +99,12 @@ static void pool_shutdown(pool_t *p)
 {
     if (p->n_workers == 0) return;
     pthread_mutex_lock(&p->lock);
-    atomic_store(&p->stop, true);
+    p->stop = true;
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->lock);
     for (int32_t i = 0; i < p->n_workers; i++) pthread_join(p->workers[i], NULL);
     p->n_workers = 0;
-    atomic_store(&p->stop, false);
+    p->stop = false;
 }
 
 /* Make sure `want` workers exist; on failure run with fewer. */
@@ -155,7 +113,7 @@ static void pool_resize(pool_t *p, int32_t want)
     if (p->n_workers == want) return;
     pool_shutdown(p);
     if (want == 0) return;
-    p->spawn_generation = atomic_load(&p->generation);
+    p->spawn_generation = p->generation;
     int32_t started = 0;
     while (started < want &&
            pthread_create(&p->workers[started], NULL, worker_main, p) == 0)
@@ -173,24 +131,21 @@ void cd__parallel_for(int64_t n, cd__task_fn fn, void *ctx)
     }
     pool_t *p = &g_pool;
     pool_resize(p, threads - 1);
+    pthread_mutex_lock(&p->lock);
     p->fn = fn;
     p->ctx = ctx;
     p->n = n;
     atomic_store(&p->next, 0);
-    atomic_store(&p->active, p->n_workers);
-    pthread_mutex_lock(&p->lock);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    p->active = p->n_workers;
+    p->generation++;
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->lock);
 
     run_tasks(p);
 
-    for (int i = 0; i < SPIN_ROUNDS && atomic_load(&p->active) > 0; i++) CPU_RELAX();
-    if (atomic_load(&p->active) > 0) {
-        pthread_mutex_lock(&p->lock);
-        while (atomic_load(&p->active) > 0) pthread_cond_wait(&p->done, &p->lock);
-        pthread_mutex_unlock(&p->lock);
-    }
+    pthread_mutex_lock(&p->lock);
+    while (p->active > 0) pthread_cond_wait(&p->done, &p->lock);
+    pthread_mutex_unlock(&p->lock);
     pthread_mutex_unlock(&p->busy);
 }
 
@@ -220,8 +175,8 @@ static void pool_after_fork(void)
     pthread_cond_init(&g_pool.wake, NULL);
     pthread_cond_init(&g_pool.done, NULL);
     g_pool.n_workers = 0;
-    atomic_store(&g_pool.stop, false);
-    atomic_store(&g_pool.active, 0);
+    g_pool.stop = false;
+    g_pool.active = 0;
 }
 
 __attribute__((constructor)) static void threads_at_load(void)
