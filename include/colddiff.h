@@ -443,7 +443,8 @@ CD_API int64_t cd_decoder_param_count(const cd_decoder *d);
 
 /**
  * Bytes of workspace a forward and backward at batch N and H x W use
- * (activations, saved statistics, gradients, scratch). The decoder
+ * (activations, saved statistics, gradients, scratch); cd_decoder_infer
+ * needs less. The decoder
  * allocates it on the first forward of a shape and reuses it after. Like
  * every call on a decoder, not to be run concurrently with another.
  * Errors: CD_ERR_SHAPE, CD_ERR_OVERFLOW (N x H x W above 2^31 pixels).
@@ -465,6 +466,18 @@ CD_API cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N,
  */
 CD_API cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z,
                                     const cd_tensor *tau, cd_tensor *out);
+
+/**
+ * out = g(z, tau) as cd_decoder_forward computes it, bit for bit, for a
+ * pass that never runs backward (sampling, validation and test losses):
+ * it keeps no activations for backward and no gradient buffers, and lets
+ * the blocks share their temporaries, so its workspace is a fraction of a
+ * training forward's (the decoder never shrinks a workspace it already
+ * has). A later cd_decoder_backward is CD_ERR_STATE until the next
+ * cd_decoder_forward. Errors as cd_decoder_forward.
+ */
+CD_API cd_status cd_decoder_infer(cd_decoder *d, const cd_tensor *z,
+                                  const cd_tensor *tau, cd_tensor *out);
 
 /**
  * Save the decoder (configuration and parameters) as a checkpoint file
@@ -519,7 +532,8 @@ CD_API int32_t cd_decoder_prediction(const cd_decoder *d);
  * the parameter gradients (cd_params_grad; clear them with
  * cd_params_zero_grad) and, if dz is not NULL, overwrite dz with dL/dz
  * (dz must not be dout). Errors: CD_ERR_STATE (no forward since the shape
- * changed), CD_ERR_SHAPE, CD_ERR_INVALID_ARGUMENT (dz is dout),
+ * changed, or the last pass was cd_decoder_infer), CD_ERR_SHAPE,
+ * CD_ERR_INVALID_ARGUMENT (dz is dout),
  * CD_ERR_NOT_FINITE (a NaN or infinity in dout, named by element; the
  * gradients and dz are then untouched).
  */
@@ -1160,7 +1174,7 @@ typedef struct cd_trainer cd_trainer;
 
 /**
  * Trainer options, set with cd_trainer_set() (doubles; flags are 0 or 1).
- * Keys 0..9 are the optimiser's: Adam in PyTorch's arithmetic, defaults lr
+ * Keys 0..15 are the optimiser's: Adam in PyTorch's arithmetic, defaults lr
  * 2e-4, betas 0.9 and 0.999, eps 1e-8, no weight decay, no clipping, no EMA
  * and no warm-ups.
  */
@@ -1178,6 +1192,9 @@ typedef enum cd_trainer_param {
     CD_TRAINER_EMA_WARMUP = 9,    /**< 1: the EMA decay of step t is
                                        min(d, (1+t)/(10+t)), so short runs do not
                                        keep the random start; 0 = off (default)  */
+    CD_TRAINER_LR_DECAY = 10,     /**< step N at which lr reaches 0 along half a
+                                       cosine that starts at the end of the
+                                       warm-up; 0 = off (default)                */
     CD_TRAINER_T_MAX = 16,        /**< draw t from 1..t_max; 0 = T (default). The
                                        report's ddpm-cnn-good/bad use T - 1      */
     CD_TRAINER_T_PER_BATCH = 17,  /**< 1: one t per batch (the report's blur run) */

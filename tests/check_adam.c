@@ -206,6 +206,7 @@ START_TEST(range_errors)
         {CD__ADAM_EMA_DECAY, 1.0, "ema_decay"}, {CD__ADAM_EMA_DECAY, -0.5, "ema_decay"},
         {CD__ADAM_LR_WARMUP, -1.0, "lr_warmup"}, {CD__ADAM_LR_WARMUP, 2.5, "lr_warmup"},
         {CD__ADAM_LR_WARMUP, 2e9, "lr_warmup"}, {CD__ADAM_EMA_WARMUP, 0.5, "ema_warmup"},
+        {CD__ADAM_LR_DECAY, -1.0, "lr_decay"}, {CD__ADAM_LR_DECAY, 0.5, "lr_decay"},
         {CD__ADAM_EMA_WARMUP, 2.0, "ema_warmup"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -444,6 +445,59 @@ START_TEST(warmups_equal_hand_set_ramps)
 }
 END_TEST
 
+/* The cosine decay equals a run that sets lr by hand before every step,
+ * bit for bit: the warm-up's ramp, then lr (1 + cos(pi (t - W) / (N - W))) / 2;
+ * from step N on, lr is 0 and a step leaves the weights as they are. */
+START_TEST(lr_decay_equals_hand_set_cosine)
+{
+    cd_fixture *fx = cd_fixture_load("adam.bin");
+    cd_params *pa = make_params(fx), *pb = make_params(fx);
+    const double lr = 1e-2, W = 2, N = STEPS + 1, pi = 3.14159265358979323846;
+    double ha[CD__ADAM_NPARAMS] = {lr, 0.9, 0.999, 1e-8};
+    ha[CD__ADAM_LR_WARMUP] = W;
+    ha[CD__ADAM_LR_DECAY] = N;
+    double hb[CD__ADAM_NPARAMS] = {lr, 0.9, 0.999, 1e-8};
+    cd__adam *a = make_adam(pa, ha), *b = make_adam(pb, hb);
+    const int64_t n = cd_params_numel(pa);
+    for (int t = 1; t <= STEPS; t++) {
+        const double want = t < W ? lr * t / W : lr * 0.5 * (1.0 + cos(pi * (t - W) / (N - W)));
+        CD_ASSERT_OK(cd__adam_set(b, CD__ADAM_LR, want));
+        load_grads(pa, fx, t);
+        load_grads(pb, fx, t);
+        CD_ASSERT_OK(cd__adam_step(a));
+        CD_ASSERT_OK(cd__adam_step(b));
+        ck_assert(memcmp(cd_params_data(pa, -1), cd_params_data(pb, -1),
+                         (size_t)n * sizeof(float)) == 0);
+    }
+    /* Step N: lr 0. */
+    float *before = malloc((size_t)n * sizeof(float));
+    memcpy(before, cd_params_data(pa, -1), (size_t)n * sizeof(float));
+    load_grads(pa, fx, 1);
+    CD_ASSERT_OK(cd__adam_step(a));
+    ck_assert(memcmp(cd_params_data(pa, -1), before, (size_t)n * sizeof(float)) == 0);
+    /* A decay that ends inside the warm-up is off. */
+    double hc[CD__ADAM_NPARAMS] = {lr, 0.9, 0.999, 1e-8};
+    hc[CD__ADAM_LR_WARMUP] = 3;
+    hc[CD__ADAM_LR_DECAY] = 3;
+    cd_params *pc = make_params(fx), *pd = make_params(fx);
+    hb[CD__ADAM_LR] = lr;
+    hb[CD__ADAM_LR_WARMUP] = 3;
+    cd__adam *c = make_adam(pc, hc), *d = make_adam(pd, hb);
+    for (int t = 1; t <= STEPS; t++) {
+        load_grads(pc, fx, t);
+        load_grads(pd, fx, t);
+        CD_ASSERT_OK(cd__adam_step(c));
+        CD_ASSERT_OK(cd__adam_step(d));
+    }
+    ck_assert(memcmp(cd_params_data(pc, -1), cd_params_data(pd, -1),
+                     (size_t)n * sizeof(float)) == 0);
+    free(before);
+    cd__adam_free(a), cd__adam_free(b), cd__adam_free(c), cd__adam_free(d);
+    cd_params_free(pa), cd_params_free(pb), cd_params_free(pc), cd_params_free(pd);
+    cd_fixture_free(fx);
+}
+END_TEST
+
 /* A step does not zero the gradients; the caller does. */
 START_TEST(step_keeps_gradients)
 {
@@ -508,6 +562,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, step_keeps_gradients);
     tcase_add_test(tc, restore_validates_first);
     tcase_add_test(tc, warmups_equal_hand_set_ramps);
+    tcase_add_test(tc, lr_decay_equals_hand_set_cosine);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -228,6 +228,60 @@ START_TEST(workspace_query_between_calls)
 }
 END_TEST
 
+/* cd_decoder_infer gives cd_decoder_forward's bits from a plan that keeps
+ * nothing for backward (and shares the blocks' temporaries), whichever
+ * plan the workspace held before; a backward after it is refused. The
+ * report's CNN (four layers: its buffers take turns) and UNet. */
+START_TEST(infer_equals_forward)
+{
+    for (int k = 0; k < 2; k++) {
+        const cd_decoder_type type = k ? CD_DECODER_UNET : CD_DECODER_CNN;
+        cd_decoder_config *cfg = NULL;
+        cd_decoder *d = NULL;
+        cd_rng *rng = NULL;
+        CD_ASSERT_OK(cd_decoder_config_create(&cfg, type));
+        CD_ASSERT_OK(cd_rng_create(&rng, 11));
+        CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
+        const int64_t N = 2, n = N * 28 * 28;
+        cd_tensor *z = cd_test_tensor4(N, 1, 28, 28), *tau = NULL;
+        cd_tensor *a = cd_test_tensor4(N, 1, 28, 28), *b = cd_test_tensor4(N, 1, 28, 28);
+        cd_tensor *c = cd_test_tensor4(N, 1, 28, 28);
+        CD_ASSERT_OK(cd_tensor_create(&tau, 1, (int64_t[]){N}));
+        cd_gc_randn(cd_tensor_data(z), n, 3, 1.0f);
+        cd_tensor_data(tau)[0] = 0.2f, cd_tensor_data(tau)[1] = 0.7f;
+        /* Fresh decoder: the forward-only plan alone. */
+        CD_ASSERT_OK(cd_decoder_infer(d, z, tau, b));
+        CD_ASSERT_STATUS(cd_decoder_backward(d, b, NULL), CD_ERR_STATE);
+        CD_ASSERT_OK(cd_decoder_forward(d, z, tau, a));
+        ck_assert_msg(memcmp(cd_tensor_data(a), cd_tensor_data(b), (size_t)n * sizeof(float)) == 0,
+                      "%s: infer differs from forward", k ? "unet" : "cnn");
+        /* In the training plan's memory, between a forward and its backward. */
+        CD_ASSERT_OK(cd_decoder_infer(d, z, tau, c));
+        ck_assert(memcmp(cd_tensor_data(a), cd_tensor_data(c), (size_t)n * sizeof(float)) == 0);
+        CD_ASSERT_STATUS(cd_decoder_backward(d, a, NULL), CD_ERR_STATE);
+        CD_ASSERT_ERROR_MENTIONS("cd_decoder_infer");
+        CD_ASSERT_OK(cd_decoder_forward(d, z, tau, c));
+        CD_ASSERT_OK(cd_decoder_backward(d, a, NULL));
+        /* A forward-only plan is a fraction of a training one: the CNN's
+         * keeps its (spectral) convolution workspace, the UNet's no saved
+         * activation. */
+        int64_t train = 0, infer = 0;
+        CD_ASSERT_OK(cd__decoder_plan_bytes(d, 64, 28, 28, true, &train));
+        CD_ASSERT_OK(cd__decoder_plan_bytes(d, 64, 28, 28, false, &infer));
+        printf("workspace at batch 64, %s: training %.1f MiB, forward-only %.1f MiB\n",
+               k ? "unet" : "cnn", (double)train / 1048576.0, (double)infer / 1048576.0);
+        ck_assert_msg(infer > 0 && (k ? 3 : 1.5) * (double)infer < (double)train,
+                      "%s: infer %lld bytes, train %lld", k ? "unet" : "cnn", (long long)infer,
+                      (long long)train);
+        cd_tensor_free(z), cd_tensor_free(tau), cd_tensor_free(a), cd_tensor_free(b);
+        cd_tensor_free(c);
+        cd_decoder_free(d);
+        cd_rng_free(rng);
+        cd_decoder_config_free(cfg);
+    }
+}
+END_TEST
+
 /* A checkpoint whose configuration is out of bounds is a format error that
  * keeps the cause in its message. */
 START_TEST(bad_configuration_in_checkpoint)
@@ -366,6 +420,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, cnn_bad_input_is_an_error);
     tcase_add_test(tc, cnn_save_load_round_trip);
     tcase_add_test(tc, workspace_query_between_calls);
+    tcase_add_test(tc, infer_equals_forward);
     tcase_add_test(tc, bad_configuration_in_checkpoint);
     tcase_add_test(tc, huge_configuration_small_file);
     tcase_add_test(tc, config_errors);

@@ -104,8 +104,9 @@ static void run_steps(cd_trainer *tr, cd_dataset *ds, cd_rng *rng, cd_tensor *ba
 }
 
 /* Stop after 3 steps, save, load, run 3 more: the same bits as 6 steps in
- * one go (same seed, same thread count), for noise and blur, with EMA and
- * clipping on so every piece of state must survive. */
+ * one go (same seed, same thread count), for noise and blur, with EMA,
+ * clipping and a learning-rate schedule on so every piece of state must
+ * survive. */
 START_TEST(resume_is_bit_identical)
 {
     const int64_t hidden[2] = {4, 6};
@@ -126,6 +127,9 @@ START_TEST(resume_is_bit_identical)
             CD_ASSERT_OK(cd_trainer_set(t, CD_TRAINER_CLIP_NORM, 0.5));
             CD_ASSERT_OK(cd_trainer_set(t, CD_TRAINER_LR, 1e-3));
             CD_ASSERT_OK(cd_trainer_set(t, CD_TRAINER_T_PER_BATCH, blur));
+            /* The schedule spans the stop: a ramp to step 2, the cosine to 0 at 5. */
+            CD_ASSERT_OK(cd_trainer_set(t, CD_TRAINER_LR_WARMUP, 2));
+            CD_ASSERT_OK(cd_trainer_set(t, CD_TRAINER_LR_DECAY, 5));
         }
         run_steps(a, ds, ra, batch, 0, 6);
         run_steps(b, ds, rb, batch, 0, 3);
@@ -136,6 +140,8 @@ START_TEST(resume_is_bit_identical)
         double v = 0;
         CD_ASSERT_OK(cd_trainer_get(c, CD_TRAINER_T_PER_BATCH, &v));
         ck_assert(v == blur);
+        CD_ASSERT_OK(cd_trainer_get(c, CD_TRAINER_LR_DECAY, &v));
+        ck_assert(v == 5);
         run_steps(c, ds, rc, batch, 3, 6);
         cd_params *pa = cd_decoder_params(cd_trainer_decoder(a));
         cd_params *pc = cd_decoder_params(cd_trainer_decoder(c));

@@ -397,6 +397,17 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
     return rc == CLI_OK ? train_write_config(o, m) : rc;
 }
 
+/* --lr-decay: the cosine reaches 0 at the end of the last epoch, so it is
+ * set again on every start (a resume may have raised --epochs). */
+static int set_lr_decay(const train_opts *o, const cd_dataset *ds, cd_trainer *tr)
+{
+    const int64_t n = cd_dataset_count(ds, CD_SPLIT_TRAIN);
+    const int64_t steps = o->lr_decay ? o->epochs * ((n + o->batch - 1) / o->batch) : 0;
+    if (cd_trainer_set(tr, CD_TRAINER_LR_DECAY, (double)steps) != CD_OK)
+        return cli_fail("--lr-decay");
+    return CLI_OK;
+}
+
 static int run(train_opts *o, cli_model *m)
 {
     if (cli_output_ok("train", "the run folder", o->out, true) != CLI_OK) return CLI_FAIL;
@@ -436,6 +447,7 @@ static int run(train_opts *o, cli_model *m)
     if (rc != CLI_OK) goto done;
     r.ds = ds;
     if ((rc = train_update_config(o, n_changed)) != CLI_OK) goto done;
+    if ((rc = set_lr_decay(o, ds, tr)) != CLI_OK) goto done;
     double done_epochs = 0, open_batches = 0;
     cd_trainer_progress(tr, CD_PROGRESS_EPOCH, &done_epochs);
     cd_trainer_progress(tr, CD_PROGRESS_BATCH, &open_batches);
@@ -556,6 +568,7 @@ int cmd_train(int argc, char **argv)
         {"--clip-norm", OPT_F64, &o.clip, 0, 1e12, NULL, "gradient norm clip (0: off)", NULL},
         {"--lr-warmup", OPT_I64, &o.lr_warmup, 0, 1e9, NULL, "steps of a linear learning-rate ramp (0: off)", NULL},
         {"--ema-warmup", OPT_FLAG, &o.ema_warmup, 0, 0, NULL, "EMA decay min(d, (1+t)/(10+t)) at step t", NULL},
+        {"--lr-decay", OPT_FLAG, &o.lr_decay, 0, 0, NULL, "learning rate down to 0 along half a cosine by the last epoch's end", NULL},
         {"--resume", OPT_FLAG, &o.resume, 0, 0, NULL, "continue RUN/last.cdm", NULL},
         {"--sample-epochs", OPT_TIMES, &o.sample_epochs, 1, MAX_EPOCHS, NULL, "epochs with sample grids (5,15,30,45 and the last)", NULL},
         {"--n-samples", OPT_I64, &o.n_samples, 1, 4096, NULL, "images per sample grid (64)", NULL},

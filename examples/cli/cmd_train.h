@@ -14,7 +14,7 @@ typedef struct {
     int64_t epochs, batch, threads, train_limit, val_limit, n_samples, grid_steps, lr_warmup;
     double lr, val_fraction, ema, clip, grid_eta;
     int64_t seed;
-    bool resume, times_given, grid_clip, ema_warmup;
+    bool resume, times_given, grid_clip, ema_warmup, lr_decay;
     cli_times sample_epochs, restore_times;
     int grid_sampler;
     const cli_command *cmd;       /* the parsed command line (its options' seen flags) */

@@ -36,6 +36,7 @@ static const cfg_field fields[] = {
     FIELD("clip_norm", "--clip-norm", F_F64, clip, false),
     FIELD("lr_warmup", "--lr-warmup", F_I64, lr_warmup, false),
     FIELD("ema_warmup", "--ema-warmup", F_BOOL, ema_warmup, false),
+    FIELD("lr_decay", "--lr-decay", F_BOOL, lr_decay, false),
     FIELD("n_samples", "--n-samples", F_I64, n_samples, false),
     FIELD("sample_epochs", "--sample-epochs", F_TIMES, sample_epochs, false),
     FIELD("grid_sampler", "--grid-sampler", F_SAMPLER, grid_sampler, false),

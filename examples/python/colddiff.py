@@ -191,6 +191,7 @@ class TrainerParam(enum.IntEnum):
     EMA_DECAY = 7
     LR_WARMUP = 8
     EMA_WARMUP = 9
+    LR_DECAY = 10
     T_MAX = 16
     T_PER_BATCH = 17
     LOSS = 18
@@ -436,6 +437,7 @@ _SIGNATURES = {
     "cd_decoder_param_count": (_i64, [_p]),
     "cd_decoder_workspace_size": (_int, [_p, _i64, _i64, _i64, _P(_i64)]),
     "cd_decoder_forward": (_int, [_p, _p, _p, _p]),
+    "cd_decoder_infer": (_int, [_p, _p, _p, _p]),
     "cd_decoder_save": (_int, [_p, _s]),
     "cd_decoder_load": (_int, [_P(_p), _s]),
     "cd_decoder_trained_T": (_i64, [_p]),
@@ -1694,6 +1696,14 @@ class Decoder(_Object):
     def forward(self, z, tau, out=None):
         """out = g(z, tau): z is N x C x H x W, tau N floats (a Tensor or a
         sequence). out may be a Tensor to fill; returns it."""
+        return self._run("cd_decoder_forward", z, tau, out)
+
+    def infer(self, z, tau, out=None):
+        """forward() for a pass with no backward after it: the same output,
+        in a smaller workspace (cd_decoder_infer)."""
+        return self._run("cd_decoder_infer", z, tau, out)
+
+    def _run(self, name, z, tau, out):
         z = _as_tensor(z, "z")
         own_tau = None
         if not isinstance(tau, Tensor):
@@ -1703,7 +1713,7 @@ class Decoder(_Object):
             tau = own_tau = Tensor.from_data(vals)
         try:
             out = _out_tensor(out, z.shape)
-            _check(_L().cd_decoder_forward(self._p, z._p, tau._p, out._p))
+            _check(getattr(_L(), name)(self._p, z._p, tau._p, out._p))
             return out
         finally:
             if own_tau is not None:

@@ -118,7 +118,7 @@ static cd_status predict(const chain *c, int64_t t)
     const float tau = (float)((double)t / (double)c->T);
     for (int64_t n = 0; n < c->N; n++) c->tau->data[n] = tau;
     if (!s->decoder) cd_clear_error(); /* so a silent failure is not given a stale message */
-    const cd_status st = s->decoder ? cd_decoder_forward(s->decoder, c->z, c->tau, c->g)
+    const cd_status st = s->decoder ? cd_decoder_infer(s->decoder, c->z, c->tau, c->g)
                                     : s->fn(s->user, c->z, c->tau, c->g);
     if (st != CD_OK) return predictor_failed(c, t, st);
     if (cd__tensor_expect(c->g, c->fn, "predictor output", 4, c->z->shape) != CD_OK)

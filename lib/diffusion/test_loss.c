@@ -65,7 +65,7 @@ static cd_status batch_losses(cd_trainer *tr, buffers *b, int64_t first, int64_t
     if (noise)
         cd__noise_target(d, cd_decoder_prediction(cd_trainer_decoder(tr)), x.data, b->t, n,
                          x.numel / n, eps.data);
-    CD__TRY(cd_decoder_forward(cd_trainer_decoder(tr), &z, &tau, &pred));
+    CD__TRY(cd_decoder_infer(cd_trainer_decoder(tr), &z, &tau, &pred));
     const float *target = noise ? eps.data : x.data;
     const int64_t D = x.numel / n;
     for (int64_t i = 0; i < n; i++) {

@@ -271,8 +271,10 @@ static cd_status draw_times(cd_trainer *tr, cd_rng *rng, int64_t N)
 }
 
 /* Degrade, predict and score one batch; the loss gradient goes to dout. */
+/* The loss of a batch; with train, also dL/d(out) in tr->dout and the
+ * activations backward needs, else a forward-only pass (validation). */
 static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, cd_rng *rng,
-                              double *loss)
+                              double *loss, bool train)
 {
     const int64_t N = images->shape[0], n = images->numel;
     CD__TRY(draw_times(tr, rng, N));
@@ -282,15 +284,17 @@ static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, cd_rng *r
     if (noise)
         cd__noise_target(tr->deg, tr->dec->prediction, images->data, tr->t, N, n / N,
                          tr->target->data);
-    CD__TRY(cd_decoder_forward(tr->dec, tr->z, tr->tau, tr->out));
+    CD__TRY(train ? cd_decoder_forward(tr->dec, tr->z, tr->tau, tr->out)
+                  : cd_decoder_infer(tr->dec, tr->z, tr->tau, tr->out));
+    const bool l1 = tr->loss_kind == 1;
+    *loss = l1 ? cd__l1_forward(tr->out->data, tr->target->data, n)
+               : cd__mse_forward(tr->out->data, tr->target->data, n);
+    if (!train) return CD_OK;
     memset(tr->dout->data, 0, (size_t)n * sizeof(float));
-    if (tr->loss_kind == 1) {
-        *loss = cd__l1_forward(tr->out->data, tr->target->data, n);
+    if (l1)
         cd__l1_backward(tr->dout->data, tr->out->data, tr->target->data, n, 1.0f);
-    } else {
-        *loss = cd__mse_forward(tr->out->data, tr->target->data, n);
+    else
         cd__mse_backward(tr->dout->data, tr->out->data, tr->target->data, n, 1.0f);
-    }
     return CD_OK;
 }
 
@@ -326,7 +330,7 @@ cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, 
                          fn, images->rank);
     CD__TRY(ensure_buffers(tr, images->shape));
     double l = 0.0;
-    CD__TRY(forward_loss(tr, images, rng, &l));
+    CD__TRY(forward_loss(tr, images, rng, &l, true));
     if (!isfinite(l)) return non_finite_loss(tr, fn, l, -1, images->shape[0]);
     cd_params *p = cd_decoder_params(tr->dec);
     CD__TRY(cd_params_zero_grad(p));
@@ -373,7 +377,7 @@ cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
         set_rows(&view, got);
         double l = 0.0;
         if (st == CD_OK) st = ensure_buffers(tr, view.shape);
-        if (st == CD_OK) st = forward_loss(tr, &view, rng, &l);
+        if (st == CD_OK) st = forward_loss(tr, &view, rng, &l, false);
         if (st == CD_OK && !isfinite(l)) st = non_finite_loss(tr, fn, l, first, got);
         sum += l * (double)got;
         if (f->validating && f->stop_after_val > 0 && --f->stop_after_val == 0)

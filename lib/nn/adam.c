@@ -63,6 +63,7 @@ static const param_spec g_specs[CD__ADAM_NPARAMS] = {
     [CD__ADAM_EMA_DECAY] = {"ema_decay", 0.0, 1.0, CD__BOUND_HI_OPEN, 0.0},
     [CD__ADAM_LR_WARMUP] = {"lr_warmup", 0.0, 1e9, 0, 0.0},
     [CD__ADAM_EMA_WARMUP] = {"ema_warmup", 0.0, 1.0, 0, 0.0},
+    [CD__ADAM_LR_DECAY] = {"lr_decay", 0.0, 1e12, 0, 0.0},
 };
 
 static bool known_key(cd__adam_param key)
@@ -109,9 +110,9 @@ cd_status cd__adam_check(const char *who, cd__adam_param key, double value)
     if (key == CD__ADAM_EMA_WARMUP && value != 0.0 && value != 1.0)
         return cd__error(CD_ERR_RANGE, "%s: ema_warmup = %g must be 0 (off) or 1 (on)", who,
                          value);
-    if (key == CD__ADAM_LR_WARMUP && value != floor(value))
-        return cd__error(CD_ERR_RANGE, "%s: lr_warmup = %g must be a whole number of steps",
-                         who, value);
+    if ((key == CD__ADAM_LR_WARMUP || key == CD__ADAM_LR_DECAY) && value != floor(value))
+        return cd__error(CD_ERR_RANGE, "%s: %s = %g must be a whole number of steps",
+                         who, g_specs[key].name, value);
     return CD_OK;
 }
 
@@ -205,12 +206,20 @@ typedef struct {
 } step_consts;
 
 /* The learning rate of step t (1-based): a linear ramp over the first
- * lr_warmup steps, since Adam's early steps at a high rate can throw a
- * freshly initialised network far off. */
+ * lr_warmup steps W, since Adam's early steps at a high rate can throw a
+ * freshly initialised network far off; then, with lr_decay = N > W, half a
+ * cosine from lr at step W down to 0 at step N, where it stays. A short run
+ * that ends at a small rate lands nearer a minimum than one that stops at
+ * full rate. */
 static double step_lr(const double *h, int64_t t)
 {
-    const double warm = h[CD__ADAM_LR_WARMUP];
-    return warm > 0.0 && (double)t < warm ? h[CD__ADAM_LR] * (double)t / warm : h[CD__ADAM_LR];
+    const double lr = h[CD__ADAM_LR], warm = h[CD__ADAM_LR_WARMUP], n = h[CD__ADAM_LR_DECAY];
+    const double s = (double)t;
+    if (warm > 0.0 && s < warm) return lr * s / warm;
+    if (n <= warm || n <= 0.0) return lr;
+    if (s >= n) return 0.0;
+    const double pi = 3.14159265358979323846;
+    return lr * 0.5 * (1.0 + cos(pi * (s - warm) / (n - warm)));
 }
 
 /* The EMA decay of step t: with the warm-up, min(d, (1 + t) / (10 + t)),

@@ -77,7 +77,7 @@ static cd_status cnn_check_shape(const cd_decoder *d, int64_t H, int64_t W)
     return CD_OK;
 }
 
-static void cnn_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t W)
+static void cnn_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t W, bool train)
 {
     cnn_t *m = d->impl;
     const cd__decoder_cfg *cfg = &d->cfg;
@@ -105,6 +105,26 @@ static void cnn_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t 
     for (int32_t j = 0; j < m->M; j++) {
         m->pre[j] = cd__arena_take(a, n * (size_t)m->mlp_out[j]);
         m->act[j] = cd__arena_take(a, n * (size_t)m->mlp_out[j]);
+    }
+    if (!train) {
+        /* Forward only: no gradients, and layer i's buffers are dead once
+         * layer i + 1 has read them, so two sets take turns. */
+        m->dpre = m->dact = m->demb = m->dc = m->lg_ws = NULL;
+        for (int32_t i = 0; i < m->L; i++) {
+            if (i < 2) {
+                const size_t sz = n * widest * (size_t)m->HW;
+                m->c[i] = cd__arena_take(a, sz);
+                m->x[i] = cd__arena_take(a, sz);
+                m->mean[i] = cd__arena_take(a, n);
+                m->rstd[i] = cd__arena_take(a, n);
+            } else {
+                m->c[i] = m->c[i - 2], m->x[i] = m->x[i - 2];
+                m->mean[i] = m->mean[i - 2], m->rstd[i] = m->rstd[i - 2];
+            }
+            m->dx[i] = NULL;
+        }
+        m->ws = cd__arena_take(a, ws);
+        return;
     }
     m->dpre = cd__arena_take(a, n * mlp_widest);
     m->dact = cd__arena_take(a, n * mlp_widest);

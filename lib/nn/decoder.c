@@ -201,31 +201,39 @@ static cd_status check_dims(const cd_decoder *d, const char *fn, int64_t N, int6
     return d->ops->check_shape(d, H, W);
 }
 
-cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N, int64_t H, int64_t W,
-                                    int64_t *bytes)
+cd_status cd__decoder_plan_bytes(cd_decoder *d, int64_t N, int64_t H, int64_t W, bool train,
+                                 int64_t *bytes)
 {
     static const char fn[] = "cd_decoder_workspace_size";
     CD__CHECK_NOT_NULL(d, fn);
     CD__CHECK_NOT_NULL(bytes, fn);
     CD__TRY(check_dims(d, fn, N, d->cfg.channels, H, W));
     cd__arena a = {0};
-    d->ops->plan(d, &a, N, H, W);
+    d->ops->plan(d, &a, N, H, W, train);
     *bytes = (int64_t)(a.used * sizeof(float));
     /* Measuring rebinds the architecture's buffers to the null arena; bind
      * them back to the real one so the current plan stays usable. */
     if (d->arena) {
         a = (cd__arena){.base = d->arena};
-        d->ops->plan(d, &a, d->N, d->H, d->W);
+        d->ops->plan(d, &a, d->N, d->H, d->W, d->train);
     }
     return CD_OK;
 }
 
-/* Make the arena fit (N, H, W); reuses it while the shape is unchanged. */
-static cd_status ensure_plan(cd_decoder *d, int64_t N, int64_t H, int64_t W)
+cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N, int64_t H, int64_t W,
+                                    int64_t *bytes)
 {
-    if (d->arena && d->N == N && d->H == H && d->W == W) return CD_OK;
+    return cd__decoder_plan_bytes(d, N, H, W, true, bytes);
+}
+
+/* Make the arena fit (N, H, W) and the mode; reuses it while they are
+ * unchanged, and never shrinks it, so a trainer that validates between
+ * steps lays out its forward-only plan in the training plan's memory. */
+static cd_status ensure_plan(cd_decoder *d, int64_t N, int64_t H, int64_t W, bool train)
+{
+    if (d->arena && d->N == N && d->H == H && d->W == W && d->train == train) return CD_OK;
     cd__arena a = {0};
-    d->ops->plan(d, &a, N, H, W);
+    d->ops->plan(d, &a, N, H, W, train);
     if (a.used > d->arena_floats) {
         float *p = cd__calloc(a.used, sizeof(float), "decoder workspace");
         if (!p) {
@@ -233,7 +241,7 @@ static cd_status ensure_plan(cd_decoder *d, int64_t N, int64_t H, int64_t W)
              * plan back, so the decoder (and a saved forward) still works. */
             if (d->arena) {
                 a = (cd__arena){.base = d->arena};
-                d->ops->plan(d, &a, d->N, d->H, d->W);
+                d->ops->plan(d, &a, d->N, d->H, d->W, d->train);
             }
             return cd_last_status();
         }
@@ -242,8 +250,8 @@ static cd_status ensure_plan(cd_decoder *d, int64_t N, int64_t H, int64_t W)
         d->arena_floats = a.used;
     }
     a = (cd__arena){.base = d->arena};
-    d->ops->plan(d, &a, N, H, W);
-    d->N = N, d->H = H, d->W = W;
+    d->ops->plan(d, &a, N, H, W, train);
+    d->N = N, d->H = H, d->W = W, d->train = train;
     d->forward_done = false;
     return CD_OK;
 }
@@ -258,10 +266,9 @@ static cd_status image_dims(const cd_tensor *t, const char *fn, const char *name
     return cd_tensor_shape(t, dims, 4);
 }
 
-cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
-                             cd_tensor *out)
+static cd_status run_forward(cd_decoder *d, const char *fn, const cd_tensor *z,
+                             const cd_tensor *tau, cd_tensor *out, bool train)
 {
-    static const char fn[] = "cd_decoder_forward";
     CD__CHECK_NOT_NULL(d, fn);
     int64_t s[4];
     CD__TRY(image_dims(z, fn, "z", s));
@@ -275,10 +282,24 @@ cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z, const cd_tensor 
     /* One read of z, cheap beside the network, and a NaN would otherwise
      * come out as a NaN prediction that nothing names. */
     CD__TRY(cd__check_finite(z, fn, "z"));
-    CD__TRY(ensure_plan(d, s[0], s[2], s[3]));
+    CD__TRY(ensure_plan(d, s[0], s[2], s[3], train));
+    /* A forward-only pass overwrites what a training forward saved. */
+    d->forward_done = false;
     d->ops->forward(d, out->data, z->data, t);
-    d->forward_done = true;
+    d->forward_done = train;
     return CD_OK;
+}
+
+cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
+                             cd_tensor *out)
+{
+    return run_forward(d, "cd_decoder_forward", z, tau, out, true);
+}
+
+cd_status cd_decoder_infer(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
+                           cd_tensor *out)
+{
+    return run_forward(d, "cd_decoder_infer", z, tau, out, false);
 }
 
 cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout, cd_tensor *dz)
@@ -287,7 +308,7 @@ cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout, cd_tensor *d
     CD__CHECK_NOT_NULL(d, fn);
     if (!d->forward_done)
         return cd__error(CD_ERR_STATE, "%s: call cd_decoder_forward first (backward uses "
-                         "the activations it saved)", fn);
+                         "the activations it saved; cd_decoder_infer saves none)", fn);
     const int64_t s[4] = {d->N, d->cfg.channels, d->H, d->W};
     CD__TRY(cd__tensor_expect(dout, fn, "dout", 4, s));
     CD__TRY(cd__check_finite(dout, fn, "dout"));

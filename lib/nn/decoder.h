@@ -45,6 +45,11 @@ void cd__decoder_cfg_defaults(cd__decoder_cfg *c, cd_decoder_type type);
 /* Check a whole configuration (lists against each other, etc.). */
 cd_status cd__decoder_cfg_validate(const cd__decoder_cfg *c);
 
+/* Bytes of the plan for (N, H, W), with or without backward's buffers
+ * (CD_ERR_SHAPE, CD_ERR_OVERFLOW as cd_decoder_workspace_size). */
+cd_status cd__decoder_plan_bytes(cd_decoder *d, int64_t N, int64_t H, int64_t W, bool train,
+                                 int64_t *bytes);
+
 /* A bump allocator over floats; with base == NULL it only counts. */
 typedef struct cd__arena {
     float *base;
@@ -64,8 +69,9 @@ typedef struct cd__decoder_ops {
     cd_status (*build)(cd_decoder *d);
     /* Reject input shapes the architecture cannot take (C checked already). */
     cd_status (*check_shape)(const cd_decoder *d, int64_t H, int64_t W);
-    /* Lay out all buffers for (N, H, W) in the arena (see above). */
-    void (*plan)(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t W);
+    /* Lay out all buffers for (N, H, W) in the arena (see above); with
+     * train false, only what a forward needs (see cd_decoder_infer). */
+    void (*plan)(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t W, bool train);
     void (*forward)(cd_decoder *d, float *out, const float *z, const float *tau);
     /* Add parameter gradients; dz (may be NULL) receives dL/dz (added). */
     void (*backward)(cd_decoder *d, float *dz, const float *dout);
@@ -80,6 +86,7 @@ struct cd_decoder {
     cd__init_entry init[CD__DEC_MAX_LAYERS];
     int32_t n_init;
     int64_t N, H, W;   /* the current plan; N == 0 before the first */
+    bool train;        /* the current plan keeps what backward needs */
     float *arena;
     size_t arena_floats;
     bool forward_done; /* saved activations are valid for backward */

@@ -110,9 +110,10 @@ typedef enum cd__adam_param {
     CD__ADAM_CLIP_NORM = 6,    /* [0, inf): max global L2 norm; 0 = off     */
     CD__ADAM_EMA_DECAY = 7,    /* [0, 1): EMA decay d; 0 = no EMA           */
     CD__ADAM_LR_WARMUP = 8,    /* whole steps of a linear lr ramp; 0 = off  */
-    CD__ADAM_EMA_WARMUP = 9    /* 1: decay min(d, (1+t)/(10+t)) at step t   */
+    CD__ADAM_EMA_WARMUP = 9,   /* 1: decay min(d, (1+t)/(10+t)) at step t   */
+    CD__ADAM_LR_DECAY = 10     /* step N of a cosine decay to 0; 0 = off    */
 } cd__adam_param;
-#define CD__ADAM_NPARAMS 10
+#define CD__ADAM_NPARAMS 11
 
 /* Bound flags of cd__adam_bounds(). */
 #define CD__BOUND_LO_OPEN 1 /* lo itself is not allowed */

@@ -59,6 +59,12 @@ typedef struct {
     float *grads;        /* the range holding every gradient buffer above */
     size_t grad_floats;
     act_t act[MAX_ACTS];
+    /* A forward-only plan lays every block's internals out in one shared
+     * region (blk), sized by its largest user (blk_peak floats): they are
+     * dead once the block's output is written. */
+    bool train;
+    cd__arena blk;
+    size_t blk_peak;
 } unet_t;
 
 /* Activation slots: down(i, k): block0, block1, attention (skip i),
@@ -162,13 +168,39 @@ static void take_act(cd__arena *a, act_t *t, size_t n)
     t->x = cd__arena_take(a, n);
 }
 
+/* The arena for one block's internals: the plan's own when training, else
+ * the shared region, started afresh. */
+static cd__arena *block_arena(unet_t *m, cd__arena *a)
+{
+    if (m->train) return a;
+    m->blk.used = 0;
+    return &m->blk;
+}
+
+static void block_planned(unet_t *m)
+{
+    if (!m->train && m->blk.used > m->blk_peak) m->blk_peak = m->blk.used;
+}
+
+static void plan_block(unet_t *m, cd__arena *a, cd__unet_block *b, int64_t H, int64_t W)
+{
+    cd__unet_block_plan(b, block_arena(m, a), &m->s, m->N, H, W);
+    block_planned(m);
+}
+
+static void plan_attn(unet_t *m, cd__arena *a, cd__unet_attn *t, int64_t H, int64_t W)
+{
+    cd__unet_attn_plan(t, block_arena(m, a), &m->s, m->N, H, W);
+    block_planned(m);
+}
+
 static void plan_down(unet_t *m, cd__arena *a, int32_t i)
 {
     const int64_t N = m->N, H = m->H >> i, W = m->W >> i, c = m->dims[i + 1];
     const size_t sz = (size_t)(N * c * H * W);
-    cd__unet_block_plan(&m->down[i][0], a, &m->s, N, H, W);
-    cd__unet_block_plan(&m->down[i][1], a, &m->s, N, H, W);
-    cd__unet_attn_plan(&m->down_attn[i], a, &m->s, N, H, W);
+    plan_block(m, a, &m->down[i][0], H, W);
+    plan_block(m, a, &m->down[i][1], H, W);
+    plan_attn(m, a, &m->down_attn[i], H, W);
     for (int k = 0; k < 3; k++) take_act(a, down_act(m, i, k), sz);
     if (i == m->L - 1) return;
     (void)cd__conv2d_init(&m->dconv[i], N, c, H, W, c, 4, 4, 2, 1, 1, true);
@@ -182,9 +214,9 @@ static void plan_up(unet_t *m, cd__arena *a, int32_t j)
     const int64_t N = m->N, H = m->H >> lvl, W = m->W >> lvl;
     const int64_t cout = m->dims[m->L - j], c = m->dims[lvl];
     const size_t sz = (size_t)(N * c * H * W);
-    cd__unet_block_plan(&m->up[j][0], a, &m->s, N, H, W);
-    cd__unet_block_plan(&m->up[j][1], a, &m->s, N, H, W);
-    cd__unet_attn_plan(&m->up_attn[j], a, &m->s, N, H, W);
+    plan_block(m, a, &m->up[j][0], H, W);
+    plan_block(m, a, &m->up[j][1], H, W);
+    plan_attn(m, a, &m->up_attn[j], H, W);
     (void)cd__convt2d_init(&m->uconv[j], N, c, H, W, c, 4, 4, 2, 1, true);
     cd__unet_need(&m->s, CD__US_WS, cd__convt2d_workspace(&m->uconv[j]));
     take_act(a, up_act(m, j, 0), (size_t)(N * 2 * cout * H * W));
@@ -215,10 +247,10 @@ static void plan_grads(unet_t *m, cd__arena *a)
     m->grads = a->base ? a->base + start : NULL;
 }
 
-static void unet_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t W)
+/* Every buffer but the shared region of a forward-only plan. */
+static void plan_walk(cd_decoder *d, unet_t *m, cd__arena *a)
 {
-    unet_t *m = d->impl;
-    m->N = N, m->H = H, m->W = W;
+    const int64_t N = m->N, H = m->H, W = m->W;
     memset(&m->s, 0, sizeof m->s);
     memset(m->act, 0, sizeof m->act);
     m->z = cd__arena_take(a, (size_t)(N * d->cfg.channels * H * W));
@@ -226,17 +258,42 @@ static void unet_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t
     for (int32_t i = 0; i < m->L; i++) plan_down(m, a, i);
     const int32_t top = m->L - 1;
     const int64_t Ht = H >> top, Wt = W >> top;
-    cd__unet_block_plan(&m->mid[0], a, &m->s, N, Ht, Wt);
-    cd__unet_attn_plan(&m->mid_attn, a, &m->s, N, Ht, Wt);
-    cd__unet_block_plan(&m->mid[1], a, &m->s, N, Ht, Wt);
+    plan_block(m, a, &m->mid[0], Ht, Wt);
+    plan_attn(m, a, &m->mid_attn, Ht, Wt);
+    plan_block(m, a, &m->mid[1], Ht, Wt);
     for (int k = 0; k < 3; k++) take_act(a, mid_act(m, k), (size_t)(N * m->dims[m->L] * Ht * Wt));
     for (int32_t j = 0; j < m->L - 1; j++) plan_up(m, a, j);
-    cd__unet_block_plan(&m->fin, a, &m->s, N, H, W);
+    plan_block(m, a, &m->fin, H, W);
     take_act(a, fin_act(m), (size_t)(N * m->dims[1] * H * W));
     (void)cd__conv2d_init(&m->fconv, N, m->dims[1], H, W, d->cfg.channels, 1, 1, 1, 0, 1, true);
     cd__unet_need(&m->s, CD__US_WS, cd__conv2d_workspace(&m->fconv));
-    plan_grads(m, a);
+    if (m->train) {
+        plan_grads(m, a);
+    } else {
+        /* Only the scratch a forward uses. */
+        m->dgtemb = m->dtemb = m->dt1g = m->dt1 = m->grads = NULL;
+        m->grad_floats = 0;
+        m->s.need[CD__US_WIDE] = m->s.need[CD__US_PRE] = 0;
+        m->s.need[CD__US_NORM] = m->s.need[CD__US_CTX] = 0;
+    }
     for (int r = 0; r < CD__US_COUNT; r++) m->s.buf[r] = cd__arena_take(a, m->s.need[r]);
+}
+
+static void unet_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t W, bool train)
+{
+    unet_t *m = d->impl;
+    m->N = N, m->H = H, m->W = W, m->train = train;
+    if (train) {
+        plan_walk(d, m, a);
+        return;
+    }
+    /* Size the shared region first, then lay it out ahead of the rest. */
+    cd__arena count = {0};
+    m->blk = (cd__arena){0};
+    m->blk_peak = 0;
+    plan_walk(d, m, &count);
+    m->blk = (cd__arena){.base = cd__arena_take(a, m->blk_peak)};
+    plan_walk(d, m, a);
 }
 
 /* ---- forward ----------------------------------------------------------------- */

@@ -4,7 +4,7 @@ with the PyTorch definitions in tests/reference/torch_models.py.
 
     bench_decoder_torch.py [--threads N] [--model cnn|unet|both] [--reps K]
                            [--batch B] [--warmup W]
-                           [--workload all|fwd|train|sample] [--json]
+                           [--workload all|fwd|train|sample] [--json] [--rss]
 
 Workloads, at batch B (default 128) and 28 x 28 x 1, as in bench_decoder.c:
     fwd     model(z, tau) under torch.no_grad();
@@ -15,7 +15,8 @@ Workloads, at batch B (default 128) and 28 x 28 x 1, as in bench_decoder.c:
 Each runs W warm-up iterations, then K timed ones (time.perf_counter, which
 is CLOCK_MONOTONIC on Linux), and prints the best and the median; --json
 prints the same one-line JSON objects as bench_decoder --json, with
-"impl": "pytorch".
+"impl": "pytorch". --rss prints the process's peak resident set size at the
+end (run one workload per process to compare it with a colddiff command).
 
 PyTorch at its best (docs/performance.md): 2 threads, tcmalloc preloaded,
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset. run_decoder_bench.sh sets up
@@ -25,6 +26,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -121,6 +123,7 @@ def main():
     parser.add_argument("--workload", choices=("all", "fwd", "train", "sample"),
                         default="all")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--rss", action="store_true")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -138,6 +141,9 @@ def main():
     gen = torch.Generator().manual_seed(20240601)
     for kind in kinds:
         bench_model(args, models, kind, workloads, gen)
+    if args.rss:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+        print(f"peak RSS {peak:.0f} MiB")
 
 
 if __name__ == "__main__":

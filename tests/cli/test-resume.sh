@@ -71,6 +71,16 @@ check "an option without its value is a usage error" [ $? -eq 2 ]
 "$cli" train --out "$work/run0" --resume=1 >/dev/null 2>"$work/flag.err"
 check "a flag given a value is refused" grep -q "takes no value" "$work/flag.err"
 
+# ---- --lr-decay is recorded, kept on resume and changes the run ------------------------
+"$cli" train --data "$data" --out "$work/decay" $tiny --epochs 2 --lr 3e-4 --lr-decay >/dev/null 2>&1
+check "--lr-decay exits 0" [ $? -eq 0 ]
+check "--lr-decay is recorded" grep -qx "lr_decay = 1" "$work/decay/config.txt"
+check "--lr-decay changes the run" [ "$(tail -n 1 "$work/decay/losses.csv" | cut -d, -f1-3)" != \
+  "$(sed -n 3p "$work/straight/losses.csv" | cut -d, -f1-3)" ]
+"$cli" train --out "$work/decay" --resume --epochs 3 >/dev/null 2>&1
+check "a resumed --lr-decay run exits 0" [ $? -eq 0 ]
+check "the resume keeps --lr-decay" grep -qx "lr_decay = 1" "$work/decay/config.txt"
+
 # ---- --val-limit ----------------------------------------------------------------------------
 "$cli" train --data "$data" --out "$work/vl" $tiny --epochs 1 --val-limit 40 >/dev/null 2>"$work/vl.err"
 check "--val-limit exits 0" [ $? -eq 0 ]

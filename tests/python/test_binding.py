@@ -681,6 +681,11 @@ class DecoderTests(TempDirCase):
         self.assertEqual(out.shape, z.shape)
         out2 = dec.forward(z, cd.Tensor.from_data([0.5, 0.25]), out=cd.Tensor((2, 1, 28, 28)))
         self.assertEqual(out.to_array(), out2.to_array())
+        # infer: the same bits, and nothing kept for a backward
+        self.assertEqual(dec.infer(z, [0.5, 0.25]).to_array(), out.to_array())
+        with self.assertRaises(cd.StateError):
+            dec.backward(cd.Tensor((2, 1, 28, 28), fill=1.0))
+        dec.forward(z, [0.5, 0.25])
         dec.params.zero_grad()
         dz = dec.backward(cd.Tensor((2, 1, 28, 28), fill=1.0), dz=True)
         self.assertEqual(dz.shape, z.shape)
