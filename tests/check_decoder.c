@@ -270,7 +270,7 @@ START_TEST(infer_equals_forward)
         CD_ASSERT_OK(cd__decoder_plan_bytes(d, 64, 28, 28, false, &infer));
         printf("workspace at batch 64, %s: training %.1f MiB, forward-only %.1f MiB\n",
                k ? "unet" : "cnn", (double)train / 1048576.0, (double)infer / 1048576.0);
-        ck_assert_msg(infer > 0 && (k ? 3 : 1.5) * (double)infer < (double)train,
+        ck_assert_msg(infer > 0 && (k ? 2 : 1.5) * (double)infer < (double)train,
                       "%s: infer %lld bytes, train %lld", k ? "unet" : "cnn", (long long)infer,
                       (long long)train);
         cd_tensor_free(z), cd_tensor_free(tau), cd_tensor_free(a), cd_tensor_free(b);

@@ -56,7 +56,7 @@ typedef struct {
     cd__unet_scratch s;
     float *z, *enc, *t1, *t1g, *temb, *gtemb;
     float *dgtemb, *dtemb, *dt1g, *dt1;
-    float *grads;        /* the range holding every gradient buffer above */
+    float *grads;        /* the gradients that gather (time, skips), cleared at once */
     size_t grad_floats;
     act_t act[MAX_ACTS];
     /* A forward-only plan lays every block's internals out in one shared
@@ -74,7 +74,6 @@ static act_t *down_act(unet_t *m, int32_t i, int k) { return &m->act[4 * i + k];
 static act_t *mid_act(unet_t *m, int k) { return &m->act[4 * m->L + k]; }
 static act_t *up_act(unet_t *m, int32_t j, int k) { return &m->act[4 * m->L + 3 + 5 * j + k]; }
 static act_t *fin_act(unet_t *m) { return &m->act[4 * m->L + 3 + 5 * (m->L - 1)]; }
-static int32_t n_acts(const unet_t *m) { return 9 * m->L - 1; }
 
 /* ---- build ----------------------------------------------------------------- */
 
@@ -234,17 +233,48 @@ static void plan_time(unet_t *m, cd__arena *a)
     m->gtemb = cd__arena_take(a, n * t);
 }
 
-/* All gradient buffers in one range, so backward can zero them at once. */
+/* The activations' gradients in backward's order, skips left out: each is
+ * written by one step and read by the next, so two buffers can take turns
+ * (the skips' gradients gather from two paths and get their own). Returns
+ * the count. */
+static int32_t grad_chain(unet_t *m, act_t **chain)
+{
+    int32_t k = 0;
+    chain[k++] = fin_act(m);
+    chain[k++] = up_act(m, m->L - 2, 4); /* mid(2) when there is no up path */
+    for (int32_t j = m->L - 2; j >= 0; j--) {
+        for (int q = 3; q >= 0; q--) chain[k++] = up_act(m, j, q);
+        chain[k++] = j > 0 ? up_act(m, j - 1, 4) : mid_act(m, 2);
+    }
+    chain[k++] = mid_act(m, 1);
+    chain[k++] = mid_act(m, 0);
+    for (int32_t i = m->L - 1; i >= 0; i--) {
+        chain[k++] = down_act(m, i, 1);
+        chain[k++] = down_act(m, i, 0);
+        if (i > 0) chain[k++] = down_act(m, i - 1, 3);
+    }
+    return k;
+}
+
 static void plan_grads(unet_t *m, cd__arena *a)
 {
     const size_t n = (size_t)m->N, t = (size_t)m->tdim, start = a->used;
+    /* One range, cleared at once before backward: these gather. */
     m->dgtemb = cd__arena_take(a, n * t);
     m->dtemb = cd__arena_take(a, n * t);
     m->dt1g = cd__arena_take(a, n * 4 * t);
     m->dt1 = cd__arena_take(a, n * 4 * t);
-    for (int32_t k = 0; k < n_acts(m); k++) m->act[k].dx = cd__arena_take(a, m->act[k].n);
+    for (int32_t i = 0; i < m->L; i++)
+        down_act(m, i, 2)->dx = cd__arena_take(a, down_act(m, i, 2)->n);
     m->grad_floats = a->used - start;
     m->grads = a->base ? a->base + start : NULL;
+    act_t *chain[MAX_ACTS];
+    const int32_t k = grad_chain(m, chain);
+    size_t widest = 0;
+    for (int32_t i = 0; i < k; i++)
+        if (chain[i]->n > widest) widest = chain[i]->n;
+    float *turn[2] = {cd__arena_take(a, widest), cd__arena_take(a, widest)};
+    for (int32_t i = 0; i < k; i++) chain[i]->dx = turn[i % 2];
 }
 
 /* Every buffer but the shared region of a forward-only plan. */
@@ -366,6 +396,14 @@ static void unet_forward(cd_decoder *d, float *out, const float *z, const float 
 
 /* ---- backward ---------------------------------------------------------------- */
 
+/* An activation's gradient buffer, cleared for a step that adds into it
+ * (its turn buffer held another gradient before). */
+static float *fresh(act_t *a)
+{
+    memset(a->dx, 0, a->n * sizeof *a->dx);
+    return a->dx;
+}
+
 static void time_backward(cd_decoder *d, unet_t *m)
 {
     const int64_t N = m->N, t = m->tdim;
@@ -383,22 +421,22 @@ static void up_backward(cd_decoder *d, unet_t *m, int32_t j)
     const int64_t c = m->dims[lvl + 1], HW = (m->H >> lvl) * (m->W >> lvl);
     act_t *cat = up_act(m, j, 0), *b0 = up_act(m, j, 1), *b1 = up_act(m, j, 2);
     act_t *at = up_act(m, j, 3), *prev = j == 0 ? mid_act(m, 2) : up_act(m, j - 1, 4);
-    cd__convt2d_backward(&m->uconv[j], at->dx, GRAD(m->uconv_w[j]), GRAD(m->uconv_b[j]),
+    cd__convt2d_backward(&m->uconv[j], fresh(at), GRAD(m->uconv_w[j]), GRAD(m->uconv_b[j]),
                          up_act(m, j, 4)->dx, at->x, VAL(m->uconv_w[j]), m->s.buf[CD__US_WS]);
-    cd__unet_attn_backward(d, &m->up_attn[j], &m->s, b1->dx, at->dx, b1->x);
-    cd__unet_block_backward(d, &m->up[j][1], &m->s, b0->dx, m->dgtemb, b1->dx, b0->x,
+    cd__unet_attn_backward(d, &m->up_attn[j], &m->s, fresh(b1), at->dx, b1->x);
+    cd__unet_block_backward(d, &m->up[j][1], &m->s, fresh(b0), m->dgtemb, b1->dx, b0->x,
                             m->gtemb);
-    cd__unet_block_backward(d, &m->up[j][0], &m->s, cat->dx, m->dgtemb, b0->dx, cat->x,
+    cd__unet_block_backward(d, &m->up[j][0], &m->s, fresh(cat), m->dgtemb, b0->dx, cat->x,
                             m->gtemb);
-    cd__concat_backward(prev->dx, down_act(m, lvl, 2)->dx, cat->dx, m->N, c, c, HW);
+    cd__concat_backward(fresh(prev), down_act(m, lvl, 2)->dx, cat->dx, m->N, c, c, HW);
 }
 
 static void mid_backward(cd_decoder *d, unet_t *m)
 {
     act_t *b1 = mid_act(m, 0), *at = mid_act(m, 1), *in = down_act(m, m->L - 1, 2);
-    cd__unet_block_backward(d, &m->mid[1], &m->s, at->dx, m->dgtemb, mid_act(m, 2)->dx, at->x,
-                            m->gtemb);
-    cd__unet_attn_backward(d, &m->mid_attn, &m->s, b1->dx, at->dx, b1->x);
+    cd__unet_block_backward(d, &m->mid[1], &m->s, fresh(at), m->dgtemb, mid_act(m, 2)->dx,
+                            at->x, m->gtemb);
+    cd__unet_attn_backward(d, &m->mid_attn, &m->s, fresh(b1), at->dx, b1->x);
     cd__unet_block_backward(d, &m->mid[0], &m->s, in->dx, m->dgtemb, b1->dx, in->x, m->gtemb);
 }
 
@@ -410,10 +448,10 @@ static void down_backward(cd_decoder *d, unet_t *m, int32_t i, float *dz)
         cd__conv2d_backward(&m->dconv[i], skip->dx, GRAD(m->dconv_w[i]), GRAD(m->dconv_b[i]),
                             down_act(m, i, 3)->dx, skip->x, VAL(m->dconv_w[i]),
                             m->s.buf[CD__US_WS]);
-    cd__unet_attn_backward(d, &m->down_attn[i], &m->s, b1->dx, skip->dx, b1->x);
-    cd__unet_block_backward(d, &m->down[i][1], &m->s, b0->dx, m->dgtemb, b1->dx, b0->x,
+    cd__unet_attn_backward(d, &m->down_attn[i], &m->s, fresh(b1), skip->dx, b1->x);
+    cd__unet_block_backward(d, &m->down[i][1], &m->s, fresh(b0), m->dgtemb, b1->dx, b0->x,
                             m->gtemb);
-    float *dx = i == 0 ? dz : down_act(m, i - 1, 3)->dx;
+    float *dx = i == 0 ? dz : fresh(down_act(m, i - 1, 3));
     const float *x = i == 0 ? m->z : down_act(m, i - 1, 3)->x;
     cd__unet_block_backward(d, &m->down[i][0], &m->s, dx, m->dgtemb, b0->dx, x, m->gtemb);
 }
@@ -423,9 +461,9 @@ static void unet_backward(cd_decoder *d, float *dz, const float *dout)
     unet_t *m = d->impl;
     memset(m->grads, 0, m->grad_floats * sizeof *m->grads);
     act_t *fin = fin_act(m), *in = up_act(m, m->L - 2, 4);
-    cd__conv2d_backward(&m->fconv, fin->dx, GRAD(m->fconv_w), GRAD(m->fconv_b), dout, fin->x,
-                        VAL(m->fconv_w), m->s.buf[CD__US_WS]);
-    cd__unet_block_backward(d, &m->fin, &m->s, in->dx, NULL, fin->dx, in->x, NULL);
+    cd__conv2d_backward(&m->fconv, fresh(fin), GRAD(m->fconv_w), GRAD(m->fconv_b), dout,
+                        fin->x, VAL(m->fconv_w), m->s.buf[CD__US_WS]);
+    cd__unet_block_backward(d, &m->fin, &m->s, fresh(in), NULL, fin->dx, in->x, NULL);
     for (int32_t j = m->L - 2; j >= 0; j--) up_backward(d, m, j);
     mid_backward(d, m);
     for (int32_t i = m->L - 1; i >= 0; i--) down_backward(d, m, i, dz);

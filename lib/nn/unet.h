@@ -22,6 +22,9 @@ enum {
     CD__US_COND,  /* ConvNeXt: the time projection N x C_in, or its gradient */
     CD__US_CTX,   /* attention: dL/d(context), one per sample and head */
     CD__US_WS,    /* convolution workspace */
+    CD__US_GELU,  /* ConvNeXt: GELU(conv1 out), conv2's input; backward
+                     recomputes it from the saved conv1 output rather than
+                     keep one per block */
     CD__US_COUNT
 };
 
@@ -39,7 +42,7 @@ typedef struct cd__unet_block {
     cd__conv2d ds, c1, c2, res;
     float *h;          /* depthwise conv (+ time), the layer norm's input */
     float *n;          /* layer-normed h, conv1's input */
-    float *a, *g;      /* conv1 output and its GELU */
+    float *a;          /* conv1 output (its GELU lives in CD__US_GELU) */
     float *mean, *rstd;
 } cd__unet_block;
 

@@ -108,7 +108,7 @@ void cd__unet_block_plan(cd__unet_block *b, cd__arena *a, cd__unet_scratch *s,
     b->h = cd__arena_take(a, n * cin * hw);
     b->n = cd__arena_take(a, n * cin * hw);
     b->a = cd__arena_take(a, n * hid * hw);
-    b->g = cd__arena_take(a, n * hid * hw);
+    cd__unet_need(s, CD__US_GELU, n * hid * hw);
     b->mean = cd__arena_take(a, n);
     b->rstd = cd__arena_take(a, n);
     cd__unet_need(s, CD__US_WIDE, n * hid * hw);
@@ -132,7 +132,8 @@ void cd__unet_block_forward(cd_decoder *d, const cd__unet_block *b, cd__unet_scr
     cd__layernorm_forward(b->n, b->mean, b->rstd, b->h, NULL, NULL, N, cin * HW, LN_EPS);
     /* GELU and the residual add run per image straight after that image's
      * convolution, while its output is still in cache. */
-    cd__image_args gelu = {b->g, b->a, b->hid * HW};
+    float *g = s->buf[CD__US_GELU];
+    cd__image_args gelu = {g, b->a, b->hid * HW};
     cd__conv2d_forward_epi(&b->c1, b->a, b->n, VAL(b->c1_w), VAL(b->c1_b), ws,
                            cd__gelu_image_task, &gelu);
     cd__image_args res = {y, x, cout * HW};
@@ -141,7 +142,7 @@ void cd__unet_block_forward(cd_decoder *d, const cd__unet_block *b, cd__unet_scr
         cd__conv2d_forward(&b->res, r, x, VAL(b->res_w), VAL(b->res_b), ws);
         res.in = r;
     }
-    cd__conv2d_forward_epi(&b->c2, y, b->g, VAL(b->c2_w), VAL(b->c2_b), ws, cd__add_image_task,
+    cd__conv2d_forward_epi(&b->c2, y, g, VAL(b->c2_w), VAL(b->c2_b), ws, cd__add_image_task,
                            &res);
 }
 
@@ -153,8 +154,12 @@ void cd__unet_block_backward(cd_decoder *d, const cd__unet_block *b, cd__unet_sc
     const int64_t nh = N * b->hid * HW, nc = N * cin * HW;
     float *dg = s->buf[CD__US_WIDE], *da = s->buf[CD__US_PRE];
     float *dn = s->buf[CD__US_NORM], *dh = s->buf[CD__US_IN], *ws = s->buf[CD__US_WS];
+    /* GELU(a) again, image by image as the forward made it: the same bits. */
+    float *g = s->buf[CD__US_GELU];
+    cd__image_args gelu = {g, b->a, b->hid * HW};
+    cd__parallel_for(N, cd__gelu_image_task, &gelu);
     zero(dg, nh);
-    cd__conv2d_backward(&b->c2, dg, GRAD(b->c2_w), GRAD(b->c2_b), dy, b->g, VAL(b->c2_w), ws);
+    cd__conv2d_backward(&b->c2, dg, GRAD(b->c2_w), GRAD(b->c2_b), dy, g, VAL(b->c2_w), ws);
     zero(da, nh);
     cd__gelu_backward(da, dg, b->a, nh);
     zero(dn, nc);
