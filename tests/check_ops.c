@@ -250,6 +250,25 @@ START_TEST(gelu_values)
 }
 END_TEST
 
+/* The overwriting backward equals the adding one onto zeros, also in place
+ * (din == dout) and past one task's chunk of elements. */
+START_TEST(gelu_backward_set_overwrites)
+{
+    const int64_t n = 40000;
+    float *x = malloc((size_t)n * sizeof *x), *dout = malloc((size_t)n * sizeof *dout);
+    float *add = calloc((size_t)n, sizeof *add), *set = malloc((size_t)n * sizeof *set);
+    cd_gc_randn(x, n, 5, 3.0f);
+    cd_gc_randn(dout, n, 6, 1.0f);
+    for (int64_t i = 0; i < n; i++) set[i] = NAN; /* must not be read */
+    cd__gelu_backward(add, dout, x, n);
+    cd__gelu_backward_set(set, dout, x, n);
+    ck_assert(memcmp(add, set, (size_t)n * sizeof *add) == 0);
+    cd__gelu_backward_set(dout, dout, x, n);
+    ck_assert(memcmp(add, dout, (size_t)n * sizeof *add) == 0);
+    free(x), free(dout), free(add), free(set);
+}
+END_TEST
+
 START_TEST(gelu_gradients)
 {
     unary_t c = {.n = 61};
@@ -888,6 +907,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, bmm_gradients);
     tcase_add_test(tc, bmm_matches_naive);
     tcase_add_test(tc, gelu_values);
+    tcase_add_test(tc, gelu_backward_set_overwrites);
     tcase_add_test(tc, gelu_gradients);
     tcase_add_test(tc, gelu_fast_math);
     tcase_add_test(tc, add_channel_gradients);

@@ -15,8 +15,9 @@
 
 /* The shared scratch areas, by role. */
 enum {
-    CD__US_WIDE,  /* ConvNeXt: dL/d(GELU out);   attention: dL/d(qkv) */
-    CD__US_PRE,   /* ConvNeXt: dL/d(conv1 out);  attention: dL/d(heads out) */
+    CD__US_WIDE,  /* ConvNeXt: dL/d(GELU out), then in place dL/d(conv1 out);
+                     attention: dL/d(qkv) */
+    CD__US_PRE,   /* attention: dL/d(heads out) */
     CD__US_NORM,  /* dL/d(layer-norm output) */
     CD__US_IN,    /* ConvNeXt: dL/d(depthwise out), or the residual (forward) */
     CD__US_COND,  /* ConvNeXt: the time projection N x C_in, or its gradient */

@@ -112,7 +112,6 @@ void cd__unet_block_plan(cd__unet_block *b, cd__arena *a, cd__unet_scratch *s,
     b->mean = cd__arena_take(a, n);
     b->rstd = cd__arena_take(a, n);
     cd__unet_need(s, CD__US_WIDE, n * hid * hw);
-    cd__unet_need(s, CD__US_PRE, n * hid * hw);
     cd__unet_need(s, CD__US_NORM, n * cin * hw);
     cd__unet_need(s, CD__US_IN, n * (cin > cout ? cin : cout) * hw);
     cd__unet_need(s, CD__US_COND, n * cin);
@@ -152,18 +151,18 @@ void cd__unet_block_backward(cd_decoder *d, const cd__unet_block *b, cd__unet_sc
 {
     const int64_t N = b->N, HW = b->HW, cin = b->cin;
     const int64_t nh = N * b->hid * HW, nc = N * cin * HW;
-    float *dg = s->buf[CD__US_WIDE], *da = s->buf[CD__US_PRE];
+    float *dg = s->buf[CD__US_WIDE];
     float *dn = s->buf[CD__US_NORM], *dh = s->buf[CD__US_IN], *ws = s->buf[CD__US_WS];
     /* GELU(a) again, image by image as the forward made it: the same bits. */
     float *g = s->buf[CD__US_GELU];
     cd__image_args gelu = {g, b->a, b->hid * HW};
     cd__parallel_for(N, cd__gelu_image_task, &gelu);
-    zero(dg, nh);
-    cd__conv2d_backward(&b->c2, dg, GRAD(b->c2_w), GRAD(b->c2_b), dy, g, VAL(b->c2_w), ws);
-    zero(da, nh);
-    cd__gelu_backward(da, dg, b->a, nh);
-    zero(dn, nc);
-    cd__conv2d_backward(&b->c1, dn, GRAD(b->c1_w), GRAD(b->c1_b), da, b->n, VAL(b->c1_w), ws);
+    /* The gradients through conv2, GELU and conv1 overwrite their buffers
+     * (dg turns from dL/dg into dL/da in place): no clearing passes. */
+    cd__conv2d_backward_set(&b->c2, dg, GRAD(b->c2_w), GRAD(b->c2_b), dy, g, VAL(b->c2_w), ws);
+    cd__gelu_backward_set(dg, dg, b->a, nh);
+    cd__conv2d_backward_set(&b->c1, dn, GRAD(b->c1_w), GRAD(b->c1_b), dg, b->n, VAL(b->c1_w),
+                            ws);
     zero(dh, nc);
     cd__layernorm_backward(dh, NULL, NULL, dn, b->h, NULL, b->mean, b->rstd, N, cin * HW);
     if (b->tdim > 0) {
