@@ -444,9 +444,9 @@ CD_API int64_t cd_decoder_param_count(const cd_decoder *d);
 /**
  * Bytes of workspace a forward and backward at batch N and H x W use
  * (activations, saved statistics, gradients, scratch); cd_decoder_infer
- * needs less. The decoder
- * allocates it on the first forward of a shape and reuses it after. Like
- * every call on a decoder, not to be run concurrently with another.
+ * needs less. The decoder allocates it on the first forward of a shape and
+ * reuses it after. Like every call on a decoder, not to be run
+ * concurrently with another.
  * Errors: CD_ERR_SHAPE, CD_ERR_OVERFLOW (N x H x W above 2^31 pixels).
  */
 CD_API cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N,

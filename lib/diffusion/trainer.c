@@ -270,9 +270,9 @@ static cd_status draw_times(cd_trainer *tr, cd_rng *rng, int64_t N)
     return CD_OK;
 }
 
-/* Degrade, predict and score one batch; the loss gradient goes to dout. */
-/* The loss of a batch; with train, also dL/d(out) in tr->dout and the
- * activations backward needs, else a forward-only pass (validation). */
+/* Degrade, predict and score one batch; with train, also dL/d(out) in
+ * tr->dout and the activations backward needs, else a forward-only pass
+ * (validation). */
 static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, cd_rng *rng,
                               double *loss, bool train)
 {
