@@ -262,9 +262,10 @@ START_TEST(infer_equals_forward)
         CD_ASSERT_ERROR_MENTIONS("cd_decoder_infer");
         CD_ASSERT_OK(cd_decoder_forward(d, z, tau, c));
         CD_ASSERT_OK(cd_decoder_backward(d, a, NULL));
-        /* A forward-only plan is a fraction of a training one: the CNN's
-         * keeps its (spectral) convolution workspace, the UNet's no saved
-         * activation. */
+        /* A forward-only plan is a fraction of a training one. Both keep
+         * no gradients; the CNN's still holds its (spectral) convolution
+         * workspace, the UNet's its blocks' outputs, but the blocks share
+         * their temporaries. */
         int64_t train = 0, infer = 0;
         CD_ASSERT_OK(cd__decoder_plan_bytes(d, 64, 28, 28, true, &train));
         CD_ASSERT_OK(cd__decoder_plan_bytes(d, 64, 28, 28, false, &infer));
