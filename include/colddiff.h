@@ -339,7 +339,7 @@ CD_API cd_status cd_params_zero_grad(cd_params *p);
 
 /**
  * A decoder network g(z, tau) -> image-shaped output: the report's CNN or
- * its cold-diffusion ConvNeXt UNet (spec: models.md section 4). Parameter
+ * its cold-diffusion ConvNeXt UNet (docs/design.md). Parameter
  * names and layouts are those of the PyTorch state_dict, so weights convert
  * one to one.
  *
@@ -545,8 +545,7 @@ CD_API cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout,
 /* ------------------------------------------------------------------------ */
 
 /**
- * A schedule: arrays beta_t and alpha-bar_t for t = 0..T (spec: models.md
- * section 2). Normally beta_0 = 0, alpha-bar_0 = 1 and alpha-bar_t is the
+ * A schedule: arrays beta_t and alpha-bar_t for t = 0..T. Normally beta_0 = 0, alpha-bar_0 = 1 and alpha-bar_t is the
  * product of (1 - beta_s) for s = 1..t, accumulated in double from the
  * stored float betas. Immutable after creation, so one schedule may be
  * shared by any number of threads.
@@ -660,8 +659,8 @@ typedef enum cd_split {
 /* ------------------------------------------------------------------------ */
 
 /**
- * A degradation operator D(x, t) with D(x, 0) = x (spec: models.md
- * section 3). It copies the schedule's arrays, so the schedule may be freed
+ * A degradation operator D(x, t) with D(x, 0) = x (docs/degradations.md).
+ * It copies the schedule's arrays, so the schedule may be freed
  * after creation. Immutable: one operator may be shared by threads (each
  * with its own RNG).
  */
@@ -781,7 +780,7 @@ CD_API cd_status cd_degradation_apply(const cd_degradation *d,
  *           constant c ~ N(mean, std^2) per sample and xi ~ N(0, I) per
  *           pixel. All four operators are affine, D(x, T) = A x + B, so
  *           fitting (mean, std) to the per-image means of D(x, T) - B over
- *           the training images fits c (spec section 6). The defaults before
+ *           the training images fits c (docs/degradations.md). The defaults before
  *           a fit are the report's MNIST blur values mean -0.36, std 0.05,
  *           jitter 0.002 for blur, and 0, 0, 0.002 for the others.
  * The prior is part of the operator and is saved with it in checkpoints.
@@ -832,7 +831,7 @@ CD_API cd_status cd_degradation_sample_prior(const cd_degradation *d,
 /* ------------------------------------------------------------------------ */
 
 /**
- * A sampler runs a reverse chain (spec: models.md section 6) for one
+ * A sampler runs a reverse chain (docs/sampling.md) for one
  * degradation, driven by a predictor: a cd_decoder or a user function. The
  * predictor gets z_t and tau = (float)t / T (T of the degradation; one value
  * per sample) and returns eps-hat for the noise degradation
@@ -1168,7 +1167,7 @@ CD_API cd_status cd_dataset_gather(const cd_dataset *ds, cd_split split,
 
 /**
  * A trainer: a decoder, the degradation it learns to undo, and an Adam
- * optimiser (spec: models.md section 5). One trainer per thread.
+ * optimiser. One trainer per thread.
  */
 typedef struct cd_trainer cd_trainer;
 
@@ -1280,7 +1279,7 @@ CD_API cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds,
                                       double *loss);
 
 /**
- * The training objective as a test metric (spec section 7): for every
+ * The training objective as a test metric: for every
  * image of a split, in its natural order and in batches of
  * CD_TRAINER_VAL_BATCH, one t ~ U{1..t_max} (one per batch with
  * CD_TRAINER_T_PER_BATCH) and fresh noise from rng, and the image's own
@@ -1667,7 +1666,7 @@ CD_API cd_status cd_classifier_accuracy(cd_classifier *c, const cd_dataset *ds,
 /* ------------------------------------------------------------------------ */
 
 /*
- * The report's recipe (spec: models.md section 7). Both image sets are
+ * The report's recipe. Both image sets are
  * N x C x H x W. Every image (all C x H x W values of one sample) is first
  * min-max normalised to [0, 1] on its own, in double precision: a constant
  * image cannot be normalised and is an error (CD_ERR_RANGE naming the image),
@@ -1703,7 +1702,7 @@ typedef enum cd_metric_reduction {
 } cd_metric_reduction;
 
 /**
- * The reduction's name as the spec and the command line spell it:
+ * The reduction's name as the command line spells it:
  * "per_image" or "report" (static text, never freed); NULL, with
  * CD_ERR_INVALID_ARGUMENT set, for any other value.
  */

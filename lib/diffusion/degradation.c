@@ -1,5 +1,5 @@
 /*
- * degradation.c - the degradation operators D(x, t) of spec section 3 behind
+ * degradation.c - the degradation operators D(x, t) (docs/degradations.md) behind
  * one interface, with D(x, 0) = x for all of them:
  *
  *   noise:    z = sqrt(abar_t) x + sqrt(1 - abar_t) eps, eps ~ N(0, I) drawn
@@ -40,7 +40,7 @@ static cd_status make(cd_degradation **out, const char *fn, const cd_schedule *s
     (void)cd_schedule_copy_arrays(s, d->beta, d->alpha_bar, d->T + 1);
     d->prior_std = kind == CD_DEGRADATION_NOISE ? 1.0 : 0.0;
     if (kind == CD_DEGRADATION_BLUR) {
-        /* The report's hard-coded MNIST values until a fit (spec section 6). */
+        /* The report's hard-coded MNIST values until a fit. */
         d->prior_mean = -0.36;
         d->prior_std = 0.05;
     }

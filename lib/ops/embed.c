@@ -1,9 +1,9 @@
 /*
- * embed.c - the time encodings of spec section 4.
+ * embed.c - the decoders' time encodings (the CNN's and the UNet's).
  *
  * Each rounding step below is the one PyTorch performs on float32 tensors
- * (spec 4.1 and 4.2): phases are float products, because a more exact phase
- * shifts sin by up to 6e-5 at the CNN's highest frequency. sin and cos of a
+ * in the reference models: phases are float products, because a more exact
+ * phase shifts sin by up to 6e-5 at the CNN's highest frequency. sin and cos of a
  * float phase are taken in double and rounded once, which is within an ulp
  * of PyTorch's vectorised float versions.
  */

@@ -204,7 +204,7 @@ void cd__ln_gelu_backward(float *dx, float *dweight, float *dbias, float *dv, fl
                           const float *mean, const float *rstd, int64_t N, int64_t C,
                           int64_t HW, float *ws);
 
-/* ---- embed.c: the time encodings of spec section 4 --------------------- */
+/* ---- embed.c: the decoders' time encodings ------------------------------ */
 
 /* The CNN's frequencies as float32: f_0 = 0, f_j = 2 pi 1.5^(j-1), for
  * j < n (the report uses n = CD__CNN_NFREQ). */
