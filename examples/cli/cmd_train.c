@@ -517,7 +517,7 @@ done:
 static void preset_training(int preset, train_opts *o)
 {
     if (preset != CLI_PRESET_FAST) return;
-    o->epochs = 3, o->batch = 64, o->lr = 2e-3, o->lr_warmup = 200, o->clip = 1.0;
+    o->epochs = 3, o->batch = 32, o->lr = 2e-3, o->lr_warmup = 200, o->clip = 1.0;
     o->ema = 0.999, o->ema_warmup = true, o->val_fraction = 0.05, o->val_limit = 2000;
     o->sample_epochs = (cli_times){1, {3}};
 }

@@ -58,6 +58,18 @@ check "train --val-fraction 0 records both epochs" [ "$(wc -l <"$work/noval/loss
 "$cli" train --help >"$work/help.txt"
 check "train --help explains --val-fraction 0" grep -q "val-fraction.*0: none, best.cdm" "$work/help.txt"
 
+# ---- --preset fast: the recipe docs/fast-preset.md records --------------------------
+# A shortened run (small T, a few images); every other setting is the preset's.
+"$cli" train --preset fast --data "$data" --out "$work/fast" --train-limit 32 --val-limit 16 \
+  --epochs 1 --n-samples 4 --grid-steps 2 --T 20 --threads 2 >/dev/null 2>"$work/fast.err"
+check "train --preset fast exits 0" [ $? -eq 0 ]
+for kv in "batch = 32" "lr = 0.002" "lr_warmup = 200" "clip_norm = 1" "ema = 0.999" \
+          "ema_warmup = 1" "val_fraction = 0.05" "val_limit = 16" "decoder = unet" \
+          "schedule = cosine" "unet_dim = 16" "unet_heads = 2" "unet_head_dim = 16" \
+          "prediction = v"; do
+  check "the fast preset sets $kv" grep -qx "$kv" "$work/fast/config.txt"
+done
+
 # ---- Ctrl-C saves last.cdm and exits 130 --------------------------------------------
 "$cli" train --data "$data" --T 20 --batch 8 --cnn-hidden 8,8 --threads 1 --epochs 1000 \
   --sample-epochs 999 --n-samples 1 --out "$work/int" >/dev/null 2>"$work/int.err" &
