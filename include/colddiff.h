@@ -1900,6 +1900,46 @@ CD_API cd_status cd_image_grid_write_png(const char *path,
                                          int32_t border_value,
                                          cd_pixel_map map, float lo, float hi);
 
+/* ------------------------------------------------------------------------ */
+/* Names of the enumerations                                                */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * The enumerations whose values have names: the spelling the command line
+ * takes, checkpoints store and messages print. Values of each run
+ * 0 .. cd_enum_count(e) - 1.
+ */
+typedef enum cd_enum {
+    CD_ENUM_DECODER_TYPE = 0,     /**< "cnn", "unet"                                   */
+    CD_ENUM_SCHEDULE_KIND = 1,    /**< "linear", "constant", "cosine", "custom",
+                                       "constant-report", "cosine-report", "arrays",
+                                       "linear-report"                                 */
+    CD_ENUM_DEGRADATION_KIND = 2, /**< "noise", "blur", "pixelate", "mask", "fade"     */
+    CD_ENUM_PADDING = 3,          /**< "reflect", "circular"                           */
+    CD_ENUM_TARGET = 4,           /**< "noise", "image"                                */
+    CD_ENUM_PREDICTION = 5,       /**< "noise", "x0", "v"                              */
+    CD_ENUM_SAMPLER_KIND = 6,     /**< "ddpm", "ddim", "cold1", "cold2", "direct"      */
+    CD_ENUM_SPLIT = 7,            /**< "train", "val", "test"                          */
+    CD_ENUM_METRIC_REDUCTION = 8, /**< "per_image", "report"                           */
+    CD_ENUM_PIXEL_MAP = 9         /**< "range", "percentile"                           */
+} cd_enum;
+
+/** How many values e has, or -1 (CD_ERR_INVALID_ARGUMENT) for an unknown e. */
+CD_API int32_t cd_enum_count(cd_enum e);
+
+/**
+ * The name of value in e (static text, never freed), or NULL with
+ * CD_ERR_INVALID_ARGUMENT set when e or value is out of range.
+ */
+CD_API const char *cd_enum_name(cd_enum e, int32_t value);
+
+/**
+ * The value named `name` in e (exact, case-sensitive match) into *value.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL argument, unknown e),
+ * CD_ERR_NOT_FOUND (no such name; the message lists the names e has).
+ */
+CD_API cd_status cd_enum_parse(cd_enum e, const char *name, int32_t *value);
+
 #ifdef __cplusplus
 }
 #endif

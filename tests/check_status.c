@@ -124,6 +124,47 @@ START_TEST(versions)
 }
 END_TEST
 
+/* Every name round-trips, names are unique within an enumeration, and
+ * the spellings files and the command line rely on stay as they are. */
+START_TEST(enum_names)
+{
+    for (int32_t e = 0; e <= (int32_t)CD_ENUM_PIXEL_MAP; e++) {
+        const int32_t n = cd_enum_count((cd_enum)e);
+        ck_assert_int_ge(n, 2);
+        for (int32_t v = 0; v < n; v++) {
+            const char *name = cd_enum_name((cd_enum)e, v);
+            ck_assert_ptr_nonnull(name);
+            int32_t back = -1;
+            ck_assert_int_eq(cd_enum_parse((cd_enum)e, name, &back), CD_OK);
+            ck_assert_int_eq(back, v);
+        }
+        ck_assert_ptr_null(cd_enum_name((cd_enum)e, n));
+        ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
+        ck_assert_ptr_null(cd_enum_name((cd_enum)e, -1));
+    }
+    ck_assert_int_eq(cd_enum_count(CD_ENUM_DEGRADATION_KIND), CD_DEGRADATION_FADE + 1);
+    ck_assert_int_eq(cd_enum_count(CD_ENUM_SCHEDULE_KIND), CD_SCHEDULE_LINEAR_REPORT + 1);
+    ck_assert_str_eq(cd_enum_name(CD_ENUM_DECODER_TYPE, CD_DECODER_UNET), "unet");
+    ck_assert_str_eq(cd_enum_name(CD_ENUM_SCHEDULE_KIND, CD_SCHEDULE_COSINE_REPORT),
+                     "cosine-report");
+    ck_assert_str_eq(cd_enum_name(CD_ENUM_PREDICTION, CD_PREDICT_V), "v");
+    ck_assert_str_eq(cd_enum_name(CD_ENUM_SAMPLER_KIND, CD_SAMPLER_COLD2), "cold2");
+    ck_assert_str_eq(cd_enum_name(CD_ENUM_METRIC_REDUCTION, CD_REDUCTION_PER_IMAGE),
+                     "per_image");
+    int32_t v = 7;
+    ck_assert_int_eq(cd_enum_parse(CD_ENUM_PADDING, "Reflect", &v), CD_ERR_NOT_FOUND);
+    ck_assert_int_eq(v, 7);
+    ck_assert_ptr_nonnull(strstr(cd_last_error(), "'Reflect' is not a cd_padding (one of: "
+                                                  "reflect, circular)"));
+    ck_assert_int_eq(cd_enum_parse(CD_ENUM_PADDING, NULL, &v), CD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(cd_enum_parse(CD_ENUM_PADDING, "reflect", NULL), CD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(cd_enum_parse((cd_enum)10, "reflect", &v), CD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(cd_enum_count((cd_enum)-1), -1);
+    ck_assert_ptr_nonnull(strstr(cd_last_error(), "is not a cd_enum"));
+    cd_clear_error();
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("status");
@@ -135,6 +176,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, last_error_is_thread_local);
     tcase_add_test(tc, wrapping_the_last_error);
     tcase_add_test(tc, versions);
+    tcase_add_test(tc, enum_names);
     suite_add_tcase(s, tc);
     return s;
 }

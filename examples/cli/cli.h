@@ -24,6 +24,7 @@ typedef enum {
     OPT_F64,    /* double in [lo, hi]      */
     OPT_FLAG,   /* bool, takes no value    */
     OPT_CHOICE, /* int: index into choices */
+    OPT_ENUM,   /* int: a value of the library's cd_enum `lo`, by its name */
     OPT_TIMES   /* cli_times: comma list of integers in [lo, hi] */
 } cli_opt_type;
 
@@ -37,7 +38,7 @@ typedef struct {
     const char *name; /* "--epochs" */
     cli_opt_type type;
     void *dst;
-    double lo, hi;              /* OPT_I64, OPT_F64, OPT_TIMES */
+    double lo, hi;              /* OPT_I64, OPT_F64, OPT_TIMES; OPT_ENUM: lo is the cd_enum */
     const char *const *choices; /* OPT_CHOICE, NULL-terminated */
     const char *help;
     bool *seen;                 /* optional: set when given */

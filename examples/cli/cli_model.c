@@ -8,19 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const cli_decoder_names[] = {"cnn", "unet", NULL};
-const char *const cli_degradation_names[] = {"noise", "blur", "pixelate", "mask", "fade", NULL};
 const char *const cli_schedule_names[] = {"linear", "constant", "cosine", "constant-report",
                                           "cosine-report", "linear-report", NULL};
-const char *const cli_padding_names[] = {"reflect", "circular", NULL};
-const char *const cli_prediction_names[] = {"noise", "x0", "v", NULL};
 const char *const cli_preset_names[] = {"ddpm-cnn-linear", "ddpm-cnn-good", "ddpm-cnn-bad",
                                         "cold-blur-unet", "ddpm-unet-cosine", "fast", NULL};
 
 void cli_model_defaults(cli_model *m)
 {
-    *m = (cli_model){.decoder = DEC_CNN, .degradation = DEG_NOISE, .schedule = SCH_LINEAR,
-                     .padding = PAD_REFLECT, .T = 1000, .kernel = 11, .beta = 0.001,
+    *m = (cli_model){.decoder = CD_DECODER_CNN, .degradation = CD_DEGRADATION_NOISE, .schedule = SCH_LINEAR,
+                     .padding = CD_PADDING_REFLECT, .T = 1000, .kernel = 11, .beta = 0.001,
                      .beta_min = 1e-4, .beta_max = 0.02, .cosine_s = 0.008, .beta_clip = 0.999,
                      .edge_width = 2.0};
 }
@@ -39,14 +35,14 @@ void cli_model_preset(cli_model *m, int index)
         m->schedule = SCH_CONSTANT_REPORT, m->beta = 0.1, m->T = 200, m->t_max = 199;
         break;
     case 3: /* cold-blur-unet: blur beta = 1, T = 100, k = 11, one t per batch */
-        m->decoder = DEC_UNET, m->degradation = DEG_BLUR, m->schedule = SCH_CONSTANT;
+        m->decoder = CD_DECODER_UNET, m->degradation = CD_DEGRADATION_BLUR, m->schedule = SCH_CONSTANT;
         m->beta = 1.0, m->T = 100, m->t_per_batch = true, m->report_prior = true;
         break;
     case 4: /* ddpm-unet-cosine: beta_clip 0.9, no recompute */
-        m->decoder = DEC_UNET, m->schedule = SCH_COSINE_REPORT, m->beta_clip = 0.9;
+        m->decoder = CD_DECODER_UNET, m->schedule = SCH_COSINE_REPORT, m->beta_clip = 0.9;
         break;
     case CLI_PRESET_FAST: /* not the report's: chosen by the runs in docs/fast-preset.md */
-        m->decoder = DEC_UNET, m->schedule = SCH_COSINE, m->prediction = PRED_V;
+        m->decoder = CD_DECODER_UNET, m->schedule = SCH_COSINE, m->prediction = CD_PREDICT_V;
         m->unet_dim = 16, m->unet_heads = 2, m->unet_head_dim = 16;
         break;
     }
@@ -73,9 +69,9 @@ int cli_model_check(const cli_model *m, const char *cmd)
         m->beta_min > m->beta_max)
         return cli_usage(cmd, "--beta-min %g exceeds --beta-max %g (the linear schedule "
                          "rises from one to the other)", m->beta_min, m->beta_max);
-    if (m->prediction != 0 && m->degradation != DEG_NOISE)
+    if (m->prediction != 0 && m->degradation != CD_DEGRADATION_NOISE)
         return cli_usage(cmd, "--prediction %s needs --degradation noise (the others predict "
-                         "the image)", cli_prediction_names[m->prediction]);
+                         "the image)", cd_enum_name(CD_ENUM_PREDICTION, m->prediction));
     if (m->t_max > m->T)
         return cli_usage(cmd, "--t-max %lld exceeds --T %lld", (long long)m->t_max,
                          (long long)m->T);
@@ -103,13 +99,11 @@ static cd_status make_degradation(const cli_model *m, const cd_schedule *s, cd_d
                                   cd_degradation **out)
 {
     switch (m->degradation) {
-    case DEG_NOISE: return cd_degradation_create_noise(out, s);
-    case DEG_BLUR:
-        return cd_degradation_create_blur(out, s, m->kernel, m->padding == PAD_CIRCULAR
-                                                                 ? CD_PADDING_CIRCULAR
-                                                                 : CD_PADDING_REFLECT);
-    case DEG_PIXELATE: return cd_degradation_create_pixelate(out, s);
-    case DEG_MASK: return cd_degradation_create_mask(out, s, m->edge_width);
+    case CD_DEGRADATION_NOISE: return cd_degradation_create_noise(out, s);
+    case CD_DEGRADATION_BLUR:
+        return cd_degradation_create_blur(out, s, m->kernel, (cd_padding)m->padding);
+    case CD_DEGRADATION_PIXELATE: return cd_degradation_create_pixelate(out, s);
+    case CD_DEGRADATION_MASK: return cd_degradation_create_mask(out, s, m->edge_width);
     default: break;
     }
     const int64_t shape[3] = {cd_dataset_channels(ds), cd_dataset_height(ds),
@@ -126,24 +120,24 @@ static cd_status make_decoder(const cli_model *m, cd_dataset *ds, cd_rng *rng,
                               cd_decoder **out)
 {
     cd_decoder_config *cfg = NULL;
-    cd_status st = cd_decoder_config_create(&cfg, m->decoder == DEC_UNET ? CD_DECODER_UNET
+    cd_status st = cd_decoder_config_create(&cfg, m->decoder == CD_DECODER_UNET ? CD_DECODER_UNET
                                                                           : CD_DECODER_CNN);
     if (st == CD_OK) st = cd_decoder_config_set(cfg, CD_DECODER_CHANNELS, cd_dataset_channels(ds));
-    if (st == CD_OK && m->decoder == DEC_CNN) {
+    if (st == CD_OK && m->decoder == CD_DECODER_CNN) {
         st = cd_decoder_config_set(cfg, CD_DECODER_HEIGHT, cd_dataset_height(ds));
         if (st == CD_OK) st = cd_decoder_config_set(cfg, CD_DECODER_WIDTH, cd_dataset_width(ds));
         if (st == CD_OK && m->cnn_hidden.n > 0)
             st = cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, m->cnn_hidden.v,
                                             (int32_t)m->cnn_hidden.n);
     }
-    if (st == CD_OK && m->decoder == DEC_UNET && m->unet_dim > 0)
+    if (st == CD_OK && m->decoder == CD_DECODER_UNET && m->unet_dim > 0)
         st = cd_decoder_config_set(cfg, CD_DECODER_DIM, m->unet_dim);
-    if (st == CD_OK && m->decoder == DEC_UNET && m->unet_mults.n > 0)
+    if (st == CD_OK && m->decoder == CD_DECODER_UNET && m->unet_mults.n > 0)
         st = cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, m->unet_mults.v,
                                         (int32_t)m->unet_mults.n);
-    if (st == CD_OK && m->decoder == DEC_UNET && m->unet_heads > 0)
+    if (st == CD_OK && m->decoder == CD_DECODER_UNET && m->unet_heads > 0)
         st = cd_decoder_config_set(cfg, CD_DECODER_HEADS, m->unet_heads);
-    if (st == CD_OK && m->decoder == DEC_UNET && m->unet_head_dim > 0)
+    if (st == CD_OK && m->decoder == CD_DECODER_UNET && m->unet_head_dim > 0)
         st = cd_decoder_config_set(cfg, CD_DECODER_HEAD_DIM, m->unet_head_dim);
     if (st == CD_OK) st = cd_decoder_create(out, cfg, rng);
     cd_decoder_config_free(cfg);
@@ -193,7 +187,7 @@ static void write_list(FILE *f, const cli_times *t)
 void cli_model_write(const cli_model *m, FILE *f)
 {
     fprintf(f, "decoder = %s\ndegradation = %s\nschedule = %s\nT = %lld\n",
-            cli_decoder_names[m->decoder], cli_degradation_names[m->degradation],
+            cd_enum_name(CD_ENUM_DECODER_TYPE, m->decoder), cd_enum_name(CD_ENUM_DEGRADATION_KIND, m->degradation),
             cli_schedule_names[m->schedule], (long long)m->T);
     char b[5][32];
     fprintf(f, "beta = %s\nbeta_min = %s\nbeta_max = %s\ncosine_s = %s\nbeta_clip = %s\n",
@@ -202,7 +196,7 @@ void cli_model_write(const cli_model *m, FILE *f)
             cli_fmt_double(b[4], m->beta_clip));
     fprintf(f, "kernel = %lld\npadding = %s\nedge_width = %s\nt_max = %lld\n"
             "t_per_batch = %d\nreport_prior = %d\nunet_dim = %lld\ncnn_hidden = ",
-            (long long)m->kernel, cli_padding_names[m->padding], cli_fmt_double(b[0], m->edge_width),
+            (long long)m->kernel, cd_enum_name(CD_ENUM_PADDING, m->padding), cli_fmt_double(b[0], m->edge_width),
             (long long)m->t_max, (int)m->t_per_batch, (int)m->report_prior,
             (long long)m->unet_dim);
     write_list(f, &m->cnn_hidden);
@@ -210,5 +204,5 @@ void cli_model_write(const cli_model *m, FILE *f)
     write_list(f, &m->unet_mults);
     fprintf(f, "unet_heads = %lld\nunet_head_dim = %lld\nprediction = %s\n",
             (long long)m->unet_heads, (long long)m->unet_head_dim,
-            cli_prediction_names[m->prediction]);
+            cd_enum_name(CD_ENUM_PREDICTION, m->prediction));
 }

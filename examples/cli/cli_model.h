@@ -8,24 +8,18 @@
 
 #include "cli.h"
 
-enum { DEC_CNN, DEC_UNET };
-enum { DEG_NOISE, DEG_BLUR, DEG_PIXELATE, DEG_MASK, DEG_FADE };
 enum { SCH_LINEAR, SCH_CONSTANT, SCH_COSINE, SCH_CONSTANT_REPORT, SCH_COSINE_REPORT,
        SCH_LINEAR_REPORT };
-enum { PAD_REFLECT, PAD_CIRCULAR };
-enum { PRED_NOISE, PRED_X0, PRED_V };
 /* The index of the preset made to learn fast on a CPU (its training
  * options come with it: cmd_train.c). */
 #define CLI_PRESET_FAST 5
 
-extern const char *const cli_decoder_names[];
-extern const char *const cli_degradation_names[];
 extern const char *const cli_schedule_names[];
-extern const char *const cli_padding_names[];
-extern const char *const cli_prediction_names[];
 extern const char *const cli_preset_names[];
 
 typedef struct {
+    /* decoder, degradation, padding, prediction: the library's enum values;
+     * schedule: an index into cli_schedule_names (SCH_*). */
     int decoder, degradation, schedule, padding, prediction;
     int64_t T, kernel, t_max;
     double beta, beta_min, beta_max, cosine_s, beta_clip, edge_width;

@@ -104,6 +104,19 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v)
                 return CLI_OK;
             }
         return cli_usage(cmd, "%s: unknown value '%s'", o->name, v);
+    case OPT_ENUM: {
+        const cd_enum e = (cd_enum)o->lo;
+        int32_t value = 0;
+        if (cd_enum_parse(e, v, &value) == CD_OK) {
+            *(int *)o->dst = value;
+            return CLI_OK;
+        }
+        char names[160] = "";
+        for (int32_t c = 0, used = 0; c < cd_enum_count(e) && used < (int32_t)sizeof names; c++)
+            used += snprintf(names + used, sizeof names - (size_t)used, "%s%s", c ? ", " : "",
+                             cd_enum_name(e, c));
+        return cli_usage(cmd, "%s: unknown value '%s' (one of: %s)", o->name, v, names);
+    }
     case OPT_TIMES: return parse_times(cmd, o, v, o->dst);
     case OPT_FLAG: break;
     }
@@ -158,12 +171,17 @@ void cli_print_help(const cli_command *cmd)
         char left[64];
         const char *meta = o->type == OPT_FLAG ? "" : o->type == OPT_I64 ? " N"
                          : o->type == OPT_F64 ? " X" : o->type == OPT_TIMES ? " T1,T2,..."
-                         : o->type == OPT_CHOICE ? " NAME" : " VALUE";
+                         : o->type == OPT_CHOICE || o->type == OPT_ENUM ? " NAME" : " VALUE";
         snprintf(left, sizeof left, "%s%s", o->name, meta);
         printf("  %-22s %s", left, o->help);
         if (o->type == OPT_CHOICE) {
             printf(" (");
             for (int c = 0; o->choices[c]; c++) printf("%s%s", c ? ", " : "", o->choices[c]);
+            printf(")");
+        } else if (o->type == OPT_ENUM) {
+            printf(" (");
+            for (int32_t c = 0; c < cd_enum_count((cd_enum)o->lo); c++)
+                printf("%s%s", c ? ", " : "", cd_enum_name((cd_enum)o->lo, c));
             printf(")");
         }
         printf("\n");

@@ -9,19 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const kinds[] = {"noise", "blur", "pixelate", "mask", "fade"};
-
 static void print_decoder(const cd_decoder *dec)
 {
     cd_decoder_config *cfg = NULL;
-    printf("decoder: %s, %lld parameters", cd_decoder_get_type(dec) == CD_DECODER_CNN ? "cnn" : "unet",
+    printf("decoder: %s, %lld parameters", cd_enum_name(CD_ENUM_DECODER_TYPE, cd_decoder_get_type(dec)),
            (long long)cd_decoder_param_count(dec));
     const int64_t T = cd_decoder_trained_T(dec);
     if (T > 0) printf(", trained for T = %lld", (long long)T);
     else printf(", trained T unknown");
-    static const char *const targets[] = {"noise", "x0", "v"};
     const int32_t p = cd_decoder_prediction(dec);
-    printf(p > 0 && p < 3 ? ", predicts %s\n" : "\n", targets[p > 0 && p < 3 ? p : 0]);
+    if (p > 0) printf(", predicts %s", cd_enum_name(CD_ENUM_PREDICTION, p));
+    printf("\n");
     if (cd_decoder_get_config(dec, &cfg) != CD_OK) return;
     int64_t v[8];
     int32_t n = 0;
@@ -47,7 +45,8 @@ static void print_degradation(const cd_degradation *deg)
 {
     const int32_t kind = cd_degradation_get_kind(deg);
     const int64_t T = cd_degradation_T(deg);
-    printf("degradation: %s, T = %lld\n", kind >= 0 && kind < 5 ? kinds[kind] : "?", (long long)T);
+    const char *name = kind >= 0 ? cd_enum_name(CD_ENUM_DEGRADATION_KIND, kind) : NULL;
+    printf("degradation: %s, T = %lld\n", name ? name : "?", (long long)T);
     double mean, sd, jit;
     int32_t fitted = 0;
     if (kind > 0 && cd_degradation_get_prior(deg, &mean, &sd, &jit, &fitted) == CD_OK)

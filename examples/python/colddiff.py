@@ -59,7 +59,7 @@ __all__ = [
     "CancelledError", "InternalError",
     "Status", "Split", "DecoderType", "DecoderKey", "ScheduleKind", "DegradationKind",
     "Padding", "Target", "TrainerParam", "ProgressKey", "SamplerKind", "SamplerKey",
-    "PixelMap", "Reduction",
+    "PixelMap", "Reduction", "NamedEnum", "NAMED_ENUMS", "enum_name", "enum_parse",
     "Tensor", "Rng", "Params", "DecoderConfig", "Decoder", "Schedule", "Degradation",
     "Prior", "Trainer", "Sampler", "Restoration", "Dataset", "Classifier", "ImageMetrics",
     "load_library", "library_path", "has_function", "version", "abi_version", "status_string",
@@ -243,6 +243,30 @@ class Reduction(enum.IntEnum):
     REPORT = 1
 
 
+class NamedEnum(enum.IntEnum):
+    """The enumerations whose values the library names (cd_enum)."""
+    DECODER_TYPE = 0
+    SCHEDULE_KIND = 1
+    DEGRADATION_KIND = 2
+    PADDING = 3
+    TARGET = 4
+    PREDICTION = 5
+    SAMPLER_KIND = 6
+    SPLIT = 7
+    METRIC_REDUCTION = 8
+    PIXEL_MAP = 9
+
+
+#: Each Python enum class with names in the library, and its cd_enum.
+NAMED_ENUMS = {
+    DecoderType: NamedEnum.DECODER_TYPE, ScheduleKind: NamedEnum.SCHEDULE_KIND,
+    DegradationKind: NamedEnum.DEGRADATION_KIND, Padding: NamedEnum.PADDING,
+    Target: NamedEnum.TARGET, Prediction: NamedEnum.PREDICTION,
+    SamplerKind: NamedEnum.SAMPLER_KIND, Split: NamedEnum.SPLIT,
+    Reduction: NamedEnum.METRIC_REDUCTION, PixelMap: NamedEnum.PIXEL_MAP,
+}
+
+
 def _enum(cls, value, name):
     """An enum member from a member, an int or a (case-insensitive) name."""
     if isinstance(value, cls):
@@ -378,6 +402,9 @@ _SIGNATURES = {
     "cd_status_string": (_s, [_int]),
     "cd_last_error": (_s, []),
     "cd_last_status": (_int, []),
+    "cd_enum_count": (_i32, [_int]),
+    "cd_enum_name": (_s, [_int, _i32]),
+    "cd_enum_parse": (_int, [_int, _s, _P(_i32)]),
     "cd_clear_error": (None, []),
     "cd_version_string": (_s, []),
     "cd_abi_version": (_i32, []),
@@ -2680,6 +2707,30 @@ def reduction_name(reduction):
     if s is None:
         _raise_last()
     return s.decode("ascii")
+
+
+def enum_name(member):
+    """The library's name for a member of one of NAMED_ENUMS' classes, as
+    the command line and checkpoints spell it (cd_enum_name)."""
+    kind = NAMED_ENUMS.get(type(member))
+    if kind is None:
+        raise TypeError(f"enum_name: expected a member of {', '.join(c.__name__ for c in NAMED_ENUMS)}, "
+                        f"not {type(member).__name__}")
+    s = _L().cd_enum_name(int(kind), int(member))
+    if s is None:
+        _raise_last()
+    return s.decode("ascii")
+
+
+def enum_parse(cls, name):
+    """The member of cls (one of NAMED_ENUMS' classes) the library names
+    `name` (cd_enum_parse; exact match, e.g. "constant-report")."""
+    kind = NAMED_ENUMS.get(cls)
+    if kind is None:
+        raise TypeError(f"enum_parse: {cls!r} is not one of NAMED_ENUMS' classes")
+    value = ctypes.c_int32()
+    _check(_L().cd_enum_parse(int(kind), str(name).encode("utf-8"), ctypes.byref(value)))
+    return cls(value.value)
 
 
 def metrics_normalize(x, out=None):

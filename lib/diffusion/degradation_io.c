@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const kind_names[] = {"noise", "blur", "pixelate", "mask", "fade"};
-
 static cd_status params_to_ckpt(const cd_degradation *d, cd__ckpt *ck)
 {
     switch (d->kind) {
@@ -30,7 +28,7 @@ static cd_status params_to_ckpt(const cd_degradation *d, cd__ckpt *ck)
 
 cd_status cd__degradation_to_ckpt(const cd_degradation *d, cd__ckpt *ck)
 {
-    CD__TRY(cd__ckpt_set_str(ck, "degradation.kind", kind_names[d->kind]));
+    CD__TRY(cd__ckpt_set_str(ck, "degradation.kind", cd_enum_name(CD_ENUM_DEGRADATION_KIND, d->kind)));
     CD__TRY(params_to_ckpt(d, ck));
     if (d->kind != CD_DEGRADATION_NOISE) {
         CD__TRY(cd__ckpt_set_f64(ck, "degradation.prior_mean", d->prior_mean));
@@ -72,18 +70,20 @@ static cd_status create_from_ckpt(const cd__ckpt *ck, const char *kind, const cd
 {
     int64_t k = 0, pad = 0;
     double w = 0.0;
-    if (strcmp(kind, "noise") == 0) return cd_degradation_create_noise(out, s);
-    if (strcmp(kind, "blur") == 0) {
+    int32_t kind_value = -1;
+    if (cd_enum_parse(CD_ENUM_DEGRADATION_KIND, kind, &kind_value) != CD_OK) cd_clear_error();
+    switch ((cd_degradation_kind)kind_value) {
+    case CD_DEGRADATION_NOISE: return cd_degradation_create_noise(out, s);
+    case CD_DEGRADATION_BLUR:
         CD__TRY(cd__ckpt_get_i64(ck, "degradation.kernel_size", &k));
         CD__TRY(cd__ckpt_get_i64(ck, "degradation.padding", &pad));
         return cd_degradation_create_blur(out, s, k, (cd_padding)pad);
-    }
-    if (strcmp(kind, "pixelate") == 0) return cd_degradation_create_pixelate(out, s);
-    if (strcmp(kind, "mask") == 0) {
+    case CD_DEGRADATION_PIXELATE: return cd_degradation_create_pixelate(out, s);
+    case CD_DEGRADATION_MASK:
         CD__TRY(cd__ckpt_get_f64(ck, "degradation.edge_width", &w));
         return cd_degradation_create_mask(out, s, w);
+    case CD_DEGRADATION_FADE: return fade_from_ckpt(ck, s, out);
     }
-    if (strcmp(kind, "fade") == 0) return fade_from_ckpt(ck, s, out);
     return cd__error(CD_ERR_FORMAT, "checkpoint: unknown degradation.kind '%s'", kind);
 }
 

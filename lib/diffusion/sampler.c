@@ -44,7 +44,6 @@ int64_t cd__sampler_count_steps(const cd_sampler *s, int64_t t_start)
 /* ---- creation and options ----------------------------------------------- */
 
 static const char *const kind_names[] = {"DDPM", "DDIM", "cold1", "cold2", "direct"};
-static const char *const degradation_names[] = {"noise", "blur", "pixelate", "mask", "fade"};
 static const char *const key_names[N_KEYS] = {"steps", "eta", "posterior_variance", "clip",
                                               "clip_lo", "clip_hi"};
 
@@ -81,7 +80,7 @@ cd_status cd_sampler_create(cd_sampler **out, cd_sampler_kind kind, const cd_deg
                          "degradation is %s", fn, kind_names[kind],
                          is_noise_kind(kind) ? "the noise degradation"
                                              : "a deterministic degradation",
-                         degradation_names[deg->kind]);
+                         cd_enum_name(CD_ENUM_DEGRADATION_KIND, deg->kind));
     if (noise) CD__TRY(check_noise_schedule(deg, fn));
     cd_sampler *s = cd__calloc(1, sizeof *s, "sampler");
     if (!s) return cd_last_status();

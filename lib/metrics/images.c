@@ -123,13 +123,7 @@ double cd__ssim_image(const double *x, const double *y, int64_t C, int64_t H, in
 
 const char *cd_metric_reduction_name(cd_metric_reduction reduction)
 {
-    switch (reduction) {
-    case CD_REDUCTION_PER_IMAGE: return "per_image";
-    case CD_REDUCTION_REPORT: return "report";
-    }
-    cd__error(CD_ERR_INVALID_ARGUMENT, "cd_metric_reduction_name: reduction = %d is not a "
-              "cd_metric_reduction", (int)reduction);
-    return NULL;
+    return cd_enum_name(CD_ENUM_METRIC_REDUCTION, (int32_t)reduction);
 }
 
 /* ---- checks ------------------------------------------------------------- */

@@ -7,7 +7,6 @@
 #include "decoder.h"
 
 #include <stdio.h>
-#include <string.h>
 
 typedef struct {
     const char *key;
@@ -34,7 +33,7 @@ static int64_t *field(cd__decoder_cfg *c, size_t i)
 cd_status cd__decoder_config_to_ckpt(const cd_decoder *d, cd__ckpt *ck)
 {
     cd__decoder_cfg c = d->cfg;
-    CD__TRY(cd__ckpt_set_str(ck, "decoder.type", c.type == CD_DECODER_CNN ? "cnn" : "unet"));
+    CD__TRY(cd__ckpt_set_str(ck, "decoder.type", cd_enum_name(CD_ENUM_DECODER_TYPE, c.type)));
     for (size_t i = 0; i < N_SCALARS; i++)
         CD__TRY(cd__ckpt_set_i64(ck, scalars[i].key, *field(&c, i)));
     if (d->trained_T > 0) CD__TRY(cd__ckpt_set_i64(ck, "decoder.T", d->trained_T));
@@ -55,12 +54,11 @@ cd_status cd__decoder_config_from_ckpt(const cd__ckpt *ck, cd_decoder_config **o
     if (cd__ckpt_get_str(ck, "decoder.type", &type) != CD_OK)
         return cd__error(CD_ERR_FORMAT, "checkpoint: no decoder.type entry (not a decoder "
                          "checkpoint?)");
-    cd_decoder_type t;
-    if (strcmp(type, "cnn") == 0) t = CD_DECODER_CNN;
-    else if (strcmp(type, "unet") == 0) t = CD_DECODER_UNET;
-    else return cd__error(CD_ERR_FORMAT, "checkpoint: unknown decoder.type '%s'", type);
+    int32_t t = 0;
+    if (cd_enum_parse(CD_ENUM_DECODER_TYPE, type, &t) != CD_OK)
+        return cd__error(CD_ERR_FORMAT, "checkpoint: unknown decoder.type '%s'", type);
     cd_decoder_config *cfg = NULL;
-    CD__TRY(cd_decoder_config_create(&cfg, t));
+    CD__TRY(cd_decoder_config_create(&cfg, (cd_decoder_type)t));
     static const cd_decoder_key keys[N_SCALARS] = {
         CD_DECODER_CHANNELS,    CD_DECODER_HEIGHT,      CD_DECODER_WIDTH,
         CD_DECODER_KERNEL,      CD_DECODER_TIME_FREQS,  CD_DECODER_TIME_HIDDEN,

@@ -174,6 +174,10 @@ err "missing --out" 2 "$cli" train --data "$data"
 err "negative epochs" 2 "$cli" train --data "$data" --out "$work/x" --epochs -1
 err "junk number" 2 "$cli" train --data "$data" --out "$work/x" --lr 1e-3x
 err "unknown preset" 2 "$cli" train --data "$data" --out "$work/x" --preset nope
+err "unknown decoder" 2 "$cli" train --data "$data" --out "$work/x" --decoder resnet
+check "an unknown name lists the library's names" grep -q "'resnet' (one of: cnn, unet)" "$work/err.txt"
+err "unknown degradation" 2 "$cli" train --data "$data" --out "$work/x" --degradation Blur
+check "names are case-sensitive, as the library's" grep -q "noise, blur, pixelate, mask, fade" "$work/err.txt"
 err "t-max above T" 2 "$cli" train --data "$data" --out "$work/x" --T 10 --t-max 11
 err "grid eta above 1" 2 "$cli" train --data "$data" --out "$work/x" --grid-eta 1.5
 for list in 8,,8 ,8 8, ,; do

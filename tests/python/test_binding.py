@@ -15,6 +15,7 @@ Without an option everything runs, and the numpy tests are reported as
 skipped (unittest skip) when numpy is missing.
 """
 import array
+import enum
 import gc
 import math
 import os
@@ -97,6 +98,63 @@ class Loading(unittest.TestCase):
         self.assertEqual(missing, [], "functions of colddiff.h without a binding")
         unexported = sorted(n for n in names if not cd.has_function(n))
         self.assertEqual(unexported, [], "declared in colddiff.h but not exported")
+
+    def test_enums_match_the_header(self):
+        """Every enum class has exactly the members and values of its C enum."""
+        with open(HEADER) as f:
+            text = re.sub(r"/\*.*?\*/", "", f.read(), flags=re.S)
+        c_enums = {}
+        for body, name in re.findall(r"typedef enum (?:cd_\w+)\s*\{(.*?)\}\s*(cd_\w+);", text, re.S):
+            c_enums[name] = dict((m, int(v)) for m, v in
+                                 re.findall(r"\b(CD_\w+)\s*=\s*(-?\d+)", body))
+        pairs = {cd.Status: ("cd_status", ("CD_ERR_", "CD_")),
+                 cd.Split: ("cd_split", ("CD_SPLIT_",)),
+                 cd.Prediction: ("cd_prediction", ("CD_PREDICT_",)),
+                 cd.DecoderType: ("cd_decoder_type", ("CD_DECODER_",)),
+                 cd.DecoderKey: ("cd_decoder_key", ("CD_DECODER_",)),
+                 cd.ScheduleKind: ("cd_schedule_kind", ("CD_SCHEDULE_",)),
+                 cd.DegradationKind: ("cd_degradation_kind", ("CD_DEGRADATION_",)),
+                 cd.Padding: ("cd_padding", ("CD_PADDING_",)),
+                 cd.Target: ("cd_target", ("CD_TARGET_",)),
+                 cd.TrainerParam: ("cd_trainer_param", ("CD_TRAINER_",)),
+                 cd.ProgressKey: ("cd_progress_key", ("CD_PROGRESS_",)),
+                 cd.SamplerKind: ("cd_sampler_kind", ("CD_SAMPLER_",)),
+                 cd.SamplerKey: ("cd_sampler_key", ("CD_SAMPLER_",)),
+                 cd.PixelMap: ("cd_pixel_map", ("CD_PIXELS_",)),
+                 cd.Reduction: ("cd_metric_reduction", ("CD_REDUCTION_",)),
+                 cd.NamedEnum: ("cd_enum", ("CD_ENUM_",))}
+        python_enums = {v for v in vars(cd).values()
+                        if isinstance(v, type) and issubclass(v, enum.IntEnum)}
+        self.assertEqual(python_enums - set(pairs), set(), "enum classes this test does not know")
+        self.assertEqual(set(c_enums) - {c for c, _ in pairs.values()}, set(),
+                         "enums of colddiff.h without a Python class")
+        for cls, (c_name, prefixes) in pairs.items():
+            def strip(m):
+                return next(m[len(p):] for p in prefixes if m.startswith(p))
+            want = {strip(m): v for m, v in c_enums[c_name].items()}
+            got = {m.name: m.value for m in cls}
+            self.assertEqual(got, want, f"{cls.__name__} against {c_name}")
+
+    def test_enum_names_come_from_the_library(self):
+        self.assertEqual(set(cd.NAMED_ENUMS.values()), set(cd.NamedEnum))
+        for cls, kind in cd.NAMED_ENUMS.items():
+            self.assertEqual(cd._L().cd_enum_count(int(kind)), len(cls), cls.__name__)
+            for m in cls:
+                name = cd.enum_name(m)
+                # The library's spelling is the member's name in lower case.
+                self.assertEqual(name.upper().replace("-", "_"), m.name, cls.__name__)
+                self.assertIs(cd.enum_parse(cls, name), m)
+        self.assertEqual(cd.enum_name(cd.ScheduleKind.CONSTANT_REPORT), "constant-report")
+        with self.assertRaises(cd.NotFoundError) as e:
+            cd.enum_parse(cd.DegradationKind, "Blur")
+        self.assertIn("noise, blur, pixelate, mask, fade", str(e.exception))
+        self.assertIsNone(cd._L().cd_enum_name(99, 0))
+        self.assertIn("not a cd_enum", cd.last_error())
+        self.assertIsNone(cd._L().cd_enum_name(int(cd.NamedEnum.PADDING), 2))
+        self.assertIn("2 is not a cd_padding", cd.last_error())
+        self.assertEqual(cd._L().cd_enum_count(-1), -1)
+        with self.assertRaises(TypeError):
+            cd.enum_name(cd.TrainerParam.LR)
 
     def test_missing_library_raises_clearly(self):
         r = run_python(PRELUDE + "import colddiff as cd\n"
