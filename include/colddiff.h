@@ -5,24 +5,57 @@
  * on small images such as MNIST. Everything in this header is covered by the
  * ABI promise in docs/api-stability.md: same major version, same ABI.
  *
- * A minimal session with the parts that exist today:
+ * Train, save, load and sample: the steps of examples/c/train_and_sample.c
+ * (a complete program, built and run by the test suite), in one block.
+ * Each call returns CD_OK or an error whose message cd_last_error() gives.
  *
+ *     const int64_t hidden[] = {16, 16}, shape[4] = {16, 1, 28, 28};
  *     cd_dataset *ds = NULL;
- *     cd_tensor *batch = NULL;
  *     cd_rng *rng = NULL;
- *     int64_t shape[4] = {64, 1, 28, 28}, got = 0;
- *     if (cd_dataset_load_mnist(&ds, "data/mnist") != CD_OK ||
- *         cd_dataset_split(ds, 0.2, 42) != CD_OK ||
- *         cd_tensor_create(&batch, 4, shape) != CD_OK ||
- *         cd_rng_create(&rng, 42) != CD_OK ||
- *         cd_dataset_shuffle(ds, CD_SPLIT_TRAIN, rng) != CD_OK ||
- *         cd_dataset_fill_batch(ds, CD_SPLIT_TRAIN, 0, batch, NULL, &got)
- *             != CD_OK ||
- *         cd_image_grid_write_png("digits.png", batch, 8, 2, 0,
- *                                 CD_PIXELS_RANGE, -0.5f, 0.5f) != CD_OK)
- *         fprintf(stderr, "colddiff: %s\n", cd_last_error());
+ *     cd_schedule *sch = NULL;
+ *     cd_degradation *deg = NULL;
+ *     cd_decoder_config *cfg = NULL;
+ *     cd_decoder *dec = NULL;
+ *     cd_trainer *tr = NULL;
+ *     cd_sampler *smp = NULL;
+ *     cd_tensor *out = NULL;
+ *     // MNIST with a seeded train/validation split.
+ *     cd_status st = cd_dataset_load_mnist(&ds, "data/mnist");
+ *     if (st == CD_OK) st = cd_dataset_split(ds, 0.1, 42);
+ *     if (st == CD_OK) st = cd_rng_create(&rng, 42);
+ *     // A narrow CNN learns the noise of the linear schedule.
+ *     if (st == CD_OK) st = cd_schedule_create_linear(&sch, 1000, 1e-4, 0.02);
+ *     if (st == CD_OK) st = cd_degradation_create_noise(&deg, sch);
+ *     if (st == CD_OK) st = cd_decoder_config_create(&cfg, CD_DECODER_CNN);
+ *     if (st == CD_OK)
+ *         st = cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, hidden, 2);
+ *     if (st == CD_OK) st = cd_decoder_config_set(cfg, CD_DECODER_KERNEL, 5);
+ *     if (st == CD_OK) st = cd_decoder_create(&dec, cfg, rng);
+ *     if (st == CD_OK) st = cd_trainer_create(&tr, dec, deg);
+ *     if (st == CD_OK) dec = NULL, deg = NULL;  // the trainer owns them now
+ *     if (st == CD_OK) st = cd_trainer_set(tr, CD_TRAINER_LR, 1e-3);
+ *     if (st == CD_OK) st = cd_trainer_set(tr, CD_TRAINER_BATCH, 64);
+ *     if (st == CD_OK)  // one epoch; keeps the last checkpoint
+ *         st = cd_trainer_fit(tr, ds, 1, NULL, "last.cdm", rng, NULL, NULL);
+ *     // Save the inference model, load it back, draw 16 digits with DDIM.
+ *     if (st == CD_OK) st = cd_trainer_export(tr, "model.cdm");
+ *     if (st == CD_OK) st = cd_model_load("model.cdm", &dec, &deg);
+ *     if (st == CD_OK) st = cd_sampler_create(&smp, CD_SAMPLER_DDIM, deg);
+ *     if (st == CD_OK) st = cd_sampler_set_decoder(smp, dec);
+ *     if (st == CD_OK) st = cd_tensor_create(&out, 4, shape);
+ *     if (st == CD_OK) st = cd_sampler_sample(smp, rng, out);
+ *     if (st == CD_OK)
+ *         st = cd_image_grid_write_png("samples.png", out, 8, 2, 128,
+ *                                      CD_PIXELS_RANGE, -0.5f, 0.5f);
+ *     if (st != CD_OK) fprintf(stderr, "colddiff: %s\n", cd_last_error());
+ *     cd_tensor_free(out);
+ *     cd_sampler_free(smp);
+ *     cd_decoder_free(dec);        // the loaded one, or one not handed over
+ *     cd_degradation_free(deg);
+ *     cd_trainer_free(tr);
+ *     cd_decoder_config_free(cfg);
+ *     cd_schedule_free(sch);       // the degradation copied its arrays
  *     cd_rng_free(rng);
- *     cd_tensor_free(batch);
  *     cd_dataset_free(ds);
  *
  * Conventions (see docs/design.md):

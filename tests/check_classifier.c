@@ -1,5 +1,6 @@
 /*
- * check_classifier.c - the MNIST classifier of the metrics (issue 6):
+ * check_classifier.c - the MNIST classifier of the metrics
+ * (docs/metrics-classifier.md):
  * the shipped checkpoint's accuracy, gradients (cross-entropy and the whole
  * network, through the shared checker), predict, save/load round trips,
  * training determinism, and every error path.
@@ -17,8 +18,8 @@
  * rate predicts 7.6, well within the sampling noise of 1,000 images, whose
  * standard deviation is about 2.8 errors). The convolutions pick kernels by CPU,
  * so another machine may round differently and a near-tie could flip one
- * answer, hence the slack of 1 below; the issue's floor, 99.0%, is
- * asserted on its own. */
+ * answer, hence the slack of 1 below; the classifier's required floor,
+ * 99.0%, is asserted on its own. */
 #define SHIPPED_SLICE_CORRECT 991
 #define SHIPPED_MAX_BYTES (1024 * 1024)
 

@@ -91,7 +91,8 @@ static void ref_conv2d_backward(const cd__conv2d *c, float *din, float *dw, floa
     free(bw);
 }
 
-/* The spec formula: y[o,p,q] = b[o] + sum_i sum_{ki,kj}
+/* The transposed convolution's defining formula (docs/models.md,
+ * Decoders: UNet): y[o,p,q] = b[o] + sum_i sum_{ki,kj}
  * x[i,(p+pad-ki)/s,(q+pad-kj)/s] W[i,o,ki,kj] where divisible and in range. */
 static void ref_convt(const cd__convt2d *c, float *out, const float *in, const float *w,
                       const float *b)

@@ -57,7 +57,8 @@ START_TEST(cnn_report_parameters)
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
     CD_ASSERT_OK(cd_rng_create(&rng, 1));
     CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
-    /* spec/performance.md: 291,217 with the C x H x W LayerNorm affines. */
+    /* The report's CNN: 291,217 with the C x H x W LayerNorm affines
+     * (docs/models.md, Decoders). */
     ck_assert_int_eq(cd_decoder_param_count(d), 291217);
     cd_params *p = cd_decoder_params(d);
     static const struct { const char *name; int32_t rank; int64_t shape[4]; } want[] = {

@@ -1,4 +1,4 @@
-/* check_metrics.c - the metrics layer (spec: models.md section 7): RMSE,
+/* check_metrics.c - the metrics layer (docs/models.md, Metrics): RMSE,
  * SSIM and PSNR with both reductions, the Frechet distance, and the class
  * summaries. Hand-derived cases are worked out in the comments; the rest
  * compare with tests/reference/metrics.bin, written by an independent

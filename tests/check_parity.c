@@ -23,7 +23,8 @@
  *     of 1. The reference is float32 PyTorch here, as in the report; its
  *     expf and sinf may differ by an ulp from a correctly rounded C, which
  *     moves the result by ~1e-7. Computing the phase more exactly than
- *     fl32(f tau) moves it by up to 6e-5 (spec section 4.1), well outside.
+ *     fl32(f tau) moves it by up to 6e-5 (docs/models.md, Decoders: CNN),
+ *     well outside.
  */
 #include "test_util.h"
 

@@ -1,8 +1,8 @@
-/* check_sampler.c - the samplers of spec section 6, proved with exact
+/* check_sampler.c - the samplers (docs/models.md, Samplers), proved with exact
  * predictors plugged in through cd_sampler_set_predictor():
  *   - Gaussian data x ~ N(m, v I), whose optimal noise predictor is linear
  *     in z, so every noise chain is a linear Gaussian recursion whose output
- *     moments the test computes exactly from the spec's formulas; DDPM and
+ *     moments the test computes exactly from the samplers' formulas; DDPM and
  *     DDIM must match those moments statistically, and the moments must
  *     match the data's;
  *   - the cold samplers with the exact clean-image predictor return x;
@@ -85,7 +85,7 @@ static cd_status gauss_predict(void *user, const cd_tensor *z, const cd_tensor *
 
 /* The exact output moments of the chain (mean per pixel, one variance:
  * the data are isotropic), z_T ~ N(0, 1): each step is z' = A z + B + sigma
- * xi with A, B, sigma from the spec's formulas and gauss_predict. */
+ * xi with A, B, sigma from the samplers' formulas and gauss_predict. */
 typedef struct {
     double mean[GD], var;
 } moments;
@@ -153,12 +153,13 @@ static moments sample_moments(cd_tensor *x)
  *   1. sample vs the exact chain moments: within 5 standard errors
  *      (SE = sqrt(var/N) for a mean, var sqrt(2/(4N)) for the pooled
  *      variance: about 0.0047 and 0.0010, i.e. 5 SE = 0.024 and 5.6%);
- *      this tests the code against the spec's formulas;
+ *      this tests the code against the documented formulas;
  *   2. chain moments vs the data's m and v: the method's own bias (finite
  *      steps, sigma choice, z_T ~ N(0, I) instead of the true marginal),
  *      within 2e-3 for the means and var_bias (relative) for the variance;
  *      this tests the formulas themselves;
- *   3. sample vs data: within 5 SE plus that bias (the issue's criterion).
+ *   3. sample vs data: within 5 SE plus that bias: a sampler must draw
+ *      the data's distribution, up to its own known bias.
  * The variance biases are real properties of the samplers on this toy:
  * sigma^2 = beta overshoots (+0.6%), the posterior variance undershoots
  * (-2.5%), DDIM at S = T is within 2.5%, and DDIM with 50 steps shrinks the

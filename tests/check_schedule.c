@@ -1,5 +1,5 @@
-/* check_schedule.c - schedules against closed forms and the spec's numbers
- * (models.md section 2); reference values from an independent numpy
+/* check_schedule.c - schedules against closed forms and the numbers of
+ * docs/models.md, Schedules; reference values from an independent numpy
  * computation where no closed form exists. */
 #include "fixture.h"
 #include "test_util.h"

@@ -180,7 +180,7 @@ END_TEST
 START_TEST(unet_report_parameters)
 {
     cd_decoder *d = make_unet(false, 1);
-    /* spec/performance.md */
+    /* The report's UNet: 3,733,172 parameters (docs/models.md, Decoders). */
     ck_assert_int_eq(cd_decoder_param_count(d), 3733172);
     cd_params *p = cd_decoder_params(d);
     static const struct { const char *name; int32_t rank; int64_t shape[4]; } want[] = {

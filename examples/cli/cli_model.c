@@ -1,7 +1,7 @@
 /*
  * cli_model.c - presets and model construction for colddiff train and
- * colddiff schedule. The presets reproduce the report's runs (spec
- * models.md sections 2, 5 and 6), quirks included.
+ * colddiff schedule. The presets reproduce the report's runs, quirks
+ * included (docs/models.md, The report presets).
  */
 #include "cli_model.h"
 

@@ -1,7 +1,7 @@
 /*
  * cli_model.h - a model described on the command line: decoder,
- * degradation and schedule, filled from a preset (spec models.md sections
- * 2 and 5) and then from explicit flags.
+ * degradation and schedule, filled from a preset (docs/models.md, The
+ * report presets) and then from explicit flags.
  */
 #ifndef COLDDIFF_CLI_MODEL_H
 #define COLDDIFF_CLI_MODEL_H

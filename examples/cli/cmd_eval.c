@@ -1,6 +1,6 @@
 /*
  * cmd_eval.c - colddiff eval: the report's Tables 1 and 2 for one model
- * (spec models.md section 7): test loss with its standard error; RMSE,
+ * (docs/models.md, Metrics): test loss with its standard error; RMSE,
  * SSIM and PSNR of conditional restorations of the first n test images
  * from t = T; the class preservation of those restorations; and, for
  * unconditional samples, the Frechet distance on the MNIST classifier's

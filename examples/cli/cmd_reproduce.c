@@ -1,6 +1,6 @@
 /*
  * cmd_reproduce.c - colddiff reproduce: the four runs of the report's
- * Tables 1 and 2 (spec models.md section 7), trained with colddiff train
+ * Tables 1 and 2 (docs/models.md, Metrics), trained with colddiff train
  * and measured with colddiff eval, then DIR/report.md with both tables
  * next to the report's numbers and links to every figure.
  *
@@ -22,7 +22,8 @@
 typedef struct {
     const char *name, *preset;
     bool unet;
-    /* the report's row: FID (not comparable, see the spec), test loss, RMSE, SSIM, PSNR */
+    /* the report's row: FID (not comparable: its samples went in un-normalised,
+     * docs/models.md, Metrics), test loss, RMSE, SSIM, PSNR */
     double fid, loss, rmse, ssim, psnr;
 } run_spec;
 
@@ -100,7 +101,7 @@ static int write_report(const char *dir, int budget, const char *const *json)
             budget == 1 ? "full" : budget == 2 ? "smoke" : "quick", what[budget]);
     fprintf(f, "Test loss is over all test images (mean +- standard error). RMSE, SSIM "
             "and PSNR use the per_image reduction. The report's FID is not comparable (its "
-            "samples were fed un-normalised; spec models.md section 7): FD here is the "
+            "samples were fed un-normalised; docs/models.md, Metrics): FD here is the "
             "Frechet distance on the shipped MNIST classifier's features.\n\n");
     fprintf(f, "| run | FD (ours) | FID (report) | test loss (ours) | (report) | RMSE (ours) | "
             "(report) | SSIM (ours) | (report) | PSNR (ours) | (report) | class preservation "

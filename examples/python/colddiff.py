@@ -560,8 +560,7 @@ _SIGNATURES = {
     "cd_frechet_distance_from_stats": (_int, [_P(_d), _P(_d), _P(_d), _P(_d), _i64, _P(_d)]),
     "cd_class_histogram": (_int, [_p, _P(_i64), _i64, _P(_d), _P(_d)]),
     "cd_class_preservation": (_int, [_p, _P(_i64), _i64, _P(_d), _P(_i64)]),
-    # classifier (lib/nn/classifier_api.h: bound ahead of its move into the
-    # header; UnsupportedError until the library exports it)
+    # classifier (include/colddiff.h, "Classifier")
     "cd_classifier_create": (_int, [_P(_p), _p]),
     "cd_classifier_free": (None, [_p]),
     "cd_classifier_load": (_int, [_P(_p), _s]),

@@ -15,8 +15,9 @@ cd_decoder_load() opens. The input is either
 The configuration is inferred from the tensor shapes. The one thing shapes
 cannot tell is how the UNet's attention width splits into heads: 4 heads
 (the report's) are assumed unless --heads or --head-dim says otherwise.
-A CNN's `frequencies` buffer must hold spec 4.1's values; it is checked and
-not stored (libcolddiff computes it).
+A CNN's `frequencies` buffer must hold the report's time-encoding frequencies
+(docs/models.md, Decoders: CNN); it is checked and not stored (libcolddiff
+computes it).
 
 Checkpoint content (docs/checkpoint-format.md): the decoder.* CONF entries,
 every parameter by its state_dict name, and, when the input has beta_t and
@@ -156,7 +157,7 @@ def expected_shapes(kind, cfg):
 
 
 def cnn_frequencies(n):
-    """Spec 4.1: f_0 = 0, f_j = 2 pi 1.5^(j-1), rounded once to float32."""
+    """The CNN's frequencies: f_0 = 0, f_j = 2 pi 1.5^(j-1), rounded once to float32."""
     return array.array("f", [0.0] + [2 * math.pi * 1.5 ** (j - 1) for j in range(1, n)])
 
 
@@ -305,7 +306,7 @@ def split_checkpoint(sd):
 
 
 def check_frequencies(t, cfg):
-    """A CNN's frequencies buffer must be spec 4.1's values (to 1e-6)."""
+    """A CNN's frequencies buffer must hold the report's values (to 1e-6)."""
     values = [float(v) for v in t.detach().cpu().double().reshape(-1).tolist()]
     want = cnn_frequencies(cfg["time_freqs"])
     if len(values) != len(want):
@@ -314,7 +315,7 @@ def check_frequencies(t, cfg):
     for j, (got, ref) in enumerate(zip(values, want)):
         if abs(got - ref) > 1e-6 * max(abs(ref), 1.0):
             formula = "0" if j == 0 else f"2*pi*1.5^{j - 1} = {ref!r}"
-            raise ConversionError(f"frequencies[{j}] = {got!r}, but spec 4.1 has {formula}: "
+            raise ConversionError(f"frequencies[{j}] = {got!r}, but the report's CNN has {formula}: "
                                   "not the report's time encoding")
 
 

@@ -36,7 +36,7 @@ struct cd_dataset {
     pool train_pool, test_pool;
     split_view splits[3];
     /* lut[p] = fl32(fl32(p / 255) - 0.5): precomputed so every batch
-     * converts exactly as models.md section 1 prescribes. */
+     * converts exactly as docs/models.md, Data, states. */
     float lut[256];
 };
 

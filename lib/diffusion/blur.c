@@ -1,5 +1,6 @@
 /*
- * blur.c - the cold-diffusion Gaussian blur (spec section 3) as t
+ * blur.c - the cold-diffusion Gaussian blur (docs/models.md, Degradations:
+ * Gaussian blur) as t
  * successive separable passes. A k x k Gaussian is the outer product of a
  * 1-D kernel, and padding each axis in turn gives the same result as
  * padding the image once and convolving in 2-D, so a horizontal pass and a

@@ -68,7 +68,8 @@ void cd__blur_steps(const cd_degradation *d, float *x, int64_t N, int64_t C, int
 
 /* DDIM's i-th time (0 <= i < S) for S steps down from t_start:
  * t_start - floor(i (t_start - 1) / (S - 1) + 1/2) in exact integer
- * arithmetic (spec section 6); the step after the last goes to 0. */
+ * arithmetic (docs/models.md, Samplers: DDIM); the step after the last
+ * goes to 0. */
 int64_t cd__sampler_step_time(int64_t t_start, int64_t S, int64_t i);
 
 /* The operator's kind, parameters, schedule and prior as checkpoint

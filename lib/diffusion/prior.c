@@ -3,7 +3,8 @@
  * comment above cd_degradation_fit_prior). Every deterministic operator is
  * affine, D(x, T) = A x + B, with B = D(0, T); the prior is B plus one
  * constant c ~ N(mean, std^2) per sample plus N(0, jitter^2) per pixel,
- * which for the blur is spec section 6's recipe.
+ * which for the blur is the report's recipe (docs/models.md, Degradations:
+ * The z_T prior).
  */
 #include "diffusion.h"
 

@@ -1,8 +1,8 @@
 /*
- * sampler.c - the reverse chains of spec section 6 (DDPM, DDIM, cold
- * algorithms 1 and 2, direct), unconditional and conditional, behind one
- * opaque object: creation, options, argument checks and the two entry
- * points. The chain itself is in sampler_chain.c; its state lives in the
+ * sampler.c - the reverse chains (DDPM, DDIM, cold algorithms 1 and 2,
+ * direct; docs/models.md, Samplers), unconditional and conditional,
+ * behind one opaque object: creation, options, argument checks and the two
+ * entry points. The chain itself is in sampler_chain.c; its state lives in the
  * caller's output tensor.
  */
 #include "sampler.h"
@@ -16,8 +16,8 @@
 
 /* ---- the DDIM step sequence --------------------------------------------- */
 
-/* Declared here rather than in a header so tests/check_sampler.c, which
- * repeats this prototype, can test the formula directly. */
+/* Declared in diffusion.h rather than static, so that tests/check_sampler.c
+ * can test the formula directly. */
 
 /* t_i = t_start - floor(i (t_start - 1)/(S - 1) + 1/2), as the exact
  * integer floor((2 i (t_start - 1) + S - 1) / (2 (S - 1))). For S <= t_start

@@ -1,5 +1,5 @@
 /*
- * sampler_chain.c - one call's reverse chain (spec section 6): the
+ * sampler_chain.c - one call's reverse chain (docs/models.md, Samplers): the
  * workspace, allocated once per call and reused at every step, the
  * predictor calls, one step of each algorithm, and the snapshots.
  *
@@ -210,7 +210,8 @@ static cd_status step_cold1(const chain *c, int64_t t)
 }
 
 /* z += D(x-hat, t-1) - D(x-hat, t). The blur makes D(x-hat, t) from a copy
- * of D(x-hat, t-1) with the one extra blur G_t (spec section 3). */
+ * of D(x-hat, t-1) with the one extra blur G_t: D is t successive blurs,
+ * not one closed-form Gaussian, so this halves the work. */
 static cd_status step_cold2(const chain *c, int64_t t)
 {
     const size_t bytes = (size_t)(c->N * c->ND) * sizeof(float);

@@ -1,5 +1,5 @@
 /*
- * schedule.c - noise / degradation schedules (spec: models.md section 2).
+ * schedule.c - noise / degradation schedules (docs/models.md, Schedules).
  *
  * A schedule is two arrays indexed t = 0..T: beta_t and alpha-bar_t, with
  * beta_0 = 0 and alpha-bar_0 = 1 unless a report preset or an imported

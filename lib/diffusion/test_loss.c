@@ -1,8 +1,9 @@
 /*
- * test_loss.c - the training objective as an evaluation metric (spec
- * models.md section 7): one fresh t and noise per image, the loss of each
- * image on its own, then their mean and its standard error. The trainer's
- * own options (t_max, one t per batch, MSE or L1) define the objective.
+ * test_loss.c - the training objective as an evaluation metric
+ * (docs/models.md, Metrics: Test loss): one fresh t and noise per image,
+ * the loss of each image on its own, then their mean and its standard
+ * error. The trainer's own options (t_max, one t per batch, MSE or L1)
+ * define the objective.
  */
 #include "diffusion.h"
 

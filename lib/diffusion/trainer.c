@@ -1,7 +1,8 @@
 /*
- * trainer.c - Algorithm 1 of the report (spec: models.md section 5): draw
- * t, degrade, predict, take the loss, backpropagate, step Adam. The buffers
- * of a batch size are made on its first step and reused afterwards.
+ * trainer.c - Algorithm 1 of the report (docs/models.md, Training
+ * objective): draw t, degrade, predict, take the loss, backpropagate, step
+ * Adam. The buffers of a batch size are made on its first step and reused
+ * afterwards.
  */
 #include "diffusion.h"
 #include "nn/decoder.h"

@@ -1,5 +1,5 @@
 /*
- * classes.c - summaries of classifier outputs (spec: models.md section 7):
+ * classes.c - summaries of classifier outputs (docs/models.md, Metrics):
  * the class histogram of unconditional samples, its entropy and the mean
  * confidence, and the class preservation of conditional restorations.
  */

@@ -1,6 +1,6 @@
 /*
  * frechet.c - Frechet distance between Gaussian fits of two feature sets
- * (spec: models.md section 7), in double, with LAPACK's dsyevd.
+ * (docs/models.md, Metrics), in double, with LAPACK's dsyevd.
  *
  *   FD = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1^1/2 S2 S1^1/2)^1/2)
  *

@@ -1,6 +1,6 @@
 /*
  * images.c - per-image min-max normalisation, RMSE, SSIM and PSNR with the
- * report's recipe (spec: models.md section 7; piq 0.8.0's SSIM and PSNR).
+ * report's recipe (docs/models.md, Metrics; piq 0.8.0's SSIM and PSNR).
  *
  * Work is split by image: each task normalises its pair into double
  * scratch and computes MSE_i and SSIM_i. The reductions then run serially in

@@ -1,6 +1,7 @@
 /*
- * classifier.c - the MNIST classifier behind the metrics (spec: models.md
- * section 7; public API in classifier_api.h, internals in classifier.h):
+ * classifier.c - the MNIST classifier behind the metrics
+ * (docs/metrics-classifier.md; public API in include/colddiff.h, internals
+ * in classifier.h):
  *
  *   a1 = GELU(conv1(x))     k3 s1 p1    1 -> C1     H  x W
  *   a2 = GELU(conv2(a1))    k4 s2 p1   C1 -> C2     H2 x W2 (H/2)

@@ -1,5 +1,5 @@
 /*
- * cnn.c - the report's Part 1 decoder (spec: models.md section 4.1).
+ * cnn.c - the report's Part 1 decoder (docs/models.md, Decoders: CNN).
  *
  *   e   = MLP(time_encoding(tau))                  N x hidden[0]
  *   x_0 = GELU(LN_0(conv_0(z))) + e                broadcast over H x W

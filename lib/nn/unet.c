@@ -1,6 +1,6 @@
 /*
  * unet.c - the report's Part 2 decoder, the cold-diffusion ConvNeXt UNet
- * (spec: models.md section 4.2), wired from the blocks of unet_blocks.c.
+ * (docs/models.md, Decoders: UNet), wired from the blocks of unet_blocks.c.
  *
  * With dims = [C, dim m_0, .., dim m_{L-1}] and level i at H/2^i x W/2^i:
  *   temb  = Lin(GELU(Lin(sinusoidal(tau))));  every timed block gets GELU(temb)

@@ -1,6 +1,7 @@
 /*
  * unet.h - the UNet's building blocks (unet_blocks.c), shared with the
- * network that wires them together (unet.c). Spec: models.md section 4.2.
+ * network that wires them together (unet.c); docs/models.md, Decoders:
+ * UNet.
  *
  * Each block saves what its backward needs in the arena during plan().
  * Gradient temporaries are not saved: blocks run backward one at a time, so

@@ -1,7 +1,7 @@
 /*
  * unet_blocks.c - the UNet's ConvNeXt block and linear attention, forward
- * and backward (spec: models.md section 4.2; see unet.h for the memory
- * rules).
+ * and backward (docs/models.md, Decoders: UNet; see unet.h for the
+ * memory rules).
  *
  * Attention works per sample on the to_qkv output as it lies: for sample b
  * the q, k and v blocks are each heads x dh x HW, and head h's dh x HW

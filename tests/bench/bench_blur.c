@@ -4,8 +4,8 @@
  *   bench_blur [--threads N] [--batch B] [--T T] [--kernel K] [--reps R]
  *
  * Cold algorithm 2 needs D(x-hat, t-1) and D(x-hat, t) at step t: t - 1
- * blurs, a copy, one more blur (spec section 3), so t blurs per image, and
- * T (T + 1) / 2 over a whole unconditional run. This times
+ * blurs, a copy, one more blur (docs/models.md, Samplers), so t blurs per
+ * image, and T (T + 1) / 2 over a whole unconditional run. This times
  * cd_degradation_apply at t = 1 (one blur) and t = T, and prints the cost
  * of one blur per image, of the average step (t = (T + 1) / 2) and of a
  * whole chain. Not a test: the numbers go to docs/performance.md.

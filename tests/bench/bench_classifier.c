@@ -1,6 +1,6 @@
 /*
  * bench_classifier.c - trains the MNIST classifier the metrics use
- * (issue 6), until `colddiff train-classifier` exists:
+ * (docs/metrics-classifier.md), until `colddiff train-classifier` exists:
  *
  *   bench_classifier --data DIR [--out FILE] [--epochs E] [--seed S]
  *                    [--batch B] [--lr LR] [--shift K] [--threads T]

@@ -1,6 +1,7 @@
 /*
- * bench_samplers.c - issue 5's measurement: on a DDPM model trained for at
- * least one epoch, are 50 DDIM steps as good as 1000 DDPM steps?
+ * bench_samplers.c - the measurement behind docs/sampling.md: on a DDPM
+ * model trained for at least one epoch, are 50 DDIM steps as good as 1000
+ * DDPM steps?
  *
  *   bench_samplers --data DIR --out DIR [--model CKPT] [--ema] [--epochs E]
  *                  [--n N] [--seed S] [--threads T] [--skip-ddpm]

@@ -38,7 +38,7 @@ Each file holds, at batch N = 3:
 
 Reference precision: out and the gradients are computed by PyTorch in
 float64 from the float32 weights and inputs, then rounded to float32 (the
-time encodings stay float32, as the spec makes them part of the model; see
+time encodings stay float32, as their rounding is part of the model; see
 torch_models.py). The C test thus measures the C decoder's own float32
 error. The script also runs the float32 model, prints its error against the
 float64 reference relative to each tensor's scale (as check_decoder_parity.c
@@ -94,13 +94,14 @@ def perturb_layernorms(model):
 
 
 def linear_alpha_bar(T=1000, lo=1e-4, hi=0.02):
-    """abar_t, t = 0..T, for the linear schedule (spec section 2)."""
+    """abar_t, t = 0..T, for the linear schedule (docs/models.md, Schedules)."""
     beta = torch.linspace(lo, hi, T, dtype=torch.float64)
     return torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - beta, 0)]).float()
 
 
 def train_a_little(model, channels, H, W):
-    """TRAIN_STEPS Adam steps on random images with the DDPM loss (spec 5):
+    """TRAIN_STEPS Adam steps on random images with the DDPM loss
+    (docs/models.md, Training objective):
     z_t = sqrt(abar) x + sqrt(1 - abar) eps, loss = mean((g(z_t, t/T) - eps)^2)."""
     T = 1000
     abar = linear_alpha_bar(T)

@@ -21,7 +21,7 @@ exactly rounded answer and the C test measures the C kernel's own error. The
 same ops are also run in float32 PyTorch, and the script checks that they agree
 with the float64 reference within the tolerances check_parity.c uses (printing
 the difference). The time encodings are the exception: there the float32
-rounding steps are part of the model (spec section 4), so they are computed in
+rounding steps are part of the model (docs/models.md, Decoders), so they are computed in
 float32 exactly as the report's code does.
 """
 import math
@@ -355,7 +355,8 @@ def time_embed_fixture():
     tau = torch.tensor([t / T for t, T in pairs], dtype=torch.float32)
     c.add("tau", tau)
 
-    # CNN (spec 4.1): the report's frequencies buffer and phase, float32.
+    # CNN (docs/models.md, Decoders: CNN): the report's frequencies buffer and
+    # phase, float32.
     frequencies = torch.tensor([0.0] + [2 * math.pi * 1.5 ** (j - 1) for j in range(1, 16)])
     assert frequencies.dtype == torch.float32
     phase = frequencies[None, :] * tau[:, None]
@@ -363,7 +364,8 @@ def time_embed_fixture():
     c.add("cnn.freq", frequencies)
     c.add("cnn.out", enc)
 
-    # UNet (spec 4.2): the cold-diffusion SinusoidalPosEmb, verbatim.
+    # UNet (docs/models.md, Decoders: UNet): the cold-diffusion
+    # SinusoidalPosEmb, verbatim.
     for dim in (32, 16):
         half_dim = dim // 2
         emb = math.log(10000) / (half_dim - 1)

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Write tests/reference/metrics.bin: independent reference values for the
-metrics layer (lib/metrics, spec models.md section 7), read by
+metrics layer (lib/metrics, docs/models.md, Metrics), read by
 tests/check_metrics.c.
 
 Run where Debian's python3-torch is installed (piq and scipy are not needed):

@@ -1,7 +1,7 @@
-"""PyTorch definitions of the report's two decoders (spec: models.md section 4).
+"""PyTorch definitions of the report's two decoders (docs/models.md, Decoders).
 
-    CNNDecoder   section 4.1, the report's Part 1 decoder
-    UNetDecoder  section 4.2, the cold-diffusion ConvNeXt UNet of Part 2
+    CNNDecoder   the report's Part 1 decoder (docs/models.md, Decoders: CNN)
+    UNetDecoder  the cold-diffusion ConvNeXt UNet of Part 2 (Decoders: UNet)
 
 Both are built from a configuration dict whose keys are those of the
 libcolddiff checkpoint entries "decoder.<key>" (docs/checkpoint-format.md);
@@ -10,10 +10,10 @@ and layouts are exactly the report's, so its weights load with
 load_state_dict(strict=True), and parameter counts are 291,217 (CNN) and
 3,733,172 (UNet).
 
-Precision. The time encodings are part of the model contract (spec 4.1, 4.2):
+Precision. The time encodings are part of the model (docs/models.md, Decoders):
 their phases are float32 products, as in the report's code, whatever dtype
 the rest of the model runs in; sin and cos of those float32 phases are taken
-in float64 and rounded once to float32 ("accurately", as the spec asks; the
+in float64 and rounded once to float32, as the C library does (the
 report's float32 torch.sin agrees to an ulp). A model converted with
 .double() therefore computes the float64 reference of the float32 model.
 
@@ -312,5 +312,5 @@ def param_count(model):
 if __name__ == "__main__":
     for kind, want in (("cnn", 291217), ("unet", 3733172)):
         n = param_count(make_decoder(kind))
-        print(f"{kind}: {n} parameters (spec: {want})")
+        print(f"{kind}: {n} parameters (the report's: {want})")
         assert n == want
