@@ -245,6 +245,19 @@ CD_API cd_status cd_tensor_copy_from(cd_tensor *t, const float *src,
 CD_API cd_status cd_tensor_copy_to(const cd_tensor *t, float *dst,
                                    int64_t count);
 
+/**
+ * Copy rows src_row .. src_row + n - 1 of src (slices along the first
+ * axis) over rows dst_row .. dst_row + n - 1 of dst: how a batch is cut
+ * from a larger tensor, or put back into one. The tensors must have the
+ * same rank and the same shape after the first axis; they may be the same
+ * tensor, overlapping rows included. n = 0 copies nothing.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL), CD_ERR_SHAPE (ranks or row
+ * shapes differ), CD_ERR_RANGE (a negative n or row, or rows past the end).
+ */
+CD_API cd_status cd_tensor_copy_rows(cd_tensor *dst, int64_t dst_row,
+                                     const cd_tensor *src, int64_t src_row,
+                                     int64_t n);
+
 /* ------------------------------------------------------------------------ */
 /* Random numbers                                                           */
 /* ------------------------------------------------------------------------ */

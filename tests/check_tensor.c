@@ -221,6 +221,43 @@ START_TEST(check_finite_names_the_element)
 }
 END_TEST
 
+START_TEST(copy_rows_moves_slices)
+{
+    cd_tensor *a = NULL, *b = NULL, *c = NULL;
+    const int64_t sa[3] = {4, 2, 3}, sb[3] = {2, 2, 3}, sc[3] = {2, 3, 2};
+    CD_ASSERT_OK(cd_tensor_create(&a, 3, sa));
+    CD_ASSERT_OK(cd_tensor_create(&b, 3, sb));
+    CD_ASSERT_OK(cd_tensor_create(&c, 3, sc));
+    float *x = cd_tensor_data(a), *y = cd_tensor_data(b);
+    for (int i = 0; i < 24; i++) x[i] = (float)i;
+    /* Rows 1..2 of a into b, then b back over rows 2..3 of a. */
+    CD_ASSERT_OK(cd_tensor_copy_rows(b, 0, a, 1, 2));
+    for (int i = 0; i < 12; i++) ck_assert(y[i] == (float)(6 + i));
+    CD_ASSERT_OK(cd_tensor_copy_rows(a, 2, b, 0, 2));
+    for (int i = 0; i < 12; i++) ck_assert(x[i] == (float)i);
+    for (int i = 12; i < 24; i++) ck_assert(x[i] == (float)(i - 6));
+    /* Overlapping rows of one tensor move as memmove would. */
+    for (int i = 0; i < 24; i++) x[i] = (float)i;
+    CD_ASSERT_OK(cd_tensor_copy_rows(a, 1, a, 0, 3));
+    for (int i = 6; i < 24; i++) ck_assert(x[i] == (float)(i - 6));
+    CD_ASSERT_OK(cd_tensor_copy_rows(b, 2, a, 4, 0)); /* nothing, at the ends */
+    /* Misuse. */
+    ck_assert_int_eq(cd_tensor_copy_rows(c, 0, a, 0, 1), CD_ERR_SHAPE);
+    ck_assert_ptr_nonnull(strstr(cd_last_error(), "axis 1 is 3 in dst and 2 in src"));
+    ck_assert_int_eq(cd_tensor_copy_rows(b, 1, a, 0, 2), CD_ERR_RANGE);
+    ck_assert_int_eq(cd_tensor_copy_rows(b, 0, a, 3, 2), CD_ERR_RANGE);
+    ck_assert_int_eq(cd_tensor_copy_rows(b, -1, a, 0, 1), CD_ERR_RANGE);
+    ck_assert_int_eq(cd_tensor_copy_rows(b, 0, a, 0, -1), CD_ERR_RANGE);
+    ck_assert_int_eq(cd_tensor_copy_rows(b, 0, a, INT64_MAX, 2), CD_ERR_RANGE);
+    ck_assert_int_eq(cd_tensor_copy_rows(NULL, 0, a, 0, 1), CD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(cd_tensor_copy_rows(b, 0, NULL, 0, 1), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_OK(cd_tensor_reshape(c, 1, (const int64_t[]){12}));
+    ck_assert_int_eq(cd_tensor_copy_rows(c, 0, a, 0, 1), CD_ERR_SHAPE);
+    cd_tensor_free(a), cd_tensor_free(b), cd_tensor_free(c);
+    cd_clear_error();
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("tensor");
@@ -236,6 +273,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, internal_expect_reports_shapes);
     tcase_add_test(tc, first_non_finite_finds_the_first);
     tcase_add_test(tc, check_finite_names_the_element);
+    tcase_add_test(tc, copy_rows_moves_slices);
     suite_add_tcase(s, tc);
     return s;
 }

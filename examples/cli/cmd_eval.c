@@ -37,13 +37,11 @@ static cd_tensor *tensor2(int64_t n, int64_t k)
 }
 
 /* Rows [first, first + n) of a batch of 1-channel images, copied into a
- * new tensor (*holder, also returned; NULL on failure): the public API has
- * no views. */
+ * new tensor (*holder, also returned; NULL on failure). */
 static cd_tensor *copy_rows(cd_tensor *t, int64_t first, int64_t n, cd_tensor **holder)
 {
-    const int64_t per = cd_tensor_numel(t) / cd_tensor_dim(t, 0);
     cd_tensor *v = tensor4(n, cd_tensor_dim(t, 2), cd_tensor_dim(t, 3));
-    if (v) memcpy(cd_tensor_data(v), cd_tensor_data(t) + first * per, (size_t)(n * per) * 4);
+    if (v && cd_tensor_copy_rows(v, 0, t, first, n) != CD_OK) cd_tensor_free(v), v = NULL;
     *holder = v;
     return v;
 }
@@ -52,7 +50,7 @@ static cd_tensor *copy_rows(cd_tensor *t, int64_t first, int64_t n, cd_tensor **
 static cd_status restore_all(const cli_loaded *m, const cli_sampling *o, cd_tensor *x,
                              cd_tensor *xhat)
 {
-    const int64_t n = cd_tensor_dim(x, 0), per = cd_tensor_numel(x) / n;
+    const int64_t n = cd_tensor_dim(x, 0);
     const int64_t T = cd_degradation_T(m->deg);
     cd_sampler *smp = NULL;
     cd_rng *rng = NULL;
@@ -70,8 +68,7 @@ static cd_status restore_all(const cli_loaded *m, const cli_sampling *o, cd_tens
                                                     : NULL;
         st = xb && ob ? cd_sampler_restore(smp, xb, T, rng, ob, NULL, 0, NULL, NULL, NULL)
                       : cd_last_status();
-        if (st == CD_OK)
-            memcpy(cd_tensor_data(xhat) + first * per, cd_tensor_data(ob), (size_t)(b * per) * 4);
+        if (st == CD_OK) st = cd_tensor_copy_rows(xhat, first, ob, 0, b);
         cd_tensor_free(xb), cd_tensor_free(ob);
     }
     if (st == CD_OK) cli_warn_range(xhat, "restorations");
@@ -83,7 +80,7 @@ static cd_status restore_all(const cli_loaded *m, const cli_sampling *o, cd_tens
 /* n unconditional samples, in chunks. */
 static cd_status sample_all(const cli_loaded *m, const cli_sampling *o, cd_tensor *out)
 {
-    const int64_t n = cd_tensor_dim(out, 0), per = cd_tensor_numel(out) / n;
+    const int64_t n = cd_tensor_dim(out, 0);
     cd_sampler *smp = NULL;
     cd_rng *rng = NULL;
     cd_status st = cli_model_sampler(m->dec, m->deg, o, &smp);
@@ -96,8 +93,7 @@ static cd_status sample_all(const cli_loaded *m, const cli_sampling *o, cd_tenso
         cli_progress_label(label);
         cd_tensor *ob = tensor4(b, cd_tensor_dim(out, 2), cd_tensor_dim(out, 3));
         st = ob ? cd_sampler_sample(smp, rng, ob) : cd_last_status();
-        if (st == CD_OK)
-            memcpy(cd_tensor_data(out) + first * per, cd_tensor_data(ob), (size_t)(b * per) * 4);
+        if (st == CD_OK) st = cd_tensor_copy_rows(out, first, ob, 0, b);
         cd_tensor_free(ob);
     }
     if (st == CD_OK) cli_warn_range(out, "samples");

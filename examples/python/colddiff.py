@@ -423,6 +423,7 @@ _SIGNATURES = {
     "cd_tensor_fill": (_int, [_p, _f]),
     "cd_tensor_copy_from": (_int, [_p, _p, _i64]),
     "cd_tensor_copy_to": (_int, [_p, _p, _i64]),
+    "cd_tensor_copy_rows": (_int, [_p, _i64, _p, _i64, _i64]),
     # random numbers
     "cd_rng_create": (_int, [_P(_p), _u64]),
     "cd_rng_free": (None, [_p]),
@@ -1275,6 +1276,18 @@ class Tensor(_Object):
     def copy_from(self, data):
         """Copy numel() floats in from a Tensor, buffer, array or sequence."""
         self._copy_in(_FloatSource(data))
+        return self
+
+    def copy_rows(self, dst_row, src, src_row=0, n=None):
+        """Copy n rows (slices along the first axis) of the Tensor src, from
+        src_row on, over this tensor's rows from dst_row on
+        (cd_tensor_copy_rows). n defaults to the rest of src."""
+        if not isinstance(src, Tensor):
+            raise TypeError(f"copy_rows: src must be a Tensor, not {type(src).__name__}")
+        if n is None:
+            n = src.shape[0] - _int64(src_row, "src_row") if src.shape else 0
+        _check(_L().cd_tensor_copy_rows(self._p, _int64(dst_row, "dst_row"), src._p,
+                                        _int64(src_row, "src_row"), _int64(n, "n")))
         return self
 
     def to_array(self):

@@ -173,6 +173,34 @@ cd_status cd_tensor_copy_to(const cd_tensor *t, float *dst, int64_t count)
     return CD_OK;
 }
 
+cd_status cd_tensor_copy_rows(cd_tensor *dst, int64_t dst_row, const cd_tensor *src,
+                              int64_t src_row, int64_t n)
+{
+    static const char fn[] = "cd_tensor_copy_rows";
+    CD__CHECK_NOT_NULL(dst, fn);
+    CD__CHECK_NOT_NULL(src, fn);
+    if (dst->rank < 1 || dst->rank != src->rank)
+        return cd__error(CD_ERR_SHAPE, "%s: ranks %d (dst) and %d (src) must be equal and "
+                         "at least 1", fn, (int)dst->rank, (int)src->rank);
+    for (int32_t i = 1; i < dst->rank; i++)
+        if (dst->shape[i] != src->shape[i])
+            return cd__error(CD_ERR_SHAPE, "%s: rows differ in shape: axis %d is %" PRId64
+                             " in dst and %" PRId64 " in src", fn, (int)i, dst->shape[i],
+                             src->shape[i]);
+    if (n < 0 || dst_row < 0 || src_row < 0 || dst_row > dst->shape[0] - n ||
+        src_row > src->shape[0] - n)
+        return cd__error(CD_ERR_RANGE, "%s: rows [%" PRId64 ", +%" PRId64 ") of src (%" PRId64
+                         " rows) to [%" PRId64 ", +%" PRId64 ") of dst (%" PRId64 " rows) are "
+                         "out of range", fn, src_row, n, src->shape[0], dst_row, n,
+                         dst->shape[0]);
+    const int64_t per = dst->shape[0] ? dst->numel / dst->shape[0] : 0;
+    /* memmove: src and dst may be the same tensor. */
+    if (n > 0 && per > 0)
+        memmove(dst->data + dst_row * per, src->data + src_row * per,
+                (size_t)(n * per) * sizeof(float));
+    return CD_OK;
+}
+
 cd_status cd__tensor_expect(const cd_tensor *t, const char *fn, const char *name,
                             int32_t rank, const int64_t *shape)
 {

@@ -383,6 +383,20 @@ class TensorTests(unittest.TestCase):
         self.assertEqual(cd.Tensor(5).shape, (5,))
         self.assertEqual(cd.Tensor((2,), fill=3).tolist(), [3.0, 3.0])
 
+    def test_copy_rows(self):
+        a = cd.Tensor.from_data([[0, 1], [2, 3], [4, 5]])
+        b = cd.Tensor((2, 2))
+        b.copy_rows(0, a, 1)
+        self.assertEqual(b.tolist(), [[2, 3], [4, 5]])
+        a.copy_rows(0, b, 1, 1)
+        self.assertEqual(a.tolist(), [[4, 5], [2, 3], [4, 5]])
+        with self.assertRaises(cd.RangeError):
+            b.copy_rows(1, a, 0, 2)
+        with self.assertRaises(cd.ShapeError):
+            b.copy_rows(0, cd.Tensor((1, 3)), 0, 1)
+        with self.assertRaises(TypeError):
+            b.copy_rows(0, [[1, 2]])
+
     def test_data_in_and_out(self):
         t = cd.Tensor.from_data([[1, 2, 3], [4, 5, 6]])
         self.assertEqual(t.shape, (2, 3))
