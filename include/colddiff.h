@@ -1296,6 +1296,24 @@ CD_API int64_t cd_trainer_steps(const cd_trainer *tr);
 CD_API cd_status cd_trainer_copy_ema(cd_trainer *tr);
 
 /**
+ * Exchange the decoder's weights with their EMA, without losing either:
+ * afterwards the decoder samples, validates and tests with the average,
+ * and a second call puts the training weights back. While the EMA is in,
+ * cd_trainer_step, cd_trainer_fit, cd_trainer_save, cd_trainer_export and
+ * cd_trainer_copy_ema fail with CD_ERR_STATE, since each would take the
+ * average for the training weights. An epoch callback of cd_trainer_fit
+ * may swap in and out (to draw sample grids from the EMA, say) if it swaps
+ * back before it returns.
+ * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_NOT_FOUND (no EMA, as
+ * cd_trainer_copy_ema).
+ */
+CD_API cd_status cd_trainer_swap_ema(cd_trainer *tr);
+
+/** 1 while cd_trainer_swap_ema has the EMA in the decoder, 0 otherwise, or -1
+ *  (with an error) for a NULL tr. */
+CD_API int32_t cd_trainer_ema_swapped(const cd_trainer *tr);
+
+/**
  * One step of Algorithm 1 on a batch of clean images (N x C x H x W): draw
  * t (per sample or per batch) and the noise from rng, degrade, predict,
  * take the loss against eps (noise) or x (deterministic degradations),

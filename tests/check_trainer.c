@@ -222,6 +222,67 @@ START_TEST(training_is_thread_count_independent)
 }
 END_TEST
 
+/* swap_ema exchanges weights and EMA exactly, twice is the identity, and
+ * nothing that would take the average for the training weights runs in
+ * between. */
+START_TEST(swap_ema_is_exact_and_guarded)
+{
+    const int64_t hidden[2] = {4, 6};
+    cd_dataset *ds = cd_test_load_slice(0.2);
+    cd_tensor *batch = batch_tensor(8);
+    cd_trainer *tr = make_trainer(0, hidden, 2);
+    cd_rng *rng = NULL;
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "swap.cdm");
+    CD_ASSERT_OK(cd_rng_create(&rng, 9));
+    CD_ASSERT_STATUS(cd_trainer_swap_ema(tr), CD_ERR_NOT_FOUND);
+    CD_ASSERT_ERROR_MENTIONS("EMA");
+    ck_assert_int_eq(cd_trainer_ema_swapped(tr), 0);
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_EMA_DECAY, 0.5));
+    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LR, 1e-2));
+    run_steps(tr, ds, rng, batch, 0, 3);
+    cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
+    const int64_t n = cd_params_numel(p);
+    const size_t bytes = (size_t)n * sizeof(float);
+    float *w = cd_params_data(p, -1), *raw = malloc(bytes), *ema = malloc(bytes);
+    memcpy(raw, w, bytes);
+    /* The EMA itself, through the call this one must agree with. */
+    CD_ASSERT_OK(cd_trainer_save(tr, path, NULL));
+    cd_trainer *twin = NULL;
+    CD_ASSERT_OK(cd_trainer_load(&twin, path, NULL));
+    CD_ASSERT_OK(cd_trainer_copy_ema(twin));
+    memcpy(ema, cd_params_data(cd_decoder_params(cd_trainer_decoder(twin)), -1), bytes);
+    ck_assert_msg(memcmp(raw, ema, bytes) != 0, "EMA equals the weights: the test proves nothing");
+
+    CD_ASSERT_OK(cd_trainer_swap_ema(tr));
+    ck_assert_int_eq(cd_trainer_ema_swapped(tr), 1);
+    ck_assert_mem_eq(w, ema, bytes);
+    double loss = 0.0;
+    CD_ASSERT_OK(cd_trainer_eval_loss(tr, ds, CD_SPLIT_VAL, rng, &loss));
+    CD_ASSERT_STATUS(cd_trainer_step(tr, batch, rng, &loss), CD_ERR_STATE);
+    CD_ASSERT_ERROR_MENTIONS("swap");
+    CD_ASSERT_STATUS(cd_trainer_save(tr, path, NULL), CD_ERR_STATE);
+    CD_ASSERT_STATUS(cd_trainer_export(tr, path), CD_ERR_STATE);
+    CD_ASSERT_STATUS(cd_trainer_copy_ema(tr), CD_ERR_STATE);
+    CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, 1, NULL, NULL, rng, NULL, NULL), CD_ERR_STATE);
+    CD_ASSERT_OK(cd_trainer_swap_ema(tr));
+    ck_assert_int_eq(cd_trainer_ema_swapped(tr), 0);
+    ck_assert_mem_eq(w, raw, bytes);
+    /* Training goes on from the raw weights and the untouched EMA. */
+    run_steps(tr, ds, rng, batch, 3, 4);
+    CD_ASSERT_STATUS(cd_trainer_swap_ema(NULL), CD_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(cd_trainer_ema_swapped(NULL), -1);
+    cd_clear_error();
+    free(raw), free(ema);
+    cd_trainer_free(twin);
+    cd_rng_free(rng);
+    cd_trainer_free(tr);
+    cd_tensor_free(batch);
+    cd_dataset_free(ds);
+}
+END_TEST
+
 START_TEST(copy_ema_installs_the_average)
 {
     const int64_t hidden[2] = {4, 6};
@@ -447,6 +508,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, resume_is_bit_identical);
     tcase_add_test(tc, training_is_thread_count_independent);
     tcase_add_test(tc, copy_ema_installs_the_average);
+    tcase_add_test(tc, swap_ema_is_exact_and_guarded);
     tcase_add_test(tc, eval_leaves_weights_alone);
     tcase_add_test(tc, bad_input_is_an_error);
     tcase_add_test(tc, claims_beyond_the_file_allocate_nothing);

@@ -109,43 +109,26 @@ static bool wanted(const cli_times *t, int64_t epoch, int64_t last)
     return false;
 }
 
-/* Copy the decoder's weights to or from one flat buffer. */
-static void copy_weights(cd_params *p, float *flat, bool out)
-{
-    for (int64_t i = 0, at = 0; i < cd_params_count(p); i++) {
-        const size_t n = (size_t)cd_params_numel_at(p, i);
-        if (out) memcpy(flat + at, cd_params_data(p, i), n * sizeof *flat);
-        else memcpy(cd_params_data(p, i), flat + at, n * sizeof *flat);
-        at += (int64_t)n;
-    }
-}
-
 /* Grids show the EMA weights when the run keeps them, as `colddiff sample
- * --ema` would: returns the raw weights to put back afterwards, or NULL
- * (no EMA, or no memory to keep them) to sample the raw weights. */
-static float *ema_in(cd_trainer *tr)
+ * --ema` would: true when they were swapped in (swap back afterwards),
+ * false to sample the raw weights (no EMA, or none yet). */
+static bool ema_in(cd_trainer *tr)
 {
     double decay = 0.0;
-    if (cd_trainer_get(tr, CD_TRAINER_EMA_DECAY, &decay) != CD_OK || decay <= 0.0) return NULL;
-    cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
-    float *raw = malloc((size_t)cd_params_numel(p) * sizeof *raw);
-    if (!raw) return NULL;
-    copy_weights(p, raw, true);
-    if (cd_trainer_copy_ema(tr) == CD_OK) return raw;
-    free(raw);
-    return NULL;
+    if (cd_trainer_get(tr, CD_TRAINER_EMA_DECAY, &decay) != CD_OK || decay <= 0.0) return false;
+    if (cd_trainer_swap_ema(tr) == CD_OK) return true;
+    cd_clear_error();
+    return false;
 }
 
-static void ema_out(cd_trainer *tr, float *raw)
+static void ema_out(cd_trainer *tr, bool swapped)
 {
-    if (!raw) return;
-    copy_weights(cd_decoder_params(cd_trainer_decoder(tr)), raw, false);
-    free(raw);
+    if (swapped) cd_trainer_swap_ema(tr);
 }
 
-/* An epoch's row of the loss curve, on stderr and in losses.csv. */
-/* An epoch's row: its seconds are the wall time of its training and
- * validation, and its images/s the training images over those seconds. */
+/* An epoch's row of the loss curve, on stderr and in losses.csv: its
+ * seconds are the wall time of its training and validation, and its
+ * images/s the training images over those seconds. */
 static void record_epoch(run_state *r, int64_t epoch, double train, double val)
 {
     const double sec = cli_now_sec() - r->t_mark;
@@ -208,11 +191,11 @@ static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch)
     const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps, r->o->grid_eta,
                               (uint64_t)r->o->seed + (uint64_t)epoch, r->o->grid_clip, false};
     snprintf(name, sizeof name, "samples_epoch%03lld.png", (long long)epoch);
-    float *raw = ema_in(tr);
+    const bool swapped = ema_in(tr);
     cd_status st = cli_sample_grid(tr, &smp, r->o->n_samples, 8, cli_join(path, sizeof path,
                                                                         r->o->out, name));
     if (st != CD_OK) {
-        ema_out(tr, raw);
+        ema_out(tr, swapped);
         return st;
     }
     snprintf(name, sizeof name, "restore_epoch%03lld.png", (long long)epoch);
@@ -226,7 +209,7 @@ static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch)
                                                                       : CD_SPLIT_TRAIN;
     st = cli_restore_figure(tr, &smp, r->ds, split, 8, &times,
                             cli_join(path, sizeof path, r->o->out, name));
-    ema_out(tr, raw);
+    ema_out(tr, swapped);
     if (st == CD_OK) fprintf(stderr, "  wrote samples and restorations for epoch %lld\n",
                              (long long)epoch);
     return st;

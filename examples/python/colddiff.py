@@ -42,6 +42,7 @@ See docs/python.md for the whole story. The rules, in short:
 """
 import array
 import collections
+import contextlib
 import ctypes
 import ctypes.util
 import enum
@@ -542,6 +543,8 @@ _SIGNATURES = {
     "cd_trainer_degradation": (_p, [_p]),
     "cd_trainer_steps": (_i64, [_p]),
     "cd_trainer_copy_ema": (_int, [_p]),
+    "cd_trainer_swap_ema": (_int, [_p]),
+    "cd_trainer_ema_swapped": (_i32, [_p]),
     "cd_trainer_step": (_int, [_p, _p, _p, _P(_d)]),
     "cd_trainer_eval_loss": (_int, [_p, _p, _int, _p, _P(_d)]),
     "cd_trainer_test_loss": (_int, [_p, _p, _int, _p, _P(_d), _P(_d)]),
@@ -2208,6 +2211,26 @@ class Trainer(_Object):
     def copy_ema(self):
         """Overwrite the decoder's weights with their EMA (ema.copy_to)."""
         _check(_L().cd_trainer_copy_ema(self._p))
+
+    def swap_ema(self):
+        """Exchange the decoder's weights with their EMA; a second call puts
+        the training weights back (cd_trainer_swap_ema)."""
+        _check(_L().cd_trainer_swap_ema(self._p))
+
+    @property
+    def ema_swapped(self):
+        """True while swap_ema() has the EMA in the decoder."""
+        return bool(_nonneg(_L().cd_trainer_ema_swapped(self._p)))
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """`with tr.ema_weights(): ...` samples or evaluates the EMA, and
+        the training weights come back on leaving, error or not."""
+        self.swap_ema()
+        try:
+            yield self
+        finally:
+            self.swap_ema()
 
     def step(self, images, rng):
         """One optimiser step on a batch (N x C x H x W); returns the loss."""

@@ -91,6 +91,10 @@ void cd__prediction_to_noise(const cd_degradation *d, int32_t prediction, const 
 
 /* The optimiser inside a trainer (for trainer_io.c). */
 cd__adam *cd__trainer_adam(cd_trainer *tr);
+/* CD_OK unless cd_trainer_swap_ema has the EMA in the decoder's weights:
+ * then CD_ERR_STATE naming fn, since a step, a save or an export would
+ * treat the average as the training weights. */
+cd_status cd__trainer_check_weights(const cd_trainer *tr, const char *fn);
 
 /* ---- trainer fit (trainer_fit.c) ---- */
 

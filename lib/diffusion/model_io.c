@@ -41,6 +41,7 @@ cd_status cd_trainer_export(cd_trainer *tr, const char *path)
     static const char fn[] = "cd_trainer_export";
     CD__CHECK_NOT_NULL(tr, fn);
     CD__CHECK_NOT_NULL(path, fn);
+    CD__TRY(cd__trainer_check_weights(tr, fn));
     cd_decoder *dec = cd_trainer_decoder(tr);
     cd_params *p = cd_decoder_params(dec);
     const float *ema = cd__adam_ema(cd__trainer_adam(tr));

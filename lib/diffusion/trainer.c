@@ -19,6 +19,7 @@ struct cd_trainer {
     cd__adam *adam;
     int64_t t_max, t_per_batch, loss_kind, val_batch, batch;
     cd__fit_state fit; /* the epoch loop's state (trainer_fit.c) */
+    bool ema_swapped;  /* cd_trainer_swap_ema: the weights hold the EMA */
     /* Buffers for batch size N, made for up to cap rows. */
     int64_t N, cap;
     cd_tensor *z, *target, *out, *dout, *tau;
@@ -209,10 +210,46 @@ int64_t cd_trainer_steps(const cd_trainer *tr)
     return cd__adam_steps(tr->adam);
 }
 
+cd_status cd__trainer_check_weights(const cd_trainer *tr, const char *fn)
+{
+    if (!tr->ema_swapped) return CD_OK;
+    return cd__error(CD_ERR_STATE, "%s: the decoder holds the EMA weights "
+                     "(cd_trainer_swap_ema); swap them back first", fn);
+}
+
+cd_status cd_trainer_swap_ema(cd_trainer *tr)
+{
+    static const char fn[] = "cd_trainer_swap_ema";
+    CD__CHECK_NOT_NULL(tr, fn);
+    float *ema = cd__adam_ema_mut(tr->adam);
+    if (!ema)
+        return cd__error(CD_ERR_NOT_FOUND, "%s: the trainer keeps no EMA of the weights (set "
+                         "CD_TRAINER_EMA_DECAY above 0 and train)", fn);
+    cd_params *p = cd_decoder_params(tr->dec);
+    float *w = cd__params_values(p);
+    const int64_t n = cd_params_numel(p);
+    for (int64_t i = 0; i < n; i++) {
+        const float t = w[i];
+        w[i] = ema[i], ema[i] = t;
+    }
+    tr->ema_swapped = !tr->ema_swapped;
+    return CD_OK;
+}
+
+int32_t cd_trainer_ema_swapped(const cd_trainer *tr)
+{
+    if (!tr) {
+        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_trainer_ema_swapped: argument 'tr' is NULL");
+        return -1;
+    }
+    return tr->ema_swapped ? 1 : 0;
+}
+
 cd_status cd_trainer_copy_ema(cd_trainer *tr)
 {
     static const char fn[] = "cd_trainer_copy_ema";
     CD__CHECK_NOT_NULL(tr, fn);
+    CD__TRY(cd__trainer_check_weights(tr, fn));
     const float *ema = cd__adam_ema(tr->adam);
     if (!ema)
         return cd__error(CD_ERR_NOT_FOUND, "%s: the trainer keeps no EMA of the weights (set "
@@ -326,6 +363,7 @@ cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, 
     CD__CHECK_NOT_NULL(images, fn);
     CD__CHECK_NOT_NULL(rng, fn);
     CD__CHECK_NOT_NULL(loss, fn);
+    CD__TRY(cd__trainer_check_weights(tr, fn));
     if (images->rank != 4)
         return cd__error(CD_ERR_SHAPE, "%s: images must be N x C x H x W, got rank %" PRId32,
                          fn, images->rank);

@@ -282,6 +282,7 @@ cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs, const c
     CD__CHECK_NOT_NULL(rng, fn);
     if (epochs < 1)
         return cd__error(CD_ERR_RANGE, "%s: epochs = %" PRId64 " must be at least 1", fn, epochs);
+    CD__TRY(cd__trainer_check_weights(tr, fn));
     fit_ctx c = {.tr = tr, .f = cd__trainer_fit_state(tr), .ds = ds, .rng = rng,
                  .epochs = epochs, .t0 = now_sec()};
     cd__fit_state *f = c.f;

@@ -55,6 +55,7 @@ cd_status cd_trainer_save(cd_trainer *tr, const char *path, const cd_rng *rng)
     static const char fn[] = "cd_trainer_save";
     CD__CHECK_NOT_NULL(tr, fn);
     CD__CHECK_NOT_NULL(path, fn);
+    CD__TRY(cd__trainer_check_weights(tr, fn));
     cd__ckpt *ck = NULL;
     CD__TRY(cd__ckpt_create(&ck));
     cd_decoder *dec = cd_trainer_decoder(tr);

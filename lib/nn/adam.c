@@ -175,6 +175,7 @@ cd_params *cd__adam_params(const cd__adam *a) { return a ? a->params : NULL; }
 const float *cd__adam_m(const cd__adam *a) { return a ? a->m : NULL; }
 const float *cd__adam_v(const cd__adam *a) { return a ? a->v : NULL; }
 const float *cd__adam_ema(const cd__adam *a) { return a ? a->ema : NULL; }
+float *cd__adam_ema_mut(cd__adam *a) { return a ? a->ema : NULL; }
 
 /* ---- one step ---------------------------------------------------------- */
 

@@ -186,6 +186,8 @@ const float *cd__adam_v(const cd__adam *a);
 
 /* The EMA block, or NULL while there is none (EMA off or not yet started). */
 const float *cd__adam_ema(const cd__adam *a);
+/* The same buffer, writable: cd_trainer_swap_ema exchanges it with the weights. */
+float *cd__adam_ema_mut(cd__adam *a);
 
 /*
  * Replace the whole state at once (the checkpoint loader): hyper-parameters

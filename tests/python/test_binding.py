@@ -1101,6 +1101,29 @@ class TrainerTests(TempDirCase):
         back.copy_ema()
         self.assertEqual(bytes(back.decoder.params.view()), after)
 
+    def test_swap_ema(self):
+        tr, rng = self.make()
+        with self.assertRaises(cd.NotFoundError):
+            tr.swap_ema()
+        tr["ema_decay"] = 0.5
+        tr["lr"] = 1e-2
+        imgs, _, _ = self.ds.batch("train", 0, 32)
+        for _ in range(2):
+            tr.step(imgs, rng)
+        raw = bytes(tr.decoder.params.view())
+        with tr.ema_weights():
+            self.assertTrue(tr.ema_swapped)
+            ema = bytes(tr.decoder.params.view())
+            with self.assertRaises(cd.StateError):
+                tr.step(imgs, rng)
+            with self.assertRaises(cd.StateError):
+                tr.save(self.path("no.cdm"))
+        self.assertFalse(tr.ema_swapped)
+        self.assertNotEqual(raw, ema)
+        self.assertEqual(bytes(tr.decoder.params.view()), raw)
+        tr.copy_ema()
+        self.assertEqual(bytes(tr.decoder.params.view()), ema)
+
     def test_inference_model_files(self):
         tr, rng = self.make()
         tr["ema_decay"] = 0.5
