@@ -410,8 +410,10 @@ typedef enum cd_decoder_type {
  */
 typedef enum cd_decoder_key {
     CD_DECODER_CHANNELS = 0,       /**< image channels (1)                  */
-    CD_DECODER_HEIGHT = 1,         /**< CNN: the H its LayerNorms fit (28)  */
-    CD_DECODER_WIDTH = 2,          /**< CNN: the W its LayerNorms fit (28)  */
+    CD_DECODER_HEIGHT = 1,         /**< CNN: the H its LayerNorms fit;
+                                        UNet: the H it trains at, set by
+                                        training (28)                       */
+    CD_DECODER_WIDTH = 2,          /**< the same for W (28)                 */
     CD_DECODER_HIDDEN = 3,         /**< CNN list: hidden channels (16,32,32,16) */
     CD_DECODER_KERNEL = 4,         /**< CNN: hidden conv kernel, odd (7)    */
     CD_DECODER_TIME_FREQS = 5,     /**< CNN: time frequencies (16)          */
@@ -477,6 +479,16 @@ CD_API int32_t cd_decoder_get_type(const cd_decoder *d);
 /** A copy of the decoder's configuration, owned by the caller. */
 CD_API cd_status cd_decoder_get_config(const cd_decoder *d,
                                        cd_decoder_config **out);
+
+/**
+ * The image shape the decoder is for, C x H x W into shape[0..2]: the
+ * CNN's fitted size; for a UNet (which takes any size its levels divide)
+ * the size of the images its last backward pass learnt from, saved with
+ * it, and CD_DECODER_HEIGHT x CD_DECODER_WIDTH before any. Samplers drawing
+ * from noise need it when the caller has no dataset to take a shape from.
+ * Errors: CD_ERR_INVALID_ARGUMENT.
+ */
+CD_API cd_status cd_decoder_image_shape(const cd_decoder *d, int64_t shape[3]);
 
 /**
  * The decoder's parameters (borrowed; lives as long as d), named as in the

@@ -284,6 +284,57 @@ START_TEST(infer_equals_forward)
 }
 END_TEST
 
+/* The image shape: the CNN's fitted size; a UNet's training size, taken
+ * from its backward passes only and kept in its file. */
+START_TEST(image_shape_follows_training)
+{
+    int64_t shape[3] = {0};
+    cd_decoder *cnn = small_cnn(12, 10);
+    CD_ASSERT_OK(cd_decoder_image_shape(cnn, shape));
+    ck_assert(shape[0] == 1 && shape[1] == 12 && shape[2] == 10);
+    cd_decoder_free(cnn);
+
+    cd_decoder_config *cfg = NULL;
+    cd_decoder *d = NULL, *back = NULL;
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_UNET));
+    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_DIM, 8));
+    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, (int64_t[]){1, 2}, 2));
+    CD_ASSERT_OK(cd_rng_create(&rng, 5));
+    CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
+    CD_ASSERT_OK(cd_decoder_image_shape(d, shape));
+    ck_assert(shape[0] == 1 && shape[1] == 28 && shape[2] == 28);
+    cd_tensor *z = cd_test_tensor4(2, 1, 16, 12), *out = cd_test_tensor4(2, 1, 16, 12);
+    cd_tensor *zi = cd_test_tensor4(2, 1, 8, 8), *oi = cd_test_tensor4(2, 1, 8, 8), *tau = NULL;
+    CD_ASSERT_OK(cd_tensor_create(&tau, 1, (int64_t[]){2}));
+    CD_ASSERT_OK(cd_tensor_fill(tau, 0.5f));
+    cd_gc_randn(cd_tensor_data(z), 2 * 16 * 12, 4, 1.0f);
+    CD_ASSERT_OK(cd_decoder_forward(d, z, tau, out));
+    CD_ASSERT_OK(cd_decoder_image_shape(d, shape));
+    ck_assert_int_eq(shape[1], 28); /* a forward alone learns nothing */
+    CD_ASSERT_OK(cd_decoder_backward(d, out, NULL));
+    CD_ASSERT_OK(cd_decoder_infer(d, zi, tau, oi));
+    CD_ASSERT_OK(cd_decoder_image_shape(d, shape));
+    ck_assert(shape[0] == 1 && shape[1] == 16 && shape[2] == 12);
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "shape.cdm");
+    CD_ASSERT_OK(cd_decoder_save(d, path));
+    CD_ASSERT_OK(cd_decoder_load(&back, path));
+    shape[1] = shape[2] = 0;
+    CD_ASSERT_OK(cd_decoder_image_shape(back, shape));
+    ck_assert(shape[1] == 16 && shape[2] == 12);
+    CD_ASSERT_STATUS(cd_decoder_image_shape(NULL, shape), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_image_shape(d, NULL), CD_ERR_INVALID_ARGUMENT);
+    cd_clear_error();
+    cd_tensor_free(z), cd_tensor_free(out), cd_tensor_free(zi), cd_tensor_free(oi);
+    cd_tensor_free(tau);
+    cd_decoder_free(d), cd_decoder_free(back);
+    cd_rng_free(rng);
+    cd_decoder_config_free(cfg);
+}
+END_TEST
+
 /* A checkpoint whose configuration is out of bounds is a format error that
  * keeps the cause in its message. */
 START_TEST(bad_configuration_in_checkpoint)
@@ -423,6 +474,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, cnn_save_load_round_trip);
     tcase_add_test(tc, workspace_query_between_calls);
     tcase_add_test(tc, infer_equals_forward);
+    tcase_add_test(tc, image_shape_follows_training);
     tcase_add_test(tc, bad_configuration_in_checkpoint);
     tcase_add_test(tc, huge_configuration_small_file);
     tcase_add_test(tc, config_errors);

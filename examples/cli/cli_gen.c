@@ -142,22 +142,15 @@ void cli_warn_range(const cd_tensor *x, const char *what)
 }
 
 /* The image shape for n samples: the dataset's, or without one (unconditional
- * sampling) the decoder's channels and, for the CNN, the size its layer
- * norms were fitted to; a UNet takes MNIST's 28 x 28. */
+ * sampling) the one the decoder is for. */
 static cd_status image_shape(const cd_decoder *dec, cd_dataset *ds, int64_t n, int64_t shape[4])
 {
-    cd_decoder_config *cfg = NULL;
-    shape[0] = n, shape[1] = 1, shape[2] = 28, shape[3] = 28;
-    cd_status st = cd_decoder_get_config(dec, &cfg);
-    if (st == CD_OK) st = cd_decoder_config_get(cfg, CD_DECODER_CHANNELS, &shape[1]);
+    shape[0] = n;
+    const cd_status st = cd_decoder_image_shape(dec, shape + 1);
     if (st == CD_OK && ds) {
         shape[2] = cd_dataset_height(ds);
         shape[3] = cd_dataset_width(ds);
-    } else if (st == CD_OK && cd_decoder_get_type(dec) == CD_DECODER_CNN) {
-        st = cd_decoder_config_get(cfg, CD_DECODER_HEIGHT, &shape[2]);
-        if (st == CD_OK) st = cd_decoder_config_get(cfg, CD_DECODER_WIDTH, &shape[3]);
     }
-    cd_decoder_config_free(cfg);
     return st;
 }
 

@@ -460,6 +460,7 @@ _SIGNATURES = {
     "cd_decoder_config_get_list": (_int, [_p, _int, _P(_i64), _i32, _P(_i32)]),
     "cd_decoder_create": (_int, [_P(_p), _p, _p]),
     "cd_decoder_free": (None, [_p]),
+    "cd_decoder_image_shape": (_int, [_p, _P(_i64)]),
     "cd_decoder_get_type": (_i32, [_p]),
     "cd_decoder_get_config": (_int, [_p, _P(_p)]),
     "cd_decoder_params": (_p, [_p]),
@@ -1728,6 +1729,14 @@ class Decoder(_Object):
     @property
     def param_count(self):
         return int(_nonneg(_L().cd_decoder_param_count(self._p)))
+
+    @property
+    def image_shape(self):
+        """(C, H, W) the decoder is for: the CNN's fitted size, the size a
+        UNet was trained at (cd_decoder_image_shape)."""
+        shape = (_i64 * 3)()
+        _check(_L().cd_decoder_image_shape(self._p, shape))
+        return tuple(shape)
 
     def workspace_size(self, n, height, width):
         out = _i64()

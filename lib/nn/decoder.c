@@ -320,5 +320,18 @@ cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout, cd_tensor *d
         memset(dz->data, 0, (size_t)dz->numel * sizeof(float));
     }
     d->ops->backward(d, dz ? dz->data : NULL, dout->data);
+    /* A UNet takes any size its levels divide; it keeps the size it
+     * learns at, so that sampling without a dataset, and its files, know
+     * what to draw (the CNN's size is fixed, and this is a no-op). */
+    d->cfg.height = d->H, d->cfg.width = d->W;
+    return CD_OK;
+}
+
+cd_status cd_decoder_image_shape(const cd_decoder *d, int64_t shape[3])
+{
+    static const char fn[] = "cd_decoder_image_shape";
+    CD__CHECK_NOT_NULL(d, fn);
+    CD__CHECK_NOT_NULL(shape, fn);
+    shape[0] = d->cfg.channels, shape[1] = d->cfg.height, shape[2] = d->cfg.width;
     return CD_OK;
 }

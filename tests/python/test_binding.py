@@ -1315,6 +1315,7 @@ class SamplerTests(unittest.TestCase):
             if old is not None:
                 os.environ["COLDDIFF_MODEL"] = old
         self.assertEqual(dec.param_count, 919668)
+        self.assertEqual(dec.image_shape, (1, 28, 28))
         self.assertEqual(zlib.crc32(bytes(dec.params.view())), 0x0111d123)
         self.assertEqual(dec.prediction, cd.Prediction.V)
         self.assertEqual(dec.trained_T, deg.T)
