@@ -4,7 +4,11 @@ add_library(cd_flags INTERFACE)
 target_compile_definitions(cd_flags INTERFACE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
 target_compile_options(cd_flags INTERFACE
   -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
-  $<$<BOOL:${CD_WERROR}>:-Werror>)
+  $<$<BOOL:${CD_WERROR}>:-Werror>
+  # Paths in debug information and __FILE__ relative to the source root:
+  # the library carries no path of the machine that built it, and two
+  # clones describe the same ABI (tests/abi/check-abi.sh).
+  -ffile-prefix-map=${PROJECT_SOURCE_DIR}/=)
 
 # AddressSanitizer and UBSan, every UB report fatal: the whole build with
 # CD_SANITIZE, and always the fuzz targets' copy of the library.

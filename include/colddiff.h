@@ -1442,7 +1442,8 @@ CD_API cd_status cd_model_load(const char *path, cd_decoder **dec,
  *   2. share/colddiff/ of the installation the running library belongs to
  *      (found from the library's own path, so a moved installation works);
  *   3. share/colddiff/ under the prefix the build was configured with;
- *   4. the source tree's examples/data/.
+ *   4. ../share/colddiff/ from the library's folder: in a build tree,
+ *      <build>/share/colddiff/, where configuring copies the file.
  * Errors: CD_ERR_NOT_FOUND (no candidate exists; the message lists the
  * places tried), otherwise as cd_model_load().
  */
@@ -1606,7 +1607,8 @@ CD_API cd_status cd_classifier_load(cd_classifier **out, const char *path);
 
 /**
  * Load the shipped, frozen MNIST classifier (examples/data/
- * mnist-classifier.cdm in the source tree), which the metrics use by
+ * mnist-classifier.cdm in the source tree, installed and copied into the
+ * build tree), which the metrics use by
  * default. It is looked for, in this order, at:
  *   1. the path in the environment variable COLDDIFF_CLASSIFIER, if set
  *      and not empty (then only there: a bad file is an error, not a
@@ -1615,7 +1617,8 @@ CD_API cd_status cd_classifier_load(cd_classifier **out, const char *path);
  *      to (found from the library's own path, so a moved installation
  *      works);
  *   3. share/colddiff/ under the prefix the build was configured with;
- *   4. the source tree's examples/data/.
+ *   4. ../share/colddiff/ from the library's folder: in a build tree,
+ *      <build>/share/colddiff/, where configuring copies the file.
  * Errors: CD_ERR_NOT_FOUND (no candidate exists; the message lists the
  * places tried), otherwise as cd_classifier_load().
  */

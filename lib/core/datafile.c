@@ -1,10 +1,12 @@
 /*
  * datafile.c - where the library finds the data files it ships (the MNIST
  * classifier, the pretrained model): an environment variable first, then
- * the share folder beside the library that is running, then the paths this
- * build was configured with. Looking beside the loaded library keeps an
+ * the share folder beside the library that is running, then the installed
+ * one of the configured prefix. Looking beside the loaded library keeps an
  * installed tree working after it is moved or installed with another
- * --prefix than the one configured.
+ * --prefix than the one configured, and finds the build tree's copy
+ * (<build>/share/colddiff, beside <build>/lib): no path of the source tree
+ * is compiled in.
  */
 #define _GNU_SOURCE /* dladdr */
 #include "core.h"
@@ -49,9 +51,10 @@ cd_status cd__find_data_file(const char *fn, const char *env_var, const char *na
 #ifdef CD_DATA_INSTALL_DIR
     snprintf(cand[1], sizeof cand[1], "%s/%s", CD_DATA_INSTALL_DIR, name);
 #endif
-#ifdef CD_DATA_SOURCE_DIR
-    snprintf(cand[2], sizeof cand[2], "%s/%s", CD_DATA_SOURCE_DIR, name);
-#endif
+    /* The build tree's layout, when the install's differs (lib/<arch>). */
+    if (!beside_library("../share/colddiff", name, cand[2], sizeof cand[2]) ||
+        strcmp(cand[2], cand[0]) == 0)
+        cand[2][0] = '\0';
     char tried[3200] = "";
     size_t len = 0;
     for (int i = 0; i < 3; i++) {

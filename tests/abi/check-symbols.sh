@@ -1,10 +1,13 @@
 #!/bin/sh
-# Usage: check-symbols.sh LIBRARY HEADER
+# Usage: check-symbols.sh LIBRARY HEADER [SOURCE_DIR]
 # The shared library must export only cd_ symbols, and exactly the functions
 # the header declares with CD_API (so the version script and the header agree).
+# With SOURCE_DIR, it must also hold no path into the source tree (data
+# files are found beside the library, debug paths are relative).
 set -eu
 lib=$1
 header=$2
+src=${3:-}
 fail=0
 
 all=$(nm -D --defined-only "$lib" | awk '{print $NF}' | sed 's/@.*//' |
@@ -42,6 +45,10 @@ case $soname in
   libcolddiff.so.0) ;;
   *) echo "SONAME is '$soname', expected libcolddiff.so.0"; fail=1 ;;
 esac
+if [ -n "$src" ] && strings "$lib" | grep -qF "$src"; then
+  echo "the library holds paths into the source tree $src:"
+  strings "$lib" | grep -F "$src" | head -5; fail=1
+fi
 
 n=$(printf '%s\n' "$exported" | wc -l)
 [ "$fail" -eq 0 ] && echo "abi: $n exported symbols, all cd_, all declared, SONAME $soname"
