@@ -15,7 +15,8 @@ const char *const cli_preset_names[] = {"ddpm-cnn-linear", "ddpm-cnn-good", "ddp
 
 void cli_model_defaults(cli_model *m)
 {
-    *m = (cli_model){.decoder = CD_DECODER_CNN, .degradation = CD_DEGRADATION_NOISE, .schedule = SCH_LINEAR,
+    *m = (cli_model){.decoder = CD_DECODER_CNN, .degradation = CD_DEGRADATION_NOISE,
+                     .schedule = SCH_LINEAR,
                      .padding = CD_PADDING_REFLECT, .T = 1000, .kernel = 11, .beta = 0.001,
                      .beta_min = 1e-4, .beta_max = 0.02, .cosine_s = 0.008, .beta_clip = 0.999,
                      .edge_width = 2.0};
@@ -35,7 +36,8 @@ void cli_model_preset(cli_model *m, int index)
         m->schedule = SCH_CONSTANT_REPORT, m->beta = 0.1, m->T = 200, m->t_max = 199;
         break;
     case 3: /* cold-blur-unet: blur beta = 1, T = 100, k = 11, one t per batch */
-        m->decoder = CD_DECODER_UNET, m->degradation = CD_DEGRADATION_BLUR, m->schedule = SCH_CONSTANT;
+        m->decoder = CD_DECODER_UNET, m->degradation = CD_DEGRADATION_BLUR;
+        m->schedule = SCH_CONSTANT;
         m->beta = 1.0, m->T = 100, m->t_per_batch = true, m->report_prior = true;
         break;
     case 4: /* ddpm-unet-cosine: beta_clip 0.9, no recompute */
@@ -120,8 +122,7 @@ static cd_status make_decoder(const cli_model *m, cd_dataset *ds, cd_rng *rng,
                               cd_decoder **out)
 {
     cd_decoder_config *cfg = NULL;
-    cd_status st = cd_decoder_config_create(&cfg, m->decoder == CD_DECODER_UNET ? CD_DECODER_UNET
-                                                                          : CD_DECODER_CNN);
+    cd_status st = cd_decoder_config_create(&cfg, (cd_decoder_type)m->decoder);
     if (st == CD_OK) st = cd_decoder_config_set(cfg, CD_DECODER_CHANNELS, cd_dataset_channels(ds));
     if (st == CD_OK && m->decoder == CD_DECODER_CNN) {
         st = cd_decoder_config_set(cfg, CD_DECODER_HEIGHT, cd_dataset_height(ds));
@@ -187,7 +188,8 @@ static void write_list(FILE *f, const cli_times *t)
 void cli_model_write(const cli_model *m, FILE *f)
 {
     fprintf(f, "decoder = %s\ndegradation = %s\nschedule = %s\nT = %lld\n",
-            cd_enum_name(CD_ENUM_DECODER_TYPE, m->decoder), cd_enum_name(CD_ENUM_DEGRADATION_KIND, m->degradation),
+            cd_enum_name(CD_ENUM_DECODER_TYPE, m->decoder),
+            cd_enum_name(CD_ENUM_DEGRADATION_KIND, m->degradation),
             cli_schedule_names[m->schedule], (long long)m->T);
     char b[5][32];
     fprintf(f, "beta = %s\nbeta_min = %s\nbeta_max = %s\ncosine_s = %s\nbeta_clip = %s\n",
@@ -196,7 +198,8 @@ void cli_model_write(const cli_model *m, FILE *f)
             cli_fmt_double(b[4], m->beta_clip));
     fprintf(f, "kernel = %lld\npadding = %s\nedge_width = %s\nt_max = %lld\n"
             "t_per_batch = %d\nreport_prior = %d\nunet_dim = %lld\ncnn_hidden = ",
-            (long long)m->kernel, cd_enum_name(CD_ENUM_PADDING, m->padding), cli_fmt_double(b[0], m->edge_width),
+            (long long)m->kernel, cd_enum_name(CD_ENUM_PADDING, m->padding),
+            cli_fmt_double(b[0], m->edge_width),
             (long long)m->t_max, (int)m->t_per_batch, (int)m->report_prior,
             (long long)m->unet_dim);
     write_list(f, &m->cnn_hidden);
