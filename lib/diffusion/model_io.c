@@ -43,20 +43,13 @@ cd_status cd_trainer_export(cd_trainer *tr, const char *path)
     CD__CHECK_NOT_NULL(path, fn);
     CD__TRY(cd__trainer_check_weights(tr, fn));
     cd_decoder *dec = cd_trainer_decoder(tr);
-    cd_params *p = cd_decoder_params(dec);
-    const float *ema = cd__adam_ema(cd__trainer_adam(tr));
-    if (!ema) return cd_model_save(path, dec, cd_trainer_degradation(tr));
-    /* The EMA goes through the decoder's own parameter set for the save and
-     * the training weights come back after it, so the trainer is unchanged. */
-    const size_t n = (size_t)cd_params_numel(p);
-    float *keep = cd__malloc(n * sizeof *keep, "training weights during an export");
-    if (!keep) return cd_last_status();
-    float *values = cd__params_values(p);
-    memcpy(keep, values, n * sizeof *keep);
-    memcpy(values, ema, n * sizeof *keep);
-    cd_status st = cd_model_save(path, dec, cd_trainer_degradation(tr));
-    memcpy(values, keep, n * sizeof *keep);
-    cd__free(keep);
+    if (!cd__adam_ema(cd__trainer_adam(tr)))
+        return cd_model_save(path, dec, cd_trainer_degradation(tr));
+    /* The EMA is what gets saved; swapping it in and back out leaves the
+     * trainer as it was, with nothing allocated. */
+    CD__TRY(cd_trainer_swap_ema(tr));
+    const cd_status st = cd_model_save(path, dec, cd_trainer_degradation(tr));
+    cd_trainer_swap_ema(tr);
     return st;
 }
 

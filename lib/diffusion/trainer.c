@@ -217,14 +217,19 @@ cd_status cd__trainer_check_weights(const cd_trainer *tr, const char *fn)
                      "(cd_trainer_swap_ema); swap them back first", fn);
 }
 
+static cd_status no_ema(const char *fn)
+{
+    return cd__error(CD_ERR_NOT_FOUND, "%s: the trainer keeps no EMA of the weights (set "
+                     "CD_TRAINER_EMA_DECAY above 0 and train)", fn);
+}
+
 cd_status cd_trainer_swap_ema(cd_trainer *tr)
 {
     static const char fn[] = "cd_trainer_swap_ema";
     CD__CHECK_NOT_NULL(tr, fn);
     float *ema = cd__adam_ema_mut(tr->adam);
     if (!ema)
-        return cd__error(CD_ERR_NOT_FOUND, "%s: the trainer keeps no EMA of the weights (set "
-                         "CD_TRAINER_EMA_DECAY above 0 and train)", fn);
+        return no_ema(fn);
     cd_params *p = cd_decoder_params(tr->dec);
     float *w = cd__params_values(p);
     const int64_t n = cd_params_numel(p);
@@ -252,8 +257,7 @@ cd_status cd_trainer_copy_ema(cd_trainer *tr)
     CD__TRY(cd__trainer_check_weights(tr, fn));
     const float *ema = cd__adam_ema(tr->adam);
     if (!ema)
-        return cd__error(CD_ERR_NOT_FOUND, "%s: the trainer keeps no EMA of the weights (set "
-                         "CD_TRAINER_EMA_DECAY above 0 and train)", fn);
+        return no_ema(fn);
     cd_params *p = cd_decoder_params(tr->dec);
     memcpy(cd__params_values(p), ema, (size_t)cd_params_numel(p) * sizeof *ema);
     return CD_OK;
