@@ -76,7 +76,7 @@ void cd__conv2d_force_direct(bool on) { g_force_direct = on; }
 
 static bool have_avx512(void)
 {
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
     return !g_force_portable && cd__cpu_avx512();
 #else
     return false;
@@ -198,7 +198,7 @@ size_t cd__conv2d_workspace(const cd__conv2d *c)
 {
     const size_t slack = CD__ALIGN / sizeof(float);
     switch (choose_path(c)) {
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
     case PATH_DENSE: return cd__conv2d_dense_workspace(c) + slack;
     case PATH_FFT: return cd__conv2d_fft_workspace(c) + slack;
 #endif
@@ -215,7 +215,7 @@ void cd__conv2d_forward_epi(const cd__conv2d *c, float *out, const float *in,
 {
     ws = align_ws(ws);
     switch (choose_path(c)) {
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
     case PATH_DENSE:
         cd__conv2d_dense_forward(c, out, in, weight, bias, ws, epi, epi_ctx);
         return;
@@ -254,7 +254,7 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
     if (din && din_set && path != PATH_DENSE && path != PATH_FFT)
         memset(din, 0, (size_t)(c->N * c->C_in * c->H * c->W) * sizeof *din);
     switch (path) {
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
     case PATH_DENSE:
         cd__conv2d_dense_backward(c, din, din_set, dweight, dout, in, weight, ws);
         return;
