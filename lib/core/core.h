@@ -32,6 +32,23 @@
  */
 cd_status cd__error(cd_status status, const char *fmt, ...) CD__PRINTF(2, 3);
 
+/* The size of the thread-local message buffer, terminator included: a
+ * longer message is cut. */
+#define CD__ERROR_CAP 1024
+
+/* The thread's last status and message, kept aside while code that may
+ * overwrite them runs (a user callback, a cleanup path). */
+typedef struct {
+    cd_status status;
+    char msg[CD__ERROR_CAP];
+} cd__saved_error;
+
+/* Copy the thread's last status and message into e. */
+void cd__error_save(cd__saved_error *e);
+
+/* Make cd_last_status() and cd_last_error() answer what e holds again. */
+void cd__error_restore(const cd__saved_error *e);
+
 /* Argument checks that name the function and argument in the message. */
 #define CD__CHECK_ARG(cond, fn, what)                                        \
     do {                                                                     \

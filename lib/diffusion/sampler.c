@@ -45,8 +45,8 @@ int64_t cd__sampler_count_steps(const cd_sampler *s, int64_t t_start)
 
 static const char *const kind_names[] = {"DDPM", "DDIM", "cold1", "cold2", "direct"};
 static const char *const degradation_names[] = {"noise", "blur", "pixelate", "mask", "fade"};
-static const char *const key_names[N_KEYS] = {"steps", "eta", "posterior_variance", "clip",
-                                              "clip_lo", "clip_hi"};
+static const char *const key_names[CD__SAMPLER_N_KEYS] = {"steps", "eta", "posterior_variance",
+                                                          "clip", "clip_lo", "clip_hi"};
 
 static bool is_noise_kind(cd_sampler_kind k)
 {
@@ -281,24 +281,10 @@ static cd_status check_snapshots(const char *fn, const cd_tensor *x, int64_t t_s
 
 /* Running a user predictor clears the thread's error message before each
  * call; a successful run puts the caller's earlier message back. */
-typedef struct {
-    cd_status status;
-    char msg[ERROR_CAP];
-} saved_error;
-
-static void save_error(saved_error *e)
-{
-    e->status = cd_last_status();
-    snprintf(e->msg, sizeof e->msg, "%s", cd_last_error());
-}
-
-static cd_status finish(const saved_error *e, cd_status st)
+static cd_status finish(const cd__saved_error *e, cd_status st)
 {
     if (st != CD_OK) return st;
-    if (e->status != CD_OK)
-        cd__error(e->status, "%s", e->msg);
-    else
-        cd_clear_error();
+    cd__error_restore(e);
     return CD_OK;
 }
 
@@ -306,9 +292,9 @@ cd_status cd_sampler_sample(cd_sampler *s, cd_rng *rng, cd_tensor *out)
 {
     static const char fn[] = "cd_sampler_sample";
     CD__TRY(check_run(s, fn, rng, true, out));
-    saved_error e;
-    save_error(&e);
-    chain c;
+    cd__saved_error e;
+    cd__error_save(&e);
+    cd__chain c;
     cd__chain_init(&c, s, fn, rng, out, s->deg->T);
     cd_status st = cd__chain_alloc(&c);
     if (st == CD_OK) st = cd_degradation_sample_prior(s->deg, rng, out);
@@ -340,9 +326,9 @@ cd_status cd_sampler_restore(cd_sampler *s, const cd_tensor *x, int64_t t_start,
     static const char fn[] = "cd_sampler_restore";
     const cd_tensor *const snaps[3] = {snap_z, snap_xhat, snap_fwd};
     CD__TRY(check_restore(s, fn, x, t_start, rng, out, snap_times, n_snap, snaps));
-    saved_error e;
-    save_error(&e);
-    chain c;
+    cd__saved_error e;
+    cd__error_save(&e);
+    cd__chain c;
     cd__chain_init(&c, s, fn, rng, out, t_start);
     c.n_snap = n_snap;
     c.snap_z = snap_z;
