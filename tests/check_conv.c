@@ -15,10 +15,6 @@
 #include "ops/conv2d_fft.h"
 #include "ops/ops.h"
 
-/* Test hooks defined in conv2d.c (not in ops.h). */
-void cd__conv2d_force_portable(bool on);
-void cd__conv2d_force_direct(bool on);
-
 static float *fbuf(int64_t n)
 {
     float *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
@@ -240,8 +236,8 @@ static void conv_case_free(conv_case *k)
  * adds onto non-zero gradients, to check the accumulate rule at scale. */
 static double conv_parity_one(const conv_shape *s, bool portable, bool direct)
 {
-    cd__conv2d_force_portable(portable);
-    cd__conv2d_force_direct(direct);
+    cd__cpu_force_portable(CD__KERNELS_CONV, portable);
+    cd__cpu_force_portable(CD__KERNELS_SPECTRAL, direct);
     const char *mode = portable ? " (portable)" : direct ? " (direct)" : "";
     conv_case k;
     conv_case_make(&k, s, 100);
@@ -285,8 +281,8 @@ static double conv_parity_one(const conv_shape *s, bool portable, bool direct)
     worst = fmax(worst, e);
     free(rout), free(rdin), free(rdw), free(rdb);
     conv_case_free(&k);
-    cd__conv2d_force_portable(false);
-    cd__conv2d_force_direct(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
+    cd__cpu_force_portable(CD__KERNELS_SPECTRAL, false);
     return worst;
 }
 
@@ -347,7 +343,7 @@ static const conv_shape grad_shapes[] = {
 
 static double conv_gradcheck_one(const conv_shape *s, bool portable)
 {
-    cd__conv2d_force_portable(portable);
+    cd__cpu_force_portable(CD__KERNELS_CONV, portable);
     conv_case k;
     conv_case_make(&k, s, 7);
     char name[128];
@@ -361,7 +357,7 @@ static double conv_gradcheck_one(const conv_shape *s, bool portable)
     const cd_gc_opts opts = conv_gc_opts();
     const double maa = cd_gradcheck(&op, &opts);
     conv_case_free(&k);
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
     return maa;
 }
 
@@ -433,7 +429,7 @@ START_TEST(convt_matches_formula)
 {
     const convt_shape *s = &convt_shapes[_i];
     for (int portable = 0; portable < 2; portable++) {
-        cd__conv2d_force_portable(portable);
+        cd__cpu_force_portable(CD__KERNELS_CONV, portable);
         convt_case k;
         convt_case_make(&k, s, 300);
         float *ref = fbuf(k.n_out);
@@ -446,7 +442,7 @@ START_TEST(convt_matches_formula)
         free(ref);
         convt_case_free(&k);
     }
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
 }
 END_TEST
 
@@ -465,7 +461,7 @@ static void convt_gc_backward(void *ctx)
 
 static double convt_gradcheck_one(const convt_shape *s, bool portable)
 {
-    cd__conv2d_force_portable(portable);
+    cd__cpu_force_portable(CD__KERNELS_CONV, portable);
     convt_case k;
     convt_case_make(&k, s, 11);
     char name[128];
@@ -479,7 +475,7 @@ static double convt_gradcheck_one(const convt_shape *s, bool portable)
     const cd_gc_opts opts = conv_gc_opts();
     const double maa = cd_gradcheck(&op, &opts);
     convt_case_free(&k);
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
     return maa;
 }
 
@@ -683,7 +679,7 @@ START_TEST(conv2d_forward_epilogue)
     };
     for (int portable = 0; portable < 2; portable++)
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-            cd__conv2d_force_portable(portable);
+            cd__cpu_force_portable(CD__KERNELS_CONV, portable);
             conv_case k;
             conv_case_make(&k, &shapes[i], 77);
             float *copy = fbuf(k.n_out);
@@ -696,7 +692,7 @@ START_TEST(conv2d_forward_epilogue)
             free(copy);
             conv_case_free(&k);
         }
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
 }
 END_TEST
 
@@ -707,7 +703,7 @@ static void conv_threads_one(const conv_shape *s, bool portable)
     int64_t sizes[4] = {0};
     for (int32_t threads = 1; threads <= 3; threads++) {
         CD_ASSERT_OK(cd_set_num_threads(threads));
-        cd__conv2d_force_portable(portable);
+        cd__cpu_force_portable(CD__KERNELS_CONV, portable);
         conv_case k;
         conv_case_make(&k, s, 55);
         cd__conv2d_forward(&k.c, k.out, k.in, k.w, k.b, k.ws);
@@ -728,7 +724,7 @@ static void conv_threads_one(const conv_shape *s, bool portable)
         conv_case_free(&k);
     }
     for (int r = 0; r < 4; r++) free(saved[r]);
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
 }
 
 START_TEST(conv2d_thread_count_independent)
@@ -842,7 +838,7 @@ START_TEST(conv2d_reads_stay_in_bounds)
         {"spectral k5p2 11x13", 2, 8, 11, 13, 9, 5, 5, 1, 2, 1, true},
     };
     for (int portable = 0; portable < 2; portable++) {
-        cd__conv2d_force_portable(portable);
+        cd__cpu_force_portable(CD__KERNELS_CONV, portable);
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
             conv_case k;
             conv_case_make(&k, &shapes[i], 31);
@@ -868,7 +864,7 @@ START_TEST(conv2d_reads_stay_in_bounds)
             conv_case_free(&k);
         }
     }
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
 }
 END_TEST
 
@@ -886,7 +882,7 @@ START_TEST(workspace_bounded)
         {"groups 2", 0, 32, 28, 28, 32, 3, 3, 1, 1, 2, true},
     };
     for (int portable = 0; portable < 2; portable++) {
-        cd__conv2d_force_portable(portable);
+        cd__cpu_force_portable(CD__KERNELS_CONV, portable);
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
             const conv_shape *s = &shapes[i];
             cd__conv2d c16, c128, c4096;
@@ -917,7 +913,7 @@ START_TEST(workspace_bounded)
         c.N = 4096;
         ck_assert_uint_eq(a, cd__convt2d_workspace(&c));
     }
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
 }
 END_TEST
 

@@ -59,25 +59,13 @@ enum conv_path { PATH_GEMM, PATH_DENSE, PATH_FFT, PATH_DEPTHWISE, PATH_DEPTHWISE
 
 /* ---- path selection ------------------------------------------------------ */
 
-/* Test hook (not in ops.h): true restricts every convolution to the
- * portable paths, so the tests and the benchmark can run them on an
- * AVX-512 machine. Set it before sizing workspaces. */
-void cd__conv2d_force_portable(bool on);
-static _Atomic bool g_force_portable = false;
-
-void cd__conv2d_force_portable(bool on) { g_force_portable = on; }
-
-/* Test hook (not in ops.h): true keeps the spectral path out, so the tests
- * and the benchmark can run the direct kernels on the shapes it takes. */
-void cd__conv2d_force_direct(bool on);
-static _Atomic bool g_force_direct = false;
-
-void cd__conv2d_force_direct(bool on) { g_force_direct = on; }
-
+/* The tests and the benchmarks hold the convolutions to their portable
+ * paths (CD__KERNELS_CONV) or keep the spectral path out
+ * (CD__KERNELS_SPECTRAL) with cd__cpu_force_portable (core.h). */
 static bool have_avx512(void)
 {
 #ifdef CD__CONV_X86
-    return !g_force_portable && cd__cpu_avx512();
+    return cd__cpu_use_avx512(CD__KERNELS_CONV);
 #else
     return false;
 #endif
@@ -96,7 +84,8 @@ static enum conv_path choose_path(const cd__conv2d *c)
         if (fast && avx512) return PATH_DEPTHWISE;
         if (!avx512) return PATH_DEPTHWISE_PORTABLE;
     }
-    if (avx512 && !g_force_direct && cd__conv2d_fft_suits(c)) return PATH_FFT;
+    if (avx512 && cd__cpu_use_avx512(CD__KERNELS_SPECTRAL) && cd__conv2d_fft_suits(c))
+        return PATH_FFT;
     return avx512 ? PATH_DENSE : PATH_GEMM;
 }
 
