@@ -91,7 +91,7 @@ void cd__prediction_to_noise(const cd_degradation *d, int32_t prediction, const 
 /* The optimiser inside a trainer (for trainer_io.c). */
 cd__adam *cd__trainer_adam(cd_trainer *tr);
 
-/* ---- trainer fit (trainer_fit.c) ---- */
+/* ---- trainer fit (trainer_fit.c; the state's helpers: fit_state.c) ---- */
 
 #include <stdatomic.h>
 

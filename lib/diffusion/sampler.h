@@ -1,7 +1,8 @@
 /*
  * sampler.h - internals shared by sampler.c (the object, its options and
- * entry points) and sampler_chain.c (one call's reverse chain: workspace,
- * predictor calls, the step of each algorithm, snapshots).
+ * entry points), sampler_chain.c (one call's reverse chain: workspace,
+ * predictor calls, the step of each algorithm, snapshots) and
+ * sampler_steps.c (the times a chain visits, which both use).
  */
 #ifndef CD_SAMPLER_H
 #define CD_SAMPLER_H
@@ -36,7 +37,7 @@ typedef struct {
     cd_tensor *snap_z, *snap_xhat;
 } cd__chain;
 
-/* The number of predictor calls of a chain from t_start (sampler.c). */
+/* The number of predictor calls of a chain from t_start (sampler_steps.c). */
 int64_t cd__sampler_count_steps(const cd_sampler *s, int64_t t_start);
 
 /* sampler_chain.c. init sets shapes and times; alloc takes the workspace
