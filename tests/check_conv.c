@@ -15,10 +15,6 @@
 #include "ops/conv2d_fft.h"
 #include "ops/ops.h"
 
-/* Test hooks defined in conv2d.c (not in ops.h). */
-void cd__conv2d_force_portable(bool on);
-void cd__conv2d_force_direct(bool on);
-
 static float *fbuf(int64_t n)
 {
     float *p = calloc((size_t)(n > 0 ? n : 1), sizeof *p);
@@ -241,8 +237,8 @@ static void conv_case_free(conv_case *k)
  * adds onto non-zero gradients, to check the accumulate rule at scale. */
 static double conv_parity_one(const conv_shape *s, bool portable, bool direct)
 {
-    cd__conv2d_force_portable(portable);
-    cd__conv2d_force_direct(direct);
+    cd__cpu_force_portable(CD__KERNELS_CONV, portable);
+    cd__cpu_force_portable(CD__KERNELS_SPECTRAL, direct);
     const char *mode = portable ? " (portable)" : direct ? " (direct)" : "";
     conv_case k;
     conv_case_make(&k, s, 100);
@@ -286,8 +282,8 @@ static double conv_parity_one(const conv_shape *s, bool portable, bool direct)
     worst = fmax(worst, e);
     free(rout), free(rdin), free(rdw), free(rdb);
     conv_case_free(&k);
-    cd__conv2d_force_portable(false);
-    cd__conv2d_force_direct(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
+    cd__cpu_force_portable(CD__KERNELS_SPECTRAL, false);
     return worst;
 }
 
@@ -348,7 +344,7 @@ static const conv_shape grad_shapes[] = {
 
 static double conv_gradcheck_one(const conv_shape *s, bool portable)
 {
-    cd__conv2d_force_portable(portable);
+    cd__cpu_force_portable(CD__KERNELS_CONV, portable);
     conv_case k;
     conv_case_make(&k, s, 7);
     char name[128];
@@ -362,7 +358,7 @@ static double conv_gradcheck_one(const conv_shape *s, bool portable)
     const cd_gc_opts opts = conv_gc_opts();
     const double maa = cd_gradcheck(&op, &opts);
     conv_case_free(&k);
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
     return maa;
 }
 
@@ -434,7 +430,7 @@ START_TEST(convt_matches_formula)
 {
     const convt_shape *s = &convt_shapes[_i];
     for (int portable = 0; portable < 2; portable++) {
-        cd__conv2d_force_portable(portable);
+        cd__cpu_force_portable(CD__KERNELS_CONV, portable);
         convt_case k;
         convt_case_make(&k, s, 300);
         float *ref = fbuf(k.n_out);
@@ -447,7 +443,7 @@ START_TEST(convt_matches_formula)
         free(ref);
         convt_case_free(&k);
     }
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
 }
 END_TEST
 
@@ -466,7 +462,7 @@ static void convt_gc_backward(void *ctx)
 
 static double convt_gradcheck_one(const convt_shape *s, bool portable)
 {
-    cd__conv2d_force_portable(portable);
+    cd__cpu_force_portable(CD__KERNELS_CONV, portable);
     convt_case k;
     convt_case_make(&k, s, 11);
     char name[128];
@@ -480,7 +476,7 @@ static double convt_gradcheck_one(const convt_shape *s, bool portable)
     const cd_gc_opts opts = conv_gc_opts();
     const double maa = cd_gradcheck(&op, &opts);
     convt_case_free(&k);
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
     return maa;
 }
 
@@ -684,7 +680,7 @@ START_TEST(conv2d_forward_epilogue)
     };
     for (int portable = 0; portable < 2; portable++)
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-            cd__conv2d_force_portable(portable);
+            cd__cpu_force_portable(CD__KERNELS_CONV, portable);
             conv_case k;
             conv_case_make(&k, &shapes[i], 77);
             float *copy = fbuf(k.n_out);
@@ -697,7 +693,7 @@ START_TEST(conv2d_forward_epilogue)
             free(copy);
             conv_case_free(&k);
         }
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
 }
 END_TEST
 
@@ -708,7 +704,7 @@ static void conv_threads_one(const conv_shape *s, bool portable)
     int64_t sizes[4] = {0};
     for (int32_t threads = 1; threads <= 3; threads++) {
         CD_ASSERT_OK(cd_set_num_threads(threads));
-        cd__conv2d_force_portable(portable);
+        cd__cpu_force_portable(CD__KERNELS_CONV, portable);
         conv_case k;
         conv_case_make(&k, s, 55);
         cd__conv2d_forward(&k.c, k.out, k.in, k.w, k.b, k.ws);
@@ -729,7 +725,7 @@ static void conv_threads_one(const conv_shape *s, bool portable)
         conv_case_free(&k);
     }
     for (int r = 0; r < 4; r++) free(saved[r]);
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
 }
 
 START_TEST(conv2d_thread_count_independent)
@@ -843,7 +839,7 @@ START_TEST(conv2d_reads_stay_in_bounds)
         {"spectral k5p2 11x13", 2, 8, 11, 13, 9, 5, 5, 1, 2, 1, true},
     };
     for (int portable = 0; portable < 2; portable++) {
-        cd__conv2d_force_portable(portable);
+        cd__cpu_force_portable(CD__KERNELS_CONV, portable);
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
             conv_case k;
             conv_case_make(&k, &shapes[i], 31);
@@ -869,7 +865,7 @@ START_TEST(conv2d_reads_stay_in_bounds)
             conv_case_free(&k);
         }
     }
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
 }
 END_TEST
 
@@ -887,7 +883,7 @@ START_TEST(workspace_bounded)
         {"groups 2", 0, 32, 28, 28, 32, 3, 3, 1, 1, 2, true},
     };
     for (int portable = 0; portable < 2; portable++) {
-        cd__conv2d_force_portable(portable);
+        cd__cpu_force_portable(CD__KERNELS_CONV, portable);
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
             const conv_shape *s = &shapes[i];
             cd__conv2d c16, c128, c4096;
@@ -918,7 +914,7 @@ START_TEST(workspace_bounded)
         c.N = 4096;
         ck_assert_uint_eq(a, cd__convt2d_workspace(&c));
     }
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
 }
 END_TEST
 

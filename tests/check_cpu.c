@@ -25,9 +25,20 @@ START_TEST(path_follows_cpu_and_cap)
            cap ? cap : "unset", cd__cpu_avx512() ? "AVX-512" : "portable");
     ck_assert_int_eq(cd__cpu_avx512(), want);
     ck_assert_int_eq(cd__ops_avx512(), want);
-    cd__ops_force_scalar(true);
+    for (int k = 0; k < CD__KERNELS_COUNT; k++)
+        ck_assert_int_eq(cd__cpu_use_avx512((cd__kernels)k), want);
+    /* Each hook holds back its own family only, and lets it go again. */
+    cd__cpu_force_portable(CD__KERNELS_VMATH, true);
     ck_assert(!cd__ops_avx512());
-    cd__ops_force_scalar(false);
+    ck_assert(!cd__cpu_use_avx512(CD__KERNELS_VMATH));
+    ck_assert_int_eq(cd__cpu_use_avx512(CD__KERNELS_CONV), want);
+    cd__cpu_force_portable(CD__KERNELS_VMATH, false);
+    ck_assert_int_eq(cd__ops_avx512(), want);
+    cd__cpu_force_portable(CD__KERNELS_CONV, true);
+    ck_assert(!cd__cpu_use_avx512(CD__KERNELS_CONV));
+    ck_assert_int_eq(cd__cpu_use_avx512(CD__KERNELS_SPECTRAL), want);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
+    ck_assert_int_eq(cd__cpu_avx512(), want);
 }
 END_TEST
 

@@ -482,7 +482,7 @@ START_TEST(vector_and_scalar_paths_agree)
     float *b = randn(D, 34, 1.0f), *lx = randn(2 * D, 35, 2.0f), *lg = randn(2 * D, 36, 1.0f);
     float *out[2], *din[2], *lo[2], *ldx[2], *m[2], *r[2];
     for (int k = 0; k < 2; k++) {
-        cd__ops_force_scalar(k == 1);
+        cd__cpu_force_portable(CD__KERNELS_VMATH, k == 1);
         out[k] = buf(n), din[k] = buf(n), lo[k] = buf(2 * D), ldx[k] = buf(2 * D);
         m[k] = buf(2), r[k] = buf(2);
         cd__softmax_forward(out[k], x, rows, cols);
@@ -492,7 +492,7 @@ START_TEST(vector_and_scalar_paths_agree)
         cd__layernorm_forward(lo[k] + D, m[k], r[k], lx, NULL, NULL, 1, D, 1e-5f);
         cd__layernorm_backward(ldx[k] + D, NULL, NULL, lg, lx, NULL, m[k], r[k], 1, D);
     }
-    cd__ops_force_scalar(false);
+    cd__cpu_force_portable(CD__KERNELS_VMATH, false);
     assert_all_close(out[0], out[1], n, 1e-6, "softmax");
     assert_all_close(din[0], din[1], n, 1e-5, "softmax backward");
     assert_all_close(lo[0], lo[1], 2 * D, 1e-6, "layer norm");
@@ -687,11 +687,11 @@ START_TEST(ln_gelu_vector_and_scalar_agree)
     for (int k = 0; k < 2; k++) {
         lg_setup(&c[k], N, C, HW);
         cd_gc_randn(c[k].dout, n, 45, 1.0f);
-        cd__ops_force_scalar(k == 1);
+        cd__cpu_force_portable(CD__KERNELS_VMATH, k == 1);
         lg_fwd(&c[k]);
         lg_bwd(&c[k]);
     }
-    cd__ops_force_scalar(false);
+    cd__cpu_force_portable(CD__KERNELS_VMATH, false);
     assert_all_close(c[0].out, c[1].out, n, 1e-6, "ln_gelu");
     assert_all_close(c[0].dx, c[1].dx, n, 1e-5, "ln_gelu dx");
     assert_all_close(c[0].dw, c[1].dw, D, 1e-5, "ln_gelu dweight");

@@ -146,18 +146,16 @@ END_TEST
 
 /* ---- conv2d -------------------------------------------------------------- */
 
-/* Test hook in conv2d.c (not in ops.h, as check_conv.c uses it): restrict
- * every convolution to the portable paths (im2col + sgemm, the portable
- * depthwise kernel), so that both code paths meet PyTorch on an AVX-512
- * machine. */
-void cd__conv2d_force_portable(bool on);
+/* cd__cpu_force_portable(CD__KERNELS_CONV, ...) (core.h) restricts every
+ * convolution to the portable paths (im2col + sgemm, the portable depthwise
+ * kernel), so that both code paths meet PyTorch on an AVX-512 machine. */
 
 static void conv2d_cases(bool portable)
 {
     static const char *const cases[] = {"k7p3.", "k3p1.", "k1.",  "k1nb.", "k4s2p1.",
                                         "k3s2p1.", "dw7.", "g2.", "k3x5.", "tile."};
     const char *file = "conv2d.bin", *note = portable ? " (portable)" : "";
-    cd__conv2d_force_portable(portable);
+    cd__cpu_force_portable(CD__KERNELS_CONV, portable);
     cd_fixture *f = cd_fixture_load(file);
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const char *p = cases[ci];
@@ -189,7 +187,7 @@ static void conv2d_cases(bool portable)
         free(db);
     }
     cd_fixture_free(f);
-    cd__conv2d_force_portable(false);
+    cd__cpu_force_portable(CD__KERNELS_CONV, false);
 }
 
 START_TEST(conv2d_parity) { conv2d_cases(false); }

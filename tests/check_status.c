@@ -114,6 +114,25 @@ START_TEST(wrapping_the_last_error)
 }
 END_TEST
 
+START_TEST(saved_error_comes_back)
+{
+    cd__error(CD_ERR_NOT_FOUND, "cd_model_load: 'a.cdm' was not found");
+    cd__saved_error e;
+    cd__error_save(&e);
+    cd__error(CD_ERR_SHAPE, "something else");
+    cd__error_restore(&e);
+    ck_assert_int_eq(cd_last_status(), CD_ERR_NOT_FOUND);
+    ck_assert_str_eq(cd_last_error(), "cd_model_load: 'a.cdm' was not found");
+    /* A clear state comes back clear. */
+    cd_clear_error();
+    cd__error_save(&e);
+    cd__error(CD_ERR_IO, "a failure in between");
+    cd__error_restore(&e);
+    ck_assert_int_eq(cd_last_status(), CD_OK);
+    ck_assert_str_eq(cd_last_error(), "");
+}
+END_TEST
+
 START_TEST(versions)
 {
     char want[64];
@@ -175,6 +194,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, last_error_stays_on_one_line);
     tcase_add_test(tc, last_error_is_thread_local);
     tcase_add_test(tc, wrapping_the_last_error);
+    tcase_add_test(tc, saved_error_comes_back);
     tcase_add_test(tc, versions);
     tcase_add_test(tc, enum_names);
     suite_add_tcase(s, tc);

@@ -32,6 +32,23 @@
  */
 cd_status cd__error(cd_status status, const char *fmt, ...) CD__PRINTF(2, 3);
 
+/* The size of the thread-local message buffer, terminator included: a
+ * longer message is cut. */
+#define CD__ERROR_CAP 1024
+
+/* The thread's last status and message, kept aside while code that may
+ * overwrite them runs (a user callback, a cleanup path). */
+typedef struct {
+    cd_status status;
+    char msg[CD__ERROR_CAP];
+} cd__saved_error;
+
+/* Copy the thread's last status and message into e. */
+void cd__error_save(cd__saved_error *e);
+
+/* Make cd_last_status() and cd_last_error() answer what e holds again. */
+void cd__error_restore(const cd__saved_error *e);
+
 /* Argument checks that name the function and argument in the message. */
 #define CD__CHECK_ARG(cond, fn, what)                                        \
     do {                                                                     \
@@ -98,11 +115,29 @@ int64_t cd__alloc_count(void);
 /* a*b into *out unless it overflows int64 (returns false then). */
 bool cd__mul_overflows_i64(int64_t a, int64_t b, int64_t *out);
 
-/* ---- CPU features (cpu.c) ---------------------------------------------- */
+/* ---- CPU features and the kernel test hooks (cpu.c) -------------------- */
 
 /* True when the AVX-512 kernels may run: the CPU has AVX-512F and the
  * environment does not cap the kernels at COLDDIFF_MAX_CPU_ISA=portable. */
 bool cd__cpu_avx512(void);
+
+/* The kernel families that a test or a benchmark can hold to their
+ * portable path on an AVX-512 machine, each on its own. */
+typedef enum {
+    CD__KERNELS_CONV,     /* convolutions: im2col + sgemm, the portable depthwise kernel */
+    CD__KERNELS_SPECTRAL, /* the spectral convolution: the dense kernels take its shapes */
+    CD__KERNELS_VMATH,    /* GELU, softmax and the layer norms: their scalar loops */
+    CD__KERNELS_COUNT
+} cd__kernels;
+
+/* True when family k may take its AVX-512 path: cd__cpu_avx512() and no
+ * test holding k to its portable path. */
+bool cd__cpu_use_avx512(cd__kernels k);
+
+/* Test hook (tests and benchmarks only; the library never calls it): on
+ * holds family k to its portable path, off releases it. Set it before
+ * sizing workspaces, which depend on the path. */
+void cd__cpu_force_portable(cd__kernels k, bool on);
 
 /* ---- tensors (tensor.c) ------------------------------------------------- */
 

@@ -1,5 +1,6 @@
 /*
- * cpu.c - whether the AVX-512 kernels may run.
+ * cpu.c - whether the AVX-512 kernels may run, and the test hooks that
+ * hold a kernel family to its portable path.
  *
  * The answer is the CPU's, unless COLDDIFF_MAX_CPU_ISA=portable caps it (as
  * oneDNN's ONEDNN_MAX_CPU_ISA does): then every op takes its portable C
@@ -41,3 +42,12 @@ bool cd__cpu_avx512(void)
     }
     return v == 1;
 }
+
+static _Atomic bool g_forced[CD__KERNELS_COUNT];
+
+bool cd__cpu_use_avx512(cd__kernels k)
+{
+    return !atomic_load(&g_forced[k]) && cd__cpu_avx512();
+}
+
+void cd__cpu_force_portable(cd__kernels k, bool on) { atomic_store(&g_forced[k], on); }

@@ -9,8 +9,6 @@
 #error "CD_VERSION_STRING must be set by the build"
 #endif
 
-#define CD__ERROR_CAP 1024
-
 static _Thread_local char cd__err_msg[CD__ERROR_CAP];
 static _Thread_local cd_status cd__err_status = CD_OK;
 
@@ -64,6 +62,18 @@ void cd_clear_error(void)
 {
     cd__err_msg[0] = '\0';
     cd__err_status = CD_OK;
+}
+
+void cd__error_save(cd__saved_error *e)
+{
+    e->status = cd__err_status;
+    memcpy(e->msg, cd__err_msg, sizeof e->msg);
+}
+
+void cd__error_restore(const cd__saved_error *e)
+{
+    memcpy(cd__err_msg, e->msg, sizeof cd__err_msg);
+    cd__err_status = e->status;
 }
 
 const char *cd_version_string(void) { return CD_VERSION_STRING; }

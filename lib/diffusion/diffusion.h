@@ -96,7 +96,7 @@ cd__adam *cd__trainer_adam(cd_trainer *tr);
  * treat the average as the training weights. */
 cd_status cd__trainer_check_weights(const cd_trainer *tr, const char *fn);
 
-/* ---- trainer fit (trainer_fit.c) ---- */
+/* ---- trainer fit (trainer_fit.c; the state's helpers: fit_state.c) ---- */
 
 #include <stdatomic.h>
 

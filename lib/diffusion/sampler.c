@@ -14,38 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- the DDIM step sequence --------------------------------------------- */
-
-/* Declared in diffusion.h rather than static, so that tests/check_sampler.c
- * can test the formula directly. */
-
-/* t_i = t_start - floor(i (t_start - 1)/(S - 1) + 1/2), as the exact
- * integer floor((2 i (t_start - 1) + S - 1) / (2 (S - 1))). For S <= t_start
- * the step is at least 1 before rounding, so the times strictly decrease
- * from t_start to 1. S = 1 is the single step t_start -> 0. */
-int64_t cd__sampler_step_time(int64_t t_start, int64_t S, int64_t i)
-{
-    if (S <= 1) return t_start;
-    return t_start - (2 * i * (t_start - 1) + (S - 1)) / (2 * (S - 1));
-}
-
-int64_t cd__sampler_count_steps(const cd_sampler *s, int64_t t_start)
-{
-    switch (s->kind) {
-    case CD_SAMPLER_DDIM: {
-        const int64_t S = (int64_t)s->opt[CD_SAMPLER_STEPS];
-        return S < t_start ? S : t_start;
-    }
-    case CD_SAMPLER_DIRECT: return 1;
-    default: return t_start;
-    }
-}
-
 /* ---- creation and options ----------------------------------------------- */
 
 static const char *const kind_names[] = {"DDPM", "DDIM", "cold1", "cold2", "direct"};
-static const char *const key_names[N_KEYS] = {"steps", "eta", "posterior_variance", "clip",
-                                              "clip_lo", "clip_hi"};
+static const char *const key_names[CD__SAMPLER_N_KEYS] = {"steps", "eta", "posterior_variance",
+                                                          "clip", "clip_lo", "clip_hi"};
 
 static bool is_noise_kind(cd_sampler_kind k)
 {
@@ -280,24 +253,10 @@ static cd_status check_snapshots(const char *fn, const cd_tensor *x, int64_t t_s
 
 /* Running a user predictor clears the thread's error message before each
  * call; a successful run puts the caller's earlier message back. */
-typedef struct {
-    cd_status status;
-    char msg[ERROR_CAP];
-} saved_error;
-
-static void save_error(saved_error *e)
-{
-    e->status = cd_last_status();
-    snprintf(e->msg, sizeof e->msg, "%s", cd_last_error());
-}
-
-static cd_status finish(const saved_error *e, cd_status st)
+static cd_status finish(const cd__saved_error *e, cd_status st)
 {
     if (st != CD_OK) return st;
-    if (e->status != CD_OK)
-        cd__error(e->status, "%s", e->msg);
-    else
-        cd_clear_error();
+    cd__error_restore(e);
     return CD_OK;
 }
 
@@ -305,9 +264,9 @@ cd_status cd_sampler_sample(cd_sampler *s, cd_rng *rng, cd_tensor *out)
 {
     static const char fn[] = "cd_sampler_sample";
     CD__TRY(check_run(s, fn, rng, true, out));
-    saved_error e;
-    save_error(&e);
-    chain c;
+    cd__saved_error e;
+    cd__error_save(&e);
+    cd__chain c;
     cd__chain_init(&c, s, fn, rng, out, s->deg->T);
     cd_status st = cd__chain_alloc(&c);
     if (st == CD_OK) st = cd_degradation_sample_prior(s->deg, rng, out);
@@ -339,9 +298,9 @@ cd_status cd_sampler_restore(cd_sampler *s, const cd_tensor *x, int64_t t_start,
     static const char fn[] = "cd_sampler_restore";
     const cd_tensor *const snaps[3] = {snap_z, snap_xhat, snap_fwd};
     CD__TRY(check_restore(s, fn, x, t_start, rng, out, snap_times, n_snap, snaps));
-    saved_error e;
-    save_error(&e);
-    chain c;
+    cd__saved_error e;
+    cd__error_save(&e);
+    cd__chain c;
     cd__chain_init(&c, s, fn, rng, out, t_start);
     c.n_snap = n_snap;
     c.snap_z = snap_z;

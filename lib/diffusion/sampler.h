@@ -1,21 +1,20 @@
 /*
  * sampler.h - internals shared by sampler.c (the object, its options and
- * entry points) and sampler_chain.c (one call's reverse chain: workspace,
- * predictor calls, the step of each algorithm, snapshots).
+ * entry points), sampler_chain.c (one call's reverse chain: workspace,
+ * predictor calls, the step of each algorithm, snapshots) and
+ * sampler_steps.c (the times a chain visits, which both use).
  */
 #ifndef CD_SAMPLER_H
 #define CD_SAMPLER_H
 
 #include "diffusion.h"
 
-#define N_KEYS 6
-/* The thread-local message buffer's size in status.c. */
-#define ERROR_CAP 1024
+#define CD__SAMPLER_N_KEYS 6
 
 struct cd_sampler {
     cd_sampler_kind kind;
     const cd_degradation *deg; /* borrowed */
-    double opt[N_KEYS];
+    double opt[CD__SAMPLER_N_KEYS];
     cd_decoder *decoder;       /* borrowed; or fn(user, ...) */
     cd_predictor_fn fn;
     void *user;
@@ -36,9 +35,9 @@ typedef struct {
     int64_t n_snap;
     int64_t *snap_at;         /* the chain time each snapshot records */
     cd_tensor *snap_z, *snap_xhat;
-} chain;
+} cd__chain;
 
-/* The number of predictor calls of a chain from t_start (sampler.c). */
+/* The number of predictor calls of a chain from t_start (sampler_steps.c). */
 int64_t cd__sampler_count_steps(const cd_sampler *s, int64_t t_start);
 
 /* sampler_chain.c. init sets shapes and times; alloc takes the workspace
@@ -46,15 +45,15 @@ int64_t cd__sampler_count_steps(const cd_sampler *s, int64_t t_start);
  * chain time each snapshot records; degrade writes dst = D(src, t) with
  * tv as its step vector; run goes from z_{t_start} (in c->z) to z_0;
  * forward_snapshots draws D(x, t_v) after the chain. */
-void cd__chain_init(chain *c, const cd_sampler *s, const char *fn, cd_rng *rng, cd_tensor *out,
+void cd__chain_init(cd__chain *c, const cd_sampler *s, const char *fn, cd_rng *rng, cd_tensor *out,
                     int64_t t_start);
-cd_status cd__chain_alloc(chain *c);
-void cd__chain_free(chain *c);
-void cd__chain_map_snapshots(chain *c, const int64_t *times);
-cd_status cd__chain_degrade(const chain *c, const cd_tensor *src, int64_t t, int64_t *tv,
+cd_status cd__chain_alloc(cd__chain *c);
+void cd__chain_free(cd__chain *c);
+void cd__chain_map_snapshots(cd__chain *c, const int64_t *times);
+cd_status cd__chain_degrade(const cd__chain *c, const cd_tensor *src, int64_t t, int64_t *tv,
                             cd_rng *rng, cd_tensor *dst);
-cd_status cd__chain_run(const chain *c);
-cd_status cd__chain_forward_snapshots(const chain *c, const cd_tensor *x, const int64_t *times,
+cd_status cd__chain_run(const cd__chain *c);
+cd_status cd__chain_forward_snapshots(const cd__chain *c, const cd_tensor *x, const int64_t *times,
                                       cd_tensor *snap_fwd);
 
 #endif /* CD_SAMPLER_H */

@@ -18,7 +18,7 @@
 
 /* ---- workspace ----------------------------------------------------------- */
 
-void cd__chain_free(chain *c)
+void cd__chain_free(cd__chain *c)
 {
     cd_tensor_free(c->g);
     cd_tensor_free(c->tau);
@@ -31,7 +31,7 @@ void cd__chain_free(chain *c)
 
 /* Everything the chain needs, allocated once per call; the scratch
  * batches only for the samplers that use them. */
-cd_status cd__chain_alloc(chain *c)
+cd_status cd__chain_alloc(cd__chain *c)
 {
     /* Checked per call, before anything is drawn: the decoder may be set
      * on the sampler before it is loaded with weights for another T. */
@@ -59,14 +59,14 @@ static void fill_steps(int64_t *t, int64_t n, int64_t value)
     for (int64_t i = 0; i < n; i++) t[i] = value;
 }
 
-static int64_t chain_time(const chain *c, int64_t i)
+static int64_t chain_time(const cd__chain *c, int64_t i)
 {
     return cd__sampler_step_time(c->t_start, c->n_steps, i);
 }
 
 /* The chain time snapshot time t_v records: the first visited time <= t_v,
  * or 0 (the result) when the chain passes none. */
-void cd__chain_map_snapshots(chain *c, const int64_t *times)
+void cd__chain_map_snapshots(cd__chain *c, const int64_t *times)
 {
     for (int64_t v = 0; v < c->n_snap; v++) {
         c->snap_at[v] = 0;
@@ -81,7 +81,7 @@ void cd__chain_map_snapshots(chain *c, const int64_t *times)
 }
 
 /* Copy src (one batch) into every snapshot of snap that records time t. */
-static void snap_copy(const chain *c, cd_tensor *snap, int64_t t, const float *src)
+static void snap_copy(const cd__chain *c, cd_tensor *snap, int64_t t, const float *src)
 {
     if (!snap) return;
     for (int64_t v = 0; v < c->n_snap; v++)
@@ -89,7 +89,7 @@ static void snap_copy(const chain *c, cd_tensor *snap, int64_t t, const float *s
             memcpy(snap->data + v * c->N * c->ND, src, (size_t)(c->N * c->ND) * sizeof(float));
 }
 
-static bool snap_wanted(const chain *c, const cd_tensor *snap, int64_t t)
+static bool snap_wanted(const cd__chain *c, const cd_tensor *snap, int64_t t)
 {
     if (!snap) return false;
     for (int64_t v = 0; v < c->n_snap; v++)
@@ -99,9 +99,9 @@ static bool snap_wanted(const chain *c, const cd_tensor *snap, int64_t t)
 
 /* ---- the predictor ------------------------------------------------------- */
 
-static cd_status predictor_failed(const chain *c, int64_t t, cd_status st)
+static cd_status predictor_failed(const cd__chain *c, int64_t t, cd_status st)
 {
-    char msg[ERROR_CAP];
+    char msg[CD__ERROR_CAP];
     snprintf(msg, sizeof msg, "%s", cd_last_error());
     if (st > 0)
         return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the predictor returned %d at t = %"
@@ -112,7 +112,7 @@ static cd_status predictor_failed(const chain *c, int64_t t, cd_status st)
 
 /* g = predictor(z, t/T), checked: a shape change or a NaN would otherwise
  * run silently through every remaining step. */
-static cd_status predict(const chain *c, int64_t t)
+static cd_status predict(const cd__chain *c, int64_t t)
 {
     const cd_sampler *s = c->s;
     const float tau = (float)((double)t / (double)c->T);
@@ -138,7 +138,7 @@ static cd_status predict(const chain *c, int64_t t)
 /* ---- one step of each algorithm ------------------------------------------ */
 
 /* x0-hat = (z - sqrt(1 - abar_t) eps-hat) / sqrt(abar_t), for snapshots. */
-static void noise_x0(const chain *c, int64_t t, float *x0)
+static void noise_x0(const cd__chain *c, int64_t t, float *x0)
 {
     const double a = c->s->deg->alpha_bar[t], sa = sqrt(a), s1 = sqrt(1.0 - a);
     const float *z = c->z->data, *g = c->g->data;
@@ -146,7 +146,7 @@ static void noise_x0(const chain *c, int64_t t, float *x0)
         x0[i] = (float)(((double)z[i] - s1 * (double)g[i]) / sa);
 }
 
-static cd_status step_ddpm(const chain *c, int64_t t)
+static cd_status step_ddpm(const cd__chain *c, int64_t t)
 {
     const cd_degradation *d = c->s->deg;
     const double b = d->beta[t], a = d->alpha_bar[t];
@@ -170,7 +170,7 @@ static cd_status step_ddpm(const chain *c, int64_t t)
     return CD_OK;
 }
 
-static cd_status step_ddim(const chain *c, int64_t t, int64_t p)
+static cd_status step_ddim(const cd__chain *c, int64_t t, int64_t p)
 {
     const cd_sampler *s = c->s;
     const double a = s->deg->alpha_bar[t], ap = p > 0 ? (double)s->deg->alpha_bar[p] : 1.0;
@@ -197,14 +197,14 @@ static cd_status step_ddim(const chain *c, int64_t t, int64_t p)
 
 /* dst = D(src, t) for every sample, through the degradation's public
  * operator (its checks included); rng only for the noise. */
-cd_status cd__chain_degrade(const chain *c, const cd_tensor *src, int64_t t, int64_t *tv,
+cd_status cd__chain_degrade(const cd__chain *c, const cd_tensor *src, int64_t t, int64_t *tv,
                          cd_rng *rng, cd_tensor *dst)
 {
     fill_steps(tv, c->N, t);
     return cd_degradation_apply(c->s->deg, src, tv, c->N, rng, dst, NULL);
 }
 
-static cd_status step_cold1(const chain *c, int64_t t)
+static cd_status step_cold1(const cd__chain *c, int64_t t)
 {
     return cd__chain_degrade(c, c->g, t - 1, c->ta, NULL, c->z);
 }
@@ -212,7 +212,7 @@ static cd_status step_cold1(const chain *c, int64_t t)
 /* z += D(x-hat, t-1) - D(x-hat, t). The blur makes D(x-hat, t) from a copy
  * of D(x-hat, t-1) with the one extra blur G_t: D is t successive blurs,
  * not one closed-form Gaussian, so this halves the work. */
-static cd_status step_cold2(const chain *c, int64_t t)
+static cd_status step_cold2(const cd__chain *c, int64_t t)
 {
     const size_t bytes = (size_t)(c->N * c->ND) * sizeof(float);
     const cd_tensor *z = c->z;
@@ -238,7 +238,7 @@ static cd_status step_cold2(const chain *c, int64_t t)
 
 /* The cold samplers' x-hat is the predictor's output: clipped in place,
  * as DDIM clips its x0-hat, before anything reads it. */
-static void clip_prediction(const chain *c)
+static void clip_prediction(const cd__chain *c)
 {
     const cd_sampler *s = c->s;
     if (s->opt[CD_SAMPLER_CLIP] == 0.0) return;
@@ -247,7 +247,7 @@ static void clip_prediction(const chain *c)
     for (int64_t i = 0; i < c->N * c->ND; i++) g[i] = g[i] < lo ? lo : g[i] > hi ? hi : g[i];
 }
 
-static cd_status step(const chain *c, int64_t t, int64_t p)
+static cd_status step(const cd__chain *c, int64_t t, int64_t p)
 {
     if (c->s->kind != CD_SAMPLER_DDPM && c->s->kind != CD_SAMPLER_DDIM) clip_prediction(c);
     switch (c->s->kind) {
@@ -264,7 +264,7 @@ static cd_status step(const chain *c, int64_t t, int64_t p)
 
 /* The user's progress callback after step i of the chain (at time t): a
  * non-OK return stops the chain with that status. */
-static cd_status report_progress(const chain *c, int64_t i, int64_t t)
+static cd_status report_progress(const cd__chain *c, int64_t i, int64_t t)
 {
     const cd_status st = c->s->progress(c->s->progress_user, i, c->n_steps);
     if (st == CD_OK) return CD_OK;
@@ -277,7 +277,7 @@ static cd_status report_progress(const chain *c, int64_t i, int64_t t)
 }
 
 /* From z_{t_start} (already in c->z) down to z_0, recording snapshots. */
-cd_status cd__chain_run(const chain *c)
+cd_status cd__chain_run(const cd__chain *c)
 {
     for (int64_t i = 0; i < c->n_steps; i++) {
         const int64_t t = chain_time(c, i);
@@ -295,7 +295,7 @@ cd_status cd__chain_run(const chain *c)
 
 /* D(x, t_v) for each snapshot, drawn after the chain so that it neither
  * shares noise with it nor changes it. */
-cd_status cd__chain_forward_snapshots(const chain *c, const cd_tensor *x, const int64_t *times,
+cd_status cd__chain_forward_snapshots(const cd__chain *c, const cd_tensor *x, const int64_t *times,
                                    cd_tensor *snap_fwd)
 {
     if (!snap_fwd) return CD_OK;
@@ -308,7 +308,7 @@ cd_status cd__chain_forward_snapshots(const chain *c, const cd_tensor *x, const 
     return CD_OK;
 }
 
-void cd__chain_init(chain *c, const cd_sampler *s, const char *fn, cd_rng *rng,
+void cd__chain_init(cd__chain *c, const cd_sampler *s, const char *fn, cd_rng *rng,
                        cd_tensor *out, int64_t t_start)
 {
     memset(c, 0, sizeof *c);

@@ -27,14 +27,10 @@ typedef struct {
     bool set; /* backward: overwrite out instead of adding to it */
 } gelu_ctx;
 
-static bool g_force_scalar;
-
-void cd__ops_force_scalar(bool on) { g_force_scalar = on; }
-
 bool cd__ops_avx512(void)
 {
 #ifdef CD__VMATH_X86
-    return !g_force_scalar && cd__cpu_avx512();
+    return cd__cpu_use_avx512(CD__KERNELS_VMATH);
 #else
     return false;
 #endif

@@ -59,25 +59,13 @@ enum conv_path { PATH_GEMM, PATH_DENSE, PATH_FFT, PATH_DEPTHWISE, PATH_DEPTHWISE
 
 /* ---- path selection ------------------------------------------------------ */
 
-/* Test hook (not in ops.h): true restricts every convolution to the
- * portable paths, so the tests and the benchmark can run them on an
- * AVX-512 machine. Set it before sizing workspaces. */
-void cd__conv2d_force_portable(bool on);
-static _Atomic bool g_force_portable = false;
-
-void cd__conv2d_force_portable(bool on) { g_force_portable = on; }
-
-/* Test hook (not in ops.h): true keeps the spectral path out, so the tests
- * and the benchmark can run the direct kernels on the shapes it takes. */
-void cd__conv2d_force_direct(bool on);
-static _Atomic bool g_force_direct = false;
-
-void cd__conv2d_force_direct(bool on) { g_force_direct = on; }
-
+/* The tests and the benchmarks hold the convolutions to their portable
+ * paths (CD__KERNELS_CONV) or keep the spectral path out
+ * (CD__KERNELS_SPECTRAL) with cd__cpu_force_portable (core.h). */
 static bool have_avx512(void)
 {
-#ifdef CONV_X86
-    return !g_force_portable && cd__cpu_avx512();
+#ifdef CD__CONV_X86
+    return cd__cpu_use_avx512(CD__KERNELS_CONV);
 #else
     return false;
 #endif
@@ -96,7 +84,8 @@ static enum conv_path choose_path(const cd__conv2d *c)
         if (fast && avx512) return PATH_DEPTHWISE;
         if (!avx512) return PATH_DEPTHWISE_PORTABLE;
     }
-    if (avx512 && !g_force_direct && cd__conv2d_fft_suits(c)) return PATH_FFT;
+    if (avx512 && cd__cpu_use_avx512(CD__KERNELS_SPECTRAL) && cd__conv2d_fft_suits(c))
+        return PATH_FFT;
     return avx512 ? PATH_DENSE : PATH_GEMM;
 }
 
@@ -198,7 +187,7 @@ size_t cd__conv2d_workspace(const cd__conv2d *c)
 {
     const size_t slack = CD__ALIGN / sizeof(float);
     switch (choose_path(c)) {
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
     case PATH_DENSE: return cd__conv2d_dense_workspace(c) + slack;
     case PATH_FFT: return cd__conv2d_fft_workspace(c) + slack;
 #endif
@@ -215,7 +204,7 @@ void cd__conv2d_forward_epi(const cd__conv2d *c, float *out, const float *in,
 {
     ws = align_ws(ws);
     switch (choose_path(c)) {
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
     case PATH_DENSE:
         cd__conv2d_dense_forward(c, out, in, weight, bias, ws, epi, epi_ctx);
         return;
@@ -254,7 +243,7 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
     if (din && din_set && path != PATH_DENSE && path != PATH_FFT)
         memset(din, 0, (size_t)(c->N * c->C_in * c->H * c->W) * sizeof *din);
     switch (path) {
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
     case PATH_DENSE:
         cd__conv2d_dense_backward(c, din, din_set, dweight, dout, in, weight, ws);
         return;

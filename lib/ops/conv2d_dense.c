@@ -9,7 +9,7 @@
 
 #include <string.h>
 
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
 
 /* Zeros after each padded image: vector loads run up to 15 floats past the
  * last valid position. */
@@ -34,20 +34,20 @@
 /* ---- padded frames ------------------------------------------------------- */
 
 /* Frames back to back with FRAME_SLACK zeros after each image. */
-static framing make_frame(int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w)
+static cd__framing make_frame(int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w)
 {
-    framing f = {.C = C, .H = H, .W = W, .top = pad_h, .left = pad_w,
+    cd__framing f = {.C = C, .H = H, .W = W, .top = pad_h, .left = pad_w,
                  .Hp = H + 2 * pad_h, .Wp = W + 2 * pad_w};
     f.CS = f.Hp * f.Wp;
-    f.IS = round_up(C * f.CS + FRAME_SLACK, 16);
+    f.IS = cd__round_up(C * f.CS + FRAME_SLACK, 16);
     return f;
 }
 
 /* All planes of one image, then the image's slack. */
-static void pad_image(float *dst, const float *src, const framing *f)
+static void pad_image(float *dst, const float *src, const cd__framing *f)
 {
     for (int64_t ch = 0; ch < f->C; ch++)
-        pad_plane(dst + ch * f->CS, src + ch * f->H * f->W, f);
+        cd__pad_plane(dst + ch * f->CS, src + ch * f->H * f->W, f);
     memset(dst + f->C * f->CS, 0, (size_t)(f->IS - f->C * f->CS) * sizeof *dst);
 }
 
@@ -62,9 +62,9 @@ static void store_wide(float *dst, int64_t cs, int mr, const float *acc, int64_t
                        int64_t q0, int64_t nq, int64_t Qv, int64_t Wp, int64_t Wo,
                        const float *bias, bool accumulate)
 {
-    const int64_t qend = min64(q0 + nq, Qv);
+    const int64_t qend = cd__min64(q0 + nq, Qv);
     for (int64_t y = q0 / Wp; y * Wp < qend; y++) {
-        const int64_t xa = max64(q0 - y * Wp, 0), xb = min64(qend - y * Wp, Wo);
+        const int64_t xa = cd__max64(q0 - y * Wp, 0), xb = cd__min64(qend - y * Wp, Wo);
         if (xa >= xb) continue;
         const int64_t shift = y * Wp - q0; /* acc index of x = 0 in this row */
         for (int i = 0; i < mr; i++) {
@@ -89,14 +89,14 @@ static void store_wide(float *dst, int64_t cs, int mr, const float *acc, int64_t
  * inputs. It stays here, not with the other micro-kernels, because
  * dense_dw_task calls it directly and GCC specialises it for that caller.
  */
-static AVX512 void dense_dw_mk(const float *const *d, const float *src,
+static CD__AVX512 void dense_dw_mk(const float *const *d, const float *src,
                                const int64_t *off, int64_t nv, int64_t nimg,
                                int64_t dstride, int64_t sstride, __mmask16 tail,
                                float *lanes)
 {
     __m512 acc[DW_MR][DW_NK];
-    UNROLL for (int i = 0; i < DW_MR; i++)
-        UNROLL for (int j = 0; j < DW_NK; j++)
+    CD__UNROLL for (int i = 0; i < DW_MR; i++)
+        CD__UNROLL for (int j = 0; j < DW_NK; j++)
             acc[i][j] = _mm512_loadu_ps(lanes + (i * DW_NK + j) * 16);
     for (int64_t t = 0; t < nimg; t++) {
         const float *d0 = d[0] + t * dstride, *d1 = d[1] + t * dstride,
@@ -113,15 +113,15 @@ static AVX512 void dense_dw_mk(const float *const *d, const float *src,
                 _mm512_maskz_loadu_ps(m, d0 + q), _mm512_maskz_loadu_ps(m, d1 + q),
                 _mm512_maskz_loadu_ps(m, d2 + q), _mm512_maskz_loadu_ps(m, d3 + q)};
             const float *sp[DW_NK] = {s0, s1, s2, s3, s4, s5};
-            UNROLL for (int j = 0; j < DW_NK; j++) {
+            CD__UNROLL for (int j = 0; j < DW_NK; j++) {
                 const __m512 x = _mm512_maskz_loadu_ps(m, sp[j] + q);
-                UNROLL for (int i = 0; i < DW_MR; i++)
+                CD__UNROLL for (int i = 0; i < DW_MR; i++)
                     acc[i][j] = _mm512_fmadd_ps(dv[i], x, acc[i][j]);
             }
         }
     }
-    UNROLL for (int i = 0; i < DW_MR; i++)
-        UNROLL for (int j = 0; j < DW_NK; j++)
+    CD__UNROLL for (int i = 0; i < DW_MR; i++)
+        CD__UNROLL for (int j = 0; j < DW_NK; j++)
             _mm512_storeu_ps(lanes + (i * DW_NK + j) * 16, acc[i][j]);
 }
 
@@ -141,10 +141,10 @@ typedef struct {
     int64_t Cs;            /* frame channels per group: Cig s^2 */
     int64_t khs, kws;      /* taps per frame channel */
     int64_t Ks;            /* Cs khs kws: reduction length per output */
-    framing in;            /* input frames, C_in s^2 channels */
+    cd__framing in;            /* input frames, C_in s^2 channels */
     bool in_direct;        /* s = 1, pad = 0: the input is its own frames */
     bool din_direct;       /* s = 1 and pad < kernel: din accumulated in place */
-    framing dout;          /* padded output gradients, for din */
+    cd__framing dout;          /* padded output gradients, for din */
     bool dout_direct;      /* no padding needed: dout is its own frames */
     bool wide_direct;      /* W_out == Wp: dout rows are their own wide rows */
     int64_t Hd, Wd;        /* frame-gradient planes, when !din_direct */
@@ -181,14 +181,14 @@ static dense_plan dense_planner(const cd__conv2d *c)
     p.Cig = c->C_in / p.G;
     p.Cog = c->C_out / p.G;
     p.Cs = p.Cig * s * s;
-    p.khs = ceil_div(c->kh, s);
-    p.kws = ceil_div(c->kw, s);
+    p.khs = cd__ceil_div(c->kh, s);
+    p.kws = cd__ceil_div(c->kw, s);
     p.Ks = p.Cs * p.khs * p.kws;
-    p.in = (framing){.C = c->C_in * s * s, .H = c->H, .W = c->W, .top = c->pad,
-                     .left = c->pad, .Hp = ceil_div(c->H + 2 * c->pad, s),
-                     .Wp = ceil_div(c->W + 2 * c->pad, s)};
+    p.in = (cd__framing){.C = c->C_in * s * s, .H = c->H, .W = c->W, .top = c->pad,
+                     .left = c->pad, .Hp = cd__ceil_div(c->H + 2 * c->pad, s),
+                     .Wp = cd__ceil_div(c->W + 2 * c->pad, s)};
     p.in.CS = p.in.Hp * p.in.Wp;
-    p.in.IS = round_up(p.in.C * p.in.CS + FRAME_SLACK, 16);
+    p.in.IS = cd__round_up(p.in.C * p.in.CS + FRAME_SLACK, 16);
     /* Without padding the source tensors serve as frames as they are: the
      * kernels mask their last vector, so they never read past a plane's
      * last valid position plus the taps' reach, which stays in the plane. */
@@ -206,10 +206,10 @@ static dense_plan dense_planner(const cd__conv2d *c)
         p.dout = make_frame(c->C_out, c->H_out, c->W_out, p.khs - 1, p.kws - 1);
         p.Hd = c->H_out + p.khs - 1;
         p.Wd = c->W_out + p.kws - 1;
-        p.dxs = round_up(p.in.C * p.Hd * p.Wd, 16);
+        p.dxs = cd__round_up(p.in.C * p.Hd * p.Wd, 16);
     }
     p.Qv = (c->H_out - 1) * p.in.Wp + c->W_out;
-    p.nvq = ceil_div(p.Qv, 16);
+    p.nvq = cd__ceil_div(p.Qv, 16);
     p.wide_direct = p.in.Wp == c->W_out;
     p.QS = p.wide_direct ? p.Qv : p.nvq * 16;
     p.DS = c->C_out * p.QS;
@@ -229,19 +229,19 @@ static dense_plan dense_planner(const cd__conv2d *c)
         /* doutT replaces the wide rows. */
         p.cvv = c->C_out >= 32 ? 2 : 1;
         p.cvR = p.cv->R[2 - p.cvv];
-        p.CoP = round_up(c->C_out, 16 * p.cvv);
+        p.CoP = cd__round_up(c->C_out, 16 * p.cvv);
         p.wide_direct = false;
         p.DS = c->H_out * c->W_out * p.CoP;
     }
-    const int64_t fwd = p.G * round_up(p.Cog, pack_rows(p.Cog)) * p.Ks;
-    const int64_t bwd = p.G * round_up(p.Cs, pack_rows(p.Cs)) * p.Cog * p.khs * p.kws;
-    p.wpk = round_up(max64(fwd, bwd), 16);
-    p.dws = round_up(p.cv ? p.Ks * p.CoP : c->C_out * p.Ks, 16);
+    const int64_t fwd = p.G * cd__round_up(p.Cog, pack_rows(p.Cog)) * p.Ks;
+    const int64_t bwd = p.G * cd__round_up(p.Cs, pack_rows(p.Cs)) * p.Cog * p.khs * p.kws;
+    p.wpk = cd__round_up(cd__max64(fwd, bwd), 16);
+    p.dws = cd__round_up(p.cv ? p.Ks * p.CoP : c->C_out * p.Ks, 16);
     p.fin = p.in_direct ? 0 : p.in.IS;
     p.fdout = p.dout_direct ? 0 : p.dout.IS;
     p.dwide = p.wide_direct ? 0 : p.DS;
-    const int64_t per_image = max64(1, 2 * p.fin + 2 * p.dwide + p.fdout + p.dxs);
-    p.T = max64(1, min64(min64(c->N, DIRECT_TILE), TILE_BUDGET / per_image));
+    const int64_t per_image = cd__max64(1, 2 * p.fin + 2 * p.dwide + p.fdout + p.dxs);
+    p.T = cd__max64(1, cd__min64(cd__min64(c->N, CD__DIRECT_TILE), CD__TILE_BUDGET / per_image));
     return p;
 }
 
@@ -306,19 +306,19 @@ static void pack_task(void *ctx, int64_t gb)
 static void pack_weights(float *dst, const float *w, const cd__conv2d *c, const dense_plan *p,
                          int64_t blk, bool flipped)
 {
-    pack_job j = {dst, w, c, p, blk, ceil_div(flipped ? p->Cs : p->Cog, blk), flipped};
+    pack_job j = {dst, w, c, p, blk, cd__ceil_div(flipped ? p->Cs : p->Cog, blk), flipped};
     cd__parallel_for(p->G * j.nblk, pack_task, &j);
 }
 
 /* Frames of input channel ci of one image (for s > 1, its s^2
  * space-to-depth frames), plus the image's slack after the last channel. */
 static void frames_plane(float *img, const float *src_img, const cd__conv2d *c,
-                         const framing *f, int64_t ci)
+                         const cd__framing *f, int64_t ci)
 {
     const int64_t s = c->stride;
     const float *src = src_img + ci * c->H * c->W;
     if (s == 1) {
-        pad_plane(img + ci * f->CS, src, f);
+        cd__pad_plane(img + ci * f->CS, src, f);
     } else {
         for (int64_t a = 0; a < s; a++)
             for (int64_t b = 0; b < s; b++) {
@@ -345,7 +345,7 @@ static void frames_plane(float *img, const float *src_img, const cd__conv2d *c,
 /* Tasks (image, input channel) filling a tile of frames. */
 typedef struct {
     const cd__conv2d *c;
-    const framing *f;
+    const cd__framing *f;
     float *dst;
     const float *src;   /* first image of the tile */
 } frames_job;
@@ -361,7 +361,7 @@ static void frames_task(void *ctx, int64_t i)
 /* A stride-1 convolution of a tile of frames, per group: items
  * (group, block of MRB output rows, QCHUNK wide vectors) of each image. */
 typedef struct {
-    const framing *f;
+    const cd__framing *f;
     const float *frames;      /* first image of the tile */
     int64_t C, kh, kw;        /* reduction: frame channels per group x taps */
     const float *wpk;         /* [G][nblk][C kh kw][MRB] */
@@ -384,10 +384,10 @@ static bool use_channel_kernel(const dense_job *j, int nr, int npx, int64_t cvb)
     /* Short reductions (the first layer's 49 taps) cannot hide the
      * transposed stores. */
     if (j->M < cvb || j->Ho < nr || j->Wo < npx || j->C * j->kh * j->kw < 128) return false;
-    const double pixel = (double)(j->Ho * j->Wo) / (double)(16 * ceil_div(j->Qv, 16));
+    const double pixel = (double)(j->Ho * j->Wo) / (double)(16 * cd__ceil_div(j->Qv, 16));
     const double chan = (double)(j->Ho * j->Wo) /
-                        (double)(round_up(j->Ho, nr) * round_up(j->Wo, npx)) *
-                        (double)j->M / (double)round_up(j->M, cvb);
+                        (double)(cd__round_up(j->Ho, nr) * cd__round_up(j->Wo, npx)) *
+                        (double)j->M / (double)cd__round_up(j->M, cvb);
     /* The channel kernel does a little more work per FMA (transposed
      * stores, more broadcasts), so it must win clearly on lanes. */
     return chan > 1.12 * pixel;
@@ -398,7 +398,7 @@ static bool use_channel_kernel(const dense_job *j, int nr, int npx, int64_t cvb)
 static void dense_job_finish(dense_job *j)
 {
     j->Qv = (j->Ho - 1) * j->f->Wp + j->Wo;
-    j->nvec = ceil_div(j->Qv, 16);
+    j->nvec = cd__ceil_div(j->Qv, 16);
     j->cv = NULL;
     j->cvb = j->M >= 32 ? 32 : 16;
     const bool wide = j->cvb == 32;
@@ -410,13 +410,13 @@ static void dense_job_finish(dense_job *j)
         j->cv1 = wide ? cd__fcv_mk_1x7x2 : cd__fcv_mk_1x7x1;
     }
     if (j->cv) {
-        j->ncb = ceil_div(j->M, j->cvb);
-        j->nyb = ceil_div(j->Ho, j->nr);
-        j->nxb = ceil_div(j->Wo, j->npx);
+        j->ncb = cd__ceil_div(j->M, j->cvb);
+        j->nyb = cd__ceil_div(j->Ho, j->nr);
+        j->nxb = cd__ceil_div(j->Wo, j->npx);
         j->items = j->G * j->ncb * j->nyb;
     } else {
-        j->nblk = ceil_div(j->M, MRB);
-        j->nqc = ceil_div(j->nvec, QCHUNK);
+        j->nblk = cd__ceil_div(j->M, MRB);
+        j->nqc = cd__ceil_div(j->nvec, QCHUNK);
         j->items = j->G * j->nblk * j->nqc;
     }
 }
@@ -427,10 +427,10 @@ static void dense_job_finish(dense_job *j)
  * are skipped, so accumulation adds each output once. */
 static void dense_item_cv(const dense_job *j, int64_t t, int64_t item)
 {
-    const framing *f = j->f;
+    const cd__framing *f = j->f;
     const int64_t g = item / (j->ncb * j->nyb), rem = item % (j->ncb * j->nyb);
     const int64_t b = rem / j->nyb, yb = rem % j->nyb;
-    const int64_t cvb = j->cvb, m0 = b * cvb, nm = min64(cvb, j->M - m0);
+    const int64_t cvb = j->cvb, m0 = b * cvb, nm = cd__min64(cvb, j->M - m0);
     const int64_t K = j->C * j->kh * j->kw, HW = j->Ho * j->Wo;
     const float *w = j->wpk + (g * j->ncb + b) * K * cvb;
     const float *src = j->frames + t * f->IS + g * j->C * f->CS;
@@ -444,7 +444,7 @@ static void dense_item_cv(const dense_job *j, int64_t t, int64_t item)
     fcv_out o = {NULL, HW, j->Wo, (int)nm, 0, bias, j->accumulate};
     for (int64_t y0 = yb * j->nr; y0 < y_end; y0++)
         for (int64_t xb = 0; xb < j->nxb; xb++) {
-            const int64_t x0 = min64(xb * j->npx, j->Wo - j->npx);
+            const int64_t x0 = cd__min64(xb * j->npx, j->Wo - j->npx);
             const float *rows[4];
             for (int r = 0; r < nr; r++) rows[r] = src + (y0 + r) * f->Wp + x0;
             o.dst = dst + y0 * j->Wo + x0;
@@ -459,10 +459,10 @@ static void dense_item(const dense_job *j, int64_t t, int64_t item)
         dense_item_cv(j, t, item);
         return;
     }
-    const framing *f = j->f;
+    const cd__framing *f = j->f;
     const int64_t g = item / (j->nblk * j->nqc), rem = item % (j->nblk * j->nqc);
     const int64_t b = rem / j->nqc, qc = rem % j->nqc;
-    const int64_t m0 = b * MRB, rows = min64(MRB, j->M - m0);
+    const int64_t m0 = b * MRB, rows = cd__min64(MRB, j->M - m0);
     const int64_t K = j->C * j->kh * j->kw;
     const float *wpk = j->wpk + (g * j->nblk + b) * K * MRB;
     const float *src = j->frames + t * f->IS + g * j->C * f->CS;
@@ -476,7 +476,7 @@ static void dense_item(const dense_job *j, int64_t t, int64_t item)
     mk_out o = {direct ? NULL : acc, 0, NULL, j->Ho * j->Wo, bias, 0, (int)rows,
                 j->accumulate, (__mmask16)0xFFFF};
     const int64_t last_lanes = j->Qv - 16 * (j->nvec - 1);
-    const int64_t v_end = min64((qc + 1) * QCHUNK, j->nvec);
+    const int64_t v_end = cd__min64((qc + 1) * QCHUNK, j->nvec);
     for (int64_t v = qc * QCHUNK; v < v_end;) {
         int k = 0;
         while (cls->nv[k] > v_end - v) k++;
@@ -515,7 +515,7 @@ static void dense_dw_task(void *ctx, int64_t task)
 {
     const dense_dw_job *j = ctx;
     const dense_plan *p = j->p;
-    const framing *f = &p->in;
+    const cd__framing *f = &p->in;
     const int64_t g = task / (j->ncb * j->nkc), rem = task % (j->ncb * j->nkc);
     const int64_t cb = rem / j->nkc, kc = rem % j->nkc;
     const int64_t co0 = g * p->Cog + cb * DW_MR, co_end = (g + 1) * p->Cog;
@@ -523,16 +523,16 @@ static void dense_dw_task(void *ctx, int64_t task)
     int64_t off[DW_NB][DW_NK];
     for (int b = 0; b < DW_NB; b++)
         for (int jj = 0; jj < DW_NK; jj++) {
-            const int64_t k = min64(k0 + b * DW_NK + jj, p->Ks - 1);
+            const int64_t k = cd__min64(k0 + b * DW_NK + jj, p->Ks - 1);
             const int64_t cs = k / khw, ky = (k % khw) / p->kws, kx = k % p->kws;
             off[b][jj] = (g * p->Cs + cs) * f->CS + ky * f->Wp + kx;
         }
-    const int nb = (int)min64(DW_NB, ceil_div(p->Ks - k0, DW_NK));
+    const int nb = (int)cd__min64(DW_NB, cd__ceil_div(p->Ks - k0, DW_NK));
 
     float lanes[DW_NB][DW_MR * DW_NK * 16];
     memset(lanes, 0, sizeof lanes);
     const float *d[DW_MR];
-    for (int i = 0; i < DW_MR; i++) d[i] = j->dwide + min64(co0 + i, co_end - 1) * p->QS;
+    for (int i = 0; i < DW_MR; i++) d[i] = j->dwide + cd__min64(co0 + i, co_end - 1) * p->QS;
     const int64_t last_lanes = p->Qv - 16 * (p->nvq - 1);
     const __mmask16 tail = (__mmask16)((1u << last_lanes) - 1u);
     if (p->nvq >= DW_BIG_IMAGE) {
@@ -581,10 +581,10 @@ static void wide_task(void *ctx, int64_t i)
     for (int64_t y = 0; y < c->H_out; y++) {
         float *r = d + y * p->in.Wp;
         memcpy(r, s + y * c->W_out, (size_t)c->W_out * sizeof *d);
-        const int64_t end = min64(p->QS, (y + 1) * p->in.Wp) - y * p->in.Wp;
+        const int64_t end = cd__min64(p->QS, (y + 1) * p->in.Wp) - y * p->in.Wp;
         memset(r + c->W_out, 0, (size_t)(end - c->W_out) * sizeof *d);
     }
-    const int64_t filled = min64(p->QS, c->H_out * p->in.Wp);
+    const int64_t filled = cd__min64(p->QS, c->H_out * p->in.Wp);
     memset(d + filled, 0, (size_t)(p->QS - filled) * sizeof *d);
 }
 
@@ -603,8 +603,8 @@ static void tr_task(void *ctx, int64_t i)
 {
     const tr_job *j = ctx;
     const cd__conv2d *c = j->c;
-    const int64_t P = c->H_out * c->W_out, npb = ceil_div(P, TR_BLOCK);
-    const int64_t t = i / npb, p0 = (i % npb) * TR_BLOCK, np = min64(TR_BLOCK, P - p0);
+    const int64_t P = c->H_out * c->W_out, npb = cd__ceil_div(P, TR_BLOCK);
+    const int64_t t = i / npb, p0 = (i % npb) * TR_BLOCK, np = cd__min64(TR_BLOCK, P - p0);
     const int64_t CoP = j->p->CoP;
     float *dst = j->dT + t * j->p->DS + p0 * CoP;
     const float *src = j->dout + t * c->C_out * P + p0;
@@ -630,9 +630,9 @@ static void cv_dw_task(void *ctx, int64_t i)
 {
     const cv_dw_job *j = ctx;
     const dense_plan *p = j->p;
-    const framing *f = &p->in;
+    const cd__framing *f = &p->in;
     const int64_t cb = i / j->nch, ch = i % j->nch;
-    const int64_t rb0 = ch * j->chunk, rb1 = min64(j->nrb, rb0 + j->chunk);
+    const int64_t rb0 = ch * j->chunk, rb1 = cd__min64(j->nrb, rb0 + j->chunk);
     const int64_t co0 = cb * 16 * p->cvv, R = p->cvR;
     const dwcv_fn fn = p->cv->fn[2 - p->cvv];
     for (int64_t t = 0; t < j->T; t++) {
@@ -640,11 +640,11 @@ static void cv_dw_task(void *ctx, int64_t i)
         for (int64_t rb = rb0; rb < rb1; rb++) {
             const float *rows[8];
             for (int64_t r = 0; r < R; r++) {
-                const int64_t ri = min64(rb * R + r, j->nrows - 1);
+                const int64_t ri = cd__min64(rb * R + r, j->nrows - 1);
                 rows[r] = img + (ri / p->khs) * f->CS + (ri % p->khs) * f->Wp;
             }
             fn(rows, j->dT + t * p->DS + co0, p->CoP, p->Hout, p->Wout, f->Wp,
-               (int)min64(R, j->nrows - rb * R), j->dwsT + rb * R * p->kws * p->CoP + co0,
+               (int)cd__min64(R, j->nrows - rb * R), j->dwsT + rb * R * p->kws * p->CoP + co0,
                p->CoP);
         }
     }
@@ -733,7 +733,7 @@ void cd__conv2d_dense_forward(const cd__conv2d *c, float *out, const float *in,
     dense_job_finish(&j);
     pack_weights(wpk, weight, c, &p, j.cv ? j.cvb : MRB, false);
     for (int64_t n0 = 0; n0 < c->N; n0 += p.T) {
-        const int64_t T = min64(p.T, c->N - n0);
+        const int64_t T = cd__min64(p.T, c->N - n0);
         const float *src = in + n0 * in_img;
         j.dst = out + n0 * out_img;
         j.frames = p.in_direct ? src : frames;
@@ -758,26 +758,26 @@ void cd__conv2d_dense_forward(const cd__conv2d *c, float *out, const float *in,
 
 /* Queue the frames and wide rows of the tile at image n0 for the weight
  * gradient, or point its job at the sources when they need no copy. */
-static void prep_dw(task_list *tl, const cd__conv2d *c, const dense_plan *p, dense_dw_job *wj,
+static void prep_dw(cd__task_list *tl, const cd__conv2d *c, const dense_plan *p, dense_dw_job *wj,
                     cv_dw_job *cj, frames_job *fj, wide_job *wdj, tr_job *trj,
                     const float *in, const float *dout, int64_t n0)
 {
-    const int64_t T = min64(p->T, c->N - n0);
+    const int64_t T = cd__min64(p->T, c->N - n0);
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
     if (p->in_direct) {
         wj->frames = cj->frames = in + n0 * in_img;
     } else {
         fj->src = in + n0 * in_img;
-        tasks_add(tl, frames_task, fj, T * c->C_in);
+        cd__tasks_add(tl, frames_task, fj, T * c->C_in);
     }
     if (p->cv) {
         trj->dout = dout + n0 * out_img;
-        tasks_add(tl, tr_task, trj, T * ceil_div(c->H_out * c->W_out, TR_BLOCK));
+        cd__tasks_add(tl, tr_task, trj, T * cd__ceil_div(c->H_out * c->W_out, TR_BLOCK));
     } else if (p->wide_direct) {
         wj->dwide = dout + n0 * out_img;
     } else {
         wdj->dout = dout + n0 * out_img;
-        tasks_add(tl, wide_task, wdj, T * c->C_out);
+        cd__tasks_add(tl, wide_task, wdj, T * c->C_out);
     }
 }
 
@@ -806,7 +806,7 @@ void cd__conv2d_dense_backward(const cd__conv2d *c, float *din, bool din_set,
     float *fdout = dwide[1] + p.T * p.dwide;
     float *dxf = fdout + p.T * p.fdout;
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
-    const int64_t ntiles = ceil_div(c->N, p.T);
+    const int64_t ntiles = cd__ceil_div(c->N, p.T);
     if (dweight) memset(dws, 0, (size_t)p.dws * sizeof *dws);
 
     dense_job dj = {.f = &p.dout, .frames = fdout, .C = p.Cog, .kh = p.khs, .kw = p.kws,
@@ -822,48 +822,48 @@ void cd__conv2d_dense_backward(const cd__conv2d *c, float *din, bool din_set,
     frames_job fj[2];
     wide_job wdj[2];
     tr_job trj[2];
-    const int64_t nrows = p.Cs * p.khs, nrb = p.cv ? ceil_div(nrows, p.cvR) : 0;
+    const int64_t nrows = p.Cs * p.khs, nrb = p.cv ? cd__ceil_div(nrows, p.cvR) : 0;
     const int64_t ncb = p.cv ? p.CoP / (16 * p.cvv) : 0;
     /* About 16 tasks: enough for the threads, few enough that each reuses
      * an image's doutT over many tap rows. */
-    const int64_t chunk = p.cv ? max64(1, ceil_div(nrb * ncb, 16)) : 0;
+    const int64_t chunk = p.cv ? cd__max64(1, cd__ceil_div(nrb * ncb, 16)) : 0;
     for (int k = 0; k < 2; k++) {
-        wj[k] = (dense_dw_job){&p, fin[k], dwide[k], 0, ceil_div(p.Ks, DW_NK * DW_NB),
-                               ceil_div(p.Cog, DW_MR), dws};
+        wj[k] = (dense_dw_job){&p, fin[k], dwide[k], 0, cd__ceil_div(p.Ks, DW_NK * DW_NB),
+                               cd__ceil_div(p.Cog, DW_MR), dws};
         cj[k] = (cv_dw_job){&p, fin[k], dwide[k], 0, nrows, nrb, chunk,
-                            p.cv ? ceil_div(nrb, chunk) : 0, dws};
+                            p.cv ? cd__ceil_div(nrb, chunk) : 0, dws};
         fj[k] = (frames_job){c, &p.in, fin[k], NULL};
         wdj[k] = (wide_job){c, &p, dwide[k], NULL};
         trj[k] = (tr_job){c, &p, dwide[k], NULL};
     }
-    task_list tl = {0};
+    cd__task_list tl = {0};
     if (dweight) {
         prep_dw(&tl, c, &p, &wj[0], &cj[0], &fj[0], &wdj[0], &trj[0], in, dout, 0);
-        tasks_run(&tl);
+        cd__tasks_run(&tl);
     }
     for (int64_t i = 0; i < ntiles; i++) {
-        const int64_t n0 = i * p.T, T = min64(p.T, c->N - n0);
+        const int64_t n0 = i * p.T, T = cd__min64(p.T, c->N - n0);
         const int cur = (int)(i & 1), nxt = cur ^ 1;
         if (din) {
             ij.src = dout + n0 * out_img;
             ij.din = din + n0 * in_img;
             if (p.dout_direct) dj.frames = dout + n0 * out_img;
             if (p.din_direct) dj.dst = din + n0 * in_img;
-            tasks_add(&tl, dense_image_task, &ij, T);
+            cd__tasks_add(&tl, dense_image_task, &ij, T);
         }
         if (dweight) {
             if (p.cv) {
                 cj[cur].T = T;
-                tasks_add(&tl, cv_dw_task, &cj[cur], ncb * cj[cur].nch);
+                cd__tasks_add(&tl, cv_dw_task, &cj[cur], ncb * cj[cur].nch);
             } else {
                 wj[cur].T = T;
-                tasks_add(&tl, dense_dw_task, &wj[cur], p.G * wj[cur].ncb * wj[cur].nkc);
+                cd__tasks_add(&tl, dense_dw_task, &wj[cur], p.G * wj[cur].ncb * wj[cur].nkc);
             }
             if (i + 1 < ntiles)
                 prep_dw(&tl, c, &p, &wj[nxt], &cj[nxt], &fj[nxt], &wdj[nxt], &trj[nxt], in,
                         dout, n0 + p.T);
         }
-        tasks_run(&tl);
+        cd__tasks_run(&tl);
     }
     if (dweight) {
         for (int64_t co = 0; co < c->C_out; co++)
@@ -880,4 +880,4 @@ void cd__conv2d_dense_backward(const cd__conv2d *c, float *din, bool din_set,
     }
 }
 
-#endif /* CONV_X86 */
+#endif /* CD__CONV_X86 */

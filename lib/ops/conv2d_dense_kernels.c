@@ -8,14 +8,14 @@
  */
 #include "conv2d_dense_kernels.h"
 
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
 
 /*
  * acc[i][j] = sum over taps k of w[k][i] * src[off(k) + 16 j + lane], with
  * taps k = (ci, ky, kx) at off(k) = ci cs + ky wp + kx, i < MR, j < NV. The
  * weights are packed [k][MRB].
  */
-ALWAYS_INLINE AVX512 void dense_mk(const int MR, const int NV, const float *src,
+CD__ALWAYS_INLINE CD__AVX512 void dense_mk(const int MR, const int NV, const float *src,
                                    int64_t cs, int64_t wp, int64_t C, int64_t kh,
                                    int64_t kw, const float *wpk, const mk_out *o)
 {
@@ -23,35 +23,36 @@ ALWAYS_INLINE AVX512 void dense_mk(const int MR, const int NV, const float *src,
      * registers; a loop left rolled would put it on the stack. */
     __m512 acc[MRB][8];
     const __mmask16 tail = o->tail;
-    UNROLL for (int i = 0; i < MR; i++)
-        UNROLL for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_ps();
+    CD__UNROLL for (int i = 0; i < MR; i++)
+        CD__UNROLL for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_ps();
     for (int64_t ci = 0; ci < C; ci++) {
         for (int64_t ky = 0; ky < kh; ky++) {
             const float *row = src + ci * cs + ky * wp;
             for (int64_t kx = 0; kx < kw; kx++, wpk += MRB) {
                 __m512 x[8];
-                UNROLL for (int j = 0; j < NV - 1; j++) x[j] = _mm512_loadu_ps(row + kx + 16 * j);
+                CD__UNROLL for (int j = 0; j < NV - 1; j++)
+                    x[j] = _mm512_loadu_ps(row + kx + 16 * j);
                 x[NV - 1] = _mm512_maskz_loadu_ps(tail, row + kx + 16 * (NV - 1));
-                UNROLL for (int i = 0; i < MR; i++) {
+                CD__UNROLL for (int i = 0; i < MR; i++) {
                     const __m512 w = _mm512_set1_ps(wpk[i]);
-                    UNROLL for (int j = 0; j < NV; j++)
+                    CD__UNROLL for (int j = 0; j < NV; j++)
                         acc[i][j] = _mm512_fmadd_ps(w, x[j], acc[i][j]);
                 }
             }
         }
     }
     if (o->buf) {
-        UNROLL for (int i = 0; i < MR; i++)
-            UNROLL for (int j = 0; j < NV; j++)
+        CD__UNROLL for (int i = 0; i < MR; i++)
+            CD__UNROLL for (int j = 0; j < NV; j++)
                 _mm512_storeu_ps(o->buf + i * o->ld + 16 * j, acc[i][j]);
         return;
     }
-    UNROLL for (int j = 0; j < NV; j++) {
+    CD__UNROLL for (int j = 0; j < NV; j++) {
         const int64_t n = o->nvalid - 16 * j;
         const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF
                           : n <= 0  ? (__mmask16)0
                                     : (__mmask16)((1u << n) - 1u);
-        UNROLL for (int i = 0; i < MR; i++) {
+        CD__UNROLL for (int i = 0; i < MR; i++) {
             if (i >= o->rows) continue;
             float *d = o->dst + i * o->cs + 16 * j;
             __m512 v = acc[i][j];
@@ -63,7 +64,7 @@ ALWAYS_INLINE AVX512 void dense_mk(const int MR, const int NV, const float *src,
 }
 
 #define DENSE_MK(MR, NV)                                                          \
-    static AVX512 void dense_mk_##MR##x##NV(const float *src, int64_t cs, int64_t wp, \
+    static CD__AVX512 void dense_mk_##MR##x##NV(const float *src, int64_t cs, int64_t wp, \
                                             int64_t C, int64_t kh, int64_t kw,    \
                                             const float *wpk, const mk_out *o)    \
     {                                                                             \
@@ -100,26 +101,26 @@ const mk_class cd__mk_classes[4] = {
  * real output: no wide positions are wasted. The weights are packed
  * [k][16 NCV]; the results are transposed in registers on the way out.
  */
-ALWAYS_INLINE AVX512 void fcv_mk(const int NR, const int NPX, const int NCV,
+CD__ALWAYS_INLINE CD__AVX512 void fcv_mk(const int NR, const int NPX, const int NCV,
                                  const float *const *rows, int64_t cs, int64_t wp, int64_t C,
                                  int64_t kh, int64_t kw, const float *w, const fcv_out *o)
 {
     __m512 acc[28][2];
-    UNROLL for (int a = 0; a < NR * NPX; a++)
-        UNROLL for (int c = 0; c < NCV; c++) acc[a][c] = _mm512_setzero_ps();
+    CD__UNROLL for (int a = 0; a < NR * NPX; a++)
+        CD__UNROLL for (int c = 0; c < NCV; c++) acc[a][c] = _mm512_setzero_ps();
     for (int64_t ci = 0; ci < C; ci++) {
         for (int64_t ky = 0; ky < kh; ky++) {
             const float *q[4];
-            UNROLL for (int r = 0; r < NR; r++) q[r] = rows[r] + ci * cs + ky * wp;
+            CD__UNROLL for (int r = 0; r < NR; r++) q[r] = rows[r] + ci * cs + ky * wp;
             for (int64_t kx = 0; kx < kw; kx++, w += 16 * NCV) {
                 /* Opaque pointers, as in dwcv_mk. */
-                UNROLL for (int r = 0; r < NR; r++) __asm__("" : "+r"(q[r]));
+                CD__UNROLL for (int r = 0; r < NR; r++) __asm__("" : "+r"(q[r]));
                 __m512 wv[2];
-                UNROLL for (int c = 0; c < NCV; c++) wv[c] = _mm512_loadu_ps(w + 16 * c);
-                UNROLL for (int r = 0; r < NR; r++) {
-                    UNROLL for (int i = 0; i < NPX; i++) {
+                CD__UNROLL for (int c = 0; c < NCV; c++) wv[c] = _mm512_loadu_ps(w + 16 * c);
+                CD__UNROLL for (int r = 0; r < NR; r++) {
+                    CD__UNROLL for (int i = 0; i < NPX; i++) {
                         const __m512 b = _mm512_set1_ps(q[r][i]);
-                        UNROLL for (int c = 0; c < NCV; c++)
+                        CD__UNROLL for (int c = 0; c < NCV; c++)
                             acc[r * NPX + i][c] = _mm512_fmadd_ps(b, wv[c], acc[r * NPX + i][c]);
                     }
                     q[r]++;
@@ -129,18 +130,18 @@ ALWAYS_INLINE AVX512 void fcv_mk(const int NR, const int NPX, const int NCV,
     }
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
                                            14, 15);
-    UNROLL for (int c = 0; c < NCV; c++) {
-        UNROLL for (int g0 = 0; g0 < NR * NPX; g0 += 16) {
+    CD__UNROLL for (int c = 0; c < NCV; c++) {
+        CD__UNROLL for (int g0 = 0; g0 < NR * NPX; g0 += 16) {
             /* Sixteen pixels (of up to two rows) x 16 channels at a time. */
             __m512 v[16];
-            UNROLL for (int i = 0; i < 16; i++)
+            CD__UNROLL for (int i = 0; i < 16; i++)
                 v[i] = g0 + i < NR * NPX ? acc[g0 + i][c] : _mm512_setzero_ps();
             cd__transpose16(v);
-            UNROLL for (int m = 0; m < 16; m++) {
+            CD__UNROLL for (int m = 0; m < 16; m++) {
                 const int ch = 16 * c + m;
                 if (ch >= o->nm) continue;
                 const __m512 b = o->bias ? _mm512_set1_ps(o->bias[ch]) : _mm512_setzero_ps();
-                UNROLL for (int r = 0; r < NR; r++) {
+                CD__UNROLL for (int r = 0; r < NR; r++) {
                     if (r * NPX >= g0 + 16 || (r + 1) * NPX <= g0) continue;
                     const int p0 = r * NPX + o->xs > g0 ? r * NPX + o->xs : g0;
                     const int p1 = (r + 1) * NPX < g0 + 16 ? (r + 1) * NPX : g0 + 16;
@@ -162,7 +163,7 @@ ALWAYS_INLINE AVX512 void fcv_mk(const int NR, const int NPX, const int NCV,
 }
 
 #define FCV_MK(NR, NPX, NCV)                                                        \
-    AVX512 void cd__fcv_mk_##NR##x##NPX##x##NCV(                                    \
+    CD__AVX512 void cd__fcv_mk_##NR##x##NPX##x##NCV(                                    \
         const float *const *rows, int64_t cs, int64_t wp, int64_t C, int64_t kh,     \
         int64_t kw, const float *w, const fcv_out *o)                                \
     {                                                                               \
@@ -186,39 +187,39 @@ FCV_MK(1, 7, 1)
  * Every lane is a finished sum (no horizontal reduction), and only valid
  * pixels are visited. Rows r >= nr are computed but not written.
  */
-ALWAYS_INLINE AVX512 void dwcv_mk(const int R, const int KW, const int NCV,
+CD__ALWAYS_INLINE CD__AVX512 void dwcv_mk(const int R, const int KW, const int NCV,
                                   const float *const *rows, const float *dT, int64_t ldT,
                                   int64_t Ho, int64_t Wo, int64_t wp, int nr, float *out,
                                   int64_t ldo)
 {
     __m512 acc[28][2];
-    UNROLL for (int a = 0; a < R * KW; a++)
-        UNROLL for (int c = 0; c < NCV; c++) acc[a][c] = _mm512_setzero_ps();
+    CD__UNROLL for (int a = 0; a < R * KW; a++)
+        CD__UNROLL for (int c = 0; c < NCV; c++) acc[a][c] = _mm512_setzero_ps();
     const float *d = dT;
     for (int64_t y = 0; y < Ho; y++) {
         const float *sp[8];
-        UNROLL for (int r = 0; r < R; r++) sp[r] = rows[r] + y * wp;
+        CD__UNROLL for (int r = 0; r < R; r++) sp[r] = rows[r] + y * wp;
         for (int64_t x = 0; x < Wo; x++, d += ldT) {
             /* Opaque pointers: otherwise GCC carries the values shared by
              * neighbouring pixels from one iteration to the next through
              * the stack, which is slower than loading them again. */
-            UNROLL for (int r = 0; r < R; r++) __asm__("" : "+r"(sp[r]));
+            CD__UNROLL for (int r = 0; r < R; r++) __asm__("" : "+r"(sp[r]));
             __m512 dv[2];
-            UNROLL for (int c = 0; c < NCV; c++) dv[c] = _mm512_loadu_ps(d + 16 * c);
-            UNROLL for (int r = 0; r < R; r++) {
-                UNROLL for (int kx = 0; kx < KW; kx++) {
+            CD__UNROLL for (int c = 0; c < NCV; c++) dv[c] = _mm512_loadu_ps(d + 16 * c);
+            CD__UNROLL for (int r = 0; r < R; r++) {
+                CD__UNROLL for (int kx = 0; kx < KW; kx++) {
                     const __m512 b = _mm512_set1_ps(sp[r][kx]);
-                    UNROLL for (int c = 0; c < NCV; c++)
+                    CD__UNROLL for (int c = 0; c < NCV; c++)
                         acc[r * KW + kx][c] = _mm512_fmadd_ps(b, dv[c], acc[r * KW + kx][c]);
                 }
                 sp[r]++;
             }
         }
     }
-    UNROLL for (int r = 0; r < R; r++) {
+    CD__UNROLL for (int r = 0; r < R; r++) {
         if (r >= nr) continue;
-        UNROLL for (int kx = 0; kx < KW; kx++)
-            UNROLL for (int c = 0; c < NCV; c++) {
+        CD__UNROLL for (int kx = 0; kx < KW; kx++)
+            CD__UNROLL for (int c = 0; c < NCV; c++) {
                 float *o = out + (r * KW + kx) * ldo + 16 * c;
                 _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[r * KW + kx][c]));
             }
@@ -226,7 +227,7 @@ ALWAYS_INLINE AVX512 void dwcv_mk(const int R, const int KW, const int NCV,
 }
 
 #define DWCV_MK(KW, R, NCV)                                                         \
-    static AVX512 void dwcv_mk_##KW##_##R##_##NCV(                                  \
+    static CD__AVX512 void dwcv_mk_##KW##_##R##_##NCV(                                  \
         const float *const *rows, const float *dT, int64_t ldT, int64_t Ho,          \
         int64_t Wo, int64_t wp, int nr, float *out, int64_t ldo)                     \
     {                                                                               \
@@ -251,4 +252,4 @@ const dwcv_kind cd__dwcv_kinds[] = {
     {1, {8, 8}, {dwcv_mk_1_8_2, dwcv_mk_1_8_1}},
 };
 
-#endif /* CONV_X86 */
+#endif /* CD__CONV_X86 */

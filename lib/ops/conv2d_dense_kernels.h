@@ -2,14 +2,14 @@
  * conv2d_dense_kernels.h - the register-blocked micro-kernels of the dense
  * path (conv2d_dense_kernels.c, internal to lib/ops). conv2d_dense.c picks
  * them by shape and calls them only through these pointers. They need
- * AVX-512F, so everything here exists only #ifdef CONV_X86.
+ * AVX-512F, so everything here exists only #ifdef CD__CONV_X86.
  */
 #ifndef CD_CONV2D_DENSE_KERNELS_H
 #define CD_CONV2D_DENSE_KERNELS_H
 
 #include "conv2d_internal.h"
 
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
 
 /* Output channels per weight block of the dense kernels. */
 #define MRB 8
@@ -57,7 +57,7 @@ typedef void (*fcv_fn)(const float *const *, int64_t, int64_t, int64_t, int64_t,
 /* Named rows x pixels x 16-channel vectors; the 1xNPX forms serve the rows
  * left below the last full block of rows. */
 #define FCV_MK_DECL(NR, NPX, NCV)                                                   \
-    AVX512 void cd__fcv_mk_##NR##x##NPX##x##NCV(                                    \
+    CD__AVX512 void cd__fcv_mk_##NR##x##NPX##x##NCV(                                    \
         const float *const *rows, int64_t cs, int64_t wp, int64_t C, int64_t kh,     \
         int64_t kw, const float *w, const fcv_out *o);
 FCV_MK_DECL(1, 14, 2)
@@ -81,6 +81,6 @@ typedef struct {
 
 extern const dwcv_kind cd__dwcv_kinds[5];
 
-#endif /* CONV_X86 */
+#endif /* CD__CONV_X86 */
 
 #endif /* CD_CONV2D_DENSE_KERNELS_H */

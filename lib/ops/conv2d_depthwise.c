@@ -14,16 +14,16 @@
 
 /* Frames with PLANE_SLACK zeros after each, so one task can fill one plane
  * while another reads its neighbour. */
-static framing make_plane_frame(int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w)
+static cd__framing make_plane_frame(int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w)
 {
-    framing f = {.C = C, .H = H, .W = W, .top = pad_h, .left = pad_w,
+    cd__framing f = {.C = C, .H = H, .W = W, .top = pad_h, .left = pad_w,
                  .Hp = H + 2 * pad_h, .Wp = W + 2 * pad_w};
-    f.CS = round_up(f.Hp * f.Wp + PLANE_SLACK, 16);
+    f.CS = cd__round_up(f.Hp * f.Wp + PLANE_SLACK, 16);
     f.IS = C * f.CS;
     return f;
 }
 
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
 
 /* ==== depthwise kernels (AVX-512) ========================================== */
 
@@ -32,7 +32,7 @@ static framing make_plane_frame(int64_t C, int64_t H, int64_t W, int64_t pad_h, 
  * sum over (kx, ky) of w[ky][kx] * src[(i + ky) wp + 16 j + kx + lane].
  * The last vector of a row stores only the lanes in `last`.
  */
-ALWAYS_INLINE AVX512 void dw_mk(const int K, const int R, const int NV, const float *src,
+CD__ALWAYS_INLINE CD__AVX512 void dw_mk(const int K, const int R, const int NV, const float *src,
                                 int64_t wp, const float *w, float *dst, int64_t wo,
                                 __mmask16 last, float bias, bool accumulate)
 {
@@ -43,11 +43,11 @@ ALWAYS_INLINE AVX512 void dw_mk(const int K, const int R, const int NV, const fl
      * the accumulators and weights stay in registers. */
     for (int kx = 0; kx < K; kx++) {
         __m512 wv[7];
-        UNROLL for (int ky = 0; ky < K; ky++) wv[ky] = _mm512_set1_ps(w[ky * K + kx]);
-        UNROLL for (int r = 0; r < R + K - 1; r++) {
-            UNROLL for (int j = 0; j < NV; j++) {
+        CD__UNROLL for (int ky = 0; ky < K; ky++) wv[ky] = _mm512_set1_ps(w[ky * K + kx]);
+        CD__UNROLL for (int r = 0; r < R + K - 1; r++) {
+            CD__UNROLL for (int j = 0; j < NV; j++) {
                 const __m512 x = _mm512_loadu_ps(src + r * wp + kx + 16 * j);
-                UNROLL for (int i = 0; i < R; i++) {
+                CD__UNROLL for (int i = 0; i < R; i++) {
                     const int ky = r - i;
                     if (ky >= 0 && ky < K) acc[i][j] = _mm512_fmadd_ps(x, wv[ky], acc[i][j]);
                 }
@@ -68,7 +68,7 @@ typedef void (*dw_mk_fn)(const float *, int64_t, const float *, float *, int64_t
                          __mmask16, float, bool);
 
 #define DW_MK(K, R, NV)                                                            \
-    static AVX512 void dw_mk_##K##_##R##_##NV(const float *src, int64_t wp,        \
+    static CD__AVX512 void dw_mk_##K##_##R##_##NV(const float *src, int64_t wp,        \
                                               const float *w, float *dst, int64_t wo, \
                                               __mmask16 last, float bias, bool acc) \
     {                                                                              \
@@ -96,14 +96,14 @@ static void dw_plane(int64_t K, const float *src, int64_t wp, const float *w, fl
                      int64_t Ho, int64_t Wo, float bias, bool accumulate)
 {
     const int ki = K == 3 ? 0 : K == 5 ? 1 : 2;
-    const int64_t nvec = ceil_div(Wo, 16);
+    const int64_t nvec = cd__ceil_div(Wo, 16);
     static const int rows[4] = {8, 4, 2, 1};
     int64_t y = 0;
     for (int ri = 0; ri < 4; ri++) {
         for (; y + rows[ri] <= Ho; y += rows[ri]) {
             for (int64_t v = 0; v < nvec; v += 2) {
-                const int nv = (int)min64(2, nvec - v);
-                const int64_t lastn = min64(16, Wo - 16 * (v + nv - 1));
+                const int nv = (int)cd__min64(2, nvec - v);
+                const int64_t lastn = cd__min64(16, Wo - 16 * (v + nv - 1));
                 const __mmask16 last = (__mmask16)((1u << lastn) - 1u);
                 dw_kernels[ki][ri][nv - 1](src + y * wp + 16 * v, wp, w,
                                            dst + y * Wo + 16 * v, Wo, last, bias, accumulate);
@@ -119,41 +119,41 @@ static void dw_plane(int64_t K, const float *src, int64_t wp, const float *w, fl
  * serves output rows y = r - g, so its K shifted vectors are loaded once
  * for all G kernel rows.
  */
-ALWAYS_INLINE AVX512 void dwg_mk(const int K, const int G, const float *frame0, int64_t wp,
+CD__ALWAYS_INLINE CD__AVX512 void dwg_mk(const int K, const int G, const float *frame0, int64_t wp,
                                  int64_t fstride, const float *dout0, int64_t dstride,
                                  int64_t nimg, int64_t Ho, int64_t Wo, float *lanes)
 {
     __m512 acc[3][7];
-    UNROLL for (int g = 0; g < G; g++)
-        UNROLL for (int kx = 0; kx < K; kx++) acc[g][kx] = _mm512_setzero_ps();
+    CD__UNROLL for (int g = 0; g < G; g++)
+        CD__UNROLL for (int kx = 0; kx < K; kx++) acc[g][kx] = _mm512_setzero_ps();
     for (int64_t t = 0; t < nimg; t++) {
         const float *frame = frame0 + t * fstride, *dout = dout0 + t * dstride;
         for (int64_t r = 0; r < Ho + G - 1; r++) {
             for (int64_t x0 = 0; x0 < Wo; x0 += 16) {
-                const int64_t n = min64(16, Wo - x0);
+                const int64_t n = cd__min64(16, Wo - x0);
                 const __mmask16 m = (__mmask16)((1u << n) - 1u);
                 const float *s = frame + r * wp + x0;
                 __m512 x[7];
-                UNROLL for (int kx = 0; kx < K; kx++) x[kx] = _mm512_loadu_ps(s + kx);
-                UNROLL for (int g = 0; g < G; g++) {
+                CD__UNROLL for (int kx = 0; kx < K; kx++) x[kx] = _mm512_loadu_ps(s + kx);
+                CD__UNROLL for (int g = 0; g < G; g++) {
                     const int64_t y = r - g;
                     if (y < 0 || y >= Ho) continue;
                     const __m512 d = _mm512_maskz_loadu_ps(m, dout + y * Wo + x0);
-                    UNROLL for (int kx = 0; kx < K; kx++)
+                    CD__UNROLL for (int kx = 0; kx < K; kx++)
                         acc[g][kx] = _mm512_fmadd_ps(d, x[kx], acc[g][kx]);
                 }
             }
         }
     }
-    UNROLL for (int g = 0; g < G; g++)
-        UNROLL for (int kx = 0; kx < K; kx++)
+    CD__UNROLL for (int g = 0; g < G; g++)
+        CD__UNROLL for (int kx = 0; kx < K; kx++)
             _mm512_storeu_ps(lanes + (g * K + kx) * 16, acc[g][kx]);
 }
 
 typedef void (*dwg_mk_fn)(const float *, int64_t, int64_t, const float *, int64_t, int64_t,
                           int64_t, int64_t, float *);
 #define DWG_MK(K, G)                                                               \
-    static AVX512 void dwg_mk_##K##_##G(const float *frame, int64_t wp, int64_t fstride, \
+    static CD__AVX512 void dwg_mk_##K##_##G(const float *frame, int64_t wp, int64_t fstride, \
                                         const float *dout, int64_t dstride,         \
                                         int64_t nimg, int64_t Ho, int64_t Wo,        \
                                         float *lanes)                                \
@@ -166,15 +166,15 @@ DWG_MK(5, 2)
 DWG_MK(7, 3)
 DWG_MK(7, 1)
 
-#endif /* CONV_X86 */
+#endif /* CD__CONV_X86 */
 
 /* ==== depthwise driver (AVX-512 or portable) ============================== */
 
 /* Plane frames (each with its own slack) for a tile of images. */
 typedef struct {
     int64_t T;
-    framing in;       /* padded inputs */
-    framing dout;     /* output gradients padded for the input gradient */
+    cd__framing in;       /* padded inputs */
+    cd__framing dout;     /* output gradients padded for the input gradient */
     int64_t wf;       /* floats of flipped weights */
 } dw_geom;
 
@@ -184,9 +184,9 @@ static dw_geom dw_geometry(const cd__conv2d *c)
     g.in = make_plane_frame(c->C_in, c->H, c->W, c->pad, c->pad);
     g.dout = make_plane_frame(c->C_out, c->H_out, c->W_out, c->kh - 1 - c->pad,
                               c->kw - 1 - c->pad);
-    g.wf = round_up(c->C_in * c->kh * c->kw, 16);
+    g.wf = cd__round_up(c->C_in * c->kh * c->kw, 16);
     const int64_t per_image = g.in.IS + g.dout.IS;
-    g.T = max64(1, min64(min64(c->N, DIRECT_TILE), TILE_BUDGET / per_image));
+    g.T = cd__max64(1, cd__min64(cd__min64(c->N, CD__DIRECT_TILE), CD__TILE_BUDGET / per_image));
     return g;
 }
 
@@ -207,7 +207,7 @@ static void dw_plane_portable(int64_t kh, int64_t kw, const float *src, int64_t 
 {
     float row[DW_STRIP];
     for (int64_t x0 = 0; x0 < Wo; x0 += DW_STRIP) {
-        const int64_t wn = min64(DW_STRIP, Wo - x0);
+        const int64_t wn = cd__min64(DW_STRIP, Wo - x0);
         for (int64_t y = 0; y < Ho; y++) {
             for (int64_t x = 0; x < wn; x++) row[x] = accumulate ? 0.0f : bias;
             for (int64_t kx = 0; kx < kw; kx++)
@@ -226,7 +226,7 @@ static void dw_plane_portable(int64_t kh, int64_t kw, const float *src, int64_t 
 /* Plane tasks (image, channel): pad the source plane, then convolve it. */
 typedef struct {
     const cd__conv2d *c;
-    const framing *f;
+    const cd__framing *f;
     float *frames;
     const float *src;     /* first image of the tile */
     const float *w;       /* K x K per channel (flipped for the input gradient) */
@@ -248,11 +248,11 @@ static void dw_plane_task(const dw_job *j, int64_t i)
     const int64_t ch = i % c->C_in;
     _Alignas(64) float local[DW_LOCAL];
     float *frame = j->f->CS <= DW_LOCAL ? local : j->frames + i * j->f->CS;
-    pad_plane(frame, j->src + i * j->f->H * j->f->W, j->f);
+    cd__pad_plane(frame, j->src + i * j->f->H * j->f->W, j->f);
     const float *w = j->w + ch * c->kh * c->kw;
     float *dst = j->dst + i * j->Ho * j->Wo;
     const float b = j->bias ? j->bias[ch] : 0.0f;
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
     if (j->fast) {
         dw_plane(c->kh, frame, j->f->Wp, w, dst, j->Ho, j->Wo, b, j->accumulate);
         return;
@@ -264,7 +264,7 @@ static void dw_plane_task(const dw_job *j, int64_t i)
 /* Planes per task: small planes are grouped so a task is worth taking. */
 static int64_t dw_planes_per_task(const cd__conv2d *c)
 {
-    return max64(1, 131072 / (c->H_out * c->W_out * c->kh * c->kw));
+    return cd__max64(1, 131072 / (c->H_out * c->W_out * c->kh * c->kw));
 }
 
 static void dw_task(void *ctx, int64_t i)
@@ -278,7 +278,7 @@ static void dw_task(void *ctx, int64_t i)
  * tile, then sum over images in order. */
 typedef struct {
     const cd__conv2d *c;
-    const framing *f;
+    const cd__framing *f;
     float *frames;
     const float *in;       /* first image of the tile */
     const float *dout;     /* first image of the tile */
@@ -290,7 +290,7 @@ typedef struct {
 static void dwg_channel(const dwg_job *j, int64_t ch)
 {
     const cd__conv2d *c = j->c;
-    const framing *f = j->f;
+    const cd__framing *f = j->f;
     const int64_t C = c->C_in, Ho = c->H_out, Wo = c->W_out, kh = c->kh, kw = c->kw;
     float *dw = j->dweight + ch * kh * kw;
     /* This channel's planes of the tile, image after image (fs apart). */
@@ -299,14 +299,14 @@ static void dwg_channel(const dwg_job *j, int64_t ch)
     float *frames = loc ? local : j->frames + ch * f->CS;
     const int64_t fs = loc ? f->CS : C * f->CS;
     for (int64_t t = 0; t < j->T; t++)
-        pad_plane(frames + t * fs, j->in + (t * C + ch) * c->H * c->W, f);
-#ifdef CONV_X86
+        cd__pad_plane(frames + t * fs, j->in + (t * C + ch) * c->H * c->W, f);
+#ifdef CD__CONV_X86
     if (j->fast) {
         /* Kernel rows three at a time: 4 x 5 or 4 x 7 accumulators plus the
          * operands do not fit the 32 registers. */
         float lanes[3 * 7 * 16], sum[7 * 7];
         for (int64_t ky0 = 0; ky0 < kh; ky0 += 3) {
-            const int64_t G = min64(3, kh - ky0);
+            const int64_t G = cd__min64(3, kh - ky0);
             dwg_mk_fn mk = kh == 3 ? dwg_mk_3_3
                          : kh == 5 ? (G == 3 ? dwg_mk_5_3 : dwg_mk_5_2)
                                    : (G == 3 ? dwg_mk_7_3 : dwg_mk_7_1);
@@ -352,7 +352,7 @@ static void dwg_channel(const dwg_job *j, int64_t ch)
  * their plane boundaries. */
 static int64_t dwg_channels_per_task(const cd__conv2d *c)
 {
-    return max64(1, min64(16, 4096 / (c->H_out * c->W_out)));
+    return cd__max64(1, cd__min64(16, 4096 / (c->H_out * c->W_out)));
 }
 
 static void dwg_task(void *ctx, int64_t i)
@@ -379,10 +379,10 @@ void cd__conv2d_depthwise_forward(const cd__conv2d *c, float *out, const float *
     float *frames = ws + g.wf;
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
     for (int64_t n0 = 0; n0 < c->N; n0 += g.T) {
-        const int64_t T = min64(g.T, c->N - n0);
+        const int64_t T = cd__min64(g.T, c->N - n0);
         dw_job j = {c, &g.in, frames, in + n0 * in_img, weight, c->bias ? bias : NULL,
                     out + n0 * out_img, c->H_out, c->W_out, T, false, fast};
-        cd__parallel_for(ceil_div(T * c->C_in, dw_planes_per_task(c)), dw_task, &j);
+        cd__parallel_for(cd__ceil_div(T * c->C_in, dw_planes_per_task(c)), dw_task, &j);
     }
 }
 
@@ -398,15 +398,16 @@ void cd__conv2d_depthwise_backward(const cd__conv2d *c, float *din, float *dweig
     float *fdout = fin + g.T * g.in.IS;
     if (din) flip_depthwise(wf, weight, c->C_in, c->kh, c->kw);
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
-    task_list tl = {0};
+    cd__task_list tl = {0};
     for (int64_t n0 = 0; n0 < c->N; n0 += g.T) {
-        const int64_t T = min64(g.T, c->N - n0);
+        const int64_t T = cd__min64(g.T, c->N - n0);
         dw_job j = {c, &g.dout, fdout, dout + n0 * out_img, wf, NULL,
                     din ? din + n0 * in_img : NULL, c->H, c->W, T, true, fast};
         dwg_job k = {c, &g.in, fin, in ? in + n0 * in_img : NULL, dout + n0 * out_img, T,
                      dweight, fast};
-        if (din) tasks_add(&tl, dw_task, &j, ceil_div(T * c->C_in, dw_planes_per_task(c)));
-        if (dweight) tasks_add(&tl, dwg_task, &k, ceil_div(c->C_in, dwg_channels_per_task(c)));
-        tasks_run(&tl);
+        if (din) cd__tasks_add(&tl, dw_task, &j, cd__ceil_div(T * c->C_in, dw_planes_per_task(c)));
+        if (dweight)
+            cd__tasks_add(&tl, dwg_task, &k, cd__ceil_div(c->C_in, dwg_channels_per_task(c)));
+        cd__tasks_run(&tl);
     }
 }

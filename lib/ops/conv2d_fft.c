@@ -76,7 +76,8 @@ bool cd__conv2d_fft_suits(const cd__conv2d *c)
     /* The kernels' spectra and the weight gradient's grow with C_in C_out
      * (1.1 MB per block of 16 x 16 channels at nf 32): wide layers stay
      * direct. */
-    const double blocks = (double)ceil_div(c->C_in, LANES) * (double)ceil_div(c->C_out, LANES);
+    const double blocks =
+        (double)cd__ceil_div(c->C_in, LANES) * (double)cd__ceil_div(c->C_out, LANES);
     if ((double)(nf * (nf / 2 + 1)) * CPLX * LANES * blocks > (double)MAX_SPECTRA_FLOATS)
         return false;
     /* Per channel pair: direct multiply-adds against spectral ones, the
@@ -86,7 +87,7 @@ bool cd__conv2d_fft_suits(const cd__conv2d *c)
     return direct > 3.0 * spectral;
 }
 
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
 
 typedef struct {
     int64_t nf, nh, kx, F;   /* transform size, nf / 2, nf / 2 + 1, frequencies */
@@ -111,10 +112,10 @@ static fplan make_plan(const cd__conv2d *c)
     p.nh = p.nf / 2;
     p.kx = p.nh + 1;
     p.F = p.nf * p.kx;
-    p.gi = ceil_div(c->C_in, LANES);
-    p.go = ceil_div(c->C_out, LANES);
-    p.tile = min64(c->N, FFT_TILE);
-    p.chunk = ceil_div(p.F, MUL_TASKS);
+    p.gi = cd__ceil_div(c->C_in, LANES);
+    p.go = cd__ceil_div(c->C_out, LANES);
+    p.tile = cd__min64(c->N, FFT_TILE);
+    p.chunk = cd__ceil_div(p.F, MUL_TASKS);
     /* F * CPLX floats is a multiple of 4 KiB for every nf: without the pad
      * the spectra of the images in a register block would all compete for
      * the same L1 sets. */
@@ -142,31 +143,31 @@ typedef struct {
     __m512 r, i;
 } cvec;
 
-ALWAYS_INLINE AVX512 cvec cv_load(const float *p)
+CD__ALWAYS_INLINE CD__AVX512 cvec cv_load(const float *p)
 {
     return (cvec){_mm512_load_ps(p), _mm512_load_ps(p + LANES)};
 }
-ALWAYS_INLINE AVX512 void cv_store(float *p, cvec a)
+CD__ALWAYS_INLINE CD__AVX512 void cv_store(float *p, cvec a)
 {
     _mm512_store_ps(p, a.r);
     _mm512_store_ps(p + LANES, a.i);
 }
-ALWAYS_INLINE AVX512 cvec cv_add(cvec a, cvec b)
+CD__ALWAYS_INLINE CD__AVX512 cvec cv_add(cvec a, cvec b)
 {
     return (cvec){_mm512_add_ps(a.r, b.r), _mm512_add_ps(a.i, b.i)};
 }
-ALWAYS_INLINE AVX512 cvec cv_sub(cvec a, cvec b)
+CD__ALWAYS_INLINE CD__AVX512 cvec cv_sub(cvec a, cvec b)
 {
     return (cvec){_mm512_sub_ps(a.r, b.r), _mm512_sub_ps(a.i, b.i)};
 }
 /* a (c + i s) */
-ALWAYS_INLINE AVX512 cvec cv_rot(cvec a, __m512 c, __m512 s)
+CD__ALWAYS_INLINE CD__AVX512 cvec cv_rot(cvec a, __m512 c, __m512 s)
 {
     return (cvec){_mm512_fnmadd_ps(a.i, s, _mm512_mul_ps(a.r, c)),
                   _mm512_fmadd_ps(a.r, s, _mm512_mul_ps(a.i, c))};
 }
 /* a i (sign +1) or a (-i) (sign -1) */
-ALWAYS_INLINE AVX512 cvec cv_quarter(cvec a, int sign)
+CD__ALWAYS_INLINE CD__AVX512 cvec cv_quarter(cvec a, int sign)
 {
     const __m512 zero = _mm512_setzero_ps();
     return sign > 0 ? (cvec){_mm512_sub_ps(zero, a.i), a.r} : (cvec){a.i, _mm512_sub_ps(zero, a.r)};
@@ -183,7 +184,7 @@ ALWAYS_INLINE AVX512 cvec cv_quarter(cvec a, int sign)
  * element is loaded and stored once per two stages. */
 
 /* The twiddle-free stage of length 2. */
-static AVX512 void fft_stage2(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs)
+static CD__AVX512 void fft_stage2(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs)
 {
     for (int64_t i = 0; i < n; i += 2)
         for (int64_t q = 0; q < cols; q++) {
@@ -195,7 +196,7 @@ static AVX512 void fft_stage2(float *d, int64_t es, int64_t n, int64_t cols, int
 }
 
 /* Forward stages of length L, then L/2. */
-static AVX512 void dif_pair(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs,
+static CD__AVX512 void dif_pair(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs,
                             const float *tw, int64_t step, int64_t L)
 {
     const int64_t h = L / 2, q4 = L / 4, t1 = step * (n / L), t2 = step * (n / h);
@@ -221,7 +222,7 @@ static AVX512 void dif_pair(float *d, int64_t es, int64_t n, int64_t cols, int64
 }
 
 /* Inverse stages of length L/2, then L. */
-static AVX512 void dit_pair(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs,
+static CD__AVX512 void dit_pair(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs,
                             const float *tw, int64_t step, int64_t L)
 {
     const int64_t h = L / 2, q4 = L / 4, t1 = step * (n / L), t2 = step * (n / h);
@@ -247,7 +248,7 @@ static AVX512 void dit_pair(float *d, int64_t es, int64_t n, int64_t cols, int64
     }
 }
 
-static AVX512 void fft_forward_bitrev(float *d, int64_t es, int64_t n, int64_t cols,
+static CD__AVX512 void fft_forward_bitrev(float *d, int64_t es, int64_t n, int64_t cols,
                                       int64_t cs, const float *tw, int64_t step)
 {
     int64_t L = n;
@@ -255,7 +256,7 @@ static AVX512 void fft_forward_bitrev(float *d, int64_t es, int64_t n, int64_t c
     if (L == 2) fft_stage2(d, es, n, cols, cs);
 }
 
-static AVX512 void fft_inverse_bitrev(float *d, int64_t es, int64_t n, int64_t cols,
+static CD__AVX512 void fft_inverse_bitrev(float *d, int64_t es, int64_t n, int64_t cols,
                                       int64_t cs, const float *tw, int64_t step)
 {
     int64_t stages = 0, L = 4;
@@ -272,7 +273,7 @@ static AVX512 void fft_inverse_bitrev(float *d, int64_t es, int64_t n, int64_t c
  * X[k] = E[k] + e^(-2 pi i k / nf) O[k] with E, O the even and odd
  * samples' spectra recovered from Z[k] and conj Z[nh - k] (Z[k] lies at
  * z[rev[k]]). */
-static AVX512 void row_rfft(float *out, int64_t es, const __m512 *t, const fplan *p,
+static CD__AVX512 void row_rfft(float *out, int64_t es, const __m512 *t, const fplan *p,
                             const float *tw)
 {
     const int64_t nh = p->nh;
@@ -310,7 +311,7 @@ static AVX512 void row_rfft(float *out, int64_t es, const __m512 *t, const fplan
  * conj X[nh-k]) e^(+2 pi i k / nf), stored at z[rev[k]], an nh-point
  * inverse FFT, and t[2m] + i t[2m+1] = zc[m]. The imaginary parts of X[0]
  * and X[nh], zero for a real row, are ignored. */
-static AVX512 void row_irfft(__m512 *t, const float *in, int64_t es, const fplan *p,
+static CD__AVX512 void row_irfft(__m512 *t, const float *in, int64_t es, const fplan *p,
                              const float *tw)
 {
     const int64_t nh = p->nh;
@@ -341,7 +342,7 @@ static AVX512 void row_irfft(__m512 *t, const float *in, int64_t es, const fplan
 
 /* Columns of a half spectrum (element (ky, kx) at d + (ky kx_n + kx) es;
  * ky in bit-reversed order between the two). */
-static AVX512 void col_fft(float *d, int64_t es, const fplan *p, const float *tw, bool inverse)
+static CD__AVX512 void col_fft(float *d, int64_t es, const fplan *p, const float *tw, bool inverse)
 {
     if (inverse)
         fft_inverse_bitrev(d, p->kx * es, p->nf, p->kx, es, tw, 1);
@@ -349,7 +350,7 @@ static AVX512 void col_fft(float *d, int64_t es, const fplan *p, const float *tw
         fft_forward_bitrev(d, p->kx * es, p->nf, p->kx, es, tw, 1);
 }
 
-static AVX512 void zero_rows(float *d, int64_t es, const fplan *p, int64_t y0, int64_t y1)
+static CD__AVX512 void zero_rows(float *d, int64_t es, const fplan *p, int64_t y0, int64_t y1)
 {
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t f = y0 * p->kx; f < y1 * p->kx; f++) {
@@ -362,7 +363,7 @@ static __mmask16 low_mask(int64_t n) { return n >= 16 ? 0xFFFF : (__mmask16)((1u
 
 /* The spectrum of `lanes` H x W planes, consecutive at img (the rest of
  * the 16 lanes zero), into spec (element stride CPLX). */
-static AVX512 void planes_to_spectrum(float *spec, const float *img, int64_t lanes, int64_t H,
+static CD__AVX512 void planes_to_spectrum(float *spec, const float *img, int64_t lanes, int64_t H,
                                       int64_t W, const fplan *p, const float *tw)
 {
     __m512 t[MAX_NF];
@@ -385,7 +386,7 @@ static AVX512 void planes_to_spectrum(float *spec, const float *img, int64_t lan
 
 /* The inverse: `lanes` planes (+ bias, if any) from spec, which it
  * destroys; stored at img or, with add, added to it. */
-static AVX512 void spectrum_to_planes(float *img, float *spec, int64_t lanes, int64_t H,
+static CD__AVX512 void spectrum_to_planes(float *img, float *spec, int64_t lanes, int64_t H,
                                       int64_t W, const float *bias, bool add, const fplan *p,
                                       const float *tw)
 {
@@ -415,7 +416,7 @@ static AVX512 void spectrum_to_planes(float *img, float *spec, int64_t lanes, in
  * lane channel's weight stride). flip: the kernel mirrored through the
  * origin (h[-d] = w[d + p]: its spectrum is conj G). The transform runs in
  * scratch (one spectrum, contiguous): dst's stride is a multiple of 4 KiB. */
-static AVX512 void kernel_spectrum(float *dst, int64_t es, float *scratch, const float *w,
+static CD__AVX512 void kernel_spectrum(float *dst, int64_t es, float *scratch, const float *w,
                                    int64_t lanes, int64_t ls, int64_t k, bool flip,
                                    const fplan *p, const float *tw)
 {
@@ -449,7 +450,7 @@ static AVX512 void kernel_spectrum(float *dst, int64_t es, float *scratch, const
  * floats on), w[k] a vector at w + k wk, out_b at out + b ob. conj: in_b[k]
  * enters conjugated; load: add to out instead of overwriting it. kin 16
  * walks a spectrum's lanes group by group, kin 1 one scalar per group. */
-ALWAYS_INLINE AVX512 void cmac(int nb, float *out, int64_t ob, const float *in, int64_t ib,
+CD__ALWAYS_INLINE CD__AVX512 void cmac(int nb, float *out, int64_t ob, const float *in, int64_t ib,
                                int64_t gs, int64_t kin, const float *w, int64_t wk, int64_t K,
                                bool conj, bool load)
 {
@@ -460,7 +461,7 @@ ALWAYS_INLINE AVX512 void cmac(int nb, float *out, int64_t ob, const float *in, 
     }
     for (int64_t k0 = 0; k0 < K; k0 += kin) {
         const float *xg = in + (k0 / kin) * gs;
-        const int64_t kn = min64(kin, K - k0);
+        const int64_t kn = cd__min64(kin, K - k0);
         for (int64_t l = 0; l < kn; l++) {
             const float *x = xg + l, *wv = w + (k0 + l) * wk;
             const __m512 wr = _mm512_load_ps(wv), wi = _mm512_load_ps(wv + LANES);
@@ -489,7 +490,7 @@ typedef void (*cmac_fn)(float *, int64_t, const float *, int64_t, int64_t, int64
 /* cmac with the block size, conjugation and accumulation fixed, so each
  * keeps its accumulators in registers. */
 #define CMAC_ONE(NAME, NB, CONJ, LOAD)                                                      \
-    static AVX512 void NAME##_##NB(float *o, int64_t ob, const float *i, int64_t ib,        \
+    static CD__AVX512 void NAME##_##NB(float *o, int64_t ob, const float *i, int64_t ib,        \
                                    int64_t gs, int64_t kin, const float *w, int64_t wk,     \
                                    int64_t K)                                               \
     {                                                                                       \
@@ -554,7 +555,7 @@ static void spectral_matmul(float *out, const float *in, const float *w, int64_t
         prefetch_block(w, K * G * CPLX, f + PREFETCH_AHEAD, f1);
         for (int64_t g = 0; g < G; g++)
             for (int64_t n0 = 0; n0 < nimg; n0 += BLOCK) {
-                const int nb = (int)min64(BLOCK, nimg - n0);
+                const int nb = (int)cd__min64(BLOCK, nimg - n0);
                 cmac_set[nb](out + n0 * out_img + g * p->spec + f * CPLX, out_img,
                              in + n0 * in_img + f * CPLX, in_img, p->spec, LANES,
                              w + (f * K * G + g) * CPLX, G * CPLX, K);
@@ -577,7 +578,7 @@ static void spectral_wgrad(float *R, const float *X, const float *dY, int64_t ni
         for (int64_t g = 0; g < p->gi; g++)
             for (int64_t co = 0; co < C_out;) {
                 const int64_t lane = co & 15;
-                const int nb = (int)min64(min64(BLOCK, C_out - co), LANES - lane);
+                const int nb = (int)cd__min64(cd__min64(BLOCK, C_out - co), LANES - lane);
                 fn[nb](R + (co * p->gi + g) * p->spec + f * CPLX, p->gi * p->spec,
                        dY + (co >> 4) * p->spec + f * CPLX + lane, 1, dy_img, 1,
                        X + g * p->spec + f * CPLX, x_img, nimg);
@@ -605,11 +606,11 @@ typedef struct {
     void *epi_ctx;
 } fjob;
 
-static int64_t lanes_of(int64_t C, int64_t g) { return min64(LANES, C - g * LANES); }
+static int64_t lanes_of(int64_t C, int64_t g) { return cd__min64(LANES, C - g * LANES); }
 
 /* Forward kernel spectra conj(G) / nf^2, lanes over output channels:
  * task t takes the (ci, go) planes t, t + WK_TASKS, ... */
-static AVX512 void wk_fwd_task(void *ctx, int64_t t)
+static CD__AVX512 void wk_fwd_task(void *ctx, int64_t t)
 {
     const fjob *j = ctx;
     const cd__conv2d *c = j->c;
@@ -623,7 +624,7 @@ static AVX512 void wk_fwd_task(void *ctx, int64_t t)
 }
 
 /* Input-gradient kernel spectra G / nf^2, lanes over input channels. */
-static AVX512 void wk_bwd_task(void *ctx, int64_t t)
+static CD__AVX512 void wk_bwd_task(void *ctx, int64_t t)
 {
     const fjob *j = ctx;
     const cd__conv2d *c = j->c;
@@ -636,7 +637,7 @@ static AVX512 void wk_bwd_task(void *ctx, int64_t t)
     }
 }
 
-static AVX512 void image_spectra(float *spec, const float *img, int64_t C, int64_t G,
+static CD__AVX512 void image_spectra(float *spec, const float *img, int64_t C, int64_t G,
                                  const fjob *j)
 {
     const cd__conv2d *c = j->c;
@@ -645,7 +646,7 @@ static AVX512 void image_spectra(float *spec, const float *img, int64_t C, int64
                            c->H, c->W, &j->p, j->tw);
 }
 
-static AVX512 void fwd_in_task(void *ctx, int64_t i)
+static CD__AVX512 void fwd_in_task(void *ctx, int64_t i)
 {
     const fjob *j = ctx;
     const cd__conv2d *c = j->c;
@@ -656,11 +657,11 @@ static AVX512 void fwd_in_task(void *ctx, int64_t i)
 static void fwd_mul_task(void *ctx, int64_t i)
 {
     const fjob *j = ctx;
-    const int64_t f0 = i * j->p.chunk, f1 = min64(j->p.F, f0 + j->p.chunk);
+    const int64_t f0 = i * j->p.chunk, f1 = cd__min64(j->p.F, f0 + j->p.chunk);
     spectral_matmul(j->Y, j->X, j->wk, j->nimg, j->c->C_in, j->p.gi, j->p.go, f0, f1, &j->p);
 }
 
-static AVX512 void fwd_out_task(void *ctx, int64_t i)
+static CD__AVX512 void fwd_out_task(void *ctx, int64_t i)
 {
     const fjob *j = ctx;
     const cd__conv2d *c = j->c;
@@ -672,7 +673,7 @@ static AVX512 void fwd_out_task(void *ctx, int64_t i)
     if (j->epi) j->epi(j->epi_ctx, n);
 }
 
-static AVX512 void bwd_in_task(void *ctx, int64_t i)
+static CD__AVX512 void bwd_in_task(void *ctx, int64_t i)
 {
     const fjob *j = ctx;
     const cd__conv2d *c = j->c;
@@ -695,7 +696,7 @@ static void bwd_mul_task(void *ctx, int64_t i)
         for (int64_t n = 0; n < j->nimg; n++)
             for (int64_t co = 0; co < j->c->C_out; co++)
                 j->db[co] += j->Y[(n * j->p.go + (co >> 4)) * j->p.spec + (co & 15)];
-    const int64_t f0 = i * j->p.chunk, f1 = min64(j->p.F, f0 + j->p.chunk);
+    const int64_t f0 = i * j->p.chunk, f1 = cd__min64(j->p.F, f0 + j->p.chunk);
     if (j->dweight)
         spectral_wgrad(j->R, j->X, j->Y, j->nimg, j->c->C_out, f0, f1, j->n0 == 0, &j->p);
     if (j->din)
@@ -703,7 +704,7 @@ static void bwd_mul_task(void *ctx, int64_t i)
                         &j->p);
 }
 
-static AVX512 void bwd_out_task(void *ctx, int64_t i)
+static CD__AVX512 void bwd_out_task(void *ctx, int64_t i)
 {
     const fjob *j = ctx;
     const cd__conv2d *c = j->c;
@@ -715,7 +716,7 @@ static AVX512 void bwd_out_task(void *ctx, int64_t i)
 }
 
 /* dweight[co][16 gi + l][a][b] += the (a - p, b - p) tap of R[co][gi]. */
-static AVX512 void wgrad_out_task(void *ctx, int64_t i)
+static CD__AVX512 void wgrad_out_task(void *ctx, int64_t i)
 {
     const fjob *j = ctx;
     const cd__conv2d *c = j->c;
@@ -789,7 +790,7 @@ void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in,
     j.epi = epi, j.epi_ctx = epi_ctx;
     cd__parallel_for(WK_TASKS, wk_fwd_task, &j);
     for (j.n0 = 0; j.n0 < c->N; j.n0 += j.p.tile) {
-        j.nimg = min64(j.p.tile, c->N - j.n0);
+        j.nimg = cd__min64(j.p.tile, c->N - j.n0);
         cd__parallel_for(j.nimg, fwd_in_task, &j);
         cd__parallel_for(MUL_TASKS, fwd_mul_task, &j);
         cd__parallel_for(j.nimg, fwd_out_task, &j);
@@ -808,7 +809,7 @@ void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set,
         for (int64_t co = 0; co < c->C_out; co++) j.db[co] = 0.0;
     if (din) cd__parallel_for(WK_TASKS, wk_bwd_task, &j);
     for (j.n0 = 0; j.n0 < c->N; j.n0 += j.p.tile) {
-        j.nimg = min64(j.p.tile, c->N - j.n0);
+        j.nimg = cd__min64(j.p.tile, c->N - j.n0);
         cd__parallel_for(j.nimg, bwd_in_task, &j);
         cd__parallel_for(MUL_TASKS, bwd_mul_task, &j);
         if (din) cd__parallel_for(j.nimg, bwd_out_task, &j);
@@ -818,4 +819,4 @@ void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set,
         for (int64_t co = 0; co < c->C_out; co++) dbias[co] += (float)j.db[co];
 }
 
-#endif /* CONV_X86 */
+#endif /* CD__CONV_X86 */

@@ -56,18 +56,18 @@ static gemm_geom gemm_geometry(const cd__conv2d *c)
     g.P = c->H_out * c->W_out;
     /* Blocks of about 256 pixels, 64 im2col rows, 8 channels: enough tasks
      * for the threads even for one image, big enough for sgemm. */
-    g.RB = min64(c->H_out, max64(1, 256 / c->W_out));
-    g.nrb = ceil_div(c->H_out, g.RB);
-    g.CB = min64(g.Cig, 8);
-    g.ncb = ceil_div(g.Cig, g.CB);
-    g.KB = min64(g.Kg, 64);
-    g.nkb = ceil_div(g.Kg, g.KB);
+    g.RB = cd__min64(c->H_out, cd__max64(1, 256 / c->W_out));
+    g.nrb = cd__ceil_div(c->H_out, g.RB);
+    g.CB = cd__min64(g.Cig, 8);
+    g.ncb = cd__ceil_div(g.Cig, g.CB);
+    g.KB = cd__min64(g.Kg, 64);
+    g.nkb = cd__ceil_div(g.Kg, g.KB);
     /* Forward blocks, input-gradient rows and weight-gradient rows of one
      * image all fit in the larger of K x P and the forward blocks. */
-    g.col = round_up(max64(g.K * g.P, g.nrb * g.Kg * g.RB * c->W_out), 16);
-    g.dws = round_up(c->C_out * g.Kg, 16);
+    g.col = cd__round_up(cd__max64(g.K * g.P, g.nrb * g.Kg * g.RB * c->W_out), 16);
+    g.dws = cd__round_up(c->C_out * g.Kg, 16);
     const int64_t per_image = g.col + c->C_in * c->H * c->W;
-    g.T = max64(1, min64(min64(c->N, GEMM_MAX_TILE), GEMM_BUDGET / per_image));
+    g.T = cd__max64(1, cd__min64(cd__min64(c->N, GEMM_MAX_TILE), GEMM_BUDGET / per_image));
     return g;
 }
 
@@ -92,8 +92,8 @@ static void im2col_rows(float *col, int64_t ld, const cd__conv2d *c, const float
         float *row = col + (k - k0) * ld;
         const int64_t xo = kx - c->pad;
         /* Output columns whose input column is inside the image. */
-        const int64_t lo = min64(Wo, xo >= 0 ? 0 : ceil_div(-xo, s));
-        const int64_t hi = max64(lo, min64(Wo, xo < W ? ceil_div(W - xo, s) : 0));
+        const int64_t lo = cd__min64(Wo, xo >= 0 ? 0 : cd__ceil_div(-xo, s));
+        const int64_t hi = cd__max64(lo, cd__min64(Wo, xo < W ? cd__ceil_div(W - xo, s) : 0));
         for (int64_t oy = oy0; oy < oy1; oy++) {
             float *r = row + (oy - oy0) * Wo;
             const int64_t iy = oy * s - c->pad + ky;
@@ -120,8 +120,8 @@ static void col2im_plane(float *plane, float *scratch, const float *col, const c
         for (int64_t kx = 0; kx < c->kw; kx++) {
             const float *row = col + (ky * c->kw + kx) * Ho * Wo;
             const int64_t xo = kx - c->pad;
-            const int64_t lo = min64(Wo, xo >= 0 ? 0 : ceil_div(-xo, s));
-            const int64_t hi = max64(lo, min64(Wo, xo < W ? ceil_div(W - xo, s) : 0));
+            const int64_t lo = cd__min64(Wo, xo >= 0 ? 0 : cd__ceil_div(-xo, s));
+            const int64_t hi = cd__max64(lo, cd__min64(Wo, xo < W ? cd__ceil_div(W - xo, s) : 0));
             for (int64_t oy = 0; oy < Ho; oy++) {
                 const int64_t iy = oy * s - c->pad + ky;
                 if (iy < 0 || iy >= H) continue;
@@ -151,7 +151,7 @@ static void gemm_fwd_task(void *ctx, int64_t i)
     const cd__conv2d *c = j->c;
     const gemm_geom *g = j->g;
     const int64_t t = i / g->nrb, rb = i % g->nrb;
-    const int64_t oy0 = rb * g->RB, oy1 = min64(c->H_out, oy0 + g->RB);
+    const int64_t oy0 = rb * g->RB, oy1 = cd__min64(c->H_out, oy0 + g->RB);
     const int64_t np = (oy1 - oy0) * c->W_out, p0 = oy0 * c->W_out;
     const float *img = j->in + t * c->C_in * c->H * c->W;
     float *col = j->col + t * g->col + rb * g->Kg * g->RB * c->W_out;
@@ -174,7 +174,7 @@ static void gemm_din_task(void *ctx, int64_t i)
     const gemm_geom *g = j->g;
     const int64_t per_t = c->groups * g->ncb;
     const int64_t t = i / per_t, gr = (i % per_t) / g->ncb, cb = i % g->ncb;
-    const int64_t ci0 = cb * g->CB, nci = min64(g->CB, g->Cig - ci0);
+    const int64_t ci0 = cb * g->CB, nci = cd__min64(g->CB, g->Cig - ci0);
     const int64_t khw = c->kh * c->kw;
     float *col = j->col + t * g->col + (gr * g->Kg + ci0 * khw) * g->P;
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(nci * khw), (int)g->P,
@@ -195,7 +195,7 @@ static void gemm_dw_task(void *ctx, int64_t i)
     const cd__conv2d *c = j->c;
     const gemm_geom *g = j->g;
     const int64_t gr = i / g->nkb, kb = i % g->nkb;
-    const int64_t k0 = kb * g->KB, nk = min64(g->KB, g->Kg - k0);
+    const int64_t k0 = kb * g->KB, nk = cd__min64(g->KB, g->Kg - k0);
     /* This block's rows of every image's column buffer. */
     float *col = j->col + (gr * g->Kg + k0) * g->P;
     for (int64_t t = 0; t < j->T; t++) {
@@ -225,7 +225,7 @@ static void pw_fwd_task(void *ctx, int64_t i)
     const pw_job *j = ctx;
     const cd__conv2d *c = j->c;
     const int64_t P = c->H * c->W, n = i / j->nblk, p0 = (i % j->nblk) * PW_BLOCK;
-    const int64_t np = min64(PW_BLOCK, P - p0);
+    const int64_t np = cd__min64(PW_BLOCK, P - p0);
     float *o = j->out + n * c->C_out * P + p0;
     if (j->bias)
         for (int64_t co = 0; co < c->C_out; co++)
@@ -240,7 +240,7 @@ static void pw_din_task(void *ctx, int64_t i)
     const pw_job *j = ctx;
     const cd__conv2d *c = j->c;
     const int64_t P = c->H * c->W, n = i / j->nblk, p0 = (i % j->nblk) * PW_BLOCK;
-    const int64_t np = min64(PW_BLOCK, P - p0);
+    const int64_t np = cd__min64(PW_BLOCK, P - p0);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c->C_in, (int)np,
                 (int)c->C_out, 1.0f, j->weight, (int)c->C_in, j->dout + n * c->C_out * P + p0,
                 (int)P, 1.0f, j->din + n * c->C_in * P + p0, (int)P);
@@ -250,7 +250,7 @@ static void pw_dw_task(void *ctx, int64_t i)
 {
     const pw_job *j = ctx;
     const cd__conv2d *c = j->c;
-    const int64_t P = c->H * c->W, ci0 = i * PW_CBLOCK, nci = min64(PW_CBLOCK, c->C_in - ci0);
+    const int64_t P = c->H * c->W, ci0 = i * PW_CBLOCK, nci = cd__min64(PW_CBLOCK, c->C_in - ci0);
     for (int64_t n = 0; n < c->N; n++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->C_out, (int)nci, (int)P,
                     1.0f, j->dout + n * c->C_out * P, (int)P, j->in + (n * c->C_in + ci0) * P,
@@ -264,14 +264,14 @@ void cd__conv2d_gemm_forward(const cd__conv2d *c, float *out, const float *in,
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * g.P;
     if (is_pointwise(c)) {
         pw_job j = {c, in, NULL, weight, c->bias ? bias : NULL, out, NULL, NULL,
-                    ceil_div(g.P, PW_BLOCK)};
+                    cd__ceil_div(g.P, PW_BLOCK)};
         cd__parallel_for(c->N * j.nblk, pw_fwd_task, &j);
         return;
     }
     gemm_job j = {c, &g, ws + g.dws, NULL, NULL, NULL, NULL, weight, c->bias ? bias : NULL,
                   NULL, NULL, 0};
     for (int64_t n0 = 0; n0 < c->N; n0 += g.T) {
-        j.T = min64(g.T, c->N - n0);
+        j.T = cd__min64(g.T, c->N - n0);
         j.in = in + n0 * in_img;
         j.out = out + n0 * out_img;
         cd__parallel_for(j.T * g.nrb, gemm_fwd_task, &j);
@@ -285,16 +285,16 @@ void cd__conv2d_gemm_backward(const cd__conv2d *c, float *din, float *dweight,
     const gemm_geom g = gemm_geometry(c);
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * g.P;
     if (is_pointwise(c)) {
-        pw_job j = {c, in, dout, weight, NULL, NULL, din, dweight, ceil_div(g.P, PW_BLOCK)};
+        pw_job j = {c, in, dout, weight, NULL, NULL, din, dweight, cd__ceil_div(g.P, PW_BLOCK)};
         if (din) cd__parallel_for(c->N * j.nblk, pw_din_task, &j);
-        if (dweight) cd__parallel_for(ceil_div(c->C_in, PW_CBLOCK), pw_dw_task, &j);
+        if (dweight) cd__parallel_for(cd__ceil_div(c->C_in, PW_CBLOCK), pw_dw_task, &j);
         return;
     }
     float *dws = ws, *col = ws + g.dws, *scratch = col + g.T * g.col;
     gemm_job j = {c, &g, col, scratch, dws, NULL, NULL, weight, NULL, NULL, NULL, 0};
     if (dweight) memset(dws, 0, (size_t)(c->C_out * g.Kg) * sizeof *dws);
     for (int64_t n0 = 0; n0 < c->N; n0 += g.T) {
-        j.T = min64(g.T, c->N - n0);
+        j.T = cd__min64(g.T, c->N - n0);
         j.in = in ? in + n0 * in_img : NULL;
         j.dout = dout + n0 * out_img;
         j.din = din ? din + n0 * in_img : NULL;

@@ -11,24 +11,24 @@
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && \
     !defined(CD_CONV_PORTABLE_ONLY)
-#define CONV_X86 1
+#define CD__CONV_X86 1
 #include <immintrin.h>
-#define AVX512 __attribute__((target("avx512f")))
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 32")
+#define CD__AVX512 __attribute__((target("avx512f")))
+#define CD__ALWAYS_INLINE static inline __attribute__((always_inline))
+#define CD__UNROLL _Pragma("GCC unroll 32")
 #endif
 
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
 /* In place: r[j] lane i becomes r[i] lane j (unpack 32- and 64-bit, then
  * two rounds of 128-bit lane shuffles). */
-ALWAYS_INLINE AVX512 void cd__transpose16(__m512 *r)
+CD__ALWAYS_INLINE CD__AVX512 void cd__transpose16(__m512 *r)
 {
     __m512 t[16], u[16];
-    UNROLL for (int a = 0; a < 8; a++) {
+    CD__UNROLL for (int a = 0; a < 8; a++) {
         t[2 * a] = _mm512_unpacklo_ps(r[2 * a], r[2 * a + 1]);
         t[2 * a + 1] = _mm512_unpackhi_ps(r[2 * a], r[2 * a + 1]);
     }
-    UNROLL for (int b = 0; b < 4; b++) {
+    CD__UNROLL for (int b = 0; b < 4; b++) {
         const __m512d t0 = _mm512_castps_pd(t[4 * b]), t1 = _mm512_castps_pd(t[4 * b + 1]);
         const __m512d t2 = _mm512_castps_pd(t[4 * b + 2]), t3 = _mm512_castps_pd(t[4 * b + 3]);
         u[4 * b + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
@@ -37,7 +37,7 @@ ALWAYS_INLINE AVX512 void cd__transpose16(__m512 *r)
         u[4 * b + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
     }
     /* u[4b + m] lane L now holds column 4L + m of rows 4b..4b+3. */
-    UNROLL for (int m = 0; m < 4; m++) {
+    CD__UNROLL for (int m = 0; m < 4; m++) {
         const __m512 x0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
         const __m512 x1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
         const __m512 x2 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
@@ -54,14 +54,14 @@ ALWAYS_INLINE AVX512 void cd__transpose16(__m512 *r)
 
 /* Images per batch tile of the direct kernels: enough to amortise the
  * weight-gradient reductions and the cost of waking the workers. */
-#define DIRECT_TILE 16
+#define CD__DIRECT_TILE 16
 /* Tiles shrink so that one tile's buffers stay below this many floats. */
-#define TILE_BUDGET ((int64_t)1 << 21)
+#define CD__TILE_BUDGET ((int64_t)1 << 21)
 
-static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-static inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+static inline int64_t cd__min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t cd__max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t cd__ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t cd__round_up(int64_t a, int64_t b) { return cd__ceil_div(a, b) * b; }
 
 /* Channels as zero-padded frames of Hp x Wp, CS floats apart (CS >= Hp Wp),
  * an image IS floats apart. */
@@ -71,14 +71,15 @@ typedef struct {
     int64_t Hp, Wp;
     int64_t CS;           /* floats per frame */
     int64_t IS;           /* floats per image, a multiple of 16 */
-} framing;
+} cd__framing;
 
 /* Frame (and the slack up to CS) of one plane. Rows are short (28 floats
  * at the decoders' shapes), so plain loops beat memcpy/memset calls.
  * Static rather than defined once for all files: the direct paths then
  * compile their calls to it exactly as when it shared their file (GCC
  * sees which registers it clobbers). Unused in the other paths' files. */
-__attribute__((unused)) static void pad_plane(float *dst, const float *src, const framing *f)
+__attribute__((unused)) static void cd__pad_plane(float *dst, const float *src,
+                                                  const cd__framing *f)
 {
     const int64_t Wp = f->Wp, left = f->left, W = f->W;
     for (int64_t i = 0; i < f->top * Wp; i++) dst[i] = 0.0f;
@@ -102,9 +103,9 @@ typedef struct {
     void *ctx[4];
     int64_t n[4];
     int count;
-} task_list;
+} cd__task_list;
 
-static inline void tasks_add(task_list *l, cd__task_fn fn, void *ctx, int64_t n)
+static inline void cd__tasks_add(cd__task_list *l, cd__task_fn fn, void *ctx, int64_t n)
 {
     if (n <= 0) return;
     l->fn[l->count] = fn;
@@ -113,9 +114,9 @@ static inline void tasks_add(task_list *l, cd__task_fn fn, void *ctx, int64_t n)
     l->count++;
 }
 
-static inline void tasks_one(void *ctx, int64_t i)
+static inline void cd__tasks_one(void *ctx, int64_t i)
 {
-    const task_list *l = ctx;
+    const cd__task_list *l = ctx;
     for (int k = 0; k < l->count; k++) {
         if (i < l->n[k]) {
             l->fn[k](l->ctx[k], i);
@@ -125,11 +126,11 @@ static inline void tasks_one(void *ctx, int64_t i)
     }
 }
 
-static inline void tasks_run(task_list *l)
+static inline void cd__tasks_run(cd__task_list *l)
 {
     int64_t total = 0;
     for (int k = 0; k < l->count; k++) total += l->n[k];
-    if (total > 0) cd__parallel_for(total, tasks_one, l);
+    if (total > 0) cd__parallel_for(total, cd__tasks_one, l);
     l->count = 0;
 }
 
@@ -142,7 +143,7 @@ static inline void tasks_run(task_list *l)
  * for the paths without din_set.
  */
 
-#ifdef CONV_X86
+#ifdef CD__CONV_X86
 /* AVX-512 only. Runs epi(epi_ctx, n) for every image n itself. */
 size_t cd__conv2d_dense_workspace(const cd__conv2d *c);
 void cd__conv2d_dense_forward(const cd__conv2d *c, float *out, const float *in,

@@ -25,10 +25,9 @@
 #define CD__GELU_ALPHA ((float)0.70710678118654752440)
 #define CD__GELU_BETA ((float)0.39894228040143267794)
 
-/* True when the AVX-512 paths may run (cd__cpu_avx512, or a test forcing scalar). */
+/* True when the AVX-512 paths may run: cd__cpu_use_avx512(CD__KERNELS_VMATH),
+ * which a test can turn off with cd__cpu_force_portable (core.h). */
 bool cd__ops_avx512(void);
-/* Tests only: make cd__ops_avx512() answer false, so the scalar paths run. */
-void cd__ops_force_scalar(bool on);
 
 /* exp(x) for x <= 0; arguments below -87.3 give exp(-87.3) (~1e-38). */
 static inline float cd__expf_neg(float x)

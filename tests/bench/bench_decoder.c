@@ -33,12 +33,10 @@
 #include <time.h>
 
 #include "colddiff.h"
+#include "core.h"
 
 #define BENCH_NAME "bench_decoder"
 #include "bench_util.h"
-
-/* Test hook in conv2d.c (not in the public API). */
-void cd__conv2d_force_direct(bool on);
 
 #define MAX_REPS 1000
 #define SAMPLE_BATCH 64
@@ -266,7 +264,7 @@ int main(int argc, char **argv)
                  t = strtok_r(NULL, ",", &save))
                 o.mults[o.n_mults++] = parse_int(t, 1, 64, argv[0]);
         } else if (!strcmp(a, "--direct")) {
-            cd__conv2d_force_direct(true);
+            cd__cpu_force_portable(CD__KERNELS_SPECTRAL, true);
         } else if (!strcmp(a, "--json")) {
             o.json = true;
         } else {

@@ -32,10 +32,6 @@
 void openblas_set_num_threads(int num_threads);
 #endif
 
-/* Test hooks in conv2d.c (not in ops.h). */
-void cd__conv2d_force_portable(bool on);
-void cd__conv2d_force_direct(bool on);
-
 static float *buf(int64_t n)
 {
     float *p = cd__calloc((size_t)(n > 0 ? n : 1), sizeof(float), "bench buffer");
@@ -204,7 +200,7 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--no-portable")) portable = false;
-        else if (!strcmp(argv[i], "--direct")) cd__conv2d_force_direct(true);
+        else if (!strcmp(argv[i], "--direct")) cd__cpu_force_portable(CD__KERNELS_SPECTRAL, true);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else {
@@ -249,13 +245,13 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double f, b, mf, mb;
         if (only && !strstr(cases[i].name, only)) continue;
-        cd__conv2d_force_portable(false);
+        cd__cpu_force_portable(CD__KERNELS_CONV, false);
         bench_conv(&cases[i], N, reps, &f, &b, &mf, &mb);
         printf("%-28s %9.1f %9.1f %8.2f %8.2f", cases[i].name, f, b, mf, mb);
         if (portable && !quick) {
-            cd__conv2d_force_portable(true);
+            cd__cpu_force_portable(CD__KERNELS_CONV, true);
             bench_conv(&cases[i], N, reps, &f, &b, &mf, &mb);
-            cd__conv2d_force_portable(false);
+            cd__cpu_force_portable(CD__KERNELS_CONV, false);
             printf("  %9.1f %9.1f", f, b);
         }
         printf("\n");
