@@ -6,7 +6,8 @@ install(TARGETS colddiff EXPORT colddiffTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(FILES include/colddiff.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(FILES include/colddiff.h include/colddiff_experimental.h
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 
 set(CD_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/colddiff)
 install(EXPORT colddiffTargets NAMESPACE colddiff:: DESTINATION ${CD_CMAKE_DIR})

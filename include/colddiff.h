@@ -13,9 +13,9 @@
  *     cd_dataset *ds = NULL;
  *     cd_rng *rng = NULL;
  *     cd_schedule *sch = NULL;
- *     cd_degradation *deg = NULL;
+ *     cd_degradation *deg = NULL, *ldeg = NULL;
  *     cd_decoder_config *cfg = NULL;
- *     cd_decoder *dec = NULL;
+ *     cd_decoder *dec = NULL, *ldec = NULL;
  *     cd_trainer *tr = NULL;
  *     cd_sampler *smp = NULL;
  *     cd_tensor *out = NULL;
@@ -28,20 +28,20 @@
  *     if (st == CD_OK) st = cd_degradation_create_noise(&deg, sch);
  *     if (st == CD_OK) st = cd_decoder_config_create(&cfg, CD_DECODER_CNN);
  *     if (st == CD_OK)
- *         st = cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, hidden, 2);
- *     if (st == CD_OK) st = cd_decoder_config_set(cfg, CD_DECODER_KERNEL, 5);
+ *         st = cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, hidden, 2);
+ *     if (st == CD_OK)
+ *         st = cd_decoder_config_set_int(cfg, CD_DECODER_OPT_KERNEL, 5);
  *     if (st == CD_OK) st = cd_decoder_create(&dec, cfg, rng);
- *     if (st == CD_OK) st = cd_trainer_create(&tr, dec, deg);
- *     if (st == CD_OK) dec = NULL, deg = NULL;  // the trainer owns them now
- *     if (st == CD_OK) st = cd_trainer_set(tr, CD_TRAINER_LR, 1e-3);
- *     if (st == CD_OK) st = cd_trainer_set(tr, CD_TRAINER_BATCH, 64);
+ *     if (st == CD_OK) st = cd_trainer_create(&tr, dec, deg);  // borrows both
+ *     if (st == CD_OK) st = cd_trainer_set_real(tr, CD_TRAINER_OPT_LR, 1e-3);
+ *     if (st == CD_OK) st = cd_trainer_set_int(tr, CD_TRAINER_OPT_BATCH, 64);
  *     if (st == CD_OK)  // one epoch; keeps the last checkpoint
  *         st = cd_trainer_fit(tr, ds, 1, NULL, "last.cdm", rng, NULL, NULL);
  *     // Save the inference model, load it back, draw 16 digits with DDIM.
  *     if (st == CD_OK) st = cd_trainer_export(tr, "model.cdm");
- *     if (st == CD_OK) st = cd_model_load("model.cdm", &dec, &deg);
- *     if (st == CD_OK) st = cd_sampler_create(&smp, CD_SAMPLER_DDIM, deg);
- *     if (st == CD_OK) st = cd_sampler_set_decoder(smp, dec);
+ *     if (st == CD_OK) st = cd_model_load("model.cdm", &ldec, &ldeg);
+ *     if (st == CD_OK) st = cd_sampler_create(&smp, CD_SAMPLER_DDIM, ldeg);
+ *     if (st == CD_OK) st = cd_sampler_set_decoder(smp, ldec);
  *     if (st == CD_OK) st = cd_tensor_create(&out, 4, shape);
  *     if (st == CD_OK) st = cd_sampler_sample(smp, rng, out);
  *     if (st == CD_OK)
@@ -49,10 +49,12 @@
  *                                      CD_PIXELS_RANGE, -0.5f, 0.5f);
  *     if (st != CD_OK) fprintf(stderr, "colddiff: %s\n", cd_last_error());
  *     cd_tensor_free(out);
- *     cd_sampler_free(smp);
- *     cd_decoder_free(dec);        // the loaded one, or one not handed over
+ *     cd_sampler_free(smp);        // before the degradation it borrows
+ *     cd_decoder_free(ldec);
+ *     cd_degradation_free(ldeg);
+ *     cd_trainer_free(tr);         // before the objects it borrows
+ *     cd_decoder_free(dec);
  *     cd_degradation_free(deg);
- *     cd_trainer_free(tr);
  *     cd_decoder_config_free(cfg);
  *     cd_schedule_free(sch);       // the degradation copied its arrays
  *     cd_rng_free(rng);
@@ -65,10 +67,25 @@
  *   - Objects are opaque. Every *_create has a *_free that accepts NULL.
  *     Output handles are written only on success; on failure they are set
  *     to NULL.
- *   - A pointer returned as a function's value is borrowed: it belongs to the
- *     object it came from and lives as long as that object.
- *   - Shapes and sizes are int64_t, seeds uint64_t, data float (float32).
- *     Images are N x C x H x W, row-major (NCHW).
+ *   - Ownership: a constructor borrows the objects it is given (a trainer
+ *     its decoder and degradation, a sampler its degradation): they must
+ *     outlive the new object, and the caller frees them after it. What
+ *     the library makes itself (the decoder of a loaded trainer) belongs
+ *     to the object that made it. A pointer returned as a function's
+ *     value is borrowed too: it lives as long as the object it came from.
+ *   - Getters: a property is read by cd_<object>_<property>() (the count,
+ *     a size, T), or by cd_<object>_get_<property>() when its value is one
+ *     of the enumerations below, whose type has the property's name (a
+ *     sampler's kind). On a NULL or invalid object a getter sets the error
+ *     and returns -1 (for an enumeration, its *_INVALID value, also -1),
+ *     or NULL for a pointer. Options have their own calls (see Options).
+ *   - Callbacks take the caller's `void *user` as their last argument.
+ *   - Calls and option keys that may still change live in
+ *     colddiff_experimental.h, outside this promise.
+ *   - Every size, count, capacity, index, rank and axis is int64_t (and a
+ *     thread count too); seeds are uint64_t, data float (float32). Images
+ *     are N x C x H x W, row-major (NCHW), and every call that takes a
+ *     height and a width takes the height first.
  *   - Threads: one object per thread for anything that mutates (tensors
  *     being written, RNGs, datasets being shuffled). Read-only use of an
  *     object from several threads at once is safe. cd_last_error() is
@@ -172,10 +189,101 @@ CD_API int32_t cd_abi_version(void);
  * cores). Call it while no other libcolddiff call runs.
  */
 #define CD_MAX_THREADS 256
-CD_API cd_status cd_set_num_threads(int32_t n);
+CD_API cd_status cd_set_num_threads(int64_t n);
 
 /** The current thread count (defaults to the number of online CPUs). */
-CD_API int32_t cd_get_num_threads(void);
+CD_API int64_t cd_get_num_threads(void);
+
+/* ------------------------------------------------------------------------ */
+/* Names of the enumerations                                                */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * The enumerations whose values have names: the spelling the command line
+ * takes, checkpoints store and messages print. Values of each run
+ * 0 .. cd_enum_count(e) - 1.
+ */
+typedef enum cd_enum {
+    CD_ENUM_DECODER_KIND = 0,     /**< "cnn", "unet"                                   */
+    CD_ENUM_SCHEDULE_KIND = 1,    /**< "linear", "constant", "cosine", "custom",
+                                       "constant-report", "cosine-report", "arrays",
+                                       "linear-report"                                 */
+    CD_ENUM_DEGRADATION_KIND = 2, /**< "noise", "blur", "pixelate", "mask", "fade"     */
+    CD_ENUM_PADDING = 3,          /**< "reflect", "circular"                           */
+    CD_ENUM_TARGET = 4,           /**< "noise", "image"                                */
+    CD_ENUM_PREDICTION = 5,       /**< "noise", "x0", "v"                              */
+    CD_ENUM_SAMPLER_KIND = 6,     /**< "ddpm", "ddim", "cold1", "cold2", "direct"      */
+    CD_ENUM_SPLIT = 7,            /**< "train", "val", "test"                          */
+    CD_ENUM_METRIC_REDUCTION = 8, /**< "per_image", "report"                           */
+    CD_ENUM_PIXEL_MAP = 9,        /**< "range", "percentile"                           */
+    CD_ENUM_LOSS = 10             /**< "mse", "l1"                                     */
+} cd_enum;
+
+/** How many values e has, or -1 (CD_ERR_INVALID_ARGUMENT) for an unknown e. */
+CD_API int64_t cd_enum_count(cd_enum e);
+
+/**
+ * The name of value in e (static text, never freed), or NULL with
+ * CD_ERR_INVALID_ARGUMENT set when e or value is out of range.
+ */
+CD_API const char *cd_enum_name(cd_enum e, int32_t value);
+
+/**
+ * The value named `name` in e (exact, case-sensitive match) into *value.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL argument, unknown e),
+ * CD_ERR_NOT_FOUND (no such name; the message lists the names e has).
+ */
+CD_API cd_status cd_enum_parse(cd_enum e, const char *name, int32_t *value);
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every configurable object (decoder configurations, samplers, trainers,
+ * classifiers) has options on one model, as zstd's parameters: an enum key
+ * per object (cd_<object>_option, values CD_<OBJECT>_OPT_<NAME>), typed
+ * setters and getters (cd_<object>_set_int, _set_real, _get_int,
+ * _get_real) and a description of each key (cd_<object>_option_info) with
+ * its name, type, bounds and default. A value of the wrong type is
+ * refused, not converted: an integer, boolean or choice option goes
+ * through the _int calls (booleans are 0 or 1, choices the values of the
+ * enumeration that info.choices names), a real one through the _real
+ * calls. A failed set changes nothing. Keys from
+ * CD_OPTION_EXPERIMENTAL_FIRST on are experimental: they are declared in
+ * colddiff_experimental.h and may change or go in any release.
+ */
+
+/** What kind of value an option holds. */
+typedef enum cd_option_type {
+    CD_OPTION_INT = 0,     /**< a whole number (the _int calls)                 */
+    CD_OPTION_BOOL = 1,    /**< 0 or 1 (the _int calls)                         */
+    CD_OPTION_CHOICE = 2,  /**< a value of the enumeration info.choices (_int)  */
+    CD_OPTION_REAL = 3,    /**< a finite real number (the _real calls)          */
+    CD_OPTION_INT_LIST = 4 /**< a list of whole numbers (the _list calls)       */
+} cd_option_type;
+
+/** Keys at and above this value are experimental (colddiff_experimental.h). */
+#define CD_OPTION_EXPERIMENTAL_FIRST 1000
+
+/**
+ * The description of one option key, filled by cd_<object>_option_info().
+ * Part of the ABI: its layout changes only with CD_ABI_VERSION.
+ */
+typedef struct cd_option_info {
+    const char *name;     /**< as the command line and checkpoints spell it
+                               (static text, never freed)                   */
+    cd_option_type type;
+    int32_t choices;      /**< CD_OPTION_CHOICE: the cd_enum naming the values;
+                               -1 otherwise                                 */
+    double lo, hi;        /**< the allowed range (of each entry for a list);
+                               +-DBL_MAX when unbounded                     */
+    int32_t lo_open;      /**< 1 when lo itself is not allowed              */
+    int32_t hi_open;      /**< 1 when hi itself is not allowed              */
+    double default_value; /**< the value of a new object (for a list, its
+                               first entry); the key's comment says when the
+                               object adjusts it                            */
+} cd_option_info;
 
 /* ------------------------------------------------------------------------ */
 /* Tensors                                                                  */
@@ -193,7 +301,7 @@ typedef struct cd_tensor cd_tensor;
  * byte size does not fit), CD_ERR_OUT_OF_MEMORY.
  * The caller owns *out and frees it with cd_tensor_free().
  */
-CD_API cd_status cd_tensor_create(cd_tensor **out, int32_t rank,
+CD_API cd_status cd_tensor_create(cd_tensor **out, int64_t rank,
                                   const int64_t *shape);
 
 /** Free a tensor; NULL is a no-op. */
@@ -206,14 +314,14 @@ CD_API cd_status cd_tensor_clone(cd_tensor **out, const cd_tensor *src);
  * Give t a new shape with the same element count; the data are unchanged.
  * Errors: CD_ERR_SHAPE if the counts differ or the shape is invalid.
  */
-CD_API cd_status cd_tensor_reshape(cd_tensor *t, int32_t rank,
+CD_API cd_status cd_tensor_reshape(cd_tensor *t, int64_t rank,
                                    const int64_t *shape);
 
 /** Rank of t, or -1 (with an error) if t is NULL. */
-CD_API int32_t cd_tensor_rank(const cd_tensor *t);
+CD_API int64_t cd_tensor_rank(const cd_tensor *t);
 
 /** Size of dimension axis (negative axes count from the end), or -1. */
-CD_API int64_t cd_tensor_dim(const cd_tensor *t, int32_t axis);
+CD_API int64_t cd_tensor_dim(const cd_tensor *t, int64_t axis);
 
 /** Number of elements, or -1 (with an error) if t is NULL. */
 CD_API int64_t cd_tensor_numel(const cd_tensor *t);
@@ -223,7 +331,7 @@ CD_API int64_t cd_tensor_numel(const cd_tensor *t);
  * CD_ERR_SHAPE if it is smaller than the rank.
  */
 CD_API cd_status cd_tensor_shape(const cd_tensor *t, int64_t *shape,
-                                 int32_t capacity);
+                                 int64_t capacity);
 
 /**
  * Borrowed pointer to the numel() contiguous floats of t, or NULL (with an
@@ -341,7 +449,7 @@ CD_API void cd_params_free(cd_params *p);
  * Append a zero-filled tensor called name (1..CD_PARAMS_MAX_NAME bytes,
  * unique) of the given shape (rank 1..CD_TENSOR_MAX_RANK).
  */
-CD_API cd_status cd_params_add(cd_params *p, const char *name, int32_t rank,
+CD_API cd_status cd_params_add(cd_params *p, const char *name, int64_t rank,
                                const int64_t *shape);
 
 /** Number of tensors, or -1 (with an error). */
@@ -358,11 +466,11 @@ CD_API cd_status cd_params_find(const cd_params *p, const char *name,
                                 int64_t *index);
 
 /** Rank of tensor i, or -1. */
-CD_API int32_t cd_params_rank(const cd_params *p, int64_t i);
+CD_API int64_t cd_params_rank(const cd_params *p, int64_t i);
 
 /** Shape of tensor i into shape[0..rank-1] (capacity as cd_tensor_shape). */
 CD_API cd_status cd_params_shape(const cd_params *p, int64_t i, int64_t *shape,
-                                 int32_t capacity);
+                                 int64_t capacity);
 
 /** Element count of tensor i, or -1. */
 CD_API int64_t cd_params_numel_at(const cd_params *p, int64_t i);
@@ -395,77 +503,84 @@ CD_API cd_status cd_params_zero_grad(cd_params *p);
  */
 typedef struct cd_decoder cd_decoder;
 
-/** Construction-time settings; see cd_decoder_key. */
+/** Construction-time settings; see cd_decoder_option. */
 typedef struct cd_decoder_config cd_decoder_config;
 
-typedef enum cd_decoder_type {
+typedef enum cd_decoder_kind {
+    CD_DECODER_INVALID = -1, /**< what cd_decoder_get_kind returns on error */
     CD_DECODER_CNN = 0,  /**< report Part 1: conv + C x H x W LayerNorm + GELU */
     CD_DECODER_UNET = 1  /**< report Part 2: ConvNeXt UNet with linear attention */
-} cd_decoder_type;
+} cd_decoder_kind;
 
 /**
- * Configuration keys. Scalars go through cd_decoder_config_set(), lists
- * through cd_decoder_config_set_list(); cd_decoder_config_bounds() gives
- * each key's allowed range. Defaults give exactly the report's models.
+ * Configuration options, all integers (CD_OPTION_INT) except the two
+ * lists (CD_OPTION_INT_LIST, set with cd_decoder_config_set_list). The
+ * defaults give exactly the report's models; cd_decoder_config_option_info
+ * gives each key's range and the CNN's default (the UNet's are in
+ * parentheses where they differ).
  */
-typedef enum cd_decoder_key {
-    CD_DECODER_CHANNELS = 0,       /**< image channels (1)                  */
-    CD_DECODER_HEIGHT = 1,         /**< CNN: the H its LayerNorms fit;
-                                        UNet: the H it trains at, set by
-                                        training (28)                       */
-    CD_DECODER_WIDTH = 2,          /**< the same for W (28)                 */
-    CD_DECODER_HIDDEN = 3,         /**< CNN list: hidden channels (16,32,32,16) */
-    CD_DECODER_KERNEL = 4,         /**< CNN: hidden conv kernel, odd (7)    */
-    CD_DECODER_TIME_FREQS = 5,     /**< CNN: time frequencies (16)          */
-    CD_DECODER_TIME_HIDDEN = 6,    /**< CNN: time-MLP width (128)           */
-    CD_DECODER_TIME_LAYERS = 7,    /**< CNN: hidden time-MLP layers (3)     */
-    CD_DECODER_DIM = 8,            /**< UNet: base width (32)               */
-    CD_DECODER_DIM_MULTS = 9,      /**< UNet list: width multipliers (1,2,4) */
-    CD_DECODER_HEADS = 10,         /**< UNet: attention heads (4)           */
-    CD_DECODER_HEAD_DIM = 11,      /**< UNet: attention head width (32)     */
-    CD_DECODER_CONVNEXT_MULT = 12  /**< UNet: ConvNeXt expansion (2)        */
-} cd_decoder_key;
+typedef enum cd_decoder_option {
+    CD_DECODER_OPT_CHANNELS = 0,       /**< image channels (1)                  */
+    CD_DECODER_OPT_HEIGHT = 1,         /**< CNN: the H its LayerNorms fit;
+                                            UNet: the H it trains at, set by
+                                            training (28)                       */
+    CD_DECODER_OPT_WIDTH = 2,          /**< the same for W (28)                 */
+    CD_DECODER_OPT_HIDDEN = 3,         /**< CNN list: hidden channels (16,32,32,16) */
+    CD_DECODER_OPT_KERNEL = 4,         /**< CNN: hidden conv kernel, odd (7)    */
+    CD_DECODER_OPT_TIME_FREQS = 5,     /**< CNN: time frequencies (16)          */
+    CD_DECODER_OPT_TIME_HIDDEN = 6,    /**< CNN: time-MLP width (128)           */
+    CD_DECODER_OPT_TIME_LAYERS = 7,    /**< CNN: hidden time-MLP layers (3)     */
+    CD_DECODER_OPT_DIM = 8,            /**< UNet: base width (32)               */
+    CD_DECODER_OPT_DIM_MULTS = 9,      /**< UNet list: width multipliers (1,2,4) */
+    CD_DECODER_OPT_HEADS = 10,         /**< UNet: attention heads (4)           */
+    CD_DECODER_OPT_HEAD_DIM = 11,      /**< UNet: attention head width (32)     */
+    CD_DECODER_OPT_CONVNEXT_MULT = 12  /**< UNet: ConvNeXt expansion (2)        */
+} cd_decoder_option;
 
-/** Make a configuration holding the report's model of `type`. */
+/** Make a configuration holding the report's model of `kind`. */
 CD_API cd_status cd_decoder_config_create(cd_decoder_config **out,
-                                          cd_decoder_type type);
+                                          cd_decoder_kind kind);
 
 /** Free a configuration; NULL is a no-op. */
 CD_API void cd_decoder_config_free(cd_decoder_config *cfg);
 
-/** The allowed range [lo, hi] of a key (for a list: of each entry). */
-CD_API cd_status cd_decoder_config_bounds(cd_decoder_key key, int64_t *lo,
-                                          int64_t *hi);
+/** Describe a key (name, type, range, default); see cd_option_info. */
+CD_API cd_status cd_decoder_config_option_info(cd_decoder_option key,
+                                               cd_option_info *info);
 
 /**
- * Set a scalar key. Errors: CD_ERR_INVALID_ARGUMENT (unknown key, or a list
- * key), CD_ERR_RANGE (outside the bounds; an even CD_DECODER_KERNEL).
+ * Set an integer key. Errors: CD_ERR_INVALID_ARGUMENT (unknown key, or a
+ * list key), CD_ERR_RANGE (outside the bounds; an even
+ * CD_DECODER_OPT_KERNEL).
  */
-CD_API cd_status cd_decoder_config_set(cd_decoder_config *cfg,
-                                       cd_decoder_key key, int64_t value);
+CD_API cd_status cd_decoder_config_set_int(cd_decoder_config *cfg,
+                                           cd_decoder_option key,
+                                           int64_t value);
 
-/** Read a scalar key. */
-CD_API cd_status cd_decoder_config_get(const cd_decoder_config *cfg,
-                                       cd_decoder_key key, int64_t *value);
+/** Read an integer key. */
+CD_API cd_status cd_decoder_config_get_int(const cd_decoder_config *cfg,
+                                           cd_decoder_option key,
+                                           int64_t *value);
 
-/** Set a list key (CD_DECODER_HIDDEN, CD_DECODER_DIM_MULTS): 1..8 values. */
+/** Set a list key (CD_DECODER_OPT_HIDDEN, CD_DECODER_OPT_DIM_MULTS):
+ *  1..8 values. */
 CD_API cd_status cd_decoder_config_set_list(cd_decoder_config *cfg,
-                                            cd_decoder_key key,
-                                            const int64_t *values, int32_t n);
+                                            cd_decoder_option key,
+                                            const int64_t *values, int64_t n);
 
 /**
  * Read a list key into values[0..capacity-1]; *n gets its length even when
  * capacity is too small (then CD_ERR_SHAPE).
  */
 CD_API cd_status cd_decoder_config_get_list(const cd_decoder_config *cfg,
-                                            cd_decoder_key key, int64_t *values,
-                                            int32_t capacity, int32_t *n);
+                                            cd_decoder_option key, int64_t *values,
+                                            int64_t capacity, int64_t *n);
 
 /**
  * Build a decoder from cfg (copied), with weights drawn from rng following
  * PyTorch's default initialisation (the distribution, not torch's stream).
  * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_RANGE (an inconsistent
- * configuration, e.g. an odd UNet CD_DECODER_DIM), CD_ERR_OUT_OF_MEMORY.
+ * configuration, e.g. an odd UNet CD_DECODER_OPT_DIM), CD_ERR_OUT_OF_MEMORY.
  */
 CD_API cd_status cd_decoder_create(cd_decoder **out,
                                    const cd_decoder_config *cfg, cd_rng *rng);
@@ -473,8 +588,9 @@ CD_API cd_status cd_decoder_create(cd_decoder **out,
 /** Free a decoder and its parameters; NULL is a no-op. */
 CD_API void cd_decoder_free(cd_decoder *d);
 
-/** CD_DECODER_CNN or CD_DECODER_UNET, or -1 (with an error). */
-CD_API int32_t cd_decoder_get_type(const cd_decoder *d);
+/** CD_DECODER_CNN or CD_DECODER_UNET; CD_DECODER_INVALID (with an error)
+ *  for NULL. */
+CD_API cd_decoder_kind cd_decoder_get_kind(const cd_decoder *d);
 
 /** A copy of the decoder's configuration, owned by the caller. */
 CD_API cd_status cd_decoder_get_config(const cd_decoder *d,
@@ -484,7 +600,7 @@ CD_API cd_status cd_decoder_get_config(const cd_decoder *d,
  * The image shape the decoder is for, C x H x W into shape[0..2]: the
  * CNN's fitted size; for a UNet (which takes any size its levels divide)
  * the size of the images its last backward pass learnt from, saved with
- * it, and CD_DECODER_HEIGHT x CD_DECODER_WIDTH before any. Samplers drawing
+ * it, and CD_DECODER_OPT_HEIGHT x CD_DECODER_OPT_WIDTH before any. Samplers drawing
  * from noise need it when the caller has no dataset to take a shape from.
  * Errors: CD_ERR_INVALID_ARGUMENT.
  */
@@ -498,18 +614,6 @@ CD_API cd_params *cd_decoder_params(cd_decoder *d);
 
 /** Number of scalar parameters, or -1. */
 CD_API int64_t cd_decoder_param_count(const cd_decoder *d);
-
-/**
- * Bytes of workspace a forward and backward at batch N and H x W use
- * (activations, saved statistics, gradients, scratch); cd_decoder_infer
- * needs less. The decoder allocates it on the first forward of a shape and
- * reuses it after. Like every call on a decoder, not to be run
- * concurrently with another.
- * Errors: CD_ERR_SHAPE, CD_ERR_OVERFLOW (N x H x W above 2^31 pixels).
- */
-CD_API cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N,
-                                           int64_t H, int64_t W,
-                                           int64_t *bytes);
 
 /**
  * out = g(z, tau): z and out are N x C x H x W, tau holds N finite values
@@ -570,9 +674,10 @@ CD_API int64_t cd_decoder_trained_T(const cd_decoder *d);
  * What a decoder trained against the noise degradation outputs. The
  * sampler turns the output into a noise estimate with the schedule, so
  * every noise sampler works with every choice. Choose it before training
- * with CD_TRAINER_PREDICTION; files keep it (decoder.prediction).
+ * with CD_TRAINER_OPT_PREDICTION; files keep it (decoder.prediction).
  */
 typedef enum cd_prediction {
+    CD_PREDICT_INVALID = -1, /**< what cd_decoder_get_prediction returns on error */
     CD_PREDICT_NOISE = 0, /**< eps, the report's (default)                 */
     CD_PREDICT_X0 = 1,    /**< the clean image x0                          */
     CD_PREDICT_V = 2      /**< v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0  */
@@ -581,9 +686,9 @@ typedef enum cd_prediction {
 /**
  * The decoder's cd_prediction (CD_PREDICT_NOISE for a fresh decoder and
  * for every decoder of the deterministic degradations, which predict the
- * image as their target says). -1 (with an error) for NULL.
+ * image as their target says); CD_PREDICT_INVALID (with an error) for NULL.
  */
-CD_API int32_t cd_decoder_prediction(const cd_decoder *d);
+CD_API cd_prediction cd_decoder_get_prediction(const cd_decoder *d);
 
 /**
  * Given dout = dL/d(out) for the last forward, ADD dL/d(parameters) into
@@ -615,6 +720,7 @@ CD_API cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout,
 typedef struct cd_schedule cd_schedule;
 
 typedef enum cd_schedule_kind {
+    CD_SCHEDULE_INVALID = -1,        /**< what cd_schedule_get_kind returns on error */
     CD_SCHEDULE_LINEAR = 0,
     CD_SCHEDULE_CONSTANT = 1,
     CD_SCHEDULE_COSINE = 2,
@@ -692,8 +798,8 @@ CD_API void cd_schedule_free(cd_schedule *s);
 /** T, or -1 (with an error). */
 CD_API int64_t cd_schedule_T(const cd_schedule *s);
 
-/** The cd_schedule_kind, or -1 (with an error). */
-CD_API int32_t cd_schedule_get_kind(const cd_schedule *s);
+/** The schedule's kind; CD_SCHEDULE_INVALID (with an error) for NULL. */
+CD_API cd_schedule_kind cd_schedule_get_kind(const cd_schedule *s);
 
 /** beta_t and alpha-bar_t for 0 <= t <= T (either output may be NULL). */
 CD_API cd_status cd_schedule_at(const cd_schedule *s, int64_t t, float *beta,
@@ -725,6 +831,7 @@ typedef enum cd_split {
 typedef struct cd_degradation cd_degradation;
 
 typedef enum cd_degradation_kind {
+    CD_DEGRADATION_INVALID = -1, /**< what cd_degradation_get_kind returns on error */
     CD_DEGRADATION_NOISE = 0,    /**< DDPM: sqrt(abar) x + sqrt(1 - abar) eps */
     CD_DEGRADATION_BLUR = 1,     /**< cold diffusion: t Gaussian blurs, sigma_i = beta_i */
     CD_DEGRADATION_PIXELATE = 2, /**< block averages of a size growing with t */
@@ -740,6 +847,7 @@ typedef enum cd_padding {
 
 /** What a decoder trained against an operator predicts. */
 typedef enum cd_target {
+    CD_TARGET_INVALID = -1, /**< what cd_degradation_get_target returns on error */
     CD_TARGET_NOISE = 0, /**< the noise eps (the noise degradation) */
     CD_TARGET_IMAGE = 1  /**< the clean image x (deterministic degradations) */
 } cd_target;
@@ -797,11 +905,11 @@ CD_API cd_status cd_degradation_create_fade(cd_degradation **out,
 /** Free an operator; NULL is a no-op. */
 CD_API void cd_degradation_free(cd_degradation *d);
 
-/** The cd_degradation_kind, or -1 (with an error). */
-CD_API int32_t cd_degradation_get_kind(const cd_degradation *d);
+/** The operator's kind; CD_DEGRADATION_INVALID (with an error) for NULL. */
+CD_API cd_degradation_kind cd_degradation_get_kind(const cd_degradation *d);
 
-/** The cd_target its decoder predicts, or -1 (with an error). */
-CD_API int32_t cd_degradation_target(const cd_degradation *d);
+/** What its decoder predicts; CD_TARGET_INVALID (with an error) for NULL. */
+CD_API cd_target cd_degradation_get_target(const cd_degradation *d);
 
 /** The schedule's T, or -1 (with an error). */
 CD_API int64_t cd_degradation_T(const cd_degradation *d);
@@ -928,6 +1036,7 @@ CD_API cd_status cd_degradation_sample_prior(const cd_degradation *d,
 typedef struct cd_sampler cd_sampler;
 
 typedef enum cd_sampler_kind {
+    CD_SAMPLER_INVALID = -1, /**< what cd_sampler_get_kind returns on error   */
     CD_SAMPLER_DDPM = 0,   /**< DDPM ancestral (report Algorithm 2)        */
     CD_SAMPLER_DDIM = 1,   /**< DDIM with S steps and eta                  */
     CD_SAMPLER_COLD1 = 2,  /**< cold diffusion algorithm 1                 */
@@ -936,10 +1045,8 @@ typedef enum cd_sampler_kind {
 } cd_sampler_kind;
 
 /**
- * Options, all read and written as double through cd_sampler_set() and
- * cd_sampler_get(); cd_sampler_bounds() gives each one's range. A key a
- * kind does not use is accepted and ignored. Switches and step counts take
- * whole numbers only.
+ * Sampler options (see Options). A key a kind does not use is accepted and
+ * ignored.
  *
  * The defaults are safe ones: every sampler that forms a clean-image
  * estimate x0-hat (DDIM, cold 1 and 2, direct) clips it to the data range
@@ -947,19 +1054,21 @@ typedef enum cd_sampler_kind {
  * measured best on MNIST (docs/sampling.md): 50 steps (T when smaller)
  * with eta 1. Unclipped, an under-trained noise model's x0-hat divides its
  * error by sqrt(abar_T) and deterministic DDIM diverges. DDPM's ancestral
- * step forms no x0-hat and is never clipped. Set CD_SAMPLER_CLIP to 0 for
- * the algorithms exactly as published.
+ * step forms no x0-hat and is never clipped. Set CD_SAMPLER_OPT_CLIP to 0
+ * for the algorithms exactly as published.
  */
-typedef enum cd_sampler_key {
-    CD_SAMPLER_STEPS = 0,       /**< DDIM: steps S, 1..T (default min(50, T)) */
-    CD_SAMPLER_ETA = 1,         /**< DDIM: eta in [0, 1] (default 1)         */
-    CD_SAMPLER_POSTERIOR_VARIANCE = 2, /**< DDPM: 1 for the posterior
-                                            variance, 0 for beta (default) */
-    CD_SAMPLER_CLIP = 3,        /**< all but DDPM: 1 clips x0-hat to [lo, hi]
-                                     (default 1)                          */
-    CD_SAMPLER_CLIP_LO = 4,     /**< clip range low end (default -0.5)       */
-    CD_SAMPLER_CLIP_HI = 5      /**< clip range high end (default 0.5)       */
-} cd_sampler_key;
+typedef enum cd_sampler_option {
+    CD_SAMPLER_OPT_STEPS = 0,    /**< int, DDIM: steps S, 1..T (default
+                                      min(50, T); above T is CD_ERR_RANGE) */
+    CD_SAMPLER_OPT_ETA = 1,      /**< real, DDIM: eta in [0, 1] (default 1) */
+    CD_SAMPLER_OPT_POSTERIOR_VARIANCE = 2, /**< bool, DDPM: 1 for the
+                                      posterior variance, 0 for beta
+                                      (default)                            */
+    CD_SAMPLER_OPT_CLIP = 3,     /**< bool, all but DDPM: 1 clips x0-hat to
+                                      [lo, hi] (default 1)                 */
+    CD_SAMPLER_OPT_CLIP_LO = 4,  /**< real: clip range low end (default -0.5) */
+    CD_SAMPLER_OPT_CLIP_HI = 5   /**< real: clip range high end (default 0.5) */
+} cd_sampler_option;
 
 /**
  * A user predictor: write into out (N x C x H x W, the shape of z) the
@@ -969,8 +1078,8 @@ typedef enum cd_sampler_key {
  * a message through a failing libcolddiff call): the sampler stops and
  * returns that status, naming the step, with the predictor's message.
  */
-typedef cd_status (*cd_predictor_fn)(void *user, const cd_tensor *z,
-                                     const cd_tensor *tau, cd_tensor *out);
+typedef cd_status (*cd_predictor_fn)(const cd_tensor *z, const cd_tensor *tau,
+                                     cd_tensor *out, void *user);
 
 /**
  * Create a sampler of `kind` for the degradation deg, which is borrowed: it
@@ -986,29 +1095,31 @@ CD_API cd_status cd_sampler_create(cd_sampler **out, cd_sampler_kind kind,
 /** Free a sampler (not its degradation or predictor); NULL is a no-op. */
 CD_API void cd_sampler_free(cd_sampler *s);
 
-/** The cd_sampler_kind, or -1 (with an error). */
-CD_API int32_t cd_sampler_get_kind(const cd_sampler *s);
+/** The sampler's kind; CD_SAMPLER_INVALID (with an error) for NULL. */
+CD_API cd_sampler_kind cd_sampler_get_kind(const cd_sampler *s);
+
+/** Describe a key (name, type, range, default); see cd_option_info. */
+CD_API cd_status cd_sampler_option_info(cd_sampler_option key,
+                                        cd_option_info *info);
 
 /**
- * The allowed range [lo, hi] of a key for this sampler (CD_SAMPLER_STEPS
- * goes up to the degradation's T). Unbounded reals report +-FLT_MAX.
+ * Set an integer or boolean option (STEPS, POSTERIOR_VARIANCE, CLIP) or a
+ * real one (ETA, CLIP_LO, CLIP_HI). Errors: CD_ERR_INVALID_ARGUMENT (unknown
+ * key, or a key of the other type), CD_ERR_NOT_FINITE (a NaN or infinite
+ * real), CD_ERR_RANGE (outside the bounds; steps above the degradation's
+ * T). clip lo <= hi is checked when sampling, so the two ends may be set in
+ * either order.
  */
-CD_API cd_status cd_sampler_bounds(const cd_sampler *s, cd_sampler_key key,
-                                   double *lo, double *hi);
+CD_API cd_status cd_sampler_set_int(cd_sampler *s, cd_sampler_option key,
+                                    int64_t value);
+CD_API cd_status cd_sampler_set_real(cd_sampler *s, cd_sampler_option key,
+                                     double value);
 
-/**
- * Set an option. Errors: CD_ERR_INVALID_ARGUMENT (unknown key),
- * CD_ERR_NOT_FINITE (NaN or infinite value), CD_ERR_RANGE (outside the
- * bounds, or a fraction for a whole-number key). A failed call changes
- * nothing. clip lo <= hi is checked when sampling, so the two ends may be
- * set in either order.
- */
-CD_API cd_status cd_sampler_set(cd_sampler *s, cd_sampler_key key,
-                                double value);
-
-/** Read an option. */
-CD_API cd_status cd_sampler_get(const cd_sampler *s, cd_sampler_key key,
-                                double *value);
+/** Read an option of the matching type (CD_ERR_INVALID_ARGUMENT otherwise). */
+CD_API cd_status cd_sampler_get_int(const cd_sampler *s, cd_sampler_option key,
+                                    int64_t *value);
+CD_API cd_status cd_sampler_get_real(const cd_sampler *s, cd_sampler_option key,
+                                     double *value);
 
 /**
  * Drive the sampler with decoder d (borrowed: it must outlive its use
@@ -1022,7 +1133,7 @@ CD_API cd_status cd_sampler_get(const cd_sampler *s, cd_sampler_key key,
 CD_API cd_status cd_sampler_set_decoder(cd_sampler *s, cd_decoder *d);
 
 /**
- * Drive the sampler with fn(user, z, tau, out). Replaces any earlier
+ * Drive the sampler with fn(z, tau, out, user). Replaces any earlier
  * decoder or predictor; fn = NULL removes it.
  */
 CD_API cd_status cd_sampler_set_predictor(cd_sampler *s, cd_predictor_fn fn,
@@ -1036,11 +1147,11 @@ CD_API cd_status cd_sampler_set_predictor(cd_sampler *s, cd_predictor_fn fn,
  * by convention) with a message naming the step. out then holds the chain
  * state after that step. A progress bar or a Ctrl-C check belongs here.
  */
-typedef cd_status (*cd_sampler_progress_fn)(void *user, int64_t step,
-                                            int64_t steps);
+typedef cd_status (*cd_sampler_progress_fn)(int64_t step, int64_t steps,
+                                            void *user);
 
 /**
- * Report progress to fn(user, step, steps) and let it cancel; fn = NULL
+ * Report progress to fn(step, steps, user) and let it cancel; fn = NULL
  * removes it. The callback runs on the calling thread, between steps.
  */
 CD_API cd_status cd_sampler_set_progress(cd_sampler *s,
@@ -1087,7 +1198,7 @@ CD_API cd_status cd_sampler_sample(cd_sampler *s, cd_rng *rng,
  *   snap_xhat  the clean-image estimate x-hat made at that same t (the
  *              predictor's output, or for the noise samplers
  *              (z - sqrt(1 - abar_t) eps-hat) / sqrt(abar_t); clipped
- *              when CD_SAMPLER_CLIP is on, except DDPM's); at t = 0, z_0
+ *              when CD_SAMPLER_OPT_CLIP is on, except DDPM's); at t = 0, z_0
  *              itself.
  *   snap_fwd   D(x, snap_times[v]) exactly, drawn from rng after the chain
  *              has finished, so it is independent of the chain and asking
@@ -1172,7 +1283,7 @@ CD_API cd_status cd_dataset_truncate(cd_dataset *ds, cd_split split, int64_t n);
 /** Number of images in a split, or -1 (with an error). */
 CD_API int64_t cd_dataset_count(const cd_dataset *ds, cd_split split);
 
-/** Image height, width and channels; 0 on error. */
+/** Image height, width and channels, or -1 (with an error). */
 CD_API int64_t cd_dataset_height(const cd_dataset *ds);
 CD_API int64_t cd_dataset_width(const cd_dataset *ds);
 CD_API int64_t cd_dataset_channels(const cd_dataset *ds);
@@ -1229,67 +1340,86 @@ CD_API cd_status cd_dataset_gather(const cd_dataset *ds, cd_split split,
  */
 typedef struct cd_trainer cd_trainer;
 
-/**
- * Trainer options, set with cd_trainer_set() (doubles; flags are 0 or 1).
- * Keys 0..15 are the optimiser's: Adam in PyTorch's arithmetic, defaults lr
- * 2e-4, betas 0.9 and 0.999, eps 1e-8, no weight decay, no clipping, no EMA
- * and no warm-ups.
- */
-typedef enum cd_trainer_param {
-    CD_TRAINER_LR = 0,            /**< (0, inf), default 2e-4                    */
-    CD_TRAINER_BETA1 = 1,         /**< [0, 1), default 0.9                       */
-    CD_TRAINER_BETA2 = 2,         /**< [0, 1), default 0.999                     */
-    CD_TRAINER_EPS = 3,           /**< (0, inf), default 1e-8                    */
-    CD_TRAINER_WEIGHT_DECAY = 4,  /**< [0, inf), default 0                       */
-    CD_TRAINER_DECOUPLED = 5,     /**< 0: Adam's L2 decay, 1: AdamW              */
-    CD_TRAINER_CLIP_NORM = 6,     /**< max global gradient norm; 0 = off         */
-    CD_TRAINER_EMA_DECAY = 7,     /**< EMA of the weights; 0 = off (0.995 typical) */
-    CD_TRAINER_LR_WARMUP = 8,     /**< whole steps over which lr ramps up linearly
-                                       from lr/W to lr; 0 = off (default)        */
-    CD_TRAINER_EMA_WARMUP = 9,    /**< 1: the EMA decay of step t is
-                                       min(d, (1+t)/(10+t)), so short runs do not
-                                       keep the random start; 0 = off (default)  */
-    CD_TRAINER_LR_DECAY = 10,     /**< step N at which lr reaches 0 along half a
-                                       cosine that starts at the end of the
-                                       warm-up; 0 = off (default)                */
-    CD_TRAINER_T_MAX = 16,        /**< draw t from 1..t_max; 0 = T (default). The
-                                       report's ddpm-cnn-good/bad use T - 1      */
-    CD_TRAINER_T_PER_BATCH = 17,  /**< 1: one t per batch (the report's blur run) */
-    CD_TRAINER_LOSS = 18,         /**< 0: MSE (default), 1: L1                   */
-    CD_TRAINER_VAL_BATCH = 19,    /**< batch size of cd_trainer_eval_loss (128); a
-                                       fit's stop request waits for one batch */
-    CD_TRAINER_BATCH = 20,        /**< batch size of cd_trainer_fit (128)        */
-    CD_TRAINER_PREDICTION = 21    /**< noise degradation: the decoder's target, a
-                                       cd_prediction (0: noise, the default);
-                                       only before the first step */
-} cd_trainer_param;
+/** The loss a trainer minimises (CD_TRAINER_OPT_LOSS). */
+typedef enum cd_loss {
+    CD_LOSS_MSE = 0, /**< mean squared error (the report's) */
+    CD_LOSS_L1 = 1   /**< mean absolute error */
+} cd_loss;
 
 /**
- * Make a trainer for dec and deg. On success the trainer OWNS both and
- * frees them with itself; on failure the caller still owns them. The
- * decoder records deg's T as the T it is trained for
- * (cd_decoder_trained_T).
+ * Trainer options (see Options). Keys 0..15 are the optimiser's: Adam in
+ * PyTorch's arithmetic, defaults lr 2e-4, betas 0.9 and 0.999, eps 1e-8, no
+ * weight decay, no clipping, no EMA and no warm-ups.
+ */
+typedef enum cd_trainer_option {
+    CD_TRAINER_OPT_LR = 0,           /**< real, (0, inf), default 2e-4             */
+    CD_TRAINER_OPT_BETA1 = 1,        /**< real, [0, 1), default 0.9                */
+    CD_TRAINER_OPT_BETA2 = 2,        /**< real, [0, 1), default 0.999              */
+    CD_TRAINER_OPT_EPS = 3,          /**< real, (0, inf), default 1e-8             */
+    CD_TRAINER_OPT_WEIGHT_DECAY = 4, /**< real, [0, inf), default 0                */
+    CD_TRAINER_OPT_DECOUPLED = 5,    /**< bool: 0 Adam's L2 decay, 1 AdamW         */
+    CD_TRAINER_OPT_CLIP_NORM = 6,    /**< real: max global gradient norm; 0 = off  */
+    CD_TRAINER_OPT_EMA_DECAY = 7,    /**< real: EMA of the weights; 0 = off (0.995
+                                          typical)                                 */
+    CD_TRAINER_OPT_LR_WARMUP = 8,    /**< int: steps over which lr ramps up
+                                          linearly from lr/W to lr; 0 = off        */
+    CD_TRAINER_OPT_EMA_WARMUP = 9,   /**< bool: 1 makes the EMA decay of step t
+                                          min(d, (1+t)/(10+t)), so short runs do
+                                          not keep the random start; 0 = off      */
+    CD_TRAINER_OPT_T_MAX = 16,       /**< int: draw t from 1..t_max; 0 = T
+                                          (default). The report's ddpm-cnn-good
+                                          and -bad use T - 1                       */
+    CD_TRAINER_OPT_T_PER_BATCH = 17, /**< bool: 1 draws one t per batch (the
+                                          report's blur run); 0 (default) one per
+                                          image                                   */
+    CD_TRAINER_OPT_LOSS = 18,        /**< choice, a cd_loss (default MSE)          */
+    CD_TRAINER_OPT_VAL_BATCH = 19,   /**< int: batch size of cd_trainer_eval_loss
+                                          (128); a fit's stop request waits for
+                                          one batch                                */
+    CD_TRAINER_OPT_BATCH = 20,       /**< int: batch size of cd_trainer_fit (128)  */
+    CD_TRAINER_OPT_PREDICTION = 21   /**< choice, a cd_prediction: the noise
+                                          degradation's decoder target (default
+                                          noise); only before the first step      */
+} cd_trainer_option;
+
+/**
+ * Make a trainer for dec and deg, which it borrows: both must outlive the
+ * trainer, which changes dec's weights as it trains. The decoder records
+ * deg's T as the T it is trained for (cd_decoder_trained_T).
  * Errors: CD_ERR_INVALID_ARGUMENT (NULL, or a decoder trained for another
  * T: the message names both), CD_ERR_OUT_OF_MEMORY.
  */
 CD_API cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec,
                                    cd_degradation *deg);
 
-/** Free a trainer with its decoder and degradation; NULL is a no-op. */
+/**
+ * Free a trainer; NULL is a no-op. The decoder and degradation it was
+ * created with are the caller's to free, after it; those of a loaded
+ * trainer (cd_trainer_load) go with it.
+ */
 CD_API void cd_trainer_free(cd_trainer *tr);
 
-/** Set an option; CD_ERR_RANGE or CD_ERR_NOT_FINITE leave the old value. */
-CD_API cd_status cd_trainer_set(cd_trainer *tr, cd_trainer_param key,
-                                double value);
+/** Describe a key (name, type, range, default); see cd_option_info. */
+CD_API cd_status cd_trainer_option_info(cd_trainer_option key,
+                                        cd_option_info *info);
 
-/** Read an option. */
-CD_API cd_status cd_trainer_get(const cd_trainer *tr, cd_trainer_param key,
-                                double *value);
+/**
+ * Set an integer, boolean or choice option (_int) or a real one (_real).
+ * Errors: CD_ERR_INVALID_ARGUMENT (unknown key, a key of the other type),
+ * CD_ERR_NOT_FINITE, CD_ERR_RANGE (outside the bounds; t_max above T),
+ * CD_ERR_STATE (the prediction after the first step). A failed call keeps
+ * the old value.
+ */
+CD_API cd_status cd_trainer_set_int(cd_trainer *tr, cd_trainer_option key,
+                                    int64_t value);
+CD_API cd_status cd_trainer_set_real(cd_trainer *tr, cd_trainer_option key,
+                                     double value);
 
-/** The allowed range [lo, hi] of an option (ends may be excluded: see the
- *  key's comment). */
-CD_API cd_status cd_trainer_bounds(cd_trainer_param key, double *lo,
-                                   double *hi);
+/** Read an option of the matching type (CD_ERR_INVALID_ARGUMENT otherwise). */
+CD_API cd_status cd_trainer_get_int(const cd_trainer *tr, cd_trainer_option key,
+                                    int64_t *value);
+CD_API cd_status cd_trainer_get_real(const cd_trainer *tr, cd_trainer_option key,
+                                     double *value);
 
 /** The trainer's decoder and degradation (borrowed; live as long as tr). */
 CD_API cd_decoder *cd_trainer_decoder(cd_trainer *tr);
@@ -1299,7 +1429,7 @@ CD_API cd_degradation *cd_trainer_degradation(cd_trainer *tr);
 CD_API int64_t cd_trainer_steps(const cd_trainer *tr);
 
 /**
- * Overwrite the decoder's weights with their EMA (CD_TRAINER_EMA_DECAY),
+ * Overwrite the decoder's weights with their EMA (CD_TRAINER_OPT_EMA_DECAY),
  * as PyTorch users do with ema.copy_to(model.parameters()) before
  * sampling. Training may continue afterwards, from the EMA weights.
  * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_NOT_FOUND (no EMA: the decay is
@@ -1346,7 +1476,7 @@ CD_API cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images,
 
 /**
  * The training objective averaged over every image of a dataset split,
- * in batches of CD_TRAINER_VAL_BATCH, with fresh t and noise from rng.
+ * in batches of CD_TRAINER_OPT_VAL_BATCH, with fresh t and noise from rng.
  * The weights are not changed. Errors: CD_ERR_NOT_FINITE (a batch's loss
  * is NaN or infinite; the message names its images).
  */
@@ -1357,9 +1487,9 @@ CD_API cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds,
 /**
  * The training objective as a test metric: for every
  * image of a split, in its natural order and in batches of
- * CD_TRAINER_VAL_BATCH, one t ~ U{1..t_max} (one per batch with
- * CD_TRAINER_T_PER_BATCH) and fresh noise from rng, and the image's own
- * loss (CD_TRAINER_LOSS). *mean gets the mean over the images and
+ * CD_TRAINER_OPT_VAL_BATCH, one t ~ U{1..t_max} (one per batch with
+ * CD_TRAINER_OPT_T_PER_BATCH) and fresh noise from rng, and the image's own
+ * loss (CD_TRAINER_OPT_LOSS). *mean gets the mean over the images and
  * *std_error (may be NULL) its standard error, sd / sqrt(n) with the
  * n - 1 divisor (0 for one image). The weights are not changed.
  * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_RANGE (an empty split),
@@ -1391,7 +1521,7 @@ CD_API cd_status cd_trainer_load(cd_trainer **out, const char *path,
 /**
  * Write the inference model file of a trainer (see cd_model_save()): its
  * decoder with the EMA weights when the trainer keeps an EMA
- * (CD_TRAINER_EMA_DECAY > 0 and a step taken), else the current weights,
+ * (CD_TRAINER_OPT_EMA_DECAY > 0 and a step taken), else the current weights,
  * and its degradation; no optimiser state, about a third of
  * cd_trainer_save()'s file. The trainer is unchanged. Atomic.
  * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_NOT_FOUND (missing folder),
@@ -1418,7 +1548,7 @@ CD_API cd_status cd_model_save(const char *path, cd_decoder *dec,
  * caller, from an inference model (cd_model_save, cd_trainer_export,
  * examples/python/convert_torch.py with a schedule) or from a training
  * checkpoint (cd_trainer_save). From a training checkpoint that holds EMA
- * weights (the trainer ran with CD_TRAINER_EMA_DECAY > 0), the decoder
+ * weights (the trainer ran with CD_TRAINER_OPT_EMA_DECAY > 0), the decoder
  * gets the EMA weights, which are the ones to sample with; otherwise its
  * current weights. The decoder's trained T is the degradation's.
  * Both outputs are NULL on failure.
@@ -1496,15 +1626,15 @@ CD_API void cd_trainer_request_stop(cd_trainer *tr);
  * its validation loss (NaN without a validation split). Return CD_OK to
  * go on; any other status stops the fit, which returns it.
  */
-typedef cd_status (*cd_epoch_fn)(void *user, cd_trainer *tr, int64_t epoch,
-                                 double train_loss, double val_loss);
+typedef cd_status (*cd_epoch_fn)(cd_trainer *tr, int64_t epoch, double train_loss,
+                                 double val_loss, void *user);
 
 /**
  * Train until `epochs` epochs are complete in total (a loaded trainer
  * continues where it stopped, mid-epoch included). The prior of a
  * deterministic operator is fitted first on the train split unless it is
  * fitted or set already. Each epoch shuffles the train split with rng,
- * takes batches of CD_TRAINER_BATCH (the last one may be smaller), then
+ * takes batches of CD_TRAINER_OPT_BATCH (the last one may be smaller), then
  * measures the validation loss (cd_trainer_eval_loss) when the split has a
  * validation part, writes best_path when it improved (or, without
  * validation, when the training loss did) and last_path, both with rng
@@ -1577,6 +1707,22 @@ typedef struct cd_classifier cd_classifier;
 #define CD_CLASSIFIER_MAX_BATCH 65536
 
 /**
+ * Classifier training options (see Options). They belong to the object, not
+ * to its file: a loaded classifier starts from the defaults, which are the
+ * shipped classifier's recipe.
+ */
+typedef enum cd_classifier_option {
+    CD_CLASSIFIER_OPT_BATCH = 0,     /**< int: images per step of
+                                          cd_classifier_train, 1..
+                                          CD_CLASSIFIER_MAX_BATCH (128)        */
+    CD_CLASSIFIER_OPT_LR = 1,        /**< real, (0, inf): Adam's learning rate
+                                          (1e-3); cd_classifier_train decays it */
+    CD_CLASSIFIER_OPT_MAX_SHIFT = 2  /**< int, 0..7: the augmentation's largest
+                                          shift in pixels, at most min(H, W) / 4
+                                          of the data (1)                      */
+} cd_classifier_option;
+
+/**
  * A new MNIST classifier (28 x 28 inputs, 10 classes) with PyTorch's
  * default initialisation of Conv2d and Linear layers
  * (kaiming_uniform_(a = sqrt(5)) weights, U(+-1/sqrt(fan_in)) biases),
@@ -1635,6 +1781,23 @@ CD_API cd_status cd_classifier_load_default(cd_classifier **out);
  */
 CD_API cd_status cd_classifier_save(const cd_classifier *c, const char *path);
 
+/** Describe a key (name, type, range, default); see cd_option_info. */
+CD_API cd_status cd_classifier_option_info(cd_classifier_option key,
+                                           cd_option_info *info);
+
+/** Set an integer option (_int) or a real one (_real); errors as
+ *  cd_trainer_set_int() and cd_trainer_set_real(). */
+CD_API cd_status cd_classifier_set_int(cd_classifier *c, cd_classifier_option key,
+                                       int64_t value);
+CD_API cd_status cd_classifier_set_real(cd_classifier *c, cd_classifier_option key,
+                                        double value);
+
+/** Read an option of the matching type (CD_ERR_INVALID_ARGUMENT otherwise). */
+CD_API cd_status cd_classifier_get_int(const cd_classifier *c,
+                                       cd_classifier_option key, int64_t *value);
+CD_API cd_status cd_classifier_get_real(const cd_classifier *c,
+                                        cd_classifier_option key, double *value);
+
 /** Width F of the penultimate features, or -1 (with an error) for NULL. */
 CD_API int64_t cd_classifier_feature_dim(const cd_classifier *c);
 
@@ -1672,20 +1835,20 @@ CD_API cd_status cd_classifier_predict(cd_classifier *c, const cd_tensor *images
 
 /**
  * One Adam step (PyTorch's defaults: betas 0.9, 0.999, eps 1e-8, no weight
- * decay) at learning rate lr on the mean cross-entropy of the batch:
+ * decay) at learning rate CD_CLASSIFIER_OPT_LR on the mean cross-entropy of
+ * the batch:
  * images (N x 1 x H x W or N x H x W, 1 <= N <= CD_CLASSIFIER_MAX_BATCH,
  * finite) and labels (a rank-1 tensor of N floats holding class ids
  * 0..K-1, as cd_dataset_fill_batch() writes them). *loss (may be NULL)
  * receives the batch's mean loss before the step.
  * Errors: CD_ERR_INVALID_ARGUMENT (NULL c, images or labels),
- * CD_ERR_SHAPE, CD_ERR_RANGE (lr not > 0, a label that is not an integer in
- * 0..K-1; the message names it), CD_ERR_NOT_FINITE (a non-finite lr, pixel,
- * loss or gradient), CD_ERR_OUT_OF_MEMORY. On failure the weights and the
+ * CD_ERR_SHAPE, CD_ERR_RANGE (a label that is not an integer in 0..K-1;
+ * the message names it), CD_ERR_NOT_FINITE (a non-finite pixel, loss or
+ * gradient), CD_ERR_OUT_OF_MEMORY. On failure the weights and the
  * optimiser are unchanged.
  */
 CD_API cd_status cd_classifier_train_step(cd_classifier *c, const cd_tensor *images,
-                                          const cd_tensor *labels, double lr,
-                                          double *loss);
+                                          const cd_tensor *labels, double *loss);
 
 /**
  * Called by cd_classifier_train() after each epoch with the number of
@@ -1693,37 +1856,35 @@ CD_API cd_status cd_classifier_train_step(cd_classifier *c, const cd_tensor *ima
  * loss (over images). Return CD_OK to go on; any other status stops the
  * training, which returns it.
  */
-typedef cd_status (*cd_classifier_epoch_fn)(void *user, cd_classifier *c,
-                                            int64_t epoch, double train_loss);
+typedef cd_status (*cd_classifier_epoch_fn)(cd_classifier *c, int64_t epoch,
+                                            double train_loss, void *user);
 
 /**
- * Train for `epochs` epochs on the train split of ds. Each epoch shuffles
- * the split with rng (cd_dataset_shuffle) and takes consecutive batches of
- * `batch` images (the last one may be smaller), one cd_classifier_train_step
- * each.
+ * Train for `epochs` epochs on the train split of ds, with the options
+ * CD_CLASSIFIER_OPT_BATCH, _LR and _MAX_SHIFT. Each epoch shuffles the
+ * split with rng (cd_dataset_shuffle) and takes consecutive batches (the
+ * last one may be smaller), one cd_classifier_train_step each.
  *   - Augmentation: with max_shift > 0, every training image is moved by
  *     its own random offsets dy, dx, each uniform on -max_shift..max_shift
  *     (one cd_rng_int_range call on rng per batch, 2 draws per image: dy,
  *     then dx), and the uncovered border repeats the edge pixels. 0 trains
- *     on the images as they are. At most min(H, W) / 4 (7 for MNIST).
+ *     on the images as they are. At most min(H, W) / 4 of the data.
  *   - Learning rate: a cosine from lr down towards 0 over the
  *     S = epochs x ceil(n_train / batch) steps of this call: step s
  *     (0-based) uses lr (1 + cos(pi s / S)) / 2, as PyTorch's
  *     CosineAnnealingLR with T_max = S stepped per batch.
- * Deterministic: the same classifier, data, arguments and rng state give
+ * Deterministic: the same classifier, data, options and rng state give
  * the same weights bit for bit, for every thread count. on_epoch (may be
  * NULL) is called after each epoch. The shipped classifier was trained
- * with epochs 8, batch 128, lr 1e-3, max_shift 1 and a generator seeded
- * with 42 that first initialised it (docs/metrics-classifier.md).
+ * with the default options for 8 epochs, with a generator seeded with 42
+ * that first initialised it (docs/metrics-classifier.md).
  * Errors: CD_ERR_INVALID_ARGUMENT (NULL c, ds or rng), CD_ERR_RANGE
- * (epochs < 1, batch outside 1..CD_CLASSIFIER_MAX_BATCH, lr not > 0,
- * max_shift out of range, an empty train split), CD_ERR_NOT_FINITE (lr),
- * CD_ERR_SHAPE (images of another size or with more than one channel), any
- * error of cd_classifier_train_step() or on_epoch. After a failure the
- * weights are those of the last completed step.
+ * (epochs < 1, max_shift above a quarter of the images' side, an empty
+ * train split), CD_ERR_SHAPE (images of another size or with more than one
+ * channel), any error of cd_classifier_train_step() or on_epoch. After a
+ * failure the weights are those of the last completed step.
  */
 CD_API cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs,
-                                     int64_t batch, double lr, int64_t max_shift,
                                      cd_rng *rng, cd_classifier_epoch_fn on_epoch,
                                      void *user);
 
@@ -1779,13 +1940,6 @@ typedef enum cd_metric_reduction {
      *  at most one batch or a multiple of it, and for RMSE when N <= 512. */
     CD_REDUCTION_REPORT = 1
 } cd_metric_reduction;
-
-/**
- * The reduction's name as the command line spells it:
- * "per_image" or "report" (static text, never freed); NULL, with
- * CD_ERR_INVALID_ARGUMENT set, for any other value.
- */
-CD_API const char *cd_metric_reduction_name(cd_metric_reduction reduction);
 
 /** The batch size of CD_REDUCTION_REPORT. */
 #define CD_METRICS_REPORT_BATCH 512
@@ -1938,16 +2092,16 @@ CD_API cd_status cd_class_preservation(const cd_tensor *probs,
 /* ------------------------------------------------------------------------ */
 
 /**
- * Write an 8-bit greyscale PNG of width x height bytes, row-major.
+ * Write an 8-bit greyscale PNG of height rows of width bytes, row-major.
  * The file is written atomically (temporary file, fsync, rename): on any
  * failure, an existing file at path is left as it was.
  * Errors: CD_ERR_INVALID_ARGUMENT (NULL or empty path, NULL pixels),
- * CD_ERR_RANGE (width or height outside 1..2^31-1), CD_ERR_OVERFLOW,
+ * CD_ERR_RANGE (height or width outside 1..2^31-1), CD_ERR_OVERFLOW,
  * CD_ERR_NOT_FOUND (the folder does not exist), CD_ERR_IO (any write
  * failure, a full disk included), CD_ERR_OUT_OF_MEMORY.
  */
 CD_API cd_status cd_png_write_gray(const char *path, const uint8_t *pixels,
-                                   int64_t width, int64_t height);
+                                   int64_t height, int64_t width);
 
 /** How float pixels map to 0..255. */
 typedef enum cd_pixel_map {
@@ -1978,46 +2132,6 @@ CD_API cd_status cd_image_grid_write_png(const char *path,
                                          int64_t columns, int64_t border,
                                          int32_t border_value,
                                          cd_pixel_map map, float lo, float hi);
-
-/* ------------------------------------------------------------------------ */
-/* Names of the enumerations                                                */
-/* ------------------------------------------------------------------------ */
-
-/**
- * The enumerations whose values have names: the spelling the command line
- * takes, checkpoints store and messages print. Values of each run
- * 0 .. cd_enum_count(e) - 1.
- */
-typedef enum cd_enum {
-    CD_ENUM_DECODER_TYPE = 0,     /**< "cnn", "unet"                                   */
-    CD_ENUM_SCHEDULE_KIND = 1,    /**< "linear", "constant", "cosine", "custom",
-                                       "constant-report", "cosine-report", "arrays",
-                                       "linear-report"                                 */
-    CD_ENUM_DEGRADATION_KIND = 2, /**< "noise", "blur", "pixelate", "mask", "fade"     */
-    CD_ENUM_PADDING = 3,          /**< "reflect", "circular"                           */
-    CD_ENUM_TARGET = 4,           /**< "noise", "image"                                */
-    CD_ENUM_PREDICTION = 5,       /**< "noise", "x0", "v"                              */
-    CD_ENUM_SAMPLER_KIND = 6,     /**< "ddpm", "ddim", "cold1", "cold2", "direct"      */
-    CD_ENUM_SPLIT = 7,            /**< "train", "val", "test"                          */
-    CD_ENUM_METRIC_REDUCTION = 8, /**< "per_image", "report"                           */
-    CD_ENUM_PIXEL_MAP = 9         /**< "range", "percentile"                           */
-} cd_enum;
-
-/** How many values e has, or -1 (CD_ERR_INVALID_ARGUMENT) for an unknown e. */
-CD_API int32_t cd_enum_count(cd_enum e);
-
-/**
- * The name of value in e (static text, never freed), or NULL with
- * CD_ERR_INVALID_ARGUMENT set when e or value is out of range.
- */
-CD_API const char *cd_enum_name(cd_enum e, int32_t value);
-
-/**
- * The value named `name` in e (exact, case-sensitive match) into *value.
- * Errors: CD_ERR_INVALID_ARGUMENT (NULL argument, unknown e),
- * CD_ERR_NOT_FOUND (no such name; the message lists the names e has).
- */
-CD_API cd_status cd_enum_parse(cd_enum e, const char *name, int32_t *value);
 
 #ifdef __cplusplus
 }

@@ -7,6 +7,7 @@
 #define CD_CORE_H
 
 #include "colddiff.h"
+#include "colddiff_experimental.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -65,6 +66,39 @@ void cd__error_restore(const cd__saved_error *e);
         cd_status cd__st_ = (expr);                                          \
         if (CD__UNLIKELY(cd__st_ != CD_OK)) return cd__st_;                  \
     } while (0)
+
+/* ---- options (options.c) ------------------------------------------------ */
+
+/*
+ * One row of an object's option table: what cd_<object>_option_info()
+ * reports, and what the typed setters check. Tables are small and looked
+ * up by key, so keys may leave gaps (the trainer's) and reach into the
+ * experimental range.
+ */
+typedef struct {
+    int32_t key;
+    const char *name;
+    cd_option_type type;
+    int32_t choices; /* a cd_enum for CD_OPTION_CHOICE, else -1 */
+    double lo, hi;
+    bool lo_open, hi_open;
+    double def;
+} cd__option;
+
+/* The row of key, or NULL with CD_ERR_INVALID_ARGUMENT ("unknown option"). */
+const cd__option *cd__option_find(const cd__option *table, size_t n, int32_t key,
+                                  const char *fn);
+
+/* Fill a public description from a row (info checked for NULL). */
+cd_status cd__option_describe(const cd__option *o, const char *fn, cd_option_info *info);
+
+/* Check a write through the _int calls (type INT, BOOL or CHOICE) or the
+ * _real calls (type REAL): the type, finiteness and the bounds. */
+cd_status cd__option_check_int(const cd__option *o, const char *fn, int64_t value);
+cd_status cd__option_check_real(const cd__option *o, const char *fn, double value);
+
+/* Check a read through the _int (want_int) or _real calls. */
+cd_status cd__option_check_read(const cd__option *o, const char *fn, bool want_int);
 
 /* ---- allocation (alloc.c) ----------------------------------------------- */
 

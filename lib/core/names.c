@@ -24,7 +24,7 @@ typedef struct {
     }
 
 static const enum_table tables[] = {
-    [CD_ENUM_DECODER_TYPE] = TABLE("cd_decoder_type", "cnn", "unet"),
+    [CD_ENUM_DECODER_KIND] = TABLE("cd_decoder_kind", "cnn", "unet"),
     [CD_ENUM_SCHEDULE_KIND] = TABLE("cd_schedule_kind", "linear", "constant", "cosine", "custom",
                                     "constant-report", "cosine-report", "arrays",
                                     "linear-report"),
@@ -37,6 +37,7 @@ static const enum_table tables[] = {
     [CD_ENUM_SPLIT] = TABLE("cd_split", "train", "val", "test"),
     [CD_ENUM_METRIC_REDUCTION] = TABLE("cd_metric_reduction", "per_image", "report"),
     [CD_ENUM_PIXEL_MAP] = TABLE("cd_pixel_map", "range", "percentile"),
+    [CD_ENUM_LOSS] = TABLE("cd_loss", "mse", "l1"),
 };
 
 #define N_TABLES ((int32_t)(sizeof tables / sizeof tables[0]))
@@ -51,7 +52,7 @@ static const enum_table *table_of(cd_enum e, const char *fn)
     return &tables[e];
 }
 
-int32_t cd_enum_count(cd_enum e)
+int64_t cd_enum_count(cd_enum e)
 {
     const enum_table *t = table_of(e, "cd_enum_count");
     return t ? t->count : -1;

@@ -7,21 +7,21 @@
 #include <string.h>
 
 /* Validate a shape and return its element count in *numel. */
-static cd_status check_shape(const char *fn, int32_t rank, const int64_t *shape,
+static cd_status check_shape(const char *fn, int64_t rank, const int64_t *shape,
                              int64_t *numel)
 {
     CD__CHECK_NOT_NULL(shape, fn);
     if (rank < 1 || rank > CD_TENSOR_MAX_RANK)
-        return cd__error(CD_ERR_SHAPE, "%s: rank %" PRId32 " is outside 1..%d",
+        return cd__error(CD_ERR_SHAPE, "%s: rank %" PRId64 " is outside 1..%d",
                          fn, rank, CD_TENSOR_MAX_RANK);
     int64_t n = 1;
-    for (int32_t i = 0; i < rank; i++) {
+    for (int64_t i = 0; i < rank; i++) {
         if (shape[i] < 1)
-            return cd__error(CD_ERR_SHAPE, "%s: shape[%" PRId32 "] = %" PRId64
+            return cd__error(CD_ERR_SHAPE, "%s: shape[%" PRId64 "] = %" PRId64
                              " must be at least 1", fn, i, shape[i]);
         if (cd__mul_overflows_i64(n, shape[i], &n))
             return cd__error(CD_ERR_OVERFLOW, "%s: element count overflows at "
-                             "shape[%" PRId32 "] = %" PRId64, fn, i, shape[i]);
+                             "shape[%" PRId64 "] = %" PRId64, fn, i, shape[i]);
     }
     int64_t bytes;
     if (cd__mul_overflows_i64(n, (int64_t)sizeof(float), &bytes) ||
@@ -32,7 +32,7 @@ static cd_status check_shape(const char *fn, int32_t rank, const int64_t *shape,
     return CD_OK;
 }
 
-cd_status cd_tensor_create(cd_tensor **out, int32_t rank, const int64_t *shape)
+cd_status cd_tensor_create(cd_tensor **out, int64_t rank, const int64_t *shape)
 {
     static const char fn[] = "cd_tensor_create";
     CD__CHECK_NOT_NULL(out, fn);
@@ -46,7 +46,7 @@ cd_status cd_tensor_create(cd_tensor **out, int32_t rank, const int64_t *shape)
         cd__free(t);
         return cd_last_status();
     }
-    t->rank = rank;
+    t->rank = (int32_t)rank;
     memcpy(t->shape, shape, (size_t)rank * sizeof *shape);
     t->numel = numel;
     *out = t;
@@ -73,7 +73,7 @@ cd_status cd_tensor_clone(cd_tensor **out, const cd_tensor *src)
     return CD_OK;
 }
 
-cd_status cd_tensor_reshape(cd_tensor *t, int32_t rank, const int64_t *shape)
+cd_status cd_tensor_reshape(cd_tensor *t, int64_t rank, const int64_t *shape)
 {
     static const char fn[] = "cd_tensor_reshape";
     CD__CHECK_NOT_NULL(t, fn);
@@ -82,12 +82,12 @@ cd_status cd_tensor_reshape(cd_tensor *t, int32_t rank, const int64_t *shape)
     if (numel != t->numel)
         return cd__error(CD_ERR_SHAPE, "%s: new shape has %" PRId64 " elements, "
                          "the tensor has %" PRId64, fn, numel, t->numel);
-    t->rank = rank;
+    t->rank = (int32_t)rank;
     memcpy(t->shape, shape, (size_t)rank * sizeof *shape);
     return CD_OK;
 }
 
-int32_t cd_tensor_rank(const cd_tensor *t)
+int64_t cd_tensor_rank(const cd_tensor *t)
 {
     if (!t) {
         cd__error(CD_ERR_INVALID_ARGUMENT, "cd_tensor_rank: argument 't' is NULL");
@@ -96,15 +96,15 @@ int32_t cd_tensor_rank(const cd_tensor *t)
     return t->rank;
 }
 
-int64_t cd_tensor_dim(const cd_tensor *t, int32_t axis)
+int64_t cd_tensor_dim(const cd_tensor *t, int64_t axis)
 {
     if (!t) {
         cd__error(CD_ERR_INVALID_ARGUMENT, "cd_tensor_dim: argument 't' is NULL");
         return -1;
     }
-    int32_t a = axis < 0 ? axis + t->rank : axis;
+    int64_t a = axis < 0 ? axis + t->rank : axis;
     if (a < 0 || a >= t->rank) {
-        cd__error(CD_ERR_RANGE, "cd_tensor_dim: axis %" PRId32 " is outside a "
+        cd__error(CD_ERR_RANGE, "cd_tensor_dim: axis %" PRId64 " is outside a "
                   "rank-%" PRId32 " tensor", axis, t->rank);
         return -1;
     }
@@ -120,13 +120,13 @@ int64_t cd_tensor_numel(const cd_tensor *t)
     return t->numel;
 }
 
-cd_status cd_tensor_shape(const cd_tensor *t, int64_t *shape, int32_t capacity)
+cd_status cd_tensor_shape(const cd_tensor *t, int64_t *shape, int64_t capacity)
 {
     static const char fn[] = "cd_tensor_shape";
     CD__CHECK_NOT_NULL(t, fn);
     CD__CHECK_NOT_NULL(shape, fn);
     if (capacity < t->rank)
-        return cd__error(CD_ERR_SHAPE, "%s: capacity %" PRId32 " is less than the "
+        return cd__error(CD_ERR_SHAPE, "%s: capacity %" PRId64 " is less than the "
                          "rank %" PRId32, fn, capacity, t->rank);
     memcpy(shape, t->shape, (size_t)t->rank * sizeof *shape);
     return CD_OK;

@@ -59,7 +59,7 @@ static int32_t default_threads(void)
     return n > CD_MAX_THREADS ? CD_MAX_THREADS : (int32_t)n;
 }
 
-int32_t cd_get_num_threads(void)
+int64_t cd_get_num_threads(void)
 {
     int n = atomic_load(&g_num_threads);
     return n > 0 ? n : default_threads();
@@ -123,7 +123,7 @@ static void pool_resize(pool_t *p, int32_t want)
 
 void cd__parallel_for(int64_t n, cd__task_fn fn, void *ctx)
 {
-    int32_t threads = cd_get_num_threads();
+    int64_t threads = cd_get_num_threads();
     if (n <= 0) return;
     if (n == 1 || threads <= 1 || pthread_mutex_trylock(&g_pool.busy) != 0) {
         for (int64_t i = 0; i < n; i++) fn(ctx, i);
@@ -187,10 +187,10 @@ __attribute__((constructor)) static void threads_at_load(void)
     pthread_atfork(NULL, NULL, pool_after_fork);
 }
 
-cd_status cd_set_num_threads(int32_t n)
+cd_status cd_set_num_threads(int64_t n)
 {
     if (n < 1 || n > CD_MAX_THREADS)
-        return cd__error(CD_ERR_RANGE, "cd_set_num_threads: n = %" PRId32
+        return cd__error(CD_ERR_RANGE, "cd_set_num_threads: n = %" PRId64
                          " is outside 1..%d", n, CD_MAX_THREADS);
     pthread_mutex_lock(&g_pool.busy);
     atomic_store(&g_num_threads, n);

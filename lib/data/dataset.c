@@ -480,7 +480,7 @@ int64_t cd_dataset_height(const cd_dataset *ds)
 {
     if (!ds) {
         cd__error(CD_ERR_INVALID_ARGUMENT, "cd_dataset_height: argument 'ds' is NULL");
-        return 0;
+        return -1;
     }
     return ds->height;
 }
@@ -489,7 +489,7 @@ int64_t cd_dataset_width(const cd_dataset *ds)
 {
     if (!ds) {
         cd__error(CD_ERR_INVALID_ARGUMENT, "cd_dataset_width: argument 'ds' is NULL");
-        return 0;
+        return -1;
     }
     return ds->width;
 }
@@ -498,7 +498,7 @@ int64_t cd_dataset_channels(const cd_dataset *ds)
 {
     if (!ds) {
         cd__error(CD_ERR_INVALID_ARGUMENT, "cd_dataset_channels: argument 'ds' is NULL");
-        return 0;
+        return -1;
     }
     return ds->channels;
 }

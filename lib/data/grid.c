@@ -233,7 +233,7 @@ cd_status cd_image_grid_write_png(const char *path, const cd_tensor *images,
     if (!canvas) return cd_last_status();
     memset(canvas, border_value, (size_t)g.gw * (size_t)g.gh);
     cd_status st = fill_canvas(canvas, &g, images->data, map, lo, hi);
-    if (st == CD_OK) st = cd_png_write_gray(path, canvas, g.gw, g.gh);
+    if (st == CD_OK) st = cd_png_write_gray(path, canvas, g.gh, g.gw);
     cd__free(canvas);
     return st;
 }

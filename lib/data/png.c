@@ -257,7 +257,7 @@ cd_status cd__png_encode_gray(const uint8_t *pixels, int64_t w, int64_t h,
 }
 
 cd_status cd_png_write_gray(const char *path, const uint8_t *pixels,
-                            int64_t width, int64_t height)
+                            int64_t height, int64_t width)
 {
     static const char fn[] = "cd_png_write_gray";
     CD__CHECK_NOT_NULL(path, fn);

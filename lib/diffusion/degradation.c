@@ -141,20 +141,20 @@ void cd_degradation_free(cd_degradation *d)
     cd__free(d);
 }
 
-int32_t cd_degradation_get_kind(const cd_degradation *d)
+cd_degradation_kind cd_degradation_get_kind(const cd_degradation *d)
 {
     if (!d) {
         cd__error(CD_ERR_INVALID_ARGUMENT, "cd_degradation_get_kind: argument 'd' is NULL");
-        return -1;
+        return CD_DEGRADATION_INVALID;
     }
-    return (int32_t)d->kind;
+    return d->kind;
 }
 
-int32_t cd_degradation_target(const cd_degradation *d)
+cd_target cd_degradation_get_target(const cd_degradation *d)
 {
     if (!d) {
-        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_degradation_target: argument 'd' is NULL");
-        return -1;
+        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_degradation_get_target: argument 'd' is NULL");
+        return CD_TARGET_INVALID;
     }
     return d->kind == CD_DEGRADATION_NOISE ? CD_TARGET_NOISE : CD_TARGET_IMAGE;
 }
@@ -219,7 +219,8 @@ cd_status cd__degradation_check_images(const cd_degradation *d, const char *fn,
                              W);
         return CD_OK;
     case CD_DEGRADATION_NOISE:
-    case CD_DEGRADATION_MASK: break;
+    case CD_DEGRADATION_MASK:
+    case CD_DEGRADATION_INVALID: break;
     }
     return CD_OK;
 }
@@ -277,7 +278,8 @@ void cd__degradation_apply_fixed(const cd_degradation *d, const float *x, const 
     case CD_DEGRADATION_MASK: cd__mask(d, x, t, z, N, C, H, W); return;
     case CD_DEGRADATION_FADE: apply_fade(d, x, t, z, N, C * H * W); return;
     case CD_DEGRADATION_BLUR:
-    case CD_DEGRADATION_NOISE: break;
+    case CD_DEGRADATION_NOISE:
+    case CD_DEGRADATION_INVALID: break;
     }
     if (z != x) memcpy(z, x, (size_t)(N * C * H * W) * sizeof(float));
     cd__blur_steps(d, z, N, C, H, W, t, NULL);

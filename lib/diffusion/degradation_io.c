@@ -21,7 +21,8 @@ static cd_status params_to_ckpt(const cd_degradation *d, cd__ckpt *ck)
         return cd__ckpt_set_f32_array(ck, "degradation.mean_image", d->mean_image,
                                       d->mean_shape[0] * d->mean_shape[1] * d->mean_shape[2]);
     case CD_DEGRADATION_NOISE:
-    case CD_DEGRADATION_PIXELATE: break;
+    case CD_DEGRADATION_PIXELATE:
+    case CD_DEGRADATION_INVALID: break;
     }
     return CD_OK;
 }
@@ -83,6 +84,7 @@ static cd_status create_from_ckpt(const cd__ckpt *ck, const char *kind, const cd
         CD__TRY(cd__ckpt_get_f64(ck, "degradation.edge_width", &w));
         return cd_degradation_create_mask(out, s, w);
     case CD_DEGRADATION_FADE: return fade_from_ckpt(ck, s, out);
+    case CD_DEGRADATION_INVALID: break;
     }
     return cd__error(CD_ERR_FORMAT, "checkpoint: unknown degradation.kind '%s'", kind);
 }

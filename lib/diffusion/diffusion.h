@@ -91,6 +91,10 @@ void cd__prediction_to_noise(const cd_degradation *d, int32_t prediction, const 
 
 /* The optimiser inside a trainer (for trainer_io.c). */
 cd__adam *cd__trainer_adam(cd_trainer *tr);
+
+/* Make the trainer free its decoder and degradation with itself: for one
+ * the library built (cd_trainer_load), not one a caller lent it. */
+void cd__trainer_adopt_models(cd_trainer *tr);
 /* CD_OK unless cd_trainer_swap_ema has the EMA in the decoder's weights:
  * then CD_ERR_STATE naming fn, since a step, a save or an export would
  * treat the average as the training weights. */

@@ -17,8 +17,16 @@
 /* ---- creation and options ----------------------------------------------- */
 
 static const char *const kind_names[] = {"DDPM", "DDIM", "cold1", "cold2", "direct"};
-static const char *const key_names[CD__SAMPLER_N_KEYS] = {"steps", "eta", "posterior_variance",
-                                                          "clip", "clip_lo", "clip_hi"};
+static const cd__option options[CD__SAMPLER_N_KEYS] = {
+    {CD_SAMPLER_OPT_STEPS, "steps", CD_OPTION_INT, -1, 1, 1e9, false, false, 50},
+    {CD_SAMPLER_OPT_ETA, "eta", CD_OPTION_REAL, -1, 0, 1, false, false, 1},
+    {CD_SAMPLER_OPT_POSTERIOR_VARIANCE, "posterior_variance", CD_OPTION_BOOL, -1, 0, 1, false,
+     false, 0},
+    {CD_SAMPLER_OPT_CLIP, "clip", CD_OPTION_BOOL, -1, 0, 1, false, false, 1},
+    {CD_SAMPLER_OPT_CLIP_LO, "clip_lo", CD_OPTION_REAL, -1, -FLT_MAX, FLT_MAX, false, false,
+     -0.5},
+    {CD_SAMPLER_OPT_CLIP_HI, "clip_hi", CD_OPTION_REAL, -1, -FLT_MAX, FLT_MAX, false, false, 0.5},
+};
 
 static bool is_noise_kind(cd_sampler_kind k)
 {
@@ -47,7 +55,7 @@ cd_status cd_sampler_create(cd_sampler **out, cd_sampler_kind kind, const cd_deg
     CD__CHECK_NOT_NULL(deg, fn);
     if ((int)kind < CD_SAMPLER_DDPM || (int)kind > CD_SAMPLER_DIRECT)
         return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown sampler kind %d", fn, (int)kind);
-    const bool noise = cd_degradation_target(deg) == CD_TARGET_NOISE;
+    const bool noise = cd_degradation_get_target(deg) == CD_TARGET_NOISE;
     if (noise != is_noise_kind(kind))
         return cd__error(CD_ERR_UNSUPPORTED, "%s: the %s sampler needs %s, but the "
                          "degradation is %s", fn, kind_names[kind],
@@ -63,80 +71,81 @@ cd_status cd_sampler_create(cd_sampler **out, cd_sampler_kind kind, const cd_deg
      * setting that measured best (docs/sampling.md): 50 stochastic steps.
      * Unclipped, an under-trained noise model's x0-hat divides its error by
      * sqrt(abar_T) and deterministic DDIM diverges. */
-    s->opt[CD_SAMPLER_STEPS] = (double)(deg->T < 50 ? deg->T : 50);
-    s->opt[CD_SAMPLER_ETA] = 1.0;
-    s->opt[CD_SAMPLER_CLIP] = 1.0;
-    s->opt[CD_SAMPLER_CLIP_LO] = -0.5;
-    s->opt[CD_SAMPLER_CLIP_HI] = 0.5;
+    for (int k = 0; k < CD__SAMPLER_N_KEYS; k++) s->opt[k] = options[k].def;
+    if ((double)deg->T < s->opt[CD_SAMPLER_OPT_STEPS]) s->opt[CD_SAMPLER_OPT_STEPS] = (double)deg->T;
     *out = s;
     return CD_OK;
 }
 
 void cd_sampler_free(cd_sampler *s) { cd__free(s); }
 
-int32_t cd_sampler_get_kind(const cd_sampler *s)
+cd_sampler_kind cd_sampler_get_kind(const cd_sampler *s)
 {
     if (!s) {
         cd__error(CD_ERR_INVALID_ARGUMENT, "cd_sampler_get_kind: argument 's' is NULL");
-        return -1;
+        return CD_SAMPLER_INVALID;
     }
-    return (int32_t)s->kind;
+    return s->kind;
 }
 
-/* Bounds of a key; *whole says it takes whole numbers only. */
-static cd_status key_bounds(const cd_sampler *s, const char *fn, cd_sampler_key key,
-                            double *lo, double *hi, bool *whole)
+static const cd__option *find_option(const char *fn, cd_sampler_option key)
 {
-    *whole = key == CD_SAMPLER_STEPS || key == CD_SAMPLER_POSTERIOR_VARIANCE ||
-             key == CD_SAMPLER_CLIP;
-    switch (key) {
-    case CD_SAMPLER_STEPS: *lo = 1.0, *hi = (double)s->deg->T; return CD_OK;
-    case CD_SAMPLER_ETA:
-    case CD_SAMPLER_POSTERIOR_VARIANCE:
-    case CD_SAMPLER_CLIP: *lo = 0.0, *hi = 1.0; return CD_OK;
-    case CD_SAMPLER_CLIP_LO:
-    case CD_SAMPLER_CLIP_HI: *lo = -FLT_MAX, *hi = FLT_MAX; return CD_OK;
-    }
-    return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown sampler key %d", fn, (int)key);
+    return cd__option_find(options, CD__SAMPLER_N_KEYS, (int32_t)key, fn);
 }
 
-cd_status cd_sampler_bounds(const cd_sampler *s, cd_sampler_key key, double *lo, double *hi)
+cd_status cd_sampler_option_info(cd_sampler_option key, cd_option_info *info)
 {
-    static const char fn[] = "cd_sampler_bounds";
+    static const char fn[] = "cd_sampler_option_info";
+    const cd__option *o = find_option(fn, key);
+    return o ? cd__option_describe(o, fn, info) : cd_last_status();
+}
+
+cd_status cd_sampler_set_int(cd_sampler *s, cd_sampler_option key, int64_t value)
+{
+    static const char fn[] = "cd_sampler_set_int";
     CD__CHECK_NOT_NULL(s, fn);
-    CD__CHECK_NOT_NULL(lo, fn);
-    CD__CHECK_NOT_NULL(hi, fn);
-    bool whole = false;
-    return key_bounds(s, fn, key, lo, hi, &whole);
+    const cd__option *o = find_option(fn, key);
+    if (!o) return cd_last_status();
+    CD__TRY(cd__option_check_int(o, fn, value));
+    if (key == CD_SAMPLER_OPT_STEPS && value > s->deg->T)
+        return cd__error(CD_ERR_RANGE, "%s: %s sampler: steps = %" PRId64 " exceeds the "
+                         "degradation's T = %" PRId64, fn, kind_names[s->kind], value,
+                         s->deg->T);
+    s->opt[key] = (double)value;
+    return CD_OK;
 }
 
-cd_status cd_sampler_set(cd_sampler *s, cd_sampler_key key, double value)
+cd_status cd_sampler_set_real(cd_sampler *s, cd_sampler_option key, double value)
 {
-    static const char fn[] = "cd_sampler_set";
+    static const char fn[] = "cd_sampler_set_real";
     CD__CHECK_NOT_NULL(s, fn);
-    double lo = 0.0, hi = 0.0;
-    bool whole = false;
-    CD__TRY(key_bounds(s, fn, key, &lo, &hi, &whole));
-    if (!isfinite(value))
-        return cd__error(CD_ERR_NOT_FINITE, "%s: %s sampler: %s = %g", fn, kind_names[s->kind],
-                         key_names[key], value);
-    if (value < lo || value > hi || (whole && value != floor(value)))
-        return cd__error(CD_ERR_RANGE, "%s: %s sampler: %s = %g is not %s in [%g, %g]%s", fn,
-                         kind_names[s->kind], key_names[key], value,
-                         whole ? "a whole number" : "a number", lo, hi,
-                         key == CD_SAMPLER_STEPS ? " (at most the degradation's T)" : "");
+    const cd__option *o = find_option(fn, key);
+    if (!o) return cd_last_status();
+    CD__TRY(cd__option_check_real(o, fn, value));
     s->opt[key] = value;
     return CD_OK;
 }
 
-cd_status cd_sampler_get(const cd_sampler *s, cd_sampler_key key, double *value)
+cd_status cd_sampler_get_int(const cd_sampler *s, cd_sampler_option key, int64_t *value)
 {
-    static const char fn[] = "cd_sampler_get";
+    static const char fn[] = "cd_sampler_get_int";
     CD__CHECK_NOT_NULL(s, fn);
     CD__CHECK_NOT_NULL(value, fn);
-    double lo = 0.0, hi = 0.0;
-    bool whole = false;
-    CD__TRY(key_bounds(s, fn, key, &lo, &hi, &whole));
+    const cd__option *o = find_option(fn, key);
+    if (!o) return cd_last_status();
+    CD__TRY(cd__option_check_read(o, fn, true));
+    *value = (int64_t)s->opt[key];
+    return CD_OK;
+}
+
+cd_status cd_sampler_get_real(const cd_sampler *s, cd_sampler_option key, double *value)
+{
+    static const char fn[] = "cd_sampler_get_real";
+    CD__CHECK_NOT_NULL(s, fn);
+    CD__CHECK_NOT_NULL(value, fn);
+    const cd__option *o = find_option(fn, key);
+    if (!o) return cd_last_status();
+    CD__TRY(cd__option_check_read(o, fn, false));
     *value = s->opt[key];
     return CD_OK;
 }
@@ -210,9 +219,9 @@ static cd_status check_run(const cd_sampler *s, const char *fn, const cd_rng *rn
                          out->rank);
     if (s->deg->kind == CD_DEGRADATION_BLUR)
         CD__TRY(cd__blur_check(s->deg, fn, out->shape[2], out->shape[3]));
-    if (s->opt[CD_SAMPLER_CLIP] != 0.0 && s->opt[CD_SAMPLER_CLIP_LO] > s->opt[CD_SAMPLER_CLIP_HI])
+    if (s->opt[CD_SAMPLER_OPT_CLIP] != 0.0 && s->opt[CD_SAMPLER_OPT_CLIP_LO] > s->opt[CD_SAMPLER_OPT_CLIP_HI])
         return cd__error(CD_ERR_RANGE, "%s: the clip range [%g, %g] is empty", fn,
-                         s->opt[CD_SAMPLER_CLIP_LO], s->opt[CD_SAMPLER_CLIP_HI]);
+                         s->opt[CD_SAMPLER_OPT_CLIP_LO], s->opt[CD_SAMPLER_OPT_CLIP_HI]);
     return CD_OK;
 }
 

@@ -119,7 +119,7 @@ static cd_status predict(const cd__chain *c, int64_t t)
     for (int64_t n = 0; n < c->N; n++) c->tau->data[n] = tau;
     if (!s->decoder) cd_clear_error(); /* so a silent failure is not given a stale message */
     const cd_status st = s->decoder ? cd_decoder_infer(s->decoder, c->z, c->tau, c->g)
-                                    : s->fn(s->user, c->z, c->tau, c->g);
+                                    : s->fn(c->z, c->tau, c->g, s->user);
     if (st != CD_OK) return predictor_failed(c, t, st);
     if (cd__tensor_expect(c->g, c->fn, "predictor output", 4, c->z->shape) != CD_OK)
         return cd__error(CD_ERR_SHAPE, "%s: the predictor changed its output's shape at t = %"
@@ -153,7 +153,7 @@ static cd_status step_ddpm(const cd__chain *c, int64_t t)
     const double k = b / sqrt(1.0 - a), inv = 1.0 / sqrt(1.0 - b);
     double sigma = 0.0;
     if (t > 1) {
-        const bool post = c->s->opt[CD_SAMPLER_POSTERIOR_VARIANCE] != 0.0;
+        const bool post = c->s->opt[CD_SAMPLER_OPT_POSTERIOR_VARIANCE] != 0.0;
         sigma = sqrt(post ? b * (1.0 - (double)d->alpha_bar[t - 1]) / (1.0 - a) : b);
         CD__TRY(cd_rng_normal(c->rng, c->b1->data, c->N * c->ND));
     }
@@ -176,11 +176,11 @@ static cd_status step_ddim(const cd__chain *c, int64_t t, int64_t p)
     const double a = s->deg->alpha_bar[t], ap = p > 0 ? (double)s->deg->alpha_bar[p] : 1.0;
     const double sa = sqrt(a), s1 = sqrt(1.0 - a), sap = sqrt(ap);
     /* fmax: a schedule imported verbatim need not be monotone. */
-    const double sigma = s->opt[CD_SAMPLER_ETA] * sqrt((1.0 - ap) / (1.0 - a)) *
+    const double sigma = s->opt[CD_SAMPLER_OPT_ETA] * sqrt((1.0 - ap) / (1.0 - a)) *
                          sqrt(fmax(0.0, 1.0 - a / ap));
     const double q = sqrt(fmax(0.0, 1.0 - ap - sigma * sigma));
-    const bool clip = s->opt[CD_SAMPLER_CLIP] != 0.0;
-    const double lo = s->opt[CD_SAMPLER_CLIP_LO], hi = s->opt[CD_SAMPLER_CLIP_HI];
+    const bool clip = s->opt[CD_SAMPLER_OPT_CLIP] != 0.0;
+    const double lo = s->opt[CD_SAMPLER_OPT_CLIP_LO], hi = s->opt[CD_SAMPLER_OPT_CLIP_HI];
     if (sigma > 0.0) CD__TRY(cd_rng_normal(c->rng, c->b1->data, c->N * c->ND));
     float *z = c->z->data, *x0s = c->b2->data;
     const float *g = c->g->data, *xi = c->b1->data;
@@ -241,8 +241,8 @@ static cd_status step_cold2(const cd__chain *c, int64_t t)
 static void clip_prediction(const cd__chain *c)
 {
     const cd_sampler *s = c->s;
-    if (s->opt[CD_SAMPLER_CLIP] == 0.0) return;
-    const float lo = (float)s->opt[CD_SAMPLER_CLIP_LO], hi = (float)s->opt[CD_SAMPLER_CLIP_HI];
+    if (s->opt[CD_SAMPLER_OPT_CLIP] == 0.0) return;
+    const float lo = (float)s->opt[CD_SAMPLER_OPT_CLIP_LO], hi = (float)s->opt[CD_SAMPLER_OPT_CLIP_HI];
     float *g = c->g->data;
     for (int64_t i = 0; i < c->N * c->ND; i++) g[i] = g[i] < lo ? lo : g[i] > hi ? hi : g[i];
 }
@@ -255,7 +255,8 @@ static cd_status step(const cd__chain *c, int64_t t, int64_t p)
     case CD_SAMPLER_DDIM: return step_ddim(c, t, p);
     case CD_SAMPLER_COLD1: snap_copy(c, c->snap_xhat, t, c->g->data); return step_cold1(c, t);
     case CD_SAMPLER_COLD2: snap_copy(c, c->snap_xhat, t, c->g->data); return step_cold2(c, t);
-    case CD_SAMPLER_DIRECT: break;
+    case CD_SAMPLER_DIRECT:
+    case CD_SAMPLER_INVALID: break;
     }
     snap_copy(c, c->snap_xhat, t, c->g->data);
     memcpy(c->z->data, c->g->data, (size_t)(c->N * c->ND) * sizeof(float));
@@ -266,7 +267,7 @@ static cd_status step(const cd__chain *c, int64_t t, int64_t p)
  * non-OK return stops the chain with that status. */
 static cd_status report_progress(const cd__chain *c, int64_t i, int64_t t)
 {
-    const cd_status st = c->s->progress(c->s->progress_user, i, c->n_steps);
+    const cd_status st = c->s->progress(i, c->n_steps, c->s->progress_user);
     if (st == CD_OK) return CD_OK;
     if (st > 0)
         return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the progress callback returned %d "

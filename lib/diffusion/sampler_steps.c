@@ -20,7 +20,7 @@ int64_t cd__sampler_count_steps(const cd_sampler *s, int64_t t_start)
 {
     switch (s->kind) {
     case CD_SAMPLER_DDIM: {
-        const int64_t S = (int64_t)s->opt[CD_SAMPLER_STEPS];
+        const int64_t S = (int64_t)s->opt[CD_SAMPLER_OPT_STEPS];
         return S < t_start ? S : t_start;
     }
     case CD_SAMPLER_DIRECT: return 1;

@@ -301,13 +301,13 @@ int64_t cd_schedule_T(const cd_schedule *s)
     return s->T;
 }
 
-int32_t cd_schedule_get_kind(const cd_schedule *s)
+cd_schedule_kind cd_schedule_get_kind(const cd_schedule *s)
 {
     if (!s) {
         cd__error(CD_ERR_INVALID_ARGUMENT, "cd_schedule_get_kind: argument 's' is NULL");
-        return -1;
+        return CD_SCHEDULE_INVALID;
     }
-    return (int32_t)s->kind;
+    return s->kind;
 }
 
 cd_status cd_schedule_at(const cd_schedule *s, int64_t t, float *beta, float *alpha_bar)

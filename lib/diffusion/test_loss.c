@@ -49,11 +49,11 @@ static cd_status batch_losses(cd_trainer *tr, buffers *b, int64_t first, int64_t
                               cd_rng *rng, double *losses)
 {
     const cd_degradation *d = cd_trainer_degradation(tr);
-    double t_max = 0, per_batch = 0, l1 = 0;
-    CD__TRY(cd_trainer_get(tr, CD_TRAINER_T_MAX, &t_max));
-    CD__TRY(cd_trainer_get(tr, CD_TRAINER_T_PER_BATCH, &per_batch));
-    CD__TRY(cd_trainer_get(tr, CD_TRAINER_LOSS, &l1));
-    const int64_t hi = t_max > 0 ? (int64_t)t_max : d->T;
+    int64_t t_max = 0, per_batch = 0, l1 = 0;
+    CD__TRY(cd_trainer_get_int(tr, CD_TRAINER_OPT_T_MAX, &t_max));
+    CD__TRY(cd_trainer_get_int(tr, CD_TRAINER_OPT_T_PER_BATCH, &per_batch));
+    CD__TRY(cd_trainer_get_int(tr, CD_TRAINER_OPT_LOSS, &l1));
+    const int64_t hi = t_max > 0 ? t_max : d->T;
     CD__TRY(cd_rng_int_range(rng, b->t, per_batch != 0 ? 1 : n, 1, hi));
     for (int64_t i = 0; i < n; i++) {
         if (per_batch != 0) b->t[i] = b->t[0];
@@ -64,7 +64,7 @@ static cd_status batch_losses(cd_trainer *tr, buffers *b, int64_t first, int64_t
     const bool noise = d->kind == CD_DEGRADATION_NOISE;
     CD__TRY(cd_degradation_apply(d, &x, b->t, n, rng, &z, noise ? &eps : NULL));
     if (noise)
-        cd__noise_target(d, cd_decoder_prediction(cd_trainer_decoder(tr)), x.data, b->t, n,
+        cd__noise_target(d, cd_decoder_get_prediction(cd_trainer_decoder(tr)), x.data, b->t, n,
                          x.numel / n, eps.data);
     CD__TRY(cd_decoder_infer(cd_trainer_decoder(tr), &z, &tau, &pred));
     const float *target = noise ? eps.data : x.data;
@@ -95,9 +95,9 @@ cd_status cd_trainer_test_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
     const int64_t n = cd_dataset_count(ds, split);
     if (n < 0) return cd_last_status();
     if (n == 0) return cd__error(CD_ERR_RANGE, "%s: the split has no images", fn);
-    double vb = 0;
-    CD__TRY(cd_trainer_get(tr, CD_TRAINER_VAL_BATCH, &vb));
-    const int64_t B = n < (int64_t)vb ? n : (int64_t)vb;
+    int64_t vb = 0;
+    CD__TRY(cd_trainer_get_int(tr, CD_TRAINER_OPT_VAL_BATCH, &vb));
+    const int64_t B = n < vb ? n : vb;
     const int64_t shape[4] = {B, cd_dataset_channels(ds), cd_dataset_height(ds),
                               cd_dataset_width(ds)};
     buffers b = {0};

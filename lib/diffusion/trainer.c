@@ -20,118 +20,135 @@ struct cd_trainer {
     int64_t t_max, t_per_batch, loss_kind, val_batch, batch;
     cd__fit_state fit; /* the epoch loop's state (trainer_fit.c) */
     bool ema_swapped;  /* cd_trainer_swap_ema: the weights hold the EMA */
+    bool owns_models;  /* dec and deg are the trainer's (cd_trainer_load) */
     /* Buffers for batch size N, made for up to cap rows. */
     int64_t N, cap;
     cd_tensor *z, *target, *out, *dout, *tau;
     int64_t *t;
 };
 
-typedef struct {
-    double lo, hi, def;
-    bool integer;
-} trainer_key;
-
-/* Bounds of the keys the trainer itself holds (Adam's come from adam.c). */
-static const trainer_key own_keys[] = {
-    [0] = {0, 1e9, 0, true},   /* T_MAX: 0 means T */
-    [1] = {0, 1, 0, true},     /* T_PER_BATCH */
-    [2] = {0, 1, 0, true},     /* LOSS */
-    [3] = {1, 1e6, 128, true}, /* VAL_BATCH */
-    [4] = {1, 1e6, 128, true}, /* BATCH */
-    [5] = {0, 2, 0, true},     /* PREDICTION (kept on the decoder) */
+/* The keys the trainer itself holds; the optimiser's come from adam.c. */
+static const cd__option own_options[] = {
+    {CD_TRAINER_OPT_T_MAX, "t_max", CD_OPTION_INT, -1, 0, 1e9, false, false, 0},
+    {CD_TRAINER_OPT_T_PER_BATCH, "t_per_batch", CD_OPTION_BOOL, -1, 0, 1, false, false, 0},
+    {CD_TRAINER_OPT_LOSS, "loss", CD_OPTION_CHOICE, CD_ENUM_LOSS, 0, 1, false, false, 0},
+    {CD_TRAINER_OPT_VAL_BATCH, "val_batch", CD_OPTION_INT, -1, 1, 1e6, false, false, 128},
+    {CD_TRAINER_OPT_BATCH, "batch", CD_OPTION_INT, -1, 1, 1e6, false, false, 128},
+    {CD_TRAINER_OPT_PREDICTION, "prediction", CD_OPTION_CHOICE, CD_ENUM_PREDICTION, 0, 2, false,
+     false, 0},
 };
-#define OWN_FIRST CD_TRAINER_T_MAX
-#define OWN_COUNT 6
+#define N_OWN (sizeof own_options / sizeof own_options[0])
 
-static bool is_adam_key(cd_trainer_param key)
+/* The optimiser's key behind a public one, or -1. Stable keys share
+ * Adam's numbers; the experimental cosine decay lives at its own. */
+static int adam_index(cd_trainer_option key)
 {
-    return (int)key >= 0 && (int)key < CD__ADAM_NPARAMS;
+    if ((int)key >= 0 && (int)key <= CD_TRAINER_OPT_EMA_WARMUP) return (int)key;
+    if ((int)key == CD_TRAINER_OPT_LR_DECAY) return CD__ADAM_LR_DECAY;
+    return -1;
 }
 
-static bool is_own_key(cd_trainer_param key)
+static const cd__option *find_option(const char *fn, cd_trainer_option key)
 {
-    return (int)key >= OWN_FIRST && (int)key < OWN_FIRST + OWN_COUNT;
+    const int a = adam_index(key);
+    if (a >= 0) return cd__adam_option((cd__adam_param)a, fn);
+    return cd__option_find(own_options, N_OWN, (int32_t)key, fn);
 }
 
-static int64_t *own_slot(cd_trainer *tr, cd_trainer_param key)
+static int64_t *own_slot(cd_trainer *tr, cd_trainer_option key)
 {
     switch (key) {
-    case CD_TRAINER_T_MAX: return &tr->t_max;
-    case CD_TRAINER_T_PER_BATCH: return &tr->t_per_batch;
-    case CD_TRAINER_LOSS: return &tr->loss_kind;
-    case CD_TRAINER_BATCH: return &tr->batch;
+    case CD_TRAINER_OPT_T_MAX: return &tr->t_max;
+    case CD_TRAINER_OPT_T_PER_BATCH: return &tr->t_per_batch;
+    case CD_TRAINER_OPT_LOSS: return &tr->loss_kind;
+    case CD_TRAINER_OPT_BATCH: return &tr->batch;
     default: return &tr->val_batch;
     }
 }
 
-cd_status cd_trainer_bounds(cd_trainer_param key, double *lo, double *hi)
+cd_status cd_trainer_option_info(cd_trainer_option key, cd_option_info *info)
 {
-    static const char fn[] = "cd_trainer_bounds";
-    CD__CHECK_NOT_NULL(lo, fn);
-    CD__CHECK_NOT_NULL(hi, fn);
-    if (is_adam_key(key)) {
-        int32_t open;
-        return cd__adam_bounds((cd__adam_param)key, lo, hi, &open);
-    }
-    if (!is_own_key(key))
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown key %d", fn, (int)key);
-    *lo = own_keys[key - OWN_FIRST].lo;
-    *hi = own_keys[key - OWN_FIRST].hi;
-    return CD_OK;
+    static const char fn[] = "cd_trainer_option_info";
+    const cd__option *o = find_option(fn, key);
+    return o ? cd__option_describe(o, fn, info) : cd_last_status();
 }
 
 /* The target lives on the decoder, which files save with it. Changing it
  * under trained weights would make them mean something else. */
-static cd_status set_prediction(cd_trainer *tr, int32_t p)
+static cd_status set_prediction(cd_trainer *tr, int64_t p, const char *fn)
 {
-    static const char fn[] = "cd_trainer_set";
     if (p == tr->dec->prediction) return CD_OK;
+    const char *name = cd_enum_name(CD_ENUM_PREDICTION, (int32_t)p);
     if (tr->deg->kind != CD_DEGRADATION_NOISE)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: prediction = %d: only the noise "
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: prediction = %s: only the noise "
                          "degradation has a choice of target (the others predict the image)",
-                         fn, (int)p);
+                         fn, name);
     if (cd__adam_steps(tr->adam) > 0)
-        return cd__error(CD_ERR_STATE, "%s: prediction = %d: the decoder has trained %" PRId64
+        return cd__error(CD_ERR_STATE, "%s: prediction = %s: the decoder has trained %" PRId64
                          " steps to predict %s; the target can change only before the first "
-                         "step", fn, (int)p, cd__adam_steps(tr->adam),
-                         tr->dec->prediction == CD_PREDICT_X0 ? "x0"
-                         : tr->dec->prediction == CD_PREDICT_V ? "v" : "the noise");
-    tr->dec->prediction = p;
+                         "step", fn, name, cd__adam_steps(tr->adam),
+                         cd_enum_name(CD_ENUM_PREDICTION, tr->dec->prediction));
+    tr->dec->prediction = (int32_t)p;
     return CD_OK;
 }
 
-cd_status cd_trainer_set(cd_trainer *tr, cd_trainer_param key, double value)
+cd_status cd_trainer_set_int(cd_trainer *tr, cd_trainer_option key, int64_t value)
 {
-    static const char fn[] = "cd_trainer_set";
+    static const char fn[] = "cd_trainer_set_int";
     CD__CHECK_NOT_NULL(tr, fn);
-    if (!isfinite(value))
-        return cd__error(CD_ERR_NOT_FINITE, "%s: key %d: value %g", fn, (int)key, value);
-    if (is_adam_key(key)) return cd__adam_set(tr->adam, (cd__adam_param)key, value);
-    if (!is_own_key(key))
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown key %d", fn, (int)key);
-    const trainer_key *k = &own_keys[key - OWN_FIRST];
-    if (value < k->lo || value > k->hi || value != floor(value))
-        return cd__error(CD_ERR_RANGE, "%s: key %d: %g is not an integer in %g..%g", fn,
-                         (int)key, value, k->lo, k->hi);
-    if (key == CD_TRAINER_T_MAX && value > (double)tr->deg->T)
-        return cd__error(CD_ERR_RANGE, "%s: t_max = %g exceeds T = %" PRId64, fn, value,
-                         tr->deg->T);
-    if (key == CD_TRAINER_PREDICTION) return set_prediction(tr, (int32_t)value);
-    *own_slot(tr, key) = (int64_t)value;
+    const cd__option *o = find_option(fn, key);
+    if (!o) return cd_last_status();
+    CD__TRY(cd__option_check_int(o, fn, value));
+    const int a = adam_index(key);
+    if (a >= 0) return cd__adam_set(tr->adam, (cd__adam_param)a, (double)value);
+    if (key == CD_TRAINER_OPT_T_MAX && value > tr->deg->T)
+        return cd__error(CD_ERR_RANGE, "%s: t_max = %" PRId64 " exceeds T = %" PRId64, fn,
+                         value, tr->deg->T);
+    if (key == CD_TRAINER_OPT_PREDICTION) return set_prediction(tr, value, fn);
+    *own_slot(tr, key) = value;
     return CD_OK;
 }
 
-cd_status cd_trainer_get(const cd_trainer *tr, cd_trainer_param key, double *value)
+cd_status cd_trainer_set_real(cd_trainer *tr, cd_trainer_option key, double value)
 {
-    static const char fn[] = "cd_trainer_get";
+    static const char fn[] = "cd_trainer_set_real";
+    CD__CHECK_NOT_NULL(tr, fn);
+    const cd__option *o = find_option(fn, key);
+    if (!o) return cd_last_status();
+    CD__TRY(cd__option_check_real(o, fn, value));
+    /* Every real key is the optimiser's. */
+    return cd__adam_set(tr->adam, (cd__adam_param)adam_index(key), value);
+}
+
+cd_status cd_trainer_get_int(const cd_trainer *tr, cd_trainer_option key, int64_t *value)
+{
+    static const char fn[] = "cd_trainer_get_int";
     CD__CHECK_NOT_NULL(tr, fn);
     CD__CHECK_NOT_NULL(value, fn);
-    if (is_adam_key(key)) return cd__adam_get(tr->adam, (cd__adam_param)key, value);
-    if (!is_own_key(key))
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown key %d", fn, (int)key);
-    *value = key == CD_TRAINER_PREDICTION ? (double)tr->dec->prediction
-                                          : (double)*own_slot((cd_trainer *)tr, key);
+    const cd__option *o = find_option(fn, key);
+    if (!o) return cd_last_status();
+    CD__TRY(cd__option_check_read(o, fn, true));
+    const int a = adam_index(key);
+    if (a >= 0) {
+        double v = 0.0;
+        CD__TRY(cd__adam_get(tr->adam, (cd__adam_param)a, &v));
+        *value = (int64_t)v;
+    } else {
+        *value = key == CD_TRAINER_OPT_PREDICTION ? (int64_t)tr->dec->prediction
+                                                  : *own_slot((cd_trainer *)tr, key);
+    }
     return CD_OK;
+}
+
+cd_status cd_trainer_get_real(const cd_trainer *tr, cd_trainer_option key, double *value)
+{
+    static const char fn[] = "cd_trainer_get_real";
+    CD__CHECK_NOT_NULL(tr, fn);
+    CD__CHECK_NOT_NULL(value, fn);
+    const cd__option *o = find_option(fn, key);
+    if (!o) return cd_last_status();
+    CD__TRY(cd__option_check_read(o, fn, false));
+    return cd__adam_get(tr->adam, (cd__adam_param)adam_index(key), value);
 }
 
 static void free_buffers(cd_trainer *tr)
@@ -177,8 +194,10 @@ void cd_trainer_free(cd_trainer *tr)
     if (!tr) return;
     free_buffers(tr);
     cd__adam_free(tr->adam);
-    cd_decoder_free(tr->dec);
-    cd_degradation_free(tr->deg);
+    if (tr->owns_models) {
+        cd_decoder_free(tr->dec);
+        cd_degradation_free(tr->deg);
+    }
     cd__free(tr);
 }
 
@@ -195,6 +214,8 @@ cd_degradation *cd_trainer_degradation(cd_trainer *tr)
 }
 
 cd__adam *cd__trainer_adam(cd_trainer *tr) { return tr->adam; }
+
+void cd__trainer_adopt_models(cd_trainer *tr) { tr->owns_models = true; }
 
 cd__fit_state *cd__trainer_fit_state(const cd_trainer *tr)
 {
@@ -220,7 +241,7 @@ cd_status cd__trainer_check_weights(const cd_trainer *tr, const char *fn)
 static cd_status no_ema(const char *fn)
 {
     return cd__error(CD_ERR_NOT_FOUND, "%s: the trainer keeps no EMA of the weights (set "
-                     "CD_TRAINER_EMA_DECAY above 0 and train)", fn);
+                     "CD_TRAINER_OPT_EMA_DECAY above 0 and train)", fn);
 }
 
 cd_status cd_trainer_swap_ema(cd_trainer *tr)

@@ -199,7 +199,7 @@ static cd_status close_epoch(fit_ctx *c, const char *best_path, const char *last
     publish_rate(c);
     if (!on_epoch) return CD_OK;
     cd_clear_error();
-    cd_status st = on_epoch(user, c->tr, f->epoch, train_loss, val);
+    cd_status st = on_epoch(c->tr, f->epoch, train_loss, val, user);
     if (st != CD_OK && cd_last_error()[0] == '\0')
         cd__error(st, "cd_trainer_fit: on_epoch returned %s after epoch %" PRId64,
                   cd_status_string(st), f->epoch);
@@ -209,7 +209,7 @@ static cd_status close_epoch(fit_ctx *c, const char *best_path, const char *last
 /* Fit the prior of a deterministic operator unless it is fitted or set. */
 static cd_status ensure_prior(cd_degradation *deg, const cd_dataset *ds)
 {
-    if (cd_degradation_target(deg) != CD_TARGET_IMAGE) return CD_OK;
+    if (cd_degradation_get_target(deg) != CD_TARGET_IMAGE) return CD_OK;
     double mean = 0, std = 0, jitter = 0;
     int32_t fitted = 0;
     CD__TRY(cd_degradation_get_prior(deg, &mean, &std, &jitter, &fitted));
@@ -219,7 +219,7 @@ static cd_status ensure_prior(cd_degradation *deg, const cd_dataset *ds)
 static cd_status fit_setup(fit_ctx *c)
 {
     static const char fn[] = "cd_trainer_fit";
-    double b = 0;
+    int64_t b = 0;
     c->count = cd_dataset_count(c->ds, CD_SPLIT_TRAIN);
     c->n_val = cd_dataset_count(c->ds, CD_SPLIT_VAL);
     if (c->count < 0 || c->n_val < 0) return cd_last_status();
@@ -227,8 +227,8 @@ static cd_status fit_setup(fit_ctx *c)
     if (c->f->pos > c->count)
         return cd__error(CD_ERR_STATE, "%s: the trainer stopped %" PRId64 " images into an "
                          "epoch, but the train split holds %" PRId64, fn, c->f->pos, c->count);
-    CD__TRY(cd_trainer_get(c->tr, CD_TRAINER_BATCH, &b));
-    c->batch = (int64_t)b;
+    CD__TRY(cd_trainer_get_int(c->tr, CD_TRAINER_OPT_BATCH, &b));
+    c->batch = b;
     c->batches = (c->count + c->batch - 1) / c->batch;
     const int64_t shape[4] = {c->count < c->batch ? c->count : c->batch,
                               cd_dataset_channels(c->ds), cd_dataset_height(c->ds),

@@ -17,14 +17,14 @@
  * trainer's default when a file lacks it. */
 static const struct {
     const char *key;
-    cd_trainer_param param;
+    cd_trainer_option param;
     bool optional;
 } option_keys[] = {
-    {"trainer.t_max", CD_TRAINER_T_MAX, false},
-    {"trainer.t_per_batch", CD_TRAINER_T_PER_BATCH, false},
-    {"trainer.loss", CD_TRAINER_LOSS, false},
-    {"trainer.val_batch", CD_TRAINER_VAL_BATCH, false},
-    {"trainer.batch", CD_TRAINER_BATCH, true},
+    {"trainer.t_max", CD_TRAINER_OPT_T_MAX, false},
+    {"trainer.t_per_batch", CD_TRAINER_OPT_T_PER_BATCH, false},
+    {"trainer.loss", CD_TRAINER_OPT_LOSS, false},
+    {"trainer.val_batch", CD_TRAINER_OPT_VAL_BATCH, false},
+    {"trainer.batch", CD_TRAINER_OPT_BATCH, true},
 };
 #define N_OPTIONS (sizeof option_keys / sizeof option_keys[0])
 
@@ -62,9 +62,9 @@ cd_status cd_trainer_save(cd_trainer *tr, const char *path, const cd_rng *rng)
     cd_status st = cd__decoder_config_to_ckpt(dec, ck);
     if (st == CD_OK) st = cd__degradation_to_ckpt(cd_trainer_degradation(tr), ck);
     for (size_t i = 0; st == CD_OK && i < N_OPTIONS; i++) {
-        double v = 0.0;
-        st = cd_trainer_get(tr, option_keys[i].param, &v);
-        if (st == CD_OK) st = cd__ckpt_set_i64(ck, option_keys[i].key, (int64_t)v);
+        int64_t v = 0;
+        st = cd_trainer_get_int(tr, option_keys[i].param, &v);
+        if (st == CD_OK) st = cd__ckpt_set_i64(ck, option_keys[i].key, v);
     }
     if (st == CD_OK) st = fit_to_ckpt(cd__trainer_fit_state(tr), cd_trainer_steps(tr), ck);
     if (st == CD_OK && rng) st = cd__ckpt_set_rng(ck, "train", rng);
@@ -80,7 +80,7 @@ static cd_status options_from_ckpt(const cd__ckpt *ck, cd_trainer *tr)
         cd_status st = cd__ckpt_get_i64(ck, option_keys[i].key, &v);
         if (st == CD_ERR_NOT_FOUND && option_keys[i].optional) continue;
         CD__TRY(st);
-        CD__TRY(cd_trainer_set(tr, option_keys[i].param, (double)v));
+        CD__TRY(cd_trainer_set_int(tr, option_keys[i].param, v));
     }
     return CD_OK;
 }
@@ -167,7 +167,10 @@ cd_status cd_trainer_load(cd_trainer **out, const char *path, cd_rng *rng)
     if (st == CD_OK) st = cd__decoder_from_ckpt(ck, &dec);
     if (st == CD_OK) st = cd__degradation_from_ckpt(ck, &deg);
     if (st == CD_OK) st = cd_trainer_create(&tr, dec, deg);
-    if (st == CD_OK) dec = NULL, deg = NULL; /* owned by tr now */
+    if (st == CD_OK) {
+        cd__trainer_adopt_models(tr); /* what the library made goes with tr */
+        dec = NULL, deg = NULL;
+    }
     if (st == CD_OK) st = options_from_ckpt(ck, tr);
     if (st == CD_OK) st = fit_from_ckpt(ck, cd__trainer_fit_state(tr));
     if (st == CD_OK)
@@ -181,9 +184,9 @@ cd_status cd_trainer_load(cd_trainer **out, const char *path, cd_rng *rng)
         cd_trainer_free(tr);
         return st;
     }
-    double batch = 1;
-    cd_trainer_get(tr, CD_TRAINER_BATCH, &batch);
-    cd__fit_publish(cd__trainer_fit_state(tr), (int64_t)batch);
+    int64_t batch = 1;
+    cd_trainer_get_int(tr, CD_TRAINER_OPT_BATCH, &batch);
+    cd__fit_publish(cd__trainer_fit_state(tr), batch);
     *out = tr;
     return CD_OK;
 }

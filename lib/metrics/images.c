@@ -121,11 +121,6 @@ double cd__ssim_image(const double *x, const double *y, int64_t C, int64_t H, in
     return total / (double)(C * Ho * Wo);
 }
 
-const char *cd_metric_reduction_name(cd_metric_reduction reduction)
-{
-    return cd_enum_name(CD_ENUM_METRIC_REDUCTION, (int32_t)reduction);
-}
-
 /* ---- checks ------------------------------------------------------------- */
 
 /* A rank-4 tensor with H and W at least `min_hw` (0: any). */

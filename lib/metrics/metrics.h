@@ -7,7 +7,6 @@
 #define CD_METRICS_H
 
 #include "core.h"
-#include "metrics_api.h"
 
 /* The SSIM window: 11 taps, sigma 1.5, radius 5. */
 #define CD__SSIM_TAPS 11

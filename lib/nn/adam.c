@@ -43,27 +43,21 @@ struct cd__adam {
     double last_norm;
 };
 
-typedef struct {
-    const char *name;
-    double lo, hi;
-    int32_t open;
-    double def;
-} param_spec;
+#define REAL(k, n, lo, hi, lo_open, hi_open, def) {k, n, CD_OPTION_REAL, -1, lo, hi, lo_open, hi_open, def}
+#define WHOLE(k, n, type, hi) {k, n, type, -1, 0, hi, false, false, 0}
 
-#define BOTH_OPEN (CD__BOUND_LO_OPEN | CD__BOUND_HI_OPEN)
-
-static const param_spec g_specs[CD__ADAM_NPARAMS] = {
-    [CD__ADAM_LR] = {"lr", 0.0, HUGE_VAL, BOTH_OPEN, 2e-4},
-    [CD__ADAM_BETA1] = {"beta1", 0.0, 1.0, CD__BOUND_HI_OPEN, 0.9},
-    [CD__ADAM_BETA2] = {"beta2", 0.0, 1.0, CD__BOUND_HI_OPEN, 0.999},
-    [CD__ADAM_EPS] = {"eps", 0.0, HUGE_VAL, BOTH_OPEN, 1e-8},
-    [CD__ADAM_WEIGHT_DECAY] = {"weight_decay", 0.0, HUGE_VAL, CD__BOUND_HI_OPEN, 0.0},
-    [CD__ADAM_DECOUPLED] = {"decoupled", 0.0, 1.0, 0, 0.0},
-    [CD__ADAM_CLIP_NORM] = {"clip_norm", 0.0, HUGE_VAL, CD__BOUND_HI_OPEN, 0.0},
-    [CD__ADAM_EMA_DECAY] = {"ema_decay", 0.0, 1.0, CD__BOUND_HI_OPEN, 0.0},
-    [CD__ADAM_LR_WARMUP] = {"lr_warmup", 0.0, 1e9, 0, 0.0},
-    [CD__ADAM_EMA_WARMUP] = {"ema_warmup", 0.0, 1.0, 0, 0.0},
-    [CD__ADAM_LR_DECAY] = {"lr_decay", 0.0, 1e12, 0, 0.0},
+static const cd__option g_specs[CD__ADAM_NPARAMS] = {
+    REAL(CD__ADAM_LR, "lr", 0.0, DBL_MAX, true, false, 2e-4),
+    REAL(CD__ADAM_BETA1, "beta1", 0.0, 1.0, false, true, 0.9),
+    REAL(CD__ADAM_BETA2, "beta2", 0.0, 1.0, false, true, 0.999),
+    REAL(CD__ADAM_EPS, "eps", 0.0, DBL_MAX, true, false, 1e-8),
+    REAL(CD__ADAM_WEIGHT_DECAY, "weight_decay", 0.0, DBL_MAX, false, false, 0.0),
+    WHOLE(CD__ADAM_DECOUPLED, "decoupled", CD_OPTION_BOOL, 1),
+    REAL(CD__ADAM_CLIP_NORM, "clip_norm", 0.0, DBL_MAX, false, false, 0.0),
+    REAL(CD__ADAM_EMA_DECAY, "ema_decay", 0.0, 1.0, false, true, 0.0),
+    WHOLE(CD__ADAM_LR_WARMUP, "lr_warmup", CD_OPTION_INT, 1e9),
+    WHOLE(CD__ADAM_EMA_WARMUP, "ema_warmup", CD_OPTION_BOOL, 1),
+    WHOLE(CD__ADAM_LR_DECAY, "lr_decay", CD_OPTION_INT, 1e12),
 };
 
 static bool known_key(cd__adam_param key)
@@ -71,20 +65,16 @@ static bool known_key(cd__adam_param key)
     return (int)key >= 0 && (int)key < CD__ADAM_NPARAMS;
 }
 
+const cd__option *cd__adam_option(cd__adam_param key, const char *fn)
+{
+    if (known_key(key)) return &g_specs[key];
+    cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown Adam key %d", fn, (int)key);
+    return NULL;
+}
+
 const char *cd__adam_param_name(cd__adam_param key)
 {
     return known_key(key) ? g_specs[key].name : NULL;
-}
-
-cd_status cd__adam_bounds(cd__adam_param key, double *lo, double *hi, int32_t *open)
-{
-    if (!known_key(key))
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "cd__adam_bounds: unknown key %d",
-                         (int)key);
-    if (lo) *lo = g_specs[key].lo;
-    if (hi) *hi = g_specs[key].hi;
-    if (open) *open = g_specs[key].open;
-    return CD_OK;
 }
 
 double cd__adam_default(cd__adam_param key)
@@ -94,26 +84,13 @@ double cd__adam_default(cd__adam_param key)
 
 cd_status cd__adam_check(const char *who, cd__adam_param key, double value)
 {
-    if (!known_key(key))
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown Adam key %d", who, (int)key);
-    const param_spec *s = &g_specs[key];
-    bool lo_ok = (s->open & CD__BOUND_LO_OPEN) ? value > s->lo : value >= s->lo;
-    bool hi_ok = (s->open & CD__BOUND_HI_OPEN) ? value < s->hi : value <= s->hi;
-    if (!isfinite(value) || !lo_ok || !hi_ok)
-        return cd__error(CD_ERR_RANGE, "%s: %s = %g is outside %c%g, %g%c%s", who, s->name,
-                         value, (s->open & CD__BOUND_LO_OPEN) ? '(' : '[', s->lo, s->hi,
-                         (s->open & CD__BOUND_HI_OPEN) ? ')' : ']',
-                         isfinite(value) ? "" : " (it must be finite)");
-    if (key == CD__ADAM_DECOUPLED && value != 0.0 && value != 1.0)
-        return cd__error(CD_ERR_RANGE, "%s: decoupled = %g must be 0 (Adam) or 1 (AdamW)",
-                         who, value);
-    if (key == CD__ADAM_EMA_WARMUP && value != 0.0 && value != 1.0)
-        return cd__error(CD_ERR_RANGE, "%s: ema_warmup = %g must be 0 (off) or 1 (on)", who,
+    const cd__option *o = cd__adam_option(key, who);
+    if (!o) return cd_last_status();
+    if (o->type == CD_OPTION_REAL) return cd__option_check_real(o, who, value);
+    if (!isfinite(value) || value != floor(value) || fabs(value) > 9.0e15)
+        return cd__error(CD_ERR_RANGE, "%s: %s = %g must be a whole number", who, o->name,
                          value);
-    if ((key == CD__ADAM_LR_WARMUP || key == CD__ADAM_LR_DECAY) && value != floor(value))
-        return cd__error(CD_ERR_RANGE, "%s: %s = %g must be a whole number of steps",
-                         who, g_specs[key].name, value);
-    return CD_OK;
+    return cd__option_check_int(o, who, (int64_t)value);
 }
 
 cd_status cd__adam_create(cd__adam **out, cd_params *params)

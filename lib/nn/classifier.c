@@ -41,6 +41,7 @@ struct cd_classifier {
     int64_t Hs[NCONV], Ws[NCONV]; /* output sizes of the convolutions */
     int64_t flat;                 /* C3 H3 W3: fc1's input width */
     int64_t steps, epochs;
+    cd__classifier_opts opts;
     /* The plan for n images (n == 0: none yet). */
     int64_t n;
     cd__conv2d conv[NCONV];
@@ -134,6 +135,7 @@ static cd_status make(cd_classifier **out, const cd__classifier_cfg *cfg, cd_rng
     cd_classifier *c = cd__calloc(1, sizeof *c, "classifier");
     if (!c) return cd_last_status();
     c->cfg = *cfg;
+    cd__classifier_opts_default(&c->opts);
     cd_status st = cd_params_create(&c->params);
     if (st == CD_OK) st = rng ? build(c, rng) : describe(c);
     if (st != CD_OK) {
@@ -449,22 +451,15 @@ static cd_status stage_labels(cd_classifier *c, const char *fn, const float *lab
     return CD_OK;
 }
 
-static cd_status check_lr(const char *fn, double lr)
-{
-    if (!isfinite(lr))
-        return cd__error(CD_ERR_NOT_FINITE, "%s: lr = %g is not finite", fn, lr);
-    if (!(lr > 0.0)) return cd__error(CD_ERR_RANGE, "%s: lr = %g must be > 0", fn, lr);
-    return CD_OK;
-}
+cd__classifier_opts *cd__classifier_opts_of(cd_classifier *c) { return &c->opts; }
 
 cd_status cd_classifier_train_step(cd_classifier *c, const cd_tensor *images,
-                                   const cd_tensor *labels, double lr, double *loss)
+                                   const cd_tensor *labels, double *loss)
 {
     static const char fn[] = "cd_classifier_train_step";
     CD__CHECK_NOT_NULL(c, fn);
     CD__CHECK_NOT_NULL(images, fn);
     CD__CHECK_NOT_NULL(labels, fn);
-    CD__TRY(check_lr(fn, lr));
     int64_t n = 0;
     CD__TRY(check_images(c, fn, images, &n));
     if (n > CD_CLASSIFIER_MAX_BATCH)
@@ -472,7 +467,7 @@ cd_status cd_classifier_train_step(cd_classifier *c, const cd_tensor *images,
                          "largest, %d", fn, n, CD_CLASSIFIER_MAX_BATCH);
     CD__TRY(cd__tensor_expect(labels, fn, "labels", 1, (int64_t[]){n}));
     CD__TRY(stage_labels(c, fn, labels->data, n));
-    return step_raw(c, fn, images->data, n, lr, loss);
+    return step_raw(c, fn, images->data, n, c->opts.lr, loss);
 }
 
 /* Move image img (H x W) by (dy, dx) pixels, repeating the edge pixels
@@ -516,8 +511,7 @@ static cd_status check_dataset(const cd_classifier *c, const char *fn, const cd_
                      cd_dataset_width(ds));
 }
 
-cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs, int64_t batch,
-                              double lr, int64_t max_shift, cd_rng *rng,
+cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs, cd_rng *rng,
                               cd_classifier_epoch_fn on_epoch, void *user)
 {
     static const char fn[] = "cd_classifier_train";
@@ -526,8 +520,8 @@ cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs, 
     CD__CHECK_NOT_NULL(rng, fn);
     if (epochs < 1)
         return cd__error(CD_ERR_RANGE, "%s: epochs = %" PRId64 " must be at least 1", fn, epochs);
-    CD__TRY(check_range(fn, "batch", batch, 1, CD_CLASSIFIER_MAX_BATCH));
-    CD__TRY(check_lr(fn, lr));
+    const int64_t batch = c->opts.batch, max_shift = c->opts.max_shift;
+    const double lr = c->opts.lr;
     const int64_t H = c->cfg.height, W = c->cfg.width;
     CD__TRY(check_range(fn, "max_shift", max_shift, 0, (H < W ? H : W) / 4));
     CD__TRY(check_dataset(c, fn, ds));
@@ -567,7 +561,7 @@ cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs, 
         }
         if (st != CD_OK) break;
         c->epochs++;
-        if (on_epoch) st = on_epoch(user, c, e, sum / (double)count);
+        if (on_epoch) st = on_epoch(c, e, sum / (double)count, user);
     }
     cd_tensor_free(img);
     cd_tensor_free(lab);

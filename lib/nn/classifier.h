@@ -8,7 +8,6 @@
 #define CD_NN_CLASSIFIER_H
 
 #include "core.h"
-#include "nn/classifier_api.h"
 #include "nn/nn.h"
 
 /*
@@ -53,6 +52,18 @@ const float *cd__classifier_features(const cd_classifier *c);
  * the params' grad block and, if dx is not NULL, dL/dx into dx (n x H x W).
  */
 void cd__classifier_backward(cd_classifier *c, float *dx, const float *dlogits);
+
+/* The training options (classifier_options.c), held by each classifier. */
+typedef struct {
+    int64_t batch, max_shift;
+    double lr;
+} cd__classifier_opts;
+
+/* The defaults: the shipped classifier's recipe. */
+void cd__classifier_opts_default(cd__classifier_opts *o);
+
+/* A classifier's options (c not NULL). */
+cd__classifier_opts *cd__classifier_opts_of(cd_classifier *c);
 
 /* For classifier_io.c: the configuration, and the counters a load restores. */
 const cd__classifier_cfg *cd__classifier_cfg_of(const cd_classifier *c);

@@ -159,13 +159,13 @@ int64_t cd_decoder_param_count(const cd_decoder *d)
     return cd_params_numel(d->params);
 }
 
-int32_t cd_decoder_get_type(const cd_decoder *d)
+cd_decoder_kind cd_decoder_get_kind(const cd_decoder *d)
 {
     if (!d) {
-        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_decoder_get_type: argument 'd' is NULL");
-        return -1;
+        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_decoder_get_kind: argument 'd' is NULL");
+        return CD_DECODER_INVALID;
     }
-    return (int32_t)d->cfg.type;
+    return d->cfg.type;
 }
 
 cd_status cd_decoder_get_config(const cd_decoder *d, cd_decoder_config **out)
@@ -261,7 +261,7 @@ static cd_status image_dims(const cd_tensor *t, const char *fn, const char *name
 {
     if (!t) return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: tensor '%s' is NULL", fn, name);
     if (cd_tensor_rank(t) != 4)
-        return cd__error(CD_ERR_SHAPE, "%s: '%s' must be N x C x H x W, got rank %" PRId32,
+        return cd__error(CD_ERR_SHAPE, "%s: '%s' must be N x C x H x W, got rank %" PRId64,
                          fn, name, cd_tensor_rank(t));
     return cd_tensor_shape(t, dims, 4);
 }

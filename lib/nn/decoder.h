@@ -19,7 +19,7 @@
 #define CD__DEC_MAX_LAYERS 256
 
 typedef struct cd__decoder_cfg {
-    cd_decoder_type type;
+    cd_decoder_kind type;
     int64_t channels, height, width;
     int64_t hidden[CD__DEC_MAX_LIST];
     int64_t n_hidden;
@@ -41,7 +41,7 @@ struct cd_decoder_config {
 cd_status cd__decoder_describe(cd_decoder **out, const cd__decoder_cfg *cfg);
 
 /* Fill the report's defaults for a type. */
-void cd__decoder_cfg_defaults(cd__decoder_cfg *c, cd_decoder_type type);
+void cd__decoder_cfg_defaults(cd__decoder_cfg *c, cd_decoder_kind type);
 /* Check a whole configuration (lists against each other, etc.). */
 cd_status cd__decoder_cfg_validate(const cd__decoder_cfg *c);
 

@@ -33,7 +33,7 @@ static int64_t *field(cd__decoder_cfg *c, size_t i)
 cd_status cd__decoder_config_to_ckpt(const cd_decoder *d, cd__ckpt *ck)
 {
     cd__decoder_cfg c = d->cfg;
-    CD__TRY(cd__ckpt_set_str(ck, "decoder.type", cd_enum_name(CD_ENUM_DECODER_TYPE, c.type)));
+    CD__TRY(cd__ckpt_set_str(ck, "decoder.type", cd_enum_name(CD_ENUM_DECODER_KIND, c.type)));
     for (size_t i = 0; i < N_SCALARS; i++)
         CD__TRY(cd__ckpt_set_i64(ck, scalars[i].key, *field(&c, i)));
     if (d->trained_T > 0) CD__TRY(cd__ckpt_set_i64(ck, "decoder.T", d->trained_T));
@@ -46,7 +46,7 @@ cd_status cd__decoder_config_to_ckpt(const cd_decoder *d, cd__ckpt *ck)
 }
 
 /* Rebuild a configuration from a checkpoint's entries, checking each value
- * against the public bounds as cd_decoder_config_set() would. */
+ * against the public bounds as cd_decoder_config_set_int() would. */
 cd_status cd__decoder_config_from_ckpt(const cd__ckpt *ck, cd_decoder_config **out)
 {
     const char *type = NULL;
@@ -55,27 +55,27 @@ cd_status cd__decoder_config_from_ckpt(const cd__ckpt *ck, cd_decoder_config **o
         return cd__error(CD_ERR_FORMAT, "checkpoint: no decoder.type entry (not a decoder "
                          "checkpoint?)");
     int32_t t = 0;
-    if (cd_enum_parse(CD_ENUM_DECODER_TYPE, type, &t) != CD_OK)
+    if (cd_enum_parse(CD_ENUM_DECODER_KIND, type, &t) != CD_OK)
         return cd__error(CD_ERR_FORMAT, "checkpoint: unknown decoder.type '%s'", type);
     cd_decoder_config *cfg = NULL;
-    CD__TRY(cd_decoder_config_create(&cfg, (cd_decoder_type)t));
-    static const cd_decoder_key keys[N_SCALARS] = {
-        CD_DECODER_CHANNELS,    CD_DECODER_HEIGHT,      CD_DECODER_WIDTH,
-        CD_DECODER_KERNEL,      CD_DECODER_TIME_FREQS,  CD_DECODER_TIME_HIDDEN,
-        CD_DECODER_TIME_LAYERS, CD_DECODER_DIM,         CD_DECODER_HEADS,
-        CD_DECODER_HEAD_DIM,    CD_DECODER_CONVNEXT_MULT};
+    CD__TRY(cd_decoder_config_create(&cfg, (cd_decoder_kind)t));
+    static const cd_decoder_option keys[N_SCALARS] = {
+        CD_DECODER_OPT_CHANNELS,    CD_DECODER_OPT_HEIGHT,      CD_DECODER_OPT_WIDTH,
+        CD_DECODER_OPT_KERNEL,      CD_DECODER_OPT_TIME_FREQS,  CD_DECODER_OPT_TIME_HIDDEN,
+        CD_DECODER_OPT_TIME_LAYERS, CD_DECODER_OPT_DIM,         CD_DECODER_OPT_HEADS,
+        CD_DECODER_OPT_HEAD_DIM,    CD_DECODER_OPT_CONVNEXT_MULT};
     cd_status st = CD_OK;
     for (size_t i = 0; st == CD_OK && i < N_SCALARS; i++) {
         int64_t v;
         st = cd__ckpt_get_i64(ck, scalars[i].key, &v);
-        if (st == CD_OK) st = cd_decoder_config_set(cfg, keys[i], v);
+        if (st == CD_OK) st = cd_decoder_config_set_int(cfg, keys[i], v);
     }
     int64_t list[CD__DEC_MAX_LIST], n = 0;
     if (st == CD_OK) st = cd__ckpt_get_i64_array(ck, "decoder.hidden", list, CD__DEC_MAX_LIST, &n);
-    if (st == CD_OK) st = cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, list, (int32_t)n);
+    if (st == CD_OK) st = cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, list, n);
     if (st == CD_OK)
         st = cd__ckpt_get_i64_array(ck, "decoder.dim_mults", list, CD__DEC_MAX_LIST, &n);
-    if (st == CD_OK) st = cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, list, (int32_t)n);
+    if (st == CD_OK) st = cd_decoder_config_set_list(cfg, CD_DECODER_OPT_DIM_MULTS, list, n);
     if (st != CD_OK) {
         /* The cause is in the error buffer that cd__error writes to. */
         char cause[512];
@@ -135,13 +135,13 @@ static cd_status prediction_from_ckpt(const cd__ckpt *ck, int32_t *out)
     return CD_OK;
 }
 
-int32_t cd_decoder_prediction(const cd_decoder *d)
+cd_prediction cd_decoder_get_prediction(const cd_decoder *d)
 {
     if (!d) {
-        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_decoder_prediction: argument 'd' is NULL");
-        return -1;
+        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_decoder_get_prediction: argument 'd' is NULL");
+        return CD_PREDICT_INVALID;
     }
-    return d->prediction;
+    return (cd_prediction)d->prediction;
 }
 
 cd_status cd__decoder_check_T(const cd_decoder *d, int64_t T, const char *fn)

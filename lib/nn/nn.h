@@ -24,7 +24,7 @@
  * cd_params_add() that also reports the new tensor's index (may be NULL).
  * Decoders build their sets through this. Errors as cd_params_add().
  */
-cd_status cd__params_add(cd_params *p, const char *name, int32_t rank,
+cd_status cd__params_add(cd_params *p, const char *name, int64_t rank,
                          const int64_t *shape, int64_t *index);
 
 /*
@@ -115,20 +115,13 @@ typedef enum cd__adam_param {
 } cd__adam_param;
 #define CD__ADAM_NPARAMS 11
 
-/* Bound flags of cd__adam_bounds(). */
-#define CD__BOUND_LO_OPEN 1 /* lo itself is not allowed */
-#define CD__BOUND_HI_OPEN 2 /* hi itself is not allowed */
+/* A key's description: its name, type, bounds and default (the row's key
+ * is the cd__adam_param), or NULL with CD_ERR_INVALID_ARGUMENT. */
+const cd__option *cd__adam_option(cd__adam_param key, const char *fn);
 
-/*
- * The allowed range of a hyper-parameter: [lo, hi] with the ends excluded
- * as `open` says (CD__BOUND_*). Every value must also be finite.
- * Errors: CD_ERR_INVALID_ARGUMENT for an unknown key.
- */
-cd_status cd__adam_bounds(cd__adam_param key, double *lo, double *hi,
-                          int32_t *open);
-
-/* Check a value against cd__adam_bounds (CD_ERR_RANGE / CD_ERR_NOT_FINITE
- * with a message naming the key; `who` prefixes the message). */
+/* Check a value against the key's row (CD_ERR_RANGE / CD_ERR_NOT_FINITE
+ * with a message naming the key; `who` prefixes the message). Integer and
+ * boolean keys take whole numbers only. */
 cd_status cd__adam_check(const char *who, cd__adam_param key, double value);
 
 /* The default of a key (NaN if unknown). */

@@ -64,7 +64,7 @@ static cd_status check_name(const cd_params *p, const char *fn, const char *name
 }
 
 /* numel of the shape, refusing sizes whose bytes (for two blocks) overflow. */
-static cd_status check_shape(const char *fn, const char *name, int32_t rank,
+static cd_status check_shape(const char *fn, const char *name, int64_t rank,
                              const int64_t *shape, int64_t *numel)
 {
     if (rank < 1 || rank > CD_TENSOR_MAX_RANK)
@@ -72,7 +72,7 @@ static cd_status check_shape(const char *fn, const char *name, int32_t rank,
                          (int)rank, CD_TENSOR_MAX_RANK);
     CD__CHECK_NOT_NULL(shape, fn);
     int64_t n = 1;
-    for (int32_t d = 0; d < rank; d++) {
+    for (int64_t d = 0; d < rank; d++) {
         if (shape[d] < 1)
             return cd__error(CD_ERR_SHAPE, "%s: '%s': shape[%d] = %" PRId64 " must be "
                              "at least 1", fn, name, (int)d, shape[d]);
@@ -96,7 +96,7 @@ static cd_status grow(cd_params *p, const char *fn)
     return CD_OK;
 }
 
-cd_status cd__params_add(cd_params *p, const char *name, int32_t rank,
+cd_status cd__params_add(cd_params *p, const char *name, int64_t rank,
                          const int64_t *shape, int64_t *index)
 {
     static const char fn[] = "cd_params_add";
@@ -114,7 +114,7 @@ cd_status cd__params_add(cd_params *p, const char *name, int32_t rank,
     param_entry *e = &p->items[p->count];
     memset(e, 0, sizeof *e);
     memcpy(e->name, name, strlen(name) + 1);
-    e->rank = rank;
+    e->rank = (int32_t)rank;
     memcpy(e->shape, shape, (size_t)rank * sizeof *shape);
     e->numel = numel;
     e->offset = p->numel;
@@ -124,7 +124,7 @@ cd_status cd__params_add(cd_params *p, const char *name, int32_t rank,
     return CD_OK;
 }
 
-cd_status cd_params_add(cd_params *p, const char *name, int32_t rank,
+cd_status cd_params_add(cd_params *p, const char *name, int64_t rank,
                         const int64_t *shape)
 {
     return cd__params_add(p, name, rank, shape, NULL);
@@ -215,14 +215,14 @@ cd_status cd_params_find(const cd_params *p, const char *name, int64_t *index)
                      CD_PARAMS_MAX_NAME, name);
 }
 
-int32_t cd_params_rank(const cd_params *p, int64_t i)
+int64_t cd_params_rank(const cd_params *p, int64_t i)
 {
     const param_entry *e = entry_at(p, i, "cd_params_rank");
     return e ? e->rank : -1;
 }
 
 cd_status cd_params_shape(const cd_params *p, int64_t i, int64_t *shape,
-                          int32_t capacity)
+                          int64_t capacity)
 {
     static const char fn[] = "cd_params_shape";
     CD__CHECK_NOT_NULL(shape, fn);

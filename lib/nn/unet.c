@@ -84,7 +84,7 @@ static cd_status check_layers(const cd__decoder_cfg *cfg)
     const int64_t layers = 2 + blocks * BLOCK_LAYERS + attns * ATTN_LAYERS + 2 * (L - 1) + 1;
     if (layers > CD__DEC_MAX_LAYERS)
         return cd__error(CD_ERR_RANGE, "cd_decoder_create: a UNet of %" PRId64 " levels "
-                         "(CD_DECODER_DIM_MULTS) has up to %" PRId64 " layers, more than the "
+                         "(CD_DECODER_OPT_DIM_MULTS) has up to %" PRId64 " layers, more than the "
                          "%d supported", L, layers, CD__DEC_MAX_LAYERS);
     return CD_OK;
 }
