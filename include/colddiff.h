@@ -271,13 +271,14 @@ typedef enum cd_option_type {
  * Part of the ABI: its layout changes only with CD_ABI_VERSION.
  */
 typedef struct cd_option_info {
-    const char *name;     /**< as the command line and checkpoints spell it
-                               (static text, never freed)                   */
+    const char *name; /**< as the command line and checkpoints spell it
+                           (static text, never freed)                   */
     cd_option_type type;
     int32_t choices;      /**< CD_OPTION_CHOICE: the cd_enum naming the values;
                                -1 otherwise                                 */
-    double lo, hi;        /**< the allowed range (of each entry for a list);
-                               +-DBL_MAX when unbounded                     */
+    double lo, hi;        /**< the allowed range (of each entry for a list):
+                               +-DBL_MAX when unbounded, +-FLT_MAX for a
+                               value the object keeps as a float            */
     int32_t lo_open;      /**< 1 when lo itself is not allowed              */
     int32_t hi_open;      /**< 1 when hi itself is not allowed              */
     double default_value; /**< the value of a new object (for a list, its
@@ -301,8 +302,7 @@ typedef struct cd_tensor cd_tensor;
  * byte size does not fit), CD_ERR_OUT_OF_MEMORY.
  * The caller owns *out and frees it with cd_tensor_free().
  */
-CD_API cd_status cd_tensor_create(cd_tensor **out, int64_t rank,
-                                  const int64_t *shape);
+CD_API cd_status cd_tensor_create(cd_tensor **out, int64_t rank, const int64_t *shape);
 
 /** Free a tensor; NULL is a no-op. */
 CD_API void cd_tensor_free(cd_tensor *t);
@@ -314,8 +314,7 @@ CD_API cd_status cd_tensor_clone(cd_tensor **out, const cd_tensor *src);
  * Give t a new shape with the same element count; the data are unchanged.
  * Errors: CD_ERR_SHAPE if the counts differ or the shape is invalid.
  */
-CD_API cd_status cd_tensor_reshape(cd_tensor *t, int64_t rank,
-                                   const int64_t *shape);
+CD_API cd_status cd_tensor_reshape(cd_tensor *t, int64_t rank, const int64_t *shape);
 
 /** Rank of t, or -1 (with an error) if t is NULL. */
 CD_API int64_t cd_tensor_rank(const cd_tensor *t);
@@ -330,8 +329,7 @@ CD_API int64_t cd_tensor_numel(const cd_tensor *t);
  * Copy the shape into shape[0..rank-1]. capacity is the length of shape;
  * CD_ERR_SHAPE if it is smaller than the rank.
  */
-CD_API cd_status cd_tensor_shape(const cd_tensor *t, int64_t *shape,
-                                 int64_t capacity);
+CD_API cd_status cd_tensor_shape(const cd_tensor *t, int64_t *shape, int64_t capacity);
 
 /**
  * Borrowed pointer to the numel() contiguous floats of t, or NULL (with an
@@ -346,12 +344,10 @@ CD_API cd_status cd_tensor_fill(cd_tensor *t, float value);
  * Copy count floats from src into t. count must equal numel(t):
  * CD_ERR_SHAPE otherwise. src must not overlap t's data.
  */
-CD_API cd_status cd_tensor_copy_from(cd_tensor *t, const float *src,
-                                     int64_t count);
+CD_API cd_status cd_tensor_copy_from(cd_tensor *t, const float *src, int64_t count);
 
 /** Copy t's numel(t) floats to dst; count must equal numel(t). */
-CD_API cd_status cd_tensor_copy_to(const cd_tensor *t, float *dst,
-                                   int64_t count);
+CD_API cd_status cd_tensor_copy_to(const cd_tensor *t, float *dst, int64_t count);
 
 /**
  * Copy rows src_row .. src_row + n - 1 of src (slices along the first
@@ -362,9 +358,8 @@ CD_API cd_status cd_tensor_copy_to(const cd_tensor *t, float *dst,
  * Errors: CD_ERR_INVALID_ARGUMENT (NULL), CD_ERR_SHAPE (ranks or row
  * shapes differ), CD_ERR_RANGE (a negative n or row, or rows past the end).
  */
-CD_API cd_status cd_tensor_copy_rows(cd_tensor *dst, int64_t dst_row,
-                                     const cd_tensor *src, int64_t src_row,
-                                     int64_t n);
+CD_API cd_status cd_tensor_copy_rows(cd_tensor *dst, int64_t dst_row, const cd_tensor *src,
+                                     int64_t src_row, int64_t n);
 
 /* ------------------------------------------------------------------------ */
 /* Random numbers                                                           */
@@ -396,8 +391,7 @@ CD_API void cd_rng_free(cd_rng *rng);
  * only on rng's key and `stream`, not on how much rng has drawn, and rng is
  * not changed: split(rng, i) is the same generator whenever it is called.
  */
-CD_API cd_status cd_rng_split(cd_rng **out, const cd_rng *rng,
-                              uint64_t stream);
+CD_API cd_status cd_rng_split(cd_rng **out, const cd_rng *rng, uint64_t stream);
 
 /** Save the full state (key and counter) into state[CD_RNG_STATE_WORDS]. */
 CD_API cd_status cd_rng_get_state(const cd_rng *rng, uint64_t *state);
@@ -412,8 +406,7 @@ CD_API cd_status cd_rng_uniform(cd_rng *rng, float *out, int64_t n);
 CD_API cd_status cd_rng_normal(cd_rng *rng, float *out, int64_t n);
 
 /** n integers uniform on [lo, hi] inclusive (unbiased); lo <= hi. */
-CD_API cd_status cd_rng_int_range(cd_rng *rng, int64_t *out, int64_t n,
-                                  int64_t lo, int64_t hi);
+CD_API cd_status cd_rng_int_range(cd_rng *rng, int64_t *out, int64_t n, int64_t lo, int64_t hi);
 
 /** Fill a tensor with uniforms on [0, 1). */
 CD_API cd_status cd_rng_uniform_tensor(cd_rng *rng, cd_tensor *t);
@@ -449,8 +442,7 @@ CD_API void cd_params_free(cd_params *p);
  * Append a zero-filled tensor called name (1..CD_PARAMS_MAX_NAME bytes,
  * unique) of the given shape (rank 1..CD_TENSOR_MAX_RANK).
  */
-CD_API cd_status cd_params_add(cd_params *p, const char *name, int64_t rank,
-                               const int64_t *shape);
+CD_API cd_status cd_params_add(cd_params *p, const char *name, int64_t rank, const int64_t *shape);
 
 /** Number of tensors, or -1 (with an error). */
 CD_API int64_t cd_params_count(const cd_params *p);
@@ -462,15 +454,13 @@ CD_API int64_t cd_params_numel(const cd_params *p);
 CD_API const char *cd_params_name(const cd_params *p, int64_t i);
 
 /** Index of the tensor called name; CD_ERR_NOT_FOUND if there is none. */
-CD_API cd_status cd_params_find(const cd_params *p, const char *name,
-                                int64_t *index);
+CD_API cd_status cd_params_find(const cd_params *p, const char *name, int64_t *index);
 
 /** Rank of tensor i, or -1. */
 CD_API int64_t cd_params_rank(const cd_params *p, int64_t i);
 
 /** Shape of tensor i into shape[0..rank-1] (capacity as cd_tensor_shape). */
-CD_API cd_status cd_params_shape(const cd_params *p, int64_t i, int64_t *shape,
-                                 int64_t capacity);
+CD_API cd_status cd_params_shape(const cd_params *p, int64_t i, int64_t *shape, int64_t capacity);
 
 /** Element count of tensor i, or -1. */
 CD_API int64_t cd_params_numel_at(const cd_params *p, int64_t i);
@@ -508,8 +498,8 @@ typedef struct cd_decoder_config cd_decoder_config;
 
 typedef enum cd_decoder_kind {
     CD_DECODER_INVALID = -1, /**< what cd_decoder_get_kind returns on error */
-    CD_DECODER_CNN = 0,  /**< report Part 1: conv + C x H x W LayerNorm + GELU */
-    CD_DECODER_UNET = 1  /**< report Part 2: ConvNeXt UNet with linear attention */
+    CD_DECODER_CNN = 0,      /**< report Part 1: conv + C x H x W LayerNorm + GELU */
+    CD_DECODER_UNET = 1      /**< report Part 2: ConvNeXt UNet with linear attention */
 } cd_decoder_kind;
 
 /**
@@ -520,61 +510,55 @@ typedef enum cd_decoder_kind {
  * parentheses where they differ).
  */
 typedef enum cd_decoder_option {
-    CD_DECODER_OPT_CHANNELS = 0,       /**< image channels (1)                  */
-    CD_DECODER_OPT_HEIGHT = 1,         /**< CNN: the H its LayerNorms fit;
-                                            UNet: the H it trains at, set by
-                                            training (28)                       */
-    CD_DECODER_OPT_WIDTH = 2,          /**< the same for W (28)                 */
-    CD_DECODER_OPT_HIDDEN = 3,         /**< CNN list: hidden channels (16,32,32,16) */
-    CD_DECODER_OPT_KERNEL = 4,         /**< CNN: hidden conv kernel, odd (7)    */
-    CD_DECODER_OPT_TIME_FREQS = 5,     /**< CNN: time frequencies (16)          */
-    CD_DECODER_OPT_TIME_HIDDEN = 6,    /**< CNN: time-MLP width (128)           */
-    CD_DECODER_OPT_TIME_LAYERS = 7,    /**< CNN: hidden time-MLP layers (3)     */
-    CD_DECODER_OPT_DIM = 8,            /**< UNet: base width (32)               */
-    CD_DECODER_OPT_DIM_MULTS = 9,      /**< UNet list: width multipliers (1,2,4) */
-    CD_DECODER_OPT_HEADS = 10,         /**< UNet: attention heads (4)           */
-    CD_DECODER_OPT_HEAD_DIM = 11,      /**< UNet: attention head width (32)     */
-    CD_DECODER_OPT_CONVNEXT_MULT = 12  /**< UNet: ConvNeXt expansion (2)        */
+    CD_DECODER_OPT_CHANNELS = 0,      /**< image channels (1)                  */
+    CD_DECODER_OPT_HEIGHT = 1,        /**< CNN: the H its LayerNorms fit;
+                                           UNet: the H it trains at, set by
+                                           training (28)                       */
+    CD_DECODER_OPT_WIDTH = 2,         /**< the same for W (28)                 */
+    CD_DECODER_OPT_HIDDEN = 3,        /**< CNN list: hidden channels (16,32,32,16) */
+    CD_DECODER_OPT_KERNEL = 4,        /**< CNN: hidden conv kernel, odd (7)    */
+    CD_DECODER_OPT_TIME_FREQS = 5,    /**< CNN: time frequencies (16)          */
+    CD_DECODER_OPT_TIME_HIDDEN = 6,   /**< CNN: time-MLP width (128)           */
+    CD_DECODER_OPT_TIME_LAYERS = 7,   /**< CNN: hidden time-MLP layers (3)     */
+    CD_DECODER_OPT_DIM = 8,           /**< UNet: base width (32)               */
+    CD_DECODER_OPT_DIM_MULTS = 9,     /**< UNet list: width multipliers (1,2,4) */
+    CD_DECODER_OPT_HEADS = 10,        /**< UNet: attention heads (4)           */
+    CD_DECODER_OPT_HEAD_DIM = 11,     /**< UNet: attention head width (32)     */
+    CD_DECODER_OPT_CONVNEXT_MULT = 12 /**< UNet: ConvNeXt expansion (2)        */
 } cd_decoder_option;
 
 /** Make a configuration holding the report's model of `kind`. */
-CD_API cd_status cd_decoder_config_create(cd_decoder_config **out,
-                                          cd_decoder_kind kind);
+CD_API cd_status cd_decoder_config_create(cd_decoder_config **out, cd_decoder_kind kind);
 
 /** Free a configuration; NULL is a no-op. */
 CD_API void cd_decoder_config_free(cd_decoder_config *cfg);
 
 /** Describe a key (name, type, range, default); see cd_option_info. */
-CD_API cd_status cd_decoder_config_option_info(cd_decoder_option key,
-                                               cd_option_info *info);
+CD_API cd_status cd_decoder_config_option_info(cd_decoder_option key, cd_option_info *info);
 
 /**
  * Set an integer key. Errors: CD_ERR_INVALID_ARGUMENT (unknown key, or a
  * list key), CD_ERR_RANGE (outside the bounds; an even
  * CD_DECODER_OPT_KERNEL).
  */
-CD_API cd_status cd_decoder_config_set_int(cd_decoder_config *cfg,
-                                           cd_decoder_option key,
+CD_API cd_status cd_decoder_config_set_int(cd_decoder_config *cfg, cd_decoder_option key,
                                            int64_t value);
 
 /** Read an integer key. */
-CD_API cd_status cd_decoder_config_get_int(const cd_decoder_config *cfg,
-                                           cd_decoder_option key,
+CD_API cd_status cd_decoder_config_get_int(const cd_decoder_config *cfg, cd_decoder_option key,
                                            int64_t *value);
 
 /** Set a list key (CD_DECODER_OPT_HIDDEN, CD_DECODER_OPT_DIM_MULTS):
  *  1..8 values. */
-CD_API cd_status cd_decoder_config_set_list(cd_decoder_config *cfg,
-                                            cd_decoder_option key,
+CD_API cd_status cd_decoder_config_set_list(cd_decoder_config *cfg, cd_decoder_option key,
                                             const int64_t *values, int64_t n);
 
 /**
  * Read a list key into values[0..capacity-1]; *n gets its length even when
  * capacity is too small (then CD_ERR_SHAPE).
  */
-CD_API cd_status cd_decoder_config_get_list(const cd_decoder_config *cfg,
-                                            cd_decoder_option key, int64_t *values,
-                                            int64_t capacity, int64_t *n);
+CD_API cd_status cd_decoder_config_get_list(const cd_decoder_config *cfg, cd_decoder_option key,
+                                            int64_t *values, int64_t capacity, int64_t *n);
 
 /**
  * Build a decoder from cfg (copied), with weights drawn from rng following
@@ -582,8 +566,7 @@ CD_API cd_status cd_decoder_config_get_list(const cd_decoder_config *cfg,
  * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_RANGE (an inconsistent
  * configuration, e.g. an odd UNet CD_DECODER_OPT_DIM), CD_ERR_OUT_OF_MEMORY.
  */
-CD_API cd_status cd_decoder_create(cd_decoder **out,
-                                   const cd_decoder_config *cfg, cd_rng *rng);
+CD_API cd_status cd_decoder_create(cd_decoder **out, const cd_decoder_config *cfg, cd_rng *rng);
 
 /** Free a decoder and its parameters; NULL is a no-op. */
 CD_API void cd_decoder_free(cd_decoder *d);
@@ -593,8 +576,7 @@ CD_API void cd_decoder_free(cd_decoder *d);
 CD_API cd_decoder_kind cd_decoder_get_kind(const cd_decoder *d);
 
 /** A copy of the decoder's configuration, owned by the caller. */
-CD_API cd_status cd_decoder_get_config(const cd_decoder *d,
-                                       cd_decoder_config **out);
+CD_API cd_status cd_decoder_get_config(const cd_decoder *d, cd_decoder_config **out);
 
 /**
  * The image shape the decoder is for, C x H x W into shape[0..2]: the
@@ -626,8 +608,8 @@ CD_API int64_t cd_decoder_param_count(const cd_decoder *d);
  * allocates). Finite z with weights that overflow can still give an
  * infinite or NaN out; the trainer and the samplers check for that.
  */
-CD_API cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z,
-                                    const cd_tensor *tau, cd_tensor *out);
+CD_API cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
+                                    cd_tensor *out);
 
 /**
  * out = g(z, tau) as cd_decoder_forward computes it, bit for bit, for a
@@ -638,8 +620,8 @@ CD_API cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z,
  * has). A later cd_decoder_backward is CD_ERR_STATE until the next
  * cd_decoder_forward. Errors as cd_decoder_forward.
  */
-CD_API cd_status cd_decoder_infer(cd_decoder *d, const cd_tensor *z,
-                                  const cd_tensor *tau, cd_tensor *out);
+CD_API cd_status cd_decoder_infer(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
+                                  cd_tensor *out);
 
 /**
  * Save the decoder (configuration and parameters) as a checkpoint file
@@ -678,9 +660,9 @@ CD_API int64_t cd_decoder_trained_T(const cd_decoder *d);
  */
 typedef enum cd_prediction {
     CD_PREDICT_INVALID = -1, /**< what cd_decoder_get_prediction returns on error */
-    CD_PREDICT_NOISE = 0, /**< eps, the report's (default)                 */
-    CD_PREDICT_X0 = 1,    /**< the clean image x0                          */
-    CD_PREDICT_V = 2      /**< v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0  */
+    CD_PREDICT_NOISE = 0,    /**< eps, the report's (default)                 */
+    CD_PREDICT_X0 = 1,       /**< the clean image x0                          */
+    CD_PREDICT_V = 2         /**< v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0  */
 } cd_prediction;
 
 /**
@@ -700,8 +682,7 @@ CD_API cd_prediction cd_decoder_get_prediction(const cd_decoder *d);
  * CD_ERR_NOT_FINITE (a NaN or infinity in dout, named by element; the
  * gradients and dz are then untouched).
  */
-CD_API cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout,
-                                     cd_tensor *dz);
+CD_API cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout, cd_tensor *dz);
 
 /* ------------------------------------------------------------------------ */
 /* Schedules                                                                */
@@ -720,7 +701,7 @@ CD_API cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout,
 typedef struct cd_schedule cd_schedule;
 
 typedef enum cd_schedule_kind {
-    CD_SCHEDULE_INVALID = -1,        /**< what cd_schedule_get_kind returns on error */
+    CD_SCHEDULE_INVALID = -1, /**< what cd_schedule_get_kind returns on error */
     CD_SCHEDULE_LINEAR = 0,
     CD_SCHEDULE_CONSTANT = 1,
     CD_SCHEDULE_COSINE = 2,
@@ -733,8 +714,8 @@ typedef enum cd_schedule_kind {
 
 /** beta_t = beta_min + (beta_max - beta_min)(t - 1)/(T - 1); T = 1 gives
  *  beta_min. Defaults in the report: T = 1000, 1e-4, 0.02. */
-CD_API cd_status cd_schedule_create_linear(cd_schedule **out, int64_t T,
-                                           double beta_min, double beta_max);
+CD_API cd_status cd_schedule_create_linear(cd_schedule **out, int64_t T, double beta_min,
+                                           double beta_max);
 
 /**
  * The report's linear schedule, in its own float32 arithmetic: beta_1..T
@@ -747,21 +728,18 @@ CD_API cd_status cd_schedule_create_linear(cd_schedule **out, int64_t T,
  * The formula of cd_schedule_create_linear() in double differs by 1 ulp in
  * beta at about 375 of its 1,000 steps, and up to 33 ulp in alpha-bar.
  */
-CD_API cd_status cd_schedule_create_linear_report(cd_schedule **out,
-                                                  int64_t T, double beta_min,
+CD_API cd_status cd_schedule_create_linear_report(cd_schedule **out, int64_t T, double beta_min,
                                                   double beta_max);
 
 /** beta_t = c for t = 1..T, so alpha-bar_t = (1 - c)^t. */
-CD_API cd_status cd_schedule_create_constant(cd_schedule **out, int64_t T,
-                                             double c);
+CD_API cd_status cd_schedule_create_constant(cd_schedule **out, int64_t T, double c);
 
 /**
  * The report's constant schedule, quirk included: beta_0 = c too and
  * alpha-bar_t = exp(cumsum(log(1 - beta))) over 0..t in float32, about
  * (1 - c)^(t + 1). The presets ddpm-cnn-good and ddpm-cnn-bad use it.
  */
-CD_API cd_status cd_schedule_create_constant_report(cd_schedule **out,
-                                                    int64_t T, double c);
+CD_API cd_status cd_schedule_create_constant_report(cd_schedule **out, int64_t T, double c);
 
 /**
  * Nichol and Dhariwal's cosine schedule: f(t) = cos^2(pi/2 (t/T + s)/(1 + s)),
@@ -769,27 +747,24 @@ CD_API cd_status cd_schedule_create_constant_report(cd_schedule **out,
  * the clipped betas. Library defaults: s = 0.008, beta_clip = 0.999.
  * s must lie in [0, 1].
  */
-CD_API cd_status cd_schedule_create_cosine(cd_schedule **out, int64_t T,
-                                           double s, double beta_clip);
+CD_API cd_status cd_schedule_create_cosine(cd_schedule **out, int64_t T, double s,
+                                           double beta_clip);
 
 /**
  * The report's cosine preset (ddpm-unet-cosine): s = 0.008, beta_clip = 0.9
  * and alpha-bar_t = f(t)/f(0) NOT recomputed, so alpha-bar_T is about 4e-33.
  */
-CD_API cd_status cd_schedule_create_cosine_report(cd_schedule **out,
-                                                  int64_t T);
+CD_API cd_status cd_schedule_create_cosine_report(cd_schedule **out, int64_t T);
 
 /** A schedule from beta[0..T-1] = beta_1..beta_T. */
-CD_API cd_status cd_schedule_create_custom(cd_schedule **out,
-                                           const float *beta, int64_t T);
+CD_API cd_status cd_schedule_create_custom(cd_schedule **out, const float *beta, int64_t T);
 
 /**
  * A schedule from both arrays exactly as given, t = 0..T (T + 1 values
  * each, all finite and in [0, 1]). Imported report checkpoints need this:
  * their alpha-bar is not the product of their betas.
  */
-CD_API cd_status cd_schedule_create_arrays(cd_schedule **out,
-                                           const float *beta,
+CD_API cd_status cd_schedule_create_arrays(cd_schedule **out, const float *beta,
                                            const float *alpha_bar, int64_t T);
 
 /** Free a schedule; NULL is a no-op. */
@@ -802,21 +777,16 @@ CD_API int64_t cd_schedule_T(const cd_schedule *s);
 CD_API cd_schedule_kind cd_schedule_get_kind(const cd_schedule *s);
 
 /** beta_t and alpha-bar_t for 0 <= t <= T (either output may be NULL). */
-CD_API cd_status cd_schedule_at(const cd_schedule *s, int64_t t, float *beta,
-                                float *alpha_bar);
+CD_API cd_status cd_schedule_at(const cd_schedule *s, int64_t t, float *beta, float *alpha_bar);
 
 /** Copy both arrays (n must be T + 1; either output may be NULL). */
-CD_API cd_status cd_schedule_copy_arrays(const cd_schedule *s, float *beta,
-                                         float *alpha_bar, int64_t n);
+CD_API cd_status cd_schedule_copy_arrays(const cd_schedule *s, float *beta, float *alpha_bar,
+                                         int64_t n);
 
 /** An image dataset in memory with train, validation and test splits. */
 typedef struct cd_dataset cd_dataset;
 
-typedef enum cd_split {
-    CD_SPLIT_TRAIN = 0,
-    CD_SPLIT_VAL = 1,
-    CD_SPLIT_TEST = 2
-} cd_split;
+typedef enum cd_split { CD_SPLIT_TRAIN = 0, CD_SPLIT_VAL = 1, CD_SPLIT_TEST = 2 } cd_split;
 
 /* ------------------------------------------------------------------------ */
 /* Degradations                                                             */
@@ -848,13 +818,12 @@ typedef enum cd_padding {
 /** What a decoder trained against an operator predicts. */
 typedef enum cd_target {
     CD_TARGET_INVALID = -1, /**< what cd_degradation_get_target returns on error */
-    CD_TARGET_NOISE = 0, /**< the noise eps (the noise degradation) */
-    CD_TARGET_IMAGE = 1  /**< the clean image x (deterministic degradations) */
+    CD_TARGET_NOISE = 0,    /**< the noise eps (the noise degradation) */
+    CD_TARGET_IMAGE = 1     /**< the clean image x (deterministic degradations) */
 } cd_target;
 
 /** Gaussian noise with the schedule's alpha-bar. */
-CD_API cd_status cd_degradation_create_noise(cd_degradation **out,
-                                             const cd_schedule *s);
+CD_API cd_status cd_degradation_create_noise(cd_degradation **out, const cd_schedule *s);
 
 /**
  * Gaussian blur: D(x, t) = G_t * ... * G_1 * x, each G_i a kernel_size x
@@ -863,10 +832,8 @@ CD_API cd_status cd_degradation_create_noise(cd_degradation **out,
  * torchvision's GaussianBlur. Reflect padding needs images larger than
  * kernel_size / 2; planes of up to 128 x 128 pixels are supported.
  */
-CD_API cd_status cd_degradation_create_blur(cd_degradation **out,
-                                            const cd_schedule *s,
-                                            int64_t kernel_size,
-                                            cd_padding padding);
+CD_API cd_status cd_degradation_create_blur(cd_degradation **out, const cd_schedule *s,
+                                            int64_t kernel_size, cd_padding padding);
 
 /**
  * Pixelate: with L = ceil(log2(max(H, W))) levels and s = L t / T,
@@ -877,8 +844,7 @@ CD_API cd_status cd_degradation_create_blur(cd_degradation **out,
  * channel. P_1 is the identity, and P_{2^L} is each image's per-channel
  * mean: D(x, T) is a constant image. Only the schedule's T is used.
  */
-CD_API cd_status cd_degradation_create_pixelate(cd_degradation **out,
-                                                const cd_schedule *s);
+CD_API cd_status cd_degradation_create_pixelate(cd_degradation **out, const cd_schedule *s);
 
 /**
  * Mask: D(x, t) = M_t x with M_t(i, j) = clamp((d(i, j) - r_t) / w, 0, 1),
@@ -888,8 +854,7 @@ CD_API cd_status cd_degradation_create_pixelate(cd_degradation **out,
  * soft edge that grows from nothing at t = 0 to the whole image at t = T,
  * where D(x, T) = 0. Only the schedule's T is used.
  */
-CD_API cd_status cd_degradation_create_mask(cd_degradation **out,
-                                            const cd_schedule *s,
+CD_API cd_status cd_degradation_create_mask(cd_degradation **out, const cd_schedule *s,
                                             double edge_width);
 
 /**
@@ -898,8 +863,7 @@ CD_API cd_status cd_degradation_create_mask(cd_degradation **out,
  * given to the operator must have m's shape (CD_ERR_SHAPE otherwise).
  * cd_dataset_mean_image() computes m.
  */
-CD_API cd_status cd_degradation_create_fade(cd_degradation **out,
-                                            const cd_schedule *s,
+CD_API cd_status cd_degradation_create_fade(cd_degradation **out, const cd_schedule *s,
                                             const cd_tensor *mean_image);
 
 /** Free an operator; NULL is a no-op. */
@@ -933,10 +897,8 @@ CD_API cd_status cd_degradation_copy_schedule(const cd_degradation *d, float *be
  * (a NaN or infinite pixel), CD_ERR_INVALID_ARGUMENT, CD_ERR_UNSUPPORTED
  * (a blur plane above 128 x 128).
  */
-CD_API cd_status cd_degradation_apply(const cd_degradation *d,
-                                      const cd_tensor *x, const int64_t *t,
-                                      int64_t n_t, cd_rng *rng, cd_tensor *z,
-                                      cd_tensor *eps);
+CD_API cd_status cd_degradation_apply(const cd_degradation *d, const cd_tensor *x, const int64_t *t,
+                                      int64_t n_t, cd_rng *rng, cd_tensor *z, cd_tensor *eps);
 
 /*
  * The z_T prior, which unconditional sampling starts from.
@@ -963,8 +925,7 @@ CD_API cd_status cd_degradation_apply(const cd_degradation *d,
  * split), CD_ERR_SHAPE (images the operator cannot take), CD_ERR_UNSUPPORTED
  * (a blur plane above 128 x 128), CD_ERR_OUT_OF_MEMORY.
  */
-CD_API cd_status cd_degradation_fit_prior(cd_degradation *d,
-                                          const cd_dataset *ds, cd_split split,
+CD_API cd_status cd_degradation_fit_prior(cd_degradation *d, const cd_dataset *ds, cd_split split,
                                           int64_t max_images);
 
 /**
@@ -973,15 +934,14 @@ CD_API cd_status cd_degradation_fit_prior(cd_degradation *d,
  * as fitted: cd_trainer_fit() will not refit it. The noise operator's
  * prior is fixed (CD_ERR_UNSUPPORTED).
  */
-CD_API cd_status cd_degradation_set_prior(cd_degradation *d, double mean,
-                                          double std, double jitter);
+CD_API cd_status cd_degradation_set_prior(cd_degradation *d, double mean, double std,
+                                          double jitter);
 
 /**
  * Read the prior: (0, 1, 0) for noise. fitted (may be NULL) gets 1 after
  * cd_degradation_fit_prior() or cd_degradation_set_prior(), else 0.
  */
-CD_API cd_status cd_degradation_get_prior(const cd_degradation *d,
-                                          double *mean, double *std,
+CD_API cd_status cd_degradation_get_prior(const cd_degradation *d, double *mean, double *std,
                                           double *jitter, int32_t *fitted);
 
 /**
@@ -989,8 +949,7 @@ CD_API cd_status cd_degradation_get_prior(const cd_degradation *d,
  * sample). Draws from rng: noise, N x C x H x W normals; the others, N
  * normals for the constants first, then N x C x H x W for the jitter.
  */
-CD_API cd_status cd_degradation_sample_prior(const cd_degradation *d,
-                                             cd_rng *rng, cd_tensor *z);
+CD_API cd_status cd_degradation_sample_prior(const cd_degradation *d, cd_rng *rng, cd_tensor *z);
 
 /* ------------------------------------------------------------------------ */
 /* Samplers                                                                 */
@@ -1037,11 +996,11 @@ typedef struct cd_sampler cd_sampler;
 
 typedef enum cd_sampler_kind {
     CD_SAMPLER_INVALID = -1, /**< what cd_sampler_get_kind returns on error   */
-    CD_SAMPLER_DDPM = 0,   /**< DDPM ancestral (report Algorithm 2)        */
-    CD_SAMPLER_DDIM = 1,   /**< DDIM with S steps and eta                  */
-    CD_SAMPLER_COLD1 = 2,  /**< cold diffusion algorithm 1                 */
-    CD_SAMPLER_COLD2 = 3,  /**< cold diffusion algorithm 2 (the report's)  */
-    CD_SAMPLER_DIRECT = 4  /**< one prediction from z_{t_start}            */
+    CD_SAMPLER_DDPM = 0,     /**< DDPM ancestral (report Algorithm 2)        */
+    CD_SAMPLER_DDIM = 1,     /**< DDIM with S steps and eta                  */
+    CD_SAMPLER_COLD1 = 2,    /**< cold diffusion algorithm 1                 */
+    CD_SAMPLER_COLD2 = 3,    /**< cold diffusion algorithm 2 (the report's)  */
+    CD_SAMPLER_DIRECT = 4    /**< one prediction from z_{t_start}            */
 } cd_sampler_kind;
 
 /**
@@ -1058,16 +1017,16 @@ typedef enum cd_sampler_kind {
  * for the algorithms exactly as published.
  */
 typedef enum cd_sampler_option {
-    CD_SAMPLER_OPT_STEPS = 0,    /**< int, DDIM: steps S, 1..T (default
-                                      min(50, T); above T is CD_ERR_RANGE) */
-    CD_SAMPLER_OPT_ETA = 1,      /**< real, DDIM: eta in [0, 1] (default 1) */
+    CD_SAMPLER_OPT_STEPS = 0,              /**< int, DDIM: steps S, 1..T (default
+                                                min(50, T); above T is CD_ERR_RANGE) */
+    CD_SAMPLER_OPT_ETA = 1,                /**< real, DDIM: eta in [0, 1] (default 1) */
     CD_SAMPLER_OPT_POSTERIOR_VARIANCE = 2, /**< bool, DDPM: 1 for the
-                                      posterior variance, 0 for beta
-                                      (default)                            */
-    CD_SAMPLER_OPT_CLIP = 3,     /**< bool, all but DDPM: 1 clips x0-hat to
-                                      [lo, hi] (default 1)                 */
-    CD_SAMPLER_OPT_CLIP_LO = 4,  /**< real: clip range low end (default -0.5) */
-    CD_SAMPLER_OPT_CLIP_HI = 5   /**< real: clip range high end (default 0.5) */
+                                                posterior variance, 0 for beta
+                                                (default)                            */
+    CD_SAMPLER_OPT_CLIP = 3,               /**< bool, all but DDPM: 1 clips x0-hat to
+                                                [lo, hi] (default 1)                 */
+    CD_SAMPLER_OPT_CLIP_LO = 4,            /**< real: clip range low end (default -0.5) */
+    CD_SAMPLER_OPT_CLIP_HI = 5             /**< real: clip range high end (default 0.5) */
 } cd_sampler_option;
 
 /**
@@ -1078,8 +1037,8 @@ typedef enum cd_sampler_option {
  * a message through a failing libcolddiff call): the sampler stops and
  * returns that status, naming the step, with the predictor's message.
  */
-typedef cd_status (*cd_predictor_fn)(const cd_tensor *z, const cd_tensor *tau,
-                                     cd_tensor *out, void *user);
+typedef cd_status (*cd_predictor_fn)(const cd_tensor *z, const cd_tensor *tau, cd_tensor *out,
+                                     void *user);
 
 /**
  * Create a sampler of `kind` for the degradation deg, which is borrowed: it
@@ -1099,8 +1058,7 @@ CD_API void cd_sampler_free(cd_sampler *s);
 CD_API cd_sampler_kind cd_sampler_get_kind(const cd_sampler *s);
 
 /** Describe a key (name, type, range, default); see cd_option_info. */
-CD_API cd_status cd_sampler_option_info(cd_sampler_option key,
-                                        cd_option_info *info);
+CD_API cd_status cd_sampler_option_info(cd_sampler_option key, cd_option_info *info);
 
 /**
  * Set an integer or boolean option (STEPS, POSTERIOR_VARIANCE, CLIP) or a
@@ -1110,16 +1068,12 @@ CD_API cd_status cd_sampler_option_info(cd_sampler_option key,
  * T). clip lo <= hi is checked when sampling, so the two ends may be set in
  * either order.
  */
-CD_API cd_status cd_sampler_set_int(cd_sampler *s, cd_sampler_option key,
-                                    int64_t value);
-CD_API cd_status cd_sampler_set_real(cd_sampler *s, cd_sampler_option key,
-                                     double value);
+CD_API cd_status cd_sampler_set_int(cd_sampler *s, cd_sampler_option key, int64_t value);
+CD_API cd_status cd_sampler_set_real(cd_sampler *s, cd_sampler_option key, double value);
 
 /** Read an option of the matching type (CD_ERR_INVALID_ARGUMENT otherwise). */
-CD_API cd_status cd_sampler_get_int(const cd_sampler *s, cd_sampler_option key,
-                                    int64_t *value);
-CD_API cd_status cd_sampler_get_real(const cd_sampler *s, cd_sampler_option key,
-                                     double *value);
+CD_API cd_status cd_sampler_get_int(const cd_sampler *s, cd_sampler_option key, int64_t *value);
+CD_API cd_status cd_sampler_get_real(const cd_sampler *s, cd_sampler_option key, double *value);
 
 /**
  * Drive the sampler with decoder d (borrowed: it must outlive its use
@@ -1136,8 +1090,7 @@ CD_API cd_status cd_sampler_set_decoder(cd_sampler *s, cd_decoder *d);
  * Drive the sampler with fn(z, tau, out, user). Replaces any earlier
  * decoder or predictor; fn = NULL removes it.
  */
-CD_API cd_status cd_sampler_set_predictor(cd_sampler *s, cd_predictor_fn fn,
-                                          void *user);
+CD_API cd_status cd_sampler_set_predictor(cd_sampler *s, cd_predictor_fn fn, void *user);
 
 /**
  * Called by cd_sampler_sample() and cd_sampler_restore() after each step of
@@ -1147,16 +1100,13 @@ CD_API cd_status cd_sampler_set_predictor(cd_sampler *s, cd_predictor_fn fn,
  * by convention) with a message naming the step. out then holds the chain
  * state after that step. A progress bar or a Ctrl-C check belongs here.
  */
-typedef cd_status (*cd_sampler_progress_fn)(int64_t step, int64_t steps,
-                                            void *user);
+typedef cd_status (*cd_sampler_progress_fn)(int64_t step, int64_t steps, void *user);
 
 /**
  * Report progress to fn(step, steps, user) and let it cancel; fn = NULL
  * removes it. The callback runs on the calling thread, between steps.
  */
-CD_API cd_status cd_sampler_set_progress(cd_sampler *s,
-                                         cd_sampler_progress_fn fn,
-                                         void *user);
+CD_API cd_status cd_sampler_set_progress(cd_sampler *s, cd_sampler_progress_fn fn, void *user);
 
 /**
  * The times t at which the chain calls the predictor when it restores from
@@ -1167,9 +1117,8 @@ CD_API cd_status cd_sampler_set_progress(cd_sampler *s,
  * steps to 0. *n gets the count; times (capacity entries; NULL if capacity
  * is 0) gets as many as fit (CD_ERR_SHAPE if not all did).
  */
-CD_API cd_status cd_sampler_step_times(const cd_sampler *s, int64_t t_start,
-                                       int64_t *times, int64_t capacity,
-                                       int64_t *n);
+CD_API cd_status cd_sampler_step_times(const cd_sampler *s, int64_t t_start, int64_t *times,
+                                       int64_t capacity, int64_t *n);
 
 /**
  * Unconditional sampling: draw z_T from the degradation's prior into out
@@ -1181,8 +1130,7 @@ CD_API cd_status cd_sampler_step_times(const cd_sampler *s, int64_t t_start,
  * CD_ERR_UNSUPPORTED (a blur plane above 128 x 128), CD_ERR_NOT_FINITE (the predictor produced NaN or infinity),
  * CD_ERR_OUT_OF_MEMORY, or the predictor's own status.
  */
-CD_API cd_status cd_sampler_sample(cd_sampler *s, cd_rng *rng,
-                                   cd_tensor *out);
+CD_API cd_status cd_sampler_sample(cd_sampler *s, cd_rng *rng, cd_tensor *out);
 
 /**
  * Conditional restoration: z = D(x, t_start), then the chain down to 0;
@@ -1210,11 +1158,9 @@ CD_API cd_status cd_sampler_sample(cd_sampler *s, cd_rng *rng,
  * same tensor, snap_times NULL with n_snap > 0, or snapshot tensors with
  * n_snap = 0).
  */
-CD_API cd_status cd_sampler_restore(cd_sampler *s, const cd_tensor *x,
-                                    int64_t t_start, cd_rng *rng,
-                                    cd_tensor *out, const int64_t *snap_times,
-                                    int64_t n_snap, cd_tensor *snap_z,
-                                    cd_tensor *snap_xhat, cd_tensor *snap_fwd);
+CD_API cd_status cd_sampler_restore(cd_sampler *s, const cd_tensor *x, int64_t t_start, cd_rng *rng,
+                                    cd_tensor *out, const int64_t *snap_times, int64_t n_snap,
+                                    cd_tensor *snap_z, cd_tensor *snap_xhat, cd_tensor *snap_fwd);
 
 /* ------------------------------------------------------------------------ */
 /* Datasets                                                                 */
@@ -1241,10 +1187,8 @@ CD_API cd_status cd_dataset_load_mnist(cd_dataset **out, const char *dir);
  * training pool, and optionally a second pair as the test split
  * (test_images and test_labels both NULL for none). Labels may be 0..255.
  */
-CD_API cd_status cd_dataset_load_idx(cd_dataset **out,
-                                     const char *train_images,
-                                     const char *train_labels,
-                                     const char *test_images,
+CD_API cd_status cd_dataset_load_idx(cd_dataset **out, const char *train_images,
+                                     const char *train_labels, const char *test_images,
                                      const char *test_labels);
 
 /** Free a dataset; NULL is a no-op. */
@@ -1260,8 +1204,7 @@ CD_API void cd_dataset_free(cd_dataset *ds);
  * an empty train split. Replaces any earlier split and resets both epoch
  * orders; a failed call leaves the old split.
  */
-CD_API cd_status cd_dataset_split(cd_dataset *ds, double val_fraction,
-                                  uint64_t seed);
+CD_API cd_status cd_dataset_split(cd_dataset *ds, double val_fraction, uint64_t seed);
 
 /**
  * Use an explicit split: a text file with one training-pool index per line,
@@ -1295,8 +1238,7 @@ CD_API int64_t cd_dataset_channels(const cd_dataset *ds);
  * an RNG state reproduces the epoch. Until the first shuffle the order is
  * the natural order.
  */
-CD_API cd_status cd_dataset_shuffle(cd_dataset *ds, cd_split split,
-                                    cd_rng *rng);
+CD_API cd_status cd_dataset_shuffle(cd_dataset *ds, cd_split split, cd_rng *rng);
 
 /**
  * Fill a mini-batch with the images at epoch positions first, first+1, ...
@@ -1306,9 +1248,8 @@ CD_API cd_status cd_dataset_shuffle(cd_dataset *ds, cd_split split,
  * failure). Allocates nothing. Errors: CD_ERR_SHAPE (tensor shapes),
  * CD_ERR_RANGE (first outside [0, count)).
  */
-CD_API cd_status cd_dataset_fill_batch(const cd_dataset *ds, cd_split split,
-                                       int64_t first, cd_tensor *images,
-                                       cd_tensor *labels, int64_t *filled);
+CD_API cd_status cd_dataset_fill_batch(const cd_dataset *ds, cd_split split, int64_t first,
+                                       cd_tensor *images, cd_tensor *labels, int64_t *filled);
 
 /**
  * The mean of a split's images, accumulated in double and rounded once,
@@ -1316,8 +1257,7 @@ CD_API cd_status cd_dataset_fill_batch(const cd_dataset *ds, cd_split split,
  * Errors: CD_ERR_INVALID_ARGUMENT, CD_ERR_RANGE (an empty split),
  * CD_ERR_SHAPE.
  */
-CD_API cd_status cd_dataset_mean_image(const cd_dataset *ds, cd_split split,
-                                       cd_tensor *out);
+CD_API cd_status cd_dataset_mean_image(const cd_dataset *ds, cd_split split, cd_tensor *out);
 
 /**
  * Copy the images at split indices idx[0..n-1] (the split's natural order,
@@ -1326,9 +1266,8 @@ CD_API cd_status cd_dataset_mean_image(const cd_dataset *ds, cd_split split,
  * is written. Errors: CD_ERR_RANGE (n < 1, or an index outside the split;
  * the message names its position), CD_ERR_SHAPE, CD_ERR_INVALID_ARGUMENT.
  */
-CD_API cd_status cd_dataset_gather(const cd_dataset *ds, cd_split split,
-                                   const int64_t *idx, int64_t n,
-                                   cd_tensor *images, cd_tensor *labels);
+CD_API cd_status cd_dataset_gather(const cd_dataset *ds, cd_split split, const int64_t *idx,
+                                   int64_t n, cd_tensor *images, cd_tensor *labels);
 
 /* ------------------------------------------------------------------------ */
 /* Training                                                                 */
@@ -1389,8 +1328,7 @@ typedef enum cd_trainer_option {
  * Errors: CD_ERR_INVALID_ARGUMENT (NULL, or a decoder trained for another
  * T: the message names both), CD_ERR_OUT_OF_MEMORY.
  */
-CD_API cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec,
-                                   cd_degradation *deg);
+CD_API cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec, cd_degradation *deg);
 
 /**
  * Free a trainer; NULL is a no-op. The decoder and degradation it was
@@ -1400,8 +1338,7 @@ CD_API cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec,
 CD_API void cd_trainer_free(cd_trainer *tr);
 
 /** Describe a key (name, type, range, default); see cd_option_info. */
-CD_API cd_status cd_trainer_option_info(cd_trainer_option key,
-                                        cd_option_info *info);
+CD_API cd_status cd_trainer_option_info(cd_trainer_option key, cd_option_info *info);
 
 /**
  * Set an integer, boolean or choice option (_int) or a real one (_real).
@@ -1410,16 +1347,12 @@ CD_API cd_status cd_trainer_option_info(cd_trainer_option key,
  * CD_ERR_STATE (the prediction after the first step). A failed call keeps
  * the old value.
  */
-CD_API cd_status cd_trainer_set_int(cd_trainer *tr, cd_trainer_option key,
-                                    int64_t value);
-CD_API cd_status cd_trainer_set_real(cd_trainer *tr, cd_trainer_option key,
-                                     double value);
+CD_API cd_status cd_trainer_set_int(cd_trainer *tr, cd_trainer_option key, int64_t value);
+CD_API cd_status cd_trainer_set_real(cd_trainer *tr, cd_trainer_option key, double value);
 
 /** Read an option of the matching type (CD_ERR_INVALID_ARGUMENT otherwise). */
-CD_API cd_status cd_trainer_get_int(const cd_trainer *tr, cd_trainer_option key,
-                                    int64_t *value);
-CD_API cd_status cd_trainer_get_real(const cd_trainer *tr, cd_trainer_option key,
-                                     double *value);
+CD_API cd_status cd_trainer_get_int(const cd_trainer *tr, cd_trainer_option key, int64_t *value);
+CD_API cd_status cd_trainer_get_real(const cd_trainer *tr, cd_trainer_option key, double *value);
 
 /** The trainer's decoder and degradation (borrowed; live as long as tr). */
 CD_API cd_decoder *cd_trainer_decoder(cd_trainer *tr);
@@ -1471,8 +1404,8 @@ CD_API int32_t cd_trainer_ema_swapped(const cd_trainer *tr);
  * so large that the next prediction overflows are caught by the next
  * step's loss.
  */
-CD_API cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images,
-                                 cd_rng *rng, double *loss);
+CD_API cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng,
+                                 double *loss);
 
 /**
  * The training objective averaged over every image of a dataset split,
@@ -1480,9 +1413,8 @@ CD_API cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images,
  * The weights are not changed. Errors: CD_ERR_NOT_FINITE (a batch's loss
  * is NaN or infinite; the message names its images).
  */
-CD_API cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds,
-                                      cd_split split, cd_rng *rng,
-                                      double *loss);
+CD_API cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split split,
+                                      cd_rng *rng, double *loss);
 
 /**
  * The training objective as a test metric: for every
@@ -1497,17 +1429,15 @@ CD_API cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds,
  * model predicts non-finite values; the message names the image),
  * CD_ERR_OUT_OF_MEMORY.
  */
-CD_API cd_status cd_trainer_test_loss(cd_trainer *tr, const cd_dataset *ds,
-                                      cd_split split, cd_rng *rng,
-                                      double *mean, double *std_error);
+CD_API cd_status cd_trainer_test_loss(cd_trainer *tr, const cd_dataset *ds, cd_split split,
+                                      cd_rng *rng, double *mean, double *std_error);
 
 /**
  * Save everything needed to resume: the decoder, the degradation and its
  * schedule, the options, Adam's state and EMA, the step count and, if rng
  * is not NULL, its state. Atomic: on failure an existing file is kept.
  */
-CD_API cd_status cd_trainer_save(cd_trainer *tr, const char *path,
-                                 const cd_rng *rng);
+CD_API cd_status cd_trainer_save(cd_trainer *tr, const char *path, const cd_rng *rng);
 
 /**
  * Load a trainer saved by cd_trainer_save(); if rng is not NULL its state
@@ -1515,8 +1445,7 @@ CD_API cd_status cd_trainer_save(cd_trainer *tr, const char *path,
  * run (same seed and thread count). Errors as cd_decoder_load(); an
  * inference model or a decoder-only file is CD_ERR_FORMAT, saying which.
  */
-CD_API cd_status cd_trainer_load(cd_trainer **out, const char *path,
-                                 cd_rng *rng);
+CD_API cd_status cd_trainer_load(cd_trainer **out, const char *path, cd_rng *rng);
 
 /**
  * Write the inference model file of a trainer (see cd_model_save()): its
@@ -1540,8 +1469,7 @@ CD_API cd_status cd_trainer_export(cd_trainer *tr, const char *path);
  * T than deg's: the message names both), CD_ERR_NOT_FOUND (missing
  * folder), CD_ERR_IO, CD_ERR_OUT_OF_MEMORY.
  */
-CD_API cd_status cd_model_save(const char *path, cd_decoder *dec,
-                               const cd_degradation *deg);
+CD_API cd_status cd_model_save(const char *path, cd_decoder *dec, const cd_degradation *deg);
 
 /**
  * Load what sampling needs into a new decoder and degradation owned by the
@@ -1558,8 +1486,7 @@ CD_API cd_status cd_model_save(const char *path, cd_decoder *dec,
  * message names examples/python/convert_torch.py), CD_ERR_INVALID_ARGUMENT
  * (a decoder recorded for another T than the stored schedule's).
  */
-CD_API cd_status cd_model_load(const char *path, cd_decoder **dec,
-                               cd_degradation **deg);
+CD_API cd_status cd_model_load(const char *path, cd_decoder **dec, cd_degradation **deg);
 
 /**
  * Load the pretrained MNIST model that ships with the library
@@ -1607,8 +1534,7 @@ typedef enum cd_progress_key {
 } cd_progress_key;
 
 /** Read one progress value; safe from any thread, also during a fit. */
-CD_API cd_status cd_trainer_progress(const cd_trainer *tr, cd_progress_key key,
-                                     double *value);
+CD_API cd_status cd_trainer_progress(const cd_trainer *tr, cd_progress_key key, double *value);
 
 /**
  * Ask a running cd_trainer_fit() to stop after its current batch (of
@@ -1626,8 +1552,8 @@ CD_API void cd_trainer_request_stop(cd_trainer *tr);
  * its validation loss (NaN without a validation split). Return CD_OK to
  * go on; any other status stops the fit, which returns it.
  */
-typedef cd_status (*cd_epoch_fn)(cd_trainer *tr, int64_t epoch, double train_loss,
-                                 double val_loss, void *user);
+typedef cd_status (*cd_epoch_fn)(cd_trainer *tr, int64_t epoch, double train_loss, double val_loss,
+                                 void *user);
 
 /**
  * Train until `epochs` epochs are complete in total (a loaded trainer
@@ -1655,8 +1581,8 @@ typedef cd_status (*cd_epoch_fn)(cd_trainer *tr, int64_t epoch, double train_los
  * before the failing batch (cd_trainer_save() writes it).
  */
 CD_API cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs,
-                                const char *best_path, const char *last_path,
-                                cd_rng *rng, cd_epoch_fn on_epoch, void *user);
+                                const char *best_path, const char *last_path, cd_rng *rng,
+                                cd_epoch_fn on_epoch, void *user);
 
 /* ------------------------------------------------------------------------ */
 /* Classifier                                                               */
@@ -1712,14 +1638,14 @@ typedef struct cd_classifier cd_classifier;
  * shipped classifier's recipe.
  */
 typedef enum cd_classifier_option {
-    CD_CLASSIFIER_OPT_BATCH = 0,     /**< int: images per step of
-                                          cd_classifier_train, 1..
-                                          CD_CLASSIFIER_MAX_BATCH (128)        */
-    CD_CLASSIFIER_OPT_LR = 1,        /**< real, (0, inf): Adam's learning rate
-                                          (1e-3); cd_classifier_train decays it */
-    CD_CLASSIFIER_OPT_MAX_SHIFT = 2  /**< int, 0..7: the augmentation's largest
-                                          shift in pixels, at most min(H, W) / 4
-                                          of the data (1)                      */
+    CD_CLASSIFIER_OPT_BATCH = 0,    /**< int: images per step of
+                                         cd_classifier_train, 1..
+                                         CD_CLASSIFIER_MAX_BATCH (128)        */
+    CD_CLASSIFIER_OPT_LR = 1,       /**< real, (0, inf): Adam's learning rate
+                                         (1e-3); cd_classifier_train decays it */
+    CD_CLASSIFIER_OPT_MAX_SHIFT = 2 /**< int, 0..7: the augmentation's largest
+                                         shift in pixels, at most min(H, W) / 4
+                                         of the data (1)                      */
 } cd_classifier_option;
 
 /**
@@ -1782,21 +1708,18 @@ CD_API cd_status cd_classifier_load_default(cd_classifier **out);
 CD_API cd_status cd_classifier_save(const cd_classifier *c, const char *path);
 
 /** Describe a key (name, type, range, default); see cd_option_info. */
-CD_API cd_status cd_classifier_option_info(cd_classifier_option key,
-                                           cd_option_info *info);
+CD_API cd_status cd_classifier_option_info(cd_classifier_option key, cd_option_info *info);
 
 /** Set an integer option (_int) or a real one (_real); errors as
  *  cd_trainer_set_int() and cd_trainer_set_real(). */
-CD_API cd_status cd_classifier_set_int(cd_classifier *c, cd_classifier_option key,
-                                       int64_t value);
-CD_API cd_status cd_classifier_set_real(cd_classifier *c, cd_classifier_option key,
-                                        double value);
+CD_API cd_status cd_classifier_set_int(cd_classifier *c, cd_classifier_option key, int64_t value);
+CD_API cd_status cd_classifier_set_real(cd_classifier *c, cd_classifier_option key, double value);
 
 /** Read an option of the matching type (CD_ERR_INVALID_ARGUMENT otherwise). */
-CD_API cd_status cd_classifier_get_int(const cd_classifier *c,
-                                       cd_classifier_option key, int64_t *value);
-CD_API cd_status cd_classifier_get_real(const cd_classifier *c,
-                                        cd_classifier_option key, double *value);
+CD_API cd_status cd_classifier_get_int(const cd_classifier *c, cd_classifier_option key,
+                                       int64_t *value);
+CD_API cd_status cd_classifier_get_real(const cd_classifier *c, cd_classifier_option key,
+                                        double *value);
 
 /** Width F of the penultimate features, or -1 (with an error) for NULL. */
 CD_API int64_t cd_classifier_feature_dim(const cd_classifier *c);
@@ -1830,8 +1753,8 @@ CD_API int64_t cd_classifier_epochs(const cd_classifier *c);
  * the message gives both shapes), CD_ERR_NOT_FINITE (a NaN or infinite
  * pixel; the message names image and pixel), CD_ERR_OUT_OF_MEMORY.
  */
-CD_API cd_status cd_classifier_predict(cd_classifier *c, const cd_tensor *images,
-                                       cd_tensor *probs, cd_tensor *features);
+CD_API cd_status cd_classifier_predict(cd_classifier *c, const cd_tensor *images, cd_tensor *probs,
+                                       cd_tensor *features);
 
 /**
  * One Adam step (PyTorch's defaults: betas 0.9, 0.999, eps 1e-8, no weight
@@ -1856,8 +1779,8 @@ CD_API cd_status cd_classifier_train_step(cd_classifier *c, const cd_tensor *ima
  * loss (over images). Return CD_OK to go on; any other status stops the
  * training, which returns it.
  */
-typedef cd_status (*cd_classifier_epoch_fn)(cd_classifier *c, int64_t epoch,
-                                            double train_loss, void *user);
+typedef cd_status (*cd_classifier_epoch_fn)(cd_classifier *c, int64_t epoch, double train_loss,
+                                            void *user);
 
 /**
  * Train for `epochs` epochs on the train split of ds, with the options
@@ -1884,9 +1807,8 @@ typedef cd_status (*cd_classifier_epoch_fn)(cd_classifier *c, int64_t epoch,
  * channel), any error of cd_classifier_train_step() or on_epoch. After a
  * failure the weights are those of the last completed step.
  */
-CD_API cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs,
-                                     cd_rng *rng, cd_classifier_epoch_fn on_epoch,
-                                     void *user);
+CD_API cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs, cd_rng *rng,
+                                     cd_classifier_epoch_fn on_epoch, void *user);
 
 /**
  * The fraction of a split's images whose most probable class (ties to the
@@ -1897,9 +1819,8 @@ CD_API cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t e
  * CD_ERR_RANGE (an empty split, a label outside 0..K-1), CD_ERR_SHAPE
  * (images of another size), CD_ERR_OUT_OF_MEMORY.
  */
-CD_API cd_status cd_classifier_accuracy(cd_classifier *c, const cd_dataset *ds,
-                                        cd_split split, double *accuracy,
-                                        int64_t *correct);
+CD_API cd_status cd_classifier_accuracy(cd_classifier *c, const cd_dataset *ds, cd_split split,
+                                        double *accuracy, int64_t *correct);
 
 /* ------------------------------------------------------------------------ */
 /* Image metrics: RMSE, SSIM, PSNR                                          */
@@ -1971,18 +1892,16 @@ CD_API cd_status cd_metrics_normalize(const cd_tensor *x, cd_tensor *out);
  * outputs are unchanged. Reentrant; x and x_hat are only read.
  */
 CD_API cd_status cd_metrics_images(const cd_tensor *x, const cd_tensor *x_hat,
-                                   cd_metric_reduction reduction,
-                                   double *rmse, double *ssim, double *psnr,
-                                   cd_metric_reduction *used);
+                                   cd_metric_reduction reduction, double *rmse, double *ssim,
+                                   double *psnr, cd_metric_reduction *used);
 
 /**
  * The per-image values behind cd_metrics_images(): mse[i], ssim[i] and
  * psnr[i] for i < N, each array of length n = N (CD_ERR_SHAPE otherwise).
  * Any of the three may be NULL. Errors as cd_metrics_images().
  */
-CD_API cd_status cd_metrics_per_image(const cd_tensor *x, const cd_tensor *x_hat,
-                                      double *mse, double *ssim, double *psnr,
-                                      int64_t n);
+CD_API cd_status cd_metrics_per_image(const cd_tensor *x, const cd_tensor *x_hat, double *mse,
+                                      double *ssim, double *psnr, int64_t n);
 
 /* ------------------------------------------------------------------------ */
 /* Frechet distance                                                         */
@@ -2023,8 +1942,8 @@ CD_API cd_status cd_metrics_per_image(const cd_tensor *x, const cd_tensor *x_hat
  * CD_ERR_NOT_FINITE (the message names row and column),
  * CD_ERR_OUT_OF_MEMORY.
  */
-CD_API cd_status cd_feature_stats(const cd_tensor *features, double *mean,
-                                  double *cov, int64_t dim);
+CD_API cd_status cd_feature_stats(const cd_tensor *features, double *mean, double *cov,
+                                  int64_t dim);
 
 /**
  * FD between the feature sets a (N1 x D) and b (N2 x D); N1 and N2 may
@@ -2032,8 +1951,7 @@ CD_API cd_status cd_feature_stats(const cd_tensor *features, double *mean,
  * a or b), CD_ERR_SHAPE (different D), CD_ERR_UNSUPPORTED (LAPACK failed to
  * converge, which the message reports with its INFO code).
  */
-CD_API cd_status cd_frechet_distance(const cd_tensor *a, const cd_tensor *b,
-                                     double *fd);
+CD_API cd_status cd_frechet_distance(const cd_tensor *a, const cd_tensor *b, double *fd);
 
 /**
  * FD from precomputed statistics: means mu1, mu2 (dim doubles) and
@@ -2045,10 +1963,8 @@ CD_API cd_status cd_frechet_distance(const cd_tensor *a, const cd_tensor *b,
  * indefinite covariance), CD_ERR_NOT_FINITE, CD_ERR_OUT_OF_MEMORY,
  * CD_ERR_UNSUPPORTED (no convergence).
  */
-CD_API cd_status cd_frechet_distance_from_stats(const double *mu1,
-                                                const double *cov1,
-                                                const double *mu2,
-                                                const double *cov2, int64_t dim,
+CD_API cd_status cd_frechet_distance_from_stats(const double *mu1, const double *cov1,
+                                                const double *mu2, const double *cov2, int64_t dim,
                                                 double *fd);
 
 /* ------------------------------------------------------------------------ */
@@ -2071,9 +1987,8 @@ CD_API cd_status cd_frechet_distance_from_stats(const double *mu1,
  * n_classes != K when hist is given), CD_ERR_NOT_FINITE, CD_ERR_RANGE (a
  * negative probability).
  */
-CD_API cd_status cd_class_histogram(const cd_tensor *probs, int64_t *hist,
-                                    int64_t n_classes, double *entropy,
-                                    double *mean_confidence);
+CD_API cd_status cd_class_histogram(const cd_tensor *probs, int64_t *hist, int64_t n_classes,
+                                    double *entropy, double *mean_confidence);
 
 /**
  * Class preservation: the fraction of the N rows of probs (N x K, as in
@@ -2083,9 +1998,8 @@ CD_API cd_status cd_class_histogram(const cd_tensor *probs, int64_t *hist,
  * CD_ERR_RANGE (a label outside 0..K-1, a negative probability),
  * CD_ERR_NOT_FINITE.
  */
-CD_API cd_status cd_class_preservation(const cd_tensor *probs,
-                                       const int64_t *labels, int64_t n_labels,
-                                       double *fraction, int64_t *matches);
+CD_API cd_status cd_class_preservation(const cd_tensor *probs, const int64_t *labels,
+                                       int64_t n_labels, double *fraction, int64_t *matches);
 
 /* ------------------------------------------------------------------------ */
 /* Images                                                                   */
@@ -2100,8 +2014,8 @@ CD_API cd_status cd_class_preservation(const cd_tensor *probs,
  * CD_ERR_NOT_FOUND (the folder does not exist), CD_ERR_IO (any write
  * failure, a full disk included), CD_ERR_OUT_OF_MEMORY.
  */
-CD_API cd_status cd_png_write_gray(const char *path, const uint8_t *pixels,
-                                   int64_t height, int64_t width);
+CD_API cd_status cd_png_write_gray(const char *path, const uint8_t *pixels, int64_t height,
+                                   int64_t width);
 
 /** How float pixels map to 0..255. */
 typedef enum cd_pixel_map {
@@ -2127,11 +2041,9 @@ typedef enum cd_pixel_map {
  * non-finite lo/hi with CD_PIXELS_RANGE), CD_ERR_NOT_FINITE (a NaN or
  * infinite pixel; the message names the image and pixel).
  */
-CD_API cd_status cd_image_grid_write_png(const char *path,
-                                         const cd_tensor *images,
-                                         int64_t columns, int64_t border,
-                                         int32_t border_value,
-                                         cd_pixel_map map, float lo, float hi);
+CD_API cd_status cd_image_grid_write_png(const char *path, const cd_tensor *images, int64_t columns,
+                                         int64_t border, int32_t border_value, cd_pixel_map map,
+                                         float lo, float hi);
 
 #ifdef __cplusplus
 }

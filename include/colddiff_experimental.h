@@ -42,8 +42,7 @@ enum {
  * kernels do.
  * Errors: CD_ERR_SHAPE, CD_ERR_OVERFLOW (N x H x W above 2^31 pixels).
  */
-CD_API cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N,
-                                           int64_t H, int64_t W,
+CD_API cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N, int64_t H, int64_t W,
                                            int64_t *bytes);
 
 #ifdef __cplusplus

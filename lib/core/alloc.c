@@ -57,8 +57,7 @@ static bool countdown_hits(void)
 
 static bool injected_failure(void)
 {
-    if (CD__LIKELY(atomic_load_explicit(&g_countdown, memory_order_relaxed) == 0))
-        return false;
+    if (CD__LIKELY(atomic_load_explicit(&g_countdown, memory_order_relaxed) == 0)) return false;
     return countdown_hits();
 }
 
@@ -97,8 +96,7 @@ static void *out_of_memory(const char *what, size_t bytes)
 static bool total_bytes(size_t count, size_t size, const char *what, size_t *bytes)
 {
     if (count != 0 && size > SIZE_MAX / count) {
-        cd__error(CD_ERR_OVERFLOW, "allocating %s: %zu x %zu bytes overflows", what, count,
-                  size);
+        cd__error(CD_ERR_OVERFLOW, "allocating %s: %zu x %zu bytes overflows", what, count, size);
         return false;
     }
     *bytes = count * size;

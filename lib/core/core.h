@@ -51,20 +51,20 @@ void cd__error_save(cd__saved_error *e);
 void cd__error_restore(const cd__saved_error *e);
 
 /* Argument checks that name the function and argument in the message. */
-#define CD__CHECK_ARG(cond, fn, what)                                        \
-    do {                                                                     \
-        if (CD__UNLIKELY(!(cond)))                                           \
+#define CD__CHECK_ARG(cond, fn, what)                                          \
+    do {                                                                       \
+        if (CD__UNLIKELY(!(cond)))                                             \
             return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: %s", (fn), (what)); \
     } while (0)
 
-#define CD__CHECK_NOT_NULL(ptr, fn)                                          \
+#define CD__CHECK_NOT_NULL(ptr, fn) \
     CD__CHECK_ARG((ptr) != NULL, (fn), "argument '" #ptr "' is NULL")
 
 /* Propagate a failing status unchanged (its message is already set). */
-#define CD__TRY(expr)                                                        \
-    do {                                                                     \
-        cd_status cd__st_ = (expr);                                          \
-        if (CD__UNLIKELY(cd__st_ != CD_OK)) return cd__st_;                  \
+#define CD__TRY(expr)                                       \
+    do {                                                    \
+        cd_status cd__st_ = (expr);                         \
+        if (CD__UNLIKELY(cd__st_ != CD_OK)) return cd__st_; \
     } while (0)
 
 /* ---- options (options.c) ------------------------------------------------ */
@@ -86,8 +86,7 @@ typedef struct {
 } cd__option;
 
 /* The row of key, or NULL with CD_ERR_INVALID_ARGUMENT ("unknown option"). */
-const cd__option *cd__option_find(const cd__option *table, size_t n, int32_t key,
-                                  const char *fn);
+const cd__option *cd__option_find(const cd__option *table, size_t n, int32_t key, const char *fn);
 
 /* Fill a public description from a row (info checked for NULL). */
 cd_status cd__option_describe(const cd__option *o, const char *fn, cd_option_info *info);
@@ -184,8 +183,7 @@ struct cd_tensor {
 
 /* Check that t (named `name` in messages from function fn) has this exact
  * rank and shape; a shape entry of -1 matches any size. */
-cd_status cd__tensor_expect(const cd_tensor *t, const char *fn,
-                            const char *name, int32_t rank,
+cd_status cd__tensor_expect(const cd_tensor *t, const char *fn, const char *name, int32_t rank,
                             const int64_t *shape);
 
 /* Index of the first NaN or infinity in x[0..n), or -1 if every value is

@@ -45,9 +45,6 @@ bool cd__cpu_avx512(void)
 
 static _Atomic bool g_forced[CD__KERNELS_COUNT];
 
-bool cd__cpu_use_avx512(cd__kernels k)
-{
-    return !atomic_load(&g_forced[k]) && cd__cpu_avx512();
-}
+bool cd__cpu_use_avx512(cd__kernels k) { return !atomic_load(&g_forced[k]) && cd__cpu_avx512(); }
 
 void cd__cpu_force_portable(cd__kernels k, bool on) { atomic_store(&g_forced[k], on); }

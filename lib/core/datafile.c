@@ -29,8 +29,8 @@ static bool beside_library(const char *rel, const char *name, char *out, size_t 
     if (!dladdr((void *)&cd__find_data_file, &info) || !info.dli_fname) return false;
     const char *slash = strrchr(info.dli_fname, '/');
     if (!slash) return false;
-    const int n = snprintf(out, cap, "%.*s/%s/%s", (int)(slash - info.dli_fname),
-                           info.dli_fname, rel, name);
+    const int n =
+        snprintf(out, cap, "%.*s/%s/%s", (int)(slash - info.dli_fname), info.dli_fname, rel, name);
     return n > 0 && (size_t)n < cap;
 }
 
@@ -61,8 +61,8 @@ cd_status cd__find_data_file(const char *fn, const char *env_var, const char *na
         if (!cand[i][0]) continue;
         if (is_file(cand[i])) {
             if (strlen(cand[i]) >= cap)
-                return cd__error(CD_ERR_RANGE, "%s: the path '%s' is longer than %zu bytes",
-                                 fn, cand[i], cap);
+                return cd__error(CD_ERR_RANGE, "%s: the path '%s' is longer than %zu bytes", fn,
+                                 cand[i], cap);
             strcpy(out, cand[i]);
             return CD_OK;
         }
@@ -70,7 +70,9 @@ cd_status cd__find_data_file(const char *fn, const char *env_var, const char *na
             len += (size_t)snprintf(tried + len, sizeof tried - len, "%s'%s'", len ? ", " : "",
                                     cand[i]);
     }
-    return cd__error(CD_ERR_NOT_FOUND, "%s: %s was not found (tried: %s); set %s to the path "
-                     "of %s", fn, what, len ? tried : "no default path is known to this build",
-                     env_var, name);
+    return cd__error(CD_ERR_NOT_FOUND,
+                     "%s: %s was not found (tried: %s); set %s to the path "
+                     "of %s",
+                     fn, what, len ? tried : "no default path is known to this build", env_var,
+                     name);
 }

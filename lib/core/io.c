@@ -30,8 +30,7 @@ static void atomic_reset(cd__atomic_file *af)
 cd_status cd__atomic_open(cd__atomic_file *af, const char *path)
 {
     memset(af, 0, sizeof *af);
-    if (!path || !*path)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "output path is NULL or empty");
+    if (!path || !*path) return cd__error(CD_ERR_INVALID_ARGUMENT, "output path is NULL or empty");
     size_t cap = strlen(path) + 64;
     af->path = cd__strdup(path, "output path");
     af->tmp_path = af->path ? cd__malloc(cap, "temporary file path") : NULL;
@@ -48,8 +47,10 @@ cd_status cd__atomic_open(cd__atomic_file *af, const char *path)
         /* The user's path and the reason: the temporary name is ours, and
          * a missing folder is the usual cause. */
         cd_status st = e == ENOENT
-                           ? cd__error(CD_ERR_NOT_FOUND, "cannot write '%s': its folder does "
-                                       "not exist", path)
+                           ? cd__error(CD_ERR_NOT_FOUND,
+                                       "cannot write '%s': its folder does "
+                                       "not exist",
+                                       path)
                            : cd__error(CD_ERR_IO, "cannot write '%s': %s", path, strerror(e));
         atomic_reset(af);
         return st;
@@ -63,9 +64,10 @@ cd_status cd__atomic_write(cd__atomic_file *af, const void *buf, size_t n)
     if (af->err) return CD_ERR_IO; /* reported in full by commit() */
     if (n && fwrite(buf, 1, n, af->fp) != n) {
         af->err = errno ? errno : EIO;
-        return cd__error(CD_ERR_IO, "writing '%s' at byte %" PRIu64 ": %s (the "
-                         "previous file, if any, is unchanged)", af->path, af->written,
-                         strerror(af->err));
+        return cd__error(CD_ERR_IO,
+                         "writing '%s' at byte %" PRIu64 ": %s (the "
+                         "previous file, if any, is unchanged)",
+                         af->path, af->written, strerror(af->err));
     }
     af->written += n;
     return CD_OK;
@@ -140,15 +142,17 @@ cd_status cd__atomic_commit(cd__atomic_file *af)
     if (fclose(af->fp) != 0 && !e) e = errno;
     af->fp = NULL;
     if (e) {
-        cd_status st = cd__error(CD_ERR_IO, "writing '%s' failed: %s (the previous "
-                                 "file, if any, is unchanged)", af->path, strerror(e));
+        cd_status st = cd__error(CD_ERR_IO,
+                                 "writing '%s' failed: %s (the previous "
+                                 "file, if any, is unchanged)",
+                                 af->path, strerror(e));
         cd__atomic_abort(af);
         return st;
     }
     if (rename(af->tmp_path, af->path) != 0) {
         e = errno;
-        cd_status st = cd__error(CD_ERR_IO, "renaming '%s' to '%s' failed: %s",
-                                 af->tmp_path, af->path, strerror(e));
+        cd_status st = cd__error(CD_ERR_IO, "renaming '%s' to '%s' failed: %s", af->tmp_path,
+                                 af->path, strerror(e));
         cd__atomic_abort(af);
         return st;
     }
@@ -156,8 +160,10 @@ cd_status cd__atomic_commit(cd__atomic_file *af)
     remove_stale_temps(af->path);
     cd_status st = CD_OK;
     if (e)
-        st = cd__error(CD_ERR_IO, "'%s' was written but its folder could not be "
-                       "synced: %s", af->path, strerror(e));
+        st = cd__error(CD_ERR_IO,
+                       "'%s' was written but its folder could not be "
+                       "synced: %s",
+                       af->path, strerror(e));
     atomic_reset(af);
     return st;
 }

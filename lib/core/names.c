@@ -12,24 +12,23 @@
 #include <string.h>
 
 typedef struct {
-    const char *what;          /* the C type, for messages */
-    const char *const *names;  /* indexed by value; values run 0 .. count - 1 */
+    const char *what;         /* the C type, for messages */
+    const char *const *names; /* indexed by value; values run 0 .. count - 1 */
     int32_t count;
 } enum_table;
 
-#define TABLE(type, ...)                                                              \
-    {                                                                                 \
-        type, (const char *const[]){__VA_ARGS__},                                     \
+#define TABLE(type, ...)                                                                 \
+    {                                                                                    \
+        type, (const char *const[]){__VA_ARGS__},                                        \
             (int32_t)(sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)) \
     }
 
 static const enum_table tables[] = {
     [CD_ENUM_DECODER_KIND] = TABLE("cd_decoder_kind", "cnn", "unet"),
     [CD_ENUM_SCHEDULE_KIND] = TABLE("cd_schedule_kind", "linear", "constant", "cosine", "custom",
-                                    "constant-report", "cosine-report", "arrays",
-                                    "linear-report"),
-    [CD_ENUM_DEGRADATION_KIND] = TABLE("cd_degradation_kind", "noise", "blur", "pixelate",
-                                       "mask", "fade"),
+                                    "constant-report", "cosine-report", "arrays", "linear-report"),
+    [CD_ENUM_DEGRADATION_KIND] =
+        TABLE("cd_degradation_kind", "noise", "blur", "pixelate", "mask", "fade"),
     [CD_ENUM_PADDING] = TABLE("cd_padding", "reflect", "circular"),
     [CD_ENUM_TARGET] = TABLE("cd_target", "noise", "image"),
     [CD_ENUM_PREDICTION] = TABLE("cd_prediction", "noise", "x0", "v"),
@@ -64,8 +63,8 @@ const char *cd_enum_name(cd_enum e, int32_t value)
     const enum_table *t = table_of(e, fn);
     if (!t) return NULL;
     if (value < 0 || value >= t->count) {
-        cd__error(CD_ERR_INVALID_ARGUMENT, "%s: %d is not a %s (0 .. %d)", fn, (int)value,
-                  t->what, (int)t->count - 1);
+        cd__error(CD_ERR_INVALID_ARGUMENT, "%s: %d is not a %s (0 .. %d)", fn, (int)value, t->what,
+                  (int)t->count - 1);
         return NULL;
     }
     return t->names[value];
@@ -84,8 +83,7 @@ cd_status cd_enum_parse(cd_enum e, const char *name, int32_t *value)
     char list[160] = "";
     size_t used = 0;
     for (int32_t i = 0; i < t->count && used + 1 < sizeof list; i++) {
-        const int n = snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "",
-                               t->names[i]);
+        const int n = snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", t->names[i]);
         if (n < 0) break;
         used += (size_t)n;
     }

@@ -33,15 +33,17 @@ cd_status cd__open_read(const char *path, const char *what, int *fd_out, uint64_
     }
     struct stat st;
     int e = 0, flags = 0;
-    if (fstat(fd, &st) != 0) e = errno;
-    else if (!S_ISREG(st.st_mode)) e = -1;
+    if (fstat(fd, &st) != 0)
+        e = errno;
+    else if (!S_ISREG(st.st_mode))
+        e = -1;
     else if ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
         e = errno;
     if (e) {
         close(fd);
         if (e < 0)
-            return cd__error(CD_ERR_IO, "%s'%s': cannot read: not a regular file (%s)", what,
-                             path, kind_of(st.st_mode));
+            return cd__error(CD_ERR_IO, "%s'%s': cannot read: not a regular file (%s)", what, path,
+                             kind_of(st.st_mode));
         return cd__error(CD_ERR_IO, "%s'%s': cannot read: %s", what, path, strerror(e));
     }
     *fd_out = fd;

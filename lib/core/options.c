@@ -7,8 +7,7 @@
 
 #include <math.h>
 
-const cd__option *cd__option_find(const cd__option *table, size_t n, int32_t key,
-                                  const char *fn)
+const cd__option *cd__option_find(const cd__option *table, size_t n, int32_t key, const char *fn)
 {
     for (size_t i = 0; i < n; i++)
         if (table[i].key == key) return &table[i];
@@ -19,9 +18,14 @@ const cd__option *cd__option_find(const cd__option *table, size_t n, int32_t key
 cd_status cd__option_describe(const cd__option *o, const char *fn, cd_option_info *info)
 {
     CD__CHECK_NOT_NULL(info, fn);
-    *info = (cd_option_info){.name = o->name, .type = o->type, .choices = o->choices,
-                             .lo = o->lo, .hi = o->hi, .lo_open = o->lo_open,
-                             .hi_open = o->hi_open, .default_value = o->def};
+    *info = (cd_option_info){.name = o->name,
+                             .type = o->type,
+                             .choices = o->choices,
+                             .lo = o->lo,
+                             .hi = o->hi,
+                             .lo_open = o->lo_open,
+                             .hi_open = o->hi_open,
+                             .default_value = o->def};
     return CD_OK;
 }
 
@@ -49,8 +53,10 @@ static cd_status check_bounds(const cd__option *o, const char *fn, double v, con
 cd_status cd__option_check_int(const cd__option *o, const char *fn, int64_t value)
 {
     if (o->type == CD_OPTION_REAL || o->type == CD_OPTION_INT_LIST)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: option '%s' holds %s; set it with "
-                         "the %s call", fn, o->name, type_word(o->type),
+        return cd__error(CD_ERR_INVALID_ARGUMENT,
+                         "%s: option '%s' holds %s; set it with "
+                         "the %s call",
+                         fn, o->name, type_word(o->type),
                          o->type == CD_OPTION_REAL ? "_set_real" : "_set_list");
     char text[32];
     snprintf(text, sizeof text, "%lld", (long long)value);
@@ -60,12 +66,14 @@ cd_status cd__option_check_int(const cd__option *o, const char *fn, int64_t valu
 cd_status cd__option_check_real(const cd__option *o, const char *fn, double value)
 {
     if (o->type != CD_OPTION_REAL)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: option '%s' holds %s; set it with "
-                         "the %s call", fn, o->name, type_word(o->type),
+        return cd__error(CD_ERR_INVALID_ARGUMENT,
+                         "%s: option '%s' holds %s; set it with "
+                         "the %s call",
+                         fn, o->name, type_word(o->type),
                          o->type == CD_OPTION_INT_LIST ? "_set_list" : "_set_int");
     if (!isfinite(value))
-        return cd__error(CD_ERR_NOT_FINITE, "%s: %s = %g: the value must be finite", fn,
-                         o->name, value);
+        return cd__error(CD_ERR_NOT_FINITE, "%s: %s = %g: the value must be finite", fn, o->name,
+                         value);
     char text[32];
     snprintf(text, sizeof text, "%g", value);
     return check_bounds(o, fn, value, text);
@@ -73,11 +81,14 @@ cd_status cd__option_check_real(const cd__option *o, const char *fn, double valu
 
 cd_status cd__option_check_read(const cd__option *o, const char *fn, bool want_int)
 {
-    const bool is_int = o->type == CD_OPTION_INT || o->type == CD_OPTION_BOOL ||
-                        o->type == CD_OPTION_CHOICE;
+    const bool is_int =
+        o->type == CD_OPTION_INT || o->type == CD_OPTION_BOOL || o->type == CD_OPTION_CHOICE;
     if (want_int == is_int) return CD_OK;
-    return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: option '%s' holds %s; read it with the "
-                     "%s call", fn, o->name, type_word(o->type),
-                     o->type == CD_OPTION_REAL ? "_get_real"
-                     : o->type == CD_OPTION_INT_LIST ? "_get_list" : "_get_int");
+    return cd__error(CD_ERR_INVALID_ARGUMENT,
+                     "%s: option '%s' holds %s; read it with the "
+                     "%s call",
+                     fn, o->name, type_word(o->type),
+                     o->type == CD_OPTION_REAL       ? "_get_real"
+                     : o->type == CD_OPTION_INT_LIST ? "_get_list"
+                                                     : "_get_int");
 }

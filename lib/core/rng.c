@@ -29,7 +29,9 @@ struct cd_rng {
     uint64_t c_lo, c_hi;
 };
 
-typedef struct { uint32_t w[4]; } block4;
+typedef struct {
+    uint32_t w[4];
+} block4;
 
 static block4 philox(uint64_t key, uint64_t c_lo, uint64_t c_hi)
 {
@@ -116,21 +118,20 @@ cd_status cd_rng_set_state(cd_rng *rng, const uint64_t *state)
     CD__CHECK_NOT_NULL(rng, "cd_rng_set_state");
     CD__CHECK_NOT_NULL(state, "cd_rng_set_state");
     if (state[3] != RNG_STATE_TAG)
-        return cd__error(CD_ERR_FORMAT, "cd_rng_set_state: state[3] = 0x%" PRIx64
-                         " is not a libcolddiff RNG state tag", state[3]);
+        return cd__error(CD_ERR_FORMAT,
+                         "cd_rng_set_state: state[3] = 0x%" PRIx64
+                         " is not a libcolddiff RNG state tag",
+                         state[3]);
     rng->key = state[0];
     rng->c_lo = state[1];
     rng->c_hi = state[2];
     return CD_OK;
 }
 
-static cd_status check_draw(const char *fn, const cd_rng *rng, const void *out,
-                            int64_t n)
+static cd_status check_draw(const char *fn, const cd_rng *rng, const void *out, int64_t n)
 {
     CD__CHECK_NOT_NULL(rng, fn);
-    if (n < 0)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: n = %" PRId64 " is negative",
-                         fn, n);
+    if (n < 0) return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: n = %" PRId64 " is negative", fn, n);
     /* Block counts are computed as (n + 3) / 4: keep them from overflowing. */
     if (n > INT64_MAX / 8)
         return cd__error(CD_ERR_OVERFLOW, "%s: n = %" PRId64 " is too large", fn, n);
@@ -144,8 +145,7 @@ typedef void (*block_fill_fn)(block4 b, float *dst, int64_t count);
 
 static void fill_uniform(block4 b, float *dst, int64_t count)
 {
-    for (int64_t i = 0; i < count; i++)
-        dst[i] = (float)(b.w[i] >> 8) * 0x1p-24f;
+    for (int64_t i = 0; i < count; i++) dst[i] = (float)(b.w[i] >> 8) * 0x1p-24f;
 }
 
 static void fill_normal(block4 b, float *dst, int64_t count)
@@ -186,8 +186,7 @@ static void fill_task(void *ctx, int64_t task)
     fill_range(job, first, end);
 }
 
-static void fill_floats(cd_rng *rng, float *out, int64_t n, block_fill_fn fill,
-                        int per_block)
+static void fill_floats(cd_rng *rng, float *out, int64_t n, block_fill_fn fill, int per_block)
 {
     fill_job job = {rng, fill, per_block, out, n};
     int64_t blocks = (n + per_block - 1) / per_block;
@@ -248,16 +247,13 @@ static uint64_t draw_below(cd_rng *rng, uint64_t range)
     }
 }
 
-cd_status cd_rng_int_range(cd_rng *rng, int64_t *out, int64_t n, int64_t lo,
-                           int64_t hi)
+cd_status cd_rng_int_range(cd_rng *rng, int64_t *out, int64_t n, int64_t lo, int64_t hi)
 {
     static const char fn[] = "cd_rng_int_range";
     CD__TRY(check_draw(fn, rng, out, n));
     if (lo > hi)
-        return cd__error(CD_ERR_RANGE, "%s: lo = %" PRId64 " is above hi = %" PRId64,
-                         fn, lo, hi);
+        return cd__error(CD_ERR_RANGE, "%s: lo = %" PRId64 " is above hi = %" PRId64, fn, lo, hi);
     uint64_t range = (uint64_t)hi - (uint64_t)lo + 1; /* wraps to 0 for 2^64 */
-    for (int64_t i = 0; i < n; i++)
-        out[i] = (int64_t)((uint64_t)lo + draw_below(rng, range));
+    for (int64_t i = 0; i < n; i++) out[i] = (int64_t)((uint64_t)lo + draw_below(rng, range));
     return CD_OK;
 }

@@ -7,27 +7,31 @@
 #include <string.h>
 
 /* Validate a shape and return its element count in *numel. */
-static cd_status check_shape(const char *fn, int64_t rank, const int64_t *shape,
-                             int64_t *numel)
+static cd_status check_shape(const char *fn, int64_t rank, const int64_t *shape, int64_t *numel)
 {
     CD__CHECK_NOT_NULL(shape, fn);
     if (rank < 1 || rank > CD_TENSOR_MAX_RANK)
-        return cd__error(CD_ERR_SHAPE, "%s: rank %" PRId64 " is outside 1..%d",
-                         fn, rank, CD_TENSOR_MAX_RANK);
+        return cd__error(CD_ERR_SHAPE, "%s: rank %" PRId64 " is outside 1..%d", fn, rank,
+                         CD_TENSOR_MAX_RANK);
     int64_t n = 1;
     for (int64_t i = 0; i < rank; i++) {
         if (shape[i] < 1)
-            return cd__error(CD_ERR_SHAPE, "%s: shape[%" PRId64 "] = %" PRId64
-                             " must be at least 1", fn, i, shape[i]);
+            return cd__error(CD_ERR_SHAPE,
+                             "%s: shape[%" PRId64 "] = %" PRId64 " must be at least 1", fn, i,
+                             shape[i]);
         if (cd__mul_overflows_i64(n, shape[i], &n))
-            return cd__error(CD_ERR_OVERFLOW, "%s: element count overflows at "
-                             "shape[%" PRId64 "] = %" PRId64, fn, i, shape[i]);
+            return cd__error(CD_ERR_OVERFLOW,
+                             "%s: element count overflows at "
+                             "shape[%" PRId64 "] = %" PRId64,
+                             fn, i, shape[i]);
     }
     int64_t bytes;
     if (cd__mul_overflows_i64(n, (int64_t)sizeof(float), &bytes) ||
         (uint64_t)bytes > (uint64_t)SIZE_MAX)
-        return cd__error(CD_ERR_OVERFLOW, "%s: %" PRId64 " floats do not fit in "
-                         "memory addresses", fn, n);
+        return cd__error(CD_ERR_OVERFLOW,
+                         "%s: %" PRId64 " floats do not fit in "
+                         "memory addresses",
+                         fn, n);
     *numel = n;
     return CD_OK;
 }
@@ -80,8 +84,10 @@ cd_status cd_tensor_reshape(cd_tensor *t, int64_t rank, const int64_t *shape)
     int64_t numel;
     CD__TRY(check_shape(fn, rank, shape, &numel));
     if (numel != t->numel)
-        return cd__error(CD_ERR_SHAPE, "%s: new shape has %" PRId64 " elements, "
-                         "the tensor has %" PRId64, fn, numel, t->numel);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: new shape has %" PRId64 " elements, "
+                         "the tensor has %" PRId64,
+                         fn, numel, t->numel);
     t->rank = (int32_t)rank;
     memcpy(t->shape, shape, (size_t)rank * sizeof *shape);
     return CD_OK;
@@ -104,8 +110,10 @@ int64_t cd_tensor_dim(const cd_tensor *t, int64_t axis)
     }
     int64_t a = axis < 0 ? axis + t->rank : axis;
     if (a < 0 || a >= t->rank) {
-        cd__error(CD_ERR_RANGE, "cd_tensor_dim: axis %" PRId64 " is outside a "
-                  "rank-%" PRId32 " tensor", axis, t->rank);
+        cd__error(CD_ERR_RANGE,
+                  "cd_tensor_dim: axis %" PRId64 " is outside a "
+                  "rank-%" PRId32 " tensor",
+                  axis, t->rank);
         return -1;
     }
     return t->shape[a];
@@ -126,8 +134,10 @@ cd_status cd_tensor_shape(const cd_tensor *t, int64_t *shape, int64_t capacity)
     CD__CHECK_NOT_NULL(t, fn);
     CD__CHECK_NOT_NULL(shape, fn);
     if (capacity < t->rank)
-        return cd__error(CD_ERR_SHAPE, "%s: capacity %" PRId64 " is less than the "
-                         "rank %" PRId32, fn, capacity, t->rank);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: capacity %" PRId64 " is less than the "
+                         "rank %" PRId32,
+                         fn, capacity, t->rank);
     memcpy(shape, t->shape, (size_t)t->rank * sizeof *shape);
     return CD_OK;
 }
@@ -148,14 +158,15 @@ cd_status cd_tensor_fill(cd_tensor *t, float value)
     return CD_OK;
 }
 
-static cd_status check_copy(const char *fn, const cd_tensor *t, const float *buf,
-                            int64_t count)
+static cd_status check_copy(const char *fn, const cd_tensor *t, const float *buf, int64_t count)
 {
     CD__CHECK_NOT_NULL(t, fn);
     CD__CHECK_NOT_NULL(buf, fn);
     if (count != t->numel)
-        return cd__error(CD_ERR_SHAPE, "%s: count %" PRId64 " differs from the "
-                         "tensor's %" PRId64 " elements", fn, count, t->numel);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: count %" PRId64 " differs from the "
+                         "tensor's %" PRId64 " elements",
+                         fn, count, t->numel);
     return CD_OK;
 }
 
@@ -180,19 +191,23 @@ cd_status cd_tensor_copy_rows(cd_tensor *dst, int64_t dst_row, const cd_tensor *
     CD__CHECK_NOT_NULL(dst, fn);
     CD__CHECK_NOT_NULL(src, fn);
     if (dst->rank < 1 || dst->rank != src->rank)
-        return cd__error(CD_ERR_SHAPE, "%s: ranks %d (dst) and %d (src) must be equal and "
-                         "at least 1", fn, (int)dst->rank, (int)src->rank);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: ranks %d (dst) and %d (src) must be equal and "
+                         "at least 1",
+                         fn, (int)dst->rank, (int)src->rank);
     for (int32_t i = 1; i < dst->rank; i++)
         if (dst->shape[i] != src->shape[i])
-            return cd__error(CD_ERR_SHAPE, "%s: rows differ in shape: axis %d is %" PRId64
-                             " in dst and %" PRId64 " in src", fn, (int)i, dst->shape[i],
-                             src->shape[i]);
+            return cd__error(CD_ERR_SHAPE,
+                             "%s: rows differ in shape: axis %d is %" PRId64 " in dst and %" PRId64
+                             " in src",
+                             fn, (int)i, dst->shape[i], src->shape[i]);
     if (n < 0 || dst_row < 0 || src_row < 0 || dst_row > dst->shape[0] - n ||
         src_row > src->shape[0] - n)
-        return cd__error(CD_ERR_RANGE, "%s: rows [%" PRId64 ", +%" PRId64 ") of src (%" PRId64
+        return cd__error(CD_ERR_RANGE,
+                         "%s: rows [%" PRId64 ", +%" PRId64 ") of src (%" PRId64
                          " rows) to [%" PRId64 ", +%" PRId64 ") of dst (%" PRId64 " rows) are "
-                         "out of range", fn, src_row, n, src->shape[0], dst_row, n,
-                         dst->shape[0]);
+                         "out of range",
+                         fn, src_row, n, src->shape[0], dst_row, n, dst->shape[0]);
     const int64_t per = dst->shape[0] ? dst->numel / dst->shape[0] : 0;
     /* memmove: src and dst may be the same tensor. */
     if (n > 0 && per > 0)
@@ -201,28 +216,23 @@ cd_status cd_tensor_copy_rows(cd_tensor *dst, int64_t dst_row, const cd_tensor *
     return CD_OK;
 }
 
-cd_status cd__tensor_expect(const cd_tensor *t, const char *fn, const char *name,
-                            int32_t rank, const int64_t *shape)
+cd_status cd__tensor_expect(const cd_tensor *t, const char *fn, const char *name, int32_t rank,
+                            const int64_t *shape)
 {
-    if (!t)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: tensor '%s' is NULL", fn, name);
+    if (!t) return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: tensor '%s' is NULL", fn, name);
     bool ok = t->rank == rank;
-    for (int32_t i = 0; ok && i < rank; i++)
-        ok = shape[i] < 0 || shape[i] == t->shape[i];
+    for (int32_t i = 0; ok && i < rank; i++) ok = shape[i] < 0 || shape[i] == t->shape[i];
     if (ok) return CD_OK;
 
     char want[160], got[160];
     size_t wn = 0, gn = 0;
     for (int32_t i = 0; i < rank && wn < sizeof want; i++)
-        wn += (size_t)(shape[i] < 0
-                           ? snprintf(want + wn, sizeof want - wn, "%s*", i ? "x" : "")
-                           : snprintf(want + wn, sizeof want - wn, "%s%" PRId64,
-                                      i ? "x" : "", shape[i]));
+        wn += (size_t)(shape[i] < 0 ? snprintf(want + wn, sizeof want - wn, "%s*", i ? "x" : "")
+                                    : snprintf(want + wn, sizeof want - wn, "%s%" PRId64,
+                                               i ? "x" : "", shape[i]));
     for (int32_t i = 0; i < t->rank && gn < sizeof got; i++)
-        gn += (size_t)snprintf(got + gn, sizeof got - gn, "%s%" PRId64, i ? "x" : "",
-                               t->shape[i]);
-    return cd__error(CD_ERR_SHAPE, "%s: tensor '%s' must be %s, got %s", fn, name,
-                     want, got);
+        gn += (size_t)snprintf(got + gn, sizeof got - gn, "%s%" PRId64, i ? "x" : "", t->shape[i]);
+    return cd__error(CD_ERR_SHAPE, "%s: tensor '%s' must be %s, got %s", fn, name, want, got);
 }
 
 int64_t cd__first_non_finite(const float *x, int64_t n)
@@ -251,7 +261,8 @@ cd_status cd__check_finite(const cd_tensor *t, const char *fn, const char *name)
     if (t->rank != 4)
         return cd__error(CD_ERR_NOT_FINITE, "%s: %s[%" PRId64 "] is %g", fn, name, bad, v);
     const int64_t W = t->shape[3], H = t->shape[2], C = t->shape[1];
-    return cd__error(CD_ERR_NOT_FINITE, "%s: %s[%" PRId64 "] is %g (image %" PRId64
-                     ", channel %" PRId64 ", row %" PRId64 ", column %" PRId64 ")", fn, name,
-                     bad, v, bad / (W * H * C), bad / (W * H) % C, bad / W % H, bad % W);
+    return cd__error(CD_ERR_NOT_FINITE,
+                     "%s: %s[%" PRId64 "] is %g (image %" PRId64 ", channel %" PRId64
+                     ", row %" PRId64 ", column %" PRId64 ")",
+                     fn, name, bad, v, bad / (W * H * C), bad / (W * H) % C, bad / W % H, bad % W);
 }

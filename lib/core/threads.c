@@ -26,22 +26,22 @@ void bli_thread_set_num_threads(int64_t n_threads);
 #endif
 
 typedef struct {
-    pthread_mutex_t busy;   /* held by the one running parallel_for */
-    pthread_mutex_t lock;   /* guards everything below */
+    pthread_mutex_t busy; /* held by the one running parallel_for */
+    pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t wake;
     pthread_cond_t done;
     /* A fixed array rather than a heap block: the pool is global and made
      * lazily, so an allocation failing here would leave it half made. */
     pthread_t workers[CD_MAX_THREADS - 1];
     int32_t n_workers;
-    uint64_t generation;    /* bumped per job, so workers see new work */
+    uint64_t generation;       /* bumped per job, so workers see new work */
     uint64_t spawn_generation; /* generation when the workers were made */
     bool stop;
     cd__task_fn fn;
     void *ctx;
     int64_t n;
     atomic_int_fast64_t next;
-    int32_t active;         /* workers still inside the current job */
+    int32_t active; /* workers still inside the current job */
 } pool_t;
 
 static pool_t g_pool = {
@@ -115,8 +115,7 @@ static void pool_resize(pool_t *p, int32_t want)
     if (want == 0) return;
     p->spawn_generation = p->generation;
     int32_t started = 0;
-    while (started < want &&
-           pthread_create(&p->workers[started], NULL, worker_main, p) == 0)
+    while (started < want && pthread_create(&p->workers[started], NULL, worker_main, p) == 0)
         started++;
     p->n_workers = started;
 }
@@ -190,8 +189,8 @@ __attribute__((constructor)) static void threads_at_load(void)
 cd_status cd_set_num_threads(int64_t n)
 {
     if (n < 1 || n > CD_MAX_THREADS)
-        return cd__error(CD_ERR_RANGE, "cd_set_num_threads: n = %" PRId64
-                         " is outside 1..%d", n, CD_MAX_THREADS);
+        return cd__error(CD_ERR_RANGE, "cd_set_num_threads: n = %" PRId64 " is outside 1..%d", n,
+                         CD_MAX_THREADS);
     pthread_mutex_lock(&g_pool.busy);
     atomic_store(&g_num_threads, n);
     pool_resize(&g_pool, n - 1);

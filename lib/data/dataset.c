@@ -55,8 +55,7 @@ static cd_status get_view(const cd_dataset *ds, cd_split split, const char *fn,
     CD__CHECK_NOT_NULL(ds, fn);
     if ((int)split < CD_SPLIT_TRAIN || (int)split > CD_SPLIT_TEST)
         return cd__error(CD_ERR_INVALID_ARGUMENT,
-                         "%s: split = %d is not CD_SPLIT_TRAIN, _VAL or _TEST", fn,
-                         (int)split);
+                         "%s: split = %d is not CD_SPLIT_TRAIN, _VAL or _TEST", fn, (int)split);
     *out = &ds->splits[split];
     return CD_OK;
 }
@@ -93,8 +92,7 @@ static void shape_string(char *buf, size_t cap, const cd_tensor *t)
     size_t n = 0;
     buf[0] = '\0';
     for (int32_t i = 0; i < t->rank && n < cap; i++)
-        n += (size_t)snprintf(buf + n, cap - n, "%s%" PRId64, i ? " x " : "",
-                              t->shape[i]);
+        n += (size_t)snprintf(buf + n, cap - n, "%s%" PRId64, i ? " x " : "", t->shape[i]);
 }
 
 /* images must be N x C x H x W, or N x H x W when C is 1; want_n < 0 takes
@@ -105,26 +103,27 @@ static cd_status check_images(const cd_dataset *ds, const char *fn, const cd_ten
     if (!t) return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: tensor 'images' is NULL", fn);
     const int64_t *s = t->shape;
     bool n_ok = want_n < 0 || s[0] == want_n;
-    bool ok = n_ok && ((t->rank == 4 && s[1] == ds->channels && s[2] == ds->height &&
-                        s[3] == ds->width) ||
-                       (t->rank == 3 && ds->channels == 1 && s[1] == ds->height &&
-                        s[2] == ds->width));
+    bool ok = n_ok &&
+              ((t->rank == 4 && s[1] == ds->channels && s[2] == ds->height && s[3] == ds->width) ||
+               (t->rank == 3 && ds->channels == 1 && s[1] == ds->height && s[2] == ds->width));
     if (ok) {
         *n_out = s[0];
         return CD_OK;
     }
     char got[160], n[24];
     shape_string(got, sizeof got, t);
-    if (want_n < 0) snprintf(n, sizeof n, "N");
-    else snprintf(n, sizeof n, "%" PRId64, want_n);
+    if (want_n < 0)
+        snprintf(n, sizeof n, "N");
+    else
+        snprintf(n, sizeof n, "%" PRId64, want_n);
     if (ds->channels == 1)
         return cd__error(CD_ERR_SHAPE,
                          "%s: tensor 'images' must be %s x 1 x %" PRId64 " x %" PRId64
                          " or %s x %" PRId64 " x %" PRId64 ", got %s",
                          fn, n, ds->height, ds->width, n, ds->height, ds->width, got);
     return cd__error(CD_ERR_SHAPE,
-                     "%s: tensor 'images' must be %s x %" PRId64 " x %" PRId64
-                     " x %" PRId64 ", got %s",
+                     "%s: tensor 'images' must be %s x %" PRId64 " x %" PRId64 " x %" PRId64
+                     ", got %s",
                      fn, n, ds->channels, ds->height, ds->width, got);
 }
 
@@ -135,8 +134,7 @@ static cd_status check_labels(const char *fn, const cd_tensor *labels, int64_t n
     return cd__tensor_expect(labels, fn, "labels", 1, shape);
 }
 
-static void copy_row(const cd_dataset *ds, const pool *p, int64_t index, float *img,
-                     float *label)
+static void copy_row(const cd_dataset *ds, const pool *p, int64_t index, float *img, float *label)
 {
     const uint8_t *src = p->images.data + (size_t)index * (size_t)ds->pixels;
     for (int64_t k = 0; k < ds->pixels; k++) img[k] = ds->lut[src[k]];
@@ -150,16 +148,14 @@ static cd_status check_label_values(const pool *p, const char *path, unsigned ma
     for (int64_t i = 0; i < p->n; i++)
         if (p->labels.data[i] > max_label)
             return cd__error(CD_ERR_FORMAT,
-                             "IDX file '%s'%s: label %u at offset %" PRIu64
-                             " (item %" PRId64 ") is outside 0..%u",
-                             path, p->labels.gzip ? " (gzip)" : "",
-                             (unsigned)p->labels.data[i],
+                             "IDX file '%s'%s: label %u at offset %" PRIu64 " (item %" PRId64
+                             ") is outside 0..%u",
+                             path, p->labels.gzip ? " (gzip)" : "", (unsigned)p->labels.data[i],
                              p->labels.header_bytes + (uint64_t)i, i, max_label);
     return CD_OK;
 }
 
-static cd_status load_pool(pool *p, const char *images, const char *labels,
-                           unsigned max_label)
+static cd_status load_pool(pool *p, const char *images, const char *labels, unsigned max_label)
 {
     CD__TRY(cd__idx_load(images, 3, &p->images));
     CD__TRY(cd__idx_load(labels, 1, &p->labels));
@@ -182,8 +178,7 @@ static cd_status alloc_view(split_view *v, int64_t capacity)
 /* Right after loading: the whole pool trains, nothing validates. */
 static cd_status init_splits(cd_dataset *ds)
 {
-    for (int s = 0; s < 3; s++)
-        CD__TRY(alloc_view(&ds->splits[s], pool_of(ds, (cd_split)s)->n));
+    for (int s = 0; s < 3; s++) CD__TRY(alloc_view(&ds->splits[s], pool_of(ds, (cd_split)s)->n));
     ds->splits[CD_SPLIT_TRAIN].count = ds->train_pool.n;
     ds->splits[CD_SPLIT_TEST].count = ds->test_pool.n;
     for (int s = 0; s < 3; s++) {
@@ -208,17 +203,15 @@ static cd_status build(cd_dataset **out, const char *const paths[4], unsigned ma
     cd_dataset *ds = cd__calloc(1, sizeof *ds, "dataset");
     if (!ds) return cd_last_status();
     cd_status st = load_pool(&ds->train_pool, paths[0], paths[1], max_label);
-    if (st == CD_OK && paths[2])
-        st = load_pool(&ds->test_pool, paths[2], paths[3], max_label);
+    if (st == CD_OK && paths[2]) st = load_pool(&ds->test_pool, paths[2], paths[3], max_label);
     if (st == CD_OK && paths[2] &&
         (ds->test_pool.images.dims[1] != ds->train_pool.images.dims[1] ||
          ds->test_pool.images.dims[2] != ds->train_pool.images.dims[2]))
         st = cd__error(CD_ERR_SHAPE,
                        "test images '%s' are %" PRIu32 " x %" PRIu32
                        " but training images '%s' are %" PRIu32 " x %" PRIu32,
-                       paths[2], ds->test_pool.images.dims[1],
-                       ds->test_pool.images.dims[2], paths[0],
-                       ds->train_pool.images.dims[1], ds->train_pool.images.dims[2]);
+                       paths[2], ds->test_pool.images.dims[1], ds->test_pool.images.dims[2],
+                       paths[0], ds->train_pool.images.dims[1], ds->train_pool.images.dims[2]);
     if (st == CD_OK) st = init_splits(ds);
     if (st != CD_OK) {
         cd_dataset_free(ds);
@@ -229,9 +222,8 @@ static cd_status build(cd_dataset **out, const char *const paths[4], unsigned ma
     return CD_OK;
 }
 
-cd_status cd_dataset_load_idx(cd_dataset **out, const char *train_images,
-                              const char *train_labels, const char *test_images,
-                              const char *test_labels)
+cd_status cd_dataset_load_idx(cd_dataset **out, const char *train_images, const char *train_labels,
+                              const char *test_images, const char *test_labels)
 {
     static const char fn[] = "cd_dataset_load_idx";
     CD__CHECK_NOT_NULL(out, fn);
@@ -244,9 +236,8 @@ cd_status cd_dataset_load_idx(cd_dataset **out, const char *train_images,
     return build(out, paths, 255);
 }
 
-static const char *const mnist_names[4] = {
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte"};
+static const char *const mnist_names[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
 
 static bool path_exists(const char *path)
 {
@@ -258,8 +249,7 @@ static bool path_exists(const char *path)
 
 /* Point *path at dir/name, or dir/name.gz if only that exists. buf holds
  * both spellings back to back. */
-static cd_status find_mnist_file(const char *dir, const char *name, char **buf,
-                                 const char **path)
+static cd_status find_mnist_file(const char *dir, const char *name, char **buf, const char **path)
 {
     size_t cap = strlen(dir) + strlen(name) + 8;
     *buf = cd__calloc(2, cap, "MNIST path");
@@ -267,14 +257,16 @@ static cd_status find_mnist_file(const char *dir, const char *name, char **buf,
     char *raw = *buf, *gz = *buf + cap;
     snprintf(raw, cap, "%s/%s", dir, name);
     snprintf(gz, cap, "%s/%s.gz", dir, name);
-    if (path_exists(raw)) *path = raw;
-    else if (path_exists(gz)) *path = gz;
+    if (path_exists(raw))
+        *path = raw;
+    else if (path_exists(gz))
+        *path = gz;
     else {
         struct stat st;
         bool no_dir = stat(dir, &st) != 0;
         return cd__error(CD_ERR_NOT_FOUND,
-                         "cd_dataset_load_mnist: %s not found: looked for '%s' and '%s'%s",
-                         name, raw, gz, no_dir ? " (the folder does not exist)" : "");
+                         "cd_dataset_load_mnist: %s not found: looked for '%s' and '%s'%s", name,
+                         raw, gz, no_dir ? " (the folder does not exist)" : "");
     }
     return CD_OK;
 }
@@ -330,8 +322,7 @@ cd_status cd_dataset_split(cd_dataset *ds, double val_fraction, uint64_t seed)
     CD__CHECK_NOT_NULL(ds, fn);
     /* Written so that NaN fails too. */
     if (!(val_fraction >= 0.0 && val_fraction < 1.0))
-        return cd__error(CD_ERR_RANGE, "%s: val_fraction = %g is outside [0, 1)", fn,
-                         val_fraction);
+        return cd__error(CD_ERR_RANGE, "%s: val_fraction = %g is outside [0, 1)", fn, val_fraction);
     int64_t n = ds->train_pool.n;
     int64_t n_train = (int64_t)round((double)n * (1.0 - val_fraction));
     if (n_train > n) n_train = n;
@@ -360,8 +351,8 @@ typedef struct index_file {
 static cd_status junk(const index_file *f, int c)
 {
     if (c == '\n' || c == EOF)
-        return cd__error(CD_ERR_FORMAT, "split file '%s' line %" PRId64 ": empty line",
-                         f->path, f->line);
+        return cd__error(CD_ERR_FORMAT, "split file '%s' line %" PRId64 ": empty line", f->path,
+                         f->line);
     if (c >= 0x20 && c < 0x7f)
         return cd__error(CD_ERR_FORMAT,
                          "split file '%s' line %" PRId64
@@ -390,8 +381,8 @@ static cd_status next_index(index_file *f, int64_t *value, bool *eof)
     f->line++;
     if (c == ' ' || c == '\t') c = skip_blanks(f->fp);
     if (c == '-')
-        return cd__error(CD_ERR_FORMAT, "split file '%s' line %" PRId64 ": negative index",
-                         f->path, f->line);
+        return cd__error(CD_ERR_FORMAT, "split file '%s' line %" PRId64 ": negative index", f->path,
+                         f->line);
     if (c < '0' || c > '9') return ferror(f->fp) ? CD_ERR_IO : junk(f, c);
     /* Keep the digits as text so an absurd index is quoted as written. */
     char digits[24];
@@ -408,16 +399,14 @@ static cd_status next_index(index_file *f, int64_t *value, bool *eof)
         return cd__error(CD_ERR_FORMAT,
                          "split file '%s' line %" PRId64 ": index %s%s is outside the "
                          "training pool 0..%" PRId64,
-                         f->path, f->line, digits, nd + 1 == sizeof digits ? "..." : "",
-                         f->n - 1);
+                         f->path, f->line, digits, nd + 1 == sizeof digits ? "..." : "", f->n - 1);
     *value = v;
     return CD_OK;
 }
 
 /* Parse the whole file into order[0..*count); line_of[i] remembers where
  * index i appeared (0 = nowhere) to name both lines of a duplicate. */
-static cd_status parse_index_file(index_file *f, int64_t *order, int64_t *line_of,
-                                  int64_t *count)
+static cd_status parse_index_file(index_file *f, int64_t *order, int64_t *line_of, int64_t *count)
 {
     *count = 0;
     for (;;) {
@@ -437,8 +426,7 @@ static cd_status parse_index_file(index_file *f, int64_t *order, int64_t *line_o
         line_of[v] = f->line;
         order[(*count)++] = v;
     }
-    if (*count == 0)
-        return cd__error(CD_ERR_FORMAT, "split file '%s' holds no indices", f->path);
+    if (*count == 0) return cd__error(CD_ERR_FORMAT, "split file '%s' holds no indices", f->path);
     return CD_OK;
 }
 
@@ -452,8 +440,8 @@ cd_status cd_dataset_split_from_file(cd_dataset *ds, const char *path)
     int64_t n = f.n, count = 0;
     int64_t *order = cd__calloc((size_t)n, sizeof *order, "split order");
     int64_t *line_of = cd__calloc((size_t)n, sizeof *line_of, "split order");
-    cd_status st = order && line_of ? parse_index_file(&f, order, line_of, &count)
-                                    : cd_last_status();
+    cd_status st =
+        order && line_of ? parse_index_file(&f, order, line_of, &count) : cd_last_status();
     if (st == CD_OK) {
         /* The validation split: every unnamed index, ascending. */
         int64_t k = count;
@@ -531,23 +519,22 @@ cd_status cd_dataset_fill_batch(const cd_dataset *ds, cd_split split, int64_t fi
     CD__TRY(check_labels(fn, labels, n));
     if (first < 0 || first >= v->count)
         return cd__error(CD_ERR_RANGE,
-                         "%s: first = %" PRId64 " is outside [0, %" PRId64 ") of the %s split",
-                         fn, first, v->count, split_names[split]);
+                         "%s: first = %" PRId64 " is outside [0, %" PRId64 ") of the %s split", fn,
+                         first, v->count, split_names[split]);
 
     int64_t real = v->count - first < n ? v->count - first : n;
     const pool *p = pool_of(ds, split);
     for (int64_t r = 0; r < real; r++)
         copy_row(ds, p, v->epoch[first + r], images->data + r * ds->pixels,
                  labels ? labels->data + r : NULL);
-    memset(images->data + real * ds->pixels, 0,
-           (size_t)((n - real) * ds->pixels) * sizeof(float));
+    memset(images->data + real * ds->pixels, 0, (size_t)((n - real) * ds->pixels) * sizeof(float));
     if (labels) memset(labels->data + real, 0, (size_t)(n - real) * sizeof(float));
     if (filled) *filled = real;
     return CD_OK;
 }
 
-cd_status cd_dataset_gather(const cd_dataset *ds, cd_split split, const int64_t *idx,
-                            int64_t n, cd_tensor *images, cd_tensor *labels)
+cd_status cd_dataset_gather(const cd_dataset *ds, cd_split split, const int64_t *idx, int64_t n,
+                            cd_tensor *images, cd_tensor *labels)
 {
     static const char fn[] = "cd_dataset_gather";
     const split_view *v = NULL;
@@ -581,11 +568,11 @@ cd_status cd_dataset_mean_image(const cd_dataset *ds, cd_split split, cd_tensor 
     const int64_t *s = out->shape;
     if (!((out->rank == 3 || (out->rank == 4 && s[0] == 1)) && s[off] == ds->channels &&
           s[off + 1] == ds->height && s[off + 2] == ds->width))
-        return cd__error(CD_ERR_SHAPE, "%s: out must be %" PRId64 " x %" PRId64 " x %" PRId64
-                         " (or 1 x that)", fn, ds->channels, ds->height, ds->width);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: out must be %" PRId64 " x %" PRId64 " x %" PRId64 " (or 1 x that)",
+                         fn, ds->channels, ds->height, ds->width);
     if (v->count == 0)
-        return cd__error(CD_ERR_RANGE, "%s: the %s split has no images", fn,
-                         split_names[split]);
+        return cd__error(CD_ERR_RANGE, "%s: the %s split has no images", fn, split_names[split]);
     double *sum = cd__calloc((size_t)ds->pixels, sizeof *sum, "mean image sums");
     if (!sum) return cd_last_status();
     const pool *p = pool_of(ds, split);

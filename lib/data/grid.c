@@ -28,11 +28,10 @@ static cd_status check_map(const char *fn, cd_pixel_map map, float lo, float hi)
     case CD_PIXELS_RANGE:
         if (!isfinite(lo) || !isfinite(hi) || !(lo < hi))
             return cd__error(CD_ERR_RANGE,
-                             "%s: CD_PIXELS_RANGE needs finite lo < hi, got lo = %g, hi = %g",
-                             fn, (double)lo, (double)hi);
+                             "%s: CD_PIXELS_RANGE needs finite lo < hi, got lo = %g, hi = %g", fn,
+                             (double)lo, (double)hi);
         return CD_OK;
-    case CD_PIXELS_PERCENTILE:
-        return CD_OK;
+    case CD_PIXELS_PERCENTILE: return CD_OK;
     }
     return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown pixel map %d", fn, (int)map);
 }
@@ -40,8 +39,7 @@ static cd_status check_map(const char *fn, cd_pixel_map map, float lo, float hi)
 static void map_range(const float *img, int64_t n, float lo, float hi, uint8_t *out)
 {
     double span = (double)hi - (double)lo; /* in double: hi - lo may overflow float */
-    for (int64_t i = 0; i < n; i++)
-        out[i] = to_byte(((double)img[i] - (double)lo) / span * 255.0);
+    for (int64_t i = 0; i < n; i++) out[i] = to_byte(((double)img[i] - (double)lo) / span * 255.0);
 }
 
 static int cmp_float(const void *pa, const void *pb)
@@ -89,14 +87,13 @@ static void map_percentile(const float *img, int64_t n, uint8_t *out, float *scr
     }
 }
 
-cd_status cd__map_image_u8(const float *img, int64_t n, cd_pixel_map map,
-                           float lo, float hi, uint8_t *out, float *scratch)
+cd_status cd__map_image_u8(const float *img, int64_t n, cd_pixel_map map, float lo, float hi,
+                           uint8_t *out, float *scratch)
 {
     static const char fn[] = "cd__map_image_u8";
     CD__CHECK_NOT_NULL(img, fn);
     CD__CHECK_NOT_NULL(out, fn);
-    if (n < 1)
-        return cd__error(CD_ERR_RANGE, "%s: n = %" PRId64 " pixels; need at least 1", fn, n);
+    if (n < 1) return cd__error(CD_ERR_RANGE, "%s: n = %" PRId64 " pixels; need at least 1", fn, n);
     CD__TRY(check_map(fn, map, lo, hi));
     if (map == CD_PIXELS_PERCENTILE) CD__CHECK_NOT_NULL(scratch, fn);
     int64_t bad = cd__first_non_finite(img, n);
@@ -118,7 +115,7 @@ typedef struct grid_geom {
     int64_t n, h, w;    /* images and their size */
     int64_t cols, rows; /* tiles */
     int64_t border;
-    int64_t gw, gh;     /* the whole grid in pixels */
+    int64_t gw, gh; /* the whole grid in pixels */
 } grid_geom;
 
 static cd_status image_dims(const cd_tensor *t, grid_geom *g)
@@ -128,8 +125,7 @@ static cd_status image_dims(const cd_tensor *t, grid_geom *g)
                          "%s: images has %" PRId64 " channels; only greyscale (C = 1) is supported",
                          grid_fn, t->shape[1]);
     if (t->rank != 3 && t->rank != 4)
-        return cd__error(CD_ERR_SHAPE,
-                         "%s: images must be N x 1 x H x W or N x H x W, got rank %d",
+        return cd__error(CD_ERR_SHAPE, "%s: images must be N x 1 x H x W or N x H x W, got rank %d",
                          grid_fn, (int)t->rank);
     g->n = t->shape[0];
     g->h = t->shape[t->rank - 2];
@@ -139,8 +135,8 @@ static cd_status image_dims(const cd_tensor *t, grid_geom *g)
 
 /* One side of the grid: count tiles of `tile` pixels with a border before,
  * between and after them, within the PNG limit. */
-static cd_status grid_side(const char *what, int64_t count, int64_t tile,
-                           int64_t border, int64_t *side)
+static cd_status grid_side(const char *what, int64_t count, int64_t tile, int64_t border,
+                           int64_t *side)
 {
     int64_t tiles, gaps;
     if (cd__mul_overflows_i64(count, tile, &tiles) ||
@@ -154,16 +150,14 @@ static cd_status grid_side(const char *what, int64_t count, int64_t tile,
     return CD_OK;
 }
 
-static cd_status grid_layout(const cd_tensor *images, int64_t columns, int64_t border,
-                             grid_geom *g)
+static cd_status grid_layout(const cd_tensor *images, int64_t columns, int64_t border, grid_geom *g)
 {
     CD__TRY(image_dims(images, g));
     if (columns < 1)
-        return cd__error(CD_ERR_RANGE, "%s: columns = %" PRId64 "; need at least 1",
-                         grid_fn, columns);
+        return cd__error(CD_ERR_RANGE, "%s: columns = %" PRId64 "; need at least 1", grid_fn,
+                         columns);
     if (border < 0)
-        return cd__error(CD_ERR_RANGE, "%s: border = %" PRId64 "; need 0 or more",
-                         grid_fn, border);
+        return cd__error(CD_ERR_RANGE, "%s: border = %" PRId64 "; need 0 or more", grid_fn, border);
     /* More columns than images would only add empty cells: use N columns. */
     g->cols = columns < g->n ? columns : g->n;
     g->rows = (g->n + g->cols - 1) / g->cols;
@@ -201,8 +195,8 @@ static cd_status fill_canvas(uint8_t *canvas, const grid_geom *g, const float *d
 {
     size_t hw = (size_t)(g->h * g->w);
     uint8_t *tile = cd__calloc(hw, 1, "grid tile");
-    float *scratch = map == CD_PIXELS_PERCENTILE ? cd__calloc(hw, sizeof *scratch, "grid sort buffer")
-                                                 : NULL;
+    float *scratch =
+        map == CD_PIXELS_PERCENTILE ? cd__calloc(hw, sizeof *scratch, "grid sort buffer") : NULL;
     cd_status st = CD_OK;
     if (!tile || (map == CD_PIXELS_PERCENTILE && !scratch)) st = cd_last_status();
     for (int64_t i = 0; i < g->n && st == CD_OK; i++) {
@@ -214,9 +208,9 @@ static cd_status fill_canvas(uint8_t *canvas, const grid_geom *g, const float *d
     return st;
 }
 
-cd_status cd_image_grid_write_png(const char *path, const cd_tensor *images,
-                                  int64_t columns, int64_t border, int32_t border_value,
-                                  cd_pixel_map map, float lo, float hi)
+cd_status cd_image_grid_write_png(const char *path, const cd_tensor *images, int64_t columns,
+                                  int64_t border, int32_t border_value, cd_pixel_map map, float lo,
+                                  float hi)
 {
     CD__CHECK_NOT_NULL(path, grid_fn);
     CD__CHECK_ARG(path[0] != '\0', grid_fn, "argument 'path' is empty");

@@ -30,14 +30,14 @@ static _Thread_local uint64_t last_alloc_bytes;
 
 typedef struct reader {
     const char *path;
-    const char *kind;  /* " (gzip)" or "", for messages */
+    const char *kind; /* " (gzip)" or "", for messages */
     int fd;
-    uint64_t offset;   /* uncompressed bytes consumed so far */
+    uint64_t offset; /* uncompressed bytes consumed so far */
     /* gzip only */
     bool gzip, zs_live, at_eof, stream_end;
     z_stream zs;
-    uint8_t *in;       /* IN_CHUNK bytes of compressed input */
-    uint64_t in_read;  /* compressed bytes read from the file */
+    uint8_t *in;      /* IN_CHUNK bytes of compressed input */
+    uint64_t in_read; /* compressed bytes read from the file */
 } reader;
 
 uint64_t cd__idx_last_alloc_bytes(void) { return last_alloc_bytes; }
@@ -49,8 +49,7 @@ void cd__idx_free(cd__idx *idx)
     memset(idx, 0, sizeof *idx);
 }
 
-static cd_status idx_fail(const reader *r, cd_status st, const char *fmt, ...)
-    CD__PRINTF(3, 4);
+static cd_status idx_fail(const reader *r, cd_status st, const char *fmt, ...) CD__PRINTF(3, 4);
 
 /* Every message starts with the path (and "(gzip)"), so callers that load
  * several files can tell which one is at fault. */
@@ -66,8 +65,7 @@ static cd_status idx_fail(const reader *r, cd_status st, const char *fmt, ...)
 
 static cd_status read_failed(const reader *r, int e)
 {
-    return idx_fail(r, CD_ERR_IO, "read failed at offset %" PRIu64 ": %s", r->offset,
-                    strerror(e));
+    return idx_fail(r, CD_ERR_IO, "read failed at offset %" PRIu64 ": %s", r->offset, strerror(e));
 }
 
 /* Up to n bytes straight from the file; a short count means its end. */
@@ -114,28 +112,35 @@ static cd_status next_member(reader *r)
     }
     const uint64_t at = r->in_read - zs->avail_in;
     if (zs->avail_in < 2 || zs->next_in[0] != 0x1f || zs->next_in[1] != 0x8b)
-        return idx_fail(r, CD_ERR_FORMAT, "trailing data: the gzip stream ends at compressed "
+        return idx_fail(r, CD_ERR_FORMAT,
+                        "trailing data: the gzip stream ends at compressed "
                         "offset %" PRIu64 " but the file continues with bytes that are not "
-                        "gzip", at);
+                        "gzip",
+                        at);
     if (inflateReset(zs) != Z_OK)
-        return idx_fail(r, CD_ERR_INTERNAL, "zlib could not start the member at compressed "
-                        "offset %" PRIu64, at);
+        return idx_fail(r, CD_ERR_INTERNAL,
+                        "zlib could not start the member at compressed "
+                        "offset %" PRIu64,
+                        at);
     return CD_OK;
 }
 
 static cd_status inflate_error(const reader *r, int rc)
 {
     if (rc == Z_MEM_ERROR)
-        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory decompressing at offset %"
-                        PRIu64, r->offset);
+        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory decompressing at offset %" PRIu64,
+                        r->offset);
     if (rc == Z_BUF_ERROR)
-        return idx_fail(r, CD_ERR_FORMAT, "truncated gzip stream: the compressed data ends "
+        return idx_fail(r, CD_ERR_FORMAT,
+                        "truncated gzip stream: the compressed data ends "
                         "at compressed offset %" PRIu64 ", while reading at offset %" PRIu64
                         " of the uncompressed stream, before the stream's end and its CRC "
-                        "trailer", r->in_read, r->offset);
-    return idx_fail(r, CD_ERR_FORMAT, "corrupt gzip stream, found reading at offset %" PRIu64
-                    " of the uncompressed stream: %s", r->offset,
-                    r->zs.msg ? r->zs.msg : "unknown zlib error");
+                        "trailer",
+                        r->in_read, r->offset);
+    return idx_fail(r, CD_ERR_FORMAT,
+                    "corrupt gzip stream, found reading at offset %" PRIu64
+                    " of the uncompressed stream: %s",
+                    r->offset, r->zs.msg ? r->zs.msg : "unknown zlib error");
 }
 
 static cd_status read_gzip(reader *r, uint8_t *buf, uint64_t n, uint64_t *got)
@@ -152,8 +157,10 @@ static cd_status read_gzip(reader *r, uint8_t *buf, uint64_t n, uint64_t *got)
         r->offset += made;
         if (rc == Z_STREAM_END) CD__TRY(next_member(r));
         /* Without input at the end of the file, zlib can only stall. */
-        else if (rc == Z_BUF_ERROR && zs->avail_in == 0 && !r->at_eof) continue;
-        else if (rc != Z_OK) return inflate_error(r, rc);
+        else if (rc == Z_BUF_ERROR && zs->avail_in == 0 && !r->at_eof)
+            continue;
+        else if (rc != Z_OK)
+            return inflate_error(r, rc);
     }
     return CD_OK;
 }
@@ -201,8 +208,7 @@ static cd_status check_magic(const reader *r, const uint8_t m[4], uint32_t expec
                         "(unsigned byte) is supported",
                         m[2], type_name(m[2]));
     if (m[3] != expect_rank)
-        return idx_fail(r, CD_ERR_FORMAT,
-                        "IDX rank %u at offset 3, expected %u (%s)", m[3],
+        return idx_fail(r, CD_ERR_FORMAT, "IDX rank %u at offset 3, expected %u (%s)", m[3],
                         (unsigned)expect_rank, expect_rank == 1 ? "labels" : "images");
     return CD_OK;
 }
@@ -215,14 +221,13 @@ static cd_status check_dims(const reader *r, cd__idx *h)
     for (uint32_t i = 0; i < h->rank; i++) {
         uint64_t d = h->dims[i];
         if (d == 0)
-            return idx_fail(r, CD_ERR_FORMAT, "dimension %u is 0 at offset %u", i,
-                            4 + 4 * i);
+            return idx_fail(r, CD_ERR_FORMAT, "dimension %u is 0 at offset %u", i, 4 + 4 * i);
         if (count > CD__IDX_MAX_BYTES / d || count * d > SIZE_MAX) {
             char dims[96];
             size_t n = 0;
             for (uint32_t k = 0; k < h->rank && n < sizeof dims; k++)
-                n += (size_t)snprintf(dims + n, sizeof dims - n, "%s%" PRIu32,
-                                      k ? " x " : "", h->dims[k]);
+                n += (size_t)snprintf(dims + n, sizeof dims - n, "%s%" PRIu32, k ? " x " : "",
+                                      h->dims[k]);
             return idx_fail(r, CD_ERR_FORMAT,
                             "oversized or lying header: dimensions %s at offset 4 "
                             "exceed the limit of %" PRIu64 " bytes of data",
@@ -294,8 +299,8 @@ static cd_status grow(const reader *r, uint8_t **buf, uint64_t *cap, uint64_t li
     uint64_t next = *cap * 2 < limit ? *cap * 2 : limit;
     uint8_t *grown = cd__realloc(*buf, (size_t)next, 1, "IDX payload");
     if (!grown)
-        return idx_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory growing the data to %" PRIu64
-                        " bytes", next);
+        return idx_fail(r, CD_ERR_OUT_OF_MEMORY,
+                        "out of memory growing the data to %" PRIu64 " bytes", next);
     *buf = grown;
     *cap = next;
     last_alloc_bytes = next;

@@ -59,8 +59,7 @@ static void put_u32be(uint8_t *p, uint32_t v)
 }
 
 /* Append one chunk: length, type, data, and the CRC of type and data. */
-static cd_status buf_chunk(png_buf *b, const char *type, const uint8_t *data,
-                           uint32_t n)
+static cd_status buf_chunk(png_buf *b, const char *type, const uint8_t *data, uint32_t n)
 {
     CD__TRY(buf_reserve(b, (size_t)n + 12));
     uint8_t *p = b->data + b->len;
@@ -75,24 +74,21 @@ static cd_status buf_chunk(png_buf *b, const char *type, const uint8_t *data,
 }
 
 /* Validate what the encoder needs; fn names the public caller in messages. */
-static cd_status check_image(const char *fn, const uint8_t *pixels, int64_t w,
-                             int64_t h)
+static cd_status check_image(const char *fn, const uint8_t *pixels, int64_t w, int64_t h)
 {
     CD__CHECK_NOT_NULL(pixels, fn);
     if (w < 1 || w > CD__PNG_MAX_DIM)
-        return cd__error(CD_ERR_RANGE, "%s: width %" PRId64 " is outside 1..%" PRId64,
-                         fn, w, CD__PNG_MAX_DIM);
+        return cd__error(CD_ERR_RANGE, "%s: width %" PRId64 " is outside 1..%" PRId64, fn, w,
+                         CD__PNG_MAX_DIM);
     if (h < 1 || h > CD__PNG_MAX_DIM)
-        return cd__error(CD_ERR_RANGE, "%s: height %" PRId64 " is outside 1..%" PRId64,
-                         fn, h, CD__PNG_MAX_DIM);
+        return cd__error(CD_ERR_RANGE, "%s: height %" PRId64 " is outside 1..%" PRId64, fn, h,
+                         CD__PNG_MAX_DIM);
     /* Only reachable where size_t is 32 bits: w*h < 2^62 always fits int64. */
     uint64_t npix = (uint64_t)w * (uint64_t)h;
     uint64_t work = (uint64_t)w + 1;
-    if ((size_t)npix != npix ||
-        work > (SIZE_MAX - PNG_IDAT_BYTES) / (PNG_NFILTERS + 1))
+    if ((size_t)npix != npix || work > (SIZE_MAX - PNG_IDAT_BYTES) / (PNG_NFILTERS + 1))
         return cd__error(CD_ERR_OVERFLOW,
-                         "%s: a %" PRId64 " x %" PRId64 " image does not fit in size_t",
-                         fn, w, h);
+                         "%s: a %" PRId64 " x %" PRId64 " image does not fit in size_t", fn, w, h);
     return CD_OK;
 }
 
@@ -106,8 +102,8 @@ static uint8_t paeth(uint8_t a, uint8_t b, uint8_t c)
 
 /* dst = filter type byte, then row minus its prediction from the left (a),
  * upper (b) and upper-left (c) neighbours; bytes outside the image are 0. */
-static void filter_row(uint8_t type, const uint8_t *row, const uint8_t *prev,
-                       size_t w, uint8_t *dst)
+static void filter_row(uint8_t type, const uint8_t *row, const uint8_t *prev, size_t w,
+                       uint8_t *dst)
 {
     dst[0] = type;
     for (size_t x = 0; x < w; x++) {
@@ -134,8 +130,8 @@ static uint64_t row_cost(const uint8_t *f, size_t w)
 
 /* Filter row every way into cand (PNG_NFILTERS rows of w + 1 bytes) and
  * return the cheapest; ties go to the simpler filter. */
-static const uint8_t *pick_filtered_row(uint8_t *cand, const uint8_t *row,
-                                        const uint8_t *prev, size_t w)
+static const uint8_t *pick_filtered_row(uint8_t *cand, const uint8_t *row, const uint8_t *prev,
+                                        size_t w)
 {
     const uint8_t *best = cand;
     uint64_t best_cost = UINT64_MAX;
@@ -164,8 +160,8 @@ static cd_status flush_idat(z_stream *zs, png_buf *b, uint8_t *stage)
 /* Feed n bytes to deflate (flush = Z_FINISH ends the stream), turning each
  * full stage into an IDAT chunk. stage always has room when deflate runs,
  * so deflate can always progress and Z_BUF_ERROR is harmless. */
-static cd_status deflate_bytes(z_stream *zs, png_buf *b, uint8_t *stage,
-                               const uint8_t *in, size_t n, int flush)
+static cd_status deflate_bytes(z_stream *zs, png_buf *b, uint8_t *stage, const uint8_t *in,
+                               size_t n, int flush)
 {
     zs->next_in = in;
     zs->avail_in = (uInt)n;
@@ -184,8 +180,7 @@ static cd_status deflate_bytes(z_stream *zs, png_buf *b, uint8_t *stage,
 static cd_status write_idat(png_buf *b, const uint8_t *px, size_t w, size_t h)
 {
     size_t row_bytes = w + 1;
-    uint8_t *work = cd__calloc(PNG_NFILTERS * row_bytes + w + PNG_IDAT_BYTES, 1,
-                               "PNG row buffers");
+    uint8_t *work = cd__calloc(PNG_NFILTERS * row_bytes + w + PNG_IDAT_BYTES, 1, "PNG row buffers");
     if (!work) return cd_last_status();
     uint8_t *zero_row = work + PNG_NFILTERS * row_bytes;
     uint8_t *stage = zero_row + w;
@@ -200,8 +195,10 @@ static cd_status write_idat(png_buf *b, const uint8_t *px, size_t w, size_t h)
         cd__free(work);
         /* On Z_MEM_ERROR the allocator's message names what failed. */
         return rc == Z_MEM_ERROR ? CD_ERR_OUT_OF_MEMORY
-                                 : cd__error(CD_ERR_INTERNAL, "cd__png_encode_gray: "
-                                             "deflateInit failed (%d)", rc);
+                                 : cd__error(CD_ERR_INTERNAL,
+                                             "cd__png_encode_gray: "
+                                             "deflateInit failed (%d)",
+                                             rc);
     }
     zs.next_out = stage;
     zs.avail_out = (uInt)PNG_IDAT_BYTES;
@@ -236,8 +233,8 @@ static cd_status encode(png_buf *b, const uint8_t *px, size_t w, size_t h)
     return buf_chunk(b, "IEND", NULL, 0);
 }
 
-cd_status cd__png_encode_gray(const uint8_t *pixels, int64_t w, int64_t h,
-                              uint8_t **out, size_t *out_len)
+cd_status cd__png_encode_gray(const uint8_t *pixels, int64_t w, int64_t h, uint8_t **out,
+                              size_t *out_len)
 {
     static const char fn[] = "cd__png_encode_gray";
     if (out) *out = NULL;
@@ -256,8 +253,7 @@ cd_status cd__png_encode_gray(const uint8_t *pixels, int64_t w, int64_t h,
     return CD_OK;
 }
 
-cd_status cd_png_write_gray(const char *path, const uint8_t *pixels,
-                            int64_t height, int64_t width)
+cd_status cd_png_write_gray(const char *path, const uint8_t *pixels, int64_t height, int64_t width)
 {
     static const char fn[] = "cd_png_write_gray";
     CD__CHECK_NOT_NULL(path, fn);

@@ -21,8 +21,8 @@
  * Errors: CD_ERR_INVALID_ARGUMENT (NULL pointer), CD_ERR_RANGE (w or h
  * outside 1..CD__PNG_MAX_DIM), CD_ERR_OVERFLOW, CD_ERR_OUT_OF_MEMORY.
  */
-cd_status cd__png_encode_gray(const uint8_t *pixels, int64_t w, int64_t h,
-                              uint8_t **out, size_t *out_len);
+cd_status cd__png_encode_gray(const uint8_t *pixels, int64_t w, int64_t h, uint8_t **out,
+                              size_t *out_len);
 
 /*
  * Map the n floats of one image to bytes with the rules of cd_pixel_map
@@ -34,7 +34,7 @@ cd_status cd__png_encode_gray(const uint8_t *pixels, int64_t w, int64_t h,
  * (n < 1; lo, hi not finite or lo >= hi), CD_ERR_NOT_FINITE (names the
  * first bad pixel's index).
  */
-cd_status cd__map_image_u8(const float *img, int64_t n, cd_pixel_map map,
-                           float lo, float hi, uint8_t *out, float *scratch);
+cd_status cd__map_image_u8(const float *img, int64_t n, cd_pixel_map map, float lo, float hi,
+                           uint8_t *out, float *scratch);
 
 #endif /* CD_DATA_PNG_H */

@@ -16,12 +16,15 @@ cd_status cd__blur_check(const cd_degradation *d, const char *fn, int64_t H, int
 {
     const int64_t r = d->kernel_size / 2;
     if (H * W > CD__BLUR_MAX_PIXELS)
-        return cd__error(CD_ERR_UNSUPPORTED, "%s: the blur takes images of at most %d pixels, "
-                         "got %" PRId64 "x%" PRId64, fn, CD__BLUR_MAX_PIXELS, H, W);
+        return cd__error(CD_ERR_UNSUPPORTED,
+                         "%s: the blur takes images of at most %d pixels, "
+                         "got %" PRId64 "x%" PRId64,
+                         fn, CD__BLUR_MAX_PIXELS, H, W);
     if (d->padding == CD_PADDING_REFLECT && (r >= H || r >= W))
-        return cd__error(CD_ERR_SHAPE, "%s: reflect padding of %" PRId64 " needs images larger "
-                         "than %" PRId64 "x%" PRId64 ", got %" PRId64 "x%" PRId64, fn, r, r, r,
-                         H, W);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: reflect padding of %" PRId64 " needs images larger "
+                         "than %" PRId64 "x%" PRId64 ", got %" PRId64 "x%" PRId64,
+                         fn, r, r, r, H, W);
     return CD_OK;
 }
 
@@ -100,8 +103,8 @@ static void blur_task(void *ctx, int64_t i)
         blur_plane(plane, tmp, j->H, j->W, j->d->kernels + t * k, k, j->d->padding);
 }
 
-void cd__blur_steps(const cd_degradation *d, float *x, int64_t N, int64_t C, int64_t H,
-                    int64_t W, const int64_t *to, const int64_t *from)
+void cd__blur_steps(const cd_degradation *d, float *x, int64_t N, int64_t C, int64_t H, int64_t W,
+                    const int64_t *to, const int64_t *from)
 {
     blur_job j = {d, x, C, H, W, to, from};
     cd__parallel_for(N * C, blur_task, &j);

@@ -31,8 +31,7 @@ static cd_status make(cd_degradation **out, const char *fn, const cd_schedule *s
     d->kind = kind;
     d->T = cd_schedule_T(s);
     d->beta = cd__calloc((size_t)d->T + 1, sizeof(float), "degradation beta");
-    d->alpha_bar = d->beta ? cd__calloc((size_t)d->T + 1, sizeof(float), "degradation abar")
-                           : NULL;
+    d->alpha_bar = d->beta ? cd__calloc((size_t)d->T + 1, sizeof(float), "degradation abar") : NULL;
     if (!d->alpha_bar) {
         cd_degradation_free(d);
         return cd_last_status();
@@ -61,16 +60,18 @@ cd_status cd_degradation_create_blur(cd_degradation **out, const cd_schedule *s,
     CD__CHECK_NOT_NULL(out, fn);
     *out = NULL;
     if (kernel_size < 1 || kernel_size > CD__BLUR_MAX_KERNEL || kernel_size % 2 == 0)
-        return cd__error(CD_ERR_RANGE, "%s: kernel_size = %" PRId64 " must be odd and in "
-                         "1..%d", fn, kernel_size, CD__BLUR_MAX_KERNEL);
+        return cd__error(CD_ERR_RANGE,
+                         "%s: kernel_size = %" PRId64 " must be odd and in "
+                         "1..%d",
+                         fn, kernel_size, CD__BLUR_MAX_KERNEL);
     if (padding != CD_PADDING_REFLECT && padding != CD_PADDING_CIRCULAR)
         return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown padding %d", fn, (int)padding);
     CD__TRY(make(out, fn, s, CD_DEGRADATION_BLUR));
     cd_degradation *d = *out;
     d->kernel_size = kernel_size;
     d->padding = padding;
-    d->kernels = cd__calloc((size_t)(d->T + 1) * (size_t)kernel_size, sizeof(float),
-                            "blur kernels");
+    d->kernels =
+        cd__calloc((size_t)(d->T + 1) * (size_t)kernel_size, sizeof(float), "blur kernels");
     if (!d->kernels) {
         cd_degradation_free(d);
         *out = NULL;
@@ -86,8 +87,7 @@ cd_status cd_degradation_create_pixelate(cd_degradation **out, const cd_schedule
     return make(out, "cd_degradation_create_pixelate", s, CD_DEGRADATION_PIXELATE);
 }
 
-cd_status cd_degradation_create_mask(cd_degradation **out, const cd_schedule *s,
-                                     double edge_width)
+cd_status cd_degradation_create_mask(cd_degradation **out, const cd_schedule *s, double edge_width)
 {
     static const char fn[] = "cd_degradation_create_mask";
     CD__CHECK_NOT_NULL(out, fn);
@@ -112,8 +112,10 @@ cd_status cd_degradation_create_fade(cd_degradation **out, const cd_schedule *s,
     const cd_tensor *m = mean_image;
     const int32_t off = m->rank == 4 ? 1 : 0;
     if (!(m->rank == 3 || (m->rank == 4 && m->shape[0] == 1)))
-        return cd__error(CD_ERR_SHAPE, "%s: mean_image must be C x H x W or 1 x C x H x W, got "
-                         "rank %" PRId32, fn, m->rank);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: mean_image must be C x H x W or 1 x C x H x W, got "
+                         "rank %" PRId32,
+                         fn, m->rank);
     for (int64_t i = 0; i < m->numel; i++)
         if (!isfinite(m->data[i]))
             return cd__error(CD_ERR_NOT_FINITE, "%s: mean_image[%" PRId64 "] is %g", fn, i,
@@ -180,22 +182,23 @@ static cd_status check_apply(const cd_degradation *d, const char *fn, const cd_t
                          x->rank);
     CD__TRY(cd__tensor_expect(z, fn, "z", 4, x->shape));
     if (n_t != x->shape[0])
-        return cd__error(CD_ERR_SHAPE, "%s: %" PRId64 " times for a batch of %" PRId64, fn,
-                         n_t, x->shape[0]);
+        return cd__error(CD_ERR_SHAPE, "%s: %" PRId64 " times for a batch of %" PRId64, fn, n_t,
+                         x->shape[0]);
     for (int64_t i = 0; i < n_t; i++)
         if (t[i] < 0 || t[i] > d->T)
-            return cd__error(CD_ERR_RANGE, "%s: t[%" PRId64 "] = %" PRId64 " is outside 0..%"
-                             PRId64, fn, i, t[i], d->T);
+            return cd__error(CD_ERR_RANGE,
+                             "%s: t[%" PRId64 "] = %" PRId64 " is outside 0..%" PRId64, fn, i, t[i],
+                             d->T);
     CD__TRY(cd__check_finite(x, fn, "x"));
     if (d->kind == CD_DEGRADATION_NOISE) {
         CD__CHECK_ARG(rng != NULL, fn, "the noise degradation needs an RNG");
         if (eps) CD__TRY(cd__tensor_expect(eps, fn, "eps", 4, x->shape));
-        CD__CHECK_ARG(eps || z != x, fn, "z may not be x for the noise degradation "
+        CD__CHECK_ARG(eps || z != x, fn,
+                      "z may not be x for the noise degradation "
                       "without an eps tensor (the noise is drawn into z)");
         CD__CHECK_ARG(!eps || (eps != x && eps != z), fn, "eps must differ from x and z");
     } else if (eps) {
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: eps is only for the noise degradation",
-                         fn);
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: eps is only for the noise degradation", fn);
     }
     return cd__degradation_check_images(d, fn, x->shape);
 }
@@ -208,15 +211,17 @@ cd_status cd__degradation_check_images(const cd_degradation *d, const char *fn,
     case CD_DEGRADATION_BLUR: return cd__blur_check(d, fn, H, W);
     case CD_DEGRADATION_PIXELATE:
         if (H * W > CD__BLUR_MAX_PIXELS)
-            return cd__error(CD_ERR_UNSUPPORTED, "%s: pixelate takes images of at most %d "
-                             "pixels, got %" PRId64 "x%" PRId64, fn, CD__BLUR_MAX_PIXELS, H, W);
+            return cd__error(CD_ERR_UNSUPPORTED,
+                             "%s: pixelate takes images of at most %d "
+                             "pixels, got %" PRId64 "x%" PRId64,
+                             fn, CD__BLUR_MAX_PIXELS, H, W);
         return CD_OK;
     case CD_DEGRADATION_FADE:
         if (C != d->mean_shape[0] || H != d->mean_shape[1] || W != d->mean_shape[2])
-            return cd__error(CD_ERR_SHAPE, "%s: fade's mean image is %" PRId64 "x%" PRId64
-                             "x%" PRId64 ", the images are %" PRId64 "x%" PRId64 "x%" PRId64,
-                             fn, d->mean_shape[0], d->mean_shape[1], d->mean_shape[2], C, H,
-                             W);
+            return cd__error(CD_ERR_SHAPE,
+                             "%s: fade's mean image is %" PRId64 "x%" PRId64 "x%" PRId64
+                             ", the images are %" PRId64 "x%" PRId64 "x%" PRId64,
+                             fn, d->mean_shape[0], d->mean_shape[1], d->mean_shape[2], C, H, W);
         return CD_OK;
     case CD_DEGRADATION_NOISE:
     case CD_DEGRADATION_MASK:
@@ -227,8 +232,8 @@ cd_status cd__degradation_check_images(const cd_degradation *d, const char *fn,
 
 /* z = sqrt(abar) x + sqrt(1 - abar) eps, per sample; eps is drawn into z's
  * own storage first when the caller does not want it back. */
-static void apply_noise(const cd_degradation *d, const cd_tensor *x, const int64_t *t,
-                        float *eps, float *z)
+static void apply_noise(const cd_degradation *d, const cd_tensor *x, const int64_t *t, float *eps,
+                        float *z)
 {
     const int64_t N = x->shape[0], D = x->numel / N;
     for (int64_t n = 0; n < N; n++) {

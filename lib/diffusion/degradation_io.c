@@ -29,7 +29,8 @@ static cd_status params_to_ckpt(const cd_degradation *d, cd__ckpt *ck)
 
 cd_status cd__degradation_to_ckpt(const cd_degradation *d, cd__ckpt *ck)
 {
-    CD__TRY(cd__ckpt_set_str(ck, "degradation.kind", cd_enum_name(CD_ENUM_DEGRADATION_KIND, d->kind)));
+    CD__TRY(
+        cd__ckpt_set_str(ck, "degradation.kind", cd_enum_name(CD_ENUM_DEGRADATION_KIND, d->kind)));
     CD__TRY(params_to_ckpt(d, ck));
     if (d->kind != CD_DEGRADATION_NOISE) {
         CD__TRY(cd__ckpt_set_f64(ck, "degradation.prior_mean", d->prior_mean));
@@ -47,17 +48,18 @@ static cd_status fade_from_ckpt(const cd__ckpt *ck, const cd_schedule *s, cd_deg
 {
     int64_t shape[3] = {0, 0, 0}, n = 0;
     CD__TRY(cd__ckpt_get_i64_array(ck, "degradation.mean_shape", shape, 3, &n));
-    if (n != 3 || shape[0] < 1 || shape[1] < 1 || shape[2] < 1 ||
-        shape[0] > 4096 || shape[1] > 4096 || shape[2] > 4096 ||
-        shape[0] * shape[1] * shape[2] > ((int64_t)1 << 24))
+    if (n != 3 || shape[0] < 1 || shape[1] < 1 || shape[2] < 1 || shape[0] > 4096 ||
+        shape[1] > 4096 || shape[2] > 4096 || shape[0] * shape[1] * shape[2] > ((int64_t)1 << 24))
         return cd__error(CD_ERR_FORMAT, "checkpoint: degradation.mean_shape is not a C x H x W "
-                         "image of at most 2^24 pixels");
+                                        "image of at most 2^24 pixels");
     /* Count first: the shape alone must not make us allocate. */
     const int64_t pixels = shape[0] * shape[1] * shape[2];
     CD__TRY(cd__ckpt_get_f32_array(ck, "degradation.mean_image", NULL, 0, &n));
     if (n != pixels)
-        return cd__error(CD_ERR_FORMAT, "checkpoint: degradation.mean_image has %lld values "
-                         "for %lld pixels", (long long)n, (long long)pixels);
+        return cd__error(CD_ERR_FORMAT,
+                         "checkpoint: degradation.mean_image has %lld values "
+                         "for %lld pixels",
+                         (long long)n, (long long)pixels);
     cd_tensor *m = NULL;
     CD__TRY(cd_tensor_create(&m, 3, shape));
     cd_status st = cd__ckpt_get_f32_array(ck, "degradation.mean_image", m->data, m->numel, &n);
@@ -123,8 +125,10 @@ cd_status cd__degradation_from_ckpt(const cd__ckpt *ck, cd_degradation **out)
     for (int i = 0; i < 2; i++) {
         CD__TRY(cd__ckpt_get_f32_array(ck, arrays[i], NULL, 0, &n));
         if (n != T + 1)
-            return cd__error(CD_ERR_FORMAT, "checkpoint: %s holds %lld values; schedule.T = "
-                             "%lld needs T + 1", arrays[i], (long long)n, (long long)T);
+            return cd__error(CD_ERR_FORMAT,
+                             "checkpoint: %s holds %lld values; schedule.T = "
+                             "%lld needs T + 1",
+                             arrays[i], (long long)n, (long long)T);
     }
     float *beta = cd__calloc((size_t)T + 1, sizeof *beta, "schedule.beta");
     float *abar = beta ? cd__calloc((size_t)T + 1, sizeof *abar, "schedule.alpha_bar") : NULL;

@@ -20,7 +20,7 @@ struct cd_degradation {
     /* blur */
     int64_t kernel_size;
     cd_padding padding;
-    float *kernels;          /* (T + 1) x kernel_size; row t is G_t's 1-D kernel */
+    float *kernels; /* (T + 1) x kernel_size; row t is G_t's 1-D kernel */
     /* mask */
     double edge_width;
     /* fade: m, C x H x W */
@@ -43,8 +43,8 @@ void cd__degradation_apply_fixed(const cd_degradation *d, const float *x, const 
 
 /* pixelate.c and mask.c: one operator each over N x C x H x W. */
 int64_t cd__pixelate_levels(int64_t H, int64_t W);
-void cd__pixelate(const cd_degradation *d, const float *x, const int64_t *t, float *z,
-                  int64_t N, int64_t C, int64_t H, int64_t W);
+void cd__pixelate(const cd_degradation *d, const float *x, const int64_t *t, float *z, int64_t N,
+                  int64_t C, int64_t H, int64_t W);
 void cd__mask(const cd_degradation *d, const float *x, const int64_t *t, float *z, int64_t N,
               int64_t C, int64_t H, int64_t W);
 
@@ -63,8 +63,8 @@ void cd__blur_kernel(float *kernel, int64_t k, float sigma);
  * to[n] leaves the sample as it is). Padding and kernels come from d.
  * Runs over (sample, channel) tasks: the same bits for any thread count.
  */
-void cd__blur_steps(const cd_degradation *d, float *x, int64_t N, int64_t C, int64_t H,
-                    int64_t W, const int64_t *to, const int64_t *from);
+void cd__blur_steps(const cd_degradation *d, float *x, int64_t N, int64_t C, int64_t H, int64_t W,
+                    const int64_t *to, const int64_t *from);
 
 /* DDIM's i-th time (0 <= i < S) for S steps down from t_start:
  * t_start - floor(i (t_start - 1) / (S - 1) + 1/2) in exact integer
@@ -81,13 +81,13 @@ cd_status cd__degradation_from_ckpt(const cd__ckpt *ck, cd_degradation **out);
  * `prediction` (cd_prediction), in place: target holds the drawn eps of
  * the N images of `per` values each (x the clean images, t their times)
  * and is left holding the target. */
-void cd__noise_target(const cd_degradation *d, int32_t prediction, const float *x,
-                      const int64_t *t, int64_t N, int64_t per, float *target);
+void cd__noise_target(const cd_degradation *d, int32_t prediction, const float *x, const int64_t *t,
+                      int64_t N, int64_t per, float *target);
 
 /* A decoder's output at time t (count values, z its input) turned into
  * the noise estimate, in place. */
-void cd__prediction_to_noise(const cd_degradation *d, int32_t prediction, const float *z,
-                             int64_t t, int64_t count, float *out);
+void cd__prediction_to_noise(const cd_degradation *d, int32_t prediction, const float *z, int64_t t,
+                             int64_t count, float *out);
 
 /* The optimiser inside a trainer (for trainer_io.c). */
 cd__adam *cd__trainer_adam(cd_trainer *tr);
@@ -112,17 +112,17 @@ cd_status cd__trainer_check_weights(const cd_trainer *tr, const char *fn);
  * as trainer.* entries, docs/checkpoint-format.md); the rest is control.
  */
 typedef struct cd__fit_state {
-    int64_t epoch;         /* epochs completed */
-    int64_t pos;           /* images of the current epoch trained so far */
-    double loss_sum;       /* sum over its batches of batch loss x batch size */
-    double best_loss;      /* best epoch score for best_path (NaN: none yet) */
-    double val_loss;       /* the last validation loss (NaN: none yet) */
-    double train_loss;     /* the last completed epoch's mean training loss (NaN: none) */
-    bool open;             /* the current epoch's order was drawn ... */
-    uint64_t open_rng[4];  /* ... by a generator in this state */
-    atomic_int stop;       /* set by cd_trainer_request_stop */
-    int64_t stop_after;    /* test hook: request a stop after this many batches */
-    bool validating;       /* inside the fit's validation: a stop ends it */
+    int64_t epoch;          /* epochs completed */
+    int64_t pos;            /* images of the current epoch trained so far */
+    double loss_sum;        /* sum over its batches of batch loss x batch size */
+    double best_loss;       /* best epoch score for best_path (NaN: none yet) */
+    double val_loss;        /* the last validation loss (NaN: none yet) */
+    double train_loss;      /* the last completed epoch's mean training loss (NaN: none) */
+    bool open;              /* the current epoch's order was drawn ... */
+    uint64_t open_rng[4];   /* ... by a generator in this state */
+    atomic_int stop;        /* set by cd_trainer_request_stop */
+    int64_t stop_after;     /* test hook: request a stop after this many batches */
+    bool validating;        /* inside the fit's validation: a stop ends it */
     int64_t stop_after_val; /* test hook: a stop after this many validation batches */
     _Atomic uint64_t progress[CD__PROGRESS_COUNT]; /* bits of doubles */
 } cd__fit_state;

@@ -39,7 +39,8 @@ void cd__fit_publish(cd__fit_state *f, int64_t batch)
     cd__fit_put(f, CD_PROGRESS_EPOCH, (double)f->epoch);
     cd__fit_put(f, CD_PROGRESS_BATCH, (double)((f->pos + batch - 1) / batch));
     /* Between epochs, the last one's: what the fit showed when it closed. */
-    cd__fit_put(f, CD_PROGRESS_TRAIN_LOSS, f->pos > 0 ? f->loss_sum / (double)f->pos : f->train_loss);
+    cd__fit_put(f, CD_PROGRESS_TRAIN_LOSS,
+                f->pos > 0 ? f->loss_sum / (double)f->pos : f->train_loss);
     cd__fit_put(f, CD_PROGRESS_VAL_LOSS, f->val_loss);
     /* Without validation the best score is a training loss: not shown. */
     cd__fit_put(f, CD_PROGRESS_BEST_VAL_LOSS, isnan(f->val_loss) ? NAN : f->best_loss);

@@ -69,18 +69,20 @@ cd_status cd_model_load(const char *path, cd_decoder **dec, cd_degradation **deg
     cd_status st = cd__ckpt_get_str(ck, "degradation.kind", &kind);
     if (st == CD_ERR_NOT_FOUND) {
         st = cd__ckpt_get_str(ck, "decoder.type", &kind) == CD_OK
-                 ? cd__error(CD_ERR_FORMAT, "%s: '%s' holds a decoder only, with no degradation "
+                 ? cd__error(CD_ERR_FORMAT,
+                             "%s: '%s' holds a decoder only, with no degradation "
                              "or schedule to sample with; make an inference model with "
                              "'colddiff export' from a training checkpoint, or with "
                              "examples/python/convert_torch.py from the run's schedule",
                              fn, path)
-                 : cd__error(CD_ERR_FORMAT, "%s: '%s' holds no model (no decoder.type or "
-                             "degradation.kind entry)", fn, path);
+                 : cd__error(CD_ERR_FORMAT,
+                             "%s: '%s' holds no model (no decoder.type or "
+                             "degradation.kind entry)",
+                             fn, path);
     }
     /* A trainer checkpoint samples with its EMA weights when it has them. */
     if (st == CD_OK)
-        st = cd__decoder_from_ckpt_flags(ck, cd__ckpt_has_ema(ck) ? CD__CKPT_EMA_AS_VALUES : 0,
-                                         &d);
+        st = cd__decoder_from_ckpt_flags(ck, cd__ckpt_has_ema(ck) ? CD__CKPT_EMA_AS_VALUES : 0, &d);
     if (st == CD_OK) st = cd__degradation_from_ckpt(ck, &g);
     if (st == CD_OK) st = cd__decoder_check_T(d, g->T, fn);
     cd__ckpt_free(ck);
@@ -95,14 +97,14 @@ cd_status cd_model_load(const char *path, cd_decoder **dec, cd_degradation **deg
     return CD_OK;
 }
 
-cd_status cd_degradation_copy_schedule(const cd_degradation *d, float *beta,
-                                       float *alpha_bar, int64_t n)
+cd_status cd_degradation_copy_schedule(const cd_degradation *d, float *beta, float *alpha_bar,
+                                       int64_t n)
 {
     static const char fn[] = "cd_degradation_copy_schedule";
     CD__CHECK_NOT_NULL(d, fn);
     if (n != d->T + 1)
-        return cd__error(CD_ERR_SHAPE, "%s: n = %lld, the schedule holds T + 1 = %lld values",
-                         fn, (long long)n, (long long)(d->T + 1));
+        return cd__error(CD_ERR_SHAPE, "%s: n = %lld, the schedule holds T + 1 = %lld values", fn,
+                         (long long)n, (long long)(d->T + 1));
     if (beta) memcpy(beta, d->beta, (size_t)n * sizeof *beta);
     if (alpha_bar) memcpy(alpha_bar, d->alpha_bar, (size_t)n * sizeof *alpha_bar);
     return CD_OK;

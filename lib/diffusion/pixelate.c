@@ -69,13 +69,14 @@ static void pixelate_task(void *ctx, int64_t i)
     for (int64_t y = 0; y < H; y++)
         for (int64_t c = 0; c < W; c++) {
             const double a = ma[(y / fa) * bwa + c / fa];
-            z[y * W + c] = w > 0.0 ? (float)((1.0 - w) * a + w * (double)mb[(y / fb) * bwb + c / fb])
-                                   : (float)a;
+            z[y * W + c] = w > 0.0
+                               ? (float)((1.0 - w) * a + w * (double)mb[(y / fb) * bwb + c / fb])
+                               : (float)a;
         }
 }
 
-void cd__pixelate(const cd_degradation *d, const float *x, const int64_t *t, float *z,
-                  int64_t N, int64_t C, int64_t H, int64_t W)
+void cd__pixelate(const cd_degradation *d, const float *x, const int64_t *t, float *z, int64_t N,
+                  int64_t C, int64_t H, int64_t W)
 {
     pixelate_job j = {d, x, z, t, C, H, W, cd__pixelate_levels(H, W)};
     cd__parallel_for(N * C, pixelate_task, &j);

@@ -12,8 +12,8 @@
 
 #include <math.h>
 
-void cd__noise_target(const cd_degradation *d, int32_t prediction, const float *x,
-                      const int64_t *t, int64_t N, int64_t per, float *target)
+void cd__noise_target(const cd_degradation *d, int32_t prediction, const float *x, const int64_t *t,
+                      int64_t N, int64_t per, float *target)
 {
     if (prediction == CD_PREDICT_NOISE) return;
     for (int64_t n = 0; n < N; n++) {
@@ -27,8 +27,8 @@ void cd__noise_target(const cd_degradation *d, int32_t prediction, const float *
     }
 }
 
-void cd__prediction_to_noise(const cd_degradation *d, int32_t prediction, const float *z,
-                             int64_t t, int64_t count, float *out)
+void cd__prediction_to_noise(const cd_degradation *d, int32_t prediction, const float *z, int64_t t,
+                             int64_t count, float *out)
 {
     if (prediction == CD_PREDICT_NOISE) return;
     const double ab = d->alpha_bar[t], a = sqrt(ab), s = sqrt(1.0 - ab);

@@ -26,8 +26,8 @@ static void prior_base(const cd_degradation *d, float *base, int64_t C, int64_t 
 
 /* Per-image means of D(x, T) - B for the first n images of a split. */
 static cd_status image_means(const cd_degradation *d, const cd_dataset *ds, cd_split split,
-                             int64_t n, cd_tensor *x, const float *base, int64_t *idx,
-                             int64_t *tv, double *means)
+                             int64_t n, cd_tensor *x, const float *base, int64_t *idx, int64_t *tv,
+                             double *means)
 {
     const int64_t C = x->shape[1], H = x->shape[2], W = x->shape[3], ND = C * H * W;
     for (int64_t first = 0; first < n; first += FIT_CHUNK) {
@@ -40,8 +40,7 @@ static cd_status image_means(const cd_degradation *d, const cd_dataset *ds, cd_s
         cd__degradation_apply_fixed(d, view.data, tv, view.data, b, C, H, W);
         for (int64_t i = 0; i < b; i++) {
             double sum = 0.0;
-            for (int64_t p = 0; p < ND; p++)
-                sum += (double)view.data[i * ND + p] - (double)base[p];
+            for (int64_t p = 0; p < ND; p++) sum += (double)view.data[i * ND + p] - (double)base[p];
             means[first + i] = sum / (double)ND;
         }
     }
@@ -55,15 +54,13 @@ cd_status cd_degradation_fit_prior(cd_degradation *d, const cd_dataset *ds, cd_s
     CD__CHECK_NOT_NULL(d, fn);
     CD__CHECK_NOT_NULL(ds, fn);
     if (max_images < 0)
-        return cd__error(CD_ERR_RANGE, "%s: max_images = %" PRId64 " is negative", fn,
-                         max_images);
+        return cd__error(CD_ERR_RANGE, "%s: max_images = %" PRId64 " is negative", fn, max_images);
     int64_t n = cd_dataset_count(ds, split);
     if (n < 0) return cd_last_status();
     if (max_images > 0 && max_images < n) n = max_images;
     if (n == 0) return cd__error(CD_ERR_RANGE, "%s: the split has no images", fn);
     if (d->kind == CD_DEGRADATION_NOISE) return CD_OK;
-    const int64_t C = cd_dataset_channels(ds), H = cd_dataset_height(ds),
-                  W = cd_dataset_width(ds);
+    const int64_t C = cd_dataset_channels(ds), H = cd_dataset_height(ds), W = cd_dataset_width(ds);
     const int64_t shape[4] = {n < FIT_CHUNK ? n : FIT_CHUNK, C, H, W};
     CD__TRY(cd__degradation_check_images(d, fn, shape));
     cd_tensor *x = NULL;
@@ -99,11 +96,10 @@ cd_status cd_degradation_set_prior(cd_degradation *d, double mean, double std, d
     if (d->kind == CD_DEGRADATION_NOISE)
         return cd__error(CD_ERR_UNSUPPORTED, "%s: the noise operator's prior is N(0, I)", fn);
     if (!isfinite(mean) || !isfinite(std) || !isfinite(jitter))
-        return cd__error(CD_ERR_NOT_FINITE, "%s: mean %g, std %g and jitter %g must be finite",
-                         fn, mean, std, jitter);
+        return cd__error(CD_ERR_NOT_FINITE, "%s: mean %g, std %g and jitter %g must be finite", fn,
+                         mean, std, jitter);
     if (std < 0.0 || jitter < 0.0)
-        return cd__error(CD_ERR_RANGE, "%s: std %g and jitter %g must be >= 0", fn, std,
-                         jitter);
+        return cd__error(CD_ERR_RANGE, "%s: std %g and jitter %g must be >= 0", fn, std, jitter);
     d->prior_mean = mean;
     d->prior_std = std;
     d->prior_jitter = jitter;

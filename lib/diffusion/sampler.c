@@ -23,8 +23,7 @@ static const cd__option options[CD__SAMPLER_N_KEYS] = {
     {CD_SAMPLER_OPT_POSTERIOR_VARIANCE, "posterior_variance", CD_OPTION_BOOL, -1, 0, 1, false,
      false, 0},
     {CD_SAMPLER_OPT_CLIP, "clip", CD_OPTION_BOOL, -1, 0, 1, false, false, 1},
-    {CD_SAMPLER_OPT_CLIP_LO, "clip_lo", CD_OPTION_REAL, -1, -FLT_MAX, FLT_MAX, false, false,
-     -0.5},
+    {CD_SAMPLER_OPT_CLIP_LO, "clip_lo", CD_OPTION_REAL, -1, -FLT_MAX, FLT_MAX, false, false, -0.5},
     {CD_SAMPLER_OPT_CLIP_HI, "clip_hi", CD_OPTION_REAL, -1, -FLT_MAX, FLT_MAX, false, false, 0.5},
 };
 
@@ -40,7 +39,8 @@ static cd_status check_noise_schedule(const cd_degradation *d, const char *fn)
     for (int64_t t = 1; t <= d->T; t++) {
         const float b = d->beta[t], a = d->alpha_bar[t];
         if (!(b < 1.0f && a > 0.0f && a < 1.0f))
-            return cd__error(CD_ERR_RANGE, "%s: the noise samplers need beta_t < 1 and 0 < "
+            return cd__error(CD_ERR_RANGE,
+                             "%s: the noise samplers need beta_t < 1 and 0 < "
                              "alpha-bar_t < 1, but t = %" PRId64 " has beta %g, alpha-bar %g",
                              fn, t, (double)b, (double)a);
     }
@@ -57,8 +57,10 @@ cd_status cd_sampler_create(cd_sampler **out, cd_sampler_kind kind, const cd_deg
         return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown sampler kind %d", fn, (int)kind);
     const bool noise = cd_degradation_get_target(deg) == CD_TARGET_NOISE;
     if (noise != is_noise_kind(kind))
-        return cd__error(CD_ERR_UNSUPPORTED, "%s: the %s sampler needs %s, but the "
-                         "degradation is %s", fn, kind_names[kind],
+        return cd__error(CD_ERR_UNSUPPORTED,
+                         "%s: the %s sampler needs %s, but the "
+                         "degradation is %s",
+                         fn, kind_names[kind],
                          is_noise_kind(kind) ? "the noise degradation"
                                              : "a deterministic degradation",
                          cd_enum_name(CD_ENUM_DEGRADATION_KIND, deg->kind));
@@ -72,7 +74,8 @@ cd_status cd_sampler_create(cd_sampler **out, cd_sampler_kind kind, const cd_deg
      * Unclipped, an under-trained noise model's x0-hat divides its error by
      * sqrt(abar_T) and deterministic DDIM diverges. */
     for (int k = 0; k < CD__SAMPLER_N_KEYS; k++) s->opt[k] = options[k].def;
-    if ((double)deg->T < s->opt[CD_SAMPLER_OPT_STEPS]) s->opt[CD_SAMPLER_OPT_STEPS] = (double)deg->T;
+    if ((double)deg->T < s->opt[CD_SAMPLER_OPT_STEPS])
+        s->opt[CD_SAMPLER_OPT_STEPS] = (double)deg->T;
     *out = s;
     return CD_OK;
 }
@@ -108,9 +111,10 @@ cd_status cd_sampler_set_int(cd_sampler *s, cd_sampler_option key, int64_t value
     if (!o) return cd_last_status();
     CD__TRY(cd__option_check_int(o, fn, value));
     if (key == CD_SAMPLER_OPT_STEPS && value > s->deg->T)
-        return cd__error(CD_ERR_RANGE, "%s: %s sampler: steps = %" PRId64 " exceeds the "
-                         "degradation's T = %" PRId64, fn, kind_names[s->kind], value,
-                         s->deg->T);
+        return cd__error(CD_ERR_RANGE,
+                         "%s: %s sampler: steps = %" PRId64 " exceeds the "
+                         "degradation's T = %" PRId64,
+                         fn, kind_names[s->kind], value, s->deg->T);
     s->opt[key] = (double)value;
     return CD_OK;
 }
@@ -192,8 +196,7 @@ cd_status cd_sampler_step_times(const cd_sampler *s, int64_t t_start, int64_t *t
                          t_start, s->deg->T);
     const int64_t S = cd__sampler_count_steps(s, t_start);
     *n = S;
-    for (int64_t i = 0; i < S && i < capacity; i++)
-        times[i] = cd__sampler_step_time(t_start, S, i);
+    for (int64_t i = 0; i < S && i < capacity; i++) times[i] = cd__sampler_step_time(t_start, S, i);
     if (capacity < S)
         return cd__error(CD_ERR_SHAPE, "%s: %" PRId64 " times do not fit in %" PRId64, fn, S,
                          capacity);
@@ -204,13 +207,15 @@ cd_status cd_sampler_step_times(const cd_sampler *s, int64_t t_start, int64_t *t
 
 /* Checks shared by sample() and restore(): the sampler is ready, out is an
  * image batch, and the options agree with each other. */
-static cd_status check_run(const cd_sampler *s, const char *fn, const cd_rng *rng,
-                           bool need_rng, const cd_tensor *out)
+static cd_status check_run(const cd_sampler *s, const char *fn, const cd_rng *rng, bool need_rng,
+                           const cd_tensor *out)
 {
     CD__CHECK_NOT_NULL(s, fn);
     if (!s->decoder && !s->fn)
-        return cd__error(CD_ERR_STATE, "%s: no predictor: call cd_sampler_set_decoder() or "
-                         "cd_sampler_set_predictor() first", fn);
+        return cd__error(CD_ERR_STATE,
+                         "%s: no predictor: call cd_sampler_set_decoder() or "
+                         "cd_sampler_set_predictor() first",
+                         fn);
     CD__CHECK_NOT_NULL(out, fn);
     if (need_rng || s->deg->kind == CD_DEGRADATION_NOISE)
         CD__CHECK_ARG(rng != NULL, fn, "argument 'rng' is NULL (sampling draws from it)");
@@ -219,7 +224,8 @@ static cd_status check_run(const cd_sampler *s, const char *fn, const cd_rng *rn
                          out->rank);
     if (s->deg->kind == CD_DEGRADATION_BLUR)
         CD__TRY(cd__blur_check(s->deg, fn, out->shape[2], out->shape[3]));
-    if (s->opt[CD_SAMPLER_OPT_CLIP] != 0.0 && s->opt[CD_SAMPLER_OPT_CLIP_LO] > s->opt[CD_SAMPLER_OPT_CLIP_HI])
+    if (s->opt[CD_SAMPLER_OPT_CLIP] != 0.0 &&
+        s->opt[CD_SAMPLER_OPT_CLIP_LO] > s->opt[CD_SAMPLER_OPT_CLIP_HI])
         return cd__error(CD_ERR_RANGE, "%s: the clip range [%g, %g] is empty", fn,
                          s->opt[CD_SAMPLER_OPT_CLIP_LO], s->opt[CD_SAMPLER_OPT_CLIP_HI]);
     return CD_OK;
@@ -244,21 +250,22 @@ static cd_status check_snapshots(const char *fn, const cd_tensor *x, int64_t t_s
     CD__CHECK_ARG(n_snap == 0 || times != NULL, fn, "snap_times is NULL but n_snap > 0");
     for (int64_t v = 0; v < n_snap; v++)
         if (times[v] < 0 || times[v] > t_start)
-            return cd__error(CD_ERR_RANGE, "%s: snap_times[%" PRId64 "] = %" PRId64 " is "
-                             "outside 0..%" PRId64 " (t_start)", fn, v, times[v], t_start);
+            return cd__error(CD_ERR_RANGE,
+                             "%s: snap_times[%" PRId64 "] = %" PRId64 " is "
+                             "outside 0..%" PRId64 " (t_start)",
+                             fn, v, times[v], t_start);
     for (int k = 0; k < 3; k++) {
         CD__TRY(check_snapshot_tensor(fn, names[k], snaps[k], n_snap, x));
         /* Rank 5 already keeps them apart from x and out. */
         for (int j = 0; j < k && snaps[k]; j++)
             if (snaps[j] == snaps[k])
-                return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: %s and %s are the same tensor",
-                                 fn, names[j], names[k]);
+                return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: %s and %s are the same tensor", fn,
+                                 names[j], names[k]);
     }
     return CD_OK;
 }
 
 /* ---- entry points -------------------------------------------------------- */
-
 
 /* Running a user predictor clears the thread's error message before each
  * call; a successful run puts the caller's earlier message back. */

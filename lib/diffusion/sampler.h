@@ -15,7 +15,7 @@ struct cd_sampler {
     cd_sampler_kind kind;
     const cd_degradation *deg; /* borrowed */
     double opt[CD__SAMPLER_N_KEYS];
-    cd_decoder *decoder;       /* borrowed; or fn(user, ...) */
+    cd_decoder *decoder; /* borrowed; or fn(user, ...) */
     cd_predictor_fn fn;
     void *user;
     cd_sampler_progress_fn progress; /* may be NULL */
@@ -28,12 +28,12 @@ typedef struct {
     const char *fn;
     cd_rng *rng;
     int64_t N, ND, T, t_start, n_steps;
-    cd_tensor *z;             /* the caller's out: the chain state */
-    cd_tensor *g, *tau;       /* predictor output and times */
-    cd_tensor *b1, *b2;       /* scratch batches (noise, blurs, x0-hat) */
-    int64_t *ta, *tb;         /* per-sample step vectors for the blur */
+    cd_tensor *z;       /* the caller's out: the chain state */
+    cd_tensor *g, *tau; /* predictor output and times */
+    cd_tensor *b1, *b2; /* scratch batches (noise, blurs, x0-hat) */
+    int64_t *ta, *tb;   /* per-sample step vectors for the blur */
     int64_t n_snap;
-    int64_t *snap_at;         /* the chain time each snapshot records */
+    int64_t *snap_at; /* the chain time each snapshot records */
     cd_tensor *snap_z, *snap_xhat;
 } cd__chain;
 

@@ -104,8 +104,10 @@ static cd_status predictor_failed(const cd__chain *c, int64_t t, cd_status st)
     char msg[CD__ERROR_CAP];
     snprintf(msg, sizeof msg, "%s", cd_last_error());
     if (st > 0)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the predictor returned %d at t = %"
-                         PRId64 ", which is not a cd_status: %s", c->fn, (int)st, t, msg);
+        return cd__error(CD_ERR_INVALID_ARGUMENT,
+                         "%s: the predictor returned %d at t = %" PRId64
+                         ", which is not a cd_status: %s",
+                         c->fn, (int)st, t, msg);
     return cd__error(st, "%s: the predictor failed at t = %" PRId64 " (%s): %s", c->fn, t,
                      cd_status_string(st), msg[0] ? msg : "no message");
 }
@@ -122,13 +124,15 @@ static cd_status predict(const cd__chain *c, int64_t t)
                                     : s->fn(c->z, c->tau, c->g, s->user);
     if (st != CD_OK) return predictor_failed(c, t, st);
     if (cd__tensor_expect(c->g, c->fn, "predictor output", 4, c->z->shape) != CD_OK)
-        return cd__error(CD_ERR_SHAPE, "%s: the predictor changed its output's shape at t = %"
-                         PRId64, c->fn, t);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: the predictor changed its output's shape at t = %" PRId64, c->fn, t);
     const float *g = c->g->data;
     for (int64_t i = 0; i < c->N * c->ND; i++)
         if (!isfinite(g[i]))
-            return cd__error(CD_ERR_NOT_FINITE, "%s: the predictor's output at t = %" PRId64
-                             " is %g at element %" PRId64, c->fn, t, (double)g[i], i);
+            return cd__error(CD_ERR_NOT_FINITE,
+                             "%s: the predictor's output at t = %" PRId64
+                             " is %g at element %" PRId64,
+                             c->fn, t, (double)g[i], i);
     if (s->decoder && s->deg->kind == CD_DEGRADATION_NOISE)
         cd__prediction_to_noise(s->deg, s->decoder->prediction, c->z->data, t, c->N * c->ND,
                                 c->g->data);
@@ -176,8 +180,8 @@ static cd_status step_ddim(const cd__chain *c, int64_t t, int64_t p)
     const double a = s->deg->alpha_bar[t], ap = p > 0 ? (double)s->deg->alpha_bar[p] : 1.0;
     const double sa = sqrt(a), s1 = sqrt(1.0 - a), sap = sqrt(ap);
     /* fmax: a schedule imported verbatim need not be monotone. */
-    const double sigma = s->opt[CD_SAMPLER_OPT_ETA] * sqrt((1.0 - ap) / (1.0 - a)) *
-                         sqrt(fmax(0.0, 1.0 - a / ap));
+    const double sigma =
+        s->opt[CD_SAMPLER_OPT_ETA] * sqrt((1.0 - ap) / (1.0 - a)) * sqrt(fmax(0.0, 1.0 - a / ap));
     const double q = sqrt(fmax(0.0, 1.0 - ap - sigma * sigma));
     const bool clip = s->opt[CD_SAMPLER_OPT_CLIP] != 0.0;
     const double lo = s->opt[CD_SAMPLER_OPT_CLIP_LO], hi = s->opt[CD_SAMPLER_OPT_CLIP_HI];
@@ -198,7 +202,7 @@ static cd_status step_ddim(const cd__chain *c, int64_t t, int64_t p)
 /* dst = D(src, t) for every sample, through the degradation's public
  * operator (its checks included); rng only for the noise. */
 cd_status cd__chain_degrade(const cd__chain *c, const cd_tensor *src, int64_t t, int64_t *tv,
-                         cd_rng *rng, cd_tensor *dst)
+                            cd_rng *rng, cd_tensor *dst)
 {
     fill_steps(tv, c->N, t);
     return cd_degradation_apply(c->s->deg, src, tv, c->N, rng, dst, NULL);
@@ -220,11 +224,11 @@ static cd_status step_cold2(const cd__chain *c, int64_t t)
         memcpy(c->b1->data, c->g->data, bytes);
         fill_steps(c->ta, c->N, t - 1);
         fill_steps(c->tb, c->N, t);
-        cd__blur_steps(c->s->deg, c->b1->data, c->N, z->shape[1], z->shape[2], z->shape[3],
-                       c->ta, NULL);
+        cd__blur_steps(c->s->deg, c->b1->data, c->N, z->shape[1], z->shape[2], z->shape[3], c->ta,
+                       NULL);
         memcpy(c->b2->data, c->b1->data, bytes);
-        cd__blur_steps(c->s->deg, c->b2->data, c->N, z->shape[1], z->shape[2], z->shape[3],
-                       c->tb, c->ta);
+        cd__blur_steps(c->s->deg, c->b2->data, c->N, z->shape[1], z->shape[2], z->shape[3], c->tb,
+                       c->ta);
     } else {
         CD__TRY(cd__chain_degrade(c, c->g, t - 1, c->ta, NULL, c->b1));
         CD__TRY(cd__chain_degrade(c, c->g, t, c->tb, NULL, c->b2));
@@ -242,7 +246,8 @@ static void clip_prediction(const cd__chain *c)
 {
     const cd_sampler *s = c->s;
     if (s->opt[CD_SAMPLER_OPT_CLIP] == 0.0) return;
-    const float lo = (float)s->opt[CD_SAMPLER_OPT_CLIP_LO], hi = (float)s->opt[CD_SAMPLER_OPT_CLIP_HI];
+    const float lo = (float)s->opt[CD_SAMPLER_OPT_CLIP_LO],
+                hi = (float)s->opt[CD_SAMPLER_OPT_CLIP_HI];
     float *g = c->g->data;
     for (int64_t i = 0; i < c->N * c->ND; i++) g[i] = g[i] < lo ? lo : g[i] > hi ? hi : g[i];
 }
@@ -270,11 +275,14 @@ static cd_status report_progress(const cd__chain *c, int64_t i, int64_t t)
     const cd_status st = c->s->progress(i, c->n_steps, c->s->progress_user);
     if (st == CD_OK) return CD_OK;
     if (st > 0)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the progress callback returned %d "
-                         "after step %" PRId64 " of %" PRId64 ", which is not a cd_status", c->fn, (int)st,
-                         i, c->n_steps);
-    return cd__error(st, "%s: stopped by the progress callback after step %" PRId64 " of %"
-                     PRId64 " (t = %" PRId64 ")", c->fn, i, c->n_steps, t);
+        return cd__error(CD_ERR_INVALID_ARGUMENT,
+                         "%s: the progress callback returned %d "
+                         "after step %" PRId64 " of %" PRId64 ", which is not a cd_status",
+                         c->fn, (int)st, i, c->n_steps);
+    return cd__error(st,
+                     "%s: stopped by the progress callback after step %" PRId64 " of %" PRId64
+                     " (t = %" PRId64 ")",
+                     c->fn, i, c->n_steps, t);
 }
 
 /* From z_{t_start} (already in c->z) down to z_0, recording snapshots. */
@@ -293,11 +301,10 @@ cd_status cd__chain_run(const cd__chain *c)
     return CD_OK;
 }
 
-
 /* D(x, t_v) for each snapshot, drawn after the chain so that it neither
  * shares noise with it nor changes it. */
 cd_status cd__chain_forward_snapshots(const cd__chain *c, const cd_tensor *x, const int64_t *times,
-                                   cd_tensor *snap_fwd)
+                                      cd_tensor *snap_fwd)
 {
     if (!snap_fwd) return CD_OK;
     for (int64_t v = 0; v < c->n_snap; v++) {
@@ -309,8 +316,8 @@ cd_status cd__chain_forward_snapshots(const cd__chain *c, const cd_tensor *x, co
     return CD_OK;
 }
 
-void cd__chain_init(cd__chain *c, const cd_sampler *s, const char *fn, cd_rng *rng,
-                       cd_tensor *out, int64_t t_start)
+void cd__chain_init(cd__chain *c, const cd_sampler *s, const char *fn, cd_rng *rng, cd_tensor *out,
+                    int64_t t_start)
 {
     memset(c, 0, sizeof *c);
     c->s = s;

@@ -38,8 +38,7 @@ static cd_status check_T(const char *fn, int64_t T)
  * samplers refuse a beta of 1 themselves. */
 static cd_status check_beta(const char *fn, const char *what, double b)
 {
-    if (!isfinite(b))
-        return cd__error(CD_ERR_NOT_FINITE, "%s: %s is %g", fn, what, b);
+    if (!isfinite(b)) return cd__error(CD_ERR_NOT_FINITE, "%s: %s is %g", fn, what, b);
     /* Checked as stored: a positive double can round to a float 0. */
     if (!((float)b > 0.0f && b <= 1.0))
         return cd__error(CD_ERR_RANGE, "%s: %s = %g is outside (0, 1] in float32", fn, what, b);
@@ -51,8 +50,8 @@ static cd_status make(cd_schedule **out, const char *fn, cd_schedule_kind kind, 
     cd_schedule *s = cd__calloc(1, sizeof *s, "schedule");
     if (s) {
         s->beta = cd__calloc((size_t)T + 1, sizeof(float), "schedule beta");
-        s->alpha_bar = s->beta ? cd__calloc((size_t)T + 1, sizeof(float), "schedule alpha-bar")
-                               : NULL;
+        s->alpha_bar =
+            s->beta ? cd__calloc((size_t)T + 1, sizeof(float), "schedule alpha-bar") : NULL;
     }
     if (!s || !s->beta || !s->alpha_bar) {
         char cause[512];
@@ -78,8 +77,7 @@ static void derive_alpha_bar(cd_schedule *s)
     }
 }
 
-cd_status cd_schedule_create_linear(cd_schedule **out, int64_t T, double beta_min,
-                                    double beta_max)
+cd_status cd_schedule_create_linear(cd_schedule **out, int64_t T, double beta_min, double beta_max)
 {
     static const char fn[] = "cd_schedule_create_linear";
     CD__CHECK_NOT_NULL(out, fn);
@@ -90,9 +88,9 @@ cd_status cd_schedule_create_linear(cd_schedule **out, int64_t T, double beta_mi
     CD__TRY(make(out, fn, CD_SCHEDULE_LINEAR, T));
     /* T = 1 has no spacing to speak of: its one step is beta_min. */
     for (int64_t t = 1; t <= T; t++)
-        (*out)->beta[t] = (float)(T == 1 ? beta_min
-                                         : beta_min + (beta_max - beta_min) * (double)(t - 1) /
-                                                          (double)(T - 1));
+        (*out)->beta[t] =
+            (float)(T == 1 ? beta_min
+                           : beta_min + (beta_max - beta_min) * (double)(t - 1) / (double)(T - 1));
     derive_alpha_bar(*out);
     return CD_OK;
 }
@@ -261,14 +259,14 @@ static cd_status check_unit(const char *fn, const char *name, const float *v, in
         if (!isfinite(v[i]))
             return cd__error(CD_ERR_NOT_FINITE, "%s: %s[%" PRId64 "] is %g", fn, name, i, v[i]);
         if (v[i] < 0.0f || v[i] > 1.0f)
-            return cd__error(CD_ERR_RANGE, "%s: %s[%" PRId64 "] = %g is outside [0, 1]", fn,
-                             name, i, v[i]);
+            return cd__error(CD_ERR_RANGE, "%s: %s[%" PRId64 "] = %g is outside [0, 1]", fn, name,
+                             i, v[i]);
     }
     return CD_OK;
 }
 
-cd_status cd_schedule_create_arrays(cd_schedule **out, const float *beta,
-                                    const float *alpha_bar, int64_t T)
+cd_status cd_schedule_create_arrays(cd_schedule **out, const float *beta, const float *alpha_bar,
+                                    int64_t T)
 {
     static const char fn[] = "cd_schedule_create_arrays";
     CD__CHECK_NOT_NULL(out, fn);
@@ -315,15 +313,13 @@ cd_status cd_schedule_at(const cd_schedule *s, int64_t t, float *beta, float *al
     static const char fn[] = "cd_schedule_at";
     CD__CHECK_NOT_NULL(s, fn);
     if (t < 0 || t > s->T)
-        return cd__error(CD_ERR_RANGE, "%s: t = %" PRId64 " is outside 0..%" PRId64, fn, t,
-                         s->T);
+        return cd__error(CD_ERR_RANGE, "%s: t = %" PRId64 " is outside 0..%" PRId64, fn, t, s->T);
     if (beta) *beta = s->beta[t];
     if (alpha_bar) *alpha_bar = s->alpha_bar[t];
     return CD_OK;
 }
 
-cd_status cd_schedule_copy_arrays(const cd_schedule *s, float *beta, float *alpha_bar,
-                                  int64_t n)
+cd_status cd_schedule_copy_arrays(const cd_schedule *s, float *beta, float *alpha_bar, int64_t n)
 {
     static const char fn[] = "cd_schedule_copy_arrays";
     CD__CHECK_NOT_NULL(s, fn);

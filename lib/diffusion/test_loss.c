@@ -45,8 +45,8 @@ static cd_tensor rows(const cd_tensor *t, int64_t n)
 
 /* Per-image losses of one batch of n images (already in b->x), the
  * split's images first..first+n-1. */
-static cd_status batch_losses(cd_trainer *tr, buffers *b, int64_t first, int64_t n,
-                              cd_rng *rng, double *losses)
+static cd_status batch_losses(cd_trainer *tr, buffers *b, int64_t first, int64_t n, cd_rng *rng,
+                              double *losses)
 {
     const cd_degradation *d = cd_trainer_degradation(tr);
     int64_t t_max = 0, per_batch = 0, l1 = 0;
@@ -77,15 +77,16 @@ static cd_status batch_losses(cd_trainer *tr, buffers *b, int64_t first, int64_t
         }
         losses[i] = s / (double)D;
         if (!isfinite(losses[i]))
-            return cd__error(CD_ERR_NOT_FINITE, "cd_trainer_test_loss: the loss of image %" PRId64
-                             " is %g (the model's prediction is not finite)", first + i,
-                             losses[i]);
+            return cd__error(CD_ERR_NOT_FINITE,
+                             "cd_trainer_test_loss: the loss of image %" PRId64
+                             " is %g (the model's prediction is not finite)",
+                             first + i, losses[i]);
     }
     return CD_OK;
 }
 
-cd_status cd_trainer_test_loss(cd_trainer *tr, const cd_dataset *ds, cd_split split,
-                               cd_rng *rng, double *mean, double *std_error)
+cd_status cd_trainer_test_loss(cd_trainer *tr, const cd_dataset *ds, cd_split split, cd_rng *rng,
+                               double *mean, double *std_error)
 {
     static const char fn[] = "cd_trainer_test_loss";
     CD__CHECK_NOT_NULL(tr, fn);

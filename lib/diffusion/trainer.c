@@ -80,13 +80,16 @@ static cd_status set_prediction(cd_trainer *tr, int64_t p, const char *fn)
     if (p == tr->dec->prediction) return CD_OK;
     const char *name = cd_enum_name(CD_ENUM_PREDICTION, (int32_t)p);
     if (tr->deg->kind != CD_DEGRADATION_NOISE)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: prediction = %s: only the noise "
+        return cd__error(CD_ERR_INVALID_ARGUMENT,
+                         "%s: prediction = %s: only the noise "
                          "degradation has a choice of target (the others predict the image)",
                          fn, name);
     if (cd__adam_steps(tr->adam) > 0)
-        return cd__error(CD_ERR_STATE, "%s: prediction = %s: the decoder has trained %" PRId64
+        return cd__error(CD_ERR_STATE,
+                         "%s: prediction = %s: the decoder has trained %" PRId64
                          " steps to predict %s; the target can change only before the first "
-                         "step", fn, name, cd__adam_steps(tr->adam),
+                         "step",
+                         fn, name, cd__adam_steps(tr->adam),
                          cd_enum_name(CD_ENUM_PREDICTION, tr->dec->prediction));
     tr->dec->prediction = (int32_t)p;
     return CD_OK;
@@ -102,8 +105,8 @@ cd_status cd_trainer_set_int(cd_trainer *tr, cd_trainer_option key, int64_t valu
     const int a = adam_index(key);
     if (a >= 0) return cd__adam_set(tr->adam, (cd__adam_param)a, (double)value);
     if (key == CD_TRAINER_OPT_T_MAX && value > tr->deg->T)
-        return cd__error(CD_ERR_RANGE, "%s: t_max = %" PRId64 " exceeds T = %" PRId64, fn,
-                         value, tr->deg->T);
+        return cd__error(CD_ERR_RANGE, "%s: t_max = %" PRId64 " exceeds T = %" PRId64, fn, value,
+                         tr->deg->T);
     if (key == CD_TRAINER_OPT_PREDICTION) return set_prediction(tr, value, fn);
     *own_slot(tr, key) = value;
     return CD_OK;
@@ -182,7 +185,7 @@ cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec, cd_degradation *d
     tr->dec = dec;
     tr->deg = deg;
     dec->trained_T = deg->T; /* saved with it, so a model file knows its T */
-    tr->val_batch = 128; /* a stop request waits for at most one batch */
+    tr->val_batch = 128;     /* a stop request waits for at most one batch */
     tr->batch = 128;
     cd__fit_init(&tr->fit);
     *out = tr;
@@ -217,10 +220,7 @@ cd__adam *cd__trainer_adam(cd_trainer *tr) { return tr->adam; }
 
 void cd__trainer_adopt_models(cd_trainer *tr) { tr->owns_models = true; }
 
-cd__fit_state *cd__trainer_fit_state(const cd_trainer *tr)
-{
-    return (cd__fit_state *)&tr->fit;
-}
+cd__fit_state *cd__trainer_fit_state(const cd_trainer *tr) { return (cd__fit_state *)&tr->fit; }
 
 int64_t cd_trainer_steps(const cd_trainer *tr)
 {
@@ -234,14 +234,18 @@ int64_t cd_trainer_steps(const cd_trainer *tr)
 cd_status cd__trainer_check_weights(const cd_trainer *tr, const char *fn)
 {
     if (!tr->ema_swapped) return CD_OK;
-    return cd__error(CD_ERR_STATE, "%s: the decoder holds the EMA weights "
-                     "(cd_trainer_swap_ema); swap them back first", fn);
+    return cd__error(CD_ERR_STATE,
+                     "%s: the decoder holds the EMA weights "
+                     "(cd_trainer_swap_ema); swap them back first",
+                     fn);
 }
 
 static cd_status no_ema(const char *fn)
 {
-    return cd__error(CD_ERR_NOT_FOUND, "%s: the trainer keeps no EMA of the weights (set "
-                     "CD_TRAINER_OPT_EMA_DECAY above 0 and train)", fn);
+    return cd__error(CD_ERR_NOT_FOUND,
+                     "%s: the trainer keeps no EMA of the weights (set "
+                     "CD_TRAINER_OPT_EMA_DECAY above 0 and train)",
+                     fn);
 }
 
 cd_status cd_trainer_swap_ema(cd_trainer *tr)
@@ -249,8 +253,7 @@ cd_status cd_trainer_swap_ema(cd_trainer *tr)
     static const char fn[] = "cd_trainer_swap_ema";
     CD__CHECK_NOT_NULL(tr, fn);
     float *ema = cd__adam_ema_mut(tr->adam);
-    if (!ema)
-        return no_ema(fn);
+    if (!ema) return no_ema(fn);
     cd_params *p = cd_decoder_params(tr->dec);
     float *w = cd__params_values(p);
     const int64_t n = cd_params_numel(p);
@@ -277,8 +280,7 @@ cd_status cd_trainer_copy_ema(cd_trainer *tr)
     CD__CHECK_NOT_NULL(tr, fn);
     CD__TRY(cd__trainer_check_weights(tr, fn));
     const float *ema = cd__adam_ema(tr->adam);
-    if (!ema)
-        return no_ema(fn);
+    if (!ema) return no_ema(fn);
     cd_params *p = cd_decoder_params(tr->dec);
     memcpy(cd__params_values(p), ema, (size_t)cd_params_numel(p) * sizeof *ema);
     return CD_OK;
@@ -336,8 +338,8 @@ static cd_status draw_times(cd_trainer *tr, cd_rng *rng, int64_t N)
 /* Degrade, predict and score one batch; with train, also dL/d(out) in
  * tr->dout and the activations backward needs, else a forward-only pass
  * (validation). */
-static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, cd_rng *rng,
-                              double *loss, bool train)
+static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, double *loss,
+                              bool train)
 {
     const int64_t N = images->shape[0], n = images->numel;
     CD__TRY(draw_times(tr, rng, N));
@@ -365,8 +367,8 @@ static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, cd_rng *r
  * split (first < 0: a training batch of n), naming the first bad
  * prediction when there is one (a finite prediction can still give an
  * infinite loss by overflow). */
-static cd_status non_finite_loss(const cd_trainer *tr, const char *fn, double loss,
-                                 int64_t first, int64_t n)
+static cd_status non_finite_loss(const cd_trainer *tr, const char *fn, double loss, int64_t first,
+                                 int64_t n)
 {
     const int64_t bad = cd__first_non_finite(tr->out->data, tr->out->numel);
     char where[96] = "";
@@ -377,8 +379,8 @@ static cd_status non_finite_loss(const cd_trainer *tr, const char *fn, double lo
     char which[64] = "the batch";
     if (first >= 0)
         snprintf(which, sizeof which, "images %" PRId64 "..%" PRId64, first, first + n - 1);
-    return cd__error(CD_ERR_NOT_FINITE, "%s: the loss of %s is %g%s; the weights are unchanged",
-                     fn, which, loss, where);
+    return cd__error(CD_ERR_NOT_FINITE, "%s: the loss of %s is %g%s; the weights are unchanged", fn,
+                     which, loss, where);
 }
 
 cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, double *loss)
@@ -390,8 +392,8 @@ cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, 
     CD__CHECK_NOT_NULL(loss, fn);
     CD__TRY(cd__trainer_check_weights(tr, fn));
     if (images->rank != 4)
-        return cd__error(CD_ERR_SHAPE, "%s: images must be N x C x H x W, got rank %" PRId32,
-                         fn, images->rank);
+        return cd__error(CD_ERR_SHAPE, "%s: images must be N x C x H x W, got rank %" PRId32, fn,
+                         images->rank);
     CD__TRY(ensure_buffers(tr, images->shape));
     double l = 0.0;
     CD__TRY(forward_loss(tr, images, rng, &l, true));
@@ -404,8 +406,8 @@ cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, 
     return CD_OK;
 }
 
-cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split split,
-                               cd_rng *rng, double *loss)
+cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split split, cd_rng *rng,
+                               double *loss)
 {
     static const char fn[] = "cd_trainer_eval_loss";
     CD__CHECK_NOT_NULL(tr, fn);
@@ -416,8 +418,7 @@ cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
     if (count < 0) return cd_last_status();
     if (count == 0) return cd__error(CD_ERR_STATE, "%s: the split is empty", fn);
     const int64_t shape[4] = {count < tr->val_batch ? count : tr->val_batch,
-                              cd_dataset_channels(ds), cd_dataset_height(ds),
-                              cd_dataset_width(ds)};
+                              cd_dataset_channels(ds), cd_dataset_height(ds), cd_dataset_width(ds)};
     cd_tensor *batch = NULL;
     CD__TRY(cd_tensor_create(&batch, 4, shape));
     double sum = 0.0;

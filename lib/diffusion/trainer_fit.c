@@ -32,7 +32,7 @@ cd_status cd_trainer_progress(const cd_trainer *tr, cd_progress_key key, double 
 }
 
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a stop request from a signal handler needs a "
-                                         "lock-free atomic int");
+                                          "lock-free atomic int");
 
 void cd_trainer_request_stop(cd_trainer *tr)
 {
@@ -62,11 +62,11 @@ typedef struct {
     cd_trainer *tr;
     cd__fit_state *f;
     cd_dataset *ds;
-    cd_rng *rng, *replay;  /* the caller's generator; one to replay an order */
-    cd_tensor *images;     /* batch rows, made once */
+    cd_rng *rng, *replay; /* the caller's generator; one to replay an order */
+    cd_tensor *images;    /* batch rows, made once */
     int64_t epochs, count, n_val, batch, batches;
-    int64_t trained;       /* images this fit has trained */
-    double t0;             /* when it began */
+    int64_t trained; /* images this fit has trained */
+    double t0;       /* when it began */
 } fit_ctx;
 
 /* Throughput of this fit and the time left at that rate. */
@@ -106,9 +106,10 @@ static cd_status fit_failed(const fit_ctx *c, cd_status st, const char *during)
 {
     char cause[640];
     snprintf(cause, sizeof cause, "%s", cd_last_error());
-    return cd__error(st, "cd_trainer_fit: epoch %" PRId64 ", %s: %s; the trainer keeps the "
-                     "state before it and no checkpoint was written", c->f->epoch + 1, during,
-                     cause);
+    return cd__error(st,
+                     "cd_trainer_fit: epoch %" PRId64 ", %s: %s; the trainer keeps the "
+                     "state before it and no checkpoint was written",
+                     c->f->epoch + 1, during, cause);
 }
 
 /* Train the open epoch's remaining batches; CD_ERR_CANCELLED on a stop
@@ -130,8 +131,8 @@ static cd_status train_batches(fit_ctx *c)
         cd_status st = cd_trainer_step(c->tr, &view, c->rng, &loss);
         if (st != CD_OK) {
             char during[64];
-            snprintf(during, sizeof during, "batch %" PRId64 " of %" PRId64 " (step %" PRId64
-                     ")", f->pos / c->batch + 1, c->batches, cd_trainer_steps(c->tr) + 1);
+            snprintf(during, sizeof during, "batch %" PRId64 " of %" PRId64 " (step %" PRId64 ")",
+                     f->pos / c->batch + 1, c->batches, cd_trainer_steps(c->tr) + 1);
             return fit_failed(c, st, during);
         }
         f->pos += got;
@@ -225,14 +226,15 @@ static cd_status fit_setup(fit_ctx *c)
     if (c->count < 0 || c->n_val < 0) return cd_last_status();
     if (c->count == 0) return cd__error(CD_ERR_RANGE, "%s: the train split is empty", fn);
     if (c->f->pos > c->count)
-        return cd__error(CD_ERR_STATE, "%s: the trainer stopped %" PRId64 " images into an "
-                         "epoch, but the train split holds %" PRId64, fn, c->f->pos, c->count);
+        return cd__error(CD_ERR_STATE,
+                         "%s: the trainer stopped %" PRId64 " images into an "
+                         "epoch, but the train split holds %" PRId64,
+                         fn, c->f->pos, c->count);
     CD__TRY(cd_trainer_get_int(c->tr, CD_TRAINER_OPT_BATCH, &b));
     c->batch = b;
     c->batches = (c->count + c->batch - 1) / c->batch;
-    const int64_t shape[4] = {c->count < c->batch ? c->count : c->batch,
-                              cd_dataset_channels(c->ds), cd_dataset_height(c->ds),
-                              cd_dataset_width(c->ds)};
+    const int64_t shape[4] = {c->count < c->batch ? c->count : c->batch, cd_dataset_channels(c->ds),
+                              cd_dataset_height(c->ds), cd_dataset_width(c->ds)};
     CD__TRY(ensure_prior(cd_trainer_degradation(c->tr), c->ds));
     CD__TRY(cd_tensor_create(&c->images, 4, shape));
     return cd_rng_create(&c->replay, 0);
@@ -248,8 +250,12 @@ cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs, const c
     if (epochs < 1)
         return cd__error(CD_ERR_RANGE, "%s: epochs = %" PRId64 " must be at least 1", fn, epochs);
     CD__TRY(cd__trainer_check_weights(tr, fn));
-    fit_ctx c = {.tr = tr, .f = cd__trainer_fit_state(tr), .ds = ds, .rng = rng,
-                 .epochs = epochs, .t0 = now_sec()};
+    fit_ctx c = {.tr = tr,
+                 .f = cd__trainer_fit_state(tr),
+                 .ds = ds,
+                 .rng = rng,
+                 .epochs = epochs,
+                 .t0 = now_sec()};
     cd__fit_state *f = c.f;
     cd__fit_put(f, CD_PROGRESS_EPOCHS, (double)epochs);
     cd__fit_put(f, CD_PROGRESS_IMAGES_PER_SEC, 0.0);
@@ -266,8 +272,10 @@ cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs, const c
         atomic_store(&f->stop, 0);
         st = last_path ? cd_trainer_save(tr, last_path, rng) : CD_OK;
         if (st == CD_OK)
-            st = cd__error(CD_ERR_CANCELLED, "%s: stopped on request after %" PRId64
-                           " epochs and %" PRId64 " images of the next", fn, f->epoch, f->pos);
+            st = cd__error(CD_ERR_CANCELLED,
+                           "%s: stopped on request after %" PRId64 " epochs and %" PRId64
+                           " images of the next",
+                           fn, f->epoch, f->pos);
     } else if (st == CD_OK) {
         atomic_store(&f->stop, 0); /* a request the finished fit did not need */
         cd__fit_put(f, CD_PROGRESS_ETA_SEC, 0.0);

@@ -39,8 +39,7 @@ static cd_status fit_to_ckpt(const cd__fit_state *f, int64_t steps, cd__ckpt *ck
     CD__TRY(cd__ckpt_set_f64(ck, "trainer.epoch_loss_sum", f->loss_sum));
     if (!isnan(f->best_loss)) CD__TRY(cd__ckpt_set_f64(ck, "trainer.best_loss", f->best_loss));
     if (!isnan(f->val_loss)) CD__TRY(cd__ckpt_set_f64(ck, "trainer.val_loss", f->val_loss));
-    if (!isnan(f->train_loss))
-        CD__TRY(cd__ckpt_set_f64(ck, "trainer.train_loss", f->train_loss));
+    if (!isnan(f->train_loss)) CD__TRY(cd__ckpt_set_f64(ck, "trainer.train_loss", f->train_loss));
     if (!f->open) return CD_OK;
     cd_rng *r = NULL;
     CD__TRY(cd_rng_create(&r, 0));
@@ -114,7 +113,8 @@ static cd_status fit_from_ckpt(const cd__ckpt *ck, cd__fit_state *f)
     CD__TRY(get_f64_opt(ck, "trainer.val_loss", &s.val_loss));
     CD__TRY(get_f64_opt(ck, "trainer.train_loss", &s.train_loss));
     if (s.pos < 0 || !isfinite(s.loss_sum))
-        return cd__error(CD_ERR_FORMAT, "%s: trainer.epoch_pos = %" PRId64
+        return cd__error(CD_ERR_FORMAT,
+                         "%s: trainer.epoch_pos = %" PRId64
                          " and trainer.epoch_loss_sum = %g are not a position and a loss",
                          fn, s.pos, s.loss_sum);
     cd_rng *r = NULL;
@@ -122,11 +122,15 @@ static cd_status fit_from_ckpt(const cd__ckpt *ck, cd__fit_state *f)
     st = cd__ckpt_get_rng(ck, "epoch", r);
     if (st == CD_OK) st = cd_rng_get_state(r, s.open_rng);
     cd_rng_free(r);
-    if (st == CD_OK) s.open = true;
-    else if (st != CD_ERR_NOT_FOUND) return st;
+    if (st == CD_OK)
+        s.open = true;
+    else if (st != CD_ERR_NOT_FOUND)
+        return st;
     else if (s.pos > 0)
-        return cd__error(CD_ERR_FORMAT, "%s: stopped %" PRId64 " images into an epoch, but "
-                         "the 'epoch' generator state that ordered it is missing", fn, s.pos);
+        return cd__error(CD_ERR_FORMAT,
+                         "%s: stopped %" PRId64 " images into an epoch, but "
+                         "the 'epoch' generator state that ordered it is missing",
+                         fn, s.pos);
     f->epoch = s.epoch, f->pos = s.pos, f->loss_sum = s.loss_sum;
     f->best_loss = s.best_loss, f->val_loss = s.val_loss, f->open = s.open;
     f->train_loss = s.train_loss;
@@ -142,14 +146,17 @@ static cd_status not_a_training_checkpoint(const cd__ckpt *ck, const char *path)
     const char *kind = NULL;
     if (cd__ckpt_get_i64(ck, "trainer.t_max", &v) != CD_ERR_NOT_FOUND) return CD_OK;
     if (cd__ckpt_get_str(ck, "degradation.kind", &kind) == CD_OK)
-        return cd__error(CD_ERR_FORMAT, "%s: '%s' is an inference model (decoder and "
+        return cd__error(CD_ERR_FORMAT,
+                         "%s: '%s' is an inference model (decoder and "
                          "degradation, no training state): sample from it with "
-                         "cd_model_load, or train a new model", fn, path);
+                         "cd_model_load, or train a new model",
+                         fn, path);
     if (cd__ckpt_get_str(ck, "decoder.type", &kind) == CD_OK)
-        return cd__error(CD_ERR_FORMAT, "%s: '%s' holds a decoder only, no degradation or "
-                         "training state", fn, path);
-    return cd__error(CD_ERR_FORMAT, "%s: '%s' holds no model (no decoder.type entry)", fn,
-                     path);
+        return cd__error(CD_ERR_FORMAT,
+                         "%s: '%s' holds a decoder only, no degradation or "
+                         "training state",
+                         fn, path);
+    return cd__error(CD_ERR_FORMAT, "%s: '%s' holds no model (no decoder.type entry)", fn, path);
 }
 
 cd_status cd_trainer_load(cd_trainer **out, const char *path, cd_rng *rng)

@@ -18,11 +18,13 @@ static cd_status check_probs(const char *fn, const cd_tensor *p)
     const int64_t K = p->shape[1];
     for (int64_t k = 0; k < p->numel; k++) {
         if (!isfinite(p->data[k]))
-            return cd__error(CD_ERR_NOT_FINITE, "%s: probs[%" PRId64 "][%" PRId64 "] is %g",
-                             fn, k / K, k % K, (double)p->data[k]);
+            return cd__error(CD_ERR_NOT_FINITE, "%s: probs[%" PRId64 "][%" PRId64 "] is %g", fn,
+                             k / K, k % K, (double)p->data[k]);
         if (p->data[k] < 0.0f)
-            return cd__error(CD_ERR_RANGE, "%s: probs[%" PRId64 "][%" PRId64 "] = %g is "
-                             "negative", fn, k / K, k % K, (double)p->data[k]);
+            return cd__error(CD_ERR_RANGE,
+                             "%s: probs[%" PRId64 "][%" PRId64 "] = %g is "
+                             "negative",
+                             fn, k / K, k % K, (double)p->data[k]);
     }
     return CD_OK;
 }
@@ -44,11 +46,12 @@ cd_status cd_class_histogram(const cd_tensor *probs, int64_t *hist, int64_t n_cl
     CD__TRY(check_probs(fn, probs));
     const int64_t N = probs->shape[0], K = probs->shape[1];
     if (hist && n_classes != K)
-        return cd__error(CD_ERR_SHAPE, "%s: n_classes = %" PRId64 " but probs has K = %" PRId64
-                         " classes", fn, n_classes, K);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: n_classes = %" PRId64 " but probs has K = %" PRId64 " classes", fn,
+                         n_classes, K);
     int64_t *h = cd__calloc((size_t)K, sizeof(int64_t), "class histogram");
-    if (!h) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64 " classes",
-                             fn, K);
+    if (!h)
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64 " classes", fn, K);
     double conf = 0.0;
     for (int64_t i = 0; i < N; i++) {
         const float *row = probs->data + i * K;
@@ -70,8 +73,8 @@ cd_status cd_class_histogram(const cd_tensor *probs, int64_t *hist, int64_t n_cl
     return CD_OK;
 }
 
-cd_status cd_class_preservation(const cd_tensor *probs, const int64_t *labels,
-                                int64_t n_labels, double *fraction, int64_t *matches)
+cd_status cd_class_preservation(const cd_tensor *probs, const int64_t *labels, int64_t n_labels,
+                                double *fraction, int64_t *matches)
 {
     static const char fn[] = "cd_class_preservation";
     CD__CHECK_NOT_NULL(probs, fn);
@@ -80,13 +83,14 @@ cd_status cd_class_preservation(const cd_tensor *probs, const int64_t *labels,
     CD__TRY(check_probs(fn, probs));
     const int64_t N = probs->shape[0], K = probs->shape[1];
     if (n_labels != N)
-        return cd__error(CD_ERR_SHAPE, "%s: n_labels = %" PRId64 " but probs has %" PRId64
-                         " rows", fn, n_labels, N);
+        return cd__error(CD_ERR_SHAPE, "%s: n_labels = %" PRId64 " but probs has %" PRId64 " rows",
+                         fn, n_labels, N);
     int64_t hits = 0;
     for (int64_t i = 0; i < N; i++) {
         if (labels[i] < 0 || labels[i] >= K)
-            return cd__error(CD_ERR_RANGE, "%s: labels[%" PRId64 "] = %" PRId64
-                             " is outside 0..%" PRId64, fn, i, labels[i], K - 1);
+            return cd__error(CD_ERR_RANGE,
+                             "%s: labels[%" PRId64 "] = %" PRId64 " is outside 0..%" PRId64, fn, i,
+                             labels[i], K - 1);
         if (argmax(probs->data + i * K, K) == labels[i]) hits++;
     }
     *fraction = (double)hits / (double)N;

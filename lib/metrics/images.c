@@ -53,8 +53,7 @@ static void avg_pool(double *out, const double *in, int64_t C, int64_t H, int64_
             for (int64_t j = 0; j < Wp; j++) {
                 double s = 0.0;
                 for (int64_t a = 0; a < f; a++)
-                    for (int64_t b = 0; b < f; b++)
-                        s += in[(c * H + i * f + a) * W + j * f + b];
+                    for (int64_t b = 0; b < f; b++) s += in[(c * H + i * f + a) * W + j * f + b];
                 out[(c * Hp + i) * Wp + j] = s * inv;
             }
 }
@@ -124,12 +123,11 @@ double cd__ssim_image(const double *x, const double *y, int64_t C, int64_t H, in
 /* ---- checks ------------------------------------------------------------- */
 
 /* A rank-4 tensor with H and W at least `min_hw` (0: any). */
-static cd_status check_images(const char *fn, const char *name, const cd_tensor *t,
-                              int64_t min_hw)
+static cd_status check_images(const char *fn, const char *name, const cd_tensor *t, int64_t min_hw)
 {
     if (t->rank != 4)
-        return cd__error(CD_ERR_SHAPE, "%s: %s has rank %d, expected 4 (N x C x H x W)", fn,
-                         name, (int)t->rank);
+        return cd__error(CD_ERR_SHAPE, "%s: %s has rank %d, expected 4 (N x C x H x W)", fn, name,
+                         (int)t->rank);
     if (t->shape[2] < min_hw || t->shape[3] < min_hw)
         return cd__error(CD_ERR_SHAPE,
                          "%s: %s is %" PRId64 " x %" PRId64 " pixels; SSIM's 11 x 11 window "
@@ -144,17 +142,16 @@ static cd_status check_same_shape(const char *fn, const cd_tensor *a, const cd_t
         if (a->shape[d] != b->shape[d])
             return cd__error(CD_ERR_SHAPE,
                              "%s: x is %" PRId64 " x %" PRId64 " x %" PRId64 " x %" PRId64
-                             " but x_hat is %" PRId64 " x %" PRId64 " x %" PRId64
-                             " x %" PRId64,
-                             fn, a->shape[0], a->shape[1], a->shape[2], a->shape[3],
-                             b->shape[0], b->shape[1], b->shape[2], b->shape[3]);
+                             " but x_hat is %" PRId64 " x %" PRId64 " x %" PRId64 " x %" PRId64,
+                             fn, a->shape[0], a->shape[1], a->shape[2], a->shape[3], b->shape[0],
+                             b->shape[1], b->shape[2], b->shape[3]);
     return CD_OK;
 }
 
 /* Every value finite and no image constant; min and max of each image
  * into lo/hi (if not NULL). */
-static cd_status check_values(const char *fn, const char *name, const cd_tensor *t,
-                              float *lo, float *hi)
+static cd_status check_values(const char *fn, const char *name, const cd_tensor *t, float *lo,
+                              float *hi)
 {
     const int64_t N = t->shape[0], per = t->numel / N;
     for (int64_t n = 0; n < N; n++) {
@@ -196,8 +193,9 @@ cd_status cd_metrics_normalize(const cd_tensor *x, cd_tensor *out)
         return cd__error(CD_ERR_SHAPE, "%s: out has rank %d, expected 4", fn, (int)out->rank);
     for (int d = 0; d < 4; d++)
         if (x->shape[d] != out->shape[d])
-            return cd__error(CD_ERR_SHAPE, "%s: out's dimension %d is %" PRId64
-                             " but x's is %" PRId64, fn, d, out->shape[d], x->shape[d]);
+            return cd__error(CD_ERR_SHAPE,
+                             "%s: out's dimension %d is %" PRId64 " but x's is %" PRId64, fn, d,
+                             out->shape[d], x->shape[d]);
     CD__TRY(check_values(fn, "x", x, NULL, NULL));
     const int64_t N = x->shape[0], per = x->numel / N;
     for (int64_t n = 0; n < N; n++) {
@@ -252,11 +250,21 @@ static cd_status per_image_pass(const char *fn, const cd_tensor *x, const cd_ten
     const int64_t N = x->shape[0], per = x->numel / N;
     cd_status st = CD_OK;
     float *bounds = cd__calloc((size_t)N * 4, sizeof(float), "metrics image bounds");
-    if (!bounds) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64
-                                  " image bounds", fn, N);
-    pass_ctx c = {.x = x, .y = y, .xlo = bounds, .xhi = bounds + N, .ylo = bounds + 2 * N,
-                  .yhi = bounds + 3 * N, .C = x->shape[1], .H = x->shape[2],
-                  .W = x->shape[3], .per = per, .want_ssim = want_ssim, .mse = mse,
+    if (!bounds)
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64 " image bounds", fn,
+                         N);
+    pass_ctx c = {.x = x,
+                  .y = y,
+                  .xlo = bounds,
+                  .xhi = bounds + N,
+                  .ylo = bounds + 2 * N,
+                  .yhi = bounds + 3 * N,
+                  .C = x->shape[1],
+                  .H = x->shape[2],
+                  .W = x->shape[3],
+                  .per = per,
+                  .want_ssim = want_ssim,
+                  .mse = mse,
                   .ssim = ssim};
     st = check_values(fn, "x", x, bounds, bounds + N);
     if (st == CD_OK) st = check_values(fn, "x_hat", y, bounds + 2 * N, bounds + 3 * N);
@@ -271,14 +279,16 @@ static cd_status per_image_pass(const char *fn, const cd_tensor *x, const cd_ten
     if (cd__mul_overflows_i64(c.slots, c.slot_len, &total) ||
         (uint64_t)total > SIZE_MAX / sizeof(double)) {
         cd__free(bounds);
-        return cd__error(CD_ERR_OVERFLOW, "%s: scratch for %" PRId64 " values per image "
-                         "does not fit", fn, per);
+        return cd__error(CD_ERR_OVERFLOW,
+                         "%s: scratch for %" PRId64 " values per image "
+                         "does not fit",
+                         fn, per);
     }
     c.scratch = cd__calloc((size_t)total, sizeof(double), "metrics scratch");
     if (!c.scratch) {
         cd__free(bounds);
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64
-                         " doubles of scratch", fn, total);
+        return cd__error(CD_ERR_OUT_OF_MEMORY,
+                         "%s: out of memory for %" PRId64 " doubles of scratch", fn, total);
     }
     cd__parallel_for(c.slots, pass_task, &c);
     cd__free(c.scratch);
@@ -304,11 +314,12 @@ cd_status cd_metrics_per_image(const cd_tensor *x, const cd_tensor *x_hat, doubl
     CD__TRY(check_pair(fn, x, x_hat));
     const int64_t N = x->shape[0];
     if (n != N)
-        return cd__error(CD_ERR_SHAPE, "%s: n = %" PRId64 " but the tensors hold %" PRId64
-                         " images", fn, n, N);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: n = %" PRId64 " but the tensors hold %" PRId64 " images", fn, n, N);
     double *buf = cd__calloc((size_t)N * 2, sizeof(double), "metrics values");
-    if (!buf) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64
-                               " values", fn, 2 * N);
+    if (!buf)
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64 " values", fn,
+                         2 * N);
     cd_status st = per_image_pass(fn, x, x_hat, ssim != NULL, buf, buf + N);
     if (st == CD_OK) {
         for (int64_t i = 0; i < N; i++) {
@@ -322,8 +333,8 @@ cd_status cd_metrics_per_image(const cd_tensor *x, const cd_tensor *x_hat, doubl
 }
 
 cd_status cd_metrics_images(const cd_tensor *x, const cd_tensor *x_hat,
-                            cd_metric_reduction reduction, double *rmse, double *ssim,
-                            double *psnr, cd_metric_reduction *used)
+                            cd_metric_reduction reduction, double *rmse, double *ssim, double *psnr,
+                            cd_metric_reduction *used)
 {
     static const char fn[] = "cd_metrics_images";
     CD__TRY(check_pair(fn, x, x_hat));
@@ -334,8 +345,9 @@ cd_status cd_metrics_images(const cd_tensor *x, const cd_tensor *x_hat,
                          fn, (int)reduction);
     const int64_t N = x->shape[0];
     double *mse = cd__calloc((size_t)N * 2, sizeof(double), "metrics values");
-    if (!mse) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64
-                               " values", fn, 2 * N);
+    if (!mse)
+        return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for %" PRId64 " values", fn,
+                         2 * N);
     double *ss = mse + N;
     cd_status st = per_image_pass(fn, x, x_hat, ssim != NULL, mse, ss);
     if (st != CD_OK) {

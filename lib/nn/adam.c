@@ -43,8 +43,14 @@ struct cd__adam {
     double last_norm;
 };
 
-#define REAL(k, n, lo, hi, lo_open, hi_open, def) {k, n, CD_OPTION_REAL, -1, lo, hi, lo_open, hi_open, def}
-#define WHOLE(k, n, type, hi) {k, n, type, -1, 0, hi, false, false, 0}
+#define REAL(k, n, lo, hi, lo_open, hi_open, def)               \
+    {                                                           \
+        k, n, CD_OPTION_REAL, -1, lo, hi, lo_open, hi_open, def \
+    }
+#define WHOLE(k, n, type, hi)                  \
+    {                                          \
+        k, n, type, -1, 0, hi, false, false, 0 \
+    }
 
 static const cd__option g_specs[CD__ADAM_NPARAMS] = {
     REAL(CD__ADAM_LR, "lr", 0.0, DBL_MAX, true, false, 2e-4),
@@ -60,10 +66,7 @@ static const cd__option g_specs[CD__ADAM_NPARAMS] = {
     WHOLE(CD__ADAM_LR_DECAY, "lr_decay", CD_OPTION_INT, 1e12),
 };
 
-static bool known_key(cd__adam_param key)
-{
-    return (int)key >= 0 && (int)key < CD__ADAM_NPARAMS;
-}
+static bool known_key(cd__adam_param key) { return (int)key >= 0 && (int)key < CD__ADAM_NPARAMS; }
 
 const cd__option *cd__adam_option(cd__adam_param key, const char *fn)
 {
@@ -77,10 +80,7 @@ const char *cd__adam_param_name(cd__adam_param key)
     return known_key(key) ? g_specs[key].name : NULL;
 }
 
-double cd__adam_default(cd__adam_param key)
-{
-    return known_key(key) ? g_specs[key].def : NAN;
-}
+double cd__adam_default(cd__adam_param key) { return known_key(key) ? g_specs[key].def : NAN; }
 
 cd_status cd__adam_check(const char *who, cd__adam_param key, double value)
 {
@@ -88,8 +88,7 @@ cd_status cd__adam_check(const char *who, cd__adam_param key, double value)
     if (!o) return cd_last_status();
     if (o->type == CD_OPTION_REAL) return cd__option_check_real(o, who, value);
     if (!isfinite(value) || value != floor(value) || fabs(value) > 9.0e15)
-        return cd__error(CD_ERR_RANGE, "%s: %s = %g must be a whole number", who, o->name,
-                         value);
+        return cd__error(CD_ERR_RANGE, "%s: %s = %g must be a whole number", who, o->name, value);
     return cd__option_check_int(o, who, (int64_t)value);
 }
 
@@ -163,9 +162,10 @@ static cd_status non_finite_grad(const cd_params *p, const float *g, int64_t n)
     while (bad < n && isfinite(g[bad])) bad++;
     int64_t t = 0, count = cd_params_count(p);
     while (t + 1 < count && cd__params_offset(p, t + 1) <= bad) t++;
-    return cd__error(CD_ERR_NOT_FINITE, "cd__adam_step: the gradient of '%s' holds %g at "
-                     "element %" PRId64 "; nothing was updated", cd_params_name(p, t),
-                     (double)g[bad], bad - cd__params_offset(p, t));
+    return cd__error(CD_ERR_NOT_FINITE,
+                     "cd__adam_step: the gradient of '%s' holds %g at "
+                     "element %" PRId64 "; nothing was updated",
+                     cd_params_name(p, t), (double)g[bad], bad - cd__params_offset(p, t));
 }
 
 /* torch.nn.utils.clip_grad_norm_: coef = max_norm * (1 / (total + 1e-6)) in
@@ -216,10 +216,14 @@ static step_consts make_consts(const double *h, int64_t t)
     double bc2 = 1.0 - pow(h[CD__ADAM_BETA2], (double)t);
     double lr = step_lr(h, t), wd = h[CD__ADAM_WEIGHT_DECAY];
     step_consts k = {
-        .b1 = (float)h[CD__ADAM_BETA1], .b2 = (float)h[CD__ADAM_BETA2],
-        .c1 = (float)(1.0 - h[CD__ADAM_BETA1]), .c2 = (float)(1.0 - h[CD__ADAM_BETA2]),
-        .neg_step = (float)-(lr / bc1), .bc2_sqrt = (float)sqrt(bc2),
-        .eps = (float)h[CD__ADAM_EPS], .wd = (float)wd,
+        .b1 = (float)h[CD__ADAM_BETA1],
+        .b2 = (float)h[CD__ADAM_BETA2],
+        .c1 = (float)(1.0 - h[CD__ADAM_BETA1]),
+        .c2 = (float)(1.0 - h[CD__ADAM_BETA2]),
+        .neg_step = (float)-(lr / bc1),
+        .bc2_sqrt = (float)sqrt(bc2),
+        .eps = (float)h[CD__ADAM_EPS],
+        .wd = (float)wd,
         .decay = (float)(1.0 - lr * wd),
         .decoupled = h[CD__ADAM_DECOUPLED] != 0.0,
     };
@@ -250,8 +254,8 @@ static inline float ema_one(float ema, float p, float df, float cf)
     return fmaf(p, cf, ema * df);
 }
 
-static void adam_update(const step_consts *k, float *p, const float *grad, float *m,
-                        float *v, int64_t n)
+static void adam_update(const step_consts *k, float *p, const float *grad, float *m, float *v,
+                        int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         adam_elem e = adam_one(k, p[i], grad[i], m[i], v[i]);
@@ -331,14 +335,17 @@ static cd_status non_finite_step(const step_job *job)
     while (bad < job->n && trial_one(job, bad, &e, &ema)) bad++;
     if (bad == job->n) /* cannot happen: the trial found one */
         return cd__error(CD_ERR_INTERNAL, "cd__adam_step: a non-finite update went missing");
-    const char *what = !isfinite(e.m) ? "first moment" : !isfinite(e.v) ? "second moment"
-                     : !isfinite(e.p) ? "value" : "EMA";
+    const char *what = !isfinite(e.m)   ? "first moment"
+                       : !isfinite(e.v) ? "second moment"
+                       : !isfinite(e.p) ? "value"
+                                        : "EMA";
     const float got = !isfinite(e.m) ? e.m : !isfinite(e.v) ? e.v : !isfinite(e.p) ? e.p : ema;
     int64_t t = 0, count = cd_params_count(p);
     while (t + 1 < count && cd__params_offset(p, t + 1) <= bad) t++;
-    return cd__error(CD_ERR_NOT_FINITE, "cd__adam_step: the step would make the %s of '%s' "
-                     "element %" PRId64 " %g (gradient %g, lr %g); nothing was updated", what,
-                     cd_params_name(p, t), bad - cd__params_offset(p, t), (double)got,
+    return cd__error(CD_ERR_NOT_FINITE,
+                     "cd__adam_step: the step would make the %s of '%s' "
+                     "element %" PRId64 " %g (gradient %g, lr %g); nothing was updated",
+                     what, cd_params_name(p, t), bad - cd__params_offset(p, t), (double)got,
                      (double)job->g[bad], job->a->hyper[CD__ADAM_LR]);
 }
 
@@ -363,8 +370,9 @@ cd_status cd__adam_step(cd__adam *a)
     /* Squares of finite floats cannot overflow a double sum. */
     if (!isfinite(sumsq)) return non_finite_grad(params, g, n);
     const double norm = sqrt(sumsq), d = step_ema_decay(a->hyper, a->steps + 1);
-    step_job job = {make_consts(a->hyper, a->steps + 1), a, p, g, n, (float)d, (float)(1.0 - d),
-                    1.0f, d > 0.0 ? (a->ema ? a->ema : p) : NULL, 0};
+    step_job job =
+        {make_consts(a->hyper, a->steps + 1),    a, p, g, n, (float)d, (float)(1.0 - d), 1.0f,
+         d > 0.0 ? (a->ema ? a->ema : p) : NULL, 0};
     if (a->hyper[CD__ADAM_CLIP_NORM] > 0.0)
         job.coef = clip_coef(norm, a->hyper[CD__ADAM_CLIP_NORM]);
     /* Finite gradients can still overflow: a huge learning rate, or a
@@ -393,8 +401,8 @@ cd_status cd__adam_step(cd__adam *a)
 
 /* ---- checkpoint restore ------------------------------------------------ */
 
-cd_status cd__adam_restore(cd__adam *a, const double *hyper, int64_t steps,
-                           const float *m, const float *v, const float *ema)
+cd_status cd__adam_restore(cd__adam *a, const double *hyper, int64_t steps, const float *m,
+                           const float *v, const float *ema)
 {
     static const char fn[] = "cd__adam_restore";
     CD__CHECK_NOT_NULL(a, fn);

@@ -86,8 +86,8 @@ cd_status cd__ckpt_check_key(const char *fn, const char *what, const char *key)
     if (!key) return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the %s is NULL", fn, what);
     size_t len = strnlen(key, CD__CKPT_MAX_KEY + 1);
     if (len == 0 || len > CD__CKPT_MAX_KEY)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the %s '%.40s' must have 1..%d bytes",
-                         fn, what, key, CD__CKPT_MAX_KEY);
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the %s '%.40s' must have 1..%d bytes", fn,
+                         what, key, CD__CKPT_MAX_KEY);
     return CD_OK;
 }
 
@@ -148,8 +148,7 @@ cd_status cd__ckpt_set_f64(cd__ckpt *ck, const char *key, double value)
     return kv_put(&ck->config, key, v, "cd__ckpt_set_f64");
 }
 
-static cd_status put_string(kv_list *l, const char *fn, const char *key,
-                            const char *value)
+static cd_status put_string(kv_list *l, const char *fn, const char *key, const char *value)
 {
     CD__CHECK_NOT_NULL(value, fn);
     kv_entry v = {.type = CD__CKPT_STRING, .n = (int64_t)strlen(value)};
@@ -164,14 +163,13 @@ cd_status cd__ckpt_set_str(cd__ckpt *ck, const char *key, const char *value)
     return put_string(&ck->config, "cd__ckpt_set_str", key, value);
 }
 
-static cd_status put_array(cd__ckpt *ck, const char *fn, const char *key,
-                           cd__ckpt_type type, const void *values, int64_t n,
-                           size_t elem)
+static cd_status put_array(cd__ckpt *ck, const char *fn, const char *key, cd__ckpt_type type,
+                           const void *values, int64_t n, size_t elem)
 {
     CD__TRY(set_common(ck, fn, key));
     if (n < 0 || (uint64_t)n > CD__CKPT_MAX_BODY / elem)
-        return cd__error(CD_ERR_RANGE, "%s: '%s': length %" PRId64 " is outside 0..%" PRIu64,
-                         fn, key, n, CD__CKPT_MAX_BODY / elem);
+        return cd__error(CD_ERR_RANGE, "%s: '%s': length %" PRId64 " is outside 0..%" PRIu64, fn,
+                         key, n, CD__CKPT_MAX_BODY / elem);
     if (n > 0) CD__CHECK_NOT_NULL(values, fn);
     kv_entry v = {.type = type, .n = n};
     v.arr = cd__malloc((size_t)n * elem, "checkpoint array");
@@ -180,15 +178,13 @@ static cd_status put_array(cd__ckpt *ck, const char *fn, const char *key,
     return kv_put(&ck->config, key, v, fn);
 }
 
-cd_status cd__ckpt_set_f32_array(cd__ckpt *ck, const char *key, const float *values,
-                                 int64_t n)
+cd_status cd__ckpt_set_f32_array(cd__ckpt *ck, const char *key, const float *values, int64_t n)
 {
     return put_array(ck, "cd__ckpt_set_f32_array", key, CD__CKPT_FLOAT32_ARRAY, values, n,
                      sizeof(float));
 }
 
-cd_status cd__ckpt_set_i64_array(cd__ckpt *ck, const char *key, const int64_t *values,
-                                 int64_t n)
+cd_status cd__ckpt_set_i64_array(cd__ckpt *ck, const char *key, const int64_t *values, int64_t n)
 {
     return put_array(ck, "cd__ckpt_set_i64_array", key, CD__CKPT_INT64_ARRAY, values, n,
                      sizeof(int64_t));
@@ -207,8 +203,8 @@ static const char *type_name(cd__ckpt_type t)
 }
 
 /* The config entry for key, which must have type `type`. */
-static cd_status get_entry(const cd__ckpt *ck, const char *fn, const char *key,
-                           cd__ckpt_type type, const kv_entry **out)
+static cd_status get_entry(const cd__ckpt *ck, const char *fn, const char *key, cd__ckpt_type type,
+                           const kv_entry **out)
 {
     CD__CHECK_NOT_NULL(ck, fn);
     CD__TRY(cd__ckpt_check_key(fn, "key", key));
@@ -248,9 +244,8 @@ cd_status cd__ckpt_get_str(const cd__ckpt *ck, const char *key, const char **val
     return CD_OK;
 }
 
-static cd_status get_array(const cd__ckpt *ck, const char *fn, const char *key,
-                           cd__ckpt_type type, void *values, int64_t cap, int64_t *n,
-                           size_t elem)
+static cd_status get_array(const cd__ckpt *ck, const char *fn, const char *key, cd__ckpt_type type,
+                           void *values, int64_t cap, int64_t *n, size_t elem)
 {
     const kv_entry *e;
     CD__CHECK_NOT_NULL(n, fn);
@@ -258,24 +253,25 @@ static cd_status get_array(const cd__ckpt *ck, const char *fn, const char *key,
     *n = e->n;
     if (!values) return CD_OK;
     if (cap < e->n)
-        return cd__error(CD_ERR_SHAPE, "%s: '%s' holds %" PRId64 " values, the capacity is %"
-                         PRId64, fn, key, e->n, cap);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: '%s' holds %" PRId64 " values, the capacity is %" PRId64, fn, key,
+                         e->n, cap);
     if (e->n) memcpy(values, e->arr, (size_t)e->n * elem);
     return CD_OK;
 }
 
-cd_status cd__ckpt_get_f32_array(const cd__ckpt *ck, const char *key, float *values,
-                                 int64_t cap, int64_t *n)
+cd_status cd__ckpt_get_f32_array(const cd__ckpt *ck, const char *key, float *values, int64_t cap,
+                                 int64_t *n)
 {
-    return get_array(ck, "cd__ckpt_get_f32_array", key, CD__CKPT_FLOAT32_ARRAY, values, cap,
-                     n, sizeof(float));
+    return get_array(ck, "cd__ckpt_get_f32_array", key, CD__CKPT_FLOAT32_ARRAY, values, cap, n,
+                     sizeof(float));
 }
 
-cd_status cd__ckpt_get_i64_array(const cd__ckpt *ck, const char *key, int64_t *values,
-                                 int64_t cap, int64_t *n)
+cd_status cd__ckpt_get_i64_array(const cd__ckpt *ck, const char *key, int64_t *values, int64_t cap,
+                                 int64_t *n)
 {
-    return get_array(ck, "cd__ckpt_get_i64_array", key, CD__CKPT_INT64_ARRAY, values, cap,
-                     n, sizeof(int64_t));
+    return get_array(ck, "cd__ckpt_get_i64_array", key, CD__CKPT_INT64_ARRAY, values, cap, n,
+                     sizeof(int64_t));
 }
 
 int64_t cd__ckpt_config_count(const cd__ckpt *ck)
@@ -324,8 +320,7 @@ int64_t cd__ckpt_meta_count(const cd__ckpt *ck)
     return ck->meta.count;
 }
 
-cd_status cd__ckpt_meta_at(const cd__ckpt *ck, int64_t i, const char **key,
-                           const char **value)
+cd_status cd__ckpt_meta_at(const cd__ckpt *ck, int64_t i, const char **key, const char **value)
 {
     static const char fn[] = "cd__ckpt_meta_at";
     CD__CHECK_NOT_NULL(ck, fn);

@@ -31,16 +31,20 @@ static cd_status match_one(const cd__ckpt *ck, const cd_params *p, int64_t i,
     const char *name = cd_params_name(p, i);
     const file_tensor *t = cd__ckpt_find_tensor(ck, name);
     if (!t)
-        return cd__error(CD_ERR_NOT_FOUND, "'%s': the model's tensor '%s' is not in the "
-                         "checkpoint", ck->path, name);
+        return cd__error(CD_ERR_NOT_FOUND,
+                         "'%s': the model's tensor '%s' is not in the "
+                         "checkpoint",
+                         ck->path, name);
     int32_t rank = cd_params_rank(p, i);
     const int64_t *dims = cd__params_dims(p, i);
     if (t->rank != rank || memcmp(t->shape, dims, (size_t)rank * sizeof *dims) != 0) {
         char want[160], got[160];
         format_shape(want, sizeof want, rank, dims);
         format_shape(got, sizeof got, t->rank, t->shape);
-        return cd__error(CD_ERR_SHAPE, "'%s': tensor '%s' is %s in the checkpoint but %s "
-                         "in the model", ck->path, name, got, want);
+        return cd__error(CD_ERR_SHAPE,
+                         "'%s': tensor '%s' is %s in the checkpoint but %s "
+                         "in the model",
+                         ck->path, name, got, want);
     }
     *out = t;
     return CD_OK;
@@ -48,23 +52,23 @@ static cd_status match_one(const cd__ckpt *ck, const cd_params *p, int64_t i,
 
 /* map[i] = the file tensor for params' tensor i; every tensor on both sides
  * must have its counterpart. */
-static cd_status match_tensors(const cd__ckpt *ck, const cd_params *p,
-                               const file_tensor **map)
+static cd_status match_tensors(const cd__ckpt *ck, const cd_params *p, const file_tensor **map)
 {
     int64_t count = cd_params_count(p);
     for (int64_t i = 0; i < count; i++) CD__TRY(match_one(ck, p, i, &map[i]));
     for (int64_t j = 0; count != ck->n_tensors && j < ck->n_tensors; j++) {
         int64_t unused;
         if (cd_params_find(p, ck->tensors[j].name, &unused) != CD_OK)
-            return cd__error(CD_ERR_NOT_FOUND, "'%s': the checkpoint holds tensor '%s', which "
-                             "the model lacks", ck->path, ck->tensors[j].name);
+            return cd__error(CD_ERR_NOT_FOUND,
+                             "'%s': the checkpoint holds tensor '%s', which "
+                             "the model lacks",
+                             ck->path, ck->tensors[j].name);
     }
     return CD_OK;
 }
 
 /* A flat block in the file's order, rearranged into params' order. */
-static void gather(float *dst, const uint8_t *block, const cd_params *p,
-                   const file_tensor **map)
+static void gather(float *dst, const uint8_t *block, const cd_params *p, const file_tensor **map)
 {
     int64_t count = cd_params_count(p);
     for (int64_t i = 0; i < count; i++)
@@ -88,8 +92,7 @@ static cd_status restore_adam(const cd__ckpt *ck, cd__adam *adam, const cd_param
     return st;
 }
 
-static void copy_values(const cd__ckpt *ck, cd_params *p, const file_tensor **map,
-                        bool from_ema)
+static void copy_values(const cd__ckpt *ck, cd_params *p, const file_tensor **map, bool from_ema)
 {
     float *values = cd__params_values(p);
     int64_t count = cd_params_count(p);
@@ -106,13 +109,14 @@ static cd_status check_apply_args(const cd__ckpt *ck, cd_params *params, cd__ada
     CD__CHECK_NOT_NULL(ck, fn);
     CD__CHECK_NOT_NULL(params, fn);
     if (flags & ~CD__CKPT_EMA_AS_VALUES)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn,
-                         (unsigned)flags);
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown flags 0x%x", fn, (unsigned)flags);
     if (!ck->has_tensors)
         return cd__error(CD_ERR_STATE, "%s: this checkpoint was not read from a file", fn);
     if (adam && cd__adam_params(adam) != params)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the optimiser updates another "
-                         "parameter set", fn);
+        return cd__error(CD_ERR_INVALID_ARGUMENT,
+                         "%s: the optimiser updates another "
+                         "parameter set",
+                         fn);
     if (adam && !ck->has_adam)
         return cd__error(CD_ERR_NOT_FOUND, "%s: '%s' holds no optimiser state", fn, ck->path);
     if ((flags & CD__CKPT_EMA_AS_VALUES) && !ck->has_ema)
@@ -120,8 +124,7 @@ static cd_status check_apply_args(const cd__ckpt *ck, cd_params *params, cd__ada
     return CD_OK;
 }
 
-cd_status cd__ckpt_apply(const cd__ckpt *ck, cd_params *params, cd__adam *adam,
-                         uint32_t flags)
+cd_status cd__ckpt_apply(const cd__ckpt *ck, cd_params *params, cd__adam *adam, uint32_t flags)
 {
     CD__TRY(check_apply_args(ck, params, adam, flags));
     int64_t count = cd_params_count(params);
@@ -138,8 +141,7 @@ cd_status cd__ckpt_apply(const cd__ckpt *ck, cd_params *params, cd__adam *adam,
     return st;
 }
 
-cd_status cd__ckpt_load(const char *path, cd_params *params, cd__adam *adam,
-                        uint32_t flags)
+cd_status cd__ckpt_load(const char *path, cd_params *params, cd__adam *adam, uint32_t flags)
 {
     cd__ckpt *ck = NULL;
     CD__TRY(cd__ckpt_read(&ck, path));

@@ -106,14 +106,10 @@ static inline void le64(uint8_t *p, uint64_t x)
 
 static inline uint32_t rd32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static inline uint64_t rd64(const uint8_t *p)
-{
-    return rd32(p) | (uint64_t)rd32(p + 4) << 32;
-}
+static inline uint64_t rd64(const uint8_t *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 
 static inline void decode_f32(float *dst, const uint8_t *src, int64_t n)
 {
@@ -140,22 +136,19 @@ void cd__ckpt_kv_clear(kv_entry *e);
 cd_status cd__ckpt_check_key(const char *fn, const char *what, const char *key);
 
 /* ckpt_resume.c: a slot for a new RNG state called name (copied). */
-cd_status cd__ckpt_rng_append(cd__ckpt *ck, const char *name, size_t len,
-                              rng_entry **out);
+cd_status cd__ckpt_rng_append(cd__ckpt *ck, const char *name, size_t len, rng_entry **out);
 
 /* ckpt_zlib.c: compress n bytes into *out (free with cd__free; *out_len
  * bytes). */
-cd_status cd__ckpt_deflate(const uint8_t *src, uint64_t n, uint8_t **out,
-                           uint64_t *out_len);
+cd_status cd__ckpt_deflate(const uint8_t *src, uint64_t n, uint8_t **out, uint64_t *out_len);
 /* ckpt_zlib.c: inflate exactly n_out bytes; anything else is a corrupt or
  * lying file (messages name path). */
-cd_status cd__ckpt_inflate(const char *path, const uint8_t *src, uint64_t n_in,
-                           uint8_t *dst, uint64_t n_out);
+cd_status cd__ckpt_inflate(const char *path, const uint8_t *src, uint64_t n_in, uint8_t *dst,
+                           uint64_t n_out);
 
 /* ckpt_parse.c: parse a whole inflated body (len bytes) into ck; messages
  * name path and the body offset. */
-cd_status cd__ckpt_parse_body(const char *path, const uint8_t *body, uint64_t len,
-                              cd__ckpt *ck);
+cd_status cd__ckpt_parse_body(const char *path, const uint8_t *body, uint64_t len, cd__ckpt *ck);
 /* ckpt_parse.c: the read tensor called name, or NULL. */
 const file_tensor *cd__ckpt_find_tensor(const cd__ckpt *ck, const char *name);
 

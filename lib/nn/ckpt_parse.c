@@ -40,15 +40,15 @@ static cd_status rd_fail(const rd *r, cd_status st, const char *fmt, ...)
         t[4] = '\0';
         snprintf(sec, sizeof sec, "section %s", t);
     }
-    return cd__error(st, "'%s': %s, body offset %" PRIu64 ": %s", r->path, sec, r->pos,
-                     what);
+    return cd__error(st, "'%s': %s, body offset %" PRIu64 ": %s", r->path, sec, r->pos, what);
 }
 
 static cd_status need(rd *r, uint64_t n, const char *what)
 {
     if (r->end - r->pos < n)
-        return rd_fail(r, CD_ERR_FORMAT, "truncated: %s needs %" PRIu64 " bytes, only %"
-                       PRIu64 " remain", what, n, r->end - r->pos);
+        return rd_fail(r, CD_ERR_FORMAT,
+                       "truncated: %s needs %" PRIu64 " bytes, only %" PRIu64 " remain", what, n,
+                       r->end - r->pos);
     return CD_OK;
 }
 
@@ -88,8 +88,7 @@ static cd_status get_name(rd *r, char **out, const char *what)
         return rd_fail(r, CD_ERR_FORMAT, "%s length %" PRIu32 " is outside 1..%d", what, len,
                        CD__CKPT_MAX_KEY);
     CD__TRY(get_bytes(r, len, &s, what));
-    if (memchr(s, 0, len))
-        return rd_fail(r, CD_ERR_FORMAT, "%s holds a NUL byte", what);
+    if (memchr(s, 0, len)) return rd_fail(r, CD_ERR_FORMAT, "%s holds a NUL byte", what);
     if (!(*out = cd__ckpt_dup_bytes(s, len)))
         return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory copying a %s", what);
     return CD_OK;
@@ -102,8 +101,8 @@ static cd_status get_count(rd *r, uint64_t min_size, uint64_t *count, const char
     *count = 0;
     CD__TRY(get_u32(r, &n, what));
     if (n > CD__CKPT_MAX_ENTRIES || n * min_size > r->end - r->pos)
-        return rd_fail(r, CD_ERR_FORMAT, "%s %" PRIu32 " is more than the section can hold",
-                       what, n);
+        return rd_fail(r, CD_ERR_FORMAT, "%s %" PRIu32 " is more than the section can hold", what,
+                       n);
     *count = n;
     return CD_OK;
 }
@@ -116,14 +115,13 @@ static int cmp_names(const void *a, const void *b)
 /* Fail if two of n records share a name. The records lie stride bytes
  * apart, each holding its name (a char *) name_at bytes in; `what` says
  * what the names name. Sorts a copy of the names. */
-static cd_status check_unique(rd *r, const void *records, size_t stride, size_t name_at,
-                              int64_t n, const char *what)
+static cd_status check_unique(rd *r, const void *records, size_t stride, size_t name_at, int64_t n,
+                              const char *what)
 {
     const char **sorted = cd__malloc((size_t)n * sizeof *sorted, "sorted names");
     if (!sorted) return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory sorting %s names", what);
     for (int64_t i = 0; i < n; i++)
-        memcpy(&sorted[i], (const char *)records + (size_t)i * stride + name_at,
-               sizeof *sorted);
+        memcpy(&sorted[i], (const char *)records + (size_t)i * stride + name_at, sizeof *sorted);
     qsort(sorted, (size_t)n, sizeof *sorted, cmp_names);
     const char *dup = NULL;
     for (int64_t i = 1; i < n && !dup; i++)
@@ -140,8 +138,8 @@ static cd_status decode_value(rd *r, kv_entry *e, const uint8_t *v, uint64_t len
     switch (e->type) {
     case CD__CKPT_INT64:
     case CD__CKPT_FLOAT64:
-        if (len != 8) return rd_fail(r, CD_ERR_FORMAT, "'%s': a scalar of %" PRIu64 " bytes",
-                                     e->key, len);
+        if (len != 8)
+            return rd_fail(r, CD_ERR_FORMAT, "'%s': a scalar of %" PRIu64 " bytes", e->key, len);
         e->i64 = (int64_t)rd64(v);
         memcpy(&e->f64, &e->i64, sizeof e->f64);
         return CD_OK;
@@ -154,8 +152,8 @@ static cd_status decode_value(rd *r, kv_entry *e, const uint8_t *v, uint64_t len
     case CD__CKPT_FLOAT32_ARRAY:
     case CD__CKPT_INT64_ARRAY:
         if (len % elem)
-            return rd_fail(r, CD_ERR_FORMAT, "'%s': %" PRIu64 " bytes is not a whole array",
-                           e->key, len);
+            return rd_fail(r, CD_ERR_FORMAT, "'%s': %" PRIu64 " bytes is not a whole array", e->key,
+                           len);
         e->n = (int64_t)(len / elem);
         if ((e->arr = cd__malloc((size_t)len, "checkpoint array")) &&
             e->type == CD__CKPT_FLOAT32_ARRAY)
@@ -196,8 +194,8 @@ static cd_status parse_kv(rd *r, kv_list *l, bool strings_only)
     uint64_t count;
     CD__TRY(get_count(r, 17, &count, "entry count"));
     l->e = cd__calloc((size_t)count, sizeof *l->e, "checkpoint entries");
-    if (!l->e) return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory for %" PRIu64 " entries",
-                              count);
+    if (!l->e)
+        return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory for %" PRIu64 " entries", count);
     l->cap = (int64_t)count;
     for (uint64_t i = 0; i < count; i++) {
         kv_entry *e = &l->e[l->count];
@@ -220,8 +218,10 @@ static cd_status parse_dims(rd *r, file_tensor *t)
     uint32_t dtype, rank;
     CD__TRY(get_u32(r, &dtype, "dtype"));
     if (dtype != DTYPE_FLOAT32)
-        return rd_fail(r, CD_ERR_UNSUPPORTED, "tensor '%s' has dtype %" PRIu32 " (only 1, "
-                       "float32, exists)", t->name, dtype);
+        return rd_fail(r, CD_ERR_UNSUPPORTED,
+                       "tensor '%s' has dtype %" PRIu32 " (only 1, "
+                       "float32, exists)",
+                       t->name, dtype);
     CD__TRY(get_u32(r, &rank, "rank"));
     if (rank < 1 || rank > CD_TENSOR_MAX_RANK)
         return rd_fail(r, CD_ERR_FORMAT, "tensor '%s' has rank %" PRIu32, t->name, rank);
@@ -250,8 +250,7 @@ static cd_status parse_tensor(rd *r, file_tensor *t)
 
 static int cmp_tensors(const void *a, const void *b)
 {
-    return strcmp((*(const file_tensor *const *)a)->name,
-                  (*(const file_tensor *const *)b)->name);
+    return strcmp((*(const file_tensor *const *)a)->name, (*(const file_tensor *const *)b)->name);
 }
 
 /* by_name: the tensors sorted by name, for cd__ckpt_find_tensor. */
@@ -259,11 +258,11 @@ static cd_status index_tensors(rd *r, cd__ckpt *ck)
 {
     int64_t n = ck->n_tensors;
     ck->by_name = cd__malloc((size_t)n * sizeof *ck->by_name, "tensor index");
-    if (!ck->by_name) return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory indexing %" PRId64
-                                     " tensors", n);
+    if (!ck->by_name)
+        return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory indexing %" PRId64 " tensors", n);
     for (int64_t i = 0; i < n; i++) ck->by_name[i] = &ck->tensors[i];
-    CD__TRY(check_unique(r, ck->tensors, sizeof *ck->tensors, offsetof(file_tensor, name),
-                         n, "tensor"));
+    CD__TRY(check_unique(r, ck->tensors, sizeof *ck->tensors, offsetof(file_tensor, name), n,
+                         "tensor"));
     qsort(ck->by_name, (size_t)n, sizeof *ck->by_name, cmp_tensors);
     return CD_OK;
 }
@@ -272,8 +271,8 @@ const file_tensor *cd__ckpt_find_tensor(const cd__ckpt *ck, const char *name)
 {
     file_tensor key = {.name = (char *)name};
     const file_tensor *kp = &key;
-    file_tensor *const *hit = bsearch(&kp, ck->by_name, (size_t)ck->n_tensors,
-                                      sizeof *ck->by_name, cmp_tensors);
+    file_tensor *const *hit =
+        bsearch(&kp, ck->by_name, (size_t)ck->n_tensors, sizeof *ck->by_name, cmp_tensors);
     return hit ? *hit : NULL;
 }
 
@@ -282,8 +281,8 @@ static cd_status parse_tens(rd *r, cd__ckpt *ck)
     uint64_t count;
     CD__TRY(get_count(r, 25, &count, "tensor count"));
     ck->tensors = cd__calloc((size_t)count, sizeof *ck->tensors, "checkpoint tensors");
-    if (!ck->tensors) return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory for %" PRIu64
-                                     " tensors", count);
+    if (!ck->tensors)
+        return rd_fail(r, CD_ERR_OUT_OF_MEMORY, "out of memory for %" PRIu64 " tensors", count);
     for (uint64_t i = 0; i < count; i++) {
         file_tensor *t = &ck->tensors[i];
         ck->n_tensors++; /* so that cd__ckpt_free releases its name */
@@ -358,11 +357,10 @@ static cd_status parse_rngs(rd *r, cd__ckpt *ck)
         cd_status st = cd__ckpt_rng_append(ck, name, strlen(name), &e);
         cd__free(name);
         CD__TRY(st);
-        for (int k = 0; k < CD_RNG_STATE_WORDS; k++)
-            CD__TRY(get_u64(r, &e->state[k], "RNG state"));
+        for (int k = 0; k < CD_RNG_STATE_WORDS; k++) CD__TRY(get_u64(r, &e->state[k], "RNG state"));
     }
-    return check_unique(r, ck->rngs, sizeof *ck->rngs, offsetof(rng_entry, name),
-                        ck->n_rngs, "RNG");
+    return check_unique(r, ck->rngs, sizeof *ck->rngs, offsetof(rng_entry, name), ck->n_rngs,
+                        "RNG");
 }
 
 static cd_status parse_step(rd *r, cd__ckpt *ck)
@@ -405,19 +403,20 @@ static int known_slot(uint32_t tag)
 static cd_status check_whole(rd *r, const cd__ckpt *ck)
 {
     r->tag = 0;
-    if (!ck->has_tensors)
-        return rd_fail(r, CD_ERR_FORMAT, "the required section TENS is missing");
+    if (!ck->has_tensors) return rd_fail(r, CD_ERR_FORMAT, "the required section TENS is missing");
     if (ck->has_adam && ck->adam_numel != ck->total_numel)
-        return rd_fail(r, CD_ERR_FORMAT, "section ADAM holds moments of %" PRId64 " floats "
-                       "for %" PRId64 " parameters", ck->adam_numel, ck->total_numel);
+        return rd_fail(r, CD_ERR_FORMAT,
+                       "section ADAM holds moments of %" PRId64 " floats "
+                       "for %" PRId64 " parameters",
+                       ck->adam_numel, ck->total_numel);
     if (ck->has_ema && ck->ema_numel != ck->total_numel)
-        return rd_fail(r, CD_ERR_FORMAT, "section EMAW holds %" PRId64 " floats for %"
-                       PRId64 " parameters", ck->ema_numel, ck->total_numel);
+        return rd_fail(r, CD_ERR_FORMAT,
+                       "section EMAW holds %" PRId64 " floats for %" PRId64 " parameters",
+                       ck->ema_numel, ck->total_numel);
     return CD_OK;
 }
 
-cd_status cd__ckpt_parse_body(const char *path, const uint8_t *body, uint64_t len,
-                              cd__ckpt *ck)
+cd_status cd__ckpt_parse_body(const char *path, const uint8_t *body, uint64_t len, cd__ckpt *ck)
 {
     rd r = {body, 0, len, path, 0};
     bool seen[7] = {false};
@@ -432,10 +431,10 @@ cd_status cd__ckpt_parse_body(const char *path, const uint8_t *body, uint64_t le
         CD__TRY(need(&r, size, "the section"));
         int slot = known_slot(tag);
         if (slot < 0 && (flags & SECTION_REQUIRED))
-            return rd_fail(&r, CD_ERR_VERSION, "an unknown required section; a newer "
+            return rd_fail(&r, CD_ERR_VERSION,
+                           "an unknown required section; a newer "
                            "libcolddiff wrote this file");
-        if (slot >= 0 && seen[slot])
-            return rd_fail(&r, CD_ERR_FORMAT, "the section occurs twice");
+        if (slot >= 0 && seen[slot]) return rd_fail(&r, CD_ERR_FORMAT, "the section occurs twice");
         rd sub = {body, r.pos, r.pos + size, path, tag};
         if (slot >= 0) {
             seen[slot] = true;

@@ -62,8 +62,10 @@ cd_status cd__ckpt_set_counters(cd__ckpt *ck, int64_t step, int64_t epoch)
 {
     CD__CHECK_NOT_NULL(ck, "cd__ckpt_set_counters");
     if (step < 0 || epoch < 0)
-        return cd__error(CD_ERR_RANGE, "cd__ckpt_set_counters: step %" PRId64 " and epoch %"
-                         PRId64 " must be >= 0", step, epoch);
+        return cd__error(CD_ERR_RANGE,
+                         "cd__ckpt_set_counters: step %" PRId64 " and epoch %" PRId64
+                         " must be >= 0",
+                         step, epoch);
     ck->has_counters = true;
     ck->step = step;
     ck->epoch = epoch;

@@ -81,9 +81,18 @@ static void end_section(wbuf *w, uint64_t at)
 static void put_kv_value(wbuf *w, const kv_entry *e)
 {
     switch (e->type) {
-    case CD__CKPT_INT64: put_u64(w, 8); put_u64(w, (uint64_t)e->i64); break;
-    case CD__CKPT_FLOAT64: put_u64(w, 8); put_f64(w, e->f64); break;
-    case CD__CKPT_STRING: put_u64(w, (uint64_t)e->n); put(w, e->str, (size_t)e->n); break;
+    case CD__CKPT_INT64:
+        put_u64(w, 8);
+        put_u64(w, (uint64_t)e->i64);
+        break;
+    case CD__CKPT_FLOAT64:
+        put_u64(w, 8);
+        put_f64(w, e->f64);
+        break;
+    case CD__CKPT_STRING:
+        put_u64(w, (uint64_t)e->n);
+        put(w, e->str, (size_t)e->n);
+        break;
     case CD__CKPT_FLOAT32_ARRAY:
         put_u64(w, 4 * (uint64_t)e->n);
         put_f32s(w, e->arr, e->n);
@@ -222,17 +231,22 @@ static cd_status check_save_args(const cd__ckpt *ck, const char *path, cd_params
     if (ck && ((uint64_t)ck->config.count > CD__CKPT_MAX_ENTRIES ||
                (uint64_t)ck->meta.count > CD__CKPT_MAX_ENTRIES ||
                (uint64_t)ck->n_rngs > CD__CKPT_MAX_ENTRIES))
-        return cd__error(CD_ERR_UNSUPPORTED, "%s: more than %" PRIu64 " configuration, "
-                         "metadata or RNG entries", fn, CD__CKPT_MAX_ENTRIES);
+        return cd__error(CD_ERR_UNSUPPORTED,
+                         "%s: more than %" PRIu64 " configuration, "
+                         "metadata or RNG entries",
+                         fn, CD__CKPT_MAX_ENTRIES);
     if (!path || !*path)
         return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the path is NULL or empty", fn);
     if (adam && cd__adam_params(adam) != params)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the optimiser updates another "
-                         "parameter set", fn);
+        return cd__error(CD_ERR_INVALID_ARGUMENT,
+                         "%s: the optimiser updates another "
+                         "parameter set",
+                         fn);
     if ((uint64_t)cd_params_count(params) > CD__CKPT_MAX_ENTRIES)
-        return cd__error(CD_ERR_UNSUPPORTED, "%s: %" PRId64 " tensors are more than the "
-                         "format's %" PRIu64, fn, cd_params_count(params),
-                         CD__CKPT_MAX_ENTRIES);
+        return cd__error(CD_ERR_UNSUPPORTED,
+                         "%s: %" PRId64 " tensors are more than the "
+                         "format's %" PRIu64,
+                         fn, cd_params_count(params), CD__CKPT_MAX_ENTRIES);
     return cd__params_finalize(params);
 }
 
@@ -243,15 +257,17 @@ cd_status cd__ckpt_save(const cd__ckpt *ck, const char *path, cd_params *params,
     wbuf w = {0};
     put_body(&w, ck, params, adam); /* sizing pass */
     if (w.len > CD__CKPT_MAX_BODY)
-        return cd__error(CD_ERR_UNSUPPORTED, "cd__ckpt_save: '%s': a body of %" PRIu64
-                         " bytes is above the format's limit of %" PRIu64, path, w.len,
-                         CD__CKPT_MAX_BODY);
+        return cd__error(CD_ERR_UNSUPPORTED,
+                         "cd__ckpt_save: '%s': a body of %" PRIu64
+                         " bytes is above the format's limit of %" PRIu64,
+                         path, w.len, CD__CKPT_MAX_BODY);
     uint64_t body_len = w.len;
     w.data = cd__malloc(body_len, "checkpoint body");
     w.len = 0;
     if (!w.data)
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "cd__ckpt_save: '%s': out of memory for a %"
-                         PRIu64 "-byte body", path, body_len);
+        return cd__error(CD_ERR_OUT_OF_MEMORY,
+                         "cd__ckpt_save: '%s': out of memory for a %" PRIu64 "-byte body", path,
+                         body_len);
     put_body(&w, ck, params, adam);
     uint8_t *comp = NULL;
     uint64_t comp_len = 0;

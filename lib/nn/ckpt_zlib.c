@@ -27,8 +27,8 @@ static cd_status zlib_failed(const char *path, const char *doing, int rc)
     char cause[512] = "unexpected";
     if (rc == Z_MEM_ERROR) snprintf(cause, sizeof cause, "%s", cd_last_error());
     return cd__error(rc == Z_MEM_ERROR ? CD_ERR_OUT_OF_MEMORY : CD_ERR_INTERNAL,
-                     "%s%s%s: %s failed (zlib %d): %s", path ? "'" : "checkpoint",
-                     path ? path : "", path ? "'" : "", doing, rc, cause);
+                     "%s%s%s: %s failed (zlib %d): %s", path ? "'" : "checkpoint", path ? path : "",
+                     path ? "'" : "", doing, rc, cause);
 }
 
 /* Refill whichever window zlib has used up with up to ZCHUNK more bytes;
@@ -45,8 +45,7 @@ static void feed(z_stream *zs, uint64_t *in_left, uint64_t *out_left)
     }
 }
 
-cd_status cd__ckpt_deflate(const uint8_t *src, uint64_t n, uint8_t **out,
-                           uint64_t *out_len)
+cd_status cd__ckpt_deflate(const uint8_t *src, uint64_t n, uint8_t **out, uint64_t *out_len)
 {
     z_stream zs;
     init_stream(&zs, "checkpoint compressor");
@@ -56,8 +55,8 @@ cd_status cd__ckpt_deflate(const uint8_t *src, uint64_t n, uint8_t **out,
     uint8_t *dst = cd__malloc(cap, "compressed checkpoint");
     if (!dst) {
         deflateEnd(&zs);
-        return cd__error(CD_ERR_OUT_OF_MEMORY, "checkpoint: out of memory to compress %"
-                         PRIu64 " bytes", n);
+        return cd__error(CD_ERR_OUT_OF_MEMORY,
+                         "checkpoint: out of memory to compress %" PRIu64 " bytes", n);
     }
     uint64_t in_left = n, out_left = cap;
     zs.next_in = src;
@@ -77,8 +76,8 @@ cd_status cd__ckpt_deflate(const uint8_t *src, uint64_t n, uint8_t **out,
 }
 
 /* Inflate exactly n_out bytes; anything else is a corrupt or lying file. */
-cd_status cd__ckpt_inflate(const char *path, const uint8_t *src, uint64_t n_in,
-                           uint8_t *dst, uint64_t n_out)
+cd_status cd__ckpt_inflate(const char *path, const uint8_t *src, uint64_t n_in, uint8_t *dst,
+                           uint64_t n_out)
 {
     z_stream zs;
     init_stream(&zs, "checkpoint decompressor");
@@ -98,9 +97,12 @@ cd_status cd__ckpt_inflate(const char *path, const uint8_t *src, uint64_t n_in,
     /* inflate allocates its window on the first output. */
     if (rc == Z_MEM_ERROR) return zlib_failed(path, "inflating the body", rc);
     if (rc == Z_STREAM_END)
-        return cd__error(CD_ERR_FORMAT, "'%s': the body inflates to %" PRIu64 " bytes, the "
-                         "header says %" PRIu64 "%s", path, got, n_out,
-                         all_in ? "" : " (and data follows the zlib stream)");
-    return cd__error(CD_ERR_FORMAT, "'%s': corrupt compressed body (zlib error %d after %"
-                     PRIu64 " of %" PRIu64 " bytes)", path, rc, got, n_out);
+        return cd__error(CD_ERR_FORMAT,
+                         "'%s': the body inflates to %" PRIu64 " bytes, the "
+                         "header says %" PRIu64 "%s",
+                         path, got, n_out, all_in ? "" : " (and data follows the zlib stream)");
+    return cd__error(CD_ERR_FORMAT,
+                     "'%s': corrupt compressed body (zlib error %d after %" PRIu64 " of %" PRIu64
+                     " bytes)",
+                     path, rc, got, n_out);
 }

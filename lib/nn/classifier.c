@@ -27,8 +27,9 @@
 #include <string.h>
 
 #define NCONV 3
-#define NLAYER 5           /* conv1..3, fc1, fc2 */
-#define PREDICT_CHUNK 128  /* images per forward in predict and accuracy: the
+#define NLAYER 5 /* conv1..3, fc1, fc2 */
+#define PREDICT_CHUNK \
+    128 /* images per forward in predict and accuracy: the
                             * memory of a training batch of 128 (about 70 MB) */
 
 static const char *const layer_names[NLAYER] = {"conv1", "conv2", "conv3", "fc1", "fc2"};
@@ -57,16 +58,15 @@ struct cd_classifier {
 
 void cd__classifier_cfg_mnist(cd__classifier_cfg *cfg)
 {
-    *cfg = (cd__classifier_cfg){28, 28, {32, 64, 32}, CD_CLASSIFIER_FEATURES,
-                                CD_CLASSIFIER_CLASSES};
+    *cfg =
+        (cd__classifier_cfg){28, 28, {32, 64, 32}, CD_CLASSIFIER_FEATURES, CD_CLASSIFIER_CLASSES};
 }
 
-static cd_status check_range(const char *fn, const char *what, int64_t v, int64_t lo,
-                             int64_t hi)
+static cd_status check_range(const char *fn, const char *what, int64_t v, int64_t lo, int64_t hi)
 {
     if (v < lo || v > hi)
-        return cd__error(CD_ERR_RANGE, "%s: %s = %" PRId64 " is outside %" PRId64 "..%" PRId64,
-                         fn, what, v, lo, hi);
+        return cd__error(CD_ERR_RANGE, "%s: %s = %" PRId64 " is outside %" PRId64 "..%" PRId64, fn,
+                         what, v, lo, hi);
     return CD_OK;
 }
 
@@ -121,8 +121,8 @@ static cd_status build(cd_classifier *c, cd_rng *rng)
     CD__TRY(describe(c));
     CD__TRY(cd__params_finalize(c->params));
     for (int i = 0; i < NLAYER; i++)
-        CD__TRY(cd__init_layer(c->params, i < NCONV ? CD__LAYER_CONV2D : CD__LAYER_LINEAR,
-                               c->w[i], c->b[i], rng));
+        CD__TRY(cd__init_layer(c->params, i < NCONV ? CD__LAYER_CONV2D : CD__LAYER_LINEAR, c->w[i],
+                               c->b[i], rng));
     return CD_OK;
 }
 
@@ -146,8 +146,7 @@ static cd_status make(cd_classifier **out, const cd__classifier_cfg *cfg, cd_rng
     return CD_OK;
 }
 
-cd_status cd__classifier_create_cfg(cd_classifier **out, const cd__classifier_cfg *cfg,
-                                    cd_rng *rng)
+cd_status cd__classifier_create_cfg(cd_classifier **out, const cd__classifier_cfg *cfg, cd_rng *rng)
 {
     static const char fn[] = "cd_classifier_create";
     CD__CHECK_NOT_NULL(out, fn);
@@ -182,14 +181,14 @@ void cd_classifier_free(cd_classifier *c)
 
 /* ---- getters ----------------------------------------------------------- */
 
-#define GETTER(type, name, expr)                                                        \
-    type name(const cd_classifier *c)                                                   \
-    {                                                                                   \
-        if (!c) {                                                                       \
-            cd__error(CD_ERR_INVALID_ARGUMENT, #name ": argument 'c' is NULL");         \
-            return -1;                                                                  \
-        }                                                                               \
-        return (expr);                                                                  \
+#define GETTER(type, name, expr)                                                \
+    type name(const cd_classifier *c)                                           \
+    {                                                                           \
+        if (!c) {                                                               \
+            cd__error(CD_ERR_INVALID_ARGUMENT, #name ": argument 'c' is NULL"); \
+            return -1;                                                          \
+        }                                                                       \
+        return (expr);                                                          \
     }
 GETTER(int64_t, cd_classifier_feature_dim, c->cfg.hidden)
 GETTER(int64_t, cd_classifier_num_classes, c->cfg.classes)
@@ -272,7 +271,7 @@ static cd_status plan(cd_classifier *c, int64_t n)
     if (n > c->labels_cap) {
         int64_t *labels = cd__calloc((size_t)n, sizeof *labels, "classifier labels");
         if (!labels) {
-            c->n = 0; /* the descriptors now describe n: force a re-plan */
+            c->n = 0;                    /* the descriptors now describe n: force a re-plan */
             return CD_ERR_OUT_OF_MEMORY; /* cd__calloc set the message */
         }
         cd__free(c->labels);
@@ -310,8 +309,7 @@ cd_status cd__classifier_forward(cd_classifier *c, const float *x, int64_t n)
     }
     cd__linear_forward(c->h, in, val(c, c->w[3]), val(c, c->b[3]), n, c->flat, g->hidden);
     cd__gelu_forward(c->f, c->h, n * g->hidden);
-    cd__linear_forward(c->logits, c->f, val(c, c->w[4]), val(c, c->b[4]), n, g->hidden,
-                       g->classes);
+    cd__linear_forward(c->logits, c->f, val(c, c->w[4]), val(c, c->b[4]), n, g->hidden, g->classes);
     return CD_OK;
 }
 
@@ -323,8 +321,8 @@ void cd__classifier_backward(cd_classifier *c, float *dx, const float *dlogits)
     const cd__classifier_cfg *g = &c->cfg;
     const int64_t n = c->n;
     memset(c->df, 0, (size_t)(n * g->hidden) * sizeof(float));
-    cd__linear_backward(c->df, grad(c, c->w[4]), grad(c, c->b[4]), dlogits, c->f,
-                        val(c, c->w[4]), n, g->hidden, g->classes);
+    cd__linear_backward(c->df, grad(c, c->w[4]), grad(c, c->b[4]), dlogits, c->f, val(c, c->w[4]),
+                        n, g->hidden, g->classes);
     memset(c->dh, 0, (size_t)(n * g->hidden) * sizeof(float));
     cd__gelu_backward(c->dh, c->df, c->h, n * g->hidden);
     /* ga holds dL/da_i, gc dL/dc_i; each is consumed before it is reused. */
@@ -355,25 +353,32 @@ static cd_status check_images(const cd_classifier *c, const char *fn, const cd_t
     CD__CHECK_NOT_NULL(t, fn);
     const int64_t H = c->cfg.height, W = c->cfg.width;
     if (t->rank == 4 && t->shape[1] != 1)
-        return cd__error(CD_ERR_SHAPE, "%s: the classifier takes 1-channel images, 'images' "
-                         "has %" PRId64 " channels", fn, t->shape[1]);
-    if (t->rank == 4) CD__TRY(cd__tensor_expect(t, fn, "images", 4, (int64_t[]){-1, 1, H, W}));
-    else CD__TRY(cd__tensor_expect(t, fn, "images", 3, (int64_t[]){-1, H, W}));
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: the classifier takes 1-channel images, 'images' "
+                         "has %" PRId64 " channels",
+                         fn, t->shape[1]);
+    if (t->rank == 4)
+        CD__TRY(cd__tensor_expect(t, fn, "images", 4, (int64_t[]){-1, 1, H, W}));
+    else
+        CD__TRY(cd__tensor_expect(t, fn, "images", 3, (int64_t[]){-1, H, W}));
     *n = t->shape[0];
     const int64_t px = H * W;
     for (int64_t i = 0; i < t->numel; i++)
         if (!isfinite(t->data[i]))
-            return cd__error(CD_ERR_NOT_FINITE, "%s: image %" PRId64 " has a non-finite pixel "
-                             "(%g) at (%" PRId64 ", %" PRId64 ")", fn, i / px,
-                             (double)t->data[i], (i % px) / W, i % W);
+            return cd__error(CD_ERR_NOT_FINITE,
+                             "%s: image %" PRId64 " has a non-finite pixel "
+                             "(%g) at (%" PRId64 ", %" PRId64 ")",
+                             fn, i / px, (double)t->data[i], (i % px) / W, i % W);
     return CD_OK;
 }
 
 static cd_status check_label(const char *fn, float v, int64_t i, int64_t K, int64_t *out)
 {
     if (!(v >= 0.0f && v <= (float)(K - 1) && v == floorf(v)))
-        return cd__error(CD_ERR_RANGE, "%s: labels[%" PRId64 "] = %g is not a class id in "
-                         "0..%" PRId64, fn, i, (double)v, K - 1);
+        return cd__error(CD_ERR_RANGE,
+                         "%s: labels[%" PRId64 "] = %g is not a class id in "
+                         "0..%" PRId64,
+                         fn, i, (double)v, K - 1);
     *out = (int64_t)v;
     return CD_OK;
 }
@@ -386,7 +391,8 @@ cd_status cd_classifier_predict(cd_classifier *c, const cd_tensor *images, cd_te
     static const char fn[] = "cd_classifier_predict";
     CD__CHECK_NOT_NULL(c, fn);
     CD__CHECK_NOT_NULL(images, fn);
-    CD__CHECK_ARG(probs || features, fn, "'probs' and 'features' are both NULL: nothing to "
+    CD__CHECK_ARG(probs || features, fn,
+                  "'probs' and 'features' are both NULL: nothing to "
                   "compute");
     int64_t n = 0;
     CD__TRY(check_images(c, fn, images, &n));
@@ -397,8 +403,7 @@ cd_status cd_classifier_predict(cd_classifier *c, const cd_tensor *images, cd_te
         const int64_t m = n - first < PREDICT_CHUNK ? n - first : PREDICT_CHUNK;
         CD__TRY(cd__classifier_forward(c, images->data + first * px, m));
         if (probs) cd__xent_forward(probs->data + first * K, c->logits, NULL, m, K);
-        if (features)
-            memcpy(features->data + first * F, c->f, (size_t)(m * F) * sizeof(float));
+        if (features) memcpy(features->data + first * F, c->f, (size_t)(m * F) * sizeof(float));
     }
     return CD_OK;
 }
@@ -412,8 +417,8 @@ static cd_status ensure_adam(cd_classifier *c)
 }
 
 /* One step on n images at x with labels already in c->labels (checked). */
-static cd_status step_raw(cd_classifier *c, const char *fn, const float *x, int64_t n,
-                          double lr, double *loss)
+static cd_status step_raw(cd_classifier *c, const char *fn, const float *x, int64_t n, double lr,
+                          double *loss)
 {
     CD__TRY(ensure_adam(c));
     CD__TRY(cd__classifier_forward(c, x, n));
@@ -422,8 +427,10 @@ static cd_status step_raw(cd_classifier *c, const char *fn, const float *x, int6
      * callers fill them after planning through stage_labels(). */
     const double l = cd__xent_forward(c->probs, c->logits, c->labels, n, K);
     if (!isfinite(l))
-        return cd__error(CD_ERR_NOT_FINITE, "%s: the loss is %g (the weights may have "
-                         "diverged; try a lower learning rate)", fn, l);
+        return cd__error(CD_ERR_NOT_FINITE,
+                         "%s: the loss is %g (the weights may have "
+                         "diverged; try a lower learning rate)",
+                         fn, l);
     CD__TRY(cd_params_zero_grad(c->params));
     memset(c->dlogits, 0, (size_t)(n * K) * sizeof(float));
     cd__xent_backward(c->dlogits, c->probs, c->labels, n, K, 1.0f);
@@ -442,8 +449,7 @@ static cd_status step_raw(cd_classifier *c, const char *fn, const float *x, int6
 }
 
 /* Plan for n and copy n float labels (checked) into c->labels. */
-static cd_status stage_labels(cd_classifier *c, const char *fn, const float *labels,
-                              int64_t n)
+static cd_status stage_labels(cd_classifier *c, const char *fn, const float *labels, int64_t n)
 {
     CD__TRY(plan(c, n));
     for (int64_t i = 0; i < n; i++)
@@ -463,8 +469,10 @@ cd_status cd_classifier_train_step(cd_classifier *c, const cd_tensor *images,
     int64_t n = 0;
     CD__TRY(check_images(c, fn, images, &n));
     if (n > CD_CLASSIFIER_MAX_BATCH)
-        return cd__error(CD_ERR_SHAPE, "%s: a batch of %" PRId64 " images is above the "
-                         "largest, %d", fn, n, CD_CLASSIFIER_MAX_BATCH);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: a batch of %" PRId64 " images is above the "
+                         "largest, %d",
+                         fn, n, CD_CLASSIFIER_MAX_BATCH);
     CD__TRY(cd__tensor_expect(labels, fn, "labels", 1, (int64_t[]){n}));
     CD__TRY(stage_labels(c, fn, labels->data, n));
     return step_raw(c, fn, images->data, n, c->opts.lr, loss);
@@ -505,7 +513,8 @@ static cd_status check_dataset(const cd_classifier *c, const char *fn, const cd_
     const int64_t H = c->cfg.height, W = c->cfg.width;
     if (cd_dataset_channels(ds) == 1 && cd_dataset_height(ds) == H && cd_dataset_width(ds) == W)
         return CD_OK;
-    return cd__error(CD_ERR_SHAPE, "%s: the classifier takes 1 x %" PRId64 " x %" PRId64
+    return cd__error(CD_ERR_SHAPE,
+                     "%s: the classifier takes 1 x %" PRId64 " x %" PRId64
                      " images, the dataset holds %" PRId64 " x %" PRId64 " x %" PRId64,
                      fn, H, W, cd_dataset_channels(ds), cd_dataset_height(ds),
                      cd_dataset_width(ds));
@@ -540,8 +549,8 @@ cd_status cd_classifier_train(cd_classifier *c, cd_dataset *ds, int64_t epochs, 
     if (st == CD_OK) st = cd_tensor_create(&lab, 1, (int64_t[]){batch});
     if (st == CD_OK && max_shift > 0) {
         tmp = cd__malloc((size_t)(H * W) * sizeof *tmp, "augmentation image");
-        offsets = tmp ? cd__malloc((size_t)(2 * batch) * sizeof *offsets,
-                                   "augmentation offsets") : NULL;
+        offsets =
+            tmp ? cd__malloc((size_t)(2 * batch) * sizeof *offsets, "augmentation offsets") : NULL;
         if (!offsets) st = CD_ERR_OUT_OF_MEMORY; /* cd__malloc set the message */
     }
     int64_t s = 0;
@@ -578,8 +587,8 @@ cd_status cd_classifier_accuracy(cd_classifier *c, const cd_dataset *ds, cd_spli
     static const char fn[] = "cd_classifier_accuracy";
     CD__CHECK_NOT_NULL(c, fn);
     CD__CHECK_NOT_NULL(ds, fn);
-    CD__CHECK_ARG(split == CD_SPLIT_TRAIN || split == CD_SPLIT_VAL || split == CD_SPLIT_TEST,
-                  fn, "'split' is not a cd_split value");
+    CD__CHECK_ARG(split == CD_SPLIT_TRAIN || split == CD_SPLIT_VAL || split == CD_SPLIT_TEST, fn,
+                  "'split' is not a cd_split value");
     const int64_t H = c->cfg.height, W = c->cfg.width, K = c->cfg.classes;
     CD__TRY(check_dataset(c, fn, ds));
     const int64_t count = cd_dataset_count(ds, split);

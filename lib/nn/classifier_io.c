@@ -49,8 +49,10 @@ cd_status cd_classifier_save(const cd_classifier *c, const char *path)
 static cd_status get_i64(const cd__ckpt *ck, const char *path, const char *key, int64_t *v)
 {
     if (cd__ckpt_get_i64(ck, key, v) != CD_OK)
-        return cd__error(CD_ERR_FORMAT, "'%s': classifier checkpoint without an int64 "
-                         "entry '%s'", path, key);
+        return cd__error(CD_ERR_FORMAT,
+                         "'%s': classifier checkpoint without an int64 "
+                         "entry '%s'",
+                         path, key);
     return CD_OK;
 }
 
@@ -58,11 +60,13 @@ static cd_status config_from_ckpt(const cd__ckpt *ck, const char *path, cd__clas
 {
     const char *type = NULL;
     if (cd__ckpt_get_str(ck, "classifier.type", &type) != CD_OK)
-        return cd__error(CD_ERR_FORMAT, "'%s': no classifier.type entry (not a classifier "
-                         "checkpoint?)", path);
+        return cd__error(CD_ERR_FORMAT,
+                         "'%s': no classifier.type entry (not a classifier "
+                         "checkpoint?)",
+                         path);
     if (strcmp(type, TYPE) != 0)
-        return cd__error(CD_ERR_FORMAT, "'%s': unknown classifier.type '%s' (expected '"
-                         TYPE "')", path, type);
+        return cd__error(CD_ERR_FORMAT, "'%s': unknown classifier.type '%s' (expected '" TYPE "')",
+                         path, type);
     CD__TRY(get_i64(ck, path, "classifier.height", &g->height));
     CD__TRY(get_i64(ck, path, "classifier.width", &g->width));
     CD__TRY(get_i64(ck, path, "classifier.hidden", &g->hidden));
@@ -70,8 +74,10 @@ static cd_status config_from_ckpt(const cd__ckpt *ck, const char *path, cd__clas
     int64_t n = 0;
     if (cd__ckpt_get_i64_array(ck, "classifier.channels", NULL, 0, &n) != CD_OK || n != 3 ||
         cd__ckpt_get_i64_array(ck, "classifier.channels", g->channels, 3, &n) != CD_OK)
-        return cd__error(CD_ERR_FORMAT, "'%s': classifier.channels must be an int64 array "
-                         "of 3 entries", path);
+        return cd__error(CD_ERR_FORMAT,
+                         "'%s': classifier.channels must be an int64 array "
+                         "of 3 entries",
+                         path);
     if (cd__classifier_cfg_check(g, "classifier") != CD_OK) {
         char cause[256];
         snprintf(cause, sizeof cause, "%s", cd_last_error());

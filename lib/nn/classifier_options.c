@@ -7,8 +7,8 @@
 #include <float.h>
 
 static const cd__option options[] = {
-    {CD_CLASSIFIER_OPT_BATCH, "batch", CD_OPTION_INT, -1, 1, CD_CLASSIFIER_MAX_BATCH, false,
-     false, 128},
+    {CD_CLASSIFIER_OPT_BATCH, "batch", CD_OPTION_INT, -1, 1, CD_CLASSIFIER_MAX_BATCH, false, false,
+     128},
     {CD_CLASSIFIER_OPT_LR, "lr", CD_OPTION_REAL, -1, 0, DBL_MAX, true, false, 1e-3},
     /* The bound for 28 x 28 images; training checks min(H, W) / 4. */
     {CD_CLASSIFIER_OPT_MAX_SHIFT, "max_shift", CD_OPTION_INT, -1, 0, 7, false, false, 1},
@@ -42,8 +42,10 @@ cd_status cd_classifier_set_int(cd_classifier *c, cd_classifier_option key, int6
     if (!o) return cd_last_status();
     CD__TRY(cd__option_check_int(o, fn, value));
     cd__classifier_opts *opts = cd__classifier_opts_of(c);
-    if (key == CD_CLASSIFIER_OPT_BATCH) opts->batch = value;
-    else opts->max_shift = value;
+    if (key == CD_CLASSIFIER_OPT_BATCH)
+        opts->batch = value;
+    else
+        opts->max_shift = value;
     return CD_OK;
 }
 
@@ -58,8 +60,7 @@ cd_status cd_classifier_set_real(cd_classifier *c, cd_classifier_option key, dou
     return CD_OK;
 }
 
-cd_status cd_classifier_get_int(const cd_classifier *c, cd_classifier_option key,
-                                int64_t *value)
+cd_status cd_classifier_get_int(const cd_classifier *c, cd_classifier_option key, int64_t *value)
 {
     static const char fn[] = "cd_classifier_get_int";
     CD__CHECK_NOT_NULL(c, fn);
@@ -72,8 +73,7 @@ cd_status cd_classifier_get_int(const cd_classifier *c, cd_classifier_option key
     return CD_OK;
 }
 
-cd_status cd_classifier_get_real(const cd_classifier *c, cd_classifier_option key,
-                                 double *value)
+cd_status cd_classifier_get_real(const cd_classifier *c, cd_classifier_option key, double *value)
 {
     static const char fn[] = "cd_classifier_get_real";
     CD__CHECK_NOT_NULL(c, fn);

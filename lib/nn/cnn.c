@@ -19,9 +19,9 @@
 #define MAXL CD__DEC_MAX_LIST
 
 typedef struct {
-    int32_t L;    /* hidden blocks */
-    int32_t M;    /* time-MLP linear layers: time_layers + 1 */
-    int64_t enc;  /* encoding width: 2 x frequencies */
+    int32_t L;   /* hidden blocks */
+    int32_t M;   /* time-MLP linear layers: time_layers + 1 */
+    int64_t enc; /* encoding width: 2 x frequencies */
     int64_t conv_w[MAXL + 1], conv_b[MAXL + 1], ln_w[MAXL], ln_b[MAXL];
     int64_t mlp_w[MAXL], mlp_b[MAXL], mlp_in[MAXL], mlp_out[MAXL];
     float freq[64];
@@ -47,8 +47,8 @@ static cd_status cnn_build(cd_decoder *d)
     for (int32_t i = 0; i < m->L; i++) {
         const int64_t h = cfg->hidden[i], ln_shape[3] = {h, cfg->height, cfg->width};
         snprintf(name, sizeof name, "blocks.%" PRId32 ".net.0", i);
-        CD__TRY(cd__decoder_add_conv(d, name, h, in, cfg->kernel, cfg->kernel, true,
-                                     &m->conv_w[i], &m->conv_b[i]));
+        CD__TRY(cd__decoder_add_conv(d, name, h, in, cfg->kernel, cfg->kernel, true, &m->conv_w[i],
+                                     &m->conv_b[i]));
         snprintf(name, sizeof name, "blocks.%" PRId32 ".net.1", i);
         CD__TRY(cd__decoder_add_layernorm(d, name, 3, ln_shape, &m->ln_w[i], &m->ln_b[i]));
         in = h;
@@ -71,7 +71,8 @@ static cd_status cnn_build(cd_decoder *d)
 static cd_status cnn_check_shape(const cd_decoder *d, int64_t H, int64_t W)
 {
     if (H != d->cfg.height || W != d->cfg.width)
-        return cd__error(CD_ERR_SHAPE, "this CNN decoder was built for %" PRId64 "x%" PRId64
+        return cd__error(CD_ERR_SHAPE,
+                         "this CNN decoder was built for %" PRId64 "x%" PRId64
                          " images (its LayerNorms are C x H x W), got %" PRId64 "x%" PRId64,
                          d->cfg.height, d->cfg.width, H, W);
     return CD_OK;
@@ -162,13 +163,20 @@ static void cnn_forward(cd_decoder *d, float *out, const float *z, const float *
     for (int32_t i = 0; i < m->L; i++) {
         /* LayerNorm + GELU (+ e) run per image right after its convolution,
          * while c[i] of that image is still in cache. */
-        cd__ln_gelu_args lg = {m->x[i], m->mean[i], m->rstd[i], m->c[i],
+        cd__ln_gelu_args lg = {m->x[i],
+                               m->mean[i],
+                               m->rstd[i],
+                               m->c[i],
                                cd__decoder_value(d, m->ln_w[i]),
-                               cd__decoder_value(d, m->ln_b[i]), i == 0 ? emb : NULL, N,
-                               d->cfg.hidden[i], HW, 1e-5f};
+                               cd__decoder_value(d, m->ln_b[i]),
+                               i == 0 ? emb : NULL,
+                               N,
+                               d->cfg.hidden[i],
+                               HW,
+                               1e-5f};
         cd__conv2d_forward_epi(&m->conv[i], m->c[i], in, cd__decoder_value(d, m->conv_w[i]),
-                               cd__decoder_value(d, m->conv_b[i]), m->ws,
-                               cd__ln_gelu_forward_task, &lg);
+                               cd__decoder_value(d, m->conv_b[i]), m->ws, cd__ln_gelu_forward_task,
+                               &lg);
         in = m->x[i];
     }
     cd__conv2d_forward(&m->conv[m->L], out, in, cd__decoder_value(d, m->conv_w[m->L]),
@@ -184,9 +192,8 @@ static void mlp_backward(cd_decoder *d, cnn_t *m, const float *demb)
         const float *in = j == 0 ? m->tenc : m->act[j - 1];
         float *din = j == 0 ? NULL : m->dact;
         if (din) memset(din, 0, (size_t)(N * nin) * sizeof *din);
-        cd__linear_backward(din, cd__decoder_grad(d, m->mlp_w[j]),
-                            cd__decoder_grad(d, m->mlp_b[j]), g, in,
-                            cd__decoder_value(d, m->mlp_w[j]), N, nin, m->mlp_out[j]);
+        cd__linear_backward(din, cd__decoder_grad(d, m->mlp_w[j]), cd__decoder_grad(d, m->mlp_b[j]),
+                            g, in, cd__decoder_value(d, m->mlp_w[j]), N, nin, m->mlp_out[j]);
         if (j == 0) break;
         memset(m->dpre, 0, (size_t)(N * nin) * sizeof *m->dpre);
         cd__gelu_backward(m->dpre, m->dact, m->pre[j - 1], N * nin);
@@ -199,8 +206,7 @@ static void cnn_backward(cd_decoder *d, float *dz, const float *dout)
     cnn_t *m = d->impl;
     const int64_t N = m->N, HW = m->HW;
     /* Each dx[i] is written whole by the convolution above it: no clearing. */
-    cd__conv2d_backward_set(&m->conv[m->L], m->dx[m->L - 1],
-                            cd__decoder_grad(d, m->conv_w[m->L]),
+    cd__conv2d_backward_set(&m->conv[m->L], m->dx[m->L - 1], cd__decoder_grad(d, m->conv_w[m->L]),
                             cd__decoder_grad(d, m->conv_b[m->L]), dout, m->x[m->L - 1],
                             cd__decoder_value(d, m->conv_w[m->L]), m->ws);
     memset(m->demb, 0, (size_t)(N * d->cfg.hidden[0]) * sizeof(float));
@@ -225,5 +231,5 @@ static void cnn_backward(cd_decoder *d, float *dz, const float *dout)
 
 static void cnn_free(void *impl) { cd__free(impl); }
 
-const cd__decoder_ops cd__cnn_ops = {cnn_build, cnn_check_shape, cnn_plan, cnn_forward,
-                                     cnn_backward, cnn_free};
+const cd__decoder_ops cd__cnn_ops = {cnn_build,   cnn_check_shape, cnn_plan,
+                                     cnn_forward, cnn_backward,    cnn_free};

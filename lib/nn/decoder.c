@@ -17,8 +17,8 @@ float *cd__arena_take(cd__arena *a, size_t n)
 
 /* ---- parameters ------------------------------------------------------- */
 
-static cd_status add_param(cd_decoder *d, const char *prefix, const char *suffix,
-                           int32_t rank, const int64_t *shape, int64_t *index)
+static cd_status add_param(cd_decoder *d, const char *prefix, const char *suffix, int32_t rank,
+                           const int64_t *shape, int64_t *index)
 {
     char name[CD_PARAMS_MAX_NAME + 1];
     int n = snprintf(name, sizeof name, "%s.%s", prefix, suffix);
@@ -35,9 +35,8 @@ static cd_status add_init(cd_decoder *d, int kind, int64_t w, int64_t b)
     return CD_OK;
 }
 
-cd_status cd__decoder_add_conv(cd_decoder *d, const char *prefix, int64_t out,
-                               int64_t in_per_group, int64_t kh, int64_t kw,
-                               bool bias, int64_t *w, int64_t *b)
+cd_status cd__decoder_add_conv(cd_decoder *d, const char *prefix, int64_t out, int64_t in_per_group,
+                               int64_t kh, int64_t kw, bool bias, int64_t *w, int64_t *b)
 {
     const int64_t ws[4] = {out, in_per_group, kh, kw};
     *b = -1;
@@ -46,9 +45,8 @@ cd_status cd__decoder_add_conv(cd_decoder *d, const char *prefix, int64_t out,
     return add_init(d, CD__LAYER_CONV2D, *w, *b);
 }
 
-cd_status cd__decoder_add_convt(cd_decoder *d, const char *prefix, int64_t in,
-                                int64_t out, int64_t kh, int64_t kw, int64_t *w,
-                                int64_t *b)
+cd_status cd__decoder_add_convt(cd_decoder *d, const char *prefix, int64_t in, int64_t out,
+                                int64_t kh, int64_t kw, int64_t *w, int64_t *b)
 {
     const int64_t ws[4] = {in, out, kh, kw};
     CD__TRY(add_param(d, prefix, "weight", 4, ws, w));
@@ -56,8 +54,8 @@ cd_status cd__decoder_add_convt(cd_decoder *d, const char *prefix, int64_t in,
     return add_init(d, CD__LAYER_CONV_TRANSPOSE2D, *w, *b);
 }
 
-cd_status cd__decoder_add_linear(cd_decoder *d, const char *prefix, int64_t out,
-                                 int64_t in, int64_t *w, int64_t *b)
+cd_status cd__decoder_add_linear(cd_decoder *d, const char *prefix, int64_t out, int64_t in,
+                                 int64_t *w, int64_t *b)
 {
     const int64_t ws[2] = {out, in};
     CD__TRY(add_param(d, prefix, "weight", 2, ws, w));
@@ -87,8 +85,10 @@ static cd_status init_params(cd_decoder *d, cd_rng *rng)
 {
     for (int32_t i = 0; i < d->n_init; i++) {
         const cd__init_entry *e = &d->init[i];
-        if (e->kind < 0) CD__TRY(cd__init_layer_norm(d->params, e->weight, e->bias));
-        else CD__TRY(cd__init_layer(d->params, (cd__layer_kind)e->kind, e->weight, e->bias, rng));
+        if (e->kind < 0)
+            CD__TRY(cd__init_layer_norm(d->params, e->weight, e->bias));
+        else
+            CD__TRY(cd__init_layer(d->params, (cd__layer_kind)e->kind, e->weight, e->bias, rng));
     }
     return CD_OK;
 }
@@ -185,19 +185,24 @@ cd_status cd_decoder_get_config(const cd_decoder *d, cd_decoder_config **out)
  * size computed from it (pixels x widest layer x buffers) can overflow. */
 #define MAX_BATCH_PIXELS (INT64_C(1) << 31)
 
-static cd_status check_dims(const cd_decoder *d, const char *fn, int64_t N, int64_t C,
-                            int64_t H, int64_t W)
+static cd_status check_dims(const cd_decoder *d, const char *fn, int64_t N, int64_t C, int64_t H,
+                            int64_t W)
 {
     if (N < 1 || H < 1 || W < 1)
-        return cd__error(CD_ERR_SHAPE, "%s: batch and image sizes must be positive, got "
-                         "%" PRId64 "x%" PRId64 "x%" PRId64 "x%" PRId64, fn, N, C, H, W);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: batch and image sizes must be positive, got "
+                         "%" PRId64 "x%" PRId64 "x%" PRId64 "x%" PRId64,
+                         fn, N, C, H, W);
     if (H > MAX_BATCH_PIXELS || W > MAX_BATCH_PIXELS / H || N > MAX_BATCH_PIXELS / (H * W))
-        return cd__error(CD_ERR_OVERFLOW, "%s: a batch of %" PRId64 " images of %" PRId64
-                         "x%" PRId64 " is beyond the supported %" PRId64 " pixels", fn, N, H,
-                         W, MAX_BATCH_PIXELS);
+        return cd__error(CD_ERR_OVERFLOW,
+                         "%s: a batch of %" PRId64 " images of %" PRId64 "x%" PRId64
+                         " is beyond the supported %" PRId64 " pixels",
+                         fn, N, H, W, MAX_BATCH_PIXELS);
     if (C != d->cfg.channels)
-        return cd__error(CD_ERR_SHAPE, "%s: the decoder takes %" PRId64 " channel(s), the "
-                         "input has %" PRId64, fn, d->cfg.channels, C);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: the decoder takes %" PRId64 " channel(s), the "
+                         "input has %" PRId64,
+                         fn, d->cfg.channels, C);
     return d->ops->check_shape(d, H, W);
 }
 
@@ -220,8 +225,7 @@ cd_status cd__decoder_plan_bytes(cd_decoder *d, int64_t N, int64_t H, int64_t W,
     return CD_OK;
 }
 
-cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N, int64_t H, int64_t W,
-                                    int64_t *bytes)
+cd_status cd_decoder_workspace_size(cd_decoder *d, int64_t N, int64_t H, int64_t W, int64_t *bytes)
 {
     return cd__decoder_plan_bytes(d, N, H, W, true, bytes);
 }
@@ -256,13 +260,12 @@ static cd_status ensure_plan(cd_decoder *d, int64_t N, int64_t H, int64_t W, boo
     return CD_OK;
 }
 
-static cd_status image_dims(const cd_tensor *t, const char *fn, const char *name,
-                            int64_t dims[4])
+static cd_status image_dims(const cd_tensor *t, const char *fn, const char *name, int64_t dims[4])
 {
     if (!t) return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: tensor '%s' is NULL", fn, name);
     if (cd_tensor_rank(t) != 4)
-        return cd__error(CD_ERR_SHAPE, "%s: '%s' must be N x C x H x W, got rank %" PRId64,
-                         fn, name, cd_tensor_rank(t));
+        return cd__error(CD_ERR_SHAPE, "%s: '%s' must be N x C x H x W, got rank %" PRId64, fn,
+                         name, cd_tensor_rank(t));
     return cd_tensor_shape(t, dims, 4);
 }
 
@@ -296,8 +299,7 @@ cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z, const cd_tensor 
     return run_forward(d, "cd_decoder_forward", z, tau, out, true);
 }
 
-cd_status cd_decoder_infer(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
-                           cd_tensor *out)
+cd_status cd_decoder_infer(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau, cd_tensor *out)
 {
     return run_forward(d, "cd_decoder_infer", z, tau, out, false);
 }
@@ -307,16 +309,20 @@ cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout, cd_tensor *d
     static const char fn[] = "cd_decoder_backward";
     CD__CHECK_NOT_NULL(d, fn);
     if (!d->forward_done)
-        return cd__error(CD_ERR_STATE, "%s: call cd_decoder_forward first (backward uses "
-                         "the activations it saved; cd_decoder_infer saves none)", fn);
+        return cd__error(CD_ERR_STATE,
+                         "%s: call cd_decoder_forward first (backward uses "
+                         "the activations it saved; cd_decoder_infer saves none)",
+                         fn);
     const int64_t s[4] = {d->N, d->cfg.channels, d->H, d->W};
     CD__TRY(cd__tensor_expect(dout, fn, "dout", 4, s));
     CD__TRY(cd__check_finite(dout, fn, "dout"));
     if (dz) {
         CD__TRY(cd__tensor_expect(dz, fn, "dz", 4, s));
         if (dz == dout)
-            return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: dz and dout are the same tensor "
-                             "(dz is cleared before dout is read)", fn);
+            return cd__error(CD_ERR_INVALID_ARGUMENT,
+                             "%s: dz and dout are the same tensor "
+                             "(dz is cleared before dout is read)",
+                             fn);
         memset(dz->data, 0, (size_t)dz->numel * sizeof(float));
     }
     d->ops->backward(d, dz ? dz->data : NULL, dout->data);

@@ -85,8 +85,8 @@ struct cd_decoder {
     void *impl;
     cd__init_entry init[CD__DEC_MAX_LAYERS];
     int32_t n_init;
-    int64_t N, H, W;   /* the current plan; N == 0 before the first */
-    bool train;        /* the current plan keeps what backward needs */
+    int64_t N, H, W; /* the current plan; N == 0 before the first */
+    bool train;      /* the current plan keeps what backward needs */
     float *arena;
     size_t arena_floats;
     bool forward_done; /* saved activations are valid for backward */
@@ -104,17 +104,14 @@ struct cd_decoder {
 /* Parameter helpers for build(): add "<prefix>.weight" (and ".bias") in
  * PyTorch's layout and register the layer for initialisation; the indices
  * go to *w and *b (-1 without bias). */
-cd_status cd__decoder_add_conv(cd_decoder *d, const char *prefix, int64_t out,
-                               int64_t in_per_group, int64_t kh, int64_t kw,
-                               bool bias, int64_t *w, int64_t *b);
-cd_status cd__decoder_add_convt(cd_decoder *d, const char *prefix, int64_t in,
-                                int64_t out, int64_t kh, int64_t kw, int64_t *w,
-                                int64_t *b);
-cd_status cd__decoder_add_linear(cd_decoder *d, const char *prefix, int64_t out,
-                                 int64_t in, int64_t *w, int64_t *b);
-cd_status cd__decoder_add_layernorm(cd_decoder *d, const char *prefix,
-                                    int32_t rank, const int64_t *shape,
-                                    int64_t *w, int64_t *b);
+cd_status cd__decoder_add_conv(cd_decoder *d, const char *prefix, int64_t out, int64_t in_per_group,
+                               int64_t kh, int64_t kw, bool bias, int64_t *w, int64_t *b);
+cd_status cd__decoder_add_convt(cd_decoder *d, const char *prefix, int64_t in, int64_t out,
+                                int64_t kh, int64_t kw, int64_t *w, int64_t *b);
+cd_status cd__decoder_add_linear(cd_decoder *d, const char *prefix, int64_t out, int64_t in,
+                                 int64_t *w, int64_t *b);
+cd_status cd__decoder_add_layernorm(cd_decoder *d, const char *prefix, int32_t rank,
+                                    const int64_t *shape, int64_t *w, int64_t *b);
 
 /* Parameter value and gradient pointers by index (after finalize). */
 float *cd__decoder_value(cd_decoder *d, int64_t index);

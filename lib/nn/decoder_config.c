@@ -27,8 +27,14 @@ void cd__decoder_cfg_defaults(cd__decoder_cfg *c, cd_decoder_kind type)
     c->convnext_mult = 2;
 }
 
-#define INT_KEY(k, n, lo, hi, def) {k, n, CD_OPTION_INT, -1, lo, hi, false, false, def}
-#define LIST_KEY(k, n, lo, hi, def) {k, n, CD_OPTION_INT_LIST, -1, lo, hi, false, false, def}
+#define INT_KEY(k, n, lo, hi, def)                         \
+    {                                                      \
+        k, n, CD_OPTION_INT, -1, lo, hi, false, false, def \
+    }
+#define LIST_KEY(k, n, lo, hi, def)                             \
+    {                                                           \
+        k, n, CD_OPTION_INT_LIST, -1, lo, hi, false, false, def \
+    }
 
 /* Defaults are the CNN's (a UNet configuration starts from the same
  * values; only its own keys matter to it). */
@@ -78,8 +84,7 @@ cd_status cd_decoder_config_create(cd_decoder_config **out, cd_decoder_kind kind
     CD__CHECK_NOT_NULL(out, fn);
     *out = NULL;
     if (kind != CD_DECODER_CNN && kind != CD_DECODER_UNET)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown decoder kind %d", fn,
-                         (int)kind);
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: unknown decoder kind %d", fn, (int)kind);
     cd_decoder_config *cfg = cd__calloc(1, sizeof *cfg, "decoder configuration");
     if (!cfg) return cd_last_status();
     cd__decoder_cfg_defaults(&cfg->c, kind);
@@ -101,8 +106,9 @@ static cd_status check_value(const char *fn, const cd__option *o, int64_t v)
 {
     if (o->type == CD_OPTION_INT_LIST) {
         if (v < (int64_t)o->lo || v > (int64_t)o->hi)
-            return cd__error(CD_ERR_RANGE, "%s: %s entry %" PRId64 " is outside %" PRId64
-                             "..%" PRId64, fn, o->name, v, (int64_t)o->lo, (int64_t)o->hi);
+            return cd__error(CD_ERR_RANGE,
+                             "%s: %s entry %" PRId64 " is outside %" PRId64 "..%" PRId64, fn,
+                             o->name, v, (int64_t)o->lo, (int64_t)o->hi);
     } else {
         CD__TRY(cd__option_check_int(o, fn, v));
     }
@@ -111,13 +117,13 @@ static cd_status check_value(const char *fn, const cd__option *o, int64_t v)
     return CD_OK;
 }
 
-cd_status cd_decoder_config_set_int(cd_decoder_config *cfg, cd_decoder_option key,
-                                    int64_t value)
+cd_status cd_decoder_config_set_int(cd_decoder_config *cfg, cd_decoder_option key, int64_t value)
 {
     static const char fn[] = "cd_decoder_config_set_int";
     CD__CHECK_NOT_NULL(cfg, fn);
     const cd__option *o = find_key(fn, key);
     if (!o) return cd_last_status();
+    CD__TRY(cd__option_check_int(o, fn, value)); /* refuses the list keys */
     CD__TRY(check_value(fn, o, value));
     *scalar_slot(&cfg->c, key) = value;
     return CD_OK;
@@ -140,8 +146,10 @@ static const cd__option *find_list(const char *fn, cd_decoder_option key)
 {
     const cd__option *o = find_key(fn, key);
     if (o && o->type != CD_OPTION_INT_LIST) {
-        cd__error(CD_ERR_INVALID_ARGUMENT, "%s: option '%s' is a single integer; use the "
-                  "_int calls", fn, o->name);
+        cd__error(CD_ERR_INVALID_ARGUMENT,
+                  "%s: option '%s' is a single integer; use the "
+                  "_int calls",
+                  fn, o->name);
         return NULL;
     }
     return o;
@@ -156,13 +164,15 @@ cd_status cd_decoder_config_set_list(cd_decoder_config *cfg, cd_decoder_option k
     if (!o) return cd_last_status();
     CD__CHECK_NOT_NULL(values, fn);
     if (n < 1 || n > CD__DEC_MAX_LIST)
-        return cd__error(CD_ERR_RANGE, "%s: %s needs 1..%d values, got %" PRId64, fn,
-                         o->name, CD__DEC_MAX_LIST, n);
+        return cd__error(CD_ERR_RANGE, "%s: %s needs 1..%d values, got %" PRId64, fn, o->name,
+                         CD__DEC_MAX_LIST, n);
     for (int64_t i = 0; i < n; i++) CD__TRY(check_value(fn, o, values[i]));
     int64_t *dst = key == CD_DECODER_OPT_HIDDEN ? cfg->c.hidden : cfg->c.dim_mults;
     memcpy(dst, values, (size_t)n * sizeof *values);
-    if (key == CD_DECODER_OPT_HIDDEN) cfg->c.n_hidden = n;
-    else cfg->c.n_mults = n;
+    if (key == CD_DECODER_OPT_HIDDEN)
+        cfg->c.n_hidden = n;
+    else
+        cfg->c.n_mults = n;
     return CD_OK;
 }
 
@@ -178,8 +188,9 @@ cd_status cd_decoder_config_get_list(const cd_decoder_config *cfg, cd_decoder_op
     int64_t count = key == CD_DECODER_OPT_HIDDEN ? cfg->c.n_hidden : cfg->c.n_mults;
     *n = count;
     if (capacity < count)
-        return cd__error(CD_ERR_SHAPE, "%s: capacity %" PRId64 " is less than the %"
-                         PRId64 " values of %s", fn, capacity, count, o->name);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: capacity %" PRId64 " is less than the %" PRId64 " values of %s", fn,
+                         capacity, count, o->name);
     CD__CHECK_NOT_NULL(values, fn);
     memcpy(values, src, (size_t)count * sizeof *src);
     return CD_OK;
@@ -190,11 +201,15 @@ cd_status cd__decoder_cfg_validate(const cd__decoder_cfg *c)
     static const char fn[] = "cd_decoder_create";
     if (c->type == CD_DECODER_UNET) {
         if (c->dim % 2 != 0)
-            return cd__error(CD_ERR_RANGE, "%s: dim = %" PRId64 " must be even "
-                             "(sinusoidal embedding)", fn, c->dim);
+            return cd__error(CD_ERR_RANGE,
+                             "%s: dim = %" PRId64 " must be even "
+                             "(sinusoidal embedding)",
+                             fn, c->dim);
         if (c->n_mults < 2)
-            return cd__error(CD_ERR_RANGE, "%s: the UNet needs at least 2 levels "
-                             "(dim_mults)", fn);
+            return cd__error(CD_ERR_RANGE,
+                             "%s: the UNet needs at least 2 levels "
+                             "(dim_mults)",
+                             fn);
     }
     return CD_OK;
 }

@@ -13,13 +13,21 @@ typedef struct {
     size_t offset; /* of the int64_t in cd__decoder_cfg */
 } scalar_key;
 
-#define KEY(name, field) {name, offsetof(cd__decoder_cfg, field)}
+#define KEY(name, field)                       \
+    {                                          \
+        name, offsetof(cd__decoder_cfg, field) \
+    }
 static const scalar_key scalars[] = {
-    KEY("decoder.channels", channels),       KEY("decoder.height", height),
-    KEY("decoder.width", width),             KEY("decoder.kernel", kernel),
-    KEY("decoder.time_freqs", time_freqs),   KEY("decoder.time_hidden", time_hidden),
-    KEY("decoder.time_layers", time_layers), KEY("decoder.dim", dim),
-    KEY("decoder.heads", heads),             KEY("decoder.head_dim", head_dim),
+    KEY("decoder.channels", channels),
+    KEY("decoder.height", height),
+    KEY("decoder.width", width),
+    KEY("decoder.kernel", kernel),
+    KEY("decoder.time_freqs", time_freqs),
+    KEY("decoder.time_hidden", time_hidden),
+    KEY("decoder.time_layers", time_layers),
+    KEY("decoder.dim", dim),
+    KEY("decoder.heads", heads),
+    KEY("decoder.head_dim", head_dim),
     KEY("decoder.convnext_mult", convnext_mult),
 };
 #undef KEY
@@ -53,17 +61,17 @@ cd_status cd__decoder_config_from_ckpt(const cd__ckpt *ck, cd_decoder_config **o
     *out = NULL;
     if (cd__ckpt_get_str(ck, "decoder.type", &type) != CD_OK)
         return cd__error(CD_ERR_FORMAT, "checkpoint: no decoder.type entry (not a decoder "
-                         "checkpoint?)");
+                                        "checkpoint?)");
     int32_t t = 0;
     if (cd_enum_parse(CD_ENUM_DECODER_KIND, type, &t) != CD_OK)
         return cd__error(CD_ERR_FORMAT, "checkpoint: unknown decoder.type '%s'", type);
     cd_decoder_config *cfg = NULL;
     CD__TRY(cd_decoder_config_create(&cfg, (cd_decoder_kind)t));
-    static const cd_decoder_option keys[N_SCALARS] = {
-        CD_DECODER_OPT_CHANNELS,    CD_DECODER_OPT_HEIGHT,      CD_DECODER_OPT_WIDTH,
-        CD_DECODER_OPT_KERNEL,      CD_DECODER_OPT_TIME_FREQS,  CD_DECODER_OPT_TIME_HIDDEN,
-        CD_DECODER_OPT_TIME_LAYERS, CD_DECODER_OPT_DIM,         CD_DECODER_OPT_HEADS,
-        CD_DECODER_OPT_HEAD_DIM,    CD_DECODER_OPT_CONVNEXT_MULT};
+    static const cd_decoder_option keys[N_SCALARS] =
+        {CD_DECODER_OPT_CHANNELS,    CD_DECODER_OPT_HEIGHT,       CD_DECODER_OPT_WIDTH,
+         CD_DECODER_OPT_KERNEL,      CD_DECODER_OPT_TIME_FREQS,   CD_DECODER_OPT_TIME_HIDDEN,
+         CD_DECODER_OPT_TIME_LAYERS, CD_DECODER_OPT_DIM,          CD_DECODER_OPT_HEADS,
+         CD_DECODER_OPT_HEAD_DIM,    CD_DECODER_OPT_CONVNEXT_MULT};
     cd_status st = CD_OK;
     for (size_t i = 0; st == CD_OK && i < N_SCALARS; i++) {
         int64_t v;
@@ -129,8 +137,10 @@ static cd_status prediction_from_ckpt(const cd__ckpt *ck, int32_t *out)
         CD__TRY(st);
     }
     if (p < CD_PREDICT_NOISE || p > CD_PREDICT_V)
-        return cd__error(CD_ERR_FORMAT, "checkpoint: decoder.prediction = %lld is not 0 (noise), "
-                         "1 (x0) or 2 (v)", (long long)p);
+        return cd__error(CD_ERR_FORMAT,
+                         "checkpoint: decoder.prediction = %lld is not 0 (noise), "
+                         "1 (x0) or 2 (v)",
+                         (long long)p);
     *out = (int32_t)p;
     return CD_OK;
 }
@@ -147,8 +157,10 @@ cd_prediction cd_decoder_get_prediction(const cd_decoder *d)
 cd_status cd__decoder_check_T(const cd_decoder *d, int64_t T, const char *fn)
 {
     if (d->trained_T == 0 || d->trained_T == T) return CD_OK;
-    return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the decoder was trained for T = %lld, the "
-                     "degradation has T = %lld", fn, (long long)d->trained_T, (long long)T);
+    return cd__error(CD_ERR_INVALID_ARGUMENT,
+                     "%s: the decoder was trained for T = %lld, the "
+                     "degradation has T = %lld",
+                     fn, (long long)d->trained_T, (long long)T);
 }
 
 int64_t cd_decoder_trained_T(const cd_decoder *d)

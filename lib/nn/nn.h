@@ -24,8 +24,8 @@
  * cd_params_add() that also reports the new tensor's index (may be NULL).
  * Decoders build their sets through this. Errors as cd_params_add().
  */
-cd_status cd__params_add(cd_params *p, const char *name, int64_t rank,
-                         const int64_t *shape, int64_t *index);
+cd_status cd__params_add(cd_params *p, const char *name, int64_t rank, const int64_t *shape,
+                         int64_t *index);
 
 /*
  * Fix the layout and allocate the value and gradient blocks (both zero).
@@ -84,8 +84,8 @@ cd_status cd__init_uniform(cd_rng *rng, float *dst, int64_t n, double bound);
  * The distribution matches PyTorch; the stream of numbers does not (PyTorch
  * uses its own mt19937), so weights are not those of torch.manual_seed(s).
  */
-cd_status cd__init_layer(cd_params *p, cd__layer_kind kind, int64_t weight,
-                         int64_t bias, cd_rng *rng);
+cd_status cd__init_layer(cd_params *p, cd__layer_kind kind, int64_t weight, int64_t bias,
+                         cd_rng *rng);
 
 /* LayerNorm's defaults: weight 1, bias 0 (either index may be -1). */
 cd_status cd__init_layer_norm(cd_params *p, int64_t weight, int64_t bias);
@@ -190,8 +190,8 @@ float *cd__adam_ema_mut(cd__adam *a);
  * Everything is checked and
  * allocated first: on failure the optimiser is unchanged.
  */
-cd_status cd__adam_restore(cd__adam *a, const double *hyper, int64_t steps,
-                           const float *m, const float *v, const float *ema);
+cd_status cd__adam_restore(cd__adam *a, const double *hyper, int64_t steps, const float *m,
+                           const float *v, const float *ema);
 
 /* ---- checkpoint.c: the checkpoint file (docs/checkpoint-format.md) ----- */
 
@@ -228,10 +228,8 @@ void cd__ckpt_free(cd__ckpt *ck);
 cd_status cd__ckpt_set_i64(cd__ckpt *ck, const char *key, int64_t value);
 cd_status cd__ckpt_set_f64(cd__ckpt *ck, const char *key, double value);
 cd_status cd__ckpt_set_str(cd__ckpt *ck, const char *key, const char *value);
-cd_status cd__ckpt_set_f32_array(cd__ckpt *ck, const char *key,
-                                 const float *values, int64_t n);
-cd_status cd__ckpt_set_i64_array(cd__ckpt *ck, const char *key,
-                                 const int64_t *values, int64_t n);
+cd_status cd__ckpt_set_f32_array(cd__ckpt *ck, const char *key, const float *values, int64_t n);
+cd_status cd__ckpt_set_i64_array(cd__ckpt *ck, const char *key, const int64_t *values, int64_t n);
 
 /*
  * Getters: CD_ERR_NOT_FOUND if the key is absent, CD_ERR_FORMAT if it holds
@@ -241,25 +239,21 @@ cd_status cd__ckpt_set_i64_array(cd__ckpt *ck, const char *key,
  */
 cd_status cd__ckpt_get_i64(const cd__ckpt *ck, const char *key, int64_t *value);
 cd_status cd__ckpt_get_f64(const cd__ckpt *ck, const char *key, double *value);
-cd_status cd__ckpt_get_str(const cd__ckpt *ck, const char *key,
-                           const char **value);
-cd_status cd__ckpt_get_f32_array(const cd__ckpt *ck, const char *key,
-                                 float *values, int64_t cap, int64_t *n);
-cd_status cd__ckpt_get_i64_array(const cd__ckpt *ck, const char *key,
-                                 int64_t *values, int64_t cap, int64_t *n);
+cd_status cd__ckpt_get_str(const cd__ckpt *ck, const char *key, const char **value);
+cd_status cd__ckpt_get_f32_array(const cd__ckpt *ck, const char *key, float *values, int64_t cap,
+                                 int64_t *n);
+cd_status cd__ckpt_get_i64_array(const cd__ckpt *ck, const char *key, int64_t *values, int64_t cap,
+                                 int64_t *n);
 
 /* Enumerate configuration keys: count, then key i (borrowed) and type. */
 int64_t cd__ckpt_config_count(const cd__ckpt *ck);
-const char *cd__ckpt_config_key(const cd__ckpt *ck, int64_t i,
-                                cd__ckpt_type *type);
+const char *cd__ckpt_config_key(const cd__ckpt *ck, int64_t i, cd__ckpt_type *type);
 
 /* Free-form metadata: string keys and values (no NUL bytes). */
 cd_status cd__ckpt_set_meta(cd__ckpt *ck, const char *key, const char *value);
-cd_status cd__ckpt_get_meta(const cd__ckpt *ck, const char *key,
-                            const char **value);
+cd_status cd__ckpt_get_meta(const cd__ckpt *ck, const char *key, const char **value);
 int64_t cd__ckpt_meta_count(const cd__ckpt *ck);
-cd_status cd__ckpt_meta_at(const cd__ckpt *ck, int64_t i, const char **key,
-                           const char **value);
+cd_status cd__ckpt_meta_at(const cd__ckpt *ck, int64_t i, const char **key, const char **value);
 
 /* Named RNG states (e.g. "train", "data"): set copies rng's state now;
  * get restores it into rng (CD_ERR_NOT_FOUND if absent; rng unchanged on
@@ -269,8 +263,7 @@ cd_status cd__ckpt_get_rng(const cd__ckpt *ck, const char *name, cd_rng *rng);
 
 /* Training counters (both >= 0); get: CD_ERR_NOT_FOUND if not stored. */
 cd_status cd__ckpt_set_counters(cd__ckpt *ck, int64_t step, int64_t epoch);
-cd_status cd__ckpt_get_counters(const cd__ckpt *ck, int64_t *step,
-                                int64_t *epoch);
+cd_status cd__ckpt_get_counters(const cd__ckpt *ck, int64_t *step, int64_t *epoch);
 
 /*
  * Write a checkpoint atomically (temporary file, fsync, rename): ck's
@@ -309,16 +302,14 @@ cd_status cd__ckpt_read(cd__ckpt **out, const char *path);
  * differs; the message names the tensor), CD_ERR_STATE (ck holds no
  * tensors: it was not read from a file), CD_ERR_INVALID_ARGUMENT.
  */
-cd_status cd__ckpt_apply(const cd__ckpt *ck, cd_params *params, cd__adam *adam,
-                         uint32_t flags);
+cd_status cd__ckpt_apply(const cd__ckpt *ck, cd_params *params, cd__adam *adam, uint32_t flags);
 
 /* True if a read checkpoint holds optimiser state / EMA weights. */
 bool cd__ckpt_has_adam(const cd__ckpt *ck);
 bool cd__ckpt_has_ema(const cd__ckpt *ck);
 
 /* cd__ckpt_read + cd__ckpt_apply + cd__ckpt_free in one call. */
-cd_status cd__ckpt_load(const char *path, cd_params *params, cd__adam *adam,
-                        uint32_t flags);
+cd_status cd__ckpt_load(const char *path, cd_params *params, cd__adam *adam, uint32_t flags);
 
 /* Largest buffer the calling thread's last cd__ckpt_read allocated for the
  * file or its body, in bytes (for the lying-size tests). */

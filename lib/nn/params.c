@@ -24,7 +24,7 @@ typedef struct param_entry {
 struct cd_params {
     param_entry *items;
     int64_t count, capacity;
-    int64_t numel; /* sum over items */
+    int64_t numel;         /* sum over items */
     float *values, *grads; /* NULL until laid out */
     bool final;
 };
@@ -54,31 +54,36 @@ static cd_status check_name(const cd_params *p, const char *fn, const char *name
     size_t len = strnlen(name, CD_PARAMS_MAX_NAME + 1);
     if (len == 0) return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: the name is empty", fn);
     if (len > CD_PARAMS_MAX_NAME)
-        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: name '%.40s...' is longer than "
-                         "%d bytes", fn, name, CD_PARAMS_MAX_NAME);
+        return cd__error(CD_ERR_INVALID_ARGUMENT,
+                         "%s: name '%.40s...' is longer than "
+                         "%d bytes",
+                         fn, name, CD_PARAMS_MAX_NAME);
     for (int64_t i = 0; i < p->count; i++)
         if (strcmp(p->items[i].name, name) == 0)
-            return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: a tensor called '%s' "
-                             "already exists (index %" PRId64 ")", fn, name, i);
+            return cd__error(CD_ERR_INVALID_ARGUMENT,
+                             "%s: a tensor called '%s' "
+                             "already exists (index %" PRId64 ")",
+                             fn, name, i);
     return CD_OK;
 }
 
 /* numel of the shape, refusing sizes whose bytes (for two blocks) overflow. */
-static cd_status check_shape(const char *fn, const char *name, int64_t rank,
-                             const int64_t *shape, int64_t *numel)
+static cd_status check_shape(const char *fn, const char *name, int64_t rank, const int64_t *shape,
+                             int64_t *numel)
 {
     if (rank < 1 || rank > CD_TENSOR_MAX_RANK)
-        return cd__error(CD_ERR_SHAPE, "%s: '%s': rank %d is outside 1..%d", fn, name,
-                         (int)rank, CD_TENSOR_MAX_RANK);
+        return cd__error(CD_ERR_SHAPE, "%s: '%s': rank %d is outside 1..%d", fn, name, (int)rank,
+                         CD_TENSOR_MAX_RANK);
     CD__CHECK_NOT_NULL(shape, fn);
     int64_t n = 1;
     for (int64_t d = 0; d < rank; d++) {
         if (shape[d] < 1)
-            return cd__error(CD_ERR_SHAPE, "%s: '%s': shape[%d] = %" PRId64 " must be "
-                             "at least 1", fn, name, (int)d, shape[d]);
+            return cd__error(CD_ERR_SHAPE,
+                             "%s: '%s': shape[%d] = %" PRId64 " must be "
+                             "at least 1",
+                             fn, name, (int)d, shape[d]);
         if (cd__mul_overflows_i64(n, shape[d], &n) || n > INT64_MAX / (int64_t)sizeof(float))
-            return cd__error(CD_ERR_OVERFLOW, "%s: '%s': the shape's size overflows",
-                             fn, name);
+            return cd__error(CD_ERR_OVERFLOW, "%s: '%s': the shape's size overflows", fn, name);
     }
     *numel = n;
     return CD_OK;
@@ -89,27 +94,29 @@ static cd_status grow(cd_params *p, const char *fn)
     if (p->count < p->capacity) return CD_OK;
     int64_t cap = p->capacity ? 2 * p->capacity : 16;
     param_entry *items = cd__realloc(p->items, (size_t)cap, sizeof *items, "parameter list");
-    if (!items) return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory for a list of %"
-                                 PRId64 " tensors", fn, cap);
+    if (!items)
+        return cd__error(CD_ERR_OUT_OF_MEMORY,
+                         "%s: out of memory for a list of %" PRId64 " tensors", fn, cap);
     p->items = items;
     p->capacity = cap;
     return CD_OK;
 }
 
-cd_status cd__params_add(cd_params *p, const char *name, int64_t rank,
-                         const int64_t *shape, int64_t *index)
+cd_status cd__params_add(cd_params *p, const char *name, int64_t rank, const int64_t *shape,
+                         int64_t *index)
 {
     static const char fn[] = "cd_params_add";
     CD__CHECK_NOT_NULL(p, fn);
     if (p->final)
-        return cd__error(CD_ERR_STATE, "%s: cannot add '%s': the set's layout was fixed "
-                         "by an earlier data or gradient access", fn, name ? name : "(null)");
+        return cd__error(CD_ERR_STATE,
+                         "%s: cannot add '%s': the set's layout was fixed "
+                         "by an earlier data or gradient access",
+                         fn, name ? name : "(null)");
     CD__TRY(check_name(p, fn, name));
     int64_t numel = 0;
     CD__TRY(check_shape(fn, name, rank, shape, &numel));
     if (numel > INT64_MAX / (int64_t)sizeof(float) - p->numel)
-        return cd__error(CD_ERR_OVERFLOW, "%s: '%s': the set's total size overflows", fn,
-                         name);
+        return cd__error(CD_ERR_OVERFLOW, "%s: '%s': the set's total size overflows", fn, name);
     CD__TRY(grow(p, fn));
     param_entry *e = &p->items[p->count];
     memset(e, 0, sizeof *e);
@@ -124,8 +131,7 @@ cd_status cd__params_add(cd_params *p, const char *name, int64_t rank,
     return CD_OK;
 }
 
-cd_status cd_params_add(cd_params *p, const char *name, int64_t rank,
-                        const int64_t *shape)
+cd_status cd_params_add(cd_params *p, const char *name, int64_t rank, const int64_t *shape)
 {
     return cd__params_add(p, name, rank, shape, NULL);
 }
@@ -137,11 +143,15 @@ cd_status cd__params_finalize(cd_params *p)
     CD__CHECK_NOT_NULL(p, "cd__params_finalize");
     if (p->final) return CD_OK;
     if ((uint64_t)p->numel > SIZE_MAX / sizeof(float))
-        return cd__error(CD_ERR_OVERFLOW, "parameter set: %" PRId64 " floats do not fit "
-                         "in memory", p->numel);
+        return cd__error(CD_ERR_OVERFLOW,
+                         "parameter set: %" PRId64 " floats do not fit "
+                         "in memory",
+                         p->numel);
     float *values = cd__calloc((size_t)p->numel, sizeof(float), "parameter values");
-    float *grads = values ? cd__calloc((size_t)p->numel, sizeof(float), "parameter "
-                                       "gradients") : NULL;
+    float *grads = values ? cd__calloc((size_t)p->numel, sizeof(float),
+                                       "parameter "
+                                       "gradients")
+                          : NULL;
     if (!grads) {
         cd__free(values);
         return cd_last_status();
@@ -211,8 +221,7 @@ cd_status cd_params_find(const cd_params *p, const char *name, int64_t *index)
             return CD_OK;
         }
     }
-    return cd__error(CD_ERR_NOT_FOUND, "%s: no tensor called '%.*s'", fn,
-                     CD_PARAMS_MAX_NAME, name);
+    return cd__error(CD_ERR_NOT_FOUND, "%s: no tensor called '%.*s'", fn, CD_PARAMS_MAX_NAME, name);
 }
 
 int64_t cd_params_rank(const cd_params *p, int64_t i)
@@ -221,8 +230,7 @@ int64_t cd_params_rank(const cd_params *p, int64_t i)
     return e ? e->rank : -1;
 }
 
-cd_status cd_params_shape(const cd_params *p, int64_t i, int64_t *shape,
-                          int64_t capacity)
+cd_status cd_params_shape(const cd_params *p, int64_t i, int64_t *shape, int64_t capacity)
 {
     static const char fn[] = "cd_params_shape";
     CD__CHECK_NOT_NULL(shape, fn);
@@ -268,15 +276,9 @@ static float *block_at(cd_params *p, int64_t i, bool grad, const char *fn)
     return i == -1 ? base : base + p->items[i].offset;
 }
 
-float *cd_params_data(cd_params *p, int64_t i)
-{
-    return block_at(p, i, false, "cd_params_data");
-}
+float *cd_params_data(cd_params *p, int64_t i) { return block_at(p, i, false, "cd_params_data"); }
 
-float *cd_params_grad(cd_params *p, int64_t i)
-{
-    return block_at(p, i, true, "cd_params_grad");
-}
+float *cd_params_grad(cd_params *p, int64_t i) { return block_at(p, i, true, "cd_params_grad"); }
 
 cd_status cd_params_zero_grad(cd_params *p)
 {

@@ -56,7 +56,7 @@ typedef struct {
     cd__unet_scratch s;
     float *z, *enc, *t1, *t1g, *temb, *gtemb;
     float *dgtemb, *dtemb, *dt1g, *dt1;
-    float *grads;        /* the gradients that gather (time, skips), cleared at once */
+    float *grads; /* the gradients that gather (time, skips), cleared at once */
     size_t grad_floats;
     act_t act[MAX_ACTS];
     /* A forward-only plan lays every block's internals out in one shared
@@ -83,9 +83,11 @@ static cd_status check_layers(const cd__decoder_cfg *cfg)
     const int64_t blocks = 2 * L + 2 + 2 * (L - 1) + 1, attns = 2 * L;
     const int64_t layers = 2 + blocks * BLOCK_LAYERS + attns * ATTN_LAYERS + 2 * (L - 1) + 1;
     if (layers > CD__DEC_MAX_LAYERS)
-        return cd__error(CD_ERR_RANGE, "cd_decoder_create: a UNet of %" PRId64 " levels "
+        return cd__error(CD_ERR_RANGE,
+                         "cd_decoder_create: a UNet of %" PRId64 " levels "
                          "(CD_DECODER_OPT_DIM_MULTS) has up to %" PRId64 " layers, more than the "
-                         "%d supported", L, layers, CD__DEC_MAX_LAYERS);
+                         "%d supported",
+                         L, layers, CD__DEC_MAX_LAYERS);
     return CD_OK;
 }
 
@@ -151,9 +153,11 @@ static cd_status unet_check_shape(const cd_decoder *d, int64_t H, int64_t W)
 {
     const int64_t f = (int64_t)1 << (d->cfg.n_mults - 1);
     if (H % f != 0 || W % f != 0)
-        return cd__error(CD_ERR_SHAPE, "the UNet halves H and W %" PRId64 " times, so both "
+        return cd__error(CD_ERR_SHAPE,
+                         "the UNet halves H and W %" PRId64 " times, so both "
                          "must be multiples of %" PRId64 " (2^(levels-1)); got %" PRId64
-                         "x%" PRId64, d->cfg.n_mults - 1, f, H, W);
+                         "x%" PRId64,
+                         d->cfg.n_mults - 1, f, H, W);
     return CD_OK;
 }
 
@@ -344,11 +348,10 @@ static void time_forward(cd_decoder *d, unet_t *m, const float *tau)
 static const float *down_forward(cd_decoder *d, unet_t *m, int32_t i, const float *x)
 {
     cd__unet_block_forward(d, &m->down[i][0], &m->s, down_act(m, i, 0)->x, x, m->gtemb);
-    cd__unet_block_forward(d, &m->down[i][1], &m->s, down_act(m, i, 1)->x,
-                           down_act(m, i, 0)->x, m->gtemb);
+    cd__unet_block_forward(d, &m->down[i][1], &m->s, down_act(m, i, 1)->x, down_act(m, i, 0)->x,
+                           m->gtemb);
     const float *skip = down_act(m, i, 2)->x;
-    cd__unet_attn_forward(d, &m->down_attn[i], &m->s, down_act(m, i, 2)->x,
-                          down_act(m, i, 1)->x);
+    cd__unet_attn_forward(d, &m->down_attn[i], &m->s, down_act(m, i, 2)->x, down_act(m, i, 1)->x);
     if (i == m->L - 1) return skip;
     cd__conv2d_forward(&m->dconv[i], down_act(m, i, 3)->x, skip, VAL(m->dconv_w[i]),
                        VAL(m->dconv_b[i]), m->s.buf[CD__US_WS]);
@@ -373,8 +376,8 @@ static const float *up_forward(cd_decoder *d, unet_t *m, int32_t j, const float 
     cd__unet_block_forward(d, &m->up[j][1], &m->s, up_act(m, j, 2)->x, up_act(m, j, 1)->x,
                            m->gtemb);
     cd__unet_attn_forward(d, &m->up_attn[j], &m->s, up_act(m, j, 3)->x, up_act(m, j, 2)->x);
-    cd__convt2d_forward(&m->uconv[j], up_act(m, j, 4)->x, up_act(m, j, 3)->x,
-                        VAL(m->uconv_w[j]), VAL(m->uconv_b[j]), m->s.buf[CD__US_WS]);
+    cd__convt2d_forward(&m->uconv[j], up_act(m, j, 4)->x, up_act(m, j, 3)->x, VAL(m->uconv_w[j]),
+                        VAL(m->uconv_b[j]), m->s.buf[CD__US_WS]);
     return up_act(m, j, 4)->x;
 }
 
@@ -408,11 +411,11 @@ static void time_backward(cd_decoder *d, unet_t *m)
 {
     const int64_t N = m->N, t = m->tdim;
     cd__gelu_backward(m->dtemb, m->dgtemb, m->temb, N * t);
-    cd__linear_backward(m->dt1g, GRAD(m->t3_w), GRAD(m->t3_b), m->dtemb, m->t1g,
-                        VAL(m->t3_w), N, 4 * t, t);
+    cd__linear_backward(m->dt1g, GRAD(m->t3_w), GRAD(m->t3_b), m->dtemb, m->t1g, VAL(m->t3_w), N,
+                        4 * t, t);
     cd__gelu_backward(m->dt1, m->dt1g, m->t1, N * 4 * t);
-    cd__linear_backward(NULL, GRAD(m->t1_w), GRAD(m->t1_b), m->dt1, m->enc, VAL(m->t1_w), N,
-                        t, 4 * t);
+    cd__linear_backward(NULL, GRAD(m->t1_w), GRAD(m->t1_b), m->dt1, m->enc, VAL(m->t1_w), N, t,
+                        4 * t);
 }
 
 static void up_backward(cd_decoder *d, unet_t *m, int32_t j)
@@ -424,8 +427,7 @@ static void up_backward(cd_decoder *d, unet_t *m, int32_t j)
     cd__convt2d_backward(&m->uconv[j], fresh(at), GRAD(m->uconv_w[j]), GRAD(m->uconv_b[j]),
                          up_act(m, j, 4)->dx, at->x, VAL(m->uconv_w[j]), m->s.buf[CD__US_WS]);
     cd__unet_attn_backward(d, &m->up_attn[j], &m->s, fresh(b1), at->dx, b1->x);
-    cd__unet_block_backward(d, &m->up[j][1], &m->s, fresh(b0), m->dgtemb, b1->dx, b0->x,
-                            m->gtemb);
+    cd__unet_block_backward(d, &m->up[j][1], &m->s, fresh(b0), m->dgtemb, b1->dx, b0->x, m->gtemb);
     cd__unet_block_backward(d, &m->up[j][0], &m->s, fresh(cat), m->dgtemb, b0->dx, cat->x,
                             m->gtemb);
     cd__concat_backward(fresh(prev), down_act(m, lvl, 2)->dx, cat->dx, m->N, c, c, HW);
@@ -434,8 +436,8 @@ static void up_backward(cd_decoder *d, unet_t *m, int32_t j)
 static void mid_backward(cd_decoder *d, unet_t *m)
 {
     act_t *b1 = mid_act(m, 0), *at = mid_act(m, 1), *in = down_act(m, m->L - 1, 2);
-    cd__unet_block_backward(d, &m->mid[1], &m->s, fresh(at), m->dgtemb, mid_act(m, 2)->dx,
-                            at->x, m->gtemb);
+    cd__unet_block_backward(d, &m->mid[1], &m->s, fresh(at), m->dgtemb, mid_act(m, 2)->dx, at->x,
+                            m->gtemb);
     cd__unet_attn_backward(d, &m->mid_attn, &m->s, fresh(b1), at->dx, b1->x);
     cd__unet_block_backward(d, &m->mid[0], &m->s, in->dx, m->dgtemb, b1->dx, in->x, m->gtemb);
 }
@@ -461,8 +463,8 @@ static void unet_backward(cd_decoder *d, float *dz, const float *dout)
     unet_t *m = d->impl;
     memset(m->grads, 0, m->grad_floats * sizeof *m->grads);
     act_t *fin = fin_act(m), *in = up_act(m, m->L - 2, 4);
-    cd__conv2d_backward(&m->fconv, fresh(fin), GRAD(m->fconv_w), GRAD(m->fconv_b), dout,
-                        fin->x, VAL(m->fconv_w), m->s.buf[CD__US_WS]);
+    cd__conv2d_backward(&m->fconv, fresh(fin), GRAD(m->fconv_w), GRAD(m->fconv_b), dout, fin->x,
+                        VAL(m->fconv_w), m->s.buf[CD__US_WS]);
     cd__unet_block_backward(d, &m->fin, &m->s, fresh(in), NULL, fin->dx, in->x, NULL);
     for (int32_t j = m->L - 2; j >= 0; j--) up_backward(d, m, j);
     mid_backward(d, m);
@@ -470,5 +472,5 @@ static void unet_backward(cd_decoder *d, float *dz, const float *dout)
     time_backward(d, m);
 }
 
-const cd__decoder_ops cd__unet_ops = {unet_build, unet_check_shape, unet_plan, unet_forward,
-                                      unet_backward, unet_free};
+const cd__decoder_ops cd__unet_ops = {unet_build,   unet_check_shape, unet_plan,
+                                      unet_forward, unet_backward,    unet_free};

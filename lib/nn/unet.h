@@ -16,17 +16,17 @@
 
 /* The shared scratch areas, by role. */
 enum {
-    CD__US_WIDE,  /* ConvNeXt: dL/d(GELU out), then in place dL/d(conv1 out);
-                     attention: dL/d(qkv) */
-    CD__US_PRE,   /* attention: dL/d(heads out) */
-    CD__US_NORM,  /* dL/d(layer-norm output) */
-    CD__US_IN,    /* ConvNeXt: dL/d(depthwise out), or the residual (forward) */
-    CD__US_COND,  /* ConvNeXt: the time projection N x C_in, or its gradient */
-    CD__US_CTX,   /* attention: dL/d(context), one per sample and head */
-    CD__US_WS,    /* convolution workspace */
-    CD__US_GELU,  /* ConvNeXt: GELU(conv1 out), conv2's input; backward
-                     recomputes it from the saved conv1 output rather than
-                     keep one per block */
+    CD__US_WIDE, /* ConvNeXt: dL/d(GELU out), then in place dL/d(conv1 out);
+                    attention: dL/d(qkv) */
+    CD__US_PRE,  /* attention: dL/d(heads out) */
+    CD__US_NORM, /* dL/d(layer-norm output) */
+    CD__US_IN,   /* ConvNeXt: dL/d(depthwise out), or the residual (forward) */
+    CD__US_COND, /* ConvNeXt: the time projection N x C_in, or its gradient */
+    CD__US_CTX,  /* attention: dL/d(context), one per sample and head */
+    CD__US_WS,   /* convolution workspace */
+    CD__US_GELU, /* ConvNeXt: GELU(conv1 out), conv2's input; backward
+                    recomputes it from the saved conv1 output rather than
+                    keep one per block */
     CD__US_COUNT
 };
 
@@ -42,9 +42,9 @@ typedef struct cd__unet_block {
     /* The plan. */
     int64_t N, HW;
     cd__conv2d ds, c1, c2, res;
-    float *h;          /* depthwise conv (+ time), the layer norm's input */
-    float *n;          /* layer-normed h, conv1's input */
-    float *a;          /* conv1 output (its GELU lives in CD__US_GELU) */
+    float *h; /* depthwise conv (+ time), the layer norm's input */
+    float *n; /* layer-normed h, conv1's input */
+    float *a; /* conv1 output (its GELU lives in CD__US_GELU) */
     float *mean, *rstd;
 } cd__unet_block;
 
@@ -63,28 +63,27 @@ typedef struct cd__unet_attn {
 
 /* Register "<prefix>.mlp.1" (if tdim > 0), ".ds_conv", ".net.0", ".net.2"
  * and ".res_conv" (if cin != cout). */
-cd_status cd__unet_block_add(cd_decoder *d, cd__unet_block *b, const char *prefix,
-                             int64_t cin, int64_t cout, int64_t mult, int64_t tdim);
-void cd__unet_block_plan(cd__unet_block *b, cd__arena *a, cd__unet_scratch *s,
-                         int64_t N, int64_t H, int64_t W);
+cd_status cd__unet_block_add(cd_decoder *d, cd__unet_block *b, const char *prefix, int64_t cin,
+                             int64_t cout, int64_t mult, int64_t tdim);
+void cd__unet_block_plan(cd__unet_block *b, cd__arena *a, cd__unet_scratch *s, int64_t N, int64_t H,
+                         int64_t W);
 /* y = block(x, gtemb), where gtemb = GELU(temb) is N x tdim. */
-void cd__unet_block_forward(cd_decoder *d, const cd__unet_block *b, cd__unet_scratch *s,
-                            float *y, const float *x, const float *gtemb);
+void cd__unet_block_forward(cd_decoder *d, const cd__unet_block *b, cd__unet_scratch *s, float *y,
+                            const float *x, const float *gtemb);
 /* Adds dL/dx (dx may be NULL), dL/d(gtemb) and the parameter gradients. */
-void cd__unet_block_backward(cd_decoder *d, const cd__unet_block *b, cd__unet_scratch *s,
-                             float *dx, float *dgtemb, const float *dy, const float *x,
-                             const float *gtemb);
+void cd__unet_block_backward(cd_decoder *d, const cd__unet_block *b, cd__unet_scratch *s, float *dx,
+                             float *dgtemb, const float *dy, const float *x, const float *gtemb);
 
 /* Register "<prefix>.fn.fn.to_qkv" and "<prefix>.fn.fn.to_out". */
-cd_status cd__unet_attn_add(cd_decoder *d, cd__unet_attn *t, const char *prefix,
-                            int64_t C, int64_t heads, int64_t dh);
-void cd__unet_attn_plan(cd__unet_attn *t, cd__arena *a, cd__unet_scratch *s, int64_t N,
-                        int64_t H, int64_t W);
-void cd__unet_attn_forward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s,
-                           float *y, const float *x);
+cd_status cd__unet_attn_add(cd_decoder *d, cd__unet_attn *t, const char *prefix, int64_t C,
+                            int64_t heads, int64_t dh);
+void cd__unet_attn_plan(cd__unet_attn *t, cd__arena *a, cd__unet_scratch *s, int64_t N, int64_t H,
+                        int64_t W);
+void cd__unet_attn_forward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s, float *y,
+                           const float *x);
 /* Adds dL/dx and the parameter gradients. */
-void cd__unet_attn_backward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s,
-                            float *dx, const float *dy, const float *x);
+void cd__unet_attn_backward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s, float *dx,
+                            const float *dy, const float *x);
 
 /* Raise a scratch size; y[i] += x[i] on the pool. */
 void cd__unet_need(cd__unet_scratch *s, int role, size_t n);

@@ -55,8 +55,7 @@ static cd_status join(char *buf, size_t cap, const char *prefix, const char *suf
 {
     int n = snprintf(buf, cap, "%s.%s", prefix, suffix);
     if (n < 0 || (size_t)n >= cap)
-        return cd__error(CD_ERR_INTERNAL, "parameter prefix '%s.%s' is too long", prefix,
-                         suffix);
+        return cd__error(CD_ERR_INTERNAL, "parameter prefix '%s.%s' is too long", prefix, suffix);
     return CD_OK;
 }
 
@@ -64,12 +63,18 @@ static size_t conv_ws(const cd__conv2d *c) { return cd__conv2d_workspace(c); }
 
 /* ---- ConvNeXt block -------------------------------------------------------- */
 
-cd_status cd__unet_block_add(cd_decoder *d, cd__unet_block *b, const char *prefix,
-                             int64_t cin, int64_t cout, int64_t mult, int64_t tdim)
+cd_status cd__unet_block_add(cd_decoder *d, cd__unet_block *b, const char *prefix, int64_t cin,
+                             int64_t cout, int64_t mult, int64_t tdim)
 {
     char name[CD_PARAMS_MAX_NAME + 1];
-    *b = (cd__unet_block){.cin = cin, .cout = cout, .hid = mult * cout, .tdim = tdim,
-                          .mlp_w = -1, .mlp_b = -1, .res_w = -1, .res_b = -1};
+    *b = (cd__unet_block){.cin = cin,
+                          .cout = cout,
+                          .hid = mult * cout,
+                          .tdim = tdim,
+                          .mlp_w = -1,
+                          .mlp_b = -1,
+                          .res_w = -1,
+                          .res_b = -1};
     if (tdim > 0) {
         CD__TRY(join(name, sizeof name, prefix, "mlp.1"));
         CD__TRY(cd__decoder_add_linear(d, name, cin, tdim, &b->mlp_w, &b->mlp_b));
@@ -87,8 +92,8 @@ cd_status cd__unet_block_add(cd_decoder *d, cd__unet_block *b, const char *prefi
     return CD_OK;
 }
 
-void cd__unet_block_plan(cd__unet_block *b, cd__arena *a, cd__unet_scratch *s,
-                         int64_t N, int64_t H, int64_t W)
+void cd__unet_block_plan(cd__unet_block *b, cd__arena *a, cd__unet_scratch *s, int64_t N, int64_t H,
+                         int64_t W)
 {
     const size_t n = (size_t)N, hw = (size_t)(H * W);
     const size_t cin = (size_t)b->cin, cout = (size_t)b->cout, hid = (size_t)b->hid;
@@ -117,8 +122,8 @@ void cd__unet_block_plan(cd__unet_block *b, cd__arena *a, cd__unet_scratch *s,
     cd__unet_need(s, CD__US_COND, n * cin);
 }
 
-void cd__unet_block_forward(cd_decoder *d, const cd__unet_block *b, cd__unet_scratch *s,
-                            float *y, const float *x, const float *gtemb)
+void cd__unet_block_forward(cd_decoder *d, const cd__unet_block *b, cd__unet_scratch *s, float *y,
+                            const float *x, const float *gtemb)
 {
     const int64_t N = b->N, HW = b->HW, cin = b->cin, cout = b->cout;
     float *ws = s->buf[CD__US_WS];
@@ -133,21 +138,19 @@ void cd__unet_block_forward(cd_decoder *d, const cd__unet_block *b, cd__unet_scr
      * convolution, while its output is still in cache. */
     float *g = s->buf[CD__US_GELU];
     cd__image_args gelu = {g, b->a, b->hid * HW};
-    cd__conv2d_forward_epi(&b->c1, b->a, b->n, VAL(b->c1_w), VAL(b->c1_b), ws,
-                           cd__gelu_image_task, &gelu);
+    cd__conv2d_forward_epi(&b->c1, b->a, b->n, VAL(b->c1_w), VAL(b->c1_b), ws, cd__gelu_image_task,
+                           &gelu);
     cd__image_args res = {y, x, cout * HW};
     if (b->res_w >= 0) {
         float *r = s->buf[CD__US_IN];
         cd__conv2d_forward(&b->res, r, x, VAL(b->res_w), VAL(b->res_b), ws);
         res.in = r;
     }
-    cd__conv2d_forward_epi(&b->c2, y, g, VAL(b->c2_w), VAL(b->c2_b), ws, cd__add_image_task,
-                           &res);
+    cd__conv2d_forward_epi(&b->c2, y, g, VAL(b->c2_w), VAL(b->c2_b), ws, cd__add_image_task, &res);
 }
 
-void cd__unet_block_backward(cd_decoder *d, const cd__unet_block *b, cd__unet_scratch *s,
-                             float *dx, float *dgtemb, const float *dy, const float *x,
-                             const float *gtemb)
+void cd__unet_block_backward(cd_decoder *d, const cd__unet_block *b, cd__unet_scratch *s, float *dx,
+                             float *dgtemb, const float *dy, const float *x, const float *gtemb)
 {
     const int64_t N = b->N, HW = b->HW, cin = b->cin;
     const int64_t nh = N * b->hid * HW, nc = N * cin * HW;
@@ -161,42 +164,39 @@ void cd__unet_block_backward(cd_decoder *d, const cd__unet_block *b, cd__unet_sc
      * (dg turns from dL/dg into dL/da in place): no clearing passes. */
     cd__conv2d_backward_set(&b->c2, dg, GRAD(b->c2_w), GRAD(b->c2_b), dy, g, VAL(b->c2_w), ws);
     cd__gelu_backward_set(dg, dg, b->a, nh);
-    cd__conv2d_backward_set(&b->c1, dn, GRAD(b->c1_w), GRAD(b->c1_b), dg, b->n, VAL(b->c1_w),
-                            ws);
+    cd__conv2d_backward_set(&b->c1, dn, GRAD(b->c1_w), GRAD(b->c1_b), dg, b->n, VAL(b->c1_w), ws);
     zero(dh, nc);
     cd__layernorm_backward(dh, NULL, NULL, dn, b->h, NULL, b->mean, b->rstd, N, cin * HW);
     if (b->tdim > 0) {
         float *dcond = s->buf[CD__US_COND];
         zero(dcond, N * cin);
         cd__add_channel_backward(NULL, dcond, dh, N, cin, HW);
-        cd__linear_backward(dgtemb, GRAD(b->mlp_w), GRAD(b->mlp_b), dcond, gtemb,
-                            VAL(b->mlp_w), N, b->tdim, cin);
+        cd__linear_backward(dgtemb, GRAD(b->mlp_w), GRAD(b->mlp_b), dcond, gtemb, VAL(b->mlp_w), N,
+                            b->tdim, cin);
     }
     cd__conv2d_backward(&b->ds, dx, GRAD(b->ds_w), GRAD(b->ds_b), dh, x, VAL(b->ds_w), ws);
     if (b->res_w >= 0)
-        cd__conv2d_backward(&b->res, dx, GRAD(b->res_w), GRAD(b->res_b), dy, x,
-                            VAL(b->res_w), ws);
+        cd__conv2d_backward(&b->res, dx, GRAD(b->res_w), GRAD(b->res_b), dy, x, VAL(b->res_w), ws);
     else if (dx)
         cd__unet_add(dx, dy, N * b->cout * HW);
 }
 
 /* ---- linear attention ------------------------------------------------------ */
 
-cd_status cd__unet_attn_add(cd_decoder *d, cd__unet_attn *t, const char *prefix,
-                            int64_t C, int64_t heads, int64_t dh)
+cd_status cd__unet_attn_add(cd_decoder *d, cd__unet_attn *t, const char *prefix, int64_t C,
+                            int64_t heads, int64_t dh)
 {
     char name[CD_PARAMS_MAX_NAME + 1];
     int64_t no_bias;
     *t = (cd__unet_attn){.C = C, .heads = heads, .dh = dh};
     CD__TRY(join(name, sizeof name, prefix, "fn.fn.to_qkv"));
-    CD__TRY(cd__decoder_add_conv(d, name, 3 * heads * dh, C, 1, 1, false, &t->qkv_w,
-                                 &no_bias));
+    CD__TRY(cd__decoder_add_conv(d, name, 3 * heads * dh, C, 1, 1, false, &t->qkv_w, &no_bias));
     CD__TRY(join(name, sizeof name, prefix, "fn.fn.to_out"));
     return cd__decoder_add_conv(d, name, C, heads * dh, 1, 1, true, &t->out_w, &t->out_b);
 }
 
-void cd__unet_attn_plan(cd__unet_attn *t, cd__arena *a, cd__unet_scratch *s, int64_t N,
-                        int64_t H, int64_t W)
+void cd__unet_attn_plan(cd__unet_attn *t, cd__arena *a, cd__unet_scratch *s, int64_t N, int64_t H,
+                        int64_t W)
 {
     const size_t n = (size_t)N, hw = (size_t)(H * W), hid = (size_t)(t->heads * t->dh);
     t->N = N;
@@ -240,8 +240,8 @@ static void attn_fwd_task(void *ctx, int64_t b)
         float *o = t->o + b * hid * HW + h * blk;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)dh, (int)dh, (int)HW, 1.0f,
                     k + h * blk, (int)HW, v + h * blk, (int)HW, 0.0f, c, (int)dh);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)dh, (int)HW, (int)dh, 1.0f,
-                    c, (int)dh, q + h * blk, (int)HW, 0.0f, o, (int)HW);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)dh, (int)HW, (int)dh, 1.0f, c,
+                    (int)dh, q + h * blk, (int)HW, 0.0f, o, (int)HW);
     }
 }
 
@@ -262,21 +262,21 @@ static void attn_bwd_task(void *ctx, int64_t b)
         const float *go = a->dO + b * hid * HW + h * blk;
         float *dc = a->dctx + (b * t->heads + h) * dh * dh;
         const int idh = (int)dh, ihw = (int)HW;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, idh, idh, ihw, 1.0f,
-                    q + h * blk, ihw, go, ihw, 0.0f, dc, idh);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, idh, ihw, idh,
-                    attn_scale(dh), c, idh, go, ihw, 0.0f, dq + h * blk, ihw);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, idh, ihw, idh, 1.0f,
-                    dc, idh, v + h * blk, ihw, 0.0f, dk + h * blk, ihw);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, idh, ihw, idh, 1.0f,
-                    dc, idh, k + h * blk, ihw, 0.0f, dv + h * blk, ihw);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, idh, idh, ihw, 1.0f, q + h * blk, ihw,
+                    go, ihw, 0.0f, dc, idh);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, idh, ihw, idh, attn_scale(dh), c,
+                    idh, go, ihw, 0.0f, dq + h * blk, ihw);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, idh, ihw, idh, 1.0f, dc, idh,
+                    v + h * blk, ihw, 0.0f, dk + h * blk, ihw);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, idh, ihw, idh, 1.0f, dc, idh,
+                    k + h * blk, ihw, 0.0f, dv + h * blk, ihw);
     }
     for (int64_t r = 0; r < hid; r++)
         cd__softmax_row_backward(dk + r * HW, dk + r * HW, k + r * HW, HW, false);
 }
 
-void cd__unet_attn_forward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s,
-                           float *y, const float *x)
+void cd__unet_attn_forward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s, float *y,
+                           const float *x)
 {
     const int64_t N = t->N, HW = t->HW;
     float *ws = s->buf[CD__US_WS];
@@ -284,21 +284,19 @@ void cd__unet_attn_forward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scrat
     /* Each sample's attention runs straight after its qkv projection, while
      * the 3 x 128 x HW floats are still in cache. */
     attn_ctx c = {.t = t};
-    cd__conv2d_forward_epi(&t->qkv, t->qkv_buf, t->n, VAL(t->qkv_w), NULL, ws, attn_fwd_task,
-                           &c);
+    cd__conv2d_forward_epi(&t->qkv, t->qkv_buf, t->n, VAL(t->qkv_w), NULL, ws, attn_fwd_task, &c);
     cd__image_args res = {y, x, t->C * HW};
-    cd__conv2d_forward_epi(&t->out, y, t->o, VAL(t->out_w), VAL(t->out_b), ws,
-                           cd__add_image_task, &res);
+    cd__conv2d_forward_epi(&t->out, y, t->o, VAL(t->out_w), VAL(t->out_b), ws, cd__add_image_task,
+                           &res);
 }
 
-void cd__unet_attn_backward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s,
-                            float *dx, const float *dy, const float *x)
+void cd__unet_attn_backward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s, float *dx,
+                            const float *dy, const float *x)
 {
     const int64_t N = t->N, HW = t->HW, hid = t->heads * t->dh;
     float *ws = s->buf[CD__US_WS], *dO = s->buf[CD__US_PRE], *dn = s->buf[CD__US_NORM];
     zero(dO, N * hid * HW);
-    cd__conv2d_backward(&t->out, dO, GRAD(t->out_w), GRAD(t->out_b), dy, t->o, VAL(t->out_w),
-                        ws);
+    cd__conv2d_backward(&t->out, dO, GRAD(t->out_w), GRAD(t->out_b), dy, t->o, VAL(t->out_w), ws);
     attn_ctx c = {.t = t, .dO = dO, .dqkv = s->buf[CD__US_WIDE], .dctx = s->buf[CD__US_CTX]};
     cd__parallel_for(N, attn_bwd_task, &c);
     zero(dn, N * t->C * HW);

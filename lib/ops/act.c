@@ -13,10 +13,7 @@
 /* Elements per parallel task: large enough to amortise waking the pool. */
 #define CHUNK 16384
 
-static int64_t n_chunks(int64_t n, int64_t chunk)
-{
-    return (n + chunk - 1) / chunk;
-}
+static int64_t n_chunks(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
 
 /* ---- GELU ---------------------------------------------------------------- */
 
@@ -45,8 +42,8 @@ CD__AVX512 static void gelu_fwd_avx512(float *out, const float *in, int64_t n)
     }
 }
 
-CD__AVX512 static void gelu_bwd_avx512(float *din, const float *dout, const float *in,
-                                       int64_t n, bool set)
+CD__AVX512 static void gelu_bwd_avx512(float *din, const float *dout, const float *in, int64_t n,
+                                       bool set)
 {
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = cd__v_mask(n - i);
@@ -162,20 +159,17 @@ static void add_channel_bwd_task(void *ctx, int64_t t)
     }
 }
 
-static int64_t rows_per_task(int64_t HW)
-{
-    return HW >= CHUNK ? 1 : CHUNK / (HW > 0 ? HW : 1);
-}
+static int64_t rows_per_task(int64_t HW) { return HW >= CHUNK ? 1 : CHUNK / (HW > 0 ? HW : 1); }
 
-void cd__add_channel_forward(float *out, const float *x, const float *v,
-                             int64_t N, int64_t C, int64_t HW)
+void cd__add_channel_forward(float *out, const float *x, const float *v, int64_t N, int64_t C,
+                             int64_t HW)
 {
     chan_ctx c = {out, NULL, x, v, NULL, N * C, HW, rows_per_task(HW)};
     cd__parallel_for(n_chunks(N * C, c.per_task), add_channel_task, &c);
 }
 
-void cd__add_channel_backward(float *dx, float *dv, const float *dout,
-                              int64_t N, int64_t C, int64_t HW)
+void cd__add_channel_backward(float *dx, float *dv, const float *dout, int64_t N, int64_t C,
+                              int64_t HW)
 {
     if (!dx && !dv) return;
     chan_ctx c = {dx, dv, NULL, NULL, dout, N * C, HW, rows_per_task(HW)};
@@ -184,8 +178,8 @@ void cd__add_channel_backward(float *dx, float *dv, const float *dout,
 
 /* ---- channel concat ------------------------------------------------------ */
 
-void cd__concat_forward(float *out, const float *a, const float *b, int64_t N,
-                        int64_t Ca, int64_t Cb, int64_t HW)
+void cd__concat_forward(float *out, const float *a, const float *b, int64_t N, int64_t Ca,
+                        int64_t Cb, int64_t HW)
 {
     const int64_t sa = Ca * HW, sb = Cb * HW;
     for (int64_t n = 0; n < N; n++) {
@@ -199,8 +193,8 @@ static void add_into(float *dst, const float *src, int64_t n)
     for (int64_t i = 0; i < n; i++) dst[i] += src[i];
 }
 
-void cd__concat_backward(float *da, float *db, const float *dout, int64_t N,
-                         int64_t Ca, int64_t Cb, int64_t HW)
+void cd__concat_backward(float *da, float *db, const float *dout, int64_t N, int64_t Ca, int64_t Cb,
+                         int64_t HW)
 {
     const int64_t sa = Ca * HW, sb = Cb * HW;
     for (int64_t n = 0; n < N; n++) {

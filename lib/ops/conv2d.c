@@ -91,45 +91,53 @@ static enum conv_path choose_path(const cd__conv2d *c)
 
 /* ---- init ---------------------------------------------------------------- */
 
-cd_status cd__conv2d_init(cd__conv2d *c, int64_t N, int64_t C_in, int64_t H,
-                          int64_t W, int64_t C_out, int64_t kh, int64_t kw,
-                          int64_t stride, int64_t pad, int64_t groups, bool bias)
+cd_status cd__conv2d_init(cd__conv2d *c, int64_t N, int64_t C_in, int64_t H, int64_t W,
+                          int64_t C_out, int64_t kh, int64_t kw, int64_t stride, int64_t pad,
+                          int64_t groups, bool bias)
 {
     static const char fn[] = "cd__conv2d_init";
     CD__CHECK_NOT_NULL(c, fn);
     if (N < 1 || C_in < 1 || H < 1 || W < 1 || C_out < 1 || kh < 1 || kw < 1)
-        return cd__error(CD_ERR_SHAPE, "%s: sizes must be positive (N %" PRId64
-                         ", C_in %" PRId64 ", H %" PRId64 ", W %" PRId64 ", C_out %"
-                         PRId64 ", kernel %" PRId64 "x%" PRId64 ")", fn, N, C_in, H,
-                         W, C_out, kh, kw);
-    if (stride < 1)
-        return cd__error(CD_ERR_RANGE, "%s: stride %" PRId64 " < 1", fn, stride);
-    if (pad < 0)
-        return cd__error(CD_ERR_RANGE, "%s: padding %" PRId64 " < 0", fn, pad);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: sizes must be positive (N %" PRId64 ", C_in %" PRId64 ", H %" PRId64
+                         ", W %" PRId64 ", C_out %" PRId64 ", kernel %" PRId64 "x%" PRId64 ")",
+                         fn, N, C_in, H, W, C_out, kh, kw);
+    if (stride < 1) return cd__error(CD_ERR_RANGE, "%s: stride %" PRId64 " < 1", fn, stride);
+    if (pad < 0) return cd__error(CD_ERR_RANGE, "%s: padding %" PRId64 " < 0", fn, pad);
     if (groups < 1 || C_in % groups != 0 || C_out % groups != 0)
-        return cd__error(CD_ERR_SHAPE, "%s: groups %" PRId64 " must be positive and "
-                         "divide C_in %" PRId64 " and C_out %" PRId64, fn, groups,
-                         C_in, C_out);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: groups %" PRId64 " must be positive and "
+                         "divide C_in %" PRId64 " and C_out %" PRId64,
+                         fn, groups, C_in, C_out);
     /* Keep every index product well inside int64 (and the BLAS int). */
     const int64_t lim = (int64_t)1 << 30;
-    if (N > lim || C_in > lim || C_out > lim || H > lim || W > lim || kh > lim ||
-        kw > lim || stride > lim || pad > lim)
+    if (N > lim || C_in > lim || C_out > lim || H > lim || W > lim || kh > lim || kw > lim ||
+        stride > lim || pad > lim)
         return cd__error(CD_ERR_OVERFLOW, "%s: a size exceeds 2^30", fn);
     const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad;
     if (Hp < kh || Wp < kw)
-        return cd__error(CD_ERR_SHAPE, "%s: kernel %" PRId64 "x%" PRId64 " exceeds "
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: kernel %" PRId64 "x%" PRId64 " exceeds "
                          "the padded input %" PRId64 "x%" PRId64 ": output would be "
-                         "smaller than 1x1", fn, kh, kw, Hp, Wp);
-    const double per_image = (double)(C_in > C_out ? C_in : C_out) * (double)Hp *
-                             (double)Wp;
+                         "smaller than 1x1",
+                         fn, kh, kw, Hp, Wp);
+    const double per_image = (double)(C_in > C_out ? C_in : C_out) * (double)Hp * (double)Wp;
     const double cols = (double)(C_in / groups) * (double)kh * (double)kw *
                         (double)((Hp - kh) / stride + 1) * (double)((Wp - kw) / stride + 1);
     if (per_image > 1e15 || cols > (double)INT32_MAX || per_image * (double)N > 4e18)
         return cd__error(CD_ERR_OVERFLOW, "%s: tensors too large", fn);
 
-    *c = (cd__conv2d){.N = N, .C_in = C_in, .H = H, .W = W, .C_out = C_out,
-                      .kh = kh, .kw = kw, .stride = stride, .pad = pad,
-                      .groups = groups, .bias = bias};
+    *c = (cd__conv2d){.N = N,
+                      .C_in = C_in,
+                      .H = H,
+                      .W = W,
+                      .C_out = C_out,
+                      .kh = kh,
+                      .kw = kw,
+                      .stride = stride,
+                      .pad = pad,
+                      .groups = groups,
+                      .bias = bias};
     c->H_out = (Hp - kh) / stride + 1;
     c->W_out = (Wp - kw) / stride + 1;
     return CD_OK;
@@ -198,21 +206,16 @@ size_t cd__conv2d_workspace(const cd__conv2d *c)
     return cd__conv2d_gemm_workspace(c) + slack;
 }
 
-void cd__conv2d_forward_epi(const cd__conv2d *c, float *out, const float *in,
-                            const float *weight, const float *bias, float *ws,
-                            cd__task_fn epi, void *epi_ctx)
+void cd__conv2d_forward_epi(const cd__conv2d *c, float *out, const float *in, const float *weight,
+                            const float *bias, float *ws, cd__task_fn epi, void *epi_ctx)
 {
     ws = align_ws(ws);
     switch (choose_path(c)) {
 #ifdef CD__CONV_X86
-    case PATH_DENSE:
-        cd__conv2d_dense_forward(c, out, in, weight, bias, ws, epi, epi_ctx);
-        return;
+    case PATH_DENSE: cd__conv2d_dense_forward(c, out, in, weight, bias, ws, epi, epi_ctx); return;
     case PATH_FFT: cd__conv2d_fft_forward(c, out, in, weight, bias, ws, epi, epi_ctx); return;
 #endif
-    case PATH_DEPTHWISE:
-        cd__conv2d_depthwise_forward(c, out, in, weight, bias, ws, true);
-        break;
+    case PATH_DEPTHWISE: cd__conv2d_depthwise_forward(c, out, in, weight, bias, ws, true); break;
     case PATH_DEPTHWISE_PORTABLE:
         cd__conv2d_depthwise_forward(c, out, in, weight, bias, ws, false);
         break;
@@ -221,8 +224,8 @@ void cd__conv2d_forward_epi(const cd__conv2d *c, float *out, const float *in,
     if (epi) cd__parallel_for(c->N, epi, epi_ctx);
 }
 
-void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in,
-                        const float *weight, const float *bias, float *ws)
+void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in, const float *weight,
+                        const float *bias, float *ws)
 {
     cd__conv2d_forward_epi(c, out, in, weight, bias, ws, NULL, NULL);
 }
@@ -230,8 +233,8 @@ void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in,
 /* din_set: overwrite din instead of adding into it. Only the dense and
  * spectral paths can do that without clearing din first. */
 static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
-                          float *dbias, const float *dout, const float *in,
-                          const float *weight, float *ws)
+                          float *dbias, const float *dout, const float *in, const float *weight,
+                          float *ws)
 {
     const enum conv_path path = choose_path(c);
     /* The spectral path reads the bias gradient off its spectra for free. */
@@ -248,8 +251,8 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
         cd__conv2d_dense_backward(c, din, din_set, dweight, dout, in, weight, ws);
         return;
     case PATH_FFT:
-        cd__conv2d_fft_backward(c, din, din_set, dweight, c->bias ? dbias : NULL, dout, in,
-                                weight, ws);
+        cd__conv2d_fft_backward(c, din, din_set, dweight, c->bias ? dbias : NULL, dout, in, weight,
+                                ws);
         return;
 #endif
     case PATH_DEPTHWISE:
@@ -265,16 +268,14 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
 
 /* `in` may be NULL when dweight is (the transposed convolution relies on
  * it). */
-void cd__conv2d_backward(const cd__conv2d *c, float *din, float *dweight,
-                         float *dbias, const float *dout, const float *in,
-                         const float *weight, float *ws)
+void cd__conv2d_backward(const cd__conv2d *c, float *din, float *dweight, float *dbias,
+                         const float *dout, const float *in, const float *weight, float *ws)
 {
     conv_backward(c, din, false, dweight, dbias, dout, in, weight, ws);
 }
 
-void cd__conv2d_backward_set(const cd__conv2d *c, float *din, float *dweight,
-                             float *dbias, const float *dout, const float *in,
-                             const float *weight, float *ws)
+void cd__conv2d_backward_set(const cd__conv2d *c, float *din, float *dweight, float *dbias,
+                             const float *dout, const float *in, const float *weight, float *ws)
 {
     conv_backward(c, din, true, dweight, dbias, dout, in, weight, ws);
 }

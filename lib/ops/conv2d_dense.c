@@ -36,8 +36,13 @@
 /* Frames back to back with FRAME_SLACK zeros after each image. */
 static cd__framing make_frame(int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w)
 {
-    cd__framing f = {.C = C, .H = H, .W = W, .top = pad_h, .left = pad_w,
-                 .Hp = H + 2 * pad_h, .Wp = W + 2 * pad_w};
+    cd__framing f = {.C = C,
+                     .H = H,
+                     .W = W,
+                     .top = pad_h,
+                     .left = pad_w,
+                     .Hp = H + 2 * pad_h,
+                     .Wp = W + 2 * pad_w};
     f.CS = f.Hp * f.Wp;
     f.IS = cd__round_up(C * f.CS + FRAME_SLACK, 16);
     return f;
@@ -58,9 +63,9 @@ static void pad_image(float *dst, const float *src, const cd__framing *f)
  * ld) into dst channels (stride cs) of Ho x Wo, dropping x >= Wo and
  * q >= Qv. Adds bias[i] when bias is given, adds into dst when accumulate.
  */
-static void store_wide(float *dst, int64_t cs, int mr, const float *acc, int64_t ld,
-                       int64_t q0, int64_t nq, int64_t Qv, int64_t Wp, int64_t Wo,
-                       const float *bias, bool accumulate)
+static void store_wide(float *dst, int64_t cs, int mr, const float *acc, int64_t ld, int64_t q0,
+                       int64_t nq, int64_t Qv, int64_t Wp, int64_t Wo, const float *bias,
+                       bool accumulate)
 {
     const int64_t qend = cd__min64(q0 + nq, Qv);
     for (int64_t y = q0 / Wp; y * Wp < qend; y++) {
@@ -89,40 +94,45 @@ static void store_wide(float *dst, int64_t cs, int mr, const float *acc, int64_t
  * inputs. It stays here, not with the other micro-kernels, because
  * dense_dw_task calls it directly and GCC specialises it for that caller.
  */
-static CD__AVX512 void dense_dw_mk(const float *const *d, const float *src,
-                               const int64_t *off, int64_t nv, int64_t nimg,
-                               int64_t dstride, int64_t sstride, __mmask16 tail,
-                               float *lanes)
+static CD__AVX512 void dense_dw_mk(const float *const *d, const float *src, const int64_t *off,
+                                   int64_t nv, int64_t nimg, int64_t dstride, int64_t sstride,
+                                   __mmask16 tail, float *lanes)
 {
     __m512 acc[DW_MR][DW_NK];
-    CD__UNROLL for (int i = 0; i < DW_MR; i++)
-        CD__UNROLL for (int j = 0; j < DW_NK; j++)
-            acc[i][j] = _mm512_loadu_ps(lanes + (i * DW_NK + j) * 16);
+    CD__UNROLL
+    for (int i = 0; i < DW_MR; i++) {
+        CD__UNROLL
+        for (int j = 0; j < DW_NK; j++) acc[i][j] = _mm512_loadu_ps(lanes + (i * DW_NK + j) * 16);
+    }
     for (int64_t t = 0; t < nimg; t++) {
-        const float *d0 = d[0] + t * dstride, *d1 = d[1] + t * dstride,
-                    *d2 = d[2] + t * dstride, *d3 = d[3] + t * dstride;
+        const float *d0 = d[0] + t * dstride, *d1 = d[1] + t * dstride, *d2 = d[2] + t * dstride,
+                    *d3 = d[3] + t * dstride;
         const float *st = src + t * sstride;
-        const float *s0 = st + off[0], *s1 = st + off[1], *s2 = st + off[2],
-                    *s3 = st + off[3], *s4 = st + off[4], *s5 = st + off[5];
+        const float *s0 = st + off[0], *s1 = st + off[1], *s2 = st + off[2], *s3 = st + off[3],
+                    *s4 = st + off[4], *s5 = st + off[5];
         for (int64_t v = 0; v < nv; v++) {
             /* The last vector reads only lanes before the end of the plane;
              * the other lanes are zero. */
             const __mmask16 m = v == nv - 1 ? tail : (__mmask16)0xFFFF;
             const int64_t q = 16 * v;
-            const __m512 dv[DW_MR] = {
-                _mm512_maskz_loadu_ps(m, d0 + q), _mm512_maskz_loadu_ps(m, d1 + q),
-                _mm512_maskz_loadu_ps(m, d2 + q), _mm512_maskz_loadu_ps(m, d3 + q)};
+            const __m512 dv[DW_MR] = {_mm512_maskz_loadu_ps(m, d0 + q),
+                                      _mm512_maskz_loadu_ps(m, d1 + q),
+                                      _mm512_maskz_loadu_ps(m, d2 + q),
+                                      _mm512_maskz_loadu_ps(m, d3 + q)};
             const float *sp[DW_NK] = {s0, s1, s2, s3, s4, s5};
-            CD__UNROLL for (int j = 0; j < DW_NK; j++) {
+            CD__UNROLL
+            for (int j = 0; j < DW_NK; j++) {
                 const __m512 x = _mm512_maskz_loadu_ps(m, sp[j] + q);
-                CD__UNROLL for (int i = 0; i < DW_MR; i++)
-                    acc[i][j] = _mm512_fmadd_ps(dv[i], x, acc[i][j]);
+                CD__UNROLL
+                for (int i = 0; i < DW_MR; i++) acc[i][j] = _mm512_fmadd_ps(dv[i], x, acc[i][j]);
             }
         }
     }
-    CD__UNROLL for (int i = 0; i < DW_MR; i++)
-        CD__UNROLL for (int j = 0; j < DW_NK; j++)
-            _mm512_storeu_ps(lanes + (i * DW_NK + j) * 16, acc[i][j]);
+    CD__UNROLL
+    for (int i = 0; i < DW_MR; i++) {
+        CD__UNROLL
+        for (int j = 0; j < DW_NK; j++) _mm512_storeu_ps(lanes + (i * DW_NK + j) * 16, acc[i][j]);
+    }
 }
 
 /* ---- the dense plan -------------------------------------------------------- */
@@ -138,39 +148,36 @@ static CD__AVX512 void dense_dw_mk(const float *const *d, const float *src,
  */
 typedef struct {
     int64_t s, G, Cig, Cog;
-    int64_t Cs;            /* frame channels per group: Cig s^2 */
-    int64_t khs, kws;      /* taps per frame channel */
-    int64_t Ks;            /* Cs khs kws: reduction length per output */
+    int64_t Cs;                /* frame channels per group: Cig s^2 */
+    int64_t khs, kws;          /* taps per frame channel */
+    int64_t Ks;                /* Cs khs kws: reduction length per output */
     cd__framing in;            /* input frames, C_in s^2 channels */
-    bool in_direct;        /* s = 1, pad = 0: the input is its own frames */
-    bool din_direct;       /* s = 1 and pad < kernel: din accumulated in place */
+    bool in_direct;            /* s = 1, pad = 0: the input is its own frames */
+    bool din_direct;           /* s = 1 and pad < kernel: din accumulated in place */
     cd__framing dout;          /* padded output gradients, for din */
-    bool dout_direct;      /* no padding needed: dout is its own frames */
-    bool wide_direct;      /* W_out == Wp: dout rows are their own wide rows */
-    int64_t Hd, Wd;        /* frame-gradient planes, when !din_direct */
-    int64_t dxs;           /* floats of frame gradient per image */
-    int64_t Qv, nvq, QS;   /* output-gradient rows at the frame stride */
-    int64_t DS;            /* floats per image of those rows, or of doutT */
-    int64_t wpk;           /* floats of packed weights (either packing) */
-    int64_t dws;           /* floats of the weight-gradient accumulator */
+    bool dout_direct;          /* no padding needed: dout is its own frames */
+    bool wide_direct;          /* W_out == Wp: dout rows are their own wide rows */
+    int64_t Hd, Wd;            /* frame-gradient planes, when !din_direct */
+    int64_t dxs;               /* floats of frame gradient per image */
+    int64_t Qv, nvq, QS;       /* output-gradient rows at the frame stride */
+    int64_t DS;                /* floats per image of those rows, or of doutT */
+    int64_t wpk;               /* floats of packed weights (either packing) */
+    int64_t dws;               /* floats of the weight-gradient accumulator */
     int64_t fin, fdout, dwide; /* floats of buffer per image (0 when direct) */
     /* Weight gradient vectorised over output channels (cv), else over
      * pixels: */
-    const dwcv_kind *cv;   /* NULL: the pixel-vectorised kernel */
-    int cvv;               /* 16-channel vectors per micro-tile (1 or 2) */
-    int64_t cvR;           /* tap rows per micro-tile */
-    int64_t CoP;           /* doutT row: C_out rounded up to 16 cvv */
-    int64_t Hout, Wout;    /* the convolution's output size */
-    int64_t T;             /* images per tile */
+    const dwcv_kind *cv; /* NULL: the pixel-vectorised kernel */
+    int cvv;             /* 16-channel vectors per micro-tile (1 or 2) */
+    int64_t cvR;         /* tap rows per micro-tile */
+    int64_t CoP;         /* doutT row: C_out rounded up to 16 cvv */
+    int64_t Hout, Wout;  /* the convolution's output size */
+    int64_t T;           /* images per tile */
 } dense_plan;
 
 /* Packed weight rows per block for M outputs: the channel kernels' block
  * (dense_job_finish: 32, or 16 below 32 outputs), which they need 16 or
  * more outputs for, else the pixel kernels' MRB. */
-static int64_t pack_rows(int64_t M)
-{
-    return M >= 32 ? CVB : M >= 16 ? 16 : MRB;
-}
+static int64_t pack_rows(int64_t M) { return M >= 32 ? CVB : M >= 16 ? 16 : MRB; }
 
 static dense_plan dense_planner(const cd__conv2d *c)
 {
@@ -184,9 +191,13 @@ static dense_plan dense_planner(const cd__conv2d *c)
     p.khs = cd__ceil_div(c->kh, s);
     p.kws = cd__ceil_div(c->kw, s);
     p.Ks = p.Cs * p.khs * p.kws;
-    p.in = (cd__framing){.C = c->C_in * s * s, .H = c->H, .W = c->W, .top = c->pad,
-                     .left = c->pad, .Hp = cd__ceil_div(c->H + 2 * c->pad, s),
-                     .Wp = cd__ceil_div(c->W + 2 * c->pad, s)};
+    p.in = (cd__framing){.C = c->C_in * s * s,
+                         .H = c->H,
+                         .W = c->W,
+                         .top = c->pad,
+                         .left = c->pad,
+                         .Hp = cd__ceil_div(c->H + 2 * c->pad, s),
+                         .Wp = cd__ceil_div(c->W + 2 * c->pad, s)};
     p.in.CS = p.in.Hp * p.in.Wp;
     p.in.IS = cd__round_up(p.in.C * p.in.CS + FRAME_SLACK, 16);
     /* Without padding the source tensors serve as frames as they are: the
@@ -197,8 +208,7 @@ static dense_plan dense_planner(const cd__conv2d *c)
     p.din_direct = s == 1 && c->pad < c->kh && c->pad < c->kw;
     p.dout_direct = false;
     if (p.din_direct) {
-        p.dout = make_frame(c->C_out, c->H_out, c->W_out, c->kh - 1 - c->pad,
-                            c->kw - 1 - c->pad);
+        p.dout = make_frame(c->C_out, c->H_out, c->W_out, c->kh - 1 - c->pad, c->kw - 1 - c->pad);
         p.dout_direct = c->kh - 1 - c->pad == 0 && c->kw - 1 - c->pad == 0;
         if (p.dout_direct) p.dout.IS = c->C_out * p.dout.CS;
         p.Hd = p.Wd = p.dxs = 0;
@@ -294,7 +304,8 @@ static void pack_task(void *ctx, int64_t gb)
         const int64_t outer = k / taps, ky = k % taps / p->kws, kx = k % p->kws;
         for (int64_t i = 0; i < blk; i++) {
             const int64_t m = b * blk + i;
-            if (m >= M) dst[i] = 0.0f;
+            if (m >= M)
+                dst[i] = 0.0f;
             else if (j->flipped)
                 dst[i] = frame_weight(j, g * p->Cog + outer, m, p->khs - 1 - ky, p->kws - 1 - kx);
             else
@@ -347,7 +358,7 @@ typedef struct {
     const cd__conv2d *c;
     const cd__framing *f;
     float *dst;
-    const float *src;   /* first image of the tile */
+    const float *src; /* first image of the tile */
 } frames_job;
 
 static void frames_task(void *ctx, int64_t i)
@@ -362,12 +373,12 @@ static void frames_task(void *ctx, int64_t i)
  * (group, block of MRB output rows, QCHUNK wide vectors) of each image. */
 typedef struct {
     const cd__framing *f;
-    const float *frames;      /* first image of the tile */
-    int64_t C, kh, kw;        /* reduction: frame channels per group x taps */
-    const float *wpk;         /* [G][nblk][C kh kw][MRB] */
+    const float *frames; /* first image of the tile */
+    int64_t C, kh, kw;   /* reduction: frame channels per group x taps */
+    const float *wpk;    /* [G][nblk][C kh kw][MRB] */
     int64_t G, M, Ho, Wo;
-    float *dst;               /* first image of the tile */
-    int64_t dst_is;           /* floats per destination image */
+    float *dst;     /* first image of the tile */
+    int64_t dst_is; /* floats per destination image */
     const float *bias;
     bool accumulate;
     int64_t nblk, nqc, nvec, Qv, items;
@@ -473,8 +484,8 @@ static void dense_item(const dense_job *j, int64_t t, int64_t item)
     /* Wide positions are output indices when no column is dropped. */
     const bool direct = f->Wp == j->Wo;
     float acc[MRB * 8 * 16];
-    mk_out o = {direct ? NULL : acc, 0, NULL, j->Ho * j->Wo, bias, 0, (int)rows,
-                j->accumulate, (__mmask16)0xFFFF};
+    mk_out o = {direct ? NULL : acc, 0, NULL, j->Ho * j->Wo, bias, 0, (int)rows, j->accumulate,
+                (__mmask16)0xFFFF};
     const int64_t last_lanes = j->Qv - 16 * (j->nvec - 1);
     const int64_t v_end = cd__min64((qc + 1) * QCHUNK, j->nvec);
     for (int64_t v = qc * QCHUNK; v < v_end;) {
@@ -488,8 +499,8 @@ static void dense_item(const dense_job *j, int64_t t, int64_t item)
         o.tail = v + nv == j->nvec ? (__mmask16)((1u << last_lanes) - 1u) : (__mmask16)0xFFFF;
         cls->fn[k](src + q0, f->CS, f->Wp, j->C, j->kh, j->kw, wpk, &o);
         if (!direct)
-            store_wide(dst, j->Ho * j->Wo, (int)rows, acc, o.ld, q0, o.ld, j->Qv, f->Wp,
-                       j->Wo, bias, j->accumulate);
+            store_wide(dst, j->Ho * j->Wo, (int)rows, acc, o.ld, q0, o.ld, j->Qv, f->Wp, j->Wo,
+                       bias, j->accumulate);
         v += nv;
     }
 }
@@ -506,7 +517,7 @@ static void dense_item_task(void *ctx, int64_t i)
 typedef struct {
     const dense_plan *p;
     const float *frames;
-    const float *dwide;       /* output-gradient rows of stride Wp, zeros elsewhere */
+    const float *dwide; /* output-gradient rows of stride Wp, zeros elsewhere */
     int64_t T, nkc, ncb;
     float *dws;
 } dense_dw_job;
@@ -541,8 +552,7 @@ static void dense_dw_task(void *ctx, int64_t task)
             const float *dt[DW_MR];
             for (int i = 0; i < DW_MR; i++) dt[i] = d[i] + t * p->DS;
             for (int b = 0; b < nb; b++)
-                dense_dw_mk(dt, j->frames + t * f->IS, off[b], p->nvq, 1, 0, 0, tail,
-                            lanes[b]);
+                dense_dw_mk(dt, j->frames + t * f->IS, off[b], p->nvq, 1, 0, 0, tail, lanes[b]);
         }
     } else {
         /* Small images: each micro-tile runs over the whole tile at once. */
@@ -567,7 +577,7 @@ typedef struct {
     const cd__conv2d *c;
     const dense_plan *p;
     float *dwide;
-    const float *dout;        /* first image of the tile */
+    const float *dout; /* first image of the tile */
 } wide_job;
 
 static void wide_task(void *ctx, int64_t i)
@@ -594,7 +604,7 @@ typedef struct {
     const cd__conv2d *c;
     const dense_plan *p;
     float *dT;
-    const float *dout;        /* first image of the tile */
+    const float *dout; /* first image of the tile */
 } tr_job;
 
 #define TR_BLOCK 64
@@ -678,11 +688,11 @@ typedef struct {
     const cd__conv2d *c;
     const dense_plan *p;
     const dense_job *j;
-    float *build;             /* frames to fill (= j->frames), or NULL */
-    const float *src;         /* first source image of the tile */
-    int64_t src_is;           /* floats per source image */
-    bool backward;            /* frames from dout; d2s when !din_direct */
-    float *din;               /* first image of the tile, for d2s */
+    float *build;              /* frames to fill (= j->frames), or NULL */
+    const float *src;          /* first source image of the tile */
+    int64_t src_is;            /* floats per source image */
+    bool backward;             /* frames from dout; d2s when !din_direct */
+    float *din;                /* first image of the tile, for d2s */
     const struct epi_job *epi; /* forward: per-image epilogue, or NULL */
 } dense_image_job;
 
@@ -714,22 +724,31 @@ static void dense_image_task(void *ctx, int64_t t)
     }
     for (int64_t item = 0; item < j->items; item++) dense_item(j, t, item);
     if (ij->backward && !ij->p->din_direct)
-        d2s_image(ij->din + t * ij->c->C_in * ij->c->H * ij->c->W,
-                  j->dst + t * j->dst_is, ij->c, ij->p);
+        d2s_image(ij->din + t * ij->c->C_in * ij->c->H * ij->c->W, j->dst + t * j->dst_is, ij->c,
+                  ij->p);
     /* While the image's output is still in this core's cache. */
     if (ij->epi) epi_task((void *)ij->epi, t);
 }
 
-void cd__conv2d_dense_forward(const cd__conv2d *c, float *out, const float *in,
-                              const float *weight, const float *bias, float *ws,
-                              cd__task_fn epi, void *epi_ctx)
+void cd__conv2d_dense_forward(const cd__conv2d *c, float *out, const float *in, const float *weight,
+                              const float *bias, float *ws, cd__task_fn epi, void *epi_ctx)
 {
     const dense_plan p = dense_planner(c);
     float *wpk = ws, *frames = ws + p.wpk + p.dws;
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
-    dense_job j = {.f = &p.in, .frames = frames, .C = p.Cs, .kh = p.khs, .kw = p.kws,
-                   .wpk = wpk, .G = p.G, .M = p.Cog, .Ho = c->H_out, .Wo = c->W_out,
-                   .dst_is = out_img, .bias = c->bias ? bias : NULL, .accumulate = false};
+    dense_job j = {.f = &p.in,
+                   .frames = frames,
+                   .C = p.Cs,
+                   .kh = p.khs,
+                   .kw = p.kws,
+                   .wpk = wpk,
+                   .G = p.G,
+                   .M = p.Cog,
+                   .Ho = c->H_out,
+                   .Wo = c->W_out,
+                   .dst_is = out_img,
+                   .bias = c->bias ? bias : NULL,
+                   .accumulate = false};
     dense_job_finish(&j);
     pack_weights(wpk, weight, c, &p, j.cv ? j.cvb : MRB, false);
     for (int64_t n0 = 0; n0 < c->N; n0 += p.T) {
@@ -743,8 +762,8 @@ void cd__conv2d_dense_forward(const cd__conv2d *c, float *out, const float *in,
         } else if (T >= IMAGE_TASKS_MIN) {
             /* One task per image (building its frames unless it is read in
              * place), so the epilogue finds the image's output in cache. */
-            dense_image_job ij = {c, &p, &j, p.in_direct ? NULL : frames, src, in_img, false,
-                                  NULL, epi ? &e : NULL};
+            dense_image_job ij =
+                {c, &p, &j, p.in_direct ? NULL : frames, src, in_img, false, NULL, epi ? &e : NULL};
             cd__parallel_for(T, dense_image_task, &ij);
             continue;
         } else {
@@ -759,8 +778,8 @@ void cd__conv2d_dense_forward(const cd__conv2d *c, float *out, const float *in,
 /* Queue the frames and wide rows of the tile at image n0 for the weight
  * gradient, or point its job at the sources when they need no copy. */
 static void prep_dw(cd__task_list *tl, const cd__conv2d *c, const dense_plan *p, dense_dw_job *wj,
-                    cv_dw_job *cj, frames_job *fj, wide_job *wdj, tr_job *trj,
-                    const float *in, const float *dout, int64_t n0)
+                    cv_dw_job *cj, frames_job *fj, wide_job *wdj, tr_job *trj, const float *in,
+                    const float *dout, int64_t n0)
 {
     const int64_t T = cd__min64(p->T, c->N - n0);
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
@@ -788,9 +807,8 @@ static void prep_dw(cd__task_list *tl, const cd__conv2d *c, const dense_plan *p,
  * the weight-gradient frames of tile i+1 into the other buffer. Sources
  * that need no padding are read in place.
  */
-void cd__conv2d_dense_backward(const cd__conv2d *c, float *din, bool din_set,
-                               float *dweight, const float *dout, const float *in,
-                               const float *weight, float *ws)
+void cd__conv2d_dense_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
+                               const float *dout, const float *in, const float *weight, float *ws)
 {
     const dense_plan p = dense_planner(c);
     /* din_direct stores every din element once, so it can overwrite; the
@@ -809,14 +827,23 @@ void cd__conv2d_dense_backward(const cd__conv2d *c, float *din, bool din_set,
     const int64_t ntiles = cd__ceil_div(c->N, p.T);
     if (dweight) memset(dws, 0, (size_t)p.dws * sizeof *dws);
 
-    dense_job dj = {.f = &p.dout, .frames = fdout, .C = p.Cog, .kh = p.khs, .kw = p.kws,
-                    .wpk = wpkt, .G = p.G, .M = p.Cs, .accumulate = p.din_direct && !din_set};
-    if (p.din_direct) dj.Ho = c->H, dj.Wo = c->W, dj.dst_is = in_img;
-    else dj.Ho = p.Hd, dj.Wo = p.Wd, dj.dst_is = p.dxs, dj.dst = dxf;
+    dense_job dj = {.f = &p.dout,
+                    .frames = fdout,
+                    .C = p.Cog,
+                    .kh = p.khs,
+                    .kw = p.kws,
+                    .wpk = wpkt,
+                    .G = p.G,
+                    .M = p.Cs,
+                    .accumulate = p.din_direct && !din_set};
+    if (p.din_direct)
+        dj.Ho = c->H, dj.Wo = c->W, dj.dst_is = in_img;
+    else
+        dj.Ho = p.Hd, dj.Wo = p.Wd, dj.dst_is = p.dxs, dj.dst = dxf;
     dense_job_finish(&dj);
     if (din) pack_weights(wpkt, weight, c, &p, dj.cv ? dj.cvb : MRB, true);
-    dense_image_job ij = {c, &p, &dj, p.dout_direct ? NULL : fdout, NULL, out_img, true, NULL,
-                          NULL};
+    dense_image_job ij = {c,    &p,   &dj, p.dout_direct ? NULL : fdout, NULL, out_img,
+                          true, NULL, NULL};
     dense_dw_job wj[2];
     cv_dw_job cj[2];
     frames_job fj[2];
@@ -828,10 +855,16 @@ void cd__conv2d_dense_backward(const cd__conv2d *c, float *din, bool din_set,
      * an image's doutT over many tap rows. */
     const int64_t chunk = p.cv ? cd__max64(1, cd__ceil_div(nrb * ncb, 16)) : 0;
     for (int k = 0; k < 2; k++) {
-        wj[k] = (dense_dw_job){&p, fin[k], dwide[k], 0, cd__ceil_div(p.Ks, DW_NK * DW_NB),
-                               cd__ceil_div(p.Cog, DW_MR), dws};
-        cj[k] = (cv_dw_job){&p, fin[k], dwide[k], 0, nrows, nrb, chunk,
-                            p.cv ? cd__ceil_div(nrb, chunk) : 0, dws};
+        wj[k] = (dense_dw_job){&p,
+                               fin[k],
+                               dwide[k],
+                               0,
+                               cd__ceil_div(p.Ks, DW_NK * DW_NB),
+                               cd__ceil_div(p.Cog, DW_MR),
+                               dws};
+        cj[k] = (cv_dw_job){&p,    fin[k], dwide[k], 0,
+                            nrows, nrb,    chunk,    p.cv ? cd__ceil_div(nrb, chunk) : 0,
+                            dws};
         fj[k] = (frames_job){c, &p.in, fin[k], NULL};
         wdj[k] = (wide_job){c, &p, dwide[k], NULL};
         trj[k] = (tr_job){c, &p, dwide[k], NULL};
@@ -860,8 +893,8 @@ void cd__conv2d_dense_backward(const cd__conv2d *c, float *din, bool din_set,
                 cd__tasks_add(&tl, dense_dw_task, &wj[cur], p.G * wj[cur].ncb * wj[cur].nkc);
             }
             if (i + 1 < ntiles)
-                prep_dw(&tl, c, &p, &wj[nxt], &cj[nxt], &fj[nxt], &wdj[nxt], &trj[nxt], in,
-                        dout, n0 + p.T);
+                prep_dw(&tl, c, &p, &wj[nxt], &cj[nxt], &fj[nxt], &wdj[nxt], &trj[nxt], in, dout,
+                        n0 + p.T);
         }
         cd__tasks_run(&tl);
     }

@@ -19,14 +19,14 @@
  * rows with the bias or accumulation applied. */
 typedef struct {
     float *buf;
-    int64_t ld;             /* floats per buf row */
-    float *dst;             /* row 0 at the micro-tile's first position */
-    int64_t cs;             /* floats per dst row (channel) */
-    const float *bias;      /* per row, or NULL */
-    int64_t nvalid;         /* valid positions from the first one */
-    int rows;               /* rows to write (the kernel may compute more) */
+    int64_t ld;        /* floats per buf row */
+    float *dst;        /* row 0 at the micro-tile's first position */
+    int64_t cs;        /* floats per dst row (channel) */
+    const float *bias; /* per row, or NULL */
+    int64_t nvalid;    /* valid positions from the first one */
+    int rows;          /* rows to write (the kernel may compute more) */
     bool accumulate;
-    __mmask16 tail;         /* lanes of the last vector that may be read */
+    __mmask16 tail; /* lanes of the last vector that may be read */
 } mk_out;
 
 typedef void (*dense_mk_fn)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t,
@@ -47,7 +47,7 @@ typedef struct {
     float *dst;
     int64_t cs, ld;
     int nm, xs;
-    const float *bias;      /* per channel, or NULL */
+    const float *bias; /* per channel, or NULL */
     bool accumulate;
 } fcv_out;
 
@@ -56,10 +56,10 @@ typedef void (*fcv_fn)(const float *const *, int64_t, int64_t, int64_t, int64_t,
 
 /* Named rows x pixels x 16-channel vectors; the 1xNPX forms serve the rows
  * left below the last full block of rows. */
-#define FCV_MK_DECL(NR, NPX, NCV)                                                   \
-    CD__AVX512 void cd__fcv_mk_##NR##x##NPX##x##NCV(                                    \
-        const float *const *rows, int64_t cs, int64_t wp, int64_t C, int64_t kh,     \
-        int64_t kw, const float *w, const fcv_out *o);
+#define FCV_MK_DECL(NR, NPX, NCV)                                                                  \
+    CD__AVX512 void cd__fcv_mk_##NR##x##NPX##x##NCV(const float *const *rows, int64_t cs,          \
+                                                    int64_t wp, int64_t C, int64_t kh, int64_t kw, \
+                                                    const float *w, const fcv_out *o);
 FCV_MK_DECL(1, 14, 2)
 FCV_MK_DECL(2, 7, 2)
 FCV_MK_DECL(2, 14, 1)
@@ -69,8 +69,8 @@ FCV_MK_DECL(1, 14, 1)
 FCV_MK_DECL(1, 7, 1)
 #undef FCV_MK_DECL
 
-typedef void (*dwcv_fn)(const float *const *, const float *, int64_t, int64_t, int64_t,
-                        int64_t, int, float *, int64_t);
+typedef void (*dwcv_fn)(const float *const *, const float *, int64_t, int64_t, int64_t, int64_t,
+                        int, float *, int64_t);
 
 /* The kernels by frame-kernel width: rows R and function for NCV = 2, 1. */
 typedef struct {

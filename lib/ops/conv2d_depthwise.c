@@ -16,8 +16,13 @@
  * while another reads its neighbour. */
 static cd__framing make_plane_frame(int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w)
 {
-    cd__framing f = {.C = C, .H = H, .W = W, .top = pad_h, .left = pad_w,
-                 .Hp = H + 2 * pad_h, .Wp = W + 2 * pad_w};
+    cd__framing f = {.C = C,
+                     .H = H,
+                     .W = W,
+                     .top = pad_h,
+                     .left = pad_w,
+                     .Hp = H + 2 * pad_h,
+                     .Wp = W + 2 * pad_w};
     f.CS = cd__round_up(f.Hp * f.Wp + PLANE_SLACK, 16);
     f.IS = C * f.CS;
     return f;
@@ -33,8 +38,8 @@ static cd__framing make_plane_frame(int64_t C, int64_t H, int64_t W, int64_t pad
  * The last vector of a row stores only the lanes in `last`.
  */
 CD__ALWAYS_INLINE CD__AVX512 void dw_mk(const int K, const int R, const int NV, const float *src,
-                                int64_t wp, const float *w, float *dst, int64_t wo,
-                                __mmask16 last, float bias, bool accumulate)
+                                        int64_t wp, const float *w, float *dst, int64_t wo,
+                                        __mmask16 last, float bias, bool accumulate)
 {
     __m512 acc[8][2];
     for (int i = 0; i < R; i++)
@@ -43,11 +48,15 @@ CD__ALWAYS_INLINE CD__AVX512 void dw_mk(const int K, const int R, const int NV, 
      * the accumulators and weights stay in registers. */
     for (int kx = 0; kx < K; kx++) {
         __m512 wv[7];
-        CD__UNROLL for (int ky = 0; ky < K; ky++) wv[ky] = _mm512_set1_ps(w[ky * K + kx]);
-        CD__UNROLL for (int r = 0; r < R + K - 1; r++) {
-            CD__UNROLL for (int j = 0; j < NV; j++) {
+        CD__UNROLL
+        for (int ky = 0; ky < K; ky++) wv[ky] = _mm512_set1_ps(w[ky * K + kx]);
+        CD__UNROLL
+        for (int r = 0; r < R + K - 1; r++) {
+            CD__UNROLL
+            for (int j = 0; j < NV; j++) {
                 const __m512 x = _mm512_loadu_ps(src + r * wp + kx + 16 * j);
-                CD__UNROLL for (int i = 0; i < R; i++) {
+                CD__UNROLL
+                for (int i = 0; i < R; i++) {
                     const int ky = r - i;
                     if (ky >= 0 && ky < K) acc[i][j] = _mm512_fmadd_ps(x, wv[ky], acc[i][j]);
                 }
@@ -64,31 +73,40 @@ CD__ALWAYS_INLINE CD__AVX512 void dw_mk(const int K, const int R, const int NV, 
         }
 }
 
-typedef void (*dw_mk_fn)(const float *, int64_t, const float *, float *, int64_t,
-                         __mmask16, float, bool);
+typedef void (*dw_mk_fn)(const float *, int64_t, const float *, float *, int64_t, __mmask16, float,
+                         bool);
 
-#define DW_MK(K, R, NV)                                                            \
-    static CD__AVX512 void dw_mk_##K##_##R##_##NV(const float *src, int64_t wp,        \
-                                              const float *w, float *dst, int64_t wo, \
-                                              __mmask16 last, float bias, bool acc) \
-    {                                                                              \
-        dw_mk(K, R, NV, src, wp, w, dst, wo, last, bias, acc);                     \
+#define DW_MK(K, R, NV)                                                                         \
+    static CD__AVX512 void dw_mk_##K##_##R##_##NV(const float *src, int64_t wp, const float *w, \
+                                                  float *dst, int64_t wo, __mmask16 last,       \
+                                                  float bias, bool acc)                         \
+    {                                                                                           \
+        dw_mk(K, R, NV, src, wp, w, dst, wo, last, bias, acc);                                  \
     }
+/* The formatter does not settle on one layout for this list. */
+/* clang-format off */
 #define DW_MK_K(K)                                                                 \
     DW_MK(K, 8, 2) DW_MK(K, 4, 2) DW_MK(K, 2, 2) DW_MK(K, 1, 2)                    \
     DW_MK(K, 8, 1) DW_MK(K, 4, 1) DW_MK(K, 2, 1) DW_MK(K, 1, 1)
+/* clang-format on */
 DW_MK_K(3)
 DW_MK_K(5)
 DW_MK_K(7)
 
 /* [K index][R index: 8, 4, 2, 1][NV - 1] */
 static const dw_mk_fn dw_kernels[3][4][2] = {
-    {{dw_mk_3_8_1, dw_mk_3_8_2}, {dw_mk_3_4_1, dw_mk_3_4_2},
-     {dw_mk_3_2_1, dw_mk_3_2_2}, {dw_mk_3_1_1, dw_mk_3_1_2}},
-    {{dw_mk_5_8_1, dw_mk_5_8_2}, {dw_mk_5_4_1, dw_mk_5_4_2},
-     {dw_mk_5_2_1, dw_mk_5_2_2}, {dw_mk_5_1_1, dw_mk_5_1_2}},
-    {{dw_mk_7_8_1, dw_mk_7_8_2}, {dw_mk_7_4_1, dw_mk_7_4_2},
-     {dw_mk_7_2_1, dw_mk_7_2_2}, {dw_mk_7_1_1, dw_mk_7_1_2}},
+    {{dw_mk_3_8_1, dw_mk_3_8_2},
+     {dw_mk_3_4_1, dw_mk_3_4_2},
+     {dw_mk_3_2_1, dw_mk_3_2_2},
+     {dw_mk_3_1_1, dw_mk_3_1_2}},
+    {{dw_mk_5_8_1, dw_mk_5_8_2},
+     {dw_mk_5_4_1, dw_mk_5_4_2},
+     {dw_mk_5_2_1, dw_mk_5_2_2},
+     {dw_mk_5_1_1, dw_mk_5_1_2}},
+    {{dw_mk_7_8_1, dw_mk_7_8_2},
+     {dw_mk_7_4_1, dw_mk_7_4_2},
+     {dw_mk_7_2_1, dw_mk_7_2_2},
+     {dw_mk_7_1_1, dw_mk_7_1_2}},
 };
 
 /* One channel plane: dst (Ho x Wo) (+)= depthwise(src frame, w K x K). */
@@ -105,8 +123,8 @@ static void dw_plane(int64_t K, const float *src, int64_t wp, const float *w, fl
                 const int nv = (int)cd__min64(2, nvec - v);
                 const int64_t lastn = cd__min64(16, Wo - 16 * (v + nv - 1));
                 const __mmask16 last = (__mmask16)((1u << lastn) - 1u);
-                dw_kernels[ki][ri][nv - 1](src + y * wp + 16 * v, wp, w,
-                                           dst + y * Wo + 16 * v, Wo, last, bias, accumulate);
+                dw_kernels[ki][ri][nv - 1](src + y * wp + 16 * v, wp, w, dst + y * Wo + 16 * v, Wo,
+                                           last, bias, accumulate);
             }
         }
     }
@@ -120,12 +138,15 @@ static void dw_plane(int64_t K, const float *src, int64_t wp, const float *w, fl
  * for all G kernel rows.
  */
 CD__ALWAYS_INLINE CD__AVX512 void dwg_mk(const int K, const int G, const float *frame0, int64_t wp,
-                                 int64_t fstride, const float *dout0, int64_t dstride,
-                                 int64_t nimg, int64_t Ho, int64_t Wo, float *lanes)
+                                         int64_t fstride, const float *dout0, int64_t dstride,
+                                         int64_t nimg, int64_t Ho, int64_t Wo, float *lanes)
 {
     __m512 acc[3][7];
-    CD__UNROLL for (int g = 0; g < G; g++)
-        CD__UNROLL for (int kx = 0; kx < K; kx++) acc[g][kx] = _mm512_setzero_ps();
+    CD__UNROLL
+    for (int g = 0; g < G; g++) {
+        CD__UNROLL
+        for (int kx = 0; kx < K; kx++) acc[g][kx] = _mm512_setzero_ps();
+    }
     for (int64_t t = 0; t < nimg; t++) {
         const float *frame = frame0 + t * fstride, *dout = dout0 + t * dstride;
         for (int64_t r = 0; r < Ho + G - 1; r++) {
@@ -134,31 +155,35 @@ CD__ALWAYS_INLINE CD__AVX512 void dwg_mk(const int K, const int G, const float *
                 const __mmask16 m = (__mmask16)((1u << n) - 1u);
                 const float *s = frame + r * wp + x0;
                 __m512 x[7];
-                CD__UNROLL for (int kx = 0; kx < K; kx++) x[kx] = _mm512_loadu_ps(s + kx);
-                CD__UNROLL for (int g = 0; g < G; g++) {
+                CD__UNROLL
+                for (int kx = 0; kx < K; kx++) x[kx] = _mm512_loadu_ps(s + kx);
+                CD__UNROLL
+                for (int g = 0; g < G; g++) {
                     const int64_t y = r - g;
                     if (y < 0 || y >= Ho) continue;
                     const __m512 d = _mm512_maskz_loadu_ps(m, dout + y * Wo + x0);
-                    CD__UNROLL for (int kx = 0; kx < K; kx++)
+                    CD__UNROLL
+                    for (int kx = 0; kx < K; kx++)
                         acc[g][kx] = _mm512_fmadd_ps(d, x[kx], acc[g][kx]);
                 }
             }
         }
     }
-    CD__UNROLL for (int g = 0; g < G; g++)
-        CD__UNROLL for (int kx = 0; kx < K; kx++)
-            _mm512_storeu_ps(lanes + (g * K + kx) * 16, acc[g][kx]);
+    CD__UNROLL
+    for (int g = 0; g < G; g++) {
+        CD__UNROLL
+        for (int kx = 0; kx < K; kx++) _mm512_storeu_ps(lanes + (g * K + kx) * 16, acc[g][kx]);
+    }
 }
 
-typedef void (*dwg_mk_fn)(const float *, int64_t, int64_t, const float *, int64_t, int64_t,
-                          int64_t, int64_t, float *);
-#define DWG_MK(K, G)                                                               \
-    static CD__AVX512 void dwg_mk_##K##_##G(const float *frame, int64_t wp, int64_t fstride, \
-                                        const float *dout, int64_t dstride,         \
-                                        int64_t nimg, int64_t Ho, int64_t Wo,        \
-                                        float *lanes)                                \
-    {                                                                              \
-        dwg_mk(K, G, frame, wp, fstride, dout, dstride, nimg, Ho, Wo, lanes);      \
+typedef void (*dwg_mk_fn)(const float *, int64_t, int64_t, const float *, int64_t, int64_t, int64_t,
+                          int64_t, float *);
+#define DWG_MK(K, G)                                                                          \
+    static CD__AVX512 void dwg_mk_##K##_##G(const float *frame, int64_t wp, int64_t fstride,  \
+                                            const float *dout, int64_t dstride, int64_t nimg, \
+                                            int64_t Ho, int64_t Wo, float *lanes)             \
+    {                                                                                         \
+        dwg_mk(K, G, frame, wp, fstride, dout, dstride, nimg, Ho, Wo, lanes);                 \
     }
 DWG_MK(3, 3)
 DWG_MK(5, 3)
@@ -173,8 +198,8 @@ DWG_MK(7, 1)
 /* Plane frames (each with its own slack) for a tile of images. */
 typedef struct {
     int64_t T;
-    cd__framing in;       /* padded inputs */
-    cd__framing dout;     /* output gradients padded for the input gradient */
+    cd__framing in;   /* padded inputs */
+    cd__framing dout; /* output gradients padded for the input gradient */
     int64_t wf;       /* floats of flipped weights */
 } dw_geom;
 
@@ -182,8 +207,7 @@ static dw_geom dw_geometry(const cd__conv2d *c)
 {
     dw_geom g;
     g.in = make_plane_frame(c->C_in, c->H, c->W, c->pad, c->pad);
-    g.dout = make_plane_frame(c->C_out, c->H_out, c->W_out, c->kh - 1 - c->pad,
-                              c->kw - 1 - c->pad);
+    g.dout = make_plane_frame(c->C_out, c->H_out, c->W_out, c->kh - 1 - c->pad, c->kw - 1 - c->pad);
     g.wf = cd__round_up(c->C_in * c->kh * c->kw, 16);
     const int64_t per_image = g.in.IS + g.dout.IS;
     g.T = cd__max64(1, cd__min64(cd__min64(c->N, CD__DIRECT_TILE), CD__TILE_BUDGET / per_image));
@@ -201,9 +225,8 @@ size_t cd__conv2d_depthwise_workspace(const cd__conv2d *c)
  * vector kernel. */
 #define DW_STRIP 256
 
-static void dw_plane_portable(int64_t kh, int64_t kw, const float *src, int64_t wp,
-                              const float *w, float *dst, int64_t Ho, int64_t Wo,
-                              float bias, bool accumulate)
+static void dw_plane_portable(int64_t kh, int64_t kw, const float *src, int64_t wp, const float *w,
+                              float *dst, int64_t Ho, int64_t Wo, float bias, bool accumulate)
 {
     float row[DW_STRIP];
     for (int64_t x0 = 0; x0 < Wo; x0 += DW_STRIP) {
@@ -217,8 +240,10 @@ static void dw_plane_portable(int64_t kh, int64_t kw, const float *src, int64_t 
                     for (int64_t x = 0; x < wn; x++) row[x] += wt * s[x];
                 }
             float *o = dst + y * Wo + x0;
-            if (accumulate) for (int64_t x = 0; x < wn; x++) o[x] += row[x];
-            else memcpy(o, row, (size_t)wn * sizeof *o);
+            if (accumulate)
+                for (int64_t x = 0; x < wn; x++) o[x] += row[x];
+            else
+                memcpy(o, row, (size_t)wn * sizeof *o);
         }
     }
 }
@@ -228,10 +253,10 @@ typedef struct {
     const cd__conv2d *c;
     const cd__framing *f;
     float *frames;
-    const float *src;     /* first image of the tile */
-    const float *w;       /* K x K per channel (flipped for the input gradient) */
+    const float *src; /* first image of the tile */
+    const float *w;   /* K x K per channel (flipped for the input gradient) */
     const float *bias;
-    float *dst;           /* first image of the tile, C x Ho x Wo each */
+    float *dst; /* first image of the tile, C x Ho x Wo each */
     int64_t Ho, Wo, T;
     bool accumulate, fast;
 } dw_job;
@@ -280,8 +305,8 @@ typedef struct {
     const cd__conv2d *c;
     const cd__framing *f;
     float *frames;
-    const float *in;       /* first image of the tile */
-    const float *dout;     /* first image of the tile */
+    const float *in;   /* first image of the tile */
+    const float *dout; /* first image of the tile */
     int64_t T;
     float *dweight;
     bool fast;
@@ -307,11 +332,11 @@ static void dwg_channel(const dwg_job *j, int64_t ch)
         float lanes[3 * 7 * 16], sum[7 * 7];
         for (int64_t ky0 = 0; ky0 < kh; ky0 += 3) {
             const int64_t G = cd__min64(3, kh - ky0);
-            dwg_mk_fn mk = kh == 3 ? dwg_mk_3_3
-                         : kh == 5 ? (G == 3 ? dwg_mk_5_3 : dwg_mk_5_2)
-                                   : (G == 3 ? dwg_mk_7_3 : dwg_mk_7_1);
-            mk(frames + ky0 * f->Wp, f->Wp, fs, j->dout + ch * Ho * Wo, C * Ho * Wo, j->T, Ho,
-               Wo, lanes);
+            dwg_mk_fn mk = kh == 3   ? dwg_mk_3_3
+                           : kh == 5 ? (G == 3 ? dwg_mk_5_3 : dwg_mk_5_2)
+                                     : (G == 3 ? dwg_mk_7_3 : dwg_mk_7_1);
+            mk(frames + ky0 * f->Wp, f->Wp, fs, j->dout + ch * Ho * Wo, C * Ho * Wo, j->T, Ho, Wo,
+               lanes);
             for (int64_t g = 0; g < G; g++)
                 for (int64_t kx = 0; kx < kw; kx++) {
                     const float *l = lanes + (g * kw + kx) * 16;
@@ -367,21 +392,29 @@ static void flip_depthwise(float *wf, const float *w, int64_t C, int64_t kh, int
     for (int64_t ch = 0; ch < C; ch++)
         for (int64_t ky = 0; ky < kh; ky++)
             for (int64_t kx = 0; kx < kw; kx++)
-                wf[(ch * kh + ky) * kw + kx] =
-                    w[(ch * kh + kh - 1 - ky) * kw + kw - 1 - kx];
+                wf[(ch * kh + ky) * kw + kx] = w[(ch * kh + kh - 1 - ky) * kw + kw - 1 - kx];
 }
 
 void cd__conv2d_depthwise_forward(const cd__conv2d *c, float *out, const float *in,
-                                  const float *weight, const float *bias, float *ws,
-                                  bool fast)
+                                  const float *weight, const float *bias, float *ws, bool fast)
 {
     const dw_geom g = dw_geometry(c);
     float *frames = ws + g.wf;
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
     for (int64_t n0 = 0; n0 < c->N; n0 += g.T) {
         const int64_t T = cd__min64(g.T, c->N - n0);
-        dw_job j = {c, &g.in, frames, in + n0 * in_img, weight, c->bias ? bias : NULL,
-                    out + n0 * out_img, c->H_out, c->W_out, T, false, fast};
+        dw_job j = {c,
+                    &g.in,
+                    frames,
+                    in + n0 * in_img,
+                    weight,
+                    c->bias ? bias : NULL,
+                    out + n0 * out_img,
+                    c->H_out,
+                    c->W_out,
+                    T,
+                    false,
+                    fast};
         cd__parallel_for(cd__ceil_div(T * c->C_in, dw_planes_per_task(c)), dw_task, &j);
     }
 }
@@ -389,8 +422,8 @@ void cd__conv2d_depthwise_forward(const cd__conv2d *c, float *out, const float *
 /* Per tile, one wake-up: input-gradient plane tasks and weight-gradient
  * channel tasks, each padding what it reads. */
 void cd__conv2d_depthwise_backward(const cd__conv2d *c, float *din, float *dweight,
-                                   const float *dout, const float *in,
-                                   const float *weight, float *ws, bool fast)
+                                   const float *dout, const float *in, const float *weight,
+                                   float *ws, bool fast)
 {
     const dw_geom g = dw_geometry(c);
     float *wf = ws;
@@ -401,10 +434,20 @@ void cd__conv2d_depthwise_backward(const cd__conv2d *c, float *din, float *dweig
     cd__task_list tl = {0};
     for (int64_t n0 = 0; n0 < c->N; n0 += g.T) {
         const int64_t T = cd__min64(g.T, c->N - n0);
-        dw_job j = {c, &g.dout, fdout, dout + n0 * out_img, wf, NULL,
-                    din ? din + n0 * in_img : NULL, c->H, c->W, T, true, fast};
-        dwg_job k = {c, &g.in, fin, in ? in + n0 * in_img : NULL, dout + n0 * out_img, T,
-                     dweight, fast};
+        dw_job j = {c,
+                    &g.dout,
+                    fdout,
+                    dout + n0 * out_img,
+                    wf,
+                    NULL,
+                    din ? din + n0 * in_img : NULL,
+                    c->H,
+                    c->W,
+                    T,
+                    true,
+                    fast};
+        dwg_job k = {c, &g.in,   fin, in ? in + n0 * in_img : NULL, dout + n0 * out_img,
+                     T, dweight, fast};
         if (din) cd__tasks_add(&tl, dw_task, &j, cd__ceil_div(T * c->C_in, dw_planes_per_task(c)));
         if (dweight)
             cd__tasks_add(&tl, dwg_task, &k, cd__ceil_div(c->C_in, dwg_channels_per_task(c)));

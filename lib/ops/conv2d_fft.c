@@ -48,14 +48,14 @@
 #include <math.h>
 
 #define LANES 16
-#define CPLX 32       /* floats per complex vector */
-#define MIN_NF 16     /* the transposes move 16 pixels at a time */
+#define CPLX 32   /* floats per complex vector */
+#define MIN_NF 16 /* the transposes move 16 pixels at a time */
 #define MAX_NF 64
-#define FFT_TILE 64   /* images per tile */
-#define BLOCK 12      /* images or channels per register block: 24 accumulators */
+#define FFT_TILE 64      /* images per tile */
+#define BLOCK 12         /* images or channels per register block: 24 accumulators */
 #define PREFETCH_AHEAD 2 /* frequencies */
-#define MUL_TASKS 8   /* product tasks per tile, a block of frequencies each */
-#define WK_TASKS 8    /* tasks (and scratch spectra) for the kernel spectra */
+#define MUL_TASKS 8      /* product tasks per tile, a block of frequencies each */
+#define WK_TASKS 8       /* tasks (and scratch spectra) for the kernel spectra */
 #define MAX_SPECTRA_FLOATS ((int64_t)1 << 25) /* 128 MB of kernel spectra */
 
 static int64_t fft_size(const cd__conv2d *c)
@@ -197,7 +197,7 @@ static CD__AVX512 void fft_stage2(float *d, int64_t es, int64_t n, int64_t cols,
 
 /* Forward stages of length L, then L/2. */
 static CD__AVX512 void dif_pair(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs,
-                            const float *tw, int64_t step, int64_t L)
+                                const float *tw, int64_t step, int64_t L)
 {
     const int64_t h = L / 2, q4 = L / 4, t1 = step * (n / L), t2 = step * (n / h);
     for (int64_t j = 0; j < q4; j++) {
@@ -223,7 +223,7 @@ static CD__AVX512 void dif_pair(float *d, int64_t es, int64_t n, int64_t cols, i
 
 /* Inverse stages of length L/2, then L. */
 static CD__AVX512 void dit_pair(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs,
-                            const float *tw, int64_t step, int64_t L)
+                                const float *tw, int64_t step, int64_t L)
 {
     const int64_t h = L / 2, q4 = L / 4, t1 = step * (n / L), t2 = step * (n / h);
     for (int64_t j = 0; j < q4; j++) {
@@ -248,16 +248,16 @@ static CD__AVX512 void dit_pair(float *d, int64_t es, int64_t n, int64_t cols, i
     }
 }
 
-static CD__AVX512 void fft_forward_bitrev(float *d, int64_t es, int64_t n, int64_t cols,
-                                      int64_t cs, const float *tw, int64_t step)
+static CD__AVX512 void fft_forward_bitrev(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs,
+                                          const float *tw, int64_t step)
 {
     int64_t L = n;
     for (; L >= 4; L /= 4) dif_pair(d, es, n, cols, cs, tw, step, L);
     if (L == 2) fft_stage2(d, es, n, cols, cs);
 }
 
-static CD__AVX512 void fft_inverse_bitrev(float *d, int64_t es, int64_t n, int64_t cols,
-                                      int64_t cs, const float *tw, int64_t step)
+static CD__AVX512 void fft_inverse_bitrev(float *d, int64_t es, int64_t n, int64_t cols, int64_t cs,
+                                          const float *tw, int64_t step)
 {
     int64_t stages = 0, L = 4;
     for (int64_t m = n; m > 1; m >>= 1) stages++;
@@ -274,7 +274,7 @@ static CD__AVX512 void fft_inverse_bitrev(float *d, int64_t es, int64_t n, int64
  * samples' spectra recovered from Z[k] and conj Z[nh - k] (Z[k] lies at
  * z[rev[k]]). */
 static CD__AVX512 void row_rfft(float *out, int64_t es, const __m512 *t, const fplan *p,
-                            const float *tw)
+                                const float *tw)
 {
     const int64_t nh = p->nh;
     const int16_t *rev = p->rev;
@@ -284,7 +284,8 @@ static CD__AVX512 void row_rfft(float *out, int64_t es, const __m512 *t, const f
         _mm512_store_ps(z + m * CPLX + LANES, t[2 * m + 1]);
     }
     fft_forward_bitrev(z, CPLX, nh, 1, 0, tw, 2);
-    const __m512 zr0 = _mm512_load_ps(z), zi0 = _mm512_load_ps(z + LANES), zero = _mm512_setzero_ps();
+    const __m512 zr0 = _mm512_load_ps(z), zi0 = _mm512_load_ps(z + LANES),
+                 zero = _mm512_setzero_ps();
     _mm512_store_ps(out, _mm512_add_ps(zr0, zi0));
     _mm512_store_ps(out + LANES, zero);
     _mm512_store_ps(out + nh * es, _mm512_sub_ps(zr0, zi0));
@@ -297,10 +298,10 @@ static CD__AVX512 void row_rfft(float *out, int64_t es, const __m512 *t, const f
         const __m512 c = _mm512_set1_ps(tw[2 * k]), s = _mm512_set1_ps(tw[2 * k + 1]);
         const __m512 dr = _mm512_sub_ps(ar, br), di = _mm512_sub_ps(ai, bi);
         /* re = (ar + br + c di - s dr) / 2, im = (ai + bi - c dr - s di) / 2 */
-        const __m512 re = _mm512_add_ps(_mm512_add_ps(ar, br),
-                                        _mm512_fmsub_ps(c, di, _mm512_mul_ps(s, dr)));
-        const __m512 im = _mm512_sub_ps(_mm512_add_ps(ai, bi),
-                                        _mm512_fmadd_ps(c, dr, _mm512_mul_ps(s, di)));
+        const __m512 re =
+            _mm512_add_ps(_mm512_add_ps(ar, br), _mm512_fmsub_ps(c, di, _mm512_mul_ps(s, dr)));
+        const __m512 im =
+            _mm512_sub_ps(_mm512_add_ps(ai, bi), _mm512_fmadd_ps(c, dr, _mm512_mul_ps(s, di)));
         _mm512_store_ps(out + k * es, _mm512_mul_ps(re, half));
         _mm512_store_ps(out + k * es + LANES, _mm512_mul_ps(im, half));
     }
@@ -312,7 +313,7 @@ static CD__AVX512 void row_rfft(float *out, int64_t es, const __m512 *t, const f
  * inverse FFT, and t[2m] + i t[2m+1] = zc[m]. The imaginary parts of X[0]
  * and X[nh], zero for a real row, are ignored. */
 static CD__AVX512 void row_irfft(__m512 *t, const float *in, int64_t es, const fplan *p,
-                             const float *tw)
+                                 const float *tw)
 {
     const int64_t nh = p->nh;
     const int16_t *rev = p->rev;
@@ -323,8 +324,8 @@ static CD__AVX512 void row_irfft(__m512 *t, const float *in, int64_t es, const f
     for (int64_t k = 1; k < nh; k++) {
         const __m512 ar = _mm512_load_ps(in + k * es), ai = _mm512_load_ps(in + k * es + LANES);
         const __m512 br = _mm512_load_ps(in + (nh - k) * es);
-        const __m512 bi = _mm512_sub_ps(_mm512_setzero_ps(),
-                                        _mm512_load_ps(in + (nh - k) * es + LANES));
+        const __m512 bi =
+            _mm512_sub_ps(_mm512_setzero_ps(), _mm512_load_ps(in + (nh - k) * es + LANES));
         const __m512 c = _mm512_set1_ps(tw[2 * k]), s = _mm512_set1_ps(tw[2 * k + 1]);
         const __m512 dr = _mm512_sub_ps(ar, br), di = _mm512_sub_ps(ai, bi);
         const __m512 Dr = _mm512_fnmadd_ps(di, s, _mm512_mul_ps(dr, c));
@@ -364,7 +365,7 @@ static __mmask16 low_mask(int64_t n) { return n >= 16 ? 0xFFFF : (__mmask16)((1u
 /* The spectrum of `lanes` H x W planes, consecutive at img (the rest of
  * the 16 lanes zero), into spec (element stride CPLX). */
 static CD__AVX512 void planes_to_spectrum(float *spec, const float *img, int64_t lanes, int64_t H,
-                                      int64_t W, const fplan *p, const float *tw)
+                                          int64_t W, const fplan *p, const float *tw)
 {
     __m512 t[MAX_NF];
     for (int64_t x = 0; x < p->nf; x++) t[x] = _mm512_setzero_ps();
@@ -387,8 +388,8 @@ static CD__AVX512 void planes_to_spectrum(float *spec, const float *img, int64_t
 /* The inverse: `lanes` planes (+ bias, if any) from spec, which it
  * destroys; stored at img or, with add, added to it. */
 static CD__AVX512 void spectrum_to_planes(float *img, float *spec, int64_t lanes, int64_t H,
-                                      int64_t W, const float *bias, bool add, const fplan *p,
-                                      const float *tw)
+                                          int64_t W, const float *bias, bool add, const fplan *p,
+                                          const float *tw)
 {
     col_fft(spec, CPLX, p, tw, true);
     const __m512 b = bias ? _mm512_maskz_loadu_ps(low_mask(lanes), bias) : _mm512_setzero_ps();
@@ -417,8 +418,8 @@ static CD__AVX512 void spectrum_to_planes(float *img, float *spec, int64_t lanes
  * origin (h[-d] = w[d + p]: its spectrum is conj G). The transform runs in
  * scratch (one spectrum, contiguous): dst's stride is a multiple of 4 KiB. */
 static CD__AVX512 void kernel_spectrum(float *dst, int64_t es, float *scratch, const float *w,
-                                   int64_t lanes, int64_t ls, int64_t k, bool flip,
-                                   const fplan *p, const float *tw)
+                                       int64_t lanes, int64_t ls, int64_t k, bool flip,
+                                       const fplan *p, const float *tw)
 {
     const int64_t nf = p->nf, pad = k / 2;
     __m512 t[MAX_NF];
@@ -451,8 +452,8 @@ static CD__AVX512 void kernel_spectrum(float *dst, int64_t es, float *scratch, c
  * enters conjugated; load: add to out instead of overwriting it. kin 16
  * walks a spectrum's lanes group by group, kin 1 one scalar per group. */
 CD__ALWAYS_INLINE CD__AVX512 void cmac(int nb, float *out, int64_t ob, const float *in, int64_t ib,
-                               int64_t gs, int64_t kin, const float *w, int64_t wk, int64_t K,
-                               bool conj, bool load)
+                                       int64_t gs, int64_t kin, const float *w, int64_t wk,
+                                       int64_t K, bool conj, bool load)
 {
     __m512 ar[BLOCK], ai[BLOCK];
     for (int b = 0; b < nb; b++) {
@@ -484,21 +485,21 @@ CD__ALWAYS_INLINE CD__AVX512 void cmac(int nb, float *out, int64_t ob, const flo
     }
 }
 
-typedef void (*cmac_fn)(float *, int64_t, const float *, int64_t, int64_t, int64_t,
-                        const float *, int64_t, int64_t);
+typedef void (*cmac_fn)(float *, int64_t, const float *, int64_t, int64_t, int64_t, const float *,
+                        int64_t, int64_t);
 
 /* cmac with the block size, conjugation and accumulation fixed, so each
  * keeps its accumulators in registers. */
 #define CMAC_ONE(NAME, NB, CONJ, LOAD)                                                      \
-    static CD__AVX512 void NAME##_##NB(float *o, int64_t ob, const float *i, int64_t ib,        \
-                                   int64_t gs, int64_t kin, const float *w, int64_t wk,     \
-                                   int64_t K)                                               \
+    static CD__AVX512 void NAME##_##NB(float *o, int64_t ob, const float *i, int64_t ib,    \
+                                       int64_t gs, int64_t kin, const float *w, int64_t wk, \
+                                       int64_t K)                                           \
     {                                                                                       \
         cmac(NB, o, ob, i, ib, gs, kin, w, wk, K, CONJ, LOAD);                              \
     }
-#define CMAC_VARIANTS(NB)                                                                   \
-    CMAC_ONE(cmac_set, NB, false, false)                                                    \
-    CMAC_ONE(cmac_conj_set, NB, true, false)                                                \
+#define CMAC_VARIANTS(NB)                    \
+    CMAC_ONE(cmac_set, NB, false, false)     \
+    CMAC_ONE(cmac_conj_set, NB, true, false) \
     CMAC_ONE(cmac_conj_acc, NB, true, true)
 CMAC_VARIANTS(1)
 CMAC_VARIANTS(2)
@@ -512,9 +513,11 @@ CMAC_VARIANTS(9)
 CMAC_VARIANTS(10)
 CMAC_VARIANTS(11)
 CMAC_VARIANTS(12)
-#define CMAC_TABLE(NAME)                                                                    \
-    {NULL,      NAME##_1, NAME##_2, NAME##_3,  NAME##_4,  NAME##_5, NAME##_6,               \
-     NAME##_7, NAME##_8, NAME##_9, NAME##_10, NAME##_11, NAME##_12}
+#define CMAC_TABLE(NAME)                                                                      \
+    {                                                                                         \
+        NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6, NAME##_7, NAME##_8, \
+            NAME##_9, NAME##_10, NAME##_11, NAME##_12                                         \
+    }
 static const cmac_fn cmac_set[BLOCK + 1] = CMAC_TABLE(cmac_set);
 static const cmac_fn cmac_conj_set[BLOCK + 1] = CMAC_TABLE(cmac_conj_set);
 static const cmac_fn cmac_conj_acc[BLOCK + 1] = CMAC_TABLE(cmac_conj_acc);
@@ -545,9 +548,8 @@ static void prefetch_block(const float *s, int64_t floats, int64_t f, int64_t en
 
 /* out[n][g][f] = sum_k in[n][k / 16][f][k % 16] w[f][k][g] for the tile's
  * images, g < G (output groups), f in [f0, f1). */
-static void spectral_matmul(float *out, const float *in, const float *w, int64_t nimg,
-                            int64_t K, int64_t Gk, int64_t G, int64_t f0, int64_t f1,
-                            const fplan *p)
+static void spectral_matmul(float *out, const float *in, const float *w, int64_t nimg, int64_t K,
+                            int64_t Gk, int64_t G, int64_t f0, int64_t f1, const fplan *p)
 {
     const int64_t in_img = Gk * p->spec, out_img = G * p->spec;
     for (int64_t f = f0; f < f1; f++) {
@@ -567,8 +569,8 @@ static void spectral_matmul(float *out, const float *in, const float *w, int64_t
  * f in [f0, f1): the weight gradient's spectra (lanes: input channels),
  * overwritten for the first tile. Here cmac's block runs over output
  * channels of one group and its reduction over the images. */
-static void spectral_wgrad(float *R, const float *X, const float *dY, int64_t nimg,
-                           int64_t C_out, int64_t f0, int64_t f1, bool first, const fplan *p)
+static void spectral_wgrad(float *R, const float *X, const float *dY, int64_t nimg, int64_t C_out,
+                           int64_t f0, int64_t f1, bool first, const fplan *p)
 {
     const cmac_fn *fn = first ? cmac_conj_set : cmac_conj_acc;
     const int64_t x_img = p->gi * p->spec, dy_img = p->go * p->spec;
@@ -593,15 +595,15 @@ typedef struct {
     const cd__conv2d *c;
     fplan p;
     const float *tw;
-    float *wk;              /* kernel spectra: [f][ci][go] forward, [f][co][gi] backward */
-    float *scratch;         /* WK_TASKS spectra */
-    float *R;               /* weight-gradient spectra [co][gi][f] */
-    float *X, *Y;           /* the tile's spectra: [n][gi][f] and [n][go][f] */
+    float *wk;      /* kernel spectra: [f][ci][go] forward, [f][co][gi] backward */
+    float *scratch; /* WK_TASKS spectra */
+    float *R;       /* weight-gradient spectra [co][gi][f] */
+    float *X, *Y;   /* the tile's spectra: [n][gi][f] and [n][go][f] */
     const float *in, *weight, *bias, *dout;
     float *out, *din, *dweight, *dbias;
-    double *db;             /* the bias gradient's sums, C_out */
+    double *db; /* the bias gradient's sums, C_out */
     bool din_set;
-    int64_t n0, nimg;       /* the tile */
+    int64_t n0, nimg; /* the tile */
     cd__task_fn epi;
     void *epi_ctx;
 } fjob;
@@ -638,7 +640,7 @@ static CD__AVX512 void wk_bwd_task(void *ctx, int64_t t)
 }
 
 static CD__AVX512 void image_spectra(float *spec, const float *img, int64_t C, int64_t G,
-                                 const fjob *j)
+                                     const fjob *j)
 {
     const cd__conv2d *c = j->c;
     for (int64_t g = 0; g < G; g++)
@@ -668,8 +670,8 @@ static CD__AVX512 void fwd_out_task(void *ctx, int64_t i)
     const int64_t n = j->n0 + i, HW = c->H * c->W;
     for (int64_t g = 0; g < j->p.go; g++)
         spectrum_to_planes(j->out + (n * c->C_out + g * LANES) * HW,
-                           j->Y + (i * j->p.go + g) * j->p.spec, lanes_of(c->C_out, g), c->H,
-                           c->W, j->bias ? j->bias + g * LANES : NULL, false, &j->p, j->tw);
+                           j->Y + (i * j->p.go + g) * j->p.spec, lanes_of(c->C_out, g), c->H, c->W,
+                           j->bias ? j->bias + g * LANES : NULL, false, &j->p, j->tw);
     if (j->epi) j->epi(j->epi_ctx, n);
 }
 
@@ -678,11 +680,11 @@ static CD__AVX512 void bwd_in_task(void *ctx, int64_t i)
     const fjob *j = ctx;
     const cd__conv2d *c = j->c;
     const int64_t n = j->n0 + i, HW = c->H * c->W;
-    image_spectra(j->Y + i * j->p.go * j->p.spec, j->dout + n * c->C_out * HW, c->C_out,
-                  j->p.go, j);
+    image_spectra(j->Y + i * j->p.go * j->p.spec, j->dout + n * c->C_out * HW, c->C_out, j->p.go,
+                  j);
     if (j->dweight)
-        image_spectra(j->X + i * j->p.gi * j->p.spec, j->in + n * c->C_in * HW, c->C_in,
-                      j->p.gi, j);
+        image_spectra(j->X + i * j->p.gi * j->p.spec, j->in + n * c->C_in * HW, c->C_in, j->p.gi,
+                      j);
 }
 
 /* The weight gradient reads X at these frequencies before the input
@@ -700,8 +702,7 @@ static void bwd_mul_task(void *ctx, int64_t i)
     if (j->dweight)
         spectral_wgrad(j->R, j->X, j->Y, j->nimg, j->c->C_out, f0, f1, j->n0 == 0, &j->p);
     if (j->din)
-        spectral_matmul(j->X, j->Y, j->wk, j->nimg, j->c->C_out, j->p.go, j->p.gi, f0, f1,
-                        &j->p);
+        spectral_matmul(j->X, j->Y, j->wk, j->nimg, j->c->C_out, j->p.go, j->p.gi, f0, f1, &j->p);
 }
 
 static CD__AVX512 void bwd_out_task(void *ctx, int64_t i)
@@ -711,8 +712,8 @@ static CD__AVX512 void bwd_out_task(void *ctx, int64_t i)
     const int64_t n = j->n0 + i, HW = c->H * c->W;
     for (int64_t g = 0; g < j->p.gi; g++)
         spectrum_to_planes(j->din + (n * c->C_in + g * LANES) * HW,
-                           j->X + (i * j->p.gi + g) * j->p.spec, lanes_of(c->C_in, g), c->H,
-                           c->W, NULL, !j->din_set, &j->p, j->tw);
+                           j->X + (i * j->p.gi + g) * j->p.spec, lanes_of(c->C_in, g), c->H, c->W,
+                           NULL, !j->din_set, &j->p, j->tw);
 }
 
 /* dweight[co][16 gi + l][a][b] += the (a - p, b - p) tap of R[co][gi]. */
@@ -741,7 +742,7 @@ static CD__AVX512 void wgrad_out_task(void *ctx, int64_t i)
 /* ---- entry points ----------------------------------------------------------- */
 
 typedef struct {
-    size_t tw, db, scratch, wk, R, X, Y;   /* float offsets */
+    size_t tw, db, scratch, wk, R, X, Y; /* float offsets */
     size_t total;
 } fft_ws;
 
@@ -781,9 +782,8 @@ static fjob make_job(const cd__conv2d *c, float *ws)
     return j;
 }
 
-void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in,
-                            const float *weight, const float *bias, float *ws,
-                            cd__task_fn epi, void *epi_ctx)
+void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in, const float *weight,
+                            const float *bias, float *ws, cd__task_fn epi, void *epi_ctx)
 {
     fjob j = make_job(c, ws);
     j.in = in, j.weight = weight, j.bias = c->bias ? bias : NULL, j.out = out;
@@ -797,9 +797,9 @@ void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in,
     }
 }
 
-void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set,
-                             float *dweight, float *dbias, const float *dout,
-                             const float *in, const float *weight, float *ws)
+void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
+                             float *dbias, const float *dout, const float *in, const float *weight,
+                             float *ws)
 {
     if (!din && !dweight) return;
     fjob j = make_job(c, ws);

@@ -20,14 +20,13 @@ bool cd__conv2d_fft_suits(const cd__conv2d *c);
 /* The functions below need AVX-512F; call them only when the CPU has it
  * and cd__conv2d_fft_suits(c). ws is CD__ALIGN-aligned. */
 size_t cd__conv2d_fft_workspace(const cd__conv2d *c);
-void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in,
-                            const float *weight, const float *bias, float *ws,
-                            cd__task_fn epi, void *epi_ctx);
+void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in, const float *weight,
+                            const float *bias, float *ws, cd__task_fn epi, void *epi_ctx);
 /* din (may be NULL) is overwritten when din_set, else added to; dweight
  * and dbias (either may be NULL) are added to. Call it with din or dweight:
  * the bias gradient comes from the transforms those need. */
-void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set,
-                             float *dweight, float *dbias, const float *dout,
-                             const float *in, const float *weight, float *ws);
+void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
+                             float *dbias, const float *dout, const float *in, const float *weight,
+                             float *ws);
 
 #endif /* CD_CONV2D_FFT_H */

@@ -81,8 +81,8 @@ size_t cd__conv2d_gemm_workspace(const cd__conv2d *c)
 /* im2col rows k in [k0, k1) of group gr of one image, output rows
  * [oy0, oy1), into col (row stride ld). Row k = (ci, ky, kx) holds the
  * input pixel under tap (ky, kx) of each output pixel, or 0. */
-static void im2col_rows(float *col, int64_t ld, const cd__conv2d *c, const float *img,
-                        int64_t gr, int64_t k0, int64_t k1, int64_t oy0, int64_t oy1)
+static void im2col_rows(float *col, int64_t ld, const cd__conv2d *c, const float *img, int64_t gr,
+                        int64_t k0, int64_t k1, int64_t oy0, int64_t oy1)
 {
     const int64_t s = c->stride, H = c->H, W = c->W, Wo = c->W_out;
     const int64_t Cig = c->C_in / c->groups, khw = c->kh * c->kw;
@@ -103,8 +103,10 @@ static void im2col_rows(float *col, int64_t ld, const cd__conv2d *c, const float
             }
             const float *src = plane + iy * W + xo;
             for (int64_t ox = 0; ox < lo; ox++) r[ox] = 0.0f;
-            if (s == 1) memcpy(r + lo, src + lo, (size_t)(hi - lo) * sizeof *r);
-            else for (int64_t ox = lo; ox < hi; ox++) r[ox] = src[ox * s];
+            if (s == 1)
+                memcpy(r + lo, src + lo, (size_t)(hi - lo) * sizeof *r);
+            else
+                for (int64_t ox = lo; ox < hi; ox++) r[ox] = src[ox * s];
             for (int64_t ox = hi; ox < Wo; ox++) r[ox] = 0.0f;
         }
     }
@@ -127,8 +129,10 @@ static void col2im_plane(float *plane, float *scratch, const float *col, const c
                 if (iy < 0 || iy >= H) continue;
                 const float *r = row + oy * Wo;
                 float *dst = scratch + iy * W + xo;
-                if (s == 1) for (int64_t ox = lo; ox < hi; ox++) dst[ox] += r[ox];
-                else for (int64_t ox = lo; ox < hi; ox++) dst[ox * s] += r[ox];
+                if (s == 1)
+                    for (int64_t ox = lo; ox < hi; ox++) dst[ox] += r[ox];
+                else
+                    for (int64_t ox = lo; ox < hi; ox++) dst[ox * s] += r[ox];
             }
         }
     for (int64_t x = 0; x < H * W; x++) plane[x] += scratch[x];
@@ -137,10 +141,10 @@ static void col2im_plane(float *plane, float *scratch, const float *col, const c
 typedef struct {
     const cd__conv2d *c;
     const gemm_geom *g;
-    float *col;           /* T x g->col */
-    float *scratch;       /* T x C_in x H W */
+    float *col;     /* T x g->col */
+    float *scratch; /* T x C_in x H W */
     float *dws;
-    const float *in, *dout, *weight, *bias;   /* first image of the tile */
+    const float *in, *dout, *weight, *bias; /* first image of the tile */
     float *out, *din;
     int64_t T;
 } gemm_job;
@@ -161,9 +165,9 @@ static void gemm_fwd_task(void *ctx, int64_t i)
         if (j->bias)
             for (int64_t co = 0; co < g->Cog; co++)
                 for (int64_t x = 0; x < np; x++) o[co * g->P + x] = j->bias[gr * g->Cog + co];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->Cog, (int)np,
-                    (int)g->Kg, 1.0f, j->weight + gr * g->Cog * g->Kg, (int)g->Kg, col,
-                    (int)np, j->bias ? 1.0f : 0.0f, o, (int)g->P);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->Cog, (int)np, (int)g->Kg,
+                    1.0f, j->weight + gr * g->Cog * g->Kg, (int)g->Kg, col, (int)np,
+                    j->bias ? 1.0f : 0.0f, o, (int)g->P);
     }
 }
 
@@ -177,15 +181,14 @@ static void gemm_din_task(void *ctx, int64_t i)
     const int64_t ci0 = cb * g->CB, nci = cd__min64(g->CB, g->Cig - ci0);
     const int64_t khw = c->kh * c->kw;
     float *col = j->col + t * g->col + (gr * g->Kg + ci0 * khw) * g->P;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(nci * khw), (int)g->P,
-                (int)g->Cog, 1.0f, j->weight + gr * g->Cog * g->Kg + ci0 * khw, (int)g->Kg,
-                j->dout + (t * c->C_out + gr * g->Cog) * g->P, (int)g->P, 0.0f, col,
-                (int)g->P);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(nci * khw), (int)g->P, (int)g->Cog,
+                1.0f, j->weight + gr * g->Cog * g->Kg + ci0 * khw, (int)g->Kg,
+                j->dout + (t * c->C_out + gr * g->Cog) * g->P, (int)g->P, 0.0f, col, (int)g->P);
     for (int64_t ci = ci0; ci < ci0 + nci; ci++) {
         const int64_t ch = gr * g->Cig + ci;
         col2im_plane(j->din + (t * c->C_in + ch) * c->H * c->W,
-                     j->scratch + (t * c->C_in + ch) * c->H * c->W,
-                     col + (ci - ci0) * khw * g->P, c);
+                     j->scratch + (t * c->C_in + ch) * c->H * c->W, col + (ci - ci0) * khw * g->P,
+                     c);
     }
 }
 
@@ -200,11 +203,10 @@ static void gemm_dw_task(void *ctx, int64_t i)
     float *col = j->col + (gr * g->Kg + k0) * g->P;
     for (int64_t t = 0; t < j->T; t++) {
         float *ct = col + t * g->col;
-        im2col_rows(ct, g->P, c, j->in + t * c->C_in * c->H * c->W, gr, k0, k0 + nk, 0,
-                    c->H_out);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->Cog, (int)nk, (int)g->P,
-                    1.0f, j->dout + (t * c->C_out + gr * g->Cog) * g->P, (int)g->P, ct,
-                    (int)g->P, 1.0f, j->dws + gr * g->Cog * g->Kg + k0, (int)g->Kg);
+        im2col_rows(ct, g->P, c, j->in + t * c->C_in * c->H * c->W, gr, k0, k0 + nk, 0, c->H_out);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->Cog, (int)nk, (int)g->P, 1.0f,
+                    j->dout + (t * c->C_out + gr * g->Cog) * g->P, (int)g->P, ct, (int)g->P, 1.0f,
+                    j->dws + gr * g->Cog * g->Kg + k0, (int)g->Kg);
     }
 }
 
@@ -230,9 +232,9 @@ static void pw_fwd_task(void *ctx, int64_t i)
     if (j->bias)
         for (int64_t co = 0; co < c->C_out; co++)
             for (int64_t x = 0; x < np; x++) o[co * P + x] = j->bias[co];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c->C_out, (int)np,
-                (int)c->C_in, 1.0f, j->weight, (int)c->C_in, j->in + n * c->C_in * P + p0,
-                (int)P, j->bias ? 1.0f : 0.0f, o, (int)P);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c->C_out, (int)np, (int)c->C_in,
+                1.0f, j->weight, (int)c->C_in, j->in + n * c->C_in * P + p0, (int)P,
+                j->bias ? 1.0f : 0.0f, o, (int)P);
 }
 
 static void pw_din_task(void *ctx, int64_t i)
@@ -241,9 +243,9 @@ static void pw_din_task(void *ctx, int64_t i)
     const cd__conv2d *c = j->c;
     const int64_t P = c->H * c->W, n = i / j->nblk, p0 = (i % j->nblk) * PW_BLOCK;
     const int64_t np = cd__min64(PW_BLOCK, P - p0);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c->C_in, (int)np,
-                (int)c->C_out, 1.0f, j->weight, (int)c->C_in, j->dout + n * c->C_out * P + p0,
-                (int)P, 1.0f, j->din + n * c->C_in * P + p0, (int)P);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c->C_in, (int)np, (int)c->C_out, 1.0f,
+                j->weight, (int)c->C_in, j->dout + n * c->C_out * P + p0, (int)P, 1.0f,
+                j->din + n * c->C_in * P + p0, (int)P);
 }
 
 static void pw_dw_task(void *ctx, int64_t i)
@@ -252,23 +254,30 @@ static void pw_dw_task(void *ctx, int64_t i)
     const cd__conv2d *c = j->c;
     const int64_t P = c->H * c->W, ci0 = i * PW_CBLOCK, nci = cd__min64(PW_CBLOCK, c->C_in - ci0);
     for (int64_t n = 0; n < c->N; n++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->C_out, (int)nci, (int)P,
-                    1.0f, j->dout + n * c->C_out * P, (int)P, j->in + (n * c->C_in + ci0) * P,
-                    (int)P, 1.0f, j->dweight + ci0, (int)c->C_in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->C_out, (int)nci, (int)P, 1.0f,
+                    j->dout + n * c->C_out * P, (int)P, j->in + (n * c->C_in + ci0) * P, (int)P,
+                    1.0f, j->dweight + ci0, (int)c->C_in);
 }
 
-void cd__conv2d_gemm_forward(const cd__conv2d *c, float *out, const float *in,
-                             const float *weight, const float *bias, float *ws)
+void cd__conv2d_gemm_forward(const cd__conv2d *c, float *out, const float *in, const float *weight,
+                             const float *bias, float *ws)
 {
     const gemm_geom g = gemm_geometry(c);
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * g.P;
     if (is_pointwise(c)) {
-        pw_job j = {c, in, NULL, weight, c->bias ? bias : NULL, out, NULL, NULL,
+        pw_job j = {c,
+                    in,
+                    NULL,
+                    weight,
+                    c->bias ? bias : NULL,
+                    out,
+                    NULL,
+                    NULL,
                     cd__ceil_div(g.P, PW_BLOCK)};
         cd__parallel_for(c->N * j.nblk, pw_fwd_task, &j);
         return;
     }
-    gemm_job j = {c, &g, ws + g.dws, NULL, NULL, NULL, NULL, weight, c->bias ? bias : NULL,
+    gemm_job j = {c,    &g,   ws + g.dws, NULL, NULL, NULL, NULL, weight, c->bias ? bias : NULL,
                   NULL, NULL, 0};
     for (int64_t n0 = 0; n0 < c->N; n0 += g.T) {
         j.T = cd__min64(g.T, c->N - n0);
@@ -278,9 +287,8 @@ void cd__conv2d_gemm_forward(const cd__conv2d *c, float *out, const float *in,
     }
 }
 
-void cd__conv2d_gemm_backward(const cd__conv2d *c, float *din, float *dweight,
-                              const float *dout, const float *in, const float *weight,
-                              float *ws)
+void cd__conv2d_gemm_backward(const cd__conv2d *c, float *din, float *dweight, const float *dout,
+                              const float *in, const float *weight, float *ws)
 {
     const gemm_geom g = gemm_geometry(c);
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * g.P;

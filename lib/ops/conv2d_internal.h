@@ -24,11 +24,13 @@
 CD__ALWAYS_INLINE CD__AVX512 void cd__transpose16(__m512 *r)
 {
     __m512 t[16], u[16];
-    CD__UNROLL for (int a = 0; a < 8; a++) {
+    CD__UNROLL
+    for (int a = 0; a < 8; a++) {
         t[2 * a] = _mm512_unpacklo_ps(r[2 * a], r[2 * a + 1]);
         t[2 * a + 1] = _mm512_unpackhi_ps(r[2 * a], r[2 * a + 1]);
     }
-    CD__UNROLL for (int b = 0; b < 4; b++) {
+    CD__UNROLL
+    for (int b = 0; b < 4; b++) {
         const __m512d t0 = _mm512_castps_pd(t[4 * b]), t1 = _mm512_castps_pd(t[4 * b + 1]);
         const __m512d t2 = _mm512_castps_pd(t[4 * b + 2]), t3 = _mm512_castps_pd(t[4 * b + 3]);
         u[4 * b + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
@@ -37,7 +39,8 @@ CD__ALWAYS_INLINE CD__AVX512 void cd__transpose16(__m512 *r)
         u[4 * b + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
     }
     /* u[4b + m] lane L now holds column 4L + m of rows 4b..4b+3. */
-    CD__UNROLL for (int m = 0; m < 4; m++) {
+    CD__UNROLL
+    for (int m = 0; m < 4; m++) {
         const __m512 x0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
         const __m512 x1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
         const __m512 x2 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
@@ -66,11 +69,11 @@ static inline int64_t cd__round_up(int64_t a, int64_t b) { return cd__ceil_div(a
 /* Channels as zero-padded frames of Hp x Wp, CS floats apart (CS >= Hp Wp),
  * an image IS floats apart. */
 typedef struct {
-    int64_t C, H, W;      /* the source planes */
-    int64_t top, left;    /* zero rows above, zero columns left */
+    int64_t C, H, W;   /* the source planes */
+    int64_t top, left; /* zero rows above, zero columns left */
     int64_t Hp, Wp;
-    int64_t CS;           /* floats per frame */
-    int64_t IS;           /* floats per image, a multiple of 16 */
+    int64_t CS; /* floats per frame */
+    int64_t IS; /* floats per image, a multiple of 16 */
 } cd__framing;
 
 /* Frame (and the slack up to CS) of one plane. Rows are short (28 floats
@@ -146,30 +149,26 @@ static inline void cd__tasks_run(cd__task_list *l)
 #ifdef CD__CONV_X86
 /* AVX-512 only. Runs epi(epi_ctx, n) for every image n itself. */
 size_t cd__conv2d_dense_workspace(const cd__conv2d *c);
-void cd__conv2d_dense_forward(const cd__conv2d *c, float *out, const float *in,
-                              const float *weight, const float *bias, float *ws,
-                              cd__task_fn epi, void *epi_ctx);
-void cd__conv2d_dense_backward(const cd__conv2d *c, float *din, bool din_set,
-                               float *dweight, const float *dout, const float *in,
-                               const float *weight, float *ws);
+void cd__conv2d_dense_forward(const cd__conv2d *c, float *out, const float *in, const float *weight,
+                              const float *bias, float *ws, cd__task_fn epi, void *epi_ctx);
+void cd__conv2d_dense_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
+                               const float *dout, const float *in, const float *weight, float *ws);
 #endif
 
 /* Stride 1, groups == C_in == C_out. fast: the AVX-512 kernels, for square
  * 3x3, 5x5 and 7x7 kernels on AVX-512 CPUs only; else the portable one. */
 size_t cd__conv2d_depthwise_workspace(const cd__conv2d *c);
 void cd__conv2d_depthwise_forward(const cd__conv2d *c, float *out, const float *in,
-                                  const float *weight, const float *bias, float *ws,
-                                  bool fast);
+                                  const float *weight, const float *bias, float *ws, bool fast);
 void cd__conv2d_depthwise_backward(const cd__conv2d *c, float *din, float *dweight,
-                                   const float *dout, const float *in,
-                                   const float *weight, float *ws, bool fast);
+                                   const float *dout, const float *in, const float *weight,
+                                   float *ws, bool fast);
 
 /* Any shape, any CPU. */
 size_t cd__conv2d_gemm_workspace(const cd__conv2d *c);
-void cd__conv2d_gemm_forward(const cd__conv2d *c, float *out, const float *in,
-                             const float *weight, const float *bias, float *ws);
-void cd__conv2d_gemm_backward(const cd__conv2d *c, float *din, float *dweight,
-                              const float *dout, const float *in, const float *weight,
-                              float *ws);
+void cd__conv2d_gemm_forward(const cd__conv2d *c, float *out, const float *in, const float *weight,
+                             const float *bias, float *ws);
+void cd__conv2d_gemm_backward(const cd__conv2d *c, float *din, float *dweight, const float *dout,
+                              const float *in, const float *weight, float *ws);
 
 #endif /* CD_CONV2D_INTERNAL_H */

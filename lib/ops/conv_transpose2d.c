@@ -31,47 +31,65 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 /* The convolution whose adjoint c is, over n images. Valid whenever c is. */
 static cd__conv2d adjoint(const cd__convt2d *c, int64_t n)
 {
-    cd__conv2d cc = {.N = n, .C_in = c->C_out, .H = c->H_out, .W = c->W_out,
-                     .C_out = c->C_in, .kh = c->kh, .kw = c->kw, .stride = c->stride,
-                     .pad = c->pad, .groups = 1, .bias = false,
-                     .H_out = c->H, .W_out = c->W};
+    cd__conv2d cc = {.N = n,
+                     .C_in = c->C_out,
+                     .H = c->H_out,
+                     .W = c->W_out,
+                     .C_out = c->C_in,
+                     .kh = c->kh,
+                     .kw = c->kw,
+                     .stride = c->stride,
+                     .pad = c->pad,
+                     .groups = 1,
+                     .bias = false,
+                     .H_out = c->H,
+                     .W_out = c->W};
     return cc;
 }
 
-cd_status cd__convt2d_init(cd__convt2d *c, int64_t N, int64_t C_in, int64_t H,
-                           int64_t W, int64_t C_out, int64_t kh, int64_t kw,
-                           int64_t stride, int64_t pad, bool bias)
+cd_status cd__convt2d_init(cd__convt2d *c, int64_t N, int64_t C_in, int64_t H, int64_t W,
+                           int64_t C_out, int64_t kh, int64_t kw, int64_t stride, int64_t pad,
+                           bool bias)
 {
     static const char fn[] = "cd__convt2d_init";
     CD__CHECK_NOT_NULL(c, fn);
     if (N < 1 || C_in < 1 || H < 1 || W < 1 || C_out < 1 || kh < 1 || kw < 1)
-        return cd__error(CD_ERR_SHAPE, "%s: sizes must be positive (N %" PRId64
-                         ", C_in %" PRId64 ", H %" PRId64 ", W %" PRId64 ", C_out %"
-                         PRId64 ", kernel %" PRId64 "x%" PRId64 ")", fn, N, C_in, H,
-                         W, C_out, kh, kw);
-    if (stride < 1)
-        return cd__error(CD_ERR_RANGE, "%s: stride %" PRId64 " < 1", fn, stride);
-    if (pad < 0)
-        return cd__error(CD_ERR_RANGE, "%s: padding %" PRId64 " < 0", fn, pad);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: sizes must be positive (N %" PRId64 ", C_in %" PRId64 ", H %" PRId64
+                         ", W %" PRId64 ", C_out %" PRId64 ", kernel %" PRId64 "x%" PRId64 ")",
+                         fn, N, C_in, H, W, C_out, kh, kw);
+    if (stride < 1) return cd__error(CD_ERR_RANGE, "%s: stride %" PRId64 " < 1", fn, stride);
+    if (pad < 0) return cd__error(CD_ERR_RANGE, "%s: padding %" PRId64 " < 0", fn, pad);
     const int64_t lim = (int64_t)1 << 30;
-    if (N > lim || C_in > lim || C_out > lim || H > lim || W > lim || kh > lim ||
-        kw > lim || stride > lim || pad > lim)
+    if (N > lim || C_in > lim || C_out > lim || H > lim || W > lim || kh > lim || kw > lim ||
+        stride > lim || pad > lim)
         return cd__error(CD_ERR_OVERFLOW, "%s: a size exceeds 2^30", fn);
     const int64_t H_out = (H - 1) * stride - 2 * pad + kh;
     const int64_t W_out = (W - 1) * stride - 2 * pad + kw;
     if (H_out < 1 || W_out < 1)
-        return cd__error(CD_ERR_SHAPE, "%s: output %" PRId64 "x%" PRId64 " is smaller "
-                         "than 1x1 (padding %" PRId64 " too large)", fn, H_out, W_out, pad);
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: output %" PRId64 "x%" PRId64 " is smaller "
+                         "than 1x1 (padding %" PRId64 " too large)",
+                         fn, H_out, W_out, pad);
     /* The adjoint convolution must be valid too (it checks the sizes). */
     cd__conv2d cc;
-    cd_status st = cd__conv2d_init(&cc, N, C_out, H_out, W_out, C_in, kh, kw, stride,
-                                   pad, 1, false);
+    cd_status st =
+        cd__conv2d_init(&cc, N, C_out, H_out, W_out, C_in, kh, kw, stride, pad, 1, false);
     if (st != CD_OK) return st;
     if (cc.H_out != H || cc.W_out != W)
         return cd__error(CD_ERR_INTERNAL, "%s: adjoint geometry mismatch", fn);
-    *c = (cd__convt2d){.N = N, .C_in = C_in, .H = H, .W = W, .C_out = C_out,
-                       .kh = kh, .kw = kw, .stride = stride, .pad = pad,
-                       .H_out = H_out, .W_out = W_out, .bias = bias};
+    *c = (cd__convt2d){.N = N,
+                       .C_in = C_in,
+                       .H = H,
+                       .W = W,
+                       .C_out = C_out,
+                       .kh = kh,
+                       .kw = kw,
+                       .stride = stride,
+                       .pad = pad,
+                       .H_out = H_out,
+                       .W_out = W_out,
+                       .bias = bias};
     return CD_OK;
 }
 
@@ -107,8 +125,8 @@ static void plane_task(void *ctx, int64_t i)
     }
 }
 
-void cd__convt2d_forward(const cd__convt2d *c, float *out, const float *in,
-                         const float *weight, const float *bias, float *ws)
+void cd__convt2d_forward(const cd__convt2d *c, float *out, const float *in, const float *weight,
+                         const float *bias, float *ws)
 {
     plane_job pj = {out, NULL, c->bias ? bias : NULL, c->C_out, c->H_out * c->W_out};
     cd__parallel_for(c->N * c->C_out, plane_task, &pj);
@@ -139,9 +157,8 @@ static void bias_task(void *ctx, int64_t co)
     j->db[co] += (float)s;
 }
 
-void cd__convt2d_backward(const cd__convt2d *c, float *din, float *dweight,
-                          float *dbias, const float *dout, const float *in,
-                          const float *weight, float *ws)
+void cd__convt2d_backward(const cd__convt2d *c, float *din, float *dweight, float *dbias,
+                          const float *dout, const float *in, const float *weight, float *ws)
 {
     if (dbias && c->bias) {
         bias_job j = {dbias, dout, c->N, c->C_out, c->H_out * c->W_out};

@@ -18,14 +18,13 @@ void cd__cnn_frequencies_n(float *freq, int64_t n)
     freq[0] = 0.0f;
     /* 1.5^(j-1) is exact in double for j < 34, so the value matches
      * Python's double 2*pi*1.5**k before the one rounding to float32. */
-    for (int64_t j = 1; j < n; j++)
-        freq[j] = (float)(two_pi * pow(1.5, (double)(j - 1)));
+    for (int64_t j = 1; j < n; j++) freq[j] = (float)(two_pi * pow(1.5, (double)(j - 1)));
 }
 
 void cd__cnn_frequencies(float freq[CD__CNN_NFREQ]) { cd__cnn_frequencies_n(freq, CD__CNN_NFREQ); }
 
-void cd__cnn_time_encoding(float *out, const float *tau, const float *freq,
-                           int64_t N, int64_t nfreq)
+void cd__cnn_time_encoding(float *out, const float *tau, const float *freq, int64_t N,
+                           int64_t nfreq)
 {
     for (int64_t n = 0; n < N; n++) {
         float *o = out + n * 2 * nfreq;

@@ -56,8 +56,7 @@ CD__AVX512 static void lg_fwd_avx512(const lg_ctx *c, int64_t n)
 /* dout <- dn = dout GELU'(y); dx = rstd (g - mean(g) - xhat mean(g xhat))
  * with g = dn weight; dv[n, ch] += sum of dout over the channel; pw, pb
  * (if not NULL) += dn xhat, dn, or = when first. */
-CD__AVX512 static void lg_bwd_avx512(const lg_ctx *c, int64_t n, float *pw, float *pb,
-                                     bool first)
+CD__AVX512 static void lg_bwd_avx512(const lg_ctx *c, int64_t n, float *pw, float *pb, bool first)
 {
     const int64_t D = c->C * c->HW;
     const float *x = c->x + n * D;
@@ -157,8 +156,7 @@ static void lg_bwd_one(const lg_ctx *c, int64_t n, float *pw, float *pb, bool fi
         if (c->dv) c->dv[n * c->C + ch] += (float)a;
     }
     const float mg = (float)(sg / (double)D), mgx = (float)(sgx / (double)D);
-    for (int64_t i = 0; i < D; i++)
-        dx[i] = r * (go[i] * c->weight[i] - mg - (x[i] - m) * r * mgx);
+    for (int64_t i = 0; i < D; i++) dx[i] = r * (go[i] * c->weight[i] - mg - (x[i] - m) * r * mgx);
 }
 
 /* Samples [t PBLOCK, (t + 1) PBLOCK), their affine gradients into
@@ -196,18 +194,35 @@ static void lg_param_task(void *ctx, int64_t t)
 void cd__ln_gelu_forward_task(void *args, int64_t n)
 {
     const cd__ln_gelu_args *a = args;
-    const lg_ctx c = {.out = a->out, .mean_out = a->mean, .rstd_out = a->rstd, .x = a->x,
-                      .weight = a->weight, .bias = a->bias, .v = a->v, .N = a->N, .C = a->C,
-                      .HW = a->HW, .eps = a->eps};
+    const lg_ctx c = {.out = a->out,
+                      .mean_out = a->mean,
+                      .rstd_out = a->rstd,
+                      .x = a->x,
+                      .weight = a->weight,
+                      .bias = a->bias,
+                      .v = a->v,
+                      .N = a->N,
+                      .C = a->C,
+                      .HW = a->HW,
+                      .eps = a->eps};
     lg_fwd_task((void *)&c, n);
 }
 
-void cd__ln_gelu_forward(float *out, float *mean, float *rstd, const float *x,
-                         const float *weight, const float *bias, const float *v, int64_t N,
-                         int64_t C, int64_t HW, float eps)
+void cd__ln_gelu_forward(float *out, float *mean, float *rstd, const float *x, const float *weight,
+                         const float *bias, const float *v, int64_t N, int64_t C, int64_t HW,
+                         float eps)
 {
-    lg_ctx c = {.out = out, .mean_out = mean, .rstd_out = rstd, .x = x,
-                .weight = weight, .bias = bias, .v = v, .N = N, .C = C, .HW = HW, .eps = eps};
+    lg_ctx c = {.out = out,
+                .mean_out = mean,
+                .rstd_out = rstd,
+                .x = x,
+                .weight = weight,
+                .bias = bias,
+                .v = v,
+                .N = N,
+                .C = C,
+                .HW = HW,
+                .eps = eps};
     cd__parallel_for(N, lg_fwd_task, &c);
 }
 
@@ -217,13 +232,23 @@ size_t cd__ln_gelu_workspace(int64_t N, int64_t C, int64_t HW)
 }
 
 void cd__ln_gelu_backward(float *dx, float *dweight, float *dbias, float *dv, float *dout,
-                          const float *x, const float *weight, const float *bias,
-                          const float *mean, const float *rstd, int64_t N, int64_t C,
-                          int64_t HW, float *ws)
+                          const float *x, const float *weight, const float *bias, const float *mean,
+                          const float *rstd, int64_t N, int64_t C, int64_t HW, float *ws)
 {
-    lg_ctx c = {.dx = dx, .dweight = dweight, .dbias = dbias, .dv = dv, .dout = dout,
-                .x = x, .weight = weight, .bias = bias, .mean = mean, .rstd = rstd, .N = N,
-                .C = C, .HW = HW, .partial = dweight || dbias ? ws : NULL};
+    lg_ctx c = {.dx = dx,
+                .dweight = dweight,
+                .dbias = dbias,
+                .dv = dv,
+                .dout = dout,
+                .x = x,
+                .weight = weight,
+                .bias = bias,
+                .mean = mean,
+                .rstd = rstd,
+                .N = N,
+                .C = C,
+                .HW = HW,
+                .partial = dweight || dbias ? ws : NULL};
     cd__parallel_for((N + PBLOCK - 1) / PBLOCK, lg_bwd_task, &c);
     if (c.partial) cd__parallel_for((C * HW + PCHUNK - 1) / PCHUNK, lg_param_task, &c);
 }

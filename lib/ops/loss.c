@@ -17,8 +17,7 @@ double cd__mse_forward(const float *pred, const float *target, int64_t n)
     return s / (double)n;
 }
 
-void cd__mse_backward(float *dpred, const float *pred, const float *target,
-                      int64_t n, float scale)
+void cd__mse_backward(float *dpred, const float *pred, const float *target, int64_t n, float scale)
 {
     /* PyTorch folds the mean and the upstream gradient into one factor. */
     if (!dpred) return;
@@ -33,8 +32,7 @@ double cd__l1_forward(const float *pred, const float *target, int64_t n)
     return s / (double)n;
 }
 
-void cd__l1_backward(float *dpred, const float *pred, const float *target,
-                     int64_t n, float scale)
+void cd__l1_backward(float *dpred, const float *pred, const float *target, int64_t n, float scale)
 {
     if (!dpred) return;
     const float k = (float)((double)scale / (double)n);

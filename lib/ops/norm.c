@@ -62,8 +62,8 @@ CD__AVX512 static void ln_out_avx512(float *o, const float *x, const float *weig
 }
 
 /* The two passes of ln_dx_task. */
-CD__AVX512 static void ln_dx_avx512(float *dx, const float *go, const float *x,
-                                    const float *weight, int64_t D, float mf, float rf)
+CD__AVX512 static void ln_dx_avx512(float *dx, const float *go, const float *x, const float *weight,
+                                    int64_t D, float mf, float rf)
 {
     const __m512 vm = CD__V1(mf), vr = CD__V1(rf);
     __m512d sg0 = _mm512_setzero_pd(), sg1 = sg0, sx0 = sg0, sx1 = sg0;
@@ -85,7 +85,8 @@ CD__AVX512 static void ln_dx_avx512(float *dx, const float *go, const float *x,
         const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm), vr);
         const __m512 d = _mm512_sub_ps(_mm512_sub_ps(g, mg), _mm512_mul_ps(xh, mgx));
         _mm512_mask_storeu_ps(dx + i, m,
-                              _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), _mm512_mul_ps(vr, d)));
+                              _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i),
+                                            _mm512_mul_ps(vr, d)));
     }
 }
 #endif
@@ -123,19 +124,24 @@ static void ln_fwd_task(void *ctx, int64_t n)
     }
 #endif
     if (c->weight) {
-        for (int64_t i = 0; i < c->D; i++)
-            o[i] = (x[i] - m) * r * c->weight[i] + c->bias[i];
+        for (int64_t i = 0; i < c->D; i++) o[i] = (x[i] - m) * r * c->weight[i] + c->bias[i];
     } else {
         for (int64_t i = 0; i < c->D; i++) o[i] = (x[i] - m) * r;
     }
 }
 
 void cd__layernorm_forward(float *out, float *mean, float *rstd, const float *x,
-                           const float *weight, const float *bias, int64_t N,
-                           int64_t D, float eps)
+                           const float *weight, const float *bias, int64_t N, int64_t D, float eps)
 {
-    ln_ctx c = {.out = out, .mean_out = mean, .rstd_out = rstd, .x = x,
-                .weight = weight, .bias = bias, .N = N, .D = D, .eps = eps};
+    ln_ctx c = {.out = out,
+                .mean_out = mean,
+                .rstd_out = rstd,
+                .x = x,
+                .weight = weight,
+                .bias = bias,
+                .N = N,
+                .D = D,
+                .eps = eps};
     cd__parallel_for(N, ln_fwd_task, &c);
 }
 
@@ -182,14 +188,20 @@ static void ln_param_task(void *ctx, int64_t t)
     }
 }
 
-void cd__layernorm_backward(float *dx, float *dweight, float *dbias,
-                            const float *dout, const float *x, const float *weight,
-                            const float *mean, const float *rstd, int64_t N,
-                            int64_t D)
+void cd__layernorm_backward(float *dx, float *dweight, float *dbias, const float *dout,
+                            const float *x, const float *weight, const float *mean,
+                            const float *rstd, int64_t N, int64_t D)
 {
-    ln_ctx c = {.dx = dx, .dweight = dweight, .dbias = dbias, .x = x,
-                .weight = weight, .dout = dout, .mean = mean, .rstd = rstd,
-                .N = N, .D = D};
+    ln_ctx c = {.dx = dx,
+                .dweight = dweight,
+                .dbias = dbias,
+                .x = x,
+                .weight = weight,
+                .dout = dout,
+                .mean = mean,
+                .rstd = rstd,
+                .N = N,
+                .D = D};
     if (dx) cd__parallel_for(N, ln_dx_task, &c);
     if (dweight || dbias) cd__parallel_for((D + CHUNK - 1) / CHUNK, ln_param_task, &c);
 }

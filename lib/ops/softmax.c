@@ -27,8 +27,9 @@ CD__AVX512 static void row_avx512(float *out, const float *in, int64_t n)
     for (int64_t j = 0; j < n; j += 16) {
         const __mmask16 k = cd__v_mask(n - j);
         /* Masked-off lanes give exp(-87.3) > 0: zero them before summing. */
-        const __m512 e = _mm512_maskz_mov_ps(
-            k, cd__v_exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, in + j), m)));
+        const __m512 e =
+            _mm512_maskz_mov_ps(k,
+                                cd__v_exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, in + j), m)));
         _mm512_mask_storeu_ps(out + j, k, e);
         cd__v_sum_pd(&lo, &hi, e);
     }
@@ -39,8 +40,8 @@ CD__AVX512 static void row_avx512(float *out, const float *in, int64_t n)
     }
 }
 
-CD__AVX512 static void row_backward_avx512(float *din, const float *dout, const float *y,
-                                           int64_t n, bool add)
+CD__AVX512 static void row_backward_avx512(float *din, const float *dout, const float *y, int64_t n,
+                                           bool add)
 {
     __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
     for (int64_t j = 0; j < n; j += 16) {
@@ -79,8 +80,7 @@ void cd__softmax_row(float *out, const float *in, int64_t n)
     for (int64_t j = 0; j < n; j++) out[j] *= inv;
 }
 
-void cd__softmax_row_backward(float *din, const float *dout, const float *y, int64_t n,
-                              bool add)
+void cd__softmax_row_backward(float *din, const float *dout, const float *y, int64_t n, bool add)
 {
 #ifdef CD__VMATH_X86
     if (cd__ops_avx512()) {
@@ -113,8 +113,8 @@ static void bwd_task(void *ctx, int64_t t)
     const softmax_ctx *c = ctx;
     const int64_t end = (t + 1) * c->per_task < c->rows ? (t + 1) * c->per_task : c->rows;
     for (int64_t r = t * c->per_task; r < end; r++)
-        cd__softmax_row_backward(c->out + r * c->cols, c->dout + r * c->cols,
-                                 c->y + r * c->cols, c->cols, true);
+        cd__softmax_row_backward(c->out + r * c->cols, c->dout + r * c->cols, c->y + r * c->cols,
+                                 c->cols, true);
 }
 
 static int64_t rows_per_task(int64_t cols)

@@ -73,10 +73,7 @@ static inline float cd__erff(float a)
 }
 
 /* GELU(x) and GELU'(x) in PyTorch's CPU order of operations. */
-static inline float cd__gelu(float x)
-{
-    return x * 0.5f * (1.0f + cd__erff(x * CD__GELU_ALPHA));
-}
+static inline float cd__gelu(float x) { return x * 0.5f * (1.0f + cd__erff(x * CD__GELU_ALPHA)); }
 
 static inline float cd__gelu_grad(float x)
 {
@@ -107,8 +104,8 @@ CD__AVX512 static inline __m512 cd__v_exp_neg(__m512 x)
     p = _mm512_fmadd_ps(p, f, CD__V1(1.6666665459e-1f));
     p = _mm512_fmadd_ps(p, f, CD__V1(5.0000001201e-1f));
     p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(f, f), f), CD__V1(1.0f));
-    const __m512i e = _mm512_slli_epi32(
-        _mm512_add_epi32(_mm512_cvtps_epi32(j), _mm512_set1_epi32(127)), 23);
+    const __m512i e =
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(j), _mm512_set1_epi32(127)), 23);
     return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
@@ -126,8 +123,8 @@ CD__AVX512 static inline __m512 cd__v_erf(__m512 a)
     r = _mm512_fmadd_ps(r, u, CD__V1(-1.28717512e-1f));
     r = _mm512_fmadd_ps(r, u, _mm512_sub_ps(_mm512_setzero_ps(), u));
     r = _mm512_sub_ps(CD__V1(1.0f), cd__v_exp_neg(r));
-    const __m512i big = _mm512_or_si512(_mm512_castps_si512(r),
-                                        _mm512_and_si512(sign, _mm512_castps_si512(a)));
+    const __m512i big =
+        _mm512_or_si512(_mm512_castps_si512(r), _mm512_and_si512(sign, _mm512_castps_si512(a)));
     __m512 p = CD__V1(-5.96761703e-4f);
     p = _mm512_fmadd_ps(p, s, CD__V1(4.99119423e-3f));
     p = _mm512_fmadd_ps(p, s, CD__V1(-2.67681349e-2f));

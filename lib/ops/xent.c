@@ -5,8 +5,8 @@
 
 #include <math.h>
 
-double cd__xent_forward(float *probs, const float *logits, const int64_t *labels,
-                        int64_t B, int64_t K)
+double cd__xent_forward(float *probs, const float *logits, const int64_t *labels, int64_t B,
+                        int64_t K)
 {
     double total = 0.0;
     for (int64_t b = 0; b < B; b++) {
@@ -28,14 +28,13 @@ double cd__xent_forward(float *probs, const float *logits, const int64_t *labels
     return labels && B > 0 ? total / (double)B : 0.0;
 }
 
-void cd__xent_backward(float *dlogits, const float *probs, const int64_t *labels,
-                       int64_t B, int64_t K, float scale)
+void cd__xent_backward(float *dlogits, const float *probs, const int64_t *labels, int64_t B,
+                       int64_t K, float scale)
 {
     const float s = scale / (float)B;
     for (int64_t b = 0; b < B; b++) {
         const float *p = probs + b * K;
         float *d = dlogits + b * K;
-        for (int64_t k = 0; k < K; k++)
-            d[k] += s * (p[k] - (k == labels[b] ? 1.0f : 0.0f));
+        for (int64_t k = 0; k < K; k++) d[k] += s * (p[k] - (k == labels[b] ? 1.0f : 0.0f));
     }
 }

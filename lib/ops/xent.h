@@ -19,11 +19,11 @@
  *               -log(1 - rounding) and a confident wrong one stays finite.
  * labels may be NULL: then only probs is computed and 0 is returned.
  */
-double cd__xent_forward(float *probs, const float *logits, const int64_t *labels,
-                        int64_t B, int64_t K);
+double cd__xent_forward(float *probs, const float *logits, const int64_t *labels, int64_t B,
+                        int64_t K);
 
 /* dlogits[b, k] += scale * (probs[b, k] - [k == labels[b]]) / B */
-void cd__xent_backward(float *dlogits, const float *probs, const int64_t *labels,
-                       int64_t B, int64_t K, float scale);
+void cd__xent_backward(float *dlogits, const float *probs, const int64_t *labels, int64_t B,
+                       int64_t K, float scale);
 
 #endif /* CD_OPS_XENT_H */
