@@ -8,12 +8,12 @@ Tensor.numpy() and numpy.asarray(tensor) give zero-copy array views.
                              "tests/data/t10k-labels-idx1-ubyte.gz")
     ds.split(0.1, seed=42)
     rng = cd.Rng(42)
-    cfg = cd.DecoderConfig("cnn", hidden=(8, 8), time_hidden=32)
-    tr = cd.Trainer(cd.Decoder(cfg, rng),
-                    cd.Degradation.noise(cd.Schedule.linear(200)))
+    dec = cd.Decoder("cnn", rng, hidden=(8, 8), time_hidden=32)
+    deg = cd.Degradation.noise(cd.Schedule.linear(200))
+    tr = cd.Trainer(dec, deg, lr=1e-3, batch=64)   # borrows dec and deg
     tr.fit(ds, epochs=1, rng=rng)
-    s = cd.Sampler("ddim", tr.degradation)
-    s.set_decoder(tr.decoder)
+    s = cd.Sampler("ddim", deg, steps=20)
+    s.set_decoder(dec)
     images = s.sample(rng, (16, 1, 28, 28))
 
 See docs/python.md for the whole story. The rules, in short:
@@ -24,13 +24,19 @@ See docs/python.md for the whole story. The rules, in short:
   as its message. Wrong argument types raise TypeError before C is called.
 * Lifetime: close() (or a with block) frees an object at once, unless another
   live object still needs it (a Sampler its Degradation and Decoder, a
-  Params or memoryview its Decoder or Tensor, a borrowed view its owner):
+  Trainer its Decoder and Degradation, a Params or memoryview its Decoder
+  or Tensor, a borrowed view its owner):
   then the memory goes when the last of those is closed or collected. A
   closed object raises ClosedError; nothing can reach freed memory.
-* Trainer(decoder, degradation) takes ownership of both: the Python objects
-  passed in are closed (using them raises ClosedError that says so); use
-  trainer.decoder and trainer.degradation, borrowed views that keep the
-  trainer alive.
+* Trainer(decoder, degradation) borrows both, as cd_trainer_create does: the
+  trainer keeps them alive (closing the Python objects early is safe) and
+  they stay yours to use. A loaded Trainer owns its own; trainer.decoder and
+  trainer.degradation are borrowed views that keep the trainer alive.
+* Options: every configurable object (DecoderConfig, Sampler, Trainer,
+  Classifier) has set(key, value), get(key), obj[key], options() and
+  option_info(key), by enum member, number or name ("lr", "clip_lo"); the
+  option's type (cd_*_option_info) picks the typed C call. Constructors take
+  options as keywords: Trainer(dec, deg, lr=1e-3, batch=64).
 * Ctrl-C during fit() (or a chain driven by a Python predictor) stops the C
   loop cleanly and raises KeyboardInterrupt; those calls run C in a helper
   thread when made from the main thread.
@@ -46,6 +52,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import enum
+import math
 import operator
 import os
 import sys
@@ -58,15 +65,17 @@ __all__ = [
     "RangeError", "NotFiniteError", "IOFailure", "NotFoundError", "FormatError",
     "ChecksumError", "VersionError", "StateError", "UnsupportedError",
     "CancelledError", "InternalError",
-    "Status", "Split", "DecoderType", "DecoderKey", "ScheduleKind", "DegradationKind",
-    "Padding", "Target", "TrainerParam", "ProgressKey", "SamplerKind", "SamplerKey",
+    "Status", "Split", "Prediction", "DecoderKind", "DecoderOption", "ScheduleKind",
+    "DegradationKind", "Padding", "Target", "Loss", "TrainerOption", "ProgressKey",
+    "SamplerKind", "SamplerOption", "ClassifierOption", "OptionType", "OptionInfo",
+    "OPTION_EXPERIMENTAL_FIRST",
     "PixelMap", "Reduction", "NamedEnum", "NAMED_ENUMS", "enum_name", "enum_parse",
     "Tensor", "Rng", "Params", "DecoderConfig", "Decoder", "Schedule", "Degradation",
     "Prior", "Trainer", "Sampler", "Restoration", "Dataset", "Classifier", "ImageMetrics",
     "load_library", "library_path", "has_function", "version", "abi_version", "status_string",
     "last_error", "clear_error", "set_num_threads", "get_num_threads",
     "write_png_gray", "write_image_grid",
-    "metrics_normalize", "image_metrics", "per_image_metrics", "reduction_name",
+    "metrics_normalize", "image_metrics", "per_image_metrics",
     "feature_stats", "frechet_distance", "frechet_distance_from_stats",
     "class_histogram", "class_preservation", "save_model", "load_model",
 ]
@@ -82,6 +91,9 @@ MAX_THREADS = 256
 METRICS_REPORT_BATCH = 512
 METRICS_MIN_SIZE = 11
 FD_MAX_DIM = 16384
+CLASSIFIER_MAX_BATCH = 65536
+#: Option keys from here on are experimental (colddiff_experimental.h).
+OPTION_EXPERIMENTAL_FIRST = 1000
 
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
@@ -95,6 +107,9 @@ except ImportError:  # pragma: no cover - depends on the host
 
 # --------------------------------------------------------------------------
 # Enumerations (values fixed by colddiff.h)
+#
+# The *_INVALID = -1 members of the C enums (what a getter returns on error)
+# have no Python member: the binding raises the error instead.
 # --------------------------------------------------------------------------
 
 class Status(enum.IntEnum):
@@ -128,12 +143,13 @@ class Prediction(enum.IntEnum):
     V = 2
 
 
-class DecoderType(enum.IntEnum):
+class DecoderKind(enum.IntEnum):
     CNN = 0
     UNET = 1
 
 
-class DecoderKey(enum.IntEnum):
+class DecoderOption(enum.IntEnum):
+    """Keys of a decoder configuration (cd_decoder_option)."""
     CHANNELS = 0
     HEIGHT = 1
     WIDTH = 2
@@ -147,9 +163,6 @@ class DecoderKey(enum.IntEnum):
     HEADS = 10
     HEAD_DIM = 11
     CONVNEXT_MULT = 12
-
-
-_LIST_KEYS = (DecoderKey.HIDDEN, DecoderKey.DIM_MULTS)
 
 
 class ScheduleKind(enum.IntEnum):
@@ -181,7 +194,15 @@ class Target(enum.IntEnum):
     IMAGE = 1
 
 
-class TrainerParam(enum.IntEnum):
+class Loss(enum.IntEnum):
+    """What a trainer minimises (cd_loss; TrainerOption.LOSS)."""
+    MSE = 0
+    L1 = 1
+
+
+class TrainerOption(enum.IntEnum):
+    """Trainer options (cd_trainer_option). LR_DECAY is experimental
+    (colddiff_experimental.h: it may change or go in any release)."""
     LR = 0
     BETA1 = 1
     BETA2 = 2
@@ -192,13 +213,13 @@ class TrainerParam(enum.IntEnum):
     EMA_DECAY = 7
     LR_WARMUP = 8
     EMA_WARMUP = 9
-    LR_DECAY = 10
     T_MAX = 16
     T_PER_BATCH = 17
     LOSS = 18
     VAL_BATCH = 19
     BATCH = 20
     PREDICTION = 21
+    LR_DECAY = 1000     # experimental
 
 
 class ProgressKey(enum.IntEnum):
@@ -225,13 +246,30 @@ class SamplerKind(enum.IntEnum):
     DIRECT = 4
 
 
-class SamplerKey(enum.IntEnum):
+class SamplerOption(enum.IntEnum):
+    """Sampler options (cd_sampler_option)."""
     STEPS = 0
     ETA = 1
     POSTERIOR_VARIANCE = 2
     CLIP = 3
     CLIP_LO = 4
     CLIP_HI = 5
+
+
+class ClassifierOption(enum.IntEnum):
+    """Classifier training options (cd_classifier_option)."""
+    BATCH = 0
+    LR = 1
+    MAX_SHIFT = 2
+
+
+class OptionType(enum.IntEnum):
+    """What kind of value an option holds (cd_option_type)."""
+    INT = 0
+    BOOL = 1
+    CHOICE = 2
+    REAL = 3
+    INT_LIST = 4
 
 
 class PixelMap(enum.IntEnum):
@@ -246,7 +284,7 @@ class Reduction(enum.IntEnum):
 
 class NamedEnum(enum.IntEnum):
     """The enumerations whose values the library names (cd_enum)."""
-    DECODER_TYPE = 0
+    DECODER_KIND = 0
     SCHEDULE_KIND = 1
     DEGRADATION_KIND = 2
     PADDING = 3
@@ -256,16 +294,19 @@ class NamedEnum(enum.IntEnum):
     SPLIT = 7
     METRIC_REDUCTION = 8
     PIXEL_MAP = 9
+    LOSS = 10
 
 
 #: Each Python enum class with names in the library, and its cd_enum.
 NAMED_ENUMS = {
-    DecoderType: NamedEnum.DECODER_TYPE, ScheduleKind: NamedEnum.SCHEDULE_KIND,
+    DecoderKind: NamedEnum.DECODER_KIND, ScheduleKind: NamedEnum.SCHEDULE_KIND,
     DegradationKind: NamedEnum.DEGRADATION_KIND, Padding: NamedEnum.PADDING,
     Target: NamedEnum.TARGET, Prediction: NamedEnum.PREDICTION,
     SamplerKind: NamedEnum.SAMPLER_KIND, Split: NamedEnum.SPLIT,
     Reduction: NamedEnum.METRIC_REDUCTION, PixelMap: NamedEnum.PIXEL_MAP,
+    Loss: NamedEnum.LOSS,
 }
+_NAMED_CLASSES = {v: k for k, v in NAMED_ENUMS.items()}
 
 
 def _enum(cls, value, name):
@@ -354,7 +395,7 @@ class StateError(ColddiffError, RuntimeError):
 
 
 class ClosedError(StateError, ValueError):
-    """Use of an object after close() (or after a Trainer took it over)."""
+    """Use of an object after close()."""
 
 
 class UnsupportedError(ColddiffError, NotImplementedError):
@@ -393,33 +434,72 @@ _p, _i32, _i64, _u64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c
 _int, _f, _d, _s = ctypes.c_int, ctypes.c_float, ctypes.c_double, ctypes.c_char_p
 _P = ctypes.POINTER
 
-# Every CD_API function of colddiff.h: name -> (restype, argtypes). Enums
-# are C ints. A function missing from the loaded library raises
-# UnsupportedError when called. To bind a new C function, add its line here
-# and a Python method that checks the arguments and passes the status to
-# _check() (docs/python.md, "Binding a new C function").
+class _OptionInfoC(ctypes.Structure):
+    """struct cd_option_info, field for field (part of the C ABI)."""
+    _fields_ = [
+        ("name", _s),             # const char *
+        ("type", _int),           # cd_option_type
+        ("choices", _i32),        # int32_t: the cd_enum of a CHOICE key, else -1
+        ("lo", _d),
+        ("hi", _d),
+        ("lo_open", _i32),
+        ("hi_open", _i32),
+        ("default_value", _d),
+    ]
+
+
+# The callback types of colddiff.h; the caller's `void *user` comes last.
+_PREDICTOR_FN = ctypes.CFUNCTYPE(_int, _p, _p, _p, _p)          # z, tau, out, user
+_SAMPLER_PROGRESS_FN = ctypes.CFUNCTYPE(_int, _i64, _i64, _p)   # step, steps, user
+_EPOCH_FN = ctypes.CFUNCTYPE(_int, _p, _i64, _d, _d, _p)        # tr, epoch, train, val, user
+_CLASSIFIER_EPOCH_FN = ctypes.CFUNCTYPE(_int, _p, _i64, _d, _p)  # c, epoch, train, user
+
+#: The binding's ctypes type of each callback typedef of colddiff.h.
+_CALLBACKS = {
+    "cd_predictor_fn": _PREDICTOR_FN,
+    "cd_sampler_progress_fn": _SAMPLER_PROGRESS_FN,
+    "cd_epoch_fn": _EPOCH_FN,
+    "cd_classifier_epoch_fn": _CLASSIFIER_EPOCH_FN,
+}
+
+_INFO = _P(_OptionInfoC)
+
+# Every CD_API function of colddiff.h and colddiff_experimental.h: name ->
+# (restype, argtypes). The rules, which tests/python/test_binding.py holds
+# this table to by parsing both headers:
+#   int64_t _i64, int32_t _i32, uint64_t _u64, double _d, float _f, every
+#   enum _int (a C int); const char * _s; an opaque handle (cd_tensor *)
+#   and a float or byte buffer (float *, uint8_t *) _p, passed as an
+#   address; any other pointer _P(its type) (an enum's: _P(_int)); an
+#   output handle (cd_tensor **) _P(_p); a callback its CFUNCTYPE above.
+# A function missing from the loaded library raises UnsupportedError when
+# called. To bind a new C function, add its line here and a Python method
+# that checks the arguments and passes the status to _check()
+# (docs/python.md, "Binding a new C function").
 _SIGNATURES = {
     # status and versions
     "cd_status_string": (_s, [_int]),
     "cd_last_error": (_s, []),
     "cd_last_status": (_int, []),
-    "cd_enum_count": (_i32, [_int]),
-    "cd_enum_name": (_s, [_int, _i32]),
-    "cd_enum_parse": (_int, [_int, _s, _P(_i32)]),
     "cd_clear_error": (None, []),
     "cd_version_string": (_s, []),
     "cd_abi_version": (_i32, []),
-    "cd_set_num_threads": (_int, [_i32]),
-    "cd_get_num_threads": (_i32, []),
+    # threads
+    "cd_set_num_threads": (_int, [_i64]),
+    "cd_get_num_threads": (_i64, []),
+    # names of the enumerations
+    "cd_enum_count": (_i64, [_int]),
+    "cd_enum_name": (_s, [_int, _i32]),
+    "cd_enum_parse": (_int, [_int, _s, _P(_i32)]),
     # tensors
-    "cd_tensor_create": (_int, [_P(_p), _i32, _P(_i64)]),
+    "cd_tensor_create": (_int, [_P(_p), _i64, _P(_i64)]),
     "cd_tensor_free": (None, [_p]),
     "cd_tensor_clone": (_int, [_P(_p), _p]),
-    "cd_tensor_reshape": (_int, [_p, _i32, _P(_i64)]),
-    "cd_tensor_rank": (_i32, [_p]),
-    "cd_tensor_dim": (_i64, [_p, _i32]),
+    "cd_tensor_reshape": (_int, [_p, _i64, _P(_i64)]),
+    "cd_tensor_rank": (_i64, [_p]),
+    "cd_tensor_dim": (_i64, [_p, _i64]),
     "cd_tensor_numel": (_i64, [_p]),
-    "cd_tensor_shape": (_int, [_p, _P(_i64), _i32]),
+    "cd_tensor_shape": (_int, [_p, _P(_i64), _i64]),
     "cd_tensor_data": (_p, [_p]),
     "cd_tensor_fill": (_int, [_p, _f]),
     "cd_tensor_copy_from": (_int, [_p, _p, _i64]),
@@ -439,13 +519,13 @@ _SIGNATURES = {
     # parameters
     "cd_params_create": (_int, [_P(_p)]),
     "cd_params_free": (None, [_p]),
-    "cd_params_add": (_int, [_p, _s, _i32, _P(_i64)]),
+    "cd_params_add": (_int, [_p, _s, _i64, _P(_i64)]),
     "cd_params_count": (_i64, [_p]),
     "cd_params_numel": (_i64, [_p]),
     "cd_params_name": (_s, [_p, _i64]),
     "cd_params_find": (_int, [_p, _s, _P(_i64)]),
-    "cd_params_rank": (_i32, [_p, _i64]),
-    "cd_params_shape": (_int, [_p, _i64, _P(_i64), _i32]),
+    "cd_params_rank": (_i64, [_p, _i64]),
+    "cd_params_shape": (_int, [_p, _i64, _P(_i64), _i64]),
     "cd_params_numel_at": (_i64, [_p, _i64]),
     "cd_params_data": (_p, [_p, _i64]),
     "cd_params_grad": (_p, [_p, _i64]),
@@ -453,42 +533,38 @@ _SIGNATURES = {
     # decoders
     "cd_decoder_config_create": (_int, [_P(_p), _int]),
     "cd_decoder_config_free": (None, [_p]),
-    "cd_decoder_config_bounds": (_int, [_int, _P(_i64), _P(_i64)]),
-    "cd_decoder_config_set": (_int, [_p, _int, _i64]),
-    "cd_decoder_config_get": (_int, [_p, _int, _P(_i64)]),
-    "cd_decoder_config_set_list": (_int, [_p, _int, _P(_i64), _i32]),
-    "cd_decoder_config_get_list": (_int, [_p, _int, _P(_i64), _i32, _P(_i32)]),
+    "cd_decoder_config_option_info": (_int, [_int, _INFO]),
+    "cd_decoder_config_set_int": (_int, [_p, _int, _i64]),
+    "cd_decoder_config_get_int": (_int, [_p, _int, _P(_i64)]),
+    "cd_decoder_config_set_list": (_int, [_p, _int, _P(_i64), _i64]),
+    "cd_decoder_config_get_list": (_int, [_p, _int, _P(_i64), _i64, _P(_i64)]),
     "cd_decoder_create": (_int, [_P(_p), _p, _p]),
     "cd_decoder_free": (None, [_p]),
-    "cd_decoder_image_shape": (_int, [_p, _P(_i64)]),
-    "cd_decoder_get_type": (_i32, [_p]),
+    "cd_decoder_get_kind": (_int, [_p]),
     "cd_decoder_get_config": (_int, [_p, _P(_p)]),
+    "cd_decoder_image_shape": (_int, [_p, _P(_i64)]),
     "cd_decoder_params": (_p, [_p]),
     "cd_decoder_param_count": (_i64, [_p]),
-    "cd_decoder_workspace_size": (_int, [_p, _i64, _i64, _i64, _P(_i64)]),
     "cd_decoder_forward": (_int, [_p, _p, _p, _p]),
     "cd_decoder_infer": (_int, [_p, _p, _p, _p]),
     "cd_decoder_save": (_int, [_p, _s]),
     "cd_decoder_load": (_int, [_P(_p), _s]),
     "cd_decoder_trained_T": (_i64, [_p]),
-    "cd_decoder_prediction": (_i32, [_p]),
-    "cd_model_save": (_int, [_s, _p, _p]),
-    "cd_model_load": (_int, [_s, _P(_p), _P(_p)]),
-    "cd_model_load_default": (_int, [_P(_p), _P(_p)]),
+    "cd_decoder_get_prediction": (_int, [_p]),
     "cd_decoder_backward": (_int, [_p, _p, _p]),
     # schedules
     "cd_schedule_create_linear": (_int, [_P(_p), _i64, _d, _d]),
+    "cd_schedule_create_linear_report": (_int, [_P(_p), _i64, _d, _d]),
     "cd_schedule_create_constant": (_int, [_P(_p), _i64, _d]),
     "cd_schedule_create_constant_report": (_int, [_P(_p), _i64, _d]),
-    "cd_schedule_create_linear_report": (_int, [_P(_p), _i64, _d, _d]),
     "cd_schedule_create_cosine": (_int, [_P(_p), _i64, _d, _d]),
     "cd_schedule_create_cosine_report": (_int, [_P(_p), _i64]),
     "cd_schedule_create_custom": (_int, [_P(_p), _p, _i64]),
     "cd_schedule_create_arrays": (_int, [_P(_p), _p, _p, _i64]),
     "cd_schedule_free": (None, [_p]),
     "cd_schedule_T": (_i64, [_p]),
-    "cd_schedule_get_kind": (_i32, [_p]),
-    "cd_schedule_at": (_int, [_p, _i64, _P(_f), _P(_f)]),
+    "cd_schedule_get_kind": (_int, [_p]),
+    "cd_schedule_at": (_int, [_p, _i64, _p, _p]),
     "cd_schedule_copy_arrays": (_int, [_p, _p, _p, _i64]),
     # degradations
     "cd_degradation_create_noise": (_int, [_P(_p), _p]),
@@ -497,8 +573,8 @@ _SIGNATURES = {
     "cd_degradation_create_mask": (_int, [_P(_p), _p, _d]),
     "cd_degradation_create_fade": (_int, [_P(_p), _p, _p]),
     "cd_degradation_free": (None, [_p]),
-    "cd_degradation_get_kind": (_i32, [_p]),
-    "cd_degradation_target": (_i32, [_p]),
+    "cd_degradation_get_kind": (_int, [_p]),
+    "cd_degradation_get_target": (_int, [_p]),
     "cd_degradation_T": (_i64, [_p]),
     "cd_degradation_copy_schedule": (_int, [_p, _p, _p, _i64]),
     "cd_degradation_apply": (_int, [_p, _p, _P(_i64), _i64, _p, _p, _p]),
@@ -509,13 +585,15 @@ _SIGNATURES = {
     # samplers
     "cd_sampler_create": (_int, [_P(_p), _int, _p]),
     "cd_sampler_free": (None, [_p]),
-    "cd_sampler_get_kind": (_i32, [_p]),
-    "cd_sampler_bounds": (_int, [_p, _int, _P(_d), _P(_d)]),
-    "cd_sampler_set": (_int, [_p, _int, _d]),
-    "cd_sampler_get": (_int, [_p, _int, _P(_d)]),
+    "cd_sampler_get_kind": (_int, [_p]),
+    "cd_sampler_option_info": (_int, [_int, _INFO]),
+    "cd_sampler_set_int": (_int, [_p, _int, _i64]),
+    "cd_sampler_set_real": (_int, [_p, _int, _d]),
+    "cd_sampler_get_int": (_int, [_p, _int, _P(_i64)]),
+    "cd_sampler_get_real": (_int, [_p, _int, _P(_d)]),
     "cd_sampler_set_decoder": (_int, [_p, _p]),
-    "cd_sampler_set_predictor": (_int, [_p, _p, _p]),
-    "cd_sampler_set_progress": (_int, [_p, _p, _p]),
+    "cd_sampler_set_predictor": (_int, [_p, _PREDICTOR_FN, _p]),
+    "cd_sampler_set_progress": (_int, [_p, _SAMPLER_PROGRESS_FN, _p]),
     "cd_sampler_step_times": (_int, [_p, _i64, _P(_i64), _i64, _P(_i64)]),
     "cd_sampler_sample": (_int, [_p, _p, _p]),
     "cd_sampler_restore": (_int, [_p, _p, _i64, _p, _p, _P(_i64), _i64, _p, _p, _p]),
@@ -537,9 +615,11 @@ _SIGNATURES = {
     # training
     "cd_trainer_create": (_int, [_P(_p), _p, _p]),
     "cd_trainer_free": (None, [_p]),
-    "cd_trainer_set": (_int, [_p, _int, _d]),
-    "cd_trainer_get": (_int, [_p, _int, _P(_d)]),
-    "cd_trainer_bounds": (_int, [_int, _P(_d), _P(_d)]),
+    "cd_trainer_option_info": (_int, [_int, _INFO]),
+    "cd_trainer_set_int": (_int, [_p, _int, _i64]),
+    "cd_trainer_set_real": (_int, [_p, _int, _d]),
+    "cd_trainer_get_int": (_int, [_p, _int, _P(_i64)]),
+    "cd_trainer_get_real": (_int, [_p, _int, _P(_d)]),
     "cd_trainer_decoder": (_p, [_p]),
     "cd_trainer_degradation": (_p, [_p]),
     "cd_trainer_steps": (_i64, [_p]),
@@ -550,13 +630,35 @@ _SIGNATURES = {
     "cd_trainer_eval_loss": (_int, [_p, _p, _int, _p, _P(_d)]),
     "cd_trainer_test_loss": (_int, [_p, _p, _int, _p, _P(_d), _P(_d)]),
     "cd_trainer_save": (_int, [_p, _s, _p]),
-    "cd_trainer_export": (_int, [_p, _s]),
     "cd_trainer_load": (_int, [_P(_p), _s, _p]),
+    "cd_trainer_export": (_int, [_p, _s]),
+    "cd_model_save": (_int, [_s, _p, _p]),
+    "cd_model_load": (_int, [_s, _P(_p), _P(_p)]),
+    "cd_model_load_default": (_int, [_P(_p), _P(_p)]),
     "cd_trainer_progress": (_int, [_p, _int, _P(_d)]),
     "cd_trainer_request_stop": (None, [_p]),
-    "cd_trainer_fit": (_int, [_p, _p, _i64, _s, _s, _p, _p, _p]),
+    "cd_trainer_fit": (_int, [_p, _p, _i64, _s, _s, _p, _EPOCH_FN, _p]),
+    # classifier
+    "cd_classifier_create": (_int, [_P(_p), _p]),
+    "cd_classifier_free": (None, [_p]),
+    "cd_classifier_load": (_int, [_P(_p), _s]),
+    "cd_classifier_load_default": (_int, [_P(_p)]),
+    "cd_classifier_save": (_int, [_p, _s]),
+    "cd_classifier_option_info": (_int, [_int, _INFO]),
+    "cd_classifier_set_int": (_int, [_p, _int, _i64]),
+    "cd_classifier_set_real": (_int, [_p, _int, _d]),
+    "cd_classifier_get_int": (_int, [_p, _int, _P(_i64)]),
+    "cd_classifier_get_real": (_int, [_p, _int, _P(_d)]),
+    "cd_classifier_feature_dim": (_i64, [_p]),
+    "cd_classifier_num_classes": (_i64, [_p]),
+    "cd_classifier_params": (_p, [_p]),
+    "cd_classifier_steps": (_i64, [_p]),
+    "cd_classifier_epochs": (_i64, [_p]),
+    "cd_classifier_predict": (_int, [_p, _p, _p, _p]),
+    "cd_classifier_train_step": (_int, [_p, _p, _p, _P(_d)]),
+    "cd_classifier_train": (_int, [_p, _p, _i64, _p, _CLASSIFIER_EPOCH_FN, _p]),
+    "cd_classifier_accuracy": (_int, [_p, _p, _int, _P(_d), _P(_i64)]),
     # metrics
-    "cd_metric_reduction_name": (_s, [_int]),
     "cd_metrics_normalize": (_int, [_p, _p]),
     "cd_metrics_images": (_int, [_p, _p, _int, _P(_d), _P(_d), _P(_d), _P(_int)]),
     "cd_metrics_per_image": (_int, [_p, _p, _P(_d), _P(_d), _P(_d), _i64]),
@@ -565,30 +667,12 @@ _SIGNATURES = {
     "cd_frechet_distance_from_stats": (_int, [_P(_d), _P(_d), _P(_d), _P(_d), _i64, _P(_d)]),
     "cd_class_histogram": (_int, [_p, _P(_i64), _i64, _P(_d), _P(_d)]),
     "cd_class_preservation": (_int, [_p, _P(_i64), _i64, _P(_d), _P(_i64)]),
-    # classifier (include/colddiff.h, "Classifier")
-    "cd_classifier_create": (_int, [_P(_p), _p]),
-    "cd_classifier_free": (None, [_p]),
-    "cd_classifier_load": (_int, [_P(_p), _s]),
-    "cd_classifier_load_default": (_int, [_P(_p)]),
-    "cd_classifier_save": (_int, [_p, _s]),
-    "cd_classifier_feature_dim": (_i64, [_p]),
-    "cd_classifier_num_classes": (_i64, [_p]),
-    "cd_classifier_params": (_p, [_p]),
-    "cd_classifier_steps": (_i64, [_p]),
-    "cd_classifier_epochs": (_i64, [_p]),
-    "cd_classifier_predict": (_int, [_p, _p, _p, _p]),
-    "cd_classifier_train_step": (_int, [_p, _p, _p, _d, _P(_d)]),
-    "cd_classifier_train": (_int, [_p, _p, _i64, _i64, _d, _i64, _p, _p, _p]),
-    "cd_classifier_accuracy": (_int, [_p, _p, _int, _P(_d), _P(_i64)]),
     # images
     "cd_png_write_gray": (_int, [_s, _p, _i64, _i64]),
     "cd_image_grid_write_png": (_int, [_s, _p, _i64, _i64, _i32, _int, _f, _f]),
+    # colddiff_experimental.h
+    "cd_decoder_workspace_size": (_int, [_p, _i64, _i64, _i64, _P(_i64)]),
 }
-
-_PREDICTOR_FN = ctypes.CFUNCTYPE(_int, _p, _p, _p, _p)
-_SAMPLER_PROGRESS_FN = ctypes.CFUNCTYPE(_int, _p, _i64, _i64)
-_EPOCH_FN = ctypes.CFUNCTYPE(_int, _p, _p, _i64, _d, _d)
-_CLASSIFIER_EPOCH_FN = ctypes.CFUNCTYPE(_int, _p, _p, _i64, _d)
 
 _lib = None
 _lib_path = None
@@ -770,7 +854,7 @@ def _nonneg(v):
 
 
 def set_num_threads(n):
-    _check(_L().cd_set_num_threads(_int32(n, "n")))
+    _check(_L().cd_set_num_threads(_int64(n, "n")))
 
 
 def get_num_threads():
@@ -1225,7 +1309,7 @@ class Tensor(_Object):
     size = numel
 
     def dim(self, axis):
-        a = _int32(axis, "axis")
+        a = _int64(axis, "axis")
         r = self.rank
         if not -r <= a < r:
             raise RangeError(f"axis {a} is outside -{r}..{r - 1}", Status.RANGE)
@@ -1602,85 +1686,292 @@ def _name_arg(name):
 
 
 # --------------------------------------------------------------------------
+# Options: one table-driven implementation for every configurable object
+# --------------------------------------------------------------------------
+
+#: What cd_<object>_option_info() says about a key: the key (an enum
+#: member), its library name ("lr", "clip_lo"), its OptionType, the
+#: NamedEnum of a CHOICE key's values (None otherwise), the allowed range
+#: lo..hi (+-1.8e308 when unbounded; lo_open / hi_open: the end itself is
+#: not allowed) and the value of a new object (an int, or a float for REAL).
+OptionInfo = collections.namedtuple(
+    "OptionInfo", "key name type choices lo hi lo_open hi_open default_value")
+
+
+class _OptionTable:
+    """How one kind of object reaches its options: the key enum and the C
+    calls <prefix>_option_info, _set_int, _set_real, _get_int, _get_real
+    (and _set_list, _get_list for INT_LIST keys). The key's OptionType,
+    from option_info, chooses the call."""
+
+    def __init__(self, keys, prefix, what, real=True):
+        self.keys, self.prefix, self.what, self.real = keys, prefix, what, real
+        self._info = {}
+        self._names = None
+
+    def _fn(self, suffix):
+        return getattr(_L(), f"{self.prefix}_{suffix}")
+
+    def info(self, key):
+        k = self.key(key)
+        got = self._info.get(int(k))
+        if got is None:
+            c = _OptionInfoC()
+            _check(self._fn("option_info")(int(k), ctypes.byref(c)))
+            try:
+                t = OptionType(c.type)
+            except ValueError:
+                raise UnsupportedError(f"{self.what} option {k.name.lower()}: type {c.type} is "
+                                       "newer than this binding", Status.UNSUPPORTED) from None
+            choices = None
+            if c.choices >= 0:
+                choices = NamedEnum(c.choices) if c.choices in NamedEnum._value2member_map_ \
+                    else c.choices
+            d = c.default_value
+            default = float(d) if t == OptionType.REAL else int(d) if math.isfinite(d) else d
+            got = OptionInfo(k, (c.name or b"").decode("ascii", "replace"), t, choices,
+                             c.lo, c.hi, bool(c.lo_open), bool(c.hi_open), default)
+            self._info[int(k)] = got
+        return got
+
+    def names(self):
+        """{library name: key} over the enum's keys."""
+        if self._names is None:
+            names = {}
+            for k in self.keys:
+                try:
+                    names[self.info(k).name] = k
+                except ColddiffError:  # a key this library lacks: by member only
+                    pass
+            self._names = names
+        return self._names
+
+    def key(self, key):
+        """The enum member for a member, a number or a name."""
+        if isinstance(key, self.keys):
+            return key
+        if isinstance(key, str):
+            names = self.names()
+            k = names.get(key)
+            if k is None:
+                k = names.get(key.strip().lower().replace("-", "_"))
+            if k is None:
+                raise InvalidArgumentError(
+                    f"key: unknown {self.what} option {key!r}; expected one of "
+                    f"{', '.join(names)}", Status.INVALID_ARGUMENT)
+            return k
+        return _enum(self.keys, key, "key")
+
+    def _int_value(self, inf, value):
+        if inf.type == OptionType.BOOL and isinstance(value, bool):
+            return int(value)
+        if inf.type == OptionType.CHOICE:
+            cls = _NAMED_CLASSES.get(inf.choices)
+            if isinstance(value, str):
+                if cls is not None:
+                    return int(_enum(cls, value, inf.name))
+                out = _i32()
+                _check(_L().cd_enum_parse(int(inf.choices), value.encode("utf-8"),
+                                          ctypes.byref(out)))
+                return out.value
+            if cls is not None and isinstance(value, enum.Enum) and not isinstance(value, cls):
+                raise TypeError(f"{inf.name}: expected a {cls.__name__}, not "
+                                f"{type(value).__name__}.{value.name}")
+        return _int64(value, inf.name)
+
+    def set(self, obj, key, value):
+        inf = self.info(key)
+        p, k = obj._p, int(inf.key)
+        if inf.type == OptionType.REAL:
+            _check(self._fn("set_real")(p, k, _real(value, inf.name)))
+        elif inf.type == OptionType.INT_LIST:
+            arr, n = _i64_array(value, inf.name)
+            _check(self._fn("set_list")(p, k, arr, n))
+        else:
+            _check(self._fn("set_int")(p, k, self._int_value(inf, value)))
+
+    def get(self, obj, key):
+        inf = self.info(key)
+        p, k = obj._p, int(inf.key)
+        if inf.type == OptionType.REAL:
+            v = _d()
+            _check(self._fn("get_real")(p, k, ctypes.byref(v)))
+            return v.value
+        if inf.type == OptionType.INT_LIST:
+            cap, n = 16, _i64()
+            while True:
+                buf = (_i64 * cap)()
+                st = self._fn("get_list")(p, k, buf, cap, ctypes.byref(n))
+                if st == Status.SHAPE and n.value > cap:
+                    cap = n.value
+                    continue
+                _check(st)
+                return tuple(buf[: n.value])
+        v = _i64()
+        _check(self._fn("get_int")(p, k, ctypes.byref(v)))
+        if inf.type == OptionType.BOOL:
+            return bool(v.value)
+        if inf.type == OptionType.CHOICE:
+            cls = _NAMED_CLASSES.get(inf.choices)
+            if cls is not None and v.value in cls._value2member_map_:
+                return cls(v.value)
+        return v.value
+
+    # The typed C calls as they are, for any key: a key of the other type
+    # is the library's InvalidArgumentError, not converted here.
+    def set_int(self, obj, key, value):
+        k = self.key(key)
+        v = int(value) if isinstance(value, bool) else _int64(value, "value")
+        _check(self._fn("set_int")(obj._p, int(k), v))
+
+    def _no_real(self, key, call):
+        if not self.real:  # as the C calls would say, had the object any
+            inf = self.info(key)
+            raise InvalidArgumentError(
+                f"{self.prefix}_{call}: option '{inf.name}' holds "
+                f"{'a list of integers' if inf.type == OptionType.INT_LIST else 'an integer'}; "
+                f"{self.what} options have no _real calls", Status.INVALID_ARGUMENT)
+
+    def set_real(self, obj, key, value):
+        self._no_real(key, "set_real")
+        _check(self._fn("set_real")(obj._p, int(self.key(key)), _real(value, "value")))
+
+    def get_int(self, obj, key):
+        v = _i64()
+        _check(self._fn("get_int")(obj._p, int(self.key(key)), ctypes.byref(v)))
+        return v.value
+
+    def get_real(self, obj, key):
+        self._no_real(key, "get_real")
+        v = _d()
+        _check(self._fn("get_real")(obj._p, int(self.key(key)), ctypes.byref(v)))
+        return v.value
+
+
+class _Configurable:
+    """Options by key for a class with an _OptionTable in _options: a key is
+    an enum member, its number or its name ("lr", "clip_lo"), and the
+    key's OptionType picks the typed C call (see OptionInfo)."""
+    _options = None
+
+    @classmethod
+    def option_info(cls, key):
+        """An OptionInfo: name, type, choices, range and default of a key."""
+        return cls._options.info(key)
+
+    @classmethod
+    def option_keys(cls):
+        """Every key of the object's option enum (experimental ones too)."""
+        return list(cls._options.keys)
+
+    def set(self, key, value):
+        """Set an option: an int for INT (and for BOOL, or True/False), an
+        enum member, its number or name for CHOICE, a number for REAL, a
+        sequence of ints for INT_LIST. A failed set changes nothing."""
+        self._options.set(self, key, value)
+
+    def get(self, key):
+        """An option's value: int, bool, an enum member (CHOICE), float
+        (REAL) or a tuple (INT_LIST)."""
+        return self._options.get(self, key)
+
+    def __getitem__(self, key):
+        return self._options.get(self, key)
+
+    def __setitem__(self, key, value):
+        self._options.set(self, key, value)
+
+    def configure(self, **options):
+        """Set several options by name; if one fails, those set before it
+        get their old values back and the error is raised."""
+        done = []
+        try:
+            for name, value in options.items():
+                old = self.get(name)
+                self.set(name, value)
+                done.append((name, old))
+        except BaseException:
+            for name, old in reversed(done):
+                try:
+                    self.set(name, old)
+                except ColddiffError:  # pragma: no cover - the old value was valid
+                    pass
+            raise
+        return self
+
+    def options(self):
+        """{name: value} of every option."""
+        return {self._options.info(k).name: self.get(k) for k in self._options.keys}
+
+    def set_int(self, key, value):
+        """cd_<object>_set_int as it is (for INT, BOOL and CHOICE keys)."""
+        self._options.set_int(self, key, value)
+
+    def set_real(self, key, value):
+        """cd_<object>_set_real as it is (for REAL keys)."""
+        self._options.set_real(self, key, value)
+
+    def get_int(self, key):
+        return self._options.get_int(self, key)
+
+    def get_real(self, key):
+        return self._options.get_real(self, key)
+
+
+_DECODER_OPTIONS = _OptionTable(DecoderOption, "cd_decoder_config", "decoder", real=False)
+_SAMPLER_OPTIONS = _OptionTable(SamplerOption, "cd_sampler", "sampler")
+_TRAINER_OPTIONS = _OptionTable(TrainerOption, "cd_trainer", "trainer")
+_CLASSIFIER_OPTIONS = _OptionTable(ClassifierOption, "cd_classifier", "classifier")
+
+
+# --------------------------------------------------------------------------
 # Decoder configuration and decoders
 # --------------------------------------------------------------------------
 
-class DecoderConfig(_Object):
+class DecoderConfig(_Configurable, _Object):
     """Construction settings of a decoder (cd_decoder_config), holding the
-    report's model of `type` ("cnn" or "unet") until changed.
+    report's model of `kind` ("cnn" or "unet") until changed. Options are
+    the DecoderOption keys (see _Configurable: set, get, [], options(),
+    option_info()); HIDDEN and DIM_MULTS hold lists.
 
         cfg = DecoderConfig("cnn", hidden=(8, 8), kernel=3)
         cfg["time_hidden"] = 32; cfg["hidden"] -> (8, 8)
     """
+    _options = _DECODER_OPTIONS
 
-    def __init__(self, type="cnn", **keys):
-        t = _enum(DecoderType, type, "type")
+    def __init__(self, kind="cnn", **options):
+        k = _enum(DecoderKind, kind, "kind")
         lib = _L()
-        self._ref = _Ref(_new_handle(lib.cd_decoder_config_create, int(t)),
+        self._ref = _Ref(_new_handle(lib.cd_decoder_config_create, int(k)),
                          lib.cd_decoder_config_free)
         try:
-            for k, v in keys.items():
-                self.set(k, v)
+            self.configure(**options)
         except BaseException:
             self.close()
             raise
 
-    @staticmethod
-    def bounds(key):
-        """(lo, hi) allowed for a key (for a list key: for each entry)."""
-        k = _enum(DecoderKey, key, "key")
-        lo, hi = _i64(), _i64()
-        _check(_L().cd_decoder_config_bounds(int(k), ctypes.byref(lo), ctypes.byref(hi)))
-        return lo.value, hi.value
-
-    def set(self, key, value):
-        k = _enum(DecoderKey, key, "key")
-        lib = _L()
-        if k in _LIST_KEYS:
-            arr, n = _i64_array(value, k.name.lower())
-            _check(lib.cd_decoder_config_set_list(self._p, int(k), arr, _int32(n, "n")))
-        else:
-            _check(lib.cd_decoder_config_set(self._p, int(k), _int64(value, k.name.lower())))
-
-    def get(self, key):
-        k = _enum(DecoderKey, key, "key")
-        lib = _L()
-        if k in _LIST_KEYS:
-            buf, n = (_i64 * 16)(), _i32()
-            _check(lib.cd_decoder_config_get_list(self._p, int(k), buf, 16, ctypes.byref(n)))
-            return tuple(buf[: n.value])
-        v = _i64()
-        _check(lib.cd_decoder_config_get(self._p, int(k), ctypes.byref(v)))
-        return v.value
-
-    __getitem__ = get
-    __setitem__ = set
-
-    def to_dict(self):
-        return {k.name.lower(): self.get(k) for k in DecoderKey}
-
     def _describe(self):
-        return repr(self.to_dict())
+        return repr(self.options())
 
 
 class Decoder(_Object):
     """A decoder network g(z, tau) (cd_decoder): the report's CNN or UNet.
 
-        Decoder(config_or_type, rng, **config_keys)   # fresh weights
+        Decoder(config_or_kind, rng, **config_options)   # fresh weights
         Decoder.load(path)                            # from a checkpoint
     """
 
-    def __init__(self, config="cnn", rng=None, **keys):
+    def __init__(self, config="cnn", rng=None, **options):
         if not isinstance(rng, Rng):
             raise TypeError("rng: expected an Rng (the weights are drawn from it), not "
                             f"{type(rng).__name__}")
         own = None
         if isinstance(config, DecoderConfig):
             cfg = config
-            if keys:
-                raise TypeError("config keys go into the DecoderConfig when one is given")
+            if options:
+                raise TypeError("config options go into the DecoderConfig when one is given")
         else:
-            cfg = own = DecoderConfig(config, **keys)
+            cfg = own = DecoderConfig(config, **options)
         try:
             lib = _L()
             self._ref = _Ref(_new_handle(lib.cd_decoder_create, cfg._p, rng._p),
@@ -1704,12 +1995,13 @@ class Decoder(_Object):
 
     @property
     def prediction(self):
-        """What it outputs under the noise degradation (cd_decoder_prediction)."""
-        return Prediction(_nonneg(_L().cd_decoder_prediction(self._p)))
+        """What it outputs under the noise degradation (cd_decoder_get_prediction)."""
+        return Prediction(_nonneg(_L().cd_decoder_get_prediction(self._p)))
 
     @property
-    def type(self):
-        return DecoderType(_nonneg(_L().cd_decoder_get_type(self._p)))
+    def kind(self):
+        """DecoderKind.CNN or .UNET (cd_decoder_get_kind)."""
+        return DecoderKind(_nonneg(_L().cd_decoder_get_kind(self._p)))
 
     @property
     def config(self):
@@ -1739,6 +2031,8 @@ class Decoder(_Object):
         return tuple(shape)
 
     def workspace_size(self, n, height, width):
+        """Bytes of workspace a forward and backward at batch n use
+        (cd_decoder_workspace_size: experimental, colddiff_experimental.h)."""
         out = _i64()
         _check(_L().cd_decoder_workspace_size(self._p, _int64(n, "n"), _int64(height, "height"),
                                               _int64(width, "width"), ctypes.byref(out)))
@@ -1781,7 +2075,7 @@ class Decoder(_Object):
         return dz
 
     def _describe(self):
-        return f"{self.type.name.lower()}, {self.param_count} parameters" + \
+        return f"{self.kind.name.lower()}, {self.param_count} parameters" + \
             (", borrowed" if self.borrowed else "")
 
 
@@ -1927,7 +2221,7 @@ class Degradation(_Object):
 
     @property
     def target(self):
-        return Target(_nonneg(_L().cd_degradation_target(self._p)))
+        return Target(_nonneg(_L().cd_degradation_get_target(self._p)))
 
     @property
     def T(self):
@@ -2050,15 +2344,15 @@ class Dataset(_Object):
 
     @property
     def height(self):
-        return int(_L().cd_dataset_height(self._p))
+        return int(_nonneg(_L().cd_dataset_height(self._p)))
 
     @property
     def width(self):
-        return int(_L().cd_dataset_width(self._p))
+        return int(_nonneg(_L().cd_dataset_width(self._p)))
 
     @property
     def channels(self):
-        return int(_L().cd_dataset_channels(self._p))
+        return int(_nonneg(_L().cd_dataset_channels(self._p)))
 
     @property
     def image_shape(self):
@@ -2120,42 +2414,44 @@ class Dataset(_Object):
 # Trainer
 # --------------------------------------------------------------------------
 
-_TRAINER_NAMES = {k.name.lower(): k for k in TrainerParam}
-
-
-class Trainer(_Object):
+class Trainer(_Configurable, _Object):
     """A decoder, the degradation it learns to undo and Adam (cd_trainer).
 
-    Trainer(decoder, degradation) takes both over: those Python objects are
-    closed, and trainer.decoder / trainer.degradation are borrowed views
-    (each keeps the trainer alive). Options by key: tr.set("lr", 1e-3),
-    tr["batch"] = 64, tr.get(TrainerParam.LR)."""
+    Trainer(decoder, degradation, **options) borrows both, as
+    cd_trainer_create does: the trainer keeps them alive as long as it lives
+    (closing your objects before it is safe), and they stay yours. A loaded
+    trainer (Trainer.load) owns its own. trainer.decoder and
+    trainer.degradation are borrowed views that keep the trainer alive.
+    Options are the TrainerOption keys (see _Configurable):
+    Trainer(dec, deg, lr=1e-3, batch=64), tr["batch"] = 64,
+    tr.get(TrainerOption.LR), tr.option_info("loss")."""
+    _options = _TRAINER_OPTIONS
 
-    def __init__(self, decoder, degradation):
+    def __init__(self, decoder, degradation, **options):
         d = _expect(decoder, Decoder, "decoder")
         g = _expect(degradation, Degradation, "degradation")
-        for o, what in ((decoder, "decoder"), (degradation, "degradation")):
-            if o.borrowed:
-                raise StateError(f"{what} is a borrowed view (of a Trainer?): a Trainer needs "
-                                 "one it can own; load or create a new one", Status.STATE)
         lib = _L()
         ref = _Ref(_new_handle(lib.cd_trainer_create, d, g), lib.cd_trainer_free)
+        # Borrowed: the C trainer is freed before the decoder and the
+        # degradation, whoever closes what first.
+        try:
+            ref.adopt(decoder._ref)
+            ref.adopt(degradation._ref)
+        except BaseException:
+            ref.release()
+            raise
         self._ref = ref
         self._fitting = False
-        # The C trainer owns both now: their records stop freeing and keep
-        # the trainer alive for anything that still holds them (a Sampler).
-        for o in (decoder, degradation):
-            r = o._ref
-            with _Ref._lock:
-                r.free = None
-                r.adopt(ref)
-            o.close()
-            o._closed_why = ("a Trainer took it over; use trainer.decoder / "
-                             "trainer.degradation")
+        try:
+            self.configure(**options)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def load(cls, path, rng=None):
-        """Load a trainer saved by save(); restores rng's state if given."""
+        """Load a trainer saved by save(); restores rng's state if given.
+        The loaded trainer owns its decoder and degradation."""
         lib = _L()
         r = _expect(rng, Rng, "rng", optional=True)
         self = cls._wrap(_new_handle(lib.cd_trainer_load, _path(path), r), lib.cd_trainer_free)
@@ -2186,32 +2482,6 @@ class Trainer(_Object):
         if not p:
             _raise_last()
         return Degradation._wrap(p, None, self._ref)
-
-    @staticmethod
-    def _key(key):
-        if isinstance(key, str) and key.lower() in _TRAINER_NAMES:
-            return _TRAINER_NAMES[key.lower()]
-        return _enum(TrainerParam, key, "key")
-
-    def set(self, key, value):
-        _check(_L().cd_trainer_set(self._p, int(self._key(key)), _real(value, "value")))
-
-    def get(self, key):
-        v = _d()
-        _check(_L().cd_trainer_get(self._p, int(self._key(key)), ctypes.byref(v)))
-        return v.value
-
-    __getitem__ = get
-    __setitem__ = set
-
-    @staticmethod
-    def bounds(key):
-        lo, hi = _d(), _d()
-        _check(_L().cd_trainer_bounds(int(Trainer._key(key)), ctypes.byref(lo), ctypes.byref(hi)))
-        return lo.value, hi.value
-
-    def options(self):
-        return {k.name.lower(): self.get(k) for k in TrainerParam}
 
     @property
     def steps(self):
@@ -2306,9 +2576,9 @@ class Trainer(_Object):
         if getattr(self, "_fitting", False):
             raise StateError("fit() is already running on this trainer", Status.STATE)
         caught = []
-        cb = None
+        cb = _EPOCH_FN()  # NULL
         if on_epoch is not None:
-            def trampoline(user, tr, epoch, train_loss, val_loss):
+            def trampoline(tr, epoch, train_loss, val_loss, user):
                 try:
                     go = on_epoch(self, epoch, train_loss, val_loss)
                     return Status.CANCELLED if go is False else Status.OK
@@ -2366,16 +2636,18 @@ def load_model(path=None):
 
 Restoration = collections.namedtuple("Restoration", "out snap_z snap_xhat snap_fwd")
 
-_SAMPLER_NAMES = {k.name.lower(): k for k in SamplerKey}
 
 
-class Sampler(_Object):
+class Sampler(_Configurable, _Object):
     """A reverse chain (cd_sampler) of `kind` ("ddpm", "ddim", "cold1",
     "cold2", "direct") for a degradation, driven by a Decoder
     (set_decoder) or a Python callable (set_predictor). The sampler keeps
-    its degradation and decoder alive."""
+    its degradation and decoder alive. Options are the SamplerOption keys
+    (see _Configurable): Sampler("ddim", deg, steps=50, eta=0.0),
+    s["clip"] = False."""
+    _options = _SAMPLER_OPTIONS
 
-    def __init__(self, kind, degradation):
+    def __init__(self, kind, degradation, **options):
         k = _enum(SamplerKind, kind, "kind")
         g = _expect(degradation, Degradation, "degradation")
         lib = _L()
@@ -2390,7 +2662,7 @@ class Sampler(_Object):
         self._state = {"caught": [], "stop": False, "progress": None}
         state = self._state
 
-        def progress(user, step, steps):
+        def progress(step, steps, user):
             if state["stop"]:
                 return int(Status.CANCELLED)
             fn = state["progress"]
@@ -2404,6 +2676,11 @@ class Sampler(_Object):
         self._progress_cb = _SAMPLER_PROGRESS_FN(progress)
         _check(lib.cd_sampler_set_progress(ptr, self._progress_cb, None))
         self._ref.keep["progress"] = self._progress_cb
+        try:
+            self.configure(**options)
+        except BaseException:
+            self.close()
+            raise
 
     def _set_driver(self, decoder=None, callback=None):
         """Record what drives the chain: the decoder's memory (or the ctypes
@@ -2422,32 +2699,6 @@ class Sampler(_Object):
     @property
     def kind(self):
         return SamplerKind(_nonneg(_L().cd_sampler_get_kind(self._p)))
-
-    @staticmethod
-    def _key(key):
-        if isinstance(key, str) and key.lower() in _SAMPLER_NAMES:
-            return _SAMPLER_NAMES[key.lower()]
-        return _enum(SamplerKey, key, "key")
-
-    def bounds(self, key):
-        lo, hi = _d(), _d()
-        _check(_L().cd_sampler_bounds(self._p, int(self._key(key)), ctypes.byref(lo),
-                                      ctypes.byref(hi)))
-        return lo.value, hi.value
-
-    def set(self, key, value):
-        _check(_L().cd_sampler_set(self._p, int(self._key(key)), _real(value, "value")))
-
-    def get(self, key):
-        v = _d()
-        _check(_L().cd_sampler_get(self._p, int(self._key(key)), ctypes.byref(v)))
-        return v.value
-
-    __getitem__ = get
-    __setitem__ = set
-
-    def options(self):
-        return {k.name.lower(): self.get(k) for k in SamplerKey}
 
     def set_decoder(self, decoder):
         """Drive the chain with a Decoder (kept alive); None removes it."""
@@ -2474,7 +2725,7 @@ class Sampler(_Object):
         An exception stops the chain and is re-raised by sample()/restore().
         None removes the predictor."""
         if fn is None:
-            _check(_L().cd_sampler_set_predictor(self._p, None, None))
+            _check(_L().cd_sampler_set_predictor(self._p, _PREDICTOR_FN(), None))
             self._set_driver()
             self._predictor = None
             return
@@ -2482,7 +2733,7 @@ class Sampler(_Object):
             raise TypeError(f"fn: expected a callable, not {type(fn).__name__}")
         state = self._state
 
-        def trampoline(user, z, tau, out):
+        def trampoline(z, tau, out, user):
             if state["stop"]:  # Ctrl-C in the waiting main thread
                 return int(Status.CANCELLED)
             views = [Tensor._borrow(z), Tensor._borrow(tau), Tensor._borrow(out)]
@@ -2579,19 +2830,28 @@ class Sampler(_Object):
 # Classifier
 # --------------------------------------------------------------------------
 
-class Classifier(_Object):
+class Classifier(_Configurable, _Object):
     """The small MNIST CNN classifier (cd_classifier) whose features feed the
     Frechet distance and whose probabilities feed class preservation.
 
-        Classifier(rng)            # fresh weights
-        Classifier.load(path)      # a saved one
-        Classifier.load_default()  # the shipped, frozen one
-    """
+        Classifier(rng, **options)  # fresh weights
+        Classifier.load(path)       # a saved one
+        Classifier.load_default()   # the shipped, frozen one
 
-    def __init__(self, rng):
+    Its training options are the ClassifierOption keys (batch, lr,
+    max_shift; see _Configurable). They belong to the object, not to its
+    file: a loaded classifier starts from the defaults."""
+    _options = _CLASSIFIER_OPTIONS
+
+    def __init__(self, rng, **options):
         r = _expect(rng, Rng, "rng")
         lib = _L()
         self._ref = _Ref(_new_handle(lib.cd_classifier_create, r), lib.cd_classifier_free)
+        try:
+            self.configure(**options)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def load(cls, path):
@@ -2655,27 +2915,33 @@ class Classifier(_Object):
     def features(self, images):
         return self.predict(images, False, True)[1]
 
-    def train_step(self, images, labels, lr):
-        """One Adam step on a batch; returns the batch's loss before it."""
+    def train_step(self, images, labels, lr=None):
+        """One Adam step on a batch at the option lr (set first when given);
+        returns the batch's loss before the step."""
+        imgs = _expect(images, Tensor, "images")
+        labs = _expect(labels, Tensor, "labels")
+        if lr is not None:
+            self.set(ClassifierOption.LR, lr)
         loss = _d()
-        _check(_L().cd_classifier_train_step(self._p, _expect(images, Tensor, "images"),
-                                             _expect(labels, Tensor, "labels"),
-                                             _real(lr, "lr"), ctypes.byref(loss)))
+        _check(_L().cd_classifier_train_step(self._p, imgs, labs, ctypes.byref(loss)))
         return loss.value
 
-    def train(self, dataset, epochs, rng, batch=128, lr=1e-3, max_shift=0, on_epoch=None):
-        """Train on the train split; on_epoch(classifier, epoch, train_loss)
-        after each epoch (False stops; an exception stops and is re-raised).
-        Returns True when all epochs ran, False when stopped by on_epoch.
-        Ctrl-C (from the main thread) stops at the next epoch end."""
+    def train(self, dataset, epochs, rng, batch=None, lr=None, max_shift=None, on_epoch=None):
+        """Train on the train split (cd_classifier_train). batch, lr and
+        max_shift, when given, are set as the classifier's options first (and
+        stay set); None keeps the current ones. on_epoch(classifier, epoch,
+        train_loss) after each epoch (False stops; an exception stops and is
+        re-raised). Returns True when all epochs ran, False when stopped by
+        on_epoch. Ctrl-C (from the main thread) stops at the next epoch end."""
         ds, r = _expect(dataset, Dataset, "dataset"), _expect(rng, Rng, "rng")
-        n, b = _int64(epochs, "epochs"), _int64(batch, "batch")
-        lr_, shift = _real(lr, "lr"), _int64(max_shift, "max_shift")
+        n = _int64(epochs, "epochs")
         if on_epoch is not None and not callable(on_epoch):
             raise TypeError(f"on_epoch: expected a callable, not {type(on_epoch).__name__}")
+        self.configure(**{k: v for k, v in (("batch", batch), ("lr", lr),
+                                            ("max_shift", max_shift)) if v is not None})
         caught, stop = [], []
 
-        def trampoline(user, c, epoch, train_loss):
+        def trampoline(c, epoch, train_loss, user):
             if stop:
                 return int(Status.CANCELLED)
             if on_epoch is None:
@@ -2689,7 +2955,7 @@ class Classifier(_Object):
         cb = _CLASSIFIER_EPOCH_FN(trampoline)
         ptr, lib = self._p, _L()
         st, msg = _call_c((self, dataset, rng),
-                          lambda: lib.cd_classifier_train(ptr, ds, n, b, lr_, shift, r, cb, None),
+                          lambda: lib.cd_classifier_train(ptr, ds, n, r, cb, None),
                           on_interrupt=lambda: stop.append(True))
         if caught:
             raise caught[0]
@@ -2715,9 +2981,10 @@ class Classifier(_Object):
 # Images and metrics (module functions)
 # --------------------------------------------------------------------------
 
-def write_png_gray(path, pixels, width, height):
-    """An 8-bit greyscale PNG from width x height bytes (bytes-like)."""
-    w, h = _int64(width, "width"), _int64(height, "height")
+def write_png_gray(path, pixels, height, width):
+    """An 8-bit greyscale PNG of height rows of width bytes (bytes-like),
+    row-major; the height comes first, as in cd_png_write_gray."""
+    h, w = _int64(height, "height"), _int64(width, "width")
     try:
         mv = memoryview(pixels)
     except TypeError:
@@ -2725,9 +2992,10 @@ def write_png_gray(path, pixels, width, height):
             from None
     data = mv.tobytes()
     if w < 1 or h < 1 or len(data) != w * h:
-        raise ShapeError(f"pixels: {len(data)} bytes for a {w} x {h} image", Status.SHAPE)
+        raise ShapeError(f"pixels: {len(data)} bytes for an image of {h} rows of {w}",
+                         Status.SHAPE)
     buf = ctypes.create_string_buffer(data, len(data))
-    _check(_L().cd_png_write_gray(_path(path), buf, w, h))
+    _check(_L().cd_png_write_gray(_path(path), buf, h, w))
 
 
 def write_image_grid(path, images, columns=8, border=2, border_value=0,
@@ -2743,14 +3011,6 @@ def write_image_grid(path, images, columns=8, border=2, border_value=0,
 
 
 ImageMetrics = collections.namedtuple("ImageMetrics", "rmse ssim psnr reduction")
-
-
-def reduction_name(reduction):
-    r = _enum(Reduction, reduction, "reduction")
-    s = _L().cd_metric_reduction_name(int(r))
-    if s is None:
-        _raise_last()
-    return s.decode("ascii")
 
 
 def enum_name(member):

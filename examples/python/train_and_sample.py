@@ -44,10 +44,11 @@ def main():
     rng = cd.Rng(args.seed)
     decoder = cd.Decoder("cnn", rng, hidden=(16, 16), kernel=5, time_hidden=32)
     noise = cd.Degradation.noise(cd.Schedule.linear(T=200))
-    trainer = cd.Trainer(decoder, noise)  # the trainer owns both from here on
-    trainer["lr"] = 2e-3
-    trainer["batch"] = 64
-    print(f"{trainer.decoder.param_count} parameters")
+    # The trainer borrows both (and keeps them alive); options by name.
+    trainer = cd.Trainer(decoder, noise, lr=2e-3, batch=64)
+    info = trainer.option_info("lr")
+    print(f"{decoder.param_count} parameters; lr {trainer['lr']:g} "
+          f"(default {info.default_value:g}), batch {trainer['batch']}")
 
     # 3. Train. The callback runs after every epoch; returning False would stop.
     def on_epoch(tr, epoch, train_loss, val_loss):
@@ -58,17 +59,18 @@ def main():
     best = os.path.join(args.out, "best.cdm")
     trainer.fit(data, args.epochs, rng, best_path=best, on_epoch=on_epoch)
 
-    # 4. Keep the weights: a trainer checkpoint (to resume) and the decoder alone.
+    # 4. Keep the inference model: the decoder (its EMA weights if the trainer
+    #    kept an EMA) and the degradation with its schedule. best.cdm is a
+    #    training checkpoint, to resume from.
     model = os.path.join(args.out, "model.cdm")
-    trainer.decoder.save(model)
-    trainer.close()
+    trainer.export(model)
+    trainer.close()  # before the decoder and degradation it borrows (the binding sees to it)
 
     # 5. Load and sample 64 digits with 50 DDIM steps.
-    with cd.Trainer.load(best) as tr, cd.Decoder.load(model) as dec:
-        sampler = cd.Sampler("ddim", tr.degradation)
-        sampler["steps"] = 50
-        sampler.set_decoder(dec)
-        digits = sampler.sample(cd.Rng(7), (64, 1, 28, 28))
+    dec, deg = cd.load_model(model)
+    sampler = cd.Sampler("ddim", deg, steps=50)
+    sampler.set_decoder(dec)
+    digits = sampler.sample(cd.Rng(7), (64, 1, 28, 28))
     grid = os.path.join(args.out, "samples.png")
     cd.write_image_grid(grid, digits, columns=8, pixel_map="percentile")
     print(f"wrote {grid} and {model}")

@@ -15,11 +15,11 @@ Without an option everything runs, and the numpy tests are reported as
 skipped (unittest skip) when numpy is missing.
 """
 import array
+import ctypes
 import enum
 import gc
 import math
 import os
-import re
 import struct
 import subprocess
 import sys
@@ -34,9 +34,13 @@ DATA = os.path.join(ROOT, "tests", "data")
 IMAGES = os.path.join(DATA, "t10k-images-idx3-ubyte.gz")
 LABELS = os.path.join(DATA, "t10k-labels-idx1-ubyte.gz")
 HEADER = os.path.join(ROOT, "include", "colddiff.h")
+HEADERS = (HEADER, os.path.join(ROOT, "include", "colddiff_experimental.h"))
 MODULE_DIR = os.path.join(ROOT, "examples", "python")
 sys.path.insert(0, MODULE_DIR)
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
+import c_header  # noqa: E402
 import colddiff as cd  # noqa: E402
 
 try:
@@ -57,6 +61,14 @@ def slice_dataset(val=0.1, seed=1):
     ds = cd.Dataset.load_idx(IMAGES, LABELS)
     ds.split(val, seed)
     return ds
+
+
+def read_headers():
+    texts = []
+    for path in HEADERS:
+        with open(path) as f:
+            texts.append(f.read())
+    return c_header.Header(texts)
 
 
 def run_python(code, **env):
@@ -90,53 +102,75 @@ class Loading(unittest.TestCase):
         self.assertTrue(os.path.exists(cd.library_path()) or "/" not in cd.library_path())
 
     def test_every_header_function_is_bound(self):
-        with open(HEADER) as f:
-            text = f.read()
-        names = set(re.findall(r"CD_API\s+[^;(]*?\b(cd_\w+)\s*\(", text))
-        self.assertGreater(len(names), 100)
+        names = set(read_headers().functions)
+        self.assertGreater(len(names), 150)
+        self.assertIn("cd_decoder_workspace_size", names)  # colddiff_experimental.h
         missing = sorted(names - set(cd._SIGNATURES))
-        self.assertEqual(missing, [], "functions of colddiff.h without a binding")
+        self.assertEqual(missing, [], "functions of the headers without a binding")
         unexported = sorted(n for n in names if not cd.has_function(n))
-        self.assertEqual(unexported, [], "declared in colddiff.h but not exported")
+        self.assertEqual(unexported, [], "declared in the headers but not exported")
 
     def test_enums_match_the_header(self):
-        """Every enum class has exactly the members and values of its C enum."""
-        with open(HEADER) as f:
-            text = re.sub(r"/\*.*?\*/", "", f.read(), flags=re.S)
-        c_enums = {}
-        for body, name in re.findall(r"typedef enum (?:cd_\w+)\s*\{(.*?)\}\s*(cd_\w+);", text, re.S):
-            c_enums[name] = dict((m, int(v)) for m, v in
-                                 re.findall(r"\b(CD_\w+)\s*=\s*(-?\d+)", body))
+        """Every enum class has exactly the members and values of its C enum
+        (the C *_INVALID = -1 error values excepted: the binding raises
+        instead), experimental keys included."""
+        h = read_headers()
         pairs = {cd.Status: ("cd_status", ("CD_ERR_", "CD_")),
                  cd.Split: ("cd_split", ("CD_SPLIT_",)),
                  cd.Prediction: ("cd_prediction", ("CD_PREDICT_",)),
-                 cd.DecoderType: ("cd_decoder_type", ("CD_DECODER_",)),
-                 cd.DecoderKey: ("cd_decoder_key", ("CD_DECODER_",)),
+                 cd.DecoderKind: ("cd_decoder_kind", ("CD_DECODER_",)),
+                 cd.DecoderOption: ("cd_decoder_option", ("CD_DECODER_OPT_",)),
                  cd.ScheduleKind: ("cd_schedule_kind", ("CD_SCHEDULE_",)),
                  cd.DegradationKind: ("cd_degradation_kind", ("CD_DEGRADATION_",)),
                  cd.Padding: ("cd_padding", ("CD_PADDING_",)),
                  cd.Target: ("cd_target", ("CD_TARGET_",)),
-                 cd.TrainerParam: ("cd_trainer_param", ("CD_TRAINER_",)),
+                 cd.Loss: ("cd_loss", ("CD_LOSS_",)),
+                 cd.TrainerOption: ("cd_trainer_option", ("CD_TRAINER_OPT_",)),
                  cd.ProgressKey: ("cd_progress_key", ("CD_PROGRESS_",)),
                  cd.SamplerKind: ("cd_sampler_kind", ("CD_SAMPLER_",)),
-                 cd.SamplerKey: ("cd_sampler_key", ("CD_SAMPLER_",)),
+                 cd.SamplerOption: ("cd_sampler_option", ("CD_SAMPLER_OPT_",)),
+                 cd.ClassifierOption: ("cd_classifier_option", ("CD_CLASSIFIER_OPT_",)),
+                 cd.OptionType: ("cd_option_type", ("CD_OPTION_",)),
                  cd.PixelMap: ("cd_pixel_map", ("CD_PIXELS_",)),
                  cd.Reduction: ("cd_metric_reduction", ("CD_REDUCTION_",)),
                  cd.NamedEnum: ("cd_enum", ("CD_ENUM_",))}
         python_enums = {v for v in vars(cd).values()
                         if isinstance(v, type) and issubclass(v, enum.IntEnum)}
         self.assertEqual(python_enums - set(pairs), set(), "enum classes this test does not know")
-        self.assertEqual(set(c_enums) - {c for c, _ in pairs.values()}, set(),
-                         "enums of colddiff.h without a Python class")
+        self.assertEqual(set(h.enums) - {c for c, _ in pairs.values()}, set(),
+                         "enums of the headers without a Python class")
+        # Experimental keys are members of an anonymous enum; each belongs to
+        # the class of its prefix.
+        experimental = {cd.TrainerOption: "CD_TRAINER_OPT_"}
+        claimed = {m for m in h.anonymous if any(m.startswith(p) for p in experimental.values())}
+        self.assertEqual(set(h.anonymous) - claimed, set(),
+                         "experimental enum values without a Python class")
+        self.assertEqual(h.macros["CD_OPTION_EXPERIMENTAL_FIRST"], cd.OPTION_EXPERIMENTAL_FIRST)
+        invalid_seen = set()
         for cls, (c_name, prefixes) in pairs.items():
             def strip(m):
                 return next(m[len(p):] for p in prefixes if m.startswith(p))
-            want = {strip(m): v for m, v in c_enums[c_name].items()}
+            members = dict(h.enums[c_name])
+            if cls in experimental:
+                members.update((m, v) for m, v in h.anonymous.items()
+                               if m.startswith(experimental[cls]))
+            want = {}
+            for m, v in members.items():
+                if m.endswith("_INVALID"):
+                    self.assertEqual(v, -1, m)
+                    invalid_seen.add(cls)
+                    continue
+                want[strip(m)] = v
             got = {m.name: m.value for m in cls}
             self.assertEqual(got, want, f"{cls.__name__} against {c_name}")
+        self.assertEqual(invalid_seen, {cd.Prediction, cd.DecoderKind, cd.ScheduleKind,
+                                        cd.DegradationKind, cd.Target, cd.SamplerKind})
+        self.assertEqual([m for m in cd.TrainerOption if m >= cd.OPTION_EXPERIMENTAL_FIRST],
+                         [cd.TrainerOption.LR_DECAY])
 
     def test_enum_names_come_from_the_library(self):
         self.assertEqual(set(cd.NAMED_ENUMS.values()), set(cd.NamedEnum))
+        self.assertEqual(cd._L().cd_enum_count(len(cd.NamedEnum)), -1)  # nothing unbound
         for cls, kind in cd.NAMED_ENUMS.items():
             self.assertEqual(cd._L().cd_enum_count(int(kind)), len(cls), cls.__name__)
             for m in cls:
@@ -144,7 +178,12 @@ class Loading(unittest.TestCase):
                 # The library's spelling is the member's name in lower case.
                 self.assertEqual(name.upper().replace("-", "_"), m.name, cls.__name__)
                 self.assertIs(cd.enum_parse(cls, name), m)
+            # An INVALID (-1) is no named value.
+            self.assertIsNone(cd._L().cd_enum_name(int(kind), -1), cls.__name__)
         self.assertEqual(cd.enum_name(cd.ScheduleKind.CONSTANT_REPORT), "constant-report")
+        self.assertEqual(cd.enum_name(cd.Loss.L1), "l1")
+        self.assertEqual(cd.enum_name(cd.Reduction.PER_IMAGE), "per_image")
+        self.assertEqual(cd.enum_name(cd.DecoderKind.UNET), "unet")
         with self.assertRaises(cd.NotFoundError) as e:
             cd.enum_parse(cd.DegradationKind, "Blur")
         self.assertIn("noise, blur, pixelate, mask, fade", str(e.exception))
@@ -154,7 +193,7 @@ class Loading(unittest.TestCase):
         self.assertIn("2 is not a cd_padding", cd.last_error())
         self.assertEqual(cd._L().cd_enum_count(-1), -1)
         with self.assertRaises(TypeError):
-            cd.enum_name(cd.TrainerParam.LR)
+            cd.enum_name(cd.TrainerOption.LR)
 
     def test_missing_library_raises_clearly(self):
         r = run_python(PRELUDE + "import colddiff as cd\n"
@@ -249,6 +288,155 @@ class Loading(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.strip(), "ok")
         self.assertEqual(r.stderr, "")
+
+
+class SignatureTable(unittest.TestCase):
+    """_SIGNATURES, the callback types and the cd_option_info Structure
+    against the prototypes of both headers (c_header.py parses them).
+    Needs no library: a wrong table is caught before ctypes passes a
+    truncated int64 or reads a float as a double."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.h = read_headers()
+        cls.structs = {"cd_option_info": cd._OptionInfoC}
+
+    def problems(self, table, callbacks=None):
+        callbacks = cd._CALLBACKS if callbacks is None else callbacks
+        return (c_header.check_table(self.h, table, callbacks, self.structs)
+                + c_header.check_callbacks(self.h, callbacks, self.structs))
+
+    def test_table_matches_the_headers(self):
+        self.assertGreater(len(self.h.functions), 150)
+        self.assertEqual(self.problems(cd._SIGNATURES), [])
+
+    def test_option_info_structure_matches_the_header(self):
+        self.assertEqual(c_header.check_struct(self.h, "cd_option_info", cd._OptionInfoC), [])
+
+    def test_a_wrong_table_is_caught(self):
+        """The check can fail: each kind of mistake in a copy of the table
+        is reported, naming the function."""
+        P = ctypes.POINTER
+
+        def broken(**changes):
+            t = dict(cd._SIGNATURES)
+            for name, sig in changes.items():
+                if sig is None:
+                    del t[name]
+                else:
+                    t[name] = sig
+            return t
+
+        def args_of(name):
+            return list(cd._SIGNATURES[name][1])
+
+        def with_arg(name, i, typ):
+            a = args_of(name)
+            a[i] = typ
+            return (cd._SIGNATURES[name][0], a)
+
+        cases = {
+            "missing from the table": broken(cd_tensor_create=None),
+            "not declared in the header": broken(cd_trainer_bounds=(ctypes.c_int, [])),
+            "argument 1 is c_int": broken(cd_tensor_create=with_arg(
+                "cd_tensor_create", 1, ctypes.c_int32)),                 # int64_t rank
+            "returns c_int": broken(cd_tensor_rank=(ctypes.c_int32, args_of("cd_tensor_rank"))),
+            "9 arguments": broken(cd_sampler_restore=(ctypes.c_int,
+                                                      args_of("cd_sampler_restore")[:-1])),
+            "argument 2 is c_float": broken(cd_degradation_set_prior=with_arg(
+                "cd_degradation_set_prior", 2, ctypes.c_float)),         # double std
+            "argument 2 is LP_c_long": broken(cd_enum_parse=with_arg(
+                "cd_enum_parse", 2, P(ctypes.c_int64))),                 # int32_t *
+            "argument 1 is c_void_p": broken(cd_trainer_option_info=with_arg(
+                "cd_trainer_option_info", 1, ctypes.c_void_p)),          # cd_option_info *
+            "argument 3 is c_void_p": broken(cd_png_write_gray=with_arg(
+                "cd_png_write_gray", 3, ctypes.c_void_p)),
+            "argument 1 is CFunctionType": broken(cd_sampler_set_progress=with_arg(
+                "cd_sampler_set_progress", 1, cd._PREDICTOR_FN)),        # the wrong callback
+            "returns None": broken(cd_trainer_swap_ema=(None, args_of("cd_trainer_swap_ema"))),
+        }
+        for expect, table in cases.items():
+            found = self.problems(table)
+            self.assertTrue(any(expect in p for p in found), f"{expect!r} not in {found}")
+            self.assertEqual(len(found), 1, found)
+        # A callback with `void *user` first instead of last.
+        bad = dict(cd._CALLBACKS)
+        bad["cd_sampler_progress_fn"] = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p,
+                                                         ctypes.c_int64, ctypes.c_int64)
+        found = c_header.check_callbacks(self.h, bad, self.structs)
+        self.assertTrue(any(p.startswith("cd_sampler_progress_fn: argument 0") for p in found),
+                        found)
+        # A Structure with a field of the wrong width, or a field missing.
+        class Info32(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_float if n == "lo" else t)
+                        for n, t in cd._OptionInfoC._fields_]
+
+        class Info7(ctypes.Structure):
+            _fields_ = cd._OptionInfoC._fields_[:-1]
+        self.assertIn("cd_option_info.lo: c_float",
+                      " ".join(c_header.check_struct(self.h, "cd_option_info", Info32)))
+        self.assertTrue(c_header.check_struct(self.h, "cd_option_info", Info7))
+        # A type the rules do not cover is reported, not guessed.
+        odd = c_header.Header(["CD_API long double cd_odd(short s);"])
+        self.assertTrue(c_header.check_table(odd, {"cd_odd": (ctypes.c_double, [ctypes.c_int])},
+                                             {}, {}))
+
+    def test_parser_reads_what_the_headers_use(self):
+        h = c_header.Header(["""
+            #define CD_API
+            #define CD_FIRST 1000
+            typedef struct cd_thing cd_thing;
+            typedef enum cd_color { CD_RED = 0, CD_GREEN, CD_BLUE = 5 } cd_color;
+            enum { CD_EXTRA = CD_FIRST, CD_MORE };
+            typedef struct cd_pair { const char *name; double lo, hi; int32_t *n; } cd_pair;
+            typedef cd_color (*cd_cb)(const cd_thing *t, int64_t n, void *user);
+            /* CD_API int cd_commented_out(void); */
+            CD_API const char *cd_name(cd_color c,
+                                       int64_t shape[3]);
+            CD_API void cd_none(void);
+            CD_API cd_thing *cd_make(cd_thing **out, cd_cb fn, void *user);
+        """])
+        self.assertEqual(set(h.functions), {"cd_name", "cd_none", "cd_make"})
+        self.assertEqual(h.enums["cd_color"], {"CD_RED": 0, "CD_GREEN": 1, "CD_BLUE": 5})
+        self.assertEqual(h.anonymous, {"CD_EXTRA": 1000, "CD_MORE": 1001})
+        self.assertEqual([(f, repr(t)) for f, t in h.structs["cd_pair"]],
+                         [("name", "char *"), ("lo", "double"), ("hi", "double"),
+                          ("n", "int32_t *")])
+        ret, args = h.functions["cd_name"]
+        self.assertEqual((repr(ret), [repr(a) for a in args]),
+                         ("char *", ["cd_color", "int64_t *"]))
+        cb = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p)
+        table = {"cd_name": (ctypes.c_char_p, [ctypes.c_int, ctypes.POINTER(ctypes.c_int64)]),
+                 "cd_none": (None, []),
+                 "cd_make": (ctypes.c_void_p, [ctypes.POINTER(ctypes.c_void_p), cb,
+                                               ctypes.c_void_p])}
+        self.assertEqual(c_header.check_table(h, table, {"cd_cb": cb}, {}), [])
+        self.assertEqual(c_header.check_callbacks(h, {"cd_cb": cb}, {}), [])
+
+    def test_option_info_layout_against_a_compiler(self):
+        """The Structure's size and offsets as a C compiler lays the struct
+        out (skipped without one)."""
+        import shutil
+        cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        if not cc:
+            self.skipTest("no C compiler to ask")
+        fields = [n for n, _ in cd._OptionInfoC._fields_]
+        src = ('#include <stdio.h>\n#include <stddef.h>\n#include "colddiff.h"\n'
+               'int main(void) {\n printf("%zu", sizeof(cd_option_info));\n'
+               + "".join(f' printf(" %zu", offsetof(cd_option_info, {n}));\n' for n in fields)
+               + " return 0;\n}\n")
+        with tempfile.TemporaryDirectory() as d:
+            c_file, exe = os.path.join(d, "layout.c"), os.path.join(d, "layout")
+            with open(c_file, "w") as f:
+                f.write(src)
+            r = subprocess.run([cc, "-I", os.path.join(ROOT, "include"), c_file, "-o", exe],
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                self.skipTest(f"{cc} could not build the layout probe: {r.stderr[:200]}")
+            out = subprocess.run([exe], capture_output=True, text=True, timeout=60).stdout.split()
+        want = [ctypes.sizeof(cd._OptionInfoC)] + \
+            [getattr(cd._OptionInfoC, n).offset for n in fields]
+        self.assertEqual([int(x) for x in out], want)
 
 
 class Interrupts(unittest.TestCase):
@@ -718,16 +906,18 @@ class DecoderTests(TempDirCase):
     def test_config(self):
         cfg = cd.DecoderConfig("cnn")
         self.assertEqual(cfg["hidden"], (16, 32, 32, 16))
-        self.assertEqual(cfg.get(cd.DecoderKey.KERNEL), 7)
+        self.assertEqual(cfg.get(cd.DecoderOption.KERNEL), 7)
         cfg["hidden"] = (8, 8)
         cfg.set("time_hidden", 32)
-        self.assertEqual(cfg.to_dict()["hidden"], (8, 8))
+        self.assertEqual(cfg.options()["hidden"], (8, 8))
         self.assertEqual(cfg.get("TIME_HIDDEN"), 32)
-        lo, hi = cd.DecoderConfig.bounds("kernel")
-        self.assertLessEqual(lo, 7)
-        self.assertGreaterEqual(hi, 7)
-        unet = cd.DecoderConfig("unet")
-        self.assertEqual(unet["dim_mults"], (1, 2, 4))
+        info = cd.DecoderConfig.option_info("kernel")
+        self.assertLessEqual(info.lo, 7)
+        self.assertGreaterEqual(info.hi, 7)
+        self.assertEqual((info.type, info.default_value), (cd.OptionType.INT, 7))
+        unet = cd.DecoderConfig("unet", dim=16)
+        self.assertEqual((unet["dim_mults"], unet["dim"]), ((1, 2, 4), 16))
+        self.assertEqual(cd.DecoderConfig(cd.DecoderKind.CNN, kernel=3)["kernel"], 3)
         with self.assertRaises(cd.InvalidArgumentError):
             cfg["no_such_key"] = 1
         with self.assertRaises(cd.RangeError):
@@ -744,7 +934,7 @@ class DecoderTests(TempDirCase):
     def test_forward_backward_save_load(self):
         rng = cd.Rng(5)
         dec = tiny_decoder(rng)
-        self.assertEqual(dec.type, cd.DecoderType.CNN)
+        self.assertEqual(dec.kind, cd.DecoderKind.CNN)
         self.assertEqual(dec.config["hidden"], (4, 4))
         self.assertEqual(dec.param_count, dec.params.numel)
         self.assertGreater(dec.workspace_size(2, 28, 28), 0)
@@ -765,7 +955,7 @@ class DecoderTests(TempDirCase):
         path = self.path("tiny.cdm")
         dec.save(path)
         back = cd.Decoder.load(path)
-        self.assertEqual(back.config.to_dict(), dec.config.to_dict())
+        self.assertEqual(back.config.options(), dec.config.options())
         for name in dec.params:
             self.assertEqual(back.params[name], dec.params[name], name)
         self.assertEqual(back.forward(z, [0.5, 0.25]).to_array(), out.to_array())
@@ -892,9 +1082,11 @@ class DatasetTests(TempDirCase):
 class ImageTests(TempDirCase):
     def test_png_and_grid(self):
         p = self.path("g.png")
-        cd.write_png_gray(p, bytes(range(12)), 4, 3)
+        cd.write_png_gray(p, bytes(range(12)), 3, 4)  # height 3, width 4
         with open(p, "rb") as f:
-            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+            head = f.read(24)
+        self.assertEqual(head[:8], b"\x89PNG\r\n\x1a\n")
+        self.assertEqual(struct.unpack(">II", head[16:24]), (4, 3))  # IHDR: width, height
         ds = slice_dataset()
         imgs, _ = ds.gather("train", list(range(10)), labels=False)
         grid = self.path("grid.png")
@@ -939,7 +1131,8 @@ class MetricsTests(unittest.TestCase):
         self.assertAlmostEqual(math.sqrt(sum(mse) / 8), cd.image_metrics(x, y).rmse)
         n = cd.metrics_normalize(x)
         self.assertEqual((min(n.to_array()), max(n.to_array())), (0.0, 1.0))
-        self.assertEqual(cd.reduction_name("report"), "report")
+        self.assertEqual(cd.enum_name(cd.Reduction.REPORT), "report")
+        self.assertFalse(hasattr(cd, "reduction_name"))
         with self.assertRaises(cd.RangeError):
             cd.image_metrics(x, cd.Tensor(x.shape))  # constant images
         with self.assertRaises(cd.ShapeError):
@@ -988,13 +1181,24 @@ class ClassifierTests(TempDirCase):
         self.assertEqual((c.num_classes, c.feature_dim), (10, 64))
         self.assertIn("fc2.bias", c.params)
         imgs, labels, _ = ds.batch("train", 0, 32)
-        loss = c.train_step(imgs, labels, 1e-3)
+        self.assertEqual(c.options(), {"batch": 128, "lr": 1e-3, "max_shift": 1})
+        loss = c.train_step(imgs, labels)
         self.assertTrue(math.isfinite(loss))
         seen = []
-        self.assertTrue(c.train(ds, 1, rng, batch=64, max_shift=1,
+        self.assertTrue(c.train(ds, 1, rng, batch=64, max_shift=0,
                                 on_epoch=lambda cl, e, l: seen.append((e, l))))
         self.assertEqual([e for e, _ in seen], [1])
         self.assertEqual(c.steps, 1 + 4)
+        # train() set the options, and they stay set
+        self.assertEqual((c["batch"], c["max_shift"], c["lr"]), (64, 0, 1e-3))
+        c.train_step(imgs, labels, lr=5e-4)
+        self.assertEqual(c["lr"], 5e-4)
+        with self.assertRaises(cd.RangeError):
+            c.train(ds, 1, rng, batch=0)
+        with self.assertRaises(cd.RangeError):
+            c.train(ds, 1, rng, max_shift=8)
+        self.assertEqual((c["batch"], c["max_shift"]), (64, 0))
+        self.assertEqual(c.steps, 6)  # the refused calls trained nothing
         self.assertFalse(c.train(ds, 3, rng, on_epoch=lambda *a: False))
         probs, feats = c.predict(imgs, True, True)
         self.assertEqual((probs.shape, feats.shape), ((32, 10), (32, 64)))
@@ -1012,11 +1216,13 @@ class ClassifierTests(TempDirCase):
         with self.assertRaises(cd.ShapeError):
             c.predict(cd.Tensor((2, 1, 20, 20)))
         with self.assertRaises(cd.RangeError):
-            c.train_step(imgs, cd.Tensor((32,), fill=11), 1e-3)
+            c.train_step(imgs, cd.Tensor((32,), fill=11))
         with self.assertRaises(ZeroDivisionError):
             c.train(ds, 1, rng, on_epoch=lambda *a: 1 / 0)
         with self.assertRaises(TypeError):
             cd.Classifier(None)
+        self.assertEqual(cd.Classifier(rng, batch=16, lr=0.01)["batch"], 16)
+        self.assertEqual(back.options(), {"batch": 128, "lr": 1e-3, "max_shift": 1})
         if cd.has_function("cd_frechet_distance"):
             self.assertGreaterEqual(cd.frechet_distance(feats, back.features(imgs)), 0.0)
         try:
@@ -1039,47 +1245,93 @@ class TrainerTests(TempDirCase):
         tr["val_batch"] = 100
         return tr, rng
 
-    def test_ownership_moves_to_the_trainer(self):
+    def test_trainer_borrows_its_decoder_and_degradation(self):
         rng = cd.Rng(1)
         dec = tiny_decoder(rng)
         deg = cd.Degradation.noise(cd.Schedule.linear(10))
-        tr = cd.Trainer(dec, deg)
-        for o in (dec, deg):
-            self.assertTrue(o.closed)
-            with self.assertRaises(cd.ClosedError) as cm:
-                o.T if o is deg else o.param_count
-            self.assertIn("Trainer took it over", str(cm.exception))
-        view = tr.decoder
-        self.assertTrue(view.borrowed)
+        tr = cd.Trainer(dec, deg, batch=16)
+        # Both stay the caller's, and are the very objects the trainer uses.
+        self.assertFalse(dec.closed or deg.closed)
+        self.assertEqual((tr.decoder._p, tr.degradation._p), (dec._p, deg._p))
+        self.assertEqual(dec.trained_T, 10)  # the trainer recorded its T
+        self.assertTrue(tr.decoder.borrowed)
+        imgs, _, _ = self.ds.batch("train", 0, 16)
+        before = bytes(dec.params.view())
+        tr.step(imgs, rng)
+        self.assertNotEqual(bytes(dec.params.view()), before)  # it trains dec itself
+        # Closing them first is safe: the trainer keeps them alive.
+        dec.close()
+        deg.close()
+        gc.collect()
+        self.assertTrue(math.isfinite(tr.step(imgs, rng)))
         self.assertEqual(tr.degradation.T, 10)
-        with self.assertRaises(cd.StateError):
-            cd.Trainer(view, tr.degradation)
+        view = tr.decoder
         n = view.param_count
         tr.close()
         self.assertEqual(view.param_count, n)  # the view keeps the trainer alive
         view.close()
+        # A trainer made of temporaries: nothing else holds them.
+        tr2 = cd.Trainer(tiny_decoder(rng), cd.Degradation.noise(cd.Schedule.linear(10)))
+        gc.collect()
+        self.assertTrue(math.isfinite(tr2.step(imgs, rng)))
+        # Closing the trainer leaves the decoder usable.
+        dec3 = tiny_decoder(rng)
+        tr3 = cd.Trainer(dec3, cd.Degradation.noise(cd.Schedule.linear(10)))
+        tr3.close()
+        self.assertEqual(dec3.forward(imgs, 0.5).shape, imgs.shape)
+        # A borrowed view (a loaded trainer's decoder) may train in another.
+        path = self.path("t.cdm")
+        tr2.save(path)
+        loaded = cd.Trainer.load(path)
+        tr4 = cd.Trainer(loaded.decoder, loaded.degradation)
+        loaded.close()
+        gc.collect()
+        self.assertTrue(math.isfinite(tr4.step(imgs, rng)))
         with self.assertRaises(TypeError):
             cd.Trainer("cnn", deg)
+        with self.assertRaises(cd.ClosedError):
+            cd.Trainer(dec, cd.Degradation.noise(cd.Schedule.linear(10)))
 
     def test_options(self):
         tr, _ = self.make()
         self.assertAlmostEqual(tr.get("lr"), 2e-4)
-        tr.set(cd.TrainerParam.LR, 1e-3)
+        tr.set(cd.TrainerOption.LR, 1e-3)
         tr["beta1"] = 0.8
         tr["decoupled"] = True
         opts = tr.options()
-        self.assertEqual((opts["lr"], opts["beta1"], opts["decoupled"]), (1e-3, 0.8, 1.0))
-        lo, hi = cd.Trainer.bounds("beta2")
-        self.assertEqual((lo, hi), (0.0, 1.0))
+        self.assertEqual((opts["lr"], opts["beta1"], opts["decoupled"]), (1e-3, 0.8, True))
+        self.assertEqual(set(opts), {tr.option_info(k).name for k in cd.TrainerOption})
+        info = cd.Trainer.option_info("beta2")
+        self.assertEqual((info.lo, info.hi, info.lo_open, info.hi_open), (0.0, 1.0, False, True))
         with self.assertRaises(cd.RangeError):
             tr["beta1"] = 1.5
         self.assertEqual(tr["beta1"], 0.8)
         with self.assertRaises(cd.NotFiniteError):
             tr["lr"] = float("nan")
-        with self.assertRaises(cd.InvalidArgumentError):
+        with self.assertRaises(cd.InvalidArgumentError) as cm:
             tr["learning_rate"] = 1
+        self.assertIn("lr, beta1", str(cm.exception))  # names the keys there are
         with self.assertRaises(TypeError):
             tr["lr"] = "fast"
+        with self.assertRaises(TypeError):
+            tr["batch"] = 64.0  # an INT option takes an integer
+        # Keyword options at construction, checked like set().
+        tr2 = cd.Trainer(tiny_decoder(cd.Rng(1)), cd.Degradation.noise(cd.Schedule.linear(50)),
+                         lr=1e-3, batch=64, loss="l1", ema_decay=0.9)
+        self.assertEqual((tr2["lr"], tr2["batch"], tr2["loss"], tr2["ema_decay"]),
+                         (1e-3, 64, cd.Loss.L1, 0.9))
+        with self.assertRaises(cd.RangeError):
+            cd.Trainer(tiny_decoder(cd.Rng(1)), cd.Degradation.noise(cd.Schedule.linear(50)),
+                       batch=0)
+        with self.assertRaises(cd.InvalidArgumentError):
+            cd.Trainer(tiny_decoder(cd.Rng(1)), cd.Degradation.noise(cd.Schedule.linear(50)),
+                       batchsize=64)
+        # configure() sets several, all or none
+        with self.assertRaises(cd.RangeError):
+            tr.configure(lr=5e-3, batch=32, beta1=2.0)
+        self.assertEqual((tr["lr"], tr["batch"], tr["beta1"]), (1e-3, 100, 0.8))
+        tr.configure(lr=5e-3, batch=32)
+        self.assertEqual((tr["lr"], tr["batch"]), (5e-3, 32))
 
     def test_copy_ema(self):
         tr, rng = self.make()
@@ -1376,10 +1628,14 @@ class SamplerTests(unittest.TestCase):
         s["steps"] = 5
         s.set("eta", 0.5)
         s["clip"] = 1
-        self.assertEqual(s.options()["steps"], 5.0)
-        self.assertEqual(s.bounds("steps"), (1.0, 20.0))
+        self.assertEqual(s.options()["steps"], 5)
+        self.assertIs(s["clip"], True)
+        self.assertEqual(s.option_info("steps")[1:3], ("steps", cd.OptionType.INT))
         self.assertEqual(s.step_times(20), [20, 15, 10, 6, 1])
         with self.assertRaises(cd.RangeError):
+            s["steps"] = 21  # above T
+        self.assertEqual(s["steps"], 5)
+        with self.assertRaises(TypeError):
             s["steps"] = 2.5
         with self.assertRaises(cd.RangeError):
             s["eta"] = 2
@@ -1476,6 +1732,205 @@ class SamplerTests(unittest.TestCase):
         s.close()
         with self.assertRaises(cd.ClosedError):
             s.sample(cd.Rng(1), (1, 1, 28, 28))
+
+
+class OptionTests(unittest.TestCase):
+    """cd_*_option_info against the binding's key enums, and the generic
+    set/get by key or name on every configurable object."""
+    TABLES = {cd.DecoderConfig: ("cd_decoder_config", cd.DecoderOption),
+              cd.Sampler: ("cd_sampler", cd.SamplerOption),
+              cd.Trainer: ("cd_trainer", cd.TrainerOption),
+              cd.Classifier: ("cd_classifier", cd.ClassifierOption)}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.rng = cd.Rng(3)
+        cls.deg = cd.Degradation.noise(cd.Schedule.linear(100))
+
+    def make(self, cls):
+        """A new object of a configurable class, with its defaults."""
+        if cls is cd.DecoderConfig:
+            return cd.DecoderConfig("cnn")
+        if cls is cd.Sampler:
+            return cd.Sampler("ddim", self.deg)
+        if cls is cd.Trainer:
+            return cd.Trainer(tiny_decoder(self.rng), self.deg)
+        return cd.Classifier(self.rng)
+
+    def test_the_library_knows_exactly_the_enums_keys(self):
+        lib = cd._L()
+        for cls, (prefix, keys) in self.TABLES.items():
+            self.assertEqual(cls.option_keys(), list(keys))
+            info_fn = getattr(lib, prefix + "_option_info")
+            known = set()
+            for k in list(range(-2, 64)) + list(range(1000, 1064)):
+                info = cd._OptionInfoC()
+                st = info_fn(k, ctypes.byref(info))
+                if st == 0:
+                    known.add(k)
+                else:
+                    self.assertEqual(st, cd.Status.INVALID_ARGUMENT, (prefix, k))
+            self.assertEqual(known, {int(k) for k in keys}, prefix)
+            self.assertEqual(info_fn(0, None), cd.Status.INVALID_ARGUMENT)
+            obj = self.make(cls)
+            for k in keys:
+                info = cls.option_info(k)
+                # The library's name is the member's, in lower case.
+                self.assertEqual(info.name.upper(), k.name, prefix)
+                self.assertIs(info.key, k)
+                self.assertIsInstance(info.type, cd.OptionType)
+                self.assertLessEqual(info.lo, info.hi)
+                if info.type == cd.OptionType.CHOICE:
+                    self.assertIn(info.choices, cd.NAMED_ENUMS.values())
+                    self.assertEqual((info.lo, info.hi),
+                                     (0, len(cd._NAMED_CLASSES[info.choices]) - 1))
+                else:
+                    self.assertIsNone(info.choices, k)
+                if info.type == cd.OptionType.BOOL:
+                    self.assertEqual((info.lo, info.hi), (0, 1))
+                    self.assertIn(info.default_value, (0, 1))
+                # A new object holds the default (a list: its first entry).
+                got = obj.get(k)
+                if info.type == cd.OptionType.INT_LIST:
+                    got = got[0]
+                self.assertEqual(got, info.default_value, (prefix, k.name))
+                # and takes it back: get, then set, through the generic calls
+                obj.set(k, obj.get(k))
+
+    def test_option_info_of_some_keys(self):
+        T = cd.OptionType
+        cases = [
+            (cd.Trainer, "lr", T.REAL, None, 2e-4, (0.0, True)),
+            (cd.Trainer, "batch", T.INT, None, 128, (1, False)),
+            (cd.Trainer, "loss", T.CHOICE, cd.NamedEnum.LOSS, cd.Loss.MSE, (0, False)),
+            (cd.Trainer, "prediction", T.CHOICE, cd.NamedEnum.PREDICTION, 0, (0, False)),
+            (cd.Trainer, "decoupled", T.BOOL, None, 0, (0, False)),
+            (cd.Trainer, "lr_decay", T.INT, None, 0, (0, False)),
+            (cd.Sampler, "steps", T.INT, None, 50, (1, False)),
+            (cd.Sampler, "eta", T.REAL, None, 1.0, (0.0, False)),
+            (cd.Sampler, "clip", T.BOOL, None, 1, (0, False)),
+            (cd.Sampler, "clip_lo", T.REAL, None, -0.5, None),
+            (cd.Sampler, "posterior_variance", T.BOOL, None, 0, (0, False)),
+            (cd.DecoderConfig, "hidden", T.INT_LIST, None, 16, None),
+            (cd.DecoderConfig, "dim_mults", T.INT_LIST, None, 1, None),
+            (cd.DecoderConfig, "kernel", T.INT, None, 7, None),
+            (cd.Classifier, "batch", T.INT, None, 128, (1, False)),
+            (cd.Classifier, "lr", T.REAL, None, 1e-3, (0.0, True)),
+            (cd.Classifier, "max_shift", T.INT, None, 1, (0, False)),
+        ]
+        for cls, name, typ, choices, default, lo in cases:
+            info = cls.option_info(name)
+            self.assertEqual((info.name, info.type, info.choices, info.default_value),
+                             (name, typ, choices, default), (cls.__name__, name))
+            self.assertIsInstance(info.default_value, float if typ == T.REAL else int)
+            if lo is not None:
+                self.assertEqual((info.lo, info.lo_open), lo, (cls.__name__, name))
+        self.assertEqual(cd.Classifier.option_info("max_shift").hi, 7)
+        self.assertEqual(cd.Classifier.option_info("batch").hi, cd.CLASSIFIER_MAX_BATCH)
+        self.assertIs(cd.Trainer.option_info(cd.TrainerOption.LR_DECAY).key,
+                      cd.TrainerOption.LR_DECAY)
+        self.assertEqual(int(cd.TrainerOption.LR_DECAY), cd.OPTION_EXPERIMENTAL_FIRST)
+        # by member, number, library name or member name: the same key
+        for key in (cd.SamplerOption.CLIP_LO, 4, "clip_lo", "CLIP_LO", "clip-lo"):
+            self.assertIs(cd.Sampler.option_info(key).key, cd.SamplerOption.CLIP_LO)
+        with self.assertRaises(cd.InvalidArgumentError):
+            cd.Sampler.option_info("speed")
+        with self.assertRaises(cd.InvalidArgumentError):
+            cd.Trainer.option_info(10)  # the old LR_DECAY number is no key now
+        with self.assertRaises(TypeError):
+            cd.Trainer.option_info(1.5)
+
+    def test_typed_calls_refuse_a_key_of_the_other_type(self):
+        lib = cd._L()
+        tr = self.make(cd.Trainer)
+        # the C calls themselves
+        st = lib.cd_trainer_set_int(tr._p, int(cd.TrainerOption.LR), 1)
+        self.assertEqual(st, cd.Status.INVALID_ARGUMENT)
+        self.assertIn("'lr'", cd.last_error())
+        self.assertIn("_set_real", cd.last_error())
+        v = ctypes.c_double()
+        self.assertEqual(lib.cd_trainer_get_real(tr._p, int(cd.TrainerOption.BATCH),
+                                                 ctypes.byref(v)), cd.Status.INVALID_ARGUMENT)
+        self.assertIn("_get_int", cd.last_error())
+        # the binding's typed calls pass them on as they are
+        s, c, cfg = self.make(cd.Sampler), self.make(cd.Classifier), self.make(cd.DecoderConfig)
+        for obj, call, key, value in [
+                (tr, "set_int", "lr", 1), (tr, "set_real", "batch", 64.0),
+                (tr, "set_real", "loss", 1.0), (tr, "get_real", "decoupled", None),
+                (tr, "get_int", "ema_decay", None),
+                (s, "set_real", "steps", 5.0), (s, "set_int", "eta", 0),
+                (c, "set_int", "lr", 1), (c, "get_real", "max_shift", None),
+                (cfg, "get_int", "hidden", None), (cfg, "set_real", "kernel", 3.0),
+                (cfg, "get_real", "dim", None)]:
+            before = obj.get(key)
+            args = (key,) if value is None else (key, value)
+            with self.assertRaises(cd.InvalidArgumentError, msg=(call, key)) as cm:
+                getattr(obj, call)(*args)
+            self.assertIn(f"'{key}'", str(cm.exception))
+            self.assertEqual(obj.get(key), before)  # a failed set changes nothing
+        # An integer for a list key, in a child process: a library that
+        # writes it through a NULL slot must fail this test, not end the run.
+        r = run_python(PRELUDE + "import colddiff as cd\n"
+                       "cfg = cd.DecoderConfig('cnn')\n"
+                       "try:\n    cfg.set_int('hidden', 8)\n"
+                       "except cd.InvalidArgumentError as e:\n    print('refused:', e)\n"
+                       "print(cfg['hidden'])\n")
+        self.assertEqual(r.returncode, 0, f"set_int on a list key: {r.returncode} {r.stderr}")
+        self.assertIn("refused: ", r.stdout)
+        self.assertIn("'hidden'", r.stdout)
+        self.assertIn("(16, 32, 32, 16)", r.stdout)
+        # and the matching ones work
+        tr.set_real("lr", 3e-4)
+        tr.set_int("batch", 100)
+        self.assertEqual((tr.get_real("lr"), tr.get_int("batch")), (3e-4, 100))
+        with self.assertRaises(cd.NotFiniteError):
+            tr.set_real("lr", float("inf"))
+        with self.assertRaises(cd.RangeError):
+            tr.set_int("batch", 0)
+
+    def test_values_by_type(self):
+        tr = self.make(cd.Trainer)
+        self.assertIs(tr["loss"], cd.Loss.MSE)
+        tr["loss"] = "l1"
+        self.assertIs(tr["loss"], cd.Loss.L1)
+        tr["loss"] = 0
+        self.assertIs(tr.get(cd.TrainerOption.LOSS), cd.Loss.MSE)
+        tr["prediction"] = cd.Prediction.V
+        self.assertIs(tr["prediction"], cd.Prediction.V)
+        with self.assertRaises(TypeError):
+            tr["loss"] = cd.Prediction.V  # a value of another enumeration
+        with self.assertRaises(cd.InvalidArgumentError):
+            tr["loss"] = "huber"
+        with self.assertRaises(cd.RangeError):
+            tr["loss"] = 2
+        self.assertIs(tr["decoupled"], False)
+        tr["decoupled"] = 1
+        self.assertIs(tr["decoupled"], True)
+        with self.assertRaises(cd.RangeError):
+            tr["decoupled"] = 2
+        self.assertIsInstance(tr["val_batch"], int)
+        self.assertIsInstance(tr["beta2"], float)
+        tr["beta2"] = 0  # an int is a fine real
+        self.assertEqual(tr["beta2"], 0.0)
+        tr["lr_decay"] = 500  # experimental, through the same calls
+        self.assertEqual(tr[cd.TrainerOption.LR_DECAY], 500)
+        cfg = self.make(cd.DecoderConfig)
+        self.assertIsInstance(cfg["hidden"], tuple)
+        with self.assertRaises(cd.ColddiffError):
+            cfg["hidden"] = list(range(1, 10))  # 9 entries: at most 8
+        self.assertEqual(cfg["hidden"], (16, 32, 32, 16))
+        with self.assertRaises(TypeError):
+            cfg["hidden"] = 8
+
+    def test_sampler_options(self):
+        s = cd.Sampler("ddim", self.deg, steps=10, eta=0, clip=False)
+        self.assertEqual((s["steps"], s["eta"], s["clip"]), (10, 0.0, False))
+        self.assertEqual(cd.Sampler("ddim", cd.Degradation.noise(cd.Schedule.linear(20)))
+                         ["steps"], 20)  # min(50, T)
+        with self.assertRaises(cd.RangeError):
+            cd.Sampler("ddim", self.deg, steps=101)
+        s.configure(clip_lo=-1, clip_hi=1)
+        self.assertEqual((s["clip_lo"], s["clip_hi"]), (-1.0, 1.0))
 
 
 class RoundTrip(TempDirCase):

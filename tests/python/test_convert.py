@@ -296,11 +296,11 @@ class Format(ConverterCase):
 
 def load_library():
     lib = ctypes.CDLL(LIB_PATH)
-    p, i32, i64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
     pp, fp = ctypes.POINTER(p), ctypes.POINTER(ctypes.c_float)
     sigs = {
         "cd_last_error": (ctypes.c_char_p, []),
-        "cd_tensor_create": (ctypes.c_int, [pp, i32, ctypes.POINTER(i64)]),
+        "cd_tensor_create": (ctypes.c_int, [pp, i64, ctypes.POINTER(i64)]),
         "cd_tensor_free": (None, [p]),
         "cd_tensor_copy_from": (ctypes.c_int, [p, fp, i64]),
         "cd_tensor_copy_to": (ctypes.c_int, [p, fp, i64]),
@@ -311,7 +311,7 @@ def load_library():
         "cd_degradation_copy_schedule": (ctypes.c_int, [p, fp, fp, i64]),
         "cd_decoder_save": (ctypes.c_int, [p, ctypes.c_char_p]),
         "cd_decoder_free": (None, [p]),
-        "cd_decoder_get_type": (i32, [p]),
+        "cd_decoder_get_kind": (ctypes.c_int, [p]),
         "cd_decoder_param_count": (i64, [p]),
         "cd_decoder_params": (p, [p]),
         "cd_decoder_forward": (ctypes.c_int, [p, p, p, p]),
@@ -378,7 +378,7 @@ class ThroughLibrary(ConverterCase):
         model = random_model(kind, cfg, seed=3)
         sd = report_checkpoint(model) if report else model.state_dict()
         d = self.load(self.to_cdm(sd, *flags))
-        self.assertEqual(self.lib.cd_decoder_get_type(d), 0 if kind == "cnn" else 1)
+        self.assertEqual(self.lib.cd_decoder_get_kind(d), 0 if kind == "cnn" else 1)
         self.assertEqual(self.lib.cd_decoder_param_count(d), tm.param_count(model))
         self.check_weights(d, model)
         torch.manual_seed(4)

@@ -16,7 +16,7 @@ def load():
         "cd_version_string": (ctypes.c_char_p, []),
         "cd_abi_version": (i32, []),
         "cd_last_error": (ctypes.c_char_p, []),
-        "cd_tensor_create": (ctypes.c_int, [ctypes.POINTER(p), i32, ctypes.POINTER(i64)]),
+        "cd_tensor_create": (ctypes.c_int, [ctypes.POINTER(p), i64, ctypes.POINTER(i64)]),
         "cd_tensor_free": (None, [p]),
         "cd_tensor_numel": (i64, [p]),
         "cd_tensor_copy_to": (ctypes.c_int, [p, ctypes.POINTER(ctypes.c_float), i64]),
