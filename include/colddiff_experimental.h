@@ -18,20 +18,20 @@
 extern "C" {
 #endif
 
-/**
+/*
  * Experimental trainer options, set through cd_trainer_set_int() like the
- * stable ones (cd_trainer_option_info describes them too).
+ * stable ones (cd_trainer_option_info describes them too). Each is a
+ * cd_trainer_option value, so it passes where the stable keys do.
  */
-enum {
-    /**
-     * int: the optimiser step N at which the learning rate reaches 0 along
-     * half a cosine that starts at the end of the warm-up; 0 = off (the
-     * default). Saved in training checkpoints. On MNIST it lowered the
-     * validation loss without improving samples (docs/fast-preset.md),
-     * which is why it is not promised.
-     */
-    CD_TRAINER_OPT_LR_DECAY = CD_OPTION_EXPERIMENTAL_FIRST
-};
+
+/**
+ * int: the optimiser step N at which the learning rate reaches 0 along
+ * half a cosine that starts at the end of the warm-up; 0 = off (the
+ * default). Saved in training checkpoints. On MNIST it lowered the
+ * validation loss without improving samples (docs/fast-preset.md), which
+ * is why it is not promised.
+ */
+#define CD_TRAINER_OPT_LR_DECAY ((cd_trainer_option)CD_OPTION_EXPERIMENTAL_FIRST)
 
 /**
  * Bytes of workspace a forward and backward at batch N and H x W use

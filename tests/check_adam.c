@@ -5,6 +5,7 @@
  */
 #include "test_util.h"
 
+#include <float.h>
 #include <math.h>
 
 #include "fixture.h"
@@ -14,7 +15,7 @@
 #define NPARAMS 3
 
 static const char *const g_names[NPARAMS] = {"conv.weight", "conv.bias", "lin.weight"};
-static const int32_t g_ranks[NPARAMS] = {4, 1, 2};
+static const int64_t g_ranks[NPARAMS] = {4, 1, 2};
 static const int64_t g_shapes[NPARAMS][4] = {{4, 2, 3, 3}, {4}, {5, 6}};
 
 /* make_adam_fixture.py's VARIANTS table, in cd__adam_param order:
@@ -81,9 +82,8 @@ static cd__adam *make_adam(cd_params *p, const double *hyper)
 
 /* Compare every tensor with <variant>.<what><step>.<name>; counts the
  * elements that are bit-identical to PyTorch's. */
-static void compare_step(const cd_fixture *fx, const char *vname, const char *what,
-                         int step, const float *block, const cd_params *p,
-                         int64_t *exact, int64_t *total)
+static void compare_step(const cd_fixture *fx, const char *vname, const char *what, int step,
+                         const float *block, const cd_params *p, int64_t *exact, int64_t *total)
 {
     char key[96];
     for (int i = 0; i < NPARAMS; i++) {
@@ -112,8 +112,8 @@ START_TEST(matches_pytorch)
         if (v->hyper[CD__ADAM_EMA_DECAY] > 0)
             compare_step(fx, v->name, "ema", step, cd__adam_ema(a), p, &exact, &total);
     }
-    printf("parity %-40s %lld of %lld values bit-identical to PyTorch\n", v->name,
-           (long long)exact, (long long)total);
+    printf("parity %-40s %lld of %lld values bit-identical to PyTorch\n", v->name, (long long)exact,
+           (long long)total);
     cd__adam_free(a);
     cd_params_free(p);
     cd_fixture_free(fx);
@@ -168,14 +168,19 @@ START_TEST(defaults_and_bounds)
     ck_assert_int_eq(cd__adam_steps(a), 0);
     ck_assert_ptr_null(cd__adam_ema(a));
     ck_assert_ptr_eq(cd__adam_params(a), p);
-    double lo, hi;
-    int32_t open;
-    CD_ASSERT_OK(cd__adam_bounds(CD__ADAM_BETA2, &lo, &hi, &open));
-    ck_assert(lo == 0.0 && hi == 1.0 && open == CD__BOUND_HI_OPEN);
-    CD_ASSERT_OK(cd__adam_bounds(CD__ADAM_LR, &lo, &hi, &open));
-    ck_assert(lo == 0.0 && isinf(hi) && open == (CD__BOUND_LO_OPEN | CD__BOUND_HI_OPEN));
-    CD_ASSERT_STATUS(cd__adam_bounds((cd__adam_param)CD__ADAM_NPARAMS, &lo, &hi, &open),
-                     CD_ERR_INVALID_ARGUMENT);
+    const cd__option *o = cd__adam_option(CD__ADAM_BETA2, "check_adam");
+    ck_assert_ptr_nonnull(o);
+    ck_assert(o->lo == 0.0 && o->hi == 1.0 && !o->lo_open && o->hi_open);
+    ck_assert(o->type == CD_OPTION_REAL && o->def == 0.999);
+    o = cd__adam_option(CD__ADAM_LR, "check_adam");
+    ck_assert_ptr_nonnull(o);
+    ck_assert(o->lo == 0.0 && o->hi == DBL_MAX && o->lo_open && !o->hi_open);
+    o = cd__adam_option(CD__ADAM_DECOUPLED, "check_adam");
+    ck_assert_ptr_nonnull(o);
+    ck_assert(o->type == CD_OPTION_BOOL && o->lo == 0.0 && o->hi == 1.0);
+    cd_clear_error();
+    ck_assert_ptr_null(cd__adam_option((cd__adam_param)CD__ADAM_NPARAMS, "check_adam"));
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
     ck_assert_ptr_null(cd__adam_param_name((cd__adam_param)-1));
     cd__adam_free(a);
     cd__adam_free(NULL);
@@ -195,24 +200,39 @@ START_TEST(range_errors)
         double value;
         const char *name;
     } bad[] = {
-        {CD__ADAM_LR, 0.0, "lr"}, {CD__ADAM_LR, -1e-3, "lr"}, {CD__ADAM_LR, INFINITY, "lr"},
-        {CD__ADAM_LR, NAN, "lr"}, {CD__ADAM_BETA1, 1.0, "beta1"},
-        {CD__ADAM_BETA1, -0.1, "beta1"}, {CD__ADAM_BETA2, 1.0, "beta2"},
-        {CD__ADAM_BETA2, NAN, "beta2"}, {CD__ADAM_EPS, 0.0, "eps"},
-        {CD__ADAM_EPS, -1e-8, "eps"}, {CD__ADAM_WEIGHT_DECAY, -0.1, "weight_decay"},
+        {CD__ADAM_LR, 0.0, "lr"},
+        {CD__ADAM_LR, -1e-3, "lr"},
+        {CD__ADAM_LR, INFINITY, "lr"},
+        {CD__ADAM_LR, NAN, "lr"},
+        {CD__ADAM_BETA1, 1.0, "beta1"},
+        {CD__ADAM_BETA1, -0.1, "beta1"},
+        {CD__ADAM_BETA2, 1.0, "beta2"},
+        {CD__ADAM_BETA2, NAN, "beta2"},
+        {CD__ADAM_EPS, 0.0, "eps"},
+        {CD__ADAM_EPS, -1e-8, "eps"},
+        {CD__ADAM_WEIGHT_DECAY, -0.1, "weight_decay"},
         {CD__ADAM_WEIGHT_DECAY, INFINITY, "weight_decay"},
-        {CD__ADAM_DECOUPLED, 0.5, "decoupled"}, {CD__ADAM_DECOUPLED, 2.0, "decoupled"},
-        {CD__ADAM_CLIP_NORM, -1.0, "clip_norm"}, {CD__ADAM_CLIP_NORM, INFINITY, "clip_norm"},
-        {CD__ADAM_EMA_DECAY, 1.0, "ema_decay"}, {CD__ADAM_EMA_DECAY, -0.5, "ema_decay"},
-        {CD__ADAM_LR_WARMUP, -1.0, "lr_warmup"}, {CD__ADAM_LR_WARMUP, 2.5, "lr_warmup"},
-        {CD__ADAM_LR_WARMUP, 2e9, "lr_warmup"}, {CD__ADAM_EMA_WARMUP, 0.5, "ema_warmup"},
-        {CD__ADAM_LR_DECAY, -1.0, "lr_decay"}, {CD__ADAM_LR_DECAY, 0.5, "lr_decay"},
+        {CD__ADAM_DECOUPLED, 0.5, "decoupled"},
+        {CD__ADAM_DECOUPLED, 2.0, "decoupled"},
+        {CD__ADAM_CLIP_NORM, -1.0, "clip_norm"},
+        {CD__ADAM_CLIP_NORM, INFINITY, "clip_norm"},
+        {CD__ADAM_EMA_DECAY, 1.0, "ema_decay"},
+        {CD__ADAM_EMA_DECAY, -0.5, "ema_decay"},
+        {CD__ADAM_LR_WARMUP, -1.0, "lr_warmup"},
+        {CD__ADAM_LR_WARMUP, 2.5, "lr_warmup"},
+        {CD__ADAM_LR_WARMUP, 2e9, "lr_warmup"},
+        {CD__ADAM_EMA_WARMUP, 0.5, "ema_warmup"},
+        {CD__ADAM_LR_DECAY, -1.0, "lr_decay"},
+        {CD__ADAM_LR_DECAY, 0.5, "lr_decay"},
         {CD__ADAM_EMA_WARMUP, 2.0, "ema_warmup"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         double before, after;
         CD_ASSERT_OK(cd__adam_get(a, bad[i].key, &before));
-        CD_ASSERT_STATUS(cd__adam_set(a, bad[i].key, bad[i].value), CD_ERR_RANGE);
+        /* A non-finite real is CD_ERR_NOT_FINITE, as through the public
+         * options; every other bad value CD_ERR_RANGE. */
+        CD_ASSERT_STATUS(cd__adam_set(a, bad[i].key, bad[i].value),
+                         isfinite(bad[i].value) ? CD_ERR_RANGE : CD_ERR_NOT_FINITE);
         CD_ASSERT_ERROR_MENTIONS(bad[i].name);
         CD_ASSERT_OK(cd__adam_get(a, bad[i].key, &after));
         ck_assert(before == after);
@@ -423,8 +443,8 @@ START_TEST(warmups_equal_hand_set_ramps)
         load_grads(pb, fx, t);
         CD_ASSERT_OK(cd__adam_step(a));
         CD_ASSERT_OK(cd__adam_step(b));
-        ck_assert(memcmp(cd_params_data(pa, -1), cd_params_data(pb, -1),
-                         (size_t)n * sizeof(float)) == 0);
+        ck_assert(
+            memcmp(cd_params_data(pa, -1), cd_params_data(pb, -1), (size_t)n * sizeof(float)) == 0);
         ck_assert(memcmp(cd__adam_ema(a), cd__adam_ema(b), (size_t)n * sizeof(float)) == 0);
     }
     /* The ramps changed something: without them the first step differs. */
@@ -436,8 +456,8 @@ START_TEST(warmups_equal_hand_set_ramps)
     cd__adam *e = make_adam(pd, ha);
     load_grads(pd, fx, 1);
     CD_ASSERT_OK(cd__adam_step(e));
-    ck_assert(memcmp(cd_params_data(pc, -1), cd_params_data(pd, -1),
-                     (size_t)n * sizeof(float)) != 0);
+    ck_assert(memcmp(cd_params_data(pc, -1), cd_params_data(pd, -1), (size_t)n * sizeof(float)) !=
+              0);
     ck_assert(memcmp(cd__adam_ema(c), cd__adam_ema(e), (size_t)n * sizeof(float)) != 0);
     cd__adam_free(a), cd__adam_free(b), cd__adam_free(c), cd__adam_free(e);
     cd_params_free(pa), cd_params_free(pb), cd_params_free(pc), cd_params_free(pd);
@@ -466,8 +486,8 @@ START_TEST(lr_decay_equals_hand_set_cosine)
         load_grads(pb, fx, t);
         CD_ASSERT_OK(cd__adam_step(a));
         CD_ASSERT_OK(cd__adam_step(b));
-        ck_assert(memcmp(cd_params_data(pa, -1), cd_params_data(pb, -1),
-                         (size_t)n * sizeof(float)) == 0);
+        ck_assert(
+            memcmp(cd_params_data(pa, -1), cd_params_data(pb, -1), (size_t)n * sizeof(float)) == 0);
     }
     /* Step N: lr 0. */
     float *before = malloc((size_t)n * sizeof(float));
@@ -489,8 +509,8 @@ START_TEST(lr_decay_equals_hand_set_cosine)
         CD_ASSERT_OK(cd__adam_step(c));
         CD_ASSERT_OK(cd__adam_step(d));
     }
-    ck_assert(memcmp(cd_params_data(pc, -1), cd_params_data(pd, -1),
-                     (size_t)n * sizeof(float)) == 0);
+    ck_assert(memcmp(cd_params_data(pc, -1), cd_params_data(pd, -1), (size_t)n * sizeof(float)) ==
+              0);
     free(before);
     cd__adam_free(a), cd__adam_free(b), cd__adam_free(c), cd__adam_free(d);
     cd_params_free(pa), cd_params_free(pb), cd_params_free(pc), cd_params_free(pd);

@@ -37,9 +37,9 @@ static bool failed(outcome *o, const char *call, cd_status st)
 }
 
 /* Run a call; on failure record it and go to the scenario's cleanup. */
-#define RUN(o, expr)                                                                  \
-    do {                                                                              \
-        if (failed((o), #expr, (expr))) goto done;                                    \
+#define RUN(o, expr)                               \
+    do {                                           \
+        if (failed((o), #expr, (expr))) goto done; \
     } while (0)
 
 /* What the scenarios share: a folder with checkpoints made beforehand, and
@@ -47,7 +47,7 @@ static bool failed(outcome *o, const char *call, cd_status st)
 typedef struct {
     char dir[256];
     char cnn[320], unet[320], trainer_noise[320], trainer_fade[320], classifier[320];
-    char out[320]; /* where the save scenarios write */
+    char out[320];                /* where the save scenarios write */
     cd_tensor *images2, *images3; /* 2 and 3 images of 1 x 8 x 8 */
     cd_tensor *digits;            /* 8 images of 1 x 28 x 28 from the slice */
     cd_dataset *ds;               /* the slice: 16 training, 8 validation images */
@@ -57,7 +57,7 @@ typedef struct {
     cd_classifier *cls;
     /* Set per scenario. */
     int64_t size; /* the images' H = W */
-    cd_decoder_type type;
+    cd_decoder_kind type;
     cd_degradation_kind deg_kind;
     cd_sampler_kind sampler;
 } fixture;
@@ -66,28 +66,28 @@ typedef void (*scenario_fn)(fixture *f, outcome *o);
 
 /* ---- building blocks ------------------------------------------------------ */
 
-static cd_status make_config(cd_decoder_config **cfg, cd_decoder_type type, int64_t size)
+static cd_status make_config(cd_decoder_config **cfg, cd_decoder_kind type, int64_t size)
 {
     CD__TRY(cd_decoder_config_create(cfg, type));
     cd_decoder_config *c = *cfg;
     if (type == CD_DECODER_CNN) {
-        CD__TRY(cd_decoder_config_set(c, CD_DECODER_HEIGHT, size));
-        CD__TRY(cd_decoder_config_set(c, CD_DECODER_WIDTH, size));
-        CD__TRY(cd_decoder_config_set_list(c, CD_DECODER_HIDDEN, (int64_t[]){4, 4}, 2));
-        CD__TRY(cd_decoder_config_set(c, CD_DECODER_KERNEL, 3));
-        CD__TRY(cd_decoder_config_set(c, CD_DECODER_TIME_FREQS, 2));
-        CD__TRY(cd_decoder_config_set(c, CD_DECODER_TIME_HIDDEN, 8));
-        return cd_decoder_config_set(c, CD_DECODER_TIME_LAYERS, 1);
+        CD__TRY(cd_decoder_config_set_int(c, CD_DECODER_OPT_HEIGHT, size));
+        CD__TRY(cd_decoder_config_set_int(c, CD_DECODER_OPT_WIDTH, size));
+        CD__TRY(cd_decoder_config_set_list(c, CD_DECODER_OPT_HIDDEN, (int64_t[]){4, 4}, 2));
+        CD__TRY(cd_decoder_config_set_int(c, CD_DECODER_OPT_KERNEL, 3));
+        CD__TRY(cd_decoder_config_set_int(c, CD_DECODER_OPT_TIME_FREQS, 2));
+        CD__TRY(cd_decoder_config_set_int(c, CD_DECODER_OPT_TIME_HIDDEN, 8));
+        return cd_decoder_config_set_int(c, CD_DECODER_OPT_TIME_LAYERS, 1);
     }
-    CD__TRY(cd_decoder_config_set(c, CD_DECODER_DIM, 4));
-    CD__TRY(cd_decoder_config_set_list(c, CD_DECODER_DIM_MULTS, (int64_t[]){1, 2}, 2));
-    CD__TRY(cd_decoder_config_set(c, CD_DECODER_HEADS, 1));
-    CD__TRY(cd_decoder_config_set(c, CD_DECODER_HEAD_DIM, 4));
-    return cd_decoder_config_set(c, CD_DECODER_CONVNEXT_MULT, 1);
+    CD__TRY(cd_decoder_config_set_int(c, CD_DECODER_OPT_DIM, 4));
+    CD__TRY(cd_decoder_config_set_list(c, CD_DECODER_OPT_DIM_MULTS, (int64_t[]){1, 2}, 2));
+    CD__TRY(cd_decoder_config_set_int(c, CD_DECODER_OPT_HEADS, 1));
+    CD__TRY(cd_decoder_config_set_int(c, CD_DECODER_OPT_HEAD_DIM, 4));
+    return cd_decoder_config_set_int(c, CD_DECODER_OPT_CONVNEXT_MULT, 1);
 }
 
 /* A tiny decoder of type `type` for 1 x size x size images. */
-static cd_status make_decoder(cd_decoder **out, cd_decoder_type type, int64_t size)
+static cd_status make_decoder(cd_decoder **out, cd_decoder_kind type, int64_t size)
 {
     cd_decoder_config *cfg = NULL;
     cd_rng *rng = NULL;
@@ -119,8 +119,9 @@ static cd_status make_degradation(cd_degradation **out, cd_degradation_kind kind
     return st;
 }
 
-/* A trainer that owns a new decoder and degradation (freed on failure). */
-static cd_status make_trainer(cd_trainer **tr, cd_decoder_type type, int64_t size,
+/* A trainer of a new decoder and degradation, which it borrows:
+ * cd_test_trainer_free_all() frees all three (on failure they are freed here). */
+static cd_status make_trainer(cd_trainer **tr, cd_decoder_kind type, int64_t size,
                               cd_degradation_kind kind, const cd_tensor *mean_image)
 {
     cd_decoder *dec = NULL;
@@ -134,7 +135,7 @@ static cd_status make_trainer(cd_trainer **tr, cd_decoder_type type, int64_t siz
         cd_degradation_free(deg);
         return st;
     }
-    return cd_trainer_set(*tr, CD_TRAINER_EMA_DECAY, 0.9);
+    return cd_trainer_set_real(*tr, CD_TRAINER_OPT_EMA_DECAY, 0.9);
 }
 
 static void get_state(const cd_rng *rng, uint64_t state[CD_RNG_STATE_WORDS])
@@ -146,12 +147,14 @@ static void get_state(const cd_rng *rng, uint64_t state[CD_RNG_STATE_WORDS])
 
 static void check_failure(const char *name, int64_t k, const outcome *o)
 {
-    ck_assert_msg(o->st == CD_ERR_OUT_OF_MEMORY, "%s, allocation %" PRId64 " failed: %s "
-                  "returned %s, not out of memory (%s)", name, k, o->call,
-                  cd_status_string(o->st), o->msg);
-    ck_assert_msg(strstr(o->msg, "out of memory") != NULL, "%s, allocation %" PRId64
-                  " failed: %s says '%s', which does not say out of memory", name, k, o->call,
-                  o->msg);
+    ck_assert_msg(o->st == CD_ERR_OUT_OF_MEMORY,
+                  "%s, allocation %" PRId64 " failed: %s "
+                  "returned %s, not out of memory (%s)",
+                  name, k, o->call, cd_status_string(o->st), o->msg);
+    ck_assert_msg(strstr(o->msg, "out of memory") != NULL,
+                  "%s, allocation %" PRId64
+                  " failed: %s says '%s', which does not say out of memory",
+                  name, k, o->call, o->msg);
 }
 
 /* One pass over k = 1, 2, ... until the k-th allocation no longer exists;
@@ -165,14 +168,14 @@ static void fail_each(const char *name, scenario_fn run, fixture *f, int64_t n, 
         run(f, &o);
         const bool fired = cd__alloc_failure_fired();
         cd__alloc_fail_at(0, false);
-        ck_assert_msg(cd__alloc_live() == live, "%s, allocation %" PRId64 " failed%s: %"
-                      PRId64 " blocks leaked (%s: %s)", name, k, persist ? " onwards" : "",
-                      cd__alloc_live() - live, o.call, o.msg);
+        ck_assert_msg(cd__alloc_live() == live,
+                      "%s, allocation %" PRId64 " failed%s: %" PRId64 " blocks leaked (%s: %s)",
+                      name, k, persist ? " onwards" : "", cd__alloc_live() - live, o.call, o.msg);
         if (!fired) {
-            ck_assert_msg(o.st == CD_OK, "%s: %s failed with no allocation failing: %s",
-                          name, o.call, o.msg);
-            ck_assert_msg(k == n + 1, "%s made %" PRId64 " allocations, %" PRId64 " before",
-                          name, k - 1, n);
+            ck_assert_msg(o.st == CD_OK, "%s: %s failed with no allocation failing: %s", name,
+                          o.call, o.msg);
+            ck_assert_msg(k == n + 1, "%s made %" PRId64 " allocations, %" PRId64 " before", name,
+                          k - 1, n);
             return;
         }
         ck_assert_msg(k <= n, "%s: allocation %" PRId64 " of %" PRId64 " failed", name, k, n);
@@ -201,8 +204,8 @@ static void exhaust(const char *name, scenario_fn run, fixture *f)
     ck_assert_msg(n >= 5, "%s made only %" PRId64 " allocations", name, n);
     fail_each(name, run, f, n, false);
     fail_each(name, run, f, n, true);
-    printf("%s: each of %" PRId64 " allocations failed in turn, once and onwards (%.1f s)\n",
-           name, n, now() - t0);
+    printf("%s: each of %" PRId64 " allocations failed in turn, once and onwards (%.1f s)\n", name,
+           n, now() - t0);
 }
 
 /* ---- loading checkpoints -------------------------------------------------- */
@@ -213,8 +216,10 @@ static void load_decoder(const char *path, outcome *o)
     RUN(o, cd_decoder_load(&d, path));
     ck_assert_int_gt(cd_decoder_param_count(d), 0);
 done:
-    if (o->st != CD_OK) ck_assert_ptr_null(d);
-    else cd_decoder_free(d);
+    if (o->st != CD_OK)
+        ck_assert_ptr_null(d);
+    else
+        cd_decoder_free(d);
 }
 
 static void load_cnn(fixture *f, outcome *o) { load_decoder(f->cnn, o); }
@@ -270,8 +275,10 @@ static void load_classifier(fixture *f, outcome *o)
     cd_classifier *c = (cd_classifier *)&c;
     RUN(o, cd_classifier_load(&c, f->classifier));
 done:
-    if (o->st != CD_OK) ck_assert_ptr_null(c);
-    else cd_classifier_free(c);
+    if (o->st != CD_OK)
+        ck_assert_ptr_null(c);
+    else
+        cd_classifier_free(c);
 }
 
 static void load_classifier_default(fixture *f, outcome *o)
@@ -280,8 +287,10 @@ static void load_classifier_default(fixture *f, outcome *o)
     (void)f; /* COLDDIFF_CLASSIFIER points at f->classifier */
     RUN(o, cd_classifier_load_default(&c));
 done:
-    if (o->st != CD_OK) ck_assert_ptr_null(c);
-    else cd_classifier_free(c);
+    if (o->st != CD_OK)
+        ck_assert_ptr_null(c);
+    else
+        cd_classifier_free(c);
 }
 
 /* ---- saving checkpoints: a failure leaves no file, not even a temporary */
@@ -358,7 +367,7 @@ done:
         CD_ASSERT_OK(cd_trainer_step(tr, f->images2, rng, &loss));
         ck_assert_int_eq(cd_trainer_steps(tr), steps + 3);
     }
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
     cd_rng_free(rng);
 }
 
@@ -369,8 +378,7 @@ static cd_status sample_once(cd_sampler *s, cd_rng *rng, cd_tensor *out, const f
 {
     CD__TRY(cd_sampler_sample(s, rng, out));
     const int64_t times[2] = {3, 1};
-    return cd_sampler_restore(s, f->images2, 3, rng, out, times, 2, snap_z, snap_xhat,
-                              snap_fwd);
+    return cd_sampler_restore(s, f->images2, 3, rng, out, times, 2, snap_z, snap_xhat, snap_fwd);
 }
 
 /* From scratch: the decoder, the degradation, the sampler, the outputs;
@@ -389,8 +397,8 @@ static void sample(fixture *f, outcome *o)
     RUN(o, cd_sampler_create(&s, f->sampler, deg));
     RUN(o, cd_sampler_set_decoder(s, dec));
     if (f->sampler == CD_SAMPLER_DDIM) {
-        RUN(o, cd_sampler_set(s, CD_SAMPLER_STEPS, 3));
-        RUN(o, cd_sampler_set(s, CD_SAMPLER_ETA, 1));
+        RUN(o, cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 3));
+        RUN(o, cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, 1));
     }
     RUN(o, cd_tensor_create(&out, 4, (int64_t[]){2, 1, 8, 8}));
     for (int i = 0; i < 3; i++) RUN(o, cd_tensor_create(&snap[i], 5, (int64_t[]){2, 2, 1, 8, 8}));
@@ -413,10 +421,12 @@ done:
 static cd_status load_slice(cd_dataset **ds)
 {
     char im[512], lb[512];
-    return cd_dataset_load_idx(
-        ds, cd_test_path(im, sizeof im, cd_test_data_dir(), "t10k-images-idx3-ubyte.gz"),
-        cd_test_path(lb, sizeof lb, cd_test_data_dir(), "t10k-labels-idx1-ubyte.gz"), NULL,
-        NULL);
+    return cd_dataset_load_idx(ds,
+                               cd_test_path(im, sizeof im, cd_test_data_dir(),
+                                            "t10k-images-idx3-ubyte.gz"),
+                               cd_test_path(lb, sizeof lb, cd_test_data_dir(),
+                                            "t10k-labels-idx1-ubyte.gz"),
+                               NULL, NULL);
 }
 
 static void load_dataset(fixture *f, outcome *o)
@@ -445,8 +455,8 @@ static void fit(fixture *f, outcome *o)
     cd_test_path(last, sizeof last, f->dir, "last.cdm");
     RUN(o, cd_rng_create(&rng, 13));
     RUN(o, make_trainer(&tr, CD_DECODER_CNN, 28, CD_DEGRADATION_BLUR, NULL));
-    RUN(o, cd_trainer_set(tr, CD_TRAINER_BATCH, 8));
-    RUN(o, cd_trainer_set(tr, CD_TRAINER_VAL_BATCH, 3));
+    RUN(o, cd_trainer_set_int(tr, CD_TRAINER_OPT_BATCH, 8));
+    RUN(o, cd_trainer_set_int(tr, CD_TRAINER_OPT_VAL_BATCH, 3));
     RUN(o, cd_trainer_fit(tr, f->ds, 1, NULL, last, rng, NULL, NULL));
     RUN(o, cd_trainer_eval_loss(tr, f->ds, CD_SPLIT_VAL, rng, &loss));
     RUN(o, cd_trainer_test_loss(tr, f->ds, CD_SPLIT_VAL, rng, &loss, &se));
@@ -456,7 +466,7 @@ done:
         CD_ASSERT_OK(cd_trainer_fit(tr, f->ds, 2, NULL, NULL, rng, NULL, NULL));
     }
     remove(last);
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
     cd_rng_free(rng);
 }
 
@@ -472,7 +482,10 @@ static void classify(fixture *f, outcome *o)
     double acc = 0.0;
     RUN(o, cd_rng_create(&rng, 17));
     RUN(o, cd__classifier_create_cfg(&c, &tiny, rng));
-    RUN(o, cd_classifier_train(c, f->ds, 1, 8, 1e-3, 2, rng, NULL, NULL));
+    RUN(o, cd_classifier_set_int(c, CD_CLASSIFIER_OPT_BATCH, 8));
+    RUN(o, cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, 1e-3));
+    RUN(o, cd_classifier_set_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, 2));
+    RUN(o, cd_classifier_train(c, f->ds, 1, rng, NULL, NULL));
     RUN(o, cd_classifier_accuracy(c, f->ds, CD_SPLIT_VAL, &acc, NULL));
     RUN(o, cd_tensor_create(&probs, 2, (int64_t[]){n, 10}));
     RUN(o, cd_tensor_create(&features, 2, (int64_t[]){n, 4}));
@@ -480,7 +493,7 @@ static void classify(fixture *f, outcome *o)
 done:
     if (o->st != CD_OK && c && rng && probs && features) {
         cd__alloc_fail_at(0, false);
-        CD_ASSERT_OK(cd_classifier_train(c, f->ds, 1, 8, 1e-3, 2, rng, NULL, NULL));
+        CD_ASSERT_OK(cd_classifier_train(c, f->ds, 1, rng, NULL, NULL));
         CD_ASSERT_OK(cd_classifier_predict(c, f->digits, probs, features));
     }
     cd_tensor_free(features);
@@ -556,7 +569,7 @@ static void make_fixture(fixture *f)
     CD_ASSERT_OK(make_trainer(&fade, CD_DECODER_UNET, 8, CD_DEGRADATION_FADE, f->mean_image));
     CD_ASSERT_OK(cd_trainer_step(fade, f->images2, rng, &loss));
     CD_ASSERT_OK(cd_trainer_save(fade, f->trainer_fade, rng));
-    cd_trainer_free(fade);
+    cd_test_trainer_free_all(fade);
 
     const cd__classifier_cfg tiny = {8, 8, {2, 2, 2}, 4, 3};
     CD_ASSERT_OK(cd__classifier_create_cfg(&f->cls, &tiny, rng));
@@ -577,7 +590,7 @@ static void free_fixture(fixture *f)
     cd_tensor_free(f->digits);
     cd_dataset_free(f->ds);
     cd_classifier_free(f->cls);
-    cd_trainer_free(f->tr);
+    cd_test_trainer_free_all(f->tr);
     cd_decoder_free(f->dec);
     cd_tensor_free(f->mean_image);
     cd_tensor_free(f->images3);

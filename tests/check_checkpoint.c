@@ -20,7 +20,7 @@
 
 typedef struct {
     const char *name;
-    int32_t rank;
+    int64_t rank;
     int64_t shape[4];
 } tdesc;
 
@@ -223,7 +223,10 @@ static void write_with_body(const char *path, const uint8_t *body, size_t len)
     uLongf cap = compressBound((uLong)len);
     uint8_t *f = calloc(HEADER + cap, 1);
     ck_assert_int_eq(compress2(f + HEADER, &cap, body, (uLong)len, 6), Z_OK);
-    memcpy(f, "\x89" "CDCKPT\n", 8);
+    memcpy(f,
+           "\x89"
+           "CDCKPT\n",
+           8);
     set32(f + 8, 0x01020304u);
     set32(f + 12, 1);
     set32(f + 16, 1);
@@ -237,8 +240,8 @@ static void write_with_body(const char *path, const uint8_t *body, size_t len)
 }
 
 /* body + one extra section (tag, flags, payload). */
-static void append_section(const char *path, const char *tag, uint32_t flags,
-                           const void *payload, size_t n)
+static void append_section(const char *path, const char *tag, uint32_t flags, const void *payload,
+                           size_t n)
 {
     size_t len;
     uint8_t *body = body_of(path, &len);
@@ -323,8 +326,7 @@ static void check_config(const cd__ckpt *ck)
     ck_assert(step == 123456 && epoch == 17);
 }
 
-static void assert_same_state(cd_params *p1, const cd__adam *a1, cd_params *p2,
-                              const cd__adam *a2)
+static void assert_same_state(cd_params *p1, const cd__adam *a1, cd_params *p2, const cd__adam *a2)
 {
     size_t bytes = (size_t)cd_params_numel(p1) * sizeof(float);
     ck_assert_int_eq(cd_params_numel(p1), cd_params_numel(p2));
@@ -513,8 +515,7 @@ START_TEST(truncated_files)
     const size_t points[] = {0, 1, 5, 8, 30, HEADER - 1, HEADER, HEADER + 10, n / 2, n - 1};
     for (size_t i = 0; i < sizeof points / sizeof points[0]; i++) {
         write_bytes(cut, full, points[i]);
-        expect_load_fails(cut, g_model, NT, CD_ERR_FORMAT, points[i] ? "truncated" : "empty",
-                          true);
+        expect_load_fails(cut, g_model, NT, CD_ERR_FORMAT, points[i] ? "truncated" : "empty", true);
         CD_ASSERT_ERROR_MENTIONS("offset");
     }
     /* Trailing garbage is refused too. */
@@ -591,8 +592,10 @@ START_TEST(wrong_magic_and_versions)
     write_bytes(path, b, n);
     expect_load_fails(path, g_model, NT, CD_ERR_FORMAT, "byte-order", true);
     /* Text that happens to be long enough. */
-    write_bytes(path, (const uint8_t *)"this is not a checkpoint at all, but it is long enough "
-                "to hold a header", 72);
+    write_bytes(path,
+                (const uint8_t *)"this is not a checkpoint at all, but it is long enough "
+                                 "to hold a header",
+                72);
     expect_load_fails(path, g_model, NT, CD_ERR_FORMAT, "magic", true);
     free(b);
 }
@@ -687,12 +690,12 @@ START_TEST(lying_body_fields)
         uint64_t value;
         const char *mention;
     } lies[] = {
-        {8, 8, (uint64_t)1 << 60, "truncated"},   /* CONF length */
-        {16, 4, 1000000, "entry count"},          /* CONF count */
-        {36, 4, 0xFFFFFFFFu, "tensor count"},     /* TENS count */
-        {40, 4, 0, "tensor name length"},          /* first name length */
+        {8, 8, (uint64_t)1 << 60, "truncated"}, /* CONF length */
+        {16, 4, 1000000, "entry count"},        /* CONF count */
+        {36, 4, 0xFFFFFFFFu, "tensor count"},   /* TENS count */
+        {40, 4, 0, "tensor name length"},       /* first name length */
         {40, 4, 500, "tensor name length"},
-        {40 + 4 + 21 + 4, 4, 0, "rank"},           /* rank of the first tensor */
+        {40 + 4 + 21 + 4, 4, 0, "rank"}, /* rank of the first tensor */
         {40 + 4 + 21 + 4, 4, 9, "rank"},
         {40 + 4 + 21 + 8, 8, (uint64_t)1 << 40, "dimension"}, /* its dim 0 */
         {40 + 4 + 21 + 8, 8, 1000, "tensor data"},
@@ -700,8 +703,10 @@ START_TEST(lying_body_fields)
     };
     for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
         memcpy(b, body, len);
-        if (lies[i].width == 4) set32(b + lies[i].at, (uint32_t)lies[i].value);
-        else set64(b + lies[i].at, lies[i].value);
+        if (lies[i].width == 4)
+            set32(b + lies[i].at, (uint32_t)lies[i].value);
+        else
+            set64(b + lies[i].at, lies[i].value);
         write_with_body(path, b, len);
         cd_status want = lies[i].at == 40 + 4 + 21 ? CD_ERR_UNSUPPORTED : CD_ERR_FORMAT;
         expect_load_fails(path, g_model, NT, want, lies[i].mention, true);
@@ -812,8 +817,8 @@ START_TEST(unreadable_and_unwritable_paths)
     CD_ASSERT_STATUS(cd__ckpt_save(NULL, path, p, NULL), CD_ERR_IO);
     CD_ASSERT_ERROR_MENTIONS("sub");
     /* Reading: a missing file, a folder. */
-    expect_load_fails("/nonexistent-colddiff/m.cdm", g_model, NT, CD_ERR_NOT_FOUND,
-                      "nonexistent", true);
+    expect_load_fails("/nonexistent-colddiff/m.cdm", g_model, NT, CD_ERR_NOT_FOUND, "nonexistent",
+                      true);
     expect_load_fails(path, g_model, NT, CD_ERR_IO, "sub", true);
     /* A FIFO without a writer is refused at once, not waited on. */
     cd_test_path(path, sizeof path, dir, "fifo.cdm");

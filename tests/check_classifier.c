@@ -5,6 +5,7 @@
  * network, through the shared checker), predict, save/load round trips,
  * training determinism, and every error path.
  */
+#include <float.h>
 #include <math.h>
 
 #include "gradcheck.h"
@@ -227,8 +228,13 @@ START_TEST(xent_gradient_and_values)
     int64_t labels[B] = {0, 6, 3, 3};
     cd_gc_randn(logits, B * K, 7, 1.0f);
     xent_t t = {logits, dlogits, probs, out, dout, labels, B, K};
-    cd_gc_op op = {.name = "xent", .ctx = &t, .forward = xent_fwd, .backward = xent_bwd,
-                   .out = out, .dout = dout, .n_out = 1};
+    cd_gc_op op = {.name = "xent",
+                   .ctx = &t,
+                   .forward = xent_fwd,
+                   .backward = xent_bwd,
+                   .out = out,
+                   .dout = dout,
+                   .n_out = 1};
     cd_gc_add_input(&op, "logits", logits, dlogits, B * K);
     /* The loss is a smooth function of logits of order 1: a step of 0.05
      * keeps the truncation error of the five-point rule far below the
@@ -295,8 +301,13 @@ static void gradcheck_net(const cd__classifier_cfg *cfg, int64_t n, int64_t max_
     CD_ASSERT_OK(cd__classifier_forward(c, x, n));
     net_t t = {c, x, dx, dout, n, K};
     /* out must hold the logits after every forward: point it there. */
-    cd_gc_op op = {.name = name, .ctx = &t, .forward = net_fwd, .backward = net_bwd,
-                   .out = (float *)cd__classifier_logits(c), .dout = dout, .n_out = n * K};
+    cd_gc_op op = {.name = name,
+                   .ctx = &t,
+                   .forward = net_fwd,
+                   .backward = net_bwd,
+                   .out = (float *)cd__classifier_logits(c),
+                   .dout = dout,
+                   .n_out = n * K};
     cd_gc_add_input(&op, "x", x, dx, n * px);
     cd_params *p = cd_classifier_params(c);
     ck_assert_int_eq(cd_params_count(p), 10);
@@ -350,8 +361,8 @@ START_TEST(save_load_round_trip)
     cd_dataset *ds = load_slice();
     cd_tensor *x = NULL, *y = NULL;
     slice_batch(ds, 16, &x, &y);
-    CD_ASSERT_OK(cd_classifier_train_step(c, x, y, 1e-3, NULL));
-    CD_ASSERT_OK(cd_classifier_train_step(c, x, y, 1e-3, NULL));
+    CD_ASSERT_OK(cd_classifier_train_step(c, x, y, NULL)); /* at the default lr, 1e-3 */
+    CD_ASSERT_OK(cd_classifier_train_step(c, x, y, NULL));
     ck_assert_int_eq(cd_classifier_steps(c), 2);
     CD_ASSERT_OK(cd_classifier_save(c, a));
     CD_ASSERT_OK(cd_classifier_load(&d, a));
@@ -450,8 +461,8 @@ START_TEST(bad_checkpoints_are_refused)
      * parameters are allocated. */
     CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.height", 512));
     CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.width", 512));
-    CD_ASSERT_OK(cd__ckpt_set_i64_array(ck, "classifier.channels",
-                                        (int64_t[]){1024, 1024, 1024}, 3));
+    CD_ASSERT_OK(
+        cd__ckpt_set_i64_array(ck, "classifier.channels", (int64_t[]){1024, 1024, 1024}, 3));
     CD_ASSERT_OK(cd__ckpt_set_i64(ck, "classifier.hidden", 4096));
     cd_params *none = NULL;
     CD_ASSERT_OK(cd_params_create(&none));
@@ -519,7 +530,7 @@ typedef struct {
     double first, last;
 } epochs_seen;
 
-static cd_status count_epochs(void *user, cd_classifier *c, int64_t epoch, double loss)
+static cd_status count_epochs(cd_classifier *c, int64_t epoch, double loss, void *user)
 {
     epochs_seen *e = user;
     ck_assert_ptr_nonnull(c);
@@ -530,7 +541,7 @@ static cd_status count_epochs(void *user, cd_classifier *c, int64_t epoch, doubl
     return CD_OK;
 }
 
-static cd_status stop_now(void *user, cd_classifier *c, int64_t epoch, double loss)
+static cd_status stop_now(cd_classifier *c, int64_t epoch, double loss, void *user)
 {
     (void)user, (void)c, (void)epoch, (void)loss;
     return CD_ERR_CANCELLED;
@@ -548,8 +559,10 @@ static cd_classifier *short_run(uint64_t seed, int64_t epochs, int64_t shift, in
     cd_classifier *c = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, seed));
     CD_ASSERT_OK(cd_classifier_create(&c, rng));
-    CD_ASSERT_OK(cd_classifier_train(c, ds, epochs, 50, 2e-3, shift, rng,
-                                     seen ? count_epochs : NULL, seen));
+    CD_ASSERT_OK(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_BATCH, 50));
+    CD_ASSERT_OK(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, 2e-3));
+    CD_ASSERT_OK(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, shift));
+    CD_ASSERT_OK(cd_classifier_train(c, ds, epochs, rng, seen ? count_epochs : NULL, seen));
     cd_rng_free(rng);
     cd_dataset_free(ds);
     return c;
@@ -570,7 +583,7 @@ START_TEST(training_is_deterministic)
     cd_classifier *plain = short_run(9, 1, 0, DET_IMAGES, NULL);
     ck_assert(!same_params(a, other));
     ck_assert_msg(!same_params(a, plain), "max_shift 2 trained as max_shift 0");
-    const int32_t threads = cd_get_num_threads();
+    const int64_t threads = cd_get_num_threads();
     CD_ASSERT_OK(cd_set_num_threads(threads == 1 ? 2 : 1));
     cd_classifier *t = short_run(9, 1, 2, DET_IMAGES, NULL);
     CD_ASSERT_OK(cd_set_num_threads(threads));
@@ -600,12 +613,239 @@ START_TEST(training_learns)
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 1));
     const int64_t steps = cd_classifier_steps(c);
-    ck_assert_int_eq(cd_classifier_train(c, ds, 3, 50, 1e-3, 0, rng, stop_now, NULL),
-                     CD_ERR_CANCELLED);
+    CD_ASSERT_OK(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, 1e-3));
+    CD_ASSERT_OK(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, 0));
+    ck_assert_int_eq(cd_classifier_train(c, ds, 3, rng, stop_now, NULL), CD_ERR_CANCELLED);
     ck_assert_int_eq(cd_classifier_steps(c), steps + 8);
     cd_rng_free(rng);
     cd_dataset_free(ds);
     cd_classifier_free(c);
+}
+END_TEST
+
+/* ---- options ----------------------------------------------------------------- */
+
+/* Write n random 8 x 8 images and labels 0..9 as IDX files in dir, and
+ * load them as the training pool. */
+static cd_dataset *tiny_dataset(const char *dir, int64_t n)
+{
+    char im[600], lb[600];
+    cd_test_path(im, sizeof im, dir, "tiny-images-idx3-ubyte");
+    cd_test_path(lb, sizeof lb, dir, "tiny-labels-idx1-ubyte");
+    uint8_t *img = malloc((size_t)(16 + n * 64)), *lab = malloc((size_t)(8 + n));
+    const uint8_t ih[16] = {0, 0, 8, 3, 0, 0, (uint8_t)(n >> 8), (uint8_t)n, 0, 0,
+                            0, 8, 0, 0, 0, 8};
+    const uint8_t lh[8] = {0, 0, 8, 1, 0, 0, (uint8_t)(n >> 8), (uint8_t)n};
+    memcpy(img, ih, 16);
+    memcpy(lab, lh, 8);
+    for (int64_t i = 0; i < n * 64; i++) img[16 + i] = (uint8_t)((i * 37 + i / 64 * 11) % 256);
+    for (int64_t i = 0; i < n; i++) lab[8 + i] = (uint8_t)(i % 10);
+    cd_test_write_file(im, img, (size_t)(16 + n * 64));
+    cd_test_write_file(lb, lab, (size_t)(8 + n));
+    free(img);
+    free(lab);
+    cd_dataset *ds = NULL;
+    CD_ASSERT_OK(cd_dataset_load_idx(&ds, im, lb, NULL, NULL));
+    return ds;
+}
+
+/* The options model on the classifier: descriptions, the defaults (the
+ * shipped recipe: 128, 1e-3, 1), typed calls, failures that keep the old
+ * value; a loaded classifier starts from the defaults; a max_shift the
+ * data's size does not allow is refused when training starts. */
+START_TEST(options_model)
+{
+    cd_option_info info;
+    CD_ASSERT_OK(cd_classifier_option_info(CD_CLASSIFIER_OPT_BATCH, &info));
+    CD_ASSERT_OPTION_INFO(info, "batch", CD_OPTION_INT, -1, 128);
+    ck_assert(info.lo == 1 && info.hi == CD_CLASSIFIER_MAX_BATCH && !info.lo_open && !info.hi_open);
+    CD_ASSERT_OK(cd_classifier_option_info(CD_CLASSIFIER_OPT_LR, &info));
+    CD_ASSERT_OPTION_INFO(info, "lr", CD_OPTION_REAL, -1, 1e-3);
+    ck_assert(info.lo == 0 && info.lo_open && info.hi == DBL_MAX);
+    CD_ASSERT_OK(cd_classifier_option_info(CD_CLASSIFIER_OPT_MAX_SHIFT, &info));
+    CD_ASSERT_OPTION_INFO(info, "max_shift", CD_OPTION_INT, -1, 1);
+    ck_assert(info.lo == 0 && info.hi == 7 && !info.lo_open && !info.hi_open);
+    CD_ASSERT_STATUS(cd_classifier_option_info((cd_classifier_option)3, &info),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_option_info((cd_classifier_option)-1, &info),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_option_info(CD_CLASSIFIER_OPT_LR, NULL),
+                     CD_ERR_INVALID_ARGUMENT);
+
+    cd_rng *rng = NULL;
+    cd_classifier *c = NULL, *d = NULL;
+    CD_ASSERT_OK(cd_rng_create(&rng, 4));
+    CD_ASSERT_OK(cd_classifier_create(&c, rng));
+    int64_t iv = -1;
+    double rv = -1.0;
+    CD_ASSERT_OK(cd_classifier_get_int(c, CD_CLASSIFIER_OPT_BATCH, &iv));
+    ck_assert_int_eq(iv, 128);
+    CD_ASSERT_OK(cd_classifier_get_real(c, CD_CLASSIFIER_OPT_LR, &rv));
+    ck_assert(rv == 1e-3);
+    CD_ASSERT_OK(cd_classifier_get_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, &iv));
+    ck_assert_int_eq(iv, 1);
+
+    CD_ASSERT_OK(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_BATCH, 64));
+    CD_ASSERT_OK(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, 5e-4));
+    CD_ASSERT_OK(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, 3));
+    /* the wrong type, unknown keys, NULL */
+    CD_ASSERT_STATUS(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_BATCH, 32.0),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("batch");
+    CD_ASSERT_STATUS(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_MAX_SHIFT, 0.0),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_LR, 1), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("lr");
+    CD_ASSERT_STATUS(cd_classifier_get_int(c, CD_CLASSIFIER_OPT_LR, &iv), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_get_real(c, CD_CLASSIFIER_OPT_BATCH, &rv),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_set_int(c, (cd_classifier_option)3, 1), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_set_real(c, (cd_classifier_option)7, 1.0),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_get_int(c, (cd_classifier_option)-1, &iv),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_set_int(NULL, CD_CLASSIFIER_OPT_BATCH, 8),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_set_real(NULL, CD_CLASSIFIER_OPT_LR, 1e-3),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_get_int(NULL, CD_CLASSIFIER_OPT_BATCH, &iv),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_get_real(NULL, CD_CLASSIFIER_OPT_LR, &rv),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_get_int(c, CD_CLASSIFIER_OPT_BATCH, NULL),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_get_real(c, CD_CLASSIFIER_OPT_LR, NULL),
+                     CD_ERR_INVALID_ARGUMENT);
+    /* non-finite and out of range */
+    CD_ASSERT_STATUS(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, NAN), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, -INFINITY), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, 0.0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_BATCH, 0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_BATCH, CD_CLASSIFIER_MAX_BATCH + 1),
+                     CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, 8), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, -1), CD_ERR_RANGE);
+    /* nothing changed */
+    CD_ASSERT_OK(cd_classifier_get_int(c, CD_CLASSIFIER_OPT_BATCH, &iv));
+    ck_assert_int_eq(iv, 64);
+    CD_ASSERT_OK(cd_classifier_get_real(c, CD_CLASSIFIER_OPT_LR, &rv));
+    ck_assert(rv == 5e-4);
+    CD_ASSERT_OK(cd_classifier_get_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, &iv));
+    ck_assert_int_eq(iv, 3);
+
+    /* Options belong to the object, not its file. */
+    char dir[512], path[600];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "c.cdm");
+    CD_ASSERT_OK(cd_classifier_save(c, path));
+    CD_ASSERT_OK(cd_classifier_load(&d, path));
+    CD_ASSERT_OK(cd_classifier_get_int(d, CD_CLASSIFIER_OPT_BATCH, &iv));
+    ck_assert_int_eq(iv, 128);
+    CD_ASSERT_OK(cd_classifier_get_real(d, CD_CLASSIFIER_OPT_LR, &rv));
+    ck_assert(rv == 1e-3);
+    CD_ASSERT_OK(cd_classifier_get_int(d, CD_CLASSIFIER_OPT_MAX_SHIFT, &iv));
+    ck_assert_int_eq(iv, 1);
+
+    /* On 8 x 8 images the largest shift is 8 / 4 = 2: 3 passes the
+     * option's bounds but not the data's, when training starts. */
+    cd_dataset *ds = tiny_dataset(dir, 40);
+    cd_classifier *tiny = NULL;
+    const cd__classifier_cfg tc = {8, 8, {2, 2, 2}, 4, 10};
+    CD_ASSERT_OK(cd__classifier_create_cfg(&tiny, &tc, rng));
+    CD_ASSERT_OK(cd_classifier_set_int(tiny, CD_CLASSIFIER_OPT_BATCH, 16));
+    CD_ASSERT_OK(cd_classifier_set_int(tiny, CD_CLASSIFIER_OPT_MAX_SHIFT, 3));
+    float *w0 = params_copy(tiny);
+    CD_ASSERT_STATUS(cd_classifier_train(tiny, ds, 1, rng, NULL, NULL), CD_ERR_RANGE);
+    CD_ASSERT_ERROR_MENTIONS("max_shift");
+    ck_assert_int_eq(cd_classifier_steps(tiny), 0);
+    ck_assert(memcmp(w0, cd_params_data(cd_classifier_params(tiny), -1),
+                     (size_t)cd_params_numel(cd_classifier_params(tiny)) * sizeof(float)) == 0);
+    CD_ASSERT_OK(cd_classifier_set_int(tiny, CD_CLASSIFIER_OPT_MAX_SHIFT, 2));
+    CD_ASSERT_OK(cd_classifier_train(tiny, ds, 1, rng, NULL, NULL));
+    ck_assert_int_eq(cd_classifier_steps(tiny), 3); /* 16 + 16 + 8 */
+    free(w0);
+    cd_classifier_free(tiny);
+    cd_dataset_free(ds);
+    remove(path);
+    cd_classifier_free(d);
+    cd_classifier_free(c);
+    cd_rng_free(rng);
+}
+END_TEST
+
+/* cd_classifier_train is the recipe its documentation states: each epoch
+ * shuffles the train split with rng, then takes consecutive batches (the
+ * last one smaller), one cd_classifier_train_step each at the rate
+ * lr (1 + cos(pi s / S)) / 2 of step s of S; with max_shift 0 nothing else
+ * is drawn. The options set give the same bits as that recipe; the
+ * defaults set explicitly give the same bits as the defaults. */
+START_TEST(training_follows_its_recipe)
+{
+    cd_dataset *ds = load_slice();
+    CD_ASSERT_OK(cd_dataset_split(ds, 0.87, 1));
+    const int64_t count = cd_dataset_count(ds, CD_SPLIT_TRAIN), batch = 50, epochs = 2;
+    ck_assert_int_eq(count, 130); /* 50 + 50 + 30 */
+    const double lr = 2e-3, pi = 3.14159265358979323846;
+    const int64_t S = epochs * ((count + batch - 1) / batch);
+    cd_rng *ra = NULL, *rb = NULL;
+    cd_classifier *a = NULL, *b = NULL;
+    CD_ASSERT_OK(cd_rng_create(&ra, 5));
+    CD_ASSERT_OK(cd_rng_create(&rb, 5));
+    CD_ASSERT_OK(cd_classifier_create(&a, ra));
+    CD_ASSERT_OK(cd_classifier_create(&b, rb));
+    CD_ASSERT_OK(cd_classifier_set_int(a, CD_CLASSIFIER_OPT_BATCH, batch));
+    CD_ASSERT_OK(cd_classifier_set_real(a, CD_CLASSIFIER_OPT_LR, lr));
+    CD_ASSERT_OK(cd_classifier_set_int(a, CD_CLASSIFIER_OPT_MAX_SHIFT, 0));
+    CD_ASSERT_OK(cd_classifier_train(a, ds, epochs, ra, NULL, NULL));
+    int64_t s = 0;
+    for (int64_t e = 0; e < epochs; e++) {
+        CD_ASSERT_OK(cd_dataset_shuffle(ds, CD_SPLIT_TRAIN, rb));
+        for (int64_t first = 0; first < count; first += batch, s++) {
+            const int64_t n = count - first < batch ? count - first : batch;
+            cd_tensor *x = cd_test_tensor4(n, 1, 28, 28), *y = tensor1(n);
+            CD_ASSERT_OK(cd_dataset_fill_batch(ds, CD_SPLIT_TRAIN, first, x, y, NULL));
+            CD_ASSERT_OK(
+                cd_classifier_set_real(b, CD_CLASSIFIER_OPT_LR,
+                                       lr * 0.5 * (1.0 + cos(pi * (double)s / (double)S))));
+            CD_ASSERT_OK(cd_classifier_train_step(b, x, y, NULL));
+            cd_tensor_free(x);
+            cd_tensor_free(y);
+        }
+    }
+    ck_assert_int_eq(cd_classifier_steps(a), S);
+    ck_assert_int_eq(cd_classifier_steps(b), S);
+    ck_assert_int_eq(cd_classifier_epochs(a), epochs);
+    ck_assert_msg(same_params(a, b), "cd_classifier_train differs from its recipe");
+    uint64_t sa[CD_RNG_STATE_WORDS], sb[CD_RNG_STATE_WORDS];
+    CD_ASSERT_OK(cd_rng_get_state(ra, sa));
+    CD_ASSERT_OK(cd_rng_get_state(rb, sb));
+    ck_assert_mem_eq(sa, sb, sizeof sa);
+
+    cd_classifier_free(a);
+    cd_classifier_free(b);
+    cd_rng_free(ra);
+    cd_rng_free(rb);
+
+    /* The defaults (128, 1e-3, 1), implicit or set back, train alike. */
+    CD_ASSERT_OK(cd_rng_create(&ra, 6));
+    CD_ASSERT_OK(cd_rng_create(&rb, 6));
+    CD_ASSERT_OK(cd_classifier_create(&a, ra));
+    CD_ASSERT_OK(cd_classifier_create(&b, rb));
+    CD_ASSERT_OK(cd_classifier_set_int(b, CD_CLASSIFIER_OPT_BATCH, 7));
+    CD_ASSERT_OK(cd_classifier_set_real(b, CD_CLASSIFIER_OPT_LR, 0.5));
+    CD_ASSERT_OK(cd_classifier_set_int(b, CD_CLASSIFIER_OPT_MAX_SHIFT, 0));
+    CD_ASSERT_OK(cd_classifier_set_int(b, CD_CLASSIFIER_OPT_BATCH, 128));
+    CD_ASSERT_OK(cd_classifier_set_real(b, CD_CLASSIFIER_OPT_LR, 1e-3));
+    CD_ASSERT_OK(cd_classifier_set_int(b, CD_CLASSIFIER_OPT_MAX_SHIFT, 1));
+    CD_ASSERT_OK(cd_classifier_train(a, ds, 1, ra, NULL, NULL));
+    CD_ASSERT_OK(cd_classifier_train(b, ds, 1, rb, NULL, NULL));
+    ck_assert_int_eq(cd_classifier_steps(a), 2); /* 128 + 2 */
+    ck_assert_msg(same_params(a, b), "the defaults set explicitly train otherwise");
+    cd_classifier_free(a);
+    cd_classifier_free(b);
+    cd_rng_free(ra);
+    cd_rng_free(rb);
+    cd_dataset_free(ds);
 }
 END_TEST
 
@@ -664,22 +904,27 @@ START_TEST(bad_arguments)
     /* train_step: weights unchanged by every failure */
     float *before = params_copy(c);
     const int64_t numel = cd_params_numel(cd_classifier_params(c));
-    CD_ASSERT_STATUS(cd_classifier_train_step(c, x, y, 1e-3, NULL), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_classifier_train_step(c, x, y, NULL), CD_ERR_NOT_FINITE);
     cd_tensor_data(x)[784 + 28 * 3 + 5] = 0.25f;
-    CD_ASSERT_STATUS(cd_classifier_train_step(NULL, x, y, 1e-3, NULL), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_classifier_train_step(c, NULL, y, 1e-3, NULL), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_classifier_train_step(c, x, NULL, 1e-3, NULL), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_classifier_train_step(c, x, y, 0.0, NULL), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_classifier_train_step(c, x, y, -1.0, NULL), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_classifier_train_step(c, x, y, NAN, NULL), CD_ERR_NOT_FINITE);
-    CD_ASSERT_STATUS(cd_classifier_train_step(c, x, y, INFINITY, NULL), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_classifier_train_step(NULL, x, y, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_train_step(c, NULL, y, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_train_step(c, x, NULL, NULL), CD_ERR_INVALID_ARGUMENT);
+    /* The learning rate is an option now: a bad one is refused when set,
+     * and the old one stays. */
+    CD_ASSERT_STATUS(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, 0.0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, -1.0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, NAN), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, INFINITY), CD_ERR_NOT_FINITE);
+    double lr = 0.0;
+    CD_ASSERT_OK(cd_classifier_get_real(c, CD_CLASSIFIER_OPT_LR, &lr));
+    ck_assert(lr == 1e-3);
     cd_tensor *y5 = tensor1(5);
-    CD_ASSERT_STATUS(cd_classifier_train_step(c, x, y5, 1e-3, NULL), CD_ERR_SHAPE);
-    CD_ASSERT_STATUS(cd_classifier_train_step(c, rgb, y, 1e-3, NULL), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd_classifier_train_step(c, x, y5, NULL), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd_classifier_train_step(c, rgb, y, NULL), CD_ERR_SHAPE);
     const float bad_labels[] = {10.0f, -1.0f, 2.5f, NAN};
     for (int i = 0; i < 4; i++) {
         cd_tensor_data(y)[2] = bad_labels[i];
-        CD_ASSERT_STATUS(cd_classifier_train_step(c, x, y, 1e-3, NULL), CD_ERR_RANGE);
+        CD_ASSERT_STATUS(cd_classifier_train_step(c, x, y, NULL), CD_ERR_RANGE);
         CD_ASSERT_ERROR_MENTIONS("labels[2]");
     }
     cd_tensor_data(y)[2] = 9.0f;
@@ -689,31 +934,37 @@ START_TEST(bad_arguments)
     /* Weights that make the loss infinite: refused, weights kept. */
     float *w = cd_params_data(cd_classifier_params(c), -1);
     w[0] = INFINITY;
-    CD_ASSERT_STATUS(cd_classifier_train_step(c, x, y, 1e-3, NULL), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_classifier_train_step(c, x, y, NULL), CD_ERR_NOT_FINITE);
     ck_assert(isinf(w[0]));
     w[0] = before[0];
     double loss = -1.0;
-    CD_ASSERT_OK(cd_classifier_train_step(c, x, y, 1e-3, &loss));
+    CD_ASSERT_OK(cd_classifier_train_step(c, x, y, &loss));
     ck_assert(loss > 0.0 && loss < 10.0);
     ck_assert_int_eq(cd_classifier_steps(c), 1);
 
     /* train and accuracy */
     cd_dataset *ds = load_slice();
-    CD_ASSERT_STATUS(cd_classifier_train(NULL, ds, 1, 8, 1e-3, 0, rng, NULL, NULL),
-                     CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_classifier_train(c, NULL, 1, 8, 1e-3, 0, rng, NULL, NULL),
-                     CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_classifier_train(c, ds, 1, 8, 1e-3, 0, NULL, NULL, NULL),
-                     CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_classifier_train(c, ds, 0, 8, 1e-3, 0, rng, NULL, NULL), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_classifier_train(c, ds, 1, 0, 1e-3, 0, rng, NULL, NULL), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_classifier_train(c, ds, 1, CD_CLASSIFIER_MAX_BATCH + 1, 1e-3, 0, rng,
-                                         NULL, NULL), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_classifier_train(c, ds, 1, 8, 1e-3, -1, rng, NULL, NULL), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_classifier_train(c, ds, 1, 8, 1e-3, 8, rng, NULL, NULL), CD_ERR_RANGE);
+    CD_ASSERT_OK(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_BATCH, 8));
+    CD_ASSERT_OK(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, 0));
+    CD_ASSERT_STATUS(cd_classifier_train(NULL, ds, 1, rng, NULL, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_train(c, NULL, 1, rng, NULL, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_train(c, ds, 1, NULL, NULL, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_classifier_train(c, ds, 0, rng, NULL, NULL), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_classifier_train(c, ds, -2, rng, NULL, NULL), CD_ERR_RANGE);
+    /* The batch, the rate and the shift are options: refused when set. */
+    CD_ASSERT_STATUS(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_BATCH, 0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_BATCH, CD_CLASSIFIER_MAX_BATCH + 1),
+                     CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, -1), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, 8), CD_ERR_RANGE);
     CD_ASSERT_ERROR_MENTIONS("max_shift");
-    CD_ASSERT_STATUS(cd_classifier_train(c, ds, 1, 8, 0.0, 0, rng, NULL, NULL), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_classifier_train(c, ds, 1, 8, NAN, 0, rng, NULL, NULL), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, 0.0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, NAN), CD_ERR_NOT_FINITE);
+    int64_t iv = 0;
+    CD_ASSERT_OK(cd_classifier_get_int(c, CD_CLASSIFIER_OPT_BATCH, &iv));
+    ck_assert_int_eq(iv, 8);
+    CD_ASSERT_OK(cd_classifier_get_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, &iv));
+    ck_assert_int_eq(iv, 0);
     CD_ASSERT_STATUS(cd_classifier_accuracy(NULL, ds, CD_SPLIT_TEST, NULL, NULL),
                      CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_classifier_accuracy(c, NULL, CD_SPLIT_TEST, NULL, NULL),
@@ -726,7 +977,8 @@ START_TEST(bad_arguments)
     cd_classifier *tiny = NULL;
     const cd__classifier_cfg tc = {8, 8, {2, 2, 2}, 4, 10};
     CD_ASSERT_OK(cd__classifier_create_cfg(&tiny, &tc, rng));
-    CD_ASSERT_STATUS(cd_classifier_train(tiny, ds, 1, 8, 1e-3, 0, rng, NULL, NULL), CD_ERR_SHAPE);
+    CD_ASSERT_OK(cd_classifier_set_int(tiny, CD_CLASSIFIER_OPT_MAX_SHIFT, 0));
+    CD_ASSERT_STATUS(cd_classifier_train(tiny, ds, 1, rng, NULL, NULL), CD_ERR_SHAPE);
     CD_ASSERT_STATUS(cd_classifier_accuracy(tiny, ds, CD_SPLIT_TEST, NULL, NULL), CD_ERR_SHAPE);
     CD_ASSERT_STATUS(cd_classifier_predict(tiny, x, probs, NULL), CD_ERR_SHAPE);
 
@@ -773,6 +1025,9 @@ static Suite *make_suite(void)
     tc = make_case(s, "training");
     tcase_add_test(tc, training_is_deterministic);
     tcase_add_test(tc, training_learns);
+    tcase_add_test(tc, training_follows_its_recipe);
+    tc = make_case(s, "options");
+    tcase_add_test(tc, options_model);
     tc = make_case(s, "errors");
     tcase_add_test(tc, bad_arguments);
     return s;

@@ -40,8 +40,10 @@ static void ref_conv2d(const cd__conv2d *c, float *out, const float *in, const f
                                 const int64_t iy = oy * c->stride - c->pad + ky;
                                 const int64_t ix = ox * c->stride - c->pad + kx;
                                 if (iy < 0 || iy >= c->H || ix < 0 || ix >= c->W) continue;
-                                s += (double)in[((n * c->C_in + g * Cig + ci) * c->H + iy) * c->W + ix] *
-                                     w[((co * Cig + ci) * c->kh + ky) * c->kw + kx];
+                                s +=
+                                    (double)
+                                        in[((n * c->C_in + g * Cig + ci) * c->H + iy) * c->W + ix] *
+                                    w[((co * Cig + ci) * c->kh + ky) * c->kw + kx];
                             }
                     out[((n * c->C_out + co) * c->H_out + oy) * c->W_out + ox] = (float)s;
                 }
@@ -67,7 +69,8 @@ static void ref_conv2d_backward(const cd__conv2d *c, float *din, float *dw, floa
                                 const int64_t iy = oy * c->stride - c->pad + ky;
                                 const int64_t ix = ox * c->stride - c->pad + kx;
                                 if (iy < 0 || iy >= c->H || ix < 0 || ix >= c->W) continue;
-                                const int64_t ii = ((n * c->C_in + g * Cig + ci) * c->H + iy) * c->W + ix;
+                                const int64_t ii =
+                                    ((n * c->C_in + g * Cig + ci) * c->H + iy) * c->W + ix;
                                 const int64_t wi = ((co * Cig + ci) * c->kh + ky) * c->kw + kx;
                                 a[ii] += d * w[wi];
                                 bw[wi] += d * in[ii];
@@ -124,8 +127,10 @@ static double compare(const char *what, const float *a, const float *r, int64_t 
         if (e > emax) emax = e, at = i;
     }
     const double rel = emax / (rmax + 1e-30);
-    ck_assert_msg(rel <= tol, "%s: max error %.3e relative to max |ref| %.3e (element %lld: "
-                  "%.9g vs %.9g)", what, rel, rmax, (long long)at, a[at], r[at]);
+    ck_assert_msg(rel <= tol,
+                  "%s: max error %.3e relative to max |ref| %.3e (element %lld: "
+                  "%.9g vs %.9g)",
+                  what, rel, rmax, (long long)at, a[at], r[at]);
     return rel;
 }
 
@@ -318,8 +323,8 @@ static void conv_gc_forward(void *ctx)
 static void conv_gc_backward(void *ctx)
 {
     conv_case *k = ctx;
-    cd__conv2d_backward(&k->c, k->din, k->dw, k->c.bias ? k->db : NULL, k->dout, k->in,
-                        k->w, k->ws);
+    cd__conv2d_backward(&k->c, k->din, k->dw, k->c.bias ? k->db : NULL, k->dout, k->in, k->w,
+                        k->ws);
 }
 
 static const conv_shape grad_shapes[] = {
@@ -349,8 +354,12 @@ static double conv_gradcheck_one(const conv_shape *s, bool portable)
     conv_case_make(&k, s, 7);
     char name[128];
     snprintf(name, sizeof name, "conv %s%s", s->name, portable ? " P" : "");
-    cd_gc_op op = {.name = name, .ctx = &k, .forward = conv_gc_forward,
-                   .backward = conv_gc_backward, .out = k.out, .dout = k.dout,
+    cd_gc_op op = {.name = name,
+                   .ctx = &k,
+                   .forward = conv_gc_forward,
+                   .backward = conv_gc_backward,
+                   .out = k.out,
+                   .dout = k.dout,
                    .n_out = k.n_out};
     cd_gc_add_input(&op, "in", k.in, k.din, k.n_in);
     cd_gc_add_input(&op, "weight", k.w, k.dw, k.n_w);
@@ -399,8 +408,8 @@ typedef struct {
 static void convt_case_make(convt_case *k, const convt_shape *s, uint64_t seed)
 {
     memset(k, 0, sizeof *k);
-    CD_ASSERT_OK(cd__convt2d_init(&k->c, s->N, s->C_in, s->H, s->W, s->C_out, s->kh,
-                                  s->kw, s->stride, s->pad, s->bias));
+    CD_ASSERT_OK(cd__convt2d_init(&k->c, s->N, s->C_in, s->H, s->W, s->C_out, s->kh, s->kw,
+                                  s->stride, s->pad, s->bias));
     const cd__convt2d *c = &k->c;
     k->n_in = c->N * c->C_in * c->H * c->W;
     k->n_w = c->C_in * c->C_out * c->kh * c->kw;
@@ -456,8 +465,8 @@ static void convt_gc_forward(void *ctx)
 static void convt_gc_backward(void *ctx)
 {
     convt_case *k = ctx;
-    cd__convt2d_backward(&k->c, k->din, k->dw, k->c.bias ? k->db : NULL, k->dout, k->in,
-                         k->w, k->ws);
+    cd__convt2d_backward(&k->c, k->din, k->dw, k->c.bias ? k->db : NULL, k->dout, k->in, k->w,
+                         k->ws);
 }
 
 static double convt_gradcheck_one(const convt_shape *s, bool portable)
@@ -467,8 +476,12 @@ static double convt_gradcheck_one(const convt_shape *s, bool portable)
     convt_case_make(&k, s, 11);
     char name[128];
     snprintf(name, sizeof name, "convT %s%s", s->name, portable ? " P" : "");
-    cd_gc_op op = {.name = name, .ctx = &k, .forward = convt_gc_forward,
-                   .backward = convt_gc_backward, .out = k.out, .dout = k.dout,
+    cd_gc_op op = {.name = name,
+                   .ctx = &k,
+                   .forward = convt_gc_forward,
+                   .backward = convt_gc_backward,
+                   .out = k.out,
+                   .dout = k.dout,
                    .n_out = k.n_out};
     cd_gc_add_input(&op, "in", k.in, k.din, k.n_in);
     cd_gc_add_input(&op, "weight", k.w, k.dw, k.n_w);
@@ -544,8 +557,8 @@ START_TEST(spectral_path_choice)
         cd__conv2d c;
         CD_ASSERT_OK(cd__conv2d_init(&c, s->N, s->C_in, s->H, s->W, s->C_out, s->kh, s->kw,
                                      s->stride, s->pad, s->groups, s->bias));
-        ck_assert_msg(cd__conv2d_fft_suits(&c) == cases[i].spectral, "%s: spectral %d",
-                      s->name, (int)cd__conv2d_fft_suits(&c));
+        ck_assert_msg(cd__conv2d_fft_suits(&c) == cases[i].spectral, "%s: spectral %d", s->name,
+                      (int)cd__conv2d_fft_suits(&c));
     }
 }
 END_TEST
@@ -702,7 +715,7 @@ static void conv_threads_one(const conv_shape *s, bool portable)
 {
     float *saved[4] = {0};
     int64_t sizes[4] = {0};
-    for (int32_t threads = 1; threads <= 3; threads++) {
+    for (int64_t threads = 1; threads <= 3; threads++) {
         CD_ASSERT_OK(cd_set_num_threads(threads));
         cd__cpu_force_portable(CD__KERNELS_CONV, portable);
         conv_case k;
@@ -749,7 +762,7 @@ START_TEST(convt_thread_count_independent)
 {
     const convt_shape s = {"threads", 19, 32, 14, 14, 32, 4, 4, 2, 1, true};
     float *saved[4] = {0};
-    for (int32_t threads = 1; threads <= 2; threads++) {
+    for (int64_t threads = 1; threads <= 2; threads++) {
         CD_ASSERT_OK(cd_set_num_threads(threads));
         convt_case k;
         convt_case_make(&k, &s, 77);
@@ -843,9 +856,8 @@ START_TEST(conv2d_reads_stay_in_bounds)
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
             conv_case k;
             conv_case_make(&k, &shapes[i], 31);
-            guarded g[6] = {guarded_alloc(k.n_in), guarded_alloc(k.n_w), guarded_alloc(k.n_out),
-                            guarded_alloc(k.n_out), guarded_alloc(k.n_in),
-                            guarded_alloc(k.n_w)};
+            guarded g[6] = {guarded_alloc(k.n_in),  guarded_alloc(k.n_w),  guarded_alloc(k.n_out),
+                            guarded_alloc(k.n_out), guarded_alloc(k.n_in), guarded_alloc(k.n_w)};
             memcpy(g[0].p, k.in, (size_t)k.n_in * sizeof(float));
             memcpy(g[1].p, k.w, (size_t)k.n_w * sizeof(float));
             memcpy(g[3].p, k.dout, (size_t)k.n_out * sizeof(float));
@@ -894,8 +906,8 @@ START_TEST(workspace_bounded)
             const size_t a = cd__conv2d_workspace(&c16), b = cd__conv2d_workspace(&c128),
                          d = cd__conv2d_workspace(&c4096);
             /* A batch smaller than a tile may need less. */
-            ck_assert_msg(a <= b && b == d, "%s: workspace grows with N: %zu %zu %zu",
-                          s->name, a, b, d);
+            ck_assert_msg(a <= b && b == d, "%s: workspace grows with N: %zu %zu %zu", s->name, a,
+                          b, d);
             /* At most a tile's worth: 16 images of input, output and one
              * image's im2col each, plus packed weights. A 128-image column
              * buffer would be far larger. */

@@ -60,8 +60,8 @@ static void put_be32(uint8_t *p, uint32_t v)
  * the image's own index (low byte, high byte) and whose label is
  * `label(i)`, so any batch can be traced back to pool indices.
  */
-static void write_synthetic(const char *dir, const char *im_name, const char *lb_name,
-                            uint32_t n, int label_mod, int bad_label_at)
+static void write_synthetic(const char *dir, const char *im_name, const char *lb_name, uint32_t n,
+                            int label_mod, int bad_label_at)
 {
     char path[512];
     size_t isz = 16 + (size_t)n * 6, lsz = 8 + n;
@@ -98,10 +98,7 @@ static cd_dataset *load_synthetic(char *dir, size_t cap, uint32_t n)
     return ds;
 }
 
-static int64_t decode_pixel(float x)
-{
-    return (int64_t)lrintf((x + 0.5f) * 255.0f);
-}
+static int64_t decode_pixel(float x) { return (int64_t)lrintf((x + 0.5f) * 255.0f); }
 
 /* Pool indices of a split in epoch order, read back through fill_batch
  * (epoch = 1) or in natural order through gather (epoch = 0). */
@@ -145,10 +142,7 @@ static int same_set(const int64_t *a, const int64_t *want, int64_t n, int64_t po
     return ok;
 }
 
-static float norm(uint8_t p)
-{
-    return (float)((float)p / 255.0f) - 0.5f;
-}
+static float norm(uint8_t p) { return (float)((float)p / 255.0f) - 0.5f; }
 
 /* ---- loading and normalisation ------------------------------------------ */
 
@@ -167,8 +161,8 @@ START_TEST(test_load_slice)
     /* No test pair: an empty test split. */
     char im[512], lb[512];
     CD_ASSERT_OK(cd_dataset_load_idx(&ds, slice_path(im, sizeof im, "t10k-images-idx3-ubyte.gz"),
-                                     slice_path(lb, sizeof lb, "t10k-labels-idx1-ubyte.gz"),
-                                     NULL, NULL));
+                                     slice_path(lb, sizeof lb, "t10k-labels-idx1-ubyte.gz"), NULL,
+                                     NULL));
     ck_assert_int_eq(cd_dataset_count(ds, CD_SPLIT_TEST), 0);
     cd_dataset_free(ds);
 }
@@ -203,8 +197,8 @@ START_TEST(test_normalisation_exact)
                 uint8_t p = raw[16 + (size_t)(100 + i) * SLICE_PIXELS + (size_t)k];
                 float want = norm(p);
                 ck_assert_msg(memcmp(&x[i * SLICE_PIXELS + k], &want, sizeof want) == 0,
-                              "image %d pixel %d: byte %u gave %.9g, want %.9g", 100 + i,
-                              k, p, (double)x[i * SLICE_PIXELS + k], (double)want);
+                              "image %d pixel %d: byte %u gave %.9g, want %.9g", 100 + i, k, p,
+                              (double)x[i * SLICE_PIXELS + k], (double)want);
                 seen_mid += p > 0 && p < 255;
             }
             ck_assert_float_eq(y[i], (float)lab[8 + 100 + i]);
@@ -252,8 +246,8 @@ START_TEST(test_load_idx_errors)
     CD_ASSERT_ERROR_MENTIONS("28 x 28");
     CD_ASSERT_ERROR_MENTIONS("2 x 3");
     ck_assert_ptr_null(ds);
-    CD_ASSERT_STATUS(cd_dataset_load_idx(&ds, im, cd_test_path(big, sizeof big, dir, "nope"),
-                                         NULL, NULL),
+    CD_ASSERT_STATUS(cd_dataset_load_idx(&ds, im, cd_test_path(big, sizeof big, dir, "nope"), NULL,
+                                         NULL),
                      CD_ERR_NOT_FOUND);
     CD_ASSERT_ERROR_MENTIONS("nope");
 
@@ -281,13 +275,10 @@ static void copy_file(const char *from, const char *to)
  * the four are stored gzipped (bit i for name i). */
 static void make_mnist_dir(const char *dir, unsigned gz)
 {
-    static const char *const names[4] = {"train-images-idx3-ubyte",
-                                         "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                                         "t10k-labels-idx1-ubyte"};
-    static const char *const slice[4] = {"t10k-images-idx3-ubyte.gz",
-                                         "t10k-labels-idx1-ubyte.gz",
-                                         "t10k-images-idx3-ubyte.gz",
-                                         "t10k-labels-idx1-ubyte.gz"};
+    static const char *const names[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+    static const char *const slice[4] = {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+                                         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"};
     for (int i = 0; i < 4; i++) {
         char from[512], to[512], name[64];
         slice_path(from, sizeof from, slice[i]);
@@ -343,8 +334,7 @@ START_TEST(test_load_mnist_errors)
 
     cd_test_tmpdir(dir, sizeof dir);
     make_mnist_dir(dir, 0xF);
-    ck_assert_int_eq(remove(cd_test_path(path, sizeof path, dir, "t10k-labels-idx1-ubyte.gz")),
-                     0);
+    ck_assert_int_eq(remove(cd_test_path(path, sizeof path, dir, "t10k-labels-idx1-ubyte.gz")), 0);
     CD_ASSERT_STATUS(cd_dataset_load_mnist(&ds, dir), CD_ERR_NOT_FOUND);
     CD_ASSERT_ERROR_MENTIONS("t10k-labels-idx1-ubyte'");
     CD_ASSERT_ERROR_MENTIONS("t10k-labels-idx1-ubyte.gz'");
@@ -761,8 +751,7 @@ START_TEST(test_gather)
                      CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_dataset_gather(ds, CD_SPLIT_TEST, idx, 3, NULL, lab),
                      CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_dataset_gather(ds, (cd_split)9, idx, 3, t, lab),
-                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_dataset_gather(ds, (cd_split)9, idx, 3, t, lab), CD_ERR_INVALID_ARGUMENT);
     cd_tensor_free(t);
     cd_tensor_free(lab);
     cd_tensor_free(one);
@@ -776,10 +765,15 @@ START_TEST(test_getters_errors)
     cd_clear_error();
     ck_assert_int_eq(cd_dataset_count(NULL, CD_SPLIT_TRAIN), -1);
     ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
-    ck_assert_int_eq(cd_dataset_height(NULL), 0);
+    cd_clear_error();
+    ck_assert_int_eq(cd_dataset_height(NULL), -1);
     ck_assert_str_ne(cd_last_error(), "");
-    ck_assert_int_eq(cd_dataset_width(NULL), 0);
-    ck_assert_int_eq(cd_dataset_channels(NULL), 0);
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
+    cd_clear_error();
+    ck_assert_int_eq(cd_dataset_width(NULL), -1);
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
+    cd_clear_error();
+    ck_assert_int_eq(cd_dataset_channels(NULL), -1);
     ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
     cd_dataset *ds = load_slice();
     cd_clear_error();

@@ -5,6 +5,7 @@
 
 #include <math.h>
 
+#include "colddiff_experimental.h"
 #include "gradcheck.h"
 #include "nn/decoder.h"
 
@@ -25,13 +26,13 @@ static cd_decoder *small_cnn(int64_t H, int64_t W)
     cd_decoder *d = NULL;
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
-    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, (int64_t[]){3, 4, 2}, 3));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_KERNEL, 3));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_HEIGHT, H));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_WIDTH, W));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_TIME_FREQS, 4));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_TIME_HIDDEN, 8));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_TIME_LAYERS, 2));
+    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, (int64_t[]){3, 4, 2}, 3));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_KERNEL, 3));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEIGHT, H));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_WIDTH, W));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_TIME_FREQS, 4));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_TIME_HIDDEN, 8));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_TIME_LAYERS, 2));
     CD_ASSERT_OK(cd_rng_create(&rng, 17));
     CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
     cd_rng_free(rng);
@@ -61,7 +62,11 @@ START_TEST(cnn_report_parameters)
      * (docs/models.md, Decoders). */
     ck_assert_int_eq(cd_decoder_param_count(d), 291217);
     cd_params *p = cd_decoder_params(d);
-    static const struct { const char *name; int32_t rank; int64_t shape[4]; } want[] = {
+    static const struct {
+        const char *name;
+        int64_t rank;
+        int64_t shape[4];
+    } want[] = {
         {"blocks.0.net.0.weight", 4, {16, 1, 7, 7}},
         {"blocks.0.net.1.weight", 3, {16, 28, 28}},
         {"blocks.3.net.0.weight", 4, {16, 32, 7, 7}},
@@ -76,7 +81,7 @@ START_TEST(cnn_report_parameters)
         CD_ASSERT_OK(cd_params_find(p, want[i].name, &idx));
         ck_assert_int_eq(cd_params_rank(p, idx), want[i].rank);
         CD_ASSERT_OK(cd_params_shape(p, idx, shape, 8));
-        for (int32_t k = 0; k < want[i].rank; k++) ck_assert_int_eq(shape[k], want[i].shape[k]);
+        for (int64_t k = 0; k < want[i].rank; k++) ck_assert_int_eq(shape[k], want[i].shape[k]);
     }
     int64_t idx;
     CD_ASSERT_STATUS(cd_params_find(p, "time_embed.8.weight", &idx), CD_ERR_NOT_FOUND);
@@ -84,7 +89,8 @@ START_TEST(cnn_report_parameters)
     CD_ASSERT_OK(cd_params_find(p, "blocks.2.net.1.weight", &idx));
     ck_assert(cd_params_data(p, idx)[100] == 1.0f);
     CD_ASSERT_OK(cd_params_find(p, "blocks.2.net.0.bias", &idx));
-    for (int k = 0; k < 32; k++) ck_assert(fabsf(cd_params_data(p, idx)[k]) <= 1.0f / sqrtf(32 * 49));
+    for (int k = 0; k < 32; k++)
+        ck_assert(fabsf(cd_params_data(p, idx)[k]) <= 1.0f / sqrtf(32 * 49));
     int64_t bytes = 0;
     CD_ASSERT_OK(cd_decoder_workspace_size(d, 128, 28, 28, &bytes));
     ck_assert_int_gt(bytes, 0);
@@ -150,7 +156,7 @@ START_TEST(cnn_save_load_round_trip)
     cd_decoder *d = small_cnn(5, 6), *e = NULL;
     CD_ASSERT_OK(cd_decoder_save(d, path));
     CD_ASSERT_OK(cd_decoder_load(&e, path));
-    ck_assert_int_eq(cd_decoder_get_type(e), CD_DECODER_CNN);
+    ck_assert_int_eq(cd_decoder_get_kind(e), CD_DECODER_CNN);
     cd_params *p = cd_decoder_params(d), *q = cd_decoder_params(e);
     ck_assert_int_eq(cd_params_numel(p), cd_params_numel(q));
     ck_assert_mem_eq(cd_params_data(p, -1), cd_params_data(q, -1),
@@ -158,7 +164,7 @@ START_TEST(cnn_save_load_round_trip)
     cd_decoder_config *cfg = NULL;
     int64_t v;
     CD_ASSERT_OK(cd_decoder_get_config(e, &cfg));
-    CD_ASSERT_OK(cd_decoder_config_get(cfg, CD_DECODER_WIDTH, &v));
+    CD_ASSERT_OK(cd_decoder_config_get_int(cfg, CD_DECODER_OPT_WIDTH, &v));
     ck_assert_int_eq(v, 6);
     cd_decoder_config_free(cfg);
 
@@ -236,7 +242,7 @@ END_TEST
 START_TEST(infer_equals_forward)
 {
     for (int k = 0; k < 2; k++) {
-        const cd_decoder_type type = k ? CD_DECODER_UNET : CD_DECODER_CNN;
+        const cd_decoder_kind type = k ? CD_DECODER_UNET : CD_DECODER_CNN;
         cd_decoder_config *cfg = NULL;
         cd_decoder *d = NULL;
         cd_rng *rng = NULL;
@@ -298,8 +304,8 @@ START_TEST(image_shape_follows_training)
     cd_decoder *d = NULL, *back = NULL;
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_UNET));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_DIM, 8));
-    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, (int64_t[]){1, 2}, 2));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_DIM, 8));
+    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_DIM_MULTS, (int64_t[]){1, 2}, 2));
     CD_ASSERT_OK(cd_rng_create(&rng, 5));
     CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
     CD_ASSERT_OK(cd_decoder_image_shape(d, shape));
@@ -392,8 +398,8 @@ START_TEST(huge_configuration_small_file)
         CD_ASSERT_OK(cd__ckpt_set_i64(ck, "decoder.width", cases[i].width));
         const int64_t h = cases[i].hidden;
         if (h) CD_ASSERT_OK(cd__ckpt_set_i64_array(ck, "decoder.hidden", (int64_t[]){h, h, h}, 3));
-        CD_ASSERT_OK(cd__ckpt_save(ck, path, cases[i].tensors ? cd_decoder_params(d) : empty,
-                                   NULL));
+        CD_ASSERT_OK(
+            cd__ckpt_save(ck, path, cases[i].tensors ? cd_decoder_params(d) : empty, NULL));
         cd__ckpt_free(ck);
         ck_assert_int_lt(cd_test_file_size(path), 4096);
         (void)cd__alloc_largest(true);
@@ -424,30 +430,33 @@ END_TEST
 START_TEST(config_errors)
 {
     cd_decoder_config *cfg = NULL;
-    int64_t lo, hi, v;
-    int32_t n;
-    CD_ASSERT_STATUS(cd_decoder_config_create(&cfg, (cd_decoder_type)7), CD_ERR_INVALID_ARGUMENT);
+    int64_t v, n;
+    cd_option_info info;
+    CD_ASSERT_STATUS(cd_decoder_config_create(&cfg, (cd_decoder_kind)7), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_UNET));
-    CD_ASSERT_OK(cd_decoder_config_get(cfg, CD_DECODER_DIM, &v));
+    CD_ASSERT_OK(cd_decoder_config_get_int(cfg, CD_DECODER_OPT_DIM, &v));
     ck_assert_int_eq(v, 32);
     int64_t mults[8];
-    CD_ASSERT_OK(cd_decoder_config_get_list(cfg, CD_DECODER_DIM_MULTS, mults, 8, &n));
+    CD_ASSERT_OK(cd_decoder_config_get_list(cfg, CD_DECODER_OPT_DIM_MULTS, mults, 8, &n));
     ck_assert_int_eq(n, 3);
     ck_assert_int_eq(mults[2], 4);
-    CD_ASSERT_STATUS(cd_decoder_config_get_list(cfg, CD_DECODER_DIM_MULTS, mults, 2, &n),
+    CD_ASSERT_STATUS(cd_decoder_config_get_list(cfg, CD_DECODER_OPT_DIM_MULTS, mults, 2, &n),
                      CD_ERR_SHAPE);
-    CD_ASSERT_STATUS(cd_decoder_config_set(cfg, CD_DECODER_KERNEL, 4), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_KERNEL, 4), CD_ERR_RANGE);
     CD_ASSERT_ERROR_MENTIONS("odd");
-    CD_ASSERT_STATUS(cd_decoder_config_set(cfg, CD_DECODER_DIM, 0), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_decoder_config_set(cfg, CD_DECODER_HIDDEN, 3), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_decoder_config_set(cfg, (cd_decoder_key)99, 3), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, mults, 0),
+    CD_ASSERT_STATUS(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_DIM, 0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HIDDEN, 3),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_set_int(cfg, (cd_decoder_option)99, 3),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_DIM_MULTS, mults, 0),
                      CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, (int64_t[]){1, -2}, 2),
+    CD_ASSERT_STATUS(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_DIM_MULTS, (int64_t[]){1, -2},
+                                                2),
                      CD_ERR_RANGE);
-    CD_ASSERT_OK(cd_decoder_config_bounds(CD_DECODER_HEADS, &lo, &hi));
-    ck_assert(lo >= 1 && hi >= 4);
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_DIM, 33));
+    CD_ASSERT_OK(cd_decoder_config_option_info(CD_DECODER_OPT_HEADS, &info));
+    ck_assert(info.lo >= 1 && info.hi >= 4);
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_DIM, 33));
     cd_rng *rng = NULL;
     cd_decoder *d = (cd_decoder *)0x1;
     CD_ASSERT_OK(cd_rng_create(&rng, 1));
@@ -456,10 +465,132 @@ START_TEST(config_errors)
     CD_ASSERT_STATUS(cd_decoder_create(&d, NULL, rng), CD_ERR_INVALID_ARGUMENT);
     ck_assert_ptr_null(cd_decoder_params(NULL));
     ck_assert_int_eq(cd_decoder_param_count(NULL), -1);
+    /* Getters on NULL: the enumerations' INVALID value, with an error. */
+    cd_clear_error();
+    ck_assert_int_eq(cd_decoder_get_kind(NULL), CD_DECODER_INVALID);
+    ck_assert_int_eq(CD_DECODER_INVALID, -1);
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
+    cd_clear_error();
+    ck_assert_int_eq(cd_decoder_get_prediction(NULL), CD_PREDICT_INVALID);
+    ck_assert_int_eq(CD_PREDICT_INVALID, -1);
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
+    cd_clear_error();
+    ck_assert_int_eq(cd_decoder_trained_T(NULL), -1);
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
     cd_decoder_config_free(cfg);
     cd_decoder_config_free(NULL);
     cd_decoder_free(NULL);
     cd_rng_free(rng);
+}
+END_TEST
+
+/* The options model on decoder configurations: each key's description,
+ * integer keys and list keys refusing each other's calls, unknown keys,
+ * NULL, values out of range; a failed set keeps the old value. */
+START_TEST(config_options_model)
+{
+    cd_option_info info;
+    CD_ASSERT_OK(cd_decoder_config_option_info(CD_DECODER_OPT_KERNEL, &info));
+    CD_ASSERT_OPTION_INFO(info, "kernel", CD_OPTION_INT, -1, 7);
+    ck_assert(info.lo >= 1 && !info.lo_open && !info.hi_open);
+    CD_ASSERT_OK(cd_decoder_config_option_info(CD_DECODER_OPT_HIDDEN, &info));
+    CD_ASSERT_OPTION_INFO(info, "hidden", CD_OPTION_INT_LIST, -1, 16);
+    CD_ASSERT_OK(cd_decoder_config_option_info(CD_DECODER_OPT_DIM_MULTS, &info));
+    CD_ASSERT_OPTION_INFO(info, "dim_mults", CD_OPTION_INT_LIST, -1, 1);
+    CD_ASSERT_OK(cd_decoder_config_option_info(CD_DECODER_OPT_HEIGHT, &info));
+    CD_ASSERT_OPTION_INFO(info, "height", CD_OPTION_INT, -1, 28);
+    CD_ASSERT_OK(cd_decoder_config_option_info(CD_DECODER_OPT_DIM, &info));
+    CD_ASSERT_OPTION_INFO(info, "dim", CD_OPTION_INT, -1, 32);
+    CD_ASSERT_OK(cd_decoder_config_option_info(CD_DECODER_OPT_TIME_HIDDEN, &info));
+    CD_ASSERT_OPTION_INFO(info, "time_hidden", CD_OPTION_INT, -1, 128);
+    CD_ASSERT_STATUS(cd_decoder_config_option_info((cd_decoder_option)13, &info),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_option_info((cd_decoder_option)-1, &info),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_option_info(CD_DECODER_OPT_DIM, NULL),
+                     CD_ERR_INVALID_ARGUMENT);
+
+    /* Every integer key of a fresh CNN configuration holds the default its
+     * description gives (the UNet's own are in the header's comments). */
+    cd_decoder_config *cfg = NULL;
+    CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
+    for (int k = CD_DECODER_OPT_CHANNELS; k <= CD_DECODER_OPT_CONVNEXT_MULT; k++) {
+        const cd_decoder_option key = (cd_decoder_option)k;
+        CD_ASSERT_OK(cd_decoder_config_option_info(key, &info));
+        ck_assert_int_eq(info.choices, -1);
+        int64_t v = -1, list[8], n = 0;
+        if (info.type == CD_OPTION_INT_LIST) {
+            CD_ASSERT_OK(cd_decoder_config_get_list(cfg, key, list, 8, &n));
+            ck_assert_int_ge(n, 1);
+            ck_assert_msg((double)list[0] == info.default_value, "%s[0] = %lld, default %g",
+                          info.name, (long long)list[0], info.default_value);
+            CD_ASSERT_STATUS(cd_decoder_config_get_int(cfg, key, &v), CD_ERR_INVALID_ARGUMENT);
+            CD_ASSERT_STATUS(cd_decoder_config_set_int(cfg, key, list[0]), CD_ERR_INVALID_ARGUMENT);
+        } else {
+            ck_assert_int_eq(info.type, CD_OPTION_INT);
+            CD_ASSERT_OK(cd_decoder_config_get_int(cfg, key, &v));
+            ck_assert_msg((double)v == info.default_value, "%s = %lld, default %g", info.name,
+                          (long long)v, info.default_value);
+            CD_ASSERT_STATUS(cd_decoder_config_get_list(cfg, key, list, 8, &n),
+                             CD_ERR_INVALID_ARGUMENT);
+            CD_ASSERT_STATUS(cd_decoder_config_set_list(cfg, key, &v, 1), CD_ERR_INVALID_ARGUMENT);
+            /* out of range on both sides, the value kept */
+            if (info.lo > -1e18)
+                CD_ASSERT_STATUS(cd_decoder_config_set_int(cfg, key, (int64_t)info.lo - 1),
+                                 CD_ERR_RANGE);
+            if (info.hi < 1e18)
+                CD_ASSERT_STATUS(cd_decoder_config_set_int(cfg, key, (int64_t)info.hi + 1),
+                                 CD_ERR_RANGE);
+            int64_t again = -1;
+            CD_ASSERT_OK(cd_decoder_config_get_int(cfg, key, &again));
+            ck_assert_int_eq(again, v);
+        }
+    }
+    /* A failed list set keeps the old list. */
+    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, (int64_t[]){5, 6}, 2));
+    CD_ASSERT_STATUS(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, (int64_t[]){7, 0}, 2),
+                     CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN,
+                                                (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1, 1}, 9),
+                     CD_ERR_RANGE);
+    int64_t list[8], n = 0, v = 0;
+    CD_ASSERT_OK(cd_decoder_config_get_list(cfg, CD_DECODER_OPT_HIDDEN, list, 8, &n));
+    ck_assert(n == 2 && list[0] == 5 && list[1] == 6);
+    n = -1;
+    CD_ASSERT_STATUS(cd_decoder_config_get_list(cfg, CD_DECODER_OPT_HIDDEN, list, 1, &n),
+                     CD_ERR_SHAPE);
+    ck_assert_int_eq(n, 2);
+    /* An even kernel is out of range too, and keeps the old one. */
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_KERNEL, 5));
+    CD_ASSERT_STATUS(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_KERNEL, 6), CD_ERR_RANGE);
+    CD_ASSERT_OK(cd_decoder_config_get_int(cfg, CD_DECODER_OPT_KERNEL, &v));
+    ck_assert_int_eq(v, 5);
+    /* unknown keys and NULL */
+    CD_ASSERT_STATUS(cd_decoder_config_set_int(cfg, (cd_decoder_option)13, 1),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_get_int(cfg, (cd_decoder_option)-1, &v),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_set_list(cfg, (cd_decoder_option)1000, list, 1),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_set_int(NULL, CD_DECODER_OPT_DIM, 8),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_get_int(NULL, CD_DECODER_OPT_DIM, &v),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_get_int(cfg, CD_DECODER_OPT_DIM, NULL),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_set_list(NULL, CD_DECODER_OPT_HIDDEN, list, 1),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_decoder_config_get_list(NULL, CD_DECODER_OPT_HIDDEN, list, 8, &n),
+                     CD_ERR_INVALID_ARGUMENT);
+    cd_decoder_config_free(cfg);
+
+    /* The UNet's defaults differ where its comment says. */
+    CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_UNET));
+    CD_ASSERT_OK(cd_decoder_config_get_list(cfg, CD_DECODER_OPT_DIM_MULTS, list, 8, &n));
+    ck_assert(n == 3 && list[0] == 1 && list[1] == 2 && list[2] == 4);
+    CD_ASSERT_OK(cd_decoder_config_get_int(cfg, CD_DECODER_OPT_HEADS, &v));
+    ck_assert_int_eq(v, 4);
+    cd_decoder_config_free(cfg);
 }
 END_TEST
 
@@ -478,6 +609,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, bad_configuration_in_checkpoint);
     tcase_add_test(tc, huge_configuration_small_file);
     tcase_add_test(tc, config_errors);
+    tcase_add_test(tc, config_options_model);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -44,23 +44,28 @@
 
 static const struct {
     const char *name; /* config.<name> in the fixture, decoder.<name> in a checkpoint */
-    cd_decoder_key key;
+    cd_decoder_option key;
     int list;
 } config_keys[] = {
-    {"channels", CD_DECODER_CHANNELS, 0},       {"height", CD_DECODER_HEIGHT, 0},
-    {"width", CD_DECODER_WIDTH, 0},             {"hidden", CD_DECODER_HIDDEN, 1},
-    {"kernel", CD_DECODER_KERNEL, 0},           {"time_freqs", CD_DECODER_TIME_FREQS, 0},
-    {"time_hidden", CD_DECODER_TIME_HIDDEN, 0}, {"time_layers", CD_DECODER_TIME_LAYERS, 0},
-    {"dim", CD_DECODER_DIM, 0},                 {"dim_mults", CD_DECODER_DIM_MULTS, 1},
-    {"heads", CD_DECODER_HEADS, 0},             {"head_dim", CD_DECODER_HEAD_DIM, 0},
-    {"convnext_mult", CD_DECODER_CONVNEXT_MULT, 0},
+    {"channels", CD_DECODER_OPT_CHANNELS, 0},
+    {"height", CD_DECODER_OPT_HEIGHT, 0},
+    {"width", CD_DECODER_OPT_WIDTH, 0},
+    {"hidden", CD_DECODER_OPT_HIDDEN, 1},
+    {"kernel", CD_DECODER_OPT_KERNEL, 0},
+    {"time_freqs", CD_DECODER_OPT_TIME_FREQS, 0},
+    {"time_hidden", CD_DECODER_OPT_TIME_HIDDEN, 0},
+    {"time_layers", CD_DECODER_OPT_TIME_LAYERS, 0},
+    {"dim", CD_DECODER_OPT_DIM, 0},
+    {"dim_mults", CD_DECODER_OPT_DIM_MULTS, 1},
+    {"heads", CD_DECODER_OPT_HEADS, 0},
+    {"head_dim", CD_DECODER_OPT_HEAD_DIM, 0},
+    {"convnext_mult", CD_DECODER_OPT_CONVNEXT_MULT, 0},
 };
 #define N_CONFIG_KEYS (sizeof config_keys / sizeof config_keys[0])
 
 static int64_t as_int(const char *what, float v)
 {
-    ck_assert_msg(v == floorf(v) && fabsf(v) < 1e7f, "%s = %g is not an integer", what,
-                  (double)v);
+    ck_assert_msg(v == floorf(v) && fabsf(v) < 1e7f, "%s = %g is not an integer", what, (double)v);
     return (int64_t)v;
 }
 
@@ -79,7 +84,7 @@ static cd_decoder *build_decoder(const cd_fixture *f)
     const int64_t type = fixture_scalar(f, "config.type");
     ck_assert_msg(type == CD_DECODER_CNN || type == CD_DECODER_UNET, "bad config.type");
     cd_decoder_config *cfg = NULL;
-    CD_ASSERT_OK(cd_decoder_config_create(&cfg, (cd_decoder_type)type));
+    CD_ASSERT_OK(cd_decoder_config_create(&cfg, (cd_decoder_kind)type));
     int set = 0;
     for (size_t i = 0; i < N_CONFIG_KEYS; i++) {
         char name[64];
@@ -90,10 +95,10 @@ static cd_decoder *build_decoder(const cd_fixture *f)
         ck_assert_msg(n >= 1 && n <= 8, "%s has %lld values", name, (long long)n);
         for (int64_t k = 0; k < n; k++) values[k] = as_int(name, v[k]);
         if (config_keys[i].list)
-            CD_ASSERT_OK(cd_decoder_config_set_list(cfg, config_keys[i].key, values, (int32_t)n));
+            CD_ASSERT_OK(cd_decoder_config_set_list(cfg, config_keys[i].key, values, n));
         else {
             ck_assert_msg(n == 1, "%s is a scalar key but has %lld values", name, (long long)n);
-            CD_ASSERT_OK(cd_decoder_config_set(cfg, config_keys[i].key, values[0]));
+            CD_ASSERT_OK(cd_decoder_config_set_int(cfg, config_keys[i].key, values[0]));
         }
         set++;
     }
@@ -141,22 +146,28 @@ static void load_parameters(cd_decoder *d, const cd_fixture *f)
     for (int64_t i = 0; i < count; i++) {
         const char *pname = cd_params_name(p, i);
         snprintf(name, sizeof name, "param.%s", pname);
-        ck_assert_msg(cd_fixture_has(f, name), "the C decoder has %s, PyTorch's state_dict "
-                      "does not", pname);
+        ck_assert_msg(cd_fixture_has(f, name),
+                      "the C decoder has %s, PyTorch's state_dict "
+                      "does not",
+                      pname);
         int64_t dims[8], shape[8], n = 0;
-        const int32_t rank = cd_fixture_shape(f, name, dims);
-        ck_assert_msg(cd_params_rank(p, i) == rank, "%s: rank %d in C, %d in PyTorch", pname,
-                      cd_params_rank(p, i), rank);
+        const int64_t rank = cd_fixture_shape(f, name, dims);
+        ck_assert_msg(cd_params_rank(p, i) == rank, "%s: rank %lld in C, %lld in PyTorch", pname,
+                      (long long)cd_params_rank(p, i), (long long)rank);
         CD_ASSERT_OK(cd_params_shape(p, i, shape, 8));
-        for (int32_t k = 0; k < rank; k++)
-            ck_assert_msg(shape[k] == dims[k], "%s: dimension %d is %lld in C, %lld in "
-                          "PyTorch", pname, k, (long long)shape[k], (long long)dims[k]);
+        for (int64_t k = 0; k < rank; k++)
+            ck_assert_msg(shape[k] == dims[k],
+                          "%s: dimension %lld is %lld in C, %lld "
+                          "in PyTorch",
+                          pname, (long long)k, (long long)shape[k], (long long)dims[k]);
         const float *v = cd_fixture_get(f, name, &n);
         ck_assert_int_eq(n, cd_params_numel_at(p, i));
         memcpy(cd_params_data(p, i), v, (size_t)n * sizeof *v);
     }
-    ck_assert_msg(count == want_count, "the C decoder has %lld parameter tensors, PyTorch "
-                  "%lld", (long long)count, (long long)want_count);
+    ck_assert_msg(count == want_count,
+                  "the C decoder has %lld parameter tensors, PyTorch "
+                  "%lld",
+                  (long long)count, (long long)want_count);
     ck_assert_int_eq(cd_params_numel(p), fixture_scalar(f, "param_numel"));
     ck_assert_int_eq(cd_decoder_param_count(d), fixture_scalar(f, "param_numel"));
 }
@@ -165,7 +176,7 @@ static void load_parameters(cd_decoder *d, const cd_fixture *f)
 static cd_tensor *fixture_tensor(const cd_fixture *f, const char *name)
 {
     int64_t dims[8], n = 0;
-    const int32_t rank = cd_fixture_shape(f, name, dims);
+    const int64_t rank = cd_fixture_shape(f, name, dims);
     const float *v = cd_fixture_get(f, name, &n);
     cd_tensor *t = NULL;
     CD_ASSERT_OK(cd_tensor_create(&t, rank, dims));
@@ -208,7 +219,8 @@ static const char *sibling(const char *grad_name, char *buf, size_t cap)
     const char *dot = strrchr(grad_name, '.');
     if (!dot) return NULL;
     const char *other = strcmp(dot, ".weight") == 0 ? ".bias"
-                        : strcmp(dot, ".bias") == 0 ? ".weight" : NULL;
+                        : strcmp(dot, ".bias") == 0 ? ".weight"
+                                                    : NULL;
     if (!other) return NULL;
     snprintf(buf, cap, "%.*s%s", (int)(dot - grad_name), grad_name, other);
     return buf;

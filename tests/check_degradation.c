@@ -17,7 +17,7 @@ START_TEST(noise_forward_moments)
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_schedule_create_linear(&s, 1000, 1e-4, 0.02));
     CD_ASSERT_OK(cd_degradation_create_noise(&d, s));
-    ck_assert_int_eq(cd_degradation_target(d), CD_TARGET_NOISE);
+    ck_assert_int_eq(cd_degradation_get_target(d), CD_TARGET_NOISE);
     CD_ASSERT_OK(cd_rng_create(&rng, 9));
     cd_tensor *x = cd_test_tensor4(N, 1, 4, 4), *z = cd_test_tensor4(N, 1, 4, 4),
               *eps = cd_test_tensor4(N, 1, 4, 4);
@@ -123,8 +123,7 @@ static int64_t ref_index(int64_t i, int64_t n, int circular)
     return i < 0 ? -i : i >= n ? 2 * (n - 1) - i : i;
 }
 
-static void reference_blur(double *img, int64_t H, int64_t W, int64_t k, double sigma,
-                           int circular)
+static void reference_blur(double *img, int64_t H, int64_t W, int64_t k, double sigma, int circular)
 {
     double kern[64], sum = 0;
     for (int64_t i = 0; i < k; i++) {
@@ -151,9 +150,10 @@ START_TEST(blur_matches_2d_reference)
         cd_schedule *s = NULL;
         cd_degradation *d = NULL;
         CD_ASSERT_OK(cd_schedule_create_constant(&s, T, 1.0));
-        CD_ASSERT_OK(cd_degradation_create_blur(&d, s, 11,
-                                                circular ? CD_PADDING_CIRCULAR : CD_PADDING_REFLECT));
-        ck_assert_int_eq(cd_degradation_target(d), CD_TARGET_IMAGE);
+        CD_ASSERT_OK(
+            cd_degradation_create_blur(&d, s, 11,
+                                       circular ? CD_PADDING_CIRCULAR : CD_PADDING_REFLECT));
+        ck_assert_int_eq(cd_degradation_get_target(d), CD_TARGET_IMAGE);
         cd_tensor *x = cd_test_tensor4(1, 1, H, W), *z = cd_test_tensor4(1, 1, H, W);
         cd_test_fill_uniform(x, 11, -0.5f, 0.5f);
         double *ref = malloc((size_t)(H * W) * sizeof *ref);
@@ -241,7 +241,8 @@ START_TEST(blur_kernel_matches_formula)
     }
     for (int y = 0; y < 9; y++)
         for (int c = 0; c < 9; c++) {
-            double want = (abs(y - 4) <= 2 && abs(c - 4) <= 2) ? k[y - 2] * k[c - 2] / (sum * sum) : 0;
+            double want =
+                (abs(y - 4) <= 2 && abs(c - 4) <= 2) ? k[y - 2] * k[c - 2] / (sum * sum) : 0;
             ck_assert_msg(fabs(cd_tensor_data(z)[y * 9 + c] - want) < 1e-7, "(%d,%d)", y, c);
         }
     cd_tensor_free(x);
@@ -262,7 +263,8 @@ START_TEST(bad_input_is_an_error)
     CD_ASSERT_OK(cd_degradation_create_blur(&blur, s, 5, CD_PADDING_REFLECT));
     CD_ASSERT_STATUS(cd_degradation_create_blur(&bad, s, 4, CD_PADDING_REFLECT), CD_ERR_RANGE);
     ck_assert_ptr_null(bad);
-    CD_ASSERT_STATUS(cd_degradation_create_blur(&bad, s, 5, (cd_padding)9), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_degradation_create_blur(&bad, s, 5, (cd_padding)9),
+                     CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_degradation_create_noise(&bad, NULL), CD_ERR_INVALID_ARGUMENT);
     cd_tensor *x = cd_test_tensor4(2, 1, 8, 8), *z = cd_test_tensor4(2, 1, 8, 8),
               *small = cd_test_tensor4(2, 1, 2, 2);
@@ -283,7 +285,17 @@ START_TEST(bad_input_is_an_error)
     CD_ASSERT_ERROR_MENTIONS("cd_degradation_apply: x[5] is nan (image 0, channel 0, row 0, "
                              "column 5)");
     CD_ASSERT_STATUS(cd_degradation_apply(NULL, x, t, 2, NULL, z, NULL), CD_ERR_INVALID_ARGUMENT);
-    ck_assert_int_eq(cd_degradation_target(NULL), -1);
+    cd_clear_error();
+    ck_assert_int_eq(cd_degradation_get_target(NULL), CD_TARGET_INVALID);
+    ck_assert_int_eq(CD_TARGET_INVALID, -1);
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
+    cd_clear_error();
+    ck_assert_int_eq(cd_degradation_get_kind(NULL), CD_DEGRADATION_INVALID);
+    ck_assert_int_eq(CD_DEGRADATION_INVALID, -1);
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
+    cd_clear_error();
+    ck_assert_int_eq(cd_degradation_T(NULL), -1);
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(cd_degradation_get_kind(blur), CD_DEGRADATION_BLUR);
     ck_assert_int_eq(cd_degradation_T(noise), 10);
     cd_tensor_free(x);

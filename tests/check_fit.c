@@ -14,7 +14,8 @@
  * 64 makes 13 batches per epoch, the last one of 32. */
 enum { BATCH = 64, N_TRAIN = 800, BATCHES = 13 };
 
-/* A tiny CNN (hidden 4, 6; kernel 3) on noise (T = 1000) or blur (T = 20). */
+/* A tiny CNN (hidden 4, 6; kernel 3) on noise (T = 1000) or blur (T = 20).
+ * The trainer borrows both: cd_test_trainer_free_all() frees them after it. */
 static cd_trainer *make_trainer(int blur)
 {
     const int64_t hidden[2] = {4, 6};
@@ -25,8 +26,8 @@ static cd_trainer *make_trainer(int blur)
     cd_degradation *deg = NULL;
     cd_trainer *tr = NULL;
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
-    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, hidden, 2));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_KERNEL, 3));
+    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, hidden, 2));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_KERNEL, 3));
     CD_ASSERT_OK(cd_rng_create(&rng, 7));
     CD_ASSERT_OK(cd_decoder_create(&dec, cfg, rng));
     if (blur) {
@@ -37,8 +38,8 @@ static cd_trainer *make_trainer(int blur)
         CD_ASSERT_OK(cd_degradation_create_noise(&deg, s));
     }
     CD_ASSERT_OK(cd_trainer_create(&tr, dec, deg));
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_BATCH, BATCH));
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LR, 1e-3));
+    CD_ASSERT_OK(cd_trainer_set_int(tr, CD_TRAINER_OPT_BATCH, BATCH));
+    CD_ASSERT_OK(cd_trainer_set_real(tr, CD_TRAINER_OPT_LR, 1e-3));
     cd_schedule_free(s);
     cd_rng_free(rng);
     cd_decoder_config_free(cfg);
@@ -98,13 +99,14 @@ static void *poll_thread(void *arg)
         for (int k = 0; k < 10; k++)
             if (cd_trainer_progress(p->tr, (cd_progress_key)k, &v[k]) != CD_OK)
                 poll_fail(p, "cd_trainer_progress failed", k);
-        if (v[CD_PROGRESS_RUNNING] == 1) atomic_store(&p->saw_running, 1);
-        else if (v[CD_PROGRESS_RUNNING] != 0) poll_fail(p, "RUNNING", v[0]);
+        if (v[CD_PROGRESS_RUNNING] == 1)
+            atomic_store(&p->saw_running, 1);
+        else if (v[CD_PROGRESS_RUNNING] != 0)
+            poll_fail(p, "RUNNING", v[0]);
         if (v[CD_PROGRESS_EPOCH] < last_epoch) poll_fail(p, "EPOCH went back", v[1]);
         last_epoch = v[CD_PROGRESS_EPOCH];
         if (v[CD_PROGRESS_EPOCH] > 3) poll_fail(p, "EPOCH", v[1]);
-        if (v[CD_PROGRESS_BATCH] < 0 || v[CD_PROGRESS_BATCH] > BATCHES)
-            poll_fail(p, "BATCH", v[3]);
+        if (v[CD_PROGRESS_BATCH] < 0 || v[CD_PROGRESS_BATCH] > BATCHES) poll_fail(p, "BATCH", v[3]);
         if (!(v[CD_PROGRESS_IMAGES_PER_SEC] >= 0)) poll_fail(p, "IMAGES_PER_SEC", v[8]);
         if (v[CD_PROGRESS_ETA_SEC] < 0) poll_fail(p, "ETA_SEC", v[9]);
         double l = v[CD_PROGRESS_TRAIN_LOSS];
@@ -127,8 +129,8 @@ typedef struct {
     double best_val;
 } epoch_log;
 
-static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double train_loss,
-                          double val_loss)
+static cd_status on_epoch(cd_trainer *tr, int64_t epoch, double train_loss, double val_loss,
+                          void *user)
 {
     epoch_log *e = user;
     ck_assert_int_lt(e->n, 8);
@@ -154,8 +156,8 @@ static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double trai
         uint8_t *now = cd_test_read_file(e->best_path, &n);
         const bool improved = e->n == 1 || val_loss < e->best_val;
         const bool changed = !e->best || n != e->best_len || memcmp(now, e->best, n) != 0;
-        ck_assert_msg(improved == changed, "epoch %d: val %g, best %g, best file %s",
-                      (int)epoch, val_loss, e->best_val, changed ? "rewritten" : "kept");
+        ck_assert_msg(improved == changed, "epoch %d: val %g, best %g, best file %s", (int)epoch,
+                      val_loss, e->best_val, changed ? "rewritten" : "kept");
         if (improved) e->best_val = val_loss;
         free(e->best);
         e->best = now;
@@ -205,8 +207,7 @@ START_TEST(progress_during_and_after_fit)
     ck_assert(progress(tr, CD_PROGRESS_IMAGES_PER_SEC) > 0);
     ck_assert(progress(tr, CD_PROGRESS_ETA_SEC) == 0);
     for (int i = 0; i < 2; i++) ck_assert(log.train[i] > 0 && log.val[i] > 0);
-    ck_assert_msg(log.train[1] < log.train[0], "train loss %g then %g", log.train[0],
-                  log.train[1]);
+    ck_assert_msg(log.train[1] < log.train[0], "train loss %g then %g", log.train[0], log.train[1]);
     /* A fit to a total already reached does nothing. */
     CD_ASSERT_OK(cd_trainer_fit(tr, ds, 1, NULL, NULL, rng, NULL, NULL));
     ck_assert_int_eq(cd_trainer_steps(tr), 2 * BATCHES);
@@ -216,7 +217,7 @@ START_TEST(progress_during_and_after_fit)
     CD_ASSERT_STATUS(cd_trainer_progress(NULL, CD_PROGRESS_EPOCH, &v), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_trainer_progress(tr, CD_PROGRESS_EPOCH, NULL), CD_ERR_INVALID_ARGUMENT);
     cd_rng_free(rng);
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
     cd_dataset_free(ds);
 }
 END_TEST
@@ -233,13 +234,15 @@ START_TEST(on_epoch_error_stops_the_fit)
         epoch_log log = {.stop_at = 1, .silent = silent};
         CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, 3, NULL, NULL, rng, on_epoch, &log),
                          silent ? CD_ERR_STATE : CD_ERR_INVALID_ARGUMENT);
-        if (silent) CD_ASSERT_ERROR_MENTIONS("on_epoch");
-        else CD_ASSERT_ERROR_MENTIONS("cd_trainer_progress");
+        if (silent)
+            CD_ASSERT_ERROR_MENTIONS("on_epoch");
+        else
+            CD_ASSERT_ERROR_MENTIONS("cd_trainer_progress");
         ck_assert_int_eq(log.n, 1);
         ck_assert_int_eq(cd_trainer_steps(tr), BATCHES);
         ck_assert(progress(tr, CD_PROGRESS_RUNNING) == 0);
         ck_assert(progress(tr, CD_PROGRESS_EPOCH) == 1);
-        cd_trainer_free(tr);
+        cd_test_trainer_free_all(tr);
     }
     cd_rng_free(rng);
     cd_dataset_free(ds);
@@ -261,12 +264,12 @@ START_TEST(best_and_last_checkpoints)
     cd_test_path(last, sizeof last, dir, "last.cdm");
     cd_test_path(best2, sizeof best2, dir, "best2.cdm");
     /* A high rate makes some epochs worse than an earlier one. */
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LR, 2e-2));
+    CD_ASSERT_OK(cd_trainer_set_real(tr, CD_TRAINER_OPT_LR, 2e-2));
     epoch_log log = {.best_path = best};
     CD_ASSERT_OK(cd_trainer_fit(tr, ds, 4, best, last, rng, on_epoch, &log));
     ck_assert_int_eq(log.n, 4);
-    printf("best/last: validation losses %.4f %.4f %.4f %.4f\n", log.val[0], log.val[1],
-           log.val[2], log.val[3]);
+    printf("best/last: validation losses %.4f %.4f %.4f %.4f\n", log.val[0], log.val[1], log.val[2],
+           log.val[3]);
     ck_assert_int_eq(cd_test_count_entries(dir), 2);
     /* last is the end of the fit, with the generator after it. */
     CD_ASSERT_OK(cd_trainer_load(&back, last, r2));
@@ -281,9 +284,9 @@ START_TEST(best_and_last_checkpoints)
     /* ... and the last epoch's training loss, as on_epoch got it. */
     ck_assert(progress(back, CD_PROGRESS_TRAIN_LOSS) == log.train[3]);
     ck_assert(progress(back, CD_PROGRESS_BEST_VAL_LOSS) == log.best_val);
-    double b = 0;
-    CD_ASSERT_OK(cd_trainer_get(back, CD_TRAINER_BATCH, &b));
-    ck_assert(b == BATCH);
+    int64_t b = 0;
+    CD_ASSERT_OK(cd_trainer_get_int(back, CD_TRAINER_OPT_BATCH, &b));
+    ck_assert_int_eq(b, BATCH);
     cd_trainer_free(back);
     /* best is the epoch with the lowest validation loss. */
     int at = 0;
@@ -305,7 +308,7 @@ START_TEST(best_and_last_checkpoints)
     ck_assert_int_gt(cd_test_file_size(best2), 0);
     cd_rng_free(rng);
     cd_rng_free(r2);
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
     cd_dataset_free(ds);
 }
 END_TEST
@@ -316,7 +319,7 @@ START_TEST(best_by_train_loss_without_validation)
     cd_dataset *ds = cd_test_load_slice(0.0);
     ck_assert_int_eq(cd_dataset_count(ds, CD_SPLIT_VAL), 0);
     cd_trainer *tr = make_trainer(0), *back = NULL;
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_BATCH, 250)); /* 4 batches of 1000 */
+    CD_ASSERT_OK(cd_trainer_set_int(tr, CD_TRAINER_OPT_BATCH, 250)); /* 4 batches of 1000 */
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 11));
     char dir[256], best[512];
@@ -332,7 +335,7 @@ START_TEST(best_by_train_loss_without_validation)
     ck_assert_int_eq(cd_trainer_steps(back), 8); /* the loss fell in epoch 2 */
     cd_trainer_free(back);
     cd_rng_free(rng);
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
     cd_dataset_free(ds);
 }
 END_TEST
@@ -376,7 +379,7 @@ START_TEST(stop_request_saves_last)
     ck_assert_int_eq(cd_trainer_steps(tr), 3);
     ck_assert_int_eq(cd_test_count_entries(dir), 1);
     cd_rng_free(rng);
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
     cd_dataset_free(ds);
 }
 END_TEST
@@ -386,7 +389,7 @@ static cd_trainer *fit_straight(int blur, cd_dataset *ds, int64_t epochs, const 
 {
     char best[512], last[512];
     cd_trainer *tr = make_trainer(blur);
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_EMA_DECAY, 0.9));
+    CD_ASSERT_OK(cd_trainer_set_real(tr, CD_TRAINER_OPT_EMA_DECAY, 0.9));
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 5));
     CD_ASSERT_OK(cd_trainer_fit(tr, ds, epochs, cd_test_path(best, sizeof best, dir, "a-best.cdm"),
@@ -407,12 +410,11 @@ static cd_trainer *fit_stopped(int blur, cd_dataset *ds, int64_t epochs, const c
     cd_test_path(last, sizeof last, dir, "b-last.cdm");
     remove(best);
     cd_trainer *tr = make_trainer(blur);
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_EMA_DECAY, 0.9));
+    CD_ASSERT_OK(cd_trainer_set_real(tr, CD_TRAINER_OPT_EMA_DECAY, 0.9));
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 5));
     cd__trainer_stop_after(tr, stop);
-    CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, epochs, best, last, rng, NULL, NULL),
-                     CD_ERR_CANCELLED);
+    CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, epochs, best, last, rng, NULL, NULL), CD_ERR_CANCELLED);
     ck_assert_int_eq(cd_trainer_steps(tr), stop);
     /* As in a new process, the dataset's order is not the stopped epoch's. */
     cd_rng *junk = NULL;
@@ -420,7 +422,7 @@ static cd_trainer *fit_stopped(int blur, cd_dataset *ds, int64_t epochs, const c
     CD_ASSERT_OK(cd_dataset_shuffle(ds, CD_SPLIT_TRAIN, junk));
     cd_rng_free(junk);
     if (!in_process) {
-        cd_trainer_free(tr);
+        cd_test_trainer_free_all(tr);
         cd_rng_free(rng);
         CD_ASSERT_OK(cd_rng_create(&rng, 999)); /* overwritten by the load */
         CD_ASSERT_OK(cd_trainer_load(&tr, last, rng));
@@ -471,17 +473,17 @@ START_TEST(resume_is_bit_identical)
     if (!CD_TEST_SANITIZED) {
         b = fit_stopped(0, ds, 2, dir, 7, 1);
         compare_runs(a, b, dir, "continued in process");
-        cd_trainer_free(b);
+        cd_test_trainer_free_all(b);
     }
     /* An epoch boundary: fit 1 epoch, load last, fit to 2. */
     char last[512];
     b = make_trainer(0);
-    CD_ASSERT_OK(cd_trainer_set(b, CD_TRAINER_EMA_DECAY, 0.9));
+    CD_ASSERT_OK(cd_trainer_set_real(b, CD_TRAINER_OPT_EMA_DECAY, 0.9));
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 5));
     CD_ASSERT_OK(cd_trainer_fit(b, ds, 1, NULL, cd_test_path(last, sizeof last, dir, "b-last.cdm"),
                                 rng, NULL, NULL));
-    cd_trainer_free(b);
+    cd_test_trainer_free_all(b);
     CD_ASSERT_OK(cd_trainer_load(&b, last, rng));
     ck_assert(!cd__trainer_fit_state(b)->open);
     ck_assert_int_eq(cd__trainer_fit_state(b)->epoch, 1);
@@ -491,7 +493,7 @@ START_TEST(resume_is_bit_identical)
     assert_same_file(cd_test_path(p, sizeof p, dir, "a-last.cdm"), last, "epoch boundary");
     cd_trainer_free(b);
     cd_rng_free(rng);
-    cd_trainer_free(a);
+    cd_test_trainer_free_all(a);
     cd_dataset_free(ds);
 }
 END_TEST
@@ -500,7 +502,10 @@ END_TEST
  * the fit returns within a batch, last.cdm holds the trained epoch, and
  * the resumed fit validates again with the same draws, so that both runs
  * end byte for byte alike. The phase and validation progress are public. */
-static void set_val_batch(cd_trainer *tr) { CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_VAL_BATCH, 64)); }
+static void set_val_batch(cd_trainer *tr)
+{
+    CD_ASSERT_OK(cd_trainer_set_int(tr, CD_TRAINER_OPT_VAL_BATCH, 64));
+}
 
 START_TEST(stop_during_validation_resumes_bit_identical)
 {
@@ -528,17 +533,18 @@ START_TEST(stop_during_validation_resumes_bit_identical)
         ck_assert_int_eq(cd_trainer_steps(b), BATCHES);
         ck_assert(progress(b, CD_PROGRESS_EPOCH) == 0);
         ck_assert(progress(b, CD_PROGRESS_VAL_BATCH) == (double)after);
-        cd_trainer_free(b);
+        cd_test_trainer_free_all(b);
         cd_rng_free(rng);
         CD_ASSERT_OK(cd_rng_create(&rng, 999)); /* overwritten by the load */
         CD_ASSERT_OK(cd_trainer_load(&b, last, rng));
         CD_ASSERT_OK(cd_trainer_fit(b, ds, 2, best, last, rng, NULL, NULL));
-        compare_runs(a, b, dir, after == 1 ? "stopped after 1 validation batch"
-                                           : "stopped after 3 validation batches");
+        compare_runs(a, b, dir,
+                     after == 1 ? "stopped after 1 validation batch"
+                                : "stopped after 3 validation batches");
         cd_trainer_free(b);
         cd_rng_free(rng);
     }
-    cd_trainer_free(a);
+    cd_test_trainer_free_all(a);
     cd_dataset_free(ds);
 }
 END_TEST
@@ -552,7 +558,7 @@ START_TEST(resume_blur_is_bit_identical)
     cd_trainer *a = fit_straight(1, ds, 1, dir);
     cd_trainer *b = fit_stopped(1, ds, 1, dir, 6, 0);
     compare_runs(a, b, dir, "blur");
-    cd_trainer_free(a);
+    cd_test_trainer_free_all(a);
     cd_trainer_free(b);
     cd_dataset_free(ds);
 }
@@ -613,8 +619,8 @@ START_TEST(old_checkpoint_starts_at_epoch_zero)
         }
     }
     CD_ASSERT_OK(cd__ckpt_set_counters(keep, 0, 0));
-    CD_ASSERT_OK(cd__ckpt_save(keep, old, cd_decoder_params(cd_trainer_decoder(tr)),
-                               cd__trainer_adam(tr)));
+    CD_ASSERT_OK(
+        cd__ckpt_save(keep, old, cd_decoder_params(cd_trainer_decoder(tr)), cd__trainer_adam(tr)));
     cd__ckpt_free(ck);
     cd__ckpt_free(keep);
     /* The new file round-trips the state. */
@@ -630,11 +636,11 @@ START_TEST(old_checkpoint_starts_at_epoch_zero)
     f = cd__trainer_fit_state(back);
     ck_assert(f->epoch == 0 && f->pos == 0 && f->loss_sum == 0 && !f->open);
     ck_assert(isnan(f->best_loss));
-    double b = 0;
-    CD_ASSERT_OK(cd_trainer_get(back, CD_TRAINER_BATCH, &b));
-    ck_assert(b == 128);
+    int64_t b = 0;
+    CD_ASSERT_OK(cd_trainer_get_int(back, CD_TRAINER_OPT_BATCH, &b));
+    ck_assert_int_eq(b, 128);
     cd_trainer_free(back);
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
 }
 END_TEST
 
@@ -667,9 +673,9 @@ START_TEST(fit_fits_the_blur_prior)
     CD_ASSERT_STATUS(cd_trainer_fit(ref, ds, 1, NULL, NULL, rng, NULL, NULL), CD_ERR_CANCELLED);
     CD_ASSERT_OK(cd_degradation_get_prior(d2, &m2, &s2, &j2, &fitted));
     ck_assert(m2 == 0.125 && s2 == 0.5 && j2 == 0.25);
-    cd_trainer_free(ref);
+    cd_test_trainer_free_all(ref);
     cd_rng_free(rng);
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
     cd_dataset_free(ds);
 }
 END_TEST
@@ -706,10 +712,7 @@ static void assert_state(const train_state *s, cd_trainer *tr, const char *what)
     ck_assert_int_eq(cd_trainer_steps(tr), s->steps);
 }
 
-static void drop_state(train_state *s)
-{
-    free(s->w), free(s->m), free(s->v);
-}
+static void drop_state(train_state *s) { free(s->w), free(s->m), free(s->v); }
 
 static void assert_file_is(const char *path, const uint8_t *bytes, size_t n, const char *what)
 {
@@ -742,7 +745,7 @@ START_TEST(non_finite_stops_the_fit_and_keeps_checkpoints)
     train_state good = take_state(tr);
 
     /* 1. The first step of epoch 2 would send the weights to infinity. */
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LR, 1e300));
+    CD_ASSERT_OK(cd_trainer_set_real(tr, CD_TRAINER_OPT_LR, 1e300));
     CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, 3, best, last, rng, NULL, NULL), CD_ERR_NOT_FINITE);
     CD_ASSERT_ERROR_MENTIONS("cd_trainer_fit: epoch 2, batch 1 of 13 (step 14): ");
     CD_ASSERT_ERROR_MENTIONS("cd__adam_step: the step would make the value of");
@@ -764,7 +767,7 @@ START_TEST(non_finite_stops_the_fit_and_keeps_checkpoints)
 
     /* 2. A NaN weight: the first batch's loss is NaN. */
     cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LR, 1e-3));
+    CD_ASSERT_OK(cd_trainer_set_real(tr, CD_TRAINER_OPT_LR, 1e-3));
     cd_params_data(p, 0)[3] = NAN;
     train_state poisoned = take_state(tr);
     CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, 3, best, last, rng, NULL, NULL), CD_ERR_NOT_FINITE);
@@ -802,7 +805,7 @@ START_TEST(non_finite_stops_the_fit_and_keeps_checkpoints)
     free(best0);
     free(last0);
     cd_rng_free(rng);
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
     cd_dataset_free(ds);
 }
 END_TEST
@@ -814,7 +817,7 @@ START_TEST(non_finite_evaluation_is_an_error)
     cd_trainer *tr = make_trainer(0);
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 3));
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_VAL_BATCH, 64));
+    CD_ASSERT_OK(cd_trainer_set_int(tr, CD_TRAINER_OPT_VAL_BATCH, 64));
     cd_params *p = cd_decoder_params(cd_trainer_decoder(tr));
     cd_params_data(p, 0)[0] = NAN;
     double mean = 0, se = 0;
@@ -824,7 +827,7 @@ START_TEST(non_finite_evaluation_is_an_error)
                      CD_ERR_NOT_FINITE);
     CD_ASSERT_ERROR_MENTIONS("cd_trainer_test_loss: the loss of image 0 is ");
     cd_rng_free(rng);
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
     cd_dataset_free(ds);
 }
 END_TEST
@@ -844,16 +847,21 @@ START_TEST(bad_arguments_are_errors)
     CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, 0, NULL, NULL, rng, NULL, NULL), CD_ERR_RANGE);
     CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, -3, NULL, NULL, rng, NULL, NULL), CD_ERR_RANGE);
     /* The batch option. */
-    double v = 0, lo = 0, hi = 0;
-    CD_ASSERT_OK(cd_trainer_bounds(CD_TRAINER_BATCH, &lo, &hi));
-    ck_assert(lo == 1 && hi >= 1e6);
-    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_BATCH, 0), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_BATCH, 2.5), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_BATCH, -1), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_BATCH, NAN), CD_ERR_NOT_FINITE);
-    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_BATCH, hi + 1), CD_ERR_RANGE);
-    CD_ASSERT_OK(cd_trainer_get(tr, CD_TRAINER_BATCH, &v));
-    ck_assert(v == BATCH);
+    int64_t v = 0;
+    cd_option_info info;
+    CD_ASSERT_OK(cd_trainer_option_info(CD_TRAINER_OPT_BATCH, &info));
+    ck_assert_str_eq(info.name, "batch");
+    ck_assert(info.type == CD_OPTION_INT && info.lo == 1 && info.hi >= 1e6);
+    ck_assert(info.default_value == 128);
+    CD_ASSERT_STATUS(cd_trainer_set_int(tr, CD_TRAINER_OPT_BATCH, 0), CD_ERR_RANGE);
+    /* A fraction or a NaN can only come through the real call: refused. */
+    CD_ASSERT_STATUS(cd_trainer_set_real(tr, CD_TRAINER_OPT_BATCH, 2.5), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_trainer_set_int(tr, CD_TRAINER_OPT_BATCH, -1), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_trainer_set_real(tr, CD_TRAINER_OPT_BATCH, NAN), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_trainer_set_int(tr, CD_TRAINER_OPT_BATCH, (int64_t)info.hi + 1),
+                     CD_ERR_RANGE);
+    CD_ASSERT_OK(cd_trainer_get_int(tr, CD_TRAINER_OPT_BATCH, &v));
+    ck_assert_int_eq(v, BATCH);
     cd_trainer *fresh = NULL; /* the default */
     cd_schedule *s = NULL;
     cd_degradation *deg = NULL;
@@ -862,12 +870,14 @@ START_TEST(bad_arguments_are_errors)
     CD_ASSERT_OK(cd_schedule_create_linear(&s, 10, 1e-4, 0.02));
     CD_ASSERT_OK(cd_degradation_create_noise(&deg, s));
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
-    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, (int64_t[]){2}, 1));
+    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, (int64_t[]){2}, 1));
     CD_ASSERT_OK(cd_decoder_create(&dec, cfg, rng));
     CD_ASSERT_OK(cd_trainer_create(&fresh, dec, deg));
-    CD_ASSERT_OK(cd_trainer_get(fresh, CD_TRAINER_BATCH, &v));
-    ck_assert(v == 128);
+    CD_ASSERT_OK(cd_trainer_get_int(fresh, CD_TRAINER_OPT_BATCH, &v));
+    ck_assert_int_eq(v, 128);
     cd_trainer_free(fresh);
+    cd_decoder_free(dec); /* borrowed by the trainer: freed after it */
+    cd_degradation_free(deg);
     cd_decoder_config_free(cfg);
     cd_schedule_free(s);
     /* An empty train split. */
@@ -878,13 +888,12 @@ START_TEST(bad_arguments_are_errors)
     cd_dataset_free(empty);
     /* A folder that does not exist for last_path: the first epoch's save
      * fails, and the weights are those of its last batch. */
-    CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, 1, NULL, "/nonexistent/dir/last.cdm", rng, NULL,
-                                    NULL),
+    CD_ASSERT_STATUS(cd_trainer_fit(tr, ds, 1, NULL, "/nonexistent/dir/last.cdm", rng, NULL, NULL),
                      CD_ERR_NOT_FOUND);
     ck_assert_int_eq(cd_trainer_steps(tr), BATCHES);
     ck_assert(progress(tr, CD_PROGRESS_RUNNING) == 0);
     cd_rng_free(rng);
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
     cd_dataset_free(ds);
 }
 END_TEST

@@ -79,23 +79,25 @@ static cd_gc_verdict run(toy *t)
 {
     cd_gc_randn(t->a, N, 7, 0.8f);
     cd_gc_randn(t->b, M, 8, 1.0f);
-    cd_gc_op op = {.name = "toy", .ctx = t, .forward = toy_forward,
-                   .backward = toy_backward, .out = t->out, .dout = t->dout, .n_out = N};
+    cd_gc_op op = {.name = "toy",
+                   .ctx = t,
+                   .forward = toy_forward,
+                   .backward = toy_backward,
+                   .out = t->out,
+                   .dout = t->dout,
+                   .n_out = N};
     cd_gc_add_input(&op, "a", t->a, t->da, N);
     cd_gc_add_input(&op, "b", t->b, t->db, M);
     cd_gc_opts o = cd_gc_default_opts();
     o.eps = 2e-2;
     cd_gc_verdict v = cd_gradcheck_verdict(&op, &o);
-    printf("noise %.0e, db x %g, bad %lld, overwrite %d, nan %d: %s %s\n", t->noise,
-           t->scale_db, (long long)t->bad_index, t->overwrite, t->nan_grad,
+    printf("noise %.0e, db x %g, bad %lld, overwrite %d, nan %d: %s %s\n", t->noise, t->scale_db,
+           (long long)t->bad_index, t->overwrite, t->nan_grad,
            v.ok ? "pass" : "FAIL:", v.ok ? "" : v.why);
     return v;
 }
 
-static toy correct(double noise)
-{
-    return (toy){.noise = noise, .scale_db = 1.0, .bad_index = -1};
-}
+static toy correct(double noise) { return (toy){.noise = noise, .scale_db = 1.0, .bad_index = -1}; }
 
 START_TEST(correct_gradients_pass_at_any_resolvable_noise)
 {

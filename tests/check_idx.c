@@ -148,17 +148,17 @@ START_TEST(test_mnist_slice)
 {
     char path[512];
     cd__idx img, lab;
-    CD_ASSERT_OK(cd__idx_load(
-        cd_test_path(path, sizeof path, cd_test_data_dir(), "t10k-images-idx3-ubyte.gz"),
-        3, &img));
+    CD_ASSERT_OK(cd__idx_load(cd_test_path(path, sizeof path, cd_test_data_dir(),
+                                           "t10k-images-idx3-ubyte.gz"),
+                              3, &img));
     ck_assert(img.gzip);
     ck_assert_uint_eq(img.dims[0], 1000);
     ck_assert_uint_eq(img.dims[1], 28);
     ck_assert_uint_eq(img.dims[2], 28);
     ck_assert_uint_eq(img.count, 1000 * 28 * 28);
-    CD_ASSERT_OK(cd__idx_load(
-        cd_test_path(path, sizeof path, cd_test_data_dir(), "t10k-labels-idx1-ubyte.gz"),
-        1, &lab));
+    CD_ASSERT_OK(cd__idx_load(cd_test_path(path, sizeof path, cd_test_data_dir(),
+                                           "t10k-labels-idx1-ubyte.gz"),
+                              1, &lab));
     ck_assert_uint_eq(lab.dims[0], 1000);
     /* The first MNIST test labels are 7 2 1 0 4. */
     static const uint8_t first[5] = {7, 2, 1, 0, 4};

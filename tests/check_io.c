@@ -10,8 +10,6 @@
 
 #include "core.h"
 
-
-
 START_TEST(writes_and_replaces)
 {
     char dir[256], path[512];

@@ -31,7 +31,7 @@ static cd_tensor *tensor2(int64_t N, int64_t D, const float *data)
 static cd_tensor *from_fixture(const cd_fixture *fx, const char *name)
 {
     int64_t dims[8];
-    int32_t rank = cd_fixture_shape(fx, name, dims);
+    int64_t rank = cd_fixture_shape(fx, name, dims);
     int64_t n;
     const float *v = cd_fixture_get(fx, name, &n);
     cd_tensor *t = NULL;
@@ -92,9 +92,9 @@ START_TEST(identical_images)
     assert_close(ssim, 1.0, 1e-13, 0, "SSIM");
     assert_close(psnr, 80.0, 1e-12, 0, "PSNR");
     ck_assert_int_eq(used, CD_REDUCTION_PER_IMAGE);
-    ck_assert_str_eq(cd_metric_reduction_name(used), "per_image");
+    ck_assert_str_eq(cd_enum_name(CD_ENUM_METRIC_REDUCTION, used), "per_image");
     CD_ASSERT_OK(cd_metrics_images(x, y, CD_REDUCTION_REPORT, &rmse, &ssim, &psnr, &used));
-    ck_assert_str_eq(cd_metric_reduction_name(used), "report");
+    ck_assert_str_eq(cd_enum_name(CD_ENUM_METRIC_REDUCTION, used), "report");
     ck_assert_int_eq(used, CD_REDUCTION_REPORT);
     ck_assert(rmse == 0.0);
     assert_close(psnr, 80.0, 1e-12, 0, "PSNR (report)");
@@ -106,8 +106,7 @@ START_TEST(identical_images)
         const float *xd = cd_tensor_data(x);
         float *yd = cd_tensor_data(y);
         for (int64_t i = 0; i < cd_tensor_numel(x); i++) yd[i] = scale[c] * xd[i] + shift[c];
-        CD_ASSERT_OK(cd_metrics_images(x, y, CD_REDUCTION_PER_IMAGE, &rmse, &ssim, &psnr,
-                                       NULL));
+        CD_ASSERT_OK(cd_metrics_images(x, y, CD_REDUCTION_PER_IMAGE, &rmse, &ssim, &psnr, NULL));
         ck_assert_msg(rmse < 2e-6, "RMSE %g", rmse);
         assert_close(ssim, 1.0, 1e-9, 0, "SSIM after an affine change");
         ck_assert_msg(psnr > 75.0, "PSNR %g", psnr);
@@ -227,8 +226,7 @@ START_TEST(known_mse)
     double mse[4], psnr[4], rmse, mean_psnr;
     CD_ASSERT_OK(cd_metrics_per_image(x, y, mse, NULL, psnr, N));
     for (int64_t n = 0; n < N; n++) assert_close(mse[n], (4.0 * n + 1) / 784.0, 1e-16, 0, "MSE");
-    CD_ASSERT_OK(cd_metrics_images(x, y, CD_REDUCTION_PER_IMAGE, &rmse, NULL, &mean_psnr,
-                                   NULL));
+    CD_ASSERT_OK(cd_metrics_images(x, y, CD_REDUCTION_PER_IMAGE, &rmse, NULL, &mean_psnr, NULL));
     assert_close(rmse, sqrt(sum_mse / (double)N), 1e-15, 0, "RMSE over all pixels");
     assert_close(mean_psnr, want_psnr, 1e-12, 0, "mean PSNR");
     cd_tensor_free(x);
@@ -271,8 +269,7 @@ static void compare_image_case(const cd_fixture *fx, const char *name)
     for (int r = 0; r < 2; r++) {
         double v[3];
         cd_metric_reduction used;
-        CD_ASSERT_OK(cd_metrics_images(x, y, (cd_metric_reduction)r, &v[0], &v[1], &v[2],
-                                       &used));
+        CD_ASSERT_OK(cd_metrics_images(x, y, (cd_metric_reduction)r, &v[0], &v[1], &v[2], &used));
         ck_assert_int_eq(used, r);
         /* N <= 512: both reductions are one batch. */
         for (int m = 0; m < 3; m++) assert_close(v[m], want[m], 1e-8, 2e-7, key);
@@ -348,7 +345,7 @@ START_TEST(report_reduction_batches_of_512)
                   "reductions agree: %g %g, %g %g, %g %g", s, s1, p, p1, r, r1);
 
     /* The thread count changes nothing, bit for bit. */
-    int32_t threads = cd_get_num_threads();
+    int64_t threads = cd_get_num_threads();
     double r2, s2, p2;
     CD_ASSERT_OK(cd_set_num_threads(1));
     CD_ASSERT_OK(cd_metrics_images(x, y, CD_REDUCTION_REPORT, &r2, &s2, &p2, NULL));
@@ -374,7 +371,7 @@ START_TEST(pooling_of_large_images)
     ck_assert_int_eq(cd__ssim_pool_factor(384, 384), 2);  /* 1.5 -> 2 */
     ck_assert_int_eq(cd__ssim_pool_factor(2000, 640), 2); /* 2.5 -> 2 */
     ck_assert_int_eq(cd__ssim_pool_factor(641, 641), 3);
-    ck_assert_int_eq(cd__ssim_pool_factor(896, 900), 4);  /* 3.5 -> 4 */
+    ck_assert_int_eq(cd__ssim_pool_factor(896, 900), 4);   /* 3.5 -> 4 */
     ck_assert_int_eq(cd__ssim_pool_factor(1152, 1152), 4); /* 4.5 -> 4 */
 
     /* Images of 2 x 2 constant blocks pool to their blocks exactly, so at
@@ -469,7 +466,7 @@ START_TEST(image_errors)
     CD_ASSERT_STATUS(cd_metrics_images(x, y, (cd_metric_reduction)-1, &r, &s, &p, &used),
                      CD_ERR_INVALID_ARGUMENT);
     cd_clear_error();
-    ck_assert_ptr_null(cd_metric_reduction_name((cd_metric_reduction)2));
+    ck_assert_ptr_null(cd_enum_name(CD_ENUM_METRIC_REDUCTION, 2));
     ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
 
     /* shapes */
@@ -524,8 +521,7 @@ END_TEST
 /* ---- Frechet distance --------------------------------------------------- */
 
 /* n x d features: rows of N(0, 1) mixed by a fixed matrix, plus an offset. */
-static cd_tensor *gaussian_features(int64_t n, int64_t d, uint64_t seed, float mix,
-                                    float offset)
+static cd_tensor *gaussian_features(int64_t n, int64_t d, uint64_t seed, float mix, float offset)
 {
     cd_tensor *z = tensor2(n, d, NULL), *t = tensor2(n, d, NULL);
     cd_rng *rng = NULL;
@@ -660,8 +656,8 @@ START_TEST(fd_closed_forms)
     double m[2], cg[4];
     CD_ASSERT_OK(cd_feature_stats(g, m, cg, 2));
     CD_ASSERT_OK(cd_frechet_distance(f, g, &fd));
-    want = (m[0] - 1) * (m[0] - 1) + (m[1] - 2) * (m[1] - 2) +
-           pow(sqrt(4.0 / 3) - sqrt(cg[0]), 2) + pow(sqrt(16.0 / 3) - sqrt(cg[3]), 2);
+    want = (m[0] - 1) * (m[0] - 1) + (m[1] - 2) * (m[1] - 2) + pow(sqrt(4.0 / 3) - sqrt(cg[0]), 2) +
+           pow(sqrt(16.0 / 3) - sqrt(cg[3]), 2);
     assert_close(fd, want, 1e-12, 1e-12, "sampled diagonal");
     assert_close(want, pow(sqrt(4.0 / 3) - 1, 2) + pow(sqrt(16.0 / 3) - 1, 2), 1e-6, 0,
                  "the cloud has unit variances");
@@ -702,8 +698,8 @@ START_TEST(fd_matches_reference)
         ck_assert_ptr_nonnull(st);
         CD_ASSERT_OK(cd_feature_stats(a, st, st + D, D));
         CD_ASSERT_OK(cd_feature_stats(b, st + D + D * D, st + 2 * D + D * D, D));
-        CD_ASSERT_OK(cd_frechet_distance_from_stats(st, st + D, st + D + D * D,
-                                                    st + 2 * D + D * D, D, &fd2));
+        CD_ASSERT_OK(cd_frechet_distance_from_stats(st, st + D, st + D + D * D, st + 2 * D + D * D,
+                                                    D, &fd2));
         ck_assert(fd2 == fd);
         free(st);
         cd_tensor_free(a);
@@ -759,14 +755,12 @@ START_TEST(fd_errors)
     CD_ASSERT_STATUS(cd_frechet_distance_from_stats(mu, id, mu, id, 0, &fd), CD_ERR_RANGE);
     CD_ASSERT_STATUS(cd_frechet_distance_from_stats(mu, id, mu, id, -3, &fd), CD_ERR_RANGE);
     const double nan_mu[2] = {0, NAN}, inf_cov[4] = {1, 0, 0, INFINITY};
-    CD_ASSERT_STATUS(cd_frechet_distance_from_stats(mu, id, nan_mu, id, 2, &fd),
-                     CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_frechet_distance_from_stats(mu, id, nan_mu, id, 2, &fd), CD_ERR_NOT_FINITE);
     CD_ASSERT_ERROR_MENTIONS("mu2[1]");
     CD_ASSERT_STATUS(cd_frechet_distance_from_stats(mu, inf_cov, mu, id, 2, &fd),
                      CD_ERR_NOT_FINITE);
     CD_ASSERT_ERROR_MENTIONS("cov1[1][1]");
-    const double asym[4] = {1, 0.5, 0.4, 1}, negvar[4] = {1, 0, 0, -1},
-                 indef[4] = {1, 2, 2, 1};
+    const double asym[4] = {1, 0.5, 0.4, 1}, negvar[4] = {1, 0, 0, -1}, indef[4] = {1, 2, 2, 1};
     CD_ASSERT_STATUS(cd_frechet_distance_from_stats(mu, id, mu, asym, 2, &fd), CD_ERR_RANGE);
     CD_ASSERT_ERROR_MENTIONS("symmetric");
     CD_ASSERT_STATUS(cd_frechet_distance_from_stats(mu, negvar, mu, id, 2, &fd), CD_ERR_RANGE);
@@ -803,8 +797,7 @@ START_TEST(class_summaries)
     double H = -1, conf = -1;
     CD_ASSERT_OK(cd_class_histogram(probs, hist, 3, &H, &conf));
     ck_assert(hist[0] == 2 && hist[1] == 1 && hist[2] == 3);
-    assert_close(H, -(log(1.0 / 3) / 3 + log(1.0 / 6) / 6 + log(0.5) / 2), 1e-15, 0,
-                 "entropy");
+    assert_close(H, -(log(1.0 / 3) / 3 + log(1.0 / 6) / 6 + log(0.5) / 2), 1e-15, 0, "entropy");
     assert_close(conf, ((double)0.7f + 0.8f + 0.4f + 0.5f + 0.4f + 1.0f) / 6, 1e-15, 0,
                  "mean confidence");
     CD_ASSERT_OK(cd_class_histogram(probs, NULL, 0, NULL, NULL));
@@ -833,12 +826,9 @@ START_TEST(class_summaries)
     cd_tensor *img = cd_test_tensor4(6, 3, 1, 1);
     CD_ASSERT_STATUS(cd_class_histogram(img, NULL, 0, &H, &conf), CD_ERR_SHAPE);
     CD_ASSERT_STATUS(cd_class_preservation(img, labels, 6, &frac, NULL), CD_ERR_SHAPE);
-    CD_ASSERT_STATUS(cd_class_preservation(NULL, labels, 6, &frac, NULL),
-                     CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_class_preservation(probs, NULL, 6, &frac, NULL),
-                     CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_class_preservation(probs, labels, 6, NULL, NULL),
-                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_class_preservation(NULL, labels, 6, &frac, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_class_preservation(probs, NULL, 6, &frac, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_class_preservation(probs, labels, 6, NULL, NULL), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_class_preservation(probs, labels, 5, &frac, NULL), CD_ERR_SHAPE);
     const int64_t bad[6] = {0, 2, 3, 1, 1, 2}, neg[6] = {0, -1, 1, 1, 1, 2};
     CD_ASSERT_STATUS(cd_class_preservation(probs, bad, 6, &frac, NULL), CD_ERR_RANGE);

@@ -21,8 +21,8 @@ static cd_decoder *small_cnn(uint64_t seed)
     cd_decoder *d = NULL;
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
-    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, hidden, 2));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_KERNEL, 3));
+    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, hidden, 2));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_KERNEL, 3));
     CD_ASSERT_OK(cd_rng_create(&rng, seed));
     CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
     cd_rng_free(rng);
@@ -47,7 +47,8 @@ static cd_degradation *odd_blur(int64_t T)
     float beta[33], abar[33];
     cd_schedule *s = NULL;
     cd_degradation *g = NULL;
-    for (int64_t t = 0; t <= T; t++) beta[t] = 0.5f + 0.01f * (float)t, abar[t] = 1.0f / (1.0f + (float)t);
+    for (int64_t t = 0; t <= T; t++)
+        beta[t] = 0.5f + 0.01f * (float)t, abar[t] = 1.0f / (1.0f + (float)t);
     CD_ASSERT_OK(cd_schedule_create_arrays(&s, beta, abar, T));
     CD_ASSERT_OK(cd_degradation_create_blur(&g, s, 5, CD_PADDING_CIRCULAR));
     CD_ASSERT_OK(cd_degradation_set_prior(g, -0.3, 0.04, 0.001));
@@ -85,7 +86,7 @@ START_TEST(round_trip_keeps_everything)
     CD_ASSERT_OK(cd_model_save(path, dec, deg));
     CD_ASSERT_OK(cd_model_load(path, &back, &gback));
     assert_same_weights(back, cd_params_data(cd_decoder_params(dec), -1));
-    ck_assert_int_eq(cd_decoder_get_type(back), CD_DECODER_CNN);
+    ck_assert_int_eq(cd_decoder_get_kind(back), CD_DECODER_CNN);
     ck_assert_int_eq(cd_decoder_trained_T(back), 32);
     ck_assert_int_eq(cd_degradation_get_kind(gback), CD_DEGRADATION_BLUR);
     assert_same_schedule(deg, gback);
@@ -132,8 +133,8 @@ START_TEST(training_checkpoints_give_ema_weights)
     cd_tensor *batch = cd_test_tensor4(4, 1, 28, 28);
     cd_test_fill_uniform(batch, 6, -0.5f, 0.5f);
     CD_ASSERT_OK(cd_rng_create(&rng, 9));
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_EMA_DECAY, 0.5));
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LR, 1e-2));
+    CD_ASSERT_OK(cd_trainer_set_real(tr, CD_TRAINER_OPT_EMA_DECAY, 0.5));
+    CD_ASSERT_OK(cd_trainer_set_real(tr, CD_TRAINER_OPT_LR, 1e-2));
     double loss;
     for (int i = 0; i < 3; i++) CD_ASSERT_OK(cd_trainer_step(tr, batch, rng, &loss));
     memcpy(raw, cd_params_data(p, -1), bytes);
@@ -154,7 +155,7 @@ START_TEST(training_checkpoints_give_ema_weights)
     free(raw);
     cd_tensor_free(batch);
     cd_rng_free(rng);
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr); /* and the decoder and degradation it borrows */
 }
 END_TEST
 
@@ -242,7 +243,7 @@ START_TEST(another_T_is_refused)
     CD_ASSERT_OK(cd_model_load(path, &late, &late_deg));
     cd_decoder_free(late);
     CD_ASSERT_OK(cd_sampler_set_decoder(smp, fresh));
-    CD_ASSERT_OK(cd_trainer_create(&late_tr, fresh, late_deg)); /* owns both */
+    CD_ASSERT_OK(cd_trainer_create(&late_tr, fresh, late_deg)); /* borrows both */
     CD_ASSERT_STATUS(cd_sampler_sample(smp, rng, out), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_ERROR_MENTIONS("T = 20, the degradation has T = 1000");
     CD_ASSERT_STATUS(cd_sampler_restore(smp, x, 5, rng, out, NULL, 0, NULL, NULL, NULL),
@@ -251,20 +252,23 @@ START_TEST(another_T_is_refused)
     cd_sampler_free(smp);
     smp = NULL;
     cd_trainer_free(late_tr);
-    fresh = NULL;
+    cd_degradation_free(late_deg); /* fresh is freed at the end */
     /* With its own T everything works, and the trainer keeps T. */
     cd_sampler_free(smp);
     CD_ASSERT_OK(cd_sampler_create(&smp, CD_SAMPLER_DDIM, deg));
-    CD_ASSERT_OK(cd_sampler_set(smp, CD_SAMPLER_STEPS, 2));
+    CD_ASSERT_OK(cd_sampler_set_int(smp, CD_SAMPLER_OPT_STEPS, 2));
     CD_ASSERT_OK(cd_sampler_set_decoder(smp, dec));
     CD_ASSERT_OK(cd_sampler_sample(smp, rng, out));
     cd_sampler_free(smp);
-    CD_ASSERT_OK(cd_trainer_create(&tr, dec, deg)); /* owns both now */
+    CD_ASSERT_OK(cd_trainer_create(&tr, dec, deg)); /* borrows both */
     CD_ASSERT_OK(cd_trainer_save(tr, other, NULL));
     cd_trainer_free(tr);
+    ck_assert_int_eq(cd_decoder_trained_T(dec), 20); /* still the caller's */
+    cd_decoder_free(dec);
+    cd_degradation_free(deg);
     CD_ASSERT_OK(cd_trainer_load(&tr, other, NULL));
     ck_assert_int_eq(cd_decoder_trained_T(cd_trainer_decoder(tr)), 20);
-    cd_trainer_free(tr);
+    cd_trainer_free(tr); /* a loaded trainer frees its own */
     cd_tensor_free(out), cd_tensor_free(x);
     cd_rng_free(rng);
     cd_decoder_free(fresh);
@@ -313,9 +317,8 @@ START_TEST(shipped_model_loads_and_samples)
     cd_params *p = cd_decoder_params(d);
     const uLong crc = crc32(0L, (const Bytef *)cd_params_data(p, -1),
                             (uInt)(cd_params_numel(p) * (int64_t)sizeof(float)));
-    ck_assert_msg(crc == SHIPPED_CRC, "weights CRC-32 0x%08lx, recorded 0x%08x", crc,
-                  SHIPPED_CRC);
-    ck_assert_int_eq(cd_decoder_get_type(d), CD_DECODER_UNET);
+    ck_assert_msg(crc == SHIPPED_CRC, "weights CRC-32 0x%08lx, recorded 0x%08x", crc, SHIPPED_CRC);
+    ck_assert_int_eq(cd_decoder_get_kind(d), CD_DECODER_UNET);
     ck_assert_int_eq(cd_degradation_get_kind(g), CD_DEGRADATION_NOISE);
     ck_assert_int_eq(cd_decoder_trained_T(d), cd_degradation_T(g));
     cd_sampler *s = NULL;
@@ -323,7 +326,7 @@ START_TEST(shipped_model_loads_and_samples)
     cd_tensor *x = NULL;
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, g));
     CD_ASSERT_OK(cd_sampler_set_decoder(s, d));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, 4));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 4));
     CD_ASSERT_OK(cd_rng_create(&rng, 1));
     CD_ASSERT_OK(cd_tensor_create(&x, 4, (int64_t[]){3, 1, 28, 28}));
     CD_ASSERT_OK(cd_sampler_sample(s, rng, x));

@@ -40,15 +40,9 @@ static void pool_free(void)
     while (g_npool > 0) free(g_pool[--g_npool]);
 }
 
-static void teardown(void)
-{
-    pool_free();
-}
+static void teardown(void) { pool_free(); }
 
-static void report(const char *what, double maa)
-{
-    printf("worst maa %-32s %.2e\n", what, maa);
-}
+static void report(const char *what, double maa) { printf("worst maa %-32s %.2e\n", what, maa); }
 
 /* The checker's noise is the float rounding of L divided by the step, so
  * steps are as large as each op's truncation error allows: 0.1 for ops
@@ -65,14 +59,14 @@ static cd_gc_opts step_opts(double eps)
 static void assert_same_bits(const float *a, const float *b, int64_t n, const char *what)
 {
     for (int64_t i = 0; i < n; i++)
-        ck_assert_msg(memcmp(&a[i], &b[i], sizeof *a) == 0,
-                      "%s differs at %lld: %.9g vs %.9g", what, (long long)i, a[i], b[i]);
+        ck_assert_msg(memcmp(&a[i], &b[i], sizeof *a) == 0, "%s differs at %lld: %.9g vs %.9g",
+                      what, (long long)i, a[i], b[i]);
 }
 
 static void assert_close(double got, double want, double tol, const char *what)
 {
-    ck_assert_msg(fabs(got - want) <= tol, "%s: got %.10g, want %.10g (tol %.1e)",
-                  what, got, want, tol);
+    ck_assert_msg(fabs(got - want) <= tol, "%s: got %.10g, want %.10g (tol %.1e)", what, got, want,
+                  tol);
 }
 
 /* ---- linear ---------------------------------------------------------------- */
@@ -100,8 +94,13 @@ static void gradcheck_linear(int64_t B, int64_t I, int64_t O)
     c.in = randn(B * I, 1, 1.0f), c.W = randn(O * I, 2, 0.5f), c.b = randn(O, 3, 0.5f);
     c.out = buf(B * O), c.dout = buf(B * O);
     c.din = buf(B * I), c.dW = buf(O * I), c.db = buf(O);
-    cd_gc_op op = {.name = "linear", .ctx = &c, .forward = linear_fwd,
-                   .backward = linear_bwd, .out = c.out, .dout = c.dout, .n_out = B * O};
+    cd_gc_op op = {.name = "linear",
+                   .ctx = &c,
+                   .forward = linear_fwd,
+                   .backward = linear_bwd,
+                   .out = c.out,
+                   .dout = c.dout,
+                   .n_out = B * O};
     cd_gc_add_input(&op, "in", c.in, c.din, B * I);
     cd_gc_add_input(&op, "W", c.W, c.dW, O * I);
     cd_gc_add_input(&op, "b", c.b, c.db, O);
@@ -156,22 +155,31 @@ static void bmm_bwd(void *ctx)
 {
     bmm_t *c = ctx;
     const int64_t M = c->M, N = c->N, K = c->K;
-    if (!c->ta) cd__bmm(c->dA, c->dout, c->Bm, c->batch, M, K, N, false, !c->tb, c->alpha, 1.0f);
-    else cd__bmm(c->dA, c->Bm, c->dout, c->batch, K, M, N, c->tb, true, c->alpha, 1.0f);
-    if (!c->tb) cd__bmm(c->dB, c->A, c->dout, c->batch, K, N, M, !c->ta, false, c->alpha, 1.0f);
-    else cd__bmm(c->dB, c->dout, c->A, c->batch, N, K, M, true, c->ta, c->alpha, 1.0f);
+    if (!c->ta)
+        cd__bmm(c->dA, c->dout, c->Bm, c->batch, M, K, N, false, !c->tb, c->alpha, 1.0f);
+    else
+        cd__bmm(c->dA, c->Bm, c->dout, c->batch, K, M, N, c->tb, true, c->alpha, 1.0f);
+    if (!c->tb)
+        cd__bmm(c->dB, c->A, c->dout, c->batch, K, N, M, !c->ta, false, c->alpha, 1.0f);
+    else
+        cd__bmm(c->dB, c->dout, c->A, c->batch, N, K, M, true, c->ta, c->alpha, 1.0f);
 }
 
 static void gradcheck_bmm(int64_t batch, bool ta, bool tb)
 {
     const int64_t M = 3, N = 5, K = 4;
-    bmm_t c = {.batch = batch, .M = M, .N = N, .K = K, .ta = ta, .tb = tb,
-               .alpha = 0.75f, .beta = 0.5f};
+    bmm_t c =
+        {.batch = batch, .M = M, .N = N, .K = K, .ta = ta, .tb = tb, .alpha = 0.75f, .beta = 0.5f};
     c.A = randn(batch * M * K, 7, 1.0f), c.Bm = randn(batch * K * N, 8, 1.0f);
     c.C0 = randn(batch * M * N, 9, 1.0f), c.C = buf(batch * M * N);
     c.dout = buf(batch * M * N), c.dA = buf(batch * M * K), c.dB = buf(batch * K * N);
-    cd_gc_op op = {.name = "bmm", .ctx = &c, .forward = bmm_fwd, .backward = bmm_bwd,
-                   .out = c.C, .dout = c.dout, .n_out = batch * M * N};
+    cd_gc_op op = {.name = "bmm",
+                   .ctx = &c,
+                   .forward = bmm_fwd,
+                   .backward = bmm_bwd,
+                   .out = c.C,
+                   .dout = c.dout,
+                   .n_out = batch * M * N};
     cd_gc_add_input(&op, "A", c.A, c.dA, batch * M * K);
     cd_gc_add_input(&op, "B", c.Bm, c.dB, batch * K * N);
     cd_gc_opts o = step_opts(0.1);
@@ -235,12 +243,11 @@ static void gelu_bwd(void *ctx)
 START_TEST(gelu_values)
 {
     static const float x[] = {1.0f, -1.0f, 0.0f, 3.0f, -6.0f};
-    static const double want[] = {0.8413447460685429, -0.15865525393145707, 0.0,
-                                  2.9959502, -5.9e-9};
+    static const double want[] = {0.8413447460685429, -0.15865525393145707, 0.0, 2.9959502,
+                                  -5.9e-9};
     float out[5];
     cd__gelu_forward(out, x, 5);
-    for (int i = 0; i < 5; i++)
-        assert_close(out[i], want[i], 2e-7 * (1.0 + fabs(want[i])), "gelu");
+    for (int i = 0; i < 5; i++) assert_close(out[i], want[i], 2e-7 * (1.0 + fabs(want[i])), "gelu");
     /* GELU'(0) = 1/2, GELU'(1) = Phi(1) + phi(1). */
     float d[2] = {0, 0};
     const float ones[2] = {1, 1}, at[2] = {0.0f, 1.0f};
@@ -273,8 +280,13 @@ START_TEST(gelu_gradients)
 {
     unary_t c = {.n = 61};
     c.x = randn(c.n, 13, 2.0f), c.out = buf(c.n), c.dout = buf(c.n), c.dx = buf(c.n);
-    cd_gc_op op = {.name = "gelu", .ctx = &c, .forward = gelu_fwd, .backward = gelu_bwd,
-                   .out = c.out, .dout = c.dout, .n_out = c.n};
+    cd_gc_op op = {.name = "gelu",
+                   .ctx = &c,
+                   .forward = gelu_fwd,
+                   .backward = gelu_bwd,
+                   .out = c.out,
+                   .dout = c.dout,
+                   .n_out = c.n};
     cd_gc_add_input(&op, "x", c.x, c.dx, c.n);
     cd_gc_opts o = step_opts(0.05);
     report("gelu", cd_gradcheck(&op, &o));
@@ -308,8 +320,7 @@ START_TEST(gelu_fast_math)
     for (int64_t i = 0; i < n; i++) {
         const float fy = cd__gelu(x[i]), fg = cd__gelu_grad(x[i]);
         ck_assert_msg(memcmp(&fy, &y[i], sizeof fy) == 0 && memcmp(&fg, &g[i], sizeof fg) == 0,
-                      "gelu at %.9g: vector %.9g %.9g, scalar %.9g %.9g", x[i], y[i], g[i],
-                      fy, fg);
+                      "gelu at %.9g: vector %.9g %.9g, scalar %.9g %.9g", x[i], y[i], g[i], fy, fg);
     }
     ck_assert(cd__gelu(INFINITY) == INFINITY && isnan(cd__gelu(NAN)));
 }
@@ -340,8 +351,13 @@ static void gradcheck_add_channel(int64_t N, int64_t C, int64_t H, int64_t W)
     const int64_t n = N * C * H * W;
     c.x = randn(n, 14, 1.0f), c.v = randn(N * C, 15, 1.0f);
     c.out = buf(n), c.dout = buf(n), c.dx = buf(n), c.dv = buf(N * C);
-    cd_gc_op op = {.name = "add_channel", .ctx = &c, .forward = add_channel_fwd,
-                   .backward = add_channel_bwd, .out = c.out, .dout = c.dout, .n_out = n};
+    cd_gc_op op = {.name = "add_channel",
+                   .ctx = &c,
+                   .forward = add_channel_fwd,
+                   .backward = add_channel_bwd,
+                   .out = c.out,
+                   .dout = c.dout,
+                   .n_out = n};
     cd_gc_add_input(&op, "x", c.x, c.dx, n);
     cd_gc_add_input(&op, "v", c.v, c.dv, N * C);
     cd_gc_opts o = step_opts(0.1);
@@ -385,8 +401,13 @@ static void gradcheck_concat(int64_t N, int64_t Ca, int64_t Cb, int64_t HW)
     const int64_t n = N * (Ca + Cb) * HW;
     c.x = randn(N * Ca * HW, 18, 1.0f), c.v = randn(N * Cb * HW, 19, 1.0f);
     c.out = buf(n), c.dout = buf(n), c.dx = buf(N * Ca * HW), c.dv = buf(N * Cb * HW);
-    cd_gc_op op = {.name = "concat", .ctx = &c, .forward = concat_fwd,
-                   .backward = concat_bwd, .out = c.out, .dout = c.dout, .n_out = n};
+    cd_gc_op op = {.name = "concat",
+                   .ctx = &c,
+                   .forward = concat_fwd,
+                   .backward = concat_bwd,
+                   .out = c.out,
+                   .dout = c.dout,
+                   .n_out = n};
     cd_gc_add_input(&op, "a", c.x, c.dx, N * Ca * HW);
     cd_gc_add_input(&op, "b", c.v, c.dv, N * Cb * HW);
     cd_gc_opts o = step_opts(0.1);
@@ -430,8 +451,13 @@ START_TEST(softmax_gradients)
     softmax_t c = {.rows = 6, .cols = 35};
     const int64_t n = c.rows * c.cols;
     c.x = randn(n, 20, 1.0f), c.out = buf(n), c.dout = buf(n), c.dx = buf(n);
-    cd_gc_op op = {.name = "softmax", .ctx = &c, .forward = softmax_fwd,
-                   .backward = softmax_bwd, .out = c.out, .dout = c.dout, .n_out = n};
+    cd_gc_op op = {.name = "softmax",
+                   .ctx = &c,
+                   .forward = softmax_fwd,
+                   .backward = softmax_bwd,
+                   .out = c.out,
+                   .dout = c.dout,
+                   .n_out = n};
     cd_gc_add_input(&op, "x", c.x, c.dx, n);
     cd_gc_opts o = step_opts(0.05);
     report("softmax", cd_gradcheck(&op, &o));
@@ -454,7 +480,8 @@ START_TEST(softmax_properties)
         assert_close(s, 1.0, 1e-6, "softmax row sum");
     }
     /* A large shift changes x's rounding, hence the tolerance. */
-    for (int64_t i = 0; i < n; i++) assert_close(ys[i], y[i], 2e-4 * y[i] + 1e-7, "shifted softmax");
+    for (int64_t i = 0; i < n; i++)
+        assert_close(ys[i], y[i], 2e-4 * y[i] + 1e-7, "shifted softmax");
     float big[3] = {1000.0f, 1000.0f, -1000.0f}, out[3];
     cd__softmax_forward(out, big, 1, 3);
     assert_close(out[0], 0.5, 1e-7, "softmax of large values");
@@ -518,8 +545,7 @@ static void ln_fwd(void *ctx)
 static void ln_bwd(void *ctx)
 {
     ln_t *c = ctx;
-    cd__layernorm_backward(c->dx, c->dw, c->db, c->dout, c->x, c->w, c->mean, c->rstd,
-                           c->N, c->D);
+    cd__layernorm_backward(c->dx, c->dw, c->db, c->dout, c->x, c->w, c->mean, c->rstd, c->N, c->D);
 }
 
 static void ln_setup(ln_t *c, int64_t N, int64_t D, bool affine)
@@ -540,8 +566,12 @@ static void gradcheck_layernorm(int64_t N, int64_t C, int64_t H, int64_t W, bool
     ln_t c;
     ln_setup(&c, N, C * H * W, affine);
     const int64_t n = N * c.D;
-    cd_gc_op op = {.name = affine ? "layernorm_affine" : "layernorm", .ctx = &c,
-                   .forward = ln_fwd, .backward = ln_bwd, .out = c.out, .dout = c.dout,
+    cd_gc_op op = {.name = affine ? "layernorm_affine" : "layernorm",
+                   .ctx = &c,
+                   .forward = ln_fwd,
+                   .backward = ln_bwd,
+                   .out = c.out,
+                   .dout = c.dout,
                    .n_out = n};
     cd_gc_add_input(&op, "x", c.x, c.dx, n);
     if (affine) {
@@ -598,8 +628,7 @@ typedef struct {
 static void lg_fwd(void *ctx)
 {
     lg_t *c = ctx;
-    cd__ln_gelu_forward(c->out, c->mean, c->rstd, c->x, c->w, c->b, c->v, c->N, c->C,
-                        c->HW, 1e-5f);
+    cd__ln_gelu_forward(c->out, c->mean, c->rstd, c->x, c->w, c->b, c->v, c->N, c->C, c->HW, 1e-5f);
 }
 
 /* The fused backward consumes dout and overwrites dx: copy and add, so the
@@ -609,8 +638,8 @@ static void lg_bwd(void *ctx)
     lg_t *c = ctx;
     const int64_t n = c->N * c->C * c->HW;
     memcpy(c->g, c->dout, (size_t)n * sizeof *c->g);
-    cd__ln_gelu_backward(c->dxs, c->dw, c->db, c->dv, c->g, c->x, c->w, c->b, c->mean,
-                         c->rstd, c->N, c->C, c->HW, c->ws);
+    cd__ln_gelu_backward(c->dxs, c->dw, c->db, c->dv, c->g, c->x, c->w, c->b, c->mean, c->rstd,
+                         c->N, c->C, c->HW, c->ws);
     for (int64_t i = 0; i < n; i++) c->dx[i] += c->dxs[i];
 }
 
@@ -631,8 +660,13 @@ START_TEST(ln_gelu_gradients)
     lg_t c;
     lg_setup(&c, 3, 2, 19); /* 19 pixels: every vector loop has a tail */
     const int64_t n = c.N * c.C * c.HW, D = c.C * c.HW;
-    cd_gc_op op = {.name = "ln_gelu", .ctx = &c, .forward = lg_fwd, .backward = lg_bwd,
-                   .out = c.out, .dout = c.dout, .n_out = n};
+    cd_gc_op op = {.name = "ln_gelu",
+                   .ctx = &c,
+                   .forward = lg_fwd,
+                   .backward = lg_bwd,
+                   .out = c.out,
+                   .dout = c.dout,
+                   .n_out = n};
     cd_gc_add_input(&op, "x", c.x, c.dx, n);
     cd_gc_add_input(&op, "weight", c.w, c.dw, D);
     cd_gc_add_input(&op, "bias", c.b, c.db, D);
@@ -776,8 +810,10 @@ static void loss_fwd(void *ctx)
 static void loss_bwd(void *ctx)
 {
     loss_t *c = ctx;
-    if (c->l1) cd__l1_backward(c->dpred, c->pred, c->target, c->n, c->dout[0]);
-    else cd__mse_backward(c->dpred, c->pred, c->target, c->n, c->dout[0]);
+    if (c->l1)
+        cd__l1_backward(c->dpred, c->pred, c->target, c->n, c->dout[0]);
+    else
+        cd__mse_backward(c->dpred, c->pred, c->target, c->n, c->dout[0]);
 }
 
 static void gradcheck_loss(bool l1)
@@ -791,8 +827,13 @@ static void gradcheck_loss(bool l1)
         const float d = c.pred[i] - c.target[i];
         if (fabsf(d) < 0.5f) c.target[i] = c.pred[i] + (d < 0 ? 0.5f : -0.5f);
     }
-    cd_gc_op op = {.name = l1 ? "l1" : "mse", .ctx = &c, .forward = loss_fwd,
-                   .backward = loss_bwd, .out = c.out, .dout = c.dout, .n_out = 1};
+    cd_gc_op op = {.name = l1 ? "l1" : "mse",
+                   .ctx = &c,
+                   .forward = loss_fwd,
+                   .backward = loss_bwd,
+                   .out = c.out,
+                   .dout = c.dout,
+                   .n_out = 1};
     cd_gc_add_input(&op, "pred", c.pred, c.dpred, c.n);
     cd_gc_opts o = step_opts(0.05);
     report(op.name, cd_gradcheck(&op, &o));
@@ -826,8 +867,7 @@ END_TEST
  * under libcolddiff's own workers, see threads.c); results go to
  * consecutive n-float blocks of out (PAR_BLOCKS of them). */
 #define PAR_BLOCKS 17
-static void run_parallel_ops(float *out, int64_t n, const float *x, const float *w,
-                             const float *v)
+static void run_parallel_ops(float *out, int64_t n, const float *x, const float *w, const float *v)
 {
     const int64_t N = 4, C = 32, HW = 784, D = C * HW;
     /* The same n floats as 16 samples of 8 channels: two blocks of the
@@ -852,8 +892,8 @@ static void run_parallel_ops(float *out, int64_t n, const float *x, const float 
     cd__ln_gelu_forward(b[14], mean, rstd, x, w, v, v, N2, C2, HW, 1e-5f);
     memcpy(b[15], w, (size_t)n * sizeof *w);
     float *ws = buf((int64_t)cd__ln_gelu_workspace(N2, C2, HW));
-    cd__ln_gelu_backward(b[16], b[9], b[9] + C2 * HW, b[4] + N * C, b[15], x, w, v, mean,
-                         rstd, N2, C2, HW, ws);
+    cd__ln_gelu_backward(b[16], b[9], b[9] + C2 * HW, b[4] + N * C, b[15], x, w, v, mean, rstd, N2,
+                         C2, HW, ws);
 }
 
 START_TEST(thread_count_independence)
@@ -861,10 +901,10 @@ START_TEST(thread_count_independence)
     const int64_t n = 4 * 32 * 784;
     float *x = randn(n, 27, 1.0f), *w = randn(n, 28, 1.0f), *v = randn(n, 29, 1.0f);
     float *one = buf(PAR_BLOCKS * n), *two = buf(PAR_BLOCKS * n);
-    const int32_t saved = cd_get_num_threads();
+    const int64_t saved = cd_get_num_threads();
     CD_ASSERT_OK(cd_set_num_threads(1));
     run_parallel_ops(one, n, x, w, v);
-    for (int32_t t = 2; t <= 3; t++) {
+    for (int64_t t = 2; t <= 3; t++) {
         CD_ASSERT_OK(cd_set_num_threads(t));
         run_parallel_ops(two, n, x, w, v);
         assert_same_bits(one, two, PAR_BLOCKS * n, "kernel output");

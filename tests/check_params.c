@@ -199,12 +199,12 @@ START_TEST(bad_shapes)
     int64_t ok[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
     CD_ASSERT_STATUS(cd_params_add(p, "r0", 0, ok), CD_ERR_SHAPE);
     CD_ASSERT_STATUS(cd_params_add(p, "r9", 9, ok), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd_params_add(p, "r2^32+1", (INT64_C(1) << 32) + 1, ok), CD_ERR_SHAPE);
     CD_ASSERT_STATUS(cd_params_add(p, "neg", 1, (int64_t[]){-1}), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("neg");
     CD_ASSERT_STATUS(cd_params_add(p, "zero", 2, (int64_t[]){3, 0}), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("shape[1]");
-    CD_ASSERT_STATUS(cd_params_add(p, "huge", 2, (int64_t[]){INT64_MAX / 2, 3}),
-                     CD_ERR_OVERFLOW);
+    CD_ASSERT_STATUS(cd_params_add(p, "huge", 2, (int64_t[]){INT64_MAX / 2, 3}), CD_ERR_OVERFLOW);
     CD_ASSERT_STATUS(cd_params_add(p, "big", 1, (int64_t[]){INT64_MAX / 4}), CD_ERR_OVERFLOW);
     CD_ASSERT_OK(cd_params_add(p, "r8", 8, ok));
     ck_assert_int_eq(cd_params_count(p), 4);
@@ -276,8 +276,8 @@ static void assert_within(cd_params *p, int64_t i, double bound)
     int64_t n = cd_params_numel_at(p, i);
     bool any_nonzero = false;
     for (int64_t k = 0; k < n; k++) {
-        ck_assert_msg(x[k] >= -b && x[k] <= b, "%s[%lld] = %g outside +-%g",
-                      cd_params_name(p, i), (long long)k, x[k], bound);
+        ck_assert_msg(x[k] >= -b && x[k] <= b, "%s[%lld] = %g outside +-%g", cd_params_name(p, i),
+                      (long long)k, x[k], bound);
         any_nonzero |= x[k] != 0.0f;
     }
     ck_assert(any_nonzero);
@@ -289,8 +289,7 @@ START_TEST(fan_in_follows_pytorch)
     /* depthwise: O x 1 x 7 x 7 */
     ck_assert_int_eq(cd__init_fan_in(CD__LAYER_CONV2D, 4, (int64_t[]){32, 1, 7, 7}), 49);
     /* ConvTranspose2d is I x O x kh x kw: PyTorch reads size(1) = O. */
-    ck_assert_int_eq(cd__init_fan_in(CD__LAYER_CONV_TRANSPOSE2D, 4, (int64_t[]){64, 8, 4, 4}),
-                     128);
+    ck_assert_int_eq(cd__init_fan_in(CD__LAYER_CONV_TRANSPOSE2D, 4, (int64_t[]){64, 8, 4, 4}), 128);
     ck_assert_int_eq(cd__init_fan_in(CD__LAYER_LINEAR, 2, (int64_t[]){128, 32}), 32);
     cd_clear_error();
     ck_assert_int_eq(cd__init_fan_in(CD__LAYER_LINEAR, 4, (int64_t[]){1, 2, 3, 4}), -1);
@@ -359,12 +358,10 @@ START_TEST(large_layer_moments)
     }
     double mean = sum / n, m2 = sq / n;
     ck_assert_msg(fabs(mean) < 5 * b / sqrt(3 * n), "mean %g", mean);
-    ck_assert_msg(fabs(m2 / (b * b / 3) - 1) < 5 * sqrt(0.8 / n), "E[x^2] %g vs %g", m2,
-                  b * b / 3);
+    ck_assert_msg(fabs(m2 / (b * b / 3) - 1) < 5 * sqrt(0.8 / n), "E[x^2] %g vs %g", m2, b * b / 3);
     /* Each tenth of the interval holds 10% (binomial sd 300; 5 sd). */
     for (int i = 0; i < 10; i++)
-        ck_assert_msg(llabs(bins[i] - 100000) < 1500, "bin %d holds %lld", i,
-                      (long long)bins[i]);
+        ck_assert_msg(llabs(bins[i] - 100000) < 1500, "bin %d holds %lld", i, (long long)bins[i]);
     cd_rng_free(rng);
     cd_params_free(p);
 }
@@ -420,8 +417,7 @@ START_TEST(init_errors)
     CD_ASSERT_STATUS(cd__init_layer(p, CD__LAYER_LINEAR, 9, -1, rng), CD_ERR_RANGE);
     CD_ASSERT_STATUS(cd__init_layer(p, CD__LAYER_LINEAR, v, 9, rng), CD_ERR_RANGE);
     CD_ASSERT_STATUS(cd__init_layer(p, CD__LAYER_LINEAR, v, -1, NULL), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd__init_layer(NULL, CD__LAYER_LINEAR, v, -1, rng),
-                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd__init_layer(NULL, CD__LAYER_LINEAR, v, -1, rng), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd__init_layer_norm(p, v, b), CD_ERR_SHAPE);
     float x[4];
     CD_ASSERT_STATUS(cd__init_uniform(rng, x, 4, -1.0), CD_ERR_RANGE);

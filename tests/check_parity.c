@@ -45,8 +45,7 @@
 /* ---- helpers ------------------------------------------------------------- */
 
 /* Tensor `prefix``name` of f, with its element count. */
-static const float *get(const cd_fixture *f, const char *prefix, const char *name,
-                        int64_t *numel)
+static const float *get(const cd_fixture *f, const char *prefix, const char *name, int64_t *numel)
 {
     char full[128];
     snprintf(full, sizeof full, "%s%s", prefix, name);
@@ -87,14 +86,13 @@ static double max_abs(const float *x, int64_t n)
 /* Compare got[n] with fixture tensor prefix+name (whose size must be n), at
  * atol = tol * max(1, max |want|) and rtol; `note` (may be "") is appended
  * to the printed label. */
-static void cmp_note(const cd_fixture *f, const char *file, const char *prefix,
-                     const char *name, const char *note, const float *got, int64_t n,
-                     double tol, double rtol)
+static void cmp_note(const cd_fixture *f, const char *file, const char *prefix, const char *name,
+                     const char *note, const float *got, int64_t n, double tol, double rtol)
 {
     int64_t nw;
     const float *want = get(f, prefix, name, &nw);
-    ck_assert_msg(nw == n, "%s %s%s: fixture has %lld values, the op gives %lld", file,
-                  prefix, name, (long long)nw, (long long)n);
+    ck_assert_msg(nw == n, "%s %s%s: fixture has %lld values, the op gives %lld", file, prefix,
+                  name, (long long)nw, (long long)n);
     double scale = max_abs(want, n);
     char what[128];
     snprintf(what, sizeof what, "%s %s%s%s", file, prefix, name, note);
@@ -110,9 +108,9 @@ static void cmp(const cd_fixture *f, const char *file, const char *prefix, const
 /* ---- fixture files ------------------------------------------------------- */
 
 static const char *const FILES[] = {
-    "conv2d.bin", "conv_transpose2d.bin", "linear.bin",  "gelu.bin",
-    "layernorm.bin", "add_channel.bin",   "concat.bin",  "softmax.bin",
-    "bmm.bin",    "time_embed.bin",       "loss.bin",
+    "conv2d.bin",    "conv_transpose2d.bin", "linear.bin", "gelu.bin",
+    "layernorm.bin", "add_channel.bin",      "concat.bin", "softmax.bin",
+    "bmm.bin",       "time_embed.bin",       "loss.bin",
 };
 #define NFILES (sizeof FILES / sizeof FILES[0])
 
@@ -133,10 +131,10 @@ START_TEST(fixture_headers)
         ck_assert_msg(fread(h, 1, sizeof h, fp) == sizeof h, "%s is too short", path);
         fclose(fp);
         ck_assert_msg(memcmp(h, "CDFX", 4) == 0, "%s: bad magic", path);
-        uint32_t version = (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 |
-                           (uint32_t)h[7] << 24;
-        uint32_t count = (uint32_t)h[8] | (uint32_t)h[9] << 8 | (uint32_t)h[10] << 16 |
-                         (uint32_t)h[11] << 24;
+        uint32_t version =
+            (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 24;
+        uint32_t count =
+            (uint32_t)h[8] | (uint32_t)h[9] << 8 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 24;
         ck_assert_msg(version == 1, "%s: version %u, expected 1", path, version);
         ck_assert_msg(count > 0, "%s holds no tensors", path);
         cd_fixture_free(cd_fixture_load(FILES[i]));
@@ -152,8 +150,8 @@ END_TEST
 
 static void conv2d_cases(bool portable)
 {
-    static const char *const cases[] = {"k7p3.", "k3p1.", "k1.",  "k1nb.", "k4s2p1.",
-                                        "k3s2p1.", "dw7.", "g2.", "k3x5.", "tile."};
+    static const char *const cases[] = {"k7p3.",   "k3p1.", "k1.", "k1nb.", "k4s2p1.",
+                                        "k3s2p1.", "dw7.",  "g2.", "k3x5.", "tile."};
     const char *file = "conv2d.bin", *note = portable ? " (portable)" : "";
     cd__cpu_force_portable(CD__KERNELS_CONV, portable);
     cd_fixture *f = cd_fixture_load(file);
@@ -161,9 +159,9 @@ static void conv2d_cases(bool portable)
         const char *p = cases[ci];
         bool bias = cfg(f, p, 10) != 0;
         cd__conv2d c;
-        CD_ASSERT_OK(cd__conv2d_init(&c, cfg(f, p, 0), cfg(f, p, 1), cfg(f, p, 2),
-                                     cfg(f, p, 3), cfg(f, p, 4), cfg(f, p, 5), cfg(f, p, 6),
-                                     cfg(f, p, 7), cfg(f, p, 8), cfg(f, p, 9), bias));
+        CD_ASSERT_OK(cd__conv2d_init(&c, cfg(f, p, 0), cfg(f, p, 1), cfg(f, p, 2), cfg(f, p, 3),
+                                     cfg(f, p, 4), cfg(f, p, 5), cfg(f, p, 6), cfg(f, p, 7),
+                                     cfg(f, p, 8), cfg(f, p, 9), bias));
         int64_t nx, nw, nb = 0, no;
         const float *x = get(f, p, "x", &nx);
         const float *w = get(f, p, "weight", &nw);
@@ -207,9 +205,9 @@ START_TEST(conv_transpose2d_parity)
         const char *p = cases[ci];
         bool bias = cfg(f, p, 9) != 0;
         cd__convt2d c;
-        CD_ASSERT_OK(cd__convt2d_init(&c, cfg(f, p, 0), cfg(f, p, 1), cfg(f, p, 2),
-                                      cfg(f, p, 3), cfg(f, p, 4), cfg(f, p, 5), cfg(f, p, 6),
-                                      cfg(f, p, 7), cfg(f, p, 8), bias));
+        CD_ASSERT_OK(cd__convt2d_init(&c, cfg(f, p, 0), cfg(f, p, 1), cfg(f, p, 2), cfg(f, p, 3),
+                                      cfg(f, p, 4), cfg(f, p, 5), cfg(f, p, 6), cfg(f, p, 7),
+                                      cfg(f, p, 8), bias));
         int64_t nx, nw, nb = 0, no;
         const float *x = get(f, p, "x", &nx);
         const float *w = get(f, p, "weight", &nw);
@@ -314,8 +312,8 @@ static void layernorm_case(const cd_fixture *f, const char *file, const char *p)
     cmp(f, file, p, "out", out, nx, TOL_REDUCE, RTOL_REDUCE);
     cmp(f, file, p, "mean", mean, N, TOL_ELEM, RTOL_ELEM);
     cmp(f, file, p, "rstd", rstd, N, TOL_ELEM, RTOL_ELEM);
-    cd__layernorm_backward(dx, affine ? dw : NULL, affine ? db : NULL, dout, x, w, mean, rstd,
-                           N, D);
+    cd__layernorm_backward(dx, affine ? dw : NULL, affine ? db : NULL, dout, x, w, mean, rstd, N,
+                           D);
     cmp(f, file, p, "dx", dx, nx, TOL_REDUCE, RTOL_REDUCE);
     if (affine) {
         cmp(f, file, p, "dweight", dw, D, TOL_REDUCE, RTOL_REDUCE);
@@ -375,8 +373,8 @@ static void layernorm_big(const cd_fixture *f, const char *file)
     float *dout = det_stream(4, N * D, -1.0, 1.0);
 
     /* The regenerated inputs are the generator's: exact head, and the sum. */
-    cd_fixture_compare("layernorm.bin big.x_head (generator)", x, get(f, p, "x_head", NULL), 8,
-                       0.0, 0.0);
+    cd_fixture_compare("layernorm.bin big.x_head (generator)", x, get(f, p, "x_head", NULL), 8, 0.0,
+                       0.0);
     double sum = 0.0;
     for (int64_t i = 0; i < N * D; i++) sum += x[i];
     float fsum = (float)sum;
@@ -390,8 +388,14 @@ static void layernorm_big(const cd_fixture *f, const char *file)
     cmp(f, file, p, "rstd", rstd, N, TOL_ELEM, RTOL_ELEM);
     cd__layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, N, D);
 
-    struct { const char *name; const float *full; int64_t n; } res[] = {
-        {"out_s", out, N * D}, {"dx_s", dx, N * D}, {"dweight_s", dw, D}, {"dbias_s", db, D}};
+    struct {
+        const char *name;
+        const float *full;
+        int64_t n;
+    } res[] = {{"out_s", out, N * D},
+               {"dx_s", dx, N * D},
+               {"dweight_s", dw, D},
+               {"dbias_s", db, D}};
     for (size_t i = 0; i < sizeof res / sizeof res[0]; i++) {
         int64_t m;
         float *s = strided(res[i].full, res[i].n, stride, &m);

@@ -58,7 +58,7 @@ static void assert_file_text(const char *path, const char *text)
     free(got);
 }
 
-static cd_tensor *make_tensor(int32_t rank, const int64_t *shape, const float *data)
+static cd_tensor *make_tensor(int64_t rank, const int64_t *shape, const float *data)
 {
     cd_tensor *t = NULL;
     CD_ASSERT_OK(cd_tensor_create(&t, rank, shape));
@@ -70,9 +70,9 @@ static cd_tensor *make_tensor(int32_t rank, const int64_t *shape, const float *d
 
 typedef struct decoded_png {
     uint32_t w, h;
-    uint8_t *pix;      /* w*h bytes, malloc'd */
-    int n_idat;        /* IDAT chunks seen */
-    int filters[5];    /* rows per filter type */
+    uint8_t *pix;   /* w*h bytes, malloc'd */
+    int n_idat;     /* IDAT chunks seen */
+    int filters[5]; /* rows per filter type */
 } decoded_png;
 
 static uint32_t be32(const uint8_t *p)
@@ -201,8 +201,8 @@ static void assert_pixels(const decoded_png *d, uint32_t w, uint32_t h, const ui
     ck_assert_uint_eq(d->w, w);
     ck_assert_uint_eq(d->h, h);
     for (size_t i = 0; i < (size_t)w * h; i++)
-        ck_assert_msg(d->pix[i] == want[i], "pixel %zu (row %zu, column %zu): got %d, want %d",
-                      i, i / w, i % w, d->pix[i], want[i]);
+        ck_assert_msg(d->pix[i] == want[i], "pixel %zu (row %zu, column %zu): got %d, want %d", i,
+                      i / w, i % w, d->pix[i], want[i]);
 }
 
 /* Write pixels with cd_png_write_gray, decode the file, compare exactly. */
@@ -210,12 +210,44 @@ static decoded_png roundtrip(const char *dir, const uint8_t *px, uint32_t w, uin
 {
     char path[512];
     cd_test_path(path, sizeof path, dir, "rt.png");
-    CD_ASSERT_OK(cd_png_write_gray(path, px, w, h));
+    CD_ASSERT_OK(cd_png_write_gray(path, px, h, w)); /* height first */
     decoded_png d;
     decode_file(path, &d);
     assert_pixels(&d, w, h, px);
     return d;
 }
+
+/* cd_png_write_gray takes the height first: 3 rows of 5 pixels make an IHDR
+ * of width 5 and height 3 (bytes 16..23 of the file, big-endian), with row r
+ * holding pixels[5r .. 5r + 4]; and the other way round. */
+START_TEST(test_height_comes_first)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "hw.png");
+    uint8_t px[15];
+    for (int i = 0; i < 15; i++) px[i] = (uint8_t)(10 * i);
+    for (int k = 0; k < 2; k++) {
+        const uint32_t h = k ? 5 : 3, w = k ? 3 : 5;
+        CD_ASSERT_OK(cd_png_write_gray(path, px, h, w));
+        size_t len = 0;
+        uint8_t *file = cd_test_read_file(path, &len);
+        ck_assert_uint_ge(len, 33);
+        ck_assert(memcmp(file + 12, "IHDR", 4) == 0);
+        ck_assert_uint_eq(be32(file + 16), w);
+        ck_assert_uint_eq(be32(file + 20), h);
+        free(file);
+        decoded_png d;
+        decode_file(path, &d);
+        assert_pixels(&d, w, h, px);
+        ck_assert(d.pix[w] == px[w]); /* row 1 starts after one row of w */
+        free(d.pix);
+    }
+    /* A zero height or width is refused in either place. */
+    CD_ASSERT_STATUS(cd_png_write_gray(path, px, 0, 5), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_png_write_gray(path, px, 3, 0), CD_ERR_RANGE);
+}
+END_TEST
 
 /* ---- encoder ------------------------------------------------------------ */
 
@@ -260,8 +292,7 @@ START_TEST(test_roundtrip_smooth_noisy)
     uint8_t px[W * H];
     uint32_t seed = 99;
     for (int y = 0; y < H; y++)
-        for (int x = 0; x < W; x++)
-            px[y * W + x] = (uint8_t)(2 * x + y + (rng_next(&seed) >> 30));
+        for (int x = 0; x < W; x++) px[y * W + x] = (uint8_t)(2 * x + y + (rng_next(&seed) >> 30));
     char dir[256];
     cd_test_tmpdir(dir, sizeof dir);
     decoded_png d = roundtrip(dir, px, W, H);
@@ -278,8 +309,8 @@ START_TEST(test_signature_and_ihdr_bytes)
     CD_ASSERT_OK(cd__png_encode_gray(px, 3, 5, &png, &n));
     ck_assert_uint_ge(n, 8 + 25 + 12 + 12);
     ck_assert_mem_eq(png, png_sig, 8);
-    static const uint8_t ihdr[] = {0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 0, 0, 3,
-                                   0, 0, 0, 5,  8,   0,   0,   0,   0};
+    static const uint8_t ihdr[] = {0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 0, 0,
+                                   3, 0, 0, 0,  5,   8,   0,   0,   0, 0};
     ck_assert_mem_eq(png + 8, ihdr, sizeof ihdr);
     static const uint8_t iend[] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
     ck_assert_mem_eq(png + n - 12, iend, sizeof iend);
@@ -332,11 +363,11 @@ START_TEST(test_all_filter_types_roundtrip)
     int f = 0;
     for (int x = 0; x < W; x++) {
         for (int y = 0; y < H; y++) {
-            img[0][y * W + x] = (uint8_t)((x & 1) ? 3 : 0);               /* None */
-            img[1][y * W + x] = (uint8_t)(3 * x + 7 * y);                 /* Sub */
-            img[2][y * W + x] = (uint8_t)((x * x * 7) % 251);              /* Up */
-            img[3][y * W + x] = (uint8_t)(128 + 5 * x - 5 * y);           /* Average */
-            img[4][y * W + x] = (uint8_t)(f + 10 * y);                    /* Paeth */
+            img[0][y * W + x] = (uint8_t)((x & 1) ? 3 : 0);     /* None */
+            img[1][y * W + x] = (uint8_t)(3 * x + 7 * y);       /* Sub */
+            img[2][y * W + x] = (uint8_t)((x * x * 7) % 251);   /* Up */
+            img[3][y * W + x] = (uint8_t)(128 + 5 * x - 5 * y); /* Average */
+            img[4][y * W + x] = (uint8_t)(f + 10 * y);          /* Paeth */
         }
         f += f_steps[x & 1];
     }
@@ -389,10 +420,11 @@ START_TEST(test_png_argument_errors)
 
     static const int64_t bad[] = {0, -1, INT64_MIN, INT64_C(2147483648), INT64_MAX};
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
-        CD_ASSERT_STATUS(cd_png_write_gray(path, px, bad[k], 2), CD_ERR_RANGE);
+        /* (path, pixels, height, width) */
+        CD_ASSERT_STATUS(cd_png_write_gray(path, px, 2, bad[k]), CD_ERR_RANGE);
         CD_ASSERT_ERROR_MENTIONS("width");
         CD_ASSERT_ERROR_MENTIONS("cd_png_write_gray");
-        CD_ASSERT_STATUS(cd_png_write_gray(path, px, 2, bad[k]), CD_ERR_RANGE);
+        CD_ASSERT_STATUS(cd_png_write_gray(path, px, bad[k], 2), CD_ERR_RANGE);
         CD_ASSERT_ERROR_MENTIONS("height");
     }
     ck_assert_int_eq(cd_test_count_entries(dir), 0);
@@ -574,8 +606,7 @@ START_TEST(test_map_argument_errors)
     CD_ASSERT_STATUS(cd__map_image_u8(img, 2, (cd_pixel_map)9, 0, 1, out, scratch),
                      CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd__map_image_u8(img, 2, CD_PIXELS_RANGE, 1, 1, out, NULL), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd__map_image_u8(img, 4, CD_PIXELS_RANGE, 0, 1, out, NULL),
-                     CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd__map_image_u8(img, 4, CD_PIXELS_RANGE, 0, 1, out, NULL), CD_ERR_NOT_FINITE);
     CD_ASSERT_ERROR_MENTIONS("pixel 2");
     CD_ASSERT_STATUS(cd__map_image_u8(img, 4, CD_PIXELS_PERCENTILE, 0, 1, out, scratch),
                      CD_ERR_NOT_FINITE);
@@ -599,13 +630,9 @@ START_TEST(test_grid_layout_exact)
 {
     static const float v[12] = {0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23};
     static const uint8_t want[49] = {
-        128, 128, 128, 128, 128, 128, 128,
-        128, 0,   1,   128, 10,  11,  128,
-        128, 2,   3,   128, 12,  13,  128,
-        128, 128, 128, 128, 128, 128, 128,
-        128, 20,  21,  128, 128, 128, 128,
-        128, 22,  23,  128, 128, 128, 128,
-        128, 128, 128, 128, 128, 128, 128,
+        128, 128, 128, 128, 128, 128, 128, 128, 0,   1,   128, 10,  11,  128, 128, 2,   3,
+        128, 12,  13,  128, 128, 128, 128, 128, 128, 128, 128, 128, 20,  21,  128, 128, 128,
+        128, 128, 22,  23,  128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128,
     };
     char dir[256];
     cd_test_tmpdir(dir, sizeof dir);
@@ -643,8 +670,8 @@ START_TEST(test_grid_columns_clamped_to_n)
     grid_to_file(dir, t, 1, 0, 0, CD_PIXELS_RANGE, 0.0f, 255.0f, &d);
     assert_pixels(&d, 1, 2, row);
     free(d.pix);
-    static const uint8_t bordered[15] = {255, 255, 255, 255, 255, 255, 5, 255, 6, 255,
-                                         255, 255, 255, 255, 255};
+    static const uint8_t bordered[15] = {255, 255, 255, 255, 255, 255, 5,  255,
+                                         6,   255, 255, 255, 255, 255, 255};
     grid_to_file(dir, t, 3, 1, 255, CD_PIXELS_RANGE, 0.0f, 255.0f, &d);
     assert_pixels(&d, 5, 3, bordered);
     free(d.pix);
@@ -768,6 +795,7 @@ static Suite *make_suite(void)
     Suite *s = suite_create("png");
     TCase *enc = tcase_create("encoder");
     tcase_add_test(enc, test_roundtrip_random_sizes);
+    tcase_add_test(enc, test_height_comes_first);
     tcase_add_test(enc, test_roundtrip_extremes);
     tcase_add_test(enc, test_roundtrip_smooth_noisy);
     tcase_add_test(enc, test_signature_and_ihdr_bytes);

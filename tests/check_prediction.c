@@ -51,11 +51,11 @@ START_TEST(targets_and_read_back)
             const double a = sqrt((double)abar[t[n]]), s = sqrt(1.0 - (double)abar[t[n]]);
             for (int64_t i = n * PER; i < (n + 1) * PER; i++) {
                 const double want = p == CD_PREDICT_NOISE ? eps[i]
-                                  : p == CD_PREDICT_X0    ? x[i]
+                                    : p == CD_PREDICT_X0  ? x[i]
                                                           : a * eps[i] - s * x[i];
                 ck_assert_msg(fabs(g_t[i] - want) <= FLT_EPSILON * fabs(want),
-                              "prediction %d, t %lld: target %.9g, want %.9g", p,
-                              (long long)t[n], (double)g_t[i], want);
+                              "prediction %d, t %lld: target %.9g, want %.9g", p, (long long)t[n],
+                              (double)g_t[i], want);
                 z[i] = (float)(a * x[i] + s * eps[i]);
             }
             memcpy(back, g_t + n * PER, PER * 4);
@@ -84,10 +84,10 @@ static cd_decoder *tiny_unet(uint64_t seed)
     cd_decoder *d = NULL;
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_UNET));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_DIM, 4));
-    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, (int64_t[]){1, 2}, 2));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_HEADS, 1));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_HEAD_DIM, 4));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_DIM, 4));
+    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_DIM_MULTS, (int64_t[]){1, 2}, 2));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEADS, 1));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEAD_DIM, 4));
     CD_ASSERT_OK(cd_rng_create(&rng, seed));
     CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
     cd_rng_free(rng);
@@ -99,16 +99,19 @@ START_TEST(trainer_key_rules)
 {
     cd_trainer *tr = NULL;
     CD_ASSERT_OK(cd_trainer_create(&tr, tiny_unet(1), cosine_noise()));
-    double v = -1;
-    CD_ASSERT_OK(cd_trainer_get(tr, CD_TRAINER_PREDICTION, &v));
-    ck_assert(v == CD_PREDICT_NOISE);
-    ck_assert_int_eq(cd_decoder_prediction(cd_trainer_decoder(tr)), CD_PREDICT_NOISE);
-    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_PREDICTION, 3), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_PREDICTION, 0.5), CD_ERR_RANGE);
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_PREDICTION, CD_PREDICT_V));
-    CD_ASSERT_OK(cd_trainer_get(tr, CD_TRAINER_PREDICTION, &v));
-    ck_assert(v == CD_PREDICT_V);
-    ck_assert_int_eq(cd_decoder_prediction(cd_trainer_decoder(tr)), CD_PREDICT_V);
+    int64_t v = -1;
+    CD_ASSERT_OK(cd_trainer_get_int(tr, CD_TRAINER_OPT_PREDICTION, &v));
+    ck_assert_int_eq(v, CD_PREDICT_NOISE);
+    ck_assert_int_eq(cd_decoder_get_prediction(cd_trainer_decoder(tr)), CD_PREDICT_NOISE);
+    CD_ASSERT_STATUS(cd_trainer_set_int(tr, CD_TRAINER_OPT_PREDICTION, 3), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_trainer_set_int(tr, CD_TRAINER_OPT_PREDICTION, CD_PREDICT_INVALID),
+                     CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_trainer_set_real(tr, CD_TRAINER_OPT_PREDICTION, 0.5),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_OK(cd_trainer_set_int(tr, CD_TRAINER_OPT_PREDICTION, CD_PREDICT_V));
+    CD_ASSERT_OK(cd_trainer_get_int(tr, CD_TRAINER_OPT_PREDICTION, &v));
+    ck_assert_int_eq(v, CD_PREDICT_V);
+    ck_assert_int_eq(cd_decoder_get_prediction(cd_trainer_decoder(tr)), CD_PREDICT_V);
     /* After a step the weights mean v: the target may not change. */
     cd_dataset *ds = cd_test_load_slice(0.2);
     cd_rng *rng = NULL;
@@ -118,10 +121,11 @@ START_TEST(trainer_key_rules)
     CD_ASSERT_OK(cd_dataset_gather(ds, CD_SPLIT_TRAIN, (int64_t[]){0, 1, 2, 3}, 4, x, NULL));
     double loss = 0;
     CD_ASSERT_OK(cd_trainer_step(tr, x, rng, &loss));
-    CD_ASSERT_STATUS(cd_trainer_set(tr, CD_TRAINER_PREDICTION, CD_PREDICT_X0), CD_ERR_STATE);
+    CD_ASSERT_STATUS(cd_trainer_set_int(tr, CD_TRAINER_OPT_PREDICTION, CD_PREDICT_X0),
+                     CD_ERR_STATE);
     CD_ASSERT_ERROR_MENTIONS("before the first step");
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_PREDICTION, CD_PREDICT_V)); /* unchanged */
-    ck_assert_int_eq(cd_decoder_prediction(NULL), -1);
+    CD_ASSERT_OK(cd_trainer_set_int(tr, CD_TRAINER_OPT_PREDICTION, CD_PREDICT_V)); /* unchanged */
+    ck_assert_int_eq(cd_decoder_get_prediction(NULL), CD_PREDICT_INVALID);
     /* The deterministic degradations predict the image: no choice. */
     cd_schedule *s = NULL;
     cd_degradation *blur = NULL;
@@ -129,16 +133,16 @@ START_TEST(trainer_key_rules)
     CD_ASSERT_OK(cd_schedule_create_constant(&s, 10, 1.0));
     CD_ASSERT_OK(cd_degradation_create_blur(&blur, s, 5, CD_PADDING_REFLECT));
     CD_ASSERT_OK(cd_trainer_create(&tb, tiny_unet(2), blur));
-    CD_ASSERT_STATUS(cd_trainer_set(tb, CD_TRAINER_PREDICTION, CD_PREDICT_X0),
+    CD_ASSERT_STATUS(cd_trainer_set_int(tb, CD_TRAINER_OPT_PREDICTION, CD_PREDICT_X0),
                      CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_ERROR_MENTIONS("only the noise degradation");
-    CD_ASSERT_OK(cd_trainer_set(tb, CD_TRAINER_PREDICTION, CD_PREDICT_NOISE));
-    cd_trainer_free(tb);
+    CD_ASSERT_OK(cd_trainer_set_int(tb, CD_TRAINER_OPT_PREDICTION, CD_PREDICT_NOISE));
+    cd_test_trainer_free_all(tb);
     cd_schedule_free(s);
     cd_tensor_free(x);
     cd_rng_free(rng);
     cd_dataset_free(ds);
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
 }
 END_TEST
 
@@ -153,21 +157,21 @@ START_TEST(files_keep_the_target)
     for (int32_t p = CD_PREDICT_NOISE; p <= CD_PREDICT_V; p++) {
         cd_trainer *tr = NULL;
         CD_ASSERT_OK(cd_trainer_create(&tr, tiny_unet(3), cosine_noise()));
-        CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_PREDICTION, p));
+        CD_ASSERT_OK(cd_trainer_set_int(tr, CD_TRAINER_OPT_PREDICTION, p));
         CD_ASSERT_OK(cd_trainer_export(tr, path));
         CD_ASSERT_OK(cd_trainer_save(tr, ck, NULL));
-        cd_trainer_free(tr);
+        cd_test_trainer_free_all(tr);
         cd_decoder *d = NULL;
         cd_degradation *g = NULL;
         CD_ASSERT_OK(cd_model_load(path, &d, &g));
-        ck_assert_int_eq(cd_decoder_prediction(d), p);
+        ck_assert_int_eq(cd_decoder_get_prediction(d), p);
         cd_decoder_free(d);
         cd_degradation_free(g);
         CD_ASSERT_OK(cd_trainer_load(&tr, ck, NULL));
-        double v = -1;
-        CD_ASSERT_OK(cd_trainer_get(tr, CD_TRAINER_PREDICTION, &v));
-        ck_assert(v == p);
-        cd_trainer_free(tr);
+        int64_t v = -1;
+        CD_ASSERT_OK(cd_trainer_get_int(tr, CD_TRAINER_OPT_PREDICTION, &v));
+        ck_assert_int_eq(v, p);
+        cd_trainer_free(tr); /* loaded: frees its own */
         cd__ckpt *c = NULL;
         int64_t stored = -1;
         CD_ASSERT_OK(cd__ckpt_read(&c, path));
@@ -191,7 +195,7 @@ typedef struct {
     int64_t T;
 } by_hand;
 
-static cd_status v_by_hand(void *user, const cd_tensor *z, const cd_tensor *tau, cd_tensor *out)
+static cd_status v_by_hand(const cd_tensor *z, const cd_tensor *tau, cd_tensor *out, void *user)
 {
     const by_hand *h = user;
     CD__TRY(cd_decoder_forward(h->d, z, tau, out));
@@ -207,7 +211,7 @@ START_TEST(samplers_read_the_target)
 {
     cd_trainer *tr = NULL;
     CD_ASSERT_OK(cd_trainer_create(&tr, tiny_unet(4), cosine_noise()));
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_PREDICTION, CD_PREDICT_V));
+    CD_ASSERT_OK(cd_trainer_set_int(tr, CD_TRAINER_OPT_PREDICTION, CD_PREDICT_V));
     cd_decoder *d = cd_trainer_decoder(tr);
     const cd_degradation *g = cd_trainer_degradation(tr);
     float abar[T_STEPS + 1];
@@ -223,8 +227,8 @@ START_TEST(samplers_read_the_target)
         CD_ASSERT_OK(cd_sampler_set_decoder(sa, d));
         CD_ASSERT_OK(cd_sampler_set_predictor(sb, v_by_hand, &h));
         if (kind == CD_SAMPLER_DDIM) {
-            CD_ASSERT_OK(cd_sampler_set(sa, CD_SAMPLER_STEPS, 10));
-            CD_ASSERT_OK(cd_sampler_set(sb, CD_SAMPLER_STEPS, 10));
+            CD_ASSERT_OK(cd_sampler_set_int(sa, CD_SAMPLER_OPT_STEPS, 10));
+            CD_ASSERT_OK(cd_sampler_set_int(sb, CD_SAMPLER_OPT_STEPS, 10));
         }
         cd_rng *ra = NULL, *rb = NULL;
         CD_ASSERT_OK(cd_rng_create(&ra, 9));
@@ -236,7 +240,7 @@ START_TEST(samplers_read_the_target)
         cd_sampler_free(sa), cd_sampler_free(sb);
         cd_tensor_free(a), cd_tensor_free(b);
     }
-    cd_trainer_free(tr);
+    cd_test_trainer_free_all(tr);
 }
 END_TEST
 

@@ -12,19 +12,23 @@ void cd__philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t ou
 /* Known-answer vectors from Random123's kat_vectors (philox4x32, 10 rounds). */
 START_TEST(philox_known_answers)
 {
-    static const struct { uint32_t ctr[4], key[2], out[4]; } kat[] = {
+    static const struct {
+        uint32_t ctr[4], key[2], out[4];
+    } kat[] = {
         {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}},
-        {{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}, {0xffffffff, 0xffffffff},
+        {{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
+         {0xffffffff, 0xffffffff},
          {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}},
-        {{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0},
+        {{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
+         {0xa4093822, 0x299f31d0},
          {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}},
     };
     for (size_t i = 0; i < sizeof kat / sizeof kat[0]; i++) {
         uint32_t out[4];
         cd__philox4x32_10(kat[i].ctr, kat[i].key, out);
         for (int j = 0; j < 4; j++)
-            ck_assert_msg(out[j] == kat[i].out[j], "vector %zu word %d: %08x != %08x",
-                          i, j, out[j], kat[i].out[j]);
+            ck_assert_msg(out[j] == kat[i].out[j], "vector %zu word %d: %08x != %08x", i, j, out[j],
+                          kat[i].out[j]);
     }
 }
 END_TEST
@@ -198,7 +202,7 @@ START_TEST(results_do_not_depend_on_thread_count)
     enum { N = 300001 }; /* large enough to run in parallel, odd on purpose */
     float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
     ck_assert(x && y);
-    int32_t before = cd_get_num_threads();
+    int64_t before = cd_get_num_threads();
     for (int kind = 0; kind < 2; kind++) {
         cd_rng *a = NULL, *b = NULL;
         CD_ASSERT_OK(cd_rng_create(&a, 11));
@@ -261,7 +265,7 @@ START_TEST(uniform_moments)
     m /= N;
     for (int i = 0; i < N; i++) v += (x[i] - m) * (x[i] - m);
     v /= N;
-    ck_assert_msg(fabs(m - 0.5) < 5 * 0.000289, "mean %g", m);    /* sd 1/sqrt(12N) */
+    ck_assert_msg(fabs(m - 0.5) < 5 * 0.000289, "mean %g", m);      /* sd 1/sqrt(12N) */
     ck_assert_msg(fabs(v - 1.0 / 12) < 5 * 0.0000745, "var %g", v); /* sd sqrt(1/180N) */
     cd_tensor_free(t);
     free(x);

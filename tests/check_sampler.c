@@ -60,15 +60,11 @@ static void gauss_init(gauss *g, const cd_schedule *s, double v)
     g->v = v;
 }
 
-static int64_t time_of(int64_t T, float tau)
-{
-    return (int64_t)lround((double)tau * (double)T);
-}
+static int64_t time_of(int64_t T, float tau) { return (int64_t)lround((double)tau * (double)T); }
 
 /* eps-hat(z_t) = E[eps | z_t] = sqrt(1-a) (z - sqrt(a) m) / (a v + 1 - a):
  * the optimal predictor for x ~ N(m, v I). */
-static cd_status gauss_predict(void *user, const cd_tensor *z, const cd_tensor *tau,
-                               cd_tensor *out)
+static cd_status gauss_predict(const cd_tensor *z, const cd_tensor *tau, cd_tensor *out, void *user)
 {
     const gauss *g = user;
     const int64_t N = cd_tensor_dim(z, 0), D = cd_tensor_numel(z) / N;
@@ -90,8 +86,7 @@ typedef struct {
     double mean[GD], var;
 } moments;
 
-static void ddpm_coeffs(const gauss *g, int64_t t, bool post, double *A, double *Bm,
-                        double *s2)
+static void ddpm_coeffs(const gauss *g, int64_t t, bool post, double *A, double *Bm, double *s2)
 {
     const double b = g->beta[t], a = g->abar[t], c = sqrt(1.0 - a) / (a * g->v + 1.0 - a);
     const double k = b / sqrt(1.0 - a), inv = 1.0 / sqrt(1.0 - b);
@@ -100,8 +95,8 @@ static void ddpm_coeffs(const gauss *g, int64_t t, bool post, double *A, double 
     *s2 = t > 1 ? (post ? b * (1.0 - g->abar[t - 1]) / (1.0 - a) : b) : 0.0;
 }
 
-static void ddim_coeffs(const gauss *g, int64_t t, int64_t p, double eta, double *A,
-                        double *Bm, double *s2)
+static void ddim_coeffs(const gauss *g, int64_t t, int64_t p, double eta, double *A, double *Bm,
+                        double *s2)
 {
     const double a = g->abar[t], ap = p ? g->abar[p] : 1.0;
     const double c = sqrt(1.0 - a) / (a * g->v + 1.0 - a);
@@ -166,8 +161,8 @@ static moments sample_moments(cd_tensor *x)
  * variance (-16% at eta 0, -29% at eta 1); ddim_bias_shrinks_with_steps
  * shows that this is discretisation error that vanishes as S grows.
  */
-static void check_gauss(cd_sampler_kind kind, int64_t steps, double eta, bool post,
-                        double var_bias, uint64_t seed)
+static void check_gauss(cd_sampler_kind kind, int64_t steps, double eta, bool post, double var_bias,
+                        uint64_t seed)
 {
     enum { N = 4000 };
     const double bias_mean = 2e-3;
@@ -180,10 +175,10 @@ static void check_gauss(cd_sampler_kind kind, int64_t steps, double eta, bool po
     CD_ASSERT_OK(cd_degradation_create_noise(&deg, sch));
     gauss_init(&g, sch, 0.09);
     CD_ASSERT_OK(cd_sampler_create(&s, kind, deg));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 0)); /* the unclipped maths */
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, (double)steps));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_ETA, eta));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_POSTERIOR_VARIANCE, post ? 1.0 : 0.0));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_CLIP, 0)); /* the unclipped maths */
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, steps));
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, eta));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_POSTERIOR_VARIANCE, post ? 1.0 : 0.0));
     CD_ASSERT_OK(cd_sampler_set_predictor(s, gauss_predict, &g));
     CD_ASSERT_OK(cd_rng_create(&rng, seed));
     cd_tensor *out = cd_test_tensor4(N, 1, 2, 2);
@@ -198,20 +193,22 @@ static void check_gauss(cd_sampler_kind kind, int64_t steps, double eta, bool po
         ck_assert_msg(fabs(got.mean[d] - want.mean[d]) < 5 * se_m,
                       "pixel %d: sample mean %g, chain mean %g (5 SE = %g)", d, got.mean[d],
                       want.mean[d], 5 * se_m);
-        ck_assert_msg(fabs(want.mean[d] - g.m[d]) < bias_mean, "pixel %d: chain mean %g vs "
-                      "data %g", d, want.mean[d], g.m[d]);
+        ck_assert_msg(fabs(want.mean[d] - g.m[d]) < bias_mean,
+                      "pixel %d: chain mean %g vs "
+                      "data %g",
+                      d, want.mean[d], g.m[d]);
         ck_assert(fabs(got.mean[d] - g.m[d]) < 5 * se_m + bias_mean);
     }
     ck_assert_msg(fabs(got.var - want.var) < 5 * se_v, "sample var %g, chain var %g (5 SE %g)",
                   got.var, want.var, 5 * se_v);
-    ck_assert_msg(fabs(want.var - g.v) < var_bias * g.v, "chain var %g vs data %g", want.var,
-                  g.v);
+    ck_assert_msg(fabs(want.var - g.v) < var_bias * g.v, "chain var %g vs data %g", want.var, g.v);
     ck_assert(fabs(got.var - g.v) < 5 * se_v + var_bias * g.v);
-    fprintf(stderr, "gauss kind %d S %4lld eta %g post %d: max |mean - m| %.4f (5 SE %.4f, "
+    fprintf(stderr,
+            "gauss kind %d S %4lld eta %g post %d: max |mean - m| %.4f (5 SE %.4f, "
             "%.1f SE from the chain); var %.5f vs data %.5f, chain %.5f (%+.1f%%), "
-            "%.1f SE from the chain\n", (int)kind, (long long)steps, eta, (int)post, worst_m,
-            5 * se_m, worst_z, got.var, g.v, want.var, 100.0 * (want.var / g.v - 1.0),
-            fabs(got.var - want.var) / se_v);
+            "%.1f SE from the chain\n",
+            (int)kind, (long long)steps, eta, (int)post, worst_m, 5 * se_m, worst_z, got.var, g.v,
+            want.var, 100.0 * (want.var / g.v - 1.0), fabs(got.var - want.var) / se_v);
     cd_tensor_free(out);
     cd_rng_free(rng);
     cd_sampler_free(s);
@@ -253,10 +250,10 @@ START_TEST(ddim_bias_shrinks_with_steps)
         CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, deg));
         double prev = INFINITY;
         for (int k = 0; k < 5; k++) {
-            CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, (double)S[k]));
+            CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, S[k]));
             const double bias = fabs(chain_moments(&g, s, e, false).var / g.v - 1.0);
-            ck_assert_msg(bias < prev, "eta %d: S = %lld bias %g after %g", e,
-                          (long long)S[k], bias, prev);
+            ck_assert_msg(bias < prev, "eta %d: S = %lld bias %g after %g", e, (long long)S[k],
+                          bias, prev);
             prev = bias;
         }
         ck_assert(prev < 0.03);
@@ -282,10 +279,10 @@ START_TEST(ddim_eta1_is_ddpm_posterior)
     gauss_init(&g, sch, 0.09);
     CD_ASSERT_OK(cd_sampler_create(&a, CD_SAMPLER_DDPM, deg));
     CD_ASSERT_OK(cd_sampler_create(&b, CD_SAMPLER_DDIM, deg));
-    CD_ASSERT_OK(cd_sampler_set(a, CD_SAMPLER_POSTERIOR_VARIANCE, 1));
-    CD_ASSERT_OK(cd_sampler_set(b, CD_SAMPLER_ETA, 1));
-    CD_ASSERT_OK(cd_sampler_set(b, CD_SAMPLER_CLIP, 0));
-    CD_ASSERT_OK(cd_sampler_set(b, CD_SAMPLER_STEPS, 200));
+    CD_ASSERT_OK(cd_sampler_set_int(a, CD_SAMPLER_OPT_POSTERIOR_VARIANCE, 1));
+    CD_ASSERT_OK(cd_sampler_set_real(b, CD_SAMPLER_OPT_ETA, 1));
+    CD_ASSERT_OK(cd_sampler_set_int(b, CD_SAMPLER_OPT_CLIP, 0));
+    CD_ASSERT_OK(cd_sampler_set_int(b, CD_SAMPLER_OPT_STEPS, 200));
     CD_ASSERT_OK(cd_sampler_set_predictor(a, gauss_predict, &g));
     CD_ASSERT_OK(cd_sampler_set_predictor(b, gauss_predict, &g));
     CD_ASSERT_OK(cd_rng_create(&r1, 77));
@@ -319,9 +316,9 @@ START_TEST(ddim_clipping)
     CD_ASSERT_OK(cd_degradation_create_noise(&deg, sch));
     gauss_init(&g, sch, 0.09);
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, deg));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, 10));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_ETA, 0));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 0));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 10));
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, 0));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_CLIP, 0));
     CD_ASSERT_OK(cd_sampler_set_predictor(s, gauss_predict, &g));
     cd_tensor *out = cd_test_tensor4(256, 1, 2, 2);
     const float *p = cd_tensor_data(out);
@@ -330,9 +327,9 @@ START_TEST(ddim_clipping)
     int outside = 0;
     for (int64_t i = 0; i < 1024; i++) outside += p[i] < -0.1f || p[i] > 0.1f;
     ck_assert_int_gt(outside, 100);
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP_HI, 0.1));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP_LO, -0.1));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 1));
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_CLIP_HI, 0.1));
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_CLIP_LO, -0.1));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_CLIP, 1));
     CD_ASSERT_OK(cd_sampler_sample(s, rng, out));
     for (int64_t i = 0; i < 1024; i++) ck_assert(p[i] >= -0.1f && p[i] <= 0.1f);
     cd_tensor_free(out);
@@ -347,9 +344,9 @@ END_TEST
 
 START_TEST(step_formula)
 {
-    static const int64_t cases[][2] = {{1000, 50}, {1000, 1000}, {1000, 2}, {1000, 1},
-                                       {1000, 999}, {1000, 3}, {4, 3}, {7, 4}, {100, 33},
-                                       {2, 2}, {1, 1}, {2000, 1999}, {999, 7}};
+    static const int64_t cases[][2] = {{1000, 50}, {1000, 1000}, {1000, 2}, {1000, 1}, {1000, 999},
+                                       {1000, 3},  {4, 3},       {7, 4},    {100, 33}, {2, 2},
+                                       {1, 1},     {2000, 1999}, {999, 7}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         const int64_t T = cases[k][0], S = cases[k][1];
         ck_assert_int_eq(cd__sampler_step_time(T, S, 0), T);
@@ -360,8 +357,8 @@ START_TEST(step_formula)
                 /* No tie is closer to a half-integer than 1/(2(S-1)) except an
                  * exact one, which double represents exactly, so double is a
                  * faithful independent reference here. */
-                const double ref = (double)T - floor((double)i * (double)(T - 1) /
-                                                     (double)(S - 1) + 0.5);
+                const double ref =
+                    (double)T - floor((double)i * (double)(T - 1) / (double)(S - 1) + 0.5);
                 ck_assert_int_eq(t, (int64_t)ref);
             }
             if (i > 0) ck_assert_int_lt(t, cd__sampler_step_time(T, S, i - 1));
@@ -401,7 +398,7 @@ START_TEST(step_times_public)
     cd_sampler *s = NULL;
     int64_t t[32], n = -1;
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, nd));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, 5));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 5));
     CD_ASSERT_OK(cd_sampler_step_times(s, 20, t, 32, &n));
     ck_assert_int_eq(n, 5);
     const int64_t want[5] = {20, 15, 10, 6, 1}; /* 19/4 = 4.75: 0, 5, 10, 14, 19 */
@@ -437,15 +434,15 @@ typedef struct {
     gauss *g;
 } recorder;
 
-static cd_status record_predict(void *user, const cd_tensor *z, const cd_tensor *tau,
-                                cd_tensor *out)
+static cd_status record_predict(const cd_tensor *z, const cd_tensor *tau, cd_tensor *out,
+                                void *user)
 {
     recorder *r = user;
     const float *tp = cd_tensor_data((cd_tensor *)tau);
     for (int64_t n = 1; n < cd_tensor_numel(tau); n++) ck_assert(tp[n] == tp[0]);
     ck_assert_int_lt(r->calls, 64);
     r->tau[r->calls++] = tp[0];
-    return gauss_predict(r->g, z, tau, out);
+    return gauss_predict(z, tau, out, r->g);
 }
 
 START_TEST(predictor_times)
@@ -464,7 +461,7 @@ START_TEST(predictor_times)
         cd_sampler *s = NULL;
         recorder r = {.g = &g};
         CD_ASSERT_OK(cd_sampler_create(&s, k < 3 ? CD_SAMPLER_DDIM : CD_SAMPLER_DDPM, deg));
-        if (k < 3) CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, (double)S[k]));
+        if (k < 3) CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, S[k]));
         CD_ASSERT_OK(cd_sampler_set_predictor(s, record_predict, &r));
         CD_ASSERT_OK(cd_sampler_sample(s, rng, out));
         int64_t t[32], n = 0;
@@ -483,8 +480,8 @@ END_TEST
 /* ---- the cold samplers ---------------------------------------------------- */
 
 /* The exact clean-image predictor: it knows x. */
-static cd_status oracle_predict(void *user, const cd_tensor *z, const cd_tensor *tau,
-                                cd_tensor *out)
+static cd_status oracle_predict(const cd_tensor *z, const cd_tensor *tau, cd_tensor *out,
+                                void *user)
 {
     (void)z;
     (void)tau;
@@ -493,10 +490,10 @@ static cd_status oracle_predict(void *user, const cd_tensor *z, const cd_tensor 
 }
 
 /* x + 0.05 everywhere: a biased predictor. */
-static cd_status biased_predict(void *user, const cd_tensor *z, const cd_tensor *tau,
-                                cd_tensor *out)
+static cd_status biased_predict(const cd_tensor *z, const cd_tensor *tau, cd_tensor *out,
+                                void *user)
 {
-    CD_ASSERT_OK(oracle_predict(user, z, tau, out));
+    CD_ASSERT_OK(oracle_predict(z, tau, out, user));
     float *o = cd_tensor_data(out);
     for (int64_t i = 0; i < cd_tensor_numel(out); i++) o[i] += 0.05f;
     return CD_OK;
@@ -509,9 +506,9 @@ static cd_tensor *restore_clipped(cd_sampler_kind kind, cd_degradation *deg, cd_
 {
     cd_sampler *s = NULL;
     cd_tensor *out = cd_test_tensor4(cd_tensor_dim(x, 0), cd_tensor_dim(x, 1), cd_tensor_dim(x, 2),
-                             cd_tensor_dim(x, 3));
+                                     cd_tensor_dim(x, 3));
     CD_ASSERT_OK(cd_sampler_create(&s, kind, deg));
-    if (!clip) CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 0));
+    if (!clip) CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_CLIP, 0));
     CD_ASSERT_OK(cd_sampler_set_predictor(s, fn, x));
     CD_ASSERT_OK(cd_sampler_restore(s, x, t_start, NULL, out, NULL, 0, NULL, NULL, NULL));
     cd_sampler_free(s);
@@ -570,8 +567,8 @@ START_TEST(cold2_cancels_constant_bias)
 END_TEST
 
 /* z -> 2 z + tau: direct must return exactly g(z_{t_start}, t_start / T). */
-static cd_status affine_predict(void *user, const cd_tensor *z, const cd_tensor *tau,
-                                cd_tensor *out)
+static cd_status affine_predict(const cd_tensor *z, const cd_tensor *tau, cd_tensor *out,
+                                void *user)
 {
     (void)user;
     const float *zp = cd_tensor_data((cd_tensor *)z), *tp = cd_tensor_data((cd_tensor *)tau);
@@ -600,12 +597,13 @@ START_TEST(cold_clips_by_default)
     ck_assert_int_gt(clipped, 0); /* the test reaches the clip */
     cd_sampler *s = NULL;
     double v = 0;
+    int64_t iv = 0;
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_COLD2, deg));
-    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_CLIP, &v));
-    ck_assert(v == 1.0);
-    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_CLIP_LO, &v));
+    CD_ASSERT_OK(cd_sampler_get_int(s, CD_SAMPLER_OPT_CLIP, &iv));
+    ck_assert_int_eq(iv, 1);
+    CD_ASSERT_OK(cd_sampler_get_real(s, CD_SAMPLER_OPT_CLIP_LO, &v));
     ck_assert(v == -0.5);
-    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_CLIP_HI, &v));
+    CD_ASSERT_OK(cd_sampler_get_real(s, CD_SAMPLER_OPT_CLIP_HI, &v));
     ck_assert(v == 0.5);
     cd_sampler_free(s);
     cd_tensor_free(out);
@@ -618,8 +616,7 @@ END_TEST
 /* DDIM's defaults: the measured best setting (50 steps, or T when smaller,
  * eta 1), clipped; the final z_0 is then x0-hat itself, in range whatever
  * the predictor says. */
-static cd_status wild_predict(void *user, const cd_tensor *z, const cd_tensor *tau,
-                              cd_tensor *out)
+static cd_status wild_predict(const cd_tensor *z, const cd_tensor *tau, cd_tensor *out, void *user)
 {
     (void)user;
     (void)tau;
@@ -633,14 +630,15 @@ START_TEST(ddim_defaults_stay_in_range)
     cd_sampler *s = NULL;
     cd_rng *rng = NULL;
     double v = 0;
+    int64_t steps = 0;
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, small));
-    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_STEPS, &v));
-    ck_assert(v == 20.0);
+    CD_ASSERT_OK(cd_sampler_get_int(s, CD_SAMPLER_OPT_STEPS, &steps));
+    ck_assert_int_eq(steps, 20);
     cd_sampler_free(s);
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, nd));
-    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_STEPS, &v));
-    ck_assert(v == 50.0);
-    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_ETA, &v));
+    CD_ASSERT_OK(cd_sampler_get_int(s, CD_SAMPLER_OPT_STEPS, &steps));
+    ck_assert_int_eq(steps, 50);
+    CD_ASSERT_OK(cd_sampler_get_real(s, CD_SAMPLER_OPT_ETA, &v));
     ck_assert(v == 1.0);
     CD_ASSERT_OK(cd_sampler_set_predictor(s, wild_predict, NULL));
     CD_ASSERT_OK(cd_rng_create(&rng, 9));
@@ -649,7 +647,7 @@ START_TEST(ddim_defaults_stay_in_range)
     const float *p = cd_tensor_data(out);
     for (int64_t i = 0; i < cd_tensor_numel(out); i++) ck_assert(p[i] >= -0.5f && p[i] <= 0.5f);
     /* Unclipped, the same predictor leaves the range far behind. */
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 0));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_CLIP, 0));
     CD_ASSERT_OK(cd_sampler_sample(s, rng, out));
     float worst = 0.0f;
     for (int64_t i = 0; i < cd_tensor_numel(out); i++) worst = fmaxf(worst, fabsf(p[i]));
@@ -668,9 +666,11 @@ START_TEST(messages_name_keys)
     cd_degradation *nd = noise_deg(100), *bd = blur_deg(10, CD_PADDING_REFLECT);
     cd_sampler *s = NULL;
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, nd));
-    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_STEPS, 5000), CD_ERR_RANGE);
-    CD_ASSERT_ERROR_MENTIONS("DDIM sampler: steps = 5000 is not a whole number in [1, 100]");
-    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_ETA, NAN), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 5000), CD_ERR_RANGE);
+    CD_ASSERT_ERROR_MENTIONS("DDIM sampler");
+    CD_ASSERT_ERROR_MENTIONS("steps = 5000");
+    CD_ASSERT_ERROR_MENTIONS("T = 100");
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, NAN), CD_ERR_NOT_FINITE);
     CD_ASSERT_ERROR_MENTIONS("eta = nan");
     cd_sampler_free(s);
     CD_ASSERT_STATUS(cd_sampler_create(&s, CD_SAMPLER_DDPM, bd), CD_ERR_UNSUPPORTED);
@@ -702,8 +702,8 @@ START_TEST(direct_returns_prediction)
 }
 END_TEST
 
-static cd_status identity_predict(void *user, const cd_tensor *z, const cd_tensor *tau,
-                                  cd_tensor *out)
+static cd_status identity_predict(const cd_tensor *z, const cd_tensor *tau, cd_tensor *out,
+                                  void *user)
 {
     (void)user;
     (void)tau;
@@ -767,8 +767,8 @@ START_TEST(snapshots_cold)
     CD_ASSERT_OK(cd_sampler_restore(s, x, 15, NULL, out, times, nv, sz, sx, sf));
     const int64_t B = 2 * 144;
     for (int64_t v = 0; v < nv; v++) {
-        CD_ASSERT_OK(cd_degradation_apply(deg, x, (int64_t[]){times[v], times[v]}, 2, NULL,
-                                          ref, NULL));
+        CD_ASSERT_OK(
+            cd_degradation_apply(deg, x, (int64_t[]){times[v], times[v]}, 2, NULL, ref, NULL));
         const float *r = cd_tensor_data(ref), *xp = cd_tensor_data(x);
         for (int64_t i = 0; i < B; i++) {
             ck_assert(cd_tensor_data(sz)[v * B + i] == r[i]);
@@ -795,14 +795,13 @@ typedef struct {
     float z[8][8], tau[8];
 } z_recorder;
 
-static cd_status zrec_predict(void *user, const cd_tensor *z, const cd_tensor *tau,
-                              cd_tensor *out)
+static cd_status zrec_predict(const cd_tensor *z, const cd_tensor *tau, cd_tensor *out, void *user)
 {
     z_recorder *r = user;
     ck_assert_int_lt(r->calls, 8);
     CD_ASSERT_OK(cd_tensor_copy_to(z, r->z[r->calls], 8));
     r->tau[r->calls++] = cd_tensor_data((cd_tensor *)tau)[0];
-    return gauss_predict(r->g, z, tau, out);
+    return gauss_predict(z, tau, out, r->g);
 }
 
 /*
@@ -826,9 +825,9 @@ START_TEST(snapshots_ddim_noise)
     CD_ASSERT_OK(cd_degradation_create_noise(&deg, sch));
     gauss_init(&g, sch, 0.09);
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, deg));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, 5));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_ETA, 0.5));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 0));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 5));
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, 0.5));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_CLIP, 0));
     cd_tensor *x = cd_test_tensor4(2, 1, 2, 2), *out = cd_test_tensor4(2, 1, 2, 2),
               *out2 = cd_test_tensor4(2, 1, 2, 2);
     cd_tensor *fwd = cd_test_tensor4(2, 1, 2, 2);
@@ -867,8 +866,8 @@ START_TEST(snapshots_ddim_noise)
     ck_assert(same_bits(out, out2));
     /* ... and leaves the generator where the forward snapshots start. */
     for (int v = 0; v < 4; v++) {
-        CD_ASSERT_OK(cd_degradation_apply(deg, x, (int64_t[]){times[v], times[v]}, 2, r2, fwd,
-                                          NULL));
+        CD_ASSERT_OK(
+            cd_degradation_apply(deg, x, (int64_t[]){times[v], times[v]}, 2, r2, fwd, NULL));
         ck_assert(memcmp(cd_tensor_data(fwd), cd_tensor_data(sf) + v * 8, 32) == 0);
     }
     /* Independent of the chain: D(x, 20) is not the chain's z_20. */
@@ -938,13 +937,13 @@ static cd_decoder *small_cnn(int64_t H, int64_t W)
     cd_decoder *d = NULL;
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
-    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, (int64_t[]){4, 4}, 2));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_KERNEL, 3));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_HEIGHT, H));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_WIDTH, W));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_TIME_FREQS, 4));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_TIME_HIDDEN, 8));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_TIME_LAYERS, 2));
+    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, (int64_t[]){4, 4}, 2));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_KERNEL, 3));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEIGHT, H));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_WIDTH, W));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_TIME_FREQS, 4));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_TIME_HIDDEN, 8));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_TIME_LAYERS, 2));
     CD_ASSERT_OK(cd_rng_create(&rng, 99));
     CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
     cd_rng_free(rng);
@@ -960,8 +959,8 @@ static cd_tensor *run_kind(cd_sampler_kind kind, cd_decoder *dec, uint64_t seed)
     cd_sampler *s = NULL;
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_sampler_create(&s, kind, deg));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, 5));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_ETA, 0.7));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 5));
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, 0.7));
     CD_ASSERT_OK(cd_sampler_set_decoder(s, dec));
     CD_ASSERT_OK(cd_rng_create(&rng, seed));
     cd_tensor *out = cd_test_tensor4(5, 1, 12, 12);
@@ -1020,36 +1019,45 @@ START_TEST(errors_create_and_options)
     CD_ASSERT_ERROR_MENTIONS("t = 2");
     cd_degradation_free(bad);
     cd_schedule_free(sch);
-    ck_assert_int_eq(cd_sampler_get_kind(NULL), -1);
+    cd_clear_error();
+    ck_assert_int_eq(cd_sampler_get_kind(NULL), CD_SAMPLER_INVALID);
+    ck_assert_int_eq(CD_SAMPLER_INVALID, -1);
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
     cd_sampler_free(NULL);
 
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, nd));
     ck_assert_int_eq(cd_sampler_get_kind(s), CD_SAMPLER_DDIM);
-    double lo, hi, v;
-    CD_ASSERT_OK(cd_sampler_bounds(s, CD_SAMPLER_STEPS, &lo, &hi));
-    ck_assert(lo == 1 && hi == 10);
-    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_STEPS, &v));
-    ck_assert(v == 10);
-    CD_ASSERT_STATUS(cd_sampler_bounds(NULL, CD_SAMPLER_ETA, &lo, &hi), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_sampler_bounds(s, CD_SAMPLER_ETA, NULL, &hi), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_sampler_bounds(s, (cd_sampler_key)6, &lo, &hi), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_sampler_set(NULL, CD_SAMPLER_ETA, 0.5), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_sampler_set(s, (cd_sampler_key)-1, 0.5), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_ETA, NAN), CD_ERR_NOT_FINITE);
-    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_CLIP_LO, INFINITY), CD_ERR_NOT_FINITE);
-    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_ETA, 1.5), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_ETA, -0.1), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_STEPS, 0), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_STEPS, 11), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_STEPS, 2.5), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_CLIP, 0.5), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_POSTERIOR_VARIANCE, 2), CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_sampler_set(s, CD_SAMPLER_CLIP_LO, 1e39), CD_ERR_RANGE);
-    CD_ASSERT_OK(cd_sampler_get(s, CD_SAMPLER_STEPS, &v));
-    ck_assert(v == 10); /* failed sets changed nothing */
-    CD_ASSERT_STATUS(cd_sampler_get(s, CD_SAMPLER_STEPS, NULL), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_sampler_get(NULL, CD_SAMPLER_STEPS, &v), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_sampler_get(s, (cd_sampler_key)42, &v), CD_ERR_INVALID_ARGUMENT);
+    cd_option_info info;
+    int64_t v;
+    /* The description is the key's, not the sampler's: steps is bounded by
+     * the degradation's T when set. */
+    CD_ASSERT_OK(cd_sampler_option_info(CD_SAMPLER_OPT_STEPS, &info));
+    ck_assert(info.lo == 1 && info.hi >= 10);
+    CD_ASSERT_OK(cd_sampler_get_int(s, CD_SAMPLER_OPT_STEPS, &v));
+    ck_assert_int_eq(v, 10);
+    CD_ASSERT_STATUS(cd_sampler_option_info(CD_SAMPLER_OPT_ETA, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)6, &info), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_set_real(NULL, CD_SAMPLER_OPT_ETA, 0.5), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, (cd_sampler_option)-1, 0.5), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_set_int(s, (cd_sampler_option)-1, 1), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, NAN), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, CD_SAMPLER_OPT_CLIP_LO, INFINITY), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, 1.5), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, -0.1), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 11), CD_ERR_RANGE);
+    /* A fraction can only come through the real call: refused as the
+     * wrong type. */
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, CD_SAMPLER_OPT_STEPS, 2.5), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, CD_SAMPLER_OPT_CLIP, 0.5), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_set_int(s, CD_SAMPLER_OPT_CLIP, 2), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_sampler_set_int(s, CD_SAMPLER_OPT_POSTERIOR_VARIANCE, 2), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, CD_SAMPLER_OPT_CLIP_LO, 1e39), CD_ERR_RANGE);
+    CD_ASSERT_OK(cd_sampler_get_int(s, CD_SAMPLER_OPT_STEPS, &v));
+    ck_assert_int_eq(v, 10); /* failed sets changed nothing */
+    CD_ASSERT_STATUS(cd_sampler_get_int(s, CD_SAMPLER_OPT_STEPS, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_get_int(NULL, CD_SAMPLER_OPT_STEPS, &v), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_get_int(s, (cd_sampler_option)42, &v), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_set_decoder(NULL, NULL), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_set_predictor(NULL, identity_predict, NULL),
                      CD_ERR_INVALID_ARGUMENT);
@@ -1084,11 +1092,11 @@ START_TEST(errors_sample)
     CD_ASSERT_STATUS(cd_sampler_sample(s, rng, NULL), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_sample(s, NULL, out), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_sample(s, rng, r3), CD_ERR_SHAPE);
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 0));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP_LO, 0.5));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP_HI, 0.25));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_CLIP, 0));
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_CLIP_LO, 0.5));
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_CLIP_HI, 0.25));
     CD_ASSERT_OK(cd_sampler_sample(s, rng, out)); /* clip off: the range is not used */
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_CLIP, 1));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_CLIP, 1));
     CD_ASSERT_STATUS(cd_sampler_sample(s, rng, out), CD_ERR_RANGE);
     CD_ASSERT_OK(cd_sampler_set_predictor(s, NULL, NULL));
     CD_ASSERT_STATUS(cd_sampler_sample(s, rng, out), CD_ERR_STATE);
@@ -1141,8 +1149,7 @@ START_TEST(errors_restore)
                      CD_ERR_RANGE);
     CD_ASSERT_STATUS(cd_sampler_restore(s, x, 11, rng, out, NULL, 0, NULL, NULL, NULL),
                      CD_ERR_RANGE);
-    CD_ASSERT_STATUS(cd_sampler_restore(s, x, 5, rng, out, tv, -1, NULL, NULL, NULL),
-                     CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_sampler_restore(s, x, 5, rng, out, tv, -1, NULL, NULL, NULL), CD_ERR_RANGE);
     CD_ASSERT_STATUS(cd_sampler_restore(s, x, 5, rng, out, NULL, 2, s1, NULL, NULL),
                      CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_restore(s, x, 5, rng, out, bad_hi, 2, s1, NULL, NULL),
@@ -1186,14 +1193,14 @@ END_TEST
  * status that is not a cd_status, a NaN, a reshaped output. */
 static int64_t fail_after;
 
-static cd_status failing_predict(void *user, const cd_tensor *z, const cd_tensor *tau,
-                                 cd_tensor *out)
+static cd_status failing_predict(const cd_tensor *z, const cd_tensor *tau, cd_tensor *out,
+                                 void *user)
 {
     const int mode = *(const int *)user;
-    if (fail_after-- > 0) return identity_predict(NULL, z, tau, out);
+    if (fail_after-- > 0) return identity_predict(z, tau, out, NULL);
     switch (mode) {
     case 0: return cd_tensor_copy_from(out, NULL, 3); /* fails with its message */
-    case 1: return CD_ERR_CANCELLED;                   /* fails silently */
+    case 1: return CD_ERR_CANCELLED;                  /* fails silently */
     case 2: return (cd_status)7;
     case 3: cd_tensor_data(out)[1] = NAN; return CD_OK;
     default: return cd_tensor_reshape(out, 2, (int64_t[]){2, 4});
@@ -1247,7 +1254,7 @@ typedef struct {
     cd_status stop_with;
 } progress_log;
 
-static cd_status log_progress(void *user, int64_t step, int64_t steps)
+static cd_status log_progress(int64_t step, int64_t steps, void *user)
 {
     progress_log *p = user;
     ck_assert_int_eq(step, p->last_step + 1);
@@ -1262,7 +1269,7 @@ START_TEST(progress_and_cancel)
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_rng_create(&rng, 3));
     CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, nd));
-    CD_ASSERT_OK(cd_sampler_set(s, CD_SAMPLER_STEPS, 7));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 7));
     CD_ASSERT_OK(cd_sampler_set_predictor(s, identity_predict, NULL));
     cd_tensor *out = cd_test_tensor4(2, 1, 8, 8), *x = cd_test_tensor4(2, 1, 8, 8);
     progress_log log = {0, 0, 0, -1, CD_OK};
@@ -1304,6 +1311,98 @@ START_TEST(progress_and_cancel)
 }
 END_TEST
 
+/* The options model on samplers: each key's description and the default a
+ * fresh sampler holds, typed calls refusing the other type, non-finite
+ * reals, values out of range and bools past 1, each failure keeping the
+ * old value. */
+START_TEST(options_model)
+{
+    cd_option_info info;
+    CD_ASSERT_OK(cd_sampler_option_info(CD_SAMPLER_OPT_STEPS, &info));
+    CD_ASSERT_OPTION_INFO(info, "steps", CD_OPTION_INT, -1, 50);
+    ck_assert(info.lo == 1 && !info.lo_open);
+    CD_ASSERT_OK(cd_sampler_option_info(CD_SAMPLER_OPT_ETA, &info));
+    CD_ASSERT_OPTION_INFO(info, "eta", CD_OPTION_REAL, -1, 1);
+    ck_assert(info.lo == 0 && info.hi == 1 && !info.lo_open && !info.hi_open);
+    CD_ASSERT_OK(cd_sampler_option_info(CD_SAMPLER_OPT_POSTERIOR_VARIANCE, &info));
+    CD_ASSERT_OPTION_INFO(info, "posterior_variance", CD_OPTION_BOOL, -1, 0);
+    ck_assert(info.lo == 0 && info.hi == 1);
+    CD_ASSERT_OK(cd_sampler_option_info(CD_SAMPLER_OPT_CLIP, &info));
+    CD_ASSERT_OPTION_INFO(info, "clip", CD_OPTION_BOOL, -1, 1);
+    CD_ASSERT_OK(cd_sampler_option_info(CD_SAMPLER_OPT_CLIP_LO, &info));
+    CD_ASSERT_OPTION_INFO(info, "clip_lo", CD_OPTION_REAL, -1, -0.5);
+    CD_ASSERT_OK(cd_sampler_option_info(CD_SAMPLER_OPT_CLIP_HI, &info));
+    CD_ASSERT_OPTION_INFO(info, "clip_hi", CD_OPTION_REAL, -1, 0.5);
+    CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)6, &info), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)-1, &info), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)1000, &info),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_option_info(CD_SAMPLER_OPT_STEPS, NULL), CD_ERR_INVALID_ARGUMENT);
+
+    /* A fresh sampler (T = 1000, so steps is not cut to T) holds every
+     * default; each key answers only the calls of its type. */
+    cd_degradation *nd = noise_deg(1000);
+    cd_sampler *s = NULL;
+    CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, nd));
+    int64_t iv = -7;
+    double rv = -7;
+    for (int k = CD_SAMPLER_OPT_STEPS; k <= CD_SAMPLER_OPT_CLIP_HI; k++) {
+        const cd_sampler_option key = (cd_sampler_option)k;
+        CD_ASSERT_OK(cd_sampler_option_info(key, &info));
+        if (info.type == CD_OPTION_REAL) {
+            CD_ASSERT_OK(cd_sampler_get_real(s, key, &rv));
+            ck_assert_msg(rv == info.default_value, "%s = %g", info.name, rv);
+            CD_ASSERT_STATUS(cd_sampler_get_int(s, key, &iv), CD_ERR_INVALID_ARGUMENT);
+            CD_ASSERT_STATUS(cd_sampler_set_int(s, key, 0), CD_ERR_INVALID_ARGUMENT);
+            CD_ASSERT_STATUS(cd_sampler_set_real(s, key, NAN), CD_ERR_NOT_FINITE);
+            CD_ASSERT_STATUS(cd_sampler_set_real(s, key, INFINITY), CD_ERR_NOT_FINITE);
+            CD_ASSERT_OK(cd_sampler_get_real(s, key, &rv));
+            ck_assert(rv == info.default_value);
+        } else {
+            CD_ASSERT_OK(cd_sampler_get_int(s, key, &iv));
+            ck_assert_msg((double)iv == info.default_value, "%s = %lld", info.name, (long long)iv);
+            CD_ASSERT_STATUS(cd_sampler_get_real(s, key, &rv), CD_ERR_INVALID_ARGUMENT);
+            CD_ASSERT_STATUS(cd_sampler_set_real(s, key, 1.0), CD_ERR_INVALID_ARGUMENT);
+            CD_ASSERT_OK(cd_sampler_get_int(s, key, &iv));
+            ck_assert((double)iv == info.default_value);
+        }
+    }
+    /* Set, then fail at each: the values stay. */
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 20));
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, 0.25));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_CLIP, 0));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_POSTERIOR_VARIANCE, 1));
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_CLIP_LO, -2.0));
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, CD_SAMPLER_OPT_STEPS, 30.0), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("steps");
+    CD_ASSERT_STATUS(cd_sampler_set_int(s, CD_SAMPLER_OPT_ETA, 0), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("eta");
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, NAN), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, CD_SAMPLER_OPT_CLIP_LO, -INFINITY), CD_ERR_NOT_FINITE);
+    CD_ASSERT_STATUS(cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, 1.0000001), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 0), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, 1001), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_sampler_set_int(s, CD_SAMPLER_OPT_CLIP, 2), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_sampler_set_int(s, CD_SAMPLER_OPT_CLIP, -1), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_sampler_set_int(s, CD_SAMPLER_OPT_POSTERIOR_VARIANCE, 2), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_sampler_set_int(NULL, CD_SAMPLER_OPT_STEPS, 5), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_get_real(NULL, CD_SAMPLER_OPT_ETA, &rv), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_get_real(s, CD_SAMPLER_OPT_ETA, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_OK(cd_sampler_get_int(s, CD_SAMPLER_OPT_STEPS, &iv));
+    ck_assert_int_eq(iv, 20);
+    CD_ASSERT_OK(cd_sampler_get_real(s, CD_SAMPLER_OPT_ETA, &rv));
+    ck_assert(rv == 0.25);
+    CD_ASSERT_OK(cd_sampler_get_int(s, CD_SAMPLER_OPT_CLIP, &iv));
+    ck_assert_int_eq(iv, 0);
+    CD_ASSERT_OK(cd_sampler_get_int(s, CD_SAMPLER_OPT_POSTERIOR_VARIANCE, &iv));
+    ck_assert_int_eq(iv, 1);
+    CD_ASSERT_OK(cd_sampler_get_real(s, CD_SAMPLER_OPT_CLIP_LO, &rv));
+    ck_assert(rv == -2.0);
+    cd_sampler_free(s);
+    cd_degradation_free(nd);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("sampler");
@@ -1340,6 +1439,7 @@ static Suite *make_suite(void)
     tcase_add_test(api, errors_predictor);
     tcase_add_test(api, progress_and_cancel);
     tcase_add_test(api, messages_name_keys);
+    tcase_add_test(api, options_model);
     suite_add_tcase(s, api);
     return s;
 }

@@ -9,8 +9,7 @@
 
 static void assert_rel(double got, double want, double rel, const char *what)
 {
-    ck_assert_msg(fabs(got - want) <= rel * fabs(want), "%s: %.9g, expected %.9g", what, got,
-                  want);
+    ck_assert_msg(fabs(got - want) <= rel * fabs(want), "%s: %.9g, expected %.9g", what, got, want);
 }
 
 START_TEST(linear_matches_formula)
@@ -85,7 +84,7 @@ START_TEST(cosine_report_preset)
     CD_ASSERT_OK(cd_schedule_create_cosine_report(&s, 1000));
     float b, a;
     CD_ASSERT_OK(cd_schedule_at(s, 1000, &b, &a));
-    ck_assert(b == 0.9f);                           /* the only clipped value */
+    ck_assert(b == 0.9f);                                      /* the only clipped value */
     assert_rel(a, 3.749982237642683e-33, 1e-6, "alpha-bar_T"); /* not recomputed */
     CD_ASSERT_OK(cd_schedule_at(s, 999, &b, NULL));
     assert_rel(b, 0.7499993929010453, 1e-6, "beta_999");
@@ -188,7 +187,10 @@ START_TEST(invalid_parameters_are_errors)
     CD_ASSERT_STATUS(cd_schedule_copy_arrays(s, arr, NULL, 10), CD_ERR_SHAPE);
     CD_ASSERT_STATUS(cd_schedule_at(NULL, 1, &b, NULL), CD_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(cd_schedule_T(NULL), -1);
-    ck_assert_int_eq(cd_schedule_get_kind(NULL), -1);
+    cd_clear_error();
+    ck_assert_int_eq(cd_schedule_get_kind(NULL), CD_SCHEDULE_INVALID);
+    ck_assert_int_eq(CD_SCHEDULE_INVALID, -1);
+    ck_assert_int_eq(cd_last_status(), CD_ERR_INVALID_ARGUMENT);
     cd_schedule_free(s);
     cd_schedule_free(NULL);
 }
@@ -214,8 +216,10 @@ static void check_report_case(const cd_fixture *fx, const char *name)
     const float *cfg = cd_fixture_get(fx, key, NULL);
     const int64_t T = (int64_t)cfg[0];
     cd_schedule *s = NULL;
-    if (cfg[3] == 0.0f) CD_ASSERT_OK(cd_schedule_create_linear_report(&s, T, cfg[1], cfg[2]));
-    else CD_ASSERT_OK(cd_schedule_create_constant_report(&s, T, cfg[1]));
+    if (cfg[3] == 0.0f)
+        CD_ASSERT_OK(cd_schedule_create_linear_report(&s, T, cfg[1], cfg[2]));
+    else
+        CD_ASSERT_OK(cd_schedule_create_constant_report(&s, T, cfg[1]));
     int64_t n = 0;
     snprintf(key, sizeof key, "%s.beta", name);
     const float *beta = cd_fixture_get(fx, key, &n);

@@ -53,6 +53,8 @@ START_TEST(bad_shapes_are_errors)
     CD_ASSERT_STATUS(cd_tensor_create(&t, CD_TENSOR_MAX_RANK + 1,
                                       (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1, 1}),
                      CD_ERR_SHAPE);
+    /* Ranks are int64_t: 2^32 + 1 is refused, not read as 1. */
+    CD_ASSERT_STATUS(cd_tensor_create(&t, (INT64_C(1) << 32) + 1, (int64_t[]){1}), CD_ERR_SHAPE);
     CD_ASSERT_STATUS(cd_tensor_create(&t, 2, (int64_t[]){4, 0}), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("shape[1]");
     CD_ASSERT_STATUS(cd_tensor_create(&t, 3, (int64_t[]){2, -5, 2}), CD_ERR_SHAPE);
@@ -70,8 +72,7 @@ START_TEST(size_overflow_is_an_error)
     /* Fits in int64 elements but not in bytes. */
     CD_ASSERT_STATUS(cd_tensor_create(&t, 1, (int64_t[]){INT64_MAX / 2}), CD_ERR_OVERFLOW);
     /* Representable but impossible to allocate: a clean out-of-memory. */
-    CD_ASSERT_STATUS(cd_tensor_create(&t, 1, (int64_t[]){INT64_C(1) << 60}),
-                     CD_ERR_OUT_OF_MEMORY);
+    CD_ASSERT_STATUS(cd_tensor_create(&t, 1, (int64_t[]){INT64_C(1) << 60}), CD_ERR_OUT_OF_MEMORY);
     ck_assert_ptr_null(t);
 }
 END_TEST
@@ -151,6 +152,13 @@ START_TEST(reshape_keeps_data)
     ck_assert_int_eq(cd_tensor_dim(t, 4), -1);
     ck_assert_int_eq(cd_last_status(), CD_ERR_RANGE);
     ck_assert_int_eq(cd_tensor_dim(t, -5), -1);
+    /* Axes and capacities are int64_t too. */
+    ck_assert_int_eq(cd_tensor_dim(t, INT64_C(1) << 32), -1);
+    ck_assert_int_eq(cd_tensor_dim(t, INT64_MIN), -1);
+    CD_ASSERT_STATUS(cd_tensor_reshape(t, (INT64_C(1) << 32) + 1, (int64_t[]){24}), CD_ERR_SHAPE);
+    int64_t big[8];
+    CD_ASSERT_OK(cd_tensor_shape(t, big, INT64_C(1) << 33));
+    ck_assert(big[0] == 2 && big[3] == 4);
     cd_tensor_free(t);
 }
 END_TEST
@@ -160,14 +168,11 @@ START_TEST(internal_expect_reports_shapes)
     cd_tensor *t = NULL;
     CD_ASSERT_OK(cd_tensor_create(&t, 4, (int64_t[]){3, 1, 28, 28}));
     CD_ASSERT_OK(cd__tensor_expect(t, "f", "x", 4, (int64_t[]){-1, 1, 28, 28}));
-    CD_ASSERT_STATUS(cd__tensor_expect(t, "f", "x", 4, (int64_t[]){3, 2, 28, 28}),
-                     CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd__tensor_expect(t, "f", "x", 4, (int64_t[]){3, 2, 28, 28}), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("3x2x28x28");
     CD_ASSERT_ERROR_MENTIONS("3x1x28x28");
-    CD_ASSERT_STATUS(cd__tensor_expect(t, "f", "x", 3, (int64_t[]){3, 1, 28}),
-                     CD_ERR_SHAPE);
-    CD_ASSERT_STATUS(cd__tensor_expect(NULL, "f", "x", 1, (int64_t[]){1}),
-                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd__tensor_expect(t, "f", "x", 3, (int64_t[]){3, 1, 28}), CD_ERR_SHAPE);
+    CD_ASSERT_STATUS(cd__tensor_expect(NULL, "f", "x", 1, (int64_t[]){1}), CD_ERR_INVALID_ARGUMENT);
     cd_tensor_free(t);
 }
 END_TEST

@@ -21,10 +21,10 @@ static cd_trainer *small_trainer(int blur)
         CD_ASSERT_OK(cd_degradation_create_noise(&d, s));
     }
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
-    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, (int64_t[]){4, 4}, 2));
+    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, (int64_t[]){4, 4}, 2));
     CD_ASSERT_OK(cd_decoder_create(&dec, cfg, r));
     CD_ASSERT_OK(cd_trainer_create(&tr, dec, d));
-    CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_VAL_BATCH, 64));
+    CD_ASSERT_OK(cd_trainer_set_int(tr, CD_TRAINER_OPT_VAL_BATCH, 64));
     cd_decoder_config_free(cfg), cd_schedule_free(s), cd_rng_free(r);
     return tr;
 }
@@ -36,8 +36,8 @@ START_TEST(matches_written_out)
     cd_dataset *ds = cd_test_load_slice(0.2);
     for (int blur = 0; blur < 2; blur++) {
         cd_trainer *tr = small_trainer(blur);
-        if (blur) CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_T_PER_BATCH, 1));
-        CD_ASSERT_OK(cd_trainer_set(tr, CD_TRAINER_LOSS, blur)); /* blur with L1 */
+        if (blur) CD_ASSERT_OK(cd_trainer_set_int(tr, CD_TRAINER_OPT_T_PER_BATCH, 1));
+        CD_ASSERT_OK(cd_trainer_set_int(tr, CD_TRAINER_OPT_LOSS, blur ? CD_LOSS_L1 : CD_LOSS_MSE));
         cd_rng *r1 = NULL, *r2 = NULL;
         CD_ASSERT_OK(cd_rng_create(&r1, 9));
         CD_ASSERT_OK(cd_rng_create(&r2, 9));
@@ -66,8 +66,8 @@ START_TEST(matches_written_out)
                 if (blur) t[i] = t[0];
                 cd_tensor_data(tau)[i] = (float)((double)t[i] / T);
             }
-            CD_ASSERT_OK(cd_degradation_apply(cd_trainer_degradation(tr), xb, t, b, r2, z,
-                                              blur ? NULL : e));
+            CD_ASSERT_OK(
+                cd_degradation_apply(cd_trainer_degradation(tr), xb, t, b, r2, z, blur ? NULL : e));
             CD_ASSERT_OK(cd_decoder_forward(cd_trainer_decoder(tr), z, tau, p));
             const float *target = cd_tensor_data(blur ? xb : e);
             for (int64_t i = 0; i < b; i++) {
@@ -89,7 +89,7 @@ START_TEST(matches_written_out)
         ck_assert(se > 0 && se < mean);
         cd_tensor_free(x);
         cd_rng_free(r1), cd_rng_free(r2);
-        cd_trainer_free(tr);
+        cd_test_trainer_free_all(tr);
     }
     cd_dataset_free(ds);
 }
@@ -102,17 +102,22 @@ START_TEST(errors)
     cd_rng *r = NULL;
     CD_ASSERT_OK(cd_rng_create(&r, 1));
     double m = 0;
-    CD_ASSERT_STATUS(cd_trainer_test_loss(NULL, ds, CD_SPLIT_VAL, r, &m, NULL), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_trainer_test_loss(tr, NULL, CD_SPLIT_VAL, r, &m, NULL), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_trainer_test_loss(tr, ds, CD_SPLIT_VAL, NULL, &m, NULL), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_trainer_test_loss(tr, ds, CD_SPLIT_VAL, r, NULL, NULL), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_trainer_test_loss(tr, ds, (cd_split)9, r, &m, NULL), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_trainer_test_loss(NULL, ds, CD_SPLIT_VAL, r, &m, NULL),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_trainer_test_loss(tr, NULL, CD_SPLIT_VAL, r, &m, NULL),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_trainer_test_loss(tr, ds, CD_SPLIT_VAL, NULL, &m, NULL),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_trainer_test_loss(tr, ds, CD_SPLIT_VAL, r, NULL, NULL),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_trainer_test_loss(tr, ds, (cd_split)9, r, &m, NULL),
+                     CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_trainer_test_loss(tr, ds, CD_SPLIT_TEST, r, &m, NULL), CD_ERR_RANGE);
     CD_ASSERT_OK(cd_dataset_truncate(ds, CD_SPLIT_VAL, 1));
     double se = 7;
     CD_ASSERT_OK(cd_trainer_test_loss(tr, ds, CD_SPLIT_VAL, r, &m, &se));
     ck_assert(se == 0.0 && m > 0);
-    cd_rng_free(r), cd_trainer_free(tr), cd_dataset_free(ds);
+    cd_rng_free(r), cd_test_trainer_free_all(tr), cd_dataset_free(ds);
 }
 END_TEST
 

@@ -25,15 +25,15 @@ static void run_and_check(int64_t n)
     count_ctx c = {hits, n};
     cd__parallel_for(n, count_task, &c);
     for (int64_t i = 0; i < n; i++)
-        ck_assert_msg(atomic_load(&hits[i]) == 1, "task %lld ran %d times",
-                      (long long)i, atomic_load(&hits[i]));
+        ck_assert_msg(atomic_load(&hits[i]) == 1, "task %lld ran %d times", (long long)i,
+                      atomic_load(&hits[i]));
     ck_assert_int_eq(atomic_load(&hits[n]), 0);
     free(hits);
 }
 
 START_TEST(every_task_runs_once)
 {
-    const int32_t counts[] = {1, 2, 3, 8};
+    const int64_t counts[] = {1, 2, 3, 8};
     for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
         CD_ASSERT_OK(cd_set_num_threads(counts[k]));
         ck_assert_int_eq(cd_get_num_threads(), counts[k]);
@@ -81,6 +81,10 @@ START_TEST(thread_count_bounds)
     ck_assert_int_ge(cd_get_num_threads(), 1);
     CD_ASSERT_STATUS(cd_set_num_threads(0), CD_ERR_RANGE);
     CD_ASSERT_STATUS(cd_set_num_threads(-3), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_set_num_threads(CD_MAX_THREADS + 1), CD_ERR_RANGE);
+    /* A count is an int64_t: one past 32 bits is refused, not truncated. */
+    CD_ASSERT_STATUS(cd_set_num_threads((INT64_C(1) << 32) + 2), CD_ERR_RANGE);
+    CD_ASSERT_STATUS(cd_set_num_threads(INT64_MIN), CD_ERR_RANGE);
     CD_ASSERT_OK(cd_set_num_threads(CD_MAX_THREADS));
     ck_assert_int_eq(cd_get_num_threads(), CD_MAX_THREADS);
     run_and_check(1000);

@@ -9,6 +9,7 @@
 
 #include <math.h>
 
+#include "colddiff_experimental.h"
 #include "gradcheck.h"
 
 static cd_tensor *tau_tensor(int64_t N)
@@ -41,10 +42,11 @@ static cd_decoder *make_unet(bool small, uint64_t seed)
     cd_rng *rng = NULL;
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_UNET));
     if (small) {
-        CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_DIM, 8));
-        CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, (int64_t[]){1, 2}, 2));
-        CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_HEADS, 2));
-        CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_HEAD_DIM, 4));
+        CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_DIM, 8));
+        CD_ASSERT_OK(
+            cd_decoder_config_set_list(cfg, CD_DECODER_OPT_DIM_MULTS, (int64_t[]){1, 2}, 2));
+        CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEADS, 2));
+        CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEAD_DIM, 4));
     }
     CD_ASSERT_OK(cd_rng_create(&rng, seed));
     CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
@@ -111,9 +113,9 @@ START_TEST(unet_shape_errors)
     cd_rng *rng = NULL;
     cd_decoder *d4 = NULL;
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_UNET));
-    CD_ASSERT_OK(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS,
-                                            (int64_t[]){1, 1, 1, 1}, 4));
-    CD_ASSERT_OK(cd_decoder_config_set(cfg, CD_DECODER_DIM, 4));
+    CD_ASSERT_OK(
+        cd_decoder_config_set_list(cfg, CD_DECODER_OPT_DIM_MULTS, (int64_t[]){1, 1, 1, 1}, 4));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_DIM, 4));
     CD_ASSERT_OK(cd_rng_create(&rng, 1));
     CD_ASSERT_OK(cd_decoder_create(&d4, cfg, rng));
     CD_ASSERT_STATUS(cd_decoder_workspace_size(d4, 1, 28, 28, &bytes), CD_ERR_SHAPE);
@@ -130,7 +132,7 @@ START_TEST(unet_shape_errors)
 END_TEST
 
 /* Forward and backward at one thread and at two give the same bits. */
-static void run_step(cd_decoder *d, int32_t threads, int64_t N, int64_t H, int64_t W,
+static void run_step(cd_decoder *d, int64_t threads, int64_t N, int64_t H, int64_t W,
                      float *out_copy, float *grad_copy, float *dz_copy)
 {
     CD_ASSERT_OK(cd_set_num_threads(threads));
@@ -154,7 +156,7 @@ static void run_step(cd_decoder *d, int32_t threads, int64_t N, int64_t H, int64
 static void check_thread_independence(bool small, int64_t N, int64_t H, int64_t W)
 {
     cd_decoder *d = make_unet(small, 5);
-    const int32_t saved = cd_get_num_threads();
+    const int64_t saved = cd_get_num_threads();
     const size_t n = (size_t)(N * H * W), np = (size_t)cd_decoder_param_count(d);
     float *o1 = malloc(n * sizeof(float)), *o2 = malloc(n * sizeof(float));
     float *z1 = malloc(n * sizeof(float)), *z2 = malloc(n * sizeof(float));
@@ -169,10 +171,7 @@ static void check_thread_independence(bool small, int64_t N, int64_t H, int64_t 
     cd_decoder_free(d);
 }
 
-START_TEST(unet_threads_small)
-{
-    check_thread_independence(true, 5, 8, 12);
-}
+START_TEST(unet_threads_small) { check_thread_independence(true, 5, 8, 12); }
 END_TEST
 
 /* ---- the report's model ------------------------------------------------------ */
@@ -183,7 +182,11 @@ START_TEST(unet_report_parameters)
     /* The report's UNet: 3,733,172 parameters (docs/models.md, Decoders). */
     ck_assert_int_eq(cd_decoder_param_count(d), 3733172);
     cd_params *p = cd_decoder_params(d);
-    static const struct { const char *name; int32_t rank; int64_t shape[4]; } want[] = {
+    static const struct {
+        const char *name;
+        int64_t rank;
+        int64_t shape[4];
+    } want[] = {
         {"time_mlp.1.weight", 2, {128, 32}},
         {"time_mlp.3.bias", 1, {32}},
         {"downs.0.0.mlp.1.weight", 2, {1, 32}},
@@ -214,14 +217,20 @@ START_TEST(unet_report_parameters)
         CD_ASSERT_OK(cd_params_find(p, want[i].name, &idx));
         ck_assert_int_eq(cd_params_rank(p, idx), want[i].rank);
         CD_ASSERT_OK(cd_params_shape(p, idx, shape, 8));
-        for (int32_t k = 0; k < want[i].rank; k++)
-            ck_assert_msg(shape[k] == want[i].shape[k], "%s dim %d: %lld", want[i].name,
-                          (int)k, (long long)shape[k]);
+        for (int64_t k = 0; k < want[i].rank; k++)
+            ck_assert_msg(shape[k] == want[i].shape[k], "%s dim %d: %lld", want[i].name, (int)k,
+                          (long long)shape[k]);
     }
     static const char *absent[] = {
-        "downs.2.3.weight", "downs.2.3.bias", "final_conv.0.mlp.1.weight",
-        "final_conv.0.res_conv.weight", "downs.0.1.res_conv.weight", "ups.2.0.ds_conv.weight",
-        "downs.0.2.fn.fn.to_qkv.bias", "mid_attn.fn.norm.weight", "time_mlp.0.weight",
+        "downs.2.3.weight",
+        "downs.2.3.bias",
+        "final_conv.0.mlp.1.weight",
+        "final_conv.0.res_conv.weight",
+        "downs.0.1.res_conv.weight",
+        "ups.2.0.ds_conv.weight",
+        "downs.0.2.fn.fn.to_qkv.bias",
+        "mid_attn.fn.norm.weight",
+        "time_mlp.0.weight",
     };
     for (size_t i = 0; i < sizeof absent / sizeof absent[0]; i++) {
         int64_t idx;
@@ -267,8 +276,8 @@ START_TEST(unet_batch_matches_single)
             worst = fmax(worst, fabs(a - b) / (fabs(b) + 1e-2));
         }
     }
-    printf("unet batch of %lld vs single images: worst relative difference %.3g\n",
-           (long long)N, worst);
+    printf("unet batch of %lld vs single images: worst relative difference %.3g\n", (long long)N,
+           worst);
     ck_assert_msg(worst < 1e-4, "batched and single forwards differ by %g", worst);
     cd_tensor_free(z), cd_tensor_free(out), cd_tensor_free(tau);
     cd_tensor_free(z1), cd_tensor_free(out1), cd_tensor_free(tau1);
@@ -300,10 +309,7 @@ START_TEST(unet_report_batch128)
 }
 END_TEST
 
-START_TEST(unet_threads_report)
-{
-    check_thread_independence(false, 6, 28, 28);
-}
+START_TEST(unet_threads_report) { check_thread_independence(false, 6, 28, 28); }
 END_TEST
 
 static Suite *make_suite(void)

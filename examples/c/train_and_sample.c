@@ -50,8 +50,8 @@ static cd_status load_data(cd_dataset **ds, const char *dir)
     char images[4096], labels[4096];
     if (cd_dataset_load_mnist(ds, dir) == CD_OK) return CD_OK;
     return cd_dataset_load_idx(ds, idx_path(images, sizeof images, dir, "t10k-images-idx3-ubyte"),
-                               idx_path(labels, sizeof labels, dir, "t10k-labels-idx1-ubyte"),
-                               NULL, NULL);
+                               idx_path(labels, sizeof labels, dir, "t10k-labels-idx1-ubyte"), NULL,
+                               NULL);
 }
 
 /* A CNN decoder narrower than the report's, so that the demo is quick. */
@@ -60,15 +60,16 @@ static cd_status make_decoder(cd_decoder **dec, cd_rng *rng)
     static const int64_t hidden[] = {16, 16};
     cd_decoder_config *cfg = NULL;
     cd_status st = cd_decoder_config_create(&cfg, CD_DECODER_CNN);
-    if (st == CD_OK) st = cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, hidden, 2);
-    if (st == CD_OK) st = cd_decoder_config_set(cfg, CD_DECODER_KERNEL, 5);
+    if (st == CD_OK) st = cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, hidden, 2);
+    if (st == CD_OK) st = cd_decoder_config_set_int(cfg, CD_DECODER_OPT_KERNEL, 5);
     if (st == CD_OK) st = cd_decoder_create(dec, cfg, rng);
     cd_decoder_config_free(cfg);
     return st;
 }
 
 /* Train: Gaussian noise on the linear schedule, Adam, checkpoints per epoch.
- * The trainer takes ownership of the decoder and the degradation. */
+ * The trainer borrows the decoder and the degradation: they are freed
+ * after it. */
 static int train(cd_dataset *ds, cd_rng *rng, int64_t epochs, const char *out_dir,
                  const char *model_path)
 {
@@ -81,23 +82,22 @@ static int train(cd_dataset *ds, cd_rng *rng, int64_t epochs, const char *out_di
               failed(cd_degradation_create_noise(&deg, sch), "the degradation") ||
               failed(make_decoder(&dec, rng), "the decoder") ||
               failed(cd_trainer_create(&tr, dec, deg), "the trainer");
-    cd_schedule_free(sch);
-    if (bad) {
-        if (!tr) cd_decoder_free(dec), cd_degradation_free(deg);
-        cd_trainer_free(tr);
-        return 1;
-    }
-    bad = failed(cd_trainer_set(tr, CD_TRAINER_LR, 1e-3), "the learning rate") ||
-          failed(cd_trainer_set(tr, CD_TRAINER_BATCH, 64), "the batch size") ||
-          failed(cd_trainer_fit(tr, ds, epochs, NULL, join(last, sizeof last, out_dir, "last.cdm"),
-                                rng, NULL, NULL), "training");
+    cd_schedule_free(sch); /* the degradation copied its arrays */
+    if (!bad)
+        bad = failed(cd_trainer_set_real(tr, CD_TRAINER_OPT_LR, 1e-3), "the learning rate") ||
+              failed(cd_trainer_set_int(tr, CD_TRAINER_OPT_BATCH, 64), "the batch size") ||
+              failed(cd_trainer_fit(tr, ds, epochs, NULL,
+                                    join(last, sizeof last, out_dir, "last.cdm"), rng, NULL, NULL),
+                     "training");
     double loss = 0.0;
     if (!bad) cd_trainer_progress(tr, CD_PROGRESS_TRAIN_LOSS, &loss);
     if (!bad) printf("trained %lld epochs, last training loss %.4f\n", (long long)epochs, loss);
     /* The inference model: decoder and degradation with its schedule, no
      * optimiser state; it is what sampling needs. */
     if (!bad) bad = failed(cd_trainer_export(tr, model_path), "exporting the model");
-    cd_trainer_free(tr);
+    cd_trainer_free(tr); /* before the decoder and degradation it borrows */
+    cd_decoder_free(dec);
+    cd_degradation_free(deg);
     return bad;
 }
 
@@ -149,9 +149,10 @@ int main(int argc, char **argv)
     int bad = failed(load_data(&ds, argv[1]), "loading the data") ||
               failed(cd_dataset_split(ds, 0.1, 42), "the split") ||
               failed(cd_rng_create(&rng, 42), "the generator");
-    if (!bad) printf("training on %lld images, validating on %lld\n",
-                     (long long)cd_dataset_count(ds, CD_SPLIT_TRAIN),
-                     (long long)cd_dataset_count(ds, CD_SPLIT_VAL));
+    if (!bad)
+        printf("training on %lld images, validating on %lld\n",
+               (long long)cd_dataset_count(ds, CD_SPLIT_TRAIN),
+               (long long)cd_dataset_count(ds, CD_SPLIT_VAL));
     if (!bad) bad = train(ds, rng, epochs, argv[2], model);
     if (!bad) bad = sample(model, png, 16);
     cd_rng_free(rng);

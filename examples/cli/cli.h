@@ -41,7 +41,7 @@ typedef struct {
     double lo, hi;              /* OPT_I64, OPT_F64, OPT_TIMES; OPT_ENUM: lo is the cd_enum */
     const char *const *choices; /* OPT_CHOICE, NULL-terminated */
     const char *help;
-    bool *seen;                 /* optional: set when given */
+    bool *seen; /* optional: set when given */
 } cli_opt;
 
 typedef struct {
@@ -62,6 +62,14 @@ extern bool cli_check_only;
  * printed the command's help (exit 0). */
 int cli_parse(const cli_command *cmd, int argc, char **argv);
 void cli_print_help(const cli_command *cmd);
+
+/* Give the integer flag `flag` of opts (OPT_I64 or OPT_TIMES) the bounds
+ * the library states for the option it sets (cd_<object>_option_info), so
+ * that the command line takes what the library takes. The table's own
+ * bounds stay if the library does not describe the key. */
+typedef enum { CLI_LIB_DECODER, CLI_LIB_TRAINER, CLI_LIB_CLASSIFIER } cli_lib_object;
+void cli_library_bounds(cli_opt *opts, int n_opts, const char *flag, cli_lib_object object,
+                        int key);
 
 /* "colddiff: what: <cd_last_error()>" on stderr; returns CLI_FAIL. */
 int cli_fail(const char *what);
@@ -119,9 +127,8 @@ typedef struct {
     int64_t n;
 } cli_series;
 /* Returns 0 or the errno of the failed write. */
-int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
-                       const char *ylabel, const cli_series *series, int n_series, bool log_y,
-                       bool whole_x);
+int cli_write_svg_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                       const cli_series *series, int n_series, bool log_y, bool whole_x);
 
 /* Finish a file written to tmp: flush, fsync, close, rename to path (tmp
  * is removed on failure). Returns 0 or the errno of the first failure. */

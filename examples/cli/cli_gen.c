@@ -7,8 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const cli_sampler_names[] = {"auto", "ddpm", "ddim", "cold1", "cold2", "direct",
-                                         NULL};
+const char *const cli_sampler_names[] = {"auto", "ddpm", "ddim", "cold1", "cold2", "direct", NULL};
 
 cli_times cli_default_times(int64_t T)
 {
@@ -52,9 +51,8 @@ cd_status cli_load_model(const char *path, bool want_trainer, bool ema, cli_load
 
 void cli_loaded_free(cli_loaded *m)
 {
-    if (m->tr) {
-        cd_trainer_free(m->tr);
-    } else {
+    cd_trainer_free(m->tr); /* first: a trainer we made borrows dec and deg */
+    if (!m->checkpoint) {   /* a loaded trainer's own go with it */
         cd_decoder_free(m->dec);
         cd_degradation_free(m->deg);
     }
@@ -64,14 +62,13 @@ void cli_loaded_free(cli_loaded *m)
 cd_status cli_model_sampler(cd_decoder *dec, const cd_degradation *deg, const cli_sampling *o,
                             cd_sampler **out)
 {
-    const bool noise = cd_degradation_target(deg) == CD_TARGET_NOISE;
-    static const cd_sampler_kind kinds[] = {CD_SAMPLER_DDPM, CD_SAMPLER_DDPM, CD_SAMPLER_DDIM,
-                                            CD_SAMPLER_COLD1, CD_SAMPLER_COLD2,
-                                            CD_SAMPLER_DIRECT};
+    const bool noise = cd_degradation_get_target(deg) == CD_TARGET_NOISE;
+    static const cd_sampler_kind kinds[] = {CD_SAMPLER_DDPM,  CD_SAMPLER_DDPM,  CD_SAMPLER_DDIM,
+                                            CD_SAMPLER_COLD1, CD_SAMPLER_COLD2, CD_SAMPLER_DIRECT};
     /* auto: DDIM for noise models (docs/sampling.md: 50 steps at eta 1,
      * clipped, come within a few percent of DDPM-1000's FD, 20x faster). */
-    const cd_sampler_kind kind = o->kind == SMP_AUTO ? (noise ? CD_SAMPLER_DDIM : CD_SAMPLER_COLD2)
-                                                     : kinds[o->kind];
+    const cd_sampler_kind kind =
+        o->kind == SMP_AUTO ? (noise ? CD_SAMPLER_DDIM : CD_SAMPLER_COLD2) : kinds[o->kind];
     const int64_t T = cd_degradation_T(deg);
     cd_status st = cd_sampler_create(out, kind, deg);
     if (st == CD_OK) st = cd_sampler_set_decoder(*out, dec);
@@ -80,14 +77,15 @@ cd_status cli_model_sampler(cd_decoder *dec, const cd_degradation *deg, const cl
         /* Set even where the library's defaults agree, so the command line
          * keeps them whatever library it runs on (docs/sampling.md). */
         const int64_t steps = o->steps > 0 ? o->steps : T < CLI_DDIM_STEPS ? T : CLI_DDIM_STEPS;
-        st = cd_sampler_set(*out, CD_SAMPLER_STEPS, (double)steps);
-        if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_ETA, isnan(o->eta) ? CLI_DDIM_ETA
-                                                                              : o->eta);
+        st = cd_sampler_set_int(*out, CD_SAMPLER_OPT_STEPS, steps);
+        if (st == CD_OK)
+            st = cd_sampler_set_real(*out, CD_SAMPLER_OPT_ETA,
+                                     isnan(o->eta) ? CLI_DDIM_ETA : o->eta);
         /* An under-trained noise model's x0-hat divides its error by
          * sqrt(abar_t); clipping to the data range keeps the chain there. */
-        if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_CLIP, o->clip ? 1.0 : 0.0);
-        if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_CLIP_LO, -0.5);
-        if (st == CD_OK) st = cd_sampler_set(*out, CD_SAMPLER_CLIP_HI, 0.5);
+        if (st == CD_OK) st = cd_sampler_set_int(*out, CD_SAMPLER_OPT_CLIP, o->clip ? 1 : 0);
+        if (st == CD_OK) st = cd_sampler_set_real(*out, CD_SAMPLER_OPT_CLIP_LO, -0.5);
+        if (st == CD_OK) st = cd_sampler_set_real(*out, CD_SAMPLER_OPT_CLIP_HI, 0.5);
     }
     if (st != CD_OK) {
         cd_sampler_free(*out);
@@ -108,20 +106,19 @@ cd_status cli_sample_grid(cd_trainer *tr, const cli_sampling *o, int64_t n, int6
                           const char *path)
 {
     g_quiet = true;
-    const cd_status st = cli_model_sample_grid(cd_trainer_decoder(tr), cd_trainer_degradation(tr),
-                                               o, n, cols, path);
+    const cd_status st =
+        cli_model_sample_grid(cd_trainer_decoder(tr), cd_trainer_degradation(tr), o, n, cols, path);
     g_quiet = false;
     return st;
 }
 
-cd_status cli_restore_figure(cd_trainer *tr, const cli_sampling *o, cd_dataset *ds,
-                             cd_split split, int64_t n, const cli_times *times,
-                             const char *path)
+cd_status cli_restore_figure(cd_trainer *tr, const cli_sampling *o, cd_dataset *ds, cd_split split,
+                             int64_t n, const cli_times *times, const char *path)
 {
     g_quiet = true;
-    const cd_status st = cli_model_restore_figure(cd_trainer_decoder(tr),
-                                                  cd_trainer_degradation(tr), o, ds, split, n,
-                                                  times, path);
+    const cd_status st =
+        cli_model_restore_figure(cd_trainer_decoder(tr), cd_trainer_degradation(tr), o, ds, split,
+                                 n, times, path);
     g_quiet = false;
     return st;
 }
@@ -135,7 +132,8 @@ void cli_warn_range(const cd_tensor *x, const char *what)
     for (int64_t i = 0; i < n; i++)
         if (!(fabsf(v[i]) <= 0.55f)) out++;
     if (n > 0 && out * 100 > n)
-        fprintf(stderr, "colddiff: warning: %.1f%% of the %s' pixels lie more than 0.05 outside "
+        fprintf(stderr,
+                "colddiff: warning: %.1f%% of the %s' pixels lie more than 0.05 outside "
                 "the data range [-0.5, 0.5] (the PNG's percentile map hides this); the model "
                 "may need more training (DDIM: keep x0-hat clipped, without --no-clip)\n",
                 100.0 * (double)out / (double)n, what);
@@ -154,9 +152,8 @@ static cd_status image_shape(const cd_decoder *dec, cd_dataset *ds, int64_t n, i
     return st;
 }
 
-cd_status cli_model_sample_grid(cd_decoder *dec, const cd_degradation *deg,
-                                const cli_sampling *o, int64_t n, int64_t cols,
-                                const char *path)
+cd_status cli_model_sample_grid(cd_decoder *dec, const cd_degradation *deg, const cli_sampling *o,
+                                int64_t n, int64_t cols, const char *path)
 {
     cd_sampler *smp = NULL;
     cd_rng *rng = NULL;
@@ -182,8 +179,8 @@ static void put(cd_tensor *fig, int64_t k, const float *src, int64_t pixels)
 }
 
 cd_status cli_model_restore_figure(cd_decoder *dec, const cd_degradation *deg,
-                                   const cli_sampling *o, cd_dataset *ds, cd_split split,
-                                   int64_t n, const cli_times *times, const char *path)
+                                   const cli_sampling *o, cd_dataset *ds, cd_split split, int64_t n,
+                                   const cli_times *times, const char *path)
 {
     const int64_t nv = times->n, cols = 2 + 2 * nv, T = cd_degradation_T(deg);
     int64_t shape[4], sshape[5];
@@ -205,8 +202,7 @@ cd_status cli_model_restore_figure(cd_decoder *dec, const cd_degradation *deg,
     if (st == CD_OK) st = cd_tensor_create(&sf, 5, sshape);
     if (st == CD_OK) st = cd_tensor_create(&fig, 4, fshape);
     if (st == CD_OK) st = cd_dataset_fill_batch(ds, split, 0, x, NULL, &filled);
-    if (st == CD_OK)
-        st = cd_sampler_restore(smp, x, T, rng, out, times->v, nv, NULL, sx, sf);
+    if (st == CD_OK) st = cd_sampler_restore(smp, x, T, rng, out, times->v, nv, NULL, sx, sf);
     if (st == CD_OK) cli_warn_range(out, "restorations");
     for (int64_t i = 0; st == CD_OK && i < n; i++) {
         put(fig, i * cols, cd_tensor_data(x) + i * pixels, pixels);

@@ -16,12 +16,12 @@ extern const char *const cli_sampler_names[];
 #define CLI_DDIM_ETA 1.0
 
 typedef struct {
-    int kind;          /* SMP_*; AUTO: DDPM for noise, cold 2 otherwise */
-    int64_t steps;     /* DDIM steps; 0: min(CLI_DDIM_STEPS, T) */
-    double eta;        /* DDIM eta; NaN: CLI_DDIM_ETA */
+    int kind;      /* SMP_*; AUTO: DDPM for noise, cold 2 otherwise */
+    int64_t steps; /* DDIM steps; 0: min(CLI_DDIM_STEPS, T) */
+    double eta;    /* DDIM eta; NaN: CLI_DDIM_ETA */
     uint64_t seed;
-    bool clip;         /* DDIM: clip x0-hat to the data range [-0.5, 0.5] */
-    bool ema;          /* sample with a checkpoint's EMA weights (if any) */
+    bool clip; /* DDIM: clip x0-hat to the data range [-0.5, 0.5] */
+    bool ema;  /* sample with a checkpoint's EMA weights (if any) */
 } cli_sampling;
 
 /* The sampling options shared by sample, restore and eval (cmd_sample.c):
@@ -33,8 +33,9 @@ const cli_opt *cli_sampler_opts(cli_sampling *s, int64_t *seed, bool flags[3]);
 void cli_sampler_finish(cli_sampling *s, int64_t seed, const bool flags[3]);
 
 /* A model read for sampling: from an inference model file or a training
- * checkpoint (with its EMA weights when it has them). With a trainer
- * (cli_load_model's want_trainer), dec and deg belong to it. */
+ * checkpoint (with its EMA weights when it has them). From a checkpoint,
+ * dec and deg belong to the loaded trainer; otherwise they are ours, and a
+ * trainer made for them (cli_load_model's want_trainer) borrows them. */
 typedef struct {
     cd_trainer *tr;
     cd_decoder *dec;
@@ -60,24 +61,22 @@ cd_status cli_model_sampler(cd_decoder *dec, const cd_degradation *deg, const cl
                             cd_sampler **out);
 
 /* n unconditional samples into a grid of cols columns at path. */
-cd_status cli_model_sample_grid(cd_decoder *dec, const cd_degradation *deg,
-                                const cli_sampling *o, int64_t n, int64_t cols,
-                                const char *path);
+cd_status cli_model_sample_grid(cd_decoder *dec, const cd_degradation *deg, const cli_sampling *o,
+                                int64_t n, int64_t cols, const char *path);
 
 /* The report's Figure 2/8 layout for the first n images of a split: one
  * row per image with x, D(x, t_v) for each time, x-hat at each time, and
  * the final restoration from T. */
 cd_status cli_model_restore_figure(cd_decoder *dec, const cd_degradation *deg,
-                                   const cli_sampling *o, cd_dataset *ds, cd_split split,
-                                   int64_t n, const cli_times *times, const char *path);
+                                   const cli_sampling *o, cd_dataset *ds, cd_split split, int64_t n,
+                                   const cli_times *times, const char *path);
 
 /* The same for a trainer's decoder and degradation (colddiff train). */
 cd_status cli_make_sampler(cd_trainer *tr, const cli_sampling *o, cd_sampler **out);
 cd_status cli_sample_grid(cd_trainer *tr, const cli_sampling *o, int64_t n, int64_t cols,
                           const char *path);
-cd_status cli_restore_figure(cd_trainer *tr, const cli_sampling *o, cd_dataset *ds,
-                             cd_split split, int64_t n, const cli_times *times,
-                             const char *path);
+cd_status cli_restore_figure(cd_trainer *tr, const cli_sampling *o, cd_dataset *ds, cd_split split,
+                             int64_t n, const cli_times *times, const char *path);
 
 /* One line on stderr when more than 1% of x's values lie outside the data
  * range [-0.5, 0.5] by more than 0.05: the PNG's percentile map would hide

@@ -8,8 +8,14 @@
 
 #include "cli.h"
 
-enum { SCH_LINEAR, SCH_CONSTANT, SCH_COSINE, SCH_CONSTANT_REPORT, SCH_COSINE_REPORT,
-       SCH_LINEAR_REPORT };
+enum {
+    SCH_LINEAR,
+    SCH_CONSTANT,
+    SCH_COSINE,
+    SCH_CONSTANT_REPORT,
+    SCH_COSINE_REPORT,
+    SCH_LINEAR_REPORT
+};
 /* The index of the preset made to learn fast on a CPU (its training
  * options come with it: cmd_train.c). */
 #define CLI_PRESET_FAST 5
@@ -24,9 +30,9 @@ typedef struct {
     int64_t T, kernel, t_max;
     double beta, beta_min, beta_max, cosine_s, beta_clip, edge_width;
     bool t_per_batch, report_prior;
-    cli_times cnn_hidden; /* n = 0: the report's */
-    int64_t unet_dim;     /* 0: the report's */
-    cli_times unet_mults; /* n = 0: the report's */
+    cli_times cnn_hidden;              /* n = 0: the report's */
+    int64_t unet_dim;                  /* 0: the report's */
+    cli_times unet_mults;              /* n = 0: the report's */
     int64_t unet_heads, unet_head_dim; /* 0: the report's */
 } cli_model;
 
@@ -41,9 +47,12 @@ void cli_model_preset(cli_model *m, int index);
  * wherever they stand on the line. Returns the preset's index or -1. */
 int cli_model_from_preset_flag(cli_model *m, int argc, char **argv);
 
-/* Build the trainer (the decoder drawn from rng); fade takes its mean
- * image from ds's train split. Prints the error and returns CLI_FAIL. */
-int cli_model_build(const cli_model *m, cd_dataset *ds, cd_rng *rng, cd_trainer **out);
+/* Build the decoder (drawn from rng), the degradation and a trainer for
+ * them; fade takes its mean image from ds's train split. The trainer
+ * borrows *dec and *deg: the caller frees them after cd_trainer_free.
+ * Prints the error and returns CLI_FAIL (all three NULL then). */
+int cli_model_build(const cli_model *m, cd_dataset *ds, cd_rng *rng, cd_trainer **out,
+                    cd_decoder **dec, cd_degradation **deg);
 
 /* Options that cannot work together, found before any work: CLI_OK, or
  * CLI_USAGE after printing which (as "colddiff CMD: ..."). */

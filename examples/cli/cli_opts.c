@@ -64,13 +64,15 @@ static int parse_times(const char *cmd, const cli_opt *o, const char *v, cli_tim
         if (end) *end++ = '\0';
         int64_t x = 0;
         if (!*tok)
-            return cli_usage(cmd, "%s: '%s' has an empty item; separate values with single "
-                             "commas", o->name, v);
+            return cli_usage(cmd,
+                             "%s: '%s' has an empty item; separate values with single "
+                             "commas",
+                             o->name, v);
         if (t->n == CLI_MAX_TIMES)
             return cli_usage(cmd, "%s takes at most %d values", o->name, CLI_MAX_TIMES);
         if (!parse_i64(tok, &x) || (double)x < o->lo || (double)x > o->hi)
-            return cli_usage(cmd, "%s: '%s' is not an integer in %.0f..%.0f", o->name, tok,
-                             o->lo, o->hi);
+            return cli_usage(cmd, "%s: '%s' is not an integer in %.0f..%.0f", o->name, tok, o->lo,
+                             o->hi);
         t->v[t->n++] = x;
     }
     return CLI_OK;
@@ -87,8 +89,8 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v)
         return CLI_OK;
     case OPT_I64:
         if (!parse_i64(v, &i) || (double)i < o->lo || (double)i > o->hi)
-            return cli_usage(cmd, "%s must be an integer in %.0f..%.0f, not '%s'", o->name,
-                             o->lo, o->hi, v);
+            return cli_usage(cmd, "%s must be an integer in %.0f..%.0f, not '%s'", o->name, o->lo,
+                             o->hi, v);
         *(int64_t *)o->dst = i;
         return CLI_OK;
     case OPT_F64:
@@ -162,6 +164,25 @@ int cli_parse(const cli_command *cmd, int argc, char **argv)
     return CLI_OK;
 }
 
+void cli_library_bounds(cli_opt *opts, int n_opts, const char *flag, cli_lib_object object, int key)
+{
+    cd_option_info info;
+    const cd_status st =
+        object == CLI_LIB_DECODER   ? cd_decoder_config_option_info((cd_decoder_option)key, &info)
+        : object == CLI_LIB_TRAINER ? cd_trainer_option_info((cd_trainer_option)key, &info)
+                                    : cd_classifier_option_info((cd_classifier_option)key, &info);
+    if (st != CD_OK || info.type == CD_OPTION_REAL) {
+        cd_clear_error();
+        return;
+    }
+    for (int k = 0; k < n_opts; k++) {
+        if (strcmp(opts[k].name, flag) || (opts[k].type != OPT_I64 && opts[k].type != OPT_TIMES))
+            continue;
+        opts[k].lo = info.lo + (info.lo_open ? 1 : 0);
+        opts[k].hi = info.hi - (info.hi_open ? 1 : 0);
+    }
+}
+
 void cli_print_help(const cli_command *cmd)
 {
     printf("usage: colddiff %s %s\n\n%s\n", cmd->name, cmd->args, cmd->summary);
@@ -169,9 +190,12 @@ void cli_print_help(const cli_command *cmd)
     for (int k = 0; k < cmd->n_opts; k++) {
         const cli_opt *o = &cmd->opts[k];
         char left[64];
-        const char *meta = o->type == OPT_FLAG ? "" : o->type == OPT_I64 ? " N"
-                         : o->type == OPT_F64 ? " X" : o->type == OPT_TIMES ? " T1,T2,..."
-                         : o->type == OPT_CHOICE || o->type == OPT_ENUM ? " NAME" : " VALUE";
+        const char *meta = o->type == OPT_FLAG                            ? ""
+                           : o->type == OPT_I64                           ? " N"
+                           : o->type == OPT_F64                           ? " X"
+                           : o->type == OPT_TIMES                         ? " T1,T2,..."
+                           : o->type == OPT_CHOICE || o->type == OPT_ENUM ? " NAME"
+                                                                          : " VALUE";
         snprintf(left, sizeof left, "%s%s", o->name, meta);
         printf("  %-22s %s", left, o->help);
         if (o->type == OPT_CHOICE) {

@@ -24,7 +24,6 @@ static void on_sigint(int sig)
     g_interrupted = 1;
 }
 
-
 void cli_progress_begin(const char *label)
 {
     struct sigaction sa;
@@ -63,7 +62,7 @@ int cli_fail_or_interrupted(const char *what)
     return CLI_INTERRUPTED;
 }
 
-static cd_status on_step(void *user, int64_t step, int64_t steps)
+static cd_status on_step(int64_t step, int64_t steps, void *user)
 {
     (void)user;
     if (g_interrupted) return CD_ERR_CANCELLED;

@@ -42,8 +42,7 @@ int cli_mkdirs(const char *dir)
 static int probe_folder_of(const char *path)
 {
     char probe[4200];
-    if ((size_t)snprintf(probe, sizeof probe, "%s.probe.%ld", path, (long)getpid()) >=
-        sizeof probe)
+    if ((size_t)snprintf(probe, sizeof probe, "%s.probe.%ld", path, (long)getpid()) >= sizeof probe)
         return ENAMETOOLONG;
     const int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return errno;
@@ -125,8 +124,10 @@ cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, 
     if (!exists_either(im, sizeof im, dir, "train-images-idx3-ubyte") &&
         exists_either(im, sizeof im, dir, "t10k-images-idx3-ubyte") &&
         exists_either(lb, sizeof lb, dir, "t10k-labels-idx1-ubyte")) {
-        fprintf(stderr, "colddiff: note: %s has only the t10k files; using them for training "
-                "and as the test set (the tests/data slice)\n", dir);
+        fprintf(stderr,
+                "colddiff: note: %s has only the t10k files; using them for training "
+                "and as the test set (the tests/data slice)\n",
+                dir);
         st = cd_dataset_load_idx(out, im, lb, im, lb);
     } else {
         st = cd_dataset_load_mnist(out, dir);
@@ -179,8 +180,7 @@ static int log_ticks(double lo, double hi, double *out, int cap)
     }
     const double a = pow(10.0, lo), b = pow(10.0, hi), step = tick_step(b - a);
     n = 0;
-    for (double v = ceil(a / step) * step; v <= b * (1 + 1e-9) && n < cap; v += step)
-        out[n++] = v;
+    for (double v = ceil(a / step) * step; v <= b * (1 + 1e-9) && n < cap; v += step) out[n++] = v;
     return n;
 }
 
@@ -199,9 +199,8 @@ static void range_of(const cli_series *s, int n, bool y, bool log_y, double *lo,
     if (*hi <= *lo) *hi = *lo + 1.0;
 }
 
-int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
-                       const char *ylabel, const cli_series *series, int n_series, bool log_y,
-                       bool whole_x)
+int cli_write_svg_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                       const cli_series *series, int n_series, bool log_y, bool whole_x)
 {
     const double W = 640, H = 400, L = 70, R = 150, T = 40, B = 50;
     double x0, x1, y0, y1;
@@ -211,17 +210,20 @@ int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) return errno;
-#define PX(v) (L + ((v) - x0) / (x1 - x0) * (W - L - R))
-#define PY(v) (H - B - ((v) - y0) / (y1 - y0) * (H - T - B))
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+#define PX(v) (L + ((v)-x0) / (x1 - x0) * (W - L - R))
+#define PY(v) (H - B - ((v)-y0) / (y1 - y0) * (H - T - B))
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
             "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" "
-            "height=\"100%%\" fill=\"white\"/>\n", W, H);
+            "height=\"100%%\" fill=\"white\"/>\n",
+            W, H);
     fprintf(f, "<text x=\"%.0f\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">%s</text>\n",
             (L + W - R) / 2, title);
     double xs = tick_step(x1 - x0);
     if (whole_x && xs < 1.0) xs = 1.0; /* no epoch 1.5 */
     for (double v = ceil(x0 / xs) * xs; v <= x1 + 1e-9 * xs; v += xs)
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#ddd\"/>"
+        fprintf(f,
+                "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#ddd\"/>"
                 "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%g</text>\n",
                 PX(v), T, PX(v), H - B, PX(v), H - B + 16, fabs(v) < 1e-9 * xs ? 0.0 : v);
     /* y ticks as values: a log axis is labelled 0.01, 0.02, 0.05, ... */
@@ -236,16 +238,21 @@ int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
     }
     for (int i = 0; i < n_ticks; i++) {
         const double at = log_y ? log10(ticks[i]) : ticks[i];
-        fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+        fprintf(f,
+                "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
                 "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n",
                 L, PY(at), W - R, PY(at), L - 6, PY(at) + 4, ticks[i]);
     }
-    fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
-            "stroke=\"black\"/>\n", L, T, W - L - R, H - T - B);
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n",
-            (L + W - R) / 2, H - 12, xlabel);
-    fprintf(f, "<text transform=\"translate(16 %.0f) rotate(-90)\" text-anchor=\"middle\">"
-            "%s%s</text>\n", (T + H - B) / 2, ylabel, log_y ? " (log scale)" : "");
+    fprintf(f,
+            "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
+            "stroke=\"black\"/>\n",
+            L, T, W - L - R, H - T - B);
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", (L + W - R) / 2,
+            H - 12, xlabel);
+    fprintf(f,
+            "<text transform=\"translate(16 %.0f) rotate(-90)\" text-anchor=\"middle\">"
+            "%s%s</text>\n",
+            (T + H - B) / 2, ylabel, log_y ? " (log scale)" : "");
     for (int k = 0; k < n_series; k++) {
         const cli_series *s = &series[k];
         fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", s->color);
@@ -259,13 +266,14 @@ int cli_write_svg_plot(const char *path, const char *title, const char *xlabel,
         for (int64_t i = 0; i < s->n; i++) {
             const double v = s->y[i];
             if (isfinite(v) && !(log_y && v <= 0.0))
-                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
-                        PX(s->x[i]), PY(log_y ? log10(v) : v), s->color);
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", PX(s->x[i]),
+                        PY(log_y ? log10(v) : v), s->color);
         }
-        fprintf(f, "<line x1=\"%.0f\" y1=\"%d\" x2=\"%.0f\" y2=\"%d\" stroke=\"%s\" "
+        fprintf(f,
+                "<line x1=\"%.0f\" y1=\"%d\" x2=\"%.0f\" y2=\"%d\" stroke=\"%s\" "
                 "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%d\">%s</text>\n",
-                W - R + 10, 50 + 18 * k, W - R + 30, 50 + 18 * k, s->color, W - R + 35,
-                54 + 18 * k, s->name);
+                W - R + 10, 50 + 18 * k, W - R + 30, 50 + 18 * k, s->color, W - R + 35, 54 + 18 * k,
+                s->name);
     }
 #undef PX
 #undef PY

@@ -63,9 +63,9 @@ static cd_status restore_all(const cli_loaded *m, const cli_sampling *o, cd_tens
                  (long long)(first + b), (long long)n);
         cli_progress_label(label);
         cd_tensor *xb = NULL;
-        cd_tensor *ob = copy_rows(x, first, b, &xb) ? tensor4(b, cd_tensor_dim(x, 2),
-                                                              cd_tensor_dim(x, 3))
-                                                    : NULL;
+        cd_tensor *ob = copy_rows(x, first, b, &xb)
+                            ? tensor4(b, cd_tensor_dim(x, 2), cd_tensor_dim(x, 3))
+                            : NULL;
         st = xb && ob ? cd_sampler_restore(smp, xb, T, rng, ob, NULL, 0, NULL, NULL, NULL)
                       : cd_last_status();
         if (st == CD_OK) st = cd_tensor_copy_rows(xhat, first, ob, 0, b);
@@ -106,8 +106,8 @@ static cd_status sample_all(const cli_loaded *m, const cli_sampling *o, cd_tenso
  * images m..2m-1 against 0..m-1, whose features are fa): what a perfect
  * generator would score, since FD is biased upwards at finite counts. NaN
  * when the test split is too small. feats is scratch of fa's shape. */
-static cd_status fd_floor(cd_dataset *ds, cd_classifier *cls, const cd_tensor *fa,
-                          cd_tensor *feats, double *out)
+static cd_status fd_floor(cd_dataset *ds, cd_classifier *cls, const cd_tensor *fa, cd_tensor *feats,
+                          double *out)
 {
     const int64_t m = cd_tensor_dim(fa, 0);
     *out = NAN;
@@ -141,7 +141,8 @@ static cd_status evaluate(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *
                        : CD_ERR_OUT_OF_MEMORY;
     if (st == CD_ERR_OUT_OF_MEMORY) fprintf(stderr, "colddiff: out of memory\n");
     for (int64_t i = 0; i < nn; i++) idx[i] = i;
-    if (st == CD_OK) st = cd_trainer_test_loss(mdl->tr, ds, CD_SPLIT_TEST, rng, &r->loss, &r->loss_se);
+    if (st == CD_OK)
+        st = cd_trainer_test_loss(mdl->tr, ds, CD_SPLIT_TEST, rng, &r->loss, &r->loss_se);
     /* The test loss runs no chain, so Ctrl-C is looked at after it. */
     if (st == CD_OK && cli_interrupted()) st = CD_ERR_CANCELLED;
     if (st == CD_OK) st = cd_dataset_gather(ds, CD_SPLIT_TEST, idx, nn, x, lab);
@@ -152,7 +153,7 @@ static cd_status evaluate(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *
     if (st == CD_OK)
         st = cd_metrics_images(xm, xhat, (cd_metric_reduction)reduction, &r->rmse, &r->ssim,
                                &r->psnr, &used);
-    r->reduction = cd_metric_reduction_name(used);
+    r->reduction = cd_enum_name(CD_ENUM_METRIC_REDUCTION, used);
     if (st == CD_OK) st = cd_classifier_predict(cls, xhat, probs, NULL);
     if (st == CD_OK) st = cd_class_preservation(probs, labels, n, &r->preservation, NULL);
     cd_tensor_free(xm);
@@ -176,8 +177,10 @@ static cd_status evaluate(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *
 /* A JSON number: JSON has no NaN or infinity, so those become null. */
 static const char *json_num(char *buf, size_t cap, double v)
 {
-    if (isfinite(v)) snprintf(buf, cap, "%.9g", v);
-    else snprintf(buf, cap, "null");
+    if (isfinite(v))
+        snprintf(buf, cap, "%.9g", v);
+    else
+        snprintf(buf, cap, "null");
     return buf;
 }
 
@@ -185,7 +188,8 @@ static void print_result(const eval_result *r, FILE *f, bool json)
 {
     if (json) {
         char b[10][32];
-        fprintf(f, "{\n  \"test_loss\": %s,\n  \"test_loss_std_error\": %s,\n"
+        fprintf(f,
+                "{\n  \"test_loss\": %s,\n  \"test_loss_std_error\": %s,\n"
                 "  \"restorations\": %lld,\n  \"reduction\": \"%s\",\n  \"rmse\": %s,\n"
                 "  \"ssim\": %s,\n  \"psnr\": %s,\n  \"class_preservation\": %s,\n"
                 "  \"fd\": %s,\n  \"fd_samples\": %lld,\n  \"fd_floor\": %s,\n"
@@ -201,21 +205,27 @@ static void print_result(const eval_result *r, FILE *f, bool json)
         return;
     }
     fprintf(f, "test loss          %.6f +- %.6f (standard error, all test images%s)\n", r->loss,
-            r->loss_se, r->default_objective ? "; MSE, t in 1..T: an inference model keeps no "
-                                               "training options" : "");
-    fprintf(f, "restorations       %lld test images from t = T, %s reduction\n",
-            (long long)r->n, r->reduction);
+            r->loss_se,
+            r->default_objective ? "; MSE, t in 1..T: an inference model keeps no "
+                                   "training options"
+                                 : "");
+    fprintf(f, "restorations       %lld test images from t = T, %s reduction\n", (long long)r->n,
+            r->reduction);
     fprintf(f, "RMSE               %.4f\nSSIM               %.4f\nPSNR               %.4f\n",
             r->rmse, r->ssim, r->psnr);
     fprintf(f, "class preservation %.4f\n", r->preservation);
-    fprintf(f, "FD                 %.4f (%lld samples vs %lld test images, MNIST classifier "
-            "features)\n", r->fd, (long long)r->fd_n, (long long)r->fd_n);
+    fprintf(f,
+            "FD                 %.4f (%lld samples vs %lld test images, MNIST classifier "
+            "features)\n",
+            r->fd, (long long)r->fd_n, (long long)r->fd_n);
     if (isfinite(r->fd_floor))
-        fprintf(f, "FD floor           %.4f (test images %lld..%lld vs 0..%lld: real against "
-                "real)\n", r->fd_floor, (long long)r->fd_n, (long long)(2 * r->fd_n - 1),
+        fprintf(f,
+                "FD floor           %.4f (test images %lld..%lld vs 0..%lld: real against "
+                "real)\n",
+                r->fd_floor, (long long)r->fd_n, (long long)(2 * r->fd_n - 1),
                 (long long)(r->fd_n - 1));
-    fprintf(f, "class entropy      %.4f nats (uniform: %.4f), mean confidence %.4f\n",
-            r->entropy, log(10.0), r->confidence);
+    fprintf(f, "class entropy      %.4f nats (uniform: %.4f), mean confidence %.4f\n", r->entropy,
+            log(10.0), r->confidence);
     fprintf(f, "class histogram   ");
     for (int k = 0; k < 10; k++) fprintf(f, " %lld", (long long)r->hist[k]);
     fprintf(f, "\n");
@@ -232,25 +242,41 @@ int cmd_eval(int argc, char **argv)
     const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
     eval_result r = {.n = 1000, .fd_n = 1000, .fd_floor = NAN};
     const cli_opt opts[] = {
-        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)", NULL},
+        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL,
+         "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)",
+         NULL},
         {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder", NULL},
         {"--n", OPT_I64, &r.n, 2, 10000, NULL, "test images to restore (1000)", NULL},
-        {"--fd-samples", OPT_I64, &r.fd_n, 2, 10000, NULL, "unconditional samples for FD (1000)", NULL},
-        {"--reduction", OPT_CHOICE, &reduction, 0, 0, reductions, "how per-image metrics combine", NULL},
-        {"--classifier", OPT_STR, &classifier, 0, 0, NULL, "feature extractor (the shipped one)", NULL},
+        {"--fd-samples", OPT_I64, &r.fd_n, 2, 10000, NULL, "unconditional samples for FD (1000)",
+         NULL},
+        {"--reduction", OPT_CHOICE, &reduction, 0, 0, reductions, "how per-image metrics combine",
+         NULL},
+        {"--classifier", OPT_STR, &classifier, 0, 0, NULL, "feature extractor (the shipped one)",
+         NULL},
         {"--json", OPT_STR, &json, 0, 0, NULL, "also write the results as JSON", NULL},
-        so[0], so[1], so[2], so[3], so[4], so[5], so[6], so[7],
+        so[0],
+        so[1],
+        so[2],
+        so[3],
+        so[4],
+        so[5],
+        so[6],
+        so[7],
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
     };
-    const cli_command cmd = {"eval", "--data D [--checkpoint F] [options]",
+    const cli_command cmd = {"eval",
+                             "--data D [--checkpoint F] [options]",
                              "Evaluate a model as the report's Tables 1 and 2 do: test loss, "
                              "RMSE, SSIM, PSNR,\nclass preservation, FD and class entropy.",
-                             opts, (int)(sizeof opts / sizeof opts[0]), NULL, NULL};
+                             opts,
+                             (int)(sizeof opts / sizeof opts[0]),
+                             NULL,
+                             NULL};
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!data) return cli_usage("eval", "--data is required");
     if (cli_check_only) return CLI_OK;
-    if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
+    if (threads > 0 && cd_set_num_threads(threads) != CD_OK) return cli_fail("--threads");
     if (json && cli_output_ok("eval", "the JSON", json, false) != CLI_OK) return CLI_FAIL;
     cli_sampler_finish(&s, seed, flags);
     cli_loaded m = {0};
@@ -260,8 +286,10 @@ int cmd_eval(int argc, char **argv)
     cd_sampler *smp = NULL;
     if (cli_load_model(ckpt, true, s.ema, &m) != CD_OK) ret = CLI_FAIL; /* it said why */
     /* The sampler options are checked against the model before any work. */
-    else if (cli_model_sampler(m.dec, m.deg, &s, &smp) != CD_OK) cli_fail("the sampler");
-    else if (cli_load_data(&ds, data, 0.2, 42) != CD_OK) cli_fail("loading the data");
+    else if (cli_model_sampler(m.dec, m.deg, &s, &smp) != CD_OK)
+        cli_fail("the sampler");
+    else if (cli_load_data(&ds, data, 0.2, 42) != CD_OK)
+        cli_fail("loading the data");
     else if ((classifier ? cd_classifier_load(&cls, classifier)
                          : cd_classifier_load_default(&cls)) != CD_OK)
         cli_fail("loading the classifier");
@@ -271,8 +299,9 @@ int cmd_eval(int argc, char **argv)
     else {
         r.default_objective = !m.checkpoint;
         cli_progress_begin("evaluating");
-        ret = evaluate(&m, ds, cls, &s, reduction, &r) != CD_OK ? cli_fail_or_interrupted("evaluating")
-                                                                : CLI_OK;
+        ret = evaluate(&m, ds, cls, &s, reduction, &r) != CD_OK
+                  ? cli_fail_or_interrupted("evaluating")
+                  : CLI_OK;
         cli_progress_end();
     }
     cd_sampler_free(smp);

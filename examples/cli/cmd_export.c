@@ -12,12 +12,16 @@ int cmd_export(int argc, char **argv)
         {"--checkpoint", OPT_STR, &in, 0, 0, NULL, "a training checkpoint (RUN/best.cdm)", NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "the inference model to write (model.cdm)", NULL},
     };
-    const cli_command cmd = {"export", "--checkpoint RUN/best.cdm --out model.cdm",
+    const cli_command cmd = {"export",
+                             "--checkpoint RUN/best.cdm --out model.cdm",
                              "Write the inference model of a training checkpoint: the decoder "
                              "(its EMA weights\nwhen training kept an EMA) and the degradation "
                              "with its schedule, no optimiser\nstate. sample, restore, eval and "
                              "info take either file.",
-                             opts, (int)(sizeof opts / sizeof opts[0]), NULL, NULL};
+                             opts,
+                             (int)(sizeof opts / sizeof opts[0]),
+                             NULL,
+                             NULL};
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!in || !out) return cli_usage("export", "--checkpoint and --out are required");
@@ -26,7 +30,7 @@ int cmd_export(int argc, char **argv)
     cd_trainer *tr = NULL;
     if (cd_trainer_load(&tr, in, NULL) == CD_OK) {
         double ema = 0;
-        cd_trainer_get(tr, CD_TRAINER_EMA_DECAY, &ema);
+        cd_trainer_get_real(tr, CD_TRAINER_OPT_EMA_DECAY, &ema);
         const bool with_ema = ema > 0 && cd_trainer_steps(tr) > 0;
         const cd_status st = cd_trainer_export(tr, out);
         cd_trainer_free(tr);

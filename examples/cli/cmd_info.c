@@ -12,30 +12,31 @@
 static void print_decoder(const cd_decoder *dec)
 {
     cd_decoder_config *cfg = NULL;
-    printf("decoder: %s, %lld parameters", cd_enum_name(CD_ENUM_DECODER_TYPE, cd_decoder_get_type(dec)),
+    const cd_decoder_kind kind = cd_decoder_get_kind(dec);
+    printf("decoder: %s, %lld parameters", cd_enum_name(CD_ENUM_DECODER_KIND, kind),
            (long long)cd_decoder_param_count(dec));
     const int64_t T = cd_decoder_trained_T(dec);
-    if (T > 0) printf(", trained for T = %lld", (long long)T);
-    else printf(", trained T unknown");
-    const int32_t p = cd_decoder_prediction(dec);
+    if (T > 0)
+        printf(", trained for T = %lld", (long long)T);
+    else
+        printf(", trained T unknown");
+    const cd_prediction p = cd_decoder_get_prediction(dec);
     if (p > 0) printf(", predicts %s", cd_enum_name(CD_ENUM_PREDICTION, p));
     printf("\n");
     if (cd_decoder_get_config(dec, &cfg) != CD_OK) return;
-    int64_t v[8];
-    int32_t n = 0;
-    if (cd_decoder_get_type(dec) == CD_DECODER_CNN &&
-        cd_decoder_config_get_list(cfg, CD_DECODER_HIDDEN, v, 8, &n) == CD_OK) {
+    int64_t v[8], n = 0;
+    if (kind == CD_DECODER_CNN &&
+        cd_decoder_config_get_list(cfg, CD_DECODER_OPT_HIDDEN, v, 8, &n) == CD_OK) {
         printf("  hidden channels:");
-        for (int32_t i = 0; i < n; i++) printf(" %lld", (long long)v[i]);
+        for (int64_t i = 0; i < n; i++) printf(" %lld", (long long)v[i]);
         printf("\n");
     }
-    if (cd_decoder_get_type(dec) == CD_DECODER_UNET &&
-        cd_decoder_config_get(cfg, CD_DECODER_DIM, v) == CD_OK)
+    if (kind == CD_DECODER_UNET && cd_decoder_config_get_int(cfg, CD_DECODER_OPT_DIM, v) == CD_OK)
         printf("  base width: %lld\n", (long long)v[0]);
-    if (cd_decoder_get_type(dec) == CD_DECODER_UNET &&
-        cd_decoder_config_get_list(cfg, CD_DECODER_DIM_MULTS, v, 8, &n) == CD_OK) {
+    if (kind == CD_DECODER_UNET &&
+        cd_decoder_config_get_list(cfg, CD_DECODER_OPT_DIM_MULTS, v, 8, &n) == CD_OK) {
         printf("  width multipliers:");
-        for (int32_t i = 0; i < n; i++) printf(" %lld", (long long)v[i]);
+        for (int64_t i = 0; i < n; i++) printf(" %lld", (long long)v[i]);
         printf("\n");
     }
     cd_decoder_config_free(cfg);
@@ -43,7 +44,7 @@ static void print_decoder(const cd_decoder *dec)
 
 static void print_degradation(const cd_degradation *deg)
 {
-    const int32_t kind = cd_degradation_get_kind(deg);
+    const cd_degradation_kind kind = cd_degradation_get_kind(deg);
     const int64_t T = cd_degradation_T(deg);
     const char *name = kind >= 0 ? cd_enum_name(CD_ENUM_DEGRADATION_KIND, kind) : NULL;
     printf("degradation: %s, T = %lld\n", name ? name : "?", (long long)T);
@@ -61,22 +62,39 @@ static void print_degradation(const cd_degradation *deg)
     free(a);
 }
 
+/* One option as name=value, named and typed as the library describes it
+ * (a choice by its name). */
+static void print_option(cd_trainer *tr, cd_trainer_option key)
+{
+    cd_option_info info;
+    int64_t i = 0;
+    double d = 0;
+    if (cd_trainer_option_info(key, &info) != CD_OK) return;
+    if (info.type == CD_OPTION_REAL) {
+        if (cd_trainer_get_real(tr, key, &d) == CD_OK) printf(" %s=%g", info.name, d);
+    } else if (cd_trainer_get_int(tr, key, &i) == CD_OK) {
+        const char *name =
+            info.type == CD_OPTION_CHOICE ? cd_enum_name((cd_enum)info.choices, (int32_t)i) : NULL;
+        if (name)
+            printf(" %s=%s", info.name, name);
+        else
+            printf(" %s=%lld", info.name, (long long)i);
+    }
+}
+
 static void print_training(cd_trainer *tr)
 {
-    static const struct { cd_trainer_param key; const char *name; } keys[] = {
-        {CD_TRAINER_LR, "lr"}, {CD_TRAINER_BATCH, "batch"}, {CD_TRAINER_EMA_DECAY, "ema"},
-        {CD_TRAINER_CLIP_NORM, "clip_norm"}, {CD_TRAINER_T_MAX, "t_max"},
-        {CD_TRAINER_T_PER_BATCH, "t_per_batch"}, {CD_TRAINER_LOSS, "loss (0 mse, 1 l1)"}};
+    static const cd_trainer_option keys[] = {CD_TRAINER_OPT_LR,        CD_TRAINER_OPT_BATCH,
+                                             CD_TRAINER_OPT_EMA_DECAY, CD_TRAINER_OPT_CLIP_NORM,
+                                             CD_TRAINER_OPT_T_MAX,     CD_TRAINER_OPT_T_PER_BATCH,
+                                             CD_TRAINER_OPT_LOSS};
     printf("training options:");
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        double v = 0;
-        if (cd_trainer_get(tr, keys[i].key, &v) == CD_OK) printf(" %s=%g", keys[i].name, v);
-    }
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) print_option(tr, keys[i]);
     double epoch = 0, best = NAN, val = NAN, ema = 0;
     cd_trainer_progress(tr, CD_PROGRESS_EPOCH, &epoch);
     cd_trainer_progress(tr, CD_PROGRESS_BEST_VAL_LOSS, &best);
     cd_trainer_progress(tr, CD_PROGRESS_VAL_LOSS, &val);
-    cd_trainer_get(tr, CD_TRAINER_EMA_DECAY, &ema);
+    cd_trainer_get_real(tr, CD_TRAINER_OPT_EMA_DECAY, &ema);
     printf("\nprogress: %lld optimiser steps, %.0f epochs\n", (long long)cd_trainer_steps(tr),
            epoch);
     printf("validation loss: last %.6g, best %.6g\n", val, best);
@@ -87,11 +105,15 @@ static void print_training(cd_trainer *tr)
 int cmd_info(int argc, char **argv)
 {
     const char *path = NULL;
-    const cli_command cmd = {"info", "MODEL",
+    const cli_command cmd = {"info",
+                             "MODEL",
                              "Print what a model file is (inference model, training checkpoint "
                              "or decoder only),\nits decoder, degradation, T and schedule, and a "
                              "checkpoint's training progress.",
-                             NULL, 0, "MODEL", &path};
+                             NULL,
+                             0,
+                             "MODEL",
+                             &path};
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (cli_check_only) return CLI_OK;
@@ -122,7 +144,8 @@ int cmd_info(int argc, char **argv)
     if (st == CD_ERR_FORMAT && cd_decoder_load(&dec, path) == CD_OK) {
         printf("file: %s\nkind: decoder only (no degradation or schedule: sample, restore and "
                "eval need an inference model; make one with 'colddiff export' from a training "
-               "checkpoint, or examples/python/convert_torch.py with the run's schedule)\n", path);
+               "checkpoint, or examples/python/convert_torch.py with the run's schedule)\n",
+               path);
         print_decoder(dec);
         cd_decoder_free(dec);
         return CLI_OK;

@@ -96,29 +96,36 @@ static int write_report(const char *dir, int budget, const char *const *json)
         "test images and 1,000 unconditional samples.",
         "64 training images, narrow decoders and 4 evaluation images: a test of the pipeline "
         "only."};
-    fprintf(f, "# The report's Tables 1 and 2, reproduced by libcolddiff %s\n\n"
-            "Budget: **%s**. %s\n\n", cd_version_string(),
-            budget == 1 ? "full" : budget == 2 ? "smoke" : "quick", what[budget]);
+    fprintf(f,
+            "# The report's Tables 1 and 2, reproduced by libcolddiff %s\n\n"
+            "Budget: **%s**. %s\n\n",
+            cd_version_string(),
+            budget == 1   ? "full"
+            : budget == 2 ? "smoke"
+                          : "quick",
+            what[budget]);
     fprintf(f, "Test loss is over all test images (mean +- standard error). RMSE, SSIM "
-            "and PSNR use the per_image reduction. The report's FID is not comparable (its "
-            "samples were fed un-normalised; docs/models.md, Metrics): FD here is the "
-            "Frechet distance on the shipped MNIST classifier's features.\n\n");
+               "and PSNR use the per_image reduction. The report's FID is not comparable (its "
+               "samples were fed un-normalised; docs/models.md, Metrics): FD here is the "
+               "Frechet distance on the shipped MNIST classifier's features.\n\n");
     fprintf(f, "| run | FD (ours) | FID (report) | test loss (ours) | (report) | RMSE (ours) | "
-            "(report) | SSIM (ours) | (report) | PSNR (ours) | (report) | class preservation "
-            "| class entropy (nats) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-            "---:|---:|\n");
+               "(report) | SSIM (ours) | (report) | PSNR (ours) | (report) | class preservation "
+               "| class entropy (nats) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+               "---:|---:|\n");
     for (int i = 0; i < N_RUNS; i++)
-        fprintf(f, "| %s (%s) | %.2f | %.4g | %.5f +- %.5f | %.4g | %.4f | %.4g | %.4f | %.4g | "
-                "%.3f | %.4g | %.3f | %.3f |\n", runs[i].name, runs[i].preset,
-                json_number(json[i], "fd"), runs[i].fid, json_number(json[i], "test_loss"),
-                json_number(json[i], "test_loss_std_error"), runs[i].loss,
-                json_number(json[i], "rmse"), runs[i].rmse, json_number(json[i], "ssim"),
-                runs[i].ssim, json_number(json[i], "psnr"), runs[i].psnr,
-                json_number(json[i], "class_preservation"),
+        fprintf(f,
+                "| %s (%s) | %.2f | %.4g | %.5f +- %.5f | %.4g | %.4f | %.4g | %.4f | %.4g | "
+                "%.3f | %.4g | %.3f | %.3f |\n",
+                runs[i].name, runs[i].preset, json_number(json[i], "fd"), runs[i].fid,
+                json_number(json[i], "test_loss"), json_number(json[i], "test_loss_std_error"),
+                runs[i].loss, json_number(json[i], "rmse"), runs[i].rmse,
+                json_number(json[i], "ssim"), runs[i].ssim, json_number(json[i], "psnr"),
+                runs[i].psnr, json_number(json[i], "class_preservation"),
                 json_number(json[i], "class_entropy_nats"));
     fprintf(f, "\n## Figures\n\n");
     for (int i = 0; i < N_RUNS; i++)
-        fprintf(f, "### %s\n\n![loss](%s/loss.svg)\n\nSamples: ![samples](%s/samples.png)\n\n"
+        fprintf(f,
+                "### %s\n\n![loss](%s/loss.svg)\n\nSamples: ![samples](%s/samples.png)\n\n"
                 "Restorations (x, D(x, t) at T/10, T/2 and T, x-hat at those times, the "
                 "result): ![restorations](%s/restore.png)\n\n",
                 runs[i].name, runs[i].name, runs[i].name, runs[i].name);
@@ -141,13 +148,19 @@ int cmd_reproduce(int argc, char **argv)
     const cli_opt opts[] = {
         {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder", NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "folder for the runs and report.md", NULL},
-        {"--budget", OPT_CHOICE, &budget, 0, 0, budgets, "quick (about 30 min), full (50 epochs) or smoke (tests)", NULL},
+        {"--budget", OPT_CHOICE, &budget, 0, 0, budgets,
+         "quick (about 30 min), full (50 epochs) or smoke (tests)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
     };
-    const cli_command cmd = {"reproduce", "--data D --out DIR [--budget quick|full]",
+    const cli_command cmd = {"reproduce",
+                             "--data D --out DIR [--budget quick|full]",
                              "Train and evaluate the four runs of the report's Tables 1 and 2 "
                              "and write\nDIR/report.md with both tables next to the report's "
-                             "numbers.", opts, 4, NULL, NULL};
+                             "numbers.",
+                             opts,
+                             4,
+                             NULL,
+                             NULL};
     int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!data || !out) return cli_usage("reproduce", "--data and --out are required");
@@ -170,22 +183,27 @@ int cmd_reproduce(int argc, char **argv)
         snprintf(json[i], sizeof json[i], "%s/metrics.json", dir);
         jp[i] = json[i];
         fprintf(stderr, "colddiff: run %d/%d: %s (%s)\n", i + 1, N_RUNS, r->name, r->preset);
-        const char *limit = full ? "" : smoke ? "--train-limit" S "64"
-                          : r->unet ? "--train-limit" S "9000" : "--train-limit" S "12000";
+        const char *limit = full      ? ""
+                            : smoke   ? "--train-limit" S "64"
+                            : r->unet ? "--train-limit" S "9000"
+                                      : "--train-limit" S "12000";
         const char *narrow = !smoke ? "" : r->unet ? "--unet-dim" S "8" : "--cnn-hidden" S "8,8";
         const int epochs = full ? 50 : r->unet || smoke ? 1 : 2;
-        rc = call(cmd_train, "--data" S "%s" S "--out" S "%s" S "--preset" S "%s" S "--epochs" S
-                  "%d" S "%s" S "%s" S "%s" S "--resume" S "--sample-epochs" S "%d" S
-                  "--n-samples" S "%d" S "%s", data, dir, r->preset, epochs, limit, narrow, thr,
-                  epochs, smoke ? 4 : 64,
-                  !noise ? "" : full ? "--grid-sampler" S "ddpm"
-                                     : "--grid-sampler" S "ddim" S "--grid-steps" S "50");
+        rc = call(cmd_train,
+                  "--data" S "%s" S "--out" S "%s" S "--preset" S "%s" S "--epochs" S "%d" S "%s" S
+                  "%s" S "%s" S "--resume" S "--sample-epochs" S "%d" S "--n-samples" S "%d" S "%s",
+                  data, dir, r->preset, epochs, limit, narrow, thr, epochs, smoke ? 4 : 64,
+                  !noise ? ""
+                  : full ? "--grid-sampler" S "ddpm"
+                         : "--grid-sampler" S "ddim" S "--grid-steps" S "50");
         if (rc != CLI_OK) break;
-        rc = call(cmd_eval, "--checkpoint" S "%s/best.cdm" S "--data" S "%s" S "--n" S "%d" S
-                  "--fd-samples" S "%d" S "--json" S "%s" S "%s" S "%s", dir, data,
-                  n_eval, n_eval, json[i], thr,
-                  !noise ? "" : full ? "--sampler" S "ddpm"
-                                     : "--sampler" S "ddim" S "--steps" S "50");
+        rc = call(cmd_eval,
+                  "--checkpoint" S "%s/best.cdm" S "--data" S "%s" S "--n" S "%d" S "--fd-samples" S
+                  "%d" S "--json" S "%s" S "%s" S "%s",
+                  dir, data, n_eval, n_eval, json[i], thr,
+                  !noise ? ""
+                  : full ? "--sampler" S "ddpm"
+                         : "--sampler" S "ddim" S "--steps" S "50");
         if (rc != CLI_OK) break;
         char src[4200], dst[4200];
         snprintf(src, sizeof src, "%s/samples_epoch%03d.png", dir, epochs);
@@ -198,8 +216,8 @@ int cmd_reproduce(int argc, char **argv)
     if (rc != CLI_OK) return rc;
     char svg[4096];
     snprintf(svg, sizeof svg, "%s/schedules.svg", out);
-    rc = call(cmd_schedule, "--preset" S "ddpm-cnn-linear" S "--compare" S "--log" S "--out" S
-              "%s", svg);
+    rc = call(cmd_schedule, "--preset" S "ddpm-cnn-linear" S "--compare" S "--log" S "--out" S "%s",
+              svg);
     if (rc != CLI_OK) return rc;
     return write_report(out, budget, jp);
 }

@@ -14,7 +14,8 @@ const cli_opt *cli_sampler_opts(cli_sampling *s, int64_t *seed, bool flags[3])
     const cli_opt o[CLI_SAMPLER_OPTS] = {
         {"--sampler", OPT_CHOICE, &s->kind, 0, 0, cli_sampler_names,
          "reverse chain (auto: ddim for noise models, cold2 otherwise)", NULL},
-        {"--steps", OPT_I64, &s->steps, 0, 100000, NULL, "DDIM steps (0: 50, or T if smaller)", NULL},
+        {"--steps", OPT_I64, &s->steps, 0, 100000, NULL, "DDIM steps (0: 50, or T if smaller)",
+         NULL},
         {"--eta", OPT_F64, &s->eta, 0, 1, NULL, "DDIM eta (1)", NULL},
         {"--seed", OPT_I64, seed, 0, (double)INT64_MAX, NULL, "sampling seed (1)", NULL},
         {"--no-clip", OPT_FLAG, &flags[0], 0, 0, NULL,
@@ -45,22 +46,35 @@ int cmd_sample(int argc, char **argv)
     bool flags[3] = {false, false, false};
     const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
     const cli_opt opts[] = {
-        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)", NULL},
+        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL,
+         "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)",
+         NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "the PNG grid to write", NULL},
         {"--n", OPT_I64, &n, 1, 100000, NULL, "number of samples (64)", NULL},
         {"--cols", OPT_I64, &cols, 1, 1000, NULL, "grid columns (8)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
-        so[0], so[1], so[2], so[3], so[4], so[5], so[6], so[7],
+        so[0],
+        so[1],
+        so[2],
+        so[3],
+        so[4],
+        so[5],
+        so[6],
+        so[7],
     };
-    const cli_command cmd = {"sample", "--out grid.png [--checkpoint F] [options]",
+    const cli_command cmd = {"sample",
+                             "--out grid.png [--checkpoint F] [options]",
                              "Draw unconditional samples from the degradation's prior and "
-                             "write a grid.", opts, (int)(sizeof opts / sizeof opts[0]), NULL,
+                             "write a grid.",
+                             opts,
+                             (int)(sizeof opts / sizeof opts[0]),
+                             NULL,
                              NULL};
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!out) return cli_usage("sample", "--out is required");
     if (cli_check_only) return CLI_OK;
-    if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
+    if (threads > 0 && cd_set_num_threads(threads) != CD_OK) return cli_fail("--threads");
     if (cli_output_ok("sample", "the grid", out, false) != CLI_OK) return CLI_FAIL;
     cli_sampler_finish(&s, seed, flags);
     cli_loaded m;
@@ -88,25 +102,38 @@ int cmd_restore(int argc, char **argv)
     bool flags[3] = {false, false, false};
     const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
     const cli_opt opts[] = {
-        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL, "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)", NULL},
+        {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL,
+         "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)",
+         NULL},
         {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder", NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "the PNG figure to write", NULL},
         {"--n", OPT_I64, &n, 1, 1000, NULL, "images (rows) to restore (8)", NULL},
         {"--times", OPT_TIMES, &times, 0, 100000, NULL, "snapshot times (T/10,T/2,T)", NULL},
         {"--split", OPT_CHOICE, &split, 0, 0, splits, "where the images come from (test)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
-        so[0], so[1], so[2], so[3], so[4], so[5], so[6], so[7],
+        so[0],
+        so[1],
+        so[2],
+        so[3],
+        so[4],
+        so[5],
+        so[6],
+        so[7],
     };
-    const cli_command cmd = {"restore", "--data D --out fig.png [--checkpoint F] [options]",
+    const cli_command cmd = {"restore",
+                             "--data D --out fig.png [--checkpoint F] [options]",
                              "Degrade real images to T and restore them. Each row shows x, "
                              "D(x, t) at each\ntime, x-hat at each time, and the final "
                              "restoration (the report's Figures 2 and 8).",
-                             opts, (int)(sizeof opts / sizeof opts[0]), NULL, NULL};
+                             opts,
+                             (int)(sizeof opts / sizeof opts[0]),
+                             NULL,
+                             NULL};
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!out || !data) return cli_usage("restore", "--data and --out are required");
     if (cli_check_only) return CLI_OK;
-    if (threads > 0 && cd_set_num_threads((int32_t)threads) != CD_OK) return cli_fail("--threads");
+    if (threads > 0 && cd_set_num_threads(threads) != CD_OK) return cli_fail("--threads");
     if (cli_output_ok("restore", "the figure", out, false) != CLI_OK) return CLI_FAIL;
     cli_sampler_finish(&s, seed, flags);
     cli_loaded m;

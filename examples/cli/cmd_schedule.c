@@ -12,8 +12,7 @@
 
 /* beta_0..T and alpha-bar_0..T (malloc'ed, T + 1 floats each): of m, or
  * with a model file given, of the degradation stored in it. */
-static int arrays(const cli_model *m, const char *model, float **beta, float **abar,
-                  int64_t *T)
+static int arrays(const cli_model *m, const char *model, float **beta, float **abar, int64_t *T)
 {
     cd_schedule *s = NULL;
     cd_decoder *dec = NULL;
@@ -103,15 +102,20 @@ int cmd_schedule(int argc, char **argv)
         {"--beta-max", OPT_F64, &m.beta_max, 1e-12, 1, NULL, "linear end (0.02)", NULL},
         {"--cosine-s", OPT_F64, &m.cosine_s, 0, 1, NULL, "cosine offset (0.008)", NULL},
         {"--beta-clip", OPT_F64, &m.beta_clip, 1e-12, 1, NULL, "cosine clip (0.999)", NULL},
-        {"--compare", OPT_FLAG, &compare, 0, 0, NULL, "also draw the report's four noise schedules", NULL},
+        {"--compare", OPT_FLAG, &compare, 0, 0, NULL, "also draw the report's four noise schedules",
+         NULL},
         {"--log", OPT_FLAG, &log_y, 0, 0, NULL, "logarithmic alpha-bar axis", NULL},
     };
-    const cli_command cmd = {"schedule", "--out alpha.svg | --csv F.csv [--preset P | --checkpoint "
+    const cli_command cmd = {"schedule",
+                             "--out alpha.svg | --csv F.csv [--preset P | --checkpoint "
                              "MODEL | schedule flags]",
                              "Plot alpha-bar_t against t (the report's Figure 5), or list beta_t "
                              "and alpha-bar_t\nas CSV; of a preset, of flags, or of the schedule "
-                             "a model file holds.", opts,
-                             (int)(sizeof opts / sizeof opts[0]), NULL, NULL};
+                             "a model file holds.",
+                             opts,
+                             (int)(sizeof opts / sizeof opts[0]),
+                             NULL,
+                             NULL};
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!out && !csv) return cli_usage("schedule", "--out FILE.svg or --csv FILE.csv is required");
@@ -135,16 +139,17 @@ int cmd_schedule(int argc, char **argv)
         if (k >= 0 && preset == presets[k]) continue;
         int64_t T = 0;
         ret = curve(&c, k < 0 ? model : NULL, &mem[2 * n], &mem[2 * n + 1], &T);
-        snprintf(names[n], sizeof names[n], "%s", k >= 0 ? cli_preset_names[presets[k]]
-                                                 : model ? "model"
-                                                 : preset >= 0 ? cli_preset_names[preset]
-                                                 : cli_schedule_names[m.schedule]);
+        snprintf(names[n], sizeof names[n], "%s",
+                 k >= 0        ? cli_preset_names[presets[k]]
+                 : model       ? "model"
+                 : preset >= 0 ? cli_preset_names[preset]
+                               : cli_schedule_names[m.schedule]);
         s[n] = (cli_series){names[n], colors[n], mem[2 * n], mem[2 * n + 1], T + 1};
         n++;
     }
-    const int e = ret == CLI_OK ? cli_write_svg_plot(out, "alpha-bar_t", "t", "alpha-bar", s,
-                                                     n, log_y, true)
-                                : 0;
+    const int e = ret == CLI_OK
+                      ? cli_write_svg_plot(out, "alpha-bar_t", "t", "alpha-bar", s, n, log_y, true)
+                      : 0;
     if (e) {
         fprintf(stderr, "colddiff: cannot write %s: %s\n", out, strerror(e));
         ret = CLI_FAIL;

@@ -7,6 +7,8 @@
  */
 #include "cmd_train.h"
 
+#include <colddiff_experimental.h> /* CD_TRAINER_OPT_LR_DECAY (--lr-decay) */
+
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -18,7 +20,6 @@
 
 #define MAX_EPOCHS 100000
 
-
 typedef struct {
     const train_opts *o;
     cd_dataset *ds;
@@ -28,7 +29,7 @@ typedef struct {
                                     before a resume) */
     int64_t n;
     bool tty;
-    volatile double grid_sec;    /* the last epoch's grids took this long */
+    volatile double grid_sec; /* the last epoch's grids took this long */
 } run_state;
 
 static cd_trainer *volatile g_trainer; /* for the Ctrl-C handler */
@@ -88,8 +89,7 @@ static int read_curve(run_state *r, int64_t upto)
     }
     while (fgets(line, sizeof line, f) && r->n < MAX_EPOCHS) {
         double e, t, v, sec = NAN, ips = NAN;
-        if (sscanf(line, "%lf,%lf,%lf,%lf,%lf", &e, &t, &v, &sec, &ips) >= 3 &&
-            e <= (double)upto) {
+        if (sscanf(line, "%lf,%lf,%lf,%lf,%lf", &e, &t, &v, &sec, &ips) >= 3 && e <= (double)upto) {
             r->epoch[r->n] = e, r->train[r->n] = t, r->val[r->n] = v;
             r->sec[r->n] = sec, r->ips[r->n] = ips;
             r->n++;
@@ -115,7 +115,8 @@ static bool wanted(const cli_times *t, int64_t epoch, int64_t last)
 static bool ema_in(cd_trainer *tr)
 {
     double decay = 0.0;
-    if (cd_trainer_get(tr, CD_TRAINER_EMA_DECAY, &decay) != CD_OK || decay <= 0.0) return false;
+    if (cd_trainer_get_real(tr, CD_TRAINER_OPT_EMA_DECAY, &decay) != CD_OK || decay <= 0.0)
+        return false;
     if (cd_trainer_swap_ema(tr) == CD_OK) return true;
     cd_clear_error();
     return false;
@@ -139,10 +140,12 @@ static void record_epoch(run_state *r, int64_t epoch, double train, double val)
         r->n++;
     }
     if (r->tty) fprintf(stderr, "\r\033[K");
-    fprintf(stderr, "epoch %lld/%lld: train loss %.5f, ", (long long)epoch,
-            (long long)r->o->epochs, train);
-    if (isnan(val)) fprintf(stderr, "no validation split");
-    else fprintf(stderr, "validation loss %.5f", val);
+    fprintf(stderr, "epoch %lld/%lld: train loss %.5f, ", (long long)epoch, (long long)r->o->epochs,
+            train);
+    if (isnan(val))
+        fprintf(stderr, "no validation split");
+    else
+        fprintf(stderr, "validation loss %.5f", val);
     if (isfinite(sec)) fprintf(stderr, " (%.1f s, %.0f img/s)", sec, ips);
     fprintf(stderr, "\n");
     warn_curve(r);
@@ -150,7 +153,7 @@ static void record_epoch(run_state *r, int64_t epoch, double train, double val)
 
 static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch);
 
-static cd_status on_epoch(void *user, cd_trainer *tr, int64_t epoch, double train, double val)
+static cd_status on_epoch(cd_trainer *tr, int64_t epoch, double train, double val, void *user)
 {
     run_state *r = user;
     record_epoch(r, epoch, train, val);
@@ -188,12 +191,13 @@ static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch)
 static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch)
 {
     char name[64], path[4096];
-    const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps, r->o->grid_eta,
-                              (uint64_t)r->o->seed + (uint64_t)epoch, r->o->grid_clip, false};
+    const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps,
+                              r->o->grid_eta,     (uint64_t)r->o->seed + (uint64_t)epoch,
+                              r->o->grid_clip,    false};
     snprintf(name, sizeof name, "samples_epoch%03lld.png", (long long)epoch);
     const bool swapped = ema_in(tr);
-    cd_status st = cli_sample_grid(tr, &smp, r->o->n_samples, 8, cli_join(path, sizeof path,
-                                                                        r->o->out, name));
+    cd_status st =
+        cli_sample_grid(tr, &smp, r->o->n_samples, 8, cli_join(path, sizeof path, r->o->out, name));
     if (st != CD_OK) {
         ema_out(tr, swapped);
         return st;
@@ -205,13 +209,13 @@ static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch)
     for (int64_t i = 0; i < times.n; i++)
         if (times.v[i] > T) times.v[i] = T;
     /* Restorations of unseen images when there are any. */
-    const cd_split split = cd_dataset_count(r->ds, CD_SPLIT_VAL) > 0 ? CD_SPLIT_VAL
-                                                                      : CD_SPLIT_TRAIN;
+    const cd_split split =
+        cd_dataset_count(r->ds, CD_SPLIT_VAL) > 0 ? CD_SPLIT_VAL : CD_SPLIT_TRAIN;
     st = cli_restore_figure(tr, &smp, r->ds, split, 8, &times,
                             cli_join(path, sizeof path, r->o->out, name));
     ema_out(tr, swapped);
-    if (st == CD_OK) fprintf(stderr, "  wrote samples and restorations for epoch %lld\n",
-                             (long long)epoch);
+    if (st == CD_OK)
+        fprintf(stderr, "  wrote samples and restorations for epoch %lld\n", (long long)epoch);
     return st;
 }
 
@@ -246,7 +250,7 @@ typedef struct {
     cd_trainer *tr;
     run_state *r;
     volatile int done;
-    double val_sec;   /* the last validation's length (0: none yet) */
+    double val_sec; /* the last validation's length (0: none yet) */
 } bar_state;
 
 /* Epochs after `epoch` (completed) up to the target that draw grids. */
@@ -311,8 +315,10 @@ static void *draw_bar(void *arg)
                 fprintf(stderr, "loss %.5f  ", v[CD_PROGRESS_TRAIN_LOSS]);
             if (!val) fprintf(stderr, "%.0f img/s  ", v[CD_PROGRESS_IMAGES_PER_SEC]);
             fprintf(stderr, "ETA ");
-            if (isfinite(eta)) fprintf(stderr, "%dm%02ds", (int)(eta / 60), (int)fmod(eta, 60));
-            else fprintf(stderr, "?");
+            if (isfinite(eta))
+                fprintf(stderr, "%dm%02ds", (int)(eta / 60), (int)fmod(eta, 60));
+            else
+                fprintf(stderr, "?");
         }
         struct timespec ts = {0, b->r->tty ? 250000000 : 50000000};
         nanosleep(&ts, NULL);
@@ -327,16 +333,18 @@ static void *draw_bar(void *arg)
  * instead of after the first epoch. */
 static int check_grid_sampler(const train_opts *o, cd_trainer *tr)
 {
-    const cli_sampling smp = {o->grid_sampler, o->grid_steps, o->grid_eta, 0, o->grid_clip,
-                              false};
+    const cli_sampling smp = {o->grid_sampler, o->grid_steps, o->grid_eta, 0, o->grid_clip, false};
     cd_sampler *s = NULL;
     if (cli_make_sampler(tr, &smp, &s) != CD_OK) return cli_fail("the sample grids' sampler");
     cd_sampler_free(s);
     return CLI_OK;
 }
 
+/* A resumed run's trainer comes from last.cdm with its own decoder and
+ * degradation; a new run's borrows *dec and *deg, which run() frees after
+ * it. */
 static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_rng *rng,
-                         cd_trainer **tr)
+                         cd_trainer **tr, cd_decoder **dec, cd_degradation **deg)
 {
     char last[4096];
     cli_join(last, sizeof last, o->out, "last.cdm");
@@ -354,27 +362,27 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
         fprintf(stderr, "colddiff: resuming %s after epoch %.0f\n", last, e);
         /* The settings a resume may change reach the trainer; the others
          * come with the checkpoint. */
-        if ((train_option_given(o, "--lr") && cd_trainer_set(*tr, CD_TRAINER_LR, o->lr)) ||
+        if ((train_option_given(o, "--lr") && cd_trainer_set_real(*tr, CD_TRAINER_OPT_LR, o->lr)) ||
             (train_option_given(o, "--ema") &&
-             cd_trainer_set(*tr, CD_TRAINER_EMA_DECAY, o->ema)) ||
+             cd_trainer_set_real(*tr, CD_TRAINER_OPT_EMA_DECAY, o->ema)) ||
             (train_option_given(o, "--clip-norm") &&
-             cd_trainer_set(*tr, CD_TRAINER_CLIP_NORM, o->clip)) ||
+             cd_trainer_set_real(*tr, CD_TRAINER_OPT_CLIP_NORM, o->clip)) ||
             (train_option_given(o, "--lr-warmup") &&
-             cd_trainer_set(*tr, CD_TRAINER_LR_WARMUP, (double)o->lr_warmup)) ||
+             cd_trainer_set_int(*tr, CD_TRAINER_OPT_LR_WARMUP, o->lr_warmup)) ||
             (train_option_given(o, "--ema-warmup") &&
-             cd_trainer_set(*tr, CD_TRAINER_EMA_WARMUP, o->ema_warmup ? 1.0 : 0.0)))
+             cd_trainer_set_int(*tr, CD_TRAINER_OPT_EMA_WARMUP, o->ema_warmup ? 1 : 0)))
             return cli_fail("the training options");
         return check_grid_sampler(o, *tr);
     }
     if (o->resume) fprintf(stderr, "colddiff: note: no %s yet; starting afresh\n", last);
-    int rc = cli_model_build(m, ds, rng, tr);
+    int rc = cli_model_build(m, ds, rng, tr, dec, deg);
     if (rc != CLI_OK) return rc;
-    if (cd_trainer_set(*tr, CD_TRAINER_LR, o->lr) != CD_OK ||
-        cd_trainer_set(*tr, CD_TRAINER_BATCH, (double)o->batch) != CD_OK ||
-        cd_trainer_set(*tr, CD_TRAINER_EMA_DECAY, o->ema) != CD_OK ||
-        cd_trainer_set(*tr, CD_TRAINER_CLIP_NORM, o->clip) != CD_OK ||
-        cd_trainer_set(*tr, CD_TRAINER_LR_WARMUP, (double)o->lr_warmup) != CD_OK ||
-        cd_trainer_set(*tr, CD_TRAINER_EMA_WARMUP, o->ema_warmup ? 1.0 : 0.0) != CD_OK)
+    if (cd_trainer_set_real(*tr, CD_TRAINER_OPT_LR, o->lr) != CD_OK ||
+        cd_trainer_set_int(*tr, CD_TRAINER_OPT_BATCH, o->batch) != CD_OK ||
+        cd_trainer_set_real(*tr, CD_TRAINER_OPT_EMA_DECAY, o->ema) != CD_OK ||
+        cd_trainer_set_real(*tr, CD_TRAINER_OPT_CLIP_NORM, o->clip) != CD_OK ||
+        cd_trainer_set_int(*tr, CD_TRAINER_OPT_LR_WARMUP, o->lr_warmup) != CD_OK ||
+        cd_trainer_set_int(*tr, CD_TRAINER_OPT_EMA_WARMUP, o->ema_warmup ? 1 : 0) != CD_OK)
         return cli_fail("the training options");
     rc = check_grid_sampler(o, *tr);
     return rc == CLI_OK ? train_write_config(o, m) : rc;
@@ -386,7 +394,7 @@ static int set_lr_decay(const train_opts *o, const cd_dataset *ds, cd_trainer *t
 {
     const int64_t n = cd_dataset_count(ds, CD_SPLIT_TRAIN);
     const int64_t steps = o->lr_decay ? o->epochs * ((n + o->batch - 1) / o->batch) : 0;
-    if (cd_trainer_set(tr, CD_TRAINER_LR_DECAY, (double)steps) != CD_OK)
+    if (cd_trainer_set_int(tr, CD_TRAINER_OPT_LR_DECAY, steps) != CD_OK)
         return cli_fail("--lr-decay");
     return CLI_OK;
 }
@@ -397,25 +405,27 @@ static int run(train_opts *o, cli_model *m)
     char cfg_path[4096];
     int n_changed = 0;
     /* Even a run that never wrote last.cdm restarts with its own settings. */
-    if (o->resume && cli_path_state(cli_join(cfg_path, sizeof cfg_path, o->out,
-                                             "config.txt")) != ENOENT) {
+    if (o->resume &&
+        cli_path_state(cli_join(cfg_path, sizeof cfg_path, o->out, "config.txt")) != ENOENT) {
         const int bad = train_read_config(o, m, &n_changed);
         if (bad != CLI_OK) return bad;
     }
     if (!o->data)
         return cli_usage("train", "--data DIR is required (%s/config.txt does not record it)",
                          o->out);
-    if (o->threads > 0 && cd_set_num_threads((int32_t)o->threads) != CD_OK)
-        return cli_fail("--threads");
+    if (o->threads > 0 && cd_set_num_threads(o->threads) != CD_OK) return cli_fail("--threads");
     cd_dataset *ds = NULL;
     cd_rng *rng = NULL;
     cd_trainer *tr = NULL;
+    cd_decoder *dec = NULL; /* a new run's, which tr borrows */
+    cd_degradation *deg = NULL;
     run_state r = {.o = o, .tty = isatty(STDERR_FILENO)};
     r.epoch = calloc(5 * MAX_EPOCHS, sizeof(double));
     r.train = r.epoch + MAX_EPOCHS, r.val = r.train + MAX_EPOCHS;
     r.sec = r.val + MAX_EPOCHS, r.ips = r.sec + MAX_EPOCHS;
     int rc = CLI_FAIL;
-    if (!r.epoch) fprintf(stderr, "colddiff: out of memory\n");
+    if (!r.epoch)
+        fprintf(stderr, "colddiff: out of memory\n");
     else if (cli_load_data(&ds, o->data, o->val_fraction, (uint64_t)o->seed) != CD_OK)
         cli_fail("loading the data");
     else if (o->train_limit > 0 && cd_dataset_truncate(ds, CD_SPLIT_TRAIN, o->train_limit))
@@ -426,7 +436,7 @@ static int run(train_opts *o, cli_model *m)
     else if (cd_rng_create(&rng, (uint64_t)o->seed) != CD_OK)
         cli_fail("the generator");
     else
-        rc = setup_trainer(o, m, ds, rng, &tr);
+        rc = setup_trainer(o, m, ds, rng, &tr, &dec, &deg);
     if (rc != CLI_OK) goto done;
     r.ds = ds;
     if ((rc = train_update_config(o, n_changed)) != CLI_OK) goto done;
@@ -438,17 +448,20 @@ static int run(train_opts *o, cli_model *m)
     char best[4096], last[4096];
     cli_join(best, sizeof best, o->out, "best.cdm");
     cli_join(last, sizeof last, o->out, "last.cdm");
-    fprintf(stderr, "colddiff: training on %lld images (validation %lld) for %lld epochs, "
-            "%d threads; writing %s\n", (long long)cd_dataset_count(ds, CD_SPLIT_TRAIN),
+    fprintf(stderr,
+            "colddiff: training on %lld images (validation %lld) for %lld epochs, "
+            "%lld threads; writing %s\n",
+            (long long)cd_dataset_count(ds, CD_SPLIT_TRAIN),
             (long long)cd_dataset_count(ds, CD_SPLIT_VAL), (long long)o->epochs,
-            (int)cd_get_num_threads(), o->out);
+            (long long)cd_get_num_threads(), o->out);
     if (finish_epoch(&r, tr, (int64_t)done_epochs) != CD_OK) {
         rc = cli_fail("redoing the grids of the last epoch");
         goto done;
     }
     if (open_batches == 0 && done_epochs >= (double)o->epochs) {
         printf("colddiff: already at epoch %.0f of %lld; nothing to do (raise --epochs to train "
-               "further)\n", done_epochs, (long long)o->epochs);
+               "further)\n",
+               done_epochs, (long long)o->epochs);
         rc = CLI_OK;
         goto done;
     }
@@ -487,7 +500,9 @@ static int run(train_opts *o, cli_model *m)
                o->out);
     }
 done:
-    cd_trainer_free(tr);
+    cd_trainer_free(tr); /* before the decoder and degradation it borrows */
+    cd_decoder_free(dec);
+    cd_degradation_free(deg);
     cd_rng_free(rng);
     cd_dataset_free(ds);
     free(r.epoch);
@@ -509,64 +524,117 @@ int cmd_train(int argc, char **argv)
 {
     cli_model m;
     const int preset = cli_model_from_preset_flag(&m, argc, argv);
-    train_opts o = {.epochs = 5, .batch = 128, .lr = 2e-4, .val_fraction = 0.2, .seed = 42,
-                    .n_samples = 64, .sample_epochs = {4, {5, 15, 30, 45}},
-                    .restore_times = {0, {0}}, .grid_eta = 1, .grid_clip = true};
+    train_opts o = {.epochs = 5,
+                    .batch = 128,
+                    .lr = 2e-4,
+                    .val_fraction = 0.2,
+                    .seed = 42,
+                    .n_samples = 64,
+                    .sample_epochs = {4, {5, 15, 30, 45}},
+                    .restore_times = {0, {0}},
+                    .grid_eta = 1,
+                    .grid_clip = true};
     bool grid_no_clip = false;
     preset_training(preset, &o);
     int preset_dummy = 0;
     cli_opt opts[] = {
-        {"--data", OPT_STR, &o.data, 0, 0, NULL, "MNIST folder (required; the tests/data slice works)", NULL},
+        {"--data", OPT_STR, &o.data, 0, 0, NULL,
+         "MNIST folder (required; the tests/data slice works)", NULL},
         {"--out", OPT_STR, &o.out, 0, 0, NULL, "run folder to write (required)", NULL},
-        {"--preset", OPT_CHOICE, &preset_dummy, 0, 0, cli_preset_names, "one of the report's runs, or fast (a small UNet made to draw digits within minutes on a CPU; docs/fast-preset.md)", NULL},
-        {"--decoder", OPT_ENUM, &m.decoder, CD_ENUM_DECODER_TYPE, 0, NULL, "decoder network", NULL},
-        {"--degradation", OPT_ENUM, &m.degradation, CD_ENUM_DEGRADATION_KIND, 0, NULL, "degradation operator", NULL},
+        {"--preset", OPT_CHOICE, &preset_dummy, 0, 0, cli_preset_names,
+         "one of the report's runs, or fast (a small UNet made to draw digits within minutes on a CPU; docs/fast-preset.md)",
+         NULL},
+        {"--decoder", OPT_ENUM, &m.decoder, CD_ENUM_DECODER_KIND, 0, NULL, "decoder network", NULL},
+        {"--degradation", OPT_ENUM, &m.degradation, CD_ENUM_DEGRADATION_KIND, 0, NULL,
+         "degradation operator", NULL},
         {"--schedule", OPT_CHOICE, &m.schedule, 0, 0, cli_schedule_names, "beta schedule", NULL},
         {"--T", OPT_I64, &m.T, 1, 100000, NULL, "diffusion steps (1000)", NULL},
         {"--beta", OPT_F64, &m.beta, 1e-12, 1e6, NULL, "constant schedule's beta (0.001)", NULL},
         {"--beta-min", OPT_F64, &m.beta_min, 1e-12, 1, NULL, "linear schedule start (1e-4)", NULL},
         {"--beta-max", OPT_F64, &m.beta_max, 1e-12, 1, NULL, "linear schedule end (0.02)", NULL},
         {"--cosine-s", OPT_F64, &m.cosine_s, 0, 1, NULL, "cosine schedule offset (0.008)", NULL},
-        {"--beta-clip", OPT_F64, &m.beta_clip, 1e-12, 1, NULL, "cosine schedule clip (0.999)", NULL},
+        {"--beta-clip", OPT_F64, &m.beta_clip, 1e-12, 1, NULL, "cosine schedule clip (0.999)",
+         NULL},
         {"--kernel", OPT_I64, &m.kernel, 1, 63, NULL, "blur kernel size, odd (11)", NULL},
         {"--padding", OPT_ENUM, &m.padding, CD_ENUM_PADDING, 0, NULL, "blur padding", NULL},
-        {"--edge-width", OPT_F64, &m.edge_width, 1e-6, 1e6, NULL, "mask edge width in pixels (2)", NULL},
+        {"--edge-width", OPT_F64, &m.edge_width, 1e-6, 1e6, NULL, "mask edge width in pixels (2)",
+         NULL},
         {"--t-max", OPT_I64, &m.t_max, 0, 100000, NULL, "draw t from 1..t-max (0: T)", NULL},
         {"--t-per-batch", OPT_FLAG, &m.t_per_batch, 0, 0, NULL, "one t per batch", NULL},
-        {"--prediction", OPT_ENUM, &m.prediction, CD_ENUM_PREDICTION, 0, NULL, "what the decoder learns to output under noise (noise)", NULL},
-        {"--cnn-hidden", OPT_TIMES, &m.cnn_hidden, 1, 4096, NULL, "CNN hidden channels (16,32,32,16)", NULL},
+        {"--prediction", OPT_ENUM, &m.prediction, CD_ENUM_PREDICTION, 0, NULL,
+         "what the decoder learns to output under noise (noise)", NULL},
+        {"--cnn-hidden", OPT_TIMES, &m.cnn_hidden, 1, 4096, NULL,
+         "CNN hidden channels (16,32,32,16)", NULL},
         {"--unet-dim", OPT_I64, &m.unet_dim, 2, 4096, NULL, "UNet base width, even (32)", NULL},
-        {"--unet-mults", OPT_TIMES, &m.unet_mults, 1, 64, NULL, "UNet width multipliers per level (1,2,4)", NULL},
+        {"--unet-mults", OPT_TIMES, &m.unet_mults, 1, 64, NULL,
+         "UNet width multipliers per level (1,2,4)", NULL},
         {"--unet-heads", OPT_I64, &m.unet_heads, 1, 64, NULL, "UNet attention heads (4)", NULL},
-        {"--unet-head-dim", OPT_I64, &m.unet_head_dim, 1, 1024, NULL, "UNet attention head width (32)", NULL},
+        {"--unet-head-dim", OPT_I64, &m.unet_head_dim, 1, 1024, NULL,
+         "UNet attention head width (32)", NULL},
         {"--epochs", OPT_I64, &o.epochs, 1, MAX_EPOCHS, NULL, "total epochs (5)", NULL},
         {"--batch", OPT_I64, &o.batch, 1, 65536, NULL, "batch size (128)", NULL},
         {"--lr", OPT_F64, &o.lr, 1e-12, 10, NULL, "Adam learning rate (2e-4)", NULL},
-        {"--val-fraction", OPT_F64, &o.val_fraction, 0, 0.99, NULL, "validation share (0.2); 0: none, best.cdm then keeps the lowest training loss", NULL},
-        {"--seed", OPT_I64, &o.seed, 0, (double)INT64_MAX, NULL, "seed of split, weights and noise (42)", NULL},
+        {"--val-fraction", OPT_F64, &o.val_fraction, 0, 0.99, NULL,
+         "validation share (0.2); 0: none, best.cdm then keeps the lowest training loss", NULL},
+        {"--seed", OPT_I64, &o.seed, 0, (double)INT64_MAX, NULL,
+         "seed of split, weights and noise (42)", NULL},
         {"--threads", OPT_I64, &o.threads, 1, 256, NULL, "worker threads (all cores)", NULL},
-        {"--train-limit", OPT_I64, &o.train_limit, 1, (double)INT64_MAX, NULL, "use the first N training images", NULL},
-        {"--val-limit", OPT_I64, &o.val_limit, 1, (double)INT64_MAX, NULL, "validate on the first N validation images", NULL},
-        {"--ema", OPT_F64, &o.ema, 0, 0.999999, NULL, "weight EMA decay (0: off; grids then use the EMA)", NULL},
+        {"--train-limit", OPT_I64, &o.train_limit, 1, (double)INT64_MAX, NULL,
+         "use the first N training images", NULL},
+        {"--val-limit", OPT_I64, &o.val_limit, 1, (double)INT64_MAX, NULL,
+         "validate on the first N validation images", NULL},
+        {"--ema", OPT_F64, &o.ema, 0, 0.999999, NULL,
+         "weight EMA decay (0: off; grids then use the EMA)", NULL},
         {"--clip-norm", OPT_F64, &o.clip, 0, 1e12, NULL, "gradient norm clip (0: off)", NULL},
-        {"--lr-warmup", OPT_I64, &o.lr_warmup, 0, 1e9, NULL, "steps of a linear learning-rate ramp (0: off)", NULL},
-        {"--ema-warmup", OPT_FLAG, &o.ema_warmup, 0, 0, NULL, "EMA decay min(d, (1+t)/(10+t)) at step t", NULL},
-        {"--lr-decay", OPT_FLAG, &o.lr_decay, 0, 0, NULL, "learning rate down to 0 along half a cosine by the last epoch's end", NULL},
+        {"--lr-warmup", OPT_I64, &o.lr_warmup, 0, 1e9, NULL,
+         "steps of a linear learning-rate ramp (0: off)", NULL},
+        {"--ema-warmup", OPT_FLAG, &o.ema_warmup, 0, 0, NULL,
+         "EMA decay min(d, (1+t)/(10+t)) at step t", NULL},
+        {"--lr-decay", OPT_FLAG, &o.lr_decay, 0, 0, NULL,
+         "learning rate down to 0 along half a cosine by the last epoch's end", NULL},
         {"--resume", OPT_FLAG, &o.resume, 0, 0, NULL, "continue RUN/last.cdm", NULL},
-        {"--sample-epochs", OPT_TIMES, &o.sample_epochs, 1, MAX_EPOCHS, NULL, "epochs with sample grids (5,15,30,45 and the last)", NULL},
+        {"--sample-epochs", OPT_TIMES, &o.sample_epochs, 1, MAX_EPOCHS, NULL,
+         "epochs with sample grids (5,15,30,45 and the last)", NULL},
         {"--n-samples", OPT_I64, &o.n_samples, 1, 4096, NULL, "images per sample grid (64)", NULL},
-        {"--grid-sampler", OPT_CHOICE, &o.grid_sampler, 0, 0, cli_sampler_names, "sampler for the grids", NULL},
-        {"--grid-steps", OPT_I64, &o.grid_steps, 0, 100000, NULL, "DDIM steps for the grids (0: 50, or T if smaller)", NULL},
+        {"--grid-sampler", OPT_CHOICE, &o.grid_sampler, 0, 0, cli_sampler_names,
+         "sampler for the grids", NULL},
+        {"--grid-steps", OPT_I64, &o.grid_steps, 0, 100000, NULL,
+         "DDIM steps for the grids (0: 50, or T if smaller)", NULL},
         {"--grid-eta", OPT_F64, &o.grid_eta, 0, 1, NULL, "DDIM eta for the grids (1)", NULL},
-        {"--grid-no-clip", OPT_FLAG, &grid_no_clip, 0, 0, NULL, "DDIM grids: do not clip x0-hat to [-0.5, 0.5]", NULL},
-        {"--grid-clip", OPT_FLAG, &o.grid_clip, 0, 0, NULL, "(the default; accepted, does nothing)", NULL},
-        {"--restore-times", OPT_TIMES, &o.restore_times, 0, 100000, NULL, "snapshot times of the restorations (T/10,T/2,T)", &o.times_given},
+        {"--grid-no-clip", OPT_FLAG, &grid_no_clip, 0, 0, NULL,
+         "DDIM grids: do not clip x0-hat to [-0.5, 0.5]", NULL},
+        {"--grid-clip", OPT_FLAG, &o.grid_clip, 0, 0, NULL, "(the default; accepted, does nothing)",
+         NULL},
+        {"--restore-times", OPT_TIMES, &o.restore_times, 0, 100000, NULL,
+         "snapshot times of the restorations (T/10,T/2,T)", &o.times_given},
     };
-    const cli_command cmd = {"train", "--data DIR --out RUN [options]",
+    /* The decoder's and trainer's integer settings take the library's bounds. */
+    static const struct {
+        const char *flag;
+        cli_lib_object object;
+        int key;
+    } lib[] = {
+        {"--cnn-hidden", CLI_LIB_DECODER, CD_DECODER_OPT_HIDDEN},
+        {"--unet-dim", CLI_LIB_DECODER, CD_DECODER_OPT_DIM},
+        {"--unet-mults", CLI_LIB_DECODER, CD_DECODER_OPT_DIM_MULTS},
+        {"--unet-heads", CLI_LIB_DECODER, CD_DECODER_OPT_HEADS},
+        {"--unet-head-dim", CLI_LIB_DECODER, CD_DECODER_OPT_HEAD_DIM},
+        {"--t-max", CLI_LIB_TRAINER, CD_TRAINER_OPT_T_MAX},
+        {"--batch", CLI_LIB_TRAINER, CD_TRAINER_OPT_BATCH},
+        {"--lr-warmup", CLI_LIB_TRAINER, CD_TRAINER_OPT_LR_WARMUP},
+    };
+    for (size_t k = 0; k < sizeof lib / sizeof lib[0]; k++)
+        cli_library_bounds(opts, (int)(sizeof opts / sizeof opts[0]), lib[k].flag, lib[k].object,
+                           lib[k].key);
+    const cli_command cmd = {"train",
+                             "--data DIR --out RUN [options]",
                              "Train a decoder to undo a degradation, with a train/validation "
                              "split, and\nwrite checkpoints, losses, a loss plot and sample "
                              "grids into RUN.",
-                             opts, (int)(sizeof opts / sizeof opts[0]), NULL, NULL};
+                             opts,
+                             (int)(sizeof opts / sizeof opts[0]),
+                             NULL,
+                             NULL};
     /* Which options were given: --resume keeps the run's own settings for
      * the others. */
     bool seen[sizeof opts / sizeof opts[0]] = {false};

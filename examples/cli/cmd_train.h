@@ -17,7 +17,7 @@ typedef struct {
     bool resume, times_given, grid_clip, ema_warmup, lr_decay;
     cli_times sample_epochs, restore_times;
     int grid_sampler;
-    const cli_command *cmd;       /* the parsed command line (its options' seen flags) */
+    const cli_command *cmd; /* the parsed command line (its options' seen flags) */
 } train_opts;
 
 /* config.txt with every setting of o and the model m (atomically). */

@@ -22,7 +22,10 @@ typedef struct {
     bool fixed; /* refused on resume when it differs */
 } cfg_field;
 
-#define FIELD(k, f, t, m, fx) {k, f, t, offsetof(train_opts, m), fx}
+#define FIELD(k, f, t, m, fx)                \
+    {                                        \
+        k, f, t, offsetof(train_opts, m), fx \
+    }
 static const cfg_field fields[] = {
     FIELD("data", "--data", F_STR, data, false),
     FIELD("seed", "--seed", F_I64, seed, true),
@@ -78,7 +81,10 @@ static bool parse_field(train_opts *o, const cfg_field *fl, const char *v, char 
     case F_I64: *(int64_t *)p = strtoll(v, &end, 10); return end != v && !*end;
     case F_F64: *(double *)p = strtod(v, &end); return end != v && !*end;
     case F_BOOL: *(bool *)p = strcmp(v, "0") != 0; return true;
-    case F_STR: strcpy(strbuf, v); *(const char **)p = strbuf; return *v != '\0';
+    case F_STR:
+        strcpy(strbuf, v);
+        *(const char **)p = strbuf;
+        return *v != '\0';
     case F_SAMPLER:
         for (int k = 0; cli_sampler_names[k]; k++)
             if (!strcmp(cli_sampler_names[k], v)) return (*(int *)p = k), true;
@@ -151,7 +157,8 @@ int train_update_config(const train_opts *o, int n_changed)
 bool train_option_given(const train_opts *o, const char *flag)
 {
     for (int k = 0; k < o->cmd->n_opts; k++)
-        if (!strcmp(o->cmd->opts[k].name, flag)) return o->cmd->opts[k].seen && *o->cmd->opts[k].seen;
+        if (!strcmp(o->cmd->opts[k].name, flag))
+            return o->cmd->opts[k].seen && *o->cmd->opts[k].seen;
     return false;
 }
 
@@ -172,15 +179,26 @@ static const char *line_value(const char *text, const char *key, char *buf, size
  * say what the run recorded (a preset: all of it). */
 static int check_model_options(const train_opts *o, const cli_model *m, const char *recorded)
 {
-    static const char *const flags[][2] = {
-        {"--decoder", "decoder"}, {"--degradation", "degradation"}, {"--schedule", "schedule"},
-        {"--T", "T"}, {"--beta", "beta"}, {"--beta-min", "beta_min"}, {"--beta-max", "beta_max"},
-        {"--cosine-s", "cosine_s"}, {"--beta-clip", "beta_clip"}, {"--kernel", "kernel"},
-        {"--padding", "padding"}, {"--edge-width", "edge_width"}, {"--t-max", "t_max"},
-        {"--t-per-batch", "t_per_batch"}, {"--cnn-hidden", "cnn_hidden"},
-        {"--unet-dim", "unet_dim"}, {"--unet-mults", "unet_mults"},
-        {"--unet-heads", "unet_heads"}, {"--unet-head-dim", "unet_head_dim"},
-        {"--prediction", "prediction"}};
+    static const char *const flags[][2] = {{"--decoder", "decoder"},
+                                           {"--degradation", "degradation"},
+                                           {"--schedule", "schedule"},
+                                           {"--T", "T"},
+                                           {"--beta", "beta"},
+                                           {"--beta-min", "beta_min"},
+                                           {"--beta-max", "beta_max"},
+                                           {"--cosine-s", "cosine_s"},
+                                           {"--beta-clip", "beta_clip"},
+                                           {"--kernel", "kernel"},
+                                           {"--padding", "padding"},
+                                           {"--edge-width", "edge_width"},
+                                           {"--t-max", "t_max"},
+                                           {"--t-per-batch", "t_per_batch"},
+                                           {"--cnn-hidden", "cnn_hidden"},
+                                           {"--unet-dim", "unet_dim"},
+                                           {"--unet-mults", "unet_mults"},
+                                           {"--unet-heads", "unet_heads"},
+                                           {"--unet-head-dim", "unet_head_dim"},
+                                           {"--prediction", "prediction"}};
     char *text = NULL, now[256], was[256];
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -194,9 +212,10 @@ static int check_model_options(const train_opts *o, const cli_model *m, const ch
         if (!line_value(text, flags[i][1], now, sizeof now) ||
             !line_value(recorded, flags[i][1], was, sizeof was) || !strcmp(now, was))
             continue;
-        rc = cli_usage("train", "%s cannot change on --resume: the run in %s has %s = %s, and "
-                       "its model comes from last.cdm", preset ? "--preset" : flags[i][0],
-                       o->out, flags[i][1], was);
+        rc = cli_usage("train",
+                       "%s cannot change on --resume: the run in %s has %s = %s, and "
+                       "its model comes from last.cdm",
+                       preset ? "--preset" : flags[i][0], o->out, flags[i][1], was);
     }
     free(text);
     return rc;
@@ -221,8 +240,8 @@ int train_read_config(train_opts *o, const cli_model *m, int *n_changed)
     static char text[65536];
     size_t used = 0;
     while (rc == CLI_OK && fgets(line, sizeof line, f)) {
-        used += (size_t)snprintf(text + used, used < sizeof text ? sizeof text - used : 0, "%s",
-                                 line);
+        used +=
+            (size_t)snprintf(text + used, used < sizeof text ? sizeof text - used : 0, "%s", line);
         if (used >= sizeof text) used = sizeof text - 1;
         line[strcspn(line, "\n")] = '\0';
         for (int i = 0; i < N_FIELDS; i++) {
@@ -253,4 +272,3 @@ int train_read_config(train_opts *o, const cli_model *m, int *n_changed)
     fclose(f);
     return rc == CLI_OK ? check_model_options(o, m, text) : rc;
 }
-

@@ -13,8 +13,8 @@ static void print_help(void)
     printf("usage: colddiff <command> [options]\n\ncommands:\n");
     for (const cli_subcommand *c = cli_subcommands; c->name; c++)
         printf("  %-12s %s\n", c->name, c->summary);
-    printf("  %-12s %s\n\nSee 'colddiff <command> --help' for a command's options.\n",
-           "version", "print the library version and ABI");
+    printf("  %-12s %s\n\nSee 'colddiff <command> --help' for a command's options.\n", "version",
+           "print the library version and ABI");
 }
 
 int main(int argc, char **argv)

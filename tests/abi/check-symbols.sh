@@ -1,7 +1,9 @@
 #!/bin/sh
 # Usage: check-symbols.sh LIBRARY HEADER [SOURCE_DIR]
 # The shared library must export only cd_ symbols, and exactly the functions
-# the header declares with CD_API (so the version script and the header agree).
+# the headers declare with CD_API (so the version script and the headers
+# agree): HEADER (include/colddiff.h) and colddiff_experimental.h beside it,
+# whose calls are exported too, only outside the ABI promise.
 # With SOURCE_DIR, it must also hold no path into the source tree (data
 # files are found beside the library, debug paths are relative).
 set -eu
@@ -14,8 +16,23 @@ all=$(nm -D --defined-only "$lib" | awk '{print $NF}' | sed 's/@.*//' |
   grep -vE '^(_init|_fini|_edata|_end|__bss_start)$' | sort -u)
 exported=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ {print $3}' |
   sed 's/@.*//' | grep -vE '^(_init|_fini|_edata|_end|__bss_start)$' | sort -u)
-declared=$(grep -v '^ *#' "$header" | tr '\n' ' ' | grep -oE 'CD_API [^;{]*\(' |
-  sed -E 's/\($//; s/.*[ *]//' | sort -u)
+experimental=$(dirname "$header")/colddiff_experimental.h
+if [ ! -f "$experimental" ]; then
+  echo "no $experimental beside $header"; exit 1
+fi
+# The CD_API functions a header declares, one name a line.
+declarations() {
+  grep -v '^ *#' "$1" | tr '\n' ' ' | grep -oE 'CD_API [^;{]*\(' |
+    sed -E 's/\($//; s/.*[ *]//' | sort -u
+}
+stable=$(declarations "$header")
+unstable=$(declarations "$experimental")
+both=$(printf '%s\n' "$stable" | while read -r s; do
+  [ -n "$s" ] && printf '%s\n' "$unstable" | grep -qx "$s" && echo "$s"; done || true)
+if [ -n "$both" ]; then
+  echo "declared in both $header and $experimental:"; echo "$both"; fail=1
+fi
+declared=$(printf '%s\n%s\n' "$stable" "$unstable" | grep -v '^$' | sort -u)
 
 leaked=$(printf '%s\n' "$all" | grep -v '^cd_' || true)
 if [ -n "$leaked" ]; then
@@ -51,5 +68,7 @@ if [ -n "$src" ] && strings "$lib" | grep -qF "$src"; then
 fi
 
 n=$(printf '%s\n' "$exported" | wc -l)
-[ "$fail" -eq 0 ] && echo "abi: $n exported symbols, all cd_, all declared, SONAME $soname"
+n_exp=$(printf '%s\n' "$unstable" | grep -c . || true)
+[ "$fail" -eq 0 ] &&
+  echo "abi: $n exported symbols ($n_exp experimental), all cd_, all declared, SONAME $soname"
 exit "$fail"

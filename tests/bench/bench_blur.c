@@ -21,8 +21,8 @@
 #include "bench_util.h"
 
 /* Best time of reps applications of D(., t) to the whole batch. */
-static double time_apply(const cd_degradation *d, cd_tensor *x, cd_tensor *z, int64_t t,
-                         int64_t B, int reps)
+static double time_apply(const cd_degradation *d, cd_tensor *x, cd_tensor *z, int64_t t, int64_t B,
+                         int reps)
 {
     int64_t *tv = malloc((size_t)B * sizeof *tv);
     if (!tv) die("malloc");
@@ -44,17 +44,22 @@ int main(int argc, char **argv)
     int reps = 5;
     for (int i = 1; i + 1 < argc; i += 2) {
         const long long v = atoll(argv[i + 1]);
-        if (!strcmp(argv[i], "--threads")) threads = v;
-        else if (!strcmp(argv[i], "--batch")) B = v;
-        else if (!strcmp(argv[i], "--T")) T = v;
-        else if (!strcmp(argv[i], "--kernel")) k = v;
-        else if (!strcmp(argv[i], "--reps")) reps = (int)v;
+        if (!strcmp(argv[i], "--threads"))
+            threads = v;
+        else if (!strcmp(argv[i], "--batch"))
+            B = v;
+        else if (!strcmp(argv[i], "--T"))
+            T = v;
+        else if (!strcmp(argv[i], "--kernel"))
+            k = v;
+        else if (!strcmp(argv[i], "--reps"))
+            reps = (int)v;
         else {
             fprintf(stderr, "bench_blur: unknown option %s\n", argv[i]);
             return 2;
         }
     }
-    if (cd_set_num_threads((int32_t)threads) != CD_OK) die("threads");
+    if (cd_set_num_threads(threads) != CD_OK) die("threads");
     cd_schedule *s = NULL;
     cd_degradation *d = NULL;
     cd_tensor *x = NULL, *z = NULL;

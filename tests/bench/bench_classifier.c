@@ -30,7 +30,6 @@
 
 #define BENCH_NAME "bench_classifier"
 #include "bench_util.h"
-#include "nn/classifier_api.h"
 
 static int64_t parse_int(const char *flag, const char *s, int64_t lo, int64_t hi)
 {
@@ -38,8 +37,8 @@ static int64_t parse_int(const char *flag, const char *s, int64_t lo, int64_t hi
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (errno || !end || *end || end == s || v < lo || v > hi) {
-        fprintf(stderr, "bench_classifier: %s '%s' is not an integer in %" PRId64 "..%" PRId64
-                "\n", flag, s, lo, hi);
+        fprintf(stderr, "bench_classifier: %s '%s' is not an integer in %" PRId64 "..%" PRId64 "\n",
+                flag, s, lo, hi);
         exit(2);
     }
     return (int64_t)v;
@@ -50,7 +49,7 @@ typedef struct {
     double t0, last;
 } progress;
 
-static cd_status on_epoch(void *user, cd_classifier *c, int64_t epoch, double loss)
+static cd_status on_epoch(cd_classifier *c, int64_t epoch, double loss, void *user)
 {
     progress *p = user;
     const double t = now();
@@ -61,8 +60,8 @@ static cd_status on_epoch(void *user, cd_classifier *c, int64_t epoch, double lo
     const double t_eval = now() - t;
     printf("epoch %" PRId64 ": train loss %.5f, test accuracy %.4f%% (%" PRId64 "/%" PRId64
            "), train %.1f s, eval %.1f s, total %.1f s\n",
-           epoch, loss, 100.0 * acc, correct, cd_dataset_count(p->ds, CD_SPLIT_TEST),
-           t - p->last, t_eval, now() - p->t0);
+           epoch, loss, 100.0 * acc, correct, cd_dataset_count(p->ds, CD_SPLIT_TEST), t - p->last,
+           t_eval, now() - p->t0);
     fflush(stdout);
     p->last = now();
     return CD_OK;
@@ -86,14 +85,22 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_classifier: %s needs a value (see --help)\n", a);
             return 2;
         }
-        if (strcmp(a, "--data") == 0) data = v;
-        else if (strcmp(a, "--out") == 0) out = v;
-        else if (strcmp(a, "--epochs") == 0) epochs = parse_int(a, v, 1, 1000);
-        else if (strcmp(a, "--seed") == 0) seed = (uint64_t)parse_int(a, v, 0, INT64_MAX);
-        else if (strcmp(a, "--batch") == 0) batch = parse_int(a, v, 1, CD_CLASSIFIER_MAX_BATCH);
-        else if (strcmp(a, "--shift") == 0) shift = parse_int(a, v, 0, 7);
-        else if (strcmp(a, "--threads") == 0) threads = parse_int(a, v, 1, 256);
-        else if (strcmp(a, "--train-limit") == 0) limit = parse_int(a, v, 1, INT64_MAX);
+        if (strcmp(a, "--data") == 0)
+            data = v;
+        else if (strcmp(a, "--out") == 0)
+            out = v;
+        else if (strcmp(a, "--epochs") == 0)
+            epochs = parse_int(a, v, 1, 1000);
+        else if (strcmp(a, "--seed") == 0)
+            seed = (uint64_t)parse_int(a, v, 0, INT64_MAX);
+        else if (strcmp(a, "--batch") == 0)
+            batch = parse_int(a, v, 1, CD_CLASSIFIER_MAX_BATCH);
+        else if (strcmp(a, "--shift") == 0)
+            shift = parse_int(a, v, 0, 7);
+        else if (strcmp(a, "--threads") == 0)
+            threads = parse_int(a, v, 1, 256);
+        else if (strcmp(a, "--train-limit") == 0)
+            limit = parse_int(a, v, 1, INT64_MAX);
         else if (strcmp(a, "--lr") == 0) {
             char *end = NULL;
             lr = strtod(v, &end);
@@ -110,7 +117,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_classifier: --data DIR is required (see --help)\n");
         return 2;
     }
-    if (threads) check(cd_set_num_threads((int32_t)threads), "--threads");
+    if (threads) check(cd_set_num_threads(threads), "--threads");
 
     progress p = {0};
     check(cd_dataset_load_mnist(&p.ds, data), "loading MNIST");
@@ -145,7 +152,10 @@ int main(int argc, char **argv)
            (int)cd_get_num_threads());
     fflush(stdout);
     p.t0 = p.last = now();
-    check(cd_classifier_train(c, p.ds, epochs, batch, lr, shift, rng, on_epoch, &p), "training");
+    check(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_BATCH, batch), "--batch");
+    check(cd_classifier_set_real(c, CD_CLASSIFIER_OPT_LR, lr), "--lr");
+    check(cd_classifier_set_int(c, CD_CLASSIFIER_OPT_MAX_SHIFT, shift), "--shift");
+    check(cd_classifier_train(c, p.ds, epochs, rng, on_epoch, &p), "training");
     printf("trained in %.1f s\n", now() - p.t0);
     if (out) {
         check(cd_classifier_save(c, out), "saving");

@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "colddiff.h"
+#include "colddiff_experimental.h"
 #include "core.h"
 
 #define BENCH_NAME "bench_decoder"
@@ -49,9 +50,9 @@ typedef struct {
     bool json;
     bool cnn, unet;
     bool fwd, train, sample;
-    int64_t unet_dim;        /* 0: the report's */
+    int64_t unet_dim;                            /* 0: the report's */
     int64_t unet_heads, unet_head_dim, unet_cnx; /* 0: the report's */
-    int64_t mults[8];        /* UNet width multipliers; n_mults 0: the report's */
+    int64_t mults[8]; /* UNet width multipliers; n_mults 0: the report's */
     int32_t n_mults;
 } options;
 
@@ -95,23 +96,23 @@ static void make_batch(bench_net *n, int64_t N, cd_rng *rng)
     for (int64_t i = 0; i < count; i++) g[i] *= 2.0f / (float)count;
 }
 
-static void make_net(bench_net *n, const options *o, cd_decoder_type type, cd_rng *rng)
+static void make_net(bench_net *n, const options *o, cd_decoder_kind type, cd_rng *rng)
 {
     cd_decoder_config *cfg = NULL;
     memset(n, 0, sizeof *n);
     check(cd_decoder_config_create(&cfg, type), "config");
     if (type == CD_DECODER_UNET && o->unet_dim > 0)
-        check(cd_decoder_config_set(cfg, CD_DECODER_DIM, o->unet_dim), "--unet-dim");
+        check(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_DIM, o->unet_dim), "--unet-dim");
     if (type == CD_DECODER_UNET && o->unet_heads > 0)
-        check(cd_decoder_config_set(cfg, CD_DECODER_HEADS, o->unet_heads), "--unet-heads");
+        check(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEADS, o->unet_heads), "--unet-heads");
     if (type == CD_DECODER_UNET && o->unet_head_dim > 0)
-        check(cd_decoder_config_set(cfg, CD_DECODER_HEAD_DIM, o->unet_head_dim),
+        check(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEAD_DIM, o->unet_head_dim),
               "--unet-head-dim");
     if (type == CD_DECODER_UNET && o->unet_cnx > 0)
-        check(cd_decoder_config_set(cfg, CD_DECODER_CONVNEXT_MULT, o->unet_cnx),
+        check(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_CONVNEXT_MULT, o->unet_cnx),
               "--unet-convnext-mult");
     if (type == CD_DECODER_UNET && o->n_mults > 0)
-        check(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, o->mults, o->n_mults),
+        check(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_DIM_MULTS, o->mults, o->n_mults),
               "--unet-mults");
     check(cd_decoder_create(&n->d, cfg, rng), "decoder");
     cd_decoder_config_free(cfg);
@@ -162,8 +163,8 @@ static void report(const options *o, const char *model, const char *workload, in
         printf("{\"impl\": \"libcolddiff\", \"model\": \"%s\", \"workload\": \"%s\", "
                "\"batch\": %lld, \"threads\": %d, \"reps\": %d, \"best_ms\": %.3f, "
                "\"median_ms\": %.3f, \"img_s\": %.2f, \"img_s_median\": %.2f}\n",
-               model, workload, (long long)N, o->threads, o->reps, 1e3 * best, 1e3 * median,
-               ips, ips_med);
+               model, workload, (long long)N, o->threads, o->reps, 1e3 * best, 1e3 * median, ips,
+               ips_med);
     } else {
         printf("%-5s %-7s batch %4lld  best %9.2f ms  median %9.2f ms  %9.1f img/s "
                "(median %9.1f)\n",
@@ -172,7 +173,7 @@ static void report(const options *o, const char *model, const char *workload, in
     fflush(stdout);
 }
 
-static void bench_model(const options *o, cd_decoder_type type, cd_rng *rng)
+static void bench_model(const options *o, cd_decoder_kind type, cd_rng *rng)
 {
     const char *model = type == CD_DECODER_CNN ? "cnn" : "unet";
     bench_net n;
@@ -224,8 +225,15 @@ static long parse_int(const char *s, long lo, long hi, const char *argv0)
 
 int main(int argc, char **argv)
 {
-    options o = {.threads = 2, .reps = 5, .warmup = 2, .batch = 128, .cnn = true,
-                 .unet = true, .fwd = true, .train = true, .sample = true};
+    options o = {.threads = 2,
+                 .reps = 5,
+                 .warmup = 2,
+                 .batch = 128,
+                 .cnn = true,
+                 .unet = true,
+                 .fwd = true,
+                 .train = true,
+                 .sample = true};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const bool has = i + 1 < argc;
@@ -276,7 +284,7 @@ int main(int argc, char **argv)
         const char *core = getenv("OPENBLAS_CORETYPE");
         printf("bench_decoder: libcolddiff %s, %d thread(s), %d warm-up + %d timed "
                "runs, OPENBLAS_CORETYPE=%s\n",
-               cd_version_string(), cd_get_num_threads(), o.warmup, o.reps,
+               cd_version_string(), (int)cd_get_num_threads(), o.warmup, o.reps,
                core ? core : "(unset)");
     }
     cd_rng *rng = NULL;

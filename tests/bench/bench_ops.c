@@ -77,8 +77,8 @@ typedef struct {
 static void run_gemm(void *p)
 {
     gemm_ctx *g = p;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->M, g->N, g->K, 1.0f, g->A,
-                g->K, g->B, g->N, 0.0f, g->C, g->N);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->M, g->N, g->K, 1.0f, g->A, g->K, g->B,
+                g->N, 0.0f, g->C, g->N);
 }
 
 static double bench_gemm(int M, int N, int K, int reps)
@@ -109,8 +109,10 @@ typedef struct {
 static void run_fwd(void *p)
 {
     conv_ctx *x = p;
-    if (x->transposed) cd__convt2d_forward(&x->t, x->out, x->in, x->w, x->b, x->ws);
-    else cd__conv2d_forward(&x->c, x->out, x->in, x->w, x->b, x->ws);
+    if (x->transposed)
+        cd__convt2d_forward(&x->t, x->out, x->in, x->w, x->b, x->ws);
+    else
+        cd__conv2d_forward(&x->c, x->out, x->in, x->w, x->b, x->ws);
 }
 
 static void run_bwd(void *p)
@@ -118,7 +120,8 @@ static void run_bwd(void *p)
     conv_ctx *x = p;
     if (x->transposed)
         cd__convt2d_backward(&x->t, x->din, x->dw, x->db, x->dout, x->in, x->w, x->ws);
-    else cd__conv2d_backward(&x->c, x->din, x->dw, x->db, x->dout, x->in, x->w, x->ws);
+    else
+        cd__conv2d_backward(&x->c, x->din, x->dw, x->db, x->dout, x->in, x->w, x->ws);
 }
 
 /* Forward and backward GFLOP/s of one case on the current path. */
@@ -129,8 +132,8 @@ static void bench_conv(const conv_case *cc, int64_t N, int reps, double *fwd, do
     int64_t n_in, n_out, n_w;
     double macs;
     if (cc->transposed) {
-        if (cd__convt2d_init(&x.t, N, cc->C_in, cc->H, cc->W, cc->C_out, cc->k, cc->k,
-                             cc->stride, cc->pad, true) != CD_OK) {
+        if (cd__convt2d_init(&x.t, N, cc->C_in, cc->H, cc->W, cc->C_out, cc->k, cc->k, cc->stride,
+                             cc->pad, true) != CD_OK) {
             fprintf(stderr, "bench_ops: %s: %s\n", cc->name, cd_last_error());
             exit(1);
         }
@@ -140,8 +143,8 @@ static void bench_conv(const conv_case *cc, int64_t N, int reps, double *fwd, do
         macs = (double)n_in * (double)(cc->C_out * cc->k * cc->k);
         x.ws = buf((int64_t)cd__convt2d_workspace(&x.t));
     } else {
-        if (cd__conv2d_init(&x.c, N, cc->C_in, cc->H, cc->W, cc->C_out, cc->k, cc->k,
-                            cc->stride, cc->pad, cc->groups, true) != CD_OK) {
+        if (cd__conv2d_init(&x.c, N, cc->C_in, cc->H, cc->W, cc->C_out, cc->k, cc->k, cc->stride,
+                            cc->pad, cc->groups, true) != CD_OK) {
             fprintf(stderr, "bench_ops: %s: %s\n", cc->name, cd_last_error());
             exit(1);
         }
@@ -197,15 +200,23 @@ int main(int argc, char **argv)
     const char *only = NULL;
     int reps = 5;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--quick")) quick = true;
-        else if (!strcmp(argv[i], "--no-portable")) portable = false;
-        else if (!strcmp(argv[i], "--direct")) cd__cpu_force_portable(CD__KERNELS_SPECTRAL, true);
-        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--quick"))
+            quick = true;
+        else if (!strcmp(argv[i], "--no-portable"))
+            portable = false;
+        else if (!strcmp(argv[i], "--direct"))
+            cd__cpu_force_portable(CD__KERNELS_SPECTRAL, true);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--threads N] [--quick] [--no-portable] [--direct] "
-                    "[--only TEXT] [--reps K]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--threads N] [--quick] [--no-portable] [--direct] "
+                    "[--only TEXT] [--reps K]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -217,8 +228,8 @@ int main(int argc, char **argv)
     if (reps < 1) reps = 1;
     const int64_t N = 128;
     const char *core = getenv("OPENBLAS_CORETYPE");
-    printf("bench_ops: batch %lld, %d thread(s), best of %d, OPENBLAS_CORETYPE=%s\n",
-           (long long)N, threads, reps, core ? core : "(unset)");
+    printf("bench_ops: batch %lld, %d thread(s), best of %d, OPENBLAS_CORETYPE=%s\n", (long long)N,
+           threads, reps, core ? core : "(unset)");
 
     /* sgemm on OpenBLAS's own threads (the library pins it to one thread,
      * so set it here and pin it again afterwards). Skipped with --only. */

@@ -35,9 +35,8 @@
 
 #define BENCH_NAME "bench_samplers"
 #include "bench_util.h"
-#include "metrics/metrics_api.h"
 
-static cd_tensor *tensor(int32_t rank, int64_t a, int64_t b, int64_t c, int64_t d)
+static cd_tensor *tensor(int64_t rank, int64_t a, int64_t b, int64_t c, int64_t d)
 {
     cd_tensor *t = NULL;
     const int64_t shape[4] = {a, b, c, d};
@@ -73,10 +72,14 @@ static void pixel_stats(const cd_tensor *x, double *mean, double *sd)
     *sd = sqrt(ss / (double)n - *mean * *mean);
 }
 
-static cd_trainer *train(cd_dataset *ds, const char *model, int64_t epochs, cd_rng *rng)
+/* A trainer loaded from model if it exists (*made = false: it owns its
+ * decoder and degradation), else made and trained here (*made = true: it
+ * borrows them, and the caller frees them after it). */
+static cd_trainer *train(cd_dataset *ds, const char *model, int64_t epochs, cd_rng *rng, bool *made)
 {
     cd_trainer *tr = NULL;
     struct stat sb;
+    *made = false;
     if (stat(model, &sb) == 0) {
         check(cd_trainer_load(&tr, model, NULL), "load model");
         fprintf(stderr, "reusing %s\n", model);
@@ -91,14 +94,15 @@ static cd_trainer *train(cd_dataset *ds, const char *model, int64_t epochs, cd_r
     check(cd_decoder_config_create(&cfg, CD_DECODER_CNN), "config");
     check(cd_decoder_create(&dec, cfg, rng), "decoder");
     check(cd_trainer_create(&tr, dec, deg), "trainer");
+    *made = true;
     cd_decoder_config_free(cfg);
     cd_schedule_free(s);
     const double t0 = now();
     check(cd_trainer_fit(tr, ds, epochs, model, NULL, rng, NULL, NULL), "fit");
     double val = 0.0;
     check(cd_trainer_progress(tr, CD_PROGRESS_BEST_VAL_LOSS, &val), "progress");
-    fprintf(stderr, "trained %lld epoch(s) in %.0f s, validation loss %.5f\n",
-            (long long)epochs, now() - t0, val);
+    fprintf(stderr, "trained %lld epoch(s) in %.0f s, validation loss %.5f\n", (long long)epochs,
+            now() - t0, val);
     return tr;
 }
 
@@ -129,13 +133,13 @@ static void run(cd_trainer *tr, cd_sampler_kind kind, int64_t steps, double eta,
     check(cd_sampler_create(&smp, kind, cd_trainer_degradation(tr)), "sampler");
     check(cd_sampler_set_decoder(smp, cd_trainer_decoder(tr)), "decoder");
     if (kind == CD_SAMPLER_DDIM) {
-        check(cd_sampler_set(smp, CD_SAMPLER_STEPS, (double)steps), "steps");
-        check(cd_sampler_set(smp, CD_SAMPLER_ETA, eta), "eta");
+        check(cd_sampler_set_int(smp, CD_SAMPLER_OPT_STEPS, steps), "steps");
+        check(cd_sampler_set_real(smp, CD_SAMPLER_OPT_ETA, eta), "eta");
     }
     if (clip) { /* x0-hat to the data range, as DDIM implementations usually do */
-        check(cd_sampler_set(smp, CD_SAMPLER_CLIP, 1), "clip");
-        check(cd_sampler_set(smp, CD_SAMPLER_CLIP_LO, -0.5), "clip");
-        check(cd_sampler_set(smp, CD_SAMPLER_CLIP_HI, 0.5), "clip");
+        check(cd_sampler_set_int(smp, CD_SAMPLER_OPT_CLIP, 1), "clip");
+        check(cd_sampler_set_real(smp, CD_SAMPLER_OPT_CLIP_LO, -0.5), "clip");
+        check(cd_sampler_set_real(smp, CD_SAMPLER_OPT_CLIP_HI, 0.5), "clip");
     }
     check(cd_rng_create(&rng, seed), "rng");
     const double t0 = now();
@@ -186,15 +190,24 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_samplers: %s needs a value\n", argv[i]);
             return 2;
         }
-        if (!strcmp(argv[i], "--data")) data = v;
-        else if (!strcmp(argv[i], "--out")) outdir = v;
-        else if (!strcmp(argv[i], "--model")) ckpt = v;
-        else if (!strcmp(argv[i], "--epochs")) epochs = atoll(v);
-        else if (!strcmp(argv[i], "--n")) n = atoll(v);
-        else if (!strcmp(argv[i], "--seed")) seed = strtoull(v, NULL, 10);
-        else if (!strcmp(argv[i], "--threads")) threads = atoll(v);
-        else if (!strcmp(argv[i], "--ddim-steps")) ddim_steps = atoll(v);
-        else if (!strcmp(argv[i], "--eta")) eta = atof(v);
+        if (!strcmp(argv[i], "--data"))
+            data = v;
+        else if (!strcmp(argv[i], "--out"))
+            outdir = v;
+        else if (!strcmp(argv[i], "--model"))
+            ckpt = v;
+        else if (!strcmp(argv[i], "--epochs"))
+            epochs = atoll(v);
+        else if (!strcmp(argv[i], "--n"))
+            n = atoll(v);
+        else if (!strcmp(argv[i], "--seed"))
+            seed = strtoull(v, NULL, 10);
+        else if (!strcmp(argv[i], "--threads"))
+            threads = atoll(v);
+        else if (!strcmp(argv[i], "--ddim-steps"))
+            ddim_steps = atoll(v);
+        else if (!strcmp(argv[i], "--eta"))
+            eta = atof(v);
         else {
             fprintf(stderr, "bench_samplers: unknown option %s\n", argv[i]);
             return 2;
@@ -207,11 +220,13 @@ int main(int argc, char **argv)
                         "[--ddim-steps S] [--eta E] [--clipped-only]\n");
         return 2;
     }
-    check(cd_set_num_threads((int32_t)threads), "threads");
+    check(cd_set_num_threads(threads), "threads");
     mkdir(outdir, 0777);
     char model[4096], png[4096];
-    if (ckpt) snprintf(model, sizeof model, "%s", ckpt);
-    else snprintf(model, sizeof model, "%s/model.cdm", outdir);
+    if (ckpt)
+        snprintf(model, sizeof model, "%s", ckpt);
+    else
+        snprintf(model, sizeof model, "%s/model.cdm", outdir);
     struct stat sb;
     if (ckpt && stat(ckpt, &sb) != 0) {
         fprintf(stderr, "bench_samplers: --model %s: no such file\n", ckpt);
@@ -227,7 +242,8 @@ int main(int argc, char **argv)
                 (long long)(2 * n));
         return 2;
     }
-    cd_trainer *tr = train(ds, model, epochs, rng);
+    bool made = false;
+    cd_trainer *tr = train(ds, model, epochs, rng, &made);
     if (ema) check(cd_trainer_copy_ema(tr), "--ema");
     const int64_t T = cd_degradation_T(cd_trainer_degradation(tr));
     /* Real features: test images 0..n-1; the floor compares them with n..2n-1. */
@@ -239,7 +255,8 @@ int main(int argc, char **argv)
     check(cd_dataset_gather(ds, CD_SPLIT_TEST, idx + n, n, rb, NULL), "test images");
     quality q = {NULL, NULL, NULL, 0.0, 0.0};
     check(cd_classifier_load_default(&q.cls), "classifier");
-    cd_tensor *fa = pooled(ra), *fb = pooled(rb), *ca = features(q.cls, ra), *cb = features(q.cls, rb);
+    cd_tensor *fa = pooled(ra), *fb = pooled(rb), *ca = features(q.cls, ra),
+              *cb = features(q.cls, rb);
     if (!ca || !cb) return 1;
     q.real_p = fa, q.real_f = ca;
     double mean = 0.0, sd = 0.0;
@@ -264,6 +281,10 @@ int main(int argc, char **argv)
     cd_tensor_free(ca), cd_tensor_free(cb), cd_classifier_free(q.cls);
     cd_tensor_free(fa), cd_tensor_free(fb), cd_tensor_free(ra), cd_tensor_free(rb);
     free(idx);
-    cd_trainer_free(tr), cd_rng_free(rng), cd_dataset_free(ds);
+    cd_decoder *dec = cd_trainer_decoder(tr);
+    cd_degradation *deg = cd_trainer_degradation(tr);
+    cd_trainer_free(tr); /* before the decoder and degradation it borrows */
+    if (made) cd_decoder_free(dec), cd_degradation_free(deg);
+    cd_rng_free(rng), cd_dataset_free(ds);
     return 0;
 }

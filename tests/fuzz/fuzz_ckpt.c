@@ -50,8 +50,8 @@ static const char *wrap_body(int slot, const uint8_t *body, size_t n)
     memset(file, 0, HEADER);
     memcpy(file, magic, 8);
     le32(file + 8, 0x01020304u);
-    le32(file + 12, 1);  /* format version */
-    le32(file + 16, 1);  /* zlib */
+    le32(file + 12, 1); /* format version */
+    le32(file + 16, 1); /* zlib */
     le64(file + 24, cap);
     le64(file + 32, n);
     le32(file + 40, (uint32_t)crc32(0, file + HEADER, (uInt)cap));

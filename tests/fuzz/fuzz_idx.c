@@ -107,7 +107,8 @@ static void use_dataset(const char *images, const char *labels)
     int64_t shape[4] = {2, cd_dataset_channels(ds), cd_dataset_height(ds), cd_dataset_width(ds)};
     cd_tensor *batch = NULL, *labels_t = NULL, *mean = NULL;
     int64_t filled = 0, two = 2;
-    if (cd_tensor_create(&batch, 4, shape) == CD_OK && cd_tensor_create(&labels_t, 1, &two) == CD_OK)
+    if (cd_tensor_create(&batch, 4, shape) == CD_OK &&
+        cd_tensor_create(&labels_t, 1, &two) == CD_OK)
         cd_dataset_fill_batch(ds, CD_SPLIT_TEST, 0, batch, labels_t, &filled);
     if (cd_tensor_create(&mean, 3, shape + 1) == CD_OK)
         cd_dataset_mean_image(ds, CD_SPLIT_TRAIN, mean);
@@ -135,8 +136,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_loaded(&idx, ranks[r], data, size);
         uint32_t n = idx.dims[0];
         cd__idx_free(&idx);
-        if (ranks[r] == 3) use_dataset(path, companion(1, 1, n));
-        else use_dataset(companion(1, 3, n), path);
+        if (ranks[r] == 3)
+            use_dataset(path, companion(1, 1, n));
+        else
+            use_dataset(companion(1, 3, n), path);
     }
     return 0;
 }

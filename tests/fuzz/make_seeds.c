@@ -17,7 +17,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#define SIDE 4   /* image height and width */
+#define SIDE 4 /* image height and width */
 #define N_IMAGES 8
 #define T_STEPS 4
 
@@ -116,27 +116,27 @@ static void write_body_of(const char *name)
     write_file(path_of("ckpt", dst), body, len);
 }
 
-static cd_decoder *tiny_decoder(cd_decoder_type type, cd_rng *rng)
+static cd_decoder *tiny_decoder(cd_decoder_kind type, cd_rng *rng)
 {
     cd_decoder_config *cfg = NULL;
     cd_decoder *d = NULL;
     ok(cd_decoder_config_create(&cfg, type), "decoder config");
     if (type == CD_DECODER_CNN) {
         const int64_t hidden[2] = {2, 2};
-        ok(cd_decoder_config_set(cfg, CD_DECODER_HEIGHT, SIDE), "height");
-        ok(cd_decoder_config_set(cfg, CD_DECODER_WIDTH, SIDE), "width");
-        ok(cd_decoder_config_set_list(cfg, CD_DECODER_HIDDEN, hidden, 2), "hidden");
-        ok(cd_decoder_config_set(cfg, CD_DECODER_KERNEL, 3), "kernel");
-        ok(cd_decoder_config_set(cfg, CD_DECODER_TIME_FREQS, 2), "time freqs");
-        ok(cd_decoder_config_set(cfg, CD_DECODER_TIME_HIDDEN, 4), "time hidden");
-        ok(cd_decoder_config_set(cfg, CD_DECODER_TIME_LAYERS, 1), "time layers");
+        ok(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEIGHT, SIDE), "height");
+        ok(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_WIDTH, SIDE), "width");
+        ok(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, hidden, 2), "hidden");
+        ok(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_KERNEL, 3), "kernel");
+        ok(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_TIME_FREQS, 2), "time freqs");
+        ok(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_TIME_HIDDEN, 4), "time hidden");
+        ok(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_TIME_LAYERS, 1), "time layers");
     } else {
         const int64_t mults[2] = {1, 1};
-        ok(cd_decoder_config_set(cfg, CD_DECODER_DIM, 4), "dim");
-        ok(cd_decoder_config_set_list(cfg, CD_DECODER_DIM_MULTS, mults, 2), "mults");
-        ok(cd_decoder_config_set(cfg, CD_DECODER_HEADS, 1), "heads");
-        ok(cd_decoder_config_set(cfg, CD_DECODER_HEAD_DIM, 2), "head dim");
-        ok(cd_decoder_config_set(cfg, CD_DECODER_CONVNEXT_MULT, 1), "convnext mult");
+        ok(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_DIM, 4), "dim");
+        ok(cd_decoder_config_set_list(cfg, CD_DECODER_OPT_DIM_MULTS, mults, 2), "mults");
+        ok(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEADS, 1), "heads");
+        ok(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEAD_DIM, 2), "head dim");
+        ok(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_CONVNEXT_MULT, 1), "convnext mult");
     }
     ok(cd_decoder_create(&d, cfg, rng), "decoder");
     cd_decoder_config_free(cfg);
@@ -161,6 +161,7 @@ static cd_degradation *degradation(cd_degradation_kind kind, cd_dataset *ds)
     cd_degradation *deg = NULL;
     ok(cd_schedule_create_linear(&s, T_STEPS, 1e-4, 0.02), "schedule");
     switch (kind) {
+    case CD_DEGRADATION_INVALID: break;
     case CD_DEGRADATION_NOISE: ok(cd_degradation_create_noise(&deg, s), "noise"); break;
     case CD_DEGRADATION_BLUR:
         ok(cd_degradation_create_blur(&deg, s, 3, CD_PADDING_CIRCULAR), "blur");
@@ -183,13 +184,15 @@ static cd_degradation *degradation(cd_degradation_kind kind, cd_dataset *ds)
 
 /* A trainer fitted for a batch or an epoch, so its file holds Adam's
  * moments, the EMA, generator states and the epoch loop's position. */
-static void trainer_seed(const char *name, cd_decoder_type type, cd_degradation_kind kind,
+static void trainer_seed(const char *name, cd_decoder_kind type, cd_degradation_kind kind,
                          cd_dataset *ds, cd_rng *rng, bool open_epoch)
 {
     cd_trainer *tr = NULL;
-    ok(cd_trainer_create(&tr, tiny_decoder(type, rng), degradation(kind, ds)), "trainer");
-    ok(cd_trainer_set(tr, CD_TRAINER_BATCH, 4), "batch");
-    ok(cd_trainer_set(tr, CD_TRAINER_EMA_DECAY, 0.9), "ema");
+    cd_decoder *dec = tiny_decoder(type, rng);
+    cd_degradation *deg = degradation(kind, ds);
+    ok(cd_trainer_create(&tr, dec, deg), "trainer"); /* borrows both */
+    ok(cd_trainer_set_int(tr, CD_TRAINER_OPT_BATCH, 4), "batch");
+    ok(cd_trainer_set_real(tr, CD_TRAINER_OPT_EMA_DECAY, 0.9), "ema");
     const char *path = path_of("ckpt", name);
     if (open_epoch) {
         /* Stopped after one batch: the file holds the open epoch's order. */
@@ -200,6 +203,8 @@ static void trainer_seed(const char *name, cd_decoder_type type, cd_degradation_
         ok(cd_trainer_fit(tr, ds, 1, NULL, path, rng, NULL, NULL), "fit");
     }
     cd_trainer_free(tr);
+    cd_decoder_free(dec);
+    cd_degradation_free(deg);
     write_body_of(name);
 }
 

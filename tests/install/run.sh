@@ -21,6 +21,7 @@ prefix=$work/prefix
 "$cmake" --install "$build" --prefix "$prefix" >"$work/install.log"
 libdir=$(dirname "$(find "$prefix" -name 'libcolddiff.so.0' | head -n 1)")
 [ -f "$prefix/include/colddiff.h" ] || { echo "header not installed"; exit 1; }
+[ -f "$prefix/include/colddiff_experimental.h" ] || { echo "colddiff_experimental.h not installed"; exit 1; }
 [ -f "$libdir/pkgconfig/colddiff.pc" ] || { echo "colddiff.pc not installed"; exit 1; }
 [ -f "$libdir/cmake/colddiff/colddiffConfig.cmake" ] || { echo "CMake package not installed"; exit 1; }
 

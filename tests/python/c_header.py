@@ -50,6 +50,7 @@ class Header:
         self.structs = {}        # name -> [(field, CType)]
         self.callbacks = {}      # name -> (CType, [CType])
         self.macros = {}
+        self.typed_macros = {}   # experimental key -> its enum type
         for text in texts:
             self._read(text)
 
@@ -81,6 +82,12 @@ class Header:
         text = re.sub(r"//[^\n]*", " ", text)
         for name, value in re.findall(r"^\s*#\s*define\s+(\w+)\s+(-?\d+)\s*$", text, re.M):
             self.macros[name] = int(value)
+        # Experimental keys: `#define KEY ((cd_x_option)EXPR)`, a value of a
+        # key enum declared outside its body.
+        for name, ctype, expr in re.findall(
+                r"^\s*#\s*define\s+(\w+)\s+\(\((\w+)\)\s*(\w+)\)\s*$", text, re.M):
+            self.anonymous[name] = self._value(expr, {})
+            self.typed_macros[name] = ctype
         text = re.sub(r"^\s*#[^\n]*(?:\\\n[^\n]*)*", " ", text, flags=re.M)
         text = re.sub(r'extern\s+"C"\s*\{', " ", text)
         for body, name in re.findall(r"typedef\s+enum\s+\w*\s*\{(.*?)\}\s*(\w+)\s*;", text, re.S):

@@ -139,9 +139,10 @@ class Loading(unittest.TestCase):
         self.assertEqual(python_enums - set(pairs), set(), "enum classes this test does not know")
         self.assertEqual(set(h.enums) - {c for c, _ in pairs.values()}, set(),
                          "enums of the headers without a Python class")
-        # Experimental keys are members of an anonymous enum; each belongs to
-        # the class of its prefix.
+        # Experimental keys are typed macros outside their enum's body; each
+        # belongs to the class of its prefix and is of that class's C type.
         experimental = {cd.TrainerOption: "CD_TRAINER_OPT_"}
+        self.assertEqual(set(h.typed_macros.values()), {"cd_trainer_option"})
         claimed = {m for m in h.anonymous if any(m.startswith(p) for p in experimental.values())}
         self.assertEqual(set(h.anonymous) - claimed, set(),
                          "experimental enum values without a Python class")

@@ -60,14 +60,16 @@ cd_fixture *cd_fixture_load(const char *name)
     snprintf(f->path, sizeof f->path, "tests/reference/%s", name);
 #endif
     FILE *fp = fopen(f->path, "rb");
-    ck_assert_msg(fp != NULL, "cannot open fixture %s (regenerate with "
-                  "tests/reference/make_fixtures.py)", f->path);
+    ck_assert_msg(fp != NULL,
+                  "cannot open fixture %s (regenerate with "
+                  "tests/reference/make_fixtures.py)",
+                  f->path);
     char magic[4];
     read_exact(fp, magic, 4, f->path);
     ck_assert_msg(memcmp(magic, "CDFX", 4) == 0, "%s is not a fixture", f->path);
     uint32_t version = read_u32(fp, f->path);
-    ck_assert_msg(version == FIXTURE_VERSION, "%s has fixture version %u, expected %d",
-                  f->path, version, FIXTURE_VERSION);
+    ck_assert_msg(version == FIXTURE_VERSION, "%s has fixture version %u, expected %d", f->path,
+                  version, FIXTURE_VERSION);
     f->count = read_u32(fp, f->path);
     ck_assert_msg(f->count < 100000, "%s: implausible tensor count", f->path);
     f->e = calloc(f->count, sizeof *f->e);
@@ -123,7 +125,7 @@ const float *cd_fixture_get(const cd_fixture *f, const char *name, int64_t *nume
     return e->data;
 }
 
-int32_t cd_fixture_shape(const cd_fixture *f, const char *name, int64_t *dims)
+int64_t cd_fixture_shape(const cd_fixture *f, const char *name, int64_t *dims)
 {
     const entry *e = find(f, name);
     ck_assert_msg(e != NULL, "fixture %s has no tensor '%s'", f->path, name);
@@ -145,7 +147,9 @@ void cd_fixture_compare(const char *what, const float *got, const float *want, i
     }
     printf("parity %-40s n=%-8lld max abs %.3e  max rel %.3e\n", what, (long long)n, max_abs,
            max_rel);
-    ck_assert_msg(bad < 0, "%s: element %lld is %.9g, PyTorch gives %.9g (atol %.1e, "
-                  "rtol %.1e; max abs error %.3e)", what, (long long)bad,
-                  bad >= 0 ? got[bad] : 0.0f, bad >= 0 ? want[bad] : 0.0f, atol, rtol, max_abs);
+    ck_assert_msg(bad < 0,
+                  "%s: element %lld is %.9g, PyTorch gives %.9g (atol %.1e, "
+                  "rtol %.1e; max abs error %.3e)",
+                  what, (long long)bad, bad >= 0 ? got[bad] : 0.0f, bad >= 0 ? want[bad] : 0.0f,
+                  atol, rtol, max_abs);
 }

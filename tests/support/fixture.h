@@ -19,7 +19,7 @@ void cd_fixture_free(cd_fixture *f);
 const float *cd_fixture_get(const cd_fixture *f, const char *name, int64_t *numel);
 
 /* Rank and dims of `name` (dims holds 8). */
-int32_t cd_fixture_shape(const cd_fixture *f, const char *name, int64_t *dims);
+int64_t cd_fixture_shape(const cd_fixture *f, const char *name, int64_t *dims);
 
 /* True if the fixture holds `name`. */
 int cd_fixture_has(const cd_fixture *f, const char *name);
@@ -29,7 +29,7 @@ int cd_fixture_has(const cd_fixture *f, const char *name);
  * |got - want| <= atol + rtol * |want|. Prints the maximum absolute and
  * relative errors with `what`, and fails the test otherwise.
  */
-void cd_fixture_compare(const char *what, const float *got, const float *want,
-                        int64_t n, double atol, double rtol);
+void cd_fixture_compare(const char *what, const float *got, const float *want, int64_t n,
+                        double atol, double rtol);
 
 #endif /* CD_FIXTURE_H */

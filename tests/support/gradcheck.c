@@ -23,8 +23,8 @@ __attribute__((format(printf, 2, 3))) static void gc_fail(cd_gc_verdict *v, cons
 
 cd_gc_opts cd_gc_default_opts(void)
 {
-    return (cd_gc_opts){.eps = 1e-2, .max_maa = 1e-3, .max_dir = 2e-3,
-                        .max_elems = 256, .seed = 1234};
+    return (
+        cd_gc_opts){.eps = 1e-2, .max_maa = 1e-3, .max_dir = 2e-3, .max_elems = 256, .seed = 1234};
 }
 
 void cd_gc_add_input(cd_gc_op *op, const char *name, float *x, float *dx, int64_t n)
@@ -52,22 +52,23 @@ static double loss(cd_gc_op *op)
 
 /* Five-point derivative of L along direction v (v == NULL: unit vector at
  * element i) with step h. */
-static double numeric(cd_gc_op *op, cd_gc_input *in, int64_t i, const float *v,
-                      double h, float *saved)
+static double numeric(cd_gc_op *op, cd_gc_input *in, int64_t i, const float *v, double h,
+                      float *saved)
 {
     static const double steps[4] = {2, 1, -1, -2}, weights[4] = {-1, 8, -8, 1};
     double acc = 0.0;
     for (int s = 0; s < 4; s++) {
         if (v) {
-            for (int64_t k = 0; k < in->n; k++)
-                in->x[k] = (float)(saved[k] + steps[s] * h * v[k]);
+            for (int64_t k = 0; k < in->n; k++) in->x[k] = (float)(saved[k] + steps[s] * h * v[k]);
         } else {
             in->x[i] = (float)(saved[i] + steps[s] * h);
         }
         acc += weights[s] * loss(op);
     }
-    if (v) memcpy(in->x, saved, (size_t)in->n * sizeof *saved);
-    else in->x[i] = saved[i];
+    if (v)
+        memcpy(in->x, saved, (size_t)in->n * sizeof *saved);
+    else
+        in->x[i] = saved[i];
     return acc / (12.0 * h);
 }
 
@@ -97,8 +98,8 @@ static double loss_noise(cd_gc_op *op, cd_gc_input *in, const float *v, double d
     }
     memcpy(in->x, saved, (size_t)in->n * sizeof *saved);
     for (int j = 0; j + 6 < NOISE_POINTS; j++) {
-        const double d6 = Ls[j] - 6 * Ls[j + 1] + 15 * Ls[j + 2] - 20 * Ls[j + 3] +
-                          15 * Ls[j + 4] - 6 * Ls[j + 5] + Ls[j + 6];
+        const double d6 = Ls[j] - 6 * Ls[j + 1] + 15 * Ls[j + 2] - 20 * Ls[j + 3] + 15 * Ls[j + 4] -
+                          6 * Ls[j + 5] + Ls[j + 6];
         ss += d6 * d6;
     }
     return sqrt(ss / (NOISE_POINTS - 6) / 924.0);
@@ -143,7 +144,7 @@ static void check_accumulates(cd_gc_op *op, float **ga, cd_gc_verdict *v)
             double want = 2.0 * ga[k][i];
             if (fabs(in->dx[i] - want) > 1e-5 * fabs(want) + 1e-6 * largest + 1e-30) {
                 gc_fail(v, "%s: backward does not accumulate into d%s[%lld]: %g vs 2 x %g",
-                     op->name, in->name, (long long)i, in->dx[i], ga[k][i]);
+                        op->name, in->name, (long long)i, in->dx[i], ga[k][i]);
                 return;
             }
         }
@@ -152,9 +153,8 @@ static void check_accumulates(cd_gc_op *op, float **ga, cd_gc_verdict *v)
 
 /* Per element, ggml's asymmetry |a - n| / (|a| + |n|) of what the measured
  * noise cannot explain: the part of |a - n| beyond the allowance. */
-static double check_elements(cd_gc_op *op, cd_gc_input *in, const float *ga,
-                             const cd_gc_opts *o, cd_rng *rng, double allow,
-                             cd_gc_verdict *v)
+static double check_elements(cd_gc_op *op, cd_gc_input *in, const float *ga, const cd_gc_opts *o,
+                             cd_rng *rng, double allow, cd_gc_verdict *v)
 {
     float *saved = malloc((size_t)in->n * sizeof *saved);
     memcpy(saved, in->x, (size_t)in->n * sizeof *saved);
@@ -179,22 +179,22 @@ static double check_elements(cd_gc_op *op, cd_gc_input *in, const float *ga,
     free(saved);
     double maa = sum / (double)m;
     printf("gradcheck %-28s d%-8s n=%-7lld maa=%.2e worst[%lld]=%.2e (%.6g vs %.6g) "
-           "noise allowance %.2e, %lld of %lld above it\n", op->name, in->name,
-           (long long)in->n, maa, (long long)worst_i, worst, worst_a, worst_n, allow,
-           (long long)resolved, (long long)m);
+           "noise allowance %.2e, %lld of %lld above it\n",
+           op->name, in->name, (long long)in->n, maa, (long long)worst_i, worst, worst_a, worst_n,
+           allow, (long long)resolved, (long long)m);
     if (maa > o->max_maa)
-        gc_fail(v, "%s: d%s mean abs asymmetry %.3e > %.1e (worst element %lld: analytic "
-             "%.8g, numeric %.8g; noise allowance %.3g)", op->name, in->name, maa,
-             o->max_maa, (long long)worst_i, worst_a, worst_n, allow);
+        gc_fail(v,
+                "%s: d%s mean abs asymmetry %.3e > %.1e (worst element %lld: analytic "
+                "%.8g, numeric %.8g; noise allowance %.3g)",
+                op->name, in->name, maa, o->max_maa, (long long)worst_i, worst_a, worst_n, allow);
     return maa;
 }
 
 /* The derivative along v against <grad, v>, beyond the noise allowance and
  * the truncation error, which Richardson's estimate bounds: the five-point
  * error grows as h^4, so D(2h) - D(h) is 15 times D(h)'s. */
-static void check_direction(cd_gc_op *op, cd_gc_input *in, const float *ga,
-                            const cd_gc_opts *o, const float *v, double allow,
-                            cd_gc_verdict *verdict)
+static void check_direction(cd_gc_op *op, cd_gc_input *in, const float *ga, const cd_gc_opts *o,
+                            const float *v, double allow, cd_gc_verdict *verdict)
 {
     float *saved = malloc((size_t)in->n * sizeof *saved);
     memcpy(saved, in->x, (size_t)in->n * sizeof *saved);
@@ -212,13 +212,16 @@ static void check_direction(cd_gc_op *op, cd_gc_input *in, const float *ga,
     double excess = fmax(0.0, fabs(dn - dot) - allow - trunc);
     double rel = excess / (fabs(dot) + fabs(dn) + 1e-3 * gnorm + 1e-9);
     if (rel > o->max_dir)
-        gc_fail(verdict, "%s: directional check on %s: numeric %.8g vs <grad, v> %.8g "
-             "(relative excess %.2e over noise %.2e + truncation %.2e)", op->name, in->name,
-             dn, dot, rel, allow, trunc);
+        gc_fail(verdict,
+                "%s: directional check on %s: numeric %.8g vs <grad, v> %.8g "
+                "(relative excess %.2e over noise %.2e + truncation %.2e)",
+                op->name, in->name, dn, dot, rel, allow, trunc);
     /* An allowance near the gradient itself would let anything pass. */
     if (allow + trunc > 1e-2 * gnorm + 1e-9)
-        gc_fail(verdict, "%s: d%s cannot be checked: noise %.3g + truncation %.3g exceed 1%% "
-             "of |grad| = %.3g (adjust eps)", op->name, in->name, allow, trunc, gnorm);
+        gc_fail(verdict,
+                "%s: d%s cannot be checked: noise %.3g + truncation %.3g exceed 1%% "
+                "of |grad| = %.3g (adjust eps)",
+                op->name, in->name, allow, trunc, gnorm);
     free(saved);
 }
 
@@ -241,7 +244,7 @@ cd_gc_verdict cd_gradcheck_verdict(cd_gc_op *op, const cd_gc_opts *opts)
         for (int64_t i = 0; i < op->in[k].n && verdict.ok; i++)
             if (!isfinite(ga[k][i]))
                 gc_fail(&verdict, "%s: d%s[%lld] is not finite", op->name, op->in[k].name,
-                     (long long)i);
+                        (long long)i);
     }
     check_accumulates(op, ga, &verdict);
 
@@ -315,8 +318,12 @@ double cd_gc_check_decoder(cd_decoder *d, int64_t N, int64_t C, int64_t H, int64
     c.dz = calloc((size_t)(N * C * H * W), sizeof(float));
 
     cd_params *p = cd_decoder_params(d);
-    cd_gc_op op = {.name = name, .ctx = &c, .forward = net_forward, .backward = net_backward,
-                   .out = cd_tensor_data(c.out), .dout = cd_tensor_data(c.dout),
+    cd_gc_op op = {.name = name,
+                   .ctx = &c,
+                   .forward = net_forward,
+                   .backward = net_backward,
+                   .out = cd_tensor_data(c.out),
+                   .dout = cd_tensor_data(c.dout),
                    .n_out = N * C * H * W};
     cd_gc_add_input(&op, "z", cd_tensor_data(c.z), c.dz, N * C * H * W);
     cd_gc_add_input(&op, "params", cd_params_data(p, -1), cd_params_grad(p, -1),

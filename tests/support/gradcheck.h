@@ -63,10 +63,10 @@ typedef struct cd_gc_op {
 } cd_gc_op;
 
 typedef struct cd_gc_opts {
-    double eps;       /* step h, e.g. 1e-2 (float forwards limit how small) */
-    double max_maa;   /* largest mean absolute asymmetry allowed, e.g. 1e-3 */
-    double max_dir;   /* largest relative error of the directional check */
-    int64_t max_elems;/* per-input element budget, e.g. 256 */
+    double eps;        /* step h, e.g. 1e-2 (float forwards limit how small) */
+    double max_maa;    /* largest mean absolute asymmetry allowed, e.g. 1e-3 */
+    double max_dir;    /* largest relative error of the directional check */
+    int64_t max_elems; /* per-input element budget, e.g. 256 */
     uint64_t seed;
 } cd_gc_opts;
 

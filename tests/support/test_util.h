@@ -18,28 +18,27 @@
 #include "colddiff.h"
 
 /* Assert a call succeeds; on failure show the library's message. */
-#define CD_ASSERT_OK(expr)                                                    \
-    do {                                                                      \
-        cd_status st_ = (expr);                                               \
-        ck_assert_msg(st_ == CD_OK, "%s failed: %s (%s)", #expr,              \
-                      cd_status_string(st_), cd_last_error());                \
+#define CD_ASSERT_OK(expr)                                                              \
+    do {                                                                                \
+        cd_status st_ = (expr);                                                         \
+        ck_assert_msg(st_ == CD_OK, "%s failed: %s (%s)", #expr, cd_status_string(st_), \
+                      cd_last_error());                                                 \
     } while (0)
 
 /* Assert a call fails with `want` and leaves a non-empty message. */
-#define CD_ASSERT_STATUS(expr, want)                                          \
-    do {                                                                      \
-        cd_clear_error();                                                     \
-        cd_status st_ = (expr);                                               \
-        ck_assert_msg(st_ == (want), "%s returned %s, expected %s (%s)",      \
-                      #expr, cd_status_string(st_), cd_status_string(want),   \
-                      cd_last_error());                                       \
-        ck_assert_msg(cd_last_error()[0] != '\0', "%s left no message", #expr); \
+#define CD_ASSERT_STATUS(expr, want)                                                   \
+    do {                                                                               \
+        cd_clear_error();                                                              \
+        cd_status st_ = (expr);                                                        \
+        ck_assert_msg(st_ == (want), "%s returned %s, expected %s (%s)", #expr,        \
+                      cd_status_string(st_), cd_status_string(want), cd_last_error()); \
+        ck_assert_msg(cd_last_error()[0] != '\0', "%s left no message", #expr);        \
     } while (0)
 
 /* Assert the last error message mentions `needle`. */
-#define CD_ASSERT_ERROR_MENTIONS(needle)                                      \
-    ck_assert_msg(strstr(cd_last_error(), (needle)) != NULL,                  \
-                  "error '%s' does not mention '%s'", cd_last_error(), (needle))
+#define CD_ASSERT_ERROR_MENTIONS(needle)                                                         \
+    ck_assert_msg(strstr(cd_last_error(), (needle)) != NULL, "error '%s' does not mention '%s'", \
+                  cd_last_error(), (needle))
 
 /* 1 in a sanitizer build, where tests shrink workloads that only measure
  * scale (memory safety does not need batch 128). */
@@ -78,8 +77,7 @@ static inline const char *cd_test_data_dir(void)
 }
 
 /* Join a folder and a name into buf (ck-asserts it fits). */
-static inline const char *cd_test_path(char *buf, size_t cap, const char *dir,
-                                       const char *name)
+static inline const char *cd_test_path(char *buf, size_t cap, const char *dir, const char *name)
 {
     int n = snprintf(buf, cap, "%s/%s", dir, name);
     ck_assert_msg(n > 0 && (size_t)n < cap, "path too long");
@@ -92,9 +90,12 @@ static inline cd_dataset *cd_test_load_slice(double val_fraction)
 {
     char im[512], lb[512];
     cd_dataset *ds = NULL;
-    CD_ASSERT_OK(cd_dataset_load_idx(
-        &ds, cd_test_path(im, sizeof im, cd_test_data_dir(), "t10k-images-idx3-ubyte.gz"),
-        cd_test_path(lb, sizeof lb, cd_test_data_dir(), "t10k-labels-idx1-ubyte.gz"), NULL, NULL));
+    CD_ASSERT_OK(cd_dataset_load_idx(&ds,
+                                     cd_test_path(im, sizeof im, cd_test_data_dir(),
+                                                  "t10k-images-idx3-ubyte.gz"),
+                                     cd_test_path(lb, sizeof lb, cd_test_data_dir(),
+                                                  "t10k-labels-idx1-ubyte.gz"),
+                                     NULL, NULL));
     if (val_fraction > 0) CD_ASSERT_OK(cd_dataset_split(ds, val_fraction, 42));
     return ds;
 }
@@ -160,14 +161,44 @@ static inline int cd_test_count_entries(const char *dir)
     return n;
 }
 
-#define CD_TEST_MAIN(make_suite)                                              \
-    int main(void)                                                            \
-    {                                                                         \
-        SRunner *sr = srunner_create(make_suite());                           \
-        srunner_run_all(sr, CK_NORMAL);                                       \
-        int failed = srunner_ntests_failed(sr);                               \
-        srunner_free(sr);                                                     \
-        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;                     \
+/* Free a trainer made by cd_trainer_create(), then the decoder and
+ * degradation it borrows (after it, as the header asks). Not for a loaded
+ * trainer (cd_trainer_load), which owns its own: cd_trainer_free() that. */
+static inline void cd_test_trainer_free_all(cd_trainer *tr)
+{
+    if (!tr) return;
+    cd_decoder *dec = cd_trainer_decoder(tr);
+    cd_degradation *deg = cd_trainer_degradation(tr);
+    cd_trainer_free(tr);
+    cd_decoder_free(dec);
+    cd_degradation_free(deg);
+}
+
+/* Assert what an option_info call reported: name, type, choices (-1 for
+ * none) and default (exact: they are table values). Bounds are checked by
+ * each test where the header states them. */
+#define CD_ASSERT_OPTION_INFO(info, name_, type_, choices_, def_)                                  \
+    do {                                                                                           \
+        const cd_option_info *i_ = &(info);                                                        \
+        ck_assert_ptr_nonnull(i_->name);                                                           \
+        ck_assert_str_eq(i_->name, (name_));                                                       \
+        ck_assert_int_eq((int)i_->type, (int)(type_));                                             \
+        ck_assert_int_eq(i_->choices, (choices_));                                                 \
+        ck_assert_msg(i_->default_value == (double)(def_), "%s: default %g, expected %g", (name_), \
+                      i_->default_value, (double)(def_));                                          \
+        ck_assert_msg(i_->lo <= i_->default_value && i_->default_value <= i_->hi,                  \
+                      "%s: default %g outside [%g, %g]", (name_), i_->default_value, i_->lo,       \
+                      i_->hi);                                                                     \
+    } while (0)
+
+#define CD_TEST_MAIN(make_suite)                          \
+    int main(void)                                        \
+    {                                                     \
+        SRunner *sr = srunner_create(make_suite());       \
+        srunner_run_all(sr, CK_NORMAL);                   \
+        int failed = srunner_ntests_failed(sr);           \
+        srunner_free(sr);                                 \
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE; \
     }
 
 #endif /* CD_TEST_UTIL_H */

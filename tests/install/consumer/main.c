@@ -1,5 +1,6 @@
 /* A program outside the project, built against the installed tree. */
 #include <colddiff.h>
+#include <colddiff_experimental.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,9 +23,16 @@ int main(void)
     printf("consumer: libcolddiff %s, sum of 32 normals %.4f\n", cd_version_string(), sum);
     cd_tensor_free(t);
     cd_rng_free(rng);
+    /* The experimental header is installed too, and its keys are described
+     * like the stable ones. */
+    cd_option_info info;
+    if (cd_trainer_option_info(CD_TRAINER_OPT_LR_DECAY, &info) != CD_OK ||
+        info.type != CD_OPTION_INT) {
+        fprintf(stderr, "consumer: CD_TRAINER_OPT_LR_DECAY: %s\n", cd_last_error());
+        return 1;
+    }
     /* A misuse must come back as an error, not a crash. */
-    return cd_tensor_create(NULL, 0, NULL) == CD_ERR_INVALID_ARGUMENT &&
-                   strlen(cd_last_error()) > 0
+    return cd_tensor_create(NULL, 0, NULL) == CD_ERR_INVALID_ARGUMENT && strlen(cd_last_error()) > 0
                ? 0
                : 1;
 }
