@@ -149,15 +149,16 @@ static cd_status unet_build(cd_decoder *d)
                                 &m->fconv_w, &m->fconv_b);
 }
 
-static cd_status unet_check_shape(const cd_decoder *d, int64_t H, int64_t W)
+static cd_status unet_check_shape(const cd_decoder *d, const char *fn, int64_t H, int64_t W)
 {
     const int64_t f = (int64_t)1 << (d->cfg.n_mults - 1);
     if (H % f != 0 || W % f != 0)
         return cd__error(CD_ERR_SHAPE,
-                         "the UNet halves H and W %" PRId64 " times, so both "
-                         "must be multiples of %" PRId64 " (2^(levels-1)); got %" PRId64
-                         "x%" PRId64,
-                         d->cfg.n_mults - 1, f, H, W);
+                         "%s: the UNet halves H and W %" PRId64 " times, so both "
+                         "must be multiples of %" PRId64 " (2^(levels-1)); got %" PRId64 "x%" PRId64
+                         " (%s = %" PRId64 " is not)",
+                         fn, d->cfg.n_mults - 1, f, H, W, H % f != 0 ? "H" : "W",
+                         H % f != 0 ? H : W);
     return CD_OK;
 }
 
