@@ -198,13 +198,17 @@ START_TEST(unet_size_errors_name_the_sizes)
     cd_decoder *d = make_decoder(&c, 3);
     cd_tensor *tau = tau_tensor(1);
     /* Three levels halve twice: H and W must be multiples of 4. */
-    const int64_t bad[][2] = {{30, 32}, {32, 18}, {2, 2}};
+    const int64_t bad[][2] = {{30, 32}, {32, 18}, {2, 2}, {30, 18}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const int64_t H = bad[i][0], W = bad[i][1];
         cd_tensor *z = cd_test_tensor4(1, 3, H, W), *out = cd_test_tensor4(1, 3, H, W);
         char got[32], dim[32];
         snprintf(got, sizeof got, "%lldx%lld", (long long)H, (long long)W);
-        snprintf(dim, sizeof dim, H % 4 ? "H = %lld" : "W = %lld", (long long)(H % 4 ? H : W));
+        if (H % 4 && W % 4)
+            snprintf(dim, sizeof dim, "H = %lld and W = %lld are not", (long long)H, (long long)W);
+        else
+            snprintf(dim, sizeof dim, "%s = %lld is not", H % 4 ? "H" : "W",
+                     (long long)(H % 4 ? H : W));
         CD_ASSERT_STATUS(cd_decoder_forward(d, z, tau, out), CD_ERR_SHAPE);
         CD_ASSERT_ERROR_MENTIONS("cd_decoder_forward");
         CD_ASSERT_ERROR_MENTIONS("multiples of 4");
