@@ -324,6 +324,22 @@ START_TEST(unet_trained)
 }
 END_TEST
 
+START_TEST(cnn_colour_32)
+{
+    /* 3 channels at 32 x 32: hidden 8,16,8, kernel 5, a 32-wide MLP with
+     * one hidden layer, perturbed LayerNorm affines. */
+    check_fixture("decoder_cnn_rgb32.bin");
+}
+END_TEST
+
+START_TEST(unet_colour_32)
+{
+    /* 3 channels at 32 x 32: dim 8, mults 1,2,2, 2 heads of 4, ConvNeXt
+     * mult 1. */
+    check_fixture("decoder_unet_rgb32.bin");
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("decoder_parity");
@@ -333,6 +349,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, cnn_trained);
     tcase_add_test(tc, unet_small);
     tcase_add_test(tc, unet_trained);
+    tcase_add_test(tc, cnn_colour_32);
+    tcase_add_test(tc, unet_colour_32);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -68,13 +68,13 @@ static cd_status cnn_build(cd_decoder *d)
     return CD_OK;
 }
 
-static cd_status cnn_check_shape(const cd_decoder *d, int64_t H, int64_t W)
+static cd_status cnn_check_shape(const cd_decoder *d, const char *fn, int64_t H, int64_t W)
 {
     if (H != d->cfg.height || W != d->cfg.width)
         return cd__error(CD_ERR_SHAPE,
-                         "this CNN decoder was built for %" PRId64 "x%" PRId64
+                         "%s: this CNN decoder was built for %" PRId64 "x%" PRId64
                          " images (its LayerNorms are C x H x W), got %" PRId64 "x%" PRId64,
-                         d->cfg.height, d->cfg.width, H, W);
+                         fn, d->cfg.height, d->cfg.width, H, W);
     return CD_OK;
 }
 

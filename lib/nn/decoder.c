@@ -203,7 +203,7 @@ static cd_status check_dims(const cd_decoder *d, const char *fn, int64_t N, int6
                          "%s: the decoder takes %" PRId64 " channel(s), the "
                          "input has %" PRId64,
                          fn, d->cfg.channels, C);
-    return d->ops->check_shape(d, H, W);
+    return d->ops->check_shape(d, fn, H, W);
 }
 
 cd_status cd__decoder_plan_bytes(cd_decoder *d, int64_t N, int64_t H, int64_t W, bool train,

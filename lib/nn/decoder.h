@@ -67,8 +67,9 @@ typedef struct cd__init_entry {
 typedef struct cd__decoder_ops {
     /* Add the parameters (through cd__decoder_add_*) and make d->impl. */
     cd_status (*build)(cd_decoder *d);
-    /* Reject input shapes the architecture cannot take (C checked already). */
-    cd_status (*check_shape)(const cd_decoder *d, int64_t H, int64_t W);
+    /* Reject input shapes the architecture cannot take (C checked already);
+     * fn names the public call in the message. */
+    cd_status (*check_shape)(const cd_decoder *d, const char *fn, int64_t H, int64_t W);
     /* Lay out all buffers for (N, H, W) in the arena (see above); with
      * train false, only what a forward needs (see cd_decoder_infer). */
     void (*plan)(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t W, bool train);

@@ -149,16 +149,20 @@ static cd_status unet_build(cd_decoder *d)
                                 &m->fconv_w, &m->fconv_b);
 }
 
-static cd_status unet_check_shape(const cd_decoder *d, int64_t H, int64_t W)
+static cd_status unet_check_shape(const cd_decoder *d, const char *fn, int64_t H, int64_t W)
 {
     const int64_t f = (int64_t)1 << (d->cfg.n_mults - 1);
-    if (H % f != 0 || W % f != 0)
-        return cd__error(CD_ERR_SHAPE,
-                         "the UNet halves H and W %" PRId64 " times, so both "
-                         "must be multiples of %" PRId64 " (2^(levels-1)); got %" PRId64
-                         "x%" PRId64,
-                         d->cfg.n_mults - 1, f, H, W);
-    return CD_OK;
+    if (H % f == 0 && W % f == 0) return CD_OK;
+    char bad[64];
+    if (H % f != 0 && W % f != 0)
+        snprintf(bad, sizeof bad, "H = %" PRId64 " and W = %" PRId64 " are not", H, W);
+    else
+        snprintf(bad, sizeof bad, "%s = %" PRId64 " is not", H % f != 0 ? "H" : "W",
+                 H % f != 0 ? H : W);
+    return cd__error(CD_ERR_SHAPE,
+                     "%s: the UNet halves H and W %" PRId64 " times, so both must be multiples "
+                     "of %" PRId64 " (2^(levels-1)); got %" PRId64 "x%" PRId64 " (%s)",
+                     fn, d->cfg.n_mults - 1, f, H, W, bad);
 }
 
 static void unet_free(void *impl) { cd__free(impl); }

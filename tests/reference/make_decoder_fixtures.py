@@ -3,9 +3,11 @@
 
 Run where Debian's python3-torch is installed, from the repository root:
 
-    /usr/bin/python3 tests/reference/make_decoder_fixtures.py [outdir]
+    /usr/bin/python3 tests/reference/make_decoder_fixtures.py [outdir [file ...]]
 
-(outdir defaults to this script's folder). The models are torch_models.py's;
+(outdir defaults to this script's folder; naming files writes only those,
+each seeded as in a full run, so adding a fixture leaves the others'
+bytes alone). The models are torch_models.py's;
 the format is fixture_io.py's. Files:
 
     decoder_cnn.bin           the report's CNN (28 x 28, hidden 16,32,32,16),
@@ -19,6 +21,12 @@ the format is fixture_io.py's. Files:
     decoder_unet_trained.bin  a non-default UNet (2 channels, dim 6, mults
                               1,2,2, 3 heads of 4, ConvNeXt mult 1) at 16 x 8,
                               after 5 Adam steps
+    decoder_cnn_rgb32.bin     a small colour CNN (3 channels, 32 x 32, hidden
+                              8,16,8, kernel 5, MLP 32 x 1), LayerNorm
+                              affines perturbed
+    decoder_unet_rgb32.bin    a small colour UNet (3 channels, dim 8, mults
+                              1,2,2, 2 heads of 4, ConvNeXt mult 1) at
+                              32 x 32
 
 Each file holds, at batch N = 3:
     config.type               0 (CNN) or 1 (UNet)
@@ -79,6 +87,15 @@ FIXTURES = [
     ("decoder_unet_trained.bin", "unet",
      tm.unet_config(channels=2, dim=6, dim_mults=(1, 2, 2), heads=3, head_dim=4,
                     convnext_mult=1), (16, 8), False, True),
+    # Colour images at a size other than the report's, small enough to keep
+    # the files under 1 MB.
+    ("decoder_cnn_rgb32.bin", "cnn",
+     tm.cnn_config(channels=3, height=32, width=32, hidden=(8, 16, 8), kernel=5,
+                   time_hidden=32, time_layers=1), (32, 32), True, False),
+    ("decoder_unet_rgb32.bin", "unet",
+     tm.unet_config(channels=3, dim=8, dim_mults=(1, 2, 2), heads=2, head_dim=4,
+                    convnext_mult=1),
+     (32, 32), False, False),
 ]
 
 
@@ -225,11 +242,17 @@ def make_fixture(kind, cfg, hw, perturb, train):
 
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+    only = set(sys.argv[2:])
+    unknown = only - {row[0] for row in FIXTURES}
+    if unknown:
+        raise SystemExit(f"no such fixture: {', '.join(sorted(unknown))}")
     os.makedirs(outdir, exist_ok=True)
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, seed {SEED}")
     total = 0
     for fname, kind, cfg, hw, perturb, train in FIXTURES:
+        if only and fname not in only:
+            continue
         torch.manual_seed(SEED)   # per file, so the fixtures are independent
         print(f"{fname}: {kind} {cfg} at {hw[0]}x{hw[1]}")
         path = os.path.join(outdir, fname)
