@@ -1186,13 +1186,77 @@ CD_API cd_status cd_dataset_load_mnist(cd_dataset **out, const char *dir);
  * Load one pair of IDX files (raw or gzipped, chosen by content) as the
  * training pool, and optionally a second pair as the test split
  * (test_images and test_labels both NULL for none). Labels may be 0..255.
+ * Image files are unsigned bytes of rank 3, N x H x W, of any H and W
+ * (Fashion-MNIST and EMNIST are N x 28 x 28; EMNIST's images load as
+ * stored, transposed); the dataset has one channel. A rank-4 (colour) IDX
+ * file is refused as CD_ERR_FORMAT: its layout is not self-describing, so
+ * colour data comes as a PNG folder (cd_dataset_load_folder). The two
+ * pairs must agree on H and W (CD_ERR_SHAPE). The classes have no names
+ * (cd_dataset_class_count() is 0). Errors: as cd_dataset_load_mnist().
  */
 CD_API cd_status cd_dataset_load_idx(cd_dataset **out, const char *train_images,
                                      const char *train_labels, const char *test_images,
                                      const char *test_labels);
 
+/**
+ * Load a folder of PNG images (docs/datasets.md) as the training pool; the
+ * validation and test splits are empty (call cd_dataset_split()).
+ *
+ * Labels: when dir holds sub-folders, each one is a class, numbered in the
+ * byte-wise (strcmp) order of the folder names, and the images of a class
+ * are taken in the same order of their file names; class names are the
+ * folder names (cd_dataset_class_name()). PNG files directly beside the
+ * sub-folders are refused, and a sub-folder without PNG files too. When
+ * dir holds no sub-folder, every image has label 0 and the dataset has no
+ * class names. At most 256 classes. Names starting with '.' are skipped,
+ * and so are files whose name does not end in ".png" (any case) and
+ * folders below the sub-folders.
+ *
+ * Pixels: 8-bit values p become p/255 - 0.5; 16-bit ones are scaled to 8
+ * bits first (rounded), palettes and low bit depths expanded, alpha
+ * dropped; no gamma or colour-profile correction. channels is 1 (grey) or
+ * 3 (RGB), or 0 to take it from the first image (1 for a grey image, with
+ * or without alpha, 3 for any other). A colour image loaded as grey gets
+ * the ITU-R BT.601 luma, (299 R + 587 G + 114 B + 500) / 1000 rounded
+ * down; a grey image loaded as RGB is repeated in the three channels.
+ *
+ * Size: with crop = 0 every image must have the first one's size; with
+ * crop > 0 each image is centre-cropped to crop x crop (the top-left
+ * corner at ((H - crop) / 2, (W - crop) / 2), rounded down). Images above
+ * 4096 x 4096 are refused.
+ *
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL out or dir), CD_ERR_RANGE
+ * (channels not 0, 1 or 3; crop < 0 or above 4096; an image larger than
+ * 4096 in either side or smaller than crop, or more than 256 classes;
+ * the message names the file), CD_ERR_NOT_FOUND (dir missing, no PNG file
+ * in dir, a class folder without PNG files), CD_ERR_SHAPE (two images of
+ * different sizes with crop = 0: the message names both files and sizes),
+ * CD_ERR_FORMAT (a file that is not a PNG, or is corrupt or truncated:
+ * the message names it and gives libpng's reason; PNG files beside class
+ * folders), CD_ERR_IO (dir is not a folder, or cannot be read),
+ * CD_ERR_OVERFLOW (the images as floats would not fit in memory's address
+ * space), CD_ERR_OUT_OF_MEMORY.
+ */
+CD_API cd_status cd_dataset_load_folder(cd_dataset **out, const char *dir, int64_t channels,
+                                        int64_t crop);
+
 /** Free a dataset; NULL is a no-op. */
 CD_API void cd_dataset_free(cd_dataset *ds);
+
+/**
+ * The number of named classes: the class folders of
+ * cd_dataset_load_folder(), 10 ("0" to "9") for cd_dataset_load_mnist(),
+ * 0 for cd_dataset_load_idx() and a folder without sub-folders; -1 (with
+ * an error) for a NULL ds.
+ */
+CD_API int64_t cd_dataset_class_count(const cd_dataset *ds);
+
+/**
+ * The name of class k (the label value k), borrowed from ds. NULL with
+ * CD_ERR_INVALID_ARGUMENT (NULL ds) or CD_ERR_RANGE (k outside
+ * 0..cd_dataset_class_count() - 1).
+ */
+CD_API const char *cd_dataset_class_name(const cd_dataset *ds, int64_t k);
 
 /**
  * Split the training pool into train and validation with a random

@@ -115,15 +115,30 @@ static bool exists_either(char *buf, size_t cap, const char *dir, const char *na
     return cli_path_state(cli_join(buf, cap, dir, gz)) != ENOENT;
 }
 
+/* Whether dir holds any of the four MNIST files, in either spelling. */
+static bool has_mnist_file(const char *dir)
+{
+    static const char *const names[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+    char buf[4096];
+    for (int i = 0; i < 4; i++)
+        if (exists_either(buf, sizeof buf, dir, names[i])) return true;
+    return false;
+}
+
 cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed)
 {
     char im[4096], lb[4096];
     cd_status st;
     /* Only when the training files are truly absent (not unreadable) does
-     * the t10k pair stand in for them. */
-    if (!exists_either(im, sizeof im, dir, "train-images-idx3-ubyte") &&
-        exists_either(im, sizeof im, dir, "t10k-images-idx3-ubyte") &&
-        exists_either(lb, sizeof lb, dir, "t10k-labels-idx1-ubyte")) {
+     * the t10k pair stand in for them; a folder with no MNIST file at all
+     * (a missing one included, whose error the folder loader names) is a
+     * folder of PNG images. */
+    if (!has_mnist_file(dir)) {
+        st = cd_dataset_load_folder(out, dir, 0, 0);
+    } else if (!exists_either(im, sizeof im, dir, "train-images-idx3-ubyte") &&
+               exists_either(im, sizeof im, dir, "t10k-images-idx3-ubyte") &&
+               exists_either(lb, sizeof lb, dir, "t10k-labels-idx1-ubyte")) {
         fprintf(stderr,
                 "colddiff: note: %s has only the t10k files; using them for training "
                 "and as the test set (the tests/data slice)\n",

@@ -539,7 +539,7 @@ int cmd_train(int argc, char **argv)
     int preset_dummy = 0;
     cli_opt opts[] = {
         {"--data", OPT_STR, &o.data, 0, 0, NULL,
-         "MNIST folder (required; the tests/data slice works)", NULL},
+         "MNIST folder, or a folder of PNG images (docs/datasets.md); required", NULL},
         {"--out", OPT_STR, &o.out, 0, 0, NULL, "run folder to write (required)", NULL},
         {"--preset", OPT_CHOICE, &preset_dummy, 0, 0, cli_preset_names,
          "one of the report's runs, or fast (a small UNet made to draw digits within minutes on a CPU; docs/fast-preset.md)",

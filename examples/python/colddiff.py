@@ -600,6 +600,9 @@ _SIGNATURES = {
     # datasets
     "cd_dataset_load_mnist": (_int, [_P(_p), _s]),
     "cd_dataset_load_idx": (_int, [_P(_p), _s, _s, _s, _s]),
+    "cd_dataset_load_folder": (_int, [_P(_p), _s, _i64, _i64]),
+    "cd_dataset_class_count": (_i64, [_p]),
+    "cd_dataset_class_name": (_s, [_p, _i64]),
     "cd_dataset_free": (None, [_p]),
     "cd_dataset_split": (_int, [_p, _d, _u64]),
     "cd_dataset_split_from_file": (_int, [_p, _s]),
@@ -2300,10 +2303,12 @@ class Degradation(_Object):
 
 class Dataset(_Object):
     """Images in memory with train, validation and test splits (cd_dataset);
-    made by Dataset.load_mnist(dir) or Dataset.load_idx(...)."""
+    made by Dataset.load_mnist(dir), Dataset.load_idx(...) or
+    Dataset.load_folder(dir)."""
 
     def __init__(self, *args, **kwargs):
-        raise TypeError("make a Dataset with Dataset.load_mnist() or Dataset.load_idx()")
+        raise TypeError("make a Dataset with Dataset.load_mnist(), Dataset.load_idx() "
+                        "or Dataset.load_folder()")
 
     @classmethod
     def load_mnist(cls, directory):
@@ -2323,6 +2328,34 @@ class Dataset(_Object):
                                      _path(test_images, "test_images", True),
                                      _path(test_labels, "test_labels", True)),
                          lib.cd_dataset_free)
+
+    @classmethod
+    def load_folder(cls, directory, channels=0, crop=0):
+        """A folder of PNG images (docs/datasets.md): sub-folders are classes.
+        channels is 1, 3 or 0 (the first image's); crop > 0 centre-crops
+        every image to crop x crop."""
+        lib = _L()
+        return cls._wrap(_new_handle(lib.cd_dataset_load_folder, _path(directory, "directory"),
+                                     _int_arg(channels, "channels", 0, 3),
+                                     _int_arg(crop, "crop", 0, _I64_MAX)),
+                         lib.cd_dataset_free)
+
+    @property
+    def class_count(self):
+        """Named classes: the class folders, 10 for MNIST, 0 when unnamed."""
+        return int(_nonneg(_L().cd_dataset_class_count(self._p)))
+
+    def class_name(self, k):
+        """The name of class k (label value k)."""
+        s = _L().cd_dataset_class_name(self._p, _int64(k, "k"))
+        if s is None:
+            _raise_last()
+        return os.fsdecode(s)
+
+    @property
+    def class_names(self):
+        """All class names, in label order."""
+        return [self.class_name(k) for k in range(self.class_count)]
 
     def split(self, val_fraction, seed=0):
         _check(_L().cd_dataset_split(self._p, _real(val_fraction, "val_fraction"),

@@ -10,6 +10,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include "dataset.h"
 #include "idx.h"
 
 #include <errno.h>
@@ -35,6 +36,8 @@ struct cd_dataset {
     int64_t height, width, channels, pixels; /* pixels = C*H*W per image */
     pool train_pool, test_pool;
     split_view splits[3];
+    char **class_names; /* n_classes owned strings; label k is class k */
+    int64_t n_classes;
     /* lut[p] = fl32(fl32(p / 255) - 0.5): precomputed so every batch
      * converts exactly as docs/models.md, Data, states. */
     float lut[256];
@@ -188,12 +191,12 @@ static cd_status init_splits(cd_dataset *ds)
     return CD_OK;
 }
 
-static void init_geometry(cd_dataset *ds)
+static void init_geometry(cd_dataset *ds, int64_t channels, int64_t height, int64_t width)
 {
-    ds->channels = 1;
-    ds->height = ds->train_pool.images.dims[1];
-    ds->width = ds->train_pool.images.dims[2];
-    ds->pixels = ds->height * ds->width;
+    ds->channels = channels;
+    ds->height = height;
+    ds->width = width;
+    ds->pixels = channels * height * width;
     for (int p = 0; p < 256; p++) ds->lut[p] = (float)((float)p / 255.0f) - 0.5f;
 }
 
@@ -217,8 +220,53 @@ static cd_status build(cd_dataset **out, const char *const paths[4], unsigned ma
         cd_dataset_free(ds);
         return st;
     }
-    init_geometry(ds);
+    init_geometry(ds, 1, ds->train_pool.images.dims[1], ds->train_pool.images.dims[2]);
     *out = ds;
+    return CD_OK;
+}
+
+static void free_names(char **names, int64_t n)
+{
+    for (int64_t k = 0; names && k < n; k++) cd__free(names[k]);
+    cd__free(names);
+}
+
+cd_status cd__dataset_adopt(cd_dataset **out, uint8_t *pixels, uint8_t *labels, int64_t n,
+                            const int64_t chw[3], char **names, int64_t n_names)
+{
+    cd_dataset *ds = cd__calloc(1, sizeof *ds, "dataset");
+    if (!ds) {
+        cd_status st = cd_last_status();
+        cd__free(pixels);
+        cd__free(labels);
+        free_names(names, n_names);
+        return st;
+    }
+    ds->train_pool.images.data = pixels;
+    ds->train_pool.labels.data = labels;
+    ds->train_pool.n = n;
+    ds->class_names = names;
+    ds->n_classes = n_names;
+    cd_status st = init_splits(ds);
+    if (st != CD_OK) {
+        cd_dataset_free(ds);
+        return st;
+    }
+    init_geometry(ds, chw[0], chw[1], chw[2]);
+    *out = ds;
+    return CD_OK;
+}
+
+/* MNIST's labels are the digits themselves. */
+static cd_status name_digits(cd_dataset *ds)
+{
+    ds->class_names = cd__calloc(10, sizeof *ds->class_names, "class names");
+    if (!ds->class_names) return cd_last_status();
+    ds->n_classes = 10;
+    for (int k = 0; k < 10; k++) {
+        const char digit[2] = {(char)('0' + k), '\0'};
+        if (!(ds->class_names[k] = cd__strdup(digit, "class names"))) return cd_last_status();
+    }
     return CD_OK;
 }
 
@@ -283,6 +331,11 @@ cd_status cd_dataset_load_mnist(cd_dataset **out, const char *dir)
     for (int i = 0; i < 4 && st == CD_OK; i++)
         st = find_mnist_file(dir, mnist_names[i], &bufs[i], &paths[i]);
     if (st == CD_OK) st = build(out, paths, 9);
+    if (st == CD_OK) st = name_digits(*out);
+    if (st != CD_OK) {
+        cd_dataset_free(*out);
+        *out = NULL;
+    }
     for (int i = 0; i < 4; i++) cd__free(bufs[i]);
     return st;
 }
@@ -298,6 +351,7 @@ void cd_dataset_free(cd_dataset *ds)
         cd__free(ds->splits[s].members);
         cd__free(ds->splits[s].epoch);
     }
+    free_names(ds->class_names, ds->n_classes);
     cd__free(ds);
 }
 
@@ -489,6 +543,35 @@ int64_t cd_dataset_channels(const cd_dataset *ds)
         return -1;
     }
     return ds->channels;
+}
+
+int64_t cd_dataset_class_count(const cd_dataset *ds)
+{
+    if (!ds) {
+        cd__error(CD_ERR_INVALID_ARGUMENT, "cd_dataset_class_count: argument 'ds' is NULL");
+        return -1;
+    }
+    return ds->n_classes;
+}
+
+const char *cd_dataset_class_name(const cd_dataset *ds, int64_t k)
+{
+    static const char fn[] = "cd_dataset_class_name";
+    if (!ds) {
+        cd__error(CD_ERR_INVALID_ARGUMENT, "%s: argument 'ds' is NULL", fn);
+        return NULL;
+    }
+    if (ds->n_classes == 0) {
+        cd__error(CD_ERR_RANGE, "%s: k = %" PRId64 ": the dataset has no class names", fn, k);
+        return NULL;
+    }
+    if (k < 0 || k >= ds->n_classes) {
+        cd__error(CD_ERR_RANGE,
+                  "%s: k = %" PRId64 " is outside 0..%" PRId64 " (%" PRId64 " classes)", fn, k,
+                  ds->n_classes - 1, ds->n_classes);
+        return NULL;
+    }
+    return ds->class_names[k];
 }
 
 /* ---- batches -------------------------------------------------------------- */

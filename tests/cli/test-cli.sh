@@ -55,6 +55,28 @@ check "train --val-fraction 0 keeps a best.cdm" [ -s "$work/noval/best.cdm" ]
 check "train --val-fraction 0 restores training images" [ -s "$work/noval/restore_epoch002.png" ]
 check "train --val-fraction 0 says there is no validation" grep -q "no validation split" "$work/noval.err"
 check "train --val-fraction 0 records both epochs" [ "$(wc -l <"$work/noval/losses.csv")" -eq 3 ]
+# ---- train on a folder of PNG images -----------------------------------------
+# Two class folders of 28 x 28 greyscale PNGs, written with the standard library.
+mkdir -p "$work/pngs/a" "$work/pngs/b" "$work/nopngs"
+python3 - "$work/pngs" <<'EOF_PY'
+import struct, sys, zlib
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+for i in range(20):
+    rows = b"".join(b"\0" + bytes((11 * i + 7 * y + 3 * x) % 256 for x in range(28))
+                    for y in range(28))
+    with open(f"{sys.argv[1]}/{'ab'[i % 2]}/{i:02d}.png", "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+EOF_PY
+"$cli" train --data "$work/pngs" --out "$work/pngrun" --T 20 --batch 8 --cnn-hidden 8,8 \
+  --n-samples 8 --threads 2 --epochs 1 >/dev/null 2>"$work/png.err"
+check "train on a PNG folder exits 0" [ $? -eq 0 ]
+check "train on a PNG folder writes its model" [ -s "$work/pngrun/last.cdm" ]
+"$cli" train --data "$work/nopngs" --out "$work/nopngrun" --epochs 1 >/dev/null 2>"$work/png.err"
+check "train on a folder without images fails" [ $? -ne 0 ]
+check "the error says there is no PNG file" grep -q "no PNG file" "$work/png.err"
+
 "$cli" train --help >"$work/help.txt"
 check "train --help explains --val-fraction 0" grep -q "val-fraction.*0: none, best.cdm" "$work/help.txt"
 

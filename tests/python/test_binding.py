@@ -1021,6 +1021,38 @@ class DatasetTests(TempDirCase):
         ds3 = cd.Dataset.load_idx(IMAGES, LABELS)
         self.assertEqual((len(ds3), ds3.count("test")), (1000, 0))
 
+    def test_load_folder(self):
+        for cls, seed in (("cat", 10), ("ant", 20)):
+            os.mkdir(self.path(cls))
+            for i in range(3):
+                px = bytes(range(seed + i, seed + i + 12))
+                cd.write_png_gray(self.path(f"{cls}/{i}.png"), px, 3, 4)
+        ds = cd.Dataset.load_folder(self.tmp)
+        self.assertEqual((len(ds), ds.image_shape), (6, (1, 3, 4)))
+        self.assertEqual((ds.class_count, ds.class_names), (2, ["ant", "cat"]))
+        self.assertEqual(ds.class_name(1), "cat")
+        imgs, labels = ds.gather("train", [0, 5])
+        self.assertEqual(list(labels.to_array()), [0.0, 1.0])
+        want = ctypes.c_float(ctypes.c_float(20 / 255).value - 0.5).value  # p/255 - 0.5
+        self.assertEqual(imgs.to_array()[0], want)
+        rgb = cd.Dataset.load_folder(self.tmp, channels=3, crop=2)
+        self.assertEqual(rgb.image_shape, (3, 2, 2))
+        ds.split(0.5, 1)
+        self.assertEqual((ds.count("train"), ds.count("val")), (3, 3))
+        with self.assertRaises(cd.RangeError):
+            ds.class_name(2)
+        with self.assertRaises(cd.RangeError):
+            cd.Dataset.load_folder(self.tmp, channels=2)
+        with self.assertRaises(cd.RangeError):
+            cd.Dataset.load_folder(self.tmp, crop=5)
+        with self.assertRaises(cd.NotFoundError):
+            cd.Dataset.load_folder(self.path("nowhere"))
+        with open(self.path("ant/bad.png"), "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+        with self.assertRaises(cd.FormatError):
+            cd.Dataset.load_folder(self.tmp)
+        self.assertEqual(slice_dataset().class_count, 0)
+
     def test_split_shuffle_batches(self):
         ds = slice_dataset(0.2, 42)
         self.assertEqual((ds.count("train"), ds.count("val")), (800, 200))
