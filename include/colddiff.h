@@ -2095,12 +2095,16 @@ typedef enum cd_pixel_map {
 } cd_pixel_map;
 
 /**
- * Lay the N images of images (N x 1 x H x W, or N x H x W) out in a grid of
- * min(columns, N) columns and ceil(N / columns) rows, separated and
- * surrounded by `border` (>= 0) pixels of grey level border_value (0..255);
- * empty cells of the last row are border_value too. Written atomically as
- * with cd_png_write_gray().
- * Errors: as cd_png_write_gray(), plus CD_ERR_SHAPE (rank or C != 1),
+ * Lay the N images of images (N x C x H x W, or N x H x W as C = 1) out in
+ * a grid of min(columns, N) columns and ceil(N / columns) rows, separated
+ * and surrounded by `border` (>= 0) pixels of grey level border_value
+ * (0..255); empty cells of the last row are border_value too. C = 1 writes
+ * an 8-bit greyscale PNG, C = 3 an 8-bit RGB PNG (channels 0, 1, 2 as red,
+ * green, blue; the border grey in all three). The map applies to every
+ * channel value: CD_PIXELS_RANGE value by value, CD_PIXELS_PERCENTILE per
+ * image over all its channels together. Written atomically as with
+ * cd_png_write_gray().
+ * Errors: as cd_png_write_gray(), plus CD_ERR_SHAPE (rank, or C not 1 or 3),
  * CD_ERR_RANGE (columns < 1, border < 0, border_value, lo >= hi or a
  * non-finite lo/hi with CD_PIXELS_RANGE), CD_ERR_NOT_FINITE (a NaN or
  * infinite pixel; the message names the image and pixel).

@@ -70,9 +70,10 @@ static cd_tensor *make_tensor(int64_t rank, const int64_t *shape, const float *d
 
 typedef struct decoded_png {
     uint32_t w, h;
-    uint8_t *pix;   /* w*h bytes, malloc'd */
-    int n_idat;     /* IDAT chunks seen */
-    int filters[5]; /* rows per filter type */
+    uint32_t channels; /* 1 (colour type 0) or 3 (colour type 2) */
+    uint8_t *pix;      /* w*h*channels bytes, interleaved, malloc'd */
+    int n_idat;        /* IDAT chunks seen */
+    int filters[5];    /* rows per filter type */
 } decoded_png;
 
 static uint32_t be32(const uint8_t *p)
@@ -92,7 +93,7 @@ static int ref_paeth(int a, int b, int c)
 
 static void unfilter(const uint8_t *raw, decoded_png *d)
 {
-    size_t w = d->w;
+    size_t bpp = d->channels, w = (size_t)d->w * bpp;
     for (size_t y = 0; y < d->h; y++) {
         const uint8_t *f = raw + y * (w + 1);
         uint8_t *cur = d->pix + y * w;
@@ -100,7 +101,8 @@ static void unfilter(const uint8_t *raw, decoded_png *d)
         ck_assert_msg(f[0] <= 4, "row %zu has filter type %d", y, f[0]);
         d->filters[f[0]]++;
         for (size_t x = 0; x < w; x++) {
-            int a = x ? cur[x - 1] : 0, b = up ? up[x] : 0, c = x && up ? up[x - 1] : 0;
+            int a = x >= bpp ? cur[x - bpp] : 0, b = up ? up[x] : 0,
+                c = x >= bpp && up ? up[x - bpp] : 0;
             int pred = 0;
             switch (f[0]) {
             case 1: pred = a; break;
@@ -123,8 +125,9 @@ static void parse_ihdr(const uint8_t *data, uint32_t n, decoded_png *d)
     ck_assert_uint_ge(d->h, 1);
     ck_assert_uint_le(d->w, 0x7fffffffu);
     ck_assert_uint_le(d->h, 0x7fffffffu);
-    ck_assert_uint_eq(data[8], 8);  /* bit depth */
-    ck_assert_uint_eq(data[9], 0);  /* greyscale */
+    ck_assert_uint_eq(data[8], 8);                                          /* bit depth */
+    ck_assert_msg(data[9] == 0 || data[9] == 2, "colour type %d", data[9]); /* grey, RGB */
+    d->channels = data[9] == 2 ? 3 : 1;
     ck_assert_uint_eq(data[10], 0); /* deflate */
     ck_assert_uint_eq(data[11], 0); /* adaptive filtering */
     ck_assert_uint_eq(data[12], 0); /* no interlace */
@@ -132,20 +135,21 @@ static void parse_ihdr(const uint8_t *data, uint32_t n, decoded_png *d)
 
 static void inflate_and_unfilter(const uint8_t *z, size_t zlen, decoded_png *d)
 {
-    uLongf want = (uLongf)d->h * ((uLongf)d->w + 1);
+    uLongf want = (uLongf)d->h * ((uLongf)d->w * d->channels + 1);
     /* One spare byte: a stream that inflates to more than expected fails. */
     uLongf got = want + 1;
     uint8_t *raw = malloc(got);
     ck_assert_ptr_nonnull(raw);
     ck_assert_int_eq(uncompress(raw, &got, z, (uLong)zlen), Z_OK);
     ck_assert_uint_eq(got, want);
-    d->pix = malloc((size_t)d->w * d->h);
+    d->pix = malloc((size_t)d->w * d->h * d->channels);
     ck_assert_ptr_nonnull(d->pix);
     unfilter(raw, d);
     free(raw);
 }
 
-/* Decode an 8-bit greyscale PNG; any deviation from the spec fails the test. */
+/* Decode an 8-bit greyscale or RGB PNG; any deviation from the spec fails
+ * the test. */
 static void png_decode(const uint8_t *buf, size_t len, decoded_png *d)
 {
     memset(d, 0, sizeof *d);
@@ -198,6 +202,7 @@ static void decode_file(const char *path, decoded_png *d)
 
 static void assert_pixels(const decoded_png *d, uint32_t w, uint32_t h, const uint8_t *want)
 {
+    ck_assert_uint_eq(d->channels, 1);
     ck_assert_uint_eq(d->w, w);
     ck_assert_uint_eq(d->h, h);
     for (size_t i = 0; i < (size_t)w * h; i++)
@@ -707,14 +712,127 @@ START_TEST(test_grid_percentile_per_image)
 }
 END_TEST
 
+static void assert_rgb_pixels(const decoded_png *d, uint32_t w, uint32_t h, const uint8_t *want)
+{
+    ck_assert_uint_eq(d->channels, 3);
+    ck_assert_uint_eq(d->w, w);
+    ck_assert_uint_eq(d->h, h);
+    for (size_t i = 0; i < (size_t)w * h * 3; i++)
+        ck_assert_msg(d->pix[i] == want[i], "row %zu, column %zu, channel %zu: got %d, want %d",
+                      i / 3 / w, i / 3 % w, i % 3, d->pix[i], want[i]);
+}
+
+/* Random RGB bytes of many sizes survive the encoder, whose filters must
+ * predict each channel from the same channel of the pixel to the left. */
+START_TEST(test_rgb_encoder_roundtrip)
+{
+    static const int64_t sizes[][2] = {{1, 1}, {1, 7}, {5, 1}, {3, 4}, {17, 9}, {64, 33}};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int64_t w = sizes[k][0], h = sizes[k][1];
+        uint8_t *px = random_pixels((size_t)(w * h * 3), (uint32_t)(11 + k));
+        /* Smooth rows too, where the filters other than None win. */
+        if (k % 2)
+            for (int64_t i = 0; i < w * h * 3; i++) px[i] = (uint8_t)(i / 3 + (i % 3) * 40);
+        uint8_t *png = NULL;
+        size_t n = 0;
+        CD_ASSERT_OK(cd__png_encode(px, w, h, 3, &png, &n));
+        ck_assert_uint_eq(png[25], 2); /* IHDR colour type */
+        decoded_png d;
+        png_decode(png, n, &d);
+        assert_rgb_pixels(&d, (uint32_t)w, (uint32_t)h, px);
+        free(d.pix);
+        cd__free(png);
+        free(px);
+    }
+    uint8_t px[12] = {0};
+    uint8_t *png = NULL;
+    size_t n = 0;
+    CD_ASSERT_STATUS(cd__png_encode(px, 2, 2, 2, &png, &n), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("channels");
+    ck_assert_ptr_null(png);
+}
+END_TEST
+
+/* Two 3 x 2 x 3 images (C x H x W) side by side with a 1-pixel border of
+ * 50: a 9 x 4 RGB PNG whose IHDR says colour type 2, the border 50 in all
+ * three channels, and each tensor channel in its PNG channel. */
+START_TEST(test_grid_rgb_layout)
+{
+    enum { N = 2, C = 3, H = 2, W = 3, GW = 2 * W + 3, GH = H + 2 };
+    float v[N * C * H * W];
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < C; k++)
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++)
+                    v[((i * C + k) * H + y) * W + x] = (float)(i * 100 + k * 30 + y * 3 + x);
+    uint8_t want[GH * GW * 3];
+    memset(want, 50, sizeof want);
+    for (int i = 0; i < N; i++)
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++)
+                for (int k = 0; k < C; k++)
+                    want[((1 + y) * GW + 1 + i * (W + 1) + x) * 3 + k] =
+                        (uint8_t)(i * 100 + k * 30 + y * 3 + x);
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    int64_t shape[4] = {N, C, H, W};
+    cd_tensor *t = make_tensor(4, shape, v);
+    cd_test_path(path, sizeof path, dir, "grid.png");
+    CD_ASSERT_OK(cd_image_grid_write_png(path, t, 2, 1, 50, CD_PIXELS_RANGE, 0.0f, 255.0f));
+    size_t len = 0;
+    uint8_t *buf = cd_test_read_file(path, &len);
+    ck_assert_uint_ge(len, 33);
+    ck_assert_int_eq(memcmp(buf + 12, "IHDR", 4), 0);
+    ck_assert_uint_eq(be32(buf + 16), GW);
+    ck_assert_uint_eq(be32(buf + 20), GH);
+    ck_assert_uint_eq(buf[24], 8); /* bit depth */
+    ck_assert_uint_eq(buf[25], 2); /* colour type: RGB */
+    decoded_png d;
+    png_decode(buf, len, &d);
+    assert_rgb_pixels(&d, GW, GH, want);
+    free(d.pix);
+    free(buf);
+    cd_tensor_free(t);
+}
+END_TEST
+
+/* The percentile map scales an RGB image's three channels together, so a
+ * dim channel stays dim; the bytes match cd__map_image_u8 over all of it. */
+START_TEST(test_grid_rgb_percentile_per_image)
+{
+    enum { C = 3, H = 4, W = 5, HW = H * W };
+    float v[C * HW];
+    for (int i = 0; i < C * HW; i++) v[i] = (float)((i * 37) % 61) * (i < HW ? 0.1f : 1.0f);
+    uint8_t tile[C * HW], want[HW * C];
+    float scratch[C * HW];
+    CD_ASSERT_OK(cd__map_image_u8(v, C * HW, CD_PIXELS_PERCENTILE, 0, 0, tile, scratch));
+    for (int p = 0; p < HW; p++)
+        for (int k = 0; k < C; k++) want[p * C + k] = tile[k * HW + p];
+    char dir[256];
+    cd_test_tmpdir(dir, sizeof dir);
+    int64_t shape[4] = {1, C, H, W};
+    cd_tensor *t = make_tensor(4, shape, v);
+    decoded_png d;
+    grid_to_file(dir, t, 1, 0, 0, CD_PIXELS_PERCENTILE, NAN, INFINITY, &d);
+    assert_rgb_pixels(&d, W, H, want);
+    int red_max = 0;
+    for (int p = 0; p < HW; p++) red_max = d.pix[p * 3] > red_max ? d.pix[p * 3] : red_max;
+    ck_assert_int_lt(red_max, 64);
+    free(d.pix);
+    cd_tensor_free(t);
+}
+END_TEST
+
 START_TEST(test_grid_argument_errors)
 {
     char dir[256], path[512];
     cd_test_tmpdir(dir, sizeof dir);
     cd_test_path(path, sizeof path, dir, "g.png");
-    int64_t s4[4] = {2, 1, 2, 2}, s4c[4] = {2, 3, 2, 2}, s2[2] = {2, 2}, s5[5] = {1, 1, 1, 2, 2};
+    int64_t s4[4] = {2, 1, 2, 2}, s4c[4] = {2, 2, 2, 2}, s4a[4] = {2, 4, 2, 2}, s2[2] = {2, 2},
+            s5[5] = {1, 1, 1, 2, 2};
     cd_tensor *t = make_tensor(4, s4, NULL);
-    cd_tensor *rgb = make_tensor(4, s4c, NULL);
+    cd_tensor *two = make_tensor(4, s4c, NULL);
+    cd_tensor *rgba = make_tensor(4, s4a, NULL);
     cd_tensor *flat = make_tensor(2, s2, NULL);
     cd_tensor *r5 = make_tensor(5, s5, NULL);
     const cd_pixel_map R = CD_PIXELS_RANGE;
@@ -729,8 +847,11 @@ START_TEST(test_grid_argument_errors)
     CD_ASSERT_ERROR_MENTIONS("rank 2");
     CD_ASSERT_STATUS(cd_image_grid_write_png(path, r5, 2, 1, 0, R, 0, 1), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("rank 5");
-    CD_ASSERT_STATUS(cd_image_grid_write_png(path, rgb, 2, 1, 0, R, 0, 1), CD_ERR_SHAPE);
-    CD_ASSERT_ERROR_MENTIONS("3 channels");
+    CD_ASSERT_STATUS(cd_image_grid_write_png(path, two, 2, 1, 0, R, 0, 1), CD_ERR_SHAPE);
+    CD_ASSERT_ERROR_MENTIONS("2 channels");
+    CD_ASSERT_ERROR_MENTIONS("1 (greyscale) or 3 (RGB)");
+    CD_ASSERT_STATUS(cd_image_grid_write_png(path, rgba, 2, 1, 0, R, 0, 1), CD_ERR_SHAPE);
+    CD_ASSERT_ERROR_MENTIONS("4 channels");
     CD_ASSERT_STATUS(cd_image_grid_write_png(path, t, 0, 1, 0, R, 0, 1), CD_ERR_RANGE);
     CD_ASSERT_ERROR_MENTIONS("columns");
     CD_ASSERT_STATUS(cd_image_grid_write_png(path, t, -4, 1, 0, R, 0, 1), CD_ERR_RANGE);
@@ -758,7 +879,8 @@ START_TEST(test_grid_argument_errors)
 
     cd_tensor_free(r5);
     cd_tensor_free(flat);
-    cd_tensor_free(rgb);
+    cd_tensor_free(rgba);
+    cd_tensor_free(two);
     cd_tensor_free(t);
 }
 END_TEST
@@ -784,6 +906,15 @@ START_TEST(test_grid_non_finite_pixels)
                          CD_ERR_NOT_FINITE);
         CD_ASSERT_ERROR_MENTIONS("image 1");
     }
+    /* Colour: image 1, channel 2, pixel 1 (row 0, column 1). */
+    int64_t rgb_shape[4] = {2, 3, 2, 2};
+    cd_tensor *rgb = make_tensor(4, rgb_shape, NULL);
+    CD_ASSERT_OK(cd_tensor_fill(rgb, 0.25f));
+    cd_tensor_data(rgb)[(1 * 3 + 2) * 4 + 1] = NAN;
+    CD_ASSERT_STATUS(cd_image_grid_write_png(path, rgb, 2, 1, 0, CD_PIXELS_RANGE, 0, 1),
+                     CD_ERR_NOT_FINITE);
+    CD_ASSERT_ERROR_MENTIONS("image 1, channel 2, pixel 1");
+    cd_tensor_free(rgb);
     assert_file_text(path, "previous grid");
     ck_assert_int_eq(cd_test_count_entries(dir), 1);
     cd_tensor_free(t);
@@ -803,6 +934,7 @@ static Suite *make_suite(void)
     tcase_add_test(enc, test_all_filter_types_roundtrip);
     tcase_add_test(enc, test_file_matches_encoder_and_overwrites);
     tcase_add_test(enc, test_png_argument_errors);
+    tcase_add_test(enc, test_rgb_encoder_roundtrip);
     suite_add_tcase(s, enc);
 
     TCase *io = tcase_create("write_failures");
@@ -822,6 +954,8 @@ static Suite *make_suite(void)
     tcase_add_test(grid, test_grid_layout_exact);
     tcase_add_test(grid, test_grid_columns_clamped_to_n);
     tcase_add_test(grid, test_grid_percentile_per_image);
+    tcase_add_test(grid, test_grid_rgb_layout);
+    tcase_add_test(grid, test_grid_rgb_percentile_per_image);
     tcase_add_test(grid, test_grid_argument_errors);
     tcase_add_test(grid, test_grid_non_finite_pixels);
     suite_add_tcase(s, grid);

@@ -82,6 +82,11 @@ int cli_usage(const char *cmd, const char *fmt, ...);
  * val_fraction is negative: then all training images train, in file order. */
 cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed);
 
+/* The split that restore, eval and grid read when none is asked for: the
+ * test split, or for data without one (a PNG folder) the validation split,
+ * with a note naming dir on stderr. */
+cd_split cli_default_split(const cd_dataset *ds, const char *dir);
+
 /* Open path for reading as a regular file without ever blocking (a FIFO is
  * refused): 0, or an errno (ENOENT: it does not exist), or -1 for a file
  * that is not a regular one. cli_strerror() words either code. */
@@ -115,7 +120,8 @@ double cli_now_sec(void);
  * same double: "0.0002", not "0.00020000000000000001". buf holds 32. */
 const char *cli_fmt_double(char *buf, double v);
 
-/* Images N x 1 x H x W as a PNG grid with the report's percentile map. */
+/* Images N x C x H x W (C = 1 or 3) as a PNG grid with the report's
+ * percentile map. */
 cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols);
 
 /* Plain SVG line charts: series of (x, y) points with names and colours;

@@ -156,6 +156,18 @@ cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, 
     return st;
 }
 
+cd_split cli_default_split(const cd_dataset *ds, const char *dir)
+{
+    if (cd_dataset_count(ds, CD_SPLIT_TEST) > 0) return CD_SPLIT_TEST;
+    /* With 0.2 and seed 42, as train's defaults, these are images a model
+     * trained on dir did not see. */
+    fprintf(stderr,
+            "colddiff: note: %s has no test split; using the validation split (20%%, seed 42: "
+            "the images colddiff train holds out by default)\n",
+            dir);
+    return CD_SPLIT_VAL;
+}
+
 cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols)
 {
     return cd_image_grid_write_png(path, images, cols, 2, 128, CD_PIXELS_PERCENTILE, 0.0f, 1.0f);

@@ -18,14 +18,17 @@
 typedef struct {
     double loss, loss_se, rmse, ssim, psnr, fd, fd_floor, preservation, entropy, confidence;
     int64_t n, fd_n, hist[10];
+    int64_t c, h, w; /* the data's image shape */
+    cd_split split;  /* where the images come from */
+    bool classified; /* false: no classifier for this image shape */
     const char *reduction;
     bool default_objective; /* an inference model keeps no training options */
 } eval_result;
 
-static cd_tensor *tensor4(int64_t n, int64_t h, int64_t w)
+static cd_tensor *tensor4(int64_t n, int64_t c, int64_t h, int64_t w)
 {
     cd_tensor *t = NULL;
-    const int64_t shape[4] = {n, 1, h, w};
+    const int64_t shape[4] = {n, c, h, w};
     return cd_tensor_create(&t, 4, shape) == CD_OK ? t : NULL;
 }
 
@@ -36,11 +39,17 @@ static cd_tensor *tensor2(int64_t n, int64_t k)
     return cd_tensor_create(&t, 2, shape) == CD_OK ? t : NULL;
 }
 
-/* Rows [first, first + n) of a batch of 1-channel images, copied into a
- * new tensor (*holder, also returned; NULL on failure). */
+/* A tensor of n images of t's image shape, or NULL. */
+static cd_tensor *like(const cd_tensor *t, int64_t n)
+{
+    return tensor4(n, cd_tensor_dim(t, 1), cd_tensor_dim(t, 2), cd_tensor_dim(t, 3));
+}
+
+/* Rows [first, first + n) of a batch of images, copied into a new tensor
+ * (*holder, also returned; NULL on failure). */
 static cd_tensor *copy_rows(cd_tensor *t, int64_t first, int64_t n, cd_tensor **holder)
 {
-    cd_tensor *v = tensor4(n, cd_tensor_dim(t, 2), cd_tensor_dim(t, 3));
+    cd_tensor *v = like(t, n);
     if (v && cd_tensor_copy_rows(v, 0, t, first, n) != CD_OK) cd_tensor_free(v), v = NULL;
     *holder = v;
     return v;
@@ -63,9 +72,7 @@ static cd_status restore_all(const cli_loaded *m, const cli_sampling *o, cd_tens
                  (long long)(first + b), (long long)n);
         cli_progress_label(label);
         cd_tensor *xb = NULL;
-        cd_tensor *ob = copy_rows(x, first, b, &xb)
-                            ? tensor4(b, cd_tensor_dim(x, 2), cd_tensor_dim(x, 3))
-                            : NULL;
+        cd_tensor *ob = copy_rows(x, first, b, &xb) ? like(x, b) : NULL;
         st = xb && ob ? cd_sampler_restore(smp, xb, T, rng, ob, NULL, 0, NULL, NULL, NULL)
                       : cd_last_status();
         if (st == CD_OK) st = cd_tensor_copy_rows(xhat, first, ob, 0, b);
@@ -91,7 +98,7 @@ static cd_status sample_all(const cli_loaded *m, const cli_sampling *o, cd_tenso
         snprintf(label, sizeof label, "sampling images %lld-%lld of %lld", (long long)first + 1,
                  (long long)(first + b), (long long)n);
         cli_progress_label(label);
-        cd_tensor *ob = tensor4(b, cd_tensor_dim(out, 2), cd_tensor_dim(out, 3));
+        cd_tensor *ob = like(out, b);
         st = ob ? cd_sampler_sample(smp, rng, ob) : cd_last_status();
         if (st == CD_OK) st = cd_tensor_copy_rows(out, first, ob, 0, b);
         cd_tensor_free(ob);
@@ -105,18 +112,18 @@ static cd_status sample_all(const cli_loaded *m, const cli_sampling *o, cd_tenso
 /* The distance between two sets of real images of the samples' size (test
  * images m..2m-1 against 0..m-1, whose features are fa): what a perfect
  * generator would score, since FD is biased upwards at finite counts. NaN
- * when the test split is too small. feats is scratch of fa's shape. */
-static cd_status fd_floor(cd_dataset *ds, cd_classifier *cls, const cd_tensor *fa, cd_tensor *feats,
-                          double *out)
+ * when the split is too small. feats is scratch of fa's shape. */
+static cd_status fd_floor(cd_dataset *ds, cd_split split, cd_classifier *cls, const cd_tensor *fa,
+                          cd_tensor *feats, double *out)
 {
     const int64_t m = cd_tensor_dim(fa, 0);
     *out = NAN;
-    if (cd_dataset_count(ds, CD_SPLIT_TEST) < 2 * m) return CD_OK;
-    cd_tensor *x = tensor4(m, cd_dataset_height(ds), cd_dataset_width(ds));
+    if (cd_dataset_count(ds, split) < 2 * m) return CD_OK;
+    cd_tensor *x = tensor4(m, cd_dataset_channels(ds), cd_dataset_height(ds), cd_dataset_width(ds));
     int64_t *idx = malloc((size_t)m * sizeof *idx);
     cd_status st = x && idx ? CD_OK : CD_ERR_OUT_OF_MEMORY;
     for (int64_t i = 0; st == CD_OK && i < m; i++) idx[i] = m + i;
-    if (st == CD_OK) st = cd_dataset_gather(ds, CD_SPLIT_TEST, idx, m, x, NULL);
+    if (st == CD_OK) st = cd_dataset_gather(ds, split, idx, m, x, NULL);
     if (st == CD_OK) st = cd_classifier_predict(cls, x, NULL, feats);
     if (st == CD_OK) st = cd_frechet_distance(feats, fa, out);
     cd_tensor_free(x);
@@ -124,28 +131,53 @@ static cd_status fd_floor(cd_dataset *ds, cd_classifier *cls, const cd_tensor *f
     return st;
 }
 
+/* The classifier's metrics: class preservation of the restorations xhat
+ * of x's first n images (labels), and FD, its floor and the class
+ * statistics of m unconditional samples against x's first m images. */
+static cd_status classify(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *cls,
+                          const cli_sampling *o, cd_tensor *x, const cd_tensor *xhat,
+                          const int64_t *labels, eval_result *r)
+{
+    const int64_t n = r->n, m = r->fd_n;
+    const int64_t F = cd_classifier_feature_dim(cls), K = cd_classifier_num_classes(cls);
+    cd_tensor *probs = tensor2(n, K), *samples = like(x, m), *sprobs = tensor2(m, K);
+    cd_tensor *fa = tensor2(m, F), *fb = tensor2(m, F), *xm = NULL;
+    cd_status st = probs && samples && sprobs && fa && fb ? CD_OK : CD_ERR_OUT_OF_MEMORY;
+    if (st == CD_ERR_OUT_OF_MEMORY) fprintf(stderr, "colddiff: out of memory\n");
+    if (st == CD_OK) st = cd_classifier_predict(cls, xhat, probs, NULL);
+    if (st == CD_OK) st = cd_class_preservation(probs, labels, n, &r->preservation, NULL);
+    if (st == CD_OK) st = sample_all(mdl, o, samples);
+    if (st == CD_OK && copy_rows(x, 0, m, &xm) == NULL) st = cd_last_status();
+    if (st == CD_OK) st = cd_classifier_predict(cls, samples, sprobs, fb);
+    if (st == CD_OK) st = cd_classifier_predict(cls, xm, NULL, fa);
+    if (st == CD_OK) st = cd_frechet_distance(fb, fa, &r->fd);
+    if (st == CD_OK) st = fd_floor(ds, r->split, cls, fa, fb, &r->fd_floor);
+    if (st == CD_OK)
+        st = cd_class_histogram(sprobs, r->hist, K < 10 ? K : 10, &r->entropy, &r->confidence);
+    cd_tensor_free(xm);
+    cd_tensor_free(probs), cd_tensor_free(samples), cd_tensor_free(sprobs);
+    cd_tensor_free(fa), cd_tensor_free(fb);
+    return st;
+}
+
+/* cls NULL: the loss and the image metrics only. */
 static cd_status evaluate(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *cls,
                           const cli_sampling *o, int reduction, eval_result *r)
 {
-    const int64_t H = cd_dataset_height(ds), W = cd_dataset_width(ds), n = r->n, m = r->fd_n;
-    const int64_t F = cd_classifier_feature_dim(cls), K = cd_classifier_num_classes(cls);
+    const int64_t n = r->n, nn = cls && r->fd_n > n ? r->fd_n : n, one = nn;
     cd_rng *rng = NULL;
-    cd_tensor *x = tensor4(n > m ? n : m, H, W), *xhat = tensor4(n, H, W), *lab = NULL;
-    cd_tensor *probs = tensor2(n, K), *samples = tensor4(m, H, W), *sprobs = tensor2(m, K);
-    cd_tensor *fa = tensor2(m, F), *fb = tensor2(m, F), *xm = NULL;
-    const int64_t nn = n > m ? n : m, one = nn;
+    cd_tensor *x = tensor4(nn, r->c, r->h, r->w), *xhat = tensor4(n, r->c, r->h, r->w);
+    cd_tensor *lab = NULL, *xm = NULL;
     int64_t *idx = malloc((size_t)nn * sizeof *idx), *labels = malloc((size_t)nn * sizeof *labels);
-    cd_status st = x && xhat && probs && samples && sprobs && fa && fb && idx && labels &&
-                           cd_tensor_create(&lab, 1, &one) == CD_OK
+    cd_status st = x && xhat && idx && labels && cd_tensor_create(&lab, 1, &one) == CD_OK
                        ? cd_rng_create(&rng, o->seed)
                        : CD_ERR_OUT_OF_MEMORY;
     if (st == CD_ERR_OUT_OF_MEMORY) fprintf(stderr, "colddiff: out of memory\n");
-    for (int64_t i = 0; i < nn; i++) idx[i] = i;
-    if (st == CD_OK)
-        st = cd_trainer_test_loss(mdl->tr, ds, CD_SPLIT_TEST, rng, &r->loss, &r->loss_se);
+    for (int64_t i = 0; idx && i < nn; i++) idx[i] = i;
+    if (st == CD_OK) st = cd_trainer_test_loss(mdl->tr, ds, r->split, rng, &r->loss, &r->loss_se);
     /* The test loss runs no chain, so Ctrl-C is looked at after it. */
     if (st == CD_OK && cli_interrupted()) st = CD_ERR_CANCELLED;
-    if (st == CD_OK) st = cd_dataset_gather(ds, CD_SPLIT_TEST, idx, nn, x, lab);
+    if (st == CD_OK) st = cd_dataset_gather(ds, r->split, idx, nn, x, lab);
     for (int64_t i = 0; st == CD_OK && i < nn; i++) labels[i] = (int64_t)cd_tensor_data(lab)[i];
     if (st == CD_OK && copy_rows(x, 0, n, &xm) == NULL) st = cd_last_status();
     if (st == CD_OK) st = restore_all(mdl, o, xm, xhat);
@@ -154,21 +186,8 @@ static cd_status evaluate(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *
         st = cd_metrics_images(xm, xhat, (cd_metric_reduction)reduction, &r->rmse, &r->ssim,
                                &r->psnr, &used);
     r->reduction = cd_enum_name(CD_ENUM_METRIC_REDUCTION, used);
-    if (st == CD_OK) st = cd_classifier_predict(cls, xhat, probs, NULL);
-    if (st == CD_OK) st = cd_class_preservation(probs, labels, n, &r->preservation, NULL);
-    cd_tensor_free(xm);
-    xm = NULL;
-    if (st == CD_OK) st = sample_all(mdl, o, samples);
-    if (st == CD_OK && copy_rows(x, 0, m, &xm) == NULL) st = cd_last_status();
-    if (st == CD_OK) st = cd_classifier_predict(cls, samples, sprobs, fb);
-    if (st == CD_OK) st = cd_classifier_predict(cls, xm, NULL, fa);
-    if (st == CD_OK) st = cd_frechet_distance(fb, fa, &r->fd);
-    if (st == CD_OK) st = fd_floor(ds, cls, fa, fb, &r->fd_floor);
-    if (st == CD_OK)
-        st = cd_class_histogram(sprobs, r->hist, K < 10 ? K : 10, &r->entropy, &r->confidence);
+    if (st == CD_OK && cls) st = classify(mdl, ds, cls, o, x, xhat, labels, r);
     cd_tensor_free(xm), cd_tensor_free(x), cd_tensor_free(xhat), cd_tensor_free(lab);
-    cd_tensor_free(probs), cd_tensor_free(samples), cd_tensor_free(sprobs);
-    cd_tensor_free(fa), cd_tensor_free(fb);
     free(idx), free(labels);
     cd_rng_free(rng);
     return st;
@@ -184,35 +203,51 @@ static const char *json_num(char *buf, size_t cap, double v)
     return buf;
 }
 
+static const char *split_name(const eval_result *r)
+{
+    return r->split == CD_SPLIT_TEST ? "test" : "validation";
+}
+
 static void print_result(const eval_result *r, FILE *f, bool json)
 {
     if (json) {
         char b[10][32];
         fprintf(f,
-                "{\n  \"test_loss\": %s,\n  \"test_loss_std_error\": %s,\n"
+                "{\n  \"split\": \"%s\",\n  \"test_loss\": %s,\n  \"test_loss_std_error\": %s,\n"
                 "  \"restorations\": %lld,\n  \"reduction\": \"%s\",\n  \"rmse\": %s,\n"
                 "  \"ssim\": %s,\n  \"psnr\": %s,\n  \"class_preservation\": %s,\n"
                 "  \"fd\": %s,\n  \"fd_samples\": %lld,\n  \"fd_floor\": %s,\n"
                 "  \"class_entropy_nats\": %s,\n"
-                "  \"mean_confidence\": %s,\n  \"class_histogram\": [",
-                json_num(b[0], 32, r->loss), json_num(b[1], 32, r->loss_se), (long long)r->n,
-                r->reduction, json_num(b[2], 32, r->rmse), json_num(b[3], 32, r->ssim),
-                json_num(b[4], 32, r->psnr), json_num(b[5], 32, r->preservation),
-                json_num(b[6], 32, r->fd), (long long)r->fd_n, json_num(b[9], 32, r->fd_floor),
-                json_num(b[7], 32, r->entropy), json_num(b[8], 32, r->confidence));
-        for (int k = 0; k < 10; k++) fprintf(f, "%s%lld", k ? ", " : "", (long long)r->hist[k]);
+                "  \"mean_confidence\": %s,\n  \"classifier_metrics\": %s,\n"
+                "  \"class_histogram\": [",
+                split_name(r), json_num(b[0], 32, r->loss), json_num(b[1], 32, r->loss_se),
+                (long long)r->n, r->reduction, json_num(b[2], 32, r->rmse),
+                json_num(b[3], 32, r->ssim), json_num(b[4], 32, r->psnr),
+                json_num(b[5], 32, r->preservation), json_num(b[6], 32, r->fd),
+                (long long)(r->classified ? r->fd_n : 0), json_num(b[9], 32, r->fd_floor),
+                json_num(b[7], 32, r->entropy), json_num(b[8], 32, r->confidence),
+                r->classified ? "true" : "false");
+        for (int k = 0; k < (r->classified ? 10 : 0); k++)
+            fprintf(f, "%s%lld", k ? ", " : "", (long long)r->hist[k]);
         fprintf(f, "]\n}\n");
         return;
     }
-    fprintf(f, "test loss          %.6f +- %.6f (standard error, all test images%s)\n", r->loss,
-            r->loss_se,
+    fprintf(f, "test loss          %.6f +- %.6f (standard error, all %s images%s)\n", r->loss,
+            r->loss_se, split_name(r),
             r->default_objective ? "; MSE, t in 1..T: an inference model keeps no "
                                    "training options"
                                  : "");
-    fprintf(f, "restorations       %lld test images from t = T, %s reduction\n", (long long)r->n,
-            r->reduction);
+    fprintf(f, "restorations       %lld %s images from t = T, %s reduction\n", (long long)r->n,
+            split_name(r), r->reduction);
     fprintf(f, "RMSE               %.4f\nSSIM               %.4f\nPSNR               %.4f\n",
             r->rmse, r->ssim, r->psnr);
+    if (!r->classified) {
+        fprintf(f,
+                "classifier metrics skipped: the MNIST classifier takes 1 x 28 x 28 images, "
+                "these are %lld x %lld x %lld (no class preservation, FD or class entropy)\n",
+                (long long)r->c, (long long)r->h, (long long)r->w);
+        return;
+    }
     fprintf(f, "class preservation %.4f\n", r->preservation);
     fprintf(f,
             "FD                 %.4f (%lld samples vs %lld test images, MNIST classifier "
@@ -231,6 +266,18 @@ static void print_result(const eval_result *r, FILE *f, bool json)
     fprintf(f, "\n");
 }
 
+/* The data's image shape and split into r, and whether the MNIST
+ * classifier's metrics apply: it takes only 1 x 28 x 28 images. */
+static bool eval_shape(const cd_dataset *ds, const char *dir, eval_result *r)
+{
+    r->c = cd_dataset_channels(ds);
+    r->h = cd_dataset_height(ds);
+    r->w = cd_dataset_width(ds);
+    r->split = cli_default_split(ds, dir);
+    r->classified = r->c == 1 && r->h == 28 && r->w == 28;
+    return r->c > 0 && r->h > 0 && r->w > 0;
+}
+
 int cmd_eval(int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL, *json = NULL, *classifier = NULL;
@@ -240,12 +287,21 @@ int cmd_eval(int argc, char **argv)
     cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false};
     bool flags[3] = {false, false, false};
     const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
-    eval_result r = {.n = 1000, .fd_n = 1000, .fd_floor = NAN};
+    eval_result r = {.n = 1000,
+                     .fd_n = 1000,
+                     .fd = NAN,
+                     .fd_floor = NAN,
+                     .preservation = NAN,
+                     .entropy = NAN,
+                     .confidence = NAN};
     const cli_opt opts[] = {
         {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL,
          "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)",
          NULL},
-        {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder", NULL},
+        {"--data", OPT_STR, &data, 0, 0, NULL,
+         "MNIST folder, or a folder of PNG images (its validation split; no classifier metrics "
+         "unless 1 x 28 x 28)",
+         NULL},
         {"--n", OPT_I64, &r.n, 2, 10000, NULL, "test images to restore (1000)", NULL},
         {"--fd-samples", OPT_I64, &r.fd_n, 2, 10000, NULL, "unconditional samples for FD (1000)",
          NULL},
@@ -290,12 +346,15 @@ int cmd_eval(int argc, char **argv)
         cli_fail("the sampler");
     else if (cli_load_data(&ds, data, 0.2, 42) != CD_OK)
         cli_fail("loading the data");
-    else if ((classifier ? cd_classifier_load(&cls, classifier)
-                         : cd_classifier_load_default(&cls)) != CD_OK)
+    else if (!eval_shape(ds, data, &r))
+        ret = CLI_FAIL; /* cannot happen: a loaded dataset has a shape */
+    else if (r.classified && (classifier ? cd_classifier_load(&cls, classifier)
+                                         : cd_classifier_load_default(&cls)) != CD_OK)
         cli_fail("loading the classifier");
-    else if (cd_dataset_count(ds, CD_SPLIT_TEST) < (r.n > r.fd_n ? r.n : r.fd_n))
-        fprintf(stderr, "colddiff: the test split has fewer than %lld images\n",
-                (long long)(r.n > r.fd_n ? r.n : r.fd_n));
+    else if (cd_dataset_count(ds, r.split) < (r.classified && r.fd_n > r.n ? r.fd_n : r.n))
+        fprintf(stderr, "colddiff: the %s split has fewer than %lld images\n",
+                r.split == CD_SPLIT_TEST ? "test" : "validation",
+                (long long)(r.classified && r.fd_n > r.n ? r.fd_n : r.n));
     else {
         r.default_objective = !m.checkpoint;
         cli_progress_begin("evaluating");

@@ -8,14 +8,16 @@ int cmd_grid(int argc, char **argv)
     const char *data = NULL, *images = NULL, *labels = NULL, *out = NULL;
     int64_t n = 64, cols = 8, seed = 0;
     int split = 2, map = 0;
+    bool split_given = false;
     static const char *const splits[] = {"train", "val", "test", NULL};
     static const char *const maps[] = {"range", "percentile", NULL};
     const cli_opt opts[] = {
-        {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder (the four IDX files, raw or .gz)",
-         NULL},
+        {"--data", OPT_STR, &data, 0, 0, NULL,
+         "MNIST folder (the four IDX files, raw or .gz), or a folder of PNG images", NULL},
         {"--images", OPT_STR, &images, 0, 0, NULL, "an IDX image file instead of --data", NULL},
         {"--labels", OPT_STR, &labels, 0, 0, NULL, "its IDX label file", NULL},
-        {"--split", OPT_CHOICE, &split, 0, 0, splits, "which split (test)", NULL},
+        {"--split", OPT_CHOICE, &split, 0, 0, splits,
+         "which split (test; val for data without a test split)", &split_given},
         {"--n", OPT_I64, &n, 1, 100000, NULL, "number of images (64)", NULL},
         {"--cols", OPT_I64, &cols, 1, 1000, NULL, "grid columns (8)", NULL},
         {"--seed", OPT_I64, &seed, 0, (double)INT64_MAX, NULL,
@@ -46,6 +48,7 @@ int cmd_grid(int argc, char **argv)
     rc = CLI_FAIL;
     const cd_status st = data ? cli_load_data(&ds, data, 0.2, 42)
                               : cd_dataset_load_idx(&ds, images, labels, images, labels);
+    if (st == CD_OK && data && !split_given) split = (int)cli_default_split(ds, data);
     if (st != CD_OK) {
         cli_fail("loading the data");
     } else if (!data && cd_dataset_split(ds, 0.2, 42) != CD_OK) {

@@ -96,6 +96,7 @@ int cmd_restore(int argc, char **argv)
     const char *ckpt = NULL, *out = NULL, *data = NULL;
     int64_t n = 8, seed = 1, threads = 0;
     int split = 2;
+    bool split_given = false;
     static const char *const splits[] = {"train", "val", "test", NULL};
     cli_times times = {0, {0}};
     cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false};
@@ -105,11 +106,12 @@ int cmd_restore(int argc, char **argv)
         {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL,
          "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)",
          NULL},
-        {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder", NULL},
+        {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder, or a folder of PNG images", NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "the PNG figure to write", NULL},
         {"--n", OPT_I64, &n, 1, 1000, NULL, "images (rows) to restore (8)", NULL},
         {"--times", OPT_TIMES, &times, 0, 100000, NULL, "snapshot times (T/10,T/2,T)", NULL},
-        {"--split", OPT_CHOICE, &split, 0, 0, splits, "where the images come from (test)", NULL},
+        {"--split", OPT_CHOICE, &split, 0, 0, splits,
+         "where the images come from (test; val for data without a test split)", &split_given},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
         so[0],
         so[1],
@@ -148,7 +150,9 @@ int cmd_restore(int argc, char **argv)
                              (long long)times.v[i], (long long)T);
         }
     int ret = CLI_OK;
-    if (cli_load_data(&ds, data, 0.2, 42) != CD_OK) {
+    const bool loaded = cli_load_data(&ds, data, 0.2, 42) == CD_OK;
+    if (loaded && !split_given) split = (int)cli_default_split(ds, data);
+    if (!loaded) {
         ret = cli_fail("loading the data");
     } else if (cd_dataset_count(ds, (cd_split)split) < n) {
         fprintf(stderr, "colddiff: the %s split has fewer than %lld images\n", splits[split],

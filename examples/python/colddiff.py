@@ -3033,9 +3033,10 @@ def write_png_gray(path, pixels, height, width):
 
 def write_image_grid(path, images, columns=8, border=2, border_value=0,
                      pixel_map="range", lo=-0.5, hi=0.5):
-    """A PNG grid of the N images of images (N x 1 x H x W or N x H x W);
-    pixel_map "range" maps [lo, hi] to 0..255, "percentile" clips each image
-    to its 1st..99th percentiles."""
+    """A PNG grid of the N images of images (N x C x H x W or N x H x W),
+    greyscale for C = 1 and RGB for C = 3; pixel_map "range" maps [lo, hi]
+    to 0..255, "percentile" clips each image (all its channels together) to
+    its 1st..99th percentiles."""
     t = _expect(images, Tensor, "images")
     _check(_L().cd_image_grid_write_png(
         _path(path), t, _int64(columns, "columns"), _int64(border, "border"),

@@ -112,7 +112,7 @@ cd_status cd__map_image_u8(const float *img, int64_t n, cd_pixel_map map, float 
 static const char grid_fn[] = "cd_image_grid_write_png";
 
 typedef struct grid_geom {
-    int64_t n, h, w;    /* images and their size */
+    int64_t n, c, h, w; /* images, their channels (1 or 3) and size */
     int64_t cols, rows; /* tiles */
     int64_t border;
     int64_t gw, gh; /* the whole grid in pixels */
@@ -120,14 +120,17 @@ typedef struct grid_geom {
 
 static cd_status image_dims(const cd_tensor *t, grid_geom *g)
 {
-    if (t->rank == 4 && t->shape[1] != 1)
+    if (t->rank == 4 && t->shape[1] != 1 && t->shape[1] != 3)
         return cd__error(CD_ERR_SHAPE,
-                         "%s: images has %" PRId64 " channels; only greyscale (C = 1) is supported",
+                         "%s: images has %" PRId64
+                         " channels; need 1 (greyscale) or 3 (RGB) in N x C x H x W",
                          grid_fn, t->shape[1]);
     if (t->rank != 3 && t->rank != 4)
-        return cd__error(CD_ERR_SHAPE, "%s: images must be N x 1 x H x W or N x H x W, got rank %d",
+        return cd__error(CD_ERR_SHAPE,
+                         "%s: images must be N x C x H x W (C = 1 or 3) or N x H x W, got rank %d",
                          grid_fn, (int)t->rank);
     g->n = t->shape[0];
+    g->c = t->rank == 4 ? t->shape[1] : 1;
     g->h = t->shape[t->rank - 2];
     g->w = t->shape[t->rank - 1];
     return CD_OK;
@@ -163,7 +166,15 @@ static cd_status grid_layout(const cd_tensor *images, int64_t columns, int64_t b
     g->rows = (g->n + g->cols - 1) / g->cols;
     g->border = border;
     CD__TRY(grid_side("width", g->cols, g->w, border, &g->gw));
-    return grid_side("height", g->rows, g->h, border, &g->gh);
+    CD__TRY(grid_side("height", g->rows, g->h, border, &g->gh));
+    /* The canvas holds gw x gh pixels of c bytes; only a 32-bit size_t can
+     * fall short. */
+    if ((uint64_t)g->gw * (uint64_t)g->c > SIZE_MAX / (uint64_t)g->gh)
+        return cd__error(CD_ERR_OVERFLOW,
+                         "%s: a %" PRId64 " x %" PRId64 " grid of %" PRId64
+                         " channels does not fit in size_t",
+                         grid_fn, g->gh, g->gw, g->c);
+    return CD_OK;
 }
 
 /* Name the first non-finite pixel by image and position; the mapping would
@@ -171,36 +182,54 @@ static cd_status grid_layout(const cd_tensor *images, int64_t columns, int64_t b
 static cd_status check_finite(const float *data, const grid_geom *g)
 {
     int64_t hw = g->h * g->w;
-    int64_t bad = cd__first_non_finite(data, g->n * hw);
+    int64_t bad = cd__first_non_finite(data, g->n * g->c * hw);
     if (bad < 0) return CD_OK;
-    int64_t pix = bad % hw;
+    int64_t pix = bad % hw, plane = bad / hw;
+    if (g->c == 1)
+        return cd__error(CD_ERR_NOT_FINITE,
+                         "%s: image %" PRId64 ", pixel %" PRId64 " (row %" PRId64
+                         ", column %" PRId64 ") is %g",
+                         grid_fn, plane, pix, pix / g->w, pix % g->w, (double)data[bad]);
     return cd__error(CD_ERR_NOT_FINITE,
-                     "%s: image %" PRId64 ", pixel %" PRId64 " (row %" PRId64 ", column %" PRId64
-                     ") is %g",
-                     grid_fn, bad / hw, pix, pix / g->w, pix % g->w, (double)data[bad]);
+                     "%s: image %" PRId64 ", channel %" PRId64 ", pixel %" PRId64 " (row %" PRId64
+                     ", column %" PRId64 ") is %g",
+                     grid_fn, plane / g->c, plane % g->c, pix, pix / g->w, pix % g->w,
+                     (double)data[bad]);
 }
 
+/* tile is C x H x W (planar, as the tensor); PNG rows interleave the
+ * channels of each pixel. */
 static void place_tile(uint8_t *canvas, const grid_geom *g, int64_t i, const uint8_t *tile)
 {
     int64_t r = i / g->cols, c = i % g->cols;
+    size_t nc = (size_t)g->c, w = (size_t)g->w, hw = (size_t)(g->h * g->w);
     size_t y0 = (size_t)(g->border + r * (g->h + g->border));
     size_t x0 = (size_t)(g->border + c * (g->w + g->border));
-    for (size_t y = 0; y < (size_t)g->h; y++)
-        memcpy(canvas + (y0 + y) * (size_t)g->gw + x0, tile + y * (size_t)g->w, (size_t)g->w);
+    for (size_t y = 0; y < (size_t)g->h; y++) {
+        uint8_t *dst = canvas + ((y0 + y) * (size_t)g->gw + x0) * nc;
+        if (nc == 1) {
+            memcpy(dst, tile + y * w, w);
+            continue;
+        }
+        for (size_t x = 0; x < w; x++)
+            for (size_t k = 0; k < nc; k++) dst[x * nc + k] = tile[k * hw + y * w + x];
+    }
 }
 
-/* Map every image into its cell of canvas, which already holds the border. */
+/* Map every image into its cell of canvas, which already holds the border.
+ * An image's channels are mapped together, so the percentile map scales
+ * them alike and keeps the image's colours in proportion. */
 static cd_status fill_canvas(uint8_t *canvas, const grid_geom *g, const float *data,
                              cd_pixel_map map, float lo, float hi)
 {
-    size_t hw = (size_t)(g->h * g->w);
-    uint8_t *tile = cd__calloc(hw, 1, "grid tile");
+    size_t chw = (size_t)(g->c * g->h * g->w);
+    uint8_t *tile = cd__calloc(chw, 1, "grid tile");
     float *scratch =
-        map == CD_PIXELS_PERCENTILE ? cd__calloc(hw, sizeof *scratch, "grid sort buffer") : NULL;
+        map == CD_PIXELS_PERCENTILE ? cd__calloc(chw, sizeof *scratch, "grid sort buffer") : NULL;
     cd_status st = CD_OK;
     if (!tile || (map == CD_PIXELS_PERCENTILE && !scratch)) st = cd_last_status();
     for (int64_t i = 0; i < g->n && st == CD_OK; i++) {
-        st = cd__map_image_u8(data + (size_t)i * hw, (int64_t)hw, map, lo, hi, tile, scratch);
+        st = cd__map_image_u8(data + (size_t)i * chw, (int64_t)chw, map, lo, hi, tile, scratch);
         if (st == CD_OK) place_tile(canvas, g, i, tile);
     }
     cd__free(scratch);
@@ -223,11 +252,13 @@ cd_status cd_image_grid_write_png(const char *path, const cd_tensor *images, int
     CD__TRY(check_map(grid_fn, map, lo, hi));
     CD__TRY(check_finite(images->data, &g));
 
-    uint8_t *canvas = cd__calloc((size_t)g.gw, (size_t)g.gh, "grid canvas");
+    size_t row_bytes = (size_t)g.gw * (size_t)g.c;
+    uint8_t *canvas = cd__calloc(row_bytes, (size_t)g.gh, "grid canvas");
     if (!canvas) return cd_last_status();
-    memset(canvas, border_value, (size_t)g.gw * (size_t)g.gh);
+    /* One byte value for every channel: a grey border on colour grids too. */
+    memset(canvas, border_value, row_bytes * (size_t)g.gh);
     cd_status st = fill_canvas(canvas, &g, images->data, map, lo, hi);
-    if (st == CD_OK) st = cd_png_write_gray(path, canvas, g.gh, g.gw);
+    if (st == CD_OK) st = cd__png_write(grid_fn, path, canvas, g.gh, g.gw, (int)g.c);
     cd__free(canvas);
     return st;
 }

@@ -1,5 +1,6 @@
 /*
- * png.c - an 8-bit greyscale PNG encoder (colour type 0, no interlace).
+ * png.c - an 8-bit PNG encoder, greyscale (colour type 0) or RGB (colour
+ * type 2), no interlace.
  *
  * Rows are filtered with the per-row minimum-sum-of-absolute-differences
  * heuristic the PNG spec recommends (section 12.8), compressed with zlib as
@@ -38,8 +39,7 @@ static cd_status buf_reserve(png_buf *b, size_t extra)
 {
     if (extra <= b->cap - b->len) return CD_OK;
     if (extra > SIZE_MAX - b->len)
-        return cd__error(CD_ERR_OVERFLOW,
-                         "cd__png_encode_gray: the PNG would exceed SIZE_MAX bytes");
+        return cd__error(CD_ERR_OVERFLOW, "cd__png_encode: the PNG would exceed SIZE_MAX bytes");
     size_t need = b->len + extra;
     size_t cap = b->cap ? b->cap : 4096;
     while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
@@ -74,7 +74,8 @@ static cd_status buf_chunk(png_buf *b, const char *type, const uint8_t *data, ui
 }
 
 /* Validate what the encoder needs; fn names the public caller in messages. */
-static cd_status check_image(const char *fn, const uint8_t *pixels, int64_t w, int64_t h)
+static cd_status check_image(const char *fn, const uint8_t *pixels, int64_t w, int64_t h,
+                             int channels)
 {
     CD__CHECK_NOT_NULL(pixels, fn);
     if (w < 1 || w > CD__PNG_MAX_DIM)
@@ -84,8 +85,8 @@ static cd_status check_image(const char *fn, const uint8_t *pixels, int64_t w, i
         return cd__error(CD_ERR_RANGE, "%s: height %" PRId64 " is outside 1..%" PRId64, fn, h,
                          CD__PNG_MAX_DIM);
     /* Only reachable where size_t is 32 bits: w*h < 2^62 always fits int64. */
-    uint64_t npix = (uint64_t)w * (uint64_t)h;
-    uint64_t work = (uint64_t)w + 1;
+    uint64_t npix = (uint64_t)w * (uint64_t)h * (uint64_t)channels;
+    uint64_t work = (uint64_t)w * (uint64_t)channels + 1;
     if ((size_t)npix != npix || work > (SIZE_MAX - PNG_IDAT_BYTES) / (PNG_NFILTERS + 1))
         return cd__error(CD_ERR_OVERFLOW,
                          "%s: a %" PRId64 " x %" PRId64 " image does not fit in size_t", fn, w, h);
@@ -101,13 +102,15 @@ static uint8_t paeth(uint8_t a, uint8_t b, uint8_t c)
 }
 
 /* dst = filter type byte, then row minus its prediction from the left (a),
- * upper (b) and upper-left (c) neighbours; bytes outside the image are 0. */
-static void filter_row(uint8_t type, const uint8_t *row, const uint8_t *prev, size_t w,
+ * upper (b) and upper-left (c) neighbours; bytes outside the image are 0.
+ * Neighbours are whole pixels (bpp bytes) away, so each RGB channel is
+ * predicted from the same channel. */
+static void filter_row(uint8_t type, const uint8_t *row, const uint8_t *prev, size_t w, size_t bpp,
                        uint8_t *dst)
 {
     dst[0] = type;
     for (size_t x = 0; x < w; x++) {
-        uint8_t a = x ? row[x - 1] : 0, b = prev[x], c = x ? prev[x - 1] : 0;
+        uint8_t a = x >= bpp ? row[x - bpp] : 0, b = prev[x], c = x >= bpp ? prev[x - bpp] : 0;
         uint8_t pred;
         switch (type) {
         case 0: pred = 0; break;
@@ -131,13 +134,13 @@ static uint64_t row_cost(const uint8_t *f, size_t w)
 /* Filter row every way into cand (PNG_NFILTERS rows of w + 1 bytes) and
  * return the cheapest; ties go to the simpler filter. */
 static const uint8_t *pick_filtered_row(uint8_t *cand, const uint8_t *row, const uint8_t *prev,
-                                        size_t w)
+                                        size_t w, size_t bpp)
 {
     const uint8_t *best = cand;
     uint64_t best_cost = UINT64_MAX;
     for (uint8_t t = 0; t < PNG_NFILTERS; t++) {
         uint8_t *dst = cand + (size_t)t * (w + 1);
-        filter_row(t, row, prev, w, dst);
+        filter_row(t, row, prev, w, bpp, dst);
         uint64_t cost = row_cost(dst + 1, w);
         if (cost < best_cost) {
             best = dst;
@@ -170,14 +173,15 @@ static cd_status deflate_bytes(z_stream *zs, png_buf *b, uint8_t *stage, const u
         int rc = deflate(zs, flush);
         if (rc == Z_STREAM_END) return CD_OK;
         if (rc != Z_OK && rc != Z_BUF_ERROR)
-            return cd__error(CD_ERR_INTERNAL, "cd__png_encode_gray: deflate failed (%d)", rc);
+            return cd__error(CD_ERR_INTERNAL, "cd__png_encode: deflate failed (%d)", rc);
         if (flush != Z_FINISH && zs->avail_in == 0) return CD_OK;
     }
 }
 
-/* Filter, compress and chunk all rows. One work block holds the candidate
- * rows, a zero row standing in above the first row, and the IDAT stage. */
-static cd_status write_idat(png_buf *b, const uint8_t *px, size_t w, size_t h)
+/* Filter, compress and chunk all rows of w bytes (bpp per pixel). One work
+ * block holds the candidate rows, a zero row standing in above the first
+ * row, and the IDAT stage. */
+static cd_status write_idat(png_buf *b, const uint8_t *px, size_t w, size_t h, size_t bpp)
 {
     size_t row_bytes = w + 1;
     uint8_t *work = cd__calloc(PNG_NFILTERS * row_bytes + w + PNG_IDAT_BYTES, 1, "PNG row buffers");
@@ -196,7 +200,7 @@ static cd_status write_idat(png_buf *b, const uint8_t *px, size_t w, size_t h)
         /* On Z_MEM_ERROR the allocator's message names what failed. */
         return rc == Z_MEM_ERROR ? CD_ERR_OUT_OF_MEMORY
                                  : cd__error(CD_ERR_INTERNAL,
-                                             "cd__png_encode_gray: "
+                                             "cd__png_encode: "
                                              "deflateInit failed (%d)",
                                              rc);
     }
@@ -206,7 +210,7 @@ static cd_status write_idat(png_buf *b, const uint8_t *px, size_t w, size_t h)
     cd_status st = CD_OK;
     for (size_t y = 0; y < h && st == CD_OK; y++) {
         const uint8_t *row = px + y * w;
-        const uint8_t *f = pick_filtered_row(work, row, y ? row - w : zero_row, w);
+        const uint8_t *f = pick_filtered_row(work, row, y ? row - w : zero_row, w, bpp);
         st = deflate_bytes(&zs, b, stage, f, row_bytes, y + 1 == h ? Z_FINISH : Z_NO_FLUSH);
     }
     if (st == CD_OK) st = flush_idat(&zs, b, stage);
@@ -215,35 +219,37 @@ static cd_status write_idat(png_buf *b, const uint8_t *px, size_t w, size_t h)
     return st;
 }
 
-static cd_status encode(png_buf *b, const uint8_t *px, size_t w, size_t h)
+static cd_status encode(png_buf *b, const uint8_t *px, size_t w, size_t h, int channels)
 {
     uint8_t ihdr[13];
     put_u32be(ihdr, (uint32_t)w);
     put_u32be(ihdr + 4, (uint32_t)h);
-    ihdr[8] = 8;  /* bit depth */
-    ihdr[9] = 0;  /* colour type: greyscale */
-    ihdr[10] = 0; /* compression: deflate */
-    ihdr[11] = 0; /* filter method: adaptive, five types */
-    ihdr[12] = 0; /* no interlace */
+    ihdr[8] = 8;                     /* bit depth */
+    ihdr[9] = channels == 3 ? 2 : 0; /* colour type: RGB or greyscale */
+    ihdr[10] = 0;                    /* compression: deflate */
+    ihdr[11] = 0;                    /* filter method: adaptive, five types */
+    ihdr[12] = 0;                    /* no interlace */
     CD__TRY(buf_reserve(b, sizeof png_signature));
     memcpy(b->data, png_signature, sizeof png_signature);
     b->len = sizeof png_signature;
     CD__TRY(buf_chunk(b, "IHDR", ihdr, sizeof ihdr));
-    CD__TRY(write_idat(b, px, w, h));
+    CD__TRY(write_idat(b, px, w * (size_t)channels, h, (size_t)channels));
     return buf_chunk(b, "IEND", NULL, 0);
 }
 
-cd_status cd__png_encode_gray(const uint8_t *pixels, int64_t w, int64_t h, uint8_t **out,
-                              size_t *out_len)
+cd_status cd__png_encode(const uint8_t *pixels, int64_t w, int64_t h, int channels, uint8_t **out,
+                         size_t *out_len)
 {
-    static const char fn[] = "cd__png_encode_gray";
+    static const char fn[] = "cd__png_encode";
     if (out) *out = NULL;
     if (out_len) *out_len = 0;
     CD__CHECK_NOT_NULL(out, fn);
     CD__CHECK_NOT_NULL(out_len, fn);
-    CD__TRY(check_image(fn, pixels, w, h));
+    if (channels != 1 && channels != 3)
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "%s: channels = %d; need 1 or 3", fn, channels);
+    CD__TRY(check_image(fn, pixels, w, h, channels));
     png_buf b = {NULL, 0, 0};
-    cd_status st = encode(&b, pixels, (size_t)w, (size_t)h);
+    cd_status st = encode(&b, pixels, (size_t)w, (size_t)h, channels);
     if (st != CD_OK) {
         cd__free(b.data);
         return st;
@@ -253,17 +259,28 @@ cd_status cd__png_encode_gray(const uint8_t *pixels, int64_t w, int64_t h, uint8
     return CD_OK;
 }
 
-cd_status cd_png_write_gray(const char *path, const uint8_t *pixels, int64_t height, int64_t width)
+cd_status cd__png_encode_gray(const uint8_t *pixels, int64_t w, int64_t h, uint8_t **out,
+                              size_t *out_len)
 {
-    static const char fn[] = "cd_png_write_gray";
+    return cd__png_encode(pixels, w, h, 1, out, out_len);
+}
+
+cd_status cd__png_write(const char *fn, const char *path, const uint8_t *pixels, int64_t height,
+                        int64_t width, int channels)
+{
     CD__CHECK_NOT_NULL(path, fn);
     CD__CHECK_ARG(path[0] != '\0', fn, "argument 'path' is empty");
     /* Checked here too so messages name the function the caller called. */
-    CD__TRY(check_image(fn, pixels, width, height));
+    CD__TRY(check_image(fn, pixels, width, height, channels));
     uint8_t *png = NULL;
     size_t n = 0;
-    CD__TRY(cd__png_encode_gray(pixels, width, height, &png, &n));
+    CD__TRY(cd__png_encode(pixels, width, height, channels, &png, &n));
     cd_status st = cd__write_file_atomic(path, png, n);
     cd__free(png);
     return st;
+}
+
+cd_status cd_png_write_gray(const char *path, const uint8_t *pixels, int64_t height, int64_t width)
+{
+    return cd__png_write("cd_png_write_gray", path, pixels, height, width, 1);
 }

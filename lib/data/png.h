@@ -15,14 +15,26 @@
 #define CD__PNG_MAX_DIM INT64_C(2147483647)
 
 /*
- * Encode w x h row-major bytes as an 8-bit greyscale PNG held in memory.
+ * Encode w x h row-major pixels of `channels` bytes each (1: grey, 3: RGB
+ * interleaved) as an 8-bit PNG held in memory.
  * On success *out is a malloc'd buffer of *out_len bytes that the caller
  * releases with cd__free(); on failure *out is NULL and *out_len 0.
  * Errors: CD_ERR_INVALID_ARGUMENT (NULL pointer), CD_ERR_RANGE (w or h
  * outside 1..CD__PNG_MAX_DIM), CD_ERR_OVERFLOW, CD_ERR_OUT_OF_MEMORY.
  */
+cd_status cd__png_encode(const uint8_t *pixels, int64_t w, int64_t h, int channels, uint8_t **out,
+                         size_t *out_len);
+
+/* cd__png_encode with one channel. */
 cd_status cd__png_encode_gray(const uint8_t *pixels, int64_t w, int64_t h, uint8_t **out,
                               size_t *out_len);
+
+/*
+ * Encode as cd__png_encode and write the file atomically; fn names the
+ * public caller in error messages. Errors: those of cd_png_write_gray().
+ */
+cd_status cd__png_write(const char *fn, const char *path, const uint8_t *pixels, int64_t height,
+                        int64_t width, int channels);
 
 /*
  * Map the n floats of one image to bytes with the rules of cd_pixel_map

@@ -77,6 +77,56 @@ check "train on a PNG folder writes its model" [ -s "$work/pngrun/last.cdm" ]
 check "train on a folder without images fails" [ $? -ne 0 ]
 check "the error says there is no PNG file" grep -q "no PNG file" "$work/png.err"
 
+# ---- colour data of another size -----------------------------------------------
+# 24 RGB 16 x 16 PNGs in two class folders: tiny UNet and CNN runs, whose
+# grids, samples, restorations and metrics must follow the data's shape.
+mkdir -p "$work/rgb/a" "$work/rgb/b"
+python3 - "$work/rgb" <<'EOF_PY'
+import struct, sys, zlib
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+for i in range(24):
+    rows = b"".join(b"\0" + bytes(v for x in range(16) for v in
+                                  ((13 * i + 9 * y) % 256, (7 * x + 5 * i) % 256, (3 * x * y) % 256))
+                    for y in range(16))
+    with open(f"{sys.argv[1]}/{'ab'[i % 2]}/{i:02d}.png", "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+EOF_PY
+colour_type() { od -An -tu1 -j 25 -N1 "$1" | tr -d ' '; }
+rgb_png() { # file, width, height
+  is_png "$1" && [ "$(colour_type "$1")" -eq 2 ] && [ "$(be32 "$1" 16)" -eq "$2" ] &&
+    [ "$(be32 "$1" 20)" -eq "$3" ]
+}
+for dec in unet cnn; do
+  "$cli" train --data "$work/rgb" --out "$work/rgb-$dec" --decoder $dec --unet-dim 4 \
+    --unet-mults 1,2 --unet-heads 1 --unet-head-dim 4 --cnn-hidden 8,8 --T 10 --batch 8 \
+    --n-samples 4 --threads 2 --epochs 1 >/dev/null 2>"$work/rgb.err"
+  check "RGB $dec: train exits 0" [ $? -eq 0 ]
+  check "RGB $dec: sample grid is RGB, 4 tiles of 16 x 16" \
+    rgb_png "$work/rgb-$dec/samples_epoch001.png" 74 20
+  check "RGB $dec: restoration figure is RGB, 8 columns" \
+    rgb_png "$work/rgb-$dec/restore_epoch001.png" 146 146
+  "$cli" sample --checkpoint "$work/rgb-$dec/last.cdm" --n 6 --cols 3 \
+    --out "$work/rgb-$dec.png" >/dev/null 2>&1
+  check "RGB $dec: colddiff sample draws 3 x 16 x 16 images" rgb_png "$work/rgb-$dec.png" 56 38
+done
+"$cli" restore --checkpoint "$work/rgb-unet/last.cdm" --data "$work/rgb" --n 2 --times 5,10 \
+  --out "$work/rgb-r.png" >/dev/null 2>"$work/rgb.err"
+check "RGB restore from the validation split" rgb_png "$work/rgb-r.png" 110 38
+check "RGB restore says it uses the validation split" grep -q "no test split" "$work/rgb.err"
+"$cli" grid --data "$work/rgb" --n 3 --out "$work/rgb-g.png" >/dev/null 2>&1
+check "RGB grid of dataset images" rgb_png "$work/rgb-g.png" 56 20
+"$cli" eval --checkpoint "$work/rgb-unet/last.cdm" --data "$work/rgb" --n 3 \
+  --json "$work/rgb.json" >"$work/rgb-eval.txt" 2>/dev/null
+check "RGB eval exits 0" [ $? -eq 0 ]
+for k in "test loss" RMSE SSIM PSNR "classifier metrics skipped"; do
+  check "RGB eval prints $k" grep -q "^$k" "$work/rgb-eval.txt"
+done
+check "RGB eval names the shape" grep -q "these are 3 x 16 x 16" "$work/rgb-eval.txt"
+check "RGB eval JSON: no classifier metrics" grep -q '"classifier_metrics": false' "$work/rgb.json"
+check "RGB eval JSON: FD is null" grep -q '"fd": null' "$work/rgb.json"
+
 "$cli" train --help >"$work/help.txt"
 check "train --help explains --val-fraction 0" grep -q "val-fraction.*0: none, best.cdm" "$work/help.txt"
 

@@ -1132,8 +1132,16 @@ class ImageTests(TempDirCase):
             cd.write_image_grid(self.path("nope/grid.png"), imgs)
         with self.assertRaises(cd.RangeError):
             cd.write_image_grid(grid, imgs, columns=0)
+        rgb = self.path("rgb.png")
+        colour = cd.Tensor((2, 3, 5, 7))
+        colour.fill(0.25)
+        cd.write_image_grid(rgb, colour, columns=2, border=1)
+        with open(rgb, "rb") as f:
+            head = f.read(26)
+        self.assertEqual(struct.unpack(">II", head[16:24]), (17, 7))
+        self.assertEqual(head[25], 2)  # colour type: RGB
         with self.assertRaises(cd.ShapeError):
-            cd.write_image_grid(grid, cd.Tensor((2, 3, 28, 28)))
+            cd.write_image_grid(grid, cd.Tensor((2, 2, 28, 28)))
         imgs.fill(float("inf"))
         with self.assertRaises(cd.NotFiniteError):
             cd.write_image_grid(grid, imgs)
