@@ -149,44 +149,41 @@ END_TEST
 
 /* ---- gradient checks -------------------------------------------------------- */
 
-/* Both run on one thread: layers this small are cheaper than the pool's
- * hand-offs, which on a busy machine made the check twenty times slower. */
-
-START_TEST(cnn_gradients_colour_nonsquare)
+/* Check dz and every parameter gradient of case c against finite
+ * differences at batch 2, with step eps and z of normals times z_scale.
+ * On one thread: layers this small are cheaper than the pool's hand-offs,
+ * which on a busy machine made the check twenty times slower. */
+static void check_gradients(const size_case *c, uint64_t seed, double eps, float z_scale,
+                            const char *label)
 {
-    const size_case c = {CD_DECODER_CNN, 3, 8, 12, 0, 0};
-    cd_decoder *d = make_decoder(&c, 29);
+    cd_decoder *d = make_decoder(c, seed);
     const int64_t threads = cd_get_num_threads();
     CD_ASSERT_OK(cd_set_num_threads(1));
     cd_gc_opts o = cd_gc_default_opts();
     o.max_maa = 2e-3;
     o.max_elems = 300;
-    o.eps = 2e-2;
-    double worst = cd_gc_check_decoder(d, 2, c.C, c.H, c.W, "cnn N=2 3x8x12", &o, 0.5f);
-    printf("cnn N=2 3x8x12: worst asymmetry %.3g\n", worst);
+    o.eps = eps;
+    double worst = cd_gc_check_decoder(d, 2, c->C, c->H, c->W, label, &o, z_scale);
+    printf("%s: worst asymmetry %.3g\n", label, worst);
     CD_ASSERT_OK(cd_set_num_threads(threads));
     cd_decoder_free(d);
+}
+
+START_TEST(cnn_gradients_colour_nonsquare)
+{
+    const size_case c = {CD_DECODER_CNN, 3, 8, 12, 0, 0};
+    check_gradients(&c, 29, 2e-2, 0.5f, "cnn N=2 3x8x12");
 }
 END_TEST
 
 START_TEST(unet_gradients_colour_nonsquare)
 {
     /* Narrow (dim 4, one head) to stay fast: the widths are
-     * checked at 8 in check_unet.c; here it is the channels and the size. */
-    const size_case c = {CD_DECODER_UNET, 3, 8, 16, 2, 4};
-    cd_decoder *d = make_decoder(&c, 31);
-    const int64_t threads = cd_get_num_threads();
-    CD_ASSERT_OK(cd_set_num_threads(1));
-    cd_gc_opts o = cd_gc_default_opts();
-    o.max_maa = 2e-3;
-    o.max_elems = 300;
-    /* As in check_unet.c: the LayerNorms' float noise wants a wide step,
+     * checked at 8 in check_unet.c; here it is the channels and the size.
+     * As in check_unet.c, the LayerNorms' float noise wants a wide step,
      * which the fourth-order stencil affords. */
-    o.eps = 4e-2;
-    double worst = cd_gc_check_decoder(d, 2, c.C, c.H, c.W, "unet N=2 3x8x16", &o, 1.0f);
-    printf("unet N=2 3x8x16: worst asymmetry %.3g\n", worst);
-    CD_ASSERT_OK(cd_set_num_threads(threads));
-    cd_decoder_free(d);
+    const size_case c = {CD_DECODER_UNET, 3, 8, 16, 2, 4};
+    check_gradients(&c, 31, 4e-2, 1.0f, "unet N=2 3x8x16");
 }
 END_TEST
 
