@@ -510,21 +510,24 @@ typedef enum cd_decoder_kind {
  * parentheses where they differ).
  */
 typedef enum cd_decoder_option {
-    CD_DECODER_OPT_CHANNELS = 0,      /**< image channels (1)                  */
-    CD_DECODER_OPT_HEIGHT = 1,        /**< CNN: the H its LayerNorms fit;
-                                           UNet: the H it trains at, set by
-                                           training (28)                       */
-    CD_DECODER_OPT_WIDTH = 2,         /**< the same for W (28)                 */
-    CD_DECODER_OPT_HIDDEN = 3,        /**< CNN list: hidden channels (16,32,32,16) */
-    CD_DECODER_OPT_KERNEL = 4,        /**< CNN: hidden conv kernel, odd (7)    */
-    CD_DECODER_OPT_TIME_FREQS = 5,    /**< CNN: time frequencies (16)          */
-    CD_DECODER_OPT_TIME_HIDDEN = 6,   /**< CNN: time-MLP width (128)           */
-    CD_DECODER_OPT_TIME_LAYERS = 7,   /**< CNN: hidden time-MLP layers (3)     */
-    CD_DECODER_OPT_DIM = 8,           /**< UNet: base width (32)               */
-    CD_DECODER_OPT_DIM_MULTS = 9,     /**< UNet list: width multipliers (1,2,4) */
-    CD_DECODER_OPT_HEADS = 10,        /**< UNet: attention heads (4)           */
-    CD_DECODER_OPT_HEAD_DIM = 11,     /**< UNet: attention head width (32)     */
-    CD_DECODER_OPT_CONVNEXT_MULT = 12 /**< UNet: ConvNeXt expansion (2)        */
+    CD_DECODER_OPT_CHANNELS = 0,       /**< image channels (1)                  */
+    CD_DECODER_OPT_HEIGHT = 1,         /**< CNN: the H its LayerNorms fit;
+                                            UNet: the H it trains at, set by
+                                            training (28)                       */
+    CD_DECODER_OPT_WIDTH = 2,          /**< the same for W (28)                 */
+    CD_DECODER_OPT_HIDDEN = 3,         /**< CNN list: hidden channels (16,32,32,16) */
+    CD_DECODER_OPT_KERNEL = 4,         /**< CNN: hidden conv kernel, odd (7)    */
+    CD_DECODER_OPT_TIME_FREQS = 5,     /**< CNN: time frequencies (16)          */
+    CD_DECODER_OPT_TIME_HIDDEN = 6,    /**< CNN: time-MLP width (128)           */
+    CD_DECODER_OPT_TIME_LAYERS = 7,    /**< CNN: hidden time-MLP layers (3)     */
+    CD_DECODER_OPT_DIM = 8,            /**< UNet: base width (32)               */
+    CD_DECODER_OPT_DIM_MULTS = 9,      /**< UNet list: width multipliers (1,2,4) */
+    CD_DECODER_OPT_HEADS = 10,         /**< UNet: attention heads (4)           */
+    CD_DECODER_OPT_HEAD_DIM = 11,      /**< UNet: attention head width (32)     */
+    CD_DECODER_OPT_CONVNEXT_MULT = 12, /**< UNet: ConvNeXt expansion (2)       */
+    CD_DECODER_OPT_CLASSES = 13        /**< class count K for a class-conditional
+                                            decoder, 0 for none (0); see
+                                            cd_decoder_forward_labeled        */
 } cd_decoder_option;
 
 /** Make a configuration holding the report's model of `kind`. */
@@ -622,6 +625,33 @@ CD_API cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z, const cd_
  */
 CD_API cd_status cd_decoder_infer(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
                                   cd_tensor *out);
+
+/**
+ * Class conditioning. A decoder made with CD_DECODER_OPT_CLASSES = K > 0
+ * holds a table "label_embed.weight" of K + 1 rows (drawn from N(0, 1),
+ * as torch.nn.Embedding does), one per class plus a last row for "no
+ * class". The row of each image's label is added to its time embedding
+ * (the CNN's time-MLP output; the UNet's time_mlp output, before the GELU
+ * its blocks take of it).
+ *
+ * labels is a rank-1 tensor of N floats, each an integer in -1..K-1;
+ * -1 asks for the "no class" row, and so does labels = NULL for every
+ * image, which makes these two calls equal to cd_decoder_forward and
+ * cd_decoder_infer. Errors: those of cd_decoder_forward, plus
+ * CD_ERR_INVALID_ARGUMENT (labels given to a decoder with no classes),
+ * CD_ERR_SHAPE (labels not of N values), CD_ERR_RANGE (a label that is not
+ * an integer in -1..K-1, named by index).
+ */
+CD_API cd_status cd_decoder_forward_labeled(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
+                                            const cd_tensor *labels, cd_tensor *out);
+
+/** cd_decoder_infer with labels, as cd_decoder_forward_labeled. */
+CD_API cd_status cd_decoder_infer_labeled(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
+                                          const cd_tensor *labels, cd_tensor *out);
+
+/** The decoder's class count K (CD_DECODER_OPT_CLASSES), 0 for a decoder
+ *  without class conditioning, -1 (with an error) for NULL. */
+CD_API int64_t cd_decoder_class_count(const cd_decoder *d);
 
 /**
  * Save the decoder (configuration and parameters) as a checkpoint file
@@ -1026,8 +1056,35 @@ typedef enum cd_sampler_option {
     CD_SAMPLER_OPT_CLIP = 3,               /**< bool, all but DDPM: 1 clips x0-hat to
                                                 [lo, hi] (default 1)                 */
     CD_SAMPLER_OPT_CLIP_LO = 4,            /**< real: clip range low end (default -0.5) */
-    CD_SAMPLER_OPT_CLIP_HI = 5             /**< real: clip range high end (default 0.5) */
+    CD_SAMPLER_OPT_CLIP_HI = 5,            /**< real: clip range high end (default 0.5) */
+    CD_SAMPLER_OPT_GUIDANCE = 6            /**< real, [0, 100]: classifier-free
+                                                guidance scale w for samplers given
+                                                labels (default 1); see
+                                                cd_sampler_set_labels               */
 } cd_sampler_option;
+
+/**
+ * Ask a sampler driven by a decoder with classes for images of given
+ * classes: labels holds one class per image of the batch (floats, integers
+ * in -1..K-1, -1 for "no class"), copied; NULL forgets them. Each step then
+ * mixes the decoder's conditional output c (these labels) and its
+ * unconditional output u (the "no class" row) as
+ *
+ *     u + w (c - u),     w = CD_SAMPLER_OPT_GUIDANCE,
+ *
+ * in whatever the decoder predicts (noise, x0 or v: the mix commutes with
+ * the conversion between them). w = 0 is the unconditional sampler, bit
+ * for bit, and w = 1 the plain conditional one; each runs the decoder once
+ * per step, any other w twice. w above 1 trades diversity for samples
+ * that look more like their class (w = 1 + the w of Ho and Salimans'
+ * paper). Applies to cd_sampler_sample and cd_sampler_restore. Errors:
+ * CD_ERR_INVALID_ARGUMENT (NULL s), CD_ERR_SHAPE (not rank 1), CD_ERR_RANGE
+ * (a value that is not an integer of at least -1), CD_ERR_OUT_OF_MEMORY.
+ * Sampling then also checks that a decoder with classes is set (not a
+ * predictor function, which takes no labels), that labels has one value per
+ * image and that every label is below the decoder's class count.
+ */
+CD_API cd_status cd_sampler_set_labels(cd_sampler *s, const cd_tensor *labels);
 
 /**
  * A user predictor: write into out (N x C x H x W, the shape of z) the
@@ -1355,34 +1412,39 @@ typedef enum cd_loss {
  * weight decay, no clipping, no EMA and no warm-ups.
  */
 typedef enum cd_trainer_option {
-    CD_TRAINER_OPT_LR = 0,           /**< real, (0, inf), default 2e-4             */
-    CD_TRAINER_OPT_BETA1 = 1,        /**< real, [0, 1), default 0.9                */
-    CD_TRAINER_OPT_BETA2 = 2,        /**< real, [0, 1), default 0.999              */
-    CD_TRAINER_OPT_EPS = 3,          /**< real, (0, inf), default 1e-8             */
-    CD_TRAINER_OPT_WEIGHT_DECAY = 4, /**< real, [0, inf), default 0                */
-    CD_TRAINER_OPT_DECOUPLED = 5,    /**< bool: 0 Adam's L2 decay, 1 AdamW         */
-    CD_TRAINER_OPT_CLIP_NORM = 6,    /**< real: max global gradient norm; 0 = off  */
-    CD_TRAINER_OPT_EMA_DECAY = 7,    /**< real: EMA of the weights; 0 = off (0.995
-                                          typical)                                 */
-    CD_TRAINER_OPT_LR_WARMUP = 8,    /**< int: steps over which lr ramps up
-                                          linearly from lr/W to lr; 0 = off        */
-    CD_TRAINER_OPT_EMA_WARMUP = 9,   /**< bool: 1 makes the EMA decay of step t
-                                          min(d, (1+t)/(10+t)), so short runs do
-                                          not keep the random start; 0 = off      */
-    CD_TRAINER_OPT_T_MAX = 16,       /**< int: draw t from 1..t_max; 0 = T
-                                          (default). The report's ddpm-cnn-good
-                                          and -bad use T - 1                       */
-    CD_TRAINER_OPT_T_PER_BATCH = 17, /**< bool: 1 draws one t per batch (the
-                                          report's blur run); 0 (default) one per
-                                          image                                   */
-    CD_TRAINER_OPT_LOSS = 18,        /**< choice, a cd_loss (default MSE)          */
-    CD_TRAINER_OPT_VAL_BATCH = 19,   /**< int: batch size of cd_trainer_eval_loss
-                                          (128); a fit's stop request waits for
-                                          one batch                                */
-    CD_TRAINER_OPT_BATCH = 20,       /**< int: batch size of cd_trainer_fit (128)  */
-    CD_TRAINER_OPT_PREDICTION = 21   /**< choice, a cd_prediction: the noise
-                                          degradation's decoder target (default
-                                          noise); only before the first step      */
+    CD_TRAINER_OPT_LR = 0,            /**< real, (0, inf), default 2e-4             */
+    CD_TRAINER_OPT_BETA1 = 1,         /**< real, [0, 1), default 0.9                */
+    CD_TRAINER_OPT_BETA2 = 2,         /**< real, [0, 1), default 0.999              */
+    CD_TRAINER_OPT_EPS = 3,           /**< real, (0, inf), default 1e-8             */
+    CD_TRAINER_OPT_WEIGHT_DECAY = 4,  /**< real, [0, inf), default 0                */
+    CD_TRAINER_OPT_DECOUPLED = 5,     /**< bool: 0 Adam's L2 decay, 1 AdamW         */
+    CD_TRAINER_OPT_CLIP_NORM = 6,     /**< real: max global gradient norm; 0 = off  */
+    CD_TRAINER_OPT_EMA_DECAY = 7,     /**< real: EMA of the weights; 0 = off (0.995
+                                           typical)                                 */
+    CD_TRAINER_OPT_LR_WARMUP = 8,     /**< int: steps over which lr ramps up
+                                           linearly from lr/W to lr; 0 = off        */
+    CD_TRAINER_OPT_EMA_WARMUP = 9,    /**< bool: 1 makes the EMA decay of step t
+                                           min(d, (1+t)/(10+t)), so short runs do
+                                           not keep the random start; 0 = off      */
+    CD_TRAINER_OPT_T_MAX = 16,        /**< int: draw t from 1..t_max; 0 = T
+                                           (default). The report's ddpm-cnn-good
+                                           and -bad use T - 1                       */
+    CD_TRAINER_OPT_T_PER_BATCH = 17,  /**< bool: 1 draws one t per batch (the
+                                           report's blur run); 0 (default) one per
+                                           image                                   */
+    CD_TRAINER_OPT_LOSS = 18,         /**< choice, a cd_loss (default MSE)          */
+    CD_TRAINER_OPT_VAL_BATCH = 19,    /**< int: batch size of cd_trainer_eval_loss
+                                           (128); a fit's stop request waits for
+                                           one batch                                */
+    CD_TRAINER_OPT_BATCH = 20,        /**< int: batch size of cd_trainer_fit (128)  */
+    CD_TRAINER_OPT_PREDICTION = 21,   /**< choice, a cd_prediction: the noise
+                                           degradation's decoder target (default
+                                           noise); only before the first step      */
+    CD_TRAINER_OPT_LABEL_DROPOUT = 22 /**< real, [0, 1]: for a decoder with
+                                           classes, the rate at which a training
+                                           label is replaced by "no class" (0.1),
+                                           so the decoder also learns the
+                                           unconditional model guidance needs      */
 } cd_trainer_option;
 
 /**
@@ -1470,6 +1532,22 @@ CD_API int32_t cd_trainer_ema_swapped(const cd_trainer *tr);
  */
 CD_API cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng,
                                  double *loss);
+
+/**
+ * cd_trainer_step for a decoder with classes: labels holds the N images'
+ * classes (floats, integers in -1..K-1 as cd_decoder_forward_labeled
+ * takes; -1 for an image of no class). Each label is replaced by "no
+ * class" with probability CD_TRAINER_OPT_LABEL_DROPOUT, drawn from rng
+ * after the step's times and noise, one uniform per image. NULL labels
+ * (and cd_trainer_step) train every image as "no class". Errors: those of
+ * cd_trainer_step, plus CD_ERR_INVALID_ARGUMENT (labels for a decoder
+ * without classes), CD_ERR_SHAPE and CD_ERR_RANGE (as the decoder's).
+ * cd_trainer_fit, cd_trainer_eval_loss and cd_trainer_test_loss take the
+ * labels from the dataset when the decoder has classes (the last two
+ * without dropping any).
+ */
+CD_API cd_status cd_trainer_step_labeled(cd_trainer *tr, const cd_tensor *images,
+                                         const cd_tensor *labels, cd_rng *rng, double *loss);
 
 /**
  * The training objective averaged over every image of a dataset split,

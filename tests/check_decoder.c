@@ -503,7 +503,7 @@ START_TEST(config_options_model)
     CD_ASSERT_OPTION_INFO(info, "dim", CD_OPTION_INT, -1, 32);
     CD_ASSERT_OK(cd_decoder_config_option_info(CD_DECODER_OPT_TIME_HIDDEN, &info));
     CD_ASSERT_OPTION_INFO(info, "time_hidden", CD_OPTION_INT, -1, 128);
-    CD_ASSERT_STATUS(cd_decoder_config_option_info((cd_decoder_option)13, &info),
+    CD_ASSERT_STATUS(cd_decoder_config_option_info((cd_decoder_option)14, &info),
                      CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_decoder_config_option_info((cd_decoder_option)-1, &info),
                      CD_ERR_INVALID_ARGUMENT);
@@ -514,7 +514,7 @@ START_TEST(config_options_model)
      * description gives (the UNet's own are in the header's comments). */
     cd_decoder_config *cfg = NULL;
     CD_ASSERT_OK(cd_decoder_config_create(&cfg, CD_DECODER_CNN));
-    for (int k = CD_DECODER_OPT_CHANNELS; k <= CD_DECODER_OPT_CONVNEXT_MULT; k++) {
+    for (int k = CD_DECODER_OPT_CHANNELS; k <= CD_DECODER_OPT_CLASSES; k++) {
         const cd_decoder_option key = (cd_decoder_option)k;
         CD_ASSERT_OK(cd_decoder_config_option_info(key, &info));
         ck_assert_int_eq(info.choices, -1);
@@ -566,7 +566,7 @@ START_TEST(config_options_model)
     CD_ASSERT_OK(cd_decoder_config_get_int(cfg, CD_DECODER_OPT_KERNEL, &v));
     ck_assert_int_eq(v, 5);
     /* unknown keys and NULL */
-    CD_ASSERT_STATUS(cd_decoder_config_set_int(cfg, (cd_decoder_option)13, 1),
+    CD_ASSERT_STATUS(cd_decoder_config_set_int(cfg, (cd_decoder_option)14, 1),
                      CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_decoder_config_get_int(cfg, (cd_decoder_option)-1, &v),
                      CD_ERR_INVALID_ARGUMENT);

@@ -60,6 +60,7 @@ static const struct {
     {"heads", CD_DECODER_OPT_HEADS, 0},
     {"head_dim", CD_DECODER_OPT_HEAD_DIM, 0},
     {"convnext_mult", CD_DECODER_OPT_CONVNEXT_MULT, 0},
+    {"classes", CD_DECODER_OPT_CLASSES, 0},
 };
 #define N_CONFIG_KEYS (sizeof config_keys / sizeof config_keys[0])
 
@@ -257,7 +258,10 @@ static void check_fixture(const char *file)
     const int64_t n = cd_tensor_numel(z);
     worst_error worst = {0.0, ""};
 
-    CD_ASSERT_OK(cd_decoder_forward(d, z, tau, out));
+    /* Class-conditional fixtures hold labels; the others run unlabeled. */
+    cd_tensor *labels = cd_fixture_has(f, "labels") ? fixture_tensor(f, "labels") : NULL;
+    ck_assert_int_eq(labels != NULL, cd_decoder_class_count(d) > 0);
+    CD_ASSERT_OK(cd_decoder_forward_labeled(d, z, tau, labels, out));
     const float *want = cd_fixture_get(f, "out", NULL);
     compare(&worst, file, "out", cd_tensor_data(out), want, n, max_abs(want, n));
 
@@ -287,6 +291,7 @@ static void check_fixture(const char *file)
 
     cd_tensor_free(z);
     cd_tensor_free(tau);
+    cd_tensor_free(labels);
     cd_tensor_free(dout);
     cd_tensor_free(out);
     cd_tensor_free(dz);
@@ -340,6 +345,20 @@ START_TEST(unet_colour_32)
 }
 END_TEST
 
+START_TEST(cnn_classes)
+{
+    /* 4 classes at 12 x 16; labels 2, -1 ("no class") and 0. */
+    check_fixture("decoder_cnn_classes.bin");
+}
+END_TEST
+
+START_TEST(unet_classes)
+{
+    /* 5 classes, dim 8, mults 1,2, at 8 x 12; labels 2, -1 and 0. */
+    check_fixture("decoder_unet_classes.bin");
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("decoder_parity");
@@ -351,6 +370,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, unet_trained);
     tcase_add_test(tc, cnn_colour_32);
     tcase_add_test(tc, unet_colour_32);
+    tcase_add_test(tc, cnn_classes);
+    tcase_add_test(tc, unet_classes);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -16,8 +16,9 @@
 typedef struct {
     cd_decoder_kind kind;
     int64_t C, H, W;
-    int64_t levels; /* UNet: length of dim_mults (1, 2, 2, ...) */
-    int64_t dim;    /* UNet: base width, 8 when 0 */
+    int64_t levels;  /* UNet: length of dim_mults (1, 2, 2, ...) */
+    int64_t dim;     /* UNet: base width, 8 when 0 */
+    int64_t classes; /* CD_DECODER_OPT_CLASSES */
 } size_case;
 
 static cd_decoder *make_decoder(const size_case *c, uint64_t seed)
@@ -29,6 +30,7 @@ static cd_decoder *make_decoder(const size_case *c, uint64_t seed)
     CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_CHANNELS, c->C));
     CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEIGHT, c->H));
     CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_WIDTH, c->W));
+    CD_ASSERT_OK(cd_decoder_config_set_int(cfg, CD_DECODER_OPT_CLASSES, c->classes));
     if (c->kind == CD_DECODER_CNN) {
         CD_ASSERT_OK(
             cd_decoder_config_set_list(cfg, CD_DECODER_OPT_HIDDEN, (int64_t[]){4, 6, 4}, 3));
@@ -128,9 +130,9 @@ static void run_case(const size_case *c)
 START_TEST(cnn_colour_sizes)
 {
     const size_case cases[] = {
-        {CD_DECODER_CNN, 3, 32, 32, 0, 0},
-        {CD_DECODER_CNN, 3, 8, 12, 0, 0},
-        {CD_DECODER_CNN, 4, 9, 5, 0, 0},
+        {CD_DECODER_CNN, 3, 32, 32, 0, 0, 0},
+        {CD_DECODER_CNN, 3, 8, 12, 0, 0, 0},
+        {CD_DECODER_CNN, 4, 9, 5, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
 }
@@ -139,9 +141,9 @@ END_TEST
 START_TEST(unet_colour_sizes)
 {
     const size_case cases[] = {
-        {CD_DECODER_UNET, 3, 32, 32, 3, 0}, {CD_DECODER_UNET, 3, 64, 64, 3, 0},
-        {CD_DECODER_UNET, 1, 16, 24, 3, 0}, {CD_DECODER_UNET, 3, 8, 16, 2, 0},
-        {CD_DECODER_UNET, 2, 6, 10, 2, 0},
+        {CD_DECODER_UNET, 3, 32, 32, 3, 0, 0}, {CD_DECODER_UNET, 3, 64, 64, 3, 0, 0},
+        {CD_DECODER_UNET, 1, 16, 24, 3, 0, 0}, {CD_DECODER_UNET, 3, 8, 16, 2, 0, 0},
+        {CD_DECODER_UNET, 2, 6, 10, 2, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
 }
@@ -171,7 +173,7 @@ static void check_gradients(const size_case *c, uint64_t seed, double eps, float
 
 START_TEST(cnn_gradients_colour_nonsquare)
 {
-    const size_case c = {CD_DECODER_CNN, 3, 8, 12, 0, 0};
+    const size_case c = {CD_DECODER_CNN, 3, 8, 12, 0, 0, 0};
     check_gradients(&c, 29, 2e-2, 0.5f, "cnn N=2 3x8x12");
 }
 END_TEST
@@ -182,8 +184,19 @@ START_TEST(unet_gradients_colour_nonsquare)
      * checked at 8 in check_unet.c; here it is the channels and the size.
      * As in check_unet.c, the LayerNorms' float noise wants a wide step,
      * which the fourth-order stencil affords. */
-    const size_case c = {CD_DECODER_UNET, 3, 8, 16, 2, 4};
+    const size_case c = {CD_DECODER_UNET, 3, 8, 16, 2, 4, 0};
     check_gradients(&c, 31, 4e-2, 1.0f, "unet N=2 3x8x16");
+}
+END_TEST
+
+START_TEST(gradients_with_classes)
+{
+    /* The label table's rows join the time embedding: its gradient is
+     * checked with the rest, on a batch of a class and "no class". */
+    const size_case cnn = {CD_DECODER_CNN, 3, 8, 12, 0, 0, 3};
+    check_gradients(&cnn, 37, 2e-2, 0.5f, "cnn N=2 3x8x12, 3 classes");
+    const size_case unet = {CD_DECODER_UNET, 1, 8, 8, 2, 4, 2};
+    check_gradients(&unet, 41, 4e-2, 1.0f, "unet N=2 1x8x8, 2 classes");
 }
 END_TEST
 
@@ -191,7 +204,7 @@ END_TEST
 
 START_TEST(unet_size_errors_name_the_sizes)
 {
-    const size_case c = {CD_DECODER_UNET, 3, 32, 32, 3, 0};
+    const size_case c = {CD_DECODER_UNET, 3, 32, 32, 3, 0, 0};
     cd_decoder *d = make_decoder(&c, 3);
     cd_tensor *tau = tau_tensor(1);
     /* Three levels halve twice: H and W must be multiples of 4. */
@@ -233,7 +246,7 @@ END_TEST
 
 START_TEST(cnn_size_errors_name_the_sizes)
 {
-    const size_case c = {CD_DECODER_CNN, 3, 8, 12, 0, 0};
+    const size_case c = {CD_DECODER_CNN, 3, 8, 12, 0, 0, 0};
     cd_decoder *d = make_decoder(&c, 3);
     cd_tensor *tau = tau_tensor(1);
     cd_tensor *z = cd_test_tensor4(1, 3, 12, 8), *out = cd_test_tensor4(1, 3, 12, 8);
@@ -290,6 +303,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, unet_colour_sizes);
     tcase_add_test(tc, cnn_gradients_colour_nonsquare);
     tcase_add_test(tc, unet_gradients_colour_nonsquare);
+    tcase_add_test(tc, gradients_with_classes);
     tcase_add_test(tc, unet_size_errors_name_the_sizes);
     tcase_add_test(tc, cnn_size_errors_name_the_sizes);
     tcase_add_test(tc, channels_out_of_bounds);

@@ -1036,7 +1036,7 @@ START_TEST(errors_create_and_options)
     CD_ASSERT_OK(cd_sampler_get_int(s, CD_SAMPLER_OPT_STEPS, &v));
     ck_assert_int_eq(v, 10);
     CD_ASSERT_STATUS(cd_sampler_option_info(CD_SAMPLER_OPT_ETA, NULL), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)6, &info), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)7, &info), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_set_real(NULL, CD_SAMPLER_OPT_ETA, 0.5), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_set_real(s, (cd_sampler_option)-1, 0.5), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_set_int(s, (cd_sampler_option)-1, 1), CD_ERR_INVALID_ARGUMENT);
@@ -1333,7 +1333,7 @@ START_TEST(options_model)
     CD_ASSERT_OPTION_INFO(info, "clip_lo", CD_OPTION_REAL, -1, -0.5);
     CD_ASSERT_OK(cd_sampler_option_info(CD_SAMPLER_OPT_CLIP_HI, &info));
     CD_ASSERT_OPTION_INFO(info, "clip_hi", CD_OPTION_REAL, -1, 0.5);
-    CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)6, &info), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)7, &info), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)-1, &info), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)1000, &info),
                      CD_ERR_INVALID_ARGUMENT);

@@ -554,23 +554,13 @@ START_TEST(options_model)
     ck_assert_str_eq(cd_enum_name(CD_ENUM_LOSS, CD_LOSS_L1), "l1");
 
     /* Every key: a fresh trainer holds the default its description gives. */
-    const cd_trainer_option keys[] = {CD_TRAINER_OPT_LR,
-                                      CD_TRAINER_OPT_BETA1,
-                                      CD_TRAINER_OPT_BETA2,
-                                      CD_TRAINER_OPT_EPS,
-                                      CD_TRAINER_OPT_WEIGHT_DECAY,
-                                      CD_TRAINER_OPT_DECOUPLED,
-                                      CD_TRAINER_OPT_CLIP_NORM,
-                                      CD_TRAINER_OPT_EMA_DECAY,
-                                      CD_TRAINER_OPT_LR_WARMUP,
-                                      CD_TRAINER_OPT_EMA_WARMUP,
-                                      CD_TRAINER_OPT_T_MAX,
-                                      CD_TRAINER_OPT_T_PER_BATCH,
-                                      CD_TRAINER_OPT_LOSS,
-                                      CD_TRAINER_OPT_VAL_BATCH,
-                                      CD_TRAINER_OPT_BATCH,
-                                      CD_TRAINER_OPT_PREDICTION,
-                                      LR_DECAY};
+    const cd_trainer_option keys[] =
+        {CD_TRAINER_OPT_LR,         CD_TRAINER_OPT_BETA1,         CD_TRAINER_OPT_BETA2,
+         CD_TRAINER_OPT_EPS,        CD_TRAINER_OPT_WEIGHT_DECAY,  CD_TRAINER_OPT_DECOUPLED,
+         CD_TRAINER_OPT_CLIP_NORM,  CD_TRAINER_OPT_EMA_DECAY,     CD_TRAINER_OPT_LR_WARMUP,
+         CD_TRAINER_OPT_EMA_WARMUP, CD_TRAINER_OPT_T_MAX,         CD_TRAINER_OPT_T_PER_BATCH,
+         CD_TRAINER_OPT_LOSS,       CD_TRAINER_OPT_VAL_BATCH,     CD_TRAINER_OPT_BATCH,
+         CD_TRAINER_OPT_PREDICTION, CD_TRAINER_OPT_LABEL_DROPOUT, LR_DECAY};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         CD_ASSERT_OK(cd_trainer_option_info(keys[k], &info));
         if (info.type == CD_OPTION_REAL) {
@@ -587,7 +577,7 @@ START_TEST(options_model)
         }
     }
     /* Unknown keys, the old LR_DECAY slot among them, and NULL. */
-    const int bad_keys[] = {-1, 10, 11, 15, 22, 999, 1001};
+    const int bad_keys[] = {-1, 10, 11, 15, 23, 999, 1001};
     for (size_t k = 0; k < sizeof bad_keys / sizeof bad_keys[0]; k++) {
         const cd_trainer_option key = (cd_trainer_option)bad_keys[k];
         CD_ASSERT_STATUS(cd_trainer_option_info(key, &info), CD_ERR_INVALID_ARGUMENT);

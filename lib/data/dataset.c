@@ -554,6 +554,17 @@ int64_t cd_dataset_class_count(const cd_dataset *ds)
     return ds->n_classes;
 }
 
+int64_t cd__dataset_label_bound(const cd_dataset *ds)
+{
+    int64_t bound = ds->n_classes;
+    const pool *pools[2] = {&ds->train_pool, &ds->test_pool};
+    for (int i = 0; i < 2; i++)
+        for (int64_t k = 0; pools[i]->labels.data && k < pools[i]->n; k++)
+            if ((int64_t)pools[i]->labels.data[k] + 1 > bound)
+                bound = (int64_t)pools[i]->labels.data[k] + 1;
+    return bound;
+}
+
 const char *cd_dataset_class_name(const cd_dataset *ds, int64_t k)
 {
     static const char fn[] = "cd_dataset_class_name";

@@ -20,4 +20,8 @@
 cd_status cd__dataset_adopt(cd_dataset **out, uint8_t *pixels, uint8_t *labels, int64_t n,
                             const int64_t chw[3], char **names, int64_t n_names);
 
+/* One more than the largest label of any image, or the class count if
+ * larger: the class table a conditional model of ds needs. */
+int64_t cd__dataset_label_bound(const cd_dataset *ds);
+
 #endif /* CD_DATA_DATASET_H */

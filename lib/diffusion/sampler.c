@@ -25,6 +25,7 @@ static const cd__option options[CD__SAMPLER_N_KEYS] = {
     {CD_SAMPLER_OPT_CLIP, "clip", CD_OPTION_BOOL, -1, 0, 1, false, false, 1},
     {CD_SAMPLER_OPT_CLIP_LO, "clip_lo", CD_OPTION_REAL, -1, -FLT_MAX, FLT_MAX, false, false, -0.5},
     {CD_SAMPLER_OPT_CLIP_HI, "clip_hi", CD_OPTION_REAL, -1, -FLT_MAX, FLT_MAX, false, false, 0.5},
+    {CD_SAMPLER_OPT_GUIDANCE, "guidance", CD_OPTION_REAL, -1, 0, 100, false, false, 1},
 };
 
 static bool is_noise_kind(cd_sampler_kind k)
@@ -80,7 +81,12 @@ cd_status cd_sampler_create(cd_sampler **out, cd_sampler_kind kind, const cd_deg
     return CD_OK;
 }
 
-void cd_sampler_free(cd_sampler *s) { cd__free(s); }
+void cd_sampler_free(cd_sampler *s)
+{
+    if (!s) return;
+    cd_tensor_free(s->labels);
+    cd__free(s);
+}
 
 cd_sampler_kind cd_sampler_get_kind(const cd_sampler *s)
 {
@@ -175,6 +181,31 @@ cd_status cd_sampler_set_predictor(cd_sampler *s, cd_predictor_fn fn, void *user
     return CD_OK;
 }
 
+cd_status cd_sampler_set_labels(cd_sampler *s, const cd_tensor *labels)
+{
+    static const char fn[] = "cd_sampler_set_labels";
+    CD__CHECK_NOT_NULL(s, fn);
+    cd_tensor *copy = NULL;
+    if (labels) {
+        if (labels->rank != 1)
+            return cd__error(CD_ERR_SHAPE,
+                             "%s: labels must be rank 1 (one per image), got rank %" PRId32, fn,
+                             labels->rank);
+        for (int64_t i = 0; i < labels->numel; i++) {
+            const float v = labels->data[i];
+            if (!(v >= -1.0f && v < 65536.0f) || v != floorf(v))
+                return cd__error(CD_ERR_RANGE,
+                                 "%s: labels[%" PRId64 "] is %g, not a class or -1 for none", fn, i,
+                                 (double)v);
+        }
+        CD__TRY(cd_tensor_create(&copy, 1, labels->shape));
+        memcpy(copy->data, labels->data, (size_t)labels->numel * sizeof *copy->data);
+    }
+    cd_tensor_free(s->labels);
+    s->labels = copy;
+    return CD_OK;
+}
+
 cd_status cd_sampler_set_progress(cd_sampler *s, cd_sampler_progress_fn fn, void *user)
 {
     CD__CHECK_NOT_NULL(s, "cd_sampler_set_progress");
@@ -205,6 +236,31 @@ cd_status cd_sampler_step_times(const cd_sampler *s, int64_t t_start, int64_t *t
 
 /* ---- validation ---------------------------------------------------------- */
 
+static cd_status check_labels(const cd_sampler *s, const char *fn, int64_t N)
+{
+    if (!s->decoder)
+        return cd__error(CD_ERR_STATE,
+                         "%s: labels are set, but the sampler has a predictor function, which "
+                         "takes none: set a decoder with classes",
+                         fn);
+    const int64_t K = cd_decoder_class_count(s->decoder);
+    if (K <= 0)
+        return cd__error(CD_ERR_INVALID_ARGUMENT,
+                         "%s: labels are set, but the decoder has no classes (it was made "
+                         "with CD_DECODER_OPT_CLASSES = 0)",
+                         fn);
+    if (s->labels->numel != N)
+        return cd__error(CD_ERR_SHAPE, "%s: %" PRId64 " labels for a batch of %" PRId64, fn,
+                         s->labels->numel, N);
+    for (int64_t i = 0; i < N; i++)
+        if (s->labels->data[i] > (float)(K - 1))
+            return cd__error(CD_ERR_RANGE,
+                             "%s: labels[%" PRId64 "] is %g, but the decoder has %" PRId64
+                             " classes (0..%" PRId64 ")",
+                             fn, i, (double)s->labels->data[i], K, K - 1);
+    return CD_OK;
+}
+
 /* Checks shared by sample() and restore(): the sampler is ready, out is an
  * image batch, and the options agree with each other. */
 static cd_status check_run(const cd_sampler *s, const char *fn, const cd_rng *rng, bool need_rng,
@@ -224,6 +280,7 @@ static cd_status check_run(const cd_sampler *s, const char *fn, const cd_rng *rn
                          out->rank);
     if (s->deg->kind == CD_DEGRADATION_BLUR)
         CD__TRY(cd__blur_check(s->deg, fn, out->shape[2], out->shape[3]));
+    if (s->labels) CD__TRY(check_labels(s, fn, out->shape[0]));
     if (s->opt[CD_SAMPLER_OPT_CLIP] != 0.0 &&
         s->opt[CD_SAMPLER_OPT_CLIP_LO] > s->opt[CD_SAMPLER_OPT_CLIP_HI])
         return cd__error(CD_ERR_RANGE, "%s: the clip range [%g, %g] is empty", fn,

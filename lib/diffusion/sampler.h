@@ -9,7 +9,7 @@
 
 #include "diffusion.h"
 
-#define CD__SAMPLER_N_KEYS 6
+#define CD__SAMPLER_N_KEYS 7
 
 struct cd_sampler {
     cd_sampler_kind kind;
@@ -20,6 +20,7 @@ struct cd_sampler {
     void *user;
     cd_sampler_progress_fn progress; /* may be NULL */
     void *progress_user;
+    cd_tensor *labels; /* cd_sampler_set_labels' copy, or NULL */
 };
 
 /* One call's chain: shapes, workspace and snapshot requests. */
@@ -28,10 +29,11 @@ typedef struct {
     const char *fn;
     cd_rng *rng;
     int64_t N, ND, T, t_start, n_steps;
-    cd_tensor *z;       /* the caller's out: the chain state */
-    cd_tensor *g, *tau; /* predictor output and times */
-    cd_tensor *b1, *b2; /* scratch batches (noise, blurs, x0-hat) */
-    int64_t *ta, *tb;   /* per-sample step vectors for the blur */
+    cd_tensor *z;        /* the caller's out: the chain state */
+    cd_tensor *g, *tau;  /* predictor output and times */
+    cd_tensor *g_uncond; /* the unconditional output, when guidance mixes */
+    cd_tensor *b1, *b2;  /* scratch batches (noise, blurs, x0-hat) */
+    int64_t *ta, *tb;    /* per-sample step vectors for the blur */
     int64_t n_snap;
     int64_t *snap_at; /* the chain time each snapshot records */
     cd_tensor *snap_z, *snap_xhat;

@@ -21,6 +21,7 @@
 void cd__chain_free(cd__chain *c)
 {
     cd_tensor_free(c->g);
+    cd_tensor_free(c->g_uncond);
     cd_tensor_free(c->tau);
     cd_tensor_free(c->b1);
     cd_tensor_free(c->b2);
@@ -40,6 +41,8 @@ cd_status cd__chain_alloc(cd__chain *c)
     const bool scratch = c->s->kind != CD_SAMPLER_COLD1 && c->s->kind != CD_SAMPLER_DIRECT;
     CD__TRY(cd_tensor_create(&c->g, 4, z->shape));
     CD__TRY(cd_tensor_create(&c->tau, 1, &c->N));
+    const double w = c->s->opt[CD_SAMPLER_OPT_GUIDANCE];
+    if (c->s->labels && w != 0.0 && w != 1.0) CD__TRY(cd_tensor_create(&c->g_uncond, 4, z->shape));
     if (scratch) {
         CD__TRY(cd_tensor_create(&c->b1, 4, z->shape));
         CD__TRY(cd_tensor_create(&c->b2, 4, z->shape));
@@ -112,6 +115,23 @@ static cd_status predictor_failed(const cd__chain *c, int64_t t, cd_status st)
                      cd_status_string(st), msg[0] ? msg : "no message");
 }
 
+/* g = the decoder's output, guided by the labels when there are any:
+ * u + w (c - u), with the two ends, w = 0 and w = 1, one pass each. */
+static cd_status run_decoder(const cd__chain *c)
+{
+    const cd_sampler *s = c->s;
+    const double w = s->opt[CD_SAMPLER_OPT_GUIDANCE];
+    if (!s->labels || w == 0.0) return cd_decoder_infer(s->decoder, c->z, c->tau, c->g);
+    CD__TRY(cd_decoder_infer_labeled(s->decoder, c->z, c->tau, s->labels, c->g));
+    if (w == 1.0) return CD_OK;
+    CD__TRY(cd_decoder_infer(s->decoder, c->z, c->tau, c->g_uncond));
+    float *g = c->g->data;
+    const float *u = c->g_uncond->data;
+    for (int64_t i = 0; i < c->N * c->ND; i++)
+        g[i] = (float)((double)u[i] + w * ((double)g[i] - (double)u[i]));
+    return CD_OK;
+}
+
 /* g = predictor(z, t/T), checked: a shape change or a NaN would otherwise
  * run silently through every remaining step. */
 static cd_status predict(const cd__chain *c, int64_t t)
@@ -120,8 +140,7 @@ static cd_status predict(const cd__chain *c, int64_t t)
     const float tau = (float)((double)t / (double)c->T);
     for (int64_t n = 0; n < c->N; n++) c->tau->data[n] = tau;
     if (!s->decoder) cd_clear_error(); /* so a silent failure is not given a stale message */
-    const cd_status st = s->decoder ? cd_decoder_infer(s->decoder, c->z, c->tau, c->g)
-                                    : s->fn(c->z, c->tau, c->g, s->user);
+    const cd_status st = s->decoder ? run_decoder(c) : s->fn(c->z, c->tau, c->g, s->user);
     if (st != CD_OK) return predictor_failed(c, t, st);
     if (cd__tensor_expect(c->g, c->fn, "predictor output", 4, c->z->shape) != CD_OK)
         return cd__error(CD_ERR_SHAPE,

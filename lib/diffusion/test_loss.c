@@ -13,18 +13,20 @@
 
 typedef struct {
     cd_tensor *x, *z, *eps, *tau, *pred;
+    cd_tensor *labels; /* NULL for a decoder without classes */
     int64_t *t;
 } buffers;
 
 static void free_buffers(buffers *b)
 {
     cd_tensor_free(b->x), cd_tensor_free(b->z), cd_tensor_free(b->eps);
-    cd_tensor_free(b->tau), cd_tensor_free(b->pred);
+    cd_tensor_free(b->tau), cd_tensor_free(b->pred), cd_tensor_free(b->labels);
     cd__free(b->t);
 }
 
-static cd_status make_buffers(buffers *b, const int64_t shape[4])
+static cd_status make_buffers(buffers *b, const int64_t shape[4], bool labels)
 {
+    if (labels) CD__TRY(cd_tensor_create(&b->labels, 1, shape));
     CD__TRY(cd_tensor_create(&b->x, 4, shape));
     CD__TRY(cd_tensor_create(&b->z, 4, shape));
     CD__TRY(cd_tensor_create(&b->eps, 4, shape));
@@ -61,12 +63,14 @@ static cd_status batch_losses(cd_trainer *tr, buffers *b, int64_t first, int64_t
     }
     cd_tensor x = rows(b->x, n), z = rows(b->z, n), eps = rows(b->eps, n);
     cd_tensor tau = rows(b->tau, n), pred = rows(b->pred, n);
+    cd_tensor lab = b->labels ? rows(b->labels, n) : tau;
     const bool noise = d->kind == CD_DEGRADATION_NOISE;
     CD__TRY(cd_degradation_apply(d, &x, b->t, n, rng, &z, noise ? &eps : NULL));
     if (noise)
         cd__noise_target(d, cd_decoder_get_prediction(cd_trainer_decoder(tr)), x.data, b->t, n,
                          x.numel / n, eps.data);
-    CD__TRY(cd_decoder_infer(cd_trainer_decoder(tr), &z, &tau, &pred));
+    CD__TRY(
+        cd_decoder_infer_labeled(cd_trainer_decoder(tr), &z, &tau, b->labels ? &lab : NULL, &pred));
     const float *target = noise ? eps.data : x.data;
     const int64_t D = x.numel / n;
     for (int64_t i = 0; i < n; i++) {
@@ -103,10 +107,12 @@ cd_status cd_trainer_test_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
                               cd_dataset_width(ds)};
     buffers b = {0};
     double *losses = cd__malloc((size_t)n * sizeof *losses, "per-image test losses");
-    cd_status st = losses ? make_buffers(&b, shape) : CD_ERR_OUT_OF_MEMORY;
+    cd_status st = losses
+                       ? make_buffers(&b, shape, cd_decoder_class_count(cd_trainer_decoder(tr)) > 0)
+                       : CD_ERR_OUT_OF_MEMORY;
     for (int64_t first = 0; st == CD_OK && first < n; first += B) {
         int64_t filled = 0;
-        st = cd_dataset_fill_batch(ds, split, first, b.x, NULL, &filled);
+        st = cd_dataset_fill_batch(ds, split, first, b.x, b.labels, &filled);
         if (st == CD_OK) st = batch_losses(tr, &b, first, filled, rng, losses + first);
     }
     if (st == CD_OK) {

@@ -18,12 +18,14 @@ struct cd_trainer {
     cd_degradation *deg;
     cd__adam *adam;
     int64_t t_max, t_per_batch, loss_kind, val_batch, batch;
+    double label_dropout;
     cd__fit_state fit; /* the epoch loop's state (trainer_fit.c) */
     bool ema_swapped;  /* cd_trainer_swap_ema: the weights hold the EMA */
     bool owns_models;  /* dec and deg are the trainer's (cd_trainer_load) */
     /* Buffers for batch size N, made for up to cap rows. */
     int64_t N, cap;
     cd_tensor *z, *target, *out, *dout, *tau;
+    cd_tensor *labels, *uniform; /* a step's labels after dropout, its draws */
     int64_t *t;
 };
 
@@ -36,6 +38,7 @@ static const cd__option own_options[] = {
     {CD_TRAINER_OPT_BATCH, "batch", CD_OPTION_INT, -1, 1, 1e6, false, false, 128},
     {CD_TRAINER_OPT_PREDICTION, "prediction", CD_OPTION_CHOICE, CD_ENUM_PREDICTION, 0, 2, false,
      false, 0},
+    {CD_TRAINER_OPT_LABEL_DROPOUT, "label_dropout", CD_OPTION_REAL, -1, 0, 1, false, false, 0.1},
 };
 #define N_OWN (sizeof own_options / sizeof own_options[0])
 
@@ -119,7 +122,10 @@ cd_status cd_trainer_set_real(cd_trainer *tr, cd_trainer_option key, double valu
     const cd__option *o = find_option(fn, key);
     if (!o) return cd_last_status();
     CD__TRY(cd__option_check_real(o, fn, value));
-    /* Every real key is the optimiser's. */
+    if (key == CD_TRAINER_OPT_LABEL_DROPOUT) {
+        tr->label_dropout = value;
+        return CD_OK;
+    }
     return cd__adam_set(tr->adam, (cd__adam_param)adam_index(key), value);
 }
 
@@ -151,6 +157,10 @@ cd_status cd_trainer_get_real(const cd_trainer *tr, cd_trainer_option key, doubl
     const cd__option *o = find_option(fn, key);
     if (!o) return cd_last_status();
     CD__TRY(cd__option_check_read(o, fn, false));
+    if (key == CD_TRAINER_OPT_LABEL_DROPOUT) {
+        *value = tr->label_dropout;
+        return CD_OK;
+    }
     return cd__adam_get(tr->adam, (cd__adam_param)adam_index(key), value);
 }
 
@@ -161,8 +171,10 @@ static void free_buffers(cd_trainer *tr)
     cd_tensor_free(tr->out);
     cd_tensor_free(tr->dout);
     cd_tensor_free(tr->tau);
+    cd_tensor_free(tr->labels);
+    cd_tensor_free(tr->uniform);
     cd__free(tr->t);
-    tr->z = tr->target = tr->out = tr->dout = tr->tau = NULL;
+    tr->z = tr->target = tr->out = tr->dout = tr->tau = tr->labels = tr->uniform = NULL;
     tr->t = NULL;
     tr->N = tr->cap = 0;
 }
@@ -187,6 +199,7 @@ cd_status cd_trainer_create(cd_trainer **out, cd_decoder *dec, cd_degradation *d
     dec->trained_T = deg->T; /* saved with it, so a model file knows its T */
     tr->val_batch = 128;     /* a stop request waits for at most one batch */
     tr->batch = 128;
+    tr->label_dropout = 0.1;
     cd__fit_init(&tr->fit);
     *out = tr;
     return CD_OK;
@@ -300,8 +313,9 @@ static cd_status ensure_buffers(cd_trainer *tr, const int64_t shape[4])
 {
     if (tr->z && shape[0] <= tr->cap && tr->z->shape[1] == shape[1] &&
         tr->z->shape[2] == shape[2] && tr->z->shape[3] == shape[3]) {
-        cd_tensor *bufs[5] = {tr->z, tr->target, tr->out, tr->dout, tr->tau};
-        for (int i = 0; i < 5; i++) set_rows(bufs[i], shape[0]);
+        cd_tensor *bufs[7] = {tr->z,   tr->target, tr->out,    tr->dout,
+                              tr->tau, tr->labels, tr->uniform};
+        for (int i = 0; i < 7; i++) set_rows(bufs[i], shape[0]);
         tr->N = shape[0];
         return CD_OK;
     }
@@ -310,6 +324,8 @@ static cd_status ensure_buffers(cd_trainer *tr, const int64_t shape[4])
     cd_tensor **bufs[4] = {&tr->z, &tr->target, &tr->out, &tr->dout};
     for (int i = 0; st == CD_OK && i < 4; i++) st = cd_tensor_create(bufs[i], 4, shape);
     if (st == CD_OK) st = cd_tensor_create(&tr->tau, 1, shape);
+    if (st == CD_OK) st = cd_tensor_create(&tr->labels, 1, shape);
+    if (st == CD_OK) st = cd_tensor_create(&tr->uniform, 1, shape);
     if (st == CD_OK && !(tr->t = cd__malloc((size_t)shape[0] * sizeof *tr->t, "trainer steps")))
         st = CD_ERR_OUT_OF_MEMORY; /* cd__malloc set the message */
     if (st != CD_OK) {
@@ -335,11 +351,25 @@ static cd_status draw_times(cd_trainer *tr, cd_rng *rng, int64_t N)
     return CD_OK;
 }
 
+/* tr->labels = labels, each replaced by "no class" (-1) at the dropout
+ * rate; the draws come after the times and noise, so a decoder without
+ * classes trains on the same stream as before. */
+static cd_status drop_labels(cd_trainer *tr, const cd_tensor *labels, cd_rng *rng, int64_t N)
+{
+    float *lab = tr->labels->data, *u = tr->uniform->data;
+    memcpy(lab, labels->data, (size_t)N * sizeof *lab);
+    if (tr->label_dropout <= 0.0) return CD_OK;
+    CD__TRY(cd_rng_uniform(rng, u, N));
+    for (int64_t n = 0; n < N; n++)
+        if ((double)u[n] < tr->label_dropout) lab[n] = -1.0f;
+    return CD_OK;
+}
+
 /* Degrade, predict and score one batch; with train, also dL/d(out) in
  * tr->dout and the activations backward needs, else a forward-only pass
  * (validation). */
-static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, double *loss,
-                              bool train)
+static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, const cd_tensor *labels,
+                              cd_rng *rng, double *loss, bool train)
 {
     const int64_t N = images->shape[0], n = images->numel;
     CD__TRY(draw_times(tr, rng, N));
@@ -349,8 +379,10 @@ static cd_status forward_loss(cd_trainer *tr, const cd_tensor *images, cd_rng *r
     if (noise)
         cd__noise_target(tr->deg, tr->dec->prediction, images->data, tr->t, N, n / N,
                          tr->target->data);
-    CD__TRY(train ? cd_decoder_forward(tr->dec, tr->z, tr->tau, tr->out)
-                  : cd_decoder_infer(tr->dec, tr->z, tr->tau, tr->out));
+    if (labels && train) CD__TRY(drop_labels(tr, labels, rng, N));
+    const cd_tensor *lab = !labels ? NULL : train ? tr->labels : labels;
+    CD__TRY(train ? cd_decoder_forward_labeled(tr->dec, tr->z, tr->tau, lab, tr->out)
+                  : cd_decoder_infer_labeled(tr->dec, tr->z, tr->tau, lab, tr->out));
     const bool l1 = tr->loss_kind == 1;
     *loss = l1 ? cd__l1_forward(tr->out->data, tr->target->data, n)
                : cd__mse_forward(tr->out->data, tr->target->data, n);
@@ -383,9 +415,9 @@ static cd_status non_finite_loss(const cd_trainer *tr, const char *fn, double lo
                      which, loss, where);
 }
 
-cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, double *loss)
+static cd_status step(cd_trainer *tr, const char *fn, const cd_tensor *images,
+                      const cd_tensor *labels, cd_rng *rng, double *loss)
 {
-    static const char fn[] = "cd_trainer_step";
     CD__CHECK_NOT_NULL(tr, fn);
     CD__CHECK_NOT_NULL(images, fn);
     CD__CHECK_NOT_NULL(rng, fn);
@@ -394,9 +426,10 @@ cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, 
     if (images->rank != 4)
         return cd__error(CD_ERR_SHAPE, "%s: images must be N x C x H x W, got rank %" PRId32, fn,
                          images->rank);
+    CD__TRY(cd__trainer_check_labels(tr, fn, labels, images->shape[0]));
     CD__TRY(ensure_buffers(tr, images->shape));
     double l = 0.0;
-    CD__TRY(forward_loss(tr, images, rng, &l, true));
+    CD__TRY(forward_loss(tr, images, labels, rng, &l, true));
     if (!isfinite(l)) return non_finite_loss(tr, fn, l, -1, images->shape[0]);
     cd_params *p = cd_decoder_params(tr->dec);
     CD__TRY(cd_params_zero_grad(p));
@@ -404,6 +437,29 @@ cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, 
     CD__TRY(cd__adam_step(tr->adam));
     *loss = l;
     return CD_OK;
+}
+
+cd_status cd_trainer_step(cd_trainer *tr, const cd_tensor *images, cd_rng *rng, double *loss)
+{
+    return step(tr, "cd_trainer_step", images, NULL, rng, loss);
+}
+
+cd_status cd_trainer_step_labeled(cd_trainer *tr, const cd_tensor *images, const cd_tensor *labels,
+                                  cd_rng *rng, double *loss)
+{
+    return step(tr, "cd_trainer_step_labeled", images, labels, rng, loss);
+}
+
+cd_status cd__trainer_check_labels(const cd_trainer *tr, const char *fn, const cd_tensor *labels,
+                                   int64_t N)
+{
+    if (!labels) return CD_OK;
+    if (tr->dec->cfg.classes <= 0)
+        return cd__error(CD_ERR_INVALID_ARGUMENT,
+                         "%s: labels given, but the decoder has no classes (make it with "
+                         "CD_DECODER_OPT_CLASSES > 0)",
+                         fn);
+    return cd__tensor_expect(labels, fn, "labels", 1, (int64_t[]){N});
 }
 
 cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split split, cd_rng *rng,
@@ -419,10 +475,10 @@ cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
     if (count == 0) return cd__error(CD_ERR_STATE, "%s: the split is empty", fn);
     const int64_t shape[4] = {count < tr->val_batch ? count : tr->val_batch,
                               cd_dataset_channels(ds), cd_dataset_height(ds), cd_dataset_width(ds)};
-    cd_tensor *batch = NULL;
+    cd_tensor *batch = NULL, *labels = NULL;
     CD__TRY(cd_tensor_create(&batch, 4, shape));
+    cd_status st = tr->dec->cfg.classes > 0 ? cd_tensor_create(&labels, 1, shape) : CD_OK;
     double sum = 0.0;
-    cd_status st = CD_OK;
     cd__fit_state *f = &tr->fit;
     const int64_t batches = (count + shape[0] - 1) / shape[0];
     if (f->validating) cd__fit_put(f, CD_PROGRESS_VAL_BATCHES, (double)batches);
@@ -436,19 +492,21 @@ cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
             }
         }
         int64_t got = 0;
-        st = cd_dataset_fill_batch(ds, split, first, batch, NULL, &got);
+        st = cd_dataset_fill_batch(ds, split, first, batch, labels, &got);
         /* The last, partial batch: a view of its first `got` rows. */
-        cd_tensor view = *batch;
+        cd_tensor view = *batch, lview = labels ? *labels : view;
         set_rows(&view, got);
+        if (labels) set_rows(&lview, got);
         double l = 0.0;
         if (st == CD_OK) st = ensure_buffers(tr, view.shape);
-        if (st == CD_OK) st = forward_loss(tr, &view, rng, &l, false);
+        if (st == CD_OK) st = forward_loss(tr, &view, labels ? &lview : NULL, rng, &l, false);
         if (st == CD_OK && !isfinite(l)) st = non_finite_loss(tr, fn, l, first, got);
         sum += l * (double)got;
         if (f->validating && f->stop_after_val > 0 && --f->stop_after_val == 0)
             atomic_store(&f->stop, 1);
     }
     cd_tensor_free(batch);
+    cd_tensor_free(labels);
     if (st == CD_OK) *loss = sum / (double)count;
     return st;
 }

@@ -12,6 +12,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "diffusion.h"
+#include "data/dataset.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -64,6 +65,7 @@ typedef struct {
     cd_dataset *ds;
     cd_rng *rng, *replay; /* the caller's generator; one to replay an order */
     cd_tensor *images;    /* batch rows, made once */
+    cd_tensor *labels;    /* their classes, for a decoder with classes */
     int64_t epochs, count, n_val, batch, batches;
     int64_t trained; /* images this fit has trained */
     double t0;       /* when it began */
@@ -122,13 +124,16 @@ static cd_status train_batches(fit_ctx *c)
     while (f->pos < c->count) {
         if (atomic_load(&f->stop)) return CD_ERR_CANCELLED;
         int64_t got = 0;
-        CD__TRY(cd_dataset_fill_batch(c->ds, CD_SPLIT_TRAIN, f->pos, c->images, NULL, &got));
+        CD__TRY(cd_dataset_fill_batch(c->ds, CD_SPLIT_TRAIN, f->pos, c->images, c->labels, &got));
         /* The epoch's last batch may be partial: a view of its real rows. */
-        cd_tensor view = *c->images;
+        cd_tensor view = *c->images, lview = c->labels ? *c->labels : view;
         view.numel = view.numel / view.shape[0] * got;
         view.shape[0] = got;
+        lview.numel = lview.numel / lview.shape[0] * got;
+        lview.shape[0] = got;
         double loss = 0.0;
-        cd_status st = cd_trainer_step(c->tr, &view, c->rng, &loss);
+        cd_status st =
+            cd_trainer_step_labeled(c->tr, &view, c->labels ? &lview : NULL, c->rng, &loss);
         if (st != CD_OK) {
             char during[64];
             snprintf(during, sizeof during, "batch %" PRId64 " of %" PRId64 " (step %" PRId64 ")",
@@ -217,6 +222,20 @@ static cd_status ensure_prior(cd_degradation *deg, const cd_dataset *ds)
     return fitted ? CD_OK : cd_degradation_fit_prior(deg, ds, CD_SPLIT_TRAIN, 0);
 }
 
+/* A dataset with more classes than the decoder's table would fail at its
+ * first batch of an unknown class, maybe hours in: say so now. The labels
+ * count, not the names: IDX files have none. */
+static cd_status check_classes(const cd_decoder *dec, const cd_dataset *ds, const char *fn)
+{
+    const int64_t K = cd_decoder_class_count(dec), Kd = cd__dataset_label_bound(ds);
+    if (K > 0 && Kd > K)
+        return cd__error(CD_ERR_RANGE,
+                         "%s: the dataset has %" PRId64 " classes, the decoder %" PRId64
+                         " (CD_DECODER_OPT_CLASSES)",
+                         fn, Kd, K);
+    return CD_OK;
+}
+
 static cd_status fit_setup(fit_ctx *c)
 {
     static const char fn[] = "cd_trainer_fit";
@@ -235,8 +254,11 @@ static cd_status fit_setup(fit_ctx *c)
     c->batches = (c->count + c->batch - 1) / c->batch;
     const int64_t shape[4] = {c->count < c->batch ? c->count : c->batch, cd_dataset_channels(c->ds),
                               cd_dataset_height(c->ds), cd_dataset_width(c->ds)};
+    CD__TRY(check_classes(cd_trainer_decoder(c->tr), c->ds, fn));
     CD__TRY(ensure_prior(cd_trainer_degradation(c->tr), c->ds));
     CD__TRY(cd_tensor_create(&c->images, 4, shape));
+    if (cd_decoder_class_count(cd_trainer_decoder(c->tr)) > 0)
+        CD__TRY(cd_tensor_create(&c->labels, 1, shape));
     return cd_rng_create(&c->replay, 0);
 }
 
@@ -284,6 +306,7 @@ cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs, const c
     f->stop_after_val = 0;
     cd__fit_put(f, CD_PROGRESS_RUNNING, 0.0);
     cd_tensor_free(c.images);
+    cd_tensor_free(c.labels);
     cd_rng_free(c.replay);
     return st;
 }

@@ -65,6 +65,12 @@ cd_status cd_trainer_save(cd_trainer *tr, const char *path, const cd_rng *rng)
         st = cd_trainer_get_int(tr, option_keys[i].param, &v);
         if (st == CD_OK) st = cd__ckpt_set_i64(ck, option_keys[i].key, v);
     }
+    /* Only with classes, so other files keep their bytes. */
+    double drop = 0.0;
+    if (st == CD_OK && cd_decoder_class_count(dec) > 0)
+        st = cd_trainer_get_real(tr, CD_TRAINER_OPT_LABEL_DROPOUT, &drop);
+    if (st == CD_OK && cd_decoder_class_count(dec) > 0)
+        st = cd__ckpt_set_f64(ck, "trainer.label_dropout", drop);
     if (st == CD_OK) st = fit_to_ckpt(cd__trainer_fit_state(tr), cd_trainer_steps(tr), ck);
     if (st == CD_OK && rng) st = cd__ckpt_set_rng(ck, "train", rng);
     if (st == CD_OK) st = cd__ckpt_save(ck, path, cd_decoder_params(dec), cd__trainer_adam(tr));
@@ -81,7 +87,11 @@ static cd_status options_from_ckpt(const cd__ckpt *ck, cd_trainer *tr)
         CD__TRY(st);
         CD__TRY(cd_trainer_set_int(tr, option_keys[i].param, v));
     }
-    return CD_OK;
+    double drop = 0.0;
+    CD__TRY(cd_trainer_get_real(tr, CD_TRAINER_OPT_LABEL_DROPOUT, &drop));
+    const cd_status st = cd__ckpt_get_f64(ck, "trainer.label_dropout", &drop);
+    if (st != CD_OK && st != CD_ERR_NOT_FOUND) return st;
+    return cd_trainer_set_real(tr, CD_TRAINER_OPT_LABEL_DROPOUT, drop);
 }
 
 /* An optional entry: NOT_FOUND leaves *v as it is. */

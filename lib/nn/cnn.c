@@ -1,7 +1,7 @@
 /*
  * cnn.c - the report's Part 1 decoder (docs/models.md, Decoders: CNN).
  *
- *   e   = MLP(time_encoding(tau))                  N x hidden[0]
+ *   e   = MLP(time_encoding(tau)) [+ E[label]]     N x hidden[0]
  *   x_0 = GELU(LN_0(conv_0(z))) + e                broadcast over H x W
  *   x_i = GELU(LN_i(conv_i(x_{i-1})))              i = 1 .. L-1
  *   out = conv_L(x_{L-1})                          3 x 3, to C channels
@@ -65,7 +65,7 @@ static cd_status cnn_build(cd_decoder *d)
                                        &m->mlp_b[j]));
     }
     cd__cnn_frequencies_n(m->freq, cfg->time_freqs);
-    return CD_OK;
+    return cd__decoder_add_label_embed(d, cfg->hidden[0], &d->label_w);
 }
 
 static cd_status cnn_check_shape(const cd_decoder *d, const char *fn, int64_t H, int64_t W)
@@ -155,6 +155,9 @@ static void cnn_forward(cd_decoder *d, float *out, const float *z, const float *
         if (j < m->M - 1) cd__gelu_forward(m->act[j], m->pre[j], N * m->mlp_out[j]);
         in = m->act[j];
     }
+    /* The last layer has no GELU, so backward never reads its input
+     * back and the label rows can be added in place. */
+    cd__decoder_label_forward(d, m->pre[m->M - 1], d->cfg.hidden[0]);
     const float *emb = m->pre[m->M - 1];
     /* Keep z: the first convolution's weight gradient needs it, and the
      * caller may reuse its tensor before calling backward. */
@@ -226,6 +229,7 @@ static void cnn_backward(cd_decoder *d, float *dz, const float *dout)
                                 i > 0 ? m->x[i - 1] : m->z, cd__decoder_value(d, m->conv_w[i]),
                                 m->ws);
     }
+    cd__decoder_label_backward(d, m->demb, d->cfg.hidden[0]);
     mlp_backward(d, m, m->demb);
 }
 

@@ -27,7 +27,7 @@ static cd_status add_param(cd_decoder *d, const char *prefix, const char *suffix
     return cd__params_add(d->params, name, rank, shape, index);
 }
 
-static cd_status add_init(cd_decoder *d, int kind, int64_t w, int64_t b)
+cd_status cd__decoder_add_init(cd_decoder *d, int kind, int64_t w, int64_t b)
 {
     if (d->n_init >= CD__DEC_MAX_LAYERS)
         return cd__error(CD_ERR_INTERNAL, "decoder has more than %d layers", CD__DEC_MAX_LAYERS);
@@ -42,7 +42,7 @@ cd_status cd__decoder_add_conv(cd_decoder *d, const char *prefix, int64_t out, i
     *b = -1;
     CD__TRY(add_param(d, prefix, "weight", 4, ws, w));
     if (bias) CD__TRY(add_param(d, prefix, "bias", 1, &out, b));
-    return add_init(d, CD__LAYER_CONV2D, *w, *b);
+    return cd__decoder_add_init(d, CD__LAYER_CONV2D, *w, *b);
 }
 
 cd_status cd__decoder_add_convt(cd_decoder *d, const char *prefix, int64_t in, int64_t out,
@@ -51,7 +51,7 @@ cd_status cd__decoder_add_convt(cd_decoder *d, const char *prefix, int64_t in, i
     const int64_t ws[4] = {in, out, kh, kw};
     CD__TRY(add_param(d, prefix, "weight", 4, ws, w));
     CD__TRY(add_param(d, prefix, "bias", 1, &out, b));
-    return add_init(d, CD__LAYER_CONV_TRANSPOSE2D, *w, *b);
+    return cd__decoder_add_init(d, CD__LAYER_CONV_TRANSPOSE2D, *w, *b);
 }
 
 cd_status cd__decoder_add_linear(cd_decoder *d, const char *prefix, int64_t out, int64_t in,
@@ -60,7 +60,7 @@ cd_status cd__decoder_add_linear(cd_decoder *d, const char *prefix, int64_t out,
     const int64_t ws[2] = {out, in};
     CD__TRY(add_param(d, prefix, "weight", 2, ws, w));
     CD__TRY(add_param(d, prefix, "bias", 1, &out, b));
-    return add_init(d, CD__LAYER_LINEAR, *w, *b);
+    return cd__decoder_add_init(d, CD__LAYER_LINEAR, *w, *b);
 }
 
 cd_status cd__decoder_add_layernorm(cd_decoder *d, const char *prefix, int32_t rank,
@@ -68,7 +68,7 @@ cd_status cd__decoder_add_layernorm(cd_decoder *d, const char *prefix, int32_t r
 {
     CD__TRY(add_param(d, prefix, "weight", rank, shape, w));
     CD__TRY(add_param(d, prefix, "bias", rank, shape, b));
-    return add_init(d, -1, *w, *b);
+    return cd__decoder_add_init(d, CD__INIT_LAYER_NORM, *w, *b);
 }
 
 float *cd__decoder_value(cd_decoder *d, int64_t index)
@@ -85,8 +85,11 @@ static cd_status init_params(cd_decoder *d, cd_rng *rng)
 {
     for (int32_t i = 0; i < d->n_init; i++) {
         const cd__init_entry *e = &d->init[i];
-        if (e->kind < 0)
+        if (e->kind == CD__INIT_LAYER_NORM)
             CD__TRY(cd__init_layer_norm(d->params, e->weight, e->bias));
+        else if (e->kind == CD__INIT_NORMAL)
+            CD__TRY(cd_rng_normal(rng, cd__decoder_value(d, e->weight),
+                                  cd_params_numel_at(d->params, e->weight)));
         else
             CD__TRY(cd__init_layer(d->params, (cd__layer_kind)e->kind, e->weight, e->bias, rng));
     }
@@ -138,6 +141,7 @@ void cd_decoder_free(cd_decoder *d)
     if (d->impl) d->ops->free_impl(d->impl);
     cd_params_free(d->params);
     cd__free(d->arena);
+    cd__free(d->label_rows);
     cd__free(d);
 }
 
@@ -270,7 +274,8 @@ static cd_status image_dims(const cd_tensor *t, const char *fn, const char *name
 }
 
 static cd_status run_forward(cd_decoder *d, const char *fn, const cd_tensor *z,
-                             const cd_tensor *tau, cd_tensor *out, bool train)
+                             const cd_tensor *tau, const cd_tensor *labels, cd_tensor *out,
+                             bool train)
 {
     CD__CHECK_NOT_NULL(d, fn);
     int64_t s[4];
@@ -285,6 +290,7 @@ static cd_status run_forward(cd_decoder *d, const char *fn, const cd_tensor *z,
     /* One read of z, cheap beside the network, and a NaN would otherwise
      * come out as a NaN prediction that nothing names. */
     CD__TRY(cd__check_finite(z, fn, "z"));
+    CD__TRY(cd__decoder_take_labels(d, fn, labels, s[0]));
     CD__TRY(ensure_plan(d, s[0], s[2], s[3], train));
     /* A forward-only pass overwrites what a training forward saved. */
     d->forward_done = false;
@@ -296,12 +302,24 @@ static cd_status run_forward(cd_decoder *d, const char *fn, const cd_tensor *z,
 cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
                              cd_tensor *out)
 {
-    return run_forward(d, "cd_decoder_forward", z, tau, out, true);
+    return run_forward(d, "cd_decoder_forward", z, tau, NULL, out, true);
+}
+
+cd_status cd_decoder_forward_labeled(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
+                                     const cd_tensor *labels, cd_tensor *out)
+{
+    return run_forward(d, "cd_decoder_forward_labeled", z, tau, labels, out, true);
+}
+
+cd_status cd_decoder_infer_labeled(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
+                                   const cd_tensor *labels, cd_tensor *out)
+{
+    return run_forward(d, "cd_decoder_infer_labeled", z, tau, labels, out, false);
 }
 
 cd_status cd_decoder_infer(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau, cd_tensor *out)
 {
-    return run_forward(d, "cd_decoder_infer", z, tau, out, false);
+    return run_forward(d, "cd_decoder_infer", z, tau, NULL, out, false);
 }
 
 cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout, cd_tensor *dz)

@@ -28,6 +28,7 @@ typedef struct cd__decoder_cfg {
     int64_t dim_mults[CD__DEC_MAX_LIST];
     int64_t n_mults;
     int64_t heads, head_dim, convnext_mult;
+    int64_t classes; /* 0: no label embedding */
 } cd__decoder_cfg;
 
 struct cd_decoder_config {
@@ -59,8 +60,9 @@ typedef struct cd__arena {
 float *cd__arena_take(cd__arena *a, size_t n);
 
 /* A layer to initialise with PyTorch's defaults at creation. */
+enum { CD__INIT_LAYER_NORM = -1, CD__INIT_NORMAL = -2 };
 typedef struct cd__init_entry {
-    int kind; /* cd__layer_kind, or -1 for a LayerNorm */
+    int kind; /* cd__layer_kind, CD__INIT_LAYER_NORM, or CD__INIT_NORMAL (N(0, 1)) */
     int64_t weight, bias;
 } cd__init_entry;
 
@@ -100,6 +102,12 @@ struct cd_decoder {
      * saved with the weights, since sampling must read the output as the
      * training target was built. */
     int32_t prediction;
+    /* Class conditioning (cfg.classes > 0): the table's index, and each
+     * image's row for the current pass (cfg.classes for "no class"),
+     * kept for backward. */
+    int64_t label_w;
+    int32_t *label_rows;
+    int64_t label_cap;
 };
 
 /* Parameter helpers for build(): add "<prefix>.weight" (and ".bias") in
@@ -113,6 +121,20 @@ cd_status cd__decoder_add_linear(cd_decoder *d, const char *prefix, int64_t out,
                                  int64_t *w, int64_t *b);
 cd_status cd__decoder_add_layernorm(cd_decoder *d, const char *prefix, int32_t rank,
                                     const int64_t *shape, int64_t *w, int64_t *b);
+
+/* Add the label table "label_embed.weight", (classes + 1) x width, when
+ * the configuration asks for classes (else a no-op, with *w = -1). */
+cd_status cd__decoder_add_label_embed(cd_decoder *d, int64_t width, int64_t *w);
+/* emb[n] += table[row[n]] for the current pass, and the table's gradient
+ * back from d(emb); no-ops without classes. */
+void cd__decoder_label_forward(cd_decoder *d, float *emb, int64_t width);
+void cd__decoder_label_backward(cd_decoder *d, const float *demb, int64_t width);
+/* Check labels (NULL: "no class" for all N) and keep their rows. */
+cd_status cd__decoder_take_labels(cd_decoder *d, const char *fn, const cd_tensor *labels,
+                                  int64_t N);
+
+/* Register tensor w (and b, or -1) for initialisation of this kind. */
+cd_status cd__decoder_add_init(cd_decoder *d, int kind, int64_t w, int64_t b);
 
 /* Parameter value and gradient pointers by index (after finalize). */
 float *cd__decoder_value(cd_decoder *d, int64_t index);

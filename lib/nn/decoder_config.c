@@ -52,6 +52,7 @@ static const cd__option keys[] = {
     INT_KEY(CD_DECODER_OPT_HEADS, "heads", 1, 64, 4),
     INT_KEY(CD_DECODER_OPT_HEAD_DIM, "head_dim", 1, 1024, 32),
     INT_KEY(CD_DECODER_OPT_CONVNEXT_MULT, "convnext_mult", 1, 16, 2),
+    INT_KEY(CD_DECODER_OPT_CLASSES, "classes", 0, 65535, 0),
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -74,6 +75,7 @@ static int64_t *scalar_slot(cd__decoder_cfg *c, cd_decoder_option key)
     case CD_DECODER_OPT_HEADS: return &c->heads;
     case CD_DECODER_OPT_HEAD_DIM: return &c->head_dim;
     case CD_DECODER_OPT_CONVNEXT_MULT: return &c->convnext_mult;
+    case CD_DECODER_OPT_CLASSES: return &c->classes;
     default: return NULL;
     }
 }

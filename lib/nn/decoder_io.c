@@ -49,6 +49,7 @@ cd_status cd__decoder_config_to_ckpt(const cd_decoder *d, cd__ckpt *ck)
      * decoders keep their bytes. */
     if (d->prediction != CD_PREDICT_NOISE)
         CD__TRY(cd__ckpt_set_i64(ck, "decoder.prediction", d->prediction));
+    if (c.classes > 0) CD__TRY(cd__ckpt_set_i64(ck, "decoder.classes", c.classes));
     CD__TRY(cd__ckpt_set_i64_array(ck, "decoder.hidden", c.hidden, c.n_hidden));
     return cd__ckpt_set_i64_array(ck, "decoder.dim_mults", c.dim_mults, c.n_mults);
 }
@@ -84,6 +85,16 @@ cd_status cd__decoder_config_from_ckpt(const cd__ckpt *ck, cd_decoder_config **o
     if (st == CD_OK)
         st = cd__ckpt_get_i64_array(ck, "decoder.dim_mults", list, CD__DEC_MAX_LIST, &n);
     if (st == CD_OK) st = cd_decoder_config_set_list(cfg, CD_DECODER_OPT_DIM_MULTS, list, n);
+    /* Absent in files of decoders without classes. */
+    int64_t classes = 0;
+    if (st == CD_OK) {
+        st = cd__ckpt_get_i64(ck, "decoder.classes", &classes);
+        if (st == CD_ERR_NOT_FOUND) {
+            cd_clear_error();
+            classes = 0, st = CD_OK;
+        }
+    }
+    if (st == CD_OK) st = cd_decoder_config_set_int(cfg, CD_DECODER_OPT_CLASSES, classes);
     if (st != CD_OK) {
         /* The cause is in the error buffer that cd__error writes to. */
         char cause[512];

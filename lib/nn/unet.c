@@ -145,8 +145,9 @@ static cd_status unet_build(cd_decoder *d)
     CD__TRY(cd__unet_attn_add(d, &m->mid_attn, "mid_attn", top, cfg->heads, cfg->head_dim));
     CD__TRY(cd__unet_block_add(d, &m->mid[1], "mid_block2", top, top, mult, m->tdim));
     CD__TRY(cd__unet_block_add(d, &m->fin, "final_conv.0", m->dims[1], m->dims[1], mult, 0));
-    return cd__decoder_add_conv(d, "final_conv.1", cfg->channels, m->dims[1], 1, 1, true,
-                                &m->fconv_w, &m->fconv_b);
+    CD__TRY(cd__decoder_add_conv(d, "final_conv.1", cfg->channels, m->dims[1], 1, 1, true,
+                                 &m->fconv_w, &m->fconv_b));
+    return cd__decoder_add_label_embed(d, m->tdim, &d->label_w);
 }
 
 static cd_status unet_check_shape(const cd_decoder *d, const char *fn, int64_t H, int64_t W)
@@ -343,6 +344,7 @@ static void time_forward(cd_decoder *d, unet_t *m, const float *tau)
     cd__linear_forward(m->t1, m->enc, VAL(m->t1_w), VAL(m->t1_b), N, t, 4 * t);
     cd__gelu_forward(m->t1g, m->t1, N * 4 * t);
     cd__linear_forward(m->temb, m->t1g, VAL(m->t3_w), VAL(m->t3_b), N, 4 * t, t);
+    cd__decoder_label_forward(d, m->temb, t);
     /* Every timed block starts its mlp with a GELU of temb: do it once. */
     cd__gelu_forward(m->gtemb, m->temb, N * t);
 }
@@ -415,6 +417,7 @@ static void time_backward(cd_decoder *d, unet_t *m)
 {
     const int64_t N = m->N, t = m->tdim;
     cd__gelu_backward(m->dtemb, m->dgtemb, m->temb, N * t);
+    cd__decoder_label_backward(d, m->dtemb, t);
     cd__linear_backward(m->dt1g, GRAD(m->t3_w), GRAD(m->t3_b), m->dtemb, m->t1g, VAL(m->t3_w), N,
                         4 * t, t);
     cd__gelu_backward(m->dt1, m->dt1g, m->t1, N * 4 * t);

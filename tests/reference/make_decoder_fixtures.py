@@ -27,6 +27,10 @@ the format is fixture_io.py's. Files:
     decoder_unet_rgb32.bin    a small colour UNet (3 channels, dim 8, mults
                               1,2,2, 2 heads of 4, ConvNeXt mult 1) at
                               32 x 32
+    decoder_cnn_classes.bin   a small CNN with 4 classes (hidden 8,16,8,
+                              kernel 5, MLP 32 x 1) at 12 x 16
+    decoder_unet_classes.bin  a small UNet with 5 classes (dim 8, mults 1,2,
+                              2 heads of 4, ConvNeXt mult 1) at 8 x 12
 
 Each file holds, at batch N = 3:
     config.type               0 (CNN) or 1 (UNet)
@@ -39,6 +43,8 @@ Each file holds, at batch N = 3:
     param.<name>              every parameter, by its state_dict name
     z, tau                    the inputs (z ~ N(0, 1); three distinct tau = t/T
                               in (0, 1], stored as float32)
+    labels                    (class-conditional fixtures only) LABELS, the
+                              last being -1, "no class"
     out                       g(z, tau)
     dout                      a fixed random R; gradients are those of
                               L = sum(out * R)
@@ -67,6 +73,8 @@ SEED = 20240502
 BATCH = 3
 # tau = t/T for three (t, T): a tiny time, a middle one and tau = 1 exactly.
 TAU_STEPS = [(1, 2000), (731, 1000), (1000, 1000)]
+# A class, "no class" and another class: both table rows and the null row.
+LABELS = [2, -1, 0]
 TRAIN_STEPS = 5
 TRAIN_LR = 1e-2
 TRAIN_BATCH = 8
@@ -96,6 +104,13 @@ FIXTURES = [
      tm.unet_config(channels=3, dim=8, dim_mults=(1, 2, 2), heads=2, head_dim=4,
                     convnext_mult=1),
      (32, 32), False, False),
+    # Class conditioning: the label table's rows join the time embedding.
+    ("decoder_cnn_classes.bin", "cnn",
+     tm.cnn_config(height=12, width=16, hidden=(8, 16, 8), kernel=5, time_hidden=32,
+                   time_layers=1, classes=4), (12, 16), True, False),
+    ("decoder_unet_classes.bin", "unet",
+     tm.unet_config(dim=8, dim_mults=(1, 2), heads=2, head_dim=4, convnext_mult=1, classes=5),
+     (8, 12), False, False),
 ]
 
 
@@ -143,13 +158,13 @@ def train_a_little(model, channels, H, W):
 
 # ---------------------------------------------------------------- reference
 
-def forward_backward(model, z, tau, dout):
-    """out, dz and {name: grad} of L = sum(model(z, tau) * dout), computed in
-    the model's dtype."""
+def forward_backward(model, z, tau, dout, labels=None):
+    """out, dz and {name: grad} of L = sum(model(z, tau, labels) * dout),
+    computed in the model's dtype."""
     model.zero_grad(set_to_none=True)
     dtype = next(model.parameters()).dtype
     zz = z.to(dtype).requires_grad_(True)
-    out = model(zz, tau)
+    out = model(zz, tau, labels)
     (out * dout.to(dtype)).sum().backward()
     grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
     return out.detach(), zz.grad.detach(), grads
@@ -206,6 +221,8 @@ def names_tensor(names):
 def config_entries(kind, cfg):
     entries = [("config.type", torch.tensor([0.0 if kind == "cnn" else 1.0]))]
     for key, value in cfg.items():
+        if key == "classes" and value == 0:
+            continue  # the fixtures written before classes existed have none
         values = list(value) if isinstance(value, (tuple, list)) else [value]
         entries.append((f"config.{key}", torch.tensor([float(v) for v in values])))
     return entries
@@ -221,10 +238,11 @@ def make_fixture(kind, cfg, hw, perturb, train):
     z = torch.randn(BATCH, channels, *hw)
     tau = torch.tensor([t / T for t, T in TAU_STEPS], dtype=torch.float32)
     dout = torch.randn(BATCH, channels, *hw)
+    labels = torch.tensor(LABELS) if cfg["classes"] > 0 else None
 
-    out, dz, grads = forward_backward(copy.deepcopy(model).double(), z, tau, dout)
+    out, dz, grads = forward_backward(copy.deepcopy(model).double(), z, tau, dout, labels)
     ref = {"out": out, "dz": dz, **{"grad." + k: g for k, g in grads.items()}}
-    out32, dz32, grads32 = forward_backward(model, z, tau, dout)
+    out32, dz32, grads32 = forward_backward(model, z, tau, dout, labels)
     got = {"out": out32, "dz": dz32, **{"grad." + k: g for k, g in grads32.items()}}
     float32_error_report(ref, got)
 
@@ -235,6 +253,8 @@ def make_fixture(kind, cfg, hw, perturb, train):
                 ("param_names", names_tensor(name for name, _ in params))]
     entries += [("param." + name, p) for name, p in params]
     entries += [("z", z), ("tau", tau), ("out", out), ("dout", dout), ("dz", dz)]
+    if labels is not None:
+        entries.append(("labels", labels.float()))
     entries += [("grad." + name, grads[name]) for name, _ in params]
     print(f"    {len(params)} parameter tensors, {tm.param_count(model)} floats")
     return [from_torch(name, t) for name, t in entries]

@@ -35,6 +35,7 @@ CNN_DEFAULTS = {
     "time_freqs": 16,
     "time_hidden": 128,
     "time_layers": 3,
+    "classes": 0,
 }
 
 UNET_DEFAULTS = {
@@ -44,6 +45,7 @@ UNET_DEFAULTS = {
     "heads": 4,
     "head_dim": 32,
     "convnext_mult": 2,
+    "classes": 0,
 }
 
 LN_EPS = 1e-5
@@ -117,6 +119,7 @@ class CNNDecoder(nn.Module):
         self.time_embed = nn.Sequential(*_mlp_layers(
             2 * cfg["time_freqs"], cfg["time_hidden"], hidden[0], cfg["time_layers"]))
         self.register_buffer("frequencies", cnn_frequencies(cfg["time_freqs"]))
+        _add_label_embed(self, cfg, hidden[0])
 
     def time_encoding(self, tau):
         """[sin(f tau), cos(f tau) - 1] with the float32 phase fl32(f * tau)."""
@@ -124,12 +127,31 @@ class CNNDecoder(nn.Module):
         s, c = _accurate_sin_cos(phase)
         return torch.cat([s, c - 1], dim=-1)
 
-    def forward(self, z, tau):
+    def forward(self, z, tau, labels=None):
         emb = self.time_embed(self.time_encoding(tau).to(z.dtype))
+        emb = _with_labels(self, emb, labels)
         x = self.blocks[0](z) + emb[:, :, None, None]
         for block in self.blocks[1:]:
             x = block(x)
         return x
+
+
+def _add_label_embed(model, cfg, width):
+    """Class conditioning: one row per class and a last row for "no class",
+    registered last so the other parameters keep their order."""
+    if cfg["classes"] > 0:
+        model.label_embed = nn.Embedding(cfg["classes"] + 1, width)
+
+
+def _with_labels(model, emb, labels):
+    """emb + the label rows; labels None or -1 pick the "no class" row."""
+    if model.cfg["classes"] == 0:
+        return emb
+    k = model.cfg["classes"]
+    if labels is None:
+        labels = torch.full((emb.shape[0],), -1, dtype=torch.long)
+    rows = torch.where(labels < 0, torch.full_like(labels, k), labels).long()
+    return emb + model.label_embed(rows).to(emb.dtype)
 
 
 def _mlp_layers(n_in, width, n_out, hidden_layers):
@@ -277,11 +299,14 @@ class UNetDecoder(nn.Module):
             ]))
         self.final_conv = nn.Sequential(
             ConvNextBlock(dim, dim, mult=mult), nn.Conv2d(dim, cfg["channels"], 1))
+        _add_label_embed(self, cfg, dim)
 
-    def forward(self, z, tau):
+    def forward(self, z, tau, labels=None):
         t = self.time_mlp[0](tau).to(z.dtype)
         for layer in list(self.time_mlp)[1:]:
             t = layer(t)
+        # The label rows join before the GELU that every block applies.
+        t = _with_labels(self, t, labels)
         x, skips = z, []
         for block1, block2, attn, down in self.downs:
             x = attn(block2(block1(x, t), t))

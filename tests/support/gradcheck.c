@@ -279,13 +279,14 @@ double cd_gradcheck(cd_gc_op *op, const cd_gc_opts *opts)
 typedef struct {
     cd_decoder *d;
     cd_tensor *z, *tau, *out, *dout, *dz_tmp;
-    float *dz; /* the gradcheck's accumulating dz */
+    cd_tensor *labels; /* NULL for a decoder without classes */
+    float *dz;         /* the gradcheck's accumulating dz */
 } net_ctx;
 
 static void net_forward(void *ctx)
 {
     net_ctx *c = ctx;
-    ck_assert_int_eq(cd_decoder_forward(c->d, c->z, c->tau, c->out), CD_OK);
+    ck_assert_int_eq(cd_decoder_forward_labeled(c->d, c->z, c->tau, c->labels, c->out), CD_OK);
 }
 
 /* cd_decoder_backward overwrites dz; the gradcheck wants it added. */
@@ -315,6 +316,13 @@ double cd_gc_check_decoder(cd_decoder *d, int64_t N, int64_t C, int64_t H, int64
     ck_assert_int_eq(cd_tensor_create(&c.tau, 1, (int64_t[]){N}), CD_OK);
     cd_gc_randn(cd_tensor_data(c.z), N * C * H * W, 5, z_scale);
     for (int64_t i = 0; i < N; i++) cd_tensor_data(c.tau)[i] = (float)(i + 1) / (float)(N + 2);
+    const int64_t K = cd_decoder_class_count(d);
+    if (K > 0) {
+        /* Even images take classes, odd ones "no class": both kinds of row. */
+        ck_assert_int_eq(cd_tensor_create(&c.labels, 1, (int64_t[]){N}), CD_OK);
+        for (int64_t i = 0; i < N; i++)
+            cd_tensor_data(c.labels)[i] = i % 2 ? -1.0f : (float)((i / 2) % K);
+    }
     c.dz = calloc((size_t)(N * C * H * W), sizeof(float));
 
     cd_params *p = cd_decoder_params(d);
@@ -335,5 +343,6 @@ double cd_gc_check_decoder(cd_decoder *d, int64_t N, int64_t C, int64_t H, int64
     cd_tensor_free(c.dout);
     cd_tensor_free(c.dz_tmp);
     cd_tensor_free(c.tau);
+    cd_tensor_free(c.labels);
     return worst;
 }

@@ -92,8 +92,9 @@ double cd_gradcheck(cd_gc_op *op, const cd_gc_opts *opts);
 /*
  * Gradient-check a whole decoder through the public API at batch N and
  * H x W: dz and every parameter (the flat block is one input), with z of
- * normals times z_scale and tau = (n + 1)/(N + 2). Returns the worst
- * asymmetry.
+ * normals times z_scale and tau = (n + 1)/(N + 2); a decoder with classes
+ * gets label (n / 2) mod K for even n and -1 ("no class") for odd n.
+ * Returns the worst asymmetry.
  */
 double cd_gc_check_decoder(cd_decoder *d, int64_t N, int64_t C, int64_t H, int64_t W,
                            const char *name, const cd_gc_opts *opts, float z_scale);
