@@ -94,6 +94,36 @@ cd_status cli_model_sampler(cd_decoder *dec, const cd_degradation *deg, const cl
     return st;
 }
 
+int cli_check_class(const cd_decoder *dec, const cli_sampling *o, const char *cmd)
+{
+    if (o->cls < 0 && !o->class_rows) return CLI_OK;
+    const int64_t K = cd_decoder_class_count(dec);
+    if (K <= 0)
+        return cli_usage(cmd,
+                         "%s needs a class-conditional model (train one with --conditional); "
+                         "this one has no classes",
+                         o->class_rows ? "--class-rows" : "--class");
+    if (o->cls >= K)
+        return cli_usage(cmd, "--class %lld: the model has %lld classes (0..%lld)",
+                         (long long)o->cls, (long long)K, (long long)K - 1);
+    return CLI_OK;
+}
+
+cd_status cli_set_labels(cd_sampler *smp, const cd_decoder *dec, const cli_sampling *o,
+                         int64_t first, int64_t n, int64_t cols)
+{
+    if (o->cls < 0 && !o->class_rows) return cd_sampler_set_labels(smp, NULL);
+    const int64_t K = cd_decoder_class_count(dec);
+    cd_tensor *labels = NULL;
+    cd_status st = cd_tensor_create(&labels, 1, &n);
+    for (int64_t i = 0; st == CD_OK && i < n; i++)
+        cd_tensor_data(labels)[i] = (float)(o->cls >= 0 ? o->cls : ((first + i) / cols) % K);
+    if (st == CD_OK) st = cd_sampler_set_labels(smp, labels);
+    if (st == CD_OK) st = cd_sampler_set_real(smp, CD_SAMPLER_OPT_GUIDANCE, o->guidance);
+    cd_tensor_free(labels);
+    return st;
+}
+
 cd_status cli_make_sampler(cd_trainer *tr, const cli_sampling *o, cd_sampler **out)
 {
     return cli_model_sampler(cd_trainer_decoder(tr), cd_trainer_degradation(tr), o, out);
@@ -161,6 +191,7 @@ cd_status cli_model_sample_grid(cd_decoder *dec, const cd_degradation *deg, cons
     int64_t shape[4];
     cd_status st = image_shape(dec, NULL, n, shape);
     if (st == CD_OK) st = cli_model_sampler(dec, deg, o, &smp);
+    if (st == CD_OK) st = cli_set_labels(smp, dec, o, 0, n, cols);
     if (st == CD_OK) st = cd_rng_create(&rng, o->seed);
     if (st == CD_OK) st = cd_tensor_create(&out, 4, shape);
     if (st == CD_OK) st = cd_sampler_sample(smp, rng, out);

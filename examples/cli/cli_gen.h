@@ -22,7 +22,18 @@ typedef struct {
     uint64_t seed;
     bool clip; /* DDIM: clip x0-hat to the data range [-0.5, 0.5] */
     bool ema;  /* sample with a checkpoint's EMA weights (if any) */
+    /* A class-conditional model's class for every sample (-1: none), or
+     * with class_rows one class per grid row; guidance: the scale w. */
+    int64_t cls;
+    bool class_rows;
+    double guidance;
 } cli_sampling;
+
+/* The defaults of sample, restore and eval. */
+#define CLI_SAMPLING_DEFAULTS                            \
+    {                                                    \
+        SMP_AUTO, 0, NAN, 1, true, false, -1, false, 1.0 \
+    }
 
 /* The sampling options shared by sample, restore and eval (cmd_sample.c):
  * --sampler, --steps, --eta, --seed, --no-clip (into flags[0]), --no-ema
@@ -31,6 +42,20 @@ typedef struct {
 #define CLI_SAMPLER_OPTS 8
 const cli_opt *cli_sampler_opts(cli_sampling *s, int64_t *seed, bool flags[3]);
 void cli_sampler_finish(cli_sampling *s, int64_t seed, const bool flags[3]);
+
+/* --class, --class-rows and --guidance (sample and eval). */
+#define CLI_CLASS_OPTS 3
+const cli_opt *cli_class_opts(cli_sampling *s);
+
+/* CLI_OK when dec can give the class o asks for (or o asks for none);
+ * else prints why, as "colddiff CMD: ...", and returns CLI_USAGE. */
+int cli_check_class(const cd_decoder *dec, const cli_sampling *o, const char *cmd);
+
+/* The labels of samples first..first+n-1 (of a grid of cols columns) as
+ * o asks (checked by cli_check_class), and o's guidance, on smp; no
+ * labels when o asks for no class. */
+cd_status cli_set_labels(cd_sampler *smp, const cd_decoder *dec, const cli_sampling *o,
+                         int64_t first, int64_t n, int64_t cols);
 
 /* A model read for sampling: from an inference model file or a training
  * checkpoint (with its EMA weights when it has them). From a checkpoint,

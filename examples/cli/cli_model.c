@@ -31,6 +31,7 @@ void cli_model_defaults(cli_model *m)
                      .beta_max = 0.02,
                      .cosine_s = 0.008,
                      .beta_clip = 0.999,
+                     .label_dropout = 0.1,
                      .edge_width = 2.0};
 }
 
@@ -160,6 +161,8 @@ static cd_status make_decoder(const cli_model *m, cd_dataset *ds, cd_rng *rng, c
         st = cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEADS, m->unet_heads);
     if (st == CD_OK && m->decoder == CD_DECODER_UNET && m->unet_head_dim > 0)
         st = cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEAD_DIM, m->unet_head_dim);
+    if (st == CD_OK && m->conditional)
+        st = cd_decoder_config_set_int(cfg, CD_DECODER_OPT_CLASSES, cd_dataset_class_count(ds));
     if (st == CD_OK) st = cd_decoder_create(out, cfg, rng);
     cd_decoder_config_free(cfg);
     return st;
@@ -172,7 +175,10 @@ int cli_model_build(const cli_model *m, cd_dataset *ds, cd_rng *rng, cd_trainer 
     *out = NULL, *dec = NULL, *deg = NULL;
     if (cli_model_schedule(m, &s) != CD_OK) return cli_fail("the schedule");
     int rc = CLI_FAIL;
-    if (make_degradation(m, s, ds, deg) != CD_OK) {
+    if (m->conditional && cd_dataset_class_count(ds) <= 0) {
+        rc = cli_usage("train", "--conditional needs data with classes: MNIST, or a folder of "
+                                "class sub-folders (this one has none)");
+    } else if (make_degradation(m, s, ds, deg) != CD_OK) {
         cli_fail("the degradation");
     } else if (m->report_prior && cd_degradation_set_prior(*deg, -0.36, 0.05, 0.002) != CD_OK) {
         cli_fail("the report's prior");
@@ -185,7 +191,8 @@ int cli_model_build(const cli_model *m, cd_dataset *ds, cd_rng *rng, cd_trainer 
         if ((m->t_max && cd_trainer_set_int(*out, CD_TRAINER_OPT_T_MAX, m->t_max) != CD_OK) ||
             (m->t_per_batch && cd_trainer_set_int(*out, CD_TRAINER_OPT_T_PER_BATCH, 1) != CD_OK) ||
             (m->prediction &&
-             cd_trainer_set_int(*out, CD_TRAINER_OPT_PREDICTION, m->prediction) != CD_OK))
+             cd_trainer_set_int(*out, CD_TRAINER_OPT_PREDICTION, m->prediction) != CD_OK) ||
+            cd_trainer_set_real(*out, CD_TRAINER_OPT_LABEL_DROPOUT, m->label_dropout) != CD_OK)
             rc = cli_fail("the trainer options");
     }
     if (rc != CLI_OK) {
@@ -229,4 +236,6 @@ void cli_model_write(const cli_model *m, FILE *f)
     fprintf(f, "unet_heads = %lld\nunet_head_dim = %lld\nprediction = %s\n",
             (long long)m->unet_heads, (long long)m->unet_head_dim,
             cd_enum_name(CD_ENUM_PREDICTION, m->prediction));
+    fprintf(f, "conditional = %d\nlabel_dropout = %s\n", (int)m->conditional,
+            cli_fmt_double(b[0], m->label_dropout));
 }

@@ -34,6 +34,8 @@ typedef struct {
     int64_t unet_dim;                  /* 0: the report's */
     cli_times unet_mults;              /* n = 0: the report's */
     int64_t unet_heads, unet_head_dim; /* 0: the report's */
+    bool conditional;                  /* a label table of the data's classes */
+    double label_dropout;              /* the trainer's, for a conditional model */
 } cli_model;
 
 /* The library defaults: CNN, noise, linear 1e-4..0.02, T = 1000. */

@@ -4,7 +4,10 @@
  * SSIM and PSNR of conditional restorations of the first n test images
  * from t = T; the class preservation of those restorations; and, for
  * unconditional samples, the Frechet distance on the MNIST classifier's
- * features, the class histogram, its entropy and the mean confidence.
+ * features, the class histogram, its entropy and the mean confidence. A
+ * class-conditional model draws those samples with the classes in turn
+ * (0, 1, ..., K-1, 0, ...) at the --guidance scale, and how many the
+ * classifier puts in the class asked for is its class accuracy.
  */
 #include "cli_gen.h"
 
@@ -17,6 +20,7 @@
 
 typedef struct {
     double loss, loss_se, rmse, ssim, psnr, fd, fd_floor, preservation, entropy, confidence;
+    double class_accuracy, guidance; /* a class-conditional model's; NaN otherwise */
     int64_t n, fd_n, hist[10];
     int64_t c, h, w; /* the data's image shape */
     cd_split split;  /* where the images come from */
@@ -84,16 +88,24 @@ static cd_status restore_all(const cli_loaded *m, const cli_sampling *o, cd_tens
     return st;
 }
 
-/* n unconditional samples, in chunks. */
-static cd_status sample_all(const cli_loaded *m, const cli_sampling *o, cd_tensor *out)
+/* n samples, in chunks: unconditional, or for a class-conditional model
+ * the classes in turn (sample i of class i mod K, whose label goes to
+ * labels[i]). */
+static cd_status sample_all(const cli_loaded *m, const cli_sampling *o, cd_tensor *out,
+                            int64_t *labels)
 {
-    const int64_t n = cd_tensor_dim(out, 0);
+    const int64_t n = cd_tensor_dim(out, 0), K = cd_decoder_class_count(m->dec);
     cd_sampler *smp = NULL;
     cd_rng *rng = NULL;
+    cli_sampling each = *o;
+    each.class_rows = K > 0; /* one "row" per sample: class i mod K */
     cd_status st = cli_model_sampler(m->dec, m->deg, o, &smp);
     if (st == CD_OK) st = cd_rng_create(&rng, o->seed + 1);
+    for (int64_t i = 0; i < n; i++) labels[i] = K > 0 ? i % K : -1;
     for (int64_t first = 0; st == CD_OK && first < n; first += CHUNK) {
         const int64_t b = n - first < CHUNK ? n - first : CHUNK;
+        st = cli_set_labels(smp, m->dec, &each, first, b, 1);
+        if (st != CD_OK) break;
         char label[96];
         snprintf(label, sizeof label, "sampling images %lld-%lld of %lld", (long long)first + 1,
                  (long long)(first + b), (long long)n);
@@ -142,13 +154,16 @@ static cd_status classify(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *
     const int64_t F = cd_classifier_feature_dim(cls), K = cd_classifier_num_classes(cls);
     cd_tensor *probs = tensor2(n, K), *samples = like(x, m), *sprobs = tensor2(m, K);
     cd_tensor *fa = tensor2(m, F), *fb = tensor2(m, F), *xm = NULL;
-    cd_status st = probs && samples && sprobs && fa && fb ? CD_OK : CD_ERR_OUT_OF_MEMORY;
+    int64_t *asked = malloc((size_t)m * sizeof *asked);
+    cd_status st = probs && samples && sprobs && fa && fb && asked ? CD_OK : CD_ERR_OUT_OF_MEMORY;
     if (st == CD_ERR_OUT_OF_MEMORY) fprintf(stderr, "colddiff: out of memory\n");
     if (st == CD_OK) st = cd_classifier_predict(cls, xhat, probs, NULL);
     if (st == CD_OK) st = cd_class_preservation(probs, labels, n, &r->preservation, NULL);
-    if (st == CD_OK) st = sample_all(mdl, o, samples);
+    if (st == CD_OK) st = sample_all(mdl, o, samples, asked);
     if (st == CD_OK && copy_rows(x, 0, m, &xm) == NULL) st = cd_last_status();
     if (st == CD_OK) st = cd_classifier_predict(cls, samples, sprobs, fb);
+    if (st == CD_OK && cd_decoder_class_count(mdl->dec) > 0)
+        st = cd_class_preservation(sprobs, asked, m, &r->class_accuracy, NULL);
     if (st == CD_OK) st = cd_classifier_predict(cls, xm, NULL, fa);
     if (st == CD_OK) st = cd_frechet_distance(fb, fa, &r->fd);
     if (st == CD_OK) st = fd_floor(ds, r->split, cls, fa, fb, &r->fd_floor);
@@ -157,6 +172,7 @@ static cd_status classify(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *
     cd_tensor_free(xm);
     cd_tensor_free(probs), cd_tensor_free(samples), cd_tensor_free(sprobs);
     cd_tensor_free(fa), cd_tensor_free(fb);
+    free(asked);
     return st;
 }
 
@@ -211,7 +227,7 @@ static const char *split_name(const eval_result *r)
 static void print_result(const eval_result *r, FILE *f, bool json)
 {
     if (json) {
-        char b[10][32];
+        char b[10][32], g[2][32];
         fprintf(f,
                 "{\n  \"split\": \"%s\",\n  \"test_loss\": %s,\n  \"test_loss_std_error\": %s,\n"
                 "  \"restorations\": %lld,\n  \"reduction\": \"%s\",\n  \"rmse\": %s,\n"
@@ -219,6 +235,7 @@ static void print_result(const eval_result *r, FILE *f, bool json)
                 "  \"fd\": %s,\n  \"fd_samples\": %lld,\n  \"fd_floor\": %s,\n"
                 "  \"class_entropy_nats\": %s,\n"
                 "  \"mean_confidence\": %s,\n  \"classifier_metrics\": %s,\n"
+                "  \"guidance\": %s,\n  \"class_accuracy\": %s,\n"
                 "  \"class_histogram\": [",
                 split_name(r), json_num(b[0], 32, r->loss), json_num(b[1], 32, r->loss_se),
                 (long long)r->n, r->reduction, json_num(b[2], 32, r->rmse),
@@ -226,7 +243,8 @@ static void print_result(const eval_result *r, FILE *f, bool json)
                 json_num(b[5], 32, r->preservation), json_num(b[6], 32, r->fd),
                 (long long)(r->classified ? r->fd_n : 0), json_num(b[9], 32, r->fd_floor),
                 json_num(b[7], 32, r->entropy), json_num(b[8], 32, r->confidence),
-                r->classified ? "true" : "false");
+                r->classified ? "true" : "false", json_num(g[0], 32, r->guidance),
+                json_num(g[1], 32, r->class_accuracy));
         for (int k = 0; k < (r->classified ? 10 : 0); k++)
             fprintf(f, "%s%lld", k ? ", " : "", (long long)r->hist[k]);
         fprintf(f, "]\n}\n");
@@ -259,6 +277,11 @@ static void print_result(const eval_result *r, FILE *f, bool json)
                 "real)\n",
                 r->fd_floor, (long long)r->fd_n, (long long)(2 * r->fd_n - 1),
                 (long long)(r->fd_n - 1));
+    if (isfinite(r->class_accuracy))
+        fprintf(f,
+                "class accuracy     %.4f (samples classified as the class asked for, guidance "
+                "%g)\n",
+                r->class_accuracy, r->guidance);
     fprintf(f, "class entropy      %.4f nats (uniform: %.4f), mean confidence %.4f\n", r->entropy,
             log(10.0), r->confidence);
     fprintf(f, "class histogram   ");
@@ -284,16 +307,18 @@ int cmd_eval(int argc, char **argv)
     int64_t seed = 1, threads = 0;
     int reduction = 0;
     static const char *const reductions[] = {"per_image", "report", NULL};
-    cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false};
+    cli_sampling s = CLI_SAMPLING_DEFAULTS;
     bool flags[3] = {false, false, false};
-    const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
+    const cli_opt *so = cli_sampler_opts(&s, &seed, flags), *co = cli_class_opts(&s);
     eval_result r = {.n = 1000,
                      .fd_n = 1000,
                      .fd = NAN,
                      .fd_floor = NAN,
                      .preservation = NAN,
                      .entropy = NAN,
-                     .confidence = NAN};
+                     .confidence = NAN,
+                     .class_accuracy = NAN,
+                     .guidance = NAN};
     const cli_opt opts[] = {
         {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL,
          "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)",
@@ -318,6 +343,7 @@ int cmd_eval(int argc, char **argv)
         so[5],
         so[6],
         so[7],
+        co[2],
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
     };
     const cli_command cmd = {"eval",
@@ -357,6 +383,7 @@ int cmd_eval(int argc, char **argv)
                 (long long)(r.classified && r.fd_n > r.n ? r.fd_n : r.n));
     else {
         r.default_objective = !m.checkpoint;
+        if (cd_decoder_class_count(m.dec) > 0) r.guidance = s.guidance;
         cli_progress_begin("evaluating");
         ret = evaluate(&m, ds, cls, &s, reduction, &r) != CD_OK
                   ? cli_fail_or_interrupted("evaluating")

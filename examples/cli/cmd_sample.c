@@ -31,6 +31,23 @@ const cli_opt *cli_sampler_opts(cli_sampling *s, int64_t *seed, bool flags[3])
     return opts;
 }
 
+const cli_opt *cli_class_opts(cli_sampling *s)
+{
+    static cli_opt opts[CLI_CLASS_OPTS];
+    const cli_opt o[CLI_CLASS_OPTS] = {
+        {"--class", OPT_I64, &s->cls, -1, 65535, NULL,
+         "class of every sample, for a class-conditional model (-1: none)", NULL},
+        {"--class-rows", OPT_FLAG, &s->class_rows, 0, 0, NULL,
+         "one class per grid row: 0, 1, ..., K-1, 0, ...", NULL},
+        {"--guidance", OPT_F64, &s->guidance, 0, 100, NULL,
+         "classifier-free guidance w: 0 unconditional, 1 plain conditional, more is "
+         "stronger (1)",
+         NULL},
+    };
+    memcpy(opts, o, sizeof o);
+    return opts;
+}
+
 void cli_sampler_finish(cli_sampling *s, int64_t seed, const bool flags[3])
 {
     s->seed = (uint64_t)seed;
@@ -42,14 +59,17 @@ int cmd_sample(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL;
     int64_t n = 64, cols = 8, seed = 1, threads = 0;
-    cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false};
+    cli_sampling s = CLI_SAMPLING_DEFAULTS;
     bool flags[3] = {false, false, false};
-    const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
+    const cli_opt *so = cli_sampler_opts(&s, &seed, flags), *co = cli_class_opts(&s);
     const cli_opt opts[] = {
         {"--checkpoint", OPT_STR, &ckpt, 0, 0, NULL,
          "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)",
          NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "the PNG grid to write", NULL},
+        co[0],
+        co[1],
+        co[2],
         {"--n", OPT_I64, &n, 1, 100000, NULL, "number of samples (64)", NULL},
         {"--cols", OPT_I64, &cols, 1, 1000, NULL, "grid columns (8)", NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
@@ -64,8 +84,8 @@ int cmd_sample(int argc, char **argv)
     };
     const cli_command cmd = {"sample",
                              "--out grid.png [--checkpoint F] [options]",
-                             "Draw unconditional samples from the degradation's prior and "
-                             "write a grid.",
+                             "Draw samples from the degradation's prior and write a grid; "
+                             "of chosen classes with a class-conditional model.",
                              opts,
                              (int)(sizeof opts / sizeof opts[0]),
                              NULL,
@@ -73,12 +93,18 @@ int cmd_sample(int argc, char **argv)
     const int rc = cli_parse(&cmd, argc, argv);
     if (rc) return rc < 0 ? CLI_OK : rc;
     if (!out) return cli_usage("sample", "--out is required");
+    if (s.class_rows && s.cls >= 0)
+        return cli_usage("sample", "--class and --class-rows exclude each other");
     if (cli_check_only) return CLI_OK;
     if (threads > 0 && cd_set_num_threads(threads) != CD_OK) return cli_fail("--threads");
     if (cli_output_ok("sample", "the grid", out, false) != CLI_OK) return CLI_FAIL;
     cli_sampler_finish(&s, seed, flags);
     cli_loaded m;
     if (cli_load_model(ckpt, false, s.ema, &m) != CD_OK) return CLI_FAIL;
+    if (cli_check_class(m.dec, &s, "sample") != CLI_OK) {
+        cli_loaded_free(&m);
+        return CLI_USAGE;
+    }
     char label[64];
     snprintf(label, sizeof label, "sampling %lld images", (long long)n);
     cli_progress_begin(label);
@@ -99,7 +125,7 @@ int cmd_restore(int argc, char **argv)
     bool split_given = false;
     static const char *const splits[] = {"train", "val", "test", NULL};
     cli_times times = {0, {0}};
-    cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false};
+    cli_sampling s = CLI_SAMPLING_DEFAULTS;
     bool flags[3] = {false, false, false};
     const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
     const cli_opt opts[] = {

@@ -191,9 +191,15 @@ static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch)
 static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch)
 {
     char name[64], path[4096];
-    const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps,
-                              r->o->grid_eta,     (uint64_t)r->o->seed + (uint64_t)epoch,
-                              r->o->grid_clip,    false};
+    const cli_sampling smp = {r->o->grid_sampler,
+                              r->o->grid_steps,
+                              r->o->grid_eta,
+                              (uint64_t)r->o->seed + (uint64_t)epoch,
+                              r->o->grid_clip,
+                              false,
+                              -1,
+                              cd_decoder_class_count(cd_trainer_decoder(tr)) > 0,
+                              1.0};
     snprintf(name, sizeof name, "samples_epoch%03lld.png", (long long)epoch);
     const bool swapped = ema_in(tr);
     cd_status st =
@@ -333,7 +339,8 @@ static void *draw_bar(void *arg)
  * instead of after the first epoch. */
 static int check_grid_sampler(const train_opts *o, cd_trainer *tr)
 {
-    const cli_sampling smp = {o->grid_sampler, o->grid_steps, o->grid_eta, 0, o->grid_clip, false};
+    const cli_sampling smp =
+        {o->grid_sampler, o->grid_steps, o->grid_eta, 0, o->grid_clip, false, -1, false, 1.0};
     cd_sampler *s = NULL;
     if (cli_make_sampler(tr, &smp, &s) != CD_OK) return cli_fail("the sample grids' sampler");
     cd_sampler_free(s);
@@ -566,6 +573,10 @@ int cmd_train(int argc, char **argv)
         {"--cnn-hidden", OPT_TIMES, &m.cnn_hidden, 1, 4096, NULL,
          "CNN hidden channels (16,32,32,16)", NULL},
         {"--unet-dim", OPT_I64, &m.unet_dim, 2, 4096, NULL, "UNet base width, even (32)", NULL},
+        {"--conditional", OPT_FLAG, &m.conditional, 0, 0, NULL,
+         "class-conditional: a label embedding for the data's classes", NULL},
+        {"--label-dropout", OPT_F64, &m.label_dropout, 0, 1, NULL,
+         "rate of training labels replaced by 'no class' (0.1)", NULL},
         {"--unet-mults", OPT_TIMES, &m.unet_mults, 1, 64, NULL,
          "UNet width multipliers per level (1,2,4)", NULL},
         {"--unet-heads", OPT_I64, &m.unet_heads, 1, 64, NULL, "UNet attention heads (4)", NULL},

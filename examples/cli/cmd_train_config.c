@@ -198,7 +198,9 @@ static int check_model_options(const train_opts *o, const cli_model *m, const ch
                                            {"--unet-mults", "unet_mults"},
                                            {"--unet-heads", "unet_heads"},
                                            {"--unet-head-dim", "unet_head_dim"},
-                                           {"--prediction", "prediction"}};
+                                           {"--prediction", "prediction"},
+                                           {"--conditional", "conditional"},
+                                           {"--label-dropout", "label_dropout"}};
     char *text = NULL, now[256], was[256];
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);

@@ -163,6 +163,7 @@ class DecoderOption(enum.IntEnum):
     HEADS = 10
     HEAD_DIM = 11
     CONVNEXT_MULT = 12
+    CLASSES = 13
 
 
 class ScheduleKind(enum.IntEnum):
@@ -219,6 +220,7 @@ class TrainerOption(enum.IntEnum):
     VAL_BATCH = 19
     BATCH = 20
     PREDICTION = 21
+    LABEL_DROPOUT = 22
     LR_DECAY = 1000     # experimental
 
 
@@ -254,6 +256,7 @@ class SamplerOption(enum.IntEnum):
     CLIP = 3
     CLIP_LO = 4
     CLIP_HI = 5
+    GUIDANCE = 6
 
 
 class ClassifierOption(enum.IntEnum):
@@ -547,6 +550,9 @@ _SIGNATURES = {
     "cd_decoder_param_count": (_i64, [_p]),
     "cd_decoder_forward": (_int, [_p, _p, _p, _p]),
     "cd_decoder_infer": (_int, [_p, _p, _p, _p]),
+    "cd_decoder_forward_labeled": (_int, [_p, _p, _p, _p, _p]),
+    "cd_decoder_infer_labeled": (_int, [_p, _p, _p, _p, _p]),
+    "cd_decoder_class_count": (_i64, [_p]),
     "cd_decoder_save": (_int, [_p, _s]),
     "cd_decoder_load": (_int, [_P(_p), _s]),
     "cd_decoder_trained_T": (_i64, [_p]),
@@ -594,6 +600,7 @@ _SIGNATURES = {
     "cd_sampler_set_decoder": (_int, [_p, _p]),
     "cd_sampler_set_predictor": (_int, [_p, _PREDICTOR_FN, _p]),
     "cd_sampler_set_progress": (_int, [_p, _SAMPLER_PROGRESS_FN, _p]),
+    "cd_sampler_set_labels": (_int, [_p, _p]),
     "cd_sampler_step_times": (_int, [_p, _i64, _P(_i64), _i64, _P(_i64)]),
     "cd_sampler_sample": (_int, [_p, _p, _p]),
     "cd_sampler_restore": (_int, [_p, _p, _i64, _p, _p, _P(_i64), _i64, _p, _p, _p]),
@@ -630,6 +637,7 @@ _SIGNATURES = {
     "cd_trainer_swap_ema": (_int, [_p]),
     "cd_trainer_ema_swapped": (_i32, [_p]),
     "cd_trainer_step": (_int, [_p, _p, _p, _P(_d)]),
+    "cd_trainer_step_labeled": (_int, [_p, _p, _p, _p, _P(_d)]),
     "cd_trainer_eval_loss": (_int, [_p, _p, _int, _p, _P(_d)]),
     "cd_trainer_test_loss": (_int, [_p, _p, _int, _p, _P(_d), _P(_d)]),
     "cd_trainer_save": (_int, [_p, _s, _p]),
@@ -1436,6 +1444,14 @@ def _view(owner, addr, n, shape):
     return mv.cast("f", shape) if shape else mv.cast("f")
 
 
+def _labels_tensor(labels):
+    """A rank-1 Tensor of class ids (floats, as the C API takes them)."""
+    vals = [_real(v, "labels") for v in labels]
+    if not vals:
+        raise ValueError("labels: expected at least one value")
+    return Tensor.from_data(vals)
+
+
 def _as_tensor(x, name, optional=False):
     if x is None and optional:
         return None
@@ -2041,31 +2057,43 @@ class Decoder(_Object):
                                               _int64(width, "width"), ctypes.byref(out)))
         return out.value
 
-    def forward(self, z, tau, out=None):
+    @property
+    def class_count(self):
+        """K of a class-conditional decoder, 0 for none (cd_decoder_class_count)."""
+        return int(_nonneg(_L().cd_decoder_class_count(self._p)))
+
+    def forward(self, z, tau, out=None, labels=None):
         """out = g(z, tau): z is N x C x H x W, tau N floats (a Tensor or a
-        sequence). out may be a Tensor to fill; returns it."""
-        return self._run("cd_decoder_forward", z, tau, out)
+        sequence). out may be a Tensor to fill; returns it. labels: for a
+        class-conditional decoder, N classes (-1 for none), a Tensor or a
+        sequence; None is "no class" for all (cd_decoder_forward_labeled)."""
+        return self._run("cd_decoder_forward_labeled", z, tau, out, labels)
 
-    def infer(self, z, tau, out=None):
+    def infer(self, z, tau, out=None, labels=None):
         """forward() for a pass with no backward after it: the same output,
-        in a smaller workspace (cd_decoder_infer)."""
-        return self._run("cd_decoder_infer", z, tau, out)
+        in a smaller workspace (cd_decoder_infer_labeled)."""
+        return self._run("cd_decoder_infer_labeled", z, tau, out, labels)
 
-    def _run(self, name, z, tau, out):
+    def _run(self, name, z, tau, out, labels):
         z = _as_tensor(z, "z")
-        own_tau = None
+        owned = []
         if not isinstance(tau, Tensor):
             vals = [_real(v, "tau") for v in (tau if hasattr(tau, "__iter__") else [tau])]
             if len(vals) == 1 and z.shape[0] > 1:
                 vals = vals * z.shape[0]
-            tau = own_tau = Tensor.from_data(vals)
+            tau = Tensor.from_data(vals)
+            owned.append(tau)
+        if labels is not None and not isinstance(labels, Tensor):
+            labels = _labels_tensor(labels)
+            owned.append(labels)
         try:
             out = _out_tensor(out, z.shape)
-            _check(getattr(_L(), name)(self._p, z._p, tau._p, out._p))
+            _check(getattr(_L(), name)(self._p, z._p, tau._p,
+                                       labels._p if labels is not None else None, out._p))
             return out
         finally:
-            if own_tau is not None:
-                own_tau.close()
+            for t in owned:
+                t.close()
 
     def backward(self, dout, dz=None):
         """Add dL/dparams into params' gradients; fill dz (a Tensor, True to
@@ -2544,11 +2572,23 @@ class Trainer(_Configurable, _Object):
         finally:
             self.swap_ema()
 
-    def step(self, images, rng):
-        """One optimiser step on a batch (N x C x H x W); returns the loss."""
+    def step(self, images, rng, labels=None):
+        """One optimiser step on a batch (N x C x H x W); returns the loss.
+        labels: for a class-conditional decoder, the N images' classes (a
+        Tensor or a sequence; -1 for none), each dropped to "no class" at
+        the label_dropout rate (cd_trainer_step_labeled)."""
         loss = _d()
-        _check(_L().cd_trainer_step(self._p, _expect(images, Tensor, "images"),
-                                    _expect(rng, Rng, "rng"), ctypes.byref(loss)))
+        own = None
+        if labels is not None and not isinstance(labels, Tensor):
+            labels = own = _labels_tensor(labels)
+        try:
+            _check(_L().cd_trainer_step_labeled(
+                self._p, _expect(images, Tensor, "images"),
+                labels._p if labels is not None else None, _expect(rng, Rng, "rng"),
+                ctypes.byref(loss)))
+        finally:
+            if own is not None:
+                own.close()
         return loss.value
 
     def eval_loss(self, dataset, split="val", rng=None):
@@ -2739,6 +2779,23 @@ class Sampler(_Configurable, _Object):
         _check(_L().cd_sampler_set_decoder(self._p, d))
         self._set_driver(decoder=decoder)
         self._predictor = None
+
+    def set_labels(self, labels, guidance=None):
+        """Sample images of these classes (one per image of the batch, -1
+        for none; a Tensor or a sequence) with a class-conditional decoder,
+        mixing its conditional and unconditional outputs with guidance w
+        (0: unconditional, 1: plain conditional; None keeps the option's
+        value). None forgets the labels (cd_sampler_set_labels)."""
+        own = None
+        if labels is not None and not isinstance(labels, Tensor):
+            labels = own = _labels_tensor(labels)
+        try:
+            _check(_L().cd_sampler_set_labels(self._p, labels._p if labels is not None else None))
+        finally:
+            if own is not None:
+                own.close()
+        if guidance is not None:
+            self.set("guidance", guidance)
 
     def set_progress(self, fn):
         """Call fn(step, steps) after each step of the chain (a progress bar);

@@ -153,7 +153,23 @@ def unet_shapes(cfg):
 
 
 def expected_shapes(kind, cfg):
-    return cnn_shapes(cfg) if kind == "cnn" else unet_shapes(cfg)
+    shapes = cnn_shapes(cfg) if kind == "cnn" else unet_shapes(cfg)
+    if cfg.get("classes", 0) > 0:
+        # The class table comes last, one row per class and one for none.
+        width = cfg["hidden"][0] if kind == "cnn" else cfg["dim"]
+        shapes.append(("label_embed.weight", (cfg["classes"] + 1, width)))
+    return shapes
+
+
+def infer_classes(shapes):
+    """The class count of a class-conditional decoder's table, else 0."""
+    table = shapes.get("label_embed.weight")
+    if table is None:
+        return 0
+    if len(table) != 2 or table[0] < 2:
+        raise ConversionError(f"label_embed.weight has shape {table}; expected "
+                              "(classes + 1, width)")
+    return table[0] - 1
 
 
 def cnn_frequencies(n):
@@ -213,6 +229,7 @@ def infer_cnn_config(shapes):
                time_freqs=_divide(mlp[0][1], 2, "time_embed.0.weight inputs"))
     if len(mlp) > 1:
         cfg["time_hidden"] = mlp[0][0]
+    cfg["classes"] = infer_classes(shapes)
     return cfg
 
 
@@ -232,6 +249,7 @@ def infer_unet_config(shapes, heads=None, head_dim=None):
                dim_mults=mults,
                convnext_mult=_divide(expansion, widths[0], "downs.0.0.net.0.weight outputs"))
     cfg["heads"], cfg["head_dim"] = split_heads(hidden, heads, head_dim)
+    cfg["classes"] = infer_classes(shapes)
     return cfg
 
 
@@ -366,6 +384,8 @@ def config_entries(kind, cfg):
     conf = {"decoder.type": kind}
     conf.update({f"decoder.{k}": int(full[k]) for k in SCALAR_KEYS})
     conf.update({f"decoder.{k}": array.array("q", full[k]) for k in LIST_KEYS})
+    if full.get("classes", 0) > 0:  # written only then, as the library does
+        conf["decoder.classes"] = int(full["classes"])
     return conf
 
 
@@ -411,6 +431,10 @@ def config_from_checkpoint(ckpt):
         if not isinstance(value, wanted) or isinstance(value, bool):
             raise ConversionError(f"missing or mistyped CONF entry decoder.{key}")
         cfg[key] = tuple(value) if key in LIST_KEYS else value
+    classes = conf.get("decoder.classes", 0)
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 0:
+        raise ConversionError("mistyped CONF entry decoder.classes")
+    cfg["classes"] = classes
     return kind, cfg
 
 

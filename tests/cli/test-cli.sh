@@ -127,6 +127,34 @@ check "RGB eval names the shape" grep -q "these are 3 x 16 x 16" "$work/rgb-eval
 check "RGB eval JSON: no classifier metrics" grep -q '"classifier_metrics": false' "$work/rgb.json"
 check "RGB eval JSON: FD is null" grep -q '"fd": null' "$work/rgb.json"
 
+# ---- class-conditional: train on the two class folders, ask for a class ----------
+"$cli" train --data "$work/rgb" --out "$work/rgb-cond" --conditional --label-dropout 0.2 \
+  --decoder unet --unet-dim 4 --unet-mults 1,2 --unet-heads 1 --unet-head-dim 4 --T 10 \
+  --batch 8 --n-samples 4 --threads 2 --epochs 1 >/dev/null 2>"$work/cond.err"
+check "conditional: train exits 0" [ $? -eq 0 ]
+check "conditional: config.txt records it" grep -q "^conditional = 1" "$work/rgb-cond/config.txt"
+check "conditional: and the dropout rate" grep -q "^label_dropout = 0.2" "$work/rgb-cond/config.txt"
+"$cli" sample --checkpoint "$work/rgb-cond/last.cdm" --class 1 --guidance 3 --n 4 --cols 2 \
+  --out "$work/cond1.png" >/dev/null 2>&1
+check "conditional: sample --class 1 --guidance 3" rgb_png "$work/cond1.png" 38 38
+"$cli" sample --checkpoint "$work/rgb-cond/last.cdm" --class-rows --n 4 --cols 2 \
+  --out "$work/cond-rows.png" >/dev/null 2>&1
+check "conditional: sample --class-rows" rgb_png "$work/cond-rows.png" 38 38
+"$cli" sample --checkpoint "$work/rgb-cond/last.cdm" --class 2 --n 4 \
+  --out "$work/cond2.png" >/dev/null 2>"$work/cond.err"
+check "conditional: a class the model lacks is refused" [ $? -eq 2 ]
+check "conditional: ... naming the class count" grep -q "the model has 2 classes" "$work/cond.err"
+"$cli" sample --checkpoint "$work/rgb-unet/last.cdm" --class 0 --n 4 \
+  --out "$work/cond0.png" >/dev/null 2>"$work/cond.err"
+check "conditional: --class on an unconditional model is refused" [ $? -eq 2 ]
+check "conditional: ... saying how to get one" grep -q "train one with --conditional" \
+  "$work/cond.err"
+mkdir -p "$work/flat" && cp "$work/rgb/a/"*.png "$work/flat/"
+"$cli" train --data "$work/flat" --out "$work/flat-cond" --conditional --epochs 1 \
+  >/dev/null 2>"$work/cond.err"
+check "conditional: data without classes are refused" grep -q "needs data with classes" \
+  "$work/cond.err"
+
 "$cli" train --help >"$work/help.txt"
 check "train --help explains --val-fraction 0" grep -q "val-fraction.*0: none, best.cdm" "$work/help.txt"
 

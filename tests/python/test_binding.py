@@ -1007,6 +1007,51 @@ class DecoderTests(TempDirCase):
             dec.save(42)
 
 
+class ConditionalTests(TempDirCase):
+    def test_labels_dropout_and_guidance(self):
+        rng = cd.Rng(7)
+        dec = tiny_decoder(rng, classes=3)
+        self.assertEqual((dec.class_count, tiny_decoder(rng).class_count), (3, 0))
+        z = rng.fill_normal(cd.Tensor((3, 1, 28, 28)))
+        plain = dec.infer(z, [0.3, 0.5, 0.9]).to_array()
+        self.assertEqual(dec.infer(z, [0.3, 0.5, 0.9], labels=[-1, -1, -1]).to_array(), plain)
+        labeled = dec.forward(z, [0.3, 0.5, 0.9], labels=[0, 2, -1]).to_array()
+        size = 28 * 28
+        self.assertNotEqual(labeled[:size], plain[:size])
+        self.assertEqual(labeled[2 * size:], plain[2 * size:])
+        with self.assertRaises(cd.RangeError):
+            dec.forward(z, [0.3, 0.5, 0.9], labels=[0, 3, 1])
+        with self.assertRaises(cd.ShapeError):
+            dec.forward(z, [0.3, 0.5, 0.9], labels=[0, 1])
+        with self.assertRaises(cd.InvalidArgumentError):
+            tiny_decoder(rng).forward(z, [0.3, 0.5, 0.9], labels=[0, 1, 2])
+        path = self.path("cond.cdm")
+        dec.save(path)
+        self.assertEqual(cd.Decoder.load(path).class_count, 3)
+
+        tr = cd.Trainer(dec, cd.Degradation.noise(cd.Schedule.linear(20)))
+        self.assertAlmostEqual(tr["label_dropout"], 0.1)
+        tr["label_dropout"] = 0.5
+        x = cd.Tensor((3, 1, 28, 28), fill=0.1)
+        self.assertGreater(tr.step(x, rng, labels=[0, 1, 2]), 0)
+        self.assertEqual(tr.steps, 1)
+
+        s = cd.Sampler("ddim", tr.degradation, steps=4)
+        s.set_decoder(dec)
+        self.assertEqual(s["guidance"], 1.0)
+        out_plain = s.sample(cd.Rng(3), cd.Tensor((2, 1, 28, 28))).to_array()
+        s.set_labels([1, 2], guidance=0)
+        self.assertEqual(s.sample(cd.Rng(3), cd.Tensor((2, 1, 28, 28))).to_array(), out_plain)
+        s.set_labels([1, 2], guidance=3)
+        self.assertNotEqual(s.sample(cd.Rng(3), cd.Tensor((2, 1, 28, 28))).to_array(), out_plain)
+        with self.assertRaises(cd.ShapeError):
+            s.sample(cd.Rng(3), cd.Tensor((3, 1, 28, 28)))
+        with self.assertRaises(cd.RangeError):
+            s.set_labels([0.5, 1])
+        s.set_labels(None)
+        self.assertEqual(s.sample(cd.Rng(3), cd.Tensor((2, 1, 28, 28))).to_array(), out_plain)
+
+
 class DatasetTests(TempDirCase):
     def test_load_mnist_and_idx(self):
         # load_mnist wants the four MNIST names: give it the slice twice.

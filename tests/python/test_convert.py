@@ -148,13 +148,17 @@ class RoundTrip(ConverterCase):
 
     def test_non_default_configurations(self):
         for kind, cfg, flags in (("cnn", ODD_CNN, ()), ("unet", ODD_UNET, ("--heads", "3")),
-                                 ("unet", SMALL_UNET, ("--head-dim", "8"))):
+                                 ("unet", SMALL_UNET, ("--head-dim", "8")),
+                                 ("cnn", dict(ODD_CNN, classes=3), ()),
+                                 ("unet", dict(SMALL_UNET, classes=10), ("--head-dim", "8"))):
             with self.subTest(kind=kind, cfg=cfg):
                 sd = random_model(kind, cfg).state_dict()
                 cdm = self.to_cdm(sd, *flags)
                 conf = cdm_format.read(cdm).conf
                 for key, value in cfg.items():
-                    got = conf["decoder." + key]
+                    # decoder.classes is written only for a class table.
+                    got = conf.get("decoder." + key, 0) if key == "classes" else \
+                        conf["decoder." + key]
                     self.assertEqual(tuple(got) if isinstance(value, tuple) else got, value, key)
                 self.assert_same_state_dict(self.to_pt(cdm), sd)
 
