@@ -82,6 +82,24 @@ int cli_usage(const char *cmd, const char *fmt, ...);
  * val_fraction is negative: then all training images train, in file order. */
 cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed);
 
+/* How cli_load_data reads a folder of PNG images: as 1 or 3 channels (0:
+ * as the first image is) and centre-cropped to size x size (0: as they
+ * are); the --channels and --size of the commands that take --data. For
+ * MNIST both must stay 0. */
+extern int64_t cli_data_channels, cli_data_size;
+/* clang-format off */
+#define CLI_DATA_SHAPE_OPTS                                                                  \
+    {"--channels", OPT_I64, &cli_data_channels, 0, 3, NULL,                                  \
+     "PNG folder: read as 1 (grey) or 3 (RGB) channels (0: as the first image is)", NULL},  \
+    {"--size", OPT_I64, &cli_data_size, 0, 4096, NULL,                                       \
+     "PNG folder: centre-crop every image to SIZE x SIZE (0: all must be one size)", NULL}
+/* clang-format on */
+
+/* The classes a class-conditional model of ds needs: its named classes, or
+ * for labelled IDX files without names one more than the largest label;
+ * 0 when there are fewer than two. */
+int64_t cli_class_count(const cd_dataset *ds);
+
 /* The split that restore, eval and grid read when none is asked for: the
  * test split, or for data without one (a PNG folder) the validation split,
  * with a note naming dir on stderr. */

@@ -162,7 +162,7 @@ static cd_status make_decoder(const cli_model *m, cd_dataset *ds, cd_rng *rng, c
     if (st == CD_OK && m->decoder == CD_DECODER_UNET && m->unet_head_dim > 0)
         st = cd_decoder_config_set_int(cfg, CD_DECODER_OPT_HEAD_DIM, m->unet_head_dim);
     if (st == CD_OK && m->conditional)
-        st = cd_decoder_config_set_int(cfg, CD_DECODER_OPT_CLASSES, cd_dataset_class_count(ds));
+        st = cd_decoder_config_set_int(cfg, CD_DECODER_OPT_CLASSES, cli_class_count(ds));
     if (st == CD_OK) st = cd_decoder_create(out, cfg, rng);
     cd_decoder_config_free(cfg);
     return st;
@@ -175,7 +175,7 @@ int cli_model_build(const cli_model *m, cd_dataset *ds, cd_rng *rng, cd_trainer 
     *out = NULL, *dec = NULL, *deg = NULL;
     if (cli_model_schedule(m, &s) != CD_OK) return cli_fail("the schedule");
     int rc = CLI_FAIL;
-    if (m->conditional && cd_dataset_class_count(ds) <= 0) {
+    if (m->conditional && cli_class_count(ds) <= 0) {
         rc = cli_usage("train", "--conditional needs data with classes: MNIST, or a folder of "
                                 "class sub-folders (this one has none)");
     } else if (make_degradation(m, s, ds, deg) != CD_OK) {

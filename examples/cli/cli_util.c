@@ -126,16 +126,29 @@ static bool has_mnist_file(const char *dir)
     return false;
 }
 
+int64_t cli_data_channels, cli_data_size;
+
 cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed)
 {
     char im[4096], lb[4096];
     cd_status st;
+    if (cli_data_channels == 2) {
+        fprintf(stderr, "colddiff: --channels takes 1 (grey) or 3 (RGB)\n");
+        return CD_ERR_RANGE;
+    }
+    if (has_mnist_file(dir) && (cli_data_channels > 1 || cli_data_size > 0)) {
+        fprintf(stderr,
+                "colddiff: --channels 3 and --size apply to folders of PNG images; %s "
+                "holds MNIST's IDX files (1 x 28 x 28)\n",
+                dir);
+        return CD_ERR_INVALID_ARGUMENT;
+    }
     /* Only when the training files are truly absent (not unreadable) does
      * the t10k pair stand in for them; a folder with no MNIST file at all
      * (a missing one included, whose error the folder loader names) is a
      * folder of PNG images. */
     if (!has_mnist_file(dir)) {
-        st = cd_dataset_load_folder(out, dir, 0, 0);
+        st = cd_dataset_load_folder(out, dir, cli_data_channels, cli_data_size);
     } else if (!exists_either(im, sizeof im, dir, "train-images-idx3-ubyte") &&
                exists_either(im, sizeof im, dir, "t10k-images-idx3-ubyte") &&
                exists_either(lb, sizeof lb, dir, "t10k-labels-idx1-ubyte")) {
@@ -154,6 +167,31 @@ cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, 
         *out = NULL;
     }
     return st;
+}
+
+int64_t cli_class_count(const cd_dataset *ds)
+{
+    const int64_t named = cd_dataset_class_count(ds);
+    if (named > 0) return named > 1 ? named : 0;
+    /* IDX files name no classes: read the labels, in batches. */
+    int64_t bound = 0;
+    const int64_t shape[4] = {256, cd_dataset_channels(ds), cd_dataset_height(ds),
+                              cd_dataset_width(ds)};
+    cd_tensor *x = NULL, *y = NULL;
+    const cd_split splits[3] = {CD_SPLIT_TRAIN, CD_SPLIT_VAL, CD_SPLIT_TEST};
+    cd_status st = cd_tensor_create(&x, 4, shape);
+    if (st == CD_OK) st = cd_tensor_create(&y, 1, shape);
+    for (int k = 0; st == CD_OK && k < 3; k++)
+        for (int64_t first = 0, got = 0; st == CD_OK && first < cd_dataset_count(ds, splits[k]);
+             first += got) {
+            st = cd_dataset_fill_batch(ds, splits[k], first, x, y, &got);
+            for (int64_t i = 0; st == CD_OK && i < got; i++)
+                if ((int64_t)cd_tensor_data(y)[i] + 1 > bound)
+                    bound = (int64_t)cd_tensor_data(y)[i] + 1;
+        }
+    cd_tensor_free(x);
+    cd_tensor_free(y);
+    return st == CD_OK && bound > 1 ? bound : 0;
 }
 
 cd_split cli_default_split(const cd_dataset *ds, const char *dir)

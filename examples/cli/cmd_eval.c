@@ -327,6 +327,7 @@ int cmd_eval(int argc, char **argv)
          "MNIST folder, or a folder of PNG images (its validation split; no classifier metrics "
          "unless 1 x 28 x 28)",
          NULL},
+        CLI_DATA_SHAPE_OPTS,
         {"--n", OPT_I64, &r.n, 2, 10000, NULL, "test images to restore (1000)", NULL},
         {"--fd-samples", OPT_I64, &r.fd_n, 2, 10000, NULL, "unconditional samples for FD (1000)",
          NULL},

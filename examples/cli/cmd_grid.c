@@ -14,6 +14,7 @@ int cmd_grid(int argc, char **argv)
     const cli_opt opts[] = {
         {"--data", OPT_STR, &data, 0, 0, NULL,
          "MNIST folder (the four IDX files, raw or .gz), or a folder of PNG images", NULL},
+        CLI_DATA_SHAPE_OPTS,
         {"--images", OPT_STR, &images, 0, 0, NULL, "an IDX image file instead of --data", NULL},
         {"--labels", OPT_STR, &labels, 0, 0, NULL, "its IDX label file", NULL},
         {"--split", OPT_CHOICE, &split, 0, 0, splits,

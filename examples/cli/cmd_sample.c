@@ -134,6 +134,7 @@ int cmd_restore(int argc, char **argv)
          NULL},
         {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder, or a folder of PNG images", NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "the PNG figure to write", NULL},
+        CLI_DATA_SHAPE_OPTS,
         {"--n", OPT_I64, &n, 1, 1000, NULL, "images (rows) to restore (8)", NULL},
         {"--times", OPT_TIMES, &times, 0, 100000, NULL, "snapshot times (T/10,T/2,T)", NULL},
         {"--split", OPT_CHOICE, &split, 0, 0, splits,

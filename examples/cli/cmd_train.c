@@ -427,6 +427,7 @@ static int run(train_opts *o, cli_model *m)
     cd_decoder *dec = NULL; /* a new run's, which tr borrows */
     cd_degradation *deg = NULL;
     run_state r = {.o = o, .tty = isatty(STDERR_FILENO)};
+    cli_data_channels = o->channels, cli_data_size = o->size;
     r.epoch = calloc(5 * MAX_EPOCHS, sizeof(double));
     r.train = r.epoch + MAX_EPOCHS, r.val = r.train + MAX_EPOCHS;
     r.sec = r.val + MAX_EPOCHS, r.ips = r.sec + MAX_EPOCHS;
@@ -548,6 +549,10 @@ int cmd_train(int argc, char **argv)
         {"--data", OPT_STR, &o.data, 0, 0, NULL,
          "MNIST folder, or a folder of PNG images (docs/datasets.md); required", NULL},
         {"--out", OPT_STR, &o.out, 0, 0, NULL, "run folder to write (required)", NULL},
+        {"--channels", OPT_I64, &o.channels, 0, 3, NULL,
+         "PNG folder: read as 1 (grey) or 3 (RGB) channels (0: as the first image is)", NULL},
+        {"--size", OPT_I64, &o.size, 0, 4096, NULL,
+         "PNG folder: centre-crop every image to SIZE x SIZE (0: all must be one size)", NULL},
         {"--preset", OPT_CHOICE, &preset_dummy, 0, 0, cli_preset_names,
          "one of the report's runs, or fast (a small UNet made to draw digits within minutes on a CPU; docs/fast-preset.md)",
          NULL},

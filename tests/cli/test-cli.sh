@@ -155,6 +155,37 @@ mkdir -p "$work/flat" && cp "$work/rgb/a/"*.png "$work/flat/"
 check "conditional: data without classes are refused" grep -q "needs data with classes" \
   "$work/cond.err"
 
+# ---- --channels and --size: RGB images of two sizes, read as grey 8 x 8 crops -----
+mkdir -p "$work/mixed/a" "$work/mixed/b"
+python3 - "$work/mixed" <<'EOF_PY'
+import struct, sys, zlib
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+for i in range(12):
+    w, h = (12, 12) if i % 3 else (14, 10)
+    rows = b"".join(b"\0" + bytes(v for x in range(w) for v in
+                                  ((11 * i + 9 * y) % 256, (7 * x) % 256, (5 * x * y) % 256))
+                    for y in range(h))
+    with open(f"{sys.argv[1]}/{'ab'[i % 2]}/{i:02d}.png", "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+EOF_PY
+"$cli" train --data "$work/mixed" --out "$work/mixed-run" --epochs 1 --T 10 --batch 4 \
+  --cnn-hidden 4 --n-samples 4 --threads 2 >/dev/null 2>"$work/mixed.err"
+check "mixed sizes without --size are refused" grep -q "size" "$work/mixed.err"
+"$cli" train --data "$work/mixed" --out "$work/mixed-run" --epochs 1 --T 10 --batch 4 \
+  --cnn-hidden 4 --n-samples 4 --threads 2 --channels 1 --size 8 >/dev/null 2>"$work/mixed.err"
+check "--channels 1 --size 8: train exits 0" [ $? -eq 0 ]
+check "--channels 1 --size 8: recorded in config.txt" grep -q "^size = 8" "$work/mixed-run/config.txt"
+"$cli" sample --checkpoint "$work/mixed-run/last.cdm" --n 2 --cols 2 --out "$work/mixed.png" \
+  >/dev/null 2>&1
+check "--channels 1 --size 8: grey samples" [ "$(colour_type "$work/mixed.png")" -eq 0 ]
+check "--channels 1 --size 8: two 8 x 8 tiles across" [ "$(be32 "$work/mixed.png" 16)" -eq 22 ]
+check "--channels 1 --size 8: one tile down" [ "$(be32 "$work/mixed.png" 20)" -eq 12 ]
+"$cli" train --data "$data" --out "$work/idx-size" --size 8 --epochs 1 >/dev/null \
+  2>"$work/mixed.err"
+check "--size on MNIST files is refused" grep -q "apply to folders of PNG images" "$work/mixed.err"
+
 "$cli" train --help >"$work/help.txt"
 check "train --help explains --val-fraction 0" grep -q "val-fraction.*0: none, best.cdm" "$work/help.txt"
 
