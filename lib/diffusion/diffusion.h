@@ -149,9 +149,4 @@ void cd__trainer_stop_after(cd_trainer *tr, int64_t n_batches);
  * batches (0: never). */
 void cd__trainer_stop_in_validation(cd_trainer *tr, int64_t n_batches);
 
-/* CD_OK for NULL labels, or labels of N values for a decoder with
- * classes; otherwise the error, naming fn. */
-cd_status cd__trainer_check_labels(const cd_trainer *tr, const char *fn, const cd_tensor *labels,
-                                   int64_t N);
-
 #endif /* CD_DIFFUSION_H */

@@ -415,6 +415,20 @@ static cd_status non_finite_loss(const cd_trainer *tr, const char *fn, double lo
                      which, loss, where);
 }
 
+/* CD_OK for NULL labels, or labels of N values for a decoder with
+ * classes; otherwise the error, naming fn. */
+static cd_status check_labels(const cd_trainer *tr, const char *fn, const cd_tensor *labels,
+                              int64_t N)
+{
+    if (!labels) return CD_OK;
+    if (tr->dec->cfg.classes <= 0)
+        return cd__error(CD_ERR_INVALID_ARGUMENT,
+                         "%s: labels given, but the decoder has no classes (make it with "
+                         "CD_DECODER_OPT_CLASSES > 0)",
+                         fn);
+    return cd__tensor_expect(labels, fn, "labels", 1, (int64_t[]){N});
+}
+
 static cd_status step(cd_trainer *tr, const char *fn, const cd_tensor *images,
                       const cd_tensor *labels, cd_rng *rng, double *loss)
 {
@@ -426,7 +440,7 @@ static cd_status step(cd_trainer *tr, const char *fn, const cd_tensor *images,
     if (images->rank != 4)
         return cd__error(CD_ERR_SHAPE, "%s: images must be N x C x H x W, got rank %" PRId32, fn,
                          images->rank);
-    CD__TRY(cd__trainer_check_labels(tr, fn, labels, images->shape[0]));
+    CD__TRY(check_labels(tr, fn, labels, images->shape[0]));
     CD__TRY(ensure_buffers(tr, images->shape));
     double l = 0.0;
     CD__TRY(forward_loss(tr, images, labels, rng, &l, true));
@@ -448,18 +462,6 @@ cd_status cd_trainer_step_labeled(cd_trainer *tr, const cd_tensor *images, const
                                   cd_rng *rng, double *loss)
 {
     return step(tr, "cd_trainer_step_labeled", images, labels, rng, loss);
-}
-
-cd_status cd__trainer_check_labels(const cd_trainer *tr, const char *fn, const cd_tensor *labels,
-                                   int64_t N)
-{
-    if (!labels) return CD_OK;
-    if (tr->dec->cfg.classes <= 0)
-        return cd__error(CD_ERR_INVALID_ARGUMENT,
-                         "%s: labels given, but the decoder has no classes (make it with "
-                         "CD_DECODER_OPT_CLASSES > 0)",
-                         fn);
-    return cd__tensor_expect(labels, fn, "labels", 1, (int64_t[]){N});
 }
 
 cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split split, cd_rng *rng,
