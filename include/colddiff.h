@@ -1235,7 +1235,7 @@ CD_API cd_status cd_dataset_load_idx(cd_dataset **out, const char *train_images,
  * the message names it and gives libpng's reason; PNG files beside class
  * folders), CD_ERR_IO (dir is not a folder, or cannot be read),
  * CD_ERR_OVERFLOW (the images as floats would not fit in memory's address
- * space), CD_ERR_OUT_OF_MEMORY.
+ * space), CD_ERR_OUT_OF_MEMORY (libpng's allocations included).
  */
 CD_API cd_status cd_dataset_load_folder(cd_dataset **out, const char *dir, int64_t channels,
                                         int64_t crop);
