@@ -1292,7 +1292,7 @@ CD_API cd_status cd_dataset_load_idx(cd_dataset **out, const char *train_images,
  * the message names it and gives libpng's reason; PNG files beside class
  * folders), CD_ERR_IO (dir is not a folder, or cannot be read),
  * CD_ERR_OVERFLOW (the images as floats would not fit in memory's address
- * space), CD_ERR_OUT_OF_MEMORY.
+ * space), CD_ERR_OUT_OF_MEMORY (libpng's allocations included).
  */
 CD_API cd_status cd_dataset_load_folder(cd_dataset **out, const char *dir, int64_t channels,
                                         int64_t crop);
@@ -1753,7 +1753,14 @@ CD_API cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs,
  * those of cd_classifier_create() and of the shipped file.
  *
  * GELU is the exact erf form. Inputs are images as cd_dataset gives them
- * (pixels p/255 - 0.5), N x 1 x 28 x 28 or N x 28 x 28.
+ * (pixels p/255 - 0.5), N x 1 x 28 x 28 or N x 28 x 28. The figures built
+ * on it (class preservation, the class histogram, entropy and confidence,
+ * the MNIST Frechet distance of its features) therefore apply to
+ * 1 x 28 x 28 MNIST-like data only: cd_classifier_predict(), _train_step(),
+ * _train() and _accuracy() refuse colour images and other sizes with
+ * CD_ERR_SHAPE, naming the shape the classifier takes and the one given.
+ * RMSE, SSIM and PSNR (cd_metrics_images()) take any channel count and
+ * size.
  *
  * Thread rules: a classifier keeps per-batch buffers, so even
  * cd_classifier_predict() changes it; use one classifier per thread (load
@@ -1892,8 +1899,10 @@ CD_API int64_t cd_classifier_epochs(const cd_classifier *c);
  * outputs are unchanged.
  * Errors: CD_ERR_INVALID_ARGUMENT (NULL c or images, both outputs NULL),
  * CD_ERR_SHAPE (rank, channels, H x W, or an output of the wrong shape;
- * the message gives both shapes), CD_ERR_NOT_FINITE (a NaN or infinite
- * pixel; the message names image and pixel), CD_ERR_OUT_OF_MEMORY.
+ * the message gives both shapes, e.g. "the classifier takes 1 x 28 x 28
+ * images (...); 'images' is 8 x 3 x 32 x 32 (3 channels)"),
+ * CD_ERR_NOT_FINITE (a NaN or infinite pixel; the message names image and
+ * pixel), CD_ERR_OUT_OF_MEMORY.
  */
 CD_API cd_status cd_classifier_predict(cd_classifier *c, const cd_tensor *images, cd_tensor *probs,
                                        cd_tensor *features);
@@ -1969,21 +1978,28 @@ CD_API cd_status cd_classifier_accuracy(cd_classifier *c, const cd_dataset *ds, 
 /* ------------------------------------------------------------------------ */
 
 /*
- * The report's recipe. Both image sets are
- * N x C x H x W. Every image (all C x H x W values of one sample) is first
- * min-max normalised to [0, 1] on its own, in double precision: a constant
- * image cannot be normalised and is an error (CD_ERR_RANGE naming the image),
- * never a NaN. Then, per image i:
- *   - MSE_i = mean over C x H x W of (x - y)^2;
+ * The report's recipe, for images of any channel count C (1 for MNIST, 3
+ * for RGB, or any other) and any size H x W with H, W >= CD_METRICS_MIN_SIZE,
+ * square or not: nothing here needs the MNIST classifier, whose figures
+ * (class statistics, the MNIST FD) take 1 x 28 x 28 images only (see
+ * cd_classifier_predict()). Both image sets are N x C x H x W. Every image
+ * (all C x H x W values of one sample) is first min-max normalised to
+ * [0, 1] on its own, over all its channels together, in double precision:
+ * a constant image cannot be normalised and is an error (CD_ERR_RANGE
+ * naming the image), never a NaN. Then, per image i:
+ *   - MSE_i = mean over all C x H x W values of (x - y)^2;
  *   - PSNR_i = -10 log10(MSE_i + 1e-8) (piq 0.8.0; identical images give 80);
  *   - SSIM_i as piq 0.8.0 computes it: an 11 x 11 Gaussian window, sigma 1.5,
  *     sampled at integer offsets -5..5 and normalised to sum 1; C1 = 0.01^2,
  *     C2 = 0.03^2 (data range 1); local means and (co)variances by valid,
  *     unpadded convolution, sigma^2 = G*x^2 - (G*x)^2 with no Bessel
- *     correction; SSIM_i is the mean of the (H-10) x (W-10) map over all
- *     channels. Like piq, images whose smaller side s is at least 384 are
- *     first average-pooled by f = round(s / 256) (half to even); below that
- *     (MNIST's 28 x 28 included) nothing is pooled.
+ *     correction. Each channel has its own (H-10) x (W-10) map (no colour
+ *     conversion, no mixing of channels) and SSIM_i is the mean of all C
+ *     maps over channels and pixels: the mean of the C per-channel SSIMs.
+ *     Like piq, images whose smaller side s is at least 384 are first
+ *     average-pooled by f = round(s / 256) (half to even; a remainder of
+ *     fewer than f rows or columns is dropped); below that (MNIST's 28 x 28
+ *     included) nothing is pooled.
  * Everything is accumulated in double. Results do not depend on the thread
  * count (cd_set_num_threads): images are independent tasks and the
  * reductions run in image order.
@@ -2050,7 +2066,9 @@ CD_API cd_status cd_metrics_per_image(const cd_tensor *x, const cd_tensor *x_hat
 /* ------------------------------------------------------------------------ */
 
 /*
- * The Frechet distance between Gaussian fits of two feature sets:
+ * The Frechet distance between Gaussian fits of two feature sets (any
+ * features; the MNIST FD uses the classifier's, so it needs 1 x 28 x 28
+ * images, see cd_classifier_predict()):
  *   FD = |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2),
  * in double precision. Means are plain averages; covariances use the
  * unbiased N - 1 denominator (as numpy.cov, pytorch-fid and torchmetrics),
@@ -2116,7 +2134,8 @@ CD_API cd_status cd_frechet_distance_from_stats(const double *mu1, const double 
 /**
  * Summaries of N rows of class probabilities probs (N x K, rank 2, each
  * row finite and non-negative; rows need not sum to exactly 1, e.g. after
- * float rounding of a softmax):
+ * float rounding of a softmax), as cd_classifier_predict() gives them for
+ * 1 x 28 x 28 images:
  *   - hist[k] (k < K; length n_classes = K, may be NULL): how many rows
  *     have their largest probability at class k (ties go to the smallest
  *     k, as torch.argmax);

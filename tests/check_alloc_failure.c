@@ -1,6 +1,7 @@
 /*
  * check_alloc_failure.c - every allocation of a checkpoint load or save, a
- * training step and a sampler run, failed in turn (SQLite's way of testing
+ * dataset load (IDX files, and PNG folders with libpng's own allocations),
+ * a training step and a sampler run, failed in turn (SQLite's way of testing
  * out-of-memory paths). For each scenario and k = 1, 2, ...: arm the
  * allocator to fail its k-th allocation (once, or that one and every later
  * one), run the scenario from scratch, and require either success (k is
@@ -16,7 +17,10 @@
 #include "nn/classifier.h"
 
 #include <inttypes.h>
+#include <png.h>
+#include <setjmp.h>
 #include <stdbool.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* ---- the first failing call of one run ------------------------------------ */
@@ -52,6 +56,7 @@ typedef struct {
     cd_tensor *digits;            /* 8 images of 1 x 28 x 28 from the slice */
     cd_dataset *ds;               /* the slice: 16 training, 8 validation images */
     cd_tensor *mean_image;        /* 1 x 8 x 8, for fade */
+    char pngs[256];               /* a PNG folder: two classes, four files */
     cd_decoder *dec;              /* for the save scenarios */
     cd_trainer *tr;
     cd_classifier *cls;
@@ -532,6 +537,109 @@ done:
     cd_tensor_free(x_hat);
 }
 
+/* ---- a folder of PNG images ---------------------------------------------- */
+
+/* One file of each kind libpng decodes differently, at 6 x 5 pixels:
+ * 8-bit RGB, a 4-bit palette with transparency, 8-bit grey, and 16-bit
+ * grey with alpha, interlaced. */
+typedef struct png_kind {
+    const char *path; /* under the folder */
+    int color_type, depth, interlace;
+} png_kind;
+
+static const png_kind folder_pngs[] = {
+    {"cats/a.png", PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_NONE},
+    {"cats/b.png", PNG_COLOR_TYPE_PALETTE, 4, PNG_INTERLACE_NONE},
+    {"dogs/c.png", PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE},
+    {"dogs/d.png", PNG_COLOR_TYPE_GRAY_ALPHA, 16, PNG_INTERLACE_ADAM7},
+};
+#define FOLDER_PNGS ((int)(sizeof folder_pngs / sizeof folder_pngs[0]))
+#define FOLDER_H 6
+#define FOLDER_W 5
+
+static void write_png(const char *path, const png_kind *k)
+{
+    FILE *fp = fopen(path, "wb");
+    ck_assert_ptr_nonnull(fp);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    ck_assert_ptr_nonnull(info);
+    if (setjmp(png_jmpbuf(png))) ck_abort_msg("libpng could not write %s", path);
+    png_init_io(png, fp);
+    png_set_IHDR(png, info, FOLDER_W, FOLDER_H, k->depth, k->color_type, k->interlace,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_color palette[16];
+    png_byte alpha[16];
+    for (int i = 0; i < 16; i++) {
+        palette[i] = (png_color){(png_byte)(16 * i), (png_byte)(255 - 16 * i), (png_byte)(7 * i)};
+        alpha[i] = (png_byte)(255 - 8 * i);
+    }
+    if (k->color_type == PNG_COLOR_TYPE_PALETTE) {
+        png_set_PLTE(png, info, palette, 16);
+        png_set_tRNS(png, info, alpha, 16, NULL);
+    }
+    png_write_info(png, info);
+    /* Any bytes are valid samples; rows of up to 5 x 2 x 2 bytes. */
+    png_byte rows[FOLDER_H][32];
+    png_bytep rp[FOLDER_H];
+    for (int y = 0; y < FOLDER_H; y++) {
+        for (int x = 0; x < 32; x++) rows[y][x] = (png_byte)(37 * y + 11 * x);
+        rp[y] = rows[y];
+    }
+    png_write_image(png, rp);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    ck_assert_int_eq(fclose(fp), 0);
+}
+
+static void make_png_folder(fixture *f)
+{
+    char path[512];
+    cd_test_tmpdir(f->pngs, sizeof f->pngs);
+    ck_assert_int_eq(mkdir(cd_test_path(path, sizeof path, f->pngs, "cats"), 0700), 0);
+    ck_assert_int_eq(mkdir(cd_test_path(path, sizeof path, f->pngs, "dogs"), 0700), 0);
+    for (int i = 0; i < FOLDER_PNGS; i++)
+        write_png(cd_test_path(path, sizeof path, f->pngs, folder_pngs[i].path), &folder_pngs[i]);
+}
+
+static void remove_png_folder(fixture *f)
+{
+    char path[512];
+    for (int i = 0; i < FOLDER_PNGS; i++)
+        remove(cd_test_path(path, sizeof path, f->pngs, folder_pngs[i].path));
+    rmdir(cd_test_path(path, sizeof path, f->pngs, "cats"));
+    rmdir(cd_test_path(path, sizeof path, f->pngs, "dogs"));
+    rmdir(f->pngs);
+}
+
+/* The folder loaded as `channels` (0: the first image's, RGB here), with
+ * a crop to 4 x 4 or none; then what a caller does next, a split and a
+ * batch. */
+static void load_folder(fixture *f, int64_t channels, int64_t crop, outcome *o)
+{
+    cd_dataset *ds = (cd_dataset *)&ds; /* must become NULL on failure */
+    cd_tensor *batch = NULL;
+    if (failed(o, "cd_dataset_load_folder", cd_dataset_load_folder(&ds, f->pngs, channels, crop))) {
+        ck_assert_ptr_null(ds);
+        return;
+    }
+    const int64_t c = channels ? channels : 3, side = crop ? crop : FOLDER_H;
+    ck_assert_int_eq(cd_dataset_count(ds, CD_SPLIT_TRAIN), FOLDER_PNGS);
+    ck_assert_int_eq(cd_dataset_channels(ds), c);
+    ck_assert_int_eq(cd_dataset_height(ds), side);
+    ck_assert_int_eq(cd_dataset_class_count(ds), 2);
+    ck_assert_str_eq(cd_dataset_class_name(ds, 1), "dogs");
+    RUN(o, cd_dataset_split(ds, 0.25, 42));
+    RUN(o, cd_tensor_create(&batch, 4, (int64_t[]){3, c, side, crop ? crop : FOLDER_W}));
+    RUN(o, cd_dataset_fill_batch(ds, CD_SPLIT_TRAIN, 0, batch, NULL, NULL));
+done:
+    cd_tensor_free(batch);
+    cd_dataset_free(ds);
+}
+
+static void load_folder_as_is(fixture *f, outcome *o) { load_folder(f, 0, 0, o); }
+static void load_folder_grey_cropped(fixture *f, outcome *o) { load_folder(f, 1, 4, o); }
+
 /* ---- the fixture ---------------------------------------------------------- */
 
 static void make_fixture(fixture *f)
@@ -583,6 +691,7 @@ static void make_fixture(fixture *f)
     CD_ASSERT_OK(cd_dataset_truncate(f->ds, CD_SPLIT_VAL, 8));
     f->digits = cd_test_tensor4(8, 1, 28, 28);
     CD_ASSERT_OK(cd_dataset_fill_batch(f->ds, CD_SPLIT_VAL, 0, f->digits, NULL, NULL));
+    make_png_folder(f);
 }
 
 static void free_fixture(fixture *f)
@@ -601,6 +710,7 @@ static void free_fixture(fixture *f)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         remove(cd_test_path(path, sizeof path, f->dir, names[i]));
     rmdir(f->dir);
+    remove_png_folder(f);
 }
 
 /* ---- tests ---------------------------------------------------------------- */
@@ -681,6 +791,8 @@ START_TEST(data_fitting_and_metrics_survive_each_failed_allocation)
     fixture f;
     make_fixture(&f);
     exhaust("cd_dataset_load_idx", load_dataset, &f);
+    exhaust("cd_dataset_load_folder (RGB)", load_folder_as_is, &f);
+    exhaust("cd_dataset_load_folder (grey, cropped)", load_folder_grey_cropped, &f);
     exhaust("cd_trainer_fit", fit, &f);
     exhaust("cd_classifier_train", classify, &f);
     exhaust("metrics and grid", measure, &f);

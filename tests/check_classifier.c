@@ -886,7 +886,7 @@ START_TEST(bad_arguments)
     CD_ASSERT_STATUS(cd_classifier_predict(c, rgb, probs, NULL), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("3 channels");
     CD_ASSERT_STATUS(cd_classifier_predict(c, small, probs, NULL), CD_ERR_SHAPE);
-    CD_ASSERT_ERROR_MENTIONS("27x28");
+    CD_ASSERT_ERROR_MENTIONS("27 x 28");
     CD_ASSERT_STATUS(cd_classifier_predict(c, flat, probs, NULL), CD_ERR_SHAPE);
     CD_ASSERT_STATUS(cd_classifier_predict(c, x, p9, NULL), CD_ERR_SHAPE);
     CD_ASSERT_ERROR_MENTIONS("probs");
@@ -1000,6 +1000,115 @@ START_TEST(bad_arguments)
 }
 END_TEST
 
+/* Write n images (n x C x H x W, C = 1 or 3) as one PNG each into dir. */
+static void write_pngs(const char *dir, const cd_tensor *images)
+{
+    const int64_t n = cd_tensor_dim(images, 0), per = cd_tensor_numel(images) / n;
+    cd_tensor *one = NULL;
+    int64_t shape[4] = {1, cd_tensor_dim(images, 1), cd_tensor_dim(images, 2),
+                        cd_tensor_dim(images, 3)};
+    CD_ASSERT_OK(cd_tensor_create(&one, 4, shape));
+    for (int64_t i = 0; i < n; i++) {
+        char name[32], path[512];
+        snprintf(name, sizeof name, "%02d.png", (int)i);
+        CD_ASSERT_OK(cd_tensor_copy_from(one, cd_tensor_data((cd_tensor *)images) + i * per, per));
+        CD_ASSERT_OK(cd_image_grid_write_png(cd_test_path(path, sizeof path, dir, name), one, 1, 0,
+                                             0, CD_PIXELS_RANGE, -0.5f, 0.5f));
+    }
+    cd_tensor_free(one);
+}
+
+static void remove_pngs(const char *dir, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        char name[32], path[512];
+        snprintf(name, sizeof name, "%02d.png", (int)i);
+        ck_assert_int_eq(remove(cd_test_path(path, sizeof path, dir, name)), 0);
+    }
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+
+/* The classifier's figures (class statistics, the MNIST FD) apply to
+ * 1 x 28 x 28 images only, unlike the image metrics: every call given
+ * images or a dataset of another shape refuses it with CD_ERR_SHAPE and a
+ * message naming both the shape it takes and the one it got, and changes
+ * nothing. */
+START_TEST(other_shapes_are_refused_by_name)
+{
+    cd_rng *rng = NULL;
+    cd_classifier *c = NULL;
+    CD_ASSERT_OK(cd_rng_create(&rng, 3));
+    CD_ASSERT_OK(cd_classifier_create(&c, rng));
+    static const struct {
+        int32_t rank;
+        int64_t shape[4];
+        const char *got;
+    } cases[] = {
+        {4, {2, 3, 28, 28}, "'images' is 2 x 3 x 28 x 28 (3 channels)"},
+        {4, {2, 3, 20, 36}, "'images' is 2 x 3 x 20 x 36 (3 channels)"},
+        {4, {2, 1, 32, 32}, "'images' is 2 x 1 x 32 x 32"},
+        {4, {2, 1, 28, 27}, "'images' is 2 x 1 x 28 x 27"},
+        {3, {2, 32, 28}, "'images' is 2 x 32 x 28"},
+        {2, {2, 784}, "'images' is 2 x 784"},
+    };
+    cd_tensor *probs = tensor2(2, CD_CLASSIFIER_CLASSES), *labels = tensor1(2);
+    cd_tensor *feats = tensor2(2, CD_CLASSIFIER_FEATURES);
+    CD_ASSERT_OK(cd_tensor_fill(probs, 7.0f));
+    CD_ASSERT_OK(cd_tensor_fill(feats, 7.0f));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cd_tensor *x = NULL;
+        CD_ASSERT_OK(cd_tensor_create(&x, cases[i].rank, cases[i].shape));
+        CD_ASSERT_OK(cd_tensor_fill(x, 0.25f));
+        CD_ASSERT_STATUS(cd_classifier_predict(c, x, probs, feats), CD_ERR_SHAPE);
+        CD_ASSERT_ERROR_MENTIONS("cd_classifier_predict: the classifier takes 1 x 28 x 28 images");
+        CD_ASSERT_ERROR_MENTIONS(cases[i].got);
+        CD_ASSERT_STATUS(cd_classifier_train_step(c, x, labels, NULL), CD_ERR_SHAPE);
+        CD_ASSERT_ERROR_MENTIONS("cd_classifier_train_step: the classifier takes 1 x 28 x 28");
+        CD_ASSERT_ERROR_MENTIONS(cases[i].got);
+        cd_tensor_free(x);
+    }
+    for (int64_t i = 0; i < 2 * CD_CLASSIFIER_CLASSES; i++)
+        ck_assert(cd_tensor_data(probs)[i] == 7);
+    ck_assert(cd_tensor_data(feats)[0] == 7);
+    ck_assert_int_eq(cd_classifier_steps(c), 0);
+
+    /* PNG folders: RGB at MNIST's size, grey at another size. */
+    static const struct {
+        int64_t channels, side;
+        const char *got;
+    } folders[] = {
+        {3, 28, "the dataset holds 3 x 28 x 28"},
+        {1, 32, "the dataset holds 1 x 32 x 32"},
+    };
+    for (size_t i = 0; i < sizeof folders / sizeof folders[0]; i++) {
+        char dir[256];
+        cd_test_tmpdir(dir, sizeof dir);
+        cd_tensor *images =
+            cd_test_tensor4(4, folders[i].channels, folders[i].side, folders[i].side);
+        cd_test_fill_uniform(images, 5 + i, -0.5f, 0.5f);
+        write_pngs(dir, images);
+        cd_dataset *ds = NULL;
+        CD_ASSERT_OK(cd_dataset_load_folder(&ds, dir, 0, 0));
+        ck_assert_int_eq(cd_dataset_channels(ds), folders[i].channels);
+        CD_ASSERT_STATUS(cd_classifier_train(c, ds, 1, rng, NULL, NULL), CD_ERR_SHAPE);
+        CD_ASSERT_ERROR_MENTIONS("cd_classifier_train: the classifier takes 1 x 28 x 28 images");
+        CD_ASSERT_ERROR_MENTIONS(folders[i].got);
+        CD_ASSERT_STATUS(cd_classifier_accuracy(c, ds, CD_SPLIT_TRAIN, NULL, NULL), CD_ERR_SHAPE);
+        CD_ASSERT_ERROR_MENTIONS("cd_classifier_accuracy: the classifier takes 1 x 28 x 28");
+        CD_ASSERT_ERROR_MENTIONS(folders[i].got);
+        ck_assert_int_eq(cd_classifier_steps(c), 0);
+        cd_dataset_free(ds);
+        cd_tensor_free(images);
+        remove_pngs(dir, 4);
+    }
+    cd_tensor_free(feats);
+    cd_tensor_free(labels);
+    cd_tensor_free(probs);
+    cd_classifier_free(c);
+    cd_rng_free(rng);
+}
+END_TEST
+
 static TCase *make_case(Suite *s, const char *name)
 {
     TCase *tc = tcase_create(name);
@@ -1030,6 +1139,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, options_model);
     tc = make_case(s, "errors");
     tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, other_shapes_are_refused_by_name);
     return s;
 }
 

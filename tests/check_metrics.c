@@ -236,13 +236,12 @@ END_TEST
 
 /* ---- image metrics against the PyTorch reference ------------------------ */
 
-static void compare_image_case(const cd_fixture *fx, const char *name)
+/* The per-image values and both reductions of x against y, compared with
+ * the fixture's <name>.mse, .ssim, .psnr and .summary. */
+static void compare_values(const cd_fixture *fx, const char *name, const cd_tensor *x,
+                           const cd_tensor *y)
 {
     char key[64];
-    snprintf(key, sizeof key, "%s.x", name);
-    cd_tensor *x = from_fixture(fx, key);
-    snprintf(key, sizeof key, "%s.y", name);
-    cd_tensor *y = from_fixture(fx, key);
     const int64_t N = cd_tensor_dim(x, 0);
     double mse[8], ssim[8], psnr[8];
     ck_assert_int_le(N, 8);
@@ -274,8 +273,60 @@ static void compare_image_case(const cd_fixture *fx, const char *name)
         /* N <= 512: both reductions are one batch. */
         for (int m = 0; m < 3; m++) assert_close(v[m], want[m], 1e-8, 2e-7, key);
     }
+}
+
+static void compare_image_case(const cd_fixture *fx, const char *name)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%s.x", name);
+    cd_tensor *x = from_fixture(fx, key);
+    snprintf(key, sizeof key, "%s.y", name);
+    cd_tensor *y = from_fixture(fx, key);
+    compare_values(fx, name, x, y);
     cd_tensor_free(x);
     cd_tensor_free(y);
+}
+
+/* make_metric_fixtures.py's pooled_inputs, bit for bit: the lowbias32
+ * hash of make_fixtures.py, and integer pixels over 256, which float32
+ * holds exactly. The script's docstring gives the formulas. */
+static uint32_t hash32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+static int64_t blocks(int64_t c, int64_t i, int64_t j)
+{
+    return (3 * (i / 16) + 5 * (j / 16) + 2 * c) % 8;
+}
+
+static void pooled_inputs(cd_tensor *x, cd_tensor *y)
+{
+    const int64_t C = cd_tensor_dim(x, 1), H = cd_tensor_dim(x, 2), W = cd_tensor_dim(x, 3);
+    float *xd = cd_tensor_data(x), *yd = cd_tensor_data(y);
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t i = 0; i < H; i++)
+            for (int64_t j = 0; j < W; j++) {
+                const int64_t k = (c * H + i) * W + j;
+                const uint32_t n1 = hash32((uint32_t)k + 1U * 0x9E3779B9U) >> 27;
+                const uint32_t n2 = hash32((uint32_t)k + 2U * 0x9E3779B9U) >> (c == 0 ? 26 : 27);
+                const int64_t b = blocks(c, i, j);
+                const int64_t by = c == 0 ? b : c == 1 ? 7 - b : blocks(c, i + 8, j + 8);
+                xd[k] = (float)((double)(24 * b + n1) / 256.0);
+                yd[k] = (float)((double)(24 * by + n2) / 256.0);
+            }
+}
+
+static double sum_of(cd_tensor *t)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < cd_tensor_numel(t); i++) s += cd_tensor_data(t)[i];
+    return s;
 }
 
 START_TEST(images_match_reference)
@@ -285,6 +336,199 @@ START_TEST(images_match_reference)
     compare_image_case(fx, "rgb");
     compare_image_case(fx, "range");
     cd_fixture_free(fx);
+}
+END_TEST
+
+START_TEST(colour_images_match_reference)
+{
+    cd_fixture *fx = cd_fixture_load("metrics.bin");
+    /* 3 x 20 x 36 and 3 x 36 x 20, each channel degraded its own way. */
+    compare_image_case(fx, "wide");
+    compare_image_case(fx, "tall");
+
+    /* 3 x 385 x 517: pooled by 2 to 3 x 192 x 258 before the window. */
+    int64_t n;
+    const float *shape = cd_fixture_get(fx, "pooled.shape", &n);
+    ck_assert_int_eq(n, 4);
+    cd_tensor *x =
+        cd_test_tensor4((int64_t)shape[0], (int64_t)shape[1], (int64_t)shape[2], (int64_t)shape[3]);
+    cd_tensor *y =
+        cd_test_tensor4((int64_t)shape[0], (int64_t)shape[1], (int64_t)shape[2], (int64_t)shape[3]);
+    ck_assert_int_eq(cd__ssim_pool_factor(cd_tensor_dim(x, 2), cd_tensor_dim(x, 3)), 2);
+    pooled_inputs(x, y);
+    /* Sums of multiples of 1/256 below 2^19 are exact in double, so both
+     * sides round the same number to float: a mismatch is the generator's. */
+    ck_assert_msg((float)sum_of(x) == cd_fixture_get(fx, "pooled.x_sum", NULL)[0],
+                  "pooled x differs from the script's");
+    ck_assert_msg((float)sum_of(y) == cd_fixture_get(fx, "pooled.y_sum", NULL)[0],
+                  "pooled y differs from the script's");
+    compare_values(fx, "pooled", x, y);
+    cd_tensor_free(x);
+    cd_tensor_free(y);
+    cd_fixture_free(fx);
+}
+END_TEST
+
+/* ---- colour images: the definitions over all C x H x W values ----------- */
+
+/* Plane c of every image of t, as an N x 1 x H x W tensor. */
+static cd_tensor *plane_of(cd_tensor *t, int64_t c)
+{
+    const int64_t N = cd_tensor_dim(t, 0), C = cd_tensor_dim(t, 1), H = cd_tensor_dim(t, 2),
+                  W = cd_tensor_dim(t, 3);
+    cd_tensor *p = cd_test_tensor4(N, 1, H, W);
+    for (int64_t n = 0; n < N; n++)
+        memcpy(cd_tensor_data(p) + n * H * W, cd_tensor_data(t) + (n * C + c) * H * W,
+               (size_t)(H * W) * sizeof(float));
+    return p;
+}
+
+/* y from x (values in [0, 1]) with channels made to differ: the SSIM of
+ * channel 0 stays high, channel 1's drops with heavy noise and channel 2
+ * is inverted, so a wrong weighting of the channels, or one channel
+ * standing for all, moves the mean. */
+static void degrade_channels(cd_tensor *x, cd_tensor *y, uint64_t seed)
+{
+    const int64_t N = cd_tensor_dim(x, 0), C = cd_tensor_dim(x, 1),
+                  HW = cd_tensor_dim(x, 2) * cd_tensor_dim(x, 3);
+    const float amount[3] = {0.05f, 1.0f, 0.1f};
+    cd_test_fill_uniform(y, seed, -1.0f, 1.0f);
+    const float *xd = cd_tensor_data(x);
+    float *yd = cd_tensor_data(y);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t k = 0; k < HW; k++) {
+                const int64_t i = (n * C + c) * HW + k;
+                yd[i] = (c % 3 == 2 ? 1.0f - xd[i] : xd[i]) + amount[c % 3] * yd[i];
+            }
+}
+
+START_TEST(colour_ssim_is_the_channel_mean)
+{
+    /* Every plane of x and y spans exactly [0, 1], so normalising a plane
+     * alone or the whole image is the identity either way: the 3-channel
+     * SSIM must then be the mean of the three 1-channel SSIMs (piq's mean
+     * over channels and pixels, every channel's map of the same size), and
+     * its MSE the mean of theirs. The tolerances allow for the sums'
+     * different grouping in double, nothing more. */
+    const int64_t N = 3, C = 3, H = 20, W = 36, HW = H * W;
+    cd_tensor *x = cd_test_tensor4(N, C, H, W), *y = cd_test_tensor4(N, C, H, W);
+    cd_test_fill_uniform(x, 21, 0.0f, 1.0f);
+    degrade_channels(x, y, 22);
+    cd_tensor *t[2] = {x, y};
+    for (int m = 0; m < 2; m++) {
+        float *d = cd_tensor_data(t[m]);
+        for (int64_t i = 0; i < N * C * HW; i++) d[i] = fminf(1.0f, fmaxf(0.0f, d[i]));
+        for (int64_t p = 0; p < N * C; p++) {
+            d[p * HW + 3 * m] = 0.0f;
+            d[p * HW + HW - 1 - 5 * m] = 1.0f;
+        }
+    }
+    double mse3[3], ssim3[3], psnr3[3], mse1[3][3], ssim1[3][3];
+    CD_ASSERT_OK(cd_metrics_per_image(x, y, mse3, ssim3, psnr3, N));
+    for (int64_t c = 0; c < C; c++) {
+        cd_tensor *xc = plane_of(x, c), *yc = plane_of(y, c);
+        CD_ASSERT_OK(cd_metrics_per_image(xc, yc, mse1[c], ssim1[c], NULL, N));
+        cd_tensor_free(xc);
+        cd_tensor_free(yc);
+    }
+    for (int64_t n = 0; n < N; n++) {
+        char what[64];
+        const double s = (ssim1[0][n] + ssim1[1][n] + ssim1[2][n]) / 3.0;
+        const double m = (mse1[0][n] + mse1[1][n] + mse1[2][n]) / 3.0;
+        snprintf(what, sizeof what, "image %d: SSIM vs the channels' mean", (int)n);
+        assert_close(ssim3[n], s, 1e-13, 0, what);
+        snprintf(what, sizeof what, "image %d: MSE vs the channels' mean", (int)n);
+        assert_close(mse3[n], m, 0, 1e-12, what);
+        snprintf(what, sizeof what, "image %d: PSNR", (int)n);
+        assert_close(psnr3[n], -10.0 * log10(m + 1e-8), 0, 1e-12, what);
+        /* The channels really differ, so the check has something to see. */
+        ck_assert_msg(ssim1[0][n] > ssim1[1][n] + 0.2 && ssim1[1][n] > ssim1[2][n] + 0.2,
+                      "image %d: channel SSIMs %g %g %g", (int)n, ssim1[0][n], ssim1[1][n],
+                      ssim1[2][n]);
+    }
+    cd_tensor_free(x);
+    cd_tensor_free(y);
+}
+END_TEST
+
+START_TEST(colour_definitions_over_all_values)
+{
+    /* Channels in different ranges, so normalising over all C x H x W
+     * values differs from normalising each plane: the definitions are
+     * evaluated here from scratch and compared with the library's. */
+    const int64_t N = 3, C = 3, H = 48, W = 32, HW = H * W, per = C * HW;
+    const float scale[3] = {1.0f, 5.0f, 0.3f}, shift[3] = {0.0f, -2.0f, 4.0f};
+    cd_tensor *x = cd_test_tensor4(N, C, H, W), *y = cd_test_tensor4(N, C, H, W);
+    cd_test_fill_uniform(x, 31, 0.0f, 1.0f);
+    degrade_channels(x, y, 32);
+    float *xd = cd_tensor_data(x), *yd = cd_tensor_data(y);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t k = 0; k < HW; k++) {
+                const int64_t i = (n * C + c) * HW + k;
+                xd[i] = scale[c] * xd[i] + shift[c];
+                yd[i] = scale[c] * yd[i] + shift[c];
+            }
+    double mse[3], ssim[3], psnr[3];
+    CD_ASSERT_OK(cd_metrics_per_image(x, y, mse, ssim, psnr, N));
+
+    double *xn = calloc((size_t)per, sizeof *xn), *yn = calloc((size_t)per, sizeof *yn);
+    double *scratch = calloc((size_t)cd__ssim_scratch_len(1, H, W), sizeof *scratch);
+    ck_assert(xn && yn && scratch);
+    double sum_mse = 0, sum_ssim = 0, sum_psnr = 0;
+    for (int64_t n = 0; n < N; n++) {
+        const float *src[2] = {xd + n * per, yd + n * per};
+        double *dst[2] = {xn, yn}, mse_planes = 0.0;
+        for (int m = 0; m < 2; m++) {
+            double lo = src[m][0], hi = src[m][0];
+            for (int64_t k = 0; k < per; k++) {
+                lo = fmin(lo, src[m][k]);
+                hi = fmax(hi, src[m][k]);
+            }
+            for (int64_t k = 0; k < per; k++) dst[m][k] = ((double)src[m][k] - lo) / (hi - lo);
+        }
+        double sq = 0.0, s = 0.0;
+        for (int64_t k = 0; k < per; k++) sq += (xn[k] - yn[k]) * (xn[k] - yn[k]);
+        for (int64_t c = 0; c < C; c++) {
+            s += cd__ssim_image(xn + c * HW, yn + c * HW, 1, H, W, scratch) / (double)C;
+            /* Each plane normalised on its own instead, for contrast. */
+            const float *px = src[0] + c * HW, *py = src[1] + c * HW;
+            double xl = px[0], xh = px[0], yl = py[0], yh = py[0];
+            for (int64_t k = 0; k < HW; k++) {
+                xl = fmin(xl, px[k]), xh = fmax(xh, px[k]);
+                yl = fmin(yl, py[k]), yh = fmax(yh, py[k]);
+            }
+            for (int64_t k = 0; k < HW; k++) {
+                const double d = (px[k] - xl) / (xh - xl) - (py[k] - yl) / (yh - yl);
+                mse_planes += d * d / (double)per;
+            }
+        }
+        const double want_mse = sq / (double)per, want_psnr = -10.0 * log10(want_mse + 1e-8);
+        char what[64];
+        snprintf(what, sizeof what, "image %d: MSE over C x H x W", (int)n);
+        assert_close(mse[n], want_mse, 0, 1e-12, what);
+        snprintf(what, sizeof what, "image %d: PSNR", (int)n);
+        assert_close(psnr[n], want_psnr, 0, 1e-12, what);
+        snprintf(what, sizeof what, "image %d: SSIM, the mean of the planes'", (int)n);
+        assert_close(ssim[n], s, 1e-13, 0, what);
+        ck_assert_msg(fabs(mse_planes - want_mse) > 0.1 * want_mse,
+                      "image %d: per-plane normalisation gives a close MSE (%g vs %g)", (int)n,
+                      mse_planes, want_mse);
+        sum_mse += want_mse;
+        sum_ssim += s;
+        sum_psnr += want_psnr;
+    }
+    double r, s, p;
+    CD_ASSERT_OK(cd_metrics_images(x, y, CD_REDUCTION_PER_IMAGE, &r, &s, &p, NULL));
+    assert_close(r, sqrt(sum_mse / (double)N), 0, 1e-12, "RMSE over all values of all images");
+    assert_close(s, sum_ssim / (double)N, 1e-13, 0, "mean SSIM");
+    assert_close(p, sum_psnr / (double)N, 0, 1e-12, "mean PSNR");
+    free(xn);
+    free(yn);
+    free(scratch);
+    cd_tensor_free(x);
+    cd_tensor_free(y);
 }
 END_TEST
 
@@ -862,6 +1106,9 @@ static Suite *make_suite(void)
     tcase_add_test(tc, ssim_kernel_closed_forms);
     tcase_add_test(tc, known_mse);
     tcase_add_test(tc, images_match_reference);
+    tcase_add_test(tc, colour_images_match_reference);
+    tcase_add_test(tc, colour_ssim_is_the_channel_mean);
+    tcase_add_test(tc, colour_definitions_over_all_values);
     tcase_add_test(tc, report_reduction_batches_of_512);
     tcase_add_test(tc, pooling_of_large_images);
     tcase_add_test(tc, normalize);

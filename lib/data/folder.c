@@ -195,6 +195,7 @@ typedef struct decoded {
     int64_t height, width, channels; /* channels: 1 or 3 after the transforms */
     uint8_t *pixels;                 /* height x width x channels */
     png_bytep *rows;
+    bool out_of_memory; /* an allocation of libpng's failed */
     char libpng_msg[LIBPNG_MSG_CAP];
 } decoded;
 
@@ -217,6 +218,24 @@ static void on_png_warning(png_structp png, png_const_charp msg)
 {
     (void)png;
     (void)msg;
+}
+
+/* libpng allocates through the library's allocator, like zlib in the
+ * checkpoint reader, so its blocks are counted and its failures can be
+ * injected. libpng turns a NULL into a png_error with a message of its
+ * own, so the flag is what tells read_png that memory ran out rather than
+ * that the file is corrupt. */
+static png_voidp alloc_for_libpng(png_structp png, png_alloc_size_t bytes)
+{
+    void *p = cd__malloc(bytes, "libpng's buffers");
+    if (!p) ((decoded *)png_get_mem_ptr(png))->out_of_memory = true;
+    return p;
+}
+
+static void free_for_libpng(png_structp png, png_voidp p)
+{
+    (void)png;
+    cd__free(p);
 }
 
 static cd_status check_signature(FILE *fp, const char *path)
@@ -257,9 +276,13 @@ static cd_status alloc_rows(decoded *img, size_t rowbytes)
  */
 static cd_status read_png(png_structp png, png_infop info, FILE *fp, decoded *img, const char *path)
 {
-    if (setjmp(png_jmpbuf(png)))
+    if (setjmp(png_jmpbuf(png))) {
+        if (img->out_of_memory)
+            return cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory decoding '%s': libpng: %s",
+                             fn, path, img->libpng_msg);
         return cd__error(CD_ERR_FORMAT, "%s: '%s' is a corrupt or truncated PNG: libpng: %s", fn,
                          path, img->libpng_msg);
+    }
     png_init_io(png, fp);
     png_set_sig_bytes(png, 8);
     png_read_info(png, info);
@@ -292,7 +315,8 @@ static cd_status decode(const char *path, decoded *img)
     png_structp png = NULL;
     png_infop info = NULL;
     if (st == CD_OK) {
-        png = png_create_read_struct(PNG_LIBPNG_VER_STRING, img, on_png_error, on_png_warning);
+        png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, img, on_png_error, on_png_warning,
+                                       img, alloc_for_libpng, free_for_libpng);
         info = png ? png_create_info_struct(png) : NULL;
         if (!info)
             st = cd__error(CD_ERR_OUT_OF_MEMORY, "%s: out of memory starting libpng for '%s'", fn,

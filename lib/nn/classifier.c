@@ -346,21 +346,32 @@ void cd__classifier_backward(cd_classifier *c, float *dx, const float *dlogits)
 
 /* ---- argument checks --------------------------------------------------- */
 
-/* images: n x 1 x H x W or n x H x W; *n gets the count. */
+/* images: n x 1 x H x W or n x H x W; *n gets the count. Colour images
+ * and other sizes are the likely mistakes (the image metrics take them),
+ * so the message gives the one shape the classifier takes, and the
+ * channel count when that is what differs. */
 static cd_status check_images(const cd_classifier *c, const char *fn, const cd_tensor *t,
                               int64_t *n)
 {
     CD__CHECK_NOT_NULL(t, fn);
     const int64_t H = c->cfg.height, W = c->cfg.width;
-    if (t->rank == 4 && t->shape[1] != 1)
+    const bool ok = (t->rank == 4 && t->shape[1] == 1 && t->shape[2] == H && t->shape[3] == W) ||
+                    (t->rank == 3 && t->shape[1] == H && t->shape[2] == W);
+    if (!ok) {
+        char got[160] = "";
+        size_t len = 0;
+        for (int32_t i = 0; i < t->rank && len < sizeof got; i++)
+            len += (size_t)snprintf(got + len, sizeof got - len, "%s%" PRId64, i ? " x " : "",
+                                    t->shape[i]);
+        char chans[64] = "";
+        if (t->rank == 4 && t->shape[1] != 1)
+            snprintf(chans, sizeof chans, " (%" PRId64 " channels)", t->shape[1]);
         return cd__error(CD_ERR_SHAPE,
-                         "%s: the classifier takes 1-channel images, 'images' "
-                         "has %" PRId64 " channels",
-                         fn, t->shape[1]);
-    if (t->rank == 4)
-        CD__TRY(cd__tensor_expect(t, fn, "images", 4, (int64_t[]){-1, 1, H, W}));
-    else
-        CD__TRY(cd__tensor_expect(t, fn, "images", 3, (int64_t[]){-1, H, W}));
+                         "%s: the classifier takes 1 x %" PRId64 " x %" PRId64
+                         " images (N x 1 x %" PRId64 " x %" PRId64 " or N x %" PRId64 " x %" PRId64
+                         "); 'images' is %s%s",
+                         fn, H, W, H, W, H, W, got, chans);
+    }
     *n = t->shape[0];
     const int64_t px = H * W;
     for (int64_t i = 0; i < t->numel; i++)

@@ -1,17 +1,22 @@
 /*
  * make_seeds.c - writes the fuzz targets' seed corpora with the library
- * itself: `fuzz_make_seeds DIR` fills DIR/idx, DIR/ckpt and DIR/cli (the
- * folders must exist). The committed tests/fuzz/corpus came from it.
+ * itself: `fuzz_make_seeds DIR` fills DIR/idx, DIR/png, DIR/ckpt and
+ * DIR/cli (the folders must exist). The committed tests/fuzz/corpus came
+ * from it.
  *
  * Every model is tiny (4 x 4 images, a few channels) so each seed stays
  * around a kilobyte. Each checkpoint is written twice: as the file and as
- * its inflated body, which fuzz_ckpt wraps in a valid header itself.
+ * its inflated body, which fuzz_ckpt wraps in a valid header itself. The
+ * PNG seeds come from the library's own writers and, for the colour types,
+ * depths and interlacing those never write, from libpng.
  */
 #include "diffusion/diffusion.h"
 #include "nn/classifier.h"
 #include "nn/nn.h"
 
 #include <colddiff.h>
+#include <png.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +94,80 @@ static void idx_seeds(void)
     const uint32_t wide[3] = {2, 3, 20};
     n = idx_bytes(buf, 3, wide);
     write_file(path_of("idx", "images-2x3x20.idx"), buf, n);
+}
+
+/* ---- PNG ------------------------------------------------------------------ */
+
+/* A PNG through libpng, with samples that are any bytes (every value is a
+ * valid sample, a palette index included when the palette has 2^depth
+ * entries). */
+static void libpng_seed(const char *name, int color_type, int depth, int interlace, bool trns)
+{
+    const char *path = path_of("png", name);
+    FILE *fp = fopen(path, "wb");
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!fp || !info) {
+        fprintf(stderr, "fuzz_make_seeds: cannot write %s\n", path);
+        exit(1);
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        fprintf(stderr, "fuzz_make_seeds: libpng failed writing %s\n", path);
+        exit(1);
+    }
+    png_init_io(png, fp);
+    png_set_IHDR(png, info, SIDE + 1, SIDE, depth, color_type, interlace,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_color palette[16];
+    png_byte alpha[16];
+    for (int i = 0; i < 16; i++) {
+        palette[i] = (png_color){(png_byte)(16 * i), (png_byte)(255 - 16 * i), (png_byte)(7 * i)};
+        alpha[i] = (png_byte)(255 - 16 * i);
+    }
+    if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_PLTE(png, info, palette, 1 << depth);
+    if (trns && color_type == PNG_COLOR_TYPE_PALETTE)
+        png_set_tRNS(png, info, alpha, 1 << depth, NULL);
+    if (trns && color_type != PNG_COLOR_TYPE_PALETTE) {
+        png_color_16 key = {0, 7, 7, 7, 7};
+        png_set_tRNS(png, info, NULL, 0, &key);
+    }
+    png_write_info(png, info);
+    png_byte rows[SIDE][64];
+    png_bytep rp[SIDE];
+    for (int y = 0; y < SIDE; y++) {
+        for (int x = 0; x < 64; x++) rows[y][x] = (png_byte)(37 * y + 11 * x);
+        rp[y] = rows[y];
+    }
+    png_write_image(png, rp);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    if (fclose(fp) != 0) {
+        fprintf(stderr, "fuzz_make_seeds: cannot write %s\n", path);
+        exit(1);
+    }
+}
+
+static void png_seeds(void)
+{
+    uint8_t grey[SIDE * SIDE];
+    for (int i = 0; i < SIDE * SIDE; i++) grey[i] = (uint8_t)(i * 37 % 256);
+    ok(cd_png_write_gray(path_of("png", "grey-4x4.png"), grey, SIDE, SIDE), "grey PNG");
+    /* An RGB image the grid writer lays out on its own: one image, no border. */
+    const int64_t shape[4] = {1, 3, SIDE, SIDE + 1};
+    cd_tensor *rgb = NULL;
+    ok(cd_tensor_create(&rgb, 4, shape), "RGB image");
+    float *v = cd_tensor_data(rgb);
+    for (int64_t i = 0; i < cd_tensor_numel(rgb); i++) v[i] = (float)(i * 29 % 256) / 255.0f - 0.5f;
+    ok(cd_image_grid_write_png(path_of("png", "rgb-4x5.png"), rgb, 1, 0, 0, CD_PIXELS_RANGE, -0.5f,
+                               0.5f),
+       "RGB PNG");
+    cd_tensor_free(rgb);
+    libpng_seed("palette-4bit-trns.png", PNG_COLOR_TYPE_PALETTE, 4, PNG_INTERLACE_NONE, true);
+    libpng_seed("grey-1bit.png", PNG_COLOR_TYPE_GRAY, 1, PNG_INTERLACE_NONE, false);
+    libpng_seed("grey-alpha-16bit-adam7.png", PNG_COLOR_TYPE_GRAY_ALPHA, 16, PNG_INTERLACE_ADAM7,
+                false);
+    libpng_seed("rgba-8bit.png", PNG_COLOR_TYPE_RGB_ALPHA, 8, PNG_INTERLACE_NONE, false);
+    libpng_seed("rgb-16bit-trns-adam7.png", PNG_COLOR_TYPE_RGB, 16, PNG_INTERLACE_ADAM7, true);
 }
 
 /* ---- checkpoints ---------------------------------------------------------- */
@@ -317,12 +396,13 @@ static void cli_seeds(void)
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: fuzz_make_seeds DIR (with DIR/idx, DIR/ckpt, DIR/cli)\n");
+        fprintf(stderr, "usage: fuzz_make_seeds DIR (with DIR/idx, DIR/png, DIR/ckpt, DIR/cli)\n");
         return 2;
     }
     g_dir = argv[1];
     cd_set_num_threads(1);
     idx_seeds();
+    png_seeds();
     ckpt_seeds();
     cli_seeds();
     return 0;

@@ -6,13 +6,13 @@
 #
 # Environment: FUZZ_SECONDS (per target, default 60), FUZZ_BUILD_DIR
 # (default build-fuzz in the source tree), FUZZ_TARGETS (default
-# "idx ckpt cli"), JOBS (build parallelism, default: all cores).
+# "idx png ckpt cli"), JOBS (build parallelism, default: all cores).
 # Extra arguments go to every fuzzer, after the defaults.
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
 seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-idx ckpt cli}
+targets=${FUZZ_TARGETS:-idx png ckpt cli}
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 # clang and its runtime (libFuzzer, the sanitizers), as install-deps.sh

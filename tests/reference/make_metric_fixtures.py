@@ -3,16 +3,20 @@
 metrics layer (lib/metrics, docs/models.md, Metrics), read by
 tests/check_metrics.c.
 
-Run where Debian's python3-torch is installed (piq and scipy are not needed):
+Run where Debian's python3-torch is installed (with its numpy; piq and
+scipy are not needed):
 
     /usr/bin/python3 tests/reference/make_metric_fixtures.py [outdir]
 
 Image metrics. piq 0.8.0's recipe, written here again in PyTorch float64
 with F.conv2d and the full 2-D window (the C code uses the separable form):
-per-image min-max normalisation over C x H x W; SSIM with piq's
+per-image min-max normalisation over C x H x W (so data_range = 1); SSIM
+with piq's average pooling by f = max(1, round(min(H, W) / 256)) first
+(F.avg_pool2d, kernel and stride f, remainders dropped), piq's
 gaussian_filter(11, 1.5) (coordinates arange(11) - 5, exp(-(i^2 + j^2) /
-(2 sigma^2)), normalised), C1 = 0.01^2, C2 = 0.03^2, valid convolution,
-sigma^2 = G*x^2 - (G*x)^2, the mean of the map; PSNR = -10 log10(MSE_i +
+(2 sigma^2)), normalised) applied to each channel (groups = C),
+C1 = 0.01^2, C2 = 0.03^2, valid convolution, sigma^2 = G*x^2 - (G*x)^2,
+the mean of the map over channels and pixels; PSNR = -10 log10(MSE_i +
 1e-8). Each image case <c> holds:
     <c>.x, <c>.y            the inputs (float32, N x C x H x W, not normalised)
     <c>.mse, <c>.ssim, <c>.psnr   per-image values (N)
@@ -22,6 +26,21 @@ noisy copy, another digit, and the inverted digit), "rgb" (3 channels,
 non-square 12 x 17, smooth random images with correlated noise), "range"
 (14 x 14 images in wildly different ranges: [-0.5, 0.5] against [0, 255]
 and [1e4, 1e4 + 3]), so that normalisation matters.
+
+Colour cases, C = 3, where SSIM is the mean over channels and pixels of
+the per-channel maps and the normalisation spans all three channels:
+"wide" (3 x 20 x 36) and "tall" (3 x 36 x 20), whose channels are
+degraded differently (little noise, much noise, inverted; or blurred, in
+channels of different ranges), so that each channel's SSIM differs and
+the channel mean matters; and "pooled" (one 3 x 385 x 517 image, so piq
+average-pools by f = round(385 / 256) = 2 and drops the last row and
+column). The pooled images are too large to store: they are made from the
+integer hash of make_fixtures.py (pooled_inputs below), which
+tests/check_metrics.c repeats bit for bit, and the file holds
+pooled.shape, pooled.x_sum and pooled.y_sum to catch a mismatch, then the
+usual pooled.mse, .ssim, .psnr and .summary. These cases are seeded with
+torch.manual_seed(20240602) after the others, so the cases above keep
+their bytes.
 
 Frechet distance. Each FD case <c> holds <c>.a (N1 x D) and <c>.b
 (N2 x D) float32 features and <c>.fd, computed in float64 from the float32
@@ -42,6 +61,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -49,6 +69,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fixture_io import from_torch, write_fixture  # noqa: E402
 
 SEED = 20240601
+COLOUR_SEED = 20240602
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "data")
 
@@ -94,7 +115,7 @@ def ssim_per_image(x, y):
     return ss.mean(dim=(-1, -2)).mean(dim=1)
 
 
-def image_case(out, name, x, y):
+def image_case(out, name, x, y, store_inputs=True):
     x = x.float()
     y = y.float()
     xn, yn = normalise(x), normalise(y)
@@ -107,8 +128,13 @@ def image_case(out, name, x, y):
     # sanity check of this script, not of the C code.
     s32 = ssim_per_image(xn.float(), yn.float()).double()
     assert (s32 - ssim).abs().max().item() < 1e-5, (name, s32, ssim)
-    for key, t in (("x", x), ("y", y), ("mse", mse), ("ssim", ssim), ("psnr", psnr),
-                   ("summary", summary)):
+    # piq's channel average, checked once more by hand: the mean of the
+    # 1-channel SSIMs of the (already normalised) channel planes.
+    planes = torch.stack([ssim_per_image(xn[:, c:c + 1], yn[:, c:c + 1])
+                          for c in range(x.shape[1])])
+    assert (planes.mean(dim=0) - ssim).abs().max().item() < 1e-12, (name, planes, ssim)
+    keys = (("x", x), ("y", y)) if store_inputs else ()
+    for key, t in keys + (("mse", mse), ("ssim", ssim), ("psnr", psnr), ("summary", summary)):
         out.append(from_torch(f"{name}.{key}", t))
     print(f"{name}: N={x.shape[0]} C={x.shape[1]} {x.shape[2]}x{x.shape[3]} "
           f"ssim={[round(v, 6) for v in ssim.tolist()]} "
@@ -152,6 +178,75 @@ def image_cases(out):
     y = torch.stack([(x[0] + 0.5) * 255.0 + 20.0 * torch.randn(1, 14, 14),
                      1e4 + 3.0 * torch.rand(1, 14, 14)])
     image_case(out, "range", x, y)
+
+
+# ------------------------------------------------------------ colour cases
+
+# The lowbias32 integer mixer of make_fixtures.py, on numpy uint32 arrays
+# (whose products wrap modulo 2^32, as C's uint32_t do).
+def hash32(x):
+    x = x.astype(np.uint32)
+    x ^= x >> np.uint32(16)
+    x *= np.uint32(0x7FEB352D)
+    x ^= x >> np.uint32(15)
+    x *= np.uint32(0x846CA68B)
+    x ^= x >> np.uint32(16)
+    return x
+
+
+def pooled_inputs(C, H, W):
+    """The pooled case's x and y (1 x C x H x W), integers / 256, so exact
+    in float32. With k the flat index (c H + i) W + j and
+    noise(s, k) = hash32(k + s * 0x9E3779B9 mod 2^32):
+        b(c, i, j) = (3 (i // 16) + 5 (j // 16) + 2 c) mod 8   (16-pixel blocks)
+        x = 24 b(c, i, j) + (noise(1, k) >> 27)
+        y = 24 b(0, i, j)         + (noise(2, k) >> 26)   in channel 0 (more noise)
+            24 (7 - b(1, i, j))   + (noise(2, k) >> 27)   in channel 1 (inverted)
+            24 b(2, i + 8, j + 8) + (noise(2, k) >> 27)   in channel 2 (shifted)"""
+    c, i, j = np.meshgrid(np.arange(C), np.arange(H), np.arange(W), indexing="ij")
+    k = ((c * H + i) * W + j).astype(np.uint64)
+
+    def noise(s, shift):
+        return hash32((k + s * 0x9E3779B9) % 2 ** 32) >> np.uint32(shift)
+
+    def blocks(cc, ii, jj):
+        return (3 * (ii // 16) + 5 * (jj // 16) + 2 * cc) % 8
+
+    b = blocks(c, i, j)
+    x = 24 * b + noise(1, 27)
+    by = np.where(c == 0, b, np.where(c == 1, 7 - b, blocks(c, i + 8, j + 8)))
+    y = 24 * by + noise(2, np.where(c == 0, 26, 27).astype(np.uint32))
+
+    def to_tensor(v):
+        return torch.from_numpy(v.astype(np.float64) / 256.0).float().reshape(1, C, H, W)
+
+    return to_tensor(x), to_tensor(y)
+
+
+def colour_cases(out):
+    # Smooth images; channel 0 lightly noisy, channel 1 heavily, channel 2
+    # inverted with a little noise.
+    x = blur(torch.rand(3, 3, 20, 36), 1.5)
+    y = torch.cat([x[:, 0:1] + 0.02 * blur(torch.randn(3, 1, 20, 36), 0.8),
+                   x[:, 1:2] + 0.3 * torch.randn(3, 1, 20, 36),
+                   -x[:, 2:3] + 0.05 * torch.randn(3, 1, 20, 36)], dim=1)
+    image_case(out, "wide", x, y)
+
+    # Channels in different ranges, normalised together as one image;
+    # y is a blurred, noisy copy.
+    x = blur(torch.rand(2, 3, 36, 20), 2.0) * torch.tensor([1.0, 4.0, 0.25]).reshape(1, 3, 1, 1)
+    x = x + torch.tensor([0.0, -2.0, 3.0]).reshape(1, 3, 1, 1)
+    y = blur(x, 1.2) + 0.05 * x.std() * torch.randn(2, 3, 36, 20)
+    image_case(out, "tall", x, y)
+
+    C, H, W = 3, 385, 517
+    x, y = pooled_inputs(C, H, W)
+    assert max(1, round(min(H, W) / 256)) == 2
+    out.append(("pooled.shape", (4,), [1, C, H, W]))
+    # Sums of multiples of 1/256 below 2^19: exact in double in any order.
+    out.append(("pooled.x_sum", (1,), [x.double().sum().item()]))
+    out.append(("pooled.y_sum", (1,), [y.double().sum().item()]))
+    image_case(out, "pooled", x, y, store_inputs=False)
 
 
 # ------------------------------------------------------- Frechet distance
@@ -204,6 +299,8 @@ def main():
     out = []
     image_cases(out)
     fd_cases(out)
+    torch.manual_seed(COLOUR_SEED)
+    colour_cases(out)
     path = os.path.join(outdir, "metrics.bin")
     write_fixture(path, out)
     print(f"wrote {path} ({os.path.getsize(path)} bytes)")
