@@ -1057,10 +1057,15 @@ typedef enum cd_sampler_option {
                                                 [lo, hi] (default 1)                 */
     CD_SAMPLER_OPT_CLIP_LO = 4,            /**< real: clip range low end (default -0.5) */
     CD_SAMPLER_OPT_CLIP_HI = 5,            /**< real: clip range high end (default 0.5) */
-    CD_SAMPLER_OPT_GUIDANCE = 6            /**< real, [0, 100]: classifier-free
+    CD_SAMPLER_OPT_GUIDANCE = 6,           /**< real, [0, 100]: classifier-free
                                                 guidance scale w for samplers given
                                                 labels (default 1); see
                                                 cd_sampler_set_labels               */
+    CD_SAMPLER_OPT_REDERIVE = 7            /**< bool, DDIM with clipping: 1 steps
+                                                with the noise that the clipped
+                                                x0-hat implies, as GLIDE does, where
+                                                0 keeps the model's (default 0);
+                                                guidance above 1 needs 1            */
 } cd_sampler_option;
 
 /**

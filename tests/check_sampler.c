@@ -624,6 +624,84 @@ static cd_status wild_predict(const cd_tensor *z, const cd_tensor *tau, cd_tenso
     return cd_tensor_fill(out, 0.3f); /* a biased noise estimate */
 }
 
+/* CD_SAMPLER_OPT_REDERIVE: where the clip moved x0-hat, the step takes
+ * eps = (z - sqrt(abar_t) x0-hat) / sqrt(1 - abar_t); elsewhere, and with
+ * nothing clipped, the bits of the plain step. */
+START_TEST(ddim_rederive)
+{
+    const int64_t T = 20, S = 3, n = 64;
+    cd_schedule *sch = NULL;
+    cd_degradation *deg = NULL;
+    cd_sampler *s = NULL;
+    cd_rng *rng = NULL;
+    CD_ASSERT_OK(cd_schedule_create_linear(&sch, T, 1e-4, 0.2));
+    CD_ASSERT_OK(cd_degradation_create_noise(&deg, sch));
+    CD_ASSERT_OK(cd_sampler_create(&s, CD_SAMPLER_DDIM, deg));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_STEPS, S));
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_ETA, 0));
+    CD_ASSERT_OK(cd_sampler_set_predictor(s, wild_predict, NULL));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_REDERIVE, 1));
+    cd_tensor *out = cd_test_tensor4(n, 1, 2, 2), *plain = cd_test_tensor4(n, 1, 2, 2);
+    const int64_t N = 4 * n;
+    /* The reference: z_T is the generator's first N normals (eta 0 draws
+     * nothing else), then each step by hand. */
+    double *z = malloc((size_t)N * sizeof *z);
+    float *zf = malloc((size_t)N * sizeof *zf);
+    int64_t times[3];
+    int64_t n_times = 0;
+    CD_ASSERT_OK(cd_sampler_step_times(s, T, times, S, &n_times));
+    ck_assert_int_eq(n_times, S);
+    CD_ASSERT_OK(cd_rng_create(&rng, 9));
+    CD_ASSERT_OK(cd_rng_normal(rng, zf, N));
+    int clipped = 0;
+    for (int64_t k = 0; k < S; k++) {
+        float ab = 0, abp = 1, beta = 0;
+        CD_ASSERT_OK(cd_schedule_at(sch, times[k], &beta, &ab));
+        if (k + 1 < S) CD_ASSERT_OK(cd_schedule_at(sch, times[k + 1], &beta, &abp));
+        const double sa = sqrt((double)ab), s1 = sqrt(1.0 - (double)ab), sap = sqrt((double)abp);
+        const double q = sqrt(fmax(0.0, 1.0 - (double)abp));
+        for (int64_t i = 0; i < N; i++) {
+            double e = 0.3f, x0 = ((double)zf[i] - s1 * e) / sa;
+            const double xc = fmin(fmax(x0, -0.5), 0.5);
+            if (xc != x0) e = ((double)zf[i] - sa * xc) / s1, clipped++;
+            z[i] = sap * xc + q * e;
+            zf[i] = (float)z[i];
+        }
+    }
+    ck_assert_int_gt(clipped, N); /* the clip is reached, often */
+    cd_rng_free(rng);
+    CD_ASSERT_OK(cd_rng_create(&rng, 9));
+    CD_ASSERT_OK(cd_sampler_sample(s, rng, out));
+    for (int64_t i = 0; i < N; i++)
+        ck_assert_msg(fabs((double)cd_tensor_data(out)[i] - (double)zf[i]) <= 1e-6,
+                      "element %lld: %.9g, by hand %.9g", (long long)i,
+                      (double)cd_tensor_data(out)[i], (double)zf[i]);
+    /* Without it, the same chain ends elsewhere. */
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_REDERIVE, 0));
+    cd_rng_free(rng);
+    CD_ASSERT_OK(cd_rng_create(&rng, 9));
+    CD_ASSERT_OK(cd_sampler_sample(s, rng, plain));
+    ck_assert(memcmp(cd_tensor_data(out), cd_tensor_data(plain), (size_t)N * sizeof(float)) != 0);
+    /* With nothing clipped the option changes no bit. */
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_CLIP_LO, -1e30));
+    CD_ASSERT_OK(cd_sampler_set_real(s, CD_SAMPLER_OPT_CLIP_HI, 1e30));
+    cd_rng_free(rng);
+    CD_ASSERT_OK(cd_rng_create(&rng, 9));
+    CD_ASSERT_OK(cd_sampler_sample(s, rng, plain));
+    CD_ASSERT_OK(cd_sampler_set_int(s, CD_SAMPLER_OPT_REDERIVE, 1));
+    cd_rng_free(rng);
+    CD_ASSERT_OK(cd_rng_create(&rng, 9));
+    CD_ASSERT_OK(cd_sampler_sample(s, rng, out));
+    ck_assert(memcmp(cd_tensor_data(out), cd_tensor_data(plain), (size_t)N * sizeof(float)) == 0);
+    free(z), free(zf);
+    cd_tensor_free(out), cd_tensor_free(plain);
+    cd_rng_free(rng);
+    cd_sampler_free(s);
+    cd_degradation_free(deg);
+    cd_schedule_free(sch);
+}
+END_TEST
+
 START_TEST(ddim_defaults_stay_in_range)
 {
     cd_degradation *nd = noise_deg(1000), *small = noise_deg(20);
@@ -1036,7 +1114,7 @@ START_TEST(errors_create_and_options)
     CD_ASSERT_OK(cd_sampler_get_int(s, CD_SAMPLER_OPT_STEPS, &v));
     ck_assert_int_eq(v, 10);
     CD_ASSERT_STATUS(cd_sampler_option_info(CD_SAMPLER_OPT_ETA, NULL), CD_ERR_INVALID_ARGUMENT);
-    CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)7, &info), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)8, &info), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_set_real(NULL, CD_SAMPLER_OPT_ETA, 0.5), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_set_real(s, (cd_sampler_option)-1, 0.5), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_set_int(s, (cd_sampler_option)-1, 1), CD_ERR_INVALID_ARGUMENT);
@@ -1333,7 +1411,7 @@ START_TEST(options_model)
     CD_ASSERT_OPTION_INFO(info, "clip_lo", CD_OPTION_REAL, -1, -0.5);
     CD_ASSERT_OK(cd_sampler_option_info(CD_SAMPLER_OPT_CLIP_HI, &info));
     CD_ASSERT_OPTION_INFO(info, "clip_hi", CD_OPTION_REAL, -1, 0.5);
-    CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)7, &info), CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)8, &info), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)-1, &info), CD_ERR_INVALID_ARGUMENT);
     CD_ASSERT_STATUS(cd_sampler_option_info((cd_sampler_option)1000, &info),
                      CD_ERR_INVALID_ARGUMENT);
@@ -1417,6 +1495,7 @@ static Suite *make_suite(void)
     tcase_add_test(math, ddim_bias_shrinks_with_steps);
     tcase_add_test(math, ddim_eta1_is_ddpm_posterior);
     tcase_add_test(math, ddim_clipping);
+    tcase_add_test(math, ddim_rederive);
     tcase_add_test(math, cold_exact_predictor_recovers_x);
     tcase_add_test(math, cold2_cancels_constant_bias);
     tcase_add_test(math, direct_returns_prediction);

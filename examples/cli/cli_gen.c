@@ -120,6 +120,10 @@ cd_status cli_set_labels(cd_sampler *smp, const cd_decoder *dec, const cli_sampl
         cd_tensor_data(labels)[i] = (float)(o->cls >= 0 ? o->cls : ((first + i) / cols) % K);
     if (st == CD_OK) st = cd_sampler_set_labels(smp, labels);
     if (st == CD_OK) st = cd_sampler_set_real(smp, CD_SAMPLER_OPT_GUIDANCE, o->guidance);
+    /* Guidance pushes x0-hat far outside the data range; stepping with
+     * the model's noise beside the clipped x0-hat then leaves the class. */
+    if (st == CD_OK && cd_sampler_get_kind(smp) == CD_SAMPLER_DDIM)
+        st = cd_sampler_set_int(smp, CD_SAMPLER_OPT_REDERIVE, o->clip && o->guidance > 1.0);
     cd_tensor_free(labels);
     return st;
 }

@@ -257,6 +257,7 @@ class SamplerOption(enum.IntEnum):
     CLIP_LO = 4
     CLIP_HI = 5
     GUIDANCE = 6
+    REDERIVE = 7
 
 
 class ClassifierOption(enum.IntEnum):

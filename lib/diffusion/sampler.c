@@ -26,6 +26,7 @@ static const cd__option options[CD__SAMPLER_N_KEYS] = {
     {CD_SAMPLER_OPT_CLIP_LO, "clip_lo", CD_OPTION_REAL, -1, -FLT_MAX, FLT_MAX, false, false, -0.5},
     {CD_SAMPLER_OPT_CLIP_HI, "clip_hi", CD_OPTION_REAL, -1, -FLT_MAX, FLT_MAX, false, false, 0.5},
     {CD_SAMPLER_OPT_GUIDANCE, "guidance", CD_OPTION_REAL, -1, 0, 100, false, false, 1},
+    {CD_SAMPLER_OPT_REDERIVE, "rederive", CD_OPTION_BOOL, -1, 0, 1, false, false, 0},
 };
 
 static bool is_noise_kind(cd_sampler_kind k)

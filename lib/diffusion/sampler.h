@@ -9,7 +9,7 @@
 
 #include "diffusion.h"
 
-#define CD__SAMPLER_N_KEYS 7
+#define CD__SAMPLER_N_KEYS 8
 
 struct cd_sampler {
     cd_sampler_kind kind;

@@ -203,14 +203,21 @@ static cd_status step_ddim(const cd__chain *c, int64_t t, int64_t p)
         s->opt[CD_SAMPLER_OPT_ETA] * sqrt((1.0 - ap) / (1.0 - a)) * sqrt(fmax(0.0, 1.0 - a / ap));
     const double q = sqrt(fmax(0.0, 1.0 - ap - sigma * sigma));
     const bool clip = s->opt[CD_SAMPLER_OPT_CLIP] != 0.0;
+    const bool rederive = clip && s->opt[CD_SAMPLER_OPT_REDERIVE] != 0.0 && s1 > 0.0;
     const double lo = s->opt[CD_SAMPLER_OPT_CLIP_LO], hi = s->opt[CD_SAMPLER_OPT_CLIP_HI];
     if (sigma > 0.0) CD__TRY(cd_rng_normal(c->rng, c->b1->data, c->N * c->ND));
     float *z = c->z->data, *x0s = c->b2->data;
     const float *g = c->g->data, *xi = c->b1->data;
     for (int64_t i = 0; i < c->N * c->ND; i++) {
-        const double e = g[i];
+        double e = g[i];
         double x0 = ((double)z[i] - s1 * e) / sa;
-        if (clip) x0 = fmin(fmax(x0, lo), hi);
+        if (clip) {
+            const double xc = fmin(fmax(x0, lo), hi);
+            /* Only where the clip moved x0-hat, so that the unclipped
+             * pixels keep the model's eps-hat bit for bit. */
+            if (rederive && xc != x0) e = ((double)z[i] - sa * xc) / s1;
+            x0 = xc;
+        }
         x0s[i] = (float)x0;
         z[i] = (float)(sap * x0 + q * e + (sigma > 0.0 ? sigma * (double)xi[i] : 0.0));
     }
