@@ -1082,7 +1082,9 @@ typedef enum cd_sampler_option {
  * for bit, and w = 1 the plain conditional one; each runs the decoder once
  * per step, any other w twice. w above 1 trades diversity for samples
  * that look more like their class (w = 1 + the w of Ho and Salimans'
- * paper). Applies to cd_sampler_sample and cd_sampler_restore. Errors:
+ * paper); clipped DDIM then needs CD_SAMPLER_OPT_REDERIVE, or the samples
+ * leave their class. Applies to cd_sampler_sample and cd_sampler_restore.
+ * Errors:
  * CD_ERR_INVALID_ARGUMENT (NULL s), CD_ERR_SHAPE (not rank 1), CD_ERR_RANGE
  * (a value that is not an integer of at least -1), CD_ERR_OUT_OF_MEMORY.
  * Sampling then also checks that a decoder with classes is set (not a
