@@ -132,8 +132,8 @@ static cd_status train_batches(fit_ctx *c)
         lview.numel = lview.numel / lview.shape[0] * got;
         lview.shape[0] = got;
         double loss = 0.0;
-        cd_status st =
-            cd_trainer_step_labeled(c->tr, &view, c->labels ? &lview : NULL, c->rng, &loss);
+        cd_status st = c->labels ? cd_trainer_step_labeled(c->tr, &view, &lview, c->rng, &loss)
+                                 : cd_trainer_step(c->tr, &view, c->rng, &loss);
         if (st != CD_OK) {
             char during[64];
             snprintf(during, sizeof during, "batch %" PRId64 " of %" PRId64 " (step %" PRId64 ")",
