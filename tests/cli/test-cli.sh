@@ -56,18 +56,17 @@ check "train --val-fraction 0 restores training images" [ -s "$work/noval/restor
 check "train --val-fraction 0 says there is no validation" grep -q "no validation split" "$work/noval.err"
 check "train --val-fraction 0 records both epochs" [ "$(wc -l <"$work/noval/losses.csv")" -eq 3 ]
 # ---- train on a folder of PNG images -----------------------------------------
-# Two class folders of 28 x 28 greyscale PNGs, written with the standard library.
+# Two class folders of 28 x 28 greyscale PNGs, written with the standard
+# library by examples/data/make_shapes.py's write_png.
+examples_data="$(dirname "$0")/../../examples/data"
 mkdir -p "$work/pngs/a" "$work/pngs/b" "$work/nopngs"
-python3 - "$work/pngs" <<'EOF_PY'
-import struct, sys, zlib
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+python3 - "$work/pngs" "$examples_data" <<'EOF_PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+from make_shapes import write_png
 for i in range(20):
-    rows = b"".join(b"\0" + bytes((11 * i + 7 * y + 3 * x) % 256 for x in range(28))
-                    for y in range(28))
-    with open(f"{sys.argv[1]}/{'ab'[i % 2]}/{i:02d}.png", "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    px = bytes((11 * i + 7 * y + 3 * x) % 256 for y in range(28) for x in range(28))
+    write_png(f"{sys.argv[1]}/{'ab'[i % 2]}/{i:02d}.png", 28, 28, 1, px)
 EOF_PY
 "$cli" train --data "$work/pngs" --out "$work/pngrun" --T 20 --batch 8 --cnn-hidden 8,8 \
   --n-samples 8 --threads 2 --epochs 1 >/dev/null 2>"$work/png.err"
@@ -81,17 +80,14 @@ check "the error says there is no PNG file" grep -q "no PNG file" "$work/png.err
 # 24 RGB 16 x 16 PNGs in two class folders: tiny UNet and CNN runs, whose
 # grids, samples, restorations and metrics must follow the data's shape.
 mkdir -p "$work/rgb/a" "$work/rgb/b"
-python3 - "$work/rgb" <<'EOF_PY'
-import struct, sys, zlib
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+python3 - "$work/rgb" "$examples_data" <<'EOF_PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+from make_shapes import write_png
 for i in range(24):
-    rows = b"".join(b"\0" + bytes(v for x in range(16) for v in
-                                  ((13 * i + 9 * y) % 256, (7 * x + 5 * i) % 256, (3 * x * y) % 256))
-                    for y in range(16))
-    with open(f"{sys.argv[1]}/{'ab'[i % 2]}/{i:02d}.png", "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    px = bytes(v for y in range(16) for x in range(16) for v in
+               ((13 * i + 9 * y) % 256, (7 * x + 5 * i) % 256, (3 * x * y) % 256))
+    write_png(f"{sys.argv[1]}/{'ab'[i % 2]}/{i:02d}.png", 16, 16, 3, px)
 EOF_PY
 colour_type() { od -An -tu1 -j 25 -N1 "$1" | tr -d ' '; }
 rgb_png() { # file, width, height
@@ -126,6 +122,16 @@ done
 check "RGB eval names the shape" grep -q "these are 3 x 16 x 16" "$work/rgb-eval.txt"
 check "RGB eval JSON: no classifier metrics" grep -q '"classifier_metrics": false' "$work/rgb.json"
 check "RGB eval JSON: FD is null" grep -q '"fd": null' "$work/rgb.json"
+
+# ---- examples/data/make_shapes.py ------------------------------------------------------
+# The walk-through's data (docs/walkthrough-rgb-folder.md), a few images a class.
+python3 "$examples_data/make_shapes.py" "$work/shapes" --n 4 --seed 3 >/dev/null
+check "make_shapes writes three class folders of 4 images" \
+  [ "$(ls "$work/shapes/circle" "$work/shapes/square" "$work/shapes/triangle" | grep -c '\.png$')" -eq 12 ]
+python3 "$examples_data/make_shapes.py" "$work/shapes2" --n 4 --seed 3 >/dev/null
+check "make_shapes: a seed gives the same files" cmp -s "$work/shapes/triangle/0003.png" "$work/shapes2/triangle/0003.png"
+"$cli" grid --data "$work/shapes" --split train --n 9 --cols 9 --out "$work/shapes.png" >/dev/null 2>&1
+check "the shapes load as 3 x 32 x 32" rgb_png "$work/shapes.png" 308 36
 
 "$cli" train --help >"$work/help.txt"
 check "train --help explains --val-fraction 0" grep -q "val-fraction.*0: none, best.cdm" "$work/help.txt"
