@@ -156,8 +156,9 @@ int cmd_restore(int argc, char **argv)
     if (!loaded) {
         ret = CLI_FAIL; /* it said why */
     } else if (cd_dataset_count(ds, (cd_split)split) < n) {
-        fprintf(stderr, "colddiff: the %s split has fewer than %lld images\n", splits[split],
-                (long long)n);
+        fprintf(stderr,
+                "colddiff: the %s split has %lld images, fewer than the %lld asked for (--n)\n",
+                splits[split], (long long)cd_dataset_count(ds, (cd_split)split), (long long)n);
         ret = CLI_FAIL;
     } else {
         char label[64];

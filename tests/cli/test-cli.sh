@@ -167,6 +167,10 @@ check "restore --crop" rgb_png "$work/crop-r.png" 206 70
 "$cli" eval --checkpoint "$work/crop/last.cdm" --data "$work/mixed" --crop 32 --n 2 \
   >"$work/crop-eval.txt" 2>/dev/null
 check "eval --crop" grep -q "these are 3 x 32 x 32" "$work/crop-eval.txt"
+err "eval --n above the validation split" 1 "$cli" eval --checkpoint "$work/crop/last.cdm" \
+  --data "$work/mixed" --crop 32 --n 100
+check "eval --n above the split gives the split's size" \
+  grep -q "validation split has 2 images, fewer than the 100 asked for (--n)" "$work/err.txt"
 
 "$cli" train --help >"$work/help.txt"
 check "train --help explains --val-fraction 0" grep -q "val-fraction.*0: none, best.cdm" "$work/help.txt"
