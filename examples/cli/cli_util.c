@@ -185,9 +185,13 @@ cd_split cli_default_split(const cd_dataset *ds, const char *dir)
     return CD_SPLIT_VAL;
 }
 
-cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols)
+const char *const cli_map_names[] = {"percentile", "range", NULL};
+
+cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols, bool range)
 {
-    return cd_image_grid_write_png(path, images, cols, 2, 128, CD_PIXELS_PERCENTILE, 0.0f, 1.0f);
+    return range ? cd_image_grid_write_png(path, images, cols, 2, 128, CD_PIXELS_RANGE, -0.5f, 0.5f)
+                 : cd_image_grid_write_png(path, images, cols, 2, 128, CD_PIXELS_PERCENTILE, 0.0f,
+                                           1.0f);
 }
 
 /* ---- SVG charts ------------------------------------------------------------ */

@@ -284,7 +284,7 @@ int cmd_eval(int argc, char **argv)
     int64_t seed = 1, threads = 0, crop = 0;
     int reduction = 0;
     static const char *const reductions[] = {"per_image", "report", NULL};
-    cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false};
+    cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false, false};
     bool flags[3] = {false, false, false};
     const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
     eval_result r = {.n = 1000,

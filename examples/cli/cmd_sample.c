@@ -42,7 +42,8 @@ int cmd_sample(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL;
     int64_t n = 64, cols = 8, seed = 1, threads = 0;
-    cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false};
+    int map = 0;
+    cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false, false};
     bool flags[3] = {false, false, false};
     const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
     const cli_opt opts[] = {
@@ -52,6 +53,7 @@ int cmd_sample(int argc, char **argv)
         {"--out", OPT_STR, &out, 0, 0, NULL, "the PNG grid to write", NULL},
         {"--n", OPT_I64, &n, 1, 100000, NULL, "number of samples (64)", NULL},
         {"--cols", OPT_I64, &cols, 1, 1000, NULL, "grid columns (8)", NULL},
+        {"--map", OPT_CHOICE, &map, 0, 0, cli_map_names, CLI_MAP_HELP, NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
         so[0],
         so[1],
@@ -77,6 +79,7 @@ int cmd_sample(int argc, char **argv)
     if (threads > 0 && cd_set_num_threads(threads) != CD_OK) return cli_fail("--threads");
     if (cli_output_ok("sample", "the grid", out, false) != CLI_OK) return CLI_FAIL;
     cli_sampler_finish(&s, seed, flags);
+    s.range_map = map == 1;
     cli_loaded m;
     if (cli_load_model(ckpt, false, s.ema, &m) != CD_OK) return CLI_FAIL;
     char label[64];
@@ -95,11 +98,11 @@ int cmd_restore(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL, *data = NULL;
     int64_t n = 8, seed = 1, threads = 0, crop = 0;
-    int split = 2;
+    int split = 2, map = 0;
     bool split_given = false;
     static const char *const splits[] = {"train", "val", "test", NULL};
     cli_times times = {0, {0}};
-    cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false};
+    cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false, false};
     bool flags[3] = {false, false, false};
     const cli_opt *so = cli_sampler_opts(&s, &seed, flags);
     const cli_opt opts[] = {
@@ -113,6 +116,7 @@ int cmd_restore(int argc, char **argv)
         {"--times", OPT_TIMES, &times, 0, 100000, NULL, "snapshot times (T/10,T/2,T)", NULL},
         {"--split", OPT_CHOICE, &split, 0, 0, splits,
          "where the images come from (test; val for data without a test split)", &split_given},
+        {"--map", OPT_CHOICE, &map, 0, 0, cli_map_names, CLI_MAP_HELP, NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
         so[0],
         so[1],
@@ -139,6 +143,7 @@ int cmd_restore(int argc, char **argv)
     if (threads > 0 && cd_set_num_threads(threads) != CD_OK) return cli_fail("--threads");
     if (cli_output_ok("restore", "the figure", out, false) != CLI_OK) return CLI_FAIL;
     cli_sampler_finish(&s, seed, flags);
+    s.range_map = map == 1;
     cli_loaded m;
     cd_dataset *ds = NULL;
     if (cli_load_model(ckpt, false, s.ema, &m) != CD_OK) return CLI_FAIL;

@@ -191,9 +191,13 @@ static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch)
 static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch)
 {
     char name[64], path[4096];
-    const cli_sampling smp = {r->o->grid_sampler, r->o->grid_steps,
-                              r->o->grid_eta,     (uint64_t)r->o->seed + (uint64_t)epoch,
-                              r->o->grid_clip,    false};
+    const cli_sampling smp = {r->o->grid_sampler,
+                              r->o->grid_steps,
+                              r->o->grid_eta,
+                              (uint64_t)r->o->seed + (uint64_t)epoch,
+                              r->o->grid_clip,
+                              false,
+                              false};
     snprintf(name, sizeof name, "samples_epoch%03lld.png", (long long)epoch);
     const bool swapped = ema_in(tr);
     cd_status st =
@@ -333,7 +337,8 @@ static void *draw_bar(void *arg)
  * instead of after the first epoch. */
 static int check_grid_sampler(const train_opts *o, cd_trainer *tr)
 {
-    const cli_sampling smp = {o->grid_sampler, o->grid_steps, o->grid_eta, 0, o->grid_clip, false};
+    const cli_sampling smp = {o->grid_sampler, o->grid_steps, o->grid_eta, 0,
+                              o->grid_clip,    false,         false};
     cd_sampler *s = NULL;
     if (cli_make_sampler(tr, &smp, &s) != CD_OK) return cli_fail("the sample grids' sampler");
     cd_sampler_free(s);

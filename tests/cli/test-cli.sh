@@ -120,6 +120,18 @@ done
   --out "$work/rgb-r.png" >/dev/null 2>"$work/rgb.err"
 check "RGB restore from the validation split" rgb_png "$work/rgb-r.png" 110 38
 check "RGB restore says it uses the validation split" grep -q "no test split" "$work/rgb.err"
+# --map range: the data range [-0.5, 0.5], not each image's percentiles
+# (unclipped, so that the samples do not fill the range either way).
+for map in percentile range; do
+  "$cli" sample --checkpoint "$work/rgb-unet/last.cdm" --n 6 --cols 3 --no-clip --map $map \
+    --out "$work/rgb-$map.png" >/dev/null 2>&1
+  check "sample --map $map" rgb_png "$work/rgb-$map.png" 56 38
+done
+check "sample --map range maps the pixels otherwise" differ "$work/rgb-range.png" "$work/rgb-percentile.png"
+"$cli" restore --checkpoint "$work/rgb-unet/last.cdm" --data "$work/rgb" --n 2 --times 5,10 \
+  --map range --out "$work/rgb-r2.png" >/dev/null 2>&1
+check "restore --map range" rgb_png "$work/rgb-r2.png" 110 38
+check "restore --map range maps the pixels otherwise" differ "$work/rgb-r2.png" "$work/rgb-r.png"
 "$cli" grid --data "$work/rgb" --n 3 --out "$work/rgb-g.png" >/dev/null 2>&1
 check "RGB grid of dataset images" rgb_png "$work/rgb-g.png" 56 20
 "$cli" eval --checkpoint "$work/rgb-unet/last.cdm" --data "$work/rgb" --n 3 \
