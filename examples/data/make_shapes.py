@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Write a folder of coloured shapes as PNG images, for training on RGB data.
 
-    /usr/bin/python3 examples/data/make_shapes.py OUT [--n 300] [--size 32] [--seed 1]
+    /usr/bin/python3 examples/data/make_shapes.py OUT [--n 500] [--size 32] [--seed 1]
 
 writes OUT/circle/, OUT/square/ and OUT/triangle/, each with --n images of
 --size x --size pixels (RGB, 8 bits): one filled shape of a random colour,
@@ -66,10 +66,10 @@ def _inside(shape, cx, cy, r, x, y):
 
 
 def _far_colour(rng, other):
-    """A random colour at least 120 away from `other` (Euclidean, 0..255)."""
+    """A random colour at least 150 away from `other` (Euclidean, 0..255)."""
     while True:
         c = tuple(rng.randrange(256) for _ in range(3))
-        if sum((a - b) ** 2 for a, b in zip(c, other)) >= 120 ** 2:
+        if sum((a - b) ** 2 for a, b in zip(c, other)) >= 150 ** 2:
             return c
 
 
@@ -80,12 +80,16 @@ def draw(rng, shape, size, width=None, height=None):
     width, height = width or size, height or size
     bg = tuple(rng.randrange(256) for _ in range(3))
     fg = _far_colour(rng, bg)
-    r = rng.uniform(0.17, 0.34) * size
+    r = rng.uniform(0.2, 0.38) * size
+    # The shape's reach left/right, up and down from its centre.
     if shape == "triangle":
-        r *= 1.25  # about the area of the others
-    # Keep the whole shape inside the square.
-    lo, hi = r + 1, size - r - 1
-    cx, cy = rng.uniform(lo, hi), rng.uniform(lo, hi)
+        r *= 1.3  # about the area of the others
+        across, up, down = r * 3 ** 0.5 / 2, r, r / 2
+    else:
+        across, up, down = r, r, r
+    # The whole shape inside the square, half a pixel from its edges.
+    cx = rng.uniform(across + 0.5, size - across - 0.5)
+    cy = rng.uniform(up + 0.5, size - down - 0.5)
     ox, oy = (width - size) // 2, (height - size) // 2
     out = bytearray()
     sub = [(i + 0.5) / 4 for i in range(4)]
@@ -114,7 +118,7 @@ def _sizes(text):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", help="folder to write (class sub-folders are made in it)")
-    ap.add_argument("--n", type=int, default=300, help="images per class (300)")
+    ap.add_argument("--n", type=int, default=500, help="images per class (500)")
     ap.add_argument("--size", type=int, default=32, help="image side, or the shapes' square with --sizes (32)")
     ap.add_argument("--sizes", type=_sizes, help="W1xH1,W2xH2,...: each image's size, drawn from this list")
     ap.add_argument("--seed", type=int, default=1, help="random seed (1)")
