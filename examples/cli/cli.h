@@ -78,17 +78,9 @@ int cli_usage(const char *cmd, const char *fmt, ...);
 
 /* MNIST from dir: the four IDX files, or, when only the t10k pair is there
  * (the tests/data slice), that pair as both training pool and test set,
- * with a note on stderr; a folder of PNG images when dir holds no MNIST
- * file, each image centre-cropped to crop x crop when crop > 0 (crop with
- * MNIST is an error). Then the seeded train/validation split, unless
- * val_fraction is negative: then all training images train, in file order.
- * On failure it prints "colddiff: loading the data: <why>" (and, for
- * images of mixed sizes, how --crop loads them) and returns the status. */
-#define CLI_CROP_HELP                                                                      \
-    "centre-crop every image of a PNG folder to N x N, so that images of different sizes " \
-    "load together (0: no crop; the images must then share one size)"
-cd_status cli_load_data(cd_dataset **out, const char *dir, int64_t crop, double val_fraction,
-                        uint64_t seed);
+ * with a note on stderr. Then the seeded train/validation split, unless
+ * val_fraction is negative: then all training images train, in file order. */
+cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed);
 
 /* The split that restore, eval and grid read when none is asked for: the
  * test split, or for data without one (a PNG folder) the validation split,

@@ -126,8 +126,7 @@ static bool has_mnist_file(const char *dir)
     return false;
 }
 
-cd_status cli_load_data(cd_dataset **out, const char *dir, int64_t crop, double val_fraction,
-                        uint64_t seed)
+cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, uint64_t seed)
 {
     char im[4096], lb[4096];
     cd_status st;
@@ -135,16 +134,8 @@ cd_status cli_load_data(cd_dataset **out, const char *dir, int64_t crop, double 
      * the t10k pair stand in for them; a folder with no MNIST file at all
      * (a missing one included, whose error the folder loader names) is a
      * folder of PNG images. */
-    const bool folder = !has_mnist_file(dir);
-    if (crop > 0 && !folder) {
-        fprintf(stderr,
-                "colddiff: loading the data: --crop applies to folders of PNG images, and %s "
-                "holds MNIST files\n",
-                dir);
-        return CD_ERR_INVALID_ARGUMENT;
-    }
-    if (folder) {
-        st = cd_dataset_load_folder(out, dir, 0, crop);
+    if (!has_mnist_file(dir)) {
+        st = cd_dataset_load_folder(out, dir, 0, 0);
     } else if (!exists_either(im, sizeof im, dir, "train-images-idx3-ubyte") &&
                exists_either(im, sizeof im, dir, "t10k-images-idx3-ubyte") &&
                exists_either(lb, sizeof lb, dir, "t10k-labels-idx1-ubyte")) {
@@ -156,20 +147,12 @@ cd_status cli_load_data(cd_dataset **out, const char *dir, int64_t crop, double 
     } else {
         st = cd_dataset_load_mnist(out, dir);
     }
-    if (st == CD_OK && val_fraction >= 0.0) {
-        st = cd_dataset_split(*out, val_fraction, seed);
-        if (st != CD_OK) {
-            cd_dataset_free(*out);
-            *out = NULL;
-        }
+    if (st != CD_OK || val_fraction < 0.0) return st;
+    st = cd_dataset_split(*out, val_fraction, seed);
+    if (st != CD_OK) {
+        cd_dataset_free(*out);
+        *out = NULL;
     }
-    if (st == CD_OK) return st;
-    cli_fail("loading the data");
-    /* Images of different sizes: say how to load them anyway. */
-    if (folder && crop == 0 && st == CD_ERR_SHAPE)
-        fprintf(stderr,
-                "colddiff: note: --crop N centre-crops every image to N x N pixels, so that "
-                "images of different sizes load together\n");
     return st;
 }
 

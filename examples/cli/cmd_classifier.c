@@ -68,8 +68,8 @@ int cmd_train_classifier(int argc, char **argv)
     int ret = CLI_FAIL;
     /* No validation split: the classifier trains on the whole training set,
      * in file order before the first shuffle (as the shipped one did). */
-    if (cli_load_data(&ds, data, 0, -1.0, (uint64_t)seed) != CD_OK)
-        ret = CLI_FAIL; /* it said why */
+    if (cli_load_data(&ds, data, -1.0, (uint64_t)seed) != CD_OK)
+        cli_fail("loading the data");
     else if (cd_rng_create(&rng, (uint64_t)seed) != CD_OK)
         cli_fail("the generator");
     else if (cd_classifier_create(&c, rng) != CD_OK)

@@ -281,7 +281,7 @@ static bool eval_shape(const cd_dataset *ds, const char *dir, eval_result *r)
 int cmd_eval(int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL, *json = NULL, *classifier = NULL;
-    int64_t seed = 1, threads = 0, crop = 0;
+    int64_t seed = 1, threads = 0;
     int reduction = 0;
     static const char *const reductions[] = {"per_image", "report", NULL};
     cli_sampling s = {SMP_AUTO, 0, NAN, 1, true, false, false};
@@ -302,7 +302,6 @@ int cmd_eval(int argc, char **argv)
          "MNIST folder, or a folder of PNG images (its validation split; no classifier metrics "
          "unless 1 x 28 x 28)",
          NULL},
-        {"--crop", OPT_I64, &crop, 0, 4096, NULL, CLI_CROP_HELP, NULL},
         {"--n", OPT_I64, &r.n, 2, 10000, NULL, "test images to restore (1000)", NULL},
         {"--fd-samples", OPT_I64, &r.fd_n, 2, 10000, NULL, "unconditional samples for FD (1000)",
          NULL},
@@ -345,8 +344,8 @@ int cmd_eval(int argc, char **argv)
     /* The sampler options are checked against the model before any work. */
     else if (cli_model_sampler(m.dec, m.deg, &s, &smp) != CD_OK)
         cli_fail("the sampler");
-    else if (cli_load_data(&ds, data, crop, 0.2, 42) != CD_OK)
-        ret = CLI_FAIL; /* it said why */
+    else if (cli_load_data(&ds, data, 0.2, 42) != CD_OK)
+        cli_fail("loading the data");
     else if (!eval_shape(ds, data, &r))
         ret = CLI_FAIL; /* cannot happen: a loaded dataset has a shape */
     else if (r.classified && (classifier ? cd_classifier_load(&cls, classifier)

@@ -6,7 +6,7 @@
 int cmd_grid(int argc, char **argv)
 {
     const char *data = NULL, *images = NULL, *labels = NULL, *out = NULL;
-    int64_t n = 64, cols = 8, seed = 0, crop = 0;
+    int64_t n = 64, cols = 8, seed = 0;
     int split = 2, map = 0;
     bool split_given = false;
     static const char *const splits[] = {"train", "val", "test", NULL};
@@ -16,7 +16,6 @@ int cmd_grid(int argc, char **argv)
          "MNIST folder (the four IDX files, raw or .gz), or a folder of PNG images", NULL},
         {"--images", OPT_STR, &images, 0, 0, NULL, "an IDX image file instead of --data", NULL},
         {"--labels", OPT_STR, &labels, 0, 0, NULL, "its IDX label file", NULL},
-        {"--crop", OPT_I64, &crop, 0, 4096, NULL, CLI_CROP_HELP, NULL},
         {"--split", OPT_CHOICE, &split, 0, 0, splits,
          "which split (test; val for data without a test split)", &split_given},
         {"--n", OPT_I64, &n, 1, 100000, NULL, "number of images (64)", NULL},
@@ -39,7 +38,6 @@ int cmd_grid(int argc, char **argv)
     if (!out) return cli_usage("grid", "--out FILE.png is required");
     if (!data == !images) return cli_usage("grid", "give exactly one of --data or --images");
     if (images && !labels) return cli_usage("grid", "--images needs --labels too");
-    if (images && crop) return cli_usage("grid", "--crop applies to --data, not --images");
     if (cli_check_only) return CLI_OK;
     if (cli_output_ok("grid", "the grid", out, false) != CLI_OK) return CLI_FAIL;
 
@@ -48,11 +46,11 @@ int cmd_grid(int argc, char **argv)
     cd_rng *rng = NULL;
     int64_t filled = 0;
     rc = CLI_FAIL;
-    const cd_status st = data ? cli_load_data(&ds, data, crop, 0.2, 42)
+    const cd_status st = data ? cli_load_data(&ds, data, 0.2, 42)
                               : cd_dataset_load_idx(&ds, images, labels, images, labels);
     if (st == CD_OK && data && !split_given) split = (int)cli_default_split(ds, data);
     if (st != CD_OK) {
-        if (!data) cli_fail("loading the data"); /* cli_load_data said why */
+        cli_fail("loading the data");
     } else if (!data && cd_dataset_split(ds, 0.2, 42) != CD_OK) {
         cli_fail("splitting");
     } else if (cd_dataset_count(ds, (cd_split)split) < 1) {

@@ -97,7 +97,7 @@ int cmd_sample(int argc, char **argv)
 int cmd_restore(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL, *data = NULL;
-    int64_t n = 8, seed = 1, threads = 0, crop = 0;
+    int64_t n = 8, seed = 1, threads = 0;
     int split = 2, map = 0;
     bool split_given = false;
     static const char *const splits[] = {"train", "val", "test", NULL};
@@ -110,7 +110,6 @@ int cmd_restore(int argc, char **argv)
          "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)",
          NULL},
         {"--data", OPT_STR, &data, 0, 0, NULL, "MNIST folder, or a folder of PNG images", NULL},
-        {"--crop", OPT_I64, &crop, 0, 4096, NULL, CLI_CROP_HELP, NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "the PNG figure to write", NULL},
         {"--n", OPT_I64, &n, 1, 1000, NULL, "images (rows) to restore (8)", NULL},
         {"--times", OPT_TIMES, &times, 0, 100000, NULL, "snapshot times (T/10,T/2,T)", NULL},
@@ -156,10 +155,10 @@ int cmd_restore(int argc, char **argv)
                              (long long)times.v[i], (long long)T);
         }
     int ret = CLI_OK;
-    const bool loaded = cli_load_data(&ds, data, crop, 0.2, 42) == CD_OK;
+    const bool loaded = cli_load_data(&ds, data, 0.2, 42) == CD_OK;
     if (loaded && !split_given) split = (int)cli_default_split(ds, data);
     if (!loaded) {
-        ret = CLI_FAIL; /* it said why */
+        ret = cli_fail("loading the data");
     } else if (cd_dataset_count(ds, (cd_split)split) < n) {
         fprintf(stderr,
                 "colddiff: the %s split has %lld images, fewer than the %lld asked for (--n)\n",

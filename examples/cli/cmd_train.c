@@ -431,8 +431,8 @@ static int run(train_opts *o, cli_model *m)
     int rc = CLI_FAIL;
     if (!r.epoch)
         fprintf(stderr, "colddiff: out of memory\n");
-    else if (cli_load_data(&ds, o->data, o->crop, o->val_fraction, (uint64_t)o->seed) != CD_OK)
-        rc = CLI_FAIL; /* it said why */
+    else if (cli_load_data(&ds, o->data, o->val_fraction, (uint64_t)o->seed) != CD_OK)
+        cli_fail("loading the data");
     else if (o->train_limit > 0 && cd_dataset_truncate(ds, CD_SPLIT_TRAIN, o->train_limit))
         cli_fail("--train-limit");
     else if (o->val_limit > 0 && cd_dataset_count(ds, CD_SPLIT_VAL) > o->val_limit &&
@@ -545,7 +545,6 @@ int cmd_train(int argc, char **argv)
     cli_opt opts[] = {
         {"--data", OPT_STR, &o.data, 0, 0, NULL,
          "MNIST folder, or a folder of PNG images (docs/datasets.md); required", NULL},
-        {"--crop", OPT_I64, &o.crop, 0, 4096, NULL, CLI_CROP_HELP, NULL},
         {"--out", OPT_STR, &o.out, 0, 0, NULL, "run folder to write (required)", NULL},
         {"--preset", OPT_CHOICE, &preset_dummy, 0, 0, cli_preset_names,
          "one of the report's runs, or fast (a small UNet made to draw digits within minutes on a CPU; docs/fast-preset.md)",

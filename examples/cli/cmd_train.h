@@ -12,7 +12,6 @@
 typedef struct {
     const char *data, *out;
     int64_t epochs, batch, threads, train_limit, val_limit, n_samples, grid_steps, lr_warmup;
-    int64_t crop; /* --crop: centre-crop a PNG folder's images (0: none) */
     double lr, val_fraction, ema, clip, grid_eta;
     int64_t seed;
     bool resume, times_given, grid_clip, ema_warmup, lr_decay;

@@ -28,7 +28,6 @@ typedef struct {
     }
 static const cfg_field fields[] = {
     FIELD("data", "--data", F_STR, data, false),
-    FIELD("crop", "--crop", F_I64, crop, true),
     FIELD("seed", "--seed", F_I64, seed, true),
     FIELD("val_fraction", "--val-fraction", F_F64, val_fraction, true),
     FIELD("train_limit", "--train-limit", F_I64, train_limit, true),

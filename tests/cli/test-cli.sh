@@ -17,15 +17,6 @@ check() { # description, then a command that must succeed
 differ() { ! cmp -s "$1" "$2"; }
 is_png() { [ "$(od -An -tx1 -N8 "$1" | tr -d ' \n')" = 89504e470d0a1a0a ]; }
 be32() { od -An -tu1 -j "$2" -N4 "$1" | awk '{print $1*16777216 + $2*65536 + $3*256 + $4}'; }
-# An error exit: the code wanted and one line on stderr (notes aside).
-err() { # description, expected exit code, command...
-  desc=$1; want=$2; shift 2
-  "$@" >/dev/null 2>"$work/err.txt"
-  got=$?
-  check "$desc exits $want (got $got)" [ "$got" -eq "$want" ]
-  # The slice's "note:" line is information, not the error.
-  check "$desc prints one line" [ "$(grep -vc '^colddiff: note:' "$work/err.txt")" -eq 1 ]
-}
 tiny="--data $data --T 20 --batch 32 --train-limit 64 --cnn-hidden 8,8 --n-samples 8 --threads 2"
 
 # ---- train --------------------------------------------------------------------
@@ -144,7 +135,7 @@ check "RGB eval names the shape" grep -q "these are 3 x 16 x 16" "$work/rgb-eval
 check "RGB eval JSON: no classifier metrics" grep -q '"classifier_metrics": false' "$work/rgb.json"
 check "RGB eval JSON: FD is null" grep -q '"fd": null' "$work/rgb.json"
 
-# ---- examples/data/make_shapes.py, and --crop for images of mixed sizes -----------------
+# ---- examples/data/make_shapes.py ------------------------------------------------------
 # The walk-through's data (docs/walkthrough-rgb-folder.md), a few images a class.
 python3 "$examples_data/make_shapes.py" "$work/shapes" --n 4 --seed 3 >/dev/null
 check "make_shapes writes three class folders of 4 images" \
@@ -153,36 +144,6 @@ python3 "$examples_data/make_shapes.py" "$work/shapes2" --n 4 --seed 3 >/dev/nul
 check "make_shapes: a seed gives the same files" cmp -s "$work/shapes/triangle/0003.png" "$work/shapes2/triangle/0003.png"
 "$cli" grid --data "$work/shapes" --split train --n 9 --cols 9 --out "$work/shapes.png" >/dev/null 2>&1
 check "the shapes load as 3 x 32 x 32" rgb_png "$work/shapes.png" 308 36
-python3 "$examples_data/make_shapes.py" "$work/mixed" --n 4 --sizes 40x36,36x44 >/dev/null
-err "images of mixed sizes without --crop" 1 "$cli" grid --data "$work/mixed" --out "$work/x.png"
-check "the error names both sizes" grep -q "the images must share one size" "$work/err.txt"
-check "the error says how --crop loads them" grep -q "note: --crop N centre-crops" "$work/err.txt"
-"$cli" grid --data "$work/mixed" --crop 32 --split train --n 9 --cols 9 --out "$work/mixed.png" \
-  >/dev/null 2>&1
-check "grid --crop 32 loads mixed sizes as 32 x 32" rgb_png "$work/mixed.png" 308 36
-err "a crop larger than an image" 1 "$cli" grid --data "$work/mixed" --crop 37 --out "$work/x.png"
-check "a crop larger than an image says so" grep -q "smaller than the crop of 37 x 37" "$work/err.txt"
-err "--crop with MNIST" 1 "$cli" grid --data "$data" --crop 20 --out "$work/x.png"
-check "--crop with MNIST says it is for PNG folders" grep -q "crop applies to folders of PNG images" "$work/err.txt"
-"$cli" train --data "$work/mixed" --crop 32 --out "$work/crop" --decoder unet --unet-dim 4 \
-  --unet-mults 1,2 --unet-heads 1 --unet-head-dim 4 --T 10 --batch 4 --n-samples 4 \
-  --threads 2 --epochs 1 >/dev/null 2>"$work/crop.err"
-check "train --crop exits 0" [ $? -eq 0 ]
-check "train --crop samples 32 x 32 images" rgb_png "$work/crop/samples_epoch001.png" 138 36
-check "config.txt records the crop" grep -qx "crop = 32" "$work/crop/config.txt"
-err "--crop cannot change on --resume" 2 "$cli" train --out "$work/crop" --crop 30 --epochs 2 --resume
-"$cli" train --out "$work/crop" --epochs 2 --resume >/dev/null 2>&1
-check "resume keeps the recorded crop" [ "$(tail -1 "$work/crop/losses.csv" | cut -d, -f1)" = 2 ]
-"$cli" restore --checkpoint "$work/crop/last.cdm" --data "$work/mixed" --crop 32 --n 2 \
-  --times 5,10 --out "$work/crop-r.png" >/dev/null 2>&1
-check "restore --crop" rgb_png "$work/crop-r.png" 206 70
-"$cli" eval --checkpoint "$work/crop/last.cdm" --data "$work/mixed" --crop 32 --n 2 \
-  >"$work/crop-eval.txt" 2>/dev/null
-check "eval --crop" grep -q "these are 3 x 32 x 32" "$work/crop-eval.txt"
-err "eval --n above the validation split" 1 "$cli" eval --checkpoint "$work/crop/last.cdm" \
-  --data "$work/mixed" --crop 32 --n 100
-check "eval --n above the split gives the split's size" \
-  grep -q "validation split has 2 images, fewer than the 100 asked for (--n)" "$work/err.txt"
 
 "$cli" train --help >"$work/help.txt"
 check "train --help explains --val-fraction 0" grep -q "val-fraction.*0: none, best.cdm" "$work/help.txt"
@@ -290,6 +251,14 @@ check "schedule exits 0" [ $? -eq 0 ]
 check "schedule draws the preset and the three other noise presets" [ "$(grep -c '<polyline' "$work/a.svg")" -eq 4 ]
 
 # ---- errors: one line, non-zero, nothing written --------------------------------------
+err() { # description, expected exit code, command...
+  desc=$1; want=$2; shift 2
+  "$@" >/dev/null 2>"$work/err.txt"
+  got=$?
+  check "$desc exits $want (got $got)" [ "$got" -eq "$want" ]
+  # The slice's "note:" line is information, not the error.
+  check "$desc prints one line" [ "$(grep -vc '^colddiff: note:' "$work/err.txt")" -eq 1 ]
+}
 err "unknown option" 2 "$cli" train --bogus
 err "missing --out" 2 "$cli" train --data "$data"
 err "negative epochs" 2 "$cli" train --data "$data" --out "$work/x" --epochs -1
