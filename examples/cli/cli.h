@@ -139,8 +139,14 @@ double cli_now_sec(void);
 const char *cli_fmt_double(char *buf, double v);
 
 /* Images N x C x H x W (C = 1 or 3) as a PNG grid with the report's
- * percentile map. */
-cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols);
+ * percentile map, or with range, the data range [-0.5, 0.5] to 0..255. */
+cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols, bool range);
+
+/* --map for sample and restore: "percentile" (0, the default) or "range". */
+extern const char *const cli_map_names[];
+#define CLI_MAP_HELP                                                                       \
+    "pixel mapping: each image's 1st..99th percentiles (the report's), or the data range " \
+    "[-0.5, 0.5], which keeps colours and contrast as they are"
 
 /* Plain SVG line charts: series of (x, y) points with names and colours;
  * a log y axis is ticked at decades (or 1-2-5 within them), whole_x keeps

@@ -200,7 +200,7 @@ cd_status cli_model_sample_grid(cd_decoder *dec, const cd_degradation *deg, cons
     if (st == CD_OK) st = cd_tensor_create(&out, 4, shape);
     if (st == CD_OK) st = cd_sampler_sample(smp, rng, out);
     if (st == CD_OK) cli_warn_range(out, "samples");
-    if (st == CD_OK) st = cli_write_grid(path, out, cols);
+    if (st == CD_OK) st = cli_write_grid(path, out, cols, o->range_map);
     cd_tensor_free(out);
     cd_rng_free(rng);
     cd_sampler_free(smp);
@@ -247,7 +247,7 @@ cd_status cli_model_restore_figure(cd_decoder *dec, const cd_degradation *deg,
         }
         put(fig, i * cols + cols - 1, cd_tensor_data(out) + i * pixels, pixels);
     }
-    if (st == CD_OK) st = cli_write_grid(path, fig, cols);
+    if (st == CD_OK) st = cli_write_grid(path, fig, cols, o->range_map);
     cd_tensor_free(fig), cd_tensor_free(sf), cd_tensor_free(sx);
     cd_tensor_free(out), cd_tensor_free(x);
     cd_rng_free(rng);

@@ -20,8 +20,9 @@ typedef struct {
     int64_t steps; /* DDIM steps; 0: min(CLI_DDIM_STEPS, T) */
     double eta;    /* DDIM eta; NaN: CLI_DDIM_ETA */
     uint64_t seed;
-    bool clip; /* DDIM: clip x0-hat to the data range [-0.5, 0.5] */
-    bool ema;  /* sample with a checkpoint's EMA weights (if any) */
+    bool clip;      /* DDIM: clip x0-hat to the data range [-0.5, 0.5] */
+    bool ema;       /* sample with a checkpoint's EMA weights (if any) */
+    bool range_map; /* grids map [-0.5, 0.5] to 0..255, not each image's percentiles */
     /* A class-conditional model's class for every sample (-1: none), or
      * with class_rows one class per grid row; guidance: the scale w. */
     int64_t cls;
@@ -30,9 +31,9 @@ typedef struct {
 } cli_sampling;
 
 /* The defaults of sample, restore and eval. */
-#define CLI_SAMPLING_DEFAULTS                            \
-    {                                                    \
-        SMP_AUTO, 0, NAN, 1, true, false, -1, false, 1.0 \
+#define CLI_SAMPLING_DEFAULTS                                   \
+    {                                                           \
+        SMP_AUTO, 0, NAN, 1, true, false, false, -1, false, 1.0 \
     }
 
 /* The sampling options shared by sample, restore and eval (cmd_sample.c):

@@ -149,6 +149,9 @@ cd_status cli_load_data(cd_dataset **out, const char *dir, double val_fraction, 
      * folder of PNG images. */
     if (!has_mnist_file(dir)) {
         st = cd_dataset_load_folder(out, dir, cli_data_channels, cli_data_size);
+        if (st == CD_ERR_SHAPE && cli_data_size == 0)
+            fprintf(stderr, "colddiff: note: --size N centre-crops every image to N x N pixels, so "
+                            "that images of different sizes load together\n");
     } else if (!exists_either(im, sizeof im, dir, "train-images-idx3-ubyte") &&
                exists_either(im, sizeof im, dir, "t10k-images-idx3-ubyte") &&
                exists_either(lb, sizeof lb, dir, "t10k-labels-idx1-ubyte")) {
@@ -206,9 +209,13 @@ cd_split cli_default_split(const cd_dataset *ds, const char *dir)
     return CD_SPLIT_VAL;
 }
 
-cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols)
+const char *const cli_map_names[] = {"percentile", "range", NULL};
+
+cd_status cli_write_grid(const char *path, const cd_tensor *images, int64_t cols, bool range)
 {
-    return cd_image_grid_write_png(path, images, cols, 2, 128, CD_PIXELS_PERCENTILE, 0.0f, 1.0f);
+    return range ? cd_image_grid_write_png(path, images, cols, 2, 128, CD_PIXELS_RANGE, -0.5f, 0.5f)
+                 : cd_image_grid_write_png(path, images, cols, 2, 128, CD_PIXELS_PERCENTILE, 0.0f,
+                                           1.0f);
 }
 
 /* ---- SVG charts ------------------------------------------------------------ */

@@ -379,9 +379,12 @@ int cmd_eval(int argc, char **argv)
                                          : cd_classifier_load_default(&cls)) != CD_OK)
         cli_fail("loading the classifier");
     else if (cd_dataset_count(ds, r.split) < (r.classified && r.fd_n > r.n ? r.fd_n : r.n))
-        fprintf(stderr, "colddiff: the %s split has fewer than %lld images\n",
+        fprintf(stderr,
+                "colddiff: the %s split has %lld images, fewer than the %lld asked for (%s)\n",
                 r.split == CD_SPLIT_TEST ? "test" : "validation",
-                (long long)(r.classified && r.fd_n > r.n ? r.fd_n : r.n));
+                (long long)cd_dataset_count(ds, r.split),
+                (long long)(r.classified && r.fd_n > r.n ? r.fd_n : r.n),
+                r.classified && r.fd_n > r.n ? "--fd-samples" : "--n");
     else {
         r.default_objective = !m.checkpoint;
         if (cd_decoder_class_count(m.dec) > 0) r.guidance = s.guidance;

@@ -59,6 +59,7 @@ int cmd_sample(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL;
     int64_t n = 64, cols = 8, seed = 1, threads = 0;
+    int map = 0;
     cli_sampling s = CLI_SAMPLING_DEFAULTS;
     bool flags[3] = {false, false, false};
     const cli_opt *so = cli_sampler_opts(&s, &seed, flags), *co = cli_class_opts(&s);
@@ -72,6 +73,7 @@ int cmd_sample(int argc, char **argv)
         co[2],
         {"--n", OPT_I64, &n, 1, 100000, NULL, "number of samples (64)", NULL},
         {"--cols", OPT_I64, &cols, 1, 1000, NULL, "grid columns (8)", NULL},
+        {"--map", OPT_CHOICE, &map, 0, 0, cli_map_names, CLI_MAP_HELP, NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
         so[0],
         so[1],
@@ -99,6 +101,7 @@ int cmd_sample(int argc, char **argv)
     if (threads > 0 && cd_set_num_threads(threads) != CD_OK) return cli_fail("--threads");
     if (cli_output_ok("sample", "the grid", out, false) != CLI_OK) return CLI_FAIL;
     cli_sampler_finish(&s, seed, flags);
+    s.range_map = map == 1;
     cli_loaded m;
     if (cli_load_model(ckpt, false, s.ema, &m) != CD_OK) return CLI_FAIL;
     if (cli_check_class(m.dec, &s, "sample") != CLI_OK) {
@@ -121,7 +124,7 @@ int cmd_restore(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL, *data = NULL;
     int64_t n = 8, seed = 1, threads = 0;
-    int split = 2;
+    int split = 2, map = 0;
     bool split_given = false;
     static const char *const splits[] = {"train", "val", "test", NULL};
     cli_times times = {0, {0}};
@@ -139,6 +142,7 @@ int cmd_restore(int argc, char **argv)
         {"--times", OPT_TIMES, &times, 0, 100000, NULL, "snapshot times (T/10,T/2,T)", NULL},
         {"--split", OPT_CHOICE, &split, 0, 0, splits,
          "where the images come from (test; val for data without a test split)", &split_given},
+        {"--map", OPT_CHOICE, &map, 0, 0, cli_map_names, CLI_MAP_HELP, NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
         so[0],
         so[1],
@@ -165,6 +169,7 @@ int cmd_restore(int argc, char **argv)
     if (threads > 0 && cd_set_num_threads(threads) != CD_OK) return cli_fail("--threads");
     if (cli_output_ok("restore", "the figure", out, false) != CLI_OK) return CLI_FAIL;
     cli_sampler_finish(&s, seed, flags);
+    s.range_map = map == 1;
     cli_loaded m;
     cd_dataset *ds = NULL;
     if (cli_load_model(ckpt, false, s.ema, &m) != CD_OK) return CLI_FAIL;
@@ -182,8 +187,9 @@ int cmd_restore(int argc, char **argv)
     if (!loaded) {
         ret = cli_fail("loading the data");
     } else if (cd_dataset_count(ds, (cd_split)split) < n) {
-        fprintf(stderr, "colddiff: the %s split has fewer than %lld images\n", splits[split],
-                (long long)n);
+        fprintf(stderr,
+                "colddiff: the %s split has %lld images, fewer than the %lld asked for (--n)\n",
+                splits[split], (long long)cd_dataset_count(ds, (cd_split)split), (long long)n);
         ret = CLI_FAIL;
     } else {
         char label[64];

@@ -197,6 +197,7 @@ static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch)
                               (uint64_t)r->o->seed + (uint64_t)epoch,
                               r->o->grid_clip,
                               false,
+                              false,
                               -1,
                               cd_decoder_class_count(cd_trainer_decoder(tr)) > 0,
                               1.0};
@@ -339,8 +340,8 @@ static void *draw_bar(void *arg)
  * instead of after the first epoch. */
 static int check_grid_sampler(const train_opts *o, cd_trainer *tr)
 {
-    const cli_sampling smp =
-        {o->grid_sampler, o->grid_steps, o->grid_eta, 0, o->grid_clip, false, -1, false, 1.0};
+    const cli_sampling smp = {o->grid_sampler, o->grid_steps, o->grid_eta, 0,     o->grid_clip,
+                              false,           false,         -1,          false, 1.0};
     cd_sampler *s = NULL;
     if (cli_make_sampler(tr, &smp, &s) != CD_OK) return cli_fail("the sample grids' sampler");
     cd_sampler_free(s);

@@ -56,18 +56,17 @@ check "train --val-fraction 0 restores training images" [ -s "$work/noval/restor
 check "train --val-fraction 0 says there is no validation" grep -q "no validation split" "$work/noval.err"
 check "train --val-fraction 0 records both epochs" [ "$(wc -l <"$work/noval/losses.csv")" -eq 3 ]
 # ---- train on a folder of PNG images -----------------------------------------
-# Two class folders of 28 x 28 greyscale PNGs, written with the standard library.
+# Two class folders of 28 x 28 greyscale PNGs, written with the standard
+# library by examples/data/make_shapes.py's write_png.
+examples_data="$(dirname "$0")/../../examples/data"
 mkdir -p "$work/pngs/a" "$work/pngs/b" "$work/nopngs"
-python3 - "$work/pngs" <<'EOF_PY'
-import struct, sys, zlib
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+python3 - "$work/pngs" "$examples_data" <<'EOF_PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+from make_shapes import write_png
 for i in range(20):
-    rows = b"".join(b"\0" + bytes((11 * i + 7 * y + 3 * x) % 256 for x in range(28))
-                    for y in range(28))
-    with open(f"{sys.argv[1]}/{'ab'[i % 2]}/{i:02d}.png", "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    px = bytes((11 * i + 7 * y + 3 * x) % 256 for y in range(28) for x in range(28))
+    write_png(f"{sys.argv[1]}/{'ab'[i % 2]}/{i:02d}.png", 28, 28, 1, px)
 EOF_PY
 "$cli" train --data "$work/pngs" --out "$work/pngrun" --T 20 --batch 8 --cnn-hidden 8,8 \
   --n-samples 8 --threads 2 --epochs 1 >/dev/null 2>"$work/png.err"
@@ -81,17 +80,14 @@ check "the error says there is no PNG file" grep -q "no PNG file" "$work/png.err
 # 24 RGB 16 x 16 PNGs in two class folders: tiny UNet and CNN runs, whose
 # grids, samples, restorations and metrics must follow the data's shape.
 mkdir -p "$work/rgb/a" "$work/rgb/b"
-python3 - "$work/rgb" <<'EOF_PY'
-import struct, sys, zlib
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+python3 - "$work/rgb" "$examples_data" <<'EOF_PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+from make_shapes import write_png
 for i in range(24):
-    rows = b"".join(b"\0" + bytes(v for x in range(16) for v in
-                                  ((13 * i + 9 * y) % 256, (7 * x + 5 * i) % 256, (3 * x * y) % 256))
-                    for y in range(16))
-    with open(f"{sys.argv[1]}/{'ab'[i % 2]}/{i:02d}.png", "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    px = bytes(v for y in range(16) for x in range(16) for v in
+               ((13 * i + 9 * y) % 256, (7 * x + 5 * i) % 256, (3 * x * y) % 256))
+    write_png(f"{sys.argv[1]}/{'ab'[i % 2]}/{i:02d}.png", 16, 16, 3, px)
 EOF_PY
 colour_type() { od -An -tu1 -j 25 -N1 "$1" | tr -d ' '; }
 rgb_png() { # file, width, height
@@ -115,6 +111,18 @@ done
   --out "$work/rgb-r.png" >/dev/null 2>"$work/rgb.err"
 check "RGB restore from the validation split" rgb_png "$work/rgb-r.png" 110 38
 check "RGB restore says it uses the validation split" grep -q "no test split" "$work/rgb.err"
+# --map range: the data range [-0.5, 0.5], not each image's percentiles
+# (unclipped, so that the samples do not fill the range either way).
+for map in percentile range; do
+  "$cli" sample --checkpoint "$work/rgb-unet/last.cdm" --n 6 --cols 3 --no-clip --map $map \
+    --out "$work/rgb-$map.png" >/dev/null 2>&1
+  check "sample --map $map" rgb_png "$work/rgb-$map.png" 56 38
+done
+check "sample --map range maps the pixels otherwise" differ "$work/rgb-range.png" "$work/rgb-percentile.png"
+"$cli" restore --checkpoint "$work/rgb-unet/last.cdm" --data "$work/rgb" --n 2 --times 5,10 \
+  --map range --out "$work/rgb-r2.png" >/dev/null 2>&1
+check "restore --map range" rgb_png "$work/rgb-r2.png" 110 38
+check "restore --map range maps the pixels otherwise" differ "$work/rgb-r2.png" "$work/rgb-r.png"
 "$cli" grid --data "$work/rgb" --n 3 --out "$work/rgb-g.png" >/dev/null 2>&1
 check "RGB grid of dataset images" rgb_png "$work/rgb-g.png" 56 20
 "$cli" eval --checkpoint "$work/rgb-unet/last.cdm" --data "$work/rgb" --n 3 \
@@ -155,33 +163,37 @@ mkdir -p "$work/flat" && cp "$work/rgb/a/"*.png "$work/flat/"
 check "conditional: data without classes are refused" grep -q "needs data with classes" \
   "$work/cond.err"
 
-# ---- --channels and --size: RGB images of two sizes, read as grey 8 x 8 crops -----
-mkdir -p "$work/mixed/a" "$work/mixed/b"
-python3 - "$work/mixed" <<'EOF_PY'
-import struct, sys, zlib
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-for i in range(12):
-    w, h = (12, 12) if i % 3 else (14, 10)
-    rows = b"".join(b"\0" + bytes(v for x in range(w) for v in
-                                  ((11 * i + 9 * y) % 256, (7 * x) % 256, (5 * x * y) % 256))
-                    for y in range(h))
-    with open(f"{sys.argv[1]}/{'ab'[i % 2]}/{i:02d}.png", "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-EOF_PY
+# ---- examples/data/make_shapes.py ------------------------------------------------------
+# The walk-through's data (docs/walkthrough-rgb-folder.md), a few images a class.
+python3 "$examples_data/make_shapes.py" "$work/shapes" --n 4 --seed 3 >/dev/null
+check "make_shapes writes three class folders of 4 images" \
+  [ "$(ls "$work/shapes/circle" "$work/shapes/square" "$work/shapes/triangle" | grep -c '\.png$')" -eq 12 ]
+python3 "$examples_data/make_shapes.py" "$work/shapes2" --n 4 --seed 3 >/dev/null
+check "make_shapes: a seed gives the same files" cmp -s "$work/shapes/triangle/0003.png" "$work/shapes2/triangle/0003.png"
+"$cli" grid --data "$work/shapes" --split train --n 9 --cols 9 --out "$work/shapes.png" >/dev/null 2>&1
+check "the shapes load as 3 x 32 x 32" rgb_png "$work/shapes.png" 308 36
+
+# ---- --channels and --size: shapes of two sizes, read as grey 32 x 32 crops -----
+python3 "$examples_data/make_shapes.py" "$work/mixed" --n 4 --sizes 40x36,36x44 >/dev/null
 "$cli" train --data "$work/mixed" --out "$work/mixed-run" --epochs 1 --T 10 --batch 4 \
   --cnn-hidden 4 --n-samples 4 --threads 2 >/dev/null 2>"$work/mixed.err"
-check "mixed sizes without --size are refused" grep -q "size" "$work/mixed.err"
+check "mixed sizes without --size are refused" grep -q "must share one size" "$work/mixed.err"
+check "... with a note on --size" grep -q "note: --size N centre-crops" "$work/mixed.err"
 "$cli" train --data "$work/mixed" --out "$work/mixed-run" --epochs 1 --T 10 --batch 4 \
-  --cnn-hidden 4 --n-samples 4 --threads 2 --channels 1 --size 8 >/dev/null 2>"$work/mixed.err"
-check "--channels 1 --size 8: train exits 0" [ $? -eq 0 ]
-check "--channels 1 --size 8: recorded in config.txt" grep -q "^size = 8" "$work/mixed-run/config.txt"
+  --cnn-hidden 4 --n-samples 4 --threads 2 --channels 1 --size 32 >/dev/null 2>"$work/mixed.err"
+check "--channels 1 --size 32: train exits 0" [ $? -eq 0 ]
+check "--channels 1 --size 32: recorded in config.txt" grep -q "^size = 32" "$work/mixed-run/config.txt"
+"$cli" train --out "$work/mixed-run" --size 30 --epochs 2 --resume >/dev/null 2>"$work/mixed.err"
+check "--size cannot change on --resume" [ $? -eq 2 ]
 "$cli" sample --checkpoint "$work/mixed-run/last.cdm" --n 2 --cols 2 --out "$work/mixed.png" \
   >/dev/null 2>&1
-check "--channels 1 --size 8: grey samples" [ "$(colour_type "$work/mixed.png")" -eq 0 ]
-check "--channels 1 --size 8: two 8 x 8 tiles across" [ "$(be32 "$work/mixed.png" 16)" -eq 22 ]
-check "--channels 1 --size 8: one tile down" [ "$(be32 "$work/mixed.png" 20)" -eq 12 ]
+check "--channels 1 --size 32: grey samples" [ "$(colour_type "$work/mixed.png")" -eq 0 ]
+check "--channels 1 --size 32: two 32 x 32 tiles across" [ "$(be32 "$work/mixed.png" 16)" -eq 70 ]
+check "--channels 1 --size 32: one tile down" [ "$(be32 "$work/mixed.png" 20)" -eq 36 ]
+"$cli" eval --checkpoint "$work/mixed-run/last.cdm" --data "$work/mixed" --channels 1 --size 32 \
+  --n 100 >/dev/null 2>"$work/mixed.err"
+check "eval --n above the validation split gives the split's size" \
+  grep -q "validation split has 2 images, fewer than the 100 asked for (--n)" "$work/mixed.err"
 "$cli" train --data "$data" --out "$work/idx-size" --size 8 --epochs 1 >/dev/null \
   2>"$work/mixed.err"
 check "--size on MNIST files is refused" grep -q "apply to folders of PNG images" "$work/mixed.err"
