@@ -88,9 +88,14 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v)
         *(const char **)o->dst = v;
         return CLI_OK;
     case OPT_I64:
-        if (!parse_i64(v, &i) || (double)i < o->lo || (double)i > o->hi)
+        if (!parse_i64(v, &i) || (double)i < o->lo || (double)i > o->hi) {
+            /* (double)INT64_MAX is 2^63: no upper bound worth printing. */
+            if (o->hi >= (double)INT64_MAX)
+                return cli_usage(cmd, "%s must be an integer of at least %.0f, not '%s'", o->name,
+                                 o->lo, v);
             return cli_usage(cmd, "%s must be an integer in %.0f..%.0f, not '%s'", o->name, o->lo,
                              o->hi, v);
+        }
         *(int64_t *)o->dst = i;
         return CLI_OK;
     case OPT_F64:

@@ -315,6 +315,9 @@ err() { # description, expected exit code, command...
 err "unknown option" 2 "$cli" train --bogus
 err "missing --out" 2 "$cli" train --data "$data"
 err "negative epochs" 2 "$cli" train --data "$data" --out "$work/x" --epochs -1
+err "--val-limit 0" 2 "$cli" train --data "$data" --out "$work/x" --val-limit 0
+check "an integer without an upper bound is asked for as 'at least'" \
+  grep -q -- "--val-limit must be an integer of at least 1, not '0'" "$work/err.txt"
 err "junk number" 2 "$cli" train --data "$data" --out "$work/x" --lr 1e-3x
 err "unknown preset" 2 "$cli" train --data "$data" --out "$work/x" --preset nope
 err "unknown decoder" 2 "$cli" train --data "$data" --out "$work/x" --decoder resnet
