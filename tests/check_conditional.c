@@ -269,8 +269,21 @@ START_TEST(fit_takes_labels_from_the_dataset)
     CD_ASSERT_OK(cd_trainer_create(&tr, d, deg));
     CD_ASSERT_OK(cd_trainer_set_int(tr, CD_TRAINER_OPT_BATCH, 64));
     CD_ASSERT_OK(cd_trainer_set_real(tr, CD_TRAINER_OPT_LABEL_DROPOUT, 0.25));
+    int64_t idx = -1;
+    cd_params *p = cd_decoder_params(d);
+    CD_ASSERT_OK(cd_params_find(p, "label_embed.weight", &idx));
+    const int64_t rows = 11, width = cd_params_numel_at(p, idx) / rows;
+    float *before = malloc((size_t)(rows * width) * sizeof(float));
+    memcpy(before, cd_params_data(p, idx), (size_t)(rows * width) * sizeof(float));
     CD_ASSERT_OK(cd_trainer_fit(tr, ds, 1, NULL, NULL, rng, NULL, NULL));
     ck_assert_int_gt(cd_trainer_steps(tr), 0);
+    /* Every row learnt: the ten digits' from the dataset's labels, the
+     * last from the dropped ones. */
+    for (int64_t r = 0; r < rows; r++)
+        ck_assert_msg(memcmp(before + r * width, cd_params_data(p, idx) + r * width,
+                             (size_t)width * sizeof(float)) != 0,
+                      "row %lld of the label table did not change", (long long)r);
+    free(before);
     double val = 0.0, mean = 0.0, se = 0.0;
     CD_ASSERT_OK(cd_trainer_eval_loss(tr, ds, CD_SPLIT_VAL, rng, &val));
     CD_ASSERT_OK(cd_trainer_test_loss(tr, ds, CD_SPLIT_VAL, rng, &mean, &se));

@@ -186,21 +186,23 @@ static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch)
     return st;
 }
 
+/* The grids' sampling settings: the --grid-* options; a class-conditional
+ * model's grids show one class per row. */
+static cli_sampling grid_sampling(const train_opts *o, uint64_t seed, bool class_rows)
+{
+    cli_sampling s = CLI_SAMPLING_DEFAULTS;
+    s.kind = o->grid_sampler, s.steps = o->grid_steps, s.eta = o->grid_eta;
+    s.seed = seed, s.clip = o->grid_clip, s.class_rows = class_rows;
+    return s;
+}
+
 /* The sample grid and restoration figure of a chosen epoch, written last
  * (restore_epochNNN.png after samples_epochNNN.png). */
 static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch)
 {
     char name[64], path[4096];
-    const cli_sampling smp = {r->o->grid_sampler,
-                              r->o->grid_steps,
-                              r->o->grid_eta,
-                              (uint64_t)r->o->seed + (uint64_t)epoch,
-                              r->o->grid_clip,
-                              false,
-                              false,
-                              -1,
-                              cd_decoder_class_count(cd_trainer_decoder(tr)) > 0,
-                              1.0};
+    const cli_sampling smp = grid_sampling(r->o, (uint64_t)r->o->seed + (uint64_t)epoch,
+                                           cd_decoder_class_count(cd_trainer_decoder(tr)) > 0);
     snprintf(name, sizeof name, "samples_epoch%03lld.png", (long long)epoch);
     const bool swapped = ema_in(tr);
     cd_status st =
@@ -340,8 +342,7 @@ static void *draw_bar(void *arg)
  * instead of after the first epoch. */
 static int check_grid_sampler(const train_opts *o, cd_trainer *tr)
 {
-    const cli_sampling smp = {o->grid_sampler, o->grid_steps, o->grid_eta, 0,     o->grid_clip,
-                              false,           false,         -1,          false, 1.0};
+    const cli_sampling smp = grid_sampling(o, 0, false);
     cd_sampler *s = NULL;
     if (cli_make_sampler(tr, &smp, &s) != CD_OK) return cli_fail("the sample grids' sampler");
     cd_sampler_free(s);
