@@ -1447,11 +1447,17 @@ typedef enum cd_trainer_option {
     CD_TRAINER_OPT_PREDICTION = 21,   /**< choice, a cd_prediction: the noise
                                            degradation's decoder target (default
                                            noise); only before the first step      */
-    CD_TRAINER_OPT_LABEL_DROPOUT = 22 /**< real, [0, 1]: for a decoder with
+    CD_TRAINER_OPT_LABEL_DROPOUT = 22, /**< real, [0, 1]: for a decoder with
                                            classes, the rate at which a training
                                            label is replaced by "no class" (0.1),
                                            so the decoder also learns the
                                            unconditional model guidance needs      */
+    CD_TRAINER_OPT_BUCKET = 23        /**< int: floats per gradient sum when
+                                           distributed (cd_trainer_set_distributed);
+                                           a bucket is summed as soon as backward
+                                           has finished its gradients, overlapping
+                                           the rest; 0 = one sum after backward
+                                           (default 262144, 1 MiB)                 */
 } cd_trainer_option;
 
 /**
@@ -1732,6 +1738,58 @@ typedef cd_status (*cd_epoch_fn)(cd_trainer *tr, int64_t epoch, double train_los
 CD_API cd_status cd_trainer_fit(cd_trainer *tr, cd_dataset *ds, int64_t epochs,
                                 const char *best_path, const char *last_path, cd_rng *rng,
                                 cd_epoch_fn on_epoch, void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Data-parallel training                                                   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * What a trainer asks of its gradient sum (cd_allreduce_fn).
+ */
+typedef enum cd_reduce_op {
+    CD_REDUCE_START = 0, /**< begin summing data[0..count) over every rank, in
+                              place; may return before the sum is done          */
+    CD_REDUCE_POLL = 1,  /**< backward has reached a new stage: let the started
+                              sums progress (data NULL, count 0)                */
+    CD_REDUCE_WAIT = 2   /**< return once every started sum is complete (data
+                              NULL, count 0)                                    */
+} cd_reduce_op;
+
+/**
+ * A sum over the ranks of a data-parallel job, which the caller implements
+ * with its transport (libcolddiff-mpi implements it with MPI). Every rank
+ * makes the same calls in the same order with the same counts. The sum
+ * must give every rank the same bits, or the ranks' weights drift apart.
+ * A blocking implementation sums at CD_REDUCE_START and does nothing at
+ * the other two. Return CD_OK, or an error status after setting no
+ * message (the trainer names the failing sum).
+ */
+typedef cd_status (*cd_allreduce_fn)(cd_reduce_op op, float *data, int64_t count, void *user);
+
+/**
+ * Make the trainer one of `world` ranks training data-parallel; `rank` is
+ * its place, 0..world-1. Every rank holds the same weights and passes the
+ * same global batch to cd_trainer_step (cd_trainer_fit shards by itself);
+ * each rank computes rows floor(rank * N / world) up to floor((rank + 1) *
+ * N / world) of it and draws exactly the times and noise one process would
+ * draw for those rows, so K ranks follow one process at the same global
+ * batch up to the order of float sums. Gradients are summed with `sum`:
+ * in buckets of CD_TRAINER_OPT_BUCKET floats started while backward runs,
+ * then the loss and the stop requests. cd_trainer_eval_loss shards its
+ * batches too. Only the caller writes files: give cd_trainer_fit paths on
+ * one rank and NULL on the others. world = 1 with sum NULL makes the
+ * trainer a single process again.
+ * Errors: CD_ERR_INVALID_ARGUMENT (NULL trainer, sum NULL with world > 1),
+ * CD_ERR_RANGE (world < 1, rank outside 0..world-1).
+ */
+CD_API cd_status cd_trainer_set_distributed(cd_trainer *tr, int64_t rank, int64_t world,
+                                            cd_allreduce_fn sum, void *user);
+
+/**
+ * The trainer's rank and world size (0 and 1 for a single process).
+ * Errors: CD_ERR_INVALID_ARGUMENT (a NULL argument).
+ */
+CD_API cd_status cd_trainer_get_distributed(const cd_trainer *tr, int64_t *rank, int64_t *world);
 
 /* ------------------------------------------------------------------------ */
 /* Classifier                                                               */

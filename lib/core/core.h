@@ -252,6 +252,15 @@ cd_status cd__find_data_file(const char *fn, const char *env_var, const char *na
  * wait. Tasks must be independent; how they map to threads is unspecified,
  * so results must not depend on it.
  */
+/*
+ * Values first..first+n-1 of what cd_rng_uniform / cd_rng_normal would
+ * draw for `total` values, leaving the generator where that draw would:
+ * one rank of a data-parallel job takes its rows of the one stream a
+ * single process draws, at the cost of its own rows only.
+ */
+cd_status cd__rng_uniform_window(cd_rng *rng, float *out, int64_t first, int64_t n, int64_t total);
+cd_status cd__rng_normal_window(cd_rng *rng, float *out, int64_t first, int64_t n, int64_t total);
+
 typedef void (*cd__task_fn)(void *ctx, int64_t i);
 void cd__parallel_for(int64_t n, cd__task_fn fn, void *ctx);
 

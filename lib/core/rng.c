@@ -197,6 +197,64 @@ static void fill_floats(cd_rng *rng, float *out, int64_t n, block_fill_fn fill, 
     advance(rng, (uint64_t)blocks);
 }
 
+/* Values first..first+n-1 of a draw of `total` values, the generator then
+ * standing where that draw leaves it. Blocks wholly inside the window go
+ * straight to out; the one or two it cuts through go through a scratch
+ * block, whose lanes are the same whatever the count. */
+static void fill_window(cd_rng *rng, float *out, int64_t first, int64_t n, int64_t total,
+                        block_fill_fn fill, int per_block)
+{
+    const int64_t pb = per_block, end = first + n;
+    int64_t b0 = (first + pb - 1) / pb, b1 = end / pb; /* whole blocks: [b0, b1) */
+    if (b1 < b0) b1 = b0;
+    if (n > 0) {
+        float scratch[4];
+        for (int64_t b = first / pb; b < (end + pb - 1) / pb; b++) {
+            if (b >= b0 && b < b1) continue;
+            fill(block_at(rng, (uint64_t)b), scratch, pb);
+            for (int64_t v = b * pb; v < (b + 1) * pb; v++)
+                if (v >= first && v < end) out[v - first] = scratch[v - b * pb];
+        }
+        if (b1 > b0) {
+            cd_rng at = *rng;
+            advance(&at, (uint64_t)b0);
+            fill_job job = {&at, fill, per_block, out + (b0 * pb - first), (b1 - b0) * pb};
+            const int64_t blocks = b1 - b0;
+            if (job.n >= PARALLEL_MIN_VALUES)
+                cd__parallel_for((blocks + BLOCKS_PER_TASK - 1) / BLOCKS_PER_TASK, fill_task, &job);
+            else
+                fill_range(&job, 0, blocks);
+        }
+    }
+    advance(rng, (uint64_t)((total + pb - 1) / pb));
+}
+
+static cd_status check_window(const char *fn, const cd_rng *rng, const float *out, int64_t first,
+                              int64_t n, int64_t total)
+{
+    CD__TRY(check_draw(fn, rng, out, n));
+    CD__TRY(check_draw(fn, rng, out, total));
+    if (first < 0 || first > total - n)
+        return cd__error(CD_ERR_RANGE,
+                         "%s: values %" PRId64 "..%" PRId64 " lie outside a draw of %" PRId64, fn,
+                         first, first + n - 1, total);
+    return CD_OK;
+}
+
+cd_status cd__rng_uniform_window(cd_rng *rng, float *out, int64_t first, int64_t n, int64_t total)
+{
+    CD__TRY(check_window("cd__rng_uniform_window", rng, out, first, n, total));
+    fill_window(rng, out, first, n, total, fill_uniform, 4);
+    return CD_OK;
+}
+
+cd_status cd__rng_normal_window(cd_rng *rng, float *out, int64_t first, int64_t n, int64_t total)
+{
+    CD__TRY(check_window("cd__rng_normal_window", rng, out, first, n, total));
+    fill_window(rng, out, first, n, total, fill_normal, 2);
+    return CD_OK;
+}
+
 cd_status cd_rng_uniform(cd_rng *rng, float *out, int64_t n)
 {
     CD__TRY(check_draw("cd_rng_uniform", rng, out, n));

@@ -248,13 +248,21 @@ static void apply_noise(const cd_degradation *d, const cd_tensor *x, const int64
 cd_status cd_degradation_apply(const cd_degradation *d, const cd_tensor *x, const int64_t *t,
                                int64_t n_t, cd_rng *rng, cd_tensor *z, cd_tensor *eps)
 {
-    static const char fn[] = "cd_degradation_apply";
+    const int64_t rows = x ? x->shape[0] : 0;
+    return cd__degradation_apply_rows(d, "cd_degradation_apply", x, t, n_t, rng, z, eps, 0, rows);
+}
+
+cd_status cd__degradation_apply_rows(const cd_degradation *d, const char *fn, const cd_tensor *x,
+                                     const int64_t *t, int64_t n_t, cd_rng *rng, cd_tensor *z,
+                                     cd_tensor *eps, int64_t first, int64_t total)
+{
     CD__TRY(check_apply(d, fn, x, t, n_t, rng, z, eps));
     if (d->kind == CD_DEGRADATION_NOISE) {
         /* Without an eps tensor the noise goes through z itself (drawn,
          * then combined elementwise in place). */
         float *e = eps ? eps->data : z->data;
-        CD__TRY(cd_rng_normal(rng, e, x->numel));
+        const int64_t D = x->numel / (x->shape[0] > 0 ? x->shape[0] : 1);
+        CD__TRY(cd__rng_normal_window(rng, e, first * D, x->numel, total * D));
         apply_noise(d, x, t, e, z->data);
         return CD_OK;
     }

@@ -36,6 +36,13 @@ struct cd_degradation {
 cd_status cd__degradation_check_images(const cd_degradation *d, const char *fn,
                                        const int64_t shape[4]);
 
+/* cd_degradation_apply for rows first..first+N-1 of a batch of `total`
+ * (N = x's rows): the noise is those rows' share of the draw for the
+ * whole batch (a rank of a data-parallel job). Errors name fn. */
+cd_status cd__degradation_apply_rows(const cd_degradation *d, const char *fn, const cd_tensor *x,
+                                     const int64_t *t, int64_t n_t, cd_rng *rng, cd_tensor *z,
+                                     cd_tensor *eps, int64_t first, int64_t total);
+
 /* z = D(x, t[n]) for the deterministic operators, trusting the arguments
  * (checked by the callers); z may be x. */
 void cd__degradation_apply_fixed(const cd_degradation *d, const float *x, const int64_t *t,
@@ -140,6 +147,21 @@ cd__fit_state *cd__trainer_fit_state(const cd_trainer *tr);
  * load): epoch, batches done of the open epoch at this batch size, losses,
  * RUNNING = 0. */
 void cd__fit_publish(cd__fit_state *f, int64_t batch);
+
+/* A training step on rows first..first+N-1 of a batch of `total` images
+ * (images holds the N rows; N may be 0 on a rank of a data-parallel job).
+ * Errors name fn. */
+cd_status cd__trainer_step_rows(cd_trainer *tr, const char *fn, const cd_tensor *images,
+                                const cd_tensor *labels, cd_rng *rng, int64_t first,
+                                int64_t total, double *loss);
+
+/* This rank's rows of a batch of n: *first and the count returned, the
+ * share floor(rank n / world) .. floor((rank + 1) n / world) - 1. */
+int64_t cd__trainer_shard(const cd_trainer *tr, int64_t n, int64_t *first);
+
+/* Whether a stop was requested: on any rank, for a data-parallel trainer
+ * (a sum every rank joins; the trainer's own request is then set too). */
+cd_status cd__trainer_agree_stop(cd_trainer *tr, const char *fn, bool *stop);
 
 /* Test hook: make the next cd_trainer_fit() request its own stop after n
  * batches (0: never), as if cd_trainer_request_stop() came then. */

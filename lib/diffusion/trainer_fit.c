@@ -122,18 +122,27 @@ static cd_status train_batches(fit_ctx *c)
     cd__fit_put(f, CD_PROGRESS_BATCH, (double)((f->pos + c->batch - 1) / c->batch));
     cd__fit_put(f, CD_PROGRESS_TRAIN_LOSS, f->pos > 0 ? f->loss_sum / (double)f->pos : NAN);
     while (f->pos < c->count) {
-        if (atomic_load(&f->stop)) return CD_ERR_CANCELLED;
-        int64_t got = 0;
-        CD__TRY(cd_dataset_fill_batch(c->ds, CD_SPLIT_TRAIN, f->pos, c->images, c->labels, &got));
-        /* The epoch's last batch may be partial: a view of its real rows. */
+        bool stop = false;
+        CD__TRY(cd__trainer_agree_stop(c->tr, "cd_trainer_fit", &stop));
+        if (stop) return CD_ERR_CANCELLED;
+        /* The batch's rows this rank trains (all of them for one process);
+         * the epoch's last batch may be partial. */
+        const int64_t rows = c->count - f->pos < c->batch ? c->count - f->pos : c->batch;
+        int64_t lo = 0, got = rows;
+        const int64_t mine = cd__trainer_shard(c->tr, rows, &lo);
         cd_tensor view = *c->images, lview = c->labels ? *c->labels : view;
-        view.numel = view.numel / view.shape[0] * got;
-        view.shape[0] = got;
-        lview.numel = lview.numel / lview.shape[0] * got;
-        lview.shape[0] = got;
+        view.numel = view.numel / view.shape[0] * mine;
+        view.shape[0] = mine;
+        lview.numel = lview.numel / lview.shape[0] * mine;
+        lview.shape[0] = mine;
+        if (mine > 0)
+            CD__TRY(cd_dataset_fill_batch(c->ds, CD_SPLIT_TRAIN, f->pos + lo, &view,
+                                          c->labels ? &lview : NULL, &got));
+        got = rows;
         double loss = 0.0;
-        cd_status st = c->labels ? cd_trainer_step_labeled(c->tr, &view, &lview, c->rng, &loss)
-                                 : cd_trainer_step(c->tr, &view, c->rng, &loss);
+        cd_status st = cd__trainer_step_rows(
+            c->tr, c->labels ? "cd_trainer_step_labeled" : "cd_trainer_step", &view,
+            c->labels ? &lview : NULL, c->rng, lo, rows, &loss);
         if (st != CD_OK) {
             char during[64];
             snprintf(during, sizeof during, "batch %" PRId64 " of %" PRId64 " (step %" PRId64 ")",
@@ -148,7 +157,9 @@ static cd_status train_batches(fit_ctx *c)
         publish_rate(c);
         if (f->stop_after > 0 && --f->stop_after == 0) atomic_store(&f->stop, 1);
     }
-    return atomic_load(&f->stop) ? CD_ERR_CANCELLED : CD_OK;
+    bool stop = false;
+    CD__TRY(cd__trainer_agree_stop(c->tr, "cd_trainer_fit", &stop));
+    return stop ? CD_ERR_CANCELLED : CD_OK;
 }
 
 /* Validate, close the epoch, write the checkpoints, tell on_epoch. */

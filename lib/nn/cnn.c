@@ -212,6 +212,7 @@ static void cnn_backward(cd_decoder *d, float *dz, const float *dout)
     cd__conv2d_backward_set(&m->conv[m->L], m->dx[m->L - 1], cd__decoder_grad(d, m->conv_w[m->L]),
                             cd__decoder_grad(d, m->conv_b[m->L]), dout, m->x[m->L - 1],
                             cd__decoder_value(d, m->conv_w[m->L]), m->ws);
+    cd__decoder_stage_done(d);
     memset(m->demb, 0, (size_t)(N * d->cfg.hidden[0]) * sizeof(float));
     for (int32_t i = m->L - 1; i >= 0; i--) {
         /* dx[i] becomes dL/d LN(c[i]) in place; dc is overwritten, so neither
@@ -228,6 +229,7 @@ static void cnn_backward(cd_decoder *d, float *dz, const float *dout)
                                 cd__decoder_grad(d, m->conv_b[i]), m->dc,
                                 i > 0 ? m->x[i - 1] : m->z, cd__decoder_value(d, m->conv_w[i]),
                                 m->ws);
+        cd__decoder_stage_done(d);
     }
     cd__decoder_label_backward(d, m->demb, d->cfg.hidden[0]);
     mlp_backward(d, m, m->demb);

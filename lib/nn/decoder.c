@@ -78,7 +78,28 @@ float *cd__decoder_value(cd_decoder *d, int64_t index)
 
 float *cd__decoder_grad(cd_decoder *d, int64_t index)
 {
-    return index < 0 ? NULL : cd__params_grads(d->params) + cd__params_offset(d->params, index);
+    if (index < 0) return NULL;
+    if (d->touched) d->touched[index] = 1;
+    return cd__params_grads(d->params) + cd__params_offset(d->params, index);
+}
+
+void cd__decoder_stage_done(cd_decoder *d)
+{
+    if (d->on_stage) d->on_stage(d->stage_user, d->touched);
+}
+
+cd_status cd__decoder_watch_grads(cd_decoder *d, cd__stage_fn fn, void *user)
+{
+    cd__free(d->touched);
+    d->touched = NULL;
+    d->on_stage = NULL;
+    d->stage_user = NULL;
+    if (!fn) return CD_OK;
+    d->touched = cd__calloc((size_t)cd_params_count(d->params), 1, "decoder gradient marks");
+    if (!d->touched) return cd_last_status();
+    d->on_stage = fn;
+    d->stage_user = user;
+    return CD_OK;
 }
 
 static cd_status init_params(cd_decoder *d, cd_rng *rng)
@@ -142,6 +163,7 @@ void cd_decoder_free(cd_decoder *d)
     cd_params_free(d->params);
     cd__free(d->arena);
     cd__free(d->label_rows);
+    cd__free(d->touched);
     cd__free(d);
 }
 
@@ -343,6 +365,7 @@ cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout, cd_tensor *d
                              fn);
         memset(dz->data, 0, (size_t)dz->numel * sizeof(float));
     }
+    if (d->touched) memset(d->touched, 0, (size_t)cd_params_count(d->params));
     d->ops->backward(d, dz ? dz->data : NULL, dout->data);
     /* A UNet takes any size its levels divide; it keeps the size it
      * learns at, so that sampling without a dataset, and its files, know

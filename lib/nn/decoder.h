@@ -66,6 +66,11 @@ typedef struct cd__init_entry {
     int64_t weight, bias;
 } cd__init_entry;
 
+/* Told where backward has finished every gradient it has handed out so
+ * far: touched[i] is 1 once parameter i's gradient was (cd__decoder_grad),
+ * and no later stage adds to it. */
+typedef void (*cd__stage_fn)(void *user, const uint8_t *touched);
+
 typedef struct cd__decoder_ops {
     /* Add the parameters (through cd__decoder_add_*) and make d->impl. */
     cd_status (*build)(cd_decoder *d);
@@ -108,6 +113,11 @@ struct cd_decoder {
     int64_t label_w;
     int32_t *label_rows;
     int64_t label_cap;
+    /* Backward's progress, for a trainer that sums gradients over ranks
+     * while backward runs (cd__decoder_watch_grads). */
+    uint8_t *touched;
+    cd__stage_fn on_stage;
+    void *stage_user;
 };
 
 /* Parameter helpers for build(): add "<prefix>.weight" (and ".bias") in
@@ -139,6 +149,12 @@ cd_status cd__decoder_add_init(cd_decoder *d, int kind, int64_t w, int64_t b);
 /* Parameter value and gradient pointers by index (after finalize). */
 float *cd__decoder_value(cd_decoder *d, int64_t index);
 float *cd__decoder_grad(cd_decoder *d, int64_t index);
+/* Backward has finished a stage (see cd__stage_fn): the CNN after each
+ * layer, the UNet after each level. */
+void cd__decoder_stage_done(cd_decoder *d);
+/* Have fn called at each stage of backward (NULL: stop). The marks are
+ * cleared when backward begins. */
+cd_status cd__decoder_watch_grads(cd_decoder *d, cd__stage_fn fn, void *user);
 
 /* decoder_io.c: a decoder's configuration as checkpoint entries, and a
  * decoder rebuilt from a read checkpoint (config + tensors). */

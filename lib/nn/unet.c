@@ -473,9 +473,17 @@ static void unet_backward(cd_decoder *d, float *dz, const float *dout)
     cd__conv2d_backward(&m->fconv, fresh(fin), GRAD(m->fconv_w), GRAD(m->fconv_b), dout, fin->x,
                         VAL(m->fconv_w), m->s.buf[CD__US_WS]);
     cd__unet_block_backward(d, &m->fin, &m->s, fresh(in), NULL, fin->dx, in->x, NULL);
-    for (int32_t j = m->L - 2; j >= 0; j--) up_backward(d, m, j);
+    cd__decoder_stage_done(d);
+    for (int32_t j = m->L - 2; j >= 0; j--) {
+        up_backward(d, m, j);
+        cd__decoder_stage_done(d);
+    }
     mid_backward(d, m);
-    for (int32_t i = m->L - 1; i >= 0; i--) down_backward(d, m, i, dz);
+    cd__decoder_stage_done(d);
+    for (int32_t i = m->L - 1; i >= 0; i--) {
+        down_backward(d, m, i, dz);
+        cd__decoder_stage_done(d);
+    }
     time_backward(d, m);
 }
 
