@@ -548,6 +548,9 @@ START_TEST(options_model)
     CD_ASSERT_OK(cd_trainer_option_info(CD_TRAINER_OPT_PREDICTION, &info));
     CD_ASSERT_OPTION_INFO(info, "prediction", CD_OPTION_CHOICE, CD_ENUM_PREDICTION,
                           CD_PREDICT_NOISE);
+    CD_ASSERT_OK(cd_trainer_option_info(CD_TRAINER_OPT_BUCKET, &info));
+    CD_ASSERT_OPTION_INFO(info, "bucket", CD_OPTION_INT, -1, 262144);
+    ck_assert(info.lo == 0 && !info.lo_open);
     CD_ASSERT_OK(cd_trainer_option_info(LR_DECAY, &info));
     CD_ASSERT_OPTION_INFO(info, "lr_decay", CD_OPTION_INT, -1, 0);
     ck_assert(info.lo == 0 && !info.lo_open);
@@ -560,7 +563,8 @@ START_TEST(options_model)
          CD_TRAINER_OPT_CLIP_NORM,  CD_TRAINER_OPT_EMA_DECAY,     CD_TRAINER_OPT_LR_WARMUP,
          CD_TRAINER_OPT_EMA_WARMUP, CD_TRAINER_OPT_T_MAX,         CD_TRAINER_OPT_T_PER_BATCH,
          CD_TRAINER_OPT_LOSS,       CD_TRAINER_OPT_VAL_BATCH,     CD_TRAINER_OPT_BATCH,
-         CD_TRAINER_OPT_PREDICTION, CD_TRAINER_OPT_LABEL_DROPOUT, LR_DECAY};
+         CD_TRAINER_OPT_PREDICTION, CD_TRAINER_OPT_LABEL_DROPOUT, CD_TRAINER_OPT_BUCKET,
+         LR_DECAY};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         CD_ASSERT_OK(cd_trainer_option_info(keys[k], &info));
         if (info.type == CD_OPTION_REAL) {
@@ -577,7 +581,7 @@ START_TEST(options_model)
         }
     }
     /* Unknown keys, the old LR_DECAY slot among them, and NULL. */
-    const int bad_keys[] = {-1, 10, 11, 15, 23, 999, 1001};
+    const int bad_keys[] = {-1, 10, 11, 15, 24, 999, 1001};
     for (size_t k = 0; k < sizeof bad_keys / sizeof bad_keys[0]; k++) {
         const cd_trainer_option key = (cd_trainer_option)bad_keys[k];
         CD_ASSERT_STATUS(cd_trainer_option_info(key, &info), CD_ERR_INVALID_ARGUMENT);

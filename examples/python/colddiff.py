@@ -221,7 +221,15 @@ class TrainerOption(enum.IntEnum):
     BATCH = 20
     PREDICTION = 21
     LABEL_DROPOUT = 22
+    BUCKET = 23
     LR_DECAY = 1000     # experimental
+
+
+class ReduceOp(enum.IntEnum):
+    """What a data-parallel trainer asks of its gradient sum (cd_reduce_op)."""
+    START = 0
+    POLL = 1
+    WAIT = 2
 
 
 class ProgressKey(enum.IntEnum):
@@ -457,6 +465,7 @@ _PREDICTOR_FN = ctypes.CFUNCTYPE(_int, _p, _p, _p, _p)          # z, tau, out, u
 _SAMPLER_PROGRESS_FN = ctypes.CFUNCTYPE(_int, _i64, _i64, _p)   # step, steps, user
 _EPOCH_FN = ctypes.CFUNCTYPE(_int, _p, _i64, _d, _d, _p)        # tr, epoch, train, val, user
 _CLASSIFIER_EPOCH_FN = ctypes.CFUNCTYPE(_int, _p, _i64, _d, _p)  # c, epoch, train, user
+_ALLREDUCE_FN = ctypes.CFUNCTYPE(_int, _int, _p, _i64, _p)       # op, data, count, user
 
 #: The binding's ctypes type of each callback typedef of colddiff.h.
 _CALLBACKS = {
@@ -464,6 +473,7 @@ _CALLBACKS = {
     "cd_sampler_progress_fn": _SAMPLER_PROGRESS_FN,
     "cd_epoch_fn": _EPOCH_FN,
     "cd_classifier_epoch_fn": _CLASSIFIER_EPOCH_FN,
+    "cd_allreduce_fn": _ALLREDUCE_FN,
 }
 
 _INFO = _P(_OptionInfoC)
@@ -639,6 +649,8 @@ _SIGNATURES = {
     "cd_trainer_ema_swapped": (_i32, [_p]),
     "cd_trainer_step": (_int, [_p, _p, _p, _P(_d)]),
     "cd_trainer_step_labeled": (_int, [_p, _p, _p, _p, _P(_d)]),
+    "cd_trainer_set_distributed": (_int, [_p, _i64, _i64, _ALLREDUCE_FN, _p]),
+    "cd_trainer_get_distributed": (_int, [_p, _P(_i64), _P(_i64)]),
     "cd_trainer_eval_loss": (_int, [_p, _p, _int, _p, _P(_d)]),
     "cd_trainer_test_loss": (_int, [_p, _p, _int, _p, _P(_d), _P(_d)]),
     "cd_trainer_save": (_int, [_p, _s, _p]),
@@ -2591,6 +2603,35 @@ class Trainer(_Configurable, _Object):
             if own is not None:
                 own.close()
         return loss.value
+
+    def set_distributed(self, rank, world, sum_fn=None):
+        """Make this trainer rank `rank` of `world` training data-parallel
+        (cd_trainer_set_distributed). sum_fn(op, data, count) sums `count`
+        floats at address `data` over the ranks in place for
+        ReduceOp.START (POLL and WAIT may do nothing for a blocking sum);
+        every rank passes the same global batch to step(). world=1 with no
+        sum_fn makes it a single process again."""
+        r, w = _int64(rank, "rank"), _int64(world, "world")
+        if sum_fn is not None and not callable(sum_fn):
+            raise TypeError(f"sum_fn: expected a callable, not {type(sum_fn).__name__}")
+        cb = _ALLREDUCE_FN()  # NULL
+        if sum_fn is not None:
+            def trampoline(op, data, count, user):
+                try:
+                    sum_fn(ReduceOp(op), data, count)
+                    return Status.OK
+                except Exception:  # noqa: B902 - the trainer reports the failed sum
+                    return Status.IO
+            cb = _ALLREDUCE_FN(trampoline)
+        _check(_L().cd_trainer_set_distributed(self._p, r, w, cb, None))
+        self._sum_fn = cb  # the C side keeps calling it
+
+    @property
+    def distributed(self):
+        """(rank, world): (0, 1) for a single process."""
+        r, w = _i64(), _i64()
+        _check(_L().cd_trainer_get_distributed(self._p, ctypes.byref(r), ctypes.byref(w)))
+        return r.value, w.value
 
     def eval_loss(self, dataset, split="val", rng=None):
         loss = _d()

@@ -125,6 +125,7 @@ class Loading(unittest.TestCase):
                  cd.Padding: ("cd_padding", ("CD_PADDING_",)),
                  cd.Target: ("cd_target", ("CD_TARGET_",)),
                  cd.Loss: ("cd_loss", ("CD_LOSS_",)),
+                 cd.ReduceOp: ("cd_reduce_op", ("CD_REDUCE_",)),
                  cd.TrainerOption: ("cd_trainer_option", ("CD_TRAINER_OPT_",)),
                  cd.ProgressKey: ("cd_progress_key", ("CD_PROGRESS_",)),
                  cd.SamplerKind: ("cd_sampler_kind", ("CD_SAMPLER_",)),
