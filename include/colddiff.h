@@ -1419,45 +1419,45 @@ typedef enum cd_loss {
  * weight decay, no clipping, no EMA and no warm-ups.
  */
 typedef enum cd_trainer_option {
-    CD_TRAINER_OPT_LR = 0,            /**< real, (0, inf), default 2e-4             */
-    CD_TRAINER_OPT_BETA1 = 1,         /**< real, [0, 1), default 0.9                */
-    CD_TRAINER_OPT_BETA2 = 2,         /**< real, [0, 1), default 0.999              */
-    CD_TRAINER_OPT_EPS = 3,           /**< real, (0, inf), default 1e-8             */
-    CD_TRAINER_OPT_WEIGHT_DECAY = 4,  /**< real, [0, inf), default 0                */
-    CD_TRAINER_OPT_DECOUPLED = 5,     /**< bool: 0 Adam's L2 decay, 1 AdamW         */
-    CD_TRAINER_OPT_CLIP_NORM = 6,     /**< real: max global gradient norm; 0 = off  */
-    CD_TRAINER_OPT_EMA_DECAY = 7,     /**< real: EMA of the weights; 0 = off (0.995
-                                           typical)                                 */
-    CD_TRAINER_OPT_LR_WARMUP = 8,     /**< int: steps over which lr ramps up
-                                           linearly from lr/W to lr; 0 = off        */
-    CD_TRAINER_OPT_EMA_WARMUP = 9,    /**< bool: 1 makes the EMA decay of step t
-                                           min(d, (1+t)/(10+t)), so short runs do
-                                           not keep the random start; 0 = off      */
-    CD_TRAINER_OPT_T_MAX = 16,        /**< int: draw t from 1..t_max; 0 = T
-                                           (default). The report's ddpm-cnn-good
-                                           and -bad use T - 1                       */
-    CD_TRAINER_OPT_T_PER_BATCH = 17,  /**< bool: 1 draws one t per batch (the
-                                           report's blur run); 0 (default) one per
-                                           image                                   */
-    CD_TRAINER_OPT_LOSS = 18,         /**< choice, a cd_loss (default MSE)          */
-    CD_TRAINER_OPT_VAL_BATCH = 19,    /**< int: batch size of cd_trainer_eval_loss
-                                           (128); a fit's stop request waits for
-                                           one batch                                */
-    CD_TRAINER_OPT_BATCH = 20,        /**< int: batch size of cd_trainer_fit (128)  */
-    CD_TRAINER_OPT_PREDICTION = 21,   /**< choice, a cd_prediction: the noise
-                                           degradation's decoder target (default
-                                           noise); only before the first step      */
+    CD_TRAINER_OPT_LR = 0,             /**< real, (0, inf), default 2e-4             */
+    CD_TRAINER_OPT_BETA1 = 1,          /**< real, [0, 1), default 0.9                */
+    CD_TRAINER_OPT_BETA2 = 2,          /**< real, [0, 1), default 0.999              */
+    CD_TRAINER_OPT_EPS = 3,            /**< real, (0, inf), default 1e-8             */
+    CD_TRAINER_OPT_WEIGHT_DECAY = 4,   /**< real, [0, inf), default 0                */
+    CD_TRAINER_OPT_DECOUPLED = 5,      /**< bool: 0 Adam's L2 decay, 1 AdamW         */
+    CD_TRAINER_OPT_CLIP_NORM = 6,      /**< real: max global gradient norm; 0 = off  */
+    CD_TRAINER_OPT_EMA_DECAY = 7,      /**< real: EMA of the weights; 0 = off (0.995
+                                            typical)                                 */
+    CD_TRAINER_OPT_LR_WARMUP = 8,      /**< int: steps over which lr ramps up
+                                            linearly from lr/W to lr; 0 = off        */
+    CD_TRAINER_OPT_EMA_WARMUP = 9,     /**< bool: 1 makes the EMA decay of step t
+                                            min(d, (1+t)/(10+t)), so short runs do
+                                            not keep the random start; 0 = off      */
+    CD_TRAINER_OPT_T_MAX = 16,         /**< int: draw t from 1..t_max; 0 = T
+                                            (default). The report's ddpm-cnn-good
+                                            and -bad use T - 1                       */
+    CD_TRAINER_OPT_T_PER_BATCH = 17,   /**< bool: 1 draws one t per batch (the
+                                            report's blur run); 0 (default) one per
+                                            image                                   */
+    CD_TRAINER_OPT_LOSS = 18,          /**< choice, a cd_loss (default MSE)          */
+    CD_TRAINER_OPT_VAL_BATCH = 19,     /**< int: batch size of cd_trainer_eval_loss
+                                            (128); a fit's stop request waits for
+                                            one batch                                */
+    CD_TRAINER_OPT_BATCH = 20,         /**< int: batch size of cd_trainer_fit (128)  */
+    CD_TRAINER_OPT_PREDICTION = 21,    /**< choice, a cd_prediction: the noise
+                                            degradation's decoder target (default
+                                            noise); only before the first step      */
     CD_TRAINER_OPT_LABEL_DROPOUT = 22, /**< real, [0, 1]: for a decoder with
-                                           classes, the rate at which a training
-                                           label is replaced by "no class" (0.1),
-                                           so the decoder also learns the
-                                           unconditional model guidance needs      */
-    CD_TRAINER_OPT_BUCKET = 23        /**< int: floats per gradient sum when
-                                           distributed (cd_trainer_set_distributed);
-                                           a bucket is summed as soon as backward
-                                           has finished its gradients, overlapping
-                                           the rest; 0 = one sum after backward
-                                           (default 262144, 1 MiB)                 */
+                                            classes, the rate at which a training
+                                            label is replaced by "no class" (0.1),
+                                            so the decoder also learns the
+                                            unconditional model guidance needs      */
+    CD_TRAINER_OPT_BUCKET = 23         /**< int: floats per gradient sum when
+                                            distributed (cd_trainer_set_distributed);
+                                            a bucket is summed as soon as backward
+                                            has finished its gradients, overlapping
+                                            the rest; 0 = one sum after backward
+                                            (default 262144, 1 MiB)                 */
 } cd_trainer_option;
 
 /**

@@ -4,8 +4,12 @@
  * loss.svg, best.cdm, last.cdm} plus sample grids at chosen epochs. A
  * progress bar on a terminal (plain lines otherwise) polls the trainer
  * from a second thread; Ctrl-C asks the fit to stop, which saves last.cdm.
+ * Started by mpirun, every rank trains its share of each batch and rank 0
+ * alone writes the run folder (cli_mpi.c).
  */
 #include "cmd_train.h"
+
+#include "cli_mpi.h"
 
 #include <colddiff_experimental.h> /* CD_TRAINER_OPT_LR_DECAY (--lr-decay) */
 
@@ -33,12 +37,20 @@ typedef struct {
 } run_state;
 
 static cd_trainer *volatile g_trainer; /* for the Ctrl-C handler */
+static char g_stop_note[4400];         /* what a rank says on SIGTERM */
 
+/* Ctrl-C, and under mpirun SIGTERM (mpirun's own Ctrl-C, or a rank that
+ * died): every rank stops at the same batch, rank 0 saving last.cdm. A
+ * rank blocked on a dead peer never gets there; mpirun then kills it,
+ * and last.cdm is the one of the last epoch, whole (written atomically). */
 static void on_sigint(int sig)
 {
-    (void)sig;
     if (g_trainer) cd_trainer_request_stop(g_trainer);
-    signal(SIGINT, SIG_DFL); /* a second Ctrl-C kills at once */
+    if (sig == SIGTERM && g_stop_note[0]) {
+        ssize_t w = write(STDERR_FILENO, g_stop_note, strlen(g_stop_note));
+        (void)w;
+    }
+    signal(sig, SIG_DFL); /* a second one kills at once */
 }
 
 /* ---- the loss curve -------------------------------------------------------- */
@@ -181,7 +193,8 @@ static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch)
     r->grid_sec = cli_now_sec() - t0;
     if (stopped) {
         cd_trainer_request_stop(tr);
-        return CD_ERR_CANCELLED;
+        /* The other ranks learn of it at the next batch, where all stop. */
+        return cli_mpi_size() > 1 ? CD_OK : CD_ERR_CANCELLED;
     }
     return st;
 }
@@ -368,7 +381,8 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
         if (cd_trainer_load(tr, last, rng) != CD_OK) return cli_fail("resuming");
         double e = 0;
         cd_trainer_progress(*tr, CD_PROGRESS_EPOCH, &e);
-        fprintf(stderr, "colddiff: resuming %s after epoch %.0f\n", last, e);
+        if (cli_mpi_rank() == 0)
+            fprintf(stderr, "colddiff: resuming %s after epoch %.0f\n", last, e);
         /* The settings a resume may change reach the trainer; the others
          * come with the checkpoint. */
         if ((train_option_given(o, "--lr") && cd_trainer_set_real(*tr, CD_TRAINER_OPT_LR, o->lr)) ||
@@ -383,7 +397,8 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
             return cli_fail("the training options");
         return check_grid_sampler(o, *tr);
     }
-    if (o->resume) fprintf(stderr, "colddiff: note: no %s yet; starting afresh\n", last);
+    if (o->resume && cli_mpi_rank() == 0)
+        fprintf(stderr, "colddiff: note: no %s yet; starting afresh\n", last);
     int rc = cli_model_build(m, ds, rng, tr, dec, deg);
     if (rc != CLI_OK) return rc;
     if (cd_trainer_set_real(*tr, CD_TRAINER_OPT_LR, o->lr) != CD_OK ||
@@ -394,7 +409,7 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
         cd_trainer_set_int(*tr, CD_TRAINER_OPT_EMA_WARMUP, o->ema_warmup ? 1 : 0) != CD_OK)
         return cli_fail("the training options");
     rc = check_grid_sampler(o, *tr);
-    return rc == CLI_OK ? train_write_config(o, m) : rc;
+    return rc == CLI_OK && cli_mpi_rank() == 0 ? train_write_config(o, m) : rc;
 }
 
 /* --lr-decay: the cosine reaches 0 at the end of the last epoch, so it is
@@ -408,9 +423,49 @@ static int set_lr_decay(const train_opts *o, const cd_dataset *ds, cd_trainer *t
     return CLI_OK;
 }
 
+/* Under mpirun: this rank's trainer joins the job, with the same weights
+ * as every other rank, and one core's share of threads unless told. */
+static int join_job(const train_opts *o, cd_trainer *tr)
+{
+    if (cli_mpi_size() < 2) return CLI_OK;
+    if (cli_mpi_attach(tr, o->fixed_order) != CD_OK) return cli_fail("joining the MPI job");
+    if (o->bucket >= 0 && cd_trainer_set_int(tr, CD_TRAINER_OPT_BUCKET, o->bucket) != CD_OK)
+        return cli_fail("--bucket");
+    return cli_mpi_check_weights(tr, "before training");
+}
+
+/* Threads per rank: all cores for one process, else the host's cores
+ * shared among its ranks. */
+static int set_threads(const train_opts *o)
+{
+    int64_t n = o->threads;
+    if (n <= 0 && cli_mpi_size() > 1) {
+        const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cores > 0 ? cores / cli_mpi_local_size() : 1;
+        if (n < 1) n = 1;
+    }
+    if (n > 0 && cd_set_num_threads(n) != CD_OK) return cli_fail("--threads");
+    return CLI_OK;
+}
+
+/* Under mpirun, rank 0's account of the gradient sums. */
+static void report_comm(double train_sec)
+{
+    if (cli_mpi_size() < 2 || cli_mpi_rank() != 0) return;
+    double sec = 0;
+    int64_t sums = 0;
+    cli_mpi_comm(&sec, &sums);
+    fprintf(stderr,
+            "colddiff: %lld ranks; rank 0 spent %.1f s of %.1f s in %lld gradient sums "
+            "(%.1f%%)\n",
+            (long long)cli_mpi_size(), sec, train_sec, (long long)sums,
+            train_sec > 0 ? 100.0 * sec / train_sec : 0.0);
+}
+
 static int run(train_opts *o, cli_model *m)
 {
-    if (cli_output_ok("train", "the run folder", o->out, true) != CLI_OK) return CLI_FAIL;
+    const bool lead = cli_mpi_rank() == 0; /* writes the run folder */
+    if (lead && cli_output_ok("train", "the run folder", o->out, true) != CLI_OK) return CLI_FAIL;
     char cfg_path[4096];
     int n_changed = 0;
     /* Even a run that never wrote last.cdm restarts with its own settings. */
@@ -422,7 +477,7 @@ static int run(train_opts *o, cli_model *m)
     if (!o->data)
         return cli_usage("train", "--data DIR is required (%s/config.txt does not record it)",
                          o->out);
-    if (o->threads > 0 && cd_set_num_threads(o->threads) != CD_OK) return cli_fail("--threads");
+    if (set_threads(o) != CLI_OK) return CLI_FAIL;
     cd_dataset *ds = NULL;
     cd_rng *rng = NULL;
     cd_trainer *tr = NULL;
@@ -447,9 +502,10 @@ static int run(train_opts *o, cli_model *m)
         cli_fail("the generator");
     else
         rc = setup_trainer(o, m, ds, rng, &tr, &dec, &deg);
+    if (rc == CLI_OK) rc = join_job(o, tr);
     if (rc != CLI_OK) goto done;
     r.ds = ds;
-    if ((rc = train_update_config(o, n_changed)) != CLI_OK) goto done;
+    if (lead && (rc = train_update_config(o, n_changed)) != CLI_OK) goto done;
     if ((rc = set_lr_decay(o, ds, tr)) != CLI_OK) goto done;
     double done_epochs = 0, open_batches = 0;
     cd_trainer_progress(tr, CD_PROGRESS_EPOCH, &done_epochs);
@@ -458,20 +514,26 @@ static int run(train_opts *o, cli_model *m)
     char best[4096], last[4096];
     cli_join(best, sizeof best, o->out, "best.cdm");
     cli_join(last, sizeof last, o->out, "last.cdm");
-    fprintf(stderr,
-            "colddiff: training on %lld images (validation %lld) for %lld epochs, "
-            "%lld threads; writing %s\n",
-            (long long)cd_dataset_count(ds, CD_SPLIT_TRAIN),
-            (long long)cd_dataset_count(ds, CD_SPLIT_VAL), (long long)o->epochs,
-            (long long)cd_get_num_threads(), o->out);
-    if (finish_epoch(&r, tr, (int64_t)done_epochs) != CD_OK) {
+    char ranks[64] = "";
+    if (cli_mpi_size() > 1)
+        snprintf(ranks, sizeof ranks, "%lld ranks x ", (long long)cli_mpi_size());
+    if (lead)
+        fprintf(stderr,
+                "colddiff: training on %lld images (validation %lld) for %lld epochs, "
+                "%s%lld threads; writing %s\n",
+                (long long)cd_dataset_count(ds, CD_SPLIT_TRAIN),
+                (long long)cd_dataset_count(ds, CD_SPLIT_VAL), (long long)o->epochs, ranks,
+                (long long)cd_get_num_threads(), o->out);
+    if (lead && finish_epoch(&r, tr, (int64_t)done_epochs) != CD_OK) {
         rc = cli_fail("redoing the grids of the last epoch");
         goto done;
     }
     if (open_batches == 0 && done_epochs >= (double)o->epochs) {
-        printf("colddiff: already at epoch %.0f of %lld; nothing to do (raise --epochs to train "
-               "further)\n",
-               done_epochs, (long long)o->epochs);
+        if (lead)
+            printf(
+                "colddiff: already at epoch %.0f of %lld; nothing to do (raise --epochs to train "
+                "further)\n",
+                done_epochs, (long long)o->epochs);
         rc = CLI_OK;
         goto done;
     }
@@ -479,19 +541,29 @@ static int run(train_opts *o, cli_model *m)
     r.t_mark = open_batches > 0 ? NAN : cli_now_sec();
     bar_state bar = {tr, &r, 0, 0.0};
     pthread_t th;
-    const bool drawing = pthread_create(&th, NULL, draw_bar, &bar) == 0;
+    const bool drawing = lead && pthread_create(&th, NULL, draw_bar, &bar) == 0;
     g_trainer = tr;
     signal(SIGINT, on_sigint);
-    const cd_status st = cd_trainer_fit(tr, ds, o->epochs, best, last, rng, on_epoch, &r);
+    if (cli_mpi_size() > 1) {
+        snprintf(g_stop_note, sizeof g_stop_note,
+                 "colddiff: rank %lld: stopping on SIGTERM; %s keeps the last epoch it saved\n",
+                 (long long)cli_mpi_rank(), last);
+        signal(SIGTERM, on_sigint);
+    }
+    const double t_fit = cli_now_sec();
+    const cd_status st = cd_trainer_fit(tr, ds, o->epochs, lead ? best : NULL, lead ? last : NULL,
+                                        rng, lead ? on_epoch : NULL, &r);
     signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     g_trainer = NULL;
+    report_comm(cli_now_sec() - t_fit);
     if (drawing) {
         bar.done = 1;
         pthread_join(th, NULL);
         if (r.tty) fprintf(stderr, "\r\033[K");
     }
     if (st == CD_ERR_CANCELLED) {
-        fprintf(stderr, "colddiff: stopped; saved %s (continue with --resume)\n", last);
+        if (lead) fprintf(stderr, "colddiff: stopped; saved %s (continue with --resume)\n", last);
         rc = CLI_INTERRUPTED;
     } else if (st == CD_ERR_NOT_FINITE) {
         /* The fit wrote nothing for the failing epoch: say what is kept. */
@@ -505,7 +577,7 @@ static int run(train_opts *o, cli_model *m)
         rc = CLI_FAIL;
     } else if (st != CD_OK) {
         rc = cli_fail("training");
-    } else {
+    } else if ((rc = cli_mpi_check_weights(tr, "after training")) == CLI_OK && lead) {
         printf("colddiff: done; best model %s, last %s, losses %s/losses.csv\n", best, last,
                o->out);
     }
@@ -543,7 +615,8 @@ int cmd_train(int argc, char **argv)
                     .sample_epochs = {4, {5, 15, 30, 45}},
                     .restore_times = {0, {0}},
                     .grid_eta = 1,
-                    .grid_clip = true};
+                    .grid_clip = true,
+                    .bucket = -1};
     bool grid_no_clip = false;
     preset_training(preset, &o);
     int preset_dummy = 0;
@@ -625,6 +698,12 @@ int cmd_train(int argc, char **argv)
          NULL},
         {"--restore-times", OPT_TIMES, &o.restore_times, 0, 100000, NULL,
          "snapshot times of the restorations (T/10,T/2,T)", &o.times_given},
+        {"--bucket", OPT_I64, &o.bucket, 0, 1e15, NULL,
+         "under mpirun: floats per gradient sum begun during backward (0: one sum after it; "
+         "262144)",
+         NULL},
+        {"--fixed-order", OPT_FLAG, &o.fixed_order, 0, 0, NULL,
+         "under mpirun: sum gradients in rank order, the same bits on every run", NULL},
     };
     /* The decoder's and trainer's integer settings take the library's bounds. */
     static const struct {
@@ -667,5 +746,10 @@ int cmd_train(int argc, char **argv)
     const int bad = cli_model_check(&m, "train");
     if (bad) return bad;
     if (cli_check_only) return CLI_OK;
-    return run(&o, &m);
+    if (cli_mpi_begin() != CLI_OK) return CLI_FAIL;
+    const int result = run(&o, &m);
+    /* A failure on one rank would leave the others waiting for it. */
+    if (result != CLI_OK && result != CLI_INTERRUPTED) cli_mpi_abort(result);
+    cli_mpi_end();
+    return result;
 }

@@ -18,6 +18,8 @@ typedef struct {
     bool resume, times_given, grid_clip, ema_warmup, lr_decay;
     cli_times sample_epochs, restore_times;
     int grid_sampler;
+    int64_t bucket;         /* under mpirun: floats per gradient sum (-1: the library's) */
+    bool fixed_order;       /* under mpirun: sums in rank order */
     const cli_command *cmd; /* the parsed command line (its options' seen flags) */
 } train_opts;
 

@@ -152,8 +152,8 @@ void cd__fit_publish(cd__fit_state *f, int64_t batch);
  * (images holds the N rows; N may be 0 on a rank of a data-parallel job).
  * Errors name fn. */
 cd_status cd__trainer_step_rows(cd_trainer *tr, const char *fn, const cd_tensor *images,
-                                const cd_tensor *labels, cd_rng *rng, int64_t first,
-                                int64_t total, double *loss);
+                                const cd_tensor *labels, cd_rng *rng, int64_t first, int64_t total,
+                                double *loss);
 
 /* This rank's rows of a batch of n: *first and the count returned, the
  * share floor(rank n / world) .. floor((rank + 1) n / world) - 1. */

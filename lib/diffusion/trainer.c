@@ -507,7 +507,8 @@ cd_status cd_trainer_set_distributed(cd_trainer *tr, int64_t rank, int64_t world
 {
     static const char fn[] = "cd_trainer_set_distributed";
     CD__CHECK_NOT_NULL(tr, fn);
-    if (world < 1) return cd__error(CD_ERR_RANGE, "%s: world = %" PRId64 " must be at least 1", fn, world);
+    if (world < 1)
+        return cd__error(CD_ERR_RANGE, "%s: world = %" PRId64 " must be at least 1", fn, world);
     if (rank < 0 || rank >= world)
         return cd__error(CD_ERR_RANGE, "%s: rank = %" PRId64 " is outside 0..%" PRId64, fn, rank,
                          world - 1);
@@ -680,8 +681,8 @@ static cd_status sum_value(cd_trainer *tr, const char *fn, double *v, const char
 /* ---- a step ---------------------------------------------------------------- */
 
 cd_status cd__trainer_step_rows(cd_trainer *tr, const char *fn, const cd_tensor *images,
-                                const cd_tensor *labels, cd_rng *rng, int64_t first,
-                                int64_t total, double *loss)
+                                const cd_tensor *labels, cd_rng *rng, int64_t first, int64_t total,
+                                double *loss)
 {
     const rows_t r = {first, total};
     const int64_t N = images->shape[0];
@@ -794,8 +795,9 @@ cd_status cd_trainer_eval_loss(cd_trainer *tr, const cd_dataset *ds, cd_split sp
         cd_tensor view = *batch, lview = labels ? *labels : view;
         set_rows(&view, mine);
         if (labels) set_rows(&lview, mine);
-        if (mine > 0) st = cd_dataset_fill_batch(ds, split, first + r.first, &view,
-                                                 labels ? &lview : NULL, &got);
+        if (mine > 0)
+            st = cd_dataset_fill_batch(ds, split, first + r.first, &view, labels ? &lview : NULL,
+                                       &got);
         double l = 0.0;
         if (st == CD_OK && mine == 0) st = skip_draws(tr, &view, false, rng, r);
         if (st == CD_OK && mine > 0) st = ensure_buffers(tr, view.shape);

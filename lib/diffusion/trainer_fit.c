@@ -140,9 +140,9 @@ static cd_status train_batches(fit_ctx *c)
                                           c->labels ? &lview : NULL, &got));
         got = rows;
         double loss = 0.0;
-        cd_status st = cd__trainer_step_rows(
-            c->tr, c->labels ? "cd_trainer_step_labeled" : "cd_trainer_step", &view,
-            c->labels ? &lview : NULL, c->rng, lo, rows, &loss);
+        cd_status st =
+            cd__trainer_step_rows(c->tr, c->labels ? "cd_trainer_step_labeled" : "cd_trainer_step",
+                                  &view, c->labels ? &lview : NULL, c->rng, lo, rows, &loss);
         if (st != CD_OK) {
             char during[64];
             snprintf(during, sizeof during, "batch %" PRId64 " of %" PRId64 " (step %" PRId64 ")",
