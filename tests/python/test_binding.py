@@ -1320,6 +1320,68 @@ class ClassifierTests(TempDirCase):
             self.assertEqual(shipped.num_classes, 10)
 
 
+class DistributedTests(unittest.TestCase):
+    def test_two_ranks_in_threads_follow_one_process(self):
+        """Two trainers in two threads sum their gradients with a Python
+        callback and end where one trainer at the same batch does."""
+        import threading
+        ds = slice_dataset()
+        imgs, _, _ = ds.batch("train", 0, 12)
+        barrier = threading.Barrier(2)
+        slots = [None, None]
+        calls = []
+
+        def make(rank):
+            tr = cd.Trainer(tiny_decoder(cd.Rng(5)), cd.Degradation.noise(cd.Schedule.linear(50)))
+            tr["bucket"] = 20
+
+            def sum_fn(op, data, count):
+                calls.append(op)
+                if op != cd.ReduceOp.START:
+                    return
+                slots[rank] = (ctypes.c_float * count).from_address(data)
+                barrier.wait()
+                total = [a + b for a, b in zip(slots[0], slots[1])]
+                barrier.wait()
+                slots[rank][:] = total
+            tr.set_distributed(rank, 2, sum_fn)
+            return tr
+
+        ranks = [make(0), make(1)]
+        self.assertEqual(ranks[1].distributed, (1, 2))
+        losses = [[], []]
+
+        def run(rank):
+            rng = cd.Rng(3)
+            for _ in range(3):
+                losses[rank].append(ranks[rank].step(imgs, rng))
+        threads = [threading.Thread(target=run, args=(r,)) for r in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        one = cd.Trainer(tiny_decoder(cd.Rng(5)), cd.Degradation.noise(cd.Schedule.linear(50)))
+        rng = cd.Rng(3)
+        single = [one.step(imgs, rng) for _ in range(3)]
+        self.assertEqual(losses[0], losses[1])
+        for a, b in zip(losses[0], single):
+            self.assertAlmostEqual(a, b, delta=1e-5 * b)
+        self.assertIn(cd.ReduceOp.POLL, calls)  # buckets went during backward
+        p0, p1, p = (t.decoder.params for t in (ranks[0], ranks[1], one))
+        for name in p.names():
+            self.assertEqual(p0.get(name), p1.get(name))
+            for a, b in zip(p0.get(name), p.get(name)):
+                self.assertAlmostEqual(a, b, delta=1e-4 * max(1.0, abs(b)))
+        ranks[0].set_distributed(0, 1)
+        self.assertEqual(ranks[0].distributed, (0, 1))
+        with self.assertRaises(cd.RangeError):
+            one.set_distributed(2, 2, lambda op, data, count: None)
+        with self.assertRaises(cd.InvalidArgumentError):
+            one.set_distributed(0, 2)
+        with self.assertRaises(TypeError):
+            one.set_distributed(0, 2, 5)
+
+
 class TrainerTests(TempDirCase):
     @classmethod
     def setUpClass(cls):
