@@ -27,6 +27,22 @@ configure_file(cmake/colddiff.pc.in ${PROJECT_BINARY_DIR}/colddiff.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/colddiff.pc
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 
+# libcolddiff-mpi when it was built: the library and its header, a CMake
+# export of its own that the package loads for find_package(colddiff
+# COMPONENTS mpi), and colddiff-mpi.pc (compile with mpicc, which brings
+# MPI's own flags).
+if(TARGET colddiff_mpi)
+  install(TARGETS colddiff_mpi EXPORT colddiffMpiTargets
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+  install(FILES include/colddiff_mpi.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  install(EXPORT colddiffMpiTargets NAMESPACE colddiff:: DESTINATION ${CD_CMAKE_DIR})
+  configure_file(cmake/colddiff-mpi.pc.in ${PROJECT_BINARY_DIR}/colddiff-mpi.pc @ONLY)
+  install(FILES ${PROJECT_BINARY_DIR}/colddiff-mpi.pc
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+endif()
+
 # The frozen MNIST classifier the metrics use by default and the pretrained
 # MNIST diffusion model (cd_classifier_load_default and cd_model_load_default
 # look here after COLDDIFF_CLASSIFIER and COLDDIFF_MODEL).
