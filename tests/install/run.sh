@@ -51,6 +51,20 @@ echo "== find_package"
 # The CMake consumer carries an RPATH to the installed library.
 run "$work/cbuild/consumer"
 echo "install: both consumers built and ran"
+
+# libcolddiff-mpi, when the build has it (CD_TEST_MPI=1 from CMake): the
+# header, colddiff-mpi.pc, and a consumer through find_package(colddiff
+# COMPONENTS mpi), run as a single rank.
+if [ "${CD_TEST_MPI:-0}" = 1 ]; then
+  echo "== libcolddiff-mpi"
+  [ -f "$libdir/libcolddiff-mpi.so.0" ] || { echo "libcolddiff-mpi not installed"; exit 1; }
+  [ -f "$prefix/include/colddiff_mpi.h" ] || { echo "colddiff_mpi.h not installed"; exit 1; }
+  pkg-config --exists colddiff-mpi || { echo "colddiff-mpi.pc not usable"; exit 1; }
+  "$cmake" -S "$src/consumer_mpi" -B "$work/mbuild" -DCMAKE_PREFIX_PATH="$prefix" \
+    -DCMAKE_C_COMPILER="$cc" >"$work/mconfigure.log" || { cat "$work/mconfigure.log"; exit 1; }
+  "$cmake" --build "$work/mbuild" >"$work/mbuild.log" || { cat "$work/mbuild.log"; exit 1; }
+  run "$work/mbuild/consumer_mpi"
+fi
 [ -n "$example" ] || exit 0
 unset LD_LIBRARY_PATH
 
