@@ -2,7 +2,9 @@
 # Install what libcolddiff needs to build and test, on Debian or Ubuntu.
 # Only missing packages are installed; as non-root it uses sudo if present.
 set -eu
-pkgs="cmake make gcc g++ pkg-config libopenblas-dev check zlib1g-dev libpng-dev python3 curl ca-certificates binutils"
+# libopenmpi-dev and openmpi-bin build and test libcolddiff-mpi (optional:
+# without MPI, CMake leaves it out).
+pkgs="cmake make gcc g++ pkg-config libopenblas-dev check zlib1g-dev libpng-dev python3 curl ca-certificates binutils libopenmpi-dev openmpi-bin"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
