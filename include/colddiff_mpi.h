@@ -32,7 +32,9 @@
  * its trainer; MPI_THREAD_FUNNELED is enough when that is the main thread.
  * Errors: every call returns a cd_status; a failed MPI call gives CD_ERR_IO
  * and its MPI message in cd_mpi_last_error() (the trainer's own message,
- * cd_last_error(), names the sum that failed).
+ * cd_last_error(), names the sum that failed). A rank whose step or fit
+ * fails leaves the others waiting in a sum it never joins: on a failure,
+ * end the job (MPI_Abort) rather than return from one rank alone.
  */
 #ifndef COLDDIFF_MPI_H
 #define COLDDIFF_MPI_H
@@ -113,9 +115,10 @@ CD_API cd_status cd_mpi_stats(const cd_mpi *m, double *comm_seconds, int64_t *su
 CD_API void cd_mpi_reset_stats(cd_mpi *m);
 
 /**
- * The last failure inside the sum or cd_mpi_same_weights: MPI's error
- * string, the call and the float count ("" if none; "" for NULL m).
- * Valid until the next call on m.
+ * The message of the last failure of a call on m, the trainer's sums
+ * included: for MPI, the call, the float count and MPI's error string
+ * ("" if none; "" for NULL m). Successful calls leave it alone. Valid
+ * until the next call on m.
  */
 CD_API const char *cd_mpi_last_error(const cd_mpi *m);
 
