@@ -278,6 +278,14 @@ START_TEST(blur_rank_without_rows)
 }
 END_TEST
 
+START_TEST(noise_and_dropout_rank_without_rows)
+{
+    /* The idle rank skips its share of the noise and dropout draws. */
+    const setup_t s = {.classes = 10, .dropout = 0.5, .batch = 1, .steps = 3, .bucket = 100};
+    check_equivalence(&s, 2);
+}
+END_TEST
+
 START_TEST(buckets_do_not_change_the_bits)
 {
     /* The in-process sum adds in rank order, so one sum after backward and
@@ -474,6 +482,8 @@ START_TEST(rng_windows_match_the_whole_draw)
     CD_ASSERT_OK(cd_rng_create(&r, 1));
     CD_ASSERT_STATUS(cd__rng_normal_window(r, part, 30, 10, TOTAL), CD_ERR_RANGE);
     CD_ASSERT_STATUS(cd__rng_uniform_window(r, part, -1, 2, TOTAL), CD_ERR_RANGE);
+    CD_ASSERT_OK(cd__rng_normal_window(r, NULL, 5, 0, TOTAL)); /* a skip writes nothing */
+    CD_ASSERT_STATUS(cd__rng_normal_window(r, NULL, 5, 1, TOTAL), CD_ERR_INVALID_ARGUMENT);
     cd_rng_free(r);
 }
 END_TEST
@@ -488,6 +498,7 @@ static Suite *suite(void)
     tcase_add_test(tc, cnn_noise_two_ranks);
     tcase_add_test(tc, unet_classes_three_uneven_ranks);
     tcase_add_test(tc, blur_rank_without_rows);
+    tcase_add_test(tc, noise_and_dropout_rank_without_rows);
     tcase_add_test(tc, buckets_do_not_change_the_bits);
     tcase_add_test(tc, fit_shards_training_and_validation);
     tcase_add_test(tc, stop_on_one_rank_stops_all);

@@ -395,7 +395,7 @@ static cd_status draw_times(cd_trainer *tr, cd_rng *rng, int64_t N, rows_t r)
     } else {
         CD__TRY(cd_rng_int_range(rng, all, r.total, 1, hi));
     }
-    if (all != tr->t) memcpy(tr->t, all + r.first, (size_t)N * sizeof *tr->t);
+    if (all != tr->t && N > 0) memcpy(tr->t, all + r.first, (size_t)N * sizeof *tr->t);
     float *tau = cd_tensor_data(tr->tau);
     for (int64_t n = 0; n < N; n++) tau[n] = (float)((double)tr->t[n] / (double)T);
     return CD_OK;
