@@ -557,14 +557,25 @@ START_TEST(options_model)
     ck_assert_str_eq(cd_enum_name(CD_ENUM_LOSS, CD_LOSS_L1), "l1");
 
     /* Every key: a fresh trainer holds the default its description gives. */
-    const cd_trainer_option keys[] =
-        {CD_TRAINER_OPT_LR,         CD_TRAINER_OPT_BETA1,         CD_TRAINER_OPT_BETA2,
-         CD_TRAINER_OPT_EPS,        CD_TRAINER_OPT_WEIGHT_DECAY,  CD_TRAINER_OPT_DECOUPLED,
-         CD_TRAINER_OPT_CLIP_NORM,  CD_TRAINER_OPT_EMA_DECAY,     CD_TRAINER_OPT_LR_WARMUP,
-         CD_TRAINER_OPT_EMA_WARMUP, CD_TRAINER_OPT_T_MAX,         CD_TRAINER_OPT_T_PER_BATCH,
-         CD_TRAINER_OPT_LOSS,       CD_TRAINER_OPT_VAL_BATCH,     CD_TRAINER_OPT_BATCH,
-         CD_TRAINER_OPT_PREDICTION, CD_TRAINER_OPT_LABEL_DROPOUT, CD_TRAINER_OPT_BUCKET,
-         LR_DECAY};
+    const cd_trainer_option keys[] = {CD_TRAINER_OPT_LR,
+                                      CD_TRAINER_OPT_BETA1,
+                                      CD_TRAINER_OPT_BETA2,
+                                      CD_TRAINER_OPT_EPS,
+                                      CD_TRAINER_OPT_WEIGHT_DECAY,
+                                      CD_TRAINER_OPT_DECOUPLED,
+                                      CD_TRAINER_OPT_CLIP_NORM,
+                                      CD_TRAINER_OPT_EMA_DECAY,
+                                      CD_TRAINER_OPT_LR_WARMUP,
+                                      CD_TRAINER_OPT_EMA_WARMUP,
+                                      CD_TRAINER_OPT_T_MAX,
+                                      CD_TRAINER_OPT_T_PER_BATCH,
+                                      CD_TRAINER_OPT_LOSS,
+                                      CD_TRAINER_OPT_VAL_BATCH,
+                                      CD_TRAINER_OPT_BATCH,
+                                      CD_TRAINER_OPT_PREDICTION,
+                                      CD_TRAINER_OPT_LABEL_DROPOUT,
+                                      CD_TRAINER_OPT_BUCKET,
+                                      LR_DECAY};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         CD_ASSERT_OK(cd_trainer_option_info(keys[k], &info));
         if (info.type == CD_OPTION_REAL) {
