@@ -37,6 +37,8 @@ struct cd_trainer {
     int64_t *bucket_param;          /* bucket b: parameters [bucket_param[b], [b + 1]) */
     int64_t *bucket_off;            /* ... and floats [bucket_off[b], [b + 1]) */
     uint8_t *started;               /* bucket b's sum has begun this step */
+    uint8_t *late;                  /* parameter i is complete only when backward ends */
+    bool late_known;                /* late holds what a first backward showed */
     cd_status sum_status;           /* the first failed sum begun inside backward */
     const char *sum_fn;             /* the public call it runs for, for messages */
     bool in_backward;               /* a trainer step's backward is running */
@@ -239,6 +241,7 @@ void cd_trainer_free(cd_trainer *tr)
     if (tr->world > 1) cd__decoder_watch_grads(tr->dec, NULL, NULL); /* it may outlive tr */
     free_buffers(tr);
     free_buckets(tr);
+    cd__free(tr->late);
     cd__free(tr->t_all);
     cd__adam_free(tr->adam);
     if (tr->owns_models) {
@@ -562,7 +565,10 @@ static cd_status call_sum(cd_trainer *tr, const char *fn, cd_reduce_op op, float
 }
 
 /* Buckets of at most CD_TRAINER_OPT_BUCKET floats (a larger parameter
- * alone), in the parameters' order; one bucket when it is 0. */
+ * alone), in the parameters' order; one bucket when it is 0. Once a
+ * backward has shown which parameters complete only at its end (a time
+ * embedding that feeds every layer), no bucket mixes those with the
+ * others, which would hold the others' sum back to the end too. */
 static cd_status make_buckets(cd_trainer *tr)
 {
     if (tr->bucket_param && tr->buckets_for == tr->bucket) return CD_OK;
@@ -580,7 +586,9 @@ static cd_status make_buckets(cd_trainer *tr)
     tr->bucket_param[0] = tr->bucket_off[0] = 0;
     for (int64_t i = 0; i < P; i++) {
         const int64_t k = cd_params_numel_at(p, i);
-        if (size > 0 && size > cap - k) {
+        const bool split =
+            tr->bucket > 0 && tr->late_known && i > 0 && tr->late[i] != tr->late[i - 1];
+        if (size > 0 && (size > cap - k || split)) {
             nb++;
             tr->bucket_param[nb] = i;
             tr->bucket_off[nb] = cd__params_offset(p, i);
@@ -610,7 +618,11 @@ static cd_status start_bucket(cd_trainer *tr, const char *fn, int64_t b)
 static void on_stage(void *user, const uint8_t *touched)
 {
     cd_trainer *tr = user;
-    if (!tr->in_backward || tr->sum_status != CD_OK || tr->bucket <= 0) return;
+    if (!tr->in_backward) return;
+    /* Until backward ends, late holds what some stage had completed. */
+    if (!tr->late_known)
+        memcpy(tr->late, touched, (size_t)cd_params_count(cd_decoder_params(tr->dec)));
+    if (tr->sum_status != CD_OK || tr->bucket <= 0) return;
     for (int64_t b = tr->n_buckets - 1; b >= 0 && tr->sum_status == CD_OK; b--) {
         if (tr->started[b]) continue;
         bool ready = true;
@@ -625,6 +637,9 @@ static void on_stage(void *user, const uint8_t *touched)
 /* Backward with the gradient sums inside it, and the rest after it. */
 static cd_status backward_and_sum(cd_trainer *tr, const char *fn)
 {
+    const int64_t P = cd_params_count(cd_decoder_params(tr->dec));
+    if (!tr->late && !(tr->late = cd__calloc((size_t)P, 1, "gradient stages")))
+        return cd_last_status();
     CD__TRY(make_buckets(tr));
     memset(tr->started, 0, (size_t)tr->n_buckets);
     tr->sum_status = CD_OK;
@@ -633,6 +648,11 @@ static cd_status backward_and_sum(cd_trainer *tr, const char *fn)
     const cd_status st = cd_decoder_backward(tr->dec, tr->dout, NULL);
     tr->in_backward = false;
     CD__TRY(st);
+    if (!tr->late_known) { /* the next step's buckets keep the late ones apart */
+        for (int64_t i = 0; i < P; i++) tr->late[i] = !tr->late[i];
+        tr->late_known = true;
+        tr->buckets_for = -1;
+    }
     CD__TRY(tr->sum_status);
     for (int64_t b = tr->n_buckets - 1; b >= 0; b--)
         if (!tr->started[b]) CD__TRY(start_bucket(tr, fn, b));
