@@ -103,7 +103,20 @@ void cli_mpi_comm(double *seconds, int64_t *sums)
 
 #else /* one process: every call a no-op */
 
-int cli_mpi_begin(void) { return CLI_OK; }
+/* mpirun starting K copies of a colddiff without MPI would give K runs
+ * writing one folder: refuse, saying why. */
+int cli_mpi_begin(void)
+{
+    const char *k = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!k) k = getenv("PMI_SIZE");
+    if (!k || atol(k) < 2) return CLI_OK;
+    fprintf(stderr,
+            "colddiff: started as one of %s ranks, but this colddiff was built without MPI "
+            "(libcolddiff-mpi); install MPI (libopenmpi-dev openmpi-bin) and build again with "
+            "-DCD_MPI=ON, or run one process\n",
+            k);
+    return CLI_FAIL;
+}
 void cli_mpi_end(void) {}
 void cli_mpi_abort(int code) { (void)code; }
 int64_t cli_mpi_rank(void) { return 0; }
