@@ -546,7 +546,8 @@ static int run(train_opts *o, cli_model *m)
     signal(SIGINT, on_sigint);
     if (cli_mpi_size() > 1) {
         snprintf(g_stop_note, sizeof g_stop_note,
-                 "colddiff: rank %lld: stopping on SIGTERM; %s keeps the last epoch it saved\n",
+                 "colddiff: rank %lld: stopping on SIGTERM at the next batch (if the job is "
+                 "killed first, %s keeps the last epoch saved)\n",
                  (long long)cli_mpi_rank(), last);
         signal(SIGTERM, on_sigint);
     }
