@@ -307,7 +307,7 @@ static double run_eta(bar_state *b, const double *v, int phase)
 static void *draw_bar(void *arg)
 {
     bar_state *b = arg;
-    double val_start = -1.0;
+    double val_start = -1.0, logged = cli_now_sec();
     while (!b->done) {
         double v[13] = {0};
         for (int k = 0; k < 13; k++) cd_trainer_progress(b->tr, (cd_progress_key)k, &v[k]);
@@ -317,6 +317,20 @@ static void *draw_bar(void *arg)
             fprintf(stderr, "epoch %.0f/%.0f: validating on %lld images\n",
                     v[CD_PROGRESS_EPOCH] + 1, v[CD_PROGRESS_EPOCHS],
                     (long long)cd_dataset_count(b->r->ds, CD_SPLIT_VAL));
+        /* ... and, in a long epoch, a line every minute with the ETA. */
+        if (!b->r->tty && phase == 0 && v[CD_PROGRESS_RUNNING] != 0.0 && v[CD_PROGRESS_BATCH] > 0 &&
+            cli_now_sec() - logged >= 60.0) {
+            const double eta = run_eta(b, v, phase);
+            fprintf(stderr, "epoch %.0f/%.0f: batch %.0f/%.0f, loss %.5f, %.0f img/s, ETA ",
+                    v[CD_PROGRESS_EPOCH] + 1, v[CD_PROGRESS_EPOCHS], v[CD_PROGRESS_BATCH],
+                    v[CD_PROGRESS_BATCHES], v[CD_PROGRESS_TRAIN_LOSS],
+                    v[CD_PROGRESS_IMAGES_PER_SEC]);
+            if (isfinite(eta))
+                fprintf(stderr, "%dm%02ds\n", (int)(eta / 60), (int)fmod(eta, 60));
+            else
+                fprintf(stderr, "?\n");
+            logged = cli_now_sec();
+        }
         if (phase == 1 && val_start < 0) val_start = cli_now_sec();
         if (phase != 1 && val_start >= 0) b->val_sec = cli_now_sec() - val_start, val_start = -1.0;
         /* At an epoch's end the grids draw their own line. */
