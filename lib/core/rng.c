@@ -186,35 +186,31 @@ static void fill_task(void *ctx, int64_t task)
     fill_range(job, first, end);
 }
 
-static void fill_floats(cd_rng *rng, float *out, int64_t n, block_fill_fn fill, int per_block)
+/* The lanes of block b that fall in values [first, end), through a
+ * scratch block: a block's lanes are the same whatever the count. */
+static void fill_partial(const cd_rng *rng, float *out, int64_t b, int64_t first, int64_t end,
+                         block_fill_fn fill, int64_t pb)
 {
-    fill_job job = {rng, fill, per_block, out, n};
-    int64_t blocks = (n + per_block - 1) / per_block;
-    if (n >= PARALLEL_MIN_VALUES)
-        cd__parallel_for((blocks + BLOCKS_PER_TASK - 1) / BLOCKS_PER_TASK, fill_task, &job);
-    else
-        fill_range(&job, 0, blocks);
-    advance(rng, (uint64_t)blocks);
+    float scratch[4];
+    fill(block_at(rng, (uint64_t)b), scratch, pb);
+    for (int64_t v = b * pb; v < (b + 1) * pb; v++)
+        if (v >= first && v < end) out[v - first] = scratch[v - b * pb];
 }
 
 /* Values first..first+n-1 of a draw of `total` values, the generator then
- * standing where that draw leaves it. Blocks wholly inside the window go
- * straight to out; the one or two it cuts through go through a scratch
- * block, whose lanes are the same whatever the count. */
+ * standing where that draw leaves it. Whole blocks go straight to out
+ * (on the pool when there are many); the block the window starts inside
+ * and the one it ends inside go through fill_partial. */
 static void fill_window(cd_rng *rng, float *out, int64_t first, int64_t n, int64_t total,
                         block_fill_fn fill, int per_block)
 {
     const int64_t pb = per_block, end = first + n;
-    int64_t b0 = (first + pb - 1) / pb, b1 = end / pb; /* whole blocks: [b0, b1) */
-    if (b1 < b0) b1 = b0;
     if (n > 0) {
-        float scratch[4];
-        for (int64_t b = first / pb; b < (end + pb - 1) / pb; b++) {
-            if (b >= b0 && b < b1) continue;
-            fill(block_at(rng, (uint64_t)b), scratch, pb);
-            for (int64_t v = b * pb; v < (b + 1) * pb; v++)
-                if (v >= first && v < end) out[v - first] = scratch[v - b * pb];
-        }
+        const int64_t lo = first / pb, hi = (end - 1) / pb;
+        const int64_t b0 = (first + pb - 1) / pb, b1 = end / pb; /* whole blocks: [b0, b1) */
+        if (first % pb) fill_partial(rng, out, lo, first, end, fill, pb);
+        if (end % pb && (hi != lo || first % pb == 0))
+            fill_partial(rng, out, hi, first, end, fill, pb);
         if (b1 > b0) {
             cd_rng at = *rng;
             advance(&at, (uint64_t)b0);
@@ -259,14 +255,14 @@ cd_status cd__rng_normal_window(cd_rng *rng, float *out, int64_t first, int64_t 
 cd_status cd_rng_uniform(cd_rng *rng, float *out, int64_t n)
 {
     CD__TRY(check_draw("cd_rng_uniform", rng, out, n));
-    fill_floats(rng, out, n, fill_uniform, 4);
+    fill_window(rng, out, 0, n, n, fill_uniform, 4);
     return CD_OK;
 }
 
 cd_status cd_rng_normal(cd_rng *rng, float *out, int64_t n)
 {
     CD__TRY(check_draw("cd_rng_normal", rng, out, n));
-    fill_floats(rng, out, n, fill_normal, 2);
+    fill_window(rng, out, 0, n, n, fill_normal, 2);
     return CD_OK;
 }
 
@@ -274,7 +270,7 @@ cd_status cd_rng_uniform_tensor(cd_rng *rng, cd_tensor *t)
 {
     CD__CHECK_NOT_NULL(t, "cd_rng_uniform_tensor");
     CD__TRY(check_draw("cd_rng_uniform_tensor", rng, t->data, t->numel));
-    fill_floats(rng, t->data, t->numel, fill_uniform, 4);
+    fill_window(rng, t->data, 0, t->numel, t->numel, fill_uniform, 4);
     return CD_OK;
 }
 
@@ -282,7 +278,7 @@ cd_status cd_rng_normal_tensor(cd_rng *rng, cd_tensor *t)
 {
     CD__CHECK_NOT_NULL(t, "cd_rng_normal_tensor");
     CD__TRY(check_draw("cd_rng_normal_tensor", rng, t->data, t->numel));
-    fill_floats(rng, t->data, t->numel, fill_normal, 2);
+    fill_window(rng, t->data, 0, t->numel, t->numel, fill_normal, 2);
     return CD_OK;
 }
 
