@@ -1777,7 +1777,9 @@ typedef cd_status (*cd_allreduce_fn)(cd_reduce_op op, float *data, int64_t count
  * in buckets of CD_TRAINER_OPT_BUCKET floats started while backward runs,
  * then the loss and the stop requests. cd_trainer_eval_loss shards its
  * batches too. Only the caller writes files: give cd_trainer_fit paths on
- * one rank and NULL on the others. world = 1 with sum NULL makes the
+ * one rank and NULL on the others. A fit's on_epoch returning
+ * CD_ERR_CANCELLED on one rank asks every rank to stop at the next batch
+ * (cd_trainer_request_stop). world = 1 with sum NULL makes the
  * trainer a single process again.
  * Errors: CD_ERR_INVALID_ARGUMENT (NULL trainer, sum NULL with world > 1),
  * CD_ERR_RANGE (world < 1, rank outside 0..world-1).

@@ -315,10 +315,20 @@ typedef struct {
     cd_trainer *tr;
     member_t m;
     int K, stop_after; /* this rank alone asks for a stop after so many batches */
+    int cancel_after;  /* this rank's on_epoch cancels after this epoch (0: never) */
+    int64_t epochs;
     cd_status st;
     double val;
     char err[512];
 } fit_job;
+
+static cd_status cancel_on_epoch(cd_trainer *tr, int64_t epoch, double train, double val,
+                                 void *user)
+{
+    (void)tr, (void)train, (void)val;
+    const fit_job *j = user;
+    return epoch == j->cancel_after ? CD_ERR_CANCELLED : CD_OK;
+}
 
 static void *fit_main(void *arg)
 {
@@ -328,7 +338,9 @@ static void *fit_main(void *arg)
     CD_ASSERT_OK(cd_rng_create(&rng, 3));
     j->st = j->K > 1 ? cd_trainer_set_distributed(j->tr, j->m.rank, j->K, group_sum, &j->m) : CD_OK;
     if (j->stop_after > 0) cd__trainer_stop_after(j->tr, j->stop_after);
-    if (j->st == CD_OK) j->st = cd_trainer_fit(j->tr, ds, 1, NULL, NULL, rng, NULL, NULL);
+    if (j->st == CD_OK)
+        j->st = cd_trainer_fit(j->tr, ds, j->epochs, NULL, NULL, rng,
+                               j->cancel_after ? cancel_on_epoch : NULL, j);
     snprintf(j->err, sizeof j->err, "%s", cd_last_error());
     cd_trainer_progress(j->tr, CD_PROGRESS_VAL_LOSS, &j->val);
     cd_rng_free(rng);
@@ -336,7 +348,8 @@ static void *fit_main(void *arg)
     return NULL;
 }
 
-static void run_fit(int K, const int *stop_after, fit_job *jobs, group_t *g)
+static void run_fit(int K, const int *stop_after, const int *cancel_after, fit_job *jobs,
+                    group_t *g)
 {
     const setup_t s = {.batch = 64, .bucket = 500};
     memset(g, 0, sizeof *g);
@@ -346,6 +359,8 @@ static void run_fit(int K, const int *stop_after, fit_job *jobs, group_t *g)
     for (int r = 0; r < K; r++) {
         jobs[r] = (fit_job){.tr = make_trainer(&s), .m = {g, r, 0}, .K = K};
         jobs[r].stop_after = stop_after ? stop_after[r] : 0;
+        jobs[r].cancel_after = cancel_after ? cancel_after[r] : 0;
+        jobs[r].epochs = cancel_after ? 3 : 1;
         pthread_create(&th[r], NULL, fit_main, &jobs[r]);
     }
     for (int r = 0; r < K; r++) pthread_join(th[r], NULL);
@@ -359,8 +374,8 @@ START_TEST(fit_shards_training_and_validation)
     cd_set_num_threads(1);
     group_t g;
     fit_job one[1], two[2];
-    run_fit(1, NULL, one, &g);
-    run_fit(2, NULL, two, &g);
+    run_fit(1, NULL, NULL, one, &g);
+    run_fit(2, NULL, NULL, two, &g);
     ck_assert_msg(one[0].st == CD_OK, "%s", one[0].err);
     for (int r = 0; r < 2; r++) ck_assert_msg(two[r].st == CD_OK, "rank %d: %s", r, two[r].err);
     ck_assert(weights_hash(two[0].tr) == weights_hash(two[1].tr));
@@ -380,10 +395,26 @@ START_TEST(stop_on_one_rank_stops_all)
     cd_set_num_threads(1);
     group_t g;
     fit_job jobs[2];
-    run_fit(2, (const int[]){0, 3}, jobs, &g);
+    run_fit(2, (const int[]){0, 3}, NULL, jobs, &g);
     for (int r = 0; r < 2; r++) {
         ck_assert_msg(jobs[r].st == CD_ERR_CANCELLED, "rank %d: %s", r, jobs[r].err);
         ck_assert_int_eq(cd_trainer_steps(jobs[r].tr), 3);
+    }
+    ck_assert(weights_hash(jobs[0].tr) == weights_hash(jobs[1].tr));
+    for (int r = 0; r < 2; r++) cd_test_trainer_free_all(jobs[r].tr);
+}
+END_TEST
+
+START_TEST(on_epoch_cancel_on_one_rank_stops_all)
+{
+    /* Rank 1's on_epoch cancels after epoch 1 of 3; rank 0's goes on. */
+    cd_set_num_threads(1);
+    group_t g;
+    fit_job jobs[2];
+    run_fit(2, NULL, (const int[]){0, 1}, jobs, &g);
+    for (int r = 0; r < 2; r++) {
+        ck_assert_msg(jobs[r].st == CD_ERR_CANCELLED, "rank %d: %s", r, jobs[r].err);
+        ck_assert_int_eq(cd_trainer_steps(jobs[r].tr), 13); /* one epoch: 800 images by 64 */
     }
     ck_assert(weights_hash(jobs[0].tr) == weights_hash(jobs[1].tr));
     for (int r = 0; r < 2; r++) cd_test_trainer_free_all(jobs[r].tr);
@@ -502,6 +533,7 @@ static Suite *suite(void)
     tcase_add_test(tc, buckets_do_not_change_the_bits);
     tcase_add_test(tc, fit_shards_training_and_validation);
     tcase_add_test(tc, stop_on_one_rank_stops_all);
+    tcase_add_test(tc, on_epoch_cancel_on_one_rank_stops_all);
     tcase_add_test(tc, failing_sum_is_reported);
     suite_add_tcase(s, tc);
     return s;

@@ -193,8 +193,7 @@ static cd_status epoch_grids(run_state *r, cd_trainer *tr, int64_t epoch)
     r->grid_sec = cli_now_sec() - t0;
     if (stopped) {
         cd_trainer_request_stop(tr);
-        /* The other ranks learn of it at the next batch, where all stop. */
-        return cli_mpi_size() > 1 ? CD_OK : CD_ERR_CANCELLED;
+        return CD_ERR_CANCELLED;
     }
     return st;
 }

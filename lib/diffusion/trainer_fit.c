@@ -217,6 +217,14 @@ static cd_status close_epoch(fit_ctx *c, const char *best_path, const char *last
     if (!on_epoch) return CD_OK;
     cd_clear_error();
     cd_status st = on_epoch(c->tr, f->epoch, train_loss, val, user);
+    int64_t rank = 0, world = 1;
+    cd_trainer_get_distributed(c->tr, &rank, &world);
+    if (st == CD_ERR_CANCELLED && world > 1) {
+        /* The other ranks go on into the next batch: make it a stop
+         * request, which all of them agree on there. */
+        atomic_store(&f->stop, 1);
+        return CD_OK;
+    }
     if (st != CD_OK && cd_last_error()[0] == '\0')
         cd__error(st, "cd_trainer_fit: on_epoch returned %s after epoch %" PRId64,
                   cd_status_string(st), f->epoch);

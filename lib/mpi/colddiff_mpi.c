@@ -220,6 +220,19 @@ static cd_status fixed_reduce_and_gather(cd_mpi *m, fixed_sum *s)
     return CD_OK;
 }
 
+/* Test one piece's request, or with wait see it through; *done says
+ * whether it is complete. what names its collective in a failure. */
+static cd_status settle(cd_mpi *m, fixed_sum *s, bool wait, const char *what, int *done)
+{
+    *done = 1;
+    const int rc = wait ? MPI_Wait(&s->request, MPI_STATUS_IGNORE)
+                        : MPI_Test(&s->request, done, MPI_STATUS_IGNORE);
+    if (rc == MPI_SUCCESS) return CD_OK;
+    char call[64];
+    snprintf(call, sizeof call, "%s (%s)", wait ? "MPI_Wait" : "MPI_Test", what);
+    return mpi_check(m, rc, call, s->count);
+}
+
 /* Move every piece on as far as it goes; with wait, to the end. Gathers
  * begin strictly in start order, on their own communicator: collectives
  * must be started in the same order on every rank, and the order in which
@@ -229,14 +242,8 @@ static cd_status fixed_progress(cd_mpi *m, bool wait)
     cd_status st = CD_OK;
     for (int64_t i = m->next_gather; st == CD_OK && i < m->n_pieces; i++) {
         fixed_sum *s = &m->pieces[i];
-        int done = 0, rc;
-        if (wait)
-            rc = MPI_Wait(&s->request, MPI_STATUS_IGNORE), done = 1;
-        else
-            rc = MPI_Test(&s->request, &done, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS)
-            st = mpi_check(m, rc, wait ? "MPI_Wait (Ialltoallv)" : "MPI_Test (Ialltoallv)",
-                           s->count);
+        int done = 0;
+        st = settle(m, s, wait, "Ialltoallv", &done);
         if (st != CD_OK || !done) break;
         st = fixed_reduce_and_gather(m, s);
         if (st == CD_OK) m->next_gather = i + 1;
@@ -245,15 +252,9 @@ static cd_status fixed_progress(cd_mpi *m, bool wait)
     for (int64_t i = 0; st == CD_OK && i < m->next_gather; i++) {
         fixed_sum *s = &m->pieces[i];
         if (s->phase != GATHERING) continue;
-        int done = 0, rc;
-        if (wait)
-            rc = MPI_Wait(&s->request, MPI_STATUS_IGNORE), done = 1;
-        else
-            rc = MPI_Test(&s->request, &done, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS)
-            st = mpi_check(m, rc, wait ? "MPI_Wait (Iallgatherv)" : "MPI_Test (Iallgatherv)",
-                           s->count);
-        if (done) s->phase = DONE;
+        int done = 0;
+        st = settle(m, s, wait, "Iallgatherv", &done);
+        if (st == CD_OK && done) s->phase = DONE;
         all_done = all_done && done;
     }
     /* All complete, or failed: the slots are free for the next step. */
