@@ -187,6 +187,12 @@ CD_API int32_t cd_abi_version(void);
  * loads: libcolddiff then never touches the BLAS thread count, and its
  * results may depend on that count (and its workers may oversubscribe the
  * cores). Call it while no other libcolddiff call runs.
+ *
+ * The library's parallel work runs with subnormal floats (below FLT_MIN,
+ * about 1.2e-38) flushed to zero, on its workers and on the calling thread
+ * alike, at every thread count; the calling thread gets its own
+ * floating-point mode back before the call returns. Some CPUs slow down
+ * many times over on subnormals, and trained networks make them.
  */
 #define CD_MAX_THREADS 256
 CD_API cd_status cd_set_num_threads(int64_t n);

@@ -1,6 +1,7 @@
 /* check_threads.c - the thread count and the internal worker pool. */
 #include "test_util.h"
 
+#include <float.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -115,6 +116,58 @@ START_TEST(forked_child_can_run_parallel_loops)
 }
 END_TEST
 
+/* Tasks see subnormal floats as zero and make none; the caller's own
+ * mode is back after the loop. Where the library has no way to set the
+ * mode, subnormals pass through. */
+#if defined(__x86_64__) || defined(__i386__) || defined(__aarch64__)
+#define FLUSHES 1
+#else
+#define FLUSHES 0
+#endif
+
+typedef struct {
+    volatile float tiny; /* volatile: the product is made at run time */
+    float *out;
+} flush_ctx;
+
+static void flush_task(void *ctx, int64_t i)
+{
+    flush_ctx *c = ctx;
+    c->out[i] = c->tiny * 0.5f;
+}
+
+static void nested_flush_task(void *ctx, int64_t i)
+{
+    flush_task(ctx, i);
+    float inner[3];
+    flush_ctx c = {((flush_ctx *)ctx)->tiny, inner};
+    cd__parallel_for(3, flush_task, &c); /* the pool is busy: runs inline */
+    for (int k = 0; k < 3; k++) ck_assert(inner[k] == (FLUSHES ? 0.0f : c.tiny * 0.5f));
+}
+
+START_TEST(tasks_flush_subnormals_at_every_thread_count)
+{
+    const float tiny = 1e-39f; /* below FLT_MIN: subnormal */
+    ck_assert(tiny > 0.0f && tiny < FLT_MIN);
+    const int64_t threads[] = {1, 2, 3};
+    const int64_t tasks[] = {1, 5, 64};
+    for (size_t a = 0; a < 3; a++) {
+        CD_ASSERT_OK(cd_set_num_threads(threads[a]));
+        for (size_t b = 0; b < 3; b++) {
+            float out[64];
+            flush_ctx c = {tiny, out};
+            cd__parallel_for(tasks[b], b == 2 ? nested_flush_task : flush_task, &c);
+            for (int64_t i = 0; i < tasks[b]; i++)
+                ck_assert_msg(out[i] == (FLUSHES ? 0.0f : tiny * 0.5f),
+                              "%lld threads, task %lld of %lld: %g", (long long)threads[a],
+                              (long long)i, (long long)tasks[b], (double)out[i]);
+            /* The caller's mode is its own again: it keeps subnormals. */
+            ck_assert(c.tiny * 0.5f > 0.0f);
+        }
+    }
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("threads");
@@ -125,6 +178,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, concurrent_callers_complete);
     tcase_add_test(tc, thread_count_bounds);
     tcase_add_test(tc, forked_child_can_run_parallel_loops);
+    tcase_add_test(tc, tasks_flush_subnormals_at_every_thread_count);
     suite_add_tcase(s, tc);
     return s;
 }
