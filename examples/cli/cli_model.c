@@ -59,6 +59,7 @@ void cli_model_preset(cli_model *m, int index)
     case CLI_PRESET_FAST: /* not the report's: chosen by the runs in docs/fast-preset.md */
         m->decoder = CD_DECODER_UNET, m->schedule = SCH_COSINE, m->prediction = CD_PREDICT_V;
         m->unet_dim = 16, m->unet_heads = 2, m->unet_head_dim = 16;
+        m->conditional = true, m->classes_if_any = true;
         break;
     }
 }

@@ -35,6 +35,8 @@ typedef struct {
     cli_times unet_mults;              /* n = 0: the report's */
     int64_t unet_heads, unet_head_dim; /* 0: the report's */
     bool conditional;                  /* a label table of the data's classes */
+    bool classes_if_any;               /* the preset's conditional: only if the data has classes */
+    bool unconditional;                /* --unconditional: no label table, whatever the preset */
     double label_dropout;              /* the trainer's, for a conditional model */
 } cli_model;
 

@@ -1,6 +1,7 @@
 /*
- * cmd_sample.c - colddiff sample and colddiff restore: unconditional sample
- * grids and the report's restoration figure from a model file (an
+ * cmd_sample.c - colddiff sample and colddiff restore: sample grids
+ * (unconditional, or of a class-conditional model's classes) and the
+ * report's restoration figure from a model file (an
  * inference model or a training checkpoint).
  */
 #include "cli_gen.h"
@@ -36,9 +37,12 @@ const cli_opt *cli_class_opts(cli_sampling *s)
     static cli_opt opts[CLI_CLASS_OPTS];
     const cli_opt o[CLI_CLASS_OPTS] = {
         {"--class", OPT_I64, &s->cls, -1, 65535, NULL,
-         "class of every sample, for a class-conditional model (-1: none)", NULL},
+         "class of every sample, for a class-conditional model (-1: none, the 'no class' "
+         "label; by default one class per grid row)",
+         NULL},
         {"--class-rows", OPT_FLAG, &s->class_rows, 0, 0, NULL,
-         "one class per grid row: 0, 1, ..., K-1, 0, ...", NULL},
+         "one class per grid row: 0, 1, ..., K-1, 0, ... (a class-conditional model's default)",
+         NULL},
         {"--guidance", OPT_F64, &s->guidance, 0, 100, NULL,
          "classifier-free guidance w: 0 unconditional, 1 plain conditional, more is "
          "stronger (1)",
@@ -55,12 +59,16 @@ void cli_sampler_finish(cli_sampling *s, int64_t seed, const bool flags[3])
     s->ema = !flags[2];
 }
 
+/* --class left out: the model decides (see cmd_sample). */
+#define CLASS_NOT_GIVEN (-2)
+
 int cmd_sample(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL;
     int64_t n = 64, cols = 8, seed = 1, threads = 0;
     int map = 0;
     cli_sampling s = CLI_SAMPLING_DEFAULTS;
+    s.cls = CLASS_NOT_GIVEN;
     bool flags[3] = {false, false, false};
     const cli_opt *so = cli_sampler_opts(&s, &seed, flags), *co = cli_class_opts(&s);
     const cli_opt opts[] = {
@@ -104,6 +112,13 @@ int cmd_sample(int argc, char **argv)
     s.range_map = map == 1;
     cli_loaded m;
     if (cli_load_model(ckpt, false, s.ema, &m) != CD_OK) return CLI_FAIL;
+    /* A class-conditional model draws the classes in turn unless told
+     * otherwise, as the training grids and colddiff eval do: its "no class"
+     * label saw only the dropped-out share of the training. */
+    if (s.cls == CLASS_NOT_GIVEN) {
+        s.cls = -1;
+        s.class_rows = s.class_rows || cd_decoder_class_count(m.dec) > 0;
+    }
     if (cli_check_class(m.dec, &s, "sample") != CLI_OK) {
         cli_loaded_free(&m);
         return CLI_USAGE;

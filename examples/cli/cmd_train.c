@@ -412,6 +412,12 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
     }
     if (o->resume && cli_mpi_rank() == 0)
         fprintf(stderr, "colddiff: note: no %s yet; starting afresh\n", last);
+    if (m->conditional && m->classes_if_any && cli_class_count(ds) <= 0) {
+        m->conditional = false;
+        if (cli_mpi_rank() == 0)
+            fprintf(stderr, "colddiff: note: the data has no classes; the model draws "
+                            "without labels\n");
+    }
     int rc = cli_model_build(m, ds, rng, tr, dec, deg);
     if (rc != CLI_OK) return rc;
     if (cd_trainer_set_real(*tr, CD_TRAINER_OPT_LR, o->lr) != CD_OK ||
@@ -668,7 +674,11 @@ int cmd_train(int argc, char **argv)
          "CNN hidden channels (16,32,32,16)", NULL},
         {"--unet-dim", OPT_I64, &m.unet_dim, 2, 4096, NULL, "UNet base width, even (32)", NULL},
         {"--conditional", OPT_FLAG, &m.conditional, 0, 0, NULL,
-         "class-conditional: a label embedding for the data's classes", NULL},
+         "class-conditional: a label embedding for the data's classes (fast: on when the data "
+         "has classes)",
+         NULL},
+        {"--unconditional", OPT_FLAG, &m.unconditional, 0, 0, NULL,
+         "no label embedding, even with the fast preset", NULL},
         {"--label-dropout", OPT_F64, &m.label_dropout, 0, 1, NULL,
          "rate of training labels replaced by 'no class' (0.1)", NULL},
         {"--unet-mults", OPT_TIMES, &m.unet_mults, 1, 64, NULL,
@@ -757,6 +767,10 @@ int cmd_train(int argc, char **argv)
     if (!o.data && !o.resume) return cli_usage("train", "--data DIR is required");
     if (!o.out) return cli_usage("train", "--out RUN is required");
     if (grid_no_clip) o.grid_clip = false;
+    if (m.unconditional && train_option_given(&o, "--conditional"))
+        return cli_usage("train", "--conditional and --unconditional exclude each other");
+    if (m.unconditional) m.conditional = m.classes_if_any = false;
+    if (train_option_given(&o, "--conditional")) m.classes_if_any = false;
     const int bad = cli_model_check(&m, "train");
     if (bad) return bad;
     if (cli_check_only) return CLI_OK;

@@ -213,6 +213,8 @@ static int check_model_options(const train_opts *o, const cli_model *m, const ch
     int rc = CLI_OK;
     for (size_t i = 0; rc == CLI_OK && i < sizeof flags / sizeof flags[0]; i++) {
         if (!preset && !train_option_given(o, flags[i][0])) continue;
+        /* The preset's labels depend on the data, which the run recorded. */
+        if (m->classes_if_any && !strcmp(flags[i][1], "conditional")) continue;
         if (!line_value(text, flags[i][1], now, sizeof now) ||
             !line_value(recorded, flags[i][1], was, sizeof was) || !strcmp(now, was))
             continue;

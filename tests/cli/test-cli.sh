@@ -162,6 +162,28 @@ mkdir -p "$work/flat" && cp "$work/rgb/a/"*.png "$work/flat/"
   >/dev/null 2>"$work/cond.err"
 check "conditional: data without classes are refused" grep -q "needs data with classes" \
   "$work/cond.err"
+# Without --class, a class-conditional model's grid takes one class per row
+# (as --class-rows); --class -1 asks for the "no class" label instead.
+"$cli" sample --checkpoint "$work/rgb-cond/last.cdm" --n 4 --cols 2 \
+  --out "$work/cond-default.png" >/dev/null 2>&1
+check "conditional: sample without --class draws one class per row" \
+  cmp -s "$work/cond-default.png" "$work/cond-rows.png"
+"$cli" sample --checkpoint "$work/rgb-cond/last.cdm" --class -1 --n 4 --cols 2 \
+  --out "$work/cond-none.png" >/dev/null 2>&1
+check "conditional: sample --class -1 draws with no class" rgb_png "$work/cond-none.png" 38 38
+# The fast preset is class-conditional where the data has classes, and
+# falls back to no labels where they have none.
+"$cli" train --preset fast --data "$work/flat" --out "$work/flat-fast" --epochs 1 --T 10 \
+  --n-samples 4 --grid-steps 2 --threads 2 >/dev/null 2>"$work/cond.err"
+check "fast preset on data without classes: exits 0" [ $? -eq 0 ]
+check "... with a note" grep -q "the data has no classes; the model draws without labels" "$work/cond.err"
+check "... and records no labels" grep -qx "conditional = 0" "$work/flat-fast/config.txt"
+"$cli" train --preset fast --data "$work/flat" --out "$work/flat-fast" --epochs 2 --T 10 --resume \
+  >/dev/null 2>"$work/cond.err"
+check "... and resumes with the preset named again" [ $? -eq 0 ]
+"$cli" train --data "$work/flat" --out "$work/flat-both" --conditional --unconditional \
+  >/dev/null 2>"$work/cond.err"
+check "--conditional with --unconditional is refused" [ $? -eq 2 ]
 
 # ---- examples/data/make_shapes.py ------------------------------------------------------
 # The walk-through's data (docs/walkthrough-rgb-folder.md), a few images a class.
@@ -209,9 +231,13 @@ check "train --preset fast exits 0" [ $? -eq 0 ]
 for kv in "batch = 32" "lr = 0.002" "lr_warmup = 200" "clip_norm = 1" "ema = 0.999" \
           "ema_warmup = 1" "val_fraction = 0.05" "val_limit = 16" "decoder = unet" \
           "schedule = cosine" "unet_dim = 16" "unet_heads = 2" "unet_head_dim = 16" \
-          "prediction = v"; do
+          "prediction = v" "conditional = 1"; do
   check "the fast preset sets $kv" grep -qx "$kv" "$work/fast/config.txt"
 done
+"$cli" train --preset fast --unconditional --data "$data" --out "$work/fast-u" --train-limit 32 \
+  --val-limit 16 --epochs 1 --n-samples 4 --grid-steps 2 --T 20 --threads 2 >/dev/null 2>&1
+check "--unconditional turns the fast preset's labels off" \
+  grep -qx "conditional = 0" "$work/fast-u/config.txt"
 
 # ---- Ctrl-C saves last.cdm and exits 130 --------------------------------------------
 "$cli" train --data "$data" --T 20 --batch 8 --cnn-hidden 8,8 --threads 1 --epochs 1000 \
