@@ -399,6 +399,8 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
         /* The settings a resume may change reach the trainer; the others
          * come with the checkpoint. */
         if ((train_option_given(o, "--lr") && cd_trainer_set_real(*tr, CD_TRAINER_OPT_LR, o->lr)) ||
+            (train_option_given(o, "--adam-beta2") &&
+             cd_trainer_set_real(*tr, CD_TRAINER_OPT_BETA2, o->beta2)) ||
             (train_option_given(o, "--ema") &&
              cd_trainer_set_real(*tr, CD_TRAINER_OPT_EMA_DECAY, o->ema)) ||
             (train_option_given(o, "--clip-norm") &&
@@ -421,6 +423,7 @@ static int setup_trainer(const train_opts *o, cli_model *m, cd_dataset *ds, cd_r
     int rc = cli_model_build(m, ds, rng, tr, dec, deg);
     if (rc != CLI_OK) return rc;
     if (cd_trainer_set_real(*tr, CD_TRAINER_OPT_LR, o->lr) != CD_OK ||
+        cd_trainer_set_real(*tr, CD_TRAINER_OPT_BETA2, o->beta2) != CD_OK ||
         cd_trainer_set_int(*tr, CD_TRAINER_OPT_BATCH, o->batch) != CD_OK ||
         cd_trainer_set_real(*tr, CD_TRAINER_OPT_EMA_DECAY, o->ema) != CD_OK ||
         cd_trainer_set_real(*tr, CD_TRAINER_OPT_CLIP_NORM, o->clip) != CD_OK ||
@@ -629,6 +632,7 @@ int cmd_train(int argc, char **argv)
     train_opts o = {.epochs = 5,
                     .batch = 128,
                     .lr = 2e-4,
+                    .beta2 = 0.999,
                     .val_fraction = 0.2,
                     .seed = 42,
                     .n_samples = 64,
@@ -689,6 +693,8 @@ int cmd_train(int argc, char **argv)
         {"--epochs", OPT_I64, &o.epochs, 1, MAX_EPOCHS, NULL, "total epochs (5)", NULL},
         {"--batch", OPT_I64, &o.batch, 1, 65536, NULL, "batch size (128)", NULL},
         {"--lr", OPT_F64, &o.lr, 1e-12, 10, NULL, "Adam learning rate (2e-4)", NULL},
+        {"--adam-beta2", OPT_F64, &o.beta2, 0, 0.999999, NULL,
+         "Adam's second-moment decay (0.999)", NULL},
         {"--val-fraction", OPT_F64, &o.val_fraction, 0, 0.99, NULL,
          "validation share (0.2); 0: none, best.cdm then keeps the lowest training loss", NULL},
         {"--seed", OPT_I64, &o.seed, 0, (double)INT64_MAX, NULL,

@@ -12,7 +12,7 @@
 typedef struct {
     const char *data, *out;
     int64_t epochs, batch, threads, train_limit, val_limit, n_samples, grid_steps, lr_warmup;
-    double lr, val_fraction, ema, clip, grid_eta;
+    double lr, beta2, val_fraction, ema, clip, grid_eta;
     int64_t seed;
     int64_t channels, size; /* how a PNG folder is read (cli_data_channels, _size) */
     bool resume, times_given, grid_clip, ema_warmup, lr_decay;

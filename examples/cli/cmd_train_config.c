@@ -37,6 +37,7 @@ static const cfg_field fields[] = {
     FIELD("epochs", "--epochs", F_I64, epochs, false),
     FIELD("batch", "--batch", F_I64, batch, true),
     FIELD("lr", "--lr", F_F64, lr, false),
+    FIELD("adam_beta2", "--adam-beta2", F_F64, beta2, false),
     FIELD("ema", "--ema", F_F64, ema, false),
     FIELD("clip_norm", "--clip-norm", F_F64, clip, false),
     FIELD("lr_warmup", "--lr-warmup", F_I64, lr_warmup, false),
