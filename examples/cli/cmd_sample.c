@@ -65,7 +65,7 @@ void cli_sampler_finish(cli_sampling *s, int64_t seed, const bool flags[3])
 int cmd_sample(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL;
-    int64_t n = 64, cols = 8, seed = 1, threads = 0;
+    int64_t n = 0, cols = 8, seed = 1, threads = 0;
     int map = 0;
     cli_sampling s = CLI_SAMPLING_DEFAULTS;
     s.cls = CLASS_NOT_GIVEN;
@@ -79,7 +79,8 @@ int cmd_sample(int argc, char **argv)
         co[0],
         co[1],
         co[2],
-        {"--n", OPT_I64, &n, 1, 100000, NULL, "number of samples (64)", NULL},
+        {"--n", OPT_I64, &n, 1, 100000, NULL,
+         "number of samples (64; a class-conditional model's rows: one per class)", NULL},
         {"--cols", OPT_I64, &cols, 1, 1000, NULL, "grid columns (8)", NULL},
         {"--map", OPT_CHOICE, &map, 0, 0, cli_map_names, CLI_MAP_HELP, NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
@@ -119,6 +120,8 @@ int cmd_sample(int argc, char **argv)
         s.cls = -1;
         s.class_rows = s.class_rows || cd_decoder_class_count(m.dec) > 0;
     }
+    const int64_t K = cd_decoder_class_count(m.dec);
+    if (n == 0) n = s.class_rows && K > 0 && K * cols <= 100000 ? K * cols : 64;
     if (cli_check_class(m.dec, &s, "sample") != CLI_OK) {
         cli_loaded_free(&m);
         return CLI_USAGE;

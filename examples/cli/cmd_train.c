@@ -213,12 +213,14 @@ static cli_sampling grid_sampling(const train_opts *o, uint64_t seed, bool class
 static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch)
 {
     char name[64], path[4096];
-    const cli_sampling smp = grid_sampling(r->o, (uint64_t)r->o->seed + (uint64_t)epoch,
-                                           cd_decoder_class_count(cd_trainer_decoder(tr)) > 0);
+    const int64_t K = cd_decoder_class_count(cd_trainer_decoder(tr));
+    const cli_sampling smp = grid_sampling(r->o, (uint64_t)r->o->seed + (uint64_t)epoch, K > 0);
+    /* A row of 8 per class, so that every class shows, unless asked otherwise. */
+    const int64_t n =
+        K > 0 && K <= 512 && !train_option_given(r->o, "--n-samples") ? 8 * K : r->o->n_samples;
     snprintf(name, sizeof name, "samples_epoch%03lld.png", (long long)epoch);
     const bool swapped = ema_in(tr);
-    cd_status st =
-        cli_sample_grid(tr, &smp, r->o->n_samples, 8, cli_join(path, sizeof path, r->o->out, name));
+    cd_status st = cli_sample_grid(tr, &smp, n, 8, cli_join(path, sizeof path, r->o->out, name));
     if (st != CD_OK) {
         ema_out(tr, swapped);
         return st;
@@ -693,8 +695,8 @@ int cmd_train(int argc, char **argv)
         {"--epochs", OPT_I64, &o.epochs, 1, MAX_EPOCHS, NULL, "total epochs (5)", NULL},
         {"--batch", OPT_I64, &o.batch, 1, 65536, NULL, "batch size (128)", NULL},
         {"--lr", OPT_F64, &o.lr, 1e-12, 10, NULL, "Adam learning rate (2e-4)", NULL},
-        {"--adam-beta2", OPT_F64, &o.beta2, 0, 0.999999, NULL,
-         "Adam's second-moment decay (0.999)", NULL},
+        {"--adam-beta2", OPT_F64, &o.beta2, 0, 0.999999, NULL, "Adam's second-moment decay (0.999)",
+         NULL},
         {"--val-fraction", OPT_F64, &o.val_fraction, 0, 0.99, NULL,
          "validation share (0.2); 0: none, best.cdm then keeps the lowest training loss", NULL},
         {"--seed", OPT_I64, &o.seed, 0, (double)INT64_MAX, NULL,
@@ -716,7 +718,8 @@ int cmd_train(int argc, char **argv)
         {"--resume", OPT_FLAG, &o.resume, 0, 0, NULL, "continue RUN/last.cdm", NULL},
         {"--sample-epochs", OPT_TIMES, &o.sample_epochs, 1, MAX_EPOCHS, NULL,
          "epochs with sample grids (5,15,30,45 and the last)", NULL},
-        {"--n-samples", OPT_I64, &o.n_samples, 1, 4096, NULL, "images per sample grid (64)", NULL},
+        {"--n-samples", OPT_I64, &o.n_samples, 1, 4096, NULL,
+         "images per sample grid (64; a class-conditional model: 8 per class)", NULL},
         {"--grid-sampler", OPT_CHOICE, &o.grid_sampler, 0, 0, cli_sampler_names,
          "sampler for the grids", NULL},
         {"--grid-steps", OPT_I64, &o.grid_steps, 0, 100000, NULL,

@@ -168,6 +168,9 @@ check "conditional: data without classes are refused" grep -q "needs data with c
   --out "$work/cond-default.png" >/dev/null 2>&1
 check "conditional: sample without --class draws one class per row" \
   cmp -s "$work/cond-default.png" "$work/cond-rows.png"
+"$cli" sample --checkpoint "$work/rgb-cond/last.cdm" --out "$work/cond-n.png" >/dev/null 2>&1
+check "conditional: sample without --n draws a row of 8 per class (2 rows)" \
+  rgb_png "$work/cond-n.png" 146 38
 "$cli" sample --checkpoint "$work/rgb-cond/last.cdm" --class -1 --n 4 --cols 2 \
   --out "$work/cond-none.png" >/dev/null 2>&1
 check "conditional: sample --class -1 draws with no class" rgb_png "$work/cond-none.png" 38 38
