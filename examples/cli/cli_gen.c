@@ -109,6 +109,13 @@ int cli_check_class(const cd_decoder *dec, const cli_sampling *o, const char *cm
     return CLI_OK;
 }
 
+int64_t cli_grid_count(const cd_decoder *dec, const cli_sampling *o, int64_t cols, int64_t most,
+                       int64_t fallback)
+{
+    const int64_t K = cd_decoder_class_count(dec);
+    return o->cls < 0 && o->class_rows && K > 0 && K <= most / cols ? K * cols : fallback;
+}
+
 cd_status cli_set_labels(cd_sampler *smp, const cd_decoder *dec, const cli_sampling *o,
                          int64_t first, int64_t n, int64_t cols)
 {

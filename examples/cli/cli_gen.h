@@ -52,6 +52,12 @@ const cli_opt *cli_class_opts(cli_sampling *s);
  * else prints why, as "colddiff CMD: ...", and returns CLI_USAGE. */
 int cli_check_class(const cd_decoder *dec, const cli_sampling *o, const char *cmd);
 
+/* How many samples a grid of cols columns holds when none was asked for:
+ * a row per class when o gives dec's classes one per row (so that every
+ * class shows, up to `most`), else fallback. */
+int64_t cli_grid_count(const cd_decoder *dec, const cli_sampling *o, int64_t cols, int64_t most,
+                       int64_t fallback);
+
 /* The labels of samples first..first+n-1 (of a grid of cols columns) as
  * o asks (checked by cli_check_class), and o's guidance, on smp; no
  * labels when o asks for no class. */

@@ -117,12 +117,12 @@ int cmd_sample(int argc, char **argv)
     /* A class-conditional model draws the classes in turn unless told
      * otherwise, as the training grids and colddiff eval do: its "no class"
      * label saw only the dropped-out share of the training. */
+    const int64_t K = cd_decoder_class_count(m.dec);
     if (s.cls == CLASS_NOT_GIVEN) {
         s.cls = -1;
-        s.class_rows = s.class_rows || cd_decoder_class_count(m.dec) > 0;
+        s.class_rows = s.class_rows || K > 0;
     }
-    const int64_t K = cd_decoder_class_count(m.dec);
-    if (n == 0) n = s.class_rows && K > 0 && K * cols <= 100000 ? K * cols : 64;
+    if (n == 0) n = cli_grid_count(m.dec, &s, cols, 100000, 64);
     if (cli_check_class(m.dec, &s, "sample") != CLI_OK) {
         cli_loaded_free(&m);
         return CLI_USAGE;
@@ -135,7 +135,14 @@ int cmd_sample(int argc, char **argv)
     cli_progress_end();
     cli_loaded_free(&m);
     if (ret != CLI_OK) return ret;
-    printf("colddiff: wrote %lld samples to %s\n", (long long)n, out);
+    char which[96] = "";
+    if (K > 0 && s.cls >= 0)
+        snprintf(which, sizeof which, " (class %lld)", (long long)s.cls);
+    else if (K > 0 && s.class_rows)
+        snprintf(which, sizeof which, " (classes 0..%lld, one per row)", (long long)K - 1);
+    else if (K > 0)
+        snprintf(which, sizeof which, " (no class)");
+    printf("colddiff: wrote %lld samples to %s%s\n", (long long)n, out, which);
     return CLI_OK;
 }
 

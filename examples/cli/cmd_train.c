@@ -213,11 +213,12 @@ static cli_sampling grid_sampling(const train_opts *o, uint64_t seed, bool class
 static cd_status draw_grids(run_state *r, cd_trainer *tr, int64_t epoch)
 {
     char name[64], path[4096];
-    const int64_t K = cd_decoder_class_count(cd_trainer_decoder(tr));
-    const cli_sampling smp = grid_sampling(r->o, (uint64_t)r->o->seed + (uint64_t)epoch, K > 0);
-    /* A row of 8 per class, so that every class shows, unless asked otherwise. */
-    const int64_t n =
-        K > 0 && K <= 512 && !train_option_given(r->o, "--n-samples") ? 8 * K : r->o->n_samples;
+    const cd_decoder *dec = cd_trainer_decoder(tr);
+    const cli_sampling smp = grid_sampling(r->o, (uint64_t)r->o->seed + (uint64_t)epoch,
+                                           cd_decoder_class_count(dec) > 0);
+    const int64_t n = train_option_given(r->o, "--n-samples")
+                          ? r->o->n_samples
+                          : cli_grid_count(dec, &smp, 8, 4096, r->o->n_samples);
     snprintf(name, sizeof name, "samples_epoch%03lld.png", (long long)epoch);
     const bool swapped = ema_in(tr);
     cd_status st = cli_sample_grid(tr, &smp, n, 8, cli_join(path, sizeof path, r->o->out, name));
