@@ -8,6 +8,9 @@
 #include <png.h>
 #include <setjmp.h>
 #include <sys/stat.h>
+#include <zlib.h>
+
+#include "core/core.h"
 
 /* ---- fixtures ------------------------------------------------------------ */
 
@@ -376,6 +379,67 @@ START_TEST(test_corrupt_and_truncated)
 }
 END_TEST
 
+/* good (n bytes, a PNG) with one more chunk after IHDR: type, a declared
+ * length, the first body bytes of it present, and a CRC when the body is
+ * whole. */
+static void write_with_chunk(const char *path, const uint8_t *good, size_t n, const char *type,
+                             uint32_t declared, size_t present)
+{
+    const size_t at = 8 + 25, crc_bytes = present == declared ? 4 : 0;
+    const size_t size = n + 8 + present + crc_bytes;
+    uint8_t *b = calloc(1, size);
+    ck_assert_ptr_nonnull(b);
+    memcpy(b, good, at);
+    for (int k = 0; k < 4; k++) b[at + k] = (uint8_t)(declared >> (24 - 8 * k));
+    memcpy(b + at + 4, type, 4);
+    for (size_t i = 0; i < present; i++) b[at + 8 + i] = (uint8_t)('a' + i % 26);
+    if (crc_bytes) {
+        const uLong crc = crc32(0, b + at + 4, (uInt)(4 + present));
+        for (int k = 0; k < 4; k++) b[at + 8 + present + k] = (uint8_t)(crc >> (24 - 8 * k));
+    }
+    memcpy(b + at + 8 + present + crc_bytes, good + at, n - at);
+    cd_test_write_file(path, b, size);
+    free(b);
+}
+
+/* Text, profile and other ancillary chunks are skipped, never buffered: a
+ * file that declares a text chunk of 2 GB makes no large allocation, and
+ * a real one of 1 MB loads with the image's pixels. */
+START_TEST(test_ancillary_chunks_are_not_buffered)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    write_gray(dir, "a.png", 16, 16, 7);
+    size_t n = 0;
+    uint8_t *good = cd_test_read_file(cd_test_path(path, sizeof path, dir, "a.png"), &n);
+    cd_dataset *ds = NULL;
+    CD_ASSERT_OK(cd_dataset_load_folder(&ds, dir, 0, 0));
+    cd_tensor *labels = NULL, *want = gather_all(ds, &labels);
+    cd_tensor_free(labels);
+    cd_dataset_free(ds);
+
+    const char *types[3] = {"iTXt", "tEXt", "iCCP"};
+    for (int t = 0; t < 3; t++) {
+        write_with_chunk(path, good, n, types[t], 0x7A000000u, 16);
+        (void)cd__alloc_largest(true);
+        expect_fail(dir, 0, 0, CD_ERR_FORMAT, "a.png", "libpng");
+        ck_assert_uint_lt(cd__alloc_largest(true), 1u << 20);
+
+        write_with_chunk(path, good, n, types[t], 1u << 20, 1u << 20);
+        (void)cd__alloc_largest(true);
+        CD_ASSERT_OK(cd_dataset_load_folder(&ds, dir, 0, 0));
+        ck_assert_uint_lt(cd__alloc_largest(true), 1u << 18);
+        cd_tensor *got = gather_all(ds, &labels);
+        ck_assert_mem_eq(cd_tensor_data(got), cd_tensor_data(want), 16 * 16 * sizeof(float));
+        cd_tensor_free(got);
+        cd_tensor_free(labels);
+        cd_dataset_free(ds);
+    }
+    cd_tensor_free(want);
+    free(good);
+}
+END_TEST
+
 START_TEST(test_oversized_image)
 {
     char dir[256];
@@ -473,6 +537,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_missing_empty_and_not_a_folder);
     tcase_add_test(tc, test_mixed_sizes);
     tcase_add_test(tc, test_corrupt_and_truncated);
+    tcase_add_test(tc, test_ancillary_chunks_are_not_buffered);
     tcase_add_test(tc, test_oversized_image);
     tcase_add_test(tc, test_idx_other_sizes);
     tcase_add_test(tc, test_mnist_class_names);

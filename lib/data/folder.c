@@ -285,6 +285,13 @@ static cd_status read_png(png_structp png, png_infop info, FILE *fp, decoded *im
     }
     png_init_io(png, fp);
     png_set_sig_bytes(png, 8);
+    /* Only the pixels matter, so every ancillary chunk (text, ICC profile,
+     * EXIF, ...) is skipped unread: libpng would otherwise allocate the
+     * length a text chunk declares, up to 2 GB, before finding the file
+     * far shorter. */
+#ifdef PNG_HANDLE_AS_UNKNOWN_SUPPORTED
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
+#endif
     png_read_info(png, info);
     img->height = png_get_image_height(png, info);
     img->width = png_get_image_width(png, info);
