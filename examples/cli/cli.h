@@ -100,10 +100,25 @@ extern int64_t cli_data_channels, cli_data_size;
  * 0 when there are fewer than two. */
 int64_t cli_class_count(const cd_dataset *ds);
 
+/* Which images of data without a test split (a PNG folder) are held out:
+ * train's defaults (20%, seed 42), or, for a checkpoint of a colddiff train
+ * run, the fraction and seed its config.txt records, so that restore and
+ * eval read the images that run never trained on. */
+typedef struct {
+    double fraction;
+    int64_t seed;
+    char config[4096]; /* the config.txt they came from; "" for the defaults */
+} cli_holdout;
+
+/* h for checkpoint (NULL: the shipped model, the defaults). A config.txt
+ * that is absent, unreadable or records no split leaves the defaults; one
+ * that records no validation images too, with a note on stderr. */
+void cli_holdout_of(const char *checkpoint, cli_holdout *h);
+
 /* The split that restore, eval and grid read when none is asked for: the
- * test split, or for data without one (a PNG folder) the validation split,
- * with a note naming dir on stderr. */
-cd_split cli_default_split(const cd_dataset *ds, const char *dir);
+ * test split, or for data without one (a PNG folder) the validation split
+ * that h describes, with a note naming dir on stderr. */
+cd_split cli_default_split(const cd_dataset *ds, const char *dir, const cli_holdout *h);
 
 /* Open path for reading as a regular file without ever blocking (a FIFO is
  * refused): 0, or an errno (ENOENT: it does not exist), or -1 for a file

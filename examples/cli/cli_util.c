@@ -197,15 +197,66 @@ int64_t cli_class_count(const cd_dataset *ds)
     return st == CD_OK && bound > 1 ? bound : 0;
 }
 
-cd_split cli_default_split(const cd_dataset *ds, const char *dir)
+/* The number after "key = " on a line of config.txt's f, into *v. */
+static bool recorded_number(FILE *f, const char *key, double *v)
+{
+    char line[4096], *end = NULL;
+    const size_t k = strlen(key);
+    rewind(f);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, k) && !strncmp(line + k, " = ", 3)) {
+            errno = 0;
+            *v = strtod(line + k + 3, &end);
+            return errno == 0 && end != line + k + 3 && (*end == '\n' || *end == '\0');
+        }
+    return false;
+}
+
+void cli_holdout_of(const char *checkpoint, cli_holdout *h)
+{
+    h->fraction = 0.2;
+    h->seed = 42;
+    h->config[0] = '\0';
+    if (!checkpoint) return;
+    char path[4096];
+    const char *slash = strrchr(checkpoint, '/');
+    if (slash)
+        snprintf(path, sizeof path, "%.*s/config.txt", (int)(slash - checkpoint), checkpoint);
+    else
+        snprintf(path, sizeof path, "config.txt");
+    FILE *f = NULL;
+    if (cli_open_read(path, &f) != 0) return;
+    double fraction = 0, seed = 0;
+    const bool both = recorded_number(f, "val_fraction", &fraction) &&
+                      recorded_number(f, "seed", &seed) && fraction >= 0 && fraction < 1 &&
+                      seed >= 0 && seed <= 9007199254740992.0 && seed == (double)(int64_t)seed;
+    fclose(f);
+    if (!both) return;
+    if (fraction == 0) {
+        fprintf(stderr,
+                "colddiff: note: the run in %s held out no images (val_fraction = 0); data "
+                "without a test split is split 20%%/seed 42, which that run trained on\n",
+                path);
+        return;
+    }
+    h->fraction = fraction;
+    h->seed = (int64_t)seed;
+    snprintf(h->config, sizeof h->config, "%s", path);
+}
+
+cd_split cli_default_split(const cd_dataset *ds, const char *dir, const cli_holdout *h)
 {
     if (cd_dataset_count(ds, CD_SPLIT_TEST) > 0) return CD_SPLIT_TEST;
-    /* With 0.2 and seed 42, as train's defaults, these are images a model
-     * trained on dir did not see. */
-    fprintf(stderr,
-            "colddiff: note: %s has no test split; using the validation split (20%%, seed 42: "
-            "the images colddiff train holds out by default)\n",
-            dir);
+    if (h->config[0])
+        fprintf(stderr,
+                "colddiff: note: %s has no test split; using the validation split the run "
+                "held out (%g%%, seed %lld, from %s)\n",
+                dir, 100 * h->fraction, (long long)h->seed, h->config);
+    else
+        fprintf(stderr,
+                "colddiff: note: %s has no test split; using the validation split (20%%, seed "
+                "42: the images colddiff train holds out by default)\n",
+                dir);
     return CD_SPLIT_VAL;
 }
 

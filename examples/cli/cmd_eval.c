@@ -291,12 +291,12 @@ static void print_result(const eval_result *r, FILE *f, bool json)
 
 /* The data's image shape and split into r, and whether the MNIST
  * classifier's metrics apply: it takes only 1 x 28 x 28 images. */
-static bool eval_shape(const cd_dataset *ds, const char *dir, eval_result *r)
+static bool eval_shape(const cd_dataset *ds, const char *dir, const cli_holdout *h, eval_result *r)
 {
     r->c = cd_dataset_channels(ds);
     r->h = cd_dataset_height(ds);
     r->w = cd_dataset_width(ds);
-    r->split = cli_default_split(ds, dir);
+    r->split = cli_default_split(ds, dir, h);
     r->classified = r->c == 1 && r->h == 28 && r->w == 28;
     return r->c > 0 && r->h > 0 && r->w > 0;
 }
@@ -324,8 +324,8 @@ int cmd_eval(int argc, char **argv)
          "a model: inference file or training checkpoint (default: the shipped pretrained MNIST model)",
          NULL},
         {"--data", OPT_STR, &data, 0, 0, NULL,
-         "MNIST folder, or a folder of PNG images (its validation split; no classifier metrics "
-         "unless 1 x 28 x 28)",
+         "MNIST folder, or a folder of PNG images (the validation split the run held out; no "
+         "classifier metrics unless 1 x 28 x 28)",
          NULL},
         CLI_DATA_SHAPE_OPTS,
         {"--n", OPT_I64, &r.n, 2, 10000, NULL, "test images to restore (1000)", NULL},
@@ -363,6 +363,8 @@ int cmd_eval(int argc, char **argv)
     if (json && cli_output_ok("eval", "the JSON", json, false) != CLI_OK) return CLI_FAIL;
     cli_sampler_finish(&s, seed, flags);
     cli_loaded m = {0};
+    cli_holdout held;
+    cli_holdout_of(ckpt, &held);
     cd_dataset *ds = NULL;
     cd_classifier *cls = NULL;
     int ret = CLI_FAIL;
@@ -371,9 +373,9 @@ int cmd_eval(int argc, char **argv)
     /* The sampler options are checked against the model before any work. */
     else if (cli_model_sampler(m.dec, m.deg, &s, &smp) != CD_OK)
         cli_fail("the sampler");
-    else if (cli_load_data(&ds, data, 0.2, 42) != CD_OK)
+    else if (cli_load_data(&ds, data, held.fraction, (uint64_t)held.seed) != CD_OK)
         cli_fail("loading the data");
-    else if (!eval_shape(ds, data, &r))
+    else if (!eval_shape(ds, data, &held, &r))
         ret = CLI_FAIL; /* cannot happen: a loaded dataset has a shape */
     else if (r.classified && (classifier ? cd_classifier_load(&cls, classifier)
                                          : cd_classifier_load_default(&cls)) != CD_OK)

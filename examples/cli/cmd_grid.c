@@ -49,7 +49,9 @@ int cmd_grid(int argc, char **argv)
     rc = CLI_FAIL;
     const cd_status st = data ? cli_load_data(&ds, data, 0.2, 42)
                               : cd_dataset_load_idx(&ds, images, labels, images, labels);
-    if (st == CD_OK && data && !split_given) split = (int)cli_default_split(ds, data);
+    cli_holdout held;
+    cli_holdout_of(NULL, &held);
+    if (st == CD_OK && data && !split_given) split = (int)cli_default_split(ds, data, &held);
     if (st != CD_OK) {
         cli_fail("loading the data");
     } else if (!data && cd_dataset_split(ds, 0.2, 42) != CD_OK) {

@@ -167,7 +167,8 @@ int cmd_restore(int argc, char **argv)
         {"--n", OPT_I64, &n, 1, 1000, NULL, "images (rows) to restore (8)", NULL},
         {"--times", OPT_TIMES, &times, 0, 100000, NULL, "snapshot times (T/10,T/2,T)", NULL},
         {"--split", OPT_CHOICE, &split, 0, 0, splits,
-         "where the images come from (test; val for data without a test split)", &split_given},
+         "where the images come from (test; without one, val: the images the run held out)",
+         &split_given},
         {"--map", OPT_CHOICE, &map, 0, 0, cli_map_names, CLI_MAP_HELP, NULL},
         {"--threads", OPT_I64, &threads, 1, 256, NULL, "worker threads (all cores)", NULL},
         so[0],
@@ -208,8 +209,10 @@ int cmd_restore(int argc, char **argv)
                              (long long)times.v[i], (long long)T);
         }
     int ret = CLI_OK;
-    const bool loaded = cli_load_data(&ds, data, 0.2, 42) == CD_OK;
-    if (loaded && !split_given) split = (int)cli_default_split(ds, data);
+    cli_holdout held;
+    cli_holdout_of(ckpt, &held);
+    const bool loaded = cli_load_data(&ds, data, held.fraction, (uint64_t)held.seed) == CD_OK;
+    if (loaded && !split_given) split = (int)cli_default_split(ds, data, &held);
     if (!loaded) {
         ret = cli_fail("loading the data");
     } else if (cd_dataset_count(ds, (cd_split)split) < n) {

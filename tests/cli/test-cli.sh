@@ -97,7 +97,7 @@ rgb_png() { # file, width, height
 for dec in unet cnn; do
   "$cli" train --data "$work/rgb" --out "$work/rgb-$dec" --decoder $dec --unet-dim 4 \
     --unet-mults 1,2 --unet-heads 1 --unet-head-dim 4 --cnn-hidden 8,8 --T 10 --batch 8 \
-    --n-samples 4 --threads 2 --epochs 1 >/dev/null 2>"$work/rgb.err"
+    --n-samples 4 --threads 2 --epochs 1 --val-fraction 0.5 >/dev/null 2>"$work/rgb.err"
   check "RGB $dec: train exits 0" [ $? -eq 0 ]
   check "RGB $dec: sample grid is RGB, 4 tiles of 16 x 16" \
     rgb_png "$work/rgb-$dec/samples_epoch001.png" 74 20
@@ -111,6 +111,18 @@ done
   --out "$work/rgb-r.png" >/dev/null 2>"$work/rgb.err"
 check "RGB restore from the validation split" rgb_png "$work/rgb-r.png" 110 38
 check "RGB restore says it uses the validation split" grep -q "no test split" "$work/rgb.err"
+check "... the one the run held out, from its config.txt" \
+  grep -q "held out (50%, seed 42, from $work/rgb-unet/config.txt)" "$work/rgb.err"
+"$cli" restore --checkpoint "$work/rgb-unet/last.cdm" --data "$work/rgb" --n 13 --times 5 \
+  --out "$work/rgb-r13.png" >/dev/null 2>"$work/rgb.err"
+check "restore reads the run's 12 held-out images, not 20% of the folder" \
+  grep -q "split has 12 images, fewer than the 13 asked for" "$work/rgb.err"
+mkdir -p "$work/rgb-alone" && cp "$work/rgb-unet/last.cdm" "$work/rgb-alone/"
+"$cli" eval --checkpoint "$work/rgb-alone/last.cdm" --data "$work/rgb" --n 13 \
+  >/dev/null 2>"$work/rgb.err"
+check "a checkpoint without its config.txt: 20% held out, seed 42" \
+  grep -q "validation split (20%, seed 42: the images colddiff train holds out by default)" \
+  "$work/rgb.err"
 # --map range: the data range [-0.5, 0.5], not each image's percentiles
 # (unclipped, so that the samples do not fill the range either way).
 for map in percentile range; do
