@@ -234,8 +234,8 @@ void cli_holdout_of(const char *checkpoint, cli_holdout *h)
     if (!both) return;
     if (fraction == 0) {
         fprintf(stderr,
-                "colddiff: note: the run in %s held out no images (val_fraction = 0); data "
-                "without a test split is split 20%%/seed 42, which that run trained on\n",
+                "colddiff: note: %s records val_fraction = 0: the run held out no images, so "
+                "the 20%% (seed 42) split used here holds images it trained on\n",
                 path);
         return;
     }

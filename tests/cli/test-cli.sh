@@ -123,6 +123,11 @@ mkdir -p "$work/rgb-alone" && cp "$work/rgb-unet/last.cdm" "$work/rgb-alone/"
 check "a checkpoint without its config.txt: 20% held out, seed 42" \
   grep -q "validation split (20%, seed 42: the images colddiff train holds out by default)" \
   "$work/rgb.err"
+sed 's/^val_fraction = .*/val_fraction = 0/' "$work/rgb-unet/config.txt" >"$work/rgb-alone/config.txt"
+"$cli" eval --checkpoint "$work/rgb-alone/last.cdm" --data "$work/rgb" --n 13 \
+  >/dev/null 2>"$work/rgb.err"
+check "a run that held out nothing: a note that 20% includes its training images" \
+  grep -q "records val_fraction = 0: the run held out no images" "$work/rgb.err"
 # --map range: the data range [-0.5, 0.5], not each image's percentiles
 # (unclipped, so that the samples do not fill the range either way).
 for map in percentile range; do
