@@ -1632,6 +1632,27 @@ CD_API cd_status cd_trainer_export(cd_trainer *tr, const char *path);
  */
 CD_API cd_status cd_model_save(const char *path, cd_decoder *dec, const cd_degradation *deg);
 
+/** How cd_model_save_as() stores a model's weights. */
+typedef enum cd_weight_format {
+    CD_WEIGHTS_FLOAT32 = 0, /**< exactly, as cd_model_save() does */
+    CD_WEIGHTS_FLOAT16 = 1  /**< IEEE half precision, each weight rounded to
+                                 the nearest half: about half the file, and
+                                 loads back as those rounded floats */
+} cd_weight_format;
+
+/**
+ * cd_model_save() with the weights stored as `format`. The schedule and
+ * everything else keep full precision. Any loader of this version reads
+ * either format; older ones refuse a float16 file with CD_ERR_UNSUPPORTED.
+ * Float16 keeps about 3 significant digits, enough for sampling with a
+ * trained model, not for resuming training (cd_trainer_save stays float32).
+ * Errors: as cd_model_save(), plus CD_ERR_INVALID_ARGUMENT (an unknown
+ * format) and CD_ERR_RANGE (a weight that is not finite or rounds beyond
+ * the largest half, 65504: the message names the tensor).
+ */
+CD_API cd_status cd_model_save_as(const char *path, cd_decoder *dec, const cd_degradation *deg,
+                                  cd_weight_format format);
+
 /**
  * Load what sampling needs into a new decoder and degradation owned by the
  * caller, from an inference model (cd_model_save, cd_trainer_export,

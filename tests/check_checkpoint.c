@@ -699,7 +699,7 @@ START_TEST(lying_body_fields)
         {40 + 4 + 21 + 4, 4, 9, "rank"},
         {40 + 4 + 21 + 8, 8, (uint64_t)1 << 40, "dimension"}, /* its dim 0 */
         {40 + 4 + 21 + 8, 8, 1000, "tensor data"},
-        {40 + 4 + 21, 4, 2, "dtype"},
+        {40 + 4 + 21, 4, 3, "dtype"},
     };
     for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
         memcpy(b, body, len);

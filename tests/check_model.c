@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <zlib.h>
 
+#include "core/core.h"
+
 /* The pretrained model in examples/data/mnist-diffusion.cdm: its size and
  * the CRC-32 of its float32 weights in parameter order (docs/pretrained.md
  * records both; a retrained model changes them here too). */
@@ -276,6 +278,147 @@ START_TEST(another_T_is_refused)
 }
 END_TEST
 
+/* ---- float16 weights ------------------------------------------------------ */
+
+static float f16_value(uint16_t h) { return cd__f16_to_f32(h); }
+
+/* Every half converts to a float and back to itself; NaNs stay NaN. */
+START_TEST(every_half_round_trips)
+{
+    for (uint32_t h = 0; h <= 0xFFFFu; h++) {
+        const float f = f16_value((uint16_t)h);
+        const bool nan = (h & 0x7C00u) == 0x7C00u && (h & 0x3FFu);
+        if (nan) {
+            ck_assert(isnan(f));
+            ck_assert(isnan(f16_value(cd__f32_to_f16(f))));
+        } else {
+            ck_assert_uint_eq(cd__f32_to_f16(f), h);
+        }
+    }
+    /* A few values by hand: 1, the largest half, the smallest subnormal. */
+    ck_assert_uint_eq(cd__f32_to_f16(1.0f), 0x3C00u);
+    ck_assert_uint_eq(cd__f32_to_f16(-2.0f), 0xC000u);
+    ck_assert_uint_eq(cd__f32_to_f16(65504.0f), 0x7BFFu);
+    ck_assert_uint_eq(cd__f32_to_f16(0x1p-24f), 0x0001u);
+    ck_assert(f16_value(0x7BFFu) == 65504.0f && f16_value(0x0001u) == 0x1p-24f);
+}
+END_TEST
+
+/* Floats across the whole range round to the nearest half, ties to the
+ * even one: compared with the two halves around each value, in double. */
+START_TEST(floats_round_to_the_nearest_half)
+{
+    uint32_t bits = 0x2F000000u; /* 2^-33, well below the smallest half */
+    int checked = 0;
+    while (bits < 0x47800000u) { /* up to 65536 */
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        const uint16_t h = cd__f32_to_f16(f);
+        const double got = f16_value(h), x = f;
+        /* The neighbours of h, for a positive finite h. */
+        const double below = h > 0 ? f16_value((uint16_t)(h - 1)) : -1.0;
+        const double above = h < 0x7C00u ? f16_value((uint16_t)(h + 1)) : INFINITY;
+        if (h == 0x7C00u) { /* infinity: at least halfway past 65504 */
+            ck_assert(x >= 65520.0);
+        } else {
+            const double err = fabs(got - x);
+            ck_assert_msg(err <= fabs(below - x) && err <= fabs(above - x),
+                          "%a rounds to %a, not the nearest half", x, got);
+            if (err == fabs(below - x) || err == fabs(above - x))
+                ck_assert_msg((h & 1u) == 0, "%a: a tie rounds to the odd half %a", x, got);
+        }
+        ck_assert_uint_eq(cd__f32_to_f16(-f), h | 0x8000u);
+        checked++;
+        bits += bits < 0x38800000u ? 977u : 4099u; /* denser among the subnormals */
+    }
+    ck_assert_int_gt(checked, 10000);
+    /* Exact ties: halfway between 1 and the next half, and between 2048 and
+     * 2050 (where halves step by 2). */
+    ck_assert_uint_eq(cd__f32_to_f16(1.0f + 0x1p-11f), 0x3C00u);
+    ck_assert_uint_eq(cd__f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3C02u);
+    ck_assert_uint_eq(cd__f32_to_f16(2049.0f), 0x6800u);
+    ck_assert_uint_eq(cd__f32_to_f16(2051.0f), 0x6802u);
+    ck_assert_uint_eq(cd__f32_to_f16(65519.0f), 0x7BFFu);
+    ck_assert_uint_eq(cd__f32_to_f16(65520.0f), 0x7C00u);
+    ck_assert_uint_eq(cd__f32_to_f16(INFINITY), 0x7C00u);
+    ck_assert_uint_eq(cd__f32_to_f16(0x1p-25f), 0x0000u);
+    ck_assert_uint_eq(cd__f32_to_f16(0x1.000002p-25f), 0x0001u);
+}
+END_TEST
+
+/* A model saved with float16 weights: a smaller file that loads back as
+ * the rounded weights, with the schedule, the prior and the rest exact. */
+START_TEST(float16_models_round_trip)
+{
+    char dir[256], full[512], half[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(full, sizeof full, dir, "full.cdm");
+    cd_test_path(half, sizeof half, dir, "half.cdm");
+    cd_decoder *dec = small_cnn(7), *back = NULL;
+    cd_degradation *deg = odd_blur(16), *gback = NULL;
+    cd_params *p = cd_decoder_params(dec);
+    const int64_t n = cd_params_numel(p);
+    CD_ASSERT_OK(cd_model_save_as(full, dec, deg, CD_WEIGHTS_FLOAT32));
+    CD_ASSERT_OK(cd_model_save_as(half, dec, deg, CD_WEIGHTS_FLOAT16));
+    ck_assert_int_lt(cd_test_file_size(half), cd_test_file_size(full));
+    CD_ASSERT_OK(cd_model_load(half, &back, &gback));
+    const float *w = cd_params_data(p, -1), *got = cd_params_data(cd_decoder_params(back), -1);
+    int64_t changed = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ck_assert(got[i] == f16_value(cd__f32_to_f16(w[i])));
+        ck_assert(fabsf(got[i] - w[i]) <= 0x1p-11f * fabsf(w[i]) + 0x1p-25f);
+        changed += got[i] != w[i];
+    }
+    ck_assert_int_gt(changed, n / 2); /* random weights rarely fit a half */
+    assert_same_schedule(deg, gback);
+    ck_assert_int_eq(cd_decoder_trained_T(back), 16);
+    /* Halves saved as halves again come back unchanged. */
+    cd_decoder *again = NULL;
+    cd_degradation *gagain = NULL;
+    CD_ASSERT_OK(cd_model_save_as(half, back, gback, CD_WEIGHTS_FLOAT16));
+    CD_ASSERT_OK(cd_model_load(half, &again, &gagain));
+    assert_same_weights(again, got);
+    cd_decoder_free(again), cd_degradation_free(gagain);
+    cd_decoder_free(back), cd_degradation_free(gback);
+    /* The float32 file next to it is exact. */
+    CD_ASSERT_OK(cd_model_load(full, &back, &gback));
+    assert_same_weights(back, w);
+    cd_decoder_free(back), cd_degradation_free(gback);
+    cd_decoder_free(dec), cd_degradation_free(deg);
+}
+END_TEST
+
+/* Weights a half cannot hold are refused by name, and the file already
+ * there is left as it was; an unknown format is an argument error. */
+START_TEST(float16_refuses_what_it_cannot_store)
+{
+    char dir[256], path[512];
+    cd_test_tmpdir(dir, sizeof dir);
+    cd_test_path(path, sizeof path, dir, "half.cdm");
+    cd_decoder *dec = small_cnn(8);
+    cd_degradation *deg = noise_of(10);
+    CD_ASSERT_OK(cd_model_save_as(path, dec, deg, CD_WEIGHTS_FLOAT16));
+    const int64_t size = cd_test_file_size(path);
+    float *w = cd_params_data(cd_decoder_params(dec), -1);
+    const float keep = w[5], bad[3] = {70000.0f, -65520.0f, NAN};
+    for (int k = 0; k < 3; k++) {
+        w[5] = bad[k];
+        CD_ASSERT_STATUS(cd_model_save_as(path, dec, deg, CD_WEIGHTS_FLOAT16), CD_ERR_RANGE);
+        CD_ASSERT_ERROR_MENTIONS("float16");
+        CD_ASSERT_ERROR_MENTIONS(cd_params_name(cd_decoder_params(dec), 0));
+        ck_assert_int_eq(cd_test_file_size(path), size);
+    }
+    w[5] = 65519.0f; /* rounds down to 65504: stored */
+    CD_ASSERT_OK(cd_model_save_as(path, dec, deg, CD_WEIGHTS_FLOAT16));
+    w[5] = keep;
+    CD_ASSERT_STATUS(cd_model_save_as(path, dec, deg, (cd_weight_format)2),
+                     CD_ERR_INVALID_ARGUMENT);
+    CD_ASSERT_ERROR_MENTIONS("CD_WEIGHTS_FLOAT16");
+    CD_ASSERT_STATUS(cd_model_save_as(NULL, dec, deg, CD_WEIGHTS_FLOAT16), CD_ERR_INVALID_ARGUMENT);
+    cd_decoder_free(dec), cd_degradation_free(deg);
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     cd_decoder *dec = small_cnn(8), *d = (cd_decoder *)1;
@@ -358,6 +501,10 @@ static Suite *make_suite(void)
     tcase_add_test(tc, decoder_only_and_pytorch_files_are_named);
     tcase_add_test(tc, another_T_is_refused);
     tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, every_half_round_trips);
+    tcase_add_test(tc, floats_round_to_the_nearest_half);
+    tcase_add_test(tc, float16_models_round_trip);
+    tcase_add_test(tc, float16_refuses_what_it_cannot_store);
     tcase_add_test(tc, shipped_model_loads_and_samples);
     suite_add_tcase(s, tc);
     return s;

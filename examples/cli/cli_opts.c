@@ -104,13 +104,19 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v)
                              o->hi, v);
         *(double *)o->dst = d;
         return CLI_OK;
-    case OPT_CHOICE:
-        for (int k = 0; o->choices[k]; k++)
+    case OPT_CHOICE: {
+        char names[160] = "";
+        for (int k = 0, used = 0; o->choices[k]; k++) {
             if (!strcmp(o->choices[k], v)) {
                 *(int *)o->dst = k;
                 return CLI_OK;
             }
-        return cli_usage(cmd, "%s: unknown value '%s'", o->name, v);
+            if (used < (int)sizeof names)
+                used += snprintf(names + used, sizeof names - (size_t)used, "%s%s", k ? ", " : "",
+                                 o->choices[k]);
+        }
+        return cli_usage(cmd, "%s: unknown value '%s' (one of: %s)", o->name, v, names);
+    }
     case OPT_ENUM: {
         const cd_enum e = (cd_enum)o->lo;
         int32_t value = 0;

@@ -5,12 +5,19 @@
  */
 #include "cli.h"
 
+static const char *const weight_names[] = {"float32", "float16", NULL};
+
 int cmd_export(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL;
+    int weights = CD_WEIGHTS_FLOAT32;
     const cli_opt opts[] = {
         {"--checkpoint", OPT_STR, &in, 0, 0, NULL, "a training checkpoint (RUN/best.cdm)", NULL},
         {"--out", OPT_STR, &out, 0, 0, NULL, "the inference model to write (model.cdm)", NULL},
+        {"--weights", OPT_CHOICE, &weights, 0, 0, weight_names,
+         "how the weights are stored: float32 (exact), or float16 (rounded to half precision, "
+         "about half the file)",
+         NULL},
     };
     const cli_command cmd = {"export",
                              "--checkpoint RUN/best.cdm --out model.cdm",
@@ -28,7 +35,7 @@ int cmd_export(int argc, char **argv)
     if (cli_check_only) return CLI_OK;
     if (cli_output_ok("export", "the model", out, false) != CLI_OK) return CLI_FAIL;
     cd_trainer *tr = NULL;
-    if (cd_trainer_load(&tr, in, NULL) == CD_OK) {
+    if (weights == CD_WEIGHTS_FLOAT32 && cd_trainer_load(&tr, in, NULL) == CD_OK) {
         double ema = 0;
         cd_trainer_get_real(tr, CD_TRAINER_OPT_EMA_DECAY, &ema);
         const bool with_ema = ema > 0 && cd_trainer_steps(tr) > 0;
@@ -39,15 +46,17 @@ int cmd_export(int argc, char **argv)
                with_ema ? "EMA" : "current");
         return CLI_OK;
     }
-    /* Not a training checkpoint: an inference model is copied through the
-     * model loader, and anything else gets its message. */
+    /* Float16, or not a training checkpoint: through the model loader,
+     * which takes a training checkpoint's EMA weights when it has them; an
+     * inference model is copied, and anything else gets its message. */
     cd_decoder *dec = NULL;
     cd_degradation *deg = NULL;
     if (cd_model_load(in, &dec, &deg) != CD_OK) return cli_fail("reading the checkpoint");
-    const cd_status st = cd_model_save(out, dec, deg);
+    const cd_status st = cd_model_save_as(out, dec, deg, (cd_weight_format)weights);
     cd_decoder_free(dec);
     cd_degradation_free(deg);
     if (st != CD_OK) return cli_fail("exporting");
-    printf("colddiff: wrote the inference model %s (copied from an inference model)\n", out);
+    printf("colddiff: wrote the inference model %s (%s weights of %s)\n", out,
+           weight_names[weights], in);
     return CLI_OK;
 }

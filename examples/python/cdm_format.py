@@ -5,7 +5,7 @@ one zlib stream holding a run of tagged sections. This module handles the
 sections a model exchange needs and keeps the others intact:
 
     CONF  configuration entries   -> Checkpoint.conf    {key: value}
-    TENS  named float32 tensors   -> Checkpoint.tensors {name: Tensor}
+    TENS  named tensors           -> Checkpoint.tensors {name: Tensor}
     META  string metadata         -> Checkpoint.meta    {key: str}
     anything else (ADAM, EMAW, RNGS, STEP, later optional sections)
                                   -> Checkpoint.extra   [(tag, flags, payload)]
@@ -15,6 +15,8 @@ CONF values map to Python types one to one:
     array('f') -> float32 array, array('q') -> int64 array.
 
 Tensor data are array('f') in row-major order; `Tensor.shape` is a tuple.
+Float16 tensors (an inference model saved with float16 weights) are read
+as the floats they hold; tensors are always written as float32.
 The extra sections are written back verbatim after TENS, so they stay
 valid only while the tensors (their flat order and sizes) are unchanged.
 
@@ -49,6 +51,7 @@ KNOWN_TAGS = (b"CONF", b"TENS", b"ADAM", b"EMAW", b"RNGS", b"STEP", b"META")
 
 T_INT64, T_FLOAT64, T_STRING, T_F32_ARRAY, T_I64_ARRAY = 1, 2, 3, 4, 5
 DTYPE_FLOAT32 = 1
+DTYPE_FLOAT16 = 2  # IEEE half; read as the floats it stores (cd_model_save_as)
 
 Tensor = namedtuple("Tensor", "shape data")
 
@@ -303,9 +306,9 @@ def _read_tensors(r):
     for _ in range(r.count(4 + 1 + 8 + 8 + 4)):
         name = r.name()
         dtype, rank = r.unpack("<II")
-        if dtype != DTYPE_FLOAT32:
-            raise CheckpointError(f"tensor {name}: dtype {dtype} (only 1, float32)",
-                                  "unsupported")
+        if dtype not in (DTYPE_FLOAT32, DTYPE_FLOAT16):
+            raise CheckpointError(f"tensor {name}: dtype {dtype} (only 1, float32, and 2, "
+                                  "float16)", "unsupported")
         if not 1 <= rank <= 8:
             raise CheckpointError(f"tensor {name}: rank {rank} outside 1..8")
         dims = r.unpack(f"<{rank}Q")
@@ -314,7 +317,11 @@ def _read_tensors(r):
             n *= d
             if not 1 <= d <= MAX_DIM or n > MAX_DIM:
                 raise CheckpointError(f"tensor {name}: bad shape {dims}")
-        data = _from_little_endian("f", r.raw(4 * n))
+        if dtype == DTYPE_FLOAT16:
+            raw = r.raw(2 * n)
+            data = array.array("f", struct.unpack(f"<{n}e", raw))
+        else:
+            data = _from_little_endian("f", r.raw(4 * n))
         if name in out:
             raise CheckpointError(f"duplicate tensor {name}")
         out[name] = Tensor(tuple(dims), data)

@@ -65,7 +65,7 @@ __all__ = [
     "RangeError", "NotFiniteError", "IOFailure", "NotFoundError", "FormatError",
     "ChecksumError", "VersionError", "StateError", "UnsupportedError",
     "CancelledError", "InternalError",
-    "Status", "Split", "Prediction", "DecoderKind", "DecoderOption", "ScheduleKind",
+    "Status", "Split", "Prediction", "WeightFormat", "DecoderKind", "DecoderOption", "ScheduleKind",
     "DegradationKind", "Padding", "Target", "Loss", "TrainerOption", "ProgressKey",
     "SamplerKind", "SamplerOption", "ClassifierOption", "OptionType", "OptionInfo",
     "OPTION_EXPERIMENTAL_FIRST",
@@ -141,6 +141,11 @@ class Prediction(enum.IntEnum):
     NOISE = 0
     X0 = 1
     V = 2
+
+
+class WeightFormat(enum.IntEnum):
+    FLOAT32 = 0
+    FLOAT16 = 1
 
 
 class DecoderKind(enum.IntEnum):
@@ -657,6 +662,7 @@ _SIGNATURES = {
     "cd_trainer_load": (_int, [_P(_p), _s, _p]),
     "cd_trainer_export": (_int, [_p, _s]),
     "cd_model_save": (_int, [_s, _p, _p]),
+    "cd_model_save_as": (_int, [_s, _p, _p, _int]),
     "cd_model_load": (_int, [_s, _P(_p), _P(_p)]),
     "cd_model_load_default": (_int, [_P(_p), _P(_p)]),
     "cd_trainer_progress": (_int, [_p, _int, _P(_d)]),
@@ -2722,12 +2728,15 @@ class Trainer(_Configurable, _Object):
         return f"{self.steps} steps"
 
 
-def save_model(path, decoder, degradation):
-    """Write an inference model file (cd_model_save): the decoder's weights
-    and the degradation with its schedule, no optimiser state."""
+def save_model(path, decoder, degradation, weights="float32"):
+    """Write an inference model file (cd_model_save_as): the decoder's
+    weights and the degradation with its schedule, no optimiser state.
+    weights: "float32" (exact) or "float16" (rounded to half precision,
+    about half the file)."""
     d = _expect(decoder, Decoder, "decoder")
     g = _expect(degradation, Degradation, "degradation")
-    _check(_L().cd_model_save(_path(path), d, g))
+    fmt = _enum(WeightFormat, weights, "weights")
+    _check(_L().cd_model_save_as(_path(path), d, g, int(fmt)))
 
 
 def load_model(path=None):

@@ -196,6 +196,14 @@ int64_t cd__first_non_finite(const float *x, int64_t n);
  * its image, channel, row and column); CD_OK otherwise. */
 cd_status cd__check_finite(const cd_tensor *t, const char *fn, const char *name);
 
+/* ---- half floats (half.c) ---------------------------------------------- */
+
+/* f as IEEE binary16, rounded to nearest with ties to even: above 65504 in
+ * magnitude (from 65520 on) it is an infinity, NaN stays a (quiet) NaN. */
+uint16_t cd__f32_to_f16(float f);
+/* The half h as a float: exact, every half being a float. */
+float cd__f16_to_f32(uint16_t h);
+
 /* ---- files (io.c) ------------------------------------------------------- */
 
 /*

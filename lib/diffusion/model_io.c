@@ -21,19 +21,36 @@ static cd_status model_to_ckpt(const cd_decoder *dec, const cd_degradation *deg,
     return cd__ckpt_set_str(ck, "model.kind", "inference");
 }
 
-cd_status cd_model_save(const char *path, cd_decoder *dec, const cd_degradation *deg)
+static cd_status save_model(const char *fn, const char *path, cd_decoder *dec,
+                            const cd_degradation *deg, cd_weight_format format)
 {
-    static const char fn[] = "cd_model_save";
     CD__CHECK_NOT_NULL(path, fn);
     CD__CHECK_NOT_NULL(dec, fn);
     CD__CHECK_NOT_NULL(deg, fn);
+    if (format != CD_WEIGHTS_FLOAT32 && format != CD_WEIGHTS_FLOAT16)
+        return cd__error(CD_ERR_INVALID_ARGUMENT,
+                         "%s: format %d is neither CD_WEIGHTS_FLOAT32 (0) nor "
+                         "CD_WEIGHTS_FLOAT16 (1)",
+                         fn, (int)format);
     CD__TRY(cd__decoder_check_T(dec, deg->T, fn));
     cd__ckpt *ck = NULL;
     CD__TRY(cd__ckpt_create(&ck));
+    cd__ckpt_set_half_weights(ck, format == CD_WEIGHTS_FLOAT16);
     cd_status st = model_to_ckpt(dec, deg, ck);
     if (st == CD_OK) st = cd__ckpt_save(ck, path, cd_decoder_params(dec), NULL);
     cd__ckpt_free(ck);
     return st;
+}
+
+cd_status cd_model_save(const char *path, cd_decoder *dec, const cd_degradation *deg)
+{
+    return save_model("cd_model_save", path, dec, deg, CD_WEIGHTS_FLOAT32);
+}
+
+cd_status cd_model_save_as(const char *path, cd_decoder *dec, const cd_degradation *deg,
+                           cd_weight_format format)
+{
+    return save_model("cd_model_save_as", path, dec, deg, format);
 }
 
 cd_status cd_trainer_export(cd_trainer *tr, const char *path)

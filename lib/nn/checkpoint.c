@@ -274,6 +274,11 @@ cd_status cd__ckpt_get_i64_array(const cd__ckpt *ck, const char *key, int64_t *v
                      sizeof(int64_t));
 }
 
+void cd__ckpt_set_half_weights(cd__ckpt *ck, bool half)
+{
+    if (ck) ck->half_weights = half;
+}
+
 int64_t cd__ckpt_config_count(const cd__ckpt *ck)
 {
     if (!ck) {

@@ -97,8 +97,13 @@ static void copy_values(const cd__ckpt *ck, cd_params *p, const file_tensor **ma
     float *values = cd__params_values(p);
     int64_t count = cd_params_count(p);
     for (int64_t i = 0; i < count; i++) {
-        const uint8_t *src = from_ema ? ck->ema + 4 * (uint64_t)map[i]->offset : map[i]->data;
-        decode_f32(values + cd__params_offset(p, i), src, map[i]->numel);
+        float *dst = values + cd__params_offset(p, i);
+        if (from_ema)
+            decode_f32(dst, ck->ema + 4 * (uint64_t)map[i]->offset, map[i]->numel);
+        else if (map[i]->dtype == DTYPE_FLOAT16)
+            decode_f16(dst, map[i]->data, map[i]->numel);
+        else
+            decode_f32(dst, map[i]->data, map[i]->numel);
     }
 }
 

@@ -24,6 +24,7 @@
 #define SECTION_REQUIRED 1u
 #define SECTION_HEADER_BYTES 16
 #define DTYPE_FLOAT32 1u
+#define DTYPE_FLOAT16 2u
 #define ZLIB_LEVEL 1 /* floats barely compress; speed matters more */
 /* deflate never shrinks more than 1032:1; a larger claim is a lie. */
 #define MAX_RATIO 1032u
@@ -70,7 +71,8 @@ typedef struct file_tensor {
     int64_t shape[CD_TENSOR_MAX_RANK];
     int64_t numel;
     int64_t offset;      /* in floats, in the file's flat order */
-    const uint8_t *data; /* numel little-endian float32, inside body */
+    uint32_t dtype;      /* DTYPE_FLOAT32 or DTYPE_FLOAT16 */
+    const uint8_t *data; /* numel little-endian values of dtype, inside body */
 } file_tensor;
 
 struct cd__ckpt {
@@ -79,6 +81,7 @@ struct cd__ckpt {
     int64_t n_rngs, cap_rngs;
     bool has_counters;
     int64_t step, epoch;
+    bool half_weights; /* TENS written as float16 (cd__ckpt_set_half_weights) */
     /* Filled by cd__ckpt_read only. */
     char *path; /* for messages */
     uint8_t *body;
@@ -117,6 +120,12 @@ static inline void decode_f32(float *dst, const uint8_t *src, int64_t n)
         uint32_t u = rd32(src + 4 * i);
         memcpy(&dst[i], &u, sizeof u);
     }
+}
+
+static inline void decode_f16(float *dst, const uint8_t *src, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = cd__f16_to_f32((uint16_t)(src[2 * i] | (uint16_t)src[2 * i + 1] << 8));
 }
 
 static inline uint32_t crc(const uint8_t *p, uint64_t n)

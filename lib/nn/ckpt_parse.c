@@ -217,11 +217,12 @@ static cd_status parse_dims(rd *r, file_tensor *t)
 {
     uint32_t dtype, rank;
     CD__TRY(get_u32(r, &dtype, "dtype"));
-    if (dtype != DTYPE_FLOAT32)
+    if (dtype != DTYPE_FLOAT32 && dtype != DTYPE_FLOAT16)
         return rd_fail(r, CD_ERR_UNSUPPORTED,
-                       "tensor '%s' has dtype %" PRIu32 " (only 1, "
-                       "float32, exists)",
+                       "tensor '%s' has dtype %" PRIu32 " (only 1, float32, and 2, "
+                       "float16, exist)",
                        t->name, dtype);
+    t->dtype = dtype;
     CD__TRY(get_u32(r, &rank, "rank"));
     if (rank < 1 || rank > CD_TENSOR_MAX_RANK)
         return rd_fail(r, CD_ERR_FORMAT, "tensor '%s' has rank %" PRIu32, t->name, rank);
@@ -245,7 +246,8 @@ static cd_status parse_tensor(rd *r, file_tensor *t)
 {
     CD__TRY(get_name(r, &t->name, "tensor name"));
     CD__TRY(parse_dims(r, t));
-    return get_bytes(r, 4 * (uint64_t)t->numel, &t->data, "tensor data");
+    const uint64_t size = t->dtype == DTYPE_FLOAT16 ? 2 : 4;
+    return get_bytes(r, size * (uint64_t)t->numel, &t->data, "tensor data");
 }
 
 static int cmp_tensors(const void *a, const void *b)

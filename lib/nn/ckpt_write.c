@@ -6,6 +6,7 @@
 #include "ckpt_internal.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,19 @@ static void put_f32s(wbuf *w, const float *x, int64_t n)
         }
     }
     w->len += 4 * (uint64_t)n;
+}
+
+static void put_f16s(wbuf *w, const float *x, int64_t n)
+{
+    if (w->data) {
+        uint8_t *p = w->data + w->len;
+        for (int64_t i = 0; i < n; i++) {
+            const uint16_t h = cd__f32_to_f16(x[i]);
+            p[2 * i] = (uint8_t)h;
+            p[2 * i + 1] = (uint8_t)(h >> 8);
+        }
+    }
+    w->len += 2 * (uint64_t)n;
 }
 
 static void put_name(wbuf *w, const char *s)
@@ -114,7 +128,7 @@ static void put_kv_list(wbuf *w, const kv_list *l)
     }
 }
 
-static void put_tensors(wbuf *w, cd_params *p)
+static void put_tensors(wbuf *w, cd_params *p, bool half)
 {
     int64_t count = cd_params_count(p);
     const float *values = cd__params_values(p);
@@ -123,10 +137,13 @@ static void put_tensors(wbuf *w, cd_params *p)
         int32_t rank = cd_params_rank(p, i);
         const int64_t *dims = cd__params_dims(p, i);
         put_name(w, cd_params_name(p, i));
-        put_u32(w, DTYPE_FLOAT32);
+        put_u32(w, half ? DTYPE_FLOAT16 : DTYPE_FLOAT32);
         put_u32(w, (uint32_t)rank);
         for (int32_t d = 0; d < rank; d++) put_u64(w, (uint64_t)dims[d]);
-        put_f32s(w, values + cd__params_offset(p, i), cd_params_numel_at(p, i));
+        if (half)
+            put_f16s(w, values + cd__params_offset(p, i), cd_params_numel_at(p, i));
+        else
+            put_f32s(w, values + cd__params_offset(p, i), cd_params_numel_at(p, i));
     }
 }
 
@@ -161,7 +178,7 @@ static void put_body(wbuf *w, const cd__ckpt *ck, cd_params *p, const cd__adam *
     put_kv_list(w, ck ? &ck->config : NULL);
     end_section(w, s);
     s = begin_section(w, TAG_TENS, SECTION_REQUIRED);
-    put_tensors(w, p);
+    put_tensors(w, p, ck && ck->half_weights);
     end_section(w, s);
     if (a) {
         s = begin_section(w, TAG_ADAM, 0);
@@ -223,6 +240,24 @@ static cd_status write_file(const char *path, const uint8_t *header, const uint8
     return cd__atomic_commit(&af);
 }
 
+/* Every weight a finite half: no infinity or NaN where the float was
+ * finite, and none stored that was not. */
+static cd_status check_half_range(const char *path, cd_params *p)
+{
+    const float *values = cd__params_values(p);
+    for (int64_t i = 0; i < cd_params_count(p); i++) {
+        const float *x = values + cd__params_offset(p, i);
+        for (int64_t j = 0; j < cd_params_numel_at(p, i); j++)
+            if (!isfinite(cd__f16_to_f32(cd__f32_to_f16(x[j]))))
+                return cd__error(CD_ERR_RANGE,
+                                 "cd__ckpt_save: '%s': tensor '%s' holds %g at %" PRId64
+                                 ", which float16 cannot store (finite, at most 65504 in "
+                                 "magnitude)",
+                                 path, cd_params_name(p, i), (double)x[j], j);
+    }
+    return CD_OK;
+}
+
 static cd_status check_save_args(const cd__ckpt *ck, const char *path, cd_params *params,
                                  const cd__adam *adam)
 {
@@ -247,7 +282,8 @@ static cd_status check_save_args(const cd__ckpt *ck, const char *path, cd_params
                          "%s: %" PRId64 " tensors are more than the "
                          "format's %" PRIu64,
                          fn, cd_params_count(params), CD__CKPT_MAX_ENTRIES);
-    return cd__params_finalize(params);
+    CD__TRY(cd__params_finalize(params));
+    return ck && ck->half_weights ? check_half_range(path, params) : CD_OK;
 }
 
 cd_status cd__ckpt_save(const cd__ckpt *ck, const char *path, cd_params *params,

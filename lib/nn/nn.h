@@ -245,6 +245,12 @@ cd_status cd__ckpt_get_f32_array(const cd__ckpt *ck, const char *key, float *val
 cd_status cd__ckpt_get_i64_array(const cd__ckpt *ck, const char *key, int64_t *values, int64_t cap,
                                  int64_t *n);
 
+/* Store the tensors (TENS) as float16 on save: every weight rounded to the
+ * nearest half. The save then fails with CD_ERR_RANGE, naming the tensor,
+ * if a value is not finite or rounds beyond the half range (65504). The
+ * optimiser state and EMA, when saved, stay float32. */
+void cd__ckpt_set_half_weights(cd__ckpt *ck, bool half);
+
 /* Enumerate configuration keys: count, then key i (borrowed) and type. */
 int64_t cd__ckpt_config_count(const cd__ckpt *ck);
 const char *cd__ckpt_config_key(const cd__ckpt *ck, int64_t i, cd__ckpt_type *type);

@@ -42,6 +42,18 @@ check "the inference model is under half the checkpoint's size" \
   [ $(($(size "$work/model.cdm") * 2)) -lt "$(size "$work/run/best.cdm")" ]
 "$cli" export --checkpoint "$work/model.cdm" --out "$work/model2.cdm" >/dev/null
 check "export of an inference model copies it" cmp -s "$work/model.cdm" "$work/model2.cdm"
+"$cli" export --checkpoint "$work/run/best.cdm" --out "$work/half.cdm" --weights float16 \
+  >"$work/export.txt"
+check "export --weights float16 exits 0" [ $? -eq 0 ]
+check "export --weights float16 says so" grep -q "float16 weights" "$work/export.txt"
+check "the float16 model is under 3/4 of the float32 one" \
+  [ $(($(size "$work/half.cdm") * 4)) -lt $(($(size "$work/model.cdm") * 3)) ]
+"$cli" sample --checkpoint "$work/half.cdm" --n 4 --cols 2 --out "$work/half.png" >/dev/null 2>&1
+check "the float16 model samples" [ -s "$work/half.png" ]
+"$cli" export --checkpoint "$work/run/best.cdm" --out "$work/half8.cdm" --weights float8 \
+  >/dev/null 2>"$work/err.txt"
+check "export --weights float8 is a usage error" [ $? -eq 2 ]
+check "... naming the choices" grep -q "float16" "$work/err.txt"
 
 # ---- files made by hand: decoder only, another T, PyTorch ----------------------------
 PYTHONPATH=$pydir "$python" - "$work" <<'PY'

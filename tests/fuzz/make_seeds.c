@@ -287,6 +287,19 @@ static void trainer_seed(const char *name, cd_decoder_kind type, cd_degradation_
     write_body_of(name);
 }
 
+/* The inference model of a trainer's file with float16 weights: the one
+ * writer of TENS dtype 2. */
+static void half_model_seed(const char *from, const char *name)
+{
+    cd_decoder *dec = NULL;
+    cd_degradation *deg = NULL;
+    ok(cd_model_load(path_of("ckpt", from), &dec, &deg), "loading a model");
+    ok(cd_model_save_as(path_of("ckpt", name), dec, deg, CD_WEIGHTS_FLOAT16), "saving");
+    cd_decoder_free(dec);
+    cd_degradation_free(deg);
+    write_body_of(name);
+}
+
 static void classifier_seed(cd_rng *rng)
 {
     const cd__classifier_cfg cfg = {SIDE, SIDE, {1, 2, 1}, 2, 3};
@@ -339,6 +352,7 @@ static void ckpt_seeds(void)
     decoder_seeds(rng);
     trainer_seed("trainer-noise-cnn.cdm", CD_DECODER_CNN, CD_DEGRADATION_NOISE, ds, rng, false);
     trainer_seed("trainer-blur.cdm", CD_DECODER_CNN, CD_DEGRADATION_BLUR, ds, rng, false);
+    half_model_seed("trainer-noise-cnn.cdm", "model-float16.cdm");
     trainer_seed("trainer-pixelate-open.cdm", CD_DECODER_CNN, CD_DEGRADATION_PIXELATE, ds, rng,
                  true);
     trainer_seed("trainer-mask.cdm", CD_DECODER_CNN, CD_DEGRADATION_MASK, ds, rng, false);

@@ -118,6 +118,7 @@ class Loading(unittest.TestCase):
         pairs = {cd.Status: ("cd_status", ("CD_ERR_", "CD_")),
                  cd.Split: ("cd_split", ("CD_SPLIT_",)),
                  cd.Prediction: ("cd_prediction", ("CD_PREDICT_",)),
+                 cd.WeightFormat: ("cd_weight_format", ("CD_WEIGHTS_",)),
                  cd.DecoderKind: ("cd_decoder_kind", ("CD_DECODER_",)),
                  cd.DecoderOption: ("cd_decoder_option", ("CD_DECODER_OPT_",)),
                  cd.ScheduleKind: ("cd_schedule_kind", ("CD_SCHEDULE_",)),
@@ -1550,6 +1551,21 @@ class TrainerTests(TempDirCase):
         self.assertLess(os.path.getsize(model), os.path.getsize(ckpt) / 2)
         dec, deg = cd.load_model(model)
         cd.save_model(self.path("again.cdm"), dec, deg)
+        # Float16 weights: Python's own half rounding (struct "e", to
+        # nearest even) is the reference, for the loader and cdm_format.
+        import cdm_format
+        import struct
+        half = self.path("half.cdm")
+        cd.save_model(half, dec, deg, weights="float16")
+        self.assertLess(os.path.getsize(half), 0.75 * os.path.getsize(self.path("again.cdm")))
+        want = [struct.unpack("<e", struct.pack("<e", v))[0] for v in dec.params.view()]
+        hdec, hdeg = cd.load_model(half)
+        self.assertEqual(list(hdec.params.view()), want)
+        self.assertEqual(hdeg.schedule_arrays(), sched)
+        self.assertEqual([v for t in cdm_format.read(half).tensors.values() for v in t.data], want)
+        with self.assertRaises(cd.InvalidArgumentError) as cm:
+            cd.save_model(half, dec, deg, weights="float8")
+        self.assertIn("float16", str(cm.exception))
         other = cd.Degradation.noise(cd.Schedule.linear(deg.T + 1))
         with self.assertRaises(cd.InvalidArgumentError) as cm:
             cd.save_model(self.path("bad.cdm"), dec, other)
