@@ -100,6 +100,10 @@ extern int64_t cli_data_channels, cli_data_size;
  * 0 when there are fewer than two. */
 int64_t cli_class_count(const cd_dataset *ds);
 
+/* The value of `key` in the text of a config.txt (a "key = value" line)
+ * into buf (cut to cap - 1 bytes), or NULL when no line has it. */
+const char *cli_config_value(const char *text, const char *key, char *buf, size_t cap);
+
 /* Which images of data without a test split (a PNG folder) are held out:
  * train's defaults (20%, seed 42), or, for a checkpoint of a colddiff train
  * run, the fraction and seed its config.txt records, so that restore and

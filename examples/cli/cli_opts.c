@@ -78,6 +78,13 @@ static int parse_times(const char *cmd, const cli_opt *o, const char *v, cli_tim
     return CLI_OK;
 }
 
+/* Append name to the comma-separated list in buf (used bytes so far). */
+static void add_name(char *buf, size_t cap, int *used, const char *name)
+{
+    if (*used < (int)cap)
+        *used += snprintf(buf + *used, cap - (size_t)*used, "%s%s", *used ? ", " : "", name);
+}
+
 static int set_value(const char *cmd, const cli_opt *o, const char *v)
 {
     int64_t i = 0;
@@ -111,9 +118,7 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v)
                 *(int *)o->dst = k;
                 return CLI_OK;
             }
-            if (used < (int)sizeof names)
-                used += snprintf(names + used, sizeof names - (size_t)used, "%s%s", k ? ", " : "",
-                                 o->choices[k]);
+            add_name(names, sizeof names, &used, o->choices[k]);
         }
         return cli_usage(cmd, "%s: unknown value '%s' (one of: %s)", o->name, v, names);
     }
@@ -125,9 +130,8 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v)
             return CLI_OK;
         }
         char names[160] = "";
-        for (int32_t c = 0, used = 0; c < cd_enum_count(e) && used < (int32_t)sizeof names; c++)
-            used += snprintf(names + used, sizeof names - (size_t)used, "%s%s", c ? ", " : "",
-                             cd_enum_name(e, c));
+        for (int c = 0, used = 0; c < cd_enum_count(e); c++)
+            add_name(names, sizeof names, &used, cd_enum_name(e, c));
         return cli_usage(cmd, "%s: unknown value '%s' (one of: %s)", o->name, v, names);
     }
     case OPT_TIMES: return parse_times(cmd, o, v, o->dst);

@@ -197,19 +197,26 @@ int64_t cli_class_count(const cd_dataset *ds)
     return st == CD_OK && bound > 1 ? bound : 0;
 }
 
-/* The number after "key = " on a line of config.txt's f, into *v. */
-static bool recorded_number(FILE *f, const char *key, double *v)
+const char *cli_config_value(const char *text, const char *key, char *buf, size_t cap)
 {
-    char line[4096], *end = NULL;
     const size_t k = strlen(key);
-    rewind(f);
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, key, k) && !strncmp(line + k, " = ", 3)) {
-            errno = 0;
-            *v = strtod(line + k + 3, &end);
-            return errno == 0 && end != line + k + 3 && (*end == '\n' || *end == '\0');
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (!strncmp(l, key, k) && !strncmp(l + k, " = ", 3)) {
+            const size_t n = strcspn(l + k + 3, "\n");
+            snprintf(buf, cap, "%.*s", (int)(n < cap ? n : cap - 1), l + k + 3);
+            return buf;
         }
-    return false;
+    return NULL;
+}
+
+/* The number recorded for key in config.txt's text, into *v. */
+static bool recorded_number(const char *text, const char *key, double *v)
+{
+    char buf[64], *end = NULL;
+    if (!cli_config_value(text, key, buf, sizeof buf)) return false;
+    errno = 0;
+    *v = strtod(buf, &end);
+    return errno == 0 && end != buf && *end == '\0';
 }
 
 void cli_holdout_of(const char *checkpoint, cli_holdout *h)
@@ -226,11 +233,13 @@ void cli_holdout_of(const char *checkpoint, cli_holdout *h)
         snprintf(path, sizeof path, "config.txt");
     FILE *f = NULL;
     if (cli_open_read(path, &f) != 0) return;
-    double fraction = 0, seed = 0;
-    const bool both = recorded_number(f, "val_fraction", &fraction) &&
-                      recorded_number(f, "seed", &seed) && fraction >= 0 && fraction < 1 &&
-                      seed >= 0 && seed <= 9007199254740992.0 && seed == (double)(int64_t)seed;
+    char text[16384]; /* config.txt is about 1 KB */
+    text[fread(text, 1, sizeof text - 1, f)] = '\0';
     fclose(f);
+    double fraction = 0, seed = 0;
+    const bool both = recorded_number(text, "val_fraction", &fraction) &&
+                      recorded_number(text, "seed", &seed) && fraction >= 0 && fraction < 1 &&
+                      seed >= 0 && seed <= 9007199254740992.0 && seed == (double)(int64_t)seed;
     if (!both) return;
     if (fraction == 0) {
         fprintf(stderr,

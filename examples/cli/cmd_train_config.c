@@ -165,19 +165,6 @@ bool train_option_given(const train_opts *o, const char *flag)
     return false;
 }
 
-/* The value of `key` in config.txt's text (a "key = value" line), or NULL. */
-static const char *line_value(const char *text, const char *key, char *buf, size_t cap)
-{
-    const size_t k = strlen(key);
-    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
-        if (!strncmp(l, key, k) && !strncmp(l + k, " = ", 3)) {
-            const size_t n = strcspn(l + k + 3, "\n");
-            snprintf(buf, cap, "%.*s", (int)(n < cap ? n : cap - 1), l + k + 3);
-            return buf;
-        }
-    return NULL;
-}
-
 /* The model comes from last.cdm on resume: a model option given again must
  * say what the run recorded (a preset: all of it). */
 static int check_model_options(const train_opts *o, const cli_model *m, const char *recorded)
@@ -216,8 +203,8 @@ static int check_model_options(const train_opts *o, const cli_model *m, const ch
         if (!preset && !train_option_given(o, flags[i][0])) continue;
         /* The preset's labels depend on the data, which the run recorded. */
         if (m->classes_if_any && !strcmp(flags[i][1], "conditional")) continue;
-        if (!line_value(text, flags[i][1], now, sizeof now) ||
-            !line_value(recorded, flags[i][1], was, sizeof was) || !strcmp(now, was))
+        if (!cli_config_value(text, flags[i][1], now, sizeof now) ||
+            !cli_config_value(recorded, flags[i][1], was, sizeof was) || !strcmp(now, was))
             continue;
         rc = cli_usage("train",
                        "%s cannot change on --resume: the run in %s has %s = %s, and "
