@@ -4,7 +4,8 @@
  * SSIM and PSNR of conditional restorations of the first n test images
  * from t = T; the class preservation of those restorations; and, for
  * unconditional samples, the Frechet distance on the MNIST classifier's
- * features, the class histogram, its entropy and the mean confidence. A
+ * features against real images spread over the split, with its floor, and
+ * the class histogram, its entropy and the mean confidence. A
  * class-conditional model draws those samples with the classes in turn
  * (0, 1, ..., K-1, 0, ...) at the --guidance scale, and how many the
  * classifier puts in the class asked for is its class accuracy.
@@ -22,9 +23,10 @@ typedef struct {
     double loss, loss_se, rmse, ssim, psnr, fd, fd_floor, preservation, entropy, confidence;
     double class_accuracy, guidance; /* a class-conditional model's; NaN otherwise */
     int64_t n, fd_n, hist[10];
-    int64_t c, h, w; /* the data's image shape */
-    cd_split split;  /* where the images come from */
-    bool classified; /* false: no classifier for this image shape */
+    int64_t fd_step, fd_floor_sets; /* the FD sets' layout (0: no floor) */
+    int64_t c, h, w;                /* the data's image shape */
+    cd_split split;                 /* where the images come from */
+    bool classified;                /* false: no classifier for this image shape */
     const char *reduction;
     bool default_objective; /* an inference model keeps no training options */
 } eval_result;
@@ -121,55 +123,96 @@ static cd_status sample_all(const cli_loaded *m, const cli_sampling *o, cd_tenso
     return st;
 }
 
-/* The distance between two sets of real images of the samples' size (test
- * images m..2m-1 against 0..m-1, whose features are fa): what a perfect
- * generator would score, since FD is biased upwards at finite counts. NaN
- * when the split is too small. feats is scratch of fa's shape. */
-static cd_status fd_floor(cd_dataset *ds, cd_split split, cd_classifier *cls, const cd_tensor *fa,
-                          cd_tensor *feats, double *out)
+/* FD's real images are m images spread evenly over the split (every
+ * step-th), not its first m: a split can be ordered (MNIST's test set holds
+ * the images of its cleaner writers first, and its first 1,000 score an FD
+ * of about 35 against a spread 1,000), and a block of it would then stand
+ * for only part of the data a model learned. The floor is what a perfect
+ * generator would score, since FD is biased upwards at finite counts: the
+ * mean FD of up to FLOOR_SETS other spread sets of m real images against
+ * the same reference, one set alone moving by a quarter from set to set. */
+#define FLOOR_SETS 9
+
+typedef struct {
+    int64_t count, m, step, sets; /* step < 2: no set fits beside the reference */
+} fd_layout;
+
+static fd_layout fd_layout_of(int64_t count, int64_t m)
 {
-    const int64_t m = cd_tensor_dim(fa, 0);
-    *out = NAN;
-    if (cd_dataset_count(ds, split) < 2 * m) return CD_OK;
+    fd_layout L = {count, m, count / m, 0};
+    if (L.step >= 2) L.sets = L.step - 1 < FLOOR_SETS ? L.step - 1 : FLOOR_SETS;
+    return L;
+}
+
+/* Image i of set j: j = 0 is the reference, 1..sets the floor's. Each floor
+ * set is offset from the reference within the same stride, so no image is
+ * in two sets. */
+static int64_t fd_index(const fd_layout *L, int64_t j, int64_t i)
+{
+    if (L->step < 2) return i * L->count / L->m;
+    return i * L->step + j * L->step / (L->sets + 1);
+}
+
+/* The classifier's features (out: m x F) of set j of the split. */
+static cd_status fd_features(cd_dataset *ds, cd_split split, cd_classifier *cls, const fd_layout *L,
+                             int64_t j, cd_tensor *out)
+{
+    const int64_t m = L->m;
     cd_tensor *x = tensor4(m, cd_dataset_channels(ds), cd_dataset_height(ds), cd_dataset_width(ds));
     int64_t *idx = malloc((size_t)m * sizeof *idx);
     cd_status st = x && idx ? CD_OK : CD_ERR_OUT_OF_MEMORY;
-    for (int64_t i = 0; st == CD_OK && i < m; i++) idx[i] = m + i;
+    for (int64_t i = 0; st == CD_OK && i < m; i++) idx[i] = fd_index(L, j, i);
     if (st == CD_OK) st = cd_dataset_gather(ds, split, idx, m, x, NULL);
-    if (st == CD_OK) st = cd_classifier_predict(cls, x, NULL, feats);
-    if (st == CD_OK) st = cd_frechet_distance(feats, fa, out);
+    if (st == CD_OK) st = cd_classifier_predict(cls, x, NULL, out);
     cd_tensor_free(x);
     free(idx);
     return st;
 }
 
+/* The floor against the reference's features fa (NaN when the split is
+ * too small for a second set); feats is scratch of fa's shape. */
+static cd_status fd_floor(cd_dataset *ds, cd_split split, cd_classifier *cls, const fd_layout *L,
+                          const cd_tensor *fa, cd_tensor *feats, double *out)
+{
+    double sum = 0, d = 0;
+    cd_status st = CD_OK;
+    for (int64_t j = 1; st == CD_OK && j <= L->sets; j++) {
+        st = fd_features(ds, split, cls, L, j, feats);
+        if (st == CD_OK) st = cd_frechet_distance(feats, fa, &d);
+        sum += d;
+    }
+    *out = L->sets > 0 ? sum / (double)L->sets : NAN;
+    return st;
+}
+
 /* The classifier's metrics: class preservation of the restorations xhat
- * of x's first n images (labels), and FD, its floor and the class
- * statistics of m unconditional samples against x's first m images. */
+ * of x's n images (labels), and FD, its floor and the class statistics of
+ * m unconditional samples against m images spread over the split. */
 static cd_status classify(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *cls,
-                          const cli_sampling *o, cd_tensor *x, const cd_tensor *xhat,
-                          const int64_t *labels, eval_result *r)
+                          const cli_sampling *o, const cd_tensor *xhat, const int64_t *labels,
+                          eval_result *r)
 {
     const int64_t n = r->n, m = r->fd_n;
     const int64_t F = cd_classifier_feature_dim(cls), K = cd_classifier_num_classes(cls);
-    cd_tensor *probs = tensor2(n, K), *samples = like(x, m), *sprobs = tensor2(m, K);
-    cd_tensor *fa = tensor2(m, F), *fb = tensor2(m, F), *xm = NULL;
+    const fd_layout L = fd_layout_of(cd_dataset_count(ds, r->split), m);
+    cd_tensor *probs = tensor2(n, K), *samples = tensor4(m, r->c, r->h, r->w);
+    cd_tensor *sprobs = tensor2(m, K), *fa = tensor2(m, F), *fb = tensor2(m, F);
     int64_t *asked = malloc((size_t)m * sizeof *asked);
     cd_status st = probs && samples && sprobs && fa && fb && asked ? CD_OK : CD_ERR_OUT_OF_MEMORY;
     if (st == CD_ERR_OUT_OF_MEMORY) fprintf(stderr, "colddiff: out of memory\n");
     if (st == CD_OK) st = cd_classifier_predict(cls, xhat, probs, NULL);
     if (st == CD_OK) st = cd_class_preservation(probs, labels, n, &r->preservation, NULL);
     if (st == CD_OK) st = sample_all(mdl, o, samples, asked);
-    if (st == CD_OK && copy_rows(x, 0, m, &xm) == NULL) st = cd_last_status();
     if (st == CD_OK) st = cd_classifier_predict(cls, samples, sprobs, fb);
     if (st == CD_OK && cd_decoder_class_count(mdl->dec) > 0)
         st = cd_class_preservation(sprobs, asked, m, &r->class_accuracy, NULL);
-    if (st == CD_OK) st = cd_classifier_predict(cls, xm, NULL, fa);
+    if (st == CD_OK) st = fd_features(ds, r->split, cls, &L, 0, fa);
     if (st == CD_OK) st = cd_frechet_distance(fb, fa, &r->fd);
-    if (st == CD_OK) st = fd_floor(ds, r->split, cls, fa, fb, &r->fd_floor);
+    if (st == CD_OK) st = fd_floor(ds, r->split, cls, &L, fa, fb, &r->fd_floor);
     if (st == CD_OK)
         st = cd_class_histogram(sprobs, r->hist, K < 10 ? K : 10, &r->entropy, &r->confidence);
-    cd_tensor_free(xm);
+    r->fd_step = L.step < 2 ? 0 : L.step;
+    r->fd_floor_sets = L.sets;
     cd_tensor_free(probs), cd_tensor_free(samples), cd_tensor_free(sprobs);
     cd_tensor_free(fa), cd_tensor_free(fb);
     free(asked);
@@ -180,30 +223,29 @@ static cd_status classify(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *
 static cd_status evaluate(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *cls,
                           const cli_sampling *o, int reduction, eval_result *r)
 {
-    const int64_t n = r->n, nn = cls && r->fd_n > n ? r->fd_n : n, one = nn;
+    const int64_t n = r->n;
     cd_rng *rng = NULL;
-    cd_tensor *x = tensor4(nn, r->c, r->h, r->w), *xhat = tensor4(n, r->c, r->h, r->w);
-    cd_tensor *lab = NULL, *xm = NULL;
-    int64_t *idx = malloc((size_t)nn * sizeof *idx), *labels = malloc((size_t)nn * sizeof *labels);
-    cd_status st = x && xhat && idx && labels && cd_tensor_create(&lab, 1, &one) == CD_OK
+    cd_tensor *x = tensor4(n, r->c, r->h, r->w), *xhat = tensor4(n, r->c, r->h, r->w);
+    cd_tensor *lab = NULL;
+    int64_t *idx = malloc((size_t)n * sizeof *idx), *labels = malloc((size_t)n * sizeof *labels);
+    cd_status st = x && xhat && idx && labels && cd_tensor_create(&lab, 1, &n) == CD_OK
                        ? cd_rng_create(&rng, o->seed)
                        : CD_ERR_OUT_OF_MEMORY;
     if (st == CD_ERR_OUT_OF_MEMORY) fprintf(stderr, "colddiff: out of memory\n");
-    for (int64_t i = 0; idx && i < nn; i++) idx[i] = i;
+    for (int64_t i = 0; idx && i < n; i++) idx[i] = i;
     if (st == CD_OK) st = cd_trainer_test_loss(mdl->tr, ds, r->split, rng, &r->loss, &r->loss_se);
     /* The test loss runs no chain, so Ctrl-C is looked at after it. */
     if (st == CD_OK && cli_interrupted()) st = CD_ERR_CANCELLED;
-    if (st == CD_OK) st = cd_dataset_gather(ds, r->split, idx, nn, x, lab);
-    for (int64_t i = 0; st == CD_OK && i < nn; i++) labels[i] = (int64_t)cd_tensor_data(lab)[i];
-    if (st == CD_OK && copy_rows(x, 0, n, &xm) == NULL) st = cd_last_status();
-    if (st == CD_OK) st = restore_all(mdl, o, xm, xhat);
+    if (st == CD_OK) st = cd_dataset_gather(ds, r->split, idx, n, x, lab);
+    for (int64_t i = 0; st == CD_OK && i < n; i++) labels[i] = (int64_t)cd_tensor_data(lab)[i];
+    if (st == CD_OK) st = restore_all(mdl, o, x, xhat);
     cd_metric_reduction used = CD_REDUCTION_PER_IMAGE;
     if (st == CD_OK)
-        st = cd_metrics_images(xm, xhat, (cd_metric_reduction)reduction, &r->rmse, &r->ssim,
+        st = cd_metrics_images(x, xhat, (cd_metric_reduction)reduction, &r->rmse, &r->ssim,
                                &r->psnr, &used);
     r->reduction = cd_enum_name(CD_ENUM_METRIC_REDUCTION, used);
-    if (st == CD_OK && cls) st = classify(mdl, ds, cls, o, x, xhat, labels, r);
-    cd_tensor_free(xm), cd_tensor_free(x), cd_tensor_free(xhat), cd_tensor_free(lab);
+    if (st == CD_OK && cls) st = classify(mdl, ds, cls, o, xhat, labels, r);
+    cd_tensor_free(x), cd_tensor_free(xhat), cd_tensor_free(lab);
     free(idx), free(labels);
     cd_rng_free(rng);
     return st;
@@ -233,6 +275,7 @@ static void print_result(const eval_result *r, FILE *f, bool json)
                 "  \"restorations\": %lld,\n  \"reduction\": \"%s\",\n  \"rmse\": %s,\n"
                 "  \"ssim\": %s,\n  \"psnr\": %s,\n  \"class_preservation\": %s,\n"
                 "  \"fd\": %s,\n  \"fd_samples\": %lld,\n  \"fd_floor\": %s,\n"
+                "  \"fd_floor_sets\": %lld,\n"
                 "  \"class_entropy_nats\": %s,\n"
                 "  \"mean_confidence\": %s,\n  \"classifier_metrics\": %s,\n"
                 "  \"guidance\": %s,\n  \"class_accuracy\": %s,\n"
@@ -242,9 +285,9 @@ static void print_result(const eval_result *r, FILE *f, bool json)
                 json_num(b[3], 32, r->ssim), json_num(b[4], 32, r->psnr),
                 json_num(b[5], 32, r->preservation), json_num(b[6], 32, r->fd),
                 (long long)(r->classified ? r->fd_n : 0), json_num(b[9], 32, r->fd_floor),
-                json_num(b[7], 32, r->entropy), json_num(b[8], 32, r->confidence),
-                r->classified ? "true" : "false", json_num(g[0], 32, r->guidance),
-                json_num(g[1], 32, r->class_accuracy));
+                (long long)(r->classified ? r->fd_floor_sets : 0), json_num(b[7], 32, r->entropy),
+                json_num(b[8], 32, r->confidence), r->classified ? "true" : "false",
+                json_num(g[0], 32, r->guidance), json_num(g[1], 32, r->class_accuracy));
         for (int k = 0; k < (r->classified ? 10 : 0); k++)
             fprintf(f, "%s%lld", k ? ", " : "", (long long)r->hist[k]);
         fprintf(f, "]\n}\n");
@@ -267,16 +310,17 @@ static void print_result(const eval_result *r, FILE *f, bool json)
         return;
     }
     fprintf(f, "class preservation %.4f\n", r->preservation);
+    char spread[64] = "";
+    if (r->fd_step > 0) snprintf(spread, sizeof spread, ", one in %lld", (long long)r->fd_step);
     fprintf(f,
-            "FD                 %.4f (%lld samples vs %lld test images, MNIST classifier "
-            "features)\n",
-            r->fd, (long long)r->fd_n, (long long)r->fd_n);
+            "FD                 %.4f (%lld samples vs %lld %s images spread over the split%s; "
+            "MNIST classifier features)\n",
+            r->fd, (long long)r->fd_n, (long long)r->fd_n, split_name(r), spread);
     if (isfinite(r->fd_floor))
         fprintf(f,
-                "FD floor           %.4f (test images %lld..%lld vs 0..%lld: real against "
-                "real)\n",
-                r->fd_floor, (long long)r->fd_n, (long long)(2 * r->fd_n - 1),
-                (long long)(r->fd_n - 1));
+                "FD floor           %.4f (real against real: mean over %lld other such sets of "
+                "%lld %s images)\n",
+                r->fd_floor, (long long)r->fd_floor_sets, (long long)r->fd_n, split_name(r));
     if (isfinite(r->class_accuracy))
         fprintf(f,
                 "class accuracy     %.4f (samples classified as the class asked for, guidance "

@@ -2136,6 +2136,40 @@ class RoundTrip(TempDirCase):
 
 
 @unittest.skipIf(np is None, "numpy is not importable: numpy interop not tested")
+class EvalCommandTests(TempDirCase):
+    """colddiff eval's FD sets, recomputed through the binding."""
+
+    def test_fd_compares_with_images_spread_over_the_split(self):
+        cli = os.environ.get("COLDDIFF_CLI")
+        if not cli:
+            self.skipTest("COLDDIFF_CLI is not set: the command line was not built")
+        import json
+        out = self.path("eval.json")
+        m = 50  # the slice's 1,000 test images: one in 20, and 9 floor sets
+        r = subprocess.run([cli, "eval", "--data", DATA, "--n", "2", "--fd-samples", str(m),
+                            "--steps", "2", "--threads", "1", "--json", out],
+                           capture_output=True, text=True, timeout=240)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = json.load(open(out))
+        self.assertIn("one in 20", r.stdout)
+        self.assertEqual(got["fd_floor_sets"], 9)
+        ds = cd.Dataset.load_idx(IMAGES, LABELS, IMAGES, LABELS)  # as the command reads it
+        clf = cd.Classifier.load_default()
+
+        def feats(offset):
+            images, _ = ds.gather("test", [i * 20 + offset for i in range(m)], labels=False)
+            return clf.features(images)
+
+        ref = feats(0)
+        floors = [cd.frechet_distance(feats(2 * j), ref) for j in range(1, 10)]
+        self.assertAlmostEqual(got["fd_floor"], sum(floors) / 9, delta=1e-6 * got["fd_floor"])
+        # The slice's first 50 images are not the reference: a block scores
+        # another floor.
+        first, _ = ds.gather("test", list(range(m)), labels=False)
+        self.assertNotAlmostEqual(cd.frechet_distance(clf.features(first), ref), floors[0],
+                                  delta=1e-3)
+
+
 class NumpyInterop(unittest.TestCase):
     def test_zero_copy_views(self):
         t = cd.Tensor((2, 3))
