@@ -107,7 +107,8 @@ static int write_report(const char *dir, int budget, const char *const *json)
     fprintf(f, "Test loss is over all test images (mean +- standard error). RMSE, SSIM "
                "and PSNR use the per_image reduction. The report's FID is not comparable (its "
                "samples were fed un-normalised; docs/models.md, Metrics): FD here is the "
-               "Frechet distance on the shipped MNIST classifier's features.\n\n");
+               "Frechet distance on the shipped MNIST classifier's features, against as many "
+               "test images spread over the test set.\n\n");
     fprintf(f, "| run | FD (ours) | FID (report) | test loss (ours) | (report) | RMSE (ours) | "
                "(report) | SSIM (ours) | (report) | PSNR (ours) | (report) | class preservation "
                "| class entropy (nats) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
