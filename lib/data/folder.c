@@ -297,8 +297,9 @@ static cd_status read_png(png_structp png, png_infop info, FILE *fp, decoded *im
     img->width = png_get_image_width(png, info);
     if (img->height > MAX_SIDE || img->width > MAX_SIDE)
         return cd__error(CD_ERR_RANGE,
-                         "%s: '%s' is %" PRId64 " x %" PRId64 ", above the limit of %d x %d", fn,
-                         path, img->height, img->width, MAX_SIDE, MAX_SIDE);
+                         "%s: '%s' is %" PRId64 " high and %" PRId64
+                         " wide, above the limit of %d on a side",
+                         fn, path, img->height, img->width, MAX_SIDE);
     set_transforms(png, info);
     img->channels = png_get_channels(png, info);
     const size_t rowbytes = png_get_rowbytes(png, info);
@@ -347,13 +348,14 @@ static cd_status check_size(const geometry *g, const decoded *img, const char *p
 {
     if (g->crop > 0 && (img->height < g->crop || img->width < g->crop))
         return cd__error(CD_ERR_RANGE,
-                         "%s: '%s' is %" PRId64 " x %" PRId64 ", smaller than the crop of %" PRId64
-                         " x %" PRId64,
+                         "%s: '%s' is %" PRId64 " high and %" PRId64
+                         " wide, smaller than the crop of %" PRId64 " x %" PRId64,
                          fn, path, img->height, img->width, g->crop, g->crop);
     if (g->crop == 0 && (img->height != g->height || img->width != g->width))
         return cd__error(CD_ERR_SHAPE,
-                         "%s: '%s' is %" PRId64 " x %" PRId64 " but '%s' is %" PRId64 " x %" PRId64
-                         "; the images must share one size (or be cropped)",
+                         "%s: '%s' is %" PRId64 " high and %" PRId64 " wide but '%s' is %" PRId64
+                         " high and %" PRId64
+                         " wide; the images must share one size (or be cropped)",
                          fn, path, img->height, img->width, g->first, g->height, g->width);
     return CD_OK;
 }
