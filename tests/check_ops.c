@@ -7,6 +7,7 @@
 #include "test_util.h"
 
 #include <inttypes.h>
+#include <float.h>
 #include <math.h>
 
 #include "gradcheck.h"
@@ -529,6 +530,72 @@ START_TEST(vector_and_scalar_paths_agree)
 }
 END_TEST
 
+/* ---- the attention's small products ------------------------------------------ */
+
+/* Every entry of C against the product in double, within the bound on a
+ * k-term float sum: 2 k eps sum_p |alpha a_ip b_pj| (a(i, p) and b(p, j)
+ * read through the strides below), so only a wrong entry can fail. */
+static void check_product(const float *C, int64_t ldc, const float *A, int64_t a_row, int64_t a_col,
+                          const float *B, int64_t b_row, int64_t b_col, int64_t m, int64_t n,
+                          int64_t k, float alpha, const char *what)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double ref = 0, mag = 0;
+            for (int64_t p = 0; p < k; p++) {
+                const double t = (double)A[i * a_row + p * a_col] * B[p * b_row + j * b_col];
+                ref += t, mag += fabs(t);
+            }
+            ref *= alpha, mag *= fabs(alpha);
+            const double err = fabs(C[i * ldc + j] - ref);
+            ck_assert_msg(err <= 2.0 * (double)k * FLT_EPSILON * mag + 1e-30,
+                          "%s %" PRId64 "x%" PRId64 "x%" PRId64 " [%" PRId64 "][%" PRId64
+                          "]: %.9g, want %.9g",
+                          what, m, n, k, i, j, C[i * ldc + j], ref);
+        }
+}
+
+/* n floats of N(0, 1) from seed, freed by the caller. */
+static float *gaussians(int64_t n, uint64_t seed)
+{
+    float *p = malloc((size_t)n * sizeof *p);
+    ck_assert_ptr_nonnull(p);
+    cd_gc_randn(p, n, seed, 1.0f);
+    return p;
+}
+
+START_TEST(small_products_match_double)
+{
+    /* The UNet's attention shapes (dh 32 and 16 on 28 x 28, 14 x 14 and
+     * 7 x 7 planes) and edges of every block: odd m and n, k and n off the
+     * vector width, strides wider than the rows. */
+    static const int64_t shapes[][3] = {{32, 784, 32}, {16, 196, 16}, {32, 49, 32}, {5, 70, 3},
+                                        {3, 17, 5},    {1, 1, 1},     {6, 65, 9},   {4, 64, 4}};
+    for (int path = 0; path < 2; path++) {
+        cd__cpu_force_portable(CD__KERNELS_GEMM, path == 1);
+        for (uint64_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            const int64_t dh = shapes[s][0], hw = shapes[s][1], kk = shapes[s][2], pad = 3;
+            const int64_t lda = hw + pad;
+            const float alpha = s % 2 ? 0.25f : 1.0f;
+            /* nt: C (dh x kk) = alpha A B^T, A dh x hw and B kk x hw: k = hw. */
+            float *A = gaussians(dh * lda, 40 + s), *B = gaussians(kk * lda, 50 + s);
+            float *C = gaussians(dh * (kk + pad), 1);
+            cd__gemm_nt(dh, kk, hw, alpha, A, lda, B, lda, C, kk + pad);
+            check_product(C, kk + pad, A, lda, 1, B, 1, lda, dh, kk, hw, alpha, "nt");
+            /* xn: D (dh x hw) = alpha op(S) W, op(S) dh x kk and W kk x hw. */
+            float *S = gaussians((dh + pad) * (kk + pad), 60 + s);
+            float *W = gaussians(kk * lda, 70 + s), *D = gaussians(dh * lda, 2);
+            cd__gemm_xn(false, dh, hw, kk, alpha, S, kk + pad, W, lda, D, lda);
+            check_product(D, lda, S, kk + pad, 1, W, lda, 1, dh, hw, kk, alpha, "xn");
+            cd__gemm_xn(true, dh, hw, kk, alpha, S, dh + pad, W, lda, D, lda);
+            check_product(D, lda, S, 1, dh + pad, W, lda, 1, dh, hw, kk, alpha, "xn, A^T");
+            free(A), free(B), free(C), free(S), free(W), free(D);
+        }
+    }
+    cd__cpu_force_portable(CD__KERNELS_GEMM, false);
+}
+END_TEST
+
 /* ---- layer norm ------------------------------------------------------------- */
 
 typedef struct {
@@ -956,6 +1023,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, softmax_gradients);
     tcase_add_test(tc, softmax_properties);
     tcase_add_test(tc, vector_and_scalar_paths_agree);
+    tcase_add_test(tc, small_products_match_double);
     tcase_add_test(tc, layernorm_gradients);
     tcase_add_test(tc, layernorm_normalises);
     tcase_add_test(tc, ln_gelu_gradients);

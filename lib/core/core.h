@@ -160,6 +160,7 @@ typedef enum {
     CD__KERNELS_CONV,     /* convolutions: im2col + sgemm, the portable depthwise kernel */
     CD__KERNELS_SPECTRAL, /* the spectral convolution: the dense kernels take its shapes */
     CD__KERNELS_VMATH,    /* GELU, softmax and the layer norms: their scalar loops */
+    CD__KERNELS_GEMM,     /* the attention's small products: cblas_sgemm */
     CD__KERNELS_COUNT
 } cd__kernels;
 

@@ -11,9 +11,6 @@
  */
 #include "unet.h"
 
-#include <cblas.h>
-/* OpenBLAS's cblas.h pulls in <complex.h>, whose I macro clobbers names. */
-#undef I
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -238,10 +235,8 @@ static void attn_fwd_task(void *ctx, int64_t b)
     for (int64_t h = 0; h < t->heads; h++) {
         float *c = t->ctx + (b * t->heads + h) * dh * dh;
         float *o = t->o + b * hid * HW + h * blk;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)dh, (int)dh, (int)HW, 1.0f,
-                    k + h * blk, (int)HW, v + h * blk, (int)HW, 0.0f, c, (int)dh);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)dh, (int)HW, (int)dh, 1.0f, c,
-                    (int)dh, q + h * blk, (int)HW, 0.0f, o, (int)HW);
+        cd__gemm_nt(dh, dh, HW, 1.0f, k + h * blk, HW, v + h * blk, HW, c, dh);
+        cd__gemm_xn(true, dh, HW, dh, 1.0f, c, dh, q + h * blk, HW, o, HW);
     }
 }
 
@@ -261,15 +256,10 @@ static void attn_bwd_task(void *ctx, int64_t b)
         const float *c = t->ctx + (b * t->heads + h) * dh * dh;
         const float *go = a->dO + b * hid * HW + h * blk;
         float *dc = a->dctx + (b * t->heads + h) * dh * dh;
-        const int idh = (int)dh, ihw = (int)HW;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, idh, idh, ihw, 1.0f, q + h * blk, ihw,
-                    go, ihw, 0.0f, dc, idh);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, idh, ihw, idh, attn_scale(dh), c,
-                    idh, go, ihw, 0.0f, dq + h * blk, ihw);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, idh, ihw, idh, 1.0f, dc, idh,
-                    v + h * blk, ihw, 0.0f, dk + h * blk, ihw);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, idh, ihw, idh, 1.0f, dc, idh,
-                    k + h * blk, ihw, 0.0f, dv + h * blk, ihw);
+        cd__gemm_nt(dh, dh, HW, 1.0f, q + h * blk, HW, go, HW, dc, dh);
+        cd__gemm_xn(false, dh, HW, dh, attn_scale(dh), c, dh, go, HW, dq + h * blk, HW);
+        cd__gemm_xn(false, dh, HW, dh, 1.0f, dc, dh, v + h * blk, HW, dk + h * blk, HW);
+        cd__gemm_xn(true, dh, HW, dh, 1.0f, dc, dh, k + h * blk, HW, dv + h * blk, HW);
     }
     for (int64_t r = 0; r < hid; r++)
         cd__softmax_row_backward(dk + r * HW, dk + r * HW, k + r * HW, HW, false);

@@ -100,6 +100,17 @@ void cd__linear_backward(float *din, float *dW, float *db, const float *dout, co
 void cd__bmm(float *C, const float *A, const float *B, int64_t batch, int64_t M, int64_t N,
              int64_t K, bool transA, bool transB, float alpha, float beta);
 
+/* ---- gemm_small.c: the linear attention's products, serial -------------- */
+
+/* C (m x n) = alpha A B^T, with A m x k and B n x k (row strides lda, ldb,
+ * ldc): for long k. */
+void cd__gemm_nt(int64_t m, int64_t n, int64_t k, float alpha, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float *C, int64_t ldc);
+/* C (m x n) = alpha op(A) B, with op(A) m x k (A stored k x m when transA)
+ * and B k x n: for small m and k and wide n. */
+void cd__gemm_xn(bool transA, int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                 int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc);
+
 /* ---- act.c: activations and elementwise ops ---------------------------- */
 
 /* Exact GELU: 0.5 x (1 + erf(x / sqrt 2)). */
