@@ -564,6 +564,18 @@ static float *gaussians(int64_t n, uint64_t seed)
     return p;
 }
 
+/* The columns n..ldc-1 of C's m rows still hold gaussians(m * ldc, seed). */
+static void check_padding_kept(const float *C, int64_t ldc, int64_t m, int64_t n, uint64_t seed,
+                               const char *what)
+{
+    float *was = gaussians(m * ldc, seed);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = n; j < ldc; j++)
+            ck_assert_msg(C[i * ldc + j] == was[i * ldc + j], "%s wrote [%" PRId64 "][%" PRId64 "]",
+                          what, i, j);
+    free(was);
+}
+
 START_TEST(small_products_match_double)
 {
     /* The UNet's attention shapes (dh 32 and 16 on 28 x 28, 14 x 14 and
@@ -582,13 +594,16 @@ START_TEST(small_products_match_double)
             float *C = gaussians(dh * (kk + pad), 1);
             cd__gemm_nt(dh, kk, hw, alpha, A, lda, B, lda, C, kk + pad);
             check_product(C, kk + pad, A, lda, 1, B, 1, lda, dh, kk, hw, alpha, "nt");
+            check_padding_kept(C, kk + pad, dh, kk, 1, "nt");
             /* xn: D (dh x hw) = alpha op(S) W, op(S) dh x kk and W kk x hw. */
             float *S = gaussians((dh + pad) * (kk + pad), 60 + s);
             float *W = gaussians(kk * lda, 70 + s), *D = gaussians(dh * lda, 2);
             cd__gemm_xn(false, dh, hw, kk, alpha, S, kk + pad, W, lda, D, lda);
             check_product(D, lda, S, kk + pad, 1, W, lda, 1, dh, hw, kk, alpha, "xn");
+            check_padding_kept(D, lda, dh, hw, 2, "xn");
             cd__gemm_xn(true, dh, hw, kk, alpha, S, dh + pad, W, lda, D, lda);
             check_product(D, lda, S, 1, dh + pad, W, lda, 1, dh, hw, kk, alpha, "xn, A^T");
+            check_padding_kept(D, lda, dh, hw, 2, "xn, A^T");
             free(A), free(B), free(C), free(S), free(W), free(D);
         }
     }
