@@ -19,14 +19,19 @@
 
 #define CHUNK 250
 
+/* Where FD's real images come from in the split (fd_layout_of, below). */
+typedef struct {
+    int64_t count, m, step, sets; /* step < 2: no set fits beside the reference */
+} fd_layout;
+
 typedef struct {
     double loss, loss_se, rmse, ssim, psnr, fd, fd_floor, preservation, entropy, confidence;
     double class_accuracy, guidance; /* a class-conditional model's; NaN otherwise */
     int64_t n, fd_n, hist[10];
-    int64_t fd_step, fd_floor_sets; /* the FD sets' layout (0: no floor) */
-    int64_t c, h, w;                /* the data's image shape */
-    cd_split split;                 /* where the images come from */
-    bool classified;                /* false: no classifier for this image shape */
+    fd_layout fd_sets; /* the FD sets, once classified */
+    int64_t c, h, w;   /* the data's image shape */
+    cd_split split;    /* where the images come from */
+    bool classified;   /* false: no classifier for this image shape */
     const char *reduction;
     bool default_objective; /* an inference model keeps no training options */
 } eval_result;
@@ -134,10 +139,6 @@ static cd_status sample_all(const cli_loaded *m, const cli_sampling *o, cd_tenso
  * of 1,000 MNIST test images score 19 to 29 against one reference). */
 #define FLOOR_SETS 9
 
-typedef struct {
-    int64_t count, m, step, sets; /* step < 2: no set fits beside the reference */
-} fd_layout;
-
 static fd_layout fd_layout_of(int64_t count, int64_t m)
 {
     fd_layout L = {count, m, count / m, 0};
@@ -212,8 +213,7 @@ static cd_status classify(const cli_loaded *mdl, cd_dataset *ds, cd_classifier *
     if (st == CD_OK) st = fd_floor(ds, r->split, cls, &L, fa, fb, &r->fd_floor);
     if (st == CD_OK)
         st = cd_class_histogram(sprobs, r->hist, K < 10 ? K : 10, &r->entropy, &r->confidence);
-    r->fd_step = L.step < 2 ? 0 : L.step;
-    r->fd_floor_sets = L.sets;
+    r->fd_sets = L;
     cd_tensor_free(probs), cd_tensor_free(samples), cd_tensor_free(sprobs);
     cd_tensor_free(fa), cd_tensor_free(fb);
     free(asked);
@@ -286,7 +286,7 @@ static void print_result(const eval_result *r, FILE *f, bool json)
                 json_num(b[3], 32, r->ssim), json_num(b[4], 32, r->psnr),
                 json_num(b[5], 32, r->preservation), json_num(b[6], 32, r->fd),
                 (long long)(r->classified ? r->fd_n : 0), json_num(b[9], 32, r->fd_floor),
-                (long long)(r->classified ? r->fd_floor_sets : 0), json_num(b[7], 32, r->entropy),
+                (long long)(r->classified ? r->fd_sets.sets : 0), json_num(b[7], 32, r->entropy),
                 json_num(b[8], 32, r->confidence), r->classified ? "true" : "false",
                 json_num(g[0], 32, r->guidance), json_num(g[1], 32, r->class_accuracy));
         for (int k = 0; k < (r->classified ? 10 : 0); k++)
@@ -312,7 +312,8 @@ static void print_result(const eval_result *r, FILE *f, bool json)
     }
     fprintf(f, "class preservation %.4f\n", r->preservation);
     char spread[64] = "";
-    if (r->fd_step > 0) snprintf(spread, sizeof spread, ", one in %lld", (long long)r->fd_step);
+    if (r->fd_sets.step >= 2)
+        snprintf(spread, sizeof spread, ", one in %lld", (long long)r->fd_sets.step);
     fprintf(f,
             "FD                 %.4f (%lld samples vs %lld %s images spread over the split%s; "
             "MNIST classifier features)\n",
@@ -321,7 +322,7 @@ static void print_result(const eval_result *r, FILE *f, bool json)
         fprintf(f,
                 "FD floor           %.4f (real against real: mean over %lld other such sets of "
                 "%lld %s images)\n",
-                r->fd_floor, (long long)r->fd_floor_sets, (long long)r->fd_n, split_name(r));
+                r->fd_floor, (long long)r->fd_sets.sets, (long long)r->fd_n, split_name(r));
     if (isfinite(r->class_accuracy))
         fprintf(f,
                 "class accuracy     %.4f (samples classified as the class asked for, guidance "
