@@ -13,6 +13,7 @@
 
 #include "gradcheck.h"
 #include "ops/conv2d_fft.h"
+#include "ops/conv2d_internal.h"
 #include "ops/ops.h"
 
 static float *fbuf(int64_t n)
@@ -244,6 +245,7 @@ static double conv_parity_one(const conv_shape *s, bool portable, bool direct)
 {
     cd__cpu_force_portable(CD__KERNELS_CONV, portable);
     cd__cpu_force_portable(CD__KERNELS_SPECTRAL, direct);
+    cd__cpu_force_portable(CD__KERNELS_WINOGRAD, direct);
     const char *mode = portable ? " (portable)" : direct ? " (direct)" : "";
     conv_case k;
     conv_case_make(&k, s, 100);
@@ -289,6 +291,7 @@ static double conv_parity_one(const conv_shape *s, bool portable, bool direct)
     conv_case_free(&k);
     cd__cpu_force_portable(CD__KERNELS_CONV, false);
     cd__cpu_force_portable(CD__KERNELS_SPECTRAL, false);
+    cd__cpu_force_portable(CD__KERNELS_WINOGRAD, false);
     return worst;
 }
 
@@ -930,6 +933,342 @@ START_TEST(workspace_bounded)
 }
 END_TEST
 
+/* ---- Winograd F(4x4, 3x3) forward --------------------------------------------- */
+
+#ifdef CD__CONV_X86
+/*
+ * Error bound. Per output, the computed y differs from the exact sum by at
+ * most (to first order in u = 2^-24)
+ *
+ *     (C_in + 12) u (S_w + |bias|),
+ *
+ * S_w = sum_ci |A^T| [(|G| |g_ci| |G|^T) . (|B^T| |d_ci| |B|)] |A|: the
+ * Winograd sum with every matrix, weight and input replaced by its
+ * absolute value. The terms of the constant, as the library computes: the
+ * input transform B^T d B rounds 2 times per dimension (4), each product
+ * chain over C_in rounds once per channel (C_in), the output transform
+ * rounds 3 times per dimension (6), the weights are rounded once from
+ * double and the bias is added once (2). Every rounding's error is at most
+ * u times an absolute sum that S_w bounds, so the constant needs no
+ * measurement. It is a worst case: on random data the errors stay near
+ * 0.2 u S_w, and S_w reaches some 600 times the direct sum |w||x| (the
+ * transforms' entries go up to 8), which puts the errors near 40 u
+ * sum |w||x| against about 5 for the dense path. A wrong transform
+ * coefficient (4 for 5 in B, 7 for 8 in A, 1/24.2 for 1/24 in G) fails.
+ */
+#define WG_BOUND_EXTRA 12
+
+/* |A^T|, |G|, |B^T| of F(4, 3) with points 0, 1, -1, 2, -2, infinity. */
+static const double wg_AT[4][6] = {{1, 1, 1, 1, 1, 0},
+                                   {0, 1, 1, 2, 2, 0},
+                                   {0, 1, 1, 4, 4, 0},
+                                   {0, 1, 1, 8, 8, 1}};
+static const double wg_G[6][3] = {{1.0 / 4, 0, 0},
+                                  {1.0 / 6, 1.0 / 6, 1.0 / 6},
+                                  {1.0 / 6, 1.0 / 6, 1.0 / 6},
+                                  {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                  {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                  {0, 0, 1}};
+static const double wg_BT[6][6] = {{4, 0, 5, 0, 1, 0}, {0, 4, 4, 1, 1, 0}, {0, 4, 4, 1, 1, 0},
+                                   {0, 2, 1, 2, 1, 0}, {0, 2, 1, 2, 1, 0}, {0, 4, 0, 5, 0, 1}};
+
+typedef struct {
+    double err_sw;   /* max |err| / (u (S_w + |b|)) */
+    double err_sd;   /* max |err| / (u (sum |w||x| + |b|)) */
+    double dense_sd; /* the same for the library's default path */
+    double amp;      /* max (S_w + |b|) / (sum |w||x| + |b|) */
+} wg_acc;
+
+/* The Winograd forward of s against a double reference, each output held
+ * to the bound above; returns the ratios seen. */
+static wg_acc wg_accuracy_one(const conv_shape *s)
+{
+    conv_case k;
+    conv_case_make(&k, s, 300);
+    const cd__conv2d *c = &k.c;
+    const double u = ldexp(1.0, -24);
+    float *ws = fbuf((int64_t)cd__conv2d_winograd_workspace(c)), *dense = fbuf(k.n_out);
+    /* NaN everywhere first: every output must be written. */
+    for (int64_t i = 0; i < k.n_out; i++) k.out[i] = NAN;
+    cd__conv2d_winograd_forward(c, k.out, k.in, k.w, k.b, ws, NULL, NULL);
+    cd__cpu_force_portable(CD__KERNELS_WINOGRAD, true);
+    cd__conv2d_forward(c, dense, k.in, k.w, k.b, k.ws);
+    cd__cpu_force_portable(CD__KERNELS_WINOGRAD, false);
+    /* Ca[a][r][p] = sum_i |A^T[a][i]| |G[i][r]| |B^T[i][p]|: how much of
+     * |g[r]| |d[p]| one output at offset a of its tile carries. */
+    double Ca[4][3][6];
+    for (int a = 0; a < 4; a++)
+        for (int r = 0; r < 3; r++)
+            for (int p = 0; p < 6; p++) {
+                Ca[a][r][p] = 0.0;
+                for (int i = 0; i < 6; i++) Ca[a][r][p] += wg_AT[a][i] * wg_G[i][r] * wg_BT[i][p];
+            }
+    const int64_t H = c->H, W = c->W, TH = (H + 3) / 4, TW = (W + 3) / 4;
+    /* X[ci][ty][tx][a][b][r][s] = sum_pq Ca[a][r][p] Ca[b][s][q] |d[p][q]|. */
+    double *X = calloc((size_t)(c->C_in * TH * TW * 16 * 9), sizeof *X);
+    ck_assert_ptr_nonnull(X);
+    wg_acc res = {0, 0, 0, 0};
+    for (int64_t n = 0; n < c->N; n++) {
+        const float *img = k.in + n * c->C_in * H * W;
+        for (int64_t ci = 0; ci < c->C_in; ci++)
+            for (int64_t ty = 0; ty < TH; ty++)
+                for (int64_t tx = 0; tx < TW; tx++) {
+                    double d[6][6];
+                    for (int p = 0; p < 6; p++)
+                        for (int q = 0; q < 6; q++) {
+                            const int64_t y = 4 * ty - 1 + p, x = 4 * tx - 1 + q;
+                            d[p][q] = y >= 0 && y < H && x >= 0 && x < W
+                                          ? fabs((double)img[(ci * H + y) * W + x])
+                                          : 0.0;
+                        }
+                    double *Xt = X + ((ci * TH + ty) * TW + tx) * 16 * 9;
+                    for (int a = 0; a < 4; a++)
+                        for (int b = 0; b < 4; b++)
+                            for (int r = 0; r < 3; r++)
+                                for (int q2 = 0; q2 < 3; q2++) {
+                                    double sum = 0.0;
+                                    for (int p = 0; p < 6; p++)
+                                        for (int q = 0; q < 6; q++)
+                                            sum += Ca[a][r][p] * Ca[b][q2][q] * d[p][q];
+                                    Xt[(a * 4 + b) * 9 + r * 3 + q2] = sum;
+                                }
+                }
+        for (int64_t co = 0; co < c->C_out; co++)
+            for (int64_t y = 0; y < H; y++)
+                for (int64_t x = 0; x < W; x++) {
+                    const double bias = c->bias ? k.b[co] : 0.0;
+                    double ref = bias, sd = fabs(bias), sw = fabs(bias);
+                    for (int64_t ci = 0; ci < c->C_in; ci++) {
+                        const float *g = k.w + (co * c->C_in + ci) * 9;
+                        const double *Xt =
+                            X + ((ci * TH + y / 4) * TW + x / 4) * 16 * 9 + (y % 4 * 4 + x % 4) * 9;
+                        for (int r = 0; r < 3; r++)
+                            for (int q = 0; q < 3; q++) {
+                                const int64_t iy = y - 1 + r, ix = x - 1 + q;
+                                const double wv = g[r * 3 + q];
+                                sw += fabs(wv) * Xt[r * 3 + q];
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                const double xv = img[(ci * H + iy) * W + ix];
+                                ref += wv * xv;
+                                sd += fabs(wv * xv);
+                            }
+                    }
+                    const int64_t i = ((n * c->C_out + co) * H + y) * W + x;
+                    ck_assert_msg(isfinite(k.out[i]), "%s: output %lld not written or not finite",
+                                  s->name, (long long)i);
+                    const double err = fabs((double)k.out[i] - ref);
+                    const double bound = (double)(c->C_in + WG_BOUND_EXTRA) * u * sw;
+                    ck_assert_msg(err <= bound,
+                                  "%s: output (%lld, %lld, %lld, %lld) %.9g vs %.9g: error "
+                                  "%.3e above the bound %.3e",
+                                  s->name, (long long)n, (long long)co, (long long)y, (long long)x,
+                                  k.out[i], ref, err, bound);
+                    if (sw > 0) res.err_sw = fmax(res.err_sw, err / (u * sw));
+                    if (sd > 0) {
+                        res.err_sd = fmax(res.err_sd, err / (u * sd));
+                        res.dense_sd = fmax(res.dense_sd, fabs((double)dense[i] - ref) / (u * sd));
+                        res.amp = fmax(res.amp, sw / sd);
+                    }
+                }
+    }
+    free(X), free(ws), free(dense);
+    conv_case_free(&k);
+    return res;
+}
+
+/* The UNet's 3x3 layers (two images), then edges: images that are no
+ * multiple of the tile (7x7, 13x9, 1x1, 6x10, 5x3), channels that are no
+ * multiple of 16, no bias, and batches over several rounds of tasks. */
+static const conv_shape wg_shapes[] = {
+    {"UNet 32->64 28x28", 2, 32, 28, 28, 64, 3, 3, 1, 1, 1, true},
+    {"UNet 64->32 28x28", 2, 64, 28, 28, 32, 3, 3, 1, 1, 1, true},
+    {"UNet 64->128 14x14", 2, 64, 14, 14, 128, 3, 3, 1, 1, 1, true},
+    {"UNet 128->64 14x14", 2, 128, 14, 14, 64, 3, 3, 1, 1, 1, true},
+    {"UNet 128->256 7x7", 2, 128, 7, 7, 256, 3, 3, 1, 1, 1, true},
+    {"UNet 256->128 7x7", 2, 256, 7, 7, 128, 3, 3, 1, 1, 1, true},
+    {"20->24 13x9", 3, 20, 13, 9, 24, 3, 3, 1, 1, 1, true},
+    {"17->33 7x7", 3, 17, 7, 7, 33, 3, 3, 1, 1, 1, true},
+    {"16->16 1x1", 2, 16, 1, 1, 16, 3, 3, 1, 1, 1, true},
+    {"3->5 6x10", 5, 3, 6, 10, 5, 3, 3, 1, 1, 1, true},
+    {"40->17 5x3 no bias", 1, 40, 5, 3, 17, 3, 3, 1, 1, 1, false},
+    {"16->48 7x7 N=70 (rounds)", 70, 16, 7, 7, 48, 3, 3, 1, 1, 1, true},
+    {"24->16 13x13 N=11", 11, 24, 13, 13, 16, 3, 3, 1, 1, 1, true},
+};
+#define N_WG ((int)(sizeof wg_shapes / sizeof wg_shapes[0]))
+
+START_TEST(winograd_accuracy)
+{
+    const wg_acc a = wg_accuracy_one(&wg_shapes[_i]);
+    printf("winograd %-26s err/(u S_w) %5.2f (bound %lld)  err/(u sum|w||x|) %6.1f  "
+           "dense %5.2f  S_w/sum|w||x| %5.1f\n",
+           wg_shapes[_i].name, a.err_sw, (long long)(wg_shapes[_i].C_in + WG_BOUND_EXTRA), a.err_sd,
+           a.dense_sd, a.amp);
+}
+END_TEST
+
+/* The epilogue runs once per image after it is complete, and the bias is
+ * added last: with it, every output is the bias-free output plus the bias,
+ * rounded once. */
+START_TEST(winograd_epilogue_and_bias)
+{
+    static const conv_shape shapes[] = {
+        {"16->32 14x14 N=19", 19, 16, 14, 14, 32, 3, 3, 1, 1, 1, true},
+        {"20->17 7x7 N=70", 70, 20, 7, 7, 17, 3, 3, 1, 1, 1, true},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        conv_case k;
+        conv_case_make(&k, &shapes[i], 78);
+        float *ws = fbuf((int64_t)cd__conv2d_winograd_workspace(&k.c));
+        float *copy = fbuf(k.n_out), *nobias = fbuf(k.n_out);
+        int calls[70] = {0};
+        epi_ctx e = {k.out, copy, k.n_out / k.c.N, calls};
+        cd__conv2d_winograd_forward(&k.c, k.out, k.in, k.w, k.b, ws, copy_image, &e);
+        ck_assert_msg(memcmp(copy, k.out, (size_t)k.n_out * sizeof(float)) == 0,
+                      "%s: epilogue saw an unfinished image", shapes[i].name);
+        for (int64_t n = 0; n < k.c.N; n++) ck_assert_int_eq(calls[n], 1);
+        cd__conv2d cn = k.c;
+        cn.bias = false;
+        cd__conv2d_winograd_forward(&cn, nobias, k.in, k.w, k.b, ws, NULL, NULL);
+        const int64_t P = k.c.H_out * k.c.W_out;
+        for (int64_t j = 0; j < k.n_out; j++) {
+            const float want = nobias[j] + k.b[j / P % k.c.C_out];
+            ck_assert_msg(k.out[j] == want, "%s: output %lld is %.9g, not %.9g + bias %.9g",
+                          shapes[i].name, (long long)j, k.out[j], nobias[j],
+                          k.b[j / P % k.c.C_out]);
+        }
+        free(ws), free(copy), free(nobias);
+        conv_case_free(&k);
+    }
+}
+END_TEST
+
+/* Bit-identical at 1, 2 and 3 threads; the workspace stops growing with N. */
+START_TEST(winograd_threads_and_workspace)
+{
+    static const conv_shape shapes[] = {
+        {"32->64 28x28 N=19", 19, 32, 28, 28, 64, 3, 3, 1, 1, 1, true},
+        {"64->128 7x7 N=37", 37, 64, 7, 7, 128, 3, 3, 1, 1, 1, true},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        float *first = NULL;
+        for (int64_t threads = 1; threads <= 3; threads++) {
+            CD_ASSERT_OK(cd_set_num_threads(threads));
+            conv_case k;
+            conv_case_make(&k, &shapes[i], 56);
+            float *ws = fbuf((int64_t)cd__conv2d_winograd_workspace(&k.c));
+            cd__conv2d_winograd_forward(&k.c, k.out, k.in, k.w, k.b, ws, NULL, NULL);
+            if (!first) {
+                first = fbuf(k.n_out);
+                memcpy(first, k.out, (size_t)k.n_out * sizeof(float));
+            } else {
+                ck_assert_msg(memcmp(first, k.out, (size_t)k.n_out * sizeof(float)) == 0,
+                              "%s: output differs between 1 and %d threads", shapes[i].name,
+                              (int)threads);
+            }
+            free(ws);
+            conv_case_free(&k);
+        }
+        free(first);
+        cd__conv2d c;
+        const conv_shape *s = &shapes[i];
+        CD_ASSERT_OK(cd__conv2d_init(&c, 128, s->C_in, s->H, s->W, s->C_out, 3, 3, 1, 1, 1, true));
+        const size_t a = cd__conv2d_winograd_workspace(&c);
+        c.N = 4096;
+        ck_assert_uint_eq(a, cd__conv2d_winograd_workspace(&c));
+    }
+    CD_ASSERT_OK(cd_set_num_threads(1));
+}
+END_TEST
+
+/* Tensors and workspace that end at a guard page: the masked loads and
+ * stores at the edges of planes, channel blocks and images stay inside. */
+START_TEST(winograd_stays_in_bounds)
+{
+    static const conv_shape shapes[] = {
+        {"3->5 6x10", 2, 3, 6, 10, 5, 3, 3, 1, 1, 1, true},
+        {"17->33 7x7", 3, 17, 7, 7, 33, 3, 3, 1, 1, 1, true},
+        {"16->16 1x1", 2, 16, 1, 1, 16, 3, 3, 1, 1, 1, true},
+        {"20->24 13x9", 2, 20, 13, 9, 24, 3, 3, 1, 1, 1, true},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        conv_case k;
+        conv_case_make(&k, &shapes[i], 32);
+        const int64_t nws = (int64_t)cd__conv2d_winograd_workspace(&k.c);
+        guarded g[5] = {guarded_alloc(k.n_in), guarded_alloc(k.n_w), guarded_alloc(k.c.C_out),
+                        guarded_alloc(k.n_out), guarded_alloc(nws)};
+        memcpy(g[0].p, k.in, (size_t)k.n_in * sizeof(float));
+        memcpy(g[1].p, k.w, (size_t)k.n_w * sizeof(float));
+        memcpy(g[2].p, k.b, (size_t)k.c.C_out * sizeof(float));
+        float *ws = fbuf(nws);
+        cd__conv2d_winograd_forward(&k.c, g[3].p, g[0].p, g[1].p, g[2].p, g[4].p, NULL, NULL);
+        cd__conv2d_winograd_forward(&k.c, k.out, k.in, k.w, k.b, ws, NULL, NULL);
+        ck_assert_msg(memcmp(g[3].p, k.out, (size_t)k.n_out * sizeof(float)) == 0,
+                      "%s: the result depends on where the buffers are", shapes[i].name);
+        for (int b = 0; b < 5; b++) guarded_free(&g[b]);
+        free(ws);
+        conv_case_free(&k);
+    }
+}
+END_TEST
+
+/* The UNet's 3x3 layers take the Winograd path, forward and input gradient
+ * (when backward may overwrite din): bit for bit its own results. Held
+ * off, the dense kernels give other bits, so the comparison can fail. */
+START_TEST(winograd_is_chosen)
+{
+    const conv_shape s = {"UNet 32->64 14x14", 3, 32, 14, 14, 64, 3, 3, 1, 1, 1, true};
+    conv_case k;
+    conv_case_make(&k, &s, 91);
+    const cd__conv2d *c = &k.c;
+    float *ws = fbuf((int64_t)cd__conv2d_winograd_workspace(c)), *want = fbuf(k.n_out);
+    cd__conv2d_winograd_forward(c, want, k.in, k.w, k.b, ws, NULL, NULL);
+    cd__conv2d_forward(c, k.out, k.in, k.w, k.b, k.ws);
+    ck_assert_msg(memcmp(want, k.out, (size_t)k.n_out * sizeof(float)) == 0,
+                  "the forward did not take the Winograd path");
+    cd__cpu_force_portable(CD__KERNELS_WINOGRAD, true);
+    float *dense_ws = fbuf((int64_t)cd__conv2d_workspace(c));
+    cd__conv2d_forward(c, k.out, k.in, k.w, k.b, dense_ws);
+    ck_assert_msg(memcmp(want, k.out, (size_t)k.n_out * sizeof(float)) != 0,
+                  "the dense kernels gave the Winograd path's bits");
+    cd__cpu_force_portable(CD__KERNELS_WINOGRAD, false);
+
+    /* din = dout convolved with the flipped, transposed weights. */
+    cd__conv2d a;
+    CD_ASSERT_OK(cd__conv2d_init(&a, c->N, c->C_out, c->H, c->W, c->C_in, 3, 3, 1, 1, 1, false));
+    float *wt = fbuf(k.n_w), *din = fbuf(k.n_in),
+          *aws = fbuf((int64_t)cd__conv2d_winograd_workspace(&a));
+    for (int64_t co = 0; co < c->C_out; co++)
+        for (int64_t ci = 0; ci < c->C_in; ci++)
+            for (int64_t t = 0; t < 9; t++)
+                wt[(ci * c->C_out + co) * 9 + t] = k.w[(co * c->C_in + ci) * 9 + 8 - t];
+    cd__conv2d_winograd_forward(&a, din, k.dout, wt, NULL, aws, NULL, NULL);
+    cd__conv2d_backward_set(c, k.din, k.dw, NULL, k.dout, k.in, k.w, k.ws);
+    ck_assert_msg(memcmp(din, k.din, (size_t)k.n_in * sizeof(float)) == 0,
+                  "the input gradient did not take the Winograd path");
+    free(ws), free(want), free(dense_ws), free(wt), free(din), free(aws);
+    conv_case_free(&k);
+}
+END_TEST
+
+START_TEST(winograd_suits)
+{
+    cd__conv2d c;
+    CD_ASSERT_OK(cd__conv2d_init(&c, 2, 32, 28, 28, 64, 3, 3, 1, 1, 1, true));
+    ck_assert(cd__conv2d_winograd_suits(&c));
+    CD_ASSERT_OK(cd__conv2d_init(&c, 2, 8, 28, 28, 64, 3, 3, 1, 1, 1, true));
+    ck_assert(!cd__conv2d_winograd_suits(&c));
+    CD_ASSERT_OK(cd__conv2d_init(&c, 2, 32, 28, 28, 64, 3, 3, 2, 1, 1, true));
+    ck_assert(!cd__conv2d_winograd_suits(&c));
+    CD_ASSERT_OK(cd__conv2d_init(&c, 2, 32, 28, 28, 64, 3, 3, 1, 0, 1, true));
+    ck_assert(!cd__conv2d_winograd_suits(&c));
+    CD_ASSERT_OK(cd__conv2d_init(&c, 2, 32, 28, 28, 64, 3, 3, 1, 1, 2, true));
+    ck_assert(!cd__conv2d_winograd_suits(&c));
+    CD_ASSERT_OK(cd__conv2d_init(&c, 2, 32, 28, 28, 64, 5, 5, 1, 2, 1, true));
+    ck_assert(!cd__conv2d_winograd_suits(&c));
+}
+END_TEST
+#endif
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("conv");
@@ -960,6 +1299,24 @@ static Suite *make_suite(void)
     tcase_add_test(tc, conv2d_reads_stay_in_bounds);
     tcase_add_test(tc, workspace_bounded);
     suite_add_tcase(s, tc);
+
+#ifdef CD__CONV_X86
+    tc = tcase_create("winograd");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, winograd_suits);
+    /* The kernels need AVX-512; the portable pass runs without them, and
+     * says so rather than counting them as passed. */
+    if (cd__cpu_avx512()) {
+        tcase_add_loop_test(tc, winograd_accuracy, 0, N_WG);
+        tcase_add_test(tc, winograd_epilogue_and_bias);
+        tcase_add_test(tc, winograd_threads_and_workspace);
+        tcase_add_test(tc, winograd_stays_in_bounds);
+        tcase_add_test(tc, winograd_is_chosen);
+    } else {
+        printf("winograd: the kernels' tests are not run: no AVX-512 here\n");
+    }
+    suite_add_tcase(s, tc);
+#endif
     return s;
 }
 

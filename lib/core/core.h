@@ -161,6 +161,7 @@ typedef enum {
     CD__KERNELS_SPECTRAL, /* the spectral convolution: the dense kernels take its shapes */
     CD__KERNELS_VMATH,    /* GELU, softmax and the layer norms: their scalar loops */
     CD__KERNELS_GEMM,     /* the attention's small products: cblas_sgemm */
+    CD__KERNELS_WINOGRAD, /* the Winograd 3x3 convolution: the dense kernels take its shapes */
     CD__KERNELS_COUNT
 } cd__kernels;
 

@@ -153,6 +153,15 @@ void cd__conv2d_dense_forward(const cd__conv2d *c, float *out, const float *in, 
                               const float *bias, float *ws, cd__task_fn epi, void *epi_ctx);
 void cd__conv2d_dense_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
                                const float *dout, const float *in, const float *weight, float *ws);
+
+/* AVX-512 only: Winograd F(4x4, 3x3) forward for 3x3, stride 1, pad 1,
+ * groups 1 (any channel counts; suits says where it may pay). Runs
+ * epi(epi_ctx, n) for every image n itself, and aligns ws itself. */
+size_t cd__conv2d_winograd_workspace(const cd__conv2d *c);
+bool cd__conv2d_winograd_suits(const cd__conv2d *c);
+void cd__conv2d_winograd_forward(const cd__conv2d *c, float *out, const float *in,
+                                 const float *weight, const float *bias, float *ws, cd__task_fn epi,
+                                 void *epi_ctx);
 #endif
 
 /* Stride 1, groups == C_in == C_out. fast: the AVX-512 kernels, for square

@@ -14,6 +14,13 @@
  * CNN's 7x7 layers run on the direct kernels; on the spectral path GFLOP/s
  * are the direct sums' multiply-adds per second (an effective rate). Not a
  * test: the numbers go to docs/performance.md.
+ *
+ *   bench_ops --winograd [--threads N] [--reps K] [--rounds R] [--only TEXT]
+ *
+ * times the Winograd F(4x4, 3x3) forward against the dense forward on the
+ * UNet's 3x3 layers instead. On a shared machine the load
+ * changes from second to second, so the two alternate: R rounds of k runs
+ * each, the order swapped every round, best of all runs per method.
  */
 #include <cblas.h>
 #undef I
@@ -23,6 +30,7 @@
 #include <time.h>
 
 #include "core.h"
+#include "ops/conv2d_internal.h"
 #include "ops/ops.h"
 
 #define BENCH_NAME "bench_ops"
@@ -193,12 +201,92 @@ static const conv_case cases[] = {
     {"UNet up T4x4s2 32 14->28", true, 32, 14, 14, 32, 4, 2, 1, 1},
 };
 
+/* ---- Winograd against dense ------------------------------------------------ */
+
+#ifdef CD__CONV_X86
+typedef struct {
+    cd__conv2d c;
+    float *in, *w, *b, *out, *ws;
+} wino_ctx;
+
+/* The library's default path takes these shapes to Winograd: hold it off. */
+static void run_dense(void *p)
+{
+    wino_ctx *x = p;
+    cd__cpu_force_portable(CD__KERNELS_WINOGRAD, true);
+    cd__conv2d_forward(&x->c, x->out, x->in, x->w, x->b, x->ws);
+    cd__cpu_force_portable(CD__KERNELS_WINOGRAD, false);
+}
+
+static void run_wino(void *p)
+{
+    wino_ctx *x = p;
+    cd__conv2d_winograd_forward(&x->c, x->out, x->in, x->w, x->b, x->ws, NULL, NULL);
+}
+
+static const conv_case wino_cases[] = {
+    {"UNet 3x3 32->64 28x28", false, 32, 28, 28, 64, 3, 1, 1, 1},
+    {"UNet 3x3 64->32 28x28", false, 64, 28, 28, 32, 3, 1, 1, 1},
+    {"UNet 3x3 64->128 14x14", false, 64, 14, 14, 128, 3, 1, 1, 1},
+    {"UNet 3x3 128->64 14x14", false, 128, 14, 14, 64, 3, 1, 1, 1},
+    {"UNet 3x3 128->256 7x7", false, 128, 7, 7, 256, 3, 1, 1, 1},
+    {"UNet 3x3 256->128 7x7", false, 256, 7, 7, 128, 3, 1, 1, 1},
+    /* Few channels, where the transforms weigh most. */
+    {"3x3 16->16 28x28", false, 16, 28, 28, 16, 3, 1, 1, 1},
+    {"3x3 16->16 7x7", false, 16, 7, 7, 16, 3, 1, 1, 1},
+    {"3x3 8->16 28x28", false, 8, 28, 28, 16, 3, 1, 1, 1},
+    {"CNN 3x3 16->1 28x28", false, 16, 28, 28, 1, 3, 1, 1, 1},
+};
+
+static void bench_winograd(int64_t N, int reps, int rounds, const char *only)
+{
+    printf("%-26s %9s %9s %7s %9s %9s %8s %8s\n", "case (forward)", "dense ms", "wino ms", "ratio",
+           "dense GF", "wino GF", "dense MB", "wino MB");
+    for (size_t i = 0; i < sizeof wino_cases / sizeof wino_cases[0]; i++) {
+        const conv_case *cc = &wino_cases[i];
+        if (only && !strstr(cc->name, only)) continue;
+        wino_ctx x;
+        if (cd__conv2d_init(&x.c, N, cc->C_in, cc->H, cc->W, cc->C_out, 3, 3, 1, 1, 1, true) !=
+            CD_OK) {
+            fprintf(stderr, "bench_ops: %s: %s\n", cc->name, cd_last_error());
+            exit(1);
+        }
+        const int64_t n_in = N * cc->C_in * cc->H * cc->W, n_out = N * cc->C_out * cc->H * cc->W;
+        const int64_t n_w = cc->C_out * cc->C_in * 9;
+        cd__cpu_force_portable(CD__KERNELS_WINOGRAD, true);
+        const size_t wd = cd__conv2d_workspace(&x.c);
+        cd__cpu_force_portable(CD__KERNELS_WINOGRAD, false);
+        const size_t ww = cd__conv2d_winograd_workspace(&x.c);
+        x.in = buf(n_in), x.out = buf(n_out), x.w = buf(n_w), x.b = buf(cc->C_out);
+        x.ws = buf((int64_t)(wd > ww ? wd : ww));
+        fill(x.in, n_in, 3, 2.0f);
+        fill(x.w, n_w, 5, 0.1f);
+        fill(x.b, cc->C_out, 6, 0.1f);
+        double td = 1e30, tw = 1e30;
+        for (int r = 0; r < rounds; r++) {
+            const double a = r % 2 ? best_time(run_wino, &x, reps) : 0.0;
+            const double d = best_time(run_dense, &x, reps);
+            const double b = r % 2 ? a : best_time(run_wino, &x, reps);
+            if (d < td) td = d;
+            if (b < tw) tw = b;
+        }
+        const double flop = 2.0 * (double)n_out * (double)(cc->C_in * 9);
+        printf("%-26s %9.2f %9.2f %7.2f %9.1f %9.1f %8.1f %8.1f\n", cc->name, 1e3 * td, 1e3 * tw,
+               td / tw, flop / td / 1e9, flop / tw / 1e9, (double)wd * 4 / 1e6,
+               (double)ww * 4 / 1e6);
+        fflush(stdout);
+        cd__free(x.in), cd__free(x.out), cd__free(x.w), cd__free(x.b), cd__free(x.ws);
+    }
+}
+#endif
+
 int main(int argc, char **argv)
 {
     int threads = 2;
     bool quick = false, portable = true;
     const char *only = NULL;
-    int reps = 5;
+    int reps = 5, rounds = 6;
+    bool winograd = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
@@ -212,11 +300,17 @@ int main(int argc, char **argv)
             only = argv[++i];
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--winograd"))
+            winograd = true;
         else {
             fprintf(stderr,
                     "usage: %s [--threads N] [--quick] [--no-portable] [--direct] "
-                    "[--only TEXT] [--reps K]\n",
-                    argv[0]);
+                    "[--only TEXT] [--reps K]\n"
+                    "       %s --winograd [--threads N] [--reps K] [--rounds R] "
+                    "[--only TEXT]\n",
+                    argv[0], argv[0]);
             return 2;
         }
     }
@@ -230,6 +324,20 @@ int main(int argc, char **argv)
     const char *core = getenv("OPENBLAS_CORETYPE");
     printf("bench_ops: batch %lld, %d thread(s), best of %d, OPENBLAS_CORETYPE=%s\n", (long long)N,
            threads, reps, core ? core : "(unset)");
+    if (winograd) {
+#ifdef CD__CONV_X86
+        if (!cd__cpu_use_avx512(CD__KERNELS_CONV)) {
+            fprintf(stderr, "bench_ops: --winograd needs AVX-512\n");
+            return 2;
+        }
+        if (rounds < 1) rounds = 1;
+        bench_winograd(N, reps, rounds, only);
+        return 0;
+#else
+        fprintf(stderr, "bench_ops: --winograd needs an x86-64 build\n");
+        return 2;
+#endif
+    }
 
     /* sgemm on OpenBLAS's own threads (the library pins it to one thread,
      * so set it here and pin it again afterwards). Skipped with --only. */
