@@ -1731,9 +1731,10 @@ class SamplerTests(unittest.TestCase):
         finally:
             if old is not None:
                 os.environ["COLDDIFF_MODEL"] = old
-        self.assertEqual(dec.param_count, 919668)
+        self.assertEqual(dec.param_count, 919844)
         self.assertEqual(dec.image_shape, (1, 28, 28))
-        self.assertEqual(zlib.crc32(bytes(dec.params.view())), 0x0111d123)
+        self.assertEqual(dec.class_count, 10)
+        self.assertEqual(zlib.crc32(bytes(dec.params.view())), 0x4fc5f0c3)
         self.assertEqual(dec.prediction, cd.Prediction.V)
         self.assertEqual(dec.trained_T, deg.T)
         s = cd.Sampler("ddim", deg)
@@ -1742,6 +1743,11 @@ class SamplerTests(unittest.TestCase):
         px = s.sample(cd.Rng(2), (2, 1, 28, 28))
         self.assertEqual(px.shape, (2, 1, 28, 28))
         self.assertTrue(all(-0.5 <= v <= 0.5 for v in px.to_array()))
+        # It is class-conditional: chosen digits, with guidance.
+        s.set_labels([3, 7], guidance=2)
+        guided = s.sample(cd.Rng(2), (2, 1, 28, 28)).to_array()
+        self.assertTrue(all(-0.5 <= v <= 0.5 for v in guided))
+        self.assertNotEqual(guided, px.to_array())
 
     def test_an_array_as_out_is_named(self):
         s = cd.Sampler("ddpm", cd.Degradation.noise(cd.Schedule.linear(10)))
