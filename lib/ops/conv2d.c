@@ -18,8 +18,8 @@
  *              backward may overwrite din, the input gradient (the same
  *              convolution of dout with flipped, transposed weights); the
  *              weight gradient stays on the dense path. Its rounding error
- *              is about ten times the dense path's, within a bound the
- *              tests derive: conv2d_winograd.c.
+ *              is 4 to 9 times the dense path's, within a bound the tests
+ *              derive: conv2d_winograd.c.
  *   dense      every other non-depthwise convolution on x86-64 CPUs with
  *              AVX-512 (chosen at run time). Each image is copied into
  *              zero-padded frames of row stride Wp (unpadded tensors are
