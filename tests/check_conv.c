@@ -1118,9 +1118,132 @@ START_TEST(winograd_accuracy)
 }
 END_TEST
 
-/* The UNet's 3x3 layers take the Winograd path, forward and input gradient
- * (when backward may overwrite din): bit for bit its own results. Held
- * off, the dense kernels give other bits, so the comparison can fail. */
+/*
+ * The weight gradient's bound. Per weight, the computed gradient differs
+ * from the exact sum by at most (to first order in u)
+ *
+ *     (T + WGD_BOUND_EXTRA) u S_g,
+ *
+ * T = N x tiles per image, and S_g = sum_tiles |G|^T [(|A| |dY| |A|^T) .
+ * (|B^T| |d| |B|)] |G|: the Winograd sum over absolute values, as for the
+ * forward. The terms, as the library computes: the input transform and the
+ * output gradient's (4 points to 6, as many roundings) round 4 times each
+ * (8); the sum over tiles rounds once per tile and once per round of
+ * tasks, at most T + 1 times whatever the rounds (R tiles per round and r
+ * rounds satisfy R + r <= T + 1); the final G^T Z G runs in double and is
+ * rounded once (1). No constant is measured.
+ */
+#define WGD_BOUND_EXTRA 10
+
+/* The Winograd weight gradient of s, added onto zeros, against a double
+ * reference, each weight held to the bound above; returns the ratios seen
+ * (dense_sd: the dense path's error / (u sum |dY||x|)). */
+static wg_acc wgd_accuracy_one(const conv_shape *s)
+{
+    conv_case k;
+    conv_case_make(&k, s, 400);
+    const cd__conv2d *c = &k.c;
+    const double u = ldexp(1.0, -24);
+    const int64_t H = c->H, W = c->W, TH = (H + 3) / 4, TW = (W + 3) / 4, Ci = c->C_in,
+                  Co = c->C_out;
+    float *ws = fbuf((int64_t)cd__conv2d_winograd_grad_workspace(c)), *dense = fbuf(k.n_w);
+    memset(k.dw, 0, (size_t)k.n_w * sizeof(float));
+    memset(dense, 0, (size_t)k.n_w * sizeof(float));
+    cd__conv2d_winograd_grad(c, k.dw, k.dout, k.in, ws);
+    cd__cpu_force_portable(CD__KERNELS_WINOGRAD, true);
+    cd__conv2d_backward(c, NULL, dense, NULL, k.dout, k.in, k.w, k.ws);
+    cd__cpu_force_portable(CD__KERNELS_WINOGRAD, false);
+    /* Sx[co][ci][xi]: sum over tiles of |A dY A^T|[xi] |B^T d B|[xi], both
+     * transforms taken over absolute values. */
+    double *Sx = calloc((size_t)(Co * Ci * 36), sizeof *Sx), *av = malloc(sizeof(double) * 36 * Ci),
+           *ad = malloc(sizeof(double) * 36 * Co);
+    ck_assert(Sx && av && ad);
+    for (int64_t n = 0; n < c->N; n++)
+        for (int64_t ty = 0; ty < TH; ty++)
+            for (int64_t tx = 0; tx < TW; tx++) {
+                for (int64_t ci = 0; ci < Ci; ci++)
+                    for (int i = 0; i < 36; i++) {
+                        double sum = 0.0;
+                        for (int p = 0; p < 6; p++)
+                            for (int q = 0; q < 6; q++) {
+                                const int64_t y = 4 * ty - 1 + p, x = 4 * tx - 1 + q;
+                                if (y < 0 || y >= H || x < 0 || x >= W) continue;
+                                sum += wg_BT[i / 6][p] * wg_BT[i % 6][q] *
+                                       fabs(k.in[((n * Ci + ci) * H + y) * W + x]);
+                            }
+                        av[ci * 36 + i] = sum;
+                    }
+                for (int64_t co = 0; co < Co; co++)
+                    for (int i = 0; i < 36; i++) {
+                        double sum = 0.0;
+                        for (int p = 0; p < 4; p++)
+                            for (int q = 0; q < 4; q++) {
+                                const int64_t y = 4 * ty + p, x = 4 * tx + q;
+                                if (y >= H || x >= W) continue;
+                                sum += wg_AT[p][i / 6] * wg_AT[q][i % 6] *
+                                       fabs(k.dout[((n * Co + co) * H + y) * W + x]);
+                            }
+                        ad[co * 36 + i] = sum;
+                    }
+                for (int64_t co = 0; co < Co; co++)
+                    for (int64_t ci = 0; ci < Ci; ci++)
+                        for (int i = 0; i < 36; i++)
+                            Sx[(co * Ci + ci) * 36 + i] += ad[co * 36 + i] * av[ci * 36 + i];
+            }
+    const double T = (double)(c->N * TH * TW);
+    wg_acc res = {0, 0, 0, 0};
+    for (int64_t co = 0; co < Co; co++)
+        for (int64_t ci = 0; ci < Ci; ci++)
+            for (int a = 0; a < 3; a++)
+                for (int b = 0; b < 3; b++) {
+                    double ref = 0.0, sd = 0.0, sg = 0.0;
+                    for (int i = 0; i < 36; i++)
+                        sg += wg_G[i / 6][a] * wg_G[i % 6][b] * Sx[(co * Ci + ci) * 36 + i];
+                    for (int64_t n = 0; n < c->N; n++)
+                        for (int64_t y = 0; y < H; y++)
+                            for (int64_t x = 0; x < W; x++) {
+                                const int64_t iy = y - 1 + a, ix = x - 1 + b;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                const double t = (double)k.dout[((n * Co + co) * H + y) * W + x] *
+                                                 k.in[((n * Ci + ci) * H + iy) * W + ix];
+                                ref += t;
+                                sd += fabs(t);
+                            }
+                    const int64_t w = (co * Ci + ci) * 9 + a * 3 + b;
+                    const double err = fabs((double)k.dw[w] - ref);
+                    const double bound = (T + WGD_BOUND_EXTRA) * u * sg;
+                    ck_assert_msg(err <= bound,
+                                  "%s: dweight (%lld, %lld, %d, %d) %.9g vs %.9g: error %.3e "
+                                  "above the bound %.3e",
+                                  s->name, (long long)co, (long long)ci, a, b, k.dw[w], ref, err,
+                                  bound);
+                    if (sg > 0) res.err_sw = fmax(res.err_sw, err / (u * sg));
+                    if (sd > 0) {
+                        res.err_sd = fmax(res.err_sd, err / (u * sd));
+                        res.dense_sd = fmax(res.dense_sd, fabs((double)dense[w] - ref) / (u * sd));
+                        res.amp = fmax(res.amp, sg / sd);
+                    }
+                }
+    free(Sx), free(av), free(ad), free(ws), free(dense);
+    conv_case_free(&k);
+    return res;
+}
+
+START_TEST(winograd_grad_accuracy)
+{
+    const conv_shape *s = &wg_shapes[_i];
+    const wg_acc a = wgd_accuracy_one(s);
+    const int64_t T = s->N * ((s->H + 3) / 4) * ((s->W + 3) / 4);
+    printf("winograd dW %-23s err/(u S_g) %5.2f (bound %lld)  err/(u sum|dy||x|) %6.1f  "
+           "dense %5.2f  S_g/sum|dy||x| %5.1f\n",
+           s->name, a.err_sw, (long long)(T + WGD_BOUND_EXTRA), a.err_sd, a.dense_sd, a.amp);
+}
+END_TEST
+
+/* The UNet's 3x3 layers take the Winograd path, forward, weight gradient
+ * and input gradient (when backward may overwrite din): bit for bit its
+ * own results. Held off, the dense kernels give other bits, so the
+ * comparisons can fail. */
 START_TEST(winograd_is_chosen)
 {
     const conv_shape s = {"UNet 32->64 14x14", 3, 32, 14, 14, 64, 3, 3, 1, 1, 1, true};
@@ -1149,10 +1272,27 @@ START_TEST(winograd_is_chosen)
             for (int64_t t = 0; t < 9; t++)
                 wt[(ci * c->C_out + co) * 9 + t] = k.w[(co * c->C_in + ci) * 9 + 8 - t];
     cd__conv2d_winograd_forward(&a, din, k.dout, wt, NULL, aws, NULL, NULL);
+    /* The weight gradient, onto zeros, in both backward modes. */
+    float *dw = fbuf(k.n_w), *gws = fbuf((int64_t)cd__conv2d_winograd_grad_workspace(c));
+    memset(dw, 0, (size_t)k.n_w * sizeof(float));
+    cd__conv2d_winograd_grad(c, dw, k.dout, k.in, gws);
+    memset(k.dw, 0, (size_t)k.n_w * sizeof(float));
     cd__conv2d_backward_set(c, k.din, k.dw, NULL, k.dout, k.in, k.w, k.ws);
     ck_assert_msg(memcmp(din, k.din, (size_t)k.n_in * sizeof(float)) == 0,
                   "the input gradient did not take the Winograd path");
-    free(ws), free(want), free(dense_ws), free(wt), free(din), free(aws);
+    ck_assert_msg(memcmp(dw, k.dw, (size_t)k.n_w * sizeof(float)) == 0,
+                  "the weight gradient (backward_set) did not take the Winograd path");
+    memset(k.dw, 0, (size_t)k.n_w * sizeof(float));
+    cd__conv2d_backward(c, k.din, k.dw, NULL, k.dout, k.in, k.w, k.ws);
+    ck_assert_msg(memcmp(dw, k.dw, (size_t)k.n_w * sizeof(float)) == 0,
+                  "the weight gradient (backward) did not take the Winograd path");
+    cd__cpu_force_portable(CD__KERNELS_WINOGRAD, true);
+    memset(k.dw, 0, (size_t)k.n_w * sizeof(float));
+    cd__conv2d_backward(c, NULL, k.dw, NULL, k.dout, k.in, k.w, dense_ws);
+    ck_assert_msg(memcmp(dw, k.dw, (size_t)k.n_w * sizeof(float)) != 0,
+                  "the dense kernels gave the Winograd weight gradient's bits");
+    cd__cpu_force_portable(CD__KERNELS_WINOGRAD, false);
+    free(ws), free(want), free(dense_ws), free(wt), free(din), free(aws), free(dw), free(gws);
     conv_case_free(&k);
 }
 END_TEST
@@ -1215,6 +1355,7 @@ static Suite *make_suite(void)
      * says so rather than counting them as passed. */
     if (cd__cpu_avx512()) {
         tcase_add_loop_test(tc, winograd_accuracy, 0, N_WG);
+        tcase_add_loop_test(tc, winograd_grad_accuracy, 0, N_WG);
         tcase_add_test(tc, winograd_is_chosen);
     } else {
         printf("winograd: the kernels' tests are not run: no AVX-512 here\n");

@@ -224,8 +224,10 @@ static size_t winograd_workspace(const cd__conv2d *c)
     const cd__conv2d a = winograd_adjoint(c);
     const size_t fwd = cd__conv2d_winograd_workspace(c);
     const size_t bwd = adjoint_weights(c) + cd__conv2d_winograd_workspace(&a);
+    const size_t grad = cd__conv2d_winograd_grad_workspace(c);
     const size_t dense = cd__conv2d_dense_workspace(c);
-    const size_t m = fwd > bwd ? fwd : bwd;
+    size_t m = fwd > bwd ? fwd : bwd;
+    m = m > grad ? m : grad;
     return m > dense ? m : dense;
 }
 
@@ -301,7 +303,7 @@ void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in, const 
  * Winograd and spectral paths can do that without clearing din first. The
  * Winograd path computes the input gradient only then: adding into din
  * would need a second buffer of its size, so otherwise the dense path
- * computes both gradients. */
+ * computes it. */
 static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
                           float *dbias, const float *dout, const float *in, const float *weight,
                           float *ws)
@@ -318,12 +320,11 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
     switch (path) {
 #ifdef CD__CONV_X86
     case PATH_WINOGRAD:
-        if (din && din_set) {
-            if (dweight) cd__conv2d_dense_backward(c, NULL, false, dweight, dout, in, weight, ws);
+        if (dweight) cd__conv2d_winograd_grad(c, dweight, dout, in, ws);
+        if (din && din_set)
             winograd_input_grad(c, din, dout, weight, ws);
-            return;
-        }
-        cd__conv2d_dense_backward(c, din, din_set, dweight, dout, in, weight, ws);
+        else if (din)
+            cd__conv2d_dense_backward(c, din, false, NULL, dout, in, weight, ws);
         return;
     case PATH_DENSE:
         cd__conv2d_dense_backward(c, din, din_set, dweight, dout, in, weight, ws);

@@ -162,6 +162,10 @@ bool cd__conv2d_winograd_suits(const cd__conv2d *c);
 void cd__conv2d_winograd_forward(const cd__conv2d *c, float *out, const float *in,
                                  const float *weight, const float *bias, float *ws, cd__task_fn epi,
                                  void *epi_ctx);
+/* Adds the weight gradient into dweight; aligns ws itself. */
+size_t cd__conv2d_winograd_grad_workspace(const cd__conv2d *c);
+void cd__conv2d_winograd_grad(const cd__conv2d *c, float *dweight, const float *dout,
+                              const float *in, float *ws);
 #endif
 
 /* Stride 1, groups == C_in == C_out. fast: the AVX-512 kernels, for square

@@ -37,22 +37,12 @@
  * hundreds of times the direct sum |w||x| at some outputs; on random data
  * the errors come out near 10 times the dense path's.
  */
-#include "conv2d_internal.h"
+#include "conv2d_winograd.h"
 
 #include <string.h>
 
 #ifdef CD__CONV_X86
 
-/* Outputs per tile side, and the input patch side it needs. */
-#define WG_M 4
-#define WG_A 6
-#define WG_XI 36
-/* Tasks per round, each with its own slice of the workspace: enough for
- * the threads to balance, few enough to keep the workspace small. */
-#define WG_TASKS 8
-/* Tiles per task to aim for: enough to reuse each block of U across
- * several micro-tiles, few enough that V and M stay in L2. */
-#define WG_TILES 32
 /* Tiles per micro-tile of the products (x 2 vectors of output channels:
  * 24 accumulators). */
 #define WG_NT 12
@@ -80,7 +70,7 @@ static wg_plan wg_planner(const cd__conv2d *c)
     p.P = p.TH * p.TW;
     p.Hp = WG_M * p.TH + 2;
     p.Wp = WG_M * p.TW + 2;
-    p.IB = cd__max64(1, cd__min64(c->N, (WG_TILES + p.P / 2) / p.P));
+    p.IB = cd__wg_images_per_task(c->N, p.P);
     p.TT = p.IB * p.P;
     p.frame = p.Hp * p.Wp * p.CiP;
     p.u = WG_XI * p.CiP * p.CoP;
@@ -200,13 +190,11 @@ CD__ALWAYS_INLINE CD__AVX512 void wg_at(__m512 *y, __m512 m0, __m512 m1, __m512 
 
 /* ---- a task's steps ------------------------------------------------------------ */
 
-/* One image into its frame [Hp][Wp][CiP], zeros around the image and past
- * C_in. */
-static CD__AVX512 void wg_frame(float *fr, const float *img, const cd__conv2d *c, const wg_plan *p)
+CD__AVX512 void cd__wg_frame(float *fr, const float *img, int64_t C, int64_t CiP, int64_t H,
+                             int64_t W, int64_t Hp, int64_t Wp)
 {
-    const int64_t H = c->H, W = c->W, CiP = p->CiP, Wp = p->Wp;
     memset(fr, 0, (size_t)(Wp * CiP) * sizeof *fr);
-    memset(fr + (H + 1) * Wp * CiP, 0, (size_t)((p->Hp - H - 1) * Wp * CiP) * sizeof *fr);
+    memset(fr + (H + 1) * Wp * CiP, 0, (size_t)((Hp - H - 1) * Wp * CiP) * sizeof *fr);
     for (int64_t y = 1; y <= H; y++) {
         memset(fr + y * Wp * CiP, 0, (size_t)CiP * sizeof *fr);
         memset(fr + (y * Wp + W + 1) * CiP, 0, (size_t)((Wp - W - 1) * CiP) * sizeof *fr);
@@ -227,8 +215,8 @@ static CD__AVX512 void wg_frame(float *fr, const float *img, const cd__conv2d *c
             __m512 r[16];
             CD__UNROLL
             for (int k = 0; k < 16; k++)
-                r[k] = cb + k < c->C_in ? _mm512_maskz_loadu_ps(m, img + (cb + k) * HW + q0)
-                                        : _mm512_setzero_ps();
+                r[k] = cb + k < C ? _mm512_maskz_loadu_ps(m, img + (cb + k) * HW + q0)
+                                  : _mm512_setzero_ps();
             cd__transpose16(r);
             CD__UNROLL
             for (int x = 0; x < 16; x++)
@@ -237,13 +225,12 @@ static CD__AVX512 void wg_frame(float *fr, const float *img, const cd__conv2d *c
     }
 }
 
-/* V[xi][tile][16 channels] = B^T d B for every tile of one image. */
-static CD__AVX512 void wg_input(float *V, const float *fr, int64_t tile0, const wg_plan *p)
+CD__AVX512 void cd__wg_input(float *V, int64_t vs, const float *fr, int64_t CiP, int64_t Wp,
+                             int64_t TH, int64_t TW, int64_t tile0)
 {
-    const int64_t CiP = p->CiP, Wp = p->Wp, vs = p->vs;
-    for (int64_t ty = 0; ty < p->TH; ty++)
-        for (int64_t tx = 0; tx < p->TW; tx++) {
-            const int64_t tile = tile0 + ty * p->TW + tx;
+    for (int64_t ty = 0; ty < TH; ty++)
+        for (int64_t tx = 0; tx < TW; tx++) {
+            const int64_t tile = tile0 + ty * TW + tx;
             for (int64_t cb = 0; cb < CiP; cb += 16) {
                 const float *s = fr + (WG_M * ty * Wp + WG_M * tx) * CiP + cb;
                 __m512 r[WG_A][WG_A];
@@ -430,8 +417,9 @@ static void wg_task(void *ctx, int64_t k)
      * keep them finite. */
     memset(strip, 0, (size_t)(p->SW * 16) * sizeof *strip);
     for (int64_t t = 0; t < nimg; t++) {
-        wg_frame(F + t * p->frame, j->in + (n0 + t) * in_img, c, p);
-        wg_input(V, F + t * p->frame, t * p->P, p);
+        float *fr = F + t * p->frame;
+        cd__wg_frame(fr, j->in + (n0 + t) * in_img, c->C_in, p->CiP, c->H, c->W, p->Hp, p->Wp);
+        cd__wg_input(V, p->vs, fr, p->CiP, p->Wp, p->TH, p->TW, t * p->P);
     }
     wg_products(M, V, j->U, nimg * p->P, p);
     for (int64_t t = 0; t < nimg; t++)

@@ -17,8 +17,8 @@
  *
  *   bench_ops --winograd [--threads N] [--reps K] [--rounds R] [--only TEXT]
  *
- * times the Winograd F(4x4, 3x3) forward against the dense forward on the
- * UNet's 3x3 layers instead. On a shared machine the load
+ * times the Winograd F(4x4, 3x3) forward and weight gradient against the
+ * dense ones on the UNet's 3x3 layers instead. On a shared machine the load
  * changes from second to second, so the two alternate: R rounds of k runs
  * each, the order swapped every round, best of all runs per method.
  */
@@ -206,7 +206,8 @@ static const conv_case cases[] = {
 #ifdef CD__CONV_X86
 typedef struct {
     cd__conv2d c;
-    float *in, *w, *b, *out, *ws;
+    float *in, *w, *b, *out, *dw, *ws;
+    bool grad; /* time the weight gradient, not the forward */
 } wino_ctx;
 
 /* The library's default path takes these shapes to Winograd: hold it off. */
@@ -214,14 +215,20 @@ static void run_dense(void *p)
 {
     wino_ctx *x = p;
     cd__cpu_force_portable(CD__KERNELS_WINOGRAD, true);
-    cd__conv2d_forward(&x->c, x->out, x->in, x->w, x->b, x->ws);
+    if (x->grad)
+        cd__conv2d_backward(&x->c, NULL, x->dw, NULL, x->out, x->in, x->w, x->ws);
+    else
+        cd__conv2d_forward(&x->c, x->out, x->in, x->w, x->b, x->ws);
     cd__cpu_force_portable(CD__KERNELS_WINOGRAD, false);
 }
 
 static void run_wino(void *p)
 {
     wino_ctx *x = p;
-    cd__conv2d_winograd_forward(&x->c, x->out, x->in, x->w, x->b, x->ws, NULL, NULL);
+    if (x->grad)
+        cd__conv2d_winograd_grad(&x->c, x->dw, x->out, x->in, x->ws);
+    else
+        cd__conv2d_winograd_forward(&x->c, x->out, x->in, x->w, x->b, x->ws, NULL, NULL);
 }
 
 static const conv_case wino_cases[] = {
@@ -238,9 +245,10 @@ static const conv_case wino_cases[] = {
     {"CNN 3x3 16->1 28x28", false, 16, 28, 28, 1, 3, 1, 1, 1},
 };
 
-static void bench_winograd(int64_t N, int reps, int rounds, const char *only)
+static void bench_winograd(int64_t N, int reps, int rounds, const char *only, bool grad)
 {
-    printf("%-26s %9s %9s %7s %9s %9s %8s %8s\n", "case (forward)", "dense ms", "wino ms", "ratio",
+    printf("%-26s %9s %9s %7s %9s %9s %8s %8s\n",
+           grad ? "case (weight gradient)" : "case (forward)", "dense ms", "wino ms", "ratio",
            "dense GF", "wino GF", "dense MB", "wino MB");
     for (size_t i = 0; i < sizeof wino_cases / sizeof wino_cases[0]; i++) {
         const conv_case *cc = &wino_cases[i];
@@ -251,17 +259,22 @@ static void bench_winograd(int64_t N, int reps, int rounds, const char *only)
             fprintf(stderr, "bench_ops: %s: %s\n", cc->name, cd_last_error());
             exit(1);
         }
+        x.grad = grad;
         const int64_t n_in = N * cc->C_in * cc->H * cc->W, n_out = N * cc->C_out * cc->H * cc->W;
         const int64_t n_w = cc->C_out * cc->C_in * 9;
         cd__cpu_force_portable(CD__KERNELS_WINOGRAD, true);
         const size_t wd = cd__conv2d_workspace(&x.c);
         cd__cpu_force_portable(CD__KERNELS_WINOGRAD, false);
-        const size_t ww = cd__conv2d_winograd_workspace(&x.c);
+        const size_t ww =
+            grad ? cd__conv2d_winograd_grad_workspace(&x.c) : cd__conv2d_winograd_workspace(&x.c);
         x.in = buf(n_in), x.out = buf(n_out), x.w = buf(n_w), x.b = buf(cc->C_out);
+        x.dw = buf(n_w);
         x.ws = buf((int64_t)(wd > ww ? wd : ww));
         fill(x.in, n_in, 3, 2.0f);
+        fill(x.out, n_out, 4, 1.0f); /* the output gradient, for grad */
         fill(x.w, n_w, 5, 0.1f);
         fill(x.b, cc->C_out, 6, 0.1f);
+        fill(x.dw, n_w, 7, 0.1f);
         double td = 1e30, tw = 1e30;
         for (int r = 0; r < rounds; r++) {
             const double a = r % 2 ? best_time(run_wino, &x, reps) : 0.0;
@@ -275,7 +288,8 @@ static void bench_winograd(int64_t N, int reps, int rounds, const char *only)
                td / tw, flop / td / 1e9, flop / tw / 1e9, (double)wd * 4 / 1e6,
                (double)ww * 4 / 1e6);
         fflush(stdout);
-        cd__free(x.in), cd__free(x.out), cd__free(x.w), cd__free(x.b), cd__free(x.ws);
+        cd__free(x.in), cd__free(x.out), cd__free(x.w), cd__free(x.b), cd__free(x.dw);
+        cd__free(x.ws);
     }
 }
 #endif
@@ -331,7 +345,9 @@ int main(int argc, char **argv)
             return 2;
         }
         if (rounds < 1) rounds = 1;
-        bench_winograd(N, reps, rounds, only);
+        bench_winograd(N, reps, rounds, only, false);
+        printf("\n");
+        bench_winograd(N, reps, rounds, only, true);
         return 0;
 #else
         fprintf(stderr, "bench_ops: --winograd needs an x86-64 build\n");
