@@ -16,10 +16,11 @@
  *              instead of 144 multiply-adds per pixel, for about half the
  *              time of the dense path. It computes the forward and, when
  *              backward may overwrite din, the input gradient (the same
- *              convolution of dout with flipped, transposed weights); the
- *              weight gradient stays on the dense path. Its rounding error
- *              is 4 to 9 times the dense path's, within a bound the tests
- *              derive: conv2d_winograd.c.
+ *              convolution of dout with flipped, transposed weights):
+ *              conv2d_winograd.c; and the weight gradient, from the same
+ *              tiles' transforms: conv2d_winograd_grad.c. Its rounding
+ *              errors are 4 to 15 times the dense path's, within bounds
+ *              the tests derive.
  *   dense      every other non-depthwise convolution on x86-64 CPUs with
  *              AVX-512 (chosen at run time). Each image is copied into
  *              zero-padded frames of row stride Wp (unpadded tensors are
