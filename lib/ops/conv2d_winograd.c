@@ -100,7 +100,8 @@ bool cd__conv2d_winograd_suits(const cd__conv2d *c)
     /* Channels are padded to 16: with fewer, the padding's products cost
      * more than the transforms save. */
     return c->kh == 3 && c->kw == 3 && c->stride == 1 && c->pad == 1 && c->groups == 1 &&
-           c->C_in >= 16 && c->C_out >= 16;
+           c->C_in >= 16 && c->C_out >= 16 && c->C_in <= ((int64_t)1 << 24) &&
+           c->C_out <= ((int64_t)1 << 24);
 }
 
 /* ---- weights ---------------------------------------------------------------- */
@@ -136,17 +137,25 @@ static CD__AVX512 void wg_weight_task(void *ctx, int64_t ci)
     const wg_weight_job *j = ctx;
     const cd__conv2d *c = j->c;
     const int64_t CoP = j->p->CoP, CiP = j->p->CiP;
+    /* The 8 output channels' taps are C_in x 9 floats apart: gathered, not
+     * copied through memory one by one (vector loads of scalars just
+     * stored stall on store forwarding). suits() keeps 8 x 9 C_in (and the
+     * input gradient's 8 x 9 C_out) within an int. */
+    const __m256i apart = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                             _mm256_set1_epi32((int)(c->C_in * 9)));
     for (int64_t co0 = 0; co0 < CoP; co0 += 8) {
-        double g[9][8];
-        for (int64_t i = 0; i < 8; i++) {
-            const int64_t co = co0 + i;
-            const bool real = ci < c->C_in && co < c->C_out;
-            const float *w = real ? j->w + (co * c->C_in + ci) * 9 : NULL;
-            for (int k = 0; k < 9; k++) g[k][i] = real ? (double)w[k] : 0.0;
-        }
+        const int64_t real = ci < c->C_in ? cd__max64(0, cd__min64(8, c->C_out - co0)) : 0;
+        const __m256 take =
+            _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)real),
+                                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+        const float *w = real ? j->w + (co0 * c->C_in + ci) * 9 : j->w;
+        __m512d g[9];
+        CD__UNROLL
+        for (int k = 0; k < 9; k++)
+            g[k] = _mm512_cvtps_pd(
+                _mm256_mask_i32gather_ps(_mm256_setzero_ps(), w + k, apart, take, sizeof(float)));
         __m512d t[3][WG_A], u[WG_A];
-        for (int k = 0; k < 3; k++)
-            wg_g(t[k], _mm512_loadu_pd(g[k]), _mm512_loadu_pd(g[3 + k]), _mm512_loadu_pd(g[6 + k]));
+        for (int k = 0; k < 3; k++) wg_g(t[k], g[k], g[3 + k], g[6 + k]);
         CD__UNROLL
         for (int i = 0; i < WG_A; i++) {
             wg_g(u, t[0][i], t[1][i], t[2][i]);

@@ -13,9 +13,10 @@
 #     the data, the degradation, the loss, Adam, the EMA, and a validation
 #     batch of 128 images, as a user's run pays them.
 # and prints a markdown table: images/s of each (best over the rounds; the
-# epoch's seconds count its validation batch too) and their ratio. The
-# epoch's sample grid and restorations come after its time is taken, and
-# are kept to a few images so that the rounds stay short.
+# epoch's seconds count its validation batch too) and their ratio, against
+# the step's best time and against its median. The epoch's sample grid and
+# restorations come after its time is taken, and are kept to a few images
+# so that the rounds stay short.
 # The environment is left as it is (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE).
 set -eu
 
@@ -57,11 +58,13 @@ done
 work=$(mktemp -d "${TMPDIR:-/tmp}/train-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT HUP INT TERM
 
-# Best images/s of the network's step: the JSON line's best_ms at batch 128.
+# images/s of the network's step at batch 128, from the JSON line: its
+# best time and its median ("best median").
 step_rate() { # model
     "$bench" --model "$1" --workload train --batch 128 --threads "$threads" \
         --reps 5 --warmup 2 --json |
-        sed -n 's/.*"best_ms": *\([0-9.]*\).*/\1/p' | awk '{ printf "%.1f", 128000 / $1 }'
+        sed -n 's/.*"best_ms": *\([0-9.]*\).*"median_ms": *\([0-9.]*\).*/\1 \2/p' |
+        awk '{ printf "%.1f %.1f", 128000 / $1, 128000 / $2 }'
 }
 
 # images/s of one epoch of `colddiff train`, from its losses.csv.
@@ -86,21 +89,27 @@ echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); CPU: ${cpu:-unknown}; $threads t
 echo "- $rounds alternating rounds; colddiff train: 1 epoch of $images images at batch 128"
 echo "- load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| decoder | network step img/s (bench_decoder) | colddiff train img/s | train / step |"
+echo "| decoder | network step img/s, best (median) | colddiff train img/s | train / step best (median) |"
 echo "|---|---:|---:|---:|"
 for m in cnn unet; do
     [ "$model" = both ] || [ "$model" = "$m" ] || continue
-    steps= trains= r=1
+    steps= medians= trains= r=1
     while [ "$r" -le "$rounds" ]; do
         echo "$m: round $r/$rounds" >&2
-        steps="$steps $(step_rate "$m")"
+        set -- $(step_rate "$m")
+        steps="$steps $1" medians="$medians $2"
         trains="$trains $(train_rate "$m")"
         r=$((r + 1))
     done
+    # Best over the rounds of each: the rounds that ran on the quietest
+    # machine. A step's median is the fairer yardstick for an epoch, which
+    # averages all of its steps.
     s=$(echo "$steps" | best)
+    md=$(echo "$medians" | best)
     t=$(echo "$trains" | best)
-    echo "| $m | $s | $t | $(awk -v t="$t" -v s="$s" 'BEGIN { printf "%.2f", t / s }') |"
-    echo "  ($m rounds: step$steps; train$trains)" >&2
+    echo "| $m | $s ($md) | $t | $(awk -v t="$t" -v s="$s" -v m="$md" \
+        'BEGIN { printf "%.2f (%.2f)", t / s, t / m }') |"
+    echo "  ($m rounds: step$steps; step medians$medians; train$trains)" >&2
 done
 echo
 echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
