@@ -3,7 +3,7 @@
  * pad-1 convolutions on AVX-512 CPUs: the UNet's 3x3 layers, in about half
  * the time of the dense path. conv2d.c also runs their input gradient
  * through it, as the convolution of dout with the flipped, transposed
- * weights.
+ * weights. The weight gradient is conv2d_winograd_grad.c's.
  *
  * Each 4x4 block of outputs ("tile") of one output channel is
  * A^T [sum_ci (G g G^T) . (B^T d B)] A, d the 6x6 input patch of channel
