@@ -70,6 +70,7 @@ enum conv_path {
     PATH_DENSE,
     PATH_FFT,
     PATH_WINOGRAD,
+    PATH_POINTWISE,
     PATH_DEPTHWISE,
     PATH_DEPTHWISE_PORTABLE
 };
@@ -106,6 +107,8 @@ static enum conv_path choose_path(const cd__conv2d *c)
 #ifdef CD__CONV_X86
     if (avx512 && cd__cpu_use_avx512(CD__KERNELS_WINOGRAD) && cd__conv2d_winograd_suits(c))
         return PATH_WINOGRAD;
+    if (avx512 && cd__cpu_use_avx512(CD__KERNELS_POINTWISE) && cd__conv2d_pointwise_suits(c))
+        return PATH_POINTWISE;
 #endif
     return avx512 ? PATH_DENSE : PATH_GEMM;
 }
@@ -264,6 +267,7 @@ size_t cd__conv2d_workspace(const cd__conv2d *c)
     case PATH_DENSE: return cd__conv2d_dense_workspace(c) + slack;
     case PATH_FFT: return cd__conv2d_fft_workspace(c) + slack;
     case PATH_WINOGRAD: return winograd_workspace(c) + slack;
+    case PATH_POINTWISE: return cd__conv2d_pointwise_workspace(c) + slack;
 #endif
     case PATH_DEPTHWISE:
     case PATH_DEPTHWISE_PORTABLE: return cd__conv2d_depthwise_workspace(c) + slack;
@@ -283,6 +287,9 @@ void cd__conv2d_forward_epi(const cd__conv2d *c, float *out, const float *in, co
     case PATH_WINOGRAD:
         cd__conv2d_winograd_forward(c, out, in, weight, bias, ws, epi, epi_ctx);
         return;
+    case PATH_POINTWISE:
+        cd__conv2d_pointwise_forward(c, out, in, weight, bias, ws, epi, epi_ctx);
+        return;
 #endif
     case PATH_DEPTHWISE: cd__conv2d_depthwise_forward(c, out, in, weight, bias, ws, true); break;
     case PATH_DEPTHWISE_PORTABLE:
@@ -300,7 +307,8 @@ void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in, const 
 }
 
 /* din_set: overwrite din instead of adding into it. Only the dense,
- * Winograd and spectral paths can do that without clearing din first. The
+ * Winograd, pointwise and spectral paths can do that without clearing din
+ * first. The
  * Winograd path computes the input gradient only then: adding into din
  * would need a second buffer of its size, so otherwise the dense path
  * computes it. */
@@ -315,7 +323,8 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
         bias_backward(dbias, dout, c->N, c->C_out, c->H_out * c->W_out);
     if (!din && !dweight) return;
     ws = align_ws(ws);
-    if (din && din_set && path != PATH_DENSE && path != PATH_FFT && path != PATH_WINOGRAD)
+    if (din && din_set && path != PATH_DENSE && path != PATH_FFT && path != PATH_WINOGRAD &&
+        path != PATH_POINTWISE)
         memset(din, 0, (size_t)(c->N * c->C_in * c->H * c->W) * sizeof *din);
     switch (path) {
 #ifdef CD__CONV_X86
@@ -328,6 +337,9 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
         return;
     case PATH_DENSE:
         cd__conv2d_dense_backward(c, din, din_set, dweight, dout, in, weight, ws);
+        return;
+    case PATH_POINTWISE:
+        cd__conv2d_pointwise_backward(c, din, din_set, dweight, dout, in, weight, ws);
         return;
     case PATH_FFT:
         cd__conv2d_fft_backward(c, din, din_set, dweight, c->bias ? dbias : NULL, dout, in, weight,

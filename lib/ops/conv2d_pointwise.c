@@ -1,0 +1,497 @@
+/*
+ * conv2d_pointwise.c - 1x1, stride-1, unpadded, ungrouped convolutions on
+ * AVX-512 CPUs: the UNet attention's qkv and output projections and the
+ * residual 1x1 layers. Such a layer is a matrix product per image, and
+ * the dense path's frames and wide positions buy it nothing.
+ *
+ * Forward, per image (NCHW, weight [C_out][C_in], p a pixel):
+ *     out[co][p] = b[co] + sum_ci w[co][ci] in[ci][p].
+ * The weights are packed once per call into blocks of PW_MR output
+ * channels, [block][ci][PW_MR], so a micro-kernel broadcasts PW_MR
+ * consecutive floats per ci against two vectors of 16 pixels read in place
+ * from the image: PW_MR x 2 accumulators, one FMA chain per output, in ci
+ * order, started from the bias. Pixel counts that are no multiple of 32
+ * (49, 196) end in a micro-tile with a masked last vector; masked loads do
+ * not touch memory past the mask, so no tensor is read or written past
+ * its end.
+ *
+ * The input gradient is the same product with the transposed weights
+ * (din[ci][p] = sum_co w[co][ci] dout[co][p]), packed the same way, and
+ * either overwrites din or adds into it.
+ *
+ * The weight gradient dW[co][ci] = sum_n sum_p dout[n][co][p] in[n][ci][p]
+ * has a long sum (N x HW) and both operands contiguous along it, so both
+ * are packed per batch tile of images, pixels of the tile's images end to
+ * end: dout as [block of PW_DR channels][k][PW_DR], in as [block of PW_DC
+ * channels][k][PW_DC] (16 x 16 transposes). A micro-kernel broadcasts
+ * PW_DR output-gradient floats against three vectors of 16 input channels.
+ * Its accumulators are loaded from and stored to a float buffer between
+ * chunks of the sum, which is exact: every weight's gradient is one FMA
+ * chain over all N x HW products in (image, pixel) order, then added once
+ * into dweight. Tasks own blocks of dW within a tile and tiles run in
+ * order, so the bits depend neither on the thread count nor on the task
+ * split. Packing tile t + 1 shares a cd__parallel_for with the products of
+ * tile t (two pack buffers), so a tile costs one wake-up of the workers.
+ *
+ * Rounding: C_in roundings per output on the forward (C_out on the input
+ * gradient, one more when it adds into din), N x HW + 1 per weight on the
+ * weight gradient; check_conv.c states the bounds and tests them.
+ */
+#include "conv2d_internal.h"
+
+#include <string.h>
+
+#ifdef CD__CONV_X86
+
+/* Output rows per forward micro-tile (x 2 vectors of pixels: 24
+ * accumulators, with room for the two pixel vectors and a broadcast). */
+#define PW_MR 12
+#define PW_NP 32
+/* Weight gradient: PW_DR rows of one operand (broadcast) x PW_DC channels
+ * of the other (three vectors) per micro-tile, 24 accumulators. */
+#define PW_DR 8
+#define PW_DC 48
+/* Pixels per chunk of the weight gradient's sum: a chunk of the packed
+ * operand (PW_KC x PW_DC floats, 24 KiB) stays in L1 across a task's
+ * rows. */
+#define PW_KC 128
+/* Pixels per weight-gradient batch tile to aim for: enough to amortise a
+ * round of tasks, small enough for the two pack buffers to stay modest. */
+#define PW_KT 2048
+/* Tasks to aim for: with fewer images than this the forward also splits
+ * the output channels, the weight gradient its blocks. */
+#define PW_TASKS 8
+
+static int64_t pw_blocks(int64_t M) { return cd__ceil_div(M, PW_MR); }
+
+/* Images per weight-gradient tile. */
+static int64_t pw_tile_images(const cd__conv2d *c)
+{
+    const int64_t P = c->H * c->W;
+    return cd__max64(1, cd__min64(c->N, (PW_KT + P / 2) / P));
+}
+
+/* The weight gradient's operands: the one with fewer channels is packed
+ * (transposed, vectors along its channels), the other broadcast from its
+ * planes in place, so the packing costs the smaller of the two. */
+typedef struct {
+    bool swap;         /* dout packed, in broadcast: D holds dW transposed */
+    int64_t Cv, Ca;    /* channels of the packed and the broadcast operand */
+    int64_t NB, KT;    /* images and pixels per tile */
+    int64_t ncb, nrb;  /* blocks of PW_DC packed channels, of PW_DR broadcast rows */
+    int64_t ldd;       /* floats per row of the accumulators D[Ca][ldd] */
+    int64_t acc, pack; /* floats of the accumulators and of one tile's pack */
+} pw_grad_plan;
+
+static pw_grad_plan pw_grad_planner(const cd__conv2d *c)
+{
+    pw_grad_plan g;
+    g.swap = c->C_out < c->C_in;
+    g.Cv = g.swap ? c->C_out : c->C_in;
+    g.Ca = g.swap ? c->C_in : c->C_out;
+    g.NB = pw_tile_images(c);
+    g.KT = g.NB * c->H * c->W;
+    g.ncb = cd__ceil_div(g.Cv, PW_DC);
+    g.nrb = cd__ceil_div(g.Ca, PW_DR);
+    g.ldd = cd__round_up(g.Cv, 16);
+    g.acc = cd__round_up(g.Ca * g.ldd, 16);
+    g.pack = cd__round_up(g.ncb * g.KT * PW_DC, 16);
+    return g;
+}
+
+/* Floats of the weight gradient's accumulators and pack buffers. */
+static int64_t pw_grad_floats(const cd__conv2d *c)
+{
+    const pw_grad_plan g = pw_grad_planner(c);
+    return g.acc + 2 * g.pack;
+}
+
+size_t cd__conv2d_pointwise_workspace(const cd__conv2d *c)
+{
+    const int64_t fwd = pw_blocks(c->C_out) * PW_MR * c->C_in;
+    /* The backward's transposed weights follow the weight gradient's
+     * buffers: both gradients are computed in the same rounds. */
+    const int64_t bwd = pw_grad_floats(c) + pw_blocks(c->C_in) * PW_MR * c->C_out;
+    /* Slack to align ws to a cache line here: the entry points may be
+     * called with any workspace. */
+    return (size_t)(cd__max64(fwd, bwd) + CD__ALIGN / (int64_t)sizeof(float));
+}
+
+bool cd__conv2d_pointwise_suits(const cd__conv2d *c)
+{
+    return c->kh == 1 && c->kw == 1 && c->stride == 1 && c->pad == 0 && c->groups == 1 &&
+           c->C_in >= 4 && c->C_out >= 4;
+}
+
+static float *pw_align(float *ws)
+{
+    const uintptr_t a = (uintptr_t)ws % CD__ALIGN;
+    return a ? (float *)(void *)((char *)ws + (CD__ALIGN - a)) : ws;
+}
+
+/* Ap[block][k][PW_MR] = the M x K matrix (element (m, k) at
+ * src[m * sm + k * sk]), rows past M zero. */
+static void pw_pack_rows(float *Ap, const float *src, int64_t M, int64_t K, int64_t sm, int64_t sk)
+{
+    const int64_t nb = pw_blocks(M);
+    for (int64_t b = 0; b < nb; b++) {
+        float *d = Ap + b * K * PW_MR;
+        const int64_t mr = cd__min64(PW_MR, M - b * PW_MR);
+        for (int64_t k = 0; k < K; k++) {
+            const float *s = src + b * PW_MR * sm + k * sk;
+            int64_t r = 0;
+            for (; r < mr; r++) d[k * PW_MR + r] = s[r * sm];
+            for (; r < PW_MR; r++) d[k * PW_MR + r] = 0.0f;
+        }
+    }
+}
+
+/* ---- the product micro-kernel ------------------------------------------------ */
+
+/* C[r][0..np) = bias[r] + sum_k A[k][r] B[k][0..np) for r < mr (add: C
+ * plus the sum, no bias), np pixels in nv vectors, the last masked by mk.
+ * Each output is one FMA chain in k order. */
+CD__ALWAYS_INLINE CD__AVX512 void pw_mk(int mr, int nv, int64_t K, const float *A, const float *B,
+                                        int64_t ldb, float *C, int64_t ldc, __mmask16 mk,
+                                        const float *bias, bool add)
+{
+    __m512 acc[PW_MR][2];
+    const __mmask16 m0 = nv > 1 ? (__mmask16)0xFFFF : mk;
+    CD__UNROLL
+    for (int r = 0; r < mr; r++)
+        acc[r][0] = acc[r][1] = bias ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        const float *bk = B + k * ldb;
+        /* The next micro-tile reads the next 32 pixels of these rows: one
+         * line per row and vector, K rows apart, too many streams for the
+         * hardware prefetchers. Prefetches past a row's end do not fault. */
+        _mm_prefetch((const char *)(bk + PW_NP), _MM_HINT_T0);
+        _mm_prefetch((const char *)(bk + PW_NP + 16), _MM_HINT_T0);
+        const __m512 b0 = nv > 1 ? _mm512_loadu_ps(bk) : _mm512_maskz_loadu_ps(mk, bk);
+        const __m512 b1 = nv > 1 ? _mm512_maskz_loadu_ps(mk, bk + 16) : b0;
+        const float *ak = A + k * PW_MR;
+        CD__UNROLL
+        for (int r = 0; r < mr; r++) {
+            const __m512 a = _mm512_set1_ps(ak[r]);
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            if (nv > 1) acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
+    }
+    CD__UNROLL
+    for (int r = 0; r < mr; r++) {
+        float *c = C + r * ldc;
+        if (add) {
+            acc[r][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), acc[r][0]);
+            if (nv > 1) acc[r][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, c + 16), acc[r][1]);
+        }
+        _mm512_mask_storeu_ps(c, m0, acc[r][0]);
+        if (nv > 1) _mm512_mask_storeu_ps(c + 16, mk, acc[r][1]);
+    }
+}
+
+typedef void (*pw_mk_fn)(int64_t, const float *, const float *, int64_t, float *, int64_t,
+                         __mmask16, const float *, bool);
+
+/* Every row count up to PW_MR, so the last block keeps its accumulators
+ * in registers too. */
+#define PW_MK(MR, NV)                                                                          \
+    static CD__AVX512 void pw_mk_##MR##_##NV(int64_t K, const float *A, const float *B,        \
+                                             int64_t ldb, float *C, int64_t ldc, __mmask16 mk, \
+                                             const float *bias, bool add)                      \
+    {                                                                                          \
+        pw_mk(MR, NV, K, A, B, ldb, C, ldc, mk, bias, add);                                    \
+    }
+#define PW_MK2(MR) PW_MK(MR, 1) PW_MK(MR, 2)
+PW_MK2(1)
+PW_MK2(2)
+PW_MK2(3)
+PW_MK2(4)
+PW_MK2(5)
+PW_MK2(6)
+PW_MK2(7)
+PW_MK2(8)
+PW_MK2(9)
+PW_MK2(10)
+PW_MK2(11)
+PW_MK2(12)
+#undef PW_MK2
+#undef PW_MK
+
+#define PW_ROW(MR)                     \
+    {                                  \
+        pw_mk_##MR##_1, pw_mk_##MR##_2 \
+    }
+static const pw_mk_fn pw_mks[PW_MR][2] = {PW_ROW(1), PW_ROW(2),  PW_ROW(3),  PW_ROW(4),
+                                          PW_ROW(5), PW_ROW(6),  PW_ROW(7),  PW_ROW(8),
+                                          PW_ROW(9), PW_ROW(10), PW_ROW(11), PW_ROW(12)};
+#undef PW_ROW
+
+/* ---- forward and input gradient ----------------------------------------------- */
+
+/* C = A B (+ bias, or + C) for one image: A packed M x K, B K x P, C M x
+ * P, rows [b0 PW_MR, b1 PW_MR) of C only. With many rows, a block of rows
+ * at a time across the image, so the stores run along PW_MR rows (streams
+ * the prefetchers follow) rather than across all M, and B comes from L2;
+ * with few, 32 pixels down all the rows, so B is read from memory once
+ * and reused from L1. */
+typedef struct {
+    const float *Ap, *B, *bias;
+    float *C;
+    int64_t M, K, P, b_img, c_img;
+    bool add;
+    int64_t nch, nblk; /* row chunks per image, row blocks */
+    int64_t n0;        /* the first image of the call */
+    bool rows_outer;   /* a block of rows across the image, else 32 pixels down the rows */
+    cd__task_fn epi;
+    void *epi_ctx;
+} pw_job;
+
+static void pw_task(void *ctx, int64_t i)
+{
+    const pw_job *j = ctx;
+    const int64_t n = j->n0 + i / j->nch, ch = i % j->nch, P = j->P, K = j->K;
+    const int64_t b0 = ch * j->nblk / j->nch, b1 = (ch + 1) * j->nblk / j->nch;
+    const float *B = j->B + n * j->b_img;
+    float *C = j->C + n * j->c_img;
+    const int64_t nb = b1 - b0, np = cd__ceil_div(P, PW_NP);
+    for (int64_t t = 0; t < nb * np; t++) {
+        const int64_t b = b0 + (j->rows_outer ? t / np : t % nb);
+        const int64_t p0 = (j->rows_outer ? t % np : t / nb) * PW_NP;
+        const int mr = (int)cd__min64(PW_MR, j->M - b * PW_MR);
+        const int64_t npx = cd__min64(PW_NP, P - p0);
+        const int nv = npx > 16 ? 2 : 1;
+        const __mmask16 mk = (__mmask16)((1u << (npx - 16 * (nv - 1))) - 1u);
+        pw_mks[mr - 1][nv - 1](K, j->Ap + b * K * PW_MR, B + p0, P, C + b * PW_MR * P + p0, P, mk,
+                               j->bias ? j->bias + b * PW_MR : NULL, j->add);
+    }
+    if (j->epi && j->nch == 1) j->epi(j->epi_ctx, n);
+}
+
+/* Rows per image below which the pixels go outer (see pw_task). */
+#define PW_FEW_ROWS 48
+
+static void pw_plan(pw_job *j, int64_t N)
+{
+    j->nblk = pw_blocks(j->M);
+    j->nch = N >= PW_TASKS ? 1 : cd__min64(j->nblk, cd__ceil_div(PW_TASKS, N));
+    j->rows_outer = j->M > PW_FEW_ROWS;
+}
+
+static void pw_run(pw_job *j, int64_t N)
+{
+    pw_plan(j, N);
+    cd__parallel_for(N * j->nch, pw_task, j);
+    if (j->epi && j->nch > 1) cd__parallel_for(N, j->epi, j->epi_ctx);
+}
+
+void cd__conv2d_pointwise_forward(const cd__conv2d *c, float *out, const float *in,
+                                  const float *weight, const float *bias, float *ws,
+                                  cd__task_fn epi, void *epi_ctx)
+{
+    float *Ap = pw_align(ws);
+    const int64_t P = c->H * c->W;
+    pw_pack_rows(Ap, weight, c->C_out, c->C_in, c->C_in, 1);
+    pw_job j = {.Ap = Ap,
+                .B = in,
+                .bias = c->bias ? bias : NULL,
+                .C = out,
+                .M = c->C_out,
+                .K = c->C_in,
+                .P = P,
+                .b_img = c->C_in * P,
+                .c_img = c->C_out * P,
+                .add = false,
+                .epi = epi,
+                .epi_ctx = epi_ctx};
+    pw_run(&j, c->N);
+}
+
+/* ---- weight gradient ------------------------------------------------------------- */
+
+/* D[r][16 v..] (from zero when first, else from D) plus the sum over
+ * k < K of A[r][k] B[k][16 v..]: rows of A lda apart, read in place, B
+ * packed PW_DC floats per k. */
+CD__ALWAYS_INLINE CD__AVX512 void pw_dw_mk(int mr, int nv, int64_t K, const float *A, int64_t lda,
+                                           const float *B, float *D, int64_t ldd, bool first)
+{
+    __m512 acc[PW_DR][3];
+    const float *a[PW_DR];
+    CD__UNROLL
+    for (int r = 0; r < mr; r++) {
+        a[r] = A + r * lda;
+        CD__UNROLL
+        for (int v = 0; v < nv; v++)
+            acc[r][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(D + r * ldd + 16 * v);
+    }
+    for (int64_t k = 0; k < K; k++) {
+        const float *bk = B + k * PW_DC;
+        const __m512 b0 = _mm512_loadu_ps(bk);
+        const __m512 b1 = nv > 1 ? _mm512_loadu_ps(bk + 16) : b0;
+        const __m512 b2 = nv > 2 ? _mm512_loadu_ps(bk + 32) : b0;
+        CD__UNROLL
+        for (int r = 0; r < mr; r++) {
+            const __m512 x = _mm512_set1_ps(a[r][k]);
+            acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
+            if (nv > 1) acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
+            if (nv > 2) acc[r][2] = _mm512_fmadd_ps(x, b2, acc[r][2]);
+        }
+    }
+    CD__UNROLL
+    for (int r = 0; r < mr; r++) {
+        CD__UNROLL
+        for (int v = 0; v < nv; v++) _mm512_storeu_ps(D + r * ldd + 16 * v, acc[r][v]);
+    }
+}
+
+typedef void (*pw_dw_fn)(int64_t, const float *, int64_t, const float *, float *, int64_t, bool);
+
+#define PW_DW(MR, NV)                                                                           \
+    static CD__AVX512 void pw_dw_##MR##_##NV(int64_t K, const float *A, int64_t lda,            \
+                                             const float *B, float *D, int64_t ldd, bool first) \
+    {                                                                                           \
+        pw_dw_mk(MR, NV, K, A, lda, B, D, ldd, first);                                          \
+    }
+#define PW_DW3(MR) PW_DW(MR, 1) PW_DW(MR, 2) PW_DW(MR, 3)
+PW_DW3(1)
+PW_DW3(2)
+PW_DW3(3)
+PW_DW3(4)
+PW_DW3(5)
+PW_DW3(6)
+PW_DW3(7)
+PW_DW3(8)
+#undef PW_DW3
+#undef PW_DW
+
+#define PW_ROW(MR)                                     \
+    {                                                  \
+        pw_dw_##MR##_1, pw_dw_##MR##_2, pw_dw_##MR##_3 \
+    }
+static const pw_dw_fn pw_dws[PW_DR][3] = {PW_ROW(1), PW_ROW(2), PW_ROW(3), PW_ROW(4),
+                                          PW_ROW(5), PW_ROW(6), PW_ROW(7), PW_ROW(8)};
+#undef PW_ROW
+
+typedef struct {
+    const cd__conv2d *c;
+    const pw_grad_plan *g;
+    const float *vsrc, *asrc; /* the packed and the broadcast operand */
+    float *D;
+    float *pack[2];     /* the two pack buffers */
+    int64_t t;          /* the tile being summed */
+    int64_t ntile, ncc; /* tiles, chunks of broadcast row blocks per packed block */
+    pw_job *din;        /* the input gradient, computed tile by tile, or NULL */
+} pw_grad_job;
+
+/* Image i of tile t + 1 into pack buffer (t + 1) % 2: [block][k][PW_DC],
+ * 16 channels x 16 pixels transposed at a time, channels past Cv zero. */
+static CD__AVX512 void pw_pack_task(void *ctx, int64_t i)
+{
+    const pw_grad_job *j = ctx;
+    const pw_grad_plan *g = j->g;
+    const int64_t tile = j->t + 1, P = j->c->H * j->c->W, C = g->Cv, k0 = i * P;
+    const float *img = j->vsrc + (tile * g->NB + i) * C * P;
+    float *dst = j->pack[tile % 2];
+    for (int64_t gr = 0; gr < cd__ceil_div(C, 16); gr++)
+        for (int64_t p0 = 0; p0 < P; p0 += 16) {
+            const int64_t nq = cd__min64(16, P - p0);
+            const __mmask16 m = (__mmask16)((1u << nq) - 1u);
+            __m512 r[16];
+            CD__UNROLL
+            for (int k = 0; k < 16; k++)
+                r[k] = 16 * gr + k < C ? _mm512_maskz_loadu_ps(m, img + (16 * gr + k) * P + p0)
+                                       : _mm512_setzero_ps();
+            cd__transpose16(r);
+            float *d = dst + ((gr / 3) * g->KT + k0 + p0) * PW_DC + (gr % 3) * 16;
+            for (int64_t x = 0; x < nq; x++) _mm512_storeu_ps(d + x * PW_DC, r[x]);
+        }
+}
+
+/* Packed block cb, chunk ch of the broadcast row blocks, over the tile's
+ * images in order, PW_KC pixels at a time. */
+static void pw_grad_task(void *ctx, int64_t i)
+{
+    const pw_grad_job *j = ctx;
+    const cd__conv2d *c = j->c;
+    const pw_grad_plan *g = j->g;
+    const int64_t cb = i / j->ncc, ch = i % j->ncc, tile = j->t, P = c->H * c->W;
+    const int64_t r0 = ch * g->nrb / j->ncc, r1 = (ch + 1) * g->nrb / j->ncc;
+    const int64_t nimg = cd__min64(g->NB, c->N - tile * g->NB);
+    const int nv = (int)cd__ceil_div(cd__min64(PW_DC, g->Cv - cb * PW_DC), 16);
+    const float *Bp = j->pack[tile % 2] + cb * g->KT * PW_DC;
+    for (int64_t t = 0; t < nimg; t++) {
+        const float *A = j->asrc + (tile * g->NB + t) * g->Ca * P;
+        for (int64_t k0 = 0; k0 < P; k0 += PW_KC) {
+            const int64_t kc = cd__min64(PW_KC, P - k0);
+            const bool first = tile == 0 && t == 0 && k0 == 0;
+            for (int64_t rb = r0; rb < r1; rb++) {
+                const int mr = (int)cd__min64(PW_DR, g->Ca - rb * PW_DR);
+                pw_dws[mr - 1][nv - 1](kc, A + rb * PW_DR * P + k0, P, Bp + (t * P + k0) * PW_DC,
+                                       j->D + rb * PW_DR * g->ldd + cb * PW_DC, g->ldd, first);
+            }
+        }
+    }
+}
+
+/* The weight gradient, and the input gradient (din, planned) of each tile's
+ * images in the tile's round, while its output gradient is in cache. */
+static void pw_grad(const cd__conv2d *c, float *dweight, const float *dout, const float *in,
+                    float *ws, pw_job *din)
+{
+    const pw_grad_plan g = pw_grad_planner(c);
+    pw_grad_job j = {.c = c,
+                     .g = &g,
+                     .vsrc = g.swap ? dout : in,
+                     .asrc = g.swap ? in : dout,
+                     .D = ws,
+                     .din = din};
+    j.pack[0] = ws + g.acc;
+    j.pack[1] = j.pack[0] + g.pack;
+    j.ntile = cd__ceil_div(c->N, g.NB);
+    j.ncc = cd__min64(g.nrb, cd__ceil_div(PW_TASKS, g.ncb));
+    j.t = -1;
+    cd__parallel_for(cd__min64(g.NB, c->N), pw_pack_task, &j);
+    for (j.t = 0; j.t < j.ntile; j.t++) {
+        cd__task_list l = {.count = 0};
+        cd__tasks_add(&l, pw_grad_task, &j, g.ncb * j.ncc);
+        if (din) {
+            din->n0 = j.t * g.NB;
+            cd__tasks_add(&l, pw_task, din, cd__min64(g.NB, c->N - din->n0) * din->nch);
+        }
+        if (j.t + 1 < j.ntile)
+            cd__tasks_add(&l, pw_pack_task, &j, cd__min64(g.NB, c->N - (j.t + 1) * g.NB));
+        cd__tasks_run(&l);
+    }
+    /* One rounding more per weight: the finished sum into dweight. */
+    for (int64_t co = 0; co < c->C_out; co++)
+        for (int64_t ci = 0; ci < c->C_in; ci++)
+            dweight[co * c->C_in + ci] += g.swap ? j.D[ci * g.ldd + co] : j.D[co * g.ldd + ci];
+}
+
+void cd__conv2d_pointwise_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
+                                   const float *dout, const float *in, const float *weight,
+                                   float *ws)
+{
+    ws = pw_align(ws);
+    const int64_t P = c->H * c->W;
+    float *Ap = ws + pw_grad_floats(c);
+    /* Rows ci, sum over co: the weights read transposed. */
+    if (din) pw_pack_rows(Ap, weight, c->C_in, c->C_out, 1, c->C_in);
+    pw_job j = {.Ap = Ap,
+                .B = dout,
+                .bias = NULL,
+                .C = din,
+                .M = c->C_in,
+                .K = c->C_out,
+                .P = P,
+                .b_img = c->C_out * P,
+                .c_img = c->C_in * P,
+                .add = !din_set};
+    if (dweight) {
+        if (din) pw_plan(&j, c->N);
+        pw_grad(c, dweight, dout, in, ws, din ? &j : NULL);
+    } else if (din) {
+        pw_run(&j, c->N);
+    }
+}
+
+#endif /* CD__CONV_X86 */
