@@ -3,7 +3,7 @@
  * and backward (see ops.h for the conventions): the descriptor, the choice
  * of path, the bias gradient and the entry points.
  *
- * Five implementations sit behind the one descriptor; which one runs
+ * Six implementations sit behind the one descriptor; which one runs
  * depends only on the shape and the CPU, never on the thread count:
  *
  *   spectral   "same" convolutions with odd kernels of 5x5 and up and 8+
@@ -20,6 +20,13 @@
  *              weight gradient stays on the dense path. Its rounding error
  *              is 4 to 9 times the dense path's, within a bound the tests
  *              derive: conv2d_winograd.c.
+ *   pointwise  1x1, stride 1, pad 0, ungrouped, 16+ channels each way on
+ *              AVX-512 CPUs (the UNet attention's projections and residual
+ *              1x1 layers): a matrix product per image with a broadcast-FMA
+ *              micro-kernel, without the dense path's frames; the weight
+ *              gradient packs the operand with fewer channels per batch
+ *              tile, and the input gradient runs in the same rounds:
+ *              conv2d_pointwise.c.
  *   dense      every other non-depthwise convolution on x86-64 CPUs with
  *              AVX-512 (chosen at run time). Each image is copied into
  *              zero-padded frames of row stride Wp (unpadded tensors are

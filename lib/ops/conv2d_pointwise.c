@@ -20,22 +20,26 @@
  * either overwrites din or adds into it.
  *
  * The weight gradient dW[co][ci] = sum_n sum_p dout[n][co][p] in[n][ci][p]
- * has a long sum (N x HW) and both operands contiguous along it, so both
- * are packed per batch tile of images, pixels of the tile's images end to
- * end: dout as [block of PW_DR channels][k][PW_DR], in as [block of PW_DC
- * channels][k][PW_DC] (16 x 16 transposes). A micro-kernel broadcasts
- * PW_DR output-gradient floats against three vectors of 16 input channels.
- * Its accumulators are loaded from and stored to a float buffer between
- * chunks of the sum, which is exact: every weight's gradient is one FMA
- * chain over all N x HW products in (image, pixel) order, then added once
- * into dweight. Tasks own blocks of dW within a tile and tiles run in
- * order, so the bits depend neither on the thread count nor on the task
- * split. Packing tile t + 1 shares a cd__parallel_for with the products of
- * tile t (two pack buffers), so a tile costs one wake-up of the workers.
+ * has a long sum (N x HW) along which both operands are contiguous. Per
+ * batch tile of images, the operand with fewer channels is packed,
+ * transposed to [block of PW_DC channels][k][PW_DC] with the tile's pixels
+ * end to end (16 x 16 transposes); a micro-kernel broadcasts PW_DR rows of
+ * the other operand, read in place, against three vectors of the packed
+ * one. Its accumulators go to a float buffer between chunks of the sum and
+ * come back from it, which is exact: every weight's gradient is one FMA
+ * chain over all N x HW products in (image, pixel) order, added once into
+ * dweight at the end. Tasks own blocks of the buffer within a tile and
+ * tiles run in order, so the bits depend neither on the thread count nor
+ * on the task split. Packing tile t + 1 and the input gradient of tile t's
+ * images (whose output gradient the products just read) share one
+ * cd__parallel_for with the products of tile t, so a tile costs one
+ * wake-up of the workers and the output gradient is read from memory
+ * about once for both gradients.
  *
  * Rounding: C_in roundings per output on the forward (C_out on the input
  * gradient, one more when it adds into din), N x HW + 1 per weight on the
- * weight gradient; check_conv.c states the bounds and tests them.
+ * weight gradient, the same as the dense path's sums; check_conv.c derives
+ * the bounds and tests them.
  */
 #include "conv2d_internal.h"
 
@@ -55,21 +59,18 @@
  * operand (PW_KC x PW_DC floats, 24 KiB) stays in L1 across a task's
  * rows. */
 #define PW_KC 128
-/* Pixels per weight-gradient batch tile to aim for: enough to amortise a
- * round of tasks, small enough for the two pack buffers to stay modest. */
+/* A weight-gradient batch tile is one round of tasks: it aims at about
+ * PW_ROUND_FMAS multiply-adds (2 per pixel and channel pair: both
+ * gradients), so a wake-up of the workers costs a few per cent at most,
+ * and at least PW_KT pixels; its pack stays within PW_PACK floats. */
+#define PW_ROUND_FMAS ((int64_t)1 << 23)
 #define PW_KT 2048
+#define PW_PACK ((int64_t)1 << 19)
 /* Tasks to aim for: with fewer images than this the forward also splits
  * the output channels, the weight gradient its blocks. */
 #define PW_TASKS 8
 
 static int64_t pw_blocks(int64_t M) { return cd__ceil_div(M, PW_MR); }
-
-/* Images per weight-gradient tile. */
-static int64_t pw_tile_images(const cd__conv2d *c)
-{
-    const int64_t P = c->H * c->W;
-    return cd__max64(1, cd__min64(c->N, (PW_KT + P / 2) / P));
-}
 
 /* The weight gradient's operands: the one with fewer channels is packed
  * (transposed, vectors along its channels), the other broadcast from its
@@ -77,6 +78,7 @@ static int64_t pw_tile_images(const cd__conv2d *c)
 typedef struct {
     bool swap;         /* dout packed, in broadcast: D holds dW transposed */
     int64_t Cv, Ca;    /* channels of the packed and the broadcast operand */
+    int64_t dc;        /* floats per pixel of a packed block: PW_DC, or fewer channels */
     int64_t NB, KT;    /* images and pixels per tile */
     int64_t ncb, nrb;  /* blocks of PW_DC packed channels, of PW_DR broadcast rows */
     int64_t ldd;       /* floats per row of the accumulators D[Ca][ldd] */
@@ -89,13 +91,17 @@ static pw_grad_plan pw_grad_planner(const cd__conv2d *c)
     g.swap = c->C_out < c->C_in;
     g.Cv = g.swap ? c->C_out : c->C_in;
     g.Ca = g.swap ? c->C_in : c->C_out;
-    g.NB = pw_tile_images(c);
-    g.KT = g.NB * c->H * c->W;
+    g.dc = cd__min64(PW_DC, cd__round_up(g.Cv, 16));
+    const int64_t P = c->H * c->W;
+    const int64_t kt = cd__min64(cd__max64(PW_KT, PW_ROUND_FMAS / (c->C_in * c->C_out)),
+                                 PW_PACK / (cd__ceil_div(g.Cv, PW_DC) * g.dc));
+    g.NB = cd__max64(1, cd__min64(c->N, (kt + P / 2) / P));
+    g.KT = g.NB * P;
     g.ncb = cd__ceil_div(g.Cv, PW_DC);
     g.nrb = cd__ceil_div(g.Ca, PW_DR);
     g.ldd = cd__round_up(g.Cv, 16);
     g.acc = cd__round_up(g.Ca * g.ldd, 16);
-    g.pack = cd__round_up(g.ncb * g.KT * PW_DC, 16);
+    g.pack = cd__round_up(g.ncb * g.KT * g.dc, 16);
     return g;
 }
 
@@ -119,8 +125,11 @@ size_t cd__conv2d_pointwise_workspace(const cd__conv2d *c)
 
 bool cd__conv2d_pointwise_suits(const cd__conv2d *c)
 {
+    /* With fewer than 16 channels on a side, the weight gradient's vectors
+     * run mostly empty and its backward loses to the dense path (the
+     * forward still wins, but one path serves both). */
     return c->kh == 1 && c->kw == 1 && c->stride == 1 && c->pad == 0 && c->groups == 1 &&
-           c->C_in >= 4 && c->C_out >= 4;
+           c->C_in >= 16 && c->C_out >= 16;
 }
 
 static float *pw_align(float *ws)
@@ -312,7 +321,8 @@ void cd__conv2d_pointwise_forward(const cd__conv2d *c, float *out, const float *
  * k < K of A[r][k] B[k][16 v..]: rows of A lda apart, read in place, B
  * packed PW_DC floats per k. */
 CD__ALWAYS_INLINE CD__AVX512 void pw_dw_mk(int mr, int nv, int64_t K, const float *A, int64_t lda,
-                                           const float *B, float *D, int64_t ldd, bool first)
+                                           const float *B, int64_t ldb, float *D, int64_t ldd,
+                                           bool first)
 {
     __m512 acc[PW_DR][3];
     const float *a[PW_DR];
@@ -324,7 +334,7 @@ CD__ALWAYS_INLINE CD__AVX512 void pw_dw_mk(int mr, int nv, int64_t K, const floa
             acc[r][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(D + r * ldd + 16 * v);
     }
     for (int64_t k = 0; k < K; k++) {
-        const float *bk = B + k * PW_DC;
+        const float *bk = B + k * ldb;
         const __m512 b0 = _mm512_loadu_ps(bk);
         const __m512 b1 = nv > 1 ? _mm512_loadu_ps(bk + 16) : b0;
         const __m512 b2 = nv > 2 ? _mm512_loadu_ps(bk + 32) : b0;
@@ -343,13 +353,15 @@ CD__ALWAYS_INLINE CD__AVX512 void pw_dw_mk(int mr, int nv, int64_t K, const floa
     }
 }
 
-typedef void (*pw_dw_fn)(int64_t, const float *, int64_t, const float *, float *, int64_t, bool);
+typedef void (*pw_dw_fn)(int64_t, const float *, int64_t, const float *, int64_t, float *, int64_t,
+                         bool);
 
-#define PW_DW(MR, NV)                                                                           \
-    static CD__AVX512 void pw_dw_##MR##_##NV(int64_t K, const float *A, int64_t lda,            \
-                                             const float *B, float *D, int64_t ldd, bool first) \
-    {                                                                                           \
-        pw_dw_mk(MR, NV, K, A, lda, B, D, ldd, first);                                          \
+#define PW_DW(MR, NV)                                                                            \
+    static CD__AVX512 void pw_dw_##MR##_##NV(int64_t K, const float *A, int64_t lda,             \
+                                             const float *B, int64_t ldb, float *D, int64_t ldd, \
+                                             bool first)                                         \
+    {                                                                                            \
+        pw_dw_mk(MR, NV, K, A, lda, B, ldb, D, ldd, first);                                      \
     }
 #define PW_DW3(MR) PW_DW(MR, 1) PW_DW(MR, 2) PW_DW(MR, 3)
 PW_DW3(1)
@@ -401,8 +413,8 @@ static CD__AVX512 void pw_pack_task(void *ctx, int64_t i)
                 r[k] = 16 * gr + k < C ? _mm512_maskz_loadu_ps(m, img + (16 * gr + k) * P + p0)
                                        : _mm512_setzero_ps();
             cd__transpose16(r);
-            float *d = dst + ((gr / 3) * g->KT + k0 + p0) * PW_DC + (gr % 3) * 16;
-            for (int64_t x = 0; x < nq; x++) _mm512_storeu_ps(d + x * PW_DC, r[x]);
+            float *d = dst + ((gr / 3) * g->KT + k0 + p0) * g->dc + (gr % 3) * 16;
+            for (int64_t x = 0; x < nq; x++) _mm512_storeu_ps(d + x * g->dc, r[x]);
         }
 }
 
@@ -417,7 +429,7 @@ static void pw_grad_task(void *ctx, int64_t i)
     const int64_t r0 = ch * g->nrb / j->ncc, r1 = (ch + 1) * g->nrb / j->ncc;
     const int64_t nimg = cd__min64(g->NB, c->N - tile * g->NB);
     const int nv = (int)cd__ceil_div(cd__min64(PW_DC, g->Cv - cb * PW_DC), 16);
-    const float *Bp = j->pack[tile % 2] + cb * g->KT * PW_DC;
+    const float *Bp = j->pack[tile % 2] + cb * g->KT * g->dc;
     for (int64_t t = 0; t < nimg; t++) {
         const float *A = j->asrc + (tile * g->NB + t) * g->Ca * P;
         for (int64_t k0 = 0; k0 < P; k0 += PW_KC) {
@@ -425,8 +437,9 @@ static void pw_grad_task(void *ctx, int64_t i)
             const bool first = tile == 0 && t == 0 && k0 == 0;
             for (int64_t rb = r0; rb < r1; rb++) {
                 const int mr = (int)cd__min64(PW_DR, g->Ca - rb * PW_DR);
-                pw_dws[mr - 1][nv - 1](kc, A + rb * PW_DR * P + k0, P, Bp + (t * P + k0) * PW_DC,
-                                       j->D + rb * PW_DR * g->ldd + cb * PW_DC, g->ldd, first);
+                pw_dws[mr - 1][nv - 1](kc, A + rb * PW_DR * P + k0, P, Bp + (t * P + k0) * g->dc,
+                                       g->dc, j->D + rb * PW_DR * g->ldd + cb * PW_DC, g->ldd,
+                                       first);
             }
         }
     }
