@@ -22,8 +22,8 @@
  * The weight gradient dW[co][ci] = sum_n sum_p dout[n][co][p] in[n][ci][p]
  * has a long sum (N x HW) along which both operands are contiguous. Per
  * batch tile of images, the operand with fewer channels is packed,
- * transposed to [block of PW_DC channels][k][PW_DC] with the tile's pixels
- * end to end (16 x 16 transposes); a micro-kernel broadcasts PW_DR rows of
+ * transposed to [block of up to PW_DC channels][k][block] with the tile's
+ * pixels end to end (16 x 16 transposes); a micro-kernel broadcasts rows of
  * the other operand, read in place, against three vectors of the packed
  * one. Its accumulators go to a float buffer between chunks of the sum and
  * come back from it, which is exact: every weight's gradient is one FMA
@@ -51,9 +51,12 @@
  * accumulators, with room for the two pixel vectors and a broadcast). */
 #define PW_MR 12
 #define PW_NP 32
-/* Weight gradient: PW_DR rows of one operand (broadcast) x PW_DC channels
- * of the other (three vectors) per micro-tile, 24 accumulators. */
+/* Weight gradient: up to PW_DC channels (three vectors) of the packed
+ * operand per block, and PW_DR rows of the other (broadcast) per
+ * micro-tile, 24 accumulators; blocks of up to two vectors take PW_DR2
+ * rows instead, for 24 accumulators again. */
 #define PW_DR 8
+#define PW_DR2 12
 #define PW_DC 48
 /* Pixels per chunk of the weight gradient's sum: a chunk of the packed
  * operand (PW_KC x PW_DC floats, 24 KiB) stays in L1 across a task's
@@ -78,9 +81,10 @@ static int64_t pw_blocks(int64_t M) { return cd__ceil_div(M, PW_MR); }
 typedef struct {
     bool swap;         /* dout packed, in broadcast: D holds dW transposed */
     int64_t Cv, Ca;    /* channels of the packed and the broadcast operand */
-    int64_t dc;        /* floats per pixel of a packed block: PW_DC, or fewer channels */
+    int64_t dc;        /* channels per packed block (a multiple of 16, at most PW_DC) */
+    int64_t dr;        /* broadcast rows per micro-tile */
     int64_t NB, KT;    /* images and pixels per tile */
-    int64_t ncb, nrb;  /* blocks of PW_DC packed channels, of PW_DR broadcast rows */
+    int64_t ncb, nrb;  /* blocks of dc packed channels, of dr broadcast rows */
     int64_t ldd;       /* floats per row of the accumulators D[Ca][ldd] */
     int64_t acc, pack; /* floats of the accumulators and of one tile's pack */
 } pw_grad_plan;
@@ -91,14 +95,16 @@ static pw_grad_plan pw_grad_planner(const cd__conv2d *c)
     g.swap = c->C_out < c->C_in;
     g.Cv = g.swap ? c->C_out : c->C_in;
     g.Ca = g.swap ? c->C_in : c->C_out;
-    g.dc = cd__min64(PW_DC, cd__round_up(g.Cv, 16));
+    /* Blocks of equal width: 64 channels as 32 + 32, not 48 + 16. */
+    g.ncb = cd__ceil_div(g.Cv, PW_DC);
+    g.dc = cd__round_up(cd__ceil_div(g.Cv, g.ncb), 16);
+    g.dr = g.dc > 32 ? PW_DR : PW_DR2;
     const int64_t P = c->H * c->W;
-    const int64_t kt = cd__min64(cd__max64(PW_KT, PW_ROUND_FMAS / (c->C_in * c->C_out)),
-                                 PW_PACK / (cd__ceil_div(g.Cv, PW_DC) * g.dc));
+    const int64_t kt =
+        cd__min64(cd__max64(PW_KT, PW_ROUND_FMAS / (c->C_in * c->C_out)), PW_PACK / (g.ncb * g.dc));
     g.NB = cd__max64(1, cd__min64(c->N, (kt + P / 2) / P));
     g.KT = g.NB * P;
-    g.ncb = cd__ceil_div(g.Cv, PW_DC);
-    g.nrb = cd__ceil_div(g.Ca, PW_DR);
+    g.nrb = cd__ceil_div(g.Ca, g.dr);
     g.ldd = cd__round_up(g.Cv, 16);
     g.acc = cd__round_up(g.Ca * g.ldd, 16);
     g.pack = cd__round_up(g.ncb * g.KT * g.dc, 16);
@@ -174,8 +180,8 @@ CD__ALWAYS_INLINE CD__AVX512 void pw_mk(int mr, int nv, int64_t K, const float *
         /* The next micro-tile reads the next 32 pixels of these rows: one
          * line per row and vector, K rows apart, too many streams for the
          * hardware prefetchers. Prefetches past a row's end do not fault. */
-        _mm_prefetch((const char *)(bk + PW_NP), _MM_HINT_T0);
-        _mm_prefetch((const char *)(bk + PW_NP + 16), _MM_HINT_T0);
+        _mm_prefetch((const char *)(bk + PW_NP), _MM_HINT_T1);
+        _mm_prefetch((const char *)(bk + PW_NP + 16), _MM_HINT_T1);
         const __m512 b0 = nv > 1 ? _mm512_loadu_ps(bk) : _mm512_maskz_loadu_ps(mk, bk);
         const __m512 b1 = nv > 1 ? _mm512_maskz_loadu_ps(mk, bk + 16) : b0;
         const float *ak = A + k * PW_MR;
@@ -319,13 +325,13 @@ void cd__conv2d_pointwise_forward(const cd__conv2d *c, float *out, const float *
 
 /* D[r][16 v..] (from zero when first, else from D) plus the sum over
  * k < K of A[r][k] B[k][16 v..]: rows of A lda apart, read in place, B
- * packed PW_DC floats per k. */
+ * packed ldb floats per k. */
 CD__ALWAYS_INLINE CD__AVX512 void pw_dw_mk(int mr, int nv, int64_t K, const float *A, int64_t lda,
                                            const float *B, int64_t ldb, float *D, int64_t ldd,
                                            bool first)
 {
-    __m512 acc[PW_DR][3];
-    const float *a[PW_DR];
+    __m512 acc[PW_DR2][3];
+    const float *a[PW_DR2];
     CD__UNROLL
     for (int r = 0; r < mr; r++) {
         a[r] = A + r * lda;
@@ -364,6 +370,7 @@ typedef void (*pw_dw_fn)(int64_t, const float *, int64_t, const float *, int64_t
         pw_dw_mk(MR, NV, K, A, lda, B, ldb, D, ldd, first);                                      \
     }
 #define PW_DW3(MR) PW_DW(MR, 1) PW_DW(MR, 2) PW_DW(MR, 3)
+#define PW_DW2(MR) PW_DW(MR, 1) PW_DW(MR, 2)
 PW_DW3(1)
 PW_DW3(2)
 PW_DW3(3)
@@ -372,16 +379,28 @@ PW_DW3(5)
 PW_DW3(6)
 PW_DW3(7)
 PW_DW3(8)
+PW_DW2(9)
+PW_DW2(10)
+PW_DW2(11)
+PW_DW2(12)
+#undef PW_DW2
 #undef PW_DW3
 #undef PW_DW
 
-#define PW_ROW(MR)                                     \
+/* Rows past PW_DR only with up to two vectors. */
+#define PW_ROW3(MR)                                    \
     {                                                  \
         pw_dw_##MR##_1, pw_dw_##MR##_2, pw_dw_##MR##_3 \
     }
-static const pw_dw_fn pw_dws[PW_DR][3] = {PW_ROW(1), PW_ROW(2), PW_ROW(3), PW_ROW(4),
-                                          PW_ROW(5), PW_ROW(6), PW_ROW(7), PW_ROW(8)};
-#undef PW_ROW
+#define PW_ROW2(MR)                          \
+    {                                        \
+        pw_dw_##MR##_1, pw_dw_##MR##_2, NULL \
+    }
+static const pw_dw_fn pw_dws[PW_DR2][3] = {PW_ROW3(1), PW_ROW3(2),  PW_ROW3(3),  PW_ROW3(4),
+                                           PW_ROW3(5), PW_ROW3(6),  PW_ROW3(7),  PW_ROW3(8),
+                                           PW_ROW2(9), PW_ROW2(10), PW_ROW2(11), PW_ROW2(12)};
+#undef PW_ROW3
+#undef PW_ROW2
 
 typedef struct {
     const cd__conv2d *c;
@@ -394,7 +413,7 @@ typedef struct {
     pw_job *din;        /* the input gradient, computed tile by tile, or NULL */
 } pw_grad_job;
 
-/* Image i of tile t + 1 into pack buffer (t + 1) % 2: [block][k][PW_DC],
+/* Image i of tile t + 1 into pack buffer (t + 1) % 2: [block][k][dc],
  * 16 channels x 16 pixels transposed at a time, channels past Cv zero. */
 static CD__AVX512 void pw_pack_task(void *ctx, int64_t i)
 {
@@ -413,7 +432,8 @@ static CD__AVX512 void pw_pack_task(void *ctx, int64_t i)
                 r[k] = 16 * gr + k < C ? _mm512_maskz_loadu_ps(m, img + (16 * gr + k) * P + p0)
                                        : _mm512_setzero_ps();
             cd__transpose16(r);
-            float *d = dst + ((gr / 3) * g->KT + k0 + p0) * g->dc + (gr % 3) * 16;
+            const int64_t per = g->dc / 16; /* groups per block */
+            float *d = dst + ((gr / per) * g->KT + k0 + p0) * g->dc + (gr % per) * 16;
             for (int64_t x = 0; x < nq; x++) _mm512_storeu_ps(d + x * g->dc, r[x]);
         }
 }
@@ -428,7 +448,7 @@ static void pw_grad_task(void *ctx, int64_t i)
     const int64_t cb = i / j->ncc, ch = i % j->ncc, tile = j->t, P = c->H * c->W;
     const int64_t r0 = ch * g->nrb / j->ncc, r1 = (ch + 1) * g->nrb / j->ncc;
     const int64_t nimg = cd__min64(g->NB, c->N - tile * g->NB);
-    const int nv = (int)cd__ceil_div(cd__min64(PW_DC, g->Cv - cb * PW_DC), 16);
+    const int nv = (int)cd__ceil_div(cd__min64(g->dc, g->Cv - cb * g->dc), 16);
     const float *Bp = j->pack[tile % 2] + cb * g->KT * g->dc;
     for (int64_t t = 0; t < nimg; t++) {
         const float *A = j->asrc + (tile * g->NB + t) * g->Ca * P;
@@ -436,9 +456,9 @@ static void pw_grad_task(void *ctx, int64_t i)
             const int64_t kc = cd__min64(PW_KC, P - k0);
             const bool first = tile == 0 && t == 0 && k0 == 0;
             for (int64_t rb = r0; rb < r1; rb++) {
-                const int mr = (int)cd__min64(PW_DR, g->Ca - rb * PW_DR);
-                pw_dws[mr - 1][nv - 1](kc, A + rb * PW_DR * P + k0, P, Bp + (t * P + k0) * g->dc,
-                                       g->dc, j->D + rb * PW_DR * g->ldd + cb * PW_DC, g->ldd,
+                const int mr = (int)cd__min64(g->dr, g->Ca - rb * g->dr);
+                pw_dws[mr - 1][nv - 1](kc, A + rb * g->dr * P + k0, P, Bp + (t * P + k0) * g->dc,
+                                       g->dc, j->D + rb * g->dr * g->ldd + cb * g->dc, g->ldd,
                                        first);
             }
         }
