@@ -768,9 +768,9 @@ START_TEST(conv2d_thread_count_independent)
         {"1x1 32->64", 19, 32, 28, 28, 64, 1, 1, 1, 0, 1, true},
         {"groups 2", 19, 8, 14, 14, 8, 3, 3, 1, 1, 2, true},
         {"k3p1 64->128 7x7 (Winograd)", 37, 64, 7, 7, 128, 3, 3, 1, 1, 1, true},
-        /* Pointwise: several weight-gradient tiles, channels off the
+        /* Pointwise: three weight-gradient tiles, channels off the
          * vector, a small batch split by output channels. */
-        {"1x1 96->40 14x14 (pointwise)", 23, 96, 14, 14, 40, 1, 1, 1, 0, 1, true},
+        {"1x1 128->136 14x14 (pointwise)", 23, 128, 14, 14, 136, 1, 1, 1, 0, 1, true},
         {"1x1 20->33 7x7 N=3 (pointwise)", 3, 20, 7, 7, 33, 1, 1, 1, 0, 1, false},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
@@ -1440,7 +1440,8 @@ static pw_acc pw_accuracy_one(const conv_shape *s)
 /* The UNet's 1x1 layers (a few images), then edges: pixel counts off the
  * 32-pixel micro-tile (7x7, 5x3, 1x1), channels off the vector, no bias,
  * small batches (output channels split across tasks) and weight gradients
- * over several batch tiles. */
+ * over several batch tiles (2048 pixels a tile once C_in C_out reaches
+ * 2^14: the "tiles" shapes take two). */
 static const conv_shape pw_shapes[] = {
     {"UNet qkv 32->384 28x28", 2, 32, 28, 28, 384, 1, 1, 1, 0, 1, false},
     {"UNet 128->32 28x28", 2, 128, 28, 28, 32, 1, 1, 1, 0, 1, true},
@@ -1451,8 +1452,8 @@ static const conv_shape pw_shapes[] = {
     {"17->16 5x3 no bias", 5, 17, 5, 3, 16, 1, 1, 1, 0, 1, false},
     {"16->24 1x1", 4, 16, 1, 1, 24, 1, 1, 1, 0, 1, true},
     {"50->70 6x9", 2, 50, 6, 9, 70, 1, 1, 1, 0, 1, true},
-    {"96->128 14x14 N=13 (tiles)", 13, 96, 14, 14, 128, 1, 1, 1, 0, 1, true},
-    {"64->48 28x28 N=4 (tiles)", 4, 64, 28, 28, 48, 1, 1, 1, 0, 1, true},
+    {"128->144 14x14 N=13 (tiles)", 13, 128, 14, 14, 144, 1, 1, 1, 0, 1, true},
+    {"160->112 28x28 N=4 (tiles)", 4, 160, 28, 28, 112, 1, 1, 1, 0, 1, true},
     {"48->20 7x7 N=70", 70, 48, 7, 7, 20, 1, 1, 1, 0, 1, true},
 };
 #define N_PW ((int)(sizeof pw_shapes / sizeof pw_shapes[0]))

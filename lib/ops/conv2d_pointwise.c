@@ -66,7 +66,7 @@
  * PW_ROUND_FMAS multiply-adds (2 per pixel and channel pair: both
  * gradients), so a wake-up of the workers costs a few per cent at most,
  * and at least PW_KT pixels; its pack stays within PW_PACK floats. */
-#define PW_ROUND_FMAS ((int64_t)1 << 23)
+#define PW_ROUND_FMAS ((int64_t)1 << 25)
 #define PW_KT 2048
 #define PW_PACK ((int64_t)1 << 19)
 /* Tasks to aim for: with fewer images than this the forward also splits
