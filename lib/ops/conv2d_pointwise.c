@@ -38,8 +38,7 @@
  *
  * Rounding: C_in roundings per output on the forward (C_out on the input
  * gradient, one more when it adds into din), N x HW + 1 per weight on the
- * weight gradient, the same as the dense path's sums; check_conv.c derives
- * the bounds and tests them.
+ * weight gradient; check_conv.c derives the bounds and tests them.
  */
 #include "conv2d_internal.h"
 
