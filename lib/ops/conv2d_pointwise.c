@@ -17,7 +17,8 @@
  *
  * The input gradient is the same product with the transposed weights
  * (din[ci][p] = sum_co w[co][ci] dout[co][p]), packed the same way, and
- * either overwrites din or adds into it.
+ * either overwrites din or adds into it (each chain then starts from din's
+ * value rather than from zero: no second buffer, one rounding fewer).
  *
  * The weight gradient dW[co][ci] = sum_n sum_p dout[n][co][p] in[n][ci][p]
  * has a long sum (N x HW) along which both operands are contiguous. Per
@@ -36,9 +37,9 @@
  * wake-up of the workers and the output gradient is read from memory
  * about once for both gradients.
  *
- * Rounding: C_in roundings per output on the forward (C_out on the input
- * gradient, one more when it adds into din), N x HW + 1 per weight on the
- * weight gradient; check_conv.c derives the bounds and tests them.
+ * Rounding: C_in roundings per output on the forward, C_out on the input
+ * gradient, N x HW + 1 per weight on the weight gradient; check_conv.c
+ * derives the bounds and tests them.
  */
 #include "conv2d_internal.h"
 
@@ -50,6 +51,10 @@
  * accumulators, with room for the two pixel vectors and a broadcast). */
 #define PW_MR 12
 #define PW_NP 32
+/* A staged block of B: PW_KB rows x PW_PB pixels, 32 KiB, like the
+ * depthwise kernels' stack buffers. */
+#define PW_KB 128
+#define PW_PB 64
 /* Weight gradient: up to PW_DC channels (three vectors) of the packed
  * operand per block, and PW_DR rows of the other (broadcast) per
  * micro-tile, 24 accumulators; blocks of up to two vectors take PW_DR2
@@ -162,18 +167,30 @@ static void pw_pack_rows(float *Ap, const float *src, int64_t M, int64_t K, int6
 
 /* ---- the product micro-kernel ------------------------------------------------ */
 
-/* C[r][0..np) = bias[r] + sum_k A[k][r] B[k][0..np) for r < mr (add: C
- * plus the sum, no bias), np pixels in nv vectors, the last masked by mk.
- * Each output is one FMA chain in k order. */
+/* How a micro-tile's sums start and end. */
+enum {
+    PW_SET,  /* from the bias (or zero) */
+    PW_CONT, /* from C: a chain begun by an earlier call, or adding into C */
+};
+
+/* C[r][0..np) = bias[r] (or C[r][..] itself, as mode says) + sum_k
+ * A[k][r] B[k][0..np) for r < mr, np pixels in nv vectors, the last
+ * masked by mk. Each output is one FMA chain in k order. */
 CD__ALWAYS_INLINE CD__AVX512 void pw_mk(int mr, int nv, int64_t K, const float *A, const float *B,
                                         int64_t ldb, float *C, int64_t ldc, __mmask16 mk,
-                                        const float *bias, bool add)
+                                        const float *bias, int mode)
 {
     __m512 acc[PW_MR][2];
     const __mmask16 m0 = nv > 1 ? (__mmask16)0xFFFF : mk;
     CD__UNROLL
-    for (int r = 0; r < mr; r++)
-        acc[r][0] = acc[r][1] = bias ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
+    for (int r = 0; r < mr; r++) {
+        if (mode == PW_CONT) {
+            acc[r][0] = _mm512_maskz_loadu_ps(m0, C + r * ldc);
+            acc[r][1] = nv > 1 ? _mm512_maskz_loadu_ps(mk, C + r * ldc + 16) : acc[r][0];
+        } else {
+            acc[r][0] = acc[r][1] = bias ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
+        }
+    }
     for (int64_t k = 0; k < K; k++) {
         const float *bk = B + k * ldb;
         /* The next micro-tile reads the next 32 pixels of these rows: one
@@ -194,26 +211,22 @@ CD__ALWAYS_INLINE CD__AVX512 void pw_mk(int mr, int nv, int64_t K, const float *
     CD__UNROLL
     for (int r = 0; r < mr; r++) {
         float *c = C + r * ldc;
-        if (add) {
-            acc[r][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), acc[r][0]);
-            if (nv > 1) acc[r][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, c + 16), acc[r][1]);
-        }
         _mm512_mask_storeu_ps(c, m0, acc[r][0]);
         if (nv > 1) _mm512_mask_storeu_ps(c + 16, mk, acc[r][1]);
     }
 }
 
 typedef void (*pw_mk_fn)(int64_t, const float *, const float *, int64_t, float *, int64_t,
-                         __mmask16, const float *, bool);
+                         __mmask16, const float *, int);
 
 /* Every row count up to PW_MR, so the last block keeps its accumulators
  * in registers too. */
 #define PW_MK(MR, NV)                                                                          \
     static CD__AVX512 void pw_mk_##MR##_##NV(int64_t K, const float *A, const float *B,        \
                                              int64_t ldb, float *C, int64_t ldc, __mmask16 mk, \
-                                             const float *bias, bool add)                      \
+                                             const float *bias, int mode)                      \
     {                                                                                          \
-        pw_mk(MR, NV, K, A, B, ldb, C, ldc, mk, bias, add);                                    \
+        pw_mk(MR, NV, K, A, B, ldb, C, ldc, mk, bias, mode);                                   \
     }
 #define PW_MK2(MR) PW_MK(MR, 1) PW_MK(MR, 2)
 PW_MK2(1)
@@ -260,14 +273,28 @@ typedef struct {
     void *epi_ctx;
 } pw_job;
 
+static void pw_direct(const pw_job *j, const float *B, float *C, int64_t b0, int64_t b1);
+static CD__AVX512 void pw_staged(const pw_job *j, const float *B, float *C, int64_t b0, int64_t b1);
+
 static void pw_task(void *ctx, int64_t i)
 {
     const pw_job *j = ctx;
-    const int64_t n = j->n0 + i / j->nch, ch = i % j->nch, P = j->P, K = j->K;
+    const int64_t n = j->n0 + i / j->nch, ch = i % j->nch;
     const int64_t b0 = ch * j->nblk / j->nch, b1 = (ch + 1) * j->nblk / j->nch;
     const float *B = j->B + n * j->b_img;
     float *C = j->C + n * j->c_img;
-    const int64_t nb = b1 - b0, np = cd__ceil_div(P, PW_NP);
+    if (!j->rows_outer) {
+        pw_staged(j, B, C, b0, b1);
+    } else {
+        pw_direct(j, B, C, b0, b1);
+    }
+    if (j->epi && j->nch == 1) j->epi(j->epi_ctx, n);
+}
+
+/* Rows [b0 PW_MR, b1 PW_MR) of C, B read in place. */
+static void pw_direct(const pw_job *j, const float *B, float *C, int64_t b0, int64_t b1)
+{
+    const int64_t P = j->P, K = j->K, nb = b1 - b0, np = cd__ceil_div(P, PW_NP);
     for (int64_t t = 0; t < nb * np; t++) {
         const int64_t b = b0 + (j->rows_outer ? t / np : t % nb);
         const int64_t p0 = (j->rows_outer ? t % np : t / nb) * PW_NP;
@@ -276,9 +303,51 @@ static void pw_task(void *ctx, int64_t i)
         const int nv = npx > 16 ? 2 : 1;
         const __mmask16 mk = (__mmask16)((1u << (npx - 16 * (nv - 1))) - 1u);
         pw_mks[mr - 1][nv - 1](K, j->Ap + b * K * PW_MR, B + p0, P, C + b * PW_MR * P + p0, P, mk,
-                               j->bias ? j->bias + b * PW_MR : NULL, j->add);
+                               j->bias ? j->bias + b * PW_MR : NULL, j->add ? PW_CONT : PW_SET);
     }
-    if (j->epi && j->nch == 1) j->epi(j->epi_ctx, n);
+}
+
+/* The same, B staged through a buffer on the stack, PW_KB
+ * rows x PW_PB pixels at a time: few rows to compute means B is read from
+ * memory as fast as it is used, and in place its rows make too many
+ * streams for the prefetchers (a line or two from each of K rows), while
+ * copying whole row segments keeps many loads in flight. The sums resume
+ * from C after each block of rows (PW_CONT): the same FMA chains, the
+ * same bits. */
+static CD__AVX512 void pw_staged(const pw_job *j, const float *B, float *C, int64_t b0, int64_t b1)
+{
+    _Alignas(64) float buf[PW_KB * PW_PB];
+    const int64_t P = j->P, K = j->K;
+    for (int64_t p0 = 0; p0 < P; p0 += PW_PB) {
+        const int64_t npb = cd__min64(PW_PB, P - p0);
+        __mmask16 mv[PW_PB / 16];
+        for (int v = 0; v < PW_PB / 16; v++) {
+            const int64_t n = cd__max64(0, cd__min64(16, npb - 16 * v));
+            mv[v] = (__mmask16)((1u << n) - 1u);
+        }
+        for (int64_t k0 = 0; k0 < K; k0 += PW_KB) {
+            const int64_t kb = cd__min64(PW_KB, K - k0);
+            for (int64_t k = 0; k < kb; k++) {
+                const float *src = B + (k0 + k) * P + p0;
+                CD__UNROLL
+                for (int v = 0; v < PW_PB / 16; v++)
+                    _mm512_store_ps(buf + k * PW_PB + 16 * v,
+                                    _mm512_maskz_loadu_ps(mv[v], src + 16 * v));
+            }
+            for (int64_t b = b0; b < b1; b++) {
+                const int mr = (int)cd__min64(PW_MR, j->M - b * PW_MR);
+                for (int64_t q0 = 0; q0 < npb; q0 += PW_NP) {
+                    const int64_t npx = cd__min64(PW_NP, npb - q0);
+                    const int nv = npx > 16 ? 2 : 1;
+                    const __mmask16 mk = (__mmask16)((1u << (npx - 16 * (nv - 1))) - 1u);
+                    pw_mks[mr - 1][nv - 1](kb, j->Ap + (b * K + k0) * PW_MR, buf + q0, PW_PB,
+                                           C + b * PW_MR * P + p0 + q0, P, mk,
+                                           j->bias ? j->bias + b * PW_MR : NULL,
+                                           k0 || j->add ? PW_CONT : PW_SET);
+                }
+            }
+        }
+    }
 }
 
 /* Rows per image below which the pixels go outer (see pw_task). */
