@@ -8,9 +8,11 @@
  *     out[co][p] = b[co] + sum_ci w[co][ci] in[ci][p].
  * The weights are packed once per call into blocks of PW_MR output
  * channels, [block][ci][PW_MR], so a micro-kernel broadcasts PW_MR
- * consecutive floats per ci against two vectors of 16 pixels read in place
- * from the image: PW_MR x 2 accumulators, one FMA chain per output, in ci
- * order, started from the bias. Pixel counts that are no multiple of 32
+ * consecutive floats per ci against two vectors of 16 pixels of the image
+ * (read in place, or, with few output channels, from blocks copied to the
+ * stack, which fetch the input from memory faster): PW_MR x 2
+ * accumulators, one FMA chain per output, in ci order, started from the
+ * bias. Pixel counts that are no multiple of 32
  * (49, 196) end in a micro-tile with a masked last vector; masked loads do
  * not touch memory past the mask, so no tensor is read or written past
  * its end.
@@ -193,9 +195,10 @@ CD__ALWAYS_INLINE CD__AVX512 void pw_mk(int mr, int nv, int64_t K, const float *
     }
     for (int64_t k = 0; k < K; k++) {
         const float *bk = B + k * ldb;
-        /* The next micro-tile reads the next 32 pixels of these rows: one
-         * line per row and vector, K rows apart, too many streams for the
-         * hardware prefetchers. Prefetches past a row's end do not fault. */
+        /* Read in place, the next micro-tile wants the next 32 pixels of
+         * these rows: a line per row and vector, K rows apart, too many
+         * streams for the hardware prefetchers. (Staged, the prefetch hits
+         * the stack block; past a row's end it does not fault.) */
         _mm_prefetch((const char *)(bk + PW_NP), _MM_HINT_T1);
         _mm_prefetch((const char *)(bk + PW_NP + 16), _MM_HINT_T1);
         const __m512 b0 = nv > 1 ? _mm512_loadu_ps(bk) : _mm512_maskz_loadu_ps(mk, bk);
@@ -258,9 +261,9 @@ static const pw_mk_fn pw_mks[PW_MR][2] = {PW_ROW(1), PW_ROW(2),  PW_ROW(3),  PW_
 /* C = A B (+ bias, or + C) for one image: A packed M x K, B K x P, C M x
  * P, rows [b0 PW_MR, b1 PW_MR) of C only. With many rows, a block of rows
  * at a time across the image, so the stores run along PW_MR rows (streams
- * the prefetchers follow) rather than across all M, and B comes from L2;
- * with few, 32 pixels down all the rows, so B is read from memory once
- * and reused from L1. */
+ * the prefetchers follow) rather than across all M, and B comes from L2
+ * after the first block; with few, B is the bulk of the traffic and is
+ * staged block by block (pw_staged). */
 typedef struct {
     const float *Ap, *B, *bias;
     float *C;
@@ -268,7 +271,7 @@ typedef struct {
     bool add;
     int64_t nch, nblk; /* row chunks per image, row blocks */
     int64_t n0;        /* the first image of the call */
-    bool rows_outer;   /* a block of rows across the image, else 32 pixels down the rows */
+    bool rows_outer;   /* a block of rows across the image, else B staged */
     cd__task_fn epi;
     void *epi_ctx;
 } pw_job;
@@ -291,19 +294,21 @@ static void pw_task(void *ctx, int64_t i)
     if (j->epi && j->nch == 1) j->epi(j->epi_ctx, n);
 }
 
-/* Rows [b0 PW_MR, b1 PW_MR) of C, B read in place. */
+/* Rows [b0 PW_MR, b1 PW_MR) of C, a block of rows at a time, B read in
+ * place. */
 static void pw_direct(const pw_job *j, const float *B, float *C, int64_t b0, int64_t b1)
 {
-    const int64_t P = j->P, K = j->K, nb = b1 - b0, np = cd__ceil_div(P, PW_NP);
-    for (int64_t t = 0; t < nb * np; t++) {
-        const int64_t b = b0 + (j->rows_outer ? t / np : t % nb);
-        const int64_t p0 = (j->rows_outer ? t % np : t / nb) * PW_NP;
+    const int64_t P = j->P, K = j->K;
+    for (int64_t b = b0; b < b1; b++) {
         const int mr = (int)cd__min64(PW_MR, j->M - b * PW_MR);
-        const int64_t npx = cd__min64(PW_NP, P - p0);
-        const int nv = npx > 16 ? 2 : 1;
-        const __mmask16 mk = (__mmask16)((1u << (npx - 16 * (nv - 1))) - 1u);
-        pw_mks[mr - 1][nv - 1](K, j->Ap + b * K * PW_MR, B + p0, P, C + b * PW_MR * P + p0, P, mk,
-                               j->bias ? j->bias + b * PW_MR : NULL, j->add ? PW_CONT : PW_SET);
+        for (int64_t p0 = 0; p0 < P; p0 += PW_NP) {
+            const int64_t npx = cd__min64(PW_NP, P - p0);
+            const int nv = npx > 16 ? 2 : 1;
+            const __mmask16 mk = (__mmask16)((1u << (npx - 16 * (nv - 1))) - 1u);
+            pw_mks[mr - 1][nv - 1](K, j->Ap + b * K * PW_MR, B + p0, P, C + b * PW_MR * P + p0, P,
+                                   mk, j->bias ? j->bias + b * PW_MR : NULL,
+                                   j->add ? PW_CONT : PW_SET);
+        }
     }
 }
 
@@ -350,7 +355,7 @@ static CD__AVX512 void pw_staged(const pw_job *j, const float *B, float *C, int6
     }
 }
 
-/* Rows per image below which the pixels go outer (see pw_task). */
+/* Rows per image up to which B is staged (see pw_job). */
 #define PW_FEW_ROWS 48
 
 static void pw_plan(pw_job *j, int64_t N)
