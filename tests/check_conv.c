@@ -4,7 +4,8 @@
  * descriptor errors, batch tiles, thread-count independence and bounded
  * workspaces. Every parity and thread test runs twice: on the best path
  * for this CPU and with the portable paths forced; the parity test also
- * runs the direct kernels on the shapes the spectral path takes.
+ * runs the dense kernels on the shapes the spectral, Winograd and
+ * pointwise paths take.
  */
 #include "test_util.h"
 
@@ -246,6 +247,7 @@ static double conv_parity_one(const conv_shape *s, bool portable, bool direct)
     cd__cpu_force_portable(CD__KERNELS_CONV, portable);
     cd__cpu_force_portable(CD__KERNELS_SPECTRAL, direct);
     cd__cpu_force_portable(CD__KERNELS_WINOGRAD, direct);
+    cd__cpu_force_portable(CD__KERNELS_POINTWISE, direct);
     const char *mode = portable ? " (portable)" : direct ? " (direct)" : "";
     conv_case k;
     conv_case_make(&k, s, 100);
@@ -292,6 +294,7 @@ static double conv_parity_one(const conv_shape *s, bool portable, bool direct)
     cd__cpu_force_portable(CD__KERNELS_CONV, false);
     cd__cpu_force_portable(CD__KERNELS_SPECTRAL, false);
     cd__cpu_force_portable(CD__KERNELS_WINOGRAD, false);
+    cd__cpu_force_portable(CD__KERNELS_POINTWISE, false);
     return worst;
 }
 
@@ -696,6 +699,10 @@ START_TEST(conv2d_forward_epilogue)
         /* Winograd: one image per task at 14x14, several at 7x7. */
         {"k3p1 16->32 14x14 N=19", 19, 16, 14, 14, 32, 3, 3, 1, 1, 1, true},
         {"k3p1 20->17 7x7 N=19", 19, 20, 7, 7, 17, 3, 3, 1, 1, 1, true},
+        /* Pointwise: one task per image, and output channels split across
+         * tasks for a small batch. */
+        {"1x1 32->48 14x14 N=19", 19, 32, 14, 14, 48, 1, 1, 1, 0, 1, true},
+        {"1x1 24->40 7x7 N=3", 3, 24, 7, 7, 40, 1, 1, 1, 0, 1, true},
     };
     for (int portable = 0; portable < 2; portable++)
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
@@ -761,6 +768,10 @@ START_TEST(conv2d_thread_count_independent)
         {"1x1 32->64", 19, 32, 28, 28, 64, 1, 1, 1, 0, 1, true},
         {"groups 2", 19, 8, 14, 14, 8, 3, 3, 1, 1, 2, true},
         {"k3p1 64->128 7x7 (Winograd)", 37, 64, 7, 7, 128, 3, 3, 1, 1, 1, true},
+        /* Pointwise: three weight-gradient tiles, channels off the
+         * vector, a small batch split by output channels. */
+        {"1x1 128->136 14x14 (pointwise)", 23, 128, 14, 14, 136, 1, 1, 1, 0, 1, true},
+        {"1x1 20->33 7x7 N=3 (pointwise)", 3, 20, 7, 7, 33, 1, 1, 1, 0, 1, false},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         conv_threads_one(&shapes[i], false);
@@ -865,6 +876,10 @@ START_TEST(conv2d_reads_stay_in_bounds)
         {"winograd 17->33 7x7", 3, 17, 7, 7, 33, 3, 3, 1, 1, 1, true},
         {"winograd 20->24 13x9", 2, 20, 13, 9, 24, 3, 3, 1, 1, 1, true},
         {"winograd 16->16 1x1", 2, 16, 1, 1, 16, 3, 3, 1, 1, 1, true},
+        /* Pointwise: ragged pixel counts read and written with masks. */
+        {"pointwise 20->33 7x7", 3, 20, 7, 7, 33, 1, 1, 1, 0, 1, true},
+        {"pointwise 17->16 5x3", 2, 17, 5, 3, 16, 1, 1, 1, 0, 1, true},
+        {"pointwise 16->24 1x1", 3, 16, 1, 1, 24, 1, 1, 1, 0, 1, true},
     };
     for (int portable = 0; portable < 2; portable++) {
         cd__cpu_force_portable(CD__KERNELS_CONV, portable);
@@ -887,6 +902,11 @@ START_TEST(conv2d_reads_stay_in_bounds)
             compare(shapes[i].name, g[2].p, rout, k.n_out, 1e-5);
             compare(shapes[i].name, g[4].p, rdin, k.n_in, 1e-5);
             compare(shapes[i].name, g[5].p, rdw, k.n_w, 1e-5);
+            /* The overwriting input gradient has its own code on some
+             * paths. */
+            for (int64_t e = 0; e < k.n_in; e++) g[4].p[e] = NAN;
+            cd__conv2d_backward_set(&k.c, g[4].p, NULL, NULL, g[3].p, g[0].p, g[1].p, k.ws);
+            compare(shapes[i].name, g[4].p, rdin, k.n_in, 1e-5);
             free(rout), free(rdin), free(rdw), free(rdb);
             for (int b = 0; b < 6; b++) guarded_free(&g[b]);
             conv_case_free(&k);
@@ -1314,7 +1334,231 @@ START_TEST(winograd_suits)
     ck_assert(!cd__conv2d_winograd_suits(&c));
 }
 END_TEST
+
+/* ---- pointwise (1x1) products ------------------------------------------------- */
+
+/*
+ * Error bounds. Each result of the pointwise path is one chain of
+ * floating-point operations, each rounding once (relative error at most
+ * u = 2^-24), over terms whose absolute values sum to S:
+ *   - forward: the chain starts at the bias (exact) and takes C_in FMAs,
+ *     S = |b| + sum_ci |w| |x|;
+ *   - input gradient, overwriting: C_out FMAs from zero,
+ *     S = sum_co |w| |dy|; adding into din: the same chain started from
+ *     din's value (exact), and |din| joins S;
+ *   - weight gradient: N x H x W FMAs from zero into a float that is
+ *     stored and reloaded exactly between chunks, then one addition into
+ *     dweight, S = |dweight| + sum_{n,p} |dy| |x|.
+ * A chain of n roundings is off by at most gamma_n S, gamma_n =
+ * n u / (1 - n u) (Higham, recursive summation), and gamma_n <= (n + 1) u
+ * whenever n (n + 1) u <= 1, which every shape below satisfies (n stays
+ * under 4000). So the bound is (n + 1) u S with n the chain's length: no
+ * constant is measured or tuned.
+ */
+typedef struct {
+    double fwd, din_set, din_add, dw; /* max |err| / (u S) */
+} pw_acc;
+
+/* |err| / (u S), asserted within the (n + 1) u S bound. */
+static double pw_check(const char *what, float got, double ref, double S, int64_t n, double *worst)
+{
+    const double u = ldexp(1.0, -24), err = fabs((double)got - ref);
+    ck_assert_msg(isfinite(got), "%s: not finite (or not written)", what);
+    ck_assert_msg(err <= (double)(n + 1) * u * S,
+                  "%s: %.9g vs %.9g: error %.3e above the bound %.3e (chain of %lld)", what, got,
+                  ref, err, (double)(n + 1) * u * S, (long long)n);
+    if (S > 0) *worst = fmax(*worst, err / (u * S));
+    return err;
+}
+
+static pw_acc pw_accuracy_one(const conv_shape *s)
+{
+    conv_case k;
+    conv_case_make(&k, s, 500);
+    const cd__conv2d *c = &k.c;
+    const int64_t P = c->H * c->W, Ci = c->C_in, Co = c->C_out, N = c->N;
+    float *ws = fbuf((int64_t)cd__conv2d_pointwise_workspace(c));
+    float *din_add = fbuf(k.n_in), *din0 = fbuf(k.n_in), *dw0 = fbuf(k.n_w);
+    cd_gc_randn(din0, k.n_in, 501, 1.0f);
+    cd_gc_randn(dw0, k.n_w, 502, 1.0f);
+    /* NaN first: every output must be written. */
+    for (int64_t i = 0; i < k.n_out; i++) k.out[i] = NAN;
+    for (int64_t i = 0; i < k.n_in; i++) k.din[i] = NAN;
+    memcpy(din_add, din0, (size_t)k.n_in * sizeof(float));
+    memcpy(k.dw, dw0, (size_t)k.n_w * sizeof(float));
+    cd__conv2d_pointwise_forward(c, k.out, k.in, k.w, k.b, ws, NULL, NULL);
+    cd__conv2d_pointwise_backward(c, k.din, true, NULL, k.dout, k.in, k.w, ws);
+    cd__conv2d_pointwise_backward(c, din_add, false, k.dw, k.dout, k.in, k.w, ws);
+    pw_acc r = {0, 0, 0, 0};
+    char what[160];
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t p = 0; p < P; p++) {
+            for (int64_t co = 0; co < Co; co++) {
+                const double b = c->bias ? k.b[co] : 0.0;
+                double ref = b, S = fabs(b);
+                for (int64_t ci = 0; ci < Ci; ci++) {
+                    const double t = (double)k.w[co * Ci + ci] * k.in[(n * Ci + ci) * P + p];
+                    ref += t, S += fabs(t);
+                }
+                snprintf(what, sizeof what, "%s: output (%lld, %lld, %lld)", s->name, (long long)n,
+                         (long long)co, (long long)p);
+                pw_check(what, k.out[(n * Co + co) * P + p], ref, S, Ci, &r.fwd);
+            }
+            for (int64_t ci = 0; ci < Ci; ci++) {
+                double ref = 0.0, S = 0.0;
+                for (int64_t co = 0; co < Co; co++) {
+                    const double t = (double)k.w[co * Ci + ci] * k.dout[(n * Co + co) * P + p];
+                    ref += t, S += fabs(t);
+                }
+                const int64_t i = (n * Ci + ci) * P + p;
+                snprintf(what, sizeof what, "%s: din (%lld, %lld, %lld)", s->name, (long long)n,
+                         (long long)ci, (long long)p);
+                pw_check(what, k.din[i], ref, S, Co, &r.din_set);
+                snprintf(what, sizeof what, "%s: din added (%lld, %lld, %lld)", s->name,
+                         (long long)n, (long long)ci, (long long)p);
+                pw_check(what, din_add[i], din0[i] + ref, S + fabs(din0[i]), Co, &r.din_add);
+            }
+        }
+    for (int64_t co = 0; co < Co; co++)
+        for (int64_t ci = 0; ci < Ci; ci++) {
+            double ref = dw0[co * Ci + ci], S = fabs(ref);
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t p = 0; p < P; p++) {
+                    const double t =
+                        (double)k.dout[(n * Co + co) * P + p] * k.in[(n * Ci + ci) * P + p];
+                    ref += t, S += fabs(t);
+                }
+            snprintf(what, sizeof what, "%s: dweight (%lld, %lld)", s->name, (long long)co,
+                     (long long)ci);
+            pw_check(what, k.dw[co * Ci + ci], ref, S, N * P + 1, &r.dw);
+        }
+    free(ws), free(din_add), free(din0), free(dw0);
+    conv_case_free(&k);
+    return r;
+}
+
+/* The UNet's 1x1 layers (a few images), then edges: pixel counts off the
+ * 32-pixel micro-tile (7x7, 5x3, 1x1), channels off the vector, no bias,
+ * small batches (output channels split across tasks) and weight gradients
+ * over several batch tiles (2048 pixels a tile once C_in C_out reaches
+ * 2^14: the "tiles" shapes take two). */
+static const conv_shape pw_shapes[] = {
+    {"UNet qkv 32->384 28x28", 2, 32, 28, 28, 384, 1, 1, 1, 0, 1, false},
+    {"UNet 128->32 28x28", 2, 128, 28, 28, 32, 1, 1, 1, 0, 1, true},
+    {"UNet qkv 64->384 14x14", 2, 64, 14, 14, 384, 1, 1, 1, 0, 1, false},
+    {"UNet 128->64 14x14", 2, 128, 14, 14, 64, 1, 1, 1, 0, 1, true},
+    {"UNet 128->128 7x7", 3, 128, 7, 7, 128, 1, 1, 1, 0, 1, true},
+    {"20->33 7x7", 3, 20, 7, 7, 33, 1, 1, 1, 0, 1, true},
+    {"17->16 5x3 no bias", 5, 17, 5, 3, 16, 1, 1, 1, 0, 1, false},
+    {"16->24 1x1", 4, 16, 1, 1, 24, 1, 1, 1, 0, 1, true},
+    {"50->70 6x9", 2, 50, 6, 9, 70, 1, 1, 1, 0, 1, true},
+    {"128->144 14x14 N=13 (tiles)", 13, 128, 14, 14, 144, 1, 1, 1, 0, 1, true},
+    {"160->112 28x28 N=4 (tiles)", 4, 160, 28, 28, 112, 1, 1, 1, 0, 1, true},
+    {"48->20 7x7 N=70", 70, 48, 7, 7, 20, 1, 1, 1, 0, 1, true},
+};
+#define N_PW ((int)(sizeof pw_shapes / sizeof pw_shapes[0]))
+
+START_TEST(pointwise_accuracy)
+{
+    const conv_shape *s = &pw_shapes[_i];
+    const pw_acc a = pw_accuracy_one(s);
+    printf("pointwise %-27s err/(u S): fwd %5.2f (bound %lld)  din %5.2f (%lld)  din+ %5.2f "
+           "(%lld)  dW %5.2f (%lld)\n",
+           s->name, a.fwd, (long long)(s->C_in + 1), a.din_set, (long long)(s->C_out + 1),
+           a.din_add, (long long)(s->C_out + 1), a.dw, (long long)(s->N * s->H * s->W + 2));
+}
+END_TEST
+
+/* The 1x1 layers take the pointwise path, forward and both backward modes:
+ * bit for bit its own results. Held off, the dense kernels give other
+ * bits (but for the overwriting input gradient), so the comparisons can
+ * fail. */
+START_TEST(pointwise_is_chosen)
+{
+    const conv_shape s = {"UNet 1x1 32->48 14x14", 3, 32, 14, 14, 48, 1, 1, 1, 0, 1, true};
+    conv_case k;
+    conv_case_make(&k, &s, 93);
+    const cd__conv2d *c = &k.c;
+    float *ws = fbuf((int64_t)cd__conv2d_pointwise_workspace(c)), *want = fbuf(k.n_out);
+    float *din = fbuf(k.n_in), *dw = fbuf(k.n_w), *din_add = fbuf(k.n_in), *dw_add = fbuf(k.n_w);
+    cd__conv2d_pointwise_forward(c, want, k.in, k.w, k.b, ws, NULL, NULL);
+    cd__conv2d_pointwise_backward(c, din, true, dw, k.dout, k.in, k.w, ws);
+    for (int64_t i = 0; i < k.n_in; i++) din_add[i] = 1.0f;
+    for (int64_t i = 0; i < k.n_w; i++) dw_add[i] = 0.5f;
+    cd__conv2d_pointwise_backward(c, din_add, false, dw_add, k.dout, k.in, k.w, ws);
+
+    cd__conv2d_forward(c, k.out, k.in, k.w, k.b, k.ws);
+    ck_assert_msg(memcmp(want, k.out, (size_t)k.n_out * sizeof(float)) == 0,
+                  "the forward did not take the pointwise path");
+    cd__conv2d_backward_set(c, k.din, k.dw, NULL, k.dout, k.in, k.w, k.ws);
+    ck_assert_msg(memcmp(din, k.din, (size_t)k.n_in * sizeof(float)) == 0,
+                  "the input gradient (backward_set) did not take the pointwise path");
+    ck_assert_msg(memcmp(dw, k.dw, (size_t)k.n_w * sizeof(float)) == 0,
+                  "the weight gradient did not take the pointwise path");
+    for (int64_t i = 0; i < k.n_in; i++) k.din[i] = 1.0f;
+    for (int64_t i = 0; i < k.n_w; i++) k.dw[i] = 0.5f;
+    cd__conv2d_backward(c, k.din, k.dw, NULL, k.dout, k.in, k.w, k.ws);
+    ck_assert_msg(memcmp(din_add, k.din, (size_t)k.n_in * sizeof(float)) == 0,
+                  "the input gradient (backward) did not take the pointwise path");
+    ck_assert_msg(memcmp(dw_add, k.dw, (size_t)k.n_w * sizeof(float)) == 0,
+                  "the weight gradient (backward) did not take the pointwise path");
+
+    cd__cpu_force_portable(CD__KERNELS_POINTWISE, true);
+    float *dense_ws = fbuf((int64_t)cd__conv2d_workspace(c));
+    cd__conv2d_forward(c, k.out, k.in, k.w, k.b, dense_ws);
+    ck_assert_msg(memcmp(want, k.out, (size_t)k.n_out * sizeof(float)) != 0,
+                  "the dense kernels gave the pointwise forward's bits");
+    memset(k.dw, 0, (size_t)k.n_w * sizeof(float));
+    cd__conv2d_backward_set(c, k.din, k.dw, NULL, k.dout, k.in, k.w, dense_ws);
+    ck_assert_msg(memcmp(dw, k.dw, (size_t)k.n_w * sizeof(float)) != 0,
+                  "the dense kernels gave the pointwise weight gradient's bits");
+    /* Overwriting, the input gradients agree bit for bit: on both paths
+     * each is one FMA chain over the output channels in order. Adding,
+     * the dense path adds the finished chain into din, the pointwise path
+     * starts the chain from din. */
+    ck_assert_msg(memcmp(din, k.din, (size_t)k.n_in * sizeof(float)) == 0,
+                  "the dense and pointwise input gradients no longer agree");
+    for (int64_t i = 0; i < k.n_in; i++) k.din[i] = 1.0f;
+    cd__conv2d_backward(c, k.din, NULL, NULL, k.dout, k.in, k.w, dense_ws);
+    ck_assert_msg(memcmp(din_add, k.din, (size_t)k.n_in * sizeof(float)) != 0,
+                  "the dense kernels gave the pointwise input gradient's bits (adding)");
+    cd__cpu_force_portable(CD__KERNELS_POINTWISE, false);
+    free(ws), free(want), free(din), free(dw), free(din_add), free(dw_add), free(dense_ws);
+    conv_case_free(&k);
+}
+END_TEST
 #endif
+
+START_TEST(pointwise_suits)
+{
+#ifdef CD__CONV_X86
+    static const struct {
+        conv_shape s;
+        bool suits;
+    } cases[] = {
+        {{"UNet qkv 32->384", 2, 32, 28, 28, 384, 1, 1, 1, 0, 1, false}, true},
+        {{"UNet out 128->32", 2, 128, 28, 28, 32, 1, 1, 1, 0, 1, true}, true},
+        {{"16->16 5x3", 2, 16, 5, 3, 16, 1, 1, 1, 0, 1, true}, true},
+        {{"final 32->1", 2, 32, 28, 28, 1, 1, 1, 1, 0, 1, true}, false},
+        {{"15->64", 2, 15, 28, 28, 64, 1, 1, 1, 0, 1, true}, false},
+        {{"1x1 stride 2", 2, 32, 28, 28, 64, 1, 1, 2, 0, 1, true}, false},
+        {{"1x1 pad 1", 2, 32, 28, 28, 64, 1, 1, 1, 1, 1, true}, false},
+        {{"1x1 groups 2", 2, 32, 28, 28, 64, 1, 1, 1, 0, 2, true}, false},
+        {{"1x1 depthwise", 2, 32, 28, 28, 32, 1, 1, 1, 0, 32, true}, false},
+        {{"1x3", 2, 32, 28, 28, 64, 1, 3, 1, 0, 1, true}, false},
+        {{"3x3", 2, 32, 28, 28, 64, 3, 3, 1, 1, 1, true}, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const conv_shape *s = &cases[i].s;
+        cd__conv2d c;
+        CD_ASSERT_OK(cd__conv2d_init(&c, s->N, s->C_in, s->H, s->W, s->C_out, s->kh, s->kw,
+                                     s->stride, s->pad, s->groups, s->bias));
+        ck_assert_msg(cd__conv2d_pointwise_suits(&c) == cases[i].suits, "%s: suits %d", s->name,
+                      (int)cd__conv2d_pointwise_suits(&c));
+    }
+#endif
+}
+END_TEST
 
 static Suite *make_suite(void)
 {
@@ -1362,6 +1606,21 @@ static Suite *make_suite(void)
     }
     suite_add_tcase(s, tc);
 #endif
+
+    tc = tcase_create("pointwise");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, pointwise_suits);
+#ifdef CD__CONV_X86
+    if (cd__cpu_avx512()) {
+        tcase_add_loop_test(tc, pointwise_accuracy, 0, N_PW);
+        tcase_add_test(tc, pointwise_is_chosen);
+    } else {
+        printf("pointwise: the kernels' tests are not run: no AVX-512 here\n");
+    }
+#else
+    printf("pointwise: the kernels' tests are not run: not an x86-64 build\n");
+#endif
+    suite_add_tcase(s, tc);
     return s;
 }
 

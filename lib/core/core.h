@@ -157,11 +157,12 @@ bool cd__cpu_avx512(void);
 /* The kernel families that a test or a benchmark can hold to their
  * portable path on an AVX-512 machine, each on its own. */
 typedef enum {
-    CD__KERNELS_CONV,     /* convolutions: im2col + sgemm, the portable depthwise kernel */
-    CD__KERNELS_SPECTRAL, /* the spectral convolution: the dense kernels take its shapes */
-    CD__KERNELS_VMATH,    /* GELU, softmax and the layer norms: their scalar loops */
-    CD__KERNELS_GEMM,     /* the attention's small products: cblas_sgemm */
-    CD__KERNELS_WINOGRAD, /* the Winograd 3x3 convolution: the dense kernels take its shapes */
+    CD__KERNELS_CONV,      /* convolutions: im2col + sgemm, the portable depthwise kernel */
+    CD__KERNELS_SPECTRAL,  /* the spectral convolution: the dense kernels take its shapes */
+    CD__KERNELS_VMATH,     /* GELU, softmax and the layer norms: their scalar loops */
+    CD__KERNELS_GEMM,      /* the attention's small products: cblas_sgemm */
+    CD__KERNELS_WINOGRAD,  /* the Winograd 3x3 convolution: the dense kernels take its shapes */
+    CD__KERNELS_POINTWISE, /* the 1x1 convolution's products: the dense kernels take its shapes */
     CD__KERNELS_COUNT
 } cd__kernels;
 

@@ -3,7 +3,7 @@
  * and backward (see ops.h for the conventions): the descriptor, the choice
  * of path, the bias gradient and the entry points.
  *
- * Five implementations sit behind the one descriptor; which one runs
+ * Six implementations sit behind the one descriptor; which one runs
  * depends only on the shape and the CPU, never on the thread count:
  *
  *   spectral   "same" convolutions with odd kernels of 5x5 and up and 8+
@@ -21,6 +21,13 @@
  *              tiles' transforms: conv2d_winograd_grad.c. Its rounding
  *              errors are 4 to 15 times the dense path's, within bounds
  *              the tests derive.
+ *   pointwise  1x1, stride 1, pad 0, ungrouped, 16+ channels each way on
+ *              AVX-512 CPUs (the UNet attention's projections and residual
+ *              1x1 layers): a matrix product per image with a broadcast-FMA
+ *              micro-kernel, without the dense path's frames; the weight
+ *              gradient packs the operand with fewer channels per batch
+ *              tile, and the input gradient runs in the same rounds:
+ *              conv2d_pointwise.c.
  *   dense      every other non-depthwise convolution on x86-64 CPUs with
  *              AVX-512 (chosen at run time). Each image is copied into
  *              zero-padded frames of row stride Wp (unpadded tensors are
@@ -71,6 +78,7 @@ enum conv_path {
     PATH_DENSE,
     PATH_FFT,
     PATH_WINOGRAD,
+    PATH_POINTWISE,
     PATH_DEPTHWISE,
     PATH_DEPTHWISE_PORTABLE
 };
@@ -107,6 +115,8 @@ static enum conv_path choose_path(const cd__conv2d *c)
 #ifdef CD__CONV_X86
     if (avx512 && cd__cpu_use_avx512(CD__KERNELS_WINOGRAD) && cd__conv2d_winograd_suits(c))
         return PATH_WINOGRAD;
+    if (avx512 && cd__cpu_use_avx512(CD__KERNELS_POINTWISE) && cd__conv2d_pointwise_suits(c))
+        return PATH_POINTWISE;
 #endif
     return avx512 ? PATH_DENSE : PATH_GEMM;
 }
@@ -265,6 +275,7 @@ size_t cd__conv2d_workspace(const cd__conv2d *c)
     case PATH_DENSE: return cd__conv2d_dense_workspace(c) + slack;
     case PATH_FFT: return cd__conv2d_fft_workspace(c) + slack;
     case PATH_WINOGRAD: return winograd_workspace(c) + slack;
+    case PATH_POINTWISE: return cd__conv2d_pointwise_workspace(c) + slack;
 #endif
     case PATH_DEPTHWISE:
     case PATH_DEPTHWISE_PORTABLE: return cd__conv2d_depthwise_workspace(c) + slack;
@@ -284,6 +295,9 @@ void cd__conv2d_forward_epi(const cd__conv2d *c, float *out, const float *in, co
     case PATH_WINOGRAD:
         cd__conv2d_winograd_forward(c, out, in, weight, bias, ws, epi, epi_ctx);
         return;
+    case PATH_POINTWISE:
+        cd__conv2d_pointwise_forward(c, out, in, weight, bias, ws, epi, epi_ctx);
+        return;
 #endif
     case PATH_DEPTHWISE: cd__conv2d_depthwise_forward(c, out, in, weight, bias, ws, true); break;
     case PATH_DEPTHWISE_PORTABLE:
@@ -301,7 +315,8 @@ void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in, const 
 }
 
 /* din_set: overwrite din instead of adding into it. Only the dense,
- * Winograd and spectral paths can do that without clearing din first. The
+ * Winograd, pointwise and spectral paths can do that without clearing din
+ * first. The
  * Winograd path computes the input gradient only then: adding into din
  * would need a second buffer of its size, so otherwise the dense path
  * computes it. */
@@ -316,7 +331,8 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
         bias_backward(dbias, dout, c->N, c->C_out, c->H_out * c->W_out);
     if (!din && !dweight) return;
     ws = align_ws(ws);
-    if (din && din_set && path != PATH_DENSE && path != PATH_FFT && path != PATH_WINOGRAD)
+    if (din && din_set && path != PATH_DENSE && path != PATH_FFT && path != PATH_WINOGRAD &&
+        path != PATH_POINTWISE)
         memset(din, 0, (size_t)(c->N * c->C_in * c->H * c->W) * sizeof *din);
     switch (path) {
 #ifdef CD__CONV_X86
@@ -329,6 +345,9 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
         return;
     case PATH_DENSE:
         cd__conv2d_dense_backward(c, din, din_set, dweight, dout, in, weight, ws);
+        return;
+    case PATH_POINTWISE:
+        cd__conv2d_pointwise_backward(c, din, din_set, dweight, dout, in, weight, ws);
         return;
     case PATH_FFT:
         cd__conv2d_fft_backward(c, din, din_set, dweight, c->bias ? dbias : NULL, dout, in, weight,

@@ -166,6 +166,20 @@ void cd__conv2d_winograd_forward(const cd__conv2d *c, float *out, const float *i
 size_t cd__conv2d_winograd_grad_workspace(const cd__conv2d *c);
 void cd__conv2d_winograd_grad(const cd__conv2d *c, float *dweight, const float *dout,
                               const float *in, float *ws);
+
+/* AVX-512 only: 1x1, stride 1, pad 0, groups 1 as matrix products (any
+ * channel counts; suits says where it pays). The forward runs
+ * epi(epi_ctx, n) for every image n itself; backward overwrites din when
+ * din_set, else adds into it, and adds into dweight. Both align ws
+ * themselves. */
+size_t cd__conv2d_pointwise_workspace(const cd__conv2d *c);
+bool cd__conv2d_pointwise_suits(const cd__conv2d *c);
+void cd__conv2d_pointwise_forward(const cd__conv2d *c, float *out, const float *in,
+                                  const float *weight, const float *bias, float *ws,
+                                  cd__task_fn epi, void *epi_ctx);
+void cd__conv2d_pointwise_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
+                                   const float *dout, const float *in, const float *weight,
+                                   float *ws);
 #endif
 
 /* Stride 1, groups == C_in == C_out. fast: the AVX-512 kernels, for square

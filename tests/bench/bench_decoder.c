@@ -5,7 +5,8 @@
  *
  *   bench_decoder [--threads N] [--model cnn|unet|both] [--reps K]
  *                 [--batch B] [--warmup W] [--workload all|fwd|train|sample]
- *                 [--direct] [--no-winograd] [--blas-attention] [--json]
+ *                 [--direct] [--no-winograd] [--no-pointwise] [--blas-attention]
+ *                 [--json]
  *
  * Workloads, at batch B (default 128) and 28 x 28 x 1:
  *   fwd     cd_decoder_forward only;
@@ -21,6 +22,8 @@
  * compare it with the direct kernels on the CNN's 7x7 layers.
  * --no-winograd keeps the UNet's 3x3 layers off the Winograd path
  * (conv2d_winograd.c), to compare it with the direct kernels.
+ * --no-pointwise keeps the UNet's 1x1 layers off the pointwise path
+ * (conv2d_pointwise.c), likewise.
  * --blas-attention runs the UNet attention's products through cblas_sgemm
  * instead of gemm_small.c's AVX-512 loops, to compare the two.
  * --json prints one JSON object per workload and line instead, in the
@@ -212,7 +215,7 @@ static void usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [--threads N] [--model cnn|unet|both] [--reps K] [--batch B]\n"
             "       [--warmup W] [--workload all|fwd|train|sample] [--direct] [--no-winograd]\n"
-            "       [--blas-attention] [--json]\n"
+            "       [--no-pointwise] [--blas-attention] [--json]\n"
             "       [--unet-dim D] [--unet-mults a,b,...] [--unet-heads H]\n"
             "       [--unet-head-dim E] [--unet-convnext-mult M]\n",
             argv0);
@@ -280,6 +283,8 @@ int main(int argc, char **argv)
             cd__cpu_force_portable(CD__KERNELS_SPECTRAL, true);
         } else if (!strcmp(a, "--no-winograd")) {
             cd__cpu_force_portable(CD__KERNELS_WINOGRAD, true);
+        } else if (!strcmp(a, "--no-pointwise")) {
+            cd__cpu_force_portable(CD__KERNELS_POINTWISE, true);
         } else if (!strcmp(a, "--blas-attention")) {
             cd__cpu_force_portable(CD__KERNELS_GEMM, true);
         } else if (!strcmp(a, "--json")) {

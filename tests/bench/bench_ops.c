@@ -21,6 +21,11 @@
  * dense ones on the UNet's 3x3 layers instead. On a shared machine the load
  * changes from second to second, so the two alternate: R rounds of k runs
  * each, the order swapped every round, best of all runs per method.
+ *
+ *   bench_ops --pointwise [--threads N] [--reps K] [--rounds R] [--only TEXT]
+ *
+ * does the same for the 1x1 layers (conv2d_pointwise.c against the dense
+ * path), forward and backward (both gradients, as training runs them).
  */
 #include <cblas.h>
 #undef I
@@ -195,6 +200,10 @@ static const conv_case cases[] = {
     {"UNet 1x1 32->384 28x28", false, 32, 28, 28, 384, 1, 1, 0, 1},
     {"UNet 1x1 128->32 28x28", false, 128, 28, 28, 32, 1, 1, 0, 1},
     {"UNet 1x1 64->32 14x14", false, 64, 14, 14, 32, 1, 1, 0, 1},
+    {"UNet 1x1 64->384 14x14", false, 64, 14, 14, 384, 1, 1, 0, 1},
+    {"UNet 1x1 128->64 14x14", false, 128, 14, 14, 64, 1, 1, 0, 1},
+    {"UNet 1x1 128->384 7x7", false, 128, 7, 7, 384, 1, 1, 0, 1},
+    {"UNet 1x1 128->128 7x7", false, 128, 7, 7, 128, 1, 1, 0, 1},
     {"UNet down 4x4s2 32 28->14", false, 32, 28, 28, 32, 4, 2, 1, 1},
     {"UNet down 4x4s2 64 14->7", false, 64, 14, 14, 64, 4, 2, 1, 1},
     {"UNet up T4x4s2 64 7->14", true, 64, 7, 7, 64, 4, 2, 1, 1},
@@ -292,6 +301,93 @@ static void bench_winograd(int64_t N, int reps, int rounds, const char *only, bo
         cd__free(x.ws);
     }
 }
+
+/* ---- pointwise against dense ------------------------------------------------ */
+
+typedef struct {
+    cd__conv2d c;
+    float *in, *w, *b, *out, *dout, *din, *dw, *db, *ws;
+    bool bwd;
+} pw_ctx;
+
+static void pw_call(pw_ctx *x)
+{
+    if (x->bwd)
+        cd__conv2d_backward(&x->c, x->din, x->dw, x->db, x->dout, x->in, x->w, x->ws);
+    else
+        cd__conv2d_forward(&x->c, x->out, x->in, x->w, x->b, x->ws);
+}
+
+static void run_pw_dense(void *p)
+{
+    cd__cpu_force_portable(CD__KERNELS_POINTWISE, true);
+    pw_call(p);
+    cd__cpu_force_portable(CD__KERNELS_POINTWISE, false);
+}
+
+static void run_pw(void *p) { pw_call(p); }
+
+static const conv_case pw_cases[] = {
+    {"UNet 1x1 32->384 28x28", false, 32, 28, 28, 384, 1, 1, 0, 1},
+    {"UNet 1x1 128->32 28x28", false, 128, 28, 28, 32, 1, 1, 0, 1},
+    {"UNet 1x1 64->384 14x14", false, 64, 14, 14, 384, 1, 1, 0, 1},
+    {"UNet 1x1 128->64 14x14", false, 128, 14, 14, 64, 1, 1, 0, 1},
+    {"UNet 1x1 64->32 14x14", false, 64, 14, 14, 32, 1, 1, 0, 1},
+    {"UNet 1x1 128->384 7x7", false, 128, 7, 7, 384, 1, 1, 0, 1},
+    {"UNet 1x1 128->128 7x7", false, 128, 7, 7, 128, 1, 1, 0, 1},
+    /* Few channels: where the path stops paying. */
+    {"1x1 32->1 28x28", false, 32, 28, 28, 1, 1, 1, 0, 1},
+    {"1x1 32->3 28x28", false, 32, 28, 28, 3, 1, 1, 0, 1},
+    {"1x1 3->32 28x28", false, 3, 28, 28, 32, 1, 1, 0, 1},
+    {"1x1 4->4 28x28", false, 4, 28, 28, 4, 1, 1, 0, 1},
+    {"1x1 8->8 28x28", false, 8, 28, 28, 8, 1, 1, 0, 1},
+    {"1x1 8->8 7x7", false, 8, 7, 7, 8, 1, 1, 0, 1},
+    {"1x1 16->16 14x14", false, 16, 14, 14, 16, 1, 1, 0, 1},
+};
+
+static void bench_pointwise(int64_t N, int reps, int rounds, const char *only, bool bwd)
+{
+    printf("%-26s %9s %9s %7s %9s %9s %8s %8s\n", bwd ? "case (backward)" : "case (forward)",
+           "dense ms", "pw ms", "ratio", "dense GF", "pw GF", "dense MB", "pw MB");
+    for (size_t i = 0; i < sizeof pw_cases / sizeof pw_cases[0]; i++) {
+        const conv_case *cc = &pw_cases[i];
+        if (only && !strstr(cc->name, only)) continue;
+        pw_ctx x = {.bwd = bwd};
+        if (cd__conv2d_init(&x.c, N, cc->C_in, cc->H, cc->W, cc->C_out, 1, 1, 1, 0, 1, true) !=
+            CD_OK) {
+            fprintf(stderr, "bench_ops: %s: %s\n", cc->name, cd_last_error());
+            exit(1);
+        }
+        const int64_t n_in = N * cc->C_in * cc->H * cc->W, n_out = N * cc->C_out * cc->H * cc->W;
+        const int64_t n_w = cc->C_out * cc->C_in;
+        cd__cpu_force_portable(CD__KERNELS_POINTWISE, true);
+        const size_t wd = cd__conv2d_workspace(&x.c);
+        cd__cpu_force_portable(CD__KERNELS_POINTWISE, false);
+        const size_t wp = cd__conv2d_workspace(&x.c);
+        x.in = buf(n_in), x.din = buf(n_in), x.out = buf(n_out), x.dout = buf(n_out);
+        x.w = buf(n_w), x.dw = buf(n_w), x.b = buf(cc->C_out), x.db = buf(cc->C_out);
+        x.ws = buf((int64_t)(wd > wp ? wd : wp));
+        fill(x.in, n_in, 3, 2.0f);
+        fill(x.dout, n_out, 4, 1.0f);
+        fill(x.w, n_w, 5, 0.1f);
+        fill(x.b, cc->C_out, 6, 0.1f);
+        double td = 1e30, tp = 1e30;
+        for (int r = 0; r < rounds; r++) {
+            const double a = r % 2 ? best_time(run_pw, &x, reps) : 0.0;
+            const double d = best_time(run_pw_dense, &x, reps);
+            const double b = r % 2 ? a : best_time(run_pw, &x, reps);
+            if (d < td) td = d;
+            if (b < tp) tp = b;
+        }
+        const double flop = (bwd ? 4.0 : 2.0) * (double)n_out * (double)cc->C_in;
+        printf("%-26s %9.2f %9.2f %7.2f %9.1f %9.1f %8.1f %8.1f\n", cc->name, 1e3 * td, 1e3 * tp,
+               td / tp, flop / td / 1e9, flop / tp / 1e9, (double)wd * 4 / 1e6,
+               (double)wp * 4 / 1e6);
+        fflush(stdout);
+        cd__free(x.in), cd__free(x.din), cd__free(x.out), cd__free(x.dout);
+        cd__free(x.w), cd__free(x.dw), cd__free(x.b), cd__free(x.db), cd__free(x.ws);
+    }
+}
 #endif
 
 int main(int argc, char **argv)
@@ -300,7 +396,7 @@ int main(int argc, char **argv)
     bool quick = false, portable = true;
     const char *only = NULL;
     int reps = 5, rounds = 6;
-    bool winograd = false;
+    bool winograd = false, pointwise = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
@@ -318,11 +414,13 @@ int main(int argc, char **argv)
             rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--winograd"))
             winograd = true;
+        else if (!strcmp(argv[i], "--pointwise"))
+            pointwise = true;
         else {
             fprintf(stderr,
                     "usage: %s [--threads N] [--quick] [--no-portable] [--direct] "
                     "[--only TEXT] [--reps K]\n"
-                    "       %s --winograd [--threads N] [--reps K] [--rounds R] "
+                    "       %s --winograd|--pointwise [--threads N] [--reps K] [--rounds R] "
                     "[--only TEXT]\n",
                     argv[0], argv[0]);
             return 2;
@@ -338,19 +436,22 @@ int main(int argc, char **argv)
     const char *core = getenv("OPENBLAS_CORETYPE");
     printf("bench_ops: batch %lld, %d thread(s), best of %d, OPENBLAS_CORETYPE=%s\n", (long long)N,
            threads, reps, core ? core : "(unset)");
-    if (winograd) {
+    if (winograd || pointwise) {
 #ifdef CD__CONV_X86
         if (!cd__cpu_use_avx512(CD__KERNELS_CONV)) {
-            fprintf(stderr, "bench_ops: --winograd needs AVX-512\n");
+            fprintf(stderr, "bench_ops: --%s needs AVX-512\n", winograd ? "winograd" : "pointwise");
             return 2;
         }
         if (rounds < 1) rounds = 1;
-        bench_winograd(N, reps, rounds, only, false);
+        void (*bench)(int64_t, int, int, const char *, bool) =
+            winograd ? bench_winograd : bench_pointwise;
+        bench(N, reps, rounds, only, false);
         printf("\n");
-        bench_winograd(N, reps, rounds, only, true);
+        bench(N, reps, rounds, only, true);
         return 0;
 #else
-        fprintf(stderr, "bench_ops: --winograd needs an x86-64 build\n");
+        fprintf(stderr, "bench_ops: --%s needs an x86-64 build\n",
+                winograd ? "winograd" : "pointwise");
         return 2;
 #endif
     }
