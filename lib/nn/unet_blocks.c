@@ -283,14 +283,13 @@ void cd__unet_attn_forward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scrat
 void cd__unet_attn_backward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s, float *dx,
                             const float *dy, const float *x)
 {
-    const int64_t N = t->N, HW = t->HW, hid = t->heads * t->dh;
+    const int64_t N = t->N, HW = t->HW;
     float *ws = s->buf[CD__US_WS], *dO = s->buf[CD__US_PRE], *dn = s->buf[CD__US_NORM];
-    zero(dO, N * hid * HW);
-    cd__conv2d_backward(&t->out, dO, GRAD(t->out_w), GRAD(t->out_b), dy, t->o, VAL(t->out_w), ws);
+    cd__conv2d_backward_set(&t->out, dO, GRAD(t->out_w), GRAD(t->out_b), dy, t->o, VAL(t->out_w),
+                            ws);
     attn_ctx c = {.t = t, .dO = dO, .dqkv = s->buf[CD__US_WIDE], .dctx = s->buf[CD__US_CTX]};
     cd__parallel_for(N, attn_bwd_task, &c);
-    zero(dn, N * t->C * HW);
-    cd__conv2d_backward(&t->qkv, dn, GRAD(t->qkv_w), NULL, c.dqkv, t->n, VAL(t->qkv_w), ws);
+    cd__conv2d_backward_set(&t->qkv, dn, GRAD(t->qkv_w), NULL, c.dqkv, t->n, VAL(t->qkv_w), ws);
     if (!dx) return;
     cd__layernorm_backward(dx, NULL, NULL, dn, x, NULL, t->mean, t->rstd, N, t->C * HW);
     cd__unet_add(dx, dy, N * t->C * HW);
