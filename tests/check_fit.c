@@ -123,7 +123,7 @@ typedef struct {
     int n;
     int64_t stop_at; /* return CD_ERR_STATE after this epoch (0: never) */
     int silent;      /* ... without a message */
-    const char *best_path;
+    const char *best_path, *last_path;
     uint8_t *best; /* the best file after the previous epoch */
     size_t best_len;
     double best_val;
@@ -158,6 +158,13 @@ static cd_status on_epoch(cd_trainer *tr, int64_t epoch, double train_loss, doub
         const bool changed = !e->best || n != e->best_len || memcmp(now, e->best, n) != 0;
         ck_assert_msg(improved == changed, "epoch %d: val %g, best %g, best file %s", (int)epoch,
                       val_loss, e->best_val, changed ? "rewritten" : "kept");
+        if (improved && e->last_path) { /* one checkpoint, written to both files */
+            size_t nl = 0;
+            uint8_t *last = cd_test_read_file(e->last_path, &nl);
+            ck_assert_msg(nl == n && memcmp(now, last, n) == 0,
+                          "epoch %d improved, yet best and last differ", (int)epoch);
+            free(last);
+        }
         if (improved) e->best_val = val_loss;
         free(e->best);
         e->best = now;
@@ -265,7 +272,7 @@ START_TEST(best_and_last_checkpoints)
     cd_test_path(best2, sizeof best2, dir, "best2.cdm");
     /* A high rate makes some epochs worse than an earlier one. */
     CD_ASSERT_OK(cd_trainer_set_real(tr, CD_TRAINER_OPT_LR, 2e-2));
-    epoch_log log = {.best_path = best};
+    epoch_log log = {.best_path = best, .last_path = last};
     CD_ASSERT_OK(cd_trainer_fit(tr, ds, 4, best, last, rng, on_epoch, &log));
     ck_assert_int_eq(log.n, 4);
     printf("best/last: validation losses %.4f %.4f %.4f %.4f\n", log.val[0], log.val[1], log.val[2],

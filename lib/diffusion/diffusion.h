@@ -143,6 +143,11 @@ void cd__fit_init(cd__fit_state *f);
 /* The trainer's fit state (trainer.c). */
 cd__fit_state *cd__trainer_fit_state(const cd_trainer *tr);
 
+/* cd_trainer_save to each of n_paths files in turn, the checkpoint
+ * serialised and compressed once. */
+cd_status cd__trainer_save_to(cd_trainer *tr, const char *const *paths, int n_paths,
+                              const cd_rng *rng);
+
 /* Republish the progress values of a trainer that is not fitting (after a
  * load): epoch, batches done of the open epoch at this batch size, losses,
  * RUNNING = 0. */

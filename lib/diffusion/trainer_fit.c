@@ -206,8 +206,13 @@ static cd_status close_epoch(fit_ctx *c, const char *best_path, const char *last
      * previous epoch's last_path and rewrites best_path with the same bits;
      * the other order could leave last_path recording a best score that
      * best_path never got. */
-    if (improved && best_path) CD__TRY(cd_trainer_save(c->tr, best_path, c->rng));
-    if (last_path) CD__TRY(cd_trainer_save(c->tr, last_path, c->rng));
+    const char *paths[2];
+    int n_paths = 0;
+    if (improved && best_path) paths[n_paths++] = best_path;
+    if (last_path) paths[n_paths++] = last_path;
+    /* One compression for both: a UNet's state is tens of MB, which zlib
+     * takes a second or more to compress on one core. */
+    if (n_paths) CD__TRY(cd__trainer_save_to(c->tr, paths, n_paths, c->rng));
     cd__fit_put(f, CD_PROGRESS_EPOCH, (double)f->epoch);
     cd__fit_put(f, CD_PROGRESS_BATCH, (double)c->batches);
     cd__fit_put(f, CD_PROGRESS_TRAIN_LOSS, train_loss);

@@ -51,9 +51,15 @@ static cd_status fit_to_ckpt(const cd__fit_state *f, int64_t steps, cd__ckpt *ck
 
 cd_status cd_trainer_save(cd_trainer *tr, const char *path, const cd_rng *rng)
 {
+    CD__CHECK_NOT_NULL(path, "cd_trainer_save");
+    return cd__trainer_save_to(tr, &path, 1, rng);
+}
+
+cd_status cd__trainer_save_to(cd_trainer *tr, const char *const *paths, int n_paths,
+                              const cd_rng *rng)
+{
     static const char fn[] = "cd_trainer_save";
     CD__CHECK_NOT_NULL(tr, fn);
-    CD__CHECK_NOT_NULL(path, fn);
     CD__TRY(cd__trainer_check_weights(tr, fn));
     cd__ckpt *ck = NULL;
     CD__TRY(cd__ckpt_create(&ck));
@@ -73,7 +79,8 @@ cd_status cd_trainer_save(cd_trainer *tr, const char *path, const cd_rng *rng)
         st = cd__ckpt_set_f64(ck, "trainer.label_dropout", drop);
     if (st == CD_OK) st = fit_to_ckpt(cd__trainer_fit_state(tr), cd_trainer_steps(tr), ck);
     if (st == CD_OK && rng) st = cd__ckpt_set_rng(ck, "train", rng);
-    if (st == CD_OK) st = cd__ckpt_save(ck, path, cd_decoder_params(dec), cd__trainer_adam(tr));
+    if (st == CD_OK)
+        st = cd__ckpt_save_to(ck, paths, n_paths, cd_decoder_params(dec), cd__trainer_adam(tr));
     cd__ckpt_free(ck);
     return st;
 }

@@ -289,6 +289,17 @@ static cd_status check_save_args(const cd__ckpt *ck, const char *path, cd_params
 cd_status cd__ckpt_save(const cd__ckpt *ck, const char *path, cd_params *params,
                         const cd__adam *adam)
 {
+    return cd__ckpt_save_to(ck, &path, 1, params, adam);
+}
+
+cd_status cd__ckpt_save_to(const cd__ckpt *ck, const char *const *paths, int n_paths,
+                           cd_params *params, const cd__adam *adam)
+{
+    CD__CHECK_NOT_NULL(paths, "cd__ckpt_save");
+    if (n_paths < 1)
+        return cd__error(CD_ERR_INVALID_ARGUMENT, "cd__ckpt_save: no path to write (%d)", n_paths);
+    for (int i = 0; i < n_paths; i++) CD__CHECK_NOT_NULL(paths[i], "cd__ckpt_save");
+    const char *path = paths[0];
     CD__TRY(check_save_args(ck, path, params, adam));
     wbuf w = {0};
     put_body(&w, ck, params, adam); /* sizing pass */
@@ -311,7 +322,8 @@ cd_status cd__ckpt_save(const cd__ckpt *ck, const char *path, cd_params *params,
     if (st == CD_OK) {
         uint8_t header[HEADER_BYTES];
         make_header(header, comp_len, body_len, crc(comp, comp_len), crc(w.data, body_len));
-        st = write_file(path, header, comp, comp_len);
+        for (int i = 0; i < n_paths && st == CD_OK; i++)
+            st = write_file(paths[i], header, comp, comp_len);
     }
     cd__free(comp);
     cd__free(w.data);

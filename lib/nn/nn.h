@@ -280,6 +280,11 @@ cd_status cd__ckpt_get_counters(const cd__ckpt *ck, int64_t *step, int64_t *epoc
  */
 cd_status cd__ckpt_save(const cd__ckpt *ck, const char *path, cd_params *params,
                         const cd__adam *adam);
+/* The same checkpoint to each of n_paths files in turn, serialised and
+ * compressed once (a trainer's best and last files at the end of an epoch
+ * that improved). A failure leaves the files after it unwritten. */
+cd_status cd__ckpt_save_to(const cd__ckpt *ck, const char *const *paths, int n_paths,
+                           cd_params *params, const cd__adam *adam);
 
 /*
  * Read and fully validate a checkpoint file into *out (NULL on failure).
