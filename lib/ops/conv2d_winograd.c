@@ -48,11 +48,7 @@
 #define WG_NT 12
 
 typedef struct {
-    int64_t CiP, CoP;    /* channels rounded up to 16 */
-    int64_t TH, TW, P;   /* tiles per column, per row, per image */
-    int64_t Hp, Wp;      /* frame: 4 TH + 2 by 4 TW + 2 */
-    int64_t IB;          /* images per task */
-    int64_t TT;          /* tiles per task: IB P */
+    cd__wg_geom g;
     int64_t vs, ms;      /* floats per component of V, of M */
     int64_t frame;       /* floats per image frame */
     int64_t SW;          /* pixels in the output strip: 4 W_out rounded up to 16 */
@@ -63,25 +59,17 @@ typedef struct {
 static wg_plan wg_planner(const cd__conv2d *c)
 {
     wg_plan p;
-    p.CiP = cd__round_up(c->C_in, 16);
-    p.CoP = cd__round_up(c->C_out, 16);
-    p.TH = cd__ceil_div(c->H_out, WG_M);
-    p.TW = cd__ceil_div(c->W_out, WG_M);
-    p.P = p.TH * p.TW;
-    p.Hp = WG_M * p.TH + 2;
-    p.Wp = WG_M * p.TW + 2;
-    p.IB = cd__wg_images_per_task(c->N, p.P);
-    p.TT = p.IB * p.P;
-    p.frame = p.Hp * p.Wp * p.CiP;
-    p.u = WG_XI * p.CiP * p.CoP;
+    p.g = cd__wg_geometry(c);
+    p.frame = p.g.Hp * p.g.Wp * p.g.CiP;
+    p.u = WG_XI * p.g.CiP * p.g.CoP;
     /* A cache line more per component: at strides of a multiple of 4 KiB,
      * the transforms' 36 loads or stores would all fall in one L1 set. */
-    p.vs = p.TT * p.CiP + 16;
-    p.ms = p.TT * p.CoP + 16;
+    p.vs = p.g.TT * p.g.CiP + 16;
+    p.ms = p.g.TT * p.g.CoP + 16;
     p.v = WG_XI * p.vs;
     p.m = WG_XI * p.ms;
     /* The frames are dead once V holds their transform, so M reuses them. */
-    p.fm = cd__max64(p.IB * p.frame, p.m);
+    p.fm = cd__max64(p.g.IB * p.frame, p.m);
     p.SW = cd__round_up(WG_M * c->W_out, 16);
     p.slice = p.v + p.fm + p.SW * 16;
     return p;
@@ -136,7 +124,7 @@ static CD__AVX512 void wg_weight_task(void *ctx, int64_t ci)
 {
     const wg_weight_job *j = ctx;
     const cd__conv2d *c = j->c;
-    const int64_t CoP = j->p->CoP, CiP = j->p->CiP;
+    const int64_t CoP = j->p->g.CoP, CiP = j->p->g.CiP;
     /* The 8 output channels' taps are C_in x 9 floats apart: gathered, not
      * copied through memory one by one (vector loads of scalars just
      * stored stall on store forwarding). suits() keeps 8 x 9 C_in (and the
@@ -326,7 +314,7 @@ static const wg_mk_fn wg_mks[WG_NT][2] = {WG_ROW(1), WG_ROW(2),  WG_ROW(3),  WG_
 /* All 36 products of a task's tt tiles. */
 static void wg_products(float *M, const float *V, const float *U, int64_t tt, const wg_plan *p)
 {
-    const int64_t CiP = p->CiP, CoP = p->CoP;
+    const int64_t CiP = p->g.CiP, CoP = p->g.CoP;
     for (int64_t xi = 0; xi < WG_XI; xi++) {
         const float *Vx = V + xi * p->vs, *Ux = U + xi * CiP * CoP;
         float *Mx = M + xi * p->ms;
@@ -353,15 +341,15 @@ static void wg_products(float *M, const float *V, const float *U, int64_t tt, co
 static CD__AVX512 void wg_output(float *out, const float *M, int64_t tile0, const float *bias,
                                  float *strip, const cd__conv2d *c, const wg_plan *p)
 {
-    const int64_t CoP = p->CoP, ms = p->ms, Ho = c->H_out, Wo = c->W_out;
+    const int64_t CoP = p->g.CoP, ms = p->ms, Ho = c->H_out, Wo = c->W_out;
     for (int64_t cb = 0; cb < CoP; cb += 16) {
         const int64_t nc = cd__min64(16, c->C_out - cb);
         const __m512 b = bias ? _mm512_maskz_loadu_ps((__mmask16)((1u << nc) - 1u), bias + cb)
                               : _mm512_setzero_ps();
-        for (int64_t ty = 0; ty < p->TH; ty++) {
+        for (int64_t ty = 0; ty < p->g.TH; ty++) {
             const int64_t ny = cd__min64(WG_M, Ho - WG_M * ty), npx = ny * Wo;
-            for (int64_t tx = 0; tx < p->TW; tx++) {
-                const float *m = M + (tile0 + ty * p->TW + tx) * CoP + cb;
+            for (int64_t tx = 0; tx < p->g.TW; tx++) {
+                const float *m = M + (tile0 + ty * p->g.TW + tx) * CoP + cb;
                 const int64_t nx = cd__min64(WG_M, Wo - WG_M * tx);
                 __m512 r[WG_M][WG_A];
                 CD__UNROLL
@@ -419,7 +407,7 @@ static void wg_task(void *ctx, int64_t k)
     const wg_job *j = ctx;
     const cd__conv2d *c = j->c;
     const wg_plan *p = j->p;
-    const int64_t n0 = j->n0 + k * p->IB, nimg = cd__min64(p->IB, c->N - n0);
+    const int64_t n0 = j->n0 + k * p->g.IB, nimg = cd__min64(p->g.IB, c->N - n0);
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
     float *V = j->slices + k * p->slice, *F = V + p->v, *M = F, *strip = F + p->fm;
     /* The strip's pixels past the image are transposed but never stored:
@@ -427,12 +415,13 @@ static void wg_task(void *ctx, int64_t k)
     memset(strip, 0, (size_t)(p->SW * 16) * sizeof *strip);
     for (int64_t t = 0; t < nimg; t++) {
         float *fr = F + t * p->frame;
-        cd__wg_frame(fr, j->in + (n0 + t) * in_img, c->C_in, p->CiP, c->H, c->W, p->Hp, p->Wp);
-        cd__wg_input(V, p->vs, fr, p->CiP, p->Wp, p->TH, p->TW, t * p->P);
+        cd__wg_frame(fr, j->in + (n0 + t) * in_img, c->C_in, p->g.CiP, c->H, c->W, p->g.Hp,
+                     p->g.Wp);
+        cd__wg_input(V, p->vs, fr, p->g.CiP, p->g.Wp, p->g.TH, p->g.TW, t * p->g.P);
     }
-    wg_products(M, V, j->U, nimg * p->P, p);
+    wg_products(M, V, j->U, nimg * p->g.P, p);
     for (int64_t t = 0; t < nimg; t++)
-        wg_output(j->out + (n0 + t) * out_img, M, t * p->P, j->bias, strip, c, p);
+        wg_output(j->out + (n0 + t) * out_img, M, t * p->g.P, j->bias, strip, c, p);
     if (j->epi)
         for (int64_t t = 0; t < nimg; t++) j->epi(j->epi_ctx, n0 + t);
 }
@@ -446,11 +435,11 @@ void cd__conv2d_winograd_forward(const cd__conv2d *c, float *out, const float *i
     if (a) ws = (float *)(void *)((char *)ws + (CD__ALIGN - a));
     float *U = ws;
     wg_weight_job wj = {c, &p, weight, U};
-    cd__parallel_for(p.CiP, wg_weight_task, &wj);
+    cd__parallel_for(p.g.CiP, wg_weight_task, &wj);
     wg_job j = {c, &p, out, in, c->bias ? bias : NULL, U, U + p.u, 0, epi, epi_ctx};
-    for (int64_t n0 = 0; n0 < c->N; n0 += WG_TASKS * p.IB) {
+    for (int64_t n0 = 0; n0 < c->N; n0 += WG_TASKS * p.g.IB) {
         j.n0 = n0;
-        cd__parallel_for(cd__min64(WG_TASKS, cd__ceil_div(c->N - n0, p.IB)), wg_task, &j);
+        cd__parallel_for(cd__min64(WG_TASKS, cd__ceil_div(c->N - n0, p.g.IB)), wg_task, &j);
     }
 }
 

@@ -24,10 +24,27 @@
  * operand across several micro-tiles, few enough to stay in L2. */
 #define WG_TILES 32
 
-/* Images per task for images of P tiles. */
-static inline int64_t cd__wg_images_per_task(int64_t N, int64_t P)
+/* How a layer's images cut into tiles and tasks. */
+typedef struct {
+    int64_t CiP, CoP;  /* channels rounded up to 16 */
+    int64_t TH, TW, P; /* tiles per column, per row, per image */
+    int64_t Hp, Wp;    /* frame: 4 TH + 2 by 4 TW + 2 */
+    int64_t IB, TT;    /* images and tiles per task */
+} cd__wg_geom;
+
+static inline cd__wg_geom cd__wg_geometry(const cd__conv2d *c)
 {
-    return cd__max64(1, cd__min64(N, (WG_TILES + P / 2) / P));
+    cd__wg_geom g;
+    g.CiP = cd__round_up(c->C_in, 16);
+    g.CoP = cd__round_up(c->C_out, 16);
+    g.TH = cd__ceil_div(c->H_out, WG_M);
+    g.TW = cd__ceil_div(c->W_out, WG_M);
+    g.P = g.TH * g.TW;
+    g.Hp = WG_M * g.TH + 2;
+    g.Wp = WG_M * g.TW + 2;
+    g.IB = cd__max64(1, cd__min64(c->N, (WG_TILES + g.P / 2) / g.P));
+    g.TT = g.IB * g.P;
+    return g;
 }
 
 /* One image of C planes of H x W into its frame [Hp][Wp][CP], channel-

@@ -43,35 +43,24 @@
 #define WGD_NV 3
 
 typedef struct {
-    int64_t CiP, CoP;  /* channels rounded up to 16 */
-    int64_t TH, TW, P; /* tiles per column, per row, per image */
-    int64_t Hp, Wp;    /* frame: 4 TH + 2 by 4 TW + 2 */
-    int64_t IB, TT;    /* images and tiles per task */
-    int64_t vs, ds;    /* floats per component of V, of D: a round's tiles */
-    int64_t z, v, d;   /* floats of Z, V, D */
-    int64_t frame;     /* floats per task's frame */
+    cd__wg_geom g;
+    int64_t vs, ds;  /* floats per component of V, of D: a round's tiles */
+    int64_t z, v, d; /* floats of Z, V, D */
+    int64_t frame;   /* floats per task's frame */
 } wgd_plan;
 
 static wgd_plan wgd_planner(const cd__conv2d *c)
 {
     wgd_plan p;
-    p.CiP = cd__round_up(c->C_in, 16);
-    p.CoP = cd__round_up(c->C_out, 16);
-    p.TH = cd__ceil_div(c->H_out, WG_M);
-    p.TW = cd__ceil_div(c->W_out, WG_M);
-    p.P = p.TH * p.TW;
-    p.Hp = WG_M * p.TH + 2;
-    p.Wp = WG_M * p.TW + 2;
-    p.IB = cd__wg_images_per_task(c->N, p.P);
-    p.TT = p.IB * p.P;
+    p.g = cd__wg_geometry(c);
     /* A cache line more per component, as in the forward: strides of a
      * multiple of 4 KiB would put the transforms' 36 stores in one set. */
-    p.vs = WG_TASKS * p.TT * p.CiP + 16;
-    p.ds = WG_TASKS * p.TT * p.CoP + 16;
-    p.z = WG_XI * p.CiP * p.CoP;
+    p.vs = WG_TASKS * p.g.TT * p.g.CiP + 16;
+    p.ds = WG_TASKS * p.g.TT * p.g.CoP + 16;
+    p.z = WG_XI * p.g.CiP * p.g.CoP;
     p.v = WG_XI * p.vs;
     p.d = WG_XI * p.ds;
-    p.frame = p.Hp * p.Wp * cd__max64(p.CiP, p.CoP);
+    p.frame = p.g.Hp * p.g.Wp * cd__max64(p.g.CiP, p.g.CoP);
     return p;
 }
 
@@ -103,10 +92,10 @@ CD__ALWAYS_INLINE CD__AVX512 void wgd_a(__m512 *y, __m512 x0, __m512 x1, __m512 
 static CD__AVX512 void wgd_dout(float *D, int64_t ds, const float *fr, int64_t CoP,
                                 const wgd_plan *p, int64_t tile0)
 {
-    const int64_t Wp = p->Wp;
-    for (int64_t ty = 0; ty < p->TH; ty++)
-        for (int64_t tx = 0; tx < p->TW; tx++) {
-            const int64_t tile = tile0 + ty * p->TW + tx;
+    const int64_t Wp = p->g.Wp;
+    for (int64_t ty = 0; ty < p->g.TH; ty++)
+        for (int64_t tx = 0; tx < p->g.TW; tx++) {
+            const int64_t tile = tile0 + ty * p->g.TW + tx;
             for (int64_t cb = 0; cb < CoP; cb += 16) {
                 const float *s = fr + ((WG_M * ty + 1) * Wp + WG_M * tx + 1) * CoP + cb;
                 __m512 r[WG_M][WG_A];
@@ -144,16 +133,17 @@ static void wgd_transform_task(void *ctx, int64_t k)
     const wgd_job *j = ctx;
     const cd__conv2d *c = j->c;
     const wgd_plan *p = j->p;
-    const int64_t n0 = j->n0 + k * p->IB, nimg = cd__min64(p->IB, c->N - n0);
+    const int64_t n0 = j->n0 + k * p->g.IB, nimg = cd__min64(p->g.IB, c->N - n0);
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
     float *fr = j->frames + k * p->frame;
     for (int64_t t = 0; t < nimg; t++) {
-        const int64_t tile0 = k * p->TT + t * p->P;
-        cd__wg_frame(fr, j->in + (n0 + t) * in_img, c->C_in, p->CiP, c->H, c->W, p->Hp, p->Wp);
-        cd__wg_input(j->V, p->vs, fr, p->CiP, p->Wp, p->TH, p->TW, tile0);
-        cd__wg_frame(fr, j->dout + (n0 + t) * out_img, c->C_out, p->CoP, c->H_out, c->W_out, p->Hp,
-                     p->Wp);
-        wgd_dout(j->D, p->ds, fr, p->CoP, p, tile0);
+        const int64_t tile0 = k * p->g.TT + t * p->g.P;
+        cd__wg_frame(fr, j->in + (n0 + t) * in_img, c->C_in, p->g.CiP, c->H, c->W, p->g.Hp,
+                     p->g.Wp);
+        cd__wg_input(j->V, p->vs, fr, p->g.CiP, p->g.Wp, p->g.TH, p->g.TW, tile0);
+        cd__wg_frame(fr, j->dout + (n0 + t) * out_img, c->C_out, p->g.CoP, c->H_out, c->W_out,
+                     p->g.Hp, p->g.Wp);
+        wgd_dout(j->D, p->ds, fr, p->g.CoP, p, tile0);
     }
 }
 
@@ -220,7 +210,7 @@ static void wgd_product_task(void *ctx, int64_t xi)
 {
     const wgd_job *j = ctx;
     const wgd_plan *p = j->p;
-    const int64_t CiP = p->CiP, CoP = p->CoP;
+    const int64_t CiP = p->g.CiP, CoP = p->g.CoP;
     const int64_t ci_end = cd__round_up(j->c->C_in, WGD_NR), co_end = cd__round_up(j->c->C_out, 16);
     const float *V = j->V + xi * p->vs, *D = j->D + xi * p->ds;
     float *Z = j->Z + xi * CiP * CoP;
@@ -260,7 +250,7 @@ static CD__AVX512 void wgd_weight_task(void *ctx, int64_t blk)
 {
     const wgd_weight_job *j = ctx;
     const cd__conv2d *c = j->c;
-    const int64_t CiP = j->p->CiP, CoP = j->p->CoP, co0 = 8 * blk;
+    const int64_t CiP = j->p->g.CiP, CoP = j->p->g.CoP, co0 = 8 * blk;
     const int64_t nco = cd__min64(8, c->C_out - co0);
     for (int64_t ci = 0; ci < c->C_in; ci++) {
         __m512d t[WG_A][3];
@@ -298,11 +288,11 @@ void cd__conv2d_winograd_grad(const cd__conv2d *c, float *dweight, const float *
     const uintptr_t a = (uintptr_t)ws % CD__ALIGN;
     if (a) ws = (float *)(void *)((char *)ws + (CD__ALIGN - a));
     wgd_job j = {c, &p, in, dout, ws + p.z, ws + p.z + p.v, ws + p.z + p.v + p.d, ws, 0, 0, false};
-    for (int64_t n0 = 0; n0 < c->N; n0 += WG_TASKS * p.IB) {
-        const int64_t nimg = cd__min64(WG_TASKS * p.IB, c->N - n0);
+    for (int64_t n0 = 0; n0 < c->N; n0 += WG_TASKS * p.g.IB) {
+        const int64_t nimg = cd__min64(WG_TASKS * p.g.IB, c->N - n0);
         j.n0 = n0;
-        j.tiles = nimg * p.P;
-        cd__parallel_for(cd__ceil_div(nimg, p.IB), wgd_transform_task, &j);
+        j.tiles = nimg * p.g.P;
+        cd__parallel_for(cd__ceil_div(nimg, p.g.IB), wgd_transform_task, &j);
         cd__parallel_for(WG_XI, wgd_product_task, &j);
         j.add = true;
     }
