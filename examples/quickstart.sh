@@ -4,7 +4,7 @@
 # fall back to the 1,000-image slice in tests/data when offline), train the
 # fast preset for a few minutes, evaluate it, and say where everything is.
 # Environment: DATA_DIR (default data/mnist), OUT_DIR (default out),
-# EPOCHS (epochs of the fast preset, default 1: 5 to 7 minutes on 2 cores;
+# EPOCHS (epochs of the fast preset, default 1: 4 to 7 minutes on 2 cores;
 # the preset itself trains 3).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
