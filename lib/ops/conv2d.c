@@ -287,15 +287,9 @@ static void winograd_input_grad(const cd__conv2d *c, float *din, const float *do
 
 /* ==== entry points ========================================================== */
 
-/* Buffers start on a cache line whatever the caller's alignment: tasks on
- * different cores write neighbouring frames, and a line shared across a
- * frame boundary would bounce between them. Every buffer size is a
- * multiple of 16 floats, so aligning the base aligns them all. */
-static float *align_ws(float *ws)
-{
-    const uintptr_t a = (uintptr_t)ws, r = a % CD__ALIGN;
-    return r ? (float *)(void *)((char *)ws + (CD__ALIGN - r)) : ws;
-}
+/* Buffers start on a cache line whatever the caller's alignment. Every
+ * buffer size is a multiple of 16 floats, so aligning the base aligns them
+ * all. */
 
 size_t cd__conv2d_workspace(const cd__conv2d *c)
 {
@@ -317,7 +311,7 @@ size_t cd__conv2d_workspace(const cd__conv2d *c)
 void cd__conv2d_forward_epi(const cd__conv2d *c, float *out, const float *in, const float *weight,
                             const float *bias, float *ws, cd__task_fn epi, void *epi_ctx)
 {
-    ws = align_ws(ws);
+    ws = cd__align_ws(ws);
     switch (choose_path(c)) {
 #ifdef CD__CONV_X86
     case PATH_DENSE: cd__conv2d_dense_forward(c, out, in, weight, bias, ws, epi, epi_ctx); return;
@@ -360,7 +354,7 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
     if (dbias && c->bias && !spectral_bias)
         bias_backward(dbias, dout, c->N, c->C_out, c->H_out * c->W_out);
     if (!din && !dweight) return;
-    ws = align_ws(ws);
+    ws = cd__align_ws(ws);
     if (din && din_set && path != PATH_DENSE && path != PATH_FFT && path != PATH_WINOGRAD &&
         path != PATH_POINTWISE)
         memset(din, 0, (size_t)(c->N * c->C_in * c->H * c->W) * sizeof *din);

@@ -66,6 +66,16 @@ static inline int64_t cd__max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline int64_t cd__ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static inline int64_t cd__round_up(int64_t a, int64_t b) { return cd__ceil_div(a, b) * b; }
 
+/* ws moved up to the next cache line (at most CD__ALIGN bytes, which every
+ * path's workspace size includes): tasks on different cores write
+ * neighbouring buffers, and a line shared across a boundary would bounce
+ * between them. */
+static inline float *cd__align_ws(float *ws)
+{
+    const uintptr_t r = (uintptr_t)ws % CD__ALIGN;
+    return r ? (float *)(void *)((char *)ws + (CD__ALIGN - r)) : ws;
+}
+
 /* Channels as zero-padded frames of Hp x Wp, CS floats apart (CS >= Hp Wp),
  * an image IS floats apart. */
 typedef struct {

@@ -144,12 +144,6 @@ bool cd__conv2d_pointwise_suits(const cd__conv2d *c)
            c->C_in >= 16 && c->C_out >= 16;
 }
 
-static float *pw_align(float *ws)
-{
-    const uintptr_t a = (uintptr_t)ws % CD__ALIGN;
-    return a ? (float *)(void *)((char *)ws + (CD__ALIGN - a)) : ws;
-}
-
 /* Ap[block][k][PW_MR] = the M x K matrix (element (m, k) at
  * src[m * sm + k * sk]), rows past M zero. */
 static void pw_pack_rows(float *Ap, const float *src, int64_t M, int64_t K, int64_t sm, int64_t sk)
@@ -376,7 +370,7 @@ void cd__conv2d_pointwise_forward(const cd__conv2d *c, float *out, const float *
                                   const float *weight, const float *bias, float *ws,
                                   cd__task_fn epi, void *epi_ctx)
 {
-    float *Ap = pw_align(ws);
+    float *Ap = cd__align_ws(ws);
     const int64_t P = c->H * c->W;
     pw_pack_rows(Ap, weight, c->C_out, c->C_in, c->C_in, 1);
     pw_job j = {.Ap = Ap,
@@ -577,7 +571,7 @@ void cd__conv2d_pointwise_backward(const cd__conv2d *c, float *din, bool din_set
                                    const float *dout, const float *in, const float *weight,
                                    float *ws)
 {
-    ws = pw_align(ws);
+    ws = cd__align_ws(ws);
     const int64_t P = c->H * c->W;
     float *Ap = ws + pw_grad_floats(c);
     /* Rows ci, sum over co: the weights read transposed. */

@@ -431,8 +431,7 @@ void cd__conv2d_winograd_forward(const cd__conv2d *c, float *out, const float *i
                                  void *epi_ctx)
 {
     const wg_plan p = wg_planner(c);
-    const uintptr_t a = (uintptr_t)ws % CD__ALIGN;
-    if (a) ws = (float *)(void *)((char *)ws + (CD__ALIGN - a));
+    ws = cd__align_ws(ws);
     float *U = ws;
     wg_weight_job wj = {c, &p, weight, U};
     cd__parallel_for(p.g.CiP, wg_weight_task, &wj);

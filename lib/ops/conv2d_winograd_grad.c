@@ -285,8 +285,7 @@ void cd__conv2d_winograd_grad(const cd__conv2d *c, float *dweight, const float *
 {
     if (c->N == 0) return;
     const wgd_plan p = wgd_planner(c);
-    const uintptr_t a = (uintptr_t)ws % CD__ALIGN;
-    if (a) ws = (float *)(void *)((char *)ws + (CD__ALIGN - a));
+    ws = cd__align_ws(ws);
     wgd_job j = {c, &p, in, dout, ws + p.z, ws + p.z + p.v, ws + p.z + p.v + p.d, ws, 0, 0, false};
     for (int64_t n0 = 0; n0 < c->N; n0 += WG_TASKS * p.g.IB) {
         const int64_t nimg = cd__min64(WG_TASKS * p.g.IB, c->N - n0);
