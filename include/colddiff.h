@@ -712,8 +712,10 @@ CD_API cd_prediction cd_decoder_get_prediction(const cd_decoder *d);
  * Given dout = dL/d(out) for the last forward, ADD dL/d(parameters) into
  * the parameter gradients (cd_params_grad; clear them with
  * cd_params_zero_grad) and, if dz is not NULL, overwrite dz with dL/dz
- * (dz must not be dout). Errors: CD_ERR_STATE (no forward since the shape
- * changed, or the last pass was cd_decoder_infer), CD_ERR_SHAPE,
+ * (dz must not be dout). A backward uses up what its forward saved (as
+ * PyTorch frees its graph): each backward needs a forward of its own.
+ * Errors: CD_ERR_STATE (no forward since the last backward or since the
+ * shape changed, or the last pass was cd_decoder_infer), CD_ERR_SHAPE,
  * CD_ERR_INVALID_ARGUMENT (dz is dout),
  * CD_ERR_NOT_FINITE (a NaN or infinity in dout, named by element; the
  * gradients and dz are then untouched).

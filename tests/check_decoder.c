@@ -268,7 +268,23 @@ START_TEST(infer_equals_forward)
         CD_ASSERT_STATUS(cd_decoder_backward(d, a, NULL), CD_ERR_STATE);
         CD_ASSERT_ERROR_MENTIONS("cd_decoder_infer");
         CD_ASSERT_OK(cd_decoder_forward(d, z, tau, c));
+        cd_params *p = cd_decoder_params(d);
+        const int64_t np = cd_params_numel(p);
+        float *g1 = malloc((size_t)np * sizeof *g1);
+        ck_assert_ptr_nonnull(g1);
+        CD_ASSERT_OK(cd_params_zero_grad(p));
         CD_ASSERT_OK(cd_decoder_backward(d, a, NULL));
+        memcpy(g1, cd_params_grad(p, -1), (size_t)np * sizeof *g1);
+        /* A backward uses up its forward (the UNet's attention overwrites
+         * its q, k and v): a second one is refused, and a new forward
+         * gives the same gradients again. */
+        CD_ASSERT_STATUS(cd_decoder_backward(d, a, NULL), CD_ERR_STATE);
+        CD_ASSERT_ERROR_MENTIONS("uses them up");
+        CD_ASSERT_OK(cd_decoder_forward(d, z, tau, c));
+        CD_ASSERT_OK(cd_params_zero_grad(p));
+        CD_ASSERT_OK(cd_decoder_backward(d, a, NULL));
+        ck_assert(memcmp(g1, cd_params_grad(p, -1), (size_t)np * sizeof *g1) == 0);
+        free(g1);
         /* A forward-only plan is a fraction of a training one. Both keep
          * no gradients; the CNN's still holds its (spectral) convolution
          * workspace, the UNet's its blocks' outputs, but the blocks share

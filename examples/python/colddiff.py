@@ -2116,7 +2116,8 @@ class Decoder(_Object):
 
     def backward(self, dout, dz=None):
         """Add dL/dparams into params' gradients; fill dz (a Tensor, True to
-        allocate one, or None) with dL/dz and return it."""
+        allocate one, or None) with dL/dz and return it. Each backward needs
+        a forward of its own: a backward uses up what its forward saved."""
         dout = _as_tensor(dout, "dout")
         if dz is True:
             dz = Tensor(dout.shape)

@@ -351,7 +351,8 @@ cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout, cd_tensor *d
     if (!d->forward_done)
         return cd__error(CD_ERR_STATE,
                          "%s: call cd_decoder_forward first (backward uses "
-                         "the activations it saved; cd_decoder_infer saves none)",
+                         "the activations it saved, and uses them up; "
+                         "cd_decoder_infer saves none)",
                          fn);
     const int64_t s[4] = {d->N, d->cfg.channels, d->H, d->W};
     CD__TRY(cd__tensor_expect(dout, fn, "dout", 4, s));
@@ -366,6 +367,10 @@ cd_status cd_decoder_backward(cd_decoder *d, const cd_tensor *dout, cd_tensor *d
         memset(dz->data, 0, (size_t)dz->numel * sizeof(float));
     }
     if (d->touched) memset(d->touched, 0, (size_t)cd_params_count(d->params));
+    /* Backward overwrites some of what forward saved (the UNet's attention
+     * turns its q, k and v into their gradients), as PyTorch frees its
+     * graph: a second backward needs a second forward. */
+    d->forward_done = false;
     d->ops->backward(d, dz ? dz->data : NULL, dout->data);
     /* A UNet takes any size its levels divide; it keeps the size it
      * learns at, so that sampling without a dataset, and its files, know

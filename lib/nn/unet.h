@@ -17,7 +17,7 @@
 /* The shared scratch areas, by role. */
 enum {
     CD__US_WIDE, /* ConvNeXt: dL/d(GELU out), then in place dL/d(conv1 out);
-                    attention: dL/d(qkv) */
+                    attention: dL/d(softmaxed k), one head per sample */
     CD__US_PRE,  /* attention: dL/d(heads out) */
     CD__US_NORM, /* dL/d(layer-norm output) */
     CD__US_IN,   /* ConvNeXt: dL/d(depthwise out), or the residual (forward) */
@@ -56,7 +56,8 @@ typedef struct cd__unet_attn {
     int64_t N, HW;
     cd__conv2d qkv, out;
     float *n, *mean, *rstd;
-    float *qkv_buf; /* per sample: q scaled, softmax(k), v; each heads x dh x HW */
+    float *qkv_buf; /* per sample: q scaled, softmax(k), v; each heads x dh x HW;
+                       backward overwrites it with dL/d(qkv) */
     float *ctx;     /* N x heads x dh x dh */
     float *o;       /* N x (heads dh) x HW, to_out's input */
 } cd__unet_attn;

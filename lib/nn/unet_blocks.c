@@ -208,7 +208,7 @@ void cd__unet_attn_plan(cd__unet_attn *t, cd__arena *a, cd__unet_scratch *s, int
     t->qkv_buf = cd__arena_take(a, n * 3 * hid * hw);
     t->ctx = cd__arena_take(a, n * (size_t)(t->heads * t->dh * t->dh));
     t->o = cd__arena_take(a, n * hid * hw);
-    cd__unet_need(s, CD__US_WIDE, n * 3 * hid * hw);
+    cd__unet_need(s, CD__US_WIDE, n * (size_t)(t->dh) * hw);
     cd__unet_need(s, CD__US_PRE, n * hid * hw);
     cd__unet_need(s, CD__US_NORM, n * (size_t)t->C * hw);
     cd__unet_need(s, CD__US_CTX, n * (size_t)(t->heads * t->dh * t->dh));
@@ -220,7 +220,7 @@ static float attn_scale(int64_t dh) { return (float)pow((double)dh, -0.5); }
 typedef struct {
     const cd__unet_attn *t;
     const float *dO;
-    float *dqkv, *dctx;
+    float *dks, *dctx;
 } attn_ctx;
 
 /* C = K V^T, out = C^T Q, with q scaled and k softmaxed in place first. */
@@ -243,26 +243,30 @@ static void attn_fwd_task(void *ctx, int64_t b)
 /*
  * With O = C^T Qs and C = Ks V^T:  dC = Qs dO^T,  dQs = C dO,
  * dKs = dC V,  dV = dC^T Ks;  then dq = scale dQs and dk = softmax'(dKs).
- * Every gradient is written whole, so dqkv needs no zeroing.
+ * The gradients overwrite q, k and v in place, each once its value is no
+ * longer read, so training keeps no second 3 x heads x dh x HW buffer per
+ * sample: only dKs needs a place of its own (dks, dh x HW), as dV still
+ * reads Ks.
  */
 static void attn_bwd_task(void *ctx, int64_t b)
 {
     const attn_ctx *a = ctx;
     const cd__unet_attn *t = a->t;
     const int64_t dh = t->dh, HW = t->HW, hid = t->heads * dh, blk = dh * HW;
-    const float *q = t->qkv_buf + b * 3 * hid * HW, *k = q + hid * HW, *v = k + hid * HW;
-    float *dq = a->dqkv + b * 3 * hid * HW, *dk = dq + hid * HW, *dv = dk + hid * HW;
+    float *q = t->qkv_buf + b * 3 * hid * HW, *k = q + hid * HW, *v = k + hid * HW;
+    float *dks = a->dks + b * blk;
     for (int64_t h = 0; h < t->heads; h++) {
         const float *c = t->ctx + (b * t->heads + h) * dh * dh;
         const float *go = a->dO + b * hid * HW + h * blk;
         float *dc = a->dctx + (b * t->heads + h) * dh * dh;
-        cd__gemm_nt(dh, dh, HW, 1.0f, q + h * blk, HW, go, HW, dc, dh);
-        cd__gemm_xn(false, dh, HW, dh, attn_scale(dh), c, dh, go, HW, dq + h * blk, HW);
-        cd__gemm_xn(false, dh, HW, dh, 1.0f, dc, dh, v + h * blk, HW, dk + h * blk, HW);
-        cd__gemm_xn(true, dh, HW, dh, 1.0f, dc, dh, k + h * blk, HW, dv + h * blk, HW);
+        float *qh = q + h * blk, *kh = k + h * blk, *vh = v + h * blk;
+        cd__gemm_nt(dh, dh, HW, 1.0f, qh, HW, go, HW, dc, dh);
+        cd__gemm_xn(false, dh, HW, dh, attn_scale(dh), c, dh, go, HW, qh, HW);
+        cd__gemm_xn(false, dh, HW, dh, 1.0f, dc, dh, vh, HW, dks, HW);
+        cd__gemm_xn(true, dh, HW, dh, 1.0f, dc, dh, kh, HW, vh, HW);
+        for (int64_t r = 0; r < dh; r++)
+            cd__softmax_row_backward(kh + r * HW, dks + r * HW, kh + r * HW, HW, false);
     }
-    for (int64_t r = 0; r < hid; r++)
-        cd__softmax_row_backward(dk + r * HW, dk + r * HW, k + r * HW, HW, false);
 }
 
 void cd__unet_attn_forward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s, float *y,
@@ -287,9 +291,10 @@ void cd__unet_attn_backward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scra
     float *ws = s->buf[CD__US_WS], *dO = s->buf[CD__US_PRE], *dn = s->buf[CD__US_NORM];
     cd__conv2d_backward_set(&t->out, dO, GRAD(t->out_w), GRAD(t->out_b), dy, t->o, VAL(t->out_w),
                             ws);
-    attn_ctx c = {.t = t, .dO = dO, .dqkv = s->buf[CD__US_WIDE], .dctx = s->buf[CD__US_CTX]};
+    attn_ctx c = {.t = t, .dO = dO, .dks = s->buf[CD__US_WIDE], .dctx = s->buf[CD__US_CTX]};
     cd__parallel_for(N, attn_bwd_task, &c);
-    cd__conv2d_backward_set(&t->qkv, dn, GRAD(t->qkv_w), NULL, c.dqkv, t->n, VAL(t->qkv_w), ws);
+    /* qkv_buf now holds dL/d(qkv). */
+    cd__conv2d_backward_set(&t->qkv, dn, GRAD(t->qkv_w), NULL, t->qkv_buf, t->n, VAL(t->qkv_w), ws);
     if (!dx) return;
     cd__layernorm_backward(dx, NULL, NULL, dn, x, NULL, t->mean, t->rstd, N, t->C * HW);
     cd__unet_add(dx, dy, N * t->C * HW);
