@@ -44,7 +44,8 @@ typedef struct cd__unet_block {
     cd__conv2d ds, c1, c2, res;
     float *h; /* depthwise conv (+ time), the layer norm's input */
     float *n; /* layer-normed h, conv1's input */
-    float *a; /* conv1 output (its GELU lives in CD__US_GELU) */
+    float *a; /* conv1 output (its GELU lives in CD__US_GELU); backward turns
+                 it into GELU'(conv1 output) */
     float *mean, *rstd;
 } cd__unet_block;
 

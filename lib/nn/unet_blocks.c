@@ -150,17 +150,20 @@ void cd__unet_block_backward(cd_decoder *d, const cd__unet_block *b, cd__unet_sc
                              float *dgtemb, const float *dy, const float *x, const float *gtemb)
 {
     const int64_t N = b->N, HW = b->HW, cin = b->cin;
-    const int64_t nh = N * b->hid * HW, nc = N * cin * HW;
+    const int64_t nc = N * cin * HW;
     float *dg = s->buf[CD__US_WIDE];
     float *dn = s->buf[CD__US_NORM], *dh = s->buf[CD__US_IN], *ws = s->buf[CD__US_WS];
-    /* GELU(a) again, image by image as the forward made it: the same bits. */
+    /* GELU(a) again, image by image as the forward made it (the same
+     * bits), and GELU'(a) over a, which nothing reads after this. */
     float *g = s->buf[CD__US_GELU];
-    cd__image_args gelu = {g, b->a, b->hid * HW};
-    cd__parallel_for(N, cd__gelu_image_task, &gelu);
-    /* The gradients through conv2, GELU and conv1 overwrite their buffers
-     * (dg turns from dL/dg into dL/da in place): no clearing passes. */
-    cd__conv2d_backward_set(&b->c2, dg, GRAD(b->c2_w), GRAD(b->c2_b), dy, g, VAL(b->c2_w), ws);
-    cd__gelu_backward_set(dg, dg, b->a, nh);
+    cd__gelu_pair_args pair = {g, b->a, b->hid * HW};
+    cd__parallel_for(N, cd__gelu_pair_image_task, &pair);
+    /* The gradients through conv2, GELU and conv1 overwrite their buffers:
+     * no clearing passes. Each image of dg turns from dL/dg into dL/da
+     * while it is still in cache. */
+    cd__image_args mul = {dg, b->a, b->hid * HW};
+    cd__conv2d_backward_set_epi(&b->c2, dg, GRAD(b->c2_w), GRAD(b->c2_b), dy, g, VAL(b->c2_w), ws,
+                                cd__mul_image_task, &mul);
     cd__conv2d_backward_set(&b->c1, dn, GRAD(b->c1_w), GRAD(b->c1_b), dg, b->n, VAL(b->c1_w), ws);
     zero(dh, nc);
     cd__layernorm_backward(dh, NULL, NULL, dn, b->h, NULL, b->mean, b->rstd, N, cin * HW);

@@ -42,6 +42,32 @@ CD__AVX512 static void gelu_fwd_avx512(float *out, const float *in, int64_t n)
     }
 }
 
+CD__AVX512 static void gelu_pair_avx512(float *g, float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = cd__v_mask(n - i);
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        /* cd__v_gelu and cd__v_gelu_grad, sharing their erf. */
+        const __m512 e = cd__v_erf(_mm512_mul_ps(v, CD__V1(CD__GELU_ALPHA)));
+        const __m512 e1 = _mm512_add_ps(CD__V1(1.0f), e);
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_mul_ps(v, CD__V1(0.5f)), e1));
+        const __m512 cdf = _mm512_mul_ps(CD__V1(0.5f), e1);
+        const __m512 ex = cd__v_exp_neg(_mm512_mul_ps(_mm512_mul_ps(v, v), CD__V1(-0.5f)));
+        const __m512 pdf = _mm512_mul_ps(CD__V1(CD__GELU_BETA), ex);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_add_ps(cdf, _mm512_mul_ps(v, pdf)));
+    }
+}
+
+CD__AVX512 static void mul_avx512(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = cd__v_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m,
+                              _mm512_mul_ps(_mm512_maskz_loadu_ps(m, y + i),
+                                            _mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
 CD__AVX512 static void gelu_bwd_avx512(float *din, const float *dout, const float *in, int64_t n,
                                        bool set)
 {
@@ -101,6 +127,37 @@ void cd__gelu_image_task(void *args, int64_t n)
     }
 #endif
     for (int64_t i = off; i < off + a->per_image; i++) a->out[i] = cd__gelu(a->in[i]);
+}
+
+void cd__gelu_pair_image_task(void *args, int64_t n)
+{
+    const cd__gelu_pair_args *a = args;
+    float *g = a->g + n * a->per_image, *x = a->x + n * a->per_image;
+#ifdef CD__VMATH_X86
+    if (cd__ops_avx512()) {
+        gelu_pair_avx512(g, x, a->per_image);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < a->per_image; i++) {
+        const float v = x[i];
+        g[i] = cd__gelu(v);
+        x[i] = cd__gelu_grad(v);
+    }
+}
+
+void cd__mul_image_task(void *args, int64_t n)
+{
+    const cd__image_args *a = args;
+    float *y = a->out + n * a->per_image;
+    const float *x = a->in + n * a->per_image;
+#ifdef CD__VMATH_X86
+    if (cd__ops_avx512()) {
+        mul_avx512(y, x, a->per_image);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < a->per_image; i++) y[i] *= x[i];
 }
 
 void cd__add_image_task(void *args, int64_t n)

@@ -273,7 +273,7 @@ static size_t winograd_workspace(const cd__conv2d *c)
 }
 
 static void winograd_input_grad(const cd__conv2d *c, float *din, const float *dout,
-                                const float *weight, float *ws)
+                                const float *weight, float *ws, cd__task_fn epi, void *epi_ctx)
 {
     const cd__conv2d a = winograd_adjoint(c);
     float *wt = ws;
@@ -281,7 +281,7 @@ static void winograd_input_grad(const cd__conv2d *c, float *din, const float *do
         for (int64_t ci = 0; ci < c->C_in; ci++)
             for (int64_t k = 0; k < 9; k++)
                 wt[(ci * c->C_out + co) * 9 + k] = weight[(co * c->C_in + ci) * 9 + 8 - k];
-    cd__conv2d_winograd_forward(&a, din, dout, wt, NULL, ws + adjoint_weights(c), NULL, NULL);
+    cd__conv2d_winograd_forward(&a, din, dout, wt, NULL, ws + adjoint_weights(c), epi, epi_ctx);
 }
 #endif
 
@@ -346,7 +346,7 @@ void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in, const 
  * computes it. */
 static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
                           float *dbias, const float *dout, const float *in, const float *weight,
-                          float *ws)
+                          float *ws, cd__task_fn epi, void *epi_ctx)
 {
     const enum conv_path path = choose_path(c);
     /* The spectral path reads the bias gradient off its spectra for free. */
@@ -362,31 +362,32 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
 #ifdef CD__CONV_X86
     case PATH_WINOGRAD:
         if (dweight) cd__conv2d_winograd_grad(c, dweight, dout, in, ws);
-        if (din && din_set)
-            winograd_input_grad(c, din, dout, weight, ws);
-        else if (din)
-            cd__conv2d_dense_backward(c, din, false, NULL, dout, in, weight, ws);
-        return;
+        if (din && din_set) {
+            winograd_input_grad(c, din, dout, weight, ws, epi, epi_ctx);
+            return;
+        }
+        if (din) cd__conv2d_dense_backward(c, din, false, NULL, dout, in, weight, ws);
+        break;
     case PATH_DENSE:
         cd__conv2d_dense_backward(c, din, din_set, dweight, dout, in, weight, ws);
-        return;
+        break;
     case PATH_POINTWISE:
         cd__conv2d_pointwise_backward(c, din, din_set, dweight, dout, in, weight, ws);
-        return;
+        break;
     case PATH_FFT:
         cd__conv2d_fft_backward(c, din, din_set, dweight, c->bias ? dbias : NULL, dout, in, weight,
                                 ws);
-        return;
+        break;
 #endif
     case PATH_DEPTHWISE:
         cd__conv2d_depthwise_backward(c, din, dweight, dout, in, weight, ws, true);
-        return;
+        break;
     case PATH_DEPTHWISE_PORTABLE:
         cd__conv2d_depthwise_backward(c, din, dweight, dout, in, weight, ws, false);
-        return;
-    default: break;
+        break;
+    default: cd__conv2d_gemm_backward(c, din, dweight, dout, in, weight, ws); break;
     }
-    cd__conv2d_gemm_backward(c, din, dweight, dout, in, weight, ws);
+    if (epi && din) cd__parallel_for(c->N, epi, epi_ctx);
 }
 
 /* `in` may be NULL when dweight is (the transposed convolution relies on
@@ -394,11 +395,18 @@ static void conv_backward(const cd__conv2d *c, float *din, bool din_set, float *
 void cd__conv2d_backward(const cd__conv2d *c, float *din, float *dweight, float *dbias,
                          const float *dout, const float *in, const float *weight, float *ws)
 {
-    conv_backward(c, din, false, dweight, dbias, dout, in, weight, ws);
+    conv_backward(c, din, false, dweight, dbias, dout, in, weight, ws, NULL, NULL);
 }
 
 void cd__conv2d_backward_set(const cd__conv2d *c, float *din, float *dweight, float *dbias,
                              const float *dout, const float *in, const float *weight, float *ws)
 {
-    conv_backward(c, din, true, dweight, dbias, dout, in, weight, ws);
+    conv_backward(c, din, true, dweight, dbias, dout, in, weight, ws, NULL, NULL);
+}
+
+void cd__conv2d_backward_set_epi(const cd__conv2d *c, float *din, float *dweight, float *dbias,
+                                 const float *dout, const float *in, const float *weight, float *ws,
+                                 cd__task_fn epi, void *epi_ctx)
+{
+    conv_backward(c, din, true, dweight, dbias, dout, in, weight, ws, epi, epi_ctx);
 }

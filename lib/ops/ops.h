@@ -62,6 +62,12 @@ void cd__conv2d_backward(const cd__conv2d *c, float *din, float *dweight, float 
  * AVX-512 path a read of it. */
 void cd__conv2d_backward_set(const cd__conv2d *c, float *din, float *dweight, float *dbias,
                              const float *dout, const float *in, const float *weight, float *ws);
+/* The same, then epi(epi_ctx, n) for every image n of din (din must not
+ * be NULL), straight after that image's din where the path allows, as in
+ * cd__conv2d_forward_epi. */
+void cd__conv2d_backward_set_epi(const cd__conv2d *c, float *din, float *dweight, float *dbias,
+                                 const float *dout, const float *in, const float *weight, float *ws,
+                                 cd__task_fn epi, void *epi_ctx);
 
 /* ---- conv_transpose2d.c: transposed convolution ------------------------ */
 
@@ -128,6 +134,17 @@ typedef struct cd__image_args {
 } cd__image_args;
 void cd__gelu_image_task(void *args, int64_t n);
 void cd__add_image_task(void *args, int64_t n);
+/* out *= in, image n: with in = GELU'(x), turns dL/d(GELU(x)) into dL/dx
+ * (the same bits as cd__gelu_backward_set). */
+void cd__mul_image_task(void *args, int64_t n);
+
+/* For image n: g = GELU(x), and then x = GELU'(x) in place. One pass for
+ * a backward that needs both and no longer needs x. */
+typedef struct cd__gelu_pair_args {
+    float *g, *x;
+    int64_t per_image;
+} cd__gelu_pair_args;
+void cd__gelu_pair_image_task(void *args, int64_t n);
 
 /* out[n,c,:] = x[n,c,:] + v[n,c] over HW pixels (out may equal x). */
 void cd__add_channel_forward(float *out, const float *x, const float *v, int64_t N, int64_t C,
