@@ -9,6 +9,7 @@
 #include <math.h>
 
 #include "fixture.h"
+#include "gradcheck.h"
 #include "nn/nn.h"
 
 #define STEPS 5
@@ -566,6 +567,56 @@ START_TEST(restore_validates_first)
 }
 END_TEST
 
+/* Adam, the trial and the EMA run the same bits on their AVX-512 copies
+ * as on the plain loops, in every variant, over tensors long enough for the
+ * vector loops and their remainders. */
+START_TEST(vector_loops_match_plain)
+{
+    static const char *const names[3] = {"a", "b", "c"};
+    static const int64_t sizes[3] = {1000, 37, 129};
+    const variant *v = &g_variants[_i];
+    cd_params *p[2];
+    cd__adam *a[2];
+    for (int k = 0; k < 2; k++) {
+        CD_ASSERT_OK(cd_params_create(&p[k]));
+        for (int i = 0; i < 3; i++) CD_ASSERT_OK(cd_params_add(p[k], names[i], 1, &sizes[i]));
+        cd_gc_randn(cd_params_data(p[k], -1), cd_params_numel(p[k]), 3, 1.0f);
+        a[k] = make_adam(p[k], v->hyper);
+    }
+    const int64_t n = cd_params_numel(p[0]);
+    const size_t bytes = (size_t)n * sizeof(float);
+    for (int step = 1; step <= 3; step++) {
+        for (int k = 0; k < 2; k++) {
+            float *g = cd_params_grad(p[k], -1);
+            cd_gc_randn(g, n, 10 + (uint64_t)step, 0.5f);
+            g[step * 101] = 1e-30f, g[step * 103] = 3e8f; /* extremes for the moments */
+            cd__cpu_force_portable(CD__KERNELS_ADAM, k == 0);
+            CD_ASSERT_OK(cd__adam_step(a[k]));
+        }
+        cd__cpu_force_portable(CD__KERNELS_ADAM, false);
+        ck_assert(memcmp(cd_params_data(p[0], -1), cd_params_data(p[1], -1), bytes) == 0);
+        ck_assert(memcmp(cd__adam_m(a[0]), cd__adam_m(a[1]), bytes) == 0);
+        ck_assert(memcmp(cd__adam_v(a[0]), cd__adam_v(a[1]), bytes) == 0);
+        if (v->hyper[CD__ADAM_EMA_DECAY] > 0)
+            ck_assert(memcmp(cd__adam_ema(a[0]), cd__adam_ema(a[1]), bytes) == 0);
+    }
+    /* A step that would overflow is refused on both, for the same element. */
+    for (int k = 0; k < 2; k++) {
+        cd_gc_randn(cd_params_grad(p[k], -1), n, 20, 0.5f);
+        cd_params_grad(p[k], 2)[77] = 3e21f;
+        CD_ASSERT_OK(cd__adam_set(a[k], CD__ADAM_CLIP_NORM, 0.0));
+        cd__cpu_force_portable(CD__KERNELS_ADAM, k == 0);
+        CD_ASSERT_STATUS(cd__adam_step(a[k]), CD_ERR_NOT_FINITE);
+        CD_ASSERT_ERROR_MENTIONS("of 'c' element 77 inf");
+    }
+    cd__cpu_force_portable(CD__KERNELS_ADAM, false);
+    for (int k = 0; k < 2; k++) {
+        cd__adam_free(a[k]);
+        cd_params_free(p[k]);
+    }
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("adam");
@@ -573,6 +624,14 @@ static Suite *make_suite(void)
     tcase_add_loop_test(tc, matches_pytorch, 0, NVARIANTS);
     tcase_add_test(tc, clip_scales_gradients);
     suite_add_tcase(s, tc);
+    /* Only where there is a second copy of the loops to compare. */
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (cd__cpu_avx512()) {
+        tc = tcase_create("vector");
+        tcase_add_loop_test(tc, vector_loops_match_plain, 0, NVARIANTS);
+        suite_add_tcase(s, tc);
+    }
+#endif
     tc = tcase_create("api");
     tcase_add_test(tc, defaults_and_bounds);
     tcase_add_test(tc, range_errors);

@@ -163,6 +163,7 @@ typedef enum {
     CD__KERNELS_GEMM,      /* the attention's small products: cblas_sgemm */
     CD__KERNELS_WINOGRAD,  /* the Winograd 3x3 convolution: the dense kernels take its shapes */
     CD__KERNELS_POINTWISE, /* the 1x1 convolution's products: the dense kernels take its shapes */
+    CD__KERNELS_ADAM,      /* Adam's and the EMA's elementwise loops: without FMA instructions */
     CD__KERNELS_COUNT
 } cd__kernels;
 

@@ -17,7 +17,10 @@
  * to PyTorch on such machines (tests/check_adam.c), and within an ulp per op
  * of PyTorch builds that do not fuse. fmaf, sqrtf and division are
  * correctly rounded and elements are independent, so the bits do not depend
- * on the CPU's FMA support or on the thread count.
+ * on the CPU's FMA support or on the thread count. On x86-64 with AVX-512
+ * the loops are compiled a second time for it, where fmaf is an instruction
+ * rather than a libm call and the loops vectorise: the same bits, a few
+ * times faster.
  *
  * clip_grad_norm_ is followed in its semantics, not its rounding: PyTorch
  * sums the squared gradients in float32 (8-lane vectors per tensor, then
@@ -231,12 +234,15 @@ static step_consts make_consts(const double *h, int64_t t)
     return k;
 }
 
+/* The loops' bodies are inlined into two copies of each loop (below). */
+#define ADAM_INLINE static inline __attribute__((always_inline))
+
 /* One element's new weight and moments. */
 typedef struct {
     float p, m, v;
 } adam_elem;
 
-static inline adam_elem adam_one(const step_consts *k, float p, float grad, float m, float v)
+ADAM_INLINE adam_elem adam_one(const step_consts *k, float p, float grad, float m, float v)
 {
     float g = k->l2 ? fmaf(p, k->wd, grad) : grad;
     float pi = k->decoupled ? p * k->decay : p;
@@ -249,24 +255,49 @@ static inline adam_elem adam_one(const step_consts *k, float p, float grad, floa
 }
 
 /* ema.mul_(d).add_(p, alpha=1-d), fused as PyTorch's add_ is. */
-static inline float ema_one(float ema, float p, float df, float cf)
-{
-    return fmaf(p, cf, ema * df);
-}
+ADAM_INLINE float ema_one(float ema, float p, float df, float cf) { return fmaf(p, cf, ema * df); }
 
-static void adam_update(const step_consts *k, float *p, const float *grad, float *m, float *v,
-                        int64_t n)
+/* The loops' bodies, inlined into a plain and, on x86-64, an AVX-512 copy
+ * of each loop (ADAM_LOOP). */
+ADAM_INLINE void adam_update_body(const step_consts *kp, float *restrict p,
+                                  const float *restrict grad, float *restrict m, float *restrict v,
+                                  int64_t n)
 {
+    /* A copy the stores cannot alias, so the loop can vectorise. */
+    const step_consts k = *kp;
     for (int64_t i = 0; i < n; i++) {
-        adam_elem e = adam_one(k, p[i], grad[i], m[i], v[i]);
+        adam_elem e = adam_one(&k, p[i], grad[i], m[i], v[i]);
         m[i] = e.m, v[i] = e.v, p[i] = e.p;
     }
 }
 
-static void ema_update(float *ema, const float *p, int64_t n, float df, float cf)
+ADAM_INLINE void ema_update_body(float *restrict ema, const float *restrict p, int64_t n, float df,
+                                 float cf)
 {
     for (int64_t i = 0; i < n; i++) ema[i] = ema_one(ema[i], p[i], df, cf);
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ADAM_VECTOR 1
+#define ADAM_LOOP(name, params, args)                                                             \
+    __attribute__((target("avx512f,fma"))) static void name##_avx512 params { name##_body args; } \
+    static void name params                                                                       \
+    {                                                                                             \
+        if (cd__cpu_use_avx512(CD__KERNELS_ADAM))                                                 \
+            name##_avx512 args;                                                                   \
+        else                                                                                      \
+            name##_body args;                                                                     \
+    }
+#else
+#define ADAM_LOOP(name, params, args) \
+    static void name params { name##_body args; }
+#endif
+
+ADAM_LOOP(adam_update,
+          (const step_consts *k, float *p, const float *grad, float *m, float *v, int64_t n),
+          (k, p, grad, m, v, n))
+ADAM_LOOP(ema_update, (float *ema, const float *p, int64_t n, float df, float cf),
+          (ema, p, n, df, cf))
 
 /* Elements are independent, so chunks may run on any thread in any order
  * and give the same bits. */
@@ -294,15 +325,28 @@ static void step_chunk(void *ctx, int64_t c)
     if (job->a->ema) ema_update(job->a->ema + lo, job->p + lo, len, job->ema_d, job->ema_c);
 }
 
-static inline bool finite4(adam_elem e, float ema)
+ADAM_INLINE bool finite4(adam_elem e, float ema)
 {
-    /* Comparisons rather than isfinite(), so the loop vectorises; NaN fails. */
-    return (fabsf(e.p) <= FLT_MAX) & (fabsf(e.m) <= FLT_MAX) & (fabsf(e.v) <= FLT_MAX) &
-           (fabsf(ema) <= FLT_MAX);
+    return isfinite(e.p) && isfinite(e.m) && isfinite(e.v) && isfinite(ema);
+}
+
+/* Zero when x is finite (x 0 is a zero), else the bits of a NaN: an OR
+ * of these over a loop vectorises where a chain of comparisons does not. */
+ADAM_INLINE uint32_t nonfinite(float x)
+{
+    const float z = x * 0.0f;
+    uint32_t u;
+    memcpy(&u, &z, sizeof u);
+    return u & 0x7fffffffu;
+}
+
+ADAM_INLINE uint32_t nonfinite4(adam_elem e, float ema)
+{
+    return nonfinite(e.p) | nonfinite(e.m) | nonfinite(e.v) | nonfinite(ema);
 }
 
 /* Element i's step computed as step_chunk would, without writing it. */
-static inline bool trial_one(const step_job *job, int64_t i, adam_elem *e, float *ema)
+ADAM_INLINE bool trial_one(const step_job *job, int64_t i, adam_elem *e, float *ema)
 {
     const cd__adam *a = job->a;
     const float g = job->coef < 1.0f ? job->g[i] * job->coef : job->g[i];
@@ -311,16 +355,55 @@ static inline bool trial_one(const step_job *job, int64_t i, adam_elem *e, float
     return finite4(*e, *ema);
 }
 
+/* The trial over [lo, hi) for one setting of the flags, which the callers
+ * pass as constants: with no test left inside, the loops vectorise. */
+ADAM_INLINE uint32_t trial_loop(const step_job *job, int64_t lo, int64_t hi, bool l2,
+                                bool decoupled)
+{
+    step_consts k = job->k;
+    k.l2 = l2, k.decoupled = decoupled;
+    const float *restrict g = job->g, *restrict p = job->p;
+    const float *restrict m = job->a->m, *restrict v = job->a->v, *restrict old = job->ema_old;
+    const float coef = job->coef, df = job->ema_d, cf = job->ema_c;
+    /* g x 1 is g, bit for bit: no test of coef inside the loops. */
+    uint32_t bad = 0;
+    if (old)
+        for (int64_t i = lo; i < hi; i++) {
+            const adam_elem e = adam_one(&k, p[i], g[i] * coef, m[i], v[i]);
+            bad |= nonfinite4(e, ema_one(old[i], e.p, df, cf));
+        }
+    else
+        for (int64_t i = lo; i < hi; i++)
+            bad |= nonfinite4(adam_one(&k, p[i], g[i] * coef, m[i], v[i]), 0.0f);
+    return bad;
+}
+
+/* trial_one over [lo, hi): true when every element stays finite. */
+ADAM_INLINE bool trial_range_body(const step_job *job, int64_t lo, int64_t hi)
+{
+    if (job->k.l2) return trial_loop(job, lo, hi, true, false) == 0;
+    if (job->k.decoupled) return trial_loop(job, lo, hi, false, true) == 0;
+    return trial_loop(job, lo, hi, false, false) == 0;
+}
+
+#ifdef ADAM_VECTOR
+__attribute__((target("avx512f,fma"))) static bool trial_range_avx512(const step_job *job,
+                                                                      int64_t lo, int64_t hi)
+{
+    return trial_range_body(job, lo, hi);
+}
+#endif
+
 static void trial_chunk(void *ctx, int64_t c)
 {
     step_job *job = ctx;
     int64_t lo = c * CHUNK, hi = job->n - lo < CHUNK ? job->n : lo + CHUNK;
-    bool ok = true;
-    for (int64_t i = lo; i < hi; i++) {
-        adam_elem e;
-        float ema;
-        ok &= trial_one(job, i, &e, &ema);
-    }
+#ifdef ADAM_VECTOR
+    const bool ok = cd__cpu_use_avx512(CD__KERNELS_ADAM) ? trial_range_avx512(job, lo, hi)
+                                                         : trial_range_body(job, lo, hi);
+#else
+    const bool ok = trial_range_body(job, lo, hi);
+#endif
     if (!ok) atomic_store(&job->bad, 1);
 }
 
