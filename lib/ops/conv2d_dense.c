@@ -321,12 +321,22 @@ static void pack_weights(float *dst, const float *w, const cd__conv2d *c, const 
     cd__parallel_for(p->G * j.nblk, pack_task, &j);
 }
 
-/* Frames of input channel ci of one image (for s > 1, its s^2
- * space-to-depth frames), plus the image's slack after the last channel. */
-static void frames_plane(float *img, const float *src_img, const cd__conv2d *c,
-                         const cd__framing *f, int64_t ci)
+/* The columns X of a space-to-depth frame row that read the source row,
+ * at v = X s + off: [*x0, *x1) within [0, Wp). */
+static void frame_columns(int64_t off, int64_t s, int64_t W, int64_t Wp, int64_t *x0, int64_t *x1)
 {
-    const int64_t s = c->stride;
+    *x0 = off >= 0 ? 0 : cd__min64(Wp, (-off + s - 1) / s);
+    *x1 = W - 1 - off < 0 ? *x0 : cd__max64(*x0, cd__min64(Wp, (W - 1 - off) / s + 1));
+}
+
+/* Frames of input channel ci of one image (for s > 1, its s^2
+ * space-to-depth frames), plus the image's slack after the last channel.
+ * The strided copies run without a test per element: the strided convolutions
+ * spent most of their time here. */
+static CD__AVX512 void frames_plane(float *img, const float *src_img, const cd__conv2d *c,
+                                    const cd__framing *f, int64_t ci)
+{
+    const int64_t s = c->stride, Wp = f->Wp;
     const float *src = src_img + ci * c->H * c->W;
     if (s == 1) {
         cd__pad_plane(img + ci * f->CS, src, f);
@@ -334,18 +344,21 @@ static void frames_plane(float *img, const float *src_img, const cd__conv2d *c,
         for (int64_t a = 0; a < s; a++)
             for (int64_t b = 0; b < s; b++) {
                 float *fr = img + ((ci * s + a) * s + b) * f->CS;
+                const int64_t off = b - c->pad;
+                int64_t x0, x1;
+                frame_columns(off, s, c->W, Wp, &x0, &x1);
                 for (int64_t Y = 0; Y < f->Hp; Y++) {
-                    float *row = fr + Y * f->Wp;
+                    float *row = fr + Y * Wp;
                     const int64_t u = Y * s + a - c->pad;
                     if (u < 0 || u >= c->H) {
-                        memset(row, 0, (size_t)f->Wp * sizeof *row);
+                        for (int64_t X = 0; X < Wp; X++) row[X] = 0.0f;
                         continue;
                     }
-                    const float *sr = src + u * c->W;
-                    for (int64_t X = 0; X < f->Wp; X++) {
-                        const int64_t v = X * s + b - c->pad;
-                        row[X] = v >= 0 && v < c->W ? sr[v] : 0.0f;
-                    }
+                    const float *sr = src + u * c->W + off;
+                    int64_t X = 0;
+                    for (; X < x0; X++) row[X] = 0.0f;
+                    for (; X < x1; X++) row[X] = sr[X * s];
+                    for (; X < Wp; X++) row[X] = 0.0f;
                 }
             }
     }
@@ -662,19 +675,25 @@ static void cv_dw_task(void *ctx, int64_t i)
 
 /* din (one image) += the frame gradient mapped back through
  * space-to-depth, cropping the padding. */
-static void d2s_image(float *din, const float *dxf, const cd__conv2d *c, const dense_plan *p)
+static CD__AVX512 void d2s_image(float *din, const float *dxf, const cd__conv2d *c,
+                                 const dense_plan *p)
 {
     const int64_t s = p->s;
+    /* Columns ix = ix0 + s k all read phase b = (ix0 + pad) mod s, at
+     * X = (ix0 + pad) / s + k: no division per element. Each pixel gets
+     * one addition, so the order is free. */
     for (int64_t ci = 0; ci < c->C_in; ci++) {
         const float *src = dxf + ci * s * s * p->Hd * p->Wd;
         float *dst = din + ci * c->H * c->W;
-        for (int64_t iy = 0; iy < c->H; iy++) {
-            const int64_t u = iy + c->pad, Y = u / s, a = u % s;
-            if (Y >= p->Hd) break;
-            for (int64_t ix = 0; ix < c->W; ix++) {
-                const int64_t v = ix + c->pad, X = v / s, b = v % s;
-                if (X >= p->Wd) break;
-                dst[iy * c->W + ix] += src[((a * s + b) * p->Hd + Y) * p->Wd + X];
+        for (int64_t ix0 = 0; ix0 < cd__min64(s, c->W); ix0++) {
+            const int64_t b = (ix0 + c->pad) % s, X0 = (ix0 + c->pad) / s;
+            const int64_t n = cd__max64(0, cd__min64((c->W - 1 - ix0) / s + 1, p->Wd - X0));
+            for (int64_t iy = 0; iy < c->H; iy++) {
+                const int64_t u = iy + c->pad, Y = u / s, a = u % s;
+                if (Y >= p->Hd) break;
+                const float *sr = src + ((a * s + b) * p->Hd + Y) * p->Wd + X0;
+                float *dr = dst + iy * c->W + ix0;
+                for (int64_t k = 0; k < n; k++) dr[k * s] += sr[k];
             }
         }
     }
