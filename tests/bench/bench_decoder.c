@@ -9,11 +9,13 @@
  *                 [--json]
  *
  * Workloads, at batch B (default 128) and 28 x 28 x 1:
- *   fwd     cd_decoder_forward only;
+ *   fwd     cd_decoder_infer: the forward-only pass that sampling, the
+ *           validation and test losses and eval run (PyTorch's side runs
+ *           under torch.no_grad());
  *   train   the network part of a training step: cd_params_zero_grad,
  *           cd_decoder_forward, cd_decoder_backward with a fixed random
  *           dout and no input gradient (PyTorch's z needs none either);
- *   sample  the CNN forward at batch 64: one DDPM sampling step
+ *   sample  cd_decoder_infer of the CNN at batch 64: one DDPM sampling step
  *           (docs/performance.md lists it; only with --model cnn or both).
  * Each workload runs W warm-up iterations (the first forward of a shape
  * sizes the workspace) and then K timed ones (CLOCK_MONOTONIC); it prints
@@ -134,10 +136,7 @@ static void free_net(bench_net *n)
     n->d = NULL;
 }
 
-static void run_fwd(bench_net *n)
-{
-    check(cd_decoder_forward(n->d, n->z, n->tau, n->out), "forward");
-}
+static void run_fwd(bench_net *n) { check(cd_decoder_infer(n->d, n->z, n->tau, n->out), "infer"); }
 
 static void run_train(bench_net *n)
 {

@@ -954,6 +954,9 @@ class DecoderTests(TempDirCase):
         dec.params.zero_grad()
         dz = dec.backward(cd.Tensor((2, 1, 28, 28), fill=1.0), dz=True)
         self.assertEqual(dz.shape, z.shape)
+        # a backward uses up its forward
+        with self.assertRaises(cd.StateError):
+            dec.backward(cd.Tensor((2, 1, 28, 28), fill=1.0))
         self.assertTrue(any(v != 0 for v in dec.params.grad_view().tolist()))
         path = self.path("tiny.cdm")
         dec.save(path)
