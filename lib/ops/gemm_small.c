@@ -65,8 +65,8 @@ CD__AVX512 static void nt_avx512(int64_t m, int64_t n, int64_t k, float alpha, c
 }
 
 /* Rows of C by vectors of 16 columns per block of cd__gemm_xn. */
-#define XN_R 4
-#define XN_V 4
+#define XN_R 8
+#define XN_V 3
 
 /* C[i][p..] = alpha sum_j a(i, j) B[j][p..] for mr rows (<= XN_R) and nv
  * vectors (<= XN_V) from column p, the last one masked by last. a(i, j) is
