@@ -258,22 +258,32 @@ START_TEST(gelu_values)
 }
 END_TEST
 
-/* The overwriting backward equals the adding one onto zeros, also in place
- * (din == dout) and past one task's chunk of elements. */
-START_TEST(gelu_backward_set_overwrites)
+/* GELU and GELU' in one pass per image (the UNet block's backward), then
+ * dout times GELU' per image: the same values as the separate passes, for
+ * images longer than a vector and not a multiple of one. */
+START_TEST(gelu_pair_matches_separate_passes)
 {
-    const int64_t n = 40000;
+    const int64_t N = 3, per = 5003, n = N * per;
     float *x = malloc((size_t)n * sizeof *x), *dout = malloc((size_t)n * sizeof *dout);
-    float *add = calloc((size_t)n, sizeof *add), *set = malloc((size_t)n * sizeof *set);
+    float *g = malloc((size_t)n * sizeof *g), *want_g = malloc((size_t)n * sizeof *want_g);
+    float *want_d = calloc((size_t)n, sizeof *want_d), *d = malloc((size_t)n * sizeof *d);
     cd_gc_randn(x, n, 5, 3.0f);
     cd_gc_randn(dout, n, 6, 1.0f);
-    for (int64_t i = 0; i < n; i++) set[i] = NAN; /* must not be read */
-    cd__gelu_backward(add, dout, x, n);
-    cd__gelu_backward_set(set, dout, x, n);
-    ck_assert(memcmp(add, set, (size_t)n * sizeof *add) == 0);
-    cd__gelu_backward_set(dout, dout, x, n);
-    ck_assert(memcmp(add, dout, (size_t)n * sizeof *add) == 0);
-    free(x), free(dout), free(add), free(set);
+    cd__gelu_forward(want_g, x, n);
+    cd__gelu_backward(want_d, dout, x, n);
+    memcpy(d, dout, (size_t)n * sizeof *d);
+    cd__gelu_pair_args pair = {g, x, per};
+    cd__image_args mul = {d, x, per};
+    for (int64_t i = 0; i < N; i++) {
+        cd__gelu_pair_image_task(&pair, i);
+        cd__mul_image_task(&mul, i);
+    }
+    /* == rather than memcmp: the adding backward turns -0 into +0. */
+    for (int64_t i = 0; i < n; i++) {
+        ck_assert_msg(g[i] == want_g[i], "GELU differs at %lld", (long long)i);
+        ck_assert_msg(d[i] == want_d[i], "the gradient differs at %lld", (long long)i);
+    }
+    free(x), free(dout), free(g), free(want_g), free(want_d), free(d);
 }
 END_TEST
 
@@ -1029,7 +1039,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, bmm_gradients);
     tcase_add_test(tc, bmm_matches_naive);
     tcase_add_test(tc, gelu_values);
-    tcase_add_test(tc, gelu_backward_set_overwrites);
+    tcase_add_test(tc, gelu_pair_matches_separate_passes);
     tcase_add_test(tc, gelu_gradients);
     tcase_add_test(tc, gelu_fast_math);
     tcase_add_test(tc, add_channel_gradients);

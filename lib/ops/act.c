@@ -21,7 +21,6 @@ typedef struct {
     float *out;
     const float *in, *dout;
     int64_t n;
-    bool set; /* backward: overwrite out instead of adding to it */
 } gelu_ctx;
 
 bool cd__ops_avx512(void)
@@ -68,15 +67,14 @@ CD__AVX512 static void mul_avx512(float *y, const float *x, int64_t n)
     }
 }
 
-CD__AVX512 static void gelu_bwd_avx512(float *din, const float *dout, const float *in, int64_t n,
-                                       bool set)
+CD__AVX512 static void gelu_bwd_avx512(float *din, const float *dout, const float *in, int64_t n)
 {
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = cd__v_mask(n - i);
         const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dout + i),
                                        cd__v_gelu_grad(_mm512_maskz_loadu_ps(m, in + i)));
         _mm512_mask_storeu_ps(din + i, m,
-                              set ? g : _mm512_add_ps(_mm512_maskz_loadu_ps(m, din + i), g));
+                              _mm512_add_ps(_mm512_maskz_loadu_ps(m, din + i), g));
     }
 }
 #endif
@@ -100,19 +98,19 @@ static void gelu_bwd_task(void *ctx, int64_t t)
     const int64_t i0 = t * CHUNK, len = (t + 1) * CHUNK < c->n ? CHUNK : c->n - i0;
 #ifdef CD__VMATH_X86
     if (cd__ops_avx512()) {
-        gelu_bwd_avx512(c->out + i0, c->dout + i0, c->in + i0, len, c->set);
+        gelu_bwd_avx512(c->out + i0, c->dout + i0, c->in + i0, len);
         return;
     }
 #endif
     for (int64_t i = i0; i < i0 + len; i++) {
         const float g = c->dout[i] * cd__gelu_grad(c->in[i]);
-        c->out[i] = c->set ? g : c->out[i] + g;
+        c->out[i] += g;
     }
 }
 
 void cd__gelu_forward(float *out, const float *in, int64_t n)
 {
-    gelu_ctx c = {out, in, NULL, n, false};
+    gelu_ctx c = {out, in, NULL, n};
     cd__parallel_for(n_chunks(n, CHUNK), gelu_fwd_task, &c);
 }
 
@@ -171,15 +169,10 @@ void cd__add_image_task(void *args, int64_t n)
 void cd__gelu_backward(float *din, const float *dout, const float *in, int64_t n)
 {
     if (!din) return;
-    gelu_ctx c = {din, in, dout, n, false};
+    gelu_ctx c = {din, in, dout, n};
     cd__parallel_for(n_chunks(n, CHUNK), gelu_bwd_task, &c);
 }
 
-void cd__gelu_backward_set(float *din, const float *dout, const float *in, int64_t n)
-{
-    gelu_ctx c = {din, in, dout, n, true};
-    cd__parallel_for(n_chunks(n, CHUNK), gelu_bwd_task, &c);
-}
 
 /* ---- per-channel broadcast add ------------------------------------------- */
 

@@ -122,8 +122,6 @@ void cd__gemm_xn(bool transA, int64_t m, int64_t n, int64_t k, float alpha, cons
 /* Exact GELU: 0.5 x (1 + erf(x / sqrt 2)). */
 void cd__gelu_forward(float *out, const float *in, int64_t n);
 void cd__gelu_backward(float *din, const float *dout, const float *in, int64_t n);
-/* din = dout * GELU'(in), overwritten; din may be dout (in place). */
-void cd__gelu_backward_set(float *din, const float *dout, const float *in, int64_t n);
 
 /* Per-image epilogues for cd__conv2d_forward_epi, on image n of a batch
  * with per_image floats per image: out = GELU(in), or out += in. */
