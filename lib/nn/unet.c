@@ -198,7 +198,7 @@ static void plan_block(unet_t *m, cd__arena *a, cd__unet_block *b, int64_t H, in
 
 static void plan_attn(unet_t *m, cd__arena *a, cd__unet_attn *t, int64_t H, int64_t W)
 {
-    cd__unet_attn_plan(t, block_arena(m, a), &m->s, m->N, H, W);
+    cd__unet_attn_plan(t, block_arena(m, a), &m->s, m->N, H, W, m->train);
     block_planned(m);
 }
 

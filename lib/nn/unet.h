@@ -53,14 +53,17 @@ typedef struct cd__unet_block {
 typedef struct cd__unet_attn {
     int64_t C, heads, dh;
     int64_t qkv_w, out_w, out_b;
-    /* The plan. */
-    int64_t N, HW;
+    /* The plan. The forward runs in passes of `chunk` images: all N when
+     * training, which keeps every pass's buffers for backward; a few when
+     * forward-only, so that one pass's q, k, v and output stay in cache
+     * between the products instead of a batch's going through memory. */
+    int64_t N, HW, chunk;
     cd__conv2d qkv, out;
     float *n, *mean, *rstd;
-    float *qkv_buf; /* per sample: q scaled, softmax(k), v; each heads x dh x HW;
-                       backward overwrites it with dL/d(qkv) */
-    float *ctx;     /* N x heads x dh x dh */
-    float *o;       /* N x (heads dh) x HW, to_out's input */
+    float *qkv_buf; /* per image of a pass: q scaled, softmax(k), v; each
+                       heads x dh x HW; backward overwrites it with dL/d(qkv) */
+    float *ctx;     /* chunk x heads x dh x dh */
+    float *o;       /* chunk x (heads dh) x HW, to_out's input */
 } cd__unet_attn;
 
 /* Register "<prefix>.mlp.1" (if tdim > 0), ".ds_conv", ".net.0", ".net.2"
@@ -79,8 +82,9 @@ void cd__unet_block_backward(cd_decoder *d, const cd__unet_block *b, cd__unet_sc
 /* Register "<prefix>.fn.fn.to_qkv" and "<prefix>.fn.fn.to_out". */
 cd_status cd__unet_attn_add(cd_decoder *d, cd__unet_attn *t, const char *prefix, int64_t C,
                             int64_t heads, int64_t dh);
+/* train: keep what backward needs (else forward-only, in passes). */
 void cd__unet_attn_plan(cd__unet_attn *t, cd__arena *a, cd__unet_scratch *s, int64_t N, int64_t H,
-                        int64_t W);
+                        int64_t W, bool train);
 void cd__unet_attn_forward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s, float *y,
                            const float *x);
 /* Adds dL/dx and the parameter gradients. */

@@ -195,19 +195,27 @@ cd_status cd__unet_attn_add(cd_decoder *d, cd__unet_attn *t, const char *prefix,
     return cd__decoder_add_conv(d, name, C, heads * dh, 1, 1, true, &t->out_w, &t->out_b);
 }
 
+/* Floats of q, k and v per forward-only pass: 4 MiB, and at least two
+ * images, one per thread. */
+#define ATTN_PASS_FLOATS ((int64_t)1 << 20)
+
 void cd__unet_attn_plan(cd__unet_attn *t, cd__arena *a, cd__unet_scratch *s, int64_t N, int64_t H,
-                        int64_t W)
+                        int64_t W, bool train)
 {
-    const size_t n = (size_t)N, hw = (size_t)(H * W), hid = (size_t)(t->heads * t->dh);
+    const size_t hw = (size_t)(H * W), hid = (size_t)(t->heads * t->dh);
     t->N = N;
     t->HW = H * W;
+    const int64_t per_image = 3 * (int64_t)(hid * hw);
+    const int64_t pass = ATTN_PASS_FLOATS / per_image > 2 ? ATTN_PASS_FLOATS / per_image : 2;
+    t->chunk = train || pass > N ? N : pass;
+    const size_t n = (size_t)t->chunk; /* images per pass */
     (void)cd__conv2d_init(&t->qkv, N, t->C, H, W, 3 * t->heads * t->dh, 1, 1, 1, 0, 1, false);
     (void)cd__conv2d_init(&t->out, N, t->heads * t->dh, H, W, t->C, 1, 1, 1, 0, 1, true);
     cd__unet_need(s, CD__US_WS, conv_ws(&t->qkv));
     cd__unet_need(s, CD__US_WS, conv_ws(&t->out));
-    t->n = cd__arena_take(a, n * (size_t)t->C * hw);
-    t->mean = cd__arena_take(a, n);
-    t->rstd = cd__arena_take(a, n);
+    t->n = cd__arena_take(a, (size_t)N * (size_t)t->C * hw);
+    t->mean = cd__arena_take(a, (size_t)N);
+    t->rstd = cd__arena_take(a, (size_t)N);
     t->qkv_buf = cd__arena_take(a, n * 3 * hid * hw);
     t->ctx = cd__arena_take(a, n * (size_t)(t->heads * t->dh * t->dh));
     t->o = cd__arena_take(a, n * hid * hw);
@@ -279,12 +287,19 @@ void cd__unet_attn_forward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scrat
     float *ws = s->buf[CD__US_WS];
     cd__layernorm_forward(t->n, t->mean, t->rstd, x, NULL, NULL, N, t->C * HW, LN_EPS);
     /* Each sample's attention runs straight after its qkv projection, while
-     * the 3 x 128 x HW floats are still in cache. */
-    attn_ctx c = {.t = t};
-    cd__conv2d_forward_epi(&t->qkv, t->qkv_buf, t->n, VAL(t->qkv_w), NULL, ws, attn_fwd_task, &c);
-    cd__image_args res = {y, x, t->C * HW};
-    cd__conv2d_forward_epi(&t->out, y, t->o, VAL(t->out_w), VAL(t->out_b), ws, cd__add_image_task,
-                           &res);
+     * the 3 x 128 x HW floats are still in cache. Every image is computed
+     * alone, so passes of any size give the same bits. */
+    const int64_t img = t->C * HW;
+    for (int64_t n0 = 0; n0 < N; n0 += t->chunk) {
+        cd__conv2d qkv = t->qkv, out = t->out;
+        qkv.N = out.N = N - n0 < t->chunk ? N - n0 : t->chunk;
+        attn_ctx c = {.t = t};
+        cd__conv2d_forward_epi(&qkv, t->qkv_buf, t->n + n0 * img, VAL(t->qkv_w), NULL, ws,
+                               attn_fwd_task, &c);
+        cd__image_args res = {y + n0 * img, x + n0 * img, img};
+        cd__conv2d_forward_epi(&out, y + n0 * img, t->o, VAL(t->out_w), VAL(t->out_b), ws,
+                               cd__add_image_task, &res);
+    }
 }
 
 void cd__unet_attn_backward(cd_decoder *d, const cd__unet_attn *t, cd__unet_scratch *s, float *dx,
