@@ -25,23 +25,42 @@ typedef struct {
 
 #ifdef CD__VMATH_X86
 /* Returns the mean; *ss gets the centred sum of squares. */
+/* Four pairs of double accumulators, so that the adds' latency does not
+ * bound the loops: 64 floats per iteration, then one pair for the tail. */
 CD__AVX512 static double ln_stats_avx512(const float *x, int64_t D, double *ss)
 {
-    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
-    for (int64_t i = 0; i < D; i += 16)
-        cd__v_sum_pd(&s0, &s1, _mm512_maskz_loadu_ps(cd__v_mask(D - i), x + i));
-    const double mu = cd__v_total_pd(s0, s1) / (double)D;
+    __m512d s[8];
+    for (int k = 0; k < 8; k++) s[k] = _mm512_setzero_pd();
+    int64_t i = 0;
+    for (; i + 64 <= D; i += 64)
+        for (int k = 0; k < 4; k++)
+            cd__v_sum_pd(&s[2 * k], &s[2 * k + 1], _mm512_loadu_ps(x + i + 16 * k));
+    for (; i < D; i += 16)
+        cd__v_sum_pd(&s[0], &s[1], _mm512_maskz_loadu_ps(cd__v_mask(D - i), x + i));
+    const double mu =
+        cd__v_total_pd(_mm512_add_pd(_mm512_add_pd(s[0], s[2]), _mm512_add_pd(s[4], s[6])),
+                       _mm512_add_pd(_mm512_add_pd(s[1], s[3]), _mm512_add_pd(s[5], s[7]))) /
+        (double)D;
     const __m512d vmu = _mm512_set1_pd(mu);
-    s0 = s1 = _mm512_setzero_pd();
-    for (int64_t i = 0; i < D; i += 16) {
+    for (int k = 0; k < 8; k++) s[k] = _mm512_setzero_pd();
+    for (i = 0; i + 64 <= D; i += 64)
+        for (int k = 0; k < 4; k++) {
+            const __m512 v = _mm512_loadu_ps(x + i + 16 * k);
+            const __m512d d0 = _mm512_sub_pd(cd__v_lo_pd(v), vmu),
+                          d1 = _mm512_sub_pd(cd__v_hi_pd(v), vmu);
+            s[2 * k] = _mm512_fmadd_pd(d0, d0, s[2 * k]);
+            s[2 * k + 1] = _mm512_fmadd_pd(d1, d1, s[2 * k + 1]);
+        }
+    for (; i < D; i += 16) {
         const __mmask16 m = cd__v_mask(D - i);
         const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
         const __m512d d0 = _mm512_maskz_sub_pd((__mmask8)m, cd__v_lo_pd(v), vmu);
         const __m512d d1 = _mm512_maskz_sub_pd((__mmask8)(m >> 8), cd__v_hi_pd(v), vmu);
-        s0 = _mm512_fmadd_pd(d0, d0, s0);
-        s1 = _mm512_fmadd_pd(d1, d1, s1);
+        s[0] = _mm512_fmadd_pd(d0, d0, s[0]);
+        s[1] = _mm512_fmadd_pd(d1, d1, s[1]);
     }
-    *ss = cd__v_total_pd(s0, s1);
+    *ss = cd__v_total_pd(_mm512_add_pd(_mm512_add_pd(s[0], s[2]), _mm512_add_pd(s[4], s[6])),
+                         _mm512_add_pd(_mm512_add_pd(s[1], s[3]), _mm512_add_pd(s[5], s[7])));
     return mu;
 }
 
