@@ -73,8 +73,7 @@ CD__AVX512 static void gelu_bwd_avx512(float *din, const float *dout, const floa
         const __mmask16 m = cd__v_mask(n - i);
         const __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dout + i),
                                        cd__v_gelu_grad(_mm512_maskz_loadu_ps(m, in + i)));
-        _mm512_mask_storeu_ps(din + i, m,
-                              _mm512_add_ps(_mm512_maskz_loadu_ps(m, din + i), g));
+        _mm512_mask_storeu_ps(din + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, din + i), g));
     }
 }
 #endif
@@ -172,7 +171,6 @@ void cd__gelu_backward(float *din, const float *dout, const float *in, int64_t n
     gelu_ctx c = {din, in, dout, n};
     cd__parallel_for(n_chunks(n, CHUNK), gelu_bwd_task, &c);
 }
-
 
 /* ---- per-channel broadcast add ------------------------------------------- */
 
