@@ -37,7 +37,7 @@ static void add_task(void *ctx, int64_t t)
 {
     const add_ctx *c = ctx;
     const int64_t end = (t + 1) * ADD_CHUNK < c->n ? (t + 1) * ADD_CHUNK : c->n;
-    for (int64_t i = t * ADD_CHUNK; i < end; i++) c->y[i] += c->x[i];
+    cd__add_into(c->y + t * ADD_CHUNK, c->x + t * ADD_CHUNK, end - t * ADD_CHUNK);
 }
 
 void cd__unet_add(float *y, const float *x, int64_t n)

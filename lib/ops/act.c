@@ -67,6 +67,16 @@ CD__AVX512 static void mul_avx512(float *y, const float *x, int64_t n)
     }
 }
 
+CD__AVX512 static void add_avx512(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = cd__v_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m,
+                              _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + i),
+                                            _mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
 CD__AVX512 static void gelu_bwd_avx512(float *din, const float *dout, const float *in, int64_t n)
 {
     for (int64_t i = 0; i < n; i += 16) {
@@ -157,12 +167,21 @@ void cd__mul_image_task(void *args, int64_t n)
     for (int64_t i = 0; i < a->per_image; i++) y[i] *= x[i];
 }
 
+void cd__add_into(float *y, const float *x, int64_t n)
+{
+#ifdef CD__VMATH_X86
+    if (cd__ops_avx512()) {
+        add_avx512(y, x, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
 void cd__add_image_task(void *args, int64_t n)
 {
     const cd__image_args *a = args;
-    float *y = a->out + n * a->per_image;
-    const float *x = a->in + n * a->per_image;
-    for (int64_t i = 0; i < a->per_image; i++) y[i] += x[i];
+    cd__add_into(a->out + n * a->per_image, a->in + n * a->per_image, a->per_image);
 }
 
 void cd__gelu_backward(float *din, const float *dout, const float *in, int64_t n)

@@ -132,6 +132,8 @@ typedef struct cd__image_args {
 } cd__image_args;
 void cd__gelu_image_task(void *args, int64_t n);
 void cd__add_image_task(void *args, int64_t n);
+/* y[i] += x[i], serially (for a caller's own task). */
+void cd__add_into(float *y, const float *x, int64_t n);
 /* out *= in, image n: with in = GELU'(x), turns dL/d(GELU(x)) into dL/dx
  * (the same bits as cd__gelu_backward_set). */
 void cd__mul_image_task(void *args, int64_t n);
