@@ -45,15 +45,9 @@ CD__AVX512 static void gelu_pair_avx512(float *g, float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = cd__v_mask(n - i);
-        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        /* cd__v_gelu and cd__v_gelu_grad, sharing their erf. */
-        const __m512 e = cd__v_erf(_mm512_mul_ps(v, CD__V1(CD__GELU_ALPHA)));
-        const __m512 e1 = _mm512_add_ps(CD__V1(1.0f), e);
-        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_mul_ps(v, CD__V1(0.5f)), e1));
-        const __m512 cdf = _mm512_mul_ps(CD__V1(0.5f), e1);
-        const __m512 ex = cd__v_exp_neg(_mm512_mul_ps(_mm512_mul_ps(v, v), CD__V1(-0.5f)));
-        const __m512 pdf = _mm512_mul_ps(CD__V1(CD__GELU_BETA), ex);
-        _mm512_mask_storeu_ps(x + i, m, _mm512_add_ps(cdf, _mm512_mul_ps(v, pdf)));
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + i), e1 = cd__v_gelu_e1(v);
+        _mm512_mask_storeu_ps(g + i, m, cd__v_gelu_of(v, e1));
+        _mm512_mask_storeu_ps(x + i, m, cd__v_gelu_grad_of(v, e1));
     }
 }
 
@@ -209,14 +203,13 @@ CD__AVX512 static void channel_fwd_avx512(float *o, const float *x, float v, int
     }
 }
 
-/* The row's sum in double, 16 lanes in two pairs of accumulators; dx +=
- * the row when dx is not NULL. */
+/* The row's sum in double, in two pairs of accumulators taking turns;
+ * dx += the row when dx is not NULL. */
 CD__AVX512 static double channel_bwd_avx512(float *dx, const float *g, int64_t n)
 {
     __m512d s[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
                     _mm512_setzero_pd()};
-    int64_t i = 0;
-    for (; i < n; i += 16) {
+    for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = cd__v_mask(n - i);
         const __m512 v = _mm512_maskz_loadu_ps(m, g + i);
         const int k = (int)((i >> 4) & 1) * 2;
@@ -297,17 +290,12 @@ void cd__concat_forward(float *out, const float *a, const float *b, int64_t N, i
     }
 }
 
-static void add_into(float *dst, const float *src, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
-}
-
 void cd__concat_backward(float *da, float *db, const float *dout, int64_t N, int64_t Ca, int64_t Cb,
                          int64_t HW)
 {
     const int64_t sa = Ca * HW, sb = Cb * HW;
     for (int64_t n = 0; n < N; n++) {
-        if (da) add_into(da + n * sa, dout + n * (sa + sb), sa);
-        if (db) add_into(db + n * sb, dout + n * (sa + sb) + sa, sb);
+        if (da) cd__add_into(da + n * sa, dout + n * (sa + sb), sa);
+        if (db) cd__add_into(db + n * sb, dout + n * (sa + sb) + sa, sb);
     }
 }

@@ -136,19 +136,30 @@ CD__AVX512 static inline __m512 cd__v_erf(__m512 a)
     return _mm512_mask_blend_ps(m, p, _mm512_castsi512_ps(big));
 }
 
-CD__AVX512 static inline __m512 cd__v_gelu(__m512 x)
+/* 1 + erf(x / sqrt 2), which GELU and its derivative share. */
+CD__AVX512 static inline __m512 cd__v_gelu_e1(__m512 x)
 {
-    const __m512 e = cd__v_erf(_mm512_mul_ps(x, CD__V1(CD__GELU_ALPHA)));
-    return _mm512_mul_ps(_mm512_mul_ps(x, CD__V1(0.5f)), _mm512_add_ps(CD__V1(1.0f), e));
+    return _mm512_add_ps(CD__V1(1.0f), cd__v_erf(_mm512_mul_ps(x, CD__V1(CD__GELU_ALPHA))));
 }
 
-CD__AVX512 static inline __m512 cd__v_gelu_grad(__m512 x)
+CD__AVX512 static inline __m512 cd__v_gelu_of(__m512 x, __m512 e1)
 {
-    const __m512 e = cd__v_erf(_mm512_mul_ps(x, CD__V1(CD__GELU_ALPHA)));
-    const __m512 cdf = _mm512_mul_ps(CD__V1(0.5f), _mm512_add_ps(CD__V1(1.0f), e));
+    return _mm512_mul_ps(_mm512_mul_ps(x, CD__V1(0.5f)), e1);
+}
+
+CD__AVX512 static inline __m512 cd__v_gelu_grad_of(__m512 x, __m512 e1)
+{
+    const __m512 cdf = _mm512_mul_ps(CD__V1(0.5f), e1);
     const __m512 ex = cd__v_exp_neg(_mm512_mul_ps(_mm512_mul_ps(x, x), CD__V1(-0.5f)));
     const __m512 pdf = _mm512_mul_ps(CD__V1(CD__GELU_BETA), ex);
     return _mm512_add_ps(cdf, _mm512_mul_ps(x, pdf));
+}
+
+CD__AVX512 static inline __m512 cd__v_gelu(__m512 x) { return cd__v_gelu_of(x, cd__v_gelu_e1(x)); }
+
+CD__AVX512 static inline __m512 cd__v_gelu_grad(__m512 x)
+{
+    return cd__v_gelu_grad_of(x, cd__v_gelu_e1(x));
 }
 
 /* The low and high 8 floats of v, widened to double. */
