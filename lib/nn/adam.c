@@ -325,11 +325,6 @@ static void step_chunk(void *ctx, int64_t c)
     if (job->a->ema) ema_update(job->a->ema + lo, job->p + lo, len, job->ema_d, job->ema_c);
 }
 
-ADAM_INLINE bool finite4(adam_elem e, float ema)
-{
-    return isfinite(e.p) && isfinite(e.m) && isfinite(e.v) && isfinite(ema);
-}
-
 /* Zero when x is finite (x 0 is a zero), else the bits of a NaN: an OR
  * of these over a loop vectorises where a chain of comparisons does not. */
 ADAM_INLINE uint32_t nonfinite(float x)
@@ -349,10 +344,10 @@ ADAM_INLINE uint32_t nonfinite4(adam_elem e, float ema)
 ADAM_INLINE bool trial_one(const step_job *job, int64_t i, adam_elem *e, float *ema)
 {
     const cd__adam *a = job->a;
-    const float g = job->coef < 1.0f ? job->g[i] * job->coef : job->g[i];
+    const float g = job->g[i] * job->coef; /* x 1 is exact: the trial's loops do the same */
     *e = adam_one(&job->k, job->p[i], g, a->m[i], a->v[i]);
     *ema = job->ema_old ? ema_one(job->ema_old[i], e->p, job->ema_d, job->ema_c) : 0.0f;
-    return finite4(*e, *ema);
+    return nonfinite4(*e, *ema) == 0;
 }
 
 /* The trial over [lo, hi) for one setting of the flags, which the callers
