@@ -219,10 +219,12 @@ void cd__unet_attn_plan(cd__unet_attn *t, cd__arena *a, cd__unet_scratch *s, int
     t->qkv_buf = cd__arena_take(a, n * 3 * hid * hw);
     t->ctx = cd__arena_take(a, n * (size_t)(t->heads * t->dh * t->dh));
     t->o = cd__arena_take(a, n * hid * hw);
-    cd__unet_need(s, CD__US_WIDE, n * (size_t)(t->dh) * hw);
-    cd__unet_need(s, CD__US_PRE, n * hid * hw);
-    cd__unet_need(s, CD__US_NORM, n * (size_t)t->C * hw);
-    cd__unet_need(s, CD__US_CTX, n * (size_t)(t->heads * t->dh * t->dh));
+    /* Backward's scratch: only a training plan keeps it, for all N. */
+    const size_t nb = (size_t)N;
+    cd__unet_need(s, CD__US_WIDE, nb * (size_t)(t->dh) * hw);
+    cd__unet_need(s, CD__US_PRE, nb * hid * hw);
+    cd__unet_need(s, CD__US_NORM, nb * (size_t)t->C * hw);
+    cd__unet_need(s, CD__US_CTX, nb * (size_t)(t->heads * t->dh * t->dh));
 }
 
 /* PyTorch multiplies q by the Python float dh ** -0.5, cast to float. */
