@@ -15,7 +15,8 @@
  *
  * The method, per call:
  *   - the weights are transformed once (in double, rounded once) into
- *     U[36][CiP][CoP], channels rounded up to 16 and zero-padded;
+ *     U[36][CiP][CoP] (in blocks of 32 output channels), channels rounded up
+ *     to 16 and zero-padded;
  *   - tasks take fixed blocks of images. A task copies its images into
  *     zero-padded channel-minor frames [Hp][Wp][CiP], so the input
  *     transform works on 16 channels per vector; transforms them into
@@ -116,6 +117,17 @@ CD__ALWAYS_INLINE CD__AVX512 void wg_g(__m512d *y, __m512d g0, __m512d g1, __m51
     y[5] = g2;
 }
 
+/* Where U[xi][ci][co] is kept. Each component's output channels are cut
+ * into blocks of 32 (the last may be 16), each block [CiP][32] contiguous:
+ * the products stream one block through L1, and a row stride of CoP
+ * floats (a power of two in the UNet) would map its rows to a few L1 sets
+ * and defeat the prefetchers. */
+static inline int64_t wg_u_at(int64_t xi, int64_t ci, int64_t co, int64_t CiP, int64_t CoP)
+{
+    const int64_t cb = co & ~(int64_t)31, w = cd__min64(32, CoP - cb);
+    return xi * CiP * CoP + cb * CiP + ci * w + (co - cb);
+}
+
 /* Row ci of every U[xi]: G g G^T for 8 output channels per vector, in
  * double and rounded once (double's own rounding is some 2^-29 of
  * float's), zero past C_in and C_out. One row per task, so tasks write
@@ -149,7 +161,7 @@ static CD__AVX512 void wg_weight_task(void *ctx, int64_t ci)
             wg_g(u, t[0][i], t[1][i], t[2][i]);
             CD__UNROLL
             for (int jj = 0; jj < WG_A; jj++)
-                _mm256_storeu_ps(j->u + ((i * WG_A + jj) * CiP + ci) * CoP + co0,
+                _mm256_storeu_ps(j->u + wg_u_at(i * WG_A + jj, ci, co0, CiP, CoP),
                                  _mm512_cvtpd_ps(u[jj]));
         }
     }
@@ -320,13 +332,13 @@ static void wg_products(float *M, const float *V, const float *U, int64_t tt, co
         float *Mx = M + xi * p->ms;
         for (int64_t co = 0; co < CoP; co += 32) {
             const int nv = CoP - co >= 32 ? 2 : 1;
+            const float *Ub = Ux + co * CiP;
             /* Micro-tiles of nearly equal size: 49 tiles as 10+10+10+10+9
              * rather than 12+12+12+12+1. */
             const int64_t nmt = cd__ceil_div(tt, WG_NT);
             for (int64_t i = 0, t = 0; i < nmt; i++) {
                 const int nt = (int)((tt - t) / (nmt - i));
-                wg_mks[nt - 1][nv - 1](CiP, Vx + t * CiP, CiP, Ux + co, CoP, Mx + t * CoP + co,
-                                       CoP);
+                wg_mks[nt - 1][nv - 1](CiP, Vx + t * CiP, CiP, Ub, 16 * nv, Mx + t * CoP + co, CoP);
                 t += nt;
             }
         }
