@@ -713,24 +713,25 @@ END_TEST
 /* ---- fused LayerNorm + GELU + channel add ----------------------------------- */
 
 typedef struct {
-    float *out, *dout, *x, *w, *b, *v, *dx, *dw, *db, *dv, *mean, *rstd, *g, *dxs, *ws;
+    float *out, *gp, *dout, *x, *w, *b, *v, *dx, *dw, *db, *dv, *mean, *rstd, *dxs, *ws;
     int64_t N, C, HW;
 } lg_t;
 
 static void lg_fwd(void *ctx)
 {
     lg_t *c = ctx;
-    cd__ln_gelu_forward(c->out, c->mean, c->rstd, c->x, c->w, c->b, c->v, c->N, c->C, c->HW, 1e-5f);
+    cd__ln_gelu_forward(c->out, c->gp, c->mean, c->rstd, c->x, c->w, c->b, c->v, c->N, c->C, c->HW,
+                        1e-5f);
 }
 
-/* The fused backward consumes dout and overwrites dx: copy and add, so the
- * checker sees the usual conventions. */
+/* The fused backward overwrites dx, here in place over a copy of dout, as
+ * the CNN runs it: add, so the checker sees the usual conventions. */
 static void lg_bwd(void *ctx)
 {
     lg_t *c = ctx;
     const int64_t n = c->N * c->C * c->HW;
-    memcpy(c->g, c->dout, (size_t)n * sizeof *c->g);
-    cd__ln_gelu_backward(c->dxs, c->dw, c->db, c->dv, c->g, c->x, c->w, c->b, c->mean, c->rstd,
+    memcpy(c->dxs, c->dout, (size_t)n * sizeof *c->dxs);
+    cd__ln_gelu_backward(c->dxs, c->dw, c->db, c->dv, c->dxs, c->gp, c->x, c->w, c->mean, c->rstd,
                          c->N, c->C, c->HW, c->ws);
     for (int64_t i = 0; i < n; i++) c->dx[i] += c->dxs[i];
 }
@@ -740,7 +741,7 @@ static void lg_setup(lg_t *c, int64_t N, int64_t C, int64_t HW)
     const int64_t n = N * C * HW, D = C * HW;
     *c = (lg_t){.N = N, .C = C, .HW = HW};
     c->x = randn(n, 40, 1.5f), c->out = buf(n), c->dout = buf(n);
-    c->dx = buf(n), c->g = buf(n), c->dxs = buf(n), c->mean = buf(N), c->rstd = buf(N);
+    c->dx = buf(n), c->gp = buf(n), c->dxs = buf(n), c->mean = buf(N), c->rstd = buf(N);
     c->w = randn(D, 41, 0.5f), c->b = randn(D, 42, 0.5f), c->dw = buf(D), c->db = buf(D);
     for (int64_t i = 0; i < D; i++) c->w[i] += 1.0f;
     c->v = randn(N * C, 43, 1.0f), c->dv = buf(N * C);
@@ -980,11 +981,10 @@ static void run_parallel_ops(float *out, int64_t n, const float *x, const float 
     cd__bmm(b[10], x, w, N, 32, 32, HW, false, true, 1.0f, 0.0f);
     cd__linear_forward(b[11], x, w, v, 128, 784, 128);
     cd__linear_backward(b[12], b[13], NULL, v, x, w, 128, 784, 128);
-    /* The CNN block: dv in b[4] after add_channel's; b[15] is consumed. */
-    cd__ln_gelu_forward(b[14], mean, rstd, x, w, v, v, N2, C2, HW, 1e-5f);
-    memcpy(b[15], w, (size_t)n * sizeof *w);
+    /* The CNN block (GELU' in b[15]); dv in b[4] after add_channel's. */
+    cd__ln_gelu_forward(b[14], b[15], mean, rstd, x, w, v, v, N2, C2, HW, 1e-5f);
     float *ws = buf((int64_t)cd__ln_gelu_workspace(N2, C2, HW));
-    cd__ln_gelu_backward(b[16], b[9], b[9] + C2 * HW, b[4] + N * C, b[15], x, w, v, mean, rstd, N2,
+    cd__ln_gelu_backward(b[16], b[9], b[9] + C2 * HW, b[4] + N * C, w, b[15], x, w, mean, rstd, N2,
                          C2, HW, ws);
 }
 

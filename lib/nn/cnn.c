@@ -30,7 +30,9 @@ typedef struct {
     cd__conv2d conv[MAXL + 1];
     float *z, *tenc, *pre[MAXL], *act[MAXL], *dpre, *dact, *demb;
     float *c[MAXL], *x[MAXL], *mean[MAXL], *rstd[MAXL];
-    float *dx[MAXL], *dc, *ws, *lg_ws;
+    float *gp[MAXL]; /* GELU'(LN(c[i])), saved by a training forward */
+    float *dx[2];    /* dL/dx_i, then dL/dc_i in place, in turns by i */
+    float *ws, *lg_ws;
 } cnn_t;
 
 static cd_status cnn_build(cd_decoder *d)
@@ -110,7 +112,7 @@ static void cnn_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t 
     if (!train) {
         /* Forward only: no gradients, and layer i's buffers are dead once
          * layer i + 1 has read them, so two sets take turns. */
-        m->dpre = m->dact = m->demb = m->dc = m->lg_ws = NULL;
+        m->dpre = m->dact = m->demb = m->dx[0] = m->dx[1] = m->lg_ws = NULL;
         for (int32_t i = 0; i < m->L; i++) {
             if (i < 2) {
                 const size_t sz = n * widest * (size_t)m->HW;
@@ -122,7 +124,7 @@ static void cnn_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t 
                 m->c[i] = m->c[i - 2], m->x[i] = m->x[i - 2];
                 m->mean[i] = m->mean[i - 2], m->rstd[i] = m->rstd[i - 2];
             }
-            m->dx[i] = NULL;
+            m->gp[i] = NULL;
         }
         m->ws = cd__arena_take(a, ws);
         return;
@@ -134,11 +136,12 @@ static void cnn_plan(cd_decoder *d, cd__arena *a, int64_t N, int64_t H, int64_t 
         const size_t sz = n * (size_t)(cfg->hidden[i] * m->HW);
         m->c[i] = cd__arena_take(a, sz);
         m->x[i] = cd__arena_take(a, sz);
-        m->dx[i] = cd__arena_take(a, sz);
+        m->gp[i] = cd__arena_take(a, sz);
         m->mean[i] = cd__arena_take(a, n);
         m->rstd[i] = cd__arena_take(a, n);
     }
-    m->dc = cd__arena_take(a, n * widest * (size_t)m->HW);
+    m->dx[0] = cd__arena_take(a, n * widest * (size_t)m->HW);
+    m->dx[1] = cd__arena_take(a, n * widest * (size_t)m->HW);
     m->ws = cd__arena_take(a, ws);
     m->lg_ws = cd__arena_take(a, lg_ws);
 }
@@ -167,6 +170,7 @@ static void cnn_forward(cd_decoder *d, float *out, const float *z, const float *
         /* LayerNorm + GELU (+ e) run per image right after its convolution,
          * while c[i] of that image is still in cache. */
         cd__ln_gelu_args lg = {m->x[i],
+                               m->gp[i],
                                m->mean[i],
                                m->rstd[i],
                                m->c[i],
@@ -208,27 +212,27 @@ static void cnn_backward(cd_decoder *d, float *dz, const float *dout)
 {
     cnn_t *m = d->impl;
     const int64_t N = m->N, HW = m->HW;
-    /* Each dx[i] is written whole by the convolution above it: no clearing. */
-    cd__conv2d_backward_set(&m->conv[m->L], m->dx[m->L - 1], cd__decoder_grad(d, m->conv_w[m->L]),
+    /* Each gradient buffer is written whole by the convolution above it:
+     * no clearing. */
+    cd__conv2d_backward_set(&m->conv[m->L], m->dx[(m->L - 1) & 1],
+                            cd__decoder_grad(d, m->conv_w[m->L]),
                             cd__decoder_grad(d, m->conv_b[m->L]), dout, m->x[m->L - 1],
                             cd__decoder_value(d, m->conv_w[m->L]), m->ws);
     cd__decoder_stage_done(d);
     memset(m->demb, 0, (size_t)(N * d->cfg.hidden[0]) * sizeof(float));
     for (int32_t i = m->L - 1; i >= 0; i--) {
-        /* dx[i] becomes dL/d LN(c[i]) in place; dc is overwritten, so neither
-         * needs clearing. x_0 = GELU(.) + e: e's gradient is dx_0 summed
-         * over each channel's pixels. */
-        cd__ln_gelu_backward(m->dc, cd__decoder_grad(d, m->ln_w[i]),
-                             cd__decoder_grad(d, m->ln_b[i]), i == 0 ? m->demb : NULL, m->dx[i],
-                             m->c[i], cd__decoder_value(d, m->ln_w[i]),
-                             cd__decoder_value(d, m->ln_b[i]), m->mean[i], m->rstd[i], N,
+        /* dL/dx_i becomes dL/dc_i in place. x_0 = GELU(.) + e: e's gradient
+         * is dL/dx_0 summed over each channel's pixels. */
+        float *g = m->dx[i & 1];
+        cd__ln_gelu_backward(g, cd__decoder_grad(d, m->ln_w[i]), cd__decoder_grad(d, m->ln_b[i]),
+                             i == 0 ? m->demb : NULL, g, m->gp[i], m->c[i],
+                             cd__decoder_value(d, m->ln_w[i]), m->mean[i], m->rstd[i], N,
                              d->cfg.hidden[i], HW, m->lg_ws);
         /* dz (NULL unless asked for) is overwritten, as the API says. */
-        cd__conv2d_backward_set(&m->conv[i], i > 0 ? m->dx[i - 1] : dz,
+        cd__conv2d_backward_set(&m->conv[i], i > 0 ? m->dx[(i - 1) & 1] : dz,
                                 cd__decoder_grad(d, m->conv_w[i]),
-                                cd__decoder_grad(d, m->conv_b[i]), m->dc,
-                                i > 0 ? m->x[i - 1] : m->z, cd__decoder_value(d, m->conv_w[i]),
-                                m->ws);
+                                cd__decoder_grad(d, m->conv_b[i]), g, i > 0 ? m->x[i - 1] : m->z,
+                                cd__decoder_value(d, m->conv_w[i]), m->ws);
         cd__decoder_stage_done(d);
     }
     cd__decoder_label_backward(d, m->demb, d->cfg.hidden[0]);

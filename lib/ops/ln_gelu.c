@@ -4,9 +4,12 @@
  * for 32 x 28 x 28) stay in L2 across the statistics and output passes,
  * where the separate ops streamed the batch through memory five times.
  * Same arithmetic as the separate ops: statistics in double, two passes.
- * y = LN(x) is not stored: backward recomputes it with the same operations
- * (the same bits) from x, which it reads anyway, saving a write and a read
- * of every activation. The affine's gradients are summed in the same pass:
+ * A training forward also saves GELU'(y), y = LN(x): the forward has
+ * 1 + erf(y / sqrt 2) at hand, so GELU' costs it one exp, while recomputing
+ * it in backward took erf and two exps, the bulk of the backward's
+ * arithmetic. y itself is not stored: backward recomputes LN's xhat with
+ * the same operations (the same bits) from x, which it reads anyway. The
+ * affine's gradients are summed in the same pass:
  * each task takes a fixed block of samples into its own partial sums,
  * which a second phase adds in block order, so the bits do not depend on
  * the thread count.
@@ -23,8 +26,8 @@
 #define PCHUNK 1024
 
 typedef struct {
-    float *out, *dx, *dweight, *dbias, *dv, *dout, *mean_out, *rstd_out;
-    const float *x, *weight, *bias, *v, *mean, *rstd;
+    float *out, *gp_out, *dx, *dweight, *dbias, *dv, *mean_out, *rstd_out;
+    const float *x, *weight, *bias, *v, *mean, *rstd, *dout, *gp;
     float *partial; /* [task][2][D]: sum of dn xhat, then of dn */
     int64_t N, C, HW;
     float eps;
@@ -40,7 +43,7 @@ CD__AVX512 static void lg_fwd_avx512(const lg_ctx *c, int64_t n)
     c->mean_out[n] = mf;
     c->rstd_out[n] = rf;
     const __m512 vm = _mm512_set1_ps(mf), vr = _mm512_set1_ps(rf);
-    float *o = c->out + n * D;
+    float *o = c->out + n * D, *gp = c->gp_out ? c->gp_out + n * D : NULL;
     for (int64_t ch = 0; ch < c->C; ch++) {
         const __m512 add = _mm512_set1_ps(c->v ? c->v[n * c->C + ch] : 0.0f);
         for (int64_t j = ch * c->HW; j < (ch + 1) * c->HW; j += 16) {
@@ -48,19 +51,22 @@ CD__AVX512 static void lg_fwd_avx512(const lg_ctx *c, int64_t n)
             const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vm), vr);
             const __m512 yv = _mm512_fmadd_ps(xh, _mm512_maskz_loadu_ps(m, c->weight + j),
                                               _mm512_maskz_loadu_ps(m, c->bias + j));
-            _mm512_mask_storeu_ps(o + j, m, _mm512_add_ps(cd__v_gelu(yv), add));
+            const __m512 e1 = cd__v_gelu_e1(yv);
+            _mm512_mask_storeu_ps(o + j, m, _mm512_add_ps(cd__v_gelu_of(yv, e1), add));
+            if (gp) _mm512_mask_storeu_ps(gp + j, m, cd__v_gelu_grad_of(yv, e1));
         }
     }
 }
 
-/* dout <- dn = dout GELU'(y); dx = rstd (g - mean(g) - xhat mean(g xhat))
- * with g = dn weight; dv[n, ch] += sum of dout over the channel; pw, pb
- * (if not NULL) += dn xhat, dn, or = when first. */
+/* dn = dout GELU'(y); dx = rstd (g - mean(g) - xhat mean(g xhat)) with
+ * g = dn weight; dv[n, ch] += sum of dout over the channel; pw, pb (if not
+ * NULL) += dn xhat, dn, or = when first. dn is formed in both passes
+ * rather than stored, so dx may overwrite dout. */
 CD__AVX512 static void lg_bwd_avx512(const lg_ctx *c, int64_t n, float *pw, float *pb, bool first)
 {
     const int64_t D = c->C * c->HW;
-    const float *x = c->x + n * D;
-    float *go = c->dout + n * D, *dx = c->dx + n * D;
+    const float *x = c->x + n * D, *go = c->dout + n * D, *gp = c->gp + n * D;
+    float *dx = c->dx + n * D;
     const __m512 vm = _mm512_set1_ps(c->mean[n]), vr = _mm512_set1_ps(c->rstd[n]);
     __m512d sg0 = _mm512_setzero_pd(), sg1 = sg0, sx0 = sg0, sx1 = sg0;
     for (int64_t ch = 0; ch < c->C; ch++) {
@@ -71,9 +77,7 @@ CD__AVX512 static void lg_bwd_avx512(const lg_ctx *c, int64_t n, float *pw, floa
             if (c->dv) cd__v_sum_pd(&a0, &a1, g);
             const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vm), vr);
             const __m512 wv = _mm512_maskz_loadu_ps(m, c->weight + j);
-            const __m512 yv = _mm512_fmadd_ps(xh, wv, _mm512_maskz_loadu_ps(m, c->bias + j));
-            const __m512 dn = _mm512_mul_ps(g, cd__v_gelu_grad(yv));
-            _mm512_mask_storeu_ps(go + j, m, dn);
+            const __m512 dn = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, gp + j));
             if (pw) {
                 const __m512 w0 = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, pw + j);
                 const __m512 b0 = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, pb + j);
@@ -93,8 +97,9 @@ CD__AVX512 static void lg_bwd_avx512(const lg_ctx *c, int64_t n, float *pw, floa
     const __m512 mgx = _mm512_set1_ps((float)(sgx / (double)D));
     for (int64_t i = 0; i < D; i += 16) {
         const __mmask16 m = cd__v_mask(D - i);
-        const __m512 gw = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, go + i),
-                                        _mm512_maskz_loadu_ps(m, c->weight + i));
+        const __m512 dn =
+            _mm512_mul_ps(_mm512_maskz_loadu_ps(m, go + i), _mm512_maskz_loadu_ps(m, gp + i));
+        const __m512 gw = _mm512_mul_ps(dn, _mm512_maskz_loadu_ps(m, c->weight + i));
         const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm), vr);
         const __m512 d = _mm512_fnmadd_ps(xh, mgx, _mm512_sub_ps(gw, mg));
         _mm512_mask_storeu_ps(dx + i, m, _mm512_mul_ps(vr, d));
@@ -118,11 +123,14 @@ static void lg_fwd_task(void *ctx, int64_t n)
     cd__ln_stats(x, D, c->eps, &m, &r);
     c->mean_out[n] = m;
     c->rstd_out[n] = r;
-    float *o = c->out + n * D;
+    float *o = c->out + n * D, *gp = c->gp_out ? c->gp_out + n * D : NULL;
     for (int64_t ch = 0; ch < c->C; ch++) {
         const float add = c->v ? c->v[n * c->C + ch] : 0.0f;
-        for (int64_t j = ch * c->HW; j < (ch + 1) * c->HW; j++)
-            o[j] = cd__gelu(fmaf((x[j] - m) * r, c->weight[j], c->bias[j])) + add;
+        for (int64_t j = ch * c->HW; j < (ch + 1) * c->HW; j++) {
+            const float y = fmaf((x[j] - m) * r, c->weight[j], c->bias[j]);
+            o[j] = cd__gelu(y) + add;
+            if (gp) gp[j] = cd__gelu_grad(y);
+        }
     }
 }
 
@@ -135,28 +143,28 @@ static void lg_bwd_one(const lg_ctx *c, int64_t n, float *pw, float *pb, bool fi
     }
 #endif
     const int64_t D = c->C * c->HW;
-    const float *x = c->x + n * D;
-    float *go = c->dout + n * D, *dx = c->dx + n * D;
+    const float *x = c->x + n * D, *go = c->dout + n * D, *gp = c->gp + n * D;
+    float *dx = c->dx + n * D;
     const float m = c->mean[n], r = c->rstd[n];
     double sg = 0.0, sgx = 0.0;
     for (int64_t ch = 0; ch < c->C; ch++) {
         double a = 0.0;
         for (int64_t j = ch * c->HW; j < (ch + 1) * c->HW; j++) {
             a += go[j];
-            const float xh = (x[j] - m) * r;
-            go[j] *= cd__gelu_grad(fmaf(xh, c->weight[j], c->bias[j]));
+            const float xh = (x[j] - m) * r, dn = go[j] * gp[j];
             if (pw) {
-                pw[j] = fmaf(go[j], xh, first ? 0.0f : pw[j]);
-                pb[j] = go[j] + (first ? 0.0f : pb[j]);
+                pw[j] = fmaf(dn, xh, first ? 0.0f : pw[j]);
+                pb[j] = dn + (first ? 0.0f : pb[j]);
             }
-            const float g = go[j] * c->weight[j];
+            const float g = dn * c->weight[j];
             sg += g;
             sgx += (double)g * xh;
         }
         if (c->dv) c->dv[n * c->C + ch] += (float)a;
     }
     const float mg = (float)(sg / (double)D), mgx = (float)(sgx / (double)D);
-    for (int64_t i = 0; i < D; i++) dx[i] = r * (go[i] * c->weight[i] - mg - (x[i] - m) * r * mgx);
+    for (int64_t i = 0; i < D; i++)
+        dx[i] = r * (go[i] * gp[i] * c->weight[i] - mg - (x[i] - m) * r * mgx);
 }
 
 /* Samples [t PBLOCK, (t + 1) PBLOCK), their affine gradients into
@@ -195,6 +203,7 @@ void cd__ln_gelu_forward_task(void *args, int64_t n)
 {
     const cd__ln_gelu_args *a = args;
     const lg_ctx c = {.out = a->out,
+                      .gp_out = a->gp,
                       .mean_out = a->mean,
                       .rstd_out = a->rstd,
                       .x = a->x,
@@ -208,11 +217,12 @@ void cd__ln_gelu_forward_task(void *args, int64_t n)
     lg_fwd_task((void *)&c, n);
 }
 
-void cd__ln_gelu_forward(float *out, float *mean, float *rstd, const float *x, const float *weight,
-                         const float *bias, const float *v, int64_t N, int64_t C, int64_t HW,
-                         float eps)
+void cd__ln_gelu_forward(float *out, float *gp, float *mean, float *rstd, const float *x,
+                         const float *weight, const float *bias, const float *v, int64_t N,
+                         int64_t C, int64_t HW, float eps)
 {
     lg_ctx c = {.out = out,
+                .gp_out = gp,
                 .mean_out = mean,
                 .rstd_out = rstd,
                 .x = x,
@@ -231,8 +241,8 @@ size_t cd__ln_gelu_workspace(int64_t N, int64_t C, int64_t HW)
     return (size_t)(2 * ((N + PBLOCK - 1) / PBLOCK) * C * HW);
 }
 
-void cd__ln_gelu_backward(float *dx, float *dweight, float *dbias, float *dv, float *dout,
-                          const float *x, const float *weight, const float *bias, const float *mean,
+void cd__ln_gelu_backward(float *dx, float *dweight, float *dbias, float *dv, const float *dout,
+                          const float *gp, const float *x, const float *weight, const float *mean,
                           const float *rstd, int64_t N, int64_t C, int64_t HW, float *ws)
 {
     lg_ctx c = {.dx = dx,
@@ -240,9 +250,9 @@ void cd__ln_gelu_backward(float *dx, float *dweight, float *dbias, float *dv, fl
                 .dbias = dbias,
                 .dv = dv,
                 .dout = dout,
+                .gp = gp,
                 .x = x,
                 .weight = weight,
-                .bias = bias,
                 .mean = mean,
                 .rstd = rstd,
                 .N = N,

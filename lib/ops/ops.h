@@ -194,32 +194,33 @@ void cd__layernorm_backward(float *dx, float *dweight, float *dbias, const float
  *   out = GELU(LN(x)) + v[n, c] over the HW pixels of channel c, where LN
  *   has the affine weight and bias (D floats each, required) and v (N x C)
  *   may be NULL.
- * mean and rstd (N floats) are saved for backward.
+ * mean and rstd (N floats) are saved for backward, and so is gp =
+ * GELU'(LN(x)) (N x C x HW) unless gp is NULL, as in a forward-only pass.
  */
-void cd__ln_gelu_forward(float *out, float *mean, float *rstd, const float *x, const float *weight,
-                         const float *bias, const float *v, int64_t N, int64_t C, int64_t HW,
-                         float eps);
+void cd__ln_gelu_forward(float *out, float *gp, float *mean, float *rstd, const float *x,
+                         const float *weight, const float *bias, const float *v, int64_t N,
+                         int64_t C, int64_t HW, float eps);
 /* Sample n of cd__ln_gelu_forward as a task over these arguments, for
  * cd__conv2d_forward_epi. */
 typedef struct cd__ln_gelu_args {
-    float *out, *mean, *rstd;
+    float *out, *gp, *mean, *rstd;
     const float *x, *weight, *bias, *v;
     int64_t N, C, HW;
     float eps;
 } cd__ln_gelu_args;
 void cd__ln_gelu_forward_task(void *args, int64_t n);
 /*
- * Its backward, with two exceptions to the conventions above that save the
- * decoder two passes over memory: dout (dL/d out) is consumed, overwritten
- * with dL/d LN(x), and dx is OVERWRITTEN with dL/dx (it must not be NULL).
+ * Its backward, from the forward's gp, with one exception to the
+ * conventions above that saves the decoder a pass over memory: dx is
+ * OVERWRITTEN with dL/dx (it must not be NULL), and may be dout itself.
  * dweight, dbias and dv (dL/dv, the sum of dout over each channel's pixels)
  * are added into as usual and may be NULL. ws holds
  * cd__ln_gelu_workspace(N, C, HW) floats (a quarter of x) for the affine's
  * partial gradients.
  */
 size_t cd__ln_gelu_workspace(int64_t N, int64_t C, int64_t HW);
-void cd__ln_gelu_backward(float *dx, float *dweight, float *dbias, float *dv, float *dout,
-                          const float *x, const float *weight, const float *bias, const float *mean,
+void cd__ln_gelu_backward(float *dx, float *dweight, float *dbias, float *dv, const float *dout,
+                          const float *gp, const float *x, const float *weight, const float *mean,
                           const float *rstd, int64_t N, int64_t C, int64_t HW, float *ws);
 
 /* ---- embed.c: the decoders' time encodings ------------------------------ */
