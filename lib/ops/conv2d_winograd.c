@@ -266,7 +266,8 @@ CD__AVX512 void cd__wg_input(float *V, int64_t vs, const float *fr, int64_t CiP,
 /* M[t][co..] = sum_k V[t][k] U[k][co..] for nt tiles and nv vectors of 16
  * output channels, summed in k order. */
 CD__ALWAYS_INLINE CD__AVX512 void wg_mk(int nt, int nv, int64_t K, const float *V, int64_t vs,
-                                        const float *U, int64_t us, float *M, int64_t ms)
+                                        const float *U, int64_t us, float *M, int64_t ms,
+                                        const float *pf)
 {
     __m512 acc[WG_NT][2];
     CD__UNROLL
@@ -274,6 +275,8 @@ CD__ALWAYS_INLINE CD__AVX512 void wg_mk(int nt, int nv, int64_t K, const float *
     for (int64_t k = 0; k < K; k++) {
         const __m512 u0 = _mm512_loadu_ps(U + k * us);
         const __m512 u1 = nv > 1 ? _mm512_loadu_ps(U + k * us + 16) : u0;
+        _mm_prefetch((const char *)(pf + k * us), _MM_HINT_T1);
+        if (nv > 1) _mm_prefetch((const char *)(pf + k * us + 16), _MM_HINT_T1);
         CD__UNROLL
         for (int t = 0; t < nt; t++) {
             const __m512 b = _mm512_set1_ps(V[t * vs + k]);
@@ -288,15 +291,17 @@ CD__ALWAYS_INLINE CD__AVX512 void wg_mk(int nt, int nv, int64_t K, const float *
     }
 }
 
-typedef void (*wg_mk_fn)(int64_t, const float *, int64_t, const float *, int64_t, float *, int64_t);
+typedef void (*wg_mk_fn)(int64_t, const float *, int64_t, const float *, int64_t, float *, int64_t,
+                         const float *);
 
 /* Every tile count up to WG_NT, so the last micro-tile of a task keeps its
  * accumulators in registers too. */
 #define WG_MK(NT, NV)                                                                          \
     static CD__AVX512 void wg_mk_##NT##_##NV(int64_t K, const float *V, int64_t vs,            \
-                                             const float *U, int64_t us, float *M, int64_t ms) \
+                                             const float *U, int64_t us, float *M, int64_t ms, \
+                                             const float *pf)                                  \
     {                                                                                          \
-        wg_mk(NT, NV, K, V, vs, U, us, M, ms);                                                 \
+        wg_mk(NT, NV, K, V, vs, U, us, M, ms, pf);                                             \
     }
 #define WG_MK2(NT) WG_MK(NT, 1) WG_MK(NT, 2)
 WG_MK2(1)
@@ -333,12 +338,18 @@ static void wg_products(float *M, const float *V, const float *U, int64_t tt, co
         for (int64_t co = 0; co < CoP; co += 32) {
             const int nv = CoP - co >= 32 ? 2 : 1;
             const float *Ub = Ux + co * CiP;
+            /* U's blocks follow each other in memory: pull the next one
+             * into L2 while this one is used (the last pulls itself).
+             * Where U outgrows L2, as at 7 x 7, every task streams it
+             * from L3. */
+            const float *pf = Ub + CiP * 16 * nv < U + p->u ? Ub + CiP * 16 * nv : Ub;
             /* Micro-tiles of nearly equal size: 49 tiles as 10+10+10+10+9
              * rather than 12+12+12+12+1. */
             const int64_t nmt = cd__ceil_div(tt, WG_NT);
             for (int64_t i = 0, t = 0; i < nmt; i++) {
                 const int nt = (int)((tt - t) / (nmt - i));
-                wg_mks[nt - 1][nv - 1](CiP, Vx + t * CiP, CiP, Ub, 16 * nv, Mx + t * CoP + co, CoP);
+                wg_mks[nt - 1][nv - 1](CiP, Vx + t * CiP, CiP, Ub, 16 * nv, Mx + t * CoP + co, CoP,
+                                       pf);
                 t += nt;
             }
         }
