@@ -20,8 +20,10 @@
  *   - tasks take fixed blocks of images. A task copies its images into
  *     zero-padded channel-minor frames [Hp][Wp][CiP], so the input
  *     transform works on 16 channels per vector; transforms them into
- *     V[36][tiles][CiP]; forms M[36][tiles][CoP] = V U one component at a
- *     time (U's 32-channel block stays in L1 across the tiles); transforms
+ *     V[tiles][36][CiP] (a tile's components side by side, so that the
+ *     transform writes one run of memory rather than 36 streams); forms
+ *     M[tiles][36][CoP] = V U one component at a time (U's 32-channel
+ *     block stays in L1 across the tiles); transforms
  *     M back, adds the bias, transposes 16 channels x 16 pixels and stores
  *     the images; then runs the epilogue on them.
  * Tasks run in rounds of WG_TASKS, each round's task k using slice k of
@@ -51,6 +53,7 @@
 typedef struct {
     cd__wg_geom g;
     int64_t vs, ms;      /* floats per component of V, of M */
+    int64_t vt, mt;      /* floats per tile of V, of M */
     int64_t frame;       /* floats per image frame */
     int64_t SW;          /* pixels in the output strip: 4 W_out rounded up to 16 */
     int64_t u, v, m, fm; /* floats of U, of V and M per task, of frames or M */
@@ -63,12 +66,15 @@ static wg_plan wg_planner(const cd__conv2d *c)
     p.g = cd__wg_geometry(c);
     p.frame = p.g.Hp * p.g.Wp * p.g.CiP;
     p.u = WG_XI * p.g.CiP * p.g.CoP;
-    /* A cache line more per component: at strides of a multiple of 4 KiB,
-     * the transforms' 36 loads or stores would all fall in one L1 set. */
-    p.vs = p.g.TT * p.g.CiP + 16;
-    p.ms = p.g.TT * p.g.CoP + 16;
-    p.v = WG_XI * p.vs;
-    p.m = WG_XI * p.ms;
+    /* A cache line more per tile: at strides of a multiple of 4 KiB (256
+     * channels), the products' rows of tiles would all fall in one L1
+     * set. */
+    p.vs = p.g.CiP;
+    p.ms = p.g.CoP;
+    p.vt = WG_XI * p.g.CiP + 16;
+    p.mt = WG_XI * p.g.CoP + 16;
+    p.v = p.g.TT * p.vt;
+    p.m = p.g.TT * p.mt;
     /* The frames are dead once V holds their transform, so M reuses them. */
     p.fm = cd__max64(p.g.IB * p.frame, p.m);
     p.SW = cd__round_up(WG_M * c->W_out, 16);
@@ -234,8 +240,8 @@ CD__AVX512 void cd__wg_frame(float *fr, const float *img, int64_t C, int64_t CiP
     }
 }
 
-CD__AVX512 void cd__wg_input(float *V, int64_t vs, const float *fr, int64_t CiP, int64_t Wp,
-                             int64_t TH, int64_t TW, int64_t tile0)
+CD__AVX512 void cd__wg_input(float *V, int64_t vs, int64_t vt, const float *fr, int64_t CiP,
+                             int64_t Wp, int64_t TH, int64_t TW, int64_t tile0)
 {
     for (int64_t ty = 0; ty < TH; ty++)
         for (int64_t tx = 0; tx < TW; tx++) {
@@ -250,7 +256,7 @@ CD__AVX512 void cd__wg_input(float *V, int64_t vs, const float *fr, int64_t CiP,
                           _mm512_loadu_ps(row + 2 * CiP), _mm512_loadu_ps(row + 3 * CiP),
                           _mm512_loadu_ps(row + 4 * CiP), _mm512_loadu_ps(row + 5 * CiP));
                 }
-                float *v = V + tile * CiP + cb;
+                float *v = V + tile * vt + cb;
                 CD__UNROLL
                 for (int l = 0; l < WG_A; l++) {
                     __m512 col[WG_A];
@@ -348,8 +354,8 @@ static void wg_products(float *M, const float *V, const float *U, int64_t tt, co
             const int64_t nmt = cd__ceil_div(tt, WG_NT);
             for (int64_t i = 0, t = 0; i < nmt; i++) {
                 const int nt = (int)((tt - t) / (nmt - i));
-                wg_mks[nt - 1][nv - 1](CiP, Vx + t * CiP, CiP, Ub, 16 * nv, Mx + t * CoP + co, CoP,
-                                       pf);
+                wg_mks[nt - 1][nv - 1](CiP, Vx + t * p->vt, p->vt, Ub, 16 * nv, Mx + t * p->mt + co,
+                                       p->mt, pf);
                 t += nt;
             }
         }
@@ -372,7 +378,7 @@ static CD__AVX512 void wg_output(float *out, const float *M, int64_t tile0, cons
         for (int64_t ty = 0; ty < p->g.TH; ty++) {
             const int64_t ny = cd__min64(WG_M, Ho - WG_M * ty), npx = ny * Wo;
             for (int64_t tx = 0; tx < p->g.TW; tx++) {
-                const float *m = M + (tile0 + ty * p->g.TW + tx) * CoP + cb;
+                const float *m = M + (tile0 + ty * p->g.TW + tx) * p->mt + cb;
                 const int64_t nx = cd__min64(WG_M, Wo - WG_M * tx);
                 __m512 r[WG_M][WG_A];
                 CD__UNROLL
@@ -440,7 +446,7 @@ static void wg_task(void *ctx, int64_t k)
         float *fr = F + t * p->frame;
         cd__wg_frame(fr, j->in + (n0 + t) * in_img, c->C_in, p->g.CiP, c->H, c->W, p->g.Hp,
                      p->g.Wp);
-        cd__wg_input(V, p->vs, fr, p->g.CiP, p->g.Wp, p->g.TH, p->g.TW, t * p->g.P);
+        cd__wg_input(V, p->vs, p->vt, fr, p->g.CiP, p->g.Wp, p->g.TH, p->g.TW, t * p->g.P);
     }
     wg_products(M, V, j->U, nimg * p->g.P, p);
     for (int64_t t = 0; t < nimg; t++)

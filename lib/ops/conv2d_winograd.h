@@ -53,10 +53,10 @@ void cd__wg_frame(float *fr, const float *img, int64_t C, int64_t CP, int64_t H,
                   int64_t Hp, int64_t Wp);
 
 /* V[xi][tile0 + tile][CP] = B^T d B for every tile of one frame
- * (TH x TW tiles, 4 apart, each reading a 6x6 patch); vs floats per
- * component. Two roundings per dimension. */
-void cd__wg_input(float *V, int64_t vs, const float *fr, int64_t CP, int64_t Wp, int64_t TH,
-                  int64_t TW, int64_t tile0);
+ * (TH x TW tiles, 4 apart, each reading a 6x6 patch), component xi of a
+ * tile at V + tile vt + xi vs. Two roundings per dimension. */
+void cd__wg_input(float *V, int64_t vs, int64_t vt, const float *fr, int64_t CP, int64_t Wp,
+                  int64_t TH, int64_t TW, int64_t tile0);
 
 #endif /* CD__CONV_X86 */
 #endif /* CD_CONV2D_WINOGRAD_H */

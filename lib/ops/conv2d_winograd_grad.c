@@ -140,7 +140,7 @@ static void wgd_transform_task(void *ctx, int64_t k)
         const int64_t tile0 = k * p->g.TT + t * p->g.P;
         cd__wg_frame(fr, j->in + (n0 + t) * in_img, c->C_in, p->g.CiP, c->H, c->W, p->g.Hp,
                      p->g.Wp);
-        cd__wg_input(j->V, p->vs, fr, p->g.CiP, p->g.Wp, p->g.TH, p->g.TW, tile0);
+        cd__wg_input(j->V, p->vs, p->g.CiP, fr, p->g.CiP, p->g.Wp, p->g.TH, p->g.TW, tile0);
         cd__wg_frame(fr, j->dout + (n0 + t) * out_img, c->C_out, p->g.CoP, c->H_out, c->W_out,
                      p->g.Hp, p->g.Wp);
         wgd_dout(j->D, p->ds, fr, p->g.CoP, p, tile0);
