@@ -60,6 +60,53 @@ START_TEST(nested_loops_complete)
 }
 END_TEST
 
+/* cd__task_slot: below min(n, threads), never held by two running tasks
+ * at once, 0 inside a loop run inline, and the task's own again after it. */
+typedef struct {
+    atomic_int busy[8];
+    atomic_int bad;
+    int64_t limit;
+} slot_ctx;
+
+static void inline_slot_task(void *ctx, int64_t i)
+{
+    (void)i;
+    if (cd__task_slot() != 0) atomic_fetch_add((atomic_int *)ctx, 1);
+}
+
+static void slot_task(void *ctx, int64_t i)
+{
+    slot_ctx *c = ctx;
+    const int64_t s = cd__task_slot();
+    if (s < 0 || s >= c->limit) {
+        atomic_fetch_add(&c->bad, 1);
+        return;
+    }
+    if (atomic_exchange(&c->busy[s], 1) != 0) atomic_fetch_add(&c->bad, 1);
+    volatile double x = 0.0;
+    for (int k = 0; k < 2000; k++) x += (double)k;
+    if (i % 7 == 0) {
+        cd__parallel_for(3, inline_slot_task, &c->bad);
+        if (cd__task_slot() != s) atomic_fetch_add(&c->bad, 1);
+    }
+    atomic_store(&c->busy[s], 0);
+}
+
+START_TEST(task_slots_are_exclusive)
+{
+    const int64_t threads[] = {1, 2, 3, 8}, ns[] = {1, 2, 3, 5, 64, 1000};
+    for (size_t a = 0; a < sizeof threads / sizeof threads[0]; a++)
+        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++) {
+            CD_ASSERT_OK(cd_set_num_threads(threads[a]));
+            slot_ctx c = {.limit = ns[b] < threads[a] ? ns[b] : threads[a]};
+            cd__parallel_for(ns[b], slot_task, &c);
+            ck_assert_msg(atomic_load(&c.bad) == 0, "%d slot faults, %lld threads, n = %lld",
+                          atomic_load(&c.bad), (long long)threads[a], (long long)ns[b]);
+            ck_assert_int_eq(cd__task_slot(), 0);
+        }
+}
+END_TEST
+
 static void *hammer(void *arg)
 {
     (void)arg;
@@ -175,6 +222,7 @@ static Suite *make_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, every_task_runs_once);
     tcase_add_test(tc, nested_loops_complete);
+    tcase_add_test(tc, task_slots_are_exclusive);
     tcase_add_test(tc, concurrent_callers_complete);
     tcase_add_test(tc, thread_count_bounds);
     tcase_add_test(tc, forked_child_can_run_parallel_loops);

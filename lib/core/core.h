@@ -275,5 +275,11 @@ cd_status cd__rng_normal_window(cd_rng *rng, float *out, int64_t first, int64_t 
 
 typedef void (*cd__task_fn)(void *ctx, int64_t i);
 void cd__parallel_for(int64_t n, cd__task_fn fn, void *ctx);
+/* Inside a task: the slot of the thread running it, below the number of
+ * threads that took tasks of this cd__parallel_for (so below its n and the
+ * thread count). Scratch memory kept per slot rather than per task is
+ * reused by one thread from task to task and stays in its caches; results
+ * must not depend on which slot a task gets. */
+int64_t cd__task_slot(void);
 
 #endif /* CD_CORE_H */

@@ -44,7 +44,8 @@ typedef struct {
     void *ctx;
     int64_t n;
     atomic_int_fast64_t next;
-    int32_t active; /* workers still inside the current job */
+    atomic_int_fast64_t slots; /* slots handed out in the current job */
+    int32_t active;            /* workers still inside the current job */
 } pool_t;
 
 static pool_t g_pool = {
@@ -100,11 +101,19 @@ static uint64_t flush_begin(void) { return 0; }
 static void flush_end(uint64_t saved) { (void)saved; }
 #endif
 
+static _Thread_local int64_t t_slot;
+
+int64_t cd__task_slot(void) { return t_slot; }
+
+/* A slot is handed out with a thread's first task, so threads that find
+ * no task left take none and slots stay below the task count. */
 static void run_tasks(pool_t *p)
 {
+    bool slotted = false;
     for (;;) {
         int64_t i = atomic_fetch_add(&p->next, 1);
         if (i >= p->n) break;
+        if (!slotted) t_slot = atomic_fetch_add(&p->slots, 1), slotted = true;
         p->fn(p->ctx, i);
     }
 }
@@ -161,8 +170,12 @@ void cd__parallel_for(int64_t n, cd__task_fn fn, void *ctx)
     int64_t threads = cd_get_num_threads();
     if (n <= 0) return;
     const uint64_t mode = flush_begin();
+    /* A loop run inside a task keeps that task's slot once it returns. */
+    const int64_t slot = t_slot;
     if (n == 1 || threads <= 1 || pthread_mutex_trylock(&g_pool.busy) != 0) {
+        t_slot = 0;
         for (int64_t i = 0; i < n; i++) fn(ctx, i);
+        t_slot = slot;
         flush_end(mode);
         return;
     }
@@ -173,6 +186,7 @@ void cd__parallel_for(int64_t n, cd__task_fn fn, void *ctx)
     p->ctx = ctx;
     p->n = n;
     atomic_store(&p->next, 0);
+    atomic_store(&p->slots, 0);
     p->active = p->n_workers;
     p->generation++;
     pthread_cond_broadcast(&p->wake);
@@ -184,6 +198,7 @@ void cd__parallel_for(int64_t n, cd__task_fn fn, void *ctx)
     while (p->active > 0) pthread_cond_wait(&p->done, &p->lock);
     pthread_mutex_unlock(&p->lock);
     pthread_mutex_unlock(&p->busy);
+    t_slot = slot;
     flush_end(mode);
 }
 

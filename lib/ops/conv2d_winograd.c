@@ -26,8 +26,9 @@
  *     block stays in L1 across the tiles); transforms
  *     M back, adds the bias, transposes 16 channels x 16 pixels and stores
  *     the images; then runs the epilogue on them.
- * Tasks run in rounds of WG_TASKS, each round's task k using slice k of
- * the workspace, so the workspace stops growing with N. Every output is
+ * Tasks run in rounds of WG_TASKS, so the workspace stops growing with N:
+ * a slice of it per thread (cd__task_slot), which keeps its V, M and
+ * frames in that thread's L2 from task to task. Every output is
  * summed by one task in a fixed order: the bits never depend on the
  * thread count.
  *
@@ -438,7 +439,7 @@ static void wg_task(void *ctx, int64_t k)
     const wg_plan *p = j->p;
     const int64_t n0 = j->n0 + k * p->g.IB, nimg = cd__min64(p->g.IB, c->N - n0);
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
-    float *V = j->slices + k * p->slice, *F = V + p->v, *M = F, *strip = F + p->fm;
+    float *V = j->slices + cd__task_slot() * p->slice, *F = V + p->v, *M = F, *strip = F + p->fm;
     /* The strip's pixels past the image are transposed but never stored:
      * keep them finite. */
     memset(strip, 0, (size_t)(p->SW * 16) * sizeof *strip);

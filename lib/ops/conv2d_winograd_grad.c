@@ -135,7 +135,7 @@ static void wgd_transform_task(void *ctx, int64_t k)
     const wgd_plan *p = j->p;
     const int64_t n0 = j->n0 + k * p->g.IB, nimg = cd__min64(p->g.IB, c->N - n0);
     const int64_t in_img = c->C_in * c->H * c->W, out_img = c->C_out * c->H_out * c->W_out;
-    float *fr = j->frames + k * p->frame;
+    float *fr = j->frames + cd__task_slot() * p->frame;
     for (int64_t t = 0; t < nimg; t++) {
         const int64_t tile0 = k * p->g.TT + t * p->g.P;
         cd__wg_frame(fr, j->in + (n0 + t) * in_img, c->C_in, p->g.CiP, c->H, c->W, p->g.Hp,
