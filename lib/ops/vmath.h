@@ -114,6 +114,17 @@ CD__AVX512 static inline __m512 cd__v_erf(__m512 a)
     const __m512i sign = _mm512_set1_epi32((int32_t)0x80000000u);
     const __m512 t = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(a)));
     const __m512 s = _mm512_mul_ps(a, a);
+    __m512 p = CD__V1(-5.96761703e-4f);
+    p = _mm512_fmadd_ps(p, s, CD__V1(4.99119423e-3f));
+    p = _mm512_fmadd_ps(p, s, CD__V1(-2.67681349e-2f));
+    p = _mm512_fmadd_ps(p, s, CD__V1(1.12819925e-1f));
+    p = _mm512_fmadd_ps(p, s, CD__V1(-3.76125336e-1f));
+    p = _mm512_fmadd_ps(p, s, CD__V1(1.28379166e-1f));
+    p = _mm512_fmadd_ps(p, a, a);
+    const __mmask16 m = _mm512_cmp_ps_mask(t, CD__V1(0.927734375f), _CMP_GT_OQ);
+    /* No lane needs the exp branch (the blend below would pick p in every
+     * lane): skip it. Pre-activations near zero make this common. */
+    if (!m) return p;
     const __m512 u = _mm512_min_ps(t, CD__V1(4.0f));
     __m512 r = _mm512_fmadd_ps(CD__V1(-1.72853470e-5f), u, CD__V1(3.83197126e-4f));
     const __m512 q = _mm512_fmadd_ps(CD__V1(-3.88396438e-3f), u, CD__V1(2.42546219e-2f));
@@ -125,14 +136,6 @@ CD__AVX512 static inline __m512 cd__v_erf(__m512 a)
     r = _mm512_sub_ps(CD__V1(1.0f), cd__v_exp_neg(r));
     const __m512i big =
         _mm512_or_si512(_mm512_castps_si512(r), _mm512_and_si512(sign, _mm512_castps_si512(a)));
-    __m512 p = CD__V1(-5.96761703e-4f);
-    p = _mm512_fmadd_ps(p, s, CD__V1(4.99119423e-3f));
-    p = _mm512_fmadd_ps(p, s, CD__V1(-2.67681349e-2f));
-    p = _mm512_fmadd_ps(p, s, CD__V1(1.12819925e-1f));
-    p = _mm512_fmadd_ps(p, s, CD__V1(-3.76125336e-1f));
-    p = _mm512_fmadd_ps(p, s, CD__V1(1.28379166e-1f));
-    p = _mm512_fmadd_ps(p, a, a);
-    const __mmask16 m = _mm512_cmp_ps_mask(t, CD__V1(0.927734375f), _CMP_GT_OQ);
     return _mm512_mask_blend_ps(m, p, _mm512_castsi512_ps(big));
 }
 
