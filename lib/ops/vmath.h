@@ -123,7 +123,8 @@ CD__AVX512 static inline __m512 cd__v_erf(__m512 a)
     p = _mm512_fmadd_ps(p, a, a);
     const __mmask16 m = _mm512_cmp_ps_mask(t, CD__V1(0.927734375f), _CMP_GT_OQ);
     /* No lane needs the exp branch (the blend below would pick p in every
-     * lane): skip it. Pre-activations near zero make this common. */
+     * lane): skip it. Common in a freshly initialised network, whose
+     * pre-activations sit near zero; rarer in a trained one. */
     if (!m) return p;
     const __m512 u = _mm512_min_ps(t, CD__V1(4.0f));
     __m512 r = _mm512_fmadd_ps(CD__V1(-1.72853470e-5f), u, CD__V1(3.83197126e-4f));
