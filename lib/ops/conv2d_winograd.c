@@ -58,7 +58,7 @@ typedef struct {
     int64_t frame;       /* floats per image frame */
     int64_t SW;          /* pixels in the output strip: 4 W_out rounded up to 16 */
     int64_t u, v, m, fm; /* floats of U, of V and M per task, of frames or M */
-    int64_t slice;       /* floats per task */
+    int64_t slice;       /* floats per thread's slot */
 } wg_plan;
 
 static wg_plan wg_planner(const cd__conv2d *c)
@@ -271,7 +271,8 @@ CD__AVX512 void cd__wg_input(float *V, int64_t vs, int64_t vt, const float *fr, 
 }
 
 /* M[t][co..] = sum_k V[t][k] U[k][co..] for nt tiles and nv vectors of 16
- * output channels, summed in k order. */
+ * output channels, summed in k order; pf[k][..], the next block of U, is
+ * fetched into L2 on the way. */
 CD__ALWAYS_INLINE CD__AVX512 void wg_mk(int nt, int nv, int64_t K, const float *V, int64_t vs,
                                         const float *U, int64_t us, float *M, int64_t ms,
                                         const float *pf)

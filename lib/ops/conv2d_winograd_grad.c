@@ -46,7 +46,7 @@ typedef struct {
     cd__wg_geom g;
     int64_t vs, ds;  /* floats per component of V, of D: a round's tiles */
     int64_t z, v, d; /* floats of Z, V, D */
-    int64_t frame;   /* floats per task's frame */
+    int64_t frame;   /* floats of a thread slot's frame */
 } wgd_plan;
 
 static wgd_plan wgd_planner(const cd__conv2d *c)
