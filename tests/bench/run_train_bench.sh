@@ -7,16 +7,25 @@
 #
 # For each decoder, alternates R rounds (default 3) of
 #   - bench_decoder --workload train at batch 128: forward and backward of
-#     the network alone, as PyTorch's side of docs/performance.md times it;
+#     the network alone, as PyTorch's side of docs/performance.md times it,
+#     repeated as many times as the epoch below has steps;
 #   - colddiff train --preset ddpm-cnn-good / cold-blur-unet at batch 128,
 #     one epoch of the first N training images (default 2560, 20 steps):
 #     the data, the degradation, the loss, Adam, the EMA, and a validation
 #     batch of 128 images, as a user's run pays them.
-# and prints a markdown table: images/s of each (best over the rounds; the
-# epoch's seconds count its validation batch too) and their ratio, against
-# the step's best time and against its median. The epoch's sample grid and
+# and prints a markdown table: images/s of each, and their ratios. The
+# epoch's seconds count its validation batch too; its sample grid and
 # restorations come after its time is taken, and are kept to a few images
 # so that the rounds stay short.
+#
+# Two ratios, because these machines run a short burst faster than a
+# stretch of minutes (a UNet step's time spreads by 40% and more within
+# one run of a hundred steps):
+#   - the epoch against the step's best time over all rounds (a burst);
+#   - the epoch against the median step of its own round, timed over as
+#     many steps as the epoch that follows it: the same work for the same
+#     length of time, so what is left is what training adds. Each round's
+#     ratio is printed, then their median.
 # The environment is left as it is (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE).
 set -eu
 
@@ -58,11 +67,12 @@ done
 work=$(mktemp -d "${TMPDIR:-/tmp}/train-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT HUP INT TERM
 
-# images/s of the network's step at batch 128, from the JSON line: its
-# best time and its median ("best median").
+# images/s of the network's step at batch 128 over as many steps as an
+# epoch, from the JSON line: its best time and its median ("best median").
+steps=$(((images + 127) / 128))
 step_rate() { # model
     "$bench" --model "$1" --workload train --batch 128 --threads "$threads" \
-        --reps 5 --warmup 2 --json |
+        --reps "$steps" --warmup 2 --json |
         sed -n 's/.*"best_ms": *\([0-9.]*\).*"median_ms": *\([0-9.]*\).*/\1 \2/p' |
         awk '{ printf "%.1f %.1f", 128000 / $1, 128000 / $2 }'
 }
@@ -83,33 +93,33 @@ train_rate() { # model
 }
 
 best() { tr ' ' '\n' | awk 'NF && $1 > b { b = $1 } END { printf "%.1f", b }'; }
+median() { tr ' ' '\n' | awk 'NF' | sort -n | awk '{ v[NR] = $1 }
+    END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 cpu=$(LC_ALL=C lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); CPU: ${cpu:-unknown}; $threads thread(s)"
-echo "- $rounds alternating rounds; colddiff train: 1 epoch of $images images at batch 128"
+echo "- $rounds alternating rounds; colddiff train: 1 epoch of $images images at batch 128;"
+echo "  the network's step timed $steps times per round"
 echo "- load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| decoder | network step img/s, best (median) | colddiff train img/s | train / step best (median) |"
-echo "|---|---:|---:|---:|"
+echo "| decoder | network step img/s, best (median) | colddiff train img/s | train / best step | train / its round's median step |"
+echo "|---|---:|---:|---:|---:|"
 for m in cnn unet; do
     [ "$model" = both ] || [ "$model" = "$m" ] || continue
-    steps= medians= trains= r=1
+    bests= medians= trains= ratios= r=1
     while [ "$r" -le "$rounds" ]; do
         echo "$m: round $r/$rounds" >&2
         set -- $(step_rate "$m")
-        steps="$steps $1" medians="$medians $2"
-        trains="$trains $(train_rate "$m")"
+        t=$(train_rate "$m")
+        bests="$bests $1" medians="$medians $2" trains="$trains $t"
+        ratios="$ratios $(awk -v t="$t" -v m="$2" 'BEGIN { printf "%.2f", t / m }')"
         r=$((r + 1))
     done
-    # Best over the rounds of each: the rounds that ran on the quietest
-    # machine. A step's median is the fairer yardstick for an epoch, which
-    # averages all of its steps.
-    s=$(echo "$steps" | best)
+    s=$(echo "$bests" | best)
     md=$(echo "$medians" | best)
     t=$(echo "$trains" | best)
-    echo "| $m | $s ($md) | $t | $(awk -v t="$t" -v s="$s" -v m="$md" \
-        'BEGIN { printf "%.2f (%.2f)", t / s, t / m }') |"
-    echo "  ($m rounds: step$steps; step medians$medians; train$trains)" >&2
+    echo "| $m | $s ($md) | $t | $(awk -v t="$t" -v s="$s" 'BEGIN { printf "%.2f", t / s }') |$ratios (median $(echo "$ratios" | median)) |"
+    echo "  ($m rounds: step$bests; step medians$medians; train$trains)" >&2
 done
 echo
 echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
