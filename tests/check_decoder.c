@@ -320,6 +320,104 @@ START_TEST(infer_equals_forward)
 }
 END_TEST
 
+/* Convolutions whose weights a forward-only pass keeps prepared. */
+static int64_t prepared_count(const cd_decoder *d)
+{
+    int64_t k = 0;
+    for (int64_t i = 0; d->prepared && i < cd_params_count(d->params); i++)
+        k += !!d->prepared[i].prep;
+    return k;
+}
+
+/* A forward-only pass prepares the weights of the Winograd and spectral
+ * convolutions once and reuses them while they are unchanged. Changing a
+ * single float of any convolution's weights through cd_params_data must
+ * reach the next pass, as must a batch of another size; the reference is
+ * a twin decoder (same seed) whose training forwards never prepare. */
+START_TEST(infer_follows_changed_weights)
+{
+    for (int k = 0; k < 2; k++) {
+        const cd_decoder_kind type = k ? CD_DECODER_UNET : CD_DECODER_CNN;
+        const char *name = k ? "unet" : "cnn";
+        cd_decoder_config *cfg = NULL;
+        cd_decoder *d = NULL, *twin = NULL;
+        cd_rng *rng = NULL, *twin_rng = NULL;
+        CD_ASSERT_OK(cd_decoder_config_create(&cfg, type));
+        CD_ASSERT_OK(cd_rng_create(&rng, 5));
+        CD_ASSERT_OK(cd_rng_create(&twin_rng, 5));
+        CD_ASSERT_OK(cd_decoder_create(&d, cfg, rng));
+        CD_ASSERT_OK(cd_decoder_create(&twin, cfg, twin_rng));
+        const int64_t N = 2, n = N * 28 * 28, bytes = n * (int64_t)sizeof(float);
+        cd_tensor *z = cd_test_tensor4(N, 1, 28, 28), *tau = NULL;
+        cd_tensor *a = cd_test_tensor4(N, 1, 28, 28), *b = cd_test_tensor4(N, 1, 28, 28);
+        CD_ASSERT_OK(cd_tensor_create(&tau, 1, (int64_t[]){N}));
+        cd_gc_randn(cd_tensor_data(z), n, 7, 1.0f);
+        cd_tensor_data(tau)[0] = 0.3f, cd_tensor_data(tau)[1] = 0.9f;
+
+        CD_ASSERT_OK(cd_decoder_infer(d, z, tau, a));
+        /* Every AVX-512 machine takes these paths for the report's
+         * decoders (the CNN's 7x7 layers, the UNet's 3x3 ones). */
+        const bool fast = cd__cpu_use_avx512(k ? CD__KERNELS_WINOGRAD : CD__KERNELS_SPECTRAL);
+        const int64_t kept = prepared_count(d);
+        printf("%s: %lld convolution(s) prepared\n", name, (long long)kept);
+        ck_assert_msg(fast ? kept > 0 : kept == 0, "%s: %lld prepared", name, (long long)kept);
+        CD_ASSERT_OK(cd_decoder_forward(twin, z, tau, b));
+        ck_assert_msg(memcmp(cd_tensor_data(a), cd_tensor_data(b), (size_t)bytes) == 0,
+                      "%s: prepared forward differs", name);
+        CD_ASSERT_OK(cd_decoder_infer(d, z, tau, a));
+        ck_assert(memcmp(cd_tensor_data(a), cd_tensor_data(b), (size_t)bytes) == 0);
+
+        /* The last float of each convolution's weights, one at a time. */
+        cd_params *p = cd_decoder_params(d), *tp = cd_decoder_params(twin);
+        int64_t convs = 0;
+        float *before = malloc((size_t)bytes);
+        ck_assert_ptr_nonnull(before);
+        for (int64_t i = 0; i < cd_params_count(p); i++) {
+            if (cd_params_rank(p, i) != 4) continue;
+            const int64_t last = cd_params_numel_at(p, i) - 1;
+            cd_params_data(p, i)[last] += 0.25f;
+            cd_params_data(tp, i)[last] += 0.25f;
+            memcpy(before, cd_tensor_data(a), (size_t)bytes);
+            CD_ASSERT_OK(cd_decoder_infer(d, z, tau, a));
+            CD_ASSERT_OK(cd_decoder_forward(twin, z, tau, b));
+            ck_assert_msg(memcmp(cd_tensor_data(a), cd_tensor_data(b), (size_t)bytes) == 0,
+                          "%s: infer missed a change to %s", name, cd_params_name(p, i));
+            ck_assert_msg(memcmp(before, cd_tensor_data(a), (size_t)bytes) != 0,
+                          "%s: changing %s changed nothing", name, cd_params_name(p, i));
+            convs++;
+        }
+        free(before);
+        ck_assert_int_gt(convs, 3);
+        ck_assert_int_eq(prepared_count(d), kept);
+
+        /* Another batch size reuses the prepared weights. */
+        cd_tensor *z1 = cd_test_tensor4(1, 1, 28, 28), *tau1 = NULL;
+        cd_tensor *a1 = cd_test_tensor4(1, 1, 28, 28), *b1 = cd_test_tensor4(1, 1, 28, 28);
+        CD_ASSERT_OK(cd_tensor_create(&tau1, 1, (int64_t[]){1}));
+        memcpy(cd_tensor_data(z1), cd_tensor_data(z) + 28 * 28, 28 * 28 * sizeof(float));
+        cd_tensor_data(tau1)[0] = 0.9f;
+        CD_ASSERT_OK(cd_decoder_infer(d, z1, tau1, a1));
+        CD_ASSERT_OK(cd_decoder_forward(twin, z1, tau1, b1));
+        ck_assert(memcmp(cd_tensor_data(a1), cd_tensor_data(b1), 28 * 28 * sizeof(float)) == 0);
+
+        /* A training pass frees them; the next forward-only pass makes
+         * them again. */
+        CD_ASSERT_OK(cd_decoder_forward(d, z, tau, a));
+        ck_assert_int_eq(prepared_count(d), 0);
+        CD_ASSERT_OK(cd_decoder_infer(d, z, tau, a));
+        ck_assert_int_eq(prepared_count(d), kept);
+        CD_ASSERT_OK(cd_decoder_forward(twin, z, tau, b));
+        ck_assert(memcmp(cd_tensor_data(a), cd_tensor_data(b), (size_t)bytes) == 0);
+
+        cd_tensor_free(z), cd_tensor_free(tau), cd_tensor_free(a), cd_tensor_free(b);
+        cd_tensor_free(z1), cd_tensor_free(tau1), cd_tensor_free(a1), cd_tensor_free(b1);
+        cd_decoder_free(d), cd_decoder_free(twin);
+        cd_rng_free(rng), cd_rng_free(twin_rng);
+        cd_decoder_config_free(cfg);
+    }
+}
+END_TEST
+
 /* The image shape: the CNN's fitted size; a UNet's training size, taken
  * from its backward passes only and kept in its file. */
 START_TEST(image_shape_follows_training)
@@ -635,6 +733,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, cnn_save_load_round_trip);
     tcase_add_test(tc, workspace_query_between_calls);
     tcase_add_test(tc, infer_equals_forward);
+    tcase_add_test(tc, infer_follows_changed_weights);
     tcase_add_test(tc, image_shape_follows_training);
     tcase_add_test(tc, bad_configuration_in_checkpoint);
     tcase_add_test(tc, huge_configuration_small_file);

@@ -181,13 +181,12 @@ static void cnn_forward(cd_decoder *d, float *out, const float *z, const float *
                                d->cfg.hidden[i],
                                HW,
                                1e-5f};
-        cd__conv2d_forward_epi(&m->conv[i], m->c[i], in, cd__decoder_value(d, m->conv_w[i]),
-                               cd__decoder_value(d, m->conv_b[i]), m->ws, cd__ln_gelu_forward_task,
-                               &lg);
+        cd__decoder_conv_forward(d, &m->conv[i], m->conv_w[i], cd__decoder_value(d, m->conv_b[i]),
+                                 m->c[i], in, m->ws, cd__ln_gelu_forward_task, &lg);
         in = m->x[i];
     }
-    cd__conv2d_forward(&m->conv[m->L], out, in, cd__decoder_value(d, m->conv_w[m->L]),
-                       cd__decoder_value(d, m->conv_b[m->L]), m->ws);
+    cd__decoder_conv_forward(d, &m->conv[m->L], m->conv_w[m->L],
+                             cd__decoder_value(d, m->conv_b[m->L]), out, in, m->ws, NULL, NULL);
 }
 
 static void mlp_backward(cd_decoder *d, cnn_t *m, const float *demb)

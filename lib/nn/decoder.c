@@ -160,6 +160,7 @@ void cd_decoder_free(cd_decoder *d)
 {
     if (!d) return;
     if (d->impl) d->ops->free_impl(d->impl);
+    cd__decoder_drop_prepared(d);
     cd_params_free(d->params);
     cd__free(d->arena);
     cd__free(d->label_rows);
@@ -314,6 +315,9 @@ static cd_status run_forward(cd_decoder *d, const char *fn, const cd_tensor *z,
     CD__TRY(cd__check_finite(z, fn, "z"));
     CD__TRY(cd__decoder_take_labels(d, fn, labels, s[0]));
     CD__TRY(ensure_plan(d, s[0], s[2], s[3], train));
+    /* Training changes the weights every step: its passes prepare none,
+     * and need not hold on to what sampling prepared. */
+    if (train) cd__decoder_drop_prepared(d);
     /* A forward-only pass overwrites what a training forward saved. */
     d->forward_done = false;
     d->ops->forward(d, out->data, z->data, t);

@@ -86,6 +86,17 @@ typedef struct cd__decoder_ops {
     void (*free_impl)(void *impl);
 } cd__decoder_ops;
 
+/* A convolution's weights prepared for forward-only passes
+ * (decoder_prepared.c): the layer they were prepared for, the prepared
+ * form (cd__conv2d_prepared_kind), and a copy of the weights it came
+ * from. */
+typedef struct cd__prepared {
+    cd__conv2d c;
+    int32_t kind;
+    float *prep, *weights;
+    size_t n_prep, n_weights;
+} cd__prepared;
+
 struct cd_decoder {
     cd__decoder_cfg cfg;
     const cd__decoder_ops *ops;
@@ -118,7 +129,19 @@ struct cd_decoder {
     uint8_t *touched;
     cd__stage_fn on_stage;
     void *stage_user;
+    /* Per parameter, for forward-only passes; NULL until the first. */
+    cd__prepared *prepared;
 };
+
+/* Convolution c with weight parameter w: in a forward-only pass through
+ * prepared weights kept from the last pass while w is unchanged (see
+ * decoder_prepared.c), else as cd__conv2d_forward_epi. Same bits either
+ * way. */
+void cd__decoder_conv_forward(cd_decoder *d, const cd__conv2d *c, int64_t w, const float *bias,
+                              float *out, const float *in, float *ws, cd__task_fn epi,
+                              void *epi_ctx);
+/* Free the prepared weights (a training pass, or the decoder, ends them). */
+void cd__decoder_drop_prepared(cd_decoder *d);
 
 /* Parameter helpers for build(): add "<prefix>.weight" (and ".bias") in
  * PyTorch's layout and register the layer for initialisation; the indices

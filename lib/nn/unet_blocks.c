@@ -135,15 +135,15 @@ void cd__unet_block_forward(cd_decoder *d, const cd__unet_block *b, cd__unet_scr
      * convolution, while its output is still in cache. */
     float *g = s->buf[CD__US_GELU];
     cd__image_args gelu = {g, b->a, b->hid * HW};
-    cd__conv2d_forward_epi(&b->c1, b->a, b->n, VAL(b->c1_w), VAL(b->c1_b), ws, cd__gelu_image_task,
-                           &gelu);
+    cd__decoder_conv_forward(d, &b->c1, b->c1_w, VAL(b->c1_b), b->a, b->n, ws, cd__gelu_image_task,
+                             &gelu);
     cd__image_args res = {y, x, cout * HW};
     if (b->res_w >= 0) {
         float *r = s->buf[CD__US_IN];
         cd__conv2d_forward(&b->res, r, x, VAL(b->res_w), VAL(b->res_b), ws);
         res.in = r;
     }
-    cd__conv2d_forward_epi(&b->c2, y, g, VAL(b->c2_w), VAL(b->c2_b), ws, cd__add_image_task, &res);
+    cd__decoder_conv_forward(d, &b->c2, b->c2_w, VAL(b->c2_b), y, g, ws, cd__add_image_task, &res);
 }
 
 void cd__unet_block_backward(cd_decoder *d, const cd__unet_block *b, cd__unet_scratch *s, float *dx,

@@ -338,6 +338,61 @@ void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in, const 
     cd__conv2d_forward_epi(c, out, in, weight, bias, ws, NULL, NULL);
 }
 
+/* The prepared forms (cd__conv2d_prepared_kind). */
+enum { PREPARED_NONE, PREPARED_SPECTRA, PREPARED_WINOGRAD };
+
+int32_t cd__conv2d_prepared_kind(const cd__conv2d *c)
+{
+    switch (choose_path(c)) {
+#ifdef CD__CONV_X86
+    case PATH_FFT: return PREPARED_SPECTRA;
+    case PATH_WINOGRAD: return PREPARED_WINOGRAD;
+#endif
+    default: return PREPARED_NONE;
+    }
+}
+
+size_t cd__conv2d_prepared_size(const cd__conv2d *c)
+{
+    switch (cd__conv2d_prepared_kind(c)) {
+#ifdef CD__CONV_X86
+    case PREPARED_SPECTRA: return cd__conv2d_fft_prepared_size(c);
+    case PREPARED_WINOGRAD: return cd__conv2d_winograd_prepared_size(c);
+#endif
+    default: return 0;
+    }
+}
+
+void cd__conv2d_prepare(const cd__conv2d *c, float *prep, const float *weight, float *ws)
+{
+    switch (cd__conv2d_prepared_kind(c)) {
+#ifdef CD__CONV_X86
+    case PREPARED_SPECTRA: cd__conv2d_fft_prepare(c, prep, weight, cd__align_ws(ws)); return;
+    case PREPARED_WINOGRAD: cd__conv2d_winograd_prepare(c, prep, weight); return;
+#endif
+    default: (void)prep, (void)weight, (void)ws; return;
+    }
+}
+
+void cd__conv2d_forward_prepared(const cd__conv2d *c, float *out, const float *in,
+                                 const float *prep, const float *bias, float *ws, cd__task_fn epi,
+                                 void *epi_ctx)
+{
+    switch (cd__conv2d_prepared_kind(c)) {
+#ifdef CD__CONV_X86
+    case PREPARED_SPECTRA:
+        cd__conv2d_fft_forward_prepared(c, out, in, prep, bias, cd__align_ws(ws), epi, epi_ctx);
+        return;
+    case PREPARED_WINOGRAD:
+        cd__conv2d_winograd_forward_prepared(c, out, in, prep, bias, ws, epi, epi_ctx);
+        return;
+#endif
+    default: /* never called for these paths */
+        (void)out, (void)in, (void)prep, (void)bias, (void)ws, (void)epi, (void)epi_ctx;
+        return;
+    }
+}
+
 /* din_set: overwrite din instead of adding into it. Only the dense,
  * Winograd, pointwise and spectral paths can do that without clearing din
  * first. The

@@ -782,6 +782,43 @@ static fjob make_job(const cd__conv2d *c, float *ws)
     return j;
 }
 
+size_t cd__conv2d_fft_prepared_size(const cd__conv2d *c)
+{
+    const fplan p = make_plan(c);
+    return (size_t)(p.spec * c->C_in * p.go);
+}
+
+void cd__conv2d_fft_prepare(const cd__conv2d *c, float *wk, const float *weight, float *ws)
+{
+    fjob j = make_job(c, ws);
+    j.weight = weight, j.wk = wk;
+    cd__parallel_for(WK_TASKS, wk_fwd_task, &j);
+}
+
+/* The images' part of the forward, given the kernel spectra in j->wk. */
+static void fft_forward_images(fjob *j)
+{
+    const cd__conv2d *c = j->c;
+    for (j->n0 = 0; j->n0 < c->N; j->n0 += j->p.tile) {
+        j->nimg = cd__min64(j->p.tile, c->N - j->n0);
+        cd__parallel_for(j->nimg, fwd_in_task, j);
+        cd__parallel_for(MUL_TASKS, fwd_mul_task, j);
+        cd__parallel_for(j->nimg, fwd_out_task, j);
+    }
+}
+
+void cd__conv2d_fft_forward_prepared(const cd__conv2d *c, float *out, const float *in,
+                                     const float *wk, const float *bias, float *ws, cd__task_fn epi,
+                                     void *epi_ctx)
+{
+    fjob j = make_job(c, ws);
+    j.in = in, j.bias = c->bias ? bias : NULL, j.out = out;
+    j.epi = epi, j.epi_ctx = epi_ctx;
+    /* Only read from here on: the products take the spectra as they are. */
+    j.wk = (float *)wk;
+    fft_forward_images(&j);
+}
+
 void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in, const float *weight,
                             const float *bias, float *ws, cd__task_fn epi, void *epi_ctx)
 {
@@ -789,12 +826,7 @@ void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in, co
     j.in = in, j.weight = weight, j.bias = c->bias ? bias : NULL, j.out = out;
     j.epi = epi, j.epi_ctx = epi_ctx;
     cd__parallel_for(WK_TASKS, wk_fwd_task, &j);
-    for (j.n0 = 0; j.n0 < c->N; j.n0 += j.p.tile) {
-        j.nimg = cd__min64(j.p.tile, c->N - j.n0);
-        cd__parallel_for(j.nimg, fwd_in_task, &j);
-        cd__parallel_for(MUL_TASKS, fwd_mul_task, &j);
-        cd__parallel_for(j.nimg, fwd_out_task, &j);
-    }
+    fft_forward_images(&j);
 }
 
 void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,

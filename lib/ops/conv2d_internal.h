@@ -172,6 +172,13 @@ bool cd__conv2d_winograd_suits(const cd__conv2d *c);
 void cd__conv2d_winograd_forward(const cd__conv2d *c, float *out, const float *in,
                                  const float *weight, const float *bias, float *ws, cd__task_fn epi,
                                  void *epi_ctx);
+/* The transformed weights U (prepared_size floats, CD__ALIGN-aligned,
+ * independent of N) made once, for forwards with unchanged weights. */
+size_t cd__conv2d_winograd_prepared_size(const cd__conv2d *c);
+void cd__conv2d_winograd_prepare(const cd__conv2d *c, float *U, const float *weight);
+void cd__conv2d_winograd_forward_prepared(const cd__conv2d *c, float *out, const float *in,
+                                          const float *U, const float *bias, float *ws,
+                                          cd__task_fn epi, void *epi_ctx);
 /* Adds the weight gradient into dweight; aligns ws itself. */
 size_t cd__conv2d_winograd_grad_workspace(const cd__conv2d *c);
 void cd__conv2d_winograd_grad(const cd__conv2d *c, float *dweight, const float *dout,

@@ -457,20 +457,37 @@ static void wg_task(void *ctx, int64_t k)
         for (int64_t t = 0; t < nimg; t++) j->epi(j->epi_ctx, n0 + t);
 }
 
-void cd__conv2d_winograd_forward(const cd__conv2d *c, float *out, const float *in,
-                                 const float *weight, const float *bias, float *ws, cd__task_fn epi,
-                                 void *epi_ctx)
+size_t cd__conv2d_winograd_prepared_size(const cd__conv2d *c) { return (size_t)wg_planner(c).u; }
+
+void cd__conv2d_winograd_prepare(const cd__conv2d *c, float *U, const float *weight)
 {
     const wg_plan p = wg_planner(c);
-    ws = cd__align_ws(ws);
-    float *U = ws;
     wg_weight_job wj = {c, &p, weight, U};
     cd__parallel_for(p.g.CiP, wg_weight_task, &wj);
-    wg_job j = {c, &p, out, in, c->bias ? bias : NULL, U, U + p.u, 0, epi, epi_ctx};
+}
+
+void cd__conv2d_winograd_forward_prepared(const cd__conv2d *c, float *out, const float *in,
+                                          const float *U, const float *bias, float *ws,
+                                          cd__task_fn epi, void *epi_ctx)
+{
+    const wg_plan p = wg_planner(c);
+    /* The slices sit where a forward that transforms the weights keeps
+     * them, after U's place, whether or not U is there. */
+    ws = cd__align_ws(ws);
+    wg_job j = {c, &p, out, in, c->bias ? bias : NULL, U, ws + p.u, 0, epi, epi_ctx};
     for (int64_t n0 = 0; n0 < c->N; n0 += WG_TASKS * p.g.IB) {
         j.n0 = n0;
         cd__parallel_for(cd__min64(WG_TASKS, cd__ceil_div(c->N - n0, p.g.IB)), wg_task, &j);
     }
+}
+
+void cd__conv2d_winograd_forward(const cd__conv2d *c, float *out, const float *in,
+                                 const float *weight, const float *bias, float *ws, cd__task_fn epi,
+                                 void *epi_ctx)
+{
+    float *U = cd__align_ws(ws);
+    cd__conv2d_winograd_prepare(c, U, weight);
+    cd__conv2d_winograd_forward_prepared(c, out, in, U, bias, ws, epi, epi_ctx);
 }
 
 #endif /* CD__CONV_X86 */

@@ -54,6 +54,23 @@ void cd__conv2d_forward(const cd__conv2d *c, float *out, const float *in, const 
 void cd__conv2d_forward_epi(const cd__conv2d *c, float *out, const float *in, const float *weight,
                             const float *bias, float *ws, cd__task_fn epi, void *epi_ctx);
 
+/*
+ * Forwards with unchanged weights (sampling, evaluation) need not redo
+ * the weights' part of the work: the Winograd path's transformed weights
+ * and the spectral path's kernel spectra. kind is nonzero on the paths
+ * that have such a prepared form, and names it; the form depends on the
+ * descriptor but not on N, and takes prepared_size floats, CD__ALIGN-
+ * aligned. prepare fills it from the weights (using ws as a forward
+ * would); forward_prepared then gives the bits cd__conv2d_forward_epi
+ * gives with those weights. Only for c whose kind is nonzero.
+ */
+int32_t cd__conv2d_prepared_kind(const cd__conv2d *c);
+size_t cd__conv2d_prepared_size(const cd__conv2d *c);
+void cd__conv2d_prepare(const cd__conv2d *c, float *prep, const float *weight, float *ws);
+void cd__conv2d_forward_prepared(const cd__conv2d *c, float *out, const float *in,
+                                 const float *prep, const float *bias, float *ws, cd__task_fn epi,
+                                 void *epi_ctx);
+
 /* Adds dL/d(in), dL/d(weight), dL/d(bias) given dout (= dL/d(out)). */
 void cd__conv2d_backward(const cd__conv2d *c, float *din, float *dweight, float *dbias,
                          const float *dout, const float *in, const float *weight, float *ws);
