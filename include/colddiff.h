@@ -626,14 +626,16 @@ CD_API cd_status cd_decoder_forward(cd_decoder *d, const cd_tensor *z, const cd_
  * it keeps no activations for backward and no gradient buffers, and lets
  * the blocks share their temporaries, so its workspace is a fraction of a
  * training forward's (the decoder never shrinks a workspace it already
- * has). On AVX-512 CPUs it also keeps, from one call to the next, the
- * transformed weights of the 3x3 and 7x7 convolutions with a copy of the
- * weights (about 10 MB for the report's CNN, 60 MB for its UNet), and
+ * has). On AVX-512 CPUs a decoder that has never run cd_decoder_forward
+ * (one that samples or evaluates) also keeps, from one call to the next,
+ * the transformed weights of the 3x3 and 7x7 convolutions with a copy of
+ * the weights (about 10 MB for the report's CNN, 60 MB for its UNet), and
  * transforms them again only when a weight changed: each call compares
  * them bit for bit, so weights written through cd_params_data or loaded
- * are always seen. The next cd_decoder_forward frees them. A later
- * cd_decoder_backward is CD_ERR_STATE until the next cd_decoder_forward.
- * Errors as cd_decoder_forward.
+ * are always seen. The first cd_decoder_forward frees them, and the
+ * decoder keeps none from then on. A later cd_decoder_backward is
+ * CD_ERR_STATE until the next cd_decoder_forward. Errors as
+ * cd_decoder_forward.
  */
 CD_API cd_status cd_decoder_infer(cd_decoder *d, const cd_tensor *z, const cd_tensor *tau,
                                   cd_tensor *out);

@@ -315,9 +315,12 @@ static cd_status run_forward(cd_decoder *d, const char *fn, const cd_tensor *z,
     CD__TRY(cd__check_finite(z, fn, "z"));
     CD__TRY(cd__decoder_take_labels(d, fn, labels, s[0]));
     CD__TRY(ensure_plan(d, s[0], s[2], s[3], train));
-    /* Training changes the weights every step: its passes prepare none,
-     * and need not hold on to what sampling prepared. */
-    if (train) cd__decoder_drop_prepared(d);
+    /* Training changes the weights every step: from its first pass on,
+     * the decoder prepares none (decoder_prepared.c). */
+    if (train) {
+        d->trains = true;
+        cd__decoder_drop_prepared(d);
+    }
     /* A forward-only pass overwrites what a training forward saved. */
     d->forward_done = false;
     d->ops->forward(d, out->data, z->data, t);

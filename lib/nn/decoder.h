@@ -131,12 +131,16 @@ struct cd_decoder {
     void *stage_user;
     /* Per parameter, for forward-only passes; NULL until the first. */
     cd__prepared *prepared;
+    /* A training plan was laid out: the decoder trains, its weights change
+     * between passes, and its arena (which never shrinks) is a training
+     * plan's, so forward-only passes prepare nothing. */
+    bool trains;
 };
 
-/* Convolution c with weight parameter w: in a forward-only pass through
- * prepared weights kept from the last pass while w is unchanged (see
- * decoder_prepared.c), else as cd__conv2d_forward_epi. Same bits either
- * way. */
+/* Convolution c with weight parameter w: in a forward-only pass of a
+ * decoder that does not train, through prepared weights kept from the
+ * last pass while w is unchanged (see decoder_prepared.c), else as
+ * cd__conv2d_forward_epi. Same bits either way. */
 void cd__decoder_conv_forward(cd_decoder *d, const cd__conv2d *c, int64_t w, const float *bias,
                               float *out, const float *in, float *ws, cd__task_fn epi,
                               void *epi_ctx);

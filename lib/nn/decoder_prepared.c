@@ -12,8 +12,11 @@
  * The weights are compared bit for bit on every pass rather than tracked:
  * a host may write them through cd_params_data at any time, and a
  * comparison costs one read of the weights, far less than preparing them.
- * Training passes never use the cache (their weights change every step),
- * and laying out a training pass frees it.
+ * A decoder that trains prepares nothing from its first training pass
+ * on, which frees what it had prepared: its weights change from one
+ * validation to the next, and preparing would add its memory (60 MB for
+ * the report's UNet) to the training plan's peak for a gain of a fraction
+ * of a percent of an epoch.
  */
 #include "decoder.h"
 
@@ -91,7 +94,7 @@ void cd__decoder_conv_forward(cd_decoder *d, const cd__conv2d *c, int64_t w, con
                               float *out, const float *in, float *ws, cd__task_fn epi,
                               void *epi_ctx)
 {
-    const float *prep = d->train ? NULL : prepared(d, c, w, ws);
+    const float *prep = d->trains ? NULL : prepared(d, c, w, ws);
     if (prep)
         cd__conv2d_forward_prepared(c, out, in, prep, bias, ws, epi, epi_ctx);
     else
