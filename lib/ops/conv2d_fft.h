@@ -22,9 +22,6 @@ bool cd__conv2d_fft_suits(const cd__conv2d *c);
 size_t cd__conv2d_fft_workspace(const cd__conv2d *c);
 void cd__conv2d_fft_forward(const cd__conv2d *c, float *out, const float *in, const float *weight,
                             const float *bias, float *ws, cd__task_fn epi, void *epi_ctx);
-/* din (may be NULL) is overwritten when din_set, else added to; dweight
- * and dbias (either may be NULL) are added to. Call it with din or dweight:
- * the bias gradient comes from the transforms those need. */
 /* The forward's kernel spectra (prepared_size floats, independent of N)
  * made once, for forwards with unchanged weights; prepare uses ws as the
  * forward would. */
@@ -33,6 +30,9 @@ void cd__conv2d_fft_prepare(const cd__conv2d *c, float *wk, const float *weight,
 void cd__conv2d_fft_forward_prepared(const cd__conv2d *c, float *out, const float *in,
                                      const float *wk, const float *bias, float *ws, cd__task_fn epi,
                                      void *epi_ctx);
+/* din (may be NULL) is overwritten when din_set, else added to; dweight
+ * and dbias (either may be NULL) are added to. Call it with din or dweight:
+ * the bias gradient comes from the transforms those need. */
 void cd__conv2d_fft_backward(const cd__conv2d *c, float *din, bool din_set, float *dweight,
                              float *dbias, const float *dout, const float *in, const float *weight,
                              float *ws);
