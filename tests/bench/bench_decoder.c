@@ -199,13 +199,14 @@ static void bench_model(const options *o, cd_decoder_kind type, cd_rng *rng)
     }
     /* Sampling before training: a decoder that has trained prepares no
      * weights for its forward-only passes, and a sampler's has not. */
-    if (o->sample && type == CD_DECODER_CNN) {
+    const bool sample = o->sample && type == CD_DECODER_CNN;
+    if (sample) {
         make_batch(&n, SAMPLE_BATCH, rng);
         time_it(run_fwd, &n, o, &best, &median);
         report(o, model, "sample", SAMPLE_BATCH, best, median);
     }
     if (o->train) {
-        if (o->sample && type == CD_DECODER_CNN) make_batch(&n, o->batch, rng);
+        if (sample) make_batch(&n, o->batch, rng); /* back to the training batch */
         time_it(run_train, &n, o, &best, &median);
         report(o, model, "train", o->batch, best, median);
     }
