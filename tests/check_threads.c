@@ -61,17 +61,22 @@ START_TEST(nested_loops_complete)
 END_TEST
 
 /* cd__task_slot: below min(n, threads), never held by two running tasks
- * at once, 0 inside a loop run inline, and the task's own again after it. */
+ * at once, and the task's own again after a loop it ran. A loop inside a
+ * task runs inline (slot 0) when the outer loop holds the pool; when the
+ * outer loop ran inline itself (n = 1 or one thread), the inner one may
+ * take the pool, and its slots stay below min(3, threads). */
 typedef struct {
     atomic_int busy[8];
     atomic_int bad;
-    int64_t limit;
+    int64_t limit, inner_limit;
 } slot_ctx;
 
-static void inline_slot_task(void *ctx, int64_t i)
+static void inner_slot_task(void *ctx, int64_t i)
 {
+    slot_ctx *c = ctx;
     (void)i;
-    if (cd__task_slot() != 0) atomic_fetch_add((atomic_int *)ctx, 1);
+    const int64_t s = cd__task_slot();
+    if (s < 0 || s >= c->inner_limit) atomic_fetch_add(&c->bad, 1);
 }
 
 static void slot_task(void *ctx, int64_t i)
@@ -86,7 +91,7 @@ static void slot_task(void *ctx, int64_t i)
     volatile double x = 0.0;
     for (int k = 0; k < 2000; k++) x += (double)k;
     if (i % 7 == 0) {
-        cd__parallel_for(3, inline_slot_task, &c->bad);
+        cd__parallel_for(3, inner_slot_task, c);
         if (cd__task_slot() != s) atomic_fetch_add(&c->bad, 1);
     }
     atomic_store(&c->busy[s], 0);
@@ -97,11 +102,14 @@ START_TEST(task_slots_are_exclusive)
     const int64_t threads[] = {1, 2, 3, 8}, ns[] = {1, 2, 3, 5, 64, 1000};
     for (size_t a = 0; a < sizeof threads / sizeof threads[0]; a++)
         for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++) {
-            CD_ASSERT_OK(cd_set_num_threads(threads[a]));
-            slot_ctx c = {.limit = ns[b] < threads[a] ? ns[b] : threads[a]};
-            cd__parallel_for(ns[b], slot_task, &c);
+            const int64_t t = threads[a], n = ns[b];
+            CD_ASSERT_OK(cd_set_num_threads(t));
+            const bool outer_inline = n == 1 || t == 1;
+            slot_ctx c = {.limit = n < t ? n : t,
+                          .inner_limit = outer_inline ? (t < 3 ? t : 3) : 1};
+            cd__parallel_for(n, slot_task, &c);
             ck_assert_msg(atomic_load(&c.bad) == 0, "%d slot faults, %lld threads, n = %lld",
-                          atomic_load(&c.bad), (long long)threads[a], (long long)ns[b]);
+                          atomic_load(&c.bad), (long long)t, (long long)n);
             ck_assert_int_eq(cd__task_slot(), 0);
         }
 }
